@@ -1,0 +1,116 @@
+// MyBunCache wire contract.
+//
+// Wire-compatible with MyGoCache's Kitex service `GroupCache`: every method name, the single
+// argument struct at field id 1 (`req`), the result at field id 0 (`success`), and every field id
+// and type of the seed's structs are kept exactly. Extensions only ADD: optional fields with new
+// ids, the declared exception `CacheError` (result field 1), and new methods. A client generated
+// from the seed's original IDL keeps working: it ignores the optional fields it does not know, and
+// a `CacheError` reaches it as an unknown result field (it reports "unknown result").
+//
+// TTL: `ttl` is in seconds (the seed's unit). 0 means the group's default TTL; a negative value is
+// INVALID_ARGUMENT. When the optional `ttlMs` is present it overrides `ttl` (milliseconds, same
+// rules: 0 = group default, negative = INVALID_ARGUMENT). A group default of 0 means no expiry.
+//
+// Names reserved for later methods (not served yet, answered with UNKNOWN_METHOD until they land):
+// peer calls `PeerFetch`, `PeerStore`, `PeerInvalidate`, `PeerPing`; node figures `NodeStats`;
+// access control `Auth`.
+
+namespace go mybuncache
+namespace js mybuncache
+
+enum ErrorCode {
+  NOT_FOUND = 1,
+  UNKNOWN_GROUP = 2,
+  INVALID_ARGUMENT = 3,
+  VALUE_TOO_LARGE = 4,
+  NO_MEMORY = 5,
+  LOAD_FAILED = 6,
+  PEER_UNAVAILABLE = 7,
+  OVERLOADED = 8,
+  UNAUTHORIZED = 9,
+}
+
+exception CacheError {
+  1: ErrorCode code,
+  2: string message,
+}
+
+struct Request {
+  1: string group,
+  2: string key,
+}
+
+struct Response {
+  1: binary value,
+  2: optional i64 ttlRemainingMs,
+}
+
+struct SetRequest {
+  1: string group,
+  2: string key,
+  3: binary value,
+  4: i64 ttl,
+  5: optional i64 ttlMs,
+}
+
+struct SetResponse {
+  1: bool success,
+}
+
+struct DeleteRequest {
+  1: string group,
+  2: string key,
+}
+
+struct DeleteResponse {
+  1: bool success,
+}
+
+struct ClearRequest {
+  1: string group,
+}
+
+struct ClearResponse {
+  1: bool success,
+}
+
+struct StatsRequest {
+  1: string group,
+}
+
+struct StatsResponse {
+  1: i64 itemCount,
+  2: i64 hitCount,
+  3: i64 missCount,
+  4: i64 totalCount,
+}
+
+struct GetMultiRequest {
+  1: string group,
+  2: list<string> keys,
+}
+
+struct GetMultiResponse {
+  1: map<string, binary> values,
+}
+
+struct SetMultiRequest {
+  1: string group,
+  2: map<string, binary> values,
+  3: i64 ttl,
+  4: optional i64 ttlMs,
+}
+
+struct SetMultiResponse {
+  1: bool success,
+}
+
+service GroupCache {
+  Response Get(1: Request req) throws (1: CacheError err),
+  SetResponse Set(1: SetRequest req) throws (1: CacheError err),
+  DeleteResponse Delete(1: DeleteRequest req) throws (1: CacheError err),
+  ClearResponse Clear(1: ClearRequest req) throws (1: CacheError err),
+  StatsResponse Stats(1: StatsRequest req) throws (1: CacheError err),
+  GetMultiResponse GetMulti(1: GetMultiRequest req) throws (1: CacheError err),
+  SetMultiResponse SetMulti(1: SetMultiRequest req) throws (1: CacheError err),
+}
