@@ -1,0 +1,129 @@
+/**
+ * Admission is the LRU-K admission filter for read-filled entries (K = 2 by default).
+ *
+ * It keeps a bounded history of the most recent `capacity` distinct key hashes that were offered
+ * but not yet admitted, each with an access count. `offer(hash)` counts one more access and says
+ * whether the key has now been seen K times within the history; an admitted hash leaves the
+ * history (the cache itself now remembers it). When the history is full the oldest hash is
+ * forgotten (FIFO ring), so a key must be seen K times within the last `capacity` distinct misses.
+ *
+ * Layout: a ring (`Int32Array`) of hashes in arrival order, and an open-addressing table of
+ * `2 * capacity` rounded to a power of two: `keys` (hash), `counts` (Uint8) and `ringPos` (the
+ * ring slot, so removal knows what it removes); linear probing with backward-shift deletion, so no
+ * tombstones accumulate. Hash collisions can only admit early, never lose a value.
+ */
+const EMPTY = 0;
+
+export class Admission {
+  readonly k: number;
+  readonly capacity: number;
+  private readonly ring: Int32Array;
+  private ringHead = 0;
+  private size = 0;
+  private readonly keys: Int32Array;
+  private readonly counts: Uint8Array;
+  private readonly used: Uint8Array;
+  private readonly mask: number;
+
+  constructor(k: number, capacity: number) {
+    if (!Number.isInteger(k) || k < 1 || k > 255) throw new RangeError(`LRU-K needs 1 <= K <= 255, got ${k}`);
+    this.k = k;
+    this.capacity = Math.max(1, capacity | 0);
+    this.ring = new Int32Array(this.capacity);
+    let slots = 2;
+    while (slots < this.capacity * 2) slots *= 2;
+    this.mask = slots - 1;
+    this.keys = new Int32Array(slots);
+    this.counts = new Uint8Array(slots);
+    this.used = new Uint8Array(slots);
+  }
+
+  /** offer records one access of `hash` and returns true when it should be admitted. */
+  offer(hash: number): boolean {
+    if (this.k === 1) return true;
+    let s = hash & this.mask;
+    while (this.used[s] !== EMPTY) {
+      if (this.keys[s] === hash) {
+        if (++this.counts[s]! >= this.k) {
+          this.removeSlot(s);
+          return true;
+        }
+        return false;
+      }
+      s = (s + 1) & this.mask;
+    }
+    if (this.size === this.capacity) this.evictOldest();
+    // Insertion point may have shifted if the eviction moved entries: probe again.
+    s = hash & this.mask;
+    while (this.used[s] !== EMPTY) s = (s + 1) & this.mask;
+    this.used[s] = 1;
+    this.keys[s] = hash;
+    this.counts[s] = 1;
+    this.ring[(this.ringHead + this.size) % this.capacity] = hash;
+    this.size++;
+    return false;
+  }
+
+  /** seen returns how many accesses of `hash` the history holds (0 if none). */
+  seen(hash: number): number {
+    const s = this.find(hash);
+    return s < 0 ? 0 : this.counts[s]!;
+  }
+
+  reset(): void {
+    this.used.fill(EMPTY);
+    this.size = 0;
+    this.ringHead = 0;
+  }
+
+  byteSize(): number {
+    return this.ring.byteLength + this.keys.byteLength + this.counts.byteLength + this.used.byteLength;
+  }
+
+  /** historySize is how many hashes the history holds now. */
+  historySize(): number {
+    return this.size;
+  }
+
+  private find(hash: number): number {
+    let s = hash & this.mask;
+    while (this.used[s] !== EMPTY) {
+      if (this.keys[s] === hash) return s;
+      s = (s + 1) & this.mask;
+    }
+    return -1;
+  }
+
+  // The ring may still list hashes that were admitted (removed from the table) earlier; those are
+  // skipped lazily here, so admission stays O(1) and the ring never needs compaction.
+  private evictOldest(): void {
+    while (this.size > 0) {
+      const hash = this.ring[this.ringHead]!;
+      this.ringHead = (this.ringHead + 1) % this.capacity;
+      this.size--;
+      const s = this.find(hash);
+      if (s >= 0) {
+        this.removeSlot(s);
+        return;
+      }
+    }
+  }
+
+  private removeSlot(slot: number): void {
+    // Backward-shift deletion keeps every probe chain unbroken without tombstones.
+    let hole = slot;
+    let s = (slot + 1) & this.mask;
+    while (this.used[s] !== EMPTY) {
+      const ideal = this.keys[s]! & this.mask;
+      // Move s into the hole if its ideal slot is not in (hole, s] cyclically.
+      if (((s - ideal) & this.mask) >= ((s - hole) & this.mask)) {
+        this.keys[hole] = this.keys[s]!;
+        this.counts[hole] = this.counts[s]!;
+        this.used[hole] = 1;
+        hole = s;
+      }
+      s = (s + 1) & this.mask;
+    }
+    this.used[hole] = EMPTY;
+  }
+}

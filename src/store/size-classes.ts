@@ -1,0 +1,61 @@
+/**
+ * SizeClasses is the table of slab chunk sizes, memcached style.
+ *
+ * Chunk sizes start at `minChunk` and grow by `factor`, each rounded up to 8 bytes so every chunk
+ * starts 8-byte aligned inside its page (the chunk header is read through an `Int32Array`). The
+ * last class is exactly `maxChunk`, the largest item the store accepts, which is also at most the
+ * page size. `classFor(n)` answers in O(1) for items up to 64 KiB through a byte lookup table and
+ * by binary search above that; -1 means larger than the largest class.
+ */
+const LOOKUP_LIMIT = 64 * 1024;
+
+export class SizeClasses {
+  /** sizes holds each class's chunk size in bytes, ascending. */
+  readonly sizes: Int32Array;
+  readonly count: number;
+  readonly maxChunk: number;
+  private readonly lookup: Uint8Array;
+
+  constructor(minChunk: number, factor: number, maxChunk: number) {
+    if (!(factor > 1)) throw new RangeError(`size class factor must be > 1, got ${factor}`);
+    const min = align8(Math.max(16, minChunk));
+    const max = align8(maxChunk);
+    if (min > max) throw new RangeError(`smallest chunk ${min} exceeds largest ${max}`);
+    const sizes: number[] = [];
+    let size = min;
+    while (size < max) {
+      sizes.push(size);
+      size = Math.max(size + 8, align8(Math.ceil(size * factor)));
+    }
+    sizes.push(max);
+    if (sizes.length > 255) throw new RangeError(`too many size classes (${sizes.length}); raise the factor`);
+    this.sizes = Int32Array.from(sizes);
+    this.count = sizes.length;
+    this.maxChunk = max;
+    const limit = Math.min(LOOKUP_LIMIT, max);
+    this.lookup = new Uint8Array((limit >> 3) + 1);
+    let cls = 0;
+    for (let slot = 0; slot < this.lookup.length; slot++) {
+      while (this.sizes[cls]! < slot << 3) cls++;
+      this.lookup[slot] = cls;
+    }
+  }
+
+  /** classFor returns the smallest class whose chunk holds `bytes`, or -1 if none does. */
+  classFor(bytes: number): number {
+    if (bytes > this.maxChunk) return -1;
+    if (bytes < LOOKUP_LIMIT) return this.lookup[(bytes + 7) >> 3]!;
+    let lo = 0;
+    let hi = this.count - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.sizes[mid]! >= bytes) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+}
+
+export function align8(n: number): number {
+  return (n + 7) & ~7;
+}

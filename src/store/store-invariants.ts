@@ -1,0 +1,129 @@
+/**
+ * checkStoreInvariants verifies that every structure of a Store agrees with every other one.
+ *
+ * O(items + pages + chunks): for tests only (the store exposes it as `checkInvariants()`). It
+ * throws an Error naming the first violated invariant:
+ * - memory: page bytes + metadata <= capacity; chunk bytes of live items == the running total;
+ * - items: each live item sits in a chunk of its page's class that names it as owner, inside the
+ *   carved part of the page; its stored key hashes to its hash; the index finds it by its key;
+ * - index: counts exactly the live items, each once;
+ * - LRU: each class list is a consistent doubly-linked list of live items of that class, and the
+ *   lists together hold every live item;
+ * - heap: the heap property holds, positions agree, and exactly the items with a finite expiry are
+ *   in it with that expiry;
+ * - slab: free lists hold only chunks marked free, of their class; no chunk is both free and live;
+ *   per-page and per-class used counts and the empty-page count match.
+ */
+import { hashBytes } from "./hash.ts";
+import { NIL } from "./item-table.ts";
+import { CHUNK_HEADER } from "./slab-allocator.ts";
+import type { Store } from "./store.ts";
+
+export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: number): void {
+  const fail = (msg: string): never => {
+    throw new Error(`store invariant violated: ${msg}`);
+  };
+  const { items, slab, lru, heap, index, classes } = s;
+  const pageBytes = slab.pagesAssigned * slab.pageSize;
+  if (pageBytes + s.metaBytes() > s.capacity) fail(`pages ${pageBytes} + meta ${s.metaBytes()} > capacity ${s.capacity}`);
+
+  let live = 0;
+  let sumChunk = 0;
+  let sumData = 0;
+  const pageUsed = new Int32Array(slab.maxPages);
+  const classUsed = new Int32Array(classes.count);
+  for (let id = 0; id < items.cap; id++) {
+    if (!items.isLive(id)) continue;
+    live++;
+    const page = items.page[id]!;
+    const off = items.off[id]!;
+    const cls = slab.pageClass[page]!;
+    if (cls < 0) fail(`item ${id} on unassigned page ${page}`);
+    const size = classes.sizes[cls]!;
+    if (off % size !== 0 || off / size >= slab.pageCarved[page]!) fail(`item ${id} at bad offset ${off} of page ${page}`);
+    if (slab.owner(page, off) !== id) fail(`chunk ${page}:${off} owner ${slab.owner(page, off)} != item ${id}`);
+    const klen = items.keyLen[id]!;
+    const vlen = items.valLen[id]!;
+    if (CHUNK_HEADER + klen + vlen > size) fail(`item ${id} overflows its chunk`);
+    const bytes = slab.pages[page]!;
+    if (hashBytes(bytes, off + CHUNK_HEADER, klen, s.hashSeed) !== items.hash[id]) fail(`item ${id} hash mismatch`);
+    if (index.find(bytes, off + CHUNK_HEADER, klen, items.hash[id]!) !== id) fail(`index does not find item ${id}`);
+    const exp = items.expiry[id]!;
+    if (exp === Infinity) {
+      if (heap.has(id)) fail(`item ${id} without expiry is in the heap`);
+    } else if (!heap.has(id) || heap.exp[heap.pos[id]!] !== exp || heap.item[heap.pos[id]!] !== id) {
+      fail(`item ${id} expiry ${exp} not in heap`);
+    }
+    pageUsed[page]!++;
+    classUsed[cls]!++;
+    sumChunk += size;
+    sumData += klen + vlen;
+  }
+  if (live !== items.live) fail(`live count ${items.live} != ${live}`);
+  if (sumChunk !== chunkBytes) fail(`chunk bytes ${chunkBytes} != sum ${sumChunk}`);
+  if (sumData !== dataBytes) fail(`data bytes ${dataBytes} != sum ${sumData}`);
+  if (sumChunk > pageBytes) fail(`chunk bytes ${sumChunk} exceed page bytes ${pageBytes}`);
+
+  let indexed = 0;
+  const seen = new Uint8Array(items.cap);
+  for (let i = 0; i < index.slots.length; i++) {
+    const id = index.slots[i]!;
+    if (id === NIL) continue;
+    if (!items.isLive(id)) fail(`index slot ${i} holds dead item ${id}`);
+    if (seen[id]) fail(`item ${id} indexed twice`);
+    seen[id] = 1;
+    indexed++;
+  }
+  if (indexed !== live || index.count !== live) fail(`index holds ${indexed} (count ${index.count}), live ${live}`);
+
+  let listed = 0;
+  for (let c = 0; c < classes.count; c++) {
+    let prev = NIL;
+    let n = 0;
+    for (let id = lru.head[c]!; id !== NIL; id = lru.next[id]!) {
+      if (!items.isLive(id)) fail(`LRU ${c} holds dead item ${id}`);
+      if (slab.pageClass[items.page[id]!] !== c) fail(`item ${id} in LRU ${c} but page class differs`);
+      if (lru.prev[id] !== prev) fail(`LRU ${c} prev link of ${id} broken`);
+      prev = id;
+      if (++n > live) fail(`LRU ${c} has a cycle`);
+    }
+    if (lru.tail[c] !== prev) fail(`LRU ${c} tail ${lru.tail[c]} != ${prev}`);
+    if (lru.length[c] !== n) fail(`LRU ${c} length ${lru.length[c]} != ${n}`);
+    listed += n;
+  }
+  if (listed !== live) fail(`LRU lists hold ${listed}, live ${live}`);
+
+  for (let i = 0; i < heap.size; i++) {
+    const id = heap.item[i]!;
+    if (heap.pos[id] !== i) fail(`heap pos of ${id} is ${heap.pos[id]}, not ${i}`);
+    if (!items.isLive(id)) fail(`heap holds dead item ${id}`);
+    if (i > 0 && heap.exp[(i - 1) >> 1]! > heap.exp[i]!) fail(`heap order broken at ${i}`);
+  }
+
+  let empty = 0;
+  for (let p = 0; p < slab.maxPages; p++) {
+    const cls = slab.pageClass[p]!;
+    if (cls === NIL) {
+      if (slab.pageUsed[p] !== 0) fail(`pool page ${p} has used chunks`);
+      continue;
+    }
+    if (slab.pageUsed[p] !== pageUsed[p]) fail(`page ${p} used ${slab.pageUsed[p]} != ${pageUsed[p]}`);
+    if (slab.pageCarved[p]! > slab.chunksPerPage(cls)) fail(`page ${p} over-carved`);
+    if (pageUsed[p] === 0 && slab.isFullyCarved(p)) empty++;
+  }
+  if (empty !== slab.emptyPages) fail(`empty pages ${slab.emptyPages} != ${empty}`);
+
+  for (let c = 0; c < classes.count; c++) {
+    if (slab.classUsed[c] !== classUsed[c]) fail(`class ${c} used ${slab.classUsed[c]} != ${classUsed[c]}`);
+    let free = 0;
+    slab.forEachFree(c, (page, off) => {
+      if (slab.pageClass[page] !== c) fail(`free chunk ${page}:${off} of class ${c} on a page of class ${slab.pageClass[page]}`);
+      if (slab.owner(page, off) !== NIL) fail(`chunk ${page}:${off} is both free and owned by ${slab.owner(page, off)}`);
+      free++;
+    });
+    if (free !== slab.freeCount[c]) fail(`class ${c} free count ${slab.freeCount[c]} != ${free}`);
+    let chunks = 0;
+    for (let p = 0; p < slab.maxPages; p++) if (slab.pageClass[p] === c) chunks += slab.pageCarved[p]!;
+    if (chunks !== classUsed[c]! + free) fail(`class ${c}: carved ${chunks} != used ${classUsed[c]} + free ${free}`);
+  }
+}

@@ -1,0 +1,494 @@
+/**
+ * Store is one cache's memory engine: synchronous, no I/O, no timers, no allocation per operation.
+ *
+ * It composes the slab allocator (values), the item table (metadata), the hash index (lookup),
+ * per-class LRU lists (eviction), the TTL heap (expiry) and LRU-K admission (read fills).
+ *
+ * Memory bound: `memory` bytes cover BOTH the slab pages and every metadata array (item table, LRU
+ * links, index slots, TTL heap reserved at one slot per item id, admission history, page table).
+ * Pages are taken from the pool only while `pages * pageSize + metadata <= memory`; metadata grows
+ * (item table doubling, index rehash) only within the same bound. So the figure the operator gives
+ * is the figure the store holds, not a guess about values alone.
+ *
+ * Eviction and page moves: a set that finds no free chunk in its class and no page left evicts,
+ * by LRU. It compares its own class's LRU tail with the oldest tail of the other classes, by a
+ * logical access tick: when another class's tail is more than twice as old (or the needy class has
+ * nothing to evict), a whole page moves from that class to the needy one (memcached's slab
+ * automove idea); otherwise its own tail goes. This keeps one class from starving while another
+ * sits on stale pages (slab calcification), with hysteresis so pages do not ping-pong.
+ *
+ * TTL: `ttlMs > 0` expires `ttlMs` after the set (alive at ttl-1 ms, gone at ttl); `0` means no
+ * expiry; negative or NaN is invalid. Expiry is an absolute ms time from the injected clock held in
+ * a float64, so TTLs beyond 2^31 ms and up to 2^63-1 work (no `setTimeout` anywhere). Reads check
+ * expiry (lazy); `expire(now, budget)` pops due items from the heap (active).
+ *
+ * Item ids and views: `get` returns an item id; it stays valid until the next call that can remove
+ * or move items (`set`, `fill`, `delete`, `clear`, `expire`, or a `get` of the same key after it
+ * expired). Read the value with `valueLength`/`copyValue` (no allocation) or `valueView` (a view
+ * into the slab, same validity: copy it if you keep it).
+ */
+import { Admission } from "./admission.ts";
+import { copyBytes } from "./bytes.ts";
+import { hashBytes } from "./hash.ts";
+import { HashIndex, MAX_LOAD } from "./hash-index.ts";
+import { ITEM_TABLE_BYTES_PER_ITEM, ItemTable, NIL, type ItemId } from "./item-table.ts";
+import { LRU_BYTES_PER_ITEM, LruList } from "./lru-list.ts";
+import { SizeClasses } from "./size-classes.ts";
+import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
+import { TtlHeap } from "./ttl-heap.ts";
+import { checkStoreInvariants } from "./store-invariants.ts";
+import { classStats, type ClassStats } from "./store-stats.ts";
+
+/** Results of `set` and `fill`. */
+export const SET_OK = 0;
+export const SET_TOO_LARGE = 1;
+export const SET_NO_MEMORY = 2;
+export const SET_REJECTED = 3;
+export const SET_INVALID_TTL = 4;
+export type SetResult = typeof SET_OK | typeof SET_TOO_LARGE | typeof SET_NO_MEMORY | typeof SET_REJECTED | typeof SET_INVALID_TTL;
+
+export const MIB = 1024 * 1024;
+/** MAX_KEY_BYTES is the longest key the store can hold (the key length is a Uint16). */
+export const MAX_KEY_BYTES = 65535;
+
+export interface StoreOptions {
+  /** memory is the total byte budget: slab pages plus metadata. */
+  memory: number;
+  /** maxItemSize bounds one item's chunk: 4-byte header + key + value (memcached's -I). Default 1 MiB. */
+  maxItemSize?: number;
+  /** pageSize is the slab page size; at least maxItemSize. Default 1 MiB. */
+  pageSize?: number;
+  /** minChunk is the smallest chunk size. Default 48. */
+  minChunk?: number;
+  /** growthFactor is the ratio between consecutive chunk sizes. Default 1.25. */
+  growthFactor?: number;
+  /** clock returns the current time in ms. Default `Date.now`. */
+  clock?: () => number;
+  /** admissionK is LRU-K's K for read fills. Default 2; 1 admits everything. */
+  admissionK?: number;
+  /** admissionHistory is how many distinct not-yet-admitted keys LRU-K remembers. Default 4096. */
+  admissionHistory?: number;
+  /** initialItems is the item table's first capacity. Default 1024. */
+  initialItems?: number;
+  /** hashSeed seeds the key hash. Default 0. */
+  hashSeed?: number;
+}
+
+/** StoreCounters are the store's running totals, a plain struct of numbers. */
+export class StoreCounters {
+  hits = 0; // gets that found a live item
+  misses = 0; // gets that found nothing (or an expired item)
+  sets = 0; // successful set and fill calls
+  deletes = 0; // delete calls that removed an item
+  evictions = 0; // live items removed to make room (LRU tail or page move)
+  expiredLazy = 0; // expired items removed when read
+  expiredActive = 0; // expired items removed by expire()
+  admissionsRejected = 0; // fills refused by LRU-K
+  tooLarge = 0; // sets refused because the item exceeds the largest class
+  noMemory = 0; // sets refused because no chunk could be made free
+  clears = 0; // clear calls
+}
+
+export interface StoreStats extends StoreCounters {
+  items: number;
+  /** bytesUsed is the chunk bytes held by live items (what they cost in pages). */
+  bytesUsed: number;
+  /** dataBytes is the key and value bytes of live items. */
+  dataBytes: number;
+  pageBytes: number;
+  metaBytes: number;
+  capacity: number;
+  pageMoves: number;
+  heapSize: number;
+  classes: ClassStats[];
+}
+
+const REMOVE_DELETE = 0;
+const REMOVE_EVICT = 1;
+const REMOVE_EXPIRE_LAZY = 2;
+const REMOVE_EXPIRE_ACTIVE = 3;
+const REMOVE_REPLACE = 4;
+
+export class Store {
+  readonly capacity: number;
+  readonly classes: SizeClasses;
+  readonly slab: SlabAllocator;
+  readonly items: ItemTable;
+  readonly lru: LruList;
+  readonly heap: TtlHeap;
+  readonly index: HashIndex;
+  readonly admission: Admission;
+  readonly counters = new StoreCounters();
+  readonly clock: () => number;
+  /** classEvictions[c] counts evictions from class c. */
+  readonly classEvictions: Float64Array;
+  readonly hashSeed: number;
+  private tick = 0;
+  private chunkBytes = 0;
+  private dataBytesUsed = 0;
+  private readonly fixedMetaBytes: number;
+
+  constructor(opts: StoreOptions) {
+    const maxItem = opts.maxItemSize ?? MIB;
+    const pageSize = Math.max(opts.pageSize ?? MIB, maxItem + 7) & ~7;
+    this.capacity = Math.floor(opts.memory);
+    this.clock = opts.clock ?? Date.now;
+    this.hashSeed = opts.hashSeed ?? 0;
+    this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
+    const maxPages = Math.floor(this.capacity / pageSize);
+    this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => this.remove(owner, REMOVE_EVICT));
+    const cap = Math.max(16, opts.initialItems ?? 1024);
+    this.items = new ItemTable(cap);
+    this.lru = new LruList(this.classes.count, cap);
+    this.heap = new TtlHeap(cap, Math.min(cap, 256));
+    this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
+    this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
+    this.classEvictions = new Float64Array(this.classes.count);
+    this.fixedMetaBytes = maxPages * 14 + this.classes.count * 40 + this.admission.byteSize();
+    this.updatePageLimit();
+    if (this.slab.pageLimit < 1) {
+      throw new RangeError(
+        `memory ${this.capacity} B is too small: one ${pageSize} B page plus ${this.metaBytes()} B of metadata are needed`,
+      );
+    }
+  }
+
+  /** get returns the id of the live item under key[off, off+len), or -1; it counts a hit or miss. */
+  get(key: Uint8Array, off = 0, len = key.length - off): ItemId {
+    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+    if (id === NIL) {
+      this.counters.misses++;
+      return NIL;
+    }
+    const exp = this.items.expiry[id]!;
+    if (exp !== Infinity && exp <= this.clock()) {
+      this.remove(id, REMOVE_EXPIRE_LAZY);
+      this.counters.misses++;
+      return NIL;
+    }
+    this.lru.bump(this.slab.pageClass[this.items.page[id]!]!, id);
+    this.items.atime[id] = ++this.tick;
+    this.counters.hits++;
+    return id;
+  }
+
+  /** has tells whether a live item exists under the key, without counting or bumping it. */
+  has(key: Uint8Array, off = 0, len = key.length - off): boolean {
+    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+    return id !== NIL && !(this.items.expiry[id]! <= this.clock());
+  }
+
+  valueLength(id: ItemId): number {
+    return this.items.valLen[id]!;
+  }
+
+  /** copyValue copies item `id`'s value into dst at dstOff and returns its length. */
+  copyValue(id: ItemId, dst: Uint8Array, dstOff: number): number {
+    const len = this.items.valLen[id]!;
+    const page = this.slab.pages[this.items.page[id]!]!;
+    copyBytes(dst, dstOff, page, this.items.off[id]! + CHUNK_HEADER + this.items.keyLen[id]!, len);
+    return len;
+  }
+
+  /** valueView returns a view of item `id`'s value inside the slab (valid as `get`'s id is). */
+  valueView(id: ItemId): Uint8Array {
+    const start = this.items.off[id]! + CHUNK_HEADER + this.items.keyLen[id]!;
+    return this.slab.pages[this.items.page[id]!]!.subarray(start, start + this.items.valLen[id]!);
+  }
+
+  /** keyView returns a view of item `id`'s key inside the slab (valid as `get`'s id is). */
+  keyView(id: ItemId): Uint8Array {
+    const start = this.items.off[id]! + CHUNK_HEADER;
+    return this.slab.pages[this.items.page[id]!]!.subarray(start, start + this.items.keyLen[id]!);
+  }
+
+  /** expiresAt is item `id`'s absolute expiry in ms, or Infinity. */
+  expiresAt(id: ItemId): number {
+    return this.items.expiry[id]!;
+  }
+
+  /** set stores a value; an explicit set is always admitted. */
+  set(
+    key: Uint8Array, keyOff: number, keyLen: number,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
+  ): SetResult {
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, false);
+  }
+
+  /** fill stores a read-filled value (loader result, mirror): new keys pass LRU-K admission first. */
+  fill(
+    key: Uint8Array, keyOff: number, keyLen: number,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
+  ): SetResult {
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, true);
+  }
+
+  /** delete removes the key; it returns whether a live item was removed. */
+  delete(key: Uint8Array, off = 0, len = key.length - off): boolean {
+    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+    if (id === NIL) return false;
+    const live = !(this.items.expiry[id]! <= this.clock());
+    this.remove(id, live ? REMOVE_DELETE : REMOVE_EXPIRE_LAZY);
+    return live;
+  }
+
+  /** clear removes every item; pages go back to the pool, counters keep running. */
+  clear(): void {
+    this.slab.reset();
+    this.items.reset();
+    this.lru.reset();
+    this.heap.reset();
+    this.index.reset();
+    this.admission.reset();
+    this.chunkBytes = 0;
+    this.dataBytesUsed = 0;
+    this.counters.clears++;
+  }
+
+  /** expire removes up to `budget` items whose expiry is <= now, and returns how many it removed. */
+  expire(now: number, budget: number): number {
+    let n = 0;
+    while (n < budget && this.heap.size > 0 && this.heap.minExpiry() <= now) {
+      this.remove(this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
+      n++;
+    }
+    return n;
+  }
+
+  /** size is the number of items held (expired ones not yet removed included). */
+  get size(): number {
+    return this.items.live;
+  }
+
+  /** metaBytes is the memory charged to metadata. */
+  metaBytes(): number {
+    // The TTL heap is charged at one slot per item id even while its array is smaller.
+    return (
+      this.fixedMetaBytes +
+      this.items.cap * (ITEM_TABLE_BYTES_PER_ITEM + LRU_BYTES_PER_ITEM + 16) +
+      this.index.byteSize()
+    );
+  }
+
+  stats(): StoreStats {
+    return {
+      ...this.counters,
+      items: this.items.live,
+      bytesUsed: this.chunkBytes,
+      dataBytes: this.dataBytesUsed,
+      pageBytes: this.slab.pagesAssigned * this.slab.pageSize,
+      metaBytes: this.metaBytes(),
+      capacity: this.capacity,
+      pageMoves: this.slab.pageMoves,
+      heapSize: this.heap.size,
+      classes: classStats(this),
+    };
+  }
+
+  /** checkInvariants throws if any internal structure disagrees with another (test-only, O(n)). */
+  checkInvariants(): void {
+    checkStoreInvariants(this, this.chunkBytes, this.dataBytesUsed);
+  }
+
+  private put(
+    key: Uint8Array, keyOff: number, keyLen: number,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, isFill: boolean,
+  ): SetResult {
+    if (!(ttlMs >= 0)) return SET_INVALID_TTL;
+    const cls = keyLen > MAX_KEY_BYTES ? -1 : this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
+    if (cls < 0) {
+      this.counters.tooLarge++;
+      return SET_TOO_LARGE;
+    }
+    const hash = hashBytes(key, keyOff, keyLen, this.hashSeed);
+    const now = this.clock();
+    const expiry = ttlMs === 0 ? Infinity : now + ttlMs;
+    let id = this.index.find(key, keyOff, keyLen, hash);
+    if (id !== NIL && this.items.expiry[id]! <= now) {
+      this.remove(id, REMOVE_EXPIRE_LAZY);
+      id = NIL;
+    }
+    if (id === NIL && isFill && !this.admission.offer(hash)) {
+      this.counters.admissionsRejected++;
+      return SET_REJECTED;
+    }
+    if (id !== NIL) {
+      if (this.slab.pageClass[this.items.page[id]!] === cls) {
+        // Same size class: overwrite the value in place.
+        const page = this.slab.pages[this.items.page[id]!]!;
+        copyBytes(page, this.items.off[id]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
+        this.dataBytesUsed += valLen - this.items.valLen[id]!;
+        this.items.valLen[id] = valLen;
+        this.setExpiry(id, expiry);
+        this.lru.bump(cls, id);
+        this.items.atime[id] = ++this.tick;
+        this.counters.sets++;
+        return SET_OK;
+      }
+      // A failed set below leaves the key absent, never stale (memcached's rule).
+      this.remove(id, REMOVE_REPLACE);
+    }
+    id = this.allocItem(cls);
+    const page = id === NIL ? NIL : this.allocChunk(cls, id);
+    if (page === NIL) {
+      if (id !== NIL) this.items.release(id);
+      this.counters.noMemory++;
+      return SET_NO_MEMORY;
+    }
+    const off = this.slab.allocOff;
+    const it = this.items;
+    it.hash[id] = hash;
+    it.page[id] = page;
+    it.off[id] = off;
+    it.keyLen[id] = keyLen;
+    it.valLen[id] = valLen;
+    it.expiry[id] = Infinity;
+    it.atime[id] = ++this.tick;
+    const bytes = this.slab.pages[page]!;
+    copyBytes(bytes, off + CHUNK_HEADER, key, keyOff, keyLen);
+    copyBytes(bytes, off + CHUNK_HEADER + keyLen, value, valOff, valLen);
+    this.index.insert(id);
+    this.lru.pushHead(cls, id);
+    this.setExpiry(id, expiry);
+    this.chunkBytes += this.classes.sizes[cls]!;
+    this.dataBytesUsed += keyLen + valLen;
+    this.counters.sets++;
+    return SET_OK;
+  }
+
+  private setExpiry(id: ItemId, expiry: number): void {
+    this.items.expiry[id] = expiry;
+    const inHeap = this.heap.has(id);
+    if (expiry === Infinity) {
+      if (inHeap) this.heap.remove(id);
+    } else if (inHeap) {
+      this.heap.update(id, expiry);
+    } else {
+      if (this.heap.needsRoom()) this.heap.growHeap(Math.min(this.items.cap, this.heap.exp.length * 2));
+      this.heap.push(id, expiry);
+    }
+  }
+
+  /** allocItem returns a free item id, growing the table within budget or evicting by LRU. */
+  private allocItem(cls: number): ItemId {
+    for (;;) {
+      const id = this.items.alloc();
+      if (id !== NIL) return id;
+      if (this.growItems()) continue;
+      const victim = this.lru.tail[cls] !== NIL ? this.lru.tail[cls]! : this.oldestTail(-1);
+      if (victim === NIL) return NIL;
+      this.evict(victim);
+    }
+  }
+
+  /** growItems grows the item table by half (and the index with it) if the memory budget allows. */
+  private growItems(): boolean {
+    const cap = this.items.cap;
+    const usedPages = this.slab.pagesAssigned * this.slab.pageSize;
+    const perItem = ITEM_TABLE_BYTES_PER_ITEM + LRU_BYTES_PER_ITEM + 16;
+    const room = this.capacity - usedPages - this.metaBytes();
+    let add = Math.max(16, cap >> 1);
+    let indexAdd = 0;
+    for (; add >= 16; add >>= 1) {
+      const slots = slotsFor(cap + add);
+      indexAdd = Math.max(0, slots * 4 - this.index.byteSize());
+      if (add * perItem + indexAdd <= room) break;
+    }
+    if (add < 16) return false;
+    const newCap = cap + add;
+    this.items.grow(newCap);
+    this.lru.grow(newCap);
+    this.heap.growItems(newCap);
+    while (this.index.slots.length < slotsFor(newCap)) this.index.grow();
+    this.updatePageLimit();
+    return true;
+  }
+
+  /** allocChunk finds a chunk of class `cls` for item `id`, evicting or moving a page if needed. */
+  private allocChunk(cls: number, id: ItemId): number {
+    for (;;) {
+      const page = this.slab.alloc(cls, id);
+      if (page !== NIL) return page;
+      if (this.slab.emptyPages > 0) {
+        const empty = this.slab.findEmptyPage(cls);
+        if (empty !== NIL) {
+          this.slab.movePage(empty, cls);
+          continue;
+        }
+      }
+      const own = this.lru.tail[cls]!;
+      const other = this.oldestTail(cls);
+      if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
+        this.slab.movePage(this.items.page[other]!, cls);
+        continue;
+      }
+      if (own === NIL) return NIL;
+      this.evict(own);
+    }
+  }
+
+  /** oldestTail returns the least recently used tail among classes other than `except`, or -1. */
+  private oldestTail(except: number): ItemId {
+    let best = NIL;
+    let bestAge = -1;
+    for (let c = 0; c < this.classes.count; c++) {
+      const t = this.lru.tail[c]!;
+      if (c === except || t === NIL) continue;
+      const age = this.age(t);
+      if (age > bestAge) {
+        bestAge = age;
+        best = t;
+      }
+    }
+    return best;
+  }
+
+  private age(id: ItemId): number {
+    return (this.tick - this.items.atime[id]!) >>> 0;
+  }
+
+  private evict(id: ItemId): void {
+    this.remove(id, REMOVE_EVICT);
+  }
+
+  private remove(id: ItemId, why: number): void {
+    const it = this.items;
+    const page = it.page[id]!;
+    const cls = this.slab.pageClass[page]!;
+    this.index.remove(id);
+    this.lru.unlink(cls, id);
+    this.heap.remove(id);
+    this.slab.free(page, it.off[id]!);
+    this.chunkBytes -= this.classes.sizes[cls]!;
+    this.dataBytesUsed -= it.keyLen[id]! + it.valLen[id]!;
+    it.release(id);
+    switch (why) {
+      case REMOVE_EVICT:
+        this.counters.evictions++;
+        this.classEvictions[cls]!++;
+        break;
+      case REMOVE_EXPIRE_LAZY:
+        this.counters.expiredLazy++;
+        break;
+      case REMOVE_EXPIRE_ACTIVE:
+        this.counters.expiredActive++;
+        break;
+      case REMOVE_DELETE:
+        this.counters.deletes++;
+        break;
+      default:
+        break;
+    }
+  }
+
+  private updatePageLimit(): void {
+    this.slab.pageLimit = Math.min(this.slab.maxPages, Math.floor((this.capacity - this.metaBytes()) / this.slab.pageSize));
+  }
+}
+
+/** slotsFor is the index size (a power of two) that holds `items` below the maximum load. */
+function slotsFor(items: number): number {
+  let n = 16;
+  while (n * MAX_LOAD < items) n *= 2;
+  return n;
+}
