@@ -1,0 +1,175 @@
+// BinaryWriter: one reused, growable output buffer for a connection's replies.
+//
+// Memory layout: `buffer` is a Uint8Array of `capacity` bytes; bytes [0, length) are encoded
+// replies waiting to be written to the socket. A DataView over the same ArrayBuffer is cached
+// and re-made only when the buffer grows. Growth doubles (at least `SLACK` more than asked),
+// so a connection reaches its steady size after a few replies and then never allocates.
+//
+// Hot-path discipline (msgpackr's): a reply calls `ensure(n)` ONCE with an upper bound of its
+// size, then uses the unchecked `u8/i16/i32/i64` writers. Lengths that are only known at the
+// end (frame length, THeader length, map counts) are reserved with `reserveI32()` and written
+// with `patchI32()`. After `ensure` the buffer may have been replaced: never keep `buffer`
+// across an `ensure` call.
+//
+// The server sends `buffer` bytes [0, length) (e.g. `socket.write(w.buffer, 0, w.length)`),
+// then calls `consume(written)`; a short write keeps the unsent tail at the front.
+
+export const WRITER_INITIAL_BYTES = 16 * 1024;
+export const WRITER_SLACK_BYTES = 1024;
+
+export class BinaryWriter {
+  buffer: Uint8Array;
+  view: DataView;
+  /** Bytes written so far (the write cursor). */
+  length = 0;
+
+  constructor(initialBytes = WRITER_INITIAL_BYTES) {
+    this.buffer = new Uint8Array(initialBytes);
+    this.view = new DataView(this.buffer.buffer);
+  }
+
+  /** ensure makes room for `n` more bytes, growing (and re-making the DataView) if needed. */
+  ensure(n: number): void {
+    const needed = this.length + n;
+    if (needed <= this.buffer.length) return;
+    let capacity = this.buffer.length * 2;
+    if (capacity < needed + WRITER_SLACK_BYTES) capacity = needed + WRITER_SLACK_BYTES;
+    const grown = new Uint8Array(capacity);
+    grown.set(this.buffer.subarray(0, this.length));
+    this.buffer = grown;
+    this.view = new DataView(grown.buffer);
+  }
+
+  /** reset forgets all written bytes (keeps the buffer). */
+  reset(): void {
+    this.length = 0;
+  }
+
+  /** consume drops the first `n` bytes (sent to the socket), keeping any unsent tail. */
+  consume(n: number): void {
+    if (n >= this.length) {
+      this.length = 0;
+      return;
+    }
+    this.buffer.copyWithin(0, n, this.length);
+    this.length -= n;
+  }
+
+  /** truncate rewinds the cursor to `length` (drops a reply that was being written). */
+  truncate(length: number): void {
+    this.length = length;
+  }
+
+  // Unchecked writers: the caller has called ensure() with room for them.
+
+  u8(value: number): void {
+    this.buffer[this.length++] = value;
+  }
+
+  i16(value: number): void {
+    this.view.setInt16(this.length, value);
+    this.length += 2;
+  }
+
+  i32(value: number): void {
+    this.view.setInt32(this.length, value);
+    this.length += 4;
+  }
+
+  /**
+   * i64 writes a JS number as a big-endian i64 (two's complement), exact for |v| <= 2^53.
+   * Fractions are truncated toward negative infinity.
+   */
+  i64(value: number): void {
+    const hi = Math.floor(value / 4294967296);
+    const lo = value - hi * 4294967296;
+    this.view.setInt32(this.length, hi | 0);
+    this.view.setUint32(this.length + 4, lo >>> 0);
+    this.length += 8;
+  }
+
+  /** fieldBegin writes a field header (type, id). */
+  fieldBegin(type: number, id: number): void {
+    this.buffer[this.length] = type;
+    this.view.setInt16(this.length + 1, id);
+    this.length += 3;
+  }
+
+  /** bytes copies `src[start, start+length)` (no view allocated) and advances. */
+  bytes(src: Uint8Array, start: number, length: number): void {
+    copyBytes(src, start, length, this.buffer, this.length);
+    this.length += length;
+  }
+
+  /** reserveI32 skips 4 bytes to be patched later and returns their offset. */
+  reserveI32(): number {
+    const at = this.length;
+    this.length += 4;
+    return at;
+  }
+
+  patchI32(at: number, value: number): void {
+    this.view.setInt32(at, value);
+  }
+
+  /**
+   * utf8 writes `text` as an i32 length + UTF-8 bytes, encoding by hand (no TextEncoder, no
+   * temporary array). Lone surrogates become U+FFFD. Used on slow paths (error messages).
+   */
+  utf8(text: string): void {
+    this.ensure(4 + text.length * 3);
+    const lengthAt = this.reserveI32();
+    const b = this.buffer;
+    let p = this.length;
+    for (let i = 0; i < text.length; i++) {
+      let c = text.charCodeAt(i);
+      if (c < 0x80) {
+        b[p++] = c;
+      } else if (c < 0x800) {
+        b[p++] = 0xc0 | (c >> 6);
+        b[p++] = 0x80 | (c & 63);
+      } else {
+        if (c >= 0xd800 && c <= 0xdfff) {
+          const next = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+          if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (next - 0xdc00);
+            i++;
+            b[p++] = 0xf0 | (c >> 18);
+            b[p++] = 0x80 | ((c >> 12) & 63);
+            b[p++] = 0x80 | ((c >> 6) & 63);
+            b[p++] = 0x80 | (c & 63);
+            continue;
+          }
+          c = 0xfffd;
+        }
+        b[p++] = 0xe0 | (c >> 12);
+        b[p++] = 0x80 | ((c >> 6) & 63);
+        b[p++] = 0x80 | (c & 63);
+      }
+    }
+    this.patchI32(lengthAt, p - this.length);
+    this.length = p;
+  }
+}
+
+/** Copies shorter than this use a byte loop; longer ones use the native `set`. */
+const NATIVE_COPY_BYTES = 64;
+
+/**
+ * copyBytes copies `length` bytes from `src[srcStart…]` to `dst[dstStart…]`. Short copies
+ * (keys, small values) loop and allocate nothing; long ones use `dst.set(src.subarray())`,
+ * whose one short-lived view is amortised over the memcpy.
+ */
+export function copyBytes(
+  src: Uint8Array,
+  srcStart: number,
+  length: number,
+  dst: Uint8Array,
+  dstStart: number,
+): void {
+  if (length < NATIVE_COPY_BYTES) {
+    for (let i = 0; i < length; i++) dst[dstStart + i] = src[srcStart + i]!;
+    return;
+  }
+  dst.set(src.subarray(srcStart, srcStart + length), dstStart);
+}

@@ -1,0 +1,73 @@
+// Errors of the protocol layer, and the cache-level error codes of the IDL.
+//
+// Two kinds, never mixed:
+//  - ProtocolError: the bytes are wrong (or a method is unknown). It carries the Thrift
+//    TApplicationException type number that goes on the wire, and whether the connection must
+//    close afterwards (anything that leaves the stream position in doubt closes it; an unknown
+//    method inside a well-formed message does not).
+//  - CacheError: a well-formed request the cache refuses (key too long, value too large, ...).
+//    Its `code` is the IDL's `ErrorCode` number, sent in result field 1 (`CacheError err`).
+// Expected outcomes of a request are not exceptions: the decoder records a cache-level refusal
+// in the request (`errorCode`, `errorMessage`) instead of throwing, so the hot path never
+// allocates an Error; CacheError exists for the server and for the fuzzing entry point.
+
+/** TApplicationException type numbers (Thrift's own TApplicationException.TYPE). */
+export const APP_ERROR = {
+  UNKNOWN: 0,
+  UNKNOWN_METHOD: 1,
+  INVALID_MESSAGE_TYPE: 2,
+  WRONG_METHOD_NAME: 3,
+  BAD_SEQUENCE_ID: 4,
+  MISSING_RESULT: 5,
+  INTERNAL_ERROR: 6,
+  PROTOCOL_ERROR: 7,
+  INVALID_TRANSFORM: 8,
+  INVALID_PROTOCOL: 9,
+  UNSUPPORTED_CLIENT_TYPE: 10,
+} as const;
+export type AppErrorType = (typeof APP_ERROR)[keyof typeof APP_ERROR];
+
+/** The IDL's `enum ErrorCode` (thrift/cache.thrift). Numbers are the wire values; never renumber. */
+export const ERROR_CODE = {
+  NOT_FOUND: 1,
+  UNKNOWN_GROUP: 2,
+  INVALID_ARGUMENT: 3,
+  VALUE_TOO_LARGE: 4,
+  NO_MEMORY: 5,
+  LOAD_FAILED: 6,
+  PEER_UNAVAILABLE: 7,
+  OVERLOADED: 8,
+  UNAUTHORIZED: 9,
+} as const;
+export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
+
+/** ProtocolError is a fault in the bytes: `type` is the TApplicationException type to send. */
+export class ProtocolError extends Error {
+  override readonly name = "ProtocolError";
+  /** TApplicationException type number (APP_ERROR). */
+  readonly type: AppErrorType;
+  /** True when the connection must be closed after the error reply (stream position unknown). */
+  readonly close: boolean;
+
+  constructor(type: AppErrorType, message: string, close = true) {
+    super(message);
+    this.type = type;
+    this.close = close;
+  }
+}
+
+/** CacheError is a refusal of a well-formed request; `code` is the IDL ErrorCode number. */
+export class CacheError extends Error {
+  override readonly name = "CacheError";
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** protocolError builds a ProtocolError of type PROTOCOL_ERROR that closes the connection. */
+export function protocolError(message: string): ProtocolError {
+  return new ProtocolError(APP_ERROR.PROTOCOL_ERROR, message, true);
+}

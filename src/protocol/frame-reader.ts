@@ -1,0 +1,235 @@
+// FrameReader: turns a connection's TCP chunks into complete message views.
+//
+// Usage (per connection, per `data` event):
+//     reader.push(chunk);
+//     while (reader.next()) decode(reader.buffer, reader.start, reader.end);
+// `next()` throws ProtocolError on a bad frame (the connection must then close).
+//
+// The transport is detected from the connection's first bytes and fixed from then on:
+//   0x80 …                     buffered: a strict message, no length (end found by scanning)
+//   len(4) 0x80 0x01 …         framed
+//   len(4) 0x0F 0xFF …         Apache THeader
+//   len(4) 0x10 0x00 …         Kitex TTHeader
+// anything else (compact protocol, HTTP, garbage) is a clear error.
+//
+// Views: for framed and header transports a view is the frame AFTER its 4-byte length
+// (header transports: starting at the magic); for buffered it is the whole message. A view is
+// valid until the next call to `next()` or `push()`.
+//
+// Memory layout and copying: when a message lies whole in the chunk, the view points into the
+// chunk (no copy). Only a partial tail is copied, into `pending` — one Uint8Array per
+// connection that grows (doubling) to the largest partial frame seen and is reused. For
+// framed/header transports exactly the missing bytes of the pending frame are taken from the
+// next chunk, and the rest of that chunk is served zero-copy again. For buffered transport
+// the end is unknown, so the whole chunk is appended (bounded by the frame limit) and the
+// resumable MessageScanner continues where it stopped. `pending` never grows past
+// `maxFrameBytes + 4`: lengths are validated before any growth.
+
+import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
+import type { ProtocolLimits } from "./limits.ts";
+import { MessageScanner, SCAN_NEED_MORE } from "./message-scanner.ts";
+import { copyBytes } from "./binary-writer.ts";
+import {
+  COMPACT_PROTOCOL_ID,
+  THEADER_MAGIC,
+  TRANSPORT_BUFFERED,
+  TRANSPORT_FRAMED,
+  TRANSPORT_THEADER,
+  TRANSPORT_TTHEADER,
+  TRANSPORT_UNKNOWN,
+  TTHEADER_MAGIC,
+} from "./wire.ts";
+
+const EMPTY = new Uint8Array(0);
+const PENDING_INITIAL_BYTES = 4096;
+/** Bytes needed to tell framed/header transports apart: length + 2 magic bytes. */
+const DETECT_BYTES = 6;
+
+export class FrameReader {
+  /** Detected transport (TRANSPORT_*), TRANSPORT_UNKNOWN until the first bytes arrive. */
+  transport = TRANSPORT_UNKNOWN;
+  /** The current message view, set by a `next()` that returned true. */
+  buffer: Uint8Array = EMPTY;
+  start = 0;
+  end = 0;
+
+  private chunk: Uint8Array = EMPTY;
+  private chunkPos = 0;
+  private pending = new Uint8Array(PENDING_INITIAL_BYTES);
+  private pendingStart = 0;
+  private pendingEnd = 0;
+  private readonly scanner: MessageScanner;
+  private readonly maxFrameBytes: number;
+
+  constructor(limits: ProtocolLimits) {
+    this.maxFrameBytes = limits.maxFrameBytes;
+    this.scanner = new MessageScanner(limits.maxDepth);
+  }
+
+  /** push hands the reader a new chunk; call `next()` until it returns false first. */
+  push(chunk: Uint8Array): void {
+    if (this.chunkPos < this.chunk.length) throw new Error("FrameReader.push before next() returned false");
+    this.chunk = chunk;
+    this.chunkPos = 0;
+  }
+
+  /** bufferedBytes returns how many bytes of an incomplete message are held. */
+  bufferedBytes(): number {
+    return this.pendingEnd - this.pendingStart + this.chunk.length - this.chunkPos;
+  }
+
+  /** next finds the next complete message; false = need more bytes. Throws ProtocolError. */
+  next(): boolean {
+    if (this.pendingEnd > this.pendingStart) return this.nextFromPending();
+    this.pendingStart = this.pendingEnd = 0;
+    return this.nextFromChunk();
+  }
+
+  private nextFromChunk(): boolean {
+    const buf = this.chunk;
+    const p = this.chunkPos;
+    const end = buf.length;
+    if (p >= end) return false;
+    if (this.transport === TRANSPORT_UNKNOWN) {
+      this.transport = detectTransport(buf, p, end);
+      if (this.transport === TRANSPORT_UNKNOWN) return this.stash();
+    }
+    if (this.transport === TRANSPORT_BUFFERED) {
+      const length = this.scanner.scan(buf, p, end, this.maxFrameBytes);
+      if (length === SCAN_NEED_MORE) return this.stash();
+      return this.yieldView(buf, p, p + length, p + length);
+    }
+    if (end - p < 4) return this.stash();
+    const total = 4 + this.frameLength(buf, p);
+    if (end - p < total) return this.stash();
+    return this.yieldView(buf, p + 4, p + total, p + total);
+  }
+
+  private yieldView(buf: Uint8Array, start: number, end: number, chunkPos: number): boolean {
+    this.buffer = buf;
+    this.start = start;
+    this.end = end;
+    this.chunkPos = chunkPos;
+    return true;
+  }
+
+  /** stash copies the chunk's partial tail into `pending` (which is empty). */
+  private stash(): boolean {
+    const n = this.chunk.length - this.chunkPos;
+    this.growPending(n);
+    copyBytes(this.chunk, this.chunkPos, n, this.pending, 0);
+    this.pendingStart = 0;
+    this.pendingEnd = n;
+    this.chunkPos = this.chunk.length;
+    return false;
+  }
+
+  private nextFromPending(): boolean {
+    if (this.pendingStart > 0) {
+      // The view handed out last time is no longer in use: move the rest to the front.
+      this.pending.copyWithin(0, this.pendingStart, this.pendingEnd);
+      this.pendingEnd -= this.pendingStart;
+      this.pendingStart = 0;
+    }
+    for (;;) {
+      const avail = this.chunk.length - this.chunkPos;
+      if (this.transport === TRANSPORT_UNKNOWN) {
+        this.transport = detectTransport(this.pending, 0, this.pendingEnd);
+        if (this.transport === TRANSPORT_UNKNOWN) {
+          if (avail === 0) return false;
+          this.take(Math.min(avail, DETECT_BYTES - this.pendingEnd));
+          continue;
+        }
+      }
+      if (this.transport === TRANSPORT_BUFFERED) {
+        this.take(Math.min(avail, this.maxFrameBytes - this.pendingEnd));
+        const length = this.scanner.scan(this.pending, 0, this.pendingEnd, this.maxFrameBytes);
+        if (length === SCAN_NEED_MORE) {
+          if (this.chunkPos < this.chunk.length) throw protocolError("message exceeds the frame limit");
+          return false;
+        }
+        this.pendingStart = length;
+        return this.yieldPending(0, length);
+      }
+      if (this.pendingEnd < 4) {
+        if (avail === 0) return false;
+        this.take(Math.min(avail, 4 - this.pendingEnd));
+        continue;
+      }
+      const total = 4 + this.frameLength(this.pending, 0);
+      if (this.pendingEnd < total) {
+        if (avail === 0) return false;
+        this.growPending(total);
+        this.take(Math.min(avail, total - this.pendingEnd));
+        continue;
+      }
+      this.pendingStart = total;
+      return this.yieldPending(4, total);
+    }
+  }
+
+  private yieldPending(start: number, end: number): boolean {
+    this.buffer = this.pending;
+    this.start = start;
+    this.end = end;
+    return true;
+  }
+
+  /** take moves `n` bytes from the chunk to the end of `pending`. */
+  private take(n: number): void {
+    this.growPending(this.pendingEnd + n);
+    copyBytes(this.chunk, this.chunkPos, n, this.pending, this.pendingEnd);
+    this.pendingEnd += n;
+    this.chunkPos += n;
+  }
+
+  private growPending(size: number): void {
+    if (size <= this.pending.length) return;
+    let capacity = this.pending.length * 2;
+    if (capacity < size) capacity = size;
+    const grown = new Uint8Array(capacity);
+    grown.set(this.pending.subarray(0, this.pendingEnd));
+    this.pending = grown;
+  }
+
+  /** frameLength reads and validates the i32 length of a framed/header frame at `p`. */
+  private frameLength(buf: Uint8Array, p: number): number {
+    const length = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    if (length <= 0) throw protocolError(`invalid frame length ${length}`);
+    if (length > this.maxFrameBytes) throw protocolError(`frame length ${length} exceeds the limit ${this.maxFrameBytes}`);
+    return length;
+  }
+}
+
+/**
+ * detectTransport names the transport from a connection's first bytes `buf[p, end)`, or
+ * returns TRANSPORT_UNKNOWN when more bytes are needed. Throws ProtocolError for compact
+ * protocol (INVALID_PROTOCOL), HTTP and anything unrecognised (UNSUPPORTED_CLIENT_TYPE).
+ */
+export function detectTransport(buf: Uint8Array, p: number, end: number): number {
+  if (end - p < 1) return TRANSPORT_UNKNOWN;
+  const b0 = buf[p]!;
+  if (b0 === 0x80) return TRANSPORT_BUFFERED;
+  if (b0 === COMPACT_PROTOCOL_ID) throw new ProtocolError(APP_ERROR.INVALID_PROTOCOL, "compact protocol is not supported (binary only)");
+  if (b0 >= 0x41 && b0 <= 0x5a && looksLikeHttp(buf, p, end)) {
+    throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "HTTP request on the Thrift port");
+  }
+  if (end - p < DETECT_BYTES) return TRANSPORT_UNKNOWN;
+  const m0 = buf[p + 4]!;
+  const m1 = buf[p + 5]!;
+  if (m0 === 0x80 && m1 === 0x01) return TRANSPORT_FRAMED;
+  if (((m0 << 8) | m1) === THEADER_MAGIC) return TRANSPORT_THEADER;
+  if (((m0 << 8) | m1) === TTHEADER_MAGIC) return TRANSPORT_TTHEADER;
+  if (m0 === COMPACT_PROTOCOL_ID) throw new ProtocolError(APP_ERROR.INVALID_PROTOCOL, "compact protocol is not supported (binary only)");
+  throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "unrecognised transport (expected strict binary, framed, THeader or TTHeader)");
+}
+
+/** looksLikeHttp checks for an HTTP method followed by a space in the first bytes. */
+function looksLikeHttp(buf: Uint8Array, p: number, end: number): boolean {
+  for (let i = p; i < end && i < p + 8; i++) {
+    const c = buf[i]!;
+    if (c === 0x20) return i > p + 2;
+    if (c < 0x41 || c > 0x5a) return false;
+  }
+  return false;
+}

@@ -1,0 +1,49 @@
+// ProtocolLimits: every bound the decoder enforces, in one object passed in by the server.
+//
+// All limits are checked before anything is allocated or grown, and before bytes are waited
+// for: a length or count that can never fit in the frame is an error at once, not "need more".
+// The defaults follow Thrift (16,384,000-byte frames, depth 64) and memcached (250-byte keys,
+// 1 MiB values); the server sets `maxValueBytes` from the store's max item size.
+
+export interface ProtocolLimits {
+  /** Largest frame (framed/header: the length field; buffered: the whole message). */
+  readonly maxFrameBytes: number;
+  /** Deepest nesting of structs and containers, counted from the message's argument struct. */
+  readonly maxDepth: number;
+  /** Longest key; longer → cache-level INVALID_ARGUMENT (not a protocol error). */
+  readonly maxKeyBytes: number;
+  /** Longest value; longer → cache-level VALUE_TOO_LARGE. */
+  readonly maxValueBytes: number;
+}
+
+export const DEFAULT_MAX_FRAME_BYTES = 16_384_000;
+export const DEFAULT_MAX_DEPTH = 64;
+export const DEFAULT_MAX_KEY_BYTES = 250;
+export const DEFAULT_MAX_VALUE_BYTES = 1_048_576;
+
+export const DEFAULT_LIMITS: ProtocolLimits = Object.freeze({
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  maxDepth: DEFAULT_MAX_DEPTH,
+  maxKeyBytes: DEFAULT_MAX_KEY_BYTES,
+  maxValueBytes: DEFAULT_MAX_VALUE_BYTES,
+});
+
+/**
+ * resolveLimits fills the defaults into a partial limits object and validates it: every limit
+ * must be a positive safe integer, and the frame limit must fit a signed i32 length field.
+ */
+export function resolveLimits(partial?: Partial<ProtocolLimits>): ProtocolLimits {
+  const limits: ProtocolLimits = Object.freeze({ ...DEFAULT_LIMITS, ...partial });
+  check("maxFrameBytes", limits.maxFrameBytes, 0x7fffffff);
+  check("maxDepth", limits.maxDepth, 10_000);
+  if (limits.maxDepth < 2) throw new RangeError("ProtocolLimits.maxDepth must be at least 2 (argument struct + request struct)");
+  check("maxKeyBytes", limits.maxKeyBytes, 0x7fffffff);
+  check("maxValueBytes", limits.maxValueBytes, 0x7fffffff);
+  return limits;
+}
+
+function check(name: string, value: number, max: number): void {
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`ProtocolLimits.${name} must be an integer in [1, ${max}], got ${value}`);
+  }
+}

@@ -1,0 +1,65 @@
+// ProtocolConnection: the protocol state of one TCP connection, in one object.
+//
+// It bundles what a connection needs and owns no socket: the FrameReader (transport detection,
+// partial frames), the RequestDecoder, the single reusable Request, and the ReplyWriter with
+// its output buffer. The server's `data` handler is:
+//
+//     conn.push(chunk);
+//     try {
+//       while (conn.nextRequest()) { const req = conn.request; …dispatch, write a reply… }
+//     } catch (e) {
+//       if (!(e instanceof ProtocolError)) throw e;
+//       if (conn.request.transport !== 0) conn.reply.writeApplicationException(conn.request, e.type, e.message);
+//       …flush conn.reply.out, then close if e.close…
+//     }
+//     socket.write(conn.reply.out.buffer, 0, conn.reply.out.length) …
+//
+// An unknown method is NOT thrown: nextRequest() returns true with request.method ===
+// METHOD_UNKNOWN, and the server replies UNKNOWN_METHOD and keeps the connection.
+// Every view (request ranges) is valid until the next push()/nextRequest().
+
+import type { ProtocolLimits } from "./limits.ts";
+import { FrameReader } from "./frame-reader.ts";
+import { ReplyWriter } from "./reply-writer.ts";
+import { Request } from "./request.ts";
+import { RequestDecoder } from "./request-decoder.ts";
+
+export class ProtocolConnection {
+  readonly reader: FrameReader;
+  readonly decoder: RequestDecoder;
+  readonly request = new Request();
+  readonly reply: ReplyWriter;
+
+  constructor(limits: ProtocolLimits, reply: ReplyWriter = new ReplyWriter()) {
+    this.reader = new FrameReader(limits);
+    this.decoder = new RequestDecoder(limits);
+    this.reply = reply;
+  }
+
+  /** push hands over a chunk read from the socket. */
+  push(chunk: Uint8Array): void {
+    this.reader.push(chunk);
+  }
+
+  /**
+   * nextRequest decodes the next complete message into `request`; false = need more bytes.
+   * Throws ProtocolError; `request` then holds whatever was read (transport, header, and the
+   * name/seqid when `request.headerRead`), enough to address the error reply.
+   */
+  nextRequest(): boolean {
+    const reader = this.reader;
+    const req = this.request;
+    let found: boolean;
+    try {
+      found = reader.next();
+    } catch (e) {
+      req.reset();
+      req.header.reset();
+      req.transport = reader.transport;
+      throw e;
+    }
+    if (!found) return false;
+    this.decoder.decode(reader.buffer, reader.start, reader.end, reader.transport, req);
+    return true;
+  }
+}

@@ -1,0 +1,222 @@
+// ReplyWriter: encodes complete reply messages into a connection's BinaryWriter.
+//
+// Each reply is written in the transport its request came in (req.transport), then its
+// lengths are patched:
+//     framed    i32 len | message
+//     buffered  message
+//     THeader   i32 len | 0x0FFF flags seqid 0x0001 00000000 | message
+//     TTHeader  i32 len | 0x1000 flags seqid 0x0001 00000000 | [i32 len, Kitex framed] | message
+// The header echoes the request's flags and carries the reply's seqid (equal to the request's
+// message seqid), as the Apache and Kitex servers do; it carries no info headers.
+// The message is `i32 0x80010000|type, string name, i32 seqid` + a result struct:
+//     success      { 0: <Response struct> }                       type REPLY
+//     cache error  { 1: CacheError { 1: i32 code, 2: string message } }   type REPLY
+//     app error    TApplicationException { 1: string message, 2: i32 type }  type EXCEPTION
+//
+// Value bytes are never staged: `beginGet` writes everything up to the value, reserves
+// `valueLength` bytes and returns their offset in `out.buffer`; the caller copies the value
+// there (e.g. from the slab) and calls `endGet`. GetMulti is built incrementally the same way,
+// with the map count patched by `endGetMulti`. After any begin/add call the writer's buffer may
+// have been replaced by a larger one: always index `out.buffer` afresh.
+// A ONEWAY request (req.oneway) must get no reply: the caller checks, these functions do not.
+
+import { BinaryWriter, copyBytes } from "./binary-writer.ts";
+import { writeHeaderPrefix } from "./header-transport.ts";
+import { METHOD_NAME_BYTES, METHOD_UNKNOWN, type Request } from "./request.ts";
+import {
+  MESSAGE_EXCEPTION,
+  MESSAGE_REPLY,
+  TRANSPORT_FRAMED,
+  TRANSPORT_THEADER,
+  TRANSPORT_TTHEADER,
+  TYPE_BOOL,
+  TYPE_I32,
+  TYPE_I64,
+  TYPE_MAP,
+  TYPE_STOP,
+  TYPE_STRING,
+  TYPE_STRUCT,
+  VERSION_1,
+} from "./wire.ts";
+
+/** Upper bound of everything in a reply except the name and variable payload. */
+const REPLY_OVERHEAD_BYTES = 96;
+
+export class ReplyWriter {
+  readonly out: BinaryWriter;
+  private outerAt = -1;
+  private innerAt = -1;
+  private countAt = -1;
+  private count = 0;
+
+  constructor(out: BinaryWriter = new BinaryWriter()) {
+    this.out = out;
+  }
+
+  /** beginGet writes a Get reply up to the value and returns where `valueLength` bytes go. */
+  beginGet(req: Request, valueLength: number): number {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, valueLength);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_STRING, 1);
+    w.i32(valueLength);
+    const at = w.length;
+    w.length += valueLength;
+    return at;
+  }
+
+  /** endGet finishes a Get reply; `ttlRemainingMs` < 0 leaves the optional field out. */
+  endGet(ttlRemainingMs: number): void {
+    const w = this.out;
+    if (ttlRemainingMs >= 0) {
+      w.fieldBegin(TYPE_I64, 2);
+      w.i64(ttlRemainingMs);
+    }
+    w.u8(TYPE_STOP); // Response
+    w.u8(TYPE_STOP); // result
+    this.end();
+  }
+
+  /** writeGet writes a whole Get reply, copying the value from `src[start, start+length)`. */
+  writeGet(req: Request, src: Uint8Array, start: number, length: number, ttlRemainingMs: number): void {
+    const at = this.beginGet(req, length);
+    copyBytes(src, start, length, this.out.buffer, at);
+    this.endGet(ttlRemainingMs);
+  }
+
+  /** writeSuccess writes the `{1: bool success}` reply of Set, Delete, Clear and SetMulti. */
+  writeSuccess(req: Request, success: boolean): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 0);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_BOOL, 1);
+    w.u8(success ? 1 : 0);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /** writeStats writes the StatsResponse reply (four i64 counters). */
+  writeStats(req: Request, itemCount: number, hitCount: number, missCount: number, totalCount: number): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 44);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_I64, 1);
+    w.i64(itemCount);
+    w.fieldBegin(TYPE_I64, 2);
+    w.i64(hitCount);
+    w.fieldBegin(TYPE_I64, 3);
+    w.i64(missCount);
+    w.fieldBegin(TYPE_I64, 4);
+    w.i64(totalCount);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
+  beginGetMulti(req: Request): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 16);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_MAP, 1);
+    w.u8(TYPE_STRING);
+    w.u8(TYPE_STRING);
+    this.countAt = w.reserveI32();
+    this.count = 0;
+  }
+
+  /**
+   * addGetMultiEntry appends one map entry: copies the key from `keyBuf[keyStart…]` and
+   * returns the offset in `out.buffer` where the caller copies `valueLength` value bytes.
+   */
+  addGetMultiEntry(keyBuf: Uint8Array, keyStart: number, keyLength: number, valueLength: number): number {
+    const w = this.out;
+    w.ensure(8 + keyLength + valueLength + REPLY_OVERHEAD_BYTES);
+    w.i32(keyLength);
+    w.bytes(keyBuf, keyStart, keyLength);
+    w.i32(valueLength);
+    const at = w.length;
+    w.length += valueLength;
+    this.count++;
+    return at;
+  }
+
+  /** endGetMulti patches the entry count and finishes the reply. */
+  endGetMulti(): void {
+    const w = this.out;
+    w.patchI32(this.countAt, this.count);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /** writeCacheError writes a REPLY whose result field 1 is `CacheError {code, message}`. */
+  writeCacheError(req: Request, code: number, message: string): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 0);
+    w.fieldBegin(TYPE_STRUCT, 1);
+    w.fieldBegin(TYPE_I32, 1);
+    w.i32(code);
+    w.fieldBegin(TYPE_STRING, 2);
+    w.utf8(message);
+    w.ensure(2 + REPLY_OVERHEAD_BYTES);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /**
+   * writeApplicationException writes an EXCEPTION message `{1: string message, 2: i32 type}`.
+   * It answers with the request's name and seqid when its message header was read, else with
+   * an empty name and the header seqid (or 0).
+   */
+  writeApplicationException(req: Request, type: number, message: string): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_EXCEPTION, 0);
+    w.fieldBegin(TYPE_STRING, 1);
+    w.utf8(message);
+    w.ensure(8 + REPLY_OVERHEAD_BYTES);
+    w.fieldBegin(TYPE_I32, 2);
+    w.i32(type);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /** begin writes the transport prefix and message header, with room for `bodyBytes` more. */
+  private begin(req: Request, messageType: number, bodyBytes: number): void {
+    const w = this.out;
+    const named = req.headerRead;
+    const nameLength = named ? req.nameLength : 0;
+    const seqid = named ? req.seqid : req.header.seqid;
+    w.ensure(REPLY_OVERHEAD_BYTES + nameLength + bodyBytes);
+    const transport = req.transport;
+    this.innerAt = -1;
+    if (transport === TRANSPORT_THEADER || transport === TRANSPORT_TTHEADER) {
+      this.outerAt = writeHeaderPrefix(w, transport, req.header.flags, seqid);
+      if (req.header.innerFramed) this.innerAt = w.reserveI32();
+    } else if (transport === TRANSPORT_FRAMED) {
+      this.outerAt = w.reserveI32();
+    } else {
+      this.outerAt = -1; // buffered (and unknown: answer unframed)
+    }
+    w.i32(VERSION_1 | messageType);
+    w.i32(nameLength);
+    if (!named) {
+      // no name
+    } else if (req.method !== METHOD_UNKNOWN) {
+      const name = METHOD_NAME_BYTES[req.method]!;
+      w.bytes(name, 0, name.length);
+    } else {
+      w.bytes(req.buffer, req.nameStart, nameLength);
+    }
+    w.i32(seqid);
+  }
+
+  /** end patches the inner (Kitex framed) and outer (frame/header) lengths. */
+  private end(): void {
+    const w = this.out;
+    if (this.innerAt >= 0) w.patchI32(this.innerAt, w.length - this.innerAt - 4);
+    if (this.outerAt >= 0) w.patchI32(this.outerAt, w.length - this.outerAt - 4);
+  }
+}

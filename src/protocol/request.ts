@@ -1,0 +1,131 @@
+// Request: the one mutable, reusable decoded request of a connection, and the method ids.
+//
+// The decoder fills it in place for every message, so a request costs no allocation. Byte
+// fields are (start, length) ranges into `buffer` — the input view of the message, valid until
+// the connection's FrameReader is called again. Fields absent from the message read as empty
+// ranges (start 0, length 0) and zero numbers, as Thrift defaults them.
+//
+// Memory layout of the multi-key fields (GetMulti keys, SetMulti entries): `items` is an
+// Int32Array of 4 int32 per entry — keyStart, keyLength, valueStart, valueLength (the value
+// pair is 0,0 for GetMulti) — with `itemCount` entries in use. It grows by doubling, only
+// after the count was checked against the bytes left in the frame.
+//
+// Cache-level refusals found while decoding (key longer than the limit, value too large,
+// negative TTL) do not throw: `errorCode` is set to the IDL ErrorCode (0 = none) and
+// `errorMessage` to a constant string; the first refusal wins. The message is still parsed to
+// its end, so the stream stays in sync and the server answers with a CacheError reply.
+
+import { HeaderInfo } from "./header-transport.ts";
+
+/** Method ids. METHOD_UNKNOWN keeps the name's byte range for the UNKNOWN_METHOD reply. */
+export const METHOD_UNKNOWN = 0;
+export const METHOD_GET = 1;
+export const METHOD_SET = 2;
+export const METHOD_DELETE = 3;
+export const METHOD_CLEAR = 4;
+export const METHOD_STATS = 5;
+export const METHOD_GET_MULTI = 6;
+export const METHOD_SET_MULTI = 7;
+
+/** METHOD_NAMES[id] is the wire name of a known method (index 0 is the empty string). */
+export const METHOD_NAMES: readonly string[] = Object.freeze(["", "Get", "Set", "Delete", "Clear", "Stats", "GetMulti", "SetMulti"]);
+
+/** Wire bytes of each known method name, precomputed once (read-only by convention). */
+export const METHOD_NAME_BYTES: readonly Uint8Array[] = Object.freeze(METHOD_NAMES.map((name) => new TextEncoder().encode(name)));
+
+/**
+ * matchMethod returns the method id whose name equals `buf[start, start+length)`, comparing
+ * bytes against the precomputed names (no string is built), or METHOD_UNKNOWN.
+ */
+export function matchMethod(buf: Uint8Array, start: number, length: number): number {
+  for (let id = 1; id < METHOD_NAME_BYTES.length; id++) {
+    const name = METHOD_NAME_BYTES[id]!;
+    if (name.length !== length) continue;
+    let i = 0;
+    while (i < length && buf[start + i] === name[i]) i++;
+    if (i === length) return id;
+  }
+  return METHOD_UNKNOWN;
+}
+
+const EMPTY = new Uint8Array(0);
+
+export class Request {
+  /** The input the ranges below index into. */
+  buffer: Uint8Array = EMPTY;
+  /** Transport the request came in (TRANSPORT_*); the reply goes out in the same. */
+  transport = 0;
+  /** THeader/TTHeader fields (flags, seqid, info headers); reset for other transports. */
+  readonly header = new HeaderInfo();
+
+  /** True once the message header (version, name, seqid) was read; replies need it. */
+  headerRead = false;
+  messageType = 0;
+  /** ONEWAY call: the server must not reply. */
+  oneway = false;
+  seqid = 0;
+  method = METHOD_UNKNOWN;
+  nameStart = 0;
+  nameLength = 0;
+
+  groupStart = 0;
+  groupLength = 0;
+  keyStart = 0;
+  keyLength = 0;
+  valueStart = 0;
+  valueLength = 0;
+  /** `ttl` field, seconds (0 = group default). */
+  ttlSeconds = 0;
+  /** True when the optional `ttlMs` field was present; it then overrides ttlSeconds. */
+  hasTtlMs = false;
+  ttlMs = 0;
+
+  /** GetMulti keys / SetMulti entries: 4 int32 per entry (see header). */
+  itemCount = 0;
+  items = new Int32Array(64);
+
+  /** Cache-level refusal found while decoding: ErrorCode number, 0 when none. */
+  errorCode = 0;
+  errorMessage = "";
+
+  /** reset clears the per-message fields (the header and transport are set by the decoder). */
+  reset(): void {
+    this.headerRead = false;
+    this.messageType = 0;
+    this.oneway = false;
+    this.seqid = 0;
+    this.method = METHOD_UNKNOWN;
+    this.nameStart = this.nameLength = 0;
+    this.groupStart = this.groupLength = 0;
+    this.keyStart = this.keyLength = 0;
+    this.valueStart = this.valueLength = 0;
+    this.ttlSeconds = 0;
+    this.hasTtlMs = false;
+    this.ttlMs = 0;
+    this.itemCount = 0;
+    this.errorCode = 0;
+    this.errorMessage = "";
+  }
+
+  /**
+   * effectiveTtlMs returns the requested TTL in milliseconds: `ttlMs` when present, else
+   * `ttlSeconds * 1000`. 0 means the group's default. (Negative values were refused already.)
+   */
+  effectiveTtlMs(): number {
+    return this.hasTtlMs ? this.ttlMs : this.ttlSeconds * 1000;
+  }
+
+  /** refuse records the first cache-level refusal of this request. */
+  refuse(code: number, message: string): void {
+    if (this.errorCode === 0) {
+      this.errorCode = code;
+      this.errorMessage = message;
+    }
+  }
+
+  /** ensureItems makes room for `count` entries (the caller checked count against the frame). */
+  ensureItems(count: number): void {
+    if (count * 4 <= this.items.length) return;
+    this.items = new Int32Array(Math.max(count * 4, this.items.length * 2));
+  }
+}
