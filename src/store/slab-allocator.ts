@@ -178,11 +178,16 @@ export class SlabAllocator {
     this.pageMoves++;
   }
 
-  /** findEmptyPage returns an assigned page with no live chunk, or -1. O(pages); call when emptyPages > 0. */
-  findEmptyPage(exceptClass: number): number {
+  /**
+   * findEmptyPage returns a page of another class than `exceptClass` with no live chunk, or -1.
+   * With `includeCarving` a class's partly carved page counts too. O(pages): call it only when
+   * `emptyPages > 0` or as the last resort before failing an allocation.
+   */
+  findEmptyPage(exceptClass: number, includeCarving = false): number {
     for (let p = 0; p < this.maxPages; p++) {
       const cls = this.pageClass[p]!;
-      if (cls !== NIL && cls !== exceptClass && this.pageUsed[p] === 0 && this.isFullyCarved(p)) return p;
+      if (cls === NIL || cls === exceptClass || this.pageUsed[p] !== 0) continue;
+      if (includeCarving || this.isFullyCarved(p)) return p;
     }
     return NIL;
   }

@@ -422,7 +422,13 @@ export class Store {
         this.slab.movePage(this.items.page[other]!, cls);
         continue;
       }
-      if (own === NIL) return NIL;
+      if (own === NIL) {
+        // Nothing to evict anywhere: the last idle memory may be another class's carve page.
+        const idle = this.slab.findEmptyPage(cls, true);
+        if (idle === NIL) return NIL;
+        this.slab.movePage(idle, cls);
+        continue;
+      }
       this.evict(own);
     }
   }

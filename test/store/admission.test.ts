@@ -1,0 +1,46 @@
+import { describe, expect, test } from "bun:test";
+import { Admission } from "../../src/store/admission.ts";
+
+describe("Admission (LRU-K)", () => {
+  test("K=2 admits on the second offer and forgets the admitted key", () => {
+    const a = new Admission(2, 8);
+    expect(a.offer(42)).toBe(false);
+    expect(a.seen(42)).toBe(1);
+    expect(a.offer(42)).toBe(true);
+    expect(a.seen(42)).toBe(0);
+    expect(a.offer(42)).toBe(false);
+  });
+
+  test.each([1, 3, 5])("K=%p needs exactly K offers", (k) => {
+    const a = new Admission(k, 16);
+    for (let i = 1; i < k; i++) expect(a.offer(7)).toBe(false);
+    expect(a.offer(7)).toBe(true);
+  });
+
+  test("history is bounded: the oldest key is forgotten when full", () => {
+    const a = new Admission(2, 4);
+    for (const h of [1, 2, 3, 4]) a.offer(h);
+    a.offer(5); // forgets 1
+    expect(a.seen(1)).toBe(0);
+    expect(a.offer(1)).toBe(false); // seen once again, not twice
+    expect(a.seen(3)).toBe(1);
+    expect(a.offer(3)).toBe(true);
+    expect(a.historySize()).toBeLessThanOrEqual(4);
+  });
+
+  test("heavy churn keeps the table consistent with colliding hashes", () => {
+    const a = new Admission(2, 64);
+    // Hashes that all share their low bits collide in the table.
+    for (let round = 0; round < 50; round++) {
+      for (let i = 0; i < 100; i++) a.offer((i << 8) | 3);
+    }
+    expect(a.historySize()).toBeLessThanOrEqual(64);
+    // A fresh key is never admitted on first sight.
+    expect(a.offer(0x7fff0003)).toBe(false);
+    expect(a.offer(0x7fff0003)).toBe(true);
+  });
+
+  test("rejects an invalid K", () => {
+    expect(() => new Admission(0, 8)).toThrow(RangeError);
+  });
+});

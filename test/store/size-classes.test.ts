@@ -1,0 +1,46 @@
+import { describe, expect, test } from "bun:test";
+import { SizeClasses } from "../../src/store/size-classes.ts";
+
+describe("SizeClasses", () => {
+  const sc = new SizeClasses(48, 1.25, 1024 * 1024);
+
+  test("sizes start at the minimum, grow by the factor, are 8-aligned and end at the max", () => {
+    expect(sc.sizes[0]).toBe(48);
+    expect(sc.sizes[sc.count - 1]).toBe(1024 * 1024);
+    for (let c = 1; c < sc.count; c++) {
+      const prev = sc.sizes[c - 1]!;
+      const cur = sc.sizes[c]!;
+      expect(cur % 8).toBe(0);
+      expect(cur).toBeGreaterThan(prev);
+      if (c < sc.count - 1) expect(cur).toBeLessThanOrEqual(Math.ceil(prev * 1.25) + 8);
+    }
+  });
+
+  test.each([
+    [1, 0],
+    [48, 0],
+    [49, 1],
+    [1024 * 1024, -2],
+    [1024 * 1024 + 1, -1],
+    [70000, null],
+  ])("classFor(%p)", (bytes, want) => {
+    const cls = sc.classFor(bytes);
+    if (want === -1) return expect(cls).toBe(-1);
+    if (want === -2) return expect(cls).toBe(sc.count - 1);
+    if (want !== null) expect(cls).toBe(want);
+    // Always: the smallest class that fits.
+    expect(sc.sizes[cls]!).toBeGreaterThanOrEqual(bytes);
+    if (cls > 0) expect(sc.sizes[cls - 1]!).toBeLessThan(bytes);
+  });
+
+  test("classFor is the smallest fitting class for every size up to 200 KiB", () => {
+    for (let n = 1; n <= 200 * 1024; n += 7) {
+      const cls = sc.classFor(n);
+      expect(sc.sizes[cls]! >= n && (cls === 0 || sc.sizes[cls - 1]! < n)).toBe(true);
+    }
+  });
+
+  test("rejects a factor that does not grow", () => {
+    expect(() => new SizeClasses(48, 1, 1024)).toThrow(RangeError);
+  });
+});

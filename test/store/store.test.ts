@@ -1,0 +1,267 @@
+import { describe, expect, test } from "bun:test";
+import {
+  MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions,
+} from "../../src/store/store.ts";
+import { hashBytes } from "../../src/store/hash.ts";
+import { bytes, pattern } from "../support/prng.ts";
+
+/** FakeClock is a clock tests move by hand (memcached's black-box tests move time, never sleep). */
+class FakeClock {
+  now = 1_000_000;
+  read = (): number => this.now;
+}
+
+function mk(opts: Partial<StoreOptions> = {}, clock = new FakeClock()): { s: Store; clock: FakeClock } {
+  return { s: new Store({ memory: 8 * MIB, clock: clock.read, ...opts }), clock };
+}
+
+function put(s: Store, key: string | Uint8Array, value: Uint8Array, ttlMs = 0): number {
+  const k = typeof key === "string" ? bytes(key) : key;
+  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
+}
+
+function read(s: Store, key: string | Uint8Array): Uint8Array | undefined {
+  const k = typeof key === "string" ? bytes(key) : key;
+  const id = s.get(k);
+  if (id < 0) return undefined;
+  const out = new Uint8Array(s.valueLength(id));
+  s.copyValue(id, out, 0);
+  return out;
+}
+
+describe("Store basics", () => {
+  test("set, get, overwrite in and across size classes, delete", () => {
+    const { s } = mk();
+    expect(put(s, "a", bytes("one"))).toBe(SET_OK);
+    expect(read(s, "a")).toEqual(bytes("one"));
+    expect(put(s, "a", bytes("two!"))).toBe(SET_OK); // same class: in place
+    expect(read(s, "a")).toEqual(bytes("two!"));
+    expect(put(s, "a", pattern(1, 5000))).toBe(SET_OK); // another class
+    expect(read(s, "a")).toEqual(pattern(1, 5000));
+    expect(s.size).toBe(1);
+    s.checkInvariants();
+    expect(s.delete(bytes("a"))).toBe(true);
+    expect(s.delete(bytes("a"))).toBe(false);
+    expect(read(s, "a")).toBeUndefined();
+    const st = s.stats();
+    expect([st.hits, st.misses, st.sets, st.deletes, st.items]).toEqual([3, 1, 3, 1, 0]);
+    s.checkInvariants();
+  });
+
+  test("keys and values are byte ranges: offsets are honoured, nothing outside is read", () => {
+    const { s } = mk();
+    const buf = bytes("....key1....value1....");
+    expect(s.set(buf, 4, 4, buf, 12, 6, 0)).toBe(SET_OK);
+    expect(read(s, "key1")).toEqual(bytes("value1"));
+    expect(s.get(bytes("xkey1x"), 1, 4)).toBeGreaterThanOrEqual(0);
+    expect(s.get(bytes("key"))).toBe(-1);
+    // The empty key is a key like any other.
+    expect(put(s, "", bytes("empty"))).toBe(SET_OK);
+    expect(read(s, "")).toEqual(bytes("empty"));
+  });
+
+  test("a reused chunk never returns bytes of its previous tenant", () => {
+    const { s } = mk();
+    put(s, "long", pattern(7, 200));
+    s.delete(bytes("long"));
+    put(s, "short", pattern(8, 150)); // same class, same chunk
+    expect(read(s, "short")).toEqual(pattern(8, 150));
+    put(s, "short", pattern(9, 140)); // shorter in place
+    expect(read(s, "short")).toEqual(pattern(9, 140));
+    s.checkInvariants();
+  });
+
+  test("colliding home slots survive deletes in the middle of a probe chain", () => {
+    const { s } = mk({ initialItems: 16 });
+    const mask = 15;
+    const keys: Uint8Array[] = [];
+    for (let i = 0; keys.length < 12; i++) {
+      const k = bytes(`c${i}`);
+      if ((hashBytes(k, 0, k.length) & mask) === 5) keys.push(k);
+    }
+    keys.forEach((k, i) => put(s, k, pattern(i, 20)));
+    for (let i = 0; i < keys.length; i += 3) s.delete(keys[i]!);
+    s.checkInvariants();
+    keys.forEach((k, i) => expect(read(s, k)).toEqual(i % 3 === 0 ? undefined : pattern(i, 20)));
+  });
+});
+
+describe("Store TTL", () => {
+  test("alive at ttl-1 ms, gone at ttl (lazy expiry on read)", () => {
+    const { s, clock } = mk();
+    put(s, "t", bytes("v"), 100);
+    clock.now += 99;
+    expect(read(s, "t")).toEqual(bytes("v"));
+    clock.now += 1;
+    expect(read(s, "t")).toBeUndefined();
+    expect(s.stats().expiredLazy).toBe(1);
+    expect(s.size).toBe(0);
+    s.checkInvariants();
+  });
+
+  test("0 means no expiry; negative and NaN are invalid", () => {
+    const { s, clock } = mk();
+    expect(put(s, "forever", bytes("v"), 0)).toBe(SET_OK);
+    expect(put(s, "bad", bytes("v"), -1)).toBe(SET_INVALID_TTL);
+    expect(put(s, "bad", bytes("v"), Number.NaN)).toBe(SET_INVALID_TTL);
+    clock.now += 10 * 365 * 86400_000;
+    expect(read(s, "forever")).toEqual(bytes("v"));
+    expect(read(s, "bad")).toBeUndefined();
+  });
+
+  test.each([2 ** 31 + 5, 2 ** 40, Number(2n ** 63n - 1n)])("ttl %p ms works without timers", (ttl) => {
+    const { s, clock } = mk();
+    put(s, "big", bytes("v"), ttl);
+    clock.now += 2 ** 31 + 1;
+    expect(read(s, "big")).toEqual(bytes("v"));
+    expect(s.expiresAt(s.get(bytes("big")))).toBe(1_000_000 + ttl);
+  });
+
+  test("active expiry removes at most `budget` due items per call, earliest first", () => {
+    const { s, clock } = mk();
+    for (let i = 0; i < 10; i++) put(s, `k${i}`, bytes("v"), 100 + i);
+    put(s, "later", bytes("v"), 10_000);
+    put(s, "never", bytes("v"));
+    clock.now += 200;
+    expect(s.expire(clock.now, 3)).toBe(3);
+    expect(s.has(bytes("k3"))).toBe(false); // expired but not yet removed: has() still says no
+    expect(s.size).toBe(9);
+    expect(s.expire(clock.now, 100)).toBe(7);
+    expect(s.expire(clock.now, 100)).toBe(0);
+    expect(s.size).toBe(2);
+    expect(s.stats().expiredActive).toBe(10);
+    s.checkInvariants();
+  });
+
+  test("overwriting re-times the item; a set without ttl clears it", () => {
+    const { s, clock } = mk();
+    put(s, "k", bytes("v1"), 100);
+    put(s, "k", bytes("v2"), 1000);
+    clock.now += 500;
+    expect(read(s, "k")).toEqual(bytes("v2"));
+    put(s, "k", bytes("v3"), 0);
+    clock.now += 5000;
+    expect(s.expire(clock.now, 10)).toBe(0);
+    expect(read(s, "k")).toEqual(bytes("v3"));
+    s.checkInvariants();
+  });
+});
+
+describe("Store limits", () => {
+  test("an oversized item is refused with a code and evicts nothing", () => {
+    const { s } = mk({ maxItemSize: 64 * 1024 });
+    for (let i = 0; i < 100; i++) put(s, `k${i}`, pattern(i, 100));
+    put(s, "big", bytes("old"));
+    const before = s.stats();
+    expect(put(s, "big", new Uint8Array(64 * 1024))).toBe(SET_TOO_LARGE);
+    const after = s.stats();
+    expect(after.evictions).toBe(before.evictions);
+    expect(after.items).toBe(before.items);
+    expect(after.tooLarge).toBe(1);
+    expect(read(s, "big")).toEqual(bytes("old"));
+    // The largest that fits: header + key + value == maxItemSize.
+    expect(put(s, "big", new Uint8Array(64 * 1024 - 4 - 3))).toBe(SET_OK);
+    s.checkInvariants();
+  });
+
+  test("memory too small for one page and its metadata is a clear construction error", () => {
+    expect(() => new Store({ memory: 1 * MIB })).toThrow(/too small/);
+  });
+
+  test("page bytes plus metadata never exceed the configured memory", () => {
+    const { s } = mk({ memory: 6 * MIB });
+    for (let i = 0; i < 60_000; i++) put(s, `key-${i}`, pattern(i, 20 + (i % 700)));
+    const st = s.stats();
+    expect(st.evictions).toBeGreaterThan(0);
+    expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(6 * MIB);
+    expect(st.bytesUsed).toBeLessThanOrEqual(st.pageBytes);
+    s.checkInvariants();
+  });
+});
+
+describe("Store eviction", () => {
+  const opts = { memory: 3 * MIB, maxItemSize: 4096, pageSize: 64 * 1024 };
+
+  /** capacityOf fills one class until the first eviction and returns how many items fit. */
+  function capacityOf(): number {
+    const { s } = mk(opts);
+    for (let i = 0; ; i++) {
+      put(s, `k${i}`, pattern(i, 100));
+      if (s.stats().evictions > 0) return i;
+    }
+  }
+
+  test("evicts the least recently used item of the class, honouring gets as uses", () => {
+    const cap = capacityOf();
+    expect(cap).toBeGreaterThan(1000);
+    const { s } = mk(opts);
+    for (let i = 0; i < cap; i++) put(s, `k${i}`, pattern(i, 100));
+    expect(s.stats().evictions).toBe(0);
+    expect(read(s, "k0")).toEqual(pattern(0, 100)); // k0 is now the most recent
+    put(s, "n1", pattern(-1, 100));
+    expect(s.has(bytes("k0"))).toBe(true);
+    expect(s.has(bytes("k1"))).toBe(false); // the LRU tail went
+    put(s, "n2", pattern(-2, 100));
+    expect(s.has(bytes("k2"))).toBe(false);
+    expect(s.has(bytes("k3"))).toBe(true);
+    expect(s.stats().evictions).toBe(2);
+    s.checkInvariants();
+  });
+
+  test("calcification: after small items fill memory, large items still get pages", () => {
+    const { s, clock } = mk({ memory: 8 * MIB });
+    for (let i = 0; i < 200_000; i++) put(s, `s${i}`, pattern(i, 40));
+    const full = s.stats();
+    expect(full.evictions).toBeGreaterThan(0); // memory is all small chunks now
+    const large = 200 * 1024;
+    for (let i = 0; i < 30; i++) {
+      clock.now += 1000;
+      expect(put(s, `L${i}`, pattern(1000 + i, large))).toBe(SET_OK);
+    }
+    const st = s.stats();
+    expect(st.pageMoves).toBeGreaterThan(0);
+    // Pages really moved: the large class holds more than one item at once.
+    let recent = 0;
+    for (let i = 0; i < 30; i++) if (s.has(bytes(`L${i}`))) recent++;
+    expect(recent).toBeGreaterThan(5);
+    expect(read(s, "L29")).toEqual(pattern(1029, large));
+    s.checkInvariants();
+  });
+});
+
+describe("Store admission", () => {
+  test("fill admits a new key only on its K-th offer; set always admits", () => {
+    const { s } = mk({ admissionK: 2 });
+    const k = bytes("loaded");
+    const v = bytes("value");
+    expect(s.fill(k, 0, k.length, v, 0, v.length)).toBe(SET_REJECTED);
+    expect(s.get(k)).toBe(-1);
+    expect(s.fill(k, 0, k.length, v, 0, v.length)).toBe(SET_OK);
+    expect(read(s, k)).toEqual(v);
+    // Updating a present key is never rejected.
+    expect(s.fill(k, 0, k.length, bytes("v2"), 0, 2)).toBe(SET_OK);
+    expect(put(s, "explicit", v)).toBe(SET_OK);
+    expect(s.stats().admissionsRejected).toBe(1);
+  });
+
+  test("K=1 admits every fill", () => {
+    const { s } = mk({ admissionK: 1 });
+    const k = bytes("x");
+    expect(s.fill(k, 0, 1, k, 0, 1)).toBe(SET_OK);
+  });
+});
+
+describe("Store clear", () => {
+  test("clear empties the store, returns pages to the pool, and the store refills", () => {
+    const { s } = mk();
+    for (let i = 0; i < 5000; i++) put(s, `k${i}`, pattern(i, i % 3000), i % 2 ? 1000 : 0);
+    s.clear();
+    expect(s.size).toBe(0);
+    expect(s.stats().pageBytes).toBe(0);
+    expect(read(s, "k1")).toBeUndefined();
+    s.checkInvariants();
+    for (let i = 0; i < 5000; i++) put(s, `k${i}`, pattern(i + 1, 100));
+    expect(read(s, "k4999")).toEqual(pattern(5000, 100));
+    s.checkInvariants();
+  });
+});
