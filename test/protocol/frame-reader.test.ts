@@ -1,0 +1,220 @@
+// FrameReader: transport detection, zero-copy views, partial tails, splits at every byte,
+// many messages per chunk, frame limits and the buffered-transport slowloris bound.
+
+import { describe, expect, test } from "bun:test";
+import { FrameReader, detectTransport } from "../../src/protocol/frame-reader.ts";
+import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
+import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
+import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
+import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, TRANSPORT_UNKNOWN } from "../../src/protocol/wire.ts";
+import { Bytes, MSG, T, TRANSPORTS, type TransportName, concat, hex, message, wrap } from "./wire-builder.ts";
+
+/** getCall builds a Get call with a key of `keyLength` bytes, seqid `seqid`. */
+function getCall(seqid: number, keyLength = 3): Uint8Array {
+  const key = new Uint8Array(keyLength).fill(0x6b);
+  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g").field(T.STRING, 2).str(key).stop().stop().bytes();
+  return message(MSG.CALL, "Get", seqid, body);
+}
+
+/** setMultiCall builds a SetMulti call with `n` entries (deep enough to exercise the scanner). */
+function setMultiCall(seqid: number, n: number): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g").field(T.MAP, 2).u8(T.STRING, T.STRING).i32(n);
+  for (let i = 0; i < n; i++) b.str(`k${i}`).str(`v${i}`);
+  // an unknown nested field to skip: list<map<i32, list<string>>>
+  b.field(T.LIST, 9).u8(T.MAP).i32(1).u8(T.I32, T.LIST).i32(1).i32(5).u8(T.STRING).i32(1).str("zz");
+  return message(MSG.CALL, "SetMulti", seqid, b.field(T.I64, 3).i64(1).stop().stop().bytes());
+}
+
+/** feed pushes `chunks` and collects [transport, seqid] of every decoded request. */
+function feed(chunks: Uint8Array[]): number[] {
+  const conn = new ProtocolConnection(DEFAULT_LIMITS);
+  const seqids: number[] = [];
+  for (const c of chunks) {
+    conn.push(c);
+    while (conn.nextRequest()) seqids.push(conn.request.seqid);
+  }
+  expect(conn.reader.bufferedBytes()).toBe(0);
+  return seqids;
+}
+
+const MESSAGES = [getCall(1), setMultiCall(2, 20), getCall(3, 200), setMultiCall(4, 0)];
+
+describe("FrameReader", () => {
+  for (const transport of TRANSPORTS) {
+    const stream = concat(...MESSAGES.map((m) => wrap(transport, m, { seqid: 9 })));
+
+    test(`${transport}: many messages in one chunk`, () => {
+      expect(feed([stream])).toEqual([1, 2, 3, 4]);
+    });
+
+    test(`${transport}: split at every byte (one byte per chunk)`, () => {
+      const chunks = Array.from(stream, (b) => Uint8Array.of(b));
+      expect(feed(chunks)).toEqual([1, 2, 3, 4]);
+    });
+
+    test(`${transport}: every two-chunk split point`, () => {
+      for (let cut = 0; cut <= stream.length; cut++) {
+        expect(feed([stream.subarray(0, cut), stream.subarray(cut)])).toEqual([1, 2, 3, 4]);
+      }
+    });
+
+    test(`${transport}: every three-chunk split around the second message`, () => {
+      const first = wrap(transport, MESSAGES[0]!).length;
+      for (let a = 1; a < first + 8; a++) {
+        for (let b = a; b < a + 40 && b <= stream.length; b += 3) {
+          expect(feed([stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)])).toEqual([1, 2, 3, 4]);
+        }
+      }
+    });
+  }
+
+  test("a message lying whole in the chunk is a view of the chunk (no copy)", () => {
+    for (const transport of TRANSPORTS) {
+      const chunk = concat(wrap(transport, getCall(1)), wrap(transport, getCall(2)));
+      const reader = new FrameReader(DEFAULT_LIMITS);
+      reader.push(chunk);
+      expect(reader.next()).toBe(true);
+      expect(reader.buffer).toBe(chunk);
+      expect(reader.next()).toBe(true);
+      expect(reader.buffer).toBe(chunk);
+      expect(reader.next()).toBe(false);
+    }
+  });
+
+  test("after a partial tail, the rest of a framed chunk is served zero-copy again", () => {
+    const m = wrap("framed", getCall(1));
+    const reader = new FrameReader(DEFAULT_LIMITS);
+    reader.push(m.subarray(0, 5));
+    expect(reader.next()).toBe(false);
+    const second = concat(m.subarray(5), wrap("framed", getCall(2)));
+    reader.push(second);
+    expect(reader.next()).toBe(true);
+    expect(reader.buffer).not.toBe(second); // completed in the pending buffer
+    expect(reader.next()).toBe(true);
+    expect(reader.buffer).toBe(second); // whole in the chunk
+    expect(reader.next()).toBe(false);
+  });
+
+  test("the frame length split across packets", () => {
+    const m = wrap("framed", getCall(5));
+    expect(feed([m.subarray(0, 1), m.subarray(1, 3), m.subarray(3, 4), m.subarray(4)])).toEqual([5]);
+  });
+
+  test("push before draining is a bug and throws", () => {
+    const reader = new FrameReader(DEFAULT_LIMITS);
+    reader.push(concat(wrap("framed", getCall(1)), wrap("framed", getCall(2))));
+    expect(reader.next()).toBe(true);
+    expect(() => reader.push(new Uint8Array(1))).toThrow();
+  });
+
+  const DETECT: [string, number[], number][] = [
+    ["buffered", [0x80, 0x01], TRANSPORT_BUFFERED],
+    ["framed", [0, 0, 0, 9, 0x80, 0x01], TRANSPORT_FRAMED],
+    ["THeader", [0, 0, 0, 9, 0x0f, 0xff], TRANSPORT_THEADER],
+    ["TTHeader", [0, 0, 0, 9, 0x10, 0x00], TRANSPORT_TTHEADER],
+    ["too short", [0, 0, 0, 9, 0x80], TRANSPORT_UNKNOWN],
+    ["empty", [], TRANSPORT_UNKNOWN],
+  ];
+  for (const [name, bytes, kind] of DETECT) {
+    test(`detectTransport: ${name}`, () => expect(detectTransport(Uint8Array.from(bytes), 0, bytes.length)).toBe(kind));
+  }
+
+  const REJECT: [string, Uint8Array, number][] = [
+    ["compact protocol", Uint8Array.of(0x82, 0x21, 0, 0, 0, 0), APP_ERROR.INVALID_PROTOCOL],
+    ["framed compact", Uint8Array.of(0, 0, 0, 9, 0x82, 0x21), APP_ERROR.INVALID_PROTOCOL],
+    ["HTTP", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
+    ["garbage", Uint8Array.of(0, 0, 0, 9, 0x12, 0x34), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
+  ];
+  for (const [name, bytes, type] of REJECT) {
+    test(`rejects ${name} at detection`, () => {
+      const reader = new FrameReader(DEFAULT_LIMITS);
+      reader.push(bytes);
+      let error: unknown;
+      try {
+        reader.next();
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ProtocolError);
+      expect((error as ProtocolError).type).toBe(type);
+      expect((error as ProtocolError).close).toBe(true);
+    });
+  }
+
+  const FRAME_LENGTHS: [string, number][] = [
+    ["zero", 0],
+    ["negative", -5],
+    ["over the limit", 1001],
+  ];
+  for (const [name, length] of FRAME_LENGTHS) {
+    test(`rejects a ${name} frame length before buffering anything`, () => {
+      const reader = new FrameReader(resolveLimits({ maxFrameBytes: 1000, maxValueBytes: 100 }));
+      // First frame valid (fixes the transport), then the bad length.
+      const bad = new Bytes().i32(length).u8(0x80, 0x01).bytes();
+      reader.push(concat(wrap("framed", getCall(1)), bad));
+      expect(reader.next()).toBe(true);
+      expect(() => reader.next()).toThrow(ProtocolError);
+    });
+  }
+
+  test("a frame exactly at the limit is accepted", () => {
+    const m = getCall(1, 200);
+    const reader = new FrameReader(resolveLimits({ maxFrameBytes: m.length }));
+    reader.push(wrap("framed", m));
+    expect(reader.next()).toBe(true);
+  });
+
+  test("buffered slowloris: an endless message errors at the frame limit, never grows past it", () => {
+    const limit = 4096;
+    const reader = new FrameReader(resolveLimits({ maxFrameBytes: limit }));
+    // A valid header, then an args struct with endless i32 fields: never complete.
+    reader.push(new Bytes().i32(0x80010001).str("Get").i32(1).bytes());
+    expect(reader.next()).toBe(false);
+    const field = new Bytes().field(T.I32, 9).i32(0).bytes();
+    let threw = false;
+    for (let sent = 0; sent < limit * 2 && !threw; sent += field.length) {
+      try {
+        reader.push(field);
+        expect(reader.next()).toBe(false);
+        expect(reader.bufferedBytes()).toBeLessThanOrEqual(limit);
+      } catch (e) {
+        expect(e).toBeInstanceOf(ProtocolError);
+        threw = true;
+      }
+    }
+    expect(threw).toBe(true);
+  });
+
+  test("buffered: a declared string longer than the frame limit errors at once", () => {
+    const reader = new FrameReader(resolveLimits({ maxFrameBytes: 4096 }));
+    reader.push(new Bytes().i32(0x80010001).str("Get").i32(1).field(T.STRING, 5).i32(5000).bytes());
+    expect(() => reader.next()).toThrow(ProtocolError);
+  });
+
+  test("buffered: a large value dribbled byte by byte is scanned linearly (resumable scanner)", () => {
+    const m = message(MSG.CALL, "Set", 3, new Bytes().field(T.STRUCT, 1).field(T.STRING, 3).str(new Uint8Array(200_000)).stop().stop().bytes());
+    const started = performance.now();
+    const seqids = feed(Array.from({ length: Math.ceil(m.length / 7) }, (_, i) => m.subarray(i * 7, i * 7 + 7)));
+    expect(seqids).toEqual([3]);
+    expect(performance.now() - started).toBeLessThan(5000); // quadratic rescans would take far longer
+  });
+
+  test("a transport change mid-connection is an error", () => {
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    conn.push(concat(wrap("framed", getCall(1)), wrap("buffered", getCall(2))));
+    expect(conn.nextRequest()).toBe(true);
+    expect(() => conn.nextRequest()).toThrow(ProtocolError);
+  });
+
+  test("views are exact: framed/header start after the length, buffered is the message", () => {
+    for (const transport of TRANSPORTS as readonly TransportName[]) {
+      const m = getCall(1);
+      const w = wrap(transport, m);
+      const reader = new FrameReader(DEFAULT_LIMITS);
+      reader.push(w);
+      expect(reader.next()).toBe(true);
+      const view = hex(reader.buffer.subarray(reader.start, reader.end));
+      expect(view).toBe(hex(transport === "buffered" ? w : w.subarray(4)));
+    }
+  });
+});
