@@ -43,7 +43,7 @@ function expectRequest(bytes: Uint8Array, limits?: Parameters<typeof decodeMessa
 function expectProtocolError(bytes: Uint8Array, type: number = APP_ERROR.PROTOCOL_ERROR, limits?: Parameters<typeof decodeMessage>[1]): ProtocolError {
   const r = decodeMessage(bytes, limits);
   if (r.kind !== "error" || !(r.error instanceof ProtocolError)) throw new Error(`expected a protocol error, got ${r.kind}`);
-  expect(r.error.type).toBe(type);
+  expect(r.error.type as number).toBe(type);
   return r.error;
 }
 

@@ -136,7 +136,7 @@ describe("FrameReader", () => {
         error = e;
       }
       expect(error).toBeInstanceOf(ProtocolError);
-      expect((error as ProtocolError).type).toBe(type);
+      expect((error as ProtocolError).type as number).toBe(type);
       expect((error as ProtocolError).close).toBe(true);
     });
   }
