@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 command -v thrift >/dev/null || { echo "thrift compiler missing: apt-get install thrift-compiler" >&2; exit 1; }
 rm -rf test/gen
 mkdir -p test/gen/cache test/gen/seed
-thrift --gen js:node -out test/gen/cache thrift/cache.thrift
-thrift --gen js:node -out test/gen/seed thrift/seed/groupcache.thrift
+thrift --gen js:node,es6 -out test/gen/cache thrift/cache.thrift
+thrift --gen js:node,es6 -out test/gen/seed thrift/seed/groupcache.thrift

@@ -1,0 +1,194 @@
+/**
+ * Node configuration: the flags of `node.ts`, their defaults, and their parsing.
+ *
+ * `parseArgs` turns argv into a `NodeConfig` or throws `ConfigError` with a message that names the
+ * flag and what it expected. Sizes accept `k`, `kb`, `m`, `mb`, `g`, `gb` (powers of 1024) or
+ * plain bytes; durations accept `ms`, `s`, `m`, `h` or plain seconds.
+ */
+import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
+import { LOG_LEVELS, type LogLevel } from "./log.ts";
+
+export const VERSION = "0.1.0";
+
+export interface GroupSpec {
+  name: string;
+  /** memory in bytes; undefined = an equal share of what the other groups leave. */
+  memory?: number;
+  /** defaultTtlMs; 0 = no expiry. */
+  ttlMs: number;
+}
+
+export interface NodeConfig {
+  host: string;
+  port: number;
+  memory: number;
+  groups: GroupSpec[];
+  maxItemSize: number;
+  maxKeySize: number;
+  maxFrameSize: number;
+  maxConnections: number;
+  maxOutputBytes: number;
+  expiryIntervalMs: number;
+  expiryBudget: number;
+  logLevel: LogLevel;
+  logJson: boolean;
+}
+
+export const DEFAULTS: NodeConfig = {
+  host: "127.0.0.1",
+  port: 8001,
+  memory: 64 * 1024 * 1024,
+  groups: [],
+  maxItemSize: 1024 * 1024,
+  maxKeySize: DEFAULT_MAX_KEY_BYTES,
+  maxFrameSize: DEFAULT_MAX_FRAME_BYTES,
+  maxConnections: 10_000,
+  maxOutputBytes: 16 * 1024 * 1024,
+  expiryIntervalMs: 100,
+  expiryBudget: 2_000,
+  logLevel: "info",
+  logJson: false,
+};
+
+export const USAGE = `Usage: bun run node.ts [flags]
+
+MyBunCache node: a groupcache-style cache serving the Thrift GroupCache service.
+
+Flags:
+  --port N               TCP port for the Thrift service (default ${DEFAULTS.port}; 0 = any free port)
+  --host ADDR            address to bind (default ${DEFAULTS.host})
+  --memory SIZE          total memory for all groups: slab pages plus metadata (default 64mb)
+  --group NAME[:SIZE[:TTL]]
+                         define a group (repeatable). SIZE is its memory (default: an equal share
+                         of what the other groups leave); TTL its default TTL (default 0 = none).
+                         Without any --group, one group named "default" gets all the memory.
+  --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
+  --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
+  --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
+  --max-connections N    connections served at once; more are answered OVERLOADED (default ${DEFAULTS.maxConnections})
+  --max-output SIZE      queued reply bytes per connection before its input pauses (default 16mb)
+  --expiry-interval DUR  active expiry timer period (default 100ms)
+  --expiry-budget N      items removed per group per expiry tick at most (default ${DEFAULTS.expiryBudget})
+  --log-level LEVEL      debug | info | warn | error | silent (default info)
+  --log-json             log JSON lines
+  --help                 print this help
+  --version              print the version
+
+Sizes: 512, 64k, 64kb, 64m, 64mb, 1g (powers of 1024). Durations: 250ms, 30s, 5m, 1h, or seconds.`;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export type ParseResult = { kind: "run"; config: NodeConfig } | { kind: "help" } | { kind: "version" };
+
+export function parseArgs(argv: readonly string[]): ParseResult {
+  const c: NodeConfig = { ...DEFAULTS, groups: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const inline = eq > 0 ? arg.slice(eq + 1) : undefined;
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new ConfigError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "--help":
+      case "-h":
+        return { kind: "help" };
+      case "--version":
+        return { kind: "version" };
+      case "--port":
+        c.port = parseInteger(flag, value(), 0, 65535);
+        break;
+      case "--host":
+        c.host = value();
+        break;
+      case "--memory":
+        c.memory = parseSize(flag, value());
+        break;
+      case "--group":
+        c.groups.push(parseGroup(value()));
+        break;
+      case "--max-item-size":
+        c.maxItemSize = parseSize(flag, value());
+        break;
+      case "--max-key-size":
+        c.maxKeySize = parseInteger(flag, value(), 1, 65535);
+        break;
+      case "--max-frame-size":
+        c.maxFrameSize = parseSize(flag, value());
+        break;
+      case "--max-connections":
+        c.maxConnections = parseInteger(flag, value(), 1, 1_000_000);
+        break;
+      case "--max-output":
+        c.maxOutputBytes = parseSize(flag, value());
+        break;
+      case "--expiry-interval":
+        c.expiryIntervalMs = Math.max(1, parseDuration(flag, value()));
+        break;
+      case "--expiry-budget":
+        c.expiryBudget = parseInteger(flag, value(), 1, 1e9);
+        break;
+      case "--log-level": {
+        const v = value();
+        if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${v}'`);
+        c.logLevel = v as LogLevel;
+        break;
+      }
+      case "--log-json":
+        c.logJson = true;
+        break;
+      default:
+        throw new ConfigError(`unknown flag '${arg}' (see --help)`);
+    }
+  }
+  if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
+  if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
+  const names = new Set<string>();
+  for (const g of c.groups) {
+    if (names.has(g.name)) throw new ConfigError(`group '${g.name}' defined twice`);
+    names.add(g.name);
+  }
+  return { kind: "run", config: c };
+}
+
+function parseGroup(spec: string): GroupSpec {
+  const [name, memory, ttl, extra] = spec.split(":");
+  if (!name || extra !== undefined) throw new ConfigError(`--group expects NAME[:SIZE[:TTL]], got '${spec}'`);
+  if (!/^[\w.-]+$/.test(name)) throw new ConfigError(`group name '${name}' may use letters, digits, '_', '.', '-'`);
+  return {
+    name,
+    memory: memory ? parseSize("--group size", memory) : undefined,
+    ttlMs: ttl ? parseDuration("--group ttl", ttl) : 0,
+  };
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
+
+export function parseSize(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new ConfigError(`${flag} expects a size like 64mb, 512k or 1048576, got '${text}'`);
+  const bytes = Math.floor(Number(m[1]) * unit);
+  if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw new ConfigError(`${flag} must be a positive size, got '${text}'`);
+  return bytes;
+}
+
+const DURATION_UNITS: Record<string, number> = { "": 1000, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+export function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|)$/i.exec(text.trim());
+  if (!m) throw new ConfigError(`${flag} expects a duration like 250ms, 30s, 5m or 1h, got '${text}'`);
+  return Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+}
+
+function parseInteger(flag: string, text: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || n < min || n > max) throw new ConfigError(`${flag} expects an integer in [${min}, ${max}], got '${text}'`);
+  return n;
+}

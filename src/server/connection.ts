@@ -1,0 +1,42 @@
+/**
+ * Connection is the typed per-socket state of the Thrift port.
+ *
+ * It owns the connection's protocol state (frame reader, decoder, the one reusable request, the
+ * reply writer and its output buffer) and the flow-control flags the server drives:
+ * - `held`: the reader still holds unprocessed input because the output passed its bound; the
+ *   socket is paused and processing resumes on `drain`.
+ * - `backlog`: chunks that arrived while input was held (rare: reading is paused then).
+ * - `closing`: the connection ends once its output is flushed.
+ * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
+ *   the connection closed.
+ */
+import type { Socket } from "bun";
+import type { ProtocolLimits } from "../protocol/limits.ts";
+import { ProtocolConnection } from "../protocol/protocol-connection.ts";
+
+export class Connection {
+  readonly proto: ProtocolConnection;
+  readonly socket: Socket<Connection>;
+  readonly id: number;
+  readonly remote: string;
+  held = false;
+  paused = false;
+  closing = false;
+  rejected = false;
+  backlog: Uint8Array[] | null = null;
+  bytesIn = 0;
+  bytesOut = 0;
+  requests = 0;
+
+  constructor(socket: Socket<Connection>, id: number, limits: ProtocolLimits) {
+    this.socket = socket;
+    this.id = id;
+    this.remote = `${socket.remoteAddress}`;
+    this.proto = new ProtocolConnection(limits);
+  }
+
+  /** queuedOutput is how many reply bytes wait to be written. */
+  get queuedOutput(): number {
+    return this.proto.reply.out.length;
+  }
+}

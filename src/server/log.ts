@@ -1,0 +1,53 @@
+/**
+ * Logger writes one line per event, with a level filter and optional JSON lines.
+ *
+ * Nothing on the request hot path logs; connection faults and lifecycle events do. The sink is
+ * injected (stderr by default) so tests can capture lines, and so several nodes in one process
+ * keep separate logs.
+ */
+export const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+export class Logger {
+  private readonly min: number;
+  private readonly json: boolean;
+  private readonly sink: (line: string) => void;
+
+  constructor(level: LogLevel = "info", json = false, sink: (line: string) => void = (l) => process.stderr.write(l + "\n")) {
+    this.min = LOG_LEVELS.indexOf(level);
+    this.json = json;
+    this.sink = sink;
+  }
+
+  enabled(level: LogLevel): boolean {
+    return LOG_LEVELS.indexOf(level) >= this.min;
+  }
+
+  debug(msg: string, fields?: LogFields): void {
+    this.log("debug", msg, fields);
+  }
+  info(msg: string, fields?: LogFields): void {
+    this.log("info", msg, fields);
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.log("warn", msg, fields);
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.log("error", msg, fields);
+  }
+
+  private log(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (!this.enabled(level)) return;
+    const time = new Date().toISOString();
+    if (this.json) {
+      this.sink(JSON.stringify({ time, level, msg, ...fields }));
+      return;
+    }
+    let line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
+    if (fields) {
+      for (const [k, v] of Object.entries(fields)) if (v !== undefined) line += ` ${k}=${typeof v === "string" && /\s/.test(v) ? JSON.stringify(v) : v}`;
+    }
+    this.sink(line);
+  }
+}
