@@ -12,6 +12,8 @@
 import { CacheError, ProtocolError, type ErrorCode } from "./errors.ts";
 import { resolveLimits, type ProtocolLimits } from "./limits.ts";
 import { ProtocolConnection } from "./protocol-connection.ts";
+import { ReplyWriter } from "./reply-writer.ts";
+import { BinaryWriter } from "./binary-writer.ts";
 import { METHOD_NAMES, type Request } from "./request.ts";
 import { TRANSPORT_BUFFERED } from "./wire.ts";
 
@@ -46,7 +48,8 @@ export type DecodeResult =
 
 /** decodeMessage decodes the first message in `bytes` (see file header). */
 export function decodeMessage(bytes: Uint8Array, limits?: Partial<ProtocolLimits>): DecodeResult {
-  const conn = new ProtocolConnection(resolveLimits(limits));
+  // This path never writes replies: a tiny output buffer keeps fuzzing cheap.
+  const conn = new ProtocolConnection(resolveLimits(limits), new ReplyWriter(new BinaryWriter(64)));
   conn.push(bytes);
   try {
     if (!conn.nextRequest()) return { kind: "need-more" };
