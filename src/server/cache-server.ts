@@ -176,7 +176,7 @@ export class CacheServer implements DispatchContext {
   private onClose(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.delete(conn)) return;
     this.counters.connectionsCurrent = this.connections.size;
-    if (this.closed && this.connections.size === 0) this.allClosed?.();
+    if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
   }
 
   /** process decodes and serves requests until the input is used up or the output is full. */

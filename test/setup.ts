@@ -1,0 +1,27 @@
+/**
+ * Test preload (bunfig.toml): makes sure the stock Apache Thrift JS code that the interop tests
+ * use is generated from thrift/*.thrift by the official compiler. On a fresh Debian machine
+ * where the compiler is missing and we are root, it installs Debian's `thrift-compiler` first;
+ * otherwise it fails with the command to run, never silently skipping the interop tests.
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+const root = join(import.meta.dir, "..");
+const generated = join(root, "test/gen/cache/GroupCache.js");
+const sources = ["thrift/cache.thrift", "thrift/seed/groupcache.thrift", "thrift/gen.sh"].map((f) => join(root, f));
+
+function run(cmd: string[]): boolean {
+  return Bun.spawnSync(cmd, { cwd: root, stdout: "inherit", stderr: "inherit" }).exitCode === 0;
+}
+
+const stale = !existsSync(generated) || sources.some((s) => statSync(s).mtimeMs > statSync(generated).mtimeMs);
+if (stale) {
+  if (Bun.which("thrift") === null) {
+    const isRoot = process.getuid?.() === 0;
+    if (!isRoot || !run(["apt-get", "update", "-qq"]) || !run(["apt-get", "install", "-y", "-qq", "thrift-compiler"])) {
+      throw new Error("the Thrift compiler is missing: run `apt-get install -y thrift-compiler`, then `bun test` again");
+    }
+  }
+  if (!run(["bash", "thrift/gen.sh"])) throw new Error("thrift/gen.sh failed");
+}
