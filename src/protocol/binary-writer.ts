@@ -14,6 +14,8 @@
 // The server sends `buffer` bytes [0, length) (e.g. `socket.write(w.buffer, 0, w.length)`),
 // then calls `consume(written)`; a short write keeps the unsent tail at the front.
 
+import { copyBytes } from "../bytes/bytes.ts";
+
 export const WRITER_INITIAL_BYTES = 16 * 1024;
 export const WRITER_SLACK_BYTES = 1024;
 
@@ -97,7 +99,7 @@ export class BinaryWriter {
 
   /** bytes copies `src[start, start+length)` (no view allocated) and advances. */
   bytes(src: Uint8Array, start: number, length: number): void {
-    copyBytes(src, start, length, this.buffer, this.length);
+    copyBytes(this.buffer, this.length, src, start, length);
     this.length += length;
   }
 
@@ -150,26 +152,4 @@ export class BinaryWriter {
     this.patchI32(lengthAt, p - this.length);
     this.length = p;
   }
-}
-
-/** Copies shorter than this use a byte loop; longer ones use the native `set`. */
-const NATIVE_COPY_BYTES = 64;
-
-/**
- * copyBytes copies `length` bytes from `src[srcStart…]` to `dst[dstStart…]`. Short copies
- * (keys, small values) loop and allocate nothing; long ones use `dst.set(src.subarray())`,
- * whose one short-lived view is amortised over the memcpy.
- */
-export function copyBytes(
-  src: Uint8Array,
-  srcStart: number,
-  length: number,
-  dst: Uint8Array,
-  dstStart: number,
-): void {
-  if (length < NATIVE_COPY_BYTES) {
-    for (let i = 0; i < length; i++) dst[dstStart + i] = src[srcStart + i]!;
-    return;
-  }
-  dst.set(src.subarray(srcStart, srcStart + length), dstStart);
 }

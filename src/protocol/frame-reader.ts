@@ -28,7 +28,7 @@
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import { MessageScanner, SCAN_NEED_MORE } from "./message-scanner.ts";
-import { copyBytes } from "./binary-writer.ts";
+import { copyBytes } from "../bytes/bytes.ts";
 import {
   COMPACT_PROTOCOL_ID,
   THEADER_MAGIC,
@@ -91,7 +91,7 @@ export class FrameReader {
     const end = buf.length;
     if (p >= end) return false;
     if (this.transport === TRANSPORT_UNKNOWN) {
-      this.transport = detectTransport(buf, p, end);
+      this.transport = detectTransport(buf, p, end, this.maxFrameBytes);
       if (this.transport === TRANSPORT_UNKNOWN) return this.stash();
     }
     if (this.transport === TRANSPORT_BUFFERED) {
@@ -117,7 +117,7 @@ export class FrameReader {
   private stash(): boolean {
     const n = this.chunk.length - this.chunkPos;
     this.growPending(n);
-    copyBytes(this.chunk, this.chunkPos, n, this.pending, 0);
+    copyBytes(this.pending, 0, this.chunk, this.chunkPos, n);
     this.pendingStart = 0;
     this.pendingEnd = n;
     this.chunkPos = this.chunk.length;
@@ -134,7 +134,7 @@ export class FrameReader {
     for (;;) {
       const avail = this.chunk.length - this.chunkPos;
       if (this.transport === TRANSPORT_UNKNOWN) {
-        this.transport = detectTransport(this.pending, 0, this.pendingEnd);
+        this.transport = detectTransport(this.pending, 0, this.pendingEnd, this.maxFrameBytes);
         if (this.transport === TRANSPORT_UNKNOWN) {
           if (avail === 0) return false;
           this.take(Math.min(avail, DETECT_BYTES - this.pendingEnd));
@@ -178,7 +178,7 @@ export class FrameReader {
   /** take moves `n` bytes from the chunk to the end of `pending`. */
   private take(n: number): void {
     this.growPending(this.pendingEnd + n);
-    copyBytes(this.chunk, this.chunkPos, n, this.pending, this.pendingEnd);
+    copyBytes(this.pending, this.pendingEnd, this.chunk, this.chunkPos, n);
     this.pendingEnd += n;
     this.chunkPos += n;
   }
@@ -205,14 +205,20 @@ export class FrameReader {
  * detectTransport names the transport from a connection's first bytes `buf[p, end)`, or
  * returns TRANSPORT_UNKNOWN when more bytes are needed. Throws ProtocolError for compact
  * protocol (INVALID_PROTOCOL), HTTP and anything unrecognised (UNSUPPORTED_CLIENT_TYPE).
+ * Every non-buffered transport starts with an i32 length, so a length that is negative, zero
+ * or over `maxFrameBytes` is refused as soon as 4 bytes are in, without waiting for the magic.
  */
-export function detectTransport(buf: Uint8Array, p: number, end: number): number {
+export function detectTransport(buf: Uint8Array, p: number, end: number, maxFrameBytes = 0x7fffffff): number {
   if (end - p < 1) return TRANSPORT_UNKNOWN;
   const b0 = buf[p]!;
   if (b0 === 0x80) return TRANSPORT_BUFFERED;
   if (b0 === COMPACT_PROTOCOL_ID) throw new ProtocolError(APP_ERROR.INVALID_PROTOCOL, "compact protocol is not supported (binary only)");
   if (b0 >= 0x41 && b0 <= 0x5a && looksLikeHttp(buf, p, end)) {
     throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "HTTP request on the Thrift port");
+  }
+  if (end - p >= 4) {
+    const length = (b0 << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    if (length <= 0 || length > maxFrameBytes) throw protocolError(`invalid frame length ${length} (limit ${maxFrameBytes})`);
   }
   if (end - p < DETECT_BYTES) return TRANSPORT_UNKNOWN;
   const m0 = buf[p + 4]!;

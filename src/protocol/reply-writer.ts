@@ -20,7 +20,8 @@
 // have been replaced by a larger one: always index `out.buffer` afresh.
 // A ONEWAY request (req.oneway) must get no reply: the caller checks, these functions do not.
 
-import { BinaryWriter, copyBytes } from "./binary-writer.ts";
+import { copyBytes } from "../bytes/bytes.ts";
+import { BinaryWriter } from "./binary-writer.ts";
 import { writeHeaderPrefix } from "./header-transport.ts";
 import { METHOD_NAME_BYTES, METHOD_UNKNOWN, type Request } from "./request.ts";
 import {
@@ -80,7 +81,7 @@ export class ReplyWriter {
   /** writeGet writes a whole Get reply, copying the value from `src[start, start+length)`. */
   writeGet(req: Request, src: Uint8Array, start: number, length: number, ttlRemainingMs: number): void {
     const at = this.beginGet(req, length);
-    copyBytes(src, start, length, this.out.buffer, at);
+    copyBytes(this.out.buffer, at, src, start, length);
     this.endGet(ttlRemainingMs);
   }
 

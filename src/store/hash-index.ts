@@ -9,7 +9,7 @@
  * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
  */
 import { NIL, type ItemId, type ItemTable } from "./item-table.ts";
-import { bytesEqual } from "./bytes.ts";
+import { bytesEqual } from "../bytes/bytes.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 
 /** MAX_LOAD is the load factor past which the table doubles. */

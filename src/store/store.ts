@@ -28,7 +28,7 @@
  * into the slab, same validity: copy it if you keep it).
  */
 import { Admission } from "./admission.ts";
-import { copyBytes } from "./bytes.ts";
+import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, MAX_LOAD } from "./hash-index.ts";
 import { ITEM_TABLE_BYTES_PER_ITEM, ItemTable, NIL, type ItemId } from "./item-table.ts";

