@@ -1,27 +1,17 @@
 // Proof that the per-request path allocates nothing: decode a request and encode its reply
 // a million times and show that no garbage collection was triggered.
 //
-// How it is measured: `heapStats()` from bun:jsc reports the heap as of the last collection,
-// so before/after numbers stay flat even for code that allocates (garbage dies young and is
-// never seen). Instead: after a full GC, a canary object is made reachable only through a
-// WeakRef (in an earlier job, so the WeakRef does not pin it), then the loop runs
-// synchronously. JSC only collects when an allocation asks for memory, so if the loop
-// allocated anything, the eden collections it triggers free the canary. The control — the
-// same loop plus ONE 16-byte object per iteration — must free it, proving the probe works.
-// JIT recompilation (when earlier tests made a function polymorphic) reports code memory and
-// can itself start a collection, so a measurement is repeated up to ATTEMPTS times and the
-// claim is "some full run of OPS requests saw no collection": code that allocated per request
-// (≥ 16 bytes × 1M, the control's rate) would trigger a collection in every attempt.
+// How it is measured: see test/support/alloc-probe.ts (a WeakRef canary that any collection
+// during the loop would free; the control below proves the probe detects 16 bytes per request).
 
 import { expect, test } from "bun:test";
-import { fullGC, heapStats } from "bun:jsc";
+import { collectedDuring } from "../support/alloc-probe.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { METHOD_GET, METHOD_SET } from "../../src/protocol/request.ts";
 import { Bytes, MSG, T, type TransportName, message, wrap } from "./wire-builder.ts";
 
 const OPS = 1_000_000;
-const ATTEMPTS = 4;
 const VALUE = new Uint8Array(48).fill(7);
 
 function getFrame(transport: TransportName): Uint8Array {
@@ -52,28 +42,6 @@ function serve(conn: ProtocolConnection, chunk: Uint8Array): void {
 }
 
 let sink: unknown;
-const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
-
-/** collectedDuring runs `op` OPS times, up to ATTEMPTS times; true = every run collected. */
-async function collectedDuring(op: (i: number) => void): Promise<boolean> {
-  for (let i = 0; i < 100_000; i++) op(i); // warm up: JIT tiers, buffers reach their size
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    if (!(await collectedOnce(op))) return false;
-  }
-  return true;
-}
-
-async function collectedOnce(op: (i: number) => void): Promise<boolean> {
-  fullGC();
-  const canary = new WeakRef({ canary: true });
-  await tick();
-  const before = heapStats();
-  for (let i = 0; i < OPS; i++) op(i);
-  const collected = canary.deref() === undefined;
-  const after = heapStats();
-  console.log(`heapStats objectCount Δ=${after.objectCount - before.objectCount}, heapSize Δ=${after.heapSize - before.heapSize}; collected=${collected}`);
-  return collected;
-}
 
 test("the probe works: one 16-byte object per request is detected", async () => {
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
