@@ -87,6 +87,9 @@ export function splitMemory(config: NodeConfig): Required<GroupSpec>[] {
   if (open > 0 && fixed >= config.memory) {
     throw new ConfigError(`groups with explicit sizes use ${fixed} B of --memory ${config.memory} B, leaving nothing for the others`);
   }
+  if (fixed > config.memory) {
+    throw new ConfigError(`groups with explicit sizes need ${fixed} B, more than --memory ${config.memory} B: raise --memory`);
+  }
   const share = open > 0 ? Math.floor((config.memory - fixed) / open) : 0;
   return specs.map((g) => ({ name: g.name, ttlMs: g.ttlMs, memory: g.memory ?? share }));
 }

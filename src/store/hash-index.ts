@@ -8,7 +8,7 @@
  * tombstones), so probe lengths do not degrade under churn. The table doubles (a full rehash)
  * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
  */
-import { NIL, type ItemId, type ItemTable } from "./item-table.ts";
+import { NIL, STRIDE, W_HASH, W_KEYLEN, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 
@@ -34,13 +34,13 @@ export class HashIndex {
   /** find returns the id of the item whose key equals key[off, off+len), or -1. */
   find(key: Uint8Array, off: number, len: number, hash: number): ItemId {
     const slots = this.slots;
-    const hashes = this.items.hash;
-    const keyLens = this.items.keyLen;
+    const w = this.items.w;
     let s = hash & this.mask;
     for (;;) {
       const id = slots[s]!;
       if (id === NIL) return NIL;
-      if (hashes[id] === hash && keyLens[id] === len && this.keyEquals(id, key, off, len)) return id;
+      const r = id * STRIDE;
+      if (w[r + W_HASH] === hash && w[r + W_KEYLEN] === len && this.keyEquals(id, key, off, len)) return id;
       s = (s + 1) & this.mask;
     }
   }
@@ -48,7 +48,7 @@ export class HashIndex {
   /** insert adds `id` (whose hash is in the item table); the key must not be present. */
   insert(id: ItemId): void {
     const slots = this.slots;
-    let s = this.items.hash[id]! & this.mask;
+    let s = this.items.hash(id) & this.mask;
     while (slots[s] !== NIL) s = (s + 1) & this.mask;
     slots[s] = id;
     this.count++;
@@ -57,9 +57,9 @@ export class HashIndex {
   /** remove deletes `id` from the index; it must be present. */
   remove(id: ItemId): void {
     const slots = this.slots;
-    const hashes = this.items.hash;
+    const w = this.items.w;
     const mask = this.mask;
-    let s = hashes[id]! & mask;
+    let s = w[id * STRIDE + W_HASH]! & mask;
     while (slots[s] !== id) {
       if (slots[s] === NIL) throw new Error(`index corrupt: item ${id} not found`);
       s = (s + 1) & mask;
@@ -69,7 +69,7 @@ export class HashIndex {
     for (;;) {
       const other = slots[s]!;
       if (other === NIL) break;
-      const home = hashes[other]! & mask;
+      const home = w[other * STRIDE + W_HASH]! & mask;
       if (((s - home) & mask) >= ((s - hole) & mask)) {
         slots[hole] = other;
         hole = s;
@@ -113,7 +113,8 @@ export class HashIndex {
 
   /** keyEquals compares key[off, off+len) with the key bytes stored in item `id`'s chunk. */
   keyEquals(id: ItemId, key: Uint8Array, off: number, len: number): boolean {
-    const page = this.slab.pages[this.items.page[id]!]!;
-    return bytesEqual(page, this.items.off[id]! + CHUNK_HEADER, key, off, len);
+    const w = this.items.w;
+    const r = id * STRIDE;
+    return bytesEqual(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER, key, off, len);
   }
 }

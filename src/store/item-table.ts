@@ -1,32 +1,56 @@
 /**
- * ItemTable is the item metadata: a struct of typed arrays indexed by item id.
+ * ItemTable is the item metadata: one record of typed-array words per item id.
  *
- * Layout per item id (bytes): key hash (Int32, 4), chunk page (Int32, 4), chunk offset (Int32, 4),
- * key length (Uint16, 2), value length (Int32, 4), absolute expiry in ms (Float64, 8; `Infinity`
- * for none), last access as a logical tick (Uint32, 4) — 30 bytes. The LRU links and the heap
- * position live with their own structures (`LruList`, `TtlHeap`), sized to the same capacity. The
- * item's class is its page's class, so it is not stored twice.
+ * Layout: one `ArrayBuffer` of `cap * RECORD_BYTES`, viewed as `Int32Array` (`w`) and
+ * `Float64Array` (`f`). Item `id`'s record is words `[id * STRIDE, id * STRIDE + STRIDE)`:
  *
- * Free ids are a typed-array stack. The table grows by reallocating every array (outside the
- * steady state: growth happens only while the cache is filling); ids never move.
+ *   word 0 hash      key hash (MurmurHash3 of the key bytes)
+ *   word 1 page      slab page of its chunk; -1 while the id is free
+ *   word 2 off       chunk offset in the page
+ *   word 3 keyLen    key length
+ *   word 4 valLen    value length
+ *   word 5 prev      LRU link (-1 = nil)
+ *   word 6 next      LRU link; for a free id, the next free id
+ *   word 7 heapPos   slot in the TTL heap, or -1
+ *   word 8 atime     logical tick of the last LRU bump (compared as uint32)
+ *   word 9 cls       size class of its chunk
+ *   words 10-11      expiry: absolute ms as a float64 (`f[id * F_STRIDE + F_EXPIRY]`), Infinity = none
+ *
+ * Why a record and not one array per field (struct of arrays): a Get hit reads hash, key length,
+ * chunk location, expiry and class of one item. In one 48-byte record that is one or two cache
+ * lines; spread over ten arrays it was ten cache misses once the table outgrows the CPU cache
+ * (measured: 1.4 µs per hit at 100k keys with separate arrays). The LRU links and the heap
+ * position live here too, so a bump touches only the records involved.
+ *
+ * Free ids are chained through word 6 (no separate stack). The table grows by copying the whole
+ * buffer into a larger one (outside the steady state: only while the cache fills); ids never move.
  */
 export type ItemId = number;
 export const NIL = -1;
 
-export const ITEM_TABLE_BYTES_PER_ITEM = 4 + 4 + 4 + 2 + 4 + 8 + 4 + 4; // + 4 for the free-id stack
+export const STRIDE = 12;
+export const RECORD_BYTES = STRIDE * 4;
+export const F_STRIDE = STRIDE / 2;
+export const W_HASH = 0;
+export const W_PAGE = 1;
+export const W_OFF = 2;
+export const W_KEYLEN = 3;
+export const W_VALLEN = 4;
+export const W_PREV = 5;
+export const W_NEXT = 6;
+export const W_HEAP = 7;
+export const W_ATIME = 8;
+export const W_CLASS = 9;
+export const F_EXPIRY = 5;
 
 export class ItemTable {
   cap = 0;
   live = 0;
-  hash = new Int32Array(0);
-  page = new Int32Array(0);
-  off = new Int32Array(0);
-  keyLen = new Uint16Array(0);
-  valLen = new Int32Array(0);
-  expiry = new Float64Array(0);
-  atime = new Uint32Array(0);
-  private freeIds = new Int32Array(0);
-  private freeTop = 0;
+  /** w views every record as int32 words. */
+  w = new Int32Array(0);
+  /** f views every record as float64s (the expiry). */
+  f = new Float64Array(0);
+  private freeHead = NIL;
 
   constructor(initialCap: number) {
     this.grow(initialCap);
@@ -34,58 +58,85 @@ export class ItemTable {
 
   /** alloc returns a free item id, or -1 when the table is full (the caller may grow it). */
   alloc(): ItemId {
-    if (this.freeTop === 0) return NIL;
+    const id = this.freeHead;
+    if (id === NIL) return NIL;
+    this.freeHead = this.w[id * STRIDE + W_NEXT]!;
     this.live++;
-    return this.freeIds[--this.freeTop]!;
+    return id;
   }
 
-  /** release returns an id to the free stack; its page is set to -1 to mark it dead. */
+  /** release returns an id to the free chain and marks it dead (page -1). */
   release(id: ItemId): void {
-    this.page[id] = NIL;
-    this.freeIds[this.freeTop++] = id;
+    const r = id * STRIDE;
+    this.w[r + W_PAGE] = NIL;
+    this.w[r + W_NEXT] = this.freeHead;
+    this.freeHead = id;
     this.live--;
   }
 
   /** isLive tells whether `id` currently names an item. */
   isLive(id: ItemId): boolean {
-    return id >= 0 && id < this.cap && this.page[id]! !== NIL;
+    return id >= 0 && id < this.cap && this.w[id * STRIDE + W_PAGE]! !== NIL;
   }
 
-  /** grow reallocates every array to `newCap` ids, keeping existing items. */
+  page(id: ItemId): number {
+    return this.w[id * STRIDE + W_PAGE]!;
+  }
+  off(id: ItemId): number {
+    return this.w[id * STRIDE + W_OFF]!;
+  }
+  keyLen(id: ItemId): number {
+    return this.w[id * STRIDE + W_KEYLEN]!;
+  }
+  valLen(id: ItemId): number {
+    return this.w[id * STRIDE + W_VALLEN]!;
+  }
+  hash(id: ItemId): number {
+    return this.w[id * STRIDE + W_HASH]!;
+  }
+  cls(id: ItemId): number {
+    return this.w[id * STRIDE + W_CLASS]!;
+  }
+  expiry(id: ItemId): number {
+    return this.f[id * F_STRIDE + F_EXPIRY]!;
+  }
+
+  /** grow reallocates the records to `newCap` ids, keeping existing items. */
   grow(newCap: number): void {
     const old = this.cap;
-    this.hash = copyInto(new Int32Array(newCap), this.hash);
-    this.page = copyInto(new Int32Array(newCap).fill(NIL), this.page);
-    this.off = copyInto(new Int32Array(newCap), this.off);
-    this.keyLen = copyInto(new Uint16Array(newCap), this.keyLen);
-    this.valLen = copyInto(new Int32Array(newCap), this.valLen);
-    this.expiry = copyInto(new Float64Array(newCap), this.expiry);
-    this.atime = copyInto(new Uint32Array(newCap), this.atime);
-    const ids = new Int32Array(newCap);
-    ids.set(this.freeIds.subarray(0, this.freeTop));
-    let top = this.freeTop;
-    // New ids are pushed highest first so the lowest new id is handed out next.
-    for (let id = newCap - 1; id >= old; id--) ids[top++] = id;
-    this.freeIds = ids;
-    this.freeTop = top;
+    const buf = new ArrayBuffer(newCap * RECORD_BYTES);
+    const w = new Int32Array(buf);
+    w.set(this.w);
+    // New ids are dead, out of the heap and LRU, and chained lowest first onto the free chain.
+    for (let id = newCap - 1; id >= old; id--) {
+      const r = id * STRIDE;
+      w[r + W_PAGE] = NIL;
+      w[r + W_PREV] = NIL;
+      w[r + W_HEAP] = NIL;
+      w[r + W_NEXT] = this.freeHead;
+      this.freeHead = id;
+    }
+    this.w = w;
+    this.f = new Float64Array(buf);
     this.cap = newCap;
   }
 
   /** reset marks every id free. */
   reset(): void {
-    this.page.fill(NIL);
-    this.freeTop = 0;
-    for (let id = this.cap - 1; id >= 0; id--) this.freeIds[this.freeTop++] = id;
+    this.freeHead = NIL;
+    for (let id = this.cap - 1; id >= 0; id--) {
+      const r = id * STRIDE;
+      this.w[r + W_PAGE] = NIL;
+      this.w[r + W_PREV] = NIL;
+      this.w[r + W_HEAP] = NIL;
+      this.w[r + W_NEXT] = this.freeHead;
+      this.freeHead = id;
+    }
     this.live = 0;
   }
 
-  /** byteSize is the memory held by the table's arrays. */
+  /** byteSize is the memory held by the records. */
   byteSize(): number {
-    return this.cap * ITEM_TABLE_BYTES_PER_ITEM;
+    return this.cap * RECORD_BYTES;
   }
-}
-
-function copyInto<T extends Int32Array | Uint16Array | Float64Array | Uint32Array>(dst: T, src: T): T {
-  dst.set(src as never);
-  return dst;
 }

@@ -15,7 +15,7 @@
  *   per-page and per-class used counts and the empty-page count match.
  */
 import { hashBytes } from "./hash.ts";
-import { NIL } from "./item-table.ts";
+import { NIL, STRIDE, W_HEAP } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
 
@@ -35,23 +35,25 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   for (let id = 0; id < items.cap; id++) {
     if (!items.isLive(id)) continue;
     live++;
-    const page = items.page[id]!;
-    const off = items.off[id]!;
+    const page = items.page(id);
+    const off = items.off(id);
     const cls = slab.pageClass[page]!;
     if (cls < 0) fail(`item ${id} on unassigned page ${page}`);
+    if (items.cls(id) !== cls) fail(`item ${id} class ${items.cls(id)} != its page's class ${cls}`);
     const size = classes.sizes[cls]!;
     if (off % size !== 0 || off / size >= slab.pageCarved[page]!) fail(`item ${id} at bad offset ${off} of page ${page}`);
     if (slab.owner(page, off) !== id) fail(`chunk ${page}:${off} owner ${slab.owner(page, off)} != item ${id}`);
-    const klen = items.keyLen[id]!;
-    const vlen = items.valLen[id]!;
+    const klen = items.keyLen(id);
+    const vlen = items.valLen(id);
     if (CHUNK_HEADER + klen + vlen > size) fail(`item ${id} overflows its chunk`);
     const bytes = slab.pages[page]!;
-    if (hashBytes(bytes, off + CHUNK_HEADER, klen, s.hashSeed) !== items.hash[id]) fail(`item ${id} hash mismatch`);
-    if (index.find(bytes, off + CHUNK_HEADER, klen, items.hash[id]!) !== id) fail(`index does not find item ${id}`);
-    const exp = items.expiry[id]!;
+    if (hashBytes(bytes, off + CHUNK_HEADER, klen, s.hashSeed) !== items.hash(id)) fail(`item ${id} hash mismatch`);
+    if (index.find(bytes, off + CHUNK_HEADER, klen, items.hash(id)) !== id) fail(`index does not find item ${id}`);
+    const exp = items.expiry(id);
+    const pos = items.w[id * STRIDE + W_HEAP]!;
     if (exp === Infinity) {
-      if (heap.has(id)) fail(`item ${id} without expiry is in the heap`);
-    } else if (!heap.has(id) || heap.exp[heap.pos[id]!] !== exp || heap.item[heap.pos[id]!] !== id) {
+      if (pos !== NIL) fail(`item ${id} without expiry is in the heap`);
+    } else if (pos < 0 || pos >= heap.size || heap.slots[pos] !== id) {
       fail(`item ${id} expiry ${exp} not in heap`);
     }
     pageUsed[page]!++;
@@ -80,10 +82,10 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   for (let c = 0; c < classes.count; c++) {
     let prev = NIL;
     let n = 0;
-    for (let id = lru.head[c]!; id !== NIL; id = lru.next[id]!) {
+    for (let id = lru.head[c]!; id !== NIL; id = lru.next(id)) {
       if (!items.isLive(id)) fail(`LRU ${c} holds dead item ${id}`);
-      if (slab.pageClass[items.page[id]!] !== c) fail(`item ${id} in LRU ${c} but page class differs`);
-      if (lru.prev[id] !== prev) fail(`LRU ${c} prev link of ${id} broken`);
+      if (items.cls(id) !== c) fail(`item ${id} in LRU ${c} but its class differs`);
+      if (lru.prev(id) !== prev) fail(`LRU ${c} prev link of ${id} broken`);
       prev = id;
       if (++n > live) fail(`LRU ${c} has a cycle`);
     }
@@ -94,10 +96,11 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   if (listed !== live) fail(`LRU lists hold ${listed}, live ${live}`);
 
   for (let i = 0; i < heap.size; i++) {
-    const id = heap.item[i]!;
-    if (heap.pos[id] !== i) fail(`heap pos of ${id} is ${heap.pos[id]}, not ${i}`);
+    const id = heap.slots[i]!;
     if (!items.isLive(id)) fail(`heap holds dead item ${id}`);
-    if (i > 0 && heap.exp[(i - 1) >> 1]! > heap.exp[i]!) fail(`heap order broken at ${i}`);
+    const pos = items.w[id * STRIDE + W_HEAP]!;
+    if (pos !== i) fail(`heap pos of ${id} is ${pos}, not ${i}`);
+    if (i > 0 && items.expiry(heap.slots[(i - 1) >> 1]!) > items.expiry(id)) fail(`heap order broken at ${i}`);
   }
 
   let empty = 0;

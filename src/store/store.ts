@@ -31,11 +31,14 @@ import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, MAX_LOAD } from "./hash-index.ts";
-import { ITEM_TABLE_BYTES_PER_ITEM, ItemTable, NIL, type ItemId } from "./item-table.ts";
-import { LRU_BYTES_PER_ITEM, LruList } from "./lru-list.ts";
+import {
+  F_EXPIRY, F_STRIDE, ItemTable, NIL, RECORD_BYTES, STRIDE, W_ATIME, W_CLASS, W_HASH, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN,
+  type ItemId,
+} from "./item-table.ts";
+import { LruList } from "./lru-list.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
-import { TtlHeap } from "./ttl-heap.ts";
+import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
 import { checkStoreInvariants } from "./store-invariants.ts";
 import { classStats, type ClassStats } from "./store-stats.ts";
 
@@ -120,9 +123,9 @@ export class Store {
   readonly admission: Admission;
   readonly counters = new StoreCounters();
   readonly clock: () => number;
+  readonly hashSeed: number;
   /** classEvictions[c] counts evictions from class c. */
   readonly classEvictions: Float64Array;
-  readonly hashSeed: number;
   private tick = 0;
   private chunkBytes = 0;
   private dataBytesUsed = 0;
@@ -139,8 +142,8 @@ export class Store {
     this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => this.remove(owner, REMOVE_EVICT));
     const cap = Math.max(16, opts.initialItems ?? 1024);
     this.items = new ItemTable(cap);
-    this.lru = new LruList(this.classes.count, cap);
-    this.heap = new TtlHeap(cap, Math.min(cap, 256));
+    this.lru = new LruList(this.classes.count, this.items);
+    this.heap = new TtlHeap(this.items, Math.min(cap, 256));
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
     this.classEvictions = new Float64Array(this.classes.count);
@@ -160,14 +163,13 @@ export class Store {
       this.counters.misses++;
       return NIL;
     }
-    const exp = this.items.expiry[id]!;
+    const exp = this.items.f[id * F_STRIDE + F_EXPIRY]!;
     if (exp !== Infinity && exp <= this.clock()) {
       this.remove(id, REMOVE_EXPIRE_LAZY);
       this.counters.misses++;
       return NIL;
     }
-    this.lru.bump(this.slab.pageClass[this.items.page[id]!]!, id);
-    this.items.atime[id] = ++this.tick;
+    this.touch(id);
     this.counters.hits++;
     return id;
   }
@@ -175,36 +177,39 @@ export class Store {
   /** has tells whether a live item exists under the key, without counting or bumping it. */
   has(key: Uint8Array, off = 0, len = key.length - off): boolean {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
-    return id !== NIL && !(this.items.expiry[id]! <= this.clock());
+    return id !== NIL && !(this.items.expiry(id) <= this.clock());
   }
 
   valueLength(id: ItemId): number {
-    return this.items.valLen[id]!;
+    return this.items.w[id * STRIDE + W_VALLEN]!;
   }
 
   /** copyValue copies item `id`'s value into dst at dstOff and returns its length. */
   copyValue(id: ItemId, dst: Uint8Array, dstOff: number): number {
-    const len = this.items.valLen[id]!;
-    const page = this.slab.pages[this.items.page[id]!]!;
-    copyBytes(dst, dstOff, page, this.items.off[id]! + CHUNK_HEADER + this.items.keyLen[id]!, len);
+    const w = this.items.w;
+    const r = id * STRIDE;
+    const len = w[r + W_VALLEN]!;
+    copyBytes(dst, dstOff, this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + w[r + W_KEYLEN]!, len);
     return len;
   }
 
   /** valueView returns a view of item `id`'s value inside the slab (valid as `get`'s id is). */
   valueView(id: ItemId): Uint8Array {
-    const start = this.items.off[id]! + CHUNK_HEADER + this.items.keyLen[id]!;
-    return this.slab.pages[this.items.page[id]!]!.subarray(start, start + this.items.valLen[id]!);
+    const it = this.items;
+    const start = it.off(id) + CHUNK_HEADER + it.keyLen(id);
+    return this.slab.pages[it.page(id)]!.subarray(start, start + it.valLen(id));
   }
 
   /** keyView returns a view of item `id`'s key inside the slab (valid as `get`'s id is). */
   keyView(id: ItemId): Uint8Array {
-    const start = this.items.off[id]! + CHUNK_HEADER;
-    return this.slab.pages[this.items.page[id]!]!.subarray(start, start + this.items.keyLen[id]!);
+    const it = this.items;
+    const start = it.off(id) + CHUNK_HEADER;
+    return this.slab.pages[it.page(id)]!.subarray(start, start + it.keyLen(id));
   }
 
   /** expiresAt is item `id`'s absolute expiry in ms, or Infinity. */
   expiresAt(id: ItemId): number {
-    return this.items.expiry[id]!;
+    return this.items.f[id * F_STRIDE + F_EXPIRY]!;
   }
 
   /** set stores a value; an explicit set is always admitted. */
@@ -227,7 +232,7 @@ export class Store {
   delete(key: Uint8Array, off = 0, len = key.length - off): boolean {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
     if (id === NIL) return false;
-    const live = !(this.items.expiry[id]! <= this.clock());
+    const live = !(this.items.expiry(id) <= this.clock());
     this.remove(id, live ? REMOVE_DELETE : REMOVE_EXPIRE_LAZY);
     return live;
   }
@@ -262,12 +267,9 @@ export class Store {
 
   /** metaBytes is the memory charged to metadata. */
   metaBytes(): number {
-    // The TTL heap is charged at one slot per item id even while its array is smaller.
-    return (
-      this.fixedMetaBytes +
-      this.items.cap * (ITEM_TABLE_BYTES_PER_ITEM + LRU_BYTES_PER_ITEM + 16) +
-      this.index.byteSize()
-    );
+    // The TTL heap is charged at one slot per item id even while its array is smaller, so a
+    // later burst of TTL sets can never push the total past the budget.
+    return this.fixedMetaBytes + this.items.cap * (RECORD_BYTES + HEAP_BYTES_PER_ITEM) + this.index.byteSize();
   }
 
   stats(): StoreStats {
@@ -290,6 +292,19 @@ export class Store {
     checkStoreInvariants(this, this.chunkBytes, this.dataBytesUsed);
   }
 
+  /**
+   * touch records a use of `id`. The LRU bump is throttled, memcached style: an item used within
+   * the last eighth of the store's items' worth of ticks is already near the head of its list, so
+   * it is left in place (no writes to its neighbours' records). The tick counts bumps and sets.
+   */
+  private touch(id: ItemId): void {
+    const w = this.items.w;
+    const r = id * STRIDE;
+    if (((this.tick - w[r + W_ATIME]!) >>> 0) <= this.items.live >>> 3) return;
+    this.lru.bump(w[r + W_CLASS]!, id);
+    w[r + W_ATIME] = ++this.tick;
+  }
+
   private put(
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs: number, isFill: boolean,
@@ -304,7 +319,7 @@ export class Store {
     const now = this.clock();
     const expiry = ttlMs === 0 ? Infinity : now + ttlMs;
     let id = this.index.find(key, keyOff, keyLen, hash);
-    if (id !== NIL && this.items.expiry[id]! <= now) {
+    if (id !== NIL && this.items.expiry(id) <= now) {
       this.remove(id, REMOVE_EXPIRE_LAZY);
       id = NIL;
     }
@@ -313,15 +328,16 @@ export class Store {
       return SET_REJECTED;
     }
     if (id !== NIL) {
-      if (this.slab.pageClass[this.items.page[id]!] === cls) {
+      const w = this.items.w;
+      const r = id * STRIDE;
+      if (w[r + W_CLASS] === cls) {
         // Same size class: overwrite the value in place.
-        const page = this.slab.pages[this.items.page[id]!]!;
-        copyBytes(page, this.items.off[id]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
-        this.dataBytesUsed += valLen - this.items.valLen[id]!;
-        this.items.valLen[id] = valLen;
+        copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
+        this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
+        w[r + W_VALLEN] = valLen;
         this.setExpiry(id, expiry);
         this.lru.bump(cls, id);
-        this.items.atime[id] = ++this.tick;
+        w[r + W_ATIME] = ++this.tick;
         this.counters.sets++;
         return SET_OK;
       }
@@ -336,14 +352,16 @@ export class Store {
       return SET_NO_MEMORY;
     }
     const off = this.slab.allocOff;
-    const it = this.items;
-    it.hash[id] = hash;
-    it.page[id] = page;
-    it.off[id] = off;
-    it.keyLen[id] = keyLen;
-    it.valLen[id] = valLen;
-    it.expiry[id] = Infinity;
-    it.atime[id] = ++this.tick;
+    const w = this.items.w;
+    const r = id * STRIDE;
+    w[r + W_HASH] = hash;
+    w[r + W_PAGE] = page;
+    w[r + W_OFF] = off;
+    w[r + W_KEYLEN] = keyLen;
+    w[r + W_VALLEN] = valLen;
+    w[r + W_CLASS] = cls;
+    w[r + W_ATIME] = ++this.tick;
+    this.items.f[id * F_STRIDE + F_EXPIRY] = Infinity;
     const bytes = this.slab.pages[page]!;
     copyBytes(bytes, off + CHUNK_HEADER, key, keyOff, keyLen);
     copyBytes(bytes, off + CHUNK_HEADER + keyLen, value, valOff, valLen);
@@ -357,15 +375,17 @@ export class Store {
   }
 
   private setExpiry(id: ItemId, expiry: number): void {
-    this.items.expiry[id] = expiry;
+    const f = this.items.f;
+    const at = id * F_STRIDE + F_EXPIRY;
+    const old = f[at]!;
+    f[at] = expiry;
     const inHeap = this.heap.has(id);
     if (expiry === Infinity) {
       if (inHeap) this.heap.remove(id);
     } else if (inHeap) {
-      this.heap.update(id, expiry);
+      this.heap.update(id, old);
     } else {
-      if (this.heap.needsRoom()) this.heap.growHeap(Math.min(this.items.cap, this.heap.exp.length * 2));
-      this.heap.push(id, expiry);
+      this.heap.push(id);
     }
   }
 
@@ -377,7 +397,7 @@ export class Store {
       if (this.growItems()) continue;
       const victim = this.lru.tail[cls] !== NIL ? this.lru.tail[cls]! : this.oldestTail(-1);
       if (victim === NIL) return NIL;
-      this.evict(victim);
+      this.remove(victim, REMOVE_EVICT);
     }
   }
 
@@ -385,20 +405,16 @@ export class Store {
   private growItems(): boolean {
     const cap = this.items.cap;
     const usedPages = this.slab.pagesAssigned * this.slab.pageSize;
-    const perItem = ITEM_TABLE_BYTES_PER_ITEM + LRU_BYTES_PER_ITEM + 16;
+    const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
     const room = this.capacity - usedPages - this.metaBytes();
     let add = Math.max(16, cap >> 1);
-    let indexAdd = 0;
     for (; add >= 16; add >>= 1) {
-      const slots = slotsFor(cap + add);
-      indexAdd = Math.max(0, slots * 4 - this.index.byteSize());
+      const indexAdd = Math.max(0, slotsFor(cap + add) * 4 - this.index.byteSize());
       if (add * perItem + indexAdd <= room) break;
     }
     if (add < 16) return false;
     const newCap = cap + add;
     this.items.grow(newCap);
-    this.lru.grow(newCap);
-    this.heap.growItems(newCap);
     while (this.index.slots.length < slotsFor(newCap)) this.index.grow();
     this.updatePageLimit();
     return true;
@@ -419,7 +435,7 @@ export class Store {
       const own = this.lru.tail[cls]!;
       const other = this.oldestTail(cls);
       if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
-        this.slab.movePage(this.items.page[other]!, cls);
+        this.slab.movePage(this.items.page(other), cls);
         continue;
       }
       if (own === NIL) {
@@ -429,7 +445,7 @@ export class Store {
         this.slab.movePage(idle, cls);
         continue;
       }
-      this.evict(own);
+      this.remove(own, REMOVE_EVICT);
     }
   }
 
@@ -450,24 +466,20 @@ export class Store {
   }
 
   private age(id: ItemId): number {
-    return (this.tick - this.items.atime[id]!) >>> 0;
-  }
-
-  private evict(id: ItemId): void {
-    this.remove(id, REMOVE_EVICT);
+    return (this.tick - this.items.w[id * STRIDE + W_ATIME]!) >>> 0;
   }
 
   private remove(id: ItemId, why: number): void {
-    const it = this.items;
-    const page = it.page[id]!;
-    const cls = this.slab.pageClass[page]!;
+    const w = this.items.w;
+    const r = id * STRIDE;
+    const cls = w[r + W_CLASS]!;
     this.index.remove(id);
     this.lru.unlink(cls, id);
     this.heap.remove(id);
-    this.slab.free(page, it.off[id]!);
+    this.slab.free(w[r + W_PAGE]!, w[r + W_OFF]!);
     this.chunkBytes -= this.classes.sizes[cls]!;
-    this.dataBytesUsed -= it.keyLen[id]! + it.valLen[id]!;
-    it.release(id);
+    this.dataBytesUsed -= w[r + W_KEYLEN]! + w[r + W_VALLEN]!;
+    this.items.release(id);
     switch (why) {
       case REMOVE_EVICT:
         this.counters.evictions++;

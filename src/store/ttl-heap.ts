@@ -1,139 +1,127 @@
 /**
- * TtlHeap is a flat-array binary min-heap of (expiry, item), ordered by expiry.
+ * TtlHeap is a flat-array binary min-heap of items ordered by expiry.
  *
- * Layout: `exp` (Float64Array) and `item` (Int32Array) hold the heap in array order (children of
- * slot i at 2i+1 and 2i+2); `pos` (Int32Array, indexed by item id) holds each item's slot or -1,
- * so removing or re-timing an arbitrary item is O(log n) instead of a scan. Only items with a
- * finite expiry are in the heap. The heap array grows by doubling, independently of the item
- * table, since most caches hold few items with a TTL or nearly all of them.
+ * Layout: `slots` (Int32Array) holds item ids in heap order (children of slot i at 2i+1 and
+ * 2i+2). Each item's expiry and its slot (`W_HEAP`, -1 when absent) live in its ItemTable record,
+ * so removing or re-timing an arbitrary item is O(log n) with no scan. Keeping only ids here (not
+ * (expiry, id) pairs) costs a record read per comparison but saves 8 bytes per item of reserved
+ * metadata; the heap is off the read path (sets with a TTL and the expiry timer only). Only items
+ * with a finite expiry are in it. The slot array grows by doubling up to the item capacity.
  */
-import { NIL, type ItemId } from "./item-table.ts";
+import { F_EXPIRY, F_STRIDE, NIL, STRIDE, W_HEAP, type ItemId, type ItemTable } from "./item-table.ts";
 
-export const HEAP_BYTES_PER_ITEM = 4; // pos; each heap slot adds 12 more
+export const HEAP_BYTES_PER_ITEM = 4;
 
 export class TtlHeap {
   size = 0;
-  exp = new Float64Array(0);
-  item = new Int32Array(0);
-  pos = new Int32Array(0);
+  slots: Int32Array;
+  private readonly items: ItemTable;
 
-  constructor(itemCap: number, heapCap: number) {
-    this.growItems(itemCap);
-    this.growHeap(heapCap);
+  constructor(items: ItemTable, initialSlots: number) {
+    this.items = items;
+    this.slots = new Int32Array(initialSlots);
   }
 
   /** has tells whether `id` is in the heap. */
   has(id: ItemId): boolean {
-    return this.pos[id]! !== NIL;
+    return this.items.w[id * STRIDE + W_HEAP]! !== NIL;
   }
 
   /** minExpiry is the earliest expiry, or Infinity when the heap is empty. */
   minExpiry(): number {
-    return this.size === 0 ? Infinity : this.exp[0]!;
+    return this.size === 0 ? Infinity : this.expiryOf(this.slots[0]!);
   }
 
   /** minItem is the item with the earliest expiry, or -1. */
   minItem(): ItemId {
-    return this.size === 0 ? NIL : this.item[0]!;
+    return this.size === 0 ? NIL : this.slots[0]!;
   }
 
-  /** needsRoom tells whether a push would have to grow the heap array first. */
-  needsRoom(): boolean {
-    return this.size === this.exp.length;
-  }
-
-  /** push inserts `id` with `expiry`; the caller ensures room (`needsRoom`/`growHeap`). */
-  push(id: ItemId, expiry: number): void {
+  /** push inserts `id`, whose expiry is already in its record. */
+  push(id: ItemId): void {
+    if (this.size === this.slots.length) this.grow();
     const i = this.size++;
-    this.exp[i] = expiry;
-    this.item[i] = id;
-    this.pos[id] = i;
+    this.slots[i] = id;
     this.up(i);
   }
 
-  /** update re-times an item already in the heap. */
-  update(id: ItemId, expiry: number): void {
-    const i = this.pos[id]!;
-    const old = this.exp[i]!;
-    this.exp[i] = expiry;
-    if (expiry < old) this.up(i);
+  /** update restores heap order after `id`'s expiry changed from `oldExpiry`. */
+  update(id: ItemId, oldExpiry: number): void {
+    const i = this.items.w[id * STRIDE + W_HEAP]!;
+    if (this.expiryOf(id) < oldExpiry) this.up(i);
     else this.down(i);
   }
 
   /** remove takes `id` out of the heap, if it is in it. */
   remove(id: ItemId): void {
-    const i = this.pos[id]!;
+    const w = this.items.w;
+    const i = w[id * STRIDE + W_HEAP]!;
     if (i === NIL) return;
-    this.pos[id] = NIL;
+    w[id * STRIDE + W_HEAP] = NIL;
     const last = --this.size;
     if (i === last) return;
-    this.exp[i] = this.exp[last]!;
-    this.item[i] = this.item[last]!;
-    this.pos[this.item[i]!] = i;
-    if (i > 0 && this.exp[i]! < this.exp[(i - 1) >> 1]!) this.up(i);
+    const moved = this.slots[last]!;
+    this.slots[i] = moved;
+    w[moved * STRIDE + W_HEAP] = i;
+    if (i > 0 && this.expiryOf(moved) < this.expiryOf(this.slots[(i - 1) >> 1]!)) this.up(i);
     else this.down(i);
-  }
-
-  growItems(cap: number): void {
-    const pos = new Int32Array(cap).fill(NIL);
-    pos.set(this.pos);
-    this.pos = pos;
-  }
-
-  growHeap(cap: number): void {
-    const exp = new Float64Array(cap);
-    const item = new Int32Array(cap);
-    exp.set(this.exp.subarray(0, this.size));
-    item.set(this.item.subarray(0, this.size));
-    this.exp = exp;
-    this.item = item;
   }
 
   reset(): void {
     this.size = 0;
-    this.pos.fill(NIL);
   }
 
-  byteSize(): number {
-    return this.pos.length * HEAP_BYTES_PER_ITEM + this.exp.length * 12;
+  private expiryOf(id: ItemId): number {
+    return this.items.f[id * F_STRIDE + F_EXPIRY]!;
+  }
+
+  private grow(): void {
+    const slots = new Int32Array(Math.max(16, Math.min(this.items.cap, this.slots.length * 2)));
+    slots.set(this.slots.subarray(0, this.size));
+    this.slots = slots;
   }
 
   private up(i: number): void {
-    const e = this.exp[i]!;
-    const id = this.item[i]!;
+    const w = this.items.w;
+    const id = this.slots[i]!;
+    const e = this.expiryOf(id);
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      const pe = this.exp[parent]!;
-      if (pe <= e) break;
-      this.exp[i] = pe;
-      const pid = this.item[parent]!;
-      this.item[i] = pid;
-      this.pos[pid] = i;
+      const pid = this.slots[parent]!;
+      if (this.expiryOf(pid) <= e) break;
+      this.slots[i] = pid;
+      w[pid * STRIDE + W_HEAP] = i;
       i = parent;
     }
-    this.exp[i] = e;
-    this.item[i] = id;
-    this.pos[id] = i;
+    this.slots[i] = id;
+    w[id * STRIDE + W_HEAP] = i;
   }
 
   private down(i: number): void {
+    const w = this.items.w;
     const n = this.size;
-    const e = this.exp[i]!;
-    const id = this.item[i]!;
+    const id = this.slots[i]!;
+    const e = this.expiryOf(id);
     for (;;) {
       let child = 2 * i + 1;
       if (child >= n) break;
-      if (child + 1 < n && this.exp[child + 1]! < this.exp[child]!) child++;
-      const ce = this.exp[child]!;
+      let cid = this.slots[child]!;
+      let ce = this.expiryOf(cid);
+      if (child + 1 < n) {
+        const rid = this.slots[child + 1]!;
+        const re = this.expiryOf(rid);
+        if (re < ce) {
+          child++;
+          cid = rid;
+          ce = re;
+        }
+      }
       if (ce >= e) break;
-      this.exp[i] = ce;
-      const cid = this.item[child]!;
-      this.item[i] = cid;
-      this.pos[cid] = i;
+      this.slots[i] = cid;
+      w[cid * STRIDE + W_HEAP] = i;
       i = child;
     }
-    this.exp[i] = e;
-    this.item[i] = id;
-    this.pos[id] = i;
+    this.slots[i] = id;
+    w[id * STRIDE + W_HEAP] = i;
   }
 }

@@ -1,56 +1,66 @@
 import { describe, expect, test } from "bun:test";
+import { F_EXPIRY, F_STRIDE, ItemTable, NIL, STRIDE, W_HEAP } from "../../src/store/item-table.ts";
 import { TtlHeap } from "../../src/store/ttl-heap.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 
-function checkHeap(h: TtlHeap, model: Map<number, number>): void {
+/** A heap over a bare item table; expiries are written into the records as the store does. */
+function mk(cap: number): { items: ItemTable; heap: TtlHeap; setExp: (id: number, e: number) => number } {
+  const items = new ItemTable(cap);
+  const heap = new TtlHeap(items, 4);
+  const setExp = (id: number, e: number): number => {
+    const old = items.f[id * F_STRIDE + F_EXPIRY]!;
+    items.f[id * F_STRIDE + F_EXPIRY] = e;
+    return old;
+  };
+  return { items, heap, setExp };
+}
+
+function checkHeap(items: ItemTable, h: TtlHeap, model: Map<number, number>): void {
   expect(h.size).toBe(model.size);
   for (let i = 0; i < h.size; i++) {
-    expect(h.pos[h.item[i]!]).toBe(i);
-    if (i > 0) expect(h.exp[(i - 1) >> 1]!).toBeLessThanOrEqual(h.exp[i]!);
-    expect(model.get(h.item[i]!)).toBe(h.exp[i]!);
+    const id = h.slots[i]!;
+    expect(items.w[id * STRIDE + W_HEAP]).toBe(i);
+    if (i > 0) expect(items.expiry(h.slots[(i - 1) >> 1]!)).toBeLessThanOrEqual(items.expiry(id));
+    expect(model.get(id)).toBe(items.expiry(id));
   }
+  for (const id of model.keys()) expect(h.has(id)).toBe(true);
 }
 
 describe("TtlHeap", () => {
-  test("random push/update/remove/pop agrees with a reference map", () => {
-    const seed = testSeed();
+  const seed = testSeed();
+  test(`random push/update/remove/pop agrees with a reference map (TEST_SEED=${seed})`, () => {
     const rnd = new Prng(seed);
-    const h = new TtlHeap(512, 4);
+    const { items, heap: h, setExp } = mk(512);
     const model = new Map<number, number>();
-    try {
-      for (let step = 0; step < 20000; step++) {
-        const id = rnd.int(512);
-        const op = rnd.int(4);
-        const exp = rnd.int(1000);
-        if (op === 0 || op === 1) {
-          if (h.has(id)) h.update(id, exp);
-          else {
-            if (h.needsRoom()) h.growHeap(h.exp.length * 2);
-            h.push(id, exp);
-          }
-          model.set(id, exp);
-        } else if (op === 2) {
-          h.remove(id);
-          model.delete(id);
-        } else if (h.size > 0) {
-          const min = Math.min(...model.values());
-          expect(h.minExpiry()).toBe(min);
-          const top = h.minItem();
-          h.remove(top);
-          model.delete(top);
-        }
-        if (step % 97 === 0) checkHeap(h, model);
+    for (let step = 0; step < 20000; step++) {
+      const id = rnd.int(512);
+      const op = rnd.int(4);
+      const exp = rnd.int(1000);
+      if (op === 0 || op === 1) {
+        const old = setExp(id, exp);
+        if (h.has(id)) h.update(id, old);
+        else h.push(id);
+        model.set(id, exp);
+      } else if (op === 2) {
+        h.remove(id);
+        model.delete(id);
+      } else if (h.size > 0) {
+        expect(h.minExpiry()).toBe(Math.min(...model.values()));
+        const top = h.minItem();
+        h.remove(top);
+        model.delete(top);
       }
-      checkHeap(h, model);
-    } catch (e) {
-      console.error(`TtlHeap random test failed with TEST_SEED=${seed}`);
-      throw e;
+      if (step % 97 === 0) checkHeap(items, h, model);
     }
+    checkHeap(items, h, model);
   });
 
-  test("pops in expiry order", () => {
-    const h = new TtlHeap(8, 8);
-    [50, 10, 40, 20, 30].forEach((e, id) => h.push(id, e));
+  test("pops in expiry order; empty heap answers Infinity and -1", () => {
+    const { heap: h, setExp } = mk(8);
+    [50, 10, 40, 20, 30].forEach((e, id) => {
+      setExp(id, e);
+      h.push(id);
+    });
     const order: number[] = [];
     while (h.size > 0) {
       order.push(h.minExpiry());
@@ -58,5 +68,6 @@ describe("TtlHeap", () => {
     }
     expect(order).toEqual([10, 20, 30, 40, 50]);
     expect(h.minExpiry()).toBe(Infinity);
+    expect(h.minItem()).toBe(NIL);
   });
 });
