@@ -1,0 +1,255 @@
+/**
+ * Node configuration: `parseArgs` (every flag, sizes, durations, group specs, errors, help and
+ * version) and `splitMemory` (how --memory is shared among groups). Table-driven.
+ */
+import { describe, expect, test } from "bun:test";
+import { splitMemory } from "../../src/server/cache-node.ts";
+import { ConfigError, DEFAULTS, USAGE, VERSION, parseArgs, type NodeConfig } from "../../src/server/config.ts";
+
+const KIB = 1024;
+const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
+
+/** run parses argv and returns the config, failing the test if it is not a "run" result. */
+function run(argv: string[]): NodeConfig {
+  const r = parseArgs(argv);
+  if (r.kind !== "run") throw new Error(`expected a run config, got ${r.kind}`);
+  return r.config;
+}
+
+/** refusal returns the ConfigError message parseArgs throws for argv (fails if it does not). */
+function refusal(argv: string[]): string {
+  try {
+    parseArgs(argv);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).message;
+  }
+  throw new Error(`parseArgs(${JSON.stringify(argv)}) did not throw`);
+}
+
+describe("parseArgs flags", () => {
+  test("no flags gives the defaults and no groups", () => {
+    expect(run([])).toEqual({ ...DEFAULTS, groups: [] });
+  });
+
+  test("the defaults object is not shared with the result", () => {
+    run(["--group", "x"]).groups.push({ name: "y", ttlMs: 0 });
+    expect(DEFAULTS.groups).toEqual([]);
+    expect(run([]).groups).toEqual([]);
+  });
+
+  const FLAGS: [string[], Partial<NodeConfig>][] = [
+    [["--port", "8002"], { port: 8002 }],
+    [["--port", "0"], { port: 0 }],
+    [["--port", "65535"], { port: 65535 }],
+    [["--port=9000"], { port: 9000 }],
+    [["--host", "0.0.0.0"], { host: "0.0.0.0" }],
+    [["--host=::1"], { host: "::1" }],
+    [["--memory", "128mb"], { memory: 128 * MIB }],
+    [["--max-item-size", "2mb"], { maxItemSize: 2 * MIB }],
+    [["--max-item-size", "64"], { maxItemSize: 64 }],
+    [["--max-key-size", "1024"], { maxKeySize: 1024 }],
+    [["--max-frame-size", "1mb"], { maxFrameSize: MIB }],
+    [["--max-connections", "5"], { maxConnections: 5 }],
+    [["--max-output", "256k"], { maxOutputBytes: 256 * KIB }],
+    [["--expiry-interval", "250ms"], { expiryIntervalMs: 250 }],
+    [["--expiry-interval", "2"], { expiryIntervalMs: 2000 }],
+    [["--expiry-interval", "0"], { expiryIntervalMs: 1 }], // clamped: a 0 ms timer would spin
+    [["--expiry-budget", "10"], { expiryBudget: 10 }],
+    [["--log-level", "debug"], { logLevel: "debug" }],
+    [["--log-level", "silent"], { logLevel: "silent" }],
+    [["--log-json"], { logJson: true }],
+    [["--port", "1", "--port", "2"], { port: 2 }], // last one wins
+  ];
+  test.each(FLAGS)("%p", (argv, expected) => {
+    expect(run(argv)).toEqual({ ...DEFAULTS, groups: [], ...expected });
+  });
+
+  test("all flags together", () => {
+    const c = run([
+      "--port", "7001", "--host", "10.0.0.1", "--memory", "1g", "--group", "a:100mb:1h", "--group", "b",
+      "--max-item-size", "512k", "--max-key-size", "100", "--max-frame-size", "4mb", "--max-connections", "99",
+      "--max-output", "8mb", "--expiry-interval", "1s", "--expiry-budget", "50", "--log-level", "warn", "--log-json",
+    ]);
+    expect(c).toEqual({
+      host: "10.0.0.1", port: 7001, memory: GIB,
+      groups: [{ name: "a", memory: 100 * MIB, ttlMs: 3_600_000 }, { name: "b", memory: undefined, ttlMs: 0 }],
+      maxItemSize: 512 * KIB, maxKeySize: 100, maxFrameSize: 4 * MIB, maxConnections: 99, maxOutputBytes: 8 * MIB,
+      expiryIntervalMs: 1000, expiryBudget: 50, logLevel: "warn", logJson: true,
+    });
+  });
+});
+
+describe("sizes", () => {
+  const SIZES: [string, number][] = [
+    ["1048576", MIB],
+    ["512", 512],
+    ["512b", 512],
+    ["512k", 512 * KIB],
+    ["512kb", 512 * KIB],
+    ["64m", 64 * MIB],
+    ["64mb", 64 * MIB],
+    ["64MB", 64 * MIB],
+    ["1g", GIB],
+    ["2gb", 2 * GIB],
+    ["1.5mb", 1.5 * MIB],
+    [" 32mb ", 32 * MIB],
+  ];
+  test.each(SIZES)("--memory %p is %p bytes", (text, bytes) => {
+    expect(run(["--memory", text]).memory).toBe(bytes);
+  });
+});
+
+describe("durations (group TTL)", () => {
+  const DURATIONS: [string, number][] = [
+    ["250ms", 250],
+    ["30s", 30_000],
+    ["30", 30_000], // plain = seconds
+    ["5m", 300_000],
+    ["1h", 3_600_000],
+    ["1.5s", 1500],
+    ["0", 0],
+  ];
+  test.each(DURATIONS)("--group g:1mb:%p has ttl %p ms", (text, ms) => {
+    expect(run(["--group", `g:1mb:${text}`]).groups).toEqual([{ name: "g", memory: MIB, ttlMs: ms }]);
+  });
+});
+
+describe("--group NAME[:SIZE[:TTL]]", () => {
+  const GROUPS: [string, { name: string; memory: number | undefined; ttlMs: number }][] = [
+    ["users", { name: "users", memory: undefined, ttlMs: 0 }],
+    ["users:32mb", { name: "users", memory: 32 * MIB, ttlMs: 0 }],
+    ["users:32mb:30s", { name: "users", memory: 32 * MIB, ttlMs: 30_000 }],
+    ["users::30s", { name: "users", memory: undefined, ttlMs: 30_000 }], // size left to the share
+    ["a.b-c_9:1k", { name: "a.b-c_9", memory: KIB, ttlMs: 0 }],
+  ];
+  test.each(GROUPS)("%p", (spec, expected) => {
+    expect(run(["--group", spec]).groups).toEqual([expected]);
+  });
+
+  test("repeated --group flags keep their order", () => {
+    expect(run(["--group", "b", "--group=a:1mb", "--group", "c::1m"]).groups.map((g) => g.name)).toEqual(["b", "a", "c"]);
+  });
+});
+
+describe("errors name the flag and what it expected", () => {
+  // [argv, substrings the message must contain]
+  const ERRORS: [string[], string[]][] = [
+    [["--bogus"], ["unknown flag", "--bogus", "--help"]],
+    [["--port", "1", "-p"], ["unknown flag", "-p"]],
+    [["8001"], ["unknown flag", "8001"]],
+    [["--port"], ["--port", "needs a value"]],
+    [["--memory"], ["--memory", "needs a value"]],
+    [["--group"], ["--group", "needs a value"]],
+    [["--port", "65536"], ["--port", "[0, 65535]", "65536"]],
+    [["--port", "-1"], ["--port", "-1"]],
+    [["--port", "http"], ["--port", "http"]],
+    [["--port", "80.5"], ["--port", "80.5"]],
+    [["--port", ""], ["--port"]],
+    [["--max-connections", "0"], ["--max-connections", "0"]],
+    [["--max-key-size", "70000"], ["--max-key-size", "70000"]],
+    [["--expiry-budget", "x"], ["--expiry-budget", "x"]],
+    [["--memory", "lots"], ["--memory", "size", "lots"]],
+    [["--memory", "64tb"], ["--memory", "64tb"]],
+    [["--memory", "-64mb"], ["--memory", "-64mb"]],
+    [["--memory", "0"], ["--memory", "positive", "0"]],
+    [["--memory", "0.5"], ["--memory", "0.5"]],
+    [["--memory", ""], ["--memory"]],
+    [["--max-output", "1x"], ["--max-output", "1x"]],
+    [["--max-item-size", "32"], ["--max-item-size", "64"]],
+    [["--max-frame-size", "2g"], ["--max-frame-size", "2 GiB"]],
+    [["--expiry-interval", "soon"], ["--expiry-interval", "duration", "soon"]],
+    [["--expiry-interval", "-1s"], ["--expiry-interval", "-1s"]],
+    [["--expiry-interval", "5d"], ["--expiry-interval", "5d"]],
+    [["--group", ""], ["--group", "NAME[:SIZE[:TTL]]"]],
+    [["--group", ":1mb"], ["--group", ":1mb"]],
+    [["--group", "a:1mb:1s:extra"], ["--group", "a:1mb:1s:extra"]],
+    [["--group", "has space"], ["group name", "has space"]],
+    [["--group", "a/b"], ["group name", "a/b"]],
+    [["--group", "a:big"], ["--group size", "big"]],
+    [["--group", "a:0"], ["--group size", "0"]],
+    [["--group", "a:1mb:forever"], ["--group ttl", "forever"]],
+    [["--group", "a", "--group", "b", "--group", "a:1mb"], ["group 'a' defined twice"]],
+    [["--log-level", "verbose"], ["--log-level", "debug, info, warn, error, silent", "verbose"]],
+    [["--log-level", "INFO"], ["--log-level", "INFO"]],
+  ];
+  test.each(ERRORS)("%p", (argv, parts) => {
+    const message = refusal(argv);
+    for (const part of parts) expect(message).toContain(part);
+  });
+});
+
+describe("--help and --version", () => {
+  const SPECIAL: [string[], "help" | "version"][] = [
+    [["--help"], "help"],
+    [["-h"], "help"],
+    [["--version"], "version"],
+    [["--port", "1", "--help"], "help"],
+    [["--version", "--bogus"], "version"], // it answers before reading the rest
+  ];
+  test.each(SPECIAL)("%p", (argv, kind) => {
+    expect(parseArgs(argv)).toEqual({ kind });
+  });
+
+  test("USAGE documents every flag parseArgs accepts", () => {
+    for (const flag of ["--port", "--host", "--memory", "--group", "--max-item-size", "--max-key-size", "--max-frame-size",
+      "--max-connections", "--max-output", "--expiry-interval", "--expiry-budget", "--log-level", "--log-json", "--help", "--version"]) {
+      expect(USAGE).toContain(flag);
+    }
+  });
+
+  test("VERSION is the package version", async () => {
+    const pkg = await Bun.file(new URL("../../package.json", import.meta.url)).json();
+    expect(VERSION).toBe(pkg.version);
+  });
+});
+
+describe("splitMemory", () => {
+  const config = (memory: number, groups: NodeConfig["groups"]): NodeConfig => ({ ...DEFAULTS, memory, groups });
+
+  const SPLITS: [string, NodeConfig, { name: string; memory: number; ttlMs: number }[]][] = [
+    ["no groups: one 'default' group gets everything", config(64 * MIB, []), [{ name: "default", memory: 64 * MIB, ttlMs: 0 }]],
+    ["one shared group gets everything", config(64 * MIB, [{ name: "a", ttlMs: 5 }]), [{ name: "a", memory: 64 * MIB, ttlMs: 5 }]],
+    ["shared groups split evenly", config(60 * MIB, [{ name: "a", ttlMs: 0 }, { name: "b", ttlMs: 0 }, { name: "c", ttlMs: 0 }]),
+      [{ name: "a", memory: 20 * MIB, ttlMs: 0 }, { name: "b", memory: 20 * MIB, ttlMs: 0 }, { name: "c", memory: 20 * MIB, ttlMs: 0 }]],
+    ["an uneven split rounds down", config(10, [{ name: "a", ttlMs: 0 }, { name: "b", ttlMs: 0 }, { name: "c", ttlMs: 0 }]),
+      [{ name: "a", memory: 3, ttlMs: 0 }, { name: "b", memory: 3, ttlMs: 0 }, { name: "c", memory: 3, ttlMs: 0 }]],
+    ["explicit sizes first, the rest shared",
+      config(64 * MIB, [{ name: "a", memory: 32 * MIB, ttlMs: 30_000 }, { name: "b", ttlMs: 0 }, { name: "c", memory: 8 * MIB, ttlMs: 0 }, { name: "d", ttlMs: 0 }]),
+      [{ name: "a", memory: 32 * MIB, ttlMs: 30_000 }, { name: "b", memory: 12 * MIB, ttlMs: 0 }, { name: "c", memory: 8 * MIB, ttlMs: 0 }, { name: "d", memory: 12 * MIB, ttlMs: 0 }]],
+    ["explicit sizes that use exactly --memory", config(64 * MIB, [{ name: "a", memory: 48 * MIB, ttlMs: 0 }, { name: "b", memory: 16 * MIB, ttlMs: 0 }]),
+      [{ name: "a", memory: 48 * MIB, ttlMs: 0 }, { name: "b", memory: 16 * MIB, ttlMs: 0 }]],
+  ];
+  test.each(SPLITS)("%s", (_name, cfg, expected) => {
+    const split = splitMemory(cfg);
+    expect(split).toEqual(expected);
+    expect(split.reduce((n, g) => n + g.memory, 0)).toBeLessThanOrEqual(cfg.memory);
+  });
+
+  // --memory is "total memory for all groups" (USAGE): no split may hand out more than that.
+  const OVER: [string, NodeConfig, string[]][] = [
+    ["explicit sizes leave nothing for a shared group", config(64 * MIB, [{ name: "a", memory: 64 * MIB, ttlMs: 0 }, { name: "b", ttlMs: 0 }]),
+      ["leaving nothing", `${64 * MIB}`]],
+    ["explicit sizes above --memory with a shared group", config(64 * MIB, [{ name: "a", memory: 100 * MIB, ttlMs: 0 }, { name: "b", ttlMs: 0 }]),
+      ["leaving nothing", `${100 * MIB}`]],
+    ["explicit sizes alone above --memory", config(64 * MIB, [{ name: "a", memory: 48 * MIB, ttlMs: 0 }, { name: "b", memory: 48 * MIB, ttlMs: 0 }]),
+      [`${96 * MIB}`, `${64 * MIB}`]],
+  ];
+  test.each(OVER)("over-allocation is refused: %s", (_name, cfg, parts) => {
+    let message = "";
+    try {
+      const split = splitMemory(cfg);
+      message = `no error; split = ${JSON.stringify(split)}`;
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      message = (e as Error).message;
+    }
+    for (const part of parts) expect(message).toContain(part);
+  });
+
+  test("splitMemory of a parsed command line", () => {
+    const cfg = run(["--memory", "96mb", "--group", "a:32mb:30s", "--group", "b"]);
+    expect(splitMemory(cfg)).toEqual([{ name: "a", memory: 32 * MIB, ttlMs: 30_000 }, { name: "b", memory: 64 * MIB, ttlMs: 0 }]);
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * node.ts as a real process: `bun run node.ts --port 0 ...` prints one ready line with its
+ * address, serves the stock Apache client, shuts down cleanly on SIGTERM and SIGINT, and
+ * refuses bad command lines with a clear message and exit code.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { VERSION } from "../../src/server/config.ts";
+import { RawSocket, apacheClient, roundTrip, types } from "./support.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const READY = /listening on 127\.0\.0\.1:(\d+)/;
+
+/** NodeProcess is a spawned node.ts whose stderr is collected as it arrives. */
+class NodeProcess implements AsyncDisposable {
+  readonly proc: ReturnType<typeof spawnNode>;
+  stderr = "";
+  private waiters: (() => void)[] = [];
+  private readonly pumped: Promise<void>;
+
+  constructor(args: string[]) {
+    this.proc = spawnNode(args);
+    this.pumped = this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of this.proc.stderr) {
+      this.stderr += decoder.decode(chunk, { stream: true });
+      this.wake();
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+
+  /** ready resolves with the port of the ready line, or fails if the process exits first. */
+  async ready(ms = 10_000): Promise<number> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = READY.exec(this.stderr);
+      if (m) return Number(m[1]);
+      if (this.proc.exitCode !== null) throw new Error(`node exited ${this.proc.exitCode} before ready: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`no ready line within ${ms} ms: ${this.stderr}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 100); // also re-check exitCode
+      });
+    }
+  }
+
+  /** exit waits for the process to end and for all of its stderr. */
+  async exit(): Promise<{ code: number; stdout: string; stderr: string }> {
+    const code = await this.proc.exited;
+    await this.pumped;
+    return { code, stdout: await new Response(this.proc.stdout).text(), stderr: this.stderr };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    await this.proc.exited;
+  }
+}
+
+function spawnNode(args: string[]) {
+  return Bun.spawn([process.execPath, "run", "node.ts", ...args], {
+    cwd: ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, NO_COLOR: "1" },
+  });
+}
+
+/** runToExit runs node.ts with `args` and returns how it ended. */
+async function runToExit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  await using node = new NodeProcess(args);
+  return await node.exit();
+}
+
+describe("node.ts serves and shuts down", () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    test(`one ready line, a Set/Get from the stock client, then ${signal} exits 0`, async () => {
+      await using node = new NodeProcess(["--port", "0"]);
+      const port = await node.ready();
+      expect(port).toBeGreaterThan(0);
+      expect(node.stderr.split("\n").filter((l) => READY.test(l)).length).toBe(1);
+      expect(node.stderr).toContain(`mybuncache ${VERSION}`);
+      expect(node.stderr).toContain("default="); // the group list of the ready line
+      expect(await roundTrip(port)).toBe("ok");
+
+      // An idle connection must not hold up the shutdown; it is closed by the server.
+      const idle = await RawSocket.connect(port);
+      node.proc.kill(signal);
+      const { code, stderr } = await node.exit();
+      expect(code).toBe(0);
+      expect(stderr).toContain("shutting down");
+      expect(stderr).toContain(`signal=${signal}`);
+      await idle.closed;
+      // Nothing listens any more.
+      expect(await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(() => "connected", () => "refused")).toBe("refused");
+    });
+  }
+
+  test("--group a:32mb:30s --group b starts with both groups and no 'default'", async () => {
+    await using node = new NodeProcess(["--port", "0", "--group", "a:32mb:30s", "--group", "b"]);
+    const port = await node.ready();
+    expect(node.stderr).toMatch(/groups=a=32\.0MiB,b=32\.0MiB/);
+    const { client, close } = await apacheClient(port);
+    try {
+      await expect(client.Get(new types.Request({ group: "default", key: "k" }))).rejects.toMatchObject({ code: 2 });
+      await expect(client.Get(new types.Request({ group: "nope", key: "k" }))).rejects.toMatchObject({ code: 2 });
+      await expect(client.Get(new types.Request({ group: "b", key: "k" }))).rejects.toMatchObject({ code: 1 });
+      await expect(client.Get(new types.Request({ group: "a", key: "k" }))).rejects.toMatchObject({ code: 1 });
+      // Group a's default TTL (30 s) applies to a set with ttl 0; group b has none.
+      await client.Set(new types.SetRequest({ group: "a", key: "k", value: Buffer.from("va"), ttl: 0 }));
+      await client.Set(new types.SetRequest({ group: "b", key: "k", value: Buffer.from("vb"), ttl: 0 }));
+      const a = await client.Get(new types.Request({ group: "a", key: "k" }));
+      expect(a.value.toString()).toBe("va");
+      const ttl = Number(a.ttlRemainingMs);
+      expect(ttl).toBeGreaterThan(25_000);
+      expect(ttl).toBeLessThanOrEqual(30_000);
+      const b = await client.Get(new types.Request({ group: "b", key: "k" }));
+      expect(b.value.toString()).toBe("vb");
+      expect(b.ttlRemainingMs).toBeNull();
+    } finally {
+      close();
+    }
+    node.proc.kill("SIGTERM");
+    expect((await node.exit()).code).toBe(0);
+  });
+});
+
+describe("node.ts command-line errors", () => {
+  test("--help prints the usage on stdout and exits 0", async () => {
+    const { code, stdout, stderr } = await runToExit(["--help"]);
+    expect(code).toBe(0);
+    expect(stdout).toContain("Usage: bun run node.ts");
+    expect(stdout).toContain("--group NAME[:SIZE[:TTL]]");
+    expect(stderr).not.toMatch(READY);
+  });
+
+  test("--version prints the version and exits 0", async () => {
+    const { code, stdout } = await runToExit(["--version"]);
+    expect(code).toBe(0);
+    expect(stdout.trim()).toBe(`mybuncache ${VERSION}`);
+  });
+
+  const BAD: [string[], string[]][] = [
+    [["--bogus"], ["unknown flag", "--bogus"]],
+    [["--port"], ["--port", "needs a value"]],
+    [["--port", "99999"], ["--port", "99999"]],
+    [["--memory", "lots"], ["--memory", "lots"]],
+    [["--group", "a", "--group", "a"], ["group 'a' defined twice"]],
+    [["--log-level", "loud"], ["--log-level", "loud"]],
+  ];
+  test.each(BAD)("%p exits 2 with a message naming the flag", async (args, parts) => {
+    const { code, stderr } = await runToExit(["--port", "0", ...args]);
+    expect(code).toBe(2);
+    expect(stderr).toStartWith("mybuncache: ");
+    for (const part of parts) expect(stderr).toContain(part);
+    expect(stderr).not.toMatch(READY);
+  });
+
+  test("--memory 1k is too small: exits non-zero and says why", async () => {
+    const { code, stderr } = await runToExit(["--port", "0", "--memory", "1k"]);
+    expect(code).not.toBe(0);
+    expect(stderr).toContain("cannot start");
+    expect(stderr).toContain("too small");
+    expect(stderr).not.toMatch(READY);
+  });
+
+  test("a port already in use exits non-zero and says so", async () => {
+    await using taken = new NodeProcess(["--port", "0"]);
+    const port = await taken.ready();
+    const { code, stderr } = await runToExit(["--port", String(port)]);
+    expect(code).not.toBe(0);
+    expect(stderr).toContain("cannot start");
+    expect(stderr).not.toMatch(READY);
+    taken.proc.kill("SIGTERM");
+    expect((await taken.exit()).code).toBe(0);
+  });
+});
