@@ -1,0 +1,220 @@
+/**
+ * LoaderPool runs the loader functions of a user module in a bounded tinypool worker pool: the
+ * seed's goroutine pool, in threads. A load never runs on, or blocks, the event loop.
+ *
+ * The module's named exports that are functions are the loaders, one per group of the same
+ * name (`export async function users(key) {...}` serves group "users"). `open` imports the module
+ * once in the main thread only to list them; the loads themselves run in the workers, each of
+ * which imports the module once (loader-worker.ts). Exports that are not functions (and a
+ * `default` export) are ignored with a warning; a module with no loader is an error.
+ *
+ * Bounds. All `threads` workers start at open and stay (minThreads = maxThreads, no idle exit).
+ * At most `threads + queue` loads are in flight (running or waiting); the next one is refused
+ * with OVERLOADED at once, by our own counter, before tinypool is called. tinypool's own
+ * `maxQueue` is set above that bound and is only a backstop: its count varies while a replaced
+ * worker boots (it adds the booting worker's capacity), ours does not.
+ *
+ * Failures, all as CacheError:
+ *  - the loader throws/rejects, or returns a wrong type → LOAD_FAILED with its message
+ *    (a value from the worker, see loader-worker.ts);
+ *  - the worker dies during the load → LOAD_FAILED "loader worker crashed: ...". tinypool
+ *    handles a thread's 'error' event (uncaught error) itself: it fails the thread's tasks,
+ *    drops it and starts a replacement. It does NOT listen for 'exit', so after a
+ *    `process.exit()` in a loader the task would wait forever on a dead thread. We watch every
+ *    worker's 'exit': a worker that exits while tinypool still counts it as live died on its
+ *    own, and we re-emit the exit as an 'error' on it, which makes tinypool do its usual
+ *    recovery. Each death is counted once and logged through `logger.error`;
+ *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed".
+ *
+ * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
+ */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import Tinypool from "tinypool";
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
+
+/** LoadResult is a loader's answer: a value, or `null`/`undefined` for "not found". */
+export type LoadResult = Uint8Array | string | null | undefined;
+
+/** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
+export interface LoaderPoolLogger {
+  warn(msg: string, f?: Record<string, unknown>): void;
+  error(msg: string, f?: Record<string, unknown>): void;
+}
+
+export interface LoaderPoolOptions {
+  /** Path of the loaders module, resolved against the current directory. */
+  module: string;
+  /** Worker threads (>= 1): loads that run at once. */
+  threads: number;
+  /** Loads that may wait for a thread (>= 0); more are refused with OVERLOADED. */
+  queue: number;
+  logger?: LoaderPoolLogger;
+}
+
+export interface LoaderPoolCounters {
+  submitted: number; // loads accepted into the pool
+  completed: number; // loads that answered a value or "not found"
+  failed: number; // loads that ended in LOAD_FAILED (loader error, wrong type, crash, close)
+  rejected: number; // loads refused with OVERLOADED because the pool was full
+  crashes: number; // worker threads that died (each replaced by a new one)
+}
+
+type PoolWorker = Tinypool["threads"][number];
+
+const WORKER_FILE = fileURLToPath(new URL("./loader-worker.ts", import.meta.url));
+const TINYPOOL_QUEUE_ERRORS = new Set(["Task queue is at limit", "No task queue available and all Workers are busy"]);
+
+const consoleLogger: LoaderPoolLogger = {
+  warn: (msg, f) => console.warn(msg, f ?? ""),
+  error: (msg, f) => console.error(msg, f ?? ""),
+};
+
+export class LoaderPool {
+  /** groups are the names of the module's loader exports. */
+  readonly groups: readonly string[];
+  readonly counters: LoaderPoolCounters = { submitted: 0, completed: 0, failed: 0, rejected: 0, crashes: 0 };
+  private readonly module: string;
+  private readonly known: ReadonlySet<string>;
+  private readonly limit: number;
+  private readonly logger: LoaderPoolLogger;
+  private readonly pool: Tinypool;
+  private readonly watched = new WeakSet<PoolWorker>();
+  private readonly dead = new WeakSet<PoolWorker>();
+  private lastCrash: unknown = null;
+  private inFlight = 0;
+  private closing: Promise<void> | null = null;
+
+  /** open resolves and imports the loaders module, lists its loaders and starts the workers. */
+  static async open(opts: LoaderPoolOptions): Promise<LoaderPool> {
+    const logger = opts.logger ?? consoleLogger;
+    if (!Number.isSafeInteger(opts.threads) || opts.threads < 1) throw new RangeError(`loader threads must be an integer >= 1, got ${opts.threads}`);
+    if (!Number.isSafeInteger(opts.queue) || opts.queue < 0) throw new RangeError(`loader queue must be an integer >= 0, got ${opts.queue}`);
+    const path = resolve(process.cwd(), opts.module);
+    if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(path)) as Record<string, unknown>;
+    } catch (err) {
+      throw new Error(`cannot import loaders module ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    const groups: string[] = [];
+    for (const [name, value] of Object.entries(mod)) {
+      if (name !== "default" && typeof value === "function") groups.push(name);
+      else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type: typeof value });
+    }
+    if (groups.length === 0) {
+      throw new Error(`loaders module ${path} exports no loader functions (expected e.g. \`export async function users(key: string)\`)`);
+    }
+    return new LoaderPool(path, groups, opts.threads, opts.queue, logger);
+  }
+
+  private constructor(module: string, groups: string[], threads: number, queue: number, logger: LoaderPoolLogger) {
+    this.module = module;
+    this.groups = Object.freeze(groups);
+    this.known = new Set(groups);
+    this.limit = threads + queue;
+    this.logger = logger;
+    const workerData: LoaderWorkerData = { module };
+    this.pool = new Tinypool({
+      filename: WORKER_FILE,
+      name: "load",
+      minThreads: threads,
+      maxThreads: threads,
+      maxQueue: this.limit + threads, // backstop only; the bound is `limit`, enforced in run()
+      workerData,
+    });
+    // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
+    // EventEmitter 'error' without a listener would throw). onWorkerError already logged it.
+    this.pool.on("error", (err: unknown) => {
+      if (err !== this.lastCrash) this.logger.error("loader pool error", { module: this.module, error: messageOf(err) });
+    });
+    this.watchWorkers();
+  }
+
+  /** run loads `key` with the loader of `group` in a worker; it never waits for queue room. */
+  run(group: string, key: string): Promise<LoadResult> {
+    if (this.closing !== null) return Promise.reject(new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed"));
+    if (!this.known.has(group)) return Promise.reject(new CacheError(ERROR_CODE.UNKNOWN_GROUP, `no loader for group "${group}"`));
+    if (this.inFlight >= this.limit) {
+      this.counters.rejected++;
+      return Promise.reject(new CacheError(ERROR_CODE.OVERLOADED, "loader queue full"));
+    }
+    this.inFlight++;
+    this.counters.submitted++;
+    const task: LoadTask = { group, key };
+    return (this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
+  }
+
+  /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
+  close(): Promise<void> {
+    this.closing ??= this.pool.destroy();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private readonly settle = (reply: LoadReply): LoadResult => {
+    this.inFlight--;
+    if (reply === null || typeof reply === "string" || reply instanceof Uint8Array) {
+      this.counters.completed++;
+      return reply;
+    }
+    this.counters.failed++;
+    throw new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed);
+  };
+
+  private readonly fail = (err: unknown): never => {
+    this.inFlight--;
+    const message = messageOf(err);
+    if (TINYPOOL_QUEUE_ERRORS.has(message)) {
+      this.counters.submitted--;
+      this.counters.rejected++;
+      throw new CacheError(ERROR_CODE.OVERLOADED, "loader queue full");
+    }
+    this.counters.failed++;
+    if (this.closing !== null) throw new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed");
+    throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader worker crashed: ${message}`);
+  };
+
+  /** watchWorkers subscribes to the death of workers not seen yet (new ones replace the dead). */
+  private watchWorkers(): void {
+    for (const worker of this.pool.threads) {
+      if (this.watched.has(worker)) continue;
+      this.watched.add(worker);
+      worker.on("error", (err: unknown) => this.onWorkerError(worker, err));
+      worker.on("exit", (code: number) => this.onWorkerExit(worker, code));
+    }
+  }
+
+  // Runs after tinypool's own 'error' listener (registered first): the worker is already dropped,
+  // its tasks failed, and its replacement started, so watchWorkers() finds the replacement.
+  private onWorkerError(worker: PoolWorker, err: unknown): void {
+    if (!this.dead.has(worker)) this.reportCrash(worker, err);
+    this.watchWorkers();
+  }
+
+  private onWorkerExit(worker: PoolWorker, code: number): void {
+    // A worker tinypool terminated itself (close) is no longer in pool.threads.
+    if (this.closing !== null || this.dead.has(worker) || !this.pool.threads.includes(worker)) return;
+    const err = new Error(`worker exited with code ${code}`);
+    this.reportCrash(worker, err);
+    worker.emit("error", err); // tinypool's recovery: fail its tasks, drop it, start a new one
+    this.watchWorkers();
+  }
+
+  private reportCrash(worker: PoolWorker, err: unknown): void {
+    this.dead.add(worker);
+    this.lastCrash = err;
+    this.counters.crashes++;
+    this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: messageOf(err) });
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

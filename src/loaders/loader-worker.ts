@@ -1,0 +1,93 @@
+/**
+ * loader-worker is the entry of every LoaderPool worker thread: it imports the user's loaders
+ * module once, and answers each task `{ group, key }` by calling `module[group](key)`.
+ *
+ * The thread protocol (LoadTask in, LoadReply out) keeps three things apart:
+ *  - a value (`string`, `Uint8Array`, or `null` for "not found") is returned as is;
+ *  - a loader's own failure (it throws or rejects, or returns a value of the wrong type) is
+ *    returned as a LoadFailure *value*, never thrown. So every rejection the pool sees from
+ *    tinypool is about the infrastructure (queue full, worker death, close), and a loader error
+ *    never depends on how a runtime structured-clones Error objects;
+ *  - a worker death (`process.exit`, an uncaught error) is not answered at all; the pool notices
+ *    it through the thread's events (see loader-pool.ts).
+ *
+ * Results cross the thread boundary cheaply: a string is posted as a string; a Uint8Array is
+ * handed to tinypool with `Tinypool.move`, which puts its ArrayBuffer in the transfer list (no
+ * copy). A view that does not span its whole buffer (a `subarray`, a pooled Buffer) is first
+ * copied into a buffer of its own: transferring the parent would detach memory the loader still
+ * uses, and posting the view would clone the whole parent buffer.
+ *
+ * If the module fails to import here (though it imported in the main thread), every load fails
+ * with that message instead of crashing the thread: a crash would be replaced by a new worker
+ * that crashes the same way, in a loop.
+ */
+import Tinypool from "tinypool";
+
+/** LoadTask is one load request sent to a worker. */
+export interface LoadTask {
+  group: string;
+  key: string;
+}
+
+/** LoadFailure carries a loader's own error message back to the main thread. */
+export interface LoadFailure {
+  failed: string;
+}
+
+/** LoadReply is what a worker answers: a value, `null` for "not found", or a LoadFailure. */
+export type LoadReply = Uint8Array | string | null | LoadFailure;
+
+/** LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module. */
+export interface LoaderWorkerData {
+  module: string;
+}
+
+type Moved = ReturnType<typeof Tinypool.move>;
+
+const data = Tinypool.workerData as LoaderWorkerData | undefined;
+if (data === undefined) throw new Error("loader-worker.ts runs only inside a LoaderPool worker thread");
+const modulePath = data.module;
+
+let loaders: Record<string, unknown> | null = null;
+let importError = "";
+try {
+  loaders = (await import(modulePath)) as Record<string, unknown>;
+} catch (err) {
+  importError = `cannot import loaders module ${modulePath} in a worker: ${messageOf(err)}`;
+}
+
+/** load runs the loader of `task.group` on `task.key` and answers a LoadReply. */
+export async function load(task: LoadTask): Promise<LoadReply | Moved> {
+  if (loaders === null) return { failed: importError };
+  const loader = loaders[task.group];
+  if (typeof loader !== "function") return { failed: `no loader "${task.group}" in ${modulePath}` };
+  let value: unknown;
+  try {
+    value = await (loader as (key: string) => unknown)(task.key);
+  } catch (err) {
+    return { failed: messageOf(err) };
+  }
+  if (value === null || value === undefined) return null;
+  if (typeof value === "string") return value;
+  if (value instanceof Uint8Array) return Tinypool.move(ownBuffer(value));
+  return {
+    failed: `loader "${task.group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined`,
+  };
+}
+
+/** ownBuffer returns `bytes` if it spans its whole (non-shared) buffer, else a copy that does. */
+function ownBuffer(bytes: Uint8Array): Uint8Array {
+  const buffer = bytes.buffer;
+  const whole = buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength;
+  return whole ? bytes : new Uint8Array(bytes);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function describe(value: unknown): string {
+  if (typeof value !== "object") return `a ${typeof value}`;
+  const name = (value as object).constructor?.name;
+  return name === undefined ? "an object" : `a ${name}`;
+}

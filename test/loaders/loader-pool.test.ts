@@ -1,0 +1,208 @@
+// LoaderPool: values across the thread boundary, loader errors, worker crashes and recovery,
+// queue saturation (ordering proven by promise settlement, never by timing), module validation,
+// close, and the bun:sqlite example module. Every pool is closed (`await using`).
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { Worker } from "node:worker_threads";
+import { Database } from "bun:sqlite";
+import { LoaderPool, type LoaderPoolLogger } from "../../src/loaders/loader-pool.ts";
+import { CacheError, ERROR_CODE, type ErrorCode } from "../../src/protocol/errors.ts";
+
+/** Paths relative to the current directory, as a user passes them on the command line. */
+const fixture = (name: string) => relative(process.cwd(), join(import.meta.dir, "fixtures", name));
+const LOADERS = fixture("loaders.ts");
+const CRASH = fixture("crash.ts");
+const NO_LOADERS = fixture("no-loaders.ts");
+const EXAMPLE = relative(process.cwd(), join(import.meta.dir, "../../examples/sqlite-loaders.ts"));
+
+type Entry = { level: "warn" | "error"; msg: string; f?: Record<string, unknown> };
+function recordingLogger(): LoaderPoolLogger & { entries: Entry[] } {
+  const entries: Entry[] = [];
+  return {
+    entries,
+    warn: (msg, f) => entries.push({ level: "warn", msg, f }),
+    error: (msg, f) => entries.push({ level: "error", msg, f }),
+  };
+}
+
+/** failure awaits `p`, expects a CacheError rejection, and returns it for further checks. */
+async function failure(p: Promise<unknown>, code: ErrorCode, message: RegExp): Promise<CacheError> {
+  const err = await p.then(
+    (v) => { throw new Error(`expected a rejection, got ${String(v)}`); },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(CacheError);
+  const ce = err as CacheError;
+  expect({ code: ce.code, message: ce.message }).toEqual({ code, message: expect.stringMatching(message) });
+  return ce;
+}
+
+describe("LoaderPool values", () => {
+  test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "missing", "rejects", "slow", "text", "view", "wrong"]);
+    expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
+  });
+
+  test("string, bytes and not-found results", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger: recordingLogger() });
+    const cases: [string, string, unknown][] = [
+      ["text", "k1", "value of k1"],
+      ["bytes", "héllo", new TextEncoder().encode("héllo")],
+      ["view", "abc", new TextEncoder().encode("abc")],
+      ["missing", "null", null],
+      ["missing", "undefined", null], // undefined arrives as null: both mean "not found"
+    ];
+    for (const [group, key, want] of cases) expect(await pool.run(group, key)).toEqual(want as never);
+    const bytes = await pool.run("bytes", "xyz");
+    expect(bytes).toBeInstanceOf(Uint8Array);
+    expect((bytes as Uint8Array).buffer.byteLength).toBe(3);
+    expect(pool.counters).toEqual({ submitted: 6, completed: 6, failed: 0, rejected: 0, crashes: 0 });
+  });
+
+  test("a whole-buffer Uint8Array is transferred; a subarray is copied, its parent left intact", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
+    expect(await pool.run("bytes", "abc")).toEqual(new TextEncoder().encode("abc"));
+    expect(await pool.run("view", "de")).toEqual(new TextEncoder().encode("de"));
+    // One thread: `detached` runs in the worker that answered both loads above.
+    expect(JSON.parse((await pool.run("detached", "")) as string)).toEqual({ bytes: true, parent: false });
+  });
+});
+
+describe("LoaderPool errors", () => {
+  test("loader failures are LOAD_FAILED with the loader's message; nothing crashes", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
+    const cases: [string, string, RegExp][] = [
+      ["fails", "k", /^no row for k$/],
+      ["rejects", "k", /^rejected k$/],
+      ["wrong", "abc", /loader "wrong" returned a number; expected Uint8Array, string, null or undefined/],
+    ];
+    for (const [group, key, message] of cases) await failure(pool.run(group, key), ERROR_CODE.LOAD_FAILED, message);
+    await failure(pool.run("nope", "k"), ERROR_CODE.UNKNOWN_GROUP, /no loader for group "nope"/);
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters).toEqual({ submitted: 4, completed: 1, failed: 3, rejected: 0, crashes: 0 });
+  });
+
+  test("a worker crash fails its load, is logged and counted, and the pool keeps serving", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger });
+    expect(await pool.run("ok", "before")).toBe("ok before");
+    const cases: [string, string, RegExp][] = [
+      ["exit", "3", /^loader worker crashed: .*exited with code 3/],
+      ["asyncThrow", "x", /^loader worker crashed: .*async boom x/],
+      ["exit", "0", /^loader worker crashed: .*exited with code 0/],
+    ];
+    for (const [i, [group, key, message]] of cases.entries()) {
+      await failure(pool.run(group, key), ERROR_CODE.LOAD_FAILED, message);
+      expect(pool.counters.crashes).toBe(i + 1);
+      expect(await pool.run("ok", `after ${i}`)).toBe(`ok after ${i}`);
+    }
+    const errors = logger.entries.filter((e) => e.level === "error");
+    expect(errors.map((e) => e.msg)).toEqual(["loader worker crashed", "loader worker crashed", "loader worker crashed"]);
+    expect(pool.counters).toEqual({ submitted: 7, completed: 4, failed: 3, rejected: 0, crashes: 3 });
+  });
+
+  test("loads queued behind a crashing load still complete on the replacement worker", async () => {
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger: recordingLogger() });
+    const crash = pool.run("exit", "7");
+    const queued = [pool.run("ok", "q1"), pool.run("ok", "q2")];
+    await failure(crash, ERROR_CODE.LOAD_FAILED, /exited with code 7/);
+    expect(await Promise.all(queued)).toEqual(["ok q1", "ok q2"]);
+  });
+});
+
+describe("LoaderPool saturation", () => {
+  test("threads 1, queue 2: a burst of 10 slow loads → 3 complete, 7 OVERLOADED before any completes", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 2, logger: recordingLogger() });
+    const order: string[] = [];
+    const burst = Array.from({ length: 10 }, (_, i) =>
+      pool.run("slow", "50").then(
+        (v) => { order.push(`done ${i}`); return v; },
+        (e: unknown) => { order.push(`refused ${i}`); throw e; },
+      ),
+    );
+    const settled = await Promise.allSettled(burst);
+    expect(order).toEqual(["refused 3", "refused 4", "refused 5", "refused 6", "refused 7", "refused 8", "refused 9", "done 0", "done 1", "done 2"]);
+    for (const s of settled.slice(0, 3)) expect(s).toEqual({ status: "fulfilled", value: "slept 50" });
+    for (const s of settled.slice(3)) {
+      expect(s.status).toBe("rejected");
+      const err = (s as PromiseRejectedResult).reason as CacheError;
+      expect({ code: err.code, message: err.message }).toEqual({ code: ERROR_CODE.OVERLOADED, message: "loader queue full" });
+    }
+    expect(pool.counters).toEqual({ submitted: 3, completed: 3, failed: 0, rejected: 7, crashes: 0 });
+    expect(await pool.run("text", "drained")).toBe("value of drained"); // room again once drained
+  });
+
+  test("queue 0: only `threads` loads are accepted", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 0, logger: recordingLogger() });
+    const accepted = [pool.run("slow", "20"), pool.run("slow", "20")];
+    await failure(pool.run("text", "k"), ERROR_CODE.OVERLOADED, /^loader queue full$/);
+    expect(await Promise.all(accepted)).toEqual(["slept 20", "slept 20"]);
+  });
+});
+
+describe("LoaderPool open and close", () => {
+  const cases: [string, Parameters<typeof LoaderPool.open>[0], RegExp][] = [
+    ["a module with no loader function", { module: NO_LOADERS, threads: 1, queue: 1 }, /exports no loader functions/],
+    ["a missing module", { module: "test/loaders/fixtures/absent.ts", threads: 1, queue: 1 }, /loaders module not found: .*absent\.ts/],
+    ["zero threads", { module: LOADERS, threads: 0, queue: 1 }, /threads must be an integer >= 1/],
+    ["a negative queue", { module: LOADERS, threads: 1, queue: -1 }, /queue must be an integer >= 0/],
+  ];
+  for (const [name, opts, message] of cases) {
+    test(`open refuses ${name}`, async () => {
+      await expect(LoaderPool.open({ ...opts, logger: recordingLogger() })).rejects.toThrow(message);
+    });
+  }
+
+  test("close fails running and queued loads, and later loads, with LOAD_FAILED", async () => {
+    const pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 2, logger: recordingLogger() });
+    expect(await pool.run("text", "warm")).toBe("value of warm");
+    const outcomes = [pool.run("slow", "5000"), pool.run("slow", "5000")].map((p) =>
+      failure(p, ERROR_CODE.LOAD_FAILED, /^loader pool closed$/),
+    );
+    await pool.close();
+    await Promise.all(outcomes); // the running load and the queued one
+    await failure(pool.run("text", "k"), ERROR_CODE.LOAD_FAILED, /^loader pool closed$/);
+    await pool.close(); // idempotent
+    expect(pool.counters).toEqual({ submitted: 3, completed: 1, failed: 2, rejected: 0, crashes: 0 });
+  });
+});
+
+describe("examples/sqlite-loaders.ts", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mybuncache-example-"));
+  afterAll(() => {
+    delete process.env.EXAMPLE_DB;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("seeds the database once, loads rows as JSON, and null for an absent id", async () => {
+    process.env.EXAMPLE_DB = join(dir, "example.sqlite"); // read by the module in every thread
+    await using pool = await LoaderPool.open({ module: EXAMPLE, threads: 2, queue: 16 });
+    expect([...pool.groups].sort()).toEqual(["products", "users"]);
+    const loads = await Promise.all([pool.run("users", "42"), pool.run("users", "1000"), pool.run("products", "7")]);
+    expect(loads.map((v) => JSON.parse(v as string))).toEqual([
+      { id: 42, name: "user 42", email: "user42@example.com" },
+      { id: 1000, name: "user 1000", email: "user1000@example.com" },
+      expect.objectContaining({ id: 7, name: "product 7" }),
+    ]);
+    const absent = await Promise.all(["0", "1001", "abc", ""].map((k) => pool.run("users", k)));
+    expect(absent).toEqual([null, null, null, null]);
+    expect(pool.counters).toMatchObject({ completed: 7, failed: 0, crashes: 0 });
+  });
+
+  test("threads seeding one new database at once all succeed (no SQLITE_BUSY), rows seeded once", async () => {
+    const db = join(dir, "race.sqlite");
+    process.env.EXAMPLE_DB = db; // copied into each Worker's environment at creation
+    const script = join(import.meta.dir, "fixtures/seed-race.ts");
+    const module = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
+    const workers = Array.from({ length: 4 }, () => new Worker(script, { workerData: { module } }));
+    const reports = await Promise.all(workers.map((w) => new Promise((resolve) => w.once("message", resolve))));
+    await Promise.all(workers.map((w) => w.terminate()));
+    expect(reports).toEqual([{ ok: true }, { ok: true }, { ok: true }, { ok: true }]);
+    using check = new Database(db, { readonly: true });
+    expect(check.query("SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM products) AS products").get()).toEqual({ users: 1000, products: 100 });
+  });
+});
