@@ -1,49 +1,100 @@
 /**
- * Group is one named cache: its own store (memory share), default TTL, and counters.
+ * Group is one named read-through cache: its own store (memory share), default TTL, an optional
+ * loader, an admission policy for loaded values, and counters.
  *
- * A group without a loader is a plain key-value store: a get miss is NOT_FOUND. (Read-through
- * loading, singleflight and admission of loaded values build on this type.) Groups belong to a
- * node object, never to a module-level registry, so several nodes can live in one process.
+ * `get` on a hit returns the stored value; on a miss it loads through singleflight (one loader
+ * call per key however many callers wait), stores the result with the group's TTL (LRU-K
+ * admission applies to loaded values; an explicit `set` is always admitted), and returns it. A
+ * group without a loader is a plain key-value store: a miss is NOT_FOUND. Groups belong to a node
+ * object (or to the program that embeds them), never to a module-level registry.
  *
- * Keys and values cross this API as byte ranges, like the store's, so the server can pass views
- * of its receive buffer. Expected outcomes are return codes, never exceptions.
+ * Two faces: the server uses the allocation-free byte-range methods (`lookup`, and `load` on a
+ * miss); programs embedding the cache use `get`/`set`/`delete` with strings or bytes.
+ *
+ * Loader outcomes: a value → cached and returned; null/undefined → NOT_FOUND, cached as a
+ * negative entry for `negativeTtlMs` when that is > 0 (never for errors); a throw → LOAD_FAILED
+ * with its message, nothing cached; no answer within `loadTimeoutMs` → LOAD_FAILED (timeout) for
+ * the callers, while a late value still fills the cache when it comes.
  */
-import { Store, type StoreOptions } from "../store/store.ts";
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
+import { toBytes, type Loader } from "./loader.ts";
+import { Singleflight } from "./singleflight.ts";
+
+export type AdmissionPolicy = "lru-k" | "always";
 
 export interface GroupOptions {
   name: string;
   /** memory is this group's byte budget (slab pages plus metadata). */
   memory: number;
-  /** defaultTtlMs applies when a set asks for TTL 0; 0 here means no expiry. */
+  /** defaultTtlMs applies when a set or a load asks for TTL 0; 0 here means no expiry. */
   defaultTtlMs?: number;
-  /** store passes engine options through (max item size, clock, admission, ...). */
-  store?: Omit<StoreOptions, "memory">;
+  /** loader fetches missing keys; without one the group is a plain key-value store. */
+  loader?: Loader;
+  /** admission decides whether loaded values are stored: LRU-K (default, K = admissionK) or always. */
+  admission?: AdmissionPolicy;
+  /** admissionK is LRU-K's K (default 2). */
+  admissionK?: number;
+  /** negativeTtlMs caches "not found" from the loader for this long; 0 (default) = off. */
+  negativeTtlMs?: number;
+  /** loadTimeoutMs bounds how long callers wait for the loader (default 10 s). */
+  loadTimeoutMs?: number;
+  /** store passes engine options through (max item size, clock, ...). */
+  store?: Omit<StoreOptions, "memory" | "admissionK">;
 }
 
-/** GroupCounters are the group's running totals, a plain struct of numbers. */
+/** GroupCounters are the group's running totals (groupcache's vocabulary), a plain struct of numbers. */
 export class GroupCounters {
   gets = 0; // Get calls and GetMulti keys looked up
-  hits = 0; // of those, found in the store
-  misses = 0; // of those, not found
+  hits = 0; // of those, served from the store
+  misses = 0; // of those, not in the store (or expired)
+  loads = 0; // misses that went to the loader path (gets - hits, with a loader)
+  loadsDeduped = 0; // loader calls actually made (loads after singleflight)
+  localLoads = 0; // loader calls that returned a value
+  localLoadErrs = 0; // loader calls that threw, crashed or were refused
+  loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
+  notFound = 0; // loader calls that answered "not found"
+  negativeHits = 0; // gets answered NOT_FOUND from a cached negative entry
+  admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored
   setErrors = 0; // sets refused (too large, no memory, bad ttl)
   deletes = 0; // Delete calls that removed a live item
 }
+
+/** Loaded is the outcome of a load: the value, and how long it lives in the cache (-1 = no expiry). */
+export interface Loaded {
+  value: Uint8Array;
+  ttlRemainingMs: number;
+}
+
+const utf8 = new TextEncoder();
+const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
 
 export class Group {
   readonly name: string;
   readonly nameBytes: Uint8Array;
   readonly store: Store;
   readonly defaultTtlMs: number;
+  readonly loader: Loader | undefined;
+  readonly admission: AdmissionPolicy;
+  readonly negativeTtlMs: number;
+  readonly loadTimeoutMs: number;
   readonly counters = new GroupCounters();
+  /** lastNegative is true when the last `lookup` found a cached "not found". */
+  lastNegative = false;
+  private readonly flights = new Singleflight<Loaded>();
 
   constructor(opts: GroupOptions) {
     if (opts.name.length === 0) throw new RangeError("a group needs a name");
     this.name = opts.name;
-    this.nameBytes = new TextEncoder().encode(opts.name);
+    this.nameBytes = utf8.encode(opts.name);
     this.defaultTtlMs = opts.defaultTtlMs ?? 0;
     if (!(this.defaultTtlMs >= 0)) throw new RangeError(`group ${opts.name}: default TTL must be >= 0`);
-    this.store = new Store({ ...opts.store, memory: opts.memory });
+    this.loader = opts.loader;
+    this.admission = opts.admission ?? "lru-k";
+    this.negativeTtlMs = opts.negativeTtlMs ?? 0;
+    this.loadTimeoutMs = opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
+    this.store = new Store({ ...opts.store, memory: opts.memory, admissionK: opts.admissionK ?? 2 });
   }
 
   /** ttlFor maps a requested TTL (0 = group default) to the TTL given to the store. */
@@ -51,14 +102,158 @@ export class Group {
     return requestedMs === 0 ? this.defaultTtlMs : requestedMs;
   }
 
-  /** lookup returns the item id of a live key (counting a get, hit or miss), or -1. */
+  /**
+   * lookup returns the item id of a live value under key[off, off+len) (counting a get, hit or
+   * miss), or -1. A cached negative entry counts as a negative hit and returns -1 with
+   * `lastNegative` set, so the caller answers NOT_FOUND without loading.
+   */
   lookup(key: Uint8Array, off: number, len: number): number {
     this.counters.gets++;
+    this.lastNegative = false;
     const id = this.store.get(key, off, len);
-    if (id < 0) this.counters.misses++;
-    else this.counters.hits++;
-    return id;
+    if (id >= 0) {
+      if (!this.store.isNegative(id)) {
+        this.counters.hits++;
+        return id;
+      }
+      this.counters.negativeHits++;
+      this.lastNegative = true;
+    }
+    this.counters.misses++;
+    return -1;
   }
+
+  /**
+   * load fetches a missing key through singleflight and the loader. The key bytes are copied, so
+   * the caller's buffer may change while the load runs. Rejects with CacheError (NOT_FOUND,
+   * LOAD_FAILED, OVERLOADED). Only call it on a miss, for a group with a loader.
+   */
+  load(key: Uint8Array, off: number, len: number): Promise<Loaded> {
+    const loader = this.loader;
+    if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
+    this.counters.loads++;
+    const keyBytes = key.slice(off, off + len);
+    const keyString = new TextDecoder().decode(keyBytes);
+    return this.flights.do(keyString, () => this.loadOnce(loader, keyString, keyBytes)).promise;
+  }
+
+  // loadOnce runs inside the flight. It looks at the store again first: between a caller's miss
+  // and its flight starting, an earlier flight for the same key may have finished, filled the
+  // store and left the flight table:
+  //   1. caller A misses the store;
+  //   2. flight F (started by caller B) stores the value and removes itself;
+  //   3. caller A finds no flight and starts a new one.
+  // Without this check step 3 would call the loader a second time for a value the cache holds.
+  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array): Promise<Loaded> {
+    const id = this.store.get(key, 0, key.length);
+    if (id >= 0) {
+      if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
+      return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.remaining(id) };
+    }
+    this.counters.loadsDeduped++;
+    const call = Promise.resolve().then(() => loader(keyString)).then(toBytes);
+    const settled = call.then(
+      (value) => this.store1(key, value),
+      (e: unknown) => {
+        this.counters.localLoadErrs++;
+        throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
+      },
+    );
+    return withTimeout(settled, this.loadTimeoutMs, () => {
+      this.counters.loadTimeouts++;
+      return new CacheError(ERROR_CODE.LOAD_FAILED, `loader timed out after ${this.loadTimeoutMs} ms`);
+    });
+  }
+
+  /** store1 caches one loader outcome and turns it into the callers' answer. */
+  private store1(key: Uint8Array, value: Uint8Array | null): Loaded {
+    if (value === null) {
+      this.counters.notFound++;
+      if (this.negativeTtlMs > 0) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
+      throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
+    }
+    this.counters.localLoads++;
+    const ttl = this.defaultTtlMs;
+    const r = this.admission === "always"
+      ? this.store.set(key, 0, key.length, value, 0, value.length, ttl)
+      : this.store.fill(key, 0, key.length, value, 0, value.length, ttl);
+    if (r === SET_REJECTED) this.counters.admissionsRejected++;
+    return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
+  }
+
+  private remaining(id: number): number {
+    const exp = this.store.expiresAt(id);
+    return exp === Infinity ? -1 : Math.max(0, exp - this.store.clock());
+  }
+
+  // ---- The embeddable API (strings or bytes; allocates) ----
+
+  /** get returns the value of `key`, loading it on a miss. Rejects with CacheError. */
+  async get(key: string | Uint8Array): Promise<Uint8Array> {
+    const k = typeof key === "string" ? utf8.encode(key) : key;
+    const id = this.lookup(k, 0, k.length);
+    if (id >= 0) return this.store.valueView(id).slice();
+    if (this.lastNegative || this.loader === undefined) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
+    return (await this.load(k, 0, k.length)).value;
+  }
+
+  /** set stores `value` under `key` for `ttlMs` (0 = the group's default TTL). Throws CacheError. */
+  set(key: string | Uint8Array, value: string | Uint8Array, ttlMs = 0): void {
+    const k = typeof key === "string" ? utf8.encode(key) : key;
+    const v = typeof value === "string" ? utf8.encode(value) : value;
+    const r = this.store.set(k, 0, k.length, v, 0, v.length, this.ttlFor(ttlMs));
+    if (r === SET_OK) {
+      this.counters.sets++;
+      return;
+    }
+    this.counters.setErrors++;
+    if (r === SET_TOO_LARGE) throw new CacheError(ERROR_CODE.VALUE_TOO_LARGE, "item larger than the max item size");
+    if (r === SET_INVALID_TTL) throw new CacheError(ERROR_CODE.INVALID_ARGUMENT, "ttl must be >= 0");
+    throw new CacheError(ERROR_CODE.NO_MEMORY, "no memory could be freed for the item");
+  }
+
+  /** delete removes `key`; it returns whether a live value was removed. */
+  delete(key: string | Uint8Array): boolean {
+    const k = typeof key === "string" ? utf8.encode(key) : key;
+    const removed = this.store.delete(k, 0, k.length);
+    if (removed) this.counters.deletes++;
+    return removed;
+  }
+
+  /** clear removes every item of the group. */
+  clear(): void {
+    this.store.clear();
+  }
+
+  /** stats returns the group's counters and its store's figures. */
+  stats(): GroupCounters & { items: number; bytesUsed: number; capacity: number; evictions: number } {
+    const s = this.store.stats();
+    return {
+      ...this.counters,
+      items: s.items,
+      bytesUsed: s.bytesUsed,
+      capacity: s.capacity,
+      evictions: s.evictions,
+    };
+  }
+}
+
+/** withTimeout settles like `p`, or rejects with `onTimeout()` after `ms` (p keeps running). */
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  if (!(ms > 0) || ms === Infinity) return p;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(onTimeout()), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }
 
 /** Groups is a node's table of groups, found by name bytes without building a string. */

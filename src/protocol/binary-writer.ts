@@ -18,6 +18,9 @@ import { copyBytes } from "../bytes/bytes.ts";
 
 export const WRITER_INITIAL_BYTES = 16 * 1024;
 export const WRITER_SLACK_BYTES = 1024;
+/** 2^63, and the largest double below it (the largest i64 a double can carry). */
+const I64_MAX_DOUBLE = 2 ** 63;
+const I64_MAX_DOUBLE_BELOW = 2 ** 63 - 1024;
 
 export class BinaryWriter {
   buffer: Uint8Array;
@@ -83,6 +86,9 @@ export class BinaryWriter {
    * Fractions are truncated toward negative infinity.
    */
   i64(value: number): void {
+    // Saturate: a double at or past ±2^63 (a huge TTL times 1000, say) must not wrap around.
+    if (value >= I64_MAX_DOUBLE) value = I64_MAX_DOUBLE_BELOW;
+    else if (value < -I64_MAX_DOUBLE) value = -I64_MAX_DOUBLE;
     const hi = Math.floor(value / 4294967296);
     const lo = value - hi * 4294967296;
     this.view.setInt32(this.length, hi | 0);

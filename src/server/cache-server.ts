@@ -11,6 +11,10 @@
  * never reads its replies holds at most the bound plus one reply, and never more input than the
  * kernel buffers.
  *
+ * A request whose reply waits for a loader (a miss in a read-through group) parks its connection:
+ * the replies before it are flushed, reading pauses, and serving resumes in order when the load
+ * settles. Other connections are not held up.
+ *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
  * exception (a bug) is logged, answered INTERNAL_ERROR and closes only that connection.
@@ -123,7 +127,7 @@ export class CacheServer implements DispatchContext {
       if (this.connections.size === 0) return resolve();
       for (const conn of this.connections) {
         conn.closing = true;
-        if (conn.queuedOutput === 0) conn.socket.end();
+        if (conn.queuedOutput === 0 && !conn.waiting) conn.socket.end();
       }
       setTimeout(() => {
         for (const conn of this.connections) conn.socket.terminate();
@@ -160,7 +164,7 @@ export class CacheServer implements DispatchContext {
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing) return;
-    if (conn.held) {
+    if (conn.held || conn.waiting) {
       (conn.backlog ??= []).push(chunk);
       return;
     }
@@ -170,7 +174,7 @@ export class CacheServer implements DispatchContext {
 
   private onDrain(conn: Connection): void {
     this.flush(conn);
-    if (conn.held && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
+    if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
   }
 
   private onClose(conn: Connection | undefined): void {
@@ -181,6 +185,7 @@ export class CacheServer implements DispatchContext {
 
   /** process decodes and serves requests until the input is used up or the output is full. */
   private process(conn: Connection): void {
+    if (conn.closing) return this.flush(conn);
     const proto = conn.proto;
     const out = proto.reply.out;
     const max = this.opts.maxOutputBytes;
@@ -204,13 +209,29 @@ export class CacheServer implements DispatchContext {
           conn.closing = true;
           break;
         }
-        dispatch(this, proto.request, proto.reply);
+        const pending = dispatch(this, proto.request, proto.reply);
+        if (pending !== undefined) {
+          this.park(conn, pending);
+          held = true;
+          break;
+        }
       }
     } catch (e) {
       this.fault(conn, e);
     }
     this.setHeld(conn, held && !conn.closing);
     this.flush(conn);
+  }
+
+  /** park holds the connection until `pending` has written its reply, then serves on in order. */
+  private park(conn: Connection, pending: Promise<void>): void {
+    conn.waiting = true;
+    pending
+      .catch((e: unknown) => this.fault(conn, e))
+      .finally(() => {
+        conn.waiting = false;
+        if (this.connections.has(conn)) this.process(conn);
+      });
   }
 
   private fault(conn: Connection, e: unknown): void {

@@ -6,6 +6,8 @@
  * - `held`: the reader still holds unprocessed input because the output passed its bound; the
  *   socket is paused and processing resumes on `drain`.
  * - `backlog`: chunks that arrived while input was held (rare: reading is paused then).
+ * - `waiting`: a request's reply waits for a load; nothing more is served on this connection (so
+ *   replies keep request order and the request's byte ranges stay valid) and reading is paused.
  * - `closing`: the connection ends once its output is flushed.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
@@ -20,6 +22,7 @@ export class Connection {
   readonly id: number;
   readonly remote: string;
   held = false;
+  waiting = false;
   paused = false;
   closing = false;
   rejected = false;

@@ -8,11 +8,18 @@
  *
  * The Get hit path allocates nothing: the group is found by its name bytes, the store probes by
  * key bytes, and the value is copied from the slab straight into the connection's output buffer.
- * A ONEWAY call runs like a CALL and its reply is dropped (the writer is rewound).
+ * A ONEWAY call runs like a CALL and its reply is dropped.
+ *
+ * A miss in a group with a loader cannot be answered at once: `dispatch` then returns a promise
+ * that writes the reply when the load settles. The server stops serving that connection until it
+ * does, so replies stay in request order and the request's byte ranges stay valid (the frame
+ * reader is not advanced meanwhile). GetMulti loads all its misses in parallel; not-found keys are
+ * left out of the map, and a load failure fails the whole call with its CacheError.
  */
-import type { Group, Groups } from "../cluster/group.ts";
-import { APP_ERROR, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
-import type { ReplyWriter } from "../protocol/reply-writer.ts";
+import type { Group, Groups, Loaded } from "../cluster/group.ts";
+import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
+import { BinaryWriter } from "../protocol/binary-writer.ts";
+import { ReplyWriter } from "../protocol/reply-writer.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, METHOD_STATS,
   type Request,
@@ -34,14 +41,17 @@ export interface DispatchContext {
   readonly clock: () => number;
 }
 
-/** dispatch serves `req` and appends its reply (none for ONEWAY) to `reply`. */
-export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter): void {
-  const mark = reply.out.length;
-  serve(ctx, req, reply);
-  if (req.oneway) reply.out.truncate(mark);
+/**
+ * dispatch serves `req` and appends its reply (none for ONEWAY) to `reply`; it returns a promise
+ * when the reply has to wait for a load, else undefined.
+ */
+export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<void> | undefined {
+  // A ONEWAY call is served like a CALL into a throwaway writer (ONEWAY is rare; this allocates).
+  const pending = serve(ctx, req, req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply);
+  return pending instanceof Promise ? pending : undefined;
 }
 
-function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): void {
+function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<void> | void {
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   const method = req.method;
   if (method < METHOD_GET || method > METHOD_SET_MULTI) {
@@ -71,9 +81,15 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): void {
   }
 }
 
-function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
+function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
   const id = group.lookup(req.buffer, req.keyStart, req.keyLength);
-  if (id < 0) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
+  if (id < 0) {
+    if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
+    return group.load(req.buffer, req.keyStart, req.keyLength).then(
+      (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
+      (e: unknown) => replyThrown(reply, req, e),
+    );
+  }
   const store = group.store;
   const at = reply.beginGet(req, store.valueLength(id));
   store.copyValue(id, reply.out.buffer, at);
@@ -95,19 +111,62 @@ function remove(group: Group, req: Request): boolean {
   return removed;
 }
 
-function getMulti(group: Group, req: Request, reply: ReplyWriter): void {
+function getMulti(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+  if (group.loader !== undefined) {
+    const loads = loadMisses(group, req);
+    if (loads !== undefined) return loads.then((loaded) => writeGetMulti(group, req, reply, loaded), (e: unknown) => replyThrown(reply, req, e));
+  }
+  writeGetMulti(group, req, reply, undefined);
+}
+
+/** loadMisses starts a load for every key of a GetMulti not in the store; undefined if none. */
+function loadMisses(group: Group, req: Request): Promise<(Loaded | null)[]> | undefined {
+  let loads: Promise<Loaded | null>[] | undefined;
+  for (let i = 0; i < req.itemCount; i++) {
+    const ks = req.items[i * 4]!;
+    const kl = req.items[i * 4 + 1]!;
+    const id = group.lookup(req.buffer, ks, kl);
+    if (id >= 0 || group.lastNegative) continue;
+    loads ??= new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
+    loads[i] = group.load(req.buffer, ks, kl).catch((e: unknown) => {
+      if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
+      throw e;
+    });
+  }
+  return loads === undefined ? undefined : Promise.all(loads);
+}
+
+/**
+ * writeGetMulti writes the map of every requested key that has a value: from the store (looked up
+ * now: after a wait, earlier item ids may be stale) or, for loaded keys the store did not admit,
+ * from the load result.
+ */
+function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined): void {
   const store = group.store;
   const items = req.items;
+  const counted = loaded === undefined;
   reply.beginGetMulti(req);
   for (let i = 0; i < req.itemCount; i++) {
     const ks = items[i * 4]!;
     const kl = items[i * 4 + 1]!;
-    const id = group.lookup(req.buffer, ks, kl);
-    if (id < 0) continue; // absent keys are left out of the map, as in the seed
-    const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
-    store.copyValue(id, reply.out.buffer, at);
+    const id = counted ? group.lookup(req.buffer, ks, kl) : store.get(req.buffer, ks, kl);
+    if (id >= 0 && !store.isNegative(id)) {
+      const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
+      store.copyValue(id, reply.out.buffer, at);
+      continue;
+    }
+    const value = loaded?.[i]?.value;
+    if (value === undefined) continue; // absent keys are left out of the map, as in the seed
+    const at = reply.addGetMultiEntry(req.buffer, ks, kl, value.length);
+    reply.out.buffer.set(value, at);
   }
   reply.endGetMulti();
+}
+
+/** replyThrown answers a failed load: a CacheError with its code, anything else LOAD_FAILED. */
+function replyThrown(reply: ReplyWriter, req: Request, e: unknown): void {
+  if (e instanceof CacheError) return replyCacheError(reply, req, e.code, e.message);
+  replyCacheError(reply, req, ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
 }
 
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's

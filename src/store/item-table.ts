@@ -13,7 +13,7 @@
  *   word 6 next      LRU link; for a free id, the next free id
  *   word 7 heapPos   slot in the TTL heap, or -1
  *   word 8 atime     logical tick of the last LRU bump (compared as uint32)
- *   word 9 cls       size class of its chunk
+ *   word 9 cls       size class of its chunk (bits 0-7) and flags (bit 8: NEGATIVE, a cached "not found")
  *   words 10-11      expiry: absolute ms as a float64 (`f[id * F_STRIDE + F_EXPIRY]`), Infinity = none
  *
  * Why a record and not one array per field (struct of arrays): a Get hit reads hash, key length,
@@ -42,6 +42,9 @@ export const W_HEAP = 7;
 export const W_ATIME = 8;
 export const W_CLASS = 9;
 export const F_EXPIRY = 5;
+/** CLASS_MASK takes the size class out of word 9; the bits above are flags. */
+export const CLASS_MASK = 0xff;
+export const FLAG_NEGATIVE = 0x100;
 
 export class ItemTable {
   cap = 0;
@@ -95,7 +98,11 @@ export class ItemTable {
     return this.w[id * STRIDE + W_HASH]!;
   }
   cls(id: ItemId): number {
-    return this.w[id * STRIDE + W_CLASS]!;
+    return this.w[id * STRIDE + W_CLASS]! & CLASS_MASK;
+  }
+  /** isNegative tells whether the item is a cached "not found" (no value). */
+  isNegative(id: ItemId): boolean {
+    return (this.w[id * STRIDE + W_CLASS]! & FLAG_NEGATIVE) !== 0;
   }
   expiry(id: ItemId): number {
     return this.f[id * F_STRIDE + F_EXPIRY]!;

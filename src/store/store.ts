@@ -32,7 +32,7 @@ import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, MAX_LOAD } from "./hash-index.ts";
 import {
-  F_EXPIRY, F_STRIDE, ItemTable, NIL, RECORD_BYTES, STRIDE, W_ATIME, W_CLASS, W_HASH, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN,
+  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, ItemTable, NIL, RECORD_BYTES, STRIDE, W_ATIME, W_CLASS, W_HASH, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
@@ -217,7 +217,22 @@ export class Store {
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, false);
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, false, 0);
+  }
+
+  /**
+   * setNegative caches "not found" for the key for `ttlMs` (> 0): `get` then finds an item with
+   * `isNegative(id)` true and no value. It replaces any value under the key and skips admission
+   * (a negative entry is a few bytes, and it exists to spare the loader).
+   */
+  setNegative(key: Uint8Array, keyOff: number, keyLen: number, ttlMs: number): SetResult {
+    if (!(ttlMs > 0)) return SET_INVALID_TTL;
+    return this.put(key, keyOff, keyLen, key, 0, 0, ttlMs, false, FLAG_NEGATIVE);
+  }
+
+  /** isNegative tells whether item `id` is a cached "not found". */
+  isNegative(id: ItemId): boolean {
+    return this.items.isNegative(id);
   }
 
   /** fill stores a read-filled value (loader result, mirror): new keys pass LRU-K admission first. */
@@ -225,7 +240,7 @@ export class Store {
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, true);
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, true, 0);
   }
 
   /** delete removes the key; it returns whether a live item was removed. */
@@ -301,13 +316,13 @@ export class Store {
     const w = this.items.w;
     const r = id * STRIDE;
     if (((this.tick - w[r + W_ATIME]!) >>> 0) <= this.items.live >>> 3) return;
-    this.lru.bump(w[r + W_CLASS]!, id);
+    this.lru.bump(w[r + W_CLASS]! & CLASS_MASK, id);
     w[r + W_ATIME] = ++this.tick;
   }
 
   private put(
     key: Uint8Array, keyOff: number, keyLen: number,
-    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, isFill: boolean,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, isFill: boolean, flags: number,
   ): SetResult {
     if (!(ttlMs >= 0)) return SET_INVALID_TTL;
     const cls = keyLen > MAX_KEY_BYTES ? -1 : this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
@@ -330,8 +345,9 @@ export class Store {
     if (id !== NIL) {
       const w = this.items.w;
       const r = id * STRIDE;
-      if (w[r + W_CLASS] === cls) {
+      if ((w[r + W_CLASS]! & CLASS_MASK) === cls) {
         // Same size class: overwrite the value in place.
+        w[r + W_CLASS] = cls | flags;
         copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
         this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
         w[r + W_VALLEN] = valLen;
@@ -359,7 +375,7 @@ export class Store {
     w[r + W_OFF] = off;
     w[r + W_KEYLEN] = keyLen;
     w[r + W_VALLEN] = valLen;
-    w[r + W_CLASS] = cls;
+    w[r + W_CLASS] = cls | flags;
     w[r + W_ATIME] = ++this.tick;
     this.items.f[id * F_STRIDE + F_EXPIRY] = Infinity;
     const bytes = this.slab.pages[page]!;
@@ -472,7 +488,7 @@ export class Store {
   private remove(id: ItemId, why: number): void {
     const w = this.items.w;
     const r = id * STRIDE;
-    const cls = w[r + W_CLASS]!;
+    const cls = w[r + W_CLASS]! & CLASS_MASK;
     this.index.remove(id);
     this.lru.unlink(cls, id);
     this.heap.remove(id);

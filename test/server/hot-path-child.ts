@@ -1,0 +1,64 @@
+/**
+ * Runs the hot-path allocation probes in a process of their own (spawned by hot-path.test.ts):
+ * the probe's sensitivity depends on the heap's size, which the rest of a test run inflates.
+ * Prints one JSON line: for each case, whether a collection happened during the loop.
+ */
+import { Group, Groups } from "../../src/cluster/group.ts";
+import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
+import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
+import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
+import { MIB } from "../../src/store/store.ts";
+import { collectedDuring } from "../support/alloc-probe.ts";
+import { getCall, replyHeader, setCall } from "./support.ts";
+
+const OPS = 2_000_000;
+
+function setup(valueBytes: number): { ctx: DispatchContext; conn: ProtocolConnection; get: Uint8Array; set: Uint8Array; group: Group } {
+  const groups = new Groups();
+  const group = groups.add(new Group({ name: "default", memory: 16 * MIB }));
+  const key = new TextEncoder().encode("user:12345");
+  const value = new Uint8Array(valueBytes).fill(3);
+  group.store.set(key, 0, key.length, value, 0, value.length, 60_000); // with a TTL: the reply carries ttlRemainingMs
+  const ctx: DispatchContext = { groups, clock: Date.now };
+  return { ctx, group, conn: new ProtocolConnection(DEFAULT_LIMITS), get: getCall(1, "user:12345"), set: setCall(2, "user:12345", value) };
+}
+
+function serve(ctx: DispatchContext, conn: ProtocolConnection, chunk: Uint8Array): void {
+  conn.push(chunk);
+  while (conn.nextRequest()) dispatch(ctx, conn.request, conn.reply);
+  conn.reply.out.reset(); // "sent"
+}
+
+/** replyOf serves one request and returns its reply frame's type and length, to prove a hit. */
+function replyOf(ctx: DispatchContext, conn: ProtocolConnection, chunk: Uint8Array): { type: number; length: number } {
+  conn.push(chunk);
+  conn.nextRequest();
+  dispatch(ctx, conn.request, conn.reply);
+  const frame = conn.reply.out.buffer.subarray(4, conn.reply.out.length);
+  const r = { type: replyHeader(frame).type, length: frame.length };
+  conn.reply.out.reset();
+  conn.nextRequest();
+  return r;
+}
+
+let sink: unknown;
+const result: Record<string, unknown> = {};
+{
+  const { ctx, conn, get } = setup(100);
+  result.control = await collectedDuring((i) => {
+    serve(ctx, conn, get);
+    sink = { i, j: i };
+  }, OPS);
+}
+for (const size of [100, 4096]) {
+  const { ctx, conn, get, group } = setup(size);
+  result[`reply${size}`] = replyOf(ctx, conn, get);
+  result[`get${size}`] = await collectedDuring(() => serve(ctx, conn, get), OPS);
+  result[`misses${size}`] = group.counters.misses;
+}
+{
+  const { ctx, conn, set } = setup(100);
+  result.set = await collectedDuring(() => serve(ctx, conn, set), OPS);
+}
+void sink;
+console.log(JSON.stringify(result));
