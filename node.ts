@@ -8,7 +8,7 @@
 import { CacheNode } from "./src/server/cache-node.ts";
 import { ConfigError, USAGE, VERSION, parseArgs } from "./src/server/config.ts";
 
-function main(): void {
+async function main(): Promise<void> {
   let parsed;
   try {
     parsed = parseArgs(process.argv.slice(2));
@@ -21,12 +21,12 @@ function main(): void {
   if (parsed.kind === "version") return console.log(`mybuncache ${VERSION}`);
   let node: CacheNode;
   try {
-    node = CacheNode.start(parsed.config);
+    node = await CacheNode.open(parsed.config);
   } catch (e) {
     console.error(`mybuncache: cannot start: ${e instanceof Error ? e.message : String(e)}`);
     process.exit(1);
   }
-  const groups = node.groups.all().map((g) => `${g.name}=${(g.store.capacity / 1048576).toFixed(1)}MiB`).join(",");
+  const groups = node.groups.all().map((g) => `${g.name}=${(g.store.capacity / 1048576).toFixed(1)}MiB${g.loader ? "+loader" : ""}`).join(",");
   node.logger.info(`mybuncache ${VERSION} listening on ${node.address}`, { groups, pid: process.pid });
   let stopping = false;
   const stop = (signal: string): void => {
@@ -39,4 +39,4 @@ function main(): void {
   process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
-main();
+await main();

@@ -35,8 +35,9 @@ import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 
-/** LoadResult is a loader's answer: a value, or `null`/`undefined` for "not found". */
-export type LoadResult = Uint8Array | string | null | undefined;
+import type { LoadResult } from "../cluster/loader.ts";
+
+export type { LoadResult };
 
 /** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
 export interface LoaderPoolLogger {

@@ -1,11 +1,17 @@
 /**
- * CacheNode is one running MyBunCache node: its groups and its Thrift port.
+ * CacheNode is one running MyBunCache node: its groups, its loaders and its Thrift port.
  *
- * `startNode(config)` splits the node's memory among the groups, builds them, and listens. The
- * node owns no process-wide state (signals and exit belong to `node.ts`), so tests start several
- * nodes in one process on port 0 and close them with `await using`.
+ * `CacheNode.open(config)` opens the loaders module's worker pool when `config.loaders` names one,
+ * then starts the node; `CacheNode.start(config, deps)` starts it synchronously with in-process
+ * loaders (`deps.loaders`, for a program embedding the cache) or an already opened pool. Every
+ * loader becomes a read-through group of its name; a `--group` spec of the same name sets its
+ * memory, TTL and options. The node owns no process-wide state (signals and exit belong to
+ * `node.ts`), so tests start several nodes in one process on port 0 and close them with
+ * `await using`.
  */
 import { Group, Groups } from "../cluster/group.ts";
+import type { Loader } from "../cluster/loader.ts";
+import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
 import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config.ts";
@@ -14,6 +20,10 @@ import { Logger } from "./log.ts";
 export interface NodeDeps {
   clock?: () => number;
   logger?: Logger;
+  /** loaders are in-process loader functions by group name. */
+  loaders?: Record<string, Loader>;
+  /** pool is an opened loader pool whose loaders serve the groups of their names. */
+  pool?: LoaderPool;
 }
 
 export class CacheNode {
@@ -21,12 +31,14 @@ export class CacheNode {
   readonly groups: Groups;
   readonly server: CacheServer;
   readonly logger: Logger;
+  readonly pool: LoaderPool | undefined;
 
-  private constructor(config: NodeConfig, groups: Groups, server: CacheServer, logger: Logger) {
+  private constructor(config: NodeConfig, groups: Groups, server: CacheServer, logger: Logger, pool: LoaderPool | undefined) {
     this.config = config;
     this.groups = groups;
     this.server = server;
     this.logger = logger;
+    this.pool = pool;
   }
 
   get port(): number {
@@ -37,24 +49,46 @@ export class CacheNode {
     return `${this.server.host}:${this.server.port}`;
   }
 
+  /** close stops the port (letting connections flush what they owe), then the loader pool. */
   async close(): Promise<void> {
     await this.server.close();
+    await this.pool?.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
+  /** open starts a node, first opening the worker pool of `config.loaders` if it names a module. */
+  static async open(partial: Partial<NodeConfig> = {}, deps: NodeDeps = {}): Promise<CacheNode> {
+    const config: NodeConfig = { ...DEFAULTS, ...partial };
+    if (config.loaders === undefined || deps.pool !== undefined) return CacheNode.start(config, deps);
+    const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
+    const pool = await LoaderPool.open({ module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger });
+    try {
+      return CacheNode.start(config, { ...deps, logger, pool });
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+  }
+
   static start(partial: Partial<NodeConfig> = {}, deps: NodeDeps = {}): CacheNode {
     const config: NodeConfig = { ...DEFAULTS, ...partial };
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
+    const loaders = collectLoaders(deps);
     const groups = new Groups();
-    for (const spec of splitMemory(config)) {
+    for (const spec of splitMemory(config, Object.keys(loaders))) {
       groups.add(new Group({
         name: spec.name,
-        memory: spec.memory!,
+        memory: spec.memory,
         defaultTtlMs: spec.ttlMs,
+        loader: loaders[spec.name],
+        admission: spec.admission,
+        admissionK: spec.admissionK,
+        negativeTtlMs: spec.negativeTtlMs,
+        loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
         store: { maxItemSize: config.maxItemSize, clock },
       }));
     }
@@ -75,13 +109,30 @@ export class CacheNode {
       clock,
       logger,
     });
-    return new CacheNode(config, groups, server, logger);
+    return new CacheNode(config, groups, server, logger, deps.pool);
   }
 }
 
-/** splitMemory gives each group its memory: explicit sizes first, an equal share of the rest. */
-export function splitMemory(config: NodeConfig): Required<GroupSpec>[] {
-  const specs: GroupSpec[] = config.groups.length > 0 ? config.groups : [{ name: "default", ttlMs: 0 }];
+/** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */
+function collectLoaders(deps: NodeDeps): Record<string, Loader> {
+  const loaders: Record<string, Loader> = { ...deps.loaders };
+  const pool = deps.pool;
+  for (const name of pool?.groups ?? []) {
+    if (loaders[name] !== undefined) throw new ConfigError(`loader '${name}' is defined both in-process and in the loaders module`);
+    loaders[name] = (key) => pool!.run(name, key);
+  }
+  return loaders;
+}
+
+/**
+ * splitMemory lists the node's groups (the --group specs, plus one per loader without a spec; a
+ * lone "default" when there are neither) and gives each its memory: explicit sizes first, an equal
+ * share of the rest for the others.
+ */
+export function splitMemory(config: NodeConfig, loaderNames: readonly string[] = []): (GroupSpec & { memory: number })[] {
+  const specs: GroupSpec[] = [...config.groups];
+  for (const name of loaderNames) if (!specs.some((g) => g.name === name)) specs.push({ name, ttlMs: 0 });
+  if (specs.length === 0) specs.push({ name: "default", ttlMs: 0 });
   const fixed = specs.reduce((sum, g) => sum + (g.memory ?? 0), 0);
   const open = specs.filter((g) => g.memory === undefined).length;
   if (open > 0 && fixed >= config.memory) {
@@ -91,5 +142,5 @@ export function splitMemory(config: NodeConfig): Required<GroupSpec>[] {
     throw new ConfigError(`groups with explicit sizes need ${fixed} B, more than --memory ${config.memory} B: raise --memory`);
   }
   const share = open > 0 ? Math.floor((config.memory - fixed) / open) : 0;
-  return specs.map((g) => ({ name: g.name, ttlMs: g.ttlMs, memory: g.memory ?? share }));
+  return specs.map((g) => ({ ...g, memory: g.memory ?? share }));
 }

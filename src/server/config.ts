@@ -6,6 +6,7 @@
  * plain bytes; durations accept `ms`, `s`, `m`, `h` or plain seconds.
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
+import type { AdmissionPolicy } from "../cluster/group.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export const VERSION = "0.1.0";
@@ -16,6 +17,14 @@ export interface GroupSpec {
   memory?: number;
   /** defaultTtlMs; 0 = no expiry. */
   ttlMs: number;
+  /** admission of loaded values: "lru-k" (default) or "always". */
+  admission?: AdmissionPolicy;
+  /** admissionK is LRU-K's K (default 2). */
+  admissionK?: number;
+  /** negativeTtlMs caches loader "not found" answers; 0 = off (default). */
+  negativeTtlMs?: number;
+  /** loadTimeoutMs overrides --load-timeout for this group. */
+  loadTimeoutMs?: number;
 }
 
 export interface NodeConfig {
@@ -32,6 +41,11 @@ export interface NodeConfig {
   expiryBudget: number;
   logLevel: LogLevel;
   logJson: boolean;
+  /** loaders is the path of a loaders module (its function exports become read-through groups). */
+  loaders?: string;
+  loaderThreads: number;
+  loaderQueue: number;
+  loadTimeoutMs: number;
 }
 
 export const DEFAULTS: NodeConfig = {
@@ -48,6 +62,9 @@ export const DEFAULTS: NodeConfig = {
   expiryBudget: 2_000,
   logLevel: "info",
   logJson: false,
+  loaderThreads: 2,
+  loaderQueue: 256,
+  loadTimeoutMs: 10_000,
 };
 
 export const USAGE = `Usage: bun run node.ts [flags]
@@ -58,10 +75,20 @@ Flags:
   --port N               TCP port for the Thrift service (default ${DEFAULTS.port}; 0 = any free port)
   --host ADDR            address to bind (default ${DEFAULTS.host})
   --memory SIZE          total memory for all groups: slab pages plus metadata (default 64mb)
-  --group NAME[:SIZE[:TTL]]
+  --group NAME[:SIZE[:TTL[:OPTIONS]]]
                          define a group (repeatable). SIZE is its memory (default: an equal share
                          of what the other groups leave); TTL its default TTL (default 0 = none).
-                         Without any --group, one group named "default" gets all the memory.
+                         OPTIONS, comma-separated, apply to groups with a loader:
+                           admit=lru-k | admit=lru-k=K | admit=always  (loaded values; default lru-k=2)
+                           negttl=DUR   cache "not found" for DUR (default off)
+                           timeout=DUR  loader timeout for this group (default --load-timeout)
+                         Without any --group or loader, one group named "default" gets all the memory.
+  --loaders PATH         a module whose exported functions \`async (key: string) => Uint8Array |
+                         string | null\` are loaders: each export becomes a read-through group of the
+                         same name (a --group of that name sets its size, TTL and options)
+  --loader-threads N     worker threads running loaders (default ${DEFAULTS.loaderThreads})
+  --loader-queue N       loads that may wait for a thread; more are answered OVERLOADED (default ${DEFAULTS.loaderQueue})
+  --load-timeout DUR     callers get LOAD_FAILED after this (default 10s); a late value still fills the cache
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
@@ -143,6 +170,18 @@ export function parseArgs(argv: readonly string[]): ParseResult {
       case "--log-json":
         c.logJson = true;
         break;
+      case "--loaders":
+        c.loaders = value();
+        break;
+      case "--loader-threads":
+        c.loaderThreads = parseInteger(flag, value(), 1, 1024);
+        break;
+      case "--loader-queue":
+        c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);
+        break;
+      case "--load-timeout":
+        c.loadTimeoutMs = Math.max(1, parseDuration(flag, value()));
+        break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }
@@ -158,14 +197,40 @@ export function parseArgs(argv: readonly string[]): ParseResult {
 }
 
 function parseGroup(spec: string): GroupSpec {
-  const [name, memory, ttl, extra] = spec.split(":");
-  if (!name || extra !== undefined) throw new ConfigError(`--group expects NAME[:SIZE[:TTL]], got '${spec}'`);
+  const [name, memory, ttl, options, extra] = spec.split(":");
+  if (!name || extra !== undefined) throw new ConfigError(`--group expects NAME[:SIZE[:TTL[:OPTIONS]]], got '${spec}'`);
   if (!/^[\w.-]+$/.test(name)) throw new ConfigError(`group name '${name}' may use letters, digits, '_', '.', '-'`);
-  return {
+  const g: GroupSpec = {
     name,
     memory: memory ? parseSize("--group size", memory) : undefined,
     ttlMs: ttl ? parseDuration("--group ttl", ttl) : 0,
   };
+  for (const option of options ? options.split(",") : []) parseGroupOption(g, option);
+  return g;
+}
+
+function parseGroupOption(g: GroupSpec, option: string): void {
+  const eq = option.indexOf("=");
+  const key = eq < 0 ? option : option.slice(0, eq);
+  const value = eq < 0 ? "" : option.slice(eq + 1);
+  switch (key) {
+    case "admit":
+      if (value === "always") g.admission = "always";
+      else if (value === "lru-k") g.admission = "lru-k";
+      else if (value.startsWith("lru-k=")) {
+        g.admission = "lru-k";
+        g.admissionK = parseInteger(`--group ${g.name} admit=lru-k=K`, value.slice(6), 1, 255);
+      } else throw new ConfigError(`--group ${g.name}: admit must be always, lru-k or lru-k=K, got '${value}'`);
+      return;
+    case "negttl":
+      g.negativeTtlMs = parseDuration(`--group ${g.name} negttl`, value);
+      return;
+    case "timeout":
+      g.loadTimeoutMs = Math.max(1, parseDuration(`--group ${g.name} timeout`, value));
+      return;
+    default:
+      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=)`);
+  }
 }
 
 const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };

@@ -7,7 +7,7 @@
  */
 export const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
-export type LogFields = Record<string, string | number | boolean | undefined>;
+export type LogFields = Record<string, unknown>;
 
 export class Logger {
   private readonly min: number;
@@ -46,7 +46,11 @@ export class Logger {
     }
     let line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
     if (fields) {
-      for (const [k, v] of Object.entries(fields)) if (v !== undefined) line += ` ${k}=${typeof v === "string" && /\s/.test(v) ? JSON.stringify(v) : v}`;
+      for (const [k, v] of Object.entries(fields)) {
+        if (v === undefined) continue;
+        const text = typeof v === "string" ? v : typeof v === "object" ? JSON.stringify(v) : String(v);
+        line += ` ${k}=${/\s/.test(text) ? JSON.stringify(text) : text}`;
+      }
     }
     this.sink(line);
   }

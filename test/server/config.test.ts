@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { splitMemory } from "../../src/server/cache-node.ts";
-import { ConfigError, DEFAULTS, USAGE, VERSION, parseArgs, type NodeConfig } from "../../src/server/config.ts";
+import { ConfigError, DEFAULTS, USAGE, VERSION, parseArgs, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
 
 const KIB = 1024;
 const MIB = 1024 * 1024;
@@ -61,6 +61,10 @@ describe("parseArgs flags", () => {
     [["--log-level", "silent"], { logLevel: "silent" }],
     [["--log-json"], { logJson: true }],
     [["--port", "1", "--port", "2"], { port: 2 }], // last one wins
+    [["--loaders", "examples/sqlite-loaders.ts"], { loaders: "examples/sqlite-loaders.ts" }],
+    [["--loader-threads", "4"], { loaderThreads: 4 }],
+    [["--loader-queue", "0"], { loaderQueue: 0 }],
+    [["--load-timeout", "2s"], { loadTimeoutMs: 2000 }],
   ];
   test.each(FLAGS)("%p", (argv, expected) => {
     expect(run(argv)).toEqual({ ...DEFAULTS, groups: [], ...expected });
@@ -77,6 +81,7 @@ describe("parseArgs flags", () => {
       groups: [{ name: "a", memory: 100 * MIB, ttlMs: 3_600_000 }, { name: "b", memory: undefined, ttlMs: 0 }],
       maxItemSize: 512 * KIB, maxKeySize: 100, maxFrameSize: 4 * MIB, maxConnections: 99, maxOutputBytes: 8 * MIB,
       expiryIntervalMs: 1000, expiryBudget: 50, logLevel: "warn", logJson: true,
+      loaderThreads: DEFAULTS.loaderThreads, loaderQueue: DEFAULTS.loaderQueue, loadTimeoutMs: DEFAULTS.loadTimeoutMs,
     });
   });
 });
@@ -116,13 +121,18 @@ describe("durations (group TTL)", () => {
   });
 });
 
-describe("--group NAME[:SIZE[:TTL]]", () => {
-  const GROUPS: [string, { name: string; memory: number | undefined; ttlMs: number }][] = [
+describe("--group NAME[:SIZE[:TTL[:OPTIONS]]]", () => {
+  const GROUPS: [string, GroupSpec][] = [
     ["users", { name: "users", memory: undefined, ttlMs: 0 }],
     ["users:32mb", { name: "users", memory: 32 * MIB, ttlMs: 0 }],
     ["users:32mb:30s", { name: "users", memory: 32 * MIB, ttlMs: 30_000 }],
     ["users::30s", { name: "users", memory: undefined, ttlMs: 30_000 }], // size left to the share
     ["a.b-c_9:1k", { name: "a.b-c_9", memory: KIB, ttlMs: 0 }],
+    ["users:::admit=always", { name: "users", memory: undefined, ttlMs: 0, admission: "always" }],
+    ["users:8mb:1m:admit=lru-k=3,negttl=5s,timeout=250ms", {
+      name: "users", memory: 8 * MIB, ttlMs: 60_000, admission: "lru-k", admissionK: 3, negativeTtlMs: 5_000, loadTimeoutMs: 250,
+    }],
+    ["users:::admit=lru-k", { name: "users", memory: undefined, ttlMs: 0, admission: "lru-k" }],
   ];
   test.each(GROUPS)("%p", (spec, expected) => {
     expect(run(["--group", spec]).groups).toEqual([expected]);
@@ -162,9 +172,15 @@ describe("errors name the flag and what it expected", () => {
     [["--expiry-interval", "soon"], ["--expiry-interval", "duration", "soon"]],
     [["--expiry-interval", "-1s"], ["--expiry-interval", "-1s"]],
     [["--expiry-interval", "5d"], ["--expiry-interval", "5d"]],
-    [["--group", ""], ["--group", "NAME[:SIZE[:TTL]]"]],
+    [["--group", ""], ["--group", "NAME[:SIZE[:TTL[:OPTIONS]]]"]],
     [["--group", ":1mb"], ["--group", ":1mb"]],
-    [["--group", "a:1mb:1s:extra"], ["--group", "a:1mb:1s:extra"]],
+    [["--group", "a:1mb:1s:admit=always:extra"], ["--group", "a:1mb:1s:admit=always:extra"]],
+    [["--group", "a:1mb:1s:extra"], ["--group a", "unknown option 'extra'"]],
+    [["--group", "a:::admit=sometimes"], ["--group a", "admit", "sometimes"]],
+    [["--group", "a:::admit=lru-k=0"], ["admit=lru-k=K", "0"]],
+    [["--group", "a:::negttl=soon"], ["negttl", "soon"]],
+    [["--loader-threads", "0"], ["--loader-threads", "0"]],
+    [["--load-timeout", "x"], ["--load-timeout", "x"]],
     [["--group", "has space"], ["group name", "has space"]],
     [["--group", "a/b"], ["group name", "a/b"]],
     [["--group", "a:big"], ["--group size", "big"]],

@@ -140,7 +140,8 @@ describe("node.ts command-line errors", () => {
     const { code, stdout, stderr } = await runToExit(["--help"]);
     expect(code).toBe(0);
     expect(stdout).toContain("Usage: bun run node.ts");
-    expect(stdout).toContain("--group NAME[:SIZE[:TTL]]");
+    expect(stdout).toContain("--group NAME[:SIZE[:TTL[:OPTIONS]]]");
+    expect(stdout).toContain("--loaders PATH");
     expect(stderr).not.toMatch(READY);
   });
 

@@ -1,0 +1,174 @@
+/**
+ * Read-through groups: singleflight loading, loader outcomes (value, not found, error, timeout),
+ * negative caching, LRU-K admission of loaded values, and the embeddable API.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { Group } from "../../src/cluster/group.ts";
+import type { LoadResult } from "../../src/cluster/loader.ts";
+import { LoaderPool } from "../../src/loaders/loader-pool.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { MIB } from "../../src/store/store.ts";
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+
+function codeOf(e: unknown): number {
+  return e instanceof CacheError ? e.code : -1;
+}
+
+async function failure(p: Promise<unknown>): Promise<CacheError> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  expect(e).toBeInstanceOf(CacheError);
+  return e as CacheError;
+}
+
+describe("Group read-through", () => {
+  test("1,000 concurrent gets of one cold key make exactly one loader call; all get the same bytes", async () => {
+    let calls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const g = new Group({
+      name: "g", memory: 4 * MIB, admission: "always",
+      loader: async (key) => {
+        calls++;
+        await gate;
+        return `loaded:${key}`;
+      },
+    });
+    const gets = Array.from({ length: 1000 }, () => g.get("cold"));
+    release();
+    const values = await Promise.all(gets);
+    expect(calls).toBe(1);
+    expect(new Set(values.map(text))).toEqual(new Set(["loaded:cold"]));
+    const c = g.counters;
+    expect([c.gets, c.hits, c.loads, c.loadsDeduped, c.localLoads]).toEqual([1000, 0, 1000, 1, 1]);
+    expect(text(await g.get("cold"))).toBe("loaded:cold"); // now a hit
+    expect(calls).toBe(1);
+    expect(g.counters.hits).toBe(1);
+  });
+
+  test("1,000 concurrent gets of one cold key through the worker pool make one pool load", async () => {
+    await using pool = await LoaderPool.open({ module: FIXTURES, threads: 2, queue: 8 });
+    const g = new Group({ name: "slow", memory: 4 * MIB, loader: (key) => pool.run("slow", key) });
+    const values = await Promise.all(Array.from({ length: 1000 }, () => g.get("30")));
+    expect(new Set(values.map(text))).toEqual(new Set(["slept 30"]));
+    expect(pool.counters.submitted).toBe(1);
+    expect(g.counters.loadsDeduped).toBe(1);
+  });
+
+  test("the store is re-checked inside the flight: a value set meanwhile is not loaded again", async () => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, loader: () => `${++calls}` });
+    const key = new TextEncoder().encode("k");
+    g.set("k", "set-by-someone");
+    // A caller that missed before the set now loads: the flight finds the value and returns it.
+    expect(text((await g.load(key, 0, key.length)).value)).toBe("set-by-someone");
+    expect(calls).toBe(0);
+  });
+
+  test("a thrown error is LOAD_FAILED with its message, and nothing is cached", async () => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 60_000, loader: () => {
+      calls++;
+      throw new Error("database down");
+    } });
+    const e = await failure(g.get("k"));
+    expect([e.code, e.message]).toEqual([ERROR_CODE.LOAD_FAILED, "database down"]);
+    await failure(g.get("k"));
+    expect(calls).toBe(2); // errors are never cached, not even as negative entries
+    expect(g.counters.localLoadErrs).toBe(2);
+    expect(g.store.size).toBe(0);
+  });
+
+  test("a loader slower than the timeout is LOAD_FAILED (timeout); its late value still fills the cache", async () => {
+    let finish!: (v: LoadResult) => void;
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loadTimeoutMs: 20,
+      loader: () => new Promise<LoadResult>((r) => (finish = r)) });
+    const e = await failure(g.get("k"));
+    expect(e.code).toBe(ERROR_CODE.LOAD_FAILED);
+    expect(e.message).toContain("timed out");
+    expect(g.counters.loadTimeouts).toBe(1);
+    finish("late");
+    await Promise.resolve();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(text(await g.get("k"))).toBe("late");
+    expect(g.counters.hits).toBe(1);
+  });
+
+  test.each([
+    ["off", 0, 3, 0],
+    ["on", 60_000, 1, 2],
+  ])("not found → NOT_FOUND; negative caching %s", async (_name, negativeTtlMs, wantCalls, wantNegativeHits) => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs, loader: () => {
+      calls++;
+      return null;
+    } });
+    for (let i = 0; i < 3; i++) expect(codeOf(await g.get("absent").catch((e: unknown) => e))).toBe(ERROR_CODE.NOT_FOUND);
+    expect(calls).toBe(wantCalls);
+    expect(g.counters.negativeHits).toBe(wantNegativeHits);
+    expect(g.counters.notFound).toBe(wantCalls);
+  });
+
+  test("a negative entry expires after its TTL, and a set replaces it", async () => {
+    let now = 1_000;
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 100, store: { clock: () => now }, loader: () => {
+      calls++;
+      return undefined;
+    } });
+    await failure(g.get("k"));
+    now += 99;
+    await failure(g.get("k"));
+    expect(calls).toBe(1);
+    now += 1;
+    await failure(g.get("k"));
+    expect(calls).toBe(2);
+    g.set("k", "real");
+    expect(text(await g.get("k"))).toBe("real");
+  });
+
+  test("LRU-K (K=2): the first load is served but not admitted, the second access is admitted", async () => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, admissionK: 2, loader: (k) => `v${++calls}:${k}` });
+    expect(text(await g.get("k"))).toBe("v1:k");
+    expect(g.store.has(new TextEncoder().encode("k"))).toBe(false);
+    expect(g.counters.admissionsRejected).toBe(1);
+    expect(text(await g.get("k"))).toBe("v2:k");
+    expect(g.store.has(new TextEncoder().encode("k"))).toBe(true);
+    expect(text(await g.get("k"))).toBe("v2:k"); // a hit now
+    expect(calls).toBe(2);
+    // An explicit set is always admitted and readable back.
+    g.set("explicit", "mine");
+    expect(text(await g.get("explicit"))).toBe("mine");
+  });
+
+  test("loaded values get the group's default TTL", async () => {
+    let now = 5_000;
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", defaultTtlMs: 1_000, store: { clock: () => now },
+      loader: () => `at ${now}` });
+    expect(text(await g.get("k"))).toBe("at 5000");
+    now += 999;
+    expect(text(await g.get("k"))).toBe("at 5000");
+    now += 1;
+    expect(text(await g.get("k"))).toBe("at 6000");
+  });
+
+  test("embeddable API: set/get/delete/clear with strings or bytes, typed errors, stats", async () => {
+    const g = new Group({ name: "plain", memory: 4 * MIB, store: { maxItemSize: 4096 } });
+    g.set("a", "1");
+    g.set(new Uint8Array([0, 255]), new Uint8Array([9, 9, 9]), 60_000);
+    expect(text(await g.get("a"))).toBe("1");
+    expect(await g.get(new Uint8Array([0, 255]))).toEqual(new Uint8Array([9, 9, 9]));
+    expect((await failure(g.get("nope"))).code).toBe(ERROR_CODE.NOT_FOUND); // no loader: plain store
+    expect(() => g.set("big", new Uint8Array(5000))).toThrow(CacheError);
+    expect(() => g.set("neg", "v", -5)).toThrow(CacheError);
+    expect(g.delete("a")).toBe(true);
+    expect(g.delete("a")).toBe(false);
+    const s = g.stats();
+    expect([s.items, s.sets, s.setErrors, s.deletes, s.hits]).toEqual([1, 2, 2, 1, 2]);
+    g.clear();
+    expect(g.stats().items).toBe(0);
+  });
+});

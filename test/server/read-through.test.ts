@@ -1,0 +1,110 @@
+/**
+ * Read-through over real sockets: a node whose groups have loaders (in-process, or a loaders
+ * module in the worker pool), driven by the stock Apache client and raw pipelined frames.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { MSG } from "../protocol/wire-builder.ts";
+import { LogSink, RawSocket, apacheClient, getCall, replyHeader, types } from "./support.ts";
+
+const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
+
+describe("read-through over the wire", () => {
+  test("a miss loads once for many concurrent clients; misses, GetMulti and errors map to CacheError", async () => {
+    let calls = 0;
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "users", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: {
+        users: async (key) => {
+          calls++;
+          await Bun.sleep(20);
+          if (key.startsWith("missing")) return null;
+          if (key === "broken") throw new Error("row is corrupt");
+          return `user ${key}`;
+        },
+      },
+    });
+    const clients = await Promise.all(Array.from({ length: 8 }, () => apacheClient(node.port)));
+    try {
+      const replies = await Promise.all(
+        clients.flatMap((c) => Array.from({ length: 25 }, () => c.client.Get(new types.Request({ group: "users", key: "42" })))),
+      );
+      expect(new Set(replies.map((r) => r.value.toString()))).toEqual(new Set(["user 42"]));
+      expect(calls).toBe(1);
+      const c0 = clients[0]!.client;
+      await expect(c0.Get(new types.Request({ group: "users", key: "missing-1" }))).rejects.toMatchObject({ code: 1 });
+      await expect(c0.Get(new types.Request({ group: "users", key: "broken" }))).rejects.toMatchObject({ code: 6, message: "row is corrupt" });
+      const gm = await c0.GetMulti(new types.GetMultiRequest({ group: "users", keys: ["42", "7", "missing-2", "8"] }));
+      expect(Object.fromEntries(Object.entries(gm.values as Record<string, Buffer>).map(([k, v]) => [k, v.toString()])))
+        .toEqual({ "42": "user 42", "7": "user 7", "8": "user 8" });
+      await expect(c0.GetMulti(new types.GetMultiRequest({ group: "users", keys: ["9", "broken"] }))).rejects.toMatchObject({ code: 6 });
+      const stats = await c0.Stats(new types.StatsRequest({ group: "users" }));
+      expect(Number(stats.itemCount)).toBe(4); // 42, 7, 8, 9
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+
+  test("pipelined requests behind a slow load are answered in order", async () => {
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }] }, {
+      logger: new LogSink().logger,
+      loaders: { slow: async (key) => {
+        await Bun.sleep(30);
+        return `slow ${key}`;
+      } },
+    });
+    const raw = await RawSocket.connect(node.port);
+    const frames = [getCall(1, "a", "slow"), getCall(2, "x", "default"), getCall(3, "b", "slow"), getCall(4, "y", "default")];
+    raw.write(Uint8Array.from(frames.flatMap((f) => [...f])));
+    await raw.waitFor(() => raw.frames().length === 4, "four replies");
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual([1, 2, 3, 4]);
+    expect(raw.frames().map((f) => replyHeader(f).type)).toEqual([MSG.REPLY, MSG.REPLY, MSG.REPLY, MSG.REPLY]);
+    expect(new TextDecoder().decode(raw.frames()[2]!)).toContain("slow b");
+    raw.close();
+  });
+
+  test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
+    const clients = await Promise.all(Array.from({ length: 8 }, () => apacheClient(node.port)));
+    try {
+      const order: string[] = [];
+      const calls = clients.map((c, i) => c.client.Get(new types.Request({ group: "slow", key: `${200 + i}` })).then(
+        (r: { value: Buffer }) => order.push(`ok ${r.value.toString()}`),
+        (e: { code: number }) => order.push(`err ${e.code}`),
+      ));
+      await Promise.all(calls);
+      const ok = order.filter((o) => o.startsWith("ok"));
+      const overloaded = order.filter((o) => o === "err 8");
+      expect(ok.length).toBe(3);
+      expect(overloaded.length).toBe(5);
+      // Refusals come at once: every OVERLOADED arrived before the first slow load finished.
+      expect(order.slice(0, 5)).toEqual(Array(5).fill("err 8"));
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+
+  test("the bun:sqlite example module serves rows through a stock Thrift client", async () => {
+    const dir = await import("node:fs/promises").then((fs) => fs.mkdtemp("/tmp/mybuncache-example-"));
+    process.env.EXAMPLE_DB = join(dir, "example.sqlite");
+    try {
+      await using node = await CacheNode.open({ port: 0, loaders: EXAMPLE, loaderThreads: 1 }, { logger: new LogSink().logger });
+      expect(node.groups.all().map((g) => g.name).sort()).toEqual(["products", "users"]);
+      const { client, close } = await apacheClient(node.port);
+      try {
+        const row = JSON.parse((await client.Get(new types.Request({ group: "users", key: "7" }))).value.toString());
+        expect(row.id).toBe(7);
+        await expect(client.Get(new types.Request({ group: "users", key: "999999" }))).rejects.toMatchObject({ code: 1 });
+        const product = JSON.parse((await client.Get(new types.Request({ group: "products", key: "3" }))).value.toString());
+        expect(product.id).toBe(3);
+      } finally {
+        close();
+      }
+    } finally {
+      delete process.env.EXAMPLE_DB;
+      await import("node:fs/promises").then((fs) => fs.rm(dir, { recursive: true, force: true }));
+    }
+  });
+});
