@@ -1,0 +1,56 @@
+/**
+ * The README's examples run as written: the embedded example, and the sqlite loaders module
+ * behind a real `node.ts` process fetched with examples/thrift-get.ts (a stock Thrift client).
+ */
+import { expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+
+const ROOT = join(import.meta.dir, "..");
+
+async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn(["bun", "run", ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out, err };
+}
+
+test("examples/embedded.ts runs: one query for concurrent gets, typed errors, a node", async () => {
+  const r = await run(["examples/embedded.ts"]);
+  expect(r.code).toBe(0);
+  expect(r.out).toContain('get 42: {"id":42,"name":"user 42"} | same bytes: true | queries: 1');
+  expect(r.out).toContain("get 42 again (a hit)");
+  expect(r.out).toContain("queries: 1");
+  expect(r.out).toContain("get 1000: CacheError code 1");
+  expect(r.out).toMatch(/node serving groups \[users\] on 127\.0\.0\.1:\d+/);
+}, 30_000);
+
+test("node.ts --loaders examples/sqlite-loaders.ts serves rows to examples/thrift-get.ts", async () => {
+  const dir = await mkdtemp("/tmp/mybuncache-readme-");
+  const env = { EXAMPLE_DB: join(dir, "example.sqlite") };
+  const node = Bun.spawn(["bun", "run", "node.ts", "--port", "0", "--loaders", "./examples/sqlite-loaders.ts"], {
+    cwd: ROOT, stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env },
+  });
+  try {
+    const reader = node.stderr.getReader();
+    let log = "";
+    let port = 0;
+    while (port === 0) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`node exited before listening: ${log}`);
+      log += new TextDecoder().decode(value);
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) port = Number(m[1]);
+    }
+    expect(log).toContain("users=");
+    const hit = await run(["examples/thrift-get.ts", "--port", String(port), "users", "7"], env);
+    expect(hit.code).toBe(0);
+    expect(JSON.parse(hit.out).id).toBe(7);
+    const miss = await run(["examples/thrift-get.ts", "--port", String(port), "users", "424242"], env);
+    expect(miss.code).toBe(1);
+    expect(miss.err).toContain("CacheError code 1");
+  } finally {
+    node.kill("SIGTERM");
+    expect(await node.exited).toBe(0);
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 30_000);
