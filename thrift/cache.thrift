@@ -11,9 +11,14 @@
 // INVALID_ARGUMENT. When the optional `ttlMs` is present it overrides `ttl` (milliseconds, same
 // rules: 0 = group default, negative = INVALID_ARGUMENT). A group default of 0 means no expiry.
 //
-// Names reserved for later methods (not served yet, answered with UNKNOWN_METHOD until they land):
-// peer calls `PeerFetch`, `PeerStore`, `PeerInvalidate`, `PeerPing`; node figures `NodeStats`;
-// access control `Auth`.
+// Peer methods (`Peer*`) are what nodes of a cluster call on each other: the peer variants take
+// and return the seed methods' structs, are served from the receiving node only and are NEVER
+// forwarded again, so nodes whose member lists disagree cannot loop. A node forwards a client's
+// Get/Set/Delete to the key's owner with PeerGet/PeerSet/PeerDelete; the owner answers PeerGet
+// with `ttlRemainingMs` whenever the value expires, so a mirror never outlives it.
+//
+// Names reserved for later methods (answered with UNKNOWN_METHOD until they land): node figures
+// `NodeStats`; access control `Auth`.
 
 namespace go mybuncache
 namespace js mybuncache
@@ -105,6 +110,30 @@ struct SetMultiResponse {
   1: bool success,
 }
 
+struct PeerInvalidateRequest {
+  1: string group,
+  // keys whose mirrored copies the receiver drops
+  2: list<string> keys,
+  // true: drop every mirrored copy of the group (after a Clear)
+  3: optional bool all,
+}
+
+struct PeerInvalidateResponse {
+  // how many mirrored copies were dropped
+  1: i64 dropped,
+}
+
+struct PingRequest {
+  // the caller's node id (host:port), for the receiver's logs
+  1: optional string sender,
+}
+
+struct PingResponse {
+  // the receiver's node id (host:port)
+  1: string nodeId,
+  2: i64 uptimeMs,
+}
+
 service GroupCache {
   Response Get(1: Request req) throws (1: CacheError err),
   SetResponse Set(1: SetRequest req) throws (1: CacheError err),
@@ -113,4 +142,15 @@ service GroupCache {
   StatsResponse Stats(1: StatsRequest req) throws (1: CacheError err),
   GetMultiResponse GetMulti(1: GetMultiRequest req) throws (1: CacheError err),
   SetMultiResponse SetMulti(1: SetMultiRequest req) throws (1: CacheError err),
+
+  // Peer methods: served by the receiving node only, never forwarded.
+  PeerInvalidateResponse PeerInvalidate(1: PeerInvalidateRequest req) throws (1: CacheError err),
+  PingResponse PeerPing(1: PingRequest req) throws (1: CacheError err),
+  Response PeerGet(1: Request req) throws (1: CacheError err),
+  SetResponse PeerSet(1: SetRequest req) throws (1: CacheError err),
+  DeleteResponse PeerDelete(1: DeleteRequest req) throws (1: CacheError err),
+  ClearResponse PeerClear(1: ClearRequest req) throws (1: CacheError err),
+  StatsResponse PeerStats(1: StatsRequest req) throws (1: CacheError err),
+  GetMultiResponse PeerGetMulti(1: GetMultiRequest req) throws (1: CacheError err),
+  SetMultiResponse PeerSetMulti(1: SetMultiRequest req) throws (1: CacheError err),
 }

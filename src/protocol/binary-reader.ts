@@ -77,6 +77,12 @@ export class BinaryReader {
     return ((b[p]! << 24) | (b[p + 1]! << 16)) >> 16;
   }
 
+  /** readBool reads a bool byte (any non-zero byte is true, as the Apache libraries read it). */
+  readBool(): boolean {
+    this.need(1);
+    return this.buf[this.pos++] !== 0;
+  }
+
   readI32(): number {
     this.need(4);
     const b = this.buf;

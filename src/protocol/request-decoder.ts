@@ -25,13 +25,17 @@ import { BinaryReader } from "./binary-reader.ts";
 import { parseHeader } from "./header-transport.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import {
+  METHOD_DELETE,
+  METHOD_GET,
   METHOD_GET_MULTI,
+  METHOD_PEER_INVALIDATE,
   METHOD_SET,
   METHOD_SET_MULTI,
   METHOD_UNKNOWN,
   METHOD_CLEAR,
   METHOD_STATS,
   Request,
+  baseMethod,
   matchMethod,
 } from "./request.ts";
 import {
@@ -41,6 +45,7 @@ import {
   TRANSPORT_THEADER,
   TRANSPORT_TTHEADER,
   TYPE_I64,
+  TYPE_BOOL,
   TYPE_LIST,
   TYPE_MAP,
   TYPE_SET,
@@ -130,8 +135,9 @@ export class RequestDecoder {
 
   /** readRequestStruct reads the method's request struct (depth 2) into `req`. */
   private readRequestStruct(r: BinaryReader, req: Request): void {
-    const method = req.method;
-    const hasKey = method !== METHOD_CLEAR && method !== METHOD_STATS && method !== METHOD_GET_MULTI && method !== METHOD_SET_MULTI;
+    const method = baseMethod(req.method);
+    const hasKey = method === METHOD_GET || method === METHOD_SET || method === METHOD_DELETE;
+    const hasKeyList = method === METHOD_GET_MULTI || method === METHOD_PEER_INVALIDATE;
     for (;;) {
       const type = r.readFieldBegin();
       if (type === TYPE_STOP) return;
@@ -154,8 +160,10 @@ export class RequestDecoder {
         req.ttlMs = r.readI64();
         req.hasTtlMs = true;
         if (req.ttlMs < 0) req.refuse(ERROR_CODE.INVALID_ARGUMENT, NEGATIVE_TTL);
-      } else if ((type === TYPE_LIST || type === TYPE_SET) && id === 2 && method === METHOD_GET_MULTI) {
+      } else if ((type === TYPE_LIST || type === TYPE_SET) && id === 2 && hasKeyList) {
         this.readKeyList(r, req, type);
+      } else if (type === TYPE_BOOL && id === 3 && method === METHOD_PEER_INVALIDATE) {
+        req.all = r.readBool();
       } else if (type === TYPE_MAP && id === 2 && method === METHOD_SET_MULTI) {
         this.readEntryMap(r, req);
       } else {
@@ -215,7 +223,7 @@ export class RequestDecoder {
   }
 }
 
-/** ttlField says which TTL field `id` is for `method`: 1 = ttl (seconds), 2 = ttlMs, 0 = none. */
+/** ttlField says which TTL field `id` is for (base) `method`: 1 = ttl (seconds), 2 = ttlMs, 0 = none. */
 function ttlField(method: number, id: number): number {
   if (method === METHOD_SET) return id === 4 ? 1 : id === 5 ? 2 : 0;
   if (method === METHOD_SET_MULTI) return id === 3 ? 1 : id === 4 ? 2 : 0;

@@ -26,9 +26,44 @@ export const METHOD_CLEAR = 4;
 export const METHOD_STATS = 5;
 export const METHOD_GET_MULTI = 6;
 export const METHOD_SET_MULTI = 7;
+/** Peer-only methods: never forwarded. PeerInvalidate drops mirrors; PeerPing checks liveness. */
+export const METHOD_PEER_INVALIDATE = 8;
+export const METHOD_PEER_PING = 9;
+/**
+ * Peer variants of the seed's methods (same argument and result structs), served from the
+ * receiving node only: a node forwards a client's call to the key's owner with these, and the
+ * owner never forwards them again (so nodes that disagree about the ring cannot loop).
+ * `METHOD_PEER_GET + (m - METHOD_GET)` is the peer variant of seed method m.
+ */
+export const METHOD_PEER_GET = 10;
+export const METHOD_PEER_SET = 11;
+export const METHOD_PEER_DELETE = 12;
+export const METHOD_PEER_CLEAR = 13;
+export const METHOD_PEER_STATS = 14;
+export const METHOD_PEER_GET_MULTI = 15;
+export const METHOD_PEER_SET_MULTI = 16;
+const PEER_SHIFT = METHOD_PEER_GET - METHOD_GET;
 
 /** METHOD_NAMES[id] is the wire name of a known method (index 0 is the empty string). */
-export const METHOD_NAMES: readonly string[] = Object.freeze(["", "Get", "Set", "Delete", "Clear", "Stats", "GetMulti", "SetMulti"]);
+export const METHOD_NAMES: readonly string[] = Object.freeze([
+  "", "Get", "Set", "Delete", "Clear", "Stats", "GetMulti", "SetMulti", "PeerInvalidate", "PeerPing",
+  "PeerGet", "PeerSet", "PeerDelete", "PeerClear", "PeerStats", "PeerGetMulti", "PeerSetMulti",
+]);
+
+/** baseMethod maps a peer variant to its seed method (PeerGet → Get); other ids map to themselves. */
+export function baseMethod(id: number): number {
+  return id >= METHOD_PEER_GET ? id - PEER_SHIFT : id;
+}
+
+/** peerMethod maps a seed method to its peer variant (Get → PeerGet). */
+export function peerMethod(id: number): number {
+  return id >= METHOD_GET && id <= METHOD_SET_MULTI ? id + PEER_SHIFT : id;
+}
+
+/** isPeerMethod tells whether `id` is served locally only (a peer variant or a peer-only method). */
+export function isPeerMethod(id: number): boolean {
+  return id >= METHOD_PEER_INVALIDATE;
+}
 
 /** Wire bytes of each known method name, precomputed once (read-only by convention). */
 export const METHOD_NAME_BYTES: readonly Uint8Array[] = Object.freeze(METHOD_NAMES.map((name) => new TextEncoder().encode(name)));
@@ -84,6 +119,9 @@ export class Request {
   itemCount = 0;
   items = new Int32Array(64);
 
+  /** PeerInvalidate: `all` drops every mirror of the group (after a Clear). */
+  all = false;
+
   /** Cache-level refusal found while decoding: ErrorCode number, 0 when none. */
   errorCode = 0;
   errorMessage = "";
@@ -103,6 +141,7 @@ export class Request {
     this.hasTtlMs = false;
     this.ttlMs = 0;
     this.itemCount = 0;
+    this.all = false;
     this.errorCode = 0;
     this.errorMessage = "";
   }

@@ -274,11 +274,11 @@ describe("golden replies", () => {
   }
 
   test("unknown method: the reply echoes the name bytes and the seqid", () => {
-    const conn = decodeOne(wrap("framed", message(MSG.CALL, "PeerPing", 42, new Bytes().stop().bytes())));
+    const conn = decodeOne(wrap("framed", message(MSG.CALL, "Frobnicate", 42, new Bytes().stop().bytes())));
     expect(conn.request.method).toBe(METHOD_UNKNOWN);
-    conn.reply.writeApplicationException(conn.request, APP_ERROR.UNKNOWN_METHOD, "unknown method PeerPing");
-    const body = new Bytes().field(T.STRING, 1).str("unknown method PeerPing").field(T.I32, 2).i32(1).stop().bytes();
+    conn.reply.writeApplicationException(conn.request, APP_ERROR.UNKNOWN_METHOD, "unknown method Frobnicate");
+    const body = new Bytes().field(T.STRING, 1).str("unknown method Frobnicate").field(T.I32, 2).i32(1).stop().bytes();
     const out = conn.reply.out;
-    expect(hex(out.buffer.subarray(0, out.length))).toBe(hex(wrap("framed", message(MSG.EXCEPTION, "PeerPing", 42, body))));
+    expect(hex(out.buffer.subarray(0, out.length))).toBe(hex(wrap("framed", message(MSG.EXCEPTION, "Frobnicate", 42, body))));
   });
 });
