@@ -1,16 +1,24 @@
 // Network benchmark driver: for each workload × server it starts the server as a child process on
 // a free 127.0.0.1 port (pinned to core 0 with taskset when available), waits until it accepts,
-// checks it stores and returns bytes correctly, runs load-client.ts (pinned to core 1) and samples
+// checks it stores and returns bytes correctly, runs the load client (pinned to core 1) and samples
 // the server's CPU from /proc/<pid>/stat (utime+stime of it and its descendants) exactly over the
 // client's measured window (the client prints start/end events), plus the machine's busy time from
 // /proc/stat so load from unrelated processes shows up as "other CPU%". Prints a side-by-side table.
 // A fresh server per case; every child is killed at the end, on error and on SIGINT/SIGTERM.
 //
+// The load client is loadgen.c (`--client c`, the default when gcc exists), compiled on demand into
+// the temp dir and recompiled when the source is newer than the binary; `--client bun` runs
+// load-client.ts instead, which saturates its core before a fast server does (see RESULTS.md).
+//
 //   bun run bench/net/run.ts [--duration 5] [--warmup 1] [--servers ours,apache,canned,memcached]
-//                            [--processes 1] [--connections 50] [--repeat 1] [--json out.json]
+//                            [--client c|bun] [--threads 1 (c)] [--processes 1 (bun)]
+//                            [--connections 50] [--repeat 1] [--json out.json] [--wait-idle 60]
+// Before each case it waits up to --wait-idle seconds for the machine to go quiet (busy < 15 % of
+// one core over a second), since other processes on the same cores skew every figure.
 // With --repeat N each case runs N times on a fresh server and the median run (by ops/s) is shown.
 import { parseArgs } from "node:util";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import type { Subprocess } from "bun";
 import { checkServer } from "./check.ts";
 import type { Protocol } from "./frames.ts";
@@ -19,8 +27,9 @@ const { values: opt } = parseArgs({
   options: {
     duration: { type: "string", default: "5" }, warmup: { type: "string", default: "1" },
     servers: { type: "string", default: "ours,apache,canned,memcached" },
+    client: { type: "string" }, threads: { type: "string", default: "1" },
     processes: { type: "string", default: "1" }, connections: { type: "string", default: "50" },
-    repeat: { type: "string", default: "1" }, json: { type: "string" },
+    repeat: { type: "string", default: "1" }, json: { type: "string" }, "wait-idle": { type: "string", default: "60" },
   },
 });
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -30,6 +39,21 @@ const TASKSET = Bun.which("taskset");
 const pin = (core: number, argv: string[]) => (TASKSET ? [TASKSET, "-c", String(core), ...argv] : argv);
 const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 const DURATION = Number(opt.duration), WARMUP = Number(opt.warmup);
+
+/** loadgen returns the path of the compiled loadgen.c, compiling it if missing or older than the source. */
+function loadgen(): string {
+  const src = HERE + "loadgen.c", dir = tmpdir() + "/mybuncache-bench", bin = dir + "/loadgen";
+  if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin;
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${bin}.${process.pid}`; // rename, so a concurrent run never sees a half-written binary
+  const cc = Bun.spawnSync(["gcc", "-O2", "-o", tmp, src, "-lpthread"], { stdout: "inherit", stderr: "inherit" });
+  if (cc.exitCode !== 0) throw new Error("gcc failed on loadgen.c");
+  renameSync(tmp, bin);
+  return bin;
+}
+const CLIENT = opt.client ?? (Bun.which("gcc") ? "c" : "bun");
+if (CLIENT !== "c" && CLIENT !== "bun") throw new Error("--client c|bun");
+const CLIENT_ARGV = CLIENT === "c" ? [loadgen(), "--threads", opt.threads!] : [BUN, HERE + "load-client.ts", "--processes", opt.processes!];
 
 const WORKLOADS = [
   { name: "100 B, depth 1", valueSize: 100, depth: 1 },
@@ -73,6 +97,15 @@ function cpuSeconds(pid: number): number {
 function busySeconds(): number {
   const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
   return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)) / CLK_TCK;
+}
+
+/** waitIdle waits up to `seconds` for a second in which the machine is busy < 15 % of one core. */
+async function waitIdle(seconds: number): Promise<void> {
+  for (const end = performance.now() + seconds * 1000; performance.now() < end;) {
+    const b0 = busySeconds();
+    await Bun.sleep(1000);
+    if (busySeconds() - b0 < 0.15) return;
+  }
 }
 
 /** lines yields the text lines a child writes to stdout. */
@@ -125,12 +158,13 @@ async function runCase(name: string, w: (typeof WORKLOADS)[number]): Promise<Row
   const row: Row = { workload: w.name, server: name };
   let server: Subprocess | null = null;
   try {
+    await waitIdle(Number(opt["wait-idle"]));
     try { server = await startServer(spec, port, w.valueSize); }
     catch (e) { row.note = "not available: " + (e as Error).message; return row; } // e.g. node.ts not written yet
     await checkServer(port, spec.protocol, w.valueSize, spec.echo);
-    const client = Bun.spawn(pin(1, [BUN, HERE + "load-client.ts", "--port", String(port), "--protocol", spec.protocol,
+    const client = Bun.spawn(pin(1, [...CLIENT_ARGV, "--port", String(port), "--protocol", spec.protocol,
       "--connections", opt.connections!, "--depth", String(w.depth), "--value-size", String(w.valueSize),
-      "--duration", String(DURATION), "--warmup", String(WARMUP), "--processes", opt.processes!]), { stdout: "pipe", stderr: "inherit" });
+      "--duration", String(DURATION), "--warmup", String(WARMUP)]), { stdout: "pipe", stderr: "inherit" });
     children.add(client);
     let cpu0 = 0, t0 = 0, cpuPct = 0, busy0 = 0, busyPct = 0, result: Record<string, number> | null = null;
     await withTimeout((async () => {
@@ -190,7 +224,7 @@ try {
   killAll();
 }
 console.log(`taskset: ${TASKSET ? "server core 0, client core 1" : "unavailable (unpinned)"}; ${opt.connections} connections, ` +
-  `10k keys, 90% get, ${opt.processes} client process(es), ${DURATION} s (+${WARMUP} s warmup) per case, ` +
+  `10k keys, 90% get, client ${CLIENT === "c" ? `loadgen.c, ${opt.threads} thread(s)` : `load-client.ts, ${opt.processes} process(es)`}, ${DURATION} s (+${WARMUP} s warmup) per case, ` +
   `median of ${opt.repeat}; CPU% = % of one core; other CPU% ~ machine busy time minus server and client (load from other processes)\n`);
 console.log(table(rows));
 if (opt.json) writeFileSync(opt.json, JSON.stringify(rows, null, 2));
