@@ -115,6 +115,33 @@ export class ReplyWriter {
     this.end();
   }
 
+  /** writeInvalidate writes the PeerInvalidateResponse reply `{1: i64 dropped}`. */
+  writeInvalidate(req: Request, dropped: number): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 16);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_I64, 1);
+    w.i64(dropped);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
+  /** writePing writes the PingResponse reply `{1: string nodeId, 2: i64 uptimeMs}`. */
+  writePing(req: Request, nodeId: string, uptimeMs: number): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 0);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_STRING, 1);
+    w.utf8(nodeId);
+    w.ensure(16 + REPLY_OVERHEAD_BYTES);
+    w.fieldBegin(TYPE_I64, 2);
+    w.i64(uptimeMs);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
   /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
   beginGetMulti(req: Request): void {
     const w = this.out;

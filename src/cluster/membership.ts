@@ -1,0 +1,192 @@
+/**
+ * Membership sources: where a node learns the member list of its cluster.
+ *
+ * A source calls `onChange(members)` with the full list of node ids (`host:port`) whenever it
+ * learns one (at start, then on every change); the cluster diffs it against the ring. Three
+ * sources:
+ * - `StaticMembers`: `--peers a:1,b:2` — a fixed list.
+ * - `FileMembers`: `--peers-file PATH` — one `host:port` per line (or comma-separated; `#` starts
+ *   a comment), re-read when the file changes (fs.watch on its directory, so editors that replace
+ *   the file by renaming are seen) and on `reload()` (SIGHUP). An unreadable or empty file keeps the
+ *   last good list and logs why, so a half-written file never empties the ring.
+ * - `DnsMembers`: `--peers-dns name:port` — every A/AAAA record of `name` is a member on `port`,
+ *   re-resolved periodically: the Kubernetes headless-service convention. The resolver is
+ *   injectable (tests map one name to several loopback addresses). A failed lookup keeps the
+ *   last good list.
+ */
+import { watch, type FSWatcher } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { lookup } from "node:dns/promises";
+import { basename, dirname } from "node:path";
+
+export type MembersCallback = (members: string[]) => void;
+
+export interface MembershipLogger {
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface MembershipSource {
+  start(onChange: MembersCallback): void;
+  /** reload re-reads the source now (SIGHUP). */
+  reload(): void;
+  close(): void;
+}
+
+/** parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. */
+export function parseMembers(text: string): string[] {
+  const ids: string[] = [];
+  for (const line of text.split("\n")) {
+    for (const part of line.replace(/#.*/, "").split(",")) {
+      const id = part.trim();
+      if (id === "") continue;
+      if (!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(id)) {
+        throw new Error(`bad member '${id}': expected host:port`);
+      }
+      if (!ids.includes(id)) ids.push(id);
+    }
+  }
+  return ids;
+}
+
+export class StaticMembers implements MembershipSource {
+  private readonly members: string[];
+  private onChange: MembersCallback | null = null;
+
+  constructor(members: readonly string[]) {
+    this.members = [...members];
+  }
+
+  start(onChange: MembersCallback): void {
+    this.onChange = onChange;
+    onChange([...this.members]);
+  }
+
+  reload(): void {
+    this.onChange?.([...this.members]);
+  }
+
+  close(): void {
+    this.onChange = null;
+  }
+}
+
+export class FileMembers implements MembershipSource {
+  private readonly path: string;
+  private readonly logger: MembershipLogger;
+  private watcher: FSWatcher | null = null;
+  private onChange: MembersCallback | null = null;
+  private last = "";
+  private reading: Promise<void> = Promise.resolve();
+
+  constructor(path: string, logger: MembershipLogger) {
+    this.path = path;
+    this.logger = logger;
+  }
+
+  start(onChange: MembersCallback): void {
+    this.onChange = onChange;
+    this.reload();
+    const name = basename(this.path);
+    this.watcher = watch(dirname(this.path), (_event, file) => {
+      if (file === null || file === name) this.reload();
+    });
+    this.watcher.unref();
+  }
+
+  /** reload re-reads the file (serialized, so two quick changes apply in order). */
+  reload(): void {
+    this.reading = this.reading.then(() => this.read());
+  }
+
+  /** settled resolves when every reload asked for so far has been applied (for tests). */
+  settled(): Promise<void> {
+    return this.reading;
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = null;
+    this.onChange = null;
+  }
+
+  private async read(): Promise<void> {
+    let members: string[];
+    try {
+      members = parseMembers(await readFile(this.path, "utf8"));
+    } catch (e) {
+      this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error: (e as Error).message });
+      return;
+    }
+    if (members.length === 0) {
+      this.logger.warn("peers file lists no member; keeping the last good member list", { path: this.path });
+      return;
+    }
+    const key = members.join(",");
+    if (key === this.last) return;
+    this.last = key;
+    this.onChange?.(members);
+  }
+}
+
+export type Resolver = (name: string) => Promise<string[]>;
+
+/** systemResolver returns every A and AAAA address of `name`. */
+export const systemResolver: Resolver = async (name) => (await lookup(name, { all: true })).map((a) => a.address);
+
+export class DnsMembers implements MembershipSource {
+  private readonly name: string;
+  private readonly port: number;
+  private readonly intervalMs: number;
+  private readonly resolve: Resolver;
+  private readonly logger: MembershipLogger;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private onChange: MembersCallback | null = null;
+  private last = "";
+  private resolving: Promise<void> = Promise.resolve();
+
+  constructor(name: string, port: number, intervalMs: number, logger: MembershipLogger, resolve: Resolver = systemResolver) {
+    this.name = name;
+    this.port = port;
+    this.intervalMs = intervalMs;
+    this.resolve = resolve;
+    this.logger = logger;
+  }
+
+  start(onChange: MembersCallback): void {
+    this.onChange = onChange;
+    this.reload();
+    this.timer = setInterval(() => this.reload(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  reload(): void {
+    this.resolving = this.resolving.then(() => this.lookup());
+  }
+
+  settled(): Promise<void> {
+    return this.resolving;
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.onChange = null;
+  }
+
+  private async lookup(): Promise<void> {
+    let addresses: string[];
+    try {
+      addresses = await this.resolve(this.name);
+    } catch (e) {
+      this.logger.warn("peers DNS lookup failed; keeping the last good member list", { name: this.name, error: (e as Error).message });
+      return;
+    }
+    const members = [...new Set(addresses)].sort().map((a) => (a.includes(":") ? `[${a}]:${this.port}` : `${a}:${this.port}`));
+    if (members.length === 0) return;
+    const key = members.join(",");
+    if (key === this.last) return;
+    this.last = key;
+    this.onChange?.(members);
+  }
+}
