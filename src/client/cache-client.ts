@@ -1,0 +1,366 @@
+// CacheClient: the public TypeScript client of a MyBunCache node, and what nodes call peers with.
+//
+// A client talks to ONE node over `connections` long-lived framed strict-binary connections
+// (ClientConnection), opened lazily on the first call and reopened with backoff. Calls are spread
+// round-robin (an open connection is preferred over one that is reconnecting), pipelined (many in
+// flight per connection, matched by seqid), and a tick's calls leave in one socket.write per
+// connection.
+//
+// Timeouts without a timer per call: one interval per client (running only while calls are in
+// flight) advances an integer tick every `timeoutMs / 10` ms; a call remembers the tick it was
+// issued at and fails with PEER_UNAVAILABLE "timeout" once TIMEOUT_TICKS ticks have passed, i.e.
+// between timeoutMs and 1.1 × timeoutMs after it was issued. Its late reply is dropped.
+//
+// Health (PeerHealth): `maxFailures` consecutive failures (connect errors, lost connections,
+// timeouts) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
+// (nothing is queued), connections holding timed-out calls are reset, and an unref'd timer sends
+// a PeerPing every `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an
+// UNKNOWN_METHOD exception from an older server — the peer answered) marks it up.
+//
+// Hot path: `forwardGet` writes a PeerGet for key bytes in place and hands the raw value bytes to
+// a callback. Per call it takes a slot from the connection's PendingCalls pool and appends to the
+// connection's reused output buffer: no object, closure, string or promise (see the allocation
+// test in test/client). Its callback is never called before forwardGet returns.
+
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { type ProtocolLimits, resolveLimits } from "../protocol/limits.ts";
+import {
+  METHOD_CLEAR,
+  METHOD_DELETE,
+  METHOD_GET,
+  METHOD_GET_MULTI,
+  METHOD_PEER_GET,
+  METHOD_PEER_INVALIDATE,
+  METHOD_PEER_PING,
+  METHOD_SET,
+  METHOD_SET_MULTI,
+  METHOD_STATS,
+  peerMethod,
+} from "../protocol/request.ts";
+import type { CallWriter } from "../protocol/call-writer.ts";
+import { ClientConnection } from "./client-connection.ts";
+import type { ForwardCallback, Waiter } from "./pending-calls.ts";
+import { type ClientCounters, PeerHealth } from "./peer-health.ts";
+import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
+
+export type { ForwardCallback } from "./pending-calls.ts";
+export type { ClientCounters } from "./peer-health.ts";
+export type { GetResult, PingResult, StatsResult } from "./results.ts";
+export { isUnknownMethod } from "./results.ts";
+
+export interface ClientOptions {
+  host: string;
+  port: number;
+  /** Long-lived connections; requests spread round-robin (default 2). */
+  connections?: number;
+  /** Per call (default 1000); expiry → PEER_UNAVAILABLE "timeout", the late reply is dropped. */
+  timeoutMs?: number;
+  /** Default 1000. */
+  connectTimeoutMs?: number;
+  /** Consecutive failures before the peer is marked down (default 3). */
+  maxFailures?: number;
+  /** While down, a PeerPing probe at this interval; a reply marks it up (default 500). */
+  probeIntervalMs?: number;
+  /** Reply decoding obeys the same limits as the server (a hostile peer = a hostile client). */
+  limits?: Partial<ProtocolLimits>;
+}
+
+export interface PeerOption {
+  /** Use the peer variant of the method (PeerGet, …): served by that node only, never forwarded. */
+  peer?: boolean;
+}
+
+/** Sweep ticks per timeout; a call fails after TIMEOUT_TICKS + 1 ticks at most. */
+const TIMEOUT_TICKS = 10;
+
+/** Test-only door to a client's connections (attach fake sockets, feed replies). */
+export const TEST_DOOR: unique symbol = Symbol("CacheClient test door");
+
+export class CacheClient {
+  readonly counters: ClientCounters;
+  private readonly health: PeerHealth;
+  private readonly conns: ClientConnection[] = [];
+  private readonly tickMs: number;
+  private readonly probeIntervalMs: number;
+  private next = 0;
+  private tick = 0;
+  private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  private probeTimer: ReturnType<typeof setInterval> | null = null;
+  private probing = false;
+  private readonly probeWaiter: Waiter = { resolve: () => (this.probing = false), reject: () => (this.probing = false) };
+  private closed = false;
+
+  constructor(opts: ClientOptions) {
+    const connections = positive("connections", opts.connections ?? 2);
+    const timeoutMs = positive("timeoutMs", opts.timeoutMs ?? 1000);
+    const endpoint = {
+      host: opts.host,
+      port: opts.port,
+      connectTimeoutMs: positive("connectTimeoutMs", opts.connectTimeoutMs ?? 1000),
+      limits: resolveLimits(opts.limits),
+    };
+    this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
+    this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
+    this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
+    this.counters = this.health.counters;
+    for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
+  }
+
+  /** isDown is true while the peer is marked down (calls reject at once). */
+  get isDown(): boolean {
+    return this.health.down;
+  }
+
+  /** get returns a key's value and remaining TTL; a miss rejects with NOT_FOUND. */
+  get(group: string, key: string | Uint8Array, opts?: PeerOption): Promise<GetResult> {
+    return this.call(this.method(METHOD_GET, opts), (w) => {
+      w.text(1, group);
+      w.bytesOrText(2, key);
+    }) as Promise<GetResult>;
+  }
+
+  /** set stores a value; ttlMs undefined = the group's default TTL (sent as ttlMs and as ttl seconds). */
+  set(group: string, key: string | Uint8Array, value: string | Uint8Array, ttlMs?: number, opts?: PeerOption): Promise<void> {
+    return this.call(this.method(METHOD_SET, opts), (w) => {
+      w.text(1, group);
+      w.bytesOrText(2, key);
+      w.bytesOrText(3, value);
+      writeTtl(w, 4, ttlMs);
+    }) as Promise<void>;
+  }
+
+  /** delete removes a key; resolves to whether it was there. */
+  delete(group: string, key: string | Uint8Array, opts?: PeerOption): Promise<boolean> {
+    return this.call(this.method(METHOD_DELETE, opts), (w) => {
+      w.text(1, group);
+      w.bytesOrText(2, key);
+    }) as Promise<boolean>;
+  }
+
+  clear(group: string, opts?: PeerOption): Promise<void> {
+    return this.call(this.method(METHOD_CLEAR, opts), (w) => w.text(1, group)) as Promise<void>;
+  }
+
+  stats(group: string): Promise<StatsResult> {
+    return this.call(METHOD_STATS, (w) => w.text(1, group)) as Promise<StatsResult>;
+  }
+
+  /** getMulti returns the values found, by key (UTF-8 decoded); missing keys are absent. */
+  getMulti(group: string, keys: readonly (string | Uint8Array)[], opts?: PeerOption): Promise<Map<string, Uint8Array>> {
+    return this.call(this.method(METHOD_GET_MULTI, opts), (w) => {
+      w.text(1, group);
+      w.listBegin(2, keys.length);
+      for (const key of keys) w.element(key);
+    }) as Promise<Map<string, Uint8Array>>;
+  }
+
+  setMulti(
+    group: string,
+    entries: Iterable<[string | Uint8Array, string | Uint8Array]>,
+    ttlMs?: number,
+    opts?: PeerOption,
+  ): Promise<void> {
+    const list = Array.isArray(entries) ? (entries as [string | Uint8Array, string | Uint8Array][]) : [...entries];
+    return this.call(this.method(METHOD_SET_MULTI, opts), (w) => {
+      w.text(1, group);
+      w.mapBegin(2, list.length);
+      for (const [key, value] of list) {
+        w.element(key);
+        w.element(value);
+      }
+      writeTtl(w, 3, ttlMs);
+    }) as Promise<void>;
+  }
+
+  /** invalidate asks the node to drop its mirrored copies (PeerInvalidate); resolves to how many. */
+  invalidate(group: string, keys: readonly (string | Uint8Array)[], all?: boolean): Promise<number> {
+    return this.call(METHOD_PEER_INVALIDATE, (w) => {
+      w.text(1, group);
+      w.listBegin(2, keys.length);
+      for (const key of keys) w.element(key);
+      if (all !== undefined) w.bool(3, all);
+    }) as Promise<number>;
+  }
+
+  /** ping checks the node is alive (PeerPing); `sender` is our node id, for its logs. */
+  ping(sender?: string): Promise<PingResult> {
+    return this.call(METHOD_PEER_PING, (w) => {
+      if (sender !== undefined) w.text(1, sender);
+    }) as Promise<PingResult>;
+  }
+
+  /**
+   * forwardGet sends a PeerGet for `key[keyOff, keyOff+keyLen)` in group `group` (name bytes) and
+   * calls `done` with the value as a view into the receive buffer, valid only during the call
+   * (copy it to keep it), and its remaining TTL (-1 = none); or with a CacheError. Allocates
+   * nothing per call; `done` is never called before forwardGet returns.
+   */
+  forwardGet(group: Uint8Array, key: Uint8Array, keyOff: number, keyLen: number, done: ForwardCallback): void {
+    const refusal = this.refusal();
+    if (refusal !== null) return this.deferError(done, refusal);
+    const conn = this.pick();
+    const slot = conn.beginCall(METHOD_PEER_GET, this.tick);
+    if (slot < 0) return this.deferError(done, overloaded());
+    const w = conn.calls;
+    w.binary(1, group, 0, group.length);
+    w.binary(2, key, keyOff, keyLen);
+    const error = conn.endCall(slot, done, null);
+    if (error !== null) return this.deferError(done, error);
+    this.counters.calls++;
+    if (this.sweepTimer === null) this.startSweep();
+  }
+
+  /** close fails every pending call with PEER_UNAVAILABLE "client closed", stops timers and ends the connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopSweep();
+    this.stopProbe();
+    await Promise.all(this.conns.map((c) => c.close()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  get [TEST_DOOR](): { connections: readonly ClientConnection[]; sweep(): void } {
+    return { connections: this.conns, sweep: () => this.sweep() };
+  }
+
+  private deferError(done: ForwardCallback, error: CacheError): void {
+    this.counters.errors++;
+    queueMicrotask(() => done(error, null, 0, 0, -1));
+  }
+
+  private method(seed: number, opts: PeerOption | undefined): number {
+    return opts?.peer ? peerMethod(seed) : seed;
+  }
+
+  /** call issues a promise-returning call whose request fields `encode` writes. */
+  private call(method: number, encode: (w: CallWriter) => void): Promise<unknown> {
+    const refusal = this.refusal();
+    if (refusal !== null) {
+      this.counters.errors++;
+      return Promise.reject(refusal);
+    }
+    const conn = this.pick();
+    const slot = this.issue(conn, method, encode);
+    if (slot instanceof CacheError) {
+      this.counters.errors++;
+      return Promise.reject(slot);
+    }
+    const waiter = Promise.withResolvers<unknown>();
+    const error = conn.endCall(slot, null, waiter);
+    if (error !== null) {
+      this.counters.errors++;
+      return Promise.reject(error);
+    }
+    this.counters.calls++;
+    if (this.sweepTimer === null) this.startSweep();
+    return waiter.promise;
+  }
+
+  /** issue begins a call on `conn` and encodes it; returns the slot or the refusal. */
+  private issue(conn: ClientConnection, method: number, encode: (w: CallWriter) => void): number | CacheError {
+    const slot = conn.beginCall(method, this.tick);
+    if (slot < 0) return overloaded();
+    try {
+      encode(conn.calls);
+    } catch (e) {
+      conn.abortCall(slot);
+      return new CacheError(ERROR_CODE.INVALID_ARGUMENT, `cannot encode the call: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return slot;
+  }
+
+  private refusal(): CacheError | null {
+    if (this.closed) return unavailable("client closed");
+    if (this.health.down) return unavailable("peer is down");
+    return null;
+  }
+
+  /** pick returns the next connection round-robin, skipping ones that are failing to reconnect. */
+  private pick(): ClientConnection {
+    const conns = this.conns;
+    const n = conns.length;
+    const first = this.next;
+    for (let i = 0; i < n; i++) {
+      const conn = conns[this.next]!;
+      this.next = this.next + 1 === n ? 0 : this.next + 1;
+      if (conn.usable) return conn;
+    }
+    return conns[first]!;
+  }
+
+  private startSweep(): void {
+    this.sweepTimer = setInterval(() => this.sweep(), this.tickMs);
+  }
+
+  private stopSweep(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+  }
+
+  /** sweep advances the tick, times out overdue calls, and stops the timer when nothing waits. */
+  private sweep(): void {
+    const tick = ++this.tick;
+    let waiting = 0;
+    for (const conn of this.conns) {
+      conn.sweep(tick, TIMEOUT_TICKS);
+      waiting += conn.pending.waiting;
+    }
+    if (waiting === 0) this.stopSweep();
+  }
+
+  private onDown(): void {
+    // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
+    for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
+    if (this.probeTimer === null && !this.closed) {
+      this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs);
+      this.probeTimer.unref();
+    }
+  }
+
+  private onUp(): void {
+    this.stopProbe();
+  }
+
+  private stopProbe(): void {
+    if (this.probeTimer !== null) clearInterval(this.probeTimer);
+    this.probeTimer = null;
+  }
+
+  /** probe sends one PeerPing (not counted as a call) unless one is in flight. */
+  private probe(): void {
+    if (this.probing || this.closed) return;
+    const conn = this.conns[0]!;
+    conn.resetBackoff();
+    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
+    if (slot instanceof CacheError) return;
+    if (conn.endCall(slot, null, this.probeWaiter) !== null) return;
+    this.probing = true;
+    if (this.sweepTimer === null) this.startSweep();
+  }
+}
+
+function noFields(): void {}
+
+/** writeTtl writes `ttl` (whole seconds, rounded up) and, when given, the exact `ttlMs`. */
+function writeTtl(w: CallWriter, id: number, ttlMs: number | undefined): void {
+  if (ttlMs === undefined) {
+    w.i64(id, 0);
+    return;
+  }
+  w.i64(id, Math.ceil(ttlMs / 1000));
+  w.i64(id + 1, ttlMs);
+}
+
+function overloaded(): CacheError {
+  return new CacheError(ERROR_CODE.OVERLOADED, "too many calls in flight on the connection");
+}
+
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`ClientOptions.${name} must be a positive integer, got ${value}`);
+  return value;
+}

@@ -1,0 +1,381 @@
+// ClientConnection: one long-lived, pipelined TCP connection of a CacheClient to a peer.
+//
+// State: IDLE (no socket) → CONNECTING → OPEN → IDLE again when the socket is lost; CLOSED for
+// good after close(). Calls are encoded straight into the connection's one reusable output
+// buffer (CallWriter over a BinaryWriter) whatever the state; while OPEN, the first call of a
+// tick queues one microtask that writes everything queued in ONE socket.write, and a short write
+// keeps the tail for `drain`. While IDLE, a call starts a connect (lazily, after the backoff
+// delay if the last attempt failed); the queued calls go out once it opens. Invariant: every
+// byte in the output buffer belongs to a call in `pending`, so losing the connection fails them
+// all and empties the buffer in one step.
+//
+// Replies come through a FrameReader (framed only: any other transport from the server is a
+// protocol fault) and a ReplyReader; the seqid finds the call in PendingCalls (no map, no
+// allocation). Outcomes:
+//  - reply to a waiting call → its forward callback (value as a view into the receive buffer,
+//    valid during the callback) or its promise (result copied out, see results.ts);
+//  - reply to an abandoned (timed-out) call → dropped, slot freed;
+//  - a ProtocolError (bad frame, garbage, nesting too deep, unknown seqid, …) → the connection
+//    is closed, every call on it fails with PEER_UNAVAILABLE, and the next call reconnects.
+// Backoff: after a failed connect or a lost connection the next attempt waits BACKOFF_BASE_MS,
+// doubling per consecutive failure up to BACKOFF_MAX_MS; any reply resets it.
+
+import type { Socket, SocketHandler } from "bun";
+import { BinaryWriter } from "../protocol/binary-writer.ts";
+import { CallWriter } from "../protocol/call-writer.ts";
+import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protocol/errors.ts";
+import { FrameReader } from "../protocol/frame-reader.ts";
+import type { ProtocolLimits } from "../protocol/limits.ts";
+import { REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
+import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
+import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, SLOT_WAITING, type Waiter } from "./pending-calls.ts";
+import type { PeerHealth } from "./peer-health.ts";
+import { buildResult, replyError, unavailable } from "./results.ts";
+
+export const BACKOFF_BASE_MS = 20;
+export const BACKOFF_MAX_MS = 1_000;
+/** A connection with this many unanswered timed-out calls is reset (their slots are reclaimed). */
+export const MAX_ABANDONED = 1_024;
+/** Most bytes queued for one connection before calls are refused with OVERLOADED. */
+export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+export const CONN_IDLE = 0;
+export const CONN_CONNECTING = 1;
+export const CONN_OPEN = 2;
+export const CONN_CLOSED = 3;
+
+/** The socket calls a connection needs (a Bun socket; tests may attach a fake one). */
+export interface CallSocket {
+  write(data: Uint8Array, byteOffset: number, byteLength: number): number;
+  end(): void;
+}
+
+export interface Endpoint {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  limits: ProtocolLimits;
+}
+
+/** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
+interface Attempt {
+  conn: ClientConnection;
+  id: number;
+}
+
+const HANDLERS: SocketHandler<Attempt> = {
+  binaryType: "uint8array",
+  open(socket) {
+    socket.data.conn.onOpen(socket.data.id, socket);
+  },
+  data(socket, chunk: Uint8Array) {
+    socket.data.conn.onData(socket, chunk);
+  },
+  drain(socket) {
+    socket.data.conn.onDrain(socket);
+  },
+  close(socket) {
+    socket.data.conn.onClose(socket);
+  },
+  error() {
+    // the close handler follows
+  },
+};
+
+export class ClientConnection {
+  readonly calls = new CallWriter(new BinaryWriter(4096));
+  readonly pending = new PendingCalls();
+  state = CONN_IDLE;
+  private readonly replies: ReplyReader;
+  private frames: FrameReader;
+  private socket: CallSocket | null = null;
+  private flushQueued = false;
+  private waitingDrain = false;
+  private readonly flushNow = (): void => this.flush();
+  private attemptId = 0;
+  private opens = 0;
+  private backoffFailures = 0;
+  private retryAt = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
+  private closedWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly health: PeerHealth,
+  ) {
+    this.replies = new ReplyReader(endpoint.limits);
+    this.frames = new FrameReader(endpoint.limits);
+  }
+
+  /**
+   * beginCall takes a pending slot and writes the call header; the caller writes the request
+   * fields with `calls` and finishes with endCall (or abortCall). Returns -1 when the
+   * connection has MAX_SLOTS calls in flight or MAX_QUEUED_BYTES queued.
+   */
+  beginCall(method: number, tick: number): number {
+    if (this.calls.out.length > MAX_QUEUED_BYTES) return -1;
+    const slot = this.pending.acquire(method, tick);
+    if (slot >= 0) this.calls.begin(method, this.pending.seqidOf(slot));
+    return slot;
+  }
+
+  /**
+   * endCall finishes the call of `slot`, records where its outcome goes, and gets it sent.
+   * Returns null, or the error when the call is larger than the frame limit (it is dropped).
+   */
+  endCall(slot: number, forward: ForwardCallback | null, waiter: Waiter | null): CacheError | null {
+    if (this.calls.end() > this.endpoint.limits.maxFrameBytes) {
+      this.abortCall(slot);
+      return new CacheError(ERROR_CODE.VALUE_TOO_LARGE, "call larger than the frame limit");
+    }
+    this.pending.forward[slot] = forward;
+    this.pending.waiter[slot] = waiter;
+    this.kick();
+    return null;
+  }
+
+  /** abortCall drops a call whose encoding failed. */
+  abortCall(slot: number): void {
+    this.calls.abort();
+    this.pending.release(slot);
+  }
+
+  /** attach adopts an already connected socket (tests; the connect path uses onOpen). */
+  attach(socket: CallSocket): void {
+    this.socket = socket;
+    this.state = CONN_OPEN;
+    this.frames = new FrameReader(this.endpoint.limits);
+    if (this.opens++ > 0) this.health.counters.reconnects++;
+    this.flush();
+  }
+
+  /** usable is false while the connection is failing to (re)connect: pick another one. */
+  get usable(): boolean {
+    return this.state === CONN_OPEN || this.backoffFailures === 0;
+  }
+
+  /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
+  resetBackoff(): void {
+    this.retryAt = 0;
+  }
+
+  private kick(): void {
+    if (this.state === CONN_OPEN) {
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        queueMicrotask(this.flushNow);
+      }
+    } else if (this.state === CONN_IDLE) {
+      const wait = this.retryAt - performance.now();
+      if (wait <= 0) this.connect();
+      else if (this.retryTimer === null) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          if (this.state === CONN_IDLE && this.pending.inFlight > 0) this.connect();
+        }, wait);
+        this.retryTimer.unref();
+      }
+    }
+  }
+
+  /** flush writes everything queued in one socket.write; a short write waits for drain. */
+  flush(): void {
+    this.flushQueued = false;
+    const socket = this.socket;
+    const out = this.calls.out;
+    if (socket === null || this.waitingDrain || out.length === 0) return;
+    const n = socket.write(out.buffer, 0, out.length);
+    if (n > 0) out.consume(n);
+    if (out.length > 0) this.waitingDrain = true;
+  }
+
+  private connect(): void {
+    this.state = CONN_CONNECTING;
+    const attempt: Attempt = { conn: this, id: ++this.attemptId };
+    const { host, port, connectTimeoutMs } = this.endpoint;
+    this.connectTimer = setTimeout(() => this.connectFailed(attempt.id, "connect timeout"), connectTimeoutMs);
+    this.connectTimer.unref();
+    Bun.connect<Attempt>({ hostname: host, port, data: attempt, socket: HANDLERS }).catch((e: unknown) =>
+      this.connectFailed(attempt.id, e instanceof Error ? e.message : String(e)),
+    );
+  }
+
+  onOpen(id: number, socket: Socket<Attempt>): void {
+    if (id !== this.attemptId || this.state !== CONN_CONNECTING) {
+      socket.end(); // a stale attempt (timed out, or the client closed)
+      return;
+    }
+    this.clearConnectTimer();
+    this.attach(socket);
+  }
+
+  private connectFailed(id: number, reason: string): void {
+    if (id !== this.attemptId || this.state !== CONN_CONNECTING) return;
+    this.clearConnectTimer();
+    this.attemptId++; // a late open of this attempt is stale
+    this.lost(`connect to ${this.endpoint.host}:${this.endpoint.port} failed: ${reason}`);
+  }
+
+  onData(socket: CallSocket, chunk: Uint8Array): void {
+    if (socket !== this.socket) return;
+    const frames = this.frames;
+    try {
+      frames.push(chunk);
+      while (frames.next()) {
+        if (frames.transport !== TRANSPORT_FRAMED) throw protocolError("reply is not in framed transport");
+        this.onReply(frames.buffer, frames.start, frames.end);
+        if (this.socket !== socket) return; // a callback closed the client
+      }
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.drop(`malformed reply: ${e.message}`);
+    }
+  }
+
+  /** onReply settles the call a complete reply frame answers. Throws ProtocolError. */
+  onReply(buf: Uint8Array, start: number, end: number): void {
+    const r = this.replies;
+    const p = this.pending;
+    r.begin(buf, start, end);
+    const slot = p.find(r.seqid);
+    if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
+    this.backoffFailures = 0;
+    if (p.state[slot] === SLOT_ABANDONED) {
+      p.release(slot); // the late reply of a timed-out call
+      this.health.succeeded();
+      return;
+    }
+    const method = p.method[slot]!;
+    r.readResult(method);
+    const forward = p.forward[slot]!;
+    const waiter = p.waiter[slot]!;
+    p.release(slot);
+    this.health.succeeded();
+    const ok = r.outcome === REPLY_OK;
+    if (!ok) this.health.counters.errors++;
+    try {
+      if (forward !== null) {
+        if (ok) forward(null, r.buffer, r.valueStart, r.valueLength, r.ttlRemainingMs);
+        else forward(replyError(method, r), null, 0, 0, -1);
+      } else if (waiter !== null) {
+        if (ok) waiter.resolve(buildResult(method, r));
+        else waiter.reject(replyError(method, r));
+      }
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e; // a callback's own bug: report it, but keep serving this connection
+      });
+    }
+  }
+
+  onDrain(socket: CallSocket): void {
+    if (socket !== this.socket) return;
+    this.waitingDrain = false;
+    this.flush();
+  }
+
+  onClose(socket: CallSocket): void {
+    if (socket !== this.socket) return;
+    this.lost(`connection to ${this.endpoint.host}:${this.endpoint.port} closed`);
+  }
+
+  /** drop closes the connection after a fault; its calls fail and the next call reconnects. */
+  drop(reason: string): void {
+    const socket = this.socket;
+    if (socket !== null) this.lost(reason);
+    socket?.end();
+  }
+
+  /**
+   * sweep abandons the calls issued `timeoutTicks` or more ticks before `tick`: each fails with
+   * PEER_UNAVAILABLE "timeout" and counts as a failure; their late replies will be dropped.
+   */
+  sweep(tick: number, timeoutTicks: number): void {
+    const p = this.pending;
+    let error: CacheError | null = null;
+    while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
+      const slot = p.head;
+      const forward = p.forward[slot]!;
+      const waiter = p.waiter[slot]!;
+      p.abandon(slot);
+      this.health.counters.timeouts++;
+      this.health.counters.errors++;
+      error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
+      settleError(forward, waiter, error);
+      this.health.failed();
+    }
+    if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
+  }
+
+  /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
+  private lost(reason: string): void {
+    this.socket = null;
+    this.waitingDrain = false;
+    for (const w of this.closedWaiters.splice(0)) w();
+    if (this.state === CONN_CLOSED) return;
+    this.state = CONN_IDLE;
+    this.backoffFailures++;
+    this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
+    this.health.failed();
+    this.failAll(unavailable(reason));
+    // Calls issued by the callbacks above are queued for a new connection.
+    if (this.pending.inFlight > 0) this.kick();
+  }
+
+  /**
+   * failAll fails every call in flight with `error` and empties the output buffer. Calls issued
+   * by the callbacks it runs are kept (they are queued after the snapshot).
+   */
+  private failAll(error: CacheError): void {
+    const p = this.pending;
+    this.calls.out.reset();
+    if (p.abandoned > 0) {
+      for (let s = 0; s < p.slotCount; s++) if (p.state[s] === SLOT_ABANDONED) p.release(s);
+    }
+    const last = p.tail;
+    while (p.head >= 0) {
+      const slot = p.head;
+      const forward = p.forward[slot]!;
+      const waiter = p.waiter[slot]!;
+      p.release(slot);
+      this.health.counters.errors++;
+      settleError(forward, waiter, error);
+      if (slot === last) break;
+    }
+  }
+
+  /** close fails every call with PEER_UNAVAILABLE "client closed" and ends the socket. */
+  close(): Promise<void> {
+    const socket = this.socket;
+    this.clearConnectTimer();
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.state = CONN_CLOSED;
+    this.attemptId++;
+    this.failAll(unavailable("client closed"));
+    if (socket === null) return Promise.resolve();
+    const closed = new Promise<void>((resolve) => {
+      this.closedWaiters.push(resolve);
+      setTimeout(resolve, 250).unref(); // a peer that never acknowledges the close
+    });
+    socket.end();
+    return closed;
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+  }
+}
+
+function settleError(forward: ForwardCallback | null, waiter: Waiter | null, error: CacheError): void {
+  try {
+    if (forward !== null) forward(error, null, 0, 0, -1);
+    else waiter?.reject(error);
+  } catch (e) {
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
+}

@@ -1,0 +1,51 @@
+// PeerHealth: whether a peer is up, from the outcomes of its calls, and the client's counters.
+//
+// Every connection of a client reports here. A reply of any kind (a value, a CacheError, even a
+// TApplicationException) proves the peer alive: `succeeded` resets the consecutive-failure count
+// and marks a down peer up again. A connect error, a connection closed under us, or a timed-out
+// call is a failure; `maxFailures` in a row mark the peer down. While down the client rejects
+// calls at once and probes; the first reply to anything (normally the probe) marks it up.
+
+/** ClientCounters are a client's running totals, a plain struct of numbers. */
+export interface ClientCounters {
+  calls: number; // calls issued (probes not counted)
+  errors: number; // calls that settled with an error, of any kind (incl. timeouts, refusals while down)
+  timeouts: number; // calls abandoned at their deadline
+  reconnects: number; // connections opened after the first on the same slot
+  downs: number; // transitions from up to down
+}
+
+export class PeerHealth {
+  readonly counters: ClientCounters = { calls: 0, errors: 0, timeouts: 0, reconnects: 0, downs: 0 };
+  /** Consecutive failures since the last reply. */
+  failures = 0;
+  down = false;
+  private readonly maxFailures: number;
+  private readonly onDown: () => void;
+  private readonly onUp: () => void;
+
+  constructor(maxFailures: number, onDown: () => void, onUp: () => void) {
+    this.maxFailures = maxFailures;
+    this.onDown = onDown;
+    this.onUp = onUp;
+  }
+
+  /** succeeded records a reply from the peer. */
+  succeeded(): void {
+    this.failures = 0;
+    if (this.down) {
+      this.down = false;
+      this.onUp();
+    }
+  }
+
+  /** failed records a connect error, a lost connection or a timeout. */
+  failed(): void {
+    this.failures++;
+    if (!this.down && this.failures >= this.maxFailures) {
+      this.down = true;
+      this.counters.downs++;
+      this.onDown();
+    }
+  }
+}

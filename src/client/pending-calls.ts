@@ -1,0 +1,198 @@
+// PendingCalls: the pool of in-flight call records of one client connection, keyed by seqid.
+//
+// Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
+// deadline-list links), two object arrays for the completion target (a forward callback or a
+// promise's resolvers), and a typed-array stack of free slots. Everything grows by doubling, up
+// to MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
+//
+// Seqid = (generation << SLOT_BITS) | slot, so the slot of a reply is `seqid & SLOT_MASK` with
+// no map, and the generation (1..MAX_GENERATION, bumped on each reuse of the slot) makes a seqid
+// of a slot's earlier use miss. Seqids are positive and never 0 (0 is what a server sends when it
+// could not read the call's header).
+//
+// A call that times out is NOT freed: its slot turns ABANDONED and stays taken until its late
+// reply arrives (then it is dropped) or the connection closes. So a seqid can never be answered
+// by a reply meant for an earlier call, however late, and any reply whose seqid is not in flight
+// is a protocol violation. WAITING slots are linked in issue order (`prev`/`next`, -1 = nil);
+// since every call of a connection has the same timeout, that is also deadline order and the
+// sweep stops at the first call that is not yet due.
+
+import type { CacheError } from "../protocol/errors.ts";
+
+/** ForwardCallback receives a forwarded Get's outcome; `value` is a view valid only during the call. */
+export type ForwardCallback = (
+  err: CacheError | null,
+  value: Uint8Array | null,
+  valueOff: number,
+  valueLen: number,
+  ttlRemainingMs: number,
+) => void;
+
+/** Waiter settles a promise-returning call (Promise.withResolvers' shape). */
+export interface Waiter {
+  resolve(value: unknown): void;
+  reject(reason: CacheError): void;
+}
+
+export const SLOT_FREE = 0;
+export const SLOT_WAITING = 1;
+export const SLOT_ABANDONED = 2;
+
+const SLOT_BITS = 16;
+const SLOT_MASK = (1 << SLOT_BITS) - 1;
+/** Most calls in flight on one connection. */
+export const MAX_SLOTS = 1 << SLOT_BITS;
+const MAX_GENERATION = (1 << (31 - SLOT_BITS)) - 1;
+const INITIAL_SLOTS = 256;
+
+type Slot = number;
+
+export class PendingCalls {
+  state = new Uint8Array(INITIAL_SLOTS);
+  method = new Uint8Array(INITIAL_SLOTS);
+  private generation = new Uint16Array(INITIAL_SLOTS);
+  /** Sweep tick at which the call was issued. */
+  issuedAt = new Float64Array(INITIAL_SLOTS);
+  private prev = new Int32Array(INITIAL_SLOTS).fill(-1);
+  private next = new Int32Array(INITIAL_SLOTS).fill(-1);
+  readonly forward: (ForwardCallback | null)[] = [];
+  readonly waiter: (Waiter | null)[] = [];
+  private free = new Int32Array(INITIAL_SLOTS);
+  private freeTop = 0;
+  private capacity = 0;
+  /** Oldest and newest WAITING slot, -1 when none (read-only outside). */
+  head: Slot = -1;
+  tail: Slot = -1;
+  /** Slots WAITING / ABANDONED. */
+  waiting = 0;
+  abandoned = 0;
+
+  constructor() {
+    this.grow(INITIAL_SLOTS);
+  }
+
+  /** acquire takes a slot for a call of `method` issued at `tick`; -1 when MAX_SLOTS are in flight. */
+  acquire(method: number, tick: number): Slot {
+    if (this.freeTop === 0) {
+      if (this.capacity >= MAX_SLOTS) return -1;
+      this.grow(this.capacity * 2);
+    }
+    const slot = this.free[--this.freeTop]!;
+    const gen = this.generation[slot]! >= MAX_GENERATION ? 1 : this.generation[slot]! + 1;
+    this.generation[slot] = gen;
+    this.state[slot] = SLOT_WAITING;
+    this.method[slot] = method;
+    this.issuedAt[slot] = tick;
+    this.prev[slot] = this.tail;
+    this.next[slot] = -1;
+    if (this.tail >= 0) this.next[this.tail] = slot;
+    else this.head = slot;
+    this.tail = slot;
+    this.waiting++;
+    return slot;
+  }
+
+  seqidOf(slot: Slot): number {
+    return (this.generation[slot]! << SLOT_BITS) | slot;
+  }
+
+  /** find returns the slot `seqid` names if it is in flight (WAITING or ABANDONED), else -1. */
+  find(seqid: number): Slot {
+    const slot = seqid & SLOT_MASK;
+    if (seqid <= 0 || slot >= this.capacity || this.state[slot] === SLOT_FREE) return -1;
+    return this.generation[slot] === seqid >>> SLOT_BITS ? slot : -1;
+  }
+
+  /** abandon turns a WAITING call into one whose reply will be dropped (timed out). */
+  abandon(slot: Slot): void {
+    this.unlink(slot);
+    this.state[slot] = SLOT_ABANDONED;
+    this.forward[slot] = null;
+    this.waiter[slot] = null;
+    this.waiting--;
+    this.abandoned++;
+  }
+
+  /** release frees a slot (its reply arrived, or the connection is gone). */
+  release(slot: Slot): void {
+    if (this.state[slot] === SLOT_WAITING) {
+      this.unlink(slot);
+      this.waiting--;
+    } else {
+      this.abandoned--;
+    }
+    this.state[slot] = SLOT_FREE;
+    this.forward[slot] = null;
+    this.waiter[slot] = null;
+    this.free[this.freeTop++] = slot;
+  }
+
+  /** inFlight is the number of slots taken (waiting or abandoned). */
+  get inFlight(): number {
+    return this.waiting + this.abandoned;
+  }
+
+  /** slotCount is the pool's current capacity (for tests and the takeAll walk). */
+  get slotCount(): number {
+    return this.capacity;
+  }
+
+  private unlink(slot: Slot): void {
+    const p = this.prev[slot]!;
+    const n = this.next[slot]!;
+    if (p >= 0) this.next[p] = n;
+    else this.head = n;
+    if (n >= 0) this.prev[n] = p;
+    else this.tail = p;
+    this.prev[slot] = this.next[slot] = -1;
+  }
+
+  private grow(capacity: number): void {
+    const old = this.capacity;
+    if (old > 0) {
+      this.state = resize(this.state, capacity);
+      this.method = resize(this.method, capacity);
+      this.generation = resize(this.generation, capacity);
+      this.issuedAt = resize(this.issuedAt, capacity);
+      this.prev = resize(this.prev, capacity);
+      this.next = resize(this.next, capacity);
+      this.free = resize(this.free, capacity);
+    }
+    for (let s = old; s < capacity; s++) {
+      this.prev[s] = this.next[s] = -1;
+      this.forward.push(null);
+      this.waiter.push(null);
+    }
+    // Free slots are handed out lowest first (pushed highest first).
+    for (let s = capacity - 1; s >= old; s--) this.free[this.freeTop++] = s;
+    this.capacity = capacity;
+  }
+
+  /** checkInvariants throws when the pool's counts, free stack and links disagree (tests). */
+  checkInvariants(): void {
+    let waiting = 0;
+    let abandoned = 0;
+    for (let s = 0; s < this.capacity; s++) {
+      if (this.state[s] === SLOT_WAITING) waiting++;
+      else if (this.state[s] === SLOT_ABANDONED) abandoned++;
+    }
+    if (waiting !== this.waiting || abandoned !== this.abandoned) throw new Error("PendingCalls: counts disagree with states");
+    if (this.freeTop + waiting + abandoned !== this.capacity) throw new Error("PendingCalls: free stack size wrong");
+    let linked = 0;
+    let last = -1;
+    for (let s = this.head; s >= 0; s = this.next[s]!) {
+      if (this.state[s] !== SLOT_WAITING) throw new Error("PendingCalls: a linked slot is not waiting");
+      if (this.prev[s] !== last) throw new Error("PendingCalls: broken prev link");
+      if (last >= 0 && this.issuedAt[s]! < this.issuedAt[last]!) throw new Error("PendingCalls: list out of issue order");
+      last = s;
+      if (++linked > this.capacity) throw new Error("PendingCalls: cycle");
+    }
+    if (linked !== waiting || last !== this.tail) throw new Error("PendingCalls: list does not hold every waiting slot");
+  }
+}
+
+function resize<T extends Uint8Array | Uint16Array | Int32Array | Float64Array>(a: T, capacity: number): T {
+  const grown = new (a.constructor as new (n: number) => T)(capacity);
+  grown.set(a);
+  return grown;
+}

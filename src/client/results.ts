@@ -1,0 +1,103 @@
+// Results: a decoded reply (ReplyReader) → the value a promise-returning call resolves to, or the
+// CacheError it rejects with. The one place the client maps wire errors to CacheError.
+//
+// Mapping:
+//  - the server's declared CacheError → that code and message;
+//  - a TApplicationException → PEER_UNAVAILABLE, message
+//      "<Method> failed: server exception <TYPE_NAME> (<type>): <server's message>"
+//    e.g. "PeerGet failed: server exception UNKNOWN_METHOD (1): Invalid method name: 'PeerGet'"
+//    for a server that predates the peer methods (`isUnknownMethod` tests for it). Why
+//    PEER_UNAVAILABLE and not INVALID_ARGUMENT: the caller's input was fine; the peer could not
+//    serve the call, and a router must treat it like an unreachable peer (load locally);
+//  - a REPLY without a result → PEER_UNAVAILABLE "… failed: reply carried no result";
+//  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE (made by the
+//    connection and the client, with "timeout", "connection closed: …", "peer is down", "client
+//    closed").
+// Byte values are copied out of the receive buffer (it is reused); keys of GetMulti become
+// UTF-8 strings. These paths allocate by nature; the zero-allocation path is forwardGet.
+
+import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
+import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, type ReplyReader } from "../protocol/reply-reader.ts";
+import {
+  METHOD_DELETE,
+  METHOD_GET,
+  METHOD_GET_MULTI,
+  METHOD_NAMES,
+  METHOD_PEER_INVALIDATE,
+  METHOD_PEER_PING,
+  METHOD_STATS,
+  baseMethod,
+} from "../protocol/request.ts";
+
+export interface GetResult {
+  value: Uint8Array;
+  /** Milliseconds until the value expires; -1 = no expiry. */
+  ttlRemainingMs: number;
+}
+
+export interface StatsResult {
+  itemCount: number;
+  hitCount: number;
+  missCount: number;
+  totalCount: number;
+}
+
+export interface PingResult {
+  nodeId: string;
+  uptimeMs: number;
+}
+
+const UTF8 = new TextDecoder();
+const APP_ERROR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(APP_ERROR).map(([name, type]) => [type, name]));
+const UNKNOWN_METHOD_MARK = `server exception UNKNOWN_METHOD (${APP_ERROR.UNKNOWN_METHOD})`;
+
+/** buildResult returns what a call of `method` resolves to, from a REPLY_OK reply. */
+export function buildResult(method: number, r: ReplyReader): unknown {
+  const buf = r.buffer;
+  switch (baseMethod(method)) {
+    case METHOD_GET:
+      return { value: buf.slice(r.valueStart, r.valueStart + r.valueLength), ttlRemainingMs: r.ttlRemainingMs } satisfies GetResult;
+    case METHOD_DELETE:
+      return r.success;
+    case METHOD_STATS:
+      return { itemCount: r.itemCount, hitCount: r.hitCount, missCount: r.missCount, totalCount: r.totalCount } satisfies StatsResult;
+    case METHOD_GET_MULTI: {
+      const values = new Map<string, Uint8Array>();
+      const items = r.items;
+      for (let i = 0; i < r.entryCount * 4; i += 4) {
+        const ks = items[i]!;
+        const vs = items[i + 2]!;
+        values.set(UTF8.decode(buf.subarray(ks, ks + items[i + 1]!)), buf.slice(vs, vs + items[i + 3]!));
+      }
+      return values;
+    }
+    case METHOD_PEER_INVALIDATE:
+      return r.dropped;
+    case METHOD_PEER_PING:
+      return { nodeId: UTF8.decode(buf.subarray(r.nodeIdStart, r.nodeIdStart + r.nodeIdLength)), uptimeMs: r.uptimeMs } satisfies PingResult;
+    default:
+      return undefined; // Set, Clear, SetMulti: success is implied by a reply without error
+  }
+}
+
+/** replyError returns the CacheError of a reply that is not REPLY_OK. */
+export function replyError(method: number, r: ReplyReader): CacheError {
+  const name = METHOD_NAMES[method]!;
+  const message = r.errorText !== "" ? r.errorText : UTF8.decode(r.buffer.subarray(r.messageStart, r.messageStart + r.messageLength));
+  if (r.outcome === REPLY_CACHE_ERROR) return new CacheError(r.errorCode as ErrorCode, message);
+  if (r.outcome === REPLY_APP_ERROR) {
+    const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
+    return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`);
+  }
+  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: reply carried no result`);
+}
+
+/** isUnknownMethod tells whether `err` is a server's UNKNOWN_METHOD answer (a server without that method). */
+export function isUnknownMethod(err: unknown): boolean {
+  return err instanceof CacheError && err.code === ERROR_CODE.PEER_UNAVAILABLE && err.message.includes(UNKNOWN_METHOD_MARK);
+}
+
+/** unavailable makes the PEER_UNAVAILABLE error of a local failure (timeout, lost connection, …). */
+export function unavailable(message: string): CacheError {
+  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, message);
+}
