@@ -4,6 +4,7 @@
  *   bun run node.ts --port 8001
  *
  * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0. A second signal exits at once.
+ * SIGHUP: re-read the peers file.
  */
 import { CacheNode } from "./src/server/cache-node.ts";
 import { ConfigError, USAGE, VERSION, parseArgs } from "./src/server/config.ts";
@@ -37,6 +38,10 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    node.logger.info("SIGHUP: re-reading the peers");
+    node.reloadPeers();
+  });
 }
 
 await main();

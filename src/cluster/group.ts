@@ -41,6 +41,11 @@ export interface GroupOptions {
   loadTimeoutMs?: number;
   /** store passes engine options through (max item size, clock, ...). */
   store?: Omit<StoreOptions, "memory" | "admissionK">;
+  /**
+   * mirrorMemory, in a cluster, is the share of `memory` kept for hot copies of keys owned by
+   * other nodes (filled through LRU-K admission); 0 or absent = no mirror.
+   */
+  mirrorMemory?: number;
 }
 
 /** GroupCounters are the group's running totals (groupcache's vocabulary), a plain struct of numbers. */
@@ -74,6 +79,8 @@ export class Group {
   readonly name: string;
   readonly nameBytes: Uint8Array;
   readonly store: Store;
+  /** mirror holds hot copies of keys owned by other nodes (cluster only). */
+  readonly mirror: Store | undefined;
   readonly defaultTtlMs: number;
   readonly loader: Loader | undefined;
   readonly admission: AdmissionPolicy;
@@ -94,7 +101,11 @@ export class Group {
     this.admission = opts.admission ?? "lru-k";
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.loadTimeoutMs = opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
-    this.store = new Store({ ...opts.store, memory: opts.memory, admissionK: opts.admissionK ?? 2 });
+    const mirrorMemory = opts.mirrorMemory ?? 0;
+    if (mirrorMemory < 0 || mirrorMemory >= opts.memory) throw new RangeError(`group ${opts.name}: the mirror must be a part of the memory`);
+    const admissionK = opts.admissionK ?? 2;
+    this.store = new Store({ ...opts.store, memory: opts.memory - mirrorMemory, admissionK });
+    this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK }) : undefined;
   }
 
   /** ttlFor maps a requested TTL (0 = group default) to the TTL given to the store. */
@@ -220,9 +231,10 @@ export class Group {
     return removed;
   }
 
-  /** clear removes every item of the group. */
+  /** clear removes every item of the group, mirrored copies included. */
   clear(): void {
     this.store.clear();
+    this.mirror?.clear();
   }
 
   /** stats returns the group's counters and its store's figures. */

@@ -9,8 +9,11 @@
  * `node.ts`), so tests start several nodes in one process on port 0 and close them with
  * `await using`.
  */
+import { CacheClient } from "../client/cache-client.ts";
+import { Cluster, type PeerClient } from "../cluster/cluster.ts";
 import { Group, Groups } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
+import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
@@ -24,6 +27,10 @@ export interface NodeDeps {
   loaders?: Record<string, Loader>;
   /** pool is an opened loader pool whose loaders serve the groups of their names. */
   pool?: LoaderPool;
+  /** connect makes the client of a peer (default: a CacheClient); tests inject their own. */
+  connect?: (nodeId: string) => PeerClient;
+  /** resolve looks up --peers-dns names (default: the system resolver). */
+  resolve?: Resolver;
 }
 
 export class CacheNode {
@@ -32,13 +39,26 @@ export class CacheNode {
   readonly server: CacheServer;
   readonly logger: Logger;
   readonly pool: LoaderPool | undefined;
+  /** cluster is set when the node was given peers. */
+  readonly cluster: Cluster | undefined;
+  private readonly membership: MembershipSource | undefined;
 
-  private constructor(config: NodeConfig, groups: Groups, server: CacheServer, logger: Logger, pool: LoaderPool | undefined) {
+  private constructor(
+    config: NodeConfig, groups: Groups, server: CacheServer, logger: Logger, pool: LoaderPool | undefined,
+    cluster: Cluster | undefined, membership: MembershipSource | undefined,
+  ) {
     this.config = config;
     this.groups = groups;
     this.server = server;
     this.logger = logger;
     this.pool = pool;
+    this.cluster = cluster;
+    this.membership = membership;
+  }
+
+  /** reloadPeers re-reads the membership source now (SIGHUP). */
+  reloadPeers(): void {
+    this.membership?.reload();
   }
 
   get port(): number {
@@ -51,7 +71,9 @@ export class CacheNode {
 
   /** close stops the port (letting connections flush what they owe), then the loader pool. */
   async close(): Promise<void> {
+    this.membership?.close();
     await this.server.close();
+    await this.cluster?.close();
     await this.pool?.close();
   }
 
@@ -78,11 +100,14 @@ export class CacheNode {
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     const loaders = collectLoaders(deps);
+    const clustered = config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
     const groups = new Groups();
     for (const spec of splitMemory(config, Object.keys(loaders))) {
+      const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
       groups.add(new Group({
         name: spec.name,
         memory: spec.memory,
+        mirrorMemory: mirror >= MIN_MIRROR_BYTES ? mirror : 0,
         defaultTtlMs: spec.ttlMs,
         loader: loaders[spec.name],
         admission: spec.admission,
@@ -97,6 +122,7 @@ export class CacheNode {
       maxKeyBytes: config.maxKeySize,
       maxValueBytes: config.maxItemSize,
     });
+    let cluster: Cluster | undefined;
     const server = new CacheServer(groups, {
       host: config.host,
       port: config.port,
@@ -108,9 +134,45 @@ export class CacheNode {
       drainTimeoutMs: 5_000,
       clock,
       logger,
+      cluster: () => cluster,
     });
-    return new CacheNode(config, groups, server, logger, deps.pool);
+    let membership: MembershipSource | undefined;
+    if (clustered) {
+      const self = config.self ?? `${config.host}:${server.port}`;
+      const connect = deps.connect ?? ((id: string) => peerClient(id, config));
+      cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
+      membership = membershipSource(config, logger, deps.resolve);
+      const c = cluster;
+      membership.start((members) => {
+        if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();
+      });
+    }
+    return new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
   }
+}
+
+/** MIN_MIRROR_BYTES: below this a group's mirror would be too small for even one slab page. */
+const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
+
+function peerClient(id: string, config: NodeConfig): PeerClient {
+  const colon = id.lastIndexOf(":");
+  const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
+  return new CacheClient({
+    host,
+    port: Number(id.slice(colon + 1)),
+    connections: config.peerConnections,
+    timeoutMs: config.peerTimeoutMs,
+    limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
+  });
+}
+
+function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver | undefined): MembershipSource {
+  if (config.peersFile !== undefined) return new FileMembers(config.peersFile, logger);
+  if (config.peersDns !== undefined) {
+    const colon = config.peersDns.lastIndexOf(":");
+    return new DnsMembers(config.peersDns.slice(0, colon), Number(config.peersDns.slice(colon + 1)), config.peersDnsIntervalMs, logger, resolve);
+  }
+  return new StaticMembers(config.peers ?? []);
 }
 
 /** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */

@@ -24,11 +24,13 @@
  * Active expiry runs on a timer: each tick removes at most `expiryBudget` due items per group.
  */
 import type { Socket, TCPSocketListener } from "bun";
+import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
-import { dispatch, replyCacheError, type DispatchContext } from "./dispatch.ts";
+import { dispatch, type DispatchContext } from "./dispatch.ts";
+import { replyCacheError } from "./reply-errors.ts";
 import type { Logger } from "./log.ts";
 
 export interface ServerOptions {
@@ -44,6 +46,8 @@ export interface ServerOptions {
   drainTimeoutMs: number;
   clock: () => number;
   logger: Logger;
+  /** cluster returns the node's cluster once it exists (it needs the listening port first). */
+  cluster?: () => Cluster | undefined;
 }
 
 /** ServerCounters are the port's running totals, a plain struct of numbers. */
@@ -62,6 +66,7 @@ export class ServerCounters {
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
+  readonly startedAt: number;
   readonly counters = new ServerCounters();
   readonly host: string;
   readonly port: number;
@@ -77,6 +82,7 @@ export class CacheServer implements DispatchContext {
     this.groups = groups;
     this.opts = opts;
     this.clock = opts.clock;
+    this.startedAt = opts.clock();
     const server = this;
     this.listener = Bun.listen<Connection>({
       hostname: opts.host,
@@ -106,6 +112,16 @@ export class CacheServer implements DispatchContext {
     this.host = opts.host;
     this.port = this.listener.port;
     this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
+  }
+
+  /** cluster is the node's cluster, if it has peers. */
+  get cluster(): Cluster | undefined {
+    return this.opts.cluster?.();
+  }
+
+  /** nodeId is this node's id in its cluster, or host:port. */
+  get nodeId(): string {
+    return this.cluster?.self ?? `${this.host}:${this.port}`;
   }
 
   /** connectionCount is the number of open connections. */

@@ -46,6 +46,21 @@ export interface NodeConfig {
   loaderThreads: number;
   loaderQueue: number;
   loadTimeoutMs: number;
+  /** self is this node's id (host:port) as its peers reach it; default host:port of the listener. */
+  self?: string;
+  /** peers is a static member list (this node may be in it). */
+  peers?: string[];
+  /** peersFile lists the members, re-read on change and on SIGHUP. */
+  peersFile?: string;
+  /** peersDns is `name:port`: every A/AAAA record of name is a member on port. */
+  peersDns?: string;
+  peersDnsIntervalMs: number;
+  /** vnodes per member on the ring. */
+  vnodes?: number;
+  /** mirrorShare is the part of each group's memory for hot copies of keys owned elsewhere. */
+  mirrorShare: number;
+  peerTimeoutMs: number;
+  peerConnections: number;
 }
 
 export const DEFAULTS: NodeConfig = {
@@ -65,6 +80,10 @@ export const DEFAULTS: NodeConfig = {
   loaderThreads: 2,
   loaderQueue: 256,
   loadTimeoutMs: 10_000,
+  peersDnsIntervalMs: 5_000,
+  mirrorShare: 0.125,
+  peerTimeoutMs: 1_000,
+  peerConnections: 2,
 };
 
 export const USAGE = `Usage: bun run node.ts [flags]
@@ -89,6 +108,16 @@ Flags:
   --loader-threads N     worker threads running loaders (default ${DEFAULTS.loaderThreads})
   --loader-queue N       loads that may wait for a thread; more are answered OVERLOADED (default ${DEFAULTS.loaderQueue})
   --load-timeout DUR     callers get LOAD_FAILED after this (default 10s); a late value still fills the cache
+  --self HOST:PORT       this node's id as its peers reach it (default: --host:--port)
+  --peers A:P,B:P,...    cluster members (this node may be listed); keys are spread over a
+                         consistent-hash ring and each is loaded by its owner only
+  --peers-file PATH      members, one host:port per line; re-read on change and on SIGHUP
+  --peers-dns NAME:PORT  members: every A/AAAA record of NAME on PORT, re-resolved periodically
+  --peers-dns-interval DUR  how often (default 5s)
+  --vnodes N             virtual nodes per member on the ring (default: the ring's)
+  --mirror-share F       part of each group's memory for hot copies of keys owned elsewhere (default 0.125; 0 = none)
+  --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s)
+  --peer-connections N   connections to each peer (default 2)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
@@ -182,11 +211,44 @@ export function parseArgs(argv: readonly string[]): ParseResult {
       case "--load-timeout":
         c.loadTimeoutMs = Math.max(1, parseDuration(flag, value()));
         break;
+      case "--self":
+        c.self = parseMember(flag, value());
+        break;
+      case "--peers":
+        c.peers = value().split(",").filter((p) => p.trim() !== "").map((p) => parseMember(flag, p.trim()));
+        break;
+      case "--peers-file":
+        c.peersFile = value();
+        break;
+      case "--peers-dns":
+        c.peersDns = parseMember(flag, value());
+        break;
+      case "--peers-dns-interval":
+        c.peersDnsIntervalMs = Math.max(100, parseDuration(flag, value()));
+        break;
+      case "--vnodes":
+        c.vnodes = parseInteger(flag, value(), 1, 10_000);
+        break;
+      case "--mirror-share": {
+        const v = value();
+        const f = Number(v);
+        if (!(f >= 0 && f < 1)) throw new ConfigError(`--mirror-share expects a fraction in [0, 1), got '${v}'`);
+        c.mirrorShare = f;
+        break;
+      }
+      case "--peer-timeout":
+        c.peerTimeoutMs = Math.max(1, parseDuration(flag, value()));
+        break;
+      case "--peer-connections":
+        c.peerConnections = parseInteger(flag, value(), 1, 64);
+        break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }
   }
   if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
+  const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
+  if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
   if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
   const names = new Set<string>();
   for (const g of c.groups) {
@@ -250,6 +312,14 @@ export function parseDuration(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|)$/i.exec(text.trim());
   if (!m) throw new ConfigError(`${flag} expects a duration like 250ms, 30s, 5m or 1h, got '${text}'`);
   return Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+}
+
+/** parseMember checks a `host:port` member id. */
+function parseMember(flag: string, text: string): string {
+  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text) || Number(text.slice(text.lastIndexOf(":") + 1)) > 65535) {
+    throw new ConfigError(`${flag} expects host:port, got '${text}'`);
+  }
+  return text;
 }
 
 function parseInteger(flag: string, text: string, min: number, max: number): number {

@@ -1,10 +1,12 @@
 /**
  * dispatch serves one decoded request from the node's groups and writes its reply.
  *
- * This file is the one place where outcomes become wire errors: store results and lookups map to
- * `CacheError` codes here (`replyCacheError`, `SET_ERRORS`), unknown methods to Thrift's
- * UNKNOWN_METHOD application exception. Protocol faults (bad bytes) are mapped by the server
- * where they are caught, with the same writer.
+ * Outcomes become wire errors in reply-errors.ts (the one mapping point); unknown methods are
+ * answered with Thrift's UNKNOWN_METHOD application exception here.
+ *
+ * In a cluster, a client's call for keys owned by another node is routed (routing.ts); the peer
+ * variants (PeerGet, PeerSet, ...) are always served here, never forwarded. As the owner of a key,
+ * a node that stores or deletes it tells the other members to drop their mirrored copies.
  *
  * The Get hit path allocates nothing: the group is found by its name bytes, the store probes by
  * key bytes, and the value is copied from the slab straight into the connection's output buffer.
@@ -16,29 +18,29 @@
  * reader is not advanced meanwhile). GetMulti loads all its misses in parallel; not-found keys are
  * left out of the map, and a load failure fails the whole call with its CacheError.
  */
+import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
 import {
-  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, METHOD_STATS,
-  type Request,
+  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_INVALIDATE, METHOD_PEER_PING, METHOD_SET,
+  METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
 } from "../protocol/request.ts";
-import { SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, type SetResult } from "../store/store.ts";
+import { SET_OK, type SetResult } from "../store/store.ts";
+import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
+import { route } from "./routing.ts";
 
 const NOT_FOUND_MESSAGE = "key not found";
-
-/** SET_ERRORS maps a failed store SetResult to its ErrorCode and message. */
-const SET_ERRORS: Record<Exclude<SetResult, typeof SET_OK>, [ErrorCode, string]> = {
-  [SET_TOO_LARGE]: [ERROR_CODE.VALUE_TOO_LARGE, "item larger than the largest slab chunk (max item size)"],
-  [SET_NO_MEMORY]: [ERROR_CODE.NO_MEMORY, "no memory could be freed for the item"],
-  [SET_REJECTED]: [ERROR_CODE.NO_MEMORY, "item not admitted"],
-  [SET_INVALID_TTL]: [ERROR_CODE.INVALID_ARGUMENT, "ttl must be >= 0"],
-};
 
 export interface DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
+  /** cluster is set when the node has peers; undefined for a lone node. */
+  readonly cluster?: Cluster;
+  /** nodeId and startedAt answer PeerPing. */
+  readonly nodeId?: string;
+  readonly startedAt?: number;
 }
 
 /**
@@ -54,21 +56,29 @@ export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter)
 function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<void> | void {
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   const method = req.method;
-  if (method < METHOD_GET || method > METHOD_SET_MULTI) {
+  if (method === METHOD_UNKNOWN) {
     const name = new TextDecoder().decode(req.buffer.subarray(req.nameStart, req.nameStart + req.nameLength));
     return reply.writeApplicationException(req, APP_ERROR.UNKNOWN_METHOD, `Invalid method name: '${name}'`);
   }
+  if (method === METHOD_PEER_PING) return reply.writePing(req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0));
   const group = ctx.groups.find(req.buffer, req.groupStart, req.groupLength);
   if (group === undefined) return unknownGroup(reply, req);
-  switch (method) {
+  if (method === METHOD_PEER_INVALIDATE) return invalidate(ctx, group, req, reply);
+  const base = baseMethod(method);
+  const cluster = ctx.cluster;
+  if (cluster !== undefined && cluster.members.length > 1 && !isPeerMethod(method)) {
+    const routed = route(cluster, group, base, req, reply);
+    if (routed !== false) return routed;
+  }
+  switch (base) {
     case METHOD_GET:
       return get(ctx, group, req, reply);
     case METHOD_SET:
-      return set(group, req, reply);
+      return set(ctx, group, req, reply);
     case METHOD_DELETE:
-      return reply.writeSuccess(req, remove(group, req));
+      return reply.writeSuccess(req, remove(ctx, group, req));
     case METHOD_CLEAR:
-      group.store.clear();
+      group.clear();
       return reply.writeSuccess(req, true);
     case METHOD_STATS: {
       const c = group.counters;
@@ -77,8 +87,31 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<
     case METHOD_GET_MULTI:
       return getMulti(group, req, reply);
     default:
-      return setMulti(group, req, reply);
+      return setMulti(ctx, group, req, reply);
   }
+}
+
+/** invalidate serves PeerInvalidate: drop this node's mirrored copies of the keys (or all). */
+function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
+  if (ctx.cluster !== undefined) ctx.cluster.counters.invalidationsReceived++;
+  const mirror = group.mirror;
+  let dropped = 0;
+  if (mirror !== undefined) {
+    if (req.all) {
+      dropped = mirror.size;
+      mirror.clear();
+    } else {
+      for (let i = 0; i < req.itemCount; i++) if (mirror.delete(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!)) dropped++;
+    }
+  }
+  reply.writeInvalidate(req, dropped);
+}
+
+/** invalidateOthers, as the owner of keys just written, tells the other members to drop their copies. */
+function invalidateOthers(ctx: DispatchContext, group: Group, keys: Uint8Array[]): void {
+  const cluster = ctx.cluster;
+  if (cluster === undefined || cluster.members.length < 2) return;
+  cluster.invalidate(group.name, keys, false);
 }
 
 function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
@@ -97,17 +130,25 @@ function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
   reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - ctx.clock()));
 }
 
-function set(group: Group, req: Request, reply: ReplyWriter): void {
+function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   const b = req.buffer;
   const r = group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
-  if (r !== SET_OK) return replySetError(group, reply, req, r);
+  if (ctx.cluster !== undefined) {
+    group.mirror?.delete(b, req.keyStart, req.keyLength);
+    invalidateOthers(ctx, group, [b.slice(req.keyStart, req.keyStart + req.keyLength)]);
+  }
+  if (r !== SET_OK) return refuseSet(group, reply, req, r);
   group.counters.sets++;
   reply.writeSuccess(req, true);
 }
 
-function remove(group: Group, req: Request): boolean {
+function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
   const removed = group.store.delete(req.buffer, req.keyStart, req.keyLength);
   if (removed) group.counters.deletes++;
+  if (ctx.cluster !== undefined) {
+    group.mirror?.delete(req.buffer, req.keyStart, req.keyLength);
+    invalidateOthers(ctx, group, [req.buffer.slice(req.keyStart, req.keyStart + req.keyLength)]);
+  }
   return removed;
 }
 
@@ -163,15 +204,9 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
   reply.endGetMulti();
 }
 
-/** replyThrown answers a failed load: a CacheError with its code, anything else LOAD_FAILED. */
-function replyThrown(reply: ReplyWriter, req: Request, e: unknown): void {
-  if (e instanceof CacheError) return replyCacheError(reply, req, e.code, e.message);
-  replyCacheError(reply, req, ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
-}
-
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's
 // CacheError (the other entries stay stored, as separate sets would).
-function setMulti(group: Group, req: Request, reply: ReplyWriter): void {
+function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   const b = req.buffer;
   const items = req.items;
   const ttl = group.ttlFor(req.effectiveTtlMs());
@@ -182,22 +217,25 @@ function setMulti(group: Group, req: Request, reply: ReplyWriter): void {
     if (r === SET_OK) group.counters.sets++;
     else if (failed === SET_OK) failed = r;
   }
-  if (failed !== SET_OK) return replySetError(group, reply, req, failed);
+  if (ctx.cluster !== undefined) {
+    const keys: Uint8Array[] = [];
+    for (let i = 0; i < req.itemCount; i++) {
+      const o = i * 4;
+      group.mirror?.delete(b, items[o]!, items[o + 1]!);
+      keys.push(b.slice(items[o]!, items[o]! + items[o + 1]!));
+    }
+    invalidateOthers(ctx, group, keys);
+  }
+  if (failed !== SET_OK) return refuseSet(group, reply, req, failed);
   reply.writeSuccess(req, true);
 }
 
-function replySetError(group: Group, reply: ReplyWriter, req: Request, r: Exclude<SetResult, typeof SET_OK>): void {
+function refuseSet(group: Group, reply: ReplyWriter, req: Request, r: Exclude<SetResult, typeof SET_OK>): void {
   group.counters.setErrors++;
-  const [code, message] = SET_ERRORS[r];
-  replyCacheError(reply, req, code, message);
+  replySetError(reply, req, r);
 }
 
 function unknownGroup(reply: ReplyWriter, req: Request): void {
   const name = new TextDecoder().decode(req.buffer.subarray(req.groupStart, req.groupStart + req.groupLength));
   replyCacheError(reply, req, ERROR_CODE.UNKNOWN_GROUP, `unknown group '${name}'`);
-}
-
-/** replyCacheError writes a CacheError reply; the single mapping point for cache-level errors. */
-export function replyCacheError(reply: ReplyWriter, req: Request, code: ErrorCode, message: string): void {
-  reply.writeCacheError(req, code, message);
 }

@@ -65,6 +65,12 @@ describe("parseArgs flags", () => {
     [["--loader-threads", "4"], { loaderThreads: 4 }],
     [["--loader-queue", "0"], { loaderQueue: 0 }],
     [["--load-timeout", "2s"], { loadTimeoutMs: 2000 }],
+    [["--self", "10.0.0.5:8001"], { self: "10.0.0.5:8001" }],
+    [["--peers", "a:1,b:2,[::1]:3"], { peers: ["a:1", "b:2", "[::1]:3"] }],
+    [["--peers-file", "peers.txt"], { peersFile: "peers.txt" }],
+    [["--peers-dns", "cache.svc:8001", "--peers-dns-interval", "2s"], { peersDns: "cache.svc:8001", peersDnsIntervalMs: 2000 }],
+    [["--vnodes", "100", "--mirror-share", "0.25"], { vnodes: 100, mirrorShare: 0.25 }],
+    [["--peer-timeout", "250ms", "--peer-connections", "4"], { peerTimeoutMs: 250, peerConnections: 4 }],
   ];
   test.each(FLAGS)("%p", (argv, expected) => {
     expect(run(argv)).toEqual({ ...DEFAULTS, groups: [], ...expected });
@@ -82,6 +88,8 @@ describe("parseArgs flags", () => {
       maxItemSize: 512 * KIB, maxKeySize: 100, maxFrameSize: 4 * MIB, maxConnections: 99, maxOutputBytes: 8 * MIB,
       expiryIntervalMs: 1000, expiryBudget: 50, logLevel: "warn", logJson: true,
       loaderThreads: DEFAULTS.loaderThreads, loaderQueue: DEFAULTS.loaderQueue, loadTimeoutMs: DEFAULTS.loadTimeoutMs,
+      peersDnsIntervalMs: DEFAULTS.peersDnsIntervalMs, mirrorShare: DEFAULTS.mirrorShare,
+      peerTimeoutMs: DEFAULTS.peerTimeoutMs, peerConnections: DEFAULTS.peerConnections,
     });
   });
 });
@@ -180,6 +188,10 @@ describe("errors name the flag and what it expected", () => {
     [["--group", "a:::admit=lru-k=0"], ["admit=lru-k=K", "0"]],
     [["--group", "a:::negttl=soon"], ["negttl", "soon"]],
     [["--loader-threads", "0"], ["--loader-threads", "0"]],
+    [["--peers", "a:1,nope"], ["--peers", "host:port", "nope"]],
+    [["--self", "a:99999"], ["--self", "a:99999"]],
+    [["--peers", "a:1", "--peers-file", "f"], ["one of --peers, --peers-file and --peers-dns"]],
+    [["--mirror-share", "1"], ["--mirror-share", "1"]],
     [["--load-timeout", "x"], ["--load-timeout", "x"]],
     [["--group", "has space"], ["group name", "has space"]],
     [["--group", "a/b"], ["group name", "a/b"]],

@@ -24,7 +24,7 @@ import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
 import { resolveLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import {
-  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_NAMES, METHOD_SET, METHOD_SET_MULTI, METHOD_STATS,
+  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_NAMES, METHOD_PEER_INVALIDATE, METHOD_PEER_PING, baseMethod, METHOD_SET, METHOD_SET_MULTI, METHOD_STATS,
   METHOD_UNKNOWN, type Request,
 } from "../../src/protocol/request.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
@@ -78,7 +78,7 @@ function snapshot(req: Request): Snapshot {
     items.push({ key: slice(req.items[o]!, req.items[o + 1]!), value: slice(req.items[o + 2]!, req.items[o + 3]!) });
   }
   return {
-    method: req.method,
+    method: baseMethod(req.method), // peer variants are served like their seed methods (no cluster here)
     name: req.method !== METHOD_UNKNOWN ? METHOD_NAMES[req.method]! : new TextDecoder().decode(slice(req.nameStart, req.nameLength)),
     oneway: req.oneway,
     seqid: req.seqid,
@@ -285,7 +285,16 @@ function run(seed: number): Tally {
       check(o.kind === "appException" && o.type === APP_ERROR.UNKNOWN_METHOD, `unknown method answered ${JSON.stringify(o)}`);
       return count("unknownMethod");
     }
+    if (s.method === METHOD_PEER_PING) {
+      const r = successStruct(o);
+      check(typeof field(r, 1, T.STRING) !== "undefined" && typeof field(r, 2, T.I64) === "bigint", "PeerPing without nodeId and uptimeMs");
+      return count("peerPing");
+    }
     if (!model.groups.has(s.group)) return cacheError(o, [2]);
+    if (s.method === METHOD_PEER_INVALIDATE) {
+      check(field(successStruct(o), 1, T.I64) === 0n, "PeerInvalidate dropped mirrors of a node without a mirror");
+      return count("peerInvalidate");
+    }
     const entries = model.of(s.group);
     const group = groups.byName(s.group)!;
     switch (s.method) {

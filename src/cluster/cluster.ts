@@ -1,0 +1,141 @@
+/**
+ * Cluster is a node's view of its peers: the member list, the consistent-hash ring over it, one
+ * client per peer, and the cluster counters.
+ *
+ * Every key has one owner: `owner(key)` is the ring's answer, or this node when it is alone. The
+ * node forwards a client's call for a key it does not own to the owner with the Peer* methods
+ * (served there locally, never forwarded again), so a key is loaded once cluster-wide. Members
+ * come from a MembershipSource; `setMembers` diffs the new list against the ring (add/remove
+ * without a rebuild), opens clients for new peers and closes clients of departed ones. This node
+ * is always a member of its own ring.
+ *
+ * Peer clients are made by an injected `connect` function (the node passes one that builds a
+ * `CacheClient`), so the routing can be tested without sockets.
+ */
+import type { CacheError } from "../protocol/errors.ts";
+import { Ring } from "./ring.ts";
+
+/** ForwardCallback receives a PeerGet reply: the value bytes are valid during the call only. */
+export type ForwardCallback = (
+  err: CacheError | null, value: Uint8Array | null, valueOff: number, valueLen: number, ttlRemainingMs: number,
+) => void;
+
+/** PeerClient is what routing needs from a client of one peer (CacheClient implements it). */
+export interface PeerClient {
+  readonly isDown: boolean;
+  forwardGet(group: Uint8Array, key: Uint8Array, keyOff: number, keyLen: number, done: ForwardCallback): void;
+  set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
+  delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
+  clear(group: string, opts: { peer: boolean }): Promise<void>;
+  getMulti(group: string, keys: readonly Uint8Array[], opts: { peer: boolean }): Promise<Map<string, Uint8Array>>;
+  setMulti(group: string, entries: Iterable<[Uint8Array, Uint8Array]>, ttlMs: number, opts: { peer: boolean }): Promise<void>;
+  invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface ClusterLogger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface ClusterOptions {
+  /** self is this node's id as its peers know it: `host:port`. */
+  self: string;
+  vnodes?: number;
+  connect: (nodeId: string) => PeerClient;
+  logger: ClusterLogger;
+}
+
+/** ClusterCounters are the node's cluster totals, a plain struct of numbers. */
+export class ClusterCounters {
+  forwarded = 0; // client calls sent on to the owner of their key(s)
+  peerLoads = 0; // gets answered by the owner peer
+  peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost)
+  fallbackLoads = 0; // gets loaded locally because the owner could not be reached
+  mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere
+  mirrorFills = 0; // values copied into the mirror
+  invalidationsSent = 0; // PeerInvalidate calls sent
+  invalidationsReceived = 0; // PeerInvalidate calls served
+  membershipChanges = 0; // member lists applied
+}
+
+export class Cluster {
+  readonly self: string;
+  readonly ring: Ring;
+  readonly counters = new ClusterCounters();
+  private readonly peers = new Map<string, PeerClient>();
+  private readonly connect: (nodeId: string) => PeerClient;
+  private readonly logger: ClusterLogger;
+
+  constructor(opts: ClusterOptions) {
+    this.self = opts.self;
+    this.ring = new Ring(opts.vnodes === undefined ? {} : { vnodes: opts.vnodes });
+    this.ring.add(this.self);
+    this.connect = opts.connect;
+    this.logger = opts.logger;
+  }
+
+  /** members is the current member list (this node included), sorted. */
+  get members(): readonly string[] {
+    return this.ring.nodes;
+  }
+
+  /**
+   * setMembers applies a new member list; this node stays a member whatever the list says. It
+   * returns whether the ring changed (the node then drops its mirrors: a copy made under the old
+   * ring may miss the invalidations of a key's new owner).
+   */
+  setMembers(ids: readonly string[]): boolean {
+    const next = new Set(ids);
+    next.add(this.self);
+    const removed = this.ring.nodes.filter((id) => !next.has(id));
+    const added = [...next].filter((id) => !this.ring.has(id));
+    if (removed.length === 0 && added.length === 0) return false;
+    for (const id of removed) {
+      this.ring.remove(id);
+      const client = this.peers.get(id);
+      this.peers.delete(id);
+      void client?.close();
+    }
+    for (const id of added) {
+      this.ring.add(id);
+      if (id !== this.self) this.peers.set(id, this.connect(id));
+    }
+    this.counters.membershipChanges++;
+    this.logger.info("cluster members changed", { members: this.ring.nodes.join(","), added: added.join(","), removed: removed.join(",") });
+    return true;
+  }
+
+  /** owner returns the id of the node that owns key[off, off+len) (this node when alone). */
+  owner(key: Uint8Array, off: number, len: number): string {
+    return this.ring.owner(key, off, len) ?? this.self;
+  }
+
+  /** peer returns the client of member `id`, or undefined for this node or a non-member. */
+  peer(id: string): PeerClient | undefined {
+    return this.peers.get(id);
+  }
+
+  /** others returns the clients of every member but this node. */
+  others(): PeerClient[] {
+    return [...this.peers.values()];
+  }
+
+  /**
+   * invalidate tells every other member to drop its mirrored copy of `keys` of `group` (or all
+   * of the group's mirror). Fire and forget: a peer that misses it still drops the copy when it
+   * expires, and a mirror never outlives the owner's TTL.
+   */
+  invalidate(group: string, keys: readonly Uint8Array[], all: boolean): void {
+    for (const client of this.peers.values()) {
+      this.counters.invalidationsSent++;
+      client.invalidate(group, keys, all).catch(() => this.counters.peerErrors++);
+    }
+  }
+
+  async close(): Promise<void> {
+    const clients = [...this.peers.values()];
+    this.peers.clear();
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}

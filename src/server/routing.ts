@@ -1,0 +1,251 @@
+/**
+ * Routing: how a node serves a client's call for keys it does not own.
+ *
+ * Every key has one owner on the ring. A client's Get/Set/Delete of a key owned elsewhere goes to
+ * the owner with the peer variant (PeerGet/PeerSet/PeerDelete), which the owner serves locally and
+ * never forwards again; so a key is loaded once cluster-wide, and nodes whose member lists
+ * disagree cannot loop (the owner they picked answers from its own store, whatever it thinks).
+ *
+ * - Get: this node's mirror first (a bounded store of hot keys owned elsewhere, filled through
+ *   LRU-K admission, each copy living no longer than the owner's remaining TTL); else PeerGet to
+ *   the owner. If the owner cannot be reached (timeout, down, connection lost) the node loads the
+ *   key itself when its group has a loader (groupcache's behaviour) and counts a peer error;
+ *   without a loader the answer is PEER_UNAVAILABLE. Answers of the owner (NOT_FOUND,
+ *   LOAD_FAILED, ...) pass through unchanged.
+ * - Set/Delete: PeerSet/PeerDelete to the owner, who then tells every other member to drop its
+ *   mirrored copy (PeerInvalidate); this node drops its own copy at once. An unreachable owner is
+ *   PEER_UNAVAILABLE: a write is never kept on a node that does not own the key.
+ * - Clear: this node and every other member (PeerClear), mirrors included.
+ * - GetMulti/SetMulti: keys grouped by owner, one peer call per owner, in parallel; results merged
+ *   in request order.
+ * Returns a promise that has written the reply, or `false` when the call is local after all.
+ */
+import type { Cluster } from "../cluster/cluster.ts";
+import type { Group } from "../cluster/group.ts";
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import type { ReplyWriter } from "../protocol/reply-writer.ts";
+import {
+  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
+} from "../protocol/request.ts";
+import { SET_OK } from "../store/store.ts";
+import { replyCacheError, replyThrown } from "./reply-errors.ts";
+
+const utf8 = new TextDecoder();
+
+/** route serves `req` (seed method `base`) across the cluster, or returns false to serve it here. */
+export function route(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
+  switch (base) {
+    case METHOD_GET:
+      return routeGet(cluster, group, req, reply);
+    case METHOD_SET:
+    case METHOD_DELETE:
+      return routeWrite(cluster, group, base, req, reply);
+    case METHOD_CLEAR:
+      return clearEverywhere(cluster, group, req, reply);
+    case METHOD_GET_MULTI:
+      return getMultiRouted(cluster, group, req, reply);
+    case METHOD_SET_MULTI:
+      return setMultiRouted(cluster, group, req, reply);
+    default:
+      return false;
+  }
+}
+
+function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
+  const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
+  if (owner === cluster.self) return false;
+  const client = cluster.peer(owner);
+  if (client === undefined) return false;
+  const mirror = group.mirror;
+  if (mirror !== undefined) {
+    const id = mirror.get(req.buffer, req.keyStart, req.keyLength);
+    if (id >= 0) {
+      group.counters.gets++;
+      cluster.counters.mirrorHits++;
+      const at = reply.beginGet(req, mirror.valueLength(id));
+      mirror.copyValue(id, reply.out.buffer, at);
+      const exp = mirror.expiresAt(id);
+      reply.endGet(exp === Infinity ? -1 : Math.max(0, exp - mirror.clock()));
+      return Promise.resolve();
+    }
+  }
+  cluster.counters.forwarded++;
+  return new Promise<void>((resolve) => {
+    client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
+      if (err === null && value !== null) {
+        cluster.counters.peerLoads++;
+        group.counters.gets++;
+        reply.writeGet(req, value, off, len, ttl);
+        if (mirror !== undefined && ttl !== 0) {
+          if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
+        }
+        return resolve();
+      }
+      const e = err ?? new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "empty reply from the owner");
+      if (e.code !== ERROR_CODE.PEER_UNAVAILABLE) {
+        replyCacheError(reply, req, e.code, e.message);
+        return resolve();
+      }
+      cluster.counters.peerErrors++;
+      if (group.loader === undefined) {
+        replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
+        return resolve();
+      }
+      cluster.counters.fallbackLoads++;
+      group.load(req.buffer, req.keyStart, req.keyLength).then(
+        (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
+        (failure: unknown) => replyThrown(reply, req, failure),
+      ).finally(resolve);
+    });
+  });
+}
+
+function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
+  const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
+  if (owner === cluster.self) return false;
+  const client = cluster.peer(owner);
+  if (client === undefined) return false;
+  cluster.counters.forwarded++;
+  const key = req.buffer.slice(req.keyStart, req.keyStart + req.keyLength);
+  group.mirror?.delete(key, 0, key.length);
+  const call = base === METHOD_SET
+    ? client.set(group.name, key, req.buffer.slice(req.valueStart, req.valueStart + req.valueLength), req.effectiveTtlMs(), { peer: true }).then(() => true)
+    : client.delete(group.name, key, { peer: true });
+  return call.then(
+    (ok) => {
+      if (base === METHOD_SET) group.counters.sets++;
+      else if (ok) group.counters.deletes++;
+      reply.writeSuccess(req, ok);
+    },
+    (e: unknown) => {
+      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) cluster.counters.peerErrors++;
+      replyThrown(reply, req, e);
+    },
+  );
+}
+
+function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {
+  group.clear();
+  const calls = cluster.others().map((c) => c.clear(group.name, { peer: true }));
+  return Promise.allSettled(calls).then((results) => {
+    const failed = results.filter((r) => r.status === "rejected").length;
+    cluster.counters.peerErrors += failed;
+    if (failed === 0) return reply.writeSuccess(req, true);
+    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `cleared here, but ${failed} of ${calls.length} peers could not be reached`);
+  });
+}
+
+/** keysByOwner splits a multi-key request's entries (indexes) by owner; local ones under self. */
+function keysByOwner(cluster: Cluster, req: Request): Map<string, number[]> {
+  const byOwner = new Map<string, number[]>();
+  for (let i = 0; i < req.itemCount; i++) {
+    const owner = cluster.owner(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+    const list = byOwner.get(owner);
+    if (list === undefined) byOwner.set(owner, [i]);
+    else list.push(i);
+  }
+  return byOwner;
+}
+
+function keyAt(req: Request, i: number): Uint8Array {
+  return req.buffer.slice(req.items[i * 4]!, req.items[i * 4]! + req.items[i * 4 + 1]!);
+}
+
+function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
+  const byOwner = keysByOwner(cluster, req);
+  if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
+  const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
+  const work: Promise<void>[] = [];
+  for (const [owner, indexes] of byOwner) {
+    const client = owner === cluster.self ? undefined : cluster.peer(owner);
+    if (client === undefined) {
+      work.push(localValues(group, req, indexes, values));
+      continue;
+    }
+    cluster.counters.forwarded++;
+    const keys = indexes.map((i) => keyAt(req, i));
+    work.push(client.getMulti(group.name, keys, { peer: true }).then(
+      (found) => {
+        indexes.forEach((i, n) => (values[i] = found.get(utf8.decode(keys[n]!))));
+      },
+      (e: unknown) => {
+        if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
+        cluster.counters.peerErrors++;
+        if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
+        cluster.counters.fallbackLoads += indexes.length;
+        return localValues(group, req, indexes, values);
+      },
+    ));
+  }
+  return Promise.all(work).then(
+    () => {
+      reply.beginGetMulti(req);
+      for (let i = 0; i < req.itemCount; i++) {
+        const v = values[i];
+        if (v === undefined) continue;
+        const at = reply.addGetMultiEntry(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v.length);
+        reply.out.buffer.set(v, at);
+      }
+      reply.endGetMulti();
+    },
+    (e: unknown) => replyThrown(reply, req, e),
+  );
+}
+
+/** localValues reads (or loads) the entries `indexes` of a multi-key request from this node. */
+async function localValues(group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[]): Promise<void> {
+  const loads: Promise<void>[] = [];
+  for (const i of indexes) {
+    const ks = req.items[i * 4]!;
+    const kl = req.items[i * 4 + 1]!;
+    const id = group.lookup(req.buffer, ks, kl);
+    if (id >= 0) {
+      values[i] = group.store.valueView(id).slice();
+      continue;
+    }
+    if (group.loader === undefined || group.lastNegative) continue;
+    loads.push(group.load(req.buffer, ks, kl).then(
+      (loaded) => {
+        values[i] = loaded.value;
+      },
+      (e: unknown) => {
+        if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) throw e;
+      },
+    ));
+  }
+  await Promise.all(loads);
+}
+
+function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
+  const byOwner = keysByOwner(cluster, req);
+  if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
+  const ttl = req.effectiveTtlMs();
+  const work: Promise<void>[] = [];
+  for (const [owner, indexes] of byOwner) {
+    const client = owner === cluster.self ? undefined : cluster.peer(owner);
+    const entries = indexes.map((i): [Uint8Array, Uint8Array] => [
+      keyAt(req, i),
+      req.buffer.slice(req.items[i * 4 + 2]!, req.items[i * 4 + 2]! + req.items[i * 4 + 3]!),
+    ]);
+    if (client === undefined) {
+      work.push(Promise.resolve().then(() => {
+        for (const [k, v] of entries) group.set(k, v, ttl); // a CacheError rejects this part
+        cluster.invalidate(group.name, entries.map(([k]) => k), false);
+      }));
+      continue;
+    }
+    cluster.counters.forwarded++;
+    for (const [k] of entries) group.mirror?.delete(k, 0, k.length);
+    work.push(client.setMulti(group.name, entries, ttl, { peer: true }).then(() => {
+      group.counters.sets += entries.length;
+    }));
+  }
+  return Promise.all(work).then(
+    () => reply.writeSuccess(req, true),
+    (e: unknown) => {
+      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) cluster.counters.peerErrors++;
+      replyThrown(reply, req, e);
+    },
+  );
+}
+

@@ -1,0 +1,190 @@
+/**
+ * Three nodes in one process on real sockets: one owner per key, loads once cluster-wide,
+ * writes through the owner with mirror invalidation, fallback when a node is gone, disagreeing
+ * member lists, GetMulti/SetMulti spread over owners, membership from a peers file and DNS.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import type { Loader } from "../../src/cluster/loader.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import type { NodeConfig } from "../../src/server/config.ts";
+import { LogSink } from "../server/support.ts";
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/** freePorts finds `n` ports that are free now (listen on 0, note, close). */
+function freePorts(n: number): number[] {
+  return Array.from({ length: n }, () => {
+    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = l.port;
+    l.stop(true);
+    return port;
+  });
+}
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+function node(config: Partial<NodeConfig>, loaders: Record<string, Loader> = {}): CacheNode {
+  const n = CacheNode.start({ logLevel: "silent", peerTimeoutMs: 300, ...config }, { logger: new LogSink().logger, loaders });
+  open.push(n);
+  return n;
+}
+
+function client(port: number): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 2000 });
+  open.push(c);
+  return c;
+}
+
+/** cluster3 starts three nodes that all know each other, with the same loader on group "g". */
+function cluster3(loader: Loader, extra: Partial<NodeConfig> = {}): { nodes: CacheNode[]; ids: string[] } {
+  const ports = freePorts(3);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const nodes = ports.map((port) => node({ port, peers: ids, groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra }, { g: loader }));
+  return { nodes, ids };
+}
+
+describe("a three-node cluster in one process", () => {
+  test("1,000 concurrent gets of one cold key spread over all nodes → one loader call cluster-wide", async () => {
+    let calls = 0;
+    const { nodes } = cluster3(async (key) => {
+      calls++;
+      await Bun.sleep(30);
+      return `v:${key}`;
+    });
+    const clients = nodes.map((n) => client(n.port));
+    const gets = Array.from({ length: 1000 }, (_, i) => clients[i % 3]!.get("g", "cold"));
+    const values = await Promise.all(gets);
+    expect(new Set(values.map((v) => text(v.value)))).toEqual(new Set(["v:cold"]));
+    expect(calls).toBe(1);
+    const forwarded = nodes.reduce((n, x) => n + x.cluster!.counters.forwarded, 0);
+    expect(forwarded).toBeGreaterThan(0);
+  });
+
+  test("a set on A is read on B and C; a delete on C removes it everywhere, mirrors included", async () => {
+    const { nodes } = cluster3(() => null);
+    const [a, b, c] = nodes.map((n) => client(n.port));
+    await a!.set("g", "k", "v1");
+    // Read twice on every node: the second read may come from a mirror (LRU-K admits on the 2nd fill).
+    for (const x of [a!, b!, c!]) for (let i = 0; i < 3; i++) expect(text((await x.get("g", "k")).value)).toBe("v1");
+    await c!.delete("g", "k");
+    await Bun.sleep(50); // invalidations are fire-and-forget; give them a moment on loopback
+    for (const x of [a!, b!, c!]) await expect(x.get("g", "k")).rejects.toMatchObject({ code: 1 });
+    // A new value written through B is seen everywhere (no stale mirror).
+    await b!.set("g", "k", "v2");
+    await Bun.sleep(50);
+    for (const x of [a!, b!, c!]) expect(text((await x.get("g", "k")).value)).toBe("v2");
+  });
+
+  test("when a node dies the others still answer every key (fallback loads)", async () => {
+    const { nodes } = cluster3((key) => `v:${key}`);
+    const survivors = [client(nodes[0]!.port), client(nodes[1]!.port)];
+    await nodes[2]!.close();
+    const keys = Array.from({ length: 60 }, (_, i) => `key-${i}`);
+    for (const k of keys) for (const c of survivors) expect(text((await c.get("g", k)).value)).toBe(`v:${k}`);
+    const fallback = nodes[0]!.cluster!.counters.fallbackLoads + nodes[1]!.cluster!.counters.fallbackLoads;
+    expect(fallback).toBeGreaterThan(0);
+  });
+
+  test("hot keys are mirrored on non-owners, and a mirror never outlives the owner's TTL", async () => {
+    const { nodes, ids } = cluster3(() => null);
+    const ring = nodes[0]!.cluster!.ring;
+    // A key owned by node 0, read through node 1.
+    let key = "";
+    for (let i = 0; key === ""; i++) if (ring.owner(new TextEncoder().encode(`hot${i}`)) === ids[0]) key = `hot${i}`;
+    const owner = client(nodes[0]!.port);
+    const reader = client(nodes[1]!.port);
+    await owner.set("g", key, "hot value", 400);
+    for (let i = 0; i < 5; i++) expect(text((await reader.get("g", key)).value)).toBe("hot value");
+    const c1 = nodes[1]!.cluster!.counters;
+    expect(c1.mirrorFills).toBe(1); // LRU-K (K = 2): admitted on the second forwarded read
+    expect(c1.mirrorHits).toBe(3);
+    const remaining = (await reader.get("g", key)).ttlRemainingMs;
+    expect(remaining).toBeGreaterThan(0);
+    expect(remaining).toBeLessThanOrEqual(400);
+    await Bun.sleep(450);
+    await expect(reader.get("g", key)).rejects.toMatchObject({ code: 1 });
+  });
+
+  test("disagreeing member lists complete without loops", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    let calls = 0;
+    const loader: Loader = (k) => {
+      calls++;
+      return `v:${k}`;
+    };
+    // A knows A and B; B believes it is alone. Keys A maps to B are served by B locally (PeerGet).
+    const a = node({ port: ports[0], peers: ids, groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, { g: loader });
+    const b = node({ port: ports[1], peers: [ids[1]!], groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, { g: loader });
+    const ca = client(a.port);
+    const cb = client(b.port);
+    for (let i = 0; i < 40; i++) {
+      expect(text((await ca.get("g", `k${i}`)).value)).toBe(`v:k${i}`);
+      expect(text((await cb.get("g", `k${i}`)).value)).toBe(`v:k${i}`);
+    }
+    expect(calls).toBeLessThanOrEqual(80);
+    expect(a.cluster!.counters.forwarded).toBeGreaterThan(0);
+  });
+
+  test("GetMulti of 1,000 keys spread over the cluster returns all of them in one call; SetMulti spreads", async () => {
+    const { nodes } = cluster3((key) => `loaded:${key}`);
+    const c = client(nodes[0]!.port);
+    const keys = Array.from({ length: 1000 }, (_, i) => `m${i}`);
+    await c.setMulti("g", keys.slice(0, 500).map((k): [string, string] => [k, `set:${k}`]));
+    const got = await c.getMulti("g", keys);
+    expect(got.size).toBe(1000);
+    expect(text(got.get("m7")!)).toBe("set:m7");
+    expect(text(got.get("m700")!)).toBe("loaded:m700");
+    // The SetMulti entries landed on their owners: each node holds only part of them.
+    const held = nodes.map((n) => n.groups.byName("g")!.store.size);
+    expect(held.every((h) => h > 0 && h < 1000)).toBe(true);
+  });
+
+  test("membership from a peers file: a node joins while clients keep reading", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-peers-");
+    try {
+      const file = join(dir, "peers.txt");
+      const ports = freePorts(3);
+      const ids = ports.map((p) => `127.0.0.1:${p}`);
+      await writeFile(file, `${ids[0]}\n${ids[1]}\n`);
+      const loader: Loader = (k) => `v:${k}`;
+      const nodes = ports.map((port) => node({ port, peersFile: file, groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, { g: loader }));
+      const c = client(nodes[0]!.port);
+      const reads = (async () => {
+        for (let i = 0; i < 300; i++) expect(text((await c.get("g", `r${i % 50}`)).value)).toBe(`v:r${i % 50}`);
+      })();
+      await Bun.sleep(20);
+      await writeFile(file, ids.join("\n") + "\n");
+      await reads;
+      const deadline = Date.now() + 3000;
+      while (nodes.some((n) => n.cluster!.members.length !== 3) && Date.now() < deadline) await Bun.sleep(20);
+      expect(nodes.map((n) => n.cluster!.members.length)).toEqual([3, 3, 3]);
+      // Keys now owned by the new node move to it: read through node 0, they are loaded there.
+      const ring = nodes[0]!.cluster!.ring;
+      const moved = Array.from({ length: 50 }, (_, i) => `r${i}`).filter((k) => ring.owner(new TextEncoder().encode(k)) === ids[2]);
+      expect(moved.length).toBeGreaterThan(0);
+      for (const k of moved) expect(text((await c.get("g", k)).value)).toBe(`v:${k}`);
+      expect(nodes[2]!.groups.byName("g")!.store.size).toBe(moved.length);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("membership from DNS: every address of one name is a member", async () => {
+    const port = freePorts(1)[0]!;
+    const n = CacheNode.start(
+      { port, logLevel: "silent", self: `127.0.0.1:${port}`, peersDns: `cache.test:${port}` },
+      { logger: new LogSink().logger, resolve: async () => ["127.0.0.3", "127.0.0.1", "127.0.0.2"] },
+    );
+    open.push(n);
+    const deadline = Date.now() + 2000;
+    while (n.cluster!.members.length < 3 && Date.now() < deadline) await Bun.sleep(10);
+    expect([...n.cluster!.members]).toEqual([`127.0.0.1:${port}`, `127.0.0.2:${port}`, `127.0.0.3:${port}`]);
+  });
+});
