@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import { ClusterClient } from "../../src/client/cluster-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
@@ -174,6 +175,25 @@ describe("a three-node cluster in one process", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test("a ring-aware client sends each call straight to the key's owner", async () => {
+    let calls = 0;
+    const { nodes, ids } = cluster3((key) => {
+      calls++;
+      return `v:${key}`;
+    });
+    const cc = new ClusterClient({ members: ids });
+    open.push(cc);
+    const keys = Array.from({ length: 100 }, (_, i) => `direct-${i}`);
+    for (const k of keys) expect(text((await cc.get("g", k)).value)).toBe(`v:${k}`);
+    await cc.set("g", "written", "w");
+    expect(text((await cc.get("g", "written")).value)).toBe("w");
+    const all = await cc.getMulti("g", [...keys, "written"]);
+    expect(all.size).toBe(101);
+    expect(calls).toBe(100);
+    // No node had to forward anything: every call went to its owner.
+    expect(nodes.reduce((n, x) => n + x.cluster!.counters.forwarded, 0)).toBe(0);
   });
 
   test("membership from DNS: every address of one name is a member", async () => {
