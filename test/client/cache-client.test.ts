@@ -1,0 +1,326 @@
+/**
+ * CacheClient over real sockets on port 0: the seed methods against a real node, the peer
+ * methods against StubServer (the node's peer dispatch is being built alongside), errors,
+ * pipelining, timeouts, down marking and probing back, and hostile servers.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { CacheClient, TEST_DOOR, isUnknownMethod } from "../../src/client/cache-client.ts";
+import { ERROR_CODE } from "../../src/protocol/errors.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { StubServer, appExceptionReply, closedPort, getReply, rejection, serve, until } from "./support.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const str = (b: Uint8Array) => dec.decode(b);
+
+describe("against a real node (seed methods)", () => {
+  let node: CacheNode;
+  let client: CacheClient;
+  beforeAll(() => {
+    node = CacheNode.start({ port: 0, logLevel: "silent", maxItemSize: 64 * 1024 });
+    client = new CacheClient({ host: "127.0.0.1", port: node.port });
+  });
+  afterAll(async () => {
+    await client.close();
+    await node.close();
+  });
+
+  test("set/get/delete/clear/stats/getMulti/setMulti round-trip", async () => {
+    await client.set("default", "a", "alpha", 60_000);
+    const a = await client.get("default", "a");
+    expect(str(a.value)).toBe("alpha");
+    expect(a.ttlRemainingMs).toBeGreaterThan(59_000);
+    expect(a.ttlRemainingMs).toBeLessThanOrEqual(60_000);
+
+    await client.set("default", "forever", "x");
+    expect((await client.get("default", "forever")).ttlRemainingMs).toBe(-1);
+
+    // binary keys and values, and a non-ASCII key
+    const key = new Uint8Array([0, 255, 1, 254]);
+    const value = new Uint8Array(5000).map((_, i) => i * 7);
+    await client.set("default", key, value);
+    expect((await client.get("default", key)).value).toEqual(value);
+    await client.set("default", "clé-ключ-键", "ü");
+    expect(str((await client.get("default", "clé-ключ-键")).value)).toBe("ü");
+
+    expect(await client.delete("default", "a")).toBe(true);
+    expect(await client.delete("default", "a")).toBe(false);
+
+    await client.setMulti("default", [["m1", "one"], [enc.encode("m2"), enc.encode("two")]], 30_000);
+    await client.setMulti("default", new Map([["m3", "three"]]));
+    const got = await client.getMulti("default", ["m1", "m2", enc.encode("m3"), "missing"]);
+    expect([...got].map(([k, v]) => [k, str(v)]).sort()).toEqual([["m1", "one"], ["m2", "two"], ["m3", "three"]]);
+    expect((await client.get("default", "m1")).ttlRemainingMs).toBeGreaterThan(29_000);
+
+    const stats = await client.stats("default");
+    expect(stats.itemCount).toBe(6);
+    expect(stats.totalCount).toBe(stats.hitCount + stats.missCount);
+    await client.clear("default");
+    expect((await client.stats("default")).itemCount).toBe(0);
+  });
+
+  test.each([
+    ["a miss", () => client.get("default", "nope"), ERROR_CODE.NOT_FOUND],
+    ["an unknown group", () => client.get("nogroup", "k"), ERROR_CODE.UNKNOWN_GROUP],
+    ["a key over the limit", () => client.set("default", "k".repeat(251), "v"), ERROR_CODE.INVALID_ARGUMENT],
+    ["a negative ttl", () => client.set("default", "k", "v", -5000), ERROR_CODE.INVALID_ARGUMENT],
+    ["a value over maxItemSize", () => client.set("default", "k", new Uint8Array(65 * 1024)), ERROR_CODE.VALUE_TOO_LARGE],
+  ] as const)("the server's CacheError for %s keeps its code", async (_, call, code) => {
+    const e = await rejection(call());
+    expect(e.name).toBe("CacheError");
+    expect(e.code).toBe(code);
+    expect(e.message.length).toBeGreaterThan(0);
+    expect(client.isDown).toBe(false);
+  });
+
+  test("pipelining: 10,000 gets in flight across 2 connections", async () => {
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => client.set("default", `p${i}`, `v${i}`)));
+    const before = client.counters.calls;
+    const gets = Array.from({ length: 10_000 }, (_, i) => client.get("default", `p${i % 1000}`));
+    // all 10k are in flight at once, half on each connection
+    expect(client[TEST_DOOR].connections.map((conn) => conn.pending.waiting)).toEqual([5000, 5000]);
+    const values = await Promise.all(gets);
+    values.forEach((r, i) => expect(str(r.value)).toBe(`v${i % 1000}`));
+    expect(client.counters.calls - before).toBe(10_000);
+    expect(node.server.connectionCount).toBe(2);
+  });
+});
+
+describe("peer methods (stub server)", () => {
+  test("every peer variant sends its Peer* name and round-trips", async () => {
+    using stub = new StubServer();
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    const peer = { peer: true };
+    await c.set("g", "k", "v", 1500, peer);
+    expect(await c.get("g", "k", peer)).toEqual({ value: enc.encode("v"), ttlRemainingMs: 777 });
+    await c.setMulti("g", [["a", "1"], ["b", "2"]], undefined, peer);
+    expect([...(await c.getMulti("g", ["a", "b", "z"], peer)).keys()].sort()).toEqual(["a", "b"]);
+    expect(await c.delete("g", "a", peer)).toBe(true);
+    await c.clear("g", peer);
+    expect(await c.invalidate("g", ["x", "y"])).toBe(2);
+    expect(await c.invalidate("g", [], true)).toBe(99);
+    expect(await c.ping("me:1")).toEqual({ nodeId: "stub:1", uptimeMs: 42 });
+    expect(stub.calls.map((x) => x.name)).toEqual([
+      "PeerSet", "PeerGet", "PeerSetMulti", "PeerGetMulti", "PeerDelete", "PeerClear", "PeerInvalidate", "PeerInvalidate", "PeerPing",
+    ]);
+    // ttlMs goes out exactly, ttl as whole seconds rounded up (for seed servers); none = defaults
+    expect([stub.calls[0]!.ttlSeconds, stub.calls[0]!.ttlMs]).toEqual([2, 1500]);
+    expect([stub.calls[2]!.ttlSeconds, stub.calls[2]!.ttlMs]).toEqual([0, undefined]);
+    expect(stub.calls[7]!.all).toBe(true);
+  });
+
+  test("forwardGet hands the value bytes and TTL to the callback, never synchronously", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/key", enc.encode("forwarded"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port });
+    const group = enc.encode("g");
+    const buf = enc.encode("xxkeyxx");
+    const results: string[] = [];
+    let sync = true;
+    await new Promise<void>((resolve) => {
+      c.forwardGet(group, buf, 2, 3, (err, value, off, len, ttl) => {
+        expect(sync).toBe(false);
+        results.push(`${err?.code ?? "ok"} ${str(value!.subarray(off, off + len))} ${ttl}`);
+        c.forwardGet(group, buf, 0, 1, (err2) => {
+          results.push(`${err2?.code} ${err2?.message}`);
+          resolve();
+        });
+      });
+      sync = false;
+    });
+    expect(results).toEqual(["ok forwarded 777", `${ERROR_CODE.NOT_FOUND} key not found`]);
+    expect(stub.calls.map((x) => x.name)).toEqual(["PeerGet", "PeerGet"]);
+  });
+
+  test("a TApplicationException (an old server without the method) maps to PEER_UNAVAILABLE, marked UNKNOWN_METHOD", async () => {
+    using stub = new StubServer();
+    stub.handler = (call) => appExceptionReply(call.name, call.seqid, 1, `Invalid method name: '${call.name}'`);
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, maxFailures: 1 });
+    const e = await rejection(c.get("g", "k", { peer: true }));
+    expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+    expect(e.message).toBe("PeerGet failed: server exception UNKNOWN_METHOD (1): Invalid method name: 'PeerGet'");
+    expect(isUnknownMethod(e)).toBe(true);
+    stub.handler = (call) => appExceptionReply(call.name, call.seqid, 6, "boom");
+    const e2 = await rejection(c.ping());
+    expect(e2.message).toBe("PeerPing failed: server exception INTERNAL_ERROR (6): boom");
+    expect(isUnknownMethod(e2)).toBe(false);
+    expect(c.isDown).toBe(false); // the peer answered: alive
+  });
+});
+
+describe("timeouts", () => {
+  test("a server that never answers: PEER_UNAVAILABLE within ~timeout, and the late reply is dropped", async () => {
+    using stub = new StubServer();
+    const held: (() => void)[] = [];
+    stub.handler = (call, s) => {
+      if (call.key === "slow") {
+        const late = getReply(call.name, call.seqid, enc.encode("LATE"), 1);
+        held.push(() => [...s.sockets][0]!.write(late));
+        return null;
+      }
+      return serve(call, s);
+    };
+    stub.store.set("g/fast", enc.encode("fast"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 200 });
+    await c.get("g", "fast"); // connected
+    const t0 = performance.now();
+    const e = await rejection(c.get("g", "slow"));
+    const elapsed = performance.now() - t0;
+    expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+    expect(e.message).toContain("timeout");
+    expect(elapsed).toBeGreaterThanOrEqual(190);
+    expect(elapsed).toBeLessThan(400);
+    expect(c.counters.timeouts).toBe(1);
+    // The late reply arrives while another call is in flight; it must not answer that call.
+    const next = c.get("g", "fast");
+    held[0]!();
+    expect(str((await next).value)).toBe("fast");
+    expect(str((await c.get("g", "fast")).value)).toBe("fast");
+    expect(c.counters.reconnects).toBe(0);
+    expect(c.isDown).toBe(false);
+  });
+
+  test("a silent server (reads, never answers) times every call out; enough of them mark the peer down", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      await using c = new CacheClient({ host: "127.0.0.1", port: silent.port, timeoutMs: 100, maxFailures: 3, probeIntervalMs: 10_000 });
+      const errors = await Promise.all([1, 2, 3].map((i) => rejection(c.get("g", `k${i}`))));
+      expect(errors.map((e) => e.message)).toEqual(Array(3).fill(`timeout calling 127.0.0.1:${silent.port}`));
+      expect(c.isDown).toBe(true);
+      expect(c.counters.downs).toBe(1);
+      const e = await rejection(c.get("g", "k"));
+      expect(e.message).toBe("peer is down");
+    } finally {
+      silent.stop(true);
+    }
+  });
+});
+
+describe("down marking and probing", () => {
+  test("a closed port: down after maxFailures, calls then reject at once, a probe brings it back when a server starts", async () => {
+    const port = closedPort();
+    await using c = new CacheClient({ host: "127.0.0.1", port, connections: 1, maxFailures: 3, probeIntervalMs: 20 });
+    for (let i = 0; i < 3; i++) {
+      expect(c.isDown).toBe(false);
+      const e = await rejection(c.get("g", "k"));
+      expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+      expect(e.message).toContain(`connect to 127.0.0.1:${port} failed`);
+    }
+    expect(c.isDown).toBe(true);
+    expect(c.counters.downs).toBe(1);
+    const calls = c.counters.calls;
+    const down = c.get("g", "k");
+    const e = await rejection(down);
+    expect(e.message).toBe("peer is down");
+    expect(c.counters.calls).toBe(calls); // refused before being issued
+    let forwardErr = "";
+    c.forwardGet(enc.encode("g"), enc.encode("k"), 0, 1, (err) => (forwardErr = err!.message));
+    expect(forwardErr).toBe(""); // never synchronously
+    await Promise.resolve();
+    expect(forwardErr).toBe("peer is down");
+
+    using stub = new StubServer(port);
+    stub.store.set("g/k", enc.encode("back"));
+    await until(() => !c.isDown);
+    expect(stub.calls[0]!.name).toBe("PeerPing");
+    expect(str((await c.get("g", "k")).value)).toBe("back");
+  });
+});
+
+/** A hostile first answer; the stub serves normally from then on. */
+const HOSTILE: [string, (seqid: number) => Uint8Array, string][] = [
+  ["an oversized frame length", () => new Bytes().i32(0x7fffffff).u8(0x80, 1, 0, 2).bytes(), "invalid frame length 2147483647 (limit 16384000)"],
+  ["a negative frame length", () => new Bytes().i32(-5).u8(0x80, 1, 0, 2).bytes(), "invalid frame length"],
+  ["text garbage", () => new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n"), "invalid frame length"],
+  ["a sane length and garbage", () => new Bytes().i32(12).u8(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12).bytes(), "unrecognised transport"],
+  [
+    "nesting deeper than maxDepth",
+    (seqid) => {
+      const b = new Bytes().field(T.STRUCT, 0).field(T.LIST, 9);
+      for (let i = 0; i < 100; i++) b.u8(T.LIST).i32(1);
+      b.u8(T.I32).i32(0);
+      return framed(message(MSG.REPLY, "Get", seqid, b.stop().stop().bytes()));
+    },
+    "nesting too deep",
+  ],
+  ["a string length past the frame", (seqid) => framed(message(MSG.REPLY, "Get", seqid, new Bytes().field(T.STRUCT, 0).field(T.STRING, 1).i32(1 << 20).bytes())), "exceeds the frame"],
+  ["a seqid not in flight", (seqid) => getReply("Get", seqid + 1, enc.encode("x")), "not in flight"],
+  ["another method's name", (seqid) => getReply("Set", seqid, enc.encode("x")), "name does not match"],
+  ["bytes after the message", (seqid) => framed(message(MSG.REPLY, "Get", seqid, new Bytes().field(T.STRUCT, 0).stop().stop().u8(7).bytes())), "bytes left"],
+  ["an unframed (buffered) reply", (seqid) => message(MSG.REPLY, "Get", seqid, new Bytes().field(T.STRUCT, 0).stop().stop().bytes()), "not in framed"],
+  ["a CALL instead of a reply", (seqid) => framed(message(MSG.CALL, "Get", seqid, new Bytes().stop().bytes())), "unexpected message type"],
+];
+
+describe("hostile servers", () => {
+  test.each(HOSTILE)("%s → PEER_UNAVAILABLE, the connection is dropped, the client reconnects and works", async (_, bytes, why) => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("good"));
+    stub.handler = (call, s) => {
+      s.handler = serve;
+      return bytes(call.seqid);
+    };
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    const e = await rejection(c.get("g", "k"));
+    expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+    expect(e.message).toContain("malformed reply");
+    expect(e.message).toContain(why);
+    expect(str((await c.get("g", "k")).value)).toBe("good");
+    expect(stub.connections).toBe(2);
+    expect(c.counters.reconnects).toBe(1);
+  });
+
+  test("a value over maxValueBytes fails that call with VALUE_TOO_LARGE and keeps the connection", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/big", new Uint8Array(2000));
+    stub.store.set("g/small", enc.encode("ok"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, limits: { maxValueBytes: 1000 } });
+    const e = await rejection(c.get("g", "big"));
+    expect(e.code).toBe(ERROR_CODE.VALUE_TOO_LARGE);
+    expect(str((await c.get("g", "small")).value)).toBe("ok");
+    expect(stub.connections).toBe(1);
+  });
+
+  test("a frame split across many packets is reassembled", async () => {
+    using stub = new StubServer();
+    stub.handler = (call, s) => {
+      const bytes = getReply(call.name, call.seqid, new Uint8Array(3000).fill(9), 5);
+      const sock = [...s.sockets][0]!;
+      (async () => {
+        for (let i = 0; i < bytes.length; i += 700) {
+          sock.write(bytes.subarray(i, i + 700));
+          await Bun.sleep(1);
+        }
+      })();
+      return null;
+    };
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    const r = await c.get("g", "k");
+    expect(r.value).toEqual(new Uint8Array(3000).fill(9));
+    expect(r.ttlRemainingMs).toBe(5);
+  });
+});
+
+describe("close", () => {
+  test("close fails pending calls with 'client closed', later calls too, and is idempotent", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const c = new CacheClient({ host: "127.0.0.1", port: silent.port, timeoutMs: 10_000 });
+      const pending = [c.get("g", "a"), c.set("g", "b", "v"), c.ping()];
+      const forwarded = new Promise<string>((r) => c.forwardGet(enc.encode("g"), enc.encode("k"), 0, 1, (err) => r(err!.message)));
+      await c.close();
+      for (const p of pending) expect((await rejection(p)).message).toBe("client closed");
+      expect(await forwarded).toBe("client closed");
+      expect((await rejection(c.get("g", "a"))).message).toBe("client closed");
+      await c.close();
+    } finally {
+      silent.stop(true);
+    }
+  });
+
+  test("options are validated", () => {
+    expect(() => new CacheClient({ host: "h", port: 1, connections: 0 })).toThrow(RangeError);
+    expect(() => new CacheClient({ host: "h", port: 1, timeoutMs: 1.5 })).toThrow(RangeError);
+    expect(() => new CacheClient({ host: "h", port: 1, limits: { maxDepth: 1 } })).toThrow(RangeError);
+  });
+});
