@@ -5,7 +5,7 @@
  * handler serves every method, seed and peer, from a Map, so peer variants can be tested before
  * (and independently of) the node serving them.
  */
-import type { Socket } from "bun";
+import type { Socket, TCPSocketListener } from "bun";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import {
@@ -91,7 +91,7 @@ export class StubServer {
   connections = 0;
   dataEvents = 0;
   readonly sockets = new Set<Socket<StubSocketData>>();
-  private readonly listener: ReturnType<typeof Bun.listen<StubSocketData>>;
+  private readonly listener: TCPSocketListener<StubSocketData>;
   private waiters: (() => void)[] = [];
 
   constructor(port = 0) {
