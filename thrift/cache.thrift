@@ -17,8 +17,10 @@
 // Get/Set/Delete to the key's owner with PeerGet/PeerSet/PeerDelete; the owner answers PeerGet
 // with `ttlRemainingMs` whenever the value expires, so a mirror never outlives it.
 //
-// Names reserved for later methods (answered with UNKNOWN_METHOD until they land): node figures
-// `NodeStats`; access control `Auth`.
+// `Auth` opens a connection when the node has an auth token: until a connection has sent the
+// right token, every other call is answered `CacheError UNAUTHORIZED` and the connection closed.
+// `NodeStats` returns the node's figures (the same as the admin port's /metrics) as a flat map,
+// for tooling that only speaks Thrift; the seed's `Stats` keeps its four counters.
 
 namespace go mybuncache
 namespace js mybuncache
@@ -134,6 +136,22 @@ struct PingResponse {
   2: i64 uptimeMs,
 }
 
+struct AuthRequest {
+  1: string token,
+}
+
+struct AuthResponse {
+  1: bool success,
+}
+
+struct NodeStatsRequest {
+}
+
+struct NodeStatsResponse {
+  // figure name → value, e.g. "server.requests", "group.default.hits", "cluster.forwarded"
+  1: map<string, i64> figures,
+}
+
 service GroupCache {
   Response Get(1: Request req) throws (1: CacheError err),
   SetResponse Set(1: SetRequest req) throws (1: CacheError err),
@@ -142,6 +160,9 @@ service GroupCache {
   StatsResponse Stats(1: StatsRequest req) throws (1: CacheError err),
   GetMultiResponse GetMulti(1: GetMultiRequest req) throws (1: CacheError err),
   SetMultiResponse SetMulti(1: SetMultiRequest req) throws (1: CacheError err),
+
+  AuthResponse Auth(1: AuthRequest req) throws (1: CacheError err),
+  NodeStatsResponse NodeStats(1: NodeStatsRequest req) throws (1: CacheError err),
 
   // Peer methods: served by the receiving node only, never forwarded.
   PeerInvalidateResponse PeerInvalidate(1: PeerInvalidateRequest req) throws (1: CacheError err),

@@ -63,6 +63,10 @@ export interface ClientOptions {
   probeIntervalMs?: number;
   /** Reply decoding obeys the same limits as the server (a hostile peer = a hostile client). */
   limits?: Partial<ProtocolLimits>;
+  /** authToken is sent (Auth) first on every connection, for nodes started with a token. */
+  authToken?: string;
+  /** tls dials with TLS: true trusts the system CAs; `ca` trusts the given PEM certificates. */
+  tls?: boolean | { ca?: string; serverName?: string };
 }
 
 export interface PeerOption {
@@ -98,6 +102,8 @@ export class CacheClient {
       port: opts.port,
       connectTimeoutMs: positive("connectTimeoutMs", opts.connectTimeoutMs ?? 1000),
       limits: resolveLimits(opts.limits),
+      authToken: opts.authToken,
+      tls: opts.tls,
     };
     this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));

@@ -27,7 +27,8 @@ import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protoco
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
+import { METHOD_AUTH } from "../protocol/request.ts";
+import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, SLOT_WAITING, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, unavailable } from "./results.ts";
@@ -55,7 +56,14 @@ export interface Endpoint {
   port: number;
   connectTimeoutMs: number;
   limits: ProtocolLimits;
+  /** authToken is sent (Auth) as the first call on every new connection. */
+  authToken?: string;
+  /** tls dials with TLS (true: system CAs; ca: trust these PEM certificates). */
+  tls?: boolean | { ca?: string; serverName?: string };
 }
+
+/** AUTH_SEQID marks the Auth call sent when a connection opens (pending seqids are always > 0). */
+const AUTH_SEQID = -1;
 
 /** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
 interface Attempt {
@@ -147,7 +155,21 @@ export class ClientConnection {
     this.state = CONN_OPEN;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
+    if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
     this.flush();
+  }
+
+  /**
+   * sendAuth writes the Auth call ahead of everything queued, with the reserved AUTH_SEQID so its
+   * reply needs no pending slot. A refusal closes the connection (the server closes it too).
+   */
+  private sendAuth(socket: CallSocket, token: string): void {
+    const auth = new CallWriter(new BinaryWriter(64 + token.length * 3));
+    auth.begin(METHOD_AUTH, AUTH_SEQID);
+    auth.out.fieldBegin(TYPE_STRING, 1);
+    auth.out.utf8(token);
+    auth.end();
+    socket.write(auth.out.buffer, 0, auth.out.length);
   }
 
   /** usable is false while the connection is failing to (re)connect: pick another one. */
@@ -196,7 +218,9 @@ export class ClientConnection {
     const { host, port, connectTimeoutMs } = this.endpoint;
     this.connectTimer = setTimeout(() => this.connectFailed(attempt.id, "connect timeout"), connectTimeoutMs);
     this.connectTimer.unref();
-    Bun.connect<Attempt>({ hostname: host, port, data: attempt, socket: HANDLERS }).catch((e: unknown) =>
+    const tls = this.endpoint.tls;
+    const options = { hostname: host, port, data: attempt, socket: HANDLERS };
+    (tls === undefined || tls === false ? Bun.connect<Attempt>(options) : Bun.connect<Attempt>({ ...options, tls })).catch((e: unknown) =>
       this.connectFailed(attempt.id, e instanceof Error ? e.message : String(e)),
     );
   }
@@ -238,6 +262,11 @@ export class ClientConnection {
     const r = this.replies;
     const p = this.pending;
     r.begin(buf, start, end);
+    if (r.seqid === AUTH_SEQID) {
+      r.readResult(METHOD_AUTH);
+      if (r.outcome !== REPLY_OK || !r.success) throw protocolError("the peer refused our auth token");
+      return;
+    }
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
     this.backoffFailures = 0;

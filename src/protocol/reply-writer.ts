@@ -142,6 +142,25 @@ export class ReplyWriter {
     this.end();
   }
 
+  /** writeFigures writes the NodeStatsResponse reply `{1: map<string, i64> figures}`. */
+  writeFigures(req: Request, figures: readonly (readonly [string, number])[]): void {
+    const w = this.out;
+    this.begin(req, MESSAGE_REPLY, 16);
+    w.fieldBegin(TYPE_STRUCT, 0);
+    w.fieldBegin(TYPE_MAP, 1);
+    w.u8(TYPE_STRING);
+    w.u8(TYPE_I64);
+    w.i32(figures.length);
+    for (const [name, value] of figures) {
+      w.utf8(name);
+      w.ensure(8 + REPLY_OVERHEAD_BYTES);
+      w.i64(value);
+    }
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+    this.end();
+  }
+
   /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
   beginGetMulti(req: Request): void {
     const w = this.out;

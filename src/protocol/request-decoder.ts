@@ -25,6 +25,7 @@ import { BinaryReader } from "./binary-reader.ts";
 import { parseHeader } from "./header-transport.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import {
+  METHOD_AUTH,
   METHOD_DELETE,
   METHOD_GET,
   METHOD_GET_MULTI,
@@ -142,7 +143,10 @@ export class RequestDecoder {
       const type = r.readFieldBegin();
       if (type === TYPE_STOP) return;
       const id = r.fieldId;
-      if (type === TYPE_STRING && id === 1) {
+      if (type === TYPE_STRING && id === 1 && method === METHOD_AUTH) {
+        req.valueLength = r.readBinary(); // the token
+        req.valueStart = r.rangeStart;
+      } else if (type === TYPE_STRING && id === 1) {
         req.groupLength = r.readBinary();
         req.groupStart = r.rangeStart;
       } else if (type === TYPE_STRING && id === 2 && hasKey) {

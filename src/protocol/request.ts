@@ -43,16 +43,19 @@ export const METHOD_PEER_STATS = 14;
 export const METHOD_PEER_GET_MULTI = 15;
 export const METHOD_PEER_SET_MULTI = 16;
 const PEER_SHIFT = METHOD_PEER_GET - METHOD_GET;
+/** Auth opens a connection to a node with an auth token; NodeStats returns the node's figures. */
+export const METHOD_AUTH = 17;
+export const METHOD_NODE_STATS = 18;
 
 /** METHOD_NAMES[id] is the wire name of a known method (index 0 is the empty string). */
 export const METHOD_NAMES: readonly string[] = Object.freeze([
   "", "Get", "Set", "Delete", "Clear", "Stats", "GetMulti", "SetMulti", "PeerInvalidate", "PeerPing",
-  "PeerGet", "PeerSet", "PeerDelete", "PeerClear", "PeerStats", "PeerGetMulti", "PeerSetMulti",
+  "PeerGet", "PeerSet", "PeerDelete", "PeerClear", "PeerStats", "PeerGetMulti", "PeerSetMulti", "Auth", "NodeStats",
 ]);
 
 /** baseMethod maps a peer variant to its seed method (PeerGet → Get); other ids map to themselves. */
 export function baseMethod(id: number): number {
-  return id >= METHOD_PEER_GET ? id - PEER_SHIFT : id;
+  return id >= METHOD_PEER_GET && id <= METHOD_PEER_SET_MULTI ? id - PEER_SHIFT : id;
 }
 
 /** peerMethod maps a seed method to its peer variant (Get → PeerGet). */
@@ -62,7 +65,7 @@ export function peerMethod(id: number): number {
 
 /** isPeerMethod tells whether `id` is served locally only (a peer variant or a peer-only method). */
 export function isPeerMethod(id: number): boolean {
-  return id >= METHOD_PEER_INVALIDATE;
+  return id >= METHOD_PEER_INVALIDATE && id <= METHOD_PEER_SET_MULTI;
 }
 
 /** Wire bytes of each known method name, precomputed once (read-only by convention). */

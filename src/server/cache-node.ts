@@ -19,6 +19,9 @@ import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
 import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config.ts";
 import { Logger } from "./log.ts";
+import { AccessControl } from "./access.ts";
+import { nodeFigures } from "./figures.ts";
+import { readFileSync } from "node:fs";
 
 export interface NodeDeps {
   clock?: () => number;
@@ -135,6 +138,12 @@ export class CacheNode {
       clock,
       logger,
       cluster: () => cluster,
+      access: config.authToken === undefined ? undefined : new AccessControl(config.authToken),
+      tls: config.tlsCert === undefined || config.tlsKey === undefined ? undefined : readTls(config.tlsCert, config.tlsKey),
+      idleTimeoutMs: config.idleTimeoutMs,
+      maxRequestsPerEvent: config.maxRequestsPerEvent,
+      maxBufferedBytes: config.maxBufferedBytes,
+      figures: () => nodeFigures(node),
     });
     let membership: MembershipSource | undefined;
     if (clustered) {
@@ -147,7 +156,16 @@ export class CacheNode {
         if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();
       });
     }
-    return new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
+    const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
+    return node;
+  }
+}
+
+function readTls(certPath: string, keyPath: string): { cert: string; key: string } {
+  try {
+    return { cert: readFileSync(certPath, "utf8"), key: readFileSync(keyPath, "utf8") };
+  } catch (e) {
+    throw new ConfigError(`cannot read the TLS certificate or key: ${(e as Error).message}`);
   }
 }
 
@@ -162,6 +180,8 @@ function peerClient(id: string, config: NodeConfig): PeerClient {
     port: Number(id.slice(colon + 1)),
     connections: config.peerConnections,
     timeoutMs: config.peerTimeoutMs,
+    authToken: config.authToken,
+    tls: config.tlsCert === undefined ? undefined : { ca: readFileSync(config.tlsCa ?? config.tlsCert, "utf8") },
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
   });
 }

@@ -31,6 +31,8 @@ import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
 import { dispatch, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
+import type { AccessControl } from "./access.ts";
+import { METHOD_AUTH, METHOD_NODE_STATS } from "../protocol/request.ts";
 import type { Logger } from "./log.ts";
 
 export interface ServerOptions {
@@ -48,6 +50,18 @@ export interface ServerOptions {
   logger: Logger;
   /** cluster returns the node's cluster once it exists (it needs the listening port first). */
   cluster?: () => Cluster | undefined;
+  /** access, when set, requires every connection to send the auth token first. */
+  access?: AccessControl;
+  /** tls serves the port over TLS with this certificate and key (PEM). */
+  tls?: { cert: string; key: string };
+  /** idleTimeoutMs closes a connection idle this long (0 = never). */
+  idleTimeoutMs?: number;
+  /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
+  maxRequestsPerEvent?: number;
+  /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
+  maxBufferedBytes?: number;
+  /** figures returns the node's figures for NodeStats. */
+  figures?: () => (readonly [string, number])[];
 }
 
 /** ServerCounters are the port's running totals, a plain struct of numbers. */
@@ -61,6 +75,11 @@ export class ServerCounters {
   bytesIn = 0; // bytes received
   bytesOut = 0; // bytes written
   pauses = 0; // times a connection's input was paused for output backpressure
+  yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
+  unauthorized = 0; // connections closed for a missing or wrong auth token
+  idleClosed = 0; // connections closed by the idle timeout
+  bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
+  bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
 }
 
 export class CacheServer implements DispatchContext {
@@ -84,9 +103,11 @@ export class CacheServer implements DispatchContext {
     this.clock = opts.clock;
     this.startedAt = opts.clock();
     const server = this;
+    const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     this.listener = Bun.listen<Connection>({
       hostname: opts.host,
       port: opts.port,
+      ...(tls === undefined ? {} : { tls }),
       socket: {
         binaryType: "uint8array",
         open(socket) {
@@ -105,6 +126,7 @@ export class CacheServer implements DispatchContext {
           opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
         },
         timeout(socket) {
+          if (socket.data !== undefined && !socket.data.rejected) server.counters.idleClosed++;
           socket.end();
         },
       },
@@ -166,6 +188,8 @@ export class CacheServer implements DispatchContext {
     }
     this.connections.add(conn);
     this.counters.connectionsCurrent = this.connections.size;
+    conn.authed = this.opts.access === undefined;
+    if ((this.opts.idleTimeoutMs ?? 0) > 0) socket.timeout(Math.max(1, Math.ceil(this.opts.idleTimeoutMs! / 1000)));
     if (this.connections.size > this.opts.maxConnections) {
       conn.rejected = true;
       this.counters.connectionsRejected++;
@@ -191,25 +215,40 @@ export class CacheServer implements DispatchContext {
   private onDrain(conn: Connection): void {
     this.flush(conn);
     if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
+    else this.account(conn);
   }
 
   private onClose(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.delete(conn)) return;
+    this.counters.bufferedBytes -= conn.buffered;
+    conn.buffered = 0;
     this.counters.connectionsCurrent = this.connections.size;
     if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
   }
 
-  /** process decodes and serves requests until the input is used up or the output is full. */
+  /**
+   * process decodes and serves requests until the input is used up, the output is full, a reply
+   * waits for a load, or the connection has had its turn (maxRequestsPerEvent requests: the rest
+   * is served on a later turn, so one client pipelining 100k requests cannot starve another).
+   */
   private process(conn: Connection): void {
     if (conn.closing) return this.flush(conn);
     const proto = conn.proto;
     const out = proto.reply.out;
     const max = this.opts.maxOutputBytes;
+    const turn = this.opts.maxRequestsPerEvent ?? 1024;
+    let served = 0;
     let held = false;
     try {
       for (;;) {
         if (out.length >= max) {
           held = true;
+          break;
+        }
+        if (served === turn) {
+          held = true;
+          this.counters.yields++;
+          setImmediate(() => this.resume(conn));
           break;
         }
         if (!proto.nextRequest()) {
@@ -220,12 +259,22 @@ export class CacheServer implements DispatchContext {
         }
         this.counters.requests++;
         conn.requests++;
+        served++;
+        const req = proto.request;
         if (conn.rejected) {
-          replyCacheError(proto.reply, proto.request, ERROR_CODE.OVERLOADED, "too many connections");
+          replyCacheError(proto.reply, req, ERROR_CODE.OVERLOADED, "too many connections");
           conn.closing = true;
           break;
         }
-        const pending = dispatch(this, proto.request, proto.reply);
+        if (!conn.authed || req.method === METHOD_AUTH) {
+          if (!this.authenticate(conn)) break;
+          continue;
+        }
+        if (req.method === METHOD_NODE_STATS) {
+          proto.reply.writeFigures(req, this.opts.figures?.() ?? []);
+          continue;
+        }
+        const pending = dispatch(this, req, proto.reply);
         if (pending !== undefined) {
           this.park(conn, pending);
           held = true;
@@ -237,6 +286,55 @@ export class CacheServer implements DispatchContext {
     }
     this.setHeld(conn, held && !conn.closing);
     this.flush(conn);
+    this.account(conn);
+  }
+
+  /** resume serves a connection that yielded its turn, unless something else holds it. */
+  private resume(conn: Connection): void {
+    if (!this.connections.has(conn) || conn.waiting || conn.queuedOutput >= this.opts.maxOutputBytes) return;
+    this.process(conn);
+  }
+
+  /**
+   * authenticate answers an Auth call (or any call on a connection not yet authenticated): the
+   * right token opens the connection; anything else is UNAUTHORIZED and closes it.
+   */
+  private authenticate(conn: Connection): boolean {
+    const proto = conn.proto;
+    const req = proto.request;
+    const access = this.opts.access;
+    if (req.method === METHOD_AUTH && (access === undefined || access.accepts(req.buffer, req.valueStart, req.valueLength))) {
+      conn.authed = true;
+      proto.reply.writeSuccess(req, true);
+      return true;
+    }
+    this.counters.unauthorized++;
+    const why = req.method === METHOD_AUTH ? "wrong auth token" : "authenticate first (Auth)";
+    replyCacheError(proto.reply, req, ERROR_CODE.UNAUTHORIZED, why);
+    conn.closing = true;
+    this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why });
+    return false;
+  }
+
+  /**
+   * account tracks the bytes this connection holds against the server-wide cap; past the cap the
+   * connection that just grew is closed (its replies so far are sent), so many slow clients
+   * together cannot exhaust memory.
+   */
+  private account(conn: Connection): void {
+    const now = conn.proto.reader.bufferedBytes() + conn.queuedOutput;
+    this.counters.bufferedBytes += now - conn.buffered;
+    conn.buffered = now;
+    const cap = this.opts.maxBufferedBytes;
+    if (cap !== undefined && this.counters.bufferedBytes > cap && now > 0 && !conn.closing) {
+      this.counters.bufferCapClosed++;
+      conn.closing = true;
+      conn.backlog = null;
+      this.opts.logger.warn("closing connection: connection buffers over the cap", {
+        conn: conn.id, remote: conn.remote, held: now, total: this.counters.bufferedBytes, cap,
+      });
+      this.flush(conn);
+    }
   }
 
   /** park holds the connection until `pending` has written its reply, then serves on in order. */

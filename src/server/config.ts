@@ -6,6 +6,7 @@
  * plain bytes; durations accept `ms`, `s`, `m`, `h` or plain seconds.
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
+import { readFileSync } from "node:fs";
 import type { AdmissionPolicy } from "../cluster/group.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
@@ -61,6 +62,21 @@ export interface NodeConfig {
   mirrorShare: number;
   peerTimeoutMs: number;
   peerConnections: number;
+  /** authToken, when set, must be sent (Auth) first on every connection; peers send it too. */
+  authToken?: string;
+  /** tlsCert/tlsKey: PEM files; the Thrift port (and peer connections) use TLS. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** tlsCa: PEM certificates peers are checked against (default: this node's own certificate). */
+  tlsCa?: string;
+  /** insecure allows a non-loopback address without an auth token. */
+  insecure: boolean;
+  /** idleTimeoutMs closes idle connections (0 = never). */
+  idleTimeoutMs: number;
+  /** maxRequestsPerEvent bounds the requests served per turn for one connection. */
+  maxRequestsPerEvent: number;
+  /** maxBufferedBytes caps what all connections together hold (partial input + output). */
+  maxBufferedBytes: number;
 }
 
 export const DEFAULTS: NodeConfig = {
@@ -84,6 +100,10 @@ export const DEFAULTS: NodeConfig = {
   mirrorShare: 0.125,
   peerTimeoutMs: 1_000,
   peerConnections: 2,
+  insecure: false,
+  idleTimeoutMs: 0,
+  maxRequestsPerEvent: 1024,
+  maxBufferedBytes: 1024 * 1024 * 1024,
 };
 
 export const USAGE = `Usage: bun run node.ts [flags]
@@ -118,6 +138,18 @@ Flags:
   --mirror-share F       part of each group's memory for hot copies of keys owned elsewhere (default 0.125; 0 = none)
   --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s)
   --peer-connections N   connections to each peer (default 2)
+  --auth-token TOKEN     require this token (the Auth call) first on every connection; peers send it
+                         too. Better: --auth-token-file PATH or the MYBUNCACHE_AUTH_TOKEN env var
+                         (not visible in ps). At least 16 characters.
+  --auth-token-file PATH read the token from a file
+  --tls-cert PATH        serve the Thrift port over TLS with this PEM certificate (and --tls-key);
+  --tls-key PATH         peers are dialed over TLS too
+  --tls-ca PATH          certificates to check peers against (default: this node's own --tls-cert)
+  --insecure             allow a non-loopback --host without an auth token (refused otherwise)
+  --idle-timeout DUR     close connections idle this long (default 0 = never)
+  --max-requests-per-event N
+                         requests served for one connection before others get a turn (default ${DEFAULTS.maxRequestsPerEvent})
+  --max-buffered SIZE    bytes all connections together may hold in the server (default 1g)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
@@ -138,7 +170,20 @@ export class ConfigError extends Error {
 
 export type ParseResult = { kind: "run"; config: NodeConfig } | { kind: "help" } | { kind: "version" };
 
-export function parseArgs(argv: readonly string[]): ParseResult {
+/** isLoopback tells whether a --host value only accepts local connections. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+function readTokenFile(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (e) {
+    throw new ConfigError(`--auth-token-file ${path}: ${(e as Error).message}`);
+  }
+}
+
+export function parseArgs(argv: readonly string[], env: Record<string, string | undefined> = process.env): ParseResult {
   const c: NodeConfig = { ...DEFAULTS, groups: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -242,11 +287,44 @@ export function parseArgs(argv: readonly string[]): ParseResult {
       case "--peer-connections":
         c.peerConnections = parseInteger(flag, value(), 1, 64);
         break;
+      case "--auth-token":
+        c.authToken = value();
+        break;
+      case "--auth-token-file":
+        c.authToken = readTokenFile(value());
+        break;
+      case "--tls-cert":
+        c.tlsCert = value();
+        break;
+      case "--tls-key":
+        c.tlsKey = value();
+        break;
+      case "--tls-ca":
+        c.tlsCa = value();
+        break;
+      case "--insecure":
+        c.insecure = true;
+        break;
+      case "--idle-timeout":
+        c.idleTimeoutMs = parseDuration(flag, value());
+        break;
+      case "--max-requests-per-event":
+        c.maxRequestsPerEvent = parseInteger(flag, value(), 1, 1_000_000);
+        break;
+      case "--max-buffered":
+        c.maxBufferedBytes = parseSize(flag, value());
+        break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }
   }
   if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
+  if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN;
+  if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
+  if (!c.insecure && c.authToken === undefined && !isLoopback(c.host)) {
+    throw new ConfigError(`refusing to serve ${c.host} without an auth token: set --auth-token-file (or MYBUNCACHE_AUTH_TOKEN), or pass --insecure`);
+  }
   const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
   if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
   if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);

@@ -11,6 +11,9 @@
  * - `closing`: the connection ends once its output is flushed.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
+ * - `authed`: the connection sent the node's auth token (always true on a node without one).
+ * - `buffered`: bytes this connection holds in the server (partial input plus queued output), as
+ *   last counted toward the server-wide cap.
  */
 import type { Socket } from "bun";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -26,6 +29,8 @@ export class Connection {
   paused = false;
   closing = false;
   rejected = false;
+  authed = false;
+  buffered = 0;
   backlog: Uint8Array[] | null = null;
   bytesIn = 0;
   bytesOut = 0;

@@ -196,6 +196,18 @@ describe("a three-node cluster in one process", () => {
     expect(nodes.reduce((n, x) => n + x.cluster!.counters.forwarded, 0)).toBe(0);
   });
 
+  test("with an auth token, peers authenticate with it; a client without it is refused", async () => {
+    const token = "cluster-token-0123456789";
+    const { nodes } = cluster3((key) => `v:${key}`, { authToken: token });
+    const good = new CacheClient({ host: "127.0.0.1", port: nodes[0]!.port, authToken: token });
+    open.push(good);
+    for (let i = 0; i < 30; i++) expect(text((await good.get("g", `a${i}`)).value)).toBe(`v:a${i}`);
+    expect(nodes[0]!.cluster!.counters.peerLoads).toBeGreaterThan(0); // forwarded with the token
+    expect(nodes[0]!.cluster!.counters.peerErrors).toBe(0);
+    const bad = client(nodes[1]!.port);
+    await expect(bad.get("g", "a1")).rejects.toMatchObject({ code: 9 });
+  });
+
   test("membership from DNS: every address of one name is a member", async () => {
     const port = freePorts(1)[0]!;
     const n = CacheNode.start(

@@ -44,7 +44,7 @@ describe("parseArgs flags", () => {
     [["--port", "0"], { port: 0 }],
     [["--port", "65535"], { port: 65535 }],
     [["--port=9000"], { port: 9000 }],
-    [["--host", "0.0.0.0"], { host: "0.0.0.0" }],
+    [["--host", "127.0.0.2"], { host: "127.0.0.2" }],
     [["--host=::1"], { host: "::1" }],
     [["--memory", "128mb"], { memory: 128 * MIB }],
     [["--max-item-size", "2mb"], { maxItemSize: 2 * MIB }],
@@ -71,6 +71,12 @@ describe("parseArgs flags", () => {
     [["--peers-dns", "cache.svc:8001", "--peers-dns-interval", "2s"], { peersDns: "cache.svc:8001", peersDnsIntervalMs: 2000 }],
     [["--vnodes", "100", "--mirror-share", "0.25"], { vnodes: 100, mirrorShare: 0.25 }],
     [["--peer-timeout", "250ms", "--peer-connections", "4"], { peerTimeoutMs: 250, peerConnections: 4 }],
+    [["--auth-token", "0123456789abcdef"], { authToken: "0123456789abcdef" }],
+    [["--host", "0.0.0.0", "--auth-token", "0123456789abcdef"], { host: "0.0.0.0", authToken: "0123456789abcdef" }],
+    [["--host", "0.0.0.0", "--insecure"], { host: "0.0.0.0", insecure: true }],
+    [["--host", "localhost"], { host: "localhost" }],
+    [["--tls-cert", "c.pem", "--tls-key", "k.pem"], { tlsCert: "c.pem", tlsKey: "k.pem" }],
+    [["--idle-timeout", "30s", "--max-requests-per-event", "64", "--max-buffered", "256mb"], { idleTimeoutMs: 30_000, maxRequestsPerEvent: 64, maxBufferedBytes: 256 * MIB }],
   ];
   test.each(FLAGS)("%p", (argv, expected) => {
     expect(run(argv)).toEqual({ ...DEFAULTS, groups: [], ...expected });
@@ -81,6 +87,7 @@ describe("parseArgs flags", () => {
       "--port", "7001", "--host", "10.0.0.1", "--memory", "1g", "--group", "a:100mb:1h", "--group", "b",
       "--max-item-size", "512k", "--max-key-size", "100", "--max-frame-size", "4mb", "--max-connections", "99",
       "--max-output", "8mb", "--expiry-interval", "1s", "--expiry-budget", "50", "--log-level", "warn", "--log-json",
+      "--insecure",
     ]);
     expect(c).toEqual({
       host: "10.0.0.1", port: 7001, memory: GIB,
@@ -90,6 +97,7 @@ describe("parseArgs flags", () => {
       loaderThreads: DEFAULTS.loaderThreads, loaderQueue: DEFAULTS.loaderQueue, loadTimeoutMs: DEFAULTS.loadTimeoutMs,
       peersDnsIntervalMs: DEFAULTS.peersDnsIntervalMs, mirrorShare: DEFAULTS.mirrorShare,
       peerTimeoutMs: DEFAULTS.peerTimeoutMs, peerConnections: DEFAULTS.peerConnections,
+      insecure: true, idleTimeoutMs: 0, maxRequestsPerEvent: DEFAULTS.maxRequestsPerEvent, maxBufferedBytes: DEFAULTS.maxBufferedBytes,
     });
   });
 });
@@ -192,6 +200,10 @@ describe("errors name the flag and what it expected", () => {
     [["--self", "a:99999"], ["--self", "a:99999"]],
     [["--peers", "a:1", "--peers-file", "f"], ["one of --peers, --peers-file and --peers-dns"]],
     [["--mirror-share", "1"], ["--mirror-share", "1"]],
+    [["--host", "0.0.0.0"], ["refusing to serve 0.0.0.0 without an auth token", "--insecure"]],
+    [["--auth-token", "short"], ["at least 16 characters"]],
+    [["--tls-cert", "c.pem"], ["--tls-cert and --tls-key go together"]],
+    [["--auth-token-file", "/nonexistent/token"], ["--auth-token-file", "/nonexistent/token"]],
     [["--load-timeout", "x"], ["--load-timeout", "x"]],
     [["--group", "has space"], ["group name", "has space"]],
     [["--group", "a/b"], ["group name", "a/b"]],

@@ -1,0 +1,33 @@
+/**
+ * nodeFigures flattens a node's counters into (name, value) pairs for the NodeStats Thrift
+ * method: the same figures the admin port exports, for tooling that only speaks Thrift.
+ *
+ * Names: `server.<counter>`, `group.<name>.<counter>` (group counters and store figures),
+ * `cluster.<counter>` and `cluster.members` when the node has peers, `loaders.<counter>` with a
+ * loader pool. Read at call time from the plain counter structs; allocates (a stats call).
+ */
+import type { CacheNode } from "./cache-node.ts";
+
+export function nodeFigures(node: CacheNode): [string, number][] {
+  const out: [string, number][] = [];
+  const add = (prefix: string, counters: object): void => {
+    for (const [k, v] of Object.entries(counters)) if (typeof v === "number") out.push([`${prefix}.${k}`, v]);
+  };
+  add("server", node.server.counters);
+  out.push(["server.connections", node.server.connectionCount]);
+  for (const g of node.groups.all()) {
+    add(`group.${g.name}`, g.counters);
+    const s = g.store.stats();
+    for (const k of ["items", "bytesUsed", "dataBytes", "pageBytes", "metaBytes", "capacity", "evictions", "expiredLazy", "expiredActive",
+      "admissionsRejected", "pageMoves", "heapSize"] as const) {
+      out.push([`group.${g.name}.store.${k}`, s[k]]);
+    }
+    if (g.mirror !== undefined) out.push([`group.${g.name}.mirror.items`, g.mirror.size]);
+  }
+  if (node.cluster !== undefined) {
+    add("cluster", node.cluster.counters);
+    out.push(["cluster.members", node.cluster.members.length]);
+  }
+  if (node.pool !== undefined) add("loaders", node.pool.counters);
+  return out;
+}

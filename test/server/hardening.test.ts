@@ -1,0 +1,157 @@
+/**
+ * Hardening over real sockets: token auth (constant-time check, unauthorized calls refused and
+ * the connection closed), TLS with a certificate generated here, idle timeout, per-connection
+ * fairness, the cap on what all connections together hold, and NodeStats.
+ */
+import { describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { AccessControl } from "../../src/server/access.ts";
+import { parseArgs } from "../../src/server/config.ts";
+import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
+
+const TOKEN = "s3cret-token-0123456789";
+
+function authCall(seqid: number, token: string): Uint8Array {
+  return framed(message(MSG.CALL, "Auth", seqid, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(token).stop().stop().bytes()));
+}
+
+function replyText(frame: Uint8Array): string {
+  return new TextDecoder().decode(frame);
+}
+
+describe("token auth", () => {
+  test("calls before Auth are refused UNAUTHORIZED and the connection closed", async () => {
+    await using node = startNode({ authToken: TOKEN });
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "k"));
+    await raw.closed;
+    const [frame] = raw.frames();
+    expect(replyHeader(frame!)).toMatchObject({ type: MSG.REPLY, seqid: 1 });
+    expect(replyText(frame!)).toContain("authenticate first");
+    expect(node.server.counters.unauthorized).toBe(1);
+  });
+
+  test("a wrong token is refused and closes; the right one opens the connection", async () => {
+    await using node = startNode({ authToken: TOKEN });
+    const bad = await RawSocket.connect(node.port);
+    bad.write(authCall(1, "s3cret-token-0123456780"));
+    await bad.closed;
+    expect(replyText(bad.frames()[0]!)).toContain("wrong auth token");
+
+    const good = await RawSocket.connect(node.port);
+    good.write(authCall(1, TOKEN));
+    good.write(setCall(2, "k", new TextEncoder().encode("v")));
+    good.write(getCall(3, "k"));
+    await good.waitFor(() => good.frames().length === 3, "three replies");
+    expect(good.frames().map((f) => replyHeader(f).type)).toEqual([MSG.REPLY, MSG.REPLY, MSG.REPLY]);
+    expect(replyText(good.frames()[2]!)).toContain("v");
+    expect(good.isClosed).toBe(false);
+    good.close();
+  });
+
+  test("the comparison hashes both sides: any length and any first wrong byte take the same path", () => {
+    const ac = new AccessControl(TOKEN);
+    const enc = new TextEncoder();
+    for (const t of ["", "x", TOKEN.slice(0, -1), TOKEN + "x", "z" + TOKEN.slice(1), TOKEN.replace(/.$/, "?")]) {
+      expect(ac.accepts(enc.encode(t), 0, enc.encode(t).length)).toBe(false);
+    }
+    expect(ac.accepts(enc.encode(`..${TOKEN}..`), 2, TOKEN.length)).toBe(true);
+    expect(() => new AccessControl("short")).toThrow(RangeError);
+  });
+
+  test("the token can come from the environment, so it is not visible in ps", () => {
+    const r = parseArgs(["--port", "0"], { MYBUNCACHE_AUTH_TOKEN: TOKEN });
+    expect(r.kind === "run" && r.config.authToken).toBe(TOKEN);
+  });
+});
+
+describe("TLS", () => {
+  test("a stock Apache Thrift client talks to the node over TLS (self-signed certificate made here)", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-tls-");
+    try {
+      const cert = join(dir, "cert.pem");
+      const key = join(dir, "key.pem");
+      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
+      expect(gen.exitCode).toBe(0);
+      await using node = startNode({ tlsCert: cert, tlsKey: key });
+      const conn = thrift.createSSLConnection("127.0.0.1", node.port, {
+        transport: thrift.TFramedTransport, protocol: thrift.TBinaryProtocol, ca: [await Bun.file(cert).text()],
+      });
+      conn.on("error", () => {});
+      const client = thrift.createClient(GroupCache, conn);
+      try {
+        await client.Set(new types.SetRequest({ group: "default", key: "tls", value: Buffer.from("over tls"), ttl: 0 }));
+        expect((await client.Get(new types.Request({ group: "default", key: "tls" }))).value.toString()).toBe("over tls");
+      } finally {
+        conn.end();
+      }
+      // A plaintext client gets nothing served.
+      const raw = await RawSocket.connect(node.port);
+      raw.write(getCall(1, "tls"));
+      await raw.closed;
+      expect(raw.frames().length).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("resource limits", () => {
+  // Bun's socket timeouts tick in about 4-second steps, so a 1 s idle timeout closes within ~4 s.
+  test("idle connections are closed after the idle timeout", async () => {
+    await using node = startNode({ idleTimeoutMs: 1000 });
+    const raw = await RawSocket.connect(node.port);
+    await raw.closed; // closes by itself after ~1 s of silence
+    expect(node.server.counters.idleClosed).toBe(1);
+  }, 10_000);
+
+  test("fairness: one client's 100k pipelined requests do not starve another client's single request", async () => {
+    await using node = startNode({ maxRequestsPerEvent: 256 });
+    const flood = await RawSocket.connect(node.port, { read: false });
+    const one = getCall(1, "x");
+    const burst = new Uint8Array(one.length * 100_000);
+    for (let i = 0; i < 100_000; i++) burst.set(one, i * one.length);
+    flood.write(burst);
+    await Bun.sleep(5); // let the flood start
+    const single = await RawSocket.connect(node.port);
+    single.write(getCall(7, "y"));
+    await single.waitFor(() => single.frames().length === 1, "the single reply", 5_000);
+    expect(replyHeader(single.frames()[0]!).seqid).toBe(7);
+    expect(node.server.counters.yields).toBeGreaterThan(0);
+    single.close();
+    flood.close();
+  }, 20_000);
+
+  test("the cap on what all connections hold closes the connection that passes it", async () => {
+    await using node = startNode({ maxBufferedBytes: 256 * 1024 });
+    const slow = await RawSocket.connect(node.port);
+    // Announce a 1 MiB frame and send 300 KiB of it: the partial frame is held, past the cap.
+    const head = new Bytes().i32(1024 * 1024).i32(0x80010001).bytes(); // a framed CALL's first bytes
+    slow.write(head);
+    slow.write(new Uint8Array(300 * 1024));
+    await slow.closed;
+    expect(node.server.counters.bufferCapClosed).toBe(1);
+    expect(node.server.counters.bufferedBytes).toBe(0);
+  });
+});
+
+describe("NodeStats", () => {
+  test("answers the node's figures as a flat map", async () => {
+    await using node = startNode();
+    const { client, close } = await (await import("./support.ts")).apacheClient(node.port);
+    try {
+      await client.Set(new types.SetRequest({ group: "default", key: "a", value: Buffer.from("1"), ttl: 0 }));
+      await client.Get(new types.Request({ group: "default", key: "a" }));
+      const r = await client.NodeStats(new types.NodeStatsRequest({}));
+      const figures = new Map(Object.entries(r.figures as Record<string, { toNumber(): number }>).map(([k, v]) => [k, v.toNumber()]));
+      expect(figures.get("group.default.hits")).toBe(1);
+      expect(figures.get("group.default.store.items")).toBe(1);
+      expect(figures.get("server.requests")).toBeGreaterThanOrEqual(3);
+    } finally {
+      close();
+    }
+  });
+});
