@@ -28,7 +28,9 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const groups = node.groups.all().map((g) => `${g.name}=${(g.store.capacity / 1048576).toFixed(1)}MiB${g.loader ? "+loader" : ""}`).join(",");
+  const { authToken, ...shown } = node.config;
   node.logger.info(`mybuncache ${VERSION} listening on ${node.address}`, { groups, pid: process.pid });
+  node.logger.info("effective config", { ...shown, groups: undefined, auth: authToken === undefined ? "off" : "token" });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) process.exit(1);
