@@ -1,0 +1,163 @@
+/**
+ * AdminServer is a node's HTTP admin port (`Bun.serve`): metrics, health and stats for operators.
+ *
+ *  - `GET /metrics`: the Prometheus text exposition (metrics.ts), read at scrape time.
+ *  - `GET /healthz`: 200 "ok" while the node is serving; 503 "starting" or "draining" otherwise.
+ *    The node owns the state and moves it with `setState`: a new AdminServer is "starting" (unless
+ *    told otherwise), so a load balancer never sees ready before the node says so.
+ *  - `GET /stats`: the node's figures as JSON (nodeStats below).
+ *  - Any other path is 404; a known path with a method other than GET/HEAD is 405.
+ *
+ * The admin port is off the request path: nothing here touches the Thrift port's connections.
+ * One AdminServer per node, never a module-level one, so tests run several in one process.
+ */
+import type { Server } from "bun";
+import type { CacheNode } from "./cache-node.ts";
+import { VERSION } from "./config.ts";
+import type { LatencyHistogram } from "./latency.ts";
+import type { Logger } from "./log.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
+import { METHOD_NAMES } from "../protocol/request.ts";
+
+export type AdminState = "starting" | "serving" | "draining";
+
+export interface AdminOptions {
+  host: string;
+  /** port to listen on; 0 picks a free one (read it back from `port`). */
+  port: number;
+  node: CacheNode;
+  latency: LatencyHistogram;
+  logger: Logger;
+  /** state to start in (default "starting"). */
+  state?: AdminState;
+}
+
+/** PROMETHEUS_CONTENT_TYPE is the media type of the text exposition format 0.0.4. */
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+export class AdminServer {
+  readonly host: string;
+  readonly port: number;
+  readonly metrics: Metrics;
+  private readonly node: CacheNode;
+  private readonly latency: LatencyHistogram;
+  private readonly logger: Logger;
+  private readonly server: Server<undefined>;
+  private current: AdminState;
+  private closing: Promise<void> | null = null;
+
+  private constructor(opts: AdminOptions) {
+    this.node = opts.node;
+    this.latency = opts.latency;
+    this.logger = opts.logger;
+    this.current = opts.state ?? "starting";
+    this.metrics = createMetrics(opts.node, opts.latency);
+    this.server = Bun.serve({
+      hostname: opts.host,
+      port: opts.port,
+      fetch: (req) => this.handle(req),
+      error: (e) => {
+        this.logger.error("admin request failed", { error: e.message, stack: e.stack });
+        return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=utf-8" } });
+      },
+    });
+    this.host = opts.host;
+    this.port = this.server.port ?? opts.port;
+  }
+
+  /** start listens on `opts.host:opts.port` and serves the admin endpoints of `opts.node`. */
+  static start(opts: AdminOptions): AdminServer {
+    const admin = new AdminServer(opts);
+    opts.logger.info("admin port listening", { address: `${admin.host}:${admin.port}` });
+    return admin;
+  }
+
+  /** state is what `/healthz` reports. */
+  get state(): AdminState {
+    return this.current;
+  }
+
+  /** setState moves the health state: "serving" answers 200, "starting" and "draining" 503. */
+  setState(state: AdminState): void {
+    if (state === this.current) return;
+    this.current = state;
+    this.logger.info("admin state changed", { state });
+  }
+
+  /** close stops listening and ends open admin connections (scrapes are short). */
+  close(): Promise<void> {
+    this.closing ??= this.server.stop(true);
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private async handle(req: Request): Promise<Response> {
+    const path = new URL(req.url).pathname;
+    if (path !== "/metrics" && path !== "/healthz" && path !== "/stats") return text(404, "not found\n");
+    if (req.method !== "GET" && req.method !== "HEAD") return text(405, "method not allowed\n", { allow: "GET, HEAD" });
+    switch (path) {
+      case "/metrics":
+        return new Response(await this.metrics.render(), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } });
+      case "/healthz":
+        return this.current === "serving" ? text(200, "ok\n") : text(503, `${this.current}\n`);
+      default:
+        return Response.json(nodeStats(this.node, this.latency, this.current), { headers: { "cache-control": "no-store" } });
+    }
+  }
+}
+
+function text(status: number, body: string, headers: Record<string, string> = {}): Response {
+  return new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8", ...headers } });
+}
+
+/**
+ * nodeStats gathers the node's figures for `/stats`: the server's counters, requests and errors
+ * by method, every group with its counters and store statistics (slab classes included), and
+ * the cluster and loader pool when the node has them (null otherwise). Allocates; admin use only.
+ */
+export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: AdminState): Record<string, unknown> {
+  const server = node.server;
+  const requests: Record<string, number> = {};
+  const errors: Record<string, Record<string, number>> = {};
+  for (let m = 0; m < METHOD_NAMES.length; m++) {
+    const name = m === 0 ? "unknown" : METHOD_NAMES[m]!;
+    if (latency.counts[m]! > 0) requests[name] = latency.counts[m]!;
+    for (const [code, n] of Object.entries(ERROR_CODE)) {
+      const count = latency.errorCount(m, n);
+      if (count > 0) (errors[name] ??= {})[code.toLowerCase()] = count;
+    }
+  }
+  const protocolErrors: Record<string, number> = {};
+  for (const [kind, t] of Object.entries(APP_ERROR)) if (latency.protocolErrors[t]! > 0) protocolErrors[kind.toLowerCase()] = latency.protocolErrors[t]!;
+  const groups: Record<string, unknown> = {};
+  for (const g of node.groups.all()) {
+    groups[g.name] = {
+      counters: { ...g.counters },
+      store: g.store.stats(),
+      mirror: g.mirror === undefined ? null : g.mirror.stats(),
+    };
+  }
+  const cluster = node.cluster;
+  const pool = node.pool;
+  return {
+    node: {
+      id: server.nodeId,
+      version: VERSION,
+      state,
+      startedAt: server.startedAt,
+      uptimeMs: server.clock() - server.startedAt,
+      connections: server.connectionCount,
+      counters: { ...server.counters },
+    },
+    requests,
+    errors,
+    protocolErrors,
+    groups,
+    cluster: cluster === undefined ? null : { self: cluster.self, members: cluster.members, counters: { ...cluster.counters } },
+    pool: pool === undefined ? null : { groups: pool.groups, counters: { ...pool.counters } },
+  };
+}

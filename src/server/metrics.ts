@@ -1,0 +1,260 @@
+/**
+ * createMetrics exposes a node's figures in the Prometheus text format through prom-client.
+ *
+ * Nothing here runs per request. Every metric is a prom-client Counter or Gauge whose `collect`
+ * callback runs at scrape time: it clears the metric's series and re-reads the engine's plain
+ * counters (ServerCounters, GroupCounters, StoreCounters and the slab arrays, ClusterCounters,
+ * the loader pool's counters, LatencyHistogram). Clearing first means series that vanished
+ * (a slab class that gave its pages away) vanish from the scrape too.
+ *
+ * The latency histogram is recorded by LatencyHistogram into typed arrays with fixed bounds;
+ * prom-client's Histogram can only `observe` one value at a time, so `RequestDurations` extends
+ * it and overrides `get` to expose those arrays as a histogram: per method, cumulative
+ * `_bucket{le}` series in ascending order ending with `le="+Inf"` equal to `_count`, then `_sum`
+ * in seconds and `_count`.
+ *
+ * Each node has its own Registry (no global one: several nodes run in one test process).
+ * Naming: prefix `mybuncache_`, base units (seconds, bytes), counters end in `_total`.
+ * Store-level figures carry `store="main"` or, in a cluster, `store="mirror"` for the group's
+ * hot copies of keys owned elsewhere; sum over `store` for the group's total.
+ */
+import { Counter, Gauge, Histogram, Registry, type MetricType } from "prom-client";
+import type { Group } from "../cluster/group.ts";
+import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
+import { METHOD_NAMES, METHOD_SET_MULTI } from "../protocol/request.ts";
+import { classStats } from "../store/store-stats.ts";
+import type { Store } from "../store/store.ts";
+import type { CacheNode } from "./cache-node.ts";
+import { VERSION } from "./config.ts";
+import { APP_ERROR_SLOTS, BOUND_COUNT, BOUNDS_SECONDS, ERROR_SLOTS, METHOD_COUNT, type LatencyHistogram } from "./latency.ts";
+
+export interface Metrics {
+  registry: Registry;
+  /** render returns the exposition text of every metric, read now. */
+  render(): Promise<string>;
+}
+
+type Labels = Record<string, string>;
+type Emit = (labels: Labels, value: number) => void;
+type Fill = (emit: Emit) => void;
+
+/** METHOD_LABELS[id] is the `method` label of a method id ("unknown" for 0). */
+const METHOD_LABELS: readonly string[] = METHOD_NAMES.map((name, id) => (id === 0 ? "unknown" : name));
+/** CODE_LABELS[code] is the `code` label of an IDL ErrorCode ("not_found", ...). */
+const CODE_LABELS = namesByNumber(ERROR_CODE, ERROR_SLOTS);
+/** KIND_LABELS[type] is the `kind` label of a TApplicationException type ("protocol_error", ...). */
+const KIND_LABELS = namesByNumber(APP_ERROR, APP_ERROR_SLOTS);
+const LE_LABELS: readonly string[] = [...BOUNDS_SECONDS.map(String), "+Inf"];
+
+export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metrics {
+  const registry = new Registry();
+  const counter = (name: string, help: string, labelNames: readonly string[], fill: Fill): void => {
+    new Counter({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        this.reset();
+        fill((labels, value) => this.inc(labels, value));
+      },
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: readonly string[], fill: Fill): void => {
+    new Gauge({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        this.reset();
+        fill((labels, value) => this.set(labels, value));
+      },
+    });
+  };
+  const server = node.server;
+  const sc = server.counters;
+
+  // ---- Node ----
+  gauge("mybuncache_info", "Constant 1, labelled with the node's version and id.", ["version", "node"], (emit) =>
+    emit({ version: VERSION, node: server.nodeId }, 1));
+  gauge("mybuncache_start_time_seconds", "When the node started, in seconds since the epoch.", [], (emit) =>
+    emit({}, server.startedAt / 1000));
+  gauge("mybuncache_connections", "Open client connections.", [], (emit) => emit({}, server.connectionCount));
+  counter("mybuncache_connections_accepted_total", "Connections accepted since start.", [], (emit) => emit({}, sc.connectionsTotal));
+  counter("mybuncache_connections_rejected_total", "Connections over --max-connections, answered OVERLOADED and closed.", [], (emit) =>
+    emit({}, sc.connectionsRejected));
+  counter("mybuncache_received_bytes_total", "Bytes received on the Thrift port.", [], (emit) => emit({}, sc.bytesIn));
+  counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit({}, sc.bytesOut));
+  counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection.", [], (emit) =>
+    emit({}, sc.internalErrors));
+  counter("mybuncache_output_pauses_total", "Times a connection's input was paused until its replies drained.", [], (emit) =>
+    emit({}, sc.pauses));
+  counter("mybuncache_requests_total", "Requests served, by method.", ["method"], (emit) => {
+    for (let m = 0; m < METHOD_COUNT; m++) if (shownMethod(latency, m)) emit({ method: METHOD_LABELS[m]! }, latency.counts[m]!);
+  });
+  counter("mybuncache_request_errors_total", "Requests answered with a CacheError, by method and error code.", ["method", "code"], (emit) => {
+    for (let m = 0; m < METHOD_COUNT; m++) {
+      for (let code = 1; code < ERROR_SLOTS; code++) {
+        const n = latency.errorCount(m, code);
+        if (n > 0) emit({ method: METHOD_LABELS[m]!, code: CODE_LABELS[code]! }, n);
+      }
+    }
+  });
+  counter("mybuncache_protocol_errors_total", "Malformed or unsupported input, by TApplicationException kind.", ["kind"], (emit) => {
+    for (let t = 0; t < APP_ERROR_SLOTS; t++) {
+      const n = latency.protocolErrors[t]!;
+      if (n > 0) emit({ kind: KIND_LABELS[t]! }, n);
+    }
+  });
+  new RequestDurations(registry, latency);
+
+  // ---- Groups ----
+  const perGroup = (name: string, help: string, read: (g: Group) => number): void =>
+    counter(name, help, ["group"], (emit) => {
+      for (const g of node.groups.all()) emit({ group: g.name }, read(g));
+    });
+  perGroup("mybuncache_gets_total", "Keys looked up (Get calls and GetMulti keys).", (g) => g.counters.gets);
+  perGroup("mybuncache_hits_total", "Lookups served from the store.", (g) => g.counters.hits);
+  perGroup("mybuncache_misses_total", "Lookups not in the store (negative hits included).", (g) => g.counters.misses);
+  perGroup("mybuncache_negative_hits_total", "Lookups answered NOT_FOUND from a cached negative entry.", (g) => g.counters.negativeHits);
+  perGroup("mybuncache_loads_total", "Misses that went to the loader path, before singleflight.", (g) => g.counters.loads);
+  perGroup("mybuncache_loads_deduped_total", "Loader calls actually made, after singleflight deduplication.", (g) => g.counters.loadsDeduped);
+  perGroup("mybuncache_local_loads_total", "Loader calls that returned a value.", (g) => g.counters.localLoads);
+  perGroup("mybuncache_local_load_errors_total", "Loader calls that threw, crashed or were refused.", (g) => g.counters.localLoadErrs);
+  perGroup("mybuncache_load_timeouts_total", "Callers answered LOAD_FAILED because the loader was too slow.", (g) => g.counters.loadTimeouts);
+  perGroup("mybuncache_loads_not_found_total", "Loader calls that answered not found.", (g) => g.counters.notFound);
+  perGroup("mybuncache_sets_total", "Set calls and SetMulti entries stored.", (g) => g.counters.sets);
+  perGroup("mybuncache_set_errors_total", "Sets refused (too large, no memory, bad TTL).", (g) => g.counters.setErrors);
+  perGroup("mybuncache_deletes_total", "Delete calls that removed a live item.", (g) => g.counters.deletes);
+
+  // ---- Stores of each group (main, and the mirror in a cluster) ----
+  const eachStore = (fn: (labels: Labels, store: Store) => void): void => {
+    for (const g of node.groups.all()) {
+      fn({ group: g.name, store: "main" }, g.store);
+      if (g.mirror !== undefined) fn({ group: g.name, store: "mirror" }, g.mirror);
+    }
+  };
+  const storeLabels = ["group", "store"];
+  const perStore = (kind: "counter" | "gauge", name: string, help: string, read: (s: Store) => number): void =>
+    (kind === "counter" ? counter : gauge)(name, help, storeLabels, (emit) => eachStore((labels, s) => emit(labels, read(s))));
+  perStore("gauge", "mybuncache_items", "Live items.", (s) => s.size);
+  perStore("gauge", "mybuncache_used_bytes", "Chunk bytes held by live items.", (s) => s.stats().bytesUsed);
+  perStore("gauge", "mybuncache_data_bytes", "Key and value bytes of live items.", (s) => s.stats().dataBytes);
+  perStore("gauge", "mybuncache_page_bytes", "Bytes of slab pages given to size classes.", (s) => s.stats().pageBytes);
+  perStore("gauge", "mybuncache_meta_bytes", "Bytes charged to metadata (item table, index, heap).", (s) => s.metaBytes());
+  perStore("gauge", "mybuncache_capacity_bytes", "Memory budget: slab pages plus metadata.", (s) => s.capacity);
+  perStore("counter", "mybuncache_evictions_total", "Live items removed to make room.", (s) => s.counters.evictions);
+  counter("mybuncache_expirations_total", "Expired items removed, on read (lazy) or by the expiry timer (active).",
+    ["group", "store", "kind"], (emit) => eachStore((labels, s) => {
+      emit({ ...labels, kind: "lazy" }, s.counters.expiredLazy);
+      emit({ ...labels, kind: "active" }, s.counters.expiredActive);
+    }));
+  perStore("counter", "mybuncache_admissions_rejected_total", "Fills not stored by LRU-K admission.", (s) => s.counters.admissionsRejected);
+  perStore("gauge", "mybuncache_expiry_heap_items", "Items with a TTL waiting in the expiry heap.", (s) => s.heap.size);
+  perStore("counter", "mybuncache_slab_page_moves_total", "Slab pages moved from one size class to another.", (s) => s.slab.pageMoves);
+  const perClass = (kind: "counter" | "gauge", name: string, help: string, read: (c: ReturnType<typeof classStats>[number]) => number): void =>
+    (kind === "counter" ? counter : gauge)(name, help, ["group", "store", "class", "chunk_size"], (emit) =>
+      eachStore((labels, s) => {
+        for (const c of classStats(s)) emit({ ...labels, class: String(c.cls), chunk_size: String(c.chunkSize) }, read(c));
+      }));
+  perClass("gauge", "mybuncache_slab_pages", "Slab pages of a size class.", (c) => c.pages);
+  perClass("gauge", "mybuncache_slab_used_chunks", "Chunks holding an item, per size class.", (c) => c.usedChunks);
+  perClass("gauge", "mybuncache_slab_free_chunks", "Chunks on the free list, per size class.", (c) => c.freeChunks);
+  perClass("gauge", "mybuncache_slab_items", "Items in the LRU list of a size class.", (c) => c.items);
+  perClass("counter", "mybuncache_slab_evictions_total", "Evictions from a size class.", (c) => c.evictions);
+
+  // ---- Cluster (a node with peers) ----
+  const cluster = node.cluster;
+  if (cluster !== undefined) {
+    const cc = cluster.counters;
+    gauge("mybuncache_cluster_members", "Members of the ring, this node included.", [], (emit) => emit({}, cluster.members.length));
+    gauge("mybuncache_cluster_peers_down", "Peers whose client marks them down.", [], (emit) =>
+      emit({}, cluster.others().filter((p) => p.isDown).length));
+    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
+    c("mybuncache_cluster_forwarded_total", "Client calls sent on to the owner of their keys.", () => cc.forwarded);
+    c("mybuncache_cluster_peer_loads_total", "Gets answered by the owner peer.", () => cc.peerLoads);
+    c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed (timeout, down, connection lost).", () => cc.peerErrors);
+    c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached.", () => cc.fallbackLoads);
+    c("mybuncache_cluster_mirror_hits_total", "Gets answered from this node's mirror of a key owned elsewhere.", () => cc.mirrorHits);
+    c("mybuncache_cluster_mirror_fills_total", "Values copied into the mirror.", () => cc.mirrorFills);
+    c("mybuncache_cluster_invalidations_sent_total", "PeerInvalidate calls sent.", () => cc.invalidationsSent);
+    c("mybuncache_cluster_invalidations_received_total", "PeerInvalidate calls served.", () => cc.invalidationsReceived);
+    c("mybuncache_cluster_membership_changes_total", "Member lists applied.", () => cc.membershipChanges);
+  }
+
+  // ---- Loader pool (a node with a loaders module) ----
+  const pool = node.pool;
+  if (pool !== undefined) {
+    const pc = pool.counters;
+    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
+    c("mybuncache_loader_pool_submitted_total", "Loads accepted into the worker pool.", () => pc.submitted);
+    c("mybuncache_loader_pool_completed_total", "Loads that answered a value or not found.", () => pc.completed);
+    c("mybuncache_loader_pool_failed_total", "Loads that ended in LOAD_FAILED.", () => pc.failed);
+    c("mybuncache_loader_pool_rejected_total", "Loads refused with OVERLOADED because the pool was full.", () => pc.rejected);
+    c("mybuncache_loader_pool_crashes_total", "Worker threads that died (each replaced).", () => pc.crashes);
+    gauge("mybuncache_loader_pool_in_flight", "Loads running or waiting for a worker.", [], (emit) =>
+      emit({}, pc.submitted - pc.completed - pc.failed));
+  }
+
+  return { registry, render: () => registry.metrics() };
+}
+
+/**
+ * RequestDurations exposes LatencyHistogram's arrays as the histogram
+ * `mybuncache_request_duration_seconds{method}`. It is a prom-client Histogram (so the registry
+ * accepts it and writes its HELP/TYPE lines) whose `get` reads the arrays instead of the values
+ * `observe` would have collected; nothing calls `observe`.
+ */
+const DURATION_NAME = "mybuncache_request_duration_seconds";
+const DURATION_HELP = "Server time per request, from the start of its decoding to its reply in the output buffer (a load it waits for included), by method.";
+
+class RequestDurations extends Histogram<"method" | "le"> {
+  private readonly latency: LatencyHistogram;
+
+  constructor(registry: Registry, latency: LatencyHistogram) {
+    super({
+      name: DURATION_NAME,
+      help: DURATION_HELP,
+      labelNames: ["method"],
+      buckets: [...BOUNDS_SECONDS],
+      registers: [registry],
+    });
+    this.latency = latency;
+  }
+
+  override async get(): Promise<Awaited<ReturnType<Histogram<"method" | "le">["get"]>>> {
+    const name = DURATION_NAME;
+    const lat = this.latency;
+    const values: { labels: Labels; value: number; metricName: string }[] = [];
+    for (let m = 0; m < METHOD_COUNT; m++) {
+      if (!shownMethod(lat, m)) continue;
+      const method = METHOD_LABELS[m]!;
+      let cumulative = 0;
+      for (let b = 0; b < BOUND_COUNT; b++) {
+        cumulative += lat.bucket(m, b);
+        values.push({ labels: { method, le: LE_LABELS[b]! }, value: cumulative, metricName: `${name}_bucket` });
+      }
+      // +Inf is the count itself, so the two can never disagree.
+      const count = lat.counts[m]!;
+      values.push({ labels: { method, le: "+Inf" }, value: count, metricName: `${name}_bucket` });
+      values.push({ labels: { method }, value: lat.sums[m]! / 1e9, metricName: `${name}_sum` });
+      values.push({ labels: { method }, value: count, metricName: `${name}_count` });
+    }
+    // prom-client's typings declare `type` as a numeric enum that does not exist at run time; the
+    // registry reads the string, as in prom-client's own Histogram.
+    const type = "histogram" as unknown as MetricType;
+    return { name, help: DURATION_HELP, type, aggregator: "sum", collect: () => {}, values };
+  }
+
+  /** getForPromString is what the Registry asks a histogram for; the same values serve both. */
+  getForPromString(): ReturnType<RequestDurations["get"]> {
+    return this.get();
+  }
+}
+
+/** shownMethod: the seed's methods always have series; the others once they were called. */
+function shownMethod(latency: LatencyHistogram, m: number): boolean {
+  return (m >= 1 && m <= METHOD_SET_MULTI) || latency.counts[m]! > 0;
+}
+
+/** namesByNumber turns {NOT_FOUND: 1, ...} into ["", "not_found", ...] (gaps as "code_N"). */
+function namesByNumber(table: Record<string, number>, slots: number): string[] {
+  const out = Array.from({ length: slots }, (_, i) => `code_${i}`);
+  for (const [key, n] of Object.entries(table)) out[n] = key.toLowerCase();
+  return out;
+}

@@ -1,0 +1,315 @@
+/**
+ * The admin port: LatencyHistogram's buckets and its allocation-free recording, /metrics parsed as
+ * strict Prometheus text (test/server/prom-text.ts) with counters moving under real Thrift
+ * traffic from the stock Apache client, /healthz through the node's states, /stats as JSON, and
+ * the cluster and loader pool figures when a node has them.
+ */
+import { describe, expect, test } from "bun:test";
+import { AdminServer, PROMETHEUS_CONTENT_TYPE, type AdminState } from "../../src/server/admin-server.ts";
+import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
+import type { NodeConfig } from "../../src/server/config.ts";
+import { BOUND_COUNT, BOUNDS_SECONDS, LatencyHistogram, METHOD_COUNT } from "../../src/server/latency.ts";
+import { Logger } from "../../src/server/log.ts";
+import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { METHOD_DELETE, METHOD_GET, METHOD_PEER_GET, METHOD_SET } from "../../src/protocol/request.ts";
+import { collectedDuring } from "../support/alloc-probe.ts";
+import { parsePromText, sampleValue, type Family } from "./prom-text.ts";
+import { apacheClient, types } from "./support.ts";
+
+const silent = new Logger("silent");
+
+/** AdminNode is a node on port 0 with an admin port on port 0; `await using` closes both. */
+interface AdminNode extends AsyncDisposable {
+  node: CacheNode;
+  admin: AdminServer;
+  latency: LatencyHistogram;
+  url(path: string): string;
+}
+
+async function startAdminNode(config: Partial<NodeConfig> = {}, deps: NodeDeps = {}, state?: AdminState): Promise<AdminNode> {
+  const node = config.loaders === undefined
+    ? CacheNode.start({ port: 0, logLevel: "silent", ...config }, { logger: silent, ...deps })
+    : await CacheNode.open({ port: 0, logLevel: "silent", ...config }, { logger: silent, ...deps });
+  const latency = new LatencyHistogram();
+  const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency, logger: silent, ...(state ? { state } : {}) });
+  return {
+    node, admin, latency,
+    url: (path) => `http://127.0.0.1:${admin.port}${path}`,
+    async [Symbol.asyncDispose]() {
+      await admin.close();
+      await node.close();
+    },
+  };
+}
+
+async function scrape(a: AdminNode): Promise<Map<string, Family>> {
+  const res = await fetch(a.url("/metrics"));
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toBe(PROMETHEUS_CONTENT_TYPE);
+  const families = parsePromText(await res.text());
+  // Conventions of our own names: prefix, HELP and TYPE on every family, counters end in _total.
+  for (const fam of families.values()) {
+    expect(fam.name).toStartWith("mybuncache_");
+    expect(fam.help).toBeString();
+    expect(fam.type).not.toBe("untyped");
+    if (fam.type === "counter") expect(fam.name).toEndWith("_total");
+  }
+  return families;
+}
+
+describe("LatencyHistogram", () => {
+  test("a duration lands in the first bucket whose bound it does not exceed; sums and counts follow", () => {
+    const cases: [nanos: number, bucket: number][] = [
+      [0, 0], [-5, 0], [NaN, 0], [1, 0], [10_000, 0], [10_001, 1], [25_000, 1], [30_000, 2],
+      [999_999, 6], [1_000_000, 6], [2_000_000, 7], [1e9, BOUND_COUNT - 1], [1e9 + 1, BOUND_COUNT], [3600e9, BOUND_COUNT],
+    ];
+    for (const [nanos, bucket] of cases) {
+      const h = new LatencyHistogram();
+      h.record(METHOD_SET, nanos);
+      h.checkInvariants();
+      expect([nanos, h.bucket(METHOD_SET, bucket)]).toEqual([nanos, 1]);
+      expect(h.counts[METHOD_SET]).toBe(1);
+      expect(h.sums[METHOD_SET]).toBe(nanos > 0 ? nanos : 0);
+    }
+    expect(BOUNDS_SECONDS.length).toBe(16);
+  });
+
+  test("ids outside the method table count as unknown; error codes and kinds by number", () => {
+    const h = new LatencyHistogram();
+    h.record(999, 5);
+    h.record(-1, 5);
+    h.recordError(METHOD_GET, ERROR_CODE.NOT_FOUND);
+    h.recordError(METHOD_GET, ERROR_CODE.NOT_FOUND);
+    h.recordError(METHOD_DELETE, ERROR_CODE.UNKNOWN_GROUP);
+    h.recordError(METHOD_GET, 0); // not an error code: ignored
+    h.recordProtocolError(APP_ERROR.PROTOCOL_ERROR);
+    h.recordProtocolError(77); // unknown kind → UNKNOWN
+    h.checkInvariants();
+    expect(h.counts[0]).toBe(2);
+    expect(h.errorCount(METHOD_GET, ERROR_CODE.NOT_FOUND)).toBe(2);
+    expect(h.errorCount(METHOD_DELETE, ERROR_CODE.UNKNOWN_GROUP)).toBe(1);
+    expect(h.errors.reduce((a, b) => a + b)).toBe(3);
+    expect([h.protocolErrors[APP_ERROR.PROTOCOL_ERROR], h.protocolErrors[APP_ERROR.UNKNOWN]]).toEqual([1, 1]);
+  });
+
+  test("record, recordError and recordProtocolError allocate nothing; the probe detects 16 B per call", async () => {
+    const h = new LatencyHistogram();
+    let sink: object | null = null;
+    const control = await collectedDuring((i) => {
+      h.record(i % METHOD_COUNT, (i * 7919) % 2e9);
+      sink = { i };
+    }, 1_000_000, 2);
+    expect(sink).not.toBeNull();
+    expect(control).toBe(true);
+    const recorded = await collectedDuring((i) => {
+      h.record(i % METHOD_COUNT, (i * 7919) % 2e9);
+      if ((i & 15) === 0) h.recordError(i % METHOD_COUNT, 1 + (i % 9));
+      if ((i & 1023) === 0) h.recordProtocolError(i % 11);
+    });
+    expect(recorded).toBe(false);
+    h.checkInvariants();
+  }, 60_000);
+});
+
+describe("admin port", () => {
+  test("/metrics is valid Prometheus text and its counters move with Thrift traffic", async () => {
+    await using a = await startAdminNode();
+    const before = await scrape(a);
+    const group = { group: "default" };
+    const get = (f: Map<string, Family>, name: string, labels: Record<string, string> = {}) => sampleValue(f, name, name, labels);
+    expect(get(before, "mybuncache_gets_total", group)).toBe(0);
+    expect(get(before, "mybuncache_items", { ...group, store: "main" })).toBe(0);
+    expect(get(before, "mybuncache_capacity_bytes", { ...group, store: "main" })).toBe(64 * 1024 * 1024);
+
+    const c = await apacheClient(a.node.port);
+    try {
+      await c.client.Set(new types.SetRequest({ group: "default", key: "k", value: Buffer.from("v".repeat(100)), ttl: 60_000 }));
+      expect((await c.client.Get(new types.Request({ group: "default", key: "k" }))).value.toString()).toBe("v".repeat(100));
+      await expect(c.client.Get(new types.Request({ group: "default", key: "absent" }))).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
+      await c.client.GetMulti(new types.GetMultiRequest({ group: "default", keys: ["k", "absent"] }));
+      const during = await scrape(a);
+      expect(get(during, "mybuncache_connections")).toBe(1);
+    } finally {
+      c.close();
+    }
+
+    const after = await scrape(a);
+    const moved = (name: string, labels: Record<string, string> = {}) => get(after, name, labels) - get(before, name, labels);
+    expect(moved("mybuncache_gets_total", group)).toBe(4); // 2 Gets + 2 GetMulti keys
+    expect(moved("mybuncache_hits_total", group)).toBe(2);
+    expect(moved("mybuncache_misses_total", group)).toBe(2);
+    expect(moved("mybuncache_sets_total", group)).toBe(1);
+    expect(moved("mybuncache_connections_accepted_total")).toBe(1);
+    expect(moved("mybuncache_received_bytes_total")).toBeGreaterThan(100);
+    expect(moved("mybuncache_sent_bytes_total")).toBeGreaterThan(200);
+    const main = { ...group, store: "main" };
+    expect(get(after, "mybuncache_items", main)).toBe(1);
+    expect(get(after, "mybuncache_used_bytes", main)).toBeGreaterThan(100);
+    expect(get(after, "mybuncache_expiry_heap_items", main)).toBe(1);
+    expect(get(after, "mybuncache_expirations_total", { ...main, kind: "lazy" })).toBe(0);
+    // The item's size class has a page with one used chunk.
+    const used = after.get("mybuncache_slab_used_chunks")!.samples;
+    expect(used.map((s) => s.value).reduce((x, y) => x + y, 0)).toBe(1);
+    const cls = used.find((s) => s.value === 1)!.labels;
+    expect(Number(cls.chunk_size)).toBeGreaterThanOrEqual(100);
+    expect(get(after, "mybuncache_slab_pages", cls)).toBe(1);
+    expect(get(after, "mybuncache_slab_free_chunks", cls)).toBeGreaterThanOrEqual(0);
+    // A lone node exports no cluster or loader pool figures.
+    expect([...after.keys()].filter((n) => n.includes("cluster") || n.includes("loader_pool"))).toEqual([]);
+  });
+
+  test("the request histogram, requests and errors by method expose what LatencyHistogram recorded", async () => {
+    await using a = await startAdminNode();
+    const durations = [5_000, 30_000, 2_000_000, 2e9]; // 5 µs, 30 µs, 2 ms, 2 s (overflow)
+    for (const d of durations) a.latency.record(METHOD_GET, d);
+    a.latency.record(METHOD_PEER_GET, 100);
+    a.latency.recordError(METHOD_GET, ERROR_CODE.NOT_FOUND);
+    a.latency.recordProtocolError(APP_ERROR.INVALID_PROTOCOL);
+    const f = await scrape(a);
+    const name = "mybuncache_request_duration_seconds";
+    expect(f.get(name)!.type).toBe("histogram");
+    const bucket = (method: string, le: string) => sampleValue(f, name, `${name}_bucket`, { method, le });
+    const expected = BOUNDS_SECONDS.map((b) => durations.filter((d) => d <= b * 1e9).length);
+    expect(BOUNDS_SECONDS.map((b) => bucket("Get", String(b)))).toEqual(expected);
+    expect(bucket("Get", "+Inf")).toBe(4);
+    expect(sampleValue(f, name, `${name}_count`, { method: "Get" })).toBe(4);
+    expect(sampleValue(f, name, `${name}_sum`, { method: "Get" })).toBeCloseTo(durations.reduce((x, y) => x + y) / 1e9, 9);
+    expect(sampleValue(f, name, `${name}_count`, { method: "PeerGet" })).toBe(1);
+    // Seed methods always have series; peer methods once called; unknown not until then.
+    const methods = new Set(f.get(name)!.samples.map((s) => s.labels.method));
+    expect([...methods].sort()).toEqual(["Clear", "Delete", "Get", "GetMulti", "PeerGet", "Set", "SetMulti", "Stats"]);
+    expect(sampleValue(f, "mybuncache_requests_total", "mybuncache_requests_total", { method: "Get" })).toBe(4);
+    expect(sampleValue(f, "mybuncache_request_errors_total", "mybuncache_request_errors_total", { method: "Get", code: "not_found" })).toBe(1);
+    expect(f.get("mybuncache_request_errors_total")!.samples).toHaveLength(1);
+    expect(sampleValue(f, "mybuncache_protocol_errors_total", "mybuncache_protocol_errors_total", { kind: "invalid_protocol" })).toBe(1);
+  });
+
+  test("/healthz follows the node's state; other paths are 404, other methods 405", async () => {
+    await using a = await startAdminNode();
+    const health = async () => {
+      const r = await fetch(a.url("/healthz"));
+      return [r.status, await r.text()];
+    };
+    expect(a.admin.state).toBe("starting");
+    expect(await health()).toEqual([503, "starting\n"]);
+    a.admin.setState("serving");
+    expect(await health()).toEqual([200, "ok\n"]);
+    a.admin.setState("draining");
+    expect(await health()).toEqual([503, "draining\n"]);
+    expect((await fetch(a.url("/nope"))).status).toBe(404);
+    expect((await fetch(a.url("/metrics/x"))).status).toBe(404);
+    const post = await fetch(a.url("/metrics"), { method: "POST" });
+    expect([post.status, post.headers.get("allow")]).toEqual([405, "GET, HEAD"]);
+  });
+
+  test("/stats is JSON with the node's counters, its groups and their store statistics", async () => {
+    await using a = await startAdminNode({}, {}, "serving");
+    const c = await apacheClient(a.node.port);
+    try {
+      await c.client.Set(new types.SetRequest({ group: "default", key: "k", value: Buffer.from("value"), ttl: 0 }));
+      await c.client.Get(new types.Request({ group: "default", key: "k" }));
+    } finally {
+      c.close();
+    }
+    a.latency.record(METHOD_GET, 1000);
+    const res = await fetch(a.url("/stats"));
+    expect(res.headers.get("content-type")).toStartWith("application/json");
+    const s = (await res.json()) as {
+      node: { id: string; state: string; counters: { connectionsTotal: number; requests: number } };
+      requests: Record<string, number>;
+      groups: Record<string, { counters: { gets: number; hits: number }; store: { items: number; capacity: number; classes: unknown[] }; mirror: unknown }>;
+      cluster: unknown;
+      pool: unknown;
+    };
+    expect(s.node.id).toBe(`127.0.0.1:${a.node.port}`);
+    expect(s.node.state).toBe("serving");
+    expect(s.node.counters.connectionsTotal).toBe(1);
+    expect(s.node.counters.requests).toBe(2);
+    expect(s.requests).toEqual({ Get: 1 });
+    expect(Object.keys(s.groups)).toEqual(["default"]);
+    expect(s.groups.default!.counters).toMatchObject({ gets: 1, hits: 1 });
+    expect(s.groups.default!.store).toMatchObject({ items: 1, capacity: 64 * 1024 * 1024 });
+    expect(s.groups.default!.store.classes).toHaveLength(1);
+    expect([s.groups.default!.mirror, s.cluster, s.pool]).toEqual([null, null, null]);
+  });
+
+  test("a node with peers exports the cluster figures and its groups' mirrors", async () => {
+    await using a = await startAdminNode({ peers: [] });
+    const f = await scrape(a);
+    expect(sampleValue(f, "mybuncache_cluster_members", "mybuncache_cluster_members")).toBe(1);
+    expect(sampleValue(f, "mybuncache_cluster_forwarded_total", "mybuncache_cluster_forwarded_total")).toBe(0);
+    expect(sampleValue(f, "mybuncache_capacity_bytes", "mybuncache_capacity_bytes", { group: "default", store: "mirror" })).toBe(8 * 1024 * 1024);
+    const stats = (await (await fetch(a.url("/stats"))).json()) as { cluster: { members: string[] }; groups: { default: { mirror: { items: number } } } };
+    expect(stats.cluster.members).toEqual([`127.0.0.1:${a.node.port}`]);
+    expect(stats.groups.default.mirror.items).toBe(0);
+  });
+
+  test("a node with a loaders module exports the worker pool's figures, and loads move them", async () => {
+    await using a = await startAdminNode({ loaders: `${import.meta.dir}/../loaders/fixtures/loaders.ts`, loaderThreads: 1 });
+    const c = await apacheClient(a.node.port);
+    try {
+      expect((await c.client.Get(new types.Request({ group: "text", key: "k1" }))).value.toString()).toBe("value of k1");
+    } finally {
+      c.close();
+    }
+    const f = await scrape(a);
+    const one = (name: string, labels: Record<string, string> = {}) => sampleValue(f, name, name, labels);
+    expect(one("mybuncache_loader_pool_submitted_total")).toBe(1);
+    expect(one("mybuncache_loader_pool_completed_total")).toBe(1);
+    expect(one("mybuncache_loader_pool_in_flight")).toBe(0);
+    expect(one("mybuncache_loads_total", { group: "text" })).toBe(1);
+    expect(one("mybuncache_loads_deduped_total", { group: "text" })).toBe(1);
+    expect(one("mybuncache_local_loads_total", { group: "text" })).toBe(1);
+  });
+
+  test("two nodes in one process keep separate registries", async () => {
+    await using a = await startAdminNode();
+    await using b = await startAdminNode();
+    a.latency.record(METHOD_SET, 10);
+    const [fa, fb] = [await scrape(a), await scrape(b)];
+    const count = (f: Map<string, Family>) => sampleValue(f, "mybuncache_requests_total", "mybuncache_requests_total", { method: "Set" });
+    expect([count(fa), count(fb)]).toEqual([1, 0]);
+    expect(a.admin.port).not.toBe(b.admin.port);
+  });
+});
+
+describe("parsePromText", () => {
+  const ok = "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"1\"} 3\n";
+  const hist = (lines: string) => `# TYPE h histogram\n${lines}`;
+  const bad: [why: RegExp, text: string][] = [
+    [/newline/, ok.trimEnd()],
+    [/no metric name/, "1x 3\n"],
+    [/expected a value/, "x\n"],
+    [/bad value/, "x 3x\n"],
+    [/unterminated label value/, "x{a=\"1} 3\n"],
+    [/bad escape in label value/, "x{a=\"\\t\"} 3\n"],
+    [/duplicate label/, "x{a=\"1\",a=\"2\"} 3\n"],
+    [/reserved label/, "x{__a=\"1\"} 3\n"],
+    [/duplicate series/, "x{a=\"1\"} 3\nx{a=\"1\"} 4\n"],
+    [/second TYPE/, "# TYPE x gauge\n# TYPE x gauge\nx 1\n"],
+    [/second HELP/, "# HELP x a\n# HELP x b\nx 1\n"],
+    [/TYPE after samples/, "x 1\n# TYPE x gauge\n"],
+    [/unknown type/, "# TYPE x thing\n"],
+    [/family continued/, "x 1\ny 1\nx{a=\"2\"} 1\n"],
+    [/counter below zero/, "# TYPE x_total counter\nx_total -1\n"],
+    [/le label/, hist("h_bucket 1\nh_sum 1\nh_count 1\n")],
+    [/le label/, "x{le=\"1\"} 1\n"],
+    [/last bucket is not \+Inf/, hist("h_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n")],
+    [/\+Inf bucket 2 != _count 1/, hist("h_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n")],
+    [/not cumulative/, hist("h_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n")],
+    [/le not ascending/, hist("h_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n")],
+    [/needs buckets, _sum and _count/, hist("h_bucket{le=\"+Inf\"} 1\nh_count 1\n")],
+  ];
+  test.each(bad)("rejects %p", (why, text) => {
+    expect(() => parsePromText(text)).toThrow(why);
+  });
+
+  test("accepts the format's escapes, special values, timestamps and comments", () => {
+    const f = parsePromText(`${ok}# a comment\n\nx{b="q\\"\\\\\\n",} NaN 1700000000000\ny +Inf\nz -Inf\nw 1.5e-3\n`);
+    expect(sampleValue(f, "x_total", "x_total", { a: "1" })).toBe(3);
+    expect(f.get("x_total")!.help).toBe("X.");
+    expect(f.get("x")!.samples[0]!.labels.b).toBe('q"\\\n');
+    expect(Number.isNaN(sampleValue(f, "x", "x"))).toBe(true);
+    expect([sampleValue(f, "y", "y"), sampleValue(f, "z", "z"), sampleValue(f, "w", "w")]).toEqual([Infinity, -Infinity, 0.0015]);
+  });
+});
