@@ -45,6 +45,8 @@ const REPLY_OVERHEAD_BYTES = 96;
 
 export class ReplyWriter {
   readonly out: BinaryWriter;
+  /** errorCode is the CacheError code of the last reply written (the server resets it per request). */
+  errorCode = 0;
   private outerAt = -1;
   private innerAt = -1;
   private countAt = -1;
@@ -200,6 +202,7 @@ export class ReplyWriter {
 
   /** writeCacheError writes a REPLY whose result field 1 is `CacheError {code, message}`. */
   writeCacheError(req: Request, code: number, message: string): void {
+    this.errorCode = code;
     const w = this.out;
     this.begin(req, MESSAGE_REPLY, 0);
     w.fieldBegin(TYPE_STRUCT, 1);

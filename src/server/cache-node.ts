@@ -21,6 +21,9 @@ import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { nodeFigures } from "./figures.ts";
+import { AdminServer } from "./admin-server.ts";
+import { Snapshotter } from "./snapshot.ts";
+import type { LatencyHistogram } from "./latency.ts";
 import { readFileSync } from "node:fs";
 
 export interface NodeDeps {
@@ -34,6 +37,10 @@ export interface NodeDeps {
   connect?: (nodeId: string) => PeerClient;
   /** resolve looks up --peers-dns names (default: the system resolver). */
   resolve?: Resolver;
+  /** groups are built already (open() builds them first to load the snapshot before listening). */
+  groups?: Groups;
+  /** snapshotter writes the node's snapshot at close (and periodically). */
+  snapshotter?: Snapshotter;
 }
 
 export class CacheNode {
@@ -44,6 +51,12 @@ export class CacheNode {
   readonly pool: LoaderPool | undefined;
   /** cluster is set when the node was given peers. */
   readonly cluster: Cluster | undefined;
+  /** latency holds the per-method request figures (the admin port exports them). */
+  readonly latency: LatencyHistogram;
+  /** admin is the HTTP admin port, when --admin-port is set. */
+  admin: AdminServer | undefined;
+  /** snapshotter persists the groups, when --snapshot is set. */
+  snapshotter: Snapshotter | undefined;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -57,6 +70,7 @@ export class CacheNode {
     this.pool = pool;
     this.cluster = cluster;
     this.membership = membership;
+    this.latency = server.latency;
   }
 
   /** reloadPeers re-reads the membership source now (SIGHUP). */
@@ -74,27 +88,57 @@ export class CacheNode {
 
   /** close stops the port (letting connections flush what they owe), then the loader pool. */
   async close(): Promise<void> {
+    this.admin?.setState("draining");
     this.membership?.close();
     await this.server.close();
+    await this.writeFinalSnapshot();
     await this.cluster?.close();
     await this.pool?.close();
+    await this.admin?.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
-  /** open starts a node, first opening the worker pool of `config.loaders` if it names a module. */
+  /**
+   * open starts a node the way node.ts does: it opens the worker pool of `config.loaders`, builds
+   * the groups and loads the snapshot into them, and only then starts listening.
+   */
   static async open(partial: Partial<NodeConfig> = {}, deps: NodeDeps = {}): Promise<CacheNode> {
     const config: NodeConfig = { ...DEFAULTS, ...partial };
-    if (config.loaders === undefined || deps.pool !== undefined) return CacheNode.start(config, deps);
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
-    const pool = await LoaderPool.open({ module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger });
+    let pool = deps.pool;
+    if (config.loaders !== undefined && pool === undefined) {
+      pool = await LoaderPool.open({ module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger });
+    }
     try {
-      return CacheNode.start(config, { ...deps, logger, pool });
+      const full: NodeDeps = { ...deps, logger, pool };
+      const groups = buildGroups(config, full);
+      let snapshotter: Snapshotter | undefined;
+      if (config.snapshot !== undefined) {
+        snapshotter = new Snapshotter({ path: config.snapshot, groups, logger });
+        const loaded = await snapshotter.load();
+        logger.info("snapshot load", { status: loaded.status, items: loaded.items, skippedExpired: loaded.skippedExpired, ms: Math.round(loaded.ms) });
+      }
+      return CacheNode.start(config, { ...full, groups, snapshotter });
     } catch (e) {
-      await pool.close();
+      if (pool !== deps.pool) await pool?.close();
       throw e;
+    }
+  }
+
+  /** writeFinalSnapshot stops the periodic writes and saves the state the node closes with. */
+  private async writeFinalSnapshot(): Promise<void> {
+    const s = this.snapshotter;
+    if (s === undefined) return;
+    s.stop();
+    try {
+      await s.write(); // returns a periodic write still running …
+      const r = await s.write(); // … so write once more for the final state
+      this.logger.info("snapshot written", { items: r.items, bytes: r.bytes, ms: Math.round(r.ms), worstPauseMs: r.worstPauseMs });
+    } catch (e) {
+      this.logger.error("snapshot not written", { error: (e as Error).message });
     }
   }
 
@@ -102,24 +146,8 @@ export class CacheNode {
     const config: NodeConfig = { ...DEFAULTS, ...partial };
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
-    const loaders = collectLoaders(deps);
-    const clustered = config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
-    const groups = new Groups();
-    for (const spec of splitMemory(config, Object.keys(loaders))) {
-      const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
-      groups.add(new Group({
-        name: spec.name,
-        memory: spec.memory,
-        mirrorMemory: mirror >= MIN_MIRROR_BYTES ? mirror : 0,
-        defaultTtlMs: spec.ttlMs,
-        loader: loaders[spec.name],
-        admission: spec.admission,
-        admissionK: spec.admissionK,
-        negativeTtlMs: spec.negativeTtlMs,
-        loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
-        store: { maxItemSize: config.maxItemSize, clock },
-      }));
-    }
+    const clustered = isClustered(config);
+    const groups = deps.groups ?? buildGroups(config, deps);
     const limits = resolveLimits({
       maxFrameBytes: config.maxFrameSize,
       maxKeyBytes: config.maxKeySize,
@@ -157,6 +185,11 @@ export class CacheNode {
       });
     }
     const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
+    if (config.adminPort !== undefined) {
+      node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
+    }
+    node.snapshotter = deps.snapshotter;
+    if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
     return node;
   }
 }
@@ -167,6 +200,34 @@ function readTls(certPath: string, keyPath: string): { cert: string; key: string
   } catch (e) {
     throw new ConfigError(`cannot read the TLS certificate or key: ${(e as Error).message}`);
   }
+}
+
+function isClustered(config: NodeConfig): boolean {
+  return config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
+}
+
+/** buildGroups makes the node's groups: specs and loaders, memory split, mirrors in a cluster. */
+function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
+  const clock = deps.clock ?? Date.now;
+  const loaders = collectLoaders(deps);
+  const clustered = isClustered(config);
+  const groups = new Groups();
+  for (const spec of splitMemory(config, Object.keys(loaders))) {
+    const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
+    groups.add(new Group({
+      name: spec.name,
+      memory: spec.memory,
+      mirrorMemory: mirror >= MIN_MIRROR_BYTES ? mirror : 0,
+      defaultTtlMs: spec.ttlMs,
+      loader: loaders[spec.name],
+      admission: spec.admission,
+      admissionK: spec.admissionK,
+      negativeTtlMs: spec.negativeTtlMs,
+      loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
+      store: { maxItemSize: config.maxItemSize, clock },
+    }));
+  }
+  return groups;
 }
 
 /** MIN_MIRROR_BYTES: below this a group's mirror would be too small for even one slab page. */

@@ -32,7 +32,8 @@ import { Connection } from "./connection.ts";
 import { dispatch, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
-import { METHOD_AUTH, METHOD_NODE_STATS } from "../protocol/request.ts";
+import { METHOD_AUTH, METHOD_NODE_STATS, METHOD_UNKNOWN } from "../protocol/request.ts";
+import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
 export interface ServerOptions {
@@ -62,6 +63,8 @@ export interface ServerOptions {
   maxBufferedBytes?: number;
   /** figures returns the node's figures for NodeStats. */
   figures?: () => (readonly [string, number])[];
+  /** latency records per-method durations and errors (the metrics read it at scrape time). */
+  latency?: LatencyHistogram;
 }
 
 /** ServerCounters are the port's running totals, a plain struct of numbers. */
@@ -87,6 +90,7 @@ export class CacheServer implements DispatchContext {
   readonly clock: () => number;
   readonly startedAt: number;
   readonly counters = new ServerCounters();
+  readonly latency: LatencyHistogram;
   readonly host: string;
   readonly port: number;
   private readonly opts: ServerOptions;
@@ -102,6 +106,7 @@ export class CacheServer implements DispatchContext {
     this.opts = opts;
     this.clock = opts.clock;
     this.startedAt = opts.clock();
+    this.latency = opts.latency ?? new LatencyHistogram();
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     this.listener = Bun.listen<Connection>({
@@ -237,8 +242,10 @@ export class CacheServer implements DispatchContext {
     const out = proto.reply.out;
     const max = this.opts.maxOutputBytes;
     const turn = this.opts.maxRequestsPerEvent ?? 1024;
+    const latency = this.latency;
     let served = 0;
     let held = false;
+    let t0 = Bun.nanoseconds();
     try {
       for (;;) {
         if (out.length >= max) {
@@ -261,25 +268,32 @@ export class CacheServer implements DispatchContext {
         conn.requests++;
         served++;
         const req = proto.request;
+        proto.reply.errorCode = 0;
         if (conn.rejected) {
           replyCacheError(proto.reply, req, ERROR_CODE.OVERLOADED, "too many connections");
           conn.closing = true;
+          t0 = this.timed(conn, req.method, t0);
           break;
         }
         if (!conn.authed || req.method === METHOD_AUTH) {
-          if (!this.authenticate(conn)) break;
+          const ok = this.authenticate(conn);
+          t0 = this.timed(conn, req.method, t0);
+          if (!ok) break;
           continue;
         }
         if (req.method === METHOD_NODE_STATS) {
           proto.reply.writeFigures(req, this.opts.figures?.() ?? []);
+          t0 = this.timed(conn, req.method, t0);
           continue;
         }
+        if (req.method === METHOD_UNKNOWN) latency.recordProtocolError(APP_ERROR.UNKNOWN_METHOD);
         const pending = dispatch(this, req, proto.reply);
         if (pending !== undefined) {
-          this.park(conn, pending);
+          this.park(conn, pending, req.method, t0);
           held = true;
           break;
         }
+        t0 = this.timed(conn, req.method, t0);
       }
     } catch (e) {
       this.fault(conn, e);
@@ -338,14 +352,27 @@ export class CacheServer implements DispatchContext {
   }
 
   /** park holds the connection until `pending` has written its reply, then serves on in order. */
-  private park(conn: Connection, pending: Promise<void>): void {
+  private park(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     conn.waiting = true;
     pending
       .catch((e: unknown) => this.fault(conn, e))
       .finally(() => {
+        this.timed(conn, method, t0);
         conn.waiting = false;
         if (this.connections.has(conn)) this.process(conn);
       });
+  }
+
+  /**
+   * timed records a request served since `t0` (decode, serve, reply written; a load it waited for
+   * included), with its CacheError code if it got one, and returns the time now.
+   */
+  private timed(conn: Connection, method: number, t0: number): number {
+    const t1 = Bun.nanoseconds();
+    this.latency.record(method, t1 - t0);
+    const code = conn.proto.reply.errorCode;
+    if (code !== 0) this.latency.recordError(method, code);
+    return t1;
   }
 
   private fault(conn: Connection, e: unknown): void {
@@ -355,6 +382,7 @@ export class CacheServer implements DispatchContext {
     conn.backlog = null;
     if (e instanceof ProtocolError) {
       this.counters.protocolErrors++;
+      this.latency.recordProtocolError(e.type);
       if (req.transport !== 0) proto.reply.writeApplicationException(req, e.type, e.message);
       this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message });
       return;

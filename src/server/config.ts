@@ -77,6 +77,12 @@ export interface NodeConfig {
   maxRequestsPerEvent: number;
   /** maxBufferedBytes caps what all connections together hold (partial input + output). */
   maxBufferedBytes: number;
+  /** adminPort serves /metrics, /healthz and /stats over HTTP on --host (off when absent). */
+  adminPort?: number;
+  /** snapshot is the path of the snapshot file (off when absent). */
+  snapshot?: string;
+  /** snapshotIntervalMs writes the snapshot periodically (0 = only at shutdown). */
+  snapshotIntervalMs: number;
 }
 
 export const DEFAULTS: NodeConfig = {
@@ -104,6 +110,7 @@ export const DEFAULTS: NodeConfig = {
   idleTimeoutMs: 0,
   maxRequestsPerEvent: 1024,
   maxBufferedBytes: 1024 * 1024 * 1024,
+  snapshotIntervalMs: 0,
 };
 
 export const USAGE = `Usage: bun run node.ts [flags]
@@ -150,6 +157,9 @@ Flags:
   --max-requests-per-event N
                          requests served for one connection before others get a turn (default ${DEFAULTS.maxRequestsPerEvent})
   --max-buffered SIZE    bytes all connections together may hold in the server (default 1g)
+  --admin-port N         HTTP port on --host for /metrics (Prometheus), /healthz and /stats
+  --snapshot PATH        load items from PATH at start; write them there at shutdown (and periodically)
+  --snapshot-interval DUR  also write the snapshot this often (default 0 = only at shutdown)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
@@ -313,6 +323,15 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--max-buffered":
         c.maxBufferedBytes = parseSize(flag, value());
+        break;
+      case "--admin-port":
+        c.adminPort = parseInteger(flag, value(), 0, 65535);
+        break;
+      case "--snapshot":
+        c.snapshot = value();
+        break;
+      case "--snapshot-interval":
+        c.snapshotIntervalMs = parseDuration(flag, value());
         break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);

@@ -84,6 +84,15 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     emit({}, sc.internalErrors));
   counter("mybuncache_output_pauses_total", "Times a connection's input was paused until its replies drained.", [], (emit) =>
     emit({}, sc.pauses));
+  counter("mybuncache_yields_total", "Times a connection yielded its turn after --max-requests-per-event requests.", [], (emit) =>
+    emit({}, sc.yields));
+  counter("mybuncache_connections_unauthorized_total", "Connections closed for a missing or wrong auth token.", [], (emit) =>
+    emit({}, sc.unauthorized));
+  counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit({}, sc.idleClosed));
+  counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],
+    (emit) => emit({}, sc.bufferCapClosed));
+  gauge("mybuncache_buffered_bytes", "Bytes all connections hold now (partial input plus queued replies).", [], (emit) =>
+    emit({}, sc.bufferedBytes));
   counter("mybuncache_requests_total", "Requests served, by method.", ["method"], (emit) => {
     for (let m = 0; m < METHOD_COUNT; m++) if (shownMethod(latency, m)) emit({ method: METHOD_LABELS[m]! }, latency.counts[m]!);
   });

@@ -72,6 +72,8 @@ describe("parseArgs flags", () => {
     [["--vnodes", "100", "--mirror-share", "0.25"], { vnodes: 100, mirrorShare: 0.25 }],
     [["--peer-timeout", "250ms", "--peer-connections", "4"], { peerTimeoutMs: 250, peerConnections: 4 }],
     [["--auth-token", "0123456789abcdef"], { authToken: "0123456789abcdef" }],
+    [["--admin-port", "9100"], { adminPort: 9100 }],
+    [["--snapshot", "/var/lib/cache.snap", "--snapshot-interval", "5m"], { snapshot: "/var/lib/cache.snap", snapshotIntervalMs: 300_000 }],
     [["--host", "0.0.0.0", "--auth-token", "0123456789abcdef"], { host: "0.0.0.0", authToken: "0123456789abcdef" }],
     [["--host", "0.0.0.0", "--insecure"], { host: "0.0.0.0", insecure: true }],
     [["--host", "localhost"], { host: "localhost" }],
@@ -98,6 +100,7 @@ describe("parseArgs flags", () => {
       peersDnsIntervalMs: DEFAULTS.peersDnsIntervalMs, mirrorShare: DEFAULTS.mirrorShare,
       peerTimeoutMs: DEFAULTS.peerTimeoutMs, peerConnections: DEFAULTS.peerConnections,
       insecure: true, idleTimeoutMs: 0, maxRequestsPerEvent: DEFAULTS.maxRequestsPerEvent, maxBufferedBytes: DEFAULTS.maxBufferedBytes,
+      snapshotIntervalMs: 0,
     });
   });
 });

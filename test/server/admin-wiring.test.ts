@@ -1,0 +1,51 @@
+/**
+ * The admin port as the node runs it: `--admin-port` starts it, the server's per-request hooks
+ * feed the latency histogram and error counts, and /healthz turns 503 while the node drains.
+ */
+import { expect, test } from "bun:test";
+import { apacheClient, startNode, types } from "./support.ts";
+
+function sample(text: string, name: string, labels: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`) || (labels === "" && l.startsWith(`${name} `)));
+  return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(" ") + 1));
+}
+
+test("requests, errors and durations reach /metrics", async () => {
+  await using node = startNode({ adminPort: 0 });
+  const admin = `http://127.0.0.1:${node.admin!.port}`;
+  const { client, close } = await apacheClient(node.port);
+  try {
+    await client.Set(new types.SetRequest({ group: "default", key: "k", value: Buffer.from("v"), ttl: 0 }));
+    await client.Get(new types.Request({ group: "default", key: "k" }));
+    await client.Get(new types.Request({ group: "default", key: "missing" })).catch(() => undefined);
+  } finally {
+    close();
+  }
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  expect(sample(text, "mybuncache_requests_total", 'method="Get"')).toBe(2);
+  expect(sample(text, "mybuncache_request_errors_total", 'method="Get",code="not_found"')).toBe(1);
+  expect(sample(text, "mybuncache_request_duration_seconds_count", 'method="Get"')).toBe(2);
+  expect(sample(text, "mybuncache_request_duration_seconds_sum", 'method="Get"')).toBeGreaterThan(0);
+  expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+});
+
+test("graceful shutdown: /healthz answers 503 while an in-flight request finishes, and it is answered", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const node = startNode({ adminPort: 0, groups: [{ name: "slow", ttlMs: 0 }] }, {
+    loaders: { slow: async (key) => {
+      await gate;
+      return `late ${key}`;
+    } },
+  });
+  const admin = `http://127.0.0.1:${node.admin!.port}`;
+  const { client, close } = await apacheClient(node.port);
+  const inFlight = client.Get(new types.Request({ group: "slow", key: "k" }));
+  await Bun.sleep(20); // the request is parked on its load
+  const closing = node.close();
+  expect((await fetch(`${admin}/healthz`)).status).toBe(503);
+  release();
+  expect((await inFlight).value.toString()).toBe("late k"); // the acknowledged request is answered
+  await closing;
+  close();
+});
