@@ -5,6 +5,7 @@
 import { expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { spawnNode } from "./support/node-process.ts";
 
 const ROOT = join(import.meta.dir, "..");
 
@@ -27,20 +28,10 @@ test("examples/embedded.ts runs: one query for concurrent gets, typed errors, a 
 test("node.ts --loaders examples/sqlite-loaders.ts serves rows to examples/thrift-get.ts", async () => {
   const dir = await mkdtemp("/tmp/mybuncache-readme-");
   const env = { EXAMPLE_DB: join(dir, "example.sqlite") };
-  const node = Bun.spawn(["bun", "run", "node.ts", "--port", "0", "--loaders", "./examples/sqlite-loaders.ts"], {
-    cwd: ROOT, stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env },
-  });
+  const node = await spawnNode(["--port", "0", "--loaders", "./examples/sqlite-loaders.ts"], env);
   try {
-    const reader = node.stderr.getReader();
-    let log = "";
-    let port = 0;
-    while (port === 0) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`node exited before listening: ${log}`);
-      log += new TextDecoder().decode(value);
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
-      if (m) port = Number(m[1]);
-    }
+    const { port } = node;
+    const log = node.log();
     expect(log).toContain("users=");
     const hit = await run(["examples/thrift-get.ts", "--port", String(port), "users", "7"], env);
     expect(hit.code).toBe(0);
@@ -49,8 +40,8 @@ test("node.ts --loaders examples/sqlite-loaders.ts serves rows to examples/thrif
     expect(miss.code).toBe(1);
     expect(miss.err).toContain("CacheError code 1");
   } finally {
-    node.kill("SIGTERM");
-    expect(await node.exited).toBe(0);
+    node.proc.kill("SIGTERM");
+    expect(await node.proc.exited).toBe(0);
     await rm(dir, { recursive: true, force: true });
   }
 }, 30_000);

@@ -12,18 +12,9 @@ import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
+import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-
-/** freePorts finds `n` ports that are free now (listen on 0, note, close). */
-function freePorts(n: number): number[] {
-  return Array.from({ length: n }, () => {
-    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = l.port;
-    l.stop(true);
-    return port;
-  });
-}
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -7,19 +7,10 @@ import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
+import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
 
-const ROOT = join(import.meta.dir, "../..");
 const LOADERS = join(ROOT, "test/loaders/fixtures/loaders.ts");
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-
-function freePorts(n: number): number[] {
-  return Array.from({ length: n }, () => {
-    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = l.port;
-    l.stop(true);
-    return port;
-  });
-}
 
 const procs: ReturnType<typeof Bun.spawn>[] = [];
 const clients: CacheClient[] = [];
@@ -29,21 +20,10 @@ afterAll(async () => {
 });
 
 async function startNode(port: number, peers: string[]): Promise<ReturnType<typeof Bun.spawn>> {
-  const p = Bun.spawn(
-    ["bun", "run", "node.ts", "--port", String(port), "--peers", peers.join(","), "--loaders", LOADERS, "--loader-threads", "1",
-      "--peer-timeout", "300ms", "--log-level", "info"],
-    { cwd: ROOT, stdout: "ignore", stderr: "pipe" },
-  );
-  procs.push(p);
-  const reader = p.stderr.getReader();
-  let log = "";
-  while (!log.includes("listening on")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`node on ${port} exited: ${log}`);
-    log += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  return p;
+  const node = await spawnNode(["--port", String(port), "--peers", peers.join(","), "--loaders", LOADERS, "--loader-threads", "1",
+    "--peer-timeout", "300ms", "--log-level", "info"]);
+  procs.push(node.proc);
+  return node.proc;
 }
 
 test("three processes: every key from every node; a killed node's keys still served; it rejoins", async () => {

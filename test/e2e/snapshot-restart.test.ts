@@ -6,29 +6,10 @@ import { expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import { spawnNode, type NodeProcess } from "../support/node-process.ts";
 
-const ROOT = join(import.meta.dir, "../..");
-
-async function start(args: string[]): Promise<{ proc: ReturnType<typeof Bun.spawn>; port: number; log: () => string }> {
-  const proc = Bun.spawn(["bun", "run", "node.ts", "--port", "0", ...args], { cwd: ROOT, stdout: "ignore", stderr: "pipe" });
-  const reader = proc.stderr.getReader();
-  let log = "";
-  let port = 0;
-  while (port === 0) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`node exited: ${log}`);
-    log += new TextDecoder().decode(value);
-    const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
-    if (m) port = Number(m[1]);
-  }
-  void (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      log += new TextDecoder().decode(value);
-    }
-  })();
-  return { proc, port, log: () => log };
+function start(args: string[]): Promise<NodeProcess> {
+  return spawnNode(["--port", "0", ...args]);
 }
 
 function value(i: number): Uint8Array {

@@ -1,0 +1,49 @@
+/**
+ * Helpers for tests that run real `bun run node.ts` processes: free loopback ports, and a node
+ * process started and awaited until its ready line, with its log kept.
+ */
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dir, "../..");
+
+/** freePorts finds `n` loopback ports that are free now (listen on 0, note the port, close). */
+export function freePorts(n: number): number[] {
+  return Array.from({ length: n }, () => {
+    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = l.port;
+    l.stop(true);
+    return port;
+  });
+}
+
+export interface NodeProcess {
+  proc: ReturnType<typeof Bun.spawn>;
+  port: number;
+  /** log is everything the node wrote to stderr so far. */
+  log(): string;
+}
+
+/** spawnNode starts `bun run node.ts ARGS` and resolves once it prints its ready line. */
+export async function spawnNode(args: string[], env: Record<string, string> = {}): Promise<NodeProcess> {
+  const proc = Bun.spawn(["bun", "run", "node.ts", ...args], {
+    cwd: ROOT, stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env },
+  });
+  const reader = proc.stderr.getReader();
+  let log = "";
+  let port = 0;
+  while (port === 0) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`node exited before listening: ${log}`);
+    log += new TextDecoder().decode(value);
+    const m = /listening on [^\s]+:(\d+)/.exec(log);
+    if (m) port = Number(m[1]);
+  }
+  void (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      log += new TextDecoder().decode(value);
+    }
+  })();
+  return { proc, port, log: () => log };
+}
