@@ -7,7 +7,8 @@
  * SIGHUP: re-read the peers file.
  */
 import { CacheNode } from "./src/server/cache-node.ts";
-import { ConfigError, USAGE, VERSION, parseArgs } from "./src/server/config.ts";
+import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
+import { USAGE } from "./src/server/usage.ts";
 
 async function main(): Promise<void> {
   let parsed;

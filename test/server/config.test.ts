@@ -4,7 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { splitMemory } from "../../src/server/cache-node.ts";
-import { ConfigError, DEFAULTS, USAGE, VERSION, parseArgs, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
+import { ConfigError, DEFAULTS, VERSION, parseArgs, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
+import { USAGE } from "../../src/server/usage.ts";
 
 const KIB = 1024;
 const MIB = 1024 * 1024;

@@ -1,0 +1,71 @@
+/**
+ * The Store's public vocabulary: its options, the results of `set`/`fill`, and its figures
+ * (a plain struct of counters plus the figures read at stats time). Kept apart from the engine so
+ * callers and the engine's helpers share one definition.
+ */
+import type { ClassStats } from "./store-stats.ts";
+
+/** Results of `set` and `fill`. */
+export const SET_OK = 0;
+export const SET_TOO_LARGE = 1;
+export const SET_NO_MEMORY = 2;
+export const SET_REJECTED = 3;
+export const SET_INVALID_TTL = 4;
+export type SetResult = typeof SET_OK | typeof SET_TOO_LARGE | typeof SET_NO_MEMORY | typeof SET_REJECTED | typeof SET_INVALID_TTL;
+
+export const MIB = 1024 * 1024;
+/** MAX_KEY_BYTES is the longest key the store can hold (the key length is a Uint16). */
+export const MAX_KEY_BYTES = 65535;
+
+export interface StoreOptions {
+  /** memory is the total byte budget: slab pages plus metadata. */
+  memory: number;
+  /** maxItemSize bounds one item's chunk: 4-byte header + key + value (memcached's -I). Default 1 MiB. */
+  maxItemSize?: number;
+  /** pageSize is the slab page size; at least maxItemSize. Default 1 MiB. */
+  pageSize?: number;
+  /** minChunk is the smallest chunk size. Default 48. */
+  minChunk?: number;
+  /** growthFactor is the ratio between consecutive chunk sizes. Default 1.25. */
+  growthFactor?: number;
+  /** clock returns the current time in ms. Default `Date.now`. */
+  clock?: () => number;
+  /** admissionK is LRU-K's K for read fills. Default 2; 1 admits everything. */
+  admissionK?: number;
+  /** admissionHistory is how many distinct not-yet-admitted keys LRU-K remembers. Default 4096. */
+  admissionHistory?: number;
+  /** initialItems is the item table's first capacity. Default 1024. */
+  initialItems?: number;
+  /** hashSeed seeds the key hash. Default 0. */
+  hashSeed?: number;
+}
+
+/** StoreCounters are the store's running totals, a plain struct of numbers. */
+export class StoreCounters {
+  hits = 0; // gets that found a live item
+  misses = 0; // gets that found nothing (or an expired item)
+  sets = 0; // successful set and fill calls
+  deletes = 0; // delete calls that removed an item
+  evictions = 0; // live items removed to make room (LRU tail or page move)
+  expiredLazy = 0; // expired items removed when read
+  expiredActive = 0; // expired items removed by expire()
+  admissionsRejected = 0; // fills refused by LRU-K
+  tooLarge = 0; // sets refused because the item exceeds the largest class
+  noMemory = 0; // sets refused because no chunk could be made free
+  clears = 0; // clear calls
+}
+
+export interface StoreStats extends StoreCounters {
+  items: number;
+  /** bytesUsed is the chunk bytes held by live items (what they cost in pages). */
+  bytesUsed: number;
+  /** dataBytes is the key and value bytes of live items. */
+  dataBytes: number;
+  pageBytes: number;
+  metaBytes: number;
+  capacity: number;
+  pageMoves: number;
+  heapSize: number;
+  classes: ClassStats[];
+}
+
