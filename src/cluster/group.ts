@@ -145,7 +145,11 @@ export class Group {
     this.counters.loads++;
     const keyBytes = key.slice(off, off + len);
     const keyString = new TextDecoder().decode(keyBytes);
-    return this.flights.do(keyString, () => this.loadOnce(loader, keyString, keyBytes)).promise;
+    const flight = this.flights.do(keyString, () => this.loadOnce(loader, keyString, keyBytes));
+    // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
+    // by more than one caller, or a key read by a thousand callers at once would not be admitted.
+    if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
+    return flight.promise;
   }
 
   // loadOnce runs inside the flight. It looks at the store again first: between a caller's miss

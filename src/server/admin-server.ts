@@ -119,6 +119,25 @@ function text(status: number, body: string, headers: Record<string, string> = {}
  * by method, every group with its counters and store statistics (slab classes included), and
  * the cluster and loader pool when the node has them (null otherwise). Allocates; admin use only.
  */
+/** limitsOf lists the node's resource limits, so operators see the bounds beside the counters. */
+function limitsOf(node: CacheNode): Record<string, number | boolean | string> {
+  const c = node.config;
+  return {
+    maxConnections: c.maxConnections,
+    maxOutputBytes: c.maxOutputBytes,
+    maxBufferedBytes: c.maxBufferedBytes,
+    maxRequestsPerEvent: c.maxRequestsPerEvent,
+    idleTimeoutMs: c.idleTimeoutMs,
+    maxFrameBytes: c.maxFrameSize,
+    maxKeyBytes: c.maxKeySize,
+    maxItemBytes: c.maxItemSize,
+    loaderThreads: c.loaderThreads,
+    loaderQueue: c.loaderQueue,
+    auth: c.authToken !== undefined,
+    tls: c.tlsCert !== undefined,
+  };
+}
+
 export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: AdminState): Record<string, unknown> {
   const server = node.server;
   const requests: Record<string, number> = {};
@@ -152,6 +171,7 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
       uptimeMs: server.clock() - server.startedAt,
       connections: server.connectionCount,
       counters: { ...server.counters },
+      limits: limitsOf(node),
     },
     requests,
     errors,

@@ -64,6 +64,27 @@ export class Admission {
     return false;
   }
 
+  /**
+   * record counts one access of `hash` without deciding anything (a caller that joined a load
+   * already under way for the key: the load's own `offer` decides, counting this access too).
+   */
+  record(hash: number): void {
+    if (this.k === 1) return;
+    const s = this.find(hash);
+    if (s >= 0) {
+      if (this.counts[s]! < 255) this.counts[s]!++;
+      return;
+    }
+    if (this.size === this.capacity) this.evictOldest();
+    let slot = hash & this.mask;
+    while (this.used[slot] !== EMPTY) slot = (slot + 1) & this.mask;
+    this.used[slot] = 1;
+    this.keys[slot] = hash;
+    this.counts[slot] = 1;
+    this.ring[(this.ringHead + this.size) % this.capacity] = hash;
+    this.size++;
+  }
+
   /** seen returns how many accesses of `hash` the history holds (0 if none). */
   seen(hash: number): number {
     const s = this.find(hash);

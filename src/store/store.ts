@@ -191,6 +191,11 @@ export class Store {
     return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, true, 0);
   }
 
+  /** noteAccess counts an access of the key in the LRU-K history, for a later `fill` to weigh. */
+  noteAccess(key: Uint8Array, off: number, len: number): void {
+    this.admission.record(hashBytes(key, off, len, this.hashSeed));
+  }
+
   /** delete removes the key; it returns whether a live item was removed. */
   delete(key: Uint8Array, off = 0, len = key.length - off): boolean {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));

@@ -48,6 +48,21 @@ describe("Group read-through", () => {
     expect(g.counters.hits).toBe(1);
   });
 
+  test("with LRU-K (K=2) the concurrent callers count as accesses: one load, and the value is admitted", async () => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, loader: async (key) => {
+      calls++;
+      await Bun.sleep(10);
+      return `loaded:${key}`;
+    } });
+    await Promise.all(Array.from({ length: 1000 }, () => g.get("hot")));
+    expect(calls).toBe(1);
+    expect(g.store.has(new TextEncoder().encode("hot"))).toBe(true);
+    // A key read once is still not admitted.
+    await g.get("once");
+    expect(g.store.has(new TextEncoder().encode("once"))).toBe(false);
+  });
+
   test("1,000 concurrent gets of one cold key through the worker pool make one pool load", async () => {
     await using pool = await LoaderPool.open({ module: FIXTURES, threads: 2, queue: 8 });
     const g = new Group({ name: "slow", memory: 4 * MIB, loader: (key) => pool.run("slow", key) });

@@ -8,11 +8,23 @@ import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
+import { apacheClient, types } from "../server/support.ts";
 
 const LOADERS = join(ROOT, "test/loaders/fixtures/loaders.ts");
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 const procs: ReturnType<typeof Bun.spawn>[] = [];
+
+/** nodeStats reads a node's figures with the NodeStats call of the stock generated client. */
+async function nodeStats(port: number): Promise<Map<string, number>> {
+  const { client, close } = await apacheClient(port);
+  try {
+    const r = await client.NodeStats(new types.NodeStatsRequest({}));
+    return new Map(Object.entries(r.figures as Record<string, { toNumber(): number }>).map(([k, v]) => [k, v.toNumber()]));
+  } finally {
+    close();
+  }
+}
 const clients: CacheClient[] = [];
 afterAll(async () => {
   for (const c of clients) await c.close();
@@ -21,7 +33,7 @@ afterAll(async () => {
 
 async function startNode(port: number, peers: string[]): Promise<ReturnType<typeof Bun.spawn>> {
   const node = await spawnNode(["--port", String(port), "--peers", peers.join(","), "--loaders", LOADERS, "--loader-threads", "1",
-    "--peer-timeout", "300ms", "--log-level", "info"]);
+    "--peer-timeout", "2s", "--log-level", "info"]);
   procs.push(node.proc);
   return node.proc;
 }
@@ -31,6 +43,20 @@ test("three processes: every key from every node; a killed node's keys still ser
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const nodes = await Promise.all(ports.map((p) => startNode(p, ids)));
   for (const p of ports) clients.push(new CacheClient({ host: "127.0.0.1", port: p, timeoutMs: 3000 }));
+  // 1,000 concurrent gets of one cold key spread over the three processes: one loader call in all.
+  const cold = await Promise.all(Array.from({ length: 1000 }, (_, i) => clients[i % 3]!.get("slow", "40")));
+  expect(new Set(cold.map((r) => text(r.value)))).toEqual(new Set(["slept 40"]));
+  let loaderCalls = 0;
+  for (const p of ports) loaderCalls += (await nodeStats(p)).get("loaders.submitted") ?? 0;
+  expect(loaderCalls).toBe(1);
+
+  // A set on one process is read on the others; a delete on a third removes it everywhere.
+  await clients[0]!.set("text", "shared", "written on A");
+  for (const c of clients) expect(text((await c.get("text", "shared")).value)).toBe("written on A");
+  await clients[2]!.delete("text", "shared");
+  await Bun.sleep(100); // mirror invalidations are fire-and-forget
+  for (const c of clients) expect(text((await c.get("text", "shared")).value)).toBe("value of shared"); // loaded again
+
   const keys = Array.from({ length: 90 }, (_, i) => `key-${i}`);
   for (const k of keys) for (const c of clients) expect(text((await c.get("text", k)).value)).toBe(`value of ${k}`);
 

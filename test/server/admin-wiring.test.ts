@@ -27,6 +27,8 @@ test("requests, errors and durations reach /metrics", async () => {
   expect(sample(text, "mybuncache_request_duration_seconds_count", 'method="Get"')).toBe(2);
   expect(sample(text, "mybuncache_request_duration_seconds_sum", 'method="Get"')).toBeGreaterThan(0);
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+  const stats = (await (await fetch(`${admin}/stats`)).json()) as { node: { limits: Record<string, unknown> } };
+  expect(stats.node.limits).toMatchObject({ maxConnections: 10_000, maxOutputBytes: 16 * 1024 * 1024, auth: false, tls: false });
 });
 
 test("graceful shutdown: /healthz answers 503 while an in-flight request finishes, and it is answered", async () => {

@@ -44,3 +44,15 @@ describe("Admission (LRU-K)", () => {
     expect(() => new Admission(0, 8)).toThrow(RangeError);
   });
 });
+
+describe("Admission.record", () => {
+  test("records accesses without admitting; the next offer weighs them", () => {
+    const a = new Admission(3, 8);
+    a.record(5);
+    a.record(5);
+    expect(a.seen(5)).toBe(2);
+    expect(a.offer(5)).toBe(true); // third access
+    a.record(6);
+    expect(a.offer(6)).toBe(false); // only two accesses
+  });
+});
