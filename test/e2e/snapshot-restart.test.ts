@@ -18,38 +18,88 @@ function value(i: number): Uint8Array {
   return v;
 }
 
-test("20k items survive SIGTERM and a restart byte-exact; expired items do not", async () => {
+test("100k items survive SIGTERM and a restart byte-exact; expired items do not", async () => {
   const dir = await mkdtemp("/tmp/mybuncache-snap-");
   const snap = join(dir, "cache.snap");
   try {
-    const first = await start(["--snapshot", snap, "--memory", "256mb"]);
+    const first = await start(["--snapshot", snap, "--memory", "512mb"]);
     const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
-    const N = 20_000;
-    const writes: Promise<void>[] = [];
-    for (let i = 0; i < N; i++) writes.push(c1.set("default", `k${i}`, value(i), i % 10 === 0 ? 300 : 0));
-    await Promise.all(writes);
+    const N = 100_000;
+    for (let start = 0; start < N; start += 5000) {
+      const writes: Promise<void>[] = [];
+      for (let i = start; i < start + 5000; i++) writes.push(c1.set("default", `k${i}`, value(i), i % 10 === 0 ? 300 : 0));
+      await Promise.all(writes);
+    }
     await c1.close();
     await Bun.sleep(350); // the 300 ms items expire
     first.proc.kill("SIGTERM");
     expect(await first.proc.exited).toBe(0);
     expect(first.log()).toContain("snapshot written");
 
-    const second = await start(["--snapshot", snap, "--memory", "256mb"]);
+    const second = await start(["--snapshot", snap, "--memory", "512mb"]);
     try {
       expect(second.log()).toContain("status=loaded");
       const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
       let found = 0;
-      for (let i = 0; i < N; i++) {
-        const r = await c2.get("default", `k${i}`).catch(() => undefined);
-        if (i % 10 === 0) {
-          expect(r).toBeUndefined();
-          continue;
-        }
-        expect(r?.value).toEqual(value(i));
-        found++;
+      let wrong = 0;
+      for (let start = 0; start < N; start += 5000) {
+        const reads = Array.from({ length: 5000 }, (_, j) => c2.get("default", `k${start + j}`).catch(() => undefined));
+        (await Promise.all(reads)).forEach((r, j) => {
+          const i = start + j;
+          if (i % 10 === 0) {
+            if (r !== undefined) wrong++;
+            return;
+          }
+          if (r === undefined || Buffer.compare(r.value, value(i)) !== 0) wrong++;
+          else found++;
+        });
       }
+      expect(wrong).toBe(0);
       expect(found).toBe(N - N / 10);
       await c2.close();
+    } finally {
+      second.proc.kill("SIGTERM");
+      await second.proc.exited;
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 90_000);
+
+test("graceful shutdown under load loses no acknowledged write", async () => {
+  const dir = await mkdtemp("/tmp/mybuncache-drain-");
+  const snap = join(dir, "cache.snap");
+  try {
+    const first = await start(["--snapshot", snap]);
+    const clients = Array.from({ length: 4 }, () => new CacheClient({ host: "127.0.0.1", port: first.port, timeoutMs: 5000 }));
+    const acknowledged: string[] = [];
+    let stop = false;
+    const writers = clients.map(async (c, w) => {
+      for (let i = 0; !stop; i++) {
+        const batch = Array.from({ length: 32 }, (_, j) => `w${w}-${i}-${j}`);
+        const results = await Promise.allSettled(batch.map((k) => c.set("default", k, k)));
+        results.forEach((r, j) => r.status === "fulfilled" && acknowledged.push(batch[j]!));
+        if (results.some((r) => r.status === "rejected")) return; // the node is gone
+      }
+    });
+    await Bun.sleep(300);
+    first.proc.kill("SIGTERM");
+    expect(await first.proc.exited).toBe(0);
+    stop = true;
+    await Promise.all(writers);
+    for (const c of clients) await c.close();
+    expect(acknowledged.length).toBeGreaterThan(1000);
+
+    const second = await start(["--snapshot", snap]);
+    try {
+      const c = new CacheClient({ host: "127.0.0.1", port: second.port });
+      const missing: string[] = [];
+      const checks = acknowledged.map((k) => c.get("default", k).then((r) => {
+        if (new TextDecoder().decode(r.value) !== k) missing.push(k);
+      }, () => missing.push(k)));
+      await Promise.all(checks);
+      expect(missing).toEqual([]);
+      await c.close();
     } finally {
       second.proc.kill("SIGTERM");
       await second.proc.exited;
