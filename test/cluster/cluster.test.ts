@@ -199,6 +199,25 @@ describe("a three-node cluster in one process", () => {
     await expect(bad.get("g", "a1")).rejects.toMatchObject({ code: 9 });
   });
 
+  test("over TLS, peers dial each other with TLS and check the certificate", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-cluster-tls-");
+    try {
+      const cert = join(dir, "cert.pem");
+      const key = join(dir, "key.pem");
+      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
+      expect(gen.exitCode).toBe(0);
+      const { nodes } = cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key });
+      const c = new CacheClient({ host: "127.0.0.1", port: nodes[0]!.port, tls: { ca: await Bun.file(cert).text() } });
+      open.push(c);
+      for (let i = 0; i < 30; i++) expect(text((await c.get("g", `t${i}`)).value)).toBe(`v:t${i}`);
+      expect(nodes[0]!.cluster!.counters.peerLoads).toBeGreaterThan(0);
+      expect(nodes[0]!.cluster!.counters.peerErrors).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test("membership from DNS: every address of one name is a member", async () => {
     const port = freePorts(1)[0]!;
     const n = CacheNode.start(
