@@ -30,3 +30,8 @@ export function bytesEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff: num
   }
   return true;
 }
+
+/** latin1Key spells key bytes as a string, one char per byte: lossless, unlike UTF-8 decoding. */
+export function latin1Key(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.length).toString("latin1");
+}

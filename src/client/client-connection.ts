@@ -26,7 +26,7 @@ import { CallWriter } from "../protocol/call-writer.ts";
 import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
-import { REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
+import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
 import { METHOD_AUTH } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, SLOT_WAITING, type Waiter } from "./pending-calls.ts";
@@ -264,8 +264,14 @@ export class ClientConnection {
     r.begin(buf, start, end);
     if (r.seqid === AUTH_SEQID) {
       r.readResult(METHOD_AUTH);
-      if (r.outcome !== REPLY_OK || !r.success) throw protocolError("the peer refused our auth token");
-      return;
+      if (r.outcome === REPLY_OK && r.success) return;
+      if (r.outcome === REPLY_CACHE_ERROR && r.errorCode !== ERROR_CODE.UNAUTHORIZED) {
+        // The node answered the Auth with something else (OVERLOADED at its connection limit):
+        // the calls waiting on this connection get that answer, not a made-up auth failure.
+        this.failAll(replyError(METHOD_AUTH, r));
+        return;
+      }
+      throw protocolError("the peer refused our auth token");
     }
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);

@@ -16,6 +16,7 @@
 // Byte values are copied out of the receive buffer (it is reused); keys of GetMulti become
 // UTF-8 strings. These paths allocate by nature; the zero-allocation path is forwardGet.
 
+import { latin1Key } from "../bytes/bytes.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
 import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, type ReplyReader } from "../protocol/reply-reader.ts";
 import {
@@ -62,12 +63,16 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_STATS:
       return { itemCount: r.itemCount, hitCount: r.hitCount, missCount: r.missCount, totalCount: r.totalCount } satisfies StatsResult;
     case METHOD_GET_MULTI: {
+      // Keys are UTF-8 text for the seed method; a peer call (PeerGetMulti) keys the map by the
+      // latin1 spelling of the key bytes instead, which is lossless: nodes treat keys as bytes.
+      const lossless = method !== METHOD_GET_MULTI;
       const values = new Map<string, Uint8Array>();
       const items = r.items;
       for (let i = 0; i < r.entryCount * 4; i += 4) {
         const ks = items[i]!;
+        const key = buf.subarray(ks, ks + items[i + 1]!);
         const vs = items[i + 2]!;
-        values.set(UTF8.decode(buf.subarray(ks, ks + items[i + 1]!)), buf.slice(vs, vs + items[i + 3]!));
+        values.set(lossless ? latin1Key(key) : UTF8.decode(key), buf.slice(vs, vs + items[i + 3]!));
       }
       return values;
     }

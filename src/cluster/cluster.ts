@@ -27,6 +27,7 @@ export interface PeerClient {
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
   clear(group: string, opts: { peer: boolean }): Promise<void>;
+  /** getMulti with `peer` keys its map by the latin1 spelling of the key bytes (lossless). */
   getMulti(group: string, keys: readonly Uint8Array[], opts: { peer: boolean }): Promise<Map<string, Uint8Array>>;
   setMulti(group: string, entries: Iterable<[Uint8Array, Uint8Array]>, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;

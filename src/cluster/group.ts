@@ -16,6 +16,7 @@
  * with its message, nothing cached; no answer within `loadTimeoutMs` → LOAD_FAILED (timeout) for
  * the callers, while a late value still fills the cache when it comes.
  */
+import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
 import { toBytes, type Loader } from "./loader.ts";
@@ -145,7 +146,9 @@ export class Group {
     this.counters.loads++;
     const keyBytes = key.slice(off, off + len);
     const keyString = new TextDecoder().decode(keyBytes);
-    const flight = this.flights.do(keyString, () => this.loadOnce(loader, keyString, keyBytes));
+    // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
+    // UTF-8 would decode to the same string and must not share a load.
+    const flight = this.flights.do(latin1Key(keyBytes), () => this.loadOnce(loader, keyString, keyBytes));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
@@ -182,6 +185,12 @@ export class Group {
 
   /** store1 caches one loader outcome and turns it into the callers' answer. */
   private store1(key: Uint8Array, value: Uint8Array | null): Loaded {
+    // A key present now was written while the loader ran (a load starts only on a miss): that
+    // write is newer than what the loader read, so it wins and the loaded value is not stored.
+    const written = this.store.get(key, 0, key.length);
+    if (written >= 0 && !this.store.isNegative(written)) {
+      return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.remaining(written) };
+    }
     if (value === null) {
       this.counters.notFound++;
       if (this.negativeTtlMs > 0) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);

@@ -171,14 +171,38 @@ export class CacheNode {
       idleTimeoutMs: config.idleTimeoutMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
-      figures: () => nodeFigures(node),
+      figures: () => (node === undefined ? [] : nodeFigures(node)),
     });
+    let membership: MembershipSource | undefined;
+    let node: CacheNode | undefined;
+    try {
+      node = CacheNode.finishStart(config, deps, groups, server, logger, clustered, (c, m) => {
+        cluster = c;
+        membership = m;
+      });
+      return node;
+    } catch (e) {
+      // Nothing may keep running after a failed start: the port, the timers, the peer clients.
+      membership?.close();
+      void cluster?.close();
+      void server.close();
+      throw e;
+    }
+  }
+
+  /** finishStart joins the cluster and starts the admin port and the snapshot timer. */
+  private static finishStart(
+    config: NodeConfig, deps: NodeDeps, groups: Groups, server: CacheServer, logger: Logger, clustered: boolean,
+    started: (cluster: Cluster | undefined, membership: MembershipSource | undefined) => void,
+  ): CacheNode {
+    let cluster: Cluster | undefined;
     let membership: MembershipSource | undefined;
     if (clustered) {
       const self = config.self ?? `${config.host}:${server.port}`;
       const connect = deps.connect ?? ((id: string) => peerClient(id, config));
       cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
       membership = membershipSource(config, logger, deps.resolve);
+      started(cluster, membership);
       const c = cluster;
       membership.start((members) => {
         if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();

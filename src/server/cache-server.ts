@@ -249,8 +249,13 @@ export class CacheServer implements DispatchContext {
     try {
       for (;;) {
         if (out.length >= max) {
-          held = true;
-          break;
+          // Past the bound: try to hand the replies to the socket now. Only what the kernel does
+          // not take holds the connection, and a short write always ends with `drain`.
+          this.flush(conn);
+          if (out.length >= max) {
+            held = true;
+            break;
+          }
         }
         if (served === turn) {
           held = true;

@@ -153,11 +153,11 @@ function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
 }
 
 function getMulti(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
-  if (group.loader !== undefined) {
-    const loads = loadMisses(group, req);
-    if (loads !== undefined) return loads.then((loaded) => writeGetMulti(group, req, reply, loaded), (e: unknown) => replyThrown(reply, req, e));
-  }
-  writeGetMulti(group, req, reply, undefined);
+  if (group.loader === undefined) return writeGetMulti(group, req, reply, undefined, true);
+  // loadMisses looks every key up (and counts it); the reply below then reads without counting.
+  const loads = loadMisses(group, req);
+  if (loads === undefined) return writeGetMulti(group, req, reply, undefined, false);
+  return loads.then((loaded) => writeGetMulti(group, req, reply, loaded, false), (e: unknown) => replyThrown(reply, req, e));
 }
 
 /** loadMisses starts a load for every key of a GetMulti not in the store; undefined if none. */
@@ -182,10 +182,9 @@ function loadMisses(group: Group, req: Request): Promise<(Loaded | null)[]> | un
  * now: after a wait, earlier item ids may be stale) or, for loaded keys the store did not admit,
  * from the load result.
  */
-function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined): void {
+function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
   const items = req.items;
-  const counted = loaded === undefined;
   reply.beginGetMulti(req);
   for (let i = 0; i < req.itemCount; i++) {
     const ks = items[i * 4]!;

@@ -28,9 +28,8 @@ import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
 import { SET_OK } from "../store/store.ts";
+import { latin1Key } from "../bytes/bytes.ts";
 import { replyCacheError, replyThrown } from "./reply-errors.ts";
-
-const utf8 = new TextDecoder();
 
 /** route serves `req` (seed method `base`) across the cluster, or returns false to serve it here. */
 export function route(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
@@ -166,7 +165,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
     const keys = indexes.map((i) => keyAt(req, i));
     work.push(client.getMulti(group.name, keys, { peer: true }).then(
       (found) => {
-        indexes.forEach((i, n) => (values[i] = found.get(utf8.decode(keys[n]!))));
+        indexes.forEach((i, n) => (values[i] = found.get(latin1Key(keys[n]!))));
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
