@@ -169,7 +169,9 @@ export class ClientConnection {
     auth.out.fieldBegin(TYPE_STRING, 1);
     auth.out.utf8(token);
     auth.end();
-    socket.write(auth.out.buffer, 0, auth.out.length);
+    // A fresh socket takes a few dozen bytes at once; if it ever does not, the connection is
+    // dropped rather than sending calls behind half an Auth frame.
+    if (socket.write(auth.out.buffer, 0, auth.out.length) !== auth.out.length) this.drop("could not send the auth token");
   }
 
   /** usable is false while the connection is failing to (re)connect: pick another one. */

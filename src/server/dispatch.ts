@@ -68,6 +68,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<
   const cluster = ctx.cluster;
   if (cluster !== undefined && cluster.members.length > 1 && !isPeerMethod(method)) {
     const routed = route(cluster, group, base, req, reply);
+    if (routed === true) return;
     if (routed !== false) return routed;
   }
   switch (base) {

@@ -18,10 +18,11 @@
  * - Clear: this node and every other member (PeerClear), mirrors included.
  * - GetMulti/SetMulti: keys grouped by owner, one peer call per owner, in parallel; results merged
  *   in request order.
- * Returns a promise that has written the reply, or `false` when the call is local after all.
+ * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
+ * hit), or `false` when the call is local after all.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group } from "../cluster/group.ts";
+import type { Group, Loaded } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import {
@@ -32,7 +33,7 @@ import { latin1Key } from "../bytes/bytes.ts";
 import { replyCacheError, replyThrown } from "./reply-errors.ts";
 
 /** route serves `req` (seed method `base`) across the cluster, or returns false to serve it here. */
-export function route(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
+export function route(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | boolean {
   switch (base) {
     case METHOD_GET:
       return routeGet(cluster, group, req, reply);
@@ -50,7 +51,7 @@ export function route(cluster: Cluster, group: Group, base: number, req: Request
   }
 }
 
-function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
+function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | boolean {
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
   if (owner === cluster.self) return false;
   const client = cluster.peer(owner);
@@ -65,12 +66,20 @@ function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWrit
       mirror.copyValue(id, reply.out.buffer, at);
       const exp = mirror.expiresAt(id);
       reply.endGet(exp === Infinity ? -1 : Math.max(0, exp - mirror.clock()));
-      return Promise.resolve();
+      return true;
     }
   }
   cluster.counters.forwarded++;
   return new Promise<void>((resolve) => {
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
+      try {
+        answer(err, value, off, len, ttl);
+      } catch (e) {
+        replyThrown(reply, req, e);
+        resolve(); // never leave the connection parked
+      }
+    });
+    function answer(err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number): void {
       if (err === null && value !== null) {
         cluster.counters.peerLoads++;
         group.counters.gets++;
@@ -92,11 +101,27 @@ function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWrit
       }
       cluster.counters.fallbackLoads++;
       group.load(req.buffer, req.keyStart, req.keyLength).then(
-        (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
+        (loaded) => {
+          reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
+          keepAsMirror(group, req, loaded);
+        },
         (failure: unknown) => replyThrown(reply, req, failure),
       ).finally(resolve);
-    });
+    }
   });
+}
+
+/**
+ * keepAsMirror moves a value loaded here for a key owned elsewhere (the owner was unreachable)
+ * out of the main store and into the mirror: mirrors are dropped on the owner's invalidations
+ * and on membership changes, so the copy cannot outlive a later write on the owner.
+ */
+function keepAsMirror(group: Group, req: Request, loaded: Loaded): void {
+  group.store.delete(req.buffer, req.keyStart, req.keyLength);
+  const ttl = loaded.ttlRemainingMs;
+  if (group.mirror !== undefined && ttl !== 0) {
+    group.mirror.set(req.buffer, req.keyStart, req.keyLength, loaded.value, 0, loaded.value.length, ttl < 0 ? 0 : ttl);
+  }
 }
 
 function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {

@@ -170,7 +170,7 @@ describe("timeouts", () => {
     expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
     expect(e.message).toContain("timeout");
     expect(elapsed).toBeGreaterThanOrEqual(190);
-    expect(elapsed).toBeLessThan(400);
+    expect(elapsed).toBeLessThan(5_000); // it times out rather than hanging (an upper bound on a loaded CI machine is not a latency claim)
     expect(c.counters.timeouts).toBe(1);
     // The late reply arrives while another call is in flight; it must not answer that call.
     const next = c.get("g", "fast");
