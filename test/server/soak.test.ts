@@ -1,0 +1,36 @@
+/**
+ * The soak (bench/soak/soak.ts) for 30 seconds, as CI runs it: a spawned soak process that starts
+ * its own node process. It must pass its own checks (exit 0: no errors on well-behaved clients,
+ * every read consistent with the acknowledged writes, RSS flat and within its bound, clean
+ * SIGTERM) and its summary must show every client kind at work. The seed is printed on failure;
+ * replay with `bun run soak -- --seconds 30 --seed N`.
+ */
+import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { testSeed } from "../support/prng.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const KINDS = ["worker", "churn", "garbage", "oversized", "slowloris", "never-reader"];
+
+interface Summary {
+  failures: string[];
+  kinds: Record<string, { ops: number; errors: number }>;
+}
+
+test("a 30-second soak passes its checks with every client kind making progress", async () => {
+  const seed = testSeed();
+  const proc = Bun.spawn([process.execPath, "bench/soak/soak.ts", "--seconds", "30", "--seed", String(seed)], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const line = out.split("\n").find((l) => l.startsWith("SOAK-SUMMARY "));
+  if (code !== 0 || line === undefined) console.error(`soak (seed ${seed}) exited ${code}\n${out}\n${err}`);
+  expect(code).toBe(0);
+  expect(line).toBeDefined();
+  const summary = JSON.parse(line!.slice("SOAK-SUMMARY ".length)) as Summary;
+  expect(summary.failures).toEqual([]);
+  for (const kind of KINDS) expect([kind, summary.kinds[kind]!.ops > 0]).toEqual([kind, true]);
+  expect(summary.kinds.worker!.errors + summary.kinds.churn!.errors).toBe(0);
+}, 120_000);
