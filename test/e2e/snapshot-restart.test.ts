@@ -2,7 +2,7 @@
  * Snapshot persistence over a real process restart: items set through the wire come back
  * byte-exact after SIGTERM and a restart with the same --snapshot; expired ones do not.
  */
-import { expect, test } from "bun:test";
+import { afterEach, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -11,6 +11,12 @@ import { spawnNode, type NodeProcess } from "../support/node-process.ts";
 function start(args: string[]): Promise<NodeProcess> {
   return spawnNode(["--port", "0", ...args]);
 }
+
+/** cleanup holds every node started, so a failing test still ends its processes. */
+const cleanup: NodeProcess[] = [];
+afterEach(() => {
+  for (const n of cleanup.splice(0)) n.proc.kill("SIGKILL");
+});
 
 function value(i: number): Uint8Array {
   const v = new Uint8Array(1 + ((i * 7919) % 3000));
@@ -23,6 +29,7 @@ test("100k items survive SIGTERM and a restart byte-exact; expired items do not"
   const snap = join(dir, "cache.snap");
   try {
     const first = await start(["--snapshot", snap, "--memory", "512mb"]);
+    cleanup.push(first);
     const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
     const N = 100_000;
     for (let start = 0; start < N; start += 5000) {
@@ -37,6 +44,7 @@ test("100k items survive SIGTERM and a restart byte-exact; expired items do not"
     expect(first.log()).toContain("snapshot written");
 
     const second = await start(["--snapshot", snap, "--memory", "512mb"]);
+    cleanup.push(second);
     try {
       expect(second.log()).toContain("status=loaded");
       const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
@@ -71,6 +79,7 @@ test("graceful shutdown under load loses no acknowledged write", async () => {
   const snap = join(dir, "cache.snap");
   try {
     const first = await start(["--snapshot", snap]);
+    cleanup.push(first);
     const clients = Array.from({ length: 4 }, () => new CacheClient({ host: "127.0.0.1", port: first.port, timeoutMs: 5000 }));
     const acknowledged: string[] = [];
     let stop = false;
@@ -91,6 +100,7 @@ test("graceful shutdown under load loses no acknowledged write", async () => {
     expect(acknowledged.length).toBeGreaterThan(1000);
 
     const second = await start(["--snapshot", snap]);
+    cleanup.push(second);
     try {
       const c = new CacheClient({ host: "127.0.0.1", port: second.port });
       const missing: string[] = [];

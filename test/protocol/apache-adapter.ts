@@ -6,7 +6,7 @@
 // client's recv_<method> and returns what the client made of them.
 // The generated code lives in test/gen/ (not committed); it is generated here if missing.
 
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dir, "..", "..");
@@ -14,9 +14,9 @@ const GEN = join(ROOT, "test", "gen", "cache", "GroupCache.js");
 
 function ensureGenerated(): void {
   if (existsSync(GEN)) return;
-  mkdirSync(join(ROOT, "test", "gen", "cache"), { recursive: true });
-  const r = Bun.spawnSync(["thrift", "--gen", "js:node", "-out", join(ROOT, "test", "gen", "cache"), join(ROOT, "thrift", "cache.thrift")]);
-  if (r.exitCode !== 0) throw new Error(`thrift compiler failed: ${r.stderr.toString()}`);
+  // The same generator the test preload runs (thrift/gen.sh), so both see identical code.
+  const r = Bun.spawnSync(["bash", join(ROOT, "thrift", "gen.sh")]);
+  if (r.exitCode !== 0) throw new Error(`thrift/gen.sh failed: ${r.stderr.toString()}`);
 }
 
 ensureGenerated();
