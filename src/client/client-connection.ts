@@ -29,7 +29,7 @@ import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
 import { METHOD_AUTH } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
-import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, SLOT_WAITING, type Waiter } from "./pending-calls.ts";
+import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, unavailable } from "./results.ts";
 

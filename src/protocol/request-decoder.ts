@@ -33,8 +33,6 @@ import {
   METHOD_SET,
   METHOD_SET_MULTI,
   METHOD_UNKNOWN,
-  METHOD_CLEAR,
-  METHOD_STATS,
   Request,
   baseMethod,
   matchMethod,
