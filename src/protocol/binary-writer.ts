@@ -50,6 +50,16 @@ export class BinaryWriter {
     this.length = 0;
   }
 
+  /**
+   * shrink gives back a buffer that a burst grew past `keepBytes`, once it is empty: a connection
+   * that once queued megabytes of replies does not hold them for the rest of its life.
+   */
+  shrink(keepBytes: number): void {
+    if (this.length !== 0 || this.buffer.length <= keepBytes) return;
+    this.buffer = new Uint8Array(Math.min(keepBytes, WRITER_INITIAL_BYTES));
+    this.view = new DataView(this.buffer.buffer);
+  }
+
   /** consume drops the first `n` bytes (sent to the socket), keeping any unsent tail. */
   consume(n: number): void {
     if (n >= this.length) {

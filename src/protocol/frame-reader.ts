@@ -41,7 +41,7 @@ import {
 } from "./wire.ts";
 
 const EMPTY = new Uint8Array(0);
-const PENDING_INITIAL_BYTES = 4096;
+const PENDING_INITIAL_BYTES = 1024;
 /** Bytes needed to tell framed/header transports apart: length + 2 magic bytes. */
 const DETECT_BYTES = 6;
 

@@ -85,10 +85,14 @@ export class ServerCounters {
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
 }
 
+/** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
+const KEEP_OUTPUT_BYTES = 1024 * 1024;
+
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
   readonly startedAt: number;
+  private readonly idleTimer: ReturnType<typeof setInterval> | undefined;
   readonly counters = new ServerCounters();
   readonly latency: LatencyHistogram;
   readonly host: string;
@@ -106,6 +110,7 @@ export class CacheServer implements DispatchContext {
     this.opts = opts;
     this.clock = opts.clock;
     this.startedAt = opts.clock();
+
     this.latency = opts.latency ?? new LatencyHistogram();
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
@@ -131,14 +136,15 @@ export class CacheServer implements DispatchContext {
           opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
         },
         timeout(socket) {
-          if (socket.data !== undefined && !socket.data.rejected) server.counters.idleClosed++;
-          socket.end();
+          socket.end(); // only connections past the limit get a Bun timeout (2 s to send a request)
         },
       },
     });
     this.host = opts.host;
     this.port = this.listener.port;
     this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
+    const idle = opts.idleTimeoutMs ?? 0;
+    if (idle > 0) this.idleTimer = setInterval(() => this.closeIdle(idle), Math.min(1000, Math.max(50, idle / 4)));
   }
 
   /** cluster is the node's cluster, if it has peers. */
@@ -164,6 +170,7 @@ export class CacheServer implements DispatchContext {
   close(): Promise<void> {
     if (this.closed) return this.closed;
     clearInterval(this.expiryTimer);
+    if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.listener.stop(false);
     this.closed = new Promise<void>((resolve) => {
       this.allClosed = resolve;
@@ -194,7 +201,10 @@ export class CacheServer implements DispatchContext {
     this.connections.add(conn);
     this.counters.connectionsCurrent = this.connections.size;
     conn.authed = this.opts.access === undefined;
-    if ((this.opts.idleTimeoutMs ?? 0) > 0) socket.timeout(Math.max(1, Math.ceil(this.opts.idleTimeoutMs! / 1000)));
+    // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its
+    // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
+    socket.timeout(0);
+    conn.lastActive = this.clock();
     if (this.connections.size > this.opts.maxConnections) {
       conn.rejected = true;
       this.counters.connectionsRejected++;
@@ -206,6 +216,7 @@ export class CacheServer implements DispatchContext {
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
+    conn.lastActive = this.clock();
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing) return;
@@ -422,8 +433,23 @@ export class CacheServer implements DispatchContext {
         this.counters.bytesOut += n;
         out.consume(n);
       }
+      if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
     }
     if (out.length === 0 && conn.closing) conn.socket.end();
+  }
+
+  /**
+   * closeIdle closes connections that sent nothing for `idleMs` and are not waiting for a reply
+   * of ours (a parked load or unsent output is the server's delay, not the client's idleness).
+   */
+  private closeIdle(idleMs: number): void {
+    const now = this.clock();
+    for (const conn of this.connections) {
+      if (now - conn.lastActive < idleMs || conn.waiting || conn.queuedOutput > 0 || conn.closing) continue;
+      this.counters.idleClosed++;
+      conn.closing = true;
+      conn.socket.end();
+    }
   }
 
   private expireTick(): void {

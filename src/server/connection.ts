@@ -17,7 +17,12 @@
  */
 import type { Socket } from "bun";
 import type { ProtocolLimits } from "../protocol/limits.ts";
+import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ProtocolConnection } from "../protocol/protocol-connection.ts";
+import { ReplyWriter } from "../protocol/reply-writer.ts";
+
+/** CONNECTION_OUTPUT_BYTES is a new connection's first output buffer. */
+const CONNECTION_OUTPUT_BYTES = 2048;
 
 export class Connection {
   readonly proto: ProtocolConnection;
@@ -33,6 +38,8 @@ export class Connection {
   buffered = 0;
   backlog: Uint8Array[] | null = null;
   bytesIn = 0;
+  /** lastActive is when the client last sent bytes (the server clock), for the idle timeout. */
+  lastActive = 0;
   bytesOut = 0;
   requests = 0;
 
@@ -40,7 +47,9 @@ export class Connection {
     this.socket = socket;
     this.id = id;
     this.remote = `${socket.remoteAddress}`;
-    this.proto = new ProtocolConnection(limits);
+    // Small first buffers: most connections of a churning or hostile client never need more, and
+    // the writer doubles to its steady size after a few replies (then shrinks back after bursts).
+    this.proto = new ProtocolConnection(limits, new ReplyWriter(new BinaryWriter(CONNECTION_OUTPUT_BYTES)));
   }
 
   /** queuedOutput is how many reply bytes wait to be written. */

@@ -100,12 +100,18 @@ describe("TLS", () => {
 });
 
 describe("resource limits", () => {
-  // Bun's socket timeouts tick in about 4-second steps, so a 1 s idle timeout closes within ~4 s.
-  test("idle connections are closed after the idle timeout", async () => {
-    await using node = startNode({ idleTimeoutMs: 1000 });
-    const raw = await RawSocket.connect(node.port);
-    await raw.closed; // closes by itself after ~1 s of silence
+  test("the idle timeout closes a silent connection and spares a busy one", async () => {
+    await using node = startNode({ idleTimeoutMs: 600 });
+    const silent = await RawSocket.connect(node.port);
+    const busy = await RawSocket.connect(node.port);
+    for (let i = 0; i < 12; i++) {
+      busy.write(getCall(i, "k"));
+      await Bun.sleep(150);
+    }
+    await silent.closed; // closed by itself after ~0.6 s of silence
+    expect(busy.isClosed).toBe(false); // 1.8 s of traffic every 150 ms kept it open
     expect(node.server.counters.idleClosed).toBe(1);
+    busy.close();
   }, 10_000);
 
   test("fairness: one client's 100k pipelined requests do not starve another client's single request", async () => {
