@@ -41,27 +41,14 @@ export class Admission {
   /** offer records one access of `hash` and returns true when it should be admitted. */
   offer(hash: number): boolean {
     if (this.k === 1) return true;
-    let s = hash & this.mask;
-    while (this.used[s] !== EMPTY) {
-      if (this.keys[s] === hash) {
-        if (++this.counts[s]! >= this.k) {
-          this.removeSlot(s);
-          return true;
-        }
-        return false;
-      }
-      s = (s + 1) & this.mask;
+    const s = this.find(hash);
+    if (s < 0) {
+      this.insert(hash);
+      return false;
     }
-    if (this.size === this.capacity) this.evictOldest();
-    // Insertion point may have shifted if the eviction moved entries: probe again.
-    s = hash & this.mask;
-    while (this.used[s] !== EMPTY) s = (s + 1) & this.mask;
-    this.used[s] = 1;
-    this.keys[s] = hash;
-    this.counts[s] = 1;
-    this.ring[(this.ringHead + this.size) % this.capacity] = hash;
-    this.size++;
-    return false;
+    if (++this.counts[s]! < this.k) return false;
+    this.removeSlot(s);
+    return true;
   }
 
   /**
@@ -71,16 +58,19 @@ export class Admission {
   record(hash: number): void {
     if (this.k === 1) return;
     const s = this.find(hash);
-    if (s >= 0) {
-      if (this.counts[s]! < 255) this.counts[s]!++;
-      return;
-    }
+    if (s < 0) this.insert(hash);
+    else if (this.counts[s]! < 255) this.counts[s]!++;
+  }
+
+  /** insert adds `hash` with one access, forgetting the oldest hash when the history is full. */
+  private insert(hash: number): void {
     if (this.size === this.capacity) this.evictOldest();
-    let slot = hash & this.mask;
-    while (this.used[slot] !== EMPTY) slot = (slot + 1) & this.mask;
-    this.used[slot] = 1;
-    this.keys[slot] = hash;
-    this.counts[slot] = 1;
+    // Probe after the eviction: it may have shifted entries.
+    let s = hash & this.mask;
+    while (this.used[s] !== EMPTY) s = (s + 1) & this.mask;
+    this.used[s] = 1;
+    this.keys[s] = hash;
+    this.counts[s] = 1;
     this.ring[(this.ringHead + this.size) % this.capacity] = hash;
     this.size++;
   }
