@@ -55,15 +55,21 @@ export class FrameReader {
 
   private chunk: Uint8Array = EMPTY;
   private chunkPos = 0;
-  private pending = new Uint8Array(PENDING_INITIAL_BYTES);
+  private pending: Uint8Array = EMPTY; // allocated on the first partial message
   private pendingStart = 0;
   private pendingEnd = 0;
-  private readonly scanner: MessageScanner;
+  private scannerInstance: MessageScanner | null = null; // buffered transport only
+  private readonly maxDepth: number;
   private readonly maxFrameBytes: number;
 
   constructor(limits: ProtocolLimits) {
     this.maxFrameBytes = limits.maxFrameBytes;
-    this.scanner = new MessageScanner(limits.maxDepth);
+    this.maxDepth = limits.maxDepth;
+  }
+
+  /** scanner is the buffered transport's message scanner, made when a connection first needs it. */
+  private get scanner(): MessageScanner {
+    return (this.scannerInstance ??= new MessageScanner(this.maxDepth));
   }
 
   /** push hands the reader a new chunk; call `next()` until it returns false first. */
@@ -185,7 +191,7 @@ export class FrameReader {
 
   private growPending(size: number): void {
     if (size <= this.pending.length) return;
-    let capacity = this.pending.length * 2;
+    let capacity = Math.max(this.pending.length * 2, PENDING_INITIAL_BYTES);
     if (capacity < size) capacity = size;
     const grown = new Uint8Array(capacity);
     grown.set(this.pending.subarray(0, this.pendingEnd));

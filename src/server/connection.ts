@@ -21,8 +21,8 @@ import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ProtocolConnection } from "../protocol/protocol-connection.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
 
-/** CONNECTION_OUTPUT_BYTES is a new connection's first output buffer. */
-const CONNECTION_OUTPUT_BYTES = 2048;
+/** CONNECTION_OUTPUT_BYTES: a new connection's output buffer is made by its first reply. */
+const CONNECTION_OUTPUT_BYTES = 0;
 
 export class Connection {
   readonly proto: ProtocolConnection;
