@@ -153,7 +153,7 @@ export class CacheNode {
       maxKeyBytes: config.maxKeySize,
       maxValueBytes: config.maxItemSize,
     });
-    let cluster: Cluster | undefined;
+    let node: CacheNode | undefined;
     const server = new CacheServer(groups, {
       host: config.host,
       port: config.port,
@@ -165,7 +165,7 @@ export class CacheNode {
       drainTimeoutMs: 5_000,
       clock,
       logger,
-      cluster: () => cluster,
+      cluster: () => node?.cluster,
       access: config.authToken === undefined ? undefined : new AccessControl(config.authToken),
       tls: config.tlsCert === undefined || config.tlsKey === undefined ? undefined : readTls(config.tlsCert, config.tlsKey),
       idleTimeoutMs: config.idleTimeoutMs,
@@ -173,19 +173,11 @@ export class CacheNode {
       maxBufferedBytes: config.maxBufferedBytes,
       figures: () => (node === undefined ? [] : nodeFigures(node)),
     });
-    let membership: MembershipSource | undefined;
-    let node: CacheNode | undefined;
     try {
-      node = CacheNode.finishStart(config, deps, groups, server, logger, clustered, (c, m) => {
-        cluster = c;
-        membership = m;
-      });
+      node = CacheNode.finishStart(config, deps, groups, server, logger, clustered);
       return node;
     } catch (e) {
-      // Nothing may keep running after a failed start: the port, the timers, the peer clients.
-      membership?.close();
-      void cluster?.close();
-      void server.close();
+      void server.close(); // nothing may keep running after a failed start: the port, the timers
       throw e;
     }
   }
@@ -193,28 +185,32 @@ export class CacheNode {
   /** finishStart joins the cluster and starts the admin port and the snapshot timer. */
   private static finishStart(
     config: NodeConfig, deps: NodeDeps, groups: Groups, server: CacheServer, logger: Logger, clustered: boolean,
-    started: (cluster: Cluster | undefined, membership: MembershipSource | undefined) => void,
   ): CacheNode {
     let cluster: Cluster | undefined;
     let membership: MembershipSource | undefined;
-    if (clustered) {
-      const self = config.self ?? `${config.host}:${server.port}`;
-      const connect = deps.connect ?? ((id: string) => peerClient(id, config));
-      cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
-      membership = membershipSource(config, logger, deps.resolve);
-      started(cluster, membership);
-      const c = cluster;
-      membership.start((members) => {
-        if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();
-      });
+    try {
+      if (clustered) {
+        const self = config.self ?? `${config.host}:${server.port}`;
+        const connect = deps.connect ?? ((id: string) => peerClient(id, config));
+        cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
+        membership = membershipSource(config, logger, deps.resolve);
+        const c = cluster;
+        membership.start((members) => {
+          if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();
+        });
+      }
+      const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
+      if (config.adminPort !== undefined) {
+        node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
+      }
+      node.snapshotter = deps.snapshotter;
+      if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
+      return node;
+    } catch (e) {
+      membership?.close(); // and the peer clients, if the cluster was made
+      void cluster?.close();
+      throw e;
     }
-    const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
-    if (config.adminPort !== undefined) {
-      node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
-    }
-    node.snapshotter = deps.snapshotter;
-    if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
-    return node;
   }
 }
 
