@@ -197,7 +197,17 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += indexes.length;
-        return localValues(group, req, indexes, values);
+        return localValues(group, req, indexes, values).then(() => {
+          // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
+          for (const i of indexes) {
+            const v = values[i];
+            if (v === undefined) continue;
+            const ks = req.items[i * 4]!;
+            const kl = req.items[i * 4 + 1]!;
+            group.store.delete(req.buffer, ks, kl);
+            group.mirror?.set(req.buffer, ks, kl, v, 0, v.length, group.defaultTtlMs);
+          }
+        });
       },
     ));
   }
