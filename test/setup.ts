@@ -4,6 +4,7 @@
  * where the compiler is missing and we are root, it installs Debian's `thrift-compiler` first;
  * otherwise it fails with the command to run, never silently skipping the interop tests.
  */
+import { setDefaultTimeout } from "bun:test";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -25,3 +26,7 @@ if (stale) {
   }
   if (!run(["bash", "thrift/gen.sh"])) throw new Error("thrift/gen.sh failed");
 }
+
+// Tests that start real processes and servers need more than bun's 5 s default on a loaded
+// machine (bunfig.toml has no per-test timeout setting); tests that need more set their own.
+setDefaultTimeout(30_000);
