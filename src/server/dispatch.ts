@@ -108,11 +108,22 @@ function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: Rep
   reply.writeInvalidate(req, dropped);
 }
 
-/** invalidateOthers, as the owner of keys just written, tells the other members to drop their copies. */
-function invalidateOthers(ctx: DispatchContext, group: Group, keys: Uint8Array[]): void {
-  const cluster = ctx.cluster;
-  if (cluster === undefined || cluster.members.length < 2) return;
-  cluster.invalidate(group.name, keys, false);
+/**
+ * forgetCopies runs after this node stored or deleted keys it owns: it drops its own mirrored
+ * copies and tells the other members to drop theirs. The keys are the `count` ranges
+ * (start, length) at `ranges[i * stride]` into buf; they are copied only when there are other
+ * members to tell. Callers check for a cluster first, so a lone node's write path allocates nothing.
+ */
+function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number): void {
+  const tell = cluster.members.length > 1;
+  const keys: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = ranges[i * stride]!;
+    const length = ranges[i * stride + 1]!;
+    group.mirror?.delete(buf, start, length);
+    if (tell) keys.push(buf.slice(start, start + length));
+  }
+  if (tell) cluster.invalidate(group.name, keys, false);
 }
 
 function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
@@ -134,10 +145,7 @@ function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   const b = req.buffer;
   const r = group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
-  if (ctx.cluster !== undefined) {
-    group.mirror?.delete(b, req.keyStart, req.keyLength);
-    invalidateOthers(ctx, group, [b.slice(req.keyStart, req.keyStart + req.keyLength)]);
-  }
+  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1);
   if (r !== SET_OK) return refuseSet(group, reply, req, r);
   group.counters.sets++;
   reply.writeSuccess(req, true);
@@ -146,10 +154,7 @@ function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
 function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
   const removed = group.store.delete(req.buffer, req.keyStart, req.keyLength);
   if (removed) group.counters.deletes++;
-  if (ctx.cluster !== undefined) {
-    group.mirror?.delete(req.buffer, req.keyStart, req.keyLength);
-    invalidateOthers(ctx, group, [req.buffer.slice(req.keyStart, req.keyStart + req.keyLength)]);
-  }
+  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1);
   return removed;
 }
 
@@ -217,15 +222,7 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
     if (r === SET_OK) group.counters.sets++;
     else if (failed === SET_OK) failed = r;
   }
-  if (ctx.cluster !== undefined) {
-    const keys: Uint8Array[] = [];
-    for (let i = 0; i < req.itemCount; i++) {
-      const o = i * 4;
-      group.mirror?.delete(b, items[o]!, items[o + 1]!);
-      keys.push(b.slice(items[o]!, items[o]! + items[o + 1]!));
-    }
-    invalidateOthers(ctx, group, keys);
-  }
+  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount);
   if (failed !== SET_OK) return refuseSet(group, reply, req, failed);
   reply.writeSuccess(req, true);
 }
