@@ -5,8 +5,11 @@
  * The child's log lines are kept (the last few hundred) and those at level warn or error are
  * counted, so the summary can show what the node complained about; all of them go to a file
  * when one is given (`--node-log` of soak.ts). `stop()` sends SIGTERM and
- * returns the exit code (the node flushes what it owes and exits 0).
+ * returns the exit code (the node flushes what it owes and exits 0). When the node has an admin
+ * port (`--admin-port 0`), its address is read from the log too and `purge()` asks it for a full
+ * collection (`POST /memory/purge`) and returns its memory after it: what the node retains.
  */
+import type { MemoryFigures } from "../../src/server/admin-server.ts";
 import { resolve } from "node:path";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -20,6 +23,8 @@ export class NodeProcess {
   readonly proc: ReturnType<typeof spawnNode>;
   readonly args: readonly string[];
   port = 0;
+  /** adminPort is the node's admin port, 0 until its log line is seen (or without one). */
+  adminPort = 0;
   readonly lines: string[] = [];
   warnings = 0;
   private exited = false;
@@ -43,6 +48,8 @@ export class NodeProcess {
     const listening = new Promise<number>((ok, fail) => {
       const timer = setTimeout(() => fail(new Error(`node did not listen within 15 s:\n${node.lines.join("\n")}`)), 15_000);
       const onLine = (line: string): void => {
+        const admin = /admin port listening\b.*?:(\d+)/.exec(line);
+        if (admin) node.adminPort = Number(admin[1]);
         const m = /listening on [^\s:]+:(\d+)/.exec(line);
         if (m) {
           clearTimeout(timer);
@@ -82,6 +89,14 @@ export class NodeProcess {
     } catch {
       return -1;
     }
+  }
+
+  /** purge runs a full collection in the node (its admin port) and returns its memory after it. */
+  async purge(): Promise<MemoryFigures> {
+    if (this.adminPort === 0) throw new Error("the node has no admin port (start it with --admin-port 0)");
+    const r = await fetch(`http://127.0.0.1:${this.adminPort}/memory/purge`, { method: "POST", signal: AbortSignal.timeout(10_000) });
+    if (!r.ok) throw new Error(`POST /memory/purge: HTTP ${r.status}`);
+    return ((await r.json()) as { after: MemoryFigures }).after;
   }
 
   /** stop sends SIGTERM and waits up to 10 s for the exit code (SIGKILL after that: code null). */

@@ -202,6 +202,24 @@ describe("admin port", () => {
     expect([post.status, post.headers.get("allow")]).toEqual([405, "GET, HEAD"]);
   });
 
+  test("POST /memory/purge runs a full collection and reports memory before and after; other methods 405", async () => {
+    await using a = await startAdminNode();
+    // Only a full collection clears a WeakRef whose target nothing else holds.
+    const ref = ((): WeakRef<object> => new WeakRef({ garbage: new Array(10_000).fill(1) }))();
+    await Bun.sleep(0); // a WeakRef's target is kept until the job that made it ends
+    const r = await fetch(a.url("/memory/purge"), { method: "POST" });
+    expect(r.status).toBe(200);
+    const body = (await r.json()) as { before: Record<string, number>; after: Record<string, number>; ms: number };
+    expect(ref.deref()).toBeUndefined();
+    for (const side of [body.before, body.after]) {
+      expect(Object.keys(side).sort()).toEqual(["arrayBuffers", "external", "heapTotal", "heapUsed", "rss"]);
+      expect(side.rss!).toBeGreaterThan(side.heapUsed!);
+    }
+    expect(body.ms).toBeGreaterThanOrEqual(0);
+    const get = await fetch(a.url("/memory/purge"));
+    expect([get.status, get.headers.get("allow")]).toEqual([405, "POST"]);
+  });
+
   test("/stats is JSON with the node's counters, its groups and their store statistics", async () => {
     await using a = await startAdminNode({}, {}, "serving");
     const c = await apacheClient(a.node.port);

@@ -27,10 +27,10 @@ test("a 30-second soak passes its checks with every client kind making progress"
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   const line = out.split("\n").find((l) => l.startsWith("SOAK-SUMMARY "));
   if (code !== 0 || line === undefined) console.error(`soak (seed ${seed}) exited ${code}\n${out}\n${err}`);
-  expect(code).toBe(0);
   expect(line).toBeDefined();
   const summary = JSON.parse(line!.slice("SOAK-SUMMARY ".length)) as Summary;
-  expect(summary.failures).toEqual([]);
+  expect(summary.failures).toEqual([]); // first, so a failed run's assertion names its reasons
+  expect(code).toBe(0);
   for (const kind of KINDS) expect([kind, summary.kinds[kind]!.ops > 0]).toEqual([kind, true]);
   expect(summary.kinds.worker!.errors + summary.kinds.churn!.errors).toBe(0);
 }, 120_000);
