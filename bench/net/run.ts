@@ -13,6 +13,7 @@
 //   bun run bench/net/run.ts [--duration 5] [--warmup 1] [--servers ours,apache,canned,memcached]
 //                            [--client c|bun] [--threads 1 (c)] [--processes 1 (bun)]
 //                            [--connections 50] [--repeat 1] [--json out.json] [--wait-idle 60]
+//                            [--workloads d1,d16,4k (default all three)]
 // Before each case it waits up to --wait-idle seconds for the machine to go quiet (busy < 15 % of
 // one core over a second), since other processes on the same cores skew every figure.
 // With --repeat N each case runs N times on a fresh server and the median run (by ops/s) is shown.
@@ -30,6 +31,7 @@ const { values: opt } = parseArgs({
     client: { type: "string" }, threads: { type: "string", default: "1" },
     processes: { type: "string", default: "1" }, connections: { type: "string", default: "50" },
     repeat: { type: "string", default: "1" }, json: { type: "string" }, "wait-idle": { type: "string", default: "60" },
+    workloads: { type: "string", default: "d1,d16,4k" },
   },
 });
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -55,11 +57,16 @@ const CLIENT = opt.client ?? (Bun.which("gcc") ? "c" : "bun");
 if (CLIENT !== "c" && CLIENT !== "bun") throw new Error("--client c|bun");
 const CLIENT_ARGV = CLIENT === "c" ? [loadgen(), "--threads", opt.threads!] : [BUN, HERE + "load-client.ts", "--processes", opt.processes!];
 
-const WORKLOADS = [
-  { name: "100 B, depth 1", valueSize: 100, depth: 1 },
-  { name: "100 B, depth 16", valueSize: 100, depth: 16 },
-  { name: "4 KiB, depth 16", valueSize: 4096, depth: 16 },
+const ALL_WORKLOADS = [
+  { id: "d1", name: "100 B, depth 1", valueSize: 100, depth: 1 },
+  { id: "d16", name: "100 B, depth 16", valueSize: 100, depth: 16 },
+  { id: "4k", name: "4 KiB, depth 16", valueSize: 4096, depth: 16 },
 ];
+const WORKLOADS = opt.workloads!.split(",").map((id) => {
+  const w = ALL_WORKLOADS.find((x) => x.id === id);
+  if (w === undefined) throw new Error(`unknown workload ${id} (d1, d16, 4k)`);
+  return w;
+});
 interface ServerSpec { argv(port: number, valueSize: number): string[]; protocol: Protocol; echo: boolean; ready: string | null; cwd: string }
 const SERVERS: Record<string, ServerSpec> = {
   ours: { argv: (p) => [BUN, "run", "node.ts", "--port", String(p), "--memory", "256mb"], protocol: "thrift", echo: true, ready: "listening", cwd: ROOT },
