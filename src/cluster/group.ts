@@ -109,6 +109,15 @@ export class Group {
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK }) : undefined;
   }
 
+  /** nameIs tells whether buf[start, start+len) is this group's name (bytes compared, no string). */
+  nameIs(buf: Uint8Array, start: number, len: number): boolean {
+    const name = this.nameBytes;
+    if (name.length !== len) return false;
+    let i = 0;
+    while (i < len && name[i] === buf[start + i]) i++;
+    return i === len;
+  }
+
   /** ttlFor maps a requested TTL (0 = group default) to the TTL given to the store. */
   ttlFor(requestedMs: number): number {
     return requestedMs === 0 ? this.defaultTtlMs : requestedMs;
@@ -295,12 +304,7 @@ export class Groups {
   find(buf: Uint8Array, start: number, len: number): Group | undefined {
     const list = this.list;
     for (let g = 0; g < list.length; g++) {
-      const group = list[g]!;
-      const name = group.nameBytes;
-      if (name.length !== len) continue;
-      let i = 0;
-      while (i < len && name[i] === buf[start + i]) i++;
-      if (i === len) return group;
+      if (list[g]!.nameIs(buf, start, len)) return list[g];
     }
     return undefined;
   }

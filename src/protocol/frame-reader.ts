@@ -79,6 +79,14 @@ export class FrameReader {
     this.chunkPos = 0;
   }
 
+  /**
+   * chunkAtFrameStart tells whether the chunk just pushed starts at a frame boundary of a framed
+   * connection (no partial frame held from earlier chunks), so it can be peeked at from byte 0.
+   */
+  chunkAtFrameStart(): boolean {
+    return this.transport === TRANSPORT_FRAMED && this.chunkPos === 0 && this.pendingEnd === this.pendingStart;
+  }
+
   /** bufferedBytes returns how many bytes of an incomplete message are held. */
   bufferedBytes(): number {
     return this.pendingEnd - this.pendingStart + this.chunk.length - this.chunkPos;

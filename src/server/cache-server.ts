@@ -1,8 +1,9 @@
 /**
  * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
  *
- * Per `data` event: the chunk goes to the connection's frame reader; every complete request in it
- * is decoded and dispatched; all replies produced by the event go out in ONE `socket.write`. A
+ * Per `data` event: the chunk goes to the connection's frame reader; the stores warm the memory
+ * of the chunk's Gets (warm below); every complete request in it is decoded and dispatched; all
+ * replies produced by the event go out in ONE `socket.write`. A
  * short write keeps the unsent tail in the connection's output buffer and `drain` sends it.
  *
  * Flow control: when a connection's queued output passes `maxOutputBytes` (a client pipelining
@@ -25,7 +26,9 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Groups } from "../cluster/group.ts";
+import type { Group, Groups } from "../cluster/group.ts";
+import { PEEK_STRIDE, peekGets } from "../protocol/peek-gets.ts";
+import { WARM_MAX, warmKeys } from "../store/warm.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
@@ -85,6 +88,9 @@ export class ServerCounters {
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
 }
 
+/** PEEKED receives the Get key ranges of one chunk for warm() (shared: serving is synchronous). */
+const PEEKED = new Int32Array(WARM_MAX * PEEK_STRIDE);
+
 /** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
 const KEEP_OUTPUT_BYTES = 1024 * 1024;
 
@@ -102,6 +108,8 @@ export class CacheServer implements DispatchContext {
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   private nextId = 1;
+  /** warmSum keeps what warm() read, so the reads are never optimised away. */
+  private warmSum = 0;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -225,7 +233,31 @@ export class CacheServer implements DispatchContext {
       return;
     }
     conn.proto.push(chunk);
+    if (conn.authed && !conn.rejected && conn.proto.reader.chunkAtFrameStart()) this.warm(chunk);
     this.process(conn);
+  }
+
+  /**
+   * warm lets the stores bring the memory of the chunk's Get keys into cache before the chunk is
+   * served (peek-gets.ts, store/warm.ts): a hint that changes nothing but speed. A lone Get has
+   * no other misses to overlap with, so only batches are warmed; connections that have not
+   * authenticated (or are over the limit) get no work done for them at all.
+   */
+  private warm(chunk: Uint8Array): void {
+    const peeked = PEEKED;
+    const n = peekGets(chunk, 0, chunk.length, peeked);
+    if (n < 2) return;
+    let run: Group | undefined;
+    let runStart = 0;
+    for (let i = 0; i < n; i++) {
+      const o = i * PEEK_STRIDE;
+      const group = run !== undefined && run.nameIs(chunk, peeked[o]!, peeked[o + 1]!) ? run : this.groups.find(chunk, peeked[o]!, peeked[o + 1]!);
+      if (group === run) continue;
+      if (run !== undefined) this.warmSum ^= warmKeys(run.store, chunk, peeked, runStart, i - runStart, PEEK_STRIDE, 2);
+      run = group;
+      runStart = i;
+    }
+    if (run !== undefined) this.warmSum ^= warmKeys(run.store, chunk, peeked, runStart, n - runStart, PEEK_STRIDE, 2);
   }
 
   private onDrain(conn: Connection): void {

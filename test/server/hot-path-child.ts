@@ -9,6 +9,8 @@ import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
 import { MIB } from "../../src/store/store.ts";
 import { collectedDuring } from "../support/alloc-probe.ts";
+import { PEEK_STRIDE, peekGets } from "../../src/protocol/peek-gets.ts";
+import { WARM_MAX, warmKeys } from "../../src/store/warm.ts";
 import { getCall, replyHeader, setCall } from "./support.ts";
 
 const OPS = 2_000_000;
@@ -59,6 +61,20 @@ for (const size of [100, 4096]) {
 {
   const { ctx, conn, set } = setup(100);
   result.set = await collectedDuring(() => serve(ctx, conn, set), OPS);
+}
+{
+  // The server's warm-up of a pipelined batch (16 Gets in one chunk) before serving it.
+  const { group } = setup(100);
+  const calls = Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345"));
+  const chunk = new Uint8Array(calls.reduce((n, c) => n + c.length, 0));
+  calls.reduce((at, c) => (chunk.set(c, at), at + c.length), 0);
+  const peeked = new Int32Array(WARM_MAX * PEEK_STRIDE);
+  result.warmListed = peekGets(chunk, 0, chunk.length, peeked);
+  let sum = 0;
+  result.warm = await collectedDuring(() => {
+    sum ^= warmKeys(group.store, chunk, peeked, 0, peekGets(chunk, 0, chunk.length, peeked), PEEK_STRIDE, 2);
+  }, OPS);
+  result.warmSum = sum;
 }
 void sink;
 console.log(JSON.stringify(result));

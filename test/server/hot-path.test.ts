@@ -18,9 +18,11 @@ interface ProbeResult {
   misses100: number;
   misses4096: number;
   set: boolean;
+  warmListed: number;
+  warm: boolean;
 }
 
-test("hot path: the Get hit (100 B, 4 KiB) and Set overwrite allocate nothing; the probe detects 32 B/request", async () => {
+test("hot path: the Get hit (100 B, 4 KiB), Set overwrite and batch warm-up allocate nothing; the probe detects 32 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/hot-path-child.ts`], { stdout: "pipe", stderr: "inherit" });
   const text = await new Response(proc.stdout).text();
   expect(await proc.exited).toBe(0);
@@ -34,4 +36,7 @@ test("hot path: the Get hit (100 B, 4 KiB) and Set overwrite allocate nothing; t
   expect(r.get100).toBe(false);
   expect(r.get4096).toBe(false);
   expect(r.set).toBe(false);
+  // The server's warm-up of a pipelined chunk (peekGets + warmKeys over 16 Gets) allocates nothing.
+  expect(r.warmListed).toBe(16);
+  expect(r.warm).toBe(false);
 }, 120_000);

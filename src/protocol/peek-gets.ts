@@ -1,0 +1,69 @@
+// peekGets: find the keys of the plain framed `Get` calls in a chunk, before any is decoded.
+//
+// Why: a pipelined client sends a batch of requests in one TCP chunk. Served one after another,
+// every Get walks a chain of dependent memory loads (index slot → item record → slab chunk) and
+// waits for each miss in turn, because the decode and reply code between two Gets is far longer
+// than what the CPU can look ahead over. Listing the batch's keys first lets the store warm the
+// lines of the whole batch in a few tight loops (Store.warm), where the misses of different keys
+// overlap; the Gets then find their lines in cache. Measured on the 10k-key, 100-byte, depth-16
+// network benchmark: +17% ops/s (bench/RESULTS.md).
+//
+// It is a HINT and nothing else: it reads only the bytes it is given, never throws, allocates
+// nothing, and changes no state; the real decoder still decodes and validates every request.
+// Anything other than the exact layout of a framed strict-binary `Get` call is skipped:
+//
+//   i32 length | 80 01 00 01 | 00 00 00 03 "Get" | i32 seqid
+//   0C 00 01                          (field 1: GetRequest)
+//     0B 00 01 | i32 n | group        (field 1: group)
+//     0B 00 02 | i32 n | key          (field 2: key)
+//   00 00                             (STOP of GetRequest, STOP of the arguments; end of frame)
+//
+// which is how the Apache and Kitex generators write it, so a listed frame is one the decoder
+// reads as a Get of exactly that group and key (a property the tests fuzz). Other field orders,
+// extra fields, other methods and the header transports are simply not warmed.
+
+/** PEEK_STRIDE is the number of Int32 words per peeked Get: groupStart, groupLength, keyStart, keyLength. */
+export const PEEK_STRIDE = 4;
+
+/**
+ * peekGets lists the plain framed Get calls in `buf[start, end)`, which must begin at a frame
+ * boundary, into `out` (PEEK_STRIDE words each) and returns how many; it stops at the first
+ * incomplete frame or when `out` is full.
+ */
+export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32Array): number {
+  const max = (out.length / PEEK_STRIDE) | 0;
+  let count = 0;
+  let p = start;
+  while (count < max && end - p >= 4) {
+    const length = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    const f = p + 4; // the message
+    if (length <= 0 || length > end - f) break;
+    p = f + length; // the next frame
+    // Message header (15 bytes) + field 1 header (3) + group field header (7) = 25 bytes before the group.
+    if (length < 25 + 7) continue;
+    if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) continue;
+    if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) continue;
+    if (buf[f + 8] !== 0x47 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) continue; // "Get"
+    let q = f + 15;
+    if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) continue;
+    q += 3;
+    if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 1) continue;
+    const groupLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+    const groupStart = q + 7;
+    if (groupLength < 0 || groupLength > p - groupStart - 7) continue;
+    q = groupStart + groupLength;
+    if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 2) continue;
+    const keyLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+    const keyStart = q + 7;
+    // Exactly two STOPs after the key (GetRequest, then the arguments) end the frame: so the
+    // decoder reads this frame as a Get of exactly this group and key.
+    if (keyLength < 0 || keyLength !== p - keyStart - 2 || buf[p - 2] !== 0 || buf[p - 1] !== 0) continue;
+    const o = count * PEEK_STRIDE;
+    out[o] = groupStart;
+    out[o + 1] = groupLength;
+    out[o + 2] = keyStart;
+    out[o + 3] = keyLength;
+    count++;
+  }
+  return count;
+}

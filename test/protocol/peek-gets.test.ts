@@ -1,0 +1,138 @@
+/**
+ * peekGets is a hint for the store (warm the keys of a batch of Gets): it must never throw, never
+ * read past the chunk, and list a frame only if the real decoder reads that same frame as a Get
+ * with the same group and key ranges. Frames are built with the spec-based wire builder.
+ */
+import { describe, expect, test } from "bun:test";
+import { PEEK_STRIDE, peekGets } from "../../src/protocol/peek-gets.ts";
+import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
+import { Request, METHOD_GET } from "../../src/protocol/request.ts";
+import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
+import { TRANSPORT_FRAMED } from "../../src/protocol/wire.ts";
+import { Bytes, MSG, T, concat, framed, message, theader } from "./wire-builder.ts";
+import { mulberry32, mutate, validRequest } from "./fuzz.ts";
+import { testSeed } from "../support/prng.ts";
+
+const utf8 = new TextEncoder();
+
+function getBody(group: string, key: string, extra?: (b: Bytes) => void): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key);
+  extra?.(b);
+  return b.stop().stop().bytes();
+}
+const getFrame = (seqid: number, group: string, key: string) => framed(message(MSG.CALL, "Get", seqid, getBody(group, key)));
+const text = (buf: Uint8Array, start: number, len: number) => new TextDecoder().decode(buf.subarray(start, start + len));
+
+/** listed returns the peeked [group, key] strings. */
+function listed(buf: Uint8Array, capacity = 64): [string, string][] {
+  const out = new Int32Array(capacity * PEEK_STRIDE);
+  const n = peekGets(buf, 0, buf.length, out);
+  const result: [string, string][] = [];
+  for (let i = 0; i < n; i++) {
+    const o = i * PEEK_STRIDE;
+    result.push([text(buf, out[o]!, out[o + 1]!), text(buf, out[o + 2]!, out[o + 3]!)]);
+  }
+  return result;
+}
+
+describe("peekGets", () => {
+  test("lists the group and key of every plain framed Get call, in order", () => {
+    const chunk = concat(getFrame(1, "default", "user:1"), getFrame(2, "sessions", "s"), getFrame(3, "default", ""));
+    expect(listed(chunk)).toEqual([["default", "user:1"], ["sessions", "s"], ["default", ""]]);
+  });
+
+  test("skips other methods, other layouts, replies and header transports, and goes on after them", () => {
+    const set = framed(message(MSG.CALL, "Set", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
+      .field(T.STRING, 2).str("k").field(T.STRING, 3).str("v").field(T.I64, 4).i64(0).stop().stop().bytes()));
+    const keyFirst = framed(message(MSG.CALL, "Get", 3, new Bytes().field(T.STRUCT, 1).field(T.STRING, 2).str("k")
+      .field(T.STRING, 1).str("default").stop().stop().bytes()));
+    const reply = framed(message(MSG.REPLY, "Get", 4, getBody("default", "k")));
+    const oneway = framed(message(MSG.ONEWAY, "Get", 5, getBody("default", "k")));
+    const peerGet = framed(message(MSG.CALL, "PeerGet", 6, getBody("default", "k")));
+    const header = theader(message(MSG.CALL, "Get", 7, getBody("default", "k")));
+    const chunk = concat(getFrame(1, "g", "a"), set, keyFirst, reply, oneway, peerGet, header, getFrame(8, "g", "b"));
+    // The THeader frame is skipped as a frame (its length is valid), so the last Get is still found.
+    expect(listed(chunk)).toEqual([["g", "a"], ["g", "b"]]);
+  });
+
+  test("only the exact layout is listed: a Get with a field after the key (a newer client) is not", () => {
+    const body = getBody("default", "user:9", (b) => b.field(T.I64, 7).i64(5));
+    expect(listed(concat(framed(message(MSG.CALL, "Get", 1, body)), getFrame(2, "default", "user:8")))).toEqual([["default", "user:8"]]);
+  });
+
+  test("stops at an incomplete frame and when the output is full", () => {
+    const a = getFrame(1, "g", "a");
+    const b = getFrame(2, "g", "b");
+    expect(listed(concat(a, b.subarray(0, b.length - 1)))).toEqual([["g", "a"]]);
+    expect(listed(concat(a, b, a), 2)).toEqual([["g", "a"], ["g", "b"]]);
+    expect(listed(new Uint8Array(0))).toEqual([]);
+    expect(listed(new Uint8Array([0, 0, 0]))).toEqual([]);
+  });
+
+  test("lengths that point past the frame or are negative are skipped, not followed", () => {
+    const good = getFrame(1, "g", "key");
+    // Frame length 0-3, message header 4-18, field 1 header 19-21, group field header 22-24,
+    // group length 25-28, "g" 29, key field header 30-32, key length 33-36, "key" 37-39, STOPs.
+    for (const at of [25, 26, 27, 28]) {
+      const bad = good.slice();
+      bad[at] = 0x7f;
+      expect(listed(concat(bad, good))).toEqual([["g", "key"]]);
+    }
+    const negative = good.slice();
+    negative[25] = 0xff; // the group length's top byte: negative
+    expect(listed(negative)).toEqual([]);
+    const keyTooLong = good.slice();
+    keyTooLong[36] = 200; // the key length's low byte: past the frame
+    expect(listed(keyTooLong)).toEqual([]);
+    const frameTooLong = good.slice();
+    frameTooLong[3] = frameTooLong[3]! + 1; // the frame claims one byte more than the chunk has
+    expect(listed(frameTooLong)).toEqual([]);
+    expect(listed(utf8.encode("GET / HTTP/1.1\r\n\r\n"))).toEqual([]);
+  });
+
+  test("fuzz: never throws, ranges stay inside their frame, and the decoder reads each listed frame as exactly that Get", () => {
+    const seed = testSeed();
+    const rng = mulberry32(seed);
+    const decoder = new RequestDecoder(DEFAULT_LIMITS);
+    const req = new Request();
+    const out = new Int32Array(64 * PEEK_STRIDE);
+    let listedFrames = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const parts: Uint8Array[] = [];
+      const n = 1 + Math.floor(rng() * 6);
+      for (let j = 0; j < n; j++) {
+        const r = rng();
+        const frame = r < 0.5 ? getFrame(j, rng() < 0.5 ? "default" : "g", `k${Math.floor(rng() * 1e6)}`) : validRequest(rng);
+        parts.push(rng() < 0.3 ? mutate(rng, frame, validRequest(rng)) : frame);
+      }
+      const chunk = concat(...parts);
+      let count = 0;
+      try {
+        count = peekGets(chunk, 0, chunk.length, out);
+      } catch (e) {
+        throw new Error(`seed ${seed}, input ${i}: peekGets threw ${String(e)}`);
+      }
+      // Walk the same frames: each listed Get must be a frame the decoder reads as that Get.
+      let p = 0;
+      let k = 0;
+      while (k < count) {
+        const length = (chunk[p]! << 24) | (chunk[p + 1]! << 16) | (chunk[p + 2]! << 8) | chunk[p + 3]!;
+        const start = p + 4;
+        const end = start + length;
+        const o = k * PEEK_STRIDE;
+        if (out[o]! >= end) {
+          p = end; // this frame was not listed
+          continue;
+        }
+        expect(out[o]! >= start && out[o]! + out[o + 1]! <= end && out[o + 2]! + out[o + 3]! <= end).toBe(true);
+        decoder.decode(chunk, start, end, TRANSPORT_FRAMED, req); // a listed frame always decodes
+        expect([req.method, req.groupStart, req.groupLength, req.keyStart, req.keyLength])
+          .toEqual([METHOD_GET, out[o]!, out[o + 1]!, out[o + 2]!, out[o + 3]!]);
+        listedFrames++;
+        k++;
+        p = end;
+      }
+    }
+    expect(listedFrames).toBeGreaterThan(10_000); // the property was checked on many real Gets
+  });
+});
