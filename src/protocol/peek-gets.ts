@@ -1,4 +1,5 @@
 // peekGets: find the keys of the plain framed `Get` calls in a chunk, before any is decoded.
+// matchPlainGet, the test for one such message, is also the decoder's fast path for Get.
 //
 // Why: a pipelined client sends a batch of requests in one TCP chunk. Served one after another,
 // every Get walks a chain of dependent memory loads (index slot → item record → slab chunk) and
@@ -26,6 +27,44 @@
 export const PEEK_STRIDE = 4;
 
 /**
+ * PLAIN_GET receives what `matchPlainGet` found: seqid, groupStart, groupLength, keyStart,
+ * keyLength (shared scratch: callers read it at once; nothing here is asynchronous).
+ */
+export const PLAIN_GET = new Int32Array(5);
+
+/**
+ * matchPlainGet tells whether the message `buf[f, end)` (a frame's body) is exactly a plain Get
+ * call in the layout above, and if so fills PLAIN_GET. Reads only inside [f, end).
+ */
+export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean {
+  // Message header (15 bytes) + field 1 header (3) + group field header (7) + key field header (7) + 2 STOPs.
+  if (end - f < 34) return false;
+  if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) return false;
+  if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) return false;
+  if (buf[f + 8] !== 0x47 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) return false; // "Get"
+  let q = f + 15;
+  if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
+  q += 3;
+  if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
+  const groupLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+  const groupStart = q + 7;
+  if (groupLength < 0 || groupLength > end - groupStart - 9) return false;
+  q = groupStart + groupLength;
+  if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 2) return false;
+  const keyLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+  const keyStart = q + 7;
+  // Exactly two STOPs after the key (GetRequest, then the arguments) end the message: so the
+  // decoder reads this message as a Get of exactly this group and key.
+  if (keyLength !== end - keyStart - 2 || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
+  PLAIN_GET[0] = (buf[f + 11]! << 24) | (buf[f + 12]! << 16) | (buf[f + 13]! << 8) | buf[f + 14]!;
+  PLAIN_GET[1] = groupStart;
+  PLAIN_GET[2] = groupLength;
+  PLAIN_GET[3] = keyStart;
+  PLAIN_GET[4] = keyLength;
+  return true;
+}
+
+/**
  * peekGets lists the plain framed Get calls in `buf[start, end)`, which must begin at a frame
  * boundary, into `out` (PEEK_STRIDE words each) and returns how many; it stops at the first
  * incomplete frame or when `out` is full.
@@ -39,30 +78,12 @@ export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32
     const f = p + 4; // the message
     if (length <= 0 || length > end - f) break;
     p = f + length; // the next frame
-    // Message header (15 bytes) + field 1 header (3) + group field header (7) = 25 bytes before the group.
-    if (length < 25 + 7) continue;
-    if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) continue;
-    if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) continue;
-    if (buf[f + 8] !== 0x47 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) continue; // "Get"
-    let q = f + 15;
-    if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) continue;
-    q += 3;
-    if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 1) continue;
-    const groupLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
-    const groupStart = q + 7;
-    if (groupLength < 0 || groupLength > p - groupStart - 7) continue;
-    q = groupStart + groupLength;
-    if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 2) continue;
-    const keyLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
-    const keyStart = q + 7;
-    // Exactly two STOPs after the key (GetRequest, then the arguments) end the frame: so the
-    // decoder reads this frame as a Get of exactly this group and key.
-    if (keyLength < 0 || keyLength !== p - keyStart - 2 || buf[p - 2] !== 0 || buf[p - 1] !== 0) continue;
+    if (!matchPlainGet(buf, f, p)) continue;
     const o = count * PEEK_STRIDE;
-    out[o] = groupStart;
-    out[o + 1] = groupLength;
-    out[o + 2] = keyStart;
-    out[o + 3] = keyLength;
+    out[o] = PLAIN_GET[1]!;
+    out[o + 1] = PLAIN_GET[2]!;
+    out[o + 2] = PLAIN_GET[3]!;
+    out[o + 3] = PLAIN_GET[4]!;
     count++;
   }
   return count;

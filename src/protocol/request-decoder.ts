@@ -19,10 +19,13 @@
 //    connection is kept: `method` is METHOD_UNKNOWN and the name's range is kept for the reply.
 //  - The message must end exactly at the end of its frame: leftover bytes are an error.
 // Nothing is allocated: ranges index the input, numbers are read from bytes.
+// Fast path: a framed Get in the exact layout every generator writes (peek-gets.ts) is filled in
+// directly instead of field by field; the tests check it reads what the general path reads.
 
 import { APP_ERROR, ERROR_CODE, ProtocolError, protocolError } from "./errors.ts";
 import { BinaryReader } from "./binary-reader.ts";
 import { parseHeader } from "./header-transport.ts";
+import { PLAIN_GET, matchPlainGet } from "./peek-gets.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import {
   METHOD_AUTH,
@@ -41,6 +44,7 @@ import {
   COMPACT_PROTOCOL_ID,
   MESSAGE_CALL,
   MESSAGE_ONEWAY,
+  TRANSPORT_FRAMED,
   TRANSPORT_THEADER,
   TRANSPORT_TTHEADER,
   TYPE_I64,
@@ -78,6 +82,7 @@ export class RequestDecoder {
     req.reset();
     req.buffer = buf;
     req.transport = transport;
+    if (transport === TRANSPORT_FRAMED && matchPlainGet(buf, start, end)) return this.plainGet(buf, start, req);
     let p = start;
     if (transport === TRANSPORT_THEADER || transport === TRANSPORT_TTHEADER) {
       p = parseHeader(buf, start, end, transport, req.header);
@@ -99,6 +104,26 @@ export class RequestDecoder {
       }
     }
     if (r.pos !== end) throw protocolError("bytes left after the message");
+  }
+
+  /**
+   * plainGet fills `req` for a message `matchPlainGet` recognised (the exact layout every Thrift
+   * generator writes for Get): what the general path below would read from it, without walking
+   * it field by field.
+   */
+  private plainGet(buf: Uint8Array, start: number, req: Request): void {
+    req.header.reset();
+    req.messageType = MESSAGE_CALL;
+    req.nameStart = start + 8;
+    req.nameLength = 3;
+    req.seqid = PLAIN_GET[0]!;
+    req.method = METHOD_GET;
+    req.headerRead = true;
+    req.groupStart = PLAIN_GET[1]!;
+    req.groupLength = PLAIN_GET[2]!;
+    req.keyStart = PLAIN_GET[3]!;
+    req.keyLength = PLAIN_GET[4]!;
+    if (req.keyLength > this.maxKeyBytes) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
   }
 
   /** innerFrame handles Kitex TTHeaderFramed: a framed message inside the header payload. */

@@ -4,11 +4,11 @@
  * with the same group and key ranges. Frames are built with the spec-based wire builder.
  */
 import { describe, expect, test } from "bun:test";
-import { PEEK_STRIDE, peekGets } from "../../src/protocol/peek-gets.ts";
+import { PEEK_STRIDE, matchPlainGet, peekGets } from "../../src/protocol/peek-gets.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
 import { Request, METHOD_GET } from "../../src/protocol/request.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
-import { TRANSPORT_FRAMED } from "../../src/protocol/wire.ts";
+import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED } from "../../src/protocol/wire.ts";
 import { Bytes, MSG, T, concat, framed, message, theader } from "./wire-builder.ts";
 import { mulberry32, mutate, validRequest } from "./fuzz.ts";
 import { testSeed } from "../support/prng.ts";
@@ -134,5 +134,42 @@ describe("peekGets", () => {
       }
     }
     expect(listedFrames).toBeGreaterThan(10_000); // the property was checked on many real Gets
+  });
+});
+
+describe("the decoder's fast path for plain framed Gets", () => {
+  /** fields reads what a decode left in `req`, ranges relative to the message start. */
+  function decodeAs(transport: number, buf: Uint8Array, start: number, end: number): unknown {
+    const req = new Request();
+    try {
+      new RequestDecoder({ ...DEFAULT_LIMITS, maxKeyBytes: 40 }).decode(buf, start, end, transport, req);
+    } catch (e) {
+      return { threw: (e as Error).message };
+    }
+    const rel = (at: number) => (at === 0 ? "unset" : at - start); // no range starts at a message's byte 0
+    return {
+      method: req.method, type: req.messageType, oneway: req.oneway, seqid: req.seqid, headerRead: req.headerRead,
+      name: [rel(req.nameStart), req.nameLength], group: [rel(req.groupStart), req.groupLength],
+      key: [rel(req.keyStart), req.keyLength], error: [req.errorCode, req.errorMessage],
+    };
+  }
+
+  test("fuzz: a framed message decodes to what the general path (the same message unframed) reads", () => {
+    const seed = testSeed();
+    const rng = mulberry32(seed);
+    let fast = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const key = "k".repeat(Math.floor(rng() * 60)); // past maxKeyBytes 40 at times: refused alike
+      const plain = message(MSG.CALL, "Get", Math.floor(rng() * 2 ** 31) - 2 ** 30, getBody(rng() < 0.5 ? "default" : "", key));
+      const msg = rng() < 0.5 ? plain : mutate(rng, plain, validRequest(rng)).subarray(0);
+      const frame = framed(msg);
+      const viaFast = decodeAs(TRANSPORT_FRAMED, frame, 4, frame.length);
+      const viaGeneral = decodeAs(TRANSPORT_BUFFERED, msg, 0, msg.length);
+      if (JSON.stringify(viaFast) !== JSON.stringify(viaGeneral)) {
+        throw new Error(`seed ${seed}, input ${i}: framed ${JSON.stringify(viaFast)} != general ${JSON.stringify(viaGeneral)}`);
+      }
+      if (matchPlainGet(frame, 4, frame.length)) fast++;
+    }
+    expect(fast).toBeGreaterThan(9_000); // the fast path was taken for most unmutated Gets
   });
 });
