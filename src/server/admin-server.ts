@@ -213,5 +213,6 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
     groups,
     cluster: cluster === undefined ? null : { self: cluster.self, members: cluster.members, counters: { ...cluster.counters } },
     pool: pool === undefined ? null : { groups: pool.groups, counters: { ...pool.counters } },
+    memory: node.memoryWatch === undefined ? null : { headroomBytes: node.config.gcHeadroomBytes, ...node.memoryWatch.counters },
   };
 }

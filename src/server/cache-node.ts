@@ -22,6 +22,7 @@ import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { nodeFigures } from "./figures.ts";
 import { AdminServer } from "./admin-server.ts";
+import { MemoryWatch } from "./memory-watch.ts";
 import { Snapshotter } from "./snapshot.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { readFileSync } from "node:fs";
@@ -57,6 +58,8 @@ export class CacheNode {
   admin: AdminServer | undefined;
   /** snapshotter persists the groups, when --snapshot is set. */
   snapshotter: Snapshotter | undefined;
+  /** memoryWatch bounds the garbage the process carries (--gc-headroom; off at 0). */
+  memoryWatch: MemoryWatch | undefined;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -89,6 +92,7 @@ export class CacheNode {
   /** close stops the port (letting connections flush what they owe), then the loader pool. */
   async close(): Promise<void> {
     this.admin?.setState("draining");
+    this.memoryWatch?.stop();
     this.membership?.close();
     await this.server.close();
     await this.writeFinalSnapshot();
@@ -204,6 +208,9 @@ export class CacheNode {
         node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
       }
       node.snapshotter = deps.snapshotter;
+      if (config.gcHeadroomBytes > 0) {
+        node.memoryWatch = new MemoryWatch({ headroomBytes: config.gcHeadroomBytes, intervalMs: MEMORY_WATCH_INTERVAL_MS, logger }).start();
+      }
       if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
       return node;
     } catch (e) {
@@ -252,6 +259,8 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
 
 /** MIN_MIRROR_BYTES: below this a group's mirror would be too small for even one slab page. */
 const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
+/** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
+const MEMORY_WATCH_INTERVAL_MS = 250;
 
 function peerClient(id: string, config: NodeConfig): PeerClient {
   const colon = id.lastIndexOf(":");

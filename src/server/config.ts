@@ -83,6 +83,8 @@ export interface NodeConfig {
   snapshot?: string;
   /** snapshotIntervalMs writes the snapshot periodically (0 = only at shutdown). */
   snapshotIntervalMs: number;
+  /** gcHeadroomBytes: garbage allowed above the retained RSS before a full collection (0 = off). */
+  gcHeadroomBytes: number;
 }
 
 export const DEFAULTS: NodeConfig = {
@@ -111,6 +113,7 @@ export const DEFAULTS: NodeConfig = {
   maxRequestsPerEvent: 1024,
   maxBufferedBytes: 1024 * 1024 * 1024,
   snapshotIntervalMs: 0,
+  gcHeadroomBytes: 64 * 1024 * 1024,
 };
 
 
@@ -264,6 +267,11 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
       case "--max-buffered":
         c.maxBufferedBytes = parseSize(flag, value());
         break;
+      case "--gc-headroom": {
+        const v = value();
+        c.gcHeadroomBytes = v.trim() === "0" ? 0 : parseSize(flag, v); // 0 switches the watch off
+        break;
+      }
       case "--admin-port":
         c.adminPort = parseInteger(flag, value(), 0, 65535);
         break;

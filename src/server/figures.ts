@@ -4,7 +4,7 @@
  *
  * Names: `server.<counter>`, `group.<name>.<counter>` (group counters and store figures),
  * `cluster.<counter>` and `cluster.members` when the node has peers, `loaders.<counter>` with a
- * loader pool. Read at call time from the plain counter structs; allocates (a stats call).
+ * loader pool, `memory.<counter>` with the memory watch. Read at call time from the plain counter structs; allocates (a stats call).
  */
 import type { CacheNode } from "./cache-node.ts";
 
@@ -29,5 +29,6 @@ export function nodeFigures(node: CacheNode): [string, number][] {
     out.push(["cluster.members", node.cluster.members.length]);
   }
   if (node.pool !== undefined) add("loaders", node.pool.counters);
+  if (node.memoryWatch !== undefined) add("memory", node.memoryWatch.counters);
   return out;
 }

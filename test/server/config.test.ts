@@ -79,6 +79,7 @@ describe("parseArgs flags", () => {
     [["--host", "0.0.0.0", "--insecure"], { host: "0.0.0.0", insecure: true }],
     [["--host", "localhost"], { host: "localhost" }],
     [["--tls-cert", "c.pem", "--tls-key", "k.pem"], { tlsCert: "c.pem", tlsKey: "k.pem" }],
+    [["--gc-headroom", "0"], { gcHeadroomBytes: 0 }],
     [["--idle-timeout", "30s", "--max-requests-per-event", "64", "--max-buffered", "256mb"], { idleTimeoutMs: 30_000, maxRequestsPerEvent: 64, maxBufferedBytes: 256 * MIB }],
   ];
   test.each(FLAGS)("%p", (argv, expected) => {
@@ -90,7 +91,7 @@ describe("parseArgs flags", () => {
       "--port", "7001", "--host", "10.0.0.1", "--memory", "1g", "--group", "a:100mb:1h", "--group", "b",
       "--max-item-size", "512k", "--max-key-size", "100", "--max-frame-size", "4mb", "--max-connections", "99",
       "--max-output", "8mb", "--expiry-interval", "1s", "--expiry-budget", "50", "--log-level", "warn", "--log-json",
-      "--insecure",
+      "--insecure", "--gc-headroom", "32mb",
     ]);
     expect(c).toEqual({
       host: "10.0.0.1", port: 7001, memory: GIB,
@@ -101,7 +102,7 @@ describe("parseArgs flags", () => {
       peersDnsIntervalMs: DEFAULTS.peersDnsIntervalMs, mirrorShare: DEFAULTS.mirrorShare,
       peerTimeoutMs: DEFAULTS.peerTimeoutMs, peerConnections: DEFAULTS.peerConnections,
       insecure: true, idleTimeoutMs: 0, maxRequestsPerEvent: DEFAULTS.maxRequestsPerEvent, maxBufferedBytes: DEFAULTS.maxBufferedBytes,
-      snapshotIntervalMs: 0,
+      snapshotIntervalMs: 0, gcHeadroomBytes: 32 * MIB,
     });
   });
 });

@@ -1,0 +1,93 @@
+/**
+ * MemoryWatch: a full collection when RSS passes the retained level by more than the headroom,
+ * never otherwise; the retained level follows the process up (after a collection) and down (a
+ * lower RSS seen). Driven with an injected RSS reading; one test runs the real thing.
+ */
+import { describe, expect, test } from "bun:test";
+import { MemoryWatch } from "../../src/server/memory-watch.ts";
+import { Logger } from "../../src/server/log.ts";
+import { startNode } from "./support.ts";
+
+const MIB = 1024 * 1024;
+const quiet = new Logger("silent", false);
+
+/** fake is a process whose RSS the test sets; a collection drops it to `afterCollect`. */
+function fake(start: number) {
+  const p = { rss: start, afterCollect: start, collections: 0 };
+  const watch = new MemoryWatch({
+    headroomBytes: 64 * MIB, intervalMs: 1000, logger: quiet,
+    rss: () => p.rss,
+    collect: () => {
+      p.collections++;
+      p.rss = p.afterCollect;
+    },
+  });
+  return { p, watch };
+}
+
+describe("MemoryWatch", () => {
+  test("collects only past retained + headroom, then retains what the collection left", () => {
+    const { p, watch } = fake(100 * MIB);
+    p.rss = 164 * MIB; // exactly at the limit: no
+    expect(watch.check()).toBe(false);
+    p.rss = 164 * MIB + 1;
+    p.afterCollect = 120 * MIB; // the store grew meanwhile: more is retained now
+    expect(watch.check()).toBe(true);
+    expect([p.collections, watch.counters.retainedBytes, watch.counters.forcedCollections]).toEqual([1, 120 * MIB, 1]);
+    p.rss = 180 * MIB; // within 120 + 64: no
+    expect(watch.check()).toBe(false);
+    p.rss = 185 * MIB;
+    expect(watch.check()).toBe(true);
+    expect(p.collections).toBe(2);
+  });
+
+  test("a store filling up does not make it collect at every check", () => {
+    const { p, watch } = fake(50 * MIB);
+    // RSS climbs 10 MiB per check to 650 MiB, all retained: a collection at most every ~7 checks.
+    for (let rss = 60; rss <= 650; rss += 10) {
+      p.rss = rss * MIB;
+      p.afterCollect = rss * MIB;
+      watch.check();
+    }
+    expect(p.collections).toBeGreaterThan(0);
+    expect(p.collections).toBeLessThanOrEqual(Math.ceil(600 / 64));
+  });
+
+  test("the retained level follows RSS down", () => {
+    const { p, watch } = fake(300 * MIB);
+    p.rss = 200 * MIB; // a store cleared, garbage collected by the runtime itself
+    expect(watch.check()).toBe(false);
+    expect(watch.counters.retainedBytes).toBe(200 * MIB);
+    p.rss = 265 * MIB; // 200 + 64 passed: collect (at 300 + 64 it would not have)
+    expect(watch.check()).toBe(true);
+  });
+
+  test("a headroom of 0 or less is refused", () => {
+    expect(() => new MemoryWatch({ headroomBytes: 0, intervalMs: 1000, logger: quiet })).toThrow(RangeError);
+  });
+
+  test("in a real process: 100 MiB of garbage past a 32 MiB headroom is collected and RSS falls", () => {
+    // The garbage: buffers nothing references (typed arrays are given back to the OS when freed).
+    const watch = new MemoryWatch({ headroomBytes: 32 * MIB, intervalMs: 1000, logger: quiet });
+    let junk: Uint8Array[] | null = Array.from({ length: 100 }, () => new Uint8Array(MIB).fill(1));
+    expect(junk.length).toBe(100);
+    junk = null;
+    const before = process.memoryUsage.rss();
+    expect(watch.check()).toBe(true);
+    expect(watch.counters.forcedCollections).toBe(1);
+    expect(watch.counters.retainedBytes).toBeLessThan(before - 50 * MIB);
+  });
+
+  test("a node runs a watch with --gc-headroom, none with 0, and reports it in NodeStats figures", async () => {
+    {
+      await using node = startNode({ gcHeadroomBytes: 48 * MIB });
+      expect(node.memoryWatch).toBeDefined();
+      const { nodeFigures } = await import("../../src/server/figures.ts");
+      const names = nodeFigures(node).map(([n]) => n);
+      expect(names).toContain("memory.forcedCollections");
+      expect(names).toContain("memory.retainedBytes");
+    }
+    await using off = startNode({ gcHeadroomBytes: 0 });
+    expect(off.memoryWatch).toBeUndefined();
+  });
+});
