@@ -82,9 +82,14 @@ export class FrameReader {
   /**
    * chunkAtFrameStart tells whether the chunk just pushed starts at a frame boundary of a framed
    * connection (no partial frame held from earlier chunks), so it can be peeked at from byte 0.
+   * A connection's first chunk counts when it starts like a framed strict message (the transport
+   * is decided for real when it is read; this only lets a first batch be warmed too).
    */
   chunkAtFrameStart(): boolean {
-    return this.transport === TRANSPORT_FRAMED && this.chunkPos === 0 && this.pendingEnd === this.pendingStart;
+    if (this.chunkPos !== 0 || this.pendingEnd !== this.pendingStart) return false;
+    if (this.transport === TRANSPORT_FRAMED) return true;
+    const c = this.chunk;
+    return this.transport === TRANSPORT_UNKNOWN && c.length >= DETECT_BYTES && c[4] === 0x80 && c[5] === 0x01;
   }
 
   /** bufferedBytes returns how many bytes of an incomplete message are held. */

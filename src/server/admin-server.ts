@@ -10,13 +10,16 @@
  *    process's memory before and after as JSON. Resident memory in a garbage-collected runtime is a
  *    sawtooth; what is left after a full collection is what the node actually retains, the figure
  *    to compare over time when looking for a leak (the soak does). The collection pauses the node
- *    for about 10 ms with a full store; it is logged.
+ *    for about 10 ms with a full store, so it is guarded: at most one per PURGE_MIN_INTERVAL_MS
+ *    (later calls get 429 with Retry-After), and on a node with an auth token the call must carry
+ *    `Authorization: Bearer <token>` (401 otherwise; checked in constant time). It is logged.
  *  - Any other path is 404; a known path with another method is 405.
  *
  * The admin port is off the request path: nothing here touches the Thrift port's connections.
  * One AdminServer per node, never a module-level one, so tests run several in one process.
  */
 import type { Server } from "bun";
+import { AccessControl } from "./access.ts";
 import type { CacheNode } from "./cache-node.ts";
 import { VERSION } from "./config.ts";
 import type { LatencyHistogram } from "./latency.ts";
@@ -26,6 +29,9 @@ import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
 import { METHOD_NAMES } from "../protocol/request.ts";
 
 export type AdminState = "starting" | "serving" | "draining";
+
+/** PURGE_MIN_INTERVAL_MS spaces forced collections asked for over HTTP. */
+export const PURGE_MIN_INTERVAL_MS = 1000;
 
 export interface AdminOptions {
   host: string;
@@ -51,12 +57,17 @@ export class AdminServer {
   private readonly server: Server<undefined>;
   private current: AdminState;
   private closing: Promise<void> | null = null;
+  /** access checks purge calls on a node with an auth token. */
+  private readonly access: AccessControl | undefined;
+  private lastPurgeAt = -Infinity;
 
   private constructor(opts: AdminOptions) {
     this.node = opts.node;
     this.latency = opts.latency;
     this.logger = opts.logger;
     this.current = opts.state ?? "starting";
+    const token = opts.node.config.authToken;
+    this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency);
     this.server = Bun.serve({
       hostname: opts.host,
@@ -104,6 +115,11 @@ export class AdminServer {
     const path = new URL(req.url).pathname;
     if (path === "/memory/purge") {
       if (req.method !== "POST") return text(405, "method not allowed\n", { allow: "POST" });
+      if (this.access !== undefined && !this.authorized(req)) {
+        return text(401, "unauthorized: send Authorization: Bearer <the node's auth token>\n", { "www-authenticate": "Bearer" });
+      }
+      const wait = this.lastPurgeAt + PURGE_MIN_INTERVAL_MS - performance.now();
+      if (wait > 0) return text(429, "a purge ran less than a second ago\n", { "retry-after": String(Math.ceil(wait / 1000)) });
       return Response.json(this.purge(), { headers: { "cache-control": "no-store" } });
     }
     if (path !== "/metrics" && path !== "/healthz" && path !== "/stats") return text(404, "not found\n");
@@ -118,8 +134,17 @@ export class AdminServer {
     }
   }
 
+  /** authorized checks a purge's bearer token against the node's, in constant time. */
+  private authorized(req: Request): boolean {
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.get("authorization") ?? "");
+    if (m === null) return false;
+    const token = new TextEncoder().encode(m[1]!.trim());
+    return this.access!.accepts(token, 0, token.length);
+  }
+
   /** purge runs a full collection and reports memory before and after (bytes) and its duration. */
   private purge(): { before: MemoryFigures; after: MemoryFigures; ms: number } {
+    this.lastPurgeAt = performance.now();
     const before = memoryFigures();
     const t0 = performance.now();
     Bun.gc(true);

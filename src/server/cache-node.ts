@@ -208,10 +208,11 @@ export class CacheNode {
         node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
       }
       node.snapshotter = deps.snapshotter;
+      if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
+      // Last, so nothing after it can fail and leave its timer running.
       if (config.gcHeadroomBytes > 0) {
         node.memoryWatch = new MemoryWatch({ headroomBytes: config.gcHeadroomBytes, intervalMs: MEMORY_WATCH_INTERVAL_MS, logger }).start();
       }
-      if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
       return node;
     } catch (e) {
       membership?.close(); // and the peer clients, if the cluster was made

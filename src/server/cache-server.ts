@@ -86,6 +86,7 @@ export class ServerCounters {
   idleClosed = 0; // connections closed by the idle timeout
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
+  warmedGets = 0; // Gets whose memory the store warmed before a batch was served
 }
 
 /** PEEKED receives the Get key ranges of one chunk for warm() (shared: serving is synchronous). */
@@ -253,11 +254,17 @@ export class CacheServer implements DispatchContext {
       const o = i * PEEK_STRIDE;
       const group = run !== undefined && run.nameIs(chunk, peeked[o]!, peeked[o + 1]!) ? run : this.groups.find(chunk, peeked[o]!, peeked[o + 1]!);
       if (group === run) continue;
-      if (run !== undefined) this.warmSum ^= warmKeys(run.store, chunk, peeked, runStart, i - runStart, PEEK_STRIDE, 2);
+      if (run !== undefined) this.warmRun(run, chunk, runStart, i);
       run = group;
       runStart = i;
     }
-    if (run !== undefined) this.warmSum ^= warmKeys(run.store, chunk, peeked, runStart, n - runStart, PEEK_STRIDE, 2);
+    if (run !== undefined) this.warmRun(run, chunk, runStart, n);
+  }
+
+  /** warmRun warms `group`'s store for the peeked Gets [from, to). */
+  private warmRun(group: Group, chunk: Uint8Array, from: number, to: number): void {
+    this.warmSum ^= warmKeys(group.store, chunk, PEEKED, from, to - from, PEEK_STRIDE, 2);
+    this.counters.warmedGets += Math.min(to - from, WARM_MAX);
   }
 
   private onDrain(conn: Connection): void {

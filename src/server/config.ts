@@ -117,6 +117,9 @@ export const DEFAULTS: NodeConfig = {
 };
 
 
+/** MIN_GC_HEADROOM_BYTES: a smaller headroom would have the memory watch collect at every check. */
+export const MIN_GC_HEADROOM_BYTES = 8 * 1024 * 1024;
+
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
@@ -269,7 +272,12 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--gc-headroom": {
         const v = value();
-        c.gcHeadroomBytes = v.trim() === "0" ? 0 : parseSize(flag, v); // 0 switches the watch off
+        // 0 in any spelling (0, 0mb, 0.0) switches the watch off; otherwise at least 8 MiB, so
+        // it cannot collect at every check.
+        c.gcHeadroomBytes = /^0+(\.0+)?\s*[a-z]*$/i.test(v.trim()) ? 0 : parseSize(flag, v);
+        if (c.gcHeadroomBytes !== 0 && c.gcHeadroomBytes < MIN_GC_HEADROOM_BYTES) {
+          throw new ConfigError(`${flag} must be 0 (off) or at least 8mb, got '${v}'`);
+        }
         break;
       }
       case "--admin-port":

@@ -91,10 +91,14 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit({}, sc.idleClosed));
   counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],
     (emit) => emit({}, sc.bufferCapClosed));
+  counter("mybuncache_warmed_gets_total", "Gets of pipelined batches whose memory the store warmed before serving them.", [], (emit) =>
+    emit({}, sc.warmedGets));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
     emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));
-  gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains).", [], (emit) =>
-    emit({}, node.memoryWatch?.counters.retainedBytes ?? process.memoryUsage.rss()));
+  gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],
+    (emit) => {
+      if (node.memoryWatch !== undefined) emit({}, node.memoryWatch.counters.retainedBytes);
+    });
   gauge("mybuncache_buffered_bytes", "Bytes all connections hold now (partial input plus queued replies).", [], (emit) =>
     emit({}, sc.bufferedBytes));
   counter("mybuncache_requests_total", "Requests served, by method.", ["method"], (emit) => {

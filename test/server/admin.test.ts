@@ -203,7 +203,7 @@ describe("admin port", () => {
   });
 
   test("POST /memory/purge runs a full collection and reports memory before and after; other methods 405", async () => {
-    await using a = await startAdminNode();
+    await using a = await startAdminNode({ gcHeadroomBytes: 0 }); // no memory watch: only the purge collects
     // Only a full collection clears a WeakRef whose target nothing else holds.
     const ref = ((): WeakRef<object> => new WeakRef({ garbage: new Array(10_000).fill(1) }))();
     await Bun.sleep(0); // a WeakRef's target is kept until the job that made it ends
@@ -218,6 +218,22 @@ describe("admin port", () => {
     expect(body.ms).toBeGreaterThanOrEqual(0);
     const get = await fetch(a.url("/memory/purge"));
     expect([get.status, get.headers.get("allow")]).toEqual([405, "POST"]);
+    // At most one per second: the next one at once is refused with Retry-After.
+    const again = await fetch(a.url("/memory/purge"), { method: "POST" });
+    expect([again.status, again.headers.get("retry-after")]).toEqual([429, "1"]);
+  });
+
+  test("POST /memory/purge on a node with an auth token needs it as a bearer token", async () => {
+    const token = "0123456789abcdef-purge";
+    await using a = await startAdminNode({ authToken: token, gcHeadroomBytes: 0 });
+    const purge = (authorization?: string) =>
+      fetch(a.url("/memory/purge"), { method: "POST", headers: authorization === undefined ? {} : { authorization } });
+    const none = await purge();
+    expect([none.status, none.headers.get("www-authenticate")]).toEqual([401, "Bearer"]);
+    expect((await purge("Bearer wrong-token-0123456789")).status).toBe(401);
+    expect((await purge(`Basic ${token}`)).status).toBe(401);
+    expect((await purge(`Bearer ${token}`)).status).toBe(200);
+    expect((await fetch(a.url("/stats"))).status).toBe(200); // reads stay open, as /metrics
   });
 
   test("/stats is JSON with the node's counters, its groups and their store statistics", async () => {

@@ -80,6 +80,8 @@ describe("parseArgs flags", () => {
     [["--host", "localhost"], { host: "localhost" }],
     [["--tls-cert", "c.pem", "--tls-key", "k.pem"], { tlsCert: "c.pem", tlsKey: "k.pem" }],
     [["--gc-headroom", "0"], { gcHeadroomBytes: 0 }],
+    [["--gc-headroom", "0mb"], { gcHeadroomBytes: 0 }],
+    [["--gc-headroom", "8mb"], { gcHeadroomBytes: 8 * MIB }],
     [["--idle-timeout", "30s", "--max-requests-per-event", "64", "--max-buffered", "256mb"], { idleTimeoutMs: 30_000, maxRequestsPerEvent: 64, maxBufferedBytes: 256 * MIB }],
   ];
   test.each(FLAGS)("%p", (argv, expected) => {
@@ -218,6 +220,8 @@ describe("errors name the flag and what it expected", () => {
     [["--group", "a", "--group", "b", "--group", "a:1mb"], ["group 'a' defined twice"]],
     [["--log-level", "verbose"], ["--log-level", "debug, info, warn, error, silent", "verbose"]],
     [["--log-level", "INFO"], ["--log-level", "INFO"]],
+    [["--gc-headroom", "1k"], ["--gc-headroom", "0 (off) or at least 8mb", "1k"]],
+    [["--gc-headroom", "lots"], ["--gc-headroom", "lots"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
     const message = refusal(argv);

@@ -1,6 +1,6 @@
 /**
- * Pipelined batches are warmed before they are served (CacheServer.warm: peekGets + warmKeys).
- * Whatever a batch holds — Gets across several groups, an unknown group, absent keys, Sets and
+ * Pipelined batches are warmed before they are served (CacheServer.warm: peekGets + warmKeys), and
+ * only whole batches from a frame boundary (the server counts the Gets it warmed). Whatever a batch holds — Gets across several groups, an unknown group, absent keys, Sets and
  * Deletes of the keys being read, a chunk that starts in the middle of a frame — every reply must
  * be exactly what serving the requests one by one gives.
  */
@@ -70,15 +70,23 @@ test("a pipelined batch across groups, with writes and misses among the Gets, is
   const all = concatAll(calls.map((c) => c.bytes));
 
   const raw = await RawSocket.connect(node.port);
-  // First the whole batch in one write, then the same batch again split in the middle of a frame
-  // (the second chunk starts mid-frame: it must not be peeked as if it started at a frame).
+  // First the whole batch in one write (one chunk on loopback): every plain Get of a known group
+  // is warmed, those of the unknown group "zz" are not.
+  const gets = calls.filter((c) => c.method === METHOD_GET);
+  const knownGets = gets.filter((c) => !c.expect.includes("UNKNOWN_GROUP")).length;
+  expect(gets.length).toBeLessThanOrEqual(64); // all of them fit one peek
   raw.write(all);
   await raw.waitFor(() => raw.frames().length === calls.length, "the first batch's replies");
+  expect(node.server.counters.warmedGets).toBe(knownGets);
+  // Then the same batch split after one frame and 7 bytes: the first chunk holds one whole Get (a
+  // lone Get is not warmed); the second starts in the middle of a frame, so it must not be peeked
+  // as if it started at one. Its replies are still all right, and nothing more was warmed.
   const cut = calls[0]!.bytes.length + 7;
   raw.write(all.subarray(0, cut));
-  await Bun.sleep(20);
+  await raw.waitFor(() => raw.frames().length === calls.length + 1, "the first frame's reply");
   raw.write(all.subarray(cut));
   await raw.waitFor(() => raw.frames().length === 2 * calls.length, "the second batch's replies");
+  expect(node.server.counters.warmedGets).toBe(knownGets);
 
   const reader = new ReplyReader(DEFAULT_LIMITS);
   const frames = raw.frames();
