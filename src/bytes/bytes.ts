@@ -1,6 +1,6 @@
 /**
- * Byte-range primitives shared by the store and the protocol codec: copy and compare without
- * allocating.
+ * Byte-range primitives shared by the store and the protocol codec: copy, compare and read a
+ * big-endian i32 without allocating.
  *
  * `copyBytes` picks the cheapest allocation-free copy by length. Short ranges (keys, small values)
  * use a plain loop, which the JIT compiles to tight code. Longer ranges use the native
@@ -21,6 +21,11 @@ export function copyBytes(dst: Uint8Array, dstOff: number, src: Uint8Array, srcO
   } else {
     nativeCopy.call(src, dst, dstOff, srcOff, srcOff + len);
   }
+}
+
+/** readI32 reads the big-endian signed 32-bit integer at buf[p, p+4) (the caller checks the bounds). */
+export function readI32(buf: Uint8Array, p: number): number {
+  return (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
 }
 
 /** bytesEqual compares a[aOff, aOff+len) with b[bOff, bOff+len). */

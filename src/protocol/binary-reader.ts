@@ -13,6 +13,7 @@
 // container counts must satisfy `count * minValueBytes(type) <= left`; element types STOP and
 // VOID (and unassigned codes) are rejected; `skip()` is depth-limited.
 
+import { readI32 } from "../bytes/bytes.ts";
 import { protocolError } from "./errors.ts";
 import {
   TYPE_LIST,
@@ -88,7 +89,7 @@ export class BinaryReader {
     const b = this.buf;
     const p = this.pos;
     this.pos = p + 4;
-    return (b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!;
+    return readI32(b, p);
   }
 
   /**

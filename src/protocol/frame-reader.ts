@@ -28,7 +28,7 @@
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import { MessageScanner, SCAN_NEED_MORE } from "./message-scanner.ts";
-import { copyBytes } from "../bytes/bytes.ts";
+import { copyBytes, readI32 } from "../bytes/bytes.ts";
 import {
   COMPACT_PROTOCOL_ID,
   THEADER_MAGIC,
@@ -213,7 +213,7 @@ export class FrameReader {
 
   /** frameLength reads and validates the i32 length of a framed/header frame at `p`. */
   private frameLength(buf: Uint8Array, p: number): number {
-    const length = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    const length = readI32(buf, p);
     if (length <= 0) throw protocolError(`invalid frame length ${length}`);
     if (length > this.maxFrameBytes) throw protocolError(`frame length ${length} exceeds the limit ${this.maxFrameBytes}`);
     return length;
@@ -236,7 +236,7 @@ export function detectTransport(buf: Uint8Array, p: number, end: number, maxFram
     throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "HTTP request on the Thrift port");
   }
   if (end - p >= 4) {
-    const length = (b0 << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    const length = readI32(buf, p);
     if (length <= 0 || length > maxFrameBytes) throw protocolError(`invalid frame length ${length} (limit ${maxFrameBytes})`);
   }
   if (end - p < DETECT_BYTES) return TRANSPORT_UNKNOWN;

@@ -20,6 +20,7 @@
 // Kitex "TTHeaderFramed" carries a framed message (i32 length + strict message) as the
 // payload; `innerFramed` records it so the reply is built the same way.
 
+import { readI32 } from "../bytes/bytes.ts";
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
 import type { BinaryWriter } from "./binary-writer.ts";
 import { HEADER_PROTOCOL_BINARY, HEADER_PROTOCOL_COMPACT, INFO_ACL_TOKEN, INFO_INT_KEY_VALUE, INFO_KEY_VALUE, INFO_PADDING, THEADER_MAGIC, TRANSPORT_THEADER, TTHEADER_MAGIC } from "./wire.ts";
@@ -87,7 +88,7 @@ export function parseHeader(buf: Uint8Array, start: number, end: number, kind: n
   const magic = (buf[start]! << 8) | buf[start + 1]!;
   if (magic !== (kind === TRANSPORT_THEADER ? THEADER_MAGIC : TTHEADER_MAGIC)) throw protocolError("header magic changed on the connection");
   info.flags = (buf[start + 2]! << 8) | buf[start + 3]!;
-  info.seqid = (buf[start + 4]! << 24) | (buf[start + 5]! << 16) | (buf[start + 6]! << 8) | buf[start + 7]!;
+  info.seqid = readI32(buf, start + 4);
   const headerBytes = ((buf[start + 8]! << 8) | buf[start + 9]!) * 4;
   const h = start + 10;
   const payload = h + headerBytes;

@@ -19,6 +19,7 @@
 // an error at once, so the pending buffer never grows beyond the limit; counts are checked
 // with the same per-type minimum sizes as the BinaryReader; depth is limited the same way.
 
+import { readI32 } from "../bytes/bytes.ts";
 import { protocolError } from "./errors.ts";
 import {
   TYPE_LIST,
@@ -112,7 +113,7 @@ export class MessageScanner {
         continue;
       }
       if (avail < p + 4) return this.short(p + 4, maxBytes);
-      const word = i32(buf, start + p);
+      const word = readI32(buf, start + p);
       if (this.phase === PHASE_VERSION) {
         if ((word & VERSION_MASK) !== VERSION_1) throw protocolError("bad protocol version (only strict binary)");
         this.offset = p + 4;
@@ -142,7 +143,7 @@ export class MessageScanner {
     switch (type) {
       case TYPE_STRING: {
         if (avail < q + 4) return this.short(q + 4, maxBytes);
-        const length = i32(buf, start + q);
+        const length = readI32(buf, start + q);
         if (length < 0) throw protocolError("negative string length");
         if (avail < q + 4 + length) return this.short(q + 4 + length, maxBytes);
         this.offset = q + 4 + length;
@@ -156,7 +157,7 @@ export class MessageScanner {
       case TYPE_SET: {
         if (avail < q + 5) return this.short(q + 5, maxBytes);
         const elem = buf[start + q]!;
-        const count = i32(buf, start + q + 1);
+        const count = readI32(buf, start + q + 1);
         const min = minValueBytes(elem);
         if (min < 0) throw protocolError("invalid container element type");
         if (count < 0) throw protocolError("negative container size");
@@ -166,7 +167,7 @@ export class MessageScanner {
         if (avail < q + 6) return this.short(q + 6, maxBytes);
         const k = buf[start + q]!;
         const v = buf[start + q + 1]!;
-        const count = i32(buf, start + q + 2);
+        const count = readI32(buf, start + q + 2);
         const kMin = minValueBytes(k);
         const vMin = minValueBytes(v);
         if (kMin < 0 || vMin < 0) throw protocolError("invalid map key or value type");
@@ -210,8 +211,4 @@ export class MessageScanner {
     this.needAtLeast = needed;
     return SCAN_NEED_MORE;
   }
-}
-
-function i32(b: Uint8Array, p: number): number {
-  return (b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!;
 }

@@ -23,6 +23,8 @@
 // reads as a Get of exactly that group and key (a property the tests fuzz). Other field orders,
 // extra fields, other methods and the header transports are simply not warmed.
 
+import { readI32 } from "../bytes/bytes.ts";
+
 /** PEEK_STRIDE is the number of Int32 words per peeked Get: groupStart, groupLength, keyStart, keyLength. */
 export const PEEK_STRIDE = 4;
 
@@ -46,17 +48,17 @@ export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean 
   if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
   q += 3;
   if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
-  const groupLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+  const groupLength = readI32(buf, q + 3);
   const groupStart = q + 7;
   if (groupLength < 0 || groupLength > end - groupStart - 9) return false;
   q = groupStart + groupLength;
   if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 2) return false;
-  const keyLength = (buf[q + 3]! << 24) | (buf[q + 4]! << 16) | (buf[q + 5]! << 8) | buf[q + 6]!;
+  const keyLength = readI32(buf, q + 3);
   const keyStart = q + 7;
   // Exactly two STOPs after the key (GetRequest, then the arguments) end the message: so the
   // decoder reads this message as a Get of exactly this group and key.
   if (keyLength !== end - keyStart - 2 || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
-  PLAIN_GET[0] = (buf[f + 11]! << 24) | (buf[f + 12]! << 16) | (buf[f + 13]! << 8) | buf[f + 14]!;
+  PLAIN_GET[0] = readI32(buf, f + 11);
   PLAIN_GET[1] = groupStart;
   PLAIN_GET[2] = groupLength;
   PLAIN_GET[3] = keyStart;
@@ -74,7 +76,7 @@ export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32
   let count = 0;
   let p = start;
   while (count < max && end - p >= 4) {
-    const length = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+    const length = readI32(buf, p);
     const f = p + 4; // the message
     if (length <= 0 || length > end - f) break;
     p = f + length; // the next frame

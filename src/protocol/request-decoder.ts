@@ -22,6 +22,7 @@
 // Fast path: a framed Get in the exact layout every generator writes (peek-gets.ts) is filled in
 // directly instead of field by field; the tests check it reads what the general path reads.
 
+import { readI32 } from "../bytes/bytes.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, protocolError } from "./errors.ts";
 import { BinaryReader } from "./binary-reader.ts";
 import { parseHeader } from "./header-transport.ts";
@@ -129,7 +130,7 @@ export class RequestDecoder {
   /** innerFrame handles Kitex TTHeaderFramed: a framed message inside the header payload. */
   private innerFrame(buf: Uint8Array, p: number, end: number, req: Request): number {
     if (end - p >= 6 && buf[p] !== 0x80 && buf[p + 4] === 0x80 && buf[p + 5] === 0x01) {
-      const length = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
+      const length = readI32(buf, p);
       if (length !== end - p - 4) throw protocolError("inner frame length does not match the header frame");
       req.header.innerFramed = true;
       return p + 4;
