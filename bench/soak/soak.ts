@@ -127,13 +127,16 @@ const samples: { t: number; rss: number }[] = [];
 // even a short run has two in its last third (never closer than 1 s: the node refuses faster). Times are planned from the start, not from when the
 // clients finish winding down. A purge that fails is a failure of the run, and the next one is
 // still tried.
-const warmEndPlanned = seconds * 1000 * (seconds < 300 ? 0.5 : 0.25);
+// Warm-up: the first quarter of a long run; a short run (CI's 30 s) is still filling the store and
+// growing the GC heap at a quarter, so there the first half is warm-up. Both windows are planned
+// from the start (ms), for the raw samples and the retained checkpoints alike.
+const warmEnd = seconds * 1000 * (seconds < 300 ? 0.5 : 0.25);
 const lastCheckpoint = seconds * 1000 - 500;
-const purgeEveryMs = Math.max(1_000, Math.min(Math.max(5_000, Math.round((seconds * 1000) / 30)), (lastCheckpoint - warmEndPlanned) / 3));
-const lastThirdPlanned = (seconds * 1000 * 2) / 3;
+const purgeEveryMs = Math.max(1_000, Math.min(Math.max(5_000, Math.round((seconds * 1000) / 30)), (lastCheckpoint - warmEnd) / 3));
+const lastThird = (seconds * 1000 * 2) / 3;
 const retained: { t: number; rss: number; heapUsed: number; arrayBuffers: number }[] = [];
 const checkpoints = (async () => {
-  for (let at = warmEndPlanned; at <= lastCheckpoint; at += purgeEveryMs) {
+  for (let at = warmEnd; at <= lastCheckpoint; at += purgeEveryMs) {
     await Bun.sleep(Math.max(0, started + at - Date.now()));
     try {
       const after = await node.purge();
@@ -245,19 +248,15 @@ for (const [group, v] of [...verdicts, ...final]) {
   const evidence = ev === undefined ? 0 : (ev.counted ?? ev.inferred);
   if (v.missing > 0 && evidence === 0) fail(`${group}: ${v.missing} keys missing without eviction or expiry`);
 }
-// Warm-up: the first quarter of a long run; a short run (CI's 30 s) is still filling the store and
-// growing the GC heap at a quarter, so there the first half is warm-up.
-const warmEnd = elapsed * (elapsed < 300 ? 500 : 250); // ms
-const lastThird = (elapsed * 1000 * 2) / 3;
 const warmMax = Math.max(...samples.filter((s) => s.t <= warmEnd).map((s) => s.rss));
 const lateMax = Math.max(...samples.filter((s) => s.t >= lastThird).map((s) => s.rss));
 const maxRss = Math.max(...samples.map((s) => s.rss));
 const retainedWarm = retained[0]?.rss ?? NaN;
-const retainedLate = Math.max(...retained.filter((r) => r.t >= lastThirdPlanned).map((r) => r.rss));
+const retainedLate = Math.max(...retained.filter((r) => r.t >= lastThird).map((r) => r.rss));
 const flatLimit = retainedWarm * FLAT_FACTOR + FLAT_SLACK;
 const bound = baseline + MEMORY + OUTPUT_ALLOWANCE + GC_HEADROOM + RUNTIME_SLACK;
 if (samples.length < 3) fail(`only ${samples.length} RSS samples`);
-if (retained.length < 2 || !(retained[0]!.t < lastThirdPlanned) || !Number.isFinite(retainedLate)) {
+if (retained.length < 2 || !(retained[0]!.t < lastThird) || !Number.isFinite(retainedLate)) {
   fail(`too few purge checkpoints: ${retained.map((r) => `${(r.t / 1000).toFixed(1)} s`).join(", ") || "none"}`);
 } else if (!(retainedLate <= flatLimit)) {
   fail(`RSS not flat: retained (after a full collection) in the last third ${mib(retainedLate)} > ${FLAT_FACTOR} × ${mib(retainedWarm)} at the end of the warm-up + ${mib(FLAT_SLACK)}`);
