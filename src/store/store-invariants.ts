@@ -68,10 +68,11 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
 
   let indexed = 0;
   const seen = new Uint8Array(items.cap);
-  for (let i = 0; i < index.slots.length; i++) {
-    const id = index.slots[i]!;
+  for (let i = 0; i < index.slotCount; i++) {
+    const id = index.slots[2 * i + 1]!;
     if (id === NIL) continue;
     if (!items.isLive(id)) fail(`index slot ${i} holds dead item ${id}`);
+    if (index.slots[2 * i] !== items.hash(id)) fail(`index slot ${i} keeps a hash that is not item ${id}'s`);
     if (seen[id]) fail(`item ${id} indexed twice`);
     seen[id] = 1;
     indexed++;

@@ -31,7 +31,7 @@
 import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
-import { HashIndex, MAX_LOAD } from "./hash-index.ts";
+import { HashIndex, MAX_LOAD, SLOT_BYTES } from "./hash-index.ts";
 import {
   CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, W_ATIME, W_CLASS, W_HASH, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
@@ -399,13 +399,13 @@ export class Store {
     const room = this.capacity - usedPages - this.metaBytes();
     let add = Math.max(16, cap >> 1);
     for (; add >= 16; add >>= 1) {
-      const indexAdd = Math.max(0, slotsFor(cap + add) * 4 - this.index.byteSize());
+      const indexAdd = Math.max(0, slotsFor(cap + add) * SLOT_BYTES - this.index.byteSize());
       if (add * perItem + indexAdd <= room) break;
     }
     if (add < 16) return false;
     const newCap = cap + add;
     this.items.grow(newCap);
-    while (this.index.slots.length < slotsFor(newCap)) this.index.grow();
+    while (this.index.slotCount < slotsFor(newCap)) this.index.grow();
     this.updatePageLimit();
     return true;
   }

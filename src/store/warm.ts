@@ -2,7 +2,8 @@
  * warmKeys brings the memory that `Store.get` of a batch of keys will read into the CPU cache,
  * with the loads of the whole batch in flight together.
  *
- * A hit reads three things that depend on each other: the index slot (→ item id), the item's
+ * A hit reads three things that depend on each other: the index slot (→ item id; the slot keeps
+ * the key's hash, so the right slot of a probe chain is found in the index alone), the item's
  * record (→ slab page, offset, lengths), then the chunk (key bytes to compare, value to copy). When
  * the working set is larger than the CPU cache, each is a miss, and one `get` waits for them in
  * turn: the three misses cost more than the rest of serving the request. Served one request at a
@@ -11,8 +12,8 @@
  * its own short loop (all hashes, then all slots, then all records, then all chunks), so the
  * misses of one step overlap across keys, and the gets that follow hit in cache.
  *
- * It only reads: no counter, LRU position, flag or expiry changes, and a key that is absent, sits
- * past its home slot, or was replaced in between costs a wasted load, never a wrong answer (the
+ * It only reads: no counter, LRU position, flag or expiry changes, and a key that is absent,
+ * shares its hash with another key, or was replaced in between costs a wasted load, never a wrong answer (the
  * get that follows does the real lookup). The scratch arrays are shared by every store: warming is
  * synchronous, and nothing allocates. Values are warmed up to WARM_VALUE_BYTES; a longer value's
  * copy streams, which the CPU's own prefetcher handles. The sum of the bytes read is returned, so
@@ -32,6 +33,7 @@ const LINE = 64;
 const pageOf = new Int32Array(WARM_MAX);
 const offOf = new Int32Array(WARM_MAX);
 const lenOf = new Int32Array(WARM_MAX);
+const hashOf = new Int32Array(WARM_MAX);
 
 /**
  * warmKeys warms `store` for the keys `ranges[(first + i) * stride + keyAt]` (start) and `+ 1`
@@ -44,10 +46,22 @@ export function warmKeys(store: Store, buf: Uint8Array, ranges: Int32Array, firs
   const seed = store.hashSeed;
   for (let i = 0; i < n; i++) {
     const o = (first + i) * stride + keyAt;
-    pageOf[i] = hashBytes(buf, ranges[o]!, ranges[o + 1]!, seed) & mask; // the home slot
+    hashOf[i] = hashBytes(buf, ranges[o]!, ranges[o + 1]!, seed);
+    offOf[i] = hashOf[i]! & mask; // the home slot
   }
   const slots = index.slots;
-  for (let i = 0; i < n; i++) pageOf[i] = slots[pageOf[i]!]!; // the item id there, or NIL
+  for (let i = 0; i < n; i++) {
+    // The id of the first slot of the key's probe chain that carries its hash (the index keeps
+    // the hashes), or NIL: slots are adjacent, so this walks index lines only.
+    const hash = hashOf[i]!;
+    let s = offOf[i]!;
+    let id = slots[2 * s + 1]!;
+    while (id !== NIL && slots[2 * s] !== hash) {
+      s = (s + 1) & mask;
+      id = slots[2 * s + 1]!;
+    }
+    pageOf[i] = id;
+  }
   const w = store.items.w;
   let sum = 0;
   for (let i = 0; i < n; i++) {

@@ -86,6 +86,30 @@ describe("Store basics", () => {
   });
 });
 
+describe("Store index", () => {
+  test("two keys with the same 32-bit hash are told apart by their bytes", () => {
+    // Find a full-hash collision among short keys (birthday bound: ~77k keys for 2^32).
+    const seen = new Map<number, Uint8Array>();
+    let pair: [Uint8Array, Uint8Array] | undefined;
+    for (let i = 0; pair === undefined; i++) {
+      const k = bytes(`h${i}`);
+      const h = hashBytes(k, 0, k.length);
+      const other = seen.get(h);
+      if (other !== undefined) pair = [other, k];
+      else seen.set(h, k);
+    }
+    const [x, y] = pair;
+    const { s } = mk({ initialItems: 16 });
+    put(s, x, pattern(1, 30));
+    expect(read(s, y)).toBeUndefined(); // same hash, same slot chain: the bytes decide
+    put(s, y, pattern(2, 30));
+    expect([read(s, x), read(s, y)]).toEqual([pattern(1, 30), pattern(2, 30)]);
+    s.delete(x);
+    s.checkInvariants();
+    expect([read(s, x), read(s, y)]).toEqual([undefined, pattern(2, 30)]);
+  });
+});
+
 describe("Store TTL", () => {
   test("alive at ttl-1 ms, gone at ttl (lazy expiry on read)", () => {
     const { s, clock } = mk();
