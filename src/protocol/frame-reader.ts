@@ -92,6 +92,25 @@ export class FrameReader {
     return this.transport === TRANSPORT_UNKNOWN && c.length >= DETECT_BYTES && c[4] === 0x80 && c[5] === 0x01;
   }
 
+  /**
+   * framedRunStart returns where the next frame starts in the current chunk when the connection
+   * is framed and holds no partial frame, else -1: a caller may then serve whole frames straight
+   * from `chunkBytes` and move past them with `skipTo` (server/get-run.ts).
+   */
+  framedRunStart(): number {
+    return this.transport === TRANSPORT_FRAMED && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
+  }
+
+  /** chunkBytes is the chunk last pushed (see framedRunStart). */
+  get chunkBytes(): Uint8Array {
+    return this.chunk;
+  }
+
+  /** skipTo moves past frames a caller served from the chunk; `p` must be a frame boundary. */
+  skipTo(p: number): void {
+    this.chunkPos = p;
+  }
+
   /** bufferedBytes returns how many bytes of an incomplete message are held. */
   bufferedBytes(): number {
     return this.pendingEnd - this.pendingStart + this.chunk.length - this.chunkPos;

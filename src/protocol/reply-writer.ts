@@ -75,7 +75,7 @@ export class ReplyWriter {
    * are the same (the golden tests compare them).
    *   i32 len | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 00 | 0B 00 01 | i32 n | value…
    */
-  private beginFramedGet(seqid: number, valueLength: number): number {
+  beginFramedGet(seqid: number, valueLength: number): number {
     const w = this.out;
     w.ensure(REPLY_OVERHEAD_BYTES + 3 + valueLength);
     const b = w.buffer;

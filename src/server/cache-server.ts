@@ -2,8 +2,9 @@
  * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
  *
  * Per `data` event: the chunk goes to the connection's frame reader; the stores warm the memory
- * of the chunk's Gets (warm below); every complete request in it is decoded and dispatched; all
- * replies produced by the event go out in ONE `socket.write`. A
+ * of the chunk's Gets (warm below); runs of plain Get hits are answered straight from the chunk
+ * (get-run.ts: same bytes and counters, less work per request) and every other complete request
+ * is decoded and dispatched; all replies produced by the event go out in ONE `socket.write`. A
  * short write keeps the unsent tail in the connection's output buffer and `drain` sends it.
  *
  * Flow control: when a connection's queued output passes `maxOutputBytes` (a client pipelining
@@ -35,7 +36,8 @@ import { Connection } from "./connection.ts";
 import { dispatch, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
-import { METHOD_AUTH, METHOD_NODE_STATS, METHOD_UNKNOWN } from "../protocol/request.ts";
+import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_UNKNOWN } from "../protocol/request.ts";
+import { serveGetRun } from "./get-run.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
@@ -295,6 +297,8 @@ export class CacheServer implements DispatchContext {
     const latency = this.latency;
     let served = 0;
     let held = false;
+    const cluster = this.cluster;
+    const fast = conn.authed && !conn.rejected && (cluster === undefined || cluster.members.length <= 1);
     let t0 = Bun.nanoseconds();
     try {
       for (;;) {
@@ -312,6 +316,18 @@ export class CacheServer implements DispatchContext {
           this.counters.yields++;
           setImmediate(() => this.resume(conn));
           break;
+        }
+        if (fast) {
+          const n = serveGetRun(proto.reader, this.groups, proto.reply, this.clock, turn - served, max);
+          if (n > 0) {
+            served += n;
+            this.counters.requests += n;
+            conn.requests += n;
+            const t1 = Bun.nanoseconds();
+            latency.recordRun(METHOD_GET, t1 - t0, n);
+            t0 = t1;
+            continue;
+          }
         }
         if (!proto.nextRequest()) {
           const next = conn.backlog?.shift();

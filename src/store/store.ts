@@ -122,6 +122,23 @@ export class Store {
     return id;
   }
 
+  /**
+   * getHit is `get` for a caller with a slower path to fall back on: a live, non-negative item
+   * is counted as a hit, bumped and returned exactly as `get` would; anything else (absent,
+   * expired, a cached "not found") returns -1 and changes nothing, not even the miss count, so
+   * the caller's fallback (`get`, through its group) counts and handles it once.
+   */
+  getHit(key: Uint8Array, off: number, len: number): ItemId {
+    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+    if (id === NIL) return NIL;
+    const it = this.items;
+    const exp = it.f[id * F_STRIDE + F_EXPIRY]!;
+    if ((exp !== Infinity && exp <= this.clock()) || (it.w[id * STRIDE + W_CLASS]! & FLAG_NEGATIVE) !== 0) return NIL;
+    this.touch(id);
+    this.counters.hits++;
+    return id;
+  }
+
   /** has tells whether a live item exists under the key, without counting or bumping it. */
   has(key: Uint8Array, off = 0, len = key.length - off): boolean {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));

@@ -20,9 +20,12 @@ interface ProbeResult {
   set: boolean;
   warmListed: number;
   warm: boolean;
+  runServed: number;
+  run: boolean;
+  runAllHits: boolean;
 }
 
-test("hot path: the Get hit (100 B, 4 KiB), Set overwrite and batch warm-up allocate nothing; the probe detects 32 B/request", async () => {
+test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up and runs of hits allocate nothing; the probe detects 32 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/hot-path-child.ts`], { stdout: "pipe", stderr: "inherit" });
   const text = await new Response(proc.stdout).text();
   expect(await proc.exited).toBe(0);
@@ -39,4 +42,9 @@ test("hot path: the Get hit (100 B, 4 KiB), Set overwrite and batch warm-up allo
   // The server's warm-up of a pipelined chunk (peekGets + warmKeys over 16 Gets) allocates nothing.
   expect(r.warmListed).toBe(16);
   expect(r.warm).toBe(false);
+  // A run of pipelined hits served straight from the chunk (get-run.ts): 15 of the 16 Gets of
+  // the first chunk (its first request fixed the transport), then all 16 of every chunk, all hits.
+  expect(r.runServed).toBe(15);
+  expect(r.runAllHits).toBe(true);
+  expect(r.run).toBe(false);
 }, 120_000);

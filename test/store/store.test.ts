@@ -3,6 +3,7 @@ import {
   MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions,
 } from "../../src/store/store.ts";
 import { hashBytes } from "../../src/store/hash.ts";
+import { STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { bytes, pattern } from "../support/prng.ts";
 
 /** FakeClock is a clock tests move by hand (memcached's black-box tests move time, never sleep). */
@@ -107,6 +108,30 @@ describe("Store index", () => {
     s.delete(x);
     s.checkInvariants();
     expect([read(s, x), read(s, y)]).toEqual([undefined, pattern(2, 30)]);
+  });
+
+  test("getHit: a live hit is counted and bumped as get does; absent, expired and negative change nothing", () => {
+    const { s, clock } = mk();
+    put(s, "live", pattern(1, 10));
+    put(s, "short", pattern(2, 10), 50);
+    const neg = bytes("neg");
+    s.setNegative(neg, 0, neg.length, 60_000);
+    clock.now += 50;
+    const key = bytes("live");
+    const id = s.getHit(key, 0, key.length);
+    expect(id).toBeGreaterThanOrEqual(0);
+    expect(s.counters.hits).toBe(1);
+    const tick = s.items.w[id * STRIDE + W_ATIME];
+    expect(s.getHit(key, 0, key.length)).toBe(id);
+    expect(s.items.w[id * STRIDE + W_ATIME]).toBe(tick! + 1); // the LRU bump (access tick)
+    for (const k of ["absent", "short", "neg"]) {
+      const b = bytes(k);
+      expect(s.getHit(b, 0, b.length)).toBe(-1);
+    }
+    expect([s.counters.hits, s.counters.misses, s.counters.expiredLazy, s.size]).toEqual([2, 0, 0, 3]);
+    // The general get then handles them: the expired item is removed and counted.
+    expect(read(s, "short")).toBeUndefined();
+    expect([s.counters.misses, s.counters.expiredLazy, s.size]).toEqual([1, 1, 2]);
   });
 });
 
