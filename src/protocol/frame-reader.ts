@@ -80,19 +80,6 @@ export class FrameReader {
   }
 
   /**
-   * chunkAtFrameStart tells whether the chunk just pushed starts at a frame boundary of a framed
-   * connection (no partial frame held from earlier chunks), so it can be peeked at from byte 0.
-   * A connection's first chunk counts when it starts like a framed strict message (the transport
-   * is decided for real when it is read; this only lets a first batch be warmed too).
-   */
-  chunkAtFrameStart(): boolean {
-    if (this.chunkPos !== 0 || this.pendingEnd !== this.pendingStart) return false;
-    if (this.transport === TRANSPORT_FRAMED) return true;
-    const c = this.chunk;
-    return this.transport === TRANSPORT_UNKNOWN && c.length >= DETECT_BYTES && c[4] === 0x80 && c[5] === 0x01;
-  }
-
-  /**
    * framedRunStart returns where the next frame starts in the current chunk when the connection
    * is framed and holds no partial frame, else -1: a caller may then serve whole frames straight
    * from `chunkBytes` and move past them with `skipTo` (server/get-run.ts).

@@ -25,8 +25,11 @@
 
 import { readI32 } from "../bytes/bytes.ts";
 
-/** PEEK_STRIDE is the number of Int32 words per peeked Get: groupStart, groupLength, keyStart, keyLength. */
-export const PEEK_STRIDE = 4;
+/**
+ * PEEK_STRIDE is the number of Int32 words per peeked Get: groupStart, groupLength, keyStart,
+ * keyLength, seqid, frameStart (its length prefix), frameEnd (the next frame's start).
+ */
+export const PEEK_STRIDE = 7;
 
 /**
  * PLAIN_GET receives what `matchPlainGet` found: seqid, groupStart, groupLength, keyStart,
@@ -69,9 +72,10 @@ export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean 
 /**
  * peekGets lists the plain framed Get calls in `buf[start, end)`, which must begin at a frame
  * boundary, into `out` (PEEK_STRIDE words each) and returns how many; it stops at the first
- * incomplete frame or when `out` is full.
+ * incomplete frame, when `out` is full, and, when `leading` is set, at the first frame that is not
+ * a plain Get (so the list is the Gets that follow each other from `start`).
  */
-export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32Array): number {
+export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false): number {
   const max = (out.length / PEEK_STRIDE) | 0;
   let count = 0;
   let p = start;
@@ -80,12 +84,18 @@ export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32
     const f = p + 4; // the message
     if (length <= 0 || length > end - f) break;
     p = f + length; // the next frame
-    if (!matchPlainGet(buf, f, p)) continue;
+    if (!matchPlainGet(buf, f, p)) {
+      if (leading) break;
+      continue;
+    }
     const o = count * PEEK_STRIDE;
     out[o] = PLAIN_GET[1]!;
     out[o + 1] = PLAIN_GET[2]!;
     out[o + 2] = PLAIN_GET[3]!;
     out[o + 3] = PLAIN_GET[4]!;
+    out[o + 4] = PLAIN_GET[0]!;
+    out[o + 5] = f - 4;
+    out[o + 6] = p;
     count++;
   }
   return count;

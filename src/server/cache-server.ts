@@ -1,10 +1,11 @@
 /**
  * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
  *
- * Per `data` event: the chunk goes to the connection's frame reader; the stores warm the memory
- * of the chunk's Gets (warm below); runs of plain Get hits are answered straight from the chunk
- * (get-run.ts: same bytes and counters, less work per request) and every other complete request
- * is decoded and dispatched; all replies produced by the event go out in ONE `socket.write`. A
+ * Per `data` event: the chunk goes to the connection's frame reader; runs of plain Get hits are
+ * answered straight from the chunk, their memory warmed a batch at a time (get-run.ts: the same
+ * bytes and counters as the general path, less work per request), and every other complete
+ * request is decoded and dispatched; all replies produced by the event go out in ONE
+ * `socket.write`. A
  * short write keeps the unsent tail in the connection's output buffer and `drain` sends it.
  *
  * Flow control: when a connection's queued output passes `maxOutputBytes` (a client pipelining
@@ -27,9 +28,7 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Groups } from "../cluster/group.ts";
-import { PEEK_STRIDE, peekGets } from "../protocol/peek-gets.ts";
-import { WARM_MAX, warmKeys } from "../store/warm.ts";
+import type { Groups } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
@@ -88,11 +87,8 @@ export class ServerCounters {
   idleClosed = 0; // connections closed by the idle timeout
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
-  warmedGets = 0; // Gets whose memory the store warmed before a batch was served
+  warmedGets = 0; // Gets whose memory the store warmed before their batch was served (get-run.ts)
 }
-
-/** PEEKED receives the Get key ranges of one chunk for warm() (shared: serving is synchronous). */
-const PEEKED = new Int32Array(WARM_MAX * PEEK_STRIDE);
 
 /** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
 const KEEP_OUTPUT_BYTES = 1024 * 1024;
@@ -111,8 +107,6 @@ export class CacheServer implements DispatchContext {
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   private nextId = 1;
-  /** warmSum keeps what warm() read, so the reads are never optimised away. */
-  private warmSum = 0;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -236,37 +230,7 @@ export class CacheServer implements DispatchContext {
       return;
     }
     conn.proto.push(chunk);
-    if (conn.authed && !conn.rejected && conn.proto.reader.chunkAtFrameStart()) this.warm(chunk);
     this.process(conn);
-  }
-
-  /**
-   * warm lets the stores bring the memory of the chunk's Get keys into cache before the chunk is
-   * served (peek-gets.ts, store/warm.ts): a hint that changes nothing but speed. A lone Get has
-   * no other misses to overlap with, so only batches are warmed; connections that have not
-   * authenticated (or are over the limit) get no work done for them at all.
-   */
-  private warm(chunk: Uint8Array): void {
-    const peeked = PEEKED;
-    const n = peekGets(chunk, 0, chunk.length, peeked);
-    if (n < 2) return;
-    let run: Group | undefined;
-    let runStart = 0;
-    for (let i = 0; i < n; i++) {
-      const o = i * PEEK_STRIDE;
-      const group = run !== undefined && run.nameIs(chunk, peeked[o]!, peeked[o + 1]!) ? run : this.groups.find(chunk, peeked[o]!, peeked[o + 1]!);
-      if (group === run) continue;
-      if (run !== undefined) this.warmRun(run, chunk, runStart, i);
-      run = group;
-      runStart = i;
-    }
-    if (run !== undefined) this.warmRun(run, chunk, runStart, n);
-  }
-
-  /** warmRun warms `group`'s store for the peeked Gets [from, to). */
-  private warmRun(group: Group, chunk: Uint8Array, from: number, to: number): void {
-    this.warmSum ^= warmKeys(group.store, chunk, PEEKED, from, to - from, PEEK_STRIDE, 2);
-    this.counters.warmedGets += to - from; // peekGets lists at most WARM_MAX
   }
 
   private onDrain(conn: Connection): void {
@@ -318,7 +282,7 @@ export class CacheServer implements DispatchContext {
           break;
         }
         if (fast) {
-          const n = serveGetRun(proto.reader, this.groups, proto.reply, this.clock, turn - served, max);
+          const n = serveGetRun(proto.reader, this.groups, proto.reply, this.clock, turn - served, max, this.counters);
           if (n > 0) {
             served += n;
             this.counters.requests += n;

@@ -126,10 +126,11 @@ export class Store {
    * getHit is `get` for a caller with a slower path to fall back on: a live, non-negative item
    * is counted as a hit, bumped and returned exactly as `get` would; anything else (absent,
    * expired, a cached "not found") returns -1 and changes nothing, not even the miss count, so
-   * the caller's fallback (`get`, through its group) counts and handles it once.
+   * the caller's fallback (`get`, through its group) counts and handles it once. `hash` is the
+   * key's hash for this store (`hashOf`, or what warm-up computed).
    */
-  getHit(key: Uint8Array, off: number, len: number): ItemId {
-    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+  getHit(key: Uint8Array, off: number, len: number, hash: number): ItemId {
+    const id = this.index.find(key, off, len, hash);
     if (id === NIL) return NIL;
     const it = this.items;
     const exp = it.f[id * F_STRIDE + F_EXPIRY]!;
@@ -137,6 +138,11 @@ export class Store {
     this.touch(id);
     this.counters.hits++;
     return id;
+  }
+
+  /** hashOf is the key's hash in this store (its index and `getHit` use it). */
+  hashOf(key: Uint8Array, off: number, len: number): number {
+    return hashBytes(key, off, len, this.hashSeed);
   }
 
   /** has tells whether a live item exists under the key, without counting or bumping it. */

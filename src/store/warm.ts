@@ -37,9 +37,13 @@ const hashOf = new Int32Array(WARM_MAX);
 
 /**
  * warmKeys warms `store` for the keys `ranges[(first + i) * stride + keyAt]` (start) and `+ 1`
- * (length) into `buf`, for i < count. Returns the sum of the bytes it read.
+ * (length) into `buf`, for i < count. Each key's hash (the store's, for `Store.getHit`) goes to
+ * `hashes[first + i]` when `hashes` is given. Returns the sum of the bytes it read.
  */
-export function warmKeys(store: Store, buf: Uint8Array, ranges: Int32Array, first: number, count: number, stride: number, keyAt: number): number {
+export function warmKeys(
+  store: Store, buf: Uint8Array, ranges: Int32Array, first: number, count: number, stride: number, keyAt: number,
+  hashes: Int32Array | null = null,
+): number {
   const n = count < WARM_MAX ? count : WARM_MAX;
   const index = store.index;
   const mask = index.mask;
@@ -49,6 +53,7 @@ export function warmKeys(store: Store, buf: Uint8Array, ranges: Int32Array, firs
     hashOf[i] = hashBytes(buf, ranges[o]!, ranges[o + 1]!, seed);
     offOf[i] = hashOf[i]! & mask; // the home slot
   }
+  if (hashes !== null) for (let i = 0; i < n; i++) hashes[first + i] = hashOf[i]!;
   const slots = index.slots;
   for (let i = 0; i < n; i++) {
     // The id of the first slot of the key's probe chain that carries its hash (the index keeps

@@ -24,9 +24,9 @@ const getFrame = (seqid: number, group: string, key: string) => framed(message(M
 const text = (buf: Uint8Array, start: number, len: number) => new TextDecoder().decode(buf.subarray(start, start + len));
 
 /** listed returns the peeked [group, key] strings. */
-function listed(buf: Uint8Array, capacity = 64): [string, string][] {
+function listed(buf: Uint8Array, capacity = 64, leading = false): [string, string][] {
   const out = new Int32Array(capacity * PEEK_STRIDE);
-  const n = peekGets(buf, 0, buf.length, out);
+  const n = peekGets(buf, 0, buf.length, out, leading);
   const result: [string, string][] = [];
   for (let i = 0; i < n; i++) {
     const o = i * PEEK_STRIDE;
@@ -53,6 +53,18 @@ describe("peekGets", () => {
     const chunk = concat(getFrame(1, "g", "a"), set, keyFirst, reply, oneway, peerGet, header, getFrame(8, "g", "b"));
     // The THeader frame is skipped as a frame (its length is valid), so the last Get is still found.
     expect(listed(chunk)).toEqual([["g", "a"], ["g", "b"]]);
+    // `leading`: only the Gets before the first other frame.
+    expect(listed(chunk, 64, true)).toEqual([["g", "a"]]);
+    expect(listed(concat(set, getFrame(9, "g", "c")), 64, true)).toEqual([]);
+  });
+
+  test("each listed Get carries its seqid and its frame's bounds", () => {
+    const a = getFrame(41, "g", "a");
+    const b = getFrame(-7, "g", "bb");
+    const out = new Int32Array(2 * PEEK_STRIDE);
+    expect(peekGets(concat(a, b), 0, a.length + b.length, out)).toBe(2);
+    expect(Array.from(out.subarray(4, 7))).toEqual([41, 0, a.length]);
+    expect(Array.from(out.subarray(PEEK_STRIDE + 4, PEEK_STRIDE + 7))).toEqual([-7, a.length, a.length + b.length]);
   });
 
   test("only the exact layout is listed: a Get with a field after the key (a newer client) is not", () => {

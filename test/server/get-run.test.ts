@@ -46,8 +46,9 @@ function world(): World {
 }
 
 /** serve feeds `chunks` to one connection: with runs (as the server does) or the general path only. */
-function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { out: Uint8Array; inRuns: number; requests: number } {
+function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { out: Uint8Array; inRuns: number; requests: number; warmed: number } {
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
+  const counters = { warmedGets: 0 };
   const parts: Uint8Array[] = [];
   let inRuns = 0;
   let requests = 0;
@@ -55,7 +56,7 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { 
     conn.push(chunk);
     for (;;) {
       if (runs) {
-        const n = serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, budget, 1 << 30);
+        const n = serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, budget, 1 << 30, counters);
         inRuns += n;
         requests += n;
         if (n > 0) continue;
@@ -69,7 +70,7 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { 
   }
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-  return { out, inRuns, requests };
+  return { out, inRuns, requests, warmed: counters.warmedGets };
 }
 
 /** state is everything a request can change: counters of groups and stores, and LRU ticks. */
@@ -94,7 +95,7 @@ function getWithExtraField(seqid: number, key: string, group: string): Uint8Arra
   return framed(message(MSG.CALL, "Get", seqid, body));
 }
 
-function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]): { inRuns: number } {
+function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]): { inRuns: number; warmed: number } {
   const all = concatAll(calls);
   const fast = world();
   const slow = world();
@@ -104,7 +105,7 @@ function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]):
   expect(b.requests).toBe(calls.length);
   expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
   expect(state(fast)).toEqual(state(slow));
-  return { inRuns: a.inRuns };
+  return { inRuns: a.inRuns, warmed: a.warmed };
 }
 
 test("runs of hits answer byte for byte as the general path, among misses, expired, negative, unknown groups and writes", () => {
@@ -120,10 +121,13 @@ test("runs of hits answer byte for byte as the general path, among misses, expir
   calls.push(setCall(seqid++, "k3", utf8.encode("rewritten"), "a"));
   calls.push(getCall(seqid++, "k3", "a"), getCall(seqid++, "k3", "a")); // hits of the rewritten value
   calls.push(getCall(seqid++, "soon", "a")); // now absent
-  const { inRuns } = compare(calls, (all) => [all]);
+  const { inRuns, warmed } = compare(calls, (all) => [all]);
   // Every hit but the first went through a run, and no other request did: a connection's first
   // request is read by the general path, which detects the transport.
   expect(inRuns).toBe(hits + 2 - 1);
+  // Warmed once each, by the first run: every plain Get after the first frame whose group exists
+  // (not the one of group "nope", not the one with an extra field), 39 + 6.
+  expect(warmed).toBe(hits - 1 + 6);
 });
 
 test("a chunk split anywhere: runs stop at an incomplete frame and resume after it", () => {
@@ -140,17 +144,18 @@ test("a chunk split anywhere: runs stop at an incomplete frame and resume after 
 
 test("a run stops at its budget and when the output passes its bound, at a frame boundary", () => {
   const w = world();
+  const counters = { warmedGets: 0 };
   const calls = concatAll(Array.from({ length: 10 }, (_, i) => getCall(i, `k${i}`, "a")));
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
   conn.push(calls);
   expect(conn.nextRequest()).toBe(true); // the first frame: the connection is now known to be framed
   dispatch(w.ctx, conn.request, conn.reply);
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 3, 1 << 30)).toBe(3);
+  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 3, 1 << 30, counters)).toBe(3);
   const replies = conn.reply.out.length;
   // The output is already past a bound of 1 byte: nothing is served.
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1)).toBe(0);
+  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1, counters)).toBe(0);
   // A bound just above what is queued lets exactly one more through.
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, replies + 1)).toBe(1);
+  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, replies + 1, counters)).toBe(1);
   // The rest continues where the run stopped: seqids 5..9.
   let seen = 0;
   while (conn.nextRequest()) {
@@ -162,11 +167,12 @@ test("a run stops at its budget and when the output passes its bound, at a frame
 
 test("no run on a connection that is not framed", () => {
   const w = world();
+  const counters = { warmedGets: 0 };
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
   const unframed = getCall(1, "k1", "a").subarray(4); // the same call, buffered transport
   conn.push(concatAll([unframed, unframed]));
   expect(conn.nextRequest()).toBe(true);
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1 << 30)).toBe(0);
+  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1 << 30, counters)).toBe(0);
 });
 
 test("recordRun: the sum is exact, and a run within the first bound counts every request in it", () => {

@@ -89,12 +89,13 @@ for (const size of [100, 4096]) {
   conn.nextRequest(); // the first request fixes the transport (framed); runs serve the rest
   dispatch(ctx, conn.request, conn.reply);
   const clock = ctx.clock;
-  result.runServed = serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30);
+  const runCounters = { warmedGets: 0 };
+  result.runServed = serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30, runCounters);
   conn.reply.out.reset();
   let served = 0;
   const runOnce = () => {
     conn.push(chunk);
-    served += serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30);
+    served += serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30, runCounters);
     conn.reply.out.reset();
   };
   result.run = await collectedDuring(runOnce, OPS / 16);

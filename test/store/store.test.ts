@@ -118,15 +118,15 @@ describe("Store index", () => {
     s.setNegative(neg, 0, neg.length, 60_000);
     clock.now += 50;
     const key = bytes("live");
-    const id = s.getHit(key, 0, key.length);
+    const id = s.getHit(key, 0, key.length, s.hashOf(key, 0, key.length));
     expect(id).toBeGreaterThanOrEqual(0);
     expect(s.counters.hits).toBe(1);
     const tick = s.items.w[id * STRIDE + W_ATIME];
-    expect(s.getHit(key, 0, key.length)).toBe(id);
+    expect(s.getHit(key, 0, key.length, s.hashOf(key, 0, key.length))).toBe(id);
     expect(s.items.w[id * STRIDE + W_ATIME]).toBe(tick! + 1); // the LRU bump (access tick)
     for (const k of ["absent", "short", "neg"]) {
       const b = bytes(k);
-      expect(s.getHit(b, 0, b.length)).toBe(-1);
+      expect(s.getHit(b, 0, b.length, s.hashOf(b, 0, b.length))).toBe(-1);
     }
     expect([s.counters.hits, s.counters.misses, s.counters.expiredLazy, s.size]).toEqual([2, 0, 0, 3]);
     // The general get then handles them: the expired item is removed and counted.
