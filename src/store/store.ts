@@ -342,13 +342,14 @@ export class Store {
       const w = this.items.w;
       const r = id * STRIDE;
       if ((w[r + W_CLASS]! & CLASS_MASK) === cls) {
-        // Same size class: overwrite the value in place.
-        w[r + W_CLASS] = cls | flags;
+        // Same size class: overwrite the value in place. The write counts as a use the way a
+        // read does (`touch`: flagged, not moved; `settleTail` gives it its second chance), so
+        // an overwrite touches no other item's record.
+        w[r + W_CLASS] = cls | flags | FLAG_REFERENCED;
         copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
         this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
         w[r + W_VALLEN] = valLen;
         this.setExpiry(id, expiry);
-        this.lru.bump(cls, id);
         w[r + W_ATIME] = ++this.tick;
         this.counters.sets++;
         return SET_OK;

@@ -257,6 +257,19 @@ describe("Store eviction", () => {
     s.checkInvariants();
   });
 
+  test("an in-place overwrite counts as a use: the overwritten item outlives older untouched ones", () => {
+    const cap = capacityOf();
+    const { s } = mk(opts);
+    for (let i = 0; i < cap; i++) put(s, `k${i}`, pattern(i, 100));
+    put(s, "k0", pattern(7, 100)); // the LRU tail, rewritten in place (same size class)
+    put(s, "n1", pattern(-1, 100));
+    put(s, "n2", pattern(-2, 100));
+    expect(read(s, "k0")).toEqual(pattern(7, 100));
+    expect([s.has(bytes("k1")), s.has(bytes("k2")), s.has(bytes("k3"))]).toEqual([false, false, true]);
+    expect(s.stats().evictions).toBe(2);
+    s.checkInvariants();
+  });
+
   test("calcification: after small items fill memory, large items still get pages", () => {
     const { s, clock } = mk({ memory: 8 * MIB });
     for (let i = 0; i < 200_000; i++) put(s, `s${i}`, pattern(i, 40));
