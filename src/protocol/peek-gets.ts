@@ -1,17 +1,18 @@
-// peekGets: find the keys of the plain framed `Get` calls in a chunk, before any is decoded.
-// matchPlainGet, the test for one such message, is also the decoder's fast path for Get.
+// peekCalls: list the plain framed `Get` and `Set` calls at the head of a chunk, before any is
+// decoded. matchPlainGet, the test for one Get, is also the decoder's fast path for Get.
 //
 // Why: a pipelined client sends a batch of requests in one TCP chunk. Served one after another,
-// every Get walks a chain of dependent memory loads (index slot → item record → slab chunk) and
-// waits for each miss in turn, because the decode and reply code between two Gets is far longer
-// than what the CPU can look ahead over. Listing the batch's keys first lets the store warm the
-// lines of the whole batch in a few tight loops (Store.warm), where the misses of different keys
-// overlap; the Gets then find their lines in cache. Measured on the 10k-key, 100-byte, depth-16
-// network benchmark: +17% ops/s (bench/RESULTS.md).
+// every Get (and every Set of an existing key) walks a chain of dependent memory loads (index
+// slot → item record → slab chunk) and waits for each miss in turn, because the decode and reply
+// code between two requests is far longer than what the CPU can look ahead over. Listing the
+// batch's keys first lets the store warm the lines of the whole batch in a few tight loops
+// (store/warm.ts), where the misses of different keys overlap, and lets a run of them be served
+// without decoding each (server/get-run.ts). Measured on the 10k-key, 100-byte, depth-16 network
+// benchmark: +17% ops/s for the warm-up alone (bench/RESULTS.md).
 //
-// It is a HINT and nothing else: it reads only the bytes it is given, never throws, allocates
-// nothing, and changes no state; the real decoder still decodes and validates every request.
-// Anything other than the exact layout of a framed strict-binary `Get` call is skipped:
+// It reads only the bytes it is given, never throws, allocates nothing, and changes no state.
+// Anything other than the exact layouts of framed strict-binary `Get` and `Set` calls is not
+// listed:
 //
 //   i32 length | 80 01 00 01 | 00 00 00 03 "Get" | i32 seqid
 //   0C 00 01                          (field 1: GetRequest)
@@ -19,17 +20,31 @@
 //     0B 00 02 | i32 n | key          (field 2: key)
 //   00 00                             (STOP of GetRequest, STOP of the arguments; end of frame)
 //
-// which is how the Apache and Kitex generators write it, so a listed frame is one the decoder
-// reads as a Get of exactly that group and key (a property the tests fuzz). Other field orders,
-// extra fields, other methods and the header transports are simply not warmed.
+//   i32 length | 80 01 00 01 | 00 00 00 03 "Set" | i32 seqid
+//   0C 00 01                          (field 1: SetRequest)
+//     0B 00 01 | i32 n | group        (field 1: group)
+//     0B 00 02 | i32 n | key          (field 2: key)
+//     0B 00 03 | i32 n | value        (field 3: value)
+//     0A 00 04 | i64 ttl              (field 4: ttl in seconds; no ttlMs)
+//   00 00
+//
+// which is how the Apache and Kitex generators write them, so a listed frame is one the decoder
+// reads as a Get or Set of exactly those ranges (a property the tests fuzz). Other field orders,
+// extra fields (a Set with ttlMs), other methods and the header transports are simply not listed.
 
 import { readI32 } from "../bytes/bytes.ts";
+import { METHOD_GET, METHOD_SET } from "./request.ts";
 
 /**
- * PEEK_STRIDE is the number of Int32 words per peeked Get: groupStart, groupLength, keyStart,
- * keyLength, seqid, frameStart (its length prefix), frameEnd (the next frame's start).
+ * PEEK_STRIDE is the number of Int32 words per listed call: groupStart, groupLength, keyStart,
+ * keyLength, seqid, frameStart (its length prefix), frameEnd (the next frame's start), method
+ * (METHOD_GET or METHOD_SET); for a Set also valueStart, valueLength, and ttl: its seconds when
+ * they are a non-negative int32 (high word 0), else -1.
  */
-export const PEEK_STRIDE = 7;
+export const PEEK_STRIDE = 11;
+export const PEEK_METHOD = 7;
+export const PEEK_VALUE = 8;
+export const PEEK_TTL = 10;
 
 /**
  * PLAIN_GET receives what `matchPlainGet` found: seqid, groupStart, groupLength, keyStart,
@@ -70,12 +85,53 @@ export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean 
 }
 
 /**
- * peekGets lists the plain framed Get calls in `buf[start, end)`, which must begin at a frame
- * boundary, into `out` (PEEK_STRIDE words each) and returns how many; it stops at the first
- * incomplete frame, when `out` is full, and, when `leading` is set, at the first frame that is not
- * a plain Get (so the list is the Gets that follow each other from `start`).
+ * PLAIN_SET receives what `matchPlainSet` found: seqid, groupStart, groupLength, keyStart,
+ * keyLength, valueStart, valueLength, ttl (seconds, or -1: see PEEK_STRIDE).
  */
-export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false): number {
+export const PLAIN_SET = new Int32Array(8);
+
+/**
+ * matchPlainSet tells whether the message `buf[f, end)` (a frame's body) is exactly a plain Set
+ * call in the layout above, and if so fills PLAIN_SET. Reads only inside [f, end).
+ */
+export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean {
+  // Message header (15) + field 1 header (3) + 3 string field headers (21) + ttl field (11) + 2 STOPs.
+  if (end - f < 52) return false;
+  if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) return false;
+  if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) return false;
+  if (buf[f + 8] !== 0x53 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) return false; // "Set"
+  let q = f + 15;
+  if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
+  q += 3;
+  // Three strings, fields 1, 2, 3; each length checked against what must still follow it
+  // (the later field headers, the ttl field and the STOPs: 7 bytes per string field, 13 after).
+  for (let field = 1; field <= 3; field++) {
+    if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== field) return false;
+    const length = readI32(buf, q + 3);
+    const at = q + 7;
+    if (length < 0 || length > end - at - 13 - 7 * (3 - field)) return false;
+    PLAIN_SET[field * 2 - 1] = at;
+    PLAIN_SET[field * 2] = length;
+    q = at + length;
+  }
+  if (buf[q] !== 10 || buf[q + 1] !== 0 || buf[q + 2] !== 4) return false;
+  // The ttl field, then exactly two STOPs, end the message.
+  if (q + 13 !== end || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
+  const high = readI32(buf, q + 3);
+  const low = readI32(buf, q + 7);
+  PLAIN_SET[0] = readI32(buf, f + 11);
+  PLAIN_SET[7] = high === 0 && low >= 0 ? low : -1;
+  return true;
+}
+
+/**
+ * peekCalls lists the plain framed Get and Set calls in `buf[start, end)`, which must begin at a
+ * frame boundary, into `out` (PEEK_STRIDE words each) and returns how many. It stops at the first
+ * incomplete frame, when `out` is full, and, when `leading` is set, at the first frame that is
+ * neither (so the list is the calls that follow each other from `start`); otherwise other frames
+ * are passed over.
+ */
+export function peekCalls(buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false): number {
   const max = (out.length / PEEK_STRIDE) | 0;
   let count = 0;
   let p = start;
@@ -83,18 +139,31 @@ export function peekGets(buf: Uint8Array, start: number, end: number, out: Int32
     const length = readI32(buf, p);
     const f = p + 4; // the message
     if (length <= 0 || length > end - f) break;
+    const o = count * PEEK_STRIDE;
+    const frameStart = p;
     p = f + length; // the next frame
-    if (!matchPlainGet(buf, f, p)) {
+    if (matchPlainGet(buf, f, p)) {
+      out[o] = PLAIN_GET[1]!;
+      out[o + 1] = PLAIN_GET[2]!;
+      out[o + 2] = PLAIN_GET[3]!;
+      out[o + 3] = PLAIN_GET[4]!;
+      out[o + 4] = PLAIN_GET[0]!;
+      out[o + PEEK_METHOD] = METHOD_GET;
+    } else if (matchPlainSet(buf, f, p)) {
+      out[o] = PLAIN_SET[1]!;
+      out[o + 1] = PLAIN_SET[2]!;
+      out[o + 2] = PLAIN_SET[3]!;
+      out[o + 3] = PLAIN_SET[4]!;
+      out[o + 4] = PLAIN_SET[0]!;
+      out[o + PEEK_METHOD] = METHOD_SET;
+      out[o + PEEK_VALUE] = PLAIN_SET[5]!;
+      out[o + PEEK_VALUE + 1] = PLAIN_SET[6]!;
+      out[o + PEEK_TTL] = PLAIN_SET[7]!;
+    } else {
       if (leading) break;
       continue;
     }
-    const o = count * PEEK_STRIDE;
-    out[o] = PLAIN_GET[1]!;
-    out[o + 1] = PLAIN_GET[2]!;
-    out[o + 2] = PLAIN_GET[3]!;
-    out[o + 3] = PLAIN_GET[4]!;
-    out[o + 4] = PLAIN_GET[0]!;
-    out[o + 5] = f - 4;
+    out[o + 5] = frameStart;
     out[o + 6] = p;
     count++;
   }

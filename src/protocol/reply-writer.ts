@@ -111,6 +111,47 @@ export class ReplyWriter {
     return at + 29;
   }
 
+  /**
+   * writeFramedSetOk writes the reply of a framed Set that stored its value: what writeSuccess
+   * writes for it, byte by byte (the golden tests compare them).
+   *   00 00 00 18 | 80 01 00 02 | 00 00 00 03 "Set" | i32 seqid | 0C 00 00 | 02 00 01 01 | 00 00
+   */
+  writeFramedSetOk(seqid: number): void {
+    const w = this.out;
+    w.ensure(28);
+    const b = w.buffer;
+    const at = w.length;
+    b[at] = 0;
+    b[at + 1] = 0;
+    b[at + 2] = 0;
+    b[at + 3] = 24;
+    b[at + 4] = 0x80;
+    b[at + 5] = 0x01;
+    b[at + 6] = 0;
+    b[at + 7] = MESSAGE_REPLY;
+    b[at + 8] = 0;
+    b[at + 9] = 0;
+    b[at + 10] = 0;
+    b[at + 11] = 3;
+    b[at + 12] = 0x53; // S
+    b[at + 13] = 0x65; // e
+    b[at + 14] = 0x74; // t
+    b[at + 15] = seqid >>> 24;
+    b[at + 16] = seqid >>> 16;
+    b[at + 17] = seqid >>> 8;
+    b[at + 18] = seqid;
+    b[at + 19] = TYPE_STRUCT;
+    b[at + 20] = 0;
+    b[at + 21] = 0;
+    b[at + 22] = TYPE_BOOL;
+    b[at + 23] = 0;
+    b[at + 24] = 1;
+    b[at + 25] = 1;
+    b[at + 26] = TYPE_STOP;
+    b[at + 27] = TYPE_STOP;
+    w.length = at + 28;
+  }
+
   /** endGet finishes a Get reply; `ttlRemainingMs` < 0 leaves the optional field out. */
   endGet(ttlRemainingMs: number): void {
     const w = this.out;

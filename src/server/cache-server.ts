@@ -1,10 +1,10 @@
 /**
  * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
  *
- * Per `data` event: the chunk goes to the connection's frame reader; runs of plain Get hits are
- * answered straight from the chunk, their memory warmed a batch at a time (get-run.ts: the same
- * bytes and counters as the general path, less work per request), and every other complete
- * request is decoded and dispatched; all replies produced by the event go out in ONE
+ * Per `data` event: the chunk goes to the connection's frame reader; runs of plain Get hits and
+ * Set overwrites are answered straight from the chunk, their memory warmed a batch at a time
+ * (call-runs.ts: the same bytes and counters as the general path, less work per request), and
+ * every other complete request is decoded and dispatched; all replies produced by the event go out in ONE
  * `socket.write`. A
  * short write keeps the unsent tail in the connection's output buffer and `drain` sends it.
  *
@@ -35,8 +35,8 @@ import { Connection } from "./connection.ts";
 import { dispatch, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
-import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_UNKNOWN } from "../protocol/request.ts";
-import { serveGetRun } from "./get-run.ts";
+import { METHOD_AUTH, METHOD_NODE_STATS, METHOD_UNKNOWN } from "../protocol/request.ts";
+import { CallRuns } from "./call-runs.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
@@ -87,7 +87,7 @@ export class ServerCounters {
   idleClosed = 0; // connections closed by the idle timeout
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
-  warmedGets = 0; // Gets whose memory the store warmed before their batch was served (get-run.ts)
+  warmedRequests = 0; // Gets and Sets whose memory the store warmed before their batch was served (call-runs.ts)
 }
 
 /** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
@@ -107,6 +107,7 @@ export class CacheServer implements DispatchContext {
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   private nextId = 1;
+  private readonly runs: CallRuns;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -117,6 +118,7 @@ export class CacheServer implements DispatchContext {
     this.startedAt = opts.clock();
 
     this.latency = opts.latency ?? new LatencyHistogram();
+    this.runs = new CallRuns(groups, opts.clock, opts.limits, this.counters);
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     this.listener = Bun.listen<Connection>({
@@ -263,6 +265,7 @@ export class CacheServer implements DispatchContext {
     let held = false;
     const cluster = this.cluster;
     const fast = conn.authed && !conn.rejected && (cluster === undefined || cluster.members.length <= 1);
+    const runs = this.runs;
     let t0 = Bun.nanoseconds();
     try {
       for (;;) {
@@ -282,13 +285,13 @@ export class CacheServer implements DispatchContext {
           break;
         }
         if (fast) {
-          const n = serveGetRun(proto.reader, this.groups, proto.reply, this.clock, turn - served, max, this.counters);
+          const n = runs.serve(proto.reader, proto.reply, turn - served, max);
           if (n > 0) {
             served += n;
             this.counters.requests += n;
             conn.requests += n;
             const t1 = Bun.nanoseconds();
-            latency.recordRun(METHOD_GET, t1 - t0, n);
+            latency.recordRun(runs.method, t1 - t0, n);
             t0 = t1;
             continue;
           }

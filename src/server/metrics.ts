@@ -91,8 +91,8 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit({}, sc.idleClosed));
   counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],
     (emit) => emit({}, sc.bufferCapClosed));
-  counter("mybuncache_warmed_gets_total", "Gets of pipelined batches whose memory the store warmed before serving them.", [], (emit) =>
-    emit({}, sc.warmedGets));
+  counter("mybuncache_warmed_requests_total", "Gets and Sets of pipelined batches whose memory the store warmed before serving them.", [], (emit) =>
+    emit({}, sc.warmedRequests));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
     emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));
   gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],

@@ -140,6 +140,28 @@ export class Store {
     return id;
   }
 
+  /**
+   * overwrite is `set` for a caller with a slower path to fall back on: when a live item holds
+   * the key and the new value fits the same chunk (same size class), the value is replaced in
+   * place exactly as `set` would do it, and true is returned. Otherwise (absent, expired, another
+   * class, an invalid ttl) nothing changes, no counter moves, and the caller's `set` does it all.
+   * `hash` is the key's hash for this store (`hashOf`).
+   */
+  overwrite(
+    key: Uint8Array, keyOff: number, keyLen: number, hash: number,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs: number,
+  ): boolean {
+    if (!(ttlMs >= 0) || keyLen > MAX_KEY_BYTES) return false;
+    const id = this.index.find(key, keyOff, keyLen, hash);
+    if (id === NIL) return false;
+    const now = this.clock();
+    if (this.items.f[id * F_STRIDE + F_EXPIRY]! <= now) return false;
+    const cls = this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
+    if (cls < 0 || (this.items.w[id * STRIDE + W_CLASS]! & CLASS_MASK) !== cls) return false;
+    this.rewrite(id, cls, keyLen, value, valOff, valLen, ttlMs === 0 ? Infinity : now + ttlMs);
+    return true;
+  }
+
   /** hashOf is the key's hash in this store (its index and `getHit` use it). */
   hashOf(key: Uint8Array, off: number, len: number): number {
     return hashBytes(key, off, len, this.hashSeed);
@@ -339,19 +361,8 @@ export class Store {
       return SET_REJECTED;
     }
     if (id !== NIL) {
-      const w = this.items.w;
-      const r = id * STRIDE;
-      if ((w[r + W_CLASS]! & CLASS_MASK) === cls) {
-        // Same size class: overwrite the value in place. The write counts as a use the way a
-        // read does (`touch`: flagged, not moved; `settleTail` gives it its second chance), so
-        // an overwrite touches no other item's record.
-        w[r + W_CLASS] = cls | flags | FLAG_REFERENCED;
-        copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
-        this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
-        w[r + W_VALLEN] = valLen;
-        this.setExpiry(id, expiry);
-        w[r + W_ATIME] = ++this.tick;
-        this.counters.sets++;
+      if ((this.items.w[id * STRIDE + W_CLASS]! & CLASS_MASK) === cls) {
+        this.rewrite(id, cls | flags, keyLen, value, valOff, valLen, expiry);
         return SET_OK;
       }
       // A failed set below leaves the key absent, never stale (memcached's rule).
@@ -385,6 +396,23 @@ export class Store {
     this.dataBytesUsed += keyLen + valLen;
     this.counters.sets++;
     return SET_OK;
+  }
+
+  /**
+   * rewrite overwrites live item `id`'s value in place (the new size is in its chunk's class).
+   * The write counts as a use the way a read does (`touch`: flagged, not moved; `settleTail`
+   * gives it its second chance), so an overwrite touches no other item's record.
+   */
+  private rewrite(id: ItemId, clsAndFlags: number, keyLen: number, value: Uint8Array, valOff: number, valLen: number, expiry: number): void {
+    const w = this.items.w;
+    const r = id * STRIDE;
+    w[r + W_CLASS] = clsAndFlags | FLAG_REFERENCED;
+    copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
+    this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
+    w[r + W_VALLEN] = valLen;
+    this.setExpiry(id, expiry);
+    w[r + W_ATIME] = ++this.tick;
+    this.counters.sets++;
   }
 
   private setExpiry(id: ItemId, expiry: number): void {

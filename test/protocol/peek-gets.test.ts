@@ -1,12 +1,13 @@
 /**
- * peekGets is a hint for the store (warm the keys of a batch of Gets): it must never throw, never
- * read past the chunk, and list a frame only if the real decoder reads that same frame as a Get
- * with the same group and key ranges. Frames are built with the spec-based wire builder.
+ * peekCalls lists the plain Gets and Sets of a chunk (warm-up and runs, server/call-runs.ts): it
+ * must never throw, never read past the chunk, and list a frame only if the real decoder reads
+ * that same frame as a Get or Set with the same ranges. Frames are built with the spec-based wire
+ * builder.
  */
 import { describe, expect, test } from "bun:test";
-import { PEEK_STRIDE, matchPlainGet, peekGets } from "../../src/protocol/peek-gets.ts";
+import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, matchPlainGet, matchPlainSet, peekCalls } from "../../src/protocol/peek-gets.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
-import { Request, METHOD_GET } from "../../src/protocol/request.ts";
+import { Request, METHOD_SET } from "../../src/protocol/request.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED } from "../../src/protocol/wire.ts";
 import { Bytes, MSG, T, concat, framed, message, theader } from "./wire-builder.ts";
@@ -21,12 +22,20 @@ function getBody(group: string, key: string, extra?: (b: Bytes) => void): Uint8A
   return b.stop().stop().bytes();
 }
 const getFrame = (seqid: number, group: string, key: string) => framed(message(MSG.CALL, "Get", seqid, getBody(group, key)));
+function setBody(group: string, key: string, value: Uint8Array, ttl: number | bigint, ttlMs?: number): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key)
+    .field(T.STRING, 3).str(value).field(T.I64, 4).i64(ttl);
+  if (ttlMs !== undefined) b.field(T.I64, 5).i64(ttlMs);
+  return b.stop().stop().bytes();
+}
+const setFrame = (seqid: number, group: string, key: string, value: Uint8Array, ttl: number | bigint = 0) =>
+  framed(message(MSG.CALL, "Set", seqid, setBody(group, key, value, ttl)));
 const text = (buf: Uint8Array, start: number, len: number) => new TextDecoder().decode(buf.subarray(start, start + len));
 
 /** listed returns the peeked [group, key] strings. */
 function listed(buf: Uint8Array, capacity = 64, leading = false): [string, string][] {
   const out = new Int32Array(capacity * PEEK_STRIDE);
-  const n = peekGets(buf, 0, buf.length, out, leading);
+  const n = peekCalls(buf, 0, buf.length, out, leading);
   const result: [string, string][] = [];
   for (let i = 0; i < n; i++) {
     const o = i * PEEK_STRIDE;
@@ -35,13 +44,13 @@ function listed(buf: Uint8Array, capacity = 64, leading = false): [string, strin
   return result;
 }
 
-describe("peekGets", () => {
+describe("peekCalls", () => {
   test("lists the group and key of every plain framed Get call, in order", () => {
     const chunk = concat(getFrame(1, "default", "user:1"), getFrame(2, "sessions", "s"), getFrame(3, "default", ""));
     expect(listed(chunk)).toEqual([["default", "user:1"], ["sessions", "s"], ["default", ""]]);
   });
 
-  test("skips other methods, other layouts, replies and header transports, and goes on after them", () => {
+  test("lists plain Sets too; skips other methods, other layouts, replies and header transports, and goes on after them", () => {
     const set = framed(message(MSG.CALL, "Set", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
       .field(T.STRING, 2).str("k").field(T.STRING, 3).str("v").field(T.I64, 4).i64(0).stop().stop().bytes()));
     const keyFirst = framed(message(MSG.CALL, "Get", 3, new Bytes().field(T.STRUCT, 1).field(T.STRING, 2).str("k")
@@ -52,17 +61,42 @@ describe("peekGets", () => {
     const header = theader(message(MSG.CALL, "Get", 7, getBody("default", "k")));
     const chunk = concat(getFrame(1, "g", "a"), set, keyFirst, reply, oneway, peerGet, header, getFrame(8, "g", "b"));
     // The THeader frame is skipped as a frame (its length is valid), so the last Get is still found.
-    expect(listed(chunk)).toEqual([["g", "a"], ["g", "b"]]);
-    // `leading`: only the Gets before the first other frame.
-    expect(listed(chunk, 64, true)).toEqual([["g", "a"]]);
-    expect(listed(concat(set, getFrame(9, "g", "c")), 64, true)).toEqual([]);
+    expect(listed(chunk)).toEqual([["g", "a"], ["default", "k"], ["g", "b"]]);
+    // `leading`: only the calls before the first other frame.
+    expect(listed(chunk, 64, true)).toEqual([["g", "a"], ["default", "k"]]);
+    expect(listed(concat(keyFirst, getFrame(9, "g", "c")), 64, true)).toEqual([]);
+  });
+
+  test("a plain Set: its value range and its ttl, when the ttl is a non-negative int32 of seconds", () => {
+    const value = utf8.encode("the value");
+    const out = new Int32Array(8 * PEEK_STRIDE);
+    const frames = [
+      setFrame(1, "g", "k", value, 300),
+      setFrame(2, "g", "k", value, -1), // negative: listed, ttl -1 (the decoder refuses it)
+      setFrame(3, "g", "k", value, 2n ** 31n), // past int32: listed, ttl -1
+      setFrame(4, "g", "k", new Uint8Array(0), 0),
+      framed(message(MSG.CALL, "Set", 5, setBody("g", "k", value, 0, 1500))), // with ttlMs: not this layout
+    ];
+    const chunk = concat(...frames);
+    expect(peekCalls(chunk, 0, chunk.length, out)).toBe(4);
+    const row = (i: number) => {
+      const o = i * PEEK_STRIDE;
+      return [out[o + PEEK_METHOD], text(chunk, out[o + PEEK_VALUE]!, out[o + PEEK_VALUE + 1]!), out[o + PEEK_TTL], out[o + 4]];
+    };
+    expect([0, 1, 2, 3].map(row)).toEqual([
+      [METHOD_SET, "the value", 300, 1], [METHOD_SET, "the value", -1, 2], [METHOD_SET, "the value", -1, 3], [METHOD_SET, "", 0, 4],
+    ]);
+    // Lengths pointing past the message are not followed.
+    const bad = frames[0]!.slice();
+    bad[4 + 15 + 3 + 3] = 0x7f; // the group length's top byte
+    expect(matchPlainSet(bad, 4, bad.length)).toBe(false);
   });
 
   test("each listed Get carries its seqid and its frame's bounds", () => {
     const a = getFrame(41, "g", "a");
     const b = getFrame(-7, "g", "bb");
     const out = new Int32Array(2 * PEEK_STRIDE);
-    expect(peekGets(concat(a, b), 0, a.length + b.length, out)).toBe(2);
+    expect(peekCalls(concat(a, b), 0, a.length + b.length, out)).toBe(2);
     expect(Array.from(out.subarray(4, 7))).toEqual([41, 0, a.length]);
     expect(Array.from(out.subarray(PEEK_STRIDE + 4, PEEK_STRIDE + 7))).toEqual([-7, a.length, a.length + b.length]);
   });
@@ -102,27 +136,32 @@ describe("peekGets", () => {
     expect(listed(utf8.encode("GET / HTTP/1.1\r\n\r\n"))).toEqual([]);
   });
 
-  test("fuzz: never throws, ranges stay inside their frame, and the decoder reads each listed frame as exactly that Get", () => {
+  test("fuzz: never throws, ranges stay inside their frame, and the decoder reads each listed frame as exactly that Get or Set", () => {
     const seed = testSeed();
     const rng = mulberry32(seed);
     const decoder = new RequestDecoder(DEFAULT_LIMITS);
     const req = new Request();
     const out = new Int32Array(64 * PEEK_STRIDE);
     let listedFrames = 0;
+    let listedSets = 0;
     for (let i = 0; i < 20_000; i++) {
       const parts: Uint8Array[] = [];
       const n = 1 + Math.floor(rng() * 6);
       for (let j = 0; j < n; j++) {
         const r = rng();
-        const frame = r < 0.5 ? getFrame(j, rng() < 0.5 ? "default" : "g", `k${Math.floor(rng() * 1e6)}`) : validRequest(rng);
+        const key = `k${Math.floor(rng() * 1e6)}`;
+        const ttl = rng() < 0.8 ? Math.floor(rng() * 1000) : BigInt.asIntN(64, BigInt(Math.floor(rng() * 2 ** 53)) << BigInt(Math.floor(rng() * 16)));
+        const frame = r < 0.35 ? getFrame(j, rng() < 0.5 ? "default" : "g", key)
+          : r < 0.6 ? setFrame(j, "g", key, utf8.encode("v".repeat(Math.floor(rng() * 40))), rng() < 0.1 ? -ttl : ttl)
+          : validRequest(rng);
         parts.push(rng() < 0.3 ? mutate(rng, frame, validRequest(rng)) : frame);
       }
       const chunk = concat(...parts);
       let count = 0;
       try {
-        count = peekGets(chunk, 0, chunk.length, out);
+        count = peekCalls(chunk, 0, chunk.length, out);
       } catch (e) {
-        throw new Error(`seed ${seed}, input ${i}: peekGets threw ${String(e)}`);
+        throw new Error(`seed ${seed}, input ${i}: peekCalls threw ${String(e)}`);
       }
       // Walk the same frames: each listed Get must be a frame the decoder reads as that Get.
       let p = 0;
@@ -140,14 +179,23 @@ describe("peekGets", () => {
         // Decoded as the same message unframed: the general path (the framed one would take the
         // fast path, which is matchPlainGet itself). A listed frame always decodes.
         decoder.decode(chunk, start, end, TRANSPORT_BUFFERED, req);
-        expect([req.method, req.groupStart, req.groupLength, req.keyStart, req.keyLength])
-          .toEqual([METHOD_GET, out[o]!, out[o + 1]!, out[o + 2]!, out[o + 3]!]);
+        expect([req.method, req.groupStart, req.groupLength, req.keyStart, req.keyLength, req.seqid])
+          .toEqual([out[o + PEEK_METHOD]!, out[o]!, out[o + 1]!, out[o + 2]!, out[o + 3]!, out[o + 4]!]);
+        expect([out[o + 5], out[o + 6]]).toEqual([p, end]);
+        if (req.method === METHOD_SET) {
+          expect([req.valueStart, req.valueLength, req.hasTtlMs]).toEqual([out[o + PEEK_VALUE]!, out[o + PEEK_VALUE + 1]!, false]);
+          const ttl = out[o + PEEK_TTL]!;
+          if (ttl >= 0) expect(req.ttlSeconds).toBe(ttl);
+          else expect(req.ttlSeconds < 0 || req.ttlSeconds >= 2 ** 31).toBe(true);
+          listedSets++;
+        }
         listedFrames++;
         k++;
         p = end;
       }
     }
-    expect(listedFrames).toBeGreaterThan(10_000); // the property was checked on many real Gets
+    expect(listedFrames).toBeGreaterThan(10_000); // the property was checked on many real calls
+    expect(listedSets).toBeGreaterThan(3_000);
   });
 });
 

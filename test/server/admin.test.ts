@@ -8,11 +8,10 @@ import { describe, expect, test } from "bun:test";
 import { AdminServer, PROMETHEUS_CONTENT_TYPE, type AdminState } from "../../src/server/admin-server.ts";
 import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
-import { BOUND_COUNT, BOUNDS_SECONDS, LatencyHistogram, METHOD_COUNT } from "../../src/server/latency.ts";
+import { BOUND_COUNT, BOUNDS_SECONDS, LatencyHistogram } from "../../src/server/latency.ts";
 import { Logger } from "../../src/server/log.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_DELETE, METHOD_GET, METHOD_PEER_GET, METHOD_SET } from "../../src/protocol/request.ts";
-import { collectedDuring } from "../support/alloc-probe.ts";
 import { parsePromText, sampleValue, type Family } from "./prom-text.ts";
 import { apacheClient, types } from "./support.ts";
 
@@ -91,24 +90,6 @@ describe("LatencyHistogram", () => {
     expect(h.errors.reduce((a, b) => a + b)).toBe(3);
     expect([h.protocolErrors[APP_ERROR.PROTOCOL_ERROR], h.protocolErrors[APP_ERROR.UNKNOWN]]).toEqual([1, 1]);
   });
-
-  test("record, recordError and recordProtocolError allocate nothing; the probe detects 16 B per call", async () => {
-    const h = new LatencyHistogram();
-    let sink: object | null = null;
-    const control = await collectedDuring((i) => {
-      h.record(i % METHOD_COUNT, (i * 7919) % 2e9);
-      sink = { i };
-    }, 1_000_000, 2);
-    expect(sink).not.toBeNull();
-    expect(control).toBe(true);
-    const recorded = await collectedDuring((i) => {
-      h.record(i % METHOD_COUNT, (i * 7919) % 2e9);
-      if ((i & 15) === 0) h.recordError(i % METHOD_COUNT, 1 + (i % 9));
-      if ((i & 1023) === 0) h.recordProtocolError(i % 11);
-    });
-    expect(recorded).toBe(false);
-    h.checkInvariants();
-  }, 60_000);
 });
 
 describe("admin port", () => {

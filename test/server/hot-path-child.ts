@@ -9,10 +9,11 @@ import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
 import { MIB } from "../../src/store/store.ts";
 import { collectedDuring } from "../support/alloc-probe.ts";
-import { PEEK_STRIDE, peekGets } from "../../src/protocol/peek-gets.ts";
+import { PEEK_STRIDE, peekCalls } from "../../src/protocol/peek-gets.ts";
 import { WARM_MAX, warmKeys } from "../../src/store/warm.ts";
 import { getCall, replyHeader, setCall } from "./support.ts";
-import { serveGetRun } from "../../src/server/get-run.ts";
+import { CallRuns } from "../../src/server/call-runs.ts";
+import { LatencyHistogram, METHOD_COUNT } from "../../src/server/latency.ts";
 
 function concatCalls(calls: Uint8Array[]): Uint8Array {
   const chunk = new Uint8Array(calls.reduce((n, c) => n + c.length, 0));
@@ -74,33 +75,62 @@ for (const size of [100, 4096]) {
   const { group } = setup(100);
   const chunk = concatCalls(Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345")));
   const peeked = new Int32Array(WARM_MAX * PEEK_STRIDE);
-  result.warmListed = peekGets(chunk, 0, chunk.length, peeked);
+  result.warmListed = peekCalls(chunk, 0, chunk.length, peeked);
   let sum = 0;
   result.warm = await collectedDuring(() => {
-    sum ^= warmKeys(group.store, chunk, peeked, 0, peekGets(chunk, 0, chunk.length, peeked), PEEK_STRIDE, 2);
+    sum ^= warmKeys(group.store, chunk, peeked, 0, peekCalls(chunk, 0, chunk.length, peeked), PEEK_STRIDE, 2);
   }, OPS);
   result.warmSum = sum;
 }
 {
-  // A run of 16 pipelined Get hits served straight from the chunk (server/get-run.ts), with TTLs.
+  // A run of 16 pipelined Get hits served straight from the chunk (server/call-runs.ts), with TTLs.
   const { ctx, conn, group } = setup(100);
   const chunk = concatCalls(Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345")));
   conn.push(chunk);
   conn.nextRequest(); // the first request fixes the transport (framed); runs serve the rest
   dispatch(ctx, conn.request, conn.reply);
-  const clock = ctx.clock;
-  const runCounters = { warmedGets: 0 };
-  result.runServed = serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30, runCounters);
+  const runs = new CallRuns(ctx.groups, ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  result.runServed = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
   conn.reply.out.reset();
   let served = 0;
   const runOnce = () => {
     conn.push(chunk);
-    served += serveGetRun(conn.reader, ctx.groups, conn.reply, clock, 1024, 1 << 30, runCounters);
+    served += runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
     conn.reply.out.reset();
   };
   result.run = await collectedDuring(runOnce, OPS / 16);
   // Every Get of every chunk was served by a run, and each was a hit.
   result.runAllHits = served % 16 === 0 && group.counters.hits === 1 + 15 + served && group.counters.misses === 0;
+}
+{
+  // A run of 16 pipelined Sets that replace a value in place.
+  const { ctx, conn, group } = setup(100);
+  const chunk = concatCalls(Array.from({ length: 16 }, (_, i) => setCall(i, "user:12345", new Uint8Array(100).fill(i))));
+  conn.push(chunk);
+  conn.nextRequest();
+  dispatch(ctx, conn.request, conn.reply);
+  const runs = new CallRuns(ctx.groups, ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  result.setRunServed = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
+  conn.reply.out.reset();
+  let served = 0;
+  const runOnce = () => {
+    conn.push(chunk);
+    served += runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
+    conn.reply.out.reset();
+  };
+  result.setRun = await collectedDuring(runOnce, OPS / 16);
+  result.setRunAll = served % 16 === 0 && group.counters.sets === 1 + 15 + served && group.store.size === 1;
+}
+{
+  // The latency histogram the server records every request in (record, recordRun, errors).
+  const h = new LatencyHistogram();
+  result.latency = await collectedDuring((i) => {
+    h.record(i % METHOD_COUNT, (i * 7919) % 2e9);
+    if ((i & 7) === 0) h.recordRun(i % METHOD_COUNT, (i * 104729) % 2e7, 1 + (i & 31));
+    if ((i & 15) === 0) h.recordError(i % METHOD_COUNT, 1 + (i % 9));
+    if ((i & 1023) === 0) h.recordProtocolError(i % 11);
+  }, OPS);
+  h.checkInvariants();
 }
 void sink;
 console.log(JSON.stringify(result));

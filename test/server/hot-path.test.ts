@@ -23,9 +23,13 @@ interface ProbeResult {
   runServed: number;
   run: boolean;
   runAllHits: boolean;
+  setRunServed: number;
+  setRun: boolean;
+  setRunAll: boolean;
+  latency: boolean;
 }
 
-test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up and runs of hits allocate nothing; the probe detects 32 B/request", async () => {
+test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs of Get hits and Set overwrites, and latency recording allocate nothing; the probe detects 32 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/hot-path-child.ts`], { stdout: "pipe", stderr: "inherit" });
   const text = await new Response(proc.stdout).text();
   expect(await proc.exited).toBe(0);
@@ -42,9 +46,15 @@ test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up and run
   // The server's warm-up of a pipelined chunk (peekGets + warmKeys over 16 Gets) allocates nothing.
   expect(r.warmListed).toBe(16);
   expect(r.warm).toBe(false);
-  // A run of pipelined hits served straight from the chunk (get-run.ts): 15 of the 16 Gets of
+  // A run of pipelined hits served straight from the chunk (call-runs.ts): 15 of the 16 Gets of
   // the first chunk (its first request fixed the transport), then all 16 of every chunk, all hits.
   expect(r.runServed).toBe(15);
   expect(r.runAllHits).toBe(true);
   expect(r.run).toBe(false);
+  // A run of Sets replacing a value in place, the same way.
+  expect(r.setRunServed).toBe(15);
+  expect(r.setRunAll).toBe(true);
+  expect(r.setRun).toBe(false);
+  // Recording requests in the latency histogram (record, recordRun, recordError, recordProtocolError).
+  expect(r.latency).toBe(false);
 }, 120_000);

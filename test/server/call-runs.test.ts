@@ -1,5 +1,5 @@
 /**
- * serveGetRun (src/server/get-run.ts) must answer exactly as the general path does: the same reply
+ * CallRuns (src/server/call-runs.ts) must answer exactly as the general path does: the same reply
  * bytes, the same counters, the same store state, whatever the chunk holds. Each case serves one
  * byte stream twice, in two identically built nodes' worth of groups: once as the server does
  * (runs of hits first, the general path for whatever stops a run) and once through the general
@@ -7,17 +7,22 @@
  */
 import { expect, test } from "bun:test";
 import { Group, Groups } from "../../src/cluster/group.ts";
-import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
+import { DEFAULT_LIMITS, type ProtocolLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
-import { serveGetRun } from "../../src/server/get-run.ts";
+import { CallRuns } from "../../src/server/call-runs.ts";
 import { LatencyHistogram } from "../../src/server/latency.ts";
 import { MIB } from "../../src/store/store.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { METHOD_SET } from "../../src/protocol/request.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { getCall, setCall } from "./support.ts";
 
 const utf8 = new TextEncoder();
+
+/** LIMITS: small key and value limits, so that both can be crossed by items already stored. */
+const LIMITS: ProtocolLimits = { ...DEFAULT_LIMITS, maxKeyBytes: 40, maxValueBytes: 2_000 };
+const LONG_KEY = "L".repeat(45);
 
 interface World {
   ctx: DispatchContext;
@@ -30,7 +35,7 @@ function world(): World {
   const clock = () => now.ms;
   const groups = new Groups();
   for (const name of ["a", "b"]) {
-    const g = groups.add(new Group({ name, memory: 8 * MIB, store: { clock } }));
+    const g = groups.add(new Group({ name, memory: 32 * MIB, store: { clock } }));
     for (let i = 0; i < 40; i++) {
       const key = utf8.encode(`k${i}`);
       const value = utf8.encode(`${name}-value-${i}-`.repeat(1 + (i % 7) * 30));
@@ -40,24 +45,41 @@ function world(): World {
     g.store.setNegative(neg, 0, neg.length, 60_000);
     const soon = utf8.encode("soon");
     g.store.set(soon, 0, soon.length, utf8.encode("gone by then"), 0, 12, 10);
+    // Stored past today's limits (an older configuration, a snapshot): a key of 45 bytes, a value of 2,500.
+    const long = utf8.encode(LONG_KEY);
+    g.store.set(long, 0, long.length, utf8.encode("long key"), 0, 8, 0);
+    const big = utf8.encode("big");
+    g.store.set(big, 0, big.length, new Uint8Array(2_500).fill(9), 0, 2_500, 0);
+    expect(g.store.size).toBe(44); // nothing evicted: every Get of k0..k39 below is a hit
   }
   now.ms += 100; // "soon" has expired; the 5 s TTLs have 4.9 s left
   return { ctx: { groups, clock }, now };
 }
 
+interface Served {
+  out: Uint8Array;
+  inRuns: number;
+  setsInRuns: number;
+  requests: number;
+  warmed: number;
+}
+
 /** serve feeds `chunks` to one connection: with runs (as the server does) or the general path only. */
-function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { out: Uint8Array; inRuns: number; requests: number; warmed: number } {
-  const conn = new ProtocolConnection(DEFAULT_LIMITS);
-  const counters = { warmedGets: 0 };
+function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): Served {
+  const conn = new ProtocolConnection(limits);
+  const counters = { warmedRequests: 0 };
+  const callRuns = new CallRuns(w.ctx.groups, w.ctx.clock, limits, counters);
   const parts: Uint8Array[] = [];
   let inRuns = 0;
+  let setsInRuns = 0;
   let requests = 0;
   for (const chunk of chunks) {
     conn.push(chunk);
     for (;;) {
       if (runs) {
-        const n = serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, budget, 1 << 30, counters);
+        const n = callRuns.serve(conn.reader, conn.reply, 1024, 1 << 30);
         inRuns += n;
+        if (callRuns.method === METHOD_SET) setsInRuns += n;
         requests += n;
         if (n > 0) continue;
       }
@@ -70,7 +92,7 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, budget = 1024): { 
   }
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-  return { out, inRuns, requests, warmed: counters.warmedGets };
+  return { out, inRuns, setsInRuns, requests, warmed: counters.warmedRequests };
 }
 
 /** state is everything a request can change: counters of groups and stores, and LRU ticks. */
@@ -89,13 +111,21 @@ function concatAll(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** setFrame is a framed Set with a ttl in seconds, and ttlMs when given (then not the plain layout). */
+function setFrame(seqid: number, key: string, value: Uint8Array, group: string, ttl: number, ttlMs?: number): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key)
+    .field(T.STRING, 3).str(value).field(T.I64, 4).i64(ttl);
+  if (ttlMs !== undefined) b.field(T.I64, 5).i64(ttlMs);
+  return framed(message(MSG.CALL, "Set", seqid, b.stop().stop().bytes()));
+}
+
 /** getWithExtraField is a Get the decoder reads fine but not in the plain layout (an unknown field first). */
 function getWithExtraField(seqid: number, key: string, group: string): Uint8Array {
   const body = new Bytes().field(T.STRUCT, 1).field(T.I32, 9).i32(7).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
   return framed(message(MSG.CALL, "Get", seqid, body));
 }
 
-function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]): { inRuns: number; warmed: number } {
+function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]): Served {
   const all = concatAll(calls);
   const fast = world();
   const slow = world();
@@ -105,7 +135,7 @@ function compare(calls: Uint8Array[], split: (all: Uint8Array) => Uint8Array[]):
   expect(b.requests).toBe(calls.length);
   expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
   expect(state(fast)).toEqual(state(slow));
-  return { inRuns: a.inRuns, warmed: a.warmed };
+  return a;
 }
 
 test("runs of hits answer byte for byte as the general path, among misses, expired, negative, unknown groups and writes", () => {
@@ -121,13 +151,41 @@ test("runs of hits answer byte for byte as the general path, among misses, expir
   calls.push(setCall(seqid++, "k3", utf8.encode("rewritten"), "a"));
   calls.push(getCall(seqid++, "k3", "a"), getCall(seqid++, "k3", "a")); // hits of the rewritten value
   calls.push(getCall(seqid++, "soon", "a")); // now absent
-  const { inRuns, warmed } = compare(calls, (all) => [all]);
+  const { inRuns, warmed, setsInRuns } = compare(calls, (all) => [all]);
+  expect(setsInRuns).toBe(0); // "rewritten" needs a smaller chunk: not in place
   // Every hit but the first went through a run, and no other request did: a connection's first
   // request is read by the general path, which detects the transport.
   expect(inRuns).toBe(hits + 2 - 1);
-  // Warmed once each, by the first run: every plain Get after the first frame whose group exists
-  // (not the one of group "nope", not the one with an extra field), 39 + 6.
-  expect(warmed).toBe(hits - 1 + 6);
+  // Warmed once each: every plain Get or Set after the first frame whose group exists (not the
+  // Get of group "nope", not the one with an extra field): 39 + 3 by the first run, then the
+  // Set and the three Gets after the extra-field Get.
+  expect(warmed).toBe(hits - 1 + 3 + 4);
+});
+
+test("runs of Sets replace values in place exactly as the general path; every other Set goes the general way", () => {
+  const calls: Uint8Array[] = [];
+  let seqid = 1;
+  const valueOf = (i: number, tag: string) => utf8.encode(`${tag}-value-${i}-`.repeat(1 + (i % 7) * 30)); // the size of k${i}'s value
+  calls.push(getCall(seqid++, "k0", "a"));
+  // Three in-place overwrites in a row (one run), one with a ttl in seconds.
+  calls.push(setFrame(seqid++, "k5", valueOf(5, "A"), "a", 0));
+  calls.push(setFrame(seqid++, "k6", valueOf(6, "A"), "a", 30));
+  calls.push(setFrame(seqid++, "k7", valueOf(7, "A"), "b", 0));
+  calls.push(getCall(seqid++, "k5", "a"), getCall(seqid++, "k6", "a"), getCall(seqid++, "k7", "b"));
+  // Sets that cannot be done in place or are not the plain layout: the general path.
+  calls.push(setFrame(seqid++, "k8", utf8.encode("tiny"), "a", 0)); // another size class
+  calls.push(setFrame(seqid++, "fresh", utf8.encode("new key"), "a", 0)); // absent: inserted
+  calls.push(setFrame(seqid++, "soon", utf8.encode("gone by then"), "a", 0)); // expired
+  calls.push(setFrame(seqid++, "k9", valueOf(9, "A"), "a", -5)); // negative ttl: INVALID_ARGUMENT
+  calls.push(setFrame(seqid++, "k10", valueOf(10, "A"), "a", 2 ** 31)); // ttl past int32 seconds
+  calls.push(setFrame(seqid++, "k11", valueOf(11, "A"), "a", 0, 1_500)); // with ttlMs
+  calls.push(setFrame(seqid++, "k12", valueOf(12, "A"), "nope", 0)); // unknown group
+  calls.push(setFrame(seqid++, LONG_KEY, utf8.encode("long key"), "a", 0)); // key past the limit
+  calls.push(setFrame(seqid++, "big", new Uint8Array(2_500).fill(1), "a", 0)); // value past the limit
+  calls.push(getCall(seqid++, LONG_KEY, "a"), getCall(seqid++, "big", "a")); // the long key: refused; big: a hit
+  for (const k of ["k8", "fresh", "soon", "k9", "k10", "k11"]) calls.push(getCall(seqid++, k, "a"));
+  const served = compare(calls, (all) => [all]);
+  expect(served.setsInRuns).toBe(3);
 });
 
 test("a chunk split anywhere: runs stop at an incomplete frame and resume after it", () => {
@@ -144,18 +202,18 @@ test("a chunk split anywhere: runs stop at an incomplete frame and resume after 
 
 test("a run stops at its budget and when the output passes its bound, at a frame boundary", () => {
   const w = world();
-  const counters = { warmedGets: 0 };
+  const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
   const calls = concatAll(Array.from({ length: 10 }, (_, i) => getCall(i, `k${i}`, "a")));
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
   conn.push(calls);
   expect(conn.nextRequest()).toBe(true); // the first frame: the connection is now known to be framed
   dispatch(w.ctx, conn.request, conn.reply);
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 3, 1 << 30, counters)).toBe(3);
+  expect(runs.serve(conn.reader, conn.reply, 3, 1 << 30)).toBe(3);
   const replies = conn.reply.out.length;
   // The output is already past a bound of 1 byte: nothing is served.
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1, counters)).toBe(0);
+  expect(runs.serve(conn.reader, conn.reply, 100, 1)).toBe(0);
   // A bound just above what is queued lets exactly one more through.
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, replies + 1, counters)).toBe(1);
+  expect(runs.serve(conn.reader, conn.reply, 100, replies + 1)).toBe(1);
   // The rest continues where the run stopped: seqids 5..9.
   let seen = 0;
   while (conn.nextRequest()) {
@@ -167,12 +225,12 @@ test("a run stops at its budget and when the output passes its bound, at a frame
 
 test("no run on a connection that is not framed", () => {
   const w = world();
-  const counters = { warmedGets: 0 };
+  const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
   const unframed = getCall(1, "k1", "a").subarray(4); // the same call, buffered transport
   conn.push(concatAll([unframed, unframed]));
   expect(conn.nextRequest()).toBe(true);
-  expect(serveGetRun(conn.reader, w.ctx.groups, conn.reply, w.ctx.clock, 100, 1 << 30, counters)).toBe(0);
+  expect(runs.serve(conn.reader, conn.reply, 100, 1 << 30)).toBe(0);
 });
 
 test("recordRun: the sum is exact, and a run within the first bound counts every request in it", () => {
