@@ -127,18 +127,20 @@ export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean 
 /**
  * peekCalls lists the plain framed Get and Set calls in `buf[start, end)`, which must begin at a
  * frame boundary, into `out` (PEEK_STRIDE words each) and returns how many. It stops at the first
- * incomplete frame, when `out` is full, and, when `leading` is set, at the first frame that is
- * neither (so the list is the calls that follow each other from `start`); otherwise other frames
- * are passed over.
+ * incomplete frame, at a frame longer than `maxFrameBytes` (the reader refuses it), when `out` is
+ * full, and, when `leading` is set, at the first frame that is neither (so the list is the calls
+ * that follow each other from `start`); otherwise other frames are passed over.
  */
-export function peekCalls(buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false): number {
+export function peekCalls(
+  buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false, maxFrameBytes = 0x7fffffff,
+): number {
   const max = (out.length / PEEK_STRIDE) | 0;
   let count = 0;
   let p = start;
   while (count < max && end - p >= 4) {
     const length = readI32(buf, p);
     const f = p + 4; // the message
-    if (length <= 0 || length > end - f) break;
+    if (length <= 0 || length > end - f || length > maxFrameBytes) break;
     const o = count * PEEK_STRIDE;
     const frameStart = p;
     p = f + length; // the next frame

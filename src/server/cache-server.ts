@@ -243,6 +243,7 @@ export class CacheServer implements DispatchContext {
 
   private onClose(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.delete(conn)) return;
+    this.runs.forget(conn.proto.reader);
     this.counters.bufferedBytes -= conn.buffered;
     conn.buffered = 0;
     this.counters.connectionsCurrent = this.connections.size;
@@ -263,8 +264,7 @@ export class CacheServer implements DispatchContext {
     const latency = this.latency;
     let served = 0;
     let held = false;
-    const cluster = this.cluster;
-    const fast = conn.authed && !conn.rejected && (cluster === undefined || cluster.members.length <= 1);
+    const fast = conn.authed && !conn.rejected && this.cluster === undefined;
     const runs = this.runs;
     let t0 = Bun.nanoseconds();
     try {

@@ -19,7 +19,7 @@
  *    - a Set must replace the value of a live item of a known group without a mirror, in place
  *      (`Store.overwrite`: the new value fits the same chunk), with a ttl in seconds that is a
  *      non-negative int32.
- *    Keys and values must be within the protocol limits. The run stops, without touching that
+ *    Frames, keys and values must be within the protocol limits. The run stops, without touching that
  *    frame, at the first frame that is anything else (another method or layout, an unknown group,
  *    a miss, an expired or negative item, a Set that needs a new chunk, an incomplete frame), when
  *    `budget` requests are served, or when the output passes `maxOutput`.
@@ -31,7 +31,7 @@
  * exactly as `Group.lookup` and dispatch's Set do them; the caller adds the run to the request
  * counters and the latency histogram (one clock read per run, LatencyHistogram.recordRun).
  *
- * Not for clusters with peers (a key may belong to another node: routing decides) or connections
+ * Not for nodes in a cluster (a key may belong to another node: routing decides) or connections
  * that must authenticate first; the caller checks. Allocates nothing: the lists are module
  * scratch, which is safe because serving is synchronous.
  */
@@ -70,6 +70,7 @@ export class CallRuns {
   private readonly clock: () => number;
   private readonly maxKeyBytes: number;
   private readonly maxValueBytes: number;
+  private readonly maxFrameBytes: number;
   private readonly counters: RunCounters;
 
   constructor(groups: Groups, clock: () => number, limits: ProtocolLimits, counters: RunCounters) {
@@ -77,7 +78,16 @@ export class CallRuns {
     this.clock = clock;
     this.maxKeyBytes = limits.maxKeyBytes;
     this.maxValueBytes = limits.maxValueBytes;
+    this.maxFrameBytes = limits.maxFrameBytes;
     this.counters = counters;
+  }
+
+  /** forget drops the listing if it is of `reader`'s chunk (its connection closed: keep nothing of it). */
+  forget(reader: FrameReader): void {
+    if (listedReader !== reader) return;
+    listedReader = undefined;
+    listedChunk = undefined;
+    listedCount = 0;
   }
 
   /** serve serves a run from `reader`'s chunk (see above) and returns how many requests it served. */
@@ -89,7 +99,7 @@ export class CallRuns {
     if (first < 0) {
       listedReader = reader;
       listedChunk = buf;
-      listedCount = peekCalls(buf, start, buf.length, LISTED, true);
+      listedCount = peekCalls(buf, start, buf.length, LISTED, true, this.maxFrameBytes);
       if (listedCount === 0) return 0;
       resolveGroups(this.groups, buf, listedCount);
       listedHashed = warm(buf, listedCount, this.counters);
@@ -102,7 +112,6 @@ export class CallRuns {
     const out = reply.out;
     let p = start;
     let served = 0;
-    let now = -1;
     for (let i = first; i < listed && served < budget && out.length < maxOutput; i++) {
       const o = i * PEEK_STRIDE;
       const group = GROUPS[i];
@@ -120,11 +129,7 @@ export class CallRuns {
         const at = reply.beginFramedGet(LISTED[o + 4]!, store.valueLength(id));
         store.copyValue(id, out.buffer, at);
         const expiry = store.expiresAt(id);
-        if (expiry === Infinity) reply.endGet(-1);
-        else {
-          if (now < 0) now = this.clock();
-          reply.endGet(Math.max(0, expiry - now));
-        }
+        reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - this.clock()));
       } else {
         const ttl = LISTED[o + PEEK_TTL]!;
         const valueLength = LISTED[o + PEEK_VALUE + 1]!;

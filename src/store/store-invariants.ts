@@ -73,6 +73,10 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     if (id === NIL) continue;
     if (!items.isLive(id)) fail(`index slot ${i} holds dead item ${id}`);
     if (index.slots[2 * i] !== items.hash(id)) fail(`index slot ${i} keeps a hash that is not item ${id}'s`);
+    // Reachable: no empty slot between the item's home slot and its own (a probe stops at one).
+    for (let s = items.hash(id) & index.mask; s !== i; s = (s + 1) & index.mask) {
+      if (index.slots[2 * s + 1] === NIL) fail(`item ${id} in slot ${i} cannot be reached: slot ${s} before it is empty`);
+    }
     if (seen[id]) fail(`item ${id} indexed twice`);
     seen[id] = 1;
     indexed++;

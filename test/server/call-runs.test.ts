@@ -15,6 +15,7 @@ import { LatencyHistogram } from "../../src/server/latency.ts";
 import { MIB } from "../../src/store/store.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { METHOD_SET } from "../../src/protocol/request.ts";
+import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { getCall, setCall } from "./support.ts";
 
@@ -26,16 +27,23 @@ const LONG_KEY = "L".repeat(45);
 
 interface World {
   ctx: DispatchContext;
-  now: { ms: number };
+  now: { ms: number; step: number };
 }
 
-/** world builds groups "a" and "b" with the same contents every time (a fake clock for TTLs). */
+/**
+ * world builds the same groups with the same contents every time, on a fake clock: "a" and "b",
+ * "t" with a default TTL of 60 s, and "m" with a mirror (a cluster's hot copies). The clock moves
+ * `now.step` ms at every read (0: it stands still).
+ */
 function world(): World {
-  const now = { ms: 1_000_000 };
-  const clock = () => now.ms;
+  const now = { ms: 1_000_000, step: 0 };
+  const clock = () => (now.ms += now.step);
   const groups = new Groups();
-  for (const name of ["a", "b"]) {
-    const g = groups.add(new Group({ name, memory: 32 * MIB, store: { clock } }));
+  for (const name of ["a", "b", "t", "m"]) {
+    const g = groups.add(new Group({
+      name, memory: 32 * MIB, store: { clock },
+      defaultTtlMs: name === "t" ? 60_000 : 0, mirrorMemory: name === "m" ? 4 * MIB : 0,
+    }));
     for (let i = 0; i < 40; i++) {
       const key = utf8.encode(`k${i}`);
       const value = utf8.encode(`${name}-value-${i}-`.repeat(1 + (i % 7) * 30));
@@ -64,7 +72,10 @@ interface Served {
   warmed: number;
 }
 
-/** serve feeds `chunks` to one connection: with runs (as the server does) or the general path only. */
+/**
+ * serve feeds `chunks` to one connection: with runs (as the server does) or the general path only.
+ * A protocol error ends the connection, as in the server: the output then ends with "ERROR <message>".
+ */
 function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): Served {
   const conn = new ProtocolConnection(limits);
   const counters = { warmedRequests: 0 };
@@ -73,7 +84,7 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): 
   let inRuns = 0;
   let setsInRuns = 0;
   let requests = 0;
-  for (const chunk of chunks) {
+  chunks: for (const chunk of chunks) {
     conn.push(chunk);
     for (;;) {
       if (runs) {
@@ -83,7 +94,13 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): 
         requests += n;
         if (n > 0) continue;
       }
-      if (!conn.nextRequest()) break;
+      try {
+        if (!conn.nextRequest()) break;
+      } catch (e) {
+        if (!(e instanceof ProtocolError)) throw e;
+        parts.push(conn.reply.out.buffer.slice(0, conn.reply.out.length), utf8.encode(`ERROR ${e.message}`));
+        break chunks;
+      }
       requests++;
       expect(dispatch(w.ctx, conn.request, conn.reply)).toBeUndefined();
     }
@@ -95,14 +112,26 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): 
   return { out, inRuns, setsInRuns, requests, warmed: counters.warmedRequests };
 }
 
-/** state is everything a request can change: counters of groups and stores, and LRU ticks. */
+/**
+ * state is everything a request can change: counters of groups and stores, item records (lengths,
+ * LRU links and ticks, flags, expiry times), the TTL heap, the index and the slab bytes. Each
+ * store's invariants are checked on the way.
+ */
 function state(w: World): unknown {
-  return w.ctx.groups.all().map((g) => ({
-    group: { ...g.counters },
-    store: { ...g.store.counters },
-    items: g.store.size,
-    records: Array.from(g.store.items.w),
-  }));
+  return w.ctx.groups.all().map((g) => {
+    g.store.checkInvariants();
+    return {
+      group: { ...g.counters },
+      store: { ...g.store.counters },
+      items: g.store.size,
+      records: Array.from(g.store.items.w),
+      expiry: Array.from(g.store.items.f),
+      heap: Array.from(g.store.heap.slots.subarray(0, g.store.heap.size)),
+      index: Array.from(g.store.index.slots),
+      slab: g.store.slab.pages.map((page) => Bun.hash(page)),
+      clock: w.now.ms,
+    };
+  });
 }
 
 function concatAll(parts: Uint8Array[]): Uint8Array {
@@ -184,8 +213,46 @@ test("runs of Sets replace values in place exactly as the general path; every ot
   calls.push(setFrame(seqid++, "big", new Uint8Array(2_500).fill(1), "a", 0)); // value past the limit
   calls.push(getCall(seqid++, LONG_KEY, "a"), getCall(seqid++, "big", "a")); // the long key: refused; big: a hit
   for (const k of ["k8", "fresh", "soon", "k9", "k10", "k11"]) calls.push(getCall(seqid++, k, "a"));
+  // A group with a default TTL: a Set with ttl 0 gets it (then Gets report it); a group with a
+  // mirror: its Sets take the general path.
+  calls.push(setFrame(seqid++, "k13", valueOf(13, "t"), "t", 0), setFrame(seqid++, "k14", valueOf(14, "t"), "t", 0));
+  calls.push(getCall(seqid++, "k13", "t"), getCall(seqid++, "k14", "t"));
+  calls.push(setFrame(seqid++, "k15", valueOf(15, "m"), "m", 0), setFrame(seqid++, "k16", valueOf(16, "m"), "m", 0));
   const served = compare(calls, (all) => [all]);
-  expect(served.setsInRuns).toBe(3);
+  expect(served.setsInRuns).toBe(3 + 2);
+});
+
+test("a clock that moves at every read: runs read it when and as often as the general path does", () => {
+  const calls: Uint8Array[] = [getCall(0, "k1", "a")];
+  // Hits with and without TTLs, and in-place Sets with and without them (k0, k4, k8... carry 5 s).
+  for (let i = 0; i < 24; i++) calls.push(getCall(1 + i, `k${i}`, i % 2 === 0 ? "a" : "b"));
+  for (let i = 0; i < 8; i++) calls.push(setFrame(100 + i, `k${i * 4}`, utf8.encode(`a-value-${i * 4}-`.repeat(1 + ((i * 4) % 7) * 30)), "a", i % 2));
+  for (let i = 0; i < 24; i++) calls.push(getCall(200 + i, `k${i}`, "a"));
+  const all = concatAll(calls);
+  const fast = world();
+  const slow = world();
+  fast.now.step = slow.now.step = 1;
+  const a = serve(fast, [all], true);
+  const b = serve(slow, [all], false);
+  expect(a.inRuns).toBe(calls.length - 1);
+  expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
+  expect(state(fast)).toEqual(state(slow));
+  expect(fast.now.ms).toBeGreaterThan(1_000_100 + 10); // it moved
+});
+
+test("a frame over the frame limit is refused as the reader refuses it, even where a run could serve it", () => {
+  const limits: ProtocolLimits = { ...LIMITS, maxFrameBytes: 256 };
+  const calls = [getCall(1, "k1", "a"), getCall(2, "k2", "a"), setFrame(3, "k1", utf8.encode("a-value-1-".repeat(31)), "a", 0), getCall(4, "k3", "a")];
+  expect(calls[2]!.length).toBeGreaterThan(260); // the Set is in place (same size), but too long a frame
+  const all = concatAll(calls);
+  const fast = world();
+  const slow = world();
+  const a = serve(fast, [all], true, limits);
+  const b = serve(slow, [all], false, limits);
+  expect(new TextDecoder().decode(a.out.subarray(a.out.length - 40))).toContain("exceeds the limit 256");
+  expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
+  expect(state(fast)).toEqual(state(slow));
+  expect(a.setsInRuns).toBe(0);
 });
 
 test("a chunk split anywhere: runs stop at an incomplete frame and resume after it", () => {

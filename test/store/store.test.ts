@@ -135,6 +135,47 @@ describe("Store index", () => {
   });
 });
 
+describe("Store overwrite", () => {
+  test("replaces a live item's value in place exactly as set does; anything else changes nothing", () => {
+    const build = () => {
+      const { s, clock } = mk();
+      put(s, "same", pattern(1, 100));
+      put(s, "ttl", pattern(2, 100), 1_000);
+      put(s, "expired", pattern(3, 100), 10);
+      const neg = bytes("neg");
+      s.setNegative(neg, 0, neg.length, 60_000);
+      clock.now += 20;
+      return { s, clock };
+    };
+    const over = (s: Store, key: string, value: Uint8Array, ttlMs: number) => {
+      const k = bytes(key);
+      return s.overwrite(k, 0, k.length, s.hashOf(k, 0, k.length), value, 0, value.length, ttlMs);
+    };
+    const a = build();
+    const b = build();
+    // In place: same size class, with and without a ttl; the result is what set leaves.
+    expect(over(a.s, "same", pattern(7, 101), 0)).toBe(true);
+    expect(put(b.s, "same", pattern(7, 101))).toBe(SET_OK);
+    expect(over(a.s, "ttl", pattern(8, 99), 5_000)).toBe(true);
+    expect(put(b.s, "ttl", pattern(8, 99), 5_000)).toBe(SET_OK);
+    expect([read(a.s, "same"), read(b.s, "same")]).toEqual([pattern(7, 101), pattern(7, 101)]);
+    expect(Array.from(a.s.items.w)).toEqual(Array.from(b.s.items.w));
+    expect(Array.from(a.s.items.f)).toEqual(Array.from(b.s.items.f));
+    expect({ ...a.s.counters }).toEqual({ ...b.s.counters });
+    // Not in place: another size class, absent, expired, negative, an invalid ttl, a key too long.
+    const before = JSON.stringify([Array.from(a.s.items.w), Array.from(a.s.items.f), { ...a.s.counters }]);
+    expect(over(a.s, "same", pattern(9, 5000), 0)).toBe(false);
+    expect(over(a.s, "absent", pattern(9, 100), 0)).toBe(false);
+    expect(over(a.s, "expired", pattern(9, 100), 0)).toBe(false);
+    expect(over(a.s, "neg", pattern(9, 5000), 0)).toBe(false); // a negative entry holds no value: a small chunk
+    expect(over(a.s, "same", pattern(9, 100), -1)).toBe(false);
+    expect(over(a.s, "same", pattern(9, 100), Number.NaN)).toBe(false);
+    expect(over(a.s, "x".repeat(300), pattern(9, 100), 0)).toBe(false);
+    expect(JSON.stringify([Array.from(a.s.items.w), Array.from(a.s.items.f), { ...a.s.counters }])).toBe(before);
+    a.s.checkInvariants();
+  });
+});
+
 describe("Store TTL", () => {
   test("alive at ttl-1 ms, gone at ttl (lazy expiry on read)", () => {
     const { s, clock } = mk();
