@@ -15,7 +15,7 @@
  * degrade under churn. The table doubles (a full rehash from the kept hashes, no record reads)
  * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
  */
-import { NIL, STRIDE, W_HASH, W_KEYLEN, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
+import { KEY_SHIFT, NIL, STRIDE, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 
@@ -56,14 +56,14 @@ export class HashIndex {
     for (;;) {
       const id = slots[2 * s + 1]!;
       if (id === NIL) return NIL;
-      if (slots[2 * s] === hash && w[id * STRIDE + W_KEYLEN] === len && this.keyEquals(id, key, off, len)) return id;
+      if (slots[2 * s] === hash && w[id * STRIDE + W_CLASS]! >>> KEY_SHIFT === len && this.keyEquals(id, key, off, len)) return id;
       s = (s + 1) & mask;
     }
   }
 
-  /** insert adds `id` (whose hash is in the item table); the key must not be present. */
-  insert(id: ItemId): void {
-    this.place(this.items.hash(id), id);
+  /** insert adds `id`, whose key has hash `hash`; the key must not be present. */
+  insert(id: ItemId, hash: number): void {
+    this.place(hash, id);
     this.count++;
   }
 
@@ -77,11 +77,11 @@ export class HashIndex {
     slots[2 * s + 1] = id;
   }
 
-  /** remove deletes `id` from the index; it must be present. */
-  remove(id: ItemId): void {
+  /** remove deletes `id`, whose key has hash `hash`, from the index; it must be present. */
+  remove(id: ItemId, hash: number): void {
     const slots = this.slots;
     const mask = this.mask;
-    let s = this.items.w[id * STRIDE + W_HASH]! & mask;
+    let s = hash & mask;
     while (slots[2 * s + 1] !== id) {
       if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${id} not found`);
       s = (s + 1) & mask;

@@ -4,49 +4,51 @@
  * Layout: one `ArrayBuffer` of `cap * RECORD_BYTES`, viewed as `Int32Array` (`w`) and
  * `Float64Array` (`f`). Item `id`'s record is words `[id * STRIDE, id * STRIDE + STRIDE)`:
  *
- *   word 0 hash      key hash (MurmurHash3 of the key bytes)
- *   word 1 page      slab page of its chunk; -1 while the id is free
- *   word 2 off       chunk offset in the page
- *   word 3 keyLen    key length
- *   word 4 valLen    value length
- *   word 5 prev      LRU link (-1 = nil)
- *   word 6 next      LRU link; for a free id, the next free id
- *   word 7 heapPos   slot in the TTL heap, or -1
- *   word 8 atime     logical tick of the last LRU bump (compared as uint32)
- *   word 9 cls       size class of its chunk (bits 0-7) and flags (bit 8: NEGATIVE, a cached "not found";
- *                    bit 9: REFERENCED, read since it was last put at the head of its LRU list)
- *   words 10-11      expiry: absolute ms as a float64 (`f[id * F_STRIDE + F_EXPIRY]`), Infinity = none
+ *   word 0 page      slab page of its chunk; -1 while the id is free
+ *   word 1 off       chunk offset in the page
+ *   word 2 valLen    value length
+ *   word 3 prev      LRU link (-1 = nil)
+ *   word 4 next      LRU link; for a free id, the next free id
+ *   word 5 heapPos   slot in the TTL heap, or -1
+ *   word 6 atime     logical tick of the last LRU bump (compared as uint32)
+ *   word 7 cls       size class of its chunk (bits 0-7), flags (bit 8: NEGATIVE, a cached "not
+ *                    found"; bit 9: REFERENCED, read since it was last put at the head of its LRU
+ *                    list) and the key length (bits 16-31: keys are at most 65,535 bytes)
+ *   words 8-9        expiry: absolute ms as a float64 (`f[id * F_STRIDE + F_EXPIRY]`), Infinity = none
  *
- * Why a record and not one array per field (struct of arrays): a Get hit reads hash, key length,
- * chunk location, expiry and class of one item. In one 48-byte record that is one or two cache
- * lines; spread over ten arrays it was ten cache misses once the table outgrows the CPU cache
+ * The key's hash is not here: the index keeps it in the item's slot (hash-index.ts), and removal
+ * hashes the key bytes in the chunk again (removal is off the hot path).
+ *
+ * Why a record and not one array per field (struct of arrays): a Get hit reads key length, chunk
+ * location, expiry and class of one item. In one 40-byte record that is one or two cache lines;
+ * spread over ten arrays it was ten cache misses once the table outgrows the CPU cache
  * (measured: 1.4 µs per hit at 100k keys with separate arrays). The LRU links and the heap
  * position live here too, so a move in the LRU touches only the records involved.
  *
- * Free ids are chained through word 6 (no separate stack). The table grows by copying the whole
+ * Free ids are chained through word 4 (no separate stack). The table grows by copying the whole
  * buffer into a larger one (outside the steady state: only while the cache fills); ids never move.
  */
 export type ItemId = number;
 export const NIL = -1;
 
-export const STRIDE = 12;
+export const STRIDE = 10;
 export const RECORD_BYTES = STRIDE * 4;
 export const F_STRIDE = STRIDE / 2;
-export const W_HASH = 0;
-export const W_PAGE = 1;
-export const W_OFF = 2;
-export const W_KEYLEN = 3;
-export const W_VALLEN = 4;
-export const W_PREV = 5;
-export const W_NEXT = 6;
-export const W_HEAP = 7;
-export const W_ATIME = 8;
-export const W_CLASS = 9;
-export const F_EXPIRY = 5;
-/** CLASS_MASK takes the size class out of word 9; the bits above are flags. */
+export const W_PAGE = 0;
+export const W_OFF = 1;
+export const W_VALLEN = 2;
+export const W_PREV = 3;
+export const W_NEXT = 4;
+export const W_HEAP = 5;
+export const W_ATIME = 6;
+export const W_CLASS = 7;
+export const F_EXPIRY = 4;
+/** CLASS_MASK takes the size class out of word 7; bits 8 and 9 are flags. */
 export const CLASS_MASK = 0xff;
 export const FLAG_NEGATIVE = 0x100;
 export const FLAG_REFERENCED = 0x200;
+/** KEY_SHIFT: the key length is word 7 shifted right by this (`>>> KEY_SHIFT`). */
+export const KEY_SHIFT = 16;
 
 export class ItemTable {
   cap = 0;
@@ -91,13 +93,10 @@ export class ItemTable {
     return this.w[id * STRIDE + W_OFF]!;
   }
   keyLen(id: ItemId): number {
-    return this.w[id * STRIDE + W_KEYLEN]!;
+    return this.w[id * STRIDE + W_CLASS]! >>> KEY_SHIFT;
   }
   valLen(id: ItemId): number {
     return this.w[id * STRIDE + W_VALLEN]!;
-  }
-  hash(id: ItemId): number {
-    return this.w[id * STRIDE + W_HASH]!;
   }
   cls(id: ItemId): number {
     return this.w[id * STRIDE + W_CLASS]! & CLASS_MASK;

@@ -33,7 +33,7 @@ import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, MAX_LOAD, SLOT_BYTES } from "./hash-index.ts";
 import {
-  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, W_ATIME, W_CLASS, W_HASH, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN,
+  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
@@ -182,7 +182,7 @@ export class Store {
     const w = this.items.w;
     const r = id * STRIDE;
     const len = w[r + W_VALLEN]!;
-    copyBytes(dst, dstOff, this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + w[r + W_KEYLEN]!, len);
+    copyBytes(dst, dstOff, this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + (w[r + W_CLASS]! >>> KEY_SHIFT), len);
     return len;
   }
 
@@ -378,18 +378,16 @@ export class Store {
     const off = this.slab.allocOff;
     const w = this.items.w;
     const r = id * STRIDE;
-    w[r + W_HASH] = hash;
     w[r + W_PAGE] = page;
     w[r + W_OFF] = off;
-    w[r + W_KEYLEN] = keyLen;
     w[r + W_VALLEN] = valLen;
-    w[r + W_CLASS] = cls | flags;
+    w[r + W_CLASS] = cls | flags | (keyLen << KEY_SHIFT);
     w[r + W_ATIME] = ++this.tick;
     this.items.f[id * F_STRIDE + F_EXPIRY] = Infinity;
     const bytes = this.slab.pages[page]!;
     copyBytes(bytes, off + CHUNK_HEADER, key, keyOff, keyLen);
     copyBytes(bytes, off + CHUNK_HEADER + keyLen, value, valOff, valLen);
-    this.index.insert(id);
+    this.index.insert(id, hash);
     this.lru.pushHead(cls, id);
     this.setExpiry(id, expiry);
     this.chunkBytes += this.classes.sizes[cls]!;
@@ -406,7 +404,7 @@ export class Store {
   private rewrite(id: ItemId, clsAndFlags: number, keyLen: number, value: Uint8Array, valOff: number, valLen: number, expiry: number): void {
     const w = this.items.w;
     const r = id * STRIDE;
-    w[r + W_CLASS] = clsAndFlags | FLAG_REFERENCED;
+    w[r + W_CLASS] = clsAndFlags | FLAG_REFERENCED | (keyLen << KEY_SHIFT);
     copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
     this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
     w[r + W_VALLEN] = valLen;
@@ -515,12 +513,14 @@ export class Store {
     const w = this.items.w;
     const r = id * STRIDE;
     const cls = w[r + W_CLASS]! & CLASS_MASK;
-    this.index.remove(id);
+    const keyLen = w[r + W_CLASS]! >>> KEY_SHIFT;
+    const page = this.slab.pages[w[r + W_PAGE]!]!;
+    this.index.remove(id, hashBytes(page, w[r + W_OFF]! + CHUNK_HEADER, keyLen, this.hashSeed));
     this.lru.unlink(cls, id);
     this.heap.remove(id);
     this.slab.free(w[r + W_PAGE]!, w[r + W_OFF]!);
     this.chunkBytes -= this.classes.sizes[cls]!;
-    this.dataBytesUsed -= w[r + W_KEYLEN]! + w[r + W_VALLEN]!;
+    this.dataBytesUsed -= keyLen + w[r + W_VALLEN]!;
     this.items.release(id);
     switch (why) {
       case REMOVE_EVICT:

@@ -21,7 +21,7 @@
  */
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import { hashBytes } from "./hash.ts";
-import { NIL, STRIDE, W_KEYLEN, W_OFF, W_PAGE, W_VALLEN } from "./item-table.ts";
+import { KEY_SHIFT, NIL, STRIDE, W_CLASS, W_OFF, W_PAGE, W_VALLEN } from "./item-table.ts";
 import type { Store } from "./store.ts";
 
 /** WARM_MAX is the most keys warmed per call; a longer batch warms its first WARM_MAX. */
@@ -75,7 +75,7 @@ export function warmKeys(
     const r = id * STRIDE;
     pageOf[i] = w[r + W_PAGE]!;
     offOf[i] = w[r + W_OFF]!;
-    lenOf[i] = CHUNK_HEADER + w[r + W_KEYLEN]! + w[r + W_VALLEN]!;
+    lenOf[i] = CHUNK_HEADER + (w[r + W_CLASS]! >>> KEY_SHIFT) + w[r + W_VALLEN]!;
   }
   const pages = store.slab.pages;
   for (let i = 0; i < n; i++) {
