@@ -16,7 +16,8 @@
 //                            [--workloads d1,d16,4k (default all three)]
 // Before each case it waits up to --wait-idle seconds for the machine to go quiet (busy < 15 % of
 // one core over a second), since other processes on the same cores skew every figure.
-// With --repeat N each case runs N times on a fresh server and the median run (by ops/s) is shown.
+// With --repeat N each case runs N times on a fresh server and the median run (by ops/s) is shown;
+// the servers take turns (one round = each server once), and ours / X is also given per round.
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -213,18 +214,35 @@ const names = opt.servers!.split(",").filter((n) => {
   return n !== "memcached" || Bun.which("memcached") !== null;
 });
 const rows: Row[] = [];
+// Paired ratios: in each round every server runs once, back to back, so ours / X within a round
+// compares servers under the same machine conditions (this shared VM drifts by a third over
+// minutes; medians of unpaired runs mix those states).
+const pairs: string[] = [];
 try {
   for (const w of WORKLOADS) {
-    for (const n of names) {
-      const runs: Row[] = [];
-      for (let i = 0; i < Number(opt.repeat); i++) {
+    const runs = new Map<string, Row[]>(names.map((n) => [n, []]));
+    const ratios = new Map<string, number[]>(names.filter((n) => n !== "ours").map((n) => [n, []]));
+    for (let i = 0; i < Number(opt.repeat); i++) {
+      const round = new Map<string, number>();
+      for (const n of names) {
+        const done = runs.get(n)!;
+        if (done.length > 0 && done[done.length - 1]!.ops_per_s === undefined) continue; // it failed: not again
         const r = await runCase(n, w);
-        runs.push(r);
+        done.push(r);
         console.error(`${r.workload} ${r.server}: ${r.ops_per_s ?? r.note}`);
-        if (r.ops_per_s === undefined) break;
+        if (r.ops_per_s !== undefined) round.set(n, r.ops_per_s);
       }
-      runs.sort((a, b) => (a.ops_per_s ?? 0) - (b.ops_per_s ?? 0));
-      rows.push(runs[(runs.length - 1) >> 1]!); // the median run by ops/s
+      const ours = round.get("ours");
+      for (const [n, list] of ratios) if (ours !== undefined && round.has(n)) list.push(ours / round.get(n)!);
+    }
+    for (const n of names) {
+      const done = runs.get(n)!.sort((a, b) => (a.ops_per_s ?? 0) - (b.ops_per_s ?? 0));
+      rows.push(done[(done.length - 1) >> 1]!); // the median run by ops/s
+    }
+    for (const [n, list] of ratios) {
+      if (list.length === 0) continue;
+      const sorted = [...list].sort((a, b) => a - b);
+      pairs.push(`${w.name}: ours / ${n} per round ${list.map((x) => x.toFixed(2)).join(", ")} (median ${sorted[(sorted.length - 1) >> 1]!.toFixed(2)})`);
     }
   }
 } finally {
@@ -234,5 +252,6 @@ console.log(`taskset: ${TASKSET ? "server core 0, client core 1" : "unavailable 
   `10k keys, 90% get, client ${CLIENT === "c" ? `loadgen.c, ${opt.threads} thread(s)` : `load-client.ts, ${opt.processes} process(es)`}, ${DURATION} s (+${WARMUP} s warmup) per case, ` +
   `median of ${opt.repeat}; CPU% = % of one core; other CPU% ~ machine busy time minus server and client (load from other processes)\n`);
 console.log(table(rows));
+if (pairs.length > 0) console.log("\n" + pairs.join("\n"));
 if (opt.json) writeFileSync(opt.json, JSON.stringify(rows, null, 2));
 process.exit(0);
