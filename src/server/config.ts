@@ -28,6 +28,9 @@ export interface GroupSpec {
   loadTimeoutMs?: number;
 }
 
+/** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
+const FRAME_OVERHEAD_BYTES = 1024;
+
 export interface NodeConfig {
   host: string;
   port: number;
@@ -303,6 +306,15 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
   const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
   if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
   if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
+  // A Set of the largest item must fit one frame, or it could only be refused by closing the
+  // connection (a frame over the limit is a protocol error) instead of VALUE_TOO_LARGE.
+  const frameNeeds = c.maxItemSize + c.maxKeySize + FRAME_OVERHEAD_BYTES;
+  if (c.maxFrameSize < frameNeeds) {
+    throw new ConfigError(
+      `--max-frame-size ${c.maxFrameSize} cannot carry a Set of the largest item: it must be at least ` +
+        `--max-item-size + --max-key-size + ${FRAME_OVERHEAD_BYTES} = ${frameNeeds}`,
+    );
+  }
   const names = new Set<string>();
   for (const g of c.groups) {
     if (names.has(g.name)) throw new ConfigError(`group '${g.name}' defined twice`);

@@ -290,6 +290,29 @@ test("a run stops at its budget and when the output passes its bound, at a frame
   expect(seen).toBe(5);
 });
 
+test("forget: the listing of a closed connection no longer holds its reader (and its buffers)", async () => {
+  const w = world();
+  const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  const held = (forget: boolean): WeakRef<object> => {
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    conn.push(concatAll([getCall(1, "k1", "a"), getCall(2, "k2", "a"), getCall(3, "k3", "a")]));
+    conn.nextRequest();
+    dispatch(w.ctx, conn.request, conn.reply);
+    expect(runs.serve(conn.reader, conn.reply, 100, 1 << 30)).toBe(2);
+    if (forget) runs.forget(conn.reader);
+    return new WeakRef(conn.reader);
+  };
+  const collected = async (ref: WeakRef<object>) => {
+    for (let i = 0; i < 5 && ref.deref() !== undefined; i++) {
+      Bun.gc(true);
+      await Bun.sleep(1);
+    }
+    return ref.deref() === undefined;
+  };
+  expect(await collected(held(false))).toBe(false); // kept by the listing: what forget is for
+  expect(await collected(held(true))).toBe(true);
+});
+
 test("no run on a connection that is not framed", () => {
   const w = world();
   const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });

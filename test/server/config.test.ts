@@ -51,7 +51,8 @@ describe("parseArgs flags", () => {
     [["--max-item-size", "2mb"], { maxItemSize: 2 * MIB }],
     [["--max-item-size", "64"], { maxItemSize: 64 }],
     [["--max-key-size", "1024"], { maxKeySize: 1024 }],
-    [["--max-frame-size", "1mb"], { maxFrameSize: MIB }],
+    [["--max-frame-size", "2mb"], { maxFrameSize: 2 * MIB }],
+    [["--max-frame-size", "64k", "--max-item-size", "32k"], { maxFrameSize: 64 * KIB, maxItemSize: 32 * KIB }],
     [["--max-connections", "5"], { maxConnections: 5 }],
     [["--max-output", "256k"], { maxOutputBytes: 256 * KIB }],
     [["--expiry-interval", "250ms"], { expiryIntervalMs: 250 }],
@@ -192,6 +193,8 @@ describe("errors name the flag and what it expected", () => {
     [["--max-output", "1x"], ["--max-output", "1x"]],
     [["--max-item-size", "32"], ["--max-item-size", "64"]],
     [["--max-frame-size", "2g"], ["--max-frame-size", "2 GiB"]],
+    [["--max-frame-size", "1mb"], ["--max-frame-size 1048576", "largest item", "1049850"]], // 1 MiB + 250 + 1024
+    [["--max-frame-size", "4k", "--max-item-size", "64k"], ["--max-frame-size 4096", "66810"]],
     [["--expiry-interval", "soon"], ["--expiry-interval", "duration", "soon"]],
     [["--expiry-interval", "-1s"], ["--expiry-interval", "-1s"]],
     [["--expiry-interval", "5d"], ["--expiry-interval", "5d"]],
