@@ -47,6 +47,18 @@ export const PEEK_VALUE = 8;
 export const PEEK_TTL = 10;
 
 /**
+ * isCallOf tells whether the message at `buf[f]` (18 bytes or more) starts as a strict CALL of the
+ * three-letter method `first` + "et" (Get, Set) whose arguments begin with field 1, a struct:
+ *   80 01 00 01 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 01
+ */
+function isCallOf(buf: Uint8Array, f: number, first: number): boolean {
+  return buf[f] === 0x80 && buf[f + 1] === 0x01 && buf[f + 2] === 0 && buf[f + 3] === 1 &&
+    buf[f + 4] === 0 && buf[f + 5] === 0 && buf[f + 6] === 0 && buf[f + 7] === 3 &&
+    buf[f + 8] === first && buf[f + 9] === 0x65 && buf[f + 10] === 0x74 &&
+    buf[f + 15] === 12 && buf[f + 16] === 0 && buf[f + 17] === 1;
+}
+
+/**
  * PLAIN_GET receives what `matchPlainGet` found: seqid, groupStart, groupLength, keyStart,
  * keyLength (shared scratch: callers read it at once; nothing here is asynchronous).
  */
@@ -58,13 +70,8 @@ export const PLAIN_GET = new Int32Array(5);
  */
 export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean {
   // Message header (15 bytes) + field 1 header (3) + group field header (7) + key field header (7) + 2 STOPs.
-  if (end - f < 34) return false;
-  if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) return false;
-  if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) return false;
-  if (buf[f + 8] !== 0x47 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) return false; // "Get"
-  let q = f + 15;
-  if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
-  q += 3;
+  if (end - f < 34 || !isCallOf(buf, f, 0x47)) return false; // "Get"
+  let q = f + 18;
   if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
   const groupLength = readI32(buf, q + 3);
   const groupStart = q + 7;
@@ -96,13 +103,8 @@ export const PLAIN_SET = new Int32Array(8);
  */
 export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean {
   // Message header (15) + field 1 header (3) + 3 string field headers (21) + ttl field (11) + 2 STOPs.
-  if (end - f < 52) return false;
-  if (buf[f] !== 0x80 || buf[f + 1] !== 0x01 || buf[f + 2] !== 0 || buf[f + 3] !== 1) return false;
-  if (buf[f + 4] !== 0 || buf[f + 5] !== 0 || buf[f + 6] !== 0 || buf[f + 7] !== 3) return false;
-  if (buf[f + 8] !== 0x53 || buf[f + 9] !== 0x65 || buf[f + 10] !== 0x74) return false; // "Set"
-  let q = f + 15;
-  if (buf[q] !== 12 || buf[q + 1] !== 0 || buf[q + 2] !== 1) return false;
-  q += 3;
+  if (end - f < 52 || !isCallOf(buf, f, 0x53)) return false; // "Set"
+  let q = f + 18;
   // Three strings, fields 1, 2, 3; each length checked against what must still follow it
   // (the later field headers, the ttl field and the STOPs: 7 bytes per string field, 13 after).
   for (let field = 1; field <= 3; field++) {
@@ -144,19 +146,12 @@ export function peekCalls(
     const o = count * PEEK_STRIDE;
     const frameStart = p;
     p = f + length; // the next frame
+    let found: Int32Array; // PLAIN_GET or PLAIN_SET: the same first five words
     if (matchPlainGet(buf, f, p)) {
-      out[o] = PLAIN_GET[1]!;
-      out[o + 1] = PLAIN_GET[2]!;
-      out[o + 2] = PLAIN_GET[3]!;
-      out[o + 3] = PLAIN_GET[4]!;
-      out[o + 4] = PLAIN_GET[0]!;
+      found = PLAIN_GET;
       out[o + PEEK_METHOD] = METHOD_GET;
     } else if (matchPlainSet(buf, f, p)) {
-      out[o] = PLAIN_SET[1]!;
-      out[o + 1] = PLAIN_SET[2]!;
-      out[o + 2] = PLAIN_SET[3]!;
-      out[o + 3] = PLAIN_SET[4]!;
-      out[o + 4] = PLAIN_SET[0]!;
+      found = PLAIN_SET;
       out[o + PEEK_METHOD] = METHOD_SET;
       out[o + PEEK_VALUE] = PLAIN_SET[5]!;
       out[o + PEEK_VALUE + 1] = PLAIN_SET[6]!;
@@ -165,6 +160,11 @@ export function peekCalls(
       if (leading) break;
       continue;
     }
+    out[o] = found[1]!;
+    out[o + 1] = found[2]!;
+    out[o + 2] = found[3]!;
+    out[o + 3] = found[4]!;
+    out[o + 4] = found[0]!;
     out[o + 5] = frameStart;
     out[o + 6] = p;
     count++;

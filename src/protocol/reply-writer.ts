@@ -82,24 +82,7 @@ export class ReplyWriter {
     const at = w.length;
     this.outerAt = at;
     this.innerAt = -1;
-    b[at + 4] = 0x80;
-    b[at + 5] = 0x01;
-    b[at + 6] = 0;
-    b[at + 7] = MESSAGE_REPLY;
-    b[at + 8] = 0;
-    b[at + 9] = 0;
-    b[at + 10] = 0;
-    b[at + 11] = 3;
-    b[at + 12] = 0x47; // G
-    b[at + 13] = 0x65; // e
-    b[at + 14] = 0x74; // t
-    b[at + 15] = seqid >>> 24;
-    b[at + 16] = seqid >>> 16;
-    b[at + 17] = seqid >>> 8;
-    b[at + 18] = seqid;
-    b[at + 19] = TYPE_STRUCT;
-    b[at + 20] = 0;
-    b[at + 21] = 0;
+    replyHead(b, at, 0x47, seqid); // G
     b[at + 22] = TYPE_STRING;
     b[at + 23] = 0;
     b[at + 24] = 1;
@@ -125,24 +108,7 @@ export class ReplyWriter {
     b[at + 1] = 0;
     b[at + 2] = 0;
     b[at + 3] = 24;
-    b[at + 4] = 0x80;
-    b[at + 5] = 0x01;
-    b[at + 6] = 0;
-    b[at + 7] = MESSAGE_REPLY;
-    b[at + 8] = 0;
-    b[at + 9] = 0;
-    b[at + 10] = 0;
-    b[at + 11] = 3;
-    b[at + 12] = 0x53; // S
-    b[at + 13] = 0x65; // e
-    b[at + 14] = 0x74; // t
-    b[at + 15] = seqid >>> 24;
-    b[at + 16] = seqid >>> 16;
-    b[at + 17] = seqid >>> 8;
-    b[at + 18] = seqid;
-    b[at + 19] = TYPE_STRUCT;
-    b[at + 20] = 0;
-    b[at + 21] = 0;
+    replyHead(b, at, 0x53, seqid); // S
     b[at + 22] = TYPE_BOOL;
     b[at + 23] = 0;
     b[at + 24] = 1;
@@ -353,4 +319,30 @@ export class ReplyWriter {
     if (this.innerAt >= 0) w.patchI32(this.innerAt, w.length - this.innerAt - 4);
     if (this.outerAt >= 0) w.patchI32(this.outerAt, w.length - this.outerAt - 4);
   }
+}
+
+/**
+ * replyHead writes bytes 4 to 21 of a framed REPLY to the three-letter method `first` + "et" (Get,
+ * Set) at `b[at]`: the message header with `seqid`, then the result's field 0, a struct.
+ *   80 01 00 02 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 00
+ */
+function replyHead(b: Uint8Array, at: number, first: number, seqid: number): void {
+  b[at + 4] = 0x80;
+  b[at + 5] = 0x01;
+  b[at + 6] = 0;
+  b[at + 7] = MESSAGE_REPLY;
+  b[at + 8] = 0;
+  b[at + 9] = 0;
+  b[at + 10] = 0;
+  b[at + 11] = 3;
+  b[at + 12] = first;
+  b[at + 13] = 0x65; // e
+  b[at + 14] = 0x74; // t
+  b[at + 15] = seqid >>> 24;
+  b[at + 16] = seqid >>> 16;
+  b[at + 17] = seqid >>> 8;
+  b[at + 18] = seqid;
+  b[at + 19] = TYPE_STRUCT;
+  b[at + 20] = 0;
+  b[at + 21] = 0;
 }

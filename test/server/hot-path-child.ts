@@ -82,48 +82,48 @@ for (const size of [100, 4096]) {
   }, OPS);
   result.warmSum = sum;
 }
-{
-  // A run of 16 pipelined Get hits served straight from the chunk (server/call-runs.ts), with TTLs.
-  const { ctx, conn, group } = setup(100);
-  const chunk = concatCalls(Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345")));
-  conn.push(chunk);
-  conn.nextRequest(); // the first request fixes the transport (framed); runs serve the rest
-  dispatch(ctx, conn.request, conn.reply);
-  const runs = new CallRuns(ctx.groups, ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
-  result.runServed = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
-  conn.reply.out.reset();
-  let served = 0;
-  // Two chunk objects with the same bytes, pushed in turn: like the server's data events, each
-  // push is a new chunk, so every run lists and warms afresh (a listing is kept per chunk).
-  const chunks = [chunk, chunk.slice()];
-  const runOnce = (i: number) => {
-    conn.push(chunks[i & 1]!);
-    served += runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
-    conn.reply.out.reset();
-  };
-  result.run = await collectedDuring(runOnce, OPS / 16);
-  // Every Get of every chunk was served by a run, and each was a hit.
-  result.runAllHits = served % 16 === 0 && group.counters.hits === 1 + 15 + served && group.counters.misses === 0;
-}
-{
-  // A run of 16 pipelined Sets that replace a value in place.
-  const { ctx, conn, group } = setup(100);
-  const chunk = concatCalls(Array.from({ length: 16 }, (_, i) => setCall(i, "user:12345", new Uint8Array(100).fill(i))));
+/**
+ * probeRuns serves a chunk of 16 pipelined calls: the first request through the general path (it
+ * fixes the transport), the rest by a run; then probes runs over the same bytes in two chunk
+ * objects pushed in turn (like the server's data events, each push is a new chunk, so every run
+ * lists and warms afresh: a listing is kept per chunk). Returns how many the first run served,
+ * how many the probed runs served, and whether a collection happened meanwhile.
+ */
+async function probeRuns(setupFor: ReturnType<typeof setup>, calls: Uint8Array[]): Promise<{ first: number; served: number; collected: boolean }> {
+  const { ctx, conn } = setupFor;
+  const chunk = concatCalls(calls);
   conn.push(chunk);
   conn.nextRequest();
   dispatch(ctx, conn.request, conn.reply);
   const runs = new CallRuns(ctx.groups, ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
-  result.setRunServed = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
+  const first = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
   conn.reply.out.reset();
   let served = 0;
   const chunks = [chunk, chunk.slice()];
-  const runOnce = (i: number) => {
+  const collected = await collectedDuring((i) => {
     conn.push(chunks[i & 1]!);
     served += runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
     conn.reply.out.reset();
-  };
-  result.setRun = await collectedDuring(runOnce, OPS / 16);
-  result.setRunAll = served % 16 === 0 && group.counters.sets === 1 + 15 + served && group.store.size === 1;
+  }, OPS / 16);
+  return { first, served, collected };
+}
+{
+  // A run of 16 pipelined Get hits served straight from the chunk (server/call-runs.ts), with TTLs.
+  const s = setup(100);
+  const r = await probeRuns(s, Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345")));
+  result.runServed = r.first;
+  result.run = r.collected;
+  // Every Get of every chunk was served by a run, and each was a hit.
+  const c = s.group.counters;
+  result.runAllHits = r.served % 16 === 0 && c.hits === 1 + 15 + r.served && c.misses === 0;
+}
+{
+  // A run of 16 pipelined Sets that replace a value in place.
+  const s = setup(100);
+  const r = await probeRuns(s, Array.from({ length: 16 }, (_, i) => setCall(i, "user:12345", new Uint8Array(100).fill(i))));
+  result.setRunServed = r.first;
+  result.setRun = r.collected;
+  result.setRunAll = r.served % 16 === 0 && s.group.counters.sets === 1 + 15 + r.served && s.group.store.size === 1;
 }
 {
   // The latency histogram the server records every request in (record, recordRun, errors).
