@@ -41,6 +41,9 @@ export const ERROR_CODE = {
 } as const;
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
 
+/** NOT_FOUND_MESSAGE is the message of a Get miss's CacheError NOT_FOUND. */
+export const NOT_FOUND_MESSAGE = "key not found";
+
 /** ProtocolError is a fault in the bytes: `type` is the TApplicationException type to send. */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";

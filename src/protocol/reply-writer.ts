@@ -118,6 +118,32 @@ export class ReplyWriter {
     w.length = at + 28;
   }
 
+  /**
+   * writeFramedGetError writes the CacheError reply of a framed Get, byte for byte what
+   * writeCacheError writes for it (`message` is the message's UTF-8 bytes).
+   *   i32 len | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 01 | 08 00 01 i32 code |
+   *   0B 00 02 i32 n message | 00 | 00
+   */
+  writeFramedGetError(seqid: number, code: number, message: Uint8Array): void {
+    this.errorCode = code;
+    const w = this.out;
+    const total = 22 + 7 + 7 + message.length + 2;
+    w.ensure(total);
+    const b = w.buffer;
+    const at = w.length;
+    replyHead(b, at, 0x47, seqid, 1); // G
+    w.length = at;
+    w.i32(total - 4);
+    w.length = at + 22;
+    w.fieldBegin(TYPE_I32, 1);
+    w.i32(code);
+    w.fieldBegin(TYPE_STRING, 2);
+    w.i32(message.length);
+    w.bytes(message, 0, message.length);
+    w.u8(TYPE_STOP);
+    w.u8(TYPE_STOP);
+  }
+
   /** endGet finishes a Get reply; `ttlRemainingMs` < 0 leaves the optional field out. */
   endGet(ttlRemainingMs: number): void {
     const w = this.out;
@@ -323,10 +349,11 @@ export class ReplyWriter {
 
 /**
  * replyHead writes bytes 4 to 21 of a framed REPLY to the three-letter method `first` + "et" (Get,
- * Set) at `b[at]`: the message header with `seqid`, then the result's field 0, a struct.
- *   80 01 00 02 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 00
+ * Set) at `b[at]`: the message header with `seqid`, then the result's `field` (0: the success, 1:
+ * the CacheError), a struct.
+ *   80 01 00 02 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 field
  */
-function replyHead(b: Uint8Array, at: number, first: number, seqid: number): void {
+function replyHead(b: Uint8Array, at: number, first: number, seqid: number, field = 0): void {
   b[at + 4] = 0x80;
   b[at + 5] = 0x01;
   b[at + 6] = 0;
@@ -344,5 +371,5 @@ function replyHead(b: Uint8Array, at: number, first: number, seqid: number): voi
   b[at + 18] = seqid;
   b[at + 19] = TYPE_STRUCT;
   b[at + 20] = 0;
-  b[at + 21] = 0;
+  b[at + 21] = field;
 }

@@ -292,6 +292,7 @@ export class CacheServer implements DispatchContext {
             conn.requests += n;
             const t1 = Bun.nanoseconds();
             latency.recordRun(runs.method, t1 - t0, n);
+            for (let e = runs.notFound; e > 0; e--) latency.recordError(runs.method, ERROR_CODE.NOT_FOUND);
             t0 = t1;
             continue;
           }

@@ -15,13 +15,16 @@
  *    method, one latency record). A run that stops early leaves the listing for the next run on
  *    the same chunk, which goes on from the frame after the one the general path served, so each
  *    frame is listed and warmed once:
- *    - a Get must find a live, non-negative item of a known group (`Store.getHit`);
+ *    - a Get must find a live, non-negative item of a known group (`Store.getHit`), or miss in a
+ *      group without a loader (then it is counted by `Group.lookup` and answered NOT_FOUND, as
+ *      dispatch does; a miss in a group with a loader ends the run: loading is the general
+ *      path's);
  *    - a Set must replace the value of a live item of a known group without a mirror, in place
  *      (`Store.overwrite`: the new value fits the same chunk), with a ttl in seconds that is a
  *      non-negative int32.
  *    Frames, keys and values must be within the protocol limits. The run stops, without touching that
  *    frame, at the first frame that is anything else (another method or layout, an unknown group,
- *    a miss, an expired or negative item, a Set that needs a new chunk, an incomplete frame), when
+ *    a miss where a loader may load, a Set that needs a new chunk, an incomplete frame), when
  *    `budget` requests are served, or when the output passes `maxOutput`.
  *
  * The caller serves the frame that stopped the run on the general path, which decodes, validates,
@@ -41,6 +44,7 @@ import type { ProtocolLimits } from "../protocol/limits.ts";
 import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, peekCalls } from "../protocol/peek-gets.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET } from "../protocol/request.ts";
+import { ERROR_CODE, NOT_FOUND_MESSAGE } from "../protocol/errors.ts";
 import { WARM_MAX, warmKeys } from "../store/warm.ts";
 
 /** RunCounters receives what runs did (ServerCounters has the field). */
@@ -48,6 +52,7 @@ export interface RunCounters {
   warmedRequests: number;
 }
 
+const NOT_FOUND_BYTES = new TextEncoder().encode(NOT_FOUND_MESSAGE);
 const LISTED = new Int32Array(WARM_MAX * PEEK_STRIDE);
 const HASHES = new Int32Array(WARM_MAX);
 const GROUPS: (Group | undefined)[] = new Array<Group | undefined>(WARM_MAX).fill(undefined);
@@ -66,6 +71,8 @@ let warmSink = 0;
 export class CallRuns {
   /** method is the method of the requests the last `serve` served (METHOD_GET or METHOD_SET). */
   method = METHOD_GET;
+  /** notFound is how many of them were answered CacheError NOT_FOUND (Get misses). */
+  notFound = 0;
   private readonly groups: Groups;
   private readonly clock: () => number;
   private readonly maxKeyBytes: number;
@@ -109,6 +116,7 @@ export class CallRuns {
 
     const method = LISTED[first * PEEK_STRIDE + PEEK_METHOD]!;
     this.method = method;
+    this.notFound = 0;
     const out = reply.out;
     let p = start;
     let served = 0;
@@ -121,11 +129,25 @@ export class CallRuns {
       const store = group.store;
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
       if (method === METHOD_GET) {
-        const id = store.getHit(buf, keyStart, keyLength, hash);
-        if (id < 0) break;
-        const c = group.counters;
-        c.gets++;
-        c.hits++;
+        let id = store.getHit(buf, keyStart, keyLength, hash);
+        if (id >= 0) {
+          const c = group.counters;
+          c.gets++;
+          c.hits++;
+        } else {
+          // A miss in a group without a loader is answered here as dispatch answers it: the group
+          // counts it (and drops an expired item), then NOT_FOUND. With a loader the general path
+          // loads (or answers a cached "not found").
+          if (group.loader !== undefined) break;
+          id = group.lookup(buf, keyStart, keyLength);
+          if (id < 0) {
+            reply.writeFramedGetError(LISTED[o + 4]!, ERROR_CODE.NOT_FOUND, NOT_FOUND_BYTES);
+            this.notFound++;
+            p = LISTED[o + 6]!;
+            served++;
+            continue;
+          }
+        }
         const at = reply.beginFramedGet(LISTED[o + 4]!, store.valueLength(id));
         store.copyValue(id, out.buffer, at);
         const expiry = store.expiresAt(id);

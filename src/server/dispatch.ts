@@ -20,7 +20,7 @@
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
-import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
+import { APP_ERROR, CacheError, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
 import {
@@ -31,7 +31,6 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { route } from "./routing.ts";
 
-const NOT_FOUND_MESSAGE = "key not found";
 
 export interface DispatchContext {
   readonly groups: Groups;

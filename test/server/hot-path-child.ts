@@ -126,6 +126,14 @@ async function probeRuns(setupFor: ReturnType<typeof setup>, calls: Uint8Array[]
   result.setRunAll = r.served % 16 === 0 && s.group.counters.sets === 1 + 15 + r.served && s.group.store.size === 1;
 }
 {
+  // A run of 16 pipelined Get misses in a group without a loader (answered NOT_FOUND).
+  const s = setup(100);
+  const r = await probeRuns(s, Array.from({ length: 16 }, (_, i) => getCall(i, `absent:${i}`)));
+  result.missRunServed = r.first;
+  result.missRun = r.collected;
+  result.missRunAll = r.served % 16 === 0 && s.group.counters.misses === 1 + 15 + r.served;
+}
+{
   // The latency histogram the server records every request in (record, recordRun, errors).
   const h = new LatencyHistogram();
   result.latency = await collectedDuring((i) => {

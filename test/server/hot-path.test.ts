@@ -27,9 +27,12 @@ interface ProbeResult {
   setRun: boolean;
   setRunAll: boolean;
   latency: boolean;
+  missRunServed: number;
+  missRun: boolean;
+  missRunAll: boolean;
 }
 
-test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs of Get hits and Set overwrites, and latency recording allocate nothing; the probe detects 32 B/request", async () => {
+test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs of Get hits, Get misses and Set overwrites, and latency recording allocate nothing; the probe detects 32 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/hot-path-child.ts`], { stdout: "pipe", stderr: "inherit" });
   const text = await new Response(proc.stdout).text();
   expect(await proc.exited).toBe(0);
@@ -55,6 +58,10 @@ test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs o
   expect(r.setRunServed).toBe(15);
   expect(r.setRunAll).toBe(true);
   expect(r.setRun).toBe(false);
+  // A run of Get misses answered NOT_FOUND, the same way.
+  expect(r.missRunServed).toBe(15);
+  expect(r.missRunAll).toBe(true);
+  expect(r.missRun).toBe(false);
   // Recording requests in the latency histogram (record, recordRun, recordError, recordProtocolError).
   expect(r.latency).toBe(false);
 }, 120_000);
