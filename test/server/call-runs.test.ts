@@ -17,6 +17,7 @@ import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { METHOD_SET } from "../../src/protocol/request.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
+import { mutate, validRequest } from "../protocol/fuzz.ts";
 import { getCall, setCall } from "./support.ts";
 
 const utf8 = new TextEncoder();
@@ -148,6 +149,12 @@ function setFrame(seqid: number, key: string, value: Uint8Array, group: string, 
   return framed(message(MSG.CALL, "Set", seqid, b.stop().stop().bytes()));
 }
 
+/** deleteFrame is a framed Delete call. */
+function deleteFrame(seqid: number, key: string, group: string): Uint8Array {
+  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
+  return framed(message(MSG.CALL, "Delete", seqid, body));
+}
+
 /** getWithExtraField is a Get the decoder reads fine but not in the plain layout (an unknown field first). */
 function getWithExtraField(seqid: number, key: string, group: string): Uint8Array {
   const body = new Bytes().field(T.STRUCT, 1).field(T.I32, 9).i32(7).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
@@ -255,6 +262,51 @@ test("a frame over the frame limit is refused as the reader refuses it, even whe
   expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
   expect(state(fast)).toEqual(state(slow));
   expect(a.setsInRuns).toBe(0);
+});
+
+test("fuzz: random pipelines of Gets, Sets and other calls, some mutated, cut anywhere: the same bytes and state either way", () => {
+  const seed = testSeed();
+  const rand = new Prng(seed);
+  const groups = ["a", "b", "t", "m", "nope", ""];
+  const keys = (): string => (rand.next() < 0.8 ? `k${rand.int(44)}` : pickOf(["absent", "soon", "negative", "big", LONG_KEY, ""]));
+  function pickOf<T>(list: T[]): T {
+    return list[rand.int(list.length)]!;
+  }
+  const value = (key: string, group: string): Uint8Array => {
+    const i = Number(key.slice(1));
+    if (rand.next() < 0.6 && Number.isInteger(i)) return utf8.encode(`${group}-value-${i}-`.repeat(1 + (i % 7) * 30)); // same size: in place
+    return new Uint8Array(rand.int(3000)).fill(rand.int(256));
+  };
+  let inRuns = 0;
+  for (let round = 0; round < 150; round++) {
+    const calls: Uint8Array[] = [];
+    const n = 5 + rand.int(50);
+    for (let i = 0; i < n; i++) {
+      const r = rand.next();
+      const group = pickOf(groups);
+      const key = keys();
+      let frame: Uint8Array;
+      if (r < 0.55) frame = getCall(i, key, group);
+      else if (r < 0.8) frame = setFrame(i, key, value(key, group), group, pickOf([0, 0, 0, 1, 30, -1, 2 ** 31]));
+      else if (r < 0.85) frame = setFrame(i, key, value(key, group), group, 0, rand.int(5000));
+      else if (r < 0.9) frame = getWithExtraField(i, key, group);
+      else if (r < 0.99) frame = deleteFrame(i, key, group);
+      else frame = framed(validRequest(() => rand.next()).subarray(0)); // any method; may not parse as framed
+      if (rand.next() < 0.01) frame = mutate(() => rand.next(), frame, getCall(0, "k1", "a"));
+      calls.push(frame);
+    }
+    const all = concatAll(calls);
+    const cuts = [0, ...Array.from({ length: rand.int(4) }, () => rand.int(all.length)).sort((x, y) => x - y), all.length];
+    const split = (bytes: Uint8Array) => cuts.slice(1).map((end, i) => bytes.slice(cuts[i], end));
+    const fast = world();
+    const slow = world();
+    const a = serve(fast, split(all), true);
+    const b = serve(slow, split(all), false);
+    if (!Buffer.from(a.out).equals(Buffer.from(b.out))) throw new Error(`seed ${seed}, round ${round}: the replies differ`);
+    expect(state(fast)).toEqual(state(slow));
+    inRuns += a.inRuns;
+  }
+  expect(inRuns).toBeGreaterThan(1000); // runs really served a good share of it
 });
 
 test("a chunk split anywhere: runs stop at an incomplete frame and resume after it", () => {
