@@ -82,7 +82,7 @@ export class FrameReader {
   /**
    * framedRunStart returns where the next frame starts in the current chunk when the connection
    * is framed and holds no partial frame, else -1: a caller may then serve whole frames straight
-   * from `chunkBytes` and move past them with `skipTo` (server/get-run.ts).
+   * from `chunkBytes` and move past them with `skipTo` (server/call-runs.ts).
    */
   framedRunStart(): number {
     return this.transport === TRANSPORT_FRAMED && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;

@@ -19,14 +19,14 @@
 //    connection is kept: `method` is METHOD_UNKNOWN and the name's range is kept for the reply.
 //  - The message must end exactly at the end of its frame: leftover bytes are an error.
 // Nothing is allocated: ranges index the input, numbers are read from bytes.
-// Fast path: a framed Get in the exact layout every generator writes (peek-gets.ts) is filled in
+// Fast path: a framed Get in the exact layout every generator writes (peek-calls.ts) is filled in
 // directly instead of field by field; the tests check it reads what the general path reads.
 
 import { readI32 } from "../bytes/bytes.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, protocolError } from "./errors.ts";
 import { BinaryReader } from "./binary-reader.ts";
 import { parseHeader } from "./header-transport.ts";
-import { PLAIN_GET, matchPlainGet } from "./peek-gets.ts";
+import { PLAIN_GET, matchPlainGet } from "./peek-calls.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import {
   METHOD_AUTH,

@@ -1,12 +1,12 @@
 /**
  * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
  *
- * Per `data` event: the chunk goes to the connection's frame reader; runs of plain Get hits and
- * Set overwrites are answered straight from the chunk, their memory warmed a batch at a time
+ * Per `data` event: the chunk goes to the connection's frame reader; runs of plain Gets and Set
+ * overwrites are answered straight from the chunk, their memory warmed a batch at a time
  * (call-runs.ts: the same bytes and counters as the general path, less work per request), and
- * every other complete request is decoded and dispatched; all replies produced by the event go out in ONE
- * `socket.write`. A
- * short write keeps the unsent tail in the connection's output buffer and `drain` sends it.
+ * every other complete request is decoded and dispatched; all replies produced by the event go
+ * out in ONE `socket.write`. A short write keeps the unsent tail in the connection's output
+ * buffer and `drain` sends it.
  *
  * Flow control: when a connection's queued output passes `maxOutputBytes` (a client pipelining
  * faster than it reads), the server stops decoding that connection's input, pauses reading from

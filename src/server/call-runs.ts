@@ -4,7 +4,7 @@
  * store, and Sets that replace their values) done in a few tight loops instead of once per
  * request through decoder, Request, dispatch and group.
  *
- * 1. List (peek-gets.ts `peekCalls`) the plain framed Gets and Sets that follow each other from
+ * 1. List (peek-calls.ts `peekCalls`) the plain framed Gets and Sets that follow each other from
  *    the next frame: the exact layouts the Apache and Kitex generators write, which the decoder
  *    reads as a Get or Set of those ranges; up to WARM_MAX of them.
  * 2. Warm (store/warm.ts) the index slots, records and chunks of the listed keys of known groups,
@@ -41,7 +41,7 @@
 import type { Group, Groups } from "../cluster/group.ts";
 import type { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
-import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, peekCalls } from "../protocol/peek-gets.ts";
+import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, peekCalls } from "../protocol/peek-calls.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET } from "../protocol/request.ts";
 import { ERROR_CODE, NOT_FOUND_MESSAGE } from "../protocol/errors.ts";

@@ -67,7 +67,7 @@ export class LatencyHistogram {
 
   /**
    * recordRun counts `count` requests of `method` served back to back in `nanos` together (a run
-   * of pipelined hits timed once: get-run.ts). The sum is exact. Each request took at most the
+   * of pipelined calls timed once: call-runs.ts). The sum is exact. Each request took at most the
    * whole run, so when the run fits the first bound (10 µs) every bucket count is exact too;
    * a longer run puts its requests in the bucket of their mean.
    */

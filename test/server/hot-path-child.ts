@@ -9,7 +9,7 @@ import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
 import { MIB } from "../../src/store/store.ts";
 import { collectedDuring } from "../support/alloc-probe.ts";
-import { PEEK_STRIDE, peekCalls } from "../../src/protocol/peek-gets.ts";
+import { PEEK_STRIDE, peekCalls } from "../../src/protocol/peek-calls.ts";
 import { WARM_MAX, warmKeys } from "../../src/store/warm.ts";
 import { getCall, replyHeader, setCall } from "./support.ts";
 import { CallRuns } from "../../src/server/call-runs.ts";

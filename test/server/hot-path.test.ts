@@ -46,7 +46,7 @@ test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs o
   expect(r.get100).toBe(false);
   expect(r.get4096).toBe(false);
   expect(r.set).toBe(false);
-  // The server's warm-up of a pipelined chunk (peekGets + warmKeys over 16 Gets) allocates nothing.
+  // The warm-up of a pipelined chunk (peekCalls + warmKeys over 16 Gets) allocates nothing.
   expect(r.warmListed).toBe(16);
   expect(r.warm).toBe(false);
   // A run of pipelined hits served straight from the chunk (call-runs.ts): 15 of the 16 Gets of

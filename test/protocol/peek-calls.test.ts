@@ -5,7 +5,7 @@
  * builder.
  */
 import { describe, expect, test } from "bun:test";
-import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, matchPlainGet, matchPlainSet, peekCalls } from "../../src/protocol/peek-gets.ts";
+import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, matchPlainGet, matchPlainSet, peekCalls } from "../../src/protocol/peek-calls.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
 import { Request, METHOD_SET } from "../../src/protocol/request.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";

@@ -7,7 +7,7 @@
 // code between two requests is far longer than what the CPU can look ahead over. Listing the
 // batch's keys first lets the store warm the lines of the whole batch in a few tight loops
 // (store/warm.ts), where the misses of different keys overlap, and lets a run of them be served
-// without decoding each (server/get-run.ts). Measured on the 10k-key, 100-byte, depth-16 network
+// without decoding each (server/call-runs.ts). Measured on the 10k-key, 100-byte, depth-16 network
 // benchmark: +17% ops/s for the warm-up alone (bench/RESULTS.md).
 //
 // It reads only the bytes it is given, never throws, allocates nothing, and changes no state.
