@@ -14,7 +14,9 @@
  * Loader outcomes: a value → cached and returned; null/undefined → NOT_FOUND, cached as a
  * negative entry for `negativeTtlMs` when that is > 0 (never for errors); a throw → LOAD_FAILED
  * with its message, nothing cached; no answer within `loadTimeoutMs` → LOAD_FAILED (timeout) for
- * the callers, while a late value still fills the cache when it comes.
+ * each caller that waited that long, while the load goes on: callers that come later join it (the
+ * loader is not called again), and its late value still fills the cache when it comes. A load
+ * still unanswered after four timeouts may be replaced by a new one (a stuck loader call).
  */
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
@@ -75,6 +77,8 @@ export interface Loaded {
 
 const utf8 = new TextEncoder();
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+/** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
+const STALE_FLIGHT_TIMEOUTS = 4;
 
 export class Group {
   readonly name: string;
@@ -157,11 +161,32 @@ export class Group {
     const keyString = new TextDecoder().decode(keyBytes);
     // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
     // UTF-8 would decode to the same string and must not share a load.
-    const flight = this.flights.do(latin1Key(keyBytes), () => this.loadOnce(loader, keyString, keyBytes));
+    const flightKey = latin1Key(keyBytes);
+    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
-    return flight.promise;
+    else this.bound(flightKey, flight.promise);
+    // The timeout is each caller's, not the flight's: a slow loader keeps its one flight (callers
+    // that come later join it, and its value fills the cache when it comes) instead of being
+    // called again by every caller that timed out before it answered.
+    return withTimeout(flight.promise, this.loadTimeoutMs, () => {
+      this.counters.loadTimeouts++;
+      return new CacheError(ERROR_CODE.LOAD_FAILED, `loader timed out after ${this.loadTimeoutMs} ms`);
+    });
+  }
+
+  /**
+   * bound lets a new call replace a flight still unanswered after STALE_FLIGHT_TIMEOUTS load
+   * timeouts (a loader stuck on a lost connection would otherwise hold its key forever); the old
+   * call may still answer, and its value is stored as any late value is.
+   */
+  private bound(flightKey: string, flight: Promise<Loaded>): void {
+    const ms = this.loadTimeoutMs * STALE_FLIGHT_TIMEOUTS;
+    if (!(ms > 0) || ms === Infinity) return;
+    const timer = setTimeout(() => this.flights.forgetIf(flightKey, flight), ms);
+    timer.unref?.();
+    flight.then(() => clearTimeout(timer), () => clearTimeout(timer));
   }
 
   // loadOnce runs inside the flight. It looks at the store again first: between a caller's miss
@@ -186,10 +211,7 @@ export class Group {
         throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
       },
     );
-    return withTimeout(settled, this.loadTimeoutMs, () => {
-      this.counters.loadTimeouts++;
-      return new CacheError(ERROR_CODE.LOAD_FAILED, `loader timed out after ${this.loadTimeoutMs} ms`);
-    });
+    return settled;
   }
 
   /** store1 caches one loader outcome and turns it into the callers' answer. */

@@ -40,4 +40,9 @@ export class Singleflight<T> {
   forget(key: string): void {
     this.flights.delete(key);
   }
+
+  /** forgetIf drops the entry for `key` only if it is still `flight` (not a newer call). */
+  forgetIf(key: string, flight: Promise<T>): void {
+    if (this.flights.get(key) === flight) this.flights.delete(key);
+  }
 }

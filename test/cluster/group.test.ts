@@ -111,6 +111,38 @@ describe("Group read-through", () => {
     expect(g.counters.hits).toBe(1);
   });
 
+  test("callers that time out do not call a slow loader again: later callers join its one flight", async () => {
+    let calls = 0;
+    let finish!: (v: LoadResult) => void;
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loadTimeoutMs: 20,
+      loader: () => {
+        calls++;
+        return new Promise<LoadResult>((r) => (finish = r));
+      } });
+    expect((await failure(g.get("k"))).message).toContain("timed out");
+    expect((await failure(g.get("k"))).message).toContain("timed out"); // joined the same flight
+    expect([calls, g.counters.loadTimeouts, g.counters.loadsDeduped]).toEqual([1, 2, 1]);
+    const third = g.get("k"); // joins too, and gets the value when it comes
+    finish("late");
+    expect(text(await third)).toBe("late");
+    expect(text(await g.get("k"))).toBe("late");
+    expect(calls).toBe(1);
+  });
+
+  test("a flight unanswered for four load timeouts may be replaced by a new call", async () => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loadTimeoutMs: 15,
+      loader: () => {
+        calls++;
+        return calls === 1 ? new Promise<LoadResult>(() => {}) : "second";
+      } });
+    expect((await failure(g.get("k"))).message).toContain("timed out");
+    expect(calls).toBe(1);
+    await new Promise((r) => setTimeout(r, 4 * 15 + 20));
+    expect(text(await g.get("k"))).toBe("second");
+    expect(calls).toBe(2);
+  });
+
   test.each([
     ["off", 0, 3, 0],
     ["on", 60_000, 1, 2],
