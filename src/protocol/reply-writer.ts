@@ -104,10 +104,7 @@ export class ReplyWriter {
     w.ensure(28);
     const b = w.buffer;
     const at = w.length;
-    b[at] = 0;
-    b[at + 1] = 0;
-    b[at + 2] = 0;
-    b[at + 3] = 24;
+    w.patchI32(at, 24);
     replyHead(b, at, 0x53, seqid); // S
     b[at + 22] = TYPE_BOOL;
     b[at + 23] = 0;
@@ -131,9 +128,8 @@ export class ReplyWriter {
     w.ensure(total);
     const b = w.buffer;
     const at = w.length;
+    w.patchI32(at, total - 4);
     replyHead(b, at, 0x47, seqid, 1); // G
-    w.length = at;
-    w.i32(total - 4);
     w.length = at + 22;
     w.fieldBegin(TYPE_I32, 1);
     w.i32(code);

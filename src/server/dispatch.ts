@@ -31,7 +31,6 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { route } from "./routing.ts";
 
-
 export interface DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
