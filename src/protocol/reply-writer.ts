@@ -44,7 +44,12 @@ import {
 const REPLY_OVERHEAD_BYTES = 96;
 
 export class ReplyWriter {
-  readonly out: BinaryWriter;
+  /**
+   * out is where replies are written. A server may point it at a buffer it shares between
+   * connections while this one's own is empty, and back before anything else writes here
+   * (server/cache-server.ts `process`); a reply is always begun and ended in one buffer.
+   */
+  out: BinaryWriter;
   /** errorCode is the CacheError code of the last reply written (the server resets it per request). */
   errorCode = 0;
   private outerAt = -1;

@@ -109,6 +109,11 @@ export class RawSocket {
     return this.socket.write(bytes);
   }
 
+  /** resume starts reading (a socket connected with `read: false`). */
+  resume(): void {
+    this.socket.resume();
+  }
+
   /** waitFor resolves once `pred()` holds (checked on every arrival and on close). */
   async waitFor(pred: () => boolean, what = "condition", ms = 10_000): Promise<void> {
     const deadline = Bun.nanoseconds() + ms * 1e6;
