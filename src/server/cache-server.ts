@@ -282,7 +282,8 @@ export class CacheServer implements DispatchContext {
     const latency = this.latency;
     let served = 0;
     let held = false;
-    const fast = conn.authed && !conn.rejected && this.cluster === undefined;
+    const fast = conn.authed && !conn.rejected;
+    const cluster = this.cluster;
     const runs = this.runs;
     let t0 = Bun.nanoseconds();
     try {
@@ -303,7 +304,7 @@ export class CacheServer implements DispatchContext {
           break;
         }
         if (fast) {
-          const n = runs.serve(proto.reader, proto.reply, turn - served, max);
+          const n = runs.serve(proto.reader, proto.reply, turn - served, max, cluster);
           if (n > 0) {
             served += n;
             this.counters.requests += n;

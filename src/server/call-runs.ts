@@ -34,10 +34,16 @@
  * exactly as `Group.lookup` and dispatch's Set do them; the caller adds the run to the request
  * counters and the latency histogram (one clock read per run, LatencyHistogram.recordRun).
  *
- * Not for nodes in a cluster (a key may belong to another node: routing decides) or connections
- * that must authenticate first; the caller checks. Allocates nothing: the lists are module
- * scratch, which is safe because serving is synchronous.
+ * On a node with peers, a run serves only Gets of keys this node owns: they are served here as
+ * dispatch serves them (routing hands an owned key back to the local path). The first Get of a
+ * key owned elsewhere ends the run (routing forwards it or answers from the mirror), and so does
+ * every Set (a write in a cluster also drops mirrored copies, on this node and its peers). A
+ * ring-aware client (ClusterClient) sends every key to its owner, so its Gets all run.
+ *
+ * Not for connections that must authenticate first; the caller checks. Allocates nothing: the
+ * lists are module scratch, which is safe because serving is synchronous.
  */
+import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups } from "../cluster/group.ts";
 import type { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -97,8 +103,11 @@ export class CallRuns {
     listedCount = 0;
   }
 
-  /** serve serves a run from `reader`'s chunk (see above) and returns how many requests it served. */
-  serve(reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number): number {
+  /**
+   * serve serves a run from `reader`'s chunk (see above) and returns how many requests it served;
+   * `cluster` is the node's cluster, if it has one.
+   */
+  serve(reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number, cluster?: Cluster): number {
     const start = reader.framedRunStart();
     if (start < 0) return 0;
     const buf = reader.chunkBytes;
@@ -115,6 +124,9 @@ export class CallRuns {
     const listed = listedCount;
 
     const method = LISTED[first * PEEK_STRIDE + PEEK_METHOD]!;
+    // With other members, keys are routed (dispatch's test): only Gets of owned keys run here.
+    const routed = cluster !== undefined && cluster.members.length > 1;
+    if (routed && method !== METHOD_GET) return 0;
     this.method = method;
     this.notFound = 0;
     const out = reply.out;
@@ -129,6 +141,7 @@ export class CallRuns {
       const store = group.store;
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
       if (method === METHOD_GET) {
+        if (routed && cluster.owner(buf, keyStart, keyLength) !== cluster.self) break;
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
           const c = group.counters;

@@ -6,6 +6,7 @@
  * path alone, then compares everything.
  */
 import { expect, test } from "bun:test";
+import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Group, Groups } from "../../src/cluster/group.ts";
 import { DEFAULT_LIMITS, type ProtocolLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
@@ -365,6 +366,95 @@ test("forget: the listing of a closed connection no longer holds its reader (and
   };
   expect(await collected(held(false))).toBe(false); // kept by the listing: what forget is for
   expect(await collected(held(true))).toBe(true);
+});
+
+/** unused is a PeerClient call these tests never make: it fails loudly if one is made. */
+const unused = (): Promise<never> => Promise.reject(new Error("PeerClient call not expected in this test"));
+
+/**
+ * clusterWorld is `world()` on a node "A" of a two-member cluster with "B", whose (fake) client
+ * answers every forwarded Get at once with "B:<key>" and takes every write and invalidation;
+ * `forwarded` lists what it was asked.
+ */
+function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
+  const w = world();
+  const forwarded: string[] = [];
+  const name = (key: Uint8Array) => new TextDecoder().decode(key);
+  const peerB = {
+    isDown: false,
+    forwardGet(_group: Uint8Array, key: Uint8Array, off: number, len: number, done: ForwardCallback): void {
+      const name = new TextDecoder().decode(key.subarray(off, off + len));
+      forwarded.push(name);
+      const value = utf8.encode(`B:${name}`);
+      done(null, value, 0, value.length, -1);
+    },
+    set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number): Promise<void> {
+      forwarded.push(`set ${group} ${name(key)} ${name(value)} ${ttlMs}`);
+      return Promise.resolve();
+    },
+    invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number> {
+      forwarded.push(`invalidate ${group} ${keys.map(name).join(",")} ${all}`);
+      return Promise.resolve(0);
+    },
+    delete: unused,
+    clear: unused,
+    getMulti: unused,
+    setMulti: unused,
+    close: () => Promise.resolve(),
+  } satisfies PeerClient;
+  const cluster = new Cluster({ self: "A", vnodes: 64, connect: () => peerB, logger: { info() {}, warn() {} } });
+  cluster.setMembers(["A", "B"]);
+  return { w: { ...w, ctx: { ...w.ctx, cluster } }, cluster, forwarded };
+}
+
+/** serveRouted is `serve` for a node in a cluster: a forwarded Get's reply is awaited, in order. */
+async function serveRouted(w: World, cluster: Cluster, chunk: Uint8Array, runs: boolean): Promise<{ out: Uint8Array; inRuns: number }> {
+  const conn = new ProtocolConnection(LIMITS);
+  const callRuns = new CallRuns(w.ctx.groups, w.ctx.clock, LIMITS, { warmedRequests: 0 });
+  let inRuns = 0;
+  conn.push(chunk);
+  for (;;) {
+    if (runs) {
+      const n = callRuns.serve(conn.reader, conn.reply, 1024, 1 << 30, cluster);
+      inRuns += n;
+      if (n > 0) continue;
+    }
+    if (!conn.nextRequest()) break;
+    const pending = dispatch(w.ctx, conn.request, conn.reply);
+    if (pending !== undefined) await pending;
+  }
+  return { out: conn.reply.out.buffer.slice(0, conn.reply.out.length), inRuns };
+}
+
+test("in a cluster, runs serve the Gets of keys this node owns; keys owned elsewhere and all Sets go through routing", async () => {
+  const { cluster } = clusterWorld();
+  const owned = (key: string) => cluster.owner(utf8.encode(key), 0, key.length) === "A";
+  const keys = Array.from({ length: 40 }, (_, i) => `k${i}`);
+  expect(keys.filter(owned).length).toBeGreaterThan(5);
+  expect(keys.filter((k) => !owned(k)).length).toBeGreaterThan(5);
+  const calls: Uint8Array[] = [];
+  let seqid = 1;
+  for (const key of keys) calls.push(getCall(seqid++, key, "a"));
+  calls.push(getCall(seqid++, "absent-here", "b")); // a miss (owned here or forwarded)
+  // The same size as the stored value, so a lone node would run them (in place); one key owned
+  // here, one elsewhere.
+  const setKeys = [keys.find(owned)!, keys.find((k) => !owned(k))!];
+  for (const key of setKeys) calls.push(setCall(seqid++, key, utf8.encode(`A-VALUE-${key.slice(1)}-`.repeat(1 + (Number(key.slice(1)) % 7) * 30)), "a"));
+  for (const key of keys.slice(0, 10)) calls.push(getCall(seqid++, key, "m")); // the group with a mirror
+  const all = concatAll(calls);
+  const fast = clusterWorld();
+  const slow = clusterWorld();
+  const a = await serveRouted(fast.w, fast.cluster, all, true);
+  const b = await serveRouted(slow.w, slow.cluster, all, false);
+  expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
+  expect(state(fast.w)).toEqual(state(slow.w));
+  expect(fast.cluster.counters).toEqual(slow.cluster.counters);
+  expect(fast.forwarded).toEqual(slow.forwarded);
+  expect(fast.forwarded.length).toBeGreaterThan(5);
+  // Every Get of an owned key ran, but the first frame (the general path reads it to detect the
+  // transport); no Set did.
+  const ownedGets = keys.filter(owned).length + (owned("absent-here") ? 1 : 0) + keys.slice(0, 10).filter(owned).length;
+  expect(a.inRuns).toBe(ownedGets - (owned(keys[0]!) ? 1 : 0));
 });
 
 test("no run on a connection that is not framed", () => {
