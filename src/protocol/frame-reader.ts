@@ -80,12 +80,14 @@ export class FrameReader {
   }
 
   /**
-   * framedRunStart returns where the next frame starts in the current chunk when the connection
-   * is framed and holds no partial frame, else -1: a caller may then serve whole frames straight
-   * from `chunkBytes` and move past them with `skipTo` (server/call-runs.ts).
+   * runStart returns where the next frame (buffered: message) starts in the current chunk when
+   * the connection is framed or buffered and holds no partial one, else -1: a caller may then
+   * serve whole frames straight from `chunkBytes` and move past them with `skipTo`
+   * (server/call-runs.ts). With nothing pending, the buffered scanner is between messages.
    */
-  framedRunStart(): number {
-    return this.transport === TRANSPORT_FRAMED && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
+  runStart(): number {
+    const t = this.transport;
+    return (t === TRANSPORT_FRAMED || t === TRANSPORT_BUFFERED) && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
   }
 
   /** chunkBytes is the chunk last pushed (see framedRunStart). */

@@ -31,13 +31,19 @@
 // which is how the Apache and Kitex generators write them, so a listed frame is one the decoder
 // reads as a Get or Set of exactly those ranges (a property the tests fuzz). Other field orders,
 // extra fields (a Set with ttlMs), other methods and the header transports are simply not listed.
+//
+// The buffered (unframed) transport sends the same messages without the i32 length. There the
+// end of a message is where its plain layout ends (`plainCallEnd`): the decoder's scanner finds
+// the same end, since the two STOPs close the message. A message that is not plain cannot be
+// passed over (its end is unknown without scanning it), so the listing always stops there.
 
 import { readI32 } from "../bytes/bytes.ts";
 import { METHOD_GET, METHOD_SET } from "./request.ts";
 
 /**
  * PEEK_STRIDE is the number of Int32 words per listed call: groupStart, groupLength, keyStart,
- * keyLength, seqid, frameStart (its length prefix), frameEnd (the next frame's start), method
+ * keyLength, seqid, frameStart (its length prefix; buffered: the message), frameEnd (the next
+ * frame's start), method
  * (METHOD_GET or METHOD_SET); for a Set also valueStart, valueLength, and ttl: its seconds when
  * they are a non-negative int32 (high word 0), else -1.
  */
@@ -127,25 +133,56 @@ export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean 
 }
 
 /**
- * peekCalls lists the plain framed Get and Set calls in `buf[start, end)`, which must begin at a
- * frame boundary, into `out` (PEEK_STRIDE words each) and returns how many. It stops at the first
- * incomplete frame, at a frame longer than `maxFrameBytes` (the reader refuses it), when `out` is
- * full, and, when `leading` is set, at the first frame that is neither (so the list is the calls
- * that follow each other from `start`); otherwise other frames are passed over.
+ * plainCallEnd returns where the message at `buf[f]` ends if it is laid out as a plain Get or Set
+ * (the lengths of its strings say where its two STOPs are) and ends by `end`, else -1. Whether it
+ * really is one is for matchPlainGet and matchPlainSet to tell, on exactly these bounds.
+ */
+export function plainCallEnd(buf: Uint8Array, f: number, end: number): number {
+  if (end - f < 34) return -1;
+  const method = buf[f + 8];
+  let q = f + 18; // the group field: 0B 00 01 | i32 n | group
+  const strings = method === 0x47 ? 2 : method === 0x53 ? 3 : 0;
+  if (strings === 0) return -1;
+  for (let i = 0; i < strings; i++) {
+    if (end - q < 7) return -1;
+    const length = readI32(buf, q + 3);
+    if (length < 0) return -1;
+    q += 7 + length;
+  }
+  if (strings === 3) q += 11; // the ttl field: 0A 00 04 | i64
+  q += 2; // the two STOPs
+  return q <= end ? q : -1;
+}
+
+/**
+ * peekCalls lists the plain Get and Set calls in `buf[start, end)`, which must begin at a frame
+ * (framed) or message (buffered: `framed` false) boundary, into `out` (PEEK_STRIDE words each)
+ * and returns how many. It stops at the first incomplete frame, at a frame longer than
+ * `maxFrameBytes` (the reader refuses it), when `out` is full, and, when `leading` is set, at the
+ * first frame that is neither (so the list is the calls that follow each other from `start`);
+ * otherwise other frames are passed over (framed only: see the header).
  */
 export function peekCalls(
   buf: Uint8Array, start: number, end: number, out: Int32Array, leading = false, maxFrameBytes = 0x7fffffff,
+  framed = true,
 ): number {
   const max = (out.length / PEEK_STRIDE) | 0;
   let count = 0;
   let p = start;
   while (count < max && end - p >= 4) {
-    const length = readI32(buf, p);
-    const f = p + 4; // the message
-    if (length <= 0 || length > end - f || length > maxFrameBytes) break;
-    const o = count * PEEK_STRIDE;
+    let f: number; // the message
     const frameStart = p;
-    p = f + length; // the next frame
+    if (framed) {
+      const length = readI32(buf, p);
+      f = p + 4;
+      if (length <= 0 || length > end - f || length > maxFrameBytes) break;
+      p = f + length; // the next frame
+    } else {
+      f = p;
+      p = plainCallEnd(buf, f, end);
+      if (p < 0 || p - f > maxFrameBytes) break;
+    }
+    const o = count * PEEK_STRIDE;
     let found: Int32Array; // PLAIN_GET or PLAIN_SET: the same first five words
     if (matchPlainGet(buf, f, p)) {
       found = PLAIN_GET;
@@ -157,7 +194,7 @@ export function peekCalls(
       out[o + PEEK_VALUE + 1] = PLAIN_SET[6]!;
       out[o + PEEK_TTL] = PLAIN_SET[7]!;
     } else {
-      if (leading) break;
+      if (leading || !framed) break;
       continue;
     }
     out[o] = found[1]!;

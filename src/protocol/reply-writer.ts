@@ -27,6 +27,7 @@ import { METHOD_GET, METHOD_NAME_BYTES, METHOD_UNKNOWN, type Request } from "./r
 import {
   MESSAGE_EXCEPTION,
   MESSAGE_REPLY,
+  TRANSPORT_BUFFERED,
   TRANSPORT_FRAMED,
   TRANSPORT_THEADER,
   TRANSPORT_TTHEADER,
@@ -63,7 +64,10 @@ export class ReplyWriter {
 
   /** beginGet writes a Get reply up to the value and returns where `valueLength` bytes go. */
   beginGet(req: Request, valueLength: number): number {
-    if (req.transport === TRANSPORT_FRAMED && req.method === METHOD_GET) return this.beginFramedGet(req.seqid, valueLength);
+    const t = req.transport;
+    if ((t === TRANSPORT_FRAMED || t === TRANSPORT_BUFFERED) && req.method === METHOD_GET) {
+      return this.beginPlainGet(req.seqid, valueLength, t === TRANSPORT_FRAMED);
+    }
     const w = this.out;
     this.begin(req, MESSAGE_REPLY, valueLength);
     w.fieldBegin(TYPE_STRUCT, 0);
@@ -74,18 +78,23 @@ export class ReplyWriter {
     return at;
   }
 
+  // The three writers below are for the commonest replies, on the framed transport (`framed`) or
+  // the buffered one (the same message without its i32 length): written byte by byte with one
+  // bounds check instead of through the general begin(); the bytes are the same (the golden tests
+  // compare them). Each message is laid out from `at`, where a framed reply's length goes (for a
+  // buffered one, 4 bytes before the message: nothing is written there).
+
   /**
-   * beginFramedGet is beginGet for the commonest reply (a framed Get: no header, the name known),
-   * written byte by byte with one bounds check instead of through the general begin(); the bytes
-   * are the same (the golden tests compare them).
-   *   i32 len | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 00 | 0B 00 01 | i32 n | value…
+   * beginPlainGet is beginGet for a Get on the framed or buffered transport (no header, the name
+   * known).
+   *   [i32 len] | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 00 | 0B 00 01 | i32 n | value…
    */
-  beginFramedGet(seqid: number, valueLength: number): number {
+  beginPlainGet(seqid: number, valueLength: number, framed: boolean): number {
     const w = this.out;
     w.ensure(REPLY_OVERHEAD_BYTES + 3 + valueLength);
     const b = w.buffer;
-    const at = w.length;
-    this.outerAt = at;
+    const at = framed ? w.length : w.length - 4;
+    this.outerAt = framed ? at : -1;
     this.innerAt = -1;
     replyHead(b, at, 0x47, seqid); // G
     b[at + 22] = TYPE_STRING;
@@ -100,16 +109,16 @@ export class ReplyWriter {
   }
 
   /**
-   * writeFramedSetOk writes the reply of a framed Set that stored its value: what writeSuccess
-   * writes for it, byte by byte (the golden tests compare them).
-   *   00 00 00 18 | 80 01 00 02 | 00 00 00 03 "Set" | i32 seqid | 0C 00 00 | 02 00 01 01 | 00 00
+   * writePlainSetOk writes the reply of a Set that stored its value: what writeSuccess writes
+   * for it.
+   *   [00 00 00 18] | 80 01 00 02 | 00 00 00 03 "Set" | i32 seqid | 0C 00 00 | 02 00 01 01 | 00 00
    */
-  writeFramedSetOk(seqid: number): void {
+  writePlainSetOk(seqid: number, framed: boolean): void {
     const w = this.out;
     w.ensure(28);
     const b = w.buffer;
-    const at = w.length;
-    w.patchI32(at, 24);
+    const at = framed ? w.length : w.length - 4;
+    if (framed) w.patchI32(at, 24);
     replyHead(b, at, 0x53, seqid); // S
     b[at + 22] = TYPE_BOOL;
     b[at + 23] = 0;
@@ -121,19 +130,19 @@ export class ReplyWriter {
   }
 
   /**
-   * writeFramedGetError writes the CacheError reply of a framed Get, byte for byte what
-   * writeCacheError writes for it (`message` is the message's UTF-8 bytes).
-   *   i32 len | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 01 | 08 00 01 i32 code |
+   * writePlainGetError writes the CacheError reply of a Get, byte for byte what writeCacheError
+   * writes for it (`message` is the message's UTF-8 bytes).
+   *   [i32 len] | 80 01 00 02 | 00 00 00 03 "Get" | i32 seqid | 0C 00 01 | 08 00 01 i32 code |
    *   0B 00 02 i32 n message | 00 | 00
    */
-  writeFramedGetError(seqid: number, code: number, message: Uint8Array): void {
+  writePlainGetError(seqid: number, code: number, message: Uint8Array, framed: boolean): void {
     this.errorCode = code;
     const w = this.out;
     const total = 22 + 7 + 7 + message.length + 2;
     w.ensure(total);
     const b = w.buffer;
-    const at = w.length;
-    w.patchI32(at, total - 4);
+    const at = framed ? w.length : w.length - 4;
+    if (framed) w.patchI32(at, total - 4);
     replyHead(b, at, 0x47, seqid, 1); // G
     w.length = at + 22;
     w.fieldBegin(TYPE_I32, 1);

@@ -4,9 +4,10 @@
  * store, and Sets that replace their values) done in a few tight loops instead of once per
  * request through decoder, Request, dispatch and group.
  *
- * 1. List (peek-calls.ts `peekCalls`) the plain framed Gets and Sets that follow each other from
- *    the next frame: the exact layouts the Apache and Kitex generators write, which the decoder
- *    reads as a Get or Set of those ranges; up to WARM_MAX of them.
+ * 1. List (peek-calls.ts `peekCalls`) the plain Gets and Sets that follow each other from the
+ *    next frame (framed transport) or message (buffered: "frame" below means either): the exact
+ *    layouts the Apache and Kitex generators write, which the decoder reads as a Get or Set of
+ *    those ranges; up to WARM_MAX of them. Header transports take the general path.
  * 2. Warm (store/warm.ts) the index slots, records and chunks of the listed keys of known groups,
  *    a step at a time for the whole batch, so their cache misses overlap instead of each request
  *    waiting for its own three in turn (+16–20 % at depth 16 with 10k keys; bench/RESULTS.md).
@@ -50,6 +51,7 @@ import type { ProtocolLimits } from "../protocol/limits.ts";
 import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, peekCalls } from "../protocol/peek-calls.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET } from "../protocol/request.ts";
+import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { ERROR_CODE, NOT_FOUND_MESSAGE } from "../protocol/errors.ts";
 import { WARM_MAX, warmKeys } from "../store/warm.ts";
 
@@ -108,14 +110,15 @@ export class CallRuns {
    * `cluster` is the node's cluster, if it has one.
    */
   serve(reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number, cluster?: Cluster): number {
-    const start = reader.framedRunStart();
+    const start = reader.runStart();
     if (start < 0) return 0;
+    const framed = reader.transport === TRANSPORT_FRAMED;
     const buf = reader.chunkBytes;
     let first = reader === listedReader && buf === listedChunk ? continuing(start) : -1;
     if (first < 0) {
       listedReader = reader;
       listedChunk = buf;
-      listedCount = peekCalls(buf, start, buf.length, LISTED, true, this.maxFrameBytes);
+      listedCount = peekCalls(buf, start, buf.length, LISTED, true, this.maxFrameBytes, framed);
       if (listedCount === 0) return 0;
       resolveGroups(this.groups, buf, listedCount);
       listedHashed = warm(buf, listedCount, this.counters);
@@ -154,14 +157,14 @@ export class CallRuns {
           if (group.loader !== undefined) break;
           id = group.lookup(buf, keyStart, keyLength);
           if (id < 0) {
-            reply.writeFramedGetError(LISTED[o + 4]!, ERROR_CODE.NOT_FOUND, NOT_FOUND_BYTES);
+            reply.writePlainGetError(LISTED[o + 4]!, ERROR_CODE.NOT_FOUND, NOT_FOUND_BYTES, framed);
             this.notFound++;
             p = LISTED[o + 6]!;
             served++;
             continue;
           }
         }
-        const at = reply.beginFramedGet(LISTED[o + 4]!, store.valueLength(id));
+        const at = reply.beginPlainGet(LISTED[o + 4]!, store.valueLength(id), framed);
         store.copyValue(id, out.buffer, at);
         const expiry = store.expiresAt(id);
         reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - this.clock()));
@@ -171,7 +174,7 @@ export class CallRuns {
         if (ttl < 0 || valueLength > this.maxValueBytes || group.mirror !== undefined) break;
         if (!store.overwrite(buf, keyStart, keyLength, hash, buf, LISTED[o + PEEK_VALUE]!, valueLength, group.ttlFor(ttl * 1000))) break;
         group.counters.sets++;
-        reply.writeFramedSetOk(LISTED[o + 4]!);
+        reply.writePlainSetOk(LISTED[o + 4]!, framed);
       }
       p = LISTED[o + 6]!;
       served++;

@@ -118,6 +118,15 @@ async function probeRuns(setupFor: ReturnType<typeof setup>, calls: Uint8Array[]
   result.runAllHits = r.served % 16 === 0 && c.hits === 1 + 15 + r.served && c.misses === 0;
 }
 {
+  // The same run of Get hits on the buffered transport (each message without its i32 length).
+  const s = setup(100);
+  const r = await probeRuns(s, Array.from({ length: 16 }, (_, i) => getCall(i, "user:12345").subarray(4)));
+  result.bufferedRunServed = r.first;
+  result.bufferedRun = r.collected;
+  const c = s.group.counters;
+  result.bufferedRunAllHits = r.served % 16 === 0 && c.hits === 1 + 15 + r.served && c.misses === 0;
+}
+{
   // A run of 16 pipelined Sets that replace a value in place.
   const s = setup(100);
   const r = await probeRuns(s, Array.from({ length: 16 }, (_, i) => setCall(i, "user:12345", new Uint8Array(100).fill(i))));

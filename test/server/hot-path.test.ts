@@ -23,6 +23,9 @@ interface ProbeResult {
   runServed: number;
   run: boolean;
   runAllHits: boolean;
+  bufferedRunServed: number;
+  bufferedRun: boolean;
+  bufferedRunAllHits: boolean;
   setRunServed: number;
   setRun: boolean;
   setRunAll: boolean;
@@ -32,7 +35,7 @@ interface ProbeResult {
   missRunAll: boolean;
 }
 
-test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs of Get hits, Get misses and Set overwrites, and latency recording allocate nothing; the probe detects 32 B/request", async () => {
+test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs of Get hits (framed and buffered), Get misses and Set overwrites, and latency recording allocate nothing; the probe detects 32 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/hot-path-child.ts`], { stdout: "pipe", stderr: "inherit" });
   const text = await new Response(proc.stdout).text();
   expect(await proc.exited).toBe(0);
@@ -54,6 +57,10 @@ test("hot path: the Get hit (100 B, 4 KiB), Set overwrite, batch warm-up, runs o
   expect(r.runServed).toBe(15);
   expect(r.runAllHits).toBe(true);
   expect(r.run).toBe(false);
+  // The same on the buffered transport.
+  expect(r.bufferedRunServed).toBe(15);
+  expect(r.bufferedRunAllHits).toBe(true);
+  expect(r.bufferedRun).toBe(false);
   // A run of Sets replacing a value in place, the same way.
   expect(r.setRunServed).toBe(15);
   expect(r.setRunAll).toBe(true);
