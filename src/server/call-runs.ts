@@ -12,10 +12,10 @@
  *    a step at a time for the whole batch, so their cache misses overlap instead of each request
  *    waiting for its own three in turn (+16–20 % at depth 16 with 10k keys; bench/RESULTS.md).
  *    Only batches of two or more are warmed. The hashes computed here serve step 3 too.
- * 3. Serve the listed calls in order while they have the method of the first (one run, one
- *    method, one latency record). A run that stops early leaves the listing for the next run on
- *    the same chunk, which goes on from the frame after the one the general path served, so each
- *    frame is listed and warmed once:
+ * 3. Serve the listed calls in order, Gets and Sets alike (one run, one clock read: the caller
+ *    shares its time between its Gets and Sets by count). A run that stops early leaves the
+ *    listing for the next run on the same chunk, which goes on from the frame after the one the
+ *    general path served, so each frame is listed and warmed once:
  *    - a Get must find a live, non-negative item of a known group (`Store.getHit`), or miss in a
  *      group without a loader (then it is counted by `Group.lookup` and answered NOT_FOUND, as
  *      dispatch does; a miss in a group with a loader ends the run: loading is the general
@@ -77,9 +77,10 @@ let listedHashed = false;
 let warmSink = 0;
 
 export class CallRuns {
-  /** method is the method of the requests the last `serve` served (METHOD_GET or METHOD_SET). */
-  method = METHOD_GET;
-  /** notFound is how many of them were answered CacheError NOT_FOUND (Get misses). */
+  /** gets and sets are how many Gets and Sets the last `serve` served. */
+  gets = 0;
+  sets = 0;
+  /** notFound is how many of its Gets were answered CacheError NOT_FOUND (misses). */
   notFound = 0;
   private readonly groups: Groups;
   private readonly clock: () => number;
@@ -110,6 +111,9 @@ export class CallRuns {
    * `cluster` is the node's cluster, if it has one.
    */
   serve(reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number, cluster?: Cluster): number {
+    this.gets = 0;
+    this.sets = 0;
+    this.notFound = 0;
     const start = reader.runStart();
     if (start < 0) return 0;
     const framed = reader.transport === TRANSPORT_FRAMED;
@@ -126,12 +130,10 @@ export class CallRuns {
     }
     const listed = listedCount;
 
-    const method = LISTED[first * PEEK_STRIDE + PEEK_METHOD]!;
     // With other members, keys are routed (dispatch's test): only Gets of owned keys run here.
     const routed = cluster !== undefined && cluster.members.length > 1;
-    if (routed && method !== METHOD_GET) return 0;
-    this.method = method;
-    this.notFound = 0;
+    let gets = 0;
+    let sets = 0;
     const out = reply.out;
     let p = start;
     let served = 0;
@@ -140,10 +142,10 @@ export class CallRuns {
       const group = GROUPS[i];
       const keyStart = LISTED[o + 2]!;
       const keyLength = LISTED[o + 3]!;
-      if (LISTED[o + PEEK_METHOD] !== method || group === undefined || keyLength > this.maxKeyBytes) break;
+      if (group === undefined || keyLength > this.maxKeyBytes) break;
       const store = group.store;
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
-      if (method === METHOD_GET) {
+      if (LISTED[o + PEEK_METHOD] === METHOD_GET) {
         if (routed && cluster.owner(buf, keyStart, keyLength) !== cluster.self) break;
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
@@ -161,6 +163,7 @@ export class CallRuns {
             this.notFound++;
             p = LISTED[o + 6]!;
             served++;
+            gets++;
             continue;
           }
         }
@@ -168,17 +171,22 @@ export class CallRuns {
         store.copyValue(id, out.buffer, at);
         const expiry = store.expiresAt(id);
         reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - this.clock()));
+        gets++;
       } else {
+        if (routed) break; // a write in a cluster also drops mirrored copies: routing's
         const ttl = LISTED[o + PEEK_TTL]!;
         const valueLength = LISTED[o + PEEK_VALUE + 1]!;
         if (ttl < 0 || valueLength > this.maxValueBytes || group.mirror !== undefined) break;
         if (!store.overwrite(buf, keyStart, keyLength, hash, buf, LISTED[o + PEEK_VALUE]!, valueLength, group.ttlFor(ttl * 1000))) break;
         group.counters.sets++;
         reply.writePlainSetOk(LISTED[o + 4]!, framed);
+        sets++;
       }
       p = LISTED[o + 6]!;
       served++;
     }
+    this.gets = gets;
+    this.sets = sets;
     if (served > 0) reader.skipTo(p);
     return served;
   }

@@ -15,7 +15,6 @@ import { CallRuns } from "../../src/server/call-runs.ts";
 import { LatencyHistogram } from "../../src/server/latency.ts";
 import { MIB } from "../../src/store/store.ts";
 import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
-import { METHOD_SET } from "../../src/protocol/request.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { mutate, validRequest } from "../protocol/fuzz.ts";
@@ -92,7 +91,8 @@ function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): 
       if (runs) {
         const n = callRuns.serve(conn.reader, conn.reply, 1024, 1 << 30);
         inRuns += n;
-        if (callRuns.method === METHOD_SET) setsInRuns += n;
+        setsInRuns += callRuns.sets;
+        expect(callRuns.gets + callRuns.sets).toBe(n);
         requests += n;
         if (n > 0) continue;
       }
