@@ -53,6 +53,8 @@ export class ClusterCounters {
   peerLoads = 0; // gets answered by the owner peer
   peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost)
   fallbackLoads = 0; // gets loaded locally because the owner could not be reached
+  prefetchesSent = 0; // gets of a waiting connection forwarded ahead of their turn (server/prefetch.ts)
+  prefetchesUsed = 0; // forwarded gets answered from such a prefetch
   mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere
   mirrorFills = 0; // values copied into the mirror
   invalidationsSent = 0; // PeerInvalidate calls sent

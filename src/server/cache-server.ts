@@ -42,6 +42,10 @@ import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
+import { Prefetches, ownerClient } from "./prefetch.ts";
+import { PEEK_METHOD, PEEK_STRIDE, peekCalls } from "../protocol/peek-calls.ts";
+import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
+import { WARM_MAX } from "../store/warm.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
@@ -97,6 +101,8 @@ export class ServerCounters {
 
 /** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
 const KEEP_OUTPUT_BYTES = 1024 * 1024;
+/** AHEAD receives the calls `prefetchAhead` lists (scratch: serving is synchronous). */
+const AHEAD = new Int32Array(WARM_MAX * PEEK_STRIDE);
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
 const SHARED_OUTPUT_BYTES = 64 * 1024;
 
@@ -349,8 +355,13 @@ export class CacheServer implements DispatchContext {
           continue;
         }
         if (req.method === METHOD_UNKNOWN) latency.recordProtocolError(APP_ERROR.UNKNOWN_METHOD);
-        const pending = dispatch(this, req, proto.reply);
+        const prefetches = conn.prefetches;
+        // Gets forwarded ahead are for the Gets that follow with no other call between (a write
+        // of this connection must be seen by its later reads): anything else drops them.
+        if (prefetches !== null && req.method !== METHOD_GET) prefetches.clear();
+        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined);
         if (pending !== undefined) {
+          if (cluster !== undefined && req.method === METHOD_GET) this.prefetchAhead(conn, cluster);
           this.park(conn, pending, req.method, t0);
           held = true;
           break;
@@ -386,6 +397,33 @@ export class CacheServer implements DispatchContext {
     }
     conn.proto.reply.out = own;
     this.sharedLent = false;
+  }
+
+  /**
+   * prefetchAhead forwards, now, the plain Gets that follow a Get the connection waits for, up to
+   * the first call of another kind, whose keys other members own: one round trip for the batch
+   * instead of one per Get in turn (prefetch.ts). Routing answers them from what comes back.
+   */
+  private prefetchAhead(conn: Connection, cluster: Cluster): void {
+    if (cluster.members.length < 2) return;
+    const reader = conn.proto.reader;
+    const start = reader.runStart();
+    if (start < 0) return;
+    const buf = reader.chunkBytes;
+    const limits = this.opts.limits;
+    const listed = peekCalls(buf, start, buf.length, AHEAD, true, limits.maxFrameBytes, reader.transport === TRANSPORT_FRAMED);
+    for (let i = 0; i < listed; i++) {
+      const o = i * PEEK_STRIDE;
+      const keyStart = AHEAD[o + 2]!;
+      const keyLength = AHEAD[o + 3]!;
+      if (AHEAD[o + PEEK_METHOD] !== METHOD_GET || keyLength > limits.maxKeyBytes) break;
+      const group = this.groups.find(buf, AHEAD[o]!, AHEAD[o + 1]!);
+      if (group === undefined || group.mirror?.has(buf, keyStart, keyLength) === true) continue; // the mirror answers it
+      const client = ownerClient(cluster, buf, keyStart, keyLength);
+      if (client === undefined) continue;
+      const prefetches = (conn.prefetches ??= new Prefetches());
+      if (prefetches.start(client, group, buf, keyStart, keyLength)) cluster.counters.prefetchesSent++;
+    }
   }
 
   /** resume serves a connection that yielded its turn, unless something else holds it. */

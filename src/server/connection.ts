@@ -20,6 +20,7 @@ import type { ProtocolLimits } from "../protocol/limits.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ProtocolConnection } from "../protocol/protocol-connection.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
+import type { Prefetches } from "./prefetch.ts";
 
 /** CONNECTION_OUTPUT_BYTES: a new connection's output buffer is made by its first reply. */
 const CONNECTION_OUTPUT_BYTES = 0;
@@ -42,6 +43,8 @@ export class Connection {
   lastActive = 0;
   bytesOut = 0;
   requests = 0;
+  /** prefetches are Gets forwarded ahead while the connection waited (prefetch.ts); made on first use. */
+  prefetches: Prefetches | null = null;
 
   constructor(socket: Socket<Connection>, id: number, limits: ProtocolLimits) {
     this.socket = socket;

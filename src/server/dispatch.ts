@@ -29,6 +29,7 @@ import {
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
 import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
+import type { Prefetches } from "./prefetch.ts";
 import { route } from "./routing.ts";
 
 export interface DispatchContext {
@@ -43,15 +44,16 @@ export interface DispatchContext {
 
 /**
  * dispatch serves `req` and appends its reply (none for ONEWAY) to `reply`; it returns a promise
- * when the reply has to wait for a load, else undefined.
+ * when the reply has to wait for a load, else undefined. `prefetches` are the connection's Gets
+ * forwarded ahead (prefetch.ts), if any.
  */
-export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<void> | undefined {
+export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches?: Prefetches): Promise<void> | undefined {
   // A ONEWAY call is served like a CALL into a throwaway writer (ONEWAY is rare; this allocates).
-  const pending = serve(ctx, req, req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply);
+  const pending = serve(ctx, req, req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply, prefetches);
   return pending instanceof Promise ? pending : undefined;
 }
 
-function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<void> | void {
+function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined): Promise<void> | void {
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   const method = req.method;
   if (method === METHOD_UNKNOWN) {
@@ -65,7 +67,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter): Promise<
   const base = baseMethod(method);
   const cluster = ctx.cluster;
   if (cluster !== undefined && cluster.members.length > 1 && !isPeerMethod(method)) {
-    const routed = route(cluster, group, base, req, reply);
+    const routed = route(cluster, group, base, req, reply, prefetches);
     if (routed === true) return;
     if (routed !== false) return routed;
   }

@@ -188,6 +188,8 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed (timeout, down, connection lost).", () => cc.peerErrors);
     c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached.", () => cc.fallbackLoads);
     c("mybuncache_cluster_mirror_hits_total", "Gets answered from this node's mirror of a key owned elsewhere.", () => cc.mirrorHits);
+    c("mybuncache_cluster_prefetches_sent_total", "Gets of a waiting connection forwarded to their owners ahead of their turn.", () => cc.prefetchesSent);
+    c("mybuncache_cluster_prefetches_used_total", "Forwarded gets answered from such a prefetch.", () => cc.prefetchesUsed);
     c("mybuncache_cluster_mirror_fills_total", "Values copied into the mirror.", () => cc.mirrorFills);
     c("mybuncache_cluster_invalidations_sent_total", "PeerInvalidate calls sent.", () => cc.invalidationsSent);
     c("mybuncache_cluster_invalidations_received_total", "PeerInvalidate calls served.", () => cc.invalidationsReceived);

@@ -31,12 +31,18 @@ import {
 import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { replyCacheError, replyThrown } from "./reply-errors.ts";
+import type { Prefetch, Prefetches } from "./prefetch.ts";
 
-/** route serves `req` (seed method `base`) across the cluster, or returns false to serve it here. */
-export function route(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | boolean {
+/**
+ * route serves `req` (seed method `base`) across the cluster, or returns false to serve it here;
+ * `prefetches` are the connection's Gets forwarded ahead (prefetch.ts), if any.
+ */
+export function route(
+  cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter, prefetches?: Prefetches,
+): Promise<void> | boolean {
   switch (base) {
     case METHOD_GET:
-      return routeGet(cluster, group, req, reply);
+      return routeGet(cluster, group, req, reply, prefetches);
     case METHOD_SET:
     case METHOD_DELETE:
       return routeWrite(cluster, group, base, req, reply);
@@ -51,7 +57,9 @@ export function route(cluster: Cluster, group: Group, base: number, req: Request
   }
 }
 
-function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | boolean {
+function routeGet(
+  cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined,
+): Promise<void> | boolean {
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
   if (owner === cluster.self) return false;
   const client = cluster.peer(owner);
@@ -70,45 +78,83 @@ function routeGet(cluster: Cluster, group: Group, req: Request, reply: ReplyWrit
     }
   }
   cluster.counters.forwarded++;
+  // Forwarded ahead while the connection waited for an earlier Get (prefetch.ts): answer from it.
+  const ahead = prefetches?.take(group, req.buffer, req.keyStart, req.keyLength);
+  if (ahead !== undefined) {
+    cluster.counters.prefetchesUsed++;
+    if (ahead.done) return answerAhead(cluster, group, req, reply, owner, ahead);
+    return new Promise<void>((resolve) => {
+      ahead.waiter = () => settle(answerAhead(cluster, group, req, reply, owner, ahead), resolve);
+    });
+  }
   return new Promise<void>((resolve) => {
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
+      let answered: Promise<void> | true;
       try {
-        answer(err, value, off, len, ttl);
+        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl);
       } catch (e) {
         replyThrown(reply, req, e);
-        resolve(); // never leave the connection parked
+        answered = true; // never leave the connection parked
       }
+      settle(answered, resolve);
     });
-    function answer(err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number): void {
-      if (err === null && value !== null) {
-        cluster.counters.peerLoads++;
-        group.counters.gets++;
-        reply.writeGet(req, value, off, len, ttl);
-        if (mirror !== undefined && ttl !== 0) {
-          if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
-        }
-        return resolve();
-      }
-      const e = err ?? new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "empty reply from the owner");
-      if (e.code !== ERROR_CODE.PEER_UNAVAILABLE) {
-        replyCacheError(reply, req, e.code, e.message);
-        return resolve();
-      }
-      cluster.counters.peerErrors++;
-      if (group.loader === undefined) {
-        replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
-        return resolve();
-      }
-      cluster.counters.fallbackLoads++;
-      group.load(req.buffer, req.keyStart, req.keyLength).then(
-        (loaded) => {
-          reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
-          keepAsMirror(group, req, loaded);
-        },
-        (failure: unknown) => replyThrown(reply, req, failure),
-      ).finally(resolve);
-    }
   });
+}
+
+/** settle resolves `resolve` once `answered` (true: at once) has written the reply. */
+function settle(answered: Promise<void> | true, resolve: () => void): void {
+  if (answered === true) resolve();
+  else void answered.finally(resolve);
+}
+
+/** answerAhead answers a Get from its prefetched answer (see answerForward). */
+function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
+  try {
+    const v = ahead.value;
+    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ahead.ttlRemainingMs);
+  } catch (e) {
+    replyThrown(reply, req, e);
+    return true;
+  }
+}
+
+/**
+ * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too),
+ * its CacheError, or, when the owner was unreachable, a local load (groupcache's fallback) or
+ * PEER_UNAVAILABLE. Returns true when the reply is written, or the fallback load's promise.
+ */
+function answerForward(
+  cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string,
+  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number,
+): Promise<void> | true {
+  if (err === null && value !== null) {
+    cluster.counters.peerLoads++;
+    group.counters.gets++;
+    reply.writeGet(req, value, off, len, ttl);
+    const mirror = group.mirror;
+    if (mirror !== undefined && ttl !== 0) {
+      if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
+    }
+    return true;
+  }
+  const e = err ?? new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "empty reply from the owner");
+  if (e.code !== ERROR_CODE.PEER_UNAVAILABLE) {
+    replyCacheError(reply, req, e.code, e.message);
+    return true;
+  }
+  cluster.counters.peerErrors++;
+  if (group.loader === undefined) {
+    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
+    return true;
+  }
+  cluster.counters.fallbackLoads++;
+  return group.load(req.buffer, req.keyStart, req.keyLength).then(
+    (loaded) => {
+      reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
+      keepAsMirror(group, req, loaded);
+    },
+    (failure: unknown) => replyThrown(reply, req, failure),
+  );
 }
 
 /**

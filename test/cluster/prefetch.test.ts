@@ -1,0 +1,129 @@
+/**
+ * A connection that waits for a forwarded Get has the plain Gets that follow it in the same chunk
+ * forwarded at once (server/prefetch.ts): one round trip to the owner for the batch. The replies
+ * must be exactly what forwarding each in turn gives, in order; a write of the connection is seen
+ * by its later reads; and nothing kept outlives a call of another kind.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
+import { T } from "../protocol/wire-builder.ts";
+import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+const utf8 = new TextEncoder();
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+}
+
+/** twoNodes starts nodes A and B that know each other; `remote` lists keys B owns, `local` keys A owns. */
+function twoNodes(): { a: CacheNode; b: CacheNode; remote: string[]; local: string[] } {
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const [a, b] = ports.map((port) => {
+    const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 2000 }, { logger: new LogSink().logger });
+    open.push(n);
+    return n;
+  }) as [CacheNode, CacheNode];
+  const remote: string[] = [];
+  const local: string[] = [];
+  for (let i = 0; remote.length < 40 || local.length < 10; i++) {
+    const key = `key-${i}`;
+    (a.cluster!.owner(utf8.encode(key), 0, key.length) === ids[1] ? remote : local).push(key);
+  }
+  return { a, b, remote: remote.slice(0, 40), local: local.slice(0, 10) };
+}
+
+/** values reads every reply of `raw` as [seqid, value text or "error <code>"]. */
+function values(raw: RawSocket): [number, string][] {
+  const { replies, rest } = readReplies(raw.received, "framed");
+  expect(rest).toBe(raw.received.length);
+  return replies.map((r) => {
+    const o = outcome(r);
+    if (o.kind === "success" && r.name === "Set") return [r.seqid, field(o.value, 1, T.BOOL) === true ? "stored" : "not stored"];
+    if (o.kind === "success") return [r.seqid, text(field(o.value, 1, T.STRING) as Uint8Array)];
+    return [r.seqid, o.kind === "cacheError" ? `error ${o.code}` : `exception ${o.type}`];
+  });
+}
+
+describe("Gets forwarded ahead while a connection waits", () => {
+  test("pipelined Gets of keys another node owns: one batch to the owner, the same replies in order", async () => {
+    const { a, b, remote, local } = twoNodes();
+    const setter = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
+    open.push(setter);
+    for (const key of [...remote, ...local]) await setter.set("default", key, `v:${key}`);
+    // 40 Gets of B's keys with A's keys between them and one absent key, in one write to A.
+    const keys = [...remote.slice(0, 20), local[0]!, "absent-key", ...remote.slice(20), ...local.slice(1, 4)];
+    const raw = await RawSocket.connect(a.port);
+    raw.write(concat(keys.map((key, i) => getCall(i, key))));
+    await raw.waitFor(() => raw.frames().length === keys.length, "all replies");
+    expect(values(raw)).toEqual(keys.map((key, i) => [i, key === "absent-key" ? "error 1" : `v:${key}`]));
+    const c = a.cluster!.counters;
+    // The first Gets of B's keys wait; those after them are fetched ahead and answered from that.
+    expect(c.prefetchesSent).toBeGreaterThan(20);
+    expect(c.prefetchesUsed).toBe(c.prefetchesSent);
+    raw.close();
+  });
+
+  test("a connection reads its own write: the Gets after its Set are fetched after it", async () => {
+    const { a, remote } = twoNodes();
+    const key = remote[0]!;
+    const setter = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    open.push(setter);
+    await setter.set("default", key, "old");
+    for (const other of remote.slice(1, 6)) await setter.set("default", other, `v:${other}`);
+    const raw = await RawSocket.connect(a.port);
+    // Get (waits) · Gets of other keys and of `key` (fetched ahead) · Set key · Get key.
+    const calls = [getCall(1, remote[1]!), getCall(2, remote[2]!), getCall(3, key), getCall(4, remote[3]!),
+      setCall(5, key, utf8.encode("new")), getCall(6, key), getCall(7, remote[4]!)];
+    raw.write(concat(calls));
+    await raw.waitFor(() => raw.frames().length === calls.length, "all replies");
+    const got = values(raw);
+    expect(got).toEqual([[1, `v:${remote[1]}`], [2, `v:${remote[2]}`], [3, "old"], [4, `v:${remote[3]}`], [5, "stored"], [6, "new"], [7, `v:${remote[4]}`]]);
+    expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
+    raw.close();
+  });
+
+  test("a Get fetched ahead but answered from the mirror is not kept past a write", async () => {
+    const { a, remote } = twoNodes();
+    const key = remote[0]!;
+    const setter = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    open.push(setter);
+    await setter.set("default", key, "old");
+    // One forwarded read: LRU-K (K = 2) admits `key` into A's mirror on the next one.
+    expect(text((await setter.get("default", key)).value)).toBe("old");
+    expect(a.cluster!.counters.mirrorFills).toBe(0);
+    const raw = await RawSocket.connect(a.port);
+    // Get key (forwarded: waits; its answer fills the mirror) · Get key (fetched ahead while the
+    // first waits, then answered from the mirror at its turn: the fetched answer is left over) ·
+    // Set key · Get key: must read "new", not the answer fetched before the Set.
+    const calls = [getCall(1, key), getCall(2, key), setCall(3, key, utf8.encode("new")), getCall(4, key)];
+    raw.write(concat(calls));
+    await raw.waitFor(() => raw.frames().length === calls.length, "all replies");
+    expect(values(raw)).toEqual([[1, "old"], [2, "old"], [3, "stored"], [4, "new"]]);
+    const c = a.cluster!.counters;
+    expect([c.prefetchesSent, c.prefetchesUsed, c.mirrorFills, c.mirrorHits]).toEqual([1, 0, 1, 1]);
+    raw.close();
+  });
+
+  test("the owner gone: Gets fetched ahead answer PEER_UNAVAILABLE as forwarding in turn does", async () => {
+    const { a, b, remote } = twoNodes();
+    await b.close();
+    const raw = await RawSocket.connect(a.port);
+    const keys = remote.slice(0, 12);
+    raw.write(concat(keys.map((key, i) => getCall(i, key))));
+    await raw.waitFor(() => raw.frames().length === keys.length, "all replies", 15_000);
+    expect(values(raw)).toEqual(keys.map((_, i) => [i, "error 7"]));
+    raw.close();
+  }, 20_000);
+});
