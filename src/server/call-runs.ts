@@ -35,11 +35,12 @@
  * exactly as `Group.lookup` and dispatch's Set do them; the caller adds the run to the request
  * counters and the latency histogram (one clock read per run, LatencyHistogram.recordRun).
  *
- * On a node with peers, a run serves only Gets of keys this node owns: they are served here as
- * dispatch serves them (routing hands an owned key back to the local path). The first Get of a
- * key owned elsewhere ends the run (routing forwards it or answers from the mirror), and so does
- * every Set (a write in a cluster also drops mirrored copies, on this node and its peers). A
- * ring-aware client (ClusterClient) sends every key to its owner, so its Gets all run.
+ * On a node with peers, a run serves only Gets: of keys this node owns as dispatch serves them
+ * (routing hands an owned key back to the local path), and of keys owned elsewhere that its
+ * mirror holds, as routing answers them. The first Get of another key owned elsewhere ends the
+ * run (routing forwards it), and so does every Set (a write in a cluster also drops mirrored
+ * copies, on this node and its peers). A ring-aware client (ClusterClient) sends every key to its
+ * owner, so its Gets all run; other clients' Gets of hot keys mostly do.
  *
  * Not for connections that must authenticate first; the caller checks. Allocates nothing: the
  * lists are module scratch, which is safe because serving is synchronous.
@@ -146,7 +147,27 @@ export class CallRuns {
       const store = group.store;
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
       if (LISTED[o + PEEK_METHOD] === METHOD_GET) {
-        if (routed && cluster.owner(buf, keyStart, keyLength) !== cluster.self) break;
+        if (routed) {
+          const owner = cluster.owner(buf, keyStart, keyLength);
+          if (owner !== cluster.self) {
+            // Owned elsewhere: served here only from this node's mirror, as routing serves it
+            // (a mirror miss, counted once by routing, forwards it).
+            const mirror = group.mirror;
+            if (mirror === undefined || cluster.peer(owner) === undefined) break;
+            const mid = mirror.getHit(buf, keyStart, keyLength, mirror.hashOf(buf, keyStart, keyLength));
+            if (mid < 0) break;
+            group.counters.gets++;
+            cluster.counters.mirrorHits++;
+            const at = reply.beginPlainGet(LISTED[o + 4]!, mirror.valueLength(mid), framed);
+            mirror.copyValue(mid, out.buffer, at);
+            const exp = mirror.expiresAt(mid);
+            reply.endGet(exp === Infinity ? -1 : Math.max(0, exp - mirror.clock()));
+            gets++;
+            p = LISTED[o + 6]!;
+            served++;
+            continue;
+          }
+        }
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
           const c = group.counters;

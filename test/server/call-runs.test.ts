@@ -13,7 +13,7 @@ import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
 import { CallRuns } from "../../src/server/call-runs.ts";
 import { LatencyHistogram } from "../../src/server/latency.ts";
-import { MIB } from "../../src/store/store.ts";
+import { MIB, SET_OK } from "../../src/store/store.ts";
 import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
@@ -407,6 +407,15 @@ function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
   } satisfies PeerClient;
   const cluster = new Cluster({ self: "A", vnodes: 64, connect: () => peerB, logger: { info() {}, warn() {} } });
   cluster.setMembers(["A", "B"]);
+  // Group "m" mirrors the keys k0..k9 that B owns: their Gets are answered from the mirror.
+  const mirror = w.ctx.groups.find(utf8.encode("m"), 0, 1)!.mirror!;
+  for (let i = 0; i < 10; i++) {
+    const key = utf8.encode(`k${i}`);
+    if (cluster.owner(key, 0, key.length) === "A") continue;
+    mirror.noteAccess(key, 0, key.length);
+    const value = utf8.encode(`mirrored-${i}`);
+    expect(mirror.fill(key, 0, key.length, value, 0, value.length, 0)).toBe(SET_OK);
+  }
   return { w: { ...w, ctx: { ...w.ctx, cluster } }, cluster, forwarded };
 }
 
@@ -429,7 +438,7 @@ async function serveRouted(w: World, cluster: Cluster, chunk: Uint8Array, runs: 
   return { out: conn.reply.out.buffer.slice(0, conn.reply.out.length), inRuns };
 }
 
-test("in a cluster, runs serve the Gets of keys this node owns; keys owned elsewhere and all Sets go through routing", async () => {
+test("in a cluster, runs serve the Gets of keys this node owns and of mirrored keys; other keys owned elsewhere and all Sets go through routing", async () => {
   const { cluster } = clusterWorld();
   const owned = (key: string) => cluster.owner(utf8.encode(key), 0, key.length) === "A";
   const keys = Array.from({ length: 40 }, (_, i) => `k${i}`);
@@ -444,6 +453,8 @@ test("in a cluster, runs serve the Gets of keys this node owns; keys owned elsew
   const setKeys = [keys.find(owned)!, keys.find((k) => !owned(k))!];
   for (const key of setKeys) calls.push(setCall(seqid++, key, utf8.encode(`A-VALUE-${key.slice(1)}-`.repeat(1 + (Number(key.slice(1)) % 7) * 30)), "a"));
   for (const key of keys.slice(0, 10)) calls.push(getCall(seqid++, key, "m")); // the group with a mirror
+  const notMirrored = keys.slice(10).filter((k) => !owned(k)).slice(0, 3); // owned elsewhere, not in the mirror
+  for (const key of notMirrored) calls.push(getCall(seqid++, keys[0]!, "m"), getCall(seqid++, key, "m"));
   const all = concatAll(calls);
   const fast = clusterWorld();
   const slow = clusterWorld();
@@ -452,12 +463,19 @@ test("in a cluster, runs serve the Gets of keys this node owns; keys owned elsew
   expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
   expect(state(fast.w)).toEqual(state(slow.w));
   expect(fast.cluster.counters).toEqual(slow.cluster.counters);
+  const mirrors = (w: World) => w.ctx.groups.all().filter((g) => g.mirror !== undefined).map((g) => ({
+    counters: { ...g.mirror!.counters }, records: Array.from(g.mirror!.items.w), expiry: Array.from(g.mirror!.items.f),
+  }));
+  expect(mirrors(fast.w)).toEqual(mirrors(slow.w));
   expect(fast.forwarded).toEqual(slow.forwarded);
   expect(fast.forwarded.length).toBeGreaterThan(5);
-  // Every Get of an owned key ran, but the first frame (the general path reads it to detect the
+  // Every Get of an owned key ran, and every Get of group "m" (the owned keys from its store, the
+  // others from its mirror), but the first frame (the general path reads it to detect the
   // transport); no Set did.
-  const ownedGets = keys.filter(owned).length + (owned("absent-here") ? 1 : 0) + keys.slice(0, 10).filter(owned).length;
+  const ownedGets = keys.filter(owned).length + (owned("absent-here") ? 1 : 0) + 10 + notMirrored.length;
   expect(a.inRuns).toBe(ownedGets - (owned(keys[0]!) ? 1 : 0));
+  expect(fast.cluster.counters.mirrorHits).toBe(keys.slice(0, 10).filter((k) => !owned(k)).length + (owned(keys[0]!) ? 0 : notMirrored.length));
+  expect(notMirrored.length).toBe(3);
 });
 
 /** unframed is a framed call without its length: the same call on the buffered transport. */
