@@ -18,7 +18,9 @@
  * Layout: `points` (Uint32Array) holds the points in that order and `owners` (Int32Array) the
  * index of each point's member in `nodes` (sorted, so index order is id order). Both have spare
  * capacity and grow by doubling. `owner()` is a binary search over `points`: O(log V), no
- * allocation. `add()` sorts only the new member's R points and merges them in from the back,
+ * allocation, narrowed first by `buckets` (the first point of each 1/4096 of the circle, rebuilt
+ * by every change): at 10k points a member the search covers the few points of one bucket, in
+ * one or two cache lines, instead of walking ~15 steps over the whole array. `add()` sorts only the new member's R points and merges them in from the back,
  * in place; `remove()` compacts the member's points out; both renumber `owners` in the same O(V)
  * sweep, never re-deriving other members' points. A weight change is a remove and an add: the
  * points a member keeps are the same, so only the difference moves.
@@ -53,6 +55,10 @@ export interface RingOptions {
 }
 
 export const DEFAULT_VNODES = 10_000;
+/** The circle is cut into BUCKETS equal arcs for `ownerIndex`'s first step (16 KB a ring). */
+const BUCKET_SHIFT = 20;
+const BUCKETS = 2 ** (32 - BUCKET_SHIFT);
+const BUCKET_SPAN = 2 ** BUCKET_SHIFT;
 
 const HASH_SEP = 0x23; // "#"
 const murmur: RingHash = (buf, off, len) => hashBytes(buf, off, len, 0);
@@ -66,6 +72,8 @@ export class Ring {
   private points = new Uint32Array(64);
   private owners = new Int32Array(64);
   private count = 0;
+  /** buckets[b] is the index of the first point at or past position b << BUCKET_SHIFT (count past the last). */
+  private readonly buckets = new Int32Array(BUCKETS + 1);
 
   constructor(opts: RingOptions = {}) {
     const vnodes = opts.vnodes ?? DEFAULT_VNODES;
@@ -130,6 +138,19 @@ export class Ring {
     this.count = n + r;
     this.members = members;
     this.replicas.set(node, r);
+    this.rebuildBuckets();
+  }
+
+  /** rebuildBuckets recomputes `buckets` from `points` (O(V + BUCKETS)). */
+  private rebuildBuckets(): void {
+    const points = this.points;
+    const n = this.count;
+    let i = 0;
+    for (let b = 0; b <= BUCKETS; b++) {
+      const start = b * BUCKET_SPAN; // as a double: 2^32 for the end
+      while (i < n && points[i]! < start) i++;
+      this.buckets[b] = i;
+    }
   }
 
   /** remove takes `node` out of the ring; its keys go to the members after its points. Unknown: no-op. */
@@ -151,6 +172,7 @@ export class Ring {
     members.splice(p, 1);
     this.members = members;
     this.replicas.delete(node);
+    this.rebuildBuckets();
   }
 
   /** owner returns the member that owns the key bytes, or undefined when the ring is empty. */
@@ -165,8 +187,10 @@ export class Ring {
     if (n === 0) return -1;
     const pos = this.hash(key, off, len) >>> 0;
     const points = this.points;
-    let lo = 0;
-    let hi = n;
+    // The first point at or past `pos` is in its bucket, or is the next bucket's first.
+    const b = pos >>> BUCKET_SHIFT;
+    let lo = this.buckets[b]!;
+    let hi = this.buckets[b + 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (points[mid]! < pos) lo = mid + 1;
@@ -199,6 +223,10 @@ export class Ring {
     for (let k = 0; k < m.length; k++) {
       if (!this.replicas.has(m[k]!)) fail(`member ${m[k]} has no replica count`);
       if (k > 0 && !(m[k - 1]! < m[k]!)) fail("members not strictly sorted");
+    }
+    for (let b = 0, i = 0; b <= BUCKETS; b++) {
+      while (i < this.count && this.points[i]! < b * BUCKET_SPAN) i++;
+      if (this.buckets[b] !== i) fail(`bucket ${b} starts at ${this.buckets[b]}, want ${i}`);
     }
     const seen = m.map(() => [] as number[]);
     for (let i = 0; i < this.count; i++) {

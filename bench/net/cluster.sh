@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# cluster.sh — throughput through one node of a two-node cluster, for a client that is not
+# ring-aware (like the seed's Kitex clients): about half of its keys are owned by the other node,
+# which the first one answers from its mirror or forwards (PeerGet/PeerSet).
+#
+# Both nodes are pinned to core 0 (so a forward costs two context switches there: the figure is
+# the CPU cost of the cluster path, not what two machines would do), the load generator (50
+# connections, depth 16, 10k keys, 100 B values) to core 1, talking to node A only. Prints ops/s
+# and each node's CPU share per round. Trees and settings by environment:
+#   DIR=/path/to/tree  GET_RATIO=0.9  NODE_ARGS="--mirror-share 0"  bash bench/net/cluster.sh [rounds 3]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+DIR=${DIR:-$PWD}
+BIN="${TMPDIR:-/tmp}/mybuncache-bench/loadgen"
+if [ ! -x "$BIN" ] || [ bench/net/loadgen.c -nt "$BIN" ]; then
+  mkdir -p "$(dirname "$BIN")"
+  gcc -O2 -o "$BIN.$$" bench/net/loadgen.c -lpthread && mv "$BIN.$$" "$BIN"
+fi
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { bun -e 'const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }); console.log(l.port); l.stop(true);'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+for round in $(seq "$ROUNDS"); do
+  pa=$(free_port); pb=$(free_port)
+  peers="127.0.0.1:$pa,127.0.0.1:$pb"
+  # shellcheck disable=SC2086
+  (cd "$DIR" && exec taskset -c 0 bun node.ts --port "$pa" --peers "$peers" --memory 256mb --log-level warn ${NODE_ARGS:-} >/dev/null 2>&1) & a=$!; pids+=($a)
+  # shellcheck disable=SC2086
+  (cd "$DIR" && exec taskset -c 0 bun node.ts --port "$pb" --peers "$peers" --memory 256mb --log-level warn ${NODE_ARGS:-} >/dev/null 2>&1) & b=$!; pids+=($b)
+  wait_port "$pa"; wait_port "$pb"
+  out=$(mktemp)
+  taskset -c 1 "$BIN" --port "$pa" --connections 50 --depth 16 --value-size 100 --get-ratio "${GET_RATIO:-0.9}" --duration 6 --warmup 1 > "$out" & l=$!
+  sleep 3; a0=$(ticks "$a"); b0=$(ticks "$b"); sleep 2; a1=$(ticks "$a"); b1=$(ticks "$b")
+  wait "$l"
+  ops=$(grep -o '"ops_per_s":[0-9]*' "$out" | cut -d: -f2); rm -f "$out"
+  cleanup; pids=()
+  echo "round $round: $ops ops/s through A; CPU over 2 s: A $(( (a1 - a0) / 2 ))%, B $(( (b1 - b0) / 2 ))%"
+  sleep 0.3
+done
