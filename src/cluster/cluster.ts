@@ -66,6 +66,8 @@ export class Cluster {
   readonly self: string;
   readonly ring: Ring;
   readonly counters = new ClusterCounters();
+  /** generation counts member-list changes (what was fetched under an older list is not used). */
+  generation = 0;
   private readonly peers = new Map<string, PeerClient>();
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
@@ -105,6 +107,7 @@ export class Cluster {
       if (id !== this.self) this.peers.set(id, this.connect(id));
     }
     this.counters.membershipChanges++;
+    this.generation++;
     this.logger.info("cluster members changed", { members: this.ring.nodes.join(","), added: added.join(","), removed: removed.join(",") });
     return true;
   }

@@ -90,7 +90,7 @@ export class FrameReader {
     return (t === TRANSPORT_FRAMED || t === TRANSPORT_BUFFERED) && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
   }
 
-  /** chunkBytes is the chunk last pushed (see framedRunStart). */
+  /** chunkBytes is the chunk last pushed (see runStart). */
   get chunkBytes(): Uint8Array {
     return this.chunk;
   }

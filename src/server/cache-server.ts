@@ -247,6 +247,7 @@ export class CacheServer implements DispatchContext {
       (conn.backlog ??= []).push(chunk);
       return;
     }
+    conn.prefetches?.clear(); // what the last chunk fetched ahead was for its own Gets
     conn.proto.push(chunk);
     this.process(conn);
   }
@@ -310,7 +311,7 @@ export class CacheServer implements DispatchContext {
           break;
         }
         if (fast) {
-          const n = runs.serve(proto.reader, proto.reply, turn - served, max, cluster);
+          const n = runs.serve(proto.reader, proto.reply, turn - served, max, cluster, conn.prefetches);
           if (n > 0) {
             served += n;
             this.counters.requests += n;
@@ -329,6 +330,7 @@ export class CacheServer implements DispatchContext {
         if (!proto.nextRequest()) {
           const next = conn.backlog?.shift();
           if (next === undefined) break;
+          conn.prefetches?.clear();
           proto.push(next);
           continue;
         }
@@ -422,7 +424,7 @@ export class CacheServer implements DispatchContext {
       const client = ownerClient(cluster, buf, keyStart, keyLength);
       if (client === undefined) continue;
       const prefetches = (conn.prefetches ??= new Prefetches());
-      if (prefetches.start(client, group, buf, keyStart, keyLength)) cluster.counters.prefetchesSent++;
+      if (prefetches.start(cluster, client, group, buf, keyStart, keyLength)) cluster.counters.prefetchesSent++;
     }
   }
 
@@ -459,7 +461,7 @@ export class CacheServer implements DispatchContext {
    * together cannot exhaust memory.
    */
   private account(conn: Connection): void {
-    const now = conn.proto.reader.bufferedBytes() + conn.queuedOutput;
+    const now = conn.proto.reader.bufferedBytes() + conn.queuedOutput + (conn.prefetches?.bytes ?? 0);
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;

@@ -47,6 +47,7 @@
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups } from "../cluster/group.ts";
+import type { Prefetches } from "./prefetch.ts";
 import type { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, peekCalls } from "../protocol/peek-calls.ts";
@@ -109,9 +110,12 @@ export class CallRuns {
 
   /**
    * serve serves a run from `reader`'s chunk (see above) and returns how many requests it served;
-   * `cluster` is the node's cluster, if it has one.
+   * `cluster` is the node's cluster, if it has one, and `prefetches` the connection's Gets
+   * forwarded ahead (server/prefetch.ts), if any.
    */
-  serve(reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number, cluster?: Cluster): number {
+  serve(
+    reader: FrameReader, reply: ReplyWriter, budget: number, maxOutput: number, cluster?: Cluster, prefetches?: Prefetches | null,
+  ): number {
     this.gets = 0;
     this.sets = 0;
     this.notFound = 0;
@@ -148,14 +152,20 @@ export class CallRuns {
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
       if (LISTED[o + PEEK_METHOD] === METHOD_GET) {
         if (routed) {
+          // What was fetched ahead for this key is this Get's (prefetch.ts): answered here (owned
+          // after a ring change, or from the mirror), it goes; forwarded, routing takes it.
+          const dropAhead = prefetches != null && prefetches.size > 0;
           const owner = cluster.owner(buf, keyStart, keyLength);
-          if (owner !== cluster.self) {
+          if (owner === cluster.self) {
+            if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
+          } else {
             // Owned elsewhere: served here only from this node's mirror, as routing serves it
             // (a mirror miss, counted once by routing, forwards it).
             const mirror = group.mirror;
             if (mirror === undefined || cluster.peer(owner) === undefined) break;
             const mid = mirror.getHit(buf, keyStart, keyLength, mirror.hashOf(buf, keyStart, keyLength));
             if (mid < 0) break;
+            if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
             group.counters.gets++;
             cluster.counters.mirrorHits++;
             const at = reply.beginPlainGet(LISTED[o + 4]!, mirror.valueLength(mid), framed);

@@ -6,20 +6,25 @@
  * that pipelines Gets of keys owned elsewhere (any client that is not ring-aware, like the seed's
  * Kitex clients) would then pay one round trip to a peer per request, one after another. So when
  * a connection parks on a forwarded Get, the server looks ahead in the same chunk: each plain Get
- * that follows (up to the first call of any other kind) whose key another member owns is
- * forwarded now, and its answer kept here. When the connection reaches that Get, routing answers
- * from the kept answer (or waits for it) instead of forwarding it again: one round trip for the
- * batch. The replies are the same bytes as forwarding each in turn would give.
+ * that follows (up to the first call of any other kind) whose key another member owns and the
+ * mirror lacks is forwarded now, and its answer kept here. When the connection reaches that Get,
+ * routing answers from the kept answer (or waits for it) instead of forwarding it again: one
+ * round trip for the batch. The replies are the same bytes as forwarding each in turn would give.
  *
- * Consistency: only Gets that follow the parked one with no write of this connection between
- * are fetched ahead, and every call other than a plain Get drops what is kept (the server calls
- * `clear`), so a connection always reads its own writes. Another client's write that lands
- * between the fetch and the turn of the Get is a race the client could not have observed anyway:
- * the Get had already been sent.
+ * An answer is only for the Get it was fetched for, the first Get of its key after the one the
+ * connection waited on, and never outlives it:
+ * - every Get of the key takes it, whichever way that Get is answered (forwarded, from the
+ *   mirror, or locally after a ring change): `take` in routing, `drop` in runs;
+ * - every call other than a Get drops them all (`clear`), so a connection always reads its own
+ *   writes, and so does every new chunk (what the last one fetched ahead is of no use after it);
+ * - an answer fetched under another member list is not used, nor one whose TTL ran out while it
+ *   waited (the remaining TTL it reports is aged by the wait).
+ * Another client's write that lands between the fetch and the Get's turn is a race that client
+ * could not have observed anyway (the Get had already been sent); but such an answer is not put
+ * in the mirror, where an invalidation that came meanwhile would no longer reach it.
  *
- * Bounds: at most MAX_PREFETCHES answers per connection (kept answers are copies of the values).
- * An answer never used (the key was found in the mirror by then, or the connection closed) is
- * dropped by the next `clear` or collected with the connection.
+ * Bounds: at most MAX_PREFETCHES answers and MAX_PREFETCH_BYTES of copied values per connection;
+ * the bytes count toward the server's cap on what connections hold (`bytes`).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
@@ -28,6 +33,8 @@ import type { CacheError } from "../protocol/errors.ts";
 
 /** MAX_PREFETCHES bounds the answers one connection keeps (a pipeline's worth of Gets). */
 export const MAX_PREFETCHES = 64;
+/** MAX_PREFETCH_BYTES bounds the value bytes one connection keeps; past it nothing more is fetched ahead. */
+export const MAX_PREFETCH_BYTES = 1024 * 1024;
 
 /** Prefetch is one Get forwarded ahead: its answer once `done`. */
 export class Prefetch {
@@ -36,11 +43,35 @@ export class Prefetch {
   /** value is a copy of the owner's value (null with an error). */
   value: Uint8Array | null = null;
   ttlRemainingMs = -1;
+  /** fetchedAt is when the answer came (the group store's clock), to age its TTL. */
+  fetchedAt = 0;
   /** waiter is called once when the answer arrives, if routing waits for it. */
   waiter: (() => void) | null = null;
+  /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
+  kept = true;
+  constructor(
+    /** generation is the cluster's member-list generation it was fetched under. */
+    readonly generation: number,
+    private readonly owner: Prefetches,
+  ) {}
+
+  /** settle records the answer (the value copied) and wakes a waiting Get. */
+  settle(err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, now: number): void {
+    this.done = true;
+    this.err = err;
+    this.value = err === null && value !== null ? value.slice(off, off + len) : null;
+    if (this.value !== null && this.kept) this.owner.bytes += this.value.length;
+    this.ttlRemainingMs = ttl;
+    this.fetchedAt = now;
+    const waiter = this.waiter;
+    this.waiter = null;
+    waiter?.();
+  }
 }
 
 export class Prefetches {
+  /** bytes is the value bytes kept (counted toward the server's buffer cap). */
+  bytes = 0;
   private readonly byKey = new Map<string, Prefetch>();
 
   get size(): number {
@@ -49,39 +80,65 @@ export class Prefetches {
 
   /**
    * start forwards the Get of `key[off, off+len)` in `group` to `client` (its owner's) and keeps
-   * the answer; nothing when one is already kept for the key or the table is full.
+   * the answer; false when one is already kept for the key or a bound is reached.
    */
-  start(client: PeerClient, group: Group, key: Uint8Array, off: number, len: number): boolean {
-    if (this.byKey.size >= MAX_PREFETCHES) return false;
+  start(cluster: Cluster, client: PeerClient, group: Group, key: Uint8Array, off: number, len: number): boolean {
+    if (this.byKey.size >= MAX_PREFETCHES || this.bytes >= MAX_PREFETCH_BYTES) return false;
     const id = prefetchId(group, key, off, len);
     if (this.byKey.has(id)) return false;
-    const p = new Prefetch();
+    const p = new Prefetch(cluster.generation, this);
     this.byKey.set(id, p);
+    const clock = group.store.clock;
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
-      p.done = true;
-      p.err = err;
-      p.value = err === null && value !== null ? value.slice(valueOff, valueOff + valueLen) : null;
-      p.ttlRemainingMs = ttl;
-      const waiter = p.waiter;
-      p.waiter = null;
-      waiter?.();
+      p.settle(err, value, valueOff, valueLen, ttl, clock());
     });
     return true;
   }
 
-  /** take removes and returns the answer kept for the key, if any. */
-  take(group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
-    if (this.byKey.size === 0) return undefined;
-    const id = prefetchId(group, key, off, len);
-    const p = this.byKey.get(id);
-    if (p !== undefined) this.byKey.delete(id);
+  /**
+   * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
+   * under the current member list, its TTL not run out: see `agedTtl`), else undefined.
+   */
+  take(cluster: Cluster, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
+    const p = this.remove(group, key, off, len);
+    if (p === undefined || p.generation !== cluster.generation) return undefined;
+    if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) return undefined;
     return p;
   }
 
-  /** clear drops every kept answer (the connection sent something other than a plain Get). */
-  clear(): void {
-    if (this.byKey.size > 0) this.byKey.clear();
+  /** drop throws away the answer kept for the key, if any (its Get was answered another way). */
+  drop(group: Group, key: Uint8Array, off: number, len: number): void {
+    if (this.byKey.size > 0) this.remove(group, key, off, len);
   }
+
+  /** clear drops every kept answer (a call other than a Get, or a new chunk). */
+  clear(): void {
+    if (this.byKey.size === 0) return;
+    for (const p of this.byKey.values()) p.kept = false;
+    this.byKey.clear();
+    this.bytes = 0;
+  }
+
+  private remove(group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
+    if (this.byKey.size === 0) return undefined;
+    const id = prefetchId(group, key, off, len);
+    const p = this.byKey.get(id);
+    if (p === undefined) return undefined;
+    this.byKey.delete(id);
+    p.kept = false;
+    if (p.value !== null) this.bytes -= p.value.length;
+    return p;
+  }
+}
+
+/**
+ * agedTtl is the remaining TTL a kept answer reports now: -1 (none) as it came, else what is left
+ * after the time it was kept, 0 when that ran out.
+ */
+export function agedTtl(p: Prefetch, now: number): number {
+  if (p.ttlRemainingMs < 0) return -1;
+  const left = p.ttlRemainingMs - Math.max(0, now - p.fetchedAt);
+  return left > 0 ? left : 0;
 }
 
 function prefetchId(group: Group, key: Uint8Array, off: number, len: number): string {

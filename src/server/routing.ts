@@ -31,7 +31,7 @@ import {
 import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { replyCacheError, replyThrown } from "./reply-errors.ts";
-import type { Prefetch, Prefetches } from "./prefetch.ts";
+import { type Prefetch, type Prefetches, agedTtl } from "./prefetch.ts";
 
 /**
  * route serves `req` (seed method `base`) across the cluster, or returns false to serve it here;
@@ -60,6 +60,8 @@ export function route(
 function routeGet(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined,
 ): Promise<void> | boolean {
+  // What was fetched ahead for this key (prefetch.ts) is this Get's, however it is answered.
+  const ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength);
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
   if (owner === cluster.self) return false;
   const client = cluster.peer(owner);
@@ -78,8 +80,7 @@ function routeGet(
     }
   }
   cluster.counters.forwarded++;
-  // Forwarded ahead while the connection waited for an earlier Get (prefetch.ts): answer from it.
-  const ahead = prefetches?.take(group, req.buffer, req.keyStart, req.keyLength);
+  // Forwarded ahead while the connection waited for an earlier Get: answer from it.
   if (ahead !== undefined) {
     cluster.counters.prefetchesUsed++;
     if (ahead.done) return answerAhead(cluster, group, req, reply, owner, ahead);
@@ -91,7 +92,7 @@ function routeGet(
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
       let answered: Promise<void> | true;
       try {
-        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl);
+        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl, true);
       } catch (e) {
         replyThrown(reply, req, e);
         answered = true; // never leave the connection parked
@@ -107,11 +108,15 @@ function settle(answered: Promise<void> | true, resolve: () => void): void {
   else void answered.finally(resolve);
 }
 
-/** answerAhead answers a Get from its prefetched answer (see answerForward). */
+/**
+ * answerAhead answers a Get from its prefetched answer (see answerForward), its TTL aged by the
+ * wait; it is not put in the mirror (an invalidation may have come while it was kept).
+ */
 function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
   try {
     const v = ahead.value;
-    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ahead.ttlRemainingMs);
+    const ttl = agedTtl(ahead, group.store.clock());
+    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, false);
   } catch (e) {
     replyThrown(reply, req, e);
     return true;
@@ -119,20 +124,21 @@ function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyW
 }
 
 /**
- * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too),
- * its CacheError, or, when the owner was unreachable, a local load (groupcache's fallback) or
- * PEER_UNAVAILABLE. Returns true when the reply is written, or the fallback load's promise.
+ * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too
+ * when `fillMirror`), its CacheError, or, when the owner was unreachable, a local load
+ * (groupcache's fallback) or PEER_UNAVAILABLE. Returns true when the reply is written, or the
+ * fallback load's promise.
  */
 function answerForward(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string,
-  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number,
+  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, fillMirror: boolean,
 ): Promise<void> | true {
   if (err === null && value !== null) {
     cluster.counters.peerLoads++;
     group.counters.gets++;
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
-    if (mirror !== undefined && ttl !== 0) {
+    if (fillMirror && mirror !== undefined && ttl !== 0) {
       if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
     }
     return true;

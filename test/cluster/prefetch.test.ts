@@ -124,6 +124,29 @@ describe("Gets forwarded ahead while a connection waits", () => {
     raw.write(concat(keys.map((key, i) => getCall(i, key))));
     await raw.waitFor(() => raw.frames().length === keys.length, "all replies", 15_000);
     expect(values(raw)).toEqual(keys.map((_, i) => [i, "error 7"]));
+    expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
     raw.close();
   }, 20_000);
+
+  test("an answer fetched ahead for a Get the mirror answered is not served to a later Get after another client's write", async () => {
+    const { a, b, remote } = twoNodes();
+    const key = remote[0]!;
+    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    const viaB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
+    open.push(viaA, viaB);
+    await viaB.set("default", key, "v1");
+    expect(text((await viaA.get("default", key)).value)).toBe("v1"); // LRU-K: the next read fills A's mirror
+    const raw = await RawSocket.connect(a.port);
+    raw.write(concat([getCall(1, key), getCall(2, key)])); // the 2nd is fetched ahead, then answered from the mirror
+    await raw.waitFor(() => raw.frames().length === 2, "two replies");
+    expect(values(raw)).toEqual([[1, "v1"], [2, "v1"]]);
+    expect([a.cluster!.counters.prefetchesSent, a.cluster!.counters.mirrorHits]).toEqual([1, 1]);
+    await viaB.set("default", key, "v2"); // on the owner: A's mirror copy is dropped by its invalidation
+    const deadline = Date.now() + 2000;
+    while (a.cluster!.counters.invalidationsReceived === 0 && Date.now() < deadline) await Bun.sleep(5);
+    raw.write(getCall(3, key));
+    await raw.waitFor(() => raw.frames().length === 3, "the third reply");
+    expect(values(raw)[2]).toEqual([3, "v2"]);
+    raw.close();
+  });
 });

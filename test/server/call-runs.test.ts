@@ -311,7 +311,7 @@ test("fuzz: random pipelines of Gets, Sets and other calls, some mutated, cut an
   // (Seen: 536–705 framed, 300–432 buffered, of ~2,000 calls each.)
   expect(inRuns[0]).toBeGreaterThan(300);
   expect(inRuns[1]).toBeGreaterThan(150);
-});
+}, 60_000); // ~4 s alone; slower inside the whole suite
 
 test("a chunk split anywhere: runs stop at an incomplete frame and resume after it", () => {
   const calls = Array.from({ length: 12 }, (_, i) => getCall(i, `k${i}`, "a"));
