@@ -12,16 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 DIR=${DIR:-$PWD}
-BIN="${TMPDIR:-/tmp}/mybuncache-bench/loadgen"
-if [ ! -x "$BIN" ] || [ bench/net/loadgen.c -nt "$BIN" ]; then
-  mkdir -p "$(dirname "$BIN")"
-  gcc -O2 -o "$BIN.$$" bench/net/loadgen.c -lpthread && mv "$BIN.$$" "$BIN"
-fi
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-free_port() { bun -e 'const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }); console.log(l.port); l.stop(true);'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=lib.sh
+source bench/net/lib.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 for round in $(seq "$ROUNDS"); do

@@ -16,17 +16,8 @@ VALUE=${1:-100}
 ROUNDS=${2:-3}
 A_DIR=${A_DIR:-$PWD}
 B_DIR=${B_DIR:-$PWD}
-BIN="${TMPDIR:-/tmp}/mybuncache-bench/loadgen"
-if [ ! -x "$BIN" ] || [ bench/net/loadgen.c -nt "$BIN" ]; then
-  mkdir -p "$(dirname "$BIN")"
-  gcc -O2 -o "$BIN.$$" bench/net/loadgen.c -lpthread && mv "$BIN.$$" "$BIN"
-fi
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-free_port() { bun -e 'const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }); console.log(l.port); l.stop(true);'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=lib.sh
+source bench/net/lib.sh
 
 for round in $(seq "$ROUNDS"); do
   pa=$(free_port); pb=$(free_port)

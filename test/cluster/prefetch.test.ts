@@ -44,6 +44,21 @@ function twoNodes(): { a: CacheNode; b: CacheNode; remote: string[]; local: stri
   return { a, b, remote: remote.slice(0, 40), local: local.slice(0, 10) };
 }
 
+/** client is a CacheClient of the node at `port`, closed after the test. */
+function client(port: number): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 2000 });
+  open.push(c);
+  return c;
+}
+
+/** send writes `calls` to the node at `port` in one write on a new connection and waits for every reply. */
+async function send(port: number, calls: Uint8Array[], ms = 10_000): Promise<RawSocket> {
+  const raw = await RawSocket.connect(port);
+  raw.write(concat(calls));
+  await raw.waitFor(() => raw.frames().length === calls.length, "all replies", ms);
+  return raw;
+}
+
 /** values reads every reply of `raw` as [seqid, value text or "error <code>"]. */
 function values(raw: RawSocket): [number, string][] {
   const { replies, rest } = readReplies(raw.received, "framed");
@@ -59,14 +74,11 @@ function values(raw: RawSocket): [number, string][] {
 describe("Gets forwarded ahead while a connection waits", () => {
   test("pipelined Gets of keys another node owns: one batch to the owner, the same replies in order", async () => {
     const { a, b, remote, local } = twoNodes();
-    const setter = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
-    open.push(setter);
+    const setter = client(b.port);
     for (const key of [...remote, ...local]) await setter.set("default", key, `v:${key}`);
     // 40 Gets of B's keys with A's keys between them and one absent key, in one write to A.
     const keys = [...remote.slice(0, 20), local[0]!, "absent-key", ...remote.slice(20), ...local.slice(1, 4)];
-    const raw = await RawSocket.connect(a.port);
-    raw.write(concat(keys.map((key, i) => getCall(i, key))));
-    await raw.waitFor(() => raw.frames().length === keys.length, "all replies");
+    const raw = await send(a.port, keys.map((key, i) => getCall(i, key)));
     expect(values(raw)).toEqual(keys.map((key, i) => [i, key === "absent-key" ? "error 1" : `v:${key}`]));
     const c = a.cluster!.counters;
     // The first Gets of B's keys wait; those after them are fetched ahead and answered from that.
@@ -78,16 +90,12 @@ describe("Gets forwarded ahead while a connection waits", () => {
   test("a connection reads its own write: the Gets after its Set are fetched after it", async () => {
     const { a, remote } = twoNodes();
     const key = remote[0]!;
-    const setter = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(setter);
+    const setter = client(a.port);
     await setter.set("default", key, "old");
     for (const other of remote.slice(1, 6)) await setter.set("default", other, `v:${other}`);
-    const raw = await RawSocket.connect(a.port);
     // Get (waits) · Gets of other keys and of `key` (fetched ahead) · Set key · Get key.
-    const calls = [getCall(1, remote[1]!), getCall(2, remote[2]!), getCall(3, key), getCall(4, remote[3]!),
-      setCall(5, key, utf8.encode("new")), getCall(6, key), getCall(7, remote[4]!)];
-    raw.write(concat(calls));
-    await raw.waitFor(() => raw.frames().length === calls.length, "all replies");
+    const raw = await send(a.port, [getCall(1, remote[1]!), getCall(2, remote[2]!), getCall(3, key), getCall(4, remote[3]!),
+      setCall(5, key, utf8.encode("new")), getCall(6, key), getCall(7, remote[4]!)]);
     const got = values(raw);
     expect(got).toEqual([[1, `v:${remote[1]}`], [2, `v:${remote[2]}`], [3, "old"], [4, `v:${remote[3]}`], [5, "stored"], [6, "new"], [7, `v:${remote[4]}`]]);
     expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
@@ -97,19 +105,15 @@ describe("Gets forwarded ahead while a connection waits", () => {
   test("a Get fetched ahead but answered from the mirror is not kept past a write", async () => {
     const { a, remote } = twoNodes();
     const key = remote[0]!;
-    const setter = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(setter);
+    const setter = client(a.port);
     await setter.set("default", key, "old");
     // One forwarded read: LRU-K (K = 2) admits `key` into A's mirror on the next one.
     expect(text((await setter.get("default", key)).value)).toBe("old");
     expect(a.cluster!.counters.mirrorFills).toBe(0);
-    const raw = await RawSocket.connect(a.port);
     // Get key (forwarded: waits; its answer fills the mirror) · Get key (fetched ahead while the
     // first waits, then answered from the mirror at its turn: the fetched answer is left over) ·
     // Set key · Get key: must read "new", not the answer fetched before the Set.
-    const calls = [getCall(1, key), getCall(2, key), setCall(3, key, utf8.encode("new")), getCall(4, key)];
-    raw.write(concat(calls));
-    await raw.waitFor(() => raw.frames().length === calls.length, "all replies");
+    const raw = await send(a.port, [getCall(1, key), getCall(2, key), setCall(3, key, utf8.encode("new")), getCall(4, key)]);
     expect(values(raw)).toEqual([[1, "old"], [2, "old"], [3, "stored"], [4, "new"]]);
     const c = a.cluster!.counters;
     expect([c.prefetchesSent, c.prefetchesUsed, c.mirrorFills, c.mirrorHits]).toEqual([1, 0, 1, 1]);
@@ -119,10 +123,8 @@ describe("Gets forwarded ahead while a connection waits", () => {
   test("the owner gone: Gets fetched ahead answer PEER_UNAVAILABLE as forwarding in turn does", async () => {
     const { a, b, remote } = twoNodes();
     await b.close();
-    const raw = await RawSocket.connect(a.port);
     const keys = remote.slice(0, 12);
-    raw.write(concat(keys.map((key, i) => getCall(i, key))));
-    await raw.waitFor(() => raw.frames().length === keys.length, "all replies", 15_000);
+    const raw = await send(a.port, keys.map((key, i) => getCall(i, key)), 15_000);
     expect(values(raw)).toEqual(keys.map((_, i) => [i, "error 7"]));
     expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
     raw.close();
@@ -131,14 +133,11 @@ describe("Gets forwarded ahead while a connection waits", () => {
   test("an answer fetched ahead for a Get the mirror answered is not served to a later Get after another client's write", async () => {
     const { a, b, remote } = twoNodes();
     const key = remote[0]!;
-    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    const viaB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
-    open.push(viaA, viaB);
+    const viaA = client(a.port);
+    const viaB = client(b.port);
     await viaB.set("default", key, "v1");
     expect(text((await viaA.get("default", key)).value)).toBe("v1"); // LRU-K: the next read fills A's mirror
-    const raw = await RawSocket.connect(a.port);
-    raw.write(concat([getCall(1, key), getCall(2, key)])); // the 2nd is fetched ahead, then answered from the mirror
-    await raw.waitFor(() => raw.frames().length === 2, "two replies");
+    const raw = await send(a.port, [getCall(1, key), getCall(2, key)]); // the 2nd is fetched ahead, then answered from the mirror
     expect(values(raw)).toEqual([[1, "v1"], [2, "v1"]]);
     expect([a.cluster!.counters.prefetchesSent, a.cluster!.counters.mirrorHits]).toEqual([1, 1]);
     await viaB.set("default", key, "v2"); // on the owner: A's mirror copy is dropped by its invalidation
