@@ -55,6 +55,7 @@ import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { ERROR_CODE, NOT_FOUND_MESSAGE } from "../protocol/errors.ts";
+import type { Store } from "../store/store.ts";
 import { WARM_MAX, warmKeys } from "../store/warm.ts";
 
 /** RunCounters receives what runs did (ServerCounters has the field). */
@@ -135,7 +136,8 @@ export class CallRuns {
     }
     const listed = listedCount;
 
-    // With other members, keys are routed (dispatch's test): only Gets of owned keys run here.
+    // With other members, keys are routed (dispatch's test): only Gets run here, of owned keys
+    // and of mirrored ones.
     const routed = cluster !== undefined && cluster.members.length > 1;
     let gets = 0;
     let sets = 0;
@@ -168,10 +170,7 @@ export class CallRuns {
             if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
             group.counters.gets++;
             cluster.counters.mirrorHits++;
-            const at = reply.beginPlainGet(LISTED[o + 4]!, mirror.valueLength(mid), framed);
-            mirror.copyValue(mid, out.buffer, at);
-            const exp = mirror.expiresAt(mid);
-            reply.endGet(exp === Infinity ? -1 : Math.max(0, exp - mirror.clock()));
+            writeHit(reply, mirror, mid, LISTED[o + 4]!, framed, mirror.clock);
             gets++;
             p = LISTED[o + 6]!;
             served++;
@@ -198,10 +197,7 @@ export class CallRuns {
             continue;
           }
         }
-        const at = reply.beginPlainGet(LISTED[o + 4]!, store.valueLength(id), framed);
-        store.copyValue(id, out.buffer, at);
-        const expiry = store.expiresAt(id);
-        reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - this.clock()));
+        writeHit(reply, store, id, LISTED[o + 4]!, framed, this.clock);
         gets++;
       } else {
         if (routed) break; // a write in a cluster also drops mirrored copies: routing's
@@ -221,6 +217,17 @@ export class CallRuns {
     if (served > 0) reader.skipTo(p);
     return served;
   }
+}
+
+/**
+ * writeHit writes the Get reply of item `id` of `store`: its value, and its remaining TTL when it
+ * has one (read from `clock` only then, as dispatch and routing read theirs).
+ */
+function writeHit(reply: ReplyWriter, store: Store, id: number, seqid: number, framed: boolean, clock: () => number): void {
+  const at = reply.beginPlainGet(seqid, store.valueLength(id), framed);
+  store.copyValue(id, reply.out.buffer, at);
+  const expiry = store.expiresAt(id);
+  reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - clock()));
 }
 
 /** resolveGroups fills GROUPS[i] with the group of listed call i (undefined: no such group). */
