@@ -70,6 +70,18 @@ export class BinaryWriter {
     this.length -= n;
   }
 
+  /**
+   * prepend puts `src[start, start+n)` before the bytes written so far: output that was due
+   * before them (a short write's unsent tail held elsewhere) goes out first.
+   */
+  prepend(src: Uint8Array, start: number, n: number): void {
+    this.ensure(n);
+    const had = this.length;
+    if (had > 0) this.buffer.copyWithin(n, 0, had);
+    copyBytes(this.buffer, 0, src, start, n);
+    this.length = had + n;
+  }
+
   /** truncate rewinds the cursor to `length` (drops a reply that was being written). */
   truncate(length: number): void {
     this.length = length;

@@ -14,6 +14,9 @@
  * - `authed`: the connection sent the node's auth token (always true on a node without one).
  * - `buffered`: bytes this connection holds in the server (partial input plus queued output), as
  *   last counted toward the server-wide cap.
+ * - `sharedStart`/`sharedEnd`: replies of this connection waiting in the server's shared output
+ *   buffer for the end of the event loop's turn (`sharedStart` is -1 when there are none). They
+ *   go out before anything in the connection's own output buffer.
  */
 import type { Socket } from "bun";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -45,6 +48,8 @@ export class Connection {
   requests = 0;
   /** prefetches are Gets forwarded ahead while the connection waited (prefetch.ts); made on first use. */
   prefetches: Prefetches | null = null;
+  sharedStart = -1;
+  sharedEnd = 0;
 
   constructor(socket: Socket<Connection>, id: number, limits: ProtocolLimits) {
     this.socket = socket;
@@ -55,8 +60,8 @@ export class Connection {
     this.proto = new ProtocolConnection(limits, new ReplyWriter(new BinaryWriter(CONNECTION_OUTPUT_BYTES)));
   }
 
-  /** queuedOutput is how many reply bytes wait to be written. */
+  /** queuedOutput is how many reply bytes wait to be written (own buffer and shared buffer). */
   get queuedOutput(): number {
-    return this.proto.reply.out.length;
+    return this.proto.reply.out.length + (this.sharedStart < 0 ? 0 : this.sharedEnd - this.sharedStart);
   }
 }

@@ -93,6 +93,10 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     (emit) => emit({}, sc.bufferCapClosed));
   counter("mybuncache_warmed_requests_total", "Gets and Sets of pipelined batches whose memory the store warmed before serving them.", [], (emit) =>
     emit({}, sc.warmedRequests));
+  counter("mybuncache_turn_writes_total", "Connection writes made together at the end of an event-loop turn, from the shared output buffer.", [], (emit) =>
+    emit({}, sc.turnWrites));
+  counter("mybuncache_turn_flushes_total", "Times the replies waiting in the shared output buffer were written (turn_writes / turn_flushes: connections per flush).", [], (emit) =>
+    emit({}, sc.turnFlushes));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
     emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));
   gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],

@@ -1,0 +1,22 @@
+import { describe, expect, test } from "bun:test";
+import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
+
+const bytes = (n: number, from: number) => Uint8Array.from({ length: n }, (_, i) => (from + i) & 255);
+
+describe("BinaryWriter.prepend", () => {
+  test("puts the bytes before those written so far, growing the buffer when needed", () => {
+    const w = new BinaryWriter(16);
+    for (const b of bytes(10, 100)) w.u8(b);
+    const src = bytes(40, 0);
+    w.prepend(src, 5, 30); // more than the 6 bytes left: the buffer grows
+    expect(w.length).toBe(40);
+    expect([...w.buffer.subarray(0, 40)]).toEqual([...bytes(30, 5), ...bytes(10, 100)]);
+  });
+
+  test("into an empty writer it is a copy, and consume then sends it in order", () => {
+    const w = new BinaryWriter(64);
+    w.prepend(bytes(20, 7), 0, 20);
+    w.consume(8);
+    expect([...w.buffer.subarray(0, w.length)]).toEqual([...bytes(12, 15)]);
+  });
+});
