@@ -99,7 +99,7 @@ export class ServerCounters {
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
   warmedRequests = 0; // Gets and Sets whose memory the store warmed before their batch was served (call-runs.ts)
-  turnWrites = 0; // connection writes made together with others', from the shared buffer (writeShared)
+  turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
 }
 
@@ -272,6 +272,7 @@ export class CacheServer implements DispatchContext {
 
   private onClose(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.delete(conn)) return;
+    conn.open = false;
     conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go
     this.runs.forget(conn.proto.reader);
     this.counters.bufferedBytes -= conn.buffered;
@@ -429,7 +430,6 @@ export class CacheServer implements DispatchContext {
 
   /** deferWrite queues a connection's shared-buffer replies for `writeShared` at the end of the turn. */
   private deferWrite(conn: Connection): void {
-    this.counters.turnWrites++;
     this.deferred.push(conn);
     if (this.writeQueued) return;
     this.writeQueued = true;
@@ -449,14 +449,27 @@ export class CacheServer implements DispatchContext {
    */
   private writeShared(): void {
     const list = this.deferred;
-    if (list.length > 0) this.counters.turnFlushes++;
+    let wrote = 0;
     for (let i = 0; i < list.length; i++) {
       const conn = list[i]!;
       if (conn.sharedStart < 0) continue; // written already (drain, a later event, close)
-      this.flush(conn);
-      this.account(conn);
+      wrote++;
+      try {
+        this.flush(conn);
+        this.account(conn);
+      } catch (e) {
+        // A bug, contained to its connection as in `process` (this runs outside any socket event).
+        conn.sharedStart = -1;
+        this.counters.internalErrors++;
+        this.opts.logger.error("closing connection: internal error", {
+          conn: conn.id, remote: conn.remote, error: e instanceof Error ? e.message : String(e),
+        });
+        conn.socket.terminate();
+      }
     }
     list.length = 0;
+    this.counters.turnWrites += wrote;
+    if (wrote > 0) this.counters.turnFlushes++;
     const shared = this.sharedOut;
     shared.reset();
     shared.shrink(KEEP_OUTPUT_BYTES);
@@ -522,7 +535,10 @@ export class CacheServer implements DispatchContext {
    * together cannot exhaust memory.
    */
   private account(conn: Connection): void {
-    const now = conn.proto.reader.bufferedBytes() + conn.queuedOutput + (conn.prefetches?.bytes ?? 0);
+    if (!conn.open) return; // closed (`socket.end` may run the close handler at once): counted out
+    // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
+    // only what the socket does not take then stays (in the connection's own buffer).
+    const now = conn.proto.reader.bufferedBytes() + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0);
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;

@@ -50,6 +50,8 @@ export class Connection {
   prefetches: Prefetches | null = null;
   sharedStart = -1;
   sharedEnd = 0;
+  /** open is false once the server saw the socket close. */
+  open = true;
 
   constructor(socket: Socket<Connection>, id: number, limits: ProtocolLimits) {
     this.socket = socket;

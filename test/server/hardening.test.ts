@@ -142,6 +142,24 @@ describe("resource limits", () => {
     expect(node.server.counters.bufferCapClosed).toBe(1);
     expect(node.server.counters.bufferedBytes).toBe(0);
   });
+
+  test("replies the socket takes at the end of the turn do not count toward the cap", async () => {
+    await using node = startNode({ maxBufferedBytes: 8 * 1024 });
+    const client = await RawSocket.connect(node.port);
+    client.write(setCall(1, "v", new Uint8Array(3000).fill(5)));
+    await client.waitFor(() => client.frames().length === 1, "set reply");
+    // 4 Gets of 3000 B in one write: 12 KB of replies, held in the shared buffer until the end
+    // of the turn, which the kernel then takes at once; nothing is left queued past the turn.
+    client.write(Uint8Array.from([...getCall(2, "v"), ...getCall(3, "v"), ...getCall(4, "v"), ...getCall(5, "v")]));
+    await client.waitFor(() => client.frames().length === 5, "get replies");
+    client.write(getCall(6, "v"));
+    await client.waitFor(() => client.frames().length === 6 || client.isClosed, "one more reply");
+    expect(client.isClosed).toBe(false);
+    expect(replyHeader(client.frames()[5]!).seqid).toBe(6);
+    expect(node.server.counters.bufferCapClosed).toBe(0);
+    expect(node.server.counters.bufferedBytes).toBe(0);
+    client.close();
+  });
 });
 
 describe("NodeStats", () => {
