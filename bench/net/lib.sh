@@ -1,4 +1,4 @@
-# lib.sh — shared by duel.sh and cluster.sh (sourced from the repository root): builds the C load
+# lib.sh — shared by duel.sh, alternate.sh and cluster.sh (sourced from the repository root): builds the C load
 # generator into $BIN when missing or older than its source, and defines:
 #   pids / cleanup   every background process started goes in pids; cleanup kills them (also on exit)
 #   free_port        prints a free 127.0.0.1 port
