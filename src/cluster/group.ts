@@ -200,7 +200,7 @@ export class Group {
     const id = this.store.get(key, 0, key.length);
     if (id >= 0) {
       if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
-      return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.remaining(id) };
+      return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.store.ttlRemaining(id) };
     }
     this.counters.loadsDeduped++;
     const call = Promise.resolve().then(() => loader(keyString)).then(toBytes);
@@ -220,7 +220,7 @@ export class Group {
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.store.get(key, 0, key.length);
     if (written >= 0 && !this.store.isNegative(written)) {
-      return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.remaining(written) };
+      return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.store.ttlRemaining(written) };
     }
     if (value === null) {
       this.counters.notFound++;
@@ -234,11 +234,6 @@ export class Group {
       : this.store.fill(key, 0, key.length, value, 0, value.length, ttl);
     if (r === SET_REJECTED) this.counters.admissionsRejected++;
     return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
-  }
-
-  private remaining(id: number): number {
-    const exp = this.store.expiresAt(id);
-    return exp === Infinity ? -1 : Math.max(0, exp - this.store.clock());
   }
 
   // ---- The embeddable API (strings or bytes; allocates) ----

@@ -146,7 +146,7 @@ export class CacheServer implements DispatchContext {
     this.startedAt = opts.clock();
 
     this.latency = opts.latency ?? new LatencyHistogram();
-    this.runs = new CallRuns(groups, opts.clock, opts.limits, this.counters);
+    this.runs = new CallRuns(groups, opts.limits, this.counters);
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     this.listener = Bun.listen<Connection>({

@@ -55,8 +55,8 @@ import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { ERROR_CODE, NOT_FOUND_MESSAGE } from "../protocol/errors.ts";
-import type { Store } from "../store/store.ts";
 import { WARM_MAX, warmKeys } from "../store/warm.ts";
+import { writePlainHit } from "./hit-reply.ts";
 
 /** RunCounters receives what runs did (ServerCounters has the field). */
 export interface RunCounters {
@@ -86,15 +86,13 @@ export class CallRuns {
   /** notFound is how many of its Gets were answered CacheError NOT_FOUND (misses). */
   notFound = 0;
   private readonly groups: Groups;
-  private readonly clock: () => number;
   private readonly maxKeyBytes: number;
   private readonly maxValueBytes: number;
   private readonly maxFrameBytes: number;
   private readonly counters: RunCounters;
 
-  constructor(groups: Groups, clock: () => number, limits: ProtocolLimits, counters: RunCounters) {
+  constructor(groups: Groups, limits: ProtocolLimits, counters: RunCounters) {
     this.groups = groups;
-    this.clock = clock;
     this.maxKeyBytes = limits.maxKeyBytes;
     this.maxValueBytes = limits.maxValueBytes;
     this.maxFrameBytes = limits.maxFrameBytes;
@@ -170,7 +168,7 @@ export class CallRuns {
             if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
             group.counters.gets++;
             cluster.counters.mirrorHits++;
-            writeHit(reply, mirror, mid, LISTED[o + 4]!, framed, mirror.clock);
+            writePlainHit(reply, mirror, mid, LISTED[o + 4]!, framed);
             gets++;
             p = LISTED[o + 6]!;
             served++;
@@ -197,7 +195,7 @@ export class CallRuns {
             continue;
           }
         }
-        writeHit(reply, store, id, LISTED[o + 4]!, framed, this.clock);
+        writePlainHit(reply, store, id, LISTED[o + 4]!, framed);
         gets++;
       } else {
         if (routed) break; // a write in a cluster also drops mirrored copies: routing's
@@ -217,17 +215,6 @@ export class CallRuns {
     if (served > 0) reader.skipTo(p);
     return served;
   }
-}
-
-/**
- * writeHit writes the Get reply of item `id` of `store`: its value, and its remaining TTL when it
- * has one (read from `clock` only then, as dispatch and routing read theirs).
- */
-function writeHit(reply: ReplyWriter, store: Store, id: number, seqid: number, framed: boolean, clock: () => number): void {
-  const at = reply.beginPlainGet(seqid, store.valueLength(id), framed);
-  store.copyValue(id, reply.out.buffer, at);
-  const expiry = store.expiresAt(id);
-  reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - clock()));
 }
 
 /** resolveGroups fills GROUPS[i] with the group of listed call i (undefined: no such group). */

@@ -29,6 +29,7 @@ import {
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
 import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
+import { writeHit } from "./hit-reply.ts";
 import type { Prefetches } from "./prefetch.ts";
 import { route } from "./routing.ts";
 
@@ -73,7 +74,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   }
   switch (base) {
     case METHOD_GET:
-      return get(ctx, group, req, reply);
+      return get(group, req, reply);
     case METHOD_SET:
       return set(ctx, group, req, reply);
     case METHOD_DELETE:
@@ -126,7 +127,7 @@ function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: A
   if (tell) cluster.invalidate(group.name, keys, false);
 }
 
-function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+function get(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
   const id = group.lookup(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {
     if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
@@ -135,11 +136,7 @@ function get(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
       (e: unknown) => replyThrown(reply, req, e),
     );
   }
-  const store = group.store;
-  const at = reply.beginGet(req, store.valueLength(id));
-  store.copyValue(id, reply.out.buffer, at);
-  const expiry = store.expiresAt(id);
-  reply.endGet(expiry === Infinity ? -1 : Math.max(0, expiry - ctx.clock()));
+  writeHit(reply, req, group.store, id);
 }
 
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {

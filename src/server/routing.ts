@@ -31,6 +31,7 @@ import {
 import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { replyCacheError, replyThrown } from "./reply-errors.ts";
+import { writeHit } from "./hit-reply.ts";
 import { type Prefetch, type Prefetches, agedTtl } from "./prefetch.ts";
 
 /**
@@ -72,10 +73,7 @@ function routeGet(
     if (id >= 0) {
       group.counters.gets++;
       cluster.counters.mirrorHits++;
-      const at = reply.beginGet(req, mirror.valueLength(id));
-      mirror.copyValue(id, reply.out.buffer, at);
-      const exp = mirror.expiresAt(id);
-      reply.endGet(exp === Infinity ? -1 : Math.max(0, exp - mirror.clock()));
+      writeHit(reply, req, mirror, id);
       return true;
     }
   }

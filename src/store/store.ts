@@ -177,6 +177,12 @@ export class Store {
     return this.items.w[id * STRIDE + W_VALLEN]!;
   }
 
+  /** ttlRemaining is item `id`'s time left in ms by the store's clock, or -1 when it has no expiry. */
+  ttlRemaining(id: ItemId): number {
+    const exp = this.expiresAt(id);
+    return exp === Infinity ? -1 : Math.max(0, exp - this.clock());
+  }
+
   /** copyValue copies item `id`'s value into dst at dstOff and returns its length. */
   copyValue(id: ItemId, dst: Uint8Array, dstOff: number): number {
     const w = this.items.w;

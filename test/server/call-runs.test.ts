@@ -80,7 +80,7 @@ interface Served {
 function serve(w: World, chunks: Uint8Array[], runs: boolean, limits = LIMITS): Served {
   const conn = new ProtocolConnection(limits);
   const counters = { warmedRequests: 0 };
-  const callRuns = new CallRuns(w.ctx.groups, w.ctx.clock, limits, counters);
+  const callRuns = new CallRuns(w.ctx.groups, limits, counters);
   const parts: Uint8Array[] = [];
   let inRuns = 0;
   let setsInRuns = 0;
@@ -327,7 +327,7 @@ test("a chunk split anywhere: runs stop at an incomplete frame and resume after 
 
 test("a run stops at its budget and when the output passes its bound, at a frame boundary", () => {
   const w = world();
-  const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  const runs = new CallRuns(w.ctx.groups, DEFAULT_LIMITS, { warmedRequests: 0 });
   const calls = concatAll(Array.from({ length: 10 }, (_, i) => getCall(i, `k${i}`, "a")));
   const conn = new ProtocolConnection(DEFAULT_LIMITS);
   conn.push(calls);
@@ -350,7 +350,7 @@ test("a run stops at its budget and when the output passes its bound, at a frame
 
 test("forget: the listing of a closed connection no longer holds its reader (and its buffers)", async () => {
   const w = world();
-  const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  const runs = new CallRuns(w.ctx.groups, DEFAULT_LIMITS, { warmedRequests: 0 });
   const held = (forget: boolean): WeakRef<object> => {
     const conn = new ProtocolConnection(DEFAULT_LIMITS);
     conn.push(concatAll([getCall(1, "k1", "a"), getCall(2, "k2", "a"), getCall(3, "k3", "a")]));
@@ -422,7 +422,7 @@ function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
 /** serveRouted is `serve` for a node in a cluster: a forwarded Get's reply is awaited, in order. */
 async function serveRouted(w: World, cluster: Cluster, chunk: Uint8Array, runs: boolean): Promise<{ out: Uint8Array; inRuns: number }> {
   const conn = new ProtocolConnection(LIMITS);
-  const callRuns = new CallRuns(w.ctx.groups, w.ctx.clock, LIMITS, { warmedRequests: 0 });
+  const callRuns = new CallRuns(w.ctx.groups, LIMITS, { warmedRequests: 0 });
   let inRuns = 0;
   conn.push(chunk);
   for (;;) {
@@ -505,7 +505,7 @@ test("buffered transport: runs answer byte for byte as the general path, cut any
 test("no run on the header transports (THeader, TTHeader): they take the general path", () => {
   for (const wrapIt of [theader, ttheader]) {
     const w = world();
-    const runs = new CallRuns(w.ctx.groups, w.ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+    const runs = new CallRuns(w.ctx.groups, DEFAULT_LIMITS, { warmedRequests: 0 });
     const conn = new ProtocolConnection(DEFAULT_LIMITS);
     const call = wrapIt(unframed(getCall(1, "k1", "a")));
     conn.push(concatAll([call, call]));

@@ -95,7 +95,7 @@ async function probeRuns(setupFor: ReturnType<typeof setup>, calls: Uint8Array[]
   conn.push(chunk);
   conn.nextRequest();
   dispatch(ctx, conn.request, conn.reply);
-  const runs = new CallRuns(ctx.groups, ctx.clock, DEFAULT_LIMITS, { warmedRequests: 0 });
+  const runs = new CallRuns(ctx.groups, DEFAULT_LIMITS, { warmedRequests: 0 });
   const first = runs.serve(conn.reader, conn.reply, 1024, 1 << 30);
   conn.reply.out.reset();
   let served = 0;
