@@ -67,6 +67,13 @@ export interface ClientOptions {
   authToken?: string;
   /** tls dials with TLS: true trusts the system CAs; `ca` trusts the given PEM certificates. */
   tls?: boolean | { ca?: string; serverName?: string };
+  /**
+   * writeAtTurnEnd: the calls made during one turn of the event loop go out together at its end
+   * (`setImmediate`), not after each callback that made them (a microtask; the default, which
+   * writes a lone call soonest). A node's peer clients use it, so the forwards of every connection
+   * served in a turn reach a peer in one write and wake it once.
+   */
+  writeAtTurnEnd?: boolean;
 }
 
 export interface PeerOption {
@@ -104,6 +111,7 @@ export class CacheClient {
       limits: resolveLimits(opts.limits),
       authToken: opts.authToken,
       tls: opts.tls,
+      writeAtTurnEnd: opts.writeAtTurnEnd,
     };
     this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));

@@ -3,7 +3,8 @@
 // State: IDLE (no socket) → CONNECTING → OPEN → IDLE again when the socket is lost; CLOSED for
 // good after close(). Calls are encoded straight into the connection's one reusable output
 // buffer (CallWriter over a BinaryWriter) whatever the state; while OPEN, the first call of a
-// tick queues one microtask that writes everything queued in ONE socket.write, and a short write
+// tick queues one microtask that writes everything queued in ONE socket.write (with
+// `writeAtTurnEnd`, one `setImmediate` for the whole turn of the event loop), and a short write
 // keeps the tail for `drain`. While IDLE, a call starts a connect (lazily, after the backoff
 // delay if the last attempt failed); the queued calls go out once it opens. Invariant: every
 // byte in the output buffer belongs to a call in `pending`, so losing the connection fails them
@@ -58,6 +59,8 @@ export interface Endpoint {
   limits: ProtocolLimits;
   /** authToken is sent (Auth) as the first call on every new connection. */
   authToken?: string;
+  /** writeAtTurnEnd writes a turn's calls at its end rather than after each callback (ClientOptions). */
+  writeAtTurnEnd?: boolean;
   /** tls dials with TLS (true: system CAs; ca: trust these PEM certificates). */
   tls?: boolean | { ca?: string; serverName?: string };
 }
@@ -188,7 +191,8 @@ export class ClientConnection {
     if (this.state === CONN_OPEN) {
       if (!this.flushQueued) {
         this.flushQueued = true;
-        queueMicrotask(this.flushNow);
+        if (this.endpoint.writeAtTurnEnd === true) setImmediate(this.flushNow);
+        else queueMicrotask(this.flushNow);
       }
     } else if (this.state === CONN_IDLE) {
       const wait = this.retryAt - performance.now();

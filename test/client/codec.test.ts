@@ -271,4 +271,32 @@ describe("output coalescing", () => {
     expect(sb.writes.length).toBe(2);
     expect(b!.calls.out.length).toBe(0);
   });
+
+  test("with writeAtTurnEnd the calls of a whole turn leave in one write, after its callbacks", async () => {
+    await using c = new CacheClient({ host: "127.0.0.1", port: 1, connections: 1, timeoutMs: 60_000, writeAtTurnEnd: true });
+    const [a] = c[TEST_DOOR].connections;
+    const sa = new FakeSocket();
+    a!.attach(sa);
+    void c.get("g", "first").catch(() => {});
+    await Promise.resolve(); // a later callback of the same turn (microtasks run in between)
+    void c.get("g", "second").catch(() => {});
+    await Promise.resolve();
+    expect(sa.writes).toEqual([]); // a microtask flush would have written "first" by now
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(sa.writes.length).toBe(1);
+    expect(a!.calls.out.length).toBe(0);
+    expect(a!.pending.inFlight).toBe(2);
+  });
+
+  test("without it, each callback's calls are written as it ends", async () => {
+    await using c = new CacheClient({ host: "127.0.0.1", port: 1, connections: 1, timeoutMs: 60_000 });
+    const [a] = c[TEST_DOOR].connections;
+    const sa = new FakeSocket();
+    a!.attach(sa);
+    void c.get("g", "first").catch(() => {});
+    await Promise.resolve();
+    void c.get("g", "second").catch(() => {});
+    await Promise.resolve();
+    expect(sa.writes.length).toBe(2);
+  });
 });
