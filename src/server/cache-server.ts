@@ -133,8 +133,12 @@ export class CacheServer implements DispatchContext {
   /** sharedOut receives the replies of a connection with nothing queued (see the header). */
   private readonly sharedOut = new BinaryWriter(SHARED_OUTPUT_BYTES);
   private sharedLent = false;
-  /** deferred lists the connections with replies in the shared buffer, written by `writeShared`. */
-  private readonly deferred: Connection[] = [];
+  /**
+   * deferred[0, deferredCount) lists the connections with replies in the shared buffer, written by
+   * `writeShared` (a count, so the array keeps its size from turn to turn and never reallocates).
+   */
+  private readonly deferred: (Connection | null)[] = [];
+  private deferredCount = 0;
   private writeQueued = false;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
@@ -430,10 +434,10 @@ export class CacheServer implements DispatchContext {
 
   /** deferWrite queues a connection's shared-buffer replies for `writeShared` at the end of the turn. */
   private deferWrite(conn: Connection): void {
-    this.deferred.push(conn);
+    this.deferred[this.deferredCount++] = conn;
     if (this.writeQueued) return;
     this.writeQueued = true;
-    setImmediate(this.onTurnEnd);
+    setImmediate(this.onTurnEnd); // one Immediate per turn: the only allocation of this path
   }
 
   private readonly onTurnEnd = (): void => {
@@ -450,8 +454,9 @@ export class CacheServer implements DispatchContext {
   private writeShared(): void {
     const list = this.deferred;
     let wrote = 0;
-    for (let i = 0; i < list.length; i++) {
+    for (let i = 0; i < this.deferredCount; i++) { // (one added meanwhile is written too)
       const conn = list[i]!;
+      list[i] = null; // keep no closed connection alive
       if (conn.sharedStart < 0) continue; // written already (drain, a later event, close)
       wrote++;
       try {
@@ -467,7 +472,7 @@ export class CacheServer implements DispatchContext {
         conn.socket.terminate();
       }
     }
-    list.length = 0;
+    this.deferredCount = 0;
     this.counters.turnWrites += wrote;
     if (wrote > 0) this.counters.turnFlushes++;
     const shared = this.sharedOut;
