@@ -44,6 +44,15 @@ function twoNodes(): { a: CacheNode; b: CacheNode; remote: string[]; local: stri
   return { a, b, remote: remote.slice(0, 40), local: local.slice(0, 10) };
 }
 
+/** remoteKeyHolding is twoNodes with B's first key set to `value` through `setter`, a client of A. */
+async function remoteKeyHolding(value: string) {
+  const { a, remote } = twoNodes();
+  const key = remote[0]!;
+  const setter = client(a.port);
+  await setter.set("default", key, value);
+  return { a, remote, key, setter };
+}
+
 /** client is a CacheClient of the node at `port`, closed after the test. */
 function client(port: number): CacheClient {
   const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 2000 });
@@ -88,10 +97,7 @@ describe("Gets forwarded ahead while a connection waits", () => {
   });
 
   test("a connection reads its own write: the Gets after its Set are fetched after it", async () => {
-    const { a, remote } = twoNodes();
-    const key = remote[0]!;
-    const setter = client(a.port);
-    await setter.set("default", key, "old");
+    const { a, remote, key, setter } = await remoteKeyHolding("old");
     for (const other of remote.slice(1, 6)) await setter.set("default", other, `v:${other}`);
     // Get (waits) · Gets of other keys and of `key` (fetched ahead) · Set key · Get key.
     const raw = await send(a.port, [getCall(1, remote[1]!), getCall(2, remote[2]!), getCall(3, key), getCall(4, remote[3]!),
@@ -103,10 +109,7 @@ describe("Gets forwarded ahead while a connection waits", () => {
   });
 
   test("a Get fetched ahead but answered from the mirror is not kept past a write", async () => {
-    const { a, remote } = twoNodes();
-    const key = remote[0]!;
-    const setter = client(a.port);
-    await setter.set("default", key, "old");
+    const { a, key, setter } = await remoteKeyHolding("old");
     // One forwarded read: LRU-K (K = 2) admits `key` into A's mirror on the next one.
     expect(text((await setter.get("default", key)).value)).toBe("old");
     expect(a.cluster!.counters.mirrorFills).toBe(0);
