@@ -20,10 +20,11 @@
  * capacity and grow by doubling. `owner()` is a binary search over `points`: O(log V), no
  * allocation, narrowed first by `buckets` (the first point of each 1/4096 of the circle, rebuilt
  * by every change): at 10k points a member the search covers the few points of one bucket, in
- * one or two cache lines, instead of walking ~15 steps over the whole array. `add()` sorts only the new member's R points and merges them in from the back,
- * in place; `remove()` compacts the member's points out; both renumber `owners` in the same O(V)
- * sweep, never re-deriving other members' points. A weight change is a remove and an add: the
- * points a member keeps are the same, so only the difference moves.
+ * one or two cache lines, instead of walking ~15 steps over the whole array. `add()` sorts only
+ * the new member's R points and merges them in from the back, in place; `remove()` compacts the
+ * member's points out; both renumber `owners` in the same O(V) sweep, never re-deriving other
+ * members' points. A weight change is a remove and an add: the points a member keeps are the
+ * same, so only the difference moves.
  *
  * Default vnodes (DEFAULT_VNODES = 10000), measured. A member's share is a sum of V random arcs,
  * so its spread shrinks only as 1/√V. Worst |share − 1/N| / (1/N), exact (arc lengths, not a
