@@ -20,9 +20,10 @@
  * never reads its replies holds at most the bound plus one reply, and never more input than the
  * kernel buffers.
  *
- * A request whose reply waits for a loader (a miss in a read-through group) parks its connection:
- * the replies before it are flushed, reading pauses, and serving resumes in order when the load
- * settles. Other connections are not held up.
+ * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
+ * a peer) parks its connection: the replies before it go out at the end of the turn, input that
+ * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES of it), and serving
+ * resumes in order when the load settles. Other connections are not held up.
  *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
@@ -50,6 +51,14 @@ import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { WARM_MAX } from "../store/warm.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
+
+/**
+ * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
+ * pauses. A wait is usually one round trip to a peer or a loader, and a pipelining client sends
+ * on meanwhile: pausing at once cost two `epoll_ctl` calls per wait and a wake-up more, which a
+ * cluster forwarding 10 % writes paid several times per pipeline (bench/RESULTS.md).
+ */
+const BACKLOG_PAUSE_BYTES = 64 * 1024;
 
 export interface ServerOptions {
   host: string;
@@ -260,7 +269,11 @@ export class CacheServer implements DispatchContext {
     this.counters.bytesIn += chunk.length;
     if (conn.closing) return;
     if (conn.held || conn.waiting) {
+      // Queued in order behind what it waits for; counted toward the buffer cap like any input.
       (conn.backlog ??= []).push(chunk);
+      conn.backlogBytes += chunk.length;
+      if (!conn.paused && conn.backlogBytes >= BACKLOG_PAUSE_BYTES) this.pause(conn);
+      this.account(conn);
       return;
     }
     conn.prefetches?.clear(); // what the last chunk fetched ahead was for its own Gets
@@ -358,6 +371,7 @@ export class CacheServer implements DispatchContext {
         if (!proto.nextRequest()) {
           const next = conn.backlog?.shift();
           if (next === undefined) break;
+          conn.backlogBytes -= next.length;
           conn.prefetches?.clear();
           proto.push(next);
           continue;
@@ -403,9 +417,11 @@ export class CacheServer implements DispatchContext {
     }
     if (lent) this.endLend(conn, own, base, false);
     this.setHeld(conn, held && !conn.closing);
-    // Replies in the shared buffer wait for the end of the turn; anything else (a connection
-    // that waits, closes, or has output queued already) is written now.
-    if (conn.sharedStart >= 0 && !held && !conn.closing) this.deferWrite(conn);
+    // Replies in the shared buffer wait for the end of the turn, also those of a connection that
+    // now waits for a load or yielded its turn (it writes them first when it goes on, should that
+    // come sooner); anything else (a connection that closes, or has output queued already) is
+    // written now.
+    if (conn.sharedStart >= 0 && !conn.closing) this.deferWrite(conn);
     else this.flush(conn);
     this.account(conn);
   }
@@ -543,14 +559,14 @@ export class CacheServer implements DispatchContext {
     if (!conn.open) return; // closed (`socket.end` may run the close handler at once): counted out
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
-    const now = conn.proto.reader.bufferedBytes() + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0);
+    const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0);
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
     if (cap !== undefined && this.counters.bufferedBytes > cap && now > 0 && !conn.closing) {
       this.counters.bufferCapClosed++;
       conn.closing = true;
-      conn.backlog = null;
+      conn.dropBacklog();
       this.opts.logger.warn("closing connection: connection buffers over the cap", {
         conn: conn.id, remote: conn.remote, held: now, total: this.counters.bufferedBytes, cap,
       });
@@ -586,7 +602,7 @@ export class CacheServer implements DispatchContext {
     const proto = conn.proto;
     const req = proto.request;
     conn.closing = true;
-    conn.backlog = null;
+    conn.dropBacklog();
     if (e instanceof ProtocolError) {
       this.counters.protocolErrors++;
       this.latency.recordProtocolError(e.type);
@@ -602,13 +618,17 @@ export class CacheServer implements DispatchContext {
     });
   }
 
+  /** pause stops reading from the connection's socket (`setHeld(conn, false)` resumes it). */
+  private pause(conn: Connection): void {
+    conn.paused = true;
+    this.counters.pauses++;
+    conn.socket.pause();
+  }
+
   private setHeld(conn: Connection, held: boolean): void {
     conn.held = held;
-    if (held && !conn.paused) {
-      conn.paused = true;
-      this.counters.pauses++;
-      conn.socket.pause();
-    } else if (!held && conn.paused) {
+    if (held && !conn.paused && !conn.waiting) this.pause(conn);
+    else if (!held && conn.paused) {
       conn.paused = false;
       conn.socket.resume();
     }

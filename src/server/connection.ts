@@ -5,9 +5,12 @@
  * reply writer and its output buffer) and the flow-control flags the server drives:
  * - `held`: the reader still holds unprocessed input because the output passed its bound; the
  *   socket is paused and processing resumes on `drain`.
- * - `backlog`: chunks that arrived while input was held (rare: reading is paused then).
+ * - `backlog`: chunks that arrived while input was held or the connection waited, to be served
+ *   in order after it (`backlogBytes` in all).
  * - `waiting`: a request's reply waits for a load; nothing more is served on this connection (so
- *   replies keep request order and the request's byte ranges stay valid) and reading is paused.
+ *   replies keep request order and the request's byte ranges stay valid). Reading goes on into
+ *   `backlog` until it holds BACKLOG_PAUSE_BYTES (cache-server.ts), then pauses.
+ * - `paused`: reading from the socket is paused.
  * - `closing`: the connection ends once its output is flushed.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
@@ -41,6 +44,8 @@ export class Connection {
   authed = false;
   buffered = 0;
   backlog: Uint8Array[] | null = null;
+  /** backlogBytes is the length of the chunks in `backlog`. */
+  backlogBytes = 0;
   bytesIn = 0;
   /** lastActive is when the client last sent bytes (the server clock), for the idle timeout. */
   lastActive = 0;
@@ -60,6 +65,12 @@ export class Connection {
     // Small first buffers: most connections of a churning or hostile client never need more, and
     // the writer doubles to its steady size after a few replies (then shrinks back after bursts).
     this.proto = new ProtocolConnection(limits, new ReplyWriter(new BinaryWriter(CONNECTION_OUTPUT_BYTES)));
+  }
+
+  /** dropBacklog forgets the queued input (the connection is closing). */
+  dropBacklog(): void {
+    this.backlog = null;
+    this.backlogBytes = 0;
   }
 
   /** queuedOutput is how many reply bytes wait to be written (own buffer and shared buffer). */

@@ -1,0 +1,110 @@
+// A connection whose request waits for a load (here a loader held by a gate the test opens) keeps
+// reading: what the client sends meanwhile queues behind the wait and is answered in order after
+// it, and reading pauses only once BACKLOG_PAUSE_BYTES (64 KiB) are queued. The replies written
+// before the wait go out at the end of the turn, like every other connection's, not after the wait.
+import { describe, expect, test } from "bun:test";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { T } from "../protocol/wire-builder.ts";
+import { LogSink, RawSocket, getCall, replyHeader, roundTrip, setCall } from "./support.ts";
+import { field, outcome, readReplies } from "./wire-reader.ts";
+
+/** gatedNode starts a node whose group "slow" loads `loaded <key>` once the test calls `open()`. */
+function gatedNode(maxBufferedBytes?: number) {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const node = CacheNode.start(
+    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }], ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes }) },
+    { logger: new LogSink().logger, loaders: { slow: async (key) => { await gate; return `loaded ${key}`; } } },
+  );
+  return { node, open };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** valueOf returns the value of reply `i` on `raw` (a successful Get reply). */
+function valueOf(raw: RawSocket, i: number): Uint8Array {
+  const { replies } = readReplies(raw.received, "framed");
+  const o = outcome(replies[i]!);
+  if (o.kind !== "success") throw new Error(`reply ${i}: ${JSON.stringify(o)}`);
+  return field(o.value, 1, T.STRING) as Uint8Array;
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** waitUntil polls `pred` until it holds (server-side counters have no event to wait on). */
+async function waitUntil(pred: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
+describe("a connection waiting for a load", () => {
+  test("answers what came before the wait at once, queues what comes during it without pausing, then answers all in order", async () => {
+    const { node, open } = gatedNode();
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    raw.write(setCall(1, "x", new TextEncoder().encode("value x")));
+    await raw.waitFor(() => raw.frames().length === 1, "set reply");
+    const writesBefore = node.server.counters.turnWrites;
+    raw.write(concat([getCall(2, "x"), getCall(3, "a", "slow")]));
+    // The Get of x is answered while the load of a still waits at the gate.
+    await raw.waitFor(() => raw.frames().length === 2, "the reply before the wait");
+    expect(node.server.counters.turnWrites).toBeGreaterThan(writesBefore); // written at the end of the turn
+    // Sent during the wait: queued, reading not paused.
+    const during = concat([getCall(4, "x"), getCall(5, "b", "slow"), setCall(6, "y", new TextEncoder().encode("value y")), getCall(7, "y")]);
+    const inBefore = node.server.counters.bytesIn;
+    raw.write(during);
+    await waitUntil(() => node.server.counters.bytesIn >= inBefore + during.length, "the server to read the requests sent during the wait");
+    expect(raw.frames().length).toBe(2);
+    expect(node.server.counters.pauses).toBe(0);
+    open();
+    await raw.waitFor(() => raw.frames().length === 7, "every reply");
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect([1, 2, 3, 4, 6].map((i) => text(valueOf(raw, i)))).toEqual(["value x", "loaded a", "value x", "loaded b", "value y"]);
+    raw.close();
+  });
+
+  test("pauses reading once 64 KiB are queued, counts them toward the buffer cap, and answers them all after the wait", async () => {
+    const { node, open } = gatedNode();
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "a", "slow"));
+    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
+    // 40 Sets of 4 KiB: 160 KiB while the Get of a waits.
+    const values = Array.from({ length: 40 }, (_, i) => new Uint8Array(4096).fill(i + 1));
+    raw.write(concat(values.map((v, i) => setCall(2 + i, `k${i}`, v))));
+    await waitUntil(() => node.server.counters.pauses > 0, "reading to pause");
+    expect(node.server.counters.bufferedBytes).toBeGreaterThanOrEqual(64 * 1024);
+    expect(raw.frames().length).toBe(0);
+    open();
+    await raw.waitFor(() => raw.frames().length === 41, "every reply");
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual(Array.from({ length: 41 }, (_, i) => 1 + i));
+    expect(text(valueOf(raw, 0))).toBe("loaded a");
+    raw.write(getCall(100, "k39"));
+    await raw.waitFor(() => raw.frames().length === 42, "the Get after");
+    expect(Buffer.compare(valueOf(raw, 41), values[39]!)).toBe(0);
+    await waitUntil(() => node.server.counters.bufferedBytes === 0, "the buffers to empty");
+    raw.close();
+  });
+
+  test("input queued during a wait past the server's buffer cap closes that connection only", async () => {
+    const { node, open } = gatedNode(32 * 1024);
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "a", "slow"));
+    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
+    raw.write(concat(Array.from({ length: 12 }, (_, i) => setCall(2 + i, `k${i}`, new Uint8Array(4096)))));
+    await raw.closed;
+    expect(node.server.counters.bufferCapClosed).toBe(1);
+    open();
+    await waitUntil(() => node.server.counters.bufferedBytes === 0, "the closed connection's bytes to be counted out");
+    expect(await roundTrip(node.port)).toBe("ok");
+  });
+});
