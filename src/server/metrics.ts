@@ -82,7 +82,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit({}, sc.bytesOut));
   counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection.", [], (emit) =>
     emit({}, sc.internalErrors));
-  counter("mybuncache_output_pauses_total", "Times a connection's input was paused until its replies drained.", [], (emit) =>
+  counter("mybuncache_output_pauses_total", "Times a connection's reading was paused: replies past --max-output, a yielded turn, or 64 KiB of input queued while it waited for a load.", [], (emit) =>
     emit({}, sc.pauses));
   counter("mybuncache_yields_total", "Times a connection yielded its turn after --max-requests-per-event requests.", [], (emit) =>
     emit({}, sc.yields));
