@@ -60,6 +60,14 @@ import type { Logger } from "./log.ts";
  * cluster forwarding 10 % writes paid several times per pipeline (bench/RESULTS.md).
  */
 const BACKLOG_PAUSE_BYTES = 64 * 1024;
+/** BACKLOG_PAUSE_CHUNKS also pauses it after this many chunks (a client dripping tiny segments). */
+const BACKLOG_PAUSE_CHUNKS = 16;
+/**
+ * HALF_CLOSED_SECONDS bounds how long a connection whose client sent FIN stays open to be served
+ * and to write its replies (a load may take a while; a client that never reads is cut off), or
+ * the idle timeout when that is shorter.
+ */
+const HALF_CLOSED_SECONDS = 30;
 
 export interface ServerOptions {
   host: string;
@@ -102,7 +110,7 @@ export class ServerCounters {
   internalErrors = 0; // unexpected exceptions contained to a connection
   bytesIn = 0; // bytes received
   bytesOut = 0; // bytes written
-  pauses = 0; // times a connection's input was paused for output backpressure
+  pauses = 0; // times a connection's reading was paused: output past the bound, a yielded turn, or input queued while it waited
   yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
   unauthorized = 0; // connections closed for a missing or wrong auth token
   idleClosed = 0; // connections closed by the idle timeout
@@ -178,6 +186,8 @@ export class CacheServer implements DispatchContext {
       hostname: opts.host,
       port: opts.port,
       ...(tls === undefined ? {} : { tls }),
+      // A client's FIN ends only its side: what it sent before is still answered (`onEnd`).
+      allowHalfOpen: true,
       socket: {
         binaryType: "uint8array",
         open(socket) {
@@ -189,6 +199,9 @@ export class CacheServer implements DispatchContext {
         drain(socket) {
           server.onDrain(socket.data);
         },
+        end(socket) {
+          server.onEnd(socket.data);
+        },
         close(socket) {
           server.onClose(socket.data);
         },
@@ -196,7 +209,10 @@ export class CacheServer implements DispatchContext {
           opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
         },
         timeout(socket) {
-          socket.end(); // only connections past the limit get a Bun timeout (2 s to send a request)
+          // Only two kinds of connection get a Bun timeout: those past the limit (2 s to send a
+          // request), and half-closed ones (HALF_CLOSED_SECONDS to take their replies).
+          if (socket.data?.inputEnded === true) socket.terminate();
+          else socket.end();
         },
       },
     });
@@ -284,13 +300,30 @@ export class CacheServer implements DispatchContext {
       // Queued in order behind what it waits for; counted toward the buffer cap like any input.
       (conn.backlog ??= []).push(chunk);
       conn.backlogBytes += chunk.length;
-      if (!conn.paused && conn.backlogBytes >= BACKLOG_PAUSE_BYTES) this.pause(conn);
+      if (!conn.paused && (conn.backlogBytes >= BACKLOG_PAUSE_BYTES || conn.backlog.length >= BACKLOG_PAUSE_CHUNKS)) this.pause(conn);
       this.account(conn);
       return;
     }
     conn.prefetches?.clear(); // what the last chunk fetched ahead was for its own Gets
     conn.proto.push(chunk);
     this.process(conn);
+  }
+
+  /**
+   * onEnd: the client sent FIN (half-closed, as `nc -N` does after its last request). It sends
+   * nothing more, but what it sent is still served in order; the connection ends once every
+   * reply is written. One that waits or holds input ends when `process` has served it all.
+   */
+  private onEnd(conn: Connection | undefined): void {
+    if (conn === undefined || !this.connections.has(conn)) return;
+    conn.inputEnded = true;
+    // A client that never reads its replies cannot hold the connection.
+    const idle = this.opts.idleTimeoutMs ?? 0;
+    conn.socket.timeout(idle > 0 ? Math.min(HALF_CLOSED_SECONDS, Math.max(1, Math.ceil(idle / 1000))) : HALF_CLOSED_SECONDS);
+    if (conn.waiting || conn.held || conn.closing) return;
+    conn.closing = true;
+    this.flush(conn);
+    this.account(conn);
   }
 
   private onDrain(conn: Connection): void {
@@ -432,6 +465,7 @@ export class CacheServer implements DispatchContext {
       this.fault(conn, e);
     }
     if (lent) this.endLend(conn, own, base, false);
+    if (conn.inputEnded && !held) conn.closing = true; // all the client sent is served: end after the replies
     this.setHeld(conn, held && !conn.closing);
     // Replies in the shared buffer wait for the end of the turn, also those of a connection that
     // now waits for a load or yielded its turn (it writes them first when it goes on, should that
@@ -687,7 +721,8 @@ export class CacheServer implements DispatchContext {
       }
       if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
     }
-    if (out.length === 0 && conn.closing) conn.socket.end();
+    // A connection that waits ends after the reply it waits for (its `process` flushes again).
+    if (out.length === 0 && conn.closing && !conn.waiting) conn.socket.end();
   }
 
   /**

@@ -12,6 +12,7 @@
  *   `backlog` until it holds BACKLOG_PAUSE_BYTES (cache-server.ts), then pauses.
  * - `paused`: reading from the socket is paused.
  * - `closing`: the connection ends once its output is flushed.
+ * - `inputEnded`: the client sent FIN; the connection closes once what it sent is served.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
  * - `authed`: the connection sent the node's auth token (always true on a node without one).
@@ -40,6 +41,7 @@ export class Connection {
   waiting = false;
   paused = false;
   closing = false;
+  inputEnded = false;
   rejected = false;
   authed = false;
   buffered = 0;

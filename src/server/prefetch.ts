@@ -8,9 +8,11 @@
  * a connection parks on a forwarded Get, the server looks ahead in the same chunk: each plain Get
  * that follows whose key another member owns and the mirror lacks is forwarded now, and its
  * answer kept here. The look-ahead goes past plain Sets, but leaves out a Get of a key such a Set
- * writes (that Get is forwarded in its turn, after the write), and stops at any other call. When the connection reaches that Get,
- * routing answers from the kept answer (or waits for it) instead of forwarding it again: one
- * round trip for the batch. The replies are the same bytes as forwarding each in turn would give.
+ * writes (that Get is forwarded in its turn, after the write), and stops at any other call. When
+ * the connection reaches that Get, routing answers from the kept answer (or waits for it) instead
+ * of forwarding it again: one round trip for the batch. Each reply is one that forwarding in turn
+ * could give, written the same way; but a Get fetched ahead of a Set of another key may read
+ * from before that Set was applied (see below).
  *
  * An answer is only for the Get it was fetched for, the first Get of its key after the one the
  * connection waited on, and never outlives it:

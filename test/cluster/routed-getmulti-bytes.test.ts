@@ -6,10 +6,9 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
-import { CacheNode } from "../../src/server/cache-node.ts";
-import { freePorts } from "../support/node-process.ts";
+import { startMembers } from "../support/cluster-members.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, replyHeader } from "../server/support.ts";
+import { RawSocket, replyHeader } from "../server/support.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -48,13 +47,7 @@ function readMap(frame: Uint8Array): [string, string][] {
 
 describe("routed GetMulti with keys that are not UTF-8", () => {
   test("each key gets its own value when the call is forwarded to the owner", async () => {
-    const ports = freePorts(2);
-    const ids = ports.map((p) => `127.0.0.1:${p}`);
-    const nodes = ports.map((port) => {
-      const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 1000 }, { logger: new LogSink().logger });
-      open.push(n);
-      return n;
-    });
+    const { nodes, ids } = startMembers(2, open, { peerTimeoutMs: 1000 });
     const [a] = nodes;
     // Two single-byte keys, invalid UTF-8, both owned by node b.
     const keys: Uint8Array[] = [];
@@ -63,21 +56,21 @@ describe("routed GetMulti with keys that are not UTF-8", () => {
       if (a!.cluster!.owner(k, 0, 1) === ids[1]) keys.push(k);
     }
     expect(keys.length).toBe(2);
-    const owner = new CacheClient({ host: "127.0.0.1", port: ports[1]!, timeoutMs: 2000 });
+    const owner = new CacheClient({ host: "127.0.0.1", port: nodes[1]!.port, timeoutMs: 2000 });
     open.push(owner);
     await owner.set("default", keys[0]!, "value-0", 0, { peer: true });
     await owner.set("default", keys[1]!, "value-1", 0, { peer: true });
     const expected = keys.map((k, i): [string, string] => [Buffer.from(k).toString("hex"), `value-${i}`]);
 
     // Control: asked of the owner directly.
-    const direct = await RawSocket.connect(ports[1]!);
+    const direct = await RawSocket.connect(nodes[1]!.port);
     direct.write(getMultiCall(1, "default", keys));
     await direct.waitFor(() => direct.frames().length === 1, "direct reply");
     expect(readMap(direct.frames()[0]!)).toEqual(expected);
     direct.close();
 
     // Routed through node a.
-    const routed = await RawSocket.connect(ports[0]!);
+    const routed = await RawSocket.connect(nodes[0]!.port);
     routed.write(getMultiCall(2, "default", keys));
     await routed.waitFor(() => routed.frames().length === 1, "routed reply");
     expect(readMap(routed.frames()[0]!)).toEqual(expected);

@@ -10,10 +10,11 @@
  * back and reachable, calls of its keys must succeed again.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { CacheNode } from "../../src/server/cache-node.ts";
-import { freePorts } from "../support/node-process.ts";
-import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
-import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import type { CacheNode } from "../../src/server/cache-node.ts";
+import { startMembers } from "../support/cluster-members.ts";
+import { RawSocket, deleteCall, getCall, setCall } from "../server/support.ts";
+import { Prng } from "../support/prng.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 
 const open: { close(): Promise<void> }[] = [];
@@ -26,18 +27,7 @@ const ABSENT = "<absent>";
 const UNAVAILABLE = 7;
 const NOT_FOUND = 1;
 
-function deleteCall(seqid: number, key: string): Uint8Array {
-  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.STRING, 2).str(key).stop().stop().bytes();
-  return framed(message(MSG.CALL, "Delete", seqid, body));
-}
 
-function rng(seed: number): () => number {
-  let x = seed | 1;
-  return () => {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 /** Fault is the shared state of the owner: `gen` is odd while it is down, and counts stops and starts. */
 interface Fault { gen: number; remoteOwned: (key: string) => boolean }
@@ -48,7 +38,8 @@ type Call = { kind: "Get" | "Delete"; key: string } | { kind: "Set"; key: string
 async function session(
   port: number, prefix: string, seed: number, rounds: number, fault: Fault, strict: () => boolean,
 ): Promise<{ problems: string[]; unavailable: number }> {
-  const next = rng(seed);
+  const prng = new Prng(seed);
+  const next = () => prng.next();
   const allowed = new Map<string, Set<string>>(); // key → the answers a Get may give now
   const seenGen = { value: fault.gen };
   const raw = await RawSocket.connect(port);
@@ -72,9 +63,7 @@ async function session(
       seqid++;
       return c.kind === "Get" ? getCall(seqid, c.key) : c.kind === "Set" ? setCall(seqid, c.key, utf8.encode(c.value)) : deleteCall(seqid, c.key);
     });
-    const bytes = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
-    frames.reduce((at, f) => (bytes.set(f, at), at + f.length), 0);
-    raw.write(bytes);
+    raw.write(concat(...frames));
     await raw.waitFor(() => raw.frames().length === received + depth || raw.isClosed, `round ${round} replies`, 15_000);
     if (raw.isClosed) {
       problems.push(`${prefix}: connection closed in round ${round}`);
@@ -128,15 +117,9 @@ async function session(
 
 describe("a connection's calls through a cluster whose other node stops and restarts", () => {
   test("every call is answered in order; the node that stays up stays exact; no value is wrong or older than allowed", async () => {
-    const ports = freePorts(2);
-    const ids = ports.map((p) => `127.0.0.1:${p}`);
-    const start = (port: number) => {
-      const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 300 }, { logger: new LogSink().logger });
-      open.push(n);
-      return n;
-    };
-    const a = start(ports[0]!);
-    let b = start(ports[1]!);
+    const members = startMembers(2, open, { peerTimeoutMs: 300 });
+    const { ids } = members;
+    const [a, b] = members.nodes as [CacheNode, CacheNode];
     const fault: Fault = { gen: 0, remoteOwned: (key) => a.cluster!.owner(utf8.encode(key), 0, key.length) === ids[1] };
     let strict = false;
     const controller = (async () => {
@@ -145,7 +128,7 @@ describe("a connection's calls through a cluster whose other node stops and rest
       await b.close();
       open.splice(open.indexOf(b), 1);
       await Bun.sleep(300);
-      b = start(ports[1]!);
+      members.start(1);
       fault.gen++; // up, empty
     })();
     const sessions = Array.from({ length: 8 }, (_, i) => session(a.port, `f${i}-`, 7000 + i, 60, fault, () => strict));

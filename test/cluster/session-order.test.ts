@@ -8,10 +8,10 @@
  * Batches of random length are split across writes at random points, to both nodes.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { CacheNode } from "../../src/server/cache-node.ts";
-import { freePorts } from "../support/node-process.ts";
-import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
-import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { startMembers } from "../support/cluster-members.ts";
+import { RawSocket, deleteCall, getCall, setCall } from "../server/support.ts";
+import { Prng } from "../support/prng.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 
 const open: { close(): Promise<void> }[] = [];
@@ -21,19 +21,7 @@ afterEach(async () => {
 
 const utf8 = new TextEncoder();
 
-function deleteCall(seqid: number, key: string, group = "default"): Uint8Array {
-  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
-  return framed(message(MSG.CALL, "Delete", seqid, body));
-}
 
-/** rng is a small seeded generator (xorshift32) returning [0, 1). */
-function rng(seed: number): () => number {
-  let x = seed | 1;
-  return () => {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 /** describeReply turns a reply into the text the model predicts. */
 function describeReply(r: ReturnType<typeof readReplies>["replies"][number]): string {
@@ -46,7 +34,8 @@ function describeReply(r: ReturnType<typeof readReplies>["replies"][number]): st
 
 /** session drives one connection to `port` with keys `prefix*` for `rounds` batches; returns mismatches. */
 async function session(port: number, prefix: string, seed: number, rounds: number): Promise<string[]> {
-  const next = rng(seed);
+  const prng = new Prng(seed);
+  const next = () => prng.next();
   const model = new Map<string, string>();
   const raw = await RawSocket.connect(port);
   const problems: string[] = [];
@@ -75,8 +64,7 @@ async function session(port: number, prefix: string, seed: number, rounds: numbe
       }
     }
     // One write, or two split at a random byte (the second may land while the connection waits).
-    const bytes = new Uint8Array(calls.reduce((n, c) => n + c.length, 0));
-    calls.reduce((at, c) => (bytes.set(c, at), at + c.length), 0);
+    const bytes = concat(...calls);
     if (next() < 0.5) raw.write(bytes);
     else {
       const cut = 1 + Math.floor(next() * (bytes.length - 1));
@@ -98,13 +86,7 @@ async function session(port: number, prefix: string, seed: number, rounds: numbe
 
 describe("a connection's own calls through a cluster", () => {
   test("are answered in its order, reads seeing its writes, on both nodes under concurrent load", async () => {
-    const ports = freePorts(2);
-    const ids = ports.map((p) => `127.0.0.1:${p}`);
-    const nodes = ports.map((port) => {
-      const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 5000 }, { logger: new LogSink().logger });
-      open.push(n);
-      return n;
-    });
+    const { nodes } = startMembers(2, open, { peerTimeoutMs: 5000 });
     const sessions = Array.from({ length: 12 }, (_, i) => session(nodes[i % 2]!.port, `c${i}-`, 1000 + i, 40));
     const problems = (await Promise.all(sessions)).flat();
     expect(problems.slice(0, 10)).toEqual([]);

@@ -18,7 +18,7 @@ import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/w
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { mutate, validRequest } from "../protocol/fuzz.ts";
-import { getCall, setCall } from "./support.ts";
+import { deleteCall, getCall, setCall } from "./support.ts";
 
 const utf8 = new TextEncoder();
 
@@ -148,12 +148,6 @@ function setFrame(seqid: number, key: string, value: Uint8Array, group: string, 
     .field(T.STRING, 3).str(value).field(T.I64, 4).i64(ttl);
   if (ttlMs !== undefined) b.field(T.I64, 5).i64(ttlMs);
   return framed(message(MSG.CALL, "Set", seqid, b.stop().stop().bytes()));
-}
-
-/** deleteFrame is a framed Delete call. */
-function deleteFrame(seqid: number, key: string, group: string): Uint8Array {
-  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
-  return framed(message(MSG.CALL, "Delete", seqid, body));
 }
 
 /** getWithExtraField is a Get the decoder reads fine but not in the plain layout (an unknown field first). */
@@ -291,7 +285,7 @@ test("fuzz: random pipelines of Gets, Sets and other calls, some mutated, cut an
       else if (r < 0.8) frame = setFrame(i, key, value(key, group), group, pickOf([0, 0, 0, 1, 30, -1, 2 ** 31]));
       else if (r < 0.85) frame = setFrame(i, key, value(key, group), group, 0, rand.int(5000));
       else if (r < 0.9) frame = getWithExtraField(i, key, group);
-      else if (r < 0.99) frame = deleteFrame(i, key, group);
+      else if (r < 0.99) frame = deleteCall(i, key, group);
       else frame = framed(validRequest(() => rand.next()).subarray(0)); // any method; may not parse as framed
       if (rand.next() < 0.01) frame = mutate(() => rand.next(), frame, getCall(0, "k1", "a"));
       calls.push(round % 2 === 0 ? frame : unframed(frame)); // odd rounds: the buffered transport
@@ -488,7 +482,7 @@ test("buffered transport: runs answer byte for byte as the general path, cut any
   calls.push(getCall(seqid++, "absent", "a"), getCall(seqid++, "soon", "a"), getCall(seqid++, "negative", "b"));
   calls.push(setCall(seqid++, "k3", utf8.encode("a-value-3-".repeat(1 + 3 * 30)), "a")); // in place
   calls.push(setCall(seqid++, "k4", utf8.encode("short"), "a")); // a new chunk: the general path
-  calls.push(getWithExtraField(seqid++, "k5", "a"), deleteFrame(seqid++, "k6", "a"));
+  calls.push(getWithExtraField(seqid++, "k5", "a"), deleteCall(seqid++, "k6", "a"));
   for (let i = 0; i < 10; i++) calls.push(getCall(seqid++, `k${i}`, "a"));
   const buffered = calls.map(unframed);
   const whole = compare(buffered, (all) => [all]);

@@ -169,6 +169,12 @@ export function setCall(seqid: number, key: string, value: Uint8Array, group = "
   return framed(message(MSG.CALL, "Set", seqid, body));
 }
 
+/** deleteCall builds a framed Delete call. */
+export function deleteCall(seqid: number, key: string, group = "default"): Uint8Array {
+  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
+  return framed(message(MSG.CALL, "Delete", seqid, body));
+}
+
 /** ReplyHeader is a reply message's header, read from a frame. */
 export interface ReplyHeader {
   type: number;

@@ -3,28 +3,23 @@
 // it, and reading pauses only once BACKLOG_PAUSE_BYTES (64 KiB) are queued. The replies written
 // before the wait go out at the end of the turn, like every other connection's, not after the wait.
 import { describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { T } from "../protocol/wire-builder.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
 import { LogSink, RawSocket, getCall, replyHeader, roundTrip, setCall } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 
 /** gatedNode starts a node whose group "slow" loads `loaded <key>` once the test calls `open()`. */
-function gatedNode(maxBufferedBytes?: number) {
+function gatedNode(maxBufferedBytes?: number, idleTimeoutMs?: number) {
   let open!: () => void;
   const gate = new Promise<void>((resolve) => (open = resolve));
   const node = CacheNode.start(
-    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }], ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes }) },
+    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }], ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes }), ...(idleTimeoutMs === undefined ? {} : { idleTimeoutMs }) },
     { logger: new LogSink().logger, loaders: { slow: async (key) => { await gate; return `loaded ${key}`; } } },
   );
   return { node, open };
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
-  return out;
-}
 
 /** valueOf returns the value of reply `i` on `raw` (a successful Get reply). */
 function valueOf(raw: RawSocket, i: number): Uint8Array {
@@ -53,12 +48,12 @@ describe("a connection waiting for a load", () => {
     raw.write(setCall(1, "x", new TextEncoder().encode("value x")));
     await raw.waitFor(() => raw.frames().length === 1, "set reply");
     const writesBefore = node.server.counters.turnWrites;
-    raw.write(concat([getCall(2, "x"), getCall(3, "a", "slow")]));
+    raw.write(concat(getCall(2, "x"), getCall(3, "a", "slow")));
     // The Get of x is answered while the load of a still waits at the gate.
     await raw.waitFor(() => raw.frames().length === 2, "the reply before the wait");
     expect(node.server.counters.turnWrites).toBeGreaterThan(writesBefore); // written at the end of the turn
     // Sent during the wait: queued, reading not paused.
-    const during = concat([getCall(4, "x"), getCall(5, "b", "slow"), setCall(6, "y", new TextEncoder().encode("value y")), getCall(7, "y")]);
+    const during = concat(getCall(4, "x"), getCall(5, "b", "slow"), setCall(6, "y", new TextEncoder().encode("value y")), getCall(7, "y"));
     const inBefore = node.server.counters.bytesIn;
     raw.write(during);
     await waitUntil(() => node.server.counters.bytesIn >= inBefore + during.length, "the server to read the requests sent during the wait");
@@ -79,7 +74,7 @@ describe("a connection waiting for a load", () => {
     await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
     // 40 Sets of 4 KiB: 160 KiB while the Get of a waits.
     const values = Array.from({ length: 40 }, (_, i) => new Uint8Array(4096).fill(i + 1));
-    raw.write(concat(values.map((v, i) => setCall(2 + i, `k${i}`, v))));
+    raw.write(concat(...values.map((v, i) => setCall(2 + i, `k${i}`, v))));
     await waitUntil(() => node.server.counters.pauses > 0, "reading to pause");
     expect(node.server.counters.bufferedBytes).toBeGreaterThanOrEqual(64 * 1024);
     expect(raw.frames().length).toBe(0);
@@ -94,17 +89,89 @@ describe("a connection waiting for a load", () => {
     raw.close();
   });
 
-  test("input queued during a wait past the server's buffer cap closes that connection only", async () => {
+  test("input queued during a wait past the server's buffer cap closes that connection only, after the reply it waits for", async () => {
     const { node, open } = gatedNode(32 * 1024);
     await using _ = node;
     const raw = await RawSocket.connect(node.port);
     raw.write(getCall(1, "a", "slow"));
     await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
-    raw.write(concat(Array.from({ length: 12 }, (_, i) => setCall(2 + i, `k${i}`, new Uint8Array(4096)))));
-    await raw.closed;
-    expect(node.server.counters.bufferCapClosed).toBe(1);
+    raw.write(concat(...Array.from({ length: 12 }, (_, i) => setCall(2 + i, `k${i}`, new Uint8Array(4096)))));
+    await waitUntil(() => node.server.counters.bufferCapClosed === 1, "the cap to close the connection");
+    // Its queued input is dropped; the load it waits for is still answered, then it ends.
+    expect(raw.isClosed).toBe(false);
     open();
+    await raw.closed;
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual([1]);
+    expect(text(valueOf(raw, 0))).toBe("loaded a");
     await waitUntil(() => node.server.counters.bufferedBytes === 0, "the closed connection's bytes to be counted out");
     expect(await roundTrip(node.port)).toBe("ok");
   });
+
+  test("a client dripping tiny segments while its connection waits is paused after a few of them", async () => {
+    const { node, open } = gatedNode();
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "a", "slow"));
+    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
+    // A Get sent a byte at a time: each byte its own segment, far below the 64 KiB bound.
+    const get = getCall(2, "b", "slow");
+    for (let i = 0; i < get.length && node.server.counters.pauses === 0; i++) {
+      const inBefore = node.server.counters.bytesIn;
+      raw.write(get.subarray(i, i + 1));
+      await waitUntil(() => node.server.counters.bytesIn > inBefore, `byte ${i} to be read`);
+    }
+    expect(node.server.counters.pauses).toBe(1);
+    expect(node.server.counters.bytesIn).toBeLessThan(getCall(1, "a", "slow").length + 20);
+    raw.write(get.subarray(node.server.counters.bytesIn - getCall(1, "a", "slow").length));
+    open();
+    await raw.waitFor(() => raw.frames().length === 2, "both replies");
+    expect([0, 1].map((i) => text(valueOf(raw, i)))).toEqual(["loaded a", "loaded b"]);
+    raw.close();
+  });
+});
+
+describe("a client that half-closes (FIN after its last request)", () => {
+  /** halfClose sends `calls` and FIN on a node:net socket that stays readable, and collects every reply until the server ends. */
+  async function halfClose(port: number, calls: Uint8Array): Promise<Uint8Array> {
+    const socket = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    const parts: Uint8Array[] = [];
+    await new Promise<void>((resolve, reject) => {
+      socket.on("connect", () => socket.end(calls));
+      socket.on("data", (d: Buffer) => parts.push(new Uint8Array(d)));
+      socket.on("end", () => resolve());
+      socket.on("error", reject);
+    });
+    socket.destroy();
+    return concat(...parts);
+  }
+
+  test("gets every reply, also those behind a load, then the connection ends", async () => {
+    const { node, open } = gatedNode();
+    await using _ = node;
+    setTimeout(open, 50);
+    const calls = concat(setCall(1, "x", new TextEncoder().encode("value x")), getCall(2, "x"), getCall(3, "a", "slow"), getCall(4, "x"));
+    const bytes = await halfClose(node.port, calls);
+    const { replies, rest } = readReplies(bytes, "framed");
+    expect(rest).toBe(bytes.length);
+    expect(replies.map((r) => r.seqid)).toEqual([1, 2, 3, 4]);
+    expect(replies.map((r) => outcome(r).kind)).toEqual(["success", "success", "success", "success"]);
+    await waitUntil(() => node.server.connectionCount === 0, "the connection to close");
+  });
+
+  test("is cut off once the idle timeout passes if it is still owed replies it does not take", async () => {
+    const { node, open } = gatedNode(undefined, 1000);
+    await using _ = node;
+    const socket = connect({ port: node.port, host: "127.0.0.1", allowHalfOpen: true });
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.on("error", () => {});
+    socket.on("connect", () => socket.end(getCall(1, "a", "slow"))); // its load never finishes before the cut
+    await waitUntil(() => node.server.connectionCount === 1, "the connection");
+    const t0 = Date.now();
+    await closed;
+    // Bun checks socket timeouts every 4 s or so: cut within 1 + 4 s and some, not after the 30 s default.
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    await waitUntil(() => node.server.connectionCount === 0, "the server to drop it");
+    open();
+    expect(await roundTrip(node.port)).toBe("ok");
+  }, 20_000);
 });
