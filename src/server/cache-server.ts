@@ -62,12 +62,6 @@ import type { Logger } from "./log.ts";
 const BACKLOG_PAUSE_BYTES = 64 * 1024;
 /** BACKLOG_PAUSE_CHUNKS also pauses it after this many chunks (a client dripping tiny segments). */
 const BACKLOG_PAUSE_CHUNKS = 16;
-/**
- * HALF_CLOSED_SECONDS bounds how long a connection whose client sent FIN stays open to be served
- * and to write its replies (a load may take a while; a client that never reads is cut off), or
- * the idle timeout when that is shorter.
- */
-const HALF_CLOSED_SECONDS = 30;
 
 export interface ServerOptions {
   host: string;
@@ -209,10 +203,7 @@ export class CacheServer implements DispatchContext {
           opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
         },
         timeout(socket) {
-          // Only two kinds of connection get a Bun timeout: those past the limit (2 s to send a
-          // request), and half-closed ones (HALF_CLOSED_SECONDS to take their replies).
-          if (socket.data?.inputEnded === true) socket.terminate();
-          else socket.end();
+          socket.end(); // only connections past the limit get a Bun timeout (2 s to send a request)
         },
       },
     });
@@ -312,14 +303,13 @@ export class CacheServer implements DispatchContext {
   /**
    * onEnd: the client sent FIN (half-closed, as `nc -N` does after its last request). It sends
    * nothing more, but what it sent is still served in order; the connection ends once every
-   * reply is written. One that waits or holds input ends when `process` has served it all.
+   * reply is written. One that waits or holds input ends when `process` has served it all. Every
+   * wait is bounded (load and peer timeouts); a client that then never reads its replies is held
+   * to --max-output and --max-buffered like any client that does not read.
    */
   private onEnd(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.has(conn)) return;
     conn.inputEnded = true;
-    // A client that never reads its replies cannot hold the connection.
-    const idle = this.opts.idleTimeoutMs ?? 0;
-    conn.socket.timeout(idle > 0 ? Math.min(HALF_CLOSED_SECONDS, Math.max(1, Math.ceil(idle / 1000))) : HALF_CLOSED_SECONDS);
     if (conn.waiting || conn.held || conn.closing) return;
     conn.closing = true;
     this.flush(conn);
