@@ -6,8 +6,10 @@
 # Both nodes are pinned to core 0 (so a forward costs two context switches there: the figure is
 # the CPU cost of the cluster path, not what two machines would do), the load generator (50
 # connections, depth 16, 10k keys, 100 B values) to core 1, talking to node A only. Prints ops/s
-# and each node's CPU share per round. Trees and settings by environment:
-#   DIR=/path/to/tree  GET_RATIO=0.9  NODE_ARGS="--mirror-share 0"  bash bench/net/cluster.sh [rounds 3]
+# and each node's CPU share per round. With DELAY_US=N, A reaches B through delay-proxy.c (on core
+# 1), which holds each chunk N µs each way: a round trip between machines (B's member id is then
+# the proxy's address, `--self`). Trees and settings by environment:
+#   DIR=/path/to/tree  GET_RATIO=0.9  NODE_ARGS="--mirror-share 0"  DELAY_US=1000  bash bench/net/cluster.sh [rounds 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
@@ -17,12 +19,16 @@ source bench/net/lib.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 for round in $(seq "$ROUNDS"); do
-  pa=$(free_port); pb=$(free_port)
-  peers="127.0.0.1:$pa,127.0.0.1:$pb"
+  pa=$(free_port); pb=$(free_port); bid="127.0.0.1:$pb"
+  if [ -n "${DELAY_US:-}" ]; then
+    px=$(free_port); bid="127.0.0.1:$px"
+    taskset -c 1 "$PROXY" "$px" "$pb" "$DELAY_US" & pids+=($!)
+  fi
+  peers="127.0.0.1:$pa,$bid"
   # shellcheck disable=SC2086
   (cd "$DIR" && exec taskset -c 0 bun node.ts --port "$pa" --peers "$peers" --memory 256mb --log-level warn ${NODE_ARGS:-} >/dev/null 2>&1) & a=$!; pids+=($a)
   # shellcheck disable=SC2086
-  (cd "$DIR" && exec taskset -c 0 bun node.ts --port "$pb" --peers "$peers" --memory 256mb --log-level warn ${NODE_ARGS:-} >/dev/null 2>&1) & b=$!; pids+=($b)
+  (cd "$DIR" && exec taskset -c 0 bun node.ts --port "$pb" --self "$bid" --peers "$peers" --memory 256mb --log-level warn ${NODE_ARGS:-} >/dev/null 2>&1) & b=$!; pids+=($b)
   wait_port "$pa"; wait_port "$pb"
   out=$(mktemp)
   taskset -c 1 "$BIN" --port "$pa" --connections 50 --depth 16 --value-size 100 --get-ratio "${GET_RATIO:-0.9}" --duration 6 --warmup 1 > "$out" & l=$!

@@ -1,5 +1,5 @@
 # lib.sh — shared by duel.sh, alternate.sh and cluster.sh (sourced from the repository root): builds the C load
-# generator into $BIN when missing or older than its source, and defines:
+# generator into $BIN (and the delay proxy into $PROXY) when missing or older than its source, and defines:
 #   pids / cleanup   every background process started goes in pids; cleanup kills them (also on exit)
 #   free_port        prints a free 127.0.0.1 port
 #   wait_port PORT   waits up to 10 s until PORT accepts connections
@@ -7,6 +7,10 @@ BIN="${TMPDIR:-/tmp}/mybuncache-bench/loadgen"
 if [ ! -x "$BIN" ] || [ bench/net/loadgen.c -nt "$BIN" ]; then
   mkdir -p "$(dirname "$BIN")"
   gcc -O2 -o "$BIN.$$" bench/net/loadgen.c -lpthread && mv "$BIN.$$" "$BIN"
+fi
+PROXY="${TMPDIR:-/tmp}/mybuncache-bench/delay-proxy"
+if [ ! -x "$PROXY" ] || [ bench/net/delay-proxy.c -nt "$PROXY" ]; then
+  gcc -O2 -o "$PROXY.$$" bench/net/delay-proxy.c && mv "$PROXY.$$" "$PROXY"
 fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
