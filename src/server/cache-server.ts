@@ -43,14 +43,13 @@ import { Connection } from "./connection.ts";
 import { dispatch, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
-import { METHOD_AUTH, METHOD_DELETE, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
+import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches, ownerClient } from "./prefetch.ts";
 import { PEEK_METHOD, PEEK_STRIDE, peekCalls } from "../protocol/peek-calls.ts";
 import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { WARM_MAX } from "../store/warm.ts";
 import { LatencyHistogram } from "./latency.ts";
-import { bytesEqual } from "../bytes/bytes.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -119,17 +118,6 @@ export class ServerCounters {
 const KEEP_OUTPUT_BYTES = 1024 * 1024;
 /** AHEAD receives the calls `prefetchAhead` lists (scratch: serving is synchronous). */
 const AHEAD = new Int32Array(WARM_MAX * PEEK_STRIDE);
-/** WRITES holds the offsets in AHEAD of the Sets `prefetchAhead` has passed. */
-const WRITES = new Int32Array(WARM_MAX);
-
-/** writtenAhead tells whether one of the first `writes` Sets in WRITES writes key buf[start, start+len) (in any group). */
-function writtenAhead(buf: Uint8Array, start: number, len: number, writes: number): boolean {
-  for (let j = 0; j < writes; j++) {
-    const o = WRITES[j]!;
-    if (AHEAD[o + 3] === len && bytesEqual(buf, AHEAD[o + 2]!, buf, start, len)) return true;
-  }
-  return false;
-}
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
 const SHARED_OUTPUT_BYTES = 64 * 1024;
 /**
@@ -435,13 +423,9 @@ export class CacheServer implements DispatchContext {
         }
         if (req.method === METHOD_UNKNOWN) latency.recordProtocolError(APP_ERROR.UNKNOWN_METHOD);
         const prefetches = conn.prefetches;
-        // Gets forwarded ahead are for the Gets that follow (prefetch.ts). A write of this
-        // connection must be seen by its later reads: a Set or Delete drops what was fetched for
-        // its key, any other call all of it.
-        if (prefetches !== null && req.method !== METHOD_GET) {
-          if (req.method === METHOD_SET || req.method === METHOD_DELETE) prefetches.dropKey(req.buffer, req.keyStart, req.keyLength);
-          else prefetches.clear();
-        }
+        // Gets forwarded ahead are for the Gets that follow with no other call between (a write
+        // of this connection must be seen by its later reads): anything else drops them.
+        if (prefetches !== null && req.method !== METHOD_GET) prefetches.clear();
         const pending = dispatch(this, req, proto.reply, prefetches ?? undefined);
         if (pending !== undefined) {
           if (cluster !== undefined && req.method === METHOD_GET) this.prefetchAhead(conn, cluster);
@@ -537,11 +521,9 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * prefetchAhead forwards, now, the plain Gets that follow a Get the connection waits for, whose
-   * keys other members own: one round trip for the batch instead of one per Get in turn
-   * (prefetch.ts). Routing answers them from what comes back. It looks past plain Sets, leaving
-   * out the Gets of a key one of them writes (those must read the write), and stops at any other
-   * call.
+   * prefetchAhead forwards, now, the plain Gets that follow a Get the connection waits for, up to
+   * the first call of another kind, whose keys other members own: one round trip for the batch
+   * instead of one per Get in turn (prefetch.ts). Routing answers them from what comes back.
    */
   private prefetchAhead(conn: Connection, cluster: Cluster): void {
     if (cluster.members.length < 2) return;
@@ -551,17 +533,11 @@ export class CacheServer implements DispatchContext {
     const buf = reader.chunkBytes;
     const limits = this.opts.limits;
     const listed = peekCalls(buf, start, buf.length, AHEAD, true, limits.maxFrameBytes, reader.transport === TRANSPORT_FRAMED);
-    let writes = 0; // the Sets listed so far: their offsets in AHEAD are WRITES[0, writes)
     for (let i = 0; i < listed; i++) {
       const o = i * PEEK_STRIDE;
       const keyStart = AHEAD[o + 2]!;
       const keyLength = AHEAD[o + 3]!;
-      if (keyLength > limits.maxKeyBytes) break;
-      if (AHEAD[o + PEEK_METHOD] !== METHOD_GET) {
-        WRITES[writes++] = o;
-        continue;
-      }
-      if (writes > 0 && writtenAhead(buf, keyStart, keyLength, writes)) continue;
+      if (AHEAD[o + PEEK_METHOD] !== METHOD_GET || keyLength > limits.maxKeyBytes) break;
       const group = this.groups.find(buf, AHEAD[o]!, AHEAD[o + 1]!);
       if (group === undefined || group.mirror?.has(buf, keyStart, keyLength) === true) continue; // the mirror answers it
       const client = ownerClient(cluster, buf, keyStart, keyLength);

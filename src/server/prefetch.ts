@@ -6,25 +6,17 @@
  * that pipelines Gets of keys owned elsewhere (any client that is not ring-aware, like the seed's
  * Kitex clients) would then pay one round trip to a peer per request, one after another. So when
  * a connection parks on a forwarded Get, the server looks ahead in the same chunk: each plain Get
- * that follows whose key another member owns and the mirror lacks is forwarded now, and its
- * answer kept here. The look-ahead goes past plain Sets, but leaves out a Get of a key such a Set
- * writes (that Get is forwarded in its turn, after the write), and stops at any other call. When
- * the connection reaches that Get, routing answers from the kept answer (or waits for it) instead
- * of forwarding it again: one round trip for the batch. Each reply is one that forwarding in turn
- * could give, written the same way; but a Get fetched ahead of a Set of another key may read
- * from before that Set was applied (see below).
+ * that follows (up to the first call of any other kind) whose key another member owns and the
+ * mirror lacks is forwarded now, and its answer kept here. When the connection reaches that Get,
+ * routing answers from the kept answer (or waits for it) instead of forwarding it again: one
+ * round trip for the batch. The replies are the same bytes as forwarding each in turn would give.
  *
  * An answer is only for the Get it was fetched for, the first Get of its key after the one the
  * connection waited on, and never outlives it:
  * - every Get of the key takes it, whichever way that Get is answered (forwarded, from the
  *   mirror, or locally after a ring change): `take` in routing, `drop` in runs;
- * - a plain Set or Delete drops the answer kept for its key (`dropKey`; none is, by the rule
- *   above, but a later Get of the key must read the write whatever happened), every other call
- *   drops them all (`clear`), so a connection always reads its own writes; so does every new
- *   chunk (what the last one fetched ahead is of no use after it);
- * - Gets of other keys fetched ahead of a Set may be answered from before that Set was applied:
- *   they were sent before its reply came, so they overlap it, as pipelined calls to the shards
- *   of a memcached client do;
+ * - every call other than a Get drops them all (`clear`), so a connection always reads its own
+ *   writes, and so does every new chunk (what the last one fetched ahead is of no use after it);
  * - an answer fetched under another member list is not used, nor one whose TTL ran out while it
  *   waited (the remaining TTL it reports is aged by the wait).
  * Another client's write that lands between the fetch and the Get's turn is a race that client
@@ -119,17 +111,7 @@ export class Prefetches {
     if (this.byKey.size > 0) this.remove(group, key, off, len);
   }
 
-  /**
-   * dropKey throws away the answers kept for `key[off, off+len)` in any group: a write of the key
-   * comes next, and a later Get of it must read that write.
-   */
-  dropKey(key: Uint8Array, off: number, len: number): void {
-    if (this.byKey.size === 0) return;
-    const suffix = `\u0000${latin1Key(key.subarray(off, off + len))}`;
-    for (const [id, p] of this.byKey) if (id.endsWith(suffix)) this.forget(id, p);
-  }
-
-  /** clear drops every kept answer (a call other than a plain Get, Set or Delete, or a new chunk). */
+  /** clear drops every kept answer (a call other than a Get, or a new chunk). */
   clear(): void {
     if (this.byKey.size === 0) return;
     for (const p of this.byKey.values()) p.kept = false;
@@ -141,14 +123,11 @@ export class Prefetches {
     if (this.byKey.size === 0) return undefined;
     const id = prefetchId(group, key, off, len);
     const p = this.byKey.get(id);
-    if (p !== undefined) this.forget(id, p);
-    return p;
-  }
-
-  private forget(id: string, p: Prefetch): void {
+    if (p === undefined) return undefined;
     this.byKey.delete(id);
     p.kept = false;
     if (p.value !== null) this.bytes -= p.value.length;
+    return p;
   }
 }
 

@@ -84,18 +84,3 @@ test("drop and clear discard answers; past MAX_PREFETCH_BYTES nothing more is fe
   calls[3]!(null, utf8.encode("late"), 0, 4, -1);
   expect(prefetches.bytes).toBe(0);
 });
-
-test("dropKey discards the answers for one key, in every group, and keeps the others", () => {
-  const { group, calls, client, cluster, prefetches } = setup();
-  const other = new Group({ name: "h", memory: 4 * MIB });
-  prefetches.start(cluster, client, group, utf8.encode("xk"), 1, 1); // key "k"
-  prefetches.start(cluster, client, other, utf8.encode("k"), 0, 1);
-  prefetches.start(cluster, client, group, utf8.encode("kk"), 0, 2);
-  calls.forEach((done) => done(null, utf8.encode("vvv"), 0, 3, -1));
-  expect([prefetches.size, prefetches.bytes]).toEqual([3, 9]);
-  prefetches.dropKey(utf8.encode("[k]"), 1, 1);
-  expect([prefetches.size, prefetches.bytes]).toEqual([1, 3]);
-  expect(prefetches.take(cluster, group, utf8.encode("k"), 0, 1)).toBeUndefined();
-  expect(prefetches.take(cluster, other, utf8.encode("k"), 0, 1)).toBeUndefined();
-  expect(new TextDecoder().decode(prefetches.take(cluster, group, utf8.encode("kk"), 0, 2)!.value!)).toBe("vvv");
-});
