@@ -167,11 +167,13 @@ function answerForward(
  * and on membership changes, so the copy cannot outlive a later write on the owner.
  */
 function keepAsMirror(group: Group, req: Request, loaded: Loaded): void {
-  group.store.delete(req.buffer, req.keyStart, req.keyLength);
-  const ttl = loaded.ttlRemainingMs;
-  if (group.mirror !== undefined && ttl !== 0) {
-    group.mirror.set(req.buffer, req.keyStart, req.keyLength, loaded.value, 0, loaded.value.length, ttl < 0 ? 0 : ttl);
-  }
+  moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, loaded.ttlRemainingMs);
+}
+
+/** moveToMirror is keepAsMirror for key buf[ks, ks+kl) and `value` with `ttl` ms left (-1: none; 0: none left, not kept). */
+function moveToMirror(group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
+  group.store.delete(buf, ks, kl);
+  if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, ttl < 0 ? 0 : ttl);
 }
 
 function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
@@ -229,11 +231,12 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   const byOwner = keysByOwner(cluster, req);
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
   const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
+  const ttls: number[] = new Array(req.itemCount);
   const work: Promise<void>[] = [];
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
     if (client === undefined) {
-      work.push(localValues(group, req, indexes, values));
+      work.push(localValues(group, req, indexes, values, ttls));
       continue;
     }
     cluster.counters.forwarded++;
@@ -247,22 +250,23 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += indexes.length;
-        return localValues(group, req, indexes, values).then(() => {
+        return localValues(group, req, indexes, values, ttls).then(() => {
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
           for (const i of indexes) {
             const v = values[i];
-            if (v === undefined) continue;
-            const ks = req.items[i * 4]!;
-            const kl = req.items[i * 4 + 1]!;
-            group.store.delete(req.buffer, ks, kl);
-            group.mirror?.set(req.buffer, ks, kl, v, 0, v.length, group.defaultTtlMs);
+            if (v !== undefined) moveToMirror(group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v, ttls[i]!);
           }
         });
       },
     ));
   }
-  return Promise.all(work).then(
-    () => {
+  // Every part settles before the reply: once it is written the connection decodes its next call
+  // into the same Request, so nothing may read `req` after it (a part that failed first must not
+  // answer while another still loads, or is yet to fall back to a local load).
+  return Promise.allSettled(work).then((results) => {
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed !== undefined) return replyThrown(reply, req, failed.reason);
+    {
       reply.beginGetMulti(req);
       for (let i = 0; i < req.itemCount; i++) {
         const v = values[i];
@@ -271,13 +275,18 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         reply.out.buffer.set(v, at);
       }
       reply.endGetMulti();
-    },
-    (e: unknown) => replyThrown(reply, req, e),
-  );
+    }
+  });
 }
 
-/** localValues reads (or loads) the entries `indexes` of a multi-key request from this node. */
-async function localValues(group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[]): Promise<void> {
+/**
+ * localValues reads (or loads) the entries `indexes` of a multi-key request from this node, with
+ * their remaining TTLs (ms, -1: none) in `ttls`. It settles once every load has (the first
+ * failure then rejects it), so nothing it started reads the request later.
+ */
+async function localValues(
+  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[],
+): Promise<void> {
   const loads: Promise<void>[] = [];
   for (const i of indexes) {
     const ks = req.items[i * 4]!;
@@ -285,19 +294,22 @@ async function localValues(group: Group, req: Request, indexes: number[], values
     const id = group.lookup(req.buffer, ks, kl);
     if (id >= 0) {
       values[i] = group.store.valueView(id).slice();
+      ttls[i] = group.store.ttlRemaining(id);
       continue;
     }
     if (group.loader === undefined || group.lastNegative) continue;
     loads.push(group.load(req.buffer, ks, kl).then(
       (loaded) => {
         values[i] = loaded.value;
+        ttls[i] = loaded.ttlRemainingMs;
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) throw e;
       },
     ));
   }
-  await Promise.all(loads);
+  const failed = (await Promise.allSettled(loads)).find((r) => r.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
 }
 
 function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {

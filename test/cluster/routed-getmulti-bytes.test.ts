@@ -7,19 +7,14 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { startMembers } from "../support/cluster-members.ts";
-import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
-import { RawSocket, replyHeader } from "../server/support.ts";
+import { T } from "../protocol/wire-builder.ts";
+import { RawSocket, getMultiCall, replyHeader } from "../server/support.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
 
-function getMultiCall(seqid: number, group: string, keys: Uint8Array[]): Uint8Array {
-  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.LIST, 2).u8(T.STRING).i32(keys.length);
-  for (const k of keys) b.str(k);
-  return framed(message(MSG.CALL, "GetMulti", seqid, b.stop().stop().bytes()));
-}
 
 /** readMap parses a GetMulti success reply into [key bytes as hex, value text] pairs. */
 function readMap(frame: Uint8Array): [string, string][] {

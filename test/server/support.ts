@@ -175,6 +175,13 @@ export function deleteCall(seqid: number, key: string, group = "default"): Uint8
   return framed(message(MSG.CALL, "Delete", seqid, body));
 }
 
+/** getMultiCall builds a framed GetMulti call of `keys` (bytes, any content) in `group`. */
+export function getMultiCall(seqid: number, group: string, keys: Uint8Array[]): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.LIST, 2).u8(T.STRING).i32(keys.length);
+  for (const k of keys) b.str(k);
+  return framed(message(MSG.CALL, "GetMulti", seqid, b.stop().stop().bytes()));
+}
+
 /** ReplyHeader is a reply message's header, read from a frame. */
 export interface ReplyHeader {
   type: number;
