@@ -136,8 +136,8 @@ export class ClientConnection {
    * Returns null, or the error when the call is larger than the frame limit (it is dropped).
    */
   endCall(slot: number, forward: ForwardCallback | null, waiter: Waiter | null): CacheError | null {
-    if (this.calls.end() > this.endpoint.limits.maxFrameBytes) {
-      this.abortCall(slot);
+    if (this.calls.end(this.endpoint.limits.maxFrameBytes) < 0) { // dropped: not sent
+      this.pending.release(slot);
       return new CacheError(ERROR_CODE.VALUE_TOO_LARGE, "call larger than the frame limit");
     }
     this.pending.forward[slot] = forward;

@@ -112,13 +112,21 @@ export class CallWriter {
     w.bytes(value, 0, value.length);
   }
 
-  /** end closes the request and argument structs, patches the frame length and returns it. */
-  end(): number {
+  /**
+   * end closes the request and argument structs, patches the frame length and returns it. A frame
+   * longer than `maxFrameBytes` is dropped instead, nothing of it left in `out`, and -1 returned.
+   */
+  end(maxFrameBytes = 0x7fffffff): number {
     const w = this.out;
     w.ensure(2);
     w.u8(TYPE_STOP); // request struct
     w.u8(TYPE_STOP); // argument struct
     const length = w.length - this.frameAt - 4;
+    if (length > maxFrameBytes) {
+      w.truncate(this.frameAt);
+      this.frameAt = -1;
+      return -1;
+    }
     w.patchI32(this.frameAt, length);
     this.frameAt = -1;
     return length;

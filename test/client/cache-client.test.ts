@@ -281,6 +281,18 @@ describe("hostile servers", () => {
     expect(stub.connections).toBe(1);
   });
 
+  test("a call over maxFrameBytes fails with VALUE_TOO_LARGE and none of it is sent", async () => {
+    using stub = new StubServer();
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, limits: { maxFrameBytes: 1000 } });
+    const e = await rejection(c.set("g", "big", new Uint8Array(2000)));
+    expect(e.code).toBe(ERROR_CODE.VALUE_TOO_LARGE);
+    await c.set("g", "small", enc.encode("ok"));
+    expect(str((await c.get("g", "small")).value)).toBe("ok");
+    expect(stub.calls.map((call) => call.name)).toEqual(["Set", "Get"]); // the big Set never reached the server
+    expect(stub.store.has("g/big")).toBe(false);
+    expect([stub.connections, c.counters.reconnects]).toEqual([1, 0]);
+  });
+
   test("a frame split across many packets is reassembled", async () => {
     using stub = new StubServer();
     stub.handler = (call, s) => {
