@@ -76,6 +76,8 @@ export interface Loaded {
 }
 
 const utf8 = new TextEncoder();
+/** KEY_DECODER gives loaders the key as sent: `ignoreBOM` keeps a leading byte-order mark. */
+const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true });
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
@@ -158,7 +160,7 @@ export class Group {
     if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
     this.counters.loads++;
     const keyBytes = key.slice(off, off + len);
-    const keyString = new TextDecoder().decode(keyBytes);
+    const keyString = KEY_DECODER.decode(keyBytes); // a leading U+FEFF is part of the key
     // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
     // UTF-8 would decode to the same string and must not share a load.
     const flightKey = latin1Key(keyBytes);

@@ -157,7 +157,12 @@ function answerForward(
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
       keepAsMirror(group, req, loaded);
     },
-    (failure: unknown) => replyThrown(reply, req, failure),
+    (failure: unknown) => {
+      // Nothing of a key owned elsewhere stays in the main store, not a cached "not found" either:
+      // the owner's later writes could not reach it.
+      group.store.delete(req.buffer, req.keyStart, req.keyLength);
+      replyThrown(reply, req, failure);
+    },
   );
 }
 
@@ -254,7 +259,10 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
           for (const i of indexes) {
             const v = values[i];
-            if (v !== undefined) moveToMirror(group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v, ttls[i]!);
+            const ks = req.items[i * 4]!;
+            const kl = req.items[i * 4 + 1]!;
+            if (v !== undefined) moveToMirror(group, req.buffer, ks, kl, v, ttls[i]!);
+            else group.store.delete(req.buffer, ks, kl); // a cached "not found" (see answerForward)
           }
         });
       },

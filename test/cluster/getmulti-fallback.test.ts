@@ -19,7 +19,7 @@ afterEach(async () => {
 
 const utf8 = new TextEncoder();
 
-describe("GetMulti falling back to local loads", () => {
+describe("falling back to local loads (the owner unreachable)", () => {
   test("answers once every part settled; a slow fallback load never touches the next call's keys", async () => {
     const [pa, pb] = freePorts(2) as [number, number];
     const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb: B is unreachable
@@ -62,6 +62,39 @@ describe("GetMulti falling back to local loads", () => {
     const last = outcome(replies[4]!);
     if (last.kind !== "success") throw new Error(JSON.stringify(last));
     expect(new TextDecoder().decode(field(last.value, 1, T.STRING) as Uint8Array)).toBe("stored b");
+    raw.close();
+  });
+
+  test("a \"not found\" loaded for a key owned elsewhere is not cached here, also with negative caching on", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb
+    let calls = 0;
+    const a = CacheNode.start(
+      { port: pa, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always", negativeTtlMs: 60_000 }] },
+      { logger: new LogSink().logger, loaders: { g: () => (++calls === 1 || calls === 3 ? null : `found ${calls}`) } },
+    );
+    open.push(a);
+    let key = "";
+    for (let i = 0; key === ""; i++) if (a.cluster!.owner(utf8.encode(`r${i}`), 0, `r${i}`.length) === ids[1]) key = `r${i}`;
+    const raw = await RawSocket.connect(pa);
+    // Get: not found (call 1) · Get: loaded again, found (call 2) · GetMulti: not found (call 3) · GetMulti: found (call 4).
+    raw.write(getCall(1, key, "g"));
+    await raw.waitFor(() => raw.frames().length === 1, "first Get");
+    raw.write(getCall(2, key, "g"));
+    await raw.waitFor(() => raw.frames().length === 2, "second Get");
+    const other = (() => { for (let i = 0; ; i++) if (a.cluster!.owner(utf8.encode(`s${i}`), 0, `s${i}`.length) === ids[1]) return `s${i}`; })();
+    raw.write(getMultiCall(3, "g", [utf8.encode(other)]));
+    await raw.waitFor(() => raw.frames().length === 3, "first GetMulti");
+    raw.write(getMultiCall(4, "g", [utf8.encode(other)]));
+    await raw.waitFor(() => raw.frames().length === 4, "second GetMulti");
+    const { replies } = readReplies(raw.received, "framed");
+    const o = replies.map((r) => outcome(r));
+    expect(o[0]!.kind === "cacheError" ? o[0]!.code : o[0]!.kind).toBe(1); // NOT_FOUND
+    if (o[1]!.kind !== "success") throw new Error(JSON.stringify(o[1]));
+    expect(new TextDecoder().decode(field(o[1]!.value, 1, T.STRING) as Uint8Array)).toBe("found 2");
+    expect([o[2]!.kind, o[3]!.kind]).toEqual(["success", "success"]);
+    expect(new TextDecoder().decode(raw.frames()[3]!)).toContain("found 4");
+    expect(calls).toBe(4);
     raw.close();
   });
 });

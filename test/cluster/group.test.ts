@@ -24,6 +24,14 @@ async function failure(p: Promise<unknown>): Promise<CacheError> {
 }
 
 describe("Group read-through", () => {
+  test("the loader gets the key as sent: a leading byte-order mark stays", async () => {
+    const seen: string[] = [];
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: (key) => (seen.push(key), `v:${key.length}`) });
+    const key = new Uint8Array([0xef, 0xbb, 0xbf, 0x61, 0x62, 0x63]); // U+FEFF "abc"
+    expect(text((await g.load(key, 0, key.length)).value)).toBe("v:4");
+    expect(seen).toEqual(["\uFEFFabc"]);
+  });
+
   test("1,000 concurrent gets of one cold key make exactly one loader call; all get the same bytes", async () => {
     let calls = 0;
     let release!: () => void;
