@@ -97,6 +97,13 @@ export class Group {
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
   private readonly flights = new Singleflight<Loaded>();
+  /**
+   * loading holds a ticket per load under way, by flight key. A write of the key (or a clear of the
+   * group) while the loader runs makes its ticket stale: what the loader read is then older than
+   * the cache's state, so its outcome goes to the callers that asked before the write but is not
+   * stored, and later callers start a new load (see `written`).
+   */
+  private readonly loading = new Map<string, { stale: boolean }>();
 
   constructor(opts: GroupOptions) {
     if (opts.name.length === 0) throw new RangeError("a group needs a name");
@@ -164,7 +171,7 @@ export class Group {
     // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
     // UTF-8 would decode to the same string and must not share a load.
     const flightKey = latin1Key(keyBytes);
-    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes));
+    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
@@ -198,17 +205,26 @@ export class Group {
   //   2. flight F (started by caller B) stores the value and removes itself;
   //   3. caller A finds no flight and starts a new one.
   // Without this check step 3 would call the loader a second time for a value the cache holds.
-  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array): Promise<Loaded> {
+  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string): Promise<Loaded> {
     const id = this.store.get(key, 0, key.length);
     if (id >= 0) {
       if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
       return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.store.ttlRemaining(id) };
     }
     this.counters.loadsDeduped++;
+    const ticket = { stale: false };
+    this.loading.set(flightKey, ticket);
+    const done = (): void => {
+      if (this.loading.get(flightKey) === ticket) this.loading.delete(flightKey);
+    };
     const call = Promise.resolve().then(() => loader(keyString)).then(toBytes);
     const settled = call.then(
-      (value) => this.store1(key, value),
+      (value) => {
+        done();
+        return this.store1(key, value, ticket.stale);
+      },
       (e: unknown) => {
+        done();
         this.counters.localLoadErrs++;
         throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
       },
@@ -216,8 +232,26 @@ export class Group {
     return settled;
   }
 
-  /** store1 caches one loader outcome and turns it into the callers' answer. */
-  private store1(key: Uint8Array, value: Uint8Array | null): Loaded {
+  /**
+   * written tells the group that key[off, off+len) was just set or deleted: a load of it under way
+   * read something older, so its outcome is not stored, and the next caller starts a new load.
+   * Costs nothing when no load is under way.
+   */
+  written(key: Uint8Array, off: number, len: number): void {
+    if (this.loading.size === 0) return;
+    const flightKey = latin1Key(key.subarray(off, off + len));
+    const ticket = this.loading.get(flightKey);
+    if (ticket === undefined) return;
+    ticket.stale = true;
+    this.loading.delete(flightKey);
+    this.flights.forget(flightKey);
+  }
+
+  /**
+   * store1 caches one loader outcome and turns it into the callers' answer; a `stale` outcome (the
+   * key was written or the group cleared while the loader ran) is answered but not cached.
+   */
+  private store1(key: Uint8Array, value: Uint8Array | null, stale: boolean): Loaded {
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.store.get(key, 0, key.length);
@@ -226,11 +260,12 @@ export class Group {
     }
     if (value === null) {
       this.counters.notFound++;
-      if (this.negativeTtlMs > 0) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
+      if (this.negativeTtlMs > 0 && !stale) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
       throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;
+    if (stale) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
     const r = this.admission === "always"
       ? this.store.set(key, 0, key.length, value, 0, value.length, ttl)
       : this.store.fill(key, 0, key.length, value, 0, value.length, ttl);
@@ -254,6 +289,7 @@ export class Group {
     const k = typeof key === "string" ? utf8.encode(key) : key;
     const v = typeof value === "string" ? utf8.encode(value) : value;
     const r = this.store.set(k, 0, k.length, v, 0, v.length, this.ttlFor(ttlMs));
+    this.written(k, 0, k.length);
     if (r === SET_OK) {
       this.counters.sets++;
       return;
@@ -268,6 +304,7 @@ export class Group {
   delete(key: string | Uint8Array): boolean {
     const k = typeof key === "string" ? utf8.encode(key) : key;
     const removed = this.store.delete(k, 0, k.length);
+    this.written(k, 0, k.length);
     if (removed) this.counters.deletes++;
     return removed;
   }
@@ -276,6 +313,10 @@ export class Group {
   clear(): void {
     this.store.clear();
     this.mirror?.clear();
+    // Loads under way read what was there before: none of them may fill the cleared group.
+    for (const ticket of this.loading.values()) ticket.stale = true;
+    this.loading.clear();
+    this.flights.clear();
   }
 
   /** stats returns the group's counters and its store's figures. */

@@ -41,6 +41,11 @@ export class Singleflight<T> {
     this.flights.delete(key);
   }
 
+  /** clear drops every entry (the calls under way go on; their callers keep their promises). */
+  clear(): void {
+    this.flights.clear();
+  }
+
   /** forgetIf drops the entry for `key` only if it is still `flight` (not a newer call). */
   forgetIf(key: string, flight: Promise<T>): void {
     if (this.flights.get(key) === flight) this.flights.delete(key);

@@ -142,6 +142,7 @@ function get(group: Group, req: Request, reply: ReplyWriter): Promise<void> | vo
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   const b = req.buffer;
   const r = group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
+  group.written(b, req.keyStart, req.keyLength);
   if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1);
   if (r !== SET_OK) return refuseSet(group, reply, req, r);
   group.counters.sets++;
@@ -150,6 +151,7 @@ function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
 
 function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
   const removed = group.store.delete(req.buffer, req.keyStart, req.keyLength);
+  group.written(req.buffer, req.keyStart, req.keyLength);
   if (removed) group.counters.deletes++;
   if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1);
   return removed;
@@ -216,6 +218,7 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
   for (let i = 0; i < req.itemCount; i++) {
     const o = i * 4;
     const r = group.store.set(b, items[o]!, items[o + 1]!, b, items[o + 2]!, items[o + 3]!, ttl);
+    group.written(b, items[o]!, items[o + 1]!);
     if (r === SET_OK) group.counters.sets++;
     else if (failed === SET_OK) failed = r;
   }

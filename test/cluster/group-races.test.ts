@@ -52,3 +52,80 @@ describe("Group set during an in-flight load", () => {
     expect(text(await g.get("k"))).toBe("fresh-from-set");
   });
 });
+
+describe("Group delete or clear during an in-flight load", () => {
+  /** versioned: a loader whose n-th call waits for release(n) and returns `v<n>` (or null when `found` is false). */
+  function versioned(found = true) {
+    const gates: (() => void)[] = [];
+    const waits: Promise<void>[] = [];
+    let calls = 0;
+    const loader = async (_key: string) => {
+      const n = ++calls;
+      await waits[n - 1];
+      return found ? `v${n}` : null;
+    };
+    for (let i = 0; i < 4; i++) waits.push(new Promise<void>((r) => gates.push(r)));
+    return { loader, release: (n: number) => gates[n - 1]!(), calls: () => calls };
+  }
+
+  test("a Delete while the loader runs: the loaded value answers the callers before it, is not cached, and later callers load anew", async () => {
+    const v = versioned();
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
+    const before = g.get("k");
+    await Bun.sleep(0);
+    g.delete("k"); // the row changed: what the running load read is old
+    const after = g.get("k");
+    await Bun.sleep(0);
+    expect(v.calls()).toBe(2); // the caller after the Delete did not join the old load
+    v.release(1);
+    expect(text(await before)).toBe("v1");
+    v.release(2);
+    expect(text(await after)).toBe("v2");
+    expect(text(await g.get("k"))).toBe("v2"); // v2 is cached, v1 never was
+    expect(v.calls()).toBe(2);
+  });
+
+  test("a late first load cannot overwrite the newer one's value", async () => {
+    const v = versioned();
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
+    const before = g.get("k");
+    await Bun.sleep(0);
+    g.delete("k");
+    const after = g.get("k");
+    await Bun.sleep(0);
+    v.release(2);
+    expect(text(await after)).toBe("v2");
+    v.release(1); // the old load answers last: the value cached meanwhile is newer and wins
+    expect(text(await before)).toBe("v2");
+    expect(text(await g.get("k"))).toBe("v2");
+    expect(v.calls()).toBe(2);
+  });
+
+  test("a Clear while the loader runs: nothing it loads lands in the cleared group, a \"not found\" neither", async () => {
+    const v = versioned();
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
+    const before = g.get("k");
+    await Bun.sleep(0);
+    g.clear();
+    v.release(1);
+    expect(text(await before)).toBe("v1");
+    const again = g.get("k");
+    await Bun.sleep(0);
+    expect(v.calls()).toBe(2);
+    v.release(2);
+    expect(text(await again)).toBe("v2");
+
+    const n = versioned(false);
+    const neg = new Group({ name: "n", memory: 4 * MIB, admission: "always", negativeTtlMs: 60_000, loader: n.loader });
+    const miss = neg.get("k").catch((e: unknown) => e);
+    await Bun.sleep(0);
+    neg.delete("k");
+    n.release(1);
+    await miss;
+    const next = neg.get("k").catch((e: unknown) => e);
+    await Bun.sleep(0);
+    expect(n.calls()).toBe(2); // no negative entry was cached for the old load
+    n.release(2);
+    await next;
+  });
+});

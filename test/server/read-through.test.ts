@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MSG } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, apacheClient, getCall, replyHeader, types } from "./support.ts";
+import { LogSink, RawSocket, apacheClient, deleteCall, getCall, replyHeader, types } from "./support.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
@@ -63,6 +63,36 @@ describe("read-through over the wire", () => {
     expect(raw.frames().map((f) => replyHeader(f).type)).toEqual([MSG.REPLY, MSG.REPLY, MSG.REPLY, MSG.REPLY]);
     expect(new TextDecoder().decode(raw.frames()[2]!)).toContain("slow b");
     raw.close();
+  });
+
+  test("a Delete over the wire while a load of the key runs: the load's value is not cached, the next Get loads anew", async () => {
+    let calls = 0;
+    const gates: (() => void)[] = [];
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "v", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { v: async () => {
+        const n = ++calls;
+        await new Promise<void>((r) => gates.push(r));
+        return `v${n}`;
+      } },
+    });
+    const reader = await RawSocket.connect(node.port);
+    const writer = await RawSocket.connect(node.port);
+    reader.write(getCall(1, "k", "v"));
+    while (calls === 0) await Bun.sleep(2);
+    writer.write(deleteCall(2, "k", "v"));
+    await writer.waitFor(() => writer.frames().length === 1, "delete reply");
+    gates[0]!();
+    await reader.waitFor(() => reader.frames().length === 1, "first Get");
+    reader.write(getCall(3, "k", "v"));
+    for (let i = 0; calls === 1 && i < 500; i++) await Bun.sleep(2);
+    expect(calls).toBe(2); // not answered from a cached v1
+    gates[1]!();
+    await reader.waitFor(() => reader.frames().length === 2, "second Get");
+    expect(new TextDecoder().decode(reader.frames()[0]!)).toContain("v1");
+    expect(new TextDecoder().decode(reader.frames()[1]!)).toContain("v2");
+    reader.close();
+    writer.close();
   });
 
   test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {
