@@ -319,10 +319,12 @@ export class CacheClient {
   private sweep(): void {
     const tick = ++this.tick;
     let waiting = 0;
+    let timedOut = false;
     for (const conn of this.conns) {
-      conn.sweep(tick, TIMEOUT_TICKS);
+      if (conn.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
       waiting += conn.pending.waiting;
     }
+    if (timedOut) this.health.failed(); // one failure per sweep (see ClientConnection.sweep)
     if (waiting === 0) this.stopSweep();
   }
 

@@ -330,9 +330,12 @@ export class ClientConnection {
 
   /**
    * sweep abandons the calls issued `timeoutTicks` or more ticks before `tick`: each fails with
-   * PEER_UNAVAILABLE "timeout" and counts as a failure; their late replies will be dropped.
+   * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. Returns whether it abandoned
+   * any: the client counts one failure per sweep that did, however many calls and connections
+   * (calls sent together time out together, and a burst of slow calls must not mark down a peer
+   * that answered others in between).
    */
-  sweep(tick: number, timeoutTicks: number): void {
+  sweep(tick: number, timeoutTicks: number): boolean {
     const p = this.pending;
     let error: CacheError | null = null;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
@@ -344,9 +347,9 @@ export class ClientConnection {
       this.health.counters.errors++;
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
       settleError(forward, waiter, error);
-      this.health.failed();
     }
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
+    return error !== null;
   }
 
   /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
@@ -355,10 +358,13 @@ export class ClientConnection {
     this.waitingDrain = false;
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
+    // A failure of the peer: a connect that did not succeed, or a connection lost with calls on
+    // it. An open, idle connection the peer closed (its idle timeout) is not one.
+    const failure = this.state !== CONN_OPEN || this.pending.inFlight > 0;
     this.state = CONN_IDLE;
     this.backoffFailures++;
     this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-    this.health.failed();
+    if (failure) this.health.failed();
     this.failAll(unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();

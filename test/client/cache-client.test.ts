@@ -185,8 +185,12 @@ describe("timeouts", () => {
     const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {
       await using c = new CacheClient({ host: "127.0.0.1", port: silent.port, timeoutMs: 100, maxFailures: 3, probeIntervalMs: 10_000 });
-      const errors = await Promise.all([1, 2, 3].map((i) => rejection(c.get("g", `k${i}`))));
-      expect(errors.map((e) => e.message)).toEqual(Array(3).fill(`timeout calling 127.0.0.1:${silent.port}`));
+      // Calls that time out together count once: three rounds of them, with no reply between.
+      for (let round = 0; round < 3; round++) {
+        expect(c.isDown).toBe(false);
+        const errors = await Promise.all([1, 2, 3].map((i) => rejection(c.get("g", `k${round}-${i}`))));
+        expect(errors.map((e) => e.message)).toEqual(Array(3).fill(`timeout calling 127.0.0.1:${silent.port}`));
+      }
       expect(c.isDown).toBe(true);
       expect(c.counters.downs).toBe(1);
       const e = await rejection(c.get("g", "k"));
@@ -198,6 +202,33 @@ describe("timeouts", () => {
 });
 
 describe("down marking and probing", () => {
+  test("the server closing idle connections (its idle timeout) is not a failure of the peer", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("v"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 3, maxFailures: 3, probeIntervalMs: 10_000 });
+    await Promise.all([1, 2, 3, 4, 5, 6].map(() => c.get("g", "k")));
+    expect(stub.connections).toBe(3);
+    for (const s of stub.sockets) s.end(); // all three idle connections closed at once
+    await until(() => stub.sockets.size === 0);
+    await Bun.sleep(20);
+    expect([c.isDown, c.counters.downs]).toEqual([false, 0]);
+    expect(str((await c.get("g", "k")).value)).toBe("v");
+  });
+
+  test("slow calls timing out together, between answered ones, do not mark a healthy peer down", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/fast", enc.encode("ok"));
+    stub.handler = (call, s) => (call.key.startsWith("slow") ? null : serve(call, s)); // slow keys: no answer
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 100, maxFailures: 3, probeIntervalMs: 10_000 });
+    for (let round = 0; round < 3; round++) {
+      const slow = [1, 2, 3, 4].map((i) => rejection(c.get("g", `slow${round}-${i}`)));
+      expect(str((await c.get("g", "fast")).value)).toBe("ok");
+      expect((await Promise.all(slow)).map((e) => e.code)).toEqual([7, 7, 7, 7]);
+      expect(str((await c.get("g", "fast")).value)).toBe("ok"); // a reply: the failures start over
+    }
+    expect([c.isDown, c.counters.downs, c.counters.timeouts]).toEqual([false, 0, 12]);
+  });
+
   test("a closed port: down after maxFailures, calls then reject at once, a probe brings it back when a server starts", async () => {
     const port = closedPort();
     await using c = new CacheClient({ host: "127.0.0.1", port, connections: 1, maxFailures: 3, probeIntervalMs: 20 });
