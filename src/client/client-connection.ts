@@ -41,6 +41,8 @@ export const MAX_ABANDONED = 1_024;
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
+/** KEEP_OUTPUT_BYTES: an empty output buffer larger than this is given back after a flush. */
+const KEEP_OUTPUT_BYTES = 1024 * 1024;
 export const CONN_IDLE = 0;
 export const CONN_CONNECTING = 1;
 export const CONN_OPEN = 2;
@@ -216,6 +218,7 @@ export class ClientConnection {
     const n = socket.write(out.buffer, 0, out.length);
     if (n > 0) out.consume(n);
     if (out.length > 0) this.waitingDrain = true;
+    else out.shrink(KEEP_OUTPUT_BYTES); // a burst's big buffer is not kept for the connection's life
   }
 
   private connect(): void {

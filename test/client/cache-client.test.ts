@@ -312,6 +312,14 @@ describe("hostile servers", () => {
     expect(stub.connections).toBe(1);
   });
 
+  test("a connection gives back the output buffer a big call grew once it is sent", async () => {
+    using stub = new StubServer();
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    await c.set("g", "big", new Uint8Array(4 * 1024 * 1024).fill(1));
+    expect(stub.store.get("g/big")?.length).toBe(4 * 1024 * 1024);
+    expect(c[TEST_DOOR].connections[0]!.calls.out.buffer.length).toBeLessThanOrEqual(1024 * 1024);
+  });
+
   test("a call over maxFrameBytes fails with VALUE_TOO_LARGE and none of it is sent", async () => {
     using stub = new StubServer();
     await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, limits: { maxFrameBytes: 1000 } });
