@@ -168,10 +168,12 @@ function getMulti(group: Group, req: Request, reply: ReplyWriter): Promise<void>
 /** loadMisses starts a load for every key of a GetMulti not in the store; undefined if none. */
 function loadMisses(group: Group, req: Request): Promise<(Loaded | null)[]> | undefined {
   let loads: Promise<Loaded | null>[] | undefined;
+  const hits: number[] = []; // (index, item id) pairs
   for (let i = 0; i < req.itemCount; i++) {
     const ks = req.items[i * 4]!;
     const kl = req.items[i * 4 + 1]!;
     const id = group.lookup(req.buffer, ks, kl);
+    if (id >= 0) hits.push(i, id);
     if (id >= 0 || group.lastNegative) continue;
     loads ??= new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
     loads[i] = group.load(req.buffer, ks, kl).catch((e: unknown) => {
@@ -179,13 +181,21 @@ function loadMisses(group: Group, req: Request): Promise<(Loaded | null)[]> | un
       throw e;
     });
   }
-  return loads === undefined ? undefined : Promise.all(loads);
+  if (loads === undefined) return undefined;
+  // The hits' values are copied now (loads only start after this): while the loads run, the
+  // loads' fills or other connections' writes may evict them, and a hit must stay in the reply.
+  const store = group.store;
+  for (let h = 0; h < hits.length; h += 2) {
+    const id = hits[h + 1]!;
+    loads[hits[h]!] = Promise.resolve({ value: store.valueView(id).slice(), ttlRemainingMs: store.ttlRemaining(id) });
+  }
+  return Promise.all(loads);
 }
 
 /**
  * writeGetMulti writes the map of every requested key that has a value: from the store (looked up
- * now: after a wait, earlier item ids may be stale) or, for loaded keys the store did not admit,
- * from the load result.
+ * now: after a wait, earlier item ids may be stale) or, for keys the store does not hold now (a
+ * loaded value it did not admit, a hit evicted during the loads), from `loaded`.
  */
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MSG } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, apacheClient, deleteCall, getCall, replyHeader, types } from "./support.ts";
+import { LogSink, RawSocket, apacheClient, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
@@ -93,6 +93,30 @@ describe("read-through over the wire", () => {
     expect(new TextDecoder().decode(reader.frames()[1]!)).toContain("v2");
     reader.close();
     writer.close();
+  });
+
+  test("a GetMulti that loads answers the keys it found as of its lookup, even if they are gone by the time the loads end", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "v", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { v: async (key) => (await gate, `loaded ${key}`) },
+    });
+    const raw = await RawSocket.connect(node.port);
+    raw.write(setCall(1, "hit", new TextEncoder().encode("stored"), "v"));
+    await raw.waitFor(() => raw.frames().length === 1, "set reply");
+    raw.write(getMultiCall(2, "v", [new TextEncoder().encode("hit"), new TextEncoder().encode("miss")]));
+    await Bun.sleep(20); // the lookup is done, the load of "miss" waits at the gate
+    const other = await RawSocket.connect(node.port);
+    other.write(deleteCall(3, "hit", "v")); // gone before the GetMulti answers (as an eviction would be)
+    await other.waitFor(() => other.frames().length === 1, "delete reply");
+    release();
+    await raw.waitFor(() => raw.frames().length === 2, "GetMulti reply");
+    const text = new TextDecoder().decode(raw.frames()[1]!);
+    expect(text).toContain("stored");
+    expect(text).toContain("loaded miss");
+    raw.close();
+    other.close();
   });
 
   test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {
