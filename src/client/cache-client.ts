@@ -98,7 +98,15 @@ export class CacheClient {
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private probeTimer: ReturnType<typeof setInterval> | null = null;
   private probing = false;
-  private readonly probeWaiter: Waiter = { resolve: () => (this.probing = false), reject: () => (this.probing = false) };
+  private readonly probeWaiter: Waiter = {
+    resolve: () => (this.probing = false),
+    // A probe that failed (timed out) leaves no trust in its connection, which may sit on a path
+    // that died silently: reset it, so the next probe connects anew.
+    reject: () => {
+      this.probing = false;
+      this.conns[0]?.drop("probe failed");
+    },
+  };
   private closed = false;
 
   constructor(opts: ClientOptions) {

@@ -202,6 +202,24 @@ describe("timeouts", () => {
 });
 
 describe("down marking and probing", () => {
+  test("a probe that times out resets its connection, so a peer reachable again on a new connection comes back", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("v"));
+    let answerFrom = 0; // answer calls only while the stub has accepted more connections than this
+    stub.handler = (call, s) => (s.connections > answerFrom ? serve(call, s) : null);
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 2, timeoutMs: 100, maxFailures: 1, probeIntervalMs: 20 });
+    for (let i = 0; i < 3; i++) await c.get("g", "k"); // both connections open; the next call takes the second
+    expect(stub.connections).toBe(2);
+    answerFrom = 2; // both paths now silently dead; only a new connection would be answered
+    expect((await rejection(c.get("g", "k"))).code).toBe(7);
+    expect(c.isDown).toBe(true);
+    // The second connection held the timed-out call and was reset; the first, idle, is what probes use.
+    expect(c[TEST_DOOR].connections.map((conn) => conn.pending.abandoned)).toEqual([0, 0]);
+    await until(() => !c.isDown, 3000);
+    expect(stub.connections).toBeGreaterThan(2);
+    expect(str((await c.get("g", "k")).value)).toBe("v");
+  });
+
   test("the server closing idle connections (its idle timeout) is not a failure of the peer", async () => {
     using stub = new StubServer();
     stub.store.set("g/k", enc.encode("v"));
