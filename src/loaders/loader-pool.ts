@@ -52,6 +52,12 @@ export interface LoaderPoolOptions {
   threads: number;
   /** Loads that may wait for a thread (>= 0); more are refused with OVERLOADED. */
   queue: number;
+  /**
+   * A load not answered after this many ms is stopped: it fails with LOAD_FAILED and, if it was
+   * running, its thread is terminated and replaced (a loader stuck on a lost connection would
+   * otherwise hold its thread and its place in the queue for good). 0 or absent: never.
+   */
+  stopAfterMs?: number;
   logger?: LoaderPoolLogger;
 }
 
@@ -61,6 +67,7 @@ export interface LoaderPoolCounters {
   failed: number; // loads that ended in LOAD_FAILED (loader error, wrong type, crash, close)
   rejected: number; // loads refused with OVERLOADED because the pool was full
   crashes: number; // worker threads that died (each replaced by a new one)
+  stopped: number; // loads stopped after stopAfterMs (their threads terminated and replaced)
 }
 
 type PoolWorker = Tinypool["threads"][number];
@@ -76,7 +83,7 @@ const consoleLogger: LoaderPoolLogger = {
 export class LoaderPool {
   /** groups are the names of the module's loader exports. */
   readonly groups: readonly string[];
-  readonly counters: LoaderPoolCounters = { submitted: 0, completed: 0, failed: 0, rejected: 0, crashes: 0 };
+  readonly counters: LoaderPoolCounters = { submitted: 0, completed: 0, failed: 0, rejected: 0, crashes: 0, stopped: 0 };
   private readonly module: string;
   private readonly known: ReadonlySet<string>;
   private readonly limit: number;
@@ -109,10 +116,14 @@ export class LoaderPool {
     if (groups.length === 0) {
       throw new Error(`loaders module ${path} exports no loader functions (expected e.g. \`export async function users(key: string)\`)`);
     }
-    return new LoaderPool(path, groups, opts.threads, opts.queue, logger);
+    const stopAfterMs = opts.stopAfterMs ?? 0;
+    if (!(stopAfterMs >= 0)) throw new RangeError(`loader stopAfterMs must be >= 0, got ${stopAfterMs}`);
+    return new LoaderPool(path, groups, opts.threads, opts.queue, logger, stopAfterMs);
   }
 
-  private constructor(module: string, groups: string[], threads: number, queue: number, logger: LoaderPoolLogger) {
+  private constructor(
+    module: string, groups: string[], threads: number, queue: number, logger: LoaderPoolLogger, private readonly stopAfterMs: number,
+  ) {
     this.module = module;
     this.groups = Object.freeze(groups);
     this.known = new Set(groups);
@@ -146,7 +157,13 @@ export class LoaderPool {
     this.inFlight++;
     this.counters.submitted++;
     const task: LoadTask = { group, key };
-    return (this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
+    if (!(this.stopAfterMs > 0)) return (this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), this.stopAfterMs);
+    timer.unref?.();
+    return (this.pool.run(task, { signal: stop.signal }) as Promise<LoadReply>)
+      .finally(() => clearTimeout(timer))
+      .then(this.settle, (err: unknown) => this.fail(err, group, key));
   }
 
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
@@ -169,9 +186,15 @@ export class LoaderPool {
     throw new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed);
   };
 
-  private readonly fail = (err: unknown): never => {
+  private readonly fail = (err: unknown, group?: string, key?: string): never => {
     this.inFlight--;
     const message = messageOf(err);
+    if (err instanceof Error && err.name === "AbortError") {
+      this.counters.failed++;
+      this.counters.stopped++;
+      this.logger.warn("loader stopped: no answer in time, its thread was replaced", { module: this.module, group, key, ms: this.stopAfterMs });
+      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
+    }
     if (TINYPOOL_QUEUE_ERRORS.has(message)) {
       this.counters.submitted--;
       this.counters.rejected++;

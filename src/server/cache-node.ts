@@ -114,7 +114,11 @@ export class CacheNode {
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     let pool = deps.pool;
     if (config.loaders !== undefined && pool === undefined) {
-      pool = await LoaderPool.open({ module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger });
+      // A load still running four load timeouts on is stopped (its callers had their LOAD_FAILED
+      // long before; a group may start a new flight for the key then, see STALE_FLIGHT_TIMEOUTS).
+      pool = await LoaderPool.open({
+        module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger, stopAfterMs: 4 * config.loadTimeoutMs,
+      });
     }
     try {
       const full: NodeDeps = { ...deps, logger, pool };

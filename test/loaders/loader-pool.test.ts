@@ -60,7 +60,7 @@ describe("LoaderPool values", () => {
     const bytes = await pool.run("bytes", "xyz");
     expect(bytes).toBeInstanceOf(Uint8Array);
     expect((bytes as Uint8Array).buffer.byteLength).toBe(3);
-    expect(pool.counters).toEqual({ submitted: 6, completed: 6, failed: 0, rejected: 0, crashes: 0 });
+    expect(pool.counters).toEqual({ submitted: 6, completed: 6, failed: 0, rejected: 0, crashes: 0, stopped: 0 });
   });
 
   test("a whole-buffer Uint8Array is transferred; a subarray is copied, its parent left intact", async () => {
@@ -83,7 +83,7 @@ describe("LoaderPool errors", () => {
     for (const [group, key, message] of cases) await failure(pool.run(group, key), ERROR_CODE.LOAD_FAILED, message);
     await failure(pool.run("nope", "k"), ERROR_CODE.UNKNOWN_GROUP, /no loader for group "nope"/);
     expect(await pool.run("text", "after")).toBe("value of after");
-    expect(pool.counters).toEqual({ submitted: 4, completed: 1, failed: 3, rejected: 0, crashes: 0 });
+    expect(pool.counters).toEqual({ submitted: 4, completed: 1, failed: 3, rejected: 0, crashes: 0, stopped: 0 });
   });
 
   test("a worker crash fails its load, is logged and counted, and the pool keeps serving", async () => {
@@ -102,7 +102,7 @@ describe("LoaderPool errors", () => {
     }
     const errors = logger.entries.filter((e) => e.level === "error");
     expect(errors.map((e) => e.msg)).toEqual(["loader worker crashed", "loader worker crashed", "loader worker crashed"]);
-    expect(pool.counters).toEqual({ submitted: 7, completed: 4, failed: 3, rejected: 0, crashes: 3 });
+    expect(pool.counters).toEqual({ submitted: 7, completed: 4, failed: 3, rejected: 0, crashes: 3, stopped: 0 });
   });
 
   test("loads queued behind a crashing load still complete on the replacement worker", async () => {
@@ -132,8 +132,19 @@ describe("LoaderPool saturation", () => {
       const err = (s as PromiseRejectedResult).reason as CacheError;
       expect({ code: err.code, message: err.message }).toEqual({ code: ERROR_CODE.OVERLOADED, message: "loader queue full" });
     }
-    expect(pool.counters).toEqual({ submitted: 3, completed: 3, failed: 0, rejected: 7, crashes: 0 });
+    expect(pool.counters).toEqual({ submitted: 3, completed: 3, failed: 0, rejected: 7, crashes: 0, stopped: 0 });
     expect(await pool.run("text", "drained")).toBe("value of drained"); // room again once drained
+  });
+
+  test("a load not answered after stopAfterMs fails LOAD_FAILED, its thread is replaced, and the pool serves on", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 0, logger, stopAfterMs: 150 });
+    await failure(pool.run("slow", "600000"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
+    // The one thread and the one place were given back: a new load is accepted and answered.
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters).toEqual({ submitted: 2, completed: 1, failed: 1, rejected: 0, crashes: 0, stopped: 1 });
+    const after = logger.entries.filter((e) => e.msg !== "loaders module export is not a named loader function; ignored");
+    expect(after.map((e) => [e.level, e.msg])).toEqual([["warn", "loader stopped: no answer in time, its thread was replaced"]]); // not a crash
   });
 
   test("queue 0: only `threads` loads are accepted", async () => {
@@ -167,7 +178,7 @@ describe("LoaderPool open and close", () => {
     await Promise.all(outcomes); // the running load and the queued one
     await failure(pool.run("text", "k"), ERROR_CODE.LOAD_FAILED, /^loader pool closed$/);
     await pool.close(); // idempotent
-    expect(pool.counters).toEqual({ submitted: 3, completed: 1, failed: 2, rejected: 0, crashes: 0 });
+    expect(pool.counters).toEqual({ submitted: 3, completed: 1, failed: 2, rejected: 0, crashes: 0, stopped: 0 });
   });
 });
 
