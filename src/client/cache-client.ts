@@ -100,11 +100,12 @@ export class CacheClient {
   private probing = false;
   private readonly probeWaiter: Waiter = {
     resolve: () => (this.probing = false),
-    // A probe that failed (timed out) leaves no trust in its connection, which may sit on a path
-    // that died silently: reset it, so the next probe connects anew.
-    reject: () => {
+    // A probe that timed out leaves no trust in its connection, which may sit on a path that died
+    // silently: reset it, so the next probe connects anew. (An answer, even an error, proves the
+    // connection works; a lost connection or a closing client needs no reset.)
+    reject: (e: unknown) => {
       this.probing = false;
-      this.conns[0]?.drop("probe failed");
+      if (!this.closed && e instanceof CacheError && e.message.startsWith("timeout")) this.conns[0]?.drop("probe timed out");
     },
   };
   private closed = false;

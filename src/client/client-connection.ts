@@ -112,6 +112,9 @@ export class ClientConnection {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private closedWaiters: (() => void)[] = [];
+  /** replied: a reply came on this connection since the last sweep; quietTicks: sweeps without one. */
+  private replied = false;
+  private quietTicks = 0;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -285,6 +288,7 @@ export class ClientConnection {
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
     this.backoffFailures = 0;
+    this.replied = true;
     if (p.state[slot] === SLOT_ABANDONED) {
       p.release(slot); // the late reply of a timed-out call
       this.health.succeeded();
@@ -325,9 +329,9 @@ export class ClientConnection {
   }
 
   /** drop closes the connection after a fault; its calls fail and the next call reconnects. */
-  drop(reason: string): void {
+  drop(reason: string, failure = true): void {
     const socket = this.socket;
-    if (socket !== null) this.lost(reason);
+    if (socket !== null) this.lost(reason, failure);
     socket?.end();
   }
 
@@ -340,6 +344,9 @@ export class ClientConnection {
    */
   sweep(tick: number, timeoutTicks: number): boolean {
     const p = this.pending;
+    if (this.replied) this.quietTicks = 0;
+    else this.quietTicks++;
+    this.replied = false;
     let error: CacheError | null = null;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
       const slot = p.head;
@@ -352,22 +359,26 @@ export class ClientConnection {
       settleError(forward, waiter, error);
     }
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
+    // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
+    // dead (other connections to the peer may be fine, so the peer need not be marked down);
+    // reset it, and the next call reconnects.
+    else if (error !== null && this.quietTicks >= timeoutTicks) this.drop("no reply on this connection within the timeout", false); // counted by the client's sweep
     return error !== null;
   }
 
   /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
-  private lost(reason: string): void {
+  private lost(reason: string, failure = true): void {
     this.socket = null;
     this.waitingDrain = false;
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
     // A failure of the peer: a connect that did not succeed, or a connection lost with calls on
     // it. An open, idle connection the peer closed (its idle timeout) is not one.
-    const failure = this.state !== CONN_OPEN || this.pending.inFlight > 0;
+    const failed = failure && (this.state !== CONN_OPEN || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
     this.backoffFailures++;
     this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-    if (failure) this.health.failed();
+    if (failed) this.health.failed();
     this.failAll(unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();

@@ -213,6 +213,10 @@ export class Group {
     }
     this.counters.loadsDeduped++;
     const ticket = { stale: false };
+    // An older load of the key still running (its flight was replaced as stuck, or a Clear came
+    // between) is superseded by this one: whatever it brings back is older.
+    const older = this.loading.get(flightKey);
+    if (older !== undefined) older.stale = true;
     this.loading.set(flightKey, ticket);
     const done = (): void => {
       if (this.loading.get(flightKey) === ticket) this.loading.delete(flightKey);

@@ -220,6 +220,22 @@ describe("down marking and probing", () => {
     expect(str((await c.get("g", "k")).value)).toBe("v");
   });
 
+  test("one connection dead on a silent path while the others answer: it is reset, the peer stays up", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("v"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 2, timeoutMs: 100, maxFailures: 3, probeIntervalMs: 10_000 });
+    await Promise.all([1, 2, 3, 4].map(() => c.get("g", "k")));
+    expect(stub.connections).toBe(2);
+    [...stub.sockets][0]!.pause(); // the server stops reading one connection: calls on it are never answered
+    const outcomes: boolean[] = [];
+    for (let i = 0; i < 30; i++) {
+      outcomes.push(await c.get("g", "k").then(() => true, () => false));
+    }
+    expect(outcomes.includes(false)).toBe(true); // some calls hit the dead connection and timed out
+    expect(outcomes.slice(-10)).toEqual(Array(10).fill(true)); // after its reset, all are answered
+    expect([c.isDown, c.counters.downs]).toEqual([false, 0]);
+  });
+
   test("the server closing idle connections (its idle timeout) is not a failure of the peer", async () => {
     using stub = new StubServer();
     stub.store.set("g/k", enc.encode("v"));
