@@ -73,6 +73,8 @@ export class GroupCounters {
 export interface Loaded {
   value: Uint8Array;
   ttlRemainingMs: number;
+  /** stale: the key was written while the loader ran; the value must not be kept anywhere. */
+  stale?: boolean;
 }
 
 const utf8 = new TextEncoder();
@@ -160,9 +162,11 @@ export class Group {
   /**
    * load fetches a missing key through singleflight and the loader. The key bytes are copied, so
    * the caller's buffer may change while the load runs. Rejects with CacheError (NOT_FOUND,
-   * LOAD_FAILED, OVERLOADED). Only call it on a miss, for a group with a loader.
+   * LOAD_FAILED, OVERLOADED). Only call it on a miss, for a group with a loader. With `cache`
+   * false (a key this node loads for an unreachable owner) the outcome is not stored in the
+   * group, unless a caller that does store joined the flight first.
    */
-  load(key: Uint8Array, off: number, len: number): Promise<Loaded> {
+  load(key: Uint8Array, off: number, len: number, cache = true): Promise<Loaded> {
     const loader = this.loader;
     if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
     this.counters.loads++;
@@ -171,7 +175,7 @@ export class Group {
     // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
     // UTF-8 would decode to the same string and must not share a load.
     const flightKey = latin1Key(keyBytes);
-    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey));
+    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
@@ -205,7 +209,7 @@ export class Group {
   //   2. flight F (started by caller B) stores the value and removes itself;
   //   3. caller A finds no flight and starts a new one.
   // Without this check step 3 would call the loader a second time for a value the cache holds.
-  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string): Promise<Loaded> {
+  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string, cache: boolean): Promise<Loaded> {
     const id = this.store.get(key, 0, key.length);
     if (id >= 0) {
       if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
@@ -225,7 +229,9 @@ export class Group {
     const settled = call.then(
       (value) => {
         done();
-        return this.store1(key, value, ticket.stale);
+        const loaded = this.store1(key, value, ticket.stale || !cache);
+        if (ticket.stale) loaded.stale = true;
+        return loaded;
       },
       (e: unknown) => {
         done();
@@ -252,10 +258,11 @@ export class Group {
   }
 
   /**
-   * store1 caches one loader outcome and turns it into the callers' answer; a `stale` outcome (the
-   * key was written or the group cleared while the loader ran) is answered but not cached.
+   * store1 caches one loader outcome and turns it into the callers' answer; with `skip` (the key
+   * was written or the group cleared while the loader ran, or the load is not to be cached) it is
+   * answered but not cached.
    */
-  private store1(key: Uint8Array, value: Uint8Array | null, stale: boolean): Loaded {
+  private store1(key: Uint8Array, value: Uint8Array | null, skip: boolean): Loaded {
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.store.get(key, 0, key.length);
@@ -264,12 +271,12 @@ export class Group {
     }
     if (value === null) {
       this.counters.notFound++;
-      if (this.negativeTtlMs > 0 && !stale) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
+      if (this.negativeTtlMs > 0 && !skip) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
       throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;
-    if (stale) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
+    if (skip) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
     const r = this.admission === "always"
       ? this.store.set(key, 0, key.length, value, 0, value.length, ttl)
       : this.store.fill(key, 0, key.length, value, 0, value.length, ttl);
@@ -317,7 +324,11 @@ export class Group {
   clear(): void {
     this.store.clear();
     this.mirror?.clear();
-    // Loads under way read what was there before: none of them may fill the cleared group.
+    this.allWritten();
+  }
+
+  /** allWritten makes every load under way stale (none may fill the group or its mirror). */
+  allWritten(): void {
     for (const ticket of this.loading.values()) ticket.stale = true;
     this.loading.clear();
     this.flights.clear();

@@ -106,6 +106,10 @@ function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: Rep
       for (let i = 0; i < req.itemCount; i++) if (mirror.delete(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!)) dropped++;
     }
   }
+  // A fallback load of such a key under way (its owner was unreachable) read what the owner has
+  // just overwritten: it must not fill the mirror.
+  if (req.all) group.allWritten();
+  else for (let i = 0; i < req.itemCount; i++) group.written(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
   reply.writeInvalidate(req, dropped);
 }
 

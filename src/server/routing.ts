@@ -152,7 +152,7 @@ function answerForward(
     return true;
   }
   cluster.counters.fallbackLoads++;
-  return group.load(req.buffer, req.keyStart, req.keyLength).then(
+  return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
       keepAsMirror(group, req, loaded);
@@ -172,7 +172,7 @@ function answerForward(
  * and on membership changes, so the copy cannot outlive a later write on the owner.
  */
 function keepAsMirror(group: Group, req: Request, loaded: Loaded): void {
-  moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, loaded.ttlRemainingMs);
+  moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, loaded.stale === true ? 0 : loaded.ttlRemainingMs);
 }
 
 /** moveToMirror is keepAsMirror for key buf[ks, ks+kl) and `value` with `ttl` ms left (-1: none; 0: none left, not kept). */
@@ -189,6 +189,7 @@ function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, 
   cluster.counters.forwarded++;
   const key = req.buffer.slice(req.keyStart, req.keyStart + req.keyLength);
   group.mirror?.delete(key, 0, key.length);
+  group.written(key, 0, key.length); // a fallback load of it under way read the old value
   const call = base === METHOD_SET
     ? client.set(group.name, key, req.buffer.slice(req.valueStart, req.valueStart + req.valueLength), req.effectiveTtlMs(), { peer: true }).then(() => true)
     : client.delete(group.name, key, { peer: true });
@@ -241,7 +242,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
     if (client === undefined) {
-      work.push(localValues(group, req, indexes, values, ttls));
+      work.push(localValues(group, req, indexes, values, ttls, true));
       continue;
     }
     cluster.counters.forwarded++;
@@ -255,7 +256,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += indexes.length;
-        return localValues(group, req, indexes, values, ttls).then(() => {
+        return localValues(group, req, indexes, values, ttls, false).then(() => {
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
           for (const i of indexes) {
             const v = values[i];
@@ -289,11 +290,12 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
 
 /**
  * localValues reads (or loads) the entries `indexes` of a multi-key request from this node, with
- * their remaining TTLs (ms, -1: none) in `ttls`. It settles once every load has (the first
- * failure then rejects it), so nothing it started reads the request later.
+ * their remaining TTLs (ms, -1: none; 0 for a value that must not be kept, see Loaded.stale) in
+ * `ttls`; loads are cached in the group only with `cache` (keys this node owns). It settles once
+ * every load has (the first failure then rejects it), so nothing it started reads the request later.
  */
 async function localValues(
-  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[],
+  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[], cache: boolean,
 ): Promise<void> {
   const loads: Promise<void>[] = [];
   for (const i of indexes) {
@@ -306,10 +308,10 @@ async function localValues(
       continue;
     }
     if (group.loader === undefined || group.lastNegative) continue;
-    loads.push(group.load(req.buffer, ks, kl).then(
+    loads.push(group.load(req.buffer, ks, kl, cache).then(
       (loaded) => {
         values[i] = loaded.value;
-        ttls[i] = loaded.ttlRemainingMs;
+        ttls[i] = loaded.stale === true ? 0 : loaded.ttlRemainingMs;
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) throw e;

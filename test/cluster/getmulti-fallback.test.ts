@@ -6,6 +6,7 @@
  * runs, or that load, finishing, would read the next call's key ranges as its own.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, getMultiCall, setCall } from "../server/support.ts";
@@ -95,6 +96,42 @@ describe("falling back to local loads (the owner unreachable)", () => {
     expect([o[2]!.kind, o[3]!.kind]).toEqual(["success", "success"]);
     expect(new TextDecoder().decode(raw.frames()[3]!)).toContain("found 4");
     expect(calls).toBe(4);
+    raw.close();
+  });
+
+  test("what a fallback loads is kept only in the mirror, and not even there when the owner overwrote the key meanwhile", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb
+    const gates: (() => void)[] = [];
+    const a = CacheNode.start(
+      { port: pa, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      { logger: new LogSink().logger, loaders: { g: async (key) => (await new Promise<void>((r) => gates.push(r)), `loaded ${key}`) } },
+    );
+    open.push(a);
+    const owned = (i: number) => `r${i}`;
+    const remote: string[] = [];
+    for (let i = 0; remote.length < 2; i++) if (a.cluster!.owner(utf8.encode(owned(i)), 0, owned(i).length) === ids[1]) remote.push(owned(i));
+    const [k1, k2] = remote as [string, string];
+    const group = a.groups.byName("g")!;
+    const raw = await RawSocket.connect(pa);
+    raw.write(getCall(1, k1, "g"));
+    while (gates.length < 1) await Bun.sleep(2);
+    gates[0]!();
+    await raw.waitFor(() => raw.frames().length === 1, "first Get");
+    expect(new TextDecoder().decode(raw.frames()[0]!)).toContain(`loaded ${k1}`);
+    expect(group.store.get(utf8.encode(k1), 0, k1.length)).toBe(-1); // not in the main store
+    expect(group.mirror!.get(utf8.encode(k1), 0, k1.length)).toBeGreaterThanOrEqual(0); // in the mirror
+    // The owner overwrote k2 while this node's fallback load of it ran (its PeerInvalidate arrives):
+    raw.write(getCall(2, k2, "g"));
+    while (gates.length < 2) await Bun.sleep(2);
+    const owner = new CacheClient({ host: "127.0.0.1", port: pa, timeoutMs: 2000 }); // speaking for the owner
+    open.push(owner);
+    await owner.invalidate("g", [k2]);
+    gates[1]!();
+    await raw.waitFor(() => raw.frames().length === 2, "second Get");
+    expect(new TextDecoder().decode(raw.frames()[1]!)).toContain(`loaded ${k2}`); // its caller asked before the write
+    expect(group.store.get(utf8.encode(k2), 0, k2.length)).toBe(-1);
+    expect(group.mirror!.get(utf8.encode(k2), 0, k2.length)).toBe(-1); // nor kept in the mirror
     raw.close();
   });
 });
