@@ -192,7 +192,10 @@ export class LoaderPool {
     if (err instanceof Error && err.name === "AbortError") {
       this.counters.failed++;
       this.counters.stopped++;
-      this.logger.warn("loader stopped: no answer in time, its thread was replaced", { module: this.module, group, key, ms: this.stopAfterMs });
+      // A running load's thread was terminated and replaced (a queued one was only dropped):
+      // watch the replacement too.
+      this.watchWorkers();
+      this.logger.warn("loader stopped: no answer in time", { module: this.module, group, key, ms: this.stopAfterMs });
       throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
     }
     if (TINYPOOL_QUEUE_ERRORS.has(message)) {

@@ -138,13 +138,16 @@ describe("LoaderPool saturation", () => {
 
   test("a load not answered after stopAfterMs fails LOAD_FAILED, its thread is replaced, and the pool serves on", async () => {
     const logger = recordingLogger();
-    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 0, logger, stopAfterMs: 150 });
-    await failure(pool.run("slow", "600000"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 0, logger, stopAfterMs: 150 });
+    await failure(pool.run("hang", "k"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
     // The one thread and the one place were given back: a new load is accepted and answered.
-    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(await pool.run("ok", "after")).toBe("ok after");
     expect(pool.counters).toEqual({ submitted: 2, completed: 1, failed: 1, rejected: 0, crashes: 0, stopped: 1 });
-    const after = logger.entries.filter((e) => e.msg !== "loaders module export is not a named loader function; ignored");
-    expect(after.map((e) => [e.level, e.msg])).toEqual([["warn", "loader stopped: no answer in time, its thread was replaced"]]); // not a crash
+    expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loader stopped: no answer in time"]]); // not a crash
+    // The replacement thread is watched like the first: its crash is seen, counted, and replaced.
+    await failure(pool.run("exit", "3"), ERROR_CODE.LOAD_FAILED, /^loader worker crashed: .*exited with code 3/);
+    expect(pool.counters.crashes).toBe(1);
+    expect(await pool.run("ok", "again")).toBe("ok again");
   });
 
   test("queue 0: only `threads` loads are accepted", async () => {
