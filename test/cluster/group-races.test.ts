@@ -68,14 +68,20 @@ describe("Group delete or clear during an in-flight load", () => {
     return { loader, release: (n: number) => gates[n - 1]!(), calls: () => calls };
   }
 
-  test("a Delete while the loader runs: the loaded value answers the callers before it, is not cached, and later callers load anew", async () => {
-    const v = versioned();
+  /** loadDeleteLoad starts a load of "k", deletes "k" while it runs, and starts another Get of it. */
+  async function loadDeleteLoad(v: ReturnType<typeof versioned>) {
     const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
     const before = g.get("k");
     await Bun.sleep(0);
     g.delete("k"); // the row changed: what the running load read is old
     const after = g.get("k");
     await Bun.sleep(0);
+    return { g, before, after };
+  }
+
+  test("a Delete while the loader runs: the loaded value answers the callers before it, is not cached, and later callers load anew", async () => {
+    const v = versioned();
+    const { g, before, after } = await loadDeleteLoad(v);
     expect(v.calls()).toBe(2); // the caller after the Delete did not join the old load
     v.release(1);
     expect(text(await before)).toBe("v1");
@@ -87,12 +93,7 @@ describe("Group delete or clear during an in-flight load", () => {
 
   test("a late first load cannot overwrite the newer one's value", async () => {
     const v = versioned();
-    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
-    const before = g.get("k");
-    await Bun.sleep(0);
-    g.delete("k");
-    const after = g.get("k");
-    await Bun.sleep(0);
+    const { g, before, after } = await loadDeleteLoad(v);
     v.release(2);
     expect(text(await after)).toBe("v2");
     v.release(1); // the old load answers last: the value cached meanwhile is newer and wins

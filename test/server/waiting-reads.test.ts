@@ -21,6 +21,15 @@ function gatedNode(maxBufferedBytes?: number) {
 }
 
 
+/** waitingConnection is a gatedNode with a connection whose Get of "a" in "slow" waits at the gate. */
+async function waitingConnection(maxBufferedBytes?: number) {
+  const { node, open } = gatedNode(maxBufferedBytes);
+  const raw = await RawSocket.connect(node.port);
+  raw.write(getCall(1, "a", "slow"));
+  await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
+  return { node, open, raw };
+}
+
 /** valueOf returns the value of reply `i` on `raw` (a successful Get reply). */
 function valueOf(raw: RawSocket, i: number): Uint8Array {
   const { replies } = readReplies(raw.received, "framed");
@@ -67,11 +76,8 @@ describe("a connection waiting for a load", () => {
   });
 
   test("pauses reading once 64 KiB are queued, counts them toward the buffer cap, and answers them all after the wait", async () => {
-    const { node, open } = gatedNode();
+    const { node, open, raw } = await waitingConnection();
     await using _ = node;
-    const raw = await RawSocket.connect(node.port);
-    raw.write(getCall(1, "a", "slow"));
-    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
     // 40 Sets of 4 KiB: 160 KiB while the Get of a waits.
     const values = Array.from({ length: 40 }, (_, i) => new Uint8Array(4096).fill(i + 1));
     raw.write(concat(...values.map((v, i) => setCall(2 + i, `k${i}`, v))));
@@ -90,11 +96,8 @@ describe("a connection waiting for a load", () => {
   });
 
   test("input queued during a wait past the server's buffer cap closes that connection only, after the reply it waits for", async () => {
-    const { node, open } = gatedNode(32 * 1024);
+    const { node, open, raw } = await waitingConnection(32 * 1024);
     await using _ = node;
-    const raw = await RawSocket.connect(node.port);
-    raw.write(getCall(1, "a", "slow"));
-    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
     raw.write(concat(...Array.from({ length: 12 }, (_, i) => setCall(2 + i, `k${i}`, new Uint8Array(4096)))));
     await waitUntil(() => node.server.counters.bufferCapClosed === 1, "the cap to close the connection");
     // Its queued input is dropped; the load it waits for is still answered, then it ends.
@@ -108,11 +111,8 @@ describe("a connection waiting for a load", () => {
   });
 
   test("a client dripping tiny segments while its connection waits is paused after a few of them", async () => {
-    const { node, open } = gatedNode();
+    const { node, open, raw } = await waitingConnection();
     await using _ = node;
-    const raw = await RawSocket.connect(node.port);
-    raw.write(getCall(1, "a", "slow"));
-    await waitUntil(() => node.server.counters.bytesIn > 0, "the first request");
     // A Get sent a byte at a time: each byte its own segment, far below the 64 KiB bound.
     const get = getCall(2, "b", "slow");
     for (let i = 0; i < get.length && node.server.counters.pauses === 0; i++) {
