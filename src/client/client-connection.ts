@@ -361,8 +361,9 @@ export class ClientConnection {
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
     // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
     // dead (other connections to the peer may be fine, so the peer need not be marked down);
-    // reset it, and the next call reconnects.
-    else if (error !== null && this.quietTicks >= timeoutTicks) this.drop("no reply on this connection within the timeout", false); // counted by the client's sweep
+    // reset it, and the next call reconnects. Not a failure of its own: the client's sweep
+    // counts one already.
+    else if (error !== null && this.quietTicks >= timeoutTicks) this.drop("no reply on this connection within the timeout", false);
     return error !== null;
   }
 

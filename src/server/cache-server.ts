@@ -22,7 +22,7 @@
  *
  * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
  * a peer) parks its connection: the replies before it go out at the end of the turn, input that
- * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES of it), and serving
+ * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES or _CHUNKS), and serving
  * resumes in order when the load settles. Other connections are not held up.
  *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
@@ -103,7 +103,7 @@ export class ServerCounters {
   internalErrors = 0; // unexpected exceptions contained to a connection
   bytesIn = 0; // bytes received
   bytesOut = 0; // bytes written
-  pauses = 0; // times a connection's reading was paused: output past the bound, a yielded turn, or input queued while it waited
+  pauses = 0; // times a connection's reading was paused (output bound, yielded turn, waiting backlog)
   yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
   unauthorized = 0; // connections closed for a missing or wrong auth token
   idleClosed = 0; // connections closed by the idle timeout

@@ -9,7 +9,7 @@
  *   in order after it (`backlogBytes` in all).
  * - `waiting`: a request's reply waits for a load; nothing more is served on this connection (so
  *   replies keep request order and the request's byte ranges stay valid). Reading goes on into
- *   `backlog` until it holds BACKLOG_PAUSE_BYTES (cache-server.ts), then pauses.
+ *   `backlog` until it holds BACKLOG_PAUSE_BYTES or _CHUNKS (cache-server.ts), then pauses.
  * - `paused`: reading from the socket is paused.
  * - `closing`: the connection ends once its output is flushed.
  * - `inputEnded`: the client sent FIN; the connection closes once what it sent is served.
