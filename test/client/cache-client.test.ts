@@ -236,6 +236,21 @@ describe("down marking and probing", () => {
     expect([c.isDown, c.counters.downs]).toEqual([false, 0]);
   });
 
+  test("a probe answered with an error brings the peer back and keeps its connection", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("v"));
+    // Gets of "silent" are never answered; PeerPing gets an UNKNOWN_METHOD exception (an older node).
+    stub.handler = (call, s) => call.name === "PeerPing" ? appExceptionReply(call.name, call.seqid, 1, "unknown method")
+      : call.key === "silent" ? null : serve(call, s);
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 100, maxFailures: 1, probeIntervalMs: 20 });
+    expect((await rejection(c.get("g", "silent"))).code).toBe(7);
+    expect(c.isDown).toBe(true);
+    await until(() => !c.isDown, 3000);
+    const opened = stub.connections;
+    expect(str((await c.get("g", "k")).value)).toBe("v");
+    expect(stub.connections).toBe(opened); // the connection the probe was answered on was kept
+  });
+
   test("the server closing idle connections (its idle timeout) is not a failure of the peer", async () => {
     using stub = new StubServer();
     stub.store.set("g/k", enc.encode("v"));

@@ -102,6 +102,27 @@ describe("Group delete or clear during an in-flight load", () => {
     expect(v.calls()).toBe(2);
   });
 
+  test("a load replaced as stuck is superseded: when it answers after a newer load and a Delete, it is not cached", async () => {
+    const v = versioned();
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader, loadTimeoutMs: 20 });
+    const stuck = g.get("k").catch((e: unknown) => e); // times out at 20 ms; its flight is replaced after 80 ms
+    await Bun.sleep(120);
+    const fresh = g.get("k");
+    await Bun.sleep(0);
+    expect(v.calls()).toBe(2);
+    v.release(2);
+    expect(text(await fresh)).toBe("v2");
+    g.delete("k");
+    v.release(1); // the stuck load answers at last, with what it read before all of this
+    await stuck;
+    await Bun.sleep(0);
+    const after = g.get("k");
+    await Bun.sleep(0);
+    expect(v.calls()).toBe(3); // nothing was cached: a new load
+    v.release(3);
+    expect(text(await after)).toBe("v3");
+  });
+
   test("a Clear while the loader runs: nothing it loads lands in the cleared group, a \"not found\" neither", async () => {
     const v = versioned();
     const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: v.loader });
