@@ -22,7 +22,7 @@
 // doubling per consecutive failure up to BACKOFF_MAX_MS; any reply resets it.
 
 import type { Socket, SocketHandler } from "bun";
-import { BinaryWriter } from "../protocol/binary-writer.ts";
+import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
 import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
@@ -41,8 +41,6 @@ export const MAX_ABANDONED = 1_024;
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
-/** KEEP_OUTPUT_BYTES: an empty output buffer larger than this is given back after a flush. */
-const KEEP_OUTPUT_BYTES = 1024 * 1024;
 export const CONN_IDLE = 0;
 export const CONN_CONNECTING = 1;
 export const CONN_OPEN = 2;

@@ -22,6 +22,9 @@ export const WRITER_SLACK_BYTES = 1024;
 const I64_MAX_DOUBLE = 2 ** 63;
 const I64_MAX_DOUBLE_BELOW = 2 ** 63 - 1024;
 
+/** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (`shrink`; bursts only). */
+export const KEEP_OUTPUT_BYTES = 1024 * 1024;
+
 export class BinaryWriter {
   buffer: Uint8Array;
   view: DataView;

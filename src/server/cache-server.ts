@@ -36,7 +36,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
-import { BinaryWriter } from "../protocol/binary-writer.ts";
+import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
@@ -114,8 +114,6 @@ export class ServerCounters {
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
 }
 
-/** KEEP_OUTPUT_BYTES: an emptied output buffer larger than this is given back (bursts only). */
-const KEEP_OUTPUT_BYTES = 1024 * 1024;
 /** AHEAD receives the calls `prefetchAhead` lists (scratch: serving is synchronous). */
 const AHEAD = new Int32Array(WARM_MAX * PEEK_STRIDE);
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */

@@ -155,7 +155,7 @@ function answerForward(
   return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
-      keepAsMirror(group, req, loaded);
+      moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, mirrorTtl(loaded));
     },
     (failure: unknown) => {
       // Nothing of a key owned elsewhere stays in the main store, not a cached "not found" either:
@@ -167,15 +167,11 @@ function answerForward(
 }
 
 /**
- * keepAsMirror moves a value loaded here for a key owned elsewhere (the owner was unreachable)
- * out of the main store and into the mirror: mirrors are dropped on the owner's invalidations
- * and on membership changes, so the copy cannot outlive a later write on the owner.
+ * moveToMirror moves `value`, loaded here for key buf[ks, ks+kl) owned elsewhere (the owner was
+ * unreachable), out of the main store and into the mirror, with `ttl` ms left (-1: none; 0: none
+ * left, not kept): mirrors are dropped on the owner's invalidations and on membership changes, so
+ * the copy cannot outlive a later write on the owner.
  */
-function keepAsMirror(group: Group, req: Request, loaded: Loaded): void {
-  moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, loaded.stale === true ? 0 : loaded.ttlRemainingMs);
-}
-
-/** moveToMirror is keepAsMirror for key buf[ks, ks+kl) and `value` with `ttl` ms left (-1: none; 0: none left, not kept). */
 function moveToMirror(group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
   group.store.delete(buf, ks, kl);
   if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, ttl < 0 ? 0 : ttl);
@@ -215,6 +211,21 @@ function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: Re
     if (failed === 0) return reply.writeSuccess(req, true);
     replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `cleared here, but ${failed} of ${calls.length} peers could not be reached`);
   });
+}
+
+/** mirrorTtl is the TTL a loaded value may keep in the mirror: 0 (not kept) when it is stale. */
+function mirrorTtl(loaded: Loaded): number {
+  return loaded.stale === true ? 0 : loaded.ttlRemainingMs;
+}
+
+/**
+ * settleAll waits for every promise of `work` to settle, then rejects with the first failure if
+ * any: nothing started for a request may still run (and read it) once its reply is written, since
+ * the connection then decodes its next call into the same Request.
+ */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((r) => r.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
 }
 
 /** keysByOwner splits a multi-key request's entries (indexes) by owner; local ones under self. */
@@ -269,13 +280,10 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       },
     ));
   }
-  // Every part settles before the reply: once it is written the connection decodes its next call
-  // into the same Request, so nothing may read `req` after it (a part that failed first must not
-  // answer while another still loads, or is yet to fall back to a local load).
-  return Promise.allSettled(work).then((results) => {
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed !== undefined) return replyThrown(reply, req, failed.reason);
-    {
+  // A part that failed first must not answer while another still loads, or is yet to fall back
+  // to a local load (settleAll).
+  return settleAll(work).then(
+    () => {
       reply.beginGetMulti(req);
       for (let i = 0; i < req.itemCount; i++) {
         const v = values[i];
@@ -284,8 +292,9 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         reply.out.buffer.set(v, at);
       }
       reply.endGetMulti();
-    }
-  });
+    },
+    (e: unknown) => replyThrown(reply, req, e),
+  );
 }
 
 /**
@@ -311,15 +320,14 @@ async function localValues(
     loads.push(group.load(req.buffer, ks, kl, cache).then(
       (loaded) => {
         values[i] = loaded.value;
-        ttls[i] = loaded.stale === true ? 0 : loaded.ttlRemainingMs;
+        ttls[i] = mirrorTtl(loaded);
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) throw e;
       },
     ));
   }
-  const failed = (await Promise.allSettled(loads)).find((r) => r.status === "rejected");
-  if (failed !== undefined) throw failed.reason;
+  await settleAll(loads);
 }
 
 function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
