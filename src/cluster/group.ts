@@ -78,8 +78,14 @@ export interface Loaded {
 }
 
 const utf8 = new TextEncoder();
-/** KEY_DECODER gives loaders the key as sent: `ignoreBOM` keeps a leading byte-order mark. */
-const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true });
+/**
+ * KEY_DECODER gives loaders the key as sent: `ignoreBOM` keeps a leading byte-order mark, and
+ * `fatal` refuses bytes that are not UTF-8 instead of turning them into U+FFFD, which would hand
+ * the loader another key's name (two such keys would load, and cache, the same value).
+ */
+const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
+/** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
+const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
@@ -164,16 +170,21 @@ export class Group {
    * the caller's buffer may change while the load runs. Rejects with CacheError (NOT_FOUND,
    * LOAD_FAILED, OVERLOADED). Only call it on a miss, for a group with a loader. With `cache`
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
-   * group, unless a caller that does store joined the flight first.
+   * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
+   * INVALID_ARGUMENT, and the loader is not called.
    */
   load(key: Uint8Array, off: number, len: number, cache = true): Promise<Loaded> {
     const loader = this.loader;
     if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
-    this.counters.loads++;
     const keyBytes = key.slice(off, off + len);
-    const keyString = KEY_DECODER.decode(keyBytes); // a leading U+FEFF is part of the key
-    // Flights are keyed by the bytes (latin1 spelling, lossless): two keys that are not valid
-    // UTF-8 would decode to the same string and must not share a load.
+    let keyString: string;
+    try {
+      keyString = KEY_DECODER.decode(keyBytes); // a leading U+FEFF is part of the key
+    } catch {
+      return Promise.reject(new CacheError(ERROR_CODE.INVALID_ARGUMENT, NOT_UTF8));
+    }
+    this.counters.loads++;
+    // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
     const flightKey = latin1Key(keyBytes);
     const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted

@@ -32,6 +32,24 @@ describe("Group read-through", () => {
     expect(seen).toEqual(["\uFEFFabc"]);
   });
 
+  test("a key that is not UTF-8 is INVALID_ARGUMENT and never reaches the loader", async () => {
+    // Decoded leniently, 0xFF and 0xFE would both reach the loader as "\uFFFD": it would load the
+    // same row for two different keys, and each would cache it under its own name.
+    const seen: string[] = [];
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loader: (key) => (seen.push(key), `row of ${key}`) });
+    for (const bad of [[0xff], [0xfe], [0x61, 0xc3], [0xed, 0xa0, 0x80]]) {
+      const key = Uint8Array.from(bad);
+      const e = await failure(g.load(key, 0, key.length));
+      expect([e.code, e.message]).toEqual([ERROR_CODE.INVALID_ARGUMENT, "key is not valid UTF-8: a loader takes the key as text"]);
+      expect(g.store.has(key)).toBe(false);
+    }
+    expect(seen).toEqual([]);
+    expect(g.counters.loads).toBe(0);
+    const ok = new Uint8Array([0x61, 0xc3, 0xa9]); // "aé"
+    expect(text((await g.load(ok, 0, ok.length)).value)).toBe("row of aé");
+    expect(seen).toEqual(["aé"]);
+  });
+
   test("1,000 concurrent gets of one cold key make exactly one loader call; all get the same bytes", async () => {
     let calls = 0;
     let release!: () => void;

@@ -5,11 +5,18 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { MSG } from "../protocol/wire-builder.ts";
+import { MSG, T, concat } from "../protocol/wire-builder.ts";
 import { LogSink, RawSocket, apacheClient, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
+
+/** cacheErrorCode is the code of the CacheError (result field 1) a reply carries, or -1 if none. */
+function cacheErrorCode(frame: Uint8Array): number {
+  const at = replyHeader(frame).body;
+  if (frame[at] !== T.STRUCT || frame[at + 1] !== 0 || frame[at + 2] !== 1) return -1;
+  return new DataView(frame.buffer, frame.byteOffset).getInt32(at + 6); // field 1 (i32 code) comes first
+}
 
 describe("read-through over the wire", () => {
   test("a miss loads once for many concurrent clients; misses, GetMulti and errors map to CacheError", async () => {
@@ -117,6 +124,27 @@ describe("read-through over the wire", () => {
     expect(text).toContain("loaded miss");
     raw.close();
     other.close();
+  });
+
+  test("a key that is not UTF-8 is INVALID_ARGUMENT in a loader group; Set and Get of it still work", async () => {
+    const seen: string[] = [];
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "v", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { v: (key) => (seen.push(key), `row of ${key}`) },
+    });
+    const raw = await RawSocket.connect(node.port);
+    const a = Uint8Array.of(0xff);
+    const b = Uint8Array.of(0xfe);
+    raw.write(concat(getCall(1, a, "v"), getCall(2, b, "v"), getMultiCall(3, "v", [a]), setCall(4, b, new TextEncoder().encode("stored"), "v"), getCall(5, b, "v")));
+    await raw.waitFor(() => raw.frames().length === 5, "five replies");
+    const [ga, gb, gm, set, hit] = raw.frames();
+    for (const f of [ga!, gb!, gm!]) expect(cacheErrorCode(f)).toBe(3); // INVALID_ARGUMENT
+    expect(new TextDecoder().decode(ga!)).toContain("key is not valid UTF-8");
+    expect(cacheErrorCode(set!)).toBe(-1);
+    expect(cacheErrorCode(hit!)).toBe(-1);
+    expect(new TextDecoder().decode(hit!)).toContain("stored");
+    expect(seen).toEqual([]);
+    raw.close();
   });
 
   test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {

@@ -151,14 +151,14 @@ export class RawSocket {
   }
 }
 
-/** getCall builds a framed Get call. */
-export function getCall(seqid: number, key: string, group = "default"): Uint8Array {
+/** getCall builds a framed Get call (a key given as bytes goes as it is, UTF-8 or not). */
+export function getCall(seqid: number, key: string | Uint8Array, group = "default"): Uint8Array {
   const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
   return framed(message(MSG.CALL, "Get", seqid, body));
 }
 
-/** setCall builds a framed Set call. */
-export function setCall(seqid: number, key: string, value: Uint8Array, group = "default"): Uint8Array {
+/** setCall builds a framed Set call (a key given as bytes goes as it is, UTF-8 or not). */
+export function setCall(seqid: number, key: string | Uint8Array, value: Uint8Array, group = "default"): Uint8Array {
   const body = new Bytes()
     .field(T.STRUCT, 1)
     .field(T.STRING, 1).str(group)
