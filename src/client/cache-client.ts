@@ -98,15 +98,12 @@ export class CacheClient {
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private probeTimer: ReturnType<typeof setInterval> | null = null;
   private probing = false;
+  // A probe that times out needs no reset of its own: a probe goes out only while the peer is
+  // down, so its connection is otherwise quiet, and the sweep resets a connection that got no
+  // reply for a whole timeout (ClientConnection.sweep); the next probe then connects anew.
   private readonly probeWaiter: Waiter = {
     resolve: () => (this.probing = false),
-    // A probe that timed out leaves no trust in its connection, which may sit on a path that died
-    // silently: reset it, so the next probe connects anew. (An answer, even an error, proves the
-    // connection works; a lost connection or a closing client needs no reset.)
-    reject: (e: unknown) => {
-      this.probing = false;
-      if (!this.closed && e instanceof CacheError && e.message.startsWith("timeout")) this.conns[0]?.drop("probe timed out");
-    },
+    reject: () => (this.probing = false),
   };
   private closed = false;
 

@@ -202,7 +202,7 @@ describe("timeouts", () => {
 });
 
 describe("down marking and probing", () => {
-  test("a probe that times out resets its connection, so a peer reachable again on a new connection comes back", async () => {
+  test("a probe that times out has its silent connection reset, so a peer reachable again on a new connection comes back", async () => {
     using stub = new StubServer();
     stub.store.set("g/k", enc.encode("v"));
     let answerFrom = 0; // answer calls only while the stub has accepted more connections than this
