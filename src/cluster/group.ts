@@ -87,6 +87,8 @@ const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 /** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
 const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+/** COPY_BUCKETS is how many hash buckets the mirror's write tracking has (a power of two). */
+const COPY_BUCKETS = 1024;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
 
@@ -112,6 +114,19 @@ export class Group {
    * stored, and later callers start a new load (see `written`).
    */
   private readonly loading = new Map<string, { stale: boolean }>();
+  /**
+   * The same for the mirror, whose copies come from forwarded Gets rather than loads: `writes`
+   * counts the writes this group has heard of (`written`: its own, those forwarded through this
+   * node, the owners' PeerInvalidate), `writtenAt[b]` is the count at the last write of a key in
+   * hash bucket b, `allWrittenAt` at the last that covered every key. A forwarded Get takes
+   * `copyTicket()` when it is sent; its answer may fill the mirror only if `mayCopy` says no write
+   * of its bucket came since. Otherwise a delete (the cache-aside invalidation) that reached this
+   * node while the answer travelled would be undone by the answer, for as long as the copy lives.
+   * Keys sharing a bucket only cost a skipped fill; nothing is allocated.
+   */
+  private writes = 0;
+  private allWrittenAt = 0;
+  private readonly writtenAt = new Float64Array(COPY_BUCKETS);
 
   constructor(opts: GroupOptions) {
     if (opts.name.length === 0) throw new RangeError("a group needs a name");
@@ -259,6 +274,7 @@ export class Group {
    * Costs nothing when no load is under way.
    */
   written(key: Uint8Array, off: number, len: number): void {
+    if (this.mirror !== undefined) this.writtenAt[this.copyBucket(key, off, len)] = ++this.writes;
     if (this.loading.size === 0) return;
     const flightKey = latin1Key(key.subarray(off, off + len));
     const ticket = this.loading.get(flightKey);
@@ -338,8 +354,32 @@ export class Group {
     this.allWritten();
   }
 
+  /**
+   * copyTicket is taken when a Get of a key owned elsewhere is forwarded; `mayCopy` then tells
+   * whether its answer may fill the mirror.
+   */
+  copyTicket(): number {
+    return this.writes;
+  }
+
+  /** mayCopy tells whether no write of key[off, off+len) (or of every key) was heard of since `ticket`. */
+  mayCopy(key: Uint8Array, off: number, len: number, ticket: number): boolean {
+    return this.allWrittenAt <= ticket && this.writtenAt[this.copyBucket(key, off, len)]! <= ticket;
+  }
+
+  /** dropCopies empties the mirror (the member list changed): no answer under way may refill it. */
+  dropCopies(): void {
+    this.mirror?.clear();
+    this.allWrittenAt = ++this.writes;
+  }
+
+  private copyBucket(key: Uint8Array, off: number, len: number): number {
+    return this.store.hashOf(key, off, len) & (COPY_BUCKETS - 1);
+  }
+
   /** allWritten makes every load under way stale (none may fill the group or its mirror). */
   allWritten(): void {
+    this.allWrittenAt = ++this.writes;
     for (const ticket of this.loading.values()) ticket.stale = true;
     this.loading.clear();
     this.flights.clear();

@@ -204,7 +204,7 @@ export class CacheNode {
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
         membership.start((members) => {
-          if (c.setMembers(members)) for (const g of groups.all()) g.mirror?.clear();
+          if (c.setMembers(members)) for (const g of groups.all()) g.dropCopies();
         });
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);

@@ -86,11 +86,12 @@ function routeGet(
       ahead.waiter = () => settle(answerAhead(cluster, group, req, reply, owner, ahead), resolve);
     });
   }
+  const ticket = group.copyTicket(); // a write heard of before the answer comes keeps it out of the mirror
   return new Promise<void>((resolve) => {
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
       let answered: Promise<void> | true;
       try {
-        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl, true);
+        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl, ticket);
       } catch (e) {
         replyThrown(reply, req, e);
         answered = true; // never leave the connection parked
@@ -114,29 +115,32 @@ function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyW
   try {
     const v = ahead.value;
     const ttl = agedTtl(ahead, group.store.clock());
-    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, false);
+    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, NO_COPY);
   } catch (e) {
     replyThrown(reply, req, e);
     return true;
   }
 }
 
+/** NO_COPY is the copy ticket of an answer that never fills the mirror. */
+const NO_COPY = -1;
+
 /**
- * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too
- * when `fillMirror`), its CacheError, or, when the owner was unreachable, a local load
- * (groupcache's fallback) or PEER_UNAVAILABLE. Returns true when the reply is written, or the
- * fallback load's promise.
+ * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too,
+ * if `ticket`, taken when the Get was sent, shows no write of the key since: Group.copyTicket),
+ * its CacheError, or, when the owner was unreachable, a local load (groupcache's fallback) or
+ * PEER_UNAVAILABLE. Returns true when the reply is written, or the fallback load's promise.
  */
 function answerForward(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string,
-  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, fillMirror: boolean,
+  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, ticket: number,
 ): Promise<void> | true {
   if (err === null && value !== null) {
     cluster.counters.peerLoads++;
     group.counters.gets++;
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
-    if (fillMirror && mirror !== undefined && ttl !== 0) {
+    if (ticket !== NO_COPY && mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
       if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
     }
     return true;

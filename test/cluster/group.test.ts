@@ -50,6 +50,25 @@ describe("Group read-through", () => {
     expect(seen).toEqual(["aé"]);
   });
 
+  test("mirror copy tickets: a write of the key, a clear or a member change since the ticket refuses the copy", () => {
+    const g = new Group({ name: "g", memory: 8 * MIB, mirrorMemory: 2 * MIB });
+    const k = new TextEncoder().encode("k");
+    const t0 = g.copyTicket();
+    expect(g.mayCopy(k, 0, 1, t0)).toBe(true);
+    g.written(k, 0, 1); // a Set or Delete of k here, forwarded through here, or the owner's PeerInvalidate
+    expect(g.mayCopy(k, 0, 1, t0)).toBe(false);
+    const t1 = g.copyTicket();
+    expect(g.mayCopy(k, 0, 1, t1)).toBe(true); // sent after the write: its answer is newer
+    g.clear();
+    expect(g.mayCopy(k, 0, 1, t1)).toBe(false);
+    const t2 = g.copyTicket();
+    g.mirror!.set(k, 0, 1, k, 0, 1, 0);
+    g.dropCopies();
+    expect(g.mirror!.size).toBe(0);
+    expect(g.mayCopy(k, 0, 1, t2)).toBe(false);
+    expect(g.mayCopy(k, 0, 1, g.copyTicket())).toBe(true);
+  });
+
   test("1,000 concurrent gets of one cold key make exactly one loader call; all get the same bytes", async () => {
     let calls = 0;
     let release!: () => void;

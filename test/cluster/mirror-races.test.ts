@@ -1,0 +1,100 @@
+/**
+ * A node's mirror (its copies of hot keys owned elsewhere) must not keep a value older than a
+ * write it has been told of: a forwarded Get whose answer was read before a write, but arrives
+ * after this node heard of that write (the owner's PeerInvalidate, or a write forwarded through
+ * this node), answers its own caller but does not fill the mirror. Otherwise the copy would be
+ * served, stale, until its TTL (for good without one).
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import type { Loader } from "../../src/cluster/loader.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink } from "../server/support.ts";
+import { freePorts } from "../support/node-process.ts";
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+function client(port: number): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 3000 });
+  open.push(c);
+  return c;
+}
+
+/** pair starts two members with `loader` on group "g" (no TTL, LRU-K mirror) and finds a key node 1 owns. */
+function pair(loader: Loader): { a: CacheNode; b: CacheNode; key: string } {
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const [a, b] = ports.map((port) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 3000, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      { logger: new LogSink().logger, loaders: { g: loader } },
+    );
+    open.push(n);
+    return n;
+  }) as [CacheNode, CacheNode];
+  const ring = a.cluster!.ring;
+  let key = "";
+  for (let i = 0; key === ""; i++) if (ring.owner(new TextEncoder().encode(`k${i}`)) === ids[1]) key = `k${i}`;
+  return { a, b, key };
+}
+
+/**
+ * The cache-aside invalidation race: a read loads the row, the application then updates the row
+ * and deletes the cached key while that load is still out. The load's (old) row answers the read
+ * that asked before the delete; it must not be kept anywhere, the mirror included.
+ */
+describe("mirror fills that race a delete", () => {
+  test("an answer that arrives after the owner's invalidation does not fill the mirror", async () => {
+    let row = "v1";
+    let gate: Promise<void> = Promise.resolve();
+    const { a, b, key } = pair(async () => {
+      const read = row;
+      await gate;
+      return read;
+    });
+    const viaA = client(a.port);
+    const viaB = client(b.port);
+    expect(text((await viaA.get("g", key)).value)).toBe("v1"); // B loads; A's mirror has seen the key once
+    await viaB.delete("g", key);
+    let release!: () => void;
+    gate = new Promise<void>((r) => (release = r));
+    const racing = viaA.get("g", key); // forwarded to B, whose load reads v1, then waits
+    await Bun.sleep(30);
+    row = "v2";
+    await viaB.delete("g", key); // B drops the key and tells A (PeerInvalidate) while the load waits
+    await Bun.sleep(30);
+    release();
+    expect(text((await racing).value)).toBe("v1"); // it asked before the delete
+    for (let i = 0; i < 3; i++) expect(text((await viaA.get("g", key)).value)).toBe("v2");
+    expect(text((await viaB.get("g", key)).value)).toBe("v2");
+  });
+
+  test("an answer that arrives after a delete forwarded through this node does not fill the mirror", async () => {
+    let row = "v1";
+    let gate: Promise<void> = Promise.resolve();
+    const { a, key } = pair(async () => {
+      const read = row;
+      await gate;
+      return read;
+    });
+    const reader = client(a.port);
+    const writer = client(a.port);
+    expect(text((await reader.get("g", key)).value)).toBe("v1");
+    await writer.delete("g", key);
+    let release!: () => void;
+    gate = new Promise<void>((r) => (release = r));
+    const racing = reader.get("g", key);
+    await Bun.sleep(30);
+    row = "v2";
+    await writer.delete("g", key); // forwarded through A to B, acknowledged before the Get's answer
+    release();
+    expect(text((await racing).value)).toBe("v1");
+    // The writer has its acknowledgement: a read through the same node must not see the old row.
+    for (let i = 0; i < 3; i++) expect(text((await writer.get("g", key)).value)).toBe("v2");
+  });
+});
