@@ -216,9 +216,11 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * close stops accepting, lets every connection flush the replies it owes, then closes them
-   * (forcibly after `drainTimeoutMs`). Requests are served synchronously per data event, so once
-   * output is flushed nothing is in flight.
+   * close stops accepting and reading, lets every connection finish the requests it has received
+   * and flush their replies, then closes them (forcibly after `drainTimeoutMs`). An idle
+   * connection ends at once. One that waits for a load or holds input (its turn, or output the
+   * client has not read yet) is treated as if the client had half-closed it: what it received is
+   * served in order, then it ends; nothing it sends later is read.
    */
   close(): Promise<void> {
     if (this.closed) return this.closed;
@@ -229,8 +231,12 @@ export class CacheServer implements DispatchContext {
       this.allClosed = resolve;
       if (this.connections.size === 0) return resolve();
       for (const conn of this.connections) {
+        if (conn.waiting || conn.held) {
+          conn.inputEnded = true; // `process` ends it once all it holds is served
+          continue;
+        }
         conn.closing = true;
-        if (conn.queuedOutput === 0 && !conn.waiting) conn.socket.end();
+        if (conn.queuedOutput === 0) conn.socket.end();
       }
       setTimeout(() => {
         for (const conn of this.connections) conn.socket.terminate();
@@ -272,7 +278,7 @@ export class CacheServer implements DispatchContext {
     conn.lastActive = this.clock();
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
-    if (conn.closing) return;
+    if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
     if (conn.held || conn.waiting) {
       // Queued in order behind what it waits for; counted toward the buffer cap like any input.
       (conn.backlog ??= []).push(chunk);

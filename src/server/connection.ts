@@ -12,7 +12,8 @@
  *   `backlog` until it holds BACKLOG_PAUSE_BYTES or _CHUNKS (cache-server.ts), then pauses.
  * - `paused`: reading from the socket is paused.
  * - `closing`: the connection ends once its output is flushed.
- * - `inputEnded`: the client sent FIN; the connection closes once what it sent is served.
+ * - `inputEnded`: the client sent FIN, or the node is closing; the connection closes once what it
+ *   received is served.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
  * - `authed`: the connection sent the node's auth token (always true on a node without one).

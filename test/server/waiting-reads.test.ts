@@ -170,3 +170,23 @@ describe("a client that half-closes (FIN after its last request)", () => {
     expect(node.server.counters.protocolErrors).toBe(0);
   });
 });
+
+describe("shutting down while a connection waits", () => {
+  test("what it received before the shutdown is all answered, in order; what it sends after is not read", async () => {
+    const { node, open, raw } = await waitingConnection();
+    raw.write(concat(setCall(2, "x", new TextEncoder().encode("value x")), getCall(3, "x"), getCall(4, "b", "slow")));
+    await waitUntil(() => node.server.counters.bytesIn > getCall(1, "a", "slow").length, "the requests behind the wait");
+    const closed = node.close(); // what SIGTERM does
+    await Bun.sleep(20);
+    raw.write(getCall(5, "x")); // after the shutdown began
+    await Bun.sleep(20);
+    open();
+    await closed;
+    await raw.closed;
+    const { replies } = readReplies(raw.received, "framed");
+    expect(replies.map((r) => [r.seqid, outcome(r).kind])).toEqual([[1, "success"], [2, "success"], [3, "success"], [4, "success"]]);
+    expect(text(valueOf(raw, 0))).toBe("loaded a");
+    expect(text(valueOf(raw, 2))).toBe("value x");
+    expect(text(valueOf(raw, 3))).toBe("loaded b");
+  });
+});
