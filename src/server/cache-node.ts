@@ -141,17 +141,23 @@ export class CacheNode {
     const s = this.snapshotter;
     if (s === undefined) return;
     s.stop();
-    try {
-      await s.write(); // returns a periodic write still running …
-      const r = await s.write(); // … so write once more for the final state
-      this.logger.info("snapshot written", { items: r.items, bytes: r.bytes, ms: Math.round(r.ms), worstPauseMs: r.worstPauseMs });
-    } catch (e) {
-      this.logger.error("snapshot not written", { error: (e as Error).message });
-    }
+    await s.settled(); // a periodic write still running ends first …
+    await s.write().catch(() => {}); // … then one write of the final state (it logs how it went)
   }
 
+  /**
+   * start starts a node at once, with in-process loaders (`deps.loaders`). A snapshot or a loaders
+   * module needs `open`, which loads or opens them before the port listens: given here without
+   * what `open` makes of them (`deps.snapshotter`, `deps.pool`), they are refused, not ignored.
+   */
   static start(partial: Partial<NodeConfig> = {}, deps: NodeDeps = {}): CacheNode {
     const config: NodeConfig = { ...DEFAULTS, ...partial };
+    if (config.snapshot !== undefined && deps.snapshotter === undefined) {
+      throw new ConfigError("a snapshot is loaded before the node listens: use CacheNode.open for `snapshot`");
+    }
+    if (config.loaders !== undefined && deps.pool === undefined) {
+      throw new ConfigError("a loaders module runs in a worker pool opened first: use CacheNode.open for `loaders`");
+    }
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     const clustered = isClustered(config);

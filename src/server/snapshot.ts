@@ -90,6 +90,11 @@ export class Snapshotter {
     return p;
   }
 
+  /** settled resolves once no write runs (at once when none does), however the running one ends. */
+  async settled(): Promise<void> {
+    await this.writing?.catch(() => {});
+  }
+
   /** startInterval writes a snapshot every `ms` (the timer does not keep the process alive). */
   startInterval(ms: number): void {
     this.stop();
@@ -191,9 +196,16 @@ export class Snapshotter {
       }
       return this.setAside(e, t0);
     }
+    // Not a file (a directory, say, named by mistake): refused, never moved aside like a
+    // corrupt snapshot, and the node does not start.
+    const stat = await fh.stat().catch((e: unknown) => e as Error);
+    if (stat instanceof Error || !stat.isFile()) {
+      await fh.close().catch(() => {});
+      throw new Error(`snapshot path ${this.path} is not a regular file${stat instanceof Error ? `: ${stat.message}` : ""}`);
+    }
     const touched = new Set<Group>();
     try {
-      const size = (await fh.stat()).size;
+      const size = stat.size;
       const progress = this.progress(size);
       const total = await scanSnapshot(fh, size, this.sliceMs, (_, end, n) => progress("verify", end, n, 0));
       const unknown = new Set<string>();

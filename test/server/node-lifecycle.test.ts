@@ -1,32 +1,42 @@
 /**
- * Review: CacheNode.start binds the Thrift port (and starts the cluster/membership) before the
- * admin port; when the admin port cannot be bound, start throws and nothing is closed.
+ * A node's life around its snapshot: `open` loads it before listening, `close` writes it once
+ * (not twice), and `start`, which cannot load it first, refuses a snapshot or a loaders module
+ * instead of silently running without them.
  */
-import { describe, expect, test } from "bun:test";
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { freePorts } from "../support/node-process.ts";
-import { LogSink } from "../server/support.ts";
+import { ConfigError } from "../../src/server/config.ts";
+import { LogSink } from "./support.ts";
 
-describe("CacheNode.start failure", () => {
-  test("a start that fails on the admin port leaves no Thrift port listening", async () => {
-    const [thriftPort] = freePorts(1);
-    const blocker = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    try {
-      expect(() =>
-        CacheNode.start({ host: "127.0.0.1", port: thriftPort!, adminPort: blocker.port, logLevel: "silent" }, { logger: new LogSink().logger }),
-      ).toThrow();
-      // The failed node's Thrift port must be free again: listening on it must succeed.
-      let rebound: { stop(force?: boolean): void } | undefined;
-      let error: unknown;
-      try {
-        rebound = Bun.listen({ hostname: "127.0.0.1", port: thriftPort!, socket: { data() {} } });
-      } catch (e) {
-        error = e;
-      }
-      rebound?.stop(true);
-      expect(error).toBeUndefined();
-    } finally {
-      blocker.stop(true);
-    }
+let dir = "";
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-lifecycle-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("node lifecycle with a snapshot", () => {
+  test("close writes the snapshot once; the next open serves what it held", async () => {
+    const snapshot = join(dir, "cache.snap");
+    const log = new LogSink();
+    const first = await CacheNode.open({ port: 0, snapshot, snapshotIntervalMs: 0 }, { logger: log.logger });
+    const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
+    for (let i = 0; i < 100; i++) await c1.set("default", `k${i}`, `v${i}`);
+    c1.close();
+    await first.close();
+    expect(log.lines.filter((l) => l.includes("snapshot written")).length).toBe(1);
+    await using second = await CacheNode.open({ port: 0, snapshot }, { logger: new LogSink().logger });
+    const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
+    expect(new TextDecoder().decode((await c2.get("default", "k42")).value)).toBe("v42");
+    c2.close();
+  });
+
+  test("start refuses a snapshot or a loaders module, which only open can set up", () => {
+    const logger = new LogSink().logger;
+    expect(() => CacheNode.start({ port: 0, snapshot: join(dir, "x.snap") }, { logger })).toThrow(ConfigError);
+    expect(() => CacheNode.start({ port: 0, loaders: join(dir, "loaders.ts") }, { logger })).toThrow(ConfigError);
   });
 });

@@ -299,6 +299,30 @@ describe("a damaged snapshot is moved aside, loads nothing, and the node starts 
   });
 });
 
+test("a snapshot path that names a directory is refused, and the directory is left where it is", async () => {
+  mkdirSync(path);
+  writeFileSync(join(path, "keep.txt"), "data");
+  const load = new Snapshotter({ path, groups: makeGroups(["a"], Date.now), logger: captureLog() }).load();
+  await expect(load).rejects.toThrow(`snapshot path ${path} is not a regular file`);
+  expect(readFileSync(join(path, "keep.txt"), "utf8")).toBe("data");
+  expect(corruptFiles()).toEqual([]);
+});
+
+test("settled waits for a write under way, and only for it", async () => {
+  const src = makeGroups(["a"], Date.now);
+  for (let i = 0; i < 2000; i++) set(src, "a", `key-${i}`, filled(900, i));
+  const log = captureLog();
+  const s = new Snapshotter({ path, groups: src, logger: log });
+  await s.settled(); // none under way: at once, nothing written
+  expect(existsSync(path)).toBe(false);
+  const running = s.write();
+  let done = false;
+  void running.then(() => (done = true));
+  await s.settled();
+  expect(done).toBe(true);
+  expect(log.lines.filter((l) => l.msg === "snapshot written").length).toBe(1);
+});
+
 test("kill -9 during a write leaves the previous snapshot loadable, and the leftover temporary file is removed", async () => {
   const ITEMS = 40_000;
   const child = Bun.spawn(["bun", `${import.meta.dir}/snapshot-child.ts`, path, String(ITEMS)], { stdout: "pipe", stderr: "inherit" });
