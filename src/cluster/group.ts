@@ -21,7 +21,7 @@
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
-import { toBytes, type Loader } from "./loader.ts";
+import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
 export type AdmissionPolicy = "lru-k" | "always";
@@ -223,7 +223,7 @@ export class Group {
   private bound(flightKey: string, flight: Promise<Loaded>): void {
     const ms = this.loadTimeoutMs * STALE_FLIGHT_TIMEOUTS;
     if (!(ms > 0) || ms === Infinity) return;
-    const timer = setTimeout(() => this.flights.forgetIf(flightKey, flight), ms);
+    const timer = setTimeout(() => this.flights.forgetIf(flightKey, flight), Math.min(ms, MAX_TIMER_MS));
     timer.unref?.();
     flight.then(() => clearTimeout(timer), () => clearTimeout(timer));
   }
@@ -402,7 +402,7 @@ export class Group {
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
   if (!(ms > 0) || ms === Infinity) return p;
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), ms);
+    const timer = setTimeout(() => reject(onTimeout()), Math.min(ms, MAX_TIMER_MS));
     p.then(
       (v) => {
         clearTimeout(timer);

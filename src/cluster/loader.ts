@@ -12,6 +12,13 @@ export type Loader = (key: string) => LoadResult | Promise<LoadResult>;
 
 const utf8 = new TextEncoder();
 
+/**
+ * MAX_TIMER_MS is the longest delay a timer keeps (2^31 - 1 ms, about 24.8 days): Bun, like Node,
+ * fires a timer with a longer delay after 1 ms. Load timeouts and the timers derived from them
+ * are capped to it; the command line refuses longer durations for every timer it sets.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** toBytes normalizes a loader's value: bytes as they are, a string as UTF-8, absent as null. */
 export function toBytes(result: unknown): Uint8Array | null {
   if (result === null || result === undefined) return null;

@@ -35,7 +35,7 @@ import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 
-import type { LoadResult } from "../cluster/loader.ts";
+import { type LoadResult, MAX_TIMER_MS } from "../cluster/loader.ts";
 
 export type { LoadResult };
 
@@ -159,7 +159,7 @@ export class LoaderPool {
     const task: LoadTask = { group, key };
     if (!(this.stopAfterMs > 0)) return (this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
     const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), this.stopAfterMs);
+    const timer = setTimeout(() => stop.abort(), Math.min(this.stopAfterMs, MAX_TIMER_MS));
     timer.unref?.();
     return (this.pool.run(task, { signal: stop.signal }) as Promise<LoadReply>)
       .finally(() => clearTimeout(timer))

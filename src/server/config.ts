@@ -8,6 +8,7 @@
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { readFileSync } from "node:fs";
 import type { AdmissionPolicy } from "../cluster/group.ts";
+import { MAX_TIMER_MS } from "../cluster/loader.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export const VERSION = "0.1.0";
@@ -189,7 +190,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.maxOutputBytes = parseSize(flag, value());
         break;
       case "--expiry-interval":
-        c.expiryIntervalMs = Math.max(1, parseDuration(flag, value()));
+        c.expiryIntervalMs = Math.max(1, parseTimer(flag, value()));
         break;
       case "--expiry-budget":
         c.expiryBudget = parseInteger(flag, value(), 1, 1e9);
@@ -201,7 +202,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       }
       case "--log-json":
-        c.logJson = true;
+        c.logJson = parseSwitch(flag, inline);
         break;
       case "--loaders":
         c.loaders = value();
@@ -213,7 +214,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);
         break;
       case "--load-timeout":
-        c.loadTimeoutMs = Math.max(1, parseDuration(flag, value()));
+        c.loadTimeoutMs = Math.max(1, parseTimer(flag, value()));
         break;
       case "--self":
         c.self = parseMember(flag, value());
@@ -228,20 +229,20 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.peersDns = parseMember(flag, value());
         break;
       case "--peers-dns-interval":
-        c.peersDnsIntervalMs = Math.max(100, parseDuration(flag, value()));
+        c.peersDnsIntervalMs = Math.max(100, parseTimer(flag, value()));
         break;
       case "--vnodes":
         c.vnodes = parseInteger(flag, value(), 1, 10_000);
         break;
       case "--mirror-share": {
         const v = value();
-        const f = Number(v);
+        const f = v.trim() === "" ? NaN : Number(v);
         if (!(f >= 0 && f < 1)) throw new ConfigError(`--mirror-share expects a fraction in [0, 1), got '${v}'`);
         c.mirrorShare = f;
         break;
       }
       case "--peer-timeout":
-        c.peerTimeoutMs = Math.max(1, parseDuration(flag, value()));
+        c.peerTimeoutMs = Math.max(1, parseTimer(flag, value()));
         break;
       case "--peer-connections":
         c.peerConnections = parseInteger(flag, value(), 1, 64);
@@ -262,10 +263,10 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.tlsCa = value();
         break;
       case "--insecure":
-        c.insecure = true;
+        c.insecure = parseSwitch(flag, inline);
         break;
       case "--idle-timeout":
-        c.idleTimeoutMs = parseDuration(flag, value());
+        c.idleTimeoutMs = parseTimer(flag, value());
         break;
       case "--max-requests-per-event":
         c.maxRequestsPerEvent = parseInteger(flag, value(), 1, 1_000_000);
@@ -277,7 +278,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         const v = value();
         // 0 in any spelling (0, 0mb, 0.0) switches the watch off; otherwise at least 8 MiB, so
         // it cannot collect at every check.
-        c.gcHeadroomBytes = /^0+(\.0+)?\s*[a-z]*$/i.test(v.trim()) ? 0 : parseSize(flag, v);
+        c.gcHeadroomBytes = /^0+(\.0+)?\s*(b|k|kb|m|mb|g|gb)?$/i.test(v.trim()) ? 0 : parseSize(flag, v);
         if (c.gcHeadroomBytes !== 0 && c.gcHeadroomBytes < MIN_GC_HEADROOM_BYTES) {
           throw new ConfigError(`${flag} must be 0 (off) or at least 8mb, got '${v}'`);
         }
@@ -290,7 +291,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.snapshot = value();
         break;
       case "--snapshot-interval":
-        c.snapshotIntervalMs = parseDuration(flag, value());
+        c.snapshotIntervalMs = parseTimer(flag, value());
         break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
@@ -353,7 +354,7 @@ function parseGroupOption(g: GroupSpec, option: string): void {
       g.negativeTtlMs = parseDuration(`--group ${g.name} negttl`, value);
       return;
     case "timeout":
-      g.loadTimeoutMs = Math.max(1, parseDuration(`--group ${g.name} timeout`, value));
+      g.loadTimeoutMs = Math.max(1, parseTimer(`--group ${g.name} timeout`, value));
       return;
     default:
       throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=)`);
@@ -377,6 +378,22 @@ export function parseDuration(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|)$/i.exec(text.trim());
   if (!m) throw new ConfigError(`${flag} expects a duration like 250ms, 30s, 5m or 1h, got '${text}'`);
   return Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+}
+
+/** parseTimer is parseDuration for a duration a timer waits: at most MAX_TIMER_MS (24.8 days). */
+function parseTimer(flag: string, text: string): number {
+  const ms = parseDuration(flag, text);
+  if (ms > MAX_TIMER_MS) throw new ConfigError(`${flag} must be at most ${MAX_TIMER_MS} ms (about 24 days), got '${text}'`);
+  return ms;
+}
+
+/** parseSwitch reads an on/off flag: on when given alone, else its `=value` says which. */
+function parseSwitch(flag: string, inline: string | undefined): boolean {
+  if (inline === undefined) return true;
+  const v = inline.trim().toLowerCase();
+  if (v === "true" || v === "1" || v === "yes" || v === "on") return true;
+  if (v === "false" || v === "0" || v === "no" || v === "off") return false;
+  throw new ConfigError(`${flag} is on when given alone, or takes true/false (yes/no, on/off, 1/0), got '${inline}'`);
 }
 
 /** parseMember checks a `host:port` member id. */

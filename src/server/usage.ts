@@ -43,7 +43,8 @@ Flags:
   --tls-cert PATH        serve the Thrift port over TLS with this PEM certificate (and --tls-key);
   --tls-key PATH         peers are dialed over TLS too
   --tls-ca PATH          certificates to check peers against (default: this node's own --tls-cert)
-  --insecure             allow a non-loopback --host without an auth token (refused otherwise)
+  --insecure[=BOOL]      allow a non-loopback --host without an auth token (refused otherwise);
+                         --insecure=false (or no, off, 0) leaves it refused
   --idle-timeout DUR     close connections idle this long (default 0 = never)
   --max-requests-per-event N
                          requests served for one connection before others get a turn (default ${DEFAULTS.maxRequestsPerEvent})
@@ -60,7 +61,7 @@ Flags:
   --expiry-interval DUR  active expiry timer period (default 100ms)
   --expiry-budget N      items removed per group per expiry tick at most (default ${DEFAULTS.expiryBudget})
   --log-level LEVEL      debug | info | warn | error | silent (default info)
-  --log-json             log JSON lines
+  --log-json[=BOOL]      log JSON lines
   --help                 print this help
   --version              print the version
 

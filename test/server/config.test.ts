@@ -167,6 +167,29 @@ describe("--group NAME[:SIZE[:TTL[:OPTIONS]]]", () => {
   });
 });
 
+describe("on/off flags", () => {
+  const run = (argv: string[]) => {
+    const r = parseArgs(argv, {});
+    if (r.kind !== "run") throw new Error("not a run");
+    return r.config;
+  };
+  test("given alone they are on; =false, =no, =off, =0 turn them off, and =true etc. on", () => {
+    expect([run(["--insecure"]).insecure, run(["--log-json"]).logJson]).toEqual([true, true]);
+    for (const off of ["false", "no", "off", "0", "FALSE"]) {
+      expect(run([`--insecure=${off}`]).insecure).toBe(false);
+      expect(run([`--log-json=${off}`]).logJson).toBe(false);
+    }
+    for (const on of ["true", "yes", "on", "1"]) expect(run([`--insecure=${on}`, "--host", "0.0.0.0"]).insecure).toBe(true);
+    // --insecure=false is not --insecure: a public address still needs a token.
+    expect(() => run(["--insecure=false", "--host", "0.0.0.0"])).toThrow("without an auth token");
+  });
+
+  test("a timer of up to 24.8 days is accepted; the group TTL is not a timer and may be longer", () => {
+    expect(run(["--snapshot-interval", "596h"]).snapshotIntervalMs).toBe(596 * 3_600_000);
+    expect(run(["--group", "a:1mb:600h"]).groups[0]!.ttlMs).toBe(600 * 3_600_000);
+  });
+});
+
 describe("errors name the flag and what it expected", () => {
   // [argv, substrings the message must contain]
   const ERRORS: [string[], string[]][] = [
@@ -225,6 +248,20 @@ describe("errors name the flag and what it expected", () => {
     [["--log-level", "INFO"], ["--log-level", "INFO"]],
     [["--gc-headroom", "1k"], ["--gc-headroom", "0 (off) or at least 8mb", "1k"]],
     [["--gc-headroom", "lots"], ["--gc-headroom", "lots"]],
+    [["--gc-headroom", "0xyz"], ["--gc-headroom", "0xyz"]],
+    [["--mirror-share="], ["--mirror-share", "fraction"]],
+    [["--mirror-share", " "], ["--mirror-share", "fraction"]],
+    [["--insecure=maybe"], ["--insecure", "true/false", "maybe"]],
+    [["--log-json=2"], ["--log-json", "true/false", "2"]],
+    // A longer timer would fire after 1 ms, over and over for an interval.
+    [["--snapshot-interval", "600h"], ["--snapshot-interval", "2147483647 ms", "600h"]],
+    [["--load-timeout", "25d"], ["--load-timeout", "25d"]],
+    [["--load-timeout", "597h"], ["--load-timeout", "2147483647 ms", "597h"]],
+    [["--expiry-interval", "597h"], ["--expiry-interval", "2147483647 ms"]],
+    [["--peers-dns-interval", "597h"], ["--peers-dns-interval", "2147483647 ms"]],
+    [["--peer-timeout", "597h"], ["--peer-timeout", "2147483647 ms"]],
+    [["--idle-timeout", "597h"], ["--idle-timeout", "2147483647 ms"]],
+    [["--group", "a:::timeout=597h"], ["--group a timeout", "2147483647 ms"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
     const message = refusal(argv);
