@@ -19,7 +19,7 @@ export function nodeFigures(node: CacheNode): [string, number][] {
     add(`group.${g.name}`, g.counters);
     const s = g.store.stats();
     for (const k of ["items", "bytesUsed", "dataBytes", "pageBytes", "metaBytes", "capacity", "evictions", "expiredLazy", "expiredActive",
-      "admissionsRejected", "pageMoves", "heapSize"] as const) {
+      "admissionsRejected", "pageMoves", "pageReleases", "heapSize"] as const) {
       out.push([`group.${g.name}.store.${k}`, s[k]]);
     }
     if (g.mirror !== undefined) out.push([`group.${g.name}.mirror.items`, g.mirror.size]);

@@ -168,6 +168,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   perStore("counter", "mybuncache_admissions_rejected_total", "Fills not stored by LRU-K admission.", (s) => s.counters.admissionsRejected);
   perStore("gauge", "mybuncache_expiry_heap_items", "Items with a TTL waiting in the expiry heap.", (s) => s.heap.size);
   perStore("counter", "mybuncache_slab_page_moves_total", "Slab pages moved from one size class to another.", (s) => s.slab.pageMoves);
+  perStore("counter", "mybuncache_slab_page_releases_total", "Slab pages given back so the item table could grow.", (s) => s.slab.pageReleases);
   const perClass = (kind: "counter" | "gauge", name: string, help: string, read: (c: ReturnType<typeof classStats>[number]) => number): void =>
     (kind === "counter" ? counter : gauge)(name, help, ["group", "store", "class", "chunk_size"], (emit) =>
       eachStore((labels, s) => {

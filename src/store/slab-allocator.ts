@@ -29,9 +29,12 @@ export class SlabAllocator {
   readonly maxPages: number;
   /** pageLimit is how many pages may be assigned to classes now; the owner lowers it as metadata grows. */
   pageLimit: number;
-  /** pages[p] is page p's bytes (created lazily); words[p] views the same memory as Int32. */
-  readonly pages: Uint8Array[] = [];
-  private readonly words: Int32Array[] = [];
+  /**
+   * pages[p] is page p's bytes (created when the page leaves the pool, dropped when it is
+   * released to it); words[p] views the same memory as Int32. Only pool pages lack them.
+   */
+  readonly pages: (Uint8Array | undefined)[] = [];
+  private readonly words: (Int32Array | undefined)[] = [];
   /** pageClass[p] is the class page p is carved for, or -1 while it sits in the pool. */
   readonly pageClass: Int16Array;
   /** pageUsed[p] counts live chunks in page p; pageCarved[p] counts chunks cut so far. */
@@ -44,6 +47,8 @@ export class SlabAllocator {
   /** emptyPages counts assigned, fully carved pages with no live chunk (free to move at no cost). */
   emptyPages = 0;
   pageMoves = 0;
+  /** pageReleases counts pages given back to the pool (`releasePage`). */
+  pageReleases = 0;
   // Per class state.
   readonly classPages: Int32Array;
   readonly classUsed: Int32Array;
@@ -137,6 +142,30 @@ export class SlabAllocator {
    * the page to class `to` as its carve page.
    */
   movePage(page: number, to: number): void {
+    this.detach(page);
+    this.assign(page, to);
+    this.pageMoves++;
+  }
+
+  /**
+   * releasePage evicts every live chunk of `page`, removes its free chunks from its class, and
+   * puts the page back in the pool without its memory (dropped for the collector; a page taken
+   * from the pool later gets new memory): the owner needs the bytes for something else.
+   */
+  releasePage(page: number): void {
+    this.detach(page);
+    this.pageClass[page] = NIL;
+    this.pageUsed[page] = 0;
+    this.pageCarved[page] = 0;
+    this.pages[page] = undefined;
+    this.words[page] = undefined;
+    this.pool[this.poolTop++] = page;
+    this.pagesAssigned--;
+    this.pageReleases++;
+  }
+
+  /** detach empties `page` (evicting its live chunks) and takes it from its class. */
+  private detach(page: number): void {
     const from = this.pageClass[page]!;
     const size = this.classes.sizes[from]!;
     const w = this.words[page]!;
@@ -174,8 +203,6 @@ export class SlabAllocator {
     if (this.isFullyCarved(page)) this.emptyPages--;
     if (this.carvePage[from] === page) this.carvePage[from] = NIL;
     this.classPages[from]!--;
-    this.assign(page, to);
-    this.pageMoves++;
   }
 
   /**

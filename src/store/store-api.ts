@@ -65,6 +65,8 @@ export interface StoreStats extends StoreCounters {
   metaBytes: number;
   capacity: number;
   pageMoves: number;
+  /** pageReleases counts pages given back to the pool so the item table could grow. */
+  pageReleases: number;
   heapSize: number;
   classes: ClassStats[];
 }

@@ -301,6 +301,7 @@ export class Store {
       metaBytes: this.metaBytes(),
       capacity: this.capacity,
       pageMoves: this.slab.pageMoves,
+      pageReleases: this.slab.pageReleases,
       heapSize: this.heap.size,
       classes: classStats(this),
     };
@@ -434,14 +435,31 @@ export class Store {
     }
   }
 
-  /** allocItem returns a free item id, growing the table within budget or evicting by LRU. */
+  /**
+   * allocItem returns a free item id, growing the table within budget or evicting by LRU.
+   *
+   * The table grows only into bytes no page holds. Once every page belongs to a class, a table
+   * that is full would stay that size for good, and new items of one class would evict each other
+   * while pages of another class kept values much older (large values written once, then a stream
+   * of small ones: 16k items in 256 MiB). So when another class's LRU tail is much older than this
+   * class's (the test `allocChunk` uses to move a page), its page is released to the pool instead
+   * (its items evicted) and the table grows into those bytes.
+   */
   private allocItem(cls: number): ItemId {
     for (;;) {
       const id = this.items.alloc();
       if (id !== NIL) return id;
       if (this.growItems()) continue;
       const own = this.settleTail(cls);
-      const victim = own !== NIL ? own : this.oldestTail(-1);
+      let other = this.oldestTail(cls);
+      if (other !== NIL && (own === NIL || this.age(other) > this.age(own))) {
+        // As many pages as the next growth needs (the index may have to double), each of the
+        // class whose tail is oldest then, while it is older than this class's.
+        do this.slab.releasePage(this.items.page(other));
+        while (!this.growItems() && (other = this.oldestTail(cls)) !== NIL && (own === NIL || this.age(other) > this.age(own)));
+        continue;
+      }
+      const victim = own !== NIL ? own : other;
       if (victim === NIL) return NIL;
       this.remove(victim, REMOVE_EVICT);
     }

@@ -130,7 +130,7 @@ function state(w: World): unknown {
       expiry: Array.from(g.store.items.f),
       heap: Array.from(g.store.heap.slots.subarray(0, g.store.heap.size)),
       index: Array.from(g.store.index.slots),
-      slab: g.store.slab.pages.map((page) => Bun.hash(page)),
+      slab: g.store.slab.pages.map((page) => (page === undefined ? -1 : Bun.hash(page))),
       clock: w.now.ms,
     };
   });

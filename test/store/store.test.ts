@@ -332,6 +332,40 @@ describe("Store eviction", () => {
   });
 });
 
+describe("Store item table", () => {
+  test("after large values take every page, a stream of small ones still grows the table: the old large values go", () => {
+    // 64 MiB of 200 KB values, written once and never read, then 20,000 small values. Every byte
+    // beside the table is in pages by then; the table used to stay at the ~16k items the last
+    // spare bytes held, the small values evicting each other while the old large ones stayed.
+    const { s } = mk({ memory: 64 * MIB });
+    const large = 200_000;
+    for (let i = 0; i < 437; i++) put(s, `big${i}`, pattern(i, large));
+    expect(s.stats().pageBytes).toBe(63 * MIB); // every page a class's
+    for (let i = 0; i < 20_000; i++) put(s, `s${i}`, pattern(i, 20));
+    let small = 0;
+    for (let i = 0; i < 20_000; i++) if (s.has(bytes(`s${i}`))) small++;
+    expect(small).toBe(20_000);
+    const st = s.stats();
+    expect(st.pageReleases).toBeGreaterThan(0);
+    expect(st.items).toBeGreaterThan(20_000);
+    expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(64 * MIB);
+    expect(read(s, "s19999")).toEqual(pattern(19_999, 20));
+    s.checkInvariants();
+  });
+
+  test("a released page's memory goes back into use: large values get pages again afterwards", () => {
+    const { s } = mk({ memory: 16 * MIB });
+    for (let i = 0; i < 110; i++) put(s, `big${i}`, pattern(i, 200_000));
+    for (let i = 0; i < 60_000; i++) put(s, `s${i}`, pattern(i, 20));
+    expect(s.stats().pageReleases).toBeGreaterThan(0);
+    for (let i = 0; i < 20; i++) expect(put(s, `again${i}`, pattern(500 + i, 200_000))).toBe(SET_OK);
+    expect(read(s, "again19")).toEqual(pattern(519, 200_000));
+    const st = s.stats();
+    expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(16 * MIB);
+    s.checkInvariants();
+  });
+});
+
 describe("Store admission", () => {
   test("fill admits a new key only on its K-th offer; set always admits", () => {
     const { s } = mk({ admissionK: 2 });
