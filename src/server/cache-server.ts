@@ -711,6 +711,9 @@ export class CacheServer implements DispatchContext {
 
   private expireTick(): void {
     const now = this.clock();
-    for (const group of this.groups.all()) group.store.expire(now, this.opts.expiryBudget);
+    for (const group of this.groups.all()) {
+      group.store.expire(now, this.opts.expiryBudget);
+      group.mirror?.expire(now, this.opts.expiryBudget); // copies carry the owner's TTL
+    }
   }
 }

@@ -98,3 +98,18 @@ describe("mirror fills that race a delete", () => {
     for (let i = 0; i < 3; i++) expect(text((await writer.get("g", key)).value)).toBe("v2");
   });
 });
+
+describe("mirror expiry", () => {
+  test("active expiry removes mirrored copies whose TTL ran out, without a read", async () => {
+    const { a, b, key } = pair(() => null);
+    const viaA = client(a.port);
+    await client(b.port).set("g", key, "short-lived", 150);
+    for (let i = 0; i < 2; i++) expect(text((await viaA.get("g", key)).value)).toBe("short-lived"); // admitted on the 2nd
+    const mirror = a.groups.byName("g")!.mirror!;
+    expect(mirror.size).toBe(1);
+    const deadline = Date.now() + 3000;
+    while (mirror.size > 0 && Date.now() < deadline) await Bun.sleep(20);
+    expect(mirror.size).toBe(0);
+    expect(mirror.stats().expiredActive).toBe(1);
+  });
+});
