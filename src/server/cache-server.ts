@@ -40,7 +40,7 @@ import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
-import { dispatch, type DispatchContext } from "./dispatch.ts";
+import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
@@ -409,7 +409,7 @@ export class CacheServer implements DispatchContext {
         const req = proto.request;
         proto.reply.errorCode = 0;
         if (conn.rejected) {
-          replyCacheError(proto.reply, req, ERROR_CODE.OVERLOADED, "too many connections");
+          replyCacheError(replyFor(req, proto.reply), req, ERROR_CODE.OVERLOADED, "too many connections");
           conn.closing = true;
           t0 = this.timed(conn, req.method, t0);
           break;
@@ -421,7 +421,7 @@ export class CacheServer implements DispatchContext {
           continue;
         }
         if (req.method === METHOD_NODE_STATS) {
-          proto.reply.writeFigures(req, this.opts.figures?.() ?? []);
+          replyFor(req, proto.reply).writeFigures(req, this.opts.figures?.() ?? []);
           t0 = this.timed(conn, req.method, t0);
           continue;
         }
@@ -564,15 +564,16 @@ export class CacheServer implements DispatchContext {
   private authenticate(conn: Connection): boolean {
     const proto = conn.proto;
     const req = proto.request;
+    const reply = replyFor(req, proto.reply);
     const access = this.opts.access;
     if (req.method === METHOD_AUTH && (access === undefined || access.accepts(req.buffer, req.valueStart, req.valueLength))) {
       conn.authed = true;
-      proto.reply.writeSuccess(req, true);
+      reply.writeSuccess(req, true);
       return true;
     }
     this.counters.unauthorized++;
     const why = req.method === METHOD_AUTH ? "wrong auth token" : "authenticate first (Auth)";
-    replyCacheError(proto.reply, req, ERROR_CODE.UNAUTHORIZED, why);
+    replyCacheError(reply, req, ERROR_CODE.UNAUTHORIZED, why);
     conn.closing = true;
     this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why });
     return false;

@@ -49,9 +49,16 @@ export interface DispatchContext {
  * forwarded ahead (prefetch.ts), if any.
  */
 export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches?: Prefetches): Promise<void> | undefined {
-  // A ONEWAY call is served like a CALL into a throwaway writer (ONEWAY is rare; this allocates).
-  const pending = serve(ctx, req, req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply, prefetches);
+  const pending = serve(ctx, req, replyFor(req, reply), prefetches);
   return pending instanceof Promise ? pending : undefined;
+}
+
+/**
+ * replyFor is where `req`'s reply goes: `reply`, or for a ONEWAY call (which gets none) a
+ * throwaway writer, so it is served like a CALL (ONEWAY is rare; this allocates).
+ */
+export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
+  return req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply;
 }
 
 function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined): Promise<void> | void {

@@ -13,8 +13,8 @@ import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache
 
 const TOKEN = "s3cret-token-0123456789";
 
-function authCall(seqid: number, token: string): Uint8Array {
-  return framed(message(MSG.CALL, "Auth", seqid, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(token).stop().stop().bytes()));
+function authCall(seqid: number, token: string, type: number = MSG.CALL): Uint8Array {
+  return framed(message(type, "Auth", seqid, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(token).stop().stop().bytes()));
 }
 
 function replyText(frame: Uint8Array): string {
@@ -49,6 +49,23 @@ describe("token auth", () => {
     expect(replyText(good.frames()[2]!)).toContain("v");
     expect(good.isClosed).toBe(false);
     good.close();
+  });
+
+  test("ONEWAY Auth and NodeStats get no reply: the right token still opens the connection", async () => {
+    await using node = startNode({ authToken: TOKEN });
+    const raw = await RawSocket.connect(node.port);
+    const nodeStats = (type: number, seqid: number) => framed(message(type, "NodeStats", seqid, new Bytes().field(T.STRUCT, 1).stop().stop().bytes()));
+    raw.write(authCall(40, TOKEN, MSG.ONEWAY));
+    raw.write(nodeStats(MSG.ONEWAY, 41));
+    raw.write(getCall(42, "k"));
+    await raw.waitFor(() => raw.frames().length >= 1, "a reply");
+    await Bun.sleep(20); // nothing else may come
+    expect(raw.frames().map((f) => [replyHeader(f).name, replyHeader(f).seqid])).toEqual([["Get", 42]]);
+    const bad = await RawSocket.connect(node.port);
+    bad.write(authCall(1, "wrong-token-0123456789", MSG.ONEWAY));
+    await bad.closed; // refused and closed, with no reply to a ONEWAY call
+    expect(bad.frames()).toEqual([]);
+    raw.close();
   });
 
   test("the comparison hashes both sides: any length and any first wrong byte take the same path", () => {
