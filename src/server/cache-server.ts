@@ -580,27 +580,53 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * account tracks the bytes this connection holds against the server-wide cap; past the cap the
-   * connection that just grew is closed (its replies so far are sent), so many slow clients
-   * together cannot exhaust memory.
+   * account tracks the bytes this connection holds against the server-wide cap (`--max-buffered`),
+   * so many slow clients together cannot exhaust memory. Past the cap, the connections holding the
+   * most are closed until the total is under it again: usually the one that just grew, but with
+   * clients that stopped reading, theirs (Redis's client output limits pick the same way), not
+   * whichever connection next holds a byte.
    */
   private account(conn: Connection): void {
-    if (!conn.open) return; // closed (`socket.end` may run the close handler at once): counted out
+    if (!conn.open || conn.capClosed) return; // closed (`socket.end` may run the close handler at once): counted out
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
     const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0);
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
-    if (cap !== undefined && this.counters.bufferedBytes > cap && now > 0 && !conn.closing) {
-      this.counters.bufferCapClosed++;
-      conn.closing = true;
-      conn.dropBacklog();
-      this.opts.logger.warn("closing connection: connection buffers over the cap", {
-        conn: conn.id, remote: conn.remote, held: now, total: this.counters.bufferedBytes, cap,
-      });
-      this.flush(conn);
+    if (cap === undefined || now === 0) return;
+    while (this.counters.bufferedBytes > cap) {
+      const victim = this.largestHolder();
+      if (victim === undefined) break;
+      this.capClose(victim, cap);
     }
+  }
+
+  /** largestHolder is the open connection, not yet closed by the cap, that holds the most bytes. */
+  private largestHolder(): Connection | undefined {
+    let best: Connection | undefined;
+    for (const c of this.connections) if (!c.capClosed && c.buffered > (best?.buffered ?? 0)) best = c;
+    return best;
+  }
+
+  /**
+   * capClose closes a connection for the buffer cap: its queued input is dropped, the replies the
+   * socket takes now are sent, and if some are left (a client that does not read them) the
+   * connection is reset, or they would hold their bytes for good. Its bytes leave the count now:
+   * what it still holds (a partial frame, a load it waits for) goes when it closes.
+   */
+  private capClose(conn: Connection, cap: number): void {
+    this.counters.bufferCapClosed++;
+    conn.capClosed = true;
+    conn.closing = true;
+    this.opts.logger.warn("closing connection: connection buffers over the cap", {
+      conn: conn.id, remote: conn.remote, held: conn.buffered, total: this.counters.bufferedBytes, cap,
+    });
+    this.counters.bufferedBytes -= conn.buffered;
+    conn.buffered = 0;
+    conn.dropBacklog();
+    this.flush(conn);
+    if (conn.open && conn.queuedOutput > 0) conn.socket.terminate();
   }
 
   /** park holds the connection until `pending` has written its reply, then serves on in order. */

@@ -43,6 +43,8 @@ export class Connection {
   paused = false;
   closing = false;
   inputEnded = false;
+  /** capClosed: closed for the server's buffer cap; its bytes are no longer counted. */
+  capClosed = false;
   rejected = false;
   authed = false;
   buffered = 0;

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
 import { parseArgs } from "../../src/server/config.ts";
-import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 
 const TOKEN = "s3cret-token-0123456789";
@@ -158,6 +158,37 @@ describe("resource limits", () => {
     await slow.closed;
     expect(node.server.counters.bufferCapClosed).toBe(1);
     expect(node.server.counters.bufferedBytes).toBe(0);
+  });
+
+  test("clients that never read are closed for the cap, not the next connection that holds a byte", async () => {
+    const cap = 1024 * 1024;
+    await using node = startNode({ maxOutputBytes: 256 * 1024, maxBufferedBytes: cap });
+    const setup = await RawSocket.connect(node.port);
+    setup.write(setCall(1, "big", new Uint8Array(50_000).fill(1)));
+    await setup.waitFor(() => setup.frames().length === 1, "set reply");
+    const readers: RawSocket[] = [];
+    for (let h = 0; h < 8; h++) {
+      const r = await RawSocket.connect(node.port, { read: false }); // pipelines 5 MB of replies, reads none
+      r.write(concat(...Array.from({ length: 100 }, (_, i) => getCall(i, "big"))));
+      readers.push(r);
+    }
+    const deadline = Date.now() + 5_000;
+    while (node.server.counters.bufferCapClosed === 0 && Date.now() < deadline) await Bun.sleep(10);
+    await Bun.sleep(200); // the non-readers are where they stay
+    expect(node.server.counters.bufferCapClosed).toBeGreaterThan(0);
+    expect(node.server.counters.bufferedBytes).toBeLessThanOrEqual(cap);
+    // A client whose Set comes in two segments holds its first part for a while: it is served.
+    const good = await RawSocket.connect(node.port);
+    const set = setCall(7, "hello", new Uint8Array(20_000).fill(2));
+    good.write(set.subarray(0, 1000));
+    await Bun.sleep(30);
+    good.write(set.subarray(1000));
+    await good.waitFor(() => good.frames().length === 1 || good.isClosed, "the Set's reply");
+    expect(good.isClosed).toBe(false);
+    expect(replyHeader(good.frames()[0]!).seqid).toBe(7);
+    for (const r of readers) r.close();
+    good.close();
+    setup.close();
   });
 
   test("replies the socket takes at the end of the turn do not count toward the cap", async () => {
