@@ -34,6 +34,7 @@ export class ProtocolConnection {
     this.reader = new FrameReader(limits);
     this.decoder = new RequestDecoder(limits);
     this.reply = reply;
+    reply.maxMultiBytes = limits.maxFrameBytes;
   }
 
   /** push hands over a chunk read from the socket. */

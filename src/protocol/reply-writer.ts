@@ -57,6 +57,13 @@ export class ReplyWriter {
   private innerAt = -1;
   private countAt = -1;
   private count = 0;
+  /**
+   * maxMultiBytes bounds one GetMulti reply (the connection's frame limit: a client could not read
+   * a longer frame anyway): past it `addGetMultiEntry` refuses, before the buffer grows, so a
+   * short request naming one large value a thousand times cannot make a reply of any size.
+   */
+  maxMultiBytes = Infinity;
+  private multiStart = 0;
 
   constructor(out: BinaryWriter = new BinaryWriter()) {
     this.out = out;
@@ -252,6 +259,7 @@ export class ReplyWriter {
   /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
   beginGetMulti(req: Request): void {
     const w = this.out;
+    this.multiStart = w.length;
     this.begin(req, MESSAGE_REPLY, 16);
     w.fieldBegin(TYPE_STRUCT, 0);
     w.fieldBegin(TYPE_MAP, 1);
@@ -263,10 +271,12 @@ export class ReplyWriter {
 
   /**
    * addGetMultiEntry appends one map entry: copies the key from `keyBuf[keyStart…]` and
-   * returns the offset in `out.buffer` where the caller copies `valueLength` value bytes.
+   * returns the offset in `out.buffer` where the caller copies `valueLength` value bytes; or -1,
+   * writing nothing, when the reply would pass `maxMultiBytes` (the caller then `abortGetMulti`s).
    */
   addGetMultiEntry(keyBuf: Uint8Array, keyStart: number, keyLength: number, valueLength: number): number {
     const w = this.out;
+    if (w.length - this.multiStart + 8 + keyLength + valueLength + 2 > this.maxMultiBytes) return -1;
     w.ensure(8 + keyLength + valueLength + REPLY_OVERHEAD_BYTES);
     w.i32(keyLength);
     w.bytes(keyBuf, keyStart, keyLength);
@@ -275,6 +285,11 @@ export class ReplyWriter {
     w.length += valueLength;
     this.count++;
     return at;
+  }
+
+  /** abortGetMulti drops the GetMulti reply begun last (its buffer is where it was before). */
+  abortGetMulti(): void {
+    this.out.truncate(this.multiStart);
   }
 
   /** endGetMulti patches the entry count and finishes the reply. */

@@ -28,7 +28,7 @@ import {
   METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
-import { replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
+import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import type { Prefetches } from "./prefetch.ts";
 import { route } from "./routing.ts";
@@ -58,8 +58,12 @@ export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter,
  * throwaway writer, so it is served like a CALL (ONEWAY is rare; this allocates).
  */
 export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
-  return req.oneway ? new ReplyWriter(new BinaryWriter(256)) : reply;
+  if (!req.oneway) return reply;
+  const sink = new ReplyWriter(new BinaryWriter(256));
+  sink.maxMultiBytes = reply.maxMultiBytes;
+  return sink;
 }
+
 
 function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined): Promise<void> | void {
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
@@ -171,28 +175,38 @@ function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
 function getMulti(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
   if (group.loader === undefined) return writeGetMulti(group, req, reply, undefined, true);
   // loadMisses looks every key up (and counts it); the reply below then reads without counting.
-  const loads = loadMisses(group, req);
+  const loads = loadMisses(group, req, reply.maxMultiBytes);
   if (loads === undefined) return writeGetMulti(group, req, reply, undefined, false);
+  if (loads === TOO_LARGE) return multiTooLarge(reply, req, false);
   return loads.then((loaded) => writeGetMulti(group, req, reply, loaded, false), (e: unknown) => replyThrown(reply, req, e));
 }
 
-/** loadMisses starts a load for every key of a GetMulti not in the store; undefined if none. */
-function loadMisses(group: Group, req: Request): Promise<(Loaded | null)[]> | undefined {
-  let loads: Promise<Loaded | null>[] | undefined;
+const TOO_LARGE = "too large";
+
+/**
+ * loadMisses starts a load for every key of a GetMulti not in the store; undefined if none, or
+ * TOO_LARGE (nothing started) when its hits alone would pass `maxBytes` of reply.
+ */
+function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Loaded | null)[]> | undefined | typeof TOO_LARGE {
   const hits: number[] = []; // (index, item id) pairs
+  const misses: number[] = [];
+  let hitBytes = 0;
   for (let i = 0; i < req.itemCount; i++) {
-    const ks = req.items[i * 4]!;
-    const kl = req.items[i * 4 + 1]!;
-    const id = group.lookup(req.buffer, ks, kl);
-    if (id >= 0) hits.push(i, id);
-    if (id >= 0 || group.lastNegative) continue;
-    loads ??= new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
-    loads[i] = group.load(req.buffer, ks, kl).catch((e: unknown) => {
+    const id = group.lookup(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+    if (id >= 0) {
+      hits.push(i, id);
+      hitBytes += group.store.valueLength(id) + req.items[i * 4 + 1]! + 8;
+    } else if (!group.lastNegative) misses.push(i);
+  }
+  if (misses.length === 0) return undefined;
+  if (hitBytes > maxBytes) return TOO_LARGE; // (the copies below would come to that)
+  const loads = new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
+  for (const i of misses) {
+    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!).catch((e: unknown) => {
       if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
       throw e;
     });
   }
-  if (loads === undefined) return undefined;
   // The hits' values are copied now (loads only start after this): while the loads run, the
   // loads' fills or other connections' writes may evict them, and a hit must stay in the reply.
   const store = group.store;
@@ -218,12 +232,14 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
     const id = counted ? group.lookup(req.buffer, ks, kl) : store.get(req.buffer, ks, kl);
     if (id >= 0 && !store.isNegative(id)) {
       const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
+      if (at < 0) return multiTooLarge(reply, req, true);
       store.copyValue(id, reply.out.buffer, at);
       continue;
     }
     const value = loaded?.[i]?.value;
     if (value === undefined) continue; // absent keys are left out of the map, as in the seed
     const at = reply.addGetMultiEntry(req.buffer, ks, kl, value.length);
+    if (at < 0) return multiTooLarge(reply, req, true);
     reply.out.buffer.set(value, at);
   }
   reply.endGetMulti();

@@ -29,6 +29,20 @@ export function replySetError(reply: ReplyWriter, req: Request, r: Exclude<SetRe
   replyCacheError(reply, req, code, message);
 }
 
+/**
+ * multiTooLarge answers a GetMulti whose reply would pass the reply's frame limit
+ * (ReplyWriter.maxMultiBytes): VALUE_TOO_LARGE, after dropping what was begun of the reply.
+ */
+export function multiTooLarge(reply: ReplyWriter, req: Request, begun: boolean): void {
+  if (begun) reply.abortGetMulti();
+  replyCacheError(reply, req, ERROR_CODE.VALUE_TOO_LARGE, multiTooLargeError(reply.maxMultiBytes).message);
+}
+
+/** multiTooLargeError is that answer as an error (for a GetMulti that fails before its reply begins). */
+export function multiTooLargeError(maxBytes: number): CacheError {
+  return new CacheError(ERROR_CODE.VALUE_TOO_LARGE, `GetMulti reply over ${maxBytes} bytes (the frame limit): ask for fewer keys`);
+}
+
 /** replyThrown answers a failure: a CacheError with its code, anything else LOAD_FAILED. */
 export function replyThrown(reply: ReplyWriter, req: Request, e: unknown): void {
   if (e instanceof CacheError) return replyCacheError(reply, req, e.code, e.message);

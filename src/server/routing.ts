@@ -30,7 +30,7 @@ import {
 } from "../protocol/request.ts";
 import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
-import { replyCacheError, replyThrown } from "./reply-errors.ts";
+import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { type Prefetch, type Prefetches, agedTtl } from "./prefetch.ts";
 
@@ -257,7 +257,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
     if (client === undefined) {
-      work.push(localValues(group, req, indexes, values, ttls, true));
+      work.push(localValues(group, req, indexes, values, ttls, true, reply.maxMultiBytes));
       continue;
     }
     cluster.counters.forwarded++;
@@ -271,7 +271,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += indexes.length;
-        return localValues(group, req, indexes, values, ttls, false).then(() => {
+        return localValues(group, req, indexes, values, ttls, false, reply.maxMultiBytes).then(() => {
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
           for (const i of indexes) {
             const v = values[i];
@@ -293,6 +293,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         const v = values[i];
         if (v === undefined) continue;
         const at = reply.addGetMultiEntry(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v.length);
+        if (at < 0) return multiTooLarge(reply, req, true);
         reply.out.buffer.set(v, at);
       }
       reply.endGetMulti();
@@ -306,21 +307,27 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
  * their remaining TTLs (ms, -1: none; 0 for a value that must not be kept, see Loaded.stale) in
  * `ttls`; loads are cached in the group only with `cache` (keys this node owns). It settles once
  * every load has (the first failure then rejects it), so nothing it started reads the request later.
+ * Hits whose copies would pass `maxBytes` reject it VALUE_TOO_LARGE before any load starts.
  */
 async function localValues(
-  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[], cache: boolean,
+  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[], cache: boolean, maxBytes: number,
 ): Promise<void> {
-  const loads: Promise<void>[] = [];
+  const misses: number[] = [];
+  let hitBytes = 0;
   for (const i of indexes) {
-    const ks = req.items[i * 4]!;
     const kl = req.items[i * 4 + 1]!;
-    const id = group.lookup(req.buffer, ks, kl);
+    const id = group.lookup(req.buffer, req.items[i * 4]!, kl);
     if (id >= 0) {
+      hitBytes += group.store.valueLength(id) + kl + 8;
+      if (hitBytes > maxBytes) throw multiTooLargeError(maxBytes);
       values[i] = group.store.valueView(id).slice();
       ttls[i] = group.store.ttlRemaining(id);
-      continue;
-    }
-    if (group.loader === undefined || group.lastNegative) continue;
+    } else if (group.loader !== undefined && !group.lastNegative) misses.push(i);
+  }
+  const loads: Promise<void>[] = [];
+  for (const i of misses) {
+    const ks = req.items[i * 4]!;
+    const kl = req.items[i * 4 + 1]!;
     loads.push(group.load(req.buffer, ks, kl, cache).then(
       (loaded) => {
         values[i] = loaded.value;
