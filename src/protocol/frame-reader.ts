@@ -42,6 +42,8 @@ import {
 
 const EMPTY = new Uint8Array(0);
 const PENDING_INITIAL_BYTES = 1024;
+/** KEEP_PENDING_BYTES: a larger partial-message buffer is dropped once it is empty. */
+const KEEP_PENDING_BYTES = 1024 * 1024;
 /** Bytes needed to tell framed/header transports apart: length + 2 magic bytes. */
 const DETECT_BYTES = 6;
 
@@ -100,6 +102,11 @@ export class FrameReader {
     this.chunkPos = p;
   }
 
+  /** pendingCapacity is the size of the buffer kept for partial messages (0 when none is kept). */
+  get pendingCapacity(): number {
+    return this.pending.length;
+  }
+
   /** bufferedBytes returns how many bytes of an incomplete message are held. */
   bufferedBytes(): number {
     return this.pendingEnd - this.pendingStart + this.chunk.length - this.chunkPos;
@@ -109,6 +116,9 @@ export class FrameReader {
   next(): boolean {
     if (this.pendingEnd > this.pendingStart) return this.nextFromPending();
     this.pendingStart = this.pendingEnd = 0;
+    // Nothing pending, and the last message is served: a buffer a large frame grew is given back
+    // (an idle connection would keep up to the frame limit for good).
+    if (this.pending.length > KEEP_PENDING_BYTES) this.pending = EMPTY;
     return this.nextFromChunk();
   }
 

@@ -59,7 +59,10 @@ export class ProtocolConnection {
       req.transport = reader.transport;
       throw e;
     }
-    if (!found) return false;
+    if (!found) {
+      req.releaseItems(); // the last request is served: a huge key list is not kept while idle
+      return false;
+    }
     this.decoder.decode(reader.buffer, reader.start, reader.end, reader.transport, req);
     return true;
   }

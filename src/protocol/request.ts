@@ -88,6 +88,10 @@ export function matchMethod(buf: Uint8Array, start: number, length: number): num
 
 const EMPTY = new Uint8Array(0);
 
+const INITIAL_ITEM_WORDS = 64;
+/** KEEP_ITEM_WORDS: larger `items` (over 1 MiB, 65,536 keys) are dropped once served (`releaseItems`). */
+const KEEP_ITEM_WORDS = 256 * 1024;
+
 export class Request {
   /** The input the ranges below index into. */
   buffer: Uint8Array = EMPTY;
@@ -120,7 +124,7 @@ export class Request {
 
   /** GetMulti keys / SetMulti entries: 4 int32 per entry (see header). */
   itemCount = 0;
-  items = new Int32Array(64);
+  items = new Int32Array(INITIAL_ITEM_WORDS);
 
   /** PeerInvalidate: `all` drops every mirror of the group (after a Clear). */
   all = false;
@@ -147,6 +151,14 @@ export class Request {
     this.all = false;
     this.errorCode = 0;
     this.errorMessage = "";
+  }
+
+  /**
+   * releaseItems drops `items` grown past KEEP_ITEM_WORDS by a huge multi-key request, once it is
+   * served (a connection would otherwise hold 16 bytes per key of the largest it ever sent).
+   */
+  releaseItems(): void {
+    if (this.items.length > KEEP_ITEM_WORDS) this.items = new Int32Array(INITIAL_ITEM_WORDS);
   }
 
   /**

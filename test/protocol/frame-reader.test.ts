@@ -218,3 +218,31 @@ describe("FrameReader", () => {
     }
   });
 });
+
+describe("buffers a large message grew are not kept once it is served", () => {
+  test("a 1.6 MB GetMulti of 200,000 keys in 64 KiB pieces: after it, no large partial buffer and no large key list", () => {
+    const keys = 200_000;
+    const head = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.LIST, 2).u8(T.STRING).i32(keys).bytes();
+    const list = new Uint8Array(keys * 8);
+    const dv = new DataView(list.buffer);
+    for (let i = 0; i < keys; i++) dv.setInt32(i * 8, 4), list.set([0x6b, 0x65, 0x79, 0x30 + (i % 10)], i * 8 + 4);
+    const frame = wrap("framed", message(MSG.CALL, "GetMulti", 1, concat(head, list, new Uint8Array([0, 0]))));
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    let served = 0;
+    for (let at = 0; at < frame.length; at += 65536) {
+      conn.push(frame.subarray(at, Math.min(frame.length, at + 65536)));
+      while (conn.nextRequest()) {
+        served++;
+        expect(conn.request.itemCount).toBe(keys);
+        expect(conn.reader.pendingCapacity).toBeGreaterThan(frame.length - 1);
+      }
+    }
+    expect(served).toBe(1);
+    expect(conn.reader.pendingCapacity).toBe(0);
+    expect(conn.request.items.length).toBe(64);
+    // and the connection goes on as before
+    conn.push(wrap("framed", message(MSG.CALL, "GetMulti", 2, concat(head.subarray(0, head.length - 4), new Uint8Array([0, 0, 0, 1, 0, 0, 0, 1, 0x61, 0, 0])))));
+    expect(conn.nextRequest()).toBe(true);
+    expect([conn.request.seqid, conn.request.itemCount]).toEqual([2, 1]);
+  });
+});

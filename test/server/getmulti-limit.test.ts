@@ -66,7 +66,7 @@ describe("a GetMulti reply past the frame limit", () => {
     const byOwner = new Map<string, Uint8Array[]>();
     for (let i = 0; [...byOwner.values()].filter((l) => l.length >= 2).length < 2; i++) {
       const k = enc.encode(`k${i}`);
-      const owner = node.cluster!.ring.owner(k);
+      const owner = node.cluster!.ring.owner(k) ?? "";
       const list = byOwner.get(owner) ?? [];
       if (list.length < 2) list.push(k);
       byOwner.set(owner, list);
