@@ -108,6 +108,7 @@ export class CacheClient {
   private closed = false;
 
   constructor(opts: ClientOptions) {
+    if (!(Number.isInteger(opts.port) && opts.port > 0 && opts.port <= 65535)) throw new RangeError(`CacheClient: port must be 1..65535, got ${opts.port}`);
     const connections = positive("connections", opts.connections ?? 2);
     const timeoutMs = positive("timeoutMs", opts.timeoutMs ?? 1000);
     const endpoint = {

@@ -230,9 +230,14 @@ export class ClientConnection {
     this.connectTimer.unref();
     const tls = this.endpoint.tls;
     const options = { hostname: host, port, data: attempt, socket: HANDLERS };
-    (tls === undefined || tls === false ? Bun.connect<Attempt>(options) : Bun.connect<Attempt>({ ...options, tls })).catch((e: unknown) =>
-      this.connectFailed(attempt.id, e instanceof Error ? e.message : String(e)),
-    );
+    const failed = (e: unknown): void => this.connectFailed(attempt.id, e instanceof Error ? e.message : String(e));
+    try {
+      (tls === undefined || tls === false ? Bun.connect<Attempt>(options) : Bun.connect<Attempt>({ ...options, tls })).catch(failed);
+    } catch (e) {
+      // Bun.connect throws at once for some addresses (a port out of range, say): fail like a
+      // refused connection, after the call that asked for it has its promise.
+      queueMicrotask(() => failed(e));
+    }
   }
 
   onOpen(id: number, socket: Socket<Attempt>): void {

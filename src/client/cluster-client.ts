@@ -7,8 +7,14 @@
  *
  * Multi-key calls are split by owner, sent in parallel, and merged. `setMembers` follows a
  * membership change (clients of departed members are closed).
+ *
+ * An owner that is down (its client marked it so after failed calls) is not asked again until it
+ * answers a probe: its keys' calls go to another member instead, which forwards them or, the
+ * owner being unreachable, loads Gets itself (groupcache's fallback), as for any client that is
+ * not ring-aware. A Get that fails to reach its owner is asked once more through another member.
  */
 import { Ring } from "../cluster/ring.ts";
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.ts";
 
 export interface ClusterClientOptions {
@@ -26,6 +32,7 @@ export class ClusterClient {
   private readonly ring: Ring;
   private readonly clients = new Map<string, CacheClient>();
   private readonly clientOptions: Omit<ClientOptions, "host" | "port">;
+  private closed = false;
 
   constructor(opts: ClusterClientOptions) {
     this.ring = new Ring(opts.vnodes === undefined ? {} : { vnodes: opts.vnodes });
@@ -33,8 +40,9 @@ export class ClusterClient {
     this.setMembers(opts.members);
   }
 
-  /** setMembers follows a new member list. */
+  /** setMembers follows a new member list (ignored once closed). */
   setMembers(members: readonly string[]): void {
+    if (this.closed) return;
     const next = new Set(members);
     for (const id of this.ring.nodes) {
       if (next.has(id)) continue;
@@ -58,25 +66,37 @@ export class ClusterClient {
     return owner;
   }
 
-  get(group: string, key: string | Uint8Array): Promise<GetResult> {
-    return this.clientFor(key).get(group, key);
+  async get(group: string, key: string | Uint8Array): Promise<GetResult> {
+    const client = this.clientFor(key);
+    try {
+      return await client.get(group, key);
+    } catch (e) {
+      // Not reached (timeout, connection refused, down): once more through another member.
+      if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
+      const other = this.otherThan(client);
+      if (other === undefined) throw e;
+      return other.get(group, key);
+    }
   }
 
-  set(group: string, key: string | Uint8Array, value: string | Uint8Array, ttlMs?: number): Promise<void> {
+  async set(group: string, key: string | Uint8Array, value: string | Uint8Array, ttlMs?: number): Promise<void> {
     return this.clientFor(key).set(group, key, value, ttlMs);
   }
 
-  delete(group: string, key: string | Uint8Array): Promise<boolean> {
+  async delete(group: string, key: string | Uint8Array): Promise<boolean> {
     return this.clientFor(key).delete(group, key);
   }
 
-  /** clear empties the group on every node (any node would spread it; this asks one). */
-  clear(group: string): Promise<void> {
-    return this.anyClient().clear(group);
+  /** clear empties the group on every node (any node would spread it; this asks one that is up). */
+  async clear(group: string): Promise<void> {
+    this.checkOpen();
+    const any = this.otherThan(undefined);
+    if (any === undefined) throw new Error("ClusterClient has no members");
+    return any.clear(group);
   }
 
   async getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
-    const parts = await Promise.all([...this.split(keys, (k) => k)].map(([id, ks]) => this.clients.get(id)!.getMulti(group, ks)));
+    const parts = await Promise.all([...this.split(keys, (k) => k)].map(([client, ks]) => client.getMulti(group, ks)));
     const merged = new Map<string, Uint8Array>();
     for (const part of parts) for (const [k, v] of part) merged.set(k, v);
     return merged;
@@ -84,10 +104,11 @@ export class ClusterClient {
 
   async setMulti(group: string, entries: Iterable<[string | Uint8Array, string | Uint8Array]>, ttlMs?: number): Promise<void> {
     const parts = this.split([...entries], ([k]) => k);
-    await Promise.all([...parts].map(([id, es]) => this.clients.get(id)!.setMulti(group, es, ttlMs)));
+    await Promise.all([...parts].map(([client, es]) => client.setMulti(group, es, ttlMs)));
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const clients = [...this.clients.values()];
     this.clients.clear();
     await Promise.all(clients.map((c) => c.close()));
@@ -97,20 +118,35 @@ export class ClusterClient {
     await this.close();
   }
 
+  /** clientFor is the client a call for `key` goes to: its owner's, or another's while the owner is down. */
   private clientFor(key: string | Uint8Array): CacheClient {
-    return this.clients.get(this.ownerOf(key))!;
+    this.checkOpen();
+    const owner = this.clients.get(this.ownerOf(key))!;
+    return owner.isDown ? (this.otherThan(owner) ?? owner) : owner;
   }
 
-  private anyClient(): CacheClient {
-    const first = this.clients.values().next();
-    if (first.done) throw new Error("ClusterClient has no members");
-    return first.value;
+  /**
+   * otherThan returns a client of a member that is up, after `client`'s member in the member
+   * list (so a down member's keys go to one node, not to all), or undefined if no other is up.
+   */
+  private otherThan(client: CacheClient | undefined): CacheClient | undefined {
+    const all = [...this.clients.values()];
+    const from = client === undefined ? -1 : all.indexOf(client);
+    for (let i = 1; i <= all.length; i++) {
+      const c = all[(from + i + all.length) % all.length]!;
+      if (c !== client && !c.isDown) return c;
+    }
+    return undefined;
   }
 
-  private split<T>(items: readonly T[], keyOf: (item: T) => string | Uint8Array): Map<string, T[]> {
-    const byOwner = new Map<string, T[]>();
+  private checkOpen(): void {
+    if (this.closed) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "client closed");
+  }
+
+  private split<T>(items: readonly T[], keyOf: (item: T) => string | Uint8Array): Map<CacheClient, T[]> {
+    const byOwner = new Map<CacheClient, T[]>();
     for (const item of items) {
-      const owner = this.ownerOf(keyOf(item));
+      const owner = this.clientFor(keyOf(item));
       const list = byOwner.get(owner);
       if (list === undefined) byOwner.set(owner, [item]);
       else list.push(item);

@@ -94,7 +94,16 @@ export class Cluster {
     const next = new Set(ids);
     next.add(this.self);
     const removed = this.ring.nodes.filter((id) => !next.has(id));
-    const added = [...next].filter((id) => !this.ring.has(id));
+    const clients = new Map<string, PeerClient>();
+    for (const id of next) {
+      if (id === this.self || this.ring.has(id)) continue;
+      try {
+        clients.set(id, this.connect(id)); // first: a member without a client never enters the ring
+      } catch (e) {
+        this.logger.warn("cluster member left out: no client can be made for it", { member: id, error: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    const added = [...next].filter((id) => !this.ring.has(id) && (id === this.self || clients.has(id)));
     if (removed.length === 0 && added.length === 0) return false;
     for (const id of removed) {
       this.ring.remove(id);
@@ -104,7 +113,8 @@ export class Cluster {
     }
     for (const id of added) {
       this.ring.add(id);
-      if (id !== this.self) this.peers.set(id, this.connect(id));
+      const client = clients.get(id);
+      if (client !== undefined) this.peers.set(id, client);
     }
     this.counters.membershipChanges++;
     this.generation++;

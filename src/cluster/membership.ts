@@ -40,13 +40,32 @@ export function parseMembers(text: string): string[] {
     for (const part of line.replace(/#.*/, "").split(",")) {
       const id = part.trim();
       if (id === "") continue;
-      if (!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(id)) {
-        throw new Error(`bad member '${id}': expected host:port`);
+      if ((!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(id)) || !validPort(id)) {
+        throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
       }
       if (!ids.includes(id)) ids.push(id);
     }
   }
   return ids;
+}
+
+/**
+ * applyMembers hands a new list to the node; a failure is logged, and the next change is applied
+ * as usual (reloads are chained: one that threw would otherwise stop every later one).
+ */
+function applyMembers(onChange: MembersCallback | null, members: string[], logger: MembershipLogger): boolean {
+  try {
+    onChange?.(members);
+    return true;
+  } catch (e) {
+    logger.warn("member list not applied", { members: members.join(","), error: e instanceof Error ? e.message : String(e) });
+    return false;
+  }
+}
+
+function validPort(id: string): boolean {
+  const port = Number(id.slice(id.lastIndexOf(":") + 1));
+  return port >= 1 && port <= 65535;
 }
 
 export class StaticMembers implements MembershipSource {
@@ -110,6 +129,11 @@ export class FileMembers implements MembershipSource {
     this.onChange = null;
   }
 
+  /** apply hands `members` on; if that fails, the same list is tried again at the next reload. */
+  private apply(members: string[]): void {
+    if (!applyMembers(this.onChange, members, this.logger)) this.last = "";
+  }
+
   private async read(): Promise<void> {
     let members: string[];
     try {
@@ -125,7 +149,7 @@ export class FileMembers implements MembershipSource {
     const key = members.join(",");
     if (key === this.last) return;
     this.last = key;
-    this.onChange?.(members);
+    this.apply(members);
   }
 }
 
@@ -174,6 +198,11 @@ export class DnsMembers implements MembershipSource {
     this.onChange = null;
   }
 
+  /** apply hands `members` on; if that fails, the same list is tried again at the next reload. */
+  private apply(members: string[]): void {
+    if (!applyMembers(this.onChange, members, this.logger)) this.last = "";
+  }
+
   private async lookup(): Promise<void> {
     let addresses: string[];
     try {
@@ -187,6 +216,6 @@ export class DnsMembers implements MembershipSource {
     const key = members.join(",");
     if (key === this.last) return;
     this.last = key;
-    this.onChange?.(members);
+    this.apply(members);
   }
 }

@@ -1,0 +1,134 @@
+/**
+ * Membership and client faults: a member id whose port is out of range, a member no client can be
+ * made for, a node's handler that throws on a new list, a ring-aware client whose owner is down
+ * or which was closed, and a loader slower than four global load timeouts in a group that
+ * allows it.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { ClusterClient } from "../../src/client/cluster-client.ts";
+import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
+import { FileMembers, parseMembers } from "../../src/cluster/membership.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink } from "../server/support.ts";
+import { freePorts } from "../support/node-process.ts";
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+function quiet() {
+  const warnings: string[] = [];
+  return { warnings, logger: { info() {}, warn: (msg: string) => void warnings.push(msg) } };
+}
+
+describe("member ids", () => {
+  test("a port out of range is refused in a peers file and by a client", () => {
+    expect(() => parseMembers("127.0.0.1:70000")).toThrow("port 1..65535");
+    expect(() => parseMembers("127.0.0.1:0")).toThrow("port 1..65535");
+    expect(parseMembers("a:1\n# comment\nb:65535, a:1")).toEqual(["a:1", "b:65535"]);
+    expect(() => new CacheClient({ host: "127.0.0.1", port: 70000 })).toThrow(RangeError);
+  });
+
+  test("a member no client can be made for is left out of the ring, and the others join", () => {
+    const { warnings, logger } = quiet();
+    const made: string[] = [];
+    const cluster = new Cluster({
+      self: "me:1",
+      logger,
+      connect: (id) => {
+        if (id === "bad:2") throw new Error("cannot dial");
+        made.push(id);
+        return { isDown: false, close: async () => {} } as unknown as PeerClient;
+      },
+    });
+    expect(cluster.setMembers(["me:1", "bad:2", "good:3"])).toBe(true);
+    expect(cluster.members).toEqual(["good:3", "me:1"]);
+    expect(made).toEqual(["good:3"]);
+    expect(warnings).toEqual(["cluster member left out: no client can be made for it"]);
+  });
+});
+
+describe("peers file reloads", () => {
+  test("a list the node fails to apply is logged; later lists are still applied, and the failed one again", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-members-");
+    try {
+      const path = join(dir, "peers");
+      const { warnings, logger } = quiet();
+      const applied: string[][] = [];
+      let failNext = false;
+      const members = new FileMembers(path, logger);
+      await writeFile(path, "a:1\n");
+      members.start((list) => {
+        if (failNext) {
+          failNext = false;
+          throw new Error("boom");
+        }
+        applied.push(list);
+      });
+      await members.settled();
+      failNext = true;
+      await writeFile(path, "a:1\nb:2\n");
+      members.reload();
+      await members.settled();
+      members.reload(); // the same list: tried again, since it was not applied
+      await members.settled();
+      await writeFile(path, "a:1\nb:2\nc:3\n");
+      members.reload();
+      await members.settled();
+      members.close();
+      expect(applied).toEqual([["a:1"], ["a:1", "b:2"], ["a:1", "b:2", "c:3"]]);
+      expect(warnings).toContain("member list not applied");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a ring-aware client", () => {
+  test("sends a down owner's keys through another member, which loads them itself; after close, calls reject", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    const nodes = ports.map((port) => {
+      const n = CacheNode.start(
+        { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 300, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+        { logger: new LogSink().logger, loaders: { g: (key) => `loaded ${key}` } },
+      );
+      open.push(n);
+      return n;
+    });
+    const cc = new ClusterClient({ members: ids, client: { timeoutMs: 500, maxFailures: 1, probeIntervalMs: 60_000 } });
+    let key = "";
+    for (let i = 0; key === ""; i++) if (cc.ownerOf(`u${i}`) === ids[1]) key = `u${i}`;
+    expect(text((await cc.get("g", key)).value)).toBe(`loaded ${key}`);
+    await nodes[1]!.close();
+    for (let i = 0; i < 5; i++) expect(text((await cc.get("g", key)).value)).toBe(`loaded ${key}`);
+    expect(nodes[0]!.cluster!.counters.fallbackLoads).toBeGreaterThan(0);
+    await cc.close();
+    await expect(cc.get("g", key)).rejects.toMatchObject({ code: 7, message: "client closed" });
+    await expect(cc.set("g", key, "v")).rejects.toMatchObject({ code: 7 });
+  });
+});
+
+describe("the loader pool's stop", () => {
+  test("comes after four of the longest group timeout, not of --load-timeout", async () => {
+    await using node = await CacheNode.open(
+      { port: 0, loaders: FIXTURES, loadTimeoutMs: 100, groups: [{ name: "slow", ttlMs: 0, loadTimeoutMs: 2_000 }] },
+      { logger: new LogSink().logger },
+    );
+    const c = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 5_000 });
+    try {
+      // 600 ms: past 4 × 100 ms, within the group's 2 s.
+      expect(text((await c.get("slow", "600")).value)).toBe("slept 600");
+      expect(node.pool!.counters.stopped).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+});
