@@ -340,8 +340,12 @@ export class CacheServer implements DispatchContext {
     // served before it in this turn, unless it is lent already (a callback that re-entered: its
     // replies then stay behind the lender's). A full shared buffer is written out first.
     let lent = own.length === 0 && this.sharedLent === false;
+    if (lent && shared.length >= SHARED_FLUSH_BYTES) {
+      this.writeShared();
+      // Writing the others' replies accounts them, and the buffer cap may have closed this one.
+      if (conn.closing) return this.flush(conn);
+    }
     if (lent) {
-      if (shared.length >= SHARED_FLUSH_BYTES) this.writeShared();
       this.sharedLent = true;
       proto.reply.out = shared;
     }
@@ -612,8 +616,9 @@ export class CacheServer implements DispatchContext {
   /**
    * capClose closes a connection for the buffer cap: its queued input is dropped, the replies the
    * socket takes now are sent, and if some are left (a client that does not read them) the
-   * connection is reset, or they would hold their bytes for good. Its bytes leave the count now:
-   * what it still holds (a partial frame, a load it waits for) goes when it closes.
+   * connection is reset, or they would hold their bytes for good; one that waits for a load is
+   * treated so once that reply is written (`flush`). Its bytes leave the count now: what it still
+   * holds (a partial frame, the reply it waits for) goes when it closes.
    */
   private capClose(conn: Connection, cap: number): void {
     this.counters.bufferCapClosed++;
@@ -625,8 +630,7 @@ export class CacheServer implements DispatchContext {
     this.counters.bufferedBytes -= conn.buffered;
     conn.buffered = 0;
     conn.dropBacklog();
-    this.flush(conn);
-    if (conn.open && conn.queuedOutput > 0) conn.socket.terminate();
+    this.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
   }
 
   /** park holds the connection until `pending` has written its reply, then serves on in order. */
@@ -694,6 +698,15 @@ export class CacheServer implements DispatchContext {
    * rest waits for `drain` (an unsent tail of the shared part moves to the front of its own).
    */
   private flush(conn: Connection): void {
+    this.writeOut(conn);
+    // A connection that waits ends after the reply it waits for (its `process` flushes again).
+    if (!conn.closing || conn.waiting) return;
+    if (conn.proto.reply.out.length === 0) conn.socket.end();
+    else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
+  }
+
+  /** writeOut hands the socket the connection's replies (shared-buffer part first); the rest waits for `drain`. */
+  private writeOut(conn: Connection): void {
     const out = conn.proto.reply.out;
     const start = conn.sharedStart;
     if (start >= 0) {
@@ -718,8 +731,6 @@ export class CacheServer implements DispatchContext {
       }
       if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
     }
-    // A connection that waits ends after the reply it waits for (its `process` flushes again).
-    if (out.length === 0 && conn.closing && !conn.waiting) conn.socket.end();
   }
 
   /**

@@ -360,7 +360,10 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       continue;
     }
     cluster.counters.forwarded++;
-    for (const [k] of entries) group.mirror?.delete(k, 0, k.length);
+    for (const [k] of entries) {
+      group.mirror?.delete(k, 0, k.length);
+      group.written(k, 0, k.length); // as routeWrite: no answer read before it may fill the mirror
+    }
     work.push(client.setMulti(group.name, entries, ttl, { peer: true }).then(() => {
       group.counters.sets += entries.length;
     }));

@@ -8,8 +8,15 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
+import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
+import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
+import { METHOD_DELETE, METHOD_GET, METHOD_SET, METHOD_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { LogSink } from "../server/support.ts";
+import { route } from "../../src/server/routing.ts";
+import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { LogSink, deleteCall, getCall, setCall } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -112,4 +119,50 @@ describe("mirror expiry", () => {
     expect(mirror.size).toBe(0);
     expect(mirror.stats().expiredActive).toBe(1);
   });
+});
+
+describe("every write forwarded through this node counts for the mirror's tickets", () => {
+  // Routing driven directly, with a peer whose answers the test hands over when it chooses: a Get
+  // of k is forwarded, a write of k goes through this node and is acknowledged, then the Get's
+  // answer (read before the write) arrives. It must not fill the mirror, whichever the write.
+  async function trial(write: "Set" | "Delete" | "SetMulti"): Promise<boolean> {
+    const group = new Group({ name: "default", memory: 8 * 1024 * 1024, mirrorMemory: 2 * 1024 * 1024, admissionK: 1 });
+    let answer: ForwardCallback | undefined;
+    const peer = {
+      isDown: false,
+      forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: ForwardCallback) => void (answer = done),
+      set: async () => {},
+      setMulti: async () => {},
+      delete: async () => true,
+    } as unknown as PeerClient;
+    const cluster = new Cluster({ self: "me:1", connect: () => peer, logger: { info() {}, warn() {} } });
+    cluster.setMembers(["me:1", "owner:2"]);
+    let key = "";
+    for (let i = 0; key === ""; i++) if (cluster.owner(new TextEncoder().encode(`k${i}`), 0, `k${i}`.length) === "owner:2") key = `k${i}`;
+    const decode = (bytes: Uint8Array): ProtocolConnection => {
+      const pc = new ProtocolConnection(DEFAULT_LIMITS);
+      pc.push(bytes);
+      if (!pc.nextRequest()) throw new Error("no request");
+      return pc;
+    };
+    const get = decode(getCall(1, key));
+    const pending = route(cluster, group, METHOD_GET, get.request, get.reply) as Promise<void>;
+    const value = new TextEncoder().encode("new");
+    const w = write === "Set" ? decode(setCall(2, key, value)) : write === "Delete" ? decode(deleteCall(2, key))
+      : decode(framed(message(MSG.CALL, "SetMulti", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
+        .field(T.MAP, 2).u8(T.STRING).u8(T.STRING).i32(1).str(key).str(value).stop().stop().bytes())));
+    const base = write === "Set" ? METHOD_SET : write === "Delete" ? METHOD_DELETE : METHOD_SET_MULTI;
+    await route(cluster, group, base, w.request, w.reply);
+    const old = new TextEncoder().encode("old");
+    answer!(null, old, 0, old.length, 60_000);
+    await pending;
+    const k = new TextEncoder().encode(key);
+    return group.mirror!.has(k, 0, k.length);
+  }
+
+  for (const write of ["Set", "Delete", "SetMulti"] as const) {
+    test(`${write}: the earlier answer is not kept`, async () => {
+      expect(await trial(write)).toBe(false);
+    });
+  }
 });

@@ -191,6 +191,57 @@ describe("resource limits", () => {
     setup.close();
   });
 
+  test("a connection closed by the cap while it waits for a load is reset once that reply is written, if its client does not read", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await using node = startNode({ maxBufferedBytes: 30_000, maxItemSize: 16 * 1024 * 1024, memory: 256 * 1024 * 1024 }, {
+      loaders: { default: async () => (await gate, new Uint8Array(12_000_000).fill(5)) },
+    });
+    const raw = await RawSocket.connect(node.port, { read: false });
+    raw.write(getCall(1, "k")); // waits at the gate
+    await Bun.sleep(30);
+    raw.write(concat(...Array.from({ length: 1500 }, (_, i) => getCall(2 + i, "other")))); // queued past the cap
+    const deadline = Date.now() + 5_000;
+    while (node.server.counters.bufferCapClosed === 0 && Date.now() < deadline) await Bun.sleep(10);
+    expect(node.server.counters.bufferCapClosed).toBe(1);
+    expect(node.server.connectionCount).toBe(1); // it waits for its reply
+    release(); // 12 MB the client will not read: kept, it would be held, uncounted, for good
+    while (node.server.connectionCount > 0 && Date.now() < deadline) await Bun.sleep(10);
+    expect(node.server.connectionCount).toBe(0);
+    raw.close();
+  });
+
+  test("a connection the cap closes while the shared buffer is written at the start of its own turn is not served", async () => {
+    // White-box: X's client does not read (its socket.write is made to take nothing), A holds most
+    // of a 3 MB Set. In one turn X's Gets fill the shared buffer past its flush size; A's data
+    // event then writes it first, which accounts X and puts the total over the cap, and the
+    // largest holder is A. A was served anyway: its Set stored, its reply dropped.
+    await using node = startNode({ maxBufferedBytes: 3_200_000, maxItemSize: 4 * 1024 * 1024, memory: 64 * 1024 * 1024 });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const store = node.groups.byName("default")!.store;
+    const big = new TextEncoder().encode("big");
+    store.set(big, 0, big.length, new Uint8Array(100_000).fill(1), 0, 100_000, 0);
+    const x = await RawSocket.connect(node.port, { read: false });
+    const a = await RawSocket.connect(node.port);
+    const setFrame = setCall(1, "a-key", new Uint8Array(3_000_000).fill(2));
+    const cut = setFrame.length - 100;
+    a.write(setFrame.subarray(0, cut));
+    const deadline = Date.now() + 5_000;
+    while (server.counters.bufferedBytes < cut && Date.now() < deadline) await Bun.sleep(10);
+    const conns = [...server.connections];
+    const connA = conns.find((c) => c.proto.reader.bufferedBytes() > 0);
+    const connX = conns.find((c) => c !== connA);
+    connX.socket.write = () => 0;
+    server.onData(connX, concat(getCall(10, "big"), getCall(11, "big"), getCall(12, "big")));
+    server.onData(connA, setFrame.subarray(cut));
+    expect(connA.capClosed).toBe(true);
+    expect(store.has(new TextEncoder().encode("a-key"))).toBe(false);
+    connX.socket.terminate(); // its output can never drain (its write takes nothing): not worth the close's wait
+    x.close();
+    a.close();
+  });
+
   test("replies the socket takes at the end of the turn do not count toward the cap", async () => {
     await using node = startNode({ maxBufferedBytes: 8 * 1024 });
     const client = await RawSocket.connect(node.port);
