@@ -441,9 +441,10 @@ export class Store {
    * The table grows only into bytes no page holds. Once every page belongs to a class, a table
    * that is full would stay that size for good, and new items of one class would evict each other
    * while pages of another class kept values much older (large values written once, then a stream
-   * of small ones: 16k items in 256 MiB). So when another class's LRU tail is much older than this
-   * class's (the test `allocChunk` uses to move a page), its page is released to the pool instead
-   * (its items evicted) and the table grows into those bytes.
+   * of small ones: 16k items in 256 MiB). So when another class's LRU tail is older than this
+   * class's (items are LRU across classes; `allocChunk` moves a page only past twice the age, as
+   * the page goes to one class), its page is released to the pool instead (its items evicted) and
+   * the table grows into those bytes.
    */
   private allocItem(cls: number): ItemId {
     for (;;) {
