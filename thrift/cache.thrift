@@ -19,7 +19,7 @@
 //
 // `Auth` opens a connection when the node has an auth token: until a connection has sent the
 // right token, every other call is answered `CacheError UNAUTHORIZED` and the connection closed.
-// `NodeStats` returns the node's figures (the same as the admin port's /metrics) as a flat map,
+// `NodeStats` returns the node's main figures (a subset of the admin port's /metrics) as a flat map,
 // for tooling that only speaks Thrift; the seed's `Stats` keeps its four counters.
 
 namespace go mybuncache

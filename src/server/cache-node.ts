@@ -44,6 +44,16 @@ export interface NodeDeps {
   snapshotter?: Snapshotter;
 }
 
+/**
+ * drainTimeoutMs is how long shutdown waits for connections to be answered before it cuts them:
+ * long enough for a request waiting for a load to get its answer (or its LOAD_FAILED) by the
+ * longest load timeout, at least 5 s, at most 30 s (Kubernetes' default grace period).
+ */
+export function drainTimeoutMs(config: NodeConfig): number {
+  const longest = Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));
+  return Math.min(30_000, Math.max(5_000, longest + 1_000));
+}
+
 export class CacheNode {
   readonly config: NodeConfig;
   readonly groups: Groups;
@@ -178,7 +188,7 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
-      drainTimeoutMs: 5_000,
+      drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,
       cluster: () => node?.cluster,

@@ -1,6 +1,7 @@
 /**
  * nodeFigures flattens a node's counters into (name, value) pairs for the NodeStats Thrift
- * method: the same figures the admin port exports, for tooling that only speaks Thrift.
+ * method: the main figures the admin port exports (not its histograms, per-method and per-class
+ * series), for tooling that only speaks Thrift.
  *
  * Names: `server.<counter>`, `group.<name>.<counter>` (group counters and store figures),
  * `cluster.<counter>` and `cluster.members` when the node has peers, `loaders.<counter>` with a

@@ -49,8 +49,10 @@ Flags:
   --max-requests-per-event N
                          requests served for one connection before others get a turn (default ${DEFAULTS.maxRequestsPerEvent})
   --max-buffered SIZE    bytes all connections together may hold in the server (default 1g)
-  --gc-headroom SIZE     garbage allowed above the retained memory before a full collection (default 64m; 0 = off)
-  --admin-port N         HTTP port on --host for /metrics (Prometheus), /healthz and /stats
+  --gc-headroom SIZE     garbage allowed above the retained memory before a full collection
+                         (default 64m; 0 = off; else at least 8m)
+  --admin-port N         HTTP port on --host for /metrics (Prometheus), /healthz, /stats and
+                         POST /memory/purge
   --snapshot PATH        load items from PATH at start; write them there at shutdown (and periodically)
   --snapshot-interval DUR  also write the snapshot this often (default 0 = only at shutdown)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)

@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
-import { CacheNode } from "../../src/server/cache-node.ts";
-import { ConfigError } from "../../src/server/config.ts";
+import { CacheNode, drainTimeoutMs } from "../../src/server/cache-node.ts";
+import { ConfigError, DEFAULTS } from "../../src/server/config.ts";
 import { LogSink } from "./support.ts";
 
 let dir = "";
@@ -38,5 +38,14 @@ describe("node lifecycle with a snapshot", () => {
     const logger = new LogSink().logger;
     expect(() => CacheNode.start({ port: 0, snapshot: join(dir, "x.snap") }, { logger })).toThrow(ConfigError);
     expect(() => CacheNode.start({ port: 0, loaders: join(dir, "loaders.ts") }, { logger })).toThrow(ConfigError);
+  });
+
+  test("shutdown waits for loads up to the longest load timeout + 1 s, within 5-30 s", () => {
+    const with_ = (loadTimeoutMs: number, groupTimeouts: number[] = []) =>
+      drainTimeoutMs({ ...DEFAULTS, loadTimeoutMs, groups: groupTimeouts.map((t, i) => ({ name: `g${i}`, ttlMs: 0, loadTimeoutMs: t })) });
+    expect(with_(10_000)).toBe(11_000); // the default: a load's LOAD_FAILED still reaches its caller
+    expect(with_(1_000)).toBe(5_000);
+    expect(with_(10_000, [20_000, 2_000])).toBe(21_000);
+    expect(with_(120_000)).toBe(30_000);
   });
 });
