@@ -45,9 +45,9 @@ export interface NodeDeps {
 }
 
 /**
- * drainTimeoutMs is how long shutdown waits for connections to be answered before it cuts them:
- * long enough for a request waiting for a load to get its answer (or its LOAD_FAILED) by the
- * longest load timeout, at least 5 s, at most 30 s (Kubernetes' default grace period).
+ * drainTimeoutMs is how long shutdown waits for connections that wait for a load before it cuts
+ * them: long enough for the request to get its answer (or its LOAD_FAILED) by the longest load
+ * timeout, at least 5 s, at most 30 s (Kubernetes' default grace period).
  */
 export function drainTimeoutMs(config: NodeConfig): number {
   const longest = Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));

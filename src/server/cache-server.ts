@@ -52,6 +52,9 @@ import { WARM_MAX } from "../store/warm.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
+/** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
+const DRAIN_MS = 5_000;
+
 /**
  * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
  * pauses. A wait is usually one round trip to a peer or a loader, and a pipelining client sends
@@ -71,7 +74,10 @@ export interface ServerOptions {
   limits: ProtocolLimits;
   expiryIntervalMs: number;
   expiryBudget: number;
-  /** drainTimeoutMs bounds how long close() waits for connections to flush. */
+  /**
+   * drainTimeoutMs bounds how long close() waits for connections waiting for a load (the others
+   * get DRAIN_MS at most).
+   */
   drainTimeoutMs: number;
   clock: () => number;
   logger: Logger;
@@ -238,9 +244,13 @@ export class CacheServer implements DispatchContext {
         conn.closing = true;
         if (conn.queuedOutput === 0) conn.socket.end();
       }
-      setTimeout(() => {
-        for (const conn of this.connections) conn.socket.terminate();
-      }, this.opts.drainTimeoutMs).unref();
+      // Waiting for a reader does not help: what is not waiting for a load is cut after
+      // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
+      const cut = (all: boolean): void => {
+        for (const conn of this.connections) if (all || !conn.waiting) conn.socket.terminate();
+      };
+      setTimeout(() => cut(false), Math.min(DRAIN_MS, this.opts.drainTimeoutMs)).unref();
+      setTimeout(() => cut(true), this.opts.drainTimeoutMs).unref();
     });
     return this.closed;
   }

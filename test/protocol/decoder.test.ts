@@ -5,9 +5,10 @@ import { describe, expect, test } from "bun:test";
 import { decodeMessage } from "../../src/protocol/decode-message.ts";
 import { BinaryReader } from "../../src/protocol/binary-reader.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, ProtocolError } from "../../src/protocol/errors.ts";
-import { resolveLimits } from "../../src/protocol/limits.ts";
+import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
+import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_UNKNOWN } from "../../src/protocol/request.ts";
-import { Bytes, MSG, T, TRANSPORTS, hex, message, text, wrap } from "./wire-builder.ts";
+import { Bytes, MSG, T, TRANSPORTS, concat, hex, message, text, wrap } from "./wire-builder.ts";
 
 /** One value of every type, as [type, encoded bytes]. */
 const VALUES: [string, number, (b: Bytes) => Bytes][] = [
@@ -126,27 +127,31 @@ describe("limits and malformed input", () => {
     expectProtocolError(nest(1000));
   });
 
-  const MALFORMED: [string, Uint8Array][] = [
-    ["negative string length", getWith((b) => b.field(T.STRING, 9).i32(-1))],
-    ["string longer than the frame", getWith((b) => b.field(T.STRING, 9).i32(1000).u8(1))],
-    ["negative list size", getWith((b) => b.field(T.LIST, 9).u8(T.I32).i32(-1))],
-    ["list count beyond the bytes left (i64 elements)", getWith((b) => b.field(T.LIST, 9).u8(T.I64).i32(3).i64(1).i64(2))],
-    ["huge count, tiny payload", getWith((b) => b.field(T.LIST, 9).u8(T.STRUCT).i32(0x7fffffff))],
-    ["map count beyond the bytes left", getWith((b) => b.field(T.MAP, 9).u8(T.STRING, T.STRING).i32(100).str("a"))],
-    ["list of STOP elements", getWith((b) => b.field(T.LIST, 9).u8(T.STOP).i32(0))],
-    ["list of VOID elements", getWith((b) => b.field(T.LIST, 9).u8(T.VOID).i32(0))],
-    ["map with VOID keys", getWith((b) => b.field(T.MAP, 9).u8(T.VOID, T.I32).i32(0))],
-    ["field of VOID type", getWith((b) => b.field(T.VOID, 9))],
-    ["field of unassigned type 5", getWith((b) => b.field(5, 9).i32(0))],
-    ["truncated struct (no STOP)", message(MSG.CALL, "Get", 1, new Bytes().field(T.STRUCT, 1).bytes())],
-    ["negative name length", new Bytes().i32(0x80010001).i32(-3).bytes()],
+  // [name, message, bufferedNeedsMore]: the buffered transport has no frame, so a message that
+  // only runs past its end (a size within the limit that more bytes could still satisfy) is
+  // "need more" there, and an error in every framed transport.
+  const MALFORMED: [string, Uint8Array, boolean][] = [
+    ["negative string length", getWith((b) => b.field(T.STRING, 9).i32(-1)), false],
+    ["string longer than the frame", getWith((b) => b.field(T.STRING, 9).i32(1000).u8(1)), true],
+    ["negative list size", getWith((b) => b.field(T.LIST, 9).u8(T.I32).i32(-1)), false],
+    ["list count beyond the bytes left (i64 elements)", getWith((b) => b.field(T.LIST, 9).u8(T.I64).i32(3).i64(1).i64(2)), true],
+    ["huge count, tiny payload", getWith((b) => b.field(T.LIST, 9).u8(T.STRUCT).i32(0x7fffffff)), false],
+    ["map count beyond the bytes left", getWith((b) => b.field(T.MAP, 9).u8(T.STRING, T.STRING).i32(100).str("a")), true],
+    ["list of STOP elements", getWith((b) => b.field(T.LIST, 9).u8(T.STOP).i32(0)), false],
+    ["list of VOID elements", getWith((b) => b.field(T.LIST, 9).u8(T.VOID).i32(0)), false],
+    ["map with VOID keys", getWith((b) => b.field(T.MAP, 9).u8(T.VOID, T.I32).i32(0)), false],
+    ["field of VOID type", getWith((b) => b.field(T.VOID, 9)), false],
+    ["field of unassigned type 5", getWith((b) => b.field(5, 9).i32(0)), false],
+    ["truncated struct (no STOP)", message(MSG.CALL, "Get", 1, new Bytes().field(T.STRUCT, 1).bytes()), true],
+    ["negative name length", new Bytes().i32(0x80010001).i32(-3).bytes(), false],
   ];
-  for (const [name, msg] of MALFORMED) {
+  for (const [name, msg, bufferedNeedsMore] of MALFORMED) {
     for (const transport of TRANSPORTS) {
-      test(`${name} (${transport}) → PROTOCOL_ERROR, never need-more when the frame is complete`, () => {
+      const waits = transport === "buffered" && bufferedNeedsMore;
+      test(`${name} (${transport}) → ${waits ? "need-more (no frame to end it)" : "PROTOCOL_ERROR, never need-more when the frame is complete"}`, () => {
         const r = decodeMessage(wrap(transport, msg), { maxFrameBytes: 4096 });
-        if (transport === "buffered" && r.kind === "need-more") {
-          // Buffered has no frame: only a declared size beyond the frame limit is final.
+        if (waits) {
+          expect(r.kind).toBe("need-more");
           return;
         }
         expect(r.kind).toBe("error");
@@ -211,8 +216,18 @@ describe("limits and malformed input", () => {
 
   test("a cache-level refusal still parses the whole message (stream stays in sync)", () => {
     const bad = message(MSG.CALL, "Get", 1, new Bytes().field(T.STRUCT, 1).field(T.STRING, 2).str(new Uint8Array(300)).field(T.STRING, 9).str("after").stop().stop().bytes());
-    const r = decodeMessage(wrap("framed", bad));
-    expect(r.kind).toBe("error");
+    expectCacheError(wrap("framed", bad), ERROR_CODE.INVALID_ARGUMENT);
+    // Buffered (no frame to skip by): the refused message is read to its end, and the next one
+    // in the same bytes decodes.
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    const next = message(MSG.CALL, "Get", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g").field(T.STRING, 2).str("next").stop().stop().bytes());
+    conn.push(concat(wrap("buffered", bad), wrap("buffered", next)));
+    expect(conn.nextRequest()).toBe(true);
+    expect([conn.request.seqid, conn.request.errorCode]).toEqual([1, ERROR_CODE.INVALID_ARGUMENT]);
+    expect(conn.nextRequest()).toBe(true);
+    expect([conn.request.seqid, conn.request.errorCode]).toEqual([2, 0]);
+    expect(new TextDecoder().decode(conn.request.buffer.subarray(conn.request.keyStart, conn.request.keyStart + conn.request.keyLength))).toBe("next");
+    expect(conn.nextRequest()).toBe(false);
   });
 
   test("resolveLimits rejects nonsense", () => {
