@@ -118,6 +118,7 @@ export class ServerCounters {
   warmedRequests = 0; // Gets and Sets whose memory the store warmed before their batch was served (call-runs.ts)
   turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
+  earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES
 }
 
 /** AHEAD receives the calls `prefetchAhead` lists (scratch: serving is synchronous). */
@@ -351,6 +352,7 @@ export class CacheServer implements DispatchContext {
     // replies then stay behind the lender's). A full shared buffer is written out first.
     let lent = own.length === 0 && this.sharedLent === false;
     if (lent && shared.length >= SHARED_FLUSH_BYTES) {
+      this.counters.earlyFlushes++;
       this.writeShared();
       // Writing the others' replies accounts them, and the buffer cap may have closed this one.
       if (conn.closing) return this.flush(conn);

@@ -9,7 +9,6 @@ const ITERATIONS = 100_000;
 
 test(`fuzz: ${ITERATIONS} inputs yield only ProtocolError/CacheError, agree across chunkings, and finish`, () => {
   const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
-  const started = performance.now();
   let counts: { structured: number; random: number } | undefined;
   try {
     counts = runFuzz(seed, ITERATIONS);
@@ -19,5 +18,4 @@ test(`fuzz: ${ITERATIONS} inputs yield only ProtocolError/CacheError, agree acro
   }
   expect(counts.structured + counts.random).toBe(ITERATIONS);
   expect(counts.structured).toBeGreaterThan(ITERATIONS / 2);
-  expect(performance.now() - started).toBeLessThan(25_000); // a hang would blow this
 }, 30_000);

@@ -384,7 +384,6 @@ test(`fuzz dispatch (seed ${SEED}): ${MIN_INPUTS}+ inputs through decoder, dispa
   for (const kind of ["set", "setMulti", "deleteHit", "deleteMiss", "clear", "stats", "getMulti", "unknownMethod", "cacheError:1", "cacheError:2", "cacheError:3", "cacheError:4"]) {
     expect([kind, tally.replies[kind] ?? 0]).not.toEqual([kind, 0]);
   }
-  expect(seconds).toBeLessThan(15); // a hang or a quadratic path would show here
 }, 30_000);
 
 // A regression found by the fuzzer, kept as a plain table: a TTL the wire allows but whose

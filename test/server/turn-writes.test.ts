@@ -63,5 +63,6 @@ describe("replies written at the end of the turn", () => {
     // every second connection of a turn and is written before the next one adds to it.
     const counters = await exchange(12, 8, 20_000, 3);
     expect(counters.turnWrites).toBeGreaterThan(0);
+    expect(counters.earlyFlushes).toBeGreaterThan(0);
   }, 30_000);
 });
