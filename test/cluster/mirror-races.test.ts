@@ -125,7 +125,7 @@ describe("every write forwarded through this node counts for the mirror's ticket
   // Routing driven directly, with a peer whose answers the test hands over when it chooses: a Get
   // of k is forwarded, a write of k goes through this node and is acknowledged, then the Get's
   // answer (read before the write) arrives. It must not fill the mirror, whichever the write.
-  async function trial(write: "Set" | "Delete" | "SetMulti"): Promise<boolean> {
+  async function trial(write: "Set" | "Delete" | "SetMulti" | "none"): Promise<boolean> {
     const group = new Group({ name: "default", memory: 8 * 1024 * 1024, mirrorMemory: 2 * 1024 * 1024, admissionK: 1 });
     let answer: ForwardCallback | undefined;
     const peer = {
@@ -148,17 +148,27 @@ describe("every write forwarded through this node counts for the mirror's ticket
     const get = decode(getCall(1, key));
     const pending = route(cluster, group, METHOD_GET, get.request, get.reply) as Promise<void>;
     const value = new TextEncoder().encode("new");
-    const w = write === "Set" ? decode(setCall(2, key, value)) : write === "Delete" ? decode(deleteCall(2, key))
-      : decode(framed(message(MSG.CALL, "SetMulti", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
-        .field(T.MAP, 2).u8(T.STRING).u8(T.STRING).i32(1).str(key).str(value).stop().stop().bytes())));
-    const base = write === "Set" ? METHOD_SET : write === "Delete" ? METHOD_DELETE : METHOD_SET_MULTI;
-    await route(cluster, group, base, w.request, w.reply);
+    if (write !== "none") await writeThrough(write, key, value, cluster, group, decode);
     const old = new TextEncoder().encode("old");
     answer!(null, old, 0, old.length, 60_000);
     await pending;
     const k = new TextEncoder().encode(key);
     return group.mirror!.has(k, 0, k.length);
   }
+
+  async function writeThrough(
+    write: "Set" | "Delete" | "SetMulti", key: string, value: Uint8Array, cluster: Cluster, group: Group, decode: (b: Uint8Array) => ProtocolConnection,
+  ): Promise<void> {
+    const w = write === "Set" ? decode(setCall(2, key, value)) : write === "Delete" ? decode(deleteCall(2, key))
+      : decode(framed(message(MSG.CALL, "SetMulti", 2, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default")
+        .field(T.MAP, 2).u8(T.STRING).u8(T.STRING).i32(1).str(key).str(value).stop().stop().bytes())));
+    const base = write === "Set" ? METHOD_SET : write === "Delete" ? METHOD_DELETE : METHOD_SET_MULTI;
+    await route(cluster, group, base, w.request, w.reply);
+  }
+
+  test("control: with no write between, the answer fills the mirror", async () => {
+    expect(await trial("none")).toBe(true);
+  });
 
   for (const write of ["Set", "Delete", "SetMulti"] as const) {
     test(`${write}: the earlier answer is not kept`, async () => {
