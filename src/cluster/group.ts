@@ -367,6 +367,28 @@ export class Group {
     return this.allWrittenAt <= ticket && this.writtenAt[this.copyBucket(key, off, len)]! <= ticket;
   }
 
+  /**
+   * dropNotOwned removes from the main store, a slice of `sliceItems` ids at a time, every item
+   * whose key `owns` says this node does not own (the ring changed): the new owner takes the
+   * key's writes, so a copy kept here would be served stale should the key come back to this
+   * node, or be found by a fallback load. Resolves with how many it removed.
+   */
+  async dropNotOwned(owns: (key: Uint8Array, off: number, len: number) => boolean, sliceItems = 4096): Promise<number> {
+    const store = this.store;
+    const items = store.items;
+    let removed = 0;
+    for (let id = 0; id < items.cap;) {
+      const end = Math.min(items.cap, id + sliceItems);
+      for (; id < end; id++) {
+        if (!items.isLive(id)) continue;
+        const key = store.keyView(id);
+        if (!owns(key, 0, key.length) && store.delete(key, 0, key.length)) removed++;
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return removed;
+  }
+
   /** dropCopies empties the mirror (the member list changed): no answer under way may refill it. */
   dropCopies(): void {
     this.mirror?.clear();

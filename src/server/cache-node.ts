@@ -222,7 +222,16 @@ export class CacheNode {
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
         membership.start((members) => {
-          if (c.setMembers(members)) for (const g of groups.all()) g.dropCopies();
+          if (!c.setMembers(members)) return;
+          for (const g of groups.all()) {
+            // Copies made under the old ring may miss the new owners' invalidations; loads under
+            // way may be of keys others own now; and so may items of the main store.
+            g.dropCopies();
+            g.allWritten();
+            void g.dropNotOwned((key, off, len) => c.owner(key, off, len) === c.self).then((items) => {
+              if (items > 0) logger.info("items of keys other members own now dropped", { group: g.name, items });
+            });
+          }
         });
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);

@@ -156,6 +156,9 @@ function answerForward(
     return true;
   }
   cluster.counters.fallbackLoads++;
+  // A copy in the main store is a leftover from when this node owned the key (before a ring
+  // change): older than the owner's writes since, so the load must not answer from it.
+  group.store.delete(req.buffer, req.keyStart, req.keyLength);
   return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
@@ -188,28 +191,42 @@ function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, 
   if (client === undefined) return false;
   cluster.counters.forwarded++;
   const key = req.buffer.slice(req.keyStart, req.keyStart + req.keyLength);
-  group.mirror?.delete(key, 0, key.length);
-  group.written(key, 0, key.length); // a fallback load of it under way read the old value
+  forgetCopy(group, key);
   const call = base === METHOD_SET
     ? client.set(group.name, key, req.buffer.slice(req.valueStart, req.valueStart + req.valueLength), req.effectiveTtlMs(), { peer: true }).then(() => true)
     : client.delete(group.name, key, { peer: true });
   return call.then(
     (ok) => {
+      forgetCopy(group, key);
       if (base === METHOD_SET) group.counters.sets++;
       else if (ok) group.counters.deletes++;
       reply.writeSuccess(req, ok);
     },
     (e: unknown) => {
+      forgetCopy(group, key); // it may have been applied
       if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) cluster.counters.peerErrors++;
       replyThrown(reply, req, e);
     },
   );
 }
 
+/**
+ * forgetCopy drops this node's mirrored copy of a key it forwards a write of, and counts the
+ * write for the copy tickets (Group.written: no answer read before it fills the mirror, and a
+ * fallback load of it under way is stale). Done when the write is sent and again when it is
+ * answered: a Get sent on another peer connection after the write may reach the owner before it
+ * and bring the old value, which must be gone before the write's reply lets the client read.
+ */
+function forgetCopy(group: Group, key: Uint8Array): void {
+  group.mirror?.delete(key, 0, key.length);
+  group.written(key, 0, key.length);
+}
+
 function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {
   group.clear();
   const calls = cluster.others().map((c) => c.clear(group.name, { peer: true }));
   return Promise.allSettled(calls).then((results) => {
+    group.dropCopies(); // what forwarded Gets brought back meanwhile may be from before (forgetCopy)
     const failed = results.filter((r) => r.status === "rejected").length;
     cluster.counters.peerErrors += failed;
     if (failed === 0) return reply.writeSuccess(req, true);
@@ -316,6 +333,8 @@ async function localValues(
   let hitBytes = 0;
   for (const i of indexes) {
     const kl = req.items[i * 4 + 1]!;
+    // Keys owned elsewhere (not `cache`): a main-store copy is a leftover (see answerForward).
+    if (!cache) group.store.delete(req.buffer, req.items[i * 4]!, kl);
     const id = group.lookup(req.buffer, req.items[i * 4]!, kl);
     if (id >= 0) {
       hitBytes += group.store.valueLength(id) + kl + 8;
@@ -354,18 +373,32 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
     ]);
     if (client === undefined) {
       work.push(Promise.resolve().then(() => {
-        for (const [k, v] of entries) group.set(k, v, ttl); // a CacheError rejects this part
+        // As dispatch's SetMulti: every entry that can be is stored, a refused one is left absent,
+        // the others are told about all of them, and the first refusal is the part's answer.
+        let refused: unknown;
+        for (const [k, v] of entries) {
+          try {
+            group.set(k, v, ttl);
+          } catch (e) {
+            refused ??= e;
+          }
+        }
         cluster.invalidate(group.name, entries.map(([k]) => k), false);
+        if (refused !== undefined) throw refused;
       }));
       continue;
     }
     cluster.counters.forwarded++;
-    for (const [k] of entries) {
-      group.mirror?.delete(k, 0, k.length);
-      group.written(k, 0, k.length); // as routeWrite: no answer read before it may fill the mirror
-    }
+    for (const [k] of entries) forgetCopy(group, k);
+    const forget = (): void => {
+      for (const [k] of entries) forgetCopy(group, k);
+    };
     work.push(client.setMulti(group.name, entries, ttl, { peer: true }).then(() => {
+      forget();
       group.counters.sets += entries.length;
+    }, (e: unknown) => {
+      forget();
+      throw e;
     }));
   }
   return Promise.all(work).then(

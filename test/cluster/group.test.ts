@@ -69,6 +69,18 @@ describe("Group read-through", () => {
     expect(g.mayCopy(k, 0, 1, g.copyTicket())).toBe(true);
   });
 
+  test("dropNotOwned removes, a slice at a time, the items whose keys this node no longer owns", async () => {
+    const g = new Group({ name: "g", memory: 8 * MIB });
+    for (let i = 0; i < 10_000; i++) g.set(`k${i}`, `v${i}`);
+    const owns = (key: Uint8Array, off: number, len: number) => Number(new TextDecoder().decode(key.subarray(off + 1, off + len))) % 3 !== 0;
+    const removed = await g.dropNotOwned(owns, 1000);
+    expect(removed).toBe(3334);
+    expect(g.store.size).toBe(10_000 - 3334);
+    expect(g.store.has(new TextEncoder().encode("k3"))).toBe(false);
+    expect(g.store.has(new TextEncoder().encode("k4"))).toBe(true);
+    g.store.checkInvariants();
+  });
+
   test("1,000 concurrent gets of one cold key make exactly one loader call; all get the same bytes", async () => {
     let calls = 0;
     let release!: () => void;

@@ -91,6 +91,48 @@ describe("peers file reloads", () => {
   });
 });
 
+describe("a ring change", () => {
+  test("drops the items of keys another member owns now; a fallback load then asks the loader, not the leftover", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-ring-");
+    try {
+      const [pa, pb] = freePorts(2) as [number, number];
+      const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`];
+      const source = new Map<string, string>();
+      const config = { host: "127.0.0.1", logLevel: "silent" as const, peerTimeoutMs: 300, groups: [{ name: "g", ttlMs: 0, admission: "always" as const }] };
+      const peersFile = join(dir, "peers");
+      await writeFile(peersFile, `${ids[0]}\n`);
+      const a = CacheNode.start({ ...config, port: pa, peersFile }, { logger: new LogSink().logger, loaders: { g: (k) => source.get(k) ?? null } });
+      open.push(a);
+      const keys = Array.from({ length: 200 }, (_, i) => `r${i}`);
+      const c = new CacheClient({ host: "127.0.0.1", port: pa, timeoutMs: 2000, maxFailures: 1 });
+      open.push(c);
+      for (const k of keys) {
+        source.set(k, `${k}:v1`);
+        await c.set("g", k, `${k}:v1`); // A alone owns them all
+      }
+      const b = CacheNode.start({ ...config, port: pb, peers: ids }, { logger: new LogSink().logger, loaders: { g: (k) => source.get(k) ?? null } });
+      open.push(b);
+      await writeFile(peersFile, ids.join("\n") + "\n"); // B joins
+      const moved = keys.filter((k) => b.cluster!.owner(new TextEncoder().encode(k), 0, k.length) === ids[1]);
+      expect(moved.length).toBeGreaterThan(20);
+      const store = a.groups.byName("g")!.store;
+      const deadline = Date.now() + 5000;
+      while ((a.cluster!.members.length < 2 || moved.some((k) => store.has(new TextEncoder().encode(k)))) && Date.now() < deadline) await Bun.sleep(10);
+      expect(moved.filter((k) => store.has(new TextEncoder().encode(k)))).toEqual([]);
+      expect(keys.filter((k) => !moved.includes(k)).every((k) => store.has(new TextEncoder().encode(k)))).toBe(true);
+      // The key is written anew through A (to its new owner), then its owner stops: A's fallback
+      // load answers what the source says now.
+      const k = moved[0]!;
+      source.set(k, `${k}:v2`);
+      await c.set("g", k, `${k}:v2`);
+      await b.close();
+      expect(text((await c.get("g", k)).value)).toBe(`${k}:v2`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("a ring-aware client", () => {
   test("sends a down owner's keys through another member, which loads them itself; after close, calls reject", async () => {
     const ports = freePorts(2);

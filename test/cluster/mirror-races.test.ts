@@ -12,11 +12,13 @@ import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluste
 import { Group } from "../../src/cluster/group.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
-import { METHOD_DELETE, METHOD_GET, METHOD_SET, METHOD_SET_MULTI } from "../../src/protocol/request.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_SET, METHOD_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { route } from "../../src/server/routing.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { LogSink, deleteCall, getCall, setCall } from "../server/support.ts";
+import { field, outcome, readReplies } from "../server/wire-reader.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -175,4 +177,118 @@ describe("every write forwarded through this node counts for the mirror's ticket
       expect(await trial(write)).toBe(false);
     });
   }
+});
+
+/**
+ * world is routing driven directly against one fake peer ("owner:2") whose answers the test
+ * hands over when it chooses: `gets` holds the callbacks of forwarded Gets, `writes` the
+ * resolvers of forwarded writes and clears, `invalidated` the keys the peer was told to drop.
+ */
+function world(opts: { loader?: (key: string) => string; maxItemSize?: number } = {}) {
+  const group = new Group({
+    name: "default", memory: 8 * 1024 * 1024, mirrorMemory: 2 * 1024 * 1024, admissionK: 1, admission: "always",
+    loader: opts.loader, store: opts.maxItemSize === undefined ? undefined : { maxItemSize: opts.maxItemSize },
+  });
+  const gets: ForwardCallback[] = [];
+  const writes: (() => void)[] = [];
+  const invalidated: string[] = [];
+  const setMultis: string[][] = [];
+  const held = <T>(value: T) => new Promise<T>((resolve) => writes.push(() => resolve(value)));
+  const peer = {
+    isDown: false,
+    forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: ForwardCallback) => void gets.push(done),
+    set: () => held(undefined),
+    delete: () => held(true),
+    clear: () => held(undefined),
+    setMulti: (_g: string, entries: Iterable<[Uint8Array, Uint8Array]>) => {
+      setMultis.push([...entries].map(([k]) => new TextDecoder().decode(k)));
+      return held(undefined);
+    },
+    invalidate: async (_g: string, keys: readonly Uint8Array[]) => {
+      for (const k of keys) invalidated.push(new TextDecoder().decode(k));
+      return keys.length;
+    },
+  } as unknown as PeerClient;
+  const cluster = new Cluster({ self: "me:1", connect: () => peer, logger: { info() {}, warn() {} } });
+  cluster.setMembers(["me:1", "owner:2"]);
+  const keyOf = (owner: string, from = 0): string => {
+    for (let i = from; ; i++) if (cluster.owner(new TextEncoder().encode(`k${i}`), 0, `k${i}`.length) === owner) return `k${i}`;
+  };
+  const call = (bytes: Uint8Array, base: number) => {
+    const pc = new ProtocolConnection(DEFAULT_LIMITS);
+    pc.push(bytes);
+    if (!pc.nextRequest()) throw new Error("no request");
+    const r = route(cluster, group, base, pc.request, pc.reply);
+    return { done: r instanceof Promise ? r : Promise.resolve(), replies: () => readReplies(pc.reply.out.buffer.subarray(0, pc.reply.out.length), "framed").replies };
+  };
+  return { group, cluster, gets, writes, invalidated, setMultis, keyOf, call };
+}
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+function setMultiCall(seqid: number, entries: [string, Uint8Array][]): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.MAP, 2).u8(T.STRING).u8(T.STRING).i32(entries.length);
+  for (const [k, v] of entries) b.str(k).str(v);
+  return framed(message(MSG.CALL, "SetMulti", seqid, b.stop().stop().bytes()));
+}
+
+describe("a forwarded write is answered only once copies that raced it are gone", () => {
+  // A Get of k sent after the write (so its copy ticket is newer) but on another peer connection
+  // can reach the owner first and bring the old value back, filling the mirror. The client must
+  // not read that copy once it has the write's reply: the copy goes when the write is answered.
+  for (const kind of ["Set", "Delete", "SetMulti", "Clear"] as const) {
+    test(kind, async () => {
+      const w = world();
+      const k = w.keyOf("owner:2");
+      const write = kind === "Set" ? w.call(setCall(1, k, bytes("new")), METHOD_SET)
+        : kind === "Delete" ? w.call(deleteCall(1, k), METHOD_DELETE)
+        : kind === "SetMulti" ? w.call(setMultiCall(1, [[k, bytes("new")]]), METHOD_SET_MULTI)
+        : w.call(framed(message(MSG.CALL, "Clear", 1, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").stop().stop().bytes())), METHOD_CLEAR);
+      const get = w.call(getCall(2, k), METHOD_GET);
+      w.gets[0]!(null, bytes("old"), 0, 3, -1); // the owner answered the Get before the write
+      await get.done;
+      expect(w.group.mirror!.has(bytes(k), 0, k.length)).toBe(true); // the race happened
+      for (const resolve of w.writes) resolve();
+      await write.done;
+      expect(w.group.mirror!.has(bytes(k), 0, k.length)).toBe(false);
+    });
+  }
+});
+
+describe("a routed SetMulti whose own part has a refused entry", () => {
+  test("stores the others, tells the other members about all of its keys, and answers the refusal", async () => {
+    const w = world({ maxItemSize: 1024 });
+    const a = w.keyOf("me:1");
+    const big = w.keyOf("me:1", Number(a.slice(1)) + 1);
+    const c = w.keyOf("me:1", Number(big.slice(1)) + 1);
+    const r = w.keyOf("owner:2");
+    w.group.store.set(bytes(a), 0, a.length, bytes("old"), 0, 3, 0);
+    const sm = w.call(setMultiCall(1, [[a, bytes("new a")], [big, new Uint8Array(4000)], [c, bytes("new c")], [r, bytes("new r")]]), METHOD_SET_MULTI);
+    await Bun.sleep(0);
+    for (const resolve of w.writes) resolve();
+    await sm.done;
+    const [reply] = sm.replies();
+    expect(outcome(reply!)).toMatchObject({ kind: "cacheError", code: 4 });
+    expect(new TextDecoder().decode(w.group.store.valueView(w.group.store.get(bytes(a), 0, a.length)))).toBe("new a");
+    expect(w.group.store.has(bytes(c))).toBe(true);
+    expect(w.invalidated.sort()).toEqual([a, big, c].sort());
+    expect(w.setMultis).toEqual([[r]]);
+  });
+});
+
+describe("a fallback load for an unreachable owner", () => {
+  test("does not answer from a main-store copy left from when this node owned the key", async () => {
+    const w = world({ loader: (key) => `loaded ${key}` });
+    const k = w.keyOf("owner:2");
+    w.group.store.set(bytes(k), 0, k.length, bytes("left over"), 0, 9, 0);
+    const get = w.call(getCall(1, k), METHOD_GET);
+    w.gets[0]!(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "timeout"), null, 0, 0, -1);
+    await get.done;
+    const [reply] = get.replies();
+    const o = outcome(reply!);
+    expect(o.kind).toBe("success");
+    if (o.kind !== "success") throw new Error("not a success");
+    expect(new TextDecoder().decode(field(o.value, 1, T.STRING) as Uint8Array)).toBe(`loaded ${k}`);
+    expect(w.group.store.has(bytes(k))).toBe(false);
+  });
 });
