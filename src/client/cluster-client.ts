@@ -40,21 +40,34 @@ export class ClusterClient {
     this.setMembers(opts.members);
   }
 
-  /** setMembers follows a new member list (ignored once closed). */
+  /**
+   * setMembers follows a new member list (ignored once closed). A member id no client can be made
+   * for (a port out of range) throws RangeError, and nothing changes.
+   */
   setMembers(members: readonly string[]): void {
     if (this.closed) return;
     const next = new Set(members);
+    // Clients first: a bad id (a port out of range) throws here, with nothing changed.
+    const made = new Map<string, CacheClient>();
+    try {
+      for (const id of next) {
+        if (this.ring.has(id)) continue;
+        const colon = id.lastIndexOf(":");
+        made.set(id, new CacheClient({ ...this.clientOptions, host: id.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(id.slice(colon + 1)) }));
+      }
+    } catch (e) {
+      for (const c of made.values()) void c.close();
+      throw e;
+    }
     for (const id of this.ring.nodes) {
       if (next.has(id)) continue;
       this.ring.remove(id);
       void this.clients.get(id)?.close();
       this.clients.delete(id);
     }
-    for (const id of next) {
-      if (this.ring.has(id)) continue;
+    for (const [id, client] of made) {
       this.ring.add(id);
-      const colon = id.lastIndexOf(":");
-      this.clients.set(id, new CacheClient({ ...this.clientOptions, host: id.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(id.slice(colon + 1)) }));
+      this.clients.set(id, client);
     }
   }
 

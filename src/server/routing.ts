@@ -156,9 +156,6 @@ function answerForward(
     return true;
   }
   cluster.counters.fallbackLoads++;
-  // A copy in the main store is a leftover from when this node owned the key (before a ring
-  // change): older than the owner's writes since, so the load must not answer from it.
-  group.store.delete(req.buffer, req.keyStart, req.keyLength);
   return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
@@ -333,8 +330,6 @@ async function localValues(
   let hitBytes = 0;
   for (const i of indexes) {
     const kl = req.items[i * 4 + 1]!;
-    // Keys owned elsewhere (not `cache`): a main-store copy is a leftover (see answerForward).
-    if (!cache) group.store.delete(req.buffer, req.items[i * 4]!, kl);
     const id = group.lookup(req.buffer, req.items[i * 4]!, kl);
     if (id >= 0) {
       hitBytes += group.store.valueLength(id) + kl + 8;

@@ -134,6 +134,17 @@ describe("a ring change", () => {
 });
 
 describe("a ring-aware client", () => {
+  test("a member list with a bad id is refused whole; the client goes on with the list it had", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: new LogSink().logger });
+    open.push(node);
+    const cc = new ClusterClient({ members: [`127.0.0.1:${node.port}`] });
+    open.push(cc);
+    expect(() => cc.setMembers([`127.0.0.1:${node.port}`, "127.0.0.1:70000", "127.0.0.1:1"])).toThrow(RangeError);
+    for (let i = 0; i < 20; i++) await cc.set("default", `k${i}`, `v${i}`);
+    expect(text((await cc.get("default", "k7")).value)).toBe("v7");
+    expect(cc.ownerOf("k7")).toBe(`127.0.0.1:${node.port}`);
+  });
+
   test("sends a down owner's keys through another member, which loads them itself; after close, calls reject", async () => {
     const ports = freePorts(2);
     const ids = ports.map((p) => `127.0.0.1:${p}`);

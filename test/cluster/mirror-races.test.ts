@@ -12,13 +12,12 @@ import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluste
 import { Group } from "../../src/cluster/group.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
-import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_SET, METHOD_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { route } from "../../src/server/routing.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { LogSink, deleteCall, getCall, setCall } from "../server/support.ts";
-import { field, outcome, readReplies } from "../server/wire-reader.ts";
+import { outcome, readReplies } from "../server/wire-reader.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -273,22 +272,5 @@ describe("a routed SetMulti whose own part has a refused entry", () => {
     expect(w.group.store.has(bytes(c))).toBe(true);
     expect(w.invalidated.sort()).toEqual([a, big, c].sort());
     expect(w.setMultis).toEqual([[r]]);
-  });
-});
-
-describe("a fallback load for an unreachable owner", () => {
-  test("does not answer from a main-store copy left from when this node owned the key", async () => {
-    const w = world({ loader: (key) => `loaded ${key}` });
-    const k = w.keyOf("owner:2");
-    w.group.store.set(bytes(k), 0, k.length, bytes("left over"), 0, 9, 0);
-    const get = w.call(getCall(1, k), METHOD_GET);
-    w.gets[0]!(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "timeout"), null, 0, 0, -1);
-    await get.done;
-    const [reply] = get.replies();
-    const o = outcome(reply!);
-    expect(o.kind).toBe("success");
-    if (o.kind !== "success") throw new Error("not a success");
-    expect(new TextDecoder().decode(field(o.value, 1, T.STRING) as Uint8Array)).toBe(`loaded ${k}`);
-    expect(w.group.store.has(bytes(k))).toBe(false);
   });
 });
