@@ -127,6 +127,17 @@ export class Cluster {
     return this.ring.owner(key, off, len) ?? this.self;
   }
 
+  /**
+   * ownedHere returns a test of whether this node owns a key under the ring as it is now: a copy,
+   * which later membership changes do not move.
+   */
+  ownedHere(): (key: Uint8Array, off: number, len: number) => boolean {
+    const ring = new Ring({ vnodes: this.ring.vnodes });
+    for (const id of this.ring.nodes) ring.add(id);
+    const self = this.self;
+    return (key, off, len) => (ring.owner(key, off, len) ?? self) === self;
+  }
+
   /** peer returns the client of member `id`, or undefined for this node or a non-member. */
   peer(id: string): PeerClient | undefined {
     return this.peers.get(id);

@@ -10,6 +10,7 @@
  * `await using`.
  */
 import { CacheClient } from "../client/cache-client.ts";
+import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient } from "../cluster/cluster.ts";
 import { Group, Groups } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
@@ -221,17 +222,9 @@ export class CacheNode {
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
+        const purges = new RingPurges(logger);
         membership.start((members) => {
-          if (!c.setMembers(members)) return;
-          for (const g of groups.all()) {
-            // Copies made under the old ring may miss the new owners' invalidations; loads under
-            // way may be of keys others own now; and so may items of the main store.
-            g.dropCopies();
-            g.allWritten();
-            void g.dropNotOwned((key, off, len) => c.owner(key, off, len) === c.self).then((items) => {
-              if (items > 0) logger.info("items of keys other members own now dropped", { group: g.name, items });
-            });
-          }
+          if (c.setMembers(members)) void purges.changed(c.ownedHere(), groups.all());
         });
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
