@@ -44,6 +44,11 @@ import {
 /** Upper bound of everything in a reply except the name and variable payload. */
 const REPLY_OVERHEAD_BYTES = 96;
 
+/** getMultiEntryBytes is what one GetMulti map entry takes in a reply: two lengths, key, value. */
+export function getMultiEntryBytes(keyLength: number, valueLength: number): number {
+  return 8 + keyLength + valueLength;
+}
+
 export class ReplyWriter {
   /**
    * out is where replies are written. A server may point it at a buffer it shares between
@@ -276,8 +281,9 @@ export class ReplyWriter {
    */
   addGetMultiEntry(keyBuf: Uint8Array, keyStart: number, keyLength: number, valueLength: number): number {
     const w = this.out;
-    if (w.length - this.multiStart + 8 + keyLength + valueLength + 2 > this.maxMultiBytes) return -1;
-    w.ensure(8 + keyLength + valueLength + REPLY_OVERHEAD_BYTES);
+    const entry = getMultiEntryBytes(keyLength, valueLength);
+    if (w.length - this.multiStart + entry + 2 > this.maxMultiBytes) return -1; // (+ the two STOPs)
+    w.ensure(entry + REPLY_OVERHEAD_BYTES);
     w.i32(keyLength);
     w.bytes(keyBuf, keyStart, keyLength);
     w.i32(valueLength);

@@ -51,8 +51,12 @@ export interface NodeDeps {
  * timeout, at least 5 s, at most 30 s (Kubernetes' default grace period).
  */
 export function drainTimeoutMs(config: NodeConfig): number {
-  const longest = Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));
-  return Math.min(30_000, Math.max(5_000, longest + 1_000));
+  return Math.min(30_000, Math.max(5_000, longestLoadTimeoutMs(config) + 1_000));
+}
+
+/** longestLoadTimeoutMs is the longest load timeout of any group (--load-timeout or a group's own). */
+function longestLoadTimeoutMs(config: NodeConfig): number {
+  return Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));
 }
 
 export class CacheNode {
@@ -130,7 +134,7 @@ export class CacheNode {
       pool = await LoaderPool.open({
         module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger,
         // Of the longest load timeout: a group may allow its loads longer than --load-timeout.
-        stopAfterMs: 4 * Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0)),
+        stopAfterMs: 4 * longestLoadTimeoutMs(config),
       });
     }
     try {

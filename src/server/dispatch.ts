@@ -22,7 +22,7 @@ import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
-import { ReplyWriter } from "../protocol/reply-writer.ts";
+import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_INVALIDATE, METHOD_PEER_PING, METHOD_SET,
   METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
@@ -195,7 +195,7 @@ function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Load
     const id = group.lookup(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
     if (id >= 0) {
       hits.push(i, id);
-      hitBytes += group.store.valueLength(id) + req.items[i * 4 + 1]! + 8;
+      hitBytes += getMultiEntryBytes(req.items[i * 4 + 1]!, group.store.valueLength(id));
     } else if (!group.lastNegative) misses.push(i);
   }
   if (misses.length === 0) return undefined;

@@ -24,7 +24,7 @@
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Loaded } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
-import type { ReplyWriter } from "../protocol/reply-writer.ts";
+import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
@@ -332,7 +332,7 @@ async function localValues(
     const kl = req.items[i * 4 + 1]!;
     const id = group.lookup(req.buffer, req.items[i * 4]!, kl);
     if (id >= 0) {
-      hitBytes += group.store.valueLength(id) + kl + 8;
+      hitBytes += getMultiEntryBytes(kl, group.store.valueLength(id));
       if (hitBytes > maxBytes) throw multiTooLargeError(maxBytes);
       values[i] = group.store.valueView(id).slice();
       ttls[i] = group.store.ttlRemaining(id);
