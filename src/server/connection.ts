@@ -10,6 +10,8 @@
  * - `waiting`: a request's reply waits for a load; nothing more is served on this connection (so
  *   replies keep request order and the request's byte ranges stay valid). Reading goes on into
  *   `backlog` until it holds BACKLOG_PAUSE_BYTES or _CHUNKS (cache-server.ts), then pauses.
+ * - `queued`: input arrived this turn and waits in the server's ready list to be served at the end
+ *   of the turn; later chunks queue in `backlog` behind it.
  * - `paused`: reading from the socket is paused.
  * - `closing`: the connection ends once its output is flushed.
  * - `inputEnded`: the client sent FIN, or the node is closing; the connection closes once what it
@@ -40,6 +42,7 @@ export class Connection {
   readonly remote: string;
   held = false;
   waiting = false;
+  queued = false;
   paused = false;
   closing = false;
   inputEnded = false;

@@ -213,8 +213,8 @@ describe("resource limits", () => {
 
   test("a connection the cap closes while the shared buffer is written at the start of its own turn is not served", async () => {
     // White-box: X's client does not read (its socket.write is made to take nothing), A holds most
-    // of a 3 MB Set. In one turn X's Gets fill the shared buffer past its flush size; A's data
-    // event then writes it first, which accounts X and puts the total over the cap, and the
+    // of a 3 MB Set. In one turn X's Gets fill the shared buffer past its flush size; A's turn
+    // (both are served at the turn's end, in the order their data came) then writes it first, which accounts X and puts the total over the cap, and the
     // largest holder is A. A was served anyway: its Set stored, its reply dropped.
     await using node = startNode({ maxBufferedBytes: 3_200_000, maxItemSize: 4 * 1024 * 1024, memory: 64 * 1024 * 1024 });
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -235,6 +235,7 @@ describe("resource limits", () => {
     connX.socket.write = () => 0;
     server.onData(connX, concat(getCall(10, "big"), getCall(11, "big"), getCall(12, "big")));
     server.onData(connA, setFrame.subarray(cut));
+    server.onTurnEnd(); // the turn's end: X is served first, then A
     expect(connA.capClosed).toBe(true);
     expect(store.has(new TextEncoder().encode("a-key"))).toBe(false);
     connX.socket.terminate(); // its output can never drain (its write takes nothing): not worth the close's wait
