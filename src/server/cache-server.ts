@@ -163,6 +163,8 @@ export class CacheServer implements DispatchContext {
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   private readonly ready: (Connection | null)[] = [];
   private readyCount = 0;
+  /** turnEnding: `onTurnEnd` is serving the ready connections. */
+  private turnEnding = false;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -297,6 +299,13 @@ export class CacheServer implements DispatchContext {
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
+    if (conn.queued && !conn.held && !conn.waiting) {
+      // A second chunk in one poll (Bun reads 512 KiB at a time): serve the first now, as before the
+      // change, so each chunk keeps its own turn budget and nothing unserved is counted toward the cap.
+      conn.queued = false;
+      this.process(conn);
+      if (conn.closing || conn.inputEnded) return;
+    }
     if (conn.held || conn.waiting || conn.queued) {
       // Queued in order behind what it waits for (or a chunk of this turn not served yet);
       // counted toward the buffer cap like any input.
@@ -517,15 +526,17 @@ export class CacheServer implements DispatchContext {
   /**
    * onTurnEnd serves the connections that received input this turn, in the order their events
    * came, then writes every reply of the turn (`writeShared`). A connection serving adds to the
-   * same turn's writes (`writeQueued` stays set until they are made).
+   * same turn's writes (`writeQueued` stays set until they are made). The cap on buffered bytes
+   * picks its victims once the queued input is served (`account` waits for it meanwhile).
    */
   private readonly onTurnEnd = (): void => {
     const list = this.ready;
+    this.turnEnding = true;
     for (let i = 0; i < this.readyCount; i++) { // (one added meanwhile is served too)
       const conn = list[i]!;
       list[i] = null; // keep no closed connection alive
       conn.queued = false;
-      if (!conn.open) continue;
+      if (!conn.open || conn.waiting || conn.held) continue; // its load / drain / resume serves the reader
       try {
         this.process(conn);
       } catch (e) {
@@ -533,6 +544,9 @@ export class CacheServer implements DispatchContext {
       }
     }
     this.readyCount = 0;
+    this.turnEnding = false;
+    const cap = this.opts.maxBufferedBytes;
+    if (cap !== undefined) this.enforceCap(cap);
     this.writeQueued = false;
     this.writeShared();
   };
@@ -605,7 +619,7 @@ export class CacheServer implements DispatchContext {
 
   /** resume serves a connection that yielded its turn, unless something else holds it. */
   private resume(conn: Connection): void {
-    if (!this.connections.has(conn) || conn.waiting || conn.queuedOutput >= this.opts.maxOutputBytes) return;
+    if (!this.connections.has(conn) || !conn.held || conn.queued || conn.waiting || conn.queuedOutput >= this.opts.maxOutputBytes) return;
     this.process(conn);
   }
 
@@ -647,6 +661,12 @@ export class CacheServer implements DispatchContext {
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
     if (cap === undefined || now === 0) return;
+    if (this.readyCount > 0 && !this.turnEnding) return; // enforced once the queued input is served (onTurnEnd)
+    this.enforceCap(cap);
+  }
+
+  /** enforceCap closes the connections holding the most until all together hold at most `cap` bytes. */
+  private enforceCap(cap: number): void {
     while (this.counters.bufferedBytes > cap) {
       const victim = this.largestHolder();
       if (victim === undefined) break;
@@ -788,7 +808,7 @@ export class CacheServer implements DispatchContext {
   private closeIdle(idleMs: number): void {
     const now = this.clock();
     for (const conn of this.connections) {
-      if (now - conn.lastActive < idleMs || conn.waiting || conn.queuedOutput > 0 || conn.closing) continue;
+      if (now - conn.lastActive < idleMs || conn.waiting || conn.queued || conn.queuedOutput > 0 || conn.closing) continue;
       this.counters.idleClosed++;
       conn.closing = true;
       conn.socket.end();

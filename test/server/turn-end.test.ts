@@ -4,7 +4,8 @@
 // starting to close) must not lose, reorder or skip what it sent. White-box: the events are made
 // to fall in one turn by calling the server's handlers directly on a real connection.
 import { describe, expect, test } from "bun:test";
-import { RawSocket, getCall, setCall, startNode } from "./support.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink, RawSocket, getCall, setCall, startNode } from "./support.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 
@@ -63,5 +64,105 @@ describe("input is served at the end of the turn", () => {
     await raw.closed;
     await closing;
     expectHits(raw, [2, 3, 4]);
+  });
+});
+
+// Found by review of the change that serves input at the turn's end (each fails without its fix).
+describe("input served at the end of the turn: limits and timers", () => {
+  test("a burst read as several chunks in one poll is served chunk by chunk, not counted whole toward the cap", async () => {
+    // ~3 MB of pipelined Sets in one write: Bun reads them as several 512 KiB chunks in one poll.
+    // Queued together, the unserved chunks put the connection over a 1 MB --max-buffered and it was
+    // closed after ~200 replies (and paused once per burst).
+    await using node = startNode({ maxBufferedBytes: 1_000_000 });
+    const raw = await RawSocket.connect(node.port);
+    const value = new Uint8Array(1000).fill(7);
+    const n = 3000;
+    const all = concat(...Array.from({ length: n }, (_, i) => setCall(i + 1, `k${i % 100}`, value)));
+    let off = raw.write(all);
+    while (off < all.length) {
+      await Bun.sleep(1);
+      off += raw.write(all.subarray(off));
+    }
+    await raw.waitFor(() => raw.frames().length === n || raw.isClosed, "set replies", 10_000);
+    expect(raw.isClosed).toBe(false);
+    expect(raw.frames().length).toBe(n);
+    expect(node.server.counters.bufferCapClosed).toBe(0);
+    expect(node.server.counters.pauses).toBe(0);
+    raw.close();
+  });
+
+  test("the cap picks its victims after the turn's input is served, not by a queued connection's old count", async () => {
+    // Q holds 950 KB of a Set; R waits for a load. In one poll Q's last bytes (completing the Set)
+    // and 400 KB more for R arrive. Q's complete Set was dropped and Q closed as the "largest holder".
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    await using node = CacheNode.start(
+      { port: 0, logLevel: "silent", maxBufferedBytes: 1_000_000, maxItemSize: 4 * 1024 * 1024, memory: 64 * 1024 * 1024,
+        groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { slow: async (key: string) => { await gate; return `loaded ${key}`; } } },
+    );
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const q = await RawSocket.connect(node.port);
+    const r = await RawSocket.connect(node.port);
+    r.write(getCall(1, "a", "slow"));
+    while (![...server.connections].some((c: { waiting: boolean }) => c.waiting)) await Bun.sleep(5);
+    const setFrame = setCall(1, "q-key", new Uint8Array(950_000).fill(2));
+    const cut = setFrame.length - 100;
+    q.write(setFrame.subarray(0, cut));
+    while (server.counters.bufferedBytes < cut) await Bun.sleep(5);
+    q.write(setFrame.subarray(cut));
+    r.write(setCall(2, "r-key", new Uint8Array(400_000).fill(3)));
+    const until = Date.now() + 50;
+    while (Date.now() < until); // both arrive before the node polls again
+    await q.waitFor(() => q.frames().length === 1 || q.isClosed, "q's set reply");
+    expect(q.isClosed).toBe(false);
+    expect(node.groups.byName("default")!.store.has(new TextEncoder().encode("q-key"))).toBe(true);
+    expect(server.counters.bufferCapClosed).toBe(0);
+    open();
+    await r.waitFor(() => r.frames().length === 2, "r's replies");
+    q.close();
+    r.close();
+  });
+
+  test("a connection's stale resume does not serve input queued for the turn's end out of order", async () => {
+    // maxRequestsPerEvent 2: two Gets are served at the turn's end and the connection yields (a
+    // resume is pending). Before it runs, a drain un-holds the connection and a Get that waits for
+    // a load arrives with a hit behind it. The stale resume served the queued chunk (parking the
+    // connection on the load), then the turn's end served the hit before it (replies 5 then 4).
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    await using node = CacheNode.start(
+      { port: 0, logLevel: "silent", maxRequestsPerEvent: 2, groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { slow: async (key: string) => { await gate; return `loaded ${key}`; } } },
+    );
+    const { raw, server, conn } = await connected(node);
+    server.onData(conn, concat(getCall(2, "k"), getCall(3, "k")));
+    setImmediate(() => {
+      // After that turn's end, before the resume: a drain, then a data event.
+      expect(conn.held).toBe(true);
+      server.onDrain(conn);
+      server.onData(conn, concat(getCall(4, "a", "slow"), getCall(5, "k")));
+    });
+    await raw.waitFor(() => raw.frames().length >= 3, "the first Gets' replies");
+    await Bun.sleep(20);
+    open();
+    await raw.waitFor(() => raw.frames().length === 5, "all replies");
+    expect(readReplies(raw.received, "framed").replies.map((r) => r.seqid)).toEqual([1, 2, 3, 4, 5]);
+    raw.close();
+  });
+
+  test("the idle sweep, run between a data event and the turn's end, does not close the connection", async () => {
+    await using node = startNode({ idleTimeoutMs: 600_000 });
+    const { raw, server, conn } = await connected(node);
+    server.onData(conn, getCall(2, "k"));
+    const until = Date.now() + 3;
+    while (Date.now() < until); // the rest of the poll
+    server.closeIdle(2); // the idle timer in the timers phase of the same turn, with a 2 ms timeout
+    await raw.waitFor(() => raw.frames().length === 2 || raw.isClosed, "get reply");
+    expect(raw.isClosed).toBe(false);
+    expectHits(raw, [2]);
+    expect(server.counters.idleClosed).toBe(0);
+    raw.close();
   });
 });
