@@ -163,8 +163,6 @@ export class CacheServer implements DispatchContext {
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   private readonly ready: (Connection | null)[] = [];
   private readyCount = 0;
-  /** turnEnding: `onTurnEnd` is serving the ready connections. */
-  private turnEnding = false;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -527,11 +525,11 @@ export class CacheServer implements DispatchContext {
    * onTurnEnd serves the connections that received input this turn, in the order their events
    * came, then writes every reply of the turn (`writeShared`). A connection serving adds to the
    * same turn's writes (`writeQueued` stays set until they are made). The cap on buffered bytes
-   * picks its victims once the queued input is served (`account` waits for it meanwhile).
+   * picks its victims once all the queued input is served (`account` waits for it meanwhile), so
+   * no connection is judged by bytes its own input of this turn would have used up.
    */
   private readonly onTurnEnd = (): void => {
     const list = this.ready;
-    this.turnEnding = true;
     for (let i = 0; i < this.readyCount; i++) { // (one added meanwhile is served too)
       const conn = list[i]!;
       list[i] = null; // keep no closed connection alive
@@ -544,11 +542,13 @@ export class CacheServer implements DispatchContext {
       }
     }
     this.readyCount = 0;
-    this.turnEnding = false;
+    this.writeQueued = false; // before anything that may throw: a bug must not stop every later turn
     const cap = this.opts.maxBufferedBytes;
-    if (cap !== undefined) this.enforceCap(cap);
-    this.writeQueued = false;
-    this.writeShared();
+    try {
+      if (cap !== undefined) this.enforceCap(cap);
+    } finally {
+      this.writeShared();
+    }
   };
 
   /** internalError closes a connection after a bug outside `process` (as `fault` does inside it). */
@@ -661,7 +661,7 @@ export class CacheServer implements DispatchContext {
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
     if (cap === undefined || now === 0) return;
-    if (this.readyCount > 0 && !this.turnEnding) return; // enforced once the queued input is served (onTurnEnd)
+    if (this.readyCount > 0) return; // enforced once all the turn's queued input is served (onTurnEnd)
     this.enforceCap(cap);
   }
 

@@ -125,6 +125,62 @@ describe("input served at the end of the turn: limits and timers", () => {
     r.close();
   });
 
+  test("the cap is not applied in the middle of the turn: a connection later in it is not judged by its old count", async () => {
+    // Q holds 950 KB of a Set. In one poll P's first 400 KB of another Set arrive, then Q's last
+    // bytes. Applied while P was served, the cap (1 MB) closed Q, whose own input completes its Set.
+    await using node = startNode({ maxBufferedBytes: 1_000_000, maxItemSize: 4 * 1024 * 1024, memory: 64 * 1024 * 1024 });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const q = await RawSocket.connect(node.port);
+    const p = await RawSocket.connect(node.port);
+    const qFrame = setCall(1, "q-key", new Uint8Array(950_000).fill(2));
+    const cut = qFrame.length - 100;
+    let off = 0;
+    while (off < cut) {
+      off += q.write(qFrame.subarray(off, cut));
+      await Bun.sleep(1);
+    }
+    while (server.counters.bufferedBytes < cut) await Bun.sleep(5);
+    const pPart = setCall(1, "p-key", new Uint8Array(600_000).fill(3)).subarray(0, 400_000);
+    let pOff = p.write(pPart);
+    q.write(qFrame.subarray(cut));
+    const until = Date.now() + 50;
+    while (Date.now() < until); // P's bytes, then Q's, arrive before the node polls again
+    while (pOff < pPart.length) {
+      await Bun.sleep(1);
+      pOff += p.write(pPart.subarray(pOff));
+    }
+    await q.waitFor(() => q.frames().length === 1 || q.isClosed, "q's set reply");
+    expect(q.isClosed).toBe(false);
+    expect(node.groups.byName("default")!.store.has(new TextEncoder().encode("q-key"))).toBe(true);
+    expect(server.counters.bufferCapClosed).toBe(0);
+    p.close();
+    q.close();
+  });
+
+  test("an exception at the end of a turn does not stop later turns", async () => {
+    await using node = startNode({ maxBufferedBytes: 1_000_000 });
+    const { raw, server, conn } = await connected(node);
+    const enforceCap = server.enforceCap;
+    server.enforceCap = () => {
+      server.enforceCap = enforceCap;
+      throw new Error("injected fault at the turn's end");
+    };
+    // The turn as onData leaves it, with the end of the turn run here rather than by its Immediate
+    // (so the fault is thrown to the test): the chunk in the reader, the connection on the ready list.
+    conn.proto.push(getCall(2, "k"));
+    conn.queued = true;
+    server.ready[server.readyCount++] = conn;
+    server.writeQueued = true;
+    expect(() => server.onTurnEnd()).toThrow("injected fault");
+    expect(server.writeQueued).toBe(false);
+    await raw.waitFor(() => raw.frames().length === 2, "the turn's reply"); // written all the same
+    raw.write(getCall(3, "k"));
+    await raw.waitFor(() => raw.frames().length === 3, "a later turn's reply");
+    expectHits(raw, [2, 3]);
+    raw.close();
+  });
+
   test("a connection's stale resume does not serve input queued for the turn's end out of order", async () => {
     // maxRequestsPerEvent 2: two Gets are served at the turn's end and the connection yields (a
     // resume is pending). Before it runs, a drain un-holds the connection and a Get that waits for
