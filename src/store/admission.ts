@@ -22,6 +22,7 @@ export class Admission {
   private size = 0;
   private readonly keys: Int32Array;
   private readonly counts: Uint8Array;
+  private readonly ringPos: Int32Array;
   private readonly used: Uint8Array;
   private readonly mask: number;
 
@@ -35,6 +36,7 @@ export class Admission {
     this.mask = slots - 1;
     this.keys = new Int32Array(slots);
     this.counts = new Uint8Array(slots);
+    this.ringPos = new Int32Array(slots);
     this.used = new Uint8Array(slots);
   }
 
@@ -71,7 +73,9 @@ export class Admission {
     this.used[s] = 1;
     this.keys[s] = hash;
     this.counts[s] = 1;
-    this.ring[(this.ringHead + this.size) % this.capacity] = hash;
+    const at = (this.ringHead + this.size) % this.capacity;
+    this.ring[at] = hash;
+    this.ringPos[s] = at;
     this.size++;
   }
 
@@ -88,7 +92,7 @@ export class Admission {
   }
 
   byteSize(): number {
-    return this.ring.byteLength + this.keys.byteLength + this.counts.byteLength + this.used.byteLength;
+    return this.ring.byteLength + this.keys.byteLength + this.counts.byteLength + this.ringPos.byteLength + this.used.byteLength;
   }
 
   /** historySize is how many hashes the history holds now. */
@@ -106,14 +110,17 @@ export class Admission {
   }
 
   // The ring may still list hashes that were admitted (removed from the table) earlier; those are
-  // skipped lazily here, so admission stays O(1) and the ring never needs compaction.
+  // skipped lazily here, so admission stays O(1) and the ring never needs compaction. A hash
+  // admitted and then offered again has a newer ring entry: the table's `ringPos` tells which of
+  // the two is its live one, so the old entry does not forget the new one.
   private evictOldest(): void {
     while (this.size > 0) {
-      const hash = this.ring[this.ringHead]!;
+      const at = this.ringHead;
+      const hash = this.ring[at]!;
       this.ringHead = (this.ringHead + 1) % this.capacity;
       this.size--;
       const s = this.find(hash);
-      if (s >= 0) {
+      if (s >= 0 && this.ringPos[s] === at) {
         this.removeSlot(s);
         return;
       }
@@ -130,6 +137,7 @@ export class Admission {
       if (((s - ideal) & this.mask) >= ((s - hole) & this.mask)) {
         this.keys[hole] = this.keys[s]!;
         this.counts[hole] = this.counts[s]!;
+        this.ringPos[hole] = this.ringPos[s]!;
         this.used[hole] = 1;
         hole = s;
       }

@@ -239,13 +239,16 @@ export class SlabAllocator {
     return this.carvePage[cls]!;
   }
 
-  /** reset returns every page to the pool (the memory is kept for reuse). */
+  /** reset returns every page to the pool, its memory dropped (as `releasePage` does). */
   reset(): void {
     this.pageClass.fill(NIL);
     this.pageUsed.fill(0);
     this.pageCarved.fill(0);
     for (let p = 0; p < this.maxPages; p++) this.pool[p] = this.maxPages - 1 - p;
     this.poolTop = this.maxPages;
+    // Pool pages hold no memory (as after `releasePage`): the store may grow its tables into them.
+    this.pages.length = 0;
+    this.words.length = 0;
     this.pagesAssigned = 0;
     this.emptyPages = 0;
     this.classPages.fill(0);

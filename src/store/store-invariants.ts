@@ -3,7 +3,8 @@
  *
  * O(items + pages + chunks): for tests only (the store exposes it as `checkInvariants()`). It
  * throws an Error naming the first violated invariant:
- * - memory: page bytes + metadata <= capacity; chunk bytes of live items == the running total;
+ * - memory: page bytes + metadata <= capacity; only assigned pages hold memory; at least one page
+ *   may be assigned; chunk bytes of live items == the running total;
  * - items: each live item sits in a chunk of its page's class that names it as owner, inside the
  *   carved part of the page; its stored key hashes to its hash; the index finds it by its key;
  * - index: counts exactly the live items, each once;
@@ -26,6 +27,11 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   const { items, slab, lru, heap, index, classes } = s;
   const pageBytes = slab.pagesAssigned * slab.pageSize;
   if (pageBytes + s.metaBytes() > s.capacity) fail(`pages ${pageBytes} + meta ${s.metaBytes()} > capacity ${s.capacity}`);
+  // Memory really held: only assigned pages have bytes (pool pages were never made or were dropped).
+  let held = 0;
+  for (let p = 0; p < slab.maxPages; p++) if (slab.pages[p] !== undefined) held++;
+  if (held !== slab.pagesAssigned) fail(`${held} pages hold memory, ${slab.pagesAssigned} are assigned`);
+  if (slab.pageLimit < 1) fail(`page limit ${slab.pageLimit}: no page could ever be assigned`);
 
   let live = 0;
   let sumChunk = 0;

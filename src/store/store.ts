@@ -352,6 +352,8 @@ export class Store {
     if (!(ttlMs >= 0)) return SET_INVALID_TTL;
     const cls = keyLen > MAX_KEY_BYTES ? -1 : this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
     if (cls < 0) {
+      // Refused as invalid before anything changes, like the protocol's own VALUE_TOO_LARGE: the
+      // key keeps its value (unlike a set that fails for memory, below).
       this.counters.tooLarge++;
       return SET_TOO_LARGE;
     }
@@ -453,11 +455,13 @@ export class Store {
       if (this.growItems()) continue;
       const own = this.settleTail(cls);
       let other = this.oldestTail(cls);
-      if (other !== NIL && (own === NIL || this.age(other) > this.age(own))) {
+      if (other !== NIL && own !== NIL && this.age(other) > this.age(own)) {
         // As many pages as the next growth needs (the index may have to double), each of the
-        // class whose tail is oldest then, while it is older than this class's.
+        // class whose tail is oldest then, while it is older than this class's. Not for a class
+        // with no items yet: its first item then takes another's id (evicted below), and
+        // `allocChunk` moves it a page; releasing one could leave no page for it at all.
         do this.slab.releasePage(this.items.page(other));
-        while (!this.growItems() && (other = this.oldestTail(cls)) !== NIL && (own === NIL || this.age(other) > this.age(own)));
+        while (!this.growItems() && (other = this.oldestTail(cls)) !== NIL && this.age(other) > this.age(own));
         continue;
       }
       const victim = own !== NIL ? own : other;
@@ -469,7 +473,9 @@ export class Store {
   /** growItems grows the item table by half (and the index with it) if the memory budget allows. */
   private growItems(): boolean {
     const cap = this.items.cap;
-    const usedPages = this.slab.pagesAssigned * this.slab.pageSize;
+    // At least one page stays out of the table's reach, as the constructor requires: with none
+    // left (every page released, or none assigned since a clear) nothing could be stored again.
+    const usedPages = Math.max(1, this.slab.pagesAssigned) * this.slab.pageSize;
     const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
     const room = this.capacity - usedPages - this.metaBytes();
     let add = Math.max(16, cap >> 1);

@@ -17,6 +17,21 @@ describe("Admission (LRU-K)", () => {
     expect(a.offer(7)).toBe(true);
   });
 
+  test("a key admitted and offered again is forgotten by its new place in the history, not its old one", () => {
+    // The admitted key's old ring entry, reaching the head, used to forget the key's new entry
+    // while older keys stayed.
+    const a = new Admission(3, 4);
+    for (let i = 0; i < 3; i++) a.offer(1); // admitted; its ring entry stays, stale
+    a.offer(2);
+    a.offer(3);
+    a.offer(1); // history again: 1 (stale), 2, 3, 1
+    a.offer(4); // full: the oldest live entry goes, which is 2
+    expect(a.seen(1)).toBe(1);
+    expect(a.seen(2)).toBe(0);
+    expect(a.seen(3)).toBe(1);
+    expect(a.seen(4)).toBe(1);
+  });
+
   test("history is bounded: the oldest key is forgotten when full", () => {
     const a = new Admission(2, 4);
     for (const h of [1, 2, 3, 4]) a.offer(h);
