@@ -19,7 +19,7 @@
  * still unanswered after four timeouts may be replaced by a new one (a stuck loader call).
  */
 import { latin1Key } from "../bytes/bytes.ts";
-import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
 import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
@@ -262,7 +262,7 @@ export class Group {
       (e: unknown) => {
         done();
         this.counters.localLoadErrs++;
-        throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
+        throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, errorText(e));
       },
     );
     return settled;
@@ -300,6 +300,12 @@ export class Group {
       this.counters.notFound++;
       if (this.negativeTtlMs > 0 && !skip) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
       throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
+    }
+    if (!this.store.fits(key.length, value.length)) {
+      // Served, it would pass the limits every other path keeps (a Get's reply past the frame
+      // limit, a peer's answer its caller refuses), and be loaded again on every Get.
+      this.counters.localLoadErrs++;
+      throw new CacheError(ERROR_CODE.VALUE_TOO_LARGE, `the loader returned ${value.length} bytes, more than the max item size`);
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;

@@ -32,7 +32,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Tinypool from "tinypool";
-import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 
 import { type LoadResult, MAX_TIMER_MS } from "../cluster/loader.ts";
@@ -141,7 +141,7 @@ export class LoaderPool {
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
     // EventEmitter 'error' without a listener would throw). onWorkerError already logged it.
     this.pool.on("error", (err: unknown) => {
-      if (err !== this.lastCrash) this.logger.error("loader pool error", { module: this.module, error: messageOf(err) });
+      if (err !== this.lastCrash) this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
     });
     this.watchWorkers();
   }
@@ -183,12 +183,19 @@ export class LoaderPool {
       return reply;
     }
     this.counters.failed++;
+    if (reply.detail !== undefined && reply.detail !== this.loggedDetail) {
+      this.loggedDetail = reply.detail; // once, not for every load that fails the same way
+      this.logger.error("loaders module failed in a worker", { module: this.module, error: reply.detail });
+    }
     throw new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed);
   };
 
+  /** loggedDetail is the last LoadFailure detail written to the log. */
+  private loggedDetail: string | undefined;
+
   private readonly fail = (err: unknown, group?: string, key?: string): never => {
     this.inFlight--;
-    const message = messageOf(err);
+    const message = errorText(err);
     if (err instanceof Error && err.name === "AbortError") {
       this.counters.failed++;
       this.counters.stopped++;
@@ -238,10 +245,7 @@ export class LoaderPool {
     this.dead.add(worker);
     this.lastCrash = err;
     this.counters.crashes++;
-    this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: messageOf(err) });
+    this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: errorText(err) });
   }
 }
 
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

@@ -22,6 +22,7 @@
  * that crashes the same way, in a loop.
  */
 import Tinypool from "tinypool";
+import { errorText } from "../protocol/errors.ts";
 
 /** LoadTask is one load request sent to a worker. */
 export interface LoadTask {
@@ -29,9 +30,13 @@ export interface LoadTask {
   key: string;
 }
 
-/** LoadFailure carries a loader's own error message back to the main thread. */
+/**
+ * LoadFailure carries a loader's own error message back to the main thread (the callers' answer);
+ * `detail`, for the node's log only, is what the callers are not told (paths, configuration).
+ */
 export interface LoadFailure {
   failed: string;
+  detail?: string;
 }
 
 /** LoadReply is what a worker answers: a value, `null` for "not found", or a LoadFailure. */
@@ -53,19 +58,19 @@ let importError = "";
 try {
   loaders = (await import(modulePath)) as Record<string, unknown>;
 } catch (err) {
-  importError = `cannot import loaders module ${modulePath} in a worker: ${messageOf(err)}`;
+  importError = `cannot import loaders module ${modulePath} in a worker: ${errorText(err)}`;
 }
 
 /** load runs the loader of `task.group` on `task.key` and answers a LoadReply. */
 export async function load(task: LoadTask): Promise<LoadReply | Moved> {
-  if (loaders === null) return { failed: importError };
+  if (loaders === null) return { failed: "the loaders module failed to load (see the node's log)", detail: importError };
   const loader = loaders[task.group];
   if (typeof loader !== "function") return { failed: `no loader "${task.group}" in ${modulePath}` };
   let value: unknown;
   try {
     value = await (loader as (key: string) => unknown)(task.key);
   } catch (err) {
-    return { failed: messageOf(err) };
+    return { failed: errorText(err) };
   }
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
@@ -80,10 +85,6 @@ function ownBuffer(bytes: Uint8Array): Uint8Array {
   const buffer = bytes.buffer;
   const whole = buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength;
   return whole ? bytes : new Uint8Array(bytes);
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function describe(value: unknown): string {

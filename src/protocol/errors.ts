@@ -74,3 +74,17 @@ export class CacheError extends Error {
 export function protocolError(message: string): ProtocolError {
   return new ProtocolError(APP_ERROR.PROTOCOL_ERROR, message, true);
 }
+
+/**
+ * errorText is the message of anything thrown: an Error's message, else its string form, and a
+ * fixed text for a value that cannot be turned into a string (an object without a prototype
+ * throws from `String`), so reporting an error never throws itself.
+ */
+export function errorText(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  try {
+    return String(e);
+  } catch {
+    return "a value that cannot be printed";
+  }
+}

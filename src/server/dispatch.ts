@@ -18,6 +18,7 @@
  * reader is not advanced meanwhile). GetMulti loads all its misses in parallel; not-found keys are
  * left out of the map, and a load failure fails the whole call with its CacheError.
  */
+import { latin1Key } from "../bytes/bytes.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
@@ -201,8 +202,22 @@ function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Load
   if (misses.length === 0) return undefined;
   if (hitBytes > maxBytes) return TOO_LARGE; // (the copies below would come to that)
   const loads = new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
+  // A key named twice is loaded once: a second load would join the first and count as another
+  // caller's access for LRU-K, admitting a key one request asked for.
+  const first = misses.length > 1 ? new Map<string, number>() : undefined;
   for (const i of misses) {
-    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!).catch((e: unknown) => {
+    const ks = req.items[i * 4]!;
+    const kl = req.items[i * 4 + 1]!;
+    if (first !== undefined) {
+      const name = latin1Key(req.buffer.subarray(ks, ks + kl));
+      const earlier = first.get(name);
+      if (earlier !== undefined) {
+        loads[i] = loads[earlier]!;
+        continue;
+      }
+      first.set(name, i);
+    }
+    loads[i] = group.load(req.buffer, ks, kl).catch((e: unknown) => {
       if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
       throw e;
     });

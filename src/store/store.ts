@@ -162,6 +162,11 @@ export class Store {
     return true;
   }
 
+  /** fits tells whether an item of these key and value lengths fits a chunk (else `set` is SET_TOO_LARGE). */
+  fits(keyLen: number, valLen: number): boolean {
+    return keyLen <= MAX_KEY_BYTES && this.classes.classFor(CHUNK_HEADER + keyLen + valLen) >= 0;
+  }
+
   /** hashOf is the key's hash in this store (its index and `getHit` use it). */
   hashOf(key: Uint8Array, off: number, len: number): number {
     return hashBytes(key, off, len, this.hashSeed);

@@ -43,7 +43,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "missing", "rejects", "slow", "text", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "missing", "rejects", "slow", "text", "unprintable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 
@@ -84,6 +84,24 @@ describe("LoaderPool errors", () => {
     await failure(pool.run("nope", "k"), ERROR_CODE.UNKNOWN_GROUP, /no loader for group "nope"/);
     expect(await pool.run("text", "after")).toBe("value of after");
     expect(pool.counters).toEqual({ submitted: 4, completed: 1, failed: 3, rejected: 0, crashes: 0, stopped: 0 });
+  });
+
+  test("a loader throwing a value String() cannot convert is LOAD_FAILED, not a crash", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
+    await failure(pool.run("unprintable", "k"), ERROR_CODE.LOAD_FAILED, /^a value that cannot be printed$/);
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters.crashes).toBe(0);
+  });
+
+  test("a module that fails to import in the workers: callers get a plain LOAD_FAILED, the log gets why, once", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: fixture("worker-import-error.ts"), threads: 1, queue: 4, logger });
+    for (let i = 0; i < 3; i++) {
+      const e = await failure(pool.run("users", "1"), ERROR_CODE.LOAD_FAILED, /^the loaders module failed to load/);
+      expect(e.message).not.toContain("DB_PASSWORD");
+    }
+    const logged = logger.entries.filter((x) => x.level === "error" && String(x.f?.error).includes("DB_PASSWORD"));
+    expect(logged.length).toBe(1);
   });
 
   test("a worker crash fails its load, is logged and counted, and the pool keeps serving", async () => {

@@ -190,3 +190,57 @@ describe("read-through over the wire", () => {
     }
   });
 });
+
+
+describe("read-through: what loaders return and throw", () => {
+  test("a loaded value over the max item size is VALUE_TOO_LARGE for Get and GetMulti, not served unbounded", async () => {
+    let calls = 0;
+    await using node = CacheNode.start({ port: 0, maxItemSize: 64 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { big: (key) => (calls++, key === "small" ? "fits" : "x".repeat(100_000)) },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      await expect(client.Get(new types.Request({ group: "big", key: "k" }))).rejects.toMatchObject({ code: 4 });
+      await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: ["small", "k"] }))).rejects.toMatchObject({ code: 4 });
+      expect((await client.Get(new types.Request({ group: "big", key: "small" }))).value.toString()).toBe("fits");
+      const group = node.groups.byName("big")!;
+      expect(group.counters.localLoadErrs).toBe(2);
+      expect(group.store.stats().items).toBe(1); // "small"
+      expect(calls).toBe(3);
+    } finally {
+      close();
+    }
+  });
+
+  test("a loader throwing a value String() cannot convert is LOAD_FAILED", async () => {
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "odd", ttlMs: 0 }] }, {
+      logger: new LogSink().logger,
+      loaders: { odd: () => { throw Object.create(null); } },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      await expect(client.Get(new types.Request({ group: "odd", key: "k" }))).rejects.toMatchObject({ code: 6, message: "a value that cannot be printed" });
+    } finally {
+      close();
+    }
+  });
+
+  test("a key named twice in one GetMulti is loaded once and counts as one access for LRU-K", async () => {
+    let calls = 0;
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "users", ttlMs: 0 }] }, {
+      logger: new LogSink().logger,
+      loaders: { users: (key) => (calls++, `user ${key}`) },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      const gm = await client.GetMulti(new types.GetMultiRequest({ group: "users", keys: ["dup", "dup"] }));
+      expect((gm.values as Record<string, Buffer>).dup!.toString()).toBe("user dup");
+      expect(calls).toBe(1);
+      // Seen once: not admitted by LRU-K (K = 2), as for a single Get.
+      expect(node.groups.byName("users")!.store.stats().items).toBe(0);
+    } finally {
+      close();
+    }
+  });
+});
