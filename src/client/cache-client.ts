@@ -2,9 +2,11 @@
 //
 // A client talks to ONE node over `connections` long-lived framed strict-binary connections
 // (ClientConnection), opened lazily on the first call and reopened with backoff. Calls are spread
-// round-robin (an open connection is preferred over one that is reconnecting), pipelined (many in
-// flight per connection, matched by seqid), and a tick's calls leave in one socket.write per
-// connection.
+// round-robin (an open connection is preferred over one that is reconnecting); with
+// `writeConnection` (a node's clients of its peers) writes (Set, Delete, Clear, SetMulti,
+// PeerInvalidate, and their Peer forms) go on the first connection and the other calls
+// round-robin over the rest (`pick`). Calls are pipelined (many in flight per connection, matched by seqid), and a
+// tick's calls leave in one socket.write per connection.
 //
 // Timeouts without a timer per call: one interval per client (running only while calls are in
 // flight) advances an integer tick every `timeoutMs / 10` ms; a call remembers the tick it was
@@ -43,6 +45,11 @@ import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
 
+/** WRITES are the calls `pick` sends on the write connection, in their client and peer forms. */
+const WRITES: ReadonlySet<number> = new Set(
+  [METHOD_SET, METHOD_DELETE, METHOD_CLEAR, METHOD_SET_MULTI].flatMap((m) => [m, peerMethod(m)]).concat(METHOD_PEER_INVALIDATE),
+);
+
 export type { ForwardCallback } from "./pending-calls.ts";
 export type { ClientCounters } from "./peer-health.ts";
 export type { GetResult, PingResult, StatsResult } from "./results.ts";
@@ -53,6 +60,11 @@ export interface ClientOptions {
   port: number;
   /** Long-lived connections; requests spread round-robin (default 2). */
   connections?: number;
+  /**
+   * writeConnection: writes go on the first connection, other calls round-robin over the rest
+   * (with 2 or more connections; a node's clients of its peers set it: see `pick`). Default false.
+   */
+  writeConnection?: boolean;
   /** Per call (default 1000); expiry → PEER_UNAVAILABLE "timeout", the late reply is dropped. */
   timeoutMs?: number;
   /** Default 1000. */
@@ -93,7 +105,10 @@ export class CacheClient {
   private readonly conns: ClientConnection[] = [];
   private readonly tickMs: number;
   private readonly probeIntervalMs: number;
+  /** next is the next connection of `pick`'s round. */
   private next = 0;
+  /** firstRead is the first connection of `pick`'s round: 1 with a write connection, else 0. */
+  private readonly firstRead: number;
   private tick = 0;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private probeTimer: ReturnType<typeof setInterval> | null = null;
@@ -125,6 +140,8 @@ export class CacheClient {
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
     this.counters = this.health.counters;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
+    this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
+    this.next = this.firstRead;
   }
 
   /** isDown is true while the peer is marked down (calls reject at once). */
@@ -219,7 +236,7 @@ export class CacheClient {
   forwardGet(group: Uint8Array, key: Uint8Array, keyOff: number, keyLen: number, done: ForwardCallback): void {
     const refusal = this.refusal();
     if (refusal !== null) return this.deferError(done, refusal);
-    const conn = this.pick();
+    const conn = this.pick(false);
     const slot = conn.beginCall(METHOD_PEER_GET, this.tick);
     if (slot < 0) return this.deferError(done, overloaded());
     const w = conn.calls;
@@ -264,7 +281,7 @@ export class CacheClient {
       this.counters.errors++;
       return Promise.reject(refusal);
     }
-    const conn = this.pick();
+    const conn = this.pick(WRITES.has(method));
     const slot = this.issue(conn, method, encode);
     if (slot instanceof CacheError) {
       this.counters.errors++;
@@ -300,17 +317,26 @@ export class CacheClient {
     return null;
   }
 
-  /** pick returns the next connection round-robin, skipping ones that are failing to reconnect. */
-  private pick(): ClientConnection {
+  /**
+   * pick returns the next connection round-robin, skipping ones that are failing to reconnect;
+   * with a write connection (`writeConnection`), a write gets the first and the round is over the
+   * others. That is for a node's calls to its peers: a node serves each connection in order, and
+   * a PeerGet that loads holds up what follows it on its connection as long as the load takes (up
+   * to --load-timeout), longer than a peer call waits (--peer-timeout); a PeerSet behind it timed
+   * out here and was still applied there seconds later, over newer writes.
+   */
+  private pick(write: boolean): ClientConnection {
     const conns = this.conns;
     const n = conns.length;
+    const from = this.firstRead;
+    if (write && from === 1 && conns[0]!.usable) return conns[0]!;
     const first = this.next;
-    for (let i = 0; i < n; i++) {
+    for (let i = from; i < n; i++) {
       const conn = conns[this.next]!;
-      this.next = this.next + 1 === n ? 0 : this.next + 1;
+      this.next = this.next + 1 === n ? from : this.next + 1;
       if (conn.usable) return conn;
     }
-    return conns[first]!;
+    return from === 1 && conns[0]!.usable ? conns[0]! : conns[first]!;
   }
 
   private startSweep(): void {

@@ -60,6 +60,7 @@ export class ClusterCounters {
   invalidationsSent = 0; // PeerInvalidate calls sent
   invalidationsReceived = 0; // PeerInvalidate calls served
   membershipChanges = 0; // member lists applied
+  foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored
 }
 
 export class Cluster {

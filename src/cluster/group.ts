@@ -49,6 +49,11 @@ export interface GroupOptions {
    * other nodes (filled through LRU-K admission); 0 or absent = no mirror.
    */
   mirrorMemory?: number;
+  /**
+   * mirrorTtlMs caps the life of a mirrored copy (0 or absent: its own TTL only). The owner's
+   * invalidations are sent once, not retried: a copy that missed one is stale for at most this.
+   */
+  mirrorTtlMs?: number;
 }
 
 /** GroupCounters are the group's running totals (groupcache's vocabulary), a plain struct of numbers. */
@@ -98,6 +103,7 @@ export class Group {
   readonly store: Store;
   /** mirror holds hot copies of keys owned by other nodes (cluster only). */
   readonly mirror: Store | undefined;
+  private readonly mirrorTtlMs: number;
   readonly defaultTtlMs: number;
   readonly loader: Loader | undefined;
   readonly admission: AdmissionPolicy;
@@ -143,6 +149,7 @@ export class Group {
     const admissionK = opts.admissionK ?? 2;
     this.store = new Store({ ...opts.store, memory: opts.memory - mirrorMemory, admissionK });
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK }) : undefined;
+    this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
   }
 
   /** nameIs tells whether buf[start, start+len) is this group's name (bytes compared, no string). */
@@ -393,6 +400,16 @@ export class Group {
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return removed;
+  }
+
+  /**
+   * copyTtl is the store TTL (0 = none) of a mirrored copy whose value has `ttlMs` left (-1 = no
+   * expiry): its own, capped at `mirrorTtlMs`.
+   */
+  copyTtl(ttlMs: number): number {
+    const own = ttlMs < 0 ? 0 : ttlMs;
+    const cap = this.mirrorTtlMs;
+    return cap > 0 && (own === 0 || own > cap) ? cap : own;
   }
 
   /** dropCopies empties the mirror (the member list changed): no answer under way may refill it. */

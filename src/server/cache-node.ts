@@ -274,6 +274,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       name: spec.name,
       memory: spec.memory,
       mirrorMemory: mirror >= MIN_MIRROR_BYTES ? mirror : 0,
+      mirrorTtlMs: config.mirrorTtlMs,
       defaultTtlMs: spec.ttlMs,
       loader: loaders[spec.name],
       admission: spec.admission,
@@ -303,6 +304,7 @@ function peerClient(id: string, config: NodeConfig): PeerClient {
     tls: config.tlsCert === undefined ? undefined : { ca: readFileSync(config.tlsCa ?? config.tlsCert, "utf8") },
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
+    writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
   });
 }
 

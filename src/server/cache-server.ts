@@ -612,7 +612,7 @@ export class CacheServer implements DispatchContext {
       if (group === undefined || group.mirror?.has(buf, keyStart, keyLength) === true) continue; // the mirror answers it
       const client = ownerClient(cluster, buf, keyStart, keyLength);
       if (client === undefined) continue;
-      const prefetches = (conn.prefetches ??= new Prefetches());
+      const prefetches = (conn.prefetches ??= new Prefetches(() => this.account(conn)));
       if (prefetches.start(cluster, client, group, buf, keyStart, keyLength)) cluster.counters.prefetchesSent++;
     }
   }

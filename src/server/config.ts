@@ -64,6 +64,8 @@ export interface NodeConfig {
   vnodes?: number;
   /** mirrorShare is the part of each group's memory for hot copies of keys owned elsewhere. */
   mirrorShare: number;
+  /** mirrorTtlMs caps how long a mirrored copy lives (0 = only its own TTL), bounding its staleness. */
+  mirrorTtlMs: number;
   peerTimeoutMs: number;
   peerConnections: number;
   /** authToken, when set, must be sent (Auth) first on every connection; peers send it too. */
@@ -110,6 +112,7 @@ export const DEFAULTS: NodeConfig = {
   loadTimeoutMs: 10_000,
   peersDnsIntervalMs: 5_000,
   mirrorShare: 0.125,
+  mirrorTtlMs: 10_000,
   peerTimeoutMs: 1_000,
   peerConnections: 2,
   insecure: false,
@@ -241,6 +244,9 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.mirrorShare = f;
         break;
       }
+      case "--mirror-ttl":
+        c.mirrorTtlMs = parseTimer(flag, value());
+        break;
       case "--peer-timeout":
         c.peerTimeoutMs = Math.max(1, parseTimer(flag, value()));
         break;

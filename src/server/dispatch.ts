@@ -155,13 +155,32 @@ function get(group: Group, req: Request, reply: ReplyWriter): Promise<void> | vo
   writeHit(reply, req, group.store, id);
 }
 
+/**
+ * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key this node's member list
+ * gives to another member: the member lists disagree (one node has applied a change the other
+ * has not yet). Such a write is dropped, with any value the key has here, rather than stored: kept,
+ * it would outlast the ring change that made it foreign (the purge has run), and be served again,
+ * older than writes the real owner took meanwhile, once the key comes back to this node. A cache
+ * may lose a value, never serve an old one.
+ */
+function foreign(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
+  const cluster = ctx.cluster;
+  if (cluster === undefined || cluster.members.length < 2 || !isPeerMethod(method)) return false;
+  if (cluster.owner(b, ks, kl) === cluster.self) return false;
+  cluster.counters.foreignWrites++;
+  return true;
+}
+
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   const b = req.buffer;
-  const r = group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
+  const drop = foreign(ctx, req.method, b, req.keyStart, req.keyLength);
+  const r = drop
+    ? (group.store.delete(b, req.keyStart, req.keyLength), SET_OK)
+    : group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
   group.written(b, req.keyStart, req.keyLength);
   if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1);
   if (r !== SET_OK) return refuseSet(group, reply, req, r);
-  group.counters.sets++;
+  if (!drop) group.counters.sets++;
   reply.writeSuccess(req, true);
 }
 
@@ -269,10 +288,13 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
   let failed: SetResult = SET_OK;
   for (let i = 0; i < req.itemCount; i++) {
     const o = i * 4;
-    const r = group.store.set(b, items[o]!, items[o + 1]!, b, items[o + 2]!, items[o + 3]!, ttl);
+    const drop = foreign(ctx, req.method, b, items[o]!, items[o + 1]!);
+    const r = drop ? SET_OK : group.store.set(b, items[o]!, items[o + 1]!, b, items[o + 2]!, items[o + 3]!, ttl);
+    if (drop) group.store.delete(b, items[o]!, items[o + 1]!);
     group.written(b, items[o]!, items[o + 1]!);
-    if (r === SET_OK) group.counters.sets++;
-    else if (failed === SET_OK) failed = r;
+    if (r !== SET_OK) {
+      if (failed === SET_OK) failed = r;
+    } else if (!drop) group.counters.sets++;
   }
   if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount);
   if (failed !== SET_OK) return refuseSet(group, reply, req, failed);

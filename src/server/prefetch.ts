@@ -23,8 +23,10 @@
  * could not have observed anyway (the Get had already been sent); but such an answer is not put
  * in the mirror, where an invalidation that came meanwhile would no longer reach it.
  *
- * Bounds: at most MAX_PREFETCHES answers and MAX_PREFETCH_BYTES of copied values per connection;
- * the bytes count toward the server's cap on what connections hold (`bytes`).
+ * Bounds: at most MAX_PREFETCHES answers and MAX_PREFETCH_BYTES of copied values per connection:
+ * an answer that would pass the bytes is not kept (its Get is forwarded again when its turn
+ * comes), since the fetches under way may together bring far more. The bytes count toward the
+ * server's cap on what connections hold (`bytes`; `onBytes` tells the server when they grow).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
@@ -53,14 +55,23 @@ export class Prefetch {
     /** generation is the cluster's member-list generation it was fetched under. */
     readonly generation: number,
     private readonly owner: Prefetches,
+    /** id is its key in the owner's table. */
+    readonly id: string,
   ) {}
 
   /** settle records the answer (the value copied) and wakes a waiting Get. */
   settle(err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, now: number): void {
+    if (this.kept && err === null && value !== null && this.owner.bytes + len > MAX_PREFETCH_BYTES) {
+      this.owner.discard(this); // no Get waits for it yet (taking it unkeeps it): its Get forwards again
+      return;
+    }
     this.done = true;
     this.err = err;
     this.value = err === null && value !== null ? value.slice(off, off + len) : null;
-    if (this.value !== null && this.kept) this.owner.bytes += this.value.length;
+    if (this.value !== null && this.kept) {
+      this.owner.bytes += this.value.length;
+      this.owner.onBytes?.();
+    }
     this.ttlRemainingMs = ttl;
     this.fetchedAt = now;
     const waiter = this.waiter;
@@ -74,6 +85,9 @@ export class Prefetches {
   bytes = 0;
   private readonly byKey = new Map<string, Prefetch>();
 
+  /** onBytes, if given, is called when an answer adds to `bytes` (the server recounts the connection). */
+  constructor(readonly onBytes?: () => void) {}
+
   get size(): number {
     return this.byKey.size;
   }
@@ -86,7 +100,7 @@ export class Prefetches {
     if (this.byKey.size >= MAX_PREFETCHES || this.bytes >= MAX_PREFETCH_BYTES) return false;
     const id = prefetchId(group, key, off, len);
     if (this.byKey.has(id)) return false;
-    const p = new Prefetch(cluster.generation, this);
+    const p = new Prefetch(cluster.generation, this, id);
     this.byKey.set(id, p);
     const clock = group.store.clock;
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
@@ -109,6 +123,12 @@ export class Prefetches {
   /** drop throws away the answer kept for the key, if any (its Get was answered another way). */
   drop(group: Group, key: Uint8Array, off: number, len: number): void {
     if (this.byKey.size > 0) this.remove(group, key, off, len);
+  }
+
+  /** discard forgets a kept answer that came too large to keep. */
+  discard(p: Prefetch): void {
+    if (this.byKey.get(p.id) === p) this.byKey.delete(p.id);
+    p.kept = false;
   }
 
   /** clear drops every kept answer (a call other than a Get, or a new chunk). */

@@ -141,7 +141,7 @@ function answerForward(
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
     if (ticket !== NO_COPY && mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
-      if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, ttl < 0 ? 0 : ttl) === SET_OK) cluster.counters.mirrorFills++;
+      if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, group.copyTtl(ttl)) === SET_OK) cluster.counters.mirrorFills++;
     }
     return true;
   }
@@ -178,7 +178,7 @@ function answerForward(
  */
 function moveToMirror(group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
   group.store.delete(buf, ks, kl);
-  if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, ttl < 0 ? 0 : ttl);
+  if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, group.copyTtl(ttl));
 }
 
 function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {

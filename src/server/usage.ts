@@ -34,6 +34,7 @@ Flags:
   --peers-dns-interval DUR  how often (default 5s)
   --vnodes N             virtual nodes per member on the ring (default: the ring's)
   --mirror-share F       part of each group's memory for hot copies of keys owned elsewhere (default 0.125; 0 = none)
+  --mirror-ttl DUR       longest a hot copy is kept, bounding how stale a copy whose invalidation was lost can be (default 10s; 0 = its own TTL)
   --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s)
   --peer-connections N   connections to each peer (default 2)
   --auth-token TOKEN     require this token (the Auth call) first on every connection; peers send it

@@ -103,6 +103,56 @@ describe("a three-node cluster in one process", () => {
     await expect(reader.get("g", key)).rejects.toMatchObject({ code: 1 });
   });
 
+  test("a write forwarded while a forwarded Get loads on the owner is not held behind it", async () => {
+    // The owner serves each peer connection in order: a PeerSet behind a PeerGet that loads for
+    // longer than --peer-timeout timed out here (the client told it failed) and was applied there
+    // afterwards, over a newer write the client was told succeeded.
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    const loader: Loader = async (k) => {
+      if (k.startsWith("slow")) await Bun.sleep(1200);
+      return `loaded ${k}`;
+    };
+    const [a, b] = ports.map((port) => node({ port, peers: ids, peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] }, { g: loader })) as [CacheNode, CacheNode];
+    const ring = a.cluster!.ring;
+    const ownedByB = (prefix: string): string => {
+      for (let i = 0; ; i++) if (ring.owner(new TextEncoder().encode(`${prefix}${i}`)) === ids[1]) return `${prefix}${i}`;
+    };
+    const viaA = client(a.port);
+    const viaB = client(b.port);
+    // (its own client: a node answers each client connection in order too)
+    const slow = client(a.port).get("g", ownedByB("slow")).then(() => "ok", (e: { code: number }) => `error ${e.code}`);
+    await Bun.sleep(50);
+    await viaA.get("g", ownedByB("fill")); // (the next round-robin connection is the loading one)
+    const x = ownedByB("x");
+    await viaA.set("g", x, "v1"); // answered: not queued behind the load
+    await viaB.set("g", x, "v2");
+    await slow;
+    await Bun.sleep(100);
+    expect(text((await viaB.get("g", x)).value)).toBe("v2");
+    expect(text((await viaA.get("g", x)).value)).toBe("v2");
+  });
+
+  test("a mirrored copy whose invalidation was lost is stale for at most --mirror-ttl", async () => {
+    // The owner's invalidations are sent once; one lost left the copy stale until evicted.
+    const { nodes, ids } = cluster3(() => null, { mirrorTtlMs: 300 });
+    const ring = nodes[0]!.cluster!.ring;
+    let key = "";
+    for (let i = 0; key === ""; i++) if (ring.owner(new TextEncoder().encode(`hot${i}`)) === ids[0]) key = `hot${i}`;
+    const reader = client(nodes[1]!.port);
+    await client(nodes[0]!.port).set("g", key, "v1");
+    for (let i = 0; i < 3; i++) expect(text((await reader.get("g", key)).value)).toBe("v1");
+    expect(nodes[1]!.cluster!.counters.mirrorHits).toBeGreaterThan(0);
+    expect((await reader.get("g", key)).ttlRemainingMs).toBeLessThanOrEqual(300); // the copy's, not "no expiry"
+    // A write on the owner whose invalidation never reaches node 1 (written to its store directly).
+    const k = new TextEncoder().encode(key);
+    const v2 = new TextEncoder().encode("v2");
+    nodes[0]!.groups.byName("g")!.store.set(k, 0, k.length, v2, 0, v2.length, 0);
+    expect(text((await reader.get("g", key)).value)).toBe("v1"); // the stale copy, for now
+    await Bun.sleep(350);
+    expect(text((await reader.get("g", key)).value)).toBe("v2");
+  });
+
   test("nodes whose rings disagree (different vnode counts) complete without loops", async () => {
     const ports = freePorts(2);
     const ids = ports.map((p) => `127.0.0.1:${p}`);

@@ -133,6 +133,61 @@ describe("a ring change", () => {
   });
 });
 
+describe("member lists that disagree for a moment", () => {
+  test("a peer's write of a key this node no longer owns is dropped, not kept to come back old", async () => {
+    // Peers files reloaded one node at a time: B learns of C (k is C's now; B's purge drops it),
+    // A does not yet and forwards Set v1 to B, which kept it; A catches up and Set v2 goes to C;
+    // C leaves and k is B's again: B served v1 over the acknowledged v2.
+    const dir = await mkdtemp("/tmp/mybuncache-flap-");
+    try {
+      const ports = freePorts(3);
+      const [A, B, C] = ports.map((p) => `127.0.0.1:${p}`) as [string, string, string];
+      const file = (i: number) => join(dir, `peers-${i}`);
+      const lists = [[A, B], [A, B], [A, B, C]];
+      for (let i = 0; i < 3; i++) await writeFile(file(i), lists[i]!.join("\n") + "\n");
+      const nodes = ports.map((port, i) => {
+        const n = CacheNode.start({ port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
+        open.push(n);
+        return n;
+      });
+      const reload = async (i: number, ids: string[]) => {
+        await writeFile(file(i), ids.join("\n") + "\n");
+        nodes[i]!.reloadPeers();
+        const deadline = Date.now() + 2000;
+        while (nodes[i]!.cluster!.members.length !== ids.length && Date.now() < deadline) await Bun.sleep(10);
+        await Bun.sleep(50); // (the purge runs in slices)
+      };
+      const two = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
+      two.setMembers([A, B]);
+      const three = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
+      three.setMembers([A, B, C]);
+      let key = "";
+      for (let i = 0; key === ""; i++) {
+        const k = new TextEncoder().encode(`k${i}`);
+        if (two.owner(k, 0, k.length) === B && three.owner(k, 0, k.length) === C) key = `k${i}`;
+      }
+      const [viaA, viaB] = nodes.map((n) => {
+        const c = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
+        open.push(c);
+        return c;
+      }) as [CacheClient, CacheClient];
+      await viaB.set("g", key, "v0");
+      await reload(1, [A, B, C]);
+      await viaA.set("g", key, "v1"); // forwarded to B, which no longer owns it
+      expect(nodes[1]!.cluster!.counters.foreignWrites).toBe(1);
+      await reload(0, [A, B, C]);
+      await viaA.set("g", key, "v2"); // to C
+      for (const i of [0, 1, 2]) await reload(i, [A, B]);
+      for (const via of [viaA, viaB]) {
+        const got = await via.get("g", key).then((r) => text(r.value), (e: { code: number }) => `error ${e.code}`);
+        expect(got).not.toBe("v1");
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("a ring-aware client", () => {
   test("a member list with a bad id is refused whole; the client goes on with the list it had", async () => {
     const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: new LogSink().logger });

@@ -9,6 +9,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
+import { MAX_PREFETCH_BYTES, Prefetches } from "../../src/server/prefetch.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 
@@ -143,12 +144,51 @@ describe("Gets forwarded ahead while a connection waits", () => {
     const raw = await send(a.port, [getCall(1, key), getCall(2, key)]); // the 2nd is fetched ahead, then answered from the mirror
     expect(values(raw)).toEqual([[1, "v1"], [2, "v1"]]);
     expect([a.cluster!.counters.prefetchesSent, a.cluster!.counters.mirrorHits]).toEqual([1, 1]);
+    const heard = a.cluster!.counters.invalidationsReceived; // (v1's own invalidation may be among them)
     await viaB.set("default", key, "v2"); // on the owner: A's mirror copy is dropped by its invalidation
     const deadline = Date.now() + 2000;
-    while (a.cluster!.counters.invalidationsReceived === 0 && Date.now() < deadline) await Bun.sleep(5);
+    while (a.cluster!.counters.invalidationsReceived === heard && Date.now() < deadline) await Bun.sleep(5);
     raw.write(getCall(3, key));
     await raw.waitFor(() => raw.frames().length === 3, "the third reply");
     expect(values(raw)[2]).toEqual([3, "v2"]);
+    raw.close();
+  });
+});
+
+describe("bounds on what is fetched ahead", () => {
+  test("answers past MAX_PREFETCH_BYTES are not kept, whatever was under way, and the server is told of the rest", async () => {
+    // Up to 64 Gets may be under way at once: checked only when each started, their answers
+    // together held 64 values (128 MB for 4 connections of 1 MB values), counted nowhere.
+    const sent: ((err: null, value: Uint8Array, off: number, len: number, ttl: number) => void)[] = [];
+    const peer = { forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: (typeof sent)[number]) => sent.push(done) };
+    const group = { name: "g", store: { clock: () => 0 } };
+    const cluster = { generation: 1 };
+    let told = 0;
+    const ahead = new Prefetches(() => told++);
+    const keys = ["a", "b", "c", "d"].map((k) => utf8.encode(k));
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    for (const k of keys) expect(ahead.start(cluster as any, peer as any, group as any, k, 0, k.length)).toBe(true);
+    const value = new Uint8Array(400_000).fill(7);
+    for (const done of sent) done(null, value, 0, value.length, -1);
+    expect(ahead.bytes).toBe(800_000); // two kept; the other two would pass 1 MiB
+    expect(ahead.bytes).toBeLessThanOrEqual(MAX_PREFETCH_BYTES);
+    expect(ahead.size).toBe(2);
+    expect(told).toBe(2);
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    expect(ahead.take(cluster as any, group as any, keys[2]!, 0, 1)).toBeUndefined(); // its Get is forwarded again
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    expect(ahead.take(cluster as any, group as any, keys[0]!, 0, 1)?.value?.length).toBe(400_000);
+  });
+
+  test("large values fetched ahead: every Get still gets its own value, in order", async () => {
+    const { a, remote } = twoNodes();
+    const keys = remote.slice(0, 12);
+    const setter = client(a.port);
+    const valueOf = (i: number) => String.fromCharCode(65 + i).repeat(300_000);
+    for (let i = 0; i < keys.length; i++) await setter.set("default", keys[i]!, valueOf(i));
+    const raw = await send(a.port, keys.map((key, i) => getCall(i, key)));
+    expect(values(raw)).toEqual(keys.map((_, i) => [i, valueOf(i)]));
+    expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
     raw.close();
   });
 });
