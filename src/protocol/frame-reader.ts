@@ -21,8 +21,9 @@
 // connection that grows (doubling) to the largest partial frame seen and is reused. For
 // framed/header transports exactly the missing bytes of the pending frame are taken from the
 // next chunk, and the rest of that chunk is served zero-copy again. For buffered transport
-// the end is unknown, so the whole chunk is appended (bounded by the frame limit) and the
-// resumable MessageScanner continues where it stopped. `pending` never grows past
+// the end is unknown until scanned: the resumable MessageScanner continues where it stopped and
+// says how many bytes its next step needs (`needAtLeast`), and only those are taken, so there
+// too the rest of the chunk is served zero-copy. `pending` never grows past
 // `maxFrameBytes + 4`: lengths are validated before any growth.
 
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
@@ -179,14 +180,17 @@ export class FrameReader {
         }
       }
       if (this.transport === TRANSPORT_BUFFERED) {
-        this.take(Math.min(avail, this.maxFrameBytes - this.pendingEnd));
+        // Only the bytes the scanner's next step needs are taken, so the message ends at the end
+        // of `pending` and the rest of the chunk is served zero-copy again. (Taking the whole
+        // chunk made every message after it one more move of the rest: quadratic in the chunk.)
         const length = this.scanner.scan(this.pending, 0, this.pendingEnd, this.maxFrameBytes);
-        if (length === SCAN_NEED_MORE) {
-          if (this.chunkPos < this.chunk.length) throw protocolError("message exceeds the frame limit");
-          return false;
+        if (length !== SCAN_NEED_MORE) {
+          this.pendingStart = length;
+          return this.yieldPending(0, length);
         }
-        this.pendingStart = length;
-        return this.yieldPending(0, length);
+        if (avail === 0) return false;
+        this.take(Math.min(avail, Math.max(1, this.scanner.needAtLeast - this.pendingEnd)));
+        continue;
       }
       if (this.pendingEnd < 4) {
         if (avail === 0) return false;

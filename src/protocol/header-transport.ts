@@ -25,6 +25,9 @@ import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
 import type { BinaryWriter } from "./binary-writer.ts";
 import { HEADER_PROTOCOL_BINARY, HEADER_PROTOCOL_COMPACT, INFO_ACL_TOKEN, INFO_INT_KEY_VALUE, INFO_KEY_VALUE, INFO_PADDING, THEADER_MAGIC, TRANSPORT_THEADER, TTHEADER_MAGIC } from "./wire.ts";
 
+/** KEEP_INFO_WORDS: larger info-entry arrays (a header of thousands of entries) are dropped once served. */
+const KEEP_INFO_WORDS = 4096;
+
 /** HeaderInfo is what a header frame said, reused per connection. */
 export class HeaderInfo {
   flags = 0;
@@ -49,6 +52,16 @@ export class HeaderInfo {
     this.intCount = 0;
     this.aclStart = -1;
     this.aclLength = 0;
+  }
+
+  /**
+   * release drops entry arrays grown past KEEP_INFO_WORDS, once the request is served: a header
+   * of empty entries (2 bytes each) made 16 bytes of entry each, kept for good otherwise (2 MiB
+   * per connection from one 260 KB header, outside --max-buffered).
+   */
+  release(): void {
+    if (this.strings.length > KEEP_INFO_WORDS) this.strings = new Int32Array(16);
+    if (this.ints.length > KEEP_INFO_WORDS) this.ints = new Int32Array(12);
   }
 
   addString(keyStart: number, keyLength: number, valueStart: number, valueLength: number): void {

@@ -36,7 +36,10 @@ export function resolveLimits(partial?: Partial<ProtocolLimits>): ProtocolLimits
   const limits: ProtocolLimits = Object.freeze({ ...DEFAULT_LIMITS, ...partial });
   check("maxFrameBytes", limits.maxFrameBytes, 0x7fffffff);
   check("maxDepth", limits.maxDepth, 10_000);
-  if (limits.maxDepth < 2) throw new RangeError("ProtocolLimits.maxDepth must be at least 2 (argument struct + request struct)");
+  // The argument struct, the request struct, and a GetMulti's key list or a SetMulti's map: below
+  // 3 the buffered transport's scanner refused those while the framed decoder (which reads them
+  // without a depth check) served them.
+  if (limits.maxDepth < 3) throw new RangeError("ProtocolLimits.maxDepth must be at least 3 (argument struct + request struct + key list)");
   check("maxKeyBytes", limits.maxKeyBytes, 0x7fffffff);
   check("maxValueBytes", limits.maxValueBytes, 0x7fffffff);
   return limits;

@@ -28,9 +28,11 @@
 //     0A 00 04 | i64 ttl              (field 4: ttl in seconds; no ttlMs)
 //   00 00
 //
-// which is how the Apache and Kitex generators write them, so a listed frame is one the decoder
-// reads as a Get or Set of exactly those ranges (a property the tests fuzz). Other field orders,
-// extra fields (a Set with ttlMs), other methods and the header transports are simply not listed.
+// which is how the Apache generator writes them (fields in id order), so a listed frame is one the
+// decoder reads as a Get or Set of exactly those ranges (a property the tests fuzz). Other field
+// orders (Kitex's generated FastWrite may write fixed-size fields such as the ttl first; not
+// checked here, no Kitex toolchain), extra fields (a Set with ttlMs), other methods and the
+// header transports are simply not listed: the general path serves them, with the same replies.
 //
 // The buffered (unframed) transport sends the same messages without the i32 length. There the
 // end of a message is where its plain layout ends (`plainCallEnd`): the decoder's scanner finds

@@ -155,10 +155,12 @@ export class Request {
 
   /**
    * releaseItems drops `items` grown past KEEP_ITEM_WORDS by a huge multi-key request, once it is
-   * served (a connection would otherwise hold 16 bytes per key of the largest it ever sent).
+   * served (a connection would otherwise hold 16 bytes per key of the largest it ever sent), and
+   * the header's info entries grown the same way (HeaderInfo.release).
    */
   releaseItems(): void {
     if (this.items.length > KEEP_ITEM_WORDS) this.items = new Int32Array(INITIAL_ITEM_WORDS);
+    this.header.release();
   }
 
   /**

@@ -6,7 +6,7 @@
  *
  * 1. List (peek-calls.ts `peekCalls`) the plain Gets and Sets that follow each other from the
  *    next frame (framed transport) or message (buffered: "frame" below means either): the exact
- *    layouts the Apache and Kitex generators write, which the decoder reads as a Get or Set of
+ *    layouts the Apache generator writes (fields in id order), which the decoder reads as a Get or Set of
  *    those ranges; up to WARM_MAX of them. Header transports take the general path.
  * 2. Warm (store/warm.ts) the index slots, records and chunks of the listed keys of known groups,
  *    a step at a time for the whole batch, so their cache misses overlap instead of each request

@@ -233,6 +233,8 @@ describe("limits and malformed input", () => {
   test("resolveLimits rejects nonsense", () => {
     expect(() => resolveLimits({ maxFrameBytes: 0 })).toThrow(RangeError);
     expect(() => resolveLimits({ maxDepth: 1 })).toThrow(RangeError);
+    expect(() => resolveLimits({ maxDepth: 2 })).toThrow(RangeError); // a GetMulti's key list is depth 3
+    expect(resolveLimits({ maxDepth: 3 }).maxDepth).toBe(3);
     expect(() => resolveLimits({ maxKeyBytes: 1.5 })).toThrow(RangeError);
   });
 });

@@ -104,3 +104,22 @@ describe("header transports", () => {
     expect(() => conn.nextRequest()).toThrow(ProtocolError);
   });
 });
+
+describe("header info entries", () => {
+  test("arrays a header of many entries grew are not kept once its request is served", () => {
+    // THeader: protocol id, no transforms, then one key-value info block of 60,000 empty entries
+    // (2 bytes each): 16 bytes of entry each, 960 KB per connection kept for good, uncounted.
+    const entries = 60_000;
+    const block = new Bytes().uvarint(0).uvarint(0).uvarint(1).uvarint(entries);
+    for (let i = 0; i < entries; i++) block.u8(0, 0);
+    while (block.length % 4 !== 0) block.u8(0);
+    const rest = new Bytes().i16(0x0fff).i16(0).i32(3).i16(block.length / 4).raw(block.out).raw(GET);
+    const frame = new Bytes().i32(rest.length).raw(rest.out).bytes();
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    conn.push(frame);
+    expect(conn.nextRequest()).toBe(true);
+    expect(conn.request.header.stringCount).toBe(entries);
+    expect(conn.nextRequest()).toBe(false); // served: the connection is idle
+    expect(conn.request.header.strings.byteLength).toBeLessThan(64 * 1024);
+  });
+});
