@@ -380,9 +380,17 @@ export class ClientConnection {
     // it. An open, idle connection the peer closed (its idle timeout) is not one.
     const failed = failure && (this.state !== CONN_OPEN || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
-    this.backoffFailures++;
-    this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-    if (failed) this.health.failed();
+    if (failed) {
+      this.backoffFailures++;
+      this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
+      this.health.failed();
+    } else {
+      // Not a failure: the next call reconnects at once, and the connection stays `usable` (a
+      // write connection the peer closed for idleness would otherwise be passed over for good:
+      // nothing else calls it, so nothing reconnects it).
+      this.backoffFailures = 0;
+      this.retryAt = 0;
+    }
     this.failAll(unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();

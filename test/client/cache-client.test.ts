@@ -264,6 +264,26 @@ describe("down marking and probing", () => {
     expect(str((await c.get("g", "k")).value)).toBe("v");
   });
 
+  test("with a write connection, writes stay on it after the peer closes it for idleness", async () => {
+    // The idle close counted as a backoff failure: the write connection was passed over as not
+    // usable, and with no call on it, never reconnected; every write shared the read connection.
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("v"));
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 2, writeConnection: true, probeIntervalMs: 10_000 });
+    await c.set("g", "k", "v1");
+    await c.get("g", "k");
+    expect(stub.connections).toBe(2);
+    const [write] = [...stub.sockets];
+    write!.end(); // the peer closes the write connection (its idle timeout)
+    await until(() => stub.sockets.size === 1);
+    await Bun.sleep(20);
+    await c.set("g", "k", "v2");
+    await c.set("g", "k", "v3");
+    expect(stub.connections).toBe(3); // the write connection reconnected
+    expect(c[TEST_DOOR].connections.map((conn) => conn.usable)).toEqual([true, true]);
+    expect(str((await c.get("g", "k")).value)).toBe("v3");
+  });
+
   test("slow calls timing out together, between answered ones, do not mark a healthy peer down", async () => {
     using stub = new StubServer();
     stub.store.set("g/fast", enc.encode("ok"));
