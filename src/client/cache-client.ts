@@ -24,7 +24,7 @@
 // connection's reused output buffer: no object, closure, string or promise (see the allocation
 // test in test/client). Its callback is never called before forwardGet returns.
 
-import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { type ProtocolLimits, resolveLimits } from "../protocol/limits.ts";
 import {
   METHOD_CLEAR,
@@ -306,7 +306,7 @@ export class CacheClient {
       encode(conn.calls);
     } catch (e) {
       conn.abortCall(slot);
-      return new CacheError(ERROR_CODE.INVALID_ARGUMENT, `cannot encode the call: ${e instanceof Error ? e.message : String(e)}`);
+      return new CacheError(ERROR_CODE.INVALID_ARGUMENT, `cannot encode the call: ${errorText(e)}`);
     }
     return slot;
   }

@@ -24,7 +24,7 @@
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
-import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ProtocolError, protocolError, errorText } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
@@ -230,7 +230,7 @@ export class ClientConnection {
     this.connectTimer.unref();
     const tls = this.endpoint.tls;
     const options = { hostname: host, port, data: attempt, socket: HANDLERS };
-    const failed = (e: unknown): void => this.connectFailed(attempt.id, e instanceof Error ? e.message : String(e));
+    const failed = (e: unknown): void => this.connectFailed(attempt.id, errorText(e));
     try {
       (tls === undefined || tls === false ? Bun.connect<Attempt>(options) : Bun.connect<Attempt>({ ...options, tls })).catch(failed);
     } catch (e) {

@@ -12,7 +12,7 @@
  * Peer clients are made by an injected `connect` function (the node passes one that builds a
  * `CacheClient`), so the routing can be tested without sockets.
  */
-import type { CacheError } from "../protocol/errors.ts";
+import { type CacheError, errorText } from "../protocol/errors.ts";
 import { Ring } from "./ring.ts";
 
 /** ForwardCallback receives a PeerGet reply: the value bytes are valid during the call only. */
@@ -101,7 +101,7 @@ export class Cluster {
       try {
         clients.set(id, this.connect(id)); // first: a member without a client never enters the ring
       } catch (e) {
-        this.logger.warn("cluster member left out: no client can be made for it", { member: id, error: e instanceof Error ? e.message : String(e) });
+        this.logger.warn("cluster member left out: no client can be made for it", { member: id, error: errorText(e) });
       }
     }
     const added = [...next].filter((id) => !this.ring.has(id) && (id === this.self || clients.has(id)));

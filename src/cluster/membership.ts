@@ -14,6 +14,7 @@
  *   injectable (tests map one name to several loopback addresses). A failed lookup keeps the
  *   last good list.
  */
+import { errorText } from "../protocol/errors.ts";
 import { watch, type FSWatcher } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
@@ -58,7 +59,7 @@ function applyMembers(onChange: MembersCallback | null, members: string[], logge
     onChange?.(members);
     return true;
   } catch (e) {
-    logger.warn("member list not applied", { members: members.join(","), error: e instanceof Error ? e.message : String(e) });
+    logger.warn("member list not applied", { members: members.join(","), error: errorText(e) });
     return false;
   }
 }

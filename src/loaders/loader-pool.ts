@@ -106,7 +106,7 @@ export class LoaderPool {
     try {
       mod = (await import(path)) as Record<string, unknown>;
     } catch (err) {
-      throw new Error(`cannot import loaders module ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new Error(`cannot import loaders module ${path}: ${errorText(err)}`, { cause: err });
     }
     const groups: string[] = [];
     for (const [name, value] of Object.entries(mod)) {

@@ -41,7 +41,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
-import { APP_ERROR, ERROR_CODE, ProtocolError } from "../protocol/errors.ts";
+import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
@@ -556,7 +556,7 @@ export class CacheServer implements DispatchContext {
     conn.sharedStart = -1;
     this.counters.internalErrors++;
     this.opts.logger.error("closing connection: internal error", {
-      conn: conn.id, remote: conn.remote, error: e instanceof Error ? e.message : String(e),
+      conn: conn.id, remote: conn.remote, error: errorText(e),
     });
     conn.socket.terminate();
   }
@@ -738,7 +738,7 @@ export class CacheServer implements DispatchContext {
       return;
     }
     this.counters.internalErrors++;
-    const message = e instanceof Error ? e.message : String(e);
+    const message = errorText(e);
     if (req.transport !== 0) proto.reply.writeApplicationException(req, APP_ERROR.INTERNAL_ERROR, "internal error");
     this.opts.logger.error("closing connection: internal error", {
       conn: conn.id, remote: conn.remote, error: message, stack: e instanceof Error ? e.stack : undefined,

@@ -5,7 +5,7 @@
  * anything else thrown by a loader or a peer is LOAD_FAILED. Protocol faults (bad bytes) are
  * answered by the server with Thrift's TApplicationException through the same ReplyWriter.
  */
-import { CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, type ErrorCode, errorText } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, type SetResult } from "../store/store.ts";
@@ -46,5 +46,5 @@ export function multiTooLargeError(maxBytes: number): CacheError {
 /** replyThrown answers a failure: a CacheError with its code, anything else LOAD_FAILED. */
 export function replyThrown(reply: ReplyWriter, req: Request, e: unknown): void {
   if (e instanceof CacheError) return replyCacheError(reply, req, e.code, e.message);
-  replyCacheError(reply, req, ERROR_CODE.LOAD_FAILED, e instanceof Error ? e.message : String(e));
+  replyCacheError(reply, req, ERROR_CODE.LOAD_FAILED, errorText(e));
 }

@@ -27,6 +27,7 @@
  * the moved-aside file, stamps the header and paces the progress line; durations use
  * `performance.now()`.
  */
+import { errorText } from "../protocol/errors.ts";
 import { open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Group, Groups } from "../cluster/group.ts";
@@ -267,7 +268,7 @@ export class Snapshotter {
   private async setAside(cause: unknown, t0: number): Promise<LoadResult> {
     let aside = `${this.path}.corrupt-${Math.floor(this.clock())}`;
     for (let n = 1; await exists(aside); n++) aside = `${this.path}.corrupt-${Math.floor(this.clock())}-${n}`;
-    const reason = cause instanceof Error ? cause.message : String(cause);
+    const reason = errorText(cause);
     try {
       await rename(this.path, aside);
       this.logger.error("snapshot is corrupt or unreadable; moved aside, starting empty", { path: this.path, movedTo: aside, reason });
