@@ -113,6 +113,12 @@ export class ClientConnection {
   /** replied: a reply came on this connection since the last sweep; quietTicks: sweeps without one. */
   private replied = false;
   private quietTicks = 0;
+  /**
+   * served: this connection, since it opened, answered a call with something other than
+   * OVERLOADED. A close without it (a node at its connection limit answers OVERLOADED and closes)
+   * is a failure to back off from, even with no call in flight.
+   */
+  private served = false;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -159,6 +165,7 @@ export class ClientConnection {
   attach(socket: CallSocket): void {
     this.socket = socket;
     this.state = CONN_OPEN;
+    this.served = false;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
     if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
@@ -290,15 +297,18 @@ export class ClientConnection {
     }
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
-    this.backoffFailures = 0;
     this.replied = true;
     if (p.state[slot] === SLOT_ABANDONED) {
       p.release(slot); // the late reply of a timed-out call
+      this.markServed();
       this.health.succeeded();
       return;
     }
     const method = p.method[slot]!;
     r.readResult(method);
+    // OVERLOADED is the node refusing work, not serving it: it neither ends a backoff nor makes
+    // the close that follows an idle one.
+    if (r.outcome !== REPLY_CACHE_ERROR || r.errorCode !== ERROR_CODE.OVERLOADED) this.markServed();
     const forward = p.forward[slot]!;
     const waiter = p.waiter[slot]!;
     p.release(slot);
@@ -318,6 +328,11 @@ export class ClientConnection {
         throw e; // a callback's own bug: report it, but keep serving this connection
       });
     }
+  }
+
+  private markServed(): void {
+    this.served = true;
+    this.backoffFailures = 0;
   }
 
   onDrain(socket: CallSocket): void {
@@ -377,13 +392,18 @@ export class ClientConnection {
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
     // A failure of the peer: a connect that did not succeed, or a connection lost with calls on
-    // it. An open, idle connection the peer closed (its idle timeout) is not one.
-    const failed = failure && (this.state !== CONN_OPEN || this.pending.inFlight > 0);
+    // it. A connection closed before it served anything (a node at its connection limit answers
+    // OVERLOADED and closes) is not a failure of the peer, which is up and answering, but the next
+    // connect backs off all the same. An open connection that served calls and that the peer then
+    // closed while idle (its idle timeout) is neither: the next call reconnects at once.
+    const open = this.state === CONN_OPEN;
+    const failed = failure && (!open || this.pending.inFlight > 0);
+    const refused = failure && open && !this.served;
     this.state = CONN_IDLE;
-    if (failed) {
+    if (failed || refused) {
       this.backoffFailures++;
       this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-      this.health.failed();
+      if (failed) this.health.failed();
     } else {
       // Not a failure: the next call reconnects at once, and the connection stays `usable` (a
       // write connection the peer closed for idleness would otherwise be passed over for good:

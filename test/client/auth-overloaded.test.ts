@@ -5,7 +5,9 @@
  * instead of OVERLOADED (which it reports without auth).
  */
 import { describe, expect, test } from "bun:test";
-import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
+import { CONN_IDLE } from "../../src/client/client-connection.ts";
+import { until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
 
@@ -37,4 +39,30 @@ describe("Auth on connect to a node at its connection limit", () => {
     expect(e.code).toBe(ERROR_CODE.OVERLOADED);
     hog.close();
   });
+});
+
+describe("a node at its connection limit", () => {
+  // The node answers the first call OVERLOADED and closes. That close used to count as the idle
+  // close of a healthy connection (no call was in flight any more): the next call, however soon,
+  // reconnected at once, so a client opened one connection per call against a full node.
+  for (const authToken of [undefined, "s3cret-token-0123456789"]) {
+    test(`backs off its reconnects without marking the node down (${authToken === undefined ? "no auth" : "auth"})`, async () => {
+      await using node = startNode({ maxConnections: 1, ...(authToken === undefined ? {} : { authToken }) });
+      const hog = await RawSocket.connect(node.port);
+      await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });
+      const conn = client[TEST_DOOR].connections[0]!;
+      const started = performance.now();
+      for (let i = 0; i < 4; i++) {
+        const e = await client.get("default", "k").then(() => undefined, (err: unknown) => err);
+        expect((e as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
+        await until(() => conn.state === CONN_IDLE);
+        expect(conn.usable).toBe(false); // backing off, not reconnecting at once
+      }
+      // Four refusals: the three reconnects waited 20 + 40 + 80 ms of backoff.
+      expect(performance.now() - started).toBeGreaterThanOrEqual(140);
+      expect(node.server.counters.connectionsRejected).toBe(4);
+      expect(client.isDown).toBe(false); // the node is up and answering
+      hog.close();
+    });
+  }
 });
