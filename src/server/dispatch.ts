@@ -18,7 +18,6 @@
  * reader is not advanced meanwhile). GetMulti loads all its misses in parallel; not-found keys are
  * left out of the map, and a load failure fails the whole call with its CacheError.
  */
-import { latin1Key } from "../bytes/bytes.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
@@ -32,7 +31,7 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import type { Prefetches } from "./prefetch.ts";
-import { route } from "./routing.ts";
+import { earlierSameKey, route } from "./routing.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -221,22 +220,14 @@ function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Load
   if (misses.length === 0) return undefined;
   if (hitBytes > maxBytes) return TOO_LARGE; // (the copies below would come to that)
   const loads = new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
-  // A key named twice is loaded once: a second load would join the first and count as another
-  // caller's access for LRU-K, admitting a key one request asked for.
-  const first = misses.length > 1 ? new Map<string, number>() : undefined;
-  for (const i of misses) {
-    const ks = req.items[i * 4]!;
-    const kl = req.items[i * 4 + 1]!;
-    if (first !== undefined) {
-      const name = latin1Key(req.buffer.subarray(ks, ks + kl));
-      const earlier = first.get(name);
-      if (earlier !== undefined) {
-        loads[i] = loads[earlier]!;
-        continue;
-      }
-      first.set(name, i);
+  const earlier = earlierSameKey(req, misses);
+  for (let m = 0; m < misses.length; m++) {
+    const i = misses[m]!;
+    if (earlier[m]! >= 0) {
+      loads[i] = loads[earlier[m]!]!; // a key named twice is loaded once (earlierSameKey)
+      continue;
     }
-    loads[i] = group.load(req.buffer, ks, kl).catch((e: unknown) => {
+    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!).catch((e: unknown) => {
       if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
       throw e;
     });

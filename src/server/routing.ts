@@ -339,7 +339,10 @@ async function localValues(
     } else if (group.loader !== undefined && !group.lastNegative) misses.push(i);
   }
   const loads: Promise<void>[] = [];
-  for (const i of misses) {
+  const earlier = earlierSameKey(req, misses);
+  for (let m = 0; m < misses.length; m++) {
+    if (earlier[m]! >= 0) continue; // named before: loaded once, copied below
+    const i = misses[m]!;
     const ks = req.items[i * 4]!;
     const kl = req.items[i * 4 + 1]!;
     loads.push(group.load(req.buffer, ks, kl, cache).then(
@@ -353,6 +356,33 @@ async function localValues(
     ));
   }
   await settleAll(loads);
+  for (let m = 0; m < misses.length; m++) {
+    const e = earlier[m]!;
+    if (e < 0) continue;
+    values[misses[m]!] = values[e];
+    ttls[misses[m]!] = ttls[e]!;
+  }
+}
+
+/**
+ * earlierSameKey maps each of a multi-key request's entries `indexes` to the entry, among those
+ * before it in `indexes`, that names the same key (its index in the request), or -1 for a key's
+ * first entry. A key named twice is loaded once: a second load would join the first and count
+ * as another caller's access for LRU-K, so one request could get a key admitted.
+ */
+export function earlierSameKey(req: Request, indexes: readonly number[]): number[] {
+  const out = new Array<number>(indexes.length).fill(-1);
+  if (indexes.length < 2) return out;
+  const first = new Map<string, number>();
+  for (let m = 0; m < indexes.length; m++) {
+    const i = indexes[m]!;
+    const ks = req.items[i * 4]!;
+    const name = latin1Key(req.buffer.subarray(ks, ks + req.items[i * 4 + 1]!));
+    const e = first.get(name);
+    if (e === undefined) first.set(name, i);
+    else out[m] = e;
+  }
+  return out;
 }
 
 function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
