@@ -57,11 +57,18 @@ export class HeaderInfo {
   /**
    * release drops entry arrays grown past KEEP_INFO_WORDS, once the request is served: a header
    * of empty entries (2 bytes each) made 16 bytes of entry each, kept for good otherwise (2 MiB
-   * per connection from one 260 KB header, outside --max-buffered).
+   * per connection from one 260 KB header, outside --max-buffered). The counts go with them, so
+   * the info never claims entries its arrays do not hold.
    */
   release(): void {
-    if (this.strings.length > KEEP_INFO_WORDS) this.strings = new Int32Array(16);
-    if (this.ints.length > KEEP_INFO_WORDS) this.ints = new Int32Array(12);
+    if (this.strings.length > KEEP_INFO_WORDS) {
+      this.strings = new Int32Array(16);
+      this.stringCount = 0;
+    }
+    if (this.ints.length > KEEP_INFO_WORDS) {
+      this.ints = new Int32Array(12);
+      this.intCount = 0;
+    }
   }
 
   addString(keyStart: number, keyLength: number, valueStart: number, valueLength: number): void {

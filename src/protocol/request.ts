@@ -159,7 +159,10 @@ export class Request {
    * the header's info entries grown the same way (HeaderInfo.release).
    */
   releaseItems(): void {
-    if (this.items.length > KEEP_ITEM_WORDS) this.items = new Int32Array(INITIAL_ITEM_WORDS);
+    if (this.items.length > KEEP_ITEM_WORDS) {
+      this.items = new Int32Array(INITIAL_ITEM_WORDS);
+      this.itemCount = 0; // (the count goes with the entries)
+    }
     this.header.release();
   }
 
