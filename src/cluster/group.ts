@@ -12,7 +12,10 @@
  * miss); programs embedding the cache use `get`/`set`/`delete` with strings or bytes.
  *
  * Loader outcomes: a value → cached and returned; null/undefined → NOT_FOUND, cached as a
- * negative entry for `negativeTtlMs` when that is > 0 (never for errors); a throw → LOAD_FAILED
+ * negative entry for `negativeTtlMs` when that is > 0 (never for errors); a value larger than
+ * the store's max item size → VALUE_TOO_LARGE, not stored, and that refusal remembered for
+ * `negativeTtlMs` the same way (the loader is not called again for the key meanwhile, unless
+ * the key is written or the group cleared); a throw → LOAD_FAILED
  * with its message, nothing cached; no answer within `loadTimeoutMs` → LOAD_FAILED (timeout) for
  * each caller that waited that long, while the load goes on: callers that come later join it (the
  * loader is not called again), and its late value still fills the cache when it comes. A load
@@ -96,6 +99,16 @@ const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
 const COPY_BUCKETS = 1024;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
+/** MAX_TOO_LARGE bounds how many refused oversized keys a group remembers (Group.tooLarge). */
+const MAX_TOO_LARGE = 1024;
+
+/** tooLargeError is the answer to a load whose value the store cannot hold (`bytes`: its size, when known). */
+function tooLargeError(bytes?: number): CacheError {
+  return new CacheError(
+    ERROR_CODE.VALUE_TOO_LARGE,
+    bytes === undefined ? "the loader's value is larger than the max item size" : `the loader returned ${bytes} bytes, more than the max item size`,
+  );
+}
 
 export class Group {
   readonly name: string;
@@ -113,6 +126,13 @@ export class Group {
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
   private readonly flights = new Singleflight<Loaded>();
+  /**
+   * tooLarge remembers, by flight key, the keys whose loaded value was refused as larger than the
+   * max item size, until the time (store clock, ms) it maps to: `negativeTtlMs` after the refusal.
+   * The store cannot hold such an entry (a negative item would answer NOT_FOUND); at most
+   * MAX_TOO_LARGE keys, the oldest forgotten first.
+   */
+  private readonly tooLarge = new Map<string, number>();
   /**
    * loading holds a ticket per load under way, by flight key. A write of the key (or a clear of the
    * group) while the loader runs makes its ticket stale: what the loader read is then older than
@@ -205,9 +225,19 @@ export class Group {
     } catch {
       return Promise.reject(new CacheError(ERROR_CODE.INVALID_ARGUMENT, NOT_UTF8));
     }
-    this.counters.loads++;
     // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
     const flightKey = latin1Key(keyBytes);
+    if (this.tooLarge.size > 0) {
+      const until = this.tooLarge.get(flightKey);
+      if (until !== undefined) {
+        if (until > this.store.clock()) {
+          this.counters.negativeHits++;
+          return Promise.reject(tooLargeError());
+        }
+        this.tooLarge.delete(flightKey);
+      }
+    }
+    this.counters.loads++;
     const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
@@ -282,6 +312,7 @@ export class Group {
    */
   written(key: Uint8Array, off: number, len: number): void {
     if (this.mirror !== undefined) this.writtenAt[this.copyBucket(key, off, len)] = ++this.writes;
+    if (this.tooLarge.size > 0) this.tooLarge.delete(latin1Key(key.subarray(off, off + len)));
     if (this.loading.size === 0) return;
     const flightKey = latin1Key(key.subarray(off, off + len));
     const ticket = this.loading.get(flightKey);
@@ -310,9 +341,16 @@ export class Group {
     }
     if (!this.store.fits(key.length, value.length)) {
       // Served, it would pass the limits every other path keeps (a Get's reply past the frame
-      // limit, a peer's answer its caller refuses), and be loaded again on every Get.
+      // limit, a peer's answer its caller refuses). Not storable either: the refusal is kept
+      // for the negative TTL instead, so a hot key does not call the loader on every Get.
       this.counters.localLoadErrs++;
-      throw new CacheError(ERROR_CODE.VALUE_TOO_LARGE, `the loader returned ${value.length} bytes, more than the max item size`);
+      if (this.negativeTtlMs > 0 && !skip) {
+        const flightKey = latin1Key(key);
+        if (this.tooLarge.size >= MAX_TOO_LARGE && !this.tooLarge.has(flightKey)) this.tooLarge.delete(this.tooLarge.keys().next().value!);
+        this.tooLarge.delete(flightKey); // re-inserted last: the newest
+        this.tooLarge.set(flightKey, this.store.clock() + this.negativeTtlMs);
+      }
+      throw tooLargeError(value.length);
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;
@@ -428,6 +466,7 @@ export class Group {
     for (const ticket of this.loading.values()) ticket.stale = true;
     this.loading.clear();
     this.flights.clear();
+    this.tooLarge.clear();
   }
 
   /** stats returns the group's counters and its store's figures. */

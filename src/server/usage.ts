@@ -17,7 +17,7 @@ Flags:
                          of what the other groups leave); TTL its default TTL (default 0 = none).
                          OPTIONS, comma-separated, apply to groups with a loader:
                            admit=lru-k | admit=lru-k=K | admit=always  (loaded values; default lru-k=2)
-                           negttl=DUR   cache "not found" for DUR (default off)
+                           negttl=DUR   cache "not found" (and "too large") for DUR (default off)
                            timeout=DUR  loader timeout for this group (default --load-timeout)
                          Without any --group or loader, one group named "default" gets all the memory.
   --loaders PATH         a module whose exported functions \`async (key: string) => Uint8Array |

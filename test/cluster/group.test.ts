@@ -215,6 +215,29 @@ describe("Group read-through", () => {
     expect(g.counters.notFound).toBe(wantCalls);
   });
 
+  test("refused oversized values are remembered for the negative TTL, at most 1,024 keys, and forgotten by a clear", async () => {
+    const calls = new Map<string, number>();
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 60_000, store: { maxItemSize: 4096 }, loader: (key) => {
+      calls.set(key, (calls.get(key) ?? 0) + 1);
+      return "x".repeat(5000);
+    } });
+    const tooLarge = async (key: string) => expect(codeOf(await failure(g.get(key)))).toBe(ERROR_CODE.VALUE_TOO_LARGE);
+    await tooLarge("k0");
+    await tooLarge("k0");
+    expect(calls.get("k0")).toBe(1);
+    expect(g.counters.negativeHits).toBe(1);
+    g.clear();
+    await tooLarge("k0");
+    expect(calls.get("k0")).toBe(2);
+    for (let i = 1; i <= 1024; i++) await tooLarge(`k${i}`); // k0 is the oldest of 1,025: forgotten
+    await tooLarge("k1024");
+    await tooLarge("k1");
+    expect(calls.get("k1024")).toBe(1);
+    expect(calls.get("k1")).toBe(1);
+    await tooLarge("k0");
+    expect(calls.get("k0")).toBe(3);
+  });
+
   test("a negative entry expires after its TTL, and a set replaces it", async () => {
     let now = 1_000;
     let calls = 0;

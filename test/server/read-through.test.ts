@@ -213,6 +213,35 @@ describe("read-through: what loaders return and throw", () => {
     }
   });
 
+  test("with a negative TTL, a refused oversized value is remembered: the loader is not called again until it expires or the key is written", async () => {
+    let calls = 0;
+    let now = 1_000_000;
+    let size = 100_000;
+    await using node = CacheNode.start({ port: 0, maxItemSize: 64 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always", negativeTtlMs: 5_000 }] }, {
+      logger: new LogSink().logger,
+      clock: () => now,
+      loaders: { big: () => (calls++, "x".repeat(size)) },
+    });
+    const { client, close } = await apacheClient(node.port);
+    const get = () => client.Get(new types.Request({ group: "big", key: "k" }));
+    try {
+      await expect(get()).rejects.toMatchObject({ code: 4 });
+      await expect(get()).rejects.toMatchObject({ code: 4 });
+      await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: ["k"] }))).rejects.toMatchObject({ code: 4 });
+      expect(calls).toBe(1);
+      now += 5_000; // the refusal expires: loaded again, refused again
+      await expect(get()).rejects.toMatchObject({ code: 4 });
+      expect(calls).toBe(2);
+      // A write forgets the refusal: after a Delete, the next Get loads (now a value that fits).
+      size = 10;
+      await client.Delete(new types.Request({ group: "big", key: "k" }));
+      expect((await get()).value.toString()).toBe("x".repeat(10));
+      expect(calls).toBe(3);
+    } finally {
+      close();
+    }
+  });
+
   test("a loader throwing a value String() cannot convert is LOAD_FAILED", async () => {
     await using node = CacheNode.start({ port: 0, groups: [{ name: "odd", ttlMs: 0 }] }, {
       logger: new LogSink().logger,
