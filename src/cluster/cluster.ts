@@ -61,6 +61,7 @@ export class ClusterCounters {
   invalidationsReceived = 0; // PeerInvalidate calls served
   membershipChanges = 0; // member lists applied
   foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored
+  foreignReads = 0; // keys of peer Gets this node's member list gives to another member: answered, not stored
 }
 
 export class Cluster {

@@ -85,7 +85,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   }
   switch (base) {
     case METHOD_GET:
-      return get(group, req, reply);
+      return get(group, req, reply, dropForeignReads(ctx, group, req));
     case METHOD_SET:
       return set(ctx, group, req, reply);
     case METHOD_DELETE:
@@ -98,7 +98,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
       return reply.writeStats(req, group.store.size, c.hits, c.misses, c.gets);
     }
     case METHOD_GET_MULTI:
-      return getMulti(group, req, reply);
+      return getMulti(group, req, reply, dropForeignReads(ctx, group, req));
     default:
       return setMulti(ctx, group, req, reply);
   }
@@ -142,11 +142,15 @@ function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: A
   if (tell) cluster.invalidate(group.name, keys, false);
 }
 
-function get(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+/**
+ * get serves a Get; with `foreign` (a peer's Get of a key this node does not own: dropForeignReads)
+ * a load is answered but not stored.
+ */
+function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> | void {
   const id = group.lookup(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {
     if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
-    return group.load(req.buffer, req.keyStart, req.keyLength).then(
+    return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined).then(
       (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
       (e: unknown) => replyThrown(reply, req, e),
     );
@@ -155,19 +159,56 @@ function get(group: Group, req: Request, reply: ReplyWriter): Promise<void> | vo
 }
 
 /**
- * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key this node's member list
+ * notOwned tells whether a peer call of key b[ks, ks+kl) is of a key this node's member list
  * gives to another member: the member lists disagree (one node has applied a change the other
- * has not yet). Such a write is dropped, with any value the key has here, rather than stored: kept,
- * it would outlast the ring change that made it foreign (the purge has run), and be served again,
- * older than writes the real owner took meanwhile, once the key comes back to this node. A cache
- * may lose a value, never serve an old one.
+ * has not yet).
+ */
+function notOwned(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
+  const cluster = ctx.cluster;
+  return cluster !== undefined && cluster.members.length > 1 && isPeerMethod(method) && cluster.owner(b, ks, kl) !== cluster.self;
+}
+
+/**
+ * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key another member owns
+ * (notOwned), and counts it. Such a write is dropped, with any value the key has here, rather than
+ * stored: kept, it would outlast the ring change that made it foreign (the purge has run), and be
+ * served again, older than writes the real owner took meanwhile, once the key comes back to this
+ * node. A cache may lose a value, never serve an old one.
  */
 function foreign(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
-  const cluster = ctx.cluster;
-  if (cluster === undefined || cluster.members.length < 2 || !isPeerMethod(method)) return false;
-  if (cluster.owner(b, ks, kl) === cluster.self) return false;
-  cluster.counters.foreignWrites++;
+  if (!notOwned(ctx, method, b, ks, kl)) return false;
+  ctx.cluster!.counters.foreignWrites++;
   return true;
+}
+
+/** ForeignKeys marks a read's keys this node does not own (by request entry; undefined: none). */
+type ForeignKeys = boolean[] | undefined;
+
+/**
+ * dropForeignReads finds the keys of a peer's Get or GetMulti that this node's member list gives
+ * to another member (notOwned), drops any value they have in the main store, and counts them
+ * (`foreignReads`). They are still answered, by a load that is not stored: the caller asked
+ * because its list says this node owns them, and will keep the answer at most in its mirror,
+ * which the owner's invalidations reach. Stored here, the value would be out of reach of the real
+ * owner's writes and served stale once the key came back to this node (or found by a fallback load).
+ */
+function dropForeignReads(ctx: DispatchContext, group: Group, req: Request): ForeignKeys {
+  const cluster = ctx.cluster;
+  if (cluster === undefined || cluster.members.length < 2 || !isPeerMethod(req.method)) return undefined;
+  const b = req.buffer;
+  let marks: ForeignKeys;
+  const single = baseMethod(req.method) === METHOD_GET;
+  const count = single ? 1 : req.itemCount;
+  for (let i = 0; i < count; i++) {
+    const ks = single ? req.keyStart : req.items[i * 4]!;
+    const kl = single ? req.keyLength : req.items[i * 4 + 1]!;
+    if (cluster.owner(b, ks, kl) === cluster.self) continue;
+    marks ??= new Array<boolean>(count).fill(false);
+    marks[i] = true;
+    group.store.delete(b, ks, kl);
+    cluster.counters.foreignReads++;
+  }
+  return marks;
 }
 
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
@@ -191,10 +232,10 @@ function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
   return removed;
 }
 
-function getMulti(group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+function getMulti(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> | void {
   if (group.loader === undefined) return writeGetMulti(group, req, reply, undefined, true);
   // loadMisses looks every key up (and counts it); the reply below then reads without counting.
-  const loads = loadMisses(group, req, reply.maxMultiBytes);
+  const loads = loadMisses(group, req, reply.maxMultiBytes, foreign);
   if (loads === undefined) return writeGetMulti(group, req, reply, undefined, false);
   if (loads === TOO_LARGE) return multiTooLarge(reply, req, false);
   return loads.then((loaded) => writeGetMulti(group, req, reply, loaded, false), (e: unknown) => replyThrown(reply, req, e));
@@ -204,9 +245,10 @@ const TOO_LARGE = "too large";
 
 /**
  * loadMisses starts a load for every key of a GetMulti not in the store; undefined if none, or
- * TOO_LARGE (nothing started) when its hits alone would pass `maxBytes` of reply.
+ * TOO_LARGE (nothing started) when its hits alone would pass `maxBytes` of reply. Loads of the
+ * keys `foreign` marks are not stored (dropForeignReads).
  */
-function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Loaded | null)[]> | undefined | typeof TOO_LARGE {
+function loadMisses(group: Group, req: Request, maxBytes: number, foreign: ForeignKeys): Promise<(Loaded | null)[]> | undefined | typeof TOO_LARGE {
   const hits: number[] = []; // (index, item id) pairs
   const misses: number[] = [];
   let hitBytes = 0;
@@ -227,7 +269,7 @@ function loadMisses(group: Group, req: Request, maxBytes: number): Promise<(Load
       loads[i] = loads[earlier[m]!]!; // a key named twice is loaded once (earlierSameKey)
       continue;
     }
-    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!).catch((e: unknown) => {
+    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, foreign?.[i] !== true).catch((e: unknown) => {
       if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
       throw e;
     });

@@ -201,6 +201,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     c("mybuncache_cluster_invalidations_sent_total", "PeerInvalidate calls sent.", () => cc.invalidationsSent);
     c("mybuncache_cluster_invalidations_received_total", "PeerInvalidate calls served.", () => cc.invalidationsReceived);
     c("mybuncache_cluster_foreign_writes_total", "Peer writes of keys another member owns by this node's member list: dropped, not stored.", () => cc.foreignWrites);
+    c("mybuncache_cluster_foreign_reads_total", "Keys of peer Gets another member owns by this node's member list: answered, loads not stored.", () => cc.foreignReads);
     c("mybuncache_cluster_membership_changes_total", "Member lists applied.", () => cc.membershipChanges);
   }
 

@@ -133,6 +133,62 @@ describe("a ring change", () => {
   });
 });
 
+/**
+ * DisagreeingMembers: three nodes A, B, C on peers files of their own, each starting with the
+ * list `lists(ids)[i]` and reloaded one at a time with `reload`; `key` is owned by B in [A, B] and
+ * by C in [A, B, C]; `via[i]` is a client of node i.
+ */
+interface DisagreeingMembers {
+  ids: [string, string, string];
+  nodes: CacheNode[];
+  via: [CacheClient, CacheClient, CacheClient];
+  key: string;
+  reload(i: number, ids: string[]): Promise<void>;
+}
+
+async function disagreeingMembers(
+  dir: string, lists: (ids: [string, string, string]) => string[][], loader?: (i: number, key: string) => string | null,
+): Promise<DisagreeingMembers> {
+  const ports = freePorts(3);
+  const ids = ports.map((p) => `127.0.0.1:${p}`) as [string, string, string];
+  const [A, B, C] = ids;
+  const file = (i: number) => join(dir, `peers-${i}`);
+  const initial = lists(ids);
+  for (let i = 0; i < 3; i++) await writeFile(file(i), initial[i]!.join("\n") + "\n");
+  const nodes = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      { logger: new LogSink().logger, ...(loader === undefined ? {} : { loaders: { g: (key: string) => loader(i, key) } }) },
+    );
+    open.push(n);
+    return n;
+  });
+  const reload = async (i: number, list: string[]) => {
+    await writeFile(file(i), list.join("\n") + "\n");
+    nodes[i]!.reloadPeers();
+    const deadline = Date.now() + 2000;
+    while (nodes[i]!.cluster!.members.length !== list.length && Date.now() < deadline) await Bun.sleep(10);
+    await Bun.sleep(50); // (the purge runs in slices)
+  };
+  const deadline = Date.now() + 2000;
+  while (nodes.some((n, i) => n.cluster!.members.length !== initial[i]!.length) && Date.now() < deadline) await Bun.sleep(10);
+  const two = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
+  two.setMembers([A, B]);
+  const three = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
+  three.setMembers([A, B, C]);
+  let key = "";
+  for (let i = 0; key === ""; i++) {
+    const k = new TextEncoder().encode(`k${i}`);
+    if (two.owner(k, 0, k.length) === B && three.owner(k, 0, k.length) === C) key = `k${i}`;
+  }
+  const via = nodes.map((n) => {
+    const c = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
+    open.push(c);
+    return c;
+  }) as [CacheClient, CacheClient, CacheClient];
+  return { ids, nodes, via, key, reload };
+}
+
 describe("member lists that disagree for a moment", () => {
   test("a peer's write of a key this node no longer owns is dropped, not kept to come back old", async () => {
     // Peers files reloaded one node at a time: B learns of C (k is C's now; B's purge drops it),
@@ -140,37 +196,7 @@ describe("member lists that disagree for a moment", () => {
     // C leaves and k is B's again: B served v1 over the acknowledged v2.
     const dir = await mkdtemp("/tmp/mybuncache-flap-");
     try {
-      const ports = freePorts(3);
-      const [A, B, C] = ports.map((p) => `127.0.0.1:${p}`) as [string, string, string];
-      const file = (i: number) => join(dir, `peers-${i}`);
-      const lists = [[A, B], [A, B], [A, B, C]];
-      for (let i = 0; i < 3; i++) await writeFile(file(i), lists[i]!.join("\n") + "\n");
-      const nodes = ports.map((port, i) => {
-        const n = CacheNode.start({ port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
-        open.push(n);
-        return n;
-      });
-      const reload = async (i: number, ids: string[]) => {
-        await writeFile(file(i), ids.join("\n") + "\n");
-        nodes[i]!.reloadPeers();
-        const deadline = Date.now() + 2000;
-        while (nodes[i]!.cluster!.members.length !== ids.length && Date.now() < deadline) await Bun.sleep(10);
-        await Bun.sleep(50); // (the purge runs in slices)
-      };
-      const two = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
-      two.setMembers([A, B]);
-      const three = new Cluster({ self: A, connect: () => ({}) as PeerClient, logger: quiet().logger });
-      three.setMembers([A, B, C]);
-      let key = "";
-      for (let i = 0; key === ""; i++) {
-        const k = new TextEncoder().encode(`k${i}`);
-        if (two.owner(k, 0, k.length) === B && three.owner(k, 0, k.length) === C) key = `k${i}`;
-      }
-      const [viaA, viaB] = nodes.map((n) => {
-        const c = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
-        open.push(c);
-        return c;
-      }) as [CacheClient, CacheClient];
+      const { ids: [A, B, C], nodes, via: [viaA, viaB], key, reload } = await disagreeingMembers(dir, ([A, B, C]) => [[A, B], [A, B], [A, B, C]]);
       await viaB.set("g", key, "v0");
       await reload(1, [A, B, C]);
       await viaA.set("g", key, "v1"); // forwarded to B, which no longer owns it
@@ -182,6 +208,40 @@ describe("member lists that disagree for a moment", () => {
         const got = await via.get("g", key).then((r) => text(r.value), (e: { code: number }) => `error ${e.code}`);
         expect(got).not.toBe("v1");
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a peer's Get of a key this node does not own is answered, but its load is not stored to come back old", async () => {
+    // A (list [A, B]) forwards Gets of k to B; B (list [A, B, C]) gives k to C. B loaded k and kept
+    // it in its main store, out of reach of C's writes and invalidations: once C left and k was
+    // B's again, B served the old row.
+    const dir = await mkdtemp("/tmp/mybuncache-flap-");
+    const source = new Map<string, string>();
+    const calls: string[] = [];
+    try {
+      const { ids: [A, B], nodes, via: [viaA, viaB, viaC], key, reload } = await disagreeingMembers(
+        dir, ([A, B, C]) => [[A, B], [A, B, C], [A, B, C]], (i, k) => (calls.push(`${"ABC"[i]}:${k}`), source.get(k) ?? null),
+      );
+      const kb = new TextEncoder().encode(key);
+      const b = nodes[1]!;
+      source.set(key, "v1");
+      expect(text((await viaA.get("g", key)).value)).toBe("v1"); // A forwards to B; B loads
+      expect(text((await viaB.get("g", key, { peer: true })).value)).toBe("v1");
+      expect(calls).toEqual([`B:${key}`, `B:${key}`]);
+      expect(b.groups.byName("g")!.store.has(kb)).toBe(false);
+      expect(b.cluster!.counters.foreignReads).toBe(2);
+      expect((await viaB.getMulti("g", [key], { peer: true })).size).toBe(1);
+      expect(b.groups.byName("g")!.store.has(kb)).toBe(false);
+      // The row changes; its owner C is told (cache-aside) and loads the new one.
+      source.set(key, "v2");
+      await viaC.delete("g", key);
+      expect(text((await viaC.get("g", key)).value)).toBe("v2");
+      // C leaves: k is B's again, and B answers what the source says.
+      for (const i of [0, 1, 2]) await reload(i, [A, B]);
+      expect(text((await viaB.get("g", key)).value)).toBe("v2");
+      expect(text((await viaA.get("g", key)).value)).toBe("v2");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
