@@ -18,8 +18,11 @@
 //  - reply to an abandoned (timed-out) call → dropped, slot freed;
 //  - a ProtocolError (bad frame, garbage, nesting too deep, unknown seqid, …) → the connection
 //    is closed, every call on it fails with PEER_UNAVAILABLE, and the next call reconnects.
-// Backoff: after a failed connect or a lost connection the next attempt waits BACKOFF_BASE_MS,
-// doubling per consecutive failure up to BACKOFF_MAX_MS; any reply resets it.
+// Backoff: after a failed connect, a lost connection, or one the peer refused (answered
+// OVERLOADED and closed before serving anything: a node at its connection limit) the next attempt
+// waits BACKOFF_BASE_MS, doubling per consecutive failure up to BACKOFF_MAX_MS; any reply other
+// than OVERLOADED resets it. A refusal is not a failure of the peer (it is up and answering): the
+// calls on the connection fail with its OVERLOADED, and the peer is not counted toward down.
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
@@ -119,6 +122,8 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
+  /** refusal: the OVERLOADED answer this connection got before it served anything, if any. */
+  private refusal: CacheError | null = null;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -166,6 +171,7 @@ export class ClientConnection {
     this.socket = socket;
     this.state = CONN_OPEN;
     this.served = false;
+    this.refusal = null;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
     if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
@@ -187,9 +193,13 @@ export class ClientConnection {
     if (socket.write(auth.out.buffer, 0, auth.out.length) !== auth.out.length) this.drop("could not send the auth token");
   }
 
-  /** usable is false while the connection is failing to (re)connect: pick another one. */
+  /**
+   * usable is false while the connection is failing to (re)connect and its backoff has not passed:
+   * pick another one. Once it has, the connection is tried again (nothing else would reconnect a
+   * connection no call is given: a write connection refused once would be passed over for good).
+   */
   get usable(): boolean {
-    return this.state === CONN_OPEN || this.backoffFailures === 0;
+    return this.state === CONN_OPEN || this.backoffFailures === 0 || performance.now() >= this.retryAt;
   }
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
@@ -290,7 +300,9 @@ export class ClientConnection {
       if (r.outcome === REPLY_CACHE_ERROR && r.errorCode !== ERROR_CODE.UNAUTHORIZED) {
         // The node answered the Auth with something else (OVERLOADED at its connection limit):
         // the calls waiting on this connection get that answer, not a made-up auth failure.
-        this.failAll(replyError(METHOD_AUTH, r));
+        const e = replyError(METHOD_AUTH, r);
+        if (e.code === ERROR_CODE.OVERLOADED && !this.served) this.refusal = e;
+        this.failAll(e);
         return;
       }
       throw protocolError("the peer refused our auth token");
@@ -308,7 +320,9 @@ export class ClientConnection {
     r.readResult(method);
     // OVERLOADED is the node refusing work, not serving it: it neither ends a backoff nor makes
     // the close that follows an idle one.
-    if (r.outcome !== REPLY_CACHE_ERROR || r.errorCode !== ERROR_CODE.OVERLOADED) this.markServed();
+    const overloaded = r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED;
+    if (!overloaded) this.markServed();
+    else if (!this.served) this.refusal ??= replyError(method, r);
     const forward = p.forward[slot]!;
     const waiter = p.waiter[slot]!;
     p.release(slot);
@@ -392,26 +406,26 @@ export class ClientConnection {
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
     // A failure of the peer: a connect that did not succeed, or a connection lost with calls on
-    // it. A connection closed before it served anything (a node at its connection limit answers
-    // OVERLOADED and closes) is not a failure of the peer, which is up and answering, but the next
-    // connect backs off all the same. An open connection that served calls and that the peer then
-    // closed while idle (its idle timeout) is neither: the next call reconnects at once.
+    // it. A connection closed before it served anything is not one, but the next connect backs
+    // off all the same; when the peer said why (a node at its connection limit answers the first
+    // call OVERLOADED and closes), the calls still on it get that answer. An open connection that
+    // served calls and that the peer then closed while idle (its idle timeout) is neither: the
+    // next call reconnects at once.
     const open = this.state === CONN_OPEN;
-    const failed = failure && (!open || this.pending.inFlight > 0);
     const refused = failure && open && !this.served;
+    const refusal = refused ? this.refusal : null;
+    const failed = failure && refusal === null && (!open || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
     if (failed || refused) {
       this.backoffFailures++;
       this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
       if (failed) this.health.failed();
     } else {
-      // Not a failure: the next call reconnects at once, and the connection stays `usable` (a
-      // write connection the peer closed for idleness would otherwise be passed over for good:
-      // nothing else calls it, so nothing reconnects it).
+      // Not a failure: the next call reconnects at once.
       this.backoffFailures = 0;
       this.retryAt = 0;
     }
-    this.failAll(unavailable(reason));
+    this.failAll(refusal ?? unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();
   }

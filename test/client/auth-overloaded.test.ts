@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
-import { CONN_IDLE } from "../../src/client/client-connection.ts";
+import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
 import { until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
@@ -65,4 +65,42 @@ describe("a node at its connection limit", () => {
       hog.close();
     });
   }
+});
+
+describe("a connection the node refused", () => {
+  test("calls pipelined on it all get the node's OVERLOADED, and the node is not counted toward down", async () => {
+    // The node answers the first call and closes: the others were still in flight, so they
+    // failed PEER_UNAVAILABLE and the close counted as a failure of the node (maxFailures 1: down).
+    await using node = startNode({ maxConnections: 1 });
+    const hog = await RawSocket.connect(node.port);
+    await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, maxFailures: 1 });
+    for (let round = 0; round < 2; round++) {
+      const codes = await Promise.all([0, 1, 2].map((i) => client.get("default", `k${i}`).then(() => 0, (e: unknown) => (e as CacheError).code)));
+      expect(codes).toEqual([ERROR_CODE.OVERLOADED, ERROR_CODE.OVERLOADED, ERROR_CODE.OVERLOADED]);
+    }
+    expect(client.isDown).toBe(false);
+    expect(client.counters.downs).toBe(0);
+    hog.close();
+  });
+
+  test("is used again once its backoff has passed: a node's write connection refused once keeps taking the writes", async () => {
+    // Refused, the connection was left unusable until a call reconnected it, and `pick` gives no
+    // call to an unusable connection while another works: the writes went over the read
+    // connection for good.
+    await using node = startNode({ maxConnections: 2 });
+    const hogs = [await RawSocket.connect(node.port), await RawSocket.connect(node.port)];
+    await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, writeConnection: true, timeoutMs: 2000 });
+    const [write, read] = client[TEST_DOOR].connections as [ClientConnection, ClientConnection];
+    const refused = await client.set("default", "k", "v1").then(() => undefined, (e: unknown) => e);
+    expect((refused as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
+    await until(() => write.state === CONN_IDLE);
+    for (const hog of hogs) hog.close();
+    await until(() => node.server.counters.connectionsCurrent === 0);
+    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND }); // on the read connection
+    expect(read.state).toBe(CONN_OPEN);
+    await Bun.sleep(BACKOFF_BASE_MS + 10); // the write connection's backoff passes
+    await client.set("default", "k", "v2");
+    expect(write.state).toBe(CONN_OPEN);
+    expect(node.server.counters.connectionsCurrent).toBe(2);
+  });
 });
