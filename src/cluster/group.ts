@@ -70,7 +70,7 @@ export class GroupCounters {
   localLoadErrs = 0; // loader calls that threw, crashed or were refused
   loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
   notFound = 0; // loader calls that answered "not found"
-  negativeHits = 0; // gets answered NOT_FOUND from a cached negative entry
+  negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored
   setErrors = 0; // sets refused (too large, no memory, bad ttl)
@@ -213,7 +213,8 @@ export class Group {
    * LOAD_FAILED, OVERLOADED). Only call it on a miss, for a group with a loader. With `cache`
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
    * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
-   * INVALID_ARGUMENT, and the loader is not called.
+   * INVALID_ARGUMENT, and the loader is not called. A value larger than the max item size is
+   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`).
    */
   load(key: Uint8Array, off: number, len: number, cache = true): Promise<Loaded> {
     const loader = this.loader;
@@ -227,15 +228,9 @@ export class Group {
     }
     // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
     const flightKey = latin1Key(keyBytes);
-    if (this.tooLarge.size > 0) {
-      const until = this.tooLarge.get(flightKey);
-      if (until !== undefined) {
-        if (until > this.store.clock()) {
-          this.counters.negativeHits++;
-          return Promise.reject(tooLargeError());
-        }
-        this.tooLarge.delete(flightKey);
-      }
+    if (this.tooLarge.size > 0 && this.pruneTooLarge() > 0 && this.tooLarge.has(flightKey)) {
+      this.counters.negativeHits++;
+      return Promise.reject(tooLargeError());
     }
     this.counters.loads++;
     const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));
@@ -307,19 +302,35 @@ export class Group {
 
   /**
    * written tells the group that key[off, off+len) was just set or deleted: a load of it under way
-   * read something older, so its outcome is not stored, and the next caller starts a new load.
-   * Costs nothing when no load is under way.
+   * read something older, so its outcome is not stored, and the next caller starts a new load;
+   * a refusal of the key as too large is forgotten. Costs nothing when no load is under way and
+   * no refusal is remembered (expired ones are dropped here first).
    */
   written(key: Uint8Array, off: number, len: number): void {
     if (this.mirror !== undefined) this.writtenAt[this.copyBucket(key, off, len)] = ++this.writes;
-    if (this.tooLarge.size > 0) this.tooLarge.delete(latin1Key(key.subarray(off, off + len)));
-    if (this.loading.size === 0) return;
+    if (this.tooLarge.size > 0) this.pruneTooLarge();
+    if (this.loading.size === 0 && this.tooLarge.size === 0) return;
     const flightKey = latin1Key(key.subarray(off, off + len));
+    this.tooLarge.delete(flightKey);
     const ticket = this.loading.get(flightKey);
     if (ticket === undefined) return;
     ticket.stale = true;
     this.loading.delete(flightKey);
     this.flights.forget(flightKey);
+  }
+
+  /**
+   * pruneTooLarge forgets the refusals whose time is up and returns how many are left. Entries
+   * are kept in expiry order (one TTL for the group, a refreshed entry re-inserted last), so the
+   * expired ones are at the front.
+   */
+  private pruneTooLarge(): number {
+    const now = this.store.clock();
+    for (const [key, until] of this.tooLarge) {
+      if (until > now) break;
+      this.tooLarge.delete(key);
+    }
+    return this.tooLarge.size;
   }
 
   /**

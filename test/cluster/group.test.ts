@@ -238,6 +238,22 @@ describe("Group read-through", () => {
     expect(calls.get("k0")).toBe(3);
   });
 
+  test("expired refusals are dropped by the next write, so writes stop paying for them", async () => {
+    let now = 1_000;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 100, store: { maxItemSize: 4096, clock: () => now }, loader: () => "x".repeat(5000) });
+    const remembered = () => (g as unknown as { tooLarge: Map<string, number> }).tooLarge.size;
+    await failure(g.get("a"));
+    now += 50;
+    await failure(g.get("b"));
+    expect(remembered()).toBe(2);
+    now += 50; // a's refusal is up, b's is not
+    g.set("other", "v");
+    expect(remembered()).toBe(1);
+    now += 50;
+    g.set("other", "v");
+    expect(remembered()).toBe(0);
+  });
+
   test("a negative entry expires after its TTL, and a set replaces it", async () => {
     let now = 1_000;
     let calls = 0;
