@@ -139,7 +139,7 @@ export class CacheClient {
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
     this.counters = this.health.counters;
-    for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
+    for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health, this.revive));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
   }
@@ -372,7 +372,25 @@ export class CacheClient {
 
   private onUp(): void {
     this.stopProbe();
+    // The probe reconnected one connection; the others reconnect now too (nothing else would: no
+    // call is given to a connection backing off).
+    for (const conn of this.conns) if (conn.backingOff) this.revive(conn);
   }
+
+  /**
+   * revive reconnects a connection whose backoff has passed and that no call waits on, with a
+   * PeerPing: its reply (any reply but a refusal of the connection) makes it usable again, so no
+   * call of the application is risked on a node still refusing connections. While the peer is
+   * down, the probe does this for the first connection and `onUp` for the rest.
+   */
+  private readonly revive = (conn: ClientConnection): void => {
+    if (this.closed || this.health.down || !conn.backingOff) return;
+    conn.resetBackoff();
+    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
+    if (slot instanceof CacheError) return;
+    if (conn.endCall(slot, null, IGNORE) !== null) return;
+    if (this.sweepTimer === null) this.startSweep();
+  };
 
   private stopProbe(): void {
     if (this.probeTimer !== null) clearInterval(this.probeTimer);
@@ -393,6 +411,9 @@ export class CacheClient {
 }
 
 function noFields(): void {}
+
+/** IGNORE takes the outcome of a revival ping: its effect is on the connection (usable again, or backing off more). */
+const IGNORE: Waiter = { resolve() {}, reject() {} };
 
 /** writeTtl writes `ttl` (whole seconds, rounded up) and, when given, the exact `ttlMs`. */
 function writeTtl(w: CallWriter, id: number, ttlMs: number | undefined): void {

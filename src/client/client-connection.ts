@@ -18,16 +18,19 @@
 //  - reply to an abandoned (timed-out) call → dropped, slot freed;
 //  - a ProtocolError (bad frame, garbage, nesting too deep, unknown seqid, …) → the connection
 //    is closed, every call on it fails with PEER_UNAVAILABLE, and the next call reconnects.
-// Backoff: after a failed connect, a lost connection, or one the peer refused (answered
-// OVERLOADED and closed before serving anything: a node at its connection limit) the next attempt
-// waits BACKOFF_BASE_MS, doubling per consecutive failure up to BACKOFF_MAX_MS; any reply other
-// than OVERLOADED resets it. A refusal is not a failure of the peer (it is up and answering): the
-// calls on the connection fail with its OVERLOADED, and the peer is not counted toward down.
+// Backoff: after a failed connect, a lost connection, or one the peer refused (a node at its
+// connection limit answers the first call OVERLOADED "too many connections" and closes) the next
+// attempt waits BACKOFF_BASE_MS, doubling per consecutive failure up to BACKOFF_MAX_MS; any other
+// reply resets it. A refusal is not a failure of the peer (it is up and answering): the calls on
+// the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
+// backing off is not `usable` (the client gives its calls to the others) until it has served a
+// reply again: when its backoff has passed and no call waits on it, `onRetry` is called, and the
+// client sends a PeerPing on it (CacheClient.revive), so it reconnects without risking a call.
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
-import { CacheError, ERROR_CODE, ProtocolError, protocolError, errorText } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError, errorText } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
@@ -122,12 +125,14 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
-  /** refusal: the OVERLOADED answer this connection got before it served anything, if any. */
+  /** refusal: the connection-limit OVERLOADED this connection got before it served anything, if any. */
   private refusal: CacheError | null = null;
 
   constructor(
     private readonly endpoint: Endpoint,
     private readonly health: PeerHealth,
+    /** onRetry is called when the backoff of this connection has passed and no call waits on it. */
+    private readonly onRetry?: (conn: ClientConnection) => void,
   ) {
     this.replies = new ReplyReader(endpoint.limits);
     this.frames = new FrameReader(endpoint.limits);
@@ -194,12 +199,16 @@ export class ClientConnection {
   }
 
   /**
-   * usable is false while the connection is failing to (re)connect and its backoff has not passed:
-   * pick another one. Once it has, the connection is tried again (nothing else would reconnect a
-   * connection no call is given: a write connection refused once would be passed over for good).
+   * usable is false while the connection is backing off after a failure or a refusal: pick
+   * another one. It is usable again once it has served a reply (see the header: `onRetry`).
    */
   get usable(): boolean {
-    return this.state === CONN_OPEN || this.backoffFailures === 0 || performance.now() >= this.retryAt;
+    return this.backoffFailures === 0;
+  }
+
+  /** backingOff tells whether the connection is idle after a failure, waiting for `onRetry`'s call to reconnect it. */
+  get backingOff(): boolean {
+    return this.state === CONN_IDLE && this.backoffFailures > 0 && this.pending.inFlight === 0;
   }
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
@@ -215,16 +224,24 @@ export class ClientConnection {
         else queueMicrotask(this.flushNow);
       }
     } else if (this.state === CONN_IDLE) {
-      const wait = this.retryAt - performance.now();
-      if (wait <= 0) this.connect();
-      else if (this.retryTimer === null) {
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = null;
-          if (this.state === CONN_IDLE && this.pending.inFlight > 0) this.connect();
-        }, wait);
-        this.retryTimer.unref();
-      }
+      if (this.retryAt <= performance.now()) this.connect();
+      else this.armRetry();
     }
+  }
+
+  /**
+   * armRetry sets the timer for the end of the backoff: then calls queued meanwhile reconnect the
+   * connection, or, with none, `onRetry` is asked to (the client pings on it).
+   */
+  private armRetry(): void {
+    if (this.retryTimer !== null) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.state !== CONN_IDLE) return;
+      if (this.pending.inFlight > 0) this.connect();
+      else if (this.backoffFailures > 0) this.onRetry?.(this);
+    }, Math.max(0, this.retryAt - performance.now()));
+    this.retryTimer.unref();
   }
 
   /** flush writes everything queued in one socket.write; a short write waits for drain. */
@@ -240,6 +257,8 @@ export class ClientConnection {
   }
 
   private connect(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer); // (armed for an earlier backoff)
+    this.retryTimer = null;
     this.state = CONN_CONNECTING;
     const attempt: Attempt = { conn: this, id: ++this.attemptId };
     const { host, port, connectTimeoutMs } = this.endpoint;
@@ -301,7 +320,7 @@ export class ClientConnection {
         // The node answered the Auth with something else (OVERLOADED at its connection limit):
         // the calls waiting on this connection get that answer, not a made-up auth failure.
         const e = replyError(METHOD_AUTH, r);
-        if (e.code === ERROR_CODE.OVERLOADED && !this.served) this.refusal = e;
+        if (isConnectionRefusal(e) && !this.served) this.refusal = e;
         this.failAll(e);
         return;
       }
@@ -318,11 +337,11 @@ export class ClientConnection {
     }
     const method = p.method[slot]!;
     r.readResult(method);
-    // OVERLOADED is the node refusing work, not serving it: it neither ends a backoff nor makes
-    // the close that follows an idle one.
-    const overloaded = r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED;
-    if (!overloaded) this.markServed();
-    else if (!this.served) this.refusal ??= replyError(method, r);
+    // The node refusing the connection (at its connection limit) has not served it: that neither
+    // ends a backoff nor makes the close that follows an idle one.
+    const refusal = r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED ? replyError(method, r) : null;
+    if (refusal === null || !isConnectionRefusal(refusal)) this.markServed();
+    else if (!this.served) this.refusal ??= refusal;
     const forward = p.forward[slot]!;
     const waiter = p.waiter[slot]!;
     p.release(slot);
@@ -420,6 +439,7 @@ export class ClientConnection {
       this.backoffFailures++;
       this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
       if (failed) this.health.failed();
+      this.armRetry();
     } else {
       // Not a failure: the next call reconnects at once.
       this.backoffFailures = 0;
@@ -485,4 +505,9 @@ function settleError(forward: ForwardCallback | null, waiter: Waiter | null, err
       throw e;
     });
   }
+}
+
+/** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */
+function isConnectionRefusal(e: CacheError): boolean {
+  return e.code === ERROR_CODE.OVERLOADED && e.message === TOO_MANY_CONNECTIONS;
 }

@@ -228,9 +228,13 @@ export class Group {
     }
     // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
     const flightKey = latin1Key(keyBytes);
-    if (this.tooLarge.size > 0 && this.pruneTooLarge() > 0 && this.tooLarge.has(flightKey)) {
-      this.counters.negativeHits++;
-      return Promise.reject(tooLargeError());
+    if (this.tooLarge.size > 0 && this.pruneTooLarge() > 0) {
+      const until = this.tooLarge.get(flightKey);
+      // (its own time checked too: the prune relies on the order, which a clock stepped back breaks)
+      if (until !== undefined && until > this.store.clock()) {
+        this.counters.negativeHits++;
+        return Promise.reject(tooLargeError());
+      }
     }
     this.counters.loads++;
     const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));

@@ -43,6 +43,12 @@ export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
 
 /** NOT_FOUND_MESSAGE is the message of a Get miss's CacheError NOT_FOUND. */
 export const NOT_FOUND_MESSAGE = "key not found";
+/**
+ * TOO_MANY_CONNECTIONS is the message of the OVERLOADED a node answers to the first call of a
+ * connection over its --max-connections, before closing it: a client reads it as a refusal of the
+ * connection, not as the node failing (client-connection.ts).
+ */
+export const TOO_MANY_CONNECTIONS = "too many connections";
 
 /** ProtocolError is a fault in the bytes: `type` is the TApplicationException type to send. */
 export class ProtocolError extends Error {

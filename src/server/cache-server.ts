@@ -41,7 +41,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
-import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
+import { APP_ERROR, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, errorText } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
@@ -442,7 +442,7 @@ export class CacheServer implements DispatchContext {
         const req = proto.request;
         proto.reply.errorCode = 0;
         if (conn.rejected) {
-          replyCacheError(replyFor(req, proto.reply), req, ERROR_CODE.OVERLOADED, "too many connections");
+          replyCacheError(replyFor(req, proto.reply), req, ERROR_CODE.OVERLOADED, TOO_MANY_CONNECTIONS);
           conn.closing = true;
           t0 = this.timed(conn, req.method, t0);
           break;

@@ -6,8 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
-import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
-import { until } from "./support.ts";
+import { CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
+import { StubServer, cacheErrorReply, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
 
@@ -68,6 +68,23 @@ describe("a node at its connection limit", () => {
 });
 
 describe("a connection the node refused", () => {
+  test("an OVERLOADED that is not a refusal of the connection, followed by a close, is a failure as before", async () => {
+    // A node whose loader queue is full answers OVERLOADED and goes on; if it then dies with calls
+    // unanswered, they are PEER_UNAVAILABLE and the node is counted toward down.
+    using stub = new StubServer();
+    let first = true;
+    stub.handler = (call, server) => {
+      if (!first) return null;
+      first = false;
+      setTimeout(() => { for (const s of server.sockets) s.end(); }, 50);
+      return cacheErrorReply(call.name, call.seqid, ERROR_CODE.OVERLOADED, "loader queue full");
+    };
+    await using client = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 2000, maxFailures: 1 });
+    const codes = await Promise.all([0, 1, 2].map((i) => client.get("default", `k${i}`).then(() => 0, (e: unknown) => (e as CacheError).code)));
+    expect(codes).toEqual([ERROR_CODE.OVERLOADED, ERROR_CODE.PEER_UNAVAILABLE, ERROR_CODE.PEER_UNAVAILABLE]);
+    expect(client.isDown).toBe(true);
+  });
+
   test("calls pipelined on it all get the node's OVERLOADED, and the node is not counted toward down", async () => {
     // The node answers the first call and closes: the others were still in flight, so they
     // failed PEER_UNAVAILABLE and the close counted as a failure of the node (maxFailures 1: down).
@@ -83,10 +100,11 @@ describe("a connection the node refused", () => {
     hog.close();
   });
 
-  test("is used again once its backoff has passed: a node's write connection refused once keeps taking the writes", async () => {
-    // Refused, the connection was left unusable until a call reconnected it, and `pick` gives no
-    // call to an unusable connection while another works: the writes went over the read
-    // connection for good.
+  test("is reconnected in the background once the node has room, with no call of the application risked on it", async () => {
+    // Left unusable after the refusal, a connection was never used again while another worked
+    // (the pool shrank for good; a node's write connection refused once sent its writes over the
+    // read connection). Given calls again after each backoff instead, every retry against a node
+    // still full failed a batch of them with OVERLOADED.
     await using node = startNode({ maxConnections: 2 });
     const hogs = [await RawSocket.connect(node.port), await RawSocket.connect(node.port)];
     await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, writeConnection: true, timeoutMs: 2000 });
@@ -94,13 +112,22 @@ describe("a connection the node refused", () => {
     const refused = await client.set("default", "k", "v1").then(() => undefined, (e: unknown) => e);
     expect((refused as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
     await until(() => write.state === CONN_IDLE);
-    for (const hog of hogs) hog.close();
-    await until(() => node.server.counters.connectionsCurrent === 0);
-    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND }); // on the read connection
+    hogs.pop()!.close(); // room for one connection
+    await until(() => node.server.counters.connectionsCurrent === 1);
+    // The read connection takes the calls, the write one included, while the write connection,
+    // pinging in the background, keeps being refused: not one call fails.
+    for (let i = 0; i < 40; i++) {
+      await client.set("default", "k", `v${i}`);
+      expect(new TextDecoder().decode((await client.get("default", "k")).value)).toBe(`v${i}`);
+      await Bun.sleep(5);
+    }
     expect(read.state).toBe(CONN_OPEN);
-    await Bun.sleep(BACKOFF_BASE_MS + 10); // the write connection's backoff passes
-    await client.set("default", "k", "v2");
-    expect(write.state).toBe(CONN_OPEN);
+    expect(write.usable).toBe(false);
+    expect(node.server.counters.connectionsRejected).toBeGreaterThan(2); // the background pings
+    hogs.pop()!.close(); // room for both
+    await until(() => write.state === CONN_OPEN && write.usable, 5000); // with no call of ours
     expect(node.server.counters.connectionsCurrent).toBe(2);
+    await client.set("default", "k", "last"); // (every call since the first set's refusal succeeded: each is awaited)
+    expect(client.counters.calls).toBe(82); // the pings are not calls
   });
 });

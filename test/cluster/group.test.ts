@@ -254,6 +254,18 @@ describe("Group read-through", () => {
     expect(remembered()).toBe(0);
   });
 
+  test("a refusal expires at its own time even when the clock stepped back since an earlier one", async () => {
+    let now = 1_000;
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 100, store: { maxItemSize: 4096, clock: () => now }, loader: () => (calls++, "x".repeat(5000)) });
+    await failure(g.get("a")); // until 1100
+    now = 950; // the wall clock steps back
+    await failure(g.get("b")); // until 1050, behind a's
+    now = 1_060;
+    await failure(g.get("b"));
+    expect(calls).toBe(3); // b's refusal was over: loaded again
+  });
+
   test("a negative entry expires after its TTL, and a set replaces it", async () => {
     let now = 1_000;
     let calls = 0;
