@@ -7,6 +7,7 @@
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { readFileSync } from "node:fs";
+import { totalmem } from "node:os";
 import type { AdmissionPolicy } from "../cluster/group.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
@@ -298,12 +299,19 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--snapshot-interval":
         c.snapshotIntervalMs = parseTimer(flag, value());
+        if (c.snapshotIntervalMs > 0 && c.snapshotIntervalMs < MIN_SNAPSHOT_INTERVAL_MS) {
+          throw new ConfigError(`${flag} must be 0 (only at shutdown) or at least 1s: each write is of the whole cache`);
+        }
         break;
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }
   }
   if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
+  const ram = machineMemoryBytes();
+  if (c.memory > ram) {
+    throw new ConfigError(`--memory ${c.memory} B is more than this machine's memory (${ram} B): the node could never hold it`);
+  }
   if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN;
   if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
@@ -383,7 +391,30 @@ const DURATION_UNITS: Record<string, number> = { "": 1000, ms: 1, s: 1000, m: 60
 export function parseDuration(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|)$/i.exec(text.trim());
   if (!m) throw new ConfigError(`${flag} expects a duration like 250ms, 30s, 5m or 1h, got '${text}'`);
-  return Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+  const ms = Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+  // (400 digits would be Infinity: "no expiry", not what was written)
+  if (!Number.isSafeInteger(ms)) throw new ConfigError(`${flag} is too long: at most ${Number.MAX_SAFE_INTEGER} ms, got '${text}'`);
+  return ms;
+}
+
+/** MIN_SNAPSHOT_INTERVAL_MS: a shorter --snapshot-interval would rewrite the whole cache back to back. */
+const MIN_SNAPSHOT_INTERVAL_MS = 1000;
+
+/**
+ * machineMemoryBytes is the memory this process can have: the machine's, or its cgroup's limit
+ * when that is lower (a container). --memory above it is refused.
+ */
+function machineMemoryBytes(): number {
+  let bytes = totalmem();
+  for (const path of ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]) {
+    try {
+      const limit = Number(readFileSync(path, "utf8").trim());
+      if (Number.isFinite(limit) && limit > 0 && limit < bytes) bytes = limit;
+    } catch {
+      // not in a cgroup with a memory limit (or not Linux)
+    }
+  }
+  return bytes;
 }
 
 /** parseTimer is parseDuration for a duration a timer waits: at most MAX_TIMER_MS (24.8 days). */
@@ -404,8 +435,9 @@ function parseSwitch(flag: string, inline: string | undefined): boolean {
 
 /** parseMember checks a `host:port` member id. */
 function parseMember(flag: string, text: string): string {
-  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text) || Number(text.slice(text.lastIndexOf(":") + 1)) > 65535) {
-    throw new ConfigError(`${flag} expects host:port, got '${text}'`);
+  const port = Number(text.slice(text.lastIndexOf(":") + 1));
+  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text) || port < 1 || port > 65535) {
+    throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
   }
   return text;
 }

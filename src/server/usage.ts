@@ -11,7 +11,8 @@ MyBunCache node: a groupcache-style cache serving the Thrift GroupCache service.
 Flags:
   --port N               TCP port for the Thrift service (default ${DEFAULTS.port}; 0 = any free port)
   --host ADDR            address to bind (default ${DEFAULTS.host})
-  --memory SIZE          total memory for all groups: slab pages plus metadata (default 64mb)
+  --memory SIZE          total memory for all groups: slab pages plus metadata (default 64mb; at
+                         most the machine's memory)
   --group NAME[:SIZE[:TTL[:OPTIONS]]]
                          define a group (repeatable). SIZE is its memory (default: an equal share
                          of what the other groups leave); TTL its default TTL (default 0 = none).
@@ -55,7 +56,7 @@ Flags:
   --admin-port N         HTTP port on --host for /metrics (Prometheus), /healthz, /stats and
                          POST /memory/purge
   --snapshot PATH        load items from PATH at start; write them there at shutdown (and periodically)
-  --snapshot-interval DUR  also write the snapshot this often (default 0 = only at shutdown)
+  --snapshot-interval DUR  also write the snapshot this often, at least 1s (default 0 = only at shutdown)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})

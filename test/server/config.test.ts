@@ -2,6 +2,7 @@
  * Node configuration: `parseArgs` (every flag, sizes, durations, group specs, errors, help and
  * version) and `splitMemory` (how --memory is shared among groups). Table-driven.
  */
+import { totalmem } from "node:os";
 import { describe, expect, test } from "bun:test";
 import { splitMemory } from "../../src/server/cache-node.ts";
 import { ConfigError, DEFAULTS, VERSION, parseArgs, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
@@ -264,6 +265,14 @@ describe("errors name the flag and what it expected", () => {
     [["--peer-timeout", "597h"], ["--peer-timeout", "2147483647 ms"]],
     [["--idle-timeout", "597h"], ["--idle-timeout", "2147483647 ms"]],
     [["--group", "a:::timeout=597h"], ["--group a timeout", "2147483647 ms"]],
+    // Hostile values a review found accepted: a bound the machine can never hold, a TTL that
+    // overflowed to "no expiry", a snapshot rewritten back to back, a member port 0.
+    [["--memory", `${Math.ceil(totalmem() / 1024 ** 3) + 1}g`], ["--memory", "more than this machine's memory"]],
+    [["--group", `a:1mb:${"9".repeat(400)}`], ["--group ttl", "too long"]],
+    [["--group", "a:1mb:0:negttl=99999999999999999999h"], ["negttl", "too long"]],
+    [["--snapshot-interval", "1ms"], ["--snapshot-interval", "at least 1s"]],
+    [["--self", "x:0"], ["--self", "port of 1..65535", "x:0"]],
+    [["--peers", "127.0.0.1:8001,h:0"], ["--peers", "port of 1..65535", "h:0"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
     const message = refusal(argv);
