@@ -1,7 +1,8 @@
 /**
  * AdminServer is a node's HTTP admin port (`Bun.serve`): metrics, health and stats for operators.
  *
- *  - `GET /metrics`: the Prometheus text exposition (metrics.ts), read at scrape time.
+ *  - `GET /metrics`: the Prometheus text exposition (metrics.ts), read at scrape time; scrapes
+ *    less than a second apart share one reading.
  *  - `GET /healthz`: 200 "ok" while the node is serving; 503 "starting" or "draining" otherwise.
  *    The node owns the state and moves it with `setState`: a new AdminServer is "starting" (unless
  *    told otherwise), so a load balancer never sees ready before the node says so.
@@ -32,6 +33,21 @@ export type AdminState = "starting" | "serving" | "draining";
 
 /** PURGE_MIN_INTERVAL_MS spaces forced collections asked for over HTTP. */
 export const PURGE_MIN_INTERVAL_MS = 1000;
+/** METRICS_MIN_INTERVAL_MS: /metrics scrapes within this time of a rendering share it. */
+export const METRICS_MIN_INTERVAL_MS = 1000;
+
+/**
+ * pathOf is the path of a request target: absolute ("http://host/p?q"), or origin-form ("/p?q")
+ * as Bun gives it for a request without a Host header (HTTP/1.0, load balancers' health checks),
+ * which `new URL` alone refuses. undefined for a target that is neither.
+ */
+function pathOf(target: string): string | undefined {
+  try {
+    return new URL(target, "http://admin.invalid").pathname;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface AdminOptions {
   host: string;
@@ -42,6 +58,8 @@ export interface AdminOptions {
   logger: Logger;
   /** state to start in (default "starting"). */
   state?: AdminState;
+  /** metricsShareMs: /metrics scrapes within this time of a rendering share it (default METRICS_MIN_INTERVAL_MS). */
+  metricsShareMs?: number;
 }
 
 /** PROMETHEUS_CONTENT_TYPE is the media type of the text exposition format 0.0.4. */
@@ -60,12 +78,17 @@ export class AdminServer {
   /** access checks purge calls on a node with an auth token. */
   private readonly access: AccessControl | undefined;
   private lastPurgeAt = -Infinity;
+  /** rendered: the last /metrics rendering (renderMetrics), begun at `renderedAt`. */
+  private rendered: Promise<string> | null = null;
+  private renderedAt = -Infinity;
+  private readonly metricsShareMs: number;
 
   private constructor(opts: AdminOptions) {
     this.node = opts.node;
     this.latency = opts.latency;
     this.logger = opts.logger;
     this.current = opts.state ?? "starting";
+    this.metricsShareMs = opts.metricsShareMs ?? METRICS_MIN_INTERVAL_MS;
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency);
@@ -112,7 +135,8 @@ export class AdminServer {
   }
 
   private async handle(req: Request): Promise<Response> {
-    const path = new URL(req.url).pathname;
+    const path = pathOf(req.url);
+    if (path === undefined) return text(400, "bad request target\n");
     if (path === "/memory/purge") {
       if (req.method !== "POST") return text(405, "method not allowed\n", { allow: "POST" });
       if (this.access !== undefined && !this.authorized(req)) {
@@ -126,12 +150,28 @@ export class AdminServer {
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "method not allowed\n", { allow: "GET, HEAD" });
     switch (path) {
       case "/metrics":
-        return new Response(await this.metrics.render(), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } });
+        return new Response(await this.renderMetrics(), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } });
       case "/healthz":
         return this.current === "serving" ? text(200, "ok\n") : text(503, `${this.current}\n`);
       default:
         return Response.json(nodeStats(this.node, this.latency, this.current), { headers: { "cache-control": "no-store" } });
     }
+  }
+
+  /**
+   * renderMetrics renders the exposition at most once per `metricsShareMs` (1 s): scrapes within
+   * that time (several Prometheus servers, or a client scraping in a loop) share one rendering.
+   * A rendering costs milliseconds on the node's one thread; unshared, a scrape loop took the
+   * Thrift port from thousands of Gets a second to tens.
+   */
+  private renderMetrics(): Promise<string> {
+    const now = performance.now();
+    if (this.rendered === null || now - this.renderedAt >= this.metricsShareMs) {
+      this.renderedAt = now;
+      this.rendered = this.metrics.render();
+      this.rendered.catch(() => (this.rendered = null)); // a failed rendering is not shared
+    }
+    return this.rendered;
   }
 
   /** authorized checks a purge's bearer token against the node's, in constant time. */

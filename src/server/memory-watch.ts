@@ -17,6 +17,7 @@
  * lowered whenever RSS is seen below it, so a store filling up (retained memory rising) does not
  * make the watch collect over and over. One RSS read per interval; nothing per request.
  */
+import { errorText } from "../protocol/errors.ts";
 import type { Logger } from "./log.ts";
 
 export interface MemoryWatchOptions {
@@ -45,6 +46,8 @@ export class MemoryWatch {
   private readonly rss: () => number;
   private readonly collect: () => void;
   private timer: ReturnType<typeof setInterval> | undefined;
+  /** failing: the last check could not read the memory figures (warned once per streak). */
+  private failing = false;
 
   constructor(opts: MemoryWatchOptions) {
     if (!(opts.headroomBytes > 0)) throw new RangeError("MemoryWatch: headroom must be > 0");
@@ -56,7 +59,7 @@ export class MemoryWatch {
 
   /** start reads RSS every intervalMs until stop(); the timer does not keep the process alive. */
   start(): this {
-    this.timer ??= setInterval(() => this.check(), this.opts.intervalMs);
+    this.timer ??= setInterval(() => this.tick(), this.opts.intervalMs);
     this.timer.unref();
     return this;
   }
@@ -64,6 +67,22 @@ export class MemoryWatch {
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  /**
+   * tick is the timer's check. Reading the memory figures can fail (with every file descriptor in
+   * use the runtime cannot open what it reads them from): that check is skipped, with one warning
+   * per streak of failures, and the node goes on serving.
+   */
+  private tick(): void {
+    try {
+      this.check();
+      if (this.failing) this.opts.logger.info("memory watch: reading memory figures again");
+      this.failing = false;
+    } catch (e) {
+      if (!this.failing) this.opts.logger.warn("memory watch: cannot read memory figures; check skipped", { error: errorText(e) });
+      this.failing = true;
+    }
   }
 
   /** check reads RSS once and collects if the garbage passed the headroom; returns whether it did. */

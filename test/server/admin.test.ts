@@ -25,12 +25,13 @@ interface AdminNode extends AsyncDisposable {
   url(path: string): string;
 }
 
-async function startAdminNode(config: Partial<NodeConfig> = {}, deps: NodeDeps = {}, state?: AdminState): Promise<AdminNode> {
+async function startAdminNode(config: Partial<NodeConfig> = {}, deps: NodeDeps = {}, state?: AdminState, metricsShareMs = 0): Promise<AdminNode> {
   const node = config.loaders === undefined
     ? CacheNode.start({ port: 0, logLevel: "silent", ...config }, { logger: silent, ...deps })
     : await CacheNode.open({ port: 0, logLevel: "silent", ...config }, { logger: silent, ...deps });
   const latency = new LatencyHistogram();
-  const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency, logger: silent, ...(state ? { state } : {}) });
+  // (scrapes share a rendering for metricsShareMs: 0 here, so each test scrape reads the node now)
+  const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency, logger: silent, metricsShareMs, ...(state ? { state } : {}) });
   return {
     node, admin, latency,
     url: (path) => `http://127.0.0.1:${admin.port}${path}`,
@@ -187,6 +188,39 @@ describe("admin port", () => {
     expect((await fetch(a.url("/metrics/x"))).status).toBe(404);
     const post = await fetch(a.url("/metrics"), { method: "POST" });
     expect([post.status, post.headers.get("allow")]).toEqual([405, "GET, HEAD"]);
+  });
+
+  test("a request without a Host header (HTTP/1.0, a load balancer's health check) is served, not a 500", async () => {
+    // Bun gives such a request's target as "/healthz", which `new URL` refuses: every one was
+    // answered 500 and logged as an error with its stack.
+    await using a = await startAdminNode({}, {}, "serving");
+    const raw = (request: string) => new Promise<string>((resolve) => {
+      let got = "";
+      void Bun.connect({ hostname: "127.0.0.1", port: a.admin.port, socket: {
+        open: (s) => void s.write(request),
+        data: (_s, d) => void (got += new TextDecoder().decode(d)),
+        close: () => resolve(got),
+      } });
+    });
+    const health = await raw("GET /healthz HTTP/1.0\r\n\r\n");
+    expect(health.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    expect(health.endsWith("ok\n")).toBe(true);
+    expect((await raw("GET /nope?x=1 HTTP/1.0\r\n\r\n")).split("\r\n")[0]).toBe("HTTP/1.1 404 Not Found");
+  });
+
+  test("/metrics scrapes within a second of a rendering share it (a scrape loop does not take the node's thread)", async () => {
+    await using a = await startAdminNode({}, {}, undefined, 1000);
+    const gets = async () => sampleValue(parsePromText(await (await fetch(a.url("/metrics"))).text()), "mybuncache_gets_total", "mybuncache_gets_total", { group: "default" });
+    expect(await gets()).toBe(0);
+    const c = await apacheClient(a.node.port);
+    try {
+      await expect(c.client.Get(new types.Request({ group: "default", key: "absent" }))).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
+    } finally {
+      c.close();
+    }
+    expect(await gets()).toBe(0); // the shared rendering
+    await Bun.sleep(1000);
+    expect(await gets()).toBe(1);
   });
 
   test("POST /memory/purge runs a full collection and reports memory before and after; other methods 405", async () => {

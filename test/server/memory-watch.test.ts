@@ -26,6 +26,31 @@ function fake(start: number) {
 }
 
 describe("MemoryWatch", () => {
+  test("a check that cannot read the memory figures is skipped with one warning, not a crash", async () => {
+    // With every file descriptor in use, reading RSS throws ("Failed to get memory usage"): from
+    // the timer that was an uncaught exception, and the node exited with every cached value lost.
+    const lines: string[] = [];
+    let broken = false;
+    const watch = new MemoryWatch({
+      headroomBytes: 64 * MIB, intervalMs: 5, logger: new Logger("info", false, (line) => void lines.push(line)),
+      rss: () => {
+        if (broken) throw new Error("Failed to get memory usage");
+        return 100 * MIB;
+      },
+      collect: () => {},
+    }).start();
+    try {
+      broken = true;
+      await Bun.sleep(60);
+      expect(lines.filter((l) => l.includes("cannot read memory figures"))).toHaveLength(1);
+      broken = false;
+      await Bun.sleep(30);
+      expect(lines.filter((l) => l.includes("reading memory figures again"))).toHaveLength(1);
+    } finally {
+      watch.stop();
+    }
+  });
+
   test("collects only past retained + headroom, then retains what the collection left", () => {
     const { p, watch } = fake(100 * MIB);
     p.rss = 164 * MIB; // exactly at the limit: no
