@@ -177,6 +177,7 @@ export class CacheNode {
     }
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
+    config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger);
     const clustered = isClustered(config);
     const groups = deps.groups ?? buildGroups(config, deps);
     const limits = resolveLimits({
@@ -256,6 +257,37 @@ function readTls(certPath: string, keyPath: string): { cert: string; key: string
   } catch (e) {
     throw new ConfigError(`cannot read the TLS certificate or key: ${(e as Error).message}`);
   }
+}
+
+/** FD_RESERVE: file descriptors kept for all but client connections (peers, admin, workers, files). */
+export const FD_RESERVE = 64;
+
+/**
+ * fitConnections lowers --max-connections to what the process's open-file limit allows, with a
+ * warning (as Redis does for maxclients). Past that limit the node cannot accept at all: clients
+ * time out instead of getting OVERLOADED, and the accept loop spins on EMFILE.
+ */
+export function fitConnections(requested: number, openFiles: number | undefined, logger: Logger): number {
+  if (openFiles === undefined || requested + FD_RESERVE <= openFiles) return requested;
+  const fitted = Math.max(1, openFiles - FD_RESERVE);
+  logger.warn("--max-connections lowered to fit the open-file limit (raise `ulimit -n` to allow more)", {
+    requested, openFiles, maxConnections: fitted,
+  });
+  return fitted;
+}
+
+/** openFilesLimit is the process's soft limit on open files (/proc/self/limits), or undefined when unknown or unlimited. */
+export function openFilesLimit(limits?: string): number | undefined {
+  let text = limits;
+  if (text === undefined) {
+    try {
+      text = readFileSync("/proc/self/limits", "utf8");
+    } catch {
+      return undefined; // not Linux
+    }
+  }
+  const m = /^Max open files\s+(\d+)\s/m.exec(text);
+  return m === null ? undefined : Number(m[1]);
 }
 
 function isClustered(config: NodeConfig): boolean {

@@ -160,6 +160,9 @@ export class CacheServer implements DispatchContext {
   private readonly deferred: (Connection | null)[] = [];
   private deferredCount = 0;
   private writeQueued = false;
+  /** rejectLoggedAt: when the last over-the-limit line was logged; rejectsLogged: the rejections counted then. */
+  private rejectLoggedAt = -Infinity;
+  private rejectsLogged = 0;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   private readonly ready: (Connection | null)[] = [];
   private readyCount = 0;
@@ -286,9 +289,16 @@ export class CacheServer implements DispatchContext {
       conn.rejected = true;
       this.counters.connectionsRejected++;
       socket.timeout(2);
-      this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
-        conn: conn.id, remote: conn.remote, max: this.opts.maxConnections,
-      });
+      // One line a second at most: a flood of connections must not flood the log too.
+      const now = performance.now();
+      if (now - this.rejectLoggedAt >= 1000) {
+        this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
+          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections,
+          rejectedSinceLastLine: this.counters.connectionsRejected - this.rejectsLogged,
+        });
+        this.rejectLoggedAt = now;
+        this.rejectsLogged = this.counters.connectionsRejected;
+      }
     }
   }
 
