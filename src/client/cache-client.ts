@@ -13,8 +13,9 @@
 // issued at and fails with PEER_UNAVAILABLE "timeout" once TIMEOUT_TICKS ticks have passed, i.e.
 // between timeoutMs and 1.1 × timeoutMs after it was issued. Its late reply is dropped.
 //
-// Health (PeerHealth): `maxFailures` consecutive failures (connect errors, lost connections,
-// timeouts) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
+// Health (PeerHealth): `maxFailures` consecutive failures of the application's calls (connect
+// errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
+// failed revival ping of a connection backing off: ClientConnection) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
 // (nothing is queued), connections holding timed-out calls are reset, and an unref'd timer sends
 // a PeerPing every `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an
 // UNKNOWN_METHOD exception from an older server — the peer answered) marks it up.
@@ -139,7 +140,7 @@ export class CacheClient {
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
     this.counters = this.health.counters;
-    for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health, this.revive));
+    for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
   }
@@ -318,7 +319,8 @@ export class CacheClient {
   }
 
   /**
-   * pick returns the next connection round-robin, skipping ones that are failing to reconnect;
+   * pick returns the next connection round-robin, skipping ones backing off after a failure (it
+   * revives those whose backoff is over: `revive`);
    * with a write connection (`writeConnection`), a write gets the first and the round is over the
    * others. That is for a node's calls to its peers: a node serves each connection in order, and
    * a PeerGet that loads holds up what follows it on its connection as long as the load takes (up
@@ -327,6 +329,7 @@ export class CacheClient {
    */
   private pick(write: boolean): ClientConnection {
     const conns = this.conns;
+    for (let i = 0; i < conns.length; i++) if (conns[i]!.revivable) this.revive(conns[i]!);
     const n = conns.length;
     const from = this.firstRead;
     if (write && from === 1 && conns[0]!.usable) return conns[0]!;
@@ -372,25 +375,27 @@ export class CacheClient {
 
   private onUp(): void {
     this.stopProbe();
-    // The probe reconnected one connection; the others reconnect now too (nothing else would: no
-    // call is given to a connection backing off).
-    for (const conn of this.conns) if (conn.backingOff) this.revive(conn);
+    // The probe reconnected one connection; the others reconnect now too.
+    for (const conn of this.conns) {
+      conn.resetBackoff();
+      if (conn.revivable) this.revive(conn);
+    }
   }
 
   /**
-   * revive reconnects a connection whose backoff has passed and that no call waits on, with a
-   * PeerPing: its reply (any reply but a refusal of the connection) makes it usable again, so no
-   * call of the application is risked on a node still refusing connections. While the peer is
-   * down, the probe does this for the first connection and `onUp` for the rest.
+   * revive reconnects a connection backing off, its backoff over, with a PeerPing
+   * (ClientConnection.revive): its reply (any but a refusal of the connection) makes the
+   * connection usable again, so no call of the application is risked on a node that still
+   * refuses connections. `pick` calls it, so an idle client does not knock on a full node.
    */
-  private readonly revive = (conn: ClientConnection): void => {
-    if (this.closed || this.health.down || !conn.backingOff) return;
-    conn.resetBackoff();
+  private revive(conn: ClientConnection): void {
+    if (this.closed || this.health.down) return;
     const slot = this.issue(conn, METHOD_PEER_PING, noFields);
     if (slot instanceof CacheError) return;
+    conn.revive(slot);
     if (conn.endCall(slot, null, IGNORE) !== null) return;
     if (this.sweepTimer === null) this.startSweep();
-  };
+  }
 
   private stopProbe(): void {
     if (this.probeTimer !== null) clearInterval(this.probeTimer);

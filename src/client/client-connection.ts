@@ -24,8 +24,10 @@
 // reply resets it. A refusal is not a failure of the peer (it is up and answering): the calls on
 // the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
 // backing off is not `usable` (the client gives its calls to the others) until it has served a
-// reply again: when its backoff has passed and no call waits on it, `onRetry` is called, and the
-// client sends a PeerPing on it (CacheClient.revive), so it reconnects without risking a call.
+// reply again: once its backoff has passed, the client's next call also sends a PeerPing on it
+// (`revive`, CacheClient), so it reconnects without risking a call of the application. A revival
+// that fails only backs off more: it is not counted toward marking the peer down, nor as an error
+// (down detection is the application's calls' and the down-peer probe's).
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
@@ -125,14 +127,14 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
+  /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
+  private revivalSlot = -1;
   /** refusal: the connection-limit OVERLOADED this connection got before it served anything, if any. */
   private refusal: CacheError | null = null;
 
   constructor(
     private readonly endpoint: Endpoint,
     private readonly health: PeerHealth,
-    /** onRetry is called when the backoff of this connection has passed and no call waits on it. */
-    private readonly onRetry?: (conn: ClientConnection) => void,
   ) {
     this.replies = new ReplyReader(endpoint.limits);
     this.frames = new FrameReader(endpoint.limits);
@@ -200,15 +202,24 @@ export class ClientConnection {
 
   /**
    * usable is false while the connection is backing off after a failure or a refusal: pick
-   * another one. It is usable again once it has served a reply (see the header: `onRetry`).
+   * another one. It is usable again once it has served a reply (see the header: `revive`).
    */
   get usable(): boolean {
     return this.backoffFailures === 0;
   }
 
-  /** backingOff tells whether the connection is idle after a failure, waiting for `onRetry`'s call to reconnect it. */
-  get backingOff(): boolean {
-    return this.state === CONN_IDLE && this.backoffFailures > 0 && this.pending.inFlight === 0;
+  /** revivable tells whether the connection is idle after a failure, its backoff over, with no call on it: `revive` it. */
+  get revivable(): boolean {
+    return this.backoffFailures > 0 && this.state === CONN_IDLE && this.pending.inFlight === 0 && this.retryAt <= performance.now();
+  }
+
+  /**
+   * revive marks the call begun in `slot` (a PeerPing the client encoded) as this connection's
+   * revival: its outcome counts neither as an error nor, when it fails alone, toward marking the
+   * peer down. The caller ends it with endCall, which reconnects.
+   */
+  revive(slot: number): void {
+    this.revivalSlot = slot;
   }
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
@@ -224,24 +235,16 @@ export class ClientConnection {
         else queueMicrotask(this.flushNow);
       }
     } else if (this.state === CONN_IDLE) {
-      if (this.retryAt <= performance.now()) this.connect();
-      else this.armRetry();
+      const wait = this.retryAt - performance.now();
+      if (wait <= 0) this.connect();
+      else if (this.retryTimer === null) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          if (this.state === CONN_IDLE && this.pending.inFlight > 0) this.connect();
+        }, wait);
+        this.retryTimer.unref();
+      }
     }
-  }
-
-  /**
-   * armRetry sets the timer for the end of the backoff: then calls queued meanwhile reconnect the
-   * connection, or, with none, `onRetry` is asked to (the client pings on it).
-   */
-  private armRetry(): void {
-    if (this.retryTimer !== null) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      if (this.state !== CONN_IDLE) return;
-      if (this.pending.inFlight > 0) this.connect();
-      else if (this.backoffFailures > 0) this.onRetry?.(this);
-    }, Math.max(0, this.retryAt - performance.now()));
-    this.retryTimer.unref();
   }
 
   /** flush writes everything queued in one socket.write; a short write waits for drain. */
@@ -347,7 +350,7 @@ export class ClientConnection {
     p.release(slot);
     this.health.succeeded();
     const ok = r.outcome === REPLY_OK;
-    if (!ok) this.health.counters.errors++;
+    if (!ok && !this.settledRevival(slot)) this.health.counters.errors++;
     try {
       if (forward !== null) {
         if (ok) forward(null, r.buffer, r.valueStart, r.valueLength, r.ttlRemainingMs);
@@ -361,6 +364,18 @@ export class ClientConnection {
         throw e; // a callback's own bug: report it, but keep serving this connection
       });
     }
+  }
+
+  /** settledRevival tells whether `slot` is the revival ping's (now settled: `revivalSlot` cleared). */
+  private settledRevival(slot: number): boolean {
+    if (slot !== this.revivalSlot) return false;
+    this.revivalSlot = -1;
+    return true;
+  }
+
+  /** revivalOnly tells whether the revival ping is the only call on this connection. */
+  private revivalOnly(): boolean {
+    return this.revivalSlot >= 0 && this.pending.inFlight === 1;
   }
 
   private markServed(): void {
@@ -380,9 +395,9 @@ export class ClientConnection {
   }
 
   /** drop closes the connection after a fault; its calls fail and the next call reconnects. */
-  drop(reason: string, failure = true): void {
+  drop(reason: string, failure = true, countsTowardDown = true): void {
     const socket = this.socket;
-    if (socket !== null) this.lost(reason, failure);
+    if (socket !== null) this.lost(reason, failure, countsTowardDown);
     socket?.end();
   }
 
@@ -399,13 +414,17 @@ export class ClientConnection {
     else this.quietTicks++;
     this.replied = false;
     let error: CacheError | null = null;
+    let counted = false; // a call of the application timed out (not only the revival ping)
     while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
       const slot = p.head;
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;
       p.abandon(slot);
-      this.health.counters.timeouts++;
-      this.health.counters.errors++;
+      if (!this.settledRevival(slot)) {
+        this.health.counters.timeouts++;
+        this.health.counters.errors++;
+        counted = true;
+      }
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
       settleError(forward, waiter, error);
     }
@@ -414,12 +433,13 @@ export class ClientConnection {
     // dead (other connections to the peer may be fine, so the peer need not be marked down);
     // reset it, and the next call reconnects. Not a failure of its own: the client's sweep
     // counts one already.
+    else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
     else if (error !== null && this.quietTicks >= timeoutTicks) this.drop("no reply on this connection within the timeout", false);
-    return error !== null;
+    return counted;
   }
 
   /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
-  private lost(reason: string, failure = true): void {
+  private lost(reason: string, failure = true, countsTowardDown = true): void {
     this.socket = null;
     this.waitingDrain = false;
     for (const w of this.closedWaiters.splice(0)) w();
@@ -438,8 +458,7 @@ export class ClientConnection {
     if (failed || refused) {
       this.backoffFailures++;
       this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-      if (failed) this.health.failed();
-      this.armRetry();
+      if (failed && countsTowardDown && !this.revivalOnly()) this.health.failed();
     } else {
       // Not a failure: the next call reconnects at once.
       this.backoffFailures = 0;
@@ -466,7 +485,7 @@ export class ClientConnection {
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;
       p.release(slot);
-      this.health.counters.errors++;
+      if (!this.settledRevival(slot)) this.health.counters.errors++;
       settleError(forward, waiter, error);
       if (slot === last) break;
     }

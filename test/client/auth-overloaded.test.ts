@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import { CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
-import { StubServer, cacheErrorReply, until } from "./support.ts";
+import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
 
@@ -100,7 +100,7 @@ describe("a connection the node refused", () => {
     hog.close();
   });
 
-  test("is reconnected in the background once the node has room, with no call of the application risked on it", async () => {
+  test("is revived by a ping beside the calls once the node has room, with no call of the application risked on it", async () => {
     // Left unusable after the refusal, a connection was never used again while another worked
     // (the pool shrank for good; a node's write connection refused once sent its writes over the
     // read connection). Given calls again after each backoff instead, every retry against a node
@@ -123,11 +123,38 @@ describe("a connection the node refused", () => {
     }
     expect(read.state).toBe(CONN_OPEN);
     expect(write.usable).toBe(false);
-    expect(node.server.counters.connectionsRejected).toBeGreaterThan(2); // the background pings
+    expect(node.server.counters.connectionsRejected).toBeGreaterThan(2); // the revival pings
+    // An idle client does not knock on the full node.
+    await Bun.sleep(1100); // past the longest backoff
+    const rejected = node.server.counters.connectionsRejected;
+    await Bun.sleep(300);
+    expect(node.server.counters.connectionsRejected).toBe(rejected);
     hogs.pop()!.close(); // room for both
-    await until(() => write.state === CONN_OPEN && write.usable, 5000); // with no call of ours
+    // The next call revives the write connection beside it.
+    await client.get("default", "k");
+    await until(() => write.state === CONN_OPEN && write.usable);
     expect(node.server.counters.connectionsCurrent).toBe(2);
     await client.set("default", "k", "last"); // (every call since the first set's refusal succeeded: each is awaited)
-    expect(client.counters.calls).toBe(82); // the pings are not calls
+    expect(client.counters.calls).toBe(83); // the pings are not calls
+    expect(client.counters.errors).toBe(1); // nor errors: the first set's refusal is the only one
+  });
+});
+
+describe("revival pings", () => {
+  test("one failed call to a peer that is away does not become 'peer is down' through the client's own retries", async () => {
+    // The revival pings of the connection backing off counted as failures: with maxFailures 3, a
+    // peer away for a moment (a restart) was marked down within ~60 ms of one failed call, and
+    // calls were refused for a probe interval after it was back.
+    await using client = new CacheClient({ host: "127.0.0.1", port: closedPort(), connections: 2, timeoutMs: 2000, maxFailures: 3 });
+    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE });
+    await Bun.sleep(200); // several backoffs
+    expect(client.isDown).toBe(false);
+    expect([client.counters.calls, client.counters.errors]).toEqual([1, 1]);
+    // The next call, the second failure, revives the other connection too: that ping's failure
+    // does not count either.
+    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE });
+    await Bun.sleep(100);
+    expect(client.isDown).toBe(false);
+    expect([client.counters.calls, client.counters.errors]).toEqual([2, 2]);
   });
 });
