@@ -5,9 +5,10 @@
  * Every key has one owner: `owner(key)` is the ring's answer, or this node when it is alone. The
  * node forwards a client's call for a key it does not own to the owner with the Peer* methods
  * (served there locally, never forwarded again), so a key is loaded once cluster-wide. Members
- * come from a MembershipSource; `setMembers` diffs the new list against the ring (add/remove
- * without a rebuild), opens clients for new peers and closes clients of departed ones. This node
- * is always a member of its own ring.
+ * come from a MembershipSource; `setMembers` diffs the new list against the ring, opens clients
+ * for new peers, closes clients of departed ones and applies the list to the ring in one pass
+ * (`Ring.setMembers`: adding members one at a time redoes O(V) work per member, seconds for a
+ * few hundred). This node is always a member of its own ring.
  *
  * Peer clients are made by an injected `connect` function (the node passes one that builds a
  * `CacheClient`), so the routing can be tested without sockets.
@@ -107,14 +108,15 @@ export class Cluster {
     }
     const added = [...next].filter((id) => !this.ring.has(id) && (id === this.self || clients.has(id)));
     if (removed.length === 0 && added.length === 0) return false;
+    // The ring's next members: the kept ones and the added ones (a member without a client stays out).
+    const gone = new Set(removed);
+    this.ring.setMembers([...this.ring.nodes.filter((id) => !gone.has(id)), ...added]);
     for (const id of removed) {
-      this.ring.remove(id);
       const client = this.peers.get(id);
       this.peers.delete(id);
       void client?.close();
     }
     for (const id of added) {
-      this.ring.add(id);
       const client = clients.get(id);
       if (client !== undefined) this.peers.set(id, client);
     }
@@ -134,8 +136,7 @@ export class Cluster {
    * which later membership changes do not move.
    */
   ownedHere(): (key: Uint8Array, off: number, len: number) => boolean {
-    const ring = new Ring({ vnodes: this.ring.vnodes });
-    for (const id of this.ring.nodes) ring.add(id);
+    const ring = this.ring.clone();
     const self = this.self;
     return (key, off, len) => (ring.owner(key, off, len) ?? self) === self;
   }
