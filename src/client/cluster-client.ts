@@ -61,14 +61,11 @@ export class ClusterClient {
     }
     for (const id of this.ring.nodes) {
       if (next.has(id)) continue;
-      this.ring.remove(id);
       void this.clients.get(id)?.close();
       this.clients.delete(id);
     }
-    for (const [id, client] of made) {
-      this.ring.add(id);
-      this.clients.set(id, client);
-    }
+    for (const [id, client] of made) this.clients.set(id, client);
+    this.ring.setMembers(next); // in one pass (one add per member is O(V) each)
   }
 
   /** ownerOf names the node that owns `key`. */
