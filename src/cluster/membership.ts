@@ -7,16 +7,17 @@
  * - `StaticMembers`: `--peers a:1,b:2` — a fixed list.
  * - `FileMembers`: `--peers-file PATH` — one `host:port` per line (or comma-separated; `#` starts
  *   a comment), re-read when the file changes (fs.watch on its directory, so editors that replace
- *   the file by renaming are seen) and on `reload()` (SIGHUP). An unreadable or empty file keeps the
- *   last good list and logs why, so a half-written file never empties the ring.
+ *   the file by renaming are seen) and on `reload()` (SIGHUP). An unreadable or empty file, or one
+ *   that is not a regular file (a FIFO's read would never end, and every later reload wait behind
+ *   it), keeps the last good list and logs why, so a half-written file never empties the ring.
  * - `DnsMembers`: `--peers-dns name:port` — every A/AAAA record of `name` is a member on `port`,
  *   re-resolved periodically: the Kubernetes headless-service convention. The resolver is
  *   injectable (tests map one name to several loopback addresses). A failed lookup keeps the
  *   last good list.
  */
 import { errorText } from "../protocol/errors.ts";
-import { watch, type FSWatcher } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { constants, watch, type FSWatcher } from "node:fs";
+import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
 import { basename, dirname } from "node:path";
 
@@ -138,7 +139,7 @@ export class FileMembers implements MembershipSource {
   private async read(): Promise<void> {
     let members: string[];
     try {
-      members = parseMembers(await readFile(this.path, "utf8"));
+      members = parseMembers(await readRegularFile(this.path));
     } catch (e) {
       this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error: (e as Error).message });
       return;
@@ -151,6 +152,21 @@ export class FileMembers implements MembershipSource {
     if (key === this.last) return;
     this.last = key;
     this.apply(members);
+  }
+}
+
+/**
+ * readRegularFile returns the text of the file at `path`, and throws for anything else: the open
+ * does not block (a FIFO's would wait for a writer), and the opened file is checked before a read.
+ */
+async function readRegularFile(path: string): Promise<string> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const found = await fh.stat();
+    if (!found.isFile()) throw new Error(`not a regular file (it is ${found.isDirectory() ? "a directory" : found.isFIFO() ? "a FIFO" : "a device"})`);
+    return await fh.readFile("utf8");
+  } finally {
+    await fh.close().catch(() => {});
   }
 }
 

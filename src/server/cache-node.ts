@@ -142,7 +142,7 @@ export class CacheNode {
       const groups = buildGroups(config, full);
       let snapshotter: Snapshotter | undefined;
       if (config.snapshot !== undefined) {
-        snapshotter = new Snapshotter({ path: config.snapshot, groups, logger });
+        snapshotter = new Snapshotter({ path: config.snapshot, groups, logger, maxKeyBytes: config.maxKeySize });
         const loaded = await snapshotter.load();
         logger.info("snapshot load", { status: loaded.status, items: loaded.items, skippedExpired: loaded.skippedExpired, ms: Math.round(loaded.ms) });
       }

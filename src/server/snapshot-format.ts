@@ -31,7 +31,8 @@
  * A truncated file has no trailer (or a short block); a flipped bit fails the header, a block or
  * the trailer CRC, and a dropped or reordered block fails `fileCrc`. `checkBody` also checks a
  * block's structure (records fill the body exactly), so a block that passes it can be applied
- * without further bounds checks.
+ * without further bounds checks. No writer makes a block longer than `maxBlockBytes` of its
+ * largest item, so a reader refuses a longer one before it allocates for it.
  *
  * BlockWriter builds one block in a reused buffer that grows only for a record larger than the
  * buffer (msgpackr's technique: reserve the header, write in place, patch lengths and CRC after).
@@ -48,6 +49,14 @@ export const BLOCK_TAG = 0x314b4c42; // "BLK1"
 export const END_TAG = 0x31444e45; // "END1"
 /** BLOCK_TARGET_BYTES: a block is closed once its body reaches this size. */
 export const BLOCK_TARGET_BYTES = 1 << 20;
+
+/**
+ * maxBlockBytes is the longest block a writer makes of items whose key and value together are at
+ * most `maxKeyValueBytes`: the body stays below BLOCK_TARGET_BYTES until one more record closes it.
+ */
+export function maxBlockBytes(maxKeyValueBytes: number): number {
+  return BLOCK_HEADER_BYTES + BLOCK_TARGET_BYTES - 1 + RECORD_HEADER_BYTES + maxKeyValueBytes;
+}
 
 /** SnapshotCorrupt is thrown for any file that is not a complete, intact snapshot. */
 export class SnapshotCorrupt extends Error {

@@ -8,7 +8,8 @@
  * where the event loop could run (a `setImmediate` turn, or a write that was really still going).
  *
  * scanSnapshot reads with positional reads into one reused buffer (grown only for a block larger
- * than it), so a 1 GB file needs ~1 MiB of memory to check or load.
+ * than it, up to the `maxBlock` its caller allows), so a 1 GB file needs ~1 MiB of memory to check
+ * or load, and a block length in a hostile file cannot make it allocate more than `maxBlock`.
  */
 import type { FileHandle } from "node:fs/promises";
 import {
@@ -95,14 +96,16 @@ export class SnapshotOut {
 
 /**
  * scanSnapshot reads the `size`-byte snapshot open in `fh`, checking the header, every block's
- * checksum and structure, the file checksum and the trailer, and hands each checked block (a view
- * valid during the call) with the file offset after it to `onBlock`. Between blocks it lets the
- * event loop run once `sliceMs` of work has passed. It returns the total record count, and
+ * length (at most `maxBlock` bytes, see `maxBlockBytes`), checksum and structure, the file
+ * checksum and the trailer, and hands each checked block (a view valid during the call) with the
+ * file offset after it to `onBlock`. Between blocks it lets the event loop run once `sliceMs` of
+ * work has passed. It returns the total record count, and
  * throws SnapshotCorrupt (or the I/O error) on anything wrong; blocks before the fault have been
  * handed out by then, so a caller that must not act on a bad file scans it twice.
  */
 export async function scanSnapshot(
-  fh: FileHandle, size: number, sliceMs: number, onBlock: (block: Uint8Array, end: number, records: number) => void,
+  fh: FileHandle, size: number, maxBlock: number, sliceMs: number,
+  onBlock: (block: Uint8Array, end: number, records: number) => void,
 ): Promise<number> {
   let buf = new Uint8Array(BLOCK_HEADER_BYTES + BLOCK_TARGET_BYTES + (64 << 10));
   if (size < HEADER_BYTES) throw new SnapshotCorrupt("file shorter than the header", size);
@@ -127,6 +130,9 @@ export async function scanSnapshot(
     if (tag !== BLOCK_TAG) throw new SnapshotCorrupt("bad block tag", pos);
     const blockBytes = BLOCK_HEADER_BYTES + dv.getUint32(4, true);
     if (pos + blockBytes + TRAILER_BYTES > size) throw new SnapshotCorrupt("truncated: a block runs past the end of the file", pos);
+    if (blockBytes > maxBlock) {
+      throw new SnapshotCorrupt(`block of ${blockBytes} B exceeds ${maxBlock} B, the most a block takes of items within this node's max item size`, pos);
+    }
     if (blockBytes > buf.length) {
       const grown = new Uint8Array(blockBytes);
       grown.set(buf.subarray(0, BLOCK_HEADER_BYTES));

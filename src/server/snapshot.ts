@@ -22,18 +22,26 @@
  * each block again; if it still fails (the file changed under us, or an I/O error), the groups it
  * already filled are cleared. `load` is meant to run before the node serves. Expired items and
  * items of groups the node no longer has are skipped and counted; an item the store refuses (too
- * large for this node's max item size, or the wrong TTL) is counted in the log line. Expiry is
- * judged by each store's own clock, the domain its expiry times are in; `clock` (wall ms) names
- * the moved-aside file, stamps the header and paces the progress line; durations use
+ * large for this node's max item size, or the wrong TTL) or whose key is longer than `maxKeyBytes`
+ * (no request could read or delete it) is counted in the log line. A block longer than any made of
+ * items this node can hold is corrupt (`maxBlockBytes`), refused before memory is allocated for it.
+ * Expiry is judged by each store's own clock, the domain its expiry times are in; `clock` (wall ms)
+ * names the moved-aside file, stamps the header and paces the progress line; durations use
  * `performance.now()`.
+ *
+ * `load` refuses (throws, so the node does not start) a path that is not a regular file (a
+ * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
+ * be written (missing, or read-only: each write would fail, and the data be lost at shutdown).
  */
 import { errorText } from "../protocol/errors.ts";
-import { open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
+import { constants, type Stats } from "node:fs";
+import { open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Group, Groups } from "../cluster/group.ts";
+import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import { SET_OK } from "../store/store.ts";
-import { BLOCK_HEADER_BYTES, BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
+import { BLOCK_HEADER_BYTES, BlockWriter, encodeHeader, encodeTrailer, maxBlockBytes } from "./snapshot-format.ts";
 import { scanSnapshot, SnapshotOut } from "./snapshot-stream.ts";
 
 export interface SnapshotLogger {
@@ -57,7 +65,15 @@ export interface SnapshotterOptions {
   logger: SnapshotLogger;
   /** sliceMs bounds the work done in one event-loop turn (default 10). */
   sliceMs?: number;
+  /** maxKeyBytes is the node's key limit (--max-key-size, default 250): a longer key is not loaded. */
+  maxKeyBytes?: number;
 }
+
+/**
+ * MIN_BLOCK_ITEM_BYTES: blocks are read if made of items up to this size (key and value) whatever
+ * the node's --max-item-size, which bounds a hostile file's one allocation at ~65 MiB.
+ */
+export const MIN_BLOCK_ITEM_BYTES = 64 * 1024 * 1024;
 
 /** PROGRESS_EVERY_MS: the load logs progress at most this often. */
 const PROGRESS_EVERY_MS = 1000;
@@ -68,6 +84,7 @@ export class Snapshotter {
   private readonly clock: () => number;
   private readonly logger: SnapshotLogger;
   private readonly sliceMs: number;
+  private readonly maxKeyBytes: number;
   private writing: Promise<SnapshotResult> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   /** writers are the two block buffers every write reuses. */
@@ -79,6 +96,7 @@ export class Snapshotter {
     this.clock = opts.clock ?? Date.now;
     this.logger = opts.logger;
     this.sliceMs = opts.sliceMs ?? 10;
+    this.maxKeyBytes = opts.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
   }
 
   /** write snapshots every group's main store; a call while a write runs returns that write. */
@@ -187,43 +205,59 @@ export class Snapshotter {
     const t0 = performance.now();
     const result: LoadResult = { items: 0, skippedExpired: 0, skippedUnknownGroup: 0, ms: 0, status: "loaded" };
     await this.removeStaleTemps();
-    let fh: FileHandle;
-    try {
-      fh = await open(this.path, "r");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+    await this.checkWritable();
+    // Not a file (a directory named by mistake, a FIFO): refused, never moved aside like a
+    // corrupt snapshot, and the node does not start. Checked before the open, which would wait
+    // for a FIFO's writer; the open does not block either (should the path change in between),
+    // and the file it opened is checked again.
+    const found = await stat(this.path).catch((e: unknown) => e as NodeJS.ErrnoException);
+    if (found instanceof Error) {
+      if (found.code === "ENOENT") {
         this.logger.info("no snapshot to load; starting empty", { path: this.path });
         return { ...result, status: "missing", ms: performance.now() - t0 };
       }
+      return this.setAside(found, t0);
+    }
+    if (!found.isFile()) throw notAFile(this.path, found);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.path, constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch (e) {
       return this.setAside(e, t0);
     }
-    // Not a file (a directory, say, named by mistake): refused, never moved aside like a
-    // corrupt snapshot, and the node does not start.
-    const stat = await fh.stat().catch((e: unknown) => e as Error);
-    if (stat instanceof Error || !stat.isFile()) {
+    const opened = await fh.stat().catch((e: unknown) => e as Error);
+    if (opened instanceof Error || !opened.isFile()) {
       await fh.close().catch(() => {});
-      throw new Error(`snapshot path ${this.path} is not a regular file${stat instanceof Error ? `: ${stat.message}` : ""}`);
+      throw notAFile(this.path, opened);
     }
     const touched = new Set<Group>();
     try {
-      const size = stat.size;
+      const size = opened.size;
       const progress = this.progress(size);
-      const total = await scanSnapshot(fh, size, this.sliceMs, (_, end, n) => progress("verify", end, n, 0));
+      // The store's max item size counts the chunk header along with the key and the value. At
+      // least MIN_BLOCK_ITEM_BYTES: a node restarted with a lower --max-item-size still reads a
+      // file written before (its items too large now are refused one by one, not the whole file).
+      const largest = Math.max(MIN_BLOCK_ITEM_BYTES, ...this.groups.all().map((g) => g.store.classes.maxChunk - CHUNK_HEADER));
+      const maxBlock = maxBlockBytes(largest);
+      const total = await scanSnapshot(fh, size, maxBlock, this.sliceMs, (_, end, n) => progress("verify", end, n, 0));
       const unknown = new Set<string>();
       let refused = 0;
+      let longKeys = 0;
       let applied = 0;
-      await scanSnapshot(fh, size, this.sliceMs, (block, end, n) => {
-        const a = applyBlock(block, this.groups, result);
+      await scanSnapshot(fh, size, maxBlock, this.sliceMs, (block, end, n) => {
+        const a = applyBlock(block, this.groups, this.maxKeyBytes, result);
         if (a === undefined) unknown.add(groupName(block));
         else {
           touched.add(a.group);
           refused += a.refused;
+          longKeys += a.longKeys;
         }
         progress("apply", end, (applied += n), total);
       });
       await fh.close();
       if (unknown.size > 0) this.logger.warn("snapshot items of unknown groups skipped", { groups: [...unknown], items: result.skippedUnknownGroup });
       if (refused > 0) this.logger.warn("snapshot items refused by the store (too large or bad TTL)", { items: refused });
+      if (longKeys > 0) this.logger.warn("snapshot items with keys over the max key size skipped", { items: longKeys, maxKeyBytes: this.maxKeyBytes });
       result.ms = performance.now() - t0;
       this.logger.info("snapshot loaded", { path: this.path, ...result, ms: round(result.ms) });
       return result;
@@ -231,6 +265,24 @@ export class Snapshotter {
       await fh.close().catch(() => {});
       for (const g of touched) g.store.clear();
       return this.setAside(e, t0);
+    }
+  }
+
+  /**
+   * checkWritable throws unless a file can be made next to `path`: otherwise every write would
+   * fail, and the node exit at shutdown with the data lost. It makes and removes a temporary file
+   * of the writer's name (left by a crash, the next start removes it).
+   */
+  private async checkWritable(): Promise<void> {
+    const probe = `${this.path}.tmp-${process.pid}`;
+    try {
+      await (await open(probe, "wx")).close();
+      await unlink(probe);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") return; // a write of ours under way: the directory is writable
+      const why = code === "ENOENT" ? "does not exist" : `is not writable (${errorText(e)})`;
+      throw new Error(`snapshot directory ${dirname(this.path)} ${why}: no snapshot could be written`);
     }
   }
 
@@ -306,11 +358,18 @@ export class Snapshotter {
 
 interface Applied {
   group: Group;
+  /** refused counts the items the store refused. */
   refused: number;
+  /** longKeys counts the items not set because their key is over the node's key limit. */
+  longKeys: number;
 }
 
-/** applyBlock sets a checked block's items into its group's store; undefined for an unknown group. */
-function applyBlock(block: Uint8Array, groups: Groups, result: LoadResult): Applied | undefined {
+/**
+ * applyBlock sets a checked block's items into its group's store, but for keys over `maxKeyBytes`
+ * (the store would take them, yet no request could read or delete them); undefined for an
+ * unknown group.
+ */
+function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, result: LoadResult): Applied | undefined {
   const dv = new DataView(block.buffer, block.byteOffset, block.length);
   const records = dv.getUint32(8, true);
   const nameLen = dv.getUint16(BLOCK_HEADER_BYTES, true);
@@ -322,6 +381,7 @@ function applyBlock(block: Uint8Array, groups: Groups, result: LoadResult): Appl
   const store = group.store;
   const now = store.clock();
   let refused = 0;
+  let longKeys = 0;
   let p = BLOCK_HEADER_BYTES + 2 + nameLen;
   for (let r = 0; r < records; r++) {
     const exp = dv.getFloat64(p, true);
@@ -333,11 +393,22 @@ function applyBlock(block: Uint8Array, groups: Groups, result: LoadResult): Appl
       result.skippedExpired++;
       continue;
     }
+    if (keyLen > maxKeyBytes) {
+      longKeys++;
+      continue;
+    }
     const ttl = exp === Infinity ? 0 : exp - now;
     if (store.set(block, keyOff, keyLen, block, keyOff + keyLen, valLen, ttl) === SET_OK) result.items++;
     else refused++;
   }
-  return { group, refused };
+  return { group, refused, longKeys };
+}
+
+/** notAFile is the error for a snapshot path that names something other than a regular file. */
+function notAFile(path: string, found: Stats | Error): Error {
+  if (found instanceof Error) return new Error(`snapshot path ${path} is not a regular file: ${found.message}`);
+  const kind = found.isDirectory() ? "a directory" : found.isFIFO() ? "a FIFO" : found.isSocket() ? "a socket" : "a device";
+  return new Error(`snapshot path ${path} is not a regular file (it is ${kind})`);
 }
 
 function groupName(block: Uint8Array): string {

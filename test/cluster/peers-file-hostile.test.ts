@@ -1,0 +1,101 @@
+/**
+ * A --peers-file path that names no regular file (a FIFO, whose read would wait for a writer
+ * forever, or a directory), at start or put in place of the file later: the last good list is
+ * kept with a warning, and the reloads after it are not stuck behind a read that never ends.
+ */
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FileMembers } from "../../src/cluster/membership.ts";
+
+let dir = "";
+let path = "";
+const sources: FileMembers[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-peers-hostile-"));
+  path = join(dir, "peers.txt");
+});
+afterEach(() => {
+  for (const s of sources.splice(0)) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** settledWithin fails the test, instead of hanging it, when the reloads are not done in `ms`. */
+async function settledWithin(members: FileMembers, ms = 3000): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the peers file reloads were still waiting after ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([members.settled(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function watch(): { members: FileMembers; applied: string[][]; warnings: { msg: string; error: unknown }[] } {
+  const applied: string[][] = [];
+  const warnings: { msg: string; error: unknown }[] = [];
+  const members = new FileMembers(path, {
+    info() {},
+    warn: (msg, fields) => void warnings.push({ msg, error: fields?.error }),
+  });
+  sources.push(members);
+  return { members, applied, warnings };
+}
+
+/**
+ * replace puts `make(tmp)`'s result in place of the peers file by a rename, as an editor does (a
+ * directory cannot be renamed over a file, nor a file over a directory: the old one goes first).
+ */
+function replace(make: (at: string) => void): void {
+  const tmp = join(dir, "next");
+  make(tmp);
+  if (statSync(tmp).isDirectory() !== statSync(path).isDirectory()) rmSync(path, { recursive: true });
+  renameSync(tmp, path);
+}
+
+const mkfifo = (at: string): void => void execFileSync("mkfifo", [at]);
+const cases: [string, (at: string) => void, string][] = [
+  ["a FIFO", mkfifo, "not a regular file (it is a FIFO)"],
+  ["a directory", (at) => mkdirSync(at), "not a regular file (it is a directory)"],
+];
+
+for (const [name, make, reason] of cases) {
+  test(`at start the peers file is ${name}: no list, a warning; a good file later is applied`, async () => {
+    make(path);
+    const { members, applied, warnings } = watch();
+    members.start((list) => void applied.push(list));
+    await settledWithin(members);
+    expect(applied).toEqual([]);
+    expect(warnings[0]).toEqual({ msg: "peers file not applied; keeping the last good member list", error: reason });
+
+    replace((at) => writeFileSync(at, "a:1\nb:2\n"));
+    members.reload();
+    await settledWithin(members);
+    expect(applied.at(-1)).toEqual(["a:1", "b:2"]);
+  });
+
+  test(`a peers file replaced by ${name} keeps the last good list; the next good file is applied`, async () => {
+    writeFileSync(path, "a:1\n");
+    const { members, applied, warnings } = watch();
+    members.start((list) => void applied.push(list));
+    await settledWithin(members);
+    expect(applied).toEqual([["a:1"]]);
+
+    replace(make);
+    for (let i = 0; i < 3; i++) members.reload(); // SIGHUPs: each one a read of its own
+    await settledWithin(members);
+    expect(applied).toEqual([["a:1"]]);
+    // The watcher may add a read of its own, and see the file missing for a moment as it is replaced.
+    expect(warnings.filter((w) => w.error === reason).length).toBeGreaterThanOrEqual(3);
+    for (const w of warnings) expect(w.msg).toBe("peers file not applied; keeping the last good member list");
+
+    replace((at) => writeFileSync(at, "a:1\nc:3\n"));
+    members.reload();
+    await settledWithin(members);
+    expect(applied).toEqual([["a:1"], ["a:1", "c:3"]]);
+  });
+}
