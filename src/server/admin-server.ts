@@ -168,8 +168,11 @@ export class AdminServer {
     const now = performance.now();
     if (this.rendered === null || now - this.renderedAt >= this.metricsShareMs) {
       this.renderedAt = now;
-      this.rendered = this.metrics.render();
-      this.rendered.catch(() => (this.rendered = null)); // a failed rendering is not shared
+      const rendering = this.metrics.render();
+      this.rendered = rendering;
+      rendering.catch(() => {
+        if (this.rendered === rendering) this.rendered = null; // a failed rendering is not shared
+      });
     }
     return this.rendered;
   }

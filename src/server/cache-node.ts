@@ -177,7 +177,10 @@ export class CacheNode {
     }
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
-    config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger);
+    // The node's own connections to its peers need descriptors too (known here for --peers; a
+    // peers file or DNS may list more later: FD_RESERVE covers a few).
+    const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections;
+    config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger, peerFds);
     const clustered = isClustered(config);
     const groups = deps.groups ?? buildGroups(config, deps);
     const limits = resolveLimits({
@@ -263,15 +266,17 @@ function readTls(certPath: string, keyPath: string): { cert: string; key: string
 export const FD_RESERVE = 64;
 
 /**
- * fitConnections lowers --max-connections to what the process's open-file limit allows, with a
- * warning (as Redis does for maxclients). Past that limit the node cannot accept at all: clients
+ * fitConnections lowers --max-connections to what the process's open-file limit allows, less
+ * FD_RESERVE and `peerFds` (the node's connections to its peers), with a warning (as Redis does
+ * for maxclients). Past that limit the node cannot accept at all: clients
  * time out instead of getting OVERLOADED, and the accept loop spins on EMFILE.
  */
-export function fitConnections(requested: number, openFiles: number | undefined, logger: Logger): number {
-  if (openFiles === undefined || requested + FD_RESERVE <= openFiles) return requested;
-  const fitted = Math.max(1, openFiles - FD_RESERVE);
+export function fitConnections(requested: number, openFiles: number | undefined, logger: Logger, peerFds = 0): number {
+  const reserve = FD_RESERVE + peerFds;
+  if (openFiles === undefined || requested + reserve <= openFiles) return requested;
+  const fitted = Math.max(1, openFiles - reserve);
   logger.warn("--max-connections lowered to fit the open-file limit (raise `ulimit -n` to allow more)", {
-    requested, openFiles, maxConnections: fitted,
+    requested, openFiles, reserved: reserve, maxConnections: fitted,
   });
   return fitted;
 }

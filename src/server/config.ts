@@ -297,12 +297,15 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
       case "--snapshot":
         c.snapshot = value();
         break;
-      case "--snapshot-interval":
-        c.snapshotIntervalMs = parseTimer(flag, value());
-        if (c.snapshotIntervalMs > 0 && c.snapshotIntervalMs < MIN_SNAPSHOT_INTERVAL_MS) {
+      case "--snapshot-interval": {
+        const text = value();
+        c.snapshotIntervalMs = parseTimer(flag, text);
+        // (0 is "only at shutdown"; 0.4ms, rounded to 0, is not)
+        if (c.snapshotIntervalMs < MIN_SNAPSHOT_INTERVAL_MS && !/^0*(\.0*)?\s*[a-z]*$/i.test(text.trim())) {
           throw new ConfigError(`${flag} must be 0 (only at shutdown) or at least 1s: each write is of the whole cache`);
         }
         break;
+      }
       default:
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }

@@ -29,7 +29,9 @@ export interface LoadOptions {
 
 /**
  * MIN_BLOCK_ITEM_BYTES: blocks are read if made of items up to this size (key and value) whatever
- * the node's --max-item-size, which bounds a hostile file's one allocation at ~65 MiB.
+ * the node's --max-item-size, which bounds a hostile file's one allocation at ~65 MiB. So a file
+ * written with items up to 64 MiB loads into a node with a lower --max-item-size (its items too
+ * large now refused one by one); one holding a larger item needs a node whose limit allows it.
  */
 export const MIN_BLOCK_ITEM_BYTES = 64 * 1024 * 1024;
 
@@ -105,21 +107,21 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
 }
 
 /**
- * checkWritable throws unless a file can be made next to `path`: otherwise every write would
- * fail, and the node exit at shutdown with the data lost. It makes and removes a temporary file
- * of the writer's name (left by a crash, the next start removes it).
+ * checkWritable throws unless a new file can be made next to `path`: otherwise every write would
+ * fail, and the node exit at shutdown with the data lost. It makes and removes a file of a name
+ * no writer uses (an existing file proves nothing: a temporary file a crashed writer left may
+ * still be there in a directory that is read-only now).
  */
 async function checkWritable(o: LoadOptions): Promise<void> {
-  const probe = `${o.path}.tmp-${process.pid}`;
+  const probe = `${o.path}.probe-${process.pid}-${crypto.randomUUID()}`;
   try {
     await (await open(probe, "wx")).close();
-    await unlink(probe);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") return; // a write of ours under way: the directory is writable
     const why = code === "ENOENT" ? "does not exist" : `is not writable (${errorText(e)})`;
     throw new Error(`snapshot directory ${dirname(o.path)} ${why}: no snapshot could be written`);
   }
+  await unlink(probe).catch(() => {});
 }
 
 /**
@@ -186,8 +188,9 @@ async function removeStaleTemps(o: LoadOptions): Promise<void> {
     if (!Number.isInteger(pid) || pid <= 0) continue;
     const stale = pid === process.pid ? !o.writing() : !running(pid);
     if (!stale) continue;
-    await unlink(join(dir, name)).catch(() => {});
-    o.logger.info("removed an unfinished snapshot left by a stopped writer", { file: join(dir, name) });
+    const removed = await unlink(join(dir, name)).then(() => true, (e: unknown) => errorText(e));
+    if (removed === true) o.logger.info("removed an unfinished snapshot left by a stopped writer", { file: join(dir, name) });
+    else o.logger.warn("could not remove an unfinished snapshot left by a stopped writer", { file: join(dir, name), error: removed });
   }
 }
 

@@ -79,6 +79,7 @@ describe("parseArgs flags", () => {
     [["--auth-token", "0123456789abcdef"], { authToken: "0123456789abcdef" }],
     [["--admin-port", "9100"], { adminPort: 9100 }],
     [["--snapshot", "/var/lib/cache.snap", "--snapshot-interval", "5m"], { snapshot: "/var/lib/cache.snap", snapshotIntervalMs: 300_000 }],
+    [["--snapshot", "/var/lib/cache.snap", "--snapshot-interval", "0s"], { snapshot: "/var/lib/cache.snap", snapshotIntervalMs: 0 }],
     [["--host", "0.0.0.0", "--auth-token", "0123456789abcdef"], { host: "0.0.0.0", authToken: "0123456789abcdef" }],
     [["--host", "0.0.0.0", "--insecure"], { host: "0.0.0.0", insecure: true }],
     [["--host", "localhost"], { host: "localhost" }],
@@ -271,6 +272,7 @@ describe("errors name the flag and what it expected", () => {
     [["--group", `a:1mb:${"9".repeat(400)}`], ["--group ttl", "too long"]],
     [["--group", "a:1mb:0:negttl=99999999999999999999h"], ["negttl", "too long"]],
     [["--snapshot-interval", "1ms"], ["--snapshot-interval", "at least 1s"]],
+    [["--snapshot-interval", "0.4ms"], ["--snapshot-interval", "at least 1s"]],
     [["--self", "x:0"], ["--self", "port of 1..65535", "x:0"]],
     [["--peers", "127.0.0.1:8001,h:0"], ["--peers", "port of 1..65535", "h:0"]],
   ];

@@ -33,7 +33,8 @@ describe("the open-file limit", () => {
     expect(fitConnections(500, 1024, logger)).toBe(500);
     expect(fitConnections(10_000, undefined, logger)).toBe(10_000);
     expect(fitConnections(10, 20, logger)).toBe(1);
-    expect(lines).toHaveLength(2);
+    expect(fitConnections(1000, 1024, logger, 2 * 99)).toBe(1024 - FD_RESERVE - 198); // 100 members, 2 connections each
+    expect(lines).toHaveLength(3);
   });
 
   test("a node started under `ulimit -n 256` says so, and serves", async () => {

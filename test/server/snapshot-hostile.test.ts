@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Group, Groups } from "../../src/cluster/group.ts";
@@ -213,6 +213,25 @@ describe("a snapshot directory where no snapshot can be written refuses the star
     const l = await new Snapshotter({ path, groups: makeGroups(), logger: captureLog() }).load();
     expect(l.status).toBe("missing");
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("a temporary file a stopped writer left is no proof: one that cannot be removed is reported, and the check makes its own", async () => {
+    // The check used the writer's temporary name and took "it exists" for "writable": in a
+    // directory made read-only since (a container's pid is 1 at every start), the node started
+    // and lost every item at its first write. (Root writes anywhere, so the leftover here is a
+    // directory, which unlink cannot remove.)
+    mkdirSync(`${path}.tmp-${process.pid}`);
+    const log = captureLog();
+    const l = await new Snapshotter({ path, groups: makeGroups(), logger: log }).load();
+    expect(l.status).toBe("missing");
+    expect(log.lines.filter((x) => x.level !== "info").map((x) => x.msg)).toEqual(["could not remove an unfinished snapshot left by a stopped writer"]);
+    expect(log.lines.some((x) => x.msg.startsWith("removed an unfinished snapshot"))).toBe(false);
+    expect(readdirSync(dir)).toEqual([`cache.snap.tmp-${process.pid}`]); // and no probe left behind
+  });
+
+  test("a read-only file system refuses the start", async () => {
+    const load = new Snapshotter({ path: "/proc/mybuncache-test.snap", groups: makeGroups(), logger: captureLog() }).load();
+    await expect(load).rejects.toThrow(/^snapshot directory \/proc (does not exist|is not writable)/);
   });
 
   test("CacheNode.open rejects it", async () => {
