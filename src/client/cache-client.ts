@@ -238,6 +238,8 @@ export class CacheClient {
     const refusal = this.refusal();
     if (refusal !== null) return this.deferError(done, refusal);
     const conn = this.pick(false);
+    const refused = conn.refusedNow;
+    if (refused !== null) return this.deferError(done, refused);
     const slot = conn.beginCall(METHOD_PEER_GET, this.tick);
     if (slot < 0) return this.deferError(done, overloaded());
     const w = conn.calls;
@@ -283,6 +285,11 @@ export class CacheClient {
       return Promise.reject(refusal);
     }
     const conn = this.pick(WRITES.has(method));
+    const refused = conn.refusedNow; // (every connection refused by a full node: answered at once)
+    if (refused !== null) {
+      this.counters.errors++;
+      return Promise.reject(refused);
+    }
     const slot = this.issue(conn, method, encode);
     if (slot instanceof CacheError) {
       this.counters.errors++;

@@ -32,6 +32,7 @@
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
+import { readI32 } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError, errorText } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -208,6 +209,15 @@ export class ClientConnection {
     return this.backoffFailures === 0;
   }
 
+  /**
+   * refusedNow is the node's refusal of this connection while it backs off from it (see the
+   * header), else null: a call that can go nowhere else is answered with it at once rather than
+   * queued for a connection the node refuses.
+   */
+  get refusedNow(): CacheError | null {
+    return this.state === CONN_IDLE && this.backoffFailures > 0 ? this.refusal : null;
+  }
+
   /** revivable tells whether the connection is idle after a failure, its backoff over, with no call on it: `revive` it. */
   get revivable(): boolean {
     return this.backoffFailures > 0 && this.state === CONN_IDLE && this.pending.inFlight === 0 && this.retryAt <= performance.now();
@@ -324,6 +334,7 @@ export class ClientConnection {
         // the calls waiting on this connection get that answer, not a made-up auth failure.
         const e = replyError(METHOD_AUTH, r);
         if (isConnectionRefusal(e) && !this.served) this.refusal = e;
+        this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
         this.failAll(e);
         return;
       }
@@ -332,19 +343,19 @@ export class ClientConnection {
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
     this.replied = true;
-    if (p.state[slot] === SLOT_ABANDONED) {
-      p.release(slot); // the late reply of a timed-out call
-      this.markServed();
-      this.health.succeeded();
-      return;
-    }
     const method = p.method[slot]!;
     r.readResult(method);
     // The node refusing the connection (at its connection limit) has not served it: that neither
-    // ends a backoff nor makes the close that follows an idle one.
+    // ends a backoff nor makes the close that follows an idle one (the late reply of a timed-out
+    // call included).
     const refusal = r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED ? replyError(method, r) : null;
     if (refusal === null || !isConnectionRefusal(refusal)) this.markServed();
     else if (!this.served) this.refusal ??= refusal;
+    if (p.state[slot] === SLOT_ABANDONED) {
+      p.release(slot); // the late reply of a timed-out call
+      this.health.succeeded();
+      return;
+    }
     const forward = p.forward[slot]!;
     const waiter = p.waiter[slot]!;
     p.release(slot);
@@ -414,16 +425,24 @@ export class ClientConnection {
     else this.quietTicks++;
     this.replied = false;
     let error: CacheError | null = null;
-    let counted = false; // a call of the application timed out (not only the revival ping)
+    let counted = false; // a call of the application that was sent timed out (not only the revival ping)
+    // Not open: nothing queued on this connection has been written (a lost connection failed
+    // what it had sent), so its output holds one frame per call in flight, in issue order. A call
+    // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
+    const unsent = this.state !== CONN_OPEN;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
       const slot = p.head;
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;
-      p.abandon(slot);
+      if (unsent) {
+        const out = this.calls.out;
+        out.consume(4 + readI32(out.buffer, 0));
+        p.release(slot);
+      } else p.abandon(slot);
       if (!this.settledRevival(slot)) {
         this.health.counters.timeouts++;
         this.health.counters.errors++;
-        counted = true;
+        if (!unsent) counted = true;
       }
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
       settleError(forward, waiter, error);
@@ -453,6 +472,7 @@ export class ClientConnection {
     const open = this.state === CONN_OPEN;
     const refused = failure && open && !this.served;
     const refusal = refused ? this.refusal : null;
+    this.refusal = refusal; // kept while backing off (refusedNow); gone once a failure replaces it
     const failed = failure && refusal === null && (!open || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
     if (failed || refused) {

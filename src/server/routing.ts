@@ -201,7 +201,10 @@ function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, 
     },
     (e: unknown) => {
       forgetCopy(group, key); // it may have been applied
-      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) cluster.counters.peerErrors++;
+      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) {
+        cluster.counters.peerErrors++;
+        return replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`); // (named, as for a Get)
+      }
       replyThrown(reply, req, e);
     },
   );

@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
-import { CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
+import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
 import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
@@ -51,16 +51,24 @@ describe("a node at its connection limit", () => {
       const hog = await RawSocket.connect(node.port);
       await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });
       const conn = client[TEST_DOOR].connections[0]!;
-      const started = performance.now();
-      for (let i = 0; i < 4; i++) {
-        const e = await client.get("default", "k").then(() => undefined, (err: unknown) => err);
-        expect((e as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
-        await until(() => conn.state === CONN_IDLE);
-        expect(conn.usable).toBe(false); // backing off, not reconnecting at once
+      const overloaded = async () => expect(((await client.get("default", "k").then(() => undefined, (err: unknown) => err)) as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
+      await overloaded();
+      await until(() => conn.state === CONN_IDLE);
+      // Backing off: the calls meanwhile are answered with the refusal at once, not queued for a
+      // reconnect (whose wait could pass their timeout and count toward marking the node down).
+      for (let i = 0; i < 3; i++) {
+        await overloaded();
+        expect(conn.usable).toBe(false);
       }
-      // Four refusals: the three reconnects waited 20 + 40 + 80 ms of backoff.
-      expect(performance.now() - started).toBeGreaterThanOrEqual(140);
-      expect(node.server.counters.connectionsRejected).toBe(4);
+      expect(node.server.counters.connectionsRejected).toBe(1);
+      // Once the backoff is over, the next call revives the connection (a ping, refused again),
+      // and waits behind that ping for the node's answer.
+      await Bun.sleep(BACKOFF_BASE_MS + 5);
+      await overloaded();
+      expect(node.server.counters.connectionsRejected).toBe(2);
+      await until(() => conn.state === CONN_IDLE);
+      await overloaded(); // at once again, the backoff doubled
+      expect(node.server.counters.connectionsRejected).toBe(2);
       expect(client.isDown).toBe(false); // the node is up and answering
       hog.close();
     });
@@ -156,5 +164,29 @@ describe("revival pings", () => {
     await Bun.sleep(100);
     expect(client.isDown).toBe(false);
     expect([client.counters.calls, client.counters.errors]).toEqual([2, 2]);
+  });
+});
+
+describe("a call that timed out before its connection could send it", () => {
+  test("is never sent: the node it was for does not apply it when it comes back", async () => {
+    // It stayed in the connection's output while the connection waited out its backoff, and went
+    // out when the node was back: a Set the client reported as failed was applied after all.
+    let node = startNode();
+    const port = node.port;
+    await using client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 200, maxFailures: 100 });
+    await client.set("default", "warm", "1");
+    await node.close();
+    for (let i = 0; i < 7; i++) await client.get("default", "x").catch(() => {}); // failed connects: the backoff grows
+    await expect(client.set("default", "late", "timed out")).rejects.toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE, message: expect.stringContaining("timeout") });
+    node = startNode({ port });
+    try {
+      await Bun.sleep(1100); // past the longest backoff: a call still queued would have gone out
+      await using other = new CacheClient({ host: "127.0.0.1", port, connections: 1 });
+      await expect(other.get("default", "late")).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
+      await client.set("default", "after", "ok"); // and the connection carries calls as before
+      expect(new TextDecoder().decode((await other.get("default", "after")).value)).toBe("ok");
+    } finally {
+      await node.close();
+    }
   });
 });
