@@ -28,6 +28,12 @@
 // (`revive`, CacheClient), so it reconnects without risking a call of the application. A revival
 // that fails only backs off more: it is not counted toward marking the peer down, nor as an error
 // (down detection is the application's calls' and the down-peer probe's).
+//
+// Timeouts: a call that times out before its connection could send it (the connection is
+// connecting or backing off) is taken out of the output and never sent. One written, or queued
+// on an open connection behind output the socket has not taken yet (waiting for `drain`), may
+// still reach the node after its caller was told it timed out, as with any client: a write that
+// timed out may or may not have been applied.
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
