@@ -326,13 +326,14 @@ export class CacheClient {
   }
 
   /**
-   * pick returns the next connection round-robin, skipping ones backing off after a failure (it
-   * revives those whose backoff is over: `revive`);
-   * with a write connection (`writeConnection`), a write gets the first and the round is over the
-   * others. That is for a node's calls to its peers: a node serves each connection in order, and
-   * a PeerGet that loads holds up what follows it on its connection as long as the load takes (up
-   * to --load-timeout), longer than a peer call waits (--peer-timeout); a PeerSet behind it timed
-   * out here and was still applied there seconds later, over newer writes.
+   * pick returns the usable connection with the fewest calls waiting, round-robin among equals,
+   * skipping ones backing off after a failure (it revives those whose backoff is over: `revive`).
+   * A node serves each connection in order, so a call that waits long there (a PeerGet that
+   * loads, up to --load-timeout) holds up the calls behind it on its connection: fewest-waiting
+   * sends the next calls around it. With a write connection (`writeConnection`), a write gets the
+   * first and the reads go to the others: that is for a node's calls to its peers, where a PeerSet
+   * behind a loading PeerGet timed out here and was still applied there seconds later, over newer
+   * writes.
    */
   private pick(write: boolean): ClientConnection {
     const conns = this.conns;
@@ -340,13 +341,23 @@ export class CacheClient {
     const n = conns.length;
     const from = this.firstRead;
     if (write && from === 1 && conns[0]!.usable) return conns[0]!;
-    const first = this.next;
-    for (let i = from; i < n; i++) {
-      const conn = conns[this.next]!;
-      this.next = this.next + 1 === n ? from : this.next + 1;
-      if (conn.usable) return conn;
+    const start = this.next;
+    let best: ClientConnection | null = null;
+    let fewest = Infinity;
+    for (let k = from, i = start; k < n; k++) {
+      const conn = conns[i]!;
+      i = i + 1 === n ? from : i + 1;
+      if (!conn.usable) continue;
+      const waiting = conn.pending.waiting;
+      if (waiting < fewest) {
+        best = conn;
+        fewest = waiting;
+        this.next = i; // the round goes on after it
+        if (waiting === 0) break;
+      }
     }
-    return from === 1 && conns[0]!.usable ? conns[0]! : conns[first]!;
+    if (best !== null) return best;
+    return from === 1 && conns[0]!.usable ? conns[0]! : conns[start]!;
   }
 
   private startSweep(): void {

@@ -9,6 +9,7 @@ import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { StubServer, appExceptionReply, closedPort, getReply, rejection, serve, until } from "./support.ts";
+import { LogSink } from "../server/support.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -442,5 +443,28 @@ describe("close", () => {
     expect(() => new CacheClient({ host: "h", port: 1, connections: 0 })).toThrow(RangeError);
     expect(() => new CacheClient({ host: "h", port: 1, timeoutMs: 1.5 })).toThrow(RangeError);
     expect(() => new CacheClient({ host: "h", port: 1, limits: { maxDepth: 1 } })).toThrow(RangeError);
+  });
+});
+
+describe("picking a connection", () => {
+  test("calls go around a connection held up by a slow call (the node serves each connection in order)", async () => {
+    // Round-robin put every other call behind a Get whose load took its time: hits waited for it.
+    let release: (() => void) | undefined;
+    await using node = CacheNode.start({ port: 0, logLevel: "silent", groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { g: async (key) => (key === "cold" ? await new Promise<void>((r) => (release = r)) : undefined, `row ${key}`) },
+    });
+    await using c = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 5000 });
+    await c.set("g", "hot", "h");
+    const order: string[] = [];
+    const cold = c.get("g", "cold").then(() => order.push("cold"));
+    await until(() => release !== undefined);
+    for (let i = 0; i < 6; i++) { // one after another: the connection behind the load has 1 call waiting, the other none
+      await c.get("g", "hot");
+      order.push(`hot${i}`);
+    }
+    release!();
+    await cold;
+    expect(order).toEqual(["hot0", "hot1", "hot2", "hot3", "hot4", "hot5", "cold"]);
   });
 });
