@@ -367,7 +367,8 @@ export class ClientConnection {
     p.release(slot);
     this.health.succeeded();
     const ok = r.outcome === REPLY_OK;
-    if (!ok && !this.settledRevival(slot)) this.health.counters.errors++;
+    const revival = this.settledRevival(slot); // (cleared whatever the outcome: the slot is reused)
+    if (!ok && !revival) this.health.counters.errors++;
     try {
       if (forward !== null) {
         if (ok) forward(null, r.buffer, r.valueStart, r.valueLength, r.ttlRemainingMs);

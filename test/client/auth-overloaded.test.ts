@@ -149,6 +149,24 @@ describe("a connection the node refused", () => {
 });
 
 describe("revival pings", () => {
+  test("a revival ping answered OK leaves nothing behind: later calls on its slot count as they should", async () => {
+    // Its slot stayed marked as the revival's after an OK reply: a later call given the same slot
+    // was not counted as an error when it failed, nor toward marking the node down.
+    const node = startNode({ maxConnections: 1 });
+    const port = node.port;
+    const hog = await RawSocket.connect(port);
+    await using client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 2000, maxFailures: 100 });
+    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.OVERLOADED });
+    hog.close();
+    await Bun.sleep(BACKOFF_BASE_MS + 10);
+    await expect(client.get("default", "k")).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND }); // behind the revival ping
+    await node.close();
+    const errors = client.counters.errors;
+    const codes = await Promise.all([1, 2, 3].map(() => client.get("default", "k").then(() => 0, (e: unknown) => (e as CacheError).code)));
+    expect(codes).toEqual([ERROR_CODE.PEER_UNAVAILABLE, ERROR_CODE.PEER_UNAVAILABLE, ERROR_CODE.PEER_UNAVAILABLE]);
+    expect(client.counters.errors - errors).toBe(3);
+  });
+
   test("one failed call to a peer that is away does not become 'peer is down' through the client's own retries", async () => {
     // The revival pings of the connection backing off counted as failures: with maxFailures 3, a
     // peer away for a moment (a restart) was marked down within ~60 ms of one failed call, and
