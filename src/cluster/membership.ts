@@ -16,7 +16,7 @@
  *   last good list.
  */
 import { errorText } from "../protocol/errors.ts";
-import { constants, watch, type FSWatcher } from "node:fs";
+import { constants, watch, type FSWatcher, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
 import { basename, dirname } from "node:path";
@@ -163,11 +163,16 @@ async function readRegularFile(path: string): Promise<string> {
   const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const found = await fh.stat();
-    if (!found.isFile()) throw new Error(`not a regular file (it is ${found.isDirectory() ? "a directory" : found.isFIFO() ? "a FIFO" : "a device"})`);
+    if (!found.isFile()) throw new Error(`not a regular file (it is ${fileKind(found)})`);
     return await fh.readFile("utf8");
   } finally {
     await fh.close().catch(() => {});
   }
+}
+
+/** fileKind names what a path that is not a regular file is, for an error message (a peers file, a snapshot). */
+export function fileKind(found: Stats): string {
+  return found.isDirectory() ? "a directory" : found.isFIFO() ? "a FIFO" : found.isSocket() ? "a socket" : "a device";
 }
 
 export type Resolver = (name: string) => Promise<string[]>;

@@ -159,25 +159,26 @@ function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKey
 }
 
 /**
- * notOwned tells whether a peer call of key b[ks, ks+kl) is of a key this node's member list
- * gives to another member: the member lists disagree (one node has applied a change the other
- * has not yet).
+ * peerCluster is the cluster a peer call's keys are checked against, or undefined when there is
+ * nothing to check (no other member, or not a Peer* method). A key it gives to another member
+ * means the member lists disagree: one node has applied a change the other has not yet.
  */
-function notOwned(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
+function peerCluster(ctx: DispatchContext, method: number): Cluster | undefined {
   const cluster = ctx.cluster;
-  return cluster !== undefined && cluster.members.length > 1 && isPeerMethod(method) && cluster.owner(b, ks, kl) !== cluster.self;
+  return cluster !== undefined && cluster.members.length > 1 && isPeerMethod(method) ? cluster : undefined;
 }
 
 /**
  * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key another member owns
- * (notOwned), and counts it. Such a write is dropped, with any value the key has here, rather than
+ * (peerCluster), and counts it. Such a write is dropped, with any value the key has here, rather than
  * stored: kept, it would outlast the ring change that made it foreign (the purge has run), and be
  * served again, older than writes the real owner took meanwhile, once the key comes back to this
  * node. A cache may lose a value, never serve an old one.
  */
 function foreign(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
-  if (!notOwned(ctx, method, b, ks, kl)) return false;
-  ctx.cluster!.counters.foreignWrites++;
+  const cluster = peerCluster(ctx, method);
+  if (cluster === undefined || cluster.owner(b, ks, kl) === cluster.self) return false;
+  cluster.counters.foreignWrites++;
   return true;
 }
 
@@ -186,15 +187,15 @@ type ForeignKeys = boolean[] | undefined;
 
 /**
  * dropForeignReads finds the keys of a peer's Get or GetMulti that this node's member list gives
- * to another member (notOwned), drops any value they have in the main store, and counts them
+ * to another member (peerCluster), drops any value they have in the main store, and counts them
  * (`foreignReads`). They are still answered, by a load that is not stored: the caller asked
  * because its list says this node owns them, and will keep the answer at most in its mirror,
  * which the owner's invalidations reach. Stored here, the value would be out of reach of the real
  * owner's writes and served stale once the key came back to this node (or found by a fallback load).
  */
 function dropForeignReads(ctx: DispatchContext, group: Group, req: Request): ForeignKeys {
-  const cluster = ctx.cluster;
-  if (cluster === undefined || cluster.members.length < 2 || !isPeerMethod(req.method)) return undefined;
+  const cluster = peerCluster(ctx, req.method);
+  if (cluster === undefined) return undefined;
   const b = req.buffer;
   let marks: ForeignKeys;
   const single = baseMethod(req.method) === METHOD_GET;

@@ -9,6 +9,7 @@ import { constants, type Stats } from "node:fs";
 import { open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Group, Groups } from "../cluster/group.ts";
+import { fileKind } from "../cluster/membership.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import { SET_OK } from "../store/store.ts";
 import { BLOCK_HEADER_BYTES, maxBlockBytes } from "./snapshot-format.ts";
@@ -245,8 +246,7 @@ function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, resu
 /** notAFile is the error for a snapshot path that names something other than a regular file. */
 function notAFile(path: string, found: Stats | Error): Error {
   if (found instanceof Error) return new Error(`snapshot path ${path} is not a regular file: ${found.message}`);
-  const kind = found.isDirectory() ? "a directory" : found.isFIFO() ? "a FIFO" : found.isSocket() ? "a socket" : "a device";
-  return new Error(`snapshot path ${path} is not a regular file (it is ${kind})`);
+  return new Error(`snapshot path ${path} is not a regular file (it is ${fileKind(found)})`);
 }
 
 function groupName(block: Uint8Array): string {
