@@ -70,6 +70,7 @@ export class GroupCounters {
   localLoadErrs = 0; // loader calls that threw, crashed or were refused
   loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
   notFound = 0; // loader calls that answered "not found"
+  loadsAhead = 0; // of `loads`, started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts)
   negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored

@@ -49,10 +49,8 @@ import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
-import { Prefetches, ownerClient } from "./prefetch.ts";
-import { PEEK_METHOD, PEEK_STRIDE, peekCalls } from "../protocol/peek-calls.ts";
-import { TRANSPORT_FRAMED } from "../protocol/wire.ts";
-import { WARM_MAX } from "../store/warm.ts";
+import { Prefetches } from "./prefetch.ts";
+import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
 import type { Logger } from "./log.ts";
 
@@ -125,8 +123,6 @@ export class ServerCounters {
   earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES
 }
 
-/** AHEAD receives the calls `prefetchAhead` lists (scratch: serving is synchronous). */
-const AHEAD = new Int32Array(WARM_MAX * PEEK_STRIDE);
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
 const SHARED_OUTPUT_BYTES = 64 * 1024;
 /**
@@ -150,6 +146,8 @@ export class CacheServer implements DispatchContext {
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   private nextId = 1;
   private readonly runs: CallRuns;
+  /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
+  private readonly lookAhead: LookAhead;
   /** sharedOut receives the replies of a connection with nothing queued (see the header). */
   private readonly sharedOut = new BinaryWriter(SHARED_OUTPUT_BYTES);
   private sharedLent = false;
@@ -177,6 +175,7 @@ export class CacheServer implements DispatchContext {
 
     this.latency = opts.latency ?? new LatencyHistogram();
     this.runs = new CallRuns(groups, opts.limits, this.counters);
+    this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.account(conn))));
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     this.listener = Bun.listen<Connection>({
@@ -319,11 +318,12 @@ export class CacheServer implements DispatchContext {
       // counted toward the buffer cap like any input.
       (conn.backlog ??= []).push(chunk);
       conn.backlogBytes += chunk.length;
+      if (conn.waiting) this.lookAhead.more(conn, chunk);
       if (!conn.paused && (conn.backlogBytes >= BACKLOG_PAUSE_BYTES || conn.backlog.length >= BACKLOG_PAUSE_CHUNKS)) this.pause(conn);
       this.account(conn);
       return;
     }
-    conn.prefetches?.clear(); // what the last chunk fetched ahead was for its own Gets
+    conn.prefetches?.clear(); // all input before it is served: anything started ahead and left is of no use
     conn.proto.push(chunk);
     conn.queued = true;
     this.ready[this.readyCount++] = conn;
@@ -442,8 +442,7 @@ export class CacheServer implements DispatchContext {
           const next = conn.backlog?.shift();
           if (next === undefined) break;
           conn.backlogBytes -= next.length;
-          conn.prefetches?.clear();
-          proto.push(next);
+          proto.push(next); // (what was started ahead for its Gets stays: look-ahead.ts)
           continue;
         }
         this.counters.requests++;
@@ -470,12 +469,12 @@ export class CacheServer implements DispatchContext {
         }
         if (req.method === METHOD_UNKNOWN) latency.recordProtocolError(APP_ERROR.UNKNOWN_METHOD);
         const prefetches = conn.prefetches;
-        // Gets forwarded ahead are for the Gets that follow with no other call between (a write
-        // of this connection must be seen by its later reads): anything else drops them.
-        if (prefetches !== null && req.method !== METHOD_GET) prefetches.clear();
+        // What was started ahead is for the Gets that follow with no write between (a write of
+        // this connection must be seen by its later reads): a write drops it all.
+        if (prefetches !== null && !isRead(req.method)) prefetches.clear();
         const pending = dispatch(this, req, proto.reply, prefetches ?? undefined);
         if (pending !== undefined) {
-          if (cluster !== undefined && req.method === METHOD_GET) this.prefetchAhead(conn, cluster);
+          if (isRead(req.method)) this.lookAhead.begin(conn);
           this.park(conn, pending, req.method, t0);
           held = true;
           break;
@@ -600,33 +599,6 @@ export class CacheServer implements DispatchContext {
     shared.shrink(KEEP_OUTPUT_BYTES);
   }
 
-  /**
-   * prefetchAhead forwards, now, the plain Gets that follow a Get the connection waits for, up to
-   * the first call of another kind, whose keys other members own: one round trip for the batch
-   * instead of one per Get in turn (prefetch.ts). Routing answers them from what comes back.
-   */
-  private prefetchAhead(conn: Connection, cluster: Cluster): void {
-    if (cluster.members.length < 2) return;
-    const reader = conn.proto.reader;
-    const start = reader.runStart();
-    if (start < 0) return;
-    const buf = reader.chunkBytes;
-    const limits = this.opts.limits;
-    const listed = peekCalls(buf, start, buf.length, AHEAD, true, limits.maxFrameBytes, reader.transport === TRANSPORT_FRAMED);
-    for (let i = 0; i < listed; i++) {
-      const o = i * PEEK_STRIDE;
-      const keyStart = AHEAD[o + 2]!;
-      const keyLength = AHEAD[o + 3]!;
-      if (AHEAD[o + PEEK_METHOD] !== METHOD_GET || keyLength > limits.maxKeyBytes) break;
-      const group = this.groups.find(buf, AHEAD[o]!, AHEAD[o + 1]!);
-      if (group === undefined || group.mirror?.has(buf, keyStart, keyLength) === true) continue; // the mirror answers it
-      const client = ownerClient(cluster, buf, keyStart, keyLength);
-      if (client === undefined) continue;
-      const prefetches = (conn.prefetches ??= new Prefetches(() => this.account(conn)));
-      if (prefetches.start(cluster, client, group, buf, keyStart, keyLength)) cluster.counters.prefetchesSent++;
-    }
-  }
-
   /** resume serves a connection that yielded its turn, unless something else holds it. */
   private resume(conn: Connection): void {
     if (!this.connections.has(conn) || !conn.held || conn.queued || conn.waiting || conn.queuedOutput >= this.opts.maxOutputBytes) return;
@@ -719,6 +691,7 @@ export class CacheServer implements DispatchContext {
       .finally(() => {
         this.timed(conn, method, t0);
         conn.waiting = false;
+        conn.lookingAhead = false;
         if (this.connections.has(conn)) this.process(conn);
       });
   }

@@ -150,15 +150,13 @@ export class CallRuns {
       if (group === undefined || keyLength > this.maxKeyBytes) break;
       const store = group.store;
       const hash = listedHashed ? HASHES[i]! : store.hashOf(buf, keyStart, keyLength);
+      // What was loaded or fetched ahead for this key is this Get's (look-ahead.ts): answered
+      // here (a hit, or from the mirror), it goes; a miss leaves it to the general path.
+      const dropAhead = prefetches != null && prefetches.size > 0;
       if (LISTED[o + PEEK_METHOD] === METHOD_GET) {
         if (routed) {
-          // What was fetched ahead for this key is this Get's (prefetch.ts): answered here (owned
-          // after a ring change, or from the mirror), it goes; forwarded, routing takes it.
-          const dropAhead = prefetches != null && prefetches.size > 0;
           const owner = cluster.owner(buf, keyStart, keyLength);
-          if (owner === cluster.self) {
-            if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
-          } else {
+          if (owner !== cluster.self) {
             // Owned elsewhere: served here only from this node's mirror, as routing serves it
             // (a mirror miss, counted once by routing, forwards it).
             const mirror = group.mirror;
@@ -177,6 +175,7 @@ export class CallRuns {
         }
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
+          if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
           const c = group.counters;
           c.gets++;
           c.hits++;
@@ -185,6 +184,7 @@ export class CallRuns {
           // counts it (and drops an expired item), then NOT_FOUND. With a loader the general path
           // loads (or answers a cached "not found").
           if (group.loader !== undefined) break;
+          if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
           id = group.lookup(buf, keyStart, keyLength);
           if (id < 0) {
             reply.writePlainGetError(LISTED[o + 4]!, ERROR_CODE.NOT_FOUND, NOT_FOUND_BYTES, framed);
@@ -203,6 +203,7 @@ export class CallRuns {
         const valueLength = LISTED[o + PEEK_VALUE + 1]!;
         if (ttl < 0 || valueLength > this.maxValueBytes || group.mirror !== undefined) break;
         if (!store.overwrite(buf, keyStart, keyLength, hash, buf, LISTED[o + PEEK_VALUE]!, valueLength, group.ttlFor(ttl * 1000))) break;
+        if (dropAhead) prefetches.clear(); // a write: the Gets after it read it, not what was started before
         group.counters.sets++;
         reply.writePlainSetOk(LISTED[o + 4]!, framed);
         sets++;

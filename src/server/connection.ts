@@ -59,8 +59,10 @@ export class Connection {
   lastActive = 0;
   bytesOut = 0;
   requests = 0;
-  /** prefetches are Gets forwarded ahead while the connection waited (prefetch.ts); made on first use. */
+  /** prefetches are the Gets loaded or forwarded ahead while the connection waited (prefetch.ts); made on first use. */
   prefetches: Prefetches | null = null;
+  /** lookingAhead: chunks queued while it waits are read for Gets to start ahead (look-ahead.ts). */
+  lookingAhead = false;
   sharedStart = -1;
   sharedEnd = 0;
   /** open is false once the server saw the socket close. */

@@ -30,7 +30,7 @@ import {
 import { SET_OK, type SetResult } from "../store/store.ts";
 import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
-import type { Prefetches } from "./prefetch.ts";
+import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
 import { earlierSameKey, route } from "./routing.ts";
 
 export interface DispatchContext {
@@ -85,7 +85,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   }
   switch (base) {
     case METHOD_GET:
-      return get(group, req, reply, dropForeignReads(ctx, group, req));
+      return get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength));
     case METHOD_SET:
       return set(ctx, group, req, reply);
     case METHOD_DELETE:
@@ -143,19 +143,51 @@ function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: A
 }
 
 /**
- * get serves a Get; with `foreign` (a peer's Get of a key this node does not own: dropForeignReads)
- * a load is answered but not stored.
+ * get serves a Get (or a peer's); with `foreign` (a peer's Get of a key this node does not own:
+ * dropForeignReads) a load is answered but not stored. `ahead` is its load started ahead of its
+ * turn (look-ahead.ts), taken off the connection's table whichever way the Get is answered: a
+ * miss is answered from it instead of loading again.
  */
-function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> | void {
+function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch | undefined): Promise<void> | void {
   const id = group.lookup(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {
     if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
-    return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined).then(
-      (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
-      (e: unknown) => replyThrown(reply, req, e),
-    );
+    if (ahead !== undefined) {
+      if (ahead.done) return loadedAhead(group, req, reply, foreign, ahead);
+      return new Promise<void>((resolve) => {
+        ahead.waiter = () => {
+          const answered = loadedAhead(group, req, reply, foreign, ahead);
+          if (answered === undefined) resolve();
+          else void answered.finally(resolve);
+        };
+      });
+    }
+    return load(group, req, reply, foreign);
   }
   writeHit(reply, req, group.store, id);
+}
+
+/** load answers a Get that missed with the group's load of its key (see `get`). */
+function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> {
+  return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined).then(
+    (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
+    (e: unknown) => replyThrown(reply, req, e),
+  );
+}
+
+/**
+ * loadedAhead answers a Get from the outcome of its load started ahead: the value (its TTL aged
+ * by the wait) or the error; a load made stale by a write of the key is done again now.
+ */
+function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch): Promise<void> | undefined {
+  if (ahead.err !== null) {
+    replyThrown(reply, req, ahead.err);
+    return undefined;
+  }
+  const value = ahead.value;
+  if (value === null) return load(group, req, reply, foreign);
+  reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
+  return undefined;
 }
 
 /**

@@ -1,37 +1,41 @@
 /**
- * Prefetches: the Gets a parked connection will forward next, sent to their owners at once.
+ * Prefetches: the answers of Gets a parked connection serves later, started ahead of their turn.
  *
- * A connection whose Get is forwarded to the key's owner waits for the answer before it serves
- * the next request (replies keep request order, and the request's bytes stay in place). A client
- * that pipelines Gets of keys owned elsewhere (any client that is not ring-aware, like the seed's
- * Kitex clients) would then pay one round trip to a peer per request, one after another. So when
- * a connection parks on a forwarded Get, the server looks ahead in the same chunk: each plain Get
- * that follows (up to the first call of any other kind) whose key another member owns and the
- * mirror lacks is forwarded now, and its answer kept here. When the connection reaches that Get,
- * routing answers from the kept answer (or waits for it) instead of forwarding it again: one
- * round trip for the batch. The replies are the same bytes as forwarding each in turn would give.
+ * A connection whose Get waits (for its load, or for the key's owner) serves nothing else
+ * meanwhile: replies keep request order, and the request's bytes stay in place. A client that
+ * pipelines Gets of cold keys, or of keys owned elsewhere (any client that is not ring-aware, like
+ * the seed's Kitex clients, and our own peer client's PeerGets), would then pay one load or one
+ * round trip per Get, one after another. So when a connection parks on a read, the look-ahead
+ * (server/look-ahead.ts) starts the Gets queued behind it: a key another member owns is forwarded
+ * now (`start`), a key this node loads is loaded now through its group's singleflight
+ * (`startLoad`), and the answer is kept here. When the connection reaches that Get, it takes the
+ * answer (or waits for it) instead of forwarding or loading again: the replies are the same bytes
+ * as serving each in turn would give.
  *
- * An answer is only for the Get it was fetched for, the first Get of its key after the one the
+ * An answer is only for the Get it was started for, the first Get of its key after the one the
  * connection waited on, and never outlives it:
  * - every Get of the key takes it, whichever way that Get is answered (forwarded, from the
- *   mirror, or locally after a ring change): `take` in routing, `drop` in runs;
- * - every call other than a Get drops them all (`clear`), so a connection always reads its own
- *   writes, and so does every new chunk (what the last one fetched ahead is of no use after it);
- * - an answer fetched under another member list is not used, nor one whose TTL ran out while it
+ *   mirror, from the store, or loaded): `take` in routing and dispatch, `drop` in runs;
+ * - the look-ahead stops at a write, and every write served drops them all (`clear`), so a
+ *   connection always reads its own writes; so does a chunk that arrives while the connection is
+ *   idle (anything left then is of no use);
+ * - an answer started under another member list is not used, nor one whose TTL ran out while it
  *   waited (the remaining TTL it reports is aged by the wait).
- * Another client's write that lands between the fetch and the Get's turn is a race that client
- * could not have observed anyway (the Get had already been sent); but such an answer is not put
- * in the mirror, where an invalidation that came meanwhile would no longer reach it.
+ * Another client's write that lands between the start and the Get's turn is a race that client
+ * could not have observed anyway (the Get had already been sent); a Get of a key this node
+ * stores looks at the store first, so such a write wins, and a load it made stale is done again.
+ * A forwarded answer is not put in the mirror, where an invalidation that came meanwhile would no
+ * longer reach it.
  *
  * Bounds: at most MAX_PREFETCHES answers and MAX_PREFETCH_BYTES of copied values per connection:
- * an answer that would pass the bytes is not kept (its Get is forwarded again when its turn
+ * an answer that would pass the bytes is not kept (its Get forwards or loads again when its turn
  * comes), since the fetches under way may together bring far more. The bytes count toward the
  * server's cap on what connections hold (`bytes`; `onBytes` tells the server when they grow).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import { latin1Key } from "../bytes/bytes.ts";
-import type { CacheError } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 
 /** MAX_PREFETCHES bounds the answers one connection keeps (a pipeline's worth of Gets). */
 export const MAX_PREFETCHES = 64;
@@ -92,16 +96,18 @@ export class Prefetches {
     return this.byKey.size;
   }
 
+  /** full: no more answers may be started (MAX_PREFETCHES kept, or MAX_PREFETCH_BYTES of values). */
+  get full(): boolean {
+    return this.byKey.size >= MAX_PREFETCHES || this.bytes >= MAX_PREFETCH_BYTES;
+  }
+
   /**
    * start forwards the Get of `key[off, off+len)` in `group` to `client` (its owner's) and keeps
    * the answer; false when one is already kept for the key or a bound is reached.
    */
   start(cluster: Cluster, client: PeerClient, group: Group, key: Uint8Array, off: number, len: number): boolean {
-    if (this.byKey.size >= MAX_PREFETCHES || this.bytes >= MAX_PREFETCH_BYTES) return false;
-    const id = prefetchId(group, key, off, len);
-    if (this.byKey.has(id)) return false;
-    const p = new Prefetch(cluster.generation, this, id);
-    this.byKey.set(id, p);
+    const p = this.open(cluster, group, key, off, len);
+    if (p === undefined) return false;
     const clock = group.store.clock;
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
       p.settle(err, value, valueOff, valueLen, ttl, clock());
@@ -110,12 +116,47 @@ export class Prefetches {
   }
 
   /**
+   * startLoad loads the missing key `key[off, off+len)` of `group` (a key this node owns; the
+   * group has a loader) through the group's singleflight now, and keeps the outcome for its Get
+   * (`local`); false when one is already kept for the key or a bound is reached. A value the
+   * group's store does not admit is still kept here, so the Get does not call the loader again.
+   * A load the key's write made stale is kept as "load again" (done, no value, no error), and so
+   * is one refused OVERLOADED (a full loader pool): started ahead, it was not refused at its turn.
+   */
+  startLoad(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): boolean {
+    const p = this.open(cluster, group, key, off, len);
+    if (p === undefined) return false;
+    const clock = group.store.clock;
+    group.counters.loadsAhead++;
+    group.load(key, off, len).then(
+      (loaded) => {
+        const value = loaded.stale === true ? null : loaded.value;
+        p.settle(null, value, 0, value?.length ?? 0, loaded.ttlRemainingMs, clock());
+      },
+      (e: unknown) => {
+        const err = e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, errorText(e));
+        p.settle(err.code === ERROR_CODE.OVERLOADED ? null : err, null, 0, 0, -1, clock());
+      },
+    );
+    return true;
+  }
+
+  private open(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
+    if (this.full) return undefined;
+    const id = prefetchId(group, key, off, len);
+    if (this.byKey.has(id)) return undefined;
+    const p = new Prefetch(cluster?.generation ?? 0, this, id);
+    this.byKey.set(id, p);
+    return p;
+  }
+
+  /**
    * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
    * under the current member list, its TTL not run out: see `agedTtl`), else undefined.
    */
-  take(cluster: Cluster, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
+  take(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
     const p = this.remove(group, key, off, len);
-    if (p === undefined || p.generation !== cluster.generation) return undefined;
+    if (p === undefined || p.generation !== (cluster?.generation ?? 0)) return undefined;
     if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) return undefined;
     return p;
   }

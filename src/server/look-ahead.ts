@@ -1,0 +1,177 @@
+/**
+ * Look-ahead: the Gets queued behind a read a connection waits for, started at once.
+ *
+ * A connection is served in order: while a Get waits for its load (or for the key's owner), the
+ * calls behind it wait too, and their replies keep request order. A client that pipelines Gets
+ * of cold keys on one connection would then pay one load after another: our own peer client
+ * sends every PeerGet to a member on one read connection, so cold loads between two members
+ * would run one at a time, whatever the clients do (bench:cold, bench/RESULTS.md). groupcache
+ * over HTTP/1.1 runs them side by side.
+ *
+ * So when a connection parks on a read (Get, GetMulti or a peer's variant of them), the server
+ * looks at the calls behind it, up to the first write, and for each Get or PeerGet of a key the
+ * store lacks:
+ * - a key this node loads (a lone node's, an owned one, a peer's Get of an owned key), in a group
+ *   with a loader: its load starts now, through the group's singleflight (`Prefetches.startLoad`);
+ * - a plain Get of a key another member owns and the mirror lacks: it is forwarded now
+ *   (`Prefetches.start`, the prefetch of server/prefetch.ts).
+ * The outcome is kept for that Get, which takes it at its turn (dispatch and routing) instead of
+ * loading or forwarding again: the replies are the ones serving each Get in turn would give, in
+ * the same order, and the loads overlap. Reads between them (GetMulti, Stats, pings) are passed
+ * over; a write, anything that does not decode, a oneway call or a decode-time refusal ends the
+ * look-ahead, as does a full table (prefetch.ts bounds it per connection).
+ *
+ * What it reads: the rest of the chunk the connection waits in, and, framed, the chunks queued
+ * behind it (`backlog`) and those that arrive while it waits (`more`), as long as every one of
+ * them ends at a frame boundary (a frame split across two chunks ends it: a frame is decoded from
+ * one chunk). Framed frames are decoded by the server's own decoder (any field order, any
+ * method). The buffered transport (no lengths) is read with `peekCalls` in the current chunk only,
+ * plain Gets only; the header transports are not looked at.
+ */
+import type { Cluster } from "../cluster/cluster.ts";
+import type { Group, Groups } from "../cluster/group.ts";
+import { readI32 } from "../bytes/bytes.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import type { ProtocolLimits } from "../protocol/limits.ts";
+import { PEEK_METHOD, PEEK_STRIDE, peekCalls } from "../protocol/peek-calls.ts";
+import { RequestDecoder } from "../protocol/request-decoder.ts";
+import {
+  METHOD_GET, METHOD_GET_MULTI, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING,
+  METHOD_PEER_STATS, METHOD_STATS, Request,
+} from "../protocol/request.ts";
+import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED } from "../protocol/wire.ts";
+import { WARM_MAX } from "../store/warm.ts";
+import type { Connection } from "./connection.ts";
+import type { Prefetches } from "./prefetch.ts";
+
+/**
+ * isRead tells whether a call leaves every key as it was: such calls are passed over by the
+ * look-ahead and keep what it started; any other call drops it all (a connection reads its own
+ * writes).
+ */
+export function isRead(method: number): boolean {
+  return method === METHOD_GET || method === METHOD_PEER_GET || method === METHOD_GET_MULTI || method === METHOD_PEER_GET_MULTI ||
+    method === METHOD_STATS || method === METHOD_PEER_STATS || method === METHOD_PEER_PING || method === METHOD_NODE_STATS;
+}
+
+/** PLAIN receives what `peekCalls` lists on the buffered transport (scratch: all of it is synchronous). */
+const PLAIN = new Int32Array(WARM_MAX * PEEK_STRIDE);
+const EMPTY = new Uint8Array(0);
+
+export class LookAhead {
+  private readonly decoder: RequestDecoder;
+  /** scratch receives each decoded call (never the connection's own request, which is waiting). */
+  private readonly scratch = new Request();
+
+  constructor(
+    private readonly groups: Groups,
+    /** clusterOf returns the node's cluster, if it has one (it is made after the port listens). */
+    private readonly clusterOf: () => Cluster | undefined,
+    private readonly limits: ProtocolLimits,
+    /** tableOf returns the connection's table of answers kept ahead, made on first use. */
+    private readonly tableOf: (conn: Connection) => Prefetches,
+  ) {
+    this.decoder = new RequestDecoder(limits);
+  }
+
+  /** begin: `conn` now waits for the reply of a read; start what follows it (see the file header). */
+  begin(conn: Connection): void {
+    conn.lookingAhead = false;
+    const reader = conn.proto.reader;
+    const start = reader.runStart();
+    if (start < 0) return;
+    if (reader.transport === TRANSPORT_BUFFERED) return this.plainGets(conn, reader.chunkBytes, start);
+    conn.lookingAhead = true;
+    if (!this.frames(conn, reader.chunkBytes, start)) return;
+    const backlog = conn.backlog;
+    if (backlog !== null) for (let i = 0; i < backlog.length && this.frames(conn, backlog[i]!, 0); i++);
+  }
+
+  /** more: a chunk queued behind the read the connection waits for. */
+  more(conn: Connection, chunk: Uint8Array): void {
+    if (conn.lookingAhead) this.frames(conn, chunk, 0);
+  }
+
+  /**
+   * frames starts the Gets of the whole frames in buf[p, end) (framed transport); false, and the
+   * look-ahead ended, at anything that ends it (file header).
+   */
+  private frames(conn: Connection, buf: Uint8Array, p: number): boolean {
+    const end = buf.length;
+    const max = this.limits.maxFrameBytes;
+    const req = this.scratch;
+    try {
+      while (p < end) {
+        if (end - p < 4) return this.stop(conn);
+        const len = readI32(buf, p);
+        if (len <= 0 || len > max || len > end - p - 4) return this.stop(conn);
+        this.decoder.decode(buf, p + 4, p + 4 + len, TRANSPORT_FRAMED, req);
+        if (!this.consider(conn, req)) return this.stop(conn);
+        p += 4 + len;
+      }
+      return true;
+    } catch (e) {
+      if (e instanceof ProtocolError) return this.stop(conn); // its turn answers it
+      throw e;
+    } finally {
+      req.releaseItems();
+      req.buffer = EMPTY; // keep no chunk alive
+    }
+  }
+
+  private stop(conn: Connection): false {
+    conn.lookingAhead = false;
+    return false;
+  }
+
+  /** consider starts the call's load or forward if it is a Get to start; false ends the look-ahead. */
+  private consider(conn: Connection, req: Request): boolean {
+    if (req.errorCode !== 0 || req.oneway) return false;
+    const method = req.method;
+    if (method !== METHOD_GET && method !== METHOD_PEER_GET) return isRead(method);
+    const group = this.groups.find(req.buffer, req.groupStart, req.groupLength);
+    if (group === undefined) return true; // answered UNKNOWN_GROUP at its turn
+    return this.start(conn, group, method, req.buffer, req.keyStart, req.keyLength);
+  }
+
+  /** plainGets starts the plain Gets at the head of a buffered chunk (up to the first other call). */
+  private plainGets(conn: Connection, buf: Uint8Array, start: number): void {
+    const limits = this.limits;
+    const listed = peekCalls(buf, start, buf.length, PLAIN, true, limits.maxFrameBytes, false);
+    for (let i = 0; i < listed; i++) {
+      const o = i * PEEK_STRIDE;
+      const keyLength = PLAIN[o + 3]!;
+      if (PLAIN[o + PEEK_METHOD] !== METHOD_GET || keyLength > limits.maxKeyBytes) return;
+      const group = this.groups.find(buf, PLAIN[o]!, PLAIN[o + 1]!);
+      if (group !== undefined && !this.start(conn, group, METHOD_GET, buf, PLAIN[o + 2]!, keyLength)) return;
+    }
+  }
+
+  /**
+   * start loads or forwards the Get (`method`: Get or PeerGet) of buf[ks, ks+kl) in `group` ahead
+   * of its turn, if its turn would load or forward it; false when the table is full.
+   */
+  private start(conn: Connection, group: Group, method: number, buf: Uint8Array, ks: number, kl: number): boolean {
+    const cluster = this.clusterOf();
+    if (cluster !== undefined && cluster.members.length > 1) {
+      const owner = cluster.owner(buf, ks, kl);
+      if (owner !== cluster.self) {
+        // A peer's Get of a key another member owns is answered by a load not stored (dispatch):
+        // not started ahead. A Get the mirror answers needs nothing.
+        if (method !== METHOD_GET || group.mirror?.has(buf, ks, kl) === true) return true;
+        const client = cluster.peer(owner);
+        if (client === undefined) return true;
+        const table = this.tableOf(conn);
+        if (table.full) return false;
+        if (table.start(cluster, client, group, buf, ks, kl)) cluster.counters.prefetchesSent++;
+        return true;
+      }
+    }
+    // Owned here: a hit or a cached "not found" needs nothing, nor does a group without a loader.
+    if (group.loader === undefined || group.store.has(buf, ks, kl)) return true;
+    const table = this.tableOf(conn);
+    if (table.full) return false;
+    table.startLoad(cluster, group, buf, ks, kl);
+    return true;
+  }
+}

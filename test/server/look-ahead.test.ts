@@ -1,0 +1,242 @@
+/**
+ * Look-ahead (src/server/look-ahead.ts): while a connection waits for a read's load, the Gets
+ * queued behind it start their loads at once, so cold keys pipelined on one connection (our peer
+ * client's PeerGets among them) load side by side instead of one after another. The replies must
+ * be exactly those of serving each Get in turn, in order; the loader is called once per key; a
+ * write of the connection is seen by its later reads; another client's write is not undone.
+ *
+ * The loader here counts its calls per key and holds every call at a gate the test opens: with
+ * the look-ahead, all the keys' calls are made while the first Get still waits.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import type { NodeConfig } from "../../src/server/config.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink, RawSocket, deleteCall, getCall, replyHeader, setCall } from "./support.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
+import { field, outcome, readReplies } from "./wire-reader.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+const utf8 = new TextEncoder();
+const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * GatedLoader answers `loaded <key> #<n>` (n: its call count for the key) once its gate opens;
+ * keys starting with "later" wait at a second gate (`openLater`).
+ */
+class GatedLoader {
+  readonly calls = new Map<string, number>();
+  private openGate!: () => void;
+  private readonly gate = new Promise<void>((r) => (this.openGate = r));
+  private openSecond!: () => void;
+  private readonly second = new Promise<void>((r) => (this.openSecond = r));
+  readonly load = async (key: string): Promise<string> => {
+    const n = (this.calls.get(key) ?? 0) + 1;
+    this.calls.set(key, n);
+    await (key.startsWith("later") ? this.second : this.gate);
+    return `loaded ${key} #${n}`;
+  };
+  get total(): number {
+    let n = 0;
+    for (const c of this.calls.values()) n += c;
+    return n;
+  }
+  open(): void {
+    this.openGate();
+  }
+  openLater(): void {
+    this.openSecond();
+  }
+}
+
+function gatedNode(loader: GatedLoader, config: Partial<NodeConfig> = {}): CacheNode {
+  const node = CacheNode.start(
+    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }], ...config },
+    { logger: new LogSink().logger, loaders: { default: loader.load } },
+  );
+  open.push(node);
+  return node;
+}
+
+/** waitUntil polls `pred` until it holds (loader calls have no event to wait on). */
+async function waitUntil(pred: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
+/** values lists each reply's Get value (or its outcome kind, for anything else). */
+function values(received: Uint8Array, transport: "framed" | "buffered" = "framed"): string[] {
+  return readReplies(received, transport).replies.map((r) => {
+    const o = outcome(r);
+    if (o.kind !== "success") return o.kind;
+    return o.value.get(1)?.[0] === T.STRING ? text(field(o.value, 1, T.STRING) as Uint8Array) : "ok"; // a Set's reply: a bool
+  });
+}
+
+const keys = (n: number, prefix = "k"): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+describe("Gets pipelined behind a load", () => {
+  test("load side by side: every key's loader call is made while the first still waits; replies in order, one call per key", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader); // LRU-K admission: a first load is not stored, so a second call would show
+    const raw = await RawSocket.connect(node.port);
+    const ks = keys(10);
+    raw.write(concat(...ks.map((k, i) => getCall(i + 1, k))));
+    await waitUntil(() => loader.calls.size === 10, "every key's load to start before the first is answered");
+    expect(raw.frames().length).toBe(0);
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 10, "every reply");
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual(ks.map((_, i) => i + 1));
+    expect(values(raw.received)).toEqual(ks.map((k) => `loaded ${k} #1`));
+    expect([...loader.calls.values()]).toEqual(ks.map(() => 1));
+    expect(node.groups.byName("default")!.counters.loadsAhead).toBe(9);
+    raw.close();
+  });
+
+  test("Gets that arrive in later chunks while the first waits start too", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "k0"));
+    await waitUntil(() => loader.calls.size === 1, "the first load");
+    for (let i = 1; i < 6; i++) {
+      raw.write(getCall(i + 1, `k${i}`));
+      await waitUntil(() => loader.calls.size === i + 1, `the load of k${i}, sent on its own`);
+    }
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 6, "every reply");
+    expect(values(raw.received)).toEqual(keys(6).map((k) => `loaded ${k} #1`));
+    raw.close();
+  });
+
+  test("the buffered transport: the plain Gets after the waiting one in its chunk start", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    const ks = keys(5);
+    raw.write(concat(...ks.map((k, i) => getCall(i + 1, k).subarray(4)))); // unframed: the messages alone
+    await waitUntil(() => loader.calls.size === 5, "every key's load");
+    loader.open();
+    await raw.waitFor(() => readReplies(raw.received, "buffered").replies.length === 5, "every reply");
+    expect(values(raw.received, "buffered")).toEqual(ks.map((k) => `loaded ${k} #1`));
+    raw.close();
+  });
+
+  test("a write of the connection ends it: the Gets after the write read the write, and are not started before it", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(getCall(1, "a"), getCall(2, "b"), setCall(3, "b", utf8.encode("written b")), getCall(4, "b"), getCall(5, "c")));
+    await waitUntil(() => loader.calls.size === 2, "the loads of a and b");
+    await Bun.sleep(20);
+    expect([...loader.calls.keys()].sort()).toEqual(["a", "b"]); // c comes after the write
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 5, "every reply");
+    expect(values(raw.received)).toEqual(["loaded a #1", "loaded b #1", "ok", "written b", "loaded c #1"]);
+    raw.close();
+  });
+
+  test("another client's write during a load started ahead wins; a delete makes the Get load again", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(getCall(1, "a"), getCall(2, "b"), getCall(3, "c")));
+    await waitUntil(() => loader.calls.size === 3, "the loads of a, b and c");
+    const other = await RawSocket.connect(node.port);
+    other.write(concat(setCall(1, "b", utf8.encode("fresh b")), deleteCall(2, "c")));
+    await other.waitFor(() => other.frames().length === 2, "the other client's replies");
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 3, "every reply");
+    // b: the value written while its load ran; c: deleted while its load ran, so loaded again.
+    expect(values(raw.received)).toEqual(["loaded a #1", "fresh b", "loaded c #2"]);
+    expect(loader.calls.get("c")).toBe(2);
+    raw.close();
+    other.close();
+  });
+
+  test("a Get answered from the store in a run takes what was started for it: a later Get of the key after a delete loads again", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader, { groups: [{ name: "default", ttlMs: 0, admission: "always" }] });
+    const raw = await RawSocket.connect(node.port);
+    // a waits; b is loaded ahead (and stored: admission "always"), so its Get is a hit served in
+    // a run; "later" waits at the second gate while another client deletes b; then b again.
+    raw.write(concat(getCall(1, "a"), getCall(2, "b"), getCall(3, "later"), getCall(4, "b")));
+    await waitUntil(() => loader.calls.size === 3, "the loads of a, b and later");
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 2, "the replies of a and b");
+    const other = await RawSocket.connect(node.port);
+    other.write(deleteCall(1, "b"));
+    await other.waitFor(() => other.frames().length === 1, "the delete");
+    loader.openLater();
+    await raw.waitFor(() => raw.frames().length === 4, "every reply");
+    expect(values(raw.received)).toEqual(["loaded a #1", "loaded b #1", "loaded later #1", "loaded b #2"]);
+    raw.close();
+    other.close();
+  });
+
+  test("errors and NOT_FOUND loaded ahead are answered as in turn", async () => {
+    const loader = async (key: string): Promise<string | null> => {
+      await Bun.sleep(key === "first" ? 30 : 0);
+      if (key === "missing") return null;
+      if (key === "broken") throw new Error("loader broke");
+      return `loaded ${key}`;
+    };
+    const node = CacheNode.start({ port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] }, { logger: new LogSink().logger, loaders: { default: loader } });
+    open.push(node);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(getCall(1, "first"), getCall(2, "missing"), getCall(3, "broken"), getCall(4, "ok")));
+    await raw.waitFor(() => raw.frames().length === 4, "every reply");
+    const replies = readReplies(raw.received, "framed").replies.map(outcome);
+    expect(replies.map((o) => o.kind)).toEqual(["success", "cacheError", "cacheError", "success"]);
+    expect(replies.slice(1, 3).map((o) => (o.kind === "cacheError" ? [o.code, o.message] : []))).toEqual([[1, "key not found"], [6, "loader broke"]]);
+    expect(node.groups.byName("default")!.counters.loadsAhead).toBe(3);
+    raw.close();
+  });
+
+  test("a load started ahead that a full loader pool refuses is loaded again at its turn, not answered OVERLOADED", async () => {
+    // One thread and no queue: one load at a time. In turn, each Get's load runs after the one before.
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 0 }, { logger: new LogSink().logger });
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(getCall(1, "60", "slow"), getCall(2, "10", "slow"), getCall(3, "20", "slow")));
+    await raw.waitFor(() => raw.frames().length === 3, "every reply");
+    expect(values(raw.received)).toEqual(["slept 60", "slept 10", "slept 20"]);
+    expect(node.groups.byName("slow")!.counters.loadsAhead).toBe(2);
+    raw.close();
+  });
+});
+
+describe("PeerGets between two members", () => {
+  test("cold loads a member asks of another on its one read connection run side by side", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    const loaders = [new GatedLoader(), new GatedLoader()];
+    const [a, b] = ports.map((port, i) => {
+      const n = CacheNode.start(
+        { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] },
+        { logger: new LogSink().logger, loaders: { default: loaders[i]!.load } },
+      );
+      open.push(n);
+      return n;
+    }) as [CacheNode, CacheNode];
+    const owned: string[] = [];
+    for (let i = 0; owned.length < 8; i++) if (b.cluster!.owner(utf8.encode(`p${i}`), 0, `p${i}`.length) === ids[1]) owned.push(`p${i}`);
+    const client = new CacheClient({ host: "127.0.0.1", port: a.port, connections: 8, timeoutMs: 10_000 });
+    open.push(client);
+    const gets = owned.map((k) => client.get("default", k));
+    await waitUntil(() => loaders[1]!.calls.size === owned.length, "B to load every key while the first still waits");
+    loaders[1]!.open();
+    expect((await Promise.all(gets)).map((r) => text(r.value))).toEqual(owned.map((k) => `loaded ${k} #1`));
+    expect(loaders[0]!.total).toBe(0);
+    expect([...loaders[1]!.calls.values()]).toEqual(owned.map(() => 1));
+  });
+});
