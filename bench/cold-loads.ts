@@ -3,8 +3,9 @@
  * take when the loader needs `--delay` ms, through one client connection and through several,
  * on a lone node and through a 2-node cluster (keys the other member owns). A node serves each
  * connection in order, and a Get waiting for its load holds the calls behind it on that
- * connection: with one connection the loads run one after another (N × delay), with N
- * connections side by side (~delay). groupcache over HTTP/1.1 runs them side by side.
+ * connection; the look-ahead (src/server/look-ahead.ts) starts their loads meanwhile, so they run
+ * side by side (~delay) rather than one after another (N × delay), on one connection as on N.
+ * groupcache over HTTP/1.1 runs them side by side.
  *
  *   bun run bench/cold-loads.ts [--keys 10] [--delay 100]
  */
