@@ -17,7 +17,7 @@
 // errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
 // failed revival ping of a connection backing off: ClientConnection) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
 // (nothing is queued), connections holding timed-out calls are reset, and an unref'd timer sends
-// a PeerPing every `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an
+// a PeerPing after `probeIntervalMs` / 10, then at twice the last wait, up to every `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an
 // UNKNOWN_METHOD exception from an older server — the peer answered) marks it up.
 //
 // Hot path: `forwardGet` writes a PeerGet for key bytes in place and hands the raw value bytes to
@@ -72,7 +72,10 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Consecutive failures before the peer is marked down (default 3). */
   maxFailures?: number;
-  /** While down, a PeerPing probe at this interval; a reply marks it up (default 500). */
+  /**
+   * While down, a PeerPing probe at this interval (default 500); the first comes after a tenth of
+   * it, and the waits double up to it. A reply marks the peer up.
+   */
   probeIntervalMs?: number;
   /** Reply decoding obeys the same limits as the server (a hostile peer = a hostile client). */
   limits?: Partial<ProtocolLimits>;
@@ -112,7 +115,9 @@ export class CacheClient {
   private readonly firstRead: number;
   private tick = 0;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
-  private probeTimer: ReturnType<typeof setInterval> | null = null;
+  private probeTimer: ReturnType<typeof setTimeout> | null = null;
+  /** probeDelay is the wait before the next probe: it starts at a tenth of probeIntervalMs and doubles up to it. */
+  private probeDelay = 0;
   private probing = false;
   // A probe that times out needs no reset of its own: a probe goes out only while the peer is
   // down, so its connection is otherwise quiet, and the sweep resets a connection that got no
@@ -386,9 +391,22 @@ export class CacheClient {
     // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
     for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
     if (this.probeTimer === null && !this.closed) {
-      this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs);
-      this.probeTimer.unref();
+      // A node that restarts is back within a fraction of a second: the first probes come sooner
+      // than the interval, then back off to it.
+      this.probeDelay = this.probeIntervalMs / PROBE_SPEEDUP;
+      this.scheduleProbe();
     }
+  }
+
+  private scheduleProbe(): void {
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      if (this.closed || !this.health.down) return;
+      this.probe();
+      this.probeDelay = Math.min(this.probeDelay * 2, this.probeIntervalMs);
+      this.scheduleProbe();
+    }, this.probeDelay);
+    this.probeTimer.unref();
   }
 
   private onUp(): void {
@@ -416,7 +434,7 @@ export class CacheClient {
   }
 
   private stopProbe(): void {
-    if (this.probeTimer !== null) clearInterval(this.probeTimer);
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
     this.probeTimer = null;
   }
 
@@ -434,6 +452,9 @@ export class CacheClient {
 }
 
 function noFields(): void {}
+
+/** PROBE_SPEEDUP: the first probe of a peer marked down comes after probeIntervalMs / PROBE_SPEEDUP. */
+const PROBE_SPEEDUP = 10;
 
 /** IGNORE takes the outcome of a revival ping: its effect is on the connection (usable again, or backing off more). */
 const IGNORE: Waiter = { resolve() {}, reject() {} };

@@ -327,6 +327,19 @@ describe("down marking and probing", () => {
     expect(stub.calls[0]!.name).toBe("PeerPing");
     expect(str((await c.get("g", "k")).value)).toBe("back");
   });
+
+  test("a peer marked down is probed first after a tenth of probeIntervalMs: a restart is seen well before the interval", async () => {
+    const port = closedPort();
+    await using c = new CacheClient({ host: "127.0.0.1", port, connections: 1, maxFailures: 1, probeIntervalMs: 4_000 });
+    await rejection(c.get("g", "k"));
+    expect(c.isDown).toBe(true);
+    using stub = new StubServer(port);
+    stub.store.set("g/k", enc.encode("back"));
+    // With the interval alone the first probe would come after 4 s; it comes after 400 ms.
+    await until(() => !c.isDown, 2_500);
+    expect(stub.calls.map((call) => call.name)).toEqual(["PeerPing"]);
+    expect(str((await c.get("g", "k")).value)).toBe("back");
+  });
 });
 
 /** A hostile first answer; the stub serves normally from then on. */
