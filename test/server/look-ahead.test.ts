@@ -14,6 +14,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { freePorts } from "../support/node-process.ts";
+import { Prng, testSeed } from "../support/prng.ts";
 import { LogSink, RawSocket, deleteCall, getCall, replyHeader, setCall } from "./support.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
@@ -213,6 +214,64 @@ describe("Gets pipelined behind a load", () => {
     expect(node.groups.byName("slow")!.counters.loadsAhead).toBe(2);
     raw.close();
   });
+});
+
+describe("random pipelines on one connection give a serial server's replies", () => {
+  // The loader's value depends on the key only, so the serial answer to each call is known: a Get
+  // answers the last value this connection wrote, or the loaded one when none (or deleted).
+  for (const admission of ["lru-k", "always"] as const) {
+    test(`admission ${admission}`, async () => {
+      const seed = testSeed();
+      const rng = new Prng(seed);
+      const loader = async (key: string): Promise<string> => {
+        await Bun.sleep(rng.int(3));
+        return `loaded ${key}`;
+      };
+      const node = CacheNode.start(
+        { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0, admission }] },
+        { logger: new LogSink().logger, loaders: { default: loader } },
+      );
+      open.push(node);
+      const raw = await RawSocket.connect(node.port);
+      const written = new Map<string, string>();
+      const expected: string[] = [];
+      let seqid = 0;
+      for (let batch = 0; batch < 60; batch++) {
+        const calls: Uint8Array[] = [];
+        for (let n = 1 + rng.int(24); n > 0; n--) {
+          const key = `r${batch % 7 === 0 ? rng.int(40) + 100 * batch : rng.int(6)}`; // some batches of cold keys
+          const r = rng.int(10);
+          if (r < 7) {
+            calls.push(getCall(++seqid, key));
+            expected.push(written.get(key) ?? `loaded ${key}`);
+          } else if (r < 9) {
+            const value = `v${seqid}`;
+            calls.push(setCall(++seqid, key, utf8.encode(value)));
+            written.set(key, value);
+            expected.push("ok");
+          } else {
+            calls.push(deleteCall(++seqid, key));
+            written.delete(key);
+            expected.push("ok");
+          }
+        }
+        const bytes = concat(...calls);
+        // Sent whole, or cut at random places (the look-ahead reads queued chunks, framed only whole).
+        if (rng.int(2) === 0) raw.write(bytes);
+        else for (let at = 0; at < bytes.length; ) {
+          const end = Math.min(bytes.length, at + 1 + rng.int(200));
+          raw.write(bytes.subarray(at, end));
+          at = end;
+          if (rng.int(3) === 0) await Bun.sleep(1);
+        }
+        await raw.waitFor(() => raw.frames().length === seqid, `the replies of batch ${batch} (seed ${seed})`);
+      }
+      const got = values(raw.received).map((v) => (v === "success" ? "ok" : v));
+      expect({ seed, got }).toEqual({ seed, got: expected });
+      expect(node.groups.byName("default")!.counters.loadsAhead).toBeGreaterThan(0); // it was exercised
+      raw.close();
+    });
+  }
 });
 
 describe("PeerGets between two members", () => {
