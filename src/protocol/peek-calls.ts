@@ -28,11 +28,13 @@
 //     0A 00 04 | i64 ttl              (field 4: ttl in seconds; no ttlMs)
 //   00 00
 //
-// which is how the Apache generator writes them (fields in id order), so a listed frame is one the
-// decoder reads as a Get or Set of exactly those ranges (a property the tests fuzz). Other field
-// orders (Kitex's generated FastWrite may write fixed-size fields such as the ttl first; not
-// checked here, no Kitex toolchain), extra fields (a Set with ttlMs), other methods and the
-// header transports are simply not listed: the general path serves them, with the same replies.
+// which is how the Apache generator writes them (fields in id order), and the same Set with its
+// ttl field first, before the group: Kitex's generated FastWrite writes a struct's fixed-size
+// fields first, then the others in id order (CloudWeGo's write-up of its codec shows a struct
+// written as fields 2, 4, 1, 3). A listed frame is one the decoder reads as a Get or Set of
+// exactly those ranges (a property the tests fuzz). Other field orders, extra fields (a Set with
+// ttlMs), other methods and the header transports are simply not listed: the general path
+// serves them, with the same replies.
 //
 // The buffered (unframed) transport sends the same messages without the i32 length. There the
 // end of a message is where its plain layout ends (`plainCallEnd`): the decoder's scanner finds
@@ -113,25 +115,39 @@ export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean 
   // Message header (15) + field 1 header (3) + 3 string field headers (21) + ttl field (11) + 2 STOPs.
   if (end - f < 52 || !isCallOf(buf, f, 0x53)) return false; // "Set"
   let q = f + 18;
+  const ttlFirst = isTtlField(buf, q); // Kitex's layout (see the header)
+  let ttlAt = q;
+  if (ttlFirst) q += 11;
   // Three strings, fields 1, 2, 3; each length checked against what must still follow it
-  // (the later field headers, the ttl field and the STOPs: 7 bytes per string field, 13 after).
+  // (the later field headers, the ttl field if it comes last, and the STOPs: 7 bytes per string
+  // field, then 13 or 2).
+  const after = ttlFirst ? 2 : 13;
   for (let field = 1; field <= 3; field++) {
     if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== field) return false;
     const length = readI32(buf, q + 3);
     const at = q + 7;
-    if (length < 0 || length > end - at - 13 - 7 * (3 - field)) return false;
+    if (length < 0 || length > end - at - after - 7 * (3 - field)) return false;
     PLAIN_SET[field * 2 - 1] = at;
     PLAIN_SET[field * 2] = length;
     q = at + length;
   }
-  if (buf[q] !== 10 || buf[q + 1] !== 0 || buf[q + 2] !== 4) return false;
-  // The ttl field, then exactly two STOPs, end the message.
-  if (q + 13 !== end || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
-  const high = readI32(buf, q + 3);
-  const low = readI32(buf, q + 7);
+  if (!ttlFirst) {
+    if (!isTtlField(buf, q)) return false;
+    ttlAt = q;
+    q += 11;
+  }
+  // Exactly two STOPs end the message.
+  if (q + 2 !== end || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
+  const high = readI32(buf, ttlAt + 3);
+  const low = readI32(buf, ttlAt + 7);
   PLAIN_SET[0] = readI32(buf, f + 11);
   PLAIN_SET[7] = high === 0 && low >= 0 ? low : -1;
   return true;
+}
+
+/** isTtlField tells whether `buf[q]` starts the SetRequest's ttl field header: 0A 00 04 (i64, field 4). */
+function isTtlField(buf: Uint8Array, q: number): boolean {
+  return buf[q] === 10 && buf[q + 1] === 0 && buf[q + 2] === 4;
 }
 
 /**
@@ -145,13 +161,16 @@ export function plainCallEnd(buf: Uint8Array, f: number, end: number): number {
   let q = f + 18; // the group field: 0B 00 01 | i32 n | group
   const strings = method === 0x47 ? 2 : method === 0x53 ? 3 : 0;
   if (strings === 0) return -1;
+  // A Set's ttl field (0A 00 04 | i64) comes last, or first (Kitex).
+  const ttlFirst = strings === 3 && isTtlField(buf, q);
+  if (ttlFirst) q += 11;
   for (let i = 0; i < strings; i++) {
     if (end - q < 7) return -1;
     const length = readI32(buf, q + 3);
     if (length < 0) return -1;
     q += 7 + length;
   }
-  if (strings === 3) q += 11; // the ttl field: 0A 00 04 | i64
+  if (strings === 3 && !ttlFirst) q += 11;
   q += 2; // the two STOPs
   return q <= end ? q : -1;
 }

@@ -30,6 +30,13 @@ function setBody(group: string, key: string, value: Uint8Array, ttl: number | bi
 }
 const setFrame = (seqid: number, group: string, key: string, value: Uint8Array, ttl: number | bigint = 0) =>
   framed(message(MSG.CALL, "Set", seqid, setBody(group, key, value, ttl)));
+/** kitexSetBody is a SetRequest as Kitex's FastWrite lays it out: the fixed-size ttl field first. */
+function kitexSetBody(group: string, key: string, value: Uint8Array, ttl: number | bigint): Uint8Array {
+  return new Bytes().field(T.STRUCT, 1).field(T.I64, 4).i64(ttl).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key)
+    .field(T.STRING, 3).str(value).stop().stop().bytes();
+}
+const kitexSetFrame = (seqid: number, group: string, key: string, value: Uint8Array, ttl: number | bigint = 0) =>
+  framed(message(MSG.CALL, "Set", seqid, kitexSetBody(group, key, value, ttl)));
 const text = (buf: Uint8Array, start: number, len: number) => new TextDecoder().decode(buf.subarray(start, start + len));
 
 /** listed returns the peeked [group, key] strings. */
@@ -90,6 +97,20 @@ describe("peekCalls", () => {
     const bad = frames[0]!.slice();
     bad[4 + 15 + 3 + 3] = 0x7f; // the group length's top byte
     expect(matchPlainSet(bad, 4, bad.length)).toBe(false);
+    // Kitex's layout (the ttl field first) is listed the same way, framed and buffered.
+    const kout = new Int32Array(8 * PEEK_STRIDE);
+    const kitex = [kitexSetFrame(6, "g", "k", value, 300), kitexSetFrame(7, "g", "k", value, -1), getFrame(8, "g", "k")];
+    const kitexChunk = concat(...kitex);
+    expect(peekCalls(kitexChunk, 0, kitexChunk.length, kout)).toBe(3);
+    const kitexRows = [0, 1].map((i) => {
+      const o = i * PEEK_STRIDE;
+      return [kout[o + PEEK_METHOD], text(kitexChunk, kout[o + 2]!, kout[o + 3]!), text(kitexChunk, kout[o + PEEK_VALUE]!, kout[o + PEEK_VALUE + 1]!), kout[o + PEEK_TTL], kout[o + 4]];
+    });
+    expect(kitexRows).toEqual([[METHOD_SET, "k", "the value", 300, 6], [METHOD_SET, "k", "the value", -1, 7]]);
+    const unframed = concat(...kitex.map((f) => f.subarray(4)));
+    expect(peekCalls(unframed, 0, unframed.length, kout, true, 0x7fffffff, false)).toBe(3);
+    expect([kout[6], kout[PEEK_STRIDE + 5], kout[PEEK_STRIDE + 6], kout[2 * PEEK_STRIDE + 6]])
+      .toEqual([kitex[0]!.length - 4, kitex[0]!.length - 4, kitex[0]!.length + kitex[1]!.length - 8, unframed.length]);
   });
 
   test("each listed Get carries its seqid and its frame's bounds", () => {
@@ -152,7 +173,7 @@ describe("peekCalls", () => {
         const key = `k${Math.floor(rng() * 1e6)}`;
         const ttl = rng() < 0.8 ? Math.floor(rng() * 1000) : BigInt.asIntN(64, BigInt(Math.floor(rng() * 2 ** 53)) << BigInt(Math.floor(rng() * 16)));
         const frame = r < 0.35 ? getFrame(j, rng() < 0.5 ? "default" : "g", key)
-          : r < 0.6 ? setFrame(j, "g", key, utf8.encode("v".repeat(Math.floor(rng() * 40))), rng() < 0.1 ? -ttl : ttl)
+          : r < 0.6 ? (rng() < 0.5 ? setFrame : kitexSetFrame)(j, "g", key, utf8.encode("v".repeat(Math.floor(rng() * 40))), rng() < 0.1 ? -ttl : ttl)
           : validRequest(rng);
         parts.push(rng() < 0.3 ? mutate(rng, frame, validRequest(rng)) : frame);
       }

@@ -150,6 +150,13 @@ function setFrame(seqid: number, key: string, value: Uint8Array, group: string, 
   return framed(message(MSG.CALL, "Set", seqid, b.stop().stop().bytes()));
 }
 
+/** kitexSetFrame is a Set laid out as Kitex's FastWrite writes it: the fixed-size ttl field first. */
+function kitexSetFrame(seqid: number, key: string, value: Uint8Array, group: string, ttl: number): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.I64, 4).i64(ttl).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key)
+    .field(T.STRING, 3).str(value);
+  return framed(message(MSG.CALL, "Set", seqid, b.stop().stop().bytes()));
+}
+
 /** getWithExtraField is a Get the decoder reads fine but not in the plain layout (an unknown field first). */
 function getWithExtraField(seqid: number, key: string, group: string): Uint8Array {
   const body = new Bytes().field(T.STRUCT, 1).field(T.I32, 9).i32(7).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
@@ -222,8 +229,11 @@ test("runs of Sets replace values in place exactly as the general path; every ot
   calls.push(setFrame(seqid++, "k13", valueOf(13, "t"), "t", 0), setFrame(seqid++, "k14", valueOf(14, "t"), "t", 0));
   calls.push(getCall(seqid++, "k13", "t"), getCall(seqid++, "k14", "t"));
   calls.push(setFrame(seqid++, "k15", valueOf(15, "m"), "m", 0), setFrame(seqid++, "k16", valueOf(16, "m"), "m", 0));
+  // Kitex's layout (the ttl field first): runs too.
+  calls.push(kitexSetFrame(seqid++, "k17", valueOf(17, "A"), "a", 0), kitexSetFrame(seqid++, "k18", valueOf(18, "A"), "a", 45));
+  calls.push(getCall(seqid++, "k17", "a"), getCall(seqid++, "k18", "a"));
   const served = compare(calls, (all) => [all]);
-  expect(served.setsInRuns).toBe(3 + 2);
+  expect(served.setsInRuns).toBe(3 + 2 + 2);
 });
 
 test("a clock that moves at every read: runs read it when and as often as the general path does", () => {
@@ -282,7 +292,7 @@ test("fuzz: random pipelines of Gets, Sets and other calls, some mutated, cut an
       const key = keys();
       let frame: Uint8Array;
       if (r < 0.55) frame = getCall(i, key, group);
-      else if (r < 0.8) frame = setFrame(i, key, value(key, group), group, pickOf([0, 0, 0, 1, 30, -1, 2 ** 31]));
+      else if (r < 0.8) frame = (rand.next() < 0.5 ? setFrame : kitexSetFrame)(i, key, value(key, group), group, pickOf([0, 0, 0, 1, 30, -1, 2 ** 31]));
       else if (r < 0.85) frame = setFrame(i, key, value(key, group), group, 0, rand.int(5000));
       else if (r < 0.9) frame = getWithExtraField(i, key, group);
       else if (r < 0.99) frame = deleteCall(i, key, group);
