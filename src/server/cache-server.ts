@@ -325,6 +325,7 @@ export class CacheServer implements DispatchContext {
     }
     conn.prefetches?.clear(); // all input before it is served: anything started ahead and left is of no use
     conn.proto.push(chunk);
+    conn.readerBytes += chunk.length;
     conn.queued = true;
     this.ready[this.readyCount++] = conn;
     this.queueTurnEnd();
@@ -443,6 +444,7 @@ export class CacheServer implements DispatchContext {
           if (next === undefined) break;
           conn.backlogBytes -= next.length;
           proto.push(next); // (what was started ahead for its Gets stays: look-ahead.ts)
+          conn.readerBytes += next.length;
           continue;
         }
         this.counters.requests++;

@@ -63,6 +63,10 @@ export class Connection {
   prefetches: Prefetches | null = null;
   /** lookingAhead: chunks queued while it waits are read for Gets to start ahead (look-ahead.ts). */
   lookingAhead = false;
+  /** aheadEnd: where in the input the look-ahead stopped (a frame boundary: look-ahead.ts). */
+  aheadEnd = 0;
+  /** readerBytes is how many bytes of input were handed to the reader (the backlog's follow). */
+  readerBytes = 0;
   sharedStart = -1;
   sharedEnd = 0;
   /** open is false once the server saw the socket close. */

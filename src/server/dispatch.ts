@@ -85,7 +85,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   }
   switch (base) {
     case METHOD_GET:
-      return get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength));
+      return get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, true));
     case METHOD_SET:
       return set(ctx, group, req, reply);
     case METHOD_DELETE:

@@ -74,34 +74,58 @@ export class LookAhead {
     this.decoder = new RequestDecoder(limits);
   }
 
-  /** begin: `conn` now waits for the reply of a read; start what follows it (see the file header). */
+  /**
+   * begin: `conn` now waits for the reply of a read; start what follows it (see the file header).
+   * Framed, each frame is read once: a look-ahead goes on from where the last one stopped
+   * (`conn.aheadEnd`), when that is still ahead of the connection (what was started for the
+   * frames between is still kept, since no write came between), so a pipeline of reads that
+   * each wait costs one decode per frame, not one per frame per wait.
+   */
   begin(conn: Connection): void {
     conn.lookingAhead = false;
     const reader = conn.proto.reader;
     const start = reader.runStart();
     if (start < 0) return;
-    if (reader.transport === TRANSPORT_BUFFERED) return this.plainGets(conn, reader.chunkBytes, start);
-    conn.lookingAhead = true;
-    if (!this.frames(conn, reader.chunkBytes, start)) return;
+    const chunk = reader.chunkBytes;
+    if (reader.transport === TRANSPORT_BUFFERED) return this.plainGets(conn, chunk, start);
+    // Offsets in the connection's input stream: `chunk` ends where the reader's input ends, and
+    // the queued chunks follow it.
+    let at = conn.readerBytes - chunk.length;
+    const from = Math.max(at + start, conn.aheadEnd);
+    if (from < at + chunk.length && !this.frames(conn, chunk, from - at, at)) return;
+    at += chunk.length;
     const backlog = conn.backlog;
-    if (backlog !== null) for (let i = 0; i < backlog.length && this.frames(conn, backlog[i]!, 0); i++);
+    if (backlog !== null) {
+      for (let i = 0; i < backlog.length; i++) {
+        const b = backlog[i]!;
+        if (from < at + b.length && !this.frames(conn, b, Math.max(0, from - at), at)) return;
+        at += b.length;
+      }
+    }
+    conn.aheadEnd = at;
+    conn.lookingAhead = true; // it read all that came: the chunks that come while it waits are next
   }
 
-  /** more: a chunk queued behind the read the connection waits for. */
+  /** more: a chunk queued behind the read the connection waits for (the last in its backlog). */
   more(conn: Connection, chunk: Uint8Array): void {
-    if (conn.lookingAhead) this.frames(conn, chunk, 0);
+    if (!conn.lookingAhead) return;
+    const at = conn.readerBytes + conn.backlogBytes - chunk.length;
+    if (at === conn.aheadEnd) this.frames(conn, chunk, 0, at);
+    else conn.lookingAhead = false; // (not where the last one ended: a chunk it did not see)
   }
 
   /**
-   * frames starts the Gets of the whole frames in buf[p, end) (framed transport); false, and the
-   * look-ahead ended, at anything that ends it (file header).
+   * frames starts the Gets of the whole frames in buf[p, end) (framed transport; buf[0] is at
+   * `base` in the input stream), and moves `conn.aheadEnd` past each frame it has done with;
+   * false, and the look-ahead ended at the frame that ends it (file header), left for the next.
    */
-  private frames(conn: Connection, buf: Uint8Array, p: number): boolean {
+  private frames(conn: Connection, buf: Uint8Array, p: number, base: number): boolean {
     const end = buf.length;
     const max = this.limits.maxFrameBytes;
     const req = this.scratch;
     try {
       while (p < end) {
+        conn.aheadEnd = base + p;
         if (end - p < 4) return this.stop(conn);
         const len = readI32(buf, p);
         if (len <= 0 || len > max || len > end - p - 4) return this.stop(conn);
@@ -109,6 +133,7 @@ export class LookAhead {
         if (!this.consider(conn, req)) return this.stop(conn);
         p += 4 + len;
       }
+      conn.aheadEnd = base + end;
       return true;
     } catch (e) {
       if (e instanceof ProtocolError) return this.stop(conn); // its turn answers it

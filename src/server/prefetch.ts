@@ -22,15 +22,17 @@
  * - an answer started under another member list is not used, nor one whose TTL ran out while it
  *   waited (the remaining TTL it reports is aged by the wait).
  * Another client's write that lands between the start and the Get's turn is a race that client
- * could not have observed anyway (the Get had already been sent); a Get of a key this node
- * stores looks at the store first, so such a write wins, and a load it made stale is done again.
+ * could not have observed anyway (the Get had already been sent): a Get of a key this node
+ * stores looks at the store first, so another client's Set wins, and a load a write made stale
+ * while it ran is done again; a Delete after the load ended leaves the answer as it is (a value
+ * the source held after the Get was sent: what a Get served just before the Delete answers).
  * A forwarded answer is not put in the mirror, where an invalidation that came meanwhile would no
  * longer reach it.
  *
- * Bounds: at most MAX_PREFETCHES answers and MAX_PREFETCH_BYTES of copied values per connection:
- * an answer that would pass the bytes is not kept (its Get forwards or loads again when its turn
- * comes), since the fetches under way may together bring far more. The bytes count toward the
- * server's cap on what connections hold (`bytes`; `onBytes` tells the server when they grow).
+ * Bounds: at most MAX_PREFETCHES answers per connection, and none started once the values kept
+ * reach MAX_PREFETCH_BYTES. Answers under way are all kept when they come, even past it: dropped,
+ * a Get would be loaded (or forwarded) twice. The bytes count toward the server's cap on what
+ * connections hold (`bytes`; `onBytes` tells the server when they grow).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
@@ -39,14 +41,14 @@ import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 
 /** MAX_PREFETCHES bounds the answers one connection keeps (a pipeline's worth of Gets). */
 export const MAX_PREFETCHES = 64;
-/** MAX_PREFETCH_BYTES bounds the value bytes one connection keeps; past it nothing more is fetched ahead. */
+/** MAX_PREFETCH_BYTES: once the values one connection keeps reach it, nothing more is started ahead. */
 export const MAX_PREFETCH_BYTES = 1024 * 1024;
 
-/** Prefetch is one Get forwarded ahead: its answer once `done`. */
+/** Prefetch is one Get forwarded or loaded ahead: its answer once `done`. */
 export class Prefetch {
   done = false;
   err: CacheError | null = null;
-  /** value is a copy of the owner's value (null with an error). */
+  /** value is a copy of the owner's value, or the loaded one (null with an error, or "load again"). */
   value: Uint8Array | null = null;
   ttlRemainingMs = -1;
   /** fetchedAt is when the answer came (the group store's clock), to age its TTL. */
@@ -59,16 +61,12 @@ export class Prefetch {
     /** generation is the cluster's member-list generation it was fetched under. */
     readonly generation: number,
     private readonly owner: Prefetches,
-    /** id is its key in the owner's table. */
-    readonly id: string,
+    /** local: loaded here (`startLoad`), else forwarded to the key's owner (`start`). */
+    readonly local: boolean,
   ) {}
 
   /** settle records the answer (the value copied) and wakes a waiting Get. */
   settle(err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, now: number): void {
-    if (this.kept && err === null && value !== null && this.owner.bytes + len > MAX_PREFETCH_BYTES) {
-      this.owner.discard(this); // no Get waits for it yet (taking it unkeeps it): its Get forwards again
-      return;
-    }
     this.done = true;
     this.err = err;
     this.value = err === null && value !== null ? value.slice(off, off + len) : null;
@@ -106,7 +104,7 @@ export class Prefetches {
    * the answer; false when one is already kept for the key or a bound is reached.
    */
   start(cluster: Cluster, client: PeerClient, group: Group, key: Uint8Array, off: number, len: number): boolean {
-    const p = this.open(cluster, group, key, off, len);
+    const p = this.open(cluster, group, key, off, len, false);
     if (p === undefined) return false;
     const clock = group.store.clock;
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
@@ -124,11 +122,14 @@ export class Prefetches {
    * is one refused OVERLOADED (a full loader pool): started ahead, it was not refused at its turn.
    */
   startLoad(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): boolean {
-    const p = this.open(cluster, group, key, off, len);
+    const p = this.open(cluster, group, key, off, len, true);
     if (p === undefined) return false;
     const clock = group.store.clock;
-    group.counters.loadsAhead++;
-    group.load(key, off, len).then(
+    const counters = group.counters;
+    const loads = counters.loads;
+    const loading = group.load(key, off, len);
+    if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
+    loading.then(
       (loaded) => {
         const value = loaded.stale === true ? null : loaded.value;
         p.settle(null, value, 0, value?.length ?? 0, loaded.ttlRemainingMs, clock());
@@ -141,38 +142,41 @@ export class Prefetches {
     return true;
   }
 
-  private open(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
+  private open(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): Prefetch | undefined {
     if (this.full) return undefined;
     const id = prefetchId(group, key, off, len);
     if (this.byKey.has(id)) return undefined;
-    const p = new Prefetch(cluster?.generation ?? 0, this, id);
+    const p = new Prefetch(cluster?.generation ?? 0, this, local);
     this.byKey.set(id, p);
     return p;
   }
 
   /**
    * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
-   * under the current member list, its TTL not run out: see `agedTtl`), else undefined.
+   * under the current member list, its TTL not run out: see `agedTtl`), else undefined. `local`
+   * says which kind the Get would use: one of the other kind is left for the Get it was started
+   * for (a peer's Get of a key this node does not own, say, before a plain Get of that key).
    */
-  take(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
-    const p = this.remove(group, key, off, len);
-    if (p === undefined || p.generation !== (cluster?.generation ?? 0)) return undefined;
+  take(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): Prefetch | undefined {
+    if (this.byKey.size === 0) return undefined;
+    const id = prefetchId(group, key, off, len);
+    const p = this.byKey.get(id);
+    if (p === undefined || p.local !== local) return undefined;
+    this.remove(id, p);
+    if (p.generation !== (cluster?.generation ?? 0)) return undefined;
     if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) return undefined;
     return p;
   }
 
   /** drop throws away the answer kept for the key, if any (its Get was answered another way). */
   drop(group: Group, key: Uint8Array, off: number, len: number): void {
-    if (this.byKey.size > 0) this.remove(group, key, off, len);
+    if (this.byKey.size === 0) return;
+    const id = prefetchId(group, key, off, len);
+    const p = this.byKey.get(id);
+    if (p !== undefined) this.remove(id, p);
   }
 
-  /** discard forgets a kept answer that came too large to keep. */
-  discard(p: Prefetch): void {
-    if (this.byKey.get(p.id) === p) this.byKey.delete(p.id);
-    p.kept = false;
-  }
-
-  /** clear drops every kept answer (a call other than a Get, or a new chunk). */
+  /** clear drops every kept answer (a write, or a chunk that comes to an idle connection). */
   clear(): void {
     if (this.byKey.size === 0) return;
     for (const p of this.byKey.values()) p.kept = false;
@@ -180,15 +184,10 @@ export class Prefetches {
     this.bytes = 0;
   }
 
-  private remove(group: Group, key: Uint8Array, off: number, len: number): Prefetch | undefined {
-    if (this.byKey.size === 0) return undefined;
-    const id = prefetchId(group, key, off, len);
-    const p = this.byKey.get(id);
-    if (p === undefined) return undefined;
+  private remove(id: string, p: Prefetch): void {
     this.byKey.delete(id);
     p.kept = false;
     if (p.value !== null) this.bytes -= p.value.length;
-    return p;
   }
 }
 

@@ -64,7 +64,7 @@ function routeGet(
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
   if (owner === cluster.self) return false; // served here: dispatch's get takes what was loaded ahead
   // What was fetched ahead for this key (prefetch.ts) is this Get's, however it is answered.
-  const ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength);
+  const ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, false);
   const client = cluster.peer(owner);
   if (client === undefined) return false;
   const mirror = group.mirror;

@@ -15,7 +15,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { freePorts } from "../support/node-process.ts";
 import { Prng, testSeed } from "../support/prng.ts";
-import { LogSink, RawSocket, deleteCall, getCall, replyHeader, setCall } from "./support.ts";
+import { LogSink, RawSocket, deleteCall, getCall, getMultiCall, replyHeader, setCall } from "./support.ts";
+import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 
@@ -185,6 +186,27 @@ describe("Gets pipelined behind a load", () => {
     other.close();
   });
 
+  test("large values loaded ahead together (past the 1 MiB a connection keeps) are all kept: one loader call per key", async () => {
+    const calls = new Map<string, number>();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const loader = async (key: string): Promise<string> => {
+      calls.set(key, (calls.get(key) ?? 0) + 1);
+      await gate;
+      return key.repeat(400_000 / key.length);
+    };
+    const node = CacheNode.start({ port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] }, { logger: new LogSink().logger, loaders: { default: loader } });
+    open.push(node);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(getCall(1, "a"), getCall(2, "b"), getCall(3, "c"), getCall(4, "d")));
+    await waitUntil(() => calls.size === 4, "every load");
+    release();
+    await raw.waitFor(() => raw.frames().length === 4, "every reply");
+    expect(values(raw.received).map((v) => [v.length, v[0]])).toEqual(["a", "b", "c", "d"].map((k) => [400_000, k]));
+    expect([...calls.values()]).toEqual([1, 1, 1, 1]);
+    raw.close();
+  });
+
   test("errors and NOT_FOUND loaded ahead are answered as in turn", async () => {
     const loader = async (key: string): Promise<string | null> => {
       await Bun.sleep(key === "first" ? 30 : 0);
@@ -213,6 +235,35 @@ describe("Gets pipelined behind a load", () => {
     expect(values(raw.received)).toEqual(["slept 60", "slept 10", "slept 20"]);
     expect(node.groups.byName("slow")!.counters.loadsAhead).toBe(2);
     raw.close();
+  });
+});
+
+describe("cost", () => {
+  test("each frame is read once by the look-ahead, however many waits come before it", async () => {
+    // 2,000 pipelined GetMultis of cold keys: each waits for its load, and each wait used to read
+    // everything queued behind it again (a GetMulti is passed over, so the table never fills).
+    let decodes = 0;
+    const decode = RequestDecoder.prototype.decode;
+    RequestDecoder.prototype.decode = function (this: RequestDecoder, ...args: Parameters<typeof decode>) {
+      decodes++;
+      return decode.apply(this, args);
+    };
+    try {
+      const node = CacheNode.start(
+        { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] },
+        { logger: new LogSink().logger, loaders: { default: async (key) => `v ${key}` } },
+      );
+      open.push(node);
+      const raw = await RawSocket.connect(node.port);
+      const n = 2_000;
+      raw.write(concat(...Array.from({ length: n }, (_, i) => getMultiCall(i + 1, "default", [utf8.encode(`cold${i}`)]))));
+      await raw.waitFor(() => raw.frames().length === n, "every reply", 30_000);
+      // Once at its turn, at most once more by the look-ahead (and once per wait for the frame it stops at).
+      expect(decodes).toBeLessThanOrEqual(3 * n);
+      raw.close();
+    } finally {
+      RequestDecoder.prototype.decode = decode;
+    }
   });
 });
 

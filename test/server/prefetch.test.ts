@@ -42,12 +42,12 @@ test("an answer is used once, for its key; a TTL is aged by the wait, and one th
   calls[1]!(null, value, 2, 7, 100);
   expect(prefetches.bytes).toBe(14);
   now.ms += 60;
-  const p1 = prefetches.take(cluster, group, k1, 0, 2)!;
+  const p1 = prefetches.take(cluster, group, k1, 0, 2, false)!;
   expect(new TextDecoder().decode(p1.value!)).toBe("value-1");
   expect(agedTtl(p1, now.ms)).toBe(440);
-  expect(prefetches.take(cluster, group, k1, 0, 2)).toBeUndefined(); // used once
+  expect(prefetches.take(cluster, group, k1, 0, 2, false)).toBeUndefined(); // used once
   now.ms += 50; // k2's 100 ms ran out while it was kept
-  expect(prefetches.take(cluster, group, k2, 0, 2)).toBeUndefined();
+  expect(prefetches.take(cluster, group, k2, 0, 2, false)).toBeUndefined();
   expect([prefetches.size, prefetches.bytes]).toEqual([0, 0]);
 });
 
@@ -57,7 +57,30 @@ test("an answer fetched under another member list is not used", () => {
   prefetches.start(cluster, client, group, k, 0, 1);
   calls[0]!(null, utf8.encode("v"), 0, 1, -1);
   cluster.setMembers(["A", "B", "C"]);
-  expect(prefetches.take(cluster, group, k, 0, 1)).toBeUndefined();
+  expect(prefetches.take(cluster, group, k, 0, 1, false)).toBeUndefined();
+  expect(prefetches.size).toBe(0);
+});
+
+test("answers started together are all kept, even past MAX_PREFETCH_BYTES (dropped, one would be fetched or loaded twice); nothing more starts then", () => {
+  const { group, calls, client, cluster, prefetches } = setup();
+  const big = new Uint8Array(MAX_PREFETCH_BYTES - 10);
+  expect(prefetches.start(cluster, client, group, utf8.encode("a"), 0, 1)).toBe(true);
+  expect(prefetches.start(cluster, client, group, utf8.encode("b"), 0, 1)).toBe(true);
+  calls[0]!(null, big, 0, big.length, -1);
+  calls[1]!(null, big, 0, big.length, -1);
+  expect([prefetches.size, prefetches.bytes, prefetches.full]).toEqual([2, 2 * big.length, true]);
+  expect(prefetches.start(cluster, client, group, utf8.encode("c"), 0, 1)).toBe(false);
+  expect(prefetches.take(cluster, group, utf8.encode("b"), 0, 1, false)!.value!.length).toBe(big.length);
+});
+
+test("a Get takes only the kind of answer it would use: a load's for a Get served here, a forward's for one forwarded", () => {
+  const { group, calls, client, cluster, prefetches } = setup();
+  const k = utf8.encode("k");
+  prefetches.start(cluster, client, group, k, 0, 1);
+  calls[0]!(null, utf8.encode("v"), 0, 1, -1);
+  expect(prefetches.take(cluster, group, k, 0, 1, true)).toBeUndefined(); // left for its Get
+  expect(prefetches.size).toBe(1);
+  expect(new TextDecoder().decode(prefetches.take(cluster, group, k, 0, 1, false)!.value!)).toBe("v");
   expect(prefetches.size).toBe(0);
 });
 
@@ -73,7 +96,7 @@ test("drop and clear discard answers; past MAX_PREFETCH_BYTES nothing more is fe
   calls[1]!(null, utf8.encode("vv"), 0, 2, -1);
   prefetches.clear();
   expect([prefetches.size, prefetches.bytes]).toEqual([0, 0]);
-  expect(prefetches.take(cluster, group, utf8.encode("b"), 0, 1)).toBeUndefined();
+  expect(prefetches.take(cluster, group, utf8.encode("b"), 0, 1, false)).toBeUndefined();
   // An answer that arrives after its entry was dropped is not counted.
   prefetches.start(cluster, client, group, utf8.encode("c"), 0, 1);
   prefetches.clear();
