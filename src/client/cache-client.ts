@@ -402,9 +402,12 @@ export class CacheClient {
     this.probeTimer = setTimeout(() => {
       this.probeTimer = null;
       if (this.closed || !this.health.down) return;
-      this.probe();
       this.probeDelay = Math.min(this.probeDelay * 2, this.probeIntervalMs);
-      this.scheduleProbe();
+      try {
+        this.probe();
+      } finally {
+        if (!this.closed && this.health.down && this.probeTimer === null) this.scheduleProbe(); // (a probe answered at once may have ended it)
+      }
     }, this.probeDelay);
     this.probeTimer.unref();
   }

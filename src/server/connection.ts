@@ -65,6 +65,8 @@ export class Connection {
   lookingAhead = false;
   /** aheadEnd: where in the input the look-ahead stopped (a frame boundary: look-ahead.ts). */
   aheadEnd = 0;
+  /** aheadBlocked: the frame at aheadEnd ends the look-ahead until it is served (not a full table). */
+  aheadBlocked = false;
   /** readerBytes is how many bytes of input were handed to the reader (the backlog's follow). */
   readerBytes = 0;
   sharedStart = -1;

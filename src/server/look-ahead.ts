@@ -54,6 +54,11 @@ export function isRead(method: number): boolean {
     method === METHOD_STATS || method === METHOD_PEER_STATS || method === METHOD_PEER_PING || method === METHOD_NODE_STATS;
 }
 
+/** What `consider` says of a call: go on past it, or stop there for good, or until the table has room. */
+const GO_ON = 0;
+const BLOCKED = 1;
+const FULL = 2;
+
 /** PLAIN receives what `peekCalls` lists on the buffered transport (scratch: all of it is synchronous). */
 const PLAIN = new Int32Array(WARM_MAX * PEEK_STRIDE);
 const EMPTY = new Uint8Array(0);
@@ -91,6 +96,9 @@ export class LookAhead {
     // Offsets in the connection's input stream: `chunk` ends where the reader's input ends, and
     // the queued chunks follow it.
     let at = conn.readerBytes - chunk.length;
+    // Stopped ahead of the connection at a frame that ends it for good (a write, say): nothing to
+    // do until the connection has served it (only a full table is worth another look).
+    if (conn.aheadEnd > at + start && conn.aheadBlocked) return;
     const from = Math.max(at + start, conn.aheadEnd);
     if (from < at + chunk.length && !this.frames(conn, chunk, from - at, at)) return;
     at += chunk.length;
@@ -126,17 +134,19 @@ export class LookAhead {
     try {
       while (p < end) {
         conn.aheadEnd = base + p;
-        if (end - p < 4) return this.stop(conn);
+        // (a frame cut by the chunk's end is never whole in one chunk: it ends the look-ahead)
+        if (end - p < 4) return this.stop(conn, true);
         const len = readI32(buf, p);
-        if (len <= 0 || len > max || len > end - p - 4) return this.stop(conn);
+        if (len <= 0 || len > max || len > end - p - 4) return this.stop(conn, true);
         this.decoder.decode(buf, p + 4, p + 4 + len, TRANSPORT_FRAMED, req);
-        if (!this.consider(conn, req)) return this.stop(conn);
+        const next = this.consider(conn, req);
+        if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
         p += 4 + len;
       }
       conn.aheadEnd = base + end;
       return true;
     } catch (e) {
-      if (e instanceof ProtocolError) return this.stop(conn); // its turn answers it
+      if (e instanceof ProtocolError) return this.stop(conn, true); // its turn answers it
       throw e;
     } finally {
       req.releaseItems();
@@ -144,19 +154,24 @@ export class LookAhead {
     }
   }
 
-  private stop(conn: Connection): false {
+  /** stop ends the look-ahead at `conn.aheadEnd`; `blocked`: that frame ends it for good (see `begin`). */
+  private stop(conn: Connection, blocked: boolean): false {
     conn.lookingAhead = false;
+    conn.aheadBlocked = blocked;
     return false;
   }
 
-  /** consider starts the call's load or forward if it is a Get to start; false ends the look-ahead. */
-  private consider(conn: Connection, req: Request): boolean {
-    if (req.errorCode !== 0 || req.oneway) return false;
+  /**
+   * consider starts the call's load or forward if it is a Get to start: GO_ON, or what ends the
+   * look-ahead there: BLOCKED (a write, a oneway call, a decode-time refusal) or FULL (the table).
+   */
+  private consider(conn: Connection, req: Request): number {
+    if (req.errorCode !== 0 || req.oneway) return BLOCKED;
     const method = req.method;
-    if (method !== METHOD_GET && method !== METHOD_PEER_GET) return isRead(method);
+    if (method !== METHOD_GET && method !== METHOD_PEER_GET) return isRead(method) ? GO_ON : BLOCKED;
     const group = this.groups.find(req.buffer, req.groupStart, req.groupLength);
-    if (group === undefined) return true; // answered UNKNOWN_GROUP at its turn
-    return this.start(conn, group, method, req.buffer, req.keyStart, req.keyLength);
+    if (group === undefined) return GO_ON; // answered UNKNOWN_GROUP at its turn
+    return this.start(conn, group, method, req.buffer, req.keyStart, req.keyLength) ? GO_ON : FULL;
   }
 
   /** plainGets starts the plain Gets at the head of a buffered chunk (up to the first other call). */

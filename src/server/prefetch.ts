@@ -161,9 +161,13 @@ export class Prefetches {
     if (this.byKey.size === 0) return undefined;
     const id = prefetchId(group, key, off, len);
     const p = this.byKey.get(id);
-    if (p === undefined || p.local !== local) return undefined;
+    if (p === undefined) return undefined;
+    if (p.generation !== (cluster?.generation ?? 0)) {
+      this.remove(id, p); // of another member list: of no use to any Get
+      return undefined;
+    }
+    if (p.local !== local) return undefined;
     this.remove(id, p);
-    if (p.generation !== (cluster?.generation ?? 0)) return undefined;
     if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) return undefined;
     return p;
   }

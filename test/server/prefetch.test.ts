@@ -73,6 +73,16 @@ test("answers started together are all kept, even past MAX_PREFETCH_BYTES (dropp
   expect(prefetches.take(cluster, group, utf8.encode("b"), 0, 1, false)!.value!.length).toBe(big.length);
 });
 
+test("an answer of another member list is dropped by any Get of its key, whatever kind it would use", () => {
+  const { group, calls, client, cluster, prefetches } = setup();
+  const k = utf8.encode("k");
+  prefetches.start(cluster, client, group, k, 0, 1);
+  calls[0]!(null, utf8.encode("v"), 0, 1, -1);
+  cluster.setMembers(["A", "B", "C"]); // the key may be this node's now: its Get loads it here
+  expect(prefetches.take(cluster, group, k, 0, 1, true)).toBeUndefined();
+  expect([prefetches.size, prefetches.bytes]).toEqual([0, 0]);
+});
+
 test("a Get takes only the kind of answer it would use: a load's for a Get served here, a forward's for one forwarded", () => {
   const { group, calls, client, cluster, prefetches } = setup();
   const k = utf8.encode("k");
