@@ -26,8 +26,9 @@
  * stores looks at the store first, so another client's Set wins, and a load a write made stale
  * while it ran is done again; a Delete after the load ended leaves the answer as it is (a value
  * the source held after the Get was sent: what a Get served just before the Delete answers).
- * A forwarded answer is not put in the mirror, where an invalidation that came meanwhile would no
- * longer reach it.
+ * A forwarded answer fills the mirror as a Get forwarded in turn does, under the copy ticket taken
+ * when it was sent: a write or an invalidation of its key heard of since (while it travelled or
+ * while it was kept) keeps it out.
  *
  * Bounds: at most MAX_PREFETCHES answers per connection, and none started once the values kept
  * reach MAX_PREFETCH_BYTES. Answers under way are all kept when they come, even past it: dropped,
@@ -57,6 +58,8 @@ export class Prefetch {
   waiter: (() => void) | null = null;
   /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
   kept = true;
+  /** ticket is the group's copy ticket when it was forwarded: its answer may fill the mirror (Group.mayCopy). */
+  ticket = 0;
   constructor(
     /** generation is the cluster's member-list generation it was fetched under. */
     readonly generation: number,
@@ -106,6 +109,7 @@ export class Prefetches {
   start(cluster: Cluster, client: PeerClient, group: Group, key: Uint8Array, off: number, len: number): boolean {
     const p = this.open(cluster, group, key, off, len, false);
     if (p === undefined) return false;
+    p.ticket = group.copyTicket(); // a write heard of after this keeps the answer out of the mirror
     const clock = group.store.clock;
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
       p.settle(err, value, valueOff, valueLen, ttl, clock());

@@ -109,21 +109,20 @@ function settle(answered: Promise<void> | true, resolve: () => void): void {
 
 /**
  * answerAhead answers a Get from its prefetched answer (see answerForward), its TTL aged by the
- * wait; it is not put in the mirror (an invalidation may have come while it was kept).
+ * wait; it fills the mirror under the copy ticket taken when it was forwarded (a write or an
+ * invalidation of the key heard of since, while it travelled or was kept, keeps it out).
  */
 function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
   try {
     const v = ahead.value;
     const ttl = agedTtl(ahead, group.store.clock());
-    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, NO_COPY);
+    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket);
   } catch (e) {
     replyThrown(reply, req, e);
     return true;
   }
 }
 
-/** NO_COPY is the copy ticket of an answer that never fills the mirror. */
-const NO_COPY = -1;
 
 /**
  * answerForward writes the reply of a Get the owner answered: its value (kept in the mirror too,
@@ -140,7 +139,7 @@ function answerForward(
     group.counters.gets++;
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
-    if (ticket !== NO_COPY && mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
+    if (mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
       if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, group.copyTtl(ttl)) === SET_OK) cluster.counters.mirrorFills++;
     }
     return true;

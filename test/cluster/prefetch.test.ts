@@ -28,11 +28,12 @@ function concat(parts: Uint8Array[]): Uint8Array {
 }
 
 /** twoNodes starts nodes A and B that know each other; `remote` lists keys B owns, `local` keys A owns. */
-function twoNodes(): { a: CacheNode; b: CacheNode; remote: string[]; local: string[] } {
+function twoNodes(loader?: (key: string) => Promise<string>): { a: CacheNode; b: CacheNode; remote: string[]; local: string[] } {
   const ports = freePorts(2);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const [a, b] = ports.map((port) => {
-    const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 2000 }, { logger: new LogSink().logger });
+    const deps = { logger: new LogSink().logger, ...(loader === undefined ? {} : { loaders: { default: loader } }) };
+    const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 2000 }, deps);
     open.push(n);
     return n;
   }) as [CacheNode, CacheNode];
@@ -155,6 +156,59 @@ describe("Gets forwarded ahead while a connection waits", () => {
   });
 });
 
+describe("answers fetched ahead and the mirror", () => {
+  test("an answer fetched ahead fills the mirror as a Get forwarded in turn does", async () => {
+    const { a, b, remote } = twoNodes();
+    const [first, key] = [remote[0]!, remote[1]!];
+    const viaA = client(a.port);
+    const viaB = client(b.port);
+    await viaB.set("default", first, "one");
+    await viaB.set("default", key, "v1");
+    expect(text((await viaA.get("default", key)).value)).toBe("v1"); // LRU-K: the next read of key fills A's mirror
+    const c = a.cluster!.counters;
+    const [fills, used] = [c.mirrorFills, c.prefetchesUsed];
+    const raw = await send(a.port, [getCall(1, first), getCall(2, key)]); // key: fetched ahead while the first waits
+    expect(values(raw)).toEqual([[1, "one"], [2, "v1"]]);
+    expect([c.prefetchesUsed - used, c.mirrorFills - fills]).toEqual([1, 1]);
+    const hits = c.mirrorHits;
+    expect(text((await viaA.get("default", key)).value)).toBe("v1");
+    expect(c.mirrorHits).toBe(hits + 1);
+    raw.close();
+  });
+
+  test("an answer fetched ahead whose key is written while it is kept does not fill the mirror", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { a, b, remote, local } = twoNodes(async (k) => {
+      await gate;
+      return `loaded ${k}`;
+    });
+    const [cold, key] = [local[0]!, remote[0]!]; // cold: A's own, loaded on A
+    const viaA = client(a.port);
+    const viaB = client(b.port);
+    await viaB.set("default", key, "v1");
+    expect(text((await viaA.get("default", key)).value)).toBe("v1"); // LRU-K: the next read of key would fill A's mirror
+    const c = a.cluster!.counters;
+    const [fills, used] = [c.mirrorFills, c.prefetchesUsed];
+    // cold waits for A's loader; key is fetched ahead from B and its answer kept meanwhile.
+    const raw = await RawSocket.connect(a.port);
+    raw.write(concat([getCall(1, cold), getCall(2, key)]));
+    const deadline = Date.now() + 5000;
+    while (c.prefetchesSent === 0 && Date.now() < deadline) await Bun.sleep(5);
+    await Bun.sleep(30); // (its answer comes at once: B has key)
+    const heard = c.invalidationsReceived;
+    await viaB.set("default", key, "v2"); // B tells A: the kept v1 must not become A's mirror copy
+    while (c.invalidationsReceived === heard && Date.now() < deadline) await Bun.sleep(5);
+    release();
+    await raw.waitFor(() => raw.frames().length === 2, "both replies");
+    // The Get was sent before the write: v1 is a fair answer to it, but not a copy to keep.
+    expect(values(raw)).toEqual([[1, `loaded ${cold}`], [2, "v1"]]);
+    expect([c.prefetchesUsed - used, c.mirrorFills - fills]).toEqual([1, 0]);
+    expect(text((await viaA.get("default", key)).value)).toBe("v2");
+    raw.close();
+  });
+});
+
 describe("bounds on what is fetched ahead", () => {
   test("answers under way are all kept, past MAX_PREFETCH_BYTES too, counted toward the server's cap; nothing more starts then", async () => {
     // Up to 64 Gets may be under way at once, checked only when each started. Their answers are
@@ -162,7 +216,7 @@ describe("bounds on what is fetched ahead", () => {
     // so they count toward --max-buffered.
     const sent: ((err: null, value: Uint8Array, off: number, len: number, ttl: number) => void)[] = [];
     const peer = { forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: (typeof sent)[number]) => sent.push(done) };
-    const group = { name: "g", store: { clock: () => 0 } };
+    const group = { name: "g", store: { clock: () => 0 }, copyTicket: () => 0 };
     const cluster = { generation: 1 };
     let told = 0;
     const ahead = new Prefetches(() => told++);
