@@ -67,6 +67,9 @@ export class Connection {
   aheadEnd = 0;
   /** aheadBlocked: the frame at aheadEnd ends the look-ahead until it is served (not a full table). */
   aheadBlocked = false;
+  /** aheadCarry[0, aheadCarried): the start of the frame at aheadEnd, cut by its chunk's end. */
+  aheadCarry: Uint8Array | null = null;
+  aheadCarried = 0;
   /** readerBytes is how many bytes of input were handed to the reader (the backlog's follow). */
   readerBytes = 0;
   sharedStart = -1;

@@ -22,10 +22,10 @@
  * look-ahead, as does a full table (prefetch.ts bounds it per connection).
  *
  * What it reads: the rest of the chunk the connection waits in, and, framed, the chunks queued
- * behind it (`backlog`) and those that arrive while it waits (`more`), as long as every one of
- * them ends at a frame boundary (a frame split across two chunks ends it: a frame is decoded from
- * one chunk). Framed frames are decoded by the server's own decoder (any field order, any
- * method). The buffered transport (no lengths) is read with `peekCalls` in the current chunk only,
+ * behind it (`backlog`) and those that arrive while it waits (`more`); a frame of up to 4 KiB cut
+ * by a chunk's end is kept and completed by the next chunk (a larger one ends the look-ahead).
+ * Each frame is read once however many waits come before it (`conn.aheadEnd`). Framed frames are
+ * decoded by the server's own decoder (any field order, any method). The buffered transport (no lengths) is read with `peekCalls` in the current chunk only,
  * plain Gets only; the header transports are not looked at.
  */
 import type { Cluster } from "../cluster/cluster.ts";
@@ -62,6 +62,8 @@ const FULL = 2;
 /** PLAIN receives what `peekCalls` lists on the buffered transport (scratch: all of it is synchronous). */
 const PLAIN = new Int32Array(WARM_MAX * PEEK_STRIDE);
 const EMPTY = new Uint8Array(0);
+/** CARRY_BYTES bounds a frame cut by a chunk's end that is kept for the next chunk (a Get's is ~60 bytes). */
+const CARRY_BYTES = 4096;
 
 export class LookAhead {
   private readonly decoder: RequestDecoder;
@@ -88,6 +90,7 @@ export class LookAhead {
    */
   begin(conn: Connection): void {
     conn.lookingAhead = false;
+    conn.aheadCarried = 0; // (a frame cut by a chunk's end is read again from its chunks below)
     const reader = conn.proto.reader;
     const start = reader.runStart();
     if (start < 0) return;
@@ -100,6 +103,8 @@ export class LookAhead {
     // do until the connection has served it (only a full table is worth another look).
     if (conn.aheadEnd > at + start && conn.aheadBlocked) return;
     const from = Math.max(at + start, conn.aheadEnd);
+    conn.aheadEnd = from;
+    conn.aheadBlocked = false;
     if (from < at + chunk.length && !this.frames(conn, chunk, from - at, at)) return;
     at += chunk.length;
     const backlog = conn.backlog;
@@ -110,7 +115,6 @@ export class LookAhead {
         at += b.length;
       }
     }
-    conn.aheadEnd = at;
     conn.lookingAhead = true; // it read all that came: the chunks that come while it waits are next
   }
 
@@ -118,7 +122,7 @@ export class LookAhead {
   more(conn: Connection, chunk: Uint8Array): void {
     if (!conn.lookingAhead) return;
     const at = conn.readerBytes + conn.backlogBytes - chunk.length;
-    if (at === conn.aheadEnd) this.frames(conn, chunk, 0, at);
+    if (at === conn.aheadEnd + conn.aheadCarried) this.frames(conn, chunk, 0, at);
     else conn.lookingAhead = false; // (not where the last one ended: a chunk it did not see)
   }
 
@@ -126,18 +130,46 @@ export class LookAhead {
    * frames starts the Gets of the whole frames in buf[p, end) (framed transport; buf[0] is at
    * `base` in the input stream), and moves `conn.aheadEnd` past each frame it has done with;
    * false, and the look-ahead ended at the frame that ends it (file header), left for the next.
+   * A frame of at most CARRY_BYTES cut by the chunk's end is kept (`conn.aheadCarry`) and read
+   * when the next chunk completes it: TCP cuts a pipeline anywhere.
    */
   private frames(conn: Connection, buf: Uint8Array, p: number, base: number): boolean {
     const end = buf.length;
     const max = this.limits.maxFrameBytes;
     const req = this.scratch;
     try {
+      if (conn.aheadCarried > 0) {
+        // The rest of the frame the last chunk cut (p is 0: this chunk follows it).
+        const carry = conn.aheadCarry!;
+        let have = conn.aheadCarried;
+        const prefix = Math.min(Math.max(0, 4 - have), end - p);
+        carry.set(buf.subarray(p, p + prefix), have);
+        have += prefix;
+        p += prefix;
+        if (have < 4) return this.carried(conn, have);
+        const len = readI32(carry, 0);
+        if (len <= 0 || len > max || len > CARRY_BYTES - 4) return this.stop(conn, true);
+        const body = Math.min(len + 4 - have, end - p);
+        carry.set(buf.subarray(p, p + body), have);
+        have += body;
+        p += body;
+        if (have < len + 4) return this.carried(conn, have);
+        conn.aheadCarried = 0;
+        this.decoder.decode(carry, 4, 4 + len, TRANSPORT_FRAMED, req);
+        const next = this.consider(conn, req);
+        if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
+      }
       while (p < end) {
         conn.aheadEnd = base + p;
-        // (a frame cut by the chunk's end is never whole in one chunk: it ends the look-ahead)
-        if (end - p < 4) return this.stop(conn, true);
-        const len = readI32(buf, p);
-        if (len <= 0 || len > max || len > end - p - 4) return this.stop(conn, true);
+        const len = end - p < 4 ? -1 : readI32(buf, p);
+        if (end - p >= 4 && (len <= 0 || len > max)) return this.stop(conn, true);
+        if (len < 0 || len > end - p - 4) {
+          // Cut by the chunk's end: kept for the next chunk if small (a larger one ends it).
+          if (len > CARRY_BYTES - 4) return this.stop(conn, true);
+          const carry = (conn.aheadCarry ??= new Uint8Array(CARRY_BYTES));
+          carry.set(buf.subarray(p, end), 0);
+          return this.carried(conn, end - p);
+        }
         this.decoder.decode(buf, p + 4, p + 4 + len, TRANSPORT_FRAMED, req);
         const next = this.consider(conn, req);
         if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
@@ -158,7 +190,14 @@ export class LookAhead {
   private stop(conn: Connection, blocked: boolean): false {
     conn.lookingAhead = false;
     conn.aheadBlocked = blocked;
+    conn.aheadCarried = 0;
     return false;
+  }
+
+  /** carried: the chunk ended inside the frame at `conn.aheadEnd`, `have` bytes of it kept. */
+  private carried(conn: Connection, have: number): true {
+    conn.aheadCarried = have;
+    return true;
   }
 
   /**

@@ -121,6 +121,26 @@ describe("Gets pipelined behind a load", () => {
     raw.close();
   });
 
+  test("Gets cut anywhere by the chunks that bring them start too (a frame cut by a chunk's end is completed by the next)", async () => {
+    const loader = new GatedLoader();
+    const node = gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "k0"));
+    await waitUntil(() => loader.calls.size === 1, "the first load");
+    const rest = concat(...keys(6).slice(1).map((k, i) => getCall(i + 2, k)));
+    for (let at = 0; at < rest.length; at += 23) { // (at most 16 chunks: more would pause reading)
+      const before = node.server.counters.bytesIn;
+      raw.write(rest.subarray(at, Math.min(rest.length, at + 23)));
+      await waitUntil(() => node.server.counters.bytesIn > before, "the piece to arrive on its own");
+    }
+    await waitUntil(() => loader.calls.size === 6, "every load, while the first still waits");
+    expect(raw.frames().length).toBe(0);
+    loader.open();
+    await raw.waitFor(() => raw.frames().length === 6, "every reply");
+    expect(values(raw.received)).toEqual(keys(6).map((k) => `loaded ${k} #1`));
+    raw.close();
+  });
+
   test("the buffered transport: the plain Gets after the waiting one in its chunk start", async () => {
     const loader = new GatedLoader();
     const node = gatedNode(loader);
