@@ -85,6 +85,23 @@ function values(received: Uint8Array, transport: "framed" | "buffered" = "framed
   });
 }
 
+/** waitingOnK0 starts a gatedNode and a connection whose Get of k0 waits at the gate. */
+async function waitingOnK0(loader: GatedLoader): Promise<{ node: CacheNode; raw: RawSocket }> {
+  const node = gatedNode(loader);
+  const raw = await RawSocket.connect(node.port);
+  raw.write(getCall(1, "k0"));
+  await waitUntil(() => loader.calls.size === 1, "the first load");
+  return { node, raw };
+}
+
+/** expectLoadedOnce opens the gate and checks `raw` gets k0…k(n-1), each loaded once, in order. */
+async function expectLoadedOnce(loader: GatedLoader, raw: RawSocket, n: number): Promise<void> {
+  loader.open();
+  await raw.waitFor(() => raw.frames().length === n, "every reply");
+  expect(values(raw.received)).toEqual(keys(n).map((k) => `loaded ${k} #1`));
+  raw.close();
+}
+
 const keys = (n: number, prefix = "k"): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 describe("Gets pipelined behind a load", () => {
@@ -107,26 +124,17 @@ describe("Gets pipelined behind a load", () => {
 
   test("Gets that arrive in later chunks while the first waits start too", async () => {
     const loader = new GatedLoader();
-    const node = gatedNode(loader);
-    const raw = await RawSocket.connect(node.port);
-    raw.write(getCall(1, "k0"));
-    await waitUntil(() => loader.calls.size === 1, "the first load");
+    const { raw } = await waitingOnK0(loader);
     for (let i = 1; i < 6; i++) {
       raw.write(getCall(i + 1, `k${i}`));
       await waitUntil(() => loader.calls.size === i + 1, `the load of k${i}, sent on its own`);
     }
-    loader.open();
-    await raw.waitFor(() => raw.frames().length === 6, "every reply");
-    expect(values(raw.received)).toEqual(keys(6).map((k) => `loaded ${k} #1`));
-    raw.close();
+    await expectLoadedOnce(loader, raw, 6);
   });
 
   test("Gets cut anywhere by the chunks that bring them start too (a frame cut by a chunk's end is completed by the next)", async () => {
     const loader = new GatedLoader();
-    const node = gatedNode(loader);
-    const raw = await RawSocket.connect(node.port);
-    raw.write(getCall(1, "k0"));
-    await waitUntil(() => loader.calls.size === 1, "the first load");
+    const { node, raw } = await waitingOnK0(loader);
     const rest = concat(...keys(6).slice(1).map((k, i) => getCall(i + 2, k)));
     for (let at = 0; at < rest.length; at += 23) { // (at most 16 chunks: more would pause reading)
       const before = node.server.counters.bytesIn;
@@ -135,10 +143,7 @@ describe("Gets pipelined behind a load", () => {
     }
     await waitUntil(() => loader.calls.size === 6, "every load, while the first still waits");
     expect(raw.frames().length).toBe(0);
-    loader.open();
-    await raw.waitFor(() => raw.frames().length === 6, "every reply");
-    expect(values(raw.received)).toEqual(keys(6).map((k) => `loaded ${k} #1`));
-    raw.close();
+    await expectLoadedOnce(loader, raw, 6);
   });
 
   test("the buffered transport: the plain Gets after the waiting one in its chunk start", async () => {
