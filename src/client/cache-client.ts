@@ -17,8 +17,9 @@
 // errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
 // failed revival ping of a connection backing off: ClientConnection) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
 // (nothing is queued), connections holding timed-out calls are reset, and an unref'd timer sends
-// a PeerPing after `probeIntervalMs` / 10, then at twice the last wait, up to every `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an
-// UNKNOWN_METHOD exception from an older server — the peer answered) marks it up.
+// a PeerPing after `probeIntervalMs` / 10, then at twice the last wait, up to every
+// `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an UNKNOWN_METHOD
+// exception from an older server — the peer answered) marks it up.
 //
 // Hot path: `forwardGet` writes a PeerGet for key bytes in place and hands the raw value bytes to
 // a callback. Per call it takes a slot from the connection's PendingCalls pool and appends to the
@@ -406,7 +407,8 @@ export class CacheClient {
       try {
         this.probe();
       } finally {
-        if (!this.closed && this.health.down && this.probeTimer === null) this.scheduleProbe(); // (a probe answered at once may have ended it)
+        // (the probe may have ended it: a reply at once marks the peer up)
+        if (!this.closed && this.health.down && this.probeTimer === null) this.scheduleProbe();
       }
     }, this.probeDelay);
     this.probeTimer.unref();

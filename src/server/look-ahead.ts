@@ -25,8 +25,9 @@
  * behind it (`backlog`) and those that arrive while it waits (`more`); a frame of up to 4 KiB cut
  * by a chunk's end is kept and completed by the next chunk (a larger one ends the look-ahead).
  * Each frame is read once however many waits come before it (`conn.aheadEnd`). Framed frames are
- * decoded by the server's own decoder (any field order, any method). The buffered transport (no lengths) is read with `peekCalls` in the current chunk only,
- * plain Gets only; the header transports are not looked at.
+ * decoded by the server's own decoder (any field order, any method). The buffered transport (no
+ * lengths) is read with `peekCalls` in the current chunk only, plain Gets only; the header
+ * transports are not looked at.
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups } from "../cluster/group.ts";
