@@ -212,9 +212,3 @@ export function agedTtl(p: Prefetch, now: number): number {
 function prefetchId(group: Group, key: Uint8Array, off: number, len: number): string {
   return `${group.name}\u0000${latin1Key(key.subarray(off, off + len))}`;
 }
-
-/** ownerClient returns the client of the member owning the key, or undefined when it is this node. */
-export function ownerClient(cluster: Cluster, key: Uint8Array, off: number, len: number): PeerClient | undefined {
-  const owner = cluster.owner(key, off, len);
-  return owner === cluster.self ? undefined : cluster.peer(owner);
-}
