@@ -91,7 +91,7 @@ export class LookAhead {
    */
   begin(conn: Connection): void {
     conn.lookingAhead = false;
-    conn.aheadCarried = 0; // (a frame cut by a chunk's end is read again from its chunks below)
+    this.dropCarry(conn); // (a frame cut by a chunk's end is read again from its chunks below)
     const reader = conn.proto.reader;
     const start = reader.runStart();
     if (start < 0) return;
@@ -102,7 +102,7 @@ export class LookAhead {
     let at = conn.readerBytes - chunk.length;
     // Stopped ahead of the connection at a frame that ends it for good (a write, say): nothing to
     // do until the connection has served it (only a full table is worth another look).
-    if (conn.aheadEnd > at + start && conn.aheadBlocked) return;
+    if (conn.aheadEnd >= at + start && conn.aheadBlocked) return;
     const from = Math.max(at + start, conn.aheadEnd);
     conn.aheadEnd = from;
     conn.aheadBlocked = false;
@@ -155,8 +155,8 @@ export class LookAhead {
         have += body;
         p += body;
         if (have < len + 4) return this.carried(conn, have);
-        conn.aheadCarried = 0;
         this.decoder.decode(carry, 4, 4 + len, TRANSPORT_FRAMED, req);
+        this.dropCarry(conn);
         const next = this.consider(conn, req);
         if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
       }
@@ -191,8 +191,14 @@ export class LookAhead {
   private stop(conn: Connection, blocked: boolean): false {
     conn.lookingAhead = false;
     conn.aheadBlocked = blocked;
-    conn.aheadCarried = 0;
+    this.dropCarry(conn);
     return false;
+  }
+
+  /** dropCarry forgets a cut frame's start (its buffer too: a connection keeps none while it need not). */
+  private dropCarry(conn: Connection): void {
+    conn.aheadCarried = 0;
+    conn.aheadCarry = null;
   }
 
   /** carried: the chunk ended inside the frame at `conn.aheadEnd`, `have` bytes of it kept. */
