@@ -93,6 +93,15 @@ export class FrameReader {
     return (t === TRANSPORT_FRAMED || t === TRANSPORT_BUFFERED) && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
   }
 
+  /**
+   * readPosition is `runStart` for every transport once detected (framed, buffered, and the
+   * header transports, framed like framed): where the next message starts in the current chunk
+   * when no partial one is held, else -1. For a caller that only reads ahead (server/look-ahead.ts).
+   */
+  readPosition(): number {
+    return this.transport !== TRANSPORT_UNKNOWN && this.pendingEnd === this.pendingStart ? this.chunkPos : -1;
+  }
+
   /** chunkBytes is the chunk last pushed (see runStart). */
   get chunkBytes(): Uint8Array {
     return this.chunk;

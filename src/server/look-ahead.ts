@@ -25,9 +25,9 @@
  * behind it (`backlog`) and those that arrive while it waits (`more`); a frame of up to 4 KiB cut
  * by a chunk's end is kept and completed by the next chunk (a larger one ends the look-ahead).
  * Each frame is read once however many waits come before it (`conn.aheadEnd`). Framed frames are
- * decoded by the server's own decoder (any field order, any method). The buffered transport (no
- * lengths) is read with `peekCalls` in the current chunk only, plain Gets only; the header
- * transports are not looked at.
+ * decoded by the server's own decoder (any field order, any method), and so are the frames of the
+ * header transports (THeader, Kitex's TTHeader: framed the same way). The buffered transport (no
+ * lengths) is read with `peekCalls` in the current chunk only, plain Gets only.
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups } from "../cluster/group.ts";
@@ -40,7 +40,7 @@ import {
   METHOD_GET, METHOD_GET_MULTI, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING,
   METHOD_PEER_STATS, METHOD_STATS, Request,
 } from "../protocol/request.ts";
-import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED } from "../protocol/wire.ts";
+import { TRANSPORT_BUFFERED } from "../protocol/wire.ts";
 import { WARM_MAX } from "../store/warm.ts";
 import type { Connection } from "./connection.ts";
 import type { Prefetches } from "./prefetch.ts";
@@ -93,7 +93,7 @@ export class LookAhead {
     conn.lookingAhead = false;
     this.dropCarry(conn); // (a frame cut by a chunk's end is read again from its chunks below)
     const reader = conn.proto.reader;
-    const start = reader.runStart();
+    const start = reader.readPosition();
     if (start < 0) return;
     const chunk = reader.chunkBytes;
     if (reader.transport === TRANSPORT_BUFFERED) return this.plainGets(conn, chunk, start);
@@ -128,7 +128,7 @@ export class LookAhead {
   }
 
   /**
-   * frames starts the Gets of the whole frames in buf[p, end) (framed transport; buf[0] is at
+   * frames starts the Gets of the whole frames in buf[p, end) (framed or header transports; buf[0] is at
    * `base` in the input stream), and moves `conn.aheadEnd` past each frame it has done with;
    * false, and the look-ahead ended at the frame that ends it (file header), left for the next.
    * A frame of at most CARRY_BYTES cut by the chunk's end is kept (`conn.aheadCarry`) and read
@@ -138,6 +138,7 @@ export class LookAhead {
     const end = buf.length;
     const max = this.limits.maxFrameBytes;
     const req = this.scratch;
+    const transport = conn.proto.reader.transport; // framed, or a header transport (framed the same way)
     try {
       if (conn.aheadCarried > 0) {
         // The rest of the frame the last chunk cut (p is 0: this chunk follows it).
@@ -155,7 +156,7 @@ export class LookAhead {
         have += body;
         p += body;
         if (have < len + 4) return this.carried(conn, have);
-        this.decoder.decode(carry, 4, 4 + len, TRANSPORT_FRAMED, req);
+        this.decoder.decode(carry, 4, 4 + len, transport, req);
         this.dropCarry(conn);
         const next = this.consider(conn, req);
         if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
@@ -171,7 +172,7 @@ export class LookAhead {
           carry.set(buf.subarray(p, end), 0);
           return this.carried(conn, end - p);
         }
-        this.decoder.decode(buf, p + 4, p + 4 + len, TRANSPORT_FRAMED, req);
+        this.decoder.decode(buf, p + 4, p + 4 + len, transport, req);
         const next = this.consider(conn, req);
         if (next !== GO_ON) return this.stop(conn, next === BLOCKED);
         p += 4 + len;

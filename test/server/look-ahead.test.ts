@@ -17,7 +17,7 @@ import { freePorts } from "../support/node-process.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { LogSink, RawSocket, deleteCall, getCall, getMultiCall, replyHeader, setCall } from "./support.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
-import { T, concat } from "../protocol/wire-builder.ts";
+import { T, type TransportName, concat, theader, ttheader } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 
 const open: { close(): Promise<void> }[] = [];
@@ -77,7 +77,7 @@ async function waitUntil(pred: () => boolean, what: string): Promise<void> {
 }
 
 /** values lists each reply's Get value (or its outcome kind, for anything else). */
-function values(received: Uint8Array, transport: "framed" | "buffered" = "framed"): string[] {
+function values(received: Uint8Array, transport: TransportName = "framed"): string[] {
   return readReplies(received, transport).replies.map((r) => {
     const o = outcome(r);
     if (o.kind !== "success") return o.kind;
@@ -158,6 +158,24 @@ describe("Gets pipelined behind a load", () => {
     expect(values(raw.received, "buffered")).toEqual(ks.map((k) => `loaded ${k} #1`));
     raw.close();
   });
+
+  for (const [name, wrap] of [["theader", theader], ["ttheader", ttheader]] as const) {
+    test(`the ${name} transport (Apache's THeader, Kitex's TTHeader): the Gets behind the waiting one start, replies in the same transport`, async () => {
+      const loader = new GatedLoader();
+      const node = gatedNode(loader);
+      const raw = await RawSocket.connect(node.port);
+      const ks = keys(5);
+      const frames = ks.map((k, i) => wrap(getCall(i + 1, k).subarray(4))); // the message, in a header frame
+      raw.write(frames[0]!);
+      await waitUntil(() => loader.calls.size === 1, "the first load");
+      raw.write(concat(...frames.slice(1)));
+      await waitUntil(() => loader.calls.size === 5, "every key's load while the first waits");
+      loader.open();
+      await raw.waitFor(() => readReplies(raw.received, name).replies.length === 5, "every reply");
+      expect(values(raw.received, name)).toEqual(ks.map((k) => `loaded ${k} #1`));
+      raw.close();
+    });
+  }
 
   test("a write of the connection ends it: the Gets after the write read the write, and are not started before it", async () => {
     const loader = new GatedLoader();
