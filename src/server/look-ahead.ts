@@ -185,6 +185,7 @@ export class LookAhead {
     } finally {
       req.releaseItems();
       req.buffer = EMPTY; // keep no chunk alive
+      req.header.cursor.reset(EMPTY, 0, 0, false);
     }
   }
 
