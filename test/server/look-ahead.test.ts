@@ -370,6 +370,76 @@ describe("random pipelines on one connection give a serial server's replies", ()
   }
 });
 
+describe("another client writing the same keys meanwhile", () => {
+  // One connection pipelines Gets (loads start ahead behind each wait); another writes the same
+  // keys one call at a time. Each Get's answer must be linearizable: the value the key held when
+  // the Get was sent, or one written during it, or the loaded value if the key may have been
+  // absent at some point while the Get was out (never written, or deleted, before or during it).
+  test("every Get answers a value the key held while it was out", async () => {
+    const seed = testSeed();
+    const rng = new Prng(seed);
+    const loader = async (key: string): Promise<string> => {
+      await Bun.sleep(rng.int(4));
+      return `loaded ${key}`;
+    };
+    const node = CacheNode.start(
+      { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] }, // LRU-K: loads are often not stored
+      { logger: new LogSink().logger, loaders: { default: loader } },
+    );
+    open.push(node);
+    const ABSENT = null;
+    /** writes[key]: every write in order, with when it was sent and when it was acknowledged. */
+    const writes = new Map<string, { value: string | null; sent: number; acked: number }[]>();
+    const ks = keys(12, "w");
+    const writer = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 10_000 });
+    open.push(writer);
+    let writing = true;
+    const writerDone = (async () => {
+      for (let n = 0; writing; n++) {
+        const key = ks[rng.int(ks.length)]!;
+        const value = rng.int(2) === 0 ? ABSENT : `v${n}`;
+        const w = { value, sent: performance.now(), acked: Infinity };
+        writes.set(key, [...(writes.get(key) ?? []), w]);
+        if (value === ABSENT) await writer.delete("default", key);
+        else await writer.set("default", key, value);
+        w.acked = performance.now();
+        if (rng.int(4) === 0) await Bun.sleep(1);
+      }
+    })();
+    /** allowed lists what a Get of `key` out during [sent, received] may answer. */
+    const allowed = (key: string, sent: number, received: number): Set<string | null> => {
+      const all = writes.get(key) ?? [];
+      const before = all.filter((w) => w.acked < sent);
+      const held = before.length === 0 ? ABSENT : before[before.length - 1]!.value;
+      const during = all.filter((w) => w.acked >= sent && w.sent <= received).map((w) => w.value);
+      const out = new Set<string | null>([held, ...during]);
+      if (out.has(ABSENT)) out.add(`loaded ${key}`);
+      return out;
+    };
+    const raw = await RawSocket.connect(node.port);
+    let seqid = 0;
+    const problems: string[] = [];
+    for (let batch = 0; batch < 60; batch++) {
+      const asked = Array.from({ length: 1 + rng.int(30) }, () => ks[rng.int(ks.length)]!);
+      const first = seqid;
+      const sent = performance.now();
+      raw.write(concat(...asked.map((k) => getCall(++seqid, `${k}`))));
+      await raw.waitFor(() => raw.frames().length === seqid, `batch ${batch} (seed ${seed})`);
+      const received = performance.now();
+      const got = values(raw.received).slice(first);
+      asked.forEach((key, i) => {
+        const answer = got[i] === "cacheError" ? ABSENT : got[i]!;
+        if (!allowed(key, sent, received).has(answer)) problems.push(`batch ${batch}, ${key}: ${answer}, allowed ${[...allowed(key, sent, received)].join(" | ")}`);
+      });
+    }
+    writing = false;
+    await writerDone;
+    raw.close();
+    expect({ seed, problems: problems.slice(0, 5) }).toEqual({ seed, problems: [] });
+    expect(node.groups.byName("default")!.counters.loadsAhead).toBeGreaterThan(0);
+  });
+});
+
 describe("PeerGets between two members", () => {
   test("cold loads a member asks of another on its one read connection run side by side", async () => {
     const ports = freePorts(2);
