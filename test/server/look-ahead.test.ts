@@ -102,6 +102,20 @@ async function expectLoadedOnce(loader: GatedLoader, raw: RawSocket, n: number):
   raw.close();
 }
 
+/** slowLoaderNode starts a node whose loader answers `loaded <key>` after 0 to `maxMs` - 1 ms. */
+function slowLoaderNode(rng: Prng, maxMs: number, admission: "lru-k" | "always"): CacheNode {
+  const loader = async (key: string): Promise<string> => {
+    await Bun.sleep(rng.int(maxMs));
+    return `loaded ${key}`;
+  };
+  const node = CacheNode.start(
+    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0, admission }] },
+    { logger: new LogSink().logger, loaders: { default: loader } },
+  );
+  open.push(node);
+  return node;
+}
+
 const keys = (n: number, prefix = "k"): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 describe("Gets pipelined behind a load", () => {
@@ -319,15 +333,7 @@ describe("random pipelines on one connection give a serial server's replies", ()
     test(`admission ${admission}`, async () => {
       const seed = testSeed();
       const rng = new Prng(seed);
-      const loader = async (key: string): Promise<string> => {
-        await Bun.sleep(rng.int(3));
-        return `loaded ${key}`;
-      };
-      const node = CacheNode.start(
-        { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0, admission }] },
-        { logger: new LogSink().logger, loaders: { default: loader } },
-      );
-      open.push(node);
+      const node = slowLoaderNode(rng, 3, admission);
       const raw = await RawSocket.connect(node.port);
       const written = new Map<string, string>();
       const expected: string[] = [];
@@ -378,15 +384,7 @@ describe("another client writing the same keys meanwhile", () => {
   test("every Get answers a value the key held while it was out", async () => {
     const seed = testSeed();
     const rng = new Prng(seed);
-    const loader = async (key: string): Promise<string> => {
-      await Bun.sleep(rng.int(4));
-      return `loaded ${key}`;
-    };
-    const node = CacheNode.start(
-      { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] }, // LRU-K: loads are often not stored
-      { logger: new LogSink().logger, loaders: { default: loader } },
-    );
-    open.push(node);
+    const node = slowLoaderNode(rng, 4, "lru-k"); // LRU-K: loads are often not stored
     const ABSENT = null;
     /** writes[key]: every write in order, with when it was sent and when it was acknowledged. */
     const writes = new Map<string, { value: string | null; sent: number; acked: number }[]>();
