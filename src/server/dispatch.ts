@@ -31,7 +31,7 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
-import { earlierSameKey, route } from "./routing.ts";
+import { answerWhenDone, earlierSameKey, route } from "./routing.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -153,14 +153,8 @@ function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKey
   if (id < 0) {
     if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
     if (ahead !== undefined) {
-      if (ahead.done) return loadedAhead(group, req, reply, foreign, ahead);
-      return new Promise<void>((resolve) => {
-        ahead.waiter = () => {
-          const answered = loadedAhead(group, req, reply, foreign, ahead);
-          if (answered === undefined) resolve();
-          else void answered.finally(resolve);
-        };
-      });
+      const answered = answerWhenDone(req, reply, ahead, () => loadedAhead(group, req, reply, foreign, ahead));
+      return answered === true ? undefined : answered;
     }
     return load(group, req, reply, foreign);
   }
@@ -179,15 +173,15 @@ function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKe
  * loadedAhead answers a Get from the outcome of its load started ahead: the value (its TTL aged
  * by the wait) or the error; a load made stale by a write of the key is done again now.
  */
-function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch): Promise<void> | undefined {
+function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch): Promise<void> | true {
   if (ahead.err !== null) {
     replyThrown(reply, req, ahead.err);
-    return undefined;
+    return true;
   }
   const value = ahead.value;
   if (value === null) return load(group, req, reply, foreign);
   reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
-  return undefined;
+  return true;
 }
 
 /**

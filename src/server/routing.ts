@@ -81,10 +81,7 @@ function routeGet(
   // Forwarded ahead while the connection waited for an earlier Get: answer from it.
   if (ahead !== undefined) {
     cluster.counters.prefetchesUsed++;
-    if (ahead.done) return answerAhead(cluster, group, req, reply, owner, ahead);
-    return new Promise<void>((resolve) => {
-      ahead.waiter = () => settle(answerAhead(cluster, group, req, reply, owner, ahead), resolve);
-    });
+    return answerWhenDone(req, reply, ahead, () => answerAhead(cluster, group, req, reply, owner, ahead));
   }
   const ticket = group.copyTicket(); // a write heard of before the answer comes keeps it out of the mirror
   return new Promise<void>((resolve) => {
@@ -108,19 +105,35 @@ function settle(answered: Promise<void> | true, resolve: () => void): void {
 }
 
 /**
+ * answerWhenDone answers a Get from `ahead`, its answer started ahead of its turn (prefetch.ts),
+ * with `answer`: at once if it has come, else when it comes. Returns true when the reply is
+ * written, else the promise of it. A throw is answered as the Get's error: the connection is
+ * never left waiting.
+ */
+export function answerWhenDone(req: Request, reply: ReplyWriter, ahead: Prefetch, answer: () => Promise<void> | true): Promise<void> | true {
+  const guarded = (): Promise<void> | true => {
+    try {
+      return answer();
+    } catch (e) {
+      replyThrown(reply, req, e);
+      return true;
+    }
+  };
+  if (ahead.done) return guarded();
+  return new Promise<void>((resolve) => {
+    ahead.waiter = () => settle(guarded(), resolve);
+  });
+}
+
+/**
  * answerAhead answers a Get from its prefetched answer (see answerForward), its TTL aged by the
  * wait; it fills the mirror under the copy ticket taken when it was forwarded (a write or an
  * invalidation of the key heard of since, while it travelled or was kept, keeps it out).
  */
 function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
-  try {
-    const v = ahead.value;
-    const ttl = agedTtl(ahead, group.store.clock());
-    return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket);
-  } catch (e) {
-    replyThrown(reply, req, e);
-    return true;
-  }
+  const v = ahead.value;
+  const ttl = agedTtl(ahead, group.store.clock());
+  return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket);
 }
 
 
