@@ -19,7 +19,8 @@
 // With --repeat N each case runs N times on a fresh server and the median run (by ops/s) is shown;
 // the servers take turns (one round = each server once), and ours / X is also given per round.
 // `minimal` (minimal-server.ts, not in the default list) is the least work a server that really
-// stores and returns the workload's values does in Bun: a reference between canned and ours.
+// stores and returns the workload's values does in Bun: a reference between canned and ours;
+// `minimal-warm` is the same with the node's warm-up (the cache misses of a chunk's keys overlapped).
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -76,6 +77,7 @@ const SERVERS: Record<string, ServerSpec> = {
   apache: { argv: (p) => [BUN, HERE + "apache-server.ts", "--port", String(p)], protocol: "thrift", echo: true, ready: "listening", cwd: ROOT },
   canned: { argv: (p, v) => [BUN, HERE + "canned-server.ts", "--port", String(p), "--value-size", String(v)], protocol: "thrift", echo: false, ready: "listening", cwd: ROOT },
   minimal: { argv: (p, v) => [BUN, HERE + "minimal-server.ts", "--port", String(p), "--value-size", String(v)], protocol: "thrift", echo: true, ready: "listening", cwd: ROOT },
+  "minimal-warm": { argv: (p, v) => [BUN, HERE + "minimal-server.ts", "--port", String(p), "--value-size", String(v), "--warm"], protocol: "thrift", echo: true, ready: "listening", cwd: ROOT },
   memcached: { argv: (p) => ["memcached", "-p", String(p), "-l", "127.0.0.1", "-U", "0", "-t", "1", "-m", "256", "-u", "nobody"], protocol: "memcache", echo: true, ready: null, cwd: ROOT },
 };
 
@@ -213,7 +215,7 @@ function table(rows: Row[]): string {
 
 if (!existsSync(ROOT + "test/gen/cache/GroupCache.js")) Bun.spawnSync(["bash", ROOT + "thrift/gen.sh"], { stdout: "inherit", stderr: "inherit" });
 const names = opt.servers!.split(",").filter((n) => {
-  if (!SERVERS[n]) throw new Error(`unknown server ${n} (ours, apache, canned, minimal, memcached)`);
+  if (!SERVERS[n]) throw new Error(`unknown server ${n} (ours, apache, canned, minimal, minimal-warm, memcached)`);
   return n !== "memcached" || Bun.which("memcached") !== null;
 });
 const rows: Row[] = [];
