@@ -332,6 +332,74 @@ describe("Store eviction", () => {
   });
 });
 
+describe("Store with more size classes in use than pages", () => {
+  // 8 MiB is 7 pages once the table has its share, and values of 100–1024 B fall in 10 classes:
+  // some class always lacks a page. Each set of such a class used to take a whole page from
+  // another class (about a thousand items evicted for one stored): 30,000 sets left 13 items and
+  // 7,006 page moves. Now a class without items takes a page only when the sets since the last
+  // such move cover the items it evicts, and meanwhile uses the chunk of the next larger class
+  // that has pages.
+  function fill(seed: number): { s: Store; clock: FakeClock; keys: number } {
+    const { s, clock } = mk({ memory: 8 * MIB });
+    let x = seed;
+    const rnd = (): number => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let i = 0; i < 30_000; i++) {
+      const n = 100 + Math.floor(rnd() * 925);
+      expect(put(s, `k${i}`, pattern(i, n))).toBe(SET_OK);
+    }
+    return { s, clock, keys: 30_000 };
+  }
+
+  test("the memory stays full of items instead of being moved from class to class", () => {
+    const { s } = fill(1);
+    const st = s.stats();
+    // ~6.5 MiB of chunks for values of ~560 B on average: thousands of items, not tens.
+    expect(st.items).toBeGreaterThan(5_000);
+    expect(st.bytesUsed).toBeGreaterThan(st.pageBytes * 0.5);
+    expect(st.pageMoves).toBeLessThan(100);
+    s.checkInvariants();
+  });
+
+  test("the most recent values are the ones kept, and each reads back as written", () => {
+    const { s, keys } = fill(2);
+    let recent = 0;
+    for (let i = keys - 1_000; i < keys; i++) {
+      const k = bytes(`k${i}`);
+      const id = s.get(k);
+      if (id < 0) continue;
+      recent++;
+      const out = new Uint8Array(s.valueLength(id));
+      s.copyValue(id, out, 0);
+      expect(out).toEqual(pattern(i, out.length));
+    }
+    expect(recent).toBeGreaterThan(900);
+    s.checkInvariants();
+  });
+
+  test("an item kept in a larger class's chunk reads, rewrites, expires and deletes like any other", () => {
+    const { s, clock, keys } = fill(3);
+    const borrowed: [key: string, i: number, length: number][] = [];
+    for (let i = keys - 3_000; i < keys; i++) {
+      const key = `k${i}`;
+      const id = s.get(bytes(key));
+      if (id >= 0 && s.items.cls(id) !== s.classes.classFor(4 + key.length + s.valueLength(id))) borrowed.push([key, i, s.valueLength(id)]);
+    }
+    expect(borrowed.length).toBeGreaterThan(0);
+    s.checkInvariants();
+    const [key, i, n] = borrowed[0]!;
+    expect(read(s, key)).toEqual(pattern(i, n));
+    expect(put(s, key, pattern(7, n), 1_000)).toBe(SET_OK); // rewritten, with a TTL
+    expect(read(s, key)).toEqual(pattern(7, n));
+    clock.now += 1_001;
+    expect(read(s, key)).toBeUndefined();
+    expect(put(s, key, pattern(8, n))).toBe(SET_OK);
+    expect(s.delete(bytes(key))).toBe(true);
+    expect(read(s, key)).toBeUndefined();
+    for (const [k, j, m] of borrowed.slice(1)) if (s.has(bytes(k))) expect(read(s, k)).toEqual(pattern(j, m));
+    s.checkInvariants();
+  });
+});
+
 describe("Store item table", () => {
   test("after large values take every page, a stream of small ones still grows the table: the old large values go", () => {
     // 64 MiB of 200 KB values, written once and never read, then 20,000 small values. Every byte
