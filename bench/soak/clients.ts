@@ -8,7 +8,8 @@
  * larger than the node's memory, skewed so a hot tenth gets most of the traffic (hits happen).
  * A churner connects, makes a few calls on its own keys, closes, and repeats.
  *
- * Errors: a CacheError NOT_FOUND on a get is a miss, not an error; any other rejection is counted
+ * Errors: a CacheError NOT_FOUND on a get is a miss, not an error (in the read-through group the
+ * ledger judges whether the loader could have answered it); any other rejection is counted
  * as an error of the client kind (and the written key becomes unknown in the ledger).
  */
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -26,6 +27,8 @@ export interface GroupPlan {
   share: number;
   minValue: number;
   maxValue: number;
+  /** readThrough: the group has the soak's loader (loader.ts; see Ledger.judge) */
+  readThrough?: boolean;
 }
 
 /** KindStats are one client kind's figures. */
@@ -55,7 +58,7 @@ const running = (s: Stop): boolean => !s.stopped && Date.now() < s.until;
 export type Verdicts = Map<string, Record<Verdict, number>>;
 export function tallyVerdict(v: Verdicts, group: string, verdict: Verdict): void {
   let r = v.get(group);
-  if (r === undefined) v.set(group, (r = { hit: 0, raced: 0, expired: 0, missing: 0, absent: 0, unknown: 0, violation: 0 }));
+  if (r === undefined) v.set(group, (r = { hit: 0, loaded: 0, raced: 0, expired: 0, missing: 0, absent: 0, unknown: 0, violation: 0 }));
   r[verdict]++;
 }
 
@@ -142,7 +145,7 @@ export class Worker {
     }
     this.stats.ops++;
     this.stats.count(value === undefined ? "get miss" : "get hit");
-    tallyVerdict(this.verdicts, plan.name, this.ledger.judge(id, key, value, epoch, sentAt, Date.now()));
+    tallyVerdict(this.verdicts, plan.name, this.ledger.judge(id, key, value, epoch, sentAt, Date.now(), plan.readThrough));
   }
 
   private async getMulti(client: CacheClient, plan: GroupPlan): Promise<void> {
@@ -159,7 +162,7 @@ export class Worker {
     this.stats.ops++;
     this.stats.count("getMulti keys", keys.length);
     this.stats.count("getMulti found", found.size);
-    keys.forEach((k, i) => tallyVerdict(this.verdicts, plan.name, this.ledger.judge(`${plan.name}/${k}`, k, found.get(k), epochs[i]!, sentAt, recvAt)));
+    keys.forEach((k, i) => tallyVerdict(this.verdicts, plan.name, this.ledger.judge(`${plan.name}/${k}`, k, found.get(k), epochs[i]!, sentAt, recvAt, plan.readThrough)));
   }
 
   private async set(client: CacheClient, plan: GroupPlan, ttlMs: number | undefined): Promise<void> {

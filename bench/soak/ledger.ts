@@ -18,6 +18,13 @@
  * the read: a hit must be the last acknowledged version, not deleted, and not past its TTL (with
  * CLOCK_SLACK_MS for the node's per-tick clock); a miss is "expired" when the TTL may have passed
  * (sentAt + ttl ≤ read reply time), otherwise "missing": allowed only if the group has evicted.
+ *
+ * Read-through groups (the soak's loader, loader.ts): where the key may be absent from the store
+ * (never written, deleted, or its TTL may have passed) a read returns what the loader gives,
+ * version 0 (no write uses it): `loaderLength`'s bytes, or NOT_FOUND for the keys it has no value
+ * for. So a hit of version 0 is "loaded" there; where the last acknowledged write must still be
+ * live it is "missing" (the value was evicted and loaded again: allowed only with evictions); any
+ * other version 0, and a miss of a key the loader has a value for, is a violation.
  */
 
 /** Tolerance for the node's clock (read once per event-loop tick; expiry timer every 100 ms). */
@@ -32,7 +39,31 @@ export interface Entry {
   unknown: boolean;
 }
 
-export type Verdict = "hit" | "raced" | "expired" | "missing" | "absent" | "unknown" | "violation";
+export type Verdict = "hit" | "loaded" | "raced" | "expired" | "missing" | "absent" | "unknown" | "violation";
+
+/** LOADED_VERSION is the version of every value the soak's loader returns. */
+export const LOADED_VERSION = 0;
+
+/**
+ * loaderLength is the length of the value the soak's loader returns for `key`, or null when it
+ * has none (NOT_FOUND): one key in ten. Both the loader and the ledger use it.
+ */
+export function loaderLength(key: string): number | null {
+  const h = keyHash(key);
+  return h % 10 === 0 ? null : 64 + (h % 449);
+}
+
+/** loaderDelayMs is how long the soak's loader takes for `key`: 2–5 ms for one key in ten, else 0. */
+export function loaderDelayMs(key: string): number {
+  const h = keyHash(key) >>> 8;
+  return h % 10 === 0 ? 2 + (h % 4) : 0;
+}
+
+function keyHash(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -99,17 +130,25 @@ export class Ledger {
    * judge classifies a read of `id` (ledger id) for key `key`: `value` undefined = a miss;
    * `epoch` from epochOf at send time; `sentAt`/`recvAt` bracket the read.
    */
-  judge(id: string, key: string, value: Uint8Array | undefined, epoch: number, sentAt: number, recvAt: number): Verdict {
+  judge(id: string, key: string, value: Uint8Array | undefined, epoch: number, sentAt: number, recvAt: number, readThrough = false): Verdict {
     let version = -1;
     if (value !== undefined) {
       version = decodeVersion(key, value);
       if (version < 0) return this.fail(`${id}: corrupt or foreign value (${value.length} B)`);
     }
+    const loadable = readThrough ? loaderLength(key) : null;
+    if (readThrough) {
+      if (version === LOADED_VERSION && value!.length !== loadable) return this.fail(`${id}: a loaded value of ${value!.length} B, the loader gives ${loadable ?? "none"}`);
+      if (value === undefined && loadable !== null) return this.fail(`${id}: NOT_FOUND, the loader has a value`);
+    }
     if (epoch < 0 || epoch !== (this.epochs.get(id) ?? 0) || this.inFlight.has(id)) return "raced";
+    const loaded = readThrough && version === LOADED_VERSION;
     const e = this.entries.get(id);
-    if (e === undefined) return value === undefined ? "absent" : this.fail(`${id}: hit on a key never written`);
+    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(`${id}: hit on a key never written`);
     if (e.unknown) return "unknown";
-    if (e.deleted) return value === undefined ? "absent" : this.fail(`${id}: hit after an acknowledged delete`);
+    if (e.deleted) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(`${id}: hit after an acknowledged delete`);
+    const mayHaveExpired = e.ttlMs > 0 && e.sentAt + e.ttlMs - CLOCK_SLACK_MS <= recvAt;
+    if (loaded) return mayHaveExpired ? "loaded" : "missing";
     if (value !== undefined) {
       if (version !== e.version) return this.fail(`${id}: version ${version}, last acknowledged ${e.version}`);
       if (e.ttlMs > 0 && e.ackAt + e.ttlMs + CLOCK_SLACK_MS < sentAt) {
@@ -117,8 +156,7 @@ export class Ledger {
       }
       return "hit";
     }
-    if (e.ttlMs > 0 && e.sentAt + e.ttlMs - CLOCK_SLACK_MS <= recvAt) return "expired";
-    return "missing";
+    return mayHaveExpired ? "expired" : "missing";
   }
 
   private fail(what: string): Verdict {

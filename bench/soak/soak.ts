@@ -5,10 +5,13 @@
  *   options: --seed N --workers 4 --lanes 8 --churners 2 --drip-ms 1000 --hostile garbage,oversized,slowloris,never-reader
  *            --node-log FILE (every line the node logs)
  *
- * The node: `bun node.ts --port 0 --memory 64mb --group soak:48mb:10s --group keep:8mb
- * --group nr:4mb --max-output 16mb` on 127.0.0.1. Load (clients.ts, hostile.ts): pipelining
+ * The node: `bun node.ts --port 0 --memory 64mb --group soak:44mb:10s --group keep:8mb
+ * --group nr:4mb --loaders bench/soak/loader.ts --group ld:4mb:3s --loader-queue 1024
+ * --max-output 16mb` on 127.0.0.1. Load (clients.ts, hostile.ts): pipelining
  * CacheClient workers over key spaces larger than memory (soak: 200k keys of 0.25–4 KiB with the
- * group's 10 s TTL or a short explicit one; keep: 30k keys of 0.1–1 KiB, no default TTL),
+ * group's 10 s TTL or a short explicit one; keep: 30k keys of 0.1–1 KiB, no default TTL), and
+ * over a read-through group (ld: 4k keys, 3 s TTL, loader.ts; Gets of absent keys load, some
+ * slowly, and the loader's queue holds every lane's GetMulti at once),
  * connection churners, and hostile raw sockets (garbage, oversized frame lengths, slowloris at a
  * byte per second, a client that never reads its replies). Every loop ends by itself at the
  * deadline.
@@ -63,12 +66,14 @@ const RUNTIME_SLACK = 32 * MIB;
 const FLAT_FACTOR = 1.1;
 const FLAT_SLACK = 16 * MIB;
 const NODE_ARGS = [
-  "--memory", "64mb", "--group", "soak:48mb:10s", "--group", "keep:8mb", "--group", "nr:4mb",
+  "--memory", "64mb", "--group", "soak:44mb:10s", "--group", "keep:8mb", "--group", "nr:4mb",
+  "--loaders", "bench/soak/loader.ts", "--group", "ld:4mb:3s", "--loader-queue", "1024",
   "--max-output", "16mb", "--log-level", "info", "--admin-port", "0", "--gc-headroom", "64mb",
 ];
 const GROUPS: GroupPlan[] = [
-  { name: "soak", keys: 200_000, defaultTtlMs: 10_000, share: 0.8, minValue: 256, maxValue: 4096 },
+  { name: "soak", keys: 200_000, defaultTtlMs: 10_000, share: 0.7, minValue: 256, maxValue: 4096 },
   { name: "keep", keys: 30_000, defaultTtlMs: 0, share: 0.2, minValue: 100, maxValue: 1024 },
+  { name: "ld", keys: 4_000, defaultTtlMs: 3_000, share: 0.1, minValue: 100, maxValue: 512, readThrough: true },
 ];
 
 function flag(name: string, fallback: number): number {
@@ -182,6 +187,8 @@ const endRss = await node.rssBytes();
 
 const final: Verdicts = new Map();
 let serverFigures = "n/a (no NodeStats)";
+/** loads: the node's load counters of each read-through group (NodeStats). */
+const loads = new Map<string, { loads: number; calls: number; ahead: number; failed: number }>();
 const evictions = new Map<string, { itemCount: number; mustLive: number; inferred: number; counted: number | undefined; expired: number | undefined }>();
 {
   await using reader = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000 });
@@ -192,6 +199,7 @@ const evictions = new Map<string, { itemCount: number; mustLive: number; inferre
     if (!byGroup.has(group)) byGroup.set(group, []);
     byGroup.get(group)!.push(id.slice(slash + 1));
   }
+  const readThrough = new Set(GROUPS.filter((g) => g.readThrough === true).map((g) => g.name));
   const batches: [string, string[]][] = [];
   for (const [group, keys] of byGroup) for (let i = 0; i < keys.length; i += 100) batches.push([group, keys.slice(i, i + 100)]);
   let next = 0;
@@ -207,7 +215,7 @@ const evictions = new Map<string, { itemCount: number; mustLive: number; inferre
         continue;
       }
       const recvAt = Date.now();
-      for (const k of keys) tallyVerdict(final, group, ledger.judge(`${group}/${k}`, k, found.get(k), ledger.epochOf(`${group}/${k}`), sentAt, recvAt));
+      for (const k of keys) tallyVerdict(final, group, ledger.judge(`${group}/${k}`, k, found.get(k), ledger.epochOf(`${group}/${k}`), sentAt, recvAt, readThrough.has(group)));
     }
   }));
 
@@ -231,6 +239,10 @@ const evictions = new Map<string, { itemCount: number; mustLive: number; inferre
     const counted = figures?.get(`group.${g.name}.store.evictions`);
     const expired = figures === undefined ? undefined : (figures.get(`group.${g.name}.store.expiredLazy`) ?? 0) + (figures.get(`group.${g.name}.store.expiredActive`) ?? 0);
     evictions.set(g.name, { itemCount: s.itemCount, mustLive, inferred: Math.max(0, mustLive - s.itemCount), counted, expired });
+    if (g.readThrough === true && figures !== undefined) {
+      const of = (k: string): number => figures.get(`group.${g.name}.${k}`) ?? 0;
+      loads.set(g.name, { loads: of("loads"), calls: of("loadsDeduped"), ahead: of("loadsAhead"), failed: of("localLoadErrs") });
+    }
   }
 }
 const stopCode = await node.stop();
@@ -276,21 +288,22 @@ for (const [name, k] of Object.entries(kinds)) {
 }
 console.log(`\nRSS: idle ${mib(baseline)}, warm-up max ${mib(warmMax)}, last-third max ${mib(lateMax)}, max ${mib(maxRss)}, end ${mib(endRss)}; bound ${mib(bound)} = idle + 64 MiB memory + ${mib(OUTPUT_ALLOWANCE)} output allowance + ${mib(GC_HEADROOM)} GC headroom + ${mib(RUNTIME_SLACK)} runtime slack; ${samples.length} samples every ${sampleMs} ms`);
 console.log(`retained RSS after a full collection: ${retained.map((r) => `${(r.t / 1000).toFixed(0)} s ${mib(r.rss)} (heap ${mib(r.heapUsed)}, array buffers ${mib(r.arrayBuffers)})`).join(", ")}; last-third max ${mib(retainedLate)}, limit ${mib(flatLimit)}`);
-console.log("| group | reads during run: hit / raced / expired / missing / absent / unknown | final read-back: hit / expired / missing / absent / unknown | itemCount | must be live | evictions: NodeStats / inferred ≥ | expired (NodeStats) |\n| --- | --- | --- | ---: | ---: | --- | ---: |");
+console.log("| group | reads during run: hit / loaded / raced / expired / missing / absent / unknown | final read-back: hit / loaded / expired / missing / absent / unknown | itemCount | must be live | evictions: NodeStats / inferred ≥ | expired (NodeStats) |\n| --- | --- | --- | ---: | ---: | --- | ---: |");
 for (const g of GROUPS) {
   const r = verdicts.get(g.name);
   const f = final.get(g.name);
   const e = evictions.get(g.name);
-  const run = r ? `${r.hit} / ${r.raced} / ${r.expired} / ${r.missing} / ${r.absent} / ${r.unknown}` : "—";
-  const fin = f ? `${f.hit} / ${f.expired} / ${f.missing} / ${f.absent} / ${f.unknown}` : "—";
+  const run = r ? `${r.hit} / ${r.loaded} / ${r.raced} / ${r.expired} / ${r.missing} / ${r.absent} / ${r.unknown}` : "—";
+  const fin = f ? `${f.hit} / ${f.loaded} / ${f.expired} / ${f.missing} / ${f.absent} / ${f.unknown}` : "—";
   console.log(`| ${g.name} | ${run} | ${fin} | ${e?.itemCount ?? "—"} | ${e?.mustLive ?? "—"} | ${e?.counted ?? "n/a"} / ${e?.inferred ?? "—"} | ${e?.expired ?? "n/a"} |`);
 }
+for (const [g, l] of loads) console.log(`${g} (read-through): ${l.loads} misses loaded (${l.ahead} started ahead of their Get's turn), ${l.calls} loader calls (the rest joined one under way), ${l.failed} failed`);
 console.log(`node: ${serverFigures}; ${node.warnings} warn/error log lines; exit code on SIGTERM ${stopCode}`);
 const summary = {
   seconds: elapsed, seed, failures,
   kinds: Object.fromEntries(Object.entries(kinds).map(([n, k]) => [n, { ops: k.ops, errors: k.errors, counts: k.counts }])),
   rss: { baseline, warmMax, lateMax, maxRss, endRss, bound, retained, retainedWarm, retainedLate, flatLimit },
-  verdicts: Object.fromEntries(verdicts), final: Object.fromEntries(final), evictions: Object.fromEntries(evictions),
+  verdicts: Object.fromEntries(verdicts), final: Object.fromEntries(final), evictions: Object.fromEntries(evictions), loads: Object.fromEntries(loads),
   nodeWarnings: node.warnings, server: serverFigures,
 };
 console.log(`SOAK-SUMMARY ${JSON.stringify(summary)}`);

@@ -2,7 +2,7 @@
  * The soak (bench/soak/soak.ts) for 30 seconds, as CI runs it: a spawned soak process that starts
  * its own node process. It must pass its own checks (exit 0: no errors on well-behaved clients,
  * every read consistent with the acknowledged writes, RSS flat and within its bound, clean
- * SIGTERM) and its summary must show every client kind at work. The seed is printed on failure;
+ * SIGTERM) and its summary must show every client kind at work and its read-through group loading. The seed is printed on failure;
  * replay with `bun run soak -- --seconds 30 --seed N`.
  */
 import { expect, test } from "bun:test";
@@ -15,6 +15,8 @@ const KINDS = ["worker", "churn", "garbage", "oversized", "slowloris", "never-re
 interface Summary {
   failures: string[];
   kinds: Record<string, { ops: number; errors: number }>;
+  verdicts: Record<string, Record<string, number>>;
+  loads: Record<string, { loads: number }>;
 }
 
 test("a 30-second soak passes its checks with every client kind making progress", async () => {
@@ -33,4 +35,7 @@ test("a 30-second soak passes its checks with every client kind making progress"
   expect(code).toBe(0);
   for (const kind of KINDS) expect([kind, summary.kinds[kind]!.ops > 0]).toEqual([kind, true]);
   expect(summary.kinds.worker!.errors + summary.kinds.churn!.errors).toBe(0);
+  // The read-through group loaded, and reads were answered from its loader.
+  expect(summary.loads.ld!.loads).toBeGreaterThan(0);
+  expect(summary.verdicts.ld!.loaded).toBeGreaterThan(0);
 }, 120_000);
