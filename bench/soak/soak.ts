@@ -5,8 +5,8 @@
  *   options: --seed N --workers 4 --lanes 8 --churners 2 --drip-ms 1000 --hostile garbage,oversized,slowloris,never-reader
  *            --node-log FILE (every line the node logs)
  *
- * The node: `bun node.ts --port 0 --memory 64mb --group soak:44mb:10s --group keep:8mb
- * --group nr:4mb --loaders bench/soak/loader.ts --group ld:4mb:3s --loader-queue 1024
+ * The node: `bun node.ts --port 0 --memory 64mb --group soak:32mb:10s --group keep:8mb
+ * --group nr:4mb --loaders bench/soak/loader.ts --group ld:16mb:3s --loader-queue 1024
  * --max-output 16mb` on 127.0.0.1. Load (clients.ts, hostile.ts): pipelining
  * CacheClient workers over key spaces larger than memory (soak: 200k keys of 0.25–4 KiB with the
  * group's 10 s TTL or a short explicit one; keep: 30k keys of 0.1–1 KiB, no default TTL), and
@@ -66,8 +66,8 @@ const RUNTIME_SLACK = 32 * MIB;
 const FLAT_FACTOR = 1.1;
 const FLAT_SLACK = 16 * MIB;
 const NODE_ARGS = [
-  "--memory", "64mb", "--group", "soak:44mb:10s", "--group", "keep:8mb", "--group", "nr:4mb",
-  "--loaders", "bench/soak/loader.ts", "--group", "ld:4mb:3s", "--loader-queue", "1024",
+  "--memory", "64mb", "--group", "soak:32mb:10s", "--group", "keep:8mb", "--group", "nr:4mb",
+  "--loaders", "bench/soak/loader.ts", "--group", "ld:16mb:3s", "--loader-queue", "1024",
   "--max-output", "16mb", "--log-level", "info", "--admin-port", "0", "--gc-headroom", "64mb",
 ];
 const GROUPS: GroupPlan[] = [
