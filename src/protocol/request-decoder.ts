@@ -158,14 +158,19 @@ export class RequestDecoder {
     req.oneway = type === MESSAGE_ONEWAY;
   }
 
-  /** readRequestStruct reads the method's request struct (depth 2) into `req`. */
+  /**
+   * readRequestStruct reads the method's request struct (depth 2) into `req`. Limits are checked
+   * on what it ends with: a repeated field replaces the earlier one, refusal and all (a key too
+   * long followed by a valid one is a valid request).
+   */
   private readRequestStruct(r: BinaryReader, req: Request): void {
     const method = baseMethod(req.method);
     const hasKey = method === METHOD_GET || method === METHOD_SET || method === METHOD_DELETE;
     const hasKeyList = method === METHOD_GET_MULTI || method === METHOD_PEER_INVALIDATE;
+    let itemsRefusal = 0; // what the kept key list or entry map breaks (ITEMS_*)
     for (;;) {
       const type = r.readFieldBegin();
-      if (type === TYPE_STOP) return;
+      if (type === TYPE_STOP) break;
       const id = r.fieldId;
       if (type === TYPE_STRING && id === 1 && method === METHOD_AUTH) {
         req.valueLength = r.readBinary(); // the token
@@ -176,39 +181,45 @@ export class RequestDecoder {
       } else if (type === TYPE_STRING && id === 2 && hasKey) {
         req.keyLength = r.readBinary();
         req.keyStart = r.rangeStart;
-        if (req.keyLength > this.maxKeyBytes) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
       } else if (type === TYPE_STRING && id === 3 && method === METHOD_SET) {
         req.valueLength = r.readBinary();
         req.valueStart = r.rangeStart;
-        if (req.valueLength > this.maxValueBytes) req.refuse(ERROR_CODE.VALUE_TOO_LARGE, VALUE_TOO_LARGE);
       } else if (type === TYPE_I64 && ttlField(method, id) === 1) {
         req.ttlSeconds = r.readI64();
-        if (req.ttlSeconds < 0) req.refuse(ERROR_CODE.INVALID_ARGUMENT, NEGATIVE_TTL);
       } else if (type === TYPE_I64 && ttlField(method, id) === 2) {
         req.ttlMs = r.readI64();
         req.hasTtlMs = true;
-        if (req.ttlMs < 0) req.refuse(ERROR_CODE.INVALID_ARGUMENT, NEGATIVE_TTL);
       } else if ((type === TYPE_LIST || type === TYPE_SET) && id === 2 && hasKeyList) {
-        this.readKeyList(r, req, type);
+        const refusal = this.readKeyList(r, req, type);
+        if (refusal !== ITEMS_SKIPPED) itemsRefusal = refusal;
       } else if (type === TYPE_BOOL && id === 3 && method === METHOD_PEER_INVALIDATE) {
         req.all = r.readBool();
       } else if (type === TYPE_MAP && id === 2 && method === METHOD_SET_MULTI) {
-        this.readEntryMap(r, req);
+        const refusal = this.readEntryMap(r, req);
+        if (refusal !== ITEMS_SKIPPED) itemsRefusal = refusal;
       } else {
         r.skip(type, 3);
       }
     }
+    if ((hasKey && req.keyLength > this.maxKeyBytes) || itemsRefusal === ITEMS_KEY_TOO_LONG) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
+    if ((method === METHOD_SET && req.valueLength > this.maxValueBytes) || itemsRefusal === ITEMS_VALUE_TOO_LARGE) req.refuse(ERROR_CODE.VALUE_TOO_LARGE, VALUE_TOO_LARGE);
+    if (req.ttlSeconds < 0 || (req.hasTtlMs && req.ttlMs < 0)) req.refuse(ERROR_CODE.INVALID_ARGUMENT, NEGATIVE_TTL);
   }
 
-  /** readKeyList reads GetMulti's `list<string> keys` into req.items (value ranges 0,0). */
-  private readKeyList(r: BinaryReader, req: Request, type: number): void {
+  /**
+   * readKeyList reads GetMulti's `list<string> keys` into req.items (value ranges 0,0); returns
+   * ITEMS_KEY_TOO_LONG if a key is over the limit, else ITEMS_OK, or ITEMS_SKIPPED for a list of
+   * another type (passed over: what an earlier copy of the field gave stays).
+   */
+  private readKeyList(r: BinaryReader, req: Request, type: number): number {
     const at = r.pos;
     const count = r.readListBegin(); // count bounded by the bytes left
     if (type !== TYPE_LIST || r.elemType !== TYPE_STRING) {
       r.pos = at;
       r.skip(type, 3);
-      return;
+      return ITEMS_SKIPPED;
     }
+    let refusal = ITEMS_OK;
     req.ensureItems(count);
     req.itemCount = 0;
     const items = req.items;
@@ -219,20 +230,26 @@ export class RequestDecoder {
       items[o + 1] = length;
       items[o + 2] = 0;
       items[o + 3] = 0;
-      if (length > this.maxKeyBytes) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
+      if (length > this.maxKeyBytes) refusal = ITEMS_KEY_TOO_LONG;
     }
     req.itemCount = count;
+    return refusal;
   }
 
-  /** readEntryMap reads SetMulti's `map<string, binary> values` into req.items. */
-  private readEntryMap(r: BinaryReader, req: Request): void {
+  /**
+   * readEntryMap reads SetMulti's `map<string, binary> values` into req.items; returns what the
+   * first entry over a limit breaks (ITEMS_KEY_TOO_LONG or ITEMS_VALUE_TOO_LARGE), else ITEMS_OK,
+   * or ITEMS_SKIPPED for a map of other types (passed over).
+   */
+  private readEntryMap(r: BinaryReader, req: Request): number {
     const at = r.pos;
     const count = r.readMapBegin(); // count bounded by the bytes left
     if (r.elemType !== TYPE_STRING || r.valueType !== TYPE_STRING) {
       r.pos = at;
       r.skip(TYPE_MAP, 3);
-      return;
+      return ITEMS_SKIPPED;
     }
+    let refusal = ITEMS_OK;
     req.ensureItems(count);
     req.itemCount = 0;
     const items = req.items;
@@ -244,12 +261,19 @@ export class RequestDecoder {
       const valueLength = r.readBinary();
       items[o + 2] = r.rangeStart;
       items[o + 3] = valueLength;
-      if (keyLength > this.maxKeyBytes) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
-      if (valueLength > this.maxValueBytes) req.refuse(ERROR_CODE.VALUE_TOO_LARGE, VALUE_TOO_LARGE);
+      if (refusal === ITEMS_OK && keyLength > this.maxKeyBytes) refusal = ITEMS_KEY_TOO_LONG;
+      if (refusal === ITEMS_OK && valueLength > this.maxValueBytes) refusal = ITEMS_VALUE_TOO_LARGE;
     }
     req.itemCount = count;
+    return refusal;
   }
 }
+
+/** What a key list or entry map read says (readKeyList, readEntryMap). */
+const ITEMS_OK = 0;
+const ITEMS_KEY_TOO_LONG = 1;
+const ITEMS_VALUE_TOO_LARGE = 2;
+const ITEMS_SKIPPED = 3;
 
 /** ttlField says which TTL field `id` is for (base) `method`: 1 = ttl (seconds), 2 = ttlMs, 0 = none. */
 function ttlField(method: number, id: number): number {

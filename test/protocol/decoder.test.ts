@@ -206,6 +206,33 @@ describe("limits and malformed input", () => {
     }
   });
 
+  test("a repeated field replaces the earlier one, refusal and all: the limits hold for what the struct ends with", () => {
+    const call = (method: string, fields: (b: Bytes) => Bytes) => message(MSG.CALL, method, 1, fields(new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g")).stop().stop().bytes());
+    const key = (b: Bytes, n: number) => b.field(T.STRING, 2).str(new Uint8Array(n).fill(0x6b));
+    // A key too long, then a valid one: the valid one is the request's; the reverse is refused.
+    const get = expectRequest(call("Get", (b) => key(key(b, 300), 3)));
+    expect(get.key.length).toBe(3);
+    expectCacheError(call("Get", (b) => key(key(b, 3), 300)), ERROR_CODE.INVALID_ARGUMENT);
+    // The same for a value, and for ttl and ttlMs.
+    const value = (b: Bytes, n: number) => b.field(T.STRING, 3).str(new Uint8Array(n));
+    expect(expectRequest(call("Set", (b) => value(value(key(b, 3), 101), 100)), { maxValueBytes: 100 }).value.length).toBe(100);
+    expectCacheError(call("Set", (b) => value(value(key(b, 3), 100), 101)), ERROR_CODE.VALUE_TOO_LARGE, { maxValueBytes: 100 });
+    for (const id of [4, 5]) {
+      expect(expectRequest(call("Set", (b) => key(b, 3).field(T.I64, id).i64(-1).field(T.I64, id).i64(7))).method).toBe(METHOD_SET);
+      expectCacheError(call("Set", (b) => key(b, 3).field(T.I64, id).i64(7).field(T.I64, id).i64(-1)), ERROR_CODE.INVALID_ARGUMENT);
+    }
+    // A key list, and an entry map.
+    const list = (b: Bytes, n: number) => b.field(T.LIST, 2).u8(T.STRING).i32(1).str(new Uint8Array(n));
+    expect(expectRequest(call("GetMulti", (b) => list(list(b, 300), 3))).method).toBe(METHOD_GET_MULTI);
+    expectCacheError(call("GetMulti", (b) => list(list(b, 3), 300)), ERROR_CODE.INVALID_ARGUMENT);
+    const map = (b: Bytes, n: number) => b.field(T.MAP, 2).u8(T.STRING, T.STRING).i32(1).str("k").str(new Uint8Array(n));
+    expect(decodeMessage(call("SetMulti", (b) => map(map(b, 101), 100)), { maxValueBytes: 100 }).kind).toBe("request");
+    expectCacheError(call("SetMulti", (b) => map(map(b, 100), 101)), ERROR_CODE.VALUE_TOO_LARGE, { maxValueBytes: 100 });
+    // A list of another type passes over: the earlier list, and what it breaks, stay.
+    const ints = (b: Bytes) => b.field(T.LIST, 2).u8(T.I32).i32(1).i32(5);
+    expectCacheError(call("GetMulti", (b) => ints(list(b, 300))), ERROR_CODE.INVALID_ARGUMENT);
+  });
+
   test("i64 is read without BigInt: exact to 2^53, rounded beyond", () => {
     const ttl = (v: bigint) => expectRequest(message(MSG.CALL, "Set", 1, new Bytes().field(T.STRUCT, 1).field(T.I64, 4).i64(v).field(T.I64, 5).i64(v).stop().stop().bytes()));
     expect(ttl(2n ** 53n).ttlSeconds).toBe(2 ** 53);
