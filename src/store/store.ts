@@ -275,6 +275,7 @@ export class Store {
     this.admission.reset();
     this.chunkBytes = 0;
     this.dataBytesUsed = 0;
+    this.moveCredit = 0;
     this.counters.clears++;
   }
 
@@ -536,8 +537,10 @@ export class Store {
       if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
         const victim = this.items.page(other);
         // The price of a move is the page's chunks, not only the items on it now: a page that
-        // was just moved holds few, and cheap moves kept pages moving.
-        const price = Math.floor(this.slab.pageSize / this.classes.sizes[this.slab.pageClass[victim]!]!);
+        // was just moved holds few, and cheap moves kept pages moving. At most the table's size,
+        // which bounds the credit: a page of more small chunks than the table has ids must still
+        // be able to move, else memory calcifies for good behind it.
+        const price = Math.min(this.items.cap, Math.floor(this.slab.pageSize / this.classes.sizes[this.slab.pageClass[victim]!]!));
         if (price <= this.moveCredit || own === NIL) {
           if (price > this.moveCredit && mayUseLarger) {
             const larger = this.largerClassWithPages(cls);

@@ -376,6 +376,30 @@ describe("Store with more size classes in use than pages", () => {
     s.checkInvariants();
   });
 
+  test("a page of more small chunks than the table has ids can still move: memory does not calcify behind stale tiny values", () => {
+    // 50 tiny values never read again (a page of 48 B chunks: 21,845, more than the table's ids
+    // while large values fill the rest), 40 values of 500 KB, then 5,000 keys of 200 B read and
+    // set on miss. A move priced at the tiny page's chunks could never be paid for: the 200 B
+    // values lived in 573,744 B chunks (hit rate 0.3 %).
+    const { s } = mk({ memory: 8 * MIB });
+    for (let i = 0; i < 50; i++) put(s, `tiny${i}`, pattern(i, 20));
+    for (let i = 0; i < 40; i++) put(s, `big${i}`, pattern(i, 500_000));
+    let x = 3;
+    const rnd = (): number => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    let hits = 0;
+    for (let op = 0; op < 50_000; op++) {
+      const key = `v${Math.floor(5_000 * rnd() ** 2)}`;
+      if (s.get(bytes(key)) >= 0) {
+        if (op >= 25_000) hits++;
+      } else {
+        expect(put(s, key, pattern(op, 200))).toBe(SET_OK);
+      }
+    }
+    expect(hits / 25_000).toBeGreaterThan(0.9); // every key fits: 5,000 × 224 B
+    expect(s.stats().items).toBeGreaterThan(4_500);
+    s.checkInvariants();
+  });
+
   test("an item kept in a larger class's chunk reads, rewrites, expires and deletes like any other", () => {
     const { s, clock, keys } = fill(3);
     const borrowed: [key: string, i: number, length: number][] = [];
