@@ -491,6 +491,12 @@ export class Store {
     const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
     const room = this.capacity - usedPages - this.metaBytes();
     let add = Math.max(16, cap >> 1);
+    // Up to what the index holds first: a step past it doubles the index too, and with the
+    // table's spare ids that took memory pages would have used (64 MiB of 100 B values: the
+    // table grew to 384k ids, just past the 367k a 512k-slot index holds, and the store kept
+    // 308k items; memcached 348k).
+    const indexHolds = Math.floor(this.index.slotCount * MAX_LOAD) - cap;
+    if (indexHolds >= 16 && add > indexHolds) add = indexHolds;
     for (; add >= 16; add >>= 1) {
       const indexAdd = Math.max(0, slotsFor(cap + add) * SLOT_BYTES - this.index.byteSize());
       if (add * perItem + indexAdd <= room) break;

@@ -445,6 +445,20 @@ describe("Store item table", () => {
     s.checkInvariants();
   });
 
+  test("the table stops at what its index holds before doubling both: 64 MiB of 100 B values keeps 339k items", () => {
+    // The table grew by half to 384k ids, just past the 367k a 512k-slot index holds: the index
+    // doubled too, and the spare ids and slots took memory the pages would have used (308k items
+    // kept; memcached -m 64 keeps 348k of these).
+    const { s } = mk({ memory: 64 * MIB });
+    const value = pattern(1, 100);
+    for (let i = 0; i < 1_000_000; i++) put(s, `key:${String(i).padStart(6, "0")}`, value);
+    const st = s.stats();
+    expect(st.items).toBeGreaterThan(335_000);
+    expect(st.metaBytes / st.items).toBeLessThan(64);
+    expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(64 * MIB);
+    s.checkInvariants();
+  });
+
   test("a released page's memory goes back into use: large values get pages again afterwards", () => {
     const { s } = mk({ memory: 16 * MIB });
     for (let i = 0; i < 110; i++) put(s, `big${i}`, pattern(i, 200_000));
