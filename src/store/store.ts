@@ -77,7 +77,7 @@ export class Store {
   private tick = 0;
   /** chunkClass is the class of the chunk the last `allocChunk` returned. */
   private chunkClass = 0;
-  /** moveCredit: items stored since a class without items last took a page (allocChunk). */
+  /** moveCredit: items stored that page moves have not spent yet, at most the table's size (allocChunk). */
   private moveCredit = 0;
   private chunkBytes = 0;
   private dataBytesUsed = 0;
@@ -519,12 +519,11 @@ export class Store {
    * use than there are pages (a small group, values of many sizes), pages went from class to
    * class at almost every set, each move evicting a page of items to store one (an 8 MiB store
    * held 13 items after 30,000 sets of 100–1024 B). So a move is paid for by stores: a page of
-   * N chunks moves only after N items were stored beyond what earlier moves used (`moveCredit`,
-   * at most the table's size), so moves evict at most one item per store on average, and a page
-   * is moved at most once per pageful of stores. Without the credit a class with items evicts its own; a class with
-   * none puts the item in a chunk of the next larger class that has pages, as an item of that
-   * class. Only when no larger class has any does the page move anyway: the set could not be
-   * stored otherwise.
+   * N chunks (at most the table's size) moves only after N items were stored beyond what earlier
+   * moves used (`moveCredit`), so moves evict at most about one item per store. Without the
+   * credit a class with items evicts its own; a class with none puts the item in a chunk of the
+   * next larger class that has pages, as an item of that class. Only when no larger class has
+   * any does the page move anyway: the set could not be stored otherwise.
    */
   private allocChunk(cls: number, id: ItemId, mayUseLarger: boolean): number {
     this.chunkClass = cls;
