@@ -171,12 +171,12 @@ function answerForward(
   return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
-      moveToMirror(group, req.buffer, req.keyStart, req.keyLength, loaded.value, mirrorTtl(loaded));
+      moveToMirror(cluster, group, req.buffer, req.keyStart, req.keyLength, loaded.value, mirrorTtl(loaded));
     },
     (failure: unknown) => {
       // Nothing of a key owned elsewhere stays in the main store, not a cached "not found" either:
       // the owner's later writes could not reach it.
-      group.store.delete(req.buffer, req.keyStart, req.keyLength);
+      if (ownedElsewhere(cluster, req.buffer, req.keyStart, req.keyLength)) group.store.delete(req.buffer, req.keyStart, req.keyLength);
       replyThrown(reply, req, failure);
     },
   );
@@ -186,11 +186,19 @@ function answerForward(
  * moveToMirror moves `value`, loaded here for key buf[ks, ks+kl) owned elsewhere (the owner was
  * unreachable), out of the main store and into the mirror, with `ttl` ms left (-1: none; 0: none
  * left, not kept): mirrors are dropped on the owner's invalidations and on membership changes, so
- * the copy cannot outlive a later write on the owner.
+ * the copy cannot outlive a later write on the owner. Unless this node owns the key by now (the
+ * member list changed while it loaded): then what its main store holds is the key's, maybe a
+ * write it took since, and stays.
  */
-function moveToMirror(group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
+function moveToMirror(cluster: Cluster, group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
+  if (!ownedElsewhere(cluster, buf, ks, kl)) return;
   group.store.delete(buf, ks, kl);
   if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, group.copyTtl(ttl));
+}
+
+/** ownedElsewhere: another member owns the key under the member list as it is now. */
+function ownedElsewhere(cluster: Cluster, buf: Uint8Array, ks: number, kl: number): boolean {
+  return cluster.owner(buf, ks, kl) !== cluster.self;
 }
 
 function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
@@ -306,8 +314,8 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
             const v = values[i];
             const ks = req.items[i * 4]!;
             const kl = req.items[i * 4 + 1]!;
-            if (v !== undefined) moveToMirror(group, req.buffer, ks, kl, v, ttls[i]!);
-            else group.store.delete(req.buffer, ks, kl); // a cached "not found" (see answerForward)
+            if (v !== undefined) moveToMirror(cluster, group, req.buffer, ks, kl, v, ttls[i]!);
+            else if (ownedElsewhere(cluster, req.buffer, ks, kl)) group.store.delete(req.buffer, ks, kl); // a cached "not found" (see answerForward)
           }
         });
       },

@@ -20,6 +20,11 @@ afterEach(async () => {
 
 const utf8 = new TextEncoder();
 
+/** until waits (up to 3 s) for `done`, else throws naming `what`. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (const end = Date.now() + 3_000; !done(); await Bun.sleep(2)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+}
+
 describe("falling back to local loads (the owner unreachable)", () => {
   test("answers once every part settled; a slow fallback load never touches the next call's keys", async () => {
     const [pa, pb] = freePorts(2) as [number, number];
@@ -132,6 +137,68 @@ describe("falling back to local loads (the owner unreachable)", () => {
     expect(new TextDecoder().decode(raw.frames()[1]!)).toContain(`loaded ${k2}`); // its caller asked before the write
     expect(group.store.get(utf8.encode(k2), 0, k2.length)).toBe(-1);
     expect(group.mirror!.get(utf8.encode(k2), 0, k2.length)).toBe(-1); // nor kept in the mirror
+    raw.close();
+  });
+
+  test("a fallback load that ends after this node became the key's owner leaves the value written here meanwhile", async () => {
+    // The load ran for a key B owned; B left, this node owns the key now and took a Set of it.
+    // The load's end took the key out of the main store (a copy of a key owned elsewhere lives
+    // in the mirror only): the acknowledged write was lost.
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb
+    const gates: (() => void)[] = [];
+    const loadedOnce = new Set<string>();
+    const loading: string[] = [];
+    const a = CacheNode.start(
+      { port: pa, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      {
+        logger: new LogSink().logger,
+        loaders: {
+          g: async (key) => {
+            loading.push(key);
+            if (!loadedOnce.has(key)) await new Promise<void>((r) => gates.push(r)); // the first load of a key waits
+            loadedOnce.add(key);
+            return key.startsWith("fail") ? null : `loaded ${key}`;
+          },
+        },
+      },
+    );
+    open.push(a);
+    const remote = (prefix: string) => {
+      for (let i = 0; ; i++) if (a.cluster!.owner(utf8.encode(`${prefix}${i}`), 0, `${prefix}${i}`.length) === ids[1]) return `${prefix}${i}`;
+    };
+    const [k, gone, k3, gone3] = [remote("r"), remote("fail"), remote("m"), remote("failm")]; // (while B is a member)
+    const raw = await RawSocket.connect(pa);
+    raw.write(getCall(1, k, "g")); // B unreachable: loaded here
+    await until(() => gates.length === 1, "the first load");
+    const other = new CacheClient({ host: "127.0.0.1", port: pa, timeoutMs: 2000 });
+    open.push(other);
+    expect(a.cluster!.setMembers([ids[0]!])).toBe(true); // B is gone: this node owns every key
+    await other.set("g", k, utf8.encode("written here"));
+    gates[0]!();
+    await raw.waitFor(() => raw.frames().length === 1, "the Get");
+    expect(new TextDecoder().decode((await other.get("g", k)).value)).toBe("written here");
+    // The same for a load that finds nothing (its failure path also cleared the key).
+    expect(a.cluster!.setMembers(ids)).toBe(true);
+    raw.write(getCall(2, gone, "g"));
+    await until(() => gates.length === 2, "the second load");
+    expect(a.cluster!.setMembers([ids[0]!])).toBe(true);
+    await other.set("g", gone, utf8.encode("written too"));
+    gates[1]!();
+    await raw.waitFor(() => raw.frames().length === 2, "the second Get");
+    expect(new TextDecoder().decode((await other.get("g", gone)).value)).toBe("written too");
+    // And for the keys of a GetMulti (the loader's value, and its "not found").
+    expect(a.cluster!.setMembers(ids)).toBe(true);
+    raw.write(getMultiCall(3, "g", [utf8.encode(k3), utf8.encode(gone3)]));
+    await until(() => loading.includes(k3) && loading.includes(gone3), "the GetMulti's two loads");
+    expect(a.cluster!.setMembers([ids[0]!])).toBe(true);
+    await other.set("g", k3, utf8.encode("written three"));
+    await other.set("g", gone3, utf8.encode("written four"));
+    gates[2]!();
+    gates[3]!();
+    await raw.waitFor(() => raw.frames().length === 3, "the GetMulti");
+    expect(new TextDecoder().decode((await other.get("g", k3)).value)).toBe("written three");
+    expect(new TextDecoder().decode((await other.get("g", gone3)).value)).toBe("written four");
     raw.close();
   });
 });
