@@ -52,7 +52,10 @@ export class Prefetch {
   /** value is a copy of the owner's value, or the loaded one (null with an error, or "load again"). */
   value: Uint8Array | null = null;
   ttlRemainingMs = -1;
-  /** fetchedAt is when the answer came (the group store's clock), to age its TTL. */
+  /**
+   * fetchedAt is when its TTL was read (the group store's clock), to age it: when the load ended,
+   * or when the forwarded Get was sent (forwardedTtl).
+   */
   fetchedAt = 0;
   /** waiter is called once when the answer arrives, if routing waits for it. */
   waiter: (() => void) | null = null;
@@ -110,9 +113,10 @@ export class Prefetches {
     const p = this.open(cluster, group, key, off, len, false);
     if (p === undefined) return false;
     p.ticket = group.copyTicket(); // a write heard of after this keeps the answer out of the mirror
-    const clock = group.store.clock;
+    // The owner's remaining TTL is aged from when the Get was sent (see forwardedTtl).
+    const sentAt = group.store.clock();
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
-      p.settle(err, value, valueOff, valueLen, ttl, clock());
+      p.settle(err, value, valueOff, valueLen, ttl, sentAt);
     });
     return true;
   }
@@ -201,11 +205,21 @@ export class Prefetches {
 
 /**
  * agedTtl is the remaining TTL a kept answer reports now: -1 (none) as it came, else what is left
- * after the time it was kept, 0 when that ran out.
+ * after the time since it was read, 0 when that ran out.
  */
 export function agedTtl(p: Prefetch, now: number): number {
-  if (p.ttlRemainingMs < 0) return -1;
-  const left = p.ttlRemainingMs - Math.max(0, now - p.fetchedAt);
+  return forwardedTtl(p.ttlRemainingMs, p.fetchedAt, now);
+}
+
+/**
+ * forwardedTtl is what is left now of `ttl` (ms; -1: none), a remaining TTL read at `since`: 0
+ * when it ran out. An owner's answer is aged from when its Get was sent, the earliest the owner
+ * can have read it: counted from when the answer was read, a copy outlived the owner's item by
+ * however long this node took to read the reply (a stall, a long turn), up to --mirror-ttl.
+ */
+export function forwardedTtl(ttl: number, since: number, now: number): number {
+  if (ttl < 0) return -1;
+  const left = ttl - Math.max(0, now - since);
   return left > 0 ? left : 0;
 }
 

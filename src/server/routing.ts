@@ -32,7 +32,7 @@ import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
-import { type Prefetch, type Prefetches, agedTtl } from "./prefetch.ts";
+import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
 
 /**
  * route serves `req` (seed method `base`) across the cluster, or returns false to serve it here;
@@ -84,11 +84,12 @@ function routeGet(
     return answerWhenDone(req, reply, ahead, () => answerAhead(cluster, group, req, reply, owner, ahead));
   }
   const ticket = group.copyTicket(); // a write heard of before the answer comes keeps it out of the mirror
+  const sentAt = group.store.clock(); // the owner's TTL is aged from here (forwardedTtl)
   return new Promise<void>((resolve) => {
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
       let answered: Promise<void> | true;
       try {
-        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, ttl, ticket);
+        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, forwardedTtl(ttl, sentAt, group.store.clock()), ticket);
       } catch (e) {
         replyThrown(reply, req, e);
         answered = true; // never leave the connection parked

@@ -14,10 +14,11 @@ import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_SET, METHOD_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
+import { Prefetches, agedTtl } from "../../src/server/prefetch.ts";
 import { route } from "../../src/server/routing.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { LogSink, deleteCall, getCall, setCall } from "../server/support.ts";
-import { outcome, readReplies } from "../server/wire-reader.ts";
+import { field, outcome, readReplies } from "../server/wire-reader.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -176,6 +177,50 @@ describe("every write forwarded through this node counts for the mirror's ticket
       expect(await trial(write)).toBe(false);
     });
   }
+});
+
+describe("an owner's TTL, read late", () => {
+  // The owner reports the TTL its item had left when it served the Get; this node read the answer
+  // 700 ms after it sent the Get (a stall, a long turn). Counted from the read, the copy outlived
+  // the owner's item by those 700 ms (the cluster soak saw one served 1.9 s past its TTL).
+  test("a forwarded answer's copy and a prefetched answer are aged from when the Get was sent", async () => {
+    let now = 1_000_000;
+    const group = new Group({
+      name: "default", memory: 8 * 1024 * 1024, mirrorMemory: 2 * 1024 * 1024, admissionK: 1, admission: "always", store: { clock: () => now },
+    });
+    const gets: ForwardCallback[] = [];
+    const peer = {
+      isDown: false,
+      forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: ForwardCallback) => void gets.push(done),
+    } as unknown as PeerClient;
+    const cluster = new Cluster({ self: "me:1", connect: () => peer, logger: { info() {}, warn() {} } });
+    cluster.setMembers(["me:1", "owner:2"]);
+    const enc = new TextEncoder();
+    let key = "";
+    for (let i = 0; key === ""; i++) if (cluster.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === "owner:2") key = `k${i}`;
+    const k = enc.encode(key);
+    const value = enc.encode("from the owner");
+    const pc = new ProtocolConnection(DEFAULT_LIMITS);
+    pc.push(getCall(1, key));
+    if (!pc.nextRequest()) throw new Error("no request");
+    const pending = route(cluster, group, METHOD_GET, pc.request, pc.reply) as Promise<void>;
+    now += 700;
+    gets[0]!(null, value, 0, value.length, 1_000);
+    await pending;
+    const o = outcome(readReplies(pc.reply.out.buffer.subarray(0, pc.reply.out.length), "framed").replies[0]!);
+    if (o.kind !== "success") throw new Error(JSON.stringify(o));
+    const ttl = field(o.value, 2, T.I64);
+    expect(ttl).toBe(300n); // the reply says what is left, too
+    expect(group.mirror!.has(k, 0, k.length)).toBe(true);
+    now += 301;
+    expect(group.mirror!.has(k, 0, k.length)).toBe(false); // gone with the owner's item
+
+    const table = new Prefetches();
+    expect(table.start(cluster, peer, group, k, 0, k.length)).toBe(true);
+    now += 700;
+    gets[1]!(null, value, 0, value.length, 1_000);
+    expect(agedTtl(table.take(cluster, group, k, 0, k.length, false)!, now)).toBe(300);
+  });
 });
 
 /**
