@@ -164,3 +164,314 @@ export class Ledger {
     return "violation";
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster rules (bench/soak/cluster-soak.ts): the same ledger, judged for a cluster of nodes.
+
+/**
+ * ClusterVerdict is a read's class under the cluster rules: the single-node verdicts, plus
+ * "stale" (an older version than the last acknowledged one, or a hit after an acknowledged
+ * delete, or the loader's value where a write must be live, read less than the staleness bound
+ * after the write that superseded it: a mirrored copy whose invalidation is still travelling or
+ * was lost), "lost" (missing, or loaded again, because the key's owner restarted, empty,
+ * after the write was acknowledged), and "fallback" (in a read-through group, the loader's value
+ * or its NOT_FOUND where a write must be live, read while the key's owner was unreachable or
+ * soon after: the node loaded the key itself, groupcache's fallback, and keeps that value in its
+ * mirror for at most the group's TTL).
+ */
+export type ClusterVerdict = Verdict | "stale" | "lost" | "fallback";
+export const CLUSTER_VERDICTS: readonly ClusterVerdict[] = ["hit", "loaded", "stale", "raced", "expired", "missing", "lost", "fallback", "absent", "unknown", "violation"];
+
+/** WriteRecord is one write of a key as the cluster ledger keeps it (acknowledged or not). */
+export interface WriteRecord {
+  version: number;
+  deleted: boolean;
+  sentAt: number;
+  /** endAt: when it was acknowledged (acked) or failed */
+  endAt: number;
+  ttlMs: number;
+  /** acked: acknowledged; a failed write (not acked) may or may not have been applied */
+  acked: boolean;
+  /** via: the node the write was sent through (ClusterRules.writeVia), if known */
+  via?: number;
+}
+
+export interface ClusterRules {
+  /**
+   * staleBoundMs: how long after the write that superseded it an older version may still be read
+   * (see ClusterLedger). The soak takes the nodes' --mirror-ttl + --peer-timeout + 1 s.
+   */
+  staleBoundMs: number;
+  /**
+   * loadedStaleBoundMs: the same bound for a copy of the loader's value (default staleBoundMs):
+   * a loaded value lives no longer than its group's TTL, in the mirror too, so with a TTL shorter
+   * than --mirror-ttl its copies are stale for less (the soak takes min(TTL, --mirror-ttl) +
+   * --peer-timeout + 1 s). Past it, the loader's value where a write must be live was loaded
+   * again after the write's value was evicted: "missing".
+   */
+  loadedStaleBoundMs?: number;
+  /**
+   * lost tells whether `key`'s owner restarted (came back with an empty store) after a write
+   * acknowledged at `ackAt`, as seen by a read sent at `readSentAt`; absent: no restarts.
+   */
+  lost?: (key: string, ackAt: number, readSentAt: number) => boolean;
+  /**
+   * ownerUnreachable tells whether `key`'s owner was down or stalled at some time in [from, to]
+   * (its peers then load the key themselves: "fallback"); absent: never.
+   */
+  ownerUnreachable?: (key: string, from: number, to: number) => boolean;
+  /** onViolation is called with the ledger id and the description of every violation. */
+  onViolation?: (id: string, what: string) => void;
+  /**
+   * writeVia names the node the write of `id` ending now was sent through (endWrite asks), and
+   * readVia the node a read's value came through (the value's own object). With both, a stale
+   * read is checked against the node that forwarded the superseding write: that node drops its
+   * own copy when it forwards the write and again when the owner answers, and keeps out the
+   * answers of Gets sent before (design.md, "Cluster"), so an old version through it is a
+   * violation, and the loader's value through it was loaded after the write's value was lost
+   * (evicted: "missing"), not a copy from before.
+   */
+  writeVia?: (id: string) => number | undefined;
+  readVia?: (value: Uint8Array) => number | undefined;
+}
+
+/** StaleRead describes one stale read: the group, its age (ms after the superseding ack), whether it was the loader's value, and what was read. */
+export interface StaleRead {
+  group: string;
+  ageMs: number;
+  loaded: boolean;
+  what: string;
+}
+
+/**
+ * ClusterLedger is the ledger of a soak against a cluster, whose rules differ from a lone node's
+ * in these ways (design.md, "Cluster"):
+ *
+ * - Mirrors: a node keeps hot copies of keys other nodes own, and the owner tells the others to
+ *   drop theirs after it acknowledged a write (PeerInvalidate, sent once, not retried). A read
+ *   through another node may then return the version before the write until the invalidation
+ *   arrives, or, if it was lost, until the copy expires: no later than `--mirror-ttl` after it
+ *   was filled, and a copy of a version is filled at the latest when the forward that read it
+ *   comes back (within `--peer-timeout` of the write that superseded it). So a hit of a version
+ *   older than the last acknowledged one (or after an acknowledged delete) is "stale" — allowed,
+ *   counted, its age kept — when it was read
+ *   less than `staleBoundMs` after the first acknowledged write that superseded it (age = read
+ *   sent − that write's acknowledgement, a lower bound of how old the copy was); older than that
+ *   it is a violation, as is an old version hit past its own TTL (a copy never outlives the
+ *   owner's TTL), and, given the nodes reads and writes went through (writeVia, readVia), an old
+ *   version read through the node that forwarded the superseding write. Versions of writes that
+ *   failed (the key `unknown`) count as written: they may have been applied.
+ * - Loaded copies: in a read-through group, the loader's value where a write must be live is
+ *   "stale" if the key may have been absent before that write (never written, deleted, past its
+ *   TTL, or a write failed: `loadedUntil`) and it is read less than `loadedStaleBoundMs` after
+ *   it, not through the writing node; else it was loaded again after an eviction: "missing".
+ * - Restarts: a restarted node comes back empty, so a key whose owner restarted after the
+ *   key's last acknowledged write may be missing (or loaded again) with no eviction: "lost".
+ * - Unreachable owners: in a read-through group the other nodes then load the key themselves
+ *   and keep the value in their mirrors for its TTL, so the loader's value (or its NOT_FOUND)
+ *   where a write must be live is "fallback" while the owner is unreachable (`ownerUnreachable`)
+ *   and up to `loadedStaleBoundMs` after.
+ *
+ * Everything else stays as in `Ledger.judge`: a value never written (or not the loader's in a
+ * read-through group), a corrupt value, a hit of the last version past its TTL, NOT_FOUND of a
+ * key the loader has a value for, an old version beyond the bound: violations. Missing keys that
+ * are not lost need evidence of eviction on the key's owner (the soak checks it).
+ *
+ * Keys are written by one worker each, so their versions increase with time; each key keeps its
+ * writes (`history`) until the write that superseded them is older than the bound plus
+ * HISTORY_MARGIN_MS (then any read of them is a violation anyway).
+ *
+ * `judge` (what the soak's Workers call) judges under these rules, tallies the verdict per group
+ * in `tally`, and returns the nearest single-node verdict (stale → hit, lost → missing,
+ * fallback → loaded) for the caller's own tally; `judgeCluster` judges without tallying.
+ */
+export class ClusterLedger extends Ledger {
+  readonly history = new Map<string, WriteRecord[]>();
+  /** trimmed: keys whose oldest writes were dropped from `history` (superseded long ago). */
+  private readonly trimmed = new Set<string>();
+  /** tally: verdicts of `judge` per group (the reads during the run). */
+  readonly tally = new Map<string, Record<ClusterVerdict, number>>();
+  /** staleAges: every stale read (group, age, loader's value or not), for the percentiles; staleExamples: the first few. */
+  readonly staleAges: { group: string; ageMs: number; loaded: boolean }[] = [];
+  readonly staleExamples: StaleRead[] = [];
+  /** detail describes the last verdict of judgeCluster when it was stale or lost. */
+  detail = "";
+  /** staleBy is, after a stale verdict of judgeCluster, the write that superseded what was read. */
+  staleBy: WriteRecord | undefined;
+  /** readVia: the node the value being judged came through, if known (ClusterRules.readVia). */
+  private readVia: number | undefined;
+
+  constructor(readonly rules: ClusterRules) {
+    super();
+  }
+
+  override endWrite(id: string, ok: boolean, e: Omit<Entry, "unknown">): void {
+    super.endWrite(id, ok, e);
+    let recs = this.history.get(id);
+    if (recs === undefined) this.history.set(id, (recs = []));
+    const rec: WriteRecord = { version: e.version, deleted: e.deleted, sentAt: e.sentAt, endAt: e.ackAt, ttlMs: e.ttlMs, acked: ok };
+    const via = this.rules.writeVia?.(id);
+    if (via !== undefined) rec.via = via;
+    recs.push(rec);
+    // Drop the prefix superseded (by an acknowledged write) longer ago than the bound + margin.
+    const horizon = e.ackAt - this.rules.staleBoundMs - HISTORY_MARGIN_MS;
+    let keep = 0;
+    for (let i = 0; i < recs.length - 1; i++) {
+      const by = supersededBy(recs, i);
+      if (by === undefined || by.endAt >= horizon) break;
+      keep = i + 1;
+    }
+    if (keep > 0) {
+      recs.splice(0, keep);
+      this.trimmed.add(id);
+    }
+  }
+
+  override judge(id: string, key: string, value: Uint8Array | undefined, epoch: number, sentAt: number, recvAt: number, readThrough = false): Verdict {
+    const v = this.judgeCluster(id, key, value, epoch, sentAt, recvAt, readThrough);
+    tallyCluster(this.tally, id.slice(0, id.indexOf("/")), v);
+    return v === "stale" ? "hit" : v === "lost" ? "missing" : v === "fallback" ? "loaded" : v;
+  }
+
+  /** judgeCluster classifies a read as `judge` does, under the cluster rules (class comment). */
+  judgeCluster(id: string, key: string, value: Uint8Array | undefined, epoch: number, sentAt: number, recvAt: number, readThrough = false): ClusterVerdict {
+    this.detail = "";
+    this.staleBy = undefined;
+    this.readVia = value === undefined ? undefined : this.rules.readVia?.(value);
+    let version = -1;
+    if (value !== undefined) {
+      version = decodeVersion(key, value);
+      if (version < 0) return this.failId(id, `${id}: corrupt or foreign value (${value.length} B)`);
+    }
+    const loadable = readThrough ? loaderLength(key) : null;
+    if (readThrough) {
+      if (version === LOADED_VERSION && value!.length !== loadable) return this.failId(id, `${id}: a loaded value of ${value!.length} B, the loader gives ${loadable ?? "none"}`);
+      if (value === undefined && loadable !== null) return this.failId(id, `${id}: NOT_FOUND, the loader has a value`);
+    }
+    if (epoch < 0 || epoch !== this.epochOf(id)) return "raced";
+    const loaded = readThrough && version === LOADED_VERSION;
+    const e = this.entries.get(id);
+    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.failId(id, `${id}: hit of version ${version} on a key never written`);
+    if (e.unknown) return "unknown";
+    const mayHaveExpired = !e.deleted && e.ttlMs > 0 && e.sentAt + e.ttlMs - CLOCK_SLACK_MS <= recvAt;
+    if (value === undefined) {
+      if (e.deleted) return "absent";
+      if (mayHaveExpired) return "expired";
+      if (readThrough && this.lostOrMissing(key, e, sentAt) === "missing" && this.fallback(key, sentAt, recvAt)) return "fallback";
+      return this.lostOrMissing(key, e, sentAt);
+    }
+    if (loaded) {
+      if (e.deleted || mayHaveExpired) return "loaded";
+      // A write must be live: the loader's value is either a copy from before that write (stale),
+      // or loaded again after the write's value was lost (restart: "lost") or evicted ("missing").
+      // It can be a copy only of a time the key may have been absent (loadedUntil), and not
+      // through the node that forwarded the write that ended that time (see readVia).
+      if (this.rules.lost?.(key, e.ackAt, sentAt) === true) return this.lostOrMissing(key, e, sentAt);
+      if (this.fallback(key, sentAt, recvAt)) return "fallback";
+      const by = this.loadedUntil(id);
+      if (by === undefined) return "missing";
+      if (this.readVia !== undefined && this.readVia === by.via) return "missing";
+      const age = sentAt - by.endAt;
+      if (age < (this.rules.loadedStaleBoundMs ?? this.rules.staleBoundMs)) {
+        return this.stale(id, age, `${id}: the loader's value ${age} ms after v${by.version} ended the key's absence (last: v${e.version})`, by, true);
+      }
+      return "missing";
+    }
+    if (!e.deleted && version === e.version) {
+      if (e.ttlMs > 0 && e.ackAt + e.ttlMs + CLOCK_SLACK_MS < sentAt) {
+        return this.failId(id, `${id}: returned ${sentAt - e.ackAt - e.ttlMs} ms after its TTL of ${e.ttlMs} ms`);
+      }
+      return "hit";
+    }
+    // An older version (or any version after a delete).
+    const recs = this.history.get(id) ?? [];
+    const at = recs.findIndex((r) => !r.deleted && r.version === version);
+    const last = e.deleted ? "an acknowledged delete" : `v${e.version}`;
+    if (at < 0) {
+      const oldest = recs.find((r) => !r.deleted);
+      const long = this.trimmed.has(id) && oldest !== undefined && version < oldest.version;
+      return this.failId(id, long
+        ? `${id}: v${version}, superseded more than ${this.rules.staleBoundMs + HISTORY_MARGIN_MS} ms before the read (last: ${last})`
+        : `${id}: v${version}, a version never written (last: ${last})`);
+    }
+    const own = recs[at]!;
+    const by = supersededBy(recs, at);
+    if (by === undefined) return this.failId(id, `${id}: v${version} read, ledger has no later acknowledged write (last: ${last})`);
+    const age = sentAt - by.endAt;
+    const byWhat = by.deleted ? "the delete" : `v${by.version}`;
+    if (own.acked && own.ttlMs > 0 && own.endAt + own.ttlMs + CLOCK_SLACK_MS < sentAt) {
+      return this.failId(id, `${id}: old v${version} returned ${sentAt - own.endAt - own.ttlMs} ms after its own TTL of ${own.ttlMs} ms (superseded by ${byWhat} ${age} ms before; last: ${last})`);
+    }
+    if (this.readVia !== undefined && this.readVia === by.via) {
+      return this.failId(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged through that same node, which drops its copy when it forwards a write (last: ${last})`);
+    }
+    if (age < this.rules.staleBoundMs) return this.stale(id, age, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged (last: ${last})`, by, false);
+    return this.failId(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged, over the staleness bound of ${this.rules.staleBoundMs} ms (last: ${last})`);
+  }
+
+  /** fallback: the key's owner was unreachable during the read or up to a loaded copy's life before it. */
+  private fallback(key: string, sentAt: number, recvAt: number): boolean {
+    return this.rules.ownerUnreachable?.(key, sentAt - (this.rules.loadedStaleBoundMs ?? this.rules.staleBoundMs), recvAt) === true;
+  }
+
+  private lostOrMissing(key: string, e: Entry, sentAt: number): ClusterVerdict {
+    if (this.rules.lost?.(key, e.ackAt, sentAt) === true) {
+      this.detail = "lost";
+      return "lost";
+    }
+    return "missing";
+  }
+
+  /**
+   * loadedUntil is the acknowledged write that last ended a time the key may have been absent
+   * (so its loader's value may have been read and copied then): the first acknowledged write at
+   * or after the latest one before which the key was never written (in the history kept),
+   * deleted, past its TTL, or written by a write that failed. Undefined: none in the history.
+   */
+  private loadedUntil(id: string): WriteRecord | undefined {
+    const recs = this.history.get(id) ?? [];
+    for (let i = recs.length - 1; i >= 0; i--) {
+      const r = recs[i]!;
+      const prev = recs[i - 1];
+      const absentBefore = prev === undefined
+        ? !this.trimmed.has(id)
+        : prev.deleted || !prev.acked || (prev.ttlMs > 0 && prev.sentAt + prev.ttlMs - CLOCK_SLACK_MS <= r.endAt);
+      if (!absentBefore) continue;
+      for (let j = i; j < recs.length; j++) if (recs[j]!.acked) return recs[j];
+      return undefined;
+    }
+    return undefined;
+  }
+
+  private stale(id: string, ageMs: number, what: string, by: WriteRecord, loaded: boolean): ClusterVerdict {
+    const group = id.slice(0, id.indexOf("/"));
+    this.staleAges.push({ group, ageMs, loaded });
+    if (this.staleExamples.filter((x) => x.loaded === loaded).length < 10) this.staleExamples.push({ group, ageMs, loaded, what });
+    this.detail = what;
+    this.staleBy = by;
+    return "stale";
+  }
+
+  private failId(id: string, what: string): ClusterVerdict {
+    const text = this.readVia === undefined ? what : `${what} (read through node ${this.readVia})`;
+    this.violation(text);
+    this.rules.onViolation?.(id, text);
+    return "violation";
+  }
+}
+
+/** HISTORY_MARGIN_MS: writes are kept this long past the staleness bound (ClusterLedger). */
+export const HISTORY_MARGIN_MS = 5_000;
+
+/** supersededBy is the first acknowledged write after recs[i], if any. */
+function supersededBy(recs: readonly WriteRecord[], i: number): WriteRecord | undefined {
+  for (let j = i + 1; j < recs.length; j++) if (recs[j]!.acked) return recs[j];
+  return undefined;
+}
+
+/** tallyCluster counts one cluster verdict of `group`. */
+export function tallyCluster(t: Map<string, Record<ClusterVerdict, number>>, group: string, v: ClusterVerdict): void {
+  let r = t.get(group);
+  if (r === undefined) t.set(group, (r = Object.fromEntries(CLUSTER_VERDICTS.map((k) => [k, 0])) as Record<ClusterVerdict, number>));
+  r[v]++;
+}
