@@ -62,7 +62,8 @@ export function tallyVerdict(v: Verdicts, group: string, verdict: Verdict): void
   r[verdict]++;
 }
 
-function describe(e: unknown): string {
+/** describe names a call's failure for the soaks' reports. */
+export function describe(e: unknown): string {
   return e instanceof CacheError ? `CacheError ${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
 }
 const isMiss = (e: unknown): boolean => e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND;
@@ -244,4 +245,41 @@ export async function churn(worker: Worker, host: string, port: number, stats: K
     }
     stats.count("connections");
   }
+}
+
+/**
+ * readBack reads every key `ledger` has an entry for through `client`, in GetMulti batches of 100
+ * keys of one group over `parallel` loops, and hands each key's answer to `judge` (undefined: not
+ * found) with the batch's send and receive times; a batch that fails goes to `failed`.
+ */
+export async function readBack(
+  ledger: Ledger, client: Pick<CacheClient, "getMulti">, parallel: number,
+  judge: (group: string, key: string, value: Uint8Array | undefined, sentAt: number, recvAt: number) => void,
+  failed: (group: string, e: unknown) => void,
+): Promise<void> {
+  const byGroup = new Map<string, string[]>();
+  for (const id of ledger.entries.keys()) {
+    const slash = id.indexOf("/");
+    const group = id.slice(0, slash);
+    if (!byGroup.has(group)) byGroup.set(group, []);
+    byGroup.get(group)!.push(id.slice(slash + 1));
+  }
+  const batches: [string, string[]][] = [];
+  for (const [group, keys] of byGroup) for (let i = 0; i < keys.length; i += 100) batches.push([group, keys.slice(i, i + 100)]);
+  let next = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (next < batches.length) {
+      const [group, keys] = batches[next++]!;
+      const sentAt = Date.now();
+      let found: Map<string, Uint8Array>;
+      try {
+        found = await client.getMulti(group, keys);
+      } catch (e) {
+        failed(group, e);
+        continue;
+      }
+      const recvAt = Date.now();
+      for (const k of keys) judge(group, k, found.get(k), sentAt, recvAt);
+    }
+  }));
 }

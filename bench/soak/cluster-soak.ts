@@ -86,7 +86,8 @@ import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Prng } from "../../test/support/prng.ts";
 import { freePorts } from "../../test/support/node-process.ts";
 import { CLOCK_SLACK_MS, CLUSTER_VERDICTS, ClusterLedger, type ClusterVerdict, decodeVersion, tallyCluster } from "./ledger.ts";
-import { KindStats, Worker, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
+import { KindStats, Worker, describe, readBack, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
+import { flag } from "./cli.ts";
 import { NodeProcess } from "./node-process.ts";
 import { nodeFigures } from "./node-figures.ts";
 
@@ -115,16 +116,6 @@ const TRACE_PER_KEY = 12;
 const ERROR_PAUSE_MS = 10;
 const STATS_NOTE = "hits + misses ≤ total; Σ(total − hits − misses) = mirrorHits + peerLoads";
 
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v < 0) {
-    console.error(`--${name} needs a non-negative number`);
-    process.exit(2);
-  }
-  return v;
-}
 function stringFlag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? undefined : process.argv[i + 1];
@@ -346,9 +337,6 @@ function faultsText(): string {
   return parts.length === 0 ? "no fault yet" : parts.join("; ");
 }
 
-function describe(e: unknown): string {
-  return e instanceof CacheError ? `CacheError ${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
-}
 const CODE_NAMES = new Map<number, string>(Object.entries(ERROR_CODE).map(([k, v]) => [v, k]));
 /** errorKind names an error by its code and message, numbers left out ("PEER_UNAVAILABLE: peer is down"). */
 function errorKind(what: string): string {
@@ -637,42 +625,18 @@ for (const w of [restartRecord?.windowEnd, pauseRecord?.windowEnd]) if (w !== un
 const finalTally = new Map<string, Record<ClusterVerdict, number>>();
 const finalByNode: Record<ClusterVerdict, number>[] = [];
 const readThrough = new Set(GROUPS.filter((g) => g.readThrough === true).map((g) => g.name));
-{
-  const byGroup = new Map<string, string[]>();
-  for (const id of ledger.entries.keys()) {
-    const slash = id.indexOf("/");
-    const group = id.slice(0, slash);
-    if (!byGroup.has(group)) byGroup.set(group, []);
-    byGroup.get(group)!.push(id.slice(slash + 1));
-  }
-  const batches: [string, string[]][] = [];
-  for (const [group, keys] of byGroup) for (let i = 0; i < keys.length; i += 100) batches.push([group, keys.slice(i, i + 100)]);
-  for (let n = 0; n < NODES; n++) {
-    const byNode = new Map<string, Record<ClusterVerdict, number>>();
-    await using reader = new TracedClient(n, { host: "127.0.0.1", port: ports[n]!, connections: 2, timeoutMs: 10_000 });
-    let next = 0;
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (next < batches.length) {
-        const [group, keys] = batches[next++]!;
-        const sentAt = Date.now();
-        let found: Map<string, Uint8Array>;
-        try {
-          found = await reader.getMulti(group, keys);
-        } catch (e) {
-          fail(`final read-back of ${group} through node ${n}: ${describe(e)}`);
-          continue;
-        }
-        const recvAt = Date.now();
-        for (const k of keys) {
-          const id = `${group}/${k}`;
-          const v = ledger.judgeCluster(id, k, found.get(k), ledger.epochOf(id), sentAt, recvAt, readThrough.has(group));
-          tallyCluster(finalTally, group, v);
-          tallyCluster(byNode, "all", v);
-        }
-      }
-    }));
-    finalByNode.push(byNode.get("all") ?? (Object.fromEntries(CLUSTER_VERDICTS.map((k) => [k, 0])) as Record<ClusterVerdict, number>));
-  }
+for (let n = 0; n < NODES; n++) {
+  const byNode = new Map<string, Record<ClusterVerdict, number>>();
+  await using reader = new TracedClient(n, { host: "127.0.0.1", port: ports[n]!, connections: 2, timeoutMs: 10_000 });
+  await readBack(ledger, reader, 8,
+    (group, k, value, sentAt, recvAt) => {
+      const id = `${group}/${k}`;
+      const v = ledger.judgeCluster(id, k, value, ledger.epochOf(id), sentAt, recvAt, readThrough.has(group));
+      tallyCluster(finalTally, group, v);
+      tallyCluster(byNode, "all", v);
+    },
+    (group, e) => fail(`final read-back of ${group} through node ${n}: ${describe(e)}`));
+  finalByNode.push(byNode.get("all") ?? (Object.fromEntries(CLUSTER_VERDICTS.map((k) => [k, 0])) as Record<ClusterVerdict, number>));
 }
 
 interface NodeReport {

@@ -52,10 +52,11 @@
 import { loadavg } from "node:os";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CLOCK_SLACK_MS, Ledger } from "./ledger.ts";
-import { KindStats, Worker, churn, tallyVerdict, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
+import { KindStats, Worker, churn, readBack, tallyVerdict, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
 import { garbage, neverReader, oversized, slowloris } from "./hostile.ts";
 import { NodeProcess } from "./node-process.ts";
 import { nodeFigures } from "./node-figures.ts";
+import { flag } from "./cli.ts";
 
 const MIB = 1024 * 1024;
 const MEMORY = 64 * MIB;
@@ -76,16 +77,6 @@ const GROUPS: GroupPlan[] = [
   { name: "ld", keys: 4_000, defaultTtlMs: 3_000, share: 0.1, minValue: 100, maxValue: 512, readThrough: true },
 ];
 
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v < 0) {
-    console.error(`--${name} needs a non-negative number`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const seconds = process.argv.includes("--seconds") ? flag("seconds", 30) : flag("minutes", 10) * 60;
 const seed = flag("seed", (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0);
@@ -192,32 +183,10 @@ const loads = new Map<string, { loads: number; calls: number; ahead: number; fai
 const evictions = new Map<string, { itemCount: number; mustLive: number; inferred: number; counted: number | undefined; expired: number | undefined }>();
 {
   await using reader = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000 });
-  const byGroup = new Map<string, string[]>();
-  for (const id of ledger.entries.keys()) {
-    const slash = id.indexOf("/");
-    const group = id.slice(0, slash);
-    if (!byGroup.has(group)) byGroup.set(group, []);
-    byGroup.get(group)!.push(id.slice(slash + 1));
-  }
   const readThrough = new Set(GROUPS.filter((g) => g.readThrough === true).map((g) => g.name));
-  const batches: [string, string[]][] = [];
-  for (const [group, keys] of byGroup) for (let i = 0; i < keys.length; i += 100) batches.push([group, keys.slice(i, i + 100)]);
-  let next = 0;
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < batches.length) {
-      const [group, keys] = batches[next++]!;
-      const sentAt = Date.now();
-      let found: Map<string, Uint8Array>;
-      try {
-        found = await reader.getMulti(group, keys);
-      } catch (e) {
-        fail(`final read-back of ${group}: ${e instanceof Error ? e.message : String(e)}`);
-        continue;
-      }
-      const recvAt = Date.now();
-      for (const k of keys) tallyVerdict(final, group, ledger.judge(`${group}/${k}`, k, found.get(k), ledger.epochOf(`${group}/${k}`), sentAt, recvAt, readThrough.has(group)));
-    }
-  }));
+  await readBack(ledger, reader, 16,
+    (group, k, value, sentAt, recvAt) => tallyVerdict(final, group, ledger.judge(`${group}/${k}`, k, value, ledger.epochOf(`${group}/${k}`), sentAt, recvAt, readThrough.has(group))),
+    (group, e) => fail(`final read-back of ${group}: ${e instanceof Error ? e.message : String(e)}`));
 
   // Evidence of eviction per group: the node's own counter when it has NodeStats, else the lower
   // bound (keys that must still be live) − itemCount from the seed Stats.
