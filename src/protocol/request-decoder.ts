@@ -97,11 +97,14 @@ export class RequestDecoder {
     if (req.method === METHOD_UNKNOWN) {
       r.skip(TYPE_STRUCT, 1);
     } else {
+      let args = 0;
       for (;;) {
         const type = r.readFieldBegin();
         if (type === TYPE_STOP) break;
-        if (r.fieldId === 1 && type === TYPE_STRUCT) this.readRequestStruct(r, req);
-        else r.skip(type, 2);
+        if (r.fieldId === 1 && type === TYPE_STRUCT) {
+          if (args++ > 0) req.resetArgs(); // repeated: this one replaces the first, fields and refusal
+          this.readRequestStruct(r, req);
+        } else r.skip(type, 2);
       }
     }
     if (r.pos !== end) throw protocolError("bytes left after the message");

@@ -141,6 +141,11 @@ export class Request {
     this.seqid = 0;
     this.method = METHOD_UNKNOWN;
     this.nameStart = this.nameLength = 0;
+    this.resetArgs();
+  }
+
+  /** resetArgs clears what the request struct sets (a repeated one replaces all of it). */
+  resetArgs(): void {
     this.groupStart = this.groupLength = 0;
     this.keyStart = this.keyLength = 0;
     this.valueStart = this.valueLength = 0;

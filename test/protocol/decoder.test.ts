@@ -228,6 +228,15 @@ describe("limits and malformed input", () => {
     const map = (b: Bytes, n: number) => b.field(T.MAP, 2).u8(T.STRING, T.STRING).i32(1).str("k").str(new Uint8Array(n));
     expect(decodeMessage(call("SetMulti", (b) => map(map(b, 101), 100)), { maxValueBytes: 100 }).kind).toBe("request");
     expectCacheError(call("SetMulti", (b) => map(map(b, 100), 101)), ERROR_CODE.VALUE_TOO_LARGE, { maxValueBytes: 100 });
+    // A repeated argument struct replaces the first one whole, its fields and its refusal.
+    const args = (...structs: ((b: Bytes) => Bytes)[]) => {
+      const b = new Bytes();
+      for (const st of structs) st(b.field(T.STRUCT, 1).field(T.STRING, 1).str("g")).stop();
+      return b.stop().bytes();
+    };
+    expect(expectRequest(message(MSG.CALL, "Get", 1, args((b) => key(b, 300), (b) => key(b, 3)))).key.length).toBe(3);
+    expect(expectRequest(message(MSG.CALL, "Set", 1, args((b) => key(b, 3).field(T.I64, 4).i64(-1), (b) => key(b, 3)))).ttlSeconds).toBe(0);
+    expect(expectRequest(message(MSG.CALL, "Get", 1, args((b) => key(b, 3), (b) => b))).key.length).toBe(0);
     // A list of another type passes over: the earlier list, and what it breaks, stay.
     const ints = (b: Bytes) => b.field(T.LIST, 2).u8(T.I32).i32(1).i32(5);
     expectCacheError(call("GetMulti", (b) => ints(list(b, 300))), ERROR_CODE.INVALID_ARGUMENT);
