@@ -47,6 +47,8 @@ struct Request {
   2: string key,
 }
 
+// ttlRemainingMs: absent when the value has no expiry; 0 when none of its time is left (unlike a
+// Set's ttl, where 0 means the group's default: do not copy one into the other unchecked).
 struct Response {
   1: binary value,
   2: optional i64 ttlRemainingMs,
