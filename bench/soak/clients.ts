@@ -66,7 +66,8 @@ export function tallyVerdict(v: Verdicts, group: string, verdict: Verdict): void
 export function describe(e: unknown): string {
   return e instanceof CacheError ? `CacheError ${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
 }
-const isMiss = (e: unknown): boolean => e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND;
+/** isMiss: the call was answered NOT_FOUND. */
+export const isMiss = (e: unknown): boolean => e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND;
 
 /** Worker drives one CacheClient's lanes over its share of the keys. */
 export class Worker {
@@ -232,14 +233,17 @@ export class Worker {
   }
 }
 
-/** churn connects, makes 1–5 calls with `worker`, closes, and repeats until stopped. */
-export async function churn(worker: Worker, host: string, port: number, stats: KindStats, stop: Stop, seed: number): Promise<void> {
+/**
+ * churn connects (`connect` makes a client of one connection; it may draw from the churner's
+ * `rng`), makes 1–5 calls with `worker`, closes, and repeats until stopped.
+ */
+export async function churn(worker: Worker, connect: (rng: Prng) => CacheClient, stats: KindStats, stop: Stop, seed: number): Promise<void> {
   const rng = new Prng(seed);
   while (running(stop)) {
-    const client = new CacheClient({ host, port, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000 });
+    const client = connect(rng);
     try {
       const calls = 1 + rng.int(5);
-      for (let i = 0; i < calls; i++) await worker.oneCall(client);
+      for (let i = 0; i < calls && running(stop); i++) await worker.oneCall(client);
     } finally {
       await client.close();
     }

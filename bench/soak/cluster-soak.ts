@@ -86,7 +86,7 @@ import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Prng } from "../../test/support/prng.ts";
 import { freePorts } from "../../test/support/node-process.ts";
 import { CLOCK_SLACK_MS, CLUSTER_VERDICTS, ClusterLedger, type ClusterVerdict, decodeVersion, tallyCluster } from "./ledger.ts";
-import { KindStats, Worker, describe, readBack, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
+import { KindStats, Worker, churn, describe, isMiss, readBack, type GroupPlan, type Stop, type Verdicts } from "./clients.ts";
 import { flag } from "./cli.ts";
 import { NodeProcess } from "./node-process.ts";
 import { nodeFigures } from "./node-figures.ts";
@@ -288,7 +288,6 @@ function traceLines(id: string): string[] {
 
 /** missingBy[group][owner]: reads judged "missing" (not lost) of keys each node owns. */
 const missingBy = new Map<string, number[]>();
-const isMiss = (e: unknown): boolean => e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND;
 const errorOutcome = (e: unknown): number => (isMiss(e) ? MISS : ERROR_BASE + (e instanceof CacheError ? e.code : 0));
 const versionIn = (key: string, v: string | Uint8Array): number => (typeof v === "string" ? -1 : decodeVersion(key, v));
 
@@ -526,21 +525,6 @@ async function readAcross(cs: TracedClient[], stats: SoakStats, readSeed: number
   }
 }
 
-async function churnAcross(worker: Worker, stats: SoakStats, churnSeed: number): Promise<void> {
-  const rng = new Prng(churnSeed);
-  while (running()) {
-    const n = rng.int(NODES);
-    const client = new TracedClient(n, { host: "127.0.0.1", port: ports[n]!, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000 }, stats);
-    try {
-      const calls = 1 + rng.int(5);
-      for (let i = 0; i < calls && running(); i++) await worker.oneCall(client);
-    } finally {
-      await client.close();
-    }
-    stats.count("connections");
-  }
-}
-
 async function restartOne(): Promise<void> {
   await Bun.sleep(Math.max(0, started + seconds * 1000 * restartAt - Date.now()));
   if (!running()) return;
@@ -607,7 +591,10 @@ const load: Promise<void>[] = [
     readClients.push(...cs);
     return Promise.all(Array.from({ length: readLanes * NODES }, (_, l) => readAcross(cs, kinds.read, seed + 400 + i * 100 + l))).then(() => undefined);
   }),
-  ...Array.from({ length: churners }, (_, i) => churnAcross(new Worker(i, churners, GROUPS, ledger, kinds.churn, ignored, seed + 100 + i, "c"), kinds.churn, seed + 200 + i)),
+  ...Array.from({ length: churners }, (_, i) => churn(new Worker(i, churners, GROUPS, ledger, kinds.churn, ignored, seed + 100 + i, "c"), (rng) => {
+    const n = rng.int(NODES); // a node picked at random for each connection
+    return new TracedClient(n, { host: "127.0.0.1", port: ports[n]!, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000 }, kinds.churn);
+  }, kinds.churn, stop, seed + 200 + i)),
   ...(restart ? [restartOne()] : []),
   ...(pause ? [pauseOne()] : []),
 ];

@@ -131,35 +131,43 @@ export class Ledger {
    * `epoch` from epochOf at send time; `sentAt`/`recvAt` bracket the read.
    */
   judge(id: string, key: string, value: Uint8Array | undefined, epoch: number, sentAt: number, recvAt: number, readThrough = false): Verdict {
-    let version = -1;
-    if (value !== undefined) {
-      version = decodeVersion(key, value);
-      if (version < 0) return this.fail(`${id}: corrupt or foreign value (${value.length} B)`);
-    }
-    const loadable = readThrough ? loaderLength(key) : null;
-    if (readThrough) {
-      if (version === LOADED_VERSION && value!.length !== loadable) return this.fail(`${id}: a loaded value of ${value!.length} B, the loader gives ${loadable ?? "none"}`);
-      if (value === undefined && loadable !== null) return this.fail(`${id}: NOT_FOUND, the loader has a value`);
-    }
-    if (epoch < 0 || epoch !== (this.epochs.get(id) ?? 0) || this.inFlight.has(id)) return "raced";
+    const version = this.readVersion(id, key, value, readThrough);
+    if (version === "violation") return version;
+    if (epoch < 0 || epoch !== this.epochOf(id)) return "raced"; // (a write in flight when it was sent, or since)
     const loaded = readThrough && version === LOADED_VERSION;
     const e = this.entries.get(id);
-    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(`${id}: hit on a key never written`);
+    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(id, `${id}: hit on a key never written`);
     if (e.unknown) return "unknown";
-    if (e.deleted) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(`${id}: hit after an acknowledged delete`);
+    if (e.deleted) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(id, `${id}: hit after an acknowledged delete`);
     const mayHaveExpired = e.ttlMs > 0 && e.sentAt + e.ttlMs - CLOCK_SLACK_MS <= recvAt;
     if (loaded) return mayHaveExpired ? "loaded" : "missing";
     if (value !== undefined) {
-      if (version !== e.version) return this.fail(`${id}: version ${version}, last acknowledged ${e.version}`);
+      if (version !== e.version) return this.fail(id, `${id}: version ${version}, last acknowledged ${e.version}`);
       if (e.ttlMs > 0 && e.ackAt + e.ttlMs + CLOCK_SLACK_MS < sentAt) {
-        return this.fail(`${id}: returned ${sentAt - e.ackAt - e.ttlMs} ms after its TTL of ${e.ttlMs} ms`);
+        return this.fail(id, `${id}: returned ${sentAt - e.ackAt - e.ttlMs} ms after its TTL of ${e.ttlMs} ms`);
       }
       return "hit";
     }
     return mayHaveExpired ? "expired" : "missing";
   }
 
-  private fail(what: string): Verdict {
+  /**
+   * readVersion is the version a read's `value` carries (-1: a miss), or a violation: a corrupt
+   * or foreign value, or, in a read-through group, a value or a NOT_FOUND the loader cannot have
+   * given.
+   */
+  protected readVersion(id: string, key: string, value: Uint8Array | undefined, readThrough: boolean): number | "violation" {
+    if (value === undefined) return readThrough && loaderLength(key) !== null ? this.fail(id, `${id}: NOT_FOUND, the loader has a value`) : -1;
+    const version = decodeVersion(key, value);
+    if (version < 0) return this.fail(id, `${id}: corrupt or foreign value (${value.length} B)`);
+    if (readThrough && version === LOADED_VERSION && value.length !== loaderLength(key)) {
+      return this.fail(id, `${id}: a loaded value of ${value.length} B, the loader gives ${loaderLength(key) ?? "none"}`);
+    }
+    return version;
+  }
+
+  /** fail records a violation of the read of `id`. */
+  protected fail(_id: string, what: string): "violation" {
     this.violation(what);
     return "violation";
   }
@@ -338,20 +346,12 @@ export class ClusterLedger extends Ledger {
     this.detail = "";
     this.staleBy = undefined;
     this.readVia = value === undefined ? undefined : this.rules.readVia?.(value);
-    let version = -1;
-    if (value !== undefined) {
-      version = decodeVersion(key, value);
-      if (version < 0) return this.failId(id, `${id}: corrupt or foreign value (${value.length} B)`);
-    }
-    const loadable = readThrough ? loaderLength(key) : null;
-    if (readThrough) {
-      if (version === LOADED_VERSION && value!.length !== loadable) return this.failId(id, `${id}: a loaded value of ${value!.length} B, the loader gives ${loadable ?? "none"}`);
-      if (value === undefined && loadable !== null) return this.failId(id, `${id}: NOT_FOUND, the loader has a value`);
-    }
-    if (epoch < 0 || epoch !== this.epochOf(id)) return "raced";
+    const version = this.readVersion(id, key, value, readThrough);
+    if (version === "violation") return version;
+    if (epoch < 0 || epoch !== this.epochOf(id)) return "raced"; // (a write in flight when it was sent, or since)
     const loaded = readThrough && version === LOADED_VERSION;
     const e = this.entries.get(id);
-    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.failId(id, `${id}: hit of version ${version} on a key never written`);
+    if (e === undefined) return value === undefined ? "absent" : loaded ? "loaded" : this.fail(id, `${id}: hit of version ${version} on a key never written`);
     if (e.unknown) return "unknown";
     const mayHaveExpired = !e.deleted && e.ttlMs > 0 && e.sentAt + e.ttlMs - CLOCK_SLACK_MS <= recvAt;
     if (value === undefined) {
@@ -379,7 +379,7 @@ export class ClusterLedger extends Ledger {
     }
     if (!e.deleted && version === e.version) {
       if (e.ttlMs > 0 && e.ackAt + e.ttlMs + CLOCK_SLACK_MS < sentAt) {
-        return this.failId(id, `${id}: returned ${sentAt - e.ackAt - e.ttlMs} ms after its TTL of ${e.ttlMs} ms`);
+        return this.fail(id, `${id}: returned ${sentAt - e.ackAt - e.ttlMs} ms after its TTL of ${e.ttlMs} ms`);
       }
       return "hit";
     }
@@ -390,23 +390,23 @@ export class ClusterLedger extends Ledger {
     if (at < 0) {
       const oldest = recs.find((r) => !r.deleted);
       const long = this.trimmed.has(id) && oldest !== undefined && version < oldest.version;
-      return this.failId(id, long
+      return this.fail(id, long
         ? `${id}: v${version}, superseded more than ${this.rules.staleBoundMs + HISTORY_MARGIN_MS} ms before the read (last: ${last})`
         : `${id}: v${version}, a version never written (last: ${last})`);
     }
     const own = recs[at]!;
     const by = supersededBy(recs, at);
-    if (by === undefined) return this.failId(id, `${id}: v${version} read, ledger has no later acknowledged write (last: ${last})`);
+    if (by === undefined) return this.fail(id, `${id}: v${version} read, ledger has no later acknowledged write (last: ${last})`);
     const age = sentAt - by.endAt;
     const byWhat = by.deleted ? "the delete" : `v${by.version}`;
     if (own.acked && own.ttlMs > 0 && own.endAt + own.ttlMs + CLOCK_SLACK_MS < sentAt) {
-      return this.failId(id, `${id}: old v${version} returned ${sentAt - own.endAt - own.ttlMs} ms after its own TTL of ${own.ttlMs} ms (superseded by ${byWhat} ${age} ms before; last: ${last})`);
+      return this.fail(id, `${id}: old v${version} returned ${sentAt - own.endAt - own.ttlMs} ms after its own TTL of ${own.ttlMs} ms (superseded by ${byWhat} ${age} ms before; last: ${last})`);
     }
     if (this.readVia !== undefined && this.readVia === by.via) {
-      return this.failId(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged through that same node, which drops its copy when it forwards a write (last: ${last})`);
+      return this.fail(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged through that same node, which drops its copy when it forwards a write (last: ${last})`);
     }
     if (age < this.rules.staleBoundMs) return this.stale(id, age, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged (last: ${last})`, by, false);
-    return this.failId(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged, over the staleness bound of ${this.rules.staleBoundMs} ms (last: ${last})`);
+    return this.fail(id, `${id}: v${version} ${age} ms after ${byWhat} was acknowledged, over the staleness bound of ${this.rules.staleBoundMs} ms (last: ${last})`);
   }
 
   /** fallback: the key's owner was unreachable during the read or up to a loaded copy's life before it. */
@@ -452,12 +452,13 @@ export class ClusterLedger extends Ledger {
     return "stale";
   }
 
-  private failId(id: string, what: string): ClusterVerdict {
+  protected override fail(id: string, what: string): "violation" {
     const text = this.readVia === undefined ? what : `${what} (read through node ${this.readVia})`;
-    this.violation(text);
+    super.fail(id, text);
     this.rules.onViolation?.(id, text);
     return "violation";
   }
+
 }
 
 /** HISTORY_MARGIN_MS: writes are kept this long past the staleness bound (ClusterLedger). */

@@ -153,7 +153,7 @@ const clients = Array.from({ length: workers }, () => new CacheClient({ host: "1
 const load: Promise<void>[] = [
   ...clients.map((c, i) => new Worker(i, workers, GROUPS, ledger, kinds.worker, verdicts, seed + i).run(c, lanes, stop)),
   ...Array.from({ length: churners }, (_, i) =>
-    churn(new Worker(i, churners, GROUPS, ledger, kinds.churn, verdicts, seed + 100 + i, "c"), "127.0.0.1", node.port, kinds.churn, stop, seed + 200 + i)),
+    churn(new Worker(i, churners, GROUPS, ledger, kinds.churn, verdicts, seed + 100 + i, "c"), () => new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000 }), kinds.churn, stop, seed + 200 + i)),
   ...(hostile.has("garbage") ? [garbage(node.port, kinds.garbage, stop, seed + 300), garbage(node.port, kinds.garbage, stop, seed + 301)] : []),
   ...(hostile.has("oversized") ? [oversized(node.port, kinds.oversized, stop, seed + 302)] : []),
   ...(hostile.has("slowloris") ? Array.from({ length: 3 }, () => slowloris(node.port, kinds.slowloris, stop, dripMs)) : []),
