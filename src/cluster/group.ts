@@ -61,9 +61,9 @@ export interface GroupOptions {
 
 /** GroupCounters are the group's running totals (groupcache's vocabulary), a plain struct of numbers. */
 export class GroupCounters {
-  gets = 0; // Get calls and GetMulti keys looked up
-  hits = 0; // of those, served from the store
-  misses = 0; // of those, not in the store (or expired)
+  gets = 0; // Get calls and GetMulti keys looked up (a key owned elsewhere too: see countRouted)
+  hits = 0; // of those, served from the store (or the mirror)
+  misses = 0; // of those, not in the store (or expired), or forwarded to their owner
   loads = 0; // misses that went to the loader path (gets - hits, with a loader)
   loadsDeduped = 0; // loader calls actually made (loads after singleflight)
   localLoads = 0; // loader calls that returned a value
@@ -189,23 +189,37 @@ export class Group {
 
   /**
    * lookup returns the item id of a live value under key[off, off+len) (counting a get, hit or
-   * miss), or -1. A cached negative entry counts as a negative hit and returns -1 with
-   * `lastNegative` set, so the caller answers NOT_FOUND without loading.
+   * miss, unless `count` is false: a key already counted when it was forwarded), or -1. A cached
+   * negative entry counts as a negative hit and returns -1 with `lastNegative` set, so the caller
+   * answers NOT_FOUND without loading.
    */
-  lookup(key: Uint8Array, off: number, len: number): number {
-    this.counters.gets++;
+  lookup(key: Uint8Array, off: number, len: number, count = true): number {
+    const c = this.counters;
+    if (count) c.gets++;
     this.lastNegative = false;
     const id = this.store.get(key, off, len);
     if (id >= 0) {
       if (!this.store.isNegative(id)) {
-        this.counters.hits++;
+        if (count) c.hits++;
         return id;
       }
-      this.counters.negativeHits++;
+      if (count) c.negativeHits++;
       this.lastNegative = true;
     }
-    this.counters.misses++;
+    if (count) c.misses++;
     return -1;
+  }
+
+  /**
+   * countRouted counts `n` Gets of keys owned by another member that this node answered: from
+   * its mirror (`hit`: hits, as groupcache counts its hot cache) or by forwarding them (misses,
+   * whatever the owner answers; the owner counts them again as its own lookups).
+   */
+  countRouted(n: number, hit: boolean): void {
+    const c = this.counters;
+    c.gets += n;
+    if (hit) c.hits += n;
+    else c.misses += n;
   }
 
   /**

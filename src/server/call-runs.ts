@@ -164,7 +164,7 @@ export class CallRuns {
             const mid = mirror.getHit(buf, keyStart, keyLength, mirror.hashOf(buf, keyStart, keyLength));
             if (mid < 0) break;
             if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
-            group.counters.gets++;
+            group.countRouted(1, true);
             cluster.counters.mirrorHits++;
             writePlainHit(reply, mirror, mid, LISTED[o + 4]!, framed);
             gets++;

@@ -17,7 +17,10 @@
  *   PEER_UNAVAILABLE: a write is never kept on a node that does not own the key.
  * - Clear: this node and every other member (PeerClear), mirrors included.
  * - GetMulti/SetMulti: keys grouped by owner, one peer call per owner, in parallel; results merged
- *   in request order.
+ *   in request order. GetMulti takes what the mirror holds first, as Get does.
+ * - Counters: a Get (or GetMulti key) of a key owned elsewhere counts in this node's group as a
+ *   hit when the mirror answers it and as a miss when it is forwarded (groupcache counts its hot
+ *   cache's hits so), so hits + misses = total on every node; the owner counts it again.
  * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
  * hit), or `false` when the call is local after all.
  */
@@ -71,12 +74,13 @@ function routeGet(
   if (mirror !== undefined) {
     const id = mirror.get(req.buffer, req.keyStart, req.keyLength);
     if (id >= 0) {
-      group.counters.gets++;
+      group.countRouted(1, true);
       cluster.counters.mirrorHits++;
       writeHit(reply, req, mirror, id);
       return true;
     }
   }
+  group.countRouted(1, false);
   cluster.counters.forwarded++;
   // Forwarded ahead while the connection waited for an earlier Get: answer from it.
   if (ahead !== undefined) {
@@ -150,7 +154,6 @@ function answerForward(
 ): Promise<void> | true {
   if (err === null && value !== null) {
     cluster.counters.peerLoads++;
-    group.counters.gets++;
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
     if (mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
@@ -298,20 +301,23 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       work.push(localValues(group, req, indexes, values, ttls, true, reply.maxMultiBytes));
       continue;
     }
+    const forward = fromMirror(cluster, group, req, indexes, values);
+    if (forward.length === 0) continue;
+    group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
-    const keys = indexes.map((i) => keyAt(req, i));
+    const keys = forward.map((i) => keyAt(req, i));
     work.push(client.getMulti(group.name, keys, { peer: true }).then(
       (found) => {
-        indexes.forEach((i, n) => (values[i] = found.get(latin1Key(keys[n]!))));
+        forward.forEach((i, n) => (values[i] = found.get(latin1Key(keys[n]!))));
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
-        cluster.counters.fallbackLoads += indexes.length;
-        return localValues(group, req, indexes, values, ttls, false, reply.maxMultiBytes).then(() => {
+        cluster.counters.fallbackLoads += forward.length;
+        return localValues(group, req, forward, values, ttls, false, reply.maxMultiBytes).then(() => {
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
-          for (const i of indexes) {
+          for (const i of forward) {
             const v = values[i];
             const ks = req.items[i * 4]!;
             const kl = req.items[i * 4 + 1]!;
@@ -341,6 +347,28 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
 }
 
 /**
+ * fromMirror takes, of a multi-key request's entries `indexes` (keys one other member owns), the
+ * values this node's mirror holds into `values`, counted as hits, as a Get's (routeGet); returns
+ * the entries left to forward.
+ */
+function fromMirror(cluster: Cluster, group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[]): number[] {
+  const mirror = group.mirror;
+  if (mirror === undefined) return indexes;
+  const forward: number[] = [];
+  for (const i of indexes) {
+    const id = mirror.get(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+    if (id < 0) {
+      forward.push(i);
+      continue;
+    }
+    values[i] = mirror.valueView(id).slice();
+    group.countRouted(1, true);
+    cluster.counters.mirrorHits++;
+  }
+  return forward;
+}
+
+/**
  * localValues reads (or loads) the entries `indexes` of a multi-key request from this node, with
  * their remaining TTLs (ms, -1: none; 0 for a value that must not be kept, see Loaded.stale) in
  * `ttls`; loads are cached in the group only with `cache` (keys this node owns). It settles once
@@ -354,7 +382,7 @@ async function localValues(
   let hitBytes = 0;
   for (const i of indexes) {
     const kl = req.items[i * 4 + 1]!;
-    const id = group.lookup(req.buffer, req.items[i * 4]!, kl);
+    const id = group.lookup(req.buffer, req.items[i * 4]!, kl, cache); // keys owned elsewhere were counted when forwarded
     if (id >= 0) {
       hitBytes += getMultiEntryBytes(kl, group.store.valueLength(id));
       if (hitBytes > maxBytes) throw multiTooLargeError(maxBytes);

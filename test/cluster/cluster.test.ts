@@ -103,6 +103,32 @@ describe("a three-node cluster in one process", () => {
     await expect(reader.get("g", key)).rejects.toMatchObject({ code: 1 });
   });
 
+  test("Stats on a non-owner: mirror answers (Get and GetMulti) are hits, forwarded keys misses; hits + misses = total", async () => {
+    const { nodes, ids } = cluster3(() => null);
+    const ring = nodes[0]!.cluster!.ring;
+    const ownedBy0 = (prefix: string): string => {
+      for (let i = 0; ; i++) if (ring.owner(new TextEncoder().encode(`${prefix}${i}`)) === ids[0]) return `${prefix}${i}`;
+    };
+    const key = ownedBy0("hot");
+    const absent = ownedBy0("absent");
+    const owner = client(nodes[0]!.port);
+    const reader = client(nodes[1]!.port);
+    await owner.set("g", key, "hot value");
+    for (let i = 0; i < 5; i++) expect(text((await reader.get("g", key)).value)).toBe("hot value"); // 2 forwarded, 3 from the mirror
+    await expect(reader.get("g", absent)).rejects.toMatchObject({ code: 1 }); // forwarded: the owner's NOT_FOUND
+    const fills = nodes[1]!.cluster!.counters.forwarded;
+    const found = await reader.getMulti("g", [key, absent]); // key from the mirror, absent forwarded
+    expect([...found.keys()]).toEqual([key]);
+    expect(text(found.get(key)!)).toBe("hot value");
+    const c1 = nodes[1]!.cluster!.counters;
+    expect([c1.mirrorHits, c1.forwarded - fills]).toEqual([4, 1]);
+    const s1 = await reader.stats("g");
+    expect([s1.totalCount, s1.hitCount, s1.missCount]).toEqual([8, 4, 4]);
+    // The owner counts the forwarded keys again as its own lookups: 2 hits, 2 misses.
+    const s0 = await owner.stats("g");
+    expect([s0.totalCount, s0.hitCount, s0.missCount]).toEqual([4, 2, 2]);
+  });
+
   test("a write forwarded while a forwarded Get loads on the owner is not held behind it", async () => {
     // The owner serves each peer connection in order: a PeerSet behind a PeerGet that loads for
     // longer than --peer-timeout timed out here (the client told it failed) and was applied there
