@@ -48,7 +48,9 @@ struct Request {
 }
 
 // ttlRemainingMs: absent when the value has no expiry; 0 when none of its time is left (unlike a
-// Set's ttl, where 0 means the group's default: do not copy one into the other unchecked).
+// Set's ttl, where 0 means the group's default: do not copy one into the other unchecked). A Get
+// a non-owner answers from its mirror gives the copy's life: the owner's, capped at the node's
+// --mirror-ttl when that is set (how long this answer may be trusted, never longer).
 struct Response {
   1: binary value,
   2: optional i64 ttlRemainingMs,
