@@ -11,11 +11,12 @@
  *  - a worker death (`process.exit`, an uncaught error) is not answered at all; the pool notices
  *    it through the thread's events (see loader-pool.ts).
  *
- * Results cross the thread boundary cheaply: a string is posted as a string; a Uint8Array is
- * handed to tinypool with `Tinypool.move`, which puts its ArrayBuffer in the transfer list (no
- * copy). A view that does not span its whole buffer (a `subarray`, a pooled Buffer) is first
- * copied into a buffer of its own: transferring the parent would detach memory the loader still
- * uses, and posting the view would clone the whole parent buffer.
+ * Results cross the thread boundary with one copy: a string is posted as a string; a Uint8Array
+ * is copied into a buffer of its own, which is handed to tinypool with `Tinypool.move` (its
+ * ArrayBuffer goes in the transfer list). The loader's own bytes are never transferred: a loader
+ * may keep them (a module-level table, a constant) and return them again, and a transfer would
+ * have detached them, making that next answer unsendable and crashing the thread. Nor is a view
+ * posted as is: that would clone the whole buffer under it.
  *
  * If the module fails to import here (though it imported in the main thread), every load fails
  * with that message instead of crashing the thread: a crash would be replaced by a new worker
@@ -74,17 +75,10 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   }
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
-  if (value instanceof Uint8Array) return Tinypool.move(ownBuffer(value));
+  if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));
   return {
     failed: `loader "${task.group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined`,
   };
-}
-
-/** ownBuffer returns `bytes` if it spans its whole (non-shared) buffer, else a copy that does. */
-function ownBuffer(bytes: Uint8Array): Uint8Array {
-  const buffer = bytes.buffer;
-  const whole = buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength;
-  return whole ? bytes : new Uint8Array(bytes);
 }
 
 function describe(value: unknown): string {

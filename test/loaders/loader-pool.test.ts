@@ -43,7 +43,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "missing", "rejects", "slow", "text", "unprintable", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "unprintable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 
@@ -63,12 +63,18 @@ describe("LoaderPool values", () => {
     expect(pool.counters).toEqual({ submitted: 6, completed: 6, failed: 0, rejected: 0, crashes: 0, stopped: 0 });
   });
 
-  test("a whole-buffer Uint8Array is transferred; a subarray is copied, its parent left intact", async () => {
+  test("a loader's bytes are copied, never transferred: a buffer or subarray it keeps stays intact", async () => {
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
     expect(await pool.run("bytes", "abc")).toEqual(new TextEncoder().encode("abc"));
     expect(await pool.run("view", "de")).toEqual(new TextEncoder().encode("de"));
     // One thread: `detached` runs in the worker that answered both loads above.
-    expect(JSON.parse((await pool.run("detached", "")) as string)).toEqual({ bytes: true, parent: false });
+    expect(JSON.parse((await pool.run("detached", "")) as string)).toEqual({ bytes: false, parent: false });
+  });
+
+  test("a loader that answers the same buffer every time is answered every time (review: a transfer detached it, and the next answer crashed the thread)", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
+    for (let i = 0; i < 4; i++) expect(await pool.run("memo", "k")).toEqual(new TextEncoder().encode("memo k"));
+    expect(pool.counters).toEqual({ submitted: 4, completed: 4, failed: 0, rejected: 0, crashes: 0, stopped: 0 });
   });
 });
 
