@@ -3,8 +3,8 @@
  *
  *   bun run node.ts --port 8001
  *
- * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0. A second signal exits at once.
- * SIGHUP: re-read the peers file.
+ * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0 (1 when the final snapshot failed). A
+ * second signal exits at once. SIGHUP: re-read the peers file.
  */
 import { CacheNode } from "./src/server/cache-node.ts";
 import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
@@ -21,7 +21,30 @@ async function main(): Promise<void> {
   }
   if (parsed.kind === "help") return console.log(USAGE);
   if (parsed.kind === "version") return console.log(`mybuncache ${VERSION}`);
-  let node: CacheNode;
+  // The signals are handled from the start: a snapshot may take a while to load, and SIGHUP's
+  // default action would end the node. Stopped while starting, it exits at once (nothing was served, and the
+  // snapshot is not written over); a SIGHUP then is moot (the peers are read when it listens).
+  let node: CacheNode | undefined;
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    if (node === undefined) {
+      console.error(`mybuncache: ${signal} while starting; exiting`);
+      process.exit(0);
+    }
+    const n = node;
+    n.logger.info("shutting down", { signal });
+    // A failed final snapshot exits 1: the old one was moved aside (CacheNode.finalSnapshotFailed).
+    void n.close().then(() => process.exit(n.finalSnapshotFailed ? 1 : 0));
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    if (node === undefined) return console.error("mybuncache: SIGHUP while starting: the peers are read once the node listens");
+    node.logger.info("SIGHUP: re-reading the peers");
+    node.reloadPeers();
+  });
   try {
     node = await CacheNode.open(parsed.config);
   } catch (e) {
@@ -32,19 +55,6 @@ async function main(): Promise<void> {
   const { authToken, ...shown } = node.config;
   node.logger.info(`mybuncache ${VERSION} listening on ${node.address}`, { groups, pid: process.pid });
   node.logger.info("effective config", { ...shown, groups: undefined, auth: authToken === undefined ? "off" : "token" });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) process.exit(1);
-    stopping = true;
-    node.logger.info("shutting down", { signal });
-    node.close().then(() => process.exit(0));
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGHUP", () => {
-    node.logger.info("SIGHUP: re-reading the peers");
-    node.reloadPeers();
-  });
 }
 
 await main();

@@ -18,7 +18,7 @@ import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Res
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
-import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config.ts";
+import { ConfigError, DEFAULTS, checkSnapshotMembership, type GroupSpec, type NodeConfig } from "./config.ts";
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { nodeFigures } from "./figures.ts";
@@ -75,6 +75,8 @@ export class CacheNode {
   snapshotter: Snapshotter | undefined;
   /** memoryWatch bounds the garbage the process carries (--gc-headroom; off at 0). */
   memoryWatch: MemoryWatch | undefined;
+  /** finalSnapshotFailed: `close` could not write the snapshot (the old one is moved aside). */
+  finalSnapshotFailed = false;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -126,6 +128,7 @@ export class CacheNode {
    */
   static async open(partial: Partial<NodeConfig> = {}, deps: NodeDeps = {}): Promise<CacheNode> {
     const config: NodeConfig = { ...DEFAULTS, ...partial };
+    checkSnapshotMembership(config);
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     let pool = deps.pool;
     if (config.loaders !== undefined && pool === undefined) {
@@ -153,13 +156,27 @@ export class CacheNode {
     }
   }
 
-  /** writeFinalSnapshot stops the periodic writes and saves the state the node closes with. */
+  /**
+   * writeFinalSnapshot stops the periodic writes and saves the state the node closes with. When
+   * that fails, the previous snapshot lacks the writes taken since it: it is moved aside (the next
+   * start is empty rather than stale) and `finalSnapshotFailed` is set (node.ts exits 1).
+   */
   private async writeFinalSnapshot(): Promise<void> {
     const s = this.snapshotter;
     if (s === undefined) return;
     s.stop();
     await s.settled(); // a periodic write still running ends first …
-    await s.write().catch(() => {}); // … then one write of the final state (it logs how it went)
+    try {
+      await s.write(); // … then one write of the final state (it logs how it went)
+    } catch {
+      this.finalSnapshotFailed = true;
+      try {
+        const movedTo = await s.retire();
+        this.logger.error("the final snapshot failed; the previous one lacks the writes taken since, so it is moved aside and the next start is empty", { path: s.path, movedTo });
+      } catch (e) {
+        this.logger.error("the final snapshot failed, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start", { path: s.path, error: String(e) });
+      }
+    }
   }
 
   /**

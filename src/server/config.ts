@@ -323,6 +323,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
   }
   const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
   if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
+  checkSnapshotMembership(c);
   if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
   // A Set of the largest item must fit one frame, or it could only be refused by closing the
   // connection (a frame over the limit is a protocol error) instead of VALUE_TOO_LARGE.
@@ -339,6 +340,21 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
     names.add(g.name);
   }
   return { kind: "run", config: c };
+}
+
+/**
+ * checkSnapshotMembership refuses a snapshot on a node whose members can change (--peers-file,
+ * --peers-dns): while it was away its keys had other owners, which took their writes, and the
+ * snapshot would bring back the values those replaced (ring purges drop what a running node holds
+ * of such keys; a restart has nothing to purge against). With a fixed --peers list the keys of a
+ * node that is down have no other owner (writes to them fail), so its snapshot is still current.
+ */
+export function checkSnapshotMembership(c: Pick<NodeConfig, "snapshot" | "peersFile" | "peersDns">): void {
+  if (c.snapshot === undefined || (c.peersFile === undefined && c.peersDns === undefined)) return;
+  throw new ConfigError(
+    `--snapshot cannot be used with ${c.peersFile !== undefined ? "--peers-file" : "--peers-dns"}: while this node was away ` +
+      "other members owned its keys and took their writes, which its snapshot would undo; use a fixed --peers list, or no snapshot",
+  );
 }
 
 function parseGroup(spec: string): GroupSpec {

@@ -83,6 +83,8 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     let refused = 0;
     let longKeys = 0;
     let applied = 0;
+    const evictions = (): number => o.groups.all().reduce((n, g) => n + g.store.counters.evictions, 0);
+    const evictedBefore = evictions();
     await scanSnapshot(fh, size, maxBlock, o.sliceMs, (block, end, n) => {
       const a = applyBlock(block, o.groups, o.maxKeyBytes, result);
       if (a === undefined) unknown.add(groupName(block));
@@ -97,6 +99,13 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     if (unknown.size > 0) o.logger.warn("snapshot items of unknown groups skipped", { groups: [...unknown], items: result.skippedUnknownGroup });
     if (refused > 0) o.logger.warn("snapshot items refused by the store (too large or bad TTL)", { items: refused });
     if (longKeys > 0) o.logger.warn("snapshot items with keys over the max key size skipped", { items: longKeys, maxKeyBytes: o.maxKeyBytes });
+    // A group smaller than when the snapshot was written keeps what fits: the items stored, less
+    // those evicted again by later ones, are what the load leaves.
+    const evicted = evictions() - evictedBefore;
+    if (evicted > 0) {
+      result.items = Math.max(0, result.items - evicted);
+      o.logger.warn("snapshot items evicted while loading: the groups hold less than the snapshot", { evicted, kept: result.items });
+    }
     result.ms = performance.now() - t0;
     o.logger.info("snapshot loaded", { path: o.path, ...result, ms: round(result.ms) });
     return result;
@@ -155,13 +164,23 @@ function progressOf(o: LoadOptions, size: number): (phase: "verify" | "apply", e
   };
 }
 
+/**
+ * moveAside renames the file at `path` to `${path}.${kind}-<ms>` (with `-<n>` added rather than
+ * over an earlier one) and returns the new name; it is never deleted.
+ */
+export async function moveAside(path: string, kind: string, clock: () => number): Promise<string> {
+  const ms = Math.floor(clock());
+  let aside = `${path}.${kind}-${ms}`;
+  for (let n = 1; await exists(aside); n++) aside = `${path}.${kind}-${ms}-${n}`;
+  await rename(path, aside);
+  return aside;
+}
+
 /** setAside logs why the snapshot cannot be used and renames it out of the way. */
 async function setAside(o: LoadOptions, cause: unknown, t0: number): Promise<LoadResult> {
-  let aside = `${o.path}.corrupt-${Math.floor(o.clock())}`;
-  for (let n = 1; await exists(aside); n++) aside = `${o.path}.corrupt-${Math.floor(o.clock())}-${n}`;
   const reason = errorText(cause);
   try {
-    await rename(o.path, aside);
+    const aside = await moveAside(o.path, "corrupt", o.clock);
     o.logger.error("snapshot is corrupt or unreadable; moved aside, starting empty", { path: o.path, movedTo: aside, reason });
   } catch (e) {
     o.logger.error("snapshot is corrupt or unreadable and could not be moved aside; starting empty", { path: o.path, reason, renameError: String(e) });

@@ -39,7 +39,7 @@ import type { Groups } from "../cluster/group.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import { BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
-import { loadSnapshot } from "./snapshot-load.ts";
+import { loadSnapshot, moveAside } from "./snapshot-load.ts";
 import { SnapshotOut } from "./snapshot-stream.ts";
 
 export { MIN_BLOCK_ITEM_BYTES } from "./snapshot-load.ts";
@@ -51,6 +51,7 @@ export interface SnapshotLogger {
 }
 export interface SnapshotResult { items: number; bytes: number; ms: number; worstPauseMs: number }
 export interface LoadResult {
+  /** items is how many the load left in the groups (stored, less those evicted by later ones). */
   items: number;
   skippedExpired: number;
   skippedUnknownGroup: number;
@@ -129,7 +130,9 @@ export class Snapshotter {
     const tmp = `${this.path}.tmp-${process.pid}`;
     let fh: FileHandle | undefined;
     try {
-      fh = await open(tmp, "w");
+      // Only the node's user may read it: it holds every value (a node may require a token).
+      fh = await open(tmp, "w", 0o600);
+      await fh.chmod(0o600); // a leftover of the same name keeps its mode through the open
       const out = new SnapshotOut(fh, this.writers);
       await out.emit(encodeHeader(this.clock()));
       const items = await this.writeGroups(out);
@@ -189,6 +192,20 @@ export class Snapshotter {
       if (w.records > 0) await out.emitBlock(w);
     }
     return count;
+  }
+
+  /**
+   * retire moves the snapshot at `path` aside (to `${path}.stale-<ms>`) and returns where, or
+   * undefined when there is none: the node's final write failed, so it lacks the writes taken
+   * since, and loaded at the next start it would bring back the values they replaced.
+   */
+  async retire(): Promise<string | undefined> {
+    try {
+      return await moveAside(this.path, "stale", this.clock);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw e;
+    }
   }
 
   /** load fills the groups from the snapshot at `path`; see the header and snapshot-load.ts. */

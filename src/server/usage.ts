@@ -55,7 +55,8 @@ Flags:
                          (default 64m; 0 = off; else at least 8m)
   --admin-port N         HTTP port on --host for /metrics (Prometheus), /healthz, /stats and
                          POST /memory/purge
-  --snapshot PATH        load items from PATH at start; write them there at shutdown (and periodically)
+  --snapshot PATH        load items from PATH at start; write them there at shutdown (and periodically);
+                         not with --peers-file/--peers-dns (docs/operations.md)
   --snapshot-interval DUR  also write the snapshot this often, at least 1s (default 0 = only at shutdown)
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)

@@ -4,7 +4,7 @@
  * instead of silently running without them.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -32,6 +32,35 @@ describe("node lifecycle with a snapshot", () => {
     const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
     expect(new TextDecoder().decode((await c2.get("default", "k42")).value)).toBe("v42");
     c2.close();
+  });
+
+  test("a final snapshot that fails moves the previous one aside: the next start is empty, not stale", async () => {
+    const snapshot = join(dir, "cache.snap");
+    const log = new LogSink();
+    const first = await CacheNode.open({ port: 0, snapshot }, { logger: log.logger });
+    const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
+    await c1.set("default", "k", "v1");
+    await first.snapshotter!.write(); // a periodic write, then a newer value
+    await c1.set("default", "k", "v2");
+    c1.close();
+    mkdirSync(`${snapshot}.tmp-${process.pid}`); // the final write cannot open its temporary file
+    await first.close();
+    expect(first.finalSnapshotFailed).toBe(true);
+    expect(log.lines.some((l) => l.includes("the final snapshot failed") && l.includes(".stale-"))).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("cache.snap.stale-")).length).toBe(1);
+    rmSync(`${snapshot}.tmp-${process.pid}`, { recursive: true });
+    await using second = await CacheNode.open({ port: 0, snapshot }, { logger: new LogSink().logger });
+    const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
+    await expect(c2.get("default", "k")).rejects.toMatchObject({ code: 1 }); // not v1, which v2 replaced
+    c2.close();
+    expect(second.finalSnapshotFailed).toBe(false);
+  });
+
+  test("open refuses a snapshot when the members can change (a peers file or DNS)", async () => {
+    const logger = new LogSink().logger;
+    const snapshot = join(dir, "x.snap");
+    await expect(CacheNode.open({ port: 0, snapshot, peersFile: join(dir, "peers") }, { logger })).rejects.toThrow("--snapshot cannot be used with --peers-file");
+    await expect(CacheNode.open({ port: 0, snapshot, peersDns: "cache:8001" }, { logger })).rejects.toThrow("--snapshot cannot be used with --peers-dns");
   });
 
   test("start refuses a snapshot or a loaders module, which only open can set up", () => {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
@@ -230,6 +230,41 @@ test("a write that cannot finish rejects, logs, and leaves the previous snapshot
   await expect(new Snapshotter({ path: blocked, groups: src, logger: log2 }).write()).rejects.toThrow();
   expect(log2.lines.map((x) => x.msg)).toContain("snapshot write failed; the previous snapshot is kept");
   expect(readdirSync(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
+});
+
+test("the snapshot file is readable by the node's user only", async () => {
+  const src = makeGroups(["kv"], Date.now);
+  set(src, "kv", "secret", filled(10, 3));
+  // A leftover temporary file of the same name (same pid) with a wider mode is narrowed too.
+  writeFileSync(`${path}.tmp-${process.pid}`, "old", { mode: 0o644 });
+  await new Snapshotter({ path, groups: src, logger: captureLog() }).write();
+  expect((statSync(path).mode & 0o777).toString(8)).toBe("600");
+});
+
+test("a load into groups smaller than the snapshot reports what they kept, and warns", async () => {
+  const src = makeGroups(["kv"], Date.now, 64 * MB);
+  for (let i = 0; i < 20_000; i++) set(src, "kv", `k${i}`, filled(1000, i));
+  await new Snapshotter({ path, groups: src, logger: captureLog() }).write();
+  const small = makeGroups(["kv"], Date.now, 4 * MB);
+  const log = captureLog();
+  const l = await new Snapshotter({ path, groups: small, logger: log }).load();
+  const kept = small.byName("kv")!.store.size;
+  expect(kept).toBeLessThan(5000);
+  expect(l).toMatchObject({ status: "loaded", items: kept });
+  const warn = log.lines.find((x) => x.msg === "snapshot items evicted while loading: the groups hold less than the snapshot");
+  expect(warn?.f).toEqual({ evicted: 20_000 - kept, kept });
+});
+
+test("retire moves the snapshot aside as stale, never over an earlier one; with none there is nothing to move", async () => {
+  const src = makeGroups(["kv"], Date.now);
+  set(src, "kv", "a", filled(10, 1));
+  const snap = new Snapshotter({ path, groups: src, logger: captureLog(), clock: () => 1234 });
+  await snap.write();
+  expect(await snap.retire()).toBe(`${path}.stale-1234`);
+  await snap.write();
+  expect(await snap.retire()).toBe(`${path}.stale-1234-1`);
+  expect(await snap.retire()).toBeUndefined();
+  expect(existsSync(path)).toBe(false);
 });
 
 test("startInterval writes periodically until stop", async () => {
