@@ -23,7 +23,9 @@
  *    `process.exit()` in a loader the task would wait forever on a dead thread. We watch every
  *    worker's 'exit': a worker that exits while tinypool still counts it as live died on its
  *    own, and we re-emit the exit as an 'error' on it, which makes tinypool do its usual
- *    recovery. Each death is counted once and logged through `logger.error`;
+ *    recovery. Each death is counted once and logged through `logger.error`. Workers are looked
+ *    for after each task is run too: once a worker died as it started, tinypool starts one per
+ *    task it runs instead of replacing the dead;
  *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed".
  *
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
@@ -157,13 +159,23 @@ export class LoaderPool {
     this.inFlight++;
     this.counters.submitted++;
     const task: LoadTask = { group, key };
-    if (!(this.stopAfterMs > 0)) return (this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
+    if (!(this.stopAfterMs > 0)) return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), Math.min(this.stopAfterMs, MAX_TIMER_MS));
     timer.unref?.();
-    return (this.pool.run(task, { signal: stop.signal }) as Promise<LoadReply>)
+    return this.watchingWorkers(this.pool.run(task, { signal: stop.signal }) as Promise<LoadReply>)
       .finally(() => clearTimeout(timer))
       .then(this.settle, (err: unknown) => this.fail(err, group, key));
+  }
+
+  /**
+   * watchingWorkers returns `running` once the worker a task may have started is watched: after a worker
+   * died as it started, tinypool starts no replacement but a worker per task as it is run, and
+   * its death would go unseen (the load waiting until stopped, or for good).
+   */
+  private watchingWorkers(running: Promise<LoadReply>): Promise<LoadReply> {
+    this.watchWorkers();
+    return running;
   }
 
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */

@@ -2,7 +2,7 @@
 // queue saturation (ordering proven by promise settlement, never by timing), module validation,
 // close, and the bun:sqlite example module. Every pool is closed (`await using`).
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -127,6 +127,29 @@ describe("LoaderPool errors", () => {
     const errors = logger.entries.filter((e) => e.level === "error");
     expect(errors.map((e) => e.msg)).toEqual(["loader worker crashed", "loader worker crashed", "loader worker crashed"]);
     expect(pool.counters).toEqual({ submitted: 7, completed: 4, failed: 3, rejected: 0, crashes: 3, stopped: 0 });
+  });
+
+  test("after a replacement worker died as it started, a later crash is still seen at once (review: its load waited to be stopped)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
+    const down = join(dir, "down");
+    process.env.CRASH_AT_IMPORT_FILE = down;
+    try {
+      await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger: recordingLogger(), stopAfterMs: 10_000 });
+      expect(await pool.run("ok", "a")).toBe("ok a");
+      writeFileSync(down, "");
+      await failure(pool.run("exit", "3"), ERROR_CODE.LOAD_FAILED, /exited with code 3/);
+      // Its replacement dies importing the module; tinypool then starts workers only for tasks.
+      for (let i = 0; i < 400 && pool.counters.crashes < 2; i++) await Bun.sleep(5);
+      expect(pool.counters.crashes).toBe(2);
+      rmSync(down);
+      expect(await pool.run("ok", "b")).toBe("ok b");
+      await failure(pool.run("exit", "4"), ERROR_CODE.LOAD_FAILED, /^loader worker crashed: .*exited with code 4/);
+      expect(await pool.run("ok", "c")).toBe("ok c");
+      expect(pool.counters.stopped).toBe(0);
+    } finally {
+      delete process.env.CRASH_AT_IMPORT_FILE;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("loads queued behind a crashing load still complete on the replacement worker", async () => {
