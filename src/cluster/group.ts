@@ -211,6 +211,18 @@ export class Group {
   }
 
   /**
+   * lookupLoadedAhead is `lookup` for a Get whose key was loaded for it ahead of its turn
+   * (server/look-ahead.ts): it missed when it came, so it counts as a miss, whatever it finds now
+   * (the load counted in `loads`; so loads = gets − hits holds, with a loader).
+   */
+  lookupLoadedAhead(key: Uint8Array, off: number, len: number): number {
+    const id = this.lookup(key, off, len, false);
+    this.counters.gets++;
+    this.counters.misses++;
+    return id;
+  }
+
+  /**
    * countRouted counts `n` Gets of keys owned by another member that this node answered: from
    * its mirror (`hit`: hits, as groupcache counts its hot cache) or by forwarding them (misses,
    * whatever the owner answers; the owner counts them again as its own lookups).

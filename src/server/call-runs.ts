@@ -175,10 +175,11 @@ export class CallRuns {
         }
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
-          if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
           const c = group.counters;
           c.gets++;
-          c.hits++;
+          // Found because its load was started ahead of its turn: it missed when it came.
+          if (dropAhead && prefetches.drop(group, buf, keyStart, keyLength)) c.misses++;
+          else c.hits++;
         } else {
           // A miss in a group without a loader is answered here as dispatch answers it: the group
           // counts it (and drops an expired item), then NOT_FOUND. With a loader the general path

@@ -149,7 +149,9 @@ function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: A
  * miss is answered from it instead of loading again.
  */
 function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch | undefined): Promise<void> | void {
-  const id = group.lookup(req.buffer, req.keyStart, req.keyLength);
+  const id = ahead === undefined
+    ? group.lookup(req.buffer, req.keyStart, req.keyLength)
+    : group.lookupLoadedAhead(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {
     if (group.loader === undefined || group.lastNegative) return replyCacheError(reply, req, ERROR_CODE.NOT_FOUND, NOT_FOUND_MESSAGE);
     if (ahead !== undefined) {

@@ -180,12 +180,18 @@ export class Prefetches {
     return p;
   }
 
-  /** drop throws away the answer kept for the key, if any (its Get was answered another way). */
-  drop(group: Group, key: Uint8Array, off: number, len: number): void {
-    if (this.byKey.size === 0) return;
+  /**
+   * drop throws away the answer kept for the key, if any (its Get was answered another way), and
+   * tells whether it was of a load started ahead here: that Get missed when it came (a miss for
+   * the counters, though the load's value is stored by its turn).
+   */
+  drop(group: Group, key: Uint8Array, off: number, len: number): boolean {
+    if (this.byKey.size === 0) return false;
     const id = prefetchId(group, key, off, len);
     const p = this.byKey.get(id);
-    if (p !== undefined) this.remove(id, p);
+    if (p === undefined) return false;
+    this.remove(id, p);
+    return p.local;
   }
 
   /** clear drops every kept answer (a write, or a chunk that comes to an idle connection). */

@@ -283,6 +283,29 @@ describe("Gets pipelined behind a load", () => {
     raw.close();
   });
 
+  // Framed Gets are answered by the runs (call-runs.ts), header-framed ones by dispatch's get.
+  for (const [name, wrap] of [["framed", (f: Uint8Array) => f], ["theader", (f: Uint8Array) => theader(f.subarray(4))]] as const) {
+    test(`${name}: a Get whose load started ahead counts as a miss, though its value is stored by its turn (review: counted as a hit)`, async () => {
+      const loader = async (key: string): Promise<string> => {
+        await Bun.sleep(key === "first" ? 30 : 0);
+        return `loaded ${key}`;
+      };
+      const node = CacheNode.start(
+        { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0, admission: "always" }] },
+        { logger: new LogSink().logger, loaders: { default: loader } },
+      );
+      open.push(node);
+      const raw = await RawSocket.connect(node.port);
+      raw.write(concat(wrap(getCall(1, "first")), wrap(getCall(2, "k")), wrap(getCall(3, "l"))));
+      await raw.waitFor(() => raw.frames().length === 3, "every reply");
+      raw.write(wrap(getCall(4, "k"))); // stored: a hit
+      await raw.waitFor(() => raw.frames().length === 4, "the fourth reply");
+      const c = node.groups.byName("default")!.counters;
+      expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 4, hits: 1, misses: 3, loads: 3, loadsAhead: 2 });
+      raw.close();
+    });
+  }
+
   test("a load started ahead that a full loader pool refuses is loaded again at its turn, not answered OVERLOADED", async () => {
     // One thread and no queue: one load at a time. In turn, each Get's load runs after the one before.
     await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 0 }, { logger: new LogSink().logger });
