@@ -98,7 +98,7 @@ export interface PeerOption {
   peer?: boolean;
 }
 
-/** Sweep ticks per timeout; a call fails after TIMEOUT_TICKS + 1 ticks at most. */
+/** Sweep ticks per timeout; a call fails at the sweep TIMEOUT_TICKS + 1 ticks after the one it was issued in. */
 const TIMEOUT_TICKS = 10;
 
 /** Test-only door to a client's connections (attach fake sockets, feed replies). */

@@ -420,7 +420,8 @@ export class ClientConnection {
   }
 
   /**
-   * sweep abandons the calls issued `timeoutTicks` or more ticks before `tick`: each fails with
+   * sweep abandons the calls issued more than `timeoutTicks` ticks before `tick` (a call issued
+   * late in its tick has then waited at least `timeoutTicks` whole ticks): each fails with
    * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. Returns whether it abandoned
    * any: the client counts one failure per sweep that did, however many calls and connections
    * (calls sent together time out together, and a burst of slow calls must not mark down a peer
@@ -437,7 +438,7 @@ export class ClientConnection {
     // what it had sent), so its output holds one frame per call in flight, in issue order. A call
     // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
     const unsent = this.state !== CONN_OPEN;
-    while (p.head >= 0 && tick - p.issuedAt[p.head]! >= timeoutTicks) {
+    while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;
@@ -460,7 +461,7 @@ export class ClientConnection {
     // reset it, and the next call reconnects. Not a failure of its own: the client's sweep
     // counts one already.
     else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
-    else if (error !== null && this.quietTicks >= timeoutTicks) this.drop("no reply on this connection within the timeout", false);
+    else if (error !== null && this.quietTicks > timeoutTicks) this.drop("no reply on this connection within the timeout", false);
     return counted;
   }
 

@@ -151,6 +151,31 @@ describe("peer methods (stub server)", () => {
 });
 
 describe("timeouts", () => {
+  test("a call issued while the sweep runs waits its whole timeout, wherever in a tick it was issued (review: up to a tick early)", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/alive", enc.encode("yes"));
+    // Answers "alive" at once (the connection is not quiet, so it is not reset), nothing else.
+    stub.handler = (call, s) => (call.key === "alive" ? serve(call, s) : null);
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 200, maxFailures: 1_000 });
+    let done = false;
+    const alive = (async () => {
+      while (!done) await Promise.all([c.get("g", "alive"), Bun.sleep(5)]);
+    })();
+    const first = rejection(c.get("g", "k0")); // starts the sweep
+    const waited: Promise<number>[] = [];
+    for (let i = 1; i <= 12; i++) {
+      await Bun.sleep(7); // 7 ms apart: issued at every point of the 20 ms ticks
+      const t0 = performance.now();
+      waited.push(rejection(c.get("g", `k${i}`)).then(() => performance.now() - t0));
+    }
+    await first;
+    const elapsed = await Promise.all(waited);
+    done = true;
+    await alive;
+    expect(Math.min(...elapsed)).toBeGreaterThanOrEqual(197); // timer slack only
+    expect(Math.max(...elapsed)).toBeLessThan(5_000); // they do time out (not a latency claim)
+  });
+
   test("a server that never answers: PEER_UNAVAILABLE within ~timeout, and the late reply is dropped", async () => {
     using stub = new StubServer();
     const held: (() => void)[] = [];
