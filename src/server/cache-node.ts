@@ -253,10 +253,10 @@ export class CacheNode {
         });
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
+      node.snapshotter = deps.snapshotter; // before the admin port, whose metrics include its figures
       if (config.adminPort !== undefined) {
         node.admin = AdminServer.start({ host: config.host, port: config.adminPort, node, latency: node.latency, logger, state: "serving" });
       }
-      node.snapshotter = deps.snapshotter;
       if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
       // Last, so nothing after it can fail and leave its timer running.
       if (config.gcHeadroomBytes > 0) {

@@ -221,6 +221,16 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
       emit({}, pc.submitted - pc.completed - pc.failed));
   }
 
+  // ---- Snapshot (a node with --snapshot) ----
+  const snapshotter = node.snapshotter;
+  if (snapshotter !== undefined) {
+    const snap = snapshotter.counters;
+    counter("mybuncache_snapshot_writes_total", "Snapshots written (periodic ones; the final one is written after the port closes).", [], (emit) => emit({}, snap.writes));
+    counter("mybuncache_snapshot_write_failures_total", "Snapshot writes that failed (the previous snapshot is kept; the log says why).", [], (emit) => emit({}, snap.failures));
+    gauge("mybuncache_snapshot_last_success_timestamp_seconds", "Wall time of the last snapshot written; 0 until one is.", [], (emit) =>
+      emit({}, snap.lastSuccessMs / 1000));
+  }
+
   return { registry, render: () => registry.metrics() };
 }
 

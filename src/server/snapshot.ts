@@ -70,8 +70,16 @@ export interface SnapshotterOptions {
   maxKeyBytes?: number;
 }
 
+/** SnapshotCounters: the writes of this node's life (the admin port's `mybuncache_snapshot_*`). */
+export interface SnapshotCounters {
+  writes: number; // snapshots written (renamed into place)
+  failures: number; // writes that failed (the previous snapshot kept)
+  lastSuccessMs: number; // wall time of the last write that succeeded (0: none yet)
+}
+
 export class Snapshotter {
   readonly path: string;
+  readonly counters: SnapshotCounters = { writes: 0, failures: 0, lastSuccessMs: 0 };
   private readonly groups: Groups;
   private readonly clock: () => number;
   private readonly logger: SnapshotLogger;
@@ -143,12 +151,15 @@ export class Snapshotter {
       fh = undefined;
       await rename(tmp, this.path);
       await syncDir(dirname(this.path));
+      this.counters.writes++;
+      this.counters.lastSuccessMs = this.clock();
       const result = { items, bytes: out.pos, ms: performance.now() - t0, worstPauseMs: out.worstPauseMs };
       this.logger.info("snapshot written", { path: this.path, ...result, ms: round(result.ms), worstPauseMs: round(result.worstPauseMs) });
       return result;
     } catch (e) {
       await fh?.close().catch(() => {});
       await unlink(tmp).catch(() => {});
+      this.counters.failures++;
       this.logger.error("snapshot write failed; the previous snapshot is kept", { path: this.path, error: String(e) });
       throw e;
     }

@@ -3,7 +3,11 @@
  * feed the latency histogram and error counts, and /healthz turns 503 while the node drains.
  */
 import { expect, test } from "bun:test";
-import { apacheClient, startNode, types } from "./support.ts";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink, apacheClient, startNode, types } from "./support.ts";
 
 function sample(text: string, name: string, labels: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`) || (labels === "" && l.startsWith(`${name} `)));
@@ -50,4 +54,24 @@ test("graceful shutdown: /healthz answers 503 while an in-flight request finishe
   expect((await inFlight).value.toString()).toBe("late k"); // the acknowledged request is answered
   await closing;
   close();
+});
+
+test("snapshot writes, failures and the last success reach /metrics (a failing periodic write showed only in the log)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mbc-admin-snap-"));
+  const snapshot = join(dir, "cache.snap");
+  try {
+    await using node = await CacheNode.open({ port: 0, adminPort: 0, snapshot }, { logger: new LogSink().logger });
+    // (one scrape: the node shares a rendering with the scrapes of the next second)
+    const before = Date.now() / 1000;
+    await node.snapshotter!.write();
+    mkdirSync(`${snapshot}.tmp-${process.pid}`); // the next write cannot open its temporary file
+    await expect(node.snapshotter!.write()).rejects.toThrow();
+    rmSync(`${snapshot}.tmp-${process.pid}`, { recursive: true });
+    const text = await (await fetch(`http://127.0.0.1:${node.admin!.port}/metrics`)).text();
+    expect(sample(text, "mybuncache_snapshot_writes_total", "")).toBe(1);
+    expect(sample(text, "mybuncache_snapshot_write_failures_total", "")).toBe(1);
+    expect(sample(text, "mybuncache_snapshot_last_success_timestamp_seconds", "")).toBeGreaterThanOrEqual(Math.floor(before));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
