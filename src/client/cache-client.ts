@@ -42,7 +42,7 @@ import {
   peerMethod,
 } from "../protocol/request.ts";
 import type { CallWriter } from "../protocol/call-writer.ts";
-import { ClientConnection } from "./client-connection.ts";
+import { ClientConnection, type Endpoint } from "./client-connection.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
@@ -108,6 +108,9 @@ export class CacheClient {
   readonly counters: ClientCounters;
   private readonly health: PeerHealth;
   private readonly conns: ClientConnection[] = [];
+  /** retired: connections replaced while calls were on them (`replace`), closed once those settle. */
+  private readonly retired: ClientConnection[] = [];
+  private readonly endpoint: Endpoint;
   private readonly tickMs: number;
   private readonly probeIntervalMs: number;
   /** next is the next connection of `pick`'s round. */
@@ -121,8 +124,8 @@ export class CacheClient {
   private probeDelay = 0;
   private probing = false;
   // A probe that times out needs no reset of its own: a probe goes out only while the peer is
-  // down, so its connection is otherwise quiet, and the sweep resets a connection that got no
-  // reply for a whole timeout (ClientConnection.sweep); the next probe then connects anew.
+  // down, so its connection is otherwise quiet, and the sweep replaces (or resets) a connection
+  // that got no reply for over a whole timeout (`replace`); the next probe then connects anew.
   private readonly probeWaiter: Waiter = {
     resolve: () => (this.probing = false),
     reject: () => (this.probing = false),
@@ -146,6 +149,7 @@ export class CacheClient {
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
     this.counters = this.health.counters;
+    this.endpoint = endpoint;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
@@ -263,7 +267,7 @@ export class CacheClient {
     this.closed = true;
     this.stopSweep();
     this.stopProbe();
-    await Promise.all(this.conns.map((c) => c.close()));
+    await Promise.all([...this.conns, ...this.retired.splice(0)].map((c) => c.close()));
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -380,17 +384,54 @@ export class CacheClient {
     const tick = ++this.tick;
     let waiting = 0;
     let timedOut = false;
-    for (const conn of this.conns) {
-      if (conn.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
-      waiting += conn.pending.waiting;
+    const conns = this.conns;
+    for (let i = 0; i < conns.length; i++) {
+      if (conns[i]!.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
+      if (conns[i]!.quiet) this.replace(i);
+      waiting += conns[i]!.pending.waiting;
+    }
+    const retired = this.retired;
+    for (let i = retired.length - 1; i >= 0; i--) {
+      const old = retired[i]!;
+      if (old.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
+      if (old.pending.waiting > 0) waiting += old.pending.waiting;
+      else {
+        retired.splice(i, 1);
+        void old.close(); // its calls have all settled
+      }
     }
     if (timedOut) this.health.failed(); // one failure per sweep (see ClientConnection.sweep)
     if (waiting === 0) this.stopSweep();
   }
 
+  /**
+   * replace handles connection `i`, which took no reply for over a whole timeout while its calls
+   * timed out (ClientConnection.sweep: dead, or held by a slow call at the head of a node that
+   * answers each connection in order, a PeerGet that loads say). A fresh connection takes its
+   * place for new calls; the calls on it keep their own deadlines (their replies may still come)
+   * and it is closed once they have all settled. The write connection is reset instead, failing
+   * its calls: its writes keep one order, which a fresh connection beside it could break (a later
+   * write applied before an earlier one still queued on it). So is a connection while as many
+   * are retired already as the client has: a peer that answers nothing does not get more sockets.
+   */
+  private replace(i: number): void {
+    const conn = this.conns[i]!;
+    conn.quiet = false;
+    if (i < this.firstRead || this.retired.length >= this.conns.length) {
+      conn.drop("no reply on this connection within the timeout", false);
+      return;
+    }
+    this.retired.push(conn);
+    this.conns[i] = new ClientConnection(this.endpoint, this.health);
+  }
+
   private onDown(): void {
     // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
     for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
+    for (const conn of this.retired.splice(0)) {
+      conn.drop("peer marked down"); // its calls fail as the others' do
+      void conn.close();
+    }
     if (this.probeTimer === null && !this.closed) {
       // A node that restarts is back within a fraction of a second: the first probes come sooner
       // than the interval, then back off to it.

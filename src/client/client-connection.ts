@@ -128,6 +128,8 @@ export class ClientConnection {
   /** replied: a reply came on this connection since the last sweep; quietTicks: sweeps without one. */
   private replied = false;
   private quietTicks = 0;
+  /** quiet: set by `sweep` when calls timed out and no reply came for over a timeout (see there). */
+  quiet = false;
   /**
    * served: this connection, since it opened, answered a call with something other than
    * OVERLOADED. A close without it (a node at its connection limit answers OVERLOADED and closes)
@@ -457,11 +459,12 @@ export class ClientConnection {
     }
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
     // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
-    // dead (other connections to the peer may be fine, so the peer need not be marked down);
-    // reset it, and the next call reconnects. Not a failure of its own: the client's sweep
+    // dead, or held by a slow call at the head of a node that answers in order (other
+    // connections to the peer may be fine, so the peer need not be marked down). The client
+    // replaces it (`quiet`: CacheClient.replace). Not a failure of its own: the client's sweep
     // counts one already.
     else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
-    else if (error !== null && this.quietTicks > timeoutTicks) this.drop("no reply on this connection within the timeout", false);
+    else if (error !== null && this.quietTicks > timeoutTicks) this.quiet = true;
     return counted;
   }
 

@@ -176,6 +176,46 @@ describe("timeouts", () => {
     expect(Math.max(...elapsed)).toBeLessThan(5_000); // they do time out (not a latency claim)
   });
 
+  // A read connection is replaced; the write connection is reset (its writes keep one order).
+  for (const write of [false, true]) {
+    test(`a ${write ? "write" : "read"} connection quiet for over a timeout: ${write ? "reset, failing its calls" : "replaced for new calls, the calls on it keep their own deadlines (review: they all failed at once)"}`, async () => {
+      using stub = new StubServer();
+      stub.store.set("g/fast", enc.encode("fast"));
+      stub.store.set("g/late", enc.encode("late value"));
+      stub.handler = (call, s) => {
+        if (call.key.startsWith("never")) return null;
+        if (call.key === "late") {
+          // Answered 300 ms on, within its 400 ms, but after the connection was found quiet.
+          const socket = [...s.sockets][0]!;
+          const reply = serve(call, s);
+          setTimeout(() => socket.write(reply), 300);
+          return null;
+        }
+        return serve(call, s);
+      };
+      // Reads on one connection; or Sets on the write connection (the first of two).
+      await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: write ? 2 : 1, writeConnection: write, timeoutMs: 400, maxFailures: 1_000 });
+      const call = async (key: string): Promise<void> => void (write ? await c.set("g", key, "v") : await c.get("g", key));
+      await call("fast");
+      const never = [rejection(call("never0"))];
+      await Bun.sleep(60);
+      never.push(rejection(call("never1"))); // times out once nothing came back for over 400 ms
+      await Bun.sleep(240);
+      const late = call("late");
+      for (const e of await Promise.all(never)) expect(e.message).toContain("timeout");
+      if (write) {
+        expect((await rejection(late)).message).toContain("no reply on this connection within the timeout");
+        await call("fast"); // reconnected
+      } else {
+        await call("fast"); // on a fresh connection
+        await late;
+        await until(() => stub.sockets.size === 1); // the replaced one is closed once its calls settled
+      }
+      expect(stub.connections).toBe(2);
+      expect(c.counters.timeouts).toBe(2);
+    });
+  }
+
   test("a server that never answers: PEER_UNAVAILABLE within ~timeout, and the late reply is dropped", async () => {
     using stub = new StubServer();
     const held: (() => void)[] = [];
