@@ -95,7 +95,8 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
       return reply.writeSuccess(req, true);
     case METHOD_STATS: {
       const c = group.counters;
-      return reply.writeStats(req, group.store.size, c.hits, c.misses, c.gets);
+      // itemCount: the values held; cached "not found" entries are not items of the cache.
+      return reply.writeStats(req, group.store.size - group.store.negatives, c.hits, c.misses, c.gets);
     }
     case METHOD_GET_MULTI:
       return getMulti(group, req, reply, dropForeignReads(ctx, group, req));

@@ -7,7 +7,7 @@
  *   may be assigned; chunk bytes of live items == the running total;
  * - items: each live item sits in a chunk of its page's class that names it as owner, inside the
  *   carved part of the page; its stored key hashes to its hash; the index finds it by its key;
- * - index: counts exactly the live items, each once;
+ * - index: counts exactly the live items, each once; the negative count is that of the flagged ones;
  * - LRU: each class list is a consistent doubly-linked list of live items of that class, and the
  *   lists together hold every live item;
  * - heap: the heap property holds, positions agree, and exactly the items with a finite expiry are
@@ -34,6 +34,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   if (slab.pageLimit < 1) fail(`page limit ${slab.pageLimit}: no page could ever be assigned`);
 
   let live = 0;
+  let negatives = 0;
   let sumChunk = 0;
   let sumData = 0;
   const pageUsed = new Int32Array(slab.maxPages);
@@ -42,6 +43,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   for (let id = 0; id < items.cap; id++) {
     if (!items.isLive(id)) continue;
     live++;
+    if (items.isNegative(id)) negatives++;
     const page = items.page(id);
     const off = items.off(id);
     const cls = slab.pageClass[page]!;
@@ -69,6 +71,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     sumData += klen + vlen;
   }
   if (live !== items.live) fail(`live count ${items.live} != ${live}`);
+  if (negatives !== s.negatives) fail(`negative count ${s.negatives} != ${negatives}`);
   if (sumChunk !== chunkBytes) fail(`chunk bytes ${chunkBytes} != sum ${sumChunk}`);
   if (sumData !== dataBytes) fail(`data bytes ${dataBytes} != sum ${sumData}`);
   if (sumChunk > pageBytes) fail(`chunk bytes ${sumChunk} exceed page bytes ${pageBytes}`);

@@ -69,6 +69,8 @@ export class Store {
   readonly heap: TtlHeap;
   readonly index: HashIndex;
   readonly admission: Admission;
+  /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`). */
+  private negativeItems = 0;
   readonly counters = new StoreCounters();
   readonly clock: () => number;
   readonly hashSeed: number;
@@ -275,6 +277,7 @@ export class Store {
     this.admission.reset();
     this.chunkBytes = 0;
     this.dataBytesUsed = 0;
+    this.negativeItems = 0;
     this.moveCredit = 0;
     this.counters.clears++;
   }
@@ -292,6 +295,11 @@ export class Store {
   /** size is the number of items held (expired ones not yet removed included). */
   get size(): number {
     return this.items.live;
+  }
+
+  /** negatives is how many of them are cached "not found" entries (setNegative). */
+  get negatives(): number {
+    return this.negativeItems;
   }
 
   /** metaBytes is the memory charged to metadata. */
@@ -413,6 +421,7 @@ export class Store {
     this.setExpiry(id, expiry);
     this.chunkBytes += this.classes.sizes[cls]!;
     this.dataBytesUsed += keyLen + valLen;
+    if ((flags & FLAG_NEGATIVE) !== 0) this.negativeItems++;
     this.counters.sets++;
     return SET_OK;
   }
@@ -425,6 +434,8 @@ export class Store {
   private rewrite(id: ItemId, clsAndFlags: number, keyLen: number, value: Uint8Array, valOff: number, valLen: number, expiry: number): void {
     const w = this.items.w;
     const r = id * STRIDE;
+    const negative = clsAndFlags & FLAG_NEGATIVE;
+    if ((w[r + W_CLASS]! & FLAG_NEGATIVE) !== negative) this.negativeItems += negative !== 0 ? 1 : -1;
     w[r + W_CLASS] = clsAndFlags | FLAG_REFERENCED | (keyLen << KEY_SHIFT);
     copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
     this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
@@ -607,6 +618,7 @@ export class Store {
     this.slab.free(w[r + W_PAGE]!, w[r + W_OFF]!);
     this.chunkBytes -= this.classes.sizes[cls]!;
     this.dataBytesUsed -= keyLen + w[r + W_VALLEN]!;
+    if ((w[r + W_CLASS]! & FLAG_NEGATIVE) !== 0) this.negativeItems--;
     this.items.release(id);
     switch (why) {
       case REMOVE_EVICT:

@@ -135,6 +135,28 @@ describe("Store index", () => {
   });
 });
 
+describe("Store negatives", () => {
+  test("counts the cached \"not found\" entries held, through sets over them, deletes, expiry and clear", () => {
+    const { s, clock } = mk();
+    const neg = (k: string, ttl = 60_000) => s.setNegative(bytes(k), 0, k.length, ttl);
+    put(s, "v1", pattern(1, 10));
+    neg("n1");
+    neg("n2", 10);
+    neg("v1"); // a value replaced by "not found"
+    expect([s.size, s.negatives]).toEqual([3, 3]);
+    put(s, "n1", pattern(2, 10)); // "not found" replaced by a value
+    expect([s.size, s.negatives]).toEqual([3, 2]);
+    s.delete(bytes("v1"));
+    clock.now += 20;
+    expect(s.expire(clock.now, 10)).toBe(1); // n2
+    expect([s.size, s.negatives]).toEqual([1, 0]);
+    neg("n3");
+    s.clear();
+    expect([s.size, s.negatives]).toEqual([0, 0]);
+    s.checkInvariants();
+  });
+});
+
 describe("Store overwrite", () => {
   test("replaces a live item's value in place exactly as set does; anything else changes nothing", () => {
     const build = () => {
