@@ -391,13 +391,16 @@ export class CacheClient {
       waiting += conns[i]!.pending.waiting;
     }
     const retired = this.retired;
-    for (let i = retired.length - 1; i >= 0; i--) {
-      const old = retired[i]!;
-      if (old.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
-      if (old.pending.waiting > 0) waiting += old.pending.waiting;
-      else {
-        retired.splice(i, 1);
-        void old.close(); // its calls have all settled
+    if (retired.length > 0) {
+      // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
+      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
+      for (let i = retired.length - 1; i >= 0; i--) {
+        const old = retired[i]!;
+        if (old.pending.waiting > 0) waiting += old.pending.waiting;
+        else {
+          retired.splice(i, 1);
+          void old.close(); // its calls have all settled
+        }
       }
     }
     if (timedOut) this.health.failed(); // one failure per sweep (see ClientConnection.sweep)
@@ -409,15 +412,16 @@ export class CacheClient {
    * timed out (ClientConnection.sweep: dead, or held by a slow call at the head of a node that
    * answers each connection in order, a PeerGet that loads say). A fresh connection takes its
    * place for new calls; the calls on it keep their own deadlines (their replies may still come)
-   * and it is closed once they have all settled. The write connection is reset instead, failing
-   * its calls: its writes keep one order, which a fresh connection beside it could break (a later
-   * write applied before an earlier one still queued on it). So is a connection while as many
-   * are retired already as the client has: a peer that answers nothing does not get more sockets.
+   * and it is closed once they have all settled. The write connection, and any connection with a
+   * write waiting on it, is reset instead, failing its calls: writes sent on one connection keep
+   * their order, which a fresh connection beside it could break (a later write applied before an
+   * earlier one still queued here). So is a connection while as many are retired already as the
+   * client has: a peer that answers nothing does not get more sockets than twice its share.
    */
   private replace(i: number): void {
     const conn = this.conns[i]!;
     conn.quiet = false;
-    if (i < this.firstRead || this.retired.length >= this.conns.length) {
+    if (i < this.firstRead || conn.pending.waitingAny(WRITES) || this.retired.length >= this.conns.length) {
       conn.drop("no reply on this connection within the timeout", false);
       return;
     }

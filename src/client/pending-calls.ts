@@ -137,6 +137,12 @@ export class PendingCalls {
     return this.capacity;
   }
 
+  /** waitingAny tells whether a WAITING call is of one of `methods`. */
+  waitingAny(methods: ReadonlySet<number>): boolean {
+    for (let slot = this.head; slot >= 0; slot = this.next[slot]!) if (methods.has(this.method[slot]!)) return true;
+    return false;
+  }
+
   private unlink(slot: Slot): void {
     const p = this.prev[slot]!;
     const n = this.next[slot]!;

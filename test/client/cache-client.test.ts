@@ -216,6 +216,55 @@ describe("timeouts", () => {
     });
   }
 
+  test("a quiet connection with a write waiting is reset, not replaced: a later write on a fresh one cannot be overtaken by it (review)", async () => {
+    await using node = CacheNode.start({ port: 0, logLevel: "silent", groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { g: async (key) => {
+        await Bun.sleep(key === "slow" ? 650 : 600);
+        return `loaded ${key}`;
+      } },
+    });
+    // One connection carries reads and writes: the node serves it in order, so w1 waits behind the loads.
+    await using c = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 400, maxFailures: 1_000 });
+    await c.set("g", "k", "v0");
+    const slow = rejection(c.get("g", "slow"));
+    await Bun.sleep(60);
+    const slow2 = rejection(c.get("g", "slow2"));
+    await Bun.sleep(140);
+    const w1 = rejection(c.set("g", "k", "v1"));
+    await Bun.sleep(360); // the connection was found quiet with w1 on it
+    await c.set("g", "k", "v2");
+    for (const e of [await slow, await slow2]) expect(e.message).toContain("timeout"); // theirs, or the reset's
+    expect((await w1).message).toContain("no reply on this connection within the timeout");
+    await Bun.sleep(300); // past the loads: w1 would have been applied by now, had it stayed
+    expect(str((await c.get("g", "k")).value)).toBe("v2");
+  });
+
+  test("a sweep that marks the peer down while replaced connections time out their calls does not throw (review: it read an emptied list)", async () => {
+    const sockets = new Set<unknown>();
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void sockets.add(s), data() {}, close: (s) => void sockets.delete(s) } });
+    try {
+      // A timeout so long that only the sweeps driven here run; two failures mark the peer down.
+      const c = new CacheClient({ host: "127.0.0.1", port: silent.port, connections: 2, timeoutMs: 10_000_000, maxFailures: 2 });
+      const door = c[TEST_DOOR];
+      const calls: Promise<unknown>[] = [];
+      const call = (key: string): void => void calls.push(rejection(c.get("g", key)));
+      call("a");
+      call("b");
+      await until(() => sockets.size === 2);
+      for (let t = 1; t <= 10; t++) door.sweep();
+      for (let i = 0; i < 2200; i++) call(`k${i}`); // more than MAX_ABANDONED on each connection
+      await Bun.sleep(20);
+      door.sweep(); // a and b time out, both connections quiet: replaced, their calls kept
+      for (let t = 12; t <= 21; t++) door.sweep(); // the kept calls time out: a drop marks the peer down
+      expect(c.isDown).toBe(true);
+      await c.close();
+      await Promise.all(calls); // every call settled
+    } finally {
+      silent.stop(true);
+    }
+  });
+
   test("a server that never answers: PEER_UNAVAILABLE within ~timeout, and the late reply is dropped", async () => {
     using stub = new StubServer();
     const held: (() => void)[] = [];
