@@ -4,7 +4,8 @@
  *   bun run node.ts --port 8001
  *
  * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0 (1 when the final snapshot failed). A
- * second signal exits at once. SIGHUP: re-read the peers file.
+ * second signal exits at once with 1 (a snapshot not yet rewritten is moved aside). SIGHUP:
+ * re-read the peers file.
  */
 import { CacheNode } from "./src/server/cache-node.ts";
 import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
@@ -27,7 +28,10 @@ async function main(): Promise<void> {
   let node: CacheNode | undefined;
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) process.exit(1);
+    if (stopping) {
+      node?.abandonSnapshot(); // the one on disk would undo the writes taken since: moved aside
+      process.exit(1);
+    }
     stopping = true;
     if (node === undefined) {
       console.error(`mybuncache: ${signal} while starting; exiting`);

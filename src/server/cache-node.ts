@@ -77,6 +77,8 @@ export class CacheNode {
   memoryWatch: MemoryWatch | undefined;
   /** finalSnapshotFailed: `close` could not write the snapshot (the old one is moved aside). */
   finalSnapshotFailed = false;
+  /** finalSnapshotDone: `close` wrote the final snapshot. */
+  private finalSnapshotDone = false;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -157,6 +159,26 @@ export class CacheNode {
   }
 
   /**
+   * abandonSnapshot is for a process that exits before `close` has written the final snapshot (a
+   * second signal): the snapshot on disk lacks the writes taken since it, so it is moved aside now
+   * (synchronously, to `.stale-<ms>`) and the next start is empty rather than stale. Returns
+   * where it went, or undefined (no snapshot, none on disk, or the final write already done).
+   */
+  abandonSnapshot(): string | undefined {
+    const s = this.snapshotter;
+    if (s === undefined || this.finalSnapshotDone) return undefined;
+    s.stop();
+    try {
+      const movedTo = s.retire();
+      if (movedTo !== undefined) this.logger.error("exiting before the final snapshot: the previous one lacks the writes taken since, so it is moved aside and the next start is empty", { path: s.path, movedTo });
+      return movedTo;
+    } catch (e) {
+      this.logger.error("exiting before the final snapshot, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start", { path: s.path, error: String(e) });
+      return undefined;
+    }
+  }
+
+  /**
    * writeFinalSnapshot stops the periodic writes and saves the state the node closes with. When
    * that fails, the previous snapshot lacks the writes taken since it: it is moved aside (the next
    * start is empty rather than stale) and `finalSnapshotFailed` is set (node.ts exits 1).
@@ -168,10 +190,11 @@ export class CacheNode {
     await s.settled(); // a periodic write still running ends first …
     try {
       await s.write(); // … then one write of the final state (it logs how it went)
+      this.finalSnapshotDone = true;
     } catch {
       this.finalSnapshotFailed = true;
       try {
-        const movedTo = await s.retire();
+        const movedTo = s.retire();
         this.logger.error("the final snapshot failed; the previous one lacks the writes taken since, so it is moved aside and the next start is empty", { path: s.path, movedTo });
       } catch (e) {
         this.logger.error("the final snapshot failed, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start", { path: s.path, error: String(e) });
@@ -195,8 +218,9 @@ export class CacheNode {
     const clock = deps.clock ?? Date.now;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     // The node's own connections to its peers need descriptors too (known here for --peers; a
-    // peers file or DNS may list more later: FD_RESERVE covers a few).
-    const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections;
+    // peers file or DNS may list more later: FD_RESERVE covers a few), up to twice
+    // --peer-connections each while quiet ones are replaced (CacheClient.replace).
+    const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections * 2;
     config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger, peerFds);
     const clustered = isClustered(config);
     const groups = deps.groups ?? buildGroups(config, deps);

@@ -5,8 +5,8 @@
  * What it skips and refuses is in snapshot.ts's header.
  */
 import { errorText } from "../protocol/errors.ts";
-import { constants, type Stats } from "node:fs";
-import { open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { constants, existsSync, renameSync, type Stats } from "node:fs";
+import { open, readdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Group, Groups } from "../cluster/group.ts";
 import { fileKind } from "../cluster/membership.ts";
@@ -166,13 +166,14 @@ function progressOf(o: LoadOptions, size: number): (phase: "verify" | "apply", e
 
 /**
  * moveAside renames the file at `path` to `${path}.${kind}-<ms>` (with `-<n>` added rather than
- * over an earlier one) and returns the new name; it is never deleted.
+ * over an earlier one) and returns the new name; it is never deleted. Synchronous: a process
+ * about to exit uses it too (CacheNode.abandonSnapshot).
  */
-export async function moveAside(path: string, kind: string, clock: () => number): Promise<string> {
+export function moveAside(path: string, kind: string, clock: () => number): string {
   const ms = Math.floor(clock());
   let aside = `${path}.${kind}-${ms}`;
-  for (let n = 1; await exists(aside); n++) aside = `${path}.${kind}-${ms}-${n}`;
-  await rename(path, aside);
+  for (let n = 1; existsSync(aside); n++) aside = `${path}.${kind}-${ms}-${n}`;
+  renameSync(path, aside);
   return aside;
 }
 
@@ -180,7 +181,7 @@ export async function moveAside(path: string, kind: string, clock: () => number)
 async function setAside(o: LoadOptions, cause: unknown, t0: number): Promise<LoadResult> {
   const reason = errorText(cause);
   try {
-    const aside = await moveAside(o.path, "corrupt", o.clock);
+    const aside = moveAside(o.path, "corrupt", o.clock);
     o.logger.error("snapshot is corrupt or unreadable; moved aside, starting empty", { path: o.path, movedTo: aside, reason });
   } catch (e) {
     o.logger.error("snapshot is corrupt or unreadable and could not be moved aside; starting empty", { path: o.path, reason, renameError: String(e) });
@@ -271,10 +272,6 @@ function notAFile(path: string, found: Stats | Error): Error {
 function groupName(block: Uint8Array): string {
   const len = block[BLOCK_HEADER_BYTES]! | (block[BLOCK_HEADER_BYTES + 1]! << 8);
   return new TextDecoder().decode(block.subarray(BLOCK_HEADER_BYTES + 2, BLOCK_HEADER_BYTES + 2 + len));
-}
-
-async function exists(path: string): Promise<boolean> {
-  return Bun.file(path).exists();
 }
 
 function running(pid: number): boolean {

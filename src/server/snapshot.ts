@@ -209,10 +209,11 @@ export class Snapshotter {
    * retire moves the snapshot at `path` aside (to `${path}.stale-<ms>`) and returns where, or
    * undefined when there is none: the node's final write failed, so it lacks the writes taken
    * since, and loaded at the next start it would bring back the values they replaced.
+   * Synchronous, for a process about to exit (CacheNode.abandonSnapshot).
    */
-  async retire(): Promise<string | undefined> {
+  retire(): string | undefined {
     try {
-      return await moveAside(this.path, "stale", this.clock);
+      return moveAside(this.path, "stale", this.clock);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw e;

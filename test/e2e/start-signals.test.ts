@@ -1,15 +1,17 @@
 /**
  * Signals while a node starts (its snapshot or loaders module can take a while): SIGHUP, the
  * peers' reload signal, must not end it (its default action would); SIGTERM ends it at once with
- * exit 0. The loaders module of the fixture takes 1.5 s to import and says when it began.
+ * exit 0. The loaders module of the fixture takes 1.5 s to import and says when it began. And a
+ * second SIGTERM while it shuts down, before the final snapshot: exit 1, the old snapshot moved
+ * aside.
  */
 import { afterEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { until } from "../client/support.ts";
-import { ROOT } from "../support/node-process.ts";
+import { ROOT, spawnNode } from "../support/node-process.ts";
 
 const FIXTURE = join(ROOT, "test/loaders/fixtures/slow-import.ts");
 const procs: ReturnType<typeof Bun.spawn>[] = [];
@@ -56,4 +58,27 @@ test("SIGTERM while starting exits 0 at once", async () => {
   expect(await proc.exited).toBe(0);
   await until(() => log().includes("SIGTERM while starting"), 2_000); // the last of stderr may still be read
   expect(log()).not.toContain("listening on");
+}, 20_000);
+
+test("a second SIGTERM before the final snapshot exits 1 and moves the old snapshot aside (review: it was left, and loaded values the node had replaced)", async () => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-start-"));
+  const snapshot = join(dir, "cache.snap");
+  const loaders = join(ROOT, "test/loaders/fixtures/loaders.ts");
+  const node = await spawnNode(["--port", "0", "--snapshot", snapshot, "--snapshot-interval", "1s", "--group", "default:8mb", "--loaders", loaders, "--group", "slow:8mb"]);
+  procs.push(node.proc);
+  const c = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 10_000 });
+  await c.set("default", "k", "v1");
+  await until(() => existsSync(snapshot), 5_000); // a periodic snapshot holds v1
+  await c.set("default", "k", "v2");
+  const slow = c.get("slow", "3000").catch(() => undefined); // the shutdown waits for this load
+  await Bun.sleep(50);
+  node.proc.kill("SIGTERM");
+  await until(() => node.log().includes("shutting down"), 5_000);
+  node.proc.kill("SIGTERM");
+  expect(await node.proc.exited).toBe(1);
+  await slow;
+  c.close();
+  const files = readdirSync(dir);
+  expect(files.filter((f) => f === "cache.snap")).toEqual([]);
+  expect(files.filter((f) => f.startsWith("cache.snap.stale-")).length).toBe(1);
 }, 20_000);
