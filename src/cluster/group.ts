@@ -126,6 +126,14 @@ export class Group {
   readonly counters = new GroupCounters();
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
+  /**
+   * purging holds the ownership tests of the ring purges still running (dropNotOwned). A key one
+   * of them gives to another member had that owner since the purge began, which may have taken a
+   * write of it, while the item here has not been reached yet; should the key come back to this
+   * node before it is (a member that joins and leaves again), the item would be served stale. So
+   * reads (`held`) drop such an item at once instead of returning it.
+   */
+  readonly purging: ((key: Uint8Array, off: number, len: number) => boolean)[] = [];
   private readonly flights = new Singleflight<Loaded>();
   /**
    * tooLarge remembers, by flight key, the keys whose loaded value was refused as larger than the
@@ -197,7 +205,7 @@ export class Group {
     const c = this.counters;
     if (count) c.gets++;
     this.lastNegative = false;
-    const id = this.store.get(key, off, len);
+    const id = this.held(key, off, len);
     if (id >= 0) {
       if (!this.store.isNegative(id)) {
         if (count) c.hits++;
@@ -208,6 +216,27 @@ export class Group {
     }
     if (count) c.misses++;
     return -1;
+  }
+
+  /**
+   * held returns the id of the item (a value or a cached "not found") the main store holds for
+   * key[off, off+len), or -1; what a ring purge still running is to drop is dropped now and not
+   * returned (see `purging`).
+   */
+  held(key: Uint8Array, off: number, len: number): number {
+    const id = this.store.get(key, off, len);
+    if (id < 0 || this.purging.length === 0 || !this.movedDuringPurge(key, off, len)) return id;
+    this.store.delete(key, off, len);
+    return -1;
+  }
+
+  /**
+   * movedDuringPurge tells whether a ring purge still running gives key[off, off+len) to another
+   * member (see `purging`): its item here may be stale, whoever owns it now.
+   */
+  movedDuringPurge(key: Uint8Array, off: number, len: number): boolean {
+    for (const owns of this.purging) if (!owns(key, off, len)) return true;
+    return false;
   }
 
   /**
@@ -299,7 +328,7 @@ export class Group {
   //   3. caller A finds no flight and starts a new one.
   // Without this check step 3 would call the loader a second time for a value the cache holds.
   private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string, cache: boolean): Promise<Loaded> {
-    const id = this.store.get(key, 0, key.length);
+    const id = this.held(key, 0, key.length);
     if (id >= 0) {
       if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
       return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.store.ttlRemaining(id) };
@@ -372,7 +401,7 @@ export class Group {
   private store1(key: Uint8Array, value: Uint8Array | null, skip: boolean): Loaded {
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
-    const written = this.store.get(key, 0, key.length);
+    const written = this.held(key, 0, key.length);
     if (written >= 0 && !this.store.isNegative(written)) {
       return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.store.ttlRemaining(written) };
     }
@@ -470,14 +499,19 @@ export class Group {
     const store = this.store;
     const items = store.items;
     let removed = 0;
-    for (let id = 0; id < items.cap;) {
-      const end = Math.min(items.cap, id + sliceItems);
-      for (; id < end; id++) {
-        if (!items.isLive(id)) continue;
-        const key = store.keyView(id);
-        if (!owns(key, 0, key.length) && store.delete(key, 0, key.length)) removed++;
+    this.purging.push(owns); // until it has passed every item, reads check against it (`held`)
+    try {
+      for (let id = 0; id < items.cap;) {
+        const end = Math.min(items.cap, id + sliceItems);
+        for (; id < end; id++) {
+          if (!items.isLive(id)) continue;
+          const key = store.keyView(id);
+          if (!owns(key, 0, key.length) && store.delete(key, 0, key.length)) removed++;
+        }
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
-      await new Promise<void>((resolve) => setImmediate(resolve));
+    } finally {
+      this.purging.splice(this.purging.indexOf(owns), 1);
     }
     return removed;
   }

@@ -173,6 +173,8 @@ export class CallRuns {
             continue;
           }
         }
+        // While a ring purge runs, the general path serves the Gets (it checks a hit: Group.held).
+        if (group.purging.length > 0) break;
         let id = store.getHit(buf, keyStart, keyLength, hash);
         if (id >= 0) {
           const c = group.counters;

@@ -326,7 +326,7 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
   for (let i = 0; i < req.itemCount; i++) {
     const ks = items[i * 4]!;
     const kl = items[i * 4 + 1]!;
-    const id = counted ? group.lookup(req.buffer, ks, kl) : store.get(req.buffer, ks, kl);
+    const id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
     if (id >= 0 && !store.isNegative(id)) {
       const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
       if (at < 0) return multiTooLarge(reply, req, true);

@@ -9,6 +9,10 @@ import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { RingPurges, type Owned } from "../../src/cluster/ring-purge.ts";
 import { MIB } from "../../src/store/store.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink, RawSocket, getCall } from "../server/support.ts";
+import { field, outcome, readReplies } from "../server/wire-reader.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
 
 const enc = new TextEncoder();
 const index = (key: Uint8Array, off: number, len: number): number => Number(new TextDecoder().decode(key.subarray(off + 1, off + len)));
@@ -44,6 +48,41 @@ describe("RingPurges", () => {
     g.set("k1", "again");
     await purges.changed(alone, [g], 1000);
     expect(g.store.has(enc.encode("k1"))).toBe(true);
+  });
+
+  test("while that purge runs, an item it has not reached yet is not served (review: the key came back and its old value was)", async () => {
+    const g = filled(20_000);
+    const purges = new RingPurges(quiet);
+    const withC: Owned = (key, off, len) => index(key, off, len) % 2 === 0; // C owns the odd keys
+    const first = purges.changed(withC, [g], 1000);
+    const second = purges.changed(() => true, [g], 1000); // C left again before the first purge got far
+    const last = enc.encode("k19999"); // odd, in the last slice: C may have taken a write of it
+    expect(g.store.has(last)).toBe(true); // not reached yet
+    expect(g.lookup(last, 0, last.length)).toBe(-1); // a read drops it instead of serving it
+    expect(g.store.has(last)).toBe(false);
+    const kept = enc.encode("k19998"); // even: owned here under every ring
+    expect(g.lookup(kept, 0, kept.length)).toBeGreaterThanOrEqual(0);
+    await expect(g.get("k19997")).rejects.toMatchObject({ code: 1 }); // the embedded API too (no loader: not found)
+    await Promise.all([first, second]);
+    expect(g.purging.length).toBe(0);
+  });
+
+  test("over the wire too: a Get of such an item, pipelined framed (the runs' fast path), misses", async () => {
+    await using node = CacheNode.start({ port: 0, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
+    const g = node.groups.byName("g")!;
+    for (let i = 0; i < 20_000; i++) g.set(`k${i}`, `v${i}`);
+    const raw = await RawSocket.connect(node.port);
+    const purge = g.dropNotOwned((key, off, len) => index(key, off, len) % 2 === 0, 100);
+    expect(g.store.has(enc.encode("k19999"))).toBe(true); // not reached for a while: 200 slices
+    raw.write(getCall(1, "k0", "g")); // the connection's first call (its transport is found on the general path)
+    await raw.waitFor(() => raw.frames().length === 1, "the first reply");
+    raw.write(concat(getCall(2, "k19999", "g"), getCall(3, "k19998", "g"))); // a run, in the generated clients' layout
+    await raw.waitFor(() => raw.frames().length === 3, "every reply");
+    const [, odd, even] = readReplies(raw.received, "framed").replies.map(outcome);
+    expect(odd).toMatchObject({ kind: "cacheError", code: 1 });
+    expect(even!.kind === "success" && new TextDecoder().decode(field(even!.value, 1, T.STRING) as Uint8Array)).toBe("v19998");
+    raw.close();
+    await purge;
   });
 
   test("Cluster.ownedHere is a copy of the ring: later member changes do not move it", () => {
