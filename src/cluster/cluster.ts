@@ -14,6 +14,7 @@
  * `CacheClient`), so the routing can be tested without sockets.
  */
 import { type CacheError, errorText } from "../protocol/errors.ts";
+import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
 
 /** ForwardCallback receives a PeerGet reply: the value bytes are valid during the call only. */
@@ -71,6 +72,8 @@ export class Cluster {
   readonly counters = new ClusterCounters();
   /** generation counts member-list changes (what was fetched under an older list is not used). */
   generation = 0;
+  /** leftOut: members of the last list applied that no client could be made for (not in the ring). */
+  leftOut = 0;
   private readonly peers = new Map<string, PeerClient>();
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
@@ -95,14 +98,20 @@ export class Cluster {
    */
   setMembers(ids: readonly string[]): boolean {
     const next = new Set(ids);
+    if (next.size > MAX_MEMBERS) throw new RangeError(`${next.size} members: more than ${MAX_MEMBERS}`);
+    if (next.size > 0 && !next.has(this.self)) {
+      this.logger.warn("the member list does not name this node: members with the same list send it none of its keys; if it is listed under another name, set --self to it", { self: this.self });
+    }
     next.add(this.self);
     const removed = this.ring.nodes.filter((id) => !next.has(id));
     const clients = new Map<string, PeerClient>();
+    this.leftOut = 0;
     for (const id of next) {
       if (id === this.self || this.ring.has(id)) continue;
       try {
         clients.set(id, this.connect(id)); // first: a member without a client never enters the ring
       } catch (e) {
+        this.leftOut++;
         this.logger.warn("cluster member left out: no client can be made for it", { member: id, error: errorText(e) });
       }
     }
@@ -110,7 +119,12 @@ export class Cluster {
     if (removed.length === 0 && added.length === 0) return false;
     // The ring's next members: the kept ones and the added ones (a member without a client stays out).
     const gone = new Set(removed);
-    this.ring.setMembers([...this.ring.nodes.filter((id) => !gone.has(id)), ...added]);
+    try {
+      this.ring.setMembers([...this.ring.nodes.filter((id) => !gone.has(id)), ...added]);
+    } catch (e) {
+      for (const client of clients.values()) void client.close(); // the ring is as it was: they are nobody's
+      throw e;
+    }
     for (const id of removed) {
       const client = this.peers.get(id);
       this.peers.delete(id);

@@ -6,10 +6,12 @@
  * sources:
  * - `StaticMembers`: `--peers a:1,b:2` — a fixed list.
  * - `FileMembers`: `--peers-file PATH` — one `host:port` per line (or comma-separated; `#` starts
- *   a comment), re-read when the file changes (fs.watch on its directory, so editors that replace
- *   the file by renaming are seen) and on `reload()` (SIGHUP). An unreadable or empty file, or one
- *   that is not a regular file (a FIFO's read would never end, and every later reload wait behind
- *   it), keeps the last good list and logs why, so a half-written file never empties the ring.
+ *   a comment), re-read on any event in its directory (fs.watch, so editors that replace the file
+ *   by renaming are seen, and a Kubernetes ConfigMap's `..data` swap), once more shortly after
+ *   (a burst of writes), every FILE_POLL_MS (fs.watch can miss a change), and on `reload()`
+ *   (SIGHUP). An unreadable or empty file, one that is not a regular file (a FIFO's read would
+ *   never end, and every later reload wait behind it), one over 1 MiB or of more than MAX_MEMBERS
+ *   members, keeps the last good list and logs why, so a half-written file never empties the ring.
  * - `DnsMembers`: `--peers-dns name:port` — every A/AAAA record of `name` is a member on `port`,
  *   re-resolved periodically: the Kubernetes headless-service convention. The resolver is
  *   injectable (tests map one name to several loopback addresses). A failed lookup keeps the
@@ -19,9 +21,13 @@ import { errorText } from "../protocol/errors.ts";
 import { constants, watch, type FSWatcher, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
-import { basename, dirname } from "node:path";
+import { dirname } from "node:path";
 
-export type MembersCallback = (members: string[]) => void;
+/**
+ * MembersCallback applies a member list; false (or a throw) means not all of it could be (a member
+ * left out), and the source tries the same list again at its next read.
+ */
+export type MembersCallback = (members: string[]) => boolean | void;
 
 export interface MembershipLogger {
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -37,7 +43,7 @@ export interface MembershipSource {
 
 /** parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. */
 export function parseMembers(text: string): string[] {
-  const ids: string[] = [];
+  const ids = new Set<string>();
   for (const line of text.split("\n")) {
     for (const part of line.replace(/#.*/, "").split(",")) {
       const id = part.trim();
@@ -45,11 +51,28 @@ export function parseMembers(text: string): string[] {
       if ((!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(id)) || !validPort(id)) {
         throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
       }
-      if (!ids.includes(id)) ids.push(id);
+      ids.add(id);
+      if (ids.size > MAX_MEMBERS) throw new Error(`more than ${MAX_MEMBERS} members`);
     }
   }
-  return ids;
+  return [...ids];
 }
+
+/**
+ * MAX_MEMBERS bounds a member list (each member costs the ring its virtual nodes, and a client):
+ * a longer one, a hostile or broken file or DNS answer, is refused and the last good list kept.
+ */
+export const MAX_MEMBERS = 1024;
+/** MAX_PEERS_FILE_BYTES bounds the peers file read (MAX_MEMBERS ids take well under it). */
+const MAX_PEERS_FILE_BYTES = 1 << 20;
+/**
+ * FILE_POLL_MS: a peers file is also re-read this often. fs.watch can miss a change (a second
+ * write right after the first; a Kubernetes ConfigMap, whose `..data` symlink is swapped; a
+ * directory replaced), and reads are cheap: an unchanged file is one small read and a comparison.
+ */
+const FILE_POLL_MS = 2_000;
+/** FILE_SETTLE_MS: after a watch event the file is read again this much later (a burst of writes). */
+const FILE_SETTLE_MS = 100;
 
 /**
  * applyMembers hands a new list to the node; a failure is logged, and the next change is applied
@@ -57,8 +80,7 @@ export function parseMembers(text: string): string[] {
  */
 function applyMembers(onChange: MembersCallback | null, members: string[], logger: MembershipLogger): boolean {
   try {
-    onChange?.(members);
-    return true;
+    return onChange?.(members) !== false;
   } catch (e) {
     logger.warn("member list not applied", { members: members.join(","), error: errorText(e) });
     return false;
@@ -96,8 +118,15 @@ export class FileMembers implements MembershipSource {
   private readonly path: string;
   private readonly logger: MembershipLogger;
   private watcher: FSWatcher | null = null;
+  private poll: ReturnType<typeof setInterval> | null = null;
+  private settle: ReturnType<typeof setTimeout> | null = null;
   private onChange: MembersCallback | null = null;
+  /** lastText: the text last read (applied, or refused and logged): a poll does not parse it again. */
+  private lastText = "";
+  /** last: the member list last applied. */
   private last = "";
+  /** lastError: the read error last logged (a missing file is logged once, not at every poll). */
+  private lastError = "";
   private reading: Promise<void> = Promise.resolve();
 
   constructor(path: string, logger: MembershipLogger) {
@@ -108,16 +137,35 @@ export class FileMembers implements MembershipSource {
   start(onChange: MembersCallback): void {
     this.onChange = onChange;
     this.reload();
-    const name = basename(this.path);
-    this.watcher = watch(dirname(this.path), (_event, file) => {
-      if (file === null || file === name) this.reload();
+    // Any event in the directory: the file's own, a rename over it, a ConfigMap's `..data` swap.
+    // Read now, and once more when a burst of writes has settled; and poll besides (FILE_POLL_MS).
+    this.watcher = watch(dirname(this.path), () => {
+      this.reread();
+      if (this.settle === null) {
+        this.settle = setTimeout(() => {
+          this.settle = null;
+          this.reread();
+        }, FILE_SETTLE_MS);
+        this.settle.unref();
+      }
     });
+    this.watcher.on("error", (e) => this.logger.warn("peers file watch failed; polling it", { path: this.path, error: errorText(e) }));
     this.watcher.unref();
+    this.poll = setInterval(() => this.reread(), FILE_POLL_MS);
+    this.poll.unref();
   }
 
-  /** reload re-reads the file (serialized, so two quick changes apply in order). */
+  /**
+   * reload re-reads the file (serialized, so two quick changes apply in order); asked for (SIGHUP),
+   * it logs why a file it cannot use is not applied every time.
+   */
   reload(): void {
-    this.reading = this.reading.then(() => this.read());
+    this.reading = this.reading.then(() => this.read(true));
+  }
+
+  /** reread is a read of the watch or the poll: a reason not to apply the file is logged once. */
+  private reread(): void {
+    this.reading = this.reading.then(() => this.read(false));
   }
 
   /** settled resolves when every reload asked for so far has been applied (for tests). */
@@ -128,18 +176,38 @@ export class FileMembers implements MembershipSource {
   close(): void {
     this.watcher?.close();
     this.watcher = null;
+    if (this.poll !== null) clearInterval(this.poll);
+    this.poll = null;
+    if (this.settle !== null) clearTimeout(this.settle);
+    this.settle = null;
     this.onChange = null;
   }
 
-  /** apply hands `members` on; if that fails, the same list is tried again at the next reload. */
+  /** apply hands `members` on; if that fails, the same list is tried again at the next read. */
   private apply(members: string[]): void {
-    if (!applyMembers(this.onChange, members, this.logger)) this.last = "";
+    if (applyMembers(this.onChange, members, this.logger)) return;
+    this.last = "";
+    this.lastText = "";
   }
 
-  private async read(): Promise<void> {
+  private async read(asked: boolean): Promise<void> {
+    if (this.onChange === null) return; // closed
+    let text: string;
+    try {
+      text = await readRegularFile(this.path, MAX_PEERS_FILE_BYTES);
+    } catch (e) {
+      const error = (e as Error).message;
+      if (asked || error !== this.lastError) this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error });
+      this.lastError = error;
+      this.lastText = ""; // read again in full once it can be
+      return;
+    }
+    this.lastError = "";
+    if (text === this.lastText && !asked) return;
+    this.lastText = text;
     let members: string[];
     try {
-      members = parseMembers(await readRegularFile(this.path));
+      members = parseMembers(text);
     } catch (e) {
       this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error: (e as Error).message });
       return;
@@ -159,11 +227,12 @@ export class FileMembers implements MembershipSource {
  * readRegularFile returns the text of the file at `path`, and throws for anything else: the open
  * does not block (a FIFO's would wait for a writer), and the opened file is checked before a read.
  */
-async function readRegularFile(path: string): Promise<string> {
+async function readRegularFile(path: string, maxBytes: number): Promise<string> {
   const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const found = await fh.stat();
     if (!found.isFile()) throw new Error(`not a regular file (it is ${fileKind(found)})`);
+    if (found.size > maxBytes) throw new Error(`${found.size} bytes: more than a member list takes (${maxBytes})`);
     return await fh.readFile("utf8");
   } finally {
     await fh.close().catch(() => {});
@@ -235,6 +304,10 @@ export class DnsMembers implements MembershipSource {
     }
     const members = [...new Set(addresses)].sort().map((a) => (a.includes(":") ? `[${a}]:${this.port}` : `${a}:${this.port}`));
     if (members.length === 0) return;
+    if (members.length > MAX_MEMBERS) {
+      this.logger.warn("peers DNS answer not applied; keeping the last good member list", { name: this.name, error: `${members.length} members: more than ${MAX_MEMBERS}` });
+      return;
+    }
     const key = members.join(",");
     if (key === this.last) return;
     this.last = key;

@@ -274,6 +274,7 @@ export class CacheNode {
         const purges = new RingPurges(logger);
         membership.start((members) => {
           if (c.setMembers(members)) void purges.changed(c.ownedHere(), groups.all());
+          return c.leftOut === 0; // a member left out is tried again at the source's next read
         });
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ClusterClient } from "../../src/client/cluster-client.ts";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
-import { FileMembers, parseMembers } from "../../src/cluster/membership.ts";
+import { FileMembers, MAX_MEMBERS, parseMembers } from "../../src/cluster/membership.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -52,6 +52,71 @@ describe("member ids", () => {
     expect(cluster.members).toEqual(["good:3", "me:1"]);
     expect(made).toEqual(["good:3"]);
     expect(warnings).toEqual(["cluster member left out: no client can be made for it"]);
+  });
+});
+
+describe("member lists (review)", () => {
+  const fake = (closed: string[] = []) => (id: string) => ({ isDown: false, close: async () => void closed.push(id) }) as unknown as PeerClient;
+
+  test("a list of more than MAX_MEMBERS is refused, in a peers file and by the cluster; duplicates count once", () => {
+    const many = Array.from({ length: MAX_MEMBERS + 1 }, (_, i) => `h${i}:1`);
+    expect(() => parseMembers(many.join("\n"))).toThrow(`more than ${MAX_MEMBERS} members`);
+    expect(parseMembers([...many.slice(0, 10), ...many.slice(0, 10)].join("\n")).length).toBe(10);
+    const cluster = new Cluster({ self: "me:1", logger: quiet().logger, connect: fake() });
+    expect(() => cluster.setMembers(many)).toThrow(RangeError);
+    expect(cluster.members).toEqual(["me:1"]);
+  });
+
+  test("a list that does not name this node is applied with a warning (it may be listed under another name)", () => {
+    const { warnings, logger } = quiet();
+    const cluster = new Cluster({ self: "127.0.0.1:1", logger, connect: fake() });
+    cluster.setMembers(["localhost:1", "b:2"]);
+    expect(warnings[0]).toStartWith("the member list does not name this node");
+    expect(cluster.members).toEqual(["127.0.0.1:1", "b:2", "localhost:1"]);
+    warnings.length = 0;
+    cluster.setMembers(["127.0.0.1:1", "b:2"]);
+    expect(warnings).toEqual([]);
+  });
+
+  test("a member left out (no client) is tried again at the next read of the file, though the file is unchanged", async () => {
+    const dir = await mkdtemp("/tmp/mbc-leftout-");
+    try {
+      const path = join(dir, "peers");
+      await writeFile(path, "me:1\nflaky:2\n");
+      let fail = true;
+      const cluster = new Cluster({
+        self: "me:1", logger: quiet().logger,
+        connect: (id) => {
+          if (id === "flaky:2" && fail) throw new Error("CA file unreadable for a moment");
+          return fake()(id);
+        },
+      });
+      const members = new FileMembers(path, quiet().logger);
+      members.start((list) => {
+        cluster.setMembers(list);
+        return cluster.leftOut === 0;
+      });
+      await members.settled();
+      expect(cluster.members).toEqual(["me:1"]);
+      fail = false;
+      members.reload(); // SIGHUP (a poll does it too)
+      await members.settled();
+      expect(cluster.members).toEqual(["flaky:2", "me:1"]);
+      members.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a ring that cannot be built leaves the ring as it was and closes the clients made for it", () => {
+    const closed: string[] = [];
+    const cluster = new Cluster({ self: "me:1", logger: quiet().logger, connect: fake(closed) });
+    cluster.ring.setMembers = () => {
+      throw new RangeError("Out of memory");
+    };
+    expect(() => cluster.setMembers(["me:1", "a:2", "b:3"])).toThrow("Out of memory");
+    expect(closed.sort()).toEqual(["a:2", "b:3"]);
+    expect(cluster.members).toEqual(["me:1"]);
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileMembers } from "../../src/cluster/membership.ts";
@@ -99,3 +99,56 @@ for (const [name, make, reason] of cases) {
     expect(applied).toEqual([["a:1"], ["a:1", "c:3"]]);
   });
 }
+
+/** until waits for `cond`, polling; fails the test after `ms` instead of hanging it. */
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`condition not met in ${ms} ms`);
+    await Bun.sleep(10);
+  }
+}
+
+test("two writes a millisecond apart: the second is applied (review: the watch saw only the first)", async () => {
+  writeFileSync(path, "a:1\n");
+  const { members, applied } = watch();
+  members.start((list) => void applied.push(list));
+  await settledWithin(members);
+  for (let i = 0; i < 5; i++) {
+    writeFileSync(path, `a:1\nx${i}:1\n`);
+    await Bun.sleep(1);
+    writeFileSync(path, `a:1\ny${i}:1\n`);
+    await until(() => applied.at(-1)?.[1] === `y${i}:1`, 5_000); // the re-read after the burst, or the poll
+  }
+});
+
+test("a Kubernetes ConfigMap update (its ..data symlink swapped) is applied (review: the event's name was not the file's)", async () => {
+  // The layout kubelet makes: peers.txt -> ..data/peers.txt, ..data -> ..v1 (a directory).
+  const version = (n: number, text: string) => {
+    mkdirSync(join(dir, `..v${n}`));
+    writeFileSync(join(dir, `..v${n}`, "peers.txt"), text);
+  };
+  version(1, "a:1\n");
+  symlinkSync("..v1", join(dir, "..data"));
+  symlinkSync(join("..data", "peers.txt"), path);
+  const { members, applied } = watch();
+  members.start((list) => void applied.push(list));
+  await settledWithin(members);
+  expect(applied).toEqual([["a:1"]]);
+  version(2, "a:1\nb:2\n");
+  symlinkSync("..v2", join(dir, "..data_tmp"));
+  renameSync(join(dir, "..data_tmp"), join(dir, "..data")); // the atomic swap
+  await until(() => applied.length === 2, 5_000);
+  expect(applied[1]).toEqual(["a:1", "b:2"]);
+});
+
+test("a peers file over 1 MiB is refused unread, once per change; the last good list stays", async () => {
+  writeFileSync(path, "a:1\n");
+  const { members, applied, warnings } = watch();
+  members.start((list) => void applied.push(list));
+  await settledWithin(members);
+  replace((at) => writeFileSync(at, `a:1\n${"#".repeat(2 << 20)}\n`));
+  await until(() => warnings.length > 0, 5_000);
+  expect(String(warnings[0]!.error)).toContain("more than a member list takes");
+  expect(applied).toEqual([["a:1"]]);
+});
