@@ -413,10 +413,12 @@ export class CacheClient {
    * answers each connection in order, a PeerGet that loads say). A fresh connection takes its
    * place for new calls; the calls on it keep their own deadlines (their replies may still come)
    * and it is closed once they have all settled. The write connection, and any connection with a
-   * write waiting on it, is reset instead, failing its calls: writes sent on one connection keep
-   * their order, which a fresh connection beside it could break (a later write applied before an
-   * earlier one still queued here). So is a connection while as many are retired already as the
-   * client has: a peer that answers nothing does not get more sockets than twice its share.
+   * write waiting on it, is reset instead, failing its calls: a write left waiting here would be
+   * answered, and applied, after writes sent later on the fresh connection, so pipelined writes
+   * would no longer apply in the order sent. (A write that fails so, like one that timed out, may
+   * still be applied by the node: ClientConnection's header.) So
+   * is a connection while as many are retired already as the client has: a peer that answers
+   * nothing does not get more sockets than twice its share.
    */
   private replace(i: number): void {
     const conn = this.conns[i]!;

@@ -33,7 +33,10 @@
 // connecting or backing off) is taken out of the output and never sent. One written, or queued
 // on an open connection behind output the socket has not taken yet (waiting for `drain`), may
 // still reach the node after its caller was told it timed out, as with any client: a write that
-// timed out may or may not have been applied.
+// timed out may or may not have been applied, and may be applied later than a write sent after
+// it on another connection (a retry of it included: a node serves what a connection sent before
+// it closed, so a reset does not take it back). Retry a timed-out write only if applying it twice,
+// or late, is harmless; or read back first.
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";

@@ -74,6 +74,10 @@ export class Cluster {
   generation = 0;
   /** leftOut: members of the last list applied that no client could be made for (not in the ring). */
   leftOut = 0;
+  /** leftOutErrors: why each member left out was (its warning is not repeated while it stays so). */
+  private readonly leftOutErrors = new Map<string, string>();
+  /** warnedSelfFor: the list last warned about for not naming this node. */
+  private warnedSelfFor = "";
   private readonly peers = new Map<string, PeerClient>();
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
@@ -99,9 +103,14 @@ export class Cluster {
   setMembers(ids: readonly string[]): boolean {
     const next = new Set(ids);
     if (next.size > MAX_MEMBERS) throw new RangeError(`${next.size} members: more than ${MAX_MEMBERS}`);
+    // (Each warning once per list or error: a source retries a list with a member left out.)
+    const listed = [...next].join(",");
     if (next.size > 0 && !next.has(this.self)) {
-      this.logger.warn("the member list does not name this node: members with the same list send it none of its keys; if it is listed under another name, set --self to it", { self: this.self });
-    }
+      if (this.warnedSelfFor !== listed) {
+        this.logger.warn("the member list does not name this node: members with the same list send it none of its keys; if it is listed under another name, set --self to it", { self: this.self });
+      }
+      this.warnedSelfFor = listed;
+    } else this.warnedSelfFor = "";
     next.add(this.self);
     const removed = this.ring.nodes.filter((id) => !next.has(id));
     const clients = new Map<string, PeerClient>();
@@ -110,11 +119,15 @@ export class Cluster {
       if (id === this.self || this.ring.has(id)) continue;
       try {
         clients.set(id, this.connect(id)); // first: a member without a client never enters the ring
+        this.leftOutErrors.delete(id);
       } catch (e) {
         this.leftOut++;
-        this.logger.warn("cluster member left out: no client can be made for it", { member: id, error: errorText(e) });
+        const error = errorText(e);
+        if (this.leftOutErrors.get(id) !== error) this.logger.warn("cluster member left out: no client can be made for it", { member: id, error });
+        this.leftOutErrors.set(id, error);
       }
     }
+    for (const id of this.leftOutErrors.keys()) if (!next.has(id)) this.leftOutErrors.delete(id);
     const added = [...next].filter((id) => !this.ring.has(id) && (id === this.self || clients.has(id)));
     if (removed.length === 0 && added.length === 0) return false;
     // The ring's next members: the kept ones and the added ones (a member without a client stays out).

@@ -127,13 +127,14 @@ export class Group {
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
   /**
-   * purging holds the ownership tests of the ring purges still running (dropNotOwned). A key one
-   * of them gives to another member had that owner since the purge began, which may have taken a
-   * write of it, while the item here has not been reached yet; should the key come back to this
-   * node before it is (a member that joins and leaves again), the item would be served stale. So
-   * reads (`held`) drop such an item at once instead of returning it.
+   * purging holds the ring purges still running (dropNotOwned): each one's ownership test and the
+   * first item id it has not passed yet. A key one of them gives to another member had that owner
+   * since the purge began, which may have taken a write of it, while the item here has not been
+   * reached yet; should the key come back to this node before it is (a member that joins and
+   * leaves again), the item would be served stale. So reads (`held`) drop such an item at once
+   * instead of returning it, as the purge will.
    */
-  readonly purging: ((key: Uint8Array, off: number, len: number) => boolean)[] = [];
+  readonly purging: { owns: (key: Uint8Array, off: number, len: number) => boolean; next: number }[] = [];
   private readonly flights = new Singleflight<Loaded>();
   /**
    * tooLarge remembers, by flight key, the keys whose loaded value was refused as larger than the
@@ -225,17 +226,19 @@ export class Group {
    */
   held(key: Uint8Array, off: number, len: number): number {
     const id = this.store.get(key, off, len);
-    if (id < 0 || this.purging.length === 0 || !this.movedDuringPurge(key, off, len)) return id;
+    if (id < 0 || this.purging.length === 0 || !this.purgeWillDrop(id, key, off, len)) return id;
     this.store.delete(key, off, len);
     return -1;
   }
 
   /**
-   * movedDuringPurge tells whether a ring purge still running gives key[off, off+len) to another
-   * member (see `purging`): its item here may be stale, whoever owns it now.
+   * purgeWillDrop tells whether a ring purge still running will drop item `id` of key[off,
+   * off+len) (see `purging`): it has not reached the item yet, and its ring gives the key to
+   * another member. An item stored since in a slot it has passed (a write of the key after the
+   * change) is not its to drop.
    */
-  movedDuringPurge(key: Uint8Array, off: number, len: number): boolean {
-    for (const owns of this.purging) if (!owns(key, off, len)) return true;
+  purgeWillDrop(id: number, key: Uint8Array, off: number, len: number): boolean {
+    for (const p of this.purging) if (id >= p.next && !p.owns(key, off, len)) return true;
     return false;
   }
 
@@ -499,7 +502,8 @@ export class Group {
     const store = this.store;
     const items = store.items;
     let removed = 0;
-    this.purging.push(owns); // until it has passed every item, reads check against it (`held`)
+    const purge = { owns, next: 0 }; // until it has passed every item, reads check against it (`held`)
+    this.purging.push(purge);
     try {
       for (let id = 0; id < items.cap;) {
         const end = Math.min(items.cap, id + sliceItems);
@@ -508,10 +512,11 @@ export class Group {
           const key = store.keyView(id);
           if (!owns(key, 0, key.length) && store.delete(key, 0, key.length)) removed++;
         }
+        purge.next = end;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
-      this.purging.splice(this.purging.indexOf(owns), 1);
+      this.purging.splice(this.purging.indexOf(purge), 1);
     }
     return removed;
   }

@@ -77,8 +77,8 @@ export class CacheNode {
   memoryWatch: MemoryWatch | undefined;
   /** finalSnapshotFailed: `close` could not write the snapshot (the old one is moved aside). */
   finalSnapshotFailed = false;
-  /** finalSnapshotDone: `close` wrote the final snapshot. */
-  private finalSnapshotDone = false;
+  /** finalWritesBefore: the snapshot writes done when the final one began (-1: not begun). */
+  private finalWritesBefore = -1;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -166,7 +166,8 @@ export class CacheNode {
    */
   abandonSnapshot(): string | undefined {
     const s = this.snapshotter;
-    if (s === undefined || this.finalSnapshotDone) return undefined;
+    // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
+    if (s === undefined || (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore)) return undefined;
     s.stop();
     try {
       const movedTo = s.retire();
@@ -188,9 +189,9 @@ export class CacheNode {
     if (s === undefined) return;
     s.stop();
     await s.settled(); // a periodic write still running ends first …
+    this.finalWritesBefore = s.counters.writes;
     try {
       await s.write(); // … then one write of the final state (it logs how it went)
-      this.finalSnapshotDone = true;
     } catch {
       this.finalSnapshotFailed = true;
       try {

@@ -150,9 +150,9 @@ export class Snapshotter {
       await fh.close();
       fh = undefined;
       await rename(tmp, this.path);
-      await syncDir(dirname(this.path));
-      this.counters.writes++;
+      this.counters.writes++; // in place: what a restart loads now (CacheNode.abandonSnapshot)
       this.counters.lastSuccessMs = this.clock();
+      await syncDir(dirname(this.path));
       const result = { items, bytes: out.pos, ms: performance.now() - t0, worstPauseMs: out.worstPauseMs };
       this.logger.info("snapshot written", { path: this.path, ...result, ms: round(result.ms), worstPauseMs: round(result.worstPauseMs) });
       return result;

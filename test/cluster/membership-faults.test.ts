@@ -73,6 +73,8 @@ describe("member lists (review)", () => {
     cluster.setMembers(["localhost:1", "b:2"]);
     expect(warnings[0]).toStartWith("the member list does not name this node");
     expect(cluster.members).toEqual(["127.0.0.1:1", "b:2", "localhost:1"]);
+    cluster.setMembers(["localhost:1", "b:2"]); // the same list again: not warned again
+    expect(warnings.length).toBe(1);
     warnings.length = 0;
     cluster.setMembers(["127.0.0.1:1", "b:2"]);
     expect(warnings).toEqual([]);
@@ -84,8 +86,10 @@ describe("member lists (review)", () => {
       const path = join(dir, "peers");
       await writeFile(path, "me:1\nflaky:2\n");
       let fail = true;
+      const log = quiet();
+      const leftOutWarnings = () => log.warnings.filter((w) => w.startsWith("cluster member left out")).length;
       const cluster = new Cluster({
-        self: "me:1", logger: quiet().logger,
+        self: "me:1", logger: log.logger,
         connect: (id) => {
           if (id === "flaky:2" && fail) throw new Error("CA file unreadable for a moment");
           return fake()(id);
@@ -98,6 +102,9 @@ describe("member lists (review)", () => {
       });
       await members.settled();
       expect(cluster.members).toEqual(["me:1"]);
+      for (let i = 0; i < 3; i++) members.reload(); // retried with the same error: warned once (review: at every poll)
+      await members.settled();
+      expect(leftOutWarnings()).toBe(1);
       fail = false;
       members.reload(); // SIGHUP (a poll does it too)
       await members.settled();

@@ -56,6 +56,18 @@ describe("node lifecycle with a snapshot", () => {
     expect(second.finalSnapshotFailed).toBe(false);
   });
 
+  test("abandonSnapshot (a second signal) moves aside a snapshot the node has taken writes since, never a final one in place", async () => {
+    const snapshot = join(dir, "cache.snap");
+    const first = await CacheNode.open({ port: 0, snapshot }, { logger: new LogSink().logger });
+    await first.snapshotter!.write();
+    const stale = first.abandonSnapshot();
+    expect(stale).toStartWith(`${snapshot}.stale-`);
+    expect(readdirSync(dir).sort()).toEqual([stale!.slice(dir.length + 1)]);
+    await first.close(); // its final write puts a current snapshot in place …
+    expect(first.abandonSnapshot()).toBeUndefined(); // … which a late second signal leaves there
+    expect(readdirSync(dir).filter((f) => f === "cache.snap")).toEqual(["cache.snap"]);
+  });
+
   test("open refuses a snapshot when the members can change (a peers file or DNS)", async () => {
     const logger = new LogSink().logger;
     const snapshot = join(dir, "x.snap");
