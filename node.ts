@@ -23,8 +23,9 @@ async function main(): Promise<void> {
   if (parsed.kind === "help") return console.log(USAGE);
   if (parsed.kind === "version") return console.log(`mybuncache ${VERSION}`);
   // The signals are handled from the start: a snapshot may take a while to load, and SIGHUP's
-  // default action would end the node. Stopped while starting, it exits at once (nothing was served, and the
-  // snapshot is not written over); a SIGHUP then is moot (the peers are read when it listens).
+  // default action would end the node. Stopped while starting, it exits at once (nothing was
+  // served, and the snapshot is not written over); a SIGHUP then is moot (the peers are read
+  // when it listens).
   let node: CacheNode | undefined;
   let stopping = false;
   const stop = (signal: string): void => {

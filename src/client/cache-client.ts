@@ -416,9 +416,9 @@ export class CacheClient {
    * write waiting on it, is reset instead, failing its calls: a write left waiting here would be
    * answered, and applied, after writes sent later on the fresh connection, so pipelined writes
    * would no longer apply in the order sent. (A write that fails so, like one that timed out, may
-   * still be applied by the node: ClientConnection's header.) So
-   * is a connection while as many are retired already as the client has: a peer that answers
-   * nothing does not get more sockets than twice its share.
+   * still be applied by the node: ClientConnection's header.) So is a connection while as many
+   * are retired already as the client has: a peer that answers nothing does not get more sockets
+   * than twice its share.
    */
   private replace(i: number): void {
     const conn = this.conns[i]!;

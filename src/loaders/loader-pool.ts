@@ -169,9 +169,9 @@ export class LoaderPool {
   }
 
   /**
-   * watchingWorkers returns `running` once the worker a task may have started is watched: after a worker
-   * died as it started, tinypool starts no replacement but a worker per task as it is run, and
-   * its death would go unseen (the load waiting until stopped, or for good).
+   * watchingWorkers returns `running` once the worker a task may have started is watched: after
+   * a worker died as it started, tinypool starts no replacement but a worker per task as it is
+   * run, and its death would go unseen (the load waiting until stopped, or for good).
    */
   private watchingWorkers(running: Promise<LoadReply>): Promise<LoadReply> {
     this.watchWorkers();
