@@ -268,7 +268,10 @@ export class CacheNode {
     try {
       if (clustered) {
         const self = config.self ?? `${config.host}:${server.port}`;
-        const connect = deps.connect ?? ((id: string) => peerClient(id, config));
+        // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
+        // left every peer out of the ring (each node then alone, owning every key).
+        const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
+        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -294,6 +297,15 @@ export class CacheNode {
       void cluster?.close();
       throw e;
     }
+  }
+}
+
+/** readPem reads a PEM file the node needs (`what`), or throws a ConfigError that says which. */
+function readPem(path: string, what: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read ${what}: ${(e as Error).message}`);
   }
 }
 
@@ -372,7 +384,7 @@ const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 
-function peerClient(id: string, config: NodeConfig): PeerClient {
+function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -381,7 +393,7 @@ function peerClient(id: string, config: NodeConfig): PeerClient {
     connections: config.peerConnections,
     timeoutMs: config.peerTimeoutMs,
     authToken: config.authToken,
-    tls: config.tlsCert === undefined ? undefined : { ca: readFileSync(config.tlsCa ?? config.tlsCert, "utf8") },
+    tls,
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
     writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)

@@ -318,6 +318,9 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
   if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN;
   if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
+  if (c.tlsCa !== undefined && c.tlsCert === undefined) {
+    throw new ConfigError("--tls-ca checks the peers of a node that speaks TLS: it needs --tls-cert and --tls-key (alone it would be ignored, and peers dialed without TLS)");
+  }
   if (!c.insecure && c.authToken === undefined && !isLoopback(c.host)) {
     throw new ConfigError(`refusing to serve ${c.host} without an auth token: set --auth-token-file (or MYBUNCACHE_AUTH_TOKEN), or pass --insecure`);
   }

@@ -293,6 +293,11 @@ describe("a three-node cluster in one process", () => {
       for (let i = 0; i < 30; i++) expect(text((await c.get("g", `t${i}`)).value)).toBe(`v:t${i}`);
       expect(nodes[0]!.cluster!.counters.peerLoads).toBeGreaterThan(0);
       expect(nodes[0]!.cluster!.counters.peerErrors).toBe(0);
+      // A CA file that cannot be read stops the node (review: every peer was left out of its
+      // ring, each node alone owning every key, with one warning).
+      const [port] = freePorts(1);
+      expect(() => node({ port, peers: [`127.0.0.1:${port}`, "127.0.0.1:1"], tlsCert: cert, tlsKey: key, tlsCa: join(dir, "missing-ca.pem") }))
+        .toThrow("cannot read the TLS CA peers are checked against");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

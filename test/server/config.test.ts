@@ -241,6 +241,7 @@ describe("errors name the flag and what it expected", () => {
     [["--host", "0.0.0.0"], ["refusing to serve 0.0.0.0 without an auth token", "--insecure"]],
     [["--auth-token", "short"], ["at least 16 characters"]],
     [["--tls-cert", "c.pem"], ["--tls-cert and --tls-key go together"]],
+    [["--tls-ca", "ca.pem"], ["--tls-ca", "needs --tls-cert and --tls-key"]],
     [["--auth-token-file", "/nonexistent/token"], ["--auth-token-file", "/nonexistent/token"]],
     [["--load-timeout", "x"], ["--load-timeout", "x"]],
     [["--group", "has space"], ["group name", "has space"]],
