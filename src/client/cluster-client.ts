@@ -105,8 +105,21 @@ export class ClusterClient {
     return any.clear(group);
   }
 
+  /**
+   * getMulti asks each owner for its keys; a part whose owner is not reached goes once more
+   * through another member, as `get` does (which forwards them, or loads them itself).
+   */
   async getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
-    const parts = await Promise.all([...this.split(keys, (k) => k)].map(([client, ks]) => client.getMulti(group, ks)));
+    const parts = await Promise.all([...this.split(keys, (k) => k)].map(async ([client, ks]) => {
+      try {
+        return await client.getMulti(group, ks);
+      } catch (e) {
+        if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
+        const other = this.otherThan(client);
+        if (other === undefined) throw e;
+        return other.getMulti(group, ks);
+      }
+    }));
     const merged = new Map<string, Uint8Array>();
     for (const part of parts) for (const [k, v] of part) merged.set(k, v);
     return merged;

@@ -348,6 +348,11 @@ describe("a ring-aware client", () => {
     for (let i = 0; key === ""; i++) if (cc.ownerOf(`u${i}`) === ids[1]) key = `u${i}`;
     expect(text((await cc.get("g", key)).value)).toBe(`loaded ${key}`);
     await nodes[1]!.close();
+    // GetMulti too, from its first call on (review: the down owner's part failed the whole call,
+    // the other owner's values with it, until the client marked it down).
+    const keys = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    const found = await cc.getMulti("g", keys);
+    expect(keys.map((k) => found.get(k) && text(found.get(k)!))).toEqual(keys.map((k) => `loaded ${k}`));
     for (let i = 0; i < 5; i++) expect(text((await cc.get("g", key)).value)).toBe(`loaded ${key}`);
     expect(nodes[0]!.cluster!.counters.fallbackLoads).toBeGreaterThan(0);
     await cc.close();
