@@ -21,7 +21,8 @@
 // Backoff: after a failed connect, a lost connection, or one the peer refused (a node at its
 // connection limit answers the first call OVERLOADED "too many connections" and closes) the next
 // attempt waits BACKOFF_BASE_MS, doubling per consecutive failure up to BACKOFF_MAX_MS; any other
-// reply resets it. A refusal is not a failure of the peer (it is up and answering): the calls on
+// reply resets it (a node that refuses our auth token is treated the same way, its calls answered
+// UNAUTHORIZED). A refusal is not a failure of the peer (it is up and answering): the calls on
 // the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
 // backing off is not `usable` (the client gives its calls to the others) until it has served a
 // reply again: once its backoff has passed, the client's next call also sends a PeerPing on it
@@ -141,7 +142,10 @@ export class ClientConnection {
   private served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
   private revivalSlot = -1;
-  /** refusal: the connection-limit OVERLOADED this connection got before it served anything, if any. */
+  /**
+   * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
+   * connection got before it served anything, if any.
+   */
   private refusal: CacheError | null = null;
 
   constructor(
@@ -340,16 +344,21 @@ export class ClientConnection {
     if (r.seqid === AUTH_SEQID) {
       r.readResult(METHOD_AUTH);
       if (r.outcome === REPLY_OK && r.success) return;
-      if (r.outcome === REPLY_CACHE_ERROR && r.errorCode !== ERROR_CODE.UNAUTHORIZED) {
-        // The node answered the Auth with something else (OVERLOADED at its connection limit):
-        // the calls waiting on this connection get that answer, not a made-up auth failure.
-        const e = replyError(METHOD_AUTH, r);
-        if (isConnectionRefusal(e) && !this.served) this.refusal = e;
+      if (r.outcome === REPLY_CACHE_ERROR) {
+        // The node refused the token, or answered the Auth with something else (OVERLOADED at its
+        // connection limit): the calls waiting on this connection get that answer. Either is a
+        // refusal of the connection by a node that is up: not counted toward marking it down,
+        // and the connection backs off before it tries again (a wrong token stays wrong; the
+        // calls meanwhile are answered with it at once: `refusedNow`).
+        const e = r.errorCode === ERROR_CODE.UNAUTHORIZED
+          ? new CacheError(ERROR_CODE.UNAUTHORIZED, "the node refused our auth token")
+          : replyError(METHOD_AUTH, r);
+        if ((isConnectionRefusal(e) || e.code === ERROR_CODE.UNAUTHORIZED) && !this.served) this.refusal = e;
         this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
         this.failAll(e);
         return;
       }
-      throw protocolError("the peer refused our auth token");
+      throw protocolError("the peer answered our Auth with neither success nor an error");
     }
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);

@@ -208,3 +208,17 @@ describe("a call that timed out before its connection could send it", () => {
     }
   });
 });
+
+describe("a wrong auth token", () => {
+  test("is answered UNAUTHORIZED, does not mark the node down, and its reconnects back off (review: PEER_UNAVAILABLE, the node marked down, a reconnect every probe)", async () => {
+    await using node = startNode({ authToken: "s3cret-token-0123456789" });
+    await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, maxFailures: 2, authToken: "wrong-token-0123456789" });
+    for (let i = 0; i < 6; i++) {
+      const e = (await client.get("default", "k").then(() => undefined, (err: unknown) => err)) as CacheError;
+      expect([e.code, e.message]).toEqual([ERROR_CODE.UNAUTHORIZED, "the node refused our auth token"]);
+    }
+    expect(client.isDown).toBe(false);
+    // Calls while it backs off are answered at once; the node saw one connection, not one per call.
+    expect(node.server.counters.connectionsTotal).toBe(1);
+  });
+});
