@@ -209,8 +209,10 @@ export class FrameReader {
       const total = 4 + this.frameLength(this.pending, 0);
       if (this.pendingEnd < total) {
         if (avail === 0) return false;
-        this.growPending(total);
-        this.take(Math.min(avail, total - this.pendingEnd));
+        // Grown as the bytes come (to at most the frame), not to the length the frame declares:
+        // a client declaring 16 MB frames and sending a little of each would reserve 16 MB a
+        // connection (address space: review, 3,000 such connections took 100 GB of it).
+        this.take(Math.min(avail, total - this.pendingEnd), total);
         continue;
       }
       this.pendingStart = total;
@@ -225,17 +227,17 @@ export class FrameReader {
     return true;
   }
 
-  /** take moves `n` bytes from the chunk to the end of `pending`. */
-  private take(n: number): void {
-    this.growPending(this.pendingEnd + n);
+  /** take moves `n` bytes from the chunk to the end of `pending` (growing it to at most `cap`). */
+  private take(n: number, cap = Infinity): void {
+    this.growPending(this.pendingEnd + n, cap);
     copyBytes(this.pending, this.pendingEnd, this.chunk, this.chunkPos, n);
     this.pendingEnd += n;
     this.chunkPos += n;
   }
 
-  private growPending(size: number): void {
+  private growPending(size: number, cap = Infinity): void {
     if (size <= this.pending.length) return;
-    let capacity = Math.max(this.pending.length * 2, PENDING_INITIAL_BYTES);
+    let capacity = Math.min(Math.max(this.pending.length * 2, PENDING_INITIAL_BYTES), cap);
     if (capacity < size) capacity = size;
     const grown = new Uint8Array(capacity);
     grown.set(this.pending.subarray(0, this.pendingEnd));

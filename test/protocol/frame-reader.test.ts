@@ -164,6 +164,26 @@ describe("FrameReader", () => {
     expect(reader.next()).toBe(true);
   });
 
+  test("framed: a frame declared 16 MB with 1 KB of it sent holds a buffer for what came, not for the 16 MB (review: address space per connection)", () => {
+    const reader = new FrameReader(DEFAULT_LIMITS);
+    const head = wrap("framed", getCall(1, 10)).subarray(0, 12);
+    new DataView(head.buffer, head.byteOffset).setInt32(0, 16_000_000); // the declared length
+    reader.push(concat(head, new Uint8Array(1024)));
+    expect(reader.next()).toBe(false);
+    reader.push(new Uint8Array(1024)); // (the second piece goes through the partial frame's path)
+    expect(reader.next()).toBe(false);
+    expect(reader.pendingCapacity).toBeLessThan(64 * 1024);
+    // Sent in full, it is read whole, in a buffer of the frame's size at most.
+    const body = new Uint8Array(16_000_000 - 8 - 2048);
+    for (let at = 0; at < body.length; at += 1 << 20) {
+      reader.push(body.subarray(at, Math.min(body.length, at + (1 << 20))));
+      if (at + (1 << 20) < body.length) expect(reader.next()).toBe(false);
+    }
+    expect(reader.next()).toBe(true);
+    expect(reader.end - reader.start).toBe(16_000_000);
+    expect(reader.pendingCapacity).toBeLessThanOrEqual(16_000_004);
+  });
+
   test("buffered slowloris: an endless message errors at the frame limit, never grows past it", () => {
     const limit = 4096;
     const reader = new FrameReader(resolveLimits({ maxFrameBytes: limit }));
