@@ -77,15 +77,21 @@ export class ClusterClient {
   }
 
   async get(group: string, key: string | Uint8Array): Promise<GetResult> {
-    const client = this.clientFor(key);
+    return this.orElsewhere(this.clientFor(key), (c) => c.get(group, key));
+  }
+
+  /**
+   * orElsewhere makes a read `call` through `client`; if its member is not reached (timeout,
+   * connection refused, down), once more through another member, which forwards it (or loads).
+   */
+  private async orElsewhere<T>(client: CacheClient, call: (c: CacheClient) => Promise<T>): Promise<T> {
     try {
-      return await client.get(group, key);
+      return await call(client);
     } catch (e) {
-      // Not reached (timeout, connection refused, down): once more through another member.
       if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
       const other = this.otherThan(client);
       if (other === undefined) throw e;
-      return other.get(group, key);
+      return call(other);
     }
   }
 
@@ -110,16 +116,7 @@ export class ClusterClient {
    * through another member, as `get` does (which forwards them, or loads them itself).
    */
   async getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
-    const parts = await Promise.all([...this.split(keys, (k) => k)].map(async ([client, ks]) => {
-      try {
-        return await client.getMulti(group, ks);
-      } catch (e) {
-        if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
-        const other = this.otherThan(client);
-        if (other === undefined) throw e;
-        return other.getMulti(group, ks);
-      }
-    }));
+    const parts = await Promise.all([...this.split(keys, (k) => k)].map(([client, ks]) => this.orElsewhere(client, (c) => c.getMulti(group, ks))));
     const merged = new Map<string, Uint8Array>();
     for (const part of parts) for (const [k, v] of part) merged.set(k, v);
     return merged;
