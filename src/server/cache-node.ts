@@ -169,12 +169,20 @@ export class CacheNode {
     // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
     if (s === undefined || (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore)) return undefined;
     s.stop();
+    return this.retireSnapshot(s, "exiting before the final snapshot");
+  }
+
+  /**
+   * retireSnapshot moves aside the snapshot on disk, which lacks the writes taken since it
+   * (`why`: the final one was not written), and says so; returns where it went, if anywhere.
+   */
+  private retireSnapshot(s: Snapshotter, why: string): string | undefined {
     try {
       const movedTo = s.retire();
-      if (movedTo !== undefined) this.logger.error("exiting before the final snapshot: the previous one lacks the writes taken since, so it is moved aside and the next start is empty", { path: s.path, movedTo });
+      if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { path: s.path, movedTo });
       return movedTo;
     } catch (e) {
-      this.logger.error("exiting before the final snapshot, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start", { path: s.path, error: String(e) });
+      this.logger.error(`${why}, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start`, { path: s.path, error: String(e) });
       return undefined;
     }
   }
@@ -194,12 +202,7 @@ export class CacheNode {
       await s.write(); // … then one write of the final state (it logs how it went)
     } catch {
       this.finalSnapshotFailed = true;
-      try {
-        const movedTo = s.retire();
-        this.logger.error("the final snapshot failed; the previous one lacks the writes taken since, so it is moved aside and the next start is empty", { path: s.path, movedTo });
-      } catch (e) {
-        this.logger.error("the final snapshot failed, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start", { path: s.path, error: String(e) });
-      }
+      this.retireSnapshot(s, "the final snapshot failed");
     }
   }
 
