@@ -234,7 +234,9 @@ describe("admin port", () => {
     expect(ref.deref()).toBeUndefined();
     for (const side of [body.before, body.after]) {
       expect(Object.keys(side).sort()).toEqual(["arrayBuffers", "external", "heapTotal", "heapUsed", "rss"]);
-      expect(side.rss!).toBeGreaterThan(side.heapUsed!);
+      // Figures, not an order between them: heapUsed passed rss in one CI run (JSC counts heap
+      // bytes whose pages are not resident), and heapTotal is often below heapUsed in Bun.
+      for (const k of ["rss", "heapUsed"]) expect([k, Number.isSafeInteger(side[k]) && side[k]! > 0]).toEqual([k, true]);
     }
     expect(body.ms).toBeGreaterThan(0);
     const get = await fetch(a.url("/memory/purge"));
