@@ -16,10 +16,12 @@
 //
 // An unknown method is NOT thrown: nextRequest() returns true with request.method ===
 // METHOD_UNKNOWN, and the server replies UNKNOWN_METHOD and keeps the connection.
-// Every view (request ranges) is valid until the next push()/nextRequest().
+// Every view (request ranges) is valid until the next push()/nextRequest(), except those of a
+// request handed over with `detach` (a reply written later, out of request order).
 
 import type { ProtocolLimits } from "./limits.ts";
 import { FrameReader } from "./frame-reader.ts";
+import type { BinaryWriter } from "./binary-writer.ts";
 import { ReplyWriter } from "./reply-writer.ts";
 import { Request } from "./request.ts";
 import { RequestDecoder } from "./request-decoder.ts";
@@ -27,8 +29,10 @@ import { RequestDecoder } from "./request-decoder.ts";
 export class ProtocolConnection {
   readonly reader: FrameReader;
   readonly decoder: RequestDecoder;
-  readonly request = new Request();
-  readonly reply: ReplyWriter;
+  /** request is the message `nextRequest` decoded last (a new object after `detach`). */
+  request = new Request();
+  /** reply writes the connection's replies (a new object over the same output after `detach`). */
+  reply: ReplyWriter;
 
   constructor(limits: ProtocolLimits, reply: ReplyWriter = new ReplyWriter()) {
     this.reader = new FrameReader(limits);
@@ -65,5 +69,26 @@ export class ProtocolConnection {
     }
     this.decoder.decode(reader.buffer, reader.start, reader.end, reader.transport, req);
     return true;
+  }
+
+  /**
+   * detach hands the request just decoded, and the writer its reply goes to, to a reply that will
+   * be written later, out of request order (server/cache-server.ts): the request is decoded again
+   * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
+   * now writes to `out`. The connection goes on with a new request and a new writer over its output.
+   * Allocates (a copy of the message and two objects): it is for replies that wait for a load.
+   */
+  detach(out: BinaryWriter): { request: Request; reply: ReplyWriter } {
+    const reader = this.reader;
+    const request = this.request;
+    const reply = this.reply;
+    const copy = reader.buffer.slice(reader.start, reader.end);
+    this.decoder.decode(copy, 0, copy.length, reader.transport, request); // (it decoded once: it cannot throw now)
+    const next = new ReplyWriter(reply.out);
+    next.maxMultiBytes = reply.maxMultiBytes;
+    reply.out = out;
+    this.reply = next;
+    this.request = new Request();
+    return { request, reply };
   }
 }

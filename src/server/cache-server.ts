@@ -27,7 +27,11 @@
  * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
  * a peer) parks its connection: the replies before it go out at the end of the turn, input that
  * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES or _CHUNKS), and serving
- * resumes in order when the load settles. Other connections are not held up.
+ * resumes in order when the load settles. Other connections are not held up. A peer's PeerGet or
+ * PeerGetMulti is the exception: its reply is written when its load settles, out of request
+ * order, and the connection goes on serving (`detach`). A member sends all its reads of another
+ * member's keys on one connection, and its client matches replies by seqid; in order, every hit
+ * behind one slow load would wait for it.
  *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
@@ -47,7 +51,9 @@ import { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
-import { METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
+import {
+  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_SET, METHOD_UNKNOWN,
+} from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
@@ -66,6 +72,14 @@ const DRAIN_MS = 5_000;
 const BACKLOG_PAUSE_BYTES = 64 * 1024;
 /** BACKLOG_PAUSE_CHUNKS also pauses it after this many chunks (a client dripping tiny segments). */
 const BACKLOG_PAUSE_CHUNKS = 16;
+
+/**
+ * MAX_DETACHED bounds the replies of one connection written out of order (`detach`) at once;
+ * past it, a PeerGet that waits parks the connection as any read does.
+ */
+export const MAX_DETACHED = 128;
+/** DETACH_MAX_MESSAGE_BYTES: a longer message (a large PeerGetMulti) parks instead of being copied. */
+const DETACH_MAX_MESSAGE_BYTES = 64 * 1024;
 
 export interface ServerOptions {
   host: string;
@@ -121,6 +135,7 @@ export class ServerCounters {
   turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
   earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES
+  detachedReplies = 0; // PeerGet / PeerGetMulti replies that waited for a load without holding up their connection (detach)
 }
 
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
@@ -130,6 +145,8 @@ const SHARED_OUTPUT_BYTES = 64 * 1024;
  * before another connection adds to it, so the buffer stays small enough to stay in the CPU cache.
  */
 const SHARED_FLUSH_BYTES = 256 * 1024;
+/** DETACHED_OUTPUT_BYTES is the first size of a detached reply's own buffer (it grows as needed). */
+const DETACHED_OUTPUT_BYTES = 256;
 
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
@@ -252,12 +269,12 @@ export class CacheServer implements DispatchContext {
           continue;
         }
         conn.closing = true;
-        if (conn.queuedOutput === 0) conn.socket.end();
+        if (conn.queuedOutput === 0 && conn.detached === 0) conn.socket.end();
       }
       // Waiting for a reader does not help: what is not waiting for a load is cut after
       // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
       const cut = (all: boolean): void => {
-        for (const conn of this.connections) if (all || !conn.waiting) conn.socket.terminate();
+        for (const conn of this.connections) if (all || (!conn.waiting && conn.detached === 0)) conn.socket.terminate();
       };
       setTimeout(() => cut(false), Math.min(DRAIN_MS, this.opts.drainTimeoutMs)).unref();
       setTimeout(() => cut(true), this.opts.drainTimeoutMs).unref();
@@ -475,6 +492,11 @@ export class CacheServer implements DispatchContext {
         // this connection must be seen by its later reads): a write drops it all.
         if (prefetches !== null && !isRead(req.method)) prefetches.clear();
         const pending = dispatch(this, req, proto.reply, prefetches ?? undefined);
+        if (pending !== undefined && this.detachable(conn, req.method)) {
+          this.detach(conn, pending, req.method, t0);
+          t0 = Bun.nanoseconds();
+          continue;
+        }
         if (pending !== undefined) {
           if (isRead(req.method)) this.lookAhead.begin(conn);
           this.park(conn, pending, req.method, t0);
@@ -640,7 +662,8 @@ export class CacheServer implements DispatchContext {
     if (!conn.open || conn.capClosed) return; // closed (`socket.end` may run the close handler at once): counted out
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
-    const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0);
+    const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0) +
+      conn.detachedBytes;
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
@@ -685,6 +708,50 @@ export class CacheServer implements DispatchContext {
     this.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
   }
 
+  /**
+   * detachable tells whether the reply `pending` for the request just decoded may be written out
+   * of order: a PeerGet or PeerGetMulti (only a member's client sends those, and it matches
+   * replies by seqid), of a short message, on a connection with fewer than MAX_DETACHED such
+   * replies waiting.
+   */
+  private detachable(conn: Connection, method: number): boolean {
+    if (method !== METHOD_PEER_GET && method !== METHOD_PEER_GET_MULTI) return false;
+    const reader = conn.proto.reader;
+    return conn.detached < MAX_DETACHED && reader.end - reader.start <= DETACH_MAX_MESSAGE_BYTES;
+  }
+
+  /**
+   * detach lets the connection go on serving while `pending` waits for its load: the request and
+   * its reply writer are handed to the promise (ProtocolConnection.detach: a copy of the message,
+   * an output buffer of its own), and the reply joins the connection's output when it is written.
+   * A connection with such replies waiting does not end until they are written (`flush`); the
+   * copies count toward `--max-buffered` meanwhile.
+   */
+  private detach(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
+    const out = new BinaryWriter(DETACHED_OUTPUT_BYTES);
+    const reader = conn.proto.reader;
+    const held = reader.end - reader.start; // the message's copy, counted toward --max-buffered until the reply is written
+    const { request, reply } = conn.proto.detach(out);
+    conn.detached++;
+    conn.detachedBytes += held;
+    this.counters.detachedReplies++;
+    pending
+      .catch((e: unknown) => this.fault(conn, e, request, reply))
+      .finally(() => {
+        conn.detached--;
+        conn.detachedBytes -= held;
+        this.timed(conn, method, t0, reply);
+        if (!this.connections.has(conn)) return; // closed meanwhile: the reply has nowhere to go
+        if (out.length > 0) {
+          const own = conn.proto.reply.out; // (never the shared buffer: that is lent only within `process`)
+          own.ensure(out.length);
+          own.bytes(out.buffer, 0, out.length);
+        }
+        this.flush(conn);
+        this.account(conn);
+      });
+  }
+
   /** park holds the connection until `pending` has written its reply, then serves on in order. */
   private park(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     conn.waiting = true;
@@ -702,29 +769,28 @@ export class CacheServer implements DispatchContext {
    * timed records a request served since `t0` (decode, serve, reply written; a load it waited for
    * included), with its CacheError code if it got one, and returns the time now.
    */
-  private timed(conn: Connection, method: number, t0: number): number {
+  private timed(conn: Connection, method: number, t0: number, reply = conn.proto.reply): number {
     const t1 = Bun.nanoseconds();
     this.latency.record(method, t1 - t0);
-    const code = conn.proto.reply.errorCode;
+    const code = reply.errorCode;
     if (code !== 0) this.latency.recordError(method, code);
     return t1;
   }
 
-  private fault(conn: Connection, e: unknown): void {
-    const proto = conn.proto;
-    const req = proto.request;
+  /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */
+  private fault(conn: Connection, e: unknown, req = conn.proto.request, reply = conn.proto.reply): void {
     conn.closing = true;
     conn.dropBacklog();
     if (e instanceof ProtocolError) {
       this.counters.protocolErrors++;
       this.latency.recordProtocolError(e.type);
-      if (req.transport !== 0) proto.reply.writeApplicationException(req, e.type, e.message);
+      if (req.transport !== 0) reply.writeApplicationException(req, e.type, e.message);
       this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message });
       return;
     }
     this.counters.internalErrors++;
     const message = errorText(e);
-    if (req.transport !== 0) proto.reply.writeApplicationException(req, APP_ERROR.INTERNAL_ERROR, "internal error");
+    if (req.transport !== 0) reply.writeApplicationException(req, APP_ERROR.INTERNAL_ERROR, "internal error");
     this.opts.logger.error("closing connection: internal error", {
       conn: conn.id, remote: conn.remote, error: message, stack: e instanceof Error ? e.stack : undefined,
     });
@@ -752,8 +818,9 @@ export class CacheServer implements DispatchContext {
    */
   private flush(conn: Connection): void {
     this.writeOut(conn);
-    // A connection that waits ends after the reply it waits for (its `process` flushes again).
-    if (!conn.closing || conn.waiting) return;
+    // A connection that waits ends after the reply it waits for (its `process` flushes again), and
+    // after every reply written out of order (`detach` flushes again).
+    if (!conn.closing || conn.waiting || conn.detached > 0) return;
     if (conn.proto.reply.out.length === 0) conn.socket.end();
     else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
   }
@@ -793,7 +860,7 @@ export class CacheServer implements DispatchContext {
   private closeIdle(idleMs: number): void {
     const now = this.clock();
     for (const conn of this.connections) {
-      if (now - conn.lastActive < idleMs || conn.waiting || conn.queued || conn.queuedOutput > 0 || conn.closing) continue;
+      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.queuedOutput > 0 || conn.closing) continue;
       this.counters.idleClosed++;
       conn.closing = true;
       conn.socket.end();

@@ -1,0 +1,316 @@
+/**
+ * PeerGet and PeerGetMulti replies written out of request order (cache-server.ts `detach`): a
+ * member sends all its reads of another member's keys on one connection, and its client matches
+ * replies by seqid. A PeerGet whose key must be loaded no longer holds up the hits behind it: its
+ * reply goes out when its load settles, and the connection goes on serving meanwhile. Everything
+ * else keeps request order; every reply still arrives, with its own seqid and its own key's value,
+ * in every transport, also when the client half-closes or the node shuts down meanwhile.
+ *
+ * The loader holds every call at a gate the test opens, so "while the load waits" is exact.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { MAX_DETACHED } from "../../src/server/cache-server.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink, RawSocket, getCall, setCall } from "./support.ts";
+import { Bytes, MSG, T, TRANSPORTS, type TransportName, concat, message, wrap } from "../protocol/wire-builder.ts";
+import { field, outcome, readReplies, type Reply, type Struct } from "./wire-reader.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+const utf8 = new TextEncoder();
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/** GatedLoader answers `loaded <key> #<n>` (n: its call count for the key) once its gate opens. */
+class GatedLoader {
+  readonly calls = new Map<string, number>();
+  private openGate!: () => void;
+  private readonly gate = new Promise<void>((r) => (this.openGate = r));
+  readonly load = async (key: string): Promise<string> => {
+    const n = (this.calls.get(key) ?? 0) + 1;
+    this.calls.set(key, n);
+    await this.gate;
+    return `loaded ${key} #${n}`;
+  };
+  open(): void {
+    this.openGate();
+  }
+}
+
+/** gatedNode starts a node whose `default` group loads with `loader`, and stores `hot` = "hot value". */
+async function gatedNode(loader: GatedLoader): Promise<CacheNode> {
+  const node = CacheNode.start(
+    { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }] },
+    { logger: new LogSink().logger, loaders: { default: loader.load } },
+  );
+  open.push(node);
+  const raw = await RawSocket.connect(node.port);
+  raw.write(setCall(1, "hot", utf8.encode("hot value")));
+  await raw.waitFor(() => raw.frames().length === 1, "the Set");
+  raw.close();
+  return node;
+}
+
+async function waitUntil(pred: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
+/** peerGet builds a PeerGet (or, with `method`, a Get) call of `key` in `transport`. */
+function peerGet(transport: TransportName, seqid: number, key: string, method = "PeerGet"): Uint8Array {
+  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.STRING, 2).str(key).stop().stop().bytes();
+  return wrap(transport, message(MSG.CALL, method, seqid, body), { seqid });
+}
+
+/** peerGetMulti builds a PeerGetMulti call of `keys` in `transport`. */
+function peerGetMulti(transport: TransportName, seqid: number, keys: string[]): Uint8Array {
+  const b = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.LIST, 2).u8(T.STRING).i32(keys.length);
+  for (const k of keys) b.str(k);
+  return wrap(transport, message(MSG.CALL, "PeerGetMulti", seqid, b.stop().stop().bytes()), { seqid });
+}
+
+/** replies reads every whole reply `raw` received in `transport`. */
+const replies = (raw: RawSocket, transport: TransportName): Reply[] => readReplies(raw.received, transport).replies;
+
+/** valueOf is a Get reply's value as text. */
+function valueOf(r: Reply): string {
+  const o = outcome(r);
+  if (o.kind !== "success") throw new Error(`reply ${r.seqid} is a ${o.kind}`);
+  return text(field(o.value, 1, T.STRING) as Uint8Array);
+}
+
+/** multiOf is a GetMulti reply's map as [key, value] text pairs, sorted by key. */
+function multiOf(r: Reply): [string, string][] {
+  const o = outcome(r);
+  if (o.kind !== "success") throw new Error(`reply ${r.seqid} is a ${o.kind}`);
+  const map = field(o.value as Struct, 1, T.MAP) as [Uint8Array, Uint8Array][];
+  return map.map(([k, v]): [string, string] => [text(k), text(v)]).sort((a, b) => a[0].localeCompare(b[0]));
+}
+
+/** seqids lists the replies' seqids, and for the header transports checks the header's agrees. */
+function seqids(rs: Reply[]): number[] {
+  for (const r of rs) if (r.header !== undefined) expect(r.header.seqid).toBe(r.seqid);
+  return rs.map((r) => r.seqid);
+}
+
+describe("a hit behind a PeerGet that waits for its load is answered at once", () => {
+  for (const transport of TRANSPORTS) {
+    test(`${transport}: PeerGet of a cold key, then PeerGet of a stored one, in one write`, async () => {
+      const loader = new GatedLoader();
+      const node = await gatedNode(loader);
+      const raw = await RawSocket.connect(node.port);
+      raw.write(concat(peerGet(transport, 1, "slow"), peerGet(transport, 2, "hot")));
+      await raw.waitFor(() => replies(raw, transport).length === 1, "the hit's reply while the load waits");
+      expect(loader.calls.get("slow")).toBe(1);
+      const [hit] = replies(raw, transport);
+      expect(seqids([hit!])).toEqual([2]);
+      expect(valueOf(hit!)).toBe("hot value");
+      loader.open();
+      await raw.waitFor(() => replies(raw, transport).length === 2, "the loaded reply");
+      const both = replies(raw, transport);
+      expect(seqids(both)).toEqual([2, 1]);
+      expect(valueOf(both[1]!)).toBe("loaded slow #1");
+      expect(readReplies(raw.received, transport).rest).toBe(raw.received.length);
+      expect(node.server.counters.detachedReplies).toBe(1);
+      raw.close();
+    });
+  }
+
+  test("a PeerGetMulti with a cold key waits alone; the PeerGet after it is answered first", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(peerGetMulti("framed", 1, ["slow", "hot"]), peerGet("framed", 2, "hot")));
+    await raw.waitFor(() => replies(raw, "framed").length === 1, "the PeerGet's reply");
+    expect(valueOf(replies(raw, "framed")[0]!)).toBe("hot value");
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === 2, "the PeerGetMulti's reply");
+    const [first, second] = replies(raw, "framed");
+    expect([first!.seqid, second!.seqid]).toEqual([2, 1]);
+    expect(multiOf(second!)).toEqual([["hot", "hot value"], ["slow", "loaded slow #1"]]);
+    raw.close();
+  });
+
+  test("two PeerGets of the same cold key share one load; each gets its own seqid", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(peerGet("framed", 7, "slow"), peerGet("framed", 8, "slow"), peerGet("framed", 9, "hot")));
+    await raw.waitFor(() => replies(raw, "framed").length === 1, "the hit's reply");
+    expect(seqids(replies(raw, "framed"))).toEqual([9]);
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === 3, "both loaded replies");
+    const rs = replies(raw, "framed");
+    expect(seqids(rs).slice(1).sort()).toEqual([7, 8]);
+    expect(rs.slice(1).map(valueOf)).toEqual(["loaded slow #1", "loaded slow #1"]);
+    expect(loader.calls.get("slow")).toBe(1);
+    raw.close();
+  });
+
+  test("a client's Get keeps request order: the PeerGet of a stored key behind a waiting Get waits too", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(peerGet("framed", 1, "slow", "Get"), peerGet("framed", 2, "hot")));
+    await waitUntil(() => loader.calls.get("slow") === 1, "the load");
+    await Bun.sleep(30);
+    expect(raw.received.length).toBe(0);
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === 2, "both replies");
+    expect(seqids(replies(raw, "framed"))).toEqual([1, 2]);
+    expect(node.server.counters.detachedReplies).toBe(0);
+    raw.close();
+  });
+});
+
+describe("bounds", () => {
+  test(`past ${MAX_DETACHED} waiting at once, the connection waits in order; every reply carries its own key's value`, async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    const n = MAX_DETACHED + 2;
+    const calls: Uint8Array[] = [];
+    for (let i = 1; i <= n; i++) calls.push(peerGet("framed", i, `cold${i}`));
+    calls.push(peerGet("framed", n + 1, "hot"));
+    raw.write(concat(...calls));
+    // The one past the bound waits in order, and the look-ahead starts the last cold key's load.
+    await waitUntil(() => loader.calls.size === n, "every cold key's load");
+    await Bun.sleep(30);
+    expect(raw.received.length).toBe(0); // the hit is held behind the one past the bound
+    expect(node.server.counters.detachedReplies).toBe(MAX_DETACHED);
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === n + 1, "every reply");
+    const rs = replies(raw, "framed");
+    expect(seqids(rs).sort((a, b) => a - b)).toEqual(Array.from({ length: n + 1 }, (_, i) => i + 1));
+    for (const r of rs) expect(valueOf(r)).toBe(r.seqid === n + 1 ? "hot value" : `loaded cold${r.seqid} #1`);
+    raw.close();
+  });
+
+  test("the waiting requests' copies count toward --max-buffered: past it the connection is closed, others go on", async () => {
+    const loader = new GatedLoader();
+    const node = CacheNode.start(
+      { port: 0, logLevel: "silent", maxBufferedBytes: 256 * 1024, groups: [{ name: "default", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { default: loader.load } },
+    );
+    open.push(node);
+    const raw = await RawSocket.connect(node.port);
+    // 100 PeerGetMultis of one cold key and 100 padding keys of 40 bytes: ~4.3 KiB each, ~430 KiB in all.
+    const pad = Array.from({ length: 100 }, (_, i) => `pad-${String(i).padStart(3, "0")}-${"x".repeat(32)}`);
+    raw.write(concat(...Array.from({ length: 100 }, (_, i) => peerGetMulti("framed", i + 1, ["slow", ...pad]))));
+    await waitUntil(() => node.server.counters.bufferCapClosed === 1, "the cap to close the connection");
+    expect(node.server.counters.detachedReplies).toBeGreaterThan(50); // ~60 fit under the cap
+    loader.open();
+    await raw.closed;
+    await waitUntil(() => node.server.connectionCount === 0 && node.server.counters.bufferedBytes === 0, "its bytes to be counted out");
+    const other = await RawSocket.connect(node.port);
+    other.write(peerGet("framed", 1, "slow"));
+    await other.waitFor(() => replies(other, "framed").length === 1, "the reply");
+    expect(valueOf(replies(other, "framed")[0]!)).toMatch(/^loaded slow #\d+$/);
+    other.close();
+  });
+});
+
+describe("ending while replies wait", () => {
+  test("a client that half-closes after a PeerGet that waits gets the reply, then the end", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const socket = connect({ port: node.port, host: "127.0.0.1", allowHalfOpen: true });
+    const parts: Uint8Array[] = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.on("connect", () => socket.end(concat(peerGet("framed", 1, "slow"), peerGet("framed", 2, "hot"))));
+      socket.on("data", (d: Buffer) => parts.push(new Uint8Array(d)));
+      socket.on("end", () => resolve());
+      socket.on("error", reject);
+    });
+    await waitUntil(() => parts.length > 0, "the hit's reply");
+    await Bun.sleep(30);
+    expect(readReplies(concat(...parts), "framed").replies.map((r) => r.seqid)).toEqual([2]);
+    expect(node.server.connectionCount).toBe(1); // the end waits for the loaded reply
+    loader.open();
+    await ended;
+    socket.destroy();
+    const rs = readReplies(concat(...parts), "framed").replies;
+    expect(rs.map((r) => r.seqid)).toEqual([2, 1]);
+    expect(valueOf(rs[1]!)).toBe("loaded slow #1");
+    await waitUntil(() => node.server.connectionCount === 0, "the connection to close");
+  });
+
+  test("a node shutting down writes the waiting reply before it closes the connection", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(peerGet("framed", 1, "slow"), peerGet("framed", 2, "hot")));
+    await raw.waitFor(() => replies(raw, "framed").length === 1, "the hit's reply");
+    const closed = node.close(); // what SIGTERM does
+    await Bun.sleep(30);
+    expect(raw.isClosed).toBe(false);
+    loader.open();
+    await closed;
+    await raw.closed;
+    const rs = replies(raw, "framed");
+    expect(rs.map((r) => r.seqid)).toEqual([2, 1]);
+    expect(valueOf(rs[1]!)).toBe("loaded slow #1");
+  });
+
+  test("a connection reset before the load settles: the reply is dropped, the node goes on", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const socket = connect({ port: node.port, host: "127.0.0.1" });
+    socket.on("error", () => {});
+    await new Promise<void>((r) => socket.on("connect", () => r()));
+    socket.write(peerGet("framed", 1, "slow"));
+    await waitUntil(() => loader.calls.get("slow") === 1, "the load");
+    socket.resetAndDestroy();
+    await waitUntil(() => node.server.connectionCount === 0, "the connection to close");
+    loader.open();
+    const other = await RawSocket.connect(node.port);
+    other.write(concat(peerGet("framed", 3, "slow"), getCall(4, "hot")));
+    await other.waitFor(() => replies(other, "framed").length === 2, "both replies");
+    const [hit, loaded] = replies(other, "framed").map(valueOf).sort();
+    expect(hit).toBe("hot value");
+    expect(loaded).toMatch(/^loaded slow #[12]$/); // #1 if it joined the first load, still going; #2 if that ended first (not stored: LRU-K)
+    expect(node.server.counters.internalErrors).toBe(0);
+    other.close();
+  });
+});
+
+describe("between two members", () => {
+  test("a member's Get of a stored key on its owner is answered while another of the owner's keys loads", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    const loaders = [new GatedLoader(), new GatedLoader()];
+    const [a, b] = ports.map((port, i) => {
+      const n = CacheNode.start(
+        { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] },
+        { logger: new LogSink().logger, loaders: { default: loaders[i]!.load } },
+      );
+      open.push(n);
+      return n;
+    }) as [CacheNode, CacheNode];
+    const ofB: string[] = [];
+    for (let i = 0; ofB.length < 2; i++) if (b.cluster!.owner(utf8.encode(`p${i}`), 0, `p${i}`.length) === ids[1]) ofB.push(`p${i}`);
+    const [slow, hot] = ofB as [string, string];
+    const toB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 10_000 });
+    const toA = new CacheClient({ host: "127.0.0.1", port: a.port, connections: 4, timeoutMs: 10_000 });
+    open.push(toB, toA);
+    await toB.set("default", hot, utf8.encode("hot value"));
+    let slowDone = false;
+    const slowGet = toA.get("default", slow).finally(() => (slowDone = true));
+    await waitUntil(() => loaders[1]!.calls.get(slow) === 1, "B to load the cold key");
+    const hotGet = await Promise.race([toA.get("default", hot), Bun.sleep(5_000).then(() => null)]);
+    expect(hotGet === null ? "no answer within 5 s" : text(hotGet.value)).toBe("hot value");
+    expect(slowDone).toBe(false);
+    loaders[1]!.open();
+    expect(text((await slowGet).value)).toBe(`loaded ${slow} #1`);
+    expect(b.server.counters.detachedReplies).toBeGreaterThanOrEqual(1);
+    expect(loaders[0]!.calls.size).toBe(0);
+  });
+});
