@@ -7,6 +7,11 @@
  * side by side (~delay) rather than one after another (N × delay), on one connection as on N.
  * groupcache over HTTP/1.1 runs them side by side.
  *
+ * Then hits behind a load: Gets through A of keys B holds, sent while B loads another of its keys.
+ * A sends all its reads of B's keys on one connection; B writes a PeerGet's reply when its load
+ * settles, out of order (cache-server.ts `detach`), so the hits are answered at once, not after
+ * the load (in order they took ~delay).
+ *
  *   bun run bench/cold-loads.ts [--keys 10] [--delay 100]
  */
 import { parseArgs } from "node:util";
@@ -66,5 +71,40 @@ for (const conns of [1, KEYS]) {
   console.log(`| lone node | ${conns} | ${await time(lone.port, conns, keysOf(`lone${conns}`))} |`);
   console.log(`| via A, keys A owns | ${conns} | ${await time(a.port, conns, keysOf(`own${conns}`, ids[0]))} |`);
   console.log(`| via A, keys B owns | ${conns} | ${await time(a.port, conns, keysOf(`far${conns}`, ids[1]))} |`);
+}
+
+/**
+ * hitsBehindLoad times KEYS Gets through A of keys B holds, from a client of their own, sent
+ * just after another client's Get through A of a cold key of B's: they share only A's
+ * connection to B.
+ */
+async function hitsBehindLoad(connections: number): Promise<{ hits: number; load: number }> {
+  const b = pair[1]!;
+  const hot = keysOf(`hot${connections}`, ids[1]);
+  const [cold] = keysOf(`cold${connections}`, ids[1]);
+  const toB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 120_000 });
+  for (const k of hot) await toB.set("g", k, enc.encode(`value of ${k}`));
+  await toB.close();
+  const loading = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 120_000 });
+  const c = new CacheClient({ host: "127.0.0.1", port: a.port, connections, timeoutMs: 120_000 });
+  await Promise.all([loading.stats("g"), ...Array.from({ length: connections * 4 }, () => c.stats("g"))]); // the connections open
+  const t0 = performance.now();
+  const load = loading.get("g", cold!).then(() => performance.now() - t0);
+  await Bun.sleep(1); // the cold key's PeerGet goes first
+  const t1 = performance.now();
+  await Promise.all(hot.map((k) => c.get("g", k)));
+  const hits = performance.now() - t1;
+  const loaded = await load;
+  await Promise.all([c.close(), loading.close()]);
+  return { hits: Math.round(hits * 10) / 10, load: Math.round(loaded) };
+}
+
+console.log("");
+console.log(`${KEYS} Gets through A of keys B holds, sent while B loads another of its keys (${DELAY} ms)`);
+console.log("| client connections | hits answered after, ms | the load, ms |");
+console.log("| ---: | ---: | ---: |");
+for (const conns of [1, KEYS]) {
+  const r = await hitsBehindLoad(conns);
+  console.log(`| ${conns} | ${r.hits} | ${r.load} |`);
 }
 await Promise.all([lone, ...pair].map((n) => n.close()));
