@@ -76,9 +76,11 @@ export class ProtocolConnection {
    * be written later, out of request order (server/cache-server.ts): the request is decoded again
    * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
    * now writes to `out`. The connection goes on with a new request and a new writer over its output.
-   * Allocates (a copy of the message and two objects): it is for replies that wait for a load.
+   * `bytes` is what the request holds (the copy, its arrays: a header's info entries take up to
+   * 8 bytes for each byte of message). Allocates (a copy and two objects): it is for replies that
+   * wait for a load.
    */
-  detach(out: BinaryWriter): { request: Request; reply: ReplyWriter } {
+  detach(out: BinaryWriter): { request: Request; reply: ReplyWriter; bytes: number } {
     const reader = this.reader;
     const request = this.request;
     const reply = this.reply;
@@ -89,6 +91,8 @@ export class ProtocolConnection {
     reply.out = out;
     this.reply = next;
     this.request = new Request();
-    return { request, reply };
+    const header = request.header;
+    const bytes = copy.length + request.items.byteLength + header.strings.byteLength + header.ints.byteLength;
+    return { request, reply, bytes };
   }
 }

@@ -27,11 +27,12 @@
  * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
  * a peer) parks its connection: the replies before it go out at the end of the turn, input that
  * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES or _CHUNKS), and serving
- * resumes in order when the load settles. Other connections are not held up. A peer's PeerGet or
- * PeerGetMulti is the exception: its reply is written when its load settles, out of request
- * order, and the connection goes on serving (`detach`). A member sends all its reads of another
- * member's keys on one connection, and its client matches replies by seqid; in order, every hit
- * behind one slow load would wait for it.
+ * resumes in order when the load settles. Other connections are not held up. A peer's PeerGet is
+ * the exception: its reply is written when its load settles, out of request order, and the
+ * connection goes on serving (`detach`). A member sends all its reads of another member's keys on
+ * one connection, and its client matches replies by seqid; in order, every hit behind one slow
+ * load would wait for it. (Not PeerGetMulti: its hits' values are held until its loads settle,
+ * up to the frame size each, and it starts a load per key; one at a time per connection, parked.)
  *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
@@ -52,7 +53,7 @@ import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import {
-  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_SET, METHOD_UNKNOWN,
+  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
@@ -78,8 +79,11 @@ const BACKLOG_PAUSE_CHUNKS = 16;
  * past it, a PeerGet that waits parks the connection as any read does.
  */
 export const MAX_DETACHED = 128;
-/** DETACH_MAX_MESSAGE_BYTES: a longer message (a large PeerGetMulti) parks instead of being copied. */
-const DETACH_MAX_MESSAGE_BYTES = 64 * 1024;
+/**
+ * DETACH_MAX_MESSAGE_BYTES: a longer PeerGet (a key is at most --max-key-size; the rest would be
+ * header info) parks instead of being copied.
+ */
+export const DETACH_MAX_MESSAGE_BYTES = 8 * 1024;
 
 export interface ServerOptions {
   host: string;
@@ -710,12 +714,11 @@ export class CacheServer implements DispatchContext {
 
   /**
    * detachable tells whether the reply `pending` for the request just decoded may be written out
-   * of order: a PeerGet or PeerGetMulti (only a member's client sends those, and it matches
-   * replies by seqid), of a short message, on a connection with fewer than MAX_DETACHED such
-   * replies waiting.
+   * of order: a PeerGet (only a member's client sends those, and it matches replies by seqid), of
+   * a short message, on a connection with fewer than MAX_DETACHED such replies waiting.
    */
   private detachable(conn: Connection, method: number): boolean {
-    if (method !== METHOD_PEER_GET && method !== METHOD_PEER_GET_MULTI) return false;
+    if (method !== METHOD_PEER_GET) return false;
     const reader = conn.proto.reader;
     return conn.detached < MAX_DETACHED && reader.end - reader.start <= DETACH_MAX_MESSAGE_BYTES;
   }
@@ -724,31 +727,35 @@ export class CacheServer implements DispatchContext {
    * detach lets the connection go on serving while `pending` waits for its load: the request and
    * its reply writer are handed to the promise (ProtocolConnection.detach: a copy of the message,
    * an output buffer of its own), and the reply joins the connection's output when it is written.
-   * A connection with such replies waiting does not end until they are written (`flush`); the
-   * copies count toward `--max-buffered` meanwhile.
+   * A connection with such replies waiting does not end until they are written (`flush`), unless
+   * the buffer cap closes it (their replies are then dropped); what they hold (the message's copy,
+   * the request's arrays) counts toward `--max-buffered` meanwhile.
    */
   private detach(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     const out = new BinaryWriter(DETACHED_OUTPUT_BYTES);
-    const reader = conn.proto.reader;
-    const held = reader.end - reader.start; // the message's copy, counted toward --max-buffered until the reply is written
-    const { request, reply } = conn.proto.detach(out);
+    const { request, reply, bytes } = conn.proto.detach(out);
     conn.detached++;
-    conn.detachedBytes += held;
+    conn.detachedBytes += bytes;
     this.counters.detachedReplies++;
     pending
       .catch((e: unknown) => this.fault(conn, e, request, reply))
       .finally(() => {
         conn.detached--;
-        conn.detachedBytes -= held;
+        conn.detachedBytes -= bytes;
         this.timed(conn, method, t0, reply);
-        if (!this.connections.has(conn)) return; // closed meanwhile: the reply has nowhere to go
-        if (out.length > 0) {
-          const own = conn.proto.reply.out; // (never the shared buffer: that is lent only within `process`)
-          own.ensure(out.length);
-          own.bytes(out.buffer, 0, out.length);
+        // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
+        if (!this.connections.has(conn) || conn.capClosed) return;
+        try {
+          if (out.length > 0) {
+            const own = conn.proto.reply.out; // (never the shared buffer: that is lent only within `process`)
+            own.ensure(out.length);
+            own.bytes(out.buffer, 0, out.length);
+          }
+          this.flush(conn);
+          this.account(conn);
+        } catch (e) {
+          this.internalError(conn, e);
         }
-        this.flush(conn);
-        this.account(conn);
       });
   }
 
@@ -819,8 +826,8 @@ export class CacheServer implements DispatchContext {
   private flush(conn: Connection): void {
     this.writeOut(conn);
     // A connection that waits ends after the reply it waits for (its `process` flushes again), and
-    // after every reply written out of order (`detach` flushes again).
-    if (!conn.closing || conn.waiting || conn.detached > 0) return;
+    // after every reply written out of order (`detach` flushes again) unless the cap closed it.
+    if (!conn.closing || conn.waiting || (conn.detached > 0 && !conn.capClosed)) return;
     if (conn.proto.reply.out.length === 0) conn.socket.end();
     else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
   }
