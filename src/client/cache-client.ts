@@ -91,6 +91,11 @@ export interface ClientOptions {
    * served in a turn reach a peer in one write and wake it once.
    */
   writeAtTurnEnd?: boolean;
+  /**
+   * onHealth hears the peer marked down (`up` false, with the reason of the failure that did it)
+   * and up again (a node's peer clients log both).
+   */
+  onHealth?: (up: boolean, reason: string) => void;
 }
 
 export interface PeerOption {
@@ -131,6 +136,7 @@ export class CacheClient {
     reject: () => (this.probing = false),
   };
   private closed = false;
+  private readonly onHealth: ((up: boolean, reason: string) => void) | undefined;
 
   constructor(opts: ClientOptions) {
     if (!(Number.isInteger(opts.port) && opts.port > 0 && opts.port <= 65535)) throw new RangeError(`CacheClient: port must be 1..65535, got ${opts.port}`);
@@ -150,6 +156,7 @@ export class CacheClient {
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
     this.counters = this.health.counters;
     this.endpoint = endpoint;
+    this.onHealth = opts.onHealth;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
@@ -403,7 +410,7 @@ export class CacheClient {
         }
       }
     }
-    if (timedOut) this.health.failed(); // one failure per sweep (see ClientConnection.sweep)
+    if (timedOut) this.health.failed(`calls to ${this.endpoint.host}:${this.endpoint.port} timed out`); // one failure per sweep (see ClientConnection.sweep)
     if (waiting === 0) this.stopSweep();
   }
 
@@ -432,6 +439,7 @@ export class CacheClient {
   }
 
   private onDown(): void {
+    this.onHealth?.(false, this.health.lastFailure);
     // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
     for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
     for (const conn of this.retired.splice(0)) {
@@ -462,6 +470,7 @@ export class CacheClient {
   }
 
   private onUp(): void {
+    this.onHealth?.(true, "");
     this.stopProbe();
     // The probe reconnected one connection; the others reconnect now too.
     for (const conn of this.conns) {

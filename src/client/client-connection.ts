@@ -105,10 +105,13 @@ const HANDLERS: SocketHandler<Attempt> = {
     socket.data.conn.onDrain(socket);
   },
   close(socket) {
-    socket.data.conn.onClose(socket);
+    socket.data.conn.onClose(socket, socket.data.id);
   },
   error() {
     // the close handler follows
+  },
+  handshake(socket, success, authorizationError) {
+    socket.data.conn.onHandshake(socket.data.id, socket, success, authorizationError);
   },
 };
 
@@ -309,8 +312,29 @@ export class ClientConnection {
       socket.end(); // a stale attempt (timed out, or the client closed)
       return;
     }
+    const tls = this.endpoint.tls;
+    if (tls !== undefined && tls !== false) return; // open once the TLS handshake is done (onHandshake)
     this.clearConnectTimer();
     this.attach(socket);
+  }
+
+  /**
+   * onHandshake opens a TLS connection once its handshake is done (the connect timeout covers it):
+   * until then the socket takes no bytes, and the Auth call must go whole. A certificate the
+   * client refuses (an unknown CA, a name it does not cover, expired) fails the attempt with the
+   * reason, as a refused connect does; the close that follows would only say "closed".
+   */
+  onHandshake(id: number, socket: Socket<Attempt>, success: boolean, err: Error | null): void {
+    if (id !== this.attemptId || this.state !== CONN_CONNECTING) return; // stale: its open ended it
+    if (success) {
+      this.clearConnectTimer();
+      this.attach(socket);
+      return;
+    }
+    const code = (err as { code?: unknown } | null)?.code;
+    const why = err === null ? "certificate not authorized" : typeof code === "string" ? `${err.message} (${code})` : err.message;
+    this.connectFailed(id, `TLS handshake failed: ${why}`);
+    socket.end();
   }
 
   private connectFailed(id: number, reason: string): void {
@@ -421,9 +445,9 @@ export class ClientConnection {
     this.flush();
   }
 
-  onClose(socket: CallSocket): void {
-    if (socket !== this.socket) return;
-    this.lost(`connection to ${this.endpoint.host}:${this.endpoint.port} closed`);
+  onClose(socket: CallSocket, id: number): void {
+    if (socket === this.socket) this.lost(`connection to ${this.endpoint.host}:${this.endpoint.port} closed`);
+    else if (this.socket === null) this.connectFailed(id, "closed during the TLS handshake"); // (ignored unless the current attempt)
   }
 
   /** drop closes the connection after a fault; its calls fail and the next call reconnects. */
@@ -501,7 +525,7 @@ export class ClientConnection {
     if (failed || refused) {
       this.backoffFailures++;
       this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
-      if (failed && countsTowardDown && !this.revivalOnly()) this.health.failed();
+      if (failed && countsTowardDown && !this.revivalOnly()) this.health.failed(reason);
     } else {
       // Not a failure: the next call reconnects at once.
       this.backoffFailures = 0;

@@ -20,6 +20,8 @@ export class PeerHealth {
   /** Consecutive failures since the last reply. */
   failures = 0;
   down = false;
+  /** lastFailure is the reason of the latest failure (what marked the peer down, when it is). */
+  lastFailure = "";
   private readonly maxFailures: number;
   private readonly onDown: () => void;
   private readonly onUp: () => void;
@@ -39,9 +41,10 @@ export class PeerHealth {
     }
   }
 
-  /** failed records a connect error, a lost connection or a timeout. */
-  failed(): void {
+  /** failed records a connect error, a lost connection or a timeout, and why. */
+  failed(reason: string): void {
     this.failures++;
+    this.lastFailure = reason;
     if (!this.down && this.failures >= this.maxFailures) {
       this.down = true;
       this.counters.downs++;

@@ -274,7 +274,7 @@ export class CacheNode {
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls));
+        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls, logger));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -387,7 +387,8 @@ const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 
-function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined): PeerClient {
+/** peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up again. */
+function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -400,6 +401,10 @@ function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefi
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
     writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
+    onHealth: (up, reason) => {
+      if (up) logger.info("peer up again", { peer: id });
+      else logger.warn("peer marked down", { peer: id, reason });
+    },
   });
 }
 

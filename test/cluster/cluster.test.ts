@@ -293,6 +293,14 @@ describe("a three-node cluster in one process", () => {
       for (let i = 0; i < 30; i++) expect(text((await c.get("g", `t${i}`)).value)).toBe(`v:t${i}`);
       expect(nodes[0]!.cluster!.counters.peerLoads).toBeGreaterThan(0);
       expect(nodes[0]!.cluster!.counters.peerErrors).toBe(0);
+      // With an auth token as well: each peer connection sends it once its handshake is done.
+      const token = "cluster-token-0123456789";
+      const secured = cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key, authToken: token }).nodes;
+      const both = new CacheClient({ host: "127.0.0.1", port: secured[0]!.port, tls: { ca: await Bun.file(cert).text() }, authToken: token });
+      open.push(both);
+      for (let i = 0; i < 30; i++) expect(text((await both.get("g", `s${i}`)).value)).toBe(`v:s${i}`);
+      expect(secured[0]!.cluster!.counters.peerLoads).toBeGreaterThan(0);
+      expect(secured[0]!.cluster!.counters.peerErrors).toBe(0);
       // A CA file that cannot be read stops the node (review: every peer was left out of its
       // ring, each node alone owning every key, with one warning).
       const [port] = freePorts(1);

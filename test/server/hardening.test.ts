@@ -8,6 +8,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
 import { parseArgs } from "../../src/server/config.ts";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 
@@ -110,6 +112,59 @@ describe("TLS", () => {
       raw.write(getCall(1, "tls"));
       await raw.closed;
       expect(raw.frames().length).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("TLS handshake failures name their cause", () => {
+  /** selfSigned makes a certificate and key for `san` in `dir`, named `name`. */
+  function selfSigned(dir: string, name: string, cn: string, san: string): { cert: string; key: string } {
+    const cert = join(dir, `${name}.pem`);
+    const key = join(dir, `${name}.key`);
+    const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+      "-days", "1", "-subj", `/CN=${cn}`, "-addext", `subjectAltName=${san}`], { stderr: "pipe" });
+    expect(gen.exitCode).toBe(0);
+    return { cert, key };
+  }
+
+  test("a client that does not trust the node's CA, dials a name the certificate does not cover, or a node without TLS, says so; with or without a token", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-tls-");
+    try {
+      const served = selfSigned(dir, "served", "127.0.0.1", "IP:127.0.0.1");
+      const other = selfSigned(dir, "other", "127.0.0.1", "IP:127.0.0.1");
+      const named = selfSigned(dir, "named", "other.example", "DNS:other.example");
+      const cases = [
+        { node: served, ca: other.cert, reason: /^connect to 127\.0\.0\.1:\d+ failed: TLS handshake failed: .*\(DEPTH_ZERO_SELF_SIGNED_CERT\)$/ },
+        { node: named, ca: named.cert, reason: /^connect to 127\.0\.0\.1:\d+ failed: TLS handshake failed: .*altnames.*\(ERR_TLS_CERT_ALTNAME_INVALID\)$/ },
+        { node: null, ca: served.cert, reason: /^connect to 127\.0\.0\.1:\d+ failed: (closed during the TLS handshake|TLS handshake failed: .+)$/ },
+      ];
+      for (const { node: pair, ca, reason } of cases) {
+        await using node = startNode(pair === null ? {} : { tlsCert: pair.cert, tlsKey: pair.key });
+        for (const authToken of [undefined, "a-token-of-24-characters!"]) {
+          const client = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 5_000, tls: { ca: await Bun.file(ca).text() }, authToken });
+          try {
+            const err = await client.get("default", "k").then(() => null, (e: unknown) => e);
+            expect(err).toBeInstanceOf(CacheError);
+            expect((err as CacheError).code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+            expect((err as CacheError).message).toMatch(reason);
+          } finally {
+            await client.close();
+          }
+        }
+      }
+      // Trusted, with a token: the Auth call goes once the handshake is done (it went at the TCP
+      // open, into a socket that took no bytes yet: "could not send the auth token", every time).
+      const token = "a-token-of-24-characters!";
+      await using node = startNode({ tlsCert: served.cert, tlsKey: served.key, authToken: token });
+      const client = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 5_000, tls: { ca: await Bun.file(served.cert).text() }, authToken: token });
+      try {
+        await client.set("default", "k", new TextEncoder().encode("over tls, with a token"));
+        expect(new TextDecoder().decode((await client.get("default", "k")).value)).toBe("over tls, with a token");
+      } finally {
+        await client.close();
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

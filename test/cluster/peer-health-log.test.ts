@@ -1,0 +1,100 @@
+/**
+ * A node logs a peer marked down, with the failure that did it, and the peer up again: an
+ * operator otherwise sees only PEER_UNAVAILABLE answers or fallback loads, and not why (a peer
+ * that is not listening, or whose certificate this node refuses, look the same from outside).
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink } from "../server/support.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+async function waitUntil(pred: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+describe("a peer's health in the log", () => {
+  test("marked down with the reason, once; up again once it answers", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    const start = (i: number, log: LogSink): CacheNode => {
+      const n = CacheNode.start(
+        { port: ports[i]!, host: "127.0.0.1", peers: ids, logLevel: "debug", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] },
+        { logger: log.logger, loaders: { g: async (k: string) => `loaded ${k}` } },
+      );
+      open.push(n);
+      return n;
+    };
+    const logA = new LogSink();
+    const a = start(0, logA);
+    const b = start(1, new LogSink());
+    const enc = new TextEncoder();
+    const keysOfB: string[] = [];
+    for (let i = 0; keysOfB.length < 20; i++) if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[1]) keysOfB.push(`k${i}`);
+    await b.close();
+    const client = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 5_000 });
+    open.push(client);
+    const downs = () => logA.lines.filter((l) => l.includes("peer marked down"));
+    for (const k of keysOfB) {
+      await client.get("g", k).catch(() => {}); // (answered by A's own load, or PEER_UNAVAILABLE)
+      if (downs().length > 0) break;
+    }
+    await waitUntil(() => downs().length > 0, "A to mark B down");
+    expect(downs()).toHaveLength(1);
+    expect(downs()[0]).toMatch(new RegExp(`WARN +peer marked down peer=${ids[1]!.replace(/\./g, "\\.")} reason="?connect to ${ids[1]!.replace(/\./g, "\\.")} failed: `));
+    start(1, new LogSink());
+    await waitUntil(() => logA.lines.some((l) => l.includes("peer up again")), "A's probe to find B back");
+    expect(logA.lines.filter((l) => l.includes("peer up again"))).toEqual([expect.stringMatching(new RegExp(`INFO +peer up again peer=${ids[1]!.replace(/\./g, "\\.")}$`))]);
+    expect(downs()).toHaveLength(1);
+  });
+
+  test("a peer whose certificate this node refuses: the TLS cause is in the line", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-peer-tls-");
+    try {
+      const made = ["served", "other"].map((name) => {
+        const cert = join(dir, `${name}.pem`);
+        const key = join(dir, `${name}.key`);
+        const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
+        expect(gen.exitCode).toBe(0);
+        return { cert, key };
+      });
+      const [served, other] = made as [{ cert: string; key: string }, { cert: string; key: string }];
+      const ports = freePorts(2);
+      const ids = ports.map((p) => `127.0.0.1:${p}`);
+      const logA = new LogSink();
+      // Both serve the same certificate; A checks its peers against another CA.
+      const [a] = ports.map((port, i) => {
+        const n = CacheNode.start(
+          { port, host: "127.0.0.1", peers: ids, logLevel: "debug", peerTimeoutMs: 500, tlsCert: served.cert, tlsKey: served.key,
+            ...(i === 0 ? { tlsCa: other.cert } : {}), groups: [{ name: "g", ttlMs: 0 }] },
+          { logger: i === 0 ? logA.logger : new LogSink().logger, loaders: { g: async (k: string) => `loaded ${k}` } },
+        );
+        open.push(n);
+        return n;
+      }) as [CacheNode, CacheNode];
+      const enc = new TextEncoder();
+      const client = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 5_000, tls: { ca: await Bun.file(served.cert).text() } });
+      open.push(client);
+      const downs = () => logA.lines.filter((l) => l.includes("peer marked down"));
+      for (let i = 0; downs().length === 0 && i < 200; i++) {
+        if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[1]) await client.get("g", `k${i}`).catch(() => {});
+      }
+      await waitUntil(() => downs().length > 0, "A to mark B down");
+      expect(downs()[0]).toContain("TLS handshake failed: self signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT)");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
