@@ -10,19 +10,12 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink } from "../server/support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
-
-async function waitUntil(pred: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 describe("a peer's health in the log", () => {
   test("marked down with the reason, once; up again once it answers", async () => {
@@ -50,11 +43,11 @@ describe("a peer's health in the log", () => {
       await client.get("g", k).catch(() => {}); // (answered by A's own load, or PEER_UNAVAILABLE)
       if (downs().length > 0) break;
     }
-    await waitUntil(() => downs().length > 0, "A to mark B down");
+    await waitUntil(() => downs().length > 0, "A to mark B down", 10_000);
     expect(downs()).toHaveLength(1);
     expect(downs()[0]).toMatch(new RegExp(`WARN +peer marked down peer=${ids[1]!.replace(/\./g, "\\.")} reason="?connect to ${ids[1]!.replace(/\./g, "\\.")} failed: `));
     start(1, new LogSink());
-    await waitUntil(() => logA.lines.some((l) => l.includes("peer up again")), "A's probe to find B back");
+    await waitUntil(() => logA.lines.some((l) => l.includes("peer up again")), "A's probe to find B back", 10_000);
     expect(logA.lines.filter((l) => l.includes("peer up again"))).toEqual([expect.stringMatching(new RegExp(`INFO +peer up again peer=${ids[1]!.replace(/\./g, "\\.")}$`))]);
     expect(downs()).toHaveLength(1);
   });
@@ -91,7 +84,7 @@ describe("a peer's health in the log", () => {
       for (let i = 0; downs().length === 0 && i < 200; i++) {
         if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[1]) await client.get("g", `k${i}`).catch(() => {});
       }
-      await waitUntil(() => downs().length > 0, "A to mark B down");
+      await waitUntil(() => downs().length > 0, "A to mark B down", 10_000);
       expect(downs()[0]).toContain("TLS handshake failed: self signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT)");
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -13,12 +13,13 @@ import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
-import { freePorts } from "../support/node-process.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { LogSink, RawSocket, deleteCall, getCall, getMultiCall, replyHeader, setCall } from "./support.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
 import { T, type TransportName, concat, theader, ttheader } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
+import { GatedLoader, waitUntil } from "../support/gates.ts";
+import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -29,35 +30,6 @@ const utf8 = new TextEncoder();
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-/**
- * GatedLoader answers `loaded <key> #<n>` (n: its call count for the key) once its gate opens;
- * keys starting with "later" wait at a second gate (`openLater`).
- */
-class GatedLoader {
-  readonly calls = new Map<string, number>();
-  private openGate!: () => void;
-  private readonly gate = new Promise<void>((r) => (this.openGate = r));
-  private openSecond!: () => void;
-  private readonly second = new Promise<void>((r) => (this.openSecond = r));
-  readonly load = async (key: string): Promise<string> => {
-    const n = (this.calls.get(key) ?? 0) + 1;
-    this.calls.set(key, n);
-    await (key.startsWith("later") ? this.second : this.gate);
-    return `loaded ${key} #${n}`;
-  };
-  get total(): number {
-    let n = 0;
-    for (const c of this.calls.values()) n += c;
-    return n;
-  }
-  open(): void {
-    this.openGate();
-  }
-  openLater(): void {
-    this.openSecond();
-  }
-}
-
 function gatedNode(loader: GatedLoader, config: Partial<NodeConfig> = {}): CacheNode {
   const node = CacheNode.start(
     { port: 0, logLevel: "silent", groups: [{ name: "default", ttlMs: 0 }], ...config },
@@ -65,15 +37,6 @@ function gatedNode(loader: GatedLoader, config: Partial<NodeConfig> = {}): Cache
   );
   open.push(node);
   return node;
-}
-
-/** waitUntil polls `pred` until it holds (loader calls have no event to wait on). */
-async function waitUntil(pred: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
 }
 
 /** values lists each reply's Get value (or its outcome kind, for anything else). */
@@ -463,19 +426,10 @@ describe("another client writing the same keys meanwhile", () => {
 
 describe("PeerGets between two members", () => {
   test("cold loads a member asks of another on its one read connection run side by side", async () => {
-    const ports = freePorts(2);
-    const ids = ports.map((p) => `127.0.0.1:${p}`);
     const loaders = [new GatedLoader(), new GatedLoader()];
-    const [a, b] = ports.map((port, i) => {
-      const n = CacheNode.start(
-        { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] },
-        { logger: new LogSink().logger, loaders: { default: loaders[i]!.load } },
-      );
-      open.push(n);
-      return n;
-    }) as [CacheNode, CacheNode];
-    const owned: string[] = [];
-    for (let i = 0; owned.length < 8; i++) if (b.cluster!.owner(utf8.encode(`p${i}`), 0, `p${i}`.length) === ids[1]) owned.push(`p${i}`);
+    const { nodes, ids } = startMembers(2, open, { peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] }, (i) => ({ default: loaders[i]!.load }));
+    const [a, b] = nodes as [CacheNode, CacheNode];
+    const owned = keysOwnedBy(b, ids[1]!, 8, "p");
     const client = new CacheClient({ host: "127.0.0.1", port: a.port, connections: 8, timeoutMs: 10_000 });
     open.push(client);
     const gets = owned.map((k) => client.get("default", k));

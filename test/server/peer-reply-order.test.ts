@@ -13,10 +13,11 @@ import { connect } from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { DETACH_MAX_MESSAGE_BYTES, MAX_DETACHED } from "../../src/server/cache-server.ts";
-import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, setCall } from "./support.ts";
 import { Bytes, type HeaderOptions, MSG, T, TRANSPORTS, type TransportName, concat, message, wrap } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies, type Reply, type Struct } from "./wire-reader.ts";
+import { GatedLoader, waitUntil } from "../support/gates.ts";
+import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -25,30 +26,6 @@ afterEach(async () => {
 
 const utf8 = new TextEncoder();
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-
-/**
- * GatedLoader answers `loaded <key> #<n>` (n: its call count for the key) once its gate opens;
- * keys starting with "later" wait at a second gate (`openLater`).
- */
-class GatedLoader {
-  readonly calls = new Map<string, number>();
-  private openGate!: () => void;
-  private readonly gate = new Promise<void>((r) => (this.openGate = r));
-  private openSecond!: () => void;
-  private readonly second = new Promise<void>((r) => (this.openSecond = r));
-  readonly load = async (key: string): Promise<string> => {
-    const n = (this.calls.get(key) ?? 0) + 1;
-    this.calls.set(key, n);
-    await (key.startsWith("later") ? this.second : this.gate);
-    return `loaded ${key} #${n}`;
-  };
-  open(): void {
-    this.openGate();
-  }
-  openLater(): void {
-    this.openSecond();
-  }
-}
 
 /** gatedNode starts a node whose `default` group loads with `loader`, and stores `hot` = "hot value". */
 async function gatedNode(loader: GatedLoader): Promise<CacheNode> {
@@ -62,14 +39,6 @@ async function gatedNode(loader: GatedLoader): Promise<CacheNode> {
   await raw.waitFor(() => raw.frames().length === 1, "the Set");
   raw.close();
   return node;
-}
-
-async function waitUntil(pred: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
 }
 
 /**
@@ -364,20 +333,10 @@ describe("ending while replies wait", () => {
 
 describe("between two members", () => {
   test("a member's Get of a stored key on its owner is answered while another of the owner's keys loads", async () => {
-    const ports = freePorts(2);
-    const ids = ports.map((p) => `127.0.0.1:${p}`);
     const loaders = [new GatedLoader(), new GatedLoader()];
-    const [a, b] = ports.map((port, i) => {
-      const n = CacheNode.start(
-        { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] },
-        { logger: new LogSink().logger, loaders: { default: loaders[i]!.load } },
-      );
-      open.push(n);
-      return n;
-    }) as [CacheNode, CacheNode];
-    const ofB: string[] = [];
-    for (let i = 0; ofB.length < 2; i++) if (b.cluster!.owner(utf8.encode(`p${i}`), 0, `p${i}`.length) === ids[1]) ofB.push(`p${i}`);
-    const [slow, hot] = ofB as [string, string];
+    const { nodes, ids } = startMembers(2, open, { peerTimeoutMs: 10_000, groups: [{ name: "default", ttlMs: 0 }] }, (i) => ({ default: loaders[i]!.load }));
+    const [a, b] = nodes as [CacheNode, CacheNode];
+    const [slow, hot] = keysOwnedBy(b, ids[1]!, 2, "p") as [string, string];
     const toB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 10_000 });
     const toA = new CacheClient({ host: "127.0.0.1", port: a.port, connections: 4, timeoutMs: 10_000 });
     open.push(toB, toA);

@@ -8,6 +8,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { LogSink, RawSocket, getCall, replyHeader, roundTrip, setCall } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
+import { waitUntil } from "../support/gates.ts";
 
 /** gatedNode starts a node whose group "slow" loads `loaded <key>` once the test calls `open()`. */
 function gatedNode(maxBufferedBytes?: number) {
@@ -39,15 +40,6 @@ function valueOf(raw: RawSocket, i: number): Uint8Array {
 }
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** waitUntil polls `pred` until it holds (server-side counters have no event to wait on). */
-async function waitUntil(pred: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
 
 describe("a connection waiting for a load", () => {
   test("answers what came before the wait at once, queues what comes during it without pausing, then answers all in order", async () => {

@@ -2,7 +2,7 @@
  * In-process cluster members for tests: nodes on free 127.0.0.1 ports that list each other as
  * peers, with their logs kept out of the test output.
  */
-import { CacheNode } from "../../src/server/cache-node.ts";
+import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "./node-process.ts";
@@ -15,17 +15,33 @@ export interface Members {
   start(i: number): CacheNode;
 }
 
-/** startMembers starts `count` members; each node is added to `open`, the test's list of things to close. */
-export function startMembers(count: number, open: { close(): Promise<void> }[], config: Partial<NodeConfig> = {}): Members {
+/**
+ * startMembers starts `count` members; each node is added to `open`, the test's list of things to
+ * close. `loaders(i)` gives member i's loaders by group (none without it).
+ */
+export function startMembers(
+  count: number, open: { close(): Promise<void> }[], config: Partial<NodeConfig> = {}, loaders?: (i: number) => NodeDeps["loaders"],
+): Members {
   const ports = freePorts(count);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const nodes: CacheNode[] = [];
   const start = (i: number): CacheNode => {
-    const n = CacheNode.start({ port: ports[i]!, host: "127.0.0.1", peers: ids, logLevel: "silent", ...config }, { logger: new LogSink().logger });
+    const n = CacheNode.start(
+      { port: ports[i]!, host: "127.0.0.1", peers: ids, logLevel: "silent", ...config },
+      { logger: new LogSink().logger, loaders: loaders?.(i) },
+    );
     open.push(n);
     nodes[i] = n;
     return n;
   };
   ports.forEach((_, i) => start(i));
   return { nodes, ids, start };
+}
+
+/** keysOwnedBy lists the first `n` keys `<prefix><i>` that `node`'s ring gives to member `id`. */
+export function keysOwnedBy(node: CacheNode, id: string, n: number, prefix = "k"): string[] {
+  const enc = new TextEncoder();
+  const keys: string[] = [];
+  for (let i = 0; keys.length < n; i++) if (node.cluster!.owner(enc.encode(`${prefix}${i}`), 0, `${prefix}${i}`.length) === id) keys.push(`${prefix}${i}`);
+  return keys;
 }
