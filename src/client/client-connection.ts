@@ -122,6 +122,8 @@ export class ClientConnection {
   private readonly replies: ReplyReader;
   private frames: FrameReader;
   private socket: CallSocket | null = null;
+  /** handshaking is the TLS socket of the current attempt, open, its handshake not yet done. */
+  private handshaking: Socket<Attempt> | null = null;
   private flushQueued = false;
   private waitingDrain = false;
   private readonly flushNow = (): void => this.flush();
@@ -313,7 +315,10 @@ export class ClientConnection {
       return;
     }
     const tls = this.endpoint.tls;
-    if (tls !== undefined && tls !== false) return; // open once the TLS handshake is done (onHandshake)
+    if (tls !== undefined && tls !== false) {
+      this.handshaking = socket; // open once the TLS handshake is done (onHandshake)
+      return;
+    }
     this.clearConnectTimer();
     this.attach(socket);
   }
@@ -325,7 +330,11 @@ export class ClientConnection {
    * reason, as a refused connect does; the close that follows would only say "closed".
    */
   onHandshake(id: number, socket: Socket<Attempt>, success: boolean, err: Error | null): void {
-    if (id !== this.attemptId || this.state !== CONN_CONNECTING) return; // stale: its open ended it
+    if (id !== this.attemptId || this.state !== CONN_CONNECTING) {
+      socket.end(); // stale: timed out, or the client closed, during the handshake
+      return;
+    }
+    this.handshaking = null;
     if (success) {
       this.clearConnectTimer();
       this.attach(socket);
@@ -341,6 +350,7 @@ export class ClientConnection {
     if (id !== this.attemptId || this.state !== CONN_CONNECTING) return;
     this.clearConnectTimer();
     this.attemptId++; // a late open of this attempt is stale
+    this.endHandshake();
     this.lost(`connect to ${this.endpoint.host}:${this.endpoint.port} failed: ${reason}`);
   }
 
@@ -566,6 +576,7 @@ export class ClientConnection {
     this.retryTimer = null;
     this.state = CONN_CLOSED;
     this.attemptId++;
+    this.endHandshake();
     this.failAll(unavailable("client closed"));
     if (socket === null) return Promise.resolve();
     const closed = new Promise<void>((resolve) => {
@@ -579,6 +590,13 @@ export class ClientConnection {
   private clearConnectTimer(): void {
     if (this.connectTimer !== null) clearTimeout(this.connectTimer);
     this.connectTimer = null;
+  }
+
+  /** endHandshake ends the socket of an attempt given up during its TLS handshake. */
+  private endHandshake(): void {
+    const socket = this.handshaking;
+    this.handshaking = null;
+    socket?.end();
   }
 }
 
