@@ -16,9 +16,9 @@
 // forwarded again, so nodes whose member lists disagree cannot loop. A node forwards a client's
 // Get/Set/Delete to the key's owner with PeerGet/PeerSet/PeerDelete; the owner answers PeerGet
 // with `ttlRemainingMs` whenever the value expires, so a mirror never outlives it. Replies come
-// in request order on a connection, except those of PeerGet: one that waits for a load is sent
-// when the load settles, after later replies (match them by seqid, as Thrift clients that
-// pipeline do); the calls before and after it are answered meanwhile.
+// in request order on a connection, except those of PeerGet and PeerGetMulti: one that waits for
+// a load is sent when the load settles, after later replies (match them by seqid, as Thrift
+// clients that pipeline do); the calls before and after it are answered meanwhile.
 //
 // `Auth` opens a connection when the node has an auth token: until a connection has sent the
 // right token, every other call is answered `CacheError UNAUTHORIZED` and the connection closed.

@@ -133,6 +133,12 @@ export class Request {
   errorCode = 0;
   errorMessage = "";
 
+  /**
+   * heldBytes: what serving this request holds while it waits for its loads, set by the server
+   * (a GetMulti's copies of its hits: server/dispatch.ts), so a reply that waits can be counted.
+   */
+  heldBytes = 0;
+
   /** reset clears the per-message fields (the header and transport are set by the decoder). */
   reset(): void {
     this.headerRead = false;
@@ -141,6 +147,7 @@ export class Request {
     this.seqid = 0;
     this.method = METHOD_UNKNOWN;
     this.nameStart = this.nameLength = 0;
+    this.heldBytes = 0;
     this.resetArgs();
   }
 

@@ -27,12 +27,12 @@
  * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
  * a peer) parks its connection: the replies before it go out at the end of the turn, input that
  * arrives meanwhile queues (reading pauses only past BACKLOG_PAUSE_BYTES or _CHUNKS), and serving
- * resumes in order when the load settles. Other connections are not held up. A peer's PeerGet is
- * the exception: its reply is written when its load settles, out of request order, and the
- * connection goes on serving (`detach`). A member sends all its reads of another member's keys on
- * one connection, and its client matches replies by seqid; in order, every hit behind one slow
- * load would wait for it. (Not PeerGetMulti: its hits' values are held until its loads settle,
- * up to the frame size each, and it starts a load per key; one at a time per connection, parked.)
+ * resumes in order when the load settles. Other connections are not held up. A peer's PeerGet and
+ * PeerGetMulti are the exception: the reply is written when its loads settle, out of request
+ * order, and the connection goes on serving (`detach`). A member sends all its reads of another
+ * member's keys on one connection, and its client matches replies by seqid; in order, every hit
+ * behind one slow load would wait for it. One PeerGetMulti at a time: it holds its hits' values
+ * (up to the frame size) until its loads settle and starts a load per key, so a second one parks.
  *
  * Faults are contained to their connection: a protocol error gets a TApplicationException reply
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
@@ -53,7 +53,7 @@ import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import {
-  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_SET, METHOD_UNKNOWN,
+  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
@@ -81,9 +81,10 @@ const BACKLOG_PAUSE_CHUNKS = 16;
 export const MAX_DETACHED = 128;
 /**
  * DETACH_MAX_MESSAGE_BYTES: a longer PeerGet (a key is at most --max-key-size; the rest would be
- * header info) parks instead of being copied.
+ * header info) parks instead of being copied; DETACH_MAX_MULTI_MESSAGE_BYTES, a longer PeerGetMulti.
  */
 export const DETACH_MAX_MESSAGE_BYTES = 8 * 1024;
+export const DETACH_MAX_MULTI_MESSAGE_BYTES = 64 * 1024;
 
 export interface ServerOptions {
   host: string;
@@ -714,13 +715,16 @@ export class CacheServer implements DispatchContext {
 
   /**
    * detachable tells whether the reply `pending` for the request just decoded may be written out
-   * of order: a PeerGet (only a member's client sends those, and it matches replies by seqid), of
-   * a short message, on a connection with fewer than MAX_DETACHED such replies waiting.
+   * of order: a PeerGet, or a PeerGetMulti while no other waits so (only a member's client sends
+   * those, and it matches replies by seqid), of a short message, on a connection with fewer than
+   * MAX_DETACHED such replies waiting.
    */
   private detachable(conn: Connection, method: number): boolean {
-    if (method !== METHOD_PEER_GET) return false;
     const reader = conn.proto.reader;
-    return conn.detached < MAX_DETACHED && reader.end - reader.start <= DETACH_MAX_MESSAGE_BYTES;
+    const length = reader.end - reader.start;
+    if (method === METHOD_PEER_GET) return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MESSAGE_BYTES;
+    if (method !== METHOD_PEER_GET_MULTI || conn.detachedMulti) return false;
+    return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MULTI_MESSAGE_BYTES;
   }
 
   /**
@@ -729,19 +733,25 @@ export class CacheServer implements DispatchContext {
    * an output buffer of its own), and the reply joins the connection's output when it is written.
    * A connection with such replies waiting does not end until they are written (`flush`), unless
    * the buffer cap closes it (their replies are then dropped); what they hold (the message's copy,
-   * the request's arrays) counts toward `--max-buffered` meanwhile.
+   * the request's arrays, a PeerGetMulti's copies of its hits) counts toward `--max-buffered`
+   * meanwhile.
    */
   private detach(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     const out = new BinaryWriter(DETACHED_OUTPUT_BYTES);
-    const { request, reply, bytes } = conn.proto.detach(out);
+    const hits = conn.proto.request.heldBytes;
+    const { request, reply, bytes: copied } = conn.proto.detach(out);
+    const bytes = copied + hits;
+    const multi = method === METHOD_PEER_GET_MULTI;
     conn.detached++;
     conn.detachedBytes += bytes;
+    if (multi) conn.detachedMulti = true;
     this.counters.detachedReplies++;
     pending
       .catch((e: unknown) => this.fault(conn, e, request, reply))
       .finally(() => {
         conn.detached--;
         conn.detachedBytes -= bytes;
+        if (multi) conn.detachedMulti = false;
         this.timed(conn, method, t0, reply);
         // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
         if (!this.connections.has(conn) || conn.capClosed) return;

@@ -11,8 +11,8 @@
  *   replies keep request order and the request's byte ranges stay valid). Reading goes on into
  *   `backlog` until it holds BACKLOG_PAUSE_BYTES or _CHUNKS (cache-server.ts), then pauses.
  * - `detached`: how many replies of this connection wait for their loads out of request order
- *   (PeerGet: cache-server.ts `detach`); it is served meanwhile, and does not end before they are
- *   written (unless the buffer cap closes it).
+ *   (PeerGet, and one PeerGetMulti at a time: cache-server.ts `detach`); it is served meanwhile,
+ *   and does not end before they are written (unless the buffer cap closes it).
  * - `queued`: input arrived this turn and waits in the server's ready list to be served at the end
  *   of the turn; later chunks queue in `backlog` behind it.
  * - `paused`: reading from the socket is paused.
@@ -46,7 +46,8 @@ export class Connection {
   held = false;
   waiting = false;
   detached = 0;
-  detachedBytes = 0; // what the detached requests hold (copies of their messages, their arrays)
+  detachedBytes = 0; // what the detached requests hold (copies of their messages, their arrays, a multi's hits)
+  detachedMulti = false; // one of them is a PeerGetMulti (at most one at a time)
   queued = false;
   paused = false;
   closing = false;

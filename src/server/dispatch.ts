@@ -306,6 +306,7 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
   }
   // The hits' values are copied now (loads only start after this): while the loads run, the
   // loads' fills or other connections' writes may evict them, and a hit must stay in the reply.
+  req.heldBytes = hitBytes; // (counted while the reply waits out of order: cache-server.ts `detach`)
   const store = group.store;
   for (let h = 0; h < hits.length; h += 2) {
     const id = hits[h + 1]!;

@@ -99,7 +99,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     emit({}, sc.turnFlushes));
   counter("mybuncache_early_flushes_total", "Of those, written before the end of the turn because the shared buffer passed its bound.", [], (emit) =>
     emit({}, sc.earlyFlushes));
-  counter("mybuncache_detached_replies_total", "PeerGet replies that waited for a load without holding up their connection's later requests (written out of order).", [], (emit) =>
+  counter("mybuncache_detached_replies_total", "PeerGet and PeerGetMulti replies that waited for a load without holding up their connection's later requests (written out of order).", [], (emit) =>
     emit({}, sc.detachedReplies));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
     emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));

@@ -113,21 +113,71 @@ describe("a hit behind a PeerGet that waits for its load is answered at once", (
     });
   }
 
-  test("a PeerGetMulti with a cold key keeps request order: the PeerGet of a stored key behind it waits", async () => {
+  test("a PeerGetMulti with a cold key waits alone; the PeerGet after it is answered first", async () => {
     const loader = new GatedLoader();
     const node = await gatedNode(loader);
     const raw = await RawSocket.connect(node.port);
     raw.write(concat(peerGetMulti("framed", 1, ["slow", "hot"]), peerGet("framed", 2, "hot")));
-    await waitUntil(() => loader.calls.get("slow") === 1, "the load");
+    await raw.waitFor(() => replies(raw, "framed").length === 1, "the PeerGet's reply");
+    expect(seqids(replies(raw, "framed"))).toEqual([2]);
+    expect(valueOf(replies(raw, "framed")[0]!)).toBe("hot value");
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === 2, "the PeerGetMulti's reply");
+    const multi = replies(raw, "framed")[1]!;
+    expect(multi.seqid).toBe(1);
+    expect(multiOf(multi)).toEqual([["hot", "hot value"], ["slow", "loaded slow #1"]]);
+    raw.close();
+  });
+
+  test("one PeerGetMulti waits out of order at a time: a second one with a cold key holds the calls behind it", async () => {
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(concat(
+      peerGetMulti("framed", 1, ["later1", "hot"]), // waits at the second gate, out of order
+      peerGetMulti("framed", 2, ["slow2", "hot"]), // waits in order
+      peerGet("framed", 3, "hot"),
+    ));
+    await waitUntil(() => loader.calls.get("slow2") === 1, "the second multi's load");
     await Bun.sleep(30);
     expect(raw.received.length).toBe(0);
+    expect(node.server.counters.detachedReplies).toBe(1);
     loader.open();
-    await raw.waitFor(() => replies(raw, "framed").length === 2, "both replies");
-    const [first, second] = replies(raw, "framed");
-    expect([first!.seqid, second!.seqid]).toEqual([1, 2]);
-    expect(multiOf(first!)).toEqual([["hot", "hot value"], ["slow", "loaded slow #1"]]);
-    expect(valueOf(second!)).toBe("hot value");
-    expect(node.server.counters.detachedReplies).toBe(0);
+    await raw.waitFor(() => replies(raw, "framed").length === 2, "the second multi's and the PeerGet's replies");
+    expect(seqids(replies(raw, "framed"))).toEqual([2, 3]);
+    expect(multiOf(replies(raw, "framed")[0]!)).toEqual([["hot", "hot value"], ["slow2", "loaded slow2 #1"]]);
+    loader.openLater();
+    await raw.waitFor(() => replies(raw, "framed").length === 3, "the first multi's reply");
+    const first = replies(raw, "framed")[2]!;
+    expect(first.seqid).toBe(1);
+    expect(multiOf(first)).toEqual([["hot", "hot value"], ["later1", "loaded later1 #1"]]);
+    raw.close();
+  });
+
+  test("a PeerGetMulti's key list is read from its own copy after the reader moved on", async () => {
+    // Each call is cut across two writes, so the reader assembles them in a buffer it reuses:
+    // the multi's reply (written after the calls behind it) must still name its own keys.
+    const loader = new GatedLoader();
+    const node = await gatedNode(loader);
+    const raw = await RawSocket.connect(node.port);
+    const split = async (call: Uint8Array): Promise<void> => {
+      raw.write(call.subarray(0, 9));
+      await Bun.sleep(15); // (a chunk of its own)
+      raw.write(call.subarray(9));
+    };
+    const keys = ["hot", "slow-a", "slow-b"];
+    await split(peerGetMulti("framed", 1, keys));
+    for (let i = 0; i < 3; i++) await split(peerGet("framed", 2 + i, `hot`));
+    await split(peerGetMulti("framed", 5, ["hot", "zzzzzz", "yyyyyy"])); // (same lengths: no miss shows up as a gap)
+    await raw.waitFor(() => replies(raw, "framed").length === 3, "the PeerGets' replies");
+    await waitUntil(() => loader.calls.has("zzzzzz"), "the second multi, whole, to start its loads"); // (it waits in order)
+    loader.open();
+    await raw.waitFor(() => replies(raw, "framed").length === 5, "both multis' replies");
+    const rs = replies(raw, "framed");
+    expect(seqids(rs).slice(0, 3)).toEqual([2, 3, 4]);
+    const bySeqid = new Map(rs.map((r) => [r.seqid, r]));
+    expect(multiOf(bySeqid.get(1)!)).toEqual([["hot", "hot value"], ["slow-a", "loaded slow-a #1"], ["slow-b", "loaded slow-b #1"]]);
+    expect(multiOf(bySeqid.get(5)!)).toEqual([["hot", "hot value"], ["yyyyyy", "loaded yyyyyy #1"], ["zzzzzz", "loaded zzzzzz #1"]]);
     raw.close();
   });
 
@@ -264,6 +314,32 @@ describe("bounds", () => {
     expect(valueOf(replies(other, "framed")[3]!)).toMatch(/^loaded 000k+ #\d+$/);
     expect(node.server.counters.internalErrors).toBe(0);
     other.close();
+  });
+});
+
+describe("a PeerGetMulti's hits count toward --max-buffered while it waits", () => {
+  test("three 100 KiB hits behind a cold key put the connection over a 256 KiB cap: closed at once", async () => {
+    const loader = new GatedLoader();
+    const node = CacheNode.start(
+      { port: 0, logLevel: "silent", maxBufferedBytes: 256 * 1024, groups: [{ name: "default", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { default: loader.load } },
+    );
+    open.push(node);
+    const writer = await RawSocket.connect(node.port);
+    writer.write(setCall(1, "big", new Uint8Array(100 * 1024).fill(98)));
+    await writer.waitFor(() => writer.frames().length === 1, "the Set");
+    const raw = await RawSocket.connect(node.port);
+    raw.write(peerGetMulti("framed", 1, ["slow", "big", "big", "big"]));
+    await waitUntil(() => node.server.counters.bufferCapClosed === 1, "the cap to close the connection");
+    await raw.closed;
+    expect(raw.received.length).toBe(0);
+    expect(node.server.counters.detachedReplies).toBe(1);
+    loader.open();
+    await waitUntil(() => node.server.counters.bufferedBytes === 0, "its bytes to be counted out");
+    writer.write(peerGet("framed", 2, "big"));
+    await writer.waitFor(() => writer.frames().length === 2, "the writer's PeerGet");
+    expect(node.server.counters.internalErrors).toBe(0);
+    writer.close();
   });
 });
 
