@@ -505,8 +505,9 @@ export class ClientConnection {
     }
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
     // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
-    // dead, or held by a slow call at its head (a node answers in order all but PeerGets; other
-    // connections to the peer may be fine, so the peer need not be marked down). The client
+    // dead, or held by a slow call at its head (a node answers in order all but PeerGet and
+    // PeerGetMulti; other connections to the peer may be fine, so the peer need not be marked
+    // down). The client
     // replaces it (`quiet`: CacheClient.replace). Not a failure of its own: the client's sweep
     // counts one already.
     else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more

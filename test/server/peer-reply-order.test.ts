@@ -151,6 +151,14 @@ describe("a hit behind a PeerGet that waits for its load is answered at once", (
     const first = replies(raw, "framed")[2]!;
     expect(first.seqid).toBe(1);
     expect(multiOf(first)).toEqual([["hot", "hot value"], ["later1", "loaded later1 #1"]]);
+    // That one written, the next PeerGetMulti that loads waits out of order again.
+    raw.write(concat(peerGetMulti("framed", 4, ["last4", "hot"]), peerGet("framed", 5, "hot")));
+    await raw.waitFor(() => replies(raw, "framed").length === 4, "the PeerGet behind the next multi");
+    expect(seqids(replies(raw, "framed")).slice(3)).toEqual([5]);
+    expect(node.server.counters.detachedReplies).toBe(2);
+    loader.openLast();
+    await raw.waitFor(() => replies(raw, "framed").length === 5, "the next multi's reply");
+    expect(seqids(replies(raw, "framed")).slice(3)).toEqual([5, 4]);
     raw.close();
   });
 

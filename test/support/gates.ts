@@ -5,7 +5,7 @@
 
 /**
  * GatedLoader answers `loaded <key> #<n>` (n: its call count for the key) once its gate opens;
- * keys starting with "later" wait at a second gate (`openLater`).
+ * keys starting with "later" wait at a second gate (`openLater`), with "last" at a third (`openLast`).
  */
 export class GatedLoader {
   readonly calls = new Map<string, number>();
@@ -13,10 +13,12 @@ export class GatedLoader {
   private readonly gate = new Promise<void>((r) => (this.openGate = r));
   private openSecond!: () => void;
   private readonly second = new Promise<void>((r) => (this.openSecond = r));
+  private openThird!: () => void;
+  private readonly third = new Promise<void>((r) => (this.openThird = r));
   readonly load = async (key: string): Promise<string> => {
     const n = (this.calls.get(key) ?? 0) + 1;
     this.calls.set(key, n);
-    await (key.startsWith("later") ? this.second : this.gate);
+    await (key.startsWith("later") ? this.second : key.startsWith("last") ? this.third : this.gate);
     return `loaded ${key} #${n}`;
   };
   /** total is the loader's calls, all keys together. */
@@ -30,6 +32,9 @@ export class GatedLoader {
   }
   openLater(): void {
     this.openSecond();
+  }
+  openLast(): void {
+    this.openThird();
   }
 }
 
