@@ -14,7 +14,8 @@
  *    for about 10 ms with a full store, so it is guarded: at most one per PURGE_MIN_INTERVAL_MS
  *    (later calls get 429 with Retry-After), and on a node with an auth token the call must carry
  *    `Authorization: Bearer <token>` (401 otherwise; checked in constant time). It is logged.
- *  - Any other path is 404; a known path with another method is 405.
+ *  - Any other path is 404; a known path with another method is 405. No endpoint takes a body:
+ *    one over ADMIN_MAX_BODY_BYTES is refused 413 before it is read (Bun's default is 128 MB).
  *
  * The admin port is off the request path: nothing here touches the Thrift port's connections.
  * One AdminServer per node, never a module-level one, so tests run several in one process.
@@ -28,6 +29,9 @@ import type { Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
 import { METHOD_NAMES } from "../protocol/request.ts";
+
+/** ADMIN_MAX_BODY_BYTES: the largest request body the admin port reads (none of its endpoints takes one). */
+const ADMIN_MAX_BODY_BYTES = 4096;
 
 export type AdminState = "starting" | "serving" | "draining";
 
@@ -95,6 +99,7 @@ export class AdminServer {
     this.server = Bun.serve({
       hostname: opts.host,
       port: opts.port,
+      maxRequestBodySize: ADMIN_MAX_BODY_BYTES,
       fetch: (req) => this.handle(req),
       error: (e) => {
         this.logger.error("admin request failed", { error: e.message, stack: e.stack });
