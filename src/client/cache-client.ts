@@ -92,10 +92,10 @@ export interface ClientOptions {
    */
   writeAtTurnEnd?: boolean;
   /**
-   * onHealth hears the peer marked down (`up` false, with the reason of the failure that did it)
-   * and up again (a node's peer clients log both).
+   * onHealth hears the peer marked "down" (with the reason of the failure that did it), "still
+   * down" for another reason (at most every 30 s), and "up" again (a node's peer clients log them).
    */
-  onHealth?: (up: boolean, reason: string) => void;
+  onHealth?: (state: "down" | "still down" | "up", reason: string) => void;
 }
 
 export interface PeerOption {
@@ -136,7 +136,8 @@ export class CacheClient {
     reject: () => (this.probing = false),
   };
   private closed = false;
-  private readonly onHealth: ((up: boolean, reason: string) => void) | undefined;
+  private readonly onHealth: ClientOptions["onHealth"];
+  private healthReportedAt = -Infinity;
 
   constructor(opts: ClientOptions) {
     if (!(Number.isInteger(opts.port) && opts.port > 0 && opts.port <= 65535)) throw new RangeError(`CacheClient: port must be 1..65535, got ${opts.port}`);
@@ -153,7 +154,7 @@ export class CacheClient {
     };
     this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
-    this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp());
+    this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp(), () => this.onStillDown());
     this.counters = this.health.counters;
     this.endpoint = endpoint;
     this.onHealth = opts.onHealth;
@@ -439,7 +440,7 @@ export class CacheClient {
   }
 
   private onDown(): void {
-    this.onHealth?.(false, this.health.lastFailure);
+    this.onHealth?.("down", this.health.lastFailure);
     // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
     for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
     for (const conn of this.retired.splice(0)) {
@@ -469,8 +470,19 @@ export class CacheClient {
     this.probeTimer.unref();
   }
 
+  /**
+   * onStillDown passes on a new reason the peer fails while down (a node refusing connections,
+   * then back with a certificate this client refuses), at most once per STILL_DOWN_REPORT_MS.
+   */
+  private onStillDown(): void {
+    const now = performance.now();
+    if (now - this.healthReportedAt < STILL_DOWN_REPORT_MS) return;
+    this.healthReportedAt = now;
+    this.onHealth?.("still down", this.health.lastFailure);
+  }
+
   private onUp(): void {
-    this.onHealth?.(true, "");
+    this.onHealth?.("up", "");
     this.stopProbe();
     // The probe reconnected one connection; the others reconnect now too.
     for (const conn of this.conns) {
@@ -514,6 +526,8 @@ export class CacheClient {
 
 function noFields(): void {}
 
+/** STILL_DOWN_REPORT_MS: a peer's new reason for failing while down is passed on at most this often. */
+const STILL_DOWN_REPORT_MS = 30_000;
 /** PROBE_SPEEDUP: the first probe of a peer marked down comes after probeIntervalMs / PROBE_SPEEDUP. */
 const PROBE_SPEEDUP = 10;
 

@@ -25,11 +25,14 @@ export class PeerHealth {
   private readonly maxFailures: number;
   private readonly onDown: () => void;
   private readonly onUp: () => void;
+  private readonly onStillDown: (() => void) | undefined;
 
-  constructor(maxFailures: number, onDown: () => void, onUp: () => void) {
+  /** onStillDown hears a failure while down whose reason differs from the one before. */
+  constructor(maxFailures: number, onDown: () => void, onUp: () => void, onStillDown?: () => void) {
     this.maxFailures = maxFailures;
     this.onDown = onDown;
     this.onUp = onUp;
+    this.onStillDown = onStillDown;
   }
 
   /** succeeded records a reply from the peer. */
@@ -44,8 +47,11 @@ export class PeerHealth {
   /** failed records a connect error, a lost connection or a timeout, and why. */
   failed(reason: string): void {
     this.failures++;
+    const changed = reason !== this.lastFailure;
     this.lastFailure = reason;
-    if (!this.down && this.failures >= this.maxFailures) {
+    if (this.down) {
+      if (changed) this.onStillDown?.();
+    } else if (this.failures >= this.maxFailures) {
       this.down = true;
       this.counters.downs++;
       this.onDown();

@@ -401,9 +401,10 @@ function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefi
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
     writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
-    onHealth: (up, reason) => {
-      if (up) logger.info("peer up again", { peer: id });
-      else logger.warn("peer marked down", { peer: id, reason });
+    onHealth: (state, reason) => {
+      if (state === "up") logger.info("peer up again", { peer: id });
+      else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
+      else logger.warn("peer still down, failing another way", { peer: id, reason });
     },
   });
 }

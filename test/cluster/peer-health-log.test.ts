@@ -46,6 +46,17 @@ describe("a peer's health in the log", () => {
     await waitUntil(() => downs().length > 0, "A to mark B down", 10_000);
     expect(downs()).toHaveLength(1);
     expect(downs()[0]).toMatch(new RegExp(`WARN +peer marked down peer=${ids[1]!.replace(/\./g, "\\.")} reason="?connect to ${ids[1]!.replace(/\./g, "\\.")} failed: `));
+    // Something else on B's port, closing every connection: still down, another way (logged once).
+    const closer = Bun.listen({ hostname: "127.0.0.1", port: ports[1]!, socket: { open: (s) => void s.end(), data() {} } });
+    const stillDown = () => logA.lines.filter((l) => l.includes("peer still down"));
+    try {
+      await waitUntil(() => stillDown().length > 0, "A's probes to fail another way", 10_000);
+      await Bun.sleep(300); // (more probes fail so meanwhile)
+    } finally {
+      closer.stop(true);
+    }
+    expect(stillDown()).toHaveLength(1);
+    expect(stillDown()[0]).toMatch(new RegExp(`WARN +peer still down, failing another way peer=${ids[1]!.replace(/\./g, "\\.")} reason="?connection to ${ids[1]!.replace(/\./g, "\\.")} closed`));
     start(1, new LogSink());
     await waitUntil(() => logA.lines.some((l) => l.includes("peer up again")), "A's probe to find B back", 10_000);
     expect(logA.lines.filter((l) => l.includes("peer up again"))).toEqual([expect.stringMatching(new RegExp(`INFO +peer up again peer=${ids[1]!.replace(/\./g, "\\.")}$`))]);
