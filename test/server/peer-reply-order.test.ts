@@ -57,6 +57,13 @@ function peerGetMulti(transport: TransportName, seqid: number, keys: string[]): 
   return wrap(transport, message(MSG.CALL, "PeerGetMulti", seqid, b.stop().stop().bytes()), { seqid });
 }
 
+/** writeSplit writes `call` cut at `at`, as two chunks (so the node's reader assembles it in its buffer). */
+async function writeSplit(raw: RawSocket, call: Uint8Array, at: number): Promise<void> {
+  raw.write(call.subarray(0, at));
+  await Bun.sleep(15); // (a chunk of its own)
+  raw.write(call.subarray(at));
+}
+
 /** replies reads every whole reply `raw` received in `transport`. */
 const replies = (raw: RawSocket, transport: TransportName): Reply[] => readReplies(raw.received, transport).replies;
 
@@ -168,11 +175,7 @@ describe("a hit behind a PeerGet that waits for its load is answered at once", (
     const loader = new GatedLoader();
     const node = await gatedNode(loader);
     const raw = await RawSocket.connect(node.port);
-    const split = async (call: Uint8Array): Promise<void> => {
-      raw.write(call.subarray(0, 9));
-      await Bun.sleep(15); // (a chunk of its own)
-      raw.write(call.subarray(9));
-    };
+    const split = (call: Uint8Array) => writeSplit(raw, call, 9);
     const keys = ["hot", "slow-a", "slow-b"];
     await split(peerGetMulti("framed", 1, keys));
     for (let i = 0; i < 3; i++) await split(peerGet("framed", 2 + i, `hot`));
@@ -213,11 +216,7 @@ describe("a hit behind a PeerGet that waits for its load is answered at once", (
     const loader = new GatedLoader();
     const node = await gatedNode(loader);
     const raw = await RawSocket.connect(node.port);
-    const split = async (call: Uint8Array): Promise<void> => {
-      raw.write(call.subarray(0, 7));
-      await Bun.sleep(15); // (a chunk of its own)
-      raw.write(call.subarray(7));
-    };
+    const split = (call: Uint8Array) => writeSplit(raw, call, 7);
     await split(peerGet("framed", 1, "k0", "Get"));
     await split(peerGet("framed", 2, "later-victim"));
     await waitUntil(() => loader.calls.get("later-victim") === 1, "the PeerGet's load, started ahead");
