@@ -7,10 +7,11 @@
  * side by side (~delay) rather than one after another (N × delay), on one connection as on N.
  * groupcache over HTTP/1.1 runs them side by side.
  *
- * Then hits behind a load: Gets through A of keys B holds, sent while B loads another of its keys.
- * A sends all its reads of B's keys on one connection; B writes a PeerGet's reply when its load
- * settles, out of order (cache-server.ts `detach`), so the hits are answered at once, not after
- * the load (in order they took ~delay).
+ * Then hits behind a load: Gets through A of keys B holds, sent while B loads another of its keys
+ * for a Get (a PeerGet from A) or a GetMulti (A's PeerGetMulti of B's part). A sends all its reads
+ * of B's keys on one connection; B writes such a reply when its loads settle, out of order
+ * (cache-server.ts `detach`), so the hits are answered at once, not after the load (in order they
+ * took ~delay).
  *
  *   bun run bench/cold-loads.ts [--keys 10] [--delay 100]
  */
@@ -78,10 +79,10 @@ for (const conns of [1, KEYS]) {
  * just after another client's Get through A of a cold key of B's: they share only A's
  * connection to B.
  */
-async function hitsBehindLoad(connections: number): Promise<{ hits: number; load: number }> {
+async function hitsBehindLoad(connections: number, multi = false): Promise<{ hits: number; load: number }> {
   const b = pair[1]!;
-  const hot = keysOf(`hot${connections}`, ids[1]);
-  const [cold] = keysOf(`cold${connections}`, ids[1]);
+  const hot = keysOf(`hot${connections}${multi ? "m" : ""}`, ids[1]);
+  const [cold] = keysOf(`cold${connections}${multi ? "m" : ""}`, ids[1]);
   const toB = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 120_000 });
   for (const k of hot) await toB.set("g", k, enc.encode(`value of ${k}`));
   await toB.close();
@@ -89,7 +90,7 @@ async function hitsBehindLoad(connections: number): Promise<{ hits: number; load
   const c = new CacheClient({ host: "127.0.0.1", port: a.port, connections, timeoutMs: 120_000 });
   await Promise.all([loading.stats("g"), ...Array.from({ length: connections * 4 }, () => c.stats("g"))]); // the connections open
   const t0 = performance.now();
-  const load = loading.get("g", cold!).then(() => performance.now() - t0);
+  const load = (multi ? loading.getMulti("g", [cold!, ...hot]) : loading.get("g", cold!)).then(() => performance.now() - t0);
   await Bun.sleep(1); // the cold key's PeerGet goes first
   const t1 = performance.now();
   await Promise.all(hot.map((k) => c.get("g", k)));
@@ -100,11 +101,13 @@ async function hitsBehindLoad(connections: number): Promise<{ hits: number; load
 }
 
 console.log("");
-console.log(`${KEYS} Gets through A of keys B holds, sent while B loads another of its keys (${DELAY} ms)`);
-console.log("| client connections | hits answered after, ms | the load, ms |");
-console.log("| ---: | ---: | ---: |");
-for (const conns of [1, KEYS]) {
-  const r = await hitsBehindLoad(conns);
-  console.log(`| ${conns} | ${r.hits} | ${r.load} |`);
+console.log(`${KEYS} Gets through A of keys B holds, sent while B loads another of its keys (${DELAY} ms) for a Get, or for a GetMulti of it and the ${KEYS}`);
+console.log("| behind | client connections | hits answered after, ms | the load, ms |");
+console.log("| --- | ---: | ---: | ---: |");
+for (const multi of [false, true]) {
+  for (const conns of [1, KEYS]) {
+    const r = await hitsBehindLoad(conns, multi);
+    console.log(`| ${multi ? "GetMulti" : "Get"} | ${conns} | ${r.hits} | ${r.load} |`);
+  }
 }
 await Promise.all([lone, ...pair].map((n) => n.close()));
