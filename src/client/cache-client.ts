@@ -476,8 +476,9 @@ export class CacheClient {
    */
   private onStillDown(): void {
     const now = performance.now();
-    if (now - this.healthReportedAt < STILL_DOWN_REPORT_MS) return;
+    if (now - this.healthReportedAt < STILL_DOWN_REPORT_MS) return; // (a later failure tries again)
     this.healthReportedAt = now;
+    this.health.reportedFailure = this.health.lastFailure;
     this.onHealth?.("still down", this.health.lastFailure);
   }
 

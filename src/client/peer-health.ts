@@ -22,12 +22,14 @@ export class PeerHealth {
   down = false;
   /** lastFailure is the reason of the latest failure (what marked the peer down, when it is). */
   lastFailure = "";
+  /** reportedFailure is the reason last passed on (onDown, or the client's onStillDown). */
+  reportedFailure = "";
   private readonly maxFailures: number;
   private readonly onDown: () => void;
   private readonly onUp: () => void;
   private readonly onStillDown: (() => void) | undefined;
 
-  /** onStillDown hears a failure while down whose reason differs from the one before. */
+  /** onStillDown hears each failure while down whose reason differs from the one last reported. */
   constructor(maxFailures: number, onDown: () => void, onUp: () => void, onStillDown?: () => void) {
     this.maxFailures = maxFailures;
     this.onDown = onDown;
@@ -47,11 +49,11 @@ export class PeerHealth {
   /** failed records a connect error, a lost connection or a timeout, and why. */
   failed(reason: string): void {
     this.failures++;
-    const changed = reason !== this.lastFailure;
     this.lastFailure = reason;
     if (this.down) {
-      if (changed) this.onStillDown?.();
+      if (reason !== this.reportedFailure) this.onStillDown?.();
     } else if (this.failures >= this.maxFailures) {
+      this.reportedFailure = reason;
       this.down = true;
       this.counters.downs++;
       this.onDown();

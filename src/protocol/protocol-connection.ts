@@ -77,8 +77,8 @@ export class ProtocolConnection {
    * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
    * now writes to `out`. The connection goes on with a new request and a new writer over its output.
    * `bytes` is what the request holds (the copy, its arrays: a header's info entries take up to
-   * 8 bytes for each byte of message). Allocates (a copy and two objects): it is for replies that
-   * wait for a load.
+   * 8 bytes for each byte of message). Allocates (a copy, a Request with its arrays, a
+   * ReplyWriter): it is for replies that wait for a load.
    */
   detach(out: BinaryWriter): { request: Request; reply: ReplyWriter; bytes: number } {
     const reader = this.reader;

@@ -15,7 +15,8 @@
  *    (later calls get 429 with Retry-After), and on a node with an auth token the call must carry
  *    `Authorization: Bearer <token>` (401 otherwise; checked in constant time). It is logged.
  *  - Any other path is 404; a known path with another method is 405. No endpoint takes a body:
- *    one over ADMIN_MAX_BODY_BYTES is refused 413 before it is read (Bun's default is 128 MB).
+ *    one whose Content-Length is over ADMIN_MAX_BODY_BYTES is refused 413 before it is read
+ *    (Bun's default is 128 MB); a chunked one is never read.
  *
  * The admin port is off the request path: nothing here touches the Thrift port's connections.
  * One AdminServer per node, never a module-level one, so tests run several in one process.

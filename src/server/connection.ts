@@ -1,8 +1,9 @@
 /**
  * Connection is the typed per-socket state of the Thrift port.
  *
- * It owns the connection's protocol state (frame reader, decoder, the one reusable request, the
- * reply writer and its output buffer) and the flow-control flags the server drives:
+ * It owns the connection's protocol state (frame reader, decoder, the reusable request, the reply
+ * writer and its output buffer; `detach` hands the request and writer of a reply that waits out of
+ * order to that reply and gives the connection new ones) and the flow-control flags the server drives:
  * - `held`: the reader still holds unprocessed input because the output passed its bound; the
  *   socket is paused and processing resumes on `drain`.
  * - `backlog`: chunks that arrived while input was held or the connection waited, to be served
@@ -22,8 +23,9 @@
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and
  *   the connection closed.
  * - `authed`: the connection sent the node's auth token (always true on a node without one).
- * - `buffered`: bytes this connection holds in the server (partial input plus queued output), as
- *   last counted toward the server-wide cap.
+ * - `buffered`: bytes this connection holds in the server (partial input, queued output, answers
+ *   kept by the look-ahead, what its detached requests hold), as last counted toward the
+ *   server-wide cap.
  * - `sharedStart`/`sharedEnd`: replies of this connection waiting in the server's shared output
  *   buffer for the end of the event loop's turn (`sharedStart` is -1 when there are none). They
  *   go out before anything in the connection's own output buffer.
