@@ -310,7 +310,7 @@ export class ClientConnection {
   }
 
   onOpen(id: number, socket: Socket<Attempt>): void {
-    if (id !== this.attemptId || this.state !== CONN_CONNECTING) {
+    if (!this.isCurrentAttempt(id)) {
       socket.end(); // a stale attempt (timed out, or the client closed)
       return;
     }
@@ -330,24 +330,28 @@ export class ClientConnection {
    * reason, as a refused connect does; the close that follows would only say "closed".
    */
   onHandshake(id: number, socket: Socket<Attempt>, success: boolean, err: Error | null): void {
-    if (id !== this.attemptId || this.state !== CONN_CONNECTING) {
+    if (!this.isCurrentAttempt(id)) {
       socket.end(); // stale: timed out, or the client closed, during the handshake
       return;
     }
-    this.handshaking = null;
     if (success) {
+      this.handshaking = null;
       this.clearConnectTimer();
       this.attach(socket);
       return;
     }
     const code = (err as { code?: unknown } | null)?.code;
     const why = err === null ? "certificate not authorized" : typeof code === "string" ? `${err.message} (${code})` : err.message;
-    this.connectFailed(id, `TLS handshake failed: ${why}`);
-    socket.end();
+    this.connectFailed(id, `TLS handshake failed: ${why}`); // (ends the socket: endHandshake)
+  }
+
+  /** isCurrentAttempt tells whether `id` is the connect attempt the connection still waits for. */
+  private isCurrentAttempt(id: number): boolean {
+    return id === this.attemptId && this.state === CONN_CONNECTING;
   }
 
   private connectFailed(id: number, reason: string): void {
-    if (id !== this.attemptId || this.state !== CONN_CONNECTING) return;
+    if (!this.isCurrentAttempt(id)) return;
     this.clearConnectTimer();
     this.attemptId++; // a late open of this attempt is stale
     this.endHandshake();
