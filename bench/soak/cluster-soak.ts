@@ -364,6 +364,17 @@ class SoakStats extends KindStats {
 }
 
 /**
+ * clientProtocolErrors counts the replies the soak's clients could not match (a malformed frame, a
+ * seqid not in flight, a reply named for another method): each means a reply went to the wrong
+ * connection or call, or came twice, and fails the run (a reply that went astray to a call of the
+ * same method would be judged against the wrong key). protocolErrorSamples: the first few.
+ */
+let clientProtocolErrors = 0;
+const protocolErrorSamples: string[] = [];
+/** retiredNodes: the node processes a restart replaced (their ERROR lines are checked too). */
+const retiredNodes: { n: number; node: NodeProcess }[] = [];
+
+/**
  * TracedClient is a CacheClient of one node that traces the calls the soak's Workers make (their
  * key, node, send and reply times, version read or written, outcome) and pauses a little before
  * reporting a failure: a client that finds its node down rejects calls at once, and a lane that
@@ -371,7 +382,7 @@ class SoakStats extends KindStats {
  */
 class TracedClient extends CacheClient {
   constructor(readonly node: number, opts: ClientOptions, private readonly kindStats?: SoakStats) {
-    super(opts);
+    super({ ...opts, onProtocolError: (reason) => void (protocolErrorSamples.length < 5 && protocolErrorSamples.push(`${rel(Date.now())} s, a client of node ${node}: ${reason}`)) });
   }
 
   private async failed(e: unknown): Promise<never> {
@@ -446,6 +457,17 @@ class TracedClient extends CacheClient {
       return this.failed(e);
     }
   }
+
+  /** close adds the client's protocol errors (replies it could not match: see the checks) to the run's. */
+  override async close(): Promise<void> {
+    if (!this.tallied) {
+      this.tallied = true;
+      clientProtocolErrors += this.counters.protocolErrors;
+    }
+    return super.close();
+  }
+
+  private tallied = false;
 
   override async setMulti(group: string, entries: Iterable<[string | Uint8Array, string | Uint8Array]>, ttlMs?: number, opts?: PeerOption): Promise<void> {
     const list = [...entries];
@@ -536,6 +558,7 @@ async function restartOne(): Promise<void> {
   restarts++;
   for (let attempt = 1; ; attempt++) {
     try {
+      if (!retiredNodes.some((r) => r.node === nodes[i])) retiredNodes.push({ n: i, node: nodes[i]! });
       nodes[i] = await startNode(i);
       break;
     } catch (e) {
@@ -676,6 +699,12 @@ for (const kind of ["worker", "roam", "read", "churn"] as const) {
   if (k.errors > 0) fail(`${kind}: ${k.errors} errors outside the fault windows (or not PEER_UNAVAILABLE), e.g. ${k.samples.slice(0, 3).join(" | ")}`);
   if (k.ops === 0) fail(`${kind}: no calls completed`);
 }
+if (clientProtocolErrors > 0) fail(`${clientProtocolErrors} replies the soak's clients could not match (gone astray or twice), e.g. ${protocolErrorSamples.join(" | ")}`);
+// A node logs ERROR for what must not happen (a peer's reply it could not match, an internal
+// error, a loader crash): any such line, from any node process of the run, fails it.
+for (const { n, node, before } of [...nodes.map((node, n) => ({ n, node, before: false })), ...retiredNodes.map((r) => ({ ...r, before: true }))]) {
+  if (node.errors.length > 0) fail(`node ${n}${before ? " (before its restart)" : ""} logged ${node.errors.length} ERROR lines, e.g. ${node.errors.slice(0, 3).join(" | ")}`);
+}
 if (ledger.violationCount > 0) fail(`${ledger.violationCount} read violations, e.g. ${ledger.violations.slice(0, 5).join(" | ")}`);
 for (const [group, byOwner] of missingBy) {
   byOwner.forEach((count, owner) => {
@@ -780,7 +809,7 @@ const summary = {
   seconds: elapsed, seed, failures, staleBoundMs, clockSlackMs: CLOCK_SLACK_MS,
   kinds: Object.fromEntries(Object.entries(kinds).map(([n, k]) => [n, { ops: k.ops, opsPerSec: k.ops / elapsed, errors: k.errors, windowErrors: k.windowErrors, counts: k.counts }])),
   verdicts: Object.fromEntries(ledger.tally), final: Object.fromEntries(finalTally), finalByNode,
-  violations: ledger.violationCount, violationSamples: ledger.violations.slice(0, 10),
+  violations: ledger.violationCount, violationSamples: ledger.violations.slice(0, 10), violationTraces: violationTraces.slice(0, 3),
   stale: { boundMs: staleBoundMs, loadedBoundMs: loadedStaleBoundMs, old: staleOld, loaded: staleLoaded, byGroup: staleByGroup },
   errors: errs, restart: windowSummary, pause: pauseSummary, nodes: reports,
 };

@@ -14,6 +14,8 @@ import { resolve } from "node:path";
 
 const REPO = resolve(import.meta.dir, "../..");
 const KEEP_LINES = 200;
+/** KEEP_ERRORS: ERROR lines kept (`errors`). */
+const KEEP_ERRORS = 20;
 
 function spawnNode(args: readonly string[]) {
   return Bun.spawn([process.execPath, "node.ts", ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
@@ -27,6 +29,8 @@ export class NodeProcess {
   adminPort = 0;
   readonly lines: string[] = [];
   warnings = 0;
+  /** errors: the node's ERROR lines (the first KEEP_ERRORS), kept apart from `lines`, which roll over. */
+  readonly errors: string[] = [];
   private exited = false;
   private exitCode: number | null = null;
   /** log receives every line when a log file was given. */
@@ -122,6 +126,7 @@ export class NodeProcess {
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
         if (/^\S+ (WARN|ERROR)/.test(line) || /"level":"(warn|error)"/.test(line)) this.warnings++;
+        if ((/^\S+ ERROR/.test(line) || /"level":"error"/.test(line)) && this.errors.length < KEEP_ERRORS) this.errors.push(line);
         this.log?.write(`${line}\n`);
         this.lines.push(line);
         if (this.lines.length > KEEP_LINES) this.lines.shift();

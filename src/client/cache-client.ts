@@ -96,6 +96,13 @@ export interface ClientOptions {
    * down" for another reason (at most every 30 s), and "up" again (a node's peer clients log them).
    */
   onHealth?: (state: "down" | "still down" | "up", reason: string) => void;
+  /**
+   * onProtocolError hears each reply that broke the protocol: a malformed frame, a reply to a
+   * seqid not in flight, a reply named for another method. The connection is dropped (its calls
+   * fail PEER_UNAVAILABLE); `counters.protocolErrors` counts them. Never expected of a node: it
+   * means a reply went astray or a peer is not what it claims (a node's peer clients log them).
+   */
+  onProtocolError?: (reason: string) => void;
 }
 
 export interface PeerOption {
@@ -158,6 +165,7 @@ export class CacheClient {
     this.counters = this.health.counters;
     this.endpoint = endpoint;
     this.onHealth = opts.onHealth;
+    this.health.onProtocolError = opts.onProtocolError;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;

@@ -370,7 +370,10 @@ export class ClientConnection {
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.drop(`malformed reply: ${e.message}`);
+      const reason = `malformed reply: ${e.message}`;
+      this.health.counters.protocolErrors++;
+      this.health.onProtocolError?.(reason);
+      this.drop(reason);
     }
   }
 

@@ -13,10 +13,13 @@ export interface ClientCounters {
   timeouts: number; // calls abandoned at their deadline
   reconnects: number; // connections opened after the first on the same slot
   downs: number; // transitions from up to down
+  protocolErrors: number; // replies that broke the protocol (malformed, or a seqid not in flight): the connection was dropped
 }
 
 export class PeerHealth {
-  readonly counters: ClientCounters = { calls: 0, errors: 0, timeouts: 0, reconnects: 0, downs: 0 };
+  readonly counters: ClientCounters = { calls: 0, errors: 0, timeouts: 0, reconnects: 0, downs: 0, protocolErrors: 0 };
+  /** onProtocolError hears each reply that broke the protocol (the client's option of that name). */
+  onProtocolError: ((reason: string) => void) | undefined;
   /** Consecutive failures since the last reply. */
   failures = 0;
   down = false;

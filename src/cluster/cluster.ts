@@ -64,6 +64,7 @@ export class ClusterCounters {
   membershipChanges = 0; // member lists applied
   foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored
   foreignReads = 0; // keys of peer Gets this node's member list gives to another member: answered, not stored
+  peerProtocolErrors = 0; // peer replies that broke the protocol (malformed, or to a seqid not in flight): their connections dropped
 }
 
 export class Cluster {

@@ -274,7 +274,7 @@ export class CacheNode {
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls, logger));
+        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -387,8 +387,11 @@ const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 
-/** peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up again. */
-function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger): PeerClient {
+/**
+ * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
+ * again, and each reply of the peer's that broke the protocol (`protocolError` counts it).
+ */
+function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -405,6 +408,10 @@ function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefi
       if (state === "up") logger.info("peer up again", { peer: id });
       else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
       else logger.warn("peer still down, failing another way", { peer: id, reason });
+    },
+    onProtocolError: (reason) => {
+      protocolError();
+      logger.error("peer reply broke the protocol: connection dropped", { peer: id, reason });
     },
   });
 }

@@ -488,7 +488,8 @@ describe("hostile servers", () => {
       s.handler = serve;
       return bytes(call.seqid);
     };
-    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    const heard: string[] = [];
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1, onProtocolError: (reason) => heard.push(reason) });
     const e = await rejection(c.get("g", "k"));
     expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
     expect(e.message).toContain("malformed reply");
@@ -496,6 +497,10 @@ describe("hostile servers", () => {
     expect(str((await c.get("g", "k")).value)).toBe("good");
     expect(stub.connections).toBe(2);
     expect(c.counters.reconnects).toBe(1);
+    // Counted and told (a node logs its peer clients' at ERROR: never expected of a node).
+    expect(c.counters.protocolErrors).toBe(1);
+    expect(heard).toHaveLength(1);
+    expect(heard[0]).toContain(why);
   });
 
   test("a value over maxValueBytes fails that call with VALUE_TOO_LARGE and keeps the connection", async () => {

@@ -63,6 +63,34 @@ describe("a peer's health in the log", () => {
     expect(downs()).toHaveLength(1);
   });
 
+  test("a peer reply that breaks the protocol is logged at ERROR and counted; the Get is answered by a fallback load", async () => {
+    const ports = freePorts(2);
+    const ids = ports.map((p) => `127.0.0.1:${p}`);
+    // B's port answers every call with something that is not a Thrift reply.
+    const fake = Bun.listen({ hostname: "127.0.0.1", port: ports[1]!, socket: { data: (s) => void s.write("HTTP/1.1 400 Bad Request\r\n\r\n") } });
+    try {
+      const logA = new LogSink();
+      const a = CacheNode.start(
+        { port: ports[0]!, host: "127.0.0.1", peers: ids, logLevel: "debug", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] },
+        { logger: logA.logger, loaders: { g: async (k: string) => `loaded ${k}` } },
+      );
+      open.push(a);
+      const enc = new TextEncoder();
+      let key = "";
+      for (let i = 0; key === ""; i++) if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[1]) key = `k${i}`;
+      const client = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 5_000 });
+      open.push(client);
+      expect(new TextDecoder().decode((await client.get("g", key)).value)).toBe(`loaded ${key}`);
+      const broke = logA.lines.filter((l) => l.includes("peer reply broke the protocol"));
+      expect(broke).toHaveLength(1);
+      expect(broke[0]).toMatch(new RegExp(`ERROR +peer reply broke the protocol: connection dropped peer=${ids[1]!.replace(/\./g, "\\.")} reason="malformed reply: `));
+      expect(a.cluster!.counters.peerProtocolErrors).toBe(1);
+      expect(a.cluster!.counters.fallbackLoads).toBe(1);
+    } finally {
+      fake.stop(true);
+    }
+  });
+
   test("a peer whose certificate this node refuses: the TLS cause is in the line", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-peer-tls-");
     try {
