@@ -8,13 +8,27 @@ export const ROOT = join(import.meta.dir, "../..");
 
 /** freePorts finds `n` loopback ports that are free now (listen on 0, note the port, close). */
 export function freePorts(n: number): number[] {
-  return Array.from({ length: n }, () => {
-    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = l.port;
-    l.stop(true);
-    return port;
-  });
+  // All held open until the last is picked: closed one by one, the kernel could hand out the same
+  // port twice (seen: a soak's three nodes got two ports, one twice, and one failed to listen).
+  // Nor is a port this process handed out before given again (a restarted node reuses its own).
+  const held: { port: number; stop(closeActive?: boolean): void }[] = [];
+  const ports: number[] = [];
+  try {
+    for (let tries = 0; ports.length < n; tries++) {
+      const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      held.push(l);
+      if (handedOut.has(l.port) && tries < 100) continue;
+      handedOut.add(l.port);
+      ports.push(l.port);
+    }
+  } finally {
+    for (const l of held) l.stop(true);
+  }
+  return ports;
 }
+
+/** handedOut: the ports freePorts gave this process. */
+const handedOut = new Set<number>();
 
 export interface NodeProcess {
   proc: ReturnType<typeof Bun.spawn>;
