@@ -149,11 +149,14 @@ const sampler = setInterval(() => {
   if (!node.alive) fail(`node exited during the soak with code ${node.code}`);
 }, sampleMs);
 
-const clients = Array.from({ length: workers }, () => new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000 }));
+/** protocolErrors: replies the clients could not match (a reply gone astray or twice): each fails the run. */
+const protocolErrors: string[] = [];
+const onProtocolError = (reason: string): void => void protocolErrors.push(reason);
+const clients = Array.from({ length: workers }, () => new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000, onProtocolError }));
 const load: Promise<void>[] = [
   ...clients.map((c, i) => new Worker(i, workers, GROUPS, ledger, kinds.worker, verdicts, seed + i).run(c, lanes, stop)),
   ...Array.from({ length: churners }, (_, i) =>
-    churn(new Worker(i, churners, GROUPS, ledger, kinds.churn, verdicts, seed + 100 + i, "c"), () => new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000 }), kinds.churn, stop, seed + 200 + i)),
+    churn(new Worker(i, churners, GROUPS, ledger, kinds.churn, verdicts, seed + 100 + i, "c"), () => new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 10_000, connectTimeoutMs: 5_000, onProtocolError }), kinds.churn, stop, seed + 200 + i)),
   ...(hostile.has("garbage") ? [garbage(node.port, kinds.garbage, stop, seed + 300), garbage(node.port, kinds.garbage, stop, seed + 301)] : []),
   ...(hostile.has("oversized") ? [oversized(node.port, kinds.oversized, stop, seed + 302)] : []),
   ...(hostile.has("slowloris") ? Array.from({ length: 3 }, () => slowloris(node.port, kinds.slowloris, stop, dripMs)) : []),
@@ -182,7 +185,7 @@ let serverFigures = "n/a (no NodeStats)";
 const loads = new Map<string, { loads: number; calls: number; ahead: number; failed: number }>();
 const evictions = new Map<string, { itemCount: number; mustLive: number; inferred: number; counted: number | undefined; expired: number | undefined }>();
 {
-  await using reader = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000 });
+  await using reader = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 2, timeoutMs: 10_000, onProtocolError });
   const readThrough = new Set(GROUPS.filter((g) => g.readThrough === true).map((g) => g.name));
   await readBack(ledger, reader, 16,
     (group, k, value, sentAt, recvAt) => tallyVerdict(final, group, ledger.judge(`${group}/${k}`, k, value, ledger.epochOf(`${group}/${k}`), sentAt, recvAt, readThrough.has(group))),
@@ -223,6 +226,7 @@ for (const kind of ["worker", "churn"] as const) {
   const k = kinds[kind];
   if (k.errors > 0) fail(`${kind}: ${k.errors} errors, e.g. ${k.samples.slice(0, 3).join(" | ")}`);
 }
+if (protocolErrors.length > 0) fail(`${protocolErrors.length} replies the clients could not match, e.g. ${protocolErrors.slice(0, 3).join(" | ")}`);
 if (ledger.violationCount > 0) fail(`${ledger.violationCount} read violations, e.g. ${ledger.violations.slice(0, 5).join(" | ")}`);
 for (const [group, v] of [...verdicts, ...final]) {
   const ev = evictions.get(group);
