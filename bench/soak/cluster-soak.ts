@@ -382,7 +382,9 @@ const retiredNodes: { n: number; node: NodeProcess }[] = [];
  */
 class TracedClient extends CacheClient {
   constructor(readonly node: number, opts: ClientOptions, private readonly kindStats?: SoakStats) {
-    super({ ...opts, onProtocolError: (reason) => void (protocolErrorSamples.length < 5 && protocolErrorSamples.push(`${rel(Date.now())} s, a client of node ${node}: ${reason}`)) });
+    super({ ...opts, onProtocolError: (reason) => {
+      if (clientProtocolErrors++ < 5) protocolErrorSamples.push(`${rel(Date.now())} s, a client of node ${node}: ${reason}`);
+    } });
   }
 
   private async failed(e: unknown): Promise<never> {
@@ -457,17 +459,6 @@ class TracedClient extends CacheClient {
       return this.failed(e);
     }
   }
-
-  /** close adds the client's protocol errors (replies it could not match: see the checks) to the run's. */
-  override async close(): Promise<void> {
-    if (!this.tallied) {
-      this.tallied = true;
-      clientProtocolErrors += this.counters.protocolErrors;
-    }
-    return super.close();
-  }
-
-  private tallied = false;
 
   override async setMulti(group: string, entries: Iterable<[string | Uint8Array, string | Uint8Array]>, ttlMs?: number, opts?: PeerOption): Promise<void> {
     const list = [...entries];
