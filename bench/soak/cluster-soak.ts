@@ -554,9 +554,9 @@ async function restartOne(): Promise<void> {
   r.exitedAt = Date.now();
   if (r.exitCode !== 0) fail(`node ${i} exited with ${r.exitCode} on SIGTERM (restart)`);
   restarts++;
+  retiredNodes.push({ n: i, node: nodes[i]! });
   for (let attempt = 1; ; attempt++) {
     try {
-      if (!retiredNodes.some((r) => r.node === nodes[i])) retiredNodes.push({ n: i, node: nodes[i]! });
       nodes[i] = await startNode(i);
       break;
     } catch (e) {
@@ -700,9 +700,11 @@ for (const kind of ["worker", "roam", "read", "churn"] as const) {
 if (clientProtocolErrors > 0) fail(`${clientProtocolErrors} replies the soak's clients could not match (gone astray or twice), e.g. ${protocolErrorSamples.join(" | ")}`);
 // A node logs ERROR for what must not happen (a peer's reply it could not match, an internal
 // error, a loader crash): any such line, from any node process of the run, fails it.
-for (const { n, node, before } of [...nodes.map((node, n) => ({ n, node, before: false })), ...retiredNodes.map((r) => ({ ...r, before: true }))]) {
-  if (node.errors.length > 0) fail(`node ${n}${before ? " (before its restart)" : ""} logged ${node.errors.length} ERROR lines, e.g. ${node.errors.slice(0, 3).join(" | ")}`);
-}
+const errorLines = (n: number, node: NodeProcess, which: string): void => {
+  if (node.errors.length > 0) fail(`node ${n}${which} logged ${node.errors.length} ERROR lines, e.g. ${node.errors.slice(0, 3).join(" | ")}`);
+};
+nodes.forEach((node, n) => errorLines(n, node, ""));
+for (const r of retiredNodes) errorLines(r.n, r.node, " (before its restart)");
 if (ledger.violationCount > 0) fail(`${ledger.violationCount} read violations, e.g. ${ledger.violations.slice(0, 5).join(" | ")}`);
 for (const [group, byOwner] of missingBy) {
   byOwner.forEach((count, owner) => {
