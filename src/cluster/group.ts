@@ -45,6 +45,11 @@ export interface GroupOptions {
   negativeTtlMs?: number;
   /** loadTimeoutMs bounds how long callers wait for the loader (default 10 s). */
   loadTimeoutMs?: number;
+  /**
+   * multiLoadWindow is how many loads one multi-key request (GetMulti) runs at once (default
+   * DEFAULT_MULTI_LOAD_WINDOW); its other misses start as those settle (server/multi-loads.ts).
+   */
+  multiLoadWindow?: number;
   /** store passes engine options through (max item size, clock, ...). */
   store?: Omit<StoreOptions, "memory" | "admissionK">;
   /**
@@ -96,6 +101,8 @@ const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 /** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
 const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+/** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
+export const DEFAULT_MULTI_LOAD_WINDOW = 16;
 /** COPY_BUCKETS is how many hash buckets the mirror's write tracking has (a power of two). */
 const COPY_BUCKETS = 1024;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
@@ -123,6 +130,7 @@ export class Group {
   readonly admission: AdmissionPolicy;
   readonly negativeTtlMs: number;
   readonly loadTimeoutMs: number;
+  readonly multiLoadWindow: number;
   readonly counters = new GroupCounters();
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
@@ -174,6 +182,10 @@ export class Group {
     this.admission = opts.admission ?? "lru-k";
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.loadTimeoutMs = opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
+    this.multiLoadWindow = opts.multiLoadWindow ?? DEFAULT_MULTI_LOAD_WINDOW;
+    if (!Number.isSafeInteger(this.multiLoadWindow) || this.multiLoadWindow < 1) {
+      throw new RangeError(`group ${opts.name}: multiLoadWindow must be an integer >= 1`);
+    }
     const mirrorMemory = opts.mirrorMemory ?? 0;
     if (mirrorMemory < 0 || mirrorMemory >= opts.memory) throw new RangeError(`group ${opts.name}: the mirror must be a part of the memory`);
     const admissionK = opts.admissionK ?? 2;

@@ -89,6 +89,11 @@ export class LoaderPool {
   private readonly module: string;
   private readonly known: ReadonlySet<string>;
   private readonly limit: number;
+
+  /** capacity is how many loads may be in flight at once (threads + queue); the next is refused. */
+  get capacity(): number {
+    return this.limit;
+  }
   private readonly logger: LoaderPoolLogger;
   private readonly pool: Tinypool;
   private readonly watched = new WeakSet<PoolWorker>();

@@ -134,10 +134,22 @@ export class Request {
   errorMessage = "";
 
   /**
-   * heldBytes: what serving this request holds while it waits for its loads, set by the server
-   * (a GetMulti's copies of its hits: server/dispatch.ts), so a reply that waits can be counted.
+   * heldBytes: what serving this request holds while it waits for its loads (a GetMulti's copies
+   * of its hits, the values loaded so far: server/multi-loads.ts), kept with `hold`.
    */
   heldBytes = 0;
+  /**
+   * holder, when set, is told of each change of `heldBytes` (the server counts it toward
+   * --max-buffered) and answers whether the request is still wanted: false once its connection
+   * is closed (by the buffer cap, say), so what it would still load is not.
+   */
+  holder: ((delta: number) => boolean) | null = null;
+
+  /** hold adds `delta` bytes to what the request holds; false: the request is no longer wanted. */
+  hold(delta: number): boolean {
+    this.heldBytes += delta;
+    return this.holder === null || this.holder(delta);
+  }
 
   /** reset clears the per-message fields (the header and transport are set by the decoder). */
   reset(): void {
@@ -147,7 +159,7 @@ export class Request {
     this.seqid = 0;
     this.method = METHOD_UNKNOWN;
     this.nameStart = this.nameLength = 0;
-    this.heldBytes = 0;
+    if (this.heldBytes !== 0) this.hold(-this.heldBytes); // (the server releases it when the reply is written)
     this.resetArgs();
   }
 

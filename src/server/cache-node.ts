@@ -12,7 +12,7 @@
 import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient } from "../cluster/cluster.ts";
-import { Group, Groups } from "../cluster/group.ts";
+import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
 import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
@@ -376,10 +376,19 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       admissionK: spec.admissionK,
       negativeTtlMs: spec.negativeTtlMs,
       loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
+      multiLoadWindow: deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined,
       store: { maxItemSize: config.maxItemSize, clock },
     }));
   }
   return groups;
+}
+
+/**
+ * poolLoadWindow is how many loads one GetMulti may run at once in the worker pool: half its
+ * places (threads + queue), so other clients' loads still find room, and at most the default.
+ */
+function poolLoadWindow(pool: LoaderPool): number {
+  return Math.max(1, Math.min(DEFAULT_MULTI_LOAD_WINDOW, Math.floor(pool.capacity / 2)));
 }
 
 /** MIN_MIRROR_BYTES: below this a group's mirror would be too small for even one slab page. */

@@ -301,6 +301,7 @@ export class CacheServer implements DispatchContext {
     }
     this.connections.add(conn);
     this.counters.connectionsCurrent = this.connections.size;
+    conn.proto.request.holder = (delta) => this.held(conn, delta);
     conn.authed = this.opts.access === undefined;
     // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its
     // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
@@ -392,6 +393,17 @@ export class CacheServer implements DispatchContext {
    * is served on a later turn, so one client pipelining 100k requests cannot starve another).
    */
   private process(conn: Connection): void {
+    conn.serving++;
+    try {
+      this.serve(conn);
+    } finally {
+      conn.serving--;
+    }
+    this.account(conn);
+  }
+
+  /** serve is `process` without the final count toward the buffer cap. */
+  private serve(conn: Connection): void {
     if (conn.closing) return this.flush(conn);
     if (conn.sharedStart >= 0) this.flush(conn); // its earlier replies go out before new ones
     const proto = conn.proto;
@@ -522,7 +534,18 @@ export class CacheServer implements DispatchContext {
     // written now.
     if (conn.sharedStart >= 0 && !conn.closing) this.deferWrite(conn);
     else this.flush(conn);
-    this.account(conn);
+  }
+
+  /**
+   * held counts a change of what a request of `conn` waiting for its loads holds (Request.hold)
+   * toward the buffer cap, at once unless `process` is serving the connection (it counts at its
+   * end: the cap must not close a connection in the middle of its replies). Returns whether the
+   * request is still wanted.
+   */
+  private held(conn: Connection, delta: number): boolean {
+    conn.heldBytes += delta;
+    if (conn.serving === 0) this.account(conn);
+    return conn.open && !conn.capClosed;
   }
 
   /**
@@ -668,7 +691,7 @@ export class CacheServer implements DispatchContext {
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
     const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0) +
-      conn.detachedBytes;
+      conn.detachedBytes + conn.heldBytes;
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
@@ -733,14 +756,12 @@ export class CacheServer implements DispatchContext {
    * an output buffer of its own), and the reply joins the connection's output when it is written.
    * A connection with such replies waiting does not end until they are written (`flush`), unless
    * the buffer cap closes it (their replies are then dropped); what they hold (the message's copy,
-   * the request's arrays, a PeerGetMulti's copies of its hits) counts toward `--max-buffered`
-   * meanwhile.
+   * the request's arrays, and as they come a PeerGetMulti's copies of its hits and loaded values:
+   * `held`) counts toward `--max-buffered` meanwhile.
    */
   private detach(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     const out = new BinaryWriter(DETACHED_OUTPUT_BYTES);
-    const hits = conn.proto.request.heldBytes;
-    const { request, reply, bytes: copied } = conn.proto.detach(out);
-    const bytes = copied + hits;
+    const { request, reply, bytes } = conn.proto.detach(out); // (what it loads is counted as it comes: `held`)
     const multi = method === METHOD_PEER_GET_MULTI;
     conn.detached++;
     conn.detachedBytes += bytes;
@@ -751,6 +772,7 @@ export class CacheServer implements DispatchContext {
       .finally(() => {
         conn.detached--;
         conn.detachedBytes -= bytes;
+        request.hold(-request.heldBytes); // its reply is written (or dropped): it holds nothing now
         if (multi) conn.detachedMulti = false;
         this.timed(conn, method, t0, reply);
         // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
@@ -776,6 +798,8 @@ export class CacheServer implements DispatchContext {
       .catch((e: unknown) => this.fault(conn, e))
       .finally(() => {
         this.timed(conn, method, t0);
+        const req = conn.proto.request; // (the one it waits for: nothing is decoded meanwhile)
+        if (req.heldBytes !== 0) req.hold(-req.heldBytes);
         conn.waiting = false;
         conn.lookingAhead = false;
         if (this.connections.has(conn)) this.process(conn);

@@ -24,8 +24,8 @@
  *   the connection closed.
  * - `authed`: the connection sent the node's auth token (always true on a node without one).
  * - `buffered`: bytes this connection holds in the server (partial input, queued output, answers
- *   kept by the look-ahead, what its detached requests hold), as last counted toward the
- *   server-wide cap.
+ *   kept by the look-ahead, what its detached requests hold, what its requests waiting for loads
+ *   hold: `heldBytes`), as last counted toward the server-wide cap.
  * - `sharedStart`/`sharedEnd`: replies of this connection waiting in the server's shared output
  *   buffer for the end of the event loop's turn (`sharedStart` is -1 when there are none). They
  *   go out before anything in the connection's own output buffer.
@@ -50,6 +50,10 @@ export class Connection {
   detached = 0;
   detachedBytes = 0; // what the detached requests hold (copies of their messages, their arrays, a multi's hits)
   detachedMulti = false; // one of them is a PeerGetMulti (at most one at a time)
+  /** heldBytes: what its requests waiting for loads hold (a GetMulti's hits and loaded values: Request.hold). */
+  heldBytes = 0;
+  /** serving: `process` is serving it (nested calls counted); the buffer cap then waits for its end. */
+  serving = 0;
   queued = false;
   paused = false;
   closing = false;

@@ -15,12 +15,12 @@
  * A miss in a group with a loader cannot be answered at once: `dispatch` then returns a promise
  * that writes the reply when the load settles. The server stops serving that connection until it
  * does, so replies stay in request order and the request's byte ranges stay valid (the frame
- * reader is not advanced meanwhile). GetMulti loads all its misses in parallel; not-found keys are
- * left out of the map, and a load failure fails the whole call with its CacheError.
+ * reader is not advanced meanwhile). GetMulti loads its misses a few at a time (multi-loads.ts);
+ * not-found keys are left out of the map, and a load failure fails the whole call with its CacheError.
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group, Groups, Loaded } from "../cluster/group.ts";
-import { APP_ERROR, CacheError, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
+import { APP_ERROR, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
@@ -31,7 +31,8 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
-import { answerWhenDone, earlierSameKey, route } from "./routing.ts";
+import { answerWhenDone, route } from "./routing.ts";
+import { loadKeys } from "./multi-loads.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -274,7 +275,7 @@ function getMulti(group: Group, req: Request, reply: ReplyWriter, foreign: Forei
 const TOO_LARGE = "too large";
 
 /**
- * loadMisses starts a load for every key of a GetMulti not in the store; undefined if none, or
+ * loadMisses loads the keys of a GetMulti not in the store (multi-loads.ts); undefined if none, or
  * TOO_LARGE (nothing started) when its hits alone would pass `maxBytes` of reply. Loads of the
  * keys `foreign` marks are not stored (dropForeignReads).
  */
@@ -291,28 +292,17 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
   }
   if (misses.length === 0) return undefined;
   if (hitBytes > maxBytes) return TOO_LARGE; // (the copies below would come to that)
-  const loads = new Array<Promise<Loaded | null>>(req.itemCount).fill(Promise.resolve(null));
-  const earlier = earlierSameKey(req, misses);
-  for (let m = 0; m < misses.length; m++) {
-    const i = misses[m]!;
-    if (earlier[m]! >= 0) {
-      loads[i] = loads[earlier[m]!]!; // a key named twice is loaded once (earlierSameKey)
-      continue;
-    }
-    loads[i] = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, foreign?.[i] !== true).catch((e: unknown) => {
-      if (e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND) return null;
-      throw e;
-    });
-  }
-  // The hits' values are copied now (loads only start after this): while the loads run, the
-  // loads' fills or other connections' writes may evict them, and a hit must stay in the reply.
-  req.heldBytes = hitBytes; // (counted while the reply waits out of order: cache-server.ts `detach`)
+  // The hits' values are copied before any load starts: while the loads run, the loads' fills or
+  // other connections' writes may evict them, and a hit must stay in the reply.
+  const loaded = new Array<Loaded | null>(req.itemCount).fill(null);
   const store = group.store;
   for (let h = 0; h < hits.length; h += 2) {
     const id = hits[h + 1]!;
-    loads[hits[h]!] = Promise.resolve({ value: store.valueView(id).slice(), ttlRemainingMs: store.ttlRemaining(id) });
+    loaded[hits[h]!] = { value: store.valueView(id).slice(), ttlRemainingMs: store.ttlRemaining(id) };
   }
-  return Promise.all(loads);
+  req.hold(hitBytes);
+  const cache = (i: number): boolean => foreign?.[i] !== true;
+  return loadKeys(group, req, misses, cache, maxBytes, (i, value) => (loaded[i] = value)).then(() => loaded);
 }
 
 /**

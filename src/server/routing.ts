@@ -35,6 +35,7 @@ import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
+import { loadKeys } from "./multi-loads.ts";
 import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
 
 /**
@@ -308,7 +309,13 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
     const keys = forward.map((i) => keyAt(req, i));
     work.push(client.getMulti(group.name, keys, { peer: true }).then(
       (found) => {
-        forward.forEach((i, n) => (values[i] = found.get(latin1Key(keys[n]!))));
+        let bytes = 0;
+        forward.forEach((i, n) => {
+          const v = found.get(latin1Key(keys[n]!));
+          values[i] = v;
+          if (v !== undefined) bytes += getMultiEntryBytes(keys[n]!.length, v.length);
+        });
+        req.hold(bytes); // (held until the reply is written, like the local part's)
       },
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
@@ -361,7 +368,9 @@ function fromMirror(cluster: Cluster, group: Group, req: Request, indexes: numbe
       forward.push(i);
       continue;
     }
-    values[i] = mirror.valueView(id).slice();
+    const v = mirror.valueView(id).slice();
+    values[i] = v;
+    req.hold(getMultiEntryBytes(req.items[i * 4 + 1]!, v.length));
     group.countRouted(1, true);
     cluster.counters.mirrorHits++;
   }
@@ -390,51 +399,11 @@ async function localValues(
       ttls[i] = group.store.ttlRemaining(id);
     } else if (group.loader !== undefined && !group.lastNegative) misses.push(i);
   }
-  const loads: Promise<void>[] = [];
-  const earlier = earlierSameKey(req, misses);
-  for (let m = 0; m < misses.length; m++) {
-    if (earlier[m]! >= 0) continue; // named before: loaded once, copied below
-    const i = misses[m]!;
-    const ks = req.items[i * 4]!;
-    const kl = req.items[i * 4 + 1]!;
-    loads.push(group.load(req.buffer, ks, kl, cache).then(
-      (loaded) => {
-        values[i] = loaded.value;
-        ttls[i] = mirrorTtl(loaded);
-      },
-      (e: unknown) => {
-        if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) throw e;
-      },
-    ));
-  }
-  await settleAll(loads);
-  for (let m = 0; m < misses.length; m++) {
-    const e = earlier[m]!;
-    if (e < 0) continue;
-    values[misses[m]!] = values[e];
-    ttls[misses[m]!] = ttls[e]!;
-  }
-}
-
-/**
- * earlierSameKey maps each of a multi-key request's entries `indexes` to the entry, among those
- * before it in `indexes`, that names the same key (its index in the request), or -1 for a key's
- * first entry. A key named twice is loaded once: a second load would join the first and count
- * as another caller's access for LRU-K, so one request could get a key admitted.
- */
-export function earlierSameKey(req: Request, indexes: readonly number[]): number[] {
-  const out = new Array<number>(indexes.length).fill(-1);
-  if (indexes.length < 2) return out;
-  const first = new Map<string, number>();
-  for (let m = 0; m < indexes.length; m++) {
-    const i = indexes[m]!;
-    const ks = req.items[i * 4]!;
-    const name = latin1Key(req.buffer.subarray(ks, ks + req.items[i * 4 + 1]!));
-    const e = first.get(name);
-    if (e === undefined) first.set(name, i);
-    else out[m] = e;
-  }
-  return out;
+  req.hold(hitBytes);
+  await loadKeys(group, req, misses, () => cache, maxBytes, (i, loaded) => {
+    values[i] = loaded.value;
+    ttls[i] = mirrorTtl(loaded);
+  });
 }
 
 function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {

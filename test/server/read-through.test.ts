@@ -5,18 +5,11 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { MSG, T, concat } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, apacheClient, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
+import { MSG, concat } from "../protocol/wire-builder.ts";
+import { LogSink, RawSocket, apacheClient, cacheErrorCode, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
-
-/** cacheErrorCode is the code of the CacheError (result field 1) a reply carries, or -1 if none. */
-function cacheErrorCode(frame: Uint8Array): number {
-  const at = replyHeader(frame).body;
-  if (frame[at] !== T.STRUCT || frame[at + 1] !== 0 || frame[at + 2] !== 1) return -1;
-  return new DataView(frame.buffer, frame.byteOffset).getInt32(at + 6); // field 1 (i32 code) comes first
-}
 
 describe("read-through over the wire", () => {
   test("a miss loads once for many concurrent clients; misses, GetMulti and errors map to CacheError", async () => {

@@ -199,6 +199,13 @@ export function replyHeader(frame: Uint8Array): ReplyHeader {
   return { type: version & 0xff, name, seqid: dv.getInt32(8 + nameLen), body: 12 + nameLen };
 }
 
+/** cacheErrorCode is the code of the CacheError (result field 1) a reply carries, or -1 if none. */
+export function cacheErrorCode(frame: Uint8Array): number {
+  const at = replyHeader(frame).body;
+  if (frame[at] !== T.STRUCT || frame[at + 1] !== 0 || frame[at + 2] !== 1) return -1;
+  return new DataView(frame.buffer, frame.byteOffset).getInt32(at + 6); // field 1 (i32 code) comes first
+}
+
 /** appException reads a TApplicationException body {1: message, 2: type}. */
 export function appException(frame: Uint8Array): { message: string; type: number } {
   const h = replyHeader(frame);

@@ -1,0 +1,127 @@
+/**
+ * The loads of a multi-key request's missing keys: a GetMulti on a lone node or of keys this node
+ * owns (dispatch.ts), and a cluster node's own part of one, or its fallback for an unreachable
+ * owner (routing.ts).
+ *
+ * - At most `group.multiLoadWindow` of them run at once; the next starts as one settles. A
+ *   GetMulti of more cold keys than the loader pool holds then completes (taking a place in the
+ *   pool for every key at once, it was refused OVERLOADED past the pool's queue even on an idle
+ *   node), and it leaves the pool room for other clients' loads.
+ * - A key named twice is loaded once (`earlierSameKey`) and given to each of its entries.
+ * - What each loaded value will take in the reply is held on the request as it comes
+ *   (`Request.hold`: the server counts it toward --max-buffered), with what the caller held
+ *   before (its hits' copies). Past `maxBytes`, the reply's limit, the request fails
+ *   VALUE_TOO_LARGE, and no more loads start; nor once the request is no longer wanted (its
+ *   connection closed, by the buffer cap say): its values are then dropped as they come.
+ * - A key the loader does not find is left out; any other failure fails the request (the first).
+ *
+ * It settles once every load it started has, so nothing it started reads the request after its
+ * reply is written (the connection then decodes its next call into the same Request).
+ */
+import type { Group, Loaded } from "../cluster/group.ts";
+import { latin1Key } from "../bytes/bytes.ts";
+import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { getMultiEntryBytes } from "../protocol/reply-writer.ts";
+import type { Request } from "../protocol/request.ts";
+import { multiTooLargeError } from "./reply-errors.ts";
+
+const ABANDONED = "its connection closed while its loads ran";
+
+/**
+ * loadKeys loads the entries `misses` (indexes into `req.items`) of a multi-key request through
+ * `group` (see above); `cache(i)` tells whether entry i's load is stored in the group (Group.load),
+ * and `found(i, loaded)` takes each entry's value.
+ */
+export function loadKeys(
+  group: Group, req: Request, misses: readonly number[], cache: (i: number) => boolean, maxBytes: number,
+  found: (i: number, loaded: Loaded) => void,
+): Promise<void> {
+  const earlier = earlierSameKey(req, misses);
+  const copies = new Map<number, number[]>(); // a key's first entry → its later ones
+  for (let m = 0; m < misses.length; m++) {
+    const e = earlier[m]!;
+    if (e < 0) continue;
+    const list = copies.get(e);
+    if (list === undefined) copies.set(e, [misses[m]!]);
+    else list.push(misses[m]!);
+  }
+  const window = group.multiLoadWindow;
+  return new Promise<void>((resolve, reject) => {
+    let next = 0;
+    let running = 0;
+    let failure: unknown;
+    let failed = false;
+    const fail = (e: unknown): void => {
+      if (failed) return;
+      failed = true;
+      failure = e;
+    };
+    const take = (i: number, loaded: Loaded): void => {
+      if (failed) return; // dropped: the request fails anyway
+      const same = copies.get(i);
+      const bytes = (1 + (same?.length ?? 0)) * getMultiEntryBytes(req.items[i * 4 + 1]!, loaded.value.length);
+      if (!req.hold(bytes)) return fail(new CacheError(ERROR_CODE.OVERLOADED, ABANDONED));
+      if (req.heldBytes > maxBytes) return fail(multiTooLargeError(maxBytes));
+      found(i, loaded);
+      if (same !== undefined) for (const c of same) found(c, loaded);
+    };
+    const settled = (): void => {
+      running--;
+      pump();
+    };
+    const pump = (): void => {
+      while (!failed && running < window && next < misses.length) {
+        const m = next++;
+        if (earlier[m]! >= 0) continue; // loaded with its first entry
+        const i = misses[m]!;
+        let load: Promise<Loaded>;
+        try {
+          load = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, cache(i));
+        } catch (e) {
+          fail(e); // (it rejects rather than throws: a bug, kept to this request)
+          break;
+        }
+        running++;
+        load.then(
+          (loaded) => {
+            try {
+              take(i, loaded);
+            } catch (e) {
+              fail(e);
+            }
+            settled();
+          },
+          (e: unknown) => {
+            if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) fail(e);
+            settled();
+          },
+        );
+      }
+      if (running > 0 || (!failed && next < misses.length)) return;
+      if (failed) reject(failure);
+      else resolve();
+    };
+    pump();
+  });
+}
+
+/**
+ * earlierSameKey maps each of a multi-key request's entries `indexes` to the entry, among those
+ * before it in `indexes`, that names the same key (its index in the request), or -1 for a key's
+ * first entry. A key named twice is loaded once: a second load would join the first and count
+ * as another caller's access for LRU-K, so one request could get a key admitted.
+ */
+export function earlierSameKey(req: Request, indexes: readonly number[]): number[] {
+  const out = new Array<number>(indexes.length).fill(-1);
+  if (indexes.length < 2) return out;
+  const first = new Map<string, number>();
+  for (let m = 0; m < indexes.length; m++) {
+    const i = indexes[m]!;
+    const ks = req.items[i * 4]!;
+    const name = latin1Key(req.buffer.subarray(ks, ks + req.items[i * 4 + 1]!));
+    const e = first.get(name);
+    if (e === undefined) first.set(name, i);
+    else out[m] = e;
+  }
+  return out;
+}

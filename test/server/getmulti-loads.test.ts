@@ -1,0 +1,106 @@
+/**
+ * A GetMulti's loads over real sockets: a few at a time (so a cold GetMulti larger than the
+ * loader pool completes, and leaves the pool room for other clients), what the loaded values
+ * take held against the reply limit and the server's buffer cap as they come, and no more loads
+ * started once the request is lost.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
+
+const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+
+/** keyRange is the keys from..to-1 as strings. */
+function keyRange(from: number, to: number): string[] {
+  return Array.from({ length: to - from }, (_, i) => `${from + i}`);
+}
+
+describe("GetMulti loads", () => {
+  test("a cold GetMulti of more keys than the loader pool holds completes, and other clients' loads still get in", async () => {
+    // One thread and a queue of 2: three loads at most. Before, each missing key took a place at
+    // once, and a GetMulti of more than three cold keys was refused OVERLOADED.
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
+    const a = await apacheClient(node.port);
+    const b = await apacheClient(node.port);
+    try {
+      const keys = keyRange(20, 32); // `slow` sleeps its key in ms: 12 loads of 20-31 ms, ~300 ms one at a time
+      const multi = a.client.GetMulti(new types.GetMultiRequest({ group: "slow", keys }));
+      await Bun.sleep(40); // the GetMulti's loads are under way
+      const other = await b.client.Get(new types.Request({ group: "slow", key: "5" }));
+      expect(other.value.toString()).toBe("slept 5");
+      const got = (await multi).values as Map<string, Buffer> | Record<string, Buffer>;
+      const entries = got instanceof Map ? [...got.entries()] : Object.entries(got);
+      expect(entries.map(([k, v]) => [k, v.toString()]).sort()).toEqual(keys.map((k) => [k, `slept ${k}`]).sort());
+      expect(node.pool!.counters.rejected).toBe(0); // nothing was refused
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  test("loaded values are held against the reply limit as they come: past it, no more loads start", async () => {
+    let calls = 0;
+    const valueBytes = 64 * 1024;
+    // A 1 MiB frame limit: about 16 values of 64 KiB fit a reply; 40 are asked for.
+    await using node = CacheNode.start({ port: 0, maxFrameSize: 1024 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: {
+        big: async (key) => {
+          calls++;
+          await Bun.sleep(2);
+          return new Uint8Array(valueBytes).fill(key.charCodeAt(0));
+        },
+      },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: keyRange(100, 140) }))).rejects.toMatchObject({ code: 4 });
+      // Loads stop once the values passed the limit (16 fit; a window of loads was under way):
+      // before, all 40 ran and were held until the last came.
+      expect(calls).toBeGreaterThan(16);
+      expect(calls).toBeLessThan(40);
+      // The connection goes on, and what the failed GetMulti held is counted out.
+      expect((await client.Get(new types.Request({ group: "big", key: "100" }))).value.length).toBe(valueBytes);
+      expect(node.server.counters.bufferedBytes).toBe(0);
+    } finally {
+      close();
+    }
+  });
+
+  test("what a waiting GetMulti holds counts toward --max-buffered: past it, the connection closes and its loads stop", async () => {
+    let calls = 0;
+    const valueBytes = 64 * 1024;
+    const sink = new LogSink();
+    await using node = CacheNode.start({ port: 0, maxBufferedBytes: 512 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always" }] }, {
+      logger: sink.logger,
+      loaders: {
+        big: async (key) => {
+          calls++;
+          await Bun.sleep(5);
+          return new Uint8Array(valueBytes).fill(key.charCodeAt(0));
+        },
+      },
+    });
+    const greedy = await RawSocket.connect(node.port);
+    const other = await apacheClient(node.port);
+    try {
+      // 100 values of 64 KiB (6.4 MiB, within the 16 MB frame limit) against a 512 KiB cap.
+      greedy.write(getMultiCall(1, "big", keyRange(1000, 1100).map((k) => new TextEncoder().encode(k))));
+      await greedy.waitFor(() => greedy.isClosed, "the cap to close the greedy connection");
+      // What it got, if anything, is the refusal of its GetMulti (OVERLOADED), never values.
+      for (const f of greedy.frames()) expect(cacheErrorCode(f)).toBe(8);
+      expect(node.server.counters.bufferCapClosed).toBe(1);
+      expect(sink.lines.some((l) => l.includes("connection buffers over the cap"))).toBe(true);
+      // It was closed while it loaded, not once all 100 values were in, and its loads stopped.
+      await Bun.sleep(100);
+      expect(calls).toBeLessThan(40);
+      // Everyone else is served, and nothing stays counted.
+      expect((await other.client.Get(new types.Request({ group: "big", key: "1000" }))).value.length).toBe(valueBytes);
+      expect(node.server.counters.bufferedBytes).toBe(0);
+    } finally {
+      greedy.close();
+      other.close();
+    }
+  });
+});
