@@ -102,7 +102,7 @@ const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
-export const DEFAULT_MULTI_LOAD_WINDOW = 16;
+export const DEFAULT_MULTI_LOAD_WINDOW = 32;
 /** COPY_BUCKETS is how many hash buckets the mirror's write tracking has (a power of two). */
 const COPY_BUCKETS = 1024;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */

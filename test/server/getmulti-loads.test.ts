@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
 
@@ -42,7 +43,7 @@ describe("GetMulti loads", () => {
   test("loaded values are held against the reply limit as they come: past it, no more loads start", async () => {
     let calls = 0;
     const valueBytes = 64 * 1024;
-    // A 1 MiB frame limit: about 16 values of 64 KiB fit a reply; 40 are asked for.
+    // A 1 MiB frame limit: about 16 values of 64 KiB fit a reply; 100 are asked for.
     await using node = CacheNode.start({ port: 0, maxFrameSize: 1024 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always" }] }, {
       logger: new LogSink().logger,
       loaders: {
@@ -55,11 +56,11 @@ describe("GetMulti loads", () => {
     });
     const { client, close } = await apacheClient(node.port);
     try {
-      await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: keyRange(100, 140) }))).rejects.toMatchObject({ code: 4 });
-      // Loads stop once the values passed the limit (16 fit; a window of loads was under way):
-      // before, all 40 ran and were held until the last came.
+      await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: keyRange(100, 200) }))).rejects.toMatchObject({ code: 4 });
+      // Loads stop once the values passed the limit (16 fit, the 17th fails it, with at most a
+      // window of loads under way): before, all 100 ran and were held until the last came.
       expect(calls).toBeGreaterThan(16);
-      expect(calls).toBeLessThan(40);
+      expect(calls).toBeLessThanOrEqual(17 + DEFAULT_MULTI_LOAD_WINDOW);
       // The connection goes on, and what the failed GetMulti held is counted out.
       expect((await client.Get(new types.Request({ group: "big", key: "100" }))).value.length).toBe(valueBytes);
       expect(node.server.counters.bufferedBytes).toBe(0);
@@ -85,16 +86,17 @@ describe("GetMulti loads", () => {
     const greedy = await RawSocket.connect(node.port);
     const other = await apacheClient(node.port);
     try {
-      // 100 values of 64 KiB (6.4 MiB, within the 16 MB frame limit) against a 512 KiB cap.
-      greedy.write(getMultiCall(1, "big", keyRange(1000, 1100).map((k) => new TextEncoder().encode(k))));
+      // 200 values of 64 KiB (12.8 MiB, within the 16 MB frame limit) against a 512 KiB cap.
+      greedy.write(getMultiCall(1, "big", keyRange(1000, 1200).map((k) => new TextEncoder().encode(k))));
       await greedy.waitFor(() => greedy.isClosed, "the cap to close the greedy connection");
       // What it got, if anything, is the refusal of its GetMulti (OVERLOADED), never values.
       for (const f of greedy.frames()) expect(cacheErrorCode(f)).toBe(8);
       expect(node.server.counters.bufferCapClosed).toBe(1);
       expect(sink.lines.some((l) => l.includes("connection buffers over the cap"))).toBe(true);
-      // It was closed while it loaded, not once all 100 values were in, and its loads stopped.
+      // It was closed while it loaded, not once all 200 values were in, and its loads stopped
+      // (8 fit under the cap, the 9th closes it, with at most a window of loads under way).
       await Bun.sleep(100);
-      expect(calls).toBeLessThan(40);
+      expect(calls).toBeLessThanOrEqual(9 + DEFAULT_MULTI_LOAD_WINDOW);
       // Everyone else is served, and nothing stays counted.
       expect((await other.client.Get(new types.Request({ group: "big", key: "1000" }))).value.length).toBe(valueBytes);
       expect(node.server.counters.bufferedBytes).toBe(0);
