@@ -48,6 +48,7 @@ import type { Groups } from "../cluster/group.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, errorText } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
+import type { Request } from "../protocol/request.ts";
 import { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
@@ -536,6 +537,16 @@ export class CacheServer implements DispatchContext {
     else this.flush(conn);
   }
 
+  /** release: `req`'s reply is written (or dropped), so it holds nothing now. */
+  private release(conn: Connection, req: Request): void {
+    if (req.heldBytes === 0) return;
+    try {
+      req.hold(-req.heldBytes);
+    } catch (e) {
+      this.internalError(conn, e); // (a bug in counting, kept to this connection)
+    }
+  }
+
   /**
    * held counts a change of what a request of `conn` waiting for its loads holds (Request.hold)
    * toward the buffer cap, at once unless `process` is serving the connection (it counts at its
@@ -544,7 +555,7 @@ export class CacheServer implements DispatchContext {
    */
   private held(conn: Connection, delta: number): boolean {
     conn.heldBytes += delta;
-    if (conn.serving === 0) this.account(conn);
+    if (conn.serving === 0 && delta !== 0) this.account(conn);
     return conn.open && !conn.capClosed;
   }
 
@@ -772,7 +783,7 @@ export class CacheServer implements DispatchContext {
       .finally(() => {
         conn.detached--;
         conn.detachedBytes -= bytes;
-        request.hold(-request.heldBytes); // its reply is written (or dropped): it holds nothing now
+        this.release(conn, request);
         if (multi) conn.detachedMulti = false;
         this.timed(conn, method, t0, reply);
         // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
@@ -798,10 +809,9 @@ export class CacheServer implements DispatchContext {
       .catch((e: unknown) => this.fault(conn, e))
       .finally(() => {
         this.timed(conn, method, t0);
-        const req = conn.proto.request; // (the one it waits for: nothing is decoded meanwhile)
-        if (req.heldBytes !== 0) req.hold(-req.heldBytes);
         conn.waiting = false;
         conn.lookingAhead = false;
+        this.release(conn, conn.proto.request); // (the one it waited for: nothing is decoded meanwhile)
         if (this.connections.has(conn)) this.process(conn);
       });
   }

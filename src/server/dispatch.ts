@@ -32,7 +32,7 @@ import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./re
 import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
 import { answerWhenDone, route } from "./routing.ts";
-import { loadKeys } from "./multi-loads.ts";
+import { LoadWindow, loadKeys } from "./multi-loads.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -302,7 +302,8 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
   }
   req.hold(hitBytes);
   const cache = (i: number): boolean => foreign?.[i] !== true;
-  return loadKeys(group, req, misses, cache, maxBytes, (i, value) => (loaded[i] = value)).then(() => loaded);
+  const window = new LoadWindow(group.multiLoadWindow);
+  return loadKeys(group, req, misses, window, cache, maxBytes, (i, value) => (loaded[i] = value)).then(() => loaded);
 }
 
 /**

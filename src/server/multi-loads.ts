@@ -3,7 +3,8 @@
  * owns (dispatch.ts), and a cluster node's own part of one, or its fallback for an unreachable
  * owner (routing.ts).
  *
- * - At most `group.multiLoadWindow` of them run at once; the next starts as one settles. A
+ * - At most `group.multiLoadWindow` of one request's loads run at once (LoadWindow: a routed
+ *   GetMulti's parts share it); the next starts as one settles. A
  *   GetMulti of more cold keys than the loader pool holds then completes (taking a place in the
  *   pool for every key at once, it was refused OVERLOADED past the pool's queue even on an idle
  *   node), and it leaves the pool room for other clients' loads.
@@ -28,12 +29,44 @@ import { multiTooLargeError } from "./reply-errors.ts";
 const ABANDONED = "its connection closed while its loads ran";
 
 /**
+ * LoadWindow is the places one request's loads share (`Group.multiLoadWindow` of them): a routed
+ * GetMulti's own part and its fallbacks for unreachable owners take them from one window, so the
+ * request as a whole never runs more than that many loads at once.
+ */
+export class LoadWindow {
+  private running = 0;
+  /** waiting: the pumps of `loadKeys` calls that found no free place, woken in turn as places free. */
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  /** take takes a place, or registers `wake` to be called when one frees and returns false. */
+  take(wake: () => void): boolean {
+    if (this.running < this.size) {
+      this.running++;
+      return true;
+    }
+    if (!this.waiting.includes(wake)) this.waiting.push(wake);
+    return false;
+  }
+
+  /**
+   * give frees a place and wakes waiting callers while places are free (one woken that no longer
+   * needs a place, having failed meanwhile, must not keep it from the next).
+   */
+  give(): void {
+    this.running--;
+    while (this.running < this.size && this.waiting.length > 0) this.waiting.shift()!();
+  }
+}
+
+/**
  * loadKeys loads the entries `misses` (indexes into `req.items`) of a multi-key request through
- * `group` (see above); `cache(i)` tells whether entry i's load is stored in the group (Group.load),
- * and `found(i, loaded)` takes each entry's value.
+ * `group` (see above), within `window` (one per request); `cache(i)` tells whether entry i's load
+ * is stored in the group (Group.load), and `found(i, loaded)` takes each entry's value.
  */
 export function loadKeys(
-  group: Group, req: Request, misses: readonly number[], cache: (i: number) => boolean, maxBytes: number,
+  group: Group, req: Request, misses: readonly number[], window: LoadWindow, cache: (i: number) => boolean, maxBytes: number,
   found: (i: number, loaded: Loaded) => void,
 ): Promise<void> {
   const earlier = earlierSameKey(req, misses);
@@ -45,7 +78,6 @@ export function loadKeys(
     if (list === undefined) copies.set(e, [misses[m]!]);
     else list.push(misses[m]!);
   }
-  const window = group.multiLoadWindow;
   return new Promise<void>((resolve, reject) => {
     let next = 0;
     let running = 0;
@@ -67,17 +99,27 @@ export function loadKeys(
     };
     const settled = (): void => {
       running--;
+      window.give();
       pump();
     };
     const pump = (): void => {
-      while (!failed && running < window && next < misses.length) {
-        const m = next++;
-        if (earlier[m]! >= 0) continue; // loaded with its first entry
-        const i = misses[m]!;
+      while (!failed && next < misses.length) {
+        if (earlier[next]! >= 0) {
+          next++; // loaded with its first entry
+          continue;
+        }
+        // (asked before each load, not only when a value comes: keys that are not found hold nothing)
+        if (!req.hold(0)) {
+          fail(new CacheError(ERROR_CODE.OVERLOADED, ABANDONED));
+          break;
+        }
+        if (!window.take(pump)) return; // called again when a place frees (one of ours, or another part's)
+        const i = misses[next++]!;
         let load: Promise<Loaded>;
         try {
           load = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, cache(i));
         } catch (e) {
+          window.give();
           fail(e); // (it rejects rather than throws: a bug, kept to this request)
           break;
         }

@@ -35,7 +35,7 @@ import { SET_OK } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
-import { loadKeys } from "./multi-loads.ts";
+import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
 
 /**
@@ -296,10 +296,11 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
   const ttls: number[] = new Array(req.itemCount);
   const work: Promise<void>[] = [];
+  const window = new LoadWindow(group.multiLoadWindow); // (this node's part and every fallback share it)
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
     if (client === undefined) {
-      work.push(localValues(group, req, indexes, values, ttls, true, reply.maxMultiBytes));
+      work.push(localValues(group, req, indexes, window, values, ttls, true, reply.maxMultiBytes));
       continue;
     }
     const forward = fromMirror(cluster, group, req, indexes, values);
@@ -322,7 +323,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += forward.length;
-        return localValues(group, req, forward, values, ttls, false, reply.maxMultiBytes).then(() => {
+        return localValues(group, req, forward, window, values, ttls, false, reply.maxMultiBytes).then(() => {
           // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
           for (const i of forward) {
             const v = values[i];
@@ -380,12 +381,14 @@ function fromMirror(cluster: Cluster, group: Group, req: Request, indexes: numbe
 /**
  * localValues reads (or loads) the entries `indexes` of a multi-key request from this node, with
  * their remaining TTLs (ms, -1: none; 0 for a value that must not be kept, see Loaded.stale) in
- * `ttls`; loads are cached in the group only with `cache` (keys this node owns). It settles once
+ * `ttls`; loads are cached in the group only with `cache` (keys this node owns), and run within the
+ * request's `window` (multi-loads.ts). It settles once
  * every load has (the first failure then rejects it), so nothing it started reads the request later.
  * Hits whose copies would pass `maxBytes` reject it VALUE_TOO_LARGE before any load starts.
  */
 async function localValues(
-  group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], ttls: number[], cache: boolean, maxBytes: number,
+  group: Group, req: Request, indexes: number[], window: LoadWindow, values: (Uint8Array | undefined)[], ttls: number[], cache: boolean,
+  maxBytes: number,
 ): Promise<void> {
   const misses: number[] = [];
   let hitBytes = 0;
@@ -400,7 +403,7 @@ async function localValues(
     } else if (group.loader !== undefined && !group.lastNegative) misses.push(i);
   }
   req.hold(hitBytes);
-  await loadKeys(group, req, misses, () => cache, maxBytes, (i, loaded) => {
+  await loadKeys(group, req, misses, window, () => cache, maxBytes, (i, loaded) => {
     values[i] = loaded.value;
     ttls[i] = mirrorTtl(loaded);
   });

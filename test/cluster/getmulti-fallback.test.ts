@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, getMultiCall, setCall } from "../server/support.ts";
@@ -69,6 +70,45 @@ describe("falling back to local loads (the owner unreachable)", () => {
     if (last.kind !== "success") throw new Error(JSON.stringify(last));
     expect(new TextDecoder().decode(field(last.value, 1, T.STRING) as Uint8Array)).toBe("stored b");
     raw.close();
+  });
+
+  test("its own part and the fallback share one window of loads: never more than the group's window at once", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb: B is unreachable
+    let running = 0;
+    let most = 0;
+    const a = CacheNode.start(
+      { port: pa, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      {
+        logger: new LogSink().logger,
+        loaders: {
+          g: async (key) => {
+            most = Math.max(most, ++running);
+            await Bun.sleep(20);
+            running--;
+            return `loaded ${key}`;
+          },
+        },
+      },
+    );
+    open.push(a);
+    const owned = (owner: string, n: number): string[] => {
+      const keys: string[] = [];
+      for (let i = 0; keys.length < n; i++) if (a.cluster!.owner(utf8.encode(`k${i}`), 0, `k${i}`.length) === owner) keys.push(`k${i}`);
+      return keys;
+    };
+    // 40 keys A loads as their owner, 40 it loads for B: each part alone fills a window.
+    const keys = [...owned(ids[0]!, 40), ...owned(ids[1]!, 40)];
+    const client = new CacheClient({ host: "127.0.0.1", port: pa });
+    try {
+      const got = await client.getMulti("g", keys);
+      expect([...got.keys()].sort()).toEqual([...keys].sort());
+      for (const k of keys) expect(new TextDecoder().decode(got.get(k))).toBe(`loaded ${k}`);
+      expect(most).toBeGreaterThan(1);
+      expect(most).toBeLessThanOrEqual(DEFAULT_MULTI_LOAD_WINDOW);
+    } finally {
+      client.close();
+    }
   });
 
   test("a \"not found\" loaded for a key owned elsewhere is not cached here, also with negative caching on", async () => {

@@ -5,6 +5,7 @@
  * started once the request is lost.
  */
 import { describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -43,7 +44,7 @@ describe("GetMulti loads", () => {
   test("loaded values are held against the reply limit as they come: past it, no more loads start", async () => {
     let calls = 0;
     const valueBytes = 64 * 1024;
-    // A 1 MiB frame limit: about 16 values of 64 KiB fit a reply; 100 are asked for.
+    // A 1 MiB frame limit: 15 values of 64 KiB fit a reply (16 entries take 1,048,752 B); 100 are asked for.
     await using node = CacheNode.start({ port: 0, maxFrameSize: 1024 * 1024, groups: [{ name: "big", ttlMs: 0, admission: "always" }] }, {
       logger: new LogSink().logger,
       loaders: {
@@ -57,10 +58,11 @@ describe("GetMulti loads", () => {
     const { client, close } = await apacheClient(node.port);
     try {
       await expect(client.GetMulti(new types.GetMultiRequest({ group: "big", keys: keyRange(100, 200) }))).rejects.toMatchObject({ code: 4 });
-      // Loads stop once the values passed the limit (16 fit, the 17th fails it, with at most a
-      // window of loads under way): before, all 100 ran and were held until the last came.
+      // Loads stop once the values passed the limit: the 16th fails the request, and each value
+      // before it started one more load (a window was under way): 15 + 32 = 47 calls. Before, all
+      // 100 ran and were held until the last came.
       expect(calls).toBeGreaterThan(16);
-      expect(calls).toBeLessThanOrEqual(17 + DEFAULT_MULTI_LOAD_WINDOW);
+      expect(calls).toBeLessThanOrEqual(16 + DEFAULT_MULTI_LOAD_WINDOW);
       // The connection goes on, and what the failed GetMulti held is counted out.
       expect((await client.Get(new types.Request({ group: "big", key: "100" }))).value.length).toBe(valueBytes);
       expect(node.server.counters.bufferedBytes).toBe(0);
@@ -93,10 +95,11 @@ describe("GetMulti loads", () => {
       for (const f of greedy.frames()) expect(cacheErrorCode(f)).toBe(8);
       expect(node.server.counters.bufferCapClosed).toBe(1);
       expect(sink.lines.some((l) => l.includes("connection buffers over the cap"))).toBe(true);
-      // It was closed while it loaded, not once all 200 values were in, and its loads stopped
-      // (8 fit under the cap, the 9th closes it, with at most a window of loads under way).
+      // It was closed while it loaded, not once all 200 values were in, and its loads stopped:
+      // the 8th value puts it over the cap (8 x 65,548 B > 512 KiB), and each before it started
+      // one more load: 7 + 32 = 39 calls.
       await Bun.sleep(100);
-      expect(calls).toBeLessThanOrEqual(9 + DEFAULT_MULTI_LOAD_WINDOW);
+      expect(calls).toBeLessThanOrEqual(8 + DEFAULT_MULTI_LOAD_WINDOW);
       // Everyone else is served, and nothing stays counted.
       expect((await other.client.Get(new types.Request({ group: "big", key: "1000" }))).value.length).toBe(valueBytes);
       expect(node.server.counters.bufferedBytes).toBe(0);
@@ -104,5 +107,32 @@ describe("GetMulti loads", () => {
       greedy.close();
       other.close();
     }
+  });
+
+  test("a client that resets its connection stops its GetMulti's loads, also when they find nothing", async () => {
+    let calls = 0;
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "none", ttlMs: 0 }] }, {
+      logger: new LogSink().logger,
+      loaders: {
+        none: async () => {
+          calls++;
+          await Bun.sleep(20);
+          return null; // not found: nothing is held, so only the question before each load can tell
+        },
+      },
+    });
+    // (a FIN would only half-close: what was sent is still answered; a reset ends the connection)
+    const socket = connect({ port: node.port, host: "127.0.0.1" });
+    await new Promise<void>((resolve) => socket.on("connect", () => resolve()));
+    socket.write(getMultiCall(1, "none", keyRange(0, 400).map((k) => new TextEncoder().encode(k))));
+    await Bun.sleep(30); // the first window of loads is under way, the second starting
+    socket.resetAndDestroy();
+    for (const end = Date.now() + 3000; node.server.connectionCount > 0 && Date.now() < end;) await Bun.sleep(2);
+    expect(node.server.connectionCount).toBe(0);
+    await Bun.sleep(150); // long enough for several more windows, had it gone on
+    const after = calls;
+    expect(after).toBeLessThanOrEqual(3 * DEFAULT_MULTI_LOAD_WINDOW);
+    await Bun.sleep(60);
+    expect(calls).toBe(after); // and none start later
   });
 });
