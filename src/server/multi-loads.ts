@@ -14,6 +14,9 @@
  *   before (its hits' copies). Past `maxBytes`, the reply's limit, the request fails
  *   VALUE_TOO_LARGE, and no more loads start; nor once the request is no longer wanted (its
  *   connection closed, by the buffer cap say): its values are then dropped as they come.
+ * - A load the loader pool refuses (full of other clients' loads) is tried again once one of the
+ *   request's own loads ends, freeing a place; it fails the request OVERLOADED only when none of
+ *   its own loads runs, so a GetMulti on a busy pool slows down rather than failing.
  * - A key the loader does not find is left out; any other failure fails the request (the first).
  *
  * It settles once every load it started has, so nothing it started reads the request after its
@@ -83,6 +86,10 @@ export function loadKeys(
     let running = 0;
     let failure: unknown;
     let failed = false;
+    // Entries whose load the loader pool refused (full of other clients' loads): tried again once
+    // one of ours that ran settles, freeing a place; nothing starts meanwhile (`blocked`).
+    const again: number[] = [];
+    let blocked = false;
     const fail = (e: unknown): void => {
       if (failed) return;
       failed = true;
@@ -103,8 +110,8 @@ export function loadKeys(
       pump();
     };
     const pump = (): void => {
-      while (!failed && next < misses.length) {
-        if (earlier[next]! >= 0) {
+      while (!failed && !blocked && (again.length > 0 || next < misses.length)) {
+        if (again.length === 0 && earlier[next]! >= 0) {
           next++; // loaded with its first entry
           continue;
         }
@@ -114,7 +121,7 @@ export function loadKeys(
           break;
         }
         if (!window.take(pump)) return; // called again when a place frees (one of ours, or another part's)
-        const i = misses[next++]!;
+        const i = again.length > 0 ? again.shift()! : misses[next++]!;
         let load: Promise<Loaded>;
         try {
           load = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, cache(i));
@@ -131,15 +138,25 @@ export function loadKeys(
             } catch (e) {
               fail(e);
             }
+            blocked = false;
             settled();
           },
           (e: unknown) => {
+            if (e instanceof CacheError && e.code === ERROR_CODE.OVERLOADED && running > 1 && !failed) {
+              // Refused, with another of ours still running: its end frees a place to try again in.
+              again.push(i);
+              blocked = true;
+              running--;
+              window.give();
+              return;
+            }
             if (!(e instanceof CacheError && e.code === ERROR_CODE.NOT_FOUND)) fail(e);
+            blocked = false;
             settled();
           },
         );
       }
-      if (running > 0 || (!failed && next < misses.length)) return;
+      if (running > 0 || (!failed && (again.length > 0 || next < misses.length))) return;
       if (failed) reject(failure);
       else resolve();
     };

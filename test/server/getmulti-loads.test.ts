@@ -41,6 +41,28 @@ describe("GetMulti loads", () => {
     }
   });
 
+  test("a GetMulti on a pool full of other clients' loads waits for a place instead of failing OVERLOADED", async () => {
+    // One thread and a queue of 5: six places, a window of three for one GetMulti.
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 5 }, { logger: new LogSink().logger });
+    const others = await Promise.all(Array.from({ length: 4 }, () => apacheClient(node.port)));
+    const a = await apacheClient(node.port);
+    try {
+      // Four other clients' loads take four places (100 ms each, one after another).
+      const busy = others.map((c, n) => c.client.Get(new types.Request({ group: "slow", key: `${100 + n}` })));
+      await Bun.sleep(20);
+      // The GetMulti's first two loads take the last two places; its third is refused, and it is
+      // tried again once one of the first two ends (before, the whole GetMulti failed at once).
+      const keys = keyRange(30, 35);
+      const got = (await a.client.GetMulti(new types.GetMultiRequest({ group: "slow", keys }))).values as Map<string, Buffer> | Record<string, Buffer>;
+      const entries = got instanceof Map ? [...got.entries()] : Object.entries(got);
+      expect(entries.map(([k, v]) => [k, v.toString()]).sort()).toEqual(keys.map((k) => [k, `slept ${k}`]).sort());
+      expect(node.pool!.counters.rejected).toBeGreaterThan(0); // a refusal happened, and was waited out
+      for (const r of await Promise.all(busy)) expect(r.value.toString()).toStartWith("slept 10");
+    } finally {
+      for (const c of [...others, a]) c.close();
+    }
+  });
+
   test("loaded values are held against the reply limit as they come: past it, no more loads start", async () => {
     let calls = 0;
     const valueBytes = 64 * 1024;
