@@ -15,8 +15,10 @@
  *   VALUE_TOO_LARGE, and no more loads start; nor once the request is no longer wanted (its
  *   connection closed, by the buffer cap say): its values are then dropped as they come.
  * - A load the loader pool refuses (full of other clients' loads) is tried again once one of the
- *   request's own loads ends, freeing a place; it fails the request OVERLOADED only when none of
- *   its own loads runs, so a GetMulti on a busy pool slows down rather than failing.
+ *   call's own loads ends, freeing a place (one retry per end, not a window's worth the full pool
+ *   would mostly refuse again); it fails the request OVERLOADED only when none of the call's own
+ *   loads runs (a routed GetMulti's parts count apart), so a GetMulti on a busy pool slows down
+ *   rather than failing.
  * - A key the loader does not find is left out; any other failure fails the request (the first).
  *
  * It settles once every load it started has, so nothing it started reads the request after its
@@ -107,10 +109,10 @@ export function loadKeys(
     const settled = (): void => {
       running--;
       window.give();
-      pump();
+      pump(again.length > 0 ? 1 : Infinity); // (after a refusal: one place in the pool came free)
     };
-    const pump = (): void => {
-      while (!failed && !blocked && (again.length > 0 || next < misses.length)) {
+    const pump = (limit = Infinity): void => {
+      for (let started = 0; !failed && !blocked && started < limit && (again.length > 0 || next < misses.length);) {
         if (again.length === 0 && earlier[next]! >= 0) {
           next++; // loaded with its first entry
           continue;
@@ -126,11 +128,12 @@ export function loadKeys(
         try {
           load = group.load(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, cache(i));
         } catch (e) {
-          window.give();
           fail(e); // (it rejects rather than throws: a bug, kept to this request)
+          window.give();
           break;
         }
         running++;
+        started++;
         load.then(
           (loaded) => {
             try {
