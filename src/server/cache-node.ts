@@ -376,7 +376,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       admissionK: spec.admissionK,
       negativeTtlMs: spec.negativeTtlMs,
       loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
-      multiLoadWindow: deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined,
+      multiLoadWindow: spec.multiLoadWindow ?? (deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined),
       store: { maxItemSize: config.maxItemSize, clock },
     }));
   }

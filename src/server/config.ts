@@ -28,6 +28,8 @@ export interface GroupSpec {
   negativeTtlMs?: number;
   /** loadTimeoutMs overrides --load-timeout for this group. */
   loadTimeoutMs?: number;
+  /** multiLoadWindow: loads one GetMulti runs at once (default: half the loader pool's places, at most 32). */
+  multiLoadWindow?: number;
 }
 
 /** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
@@ -392,8 +394,11 @@ function parseGroupOption(g: GroupSpec, option: string): void {
     case "timeout":
       g.loadTimeoutMs = Math.max(1, parseTimer(`--group ${g.name} timeout`, value));
       return;
+    case "multi":
+      g.multiLoadWindow = parseInteger(`--group ${g.name} multi`, value, 1, 4096);
+      return;
     default:
-      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=)`);
+      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=, multi=)`);
   }
 }
 

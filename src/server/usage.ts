@@ -20,6 +20,8 @@ Flags:
                            admit=lru-k | admit=lru-k=K | admit=always  (loaded values; default lru-k=2)
                            negttl=DUR   cache "not found" (and "too large") for DUR (default off)
                            timeout=DUR  loader timeout for this group (default --load-timeout)
+                           multi=N      loads one GetMulti runs at once (default: half the
+                                        loader pool's places, at most 32)
                          Without any --group or loader, one group named "default" gets all the memory.
   --loaders PATH         a module whose exported functions \`async (key: string) => Uint8Array |
                          string | null\` are loaders: each export becomes a read-through group of the

@@ -162,6 +162,7 @@ describe("--group NAME[:SIZE[:TTL[:OPTIONS]]]", () => {
       name: "users", memory: 8 * MIB, ttlMs: 60_000, admission: "lru-k", admissionK: 3, negativeTtlMs: 5_000, loadTimeoutMs: 250,
     }],
     ["users:::admit=lru-k", { name: "users", memory: undefined, ttlMs: 0, admission: "lru-k" }],
+    ["users:::multi=8,timeout=1s", { name: "users", memory: undefined, ttlMs: 0, multiLoadWindow: 8, loadTimeoutMs: 1_000 }],
   ];
   test.each(GROUPS)("%p", (spec, expected) => {
     expect(run(["--group", spec]).groups).toEqual([expected]);
@@ -233,6 +234,8 @@ describe("errors name the flag and what it expected", () => {
     [["--group", "a:::admit=sometimes"], ["--group a", "admit", "sometimes"]],
     [["--group", "a:::admit=lru-k=0"], ["admit=lru-k=K", "0"]],
     [["--group", "a:::negttl=soon"], ["negttl", "soon"]],
+    [["--group", "a:::multi=0"], ["--group a multi", "0"]],
+    [["--group", "a:::multi=lots"], ["--group a multi", "lots"]],
     [["--loader-threads", "0"], ["--loader-threads", "0"]],
     [["--peers", "a:1,nope"], ["--peers", "host:port", "nope"]],
     [["--self", "a:99999"], ["--self", "a:99999"]],

@@ -63,6 +63,32 @@ describe("GetMulti loads", () => {
     }
   });
 
+  test("a group's multi= option sets how many loads one GetMulti runs at once", async () => {
+    let running = 0;
+    let most = 0;
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "g", ttlMs: 0, multiLoadWindow: 3 }] }, {
+      logger: new LogSink().logger,
+      loaders: {
+        g: async (key) => {
+          most = Math.max(most, ++running);
+          await Bun.sleep(5);
+          running--;
+          return `v${key}`;
+        },
+      },
+    });
+    expect(node.groups.all().find((g) => g.name === "g")!.multiLoadWindow).toBe(3);
+    const { client, close } = await apacheClient(node.port);
+    try {
+      const keys = keyRange(0, 20);
+      const got = (await client.GetMulti(new types.GetMultiRequest({ group: "g", keys }))).values as Map<string, Buffer> | Record<string, Buffer>;
+      expect((got instanceof Map ? got.size : Object.keys(got).length)).toBe(20);
+      expect(most).toBe(3);
+    } finally {
+      close();
+    }
+  });
+
   test("loaded values are held against the reply limit as they come: past it, no more loads start", async () => {
     let calls = 0;
     const valueBytes = 64 * 1024;
