@@ -10,7 +10,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
-import { LogSink, RawSocket, getCall, getMultiCall, setCall } from "../server/support.ts";
+import { LogSink, OverlapLoader, RawSocket, getCall, getMultiCall, setCall } from "../server/support.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 
@@ -75,21 +75,10 @@ describe("falling back to local loads (the owner unreachable)", () => {
   test("its own part and the fallback share one window of loads: never more than the group's window at once", async () => {
     const [pa, pb] = freePorts(2) as [number, number];
     const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`]; // nothing listens on pb: B is unreachable
-    let running = 0;
-    let most = 0;
+    const loader = new OverlapLoader(20);
     const a = CacheNode.start(
       { port: pa, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
-      {
-        logger: new LogSink().logger,
-        loaders: {
-          g: async (key) => {
-            most = Math.max(most, ++running);
-            await Bun.sleep(20);
-            running--;
-            return `loaded ${key}`;
-          },
-        },
-      },
+      { logger: new LogSink().logger, loaders: { g: loader.load } },
     );
     open.push(a);
     const owned = (owner: string, n: number): string[] => {
@@ -104,8 +93,8 @@ describe("falling back to local loads (the owner unreachable)", () => {
       const got = await client.getMulti("g", keys);
       expect([...got.keys()].sort()).toEqual([...keys].sort());
       for (const k of keys) expect(new TextDecoder().decode(got.get(k))).toBe(`loaded ${k}`);
-      expect(most).toBeGreaterThan(1);
-      expect(most).toBeLessThanOrEqual(DEFAULT_MULTI_LOAD_WINDOW);
+      expect(loader.most).toBeGreaterThan(1);
+      expect(loader.most).toBeLessThanOrEqual(DEFAULT_MULTI_LOAD_WINDOW);
     } finally {
       client.close();
     }

@@ -9,7 +9,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { LogSink, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
+import { LogSink, OverlapLoader, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 
@@ -64,18 +64,10 @@ describe("GetMulti loads", () => {
   });
 
   test("a group's multi= option sets how many loads one GetMulti runs at once", async () => {
-    let running = 0;
-    let most = 0;
+    const loader = new OverlapLoader(5);
     await using node = CacheNode.start({ port: 0, groups: [{ name: "g", ttlMs: 0, multiLoadWindow: 3 }] }, {
       logger: new LogSink().logger,
-      loaders: {
-        g: async (key) => {
-          most = Math.max(most, ++running);
-          await Bun.sleep(5);
-          running--;
-          return `v${key}`;
-        },
-      },
+      loaders: { g: loader.load },
     });
     expect(node.groups.all().find((g) => g.name === "g")!.multiLoadWindow).toBe(3);
     const { client, close } = await apacheClient(node.port);
@@ -83,7 +75,7 @@ describe("GetMulti loads", () => {
       const keys = keyRange(0, 20);
       const got = (await client.GetMulti(new types.GetMultiRequest({ group: "g", keys }))).values as Map<string, Buffer> | Record<string, Buffer>;
       expect((got instanceof Map ? got.size : Object.keys(got).length)).toBe(20);
-      expect(most).toBe(3);
+      expect(loader.most).toBe(3);
     } finally {
       close();
     }

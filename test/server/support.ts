@@ -199,6 +199,20 @@ export function replyHeader(frame: Uint8Array): ReplyHeader {
   return { type: version & 0xff, name, seqid: dv.getInt32(8 + nameLen), body: 12 + nameLen };
 }
 
+/** OverlapLoader is an async loader that answers `prefix + key` after `ms` and records how many of its calls ran at once (`most`). */
+export class OverlapLoader {
+  running = 0;
+  most = 0;
+  constructor(private readonly ms: number, private readonly prefix = "loaded ") {}
+
+  readonly load = async (key: string): Promise<string> => {
+    this.most = Math.max(this.most, ++this.running);
+    await Bun.sleep(this.ms);
+    this.running--;
+    return `${this.prefix}${key}`;
+  };
+}
+
 /** cacheErrorCode is the code of the CacheError (result field 1) a reply carries, or -1 if none. */
 export function cacheErrorCode(frame: Uint8Array): number {
   const at = replyHeader(frame).body;
