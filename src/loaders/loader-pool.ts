@@ -88,12 +88,8 @@ export class LoaderPool {
   readonly counters: LoaderPoolCounters = { submitted: 0, completed: 0, failed: 0, rejected: 0, crashes: 0, stopped: 0 };
   private readonly module: string;
   private readonly known: ReadonlySet<string>;
-  private readonly limit: number;
-
   /** capacity is how many loads may be in flight at once (threads + queue); the next is refused. */
-  get capacity(): number {
-    return this.limit;
-  }
+  readonly capacity: number;
   private readonly logger: LoaderPoolLogger;
   private readonly pool: Tinypool;
   private readonly watched = new WeakSet<PoolWorker>();
@@ -134,7 +130,7 @@ export class LoaderPool {
     this.module = module;
     this.groups = Object.freeze(groups);
     this.known = new Set(groups);
-    this.limit = threads + queue;
+    this.capacity = threads + queue;
     this.logger = logger;
     const workerData: LoaderWorkerData = { module };
     this.pool = new Tinypool({
@@ -142,7 +138,7 @@ export class LoaderPool {
       name: "load",
       minThreads: threads,
       maxThreads: threads,
-      maxQueue: this.limit + threads, // backstop only; the bound is `limit`, enforced in run()
+      maxQueue: this.capacity + threads, // backstop only; the bound is `capacity`, enforced in run()
       workerData,
     });
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
@@ -157,7 +153,7 @@ export class LoaderPool {
   run(group: string, key: string): Promise<LoadResult> {
     if (this.closing !== null) return Promise.reject(new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed"));
     if (!this.known.has(group)) return Promise.reject(new CacheError(ERROR_CODE.UNKNOWN_GROUP, `no loader for group "${group}"`));
-    if (this.inFlight >= this.limit) {
+    if (this.inFlight >= this.capacity) {
       this.counters.rejected++;
       return Promise.reject(new CacheError(ERROR_CODE.OVERLOADED, "loader queue full"));
     }

@@ -85,10 +85,7 @@ export class ProtocolConnection {
     const request = this.request;
     const reply = this.reply;
     const copy = reader.buffer.slice(reader.start, reader.end);
-    const held = request.heldBytes; // what serving it holds stays held (decoding resets the request)
-    request.heldBytes = 0;
     this.decoder.decode(copy, 0, copy.length, reader.transport, request); // (it decoded once: it cannot throw now)
-    request.heldBytes = held;
     const next = new ReplyWriter(reply.out);
     next.maxMultiBytes = reply.maxMultiBytes;
     reply.out = out;

@@ -158,8 +158,7 @@ export class Request {
     this.oneway = false;
     this.seqid = 0;
     this.method = METHOD_UNKNOWN;
-    this.nameStart = this.nameLength = 0;
-    if (this.heldBytes !== 0) this.hold(-this.heldBytes); // (the server releases it when the reply is written)
+    this.nameStart = this.nameLength = 0; // (not heldBytes: the server releases it with `hold` when the reply is written)
     this.resetArgs();
   }
 
