@@ -9,9 +9,12 @@
  * `default` export) are ignored with a warning; a module with no loader is an error.
  *
  * Bounds. All `threads` workers start at open and stay (minThreads = maxThreads, no idle exit).
- * At most `threads + queue` loads are in flight (running or waiting); the next one is refused
- * with OVERLOADED at once, by our own counter, before tinypool is called. tinypool's own
- * `maxQueue` is set above that bound and is only a backstop: its count varies while a replaced
+ * Each runs up to `concurrency` loads at once (tinypool's concurrentTasksPerWorker): loaders are
+ * async functions, and one that awaits a database or a service leaves its thread to the others
+ * meanwhile, as a goroutine would (a synchronous loader still runs its loads one after another).
+ * At most `threads * concurrency + queue` loads are in flight (running or waiting); the next one
+ * is refused with OVERLOADED at once, by our own counter, before tinypool is called. tinypool's
+ * own `maxQueue` is set above that bound and is only a backstop: its count varies while a replaced
  * worker boots (it adds the booting worker's capacity), ours does not.
  *
  * Failures, all as CacheError:
@@ -26,7 +29,11 @@
  *    recovery. Each death is counted once and logged through `logger.error`. Workers are looked
  *    for after each task is run too: once a worker died as it started, tinypool starts one per
  *    task it runs instead of replacing the dead;
- *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed".
+ *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed";
+ *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
+ *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
+ *    synchronous loader blocks for that long stops beating (heartbeat.ts) and is terminated and
+ *    replaced, its loads failing as stopped.
  *
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
  */
@@ -36,8 +43,9 @@ import { fileURLToPath } from "node:url";
 import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
+import { BEAT_MS, BeatWatch, newBeatTable } from "./heartbeat.ts";
 
-import { type LoadResult, MAX_TIMER_MS } from "../cluster/loader.ts";
+import type { LoadResult } from "../cluster/loader.ts";
 
 export type { LoadResult };
 
@@ -50,14 +58,16 @@ export interface LoaderPoolLogger {
 export interface LoaderPoolOptions {
   /** Path of the loaders module, resolved against the current directory. */
   module: string;
-  /** Worker threads (>= 1): loads that run at once. */
+  /** Worker threads (>= 1). */
   threads: number;
+  /** Loads each thread runs at once (>= 1; default 1). */
+  concurrency?: number;
   /** Loads that may wait for a thread (>= 0); more are refused with OVERLOADED. */
   queue: number;
   /**
-   * A load not answered after this many ms is stopped: it fails with LOAD_FAILED and, if it was
-   * running, its thread is terminated and replaced (a loader stuck on a lost connection would
-   * otherwise hold its thread and its place in the queue for good). 0 or absent: never.
+   * A load not answered after this many ms is stopped: it fails with LOAD_FAILED and gives its
+   * place back (a loader stuck on a lost connection would otherwise hold it for good); a thread
+   * blocked that long is terminated and replaced. 0 or absent: never.
    */
   stopAfterMs?: number;
   logger?: LoaderPoolLogger;
@@ -69,13 +79,16 @@ export interface LoaderPoolCounters {
   failed: number; // loads that ended in LOAD_FAILED (loader error, wrong type, crash, close)
   rejected: number; // loads refused with OVERLOADED because the pool was full
   crashes: number; // worker threads that died (each replaced by a new one)
-  stopped: number; // loads stopped after stopAfterMs (their threads terminated and replaced)
+  stopped: number; // loads stopped after stopAfterMs (abandoned, or their blocked thread terminated)
 }
 
 type PoolWorker = Tinypool["threads"][number];
 
 const WORKER_FILE = fileURLToPath(new URL("./loader-worker.ts", import.meta.url));
 const TINYPOOL_QUEUE_ERRORS = new Set(["Task queue is at limit", "No task queue available and all Workers are busy"]);
+
+/** BlockedThread is the error a thread's loads fail with when the pool terminates it for not beating. */
+class BlockedThread extends Error {}
 
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
@@ -88,7 +101,7 @@ export class LoaderPool {
   readonly counters: LoaderPoolCounters = { submitted: 0, completed: 0, failed: 0, rejected: 0, crashes: 0, stopped: 0 };
   private readonly module: string;
   private readonly known: ReadonlySet<string>;
-  /** capacity is how many loads may be in flight at once (threads + queue); the next is refused. */
+  /** capacity is how many loads may be in flight at once (threads * concurrency + queue); the next is refused. */
   readonly capacity: number;
   private readonly logger: LoaderPoolLogger;
   private readonly pool: Tinypool;
@@ -97,12 +110,16 @@ export class LoaderPool {
   private lastCrash: unknown = null;
   private inFlight = 0;
   private closing: Promise<void> | null = null;
+  private readonly beats: BeatWatch | null = null;
+  private readonly beatTimer: ReturnType<typeof setInterval> | null = null;
 
   /** open resolves and imports the loaders module, lists its loaders and starts the workers. */
   static async open(opts: LoaderPoolOptions): Promise<LoaderPool> {
     const logger = opts.logger ?? consoleLogger;
     if (!Number.isSafeInteger(opts.threads) || opts.threads < 1) throw new RangeError(`loader threads must be an integer >= 1, got ${opts.threads}`);
     if (!Number.isSafeInteger(opts.queue) || opts.queue < 0) throw new RangeError(`loader queue must be an integer >= 0, got ${opts.queue}`);
+    const concurrency = opts.concurrency ?? 1;
+    if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new RangeError(`loader concurrency must be an integer >= 1, got ${concurrency}`);
     const path = resolve(process.cwd(), opts.module);
     if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
     let mod: Record<string, unknown>;
@@ -121,24 +138,32 @@ export class LoaderPool {
     }
     const stopAfterMs = opts.stopAfterMs ?? 0;
     if (!(stopAfterMs >= 0)) throw new RangeError(`loader stopAfterMs must be >= 0, got ${stopAfterMs}`);
-    return new LoaderPool(path, groups, opts.threads, opts.queue, logger, stopAfterMs);
+    return new LoaderPool(path, groups, opts.threads, concurrency, opts.queue, logger, stopAfterMs);
   }
 
   private constructor(
-    module: string, groups: string[], threads: number, queue: number, logger: LoaderPoolLogger, private readonly stopAfterMs: number,
+    module: string, groups: string[], threads: number, concurrency: number, queue: number, logger: LoaderPoolLogger,
+    private readonly stopAfterMs: number,
   ) {
     this.module = module;
     this.groups = Object.freeze(groups);
     this.known = new Set(groups);
-    this.capacity = threads + queue;
+    this.capacity = threads * concurrency + queue;
     this.logger = logger;
-    const workerData: LoaderWorkerData = { module };
+    const workerData: LoaderWorkerData = { module, stopAfterMs };
+    if (stopAfterMs > 0) {
+      workerData.beats = newBeatTable();
+      this.beats = new BeatWatch(workerData.beats);
+      this.beatTimer = setInterval(() => this.checkBeats(), Math.max(BEAT_MS, Math.min(1000, stopAfterMs / 4)));
+      this.beatTimer.unref?.();
+    }
     this.pool = new Tinypool({
       filename: WORKER_FILE,
       name: "load",
       minThreads: threads,
       maxThreads: threads,
-      maxQueue: this.capacity + threads, // backstop only; the bound is `capacity`, enforced in run()
+      concurrentTasksPerWorker: concurrency,
+      maxQueue: this.capacity + threads * concurrency, // backstop only; the bound is `capacity`, enforced in run()
       workerData,
     });
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
@@ -160,13 +185,31 @@ export class LoaderPool {
     this.inFlight++;
     this.counters.submitted++;
     const task: LoadTask = { group, key };
-    if (!(this.stopAfterMs > 0)) return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(this.settle, this.fail);
-    const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), Math.min(this.stopAfterMs, MAX_TIMER_MS));
-    timer.unref?.();
-    return this.watchingWorkers(this.pool.run(task, { signal: stop.signal }) as Promise<LoadReply>)
-      .finally(() => clearTimeout(timer))
-      .then(this.settle, (err: unknown) => this.fail(err, group, key));
+    return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(
+      (reply) => this.settle(reply, group, key),
+      (err: unknown) => this.fail(err, group, key),
+    );
+  }
+
+  /**
+   * checkBeats terminates the threads that have not beaten for `stopAfterMs` while loads are in
+   * flight (a synchronous loader blocks them): tinypool fails their loads (as stopped, see `fail`)
+   * and starts replacements.
+   */
+  private checkBeats(): void {
+    const beats = this.beats!;
+    const now = performance.now();
+    const live = new Set<number>();
+    for (const worker of this.pool.threads) {
+      live.add(worker.threadId);
+      const stalled = beats.stalledFor(worker.threadId, now);
+      if (stalled < this.stopAfterMs || this.inFlight === 0 || this.dead.has(worker) || this.closing !== null) continue;
+      this.dead.add(worker); // not a crash: onWorkerError / onWorkerExit leave it be
+      this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
+      worker.emit("error", new BlockedThread(`loader thread blocked for ${Math.round(stalled)} ms`)); // tinypool: fail its loads, drop it, start a new one
+    }
+    beats.forget(live);
+    this.watchWorkers();
   }
 
   /**
@@ -181,6 +224,7 @@ export class LoaderPool {
 
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
   close(): Promise<void> {
+    if (this.beatTimer !== null) clearInterval(this.beatTimer);
     this.closing ??= this.pool.destroy();
     return this.closing;
   }
@@ -189,34 +233,35 @@ export class LoaderPool {
     return this.close();
   }
 
-  private readonly settle = (reply: LoadReply): LoadResult => {
+  private settle(reply: LoadReply, group: string, key: string): LoadResult {
     this.inFlight--;
     if (reply === null || typeof reply === "string" || reply instanceof Uint8Array) {
       this.counters.completed++;
       return reply;
     }
     this.counters.failed++;
+    if (reply.stopped === true) {
+      this.counters.stopped++;
+      this.logger.warn("loader stopped: no answer in time", { module: this.module, group, key, ms: this.stopAfterMs });
+    }
     if (reply.detail !== undefined && reply.detail !== this.loggedDetail) {
       this.loggedDetail = reply.detail; // once, not for every load that fails the same way
       this.logger.error("loaders module failed in a worker", { module: this.module, error: reply.detail });
     }
     throw new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed);
-  };
+  }
 
   /** loggedDetail is the last LoadFailure detail written to the log. */
   private loggedDetail: string | undefined;
 
-  private readonly fail = (err: unknown, group?: string, key?: string): never => {
+  private fail(err: unknown, group: string, key: string): never {
     this.inFlight--;
     const message = errorText(err);
-    if (err instanceof Error && err.name === "AbortError") {
+    if (err instanceof BlockedThread) {
+      // Its thread was terminated for not beating (checkBeats), which logged it.
       this.counters.failed++;
       this.counters.stopped++;
-      // A running load's thread was terminated and replaced (a queued one was only dropped):
-      // watch the replacement too.
-      this.watchWorkers();
-      this.logger.warn("loader stopped: no answer in time", { module: this.module, group, key, ms: this.stopAfterMs });
-      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
+      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (its thread was blocked)`);
     }
     if (TINYPOOL_QUEUE_ERRORS.has(message)) {
       this.counters.submitted--;
@@ -226,7 +271,7 @@ export class LoaderPool {
     this.counters.failed++;
     if (this.closing !== null) throw new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed");
     throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader worker crashed: ${message}`);
-  };
+  }
 
   /** watchWorkers subscribes to the death of workers not seen yet (new ones replace the dead). */
   private watchWorkers(): void {

@@ -21,9 +21,19 @@
  * If the module fails to import here (though it imported in the main thread), every load fails
  * with that message instead of crashing the thread: a crash would be replaced by a new worker
  * that crashes the same way, in a loop.
+ *
+ * A thread runs several loads at once (the pool's `concurrency`): a loader that awaits I/O leaves
+ * its thread to the others meanwhile. So one stuck load must not cost the thread's other loads:
+ * with `stopAfterMs`, a load not answered by then is answered here as stopped (`LoadFailure`
+ * with `stopped`), and its loader's promise is abandoned (whatever it settles to later is
+ * dropped). A loader that blocks the thread itself (a synchronous loop) cannot be answered so:
+ * the thread beats (heartbeat.ts) from before the module is imported, and the pool terminates a
+ * thread whose beat stops for `stopAfterMs` while loads are in flight.
  */
+import { threadId } from "node:worker_threads";
 import Tinypool from "tinypool";
 import { errorText } from "../protocol/errors.ts";
+import { startBeating } from "./heartbeat.ts";
 
 /** LoadTask is one load request sent to a worker. */
 export interface LoadTask {
@@ -38,14 +48,21 @@ export interface LoadTask {
 export interface LoadFailure {
   failed: string;
   detail?: string;
+  /** stopped: the loader gave no answer in `stopAfterMs`; it was abandoned. */
+  stopped?: true;
 }
 
 /** LoadReply is what a worker answers: a value, `null` for "not found", or a LoadFailure. */
 export type LoadReply = Uint8Array | string | null | LoadFailure;
 
-/** LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module. */
+/**
+ * LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module, the stop
+ * time (0: never), and with a stop time the heartbeat table (heartbeat.ts).
+ */
 export interface LoaderWorkerData {
   module: string;
+  stopAfterMs: number;
+  beats?: SharedArrayBuffer;
 }
 
 type Moved = ReturnType<typeof Tinypool.move>;
@@ -53,6 +70,8 @@ type Moved = ReturnType<typeof Tinypool.move>;
 const data = Tinypool.workerData as LoaderWorkerData | undefined;
 if (data === undefined) throw new Error("loader-worker.ts runs only inside a LoaderPool worker thread");
 const modulePath = data.module;
+const stopAfterMs = data.stopAfterMs;
+if (data.beats !== undefined) startBeating(data.beats, threadId);
 
 let loaders: Record<string, unknown> | null = null;
 let importError = "";
@@ -69,16 +88,30 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   if (typeof loader !== "function") return { failed: `no loader "${task.group}" in ${modulePath}` };
   let value: unknown;
   try {
-    value = await (loader as (key: string) => unknown)(task.key);
+    const answer = (loader as (key: string) => unknown)(task.key);
+    value = stopAfterMs > 0 && answer instanceof Promise ? await withinStop(answer) : await answer;
   } catch (err) {
     return { failed: errorText(err) };
   }
+  if (value === STOPPED) return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
   if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));
   return {
     failed: `loader "${task.group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined`,
   };
+}
+
+/** STOPPED is what `withinStop` answers for a loader that gave no answer in time. */
+const STOPPED = Symbol("stopped");
+
+/** withinStop answers what `answer` settles to, or STOPPED after `stopAfterMs` (it is then abandoned). */
+function withinStop(answer: Promise<unknown>): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stop = new Promise<typeof STOPPED>((resolve) => {
+    timer = setTimeout(resolve, Math.min(stopAfterMs, 2 ** 31 - 1), STOPPED); // (the longest delay a timer keeps)
+  });
+  return Promise.race([answer, stop]).finally(() => clearTimeout(timer));
 }
 
 function describe(value: unknown): string {

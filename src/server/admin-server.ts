@@ -240,6 +240,7 @@ function limitsOf(node: CacheNode): Record<string, number | boolean | string> {
     maxKeyBytes: c.maxKeySize,
     maxItemBytes: c.maxItemSize,
     loaderThreads: c.loaderThreads,
+    loaderConcurrency: c.loaderConcurrency,
     loaderQueue: c.loaderQueue,
     auth: c.authToken !== undefined,
     tls: c.tlsCert !== undefined,

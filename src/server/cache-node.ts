@@ -137,7 +137,7 @@ export class CacheNode {
       // A load still running four load timeouts on is stopped (its callers had their LOAD_FAILED
       // long before; a group may start a new flight for the key then, see STALE_FLIGHT_TIMEOUTS).
       pool = await LoaderPool.open({
-        module: config.loaders, threads: config.loaderThreads, queue: config.loaderQueue, logger,
+        module: config.loaders, threads: config.loaderThreads, concurrency: config.loaderConcurrency, queue: config.loaderQueue, logger,
         // Of the longest load timeout: a group may allow its loads longer than --load-timeout.
         stopAfterMs: 4 * longestLoadTimeoutMs(config),
       });

@@ -52,6 +52,8 @@ export interface NodeConfig {
   /** loaders is the path of a loaders module (its function exports become read-through groups). */
   loaders?: string;
   loaderThreads: number;
+  /** loaderConcurrency is how many loads each loader thread runs at once. */
+  loaderConcurrency: number;
   loaderQueue: number;
   loadTimeoutMs: number;
   /** self is this node's id (host:port) as its peers reach it; default host:port of the listener. */
@@ -111,6 +113,7 @@ export const DEFAULTS: NodeConfig = {
   logLevel: "info",
   logJson: false,
   loaderThreads: 2,
+  loaderConcurrency: 16,
   loaderQueue: 256,
   loadTimeoutMs: 10_000,
   peersDnsIntervalMs: 5_000,
@@ -215,6 +218,9 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--loader-threads":
         c.loaderThreads = parseInteger(flag, value(), 1, 1024);
+        break;
+      case "--loader-concurrency":
+        c.loaderConcurrency = parseInteger(flag, value(), 1, 10_000);
         break;
       case "--loader-queue":
         c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);

@@ -27,7 +27,9 @@ Flags:
                          string | null\` are loaders: each export becomes a read-through group of the
                          same name (a --group of that name sets its size, TTL and options)
   --loader-threads N     worker threads running loaders (default ${DEFAULTS.loaderThreads})
-  --loader-queue N       loads that may wait for a thread; more are answered OVERLOADED (default ${DEFAULTS.loaderQueue})
+  --loader-concurrency N loads each thread runs at once: an async loader's thread serves others
+                         while it waits (default ${DEFAULTS.loaderConcurrency}; 1 = one at a time)
+  --loader-queue N       loads that may wait for a place; more are answered OVERLOADED (default ${DEFAULTS.loaderQueue})
   --load-timeout DUR     callers get LOAD_FAILED after this (default 10s); a late value still fills the cache
   --self HOST:PORT       this node's id as its peers reach it (default: --host:--port)
   --peers A:P,B:P,...    cluster members (this node may be listed); keys are spread over a

@@ -43,7 +43,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "unprintable", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "together", "unprintable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 
@@ -183,18 +183,56 @@ describe("LoaderPool saturation", () => {
     expect(await pool.run("text", "drained")).toBe("value of drained"); // room again once drained
   });
 
-  test("a load not answered after stopAfterMs fails LOAD_FAILED, its thread is replaced, and the pool serves on", async () => {
+  test("a load not answered after stopAfterMs fails LOAD_FAILED and gives its place back; its thread serves on", async () => {
     const logger = recordingLogger();
-    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 0, logger, stopAfterMs: 150 });
-    await failure(pool.run("hang", "k"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
-    // The one thread and the one place were given back: a new load is accepted and answered.
-    expect(await pool.run("ok", "after")).toBe("ok after");
-    expect(pool.counters).toEqual({ submitted: 2, completed: 1, failed: 1, rejected: 0, crashes: 0, stopped: 1 });
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 0, logger, stopAfterMs: 150 });
+    const before = await pool.run("thread", "k");
+    // The other load of the thread is answered while the stuck one waits to be stopped.
+    const [stuck, other] = await Promise.allSettled([pool.run("hang", "k"), pool.run("ok", "beside")]);
+    expect(other).toEqual({ status: "fulfilled", value: "ok beside" });
+    await failure(Promise.reject((stuck as PromiseRejectedResult).reason), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
+    // Both places were given back: two new loads are accepted and answered, by the same thread
+    // (its module state kept: it was not replaced).
+    expect(await Promise.all([pool.run("thread", "k"), pool.run("ok", "after")])).toEqual([before, "ok after"]);
+    expect(pool.counters).toEqual({ submitted: 5, completed: 4, failed: 1, rejected: 0, crashes: 0, stopped: 1 });
     expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loader stopped: no answer in time"]]); // not a crash
-    // The replacement thread is watched like the first: its crash is seen, counted, and replaced.
+    // The thread is watched as before: its crash is seen, counted, and replaced.
     await failure(pool.run("exit", "3"), ERROR_CODE.LOAD_FAILED, /^loader worker crashed: .*exited with code 3/);
     expect(pool.counters.crashes).toBe(1);
     expect(await pool.run("ok", "again")).toBe("ok again");
+  });
+
+  test("a thread a synchronous loader blocks stops beating: it is terminated and replaced, its loads fail as stopped", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 1, logger, stopAfterMs: 200 });
+    const before = await pool.run("thread", "k");
+    const blocked = [pool.run("block", "k"), pool.run("ok", "behind")];
+    for (const p of blocked) await failure(p, ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 200 ms: stopped \(its thread was blocked\)$/);
+    const after = await pool.run("thread", "k");
+    expect(after).not.toBe(before); // a new thread
+    expect(await pool.run("ok", "after")).toBe("ok after");
+    expect(pool.counters).toEqual({ submitted: 5, completed: 3, failed: 2, rejected: 0, crashes: 0, stopped: 2 });
+    expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loader thread stopped: blocked"]]);
+  });
+
+  test("concurrency 4: one thread runs four loads at once, and the pool holds threads x concurrency + queue", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, concurrency: 4, queue: 1, logger: recordingLogger() });
+    expect(pool.capacity).toBe(5);
+    // `together 4` answers only when four of its loads wait in the thread at once.
+    const four = Array.from({ length: 4 }, () => pool.run("together", "4"));
+    const queued = pool.run("text", "queued"); // the fifth place: waits for a running load to end
+    await failure(pool.run("text", "refused"), ERROR_CODE.OVERLOADED, /^loader queue full$/);
+    expect(await Promise.all(four)).toEqual(Array(4).fill("together 4"));
+    expect(await queued).toBe("value of queued");
+  });
+
+  test("concurrency 1 runs a thread's loads one at a time: a `together 2` alone is stopped", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 1, logger: recordingLogger(), stopAfterMs: 300 });
+    const first = pool.run("together", "2");
+    const second = pool.run("together", "2"); // queued until the first gives its place back
+    await failure(first, ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 300 ms: stopped$/);
+    // The stopped load was abandoned in its thread, not ended: the second one finds it there.
+    expect(await second).toBe("together 2");
   });
 
   test("queue 0: only `threads` loads are accepted", async () => {
@@ -211,6 +249,7 @@ describe("LoaderPool open and close", () => {
     ["a missing module", { module: "test/loaders/fixtures/absent.ts", threads: 1, queue: 1 }, /loaders module not found: .*absent\.ts/],
     ["zero threads", { module: LOADERS, threads: 0, queue: 1 }, /threads must be an integer >= 1/],
     ["a negative queue", { module: LOADERS, threads: 1, queue: -1 }, /queue must be an integer >= 0/],
+    ["zero concurrency", { module: LOADERS, threads: 1, concurrency: 0, queue: 1 }, /concurrency must be an integer >= 1/],
   ];
   for (const [name, opts, message] of cases) {
     test(`open refuses ${name}`, async () => {

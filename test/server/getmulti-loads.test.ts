@@ -22,7 +22,7 @@ describe("GetMulti loads", () => {
   test("a cold GetMulti of more keys than the loader pool holds completes, and other clients' loads still get in", async () => {
     // One thread and a queue of 2: three loads at most. Before, each missing key took a place at
     // once, and a GetMulti of more than three cold keys was refused OVERLOADED.
-    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
     const a = await apacheClient(node.port);
     const b = await apacheClient(node.port);
     try {
@@ -43,7 +43,7 @@ describe("GetMulti loads", () => {
 
   test("a GetMulti on a pool full of other clients' loads waits for a place instead of failing OVERLOADED", async () => {
     // One thread and a queue of 5: six places, a window of three for one GetMulti.
-    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 5 }, { logger: new LogSink().logger });
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 5 }, { logger: new LogSink().logger });
     const others = await Promise.all(Array.from({ length: 4 }, () => apacheClient(node.port)));
     const a = await apacheClient(node.port);
     try {

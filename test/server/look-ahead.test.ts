@@ -271,7 +271,7 @@ describe("Gets pipelined behind a load", () => {
 
   test("a load started ahead that a full loader pool refuses is loaded again at its turn, not answered OVERLOADED", async () => {
     // One thread and no queue: one load at a time. In turn, each Get's load runs after the one before.
-    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 0 }, { logger: new LogSink().logger });
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 0 }, { logger: new LogSink().logger });
     const raw = await RawSocket.connect(node.port);
     raw.write(concat(getCall(1, "60", "slow"), getCall(2, "10", "slow"), getCall(3, "20", "slow")));
     await raw.waitFor(() => raw.frames().length === 3, "every reply");

@@ -143,7 +143,7 @@ describe("read-through over the wire", () => {
   });
 
   test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {
-    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
     const clients = await Promise.all(Array.from({ length: 8 }, () => apacheClient(node.port)));
     try {
       const order: string[] = [];
@@ -158,6 +158,21 @@ describe("read-through over the wire", () => {
       expect(overloaded.length).toBe(5);
       // Refusals come at once: every OVERLOADED arrived before the first slow load finished.
       expect(order.slice(0, 5)).toEqual(Array(5).fill("err 8"));
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+
+  test("a loader thread runs the loads of several clients at once (--loader-concurrency, default 16)", async () => {
+    // `together 4:x` answers only when four of its loads wait in its thread at once: run one at a
+    // time (as every thread did before), the first would hold the thread until its load timeout.
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1 }, { logger: new LogSink().logger });
+    const clients = await Promise.all(Array.from({ length: 4 }, () => apacheClient(node.port)));
+    try {
+      const values = await Promise.all(clients.map((c, i) =>
+        c.client.Get(new types.Request({ group: "together", key: `4:${i}` })).then((r: { value: Buffer }) => r.value.toString()),
+      ));
+      expect(values).toEqual(["together 4:0", "together 4:1", "together 4:2", "together 4:3"]);
     } finally {
       for (const c of clients) c.close();
     }
