@@ -69,6 +69,15 @@ export interface ClientOptions {
   writeConnection?: boolean;
   /** Per call (default 1000); expiry → PEER_UNAVAILABLE "timeout", the late reply is dropped. */
   timeoutMs?: number;
+  /**
+   * loadWaitMs: how much longer than timeoutMs a PeerGet or PeerGetMulti (`peer: true`) may wait
+   * while the node answers something within each timeout: the node may be loading the key, which
+   * takes as long as its loader (a node's peer clients set its longest load timeout). While such
+   * calls wait past the timeout and nothing else is answered, a PeerPing asks whether the node is
+   * still there; a node that answers nothing for a timeout fails them at once. Default 0: every
+   * call fails at timeoutMs.
+   */
+  loadWaitMs?: number;
   /** Default 1000. */
   connectTimeoutMs?: number;
   /** Consecutive failures before the peer is marked down (default 3). */
@@ -130,6 +139,14 @@ export class CacheClient {
   /** firstRead is the first connection of `pick`'s round: 1 with a write connection, else 0. */
   private readonly firstRead: number;
   private tick = 0;
+  /** lateTicks: how old (in ticks) a late PeerGet may grow (0: none waits late; see loadWaitMs). */
+  private readonly lateTicks: number;
+  /** livenessPinging: a PeerPing asking whether a peer with late calls is still there is in flight. */
+  private livenessPinging = false;
+  private readonly livenessWaiter: Waiter = {
+    resolve: () => (this.livenessPinging = false),
+    reject: () => (this.livenessPinging = false),
+  };
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
   /** probeDelay is the wait before the next probe: it starts at a tenth of probeIntervalMs and doubles up to it. */
@@ -161,6 +178,9 @@ export class CacheClient {
     };
     this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
+    const loadWaitMs = opts.loadWaitMs ?? 0;
+    if (!(Number.isSafeInteger(loadWaitMs) && loadWaitMs >= 0)) throw new RangeError(`ClientOptions.loadWaitMs must be an integer >= 0, got ${loadWaitMs}`);
+    this.lateTicks = loadWaitMs > 0 ? TIMEOUT_TICKS + Math.ceil(loadWaitMs / this.tickMs) : 0;
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp(), () => this.onStillDown());
     this.counters = this.health.counters;
     this.endpoint = endpoint;
@@ -387,6 +407,10 @@ export class CacheClient {
   }
 
   private startSweep(): void {
+    // The ticks stood still while nothing waited: what was last heard is at least half a timeout
+    // old now, so calls that wait unanswered get a liveness ping at the first sweep (else a node
+    // that stopped while the client was idle would have its late calls wait half a timeout more).
+    if (this.lateTicks > 0) for (const conn of this.conns) conn.assumeQuiet(TIMEOUT_TICKS / 2);
     this.sweepTimer = setInterval(() => this.sweep(), this.tickMs);
   }
 
@@ -395,21 +419,39 @@ export class CacheClient {
     this.sweepTimer = null;
   }
 
-  /** sweep advances the tick, times out overdue calls, and stops the timer when nothing waits. */
+  /**
+   * sweep advances the tick, times out overdue calls, and stops the timer when nothing waits.
+   * Late PeerGets wait on while some connection had a reply within a timeout (`alive`); when calls
+   * wait and half a timeout passes without a reply, a PeerPing asks.
+   */
   private sweep(): void {
     const tick = ++this.tick;
     let waiting = 0;
     let timedOut = false;
     const conns = this.conns;
+    const retired = this.retired;
+    let quietest = Infinity;
+    let calls = 0;
+    for (const conn of conns) {
+      quietest = Math.min(quietest, conn.noteSweep());
+      calls += conn.pending.waiting;
+    }
+    for (const old of retired) {
+      quietest = Math.min(quietest, old.noteSweep());
+      calls += old.pending.waiting;
+    }
+    const alive = quietest <= TIMEOUT_TICKS;
+    // Calls wait and nothing came back for half a timeout: ask, so that a call that goes late at
+    // its timeout finds the node known to be there (else a first, slow call would never wait late).
+    if (this.lateTicks > 0 && calls > 0 && alive && quietest >= TIMEOUT_TICKS / 2) this.pingLiveness();
     for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
+      if (conns[i]!.sweep(tick, TIMEOUT_TICKS, this.lateTicks, alive)) timedOut = true;
       if (conns[i]!.quiet) this.replace(i);
       waiting += conns[i]!.pending.waiting;
     }
-    const retired = this.retired;
     if (retired.length > 0) {
       // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS)) timedOut = true;
+      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS, this.lateTicks, alive)) timedOut = true;
       for (let i = retired.length - 1; i >= 0; i--) {
         const old = retired[i]!;
         if (old.pending.waiting > 0) waiting += old.pending.waiting;
@@ -518,6 +560,26 @@ export class CacheClient {
   private stopProbe(): void {
     if (this.probeTimer !== null) clearTimeout(this.probeTimer);
     this.probeTimer = null;
+  }
+
+  /**
+   * pingLiveness sends a PeerPing (not counted as a call) unless one is in flight, on the usable
+   * connection with the fewest calls waiting and none late if there is one: its answer tells that
+   * the node is still there while calls wait, maybe for loads.
+   */
+  private pingLiveness(): void {
+    if (this.livenessPinging || this.closed || this.health.down) return;
+    let best: ClientConnection | null = null;
+    for (const conn of this.conns) {
+      if (!conn.usable) continue;
+      if (best === null || (conn.pending.late === 0 && best.pending.late > 0) ||
+        ((conn.pending.late === 0) === (best.pending.late === 0) && conn.pending.waiting < best.pending.waiting)) best = conn;
+    }
+    if (best === null) return;
+    const slot = this.issue(best, METHOD_PEER_PING, noFields);
+    if (slot instanceof CacheError) return;
+    if (best.endCall(slot, null, this.livenessWaiter) !== null) return;
+    this.livenessPinging = true;
   }
 
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */

@@ -38,6 +38,13 @@
 // it on another connection (a retry of it included: a node serves what a connection sent before
 // it closed, so a reset does not take it back). Retry a timed-out write only if applying it twice,
 // or late, is harmless; or read back first.
+//
+// Late waits: a node's PeerGet or PeerGetMulti may wait for a load on the owner, which can take
+// longer than a round trip (up to the owner's load timeout). With `lateTicks` (the client's
+// `loadWaitMs`), such a call past the timeout is kept waiting while the peer answers something,
+// on any connection of the client, within a timeout (`alive`, CacheClient.sweep): else a slow
+// load would be given up at the timeout and loaded again by the caller, a load per member instead
+// of one, and counted as a failure of a peer that works.
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
@@ -47,7 +54,7 @@ import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolEr
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { METHOD_AUTH } from "../protocol/request.ts";
+import { METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
@@ -57,6 +64,8 @@ export const BACKOFF_BASE_MS = 20;
 export const BACKOFF_MAX_MS = 1_000;
 /** A connection with this many unanswered timed-out calls is reset (their slots are reclaimed). */
 export const MAX_ABANDONED = 1_024;
+/** MAY_LOAD are the calls a node may answer only after a load (late waits: see the header). */
+const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_MULTI]);
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -474,41 +483,52 @@ export class ClientConnection {
     socket?.end();
   }
 
+  /** assumeQuiet makes it at least `ticks` sweeps since the last reply on this connection. */
+  assumeQuiet(ticks: number): void {
+    if (!this.replied) this.quietTicks = Math.max(this.quietTicks, ticks);
+  }
+
   /**
-   * sweep abandons the calls issued more than `timeoutTicks` ticks before `tick` (a call issued
-   * late in its tick has then waited at least `timeoutTicks` whole ticks): each fails with
-   * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. Returns whether it abandoned
-   * any: the client counts one failure per sweep that did, however many calls and connections
-   * (calls sent together time out together, and a burst of slow calls must not mark down a peer
-   * that answered others in between).
+   * noteSweep starts this connection's part of a sweep: it returns how many sweeps in a row passed
+   * without a reply on it (0: one came since the last sweep).
    */
-  sweep(tick: number, timeoutTicks: number): boolean {
-    const p = this.pending;
+  noteSweep(): number {
     if (this.replied) this.quietTicks = 0;
     else this.quietTicks++;
     this.replied = false;
+    return this.quietTicks;
+  }
+
+  /**
+   * sweep abandons the calls issued more than `timeoutTicks` ticks before `tick` (a call issued
+   * late in its tick has then waited at least `timeoutTicks` whole ticks): each fails with
+   * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. A sent PeerGet or PeerGetMulti
+   * is kept instead (LATE) while `alive` and not `lateTicks` old (see the header). Returns whether
+   * it abandoned any: the client counts one failure per sweep that did, however many calls and
+   * connections (calls sent together time out together, and a burst of slow calls must not mark
+   * down a peer that answered others in between).
+   */
+  sweep(tick: number, timeoutTicks: number, lateTicks = 0, alive = false): boolean {
+    const p = this.pending;
     let error: CacheError | null = null;
     let counted = false; // a call of the application that was sent timed out (not only the revival ping)
     // Not open: nothing queued on this connection has been written (a lost connection failed
     // what it had sent), so its output holds one frame per call in flight, in issue order. A call
     // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
     const unsent = this.state !== CONN_OPEN;
+    const mayWait = !unsent && alive && lateTicks > timeoutTicks;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
-      const forward = p.forward[slot]!;
-      const waiter = p.waiter[slot]!;
-      if (unsent) {
-        const out = this.calls.out;
-        out.consume(4 + readI32(out.buffer, 0));
-        p.release(slot);
-      } else p.abandon(slot);
-      if (!this.settledRevival(slot)) {
-        this.health.counters.timeouts++;
-        this.health.counters.errors++;
-        if (!unsent) counted = true;
+      if (mayWait && MAY_LOAD.has(p.method[slot]!) && tick - p.issuedAt[slot]! <= lateTicks) {
+        p.lateWait(slot);
+        continue;
       }
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
-      settleError(forward, waiter, error);
+      if (this.timeOut(slot, unsent, error)) counted = true;
+    }
+    while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
+      error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
+      if (this.timeOut(p.lateHead, false, error)) counted = true;
     }
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
     // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
@@ -520,6 +540,29 @@ export class ClientConnection {
     else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
     else if (error !== null && this.quietTicks > timeoutTicks) this.quiet = true;
     return counted;
+  }
+
+  /**
+   * timeOut fails the waiting or late call `slot` with `error`: taken out of the output when
+   * `unsent`, else abandoned (its late reply will be dropped). Returns whether it counts as a
+   * timeout of a sent call of the application's (not the revival ping's).
+   */
+  private timeOut(slot: number, unsent: boolean, error: CacheError): boolean {
+    const p = this.pending;
+    const forward = p.forward[slot]!;
+    const waiter = p.waiter[slot]!;
+    if (unsent) {
+      const out = this.calls.out;
+      out.consume(4 + readI32(out.buffer, 0));
+      p.release(slot);
+    } else p.abandon(slot);
+    const counted = !this.settledRevival(slot);
+    if (counted) {
+      this.health.counters.timeouts++;
+      this.health.counters.errors++;
+    }
+    settleError(forward, waiter, error);
+    return counted && !unsent;
   }
 
   /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
@@ -563,6 +606,15 @@ export class ClientConnection {
     this.calls.out.reset();
     if (p.abandoned > 0) {
       for (let s = 0; s < p.slotCount; s++) if (p.state[s] === SLOT_ABANDONED) p.release(s);
+    }
+    // LATE calls first: they are older than every WAITING one, and a callback never adds to them.
+    while (p.lateHead >= 0) {
+      const slot = p.lateHead;
+      const forward = p.forward[slot]!;
+      const waiter = p.waiter[slot]!;
+      p.release(slot);
+      this.health.counters.errors++;
+      settleError(forward, waiter, error);
     }
     const last = p.tail;
     while (p.head >= 0) {

@@ -15,7 +15,9 @@
 // by a reply meant for an earlier call, however late, and any reply whose seqid is not in flight
 // is a protocol violation. WAITING slots are linked in issue order (`prev`/`next`, -1 = nil);
 // since every call of a connection has the same timeout, that is also deadline order and the
-// sweep stops at the first call that is not yet due.
+// sweep stops at the first call that is not yet due. A call the sweep lets wait past the timeout
+// (a peer's load, see ClientConnection.sweep) turns LATE and moves to a second list, also in issue
+// order: all LATE calls share one longer deadline.
 
 import type { CacheError } from "../protocol/errors.ts";
 
@@ -37,6 +39,8 @@ export interface Waiter {
 export const SLOT_FREE = 0;
 export const SLOT_WAITING = 1;
 export const SLOT_ABANDONED = 2;
+/** SLOT_LATE: waiting past the timeout (still counted in `waiting`). */
+export const SLOT_LATE = 3;
 
 const SLOT_BITS = 16;
 const SLOT_MASK = (1 << SLOT_BITS) - 1;
@@ -63,8 +67,12 @@ export class PendingCalls {
   /** Oldest and newest WAITING slot, -1 when none (read-only outside). */
   head: Slot = -1;
   tail: Slot = -1;
-  /** Slots WAITING / ABANDONED. */
+  /** Oldest and newest LATE slot, -1 when none (read-only outside). */
+  lateHead: Slot = -1;
+  lateTail: Slot = -1;
+  /** Slots WAITING or LATE / of them LATE / ABANDONED. */
   waiting = 0;
+  late = 0;
   abandoned = 0;
 
   constructor() {
@@ -96,14 +104,14 @@ export class PendingCalls {
     return (this.generation[slot]! << SLOT_BITS) | slot;
   }
 
-  /** find returns the slot `seqid` names if it is in flight (WAITING or ABANDONED), else -1. */
+  /** find returns the slot `seqid` names if it is in flight (WAITING, LATE or ABANDONED), else -1. */
   find(seqid: number): Slot {
     const slot = seqid & SLOT_MASK;
     if (seqid <= 0 || slot >= this.capacity || this.state[slot] === SLOT_FREE) return -1;
     return this.generation[slot] === seqid >>> SLOT_BITS ? slot : -1;
   }
 
-  /** abandon turns a WAITING call into one whose reply will be dropped (timed out). */
+  /** abandon turns a WAITING or LATE call into one whose reply will be dropped (timed out). */
   abandon(slot: Slot): void {
     this.unlink(slot);
     this.state[slot] = SLOT_ABANDONED;
@@ -113,9 +121,21 @@ export class PendingCalls {
     this.abandoned++;
   }
 
+  /** lateWait moves the WAITING call `slot` to the LATE list (it waits past the timeout). */
+  lateWait(slot: Slot): void {
+    this.unlink(slot);
+    this.state[slot] = SLOT_LATE;
+    this.prev[slot] = this.lateTail;
+    this.next[slot] = -1;
+    if (this.lateTail >= 0) this.next[this.lateTail] = slot;
+    else this.lateHead = slot;
+    this.lateTail = slot;
+    this.late++;
+  }
+
   /** release frees a slot (its reply arrived, or the connection is gone). */
   release(slot: Slot): void {
-    if (this.state[slot] === SLOT_WAITING) {
+    if (this.state[slot] === SLOT_WAITING || this.state[slot] === SLOT_LATE) {
       this.unlink(slot);
       this.waiting--;
     } else {
@@ -137,19 +157,29 @@ export class PendingCalls {
     return this.capacity;
   }
 
-  /** waitingAny tells whether a WAITING call is of one of `methods`. */
+  /** waitingAny tells whether a WAITING or LATE call is of one of `methods`. */
   waitingAny(methods: ReadonlySet<number>): boolean {
     for (let slot = this.head; slot >= 0; slot = this.next[slot]!) if (methods.has(this.method[slot]!)) return true;
+    for (let slot = this.lateHead; slot >= 0; slot = this.next[slot]!) if (methods.has(this.method[slot]!)) return true;
     return false;
   }
 
+  /** unlink takes a WAITING or LATE slot out of its list (a LATE one stops counting as late). */
   private unlink(slot: Slot): void {
     const p = this.prev[slot]!;
     const n = this.next[slot]!;
-    if (p >= 0) this.next[p] = n;
-    else this.head = n;
-    if (n >= 0) this.prev[n] = p;
-    else this.tail = p;
+    if (this.state[slot] === SLOT_LATE) {
+      if (p >= 0) this.next[p] = n;
+      else this.lateHead = n;
+      if (n >= 0) this.prev[n] = p;
+      else this.lateTail = p;
+      this.late--;
+    } else {
+      if (p >= 0) this.next[p] = n;
+      else this.head = n;
+      if (n >= 0) this.prev[n] = p;
+      else this.tail = p;
+    }
     this.prev[slot] = this.next[slot] = -1;
   }
 
@@ -177,23 +207,30 @@ export class PendingCalls {
   /** checkInvariants throws when the pool's counts, free stack and links disagree (tests). */
   checkInvariants(): void {
     let waiting = 0;
+    let late = 0;
     let abandoned = 0;
     for (let s = 0; s < this.capacity; s++) {
       if (this.state[s] === SLOT_WAITING) waiting++;
+      else if (this.state[s] === SLOT_LATE) late++;
       else if (this.state[s] === SLOT_ABANDONED) abandoned++;
     }
-    if (waiting !== this.waiting || abandoned !== this.abandoned) throw new Error("PendingCalls: counts disagree with states");
-    if (this.freeTop + waiting + abandoned !== this.capacity) throw new Error("PendingCalls: free stack size wrong");
+    if (waiting + late !== this.waiting || late !== this.late || abandoned !== this.abandoned) throw new Error("PendingCalls: counts disagree with states");
+    if (this.freeTop + waiting + late + abandoned !== this.capacity) throw new Error("PendingCalls: free stack size wrong");
+    this.checkList(this.head, this.tail, SLOT_WAITING, waiting);
+    this.checkList(this.lateHead, this.lateTail, SLOT_LATE, late);
+  }
+
+  private checkList(head: Slot, tail: Slot, state: number, count: number): void {
     let linked = 0;
     let last = -1;
-    for (let s = this.head; s >= 0; s = this.next[s]!) {
-      if (this.state[s] !== SLOT_WAITING) throw new Error("PendingCalls: a linked slot is not waiting");
+    for (let s = head; s >= 0; s = this.next[s]!) {
+      if (this.state[s] !== state) throw new Error("PendingCalls: a linked slot is in another state");
       if (this.prev[s] !== last) throw new Error("PendingCalls: broken prev link");
       if (last >= 0 && this.issuedAt[s]! < this.issuedAt[last]!) throw new Error("PendingCalls: list out of issue order");
       last = s;
       if (++linked > this.capacity) throw new Error("PendingCalls: cycle");
     }
-    if (linked !== waiting || last !== this.tail) throw new Error("PendingCalls: list does not hold every waiting slot");
+    if (linked !== count || last !== tail) throw new Error("PendingCalls: list does not hold every slot of its state");
   }
 }
 

@@ -408,6 +408,8 @@ function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefi
     port: Number(id.slice(colon + 1)),
     connections: config.peerConnections,
     timeoutMs: config.peerTimeoutMs,
+    // A PeerGet may wait for the owner's load: as long as a load may take, while the owner answers.
+    loadWaitMs: longestLoadTimeoutMs(config),
     authToken: config.authToken,
     tls,
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },

@@ -40,7 +40,9 @@ Flags:
   --vnodes N             virtual nodes per member on the ring (default: the ring's)
   --mirror-share F       part of each group's memory for hot copies of keys owned elsewhere (default 0.125; 0 = none)
   --mirror-ttl DUR       longest a hot copy is kept, bounding how stale a copy whose invalidation was lost can be (default 10s; 0 = its own TTL)
-  --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s)
+  --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s); a Get
+                         the owner is loading waits on while the owner still answers (up to the
+                         longest load timeout more)
   --peer-connections N   connections to each peer (default 2)
   --auth-token TOKEN     require this token (the Auth call) first on every connection; peers send it
                          too. Better: --auth-token-file PATH or the MYBUNCACHE_AUTH_TOKEN env var

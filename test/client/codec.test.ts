@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { CallSocket } from "../../src/client/client-connection.ts";
-import { MAX_SLOTS, PendingCalls, SLOT_ABANDONED, SLOT_WAITING } from "../../src/client/pending-calls.ts";
+import { MAX_SLOTS, PendingCalls, SLOT_ABANDONED, SLOT_LATE, SLOT_WAITING } from "../../src/client/pending-calls.ts";
 import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
 import { CallWriter } from "../../src/protocol/call-writer.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
@@ -181,12 +181,13 @@ describe("ReplyReader", () => {
 });
 
 describe("PendingCalls", () => {
-  test("seeded random acquire/abandon/release against a model, invariants after every step", () => {
+  test("seeded random acquire/late wait/abandon/release against a model, invariants after every step", () => {
     const seed = testSeed();
     const rng = new Prng(seed);
     const p = new PendingCalls();
     const model = new Map<number, { slot: number; state: number }>(); // seqid → record
     let tick = 0;
+    let late = 0;
     try {
       for (let step = 0; step < 20_000; step++) {
         const op = rng.int(10);
@@ -197,11 +198,19 @@ describe("PendingCalls", () => {
           expect(seqid).toBeGreaterThan(0);
           expect(model.has(seqid)).toBe(false); // unique among calls in flight
           model.set(seqid, { slot, state: SLOT_WAITING });
+        } else if (op === 9 && p.head >= 0) {
+          // The sweep lets the oldest waiting call wait late.
+          const slot = p.head;
+          p.lateWait(slot);
+          model.get(p.seqidOf(slot))!.state = SLOT_LATE;
+          late++;
+          expect(p.state[slot]).toBe(SLOT_LATE);
         } else {
           const seqid = live[rng.int(live.length)]!;
           const rec = model.get(seqid)!;
           expect(p.find(seqid)).toBe(rec.slot);
-          if (op < 7 && rec.state === SLOT_WAITING) {
+          if (rec.state === SLOT_LATE) late--;
+          if (op < 7 && (rec.state === SLOT_WAITING || rec.state === SLOT_LATE)) {
             p.abandon(rec.slot);
             rec.state = SLOT_ABANDONED;
           } else {
@@ -212,6 +221,7 @@ describe("PendingCalls", () => {
         }
         p.checkInvariants();
         expect(p.inFlight).toBe(model.size);
+        expect(p.late).toBe(late);
       }
     } catch (e) {
       console.error(`PendingCalls model test failed: replay with TEST_SEED=${seed}`);
