@@ -487,6 +487,7 @@ export class CacheClient {
     }
     this.retired.push(conn);
     this.conns[i] = new ClientConnection(this.endpoint, this.health);
+    this.conns[i]!.assumeQuiet(conn.quietFor); // it has heard nothing yet: no sign the node is there
   }
 
   private onDown(): void {
@@ -563,9 +564,10 @@ export class CacheClient {
   }
 
   /**
-   * pingLiveness sends a PeerPing (not counted as a call) unless one is in flight, on the usable
-   * connection with the fewest calls waiting and none late if there is one: its answer tells that
-   * the node is still there while calls wait, maybe for loads.
+   * pingLiveness sends a PeerPing (not counted in `calls`; if it times out, that is a timeout and a
+   * failure like any call's) unless one is in flight, on the usable connection with the fewest calls
+   * waiting and none late if there is one: its answer tells that the node is still there while
+   * calls wait, maybe for loads.
    */
   private pingLiveness(): void {
     if (this.livenessPinging || this.closed || this.health.down) return;

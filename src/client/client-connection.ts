@@ -483,6 +483,11 @@ export class ClientConnection {
     socket?.end();
   }
 
+  /** quietFor is how many sweeps in a row passed without a reply on this connection. */
+  get quietFor(): number {
+    return this.quietTicks;
+  }
+
   /** assumeQuiet makes it at least `ticks` sweeps since the last reply on this connection. */
   assumeQuiet(ticks: number): void {
     if (!this.replied) this.quietTicks = Math.max(this.quietTicks, ticks);
@@ -607,7 +612,9 @@ export class ClientConnection {
     if (p.abandoned > 0) {
       for (let s = 0; s < p.slotCount; s++) if (p.state[s] === SLOT_ABANDONED) p.release(s);
     }
-    // LATE calls first: they are older than every WAITING one, and a callback never adds to them.
+    // The calls in flight now: the WAITING ones up to `last`, and every LATE one (a callback never
+    // adds to those). Calls the callbacks make are queued after them, for a new connection.
+    const last = p.tail;
     while (p.lateHead >= 0) {
       const slot = p.lateHead;
       const forward = p.forward[slot]!;
@@ -616,8 +623,7 @@ export class ClientConnection {
       this.health.counters.errors++;
       settleError(forward, waiter, error);
     }
-    const last = p.tail;
-    while (p.head >= 0) {
+    while (last >= 0 && p.head >= 0) {
       const slot = p.head;
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;

@@ -5,62 +5,87 @@
  * A thread runs several loads at once, so a load that gives no answer in time is stopped by its
  * own thread (loader-worker.ts), which keeps serving the others. A thread that a synchronous loader
  * blocks cannot do that, nor anything else: it stops beating. Each thread adds 1 to its beat count
- * every BEAT_MS, from before it imports the loaders module; the pool (`BeatWatch`) terminates a
- * thread whose count has not moved for the stop time while loads are in flight.
+ * every BEAT_MS once it has imported the loaders module (the import may hold its event loop a
+ * while); the pool (`BeatWatch`) terminates a thread whose count has not moved for the stop time,
+ * and counts a replacement thread ready once it beats. (The pool's threads wait for work on their
+ * event loop, not in `Atomics.wait`, so an idle thread beats too: LoaderPool sets tinypool's
+ * `useAtomics: false`.)
  *
- * The table is one SharedArrayBuffer of Int32 words: word 0 counts the slots claimed; slot s is
- * words 1 + 2s (the thread's id) and 2 + 2s (its beat count). A thread takes the next slot modulo
- * BEAT_SLOTS; the pool finds a thread's slot by its id, so a slot taken over by a later thread is
- * never mistaken for an earlier one's.
+ * The table is one SharedArrayBuffer of Int32 words, two per thread slot: the thread's id, then
+ * its beat count. A thread's slot is its tinypool worker id - 1 (ids 1..threads, each held by one
+ * live thread and handed to its replacement), so there are as many slots as threads; the pool
+ * finds a thread's slot by its id, so a slot taken over by a replacement is not mistaken for the
+ * thread that had it.
  */
 
 /** BEAT_MS is how often a loader thread beats. */
 export const BEAT_MS = 50;
-const BEAT_SLOTS = 256;
 
-/** newBeatTable returns the shared heartbeat table a pool hands its threads. */
-export function newBeatTable(): SharedArrayBuffer {
-  return new SharedArrayBuffer(4 * (1 + 2 * BEAT_SLOTS));
+/** newBeatTable returns the shared heartbeat table of a pool of `threads` threads. */
+export function newBeatTable(threads: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(4 * 2 * threads);
 }
 
-/** startBeating claims a slot of `table` for thread `threadId` and beats in it every BEAT_MS. */
-export function startBeating(table: SharedArrayBuffer, threadId: number): void {
+/**
+ * startBeating makes thread `threadId` beat in `slot` of `table` every BEAT_MS, and returns the
+ * beat: the thread calls it once its loaders module is imported, so that the pool judges it from
+ * then on (not while the import may hold its event loop).
+ */
+export function startBeating(table: SharedArrayBuffer, slot: number, threadId: number): () => void {
   const words = new Int32Array(table);
-  const slot = Atomics.add(words, 0, 1) % BEAT_SLOTS;
-  Atomics.store(words, 2 + 2 * slot, 0);
-  Atomics.store(words, 1 + 2 * slot, threadId);
-  setInterval(() => Atomics.add(words, 2 + 2 * slot, 1), BEAT_MS);
+  if (!(slot >= 0 && 2 * slot + 1 < words.length)) return () => {}; // (not a pool thread's slot: no beat to watch)
+  Atomics.store(words, 2 * slot + 1, 0);
+  Atomics.store(words, 2 * slot, threadId);
+  let imported = false;
+  const beat = (): void => {
+    if (imported) Atomics.add(words, 2 * slot + 1, 1);
+  };
+  setInterval(beat, BEAT_MS);
+  return () => {
+    imported = true;
+    beat();
+  };
 }
 
 /** BeatWatch is the pool's side: it remembers each thread's last beat count and when it moved. */
 export class BeatWatch {
   private readonly words: Int32Array;
   private readonly seen = new Map<number, { beats: number; at: number }>();
+  private readonly slotOf = new Map<number, number>();
 
   constructor(table: SharedArrayBuffer) {
     this.words = new Int32Array(table);
   }
 
+  /** look reads which thread beats in which slot (once per check, before `stalledFor`). */
+  look(): void {
+    this.slotOf.clear();
+    for (let s = 0; 2 * s < this.words.length; s++) this.slotOf.set(Atomics.load(this.words, 2 * s), s);
+  }
+
   /**
    * stalledFor returns how many ms thread `threadId`'s beat has not moved as of `now`
-   * (performance.now()), or 0 while it moves or before the thread has a slot.
+   * (performance.now()), or 0 while it moves, before the thread has a slot, and before its first
+   * beat, which comes once it has imported the loaders module (the import may hold its event loop
+   * a while; it does end: the module imported in the main thread first).
    */
   stalledFor(threadId: number, now: number): number {
-    let slot = -1;
-    for (let s = 0; s < BEAT_SLOTS; s++) {
-      if (Atomics.load(this.words, 1 + 2 * s) === threadId) {
-        slot = s;
-        break;
-      }
-    }
-    if (slot < 0) return 0;
-    const beats = Atomics.load(this.words, 2 + 2 * slot);
+    const slot = this.slotOf.get(threadId);
+    if (slot === undefined) return 0;
+    const beats = Atomics.load(this.words, 2 * slot + 1);
+    if (beats === 0) return 0;
     const last = this.seen.get(threadId);
     if (last === undefined || last.beats !== beats) {
       this.seen.set(threadId, { beats, at: now });
       return 0;
     }
     return now - last.at;
+  }
+
+  /** imported tells whether thread `threadId` has beaten: it has imported the loaders module (after `look`). */
+  imported(threadId: number): boolean {
+    const slot = this.slotOf.get(threadId);
+    return slot !== undefined && Atomics.load(this.words, 2 * slot + 1) > 0;
   }
 
   /** forget drops what is remembered of threads not in `live`. */

@@ -13,9 +13,13 @@
  * async functions, and one that awaits a database or a service leaves its thread to the others
  * meanwhile, as a goroutine would (a synchronous loader still runs its loads one after another).
  * At most `threads * concurrency + queue` loads are in flight (running or waiting); the next one
- * is refused with OVERLOADED at once, by our own counter, before tinypool is called. tinypool's
- * own `maxQueue` is set above that bound and is only a backstop: its count varies while a replaced
- * worker boots (it adds the booting worker's capacity), ours does not.
+ * is refused with OVERLOADED at once, by our own counter, before tinypool is called. Loads wait
+ * in our own queue, not tinypool's: a thread that becomes free takes one task of tinypool's queue
+ * per event (its `_onWorkerAvailable` posts one and returns), so loads queued there while a
+ * replaced thread booted would run one at a time for as long as the queue never emptied. A load
+ * is handed to tinypool only while a place is free on a thread that is ready (a replacement is
+ * counted once it has imported the module: its first heartbeat, heartbeat.ts) and tinypool's own
+ * queue is empty, so it goes straight to a thread with room.
  *
  * Failures, all as CacheError:
  *  - the loader throws/rejects, or returns a wrong type → LOAD_FAILED with its message
@@ -33,7 +37,8 @@
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
  *    synchronous loader blocks for that long stops beating (heartbeat.ts) and is terminated and
- *    replaced, its loads failing as stopped.
+ *    replaced, its loads failing as stopped; a load that waited that long in the queue is dropped
+ *    from it the same way.
  *
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
  */
@@ -90,6 +95,17 @@ const TINYPOOL_QUEUE_ERRORS = new Set(["Task queue is at limit", "No task queue 
 /** BlockedThread is the error a thread's loads fail with when the pool terminates it for not beating. */
 class BlockedThread extends Error {}
 
+/** Queued is a load waiting for a place (LoaderPool.waiting). */
+interface Queued {
+  task: LoadTask;
+  since: number; // performance.now() when it was queued
+  resolve(result: LoadResult): void;
+  reject(err: unknown): void;
+}
+
+/** CHECK_MS: how often the pool looks at its queue (and at the heartbeats, sooner with a short stop time). */
+const CHECK_MS = 1000;
+
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
   error: (msg, f) => console.error(msg, f ?? ""),
@@ -108,10 +124,21 @@ export class LoaderPool {
   private readonly watched = new WeakSet<PoolWorker>();
   private readonly dead = new WeakSet<PoolWorker>();
   private lastCrash: unknown = null;
+  /** inFlight counts loads accepted and not settled (running or queued); running, those handed to tinypool. */
   private inFlight = 0;
+  private running = 0;
+  /** places is how many loads run at once (threads * concurrency); readyPlaces, those on threads known ready. */
+  private readonly places: number;
+  private readyPlaces: number;
+  private readonly threads: number;
+  private readonly concurrency: number;
+  /** recountTimer: armed while a replaced thread may not be ready yet (`recount`). */
+  private recountTimer: ReturnType<typeof setTimeout> | null = null;
+  /** waiting are the loads accepted beyond `places`, oldest first. */
+  private readonly waiting: Queued[] = [];
   private closing: Promise<void> | null = null;
-  private readonly beats: BeatWatch | null = null;
-  private readonly beatTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly beats: BeatWatch;
+  private readonly checkTimer: ReturnType<typeof setInterval>;
 
   /** open resolves and imports the loaders module, lists its loaders and starts the workers. */
   static async open(opts: LoaderPoolOptions): Promise<LoaderPool> {
@@ -148,22 +175,25 @@ export class LoaderPool {
     this.module = module;
     this.groups = Object.freeze(groups);
     this.known = new Set(groups);
-    this.capacity = threads * concurrency + queue;
+    this.threads = threads;
+    this.concurrency = concurrency;
+    this.places = threads * concurrency;
+    this.readyPlaces = this.places; // tinypool's first threads take tasks as soon as they boot
+    this.capacity = this.places + queue;
     this.logger = logger;
-    const workerData: LoaderWorkerData = { module, stopAfterMs };
-    if (stopAfterMs > 0) {
-      workerData.beats = newBeatTable();
-      this.beats = new BeatWatch(workerData.beats);
-      this.beatTimer = setInterval(() => this.checkBeats(), Math.max(BEAT_MS, Math.min(1000, stopAfterMs / 4)));
-      this.beatTimer.unref?.();
-    }
+    const workerData: LoaderWorkerData = { module, stopAfterMs, beats: newBeatTable(threads) };
+    this.beats = new BeatWatch(workerData.beats);
+    this.checkTimer = setInterval(() => this.check(), stopAfterMs > 0 ? Math.max(BEAT_MS, Math.min(CHECK_MS, stopAfterMs / 4)) : CHECK_MS);
+    this.checkTimer.unref?.();
     this.pool = new Tinypool({
       filename: WORKER_FILE,
       name: "load",
       minThreads: threads,
       maxThreads: threads,
       concurrentTasksPerWorker: concurrency,
-      maxQueue: this.capacity + threads * concurrency, // backstop only; the bound is `capacity`, enforced in run()
+      // An idle thread waits on its event loop, where its heartbeat goes on (heartbeat.ts).
+      useAtomics: false,
+      maxQueue: this.capacity + this.places, // backstop only; the bound is `capacity`, enforced in run()
       workerData,
     });
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
@@ -184,27 +214,116 @@ export class LoaderPool {
     }
     this.inFlight++;
     this.counters.submitted++;
-    const task: LoadTask = { group, key };
-    return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(
-      (reply) => this.settle(reply, group, key),
-      (err: unknown) => this.fail(err, group, key),
-    );
+    const task: LoadTask = { group, key, stopAfterMs: this.stopAfterMs };
+    if (this.waiting.length === 0 && this.canStart()) return this.start(task);
+    return new Promise<LoadResult>((resolve, reject) => {
+      this.waiting.push({ task, since: performance.now(), resolve, reject });
+    });
   }
 
   /**
-   * checkBeats terminates the threads that have not beaten for `stopAfterMs` while loads are in
-   * flight (a synchronous loader blocks them): tinypool fails their loads (as stopped, see `fail`)
-   * and starts replacements.
+   * canStart tells whether a load handed to tinypool now goes straight to a thread with room; or,
+   * with none running, makes tinypool start a thread for it (after threads died as they started,
+   * tinypool replaces them only as tasks come).
    */
-  private checkBeats(): void {
-    const beats = this.beats!;
+  private canStart(): boolean {
+    return this.pool.queueSize === 0 && (this.running < this.readyPlaces || this.running === 0);
+  }
+
+  /**
+   * lost takes a thread that died or is being terminated out of the ready places, until `recount`
+   * sees its replacement ready.
+   */
+  private lost(): void {
+    this.readyPlaces = Math.max(0, this.readyPlaces - this.concurrency);
+    if (this.recountTimer === null && this.closing === null) {
+      this.recountTimer = setTimeout(() => this.recount(), BEAT_MS);
+      this.recountTimer.unref?.();
+    }
+  }
+
+  /** recount counts the ready places again (threads that beat), starts queued loads, and goes on until all are ready. */
+  private recount(): void {
+    this.recountTimer = null;
+    if (this.closing !== null) return;
+    this.beats.look();
+    let ready = 0;
+    for (const worker of this.pool.threads) if (!this.dead.has(worker) && this.beats.imported(worker.threadId)) ready++;
+    this.readyPlaces = Math.min(this.places, ready * this.concurrency);
+    this.startQueued();
+    if (ready < this.threads) {
+      this.recountTimer = setTimeout(() => this.recount(), BEAT_MS);
+      this.recountTimer.unref?.();
+    }
+  }
+
+  /** start hands `task` to tinypool; its outcome settles it (settle / fail) and starts queued loads. */
+  private start(task: LoadTask): Promise<LoadResult> {
+    this.running++;
+    return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(
+      (reply) => {
+        this.ended();
+        return this.settle(reply, task.group, task.key);
+      },
+      (err: unknown) => {
+        this.ended();
+        return this.fail(err, task.group, task.key);
+      },
+    );
+  }
+
+  /** ended gives a running load's place back and starts the queued loads that now have room. */
+  private ended(): void {
+    this.running--;
+    this.startQueued();
+  }
+
+  /**
+   * startQueued starts the queued loads that have room, oldest first, each with what is left of its
+   * stop time (a load is stopped `stopAfterMs` after it was accepted, however long it queued).
+   */
+  private startQueued(): void {
+    this.dropStale(performance.now());
+    while (this.waiting.length > 0 && this.closing === null && this.canStart()) {
+      const q = this.waiting.shift()!;
+      if (this.stopAfterMs > 0) q.task.stopAfterMs = Math.max(1, Math.ceil(this.stopAfterMs - (performance.now() - q.since)));
+      this.start(q.task).then(q.resolve, q.reject);
+    }
+  }
+
+  /** dropStale fails the queued loads accepted `stopAfterMs` or more before `now` as stopped. */
+  private dropStale(now: number): void {
+    if (!(this.stopAfterMs > 0)) return;
+    while (this.waiting.length > 0 && now - this.waiting[0]!.since >= this.stopAfterMs) {
+      const q = this.waiting.shift()!;
+      this.inFlight--;
+      this.counters.failed++;
+      this.counters.stopped++;
+      this.logger.warn("loader stopped: no answer in time", { module: this.module, group: q.task.group, key: q.task.key, ms: this.stopAfterMs, queued: true });
+      q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped`));
+    }
+  }
+
+  /**
+   * check runs every CHECK_MS (sooner with a short stop time): it starts queued loads that have room
+   * (a thread that became ready takes from tinypool's queue without a load of ours ending), drops
+   * queued loads older than `stopAfterMs`, and terminates the threads that have not beaten for
+   * `stopAfterMs` (a synchronous loader blocks them): tinypool fails their loads (as stopped, see
+   * `fail`) and starts replacements.
+   */
+  private check(): void {
+    this.startQueued();
+    const beats = this.beats;
+    if (!(this.stopAfterMs > 0) || this.closing !== null) return;
     const now = performance.now();
+    beats.look();
     const live = new Set<number>();
     for (const worker of this.pool.threads) {
       live.add(worker.threadId);
       const stalled = beats.stalledFor(worker.threadId, now);
-      if (stalled < this.stopAfterMs || this.inFlight === 0 || this.dead.has(worker) || this.closing !== null) continue;
+      if (stalled < this.stopAfterMs || this.dead.has(worker)) continue;
       this.dead.add(worker); // not a crash: onWorkerError / onWorkerExit leave it be
+      this.lost();
       this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
       worker.emit("error", new BlockedThread(`loader thread blocked for ${Math.round(stalled)} ms`)); // tinypool: fail its loads, drop it, start a new one
     }
@@ -224,8 +343,16 @@ export class LoaderPool {
 
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
   close(): Promise<void> {
-    if (this.beatTimer !== null) clearInterval(this.beatTimer);
-    this.closing ??= this.pool.destroy();
+    if (this.closing === null) {
+      clearInterval(this.checkTimer);
+      if (this.recountTimer !== null) clearTimeout(this.recountTimer);
+      this.closing = this.pool.destroy();
+      for (const q of this.waiting.splice(0)) {
+        this.inFlight--;
+        this.counters.failed++;
+        q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed"));
+      }
+    }
     return this.closing;
   }
 
@@ -301,6 +428,7 @@ export class LoaderPool {
 
   private reportCrash(worker: PoolWorker, err: unknown): void {
     this.dead.add(worker);
+    this.lost();
     this.lastCrash = err;
     this.counters.crashes++;
     this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: errorText(err) });

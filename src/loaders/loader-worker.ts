@@ -27,18 +27,19 @@
  * with `stopAfterMs`, a load not answered by then is answered here as stopped (`LoadFailure`
  * with `stopped`), and its loader's promise is abandoned (whatever it settles to later is
  * dropped). A loader that blocks the thread itself (a synchronous loop) cannot be answered so:
- * the thread beats (heartbeat.ts) from before the module is imported, and the pool terminates a
- * thread whose beat stops for `stopAfterMs` while loads are in flight.
+ * the thread beats (heartbeat.ts) once the module is imported, and the pool terminates a thread
+ * whose beat stops for `stopAfterMs` (the beat also tells the pool a replacement is ready).
  */
 import { threadId } from "node:worker_threads";
-import Tinypool from "tinypool";
+import Tinypool, { workerId } from "tinypool";
 import { errorText } from "../protocol/errors.ts";
 import { startBeating } from "./heartbeat.ts";
 
-/** LoadTask is one load request sent to a worker. */
+/** LoadTask is one load request sent to a worker; `stopAfterMs` > 0: answer it as stopped after that long. */
 export interface LoadTask {
   group: string;
   key: string;
+  stopAfterMs: number;
 }
 
 /**
@@ -57,12 +58,12 @@ export type LoadReply = Uint8Array | string | null | LoadFailure;
 
 /**
  * LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module, the stop
- * time (0: never), and with a stop time the heartbeat table (heartbeat.ts).
+ * time (0: never), and the heartbeat table (heartbeat.ts).
  */
 export interface LoaderWorkerData {
   module: string;
   stopAfterMs: number;
-  beats?: SharedArrayBuffer;
+  beats: SharedArrayBuffer;
 }
 
 type Moved = ReturnType<typeof Tinypool.move>;
@@ -71,7 +72,7 @@ const data = Tinypool.workerData as LoaderWorkerData | undefined;
 if (data === undefined) throw new Error("loader-worker.ts runs only inside a LoaderPool worker thread");
 const modulePath = data.module;
 const stopAfterMs = data.stopAfterMs;
-if (data.beats !== undefined) startBeating(data.beats, threadId);
+const imported = startBeating(data.beats, (workerId ?? 0) - 1, threadId);
 
 let loaders: Record<string, unknown> | null = null;
 let importError = "";
@@ -80,6 +81,7 @@ try {
 } catch (err) {
   importError = `cannot import loaders module ${modulePath} in a worker: ${errorText(err)}`;
 }
+imported();
 
 /** load runs the loader of `task.group` on `task.key` and answers a LoadReply. */
 export async function load(task: LoadTask): Promise<LoadReply | Moved> {
@@ -89,7 +91,10 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   let value: unknown;
   try {
     const answer = (loader as (key: string) => unknown)(task.key);
-    value = stopAfterMs > 0 && answer instanceof Promise ? await withinStop(answer) : await answer;
+    // A promise or any thenable (a query builder) is stopped; a plain value is the answer.
+    const thenable = answer !== null && (typeof answer === "object" || typeof answer === "function") &&
+      typeof (answer as { then?: unknown }).then === "function";
+    value = task.stopAfterMs > 0 && thenable ? await withinStop(Promise.resolve(answer), task.stopAfterMs) : await answer;
   } catch (err) {
     return { failed: errorText(err) };
   }
@@ -105,11 +110,11 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
 /** STOPPED is what `withinStop` answers for a loader that gave no answer in time. */
 const STOPPED = Symbol("stopped");
 
-/** withinStop answers what `answer` settles to, or STOPPED after `stopAfterMs` (it is then abandoned). */
-function withinStop(answer: Promise<unknown>): Promise<unknown> {
+/** withinStop answers what `answer` settles to, or STOPPED after `ms` (it is then abandoned). */
+function withinStop(answer: Promise<unknown>, ms: number): Promise<unknown> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const stop = new Promise<typeof STOPPED>((resolve) => {
-    timer = setTimeout(resolve, Math.min(stopAfterMs, 2 ** 31 - 1), STOPPED); // (the longest delay a timer keeps)
+    timer = setTimeout(resolve, Math.min(ms, 2 ** 31 - 1), STOPPED); // (the longest delay a timer keeps)
   });
   return Promise.race([answer, stop]).finally(() => clearTimeout(timer));
 }

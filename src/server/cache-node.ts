@@ -385,7 +385,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
 
 /**
  * poolLoadWindow is how many loads one GetMulti may run at once in the worker pool: half its
- * places (threads + queue), so other clients' loads still find room, and at most the default.
+ * places (threads * concurrency + queue), so other clients' loads still find room, and at most the default.
  */
 function poolLoadWindow(pool: LoaderPool): number {
   return Math.max(1, Math.min(DEFAULT_MULTI_LOAD_WINDOW, Math.floor(pool.capacity / 2)));

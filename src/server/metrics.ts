@@ -218,7 +218,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     c("mybuncache_loader_pool_completed_total", "Loads that answered a value or not found.", () => pc.completed);
     c("mybuncache_loader_pool_failed_total", "Loads that ended in LOAD_FAILED.", () => pc.failed);
     c("mybuncache_loader_pool_rejected_total", "Loads refused with OVERLOADED because the pool was full.", () => pc.rejected);
-    c("mybuncache_loader_pool_stopped_total", "Loads stopped unanswered after four load timeouts (their threads replaced).", () => pc.stopped);
+    c("mybuncache_loader_pool_stopped_total", "Loads stopped unanswered after four load timeouts (abandoned, or their blocked thread replaced).", () => pc.stopped);
     c("mybuncache_loader_pool_crashes_total", "Worker threads that died (each replaced).", () => pc.crashes);
     gauge("mybuncache_loader_pool_in_flight", "Loads running or waiting for a worker.", [], (emit) =>
       emit({}, pc.submitted - pc.completed - pc.failed));

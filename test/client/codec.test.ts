@@ -258,6 +258,38 @@ class FakeSocket implements CallSocket {
   end(): void {}
 }
 
+describe("late waits", () => {
+  test("a connection lost under a late PeerGet fails it; a call its callback makes at once stays queued with its frame (review)", async () => {
+    await using c = new CacheClient({ host: "127.0.0.1", port: 1, connections: 1, timeoutMs: 60_000, loadWaitMs: 60_000 });
+    const door = c[TEST_DOOR];
+    const conn = door.connections[0]!;
+    conn.attach(new FakeSocket());
+    const g = new TextEncoder().encode("g");
+    const k = new TextEncoder().encode("key");
+    const outcomes: string[] = [];
+    c.forwardGet(g, k, 0, k.length, (err) => {
+      outcomes.push(`first: ${err?.message}`);
+      c.forwardGet(g, k, 0, k.length, (err2) => outcomes.push(`retry: ${err2?.message}`)); // retried at once
+    });
+    await Promise.resolve(); // written
+    expect(conn.calls.out.length).toBe(0);
+    // Sweeps past the timeout while the node answers (white box: a reply on the connection each tick).
+    const internals = conn as unknown as { replied: boolean };
+    for (let i = 0; i < 40 && conn.pending.late === 0; i++) {
+      internals.replied = true;
+      door.sweep();
+    }
+    expect(conn.pending.late).toBe(1);
+    conn.drop("test: connection lost");
+    expect(outcomes).toEqual(["first: test: connection lost"]);
+    // The retry waits for the next connection, its frame the only bytes queued.
+    expect(conn.pending.inFlight).toBe(1);
+    expect(conn.calls.out.length).toBeGreaterThan(0);
+    expect(conn.calls.out.length).toBe(4 + new DataView(conn.calls.out.buffer.buffer, conn.calls.out.buffer.byteOffset).getInt32(0));
+    conn.pending.checkInvariants();
+  });
+});
+
 describe("output coalescing", () => {
   test("all calls of a tick leave in one socket.write per connection; a short write waits for drain", async () => {
     await using c = new CacheClient({ host: "127.0.0.1", port: 1, connections: 2, timeoutMs: 60_000 });

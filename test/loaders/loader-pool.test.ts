@@ -226,13 +226,46 @@ describe("LoaderPool saturation", () => {
     expect(await queued).toBe("value of queued");
   });
 
-  test("concurrency 1 runs a thread's loads one at a time: a `together 2` alone is stopped", async () => {
+  test("concurrency 1 runs a thread's loads one at a time: a `together 2` alone is stopped, and so is the one queued behind it", async () => {
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 1, logger: recordingLogger(), stopAfterMs: 300 });
     const first = pool.run("together", "2");
     const second = pool.run("together", "2"); // queued until the first gives its place back
-    await failure(first, ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 300 ms: stopped$/);
-    // The stopped load was abandoned in its thread, not ended: the second one finds it there.
-    expect(await second).toBe("together 2");
+    // A load is stopped stopAfterMs after it was accepted, however long it waited for a place.
+    await Promise.all([first, second].map((p) => failure(p, ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 300 ms: stopped$/)));
+    expect(pool.counters).toEqual({ submitted: 2, completed: 0, failed: 2, rejected: 0, crashes: 0, stopped: 2 });
+  });
+
+  test("a loader answering a thenable that never settles is stopped like a promise (review: only promises were)", async () => {
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 0, logger: recordingLogger(), stopAfterMs: 150 });
+    await failure(pool.run("thenable", "k"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/);
+    expect(await pool.run("ok", "after")).toBe("ok after");
+  });
+
+  test("idle threads beat on: a pool with two threads and a short stop time kills none between loads (review: idle threads slept in Atomics.wait)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 2, concurrency: 2, queue: 0, logger, stopAfterMs: 150 });
+    const first = new Set(await Promise.all([pool.run("thread", "a"), pool.run("thread", "b"), pool.run("thread", "c")]));
+    for (let round = 0; round < 4; round++) {
+      await Bun.sleep(200); // idle for more than the stop time
+      expect(await pool.run("ok", `${round}`)).toBe(`ok ${round}`);
+    }
+    const later = new Set(await Promise.all([pool.run("thread", "a"), pool.run("thread", "b"), pool.run("thread", "c")]));
+    expect(logger.entries).toEqual([]);
+    expect(pool.counters.stopped).toBe(0);
+    for (const id of later) expect(first.has(id) || first.size < 2).toBe(true); // the same threads answer
+  });
+
+  test("after a thread is replaced, queued loads run at the full concurrency of the new one (review: tinypool fed it one at a time)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 4, queue: 4, logger, stopAfterMs: 300 });
+    const before = await pool.run("thread", "k");
+    await failure(pool.run("block", "k"), ERROR_CODE.LOAD_FAILED, /stopped \(its thread was blocked\)$/);
+    // The replacement boots now. `together 4` answers only when four of its loads wait in one
+    // thread at once: fed to the new thread one at a time, they would be stopped instead.
+    const gathered = await Promise.all(Array.from({ length: 4 }, (_, i) => pool.run("together", `4:${i}`)));
+    expect(gathered).toEqual(["together 4:0", "together 4:1", "together 4:2", "together 4:3"]);
+    expect(await pool.run("thread", "k")).not.toBe(before);
+    expect(pool.counters.stopped).toBe(1);
   });
 
   test("queue 0: only `threads` loads are accepted", async () => {
