@@ -105,6 +105,11 @@ interface Queued {
 
 /** CHECK_MS: how often the pool looks at its queue (and at the heartbeats, sooner with a short stop time). */
 const CHECK_MS = 1000;
+/**
+ * MIN_BLOCKED_MS: a thread counts as blocked only after this long without a beat, however short
+ * the stop time (beats and checks come every BEAT_MS or more: a few ms would catch healthy ones).
+ */
+const MIN_BLOCKED_MS = 10 * BEAT_MS;
 
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
@@ -222,11 +227,13 @@ export class LoaderPool {
   }
 
   /**
-   * canStart tells whether a load handed to tinypool now goes straight to a thread with room; or,
-   * with none running, makes tinypool start a thread for it (after threads died as they started,
-   * tinypool replaces them only as tasks come).
+   * canStart tells whether a load handed to tinypool now goes straight to a thread with room; or
+   * makes tinypool start a thread for it: with none running, or with fewer threads than the pool's
+   * (after threads died as they started, tinypool replaces them only as tasks come, and a task it
+   * holds for a thread that then died too waits until another comes).
    */
   private canStart(): boolean {
+    if (this.pool.threads.length < this.threads) return true;
     return this.pool.queueSize === 0 && (this.running < this.readyPlaces || this.running === 0);
   }
 
@@ -280,7 +287,8 @@ export class LoaderPool {
 
   /**
    * startQueued starts the queued loads that have room, oldest first, each with what is left of its
-   * stop time (a load is stopped `stopAfterMs` after it was accepted, however long it queued).
+   * stop time (a load is stopped `stopAfterMs` after it was accepted, however long it queued here;
+   * time in tinypool's own queue, which holds a load only while its thread boots, is not counted).
    */
   private startQueued(): void {
     this.dropStale(performance.now());
@@ -321,11 +329,13 @@ export class LoaderPool {
     for (const worker of this.pool.threads) {
       live.add(worker.threadId);
       const stalled = beats.stalledFor(worker.threadId, now);
-      if (stalled < this.stopAfterMs || this.dead.has(worker)) continue;
+      if (stalled < Math.max(this.stopAfterMs, MIN_BLOCKED_MS) || this.dead.has(worker)) continue;
       this.dead.add(worker); // not a crash: onWorkerError / onWorkerExit leave it be
       this.lost();
       this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
-      worker.emit("error", new BlockedThread(`loader thread blocked for ${Math.round(stalled)} ms`)); // tinypool: fail its loads, drop it, start a new one
+      const blocked = new BlockedThread(`loader thread blocked for ${Math.round(stalled)} ms`);
+      this.lastCrash = blocked; // (with no load on it, tinypool reports it as a pool error: logged here already)
+      worker.emit("error", blocked); // tinypool: fail its loads, drop it, start a new one
     }
     beats.forget(live);
     this.watchWorkers();
