@@ -23,7 +23,7 @@
  */
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
-import { SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
+import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, defaultPageSize } from "../store/store.ts";
 import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
@@ -190,7 +190,11 @@ export class Group {
     if (mirrorMemory < 0 || mirrorMemory >= opts.memory) throw new RangeError(`group ${opts.name}: the mirror must be a part of the memory`);
     const admissionK = opts.admissionK ?? 2;
     this.store = new Store({ ...opts.store, memory: opts.memory - mirrorMemory, admissionK });
-    this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK }) : undefined;
+    // The mirror is small (an eighth of the group by default): its items are capped at its default
+    // page (a 64th of it, at least 64 KiB), so it gets pages enough for values of many sizes; a
+    // larger value is not mirrored (mirror.fill refuses it), only served by its owner.
+    const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, defaultPageSize(mirrorMemory));
+    this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK, maxItemSize: mirrorItem }) : undefined;
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
   }
 

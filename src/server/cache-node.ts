@@ -377,7 +377,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       negativeTtlMs: spec.negativeTtlMs,
       loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
       multiLoadWindow: spec.multiLoadWindow ?? (deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined),
-      store: { maxItemSize: config.maxItemSize, clock },
+      store: { maxItemSize: spec.maxItemSize ?? config.maxItemSize, clock },
     }));
   }
   return groups;

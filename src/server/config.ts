@@ -30,6 +30,11 @@ export interface GroupSpec {
   loadTimeoutMs?: number;
   /** multiLoadWindow: loads one GetMulti runs at once (default: half the loader pool's places, at most 32). */
   multiLoadWindow?: number;
+  /**
+   * maxItemSize: the group's largest item (at most --max-item-size, the default): a small group
+   * whose items are small gets small slab pages with it (store.ts defaultPageSize).
+   */
+  maxItemSize?: number;
 }
 
 /** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
@@ -319,6 +324,11 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
     }
   }
   if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
+  for (const g of c.groups) {
+    if (g.maxItemSize !== undefined && !(g.maxItemSize >= 64 && g.maxItemSize <= c.maxItemSize)) {
+      throw new ConfigError(`--group ${g.name} maxitem must be from 64 bytes to --max-item-size (${c.maxItemSize}), got ${g.maxItemSize}`);
+    }
+  }
   const ram = machineMemoryBytes();
   if (c.memory > ram) {
     throw new ConfigError(`--memory ${c.memory} B is more than this machine's memory (${ram} B): the node could never hold it`);
@@ -403,8 +413,11 @@ function parseGroupOption(g: GroupSpec, option: string): void {
     case "multi":
       g.multiLoadWindow = parseInteger(`--group ${g.name} multi`, value, 1, 4096);
       return;
+    case "maxitem":
+      g.maxItemSize = parseSize(`--group ${g.name} maxitem`, value);
+      return;
     default:
-      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=, multi=)`);
+      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=, multi=, maxitem=)`);
   }
 }
 

@@ -22,6 +22,10 @@ Flags:
                            timeout=DUR  loader timeout for this group (default --load-timeout)
                            multi=N      loads one GetMulti runs at once (default: half the
                                         loader pool's places, at most 32)
+                         and to any group:
+                           maxitem=SIZE its largest item (default --max-item-size); a group under
+                                        64mb with small items gets small pages with it, and holds
+                                        more items of many sizes
                          Without any --group or loader, one group named "default" gets all the memory.
   --loaders PATH         a module whose exported functions \`async (key: string) => Uint8Array |
                          string | null\` are loaders: each export becomes a read-through group of the

@@ -22,7 +22,11 @@ export interface StoreOptions {
   memory: number;
   /** maxItemSize bounds one item's chunk: 4-byte header + key + value (memcached's -I). Default 1 MiB. */
   maxItemSize?: number;
-  /** pageSize is the slab page size; at least maxItemSize. Default 1 MiB. */
+  /**
+   * pageSize is the slab page size; at least maxItemSize. Default: 1 MiB, or for a store of less
+   * than 64 MiB a 64th of its memory (at least 64 KiB), when its items are small enough for that
+   * (`defaultPageSize`).
+   */
   pageSize?: number;
   /** minChunk is the smallest chunk size. Default 48. */
   minChunk?: number;

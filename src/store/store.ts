@@ -87,7 +87,7 @@ export class Store {
 
   constructor(opts: StoreOptions) {
     const maxItem = opts.maxItemSize ?? MIB;
-    const pageSize = Math.max(opts.pageSize ?? MIB, maxItem + 7) & ~7;
+    const pageSize = Math.max(opts.pageSize ?? defaultPageSize(opts.memory), maxItem + 7) & ~7;
     this.capacity = Math.floor(opts.memory);
     this.clock = opts.clock ?? Date.now;
     this.hashSeed = opts.hashSeed ?? 0;
@@ -642,6 +642,26 @@ export class Store {
   private updatePageLimit(): void {
     this.slab.pageLimit = Math.min(this.slab.maxPages, Math.floor((this.capacity - this.metaBytes()) / this.slab.pageSize));
   }
+}
+
+/** MIN_DEFAULT_PAGE is the smallest default page: 64 KiB. */
+const MIN_DEFAULT_PAGE = 64 * 1024;
+
+/**
+ * defaultPageSize is the page size of a store of `memory` bytes when its options name none: 1 MiB
+ * (memcached's), or the largest power of two up to a 64th of a smaller store's memory, at least
+ * 64 KiB (the store makes it at least its largest item). A page belongs to one size class at a
+ * time, so a store of few pages holding values of many sizes has fewer pages than classes in use
+ * and moves them from class to class, each move evicting a page of items: with 1 MiB pages a 16 MiB
+ * store of 100 B–1 KiB values (10 classes) held 14,975 items of 30,000 keys and hit 54 %, with
+ * 256 KiB pages 22,041 and 76 % (memcached -m 16: 75 %; bench/RESULTS.md, session 17). So a small
+ * store whose items are small (its `maxItemSize`: `--max-item-size`, a group's `maxitem=`, a
+ * mirror's) gets small pages.
+ */
+export function defaultPageSize(memory: number): number {
+  let page = MIB;
+  while (page > MIN_DEFAULT_PAGE && page * 64 > memory) page /= 2;
+  return page;
 }
 
 /** slotsFor is the index size (a power of two) that holds `items` below the maximum load. */

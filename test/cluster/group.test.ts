@@ -8,7 +8,7 @@ import { Group } from "../../src/cluster/group.ts";
 import type { LoadResult } from "../../src/cluster/loader.ts";
 import { LoaderPool } from "../../src/loaders/loader-pool.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
-import { MIB } from "../../src/store/store.ts";
+import { MIB, SET_OK, SET_TOO_LARGE } from "../../src/store/store.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
@@ -48,6 +48,17 @@ describe("Group read-through", () => {
     const ok = new Uint8Array([0x61, 0xc3, 0xa9]); // "aé"
     expect(text((await g.load(ok, 0, ok.length)).value)).toBe("row of aé");
     expect(seen).toEqual(["aé"]);
+  });
+
+  test("a mirror's items are capped at its page, a 64th of it (at least 64 KiB): a larger value is not mirrored", () => {
+    const g = new Group({ name: "g", memory: 64 * MIB, mirrorMemory: 8 * MIB });
+    expect(g.store.slab.pageSize).toBe(MIB);
+    expect(g.mirror!.slab.pageSize).toBe(128 * 1024);
+    const k = new TextEncoder().encode("k");
+    const big = new Uint8Array(200 * 1024);
+    expect(g.store.set(k, 0, 1, big, 0, big.length, 0)).toBe(SET_OK);
+    expect(g.mirror!.fill(k, 0, 1, big, 0, big.length, 0)).toBe(SET_TOO_LARGE);
+    expect(g.mirror!.fill(k, 0, 1, big, 0, 100 * 1024, 0)).not.toBe(SET_TOO_LARGE);
   });
 
   test("mirror copy tickets: a write of the key, a clear or a member change since the ticket refuses the copy", () => {

@@ -164,6 +164,7 @@ describe("--group NAME[:SIZE[:TTL[:OPTIONS]]]", () => {
     }],
     ["users:::admit=lru-k", { name: "users", memory: undefined, ttlMs: 0, admission: "lru-k" }],
     ["users:::multi=8,timeout=1s", { name: "users", memory: undefined, ttlMs: 0, multiLoadWindow: 8, loadTimeoutMs: 1_000 }],
+    ["small:16mb::maxitem=64k", { name: "small", memory: 16 * MIB, ttlMs: 0, maxItemSize: 64 * KIB }],
   ];
   test.each(GROUPS)("%p", (spec, expected) => {
     expect(run(["--group", spec]).groups).toEqual([expected]);
@@ -237,6 +238,9 @@ describe("errors name the flag and what it expected", () => {
     [["--group", "a:::negttl=soon"], ["negttl", "soon"]],
     [["--group", "a:::multi=0"], ["--group a multi", "0"]],
     [["--group", "a:::multi=lots"], ["--group a multi", "lots"]],
+    [["--group", "a:::maxitem=2mb"], ["--group a maxitem", "--max-item-size", "2097152"]],
+    [["--group", "a:::maxitem=32"], ["--group a maxitem", "32"]],
+    [["--group", "a:::maxitem=big"], ["--group a maxitem", "big"]],
     [["--loader-threads", "0"], ["--loader-threads", "0"]],
     [["--loader-concurrency", "0"], ["--loader-concurrency", "0"]],
     [["--peers", "a:1,nope"], ["--peers", "host:port", "nope"]],

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import {
-  MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions,
+  MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, defaultPageSize,
 } from "../../src/store/store.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { STRIDE, W_ATIME } from "../../src/store/item-table.ts";
@@ -443,6 +443,51 @@ describe("Store with more size classes in use than pages", () => {
     expect(read(s, key)).toBeUndefined();
     for (const [k, j, m] of borrowed.slice(1)) if (s.has(bytes(k))) expect(read(s, k)).toEqual(pattern(j, m));
     s.checkInvariants();
+  });
+});
+
+describe("Store page size", () => {
+  test("1 MiB by default; a small store whose items are small gets a 64th of its memory, at least 64 KiB", () => {
+    const KIB = 1024;
+    expect([1024 * MIB, 64 * MIB, 63 * MIB, 16 * MIB, 8 * MIB, 4 * MIB, MIB].map(defaultPageSize))
+      .toEqual([MIB, MIB, 512 * KIB, 256 * KIB, 128 * KIB, 64 * KIB, 64 * KIB]);
+    expect(new Store({ memory: 16 * MIB }).slab.pageSize).toBe(MIB); // items up to 1 MiB need 1 MiB pages
+    expect(new Store({ memory: 16 * MIB, maxItemSize: 64 * KIB }).slab.pageSize).toBe(256 * KIB);
+    expect(new Store({ memory: 16 * MIB, maxItemSize: 300 * KIB }).slab.pageSize).toBe(300 * KIB);
+    expect(new Store({ memory: 256 * MIB, maxItemSize: 64 * KIB }).slab.pageSize).toBe(MIB);
+    expect(new Store({ memory: 16 * MIB, maxItemSize: 64 * KIB, pageSize: 2 * MIB }).slab.pageSize).toBe(2 * MIB);
+  });
+
+  test("with small pages a 16 MiB store of 100 B-1 KiB values holds and hits half again as much (memcached -m 16 hits 75 %)", () => {
+    // 30,000 keys, each with one size; five sets per key at random, then as many reads, a miss
+    // set again. 1 MiB pages (items up to 1 MiB): 10 classes share 14 pages, pages go from class
+    // to class, each move evicting a page of items: ~54 % hits. 256 KiB pages: ~76 %.
+    const hitRate = (opts: Partial<StoreOptions>): number => {
+      const s = new Store({ memory: 16 * MIB, ...opts });
+      let x = 7;
+      const rnd = (): number => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
+      const value = new Uint8Array(1024);
+      let hits = 0;
+      let reads = 0;
+      for (let op = 0; op < 300_000; op++) {
+        const k = Math.floor(rnd() * 30_000);
+        const key = bytes(`k${k}`);
+        if (op >= 150_000 && (op & 1) === 1) {
+          reads++;
+          if (s.get(key) >= 0) {
+            hits++;
+            continue;
+          }
+        }
+        expect(s.set(key, 0, key.length, value, 0, 100 + ((k * 7919) % 925), 0)).toBe(SET_OK);
+      }
+      s.checkInvariants();
+      return hits / reads;
+    };
+    const large = hitRate({});
+    const small = hitRate({ maxItemSize: 64 * 1024 });
+    expect(large).toBeLessThan(0.62);
+    expect(small).toBeGreaterThan(0.7);
   });
 });
 

@@ -1,0 +1,33 @@
+/**
+ * A group's `maxitem=`: its largest item, and with it its slab pages (a small group of small
+ * items gets small pages: store.ts defaultPageSize). Over the wire, a larger value in that group is
+ * VALUE_TOO_LARGE while other groups take it.
+ */
+import { describe, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { ERROR_CODE } from "../../src/protocol/errors.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { parseArgs } from "../../src/server/config.ts";
+import { LogSink } from "./support.ts";
+
+describe("--group NAME:SIZE::maxitem=SIZE", () => {
+  test("caps that group's items and shrinks its pages; other groups keep --max-item-size", async () => {
+    const parsed = parseArgs(["--port", "0", "--memory", "64mb", "--group", "small:16mb::maxitem=64k", "--group", "big:32mb"]);
+    if (parsed.kind !== "run") throw new Error(parsed.kind);
+    await using node = CacheNode.start({ ...parsed.config, logLevel: "silent" }, { logger: new LogSink().logger });
+    expect(node.groups.byName("small")!.store.slab.pageSize).toBe(256 * 1024);
+    expect(node.groups.byName("big")!.store.slab.pageSize).toBe(1024 * 1024);
+    const c = new CacheClient({ host: "127.0.0.1", port: node.port });
+    try {
+      const value = new Uint8Array(100 * 1024).fill(7);
+      await c.set("big", "k", value);
+      expect((await c.get("big", "k")).value).toEqual(value);
+      const err = await c.set("small", "k", value).then(() => null, (e: { code: number }) => e);
+      expect(err?.code).toBe(ERROR_CODE.VALUE_TOO_LARGE);
+      await c.set("small", "k", value.subarray(0, 60 * 1024));
+      expect((await c.get("small", "k")).value.length).toBe(60 * 1024);
+    } finally {
+      await c.close();
+    }
+  });
+});
