@@ -42,6 +42,10 @@ export const SLOT_ABANDONED = 2;
 /** SLOT_LATE: waiting past the timeout (still counted in `waiting`). */
 export const SLOT_LATE = 3;
 
+/** The two lists' places in PendingCalls.ends. */
+const WAITING_LIST = 0;
+const LATE_LIST = 2;
+
 const SLOT_BITS = 16;
 const SLOT_MASK = (1 << SLOT_BITS) - 1;
 /** Most calls in flight on one connection. */
@@ -64,12 +68,8 @@ export class PendingCalls {
   private free = new Int32Array(INITIAL_SLOTS);
   private freeTop = 0;
   private capacity = 0;
-  /** Oldest and newest WAITING slot, -1 when none (read-only outside). */
-  head: Slot = -1;
-  tail: Slot = -1;
-  /** Oldest and newest LATE slot, -1 when none (read-only outside). */
-  lateHead: Slot = -1;
-  lateTail: Slot = -1;
+  /** ends holds the oldest and newest slot of each list, -1 when empty: WAITING at 0, LATE at 2. */
+  private readonly ends = Int32Array.of(-1, -1, -1, -1);
   /** Slots WAITING or LATE / of them LATE / ABANDONED. */
   waiting = 0;
   late = 0;
@@ -91,13 +91,26 @@ export class PendingCalls {
     this.state[slot] = SLOT_WAITING;
     this.method[slot] = method;
     this.issuedAt[slot] = tick;
-    this.prev[slot] = this.tail;
-    this.next[slot] = -1;
-    if (this.tail >= 0) this.next[this.tail] = slot;
-    else this.head = slot;
-    this.tail = slot;
+    this.append(slot, WAITING_LIST);
     this.waiting++;
     return slot;
+  }
+
+  /** head and tail are the oldest and newest WAITING slot; lateHead and lateTail, LATE; -1 when none. */
+  get head(): Slot {
+    return this.ends[WAITING_LIST]!;
+  }
+
+  get tail(): Slot {
+    return this.ends[WAITING_LIST + 1]!;
+  }
+
+  get lateHead(): Slot {
+    return this.ends[LATE_LIST]!;
+  }
+
+  get lateTail(): Slot {
+    return this.ends[LATE_LIST + 1]!;
   }
 
   seqidOf(slot: Slot): number {
@@ -125,11 +138,7 @@ export class PendingCalls {
   lateWait(slot: Slot): void {
     this.unlink(slot);
     this.state[slot] = SLOT_LATE;
-    this.prev[slot] = this.lateTail;
-    this.next[slot] = -1;
-    if (this.lateTail >= 0) this.next[this.lateTail] = slot;
-    else this.lateHead = slot;
-    this.lateTail = slot;
+    this.append(slot, LATE_LIST);
     this.late++;
   }
 
@@ -164,22 +173,26 @@ export class PendingCalls {
     return false;
   }
 
+  /** append links `slot` as the newest of `list` (WAITING_LIST or LATE_LIST). */
+  private append(slot: Slot, list: number): void {
+    const tail = this.ends[list + 1]!;
+    this.prev[slot] = tail;
+    this.next[slot] = -1;
+    if (tail >= 0) this.next[tail] = slot;
+    else this.ends[list] = slot;
+    this.ends[list + 1] = slot;
+  }
+
   /** unlink takes a WAITING or LATE slot out of its list (a LATE one stops counting as late). */
   private unlink(slot: Slot): void {
+    const list = this.state[slot] === SLOT_LATE ? LATE_LIST : WAITING_LIST;
+    if (list === LATE_LIST) this.late--;
     const p = this.prev[slot]!;
     const n = this.next[slot]!;
-    if (this.state[slot] === SLOT_LATE) {
-      if (p >= 0) this.next[p] = n;
-      else this.lateHead = n;
-      if (n >= 0) this.prev[n] = p;
-      else this.lateTail = p;
-      this.late--;
-    } else {
-      if (p >= 0) this.next[p] = n;
-      else this.head = n;
-      if (n >= 0) this.prev[n] = p;
-      else this.tail = p;
-    }
+    if (p >= 0) this.next[p] = n;
+    else this.ends[list] = n;
+    if (n >= 0) this.prev[n] = p;
+    else this.ends[list + 1] = p;
     this.prev[slot] = this.next[slot] = -1;
   }
 
