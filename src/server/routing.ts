@@ -31,7 +31,7 @@ import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.t
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
-import { SET_OK } from "../store/store.ts";
+import { SET_OK, SET_TOO_LARGE, type Store } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
@@ -158,7 +158,7 @@ function answerForward(
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
     if (mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
-      if (mirror.fill(req.buffer, req.keyStart, req.keyLength, value, off, len, group.copyTtl(ttl)) === SET_OK) cluster.counters.mirrorFills++;
+      if (keepInMirror(mirror, req.buffer, req.keyStart, req.keyLength, value, off, len, group.copyTtl(ttl), true)) cluster.counters.mirrorFills++;
     }
     return true;
   }
@@ -198,7 +198,20 @@ function answerForward(
 function moveToMirror(cluster: Cluster, group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
   if (!ownedElsewhere(cluster, buf, ks, kl)) return;
   group.store.delete(buf, ks, kl);
-  if (group.mirror !== undefined && ttl !== 0) group.mirror.set(buf, ks, kl, value, 0, value.length, group.copyTtl(ttl));
+  if (group.mirror !== undefined && ttl !== 0) keepInMirror(group.mirror, buf, ks, kl, value, 0, value.length, group.copyTtl(ttl), false);
+}
+
+/**
+ * keepInMirror copies a value into the mirror (`admit`: through LRU-K admission, as a read fill)
+ * and tells whether it is kept. A value over the mirror's largest item (a 64th of the mirror:
+ * Group) is not, and drops any copy of the key the mirror may still hold, which is older.
+ */
+function keepInMirror(
+  mirror: Store, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, off: number, len: number, ttl: number, admit: boolean,
+): boolean {
+  const result = admit ? mirror.fill(buf, ks, kl, value, off, len, ttl) : mirror.set(buf, ks, kl, value, off, len, ttl);
+  if (result === SET_TOO_LARGE) mirror.delete(buf, ks, kl);
+  return result === SET_OK;
 }
 
 /** ownedElsewhere: another member owns the key under the member list as it is now. */
