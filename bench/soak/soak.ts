@@ -5,7 +5,7 @@
  *   options: --seed N --workers 4 --lanes 8 --churners 2 --drip-ms 1000 --hostile garbage,oversized,slowloris,never-reader
  *            --node-log FILE (every line the node logs)
  *
- * The node: `bun node.ts --port 0 --memory 64mb --group soak:32mb:10s --group keep:8mb
+ * The node: `bun node.ts --port 0 --memory 64mb --group soak:32mb:10s --group keep:8mb::maxitem=64k
  * --group nr:4mb --loaders bench/soak/loader.ts --group ld:16mb:3s --loader-queue 1024
  * --max-output 16mb` on 127.0.0.1. Load (clients.ts, hostile.ts): pipelining
  * CacheClient workers over key spaces larger than memory (soak: 200k keys of 0.25–4 KiB with the
@@ -67,7 +67,7 @@ const RUNTIME_SLACK = 32 * MIB;
 const FLAT_FACTOR = 1.1;
 const FLAT_SLACK = 16 * MIB;
 const NODE_ARGS = [
-  "--memory", "64mb", "--group", "soak:32mb:10s", "--group", "keep:8mb", "--group", "nr:4mb",
+  "--memory", "64mb", "--group", "soak:32mb:10s", "--group", "keep:8mb::maxitem=64k", "--group", "nr:4mb",
   "--loaders", "bench/soak/loader.ts", "--group", "ld:16mb:3s", "--loader-queue", "1024",
   "--max-output", "16mb", "--log-level", "info", "--admin-port", "0", "--gc-headroom", "64mb",
 ];

@@ -23,7 +23,7 @@
  */
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
-import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, defaultPageSize } from "../store/store.ts";
+import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
 import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
@@ -190,10 +190,10 @@ export class Group {
     if (mirrorMemory < 0 || mirrorMemory >= opts.memory) throw new RangeError(`group ${opts.name}: the mirror must be a part of the memory`);
     const admissionK = opts.admissionK ?? 2;
     this.store = new Store({ ...opts.store, memory: opts.memory - mirrorMemory, admissionK });
-    // The mirror is small (an eighth of the group by default): its items are capped at its default
-    // page (a 64th of it, at least 64 KiB), so it gets pages enough for values of many sizes; a
-    // larger value is not mirrored (mirror.fill refuses it), only served by its owner.
-    const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, defaultPageSize(mirrorMemory));
+    // The mirror is small (an eighth of the group by default): its items are capped at a 64th of
+    // it (at least 64 KiB), so it gets pages enough for values of many sizes; a larger value is not
+    // mirrored (keepInMirror), only served by its owner.
+    const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, mirrorItemCap(mirrorMemory));
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK, maxItemSize: mirrorItem }) : undefined;
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
   }
@@ -623,4 +623,11 @@ export class Groups {
   all(): readonly Group[] {
     return this.list;
   }
+}
+
+/** mirrorItemCap is the largest item a mirror of `memory` bytes keeps: a 64th of it (a power of two), at least 64 KiB. */
+export function mirrorItemCap(memory: number): number {
+  let cap = 64 * 1024;
+  while (cap * 2 * 64 <= memory) cap *= 2;
+  return cap;
 }

@@ -391,7 +391,7 @@ function poolLoadWindow(pool: LoaderPool): number {
   return Math.max(1, Math.min(DEFAULT_MULTI_LOAD_WINDOW, Math.floor(pool.capacity / 2)));
 }
 
-/** MIN_MIRROR_BYTES: below this a group's mirror would be too small for even one slab page. */
+/** MIN_MIRROR_BYTES: below this a group's mirror would hold too few pages (32 of its smallest, 64 KiB) to be of use. */
 const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;

@@ -24,8 +24,8 @@ export interface StoreOptions {
   maxItemSize?: number;
   /**
    * pageSize is the slab page size; at least maxItemSize. Default: 1 MiB, or for a store of less
-   * than 64 MiB a 64th of its memory (at least 64 KiB), when its items are small enough for that
-   * (`defaultPageSize`).
+   * than 64 MiB a 64th of its memory (at least 64 KiB: `defaultPageSize`), made at least its
+   * largest item.
    */
   pageSize?: number;
   /** minChunk is the smallest chunk size. Default 48. */

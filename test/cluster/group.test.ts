@@ -59,6 +59,11 @@ describe("Group read-through", () => {
     expect(g.store.set(k, 0, 1, big, 0, big.length, 0)).toBe(SET_OK);
     expect(g.mirror!.fill(k, 0, 1, big, 0, big.length, 0)).toBe(SET_TOO_LARGE);
     expect(g.mirror!.fill(k, 0, 1, big, 0, 100 * 1024, 0)).not.toBe(SET_TOO_LARGE);
+    // A large mirror's cap grows with it, past 1 MiB when --max-item-size allows (review).
+    const large = new Group({ name: "l", memory: 1024 * MIB, mirrorMemory: 128 * MIB, store: { maxItemSize: 4 * MIB } });
+    const two = new Uint8Array(2 * MIB - 64); // (an item is a 4-byte header, the key and the value)
+    expect(large.mirror!.set(k, 0, 1, two, 0, two.length, 0)).toBe(SET_OK);
+    expect(large.mirror!.set(k, 0, 1, new Uint8Array(3 * MIB), 0, 3 * MIB, 0)).toBe(SET_TOO_LARGE);
   });
 
   test("mirror copy tickets: a write of the key, a clear or a member change since the ticket refuses the copy", () => {
