@@ -68,6 +68,9 @@ export interface StoreStats extends StoreCounters {
   pageBytes: number;
   metaBytes: number;
   capacity: number;
+  /** pageSize is the slab page size; maxItemSize the largest item (4-byte header + key + value). */
+  pageSize: number;
+  maxItemSize: number;
   pageMoves: number;
   /** pageReleases counts pages given back to the pool so the item table could grow. */
   pageReleases: number;

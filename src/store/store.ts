@@ -318,6 +318,8 @@ export class Store {
       pageBytes: this.slab.pagesAssigned * this.slab.pageSize,
       metaBytes: this.metaBytes(),
       capacity: this.capacity,
+      pageSize: this.slab.pageSize,
+      maxItemSize: this.classes.maxChunk,
       pageMoves: this.slab.pageMoves,
       pageReleases: this.slab.pageReleases,
       heapSize: this.heap.size,

@@ -15,8 +15,8 @@ describe("--group NAME:SIZE::maxitem=SIZE", () => {
     const parsed = parseArgs(["--port", "0", "--memory", "64mb", "--group", "small:16mb::maxitem=64k", "--group", "big:32mb"]);
     if (parsed.kind !== "run") throw new Error(parsed.kind);
     await using node = CacheNode.start({ ...parsed.config, logLevel: "silent" }, { logger: new LogSink().logger });
-    expect(node.groups.byName("small")!.store.slab.pageSize).toBe(256 * 1024);
-    expect(node.groups.byName("big")!.store.slab.pageSize).toBe(1024 * 1024);
+    expect(node.groups.byName("small")!.store.stats()).toMatchObject({ pageSize: 256 * 1024, maxItemSize: 64 * 1024 });
+    expect(node.groups.byName("big")!.store.stats()).toMatchObject({ pageSize: 1024 * 1024, maxItemSize: 1024 * 1024 });
     const c = new CacheClient({ host: "127.0.0.1", port: node.port });
     try {
       const value = new Uint8Array(100 * 1024).fill(7);
