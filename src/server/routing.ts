@@ -31,7 +31,7 @@ import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.t
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
-import { SET_OK, SET_TOO_LARGE, type Store } from "../store/store.ts";
+import { SET_OK, type Store } from "../store/store.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
@@ -204,14 +204,17 @@ function moveToMirror(cluster: Cluster, group: Group, buf: Uint8Array, ks: numbe
 /**
  * keepInMirror copies a value into the mirror (`admit`: through LRU-K admission, as a read fill)
  * and tells whether it is kept. A value over the mirror's largest item (a 64th of the mirror:
- * Group) is not, and drops any copy of the key the mirror may still hold, which is older.
+ * Group) is not (nor counted as a refusal: the mirror only skips it), and drops any copy of the
+ * key the mirror may still hold, which is older.
  */
 function keepInMirror(
   mirror: Store, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, off: number, len: number, ttl: number, admit: boolean,
 ): boolean {
-  const result = admit ? mirror.fill(buf, ks, kl, value, off, len, ttl) : mirror.set(buf, ks, kl, value, off, len, ttl);
-  if (result === SET_TOO_LARGE) mirror.delete(buf, ks, kl);
-  return result === SET_OK;
+  if (!mirror.fits(kl, len)) {
+    mirror.delete(buf, ks, kl);
+    return false;
+  }
+  return (admit ? mirror.fill(buf, ks, kl, value, off, len, ttl) : mirror.set(buf, ks, kl, value, off, len, ttl)) === SET_OK;
 }
 
 /** ownedElsewhere: another member owns the key under the member list as it is now. */
