@@ -316,8 +316,8 @@ export class LoaderPool {
    * check runs every CHECK_MS (sooner with a short stop time): it starts queued loads that have room
    * (a thread that became ready takes from tinypool's queue without a load of ours ending), drops
    * queued loads older than `stopAfterMs`, and terminates the threads that have not beaten for
-   * `stopAfterMs` (a synchronous loader blocks them): tinypool fails their loads (as stopped, see
-   * `fail`) and starts replacements.
+   * `stopAfterMs` (and MIN_BLOCKED_MS at least: a synchronous loader blocks them): tinypool fails
+   * their loads (as stopped, see `fail`) and starts replacements.
    */
   private check(): void {
     this.startQueued();
@@ -395,7 +395,7 @@ export class LoaderPool {
     this.inFlight--;
     const message = errorText(err);
     if (err instanceof BlockedThread) {
-      // Its thread was terminated for not beating (checkBeats), which logged it.
+      // Its thread was terminated for not beating (`check`), which logged it.
       this.counters.failed++;
       this.counters.stopped++;
       throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (its thread was blocked)`);
