@@ -11,8 +11,10 @@
  * event loop, not in `Atomics.wait`, so an idle thread beats too: LoaderPool sets tinypool's
  * `useAtomics: false`.)
  *
- * The table is one SharedArrayBuffer of Int32 words, two per thread slot: the thread's id, then
- * its beat count. A thread's slot is its tinypool worker id - 1 (ids 1..threads, each held by one
+ * The table is one SharedArrayBuffer of Int32 words, three per thread slot: the thread's id, its
+ * beat count, and how many of its loads it stopped and abandoned (`stuck`: a thread whose loads
+ * keep getting stuck may hold a wedged client, a database connection that never answers; the
+ * pool replaces it once they reach its concurrency). A thread's slot is its tinypool worker id - 1 (ids 1..threads, each held by one
  * live thread and handed to its replacement), so there are as many slots as threads; the pool
  * finds a thread's slot by its id, so a slot taken over by a replacement is not mistaken for the
  * thread that had it.
@@ -23,8 +25,11 @@ export const BEAT_MS = 50;
 
 /** newBeatTable returns the shared heartbeat table of a pool of `threads` threads. */
 export function newBeatTable(threads: number): SharedArrayBuffer {
-  return new SharedArrayBuffer(4 * 2 * threads);
+  return new SharedArrayBuffer(4 * WORDS * threads);
 }
+
+/** WORDS per slot: thread id, beat count, stuck loads. */
+const WORDS = 3;
 
 /**
  * startBeating makes thread `threadId` beat in `slot` of `table` every BEAT_MS, and returns the
@@ -33,18 +38,25 @@ export function newBeatTable(threads: number): SharedArrayBuffer {
  */
 export function startBeating(table: SharedArrayBuffer, slot: number, threadId: number): () => void {
   const words = new Int32Array(table);
-  if (!(slot >= 0 && 2 * slot + 1 < words.length)) return () => {}; // (not a pool thread's slot: no beat to watch)
-  Atomics.store(words, 2 * slot + 1, 0);
-  Atomics.store(words, 2 * slot, threadId);
+  if (!(slot >= 0 && WORDS * slot + 2 < words.length)) return () => {}; // (not a pool thread's slot: no beat to watch)
+  Atomics.store(words, WORDS * slot + 1, 0);
+  Atomics.store(words, WORDS * slot + 2, 0);
+  Atomics.store(words, WORDS * slot, threadId);
   let imported = false;
   const beat = (): void => {
-    if (imported) Atomics.add(words, 2 * slot + 1, 1);
+    if (imported) Atomics.add(words, WORDS * slot + 1, 1);
   };
   setInterval(beat, BEAT_MS);
   return () => {
     imported = true;
     beat();
   };
+}
+
+/** countStuck adds one to the stuck loads of `slot` (the thread stopped and abandoned one). */
+export function countStuck(table: SharedArrayBuffer, slot: number): void {
+  const words = new Int32Array(table);
+  if (slot >= 0 && WORDS * slot + 2 < words.length) Atomics.add(words, WORDS * slot + 2, 1);
 }
 
 /** BeatWatch is the pool's side: it remembers each thread's last beat count and when it moved. */
@@ -60,7 +72,7 @@ export class BeatWatch {
   /** look reads which thread beats in which slot (once per check, before `stalledFor`). */
   look(): void {
     this.slotOf.clear();
-    for (let s = 0; 2 * s < this.words.length; s++) this.slotOf.set(Atomics.load(this.words, 2 * s), s);
+    for (let s = 0; WORDS * s < this.words.length; s++) this.slotOf.set(Atomics.load(this.words, WORDS * s), s);
   }
 
   /**
@@ -72,7 +84,7 @@ export class BeatWatch {
   stalledFor(threadId: number, now: number): number {
     const slot = this.slotOf.get(threadId);
     if (slot === undefined) return 0;
-    const beats = Atomics.load(this.words, 2 * slot + 1);
+    const beats = Atomics.load(this.words, WORDS * slot + 1);
     if (beats === 0) return 0;
     const last = this.seen.get(threadId);
     if (last === undefined || last.beats !== beats) {
@@ -85,7 +97,13 @@ export class BeatWatch {
   /** imported tells whether thread `threadId` has beaten: it has imported the loaders module (after `look`). */
   imported(threadId: number): boolean {
     const slot = this.slotOf.get(threadId);
-    return slot !== undefined && Atomics.load(this.words, 2 * slot + 1) > 0;
+    return slot !== undefined && Atomics.load(this.words, WORDS * slot + 1) > 0;
+  }
+
+  /** stuck is how many loads thread `threadId` stopped and abandoned (after `look`). */
+  stuck(threadId: number): number {
+    const slot = this.slotOf.get(threadId);
+    return slot === undefined ? 0 : Atomics.load(this.words, WORDS * slot + 2);
   }
 
   /** forget drops what is remembered of threads not in `live`. */

@@ -37,8 +37,9 @@
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
  *    synchronous loader blocks for that long stops beating (heartbeat.ts) and is terminated and
- *    replaced, its loads failing as stopped; a load that waited that long in the queue is dropped
- *    from it the same way.
+ *    replaced, its loads failing as stopped, and so is a thread that has abandoned as many loads
+ *    as it has places (they may all wait on one wedged client it holds); a load that waited that
+ *    long in the queue is dropped from it the same way.
  *
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
  */
@@ -92,8 +93,15 @@ type PoolWorker = Tinypool["threads"][number];
 const WORKER_FILE = fileURLToPath(new URL("./loader-worker.ts", import.meta.url));
 const TINYPOOL_QUEUE_ERRORS = new Set(["Task queue is at limit", "No task queue available and all Workers are busy"]);
 
-/** BlockedThread is the error a thread's loads fail with when the pool terminates it for not beating. */
-class BlockedThread extends Error {}
+/**
+ * ReplacedThread is the error a thread's loads fail with when the pool terminates it: it stopped
+ * beating (`blocked`), or as many of its loads got stuck as it has places.
+ */
+class ReplacedThread extends Error {
+  constructor(message: string, readonly why: string) {
+    super(message);
+  }
+}
 
 /** Queued is a load waiting for a place (LoaderPool.waiting). */
 interface Queued {
@@ -279,6 +287,14 @@ export class LoaderPool {
     );
   }
 
+  /** replace terminates `worker` (not a crash): tinypool fails its loads with `why`, drops it, and starts a new one. */
+  private replace(worker: PoolWorker, why: ReplacedThread): void {
+    this.dead.add(worker); // onWorkerError / onWorkerExit leave it be
+    this.lost();
+    this.lastCrash = why; // (with no load on it, tinypool reports it as a pool error: logged already)
+    worker.emit("error", why);
+  }
+
   /** ended gives a running load's place back and starts the queued loads that now have room. */
   private ended(): void {
     this.running--;
@@ -329,13 +345,17 @@ export class LoaderPool {
     for (const worker of this.pool.threads) {
       live.add(worker.threadId);
       const stalled = beats.stalledFor(worker.threadId, now);
-      if (stalled < Math.max(this.stopAfterMs, MIN_BLOCKED_MS) || this.dead.has(worker)) continue;
-      this.dead.add(worker); // not a crash: onWorkerError / onWorkerExit leave it be
-      this.lost();
-      this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
-      const blocked = new BlockedThread(`loader thread blocked for ${Math.round(stalled)} ms`);
-      this.lastCrash = blocked; // (with no load on it, tinypool reports it as a pool error: logged here already)
-      worker.emit("error", blocked); // tinypool: fail its loads, drop it, start a new one
+      const stuck = beats.stuck(worker.threadId);
+      if (this.dead.has(worker)) continue;
+      if (stalled >= Math.max(this.stopAfterMs, MIN_BLOCKED_MS)) {
+        this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
+        this.replace(worker, new ReplacedThread(`loader thread blocked for ${Math.round(stalled)} ms`, "its thread was blocked"));
+      } else if (stuck >= this.concurrency) {
+        // Every place of the thread has had a load stuck on it: a client it holds (a database
+        // connection that never answers) may be wedged for good. A new thread starts afresh.
+        this.logger.warn("loader thread replaced: its loads keep getting stuck", { module: this.module, thread: worker.threadId, stuck });
+        this.replace(worker, new ReplacedThread(`${stuck} loads of the loader thread got stuck`, "its thread was replaced"));
+      }
     }
     beats.forget(live);
     this.watchWorkers();
@@ -394,11 +414,11 @@ export class LoaderPool {
   private fail(err: unknown, group: string, key: string): never {
     this.inFlight--;
     const message = errorText(err);
-    if (err instanceof BlockedThread) {
-      // Its thread was terminated for not beating (`check`), which logged it.
+    if (err instanceof ReplacedThread) {
+      // Its thread was terminated (`check`), which logged why.
       this.counters.failed++;
       this.counters.stopped++;
-      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (its thread was blocked)`);
+      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (${err.why})`);
     }
     if (TINYPOOL_QUEUE_ERRORS.has(message)) {
       this.counters.submitted--;

@@ -26,14 +26,16 @@
  * its thread to the others meanwhile. So one stuck load must not cost the thread's other loads:
  * with `stopAfterMs`, a load not answered by then is answered here as stopped (`LoadFailure`
  * with `stopped`), and its loader's promise is abandoned (whatever it settles to later is
- * dropped). A loader that blocks the thread itself (a synchronous loop) cannot be answered so:
+ * dropped; the thread counts it, and the pool replaces a thread with as many such loads as it has
+ * places: they may all wait on one wedged client). A loader that blocks the thread itself (a
+ * synchronous loop) cannot be answered so:
  * the thread beats (heartbeat.ts) once the module is imported, and the pool terminates a thread
  * whose beat stops for `stopAfterMs` (the beat also tells the pool a replacement is ready).
  */
 import { threadId } from "node:worker_threads";
 import Tinypool, { workerId } from "tinypool";
 import { errorText } from "../protocol/errors.ts";
-import { startBeating } from "./heartbeat.ts";
+import { countStuck, startBeating } from "./heartbeat.ts";
 
 /** LoadTask is one load request sent to a worker; `stopAfterMs` > 0: answer it as stopped after that long. */
 export interface LoadTask {
@@ -72,7 +74,9 @@ const data = Tinypool.workerData as LoaderWorkerData | undefined;
 if (data === undefined) throw new Error("loader-worker.ts runs only inside a LoaderPool worker thread");
 const modulePath = data.module;
 const stopAfterMs = data.stopAfterMs;
-const imported = startBeating(data.beats, (workerId ?? 0) - 1, threadId);
+const beats = data.beats;
+const slot = (workerId ?? 0) - 1;
+const imported = startBeating(beats, slot, threadId);
 
 let loaders: Record<string, unknown> | null = null;
 let importError = "";
@@ -98,7 +102,10 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   } catch (err) {
     return { failed: errorText(err) };
   }
-  if (value === STOPPED) return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
+  if (value === STOPPED) {
+    countStuck(beats, slot);
+    return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
+  }
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
   if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));

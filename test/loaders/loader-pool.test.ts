@@ -226,6 +226,23 @@ describe("LoaderPool saturation", () => {
     expect(await pool.run("ok", "again")).toBe("ok again");
   });
 
+  test("a thread with as many stuck loads as places is replaced: a wedged client it holds does not stop every load for good", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 0, logger, stopAfterMs: 150 });
+    const before = await pool.run("thread", "k");
+    await Promise.all([pool.run("hang", "a"), pool.run("hang", "b")].map((p) => failure(p, ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 150 ms: stopped$/)));
+    // Both places were stuck once: the next check replaces the thread (a new one answers).
+    let after = before;
+    for (let i = 0; i < 100 && after === before; i++) {
+      await Bun.sleep(20);
+      after = await pool.run("thread", "k").catch(() => before); // (a load caught in the replacement fails)
+    }
+    expect(after).not.toBe(before);
+    expect(pool.counters.crashes).toBe(0);
+    expect(logger.entries.map((e) => e.msg)).toContain("loader thread replaced: its loads keep getting stuck");
+    expect(await pool.run("ok", "after")).toBe("ok after");
+  });
+
   test("a thread a synchronous loader blocks stops beating: it is terminated and replaced, its loads fail as stopped", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 1, logger, stopAfterMs: 200 });
