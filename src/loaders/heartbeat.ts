@@ -12,9 +12,9 @@
  * `useAtomics: false`.)
  *
  * The table is one SharedArrayBuffer of Int32 words, three per thread slot: the thread's id, its
- * beat count, and how many of its loads it stopped and abandoned (`stuck`: a thread whose loads
- * keep getting stuck may hold a wedged client, a database connection that never answers; the
- * pool replaces it once they reach its concurrency). A thread's slot is its tinypool worker id - 1 (ids 1..threads, each held by one
+ * beat count, and how many loads it stopped and abandoned are still unsettled (`stuck`: a thread
+ * with as many of those as it has places may hold a wedged client, a database connection that
+ * never answers; the pool replaces it). A thread's slot is its tinypool worker id - 1 (ids 1..threads, each held by one
  * live thread and handed to its replacement), so there are as many slots as threads; the pool
  * finds a thread's slot by its id, so a slot taken over by a replacement is not mistaken for the
  * thread that had it.
@@ -53,10 +53,13 @@ export function startBeating(table: SharedArrayBuffer, slot: number, threadId: n
   };
 }
 
-/** countStuck adds one to the stuck loads of `slot` (the thread stopped and abandoned one). */
-export function countStuck(table: SharedArrayBuffer, slot: number): void {
+/**
+ * countStuck adds `delta` to the stuck loads of `slot`: +1 when the thread stops and abandons a
+ * load, -1 when that load settles after all.
+ */
+export function countStuck(table: SharedArrayBuffer, slot: number, delta: number): void {
   const words = new Int32Array(table);
-  if (slot >= 0 && WORDS * slot + 2 < words.length) Atomics.add(words, WORDS * slot + 2, 1);
+  if (slot >= 0 && WORDS * slot + 2 < words.length) Atomics.add(words, WORDS * slot + 2, delta);
 }
 
 /** BeatWatch is the pool's side: it remembers each thread's last beat count and when it moved. */
@@ -100,7 +103,7 @@ export class BeatWatch {
     return slot !== undefined && Atomics.load(this.words, WORDS * slot + 1) > 0;
   }
 
-  /** stuck is how many loads thread `threadId` stopped and abandoned (after `look`). */
+  /** stuck is how many loads thread `threadId` stopped and abandoned are still unsettled (after `look`). */
   stuck(threadId: number): number {
     const slot = this.slotOf.get(threadId);
     return slot === undefined ? 0 : Atomics.load(this.words, WORDS * slot + 2);

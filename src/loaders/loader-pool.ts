@@ -37,9 +37,9 @@
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
  *    synchronous loader blocks for that long stops beating (heartbeat.ts) and is terminated and
- *    replaced, its loads failing as stopped, and so is a thread that has abandoned as many loads
- *    as it has places (they may all wait on one wedged client it holds); a load that waited that
- *    long in the queue is dropped from it the same way.
+ *    replaced, its loads failing as stopped, and so is a thread with as many abandoned loads still
+ *    unsettled as it has places (they may all wait on one wedged client it holds); a load that
+ *    waited that long in the queue is dropped from it the same way.
  *
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
  */
@@ -351,8 +351,9 @@ export class LoaderPool {
         this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
         this.replace(worker, new ReplacedThread(`loader thread blocked for ${Math.round(stalled)} ms`, "its thread was blocked"));
       } else if (stuck >= this.concurrency) {
-        // Every place of the thread has had a load stuck on it: a client it holds (a database
-        // connection that never answers) may be wedged for good. A new thread starts afresh.
+        // As many loads of the thread are stuck, abandoned and still unsettled, as it has places:
+        // a client it holds (a database connection that never answers) may be wedged for good.
+        // A new thread starts afresh.
         this.logger.warn("loader thread replaced: its loads keep getting stuck", { module: this.module, thread: worker.threadId, stuck });
         this.replace(worker, new ReplacedThread(`${stuck} loads of the loader thread got stuck`, "its thread was replaced"));
       }

@@ -25,12 +25,12 @@
  * A thread runs several loads at once (the pool's `concurrency`): a loader that awaits I/O leaves
  * its thread to the others meanwhile. So one stuck load must not cost the thread's other loads:
  * with `stopAfterMs`, a load not answered by then is answered here as stopped (`LoadFailure`
- * with `stopped`), and its loader's promise is abandoned (whatever it settles to later is
- * dropped; the thread counts it, and the pool replaces a thread with as many such loads as it has
- * places: they may all wait on one wedged client). A loader that blocks the thread itself (a
- * synchronous loop) cannot be answered so:
- * the thread beats (heartbeat.ts) once the module is imported, and the pool terminates a thread
- * whose beat stops for `stopAfterMs` (the beat also tells the pool a replacement is ready).
+ * with `stopped`), and its loader's promise is abandoned: whatever it settles to later is
+ * dropped. The thread counts such loads while they stay unsettled, and the pool replaces a thread
+ * with as many as it has places (they may all wait on one wedged client). A loader that blocks the
+ * thread itself (a synchronous loop) cannot be answered so: the thread beats (heartbeat.ts) once
+ * the module is imported, and the pool terminates a thread whose beat stops for `stopAfterMs` (the
+ * beat also tells the pool a replacement is ready).
  */
 import { threadId } from "node:worker_threads";
 import Tinypool, { workerId } from "tinypool";
@@ -98,14 +98,20 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
     // A promise or any thenable (a query builder) is stopped; a plain value is the answer.
     const thenable = answer !== null && (typeof answer === "object" || typeof answer === "function") &&
       typeof (answer as { then?: unknown }).then === "function";
-    value = task.stopAfterMs > 0 && thenable ? await withinStop(Promise.resolve(answer), task.stopAfterMs) : await answer;
+    if (task.stopAfterMs > 0 && thenable) {
+      const settling = Promise.resolve(answer);
+      value = await withinStop(settling, task.stopAfterMs);
+      if (value === STOPPED) {
+        // Stuck while it stays unsettled: the pool replaces a thread with as many as it has places.
+        countStuck(beats, slot, 1);
+        const unstuck = (): void => countStuck(beats, slot, -1);
+        settling.then(unstuck, unstuck);
+      }
+    } else value = await answer;
   } catch (err) {
     return { failed: errorText(err) };
   }
-  if (value === STOPPED) {
-    countStuck(beats, slot);
-    return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
-  }
+  if (value === STOPPED) return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
   if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));

@@ -243,6 +243,19 @@ describe("LoaderPool saturation", () => {
     expect(await pool.run("ok", "after")).toBe("ok after");
   });
 
+  test("stuck loads that settle later stop counting: a thread whose loads are only slow now and then is kept", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, concurrency: 2, queue: 0, logger, stopAfterMs: 150 });
+    for (let round = 0; round < 3; round++) {
+      // One load at a time is stopped at 150 ms and settles at 400 ms: never two stuck at once.
+      await failure(pool.run("slow", "400"), ERROR_CODE.LOAD_FAILED, /stopped$/);
+      await Bun.sleep(400);
+      expect(await pool.run("text", `${round}`)).toBe(`value of ${round}`);
+    }
+    expect(pool.counters).toMatchObject({ stopped: 3, crashes: 0 });
+    expect(logger.entries.map((e) => e.msg).filter((m) => m.startsWith("loader "))).toEqual(Array(3).fill("loader stopped: no answer in time"));
+  });
+
   test("a thread a synchronous loader blocks stops beating: it is terminated and replaced, its loads fail as stopped", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 1, logger, stopAfterMs: 200 });
