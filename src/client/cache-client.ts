@@ -551,11 +551,20 @@ export class CacheClient {
    */
   private revive(conn: ClientConnection): void {
     if (this.closed || this.health.down) return;
-    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
-    if (slot instanceof CacheError) return;
-    conn.revive(slot);
-    if (conn.endCall(slot, null, IGNORE) !== null) return;
+    if (!this.sendPeerPing(conn, IGNORE, true)) return;
     if (this.sweepTimer === null) this.startSweep();
+  }
+
+  /**
+   * sendPeerPing sends a PeerPing on `conn` (not counted in `calls`), its outcome to `waiter`
+   * (`revival`: it is the connection's revival ping, ClientConnection.revive); false when it could
+   * not be sent.
+   */
+  private sendPeerPing(conn: ClientConnection, waiter: Waiter, revival = false): boolean {
+    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
+    if (slot instanceof CacheError) return false;
+    if (revival) conn.revive(slot);
+    return conn.endCall(slot, null, waiter) === null;
   }
 
   private stopProbe(): void {
@@ -577,11 +586,7 @@ export class CacheClient {
       if (best === null || (conn.pending.late === 0 && best.pending.late > 0) ||
         ((conn.pending.late === 0) === (best.pending.late === 0) && conn.pending.waiting < best.pending.waiting)) best = conn;
     }
-    if (best === null) return;
-    const slot = this.issue(best, METHOD_PEER_PING, noFields);
-    if (slot instanceof CacheError) return;
-    if (best.endCall(slot, null, this.livenessWaiter) !== null) return;
-    this.livenessPinging = true;
+    if (best !== null && this.sendPeerPing(best, this.livenessWaiter)) this.livenessPinging = true;
   }
 
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */
@@ -589,9 +594,7 @@ export class CacheClient {
     if (this.probing || this.closed) return;
     const conn = this.conns[0]!;
     conn.resetBackoff();
-    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
-    if (slot instanceof CacheError) return;
-    if (conn.endCall(slot, null, this.probeWaiter) !== null) return;
+    if (!this.sendPeerPing(conn, this.probeWaiter)) return;
     this.probing = true;
     if (this.sweepTimer === null) this.startSweep();
   }

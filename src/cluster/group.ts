@@ -23,7 +23,7 @@
  */
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
-import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions } from "../store/store.ts";
+import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
 import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
@@ -193,7 +193,7 @@ export class Group {
     // The mirror is small (an eighth of the group by default): its items are capped at a 64th of
     // it (at least 64 KiB), so it gets pages enough for values of many sizes; a larger value is not
     // mirrored (keepInMirror), only served by its owner.
-    const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, mirrorItemCap(mirrorMemory));
+    const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, sixtyFourthOf(mirrorMemory));
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK, maxItemSize: mirrorItem }) : undefined;
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
   }
@@ -623,11 +623,4 @@ export class Groups {
   all(): readonly Group[] {
     return this.list;
   }
-}
-
-/** mirrorItemCap is the largest item a mirror of `memory` bytes keeps: a 64th of it (a power of two), at least 64 KiB. */
-export function mirrorItemCap(memory: number): number {
-  let cap = 64 * 1024;
-  while (cap * 2 * 64 <= memory) cap *= 2;
-  return cap;
 }

@@ -320,12 +320,17 @@ export class LoaderPool {
     if (!(this.stopAfterMs > 0)) return;
     while (this.waiting.length > 0 && now - this.waiting[0]!.since >= this.stopAfterMs) {
       const q = this.waiting.shift()!;
-      this.inFlight--;
-      this.counters.failed++;
       this.counters.stopped++;
       this.logger.warn("loader stopped: no answer in time", { module: this.module, group: q.task.group, key: q.task.key, ms: this.stopAfterMs, queued: true });
-      q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped`));
+      this.dropQueued(q, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
     }
+  }
+
+  /** dropQueued fails queued load `q` with LOAD_FAILED `message` (it never ran). */
+  private dropQueued(q: Queued, message: string): void {
+    this.inFlight--;
+    this.counters.failed++;
+    q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, message));
   }
 
   /**
@@ -378,11 +383,7 @@ export class LoaderPool {
       clearInterval(this.checkTimer);
       if (this.recountTimer !== null) clearTimeout(this.recountTimer);
       this.closing = this.pool.destroy();
-      for (const q of this.waiting.splice(0)) {
-        this.inFlight--;
-        this.counters.failed++;
-        q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed"));
-      }
+      for (const q of this.waiting.splice(0)) this.dropQueued(q, "loader pool closed");
     }
     return this.closing;
   }

@@ -661,9 +661,17 @@ const MIN_DEFAULT_PAGE = 64 * 1024;
  * mirror's) gets small pages.
  */
 export function defaultPageSize(memory: number): number {
-  let page = MIB;
-  while (page > MIN_DEFAULT_PAGE && page * 64 > memory) page /= 2;
-  return page;
+  return Math.min(MIB, sixtyFourthOf(memory));
+}
+
+/**
+ * sixtyFourthOf is the largest power of two up to a 64th of `memory`, at least 64 KiB: a small
+ * store's default page (`defaultPageSize`, at most 1 MiB) and a mirror's largest item (Group).
+ */
+export function sixtyFourthOf(memory: number): number {
+  let size = MIN_DEFAULT_PAGE;
+  while (size * 2 * 64 <= memory) size *= 2;
+  return size;
 }
 
 /** slotsFor is the index size (a power of two) that holds `items` below the maximum load. */
