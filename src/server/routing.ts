@@ -466,7 +466,10 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       throw e;
     }));
   }
-  return Promise.all(work).then(
+  // Answered once every part has ended, as getMultiRouted is: a failure answered while another
+  // owner's part is still on its way would let the client's next write of one of its keys be
+  // overwritten by that part when it lands.
+  return settleAll(work).then(
     () => reply.writeSuccess(req, true),
     (e: unknown) => {
       if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) cluster.counters.peerErrors++;
