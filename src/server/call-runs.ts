@@ -163,7 +163,7 @@ export class CallRuns {
             if (mirror === undefined || cluster.peer(owner) === undefined) break;
             const mid = mirror.getHit(buf, keyStart, keyLength, mirror.hashOf(buf, keyStart, keyLength));
             if (mid < 0) break;
-            if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
+            if (dropAhead) prefetches.drop(cluster, group, buf, keyStart, keyLength, false);
             group.countRouted(1, true);
             cluster.counters.mirrorHits++;
             writePlainHit(reply, mirror, mid, LISTED[o + 4]!, framed);
@@ -180,14 +180,14 @@ export class CallRuns {
           const c = group.counters;
           c.gets++;
           // Found because its load was started ahead of its turn: it missed when it came.
-          if (dropAhead && prefetches.drop(group, buf, keyStart, keyLength)) c.misses++;
+          if (dropAhead && prefetches.drop(cluster, group, buf, keyStart, keyLength, true)) c.misses++;
           else c.hits++;
         } else {
           // A miss in a group without a loader is answered here as dispatch answers it: the group
           // counts it (and drops an expired item), then NOT_FOUND. With a loader the general path
           // loads (or answers a cached "not found").
           if (group.loader !== undefined) break;
-          if (dropAhead) prefetches.drop(group, buf, keyStart, keyLength);
+          if (dropAhead) prefetches.drop(cluster, group, buf, keyStart, keyLength, true);
           id = group.lookup(buf, keyStart, keyLength);
           if (id < 0) {
             reply.writePlainGetError(LISTED[o + 4]!, ERROR_CODE.NOT_FOUND, NOT_FOUND_BYTES, framed);

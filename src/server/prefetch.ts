@@ -181,17 +181,16 @@ export class Prefetches {
   }
 
   /**
-   * drop throws away the answer kept for the key, if any (its Get was answered another way), and
-   * tells whether it was of a load started ahead here: that Get missed when it came (a miss for
-   * the counters, though the load's value is stored by its turn).
+   * drop throws away what `take` would hand the Get of the key (its Get was answered another way:
+   * from the store or the mirror, call-runs.ts) and tells whether that was a load started ahead
+   * here: that Get missed when it came (a miss for the counters, as `Group.lookupLoadedAhead`
+   * counts it on the general path, though the load's value is stored by its turn). What `take`
+   * would not hand it (of another member list, run out, of the other kind) goes or stays as there,
+   * so both paths count the same Get alike.
    */
-  drop(group: Group, key: Uint8Array, off: number, len: number): boolean {
-    if (this.byKey.size === 0) return false;
-    const id = prefetchId(group, key, off, len);
-    const p = this.byKey.get(id);
-    if (p === undefined) return false;
-    this.remove(id, p);
-    return p.local;
+  drop(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): boolean {
+    const p = this.take(cluster, group, key, off, len, local);
+    return p !== undefined && p.local;
   }
 
   /** clear drops every kept answer (a write, or a chunk that comes to an idle connection). */

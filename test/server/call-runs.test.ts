@@ -12,6 +12,7 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from "../../src/protocol/limits.t
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";
 import { CallRuns } from "../../src/server/call-runs.ts";
+import { Prefetches } from "../../src/server/prefetch.ts";
 import { LatencyHistogram } from "../../src/server/latency.ts";
 import { MIB, SET_OK } from "../../src/store/store.ts";
 import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
@@ -480,6 +481,59 @@ test("in a cluster, runs serve the Gets of keys this node owns and of mirrored k
   expect(a.inRuns).toBe(ownedGets - (owned(keys[0]!) ? 1 : 0));
   expect(fast.cluster.counters.mirrorHits).toBe(keys.slice(0, 10).filter((k) => !owned(k)).length + (owned(keys[0]!) ? 0 : notMirrored.length));
   expect(notMirrored.length).toBe(3);
+});
+
+/**
+ * loadedAheadThenServed loads key `k` ahead (the look-ahead's startLoad) on node "A" of members A
+ * and B, lets the load fill the store, optionally adds member C (a new member list: the answer
+ * kept is of no use), then serves a Get of `k` in a run (`runs`) or on the general path, and
+ * returns how group "g" counted it and what was served in runs.
+ */
+async function loadedAheadThenServed(runs: boolean, newMembers: boolean) {
+  const groups = new Groups();
+  const g = groups.add(new Group({ name: "g", memory: 8 * MIB, admission: "always", loader: (key: string) => `loaded-${key}` }));
+  const peer = (): PeerClient => ({
+    isDown: false, forwardGet() {}, set: unused, delete: unused, clear: unused, getMulti: unused, setMulti: unused,
+    invalidate: () => Promise.resolve(0), close: () => Promise.resolve(),
+  });
+  const cluster = new Cluster({ self: "A", vnodes: 64, connect: peer, logger: { info() {}, warn() {} } });
+  cluster.setMembers(["A", "B"]);
+  const grown = new Cluster({ self: "A", vnodes: 64, connect: peer, logger: { info() {}, warn() {} } });
+  grown.setMembers(["A", "B", "C"]);
+  let key = "";
+  for (let i = 0; key === ""; i++) {
+    const k = utf8.encode(`k${i}`);
+    if (cluster.owner(k, 0, k.length) === "A" && grown.owner(k, 0, k.length) === "A") key = `k${i}`;
+  }
+  const ctx: DispatchContext = { groups, clock: Date.now, cluster };
+  const conn = new ProtocolConnection(DEFAULT_LIMITS);
+  conn.push(getCall(1, "x", "no-such-group")); // the general path reads the first frame (the transport)
+  conn.nextRequest();
+  dispatch(ctx, conn.request, conn.reply);
+  const table = new Prefetches();
+  const kb = utf8.encode(key);
+  expect(table.startLoad(cluster, g, kb, 0, kb.length)).toBe(true);
+  for (let i = 0; i < 50 && !g.store.has(kb); i++) await Bun.sleep(2);
+  expect(g.store.has(kb)).toBe(true);
+  if (newMembers) cluster.setMembers(["A", "B", "C"]);
+  const before = { ...g.counters };
+  conn.push(getCall(7, key, "g"));
+  const inRuns = runs ? new CallRuns(groups, DEFAULT_LIMITS, { warmedRequests: 0 }).serve(conn.reader, conn.reply, 1024, 1 << 30, cluster, table) : 0;
+  if (inRuns === 0) {
+    expect(conn.nextRequest()).toBe(true);
+    await dispatch(ctx, conn.request, conn.reply, table);
+  }
+  return { inRuns, gets: g.counters.gets - before.gets, hits: g.counters.hits - before.hits, misses: g.counters.misses - before.misses, kept: table.size };
+}
+
+test("a Get of a key loaded ahead counts as the general path counts it: a miss, or a hit once the member list changed", async () => {
+  for (const newMembers of [false, true]) {
+    const run = await loadedAheadThenServed(true, newMembers);
+    const general = await loadedAheadThenServed(false, newMembers);
+    expect(run.inRuns).toBe(1);
+    expect({ ...run, inRuns: 0 }).toEqual(general);
+    expect(general).toEqual({ inRuns: 0, gets: 1, hits: newMembers ? 1 : 0, misses: newMembers ? 0 : 1, kept: 0 });
+  }
 });
 
 /** unframed is a framed call without its length: the same call on the buffered transport. */

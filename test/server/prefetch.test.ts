@@ -93,7 +93,7 @@ test("drop and clear discard answers; past MAX_PREFETCH_BYTES nothing more is fe
   prefetches.start(cluster, client, group, utf8.encode("a"), 0, 1);
   calls[0]!(null, big, 0, big.length, -1);
   expect(prefetches.start(cluster, client, group, utf8.encode("b"), 0, 1)).toBe(false);
-  prefetches.drop(group, utf8.encode("a"), 0, 1);
+  prefetches.drop(cluster, group, utf8.encode("a"), 0, 1, false);
   expect([prefetches.size, prefetches.bytes]).toEqual([0, 0]);
   expect(prefetches.start(cluster, client, group, utf8.encode("b"), 0, 1)).toBe(true);
   calls[1]!(null, utf8.encode("vv"), 0, 2, -1);
@@ -106,7 +106,7 @@ test("drop and clear discard answers; past MAX_PREFETCH_BYTES nothing more is fe
   calls[2]!(null, utf8.encode("late"), 0, 4, -1);
   expect(prefetches.bytes).toBe(0);
   prefetches.start(cluster, client, group, utf8.encode("d"), 0, 1);
-  prefetches.drop(group, utf8.encode("d"), 0, 1);
+  prefetches.drop(cluster, group, utf8.encode("d"), 0, 1, false);
   calls[3]!(null, utf8.encode("late"), 0, 4, -1);
   expect(prefetches.bytes).toBe(0);
 });
