@@ -6,9 +6,15 @@
  * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0 (1 when the final snapshot failed). A
  * second signal exits at once with 1 (a snapshot not yet rewritten is moved aside). SIGHUP:
  * re-read the peers file.
+ *
+ * A promise rejected with no handler (a bug: ours, or of code the loaders module started in this
+ * thread) is logged as an internal error and counted (`internal_errors`), and the node goes on.
+ * Bun's default, exiting, would drop every client and the whole cache for a failure that touched
+ * one request at most: what the server's own guards do for a connection's fault.
  */
 import { CacheNode } from "./src/server/cache-node.ts";
 import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
+import { errorText } from "./src/protocol/errors.ts";
 import { USAGE } from "./src/server/usage.ts";
 
 async function main(): Promise<void> {
@@ -43,6 +49,12 @@ async function main(): Promise<void> {
     // A failed final snapshot exits 1: the old one was moved aside (CacheNode.finalSnapshotFailed).
     void n.close().then(() => process.exit(n.finalSnapshotFailed ? 1 : 0));
   };
+  process.on("unhandledRejection", (reason: unknown) => {
+    const stack = reason instanceof Error ? reason.stack : undefined;
+    if (node === undefined) return console.error(`mybuncache: internal error: unhandled rejection: ${errorText(reason)}`);
+    node.server.counters.internalErrors++;
+    node.logger.error("internal error: unhandled rejection; the node goes on", { error: errorText(reason), stack });
+  });
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGHUP", () => {

@@ -80,7 +80,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     emit({}, sc.connectionsRejected));
   counter("mybuncache_received_bytes_total", "Bytes received on the Thrift port.", [], (emit) => emit({}, sc.bytesIn));
   counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit({}, sc.bytesOut));
-  counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection.", [], (emit) =>
+  counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection, and promises rejected with no handler (node.ts).", [], (emit) =>
     emit({}, sc.internalErrors));
   counter("mybuncache_output_pauses_total", "Times a connection's reading was paused: replies past --max-output, a yielded turn, or 64 KiB of input queued while it waited for a load.", [], (emit) =>
     emit({}, sc.pauses));
