@@ -14,6 +14,7 @@
  * `CacheClient`), so the routing can be tested without sockets.
  */
 import { type CacheError, errorText } from "../protocol/errors.ts";
+import { HandOuts } from "./hand-outs.ts";
 import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
 
@@ -47,6 +48,9 @@ export interface ClusterOptions {
   vnodes?: number;
   connect: (nodeId: string) => PeerClient;
   logger: ClusterLogger;
+  /** mirrorTtlMs and peerTimeoutMs bound how long a member may keep a copy (HandOuts; the node's defaults). */
+  mirrorTtlMs?: number;
+  peerTimeoutMs?: number;
 }
 
 /** ClusterCounters are the node's cluster totals, a plain struct of numbers. */
@@ -73,6 +77,8 @@ export class Cluster {
   readonly counters = new ClusterCounters();
   /** generation counts member-list changes (what was fetched under an older list is not used). */
   generation = 0;
+  /** handOuts: when this node last answered a peer's Get of a key (a write of it then waits for the invalidations). */
+  readonly handOuts: HandOuts;
   /** leftOut: members of the last list applied that no client could be made for (not in the ring). */
   leftOut = 0;
   /** leftOutErrors: why each member left out was (its warning is not repeated while it stays so). */
@@ -89,6 +95,7 @@ export class Cluster {
     this.ring.add(this.self);
     this.connect = opts.connect;
     this.logger = opts.logger;
+    this.handOuts = new HandOuts(opts.mirrorTtlMs ?? 10_000, opts.peerTimeoutMs ?? 1_000);
   }
 
   /** members is the current member list (this node included), sorted. */
@@ -181,14 +188,18 @@ export class Cluster {
 
   /**
    * invalidate tells every other member to drop its mirrored copy of `keys` of `group` (or all
-   * of the group's mirror). Fire and forget: a peer that misses it still drops the copy when it
-   * expires, and a mirror never outlives the owner's TTL.
+   * of the group's mirror). The promise settles (never rejects) once every member has answered or
+   * its call has failed (counted in peerErrors): a write waits for it only when a member may hold
+   * a copy (HandOuts). A member that misses it still drops the copy when it expires, and a mirror
+   * never outlives the owner's TTL.
    */
-  invalidate(group: string, keys: readonly Uint8Array[], all: boolean): void {
+  invalidate(group: string, keys: readonly Uint8Array[], all: boolean): Promise<void> {
+    const calls: Promise<void>[] = [];
     for (const client of this.peers.values()) {
       this.counters.invalidationsSent++;
-      client.invalidate(group, keys, all).catch(() => this.counters.peerErrors++);
+      calls.push(client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++));
     }
+    return Promise.all(calls).then(() => undefined);
   }
 
   async close(): Promise<void> {

@@ -275,7 +275,7 @@ export class CacheNode {
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
         const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
-        cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger });
+        cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
         const purges = new RingPurges(logger);

@@ -54,7 +54,8 @@ import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import {
-  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_SET, METHOD_UNKNOWN,
+  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_DELETE, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_SET,
+  METHOD_PEER_SET_MULTI, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
@@ -749,13 +750,17 @@ export class CacheServer implements DispatchContext {
 
   /**
    * detachable tells whether the reply `pending` for the request just decoded may be written out
-   * of order: a PeerGet, or a PeerGetMulti while no other waits so (only a member's client sends
-   * those, and it matches replies by seqid), of a short message, on a connection with fewer than
-   * MAX_DETACHED such replies waiting.
+   * of order: a PeerGet, or a PeerGetMulti while no other waits so, of a short message, or a peer
+   * write waiting for the members' answers to its invalidations (dispatch's forgetCopies), on a
+   * connection with fewer than MAX_DETACHED such replies waiting. Only a member's client sends
+   * those, and it matches replies by seqid. A peer write must not hold up its connection: the
+   * invalidations its owner waits for may be queued behind it on this one (two members writing
+   * keys of each other's would each wait for the other's answer until the peer timeout).
    */
   private detachable(conn: Connection, method: number): boolean {
     const reader = conn.proto.reader;
     const length = reader.end - reader.start;
+    if (method === METHOD_PEER_SET || method === METHOD_PEER_DELETE || method === METHOD_PEER_SET_MULTI) return conn.detached < MAX_DETACHED;
     if (method === METHOD_PEER_GET) return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MESSAGE_BYTES;
     if (method !== METHOD_PEER_GET_MULTI || conn.detachedMulti) return false;
     return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MULTI_MESSAGE_BYTES;

@@ -6,7 +6,9 @@
  *
  * In a cluster, a client's call for keys owned by another node is routed (routing.ts); the peer
  * variants (PeerGet, PeerSet, ...) are always served here, never forwarded. As the owner of a key,
- * a node that stores or deletes it tells the other members to drop their mirrored copies.
+ * a node that stores or deletes it tells the other members to drop their mirrored copies, and
+ * acknowledges the write once they have answered when one of them may hold a copy (HandOuts:
+ * the keys of peers' Gets it answered with values are noted as handed out).
  *
  * The Get hit path allocates nothing: the group is found by its name bytes, the store probes by
  * key bytes, and the value is copied from the slab straight into the connection's output buffer.
@@ -24,7 +26,8 @@ import { APP_ERROR, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../pro
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
-  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_INVALIDATE, METHOD_PEER_PING, METHOD_SET,
+  METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_INVALIDATE,
+  METHOD_PEER_PING, METHOD_SET,
   METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
@@ -85,12 +88,14 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
     if (routed !== false) return routed;
   }
   switch (base) {
-    case METHOD_GET:
-      return get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, true));
+    case METHOD_GET: {
+      const answered = get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, true));
+      return method === METHOD_PEER_GET && cluster !== undefined ? handedOut(cluster, group, req, reply, answered) : answered;
+    }
     case METHOD_SET:
       return set(ctx, group, req, reply);
     case METHOD_DELETE:
-      return reply.writeSuccess(req, remove(ctx, group, req));
+      return remove(ctx, group, req, reply);
     case METHOD_CLEAR:
       group.clear();
       return reply.writeSuccess(req, true);
@@ -99,8 +104,10 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
       // itemCount: the values held; cached "not found" entries are not items of the cache.
       return reply.writeStats(req, group.store.size - group.store.negatives, c.hits, c.misses, c.gets);
     }
-    case METHOD_GET_MULTI:
-      return getMulti(group, req, reply, dropForeignReads(ctx, group, req));
+    case METHOD_GET_MULTI: {
+      const answered = getMulti(group, req, reply, dropForeignReads(ctx, group, req));
+      return method === METHOD_PEER_GET_MULTI && cluster !== undefined ? handedOut(cluster, group, req, reply, answered) : answered;
+    }
     default:
       return setMulti(ctx, group, req, reply);
   }
@@ -130,18 +137,43 @@ function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: Rep
  * forgetCopies runs after this node stored or deleted keys it owns: it drops its own mirrored
  * copies and tells the other members to drop theirs. The keys are the `count` ranges
  * (start, length) at `ranges[i * stride]` into buf; they are copied only when there are other
- * members to tell. Callers check for a cluster first, so a lone node's write path allocates nothing.
+ * members to tell. It returns what the write's acknowledgement must wait for: the members'
+ * answers, when one of them may hold a copy of a key (HandOuts: a client that then reads the key
+ * through that member must get what it wrote), else undefined (acknowledged at once). Callers
+ * check for a cluster first, so a lone node's write path allocates nothing.
  */
-function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number): void {
+function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number): Promise<void> | undefined {
   const tell = cluster.members.length > 1;
   const keys: Uint8Array[] = [];
+  let held = false;
   for (let i = 0; i < count; i++) {
     const start = ranges[i * stride]!;
     const length = ranges[i * stride + 1]!;
     group.mirror?.delete(buf, start, length);
-    if (tell) keys.push(buf.slice(start, start + length));
+    if (!tell) continue;
+    keys.push(buf.slice(start, start + length));
+    if (!held) held = cluster.handOuts.mayBeHeld(group.nameBytes, buf, start, length);
   }
-  if (tell) cluster.invalidate(group.name, keys, false);
+  if (!tell) return undefined;
+  const told = cluster.invalidate(group.name, keys, false);
+  return held ? told : undefined;
+}
+
+/**
+ * handedOut notes the keys of a peer's Get or GetMulti answered with values as handed out
+ * (HandOuts: the peer may keep copies), when the answer is written: at once, or after the loads
+ * it waited for. `answered` is what serving it returned.
+ */
+function handedOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, answered: Promise<void> | void): Promise<void> | void {
+  if (answered instanceof Promise) return answered.then(() => noteHandOut(cluster, group, req, reply));
+  noteHandOut(cluster, group, req, reply);
+}
+
+function noteHandOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): void {
+  if (reply.errorCode !== 0) return; // an error (NOT_FOUND among them) gives no copy
+  const name = group.nameBytes;
+  if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength);
+  for (let i = 0; i < req.itemCount; i++) cluster.handOuts.note(name, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
 }
 
 /**
@@ -242,25 +274,33 @@ function dropForeignReads(ctx: DispatchContext, group: Group, req: Request): For
   return marks;
 }
 
-function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
+function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
   const b = req.buffer;
   const drop = foreign(ctx, req.method, b, req.keyStart, req.keyLength);
   const r = drop
     ? (group.store.delete(b, req.keyStart, req.keyLength), SET_OK)
     : group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
   group.written(b, req.keyStart, req.keyLength);
-  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1);
-  if (r !== SET_OK) return refuseSet(group, reply, req, r);
-  if (!drop) group.counters.sets++;
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1) : undefined;
+  if (r !== SET_OK) group.counters.setErrors++;
+  else if (!drop) group.counters.sets++;
+  if (told === undefined) return answerSet(reply, req, r); // (no closure: a lone node's Sets allocate nothing)
+  return told.then(() => answerSet(reply, req, r));
+}
+
+/** answerSet writes a Set's or SetMulti's reply: success, or the (first) refusal's CacheError. */
+function answerSet(reply: ReplyWriter, req: Request, r: SetResult): void {
+  if (r !== SET_OK) return replySetError(reply, req, r);
   reply.writeSuccess(req, true);
 }
 
-function remove(ctx: DispatchContext, group: Group, req: Request): boolean {
-  const removed = group.store.delete(req.buffer, req.keyStart, req.keyLength);
+function remove(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+  const found = group.store.delete(req.buffer, req.keyStart, req.keyLength);
   group.written(req.buffer, req.keyStart, req.keyLength);
-  if (removed) group.counters.deletes++;
-  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1);
-  return removed;
+  if (found) group.counters.deletes++;
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1) : undefined;
+  if (told === undefined) return reply.writeSuccess(req, found);
+  return told.then(() => reply.writeSuccess(req, found));
 }
 
 function getMulti(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> | void {
@@ -336,7 +376,7 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
 
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's
 // CacheError (the other entries stay stored, as separate sets would).
-function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
+function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
   const b = req.buffer;
   const items = req.items;
   const ttl = group.ttlFor(req.effectiveTtlMs());
@@ -351,14 +391,11 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
       if (failed === SET_OK) failed = r;
     } else if (!drop) group.counters.sets++;
   }
-  if (ctx.cluster !== undefined) forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount);
-  if (failed !== SET_OK) return refuseSet(group, reply, req, failed);
-  reply.writeSuccess(req, true);
-}
-
-function refuseSet(group: Group, reply: ReplyWriter, req: Request, r: Exclude<SetResult, typeof SET_OK>): void {
-  group.counters.setErrors++;
-  replySetError(reply, req, r);
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount) : undefined;
+  if (failed !== SET_OK) group.counters.setErrors++;
+  if (told === undefined) return answerSet(reply, req, failed);
+  const refused = failed;
+  return told.then(() => answerSet(reply, req, refused));
 }
 
 function unknownGroup(reply: ReplyWriter, req: Request): void {

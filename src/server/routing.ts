@@ -437,9 +437,10 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       req.buffer.slice(req.items[i * 4 + 2]!, req.items[i * 4 + 2]! + req.items[i * 4 + 3]!),
     ]);
     if (client === undefined) {
-      work.push(Promise.resolve().then(() => {
+      work.push(Promise.resolve().then(async () => {
         // As dispatch's SetMulti: every entry that can be is stored, a refused one is left absent,
-        // the others are told about all of them, and the first refusal is the part's answer.
+        // the others are told about all of them (and answer before the write is acknowledged when
+        // one may hold a copy: dispatch's forgetCopies), and the first refusal is the part's answer.
         let refused: unknown;
         for (const [k, v] of entries) {
           try {
@@ -448,7 +449,9 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
             refused ??= e;
           }
         }
-        cluster.invalidate(group.name, entries.map(([k]) => k), false);
+        const held = entries.some(([k]) => cluster.handOuts.mayBeHeld(group.nameBytes, k, 0, k.length));
+        const told = cluster.invalidate(group.name, entries.map(([k]) => k), false);
+        if (held) await told;
         if (refused !== undefined) throw refused;
       }));
       continue;
