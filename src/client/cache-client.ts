@@ -42,7 +42,7 @@ import {
   peerMethod,
 } from "../protocol/request.ts";
 import type { CallWriter } from "../protocol/call-writer.ts";
-import { ClientConnection, type Endpoint } from "./client-connection.ts";
+import { ClientConnection, type Endpoint, report } from "./client-connection.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
@@ -73,9 +73,9 @@ export interface ClientOptions {
    * loadWaitMs: how much longer than timeoutMs a PeerGet or PeerGetMulti (`peer: true`) may wait
    * while the node answers something within each timeout: the node may be loading the key, which
    * takes as long as its loader (a node's peer clients set its longest load timeout). While such
-   * calls wait past the timeout and nothing else is answered, a PeerPing asks whether the node is
-   * still there; a node that answers nothing for a timeout fails them at once. Default 0: every
-   * call fails at timeoutMs.
+   * calls wait and nothing else is answered on their connection, a PeerPing on it asks whether it
+   * still answers; a connection that answers nothing for a timeout fails them at once, and is
+   * replaced. Default 0: every call fails at timeoutMs.
    */
   loadWaitMs?: number;
   /** Default 1000. */
@@ -141,12 +141,6 @@ export class CacheClient {
   private tick = 0;
   /** lateTicks: how old (in ticks) a late PeerGet may grow (0: none waits late; see loadWaitMs). */
   private readonly lateTicks: number;
-  /** livenessPinging: a PeerPing asking whether a peer with late calls is still there is in flight. */
-  private livenessPinging = false;
-  private readonly livenessWaiter: Waiter = {
-    resolve: () => (this.livenessPinging = false),
-    reject: () => (this.livenessPinging = false),
-  };
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
   /** probeDelay is the wait before the next probe: it starts at a tenth of probeIntervalMs and doubles up to it. */
@@ -421,48 +415,45 @@ export class CacheClient {
 
   /**
    * sweep advances the tick, times out overdue calls, and stops the timer when nothing waits.
-   * Late PeerGets wait on while some connection had a reply within a timeout (`alive`); when calls
-   * wait and half a timeout passes without a reply, a PeerPing asks.
+   * Late PeerGets wait on while their connection had a reply within a timeout; when such calls
+   * wait on a connection and half a timeout passes without a reply on it, a PeerPing asks
+   * (ClientConnection's header, Late waits).
    */
   private sweep(): void {
     const tick = ++this.tick;
-    let waiting = 0;
     let timedOut = false;
     const conns = this.conns;
     const retired = this.retired;
     let quietest = Infinity;
-    let calls = 0;
-    for (const conn of conns) {
-      quietest = Math.min(quietest, conn.noteSweep());
-      calls += conn.pending.waiting;
-    }
-    for (const old of retired) {
-      quietest = Math.min(quietest, old.noteSweep());
-      calls += old.pending.waiting;
-    }
-    const alive = quietest <= TIMEOUT_TICKS;
-    // Calls wait and nothing came back for half a timeout: ask, so that a call that goes late at
-    // its timeout finds the node known to be there (else a first, slow call would never wait late).
-    if (this.lateTicks > 0 && calls > 0 && alive && quietest >= TIMEOUT_TICKS / 2) this.pingLiveness();
+    for (const conn of conns) quietest = Math.min(quietest, conn.noteSweep());
+    for (const old of retired) quietest = Math.min(quietest, old.noteSweep());
+    const peerAlive = quietest <= TIMEOUT_TICKS;
+    if (this.lateTicks > 0) for (const conn of conns) if (conn.needsLiveness(TIMEOUT_TICKS / 2)) this.pingLiveness(conn);
     for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.sweep(tick, TIMEOUT_TICKS, this.lateTicks, alive)) timedOut = true;
+      if (conns[i]!.sweep(tick, TIMEOUT_TICKS, this.lateTicks, peerAlive)) timedOut = true;
       if (conns[i]!.quiet) this.replace(i);
-      waiting += conns[i]!.pending.waiting;
     }
     if (retired.length > 0) {
       // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS, this.lateTicks, alive)) timedOut = true;
+      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS, this.lateTicks, peerAlive)) timedOut = true;
       for (let i = retired.length - 1; i >= 0; i--) {
         const old = retired[i]!;
-        if (old.pending.waiting > 0) waiting += old.pending.waiting;
-        else {
-          retired.splice(i, 1);
-          void old.close(); // its calls have all settled
-        }
+        if (old.pending.waiting > 0) continue;
+        retired.splice(i, 1);
+        void old.close(); // its calls have all settled
       }
     }
     if (timedOut) this.health.failed(`calls to ${this.endpoint.host}:${this.endpoint.port} timed out`); // one failure per sweep (see ClientConnection.sweep)
-    if (waiting === 0) this.stopSweep();
+    // Counted last: the callbacks of the calls failed above may have made new calls, on any
+    // connection (one swept already included), and each needs the timer for its timeout.
+    if (!this.waitingAnywhere()) this.stopSweep();
+  }
+
+  /** waitingAnywhere tells whether a call waits on any connection, retired ones included. */
+  private waitingAnywhere(): boolean {
+    for (const conn of this.conns) if (conn.pending.waiting > 0) return true;
+    for (const old of this.retired) if (old.pending.waiting > 0) return true;
+    return false;
   }
 
   /**
@@ -487,15 +478,18 @@ export class CacheClient {
     }
     this.retired.push(conn);
     this.conns[i] = new ClientConnection(this.endpoint, this.health);
-    this.conns[i]!.assumeQuiet(conn.quietFor); // it has heard nothing yet: no sign the node is there
+    // It has heard nothing yet: no sign the node is there (`peerAlive`); a call that may wait late
+    // on it gets a liveness ping at the next sweep.
+    this.conns[i]!.assumeQuiet(conn.quietFor);
   }
 
   private onDown(): void {
-    this.onHealth?.("down", this.health.lastFailure);
-    // Connections holding unanswered calls are not to be trusted: reset them (the probe reconnects).
-    for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down");
+    report(this.onHealth, "down", this.health.lastFailure);
+    // Connections holding unanswered calls are not to be trusted: reset them (the probe
+    // reconnects). Not failures of the peer: it is down already, for the reason just reported.
+    for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down", true, false);
     for (const conn of this.retired.splice(0)) {
-      conn.drop("peer marked down"); // its calls fail as the others' do
+      conn.drop("peer marked down", true, false); // its calls fail as the others' do
       void conn.close();
     }
     if (this.probeTimer === null && !this.closed) {
@@ -530,11 +524,11 @@ export class CacheClient {
     if (now - this.healthReportedAt < STILL_DOWN_REPORT_MS) return; // (a later failure tries again)
     this.healthReportedAt = now;
     this.health.reportedFailure = this.health.lastFailure;
-    this.onHealth?.("still down", this.health.lastFailure);
+    report(this.onHealth, "still down", this.health.lastFailure);
   }
 
   private onUp(): void {
-    this.onHealth?.("up", "");
+    report(this.onHealth, "up", "");
     this.stopProbe();
     // The probe reconnected one connection; the others reconnect now too.
     for (const conn of this.conns) {
@@ -551,19 +545,20 @@ export class CacheClient {
    */
   private revive(conn: ClientConnection): void {
     if (this.closed || this.health.down) return;
-    if (!this.sendPeerPing(conn, IGNORE, true)) return;
+    if (!this.sendPeerPing(conn, IGNORE, "revival")) return;
     if (this.sweepTimer === null) this.startSweep();
   }
 
   /**
-   * sendPeerPing sends a PeerPing on `conn` (not counted in `calls`), its outcome to `waiter`
-   * (`revival`: it is the connection's revival ping, ClientConnection.revive); false when it could
-   * not be sent.
+   * sendPeerPing sends a PeerPing on `conn` (not counted in `calls`), its outcome to `waiter`; a
+   * "revival" or "liveness" ping is marked so on the connection (ClientConnection.revive,
+   * markLiveness). False when it could not be sent.
    */
-  private sendPeerPing(conn: ClientConnection, waiter: Waiter, revival = false): boolean {
+  private sendPeerPing(conn: ClientConnection, waiter: Waiter, role: "probe" | "revival" | "liveness" = "probe"): boolean {
     const slot = this.issue(conn, METHOD_PEER_PING, noFields);
     if (slot instanceof CacheError) return false;
-    if (revival) conn.revive(slot);
+    if (role === "revival") conn.revive(slot);
+    else if (role === "liveness") conn.markLiveness(slot);
     return conn.endCall(slot, null, waiter) === null;
   }
 
@@ -573,20 +568,24 @@ export class CacheClient {
   }
 
   /**
-   * pingLiveness sends a PeerPing (not counted in `calls`; if it times out, that is a timeout and a
-   * failure like any call's) unless one is in flight, on the usable connection with the fewest calls
-   * waiting and none late if there is one: its answer tells that the node is still there while
-   * calls wait, maybe for loads.
+   * pingLiveness asks whether `conn`, where calls that may wait late wait unanswered, still answers:
+   * a PeerPing on it (counted neither in `calls` nor, if it times out, as a failure: the calls
+   * count theirs), unless one is in flight there. Its answer lets them wait past the timeout;
+   * none within a timeout fails them and gets the connection replaced (ClientConnection.sweep).
+   * A connection the node may be holding in order (`mayBeHeld`) cannot answer before its loads
+   * end: the ping goes on another connection, which tells that the node is there (`peerAlive`).
    */
-  private pingLiveness(): void {
-    if (this.livenessPinging || this.closed || this.health.down) return;
-    let best: ClientConnection | null = null;
-    for (const conn of this.conns) {
-      if (!conn.usable) continue;
-      if (best === null || (conn.pending.late === 0 && best.pending.late > 0) ||
-        ((conn.pending.late === 0) === (best.pending.late === 0) && conn.pending.waiting < best.pending.waiting)) best = conn;
+  private pingLiveness(conn: ClientConnection): void {
+    if (this.closed || this.health.down) return;
+    let target: ClientConnection | null = conn;
+    if (conn.mayBeHeld()) {
+      target = null;
+      for (const other of this.conns) {
+        if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
+      }
+      if (target === null || target.quietFor < TIMEOUT_TICKS / 2) return; // (the node answered there lately)
     }
-    if (best !== null && this.sendPeerPing(best, this.livenessWaiter)) this.livenessPinging = true;
+    if (!target.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }
 
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */

@@ -41,10 +41,17 @@
 //
 // Late waits: a node's PeerGet or PeerGetMulti may wait for a load on the owner, which can take
 // longer than a round trip (up to the owner's load timeout). With `lateTicks` (the client's
-// `loadWaitMs`), such a call past the timeout is kept waiting while the peer answers something,
-// on any connection of the client, within a timeout (`alive`, CacheClient.sweep): else a slow
-// load would be given up at the timeout and loaded again by the caller, a load per member instead
-// of one, and counted as a failure of a peer that works.
+// `loadWaitMs`), such a call past the timeout is kept waiting while THIS connection had a reply
+// within a timeout: else a slow load would be given up at the timeout and loaded again by the
+// caller, a load per member instead of one, and counted as a failure of a peer that works. The
+// client keeps the connection answering while such calls wait: a PeerPing on it once it has been
+// quiet for half a timeout (`needsLiveness`, CacheClient.pingLiveness), which a node answers at
+// once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
+// other connections prove nothing about this one: a half-open socket, or a connection the node
+// holds behind a stuck call, would keep its calls, and every new one, waiting the whole load wait.
+// The exception is a connection the node may itself serve in order (`mayBeHeld`: it has more calls
+// that load in flight than a node answers out of order), where the ping waits behind the loads:
+// its calls wait while the peer answers on any connection (`peerAlive`).
 
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
@@ -66,6 +73,12 @@ export const BACKOFF_MAX_MS = 1_000;
 export const MAX_ABANDONED = 1_024;
 /** MAY_LOAD are the calls a node may answer only after a load (late waits: see the header). */
 const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_MULTI]);
+/**
+ * NODE_MAX_DETACHED: a node answers at most this many PeerGets of a connection out of order while
+ * they load, and one PeerGetMulti (MAX_DETACHED, CacheServer.detachable); past that it serves the
+ * connection in order until a load ends.
+ */
+const NODE_MAX_DETACHED = 128;
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -156,6 +169,8 @@ export class ClientConnection {
   private served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
   private revivalSlot = -1;
+  /** livenessSlot: the slot of a liveness ping on this connection while it is in flight (`markLiveness`), else -1. */
+  private livenessSlot = -1;
   /**
    * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
    * connection got before it served anything, if any.
@@ -259,6 +274,40 @@ export class ClientConnection {
    */
   revive(slot: number): void {
     this.revivalSlot = slot;
+  }
+
+  /**
+   * markLiveness marks the call begun in `slot` (a PeerPing the client encoded) as a liveness ping
+   * (CacheClient.pingLiveness): like the revival ping, its outcome counts neither as an error nor,
+   * when it times out, as a failure (the calls it asks for count theirs).
+   */
+  markLiveness(slot: number): void {
+    this.livenessSlot = slot;
+  }
+
+  /** livenessPinging tells whether a liveness ping is in flight on this connection. */
+  get livenessPinging(): boolean {
+    return this.livenessSlot >= 0;
+  }
+
+  /**
+   * needsLiveness tells whether a call that may wait late (PeerGet, PeerGetMulti) waits on this
+   * connection, which has had no reply for `quietTicks` sweeps: it is asked with a liveness ping,
+   * so the call finds the connection known to answer when it reaches its timeout.
+   */
+  needsLiveness(quietTicks: number): boolean {
+    return this.quietTicks >= quietTicks && this.pending.waiting > 0 && this.pending.waitingAny(MAY_LOAD);
+  }
+
+  /**
+   * mayBeHeld tells whether the node may be serving this connection in order behind a load, so
+   * that nothing on it, a ping included, is answered before that load ends: more calls in flight
+   * than it answers out of order, or two PeerGetMultis (NODE_MAX_DETACHED). (A PeerGetMulti of over
+   * 64 KiB, which a node also serves in order, is not told apart.)
+   */
+  mayBeHeld(): boolean {
+    const p = this.pending;
+    return p.waiting > NODE_MAX_DETACHED || p.count(METHOD_PEER_GET_MULTI, 2) === 2;
   }
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
@@ -381,8 +430,8 @@ export class ClientConnection {
       if (!(e instanceof ProtocolError)) throw e;
       const reason = `malformed reply: ${e.message}`;
       this.health.counters.protocolErrors++;
-      this.health.onProtocolError?.(reason);
       this.drop(reason);
+      report(this.health.onProtocolError, reason); // (after the drop: a throw there must not keep a desynced connection)
     }
   }
 
@@ -431,8 +480,8 @@ export class ClientConnection {
     p.release(slot);
     this.health.succeeded();
     const ok = r.outcome === REPLY_OK;
-    const revival = this.settledRevival(slot); // (cleared whatever the outcome: the slot is reused)
-    if (!ok && !revival) this.health.counters.errors++;
+    const ping = this.settledPing(slot); // (cleared whatever the outcome: the slot is reused)
+    if (!ok && !ping) this.health.counters.errors++;
     try {
       if (forward !== null) {
         if (ok) forward(null, r.buffer, r.valueStart, r.valueLength, r.ttlRemainingMs);
@@ -442,16 +491,18 @@ export class ClientConnection {
         else waiter.reject(replyError(method, r));
       }
     } catch (e) {
-      queueMicrotask(() => {
-        throw e; // a callback's own bug: report it, but keep serving this connection
-      });
+      rethrowApart(e); // a callback's own bug: report it, but keep serving this connection
     }
   }
 
-  /** settledRevival tells whether `slot` is the revival ping's (now settled: `revivalSlot` cleared). */
-  private settledRevival(slot: number): boolean {
-    if (slot !== this.revivalSlot) return false;
-    this.revivalSlot = -1;
+  /**
+   * settledPing tells whether `slot` is the revival or a liveness ping's (now settled: its mark
+   * cleared): neither is a call of the application's.
+   */
+  private settledPing(slot: number): boolean {
+    if (slot === this.revivalSlot) this.revivalSlot = -1;
+    else if (slot === this.livenessSlot) this.livenessSlot = -1;
+    else return false;
     return true;
   }
 
@@ -508,20 +559,24 @@ export class ClientConnection {
    * sweep abandons the calls issued more than `timeoutTicks` ticks before `tick` (a call issued
    * late in its tick has then waited at least `timeoutTicks` whole ticks): each fails with
    * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. A sent PeerGet or PeerGetMulti
-   * is kept instead (LATE) while `alive` and not `lateTicks` old (see the header). Returns whether
+   * is kept instead (LATE) while this connection had a reply within `timeoutTicks` (or, when the
+   * node may be holding it, `peerAlive`: some connection of the client did) and it is not
+   * `lateTicks` old (see the header). Returns whether
    * it abandoned any: the client counts one failure per sweep that did, however many calls and
    * connections (calls sent together time out together, and a burst of slow calls must not mark
    * down a peer that answered others in between).
    */
-  sweep(tick: number, timeoutTicks: number, lateTicks = 0, alive = false): boolean {
+  sweep(tick: number, timeoutTicks: number, lateTicks = 0, peerAlive = false): boolean {
     const p = this.pending;
     let error: CacheError | null = null;
-    let counted = false; // a call of the application that was sent timed out (not only the revival ping)
+    let counted = false; // a call of the application that was sent timed out (not only a ping of the client's)
+    let revival = false; // the revival ping timed out
     // Not open: nothing queued on this connection has been written (a lost connection failed
     // what it had sent), so its output holds one frame per call in flight, in issue order. A call
     // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
     const unsent = this.state !== CONN_OPEN;
-    const mayWait = !unsent && alive && lateTicks > timeoutTicks;
+    const alive = lateTicks > timeoutTicks && (this.quietTicks <= timeoutTicks || (peerAlive && this.mayBeHeld()));
+    const mayWait = !unsent && alive;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
       if (mayWait && MAY_LOAD.has(p.method[slot]!) && tick - p.issuedAt[slot]! <= lateTicks) {
@@ -529,28 +584,29 @@ export class ClientConnection {
         continue;
       }
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
+      if (slot === this.revivalSlot) revival = true;
       if (this.timeOut(slot, unsent, error)) counted = true;
     }
     while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
       if (this.timeOut(p.lateHead, false, error)) counted = true;
     }
+    const sentOut = error !== null && !unsent; // calls sent on this connection timed out
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
-    // Calls timed out and nothing at all came back on this connection for a whole timeout: it is
-    // dead, or held by a slow call at its head (a node answers in order all but PeerGet and
-    // PeerGetMulti; other connections to the peer may be fine, so the peer need not be marked
-    // down). The client
-    // replaces it (`quiet`: CacheClient.replace). Not a failure of its own: the client's sweep
-    // counts one already.
-    else if (error !== null && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
-    else if (error !== null && this.quietTicks > timeoutTicks) this.quiet = true;
+    else if (sentOut && revival && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
+    // Calls (or a liveness ping) timed out and nothing at all came back on this connection for a
+    // whole timeout: it is dead, or held by a slow call at its head (a node answers in order all
+    // but PeerGet and PeerGetMulti; other connections to the peer may be fine, so the peer need
+    // not be marked down). The client replaces it (`quiet`: CacheClient.replace). Not a failure of
+    // its own: the client's sweep counts one already when calls of the application timed out.
+    else if (sentOut && this.quietTicks > timeoutTicks) this.quiet = true;
     return counted;
   }
 
   /**
    * timeOut fails the waiting or late call `slot` with `error`: taken out of the output when
    * `unsent`, else abandoned (its late reply will be dropped). Returns whether it counts as a
-   * timeout of a sent call of the application's (not the revival ping's).
+   * timeout of a sent call of the application's (not a ping of the client's own: `settledPing`).
    */
   private timeOut(slot: number, unsent: boolean, error: CacheError): boolean {
     const p = this.pending;
@@ -561,7 +617,7 @@ export class ClientConnection {
       out.consume(4 + readI32(out.buffer, 0));
       p.release(slot);
     } else p.abandon(slot);
-    const counted = !this.settledRevival(slot);
+    const counted = !this.settledPing(slot);
     if (counted) {
       this.health.counters.timeouts++;
       this.health.counters.errors++;
@@ -628,7 +684,7 @@ export class ClientConnection {
       const forward = p.forward[slot]!;
       const waiter = p.waiter[slot]!;
       p.release(slot);
-      if (!this.settledRevival(slot)) this.health.counters.errors++;
+      if (!this.settledPing(slot)) this.health.counters.errors++;
       settleError(forward, waiter, error);
       if (slot === last) break;
     }
@@ -671,10 +727,27 @@ function settleError(forward: ForwardCallback | null, waiter: Waiter | null, err
     if (forward !== null) forward(error, null, 0, 0, -1);
     else waiter?.reject(error);
   } catch (e) {
-    queueMicrotask(() => {
-      throw e;
-    });
+    rethrowApart(e);
   }
+}
+
+/**
+ * report calls an application's callback (onHealth, onProtocolError): a throw there is its own
+ * bug, rethrown apart (`rethrowApart`) so that the client's state change it was told of completes.
+ */
+export function report<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
+  try {
+    callback?.(...args);
+  } catch (e) {
+    rethrowApart(e);
+  }
+}
+
+/** rethrowApart throws `e` from a microtask of its own: an uncaught error, out of the client's code. */
+function rethrowApart(e: unknown): void {
+  queueMicrotask(() => {
+    throw e;
+  });
 }
 
 /** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */

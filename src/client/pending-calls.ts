@@ -173,6 +173,14 @@ export class PendingCalls {
     return false;
   }
 
+  /** count returns how many WAITING or LATE calls are of `method`, counting no further than `most`. */
+  count(method: number, most: number): number {
+    let n = 0;
+    for (let slot = this.head; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
+    for (let slot = this.lateHead; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
+    return n;
+  }
+
   /** append links `slot` as the newest of `list` (WAITING_LIST or LATE_LIST). */
   private append(slot: Slot, list: number): void {
     const tail = this.ends[list + 1]!;

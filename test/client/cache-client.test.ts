@@ -151,6 +151,22 @@ describe("peer methods (stub server)", () => {
 });
 
 describe("timeouts", () => {
+  test("a call made by a forward's callback as the sweep times it out, on a connection swept already, still times out (review: the sweep stopped its timer and the call hung)", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/a", enc.encode("a"));
+    stub.handler = (call, s) => (call.key === "a" ? serve(call, s) : null); // nothing but "a" is answered
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 2, timeoutMs: 100 });
+    const g = enc.encode("g");
+    const retried = Promise.withResolvers<string>();
+    c.forwardGet(g, enc.encode("a"), 0, 1, () => {}); // on the first connection, answered
+    c.forwardGet(g, enc.encode("b"), 0, 1, () => {
+      // Fails at its timeout on the second connection; its retry goes on the first, swept before it.
+      c.forwardGet(g, enc.encode("c"), 0, 1, (err) => retried.resolve(err?.message ?? "answered"));
+    });
+    const hung = Bun.sleep(3_000).then(() => "no outcome within 3 s");
+    expect(await Promise.race([retried.promise, hung])).toContain("timeout");
+  });
+
   test("a call issued while the sweep runs waits its whole timeout, wherever in a tick it was issued (review: up to a tick early)", async () => {
     using stub = new StubServer();
     stub.store.set("g/alive", enc.encode("yes"));
@@ -397,6 +413,23 @@ describe("down marking and probing", () => {
     expect(stub.connections).toBe(3); // the write connection reconnected
     expect(c[TEST_DOOR].connections.map((conn) => conn.usable)).toEqual([true, true]);
     expect(str((await c.get("g", "k")).value)).toBe("v3");
+  });
+
+  test("a peer marked down by timeouts is reported down once: resetting its connections is no new failure (review: a \"still down: peer marked down\" followed)", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/fast", enc.encode("ok"));
+    stub.handler = (call, s) => (call.key === "slow" ? null : serve(call, s));
+    const heard: string[] = [];
+    await using c = new CacheClient({
+      host: "127.0.0.1", port: stub.port, connections: 1, timeoutMs: 50, maxFailures: 1, probeIntervalMs: 10_000,
+      onHealth: (state, reason) => heard.push(`${state}: ${reason}`),
+    });
+    const slow = rejection(c.get("g", "slow"));
+    await c.get("g", "fast"); // answered: the connection is not quiet when the slow call times out
+    expect((await slow).message).toContain("timeout");
+    await until(() => c.isDown);
+    await Bun.sleep(20); // (what a reset reports comes in the same turn)
+    expect(heard).toEqual([`down: calls to 127.0.0.1:${stub.port} timed out`]);
   });
 
   test("slow calls timing out together, between answered ones, do not mark a healthy peer down", async () => {

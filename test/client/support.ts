@@ -40,6 +40,8 @@ export interface StubCall {
   keys: string[];
   entries: [string, Uint8Array][];
   all: boolean;
+  /** conn numbers the connection the call came on, in the order the stub accepted them (0, 1, …). */
+  conn: number;
 }
 
 /** A handler returns the reply bytes to send, or null to send nothing. */
@@ -110,7 +112,7 @@ export class StubServer {
           const proto = socket.data.proto;
           proto.push(chunk);
           while (proto.nextRequest()) {
-            const call = toCall(proto.request);
+            const call = toCall(proto.request, socket.data.id);
             stub.calls.push(call);
             const out = stub.handler(call, stub);
             if (out !== null) socket.write(out);
@@ -126,6 +128,11 @@ export class StubServer {
 
   get port(): number {
     return this.listener.port;
+  }
+
+  /** write sends `bytes` on connection `conn` (StubCall.conn), if it is still open: a reply made later. */
+  write(conn: number, bytes: Uint8Array): void {
+    for (const socket of this.sockets) if (socket.data.id === conn) socket.write(bytes);
   }
 
   /** nextCall resolves once the stub has received `count` calls in all. */
@@ -146,7 +153,7 @@ export class StubServer {
   }
 }
 
-function toCall(req: Request): StubCall {
+function toCall(req: Request, conn: number): StubCall {
   const b = req.buffer;
   const str = (s: number, l: number) => utf8.decode(b.subarray(s, s + l));
   const keys: string[] = [];
@@ -168,6 +175,7 @@ function toCall(req: Request): StubCall {
     keys,
     entries,
     all: req.all,
+    conn,
   };
 }
 
