@@ -7,9 +7,10 @@
  * blocks cannot do that, nor anything else: it stops beating. Each thread adds 1 to its beat count
  * every BEAT_MS once it has imported the loaders module (the import may hold its event loop a
  * while); the pool (`BeatWatch`) terminates a thread whose count has not moved for the stop time,
- * and counts a replacement thread ready once it beats. (The pool's threads wait for work on their
- * event loop, not in `Atomics.wait`, so an idle thread beats too: LoaderPool sets tinypool's
- * `useAtomics: false`.)
+ * and counts a replacement thread ready once it beats. A thread that never begins to beat (its
+ * import awaits a database that is down) is terminated too, after a bound of the pool's own
+ * (LoaderPool's `checkImport`). (The pool's threads wait for work on their event loop, not in
+ * `Atomics.wait`, so an idle thread beats too: LoaderPool sets tinypool's `useAtomics: false`.)
  *
  * The table is one SharedArrayBuffer of Int32 words, three per thread slot: the thread's id, its
  * beat count, and how many loads it stopped and abandoned are still unsettled (`stuck`: a thread
@@ -82,7 +83,7 @@ export class BeatWatch {
    * stalledFor returns how many ms thread `threadId`'s beat has not moved as of `now`
    * (performance.now()), or 0 while it moves, before the thread has a slot, and before its first
    * beat, which comes once it has imported the loaders module (the import may hold its event loop
-   * a while; it does end: the module imported in the main thread first).
+   * a while; the pool bounds how long, see `imported`).
    */
   stalledFor(threadId: number, now: number): number {
     const slot = this.slotOf.get(threadId);

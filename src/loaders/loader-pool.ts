@@ -19,7 +19,8 @@
  * replaced thread booted would run one at a time for as long as the queue never emptied. A load
  * is handed to tinypool only while a place is free on a thread that is ready (a replacement is
  * counted once it has imported the module: its first heartbeat, heartbeat.ts) and tinypool's own
- * queue is empty, so it goes straight to a thread with room.
+ * queue is empty, so it goes straight to a thread with room; and none while a thread the pool
+ * terminated has not exited yet (`canStart` says why).
  *
  * Failures, all as CacheError:
  *  - the loader throws/rejects, or returns a wrong type → LOAD_FAILED with its message
@@ -32,16 +33,22 @@
  *    own, and we re-emit the exit as an 'error' on it, which makes tinypool do its usual
  *    recovery. Each death is counted once and logged through `logger.error`. Workers are looked
  *    for after each task is run too: once a worker died as it started, tinypool starts one per
- *    task it runs instead of replacing the dead;
+ *    task it runs instead of replacing the dead, and none for a task it already holds: with no
+ *    thread left while loads wait in its queue, the pool makes it start them (`restartThreads`);
  *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed";
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
  *    synchronous loader blocks for that long stops beating (heartbeat.ts) and is terminated and
  *    replaced, its loads failing as stopped, and so is a thread with as many abandoned loads still
- *    unsettled as it has places (they may all wait on one wedged client it holds); a load that
- *    waited that long in the queue is dropped from it the same way.
+ *    unsettled as it has places (they may all wait on one wedged client it holds), and so is a
+ *    thread that has not imported the module by then (a top-level await on a database that is
+ *    down: it would never take a load); a load that waited that long in the queue is dropped from
+ *    it the same way. Last, a load handed to tinypool and still unanswered `overdueMs` after its
+ *    stop time (left in tinypool's queue, with no thread to take it) is failed as stopped by the
+ *    pool itself: every load is answered, whatever becomes of its thread.
  *
- * Counters are a plain struct; `submitted = completed + failed + in flight` at all times.
+ * Counters are a plain struct; `submitted = completed + failed + in flight` at all times. (A load
+ * the pool stopped as overdue may still run later in a thread; its answer is dropped.)
  */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
@@ -103,10 +110,10 @@ class ReplacedThread extends Error {
   }
 }
 
-/** Queued is a load waiting for a place (LoaderPool.waiting). */
-interface Queued {
+/** Load is a load accepted and not answered: waiting for a place (LoaderPool.waiting) or handed to tinypool (LoaderPool.started). */
+interface Load {
   task: LoadTask;
-  since: number; // performance.now() when it was queued
+  since: number; // performance.now() when it was accepted
   resolve(result: LoadResult): void;
   reject(err: unknown): void;
 }
@@ -118,6 +125,12 @@ const CHECK_MS = 1000;
  * the stop time (beats and checks come every BEAT_MS or more: a few ms would catch healthy ones).
  */
 const MIN_BLOCKED_MS = 10 * BEAT_MS;
+/**
+ * MAX_IMPORT_MS caps how long a thread may import the module before it is replaced: the bound
+ * doubles with each thread replaced so (`checkImport`), and would otherwise grow without end
+ * while a database the import awaits stays down.
+ */
+const MAX_IMPORT_MS = 60_000;
 
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
@@ -137,9 +150,10 @@ export class LoaderPool {
   private readonly watched = new WeakSet<PoolWorker>();
   private readonly dead = new WeakSet<PoolWorker>();
   private lastCrash: unknown = null;
-  /** inFlight counts loads accepted and not settled (running or queued); running, those handed to tinypool. */
+  /** inFlight counts loads accepted and not settled (started or waiting). */
   private inFlight = 0;
-  private running = 0;
+  /** started are the loads handed to tinypool and not answered yet, the places they take. */
+  private readonly started = new Set<Load>();
   /** places is how many loads run at once (threads * concurrency); readyPlaces, those on threads known ready. */
   private readonly places: number;
   private readyPlaces: number;
@@ -148,7 +162,23 @@ export class LoaderPool {
   /** recountTimer: armed while a replaced thread may not be ready yet (`recount`). */
   private recountTimer: ReturnType<typeof setTimeout> | null = null;
   /** waiting are the loads accepted beyond `places`, oldest first. */
-  private readonly waiting: Queued[] = [];
+  private readonly waiting: Load[] = [];
+  /** blockedAfterMs: a thread that has not beaten for this long is blocked (stopAfterMs, MIN_BLOCKED_MS at least). */
+  private readonly blockedAfterMs: number;
+  /**
+   * overdueMs: a started load not answered this long after its stop time is stopped by the pool
+   * (`stopOverdue`). By then its thread answered it, or was judged blocked: a check sees a beat
+   * stop within a check interval and finds it blocked blockedAfterMs later, within another.
+   */
+  private readonly overdueMs: number;
+  /** importing holds each thread not yet seen to have imported the module, with when it was first seen. */
+  private readonly importing = new WeakMap<PoolWorker, number>();
+  /** importAfterMs: a thread importing the module for this long is replaced (`checkImport`). */
+  private importAfterMs: number;
+  /** replaced holds each thread `replace` terminated that has not exited yet, with when (`canStart`). */
+  private readonly replaced = new Map<PoolWorker, number>();
+  /** restarting settles once threads `restartThreads` asked tinypool for are created. */
+  private restarting: Promise<void> = Promise.resolve();
   private closing: Promise<void> | null = null;
   private readonly beats: BeatWatch;
   private readonly checkTimer: ReturnType<typeof setInterval>;
@@ -194,9 +224,13 @@ export class LoaderPool {
     this.readyPlaces = this.places; // tinypool's first threads take tasks as soon as they boot
     this.capacity = this.places + queue;
     this.logger = logger;
+    this.blockedAfterMs = Math.max(stopAfterMs, MIN_BLOCKED_MS);
+    this.importAfterMs = this.blockedAfterMs;
+    const checkMs = stopAfterMs > 0 ? Math.max(BEAT_MS, Math.min(CHECK_MS, stopAfterMs / 4)) : CHECK_MS;
+    this.overdueMs = this.blockedAfterMs + 2 * checkMs;
     const workerData: LoaderWorkerData = { module, stopAfterMs, beats: newBeatTable(threads) };
     this.beats = new BeatWatch(workerData.beats);
-    this.checkTimer = setInterval(() => this.check(), stopAfterMs > 0 ? Math.max(BEAT_MS, Math.min(CHECK_MS, stopAfterMs / 4)) : CHECK_MS);
+    this.checkTimer = setInterval(() => this.check(), checkMs);
     this.checkTimer.unref?.();
     this.pool = new Tinypool({
       filename: WORKER_FILE,
@@ -210,9 +244,13 @@ export class LoaderPool {
       workerData,
     });
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
-    // EventEmitter 'error' without a listener would throw). onWorkerError already logged it.
+    // EventEmitter 'error' without a listener would throw). onWorkerError already logged it. An
+    // "Unexpected message" is the late answer of a thread `replace` terminated: tinypool failed
+    // that load already, as the pool meant it to.
     this.pool.on("error", (err: unknown) => {
-      if (err !== this.lastCrash) this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
+      if (err === this.lastCrash) return;
+      if (this.replaced.size > 0 && errorText(err).startsWith("Unexpected message from Worker")) return;
+      this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
     });
     this.watchWorkers();
   }
@@ -227,10 +265,10 @@ export class LoaderPool {
     }
     this.inFlight++;
     this.counters.submitted++;
-    const task: LoadTask = { group, key, stopAfterMs: this.stopAfterMs };
-    if (this.waiting.length === 0 && this.canStart()) return this.start(task);
     return new Promise<LoadResult>((resolve, reject) => {
-      this.waiting.push({ task, since: performance.now(), resolve, reject });
+      const load: Load = { task: { group, key, stopAfterMs: this.stopAfterMs }, since: performance.now(), resolve, reject };
+      if (this.waiting.length === 0 && this.canStart()) this.start(load);
+      else this.waiting.push(load);
     });
   }
 
@@ -239,10 +277,26 @@ export class LoaderPool {
    * makes tinypool start a thread for it: with none running, or with fewer threads than the pool's
    * (after threads died as they started, tinypool replaces them only as tasks come, and a task it
    * holds for a thread that then died too waits until another comes).
+   *
+   * None while a thread `replace` terminated is still exiting: it may yet answer loads tinypool
+   * failed already, and tinypool, finding no task for such an answer, counts the thread free and
+   * posts it the first load of its own queue, which then fails as the thread ends ("crashed",
+   * though nothing did). With that queue empty, a late answer takes nothing. A thread blocked in
+   * a native call exits only once the call returns, running no more JS: it is waited for
+   * blockedAfterMs at most.
    */
   private canStart(): boolean {
+    if (this.replaced.size > 0 && this.replacedExiting()) return false;
     if (this.pool.threads.length < this.threads) return true;
-    return this.pool.queueSize === 0 && (this.running < this.readyPlaces || this.running === 0);
+    const running = this.started.size;
+    return this.pool.queueSize === 0 && (running < this.readyPlaces || running === 0);
+  }
+
+  /** replacedExiting tells whether a thread `replace` terminated less than blockedAfterMs ago has not exited yet. */
+  private replacedExiting(): boolean {
+    const now = performance.now();
+    for (const at of this.replaced.values()) if (now - at < this.blockedAfterMs) return true;
+    return false;
   }
 
   /**
@@ -272,87 +326,148 @@ export class LoaderPool {
     }
   }
 
-  /** start hands `task` to tinypool; its outcome settles it (settle / fail) and starts queued loads. */
-  private start(task: LoadTask): Promise<LoadResult> {
-    this.running++;
-    return this.watchingWorkers(this.pool.run(task) as Promise<LoadReply>).then(
+  /** start hands `load` to tinypool; its outcome answers it (settle / fail), unless `stopOverdue` did first. */
+  private start(load: Load): void {
+    this.started.add(load);
+    this.runInPool(load.task).then(
       (reply) => {
-        this.ended();
-        return this.settle(reply, task.group, task.key);
+        if (this.ended(load)) this.settle(load, reply);
       },
       (err: unknown) => {
-        this.ended();
-        return this.fail(err, task.group, task.key);
+        if (this.ended(load)) load.reject(this.fail(err));
       },
     );
   }
 
-  /** replace terminates `worker` (not a crash): tinypool fails its loads with `why`, drops it, and starts a new one. */
+  /**
+   * runInPool hands `task` to tinypool (a synchronous throw, from creating a thread, is a
+   * rejection), then watches the worker it may have started: after a worker died as it started,
+   * tinypool starts no replacement but a worker per task as it is run, and its death would go
+   * unseen (the load waiting until stopped, or for good).
+   */
+  private runInPool(task: LoadTask): Promise<LoadReply> {
+    let running: Promise<LoadReply>;
+    try {
+      running = this.pool.run(task) as Promise<LoadReply>;
+    } catch (err) {
+      running = Promise.reject(err);
+    }
+    this.watchWorkers();
+    return running;
+  }
+
+  /**
+   * replace terminates `worker` (not a crash): tinypool fails its loads with `why`, drops it, and
+   * starts a new one (none if `worker` never got ready: see `restartThreads`).
+   */
   private replace(worker: PoolWorker, why: ReplacedThread): void {
     this.dead.add(worker); // onWorkerError / onWorkerExit leave it be
+    this.replaced.set(worker, performance.now());
     this.lost();
     this.lastCrash = why; // (with no load on it, tinypool reports it as a pool error: logged already)
     worker.emit("error", why);
   }
 
-  /** ended gives a running load's place back and starts the queued loads that now have room. */
-  private ended(): void {
-    this.running--;
+  /**
+   * ended takes started `load` out, giving its place back, and starts the queued loads that now
+   * have room; false if it was out already (stopped as overdue: its late outcome is dropped).
+   */
+  private ended(load: Load): boolean {
+    if (!this.started.delete(load)) return false;
     this.startQueued();
+    return true;
   }
 
   /**
    * startQueued starts the queued loads that have room, oldest first, each with what is left of its
    * stop time (a load is stopped `stopAfterMs` after it was accepted, however long it queued here;
-   * time in tinypool's own queue, which holds a load only while its thread boots, is not counted).
+   * its thread does not count time in tinypool's own queue, which holds a load only while its
+   * thread boots: `stopOverdue` bounds that).
    */
   private startQueued(): void {
     this.dropStale(performance.now());
     while (this.waiting.length > 0 && this.closing === null && this.canStart()) {
-      const q = this.waiting.shift()!;
-      if (this.stopAfterMs > 0) q.task.stopAfterMs = Math.max(1, Math.ceil(this.stopAfterMs - (performance.now() - q.since)));
-      this.start(q.task).then(q.resolve, q.reject);
+      const load = this.waiting.shift()!;
+      if (this.stopAfterMs > 0) load.task.stopAfterMs = Math.max(1, Math.ceil(this.stopAfterMs - (performance.now() - load.since)));
+      this.start(load);
     }
   }
 
   /** dropStale fails the queued loads accepted `stopAfterMs` or more before `now` as stopped. */
   private dropStale(now: number): void {
     if (!(this.stopAfterMs > 0)) return;
-    while (this.waiting.length > 0 && now - this.waiting[0]!.since >= this.stopAfterMs) {
-      const q = this.waiting.shift()!;
-      this.counters.stopped++;
-      this.logger.warn("loader stopped: no answer in time", { module: this.module, group: q.task.group, key: q.task.key, ms: this.stopAfterMs, queued: true });
-      this.dropQueued(q, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
-    }
-  }
-
-  /** dropQueued fails queued load `q` with LOAD_FAILED `message` (it never ran). */
-  private dropQueued(q: Queued, message: string): void {
-    this.inFlight--;
-    this.counters.failed++;
-    q.reject(new CacheError(ERROR_CODE.LOAD_FAILED, message));
+    while (this.waiting.length > 0 && now - this.waiting[0]!.since >= this.stopAfterMs) this.stop(this.waiting.shift()!, "queued");
   }
 
   /**
-   * check runs every CHECK_MS (sooner with a short stop time): it starts queued loads that have room
-   * (a thread that became ready takes from tinypool's queue without a load of ours ending), drops
-   * queued loads older than `stopAfterMs`, and terminates the threads that have not beaten for
-   * `stopAfterMs` (and MIN_BLOCKED_MS at least: a synchronous loader blocks them): tinypool fails
-   * their loads (as stopped, see `fail`) and starts replacements.
+   * stopOverdue fails the started loads accepted `stopAfterMs + overdueMs` or more before `now` as
+   * stopped, giving their places back: tinypool holds them for a thread that may never come.
+   */
+  private stopOverdue(now: number): void {
+    for (const load of this.started) {
+      if (now - load.since < this.stopAfterMs + this.overdueMs) continue;
+      this.started.delete(load);
+      this.stop(load, "overdue");
+    }
+  }
+
+  /** stop fails `load`, unanswered in its stop time while `where`, as stopped. */
+  private stop(load: Load, where: "queued" | "overdue"): void {
+    this.counters.stopped++;
+    this.logger.warn("loader stopped: no answer in time", { module: this.module, group: load.task.group, key: load.task.key, ms: this.stopAfterMs, [where]: true });
+    this.drop(load, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
+  }
+
+  /** drop fails `load`, which gets no answer from a thread, with LOAD_FAILED `message`. */
+  private drop(load: Load, message: string): void {
+    this.inFlight--;
+    this.counters.failed++;
+    load.reject(new CacheError(ERROR_CODE.LOAD_FAILED, message));
+  }
+
+  /**
+   * check runs every CHECK_MS (sooner with a short stop time): it restarts threads for loads left
+   * in tinypool's queue, starts queued loads that have room (a thread that became ready takes
+   * from tinypool's queue without a load of ours ending), drops queued loads older than
+   * `stopAfterMs`, stops overdue ones, and terminates the threads that are blocked, stuck or not
+   * importing (`checkThreads`). It runs in a timer: a fault (tinypool failing to create a thread)
+   * is logged, and the next check goes on.
    */
   private check(): void {
-    this.startQueued();
+    try {
+      this.restartThreads();
+      if (this.stopAfterMs > 0 && this.closing === null) {
+        const now = performance.now();
+        this.checkThreads(now);
+        this.stopOverdue(now);
+      }
+      this.startQueued();
+    } catch (err) {
+      this.logger.error("loader pool check failed", { module: this.module, error: errorText(err) });
+    }
+  }
+
+  /**
+   * checkThreads terminates the threads that have not beaten for blockedAfterMs (a synchronous
+   * loader blocks them), that hold as many stuck loads as places, or that have not imported the
+   * module in importAfterMs: tinypool fails their loads (as stopped, see `fail`) and starts
+   * replacements.
+   */
+  private checkThreads(now: number): void {
     const beats = this.beats;
-    if (!(this.stopAfterMs > 0) || this.closing !== null) return;
-    const now = performance.now();
     beats.look();
     const live = new Set<number>();
+    let importsReplaced = false;
     for (const worker of this.pool.threads) {
       live.add(worker.threadId);
+      if (this.dead.has(worker)) continue;
+      if (this.importing.has(worker)) {
+        importsReplaced = this.checkImport(worker, now) || importsReplaced;
+        continue;
+      }
       const stalled = beats.stalledFor(worker.threadId, now);
       const stuck = beats.stuck(worker.threadId);
-      if (this.dead.has(worker)) continue;
-      if (stalled >= Math.max(this.stopAfterMs, MIN_BLOCKED_MS)) {
+      if (stalled >= this.blockedAfterMs) {
         this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
         this.replace(worker, new ReplacedThread(`loader thread blocked for ${Math.round(stalled)} ms`, "its thread was blocked"));
       } else if (stuck >= this.concurrency) {
@@ -363,18 +478,42 @@ export class LoaderPool {
         this.replace(worker, new ReplacedThread(`${stuck} loads of the loader thread got stuck`, "its thread was replaced"));
       }
     }
+    // The next threads get twice as long: an import that is only slow gets through in the end.
+    if (importsReplaced) this.importAfterMs = Math.min(2 * this.importAfterMs, MAX_IMPORT_MS);
     beats.forget(live);
     this.watchWorkers();
   }
 
   /**
-   * watchingWorkers returns `running` once the worker a task may have started is watched: after
-   * a worker died as it started, tinypool starts no replacement but a worker per task as it is
-   * run, and its death would go unseen (the load waiting until stopped, or for good).
+   * checkImport replaces `worker` if it has imported the module for importAfterMs and more (a
+   * top-level await on a database that is down: the thread never beats, and never takes a load,
+   * so it would never be judged blocked); true if it did. A thread seen imported is judged by its
+   * beat from then on, and the bound is reset.
    */
-  private watchingWorkers(running: Promise<LoadReply>): Promise<LoadReply> {
-    this.watchWorkers();
-    return running;
+  private checkImport(worker: PoolWorker, now: number): boolean {
+    if (this.beats.imported(worker.threadId)) {
+      this.importing.delete(worker);
+      this.importAfterMs = this.blockedAfterMs;
+      return false;
+    }
+    const ms = now - this.importing.get(worker)!;
+    if (ms < this.importAfterMs) return false;
+    this.logger.warn("loader thread replaced: it did not import the loaders module", { module: this.module, thread: worker.threadId, ms: Math.round(ms) });
+    this.replace(worker, new ReplacedThread(`loader thread did not import the loaders module in ${Math.round(ms)} ms`, "its thread could not import the loaders module"));
+    return true;
+  }
+
+  /**
+   * restartThreads makes tinypool start its threads again if it has none while loads wait in its
+   * queue: once a thread died (or was replaced) before it was ready, tinypool replaces no dead
+   * thread, and starts one only as a load is handed to it, so those would wait for the next.
+   */
+  private restartThreads(): void {
+    if (this.pool.threads.length > 0 || this.started.size === 0 || this.closing !== null) return;
+    this.restarting = this.pool.recycleWorkers().then(
+      () => this.watchWorkers(),
+      (err: unknown) => this.logger.error("loader threads not restarted", { module: this.module, error: errorText(err) }),
+    );
   }
 
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
@@ -382,8 +521,9 @@ export class LoaderPool {
     if (this.closing === null) {
       clearInterval(this.checkTimer);
       if (this.recountTimer !== null) clearTimeout(this.recountTimer);
-      this.closing = this.pool.destroy();
-      for (const q of this.waiting.splice(0)) this.dropQueued(q, "loader pool closed");
+      // After the threads restartThreads asked for are created, so that none outlives the pool.
+      this.closing = this.restarting.then(() => this.pool.destroy());
+      for (const load of this.waiting.splice(0)) this.drop(load, "loader pool closed");
     }
     return this.closing;
   }
@@ -392,51 +532,55 @@ export class LoaderPool {
     return this.close();
   }
 
-  private settle(reply: LoadReply, group: string, key: string): LoadResult {
+  /** settle answers `load` with its thread's `reply`. */
+  private settle(load: Load, reply: LoadReply): void {
     this.inFlight--;
     if (reply === null || typeof reply === "string" || reply instanceof Uint8Array) {
       this.counters.completed++;
-      return reply;
+      load.resolve(reply);
+      return;
     }
     this.counters.failed++;
     if (reply.stopped === true) {
       this.counters.stopped++;
-      this.logger.warn("loader stopped: no answer in time", { module: this.module, group, key, ms: this.stopAfterMs });
+      this.logger.warn("loader stopped: no answer in time", { module: this.module, group: load.task.group, key: load.task.key, ms: this.stopAfterMs });
     }
     if (reply.detail !== undefined && reply.detail !== this.loggedDetail) {
       this.loggedDetail = reply.detail; // once, not for every load that fails the same way
       this.logger.error("loaders module failed in a worker", { module: this.module, error: reply.detail });
     }
-    throw new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed);
+    load.reject(new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed));
   }
 
   /** loggedDetail is the last LoadFailure detail written to the log. */
   private loggedDetail: string | undefined;
 
-  private fail(err: unknown, group: string, key: string): never {
+  /** fail counts a load tinypool rejected with `err`, and returns the error to answer it with. */
+  private fail(err: unknown): CacheError {
     this.inFlight--;
     const message = errorText(err);
     if (err instanceof ReplacedThread) {
-      // Its thread was terminated (`check`), which logged why.
+      // Its thread was terminated (`checkThreads`), which logged why.
       this.counters.failed++;
       this.counters.stopped++;
-      throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (${err.why})`);
+      return new CacheError(ERROR_CODE.LOAD_FAILED, `loader gave no answer in ${this.stopAfterMs} ms: stopped (${err.why})`);
     }
     if (TINYPOOL_QUEUE_ERRORS.has(message)) {
       this.counters.submitted--;
       this.counters.rejected++;
-      throw new CacheError(ERROR_CODE.OVERLOADED, "loader queue full");
+      return new CacheError(ERROR_CODE.OVERLOADED, "loader queue full");
     }
     this.counters.failed++;
-    if (this.closing !== null) throw new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed");
-    throw new CacheError(ERROR_CODE.LOAD_FAILED, `loader worker crashed: ${message}`);
+    if (this.closing !== null) return new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed");
+    return new CacheError(ERROR_CODE.LOAD_FAILED, `loader worker crashed: ${message}`);
   }
 
-  /** watchWorkers subscribes to the death of workers not seen yet (new ones replace the dead). */
+  /** watchWorkers subscribes to the death of workers not seen yet (new ones replace the dead), and times their import. */
   private watchWorkers(): void {
     for (const worker of this.pool.threads) {
       if (this.watched.has(worker)) continue;
       this.watched.add(worker);
+      this.importing.set(worker, performance.now());
       worker.on("error", (err: unknown) => this.onWorkerError(worker, err));
       worker.on("exit", (code: number) => this.onWorkerExit(worker, code));
     }
@@ -450,6 +594,7 @@ export class LoaderPool {
   }
 
   private onWorkerExit(worker: PoolWorker, code: number): void {
+    if (this.replaced.delete(worker)) this.startQueued(); // the loads it held back (canStart)
     // A worker tinypool terminated itself (close) is no longer in pool.threads.
     if (this.closing !== null || this.dead.has(worker) || !this.pool.threads.includes(worker)) return;
     const err = new Error(`worker exited with code ${code}`);

@@ -30,7 +30,8 @@
  * with as many as it has places (they may all wait on one wedged client). A loader that blocks the
  * thread itself (a synchronous loop) cannot be answered so: the thread beats (heartbeat.ts) once
  * the module is imported, and the pool terminates a thread whose beat stops for `stopAfterMs` (the
- * beat also tells the pool a replacement is ready).
+ * beat also tells the pool a replacement is ready), and one whose beat never begins: an import
+ * that does not end (a top-level await on a database that is down) would hold it for good.
  */
 import { threadId } from "node:worker_threads";
 import Tinypool, { workerId } from "tinypool";

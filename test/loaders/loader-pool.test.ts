@@ -39,6 +39,24 @@ async function failure(p: Promise<unknown>, code: ErrorCode, message: RegExp): P
   return ce;
 }
 
+/** within answers what `p` settles to, or rejects if it has not settled in `ms` (a load must be answered). */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  const late = Bun.sleep(ms).then(() => { throw new Error(`not answered in ${ms} ms`); });
+  return Promise.race([p, late]);
+}
+
+/** firstValue runs `load` again until it answers a value, for `ms` at most; undefined if it never did. */
+async function firstValue(load: () => Promise<unknown>, ms: number): Promise<unknown> {
+  for (const until = performance.now() + ms; performance.now() < until; await Bun.sleep(20)) {
+    try {
+      return await load();
+    } catch {
+      // stopped: the pool has no thread that imported the module yet
+    }
+  }
+  return undefined;
+}
+
 describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
@@ -176,6 +194,28 @@ describe("LoaderPool errors", () => {
     }
   });
 
+  test("a load tinypool holds with no thread left starts once the module imports again, with no other load made (review: it waited for the next load)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
+    const down = join(dir, "down");
+    process.env.CRASH_AT_IMPORT_FILE = down;
+    try {
+      await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 4, logger: recordingLogger(), stopAfterMs: 10_000 });
+      expect(await pool.run("ok", "a")).toBe("ok a");
+      writeFileSync(down, "");
+      await failure(pool.run("exit", "3"), ERROR_CODE.LOAD_FAILED, /exited with code 3/);
+      for (let i = 0; i < 400 && pool.counters.crashes < 2; i++) await Bun.sleep(5);
+      const during = pool.run("ok", "b"); // its thread dies as it starts: tinypool holds it, with no thread
+      for (let i = 0; i < 400 && pool.counters.crashes < 3; i++) await Bun.sleep(5);
+      expect(pool.counters.crashes).toBe(3);
+      rmSync(down);
+      expect(await within(during, 3000)).toBe("ok b");
+      expect(pool.counters).toMatchObject({ submitted: 3, completed: 2, failed: 1, stopped: 0 });
+    } finally {
+      delete process.env.CRASH_AT_IMPORT_FILE;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("loads queued behind a crashing load still complete on the replacement worker", async () => {
     await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger: recordingLogger() });
     const crash = pool.run("exit", "7");
@@ -268,6 +308,56 @@ describe("LoaderPool saturation", () => {
     expect(pool.counters).toEqual({ submitted: 5, completed: 3, failed: 2, rejected: 0, crashes: 0, stopped: 2 });
     expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loader thread stopped: blocked"]]);
   });
+
+  test("a thread replaced for stuck loads may answer late: no healthy load fails as crashed, and no error is logged (review: tinypool posted the dying thread a load meant for its replacement)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 4, queue: 64, logger, stopAfterMs: 150 });
+    const failures: string[] = [];
+    const replaced = () => logger.entries.filter((e) => e.msg === "loader thread replaced: its loads keep getting stuck").length;
+    // Each round, four hung loads get stuck on the thread at once, and the next check replaces
+    // it. When that check runs before the thread's answers for them are read (about one round
+    // in two), those answers come late; healthy loads all along keep the pool's queue full.
+    for (let round = 1; round <= 8; round++) {
+      expect(await pool.run("ok", "ready")).toBe("ok ready");
+      const hangs = Array.from({ length: 4 }, () => pool.run("hang", "k").catch(() => {}));
+      let replacing = true;
+      const clients = Array.from({ length: 30 }, async () => {
+        while (replacing) await pool.run("ok", "k").catch((e: unknown) => failures.push((e as Error).message));
+      });
+      await Promise.all(hangs);
+      for (let i = 0; i < 200 && replaced() < round; i++) await Bun.sleep(5);
+      replacing = false;
+      await Promise.all(clients);
+      expect(replaced()).toBe(round);
+    }
+    // Loads on the thread as it is replaced, or queued past their stop time meanwhile, fail as stopped.
+    expect(failures.filter((m) => !/^loader gave no answer in 150 ms: stopped/.test(m))).toEqual([]);
+    expect(logger.entries.filter((e) => e.level === "error")).toEqual([]);
+  });
+
+  test("a replacement thread whose import never ends is replaced in turn: loads are answered as stopped meanwhile, and served once the import can end (review: the pool was wedged for good)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
+    const down = join(dir, "down");
+    process.env.HANG_AT_IMPORT_FILE = down;
+    try {
+      const logger = recordingLogger();
+      await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 4, logger, stopAfterMs: 200 });
+      expect(await pool.run("ok", "warm")).toBe("ok warm");
+      writeFileSync(down, ""); // the database its import awaits is down
+      await failure(pool.run("block", "k"), ERROR_CODE.LOAD_FAILED, /stopped \(its thread was blocked\)$/);
+      // Its replacement never ends importing the module. One load goes to tinypool for it, the
+      // other waits in the pool's queue: both are answered, as stopped.
+      const during = [pool.run("ok", "a"), pool.run("ok", "b")];
+      await Promise.all(during.map((p) => failure(within(p, 3000), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 200 ms: stopped$/)));
+      expect(logger.entries.map((e) => e.msg)).toContain("loader thread replaced: it did not import the loaders module");
+      rmSync(down); // the database is back
+      expect(await firstValue(() => pool.run("ok", "c"), 5000)).toBe("ok c");
+      expect(logger.entries.filter((e) => e.level === "error")).toEqual([]);
+    } finally {
+      delete process.env.HANG_AT_IMPORT_FILE;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 15_000);
 
   test("concurrency 4: one thread runs four loads at once, and the pool holds threads x concurrency + queue", async () => {
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, concurrency: 4, queue: 1, logger: recordingLogger() });
