@@ -180,6 +180,8 @@ export class CacheServer implements DispatchContext {
    * `writeShared` (a count, so the array keeps its size from turn to turn and never reallocates).
    */
   private readonly deferred: (Connection | null)[] = [];
+  /** flushLater: connections whose own output gets detached replies, written with the turn's replies. */
+  private readonly flushLater: Connection[] = [];
   private deferredCount = 0;
   private writeQueued = false;
   /** rejectLoggedAt: when the last over-the-limit line was logged; rejectsLogged: the rejections counted then. */
@@ -582,6 +584,18 @@ export class CacheServer implements DispatchContext {
     this.sharedLent = false;
   }
 
+  /**
+   * flushAtTurnEnd queues a connection's own output for `writeShared`: detached replies settle in
+   * bursts (a peer's answers to the invalidations of many writes come in one chunk), and a write
+   * each would be a send per reply.
+   */
+  private flushAtTurnEnd(conn: Connection): void {
+    if (conn.flushQueued) return;
+    conn.flushQueued = true;
+    this.flushLater.push(conn);
+    this.queueTurnEnd();
+  }
+
   /** deferWrite queues a connection's shared-buffer replies for `writeShared` at the end of the turn. */
   private deferWrite(conn: Connection): void {
     this.deferred[this.deferredCount++] = conn;
@@ -635,7 +649,8 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * writeShared writes every connection's replies waiting in the shared buffer, then empties it.
+   * writeShared writes every connection's replies waiting in the shared buffer, then empties it,
+   * and the detached replies queued by `flushAtTurnEnd`.
    * Bun runs it after all of a turn's socket events, so the replies to one poll's requests reach
    * the kernel together: a client is woken once for them, not once per reply write spread over
    * the turn (6× fewer client wake-ups at 50 connections, depth 16; bench/RESULTS.md).
@@ -656,6 +671,19 @@ export class CacheServer implements DispatchContext {
       }
     }
     this.deferredCount = 0;
+    const later = this.flushLater;
+    for (let i = 0; i < later.length; i++) { // (one added meanwhile is written too)
+      const conn = later[i]!;
+      conn.flushQueued = false;
+      if (!this.connections.has(conn) || conn.capClosed) continue;
+      try {
+        this.flush(conn);
+        this.account(conn);
+      } catch (e) {
+        this.internalError(conn, e);
+      }
+    }
+    later.length = 0;
     this.counters.turnWrites += wrote;
     if (wrote > 0) this.counters.turnFlushes++;
     const shared = this.sharedOut;
@@ -799,7 +827,7 @@ export class CacheServer implements DispatchContext {
             own.ensure(out.length);
             own.bytes(out.buffer, 0, out.length);
           }
-          this.flush(conn);
+          this.flushAtTurnEnd(conn);
           this.account(conn);
         } catch (e) {
           this.internalError(conn, e);

@@ -86,6 +86,8 @@ export class Connection {
   readerBytes = 0;
   sharedStart = -1;
   sharedEnd = 0;
+  /** flushQueued: detached replies joined its own output, to be written at the end of the turn. */
+  flushQueued = false;
   /** open is false once the server saw the socket close. */
   open = true;
 
