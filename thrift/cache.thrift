@@ -133,7 +133,9 @@ struct PeerInvalidateResponse {
 }
 
 struct PingRequest {
-  // the caller's node id (host:port), for the receiver's logs
+  // the caller's node id (host:port): a node's peer client sends it first on every connection,
+  // so the receiver knows which member the connection is (which members may hold copies of its
+  // keys, and who forwarded a write: it acknowledges writes once those members dropped theirs)
   1: optional string sender,
 }
 

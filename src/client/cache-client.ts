@@ -91,6 +91,12 @@ export interface ClientOptions {
   limits?: Partial<ProtocolLimits>;
   /** authToken is sent (Auth) first on every connection, for nodes started with a token. */
   authToken?: string;
+  /**
+   * sender is a cluster node's own member id, for its peer clients: a PeerPing carrying it goes
+   * first (after Auth) on every connection, so the peer knows which member the connection is
+   * (its HandOuts: which members may hold copies of its keys, and who forwarded a write).
+   */
+  sender?: string;
   /** tls dials with TLS: true trusts the system CAs; `ca` trusts the given PEM certificates. */
   tls?: boolean | { ca?: string; serverName?: string };
   /**
@@ -167,6 +173,7 @@ export class CacheClient {
       connectTimeoutMs: positive("connectTimeoutMs", opts.connectTimeoutMs ?? 1000),
       limits: resolveLimits(opts.limits),
       authToken: opts.authToken,
+      sender: opts.sender,
       tls: opts.tls,
       writeAtTurnEnd: opts.writeAtTurnEnd,
     };

@@ -61,7 +61,7 @@ import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolEr
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI } from "../protocol/request.ts";
+import { METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
@@ -100,6 +100,8 @@ export interface Endpoint {
   limits: ProtocolLimits;
   /** authToken is sent (Auth) as the first call on every new connection. */
   authToken?: string;
+  /** sender is sent in a PeerPing (INTRO_SEQID) right after, on every new connection (ClientOptions). */
+  sender?: string;
   /** writeAtTurnEnd writes a turn's calls at its end rather than after each callback (ClientOptions). */
   writeAtTurnEnd?: boolean;
   /** tls dials with TLS (true: system CAs; ca: trust these PEM certificates). */
@@ -108,6 +110,8 @@ export interface Endpoint {
 
 /** AUTH_SEQID marks the Auth call sent when a connection opens (pending seqids are always > 0). */
 const AUTH_SEQID = -1;
+/** INTRO_SEQID marks the PeerPing telling the node our member id, sent when a connection opens. */
+const INTRO_SEQID = -2;
 
 /** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
 interface Attempt {
@@ -227,6 +231,7 @@ export class ClientConnection {
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
     if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
+    if (this.endpoint.sender !== undefined && this.state === CONN_OPEN) this.sendFirst(socket, METHOD_PEER_PING, INTRO_SEQID, this.endpoint.sender, "could not send our member id");
     this.flush();
   }
 
@@ -235,14 +240,22 @@ export class ClientConnection {
    * reply needs no pending slot. A refusal closes the connection (the server closes it too).
    */
   private sendAuth(socket: CallSocket, token: string): void {
-    const auth = new CallWriter(new BinaryWriter(64 + token.length * 3));
-    auth.begin(METHOD_AUTH, AUTH_SEQID);
-    auth.out.fieldBegin(TYPE_STRING, 1);
-    auth.out.utf8(token);
-    auth.end();
-    // A fresh socket takes a few dozen bytes at once; if it ever does not, the connection is
-    // dropped rather than sending calls behind half an Auth frame.
-    if (socket.write(auth.out.buffer, 0, auth.out.length) !== auth.out.length) this.drop("could not send the auth token");
+    this.sendFirst(socket, METHOD_AUTH, AUTH_SEQID, token, "could not send the auth token");
+  }
+
+  /**
+   * sendFirst writes a call of one string field (id 1: Auth's token, PeerPing's sender) ahead of
+   * everything queued, with a reserved seqid so its reply needs no pending slot. A fresh socket
+   * takes a few dozen bytes at once; if it ever does not, the connection is dropped (`failure`)
+   * rather than sending calls behind half a frame.
+   */
+  private sendFirst(socket: CallSocket, method: number, seqid: number, text: string, failure: string): void {
+    const call = new CallWriter(new BinaryWriter(64 + text.length * 3));
+    call.begin(method, seqid);
+    call.out.fieldBegin(TYPE_STRING, 1);
+    call.out.utf8(text);
+    call.end();
+    if (socket.write(call.out.buffer, 0, call.out.length) !== call.out.length) this.drop(failure);
   }
 
   /**
@@ -440,6 +453,12 @@ export class ClientConnection {
     const r = this.replies;
     const p = this.pending;
     r.begin(buf, start, end);
+    if (r.seqid === INTRO_SEQID) {
+      // What the node makes of our member id is its own; an error here (an Auth it refused
+      // answers for the connection) changes nothing for our calls.
+      r.readResult(METHOD_PEER_PING);
+      return;
+    }
     if (r.seqid === AUTH_SEQID) {
       r.readResult(METHOD_AUTH);
       if (r.outcome === REPLY_OK && r.success) return;

@@ -188,18 +188,20 @@ export class Cluster {
 
   /**
    * invalidate tells every other member to drop its mirrored copy of `keys` of `group` (or all
-   * of the group's mirror). The promise settles (never rejects) once every member has answered or
-   * its call has failed (counted in peerErrors): a write waits for it only when a member may hold
-   * a copy (HandOuts). A member that misses it still drops the copy when it expires, and a mirror
-   * never outlives the owner's TTL.
+   * of the group's mirror). It returns what a write must wait for before it is acknowledged: the
+   * answers of the members `holders` marks (HandOuts) other than `origin`, the member that
+   * forwarded the write (it drops its own copy), settling (never rejecting) once each answered or
+   * its call failed (counted in peerErrors); undefined when there are none. A member that misses
+   * an invalidation still drops the copy when it expires, and a mirror never outlives the owner's TTL.
    */
-  invalidate(group: string, keys: readonly Uint8Array[], all: boolean): Promise<void> {
-    const calls: Promise<void>[] = [];
-    for (const client of this.peers.values()) {
+  invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
+    let waits: Promise<void>[] | undefined;
+    for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      calls.push(client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++));
+      const told = client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++);
+      if (id !== origin && (holders & this.handOuts.bitOf(id)) !== 0) (waits ??= []).push(told);
     }
-    return Promise.all(calls).then(() => undefined);
+    return waits === undefined ? undefined : Promise.all(waits).then(() => undefined);
   }
 
   async close(): Promise<void> {

@@ -274,7 +274,7 @@ export class CacheNode {
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
+        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -400,7 +400,7 @@ const MEMORY_WATCH_INTERVAL_MS = 250;
  * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
  * again, and each reply of the peer's that broke the protocol (`protocolError` counts it).
  */
-function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void): PeerClient {
+function peerClient(id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -411,6 +411,7 @@ function peerClient(id: string, config: NodeConfig, tls: { ca: string } | undefi
     // A PeerGet may wait for the owner's load: as long as a load may take, while the owner answers.
     loadWaitMs: longestLoadTimeoutMs(config),
     authToken: config.authToken,
+    sender: self,
     tls,
     limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)

@@ -45,6 +45,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
+import { latin1Key } from "../bytes/bytes.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, errorText } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -54,8 +55,8 @@ import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import {
-  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_DELETE, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_SET,
-  METHOD_PEER_SET_MULTI, METHOD_SET, METHOD_UNKNOWN,
+  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_DELETE, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING,
+  METHOD_PEER_SET, METHOD_PEER_SET_MULTI, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
@@ -512,7 +513,8 @@ export class CacheServer implements DispatchContext {
         // What was started ahead is for the Gets that follow with no write between (a write of
         // this connection must be seen by its later reads): a write drops it all.
         if (prefetches !== null && !isRead(req.method)) prefetches.clear();
-        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined);
+        if (req.method === METHOD_PEER_PING) noteMember(conn, req);
+        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined, conn.member);
         if (pending !== undefined && this.detachable(conn, req.method)) {
           this.detach(conn, pending, req.method, t0);
           t0 = Bun.nanoseconds();
@@ -958,4 +960,18 @@ export class CacheServer implements DispatchContext {
       group.mirror?.expire(now, this.opts.expiryBudget); // copies carry the owner's TTL
     }
   }
+}
+
+/** MAX_MEMBER_ID_BYTES: a PeerPing sender longer than this (no host:port is) does not name the connection's member. */
+const MAX_MEMBER_ID_BYTES = 512;
+
+/**
+ * noteMember takes the sender of a PeerPing (PingRequest field 1, decoded into the group range)
+ * as the member the connection belongs to: a node's peer client pings first on each connection.
+ */
+function noteMember(conn: Connection, req: Request): void {
+  const length = req.groupLength;
+  if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
+  const id = latin1Key(req.buffer.subarray(req.groupStart, req.groupStart + length));
+  if (conn.member !== id) conn.member = id;
 }

@@ -62,6 +62,11 @@ export class Connection {
   capClosed = false;
   rejected = false;
   authed = false;
+  /**
+   * member is the cluster member whose peer client this connection is, as its PeerPing's sender
+   * said (a node's peer client pings first on every connection): HandOuts, dispatch's `member`.
+   */
+  member: string | undefined = undefined;
   buffered = 0;
   backlog: Uint8Array[] | null = null;
   /** backlogBytes is the length of the chunks in `backlog`. */

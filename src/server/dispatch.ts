@@ -50,10 +50,11 @@ export interface DispatchContext {
 /**
  * dispatch serves `req` and appends its reply (none for ONEWAY) to `reply`; it returns a promise
  * when the reply has to wait for a load, else undefined. `prefetches` are the connection's Gets
- * forwarded ahead (prefetch.ts), if any.
+ * forwarded ahead (prefetch.ts), if any; `member` is the member whose peer client the connection
+ * is, if it said so (its PeerPing's sender: HandOuts).
  */
-export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches?: Prefetches): Promise<void> | undefined {
-  const pending = serve(ctx, req, replyFor(req, reply), prefetches);
+export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches?: Prefetches, member?: string): Promise<void> | undefined {
+  const pending = serve(ctx, req, replyFor(req, reply), prefetches, member);
   return pending instanceof Promise ? pending : undefined;
 }
 
@@ -69,7 +70,7 @@ export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
 }
 
 
-function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined): Promise<void> | void {
+function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined, member: string | undefined): Promise<void> | void {
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   const method = req.method;
   if (method === METHOD_UNKNOWN) {
@@ -90,12 +91,12 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   switch (base) {
     case METHOD_GET: {
       const answered = get(group, req, reply, dropForeignReads(ctx, group, req), prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, true));
-      return method === METHOD_PEER_GET && cluster !== undefined ? handedOut(cluster, group, req, reply, answered) : answered;
+      return method === METHOD_PEER_GET && cluster !== undefined ? handedOut(cluster, group, req, reply, member, answered) : answered;
     }
     case METHOD_SET:
-      return set(ctx, group, req, reply);
+      return set(ctx, group, req, reply, member);
     case METHOD_DELETE:
-      return remove(ctx, group, req, reply);
+      return remove(ctx, group, req, reply, member);
     case METHOD_CLEAR:
       group.clear();
       return reply.writeSuccess(req, true);
@@ -106,10 +107,10 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
     }
     case METHOD_GET_MULTI: {
       const answered = getMulti(group, req, reply, dropForeignReads(ctx, group, req));
-      return method === METHOD_PEER_GET_MULTI && cluster !== undefined ? handedOut(cluster, group, req, reply, answered) : answered;
+      return method === METHOD_PEER_GET_MULTI && cluster !== undefined ? handedOut(cluster, group, req, reply, member, answered) : answered;
     }
     default:
-      return setMulti(ctx, group, req, reply);
+      return setMulti(ctx, group, req, reply, member);
   }
 }
 
@@ -137,26 +138,27 @@ function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: Rep
  * forgetCopies runs after this node stored or deleted keys it owns: it drops its own mirrored
  * copies and tells the other members to drop theirs. The keys are the `count` ranges
  * (start, length) at `ranges[i * stride]` into buf; they are copied only when there are other
- * members to tell. It returns what the write's acknowledgement must wait for: the members'
- * answers, when one of them may hold a copy of a key (HandOuts: a client that then reads the key
- * through that member must get what it wrote), else undefined (acknowledged at once). Callers
- * check for a cluster first, so a lone node's write path allocates nothing.
+ * members to tell. It returns what the write's acknowledgement must wait for: the answers of the
+ * members that may hold a copy of a key (HandOuts: a client that then reads the key through one
+ * must get what it wrote), but `origin`'s, the member that forwarded the write; else undefined
+ * (acknowledged at once). Callers check for a cluster first, so a lone node's write path
+ * allocates nothing.
  */
-function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number): Promise<void> | undefined {
+function forgetCopies(
+  cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number, origin: string | undefined,
+): Promise<void> | undefined {
   const tell = cluster.members.length > 1;
   const keys: Uint8Array[] = [];
-  let held = false;
+  let holders = 0;
   for (let i = 0; i < count; i++) {
     const start = ranges[i * stride]!;
     const length = ranges[i * stride + 1]!;
     group.mirror?.delete(buf, start, length);
     if (!tell) continue;
     keys.push(buf.slice(start, start + length));
-    if (!held) held = cluster.handOuts.mayBeHeld(group.nameBytes, buf, start, length);
+    holders |= cluster.handOuts.holders(group.nameBytes, buf, start, length);
   }
-  if (!tell) return undefined;
-  const told = cluster.invalidate(group.name, keys, false);
-  return held ? told : undefined;
+  return tell ? cluster.invalidate(group.name, keys, false, holders, origin) : undefined;
 }
 
 /**
@@ -164,16 +166,18 @@ function forgetCopies(cluster: Cluster, group: Group, buf: Uint8Array, ranges: A
  * (HandOuts: the peer may keep copies), when the answer is written: at once, or after the loads
  * it waited for. `answered` is what serving it returned.
  */
-function handedOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, answered: Promise<void> | void): Promise<void> | void {
-  if (answered instanceof Promise) return answered.then(() => noteHandOut(cluster, group, req, reply));
-  noteHandOut(cluster, group, req, reply);
+function handedOut(
+  cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined, answered: Promise<void> | void,
+): Promise<void> | void {
+  if (answered instanceof Promise) return answered.then(() => noteHandOut(cluster, group, req, reply, member));
+  noteHandOut(cluster, group, req, reply, member);
 }
 
-function noteHandOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): void {
+function noteHandOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): void {
   if (reply.errorCode !== 0) return; // an error (NOT_FOUND among them) gives no copy
   const name = group.nameBytes;
-  if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength);
-  for (let i = 0; i < req.itemCount; i++) cluster.handOuts.note(name, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+  if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength, member);
+  for (let i = 0; i < req.itemCount; i++) cluster.handOuts.note(name, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, member);
 }
 
 /**
@@ -274,14 +278,14 @@ function dropForeignReads(ctx: DispatchContext, group: Group, req: Request): For
   return marks;
 }
 
-function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
   const b = req.buffer;
   const drop = foreign(ctx, req.method, b, req.keyStart, req.keyLength);
   const r = drop
     ? (group.store.delete(b, req.keyStart, req.keyLength), SET_OK)
     : group.store.set(b, req.keyStart, req.keyLength, b, req.valueStart, req.valueLength, group.ttlFor(req.effectiveTtlMs()));
   group.written(b, req.keyStart, req.keyLength);
-  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1) : undefined;
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1, member) : undefined;
   if (r !== SET_OK) group.counters.setErrors++;
   else if (!drop) group.counters.sets++;
   if (told === undefined) return answerSet(reply, req, r); // (no closure: a lone node's Sets allocate nothing)
@@ -294,11 +298,11 @@ function answerSet(reply: ReplyWriter, req: Request, r: SetResult): void {
   reply.writeSuccess(req, true);
 }
 
-function remove(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+function remove(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
   const found = group.store.delete(req.buffer, req.keyStart, req.keyLength);
   group.written(req.buffer, req.keyStart, req.keyLength);
   if (found) group.counters.deletes++;
-  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1) : undefined;
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1, member) : undefined;
   if (told === undefined) return reply.writeSuccess(req, found);
   return told.then(() => reply.writeSuccess(req, found));
 }
@@ -376,7 +380,7 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
 
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's
 // CacheError (the other entries stay stored, as separate sets would).
-function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): Promise<void> | void {
+function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
   const b = req.buffer;
   const items = req.items;
   const ttl = group.ttlFor(req.effectiveTtlMs());
@@ -391,7 +395,7 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
       if (failed === SET_OK) failed = r;
     } else if (!drop) group.counters.sets++;
   }
-  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount) : undefined;
+  const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount, member) : undefined;
   if (failed !== SET_OK) group.counters.setErrors++;
   if (told === undefined) return answerSet(reply, req, failed);
   const refused = failed;

@@ -449,9 +449,9 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
             refused ??= e;
           }
         }
-        const held = entries.some(([k]) => cluster.handOuts.mayBeHeld(group.nameBytes, k, 0, k.length));
-        const told = cluster.invalidate(group.name, entries.map(([k]) => k), false);
-        if (held) await told;
+        let holders = 0;
+        for (const [k] of entries) holders |= cluster.handOuts.holders(group.nameBytes, k, 0, k.length);
+        await cluster.invalidate(group.name, entries.map(([k]) => k), false, holders);
         if (refused !== undefined) throw refused;
       }));
       continue;

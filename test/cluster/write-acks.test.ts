@@ -123,6 +123,72 @@ test("a write of a key no member can hold is acknowledged without waiting for th
   expect(performance.now() - t).toBeLessThan(1000);
 }, 15_000);
 
+/**
+ * ownerWithSilentMember starts node B whose other members are a socket that accepts connections
+ * and never answers (member S: a peer that hangs) and, with `withA`, a real node A; 1.5 s peer
+ * timeout. The keys listed are B's.
+ */
+function ownerWithSilentMember(withA: boolean): { b: CacheNode; a?: CacheNode; silentId: string; keys: string[] } {
+  const [pb, ps, pa] = freePorts(3) as [number, number, number];
+  const silent = Bun.listen({ hostname: "127.0.0.1", port: ps, socket: { data() {} } });
+  open.push({ close: async () => silent.stop(true) });
+  const ids = [`127.0.0.1:${pb}`, `127.0.0.1:${ps}`, ...(withA ? [`127.0.0.1:${pa}`] : [])];
+  const start = (port: number): CacheNode => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 1500, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(n);
+    return n;
+  };
+  const b = start(pb);
+  const a = withA ? start(pa) : undefined;
+  return { b, a, silentId: ids[1]!, keys: keysOf(b, ids[0]!, "k", 2) };
+}
+
+/** fetched has `member` (a client naming itself `sender`, or none) fetch `key` from the node as a member does (PeerGet). */
+async function fetched(member: CacheClient, key: string): Promise<string> {
+  const answered = Promise.withResolvers<string>();
+  member.forwardGet(utf8.encode("g"), utf8.encode(key), 0, key.length, (err, value, off, len) => {
+    if (err !== null) answered.reject(err);
+    else answered.resolve(text(value!.subarray(off, off + len)));
+  });
+  return answered.promise;
+}
+
+test("a write waits only for the members that fetched the key, and never for the member that forwarded it", async () => {
+  const { b, silentId, keys } = ownerWithSilentMember(false);
+  const [k] = keys as [string];
+  const viaB = client(b.port);
+  // The silent member's own client: it names itself (a node's peer clients do), fetches k, and
+  // forwards a write of k, which B acknowledges without waiting for that member's answer.
+  const s = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 5000, sender: silentId });
+  open.push(s);
+  await viaB.set("g", k, "v1");
+  expect(await fetched(s, k)).toBe("v1");
+  let t = performance.now();
+  await s.set("g", k, "v2", undefined, { peer: true });
+  expect(performance.now() - t).toBeLessThan(1000);
+  // Written by anyone else, the silent member may hold a copy: B waits for it (its peer timeout).
+  expect(await fetched(s, k)).toBe("v2");
+  t = performance.now();
+  await viaB.set("g", k, "v3");
+  expect(performance.now() - t).toBeGreaterThanOrEqual(1400);
+}, 15_000);
+
+test("a key fetched by one member: a write does not wait for another that did not fetch it", async () => {
+  const { b, a, keys } = ownerWithSilentMember(true);
+  const [k] = keys as [string];
+  const viaA = client(a!.port);
+  const viaB = client(b.port);
+  await viaB.set("g", k, "v1");
+  for (let i = 0; i < 2; i++) expect(text((await viaA.get("g", k)).value)).toBe("v1"); // A fetches it, and keeps a copy
+  const t = performance.now();
+  await viaB.set("g", k, "v2"); // waits for A's answer, not for the silent member's
+  expect(performance.now() - t).toBeLessThan(1000);
+  expect(text((await viaA.get("g", k)).value)).toBe("v2");
+}, 15_000);
+
 test("two members writing each other's handed-out keys through each other do not wait on each other", async () => {
   const { nodes, ids } = startMembers(2, open, { peerTimeoutMs: 2000, groups: [{ name: "g", ttlMs: 0 }] });
   const [a, b] = nodes as [CacheNode, CacheNode];
