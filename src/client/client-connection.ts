@@ -453,15 +453,13 @@ export class ClientConnection {
     const r = this.replies;
     const p = this.pending;
     r.begin(buf, start, end);
-    if (r.seqid === INTRO_SEQID) {
-      // What the node makes of our member id is its own; an error here (an Auth it refused
-      // answers for the connection) changes nothing for our calls.
-      r.readResult(METHOD_PEER_PING);
-      return;
-    }
-    if (r.seqid === AUTH_SEQID) {
-      r.readResult(METHOD_AUTH);
-      if (r.outcome === REPLY_OK && r.success) return;
+    if (r.seqid === AUTH_SEQID || r.seqid === INTRO_SEQID) {
+      // The first call on the connection (Auth, else the PeerPing naming our member): a node at
+      // its connection limit answers it with OVERLOADED and closes, as below.
+      const auth = r.seqid === AUTH_SEQID;
+      r.readResult(auth ? METHOD_AUTH : METHOD_PEER_PING);
+      if (r.outcome === REPLY_OK && (!auth || r.success)) return;
+      if (!auth && r.outcome !== REPLY_CACHE_ERROR) return; // (what the node makes of our name is its own)
       if (r.outcome === REPLY_CACHE_ERROR) {
         // The node refused the token, or answered the Auth with something else (OVERLOADED at its
         // connection limit): the calls waiting on this connection get that answer. Either is a
@@ -470,13 +468,13 @@ export class ClientConnection {
         // calls meanwhile are answered with it at once: `refusedNow`).
         const e = r.errorCode === ERROR_CODE.UNAUTHORIZED
           ? new CacheError(ERROR_CODE.UNAUTHORIZED, "the node refused our auth token")
-          : replyError(METHOD_AUTH, r);
+          : replyError(auth ? METHOD_AUTH : METHOD_PEER_PING, r);
         if ((isConnectionRefusal(e) || e.code === ERROR_CODE.UNAUTHORIZED) && !this.served) this.refusal = e;
         this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
         this.failAll(e);
         return;
       }
-      throw protocolError("the peer answered our Auth with neither success nor an error");
+      throw protocolError(`the peer answered our ${auth ? "Auth" : "PeerPing"} with neither success nor an error`);
     }
     const slot = p.find(r.seqid);
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);

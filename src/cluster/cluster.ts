@@ -48,8 +48,9 @@ export interface ClusterOptions {
   vnodes?: number;
   connect: (nodeId: string) => PeerClient;
   logger: ClusterLogger;
-  /** mirrorTtlMs and peerTimeoutMs bound how long a member may keep a copy (HandOuts; the node's defaults). */
+  /** mirrorTtlMs is how long a member may keep a copy (HandOuts; default the node's, 10 s). */
   mirrorTtlMs?: number;
+  /** peerTimeoutMs: a write waits for a member's answer to its invalidation at most half of it (default 1 s). */
   peerTimeoutMs?: number;
 }
 
@@ -77,8 +78,14 @@ export class Cluster {
   readonly counters = new ClusterCounters();
   /** generation counts member-list changes (what was fetched under an older list is not used). */
   generation = 0;
-  /** handOuts: when this node last answered a peer's Get of a key (a write of it then waits for the invalidations). */
+  /** handOuts: which members may hold copies of a key this node owns (a write of it then waits for their invalidations). */
   readonly handOuts: HandOuts;
+  /**
+   * maxWaitMs bounds a write's wait for the members' answers to its invalidation: half the peer
+   * timeout, so that a write forwarded here is answered before the forwarder's call times out
+   * (a member that does not answer keeps its copy until it expires, as one that is down does).
+   */
+  private readonly maxWaitMs: number;
   /** leftOut: members of the last list applied that no client could be made for (not in the ring). */
   leftOut = 0;
   /** leftOutErrors: why each member left out was (its warning is not repeated while it stays so). */
@@ -95,7 +102,8 @@ export class Cluster {
     this.ring.add(this.self);
     this.connect = opts.connect;
     this.logger = opts.logger;
-    this.handOuts = new HandOuts(opts.mirrorTtlMs ?? 10_000, opts.peerTimeoutMs ?? 1_000);
+    this.handOuts = new HandOuts(opts.mirrorTtlMs ?? 10_000);
+    this.maxWaitMs = (opts.peerTimeoutMs ?? 1_000) / 2;
   }
 
   /** members is the current member list (this node included), sorted. */
@@ -157,6 +165,7 @@ export class Cluster {
     }
     this.counters.membershipChanges++;
     this.generation++;
+    this.handOuts.assumeAll(); // keys new to this node were handed out by their last owner
     this.logger.info("cluster members changed", { members: this.ring.nodes.join(","), added: added.join(","), removed: removed.join(",") });
     return true;
   }
@@ -191,7 +200,7 @@ export class Cluster {
    * of the group's mirror). It returns what a write must wait for before it is acknowledged: the
    * answers of the members `holders` marks (HandOuts) other than `origin`, the member that
    * forwarded the write (it drops its own copy), settling (never rejecting) once each answered or
-   * its call failed (counted in peerErrors); undefined when there are none. A member that misses
+   * its call failed (counted in peerErrors), or after `maxWaitMs`; undefined when there are none. A member that misses
    * an invalidation still drops the copy when it expires, and a mirror never outlives the owner's TTL.
    */
   invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
@@ -201,7 +210,15 @@ export class Cluster {
       const told = client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++);
       if (id !== origin && (holders & this.handOuts.bitOf(id)) !== 0) (waits ??= []).push(told);
     }
-    return waits === undefined ? undefined : Promise.all(waits).then(() => undefined);
+    if (waits === undefined) return undefined;
+    const answered = Promise.all(waits);
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.maxWaitMs);
+      void answered.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   async close(): Promise<void> {

@@ -124,7 +124,8 @@ export class Group {
   readonly store: Store;
   /** mirror holds hot copies of keys owned by other nodes (cluster only). */
   readonly mirror: Store | undefined;
-  private readonly mirrorTtlMs: number;
+  /** mirrorTtlMs caps a mirrored copy's life (0: its own TTL only; see GroupOptions). */
+  readonly mirrorTtlMs: number;
   readonly defaultTtlMs: number;
   readonly loader: Loader | undefined;
   readonly admission: AdmissionPolicy;
@@ -539,12 +540,16 @@ export class Group {
 
   /**
    * copyTtl is the store TTL (0 = none) of a mirrored copy whose value has `ttlMs` left (-1 = no
-   * expiry): its own, capped at `mirrorTtlMs`.
+   * expiry): its own, capped at `mirrorTtlMs` less `ageMs`, the time since its Get was sent (the
+   * owner counts a copy's life from its answer, which came after: HandOuts); -1 when that cap has
+   * run out (not to be kept).
    */
-  copyTtl(ttlMs: number): number {
+  copyTtl(ttlMs: number, ageMs = 0): number {
     const own = ttlMs < 0 ? 0 : ttlMs;
-    const cap = this.mirrorTtlMs;
-    return cap > 0 && (own === 0 || own > cap) ? cap : own;
+    if (this.mirrorTtlMs <= 0) return own;
+    const cap = this.mirrorTtlMs - Math.max(0, ageMs);
+    if (cap <= 0) return -1;
+    return own === 0 || own > cap ? cap : own;
   }
 
   /** dropCopies empties the mirror (the member list changed): no answer under way may refill it. */

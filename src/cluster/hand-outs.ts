@@ -1,39 +1,47 @@
 /**
- * HandOuts remembers, for the keys this node owns, when it last answered a peer's Get of them:
- * the only way another member comes to hold a copy of such a key (a member's mirror is filled
- * from the answers of the PeerGets and PeerGetMulti it sends the owner).
+ * HandOuts remembers, for the keys this node owns, until when another member may hold a copy of
+ * them, and which members: a member's mirror is filled from the answers of the PeerGets and
+ * PeerGetMulti it sends the owner, and each answer with a value is noted here (`note`).
  *
  * Why: a write of a key tells every other member to drop its copy (PeerInvalidate). Acknowledged
  * before those calls are answered, the write could be followed by the client's read of the key
  * through another member, answered from that member's mirror with the value the write replaced:
  * the invalidation had not even left this node (it goes at the end of the turn). A write of a key
- * that may be copied somewhere therefore waits for the members' answers before it is acknowledged
- * (dispatch.ts `forgetCopies`); one whose key no member can hold is acknowledged at once, as
- * before, so writes of keys nobody reads through another member cost nothing more.
+ * that may be copied somewhere therefore waits for those members' answers before it is
+ * acknowledged (dispatch.ts `forgetCopies`, Cluster.invalidate); one whose key no member can hold
+ * is acknowledged at once, so writes of keys nobody reads through another member cost nothing more.
  *
- * A copy lives at most the mirror TTL after it was filled (--mirror-ttl, the same on every
- * member), and is filled within the peer timeout of the answer it came from: a key answered less
- * than `lifeMs` = mirror TTL + peer timeout + 1 s ago may be held. The table is fixed (SLOTS
- * times, by hash of group and key), so keys that share a slot only make a write wait when it need
- * not; it never forgets a key early. Times are `performance.now()`: a wall clock set back would
- * otherwise end a copy's life early.
+ * How long: a member keeps a copy at most its group's mirror TTL from when it sent the Get
+ * (routing.ts ages the cap so), which is before the answer: so until the answer + the mirror TTL,
+ * plus SLACK_MS for clocks read once per tick. With no mirror TTL (0: a copy lives as long as
+ * its value) a key once handed out may be held for good. The mirror TTL is the node's for each
+ * group: the same on every member, as --mirror-ttl is. The table is fixed (SLOTS entries by hash
+ * of group and key), so keys that share an entry only make a write wait when it need not; it
+ * never forgets a key early. Times are `performance.now()`: a wall clock set back would otherwise
+ * end a copy's life early.
  *
- * The table also keeps which members were answered (a bit each, by hash of the member's id: the
- * member a peer connection belongs to is told by the PeerPing its client sends first, `sender`),
- * so a write waits only for the members that may hold a copy, and never for the member that
- * forwarded it: that one drops its own copy when the write is sent and again when it is answered.
- * A Get on a connection not known to be a member's marks every member. Members sharing a bit
- * only make a write wait when it need not.
+ * Which members: a bit each, by hash of the member's id (a node's peer client names its member in
+ * the PeerPing it sends first on every connection: the server's `noteMember`). A write waits only
+ * for the members marked, and never for the one that forwarded it: that one drops its own copy
+ * when the write is sent and again when it is answered. A Get on a connection not known to be a
+ * member's marks every member; members sharing a bit only make a write wait when it need not.
  *
- * A member that cannot be reached keeps its copies until they expire (its invalidation failed);
- * the write is acknowledged once that call fails (at once when the member is marked down, else at
- * the peer timeout).
+ * What the table cannot know: copies handed out before this node started (a restart: its members
+ * may still hold copies from its last run), or by another owner (a member list change gives it
+ * keys others answered for). For a copy's life after either (`assumeAll`), every key counts as
+ * held by every member. Copies a member filled by loading a key itself while this node was
+ * unreachable (groupcache's fallback) were never handed out: the member drops its copies when it
+ * finds this node up again (cache-node.ts), and until then this node is in a fault window.
+ *
+ * A member that cannot be reached keeps its copies until they expire (its invalidation failed):
+ * a write waits for its answer at most `maxWaitMs` (Cluster.invalidate), less than the peer
+ * timeout, so that a forwarded write is answered to its forwarder before its own call times out.
  */
 import { hashBytes } from "../store/hash.ts";
 
-/** SLOTS is the size of the table (times of the last answer, and who got it, by hash). */
+/** SLOTS is the size of the table (until when, and by whom, keys may be held, by hash). */
 export const SLOTS = 1 << 16;
-/** SLACK_MS is added to a copy's life for the time between the answer and its fill, and clocks. */
+/** SLACK_MS is added to a copy's life for clocks read once per tick. */
 export const SLACK_MS = 1000;
 /** EVERY_MEMBER is the mark of a Get whose member is not known. */
 export const EVERY_MEMBER = 0xffffffff;
@@ -41,32 +49,44 @@ export const EVERY_MEMBER = 0xffffffff;
 const utf8 = new TextEncoder();
 
 export class HandOuts {
-  private readonly at = new Float64Array(SLOTS).fill(-Infinity);
+  private readonly until = new Float64Array(SLOTS);
   private readonly who = new Uint32Array(SLOTS);
   private readonly bits = new Map<string, number>();
-  /** lifeMs is how long after an answer a member may still hold a copy from it. */
-  readonly lifeMs: number;
+  /** allUntil: until then every key counts as held by every member (`assumeAll`). */
+  private allUntil = 0;
 
-  constructor(mirrorTtlMs: number, peerTimeoutMs: number, private readonly clock: () => number = () => performance.now()) {
-    this.lifeMs = mirrorTtlMs + peerTimeoutMs + SLACK_MS;
+  /**
+   * `mirrorTtlMs` is the node's mirror TTL (0: none), for `assumeAll`: a new table assumes every
+   * key handed out by a run of this node before.
+   */
+  constructor(private readonly mirrorTtlMs: number, private readonly clock: () => number = () => performance.now()) {
+    this.assumeAll();
   }
 
   /**
-   * note records that the key `key[off, off+len)` of the group named `group` is being handed to
-   * `member` (undefined: a connection not known to be a member's) now.
+   * note records that the key `key[off, off+len)` of the group named `group`, whose copies live
+   * `mirrorTtlMs` at most (0: no cap), is being handed to `member` (undefined: a connection not
+   * known to be a member's) now.
    */
-  note(group: Uint8Array, key: Uint8Array, off: number, len: number, member: string | undefined): void {
+  note(group: Uint8Array, key: Uint8Array, off: number, len: number, member: string | undefined, mirrorTtlMs: number): void {
     const s = slot(group, key, off, len);
     const now = this.clock();
     const bit = member === undefined ? EVERY_MEMBER : this.bitOf(member);
-    this.who[s] = now - this.at[s]! < this.lifeMs ? (this.who[s]! | bit) >>> 0 : bit;
-    this.at[s] = now;
+    this.who[s] = this.until[s]! > now ? (this.who[s]! | bit) >>> 0 : bit;
+    this.until[s] = Math.max(this.until[s]!, lifeEnd(now, mirrorTtlMs));
   }
 
-  /** holders is the marks of the members that may hold a copy of the key (answered within `lifeMs`), 0 for none. */
+  /** holders is the marks of the members that may hold a copy of the key now, 0 for none. */
   holders(group: Uint8Array, key: Uint8Array, off: number, len: number): number {
+    const now = this.clock();
+    if (now < this.allUntil) return EVERY_MEMBER;
     const s = slot(group, key, off, len);
-    return this.clock() - this.at[s]! < this.lifeMs ? this.who[s]! : 0;
+    return this.until[s]! > now ? this.who[s]! : 0;
+  }
+
+  /** assumeAll counts every key as held by every member for a copy's life from now (see the header). */
+  assumeAll(): void {
+    this.allUntil = Math.max(this.allUntil, lifeEnd(this.clock(), this.mirrorTtlMs));
   }
 
   /** bitOf is member `id`'s mark. */
@@ -79,6 +99,11 @@ export class HandOuts {
     }
     return bit;
   }
+}
+
+/** lifeEnd is until when a copy of an answer given at `now` may live, with `mirrorTtlMs` (0: for good). */
+function lifeEnd(now: number, mirrorTtlMs: number): number {
+  return mirrorTtlMs > 0 ? now + mirrorTtlMs + SLACK_MS : Infinity;
 }
 
 function slot(group: Uint8Array, key: Uint8Array, off: number, len: number): number {

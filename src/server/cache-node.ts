@@ -274,7 +274,12 @@ export class CacheNode {
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
+        // A peer found up again may have taken writes of its keys meanwhile, unasked: copies this
+        // node loaded itself while it could not reach it (fallback loads) were never handed out.
+        const dropCopies = (): void => {
+          for (const g of groups.all()) g.dropCopies();
+        };
+        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, dropCopies));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -398,9 +403,11 @@ const MEMORY_WATCH_INTERVAL_MS = 250;
 
 /**
  * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
- * again, and each reply of the peer's that broke the protocol (`protocolError` counts it).
+ * again (`up` is told), and each reply of the peer's that broke the protocol (`protocolError` counts it).
  */
-function peerClient(id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void): PeerClient {
+function peerClient(
+  id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
+): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -417,8 +424,10 @@ function peerClient(id: string, self: string, config: NodeConfig, tls: { ca: str
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
     writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
     onHealth: (state, reason) => {
-      if (state === "up") logger.info("peer up again", { peer: id });
-      else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
+      if (state === "up") {
+        logger.info("peer up again", { peer: id });
+        up();
+      } else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
       else logger.warn("peer still down, failing another way", { peer: id, reason });
     },
     onProtocolError: (reason) => {

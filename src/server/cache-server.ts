@@ -45,7 +45,6 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
-import { latin1Key } from "../bytes/bytes.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, errorText } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -780,17 +779,18 @@ export class CacheServer implements DispatchContext {
 
   /**
    * detachable tells whether the reply `pending` for the request just decoded may be written out
-   * of order: a PeerGet, or a PeerGetMulti while no other waits so, of a short message, or a peer
-   * write waiting for the members' answers to its invalidations (dispatch's forgetCopies), on a
-   * connection with fewer than MAX_DETACHED such replies waiting. Only a member's client sends
-   * those, and it matches replies by seqid. A peer write must not hold up its connection: the
-   * invalidations its owner waits for may be queued behind it on this one (two members writing
-   * keys of each other's would each wait for the other's answer until the peer timeout).
+   * of order: a PeerGet, or a PeerGetMulti while no other waits so, of a short message, on a
+   * connection with fewer than MAX_DETACHED such replies waiting; and every peer write waiting for
+   * the members' answers to its invalidations (dispatch's forgetCopies). Only a member's client
+   * sends those, and it matches replies by seqid. A peer write must never hold up its connection:
+   * the invalidations its owner waits for may be queued behind it on this one (members writing
+   * keys of each other's would each wait for the other's answer until the wait's bound). Their
+   * number is bounded by the wait (Cluster.invalidate's maxWaitMs) and what they hold by --max-buffered.
    */
   private detachable(conn: Connection, method: number): boolean {
     const reader = conn.proto.reader;
     const length = reader.end - reader.start;
-    if (method === METHOD_PEER_SET || method === METHOD_PEER_DELETE || method === METHOD_PEER_SET_MULTI) return conn.detached < MAX_DETACHED;
+    if (method === METHOD_PEER_SET || method === METHOD_PEER_DELETE || method === METHOD_PEER_SET_MULTI) return true;
     if (method === METHOD_PEER_GET) return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MESSAGE_BYTES;
     if (method !== METHOD_PEER_GET_MULTI || conn.detachedMulti) return false;
     return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MULTI_MESSAGE_BYTES;
@@ -962,6 +962,8 @@ export class CacheServer implements DispatchContext {
   }
 }
 
+/** MEMBER_ID decodes a PeerPing's sender as the peer client encoded it (UTF-8: member ids are strings of --peers). */
+const MEMBER_ID = new TextDecoder();
 /** MAX_MEMBER_ID_BYTES: a PeerPing sender longer than this (no host:port is) does not name the connection's member. */
 const MAX_MEMBER_ID_BYTES = 512;
 
@@ -972,6 +974,6 @@ const MAX_MEMBER_ID_BYTES = 512;
 function noteMember(conn: Connection, req: Request): void {
   const length = req.groupLength;
   if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
-  const id = latin1Key(req.buffer.subarray(req.groupStart, req.groupStart + length));
+  const id = MEMBER_ID.decode(req.buffer.subarray(req.groupStart, req.groupStart + length));
   if (conn.member !== id) conn.member = id;
 }

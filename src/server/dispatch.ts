@@ -176,8 +176,9 @@ function handedOut(
 function noteHandOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): void {
   if (reply.errorCode !== 0) return; // an error (NOT_FOUND among them) gives no copy
   const name = group.nameBytes;
-  if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength, member);
-  for (let i = 0; i < req.itemCount; i++) cluster.handOuts.note(name, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, member);
+  const life = group.mirrorTtlMs;
+  if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength, member, life);
+  for (let i = 0; i < req.itemCount; i++) cluster.handOuts.note(name, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, member, life);
 }
 
 /**

@@ -94,7 +94,7 @@ function routeGet(
     client.forwardGet(group.nameBytes, req.buffer, req.keyStart, req.keyLength, (err, value, off, len, ttl) => {
       let answered: Promise<void> | true;
       try {
-        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, forwardedTtl(ttl, sentAt, group.store.clock()), ticket);
+        answered = answerForward(cluster, group, req, reply, owner, err, value, off, len, forwardedTtl(ttl, sentAt, group.store.clock()), ticket, sentAt);
       } catch (e) {
         replyThrown(reply, req, e);
         answered = true; // never leave the connection parked
@@ -139,7 +139,7 @@ export function answerWhenDone(req: Request, reply: ReplyWriter, ahead: Prefetch
 function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
   const v = ahead.value;
   const ttl = agedTtl(ahead, group.store.clock());
-  return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket);
+  return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket, ahead.fetchedAt);
 }
 
 
@@ -151,14 +151,17 @@ function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyW
  */
 function answerForward(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string,
-  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, ticket: number,
+  err: CacheError | null, value: Uint8Array | null, off: number, len: number, ttl: number, ticket: number, sentAt: number,
 ): Promise<void> | true {
   if (err === null && value !== null) {
     cluster.counters.peerLoads++;
     reply.writeGet(req, value, off, len, ttl);
     const mirror = group.mirror;
-    if (mirror !== undefined && ttl !== 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
-      if (keepInMirror(mirror, req.buffer, req.keyStart, req.keyLength, value, off, len, group.copyTtl(ttl), true)) cluster.counters.mirrorFills++;
+    // The copy lives the mirror TTL from when the Get was sent, at most: what the owner, which
+    // counts it from its answer, waits out before it acknowledges writes without asking (HandOuts).
+    const copyTtl = group.copyTtl(ttl, group.store.clock() - sentAt);
+    if (mirror !== undefined && ttl !== 0 && copyTtl >= 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
+      if (keepInMirror(mirror, req.buffer, req.keyStart, req.keyLength, value, off, len, copyTtl, true)) cluster.counters.mirrorFills++;
     }
     return true;
   }
@@ -198,7 +201,7 @@ function answerForward(
 function moveToMirror(cluster: Cluster, group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
   if (!ownedElsewhere(cluster, buf, ks, kl)) return;
   group.store.delete(buf, ks, kl);
-  if (group.mirror !== undefined && ttl !== 0) keepInMirror(group.mirror, buf, ks, kl, value, 0, value.length, group.copyTtl(ttl), false);
+  if (group.mirror !== undefined && ttl !== 0) keepInMirror(group.mirror, buf, ks, kl, value, 0, value.length, group.copyTtl(ttl), false); // (loaded here: its age is 0)
 }
 
 /**

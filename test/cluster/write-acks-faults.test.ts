@@ -1,0 +1,140 @@
+/**
+ * Write acknowledgements (HandOuts, Cluster.invalidate) where the owner's record of its copies
+ * falls short or its members do not answer: an owner that restarted, copies with no mirror TTL,
+ * many peer writes waiting at once, a member that hangs, and a node at its connection limit
+ * refusing the PeerPing that names a peer client's member.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink } from "../server/support.ts";
+import { startMembers } from "../support/cluster-members.ts";
+import { freePorts } from "../support/node-process.ts";
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+const utf8 = new TextEncoder();
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).reverse().map((x) => x.close().catch(() => {})));
+});
+
+function client(port: number, connections = 2): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5000, connections });
+  open.push(c);
+  return c;
+}
+
+function keysOf(node: CacheNode, id: string, prefix: string, n: number): string[] {
+  const keys: string[] = [];
+  for (let i = 0; keys.length < n; i++) {
+    const k = utf8.encode(`${prefix}${i}`);
+    if (node.cluster!.owner(k, 0, k.length) === id) keys.push(`${prefix}${i}`);
+  }
+  return keys;
+}
+
+test("an owner that restarted waits for its members' answers: they may hold copies it handed out before", async () => {
+  const m = startMembers(2, open, { peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0 }] });
+  const a = m.nodes[0]!;
+  const keys = keysOf(a, m.ids[1]!, "k", 20);
+  const viaA = client(a.port);
+  const before = client(m.nodes[1]!.port);
+  for (const k of keys) await before.set("g", k, "old");
+  for (const k of keys) for (let i = 0; i < 2; i++) await viaA.get("g", k); // A keeps copies
+  await m.nodes[1]!.close();
+  const viaB = client(m.start(1).port); // the same member, started again: it remembers nothing
+  for (const k of keys) {
+    await viaB.set("g", k, "new");
+    expect(text((await viaA.get("g", k)).value)).toBe("new");
+  }
+});
+
+test("with no mirror TTL (copies live as long as their values) a key once handed out is waited for", async () => {
+  const { nodes, ids } = startMembers(2, open, { mirrorTtlMs: 0, peerTimeoutMs: 200, groups: [{ name: "g", ttlMs: 0 }] });
+  const [a, b] = nodes as [CacheNode, CacheNode];
+  const keys = keysOf(a, ids[1]!, "k", 10);
+  const viaA = client(a.port);
+  const viaB = client(b.port);
+  for (const k of keys) await viaB.set("g", k, "old");
+  for (const k of keys) for (let i = 0; i < 2; i++) await viaA.get("g", k);
+  await Bun.sleep(1300); // past what a capped copy's record would be with these timeouts
+  for (const k of keys) {
+    await viaB.set("g", k, "new");
+    expect(text((await viaA.get("g", k)).value)).toBe("new");
+  }
+});
+
+test("more peer writes waiting at once on a connection than it answers out of order for reads do not stall the members", async () => {
+  const n = 150; // past MAX_DETACHED (128)
+  const { nodes, ids } = startMembers(3, open, { peerTimeoutMs: 1500, groups: [{ name: "g", ttlMs: 0 }] });
+  const [a, b, c] = nodes as [CacheNode, CacheNode, CacheNode];
+  const ofA = keysOf(a, ids[0]!, "a", n);
+  const ofB = keysOf(a, ids[1]!, "b", n);
+  const ofC = keysOf(a, ids[2]!, "c", n);
+  const [viaA, viaB, viaC] = [client(a.port, 200), client(b.port, 200), client(c.port, 200)];
+  const all = [...ofA, ...ofB, ...ofC];
+  await Promise.all(all.map((k) => viaA.set("g", k, "0")));
+  for (const via of [viaA, viaB, viaC]) await Promise.all(all.map((k) => via.get("g", k))); // handed out to every member
+  const failures: string[] = [];
+  const failed = (e: unknown): void => void failures.push(e instanceof CacheError ? e.message : String(e));
+  await Promise.all([
+    ...ofA.map((k) => viaB.set("g", k, "1").catch(failed)),
+    ...ofB.map((k) => viaC.set("g", k, "1").catch(failed)),
+    ...ofC.map((k) => viaA.set("g", k, "1").catch(failed)),
+  ]);
+  expect(failures).toEqual([]);
+  expect(nodes.map((node) => node.cluster!.counters.peerErrors)).toEqual([0, 0, 0]);
+  for (const k of all) expect(text((await viaA.get("g", k)).value)).toBe("1");
+}, 30_000);
+
+test("a write whose owner waits for a member that hangs is acknowledged before the forwarder's call times out", async () => {
+  const [pa, pb, ps] = freePorts(3) as [number, number, number];
+  const silent = Bun.listen({ hostname: "127.0.0.1", port: ps, socket: { data() {} } });
+  open.push({ close: async () => silent.stop(true) });
+  const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`, `127.0.0.1:${ps}`];
+  const start = (port: number): CacheNode => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 1000, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(n);
+    return n;
+  };
+  const a = start(pa);
+  const b = start(pb);
+  const keys = keysOf(b, ids[1]!, "k", 4);
+  const viaA = client(a.port);
+  const viaB = client(b.port);
+  // The hanging member's own client of B, which names it, fetched the keys (it may hold copies).
+  const s = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 5000, sender: ids[2] });
+  open.push(s);
+  for (const k of keys) {
+    await viaB.set("g", k, "v0");
+    const fetched = Promise.withResolvers<void>();
+    s.forwardGet(utf8.encode("g"), utf8.encode(k), 0, k.length, (e) => (e === null ? fetched.resolve() : fetched.reject(e)));
+    await fetched.promise;
+  }
+  for (const k of keys) {
+    const t = performance.now();
+    await viaA.set("g", k, "v1"); // forwarded to B, which waits for the hanging member, then for no longer
+    expect(performance.now() - t).toBeLessThan(900);
+    expect(text((await viaB.get("g", k)).value)).toBe("v1");
+  }
+  expect(a.cluster!.counters.peerErrors).toBe(0);
+}, 20_000);
+
+test("a node at its connection limit refuses a peer client's first call (the PeerPing naming its member) as it refuses any: not a failure", async () => {
+  const node = CacheNode.start({ port: 0, host: "127.0.0.1", logLevel: "silent", maxConnections: 1, groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
+  open.push(node);
+  const holder = client(node.port, 1);
+  await holder.set("g", "k", "v"); // takes the one connection allowed
+  const peer = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 1000, sender: "127.0.0.1:9" });
+  open.push(peer);
+  for (let i = 0; i < 4; i++) {
+    await expect(peer.get("g", "k")).rejects.toMatchObject({ code: ERROR_CODE.OVERLOADED, message: expect.stringContaining("too many connections") });
+    await Bun.sleep(100);
+  }
+  expect(peer.isDown).toBe(false);
+});
