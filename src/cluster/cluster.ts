@@ -37,6 +37,9 @@ export interface PeerClient {
   close(): Promise<void>;
 }
 
+/** START_CONFIRM_MS: how often members not yet reached are asked to drop a restarted node's copies. */
+const START_CONFIRM_MS = 200;
+
 export interface ClusterLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -93,6 +96,9 @@ export class Cluster {
   /** warnedSelfFor: the list last warned about for not naming this node. */
   private warnedSelfFor = "";
   private readonly peers = new Map<string, PeerClient>();
+  /** confirming: members asked to drop their mirrors after this node's start, not answered yet. */
+  private readonly confirming = new Set<string>();
+  private confirmTimer: ReturnType<typeof setInterval> | null = null;
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
 
@@ -164,8 +170,9 @@ export class Cluster {
       if (client !== undefined) this.peers.set(id, client);
     }
     this.counters.membershipChanges++;
+    // Keys new to this node were handed out by their last owner (the first list is the start's: HandOuts).
+    if (this.generation > 0) this.handOuts.assumeAll();
     this.generation++;
-    this.handOuts.assumeAll(); // keys new to this node were handed out by their last owner
     this.logger.info("cluster members changed", { members: this.ring.nodes.join(","), added: added.join(","), removed: removed.join(",") });
     return true;
   }
@@ -208,7 +215,7 @@ export class Cluster {
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
       const told = client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++);
-      if (id !== origin && (holders & this.handOuts.bitOf(id)) !== 0) (waits ??= []).push(told);
+      if (id !== origin && ((holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id))) (waits ??= []).push(told);
     }
     if (waits === undefined) return undefined;
     const answered = Promise.all(waits);
@@ -221,7 +228,54 @@ export class Cluster {
     });
   }
 
+  /**
+   * confirmStart asks each member that may still hold copies of this node's previous run
+   * (HandOuts.startHeldBy) to drop its mirrors of `groups` (a PeerInvalidate of all), one ask
+   * in flight per member; a member that answered them all is confirmed. The node calls it until
+   * none is left (cache-node.ts): one not reachable now is asked again.
+   */
+  confirmStart(groups: readonly string[]): void {
+    for (const [id, client] of this.peers) {
+      if (!this.handOuts.startHeldBy(id) || this.confirming.has(id)) continue;
+      this.confirming.add(id);
+      this.counters.invalidationsSent += groups.length;
+      void Promise.all(groups.map((g) => client.invalidate(g, [], true))).then(
+        () => {
+          this.confirming.delete(id);
+          this.handOuts.confirm(id);
+        },
+        () => void this.confirming.delete(id),
+      );
+    }
+  }
+
+  /**
+   * startConfirming runs `confirmStart` now and every `everyMs` until `startConfirmed` (a member
+   * not reachable now is asked again when it may be).
+   */
+  startConfirming(groups: readonly string[], everyMs = START_CONFIRM_MS): void {
+    if (groups.length === 0 || this.confirmTimer !== null) return;
+    this.confirmStart(groups);
+    const timer = setInterval(() => {
+      if (!this.startConfirmed) return this.confirmStart(groups);
+      clearInterval(timer);
+      this.confirmTimer = null;
+    }, everyMs);
+    timer.unref?.();
+    this.confirmTimer = timer;
+  }
+
+  /** startConfirmed: no member can hold copies of this node's previous run any more. */
+  get startConfirmed(): boolean {
+    if (!this.handOuts.starting) return true;
+    if (this.generation === 0) return false; // no member list yet (a DNS source's first read)
+    for (const id of this.peers.keys()) if (this.handOuts.startHeldBy(id)) return false;
+    return true;
+  }
+
   async close(): Promise<void> {
+    if (this.confirmTimer !== null) clearInterval(this.confirmTimer);
+    this.confirmTimer = null;
     const clients = [...this.peers.values()];
     this.peers.clear();
     await Promise.all(clients.map((c) => c.close()));

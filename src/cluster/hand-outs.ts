@@ -28,10 +28,13 @@
  *
  * What the table cannot know: copies handed out before this node started (a restart: its members
  * may still hold copies from its last run), or by another owner (a member list change gives it
- * keys others answered for). For a copy's life after either (`assumeAll`), every key counts as
- * held by every member. Copies a member filled by loading a key itself while this node was
- * unreachable (groupcache's fallback) were never handed out: the member drops its copies when it
- * finds this node up again (cache-node.ts), and until then this node is in a fault window.
+ * keys others answered for). For a copy's life after a change of the member list (`assumeAll`),
+ * every key counts as held by every member; after a start, by every member that has not yet
+ * answered the invalidation of all its mirrors the node sends each (`startHeldBy`, `confirm`:
+ * Cluster.confirmStart), so a restarted node's writes wait for a member only until it has dropped
+ * whatever it kept from the node's last run. A member that loads a key itself while this node is
+ * unreachable (groupcache's fallback) answers the value and keeps it nowhere (routing.ts
+ * `dropLoaded`): it was never handed out.
  *
  * A member that cannot be reached keeps its copies until they expire (its invalidation failed):
  * a write waits for its answer at most `maxWaitMs` (Cluster.invalidate), less than the peer
@@ -54,13 +57,28 @@ export class HandOuts {
   private readonly bits = new Map<string, number>();
   /** allUntil: until then every key counts as held by every member (`assumeAll`). */
   private allUntil = 0;
+  /** startUntil: until then a member that has not `confirm`ed may hold copies of a previous run. */
+  private readonly startUntil: number;
+  private readonly confirmed = new Set<string>();
 
-  /**
-   * `mirrorTtlMs` is the node's mirror TTL (0: none), for `assumeAll`: a new table assumes every
-   * key handed out by a run of this node before.
-   */
+  /** `mirrorTtlMs` is the node's mirror TTL (0: none): how long copies of a previous run may live. */
   constructor(private readonly mirrorTtlMs: number, private readonly clock: () => number = () => performance.now()) {
-    this.assumeAll();
+    this.startUntil = lifeEnd(clock(), mirrorTtlMs);
+  }
+
+  /** starting: members may still hold copies of this node's previous run (see the header). */
+  get starting(): boolean {
+    return this.clock() < this.startUntil;
+  }
+
+  /** startHeldBy tells whether member `id` may still hold copies of this node's previous run. */
+  startHeldBy(id: string): boolean {
+    return !this.confirmed.has(id) && this.clock() < this.startUntil;
+  }
+
+  /** confirm records that member `id` dropped every copy it held (it answered the invalidation of all its mirrors). */
+  confirm(id: string): void {
+    this.confirmed.add(id);
   }
 
   /**

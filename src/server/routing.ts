@@ -179,7 +179,7 @@ function answerForward(
   return group.load(req.buffer, req.keyStart, req.keyLength, false).then(
     (loaded) => {
       reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs);
-      moveToMirror(cluster, group, req.buffer, req.keyStart, req.keyLength, loaded.value, mirrorTtl(loaded));
+      dropLoaded(cluster, group, req.buffer, req.keyStart, req.keyLength);
     },
     (failure: unknown) => {
       // Nothing of a key owned elsewhere stays in the main store, not a cached "not found" either:
@@ -191,17 +191,16 @@ function answerForward(
 }
 
 /**
- * moveToMirror moves `value`, loaded here for key buf[ks, ks+kl) owned elsewhere (the owner was
- * unreachable), out of the main store and into the mirror, with `ttl` ms left (-1: none; 0: none
- * left, not kept): mirrors are dropped on the owner's invalidations and on membership changes, so
- * the copy cannot outlive a later write on the owner. Unless this node owns the key by now (the
- * member list changed while it loaded): then what its main store holds is the key's, maybe a
- * write it took since, and stays.
+ * dropLoaded drops what a load here left in the main store for key buf[ks, ks+kl) owned elsewhere
+ * (the owner was unreachable): the value is answered, and kept nowhere. Not in the main store,
+ * where the owner's later writes could not reach it; nor in the mirror, since the owner never
+ * handed it out, so it would acknowledge a write of the key without waiting for this node to
+ * drop the copy (HandOuts), and this node may not even have found it down (one lost PeerGet).
+ * Unless this node owns the key by now (the member list changed while it loaded): then what its
+ * main store holds is the key's, maybe a write it took since, and stays.
  */
-function moveToMirror(cluster: Cluster, group: Group, buf: Uint8Array, ks: number, kl: number, value: Uint8Array, ttl: number): void {
-  if (!ownedElsewhere(cluster, buf, ks, kl)) return;
-  group.store.delete(buf, ks, kl);
-  if (group.mirror !== undefined && ttl !== 0) keepInMirror(group.mirror, buf, ks, kl, value, 0, value.length, group.copyTtl(ttl), false); // (loaded here: its age is 0)
+function dropLoaded(cluster: Cluster, group: Group, buf: Uint8Array, ks: number, kl: number): void {
+  if (ownedElsewhere(cluster, buf, ks, kl)) group.store.delete(buf, ks, kl);
 }
 
 /**
@@ -343,14 +342,9 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += forward.length;
         return localValues(group, req, forward, window, values, ttls, false, reply.maxMultiBytes).then(() => {
-          // As for Get: values loaded here for keys owned elsewhere live in the mirror only.
-          for (const i of forward) {
-            const v = values[i];
-            const ks = req.items[i * 4]!;
-            const kl = req.items[i * 4 + 1]!;
-            if (v !== undefined) moveToMirror(cluster, group, req.buffer, ks, kl, v, ttls[i]!);
-            else if (ownedElsewhere(cluster, req.buffer, ks, kl)) group.store.delete(req.buffer, ks, kl); // a cached "not found" (see answerForward)
-          }
+          // As for Get: values loaded here for keys owned elsewhere are answered, not kept (nor a
+          // cached "not found").
+          for (const i of forward) dropLoaded(cluster, group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
         });
       },
     ));

@@ -16,10 +16,14 @@ function table(mirrorTtlMs: number): { h: HandOuts; now: { ms: number } } {
   return { h: new HandOuts(mirrorTtlMs, () => now.ms), now };
 }
 
-test("a new table counts every key as held by every member for a copy's life; then only what it handed out", () => {
+test("after a start every member may hold copies until it confirms, for a copy's life at most; then only what was handed out", () => {
   const { h, now } = table(10_000);
-  expect(h.holders(G, ...key("a"))).toBe(EVERY_MEMBER);
+  expect(h.holders(G, ...key("a"))).toBe(0);
+  expect([h.starting, h.startHeldBy("m1:1"), h.startHeldBy("m2:2")]).toEqual([true, true, true]);
+  h.confirm("m1:1"); // it dropped its mirrors
+  expect([h.startHeldBy("m1:1"), h.startHeldBy("m2:2")]).toEqual([false, true]);
   now.ms += 10_000 + SLACK_MS;
+  expect([h.starting, h.startHeldBy("m2:2")]).toEqual([false, false]);
   expect(h.holders(G, ...key("a"))).toBe(0);
   h.note(G, ...key("a"), "m1:1", 10_000);
   h.note(G, ...key("a"), "m2:2", 10_000);
@@ -38,10 +42,12 @@ test("a new table counts every key as held by every member for a copy's life; th
   expect(h.holders(G, ...key("c"))).toBe(EVERY_MEMBER);
 });
 
-test("with no mirror TTL a key once handed out stays held, and so does every key after a start or a member list change", () => {
+test("with no mirror TTL a key once handed out stays held, and so does a start's until confirmed; a member list change counts every key held", () => {
   const { h, now } = table(0);
   now.ms += 1e9;
-  expect(h.holders(G, ...key("a"))).toBe(EVERY_MEMBER);
+  expect(h.startHeldBy("m1:1")).toBe(true);
+  h.confirm("m1:1");
+  expect(h.startHeldBy("m1:1")).toBe(false);
   const { h: capped, now: later } = table(1_000);
   later.ms += 1_000 + SLACK_MS;
   capped.note(G, ...key("a"), "m1:1", 0); // a group whose copies live as long as their values

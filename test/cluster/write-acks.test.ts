@@ -10,6 +10,8 @@ import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
+import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
+import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -82,83 +84,66 @@ test("written through a third member, deleted, or in a SetMulti: the same", asyn
 });
 
 /**
- * SILENT_TIMES: with a member that hangs, a write waits for it half the peer timeout (1 s here);
- * copies live 300 ms, so a node's first 1.3 s, when it counts every key as held by every member
- * (it may have handed them out before a restart), pass soon (`pastStart`).
+ * A slow member: a stub that answers every call at once but a PeerInvalidate of keys, which it
+ * answers SLOW_MS later (the invalidation of all its mirrors a node sends after it starts, it
+ * answers at once: the node is then past its start, HandOuts). A write waiting for it waits about
+ * SLOW_MS; one that does not is acknowledged at once.
  */
-const SILENT_TIMES = { peerTimeoutMs: 2000, mirrorTtlMs: 300 };
-const WAITED_MS = 900;
-const pastStart = (): Promise<void> => Bun.sleep(1400);
+const SLOW_MS = 600;
+const TIMES = { peerTimeoutMs: 4000, mirrorTtlMs: 2000 };
+
+function slowMember(): StubServer {
+  const stub = new StubServer();
+  open.push({ close: async () => stub.close() });
+  stub.handler = (c, st) => {
+    if (c.method !== METHOD_PEER_INVALIDATE || c.all) return serve(c, st);
+    setTimeout(() => st.write(c.conn, serve(c, st)), SLOW_MS);
+    return null;
+  };
+  return stub;
+}
 
 /**
- * withSilentPeer starts node A whose only other member is a socket that accepts connections and
- * never answers (a peer that hangs); the keys listed are A's.
+ * withSlowMember starts node N (and, with `withA`, a real node A) whose other member is a slow
+ * one (S), once each node knows S dropped its copies of their previous runs. The keys listed are N's.
  */
-function withSilentPeer(): { a: CacheNode; keys: string[] } {
-  const [port, silentPort] = freePorts(2) as [number, number];
-  const silent = Bun.listen({ hostname: "127.0.0.1", port: silentPort, socket: { data() {} } });
-  open.push({ close: async () => silent.stop(true) });
-  const ids = [`127.0.0.1:${port}`, `127.0.0.1:${silentPort}`];
-  const a = CacheNode.start(
-    { port, host: "127.0.0.1", peers: ids, logLevel: "silent", ...SILENT_TIMES, groups: [{ name: "g", ttlMs: 0 }] },
-    { logger: new LogSink().logger },
-  );
-  open.push(a);
-  return { a, keys: keysOf(a, ids[0]!, "k", 2) };
+async function withSlowMember(withA = false): Promise<{ n: CacheNode; a?: CacheNode; slowId: string; keys: string[] }> {
+  const stub = slowMember();
+  const [pn, pa] = freePorts(2) as [number, number];
+  const ids = [`127.0.0.1:${pn}`, `127.0.0.1:${stub.port}`, ...(withA ? [`127.0.0.1:${pa}`] : [])];
+  const start = (port: number): CacheNode => {
+    const node = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", ...TIMES, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(node);
+    return node;
+  };
+  const n = start(pn);
+  const a = withA ? start(pa) : undefined;
+  await until(() => n.cluster!.startConfirmed && (a === undefined || a.cluster!.startConfirmed), 5_000);
+  return { n, a, slowId: ids[1]!, keys: keysOf(n, ids[0]!, "k", 2) };
 }
 
 test("a write of a key no member can hold is acknowledged without waiting for them; one handed out waits for their answers", async () => {
-  const { a, keys } = withSilentPeer();
+  const { n, keys } = await withSlowMember();
   const [cold, hot] = keys as [string, string];
-  const viaA = client(a.port);
+  const viaN = client(n.port);
   let t = performance.now();
-  await viaA.set("g", cold, "v0"); // just started: every key counts as held
-  expect(performance.now() - t).toBeGreaterThanOrEqual(WAITED_MS);
-  await pastStart();
+  await viaN.set("g", cold, "v");
+  expect(performance.now() - t).toBeLessThan(SLOW_MS / 2); // the slow member's answer is not waited for
+  // A Get of `hot` as a member sends it (PeerGet, what a mirror is filled from), on a connection
+  // that does not name its member: every member may hold `hot` now.
+  await viaN.set("g", hot, "v1");
+  expect(await fetched(client(n.port), hot)).toBe("v1");
   t = performance.now();
-  await viaA.set("g", cold, "v");
-  expect(performance.now() - t).toBeLessThan(500); // the silent member's invalidation is not waited for
-  // A member's Get of `hot` (PeerGet, what a member's mirror is filled from): `hot` is handed out.
-  const member = client(a.port);
-  await viaA.set("g", hot, "v1");
-  const answered = Promise.withResolvers<string>();
-  member.forwardGet(utf8.encode("g"), utf8.encode(hot), 0, hot.length, (err, value, off, len) => {
-    if (err !== null) answered.reject(err);
-    else answered.resolve(text(value!.subarray(off, off + len)));
-  });
-  expect(await answered.promise).toBe("v1");
+  await viaN.set("g", hot, "v2"); // waits for the slow member's answer
+  expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
+  expect(text((await viaN.get("g", hot)).value)).toBe("v2");
   t = performance.now();
-  await viaA.set("g", hot, "v2"); // waits for the silent member's answer as long as it may (half the peer timeout)
-  expect(performance.now() - t).toBeGreaterThanOrEqual(WAITED_MS);
-  expect(text((await viaA.get("g", hot)).value)).toBe("v2");
-  t = performance.now();
-  await viaA.set("g", cold, "v3"); // still not handed out
-  expect(performance.now() - t).toBeLessThan(500);
+  await viaN.set("g", cold, "v3"); // still not handed out
+  expect(performance.now() - t).toBeLessThan(SLOW_MS / 2);
 }, 15_000);
-
-/**
- * ownerWithSilentMember starts node B whose other members are a socket that accepts connections
- * and never answers (member S: a peer that hangs) and, with `withA`, a real node A (SILENT_TIMES),
- * and waits out their start. The keys listed are B's.
- */
-async function ownerWithSilentMember(withA: boolean): Promise<{ b: CacheNode; a?: CacheNode; silentId: string; keys: string[] }> {
-  const [pb, ps, pa] = freePorts(3) as [number, number, number];
-  const silent = Bun.listen({ hostname: "127.0.0.1", port: ps, socket: { data() {} } });
-  open.push({ close: async () => silent.stop(true) });
-  const ids = [`127.0.0.1:${pb}`, `127.0.0.1:${ps}`, ...(withA ? [`127.0.0.1:${pa}`] : [])];
-  const start = (port: number): CacheNode => {
-    const n = CacheNode.start(
-      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", ...SILENT_TIMES, groups: [{ name: "g", ttlMs: 0 }] },
-      { logger: new LogSink().logger },
-    );
-    open.push(n);
-    return n;
-  };
-  const b = start(pb);
-  const a = withA ? start(pa) : undefined;
-  await pastStart();
-  return { b, a, silentId: ids[1]!, keys: keysOf(b, ids[0]!, "k", 2) };
-}
 
 /** fetched has `member` (a client naming itself `sender`, or none) fetch `key` from the node as a member does (PeerGet). */
 async function fetched(member: CacheClient, key: string): Promise<string> {
@@ -171,35 +156,35 @@ async function fetched(member: CacheClient, key: string): Promise<string> {
 }
 
 test("a write waits only for the members that fetched the key, and never for the member that forwarded it", async () => {
-  const { b, silentId, keys } = await ownerWithSilentMember(false);
+  const { n, slowId, keys } = await withSlowMember();
   const [k] = keys as [string];
-  const viaB = client(b.port);
-  // The silent member's own client: it names itself (a node's peer clients do), fetches k, and
-  // forwards a write of k, which B acknowledges without waiting for that member's answer.
-  const s = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 5000, sender: silentId });
+  const viaN = client(n.port);
+  // The slow member's own client: it names itself (a node's peer clients do), fetches k, and
+  // forwards a write of k, which N acknowledges without waiting for that member's answer.
+  const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: slowId });
   open.push(s);
-  await viaB.set("g", k, "v1");
+  await viaN.set("g", k, "v1");
   expect(await fetched(s, k)).toBe("v1");
   let t = performance.now();
   await s.set("g", k, "v2", undefined, { peer: true });
-  expect(performance.now() - t).toBeLessThan(500);
-  // Written by anyone else, the silent member may hold a copy: B waits for it (its peer timeout).
+  expect(performance.now() - t).toBeLessThan(SLOW_MS / 2);
+  // Written by anyone else, the slow member may hold a copy: N waits for its answer.
   expect(await fetched(s, k)).toBe("v2");
   t = performance.now();
-  await viaB.set("g", k, "v3");
-  expect(performance.now() - t).toBeGreaterThanOrEqual(WAITED_MS);
+  await viaN.set("g", k, "v3");
+  expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
 }, 15_000);
 
 test("a key fetched by one member: a write does not wait for another that did not fetch it", async () => {
-  const { b, a, keys } = await ownerWithSilentMember(true);
+  const { n, a, keys } = await withSlowMember(true);
   const [k] = keys as [string];
   const viaA = client(a!.port);
-  const viaB = client(b.port);
-  await viaB.set("g", k, "v1");
+  const viaN = client(n.port);
+  await viaN.set("g", k, "v1");
   for (let i = 0; i < 2; i++) expect(text((await viaA.get("g", k)).value)).toBe("v1"); // A fetches it, and keeps a copy
   const t = performance.now();
-  await viaB.set("g", k, "v2"); // waits for A's answer, not for the silent member's
-  expect(performance.now() - t).toBeLessThan(500);
+  await viaN.set("g", k, "v2"); // waits for A's answer, not for the slow member's
+  expect(performance.now() - t).toBeLessThan(SLOW_MS / 2);
   expect(text((await viaA.get("g", k)).value)).toBe("v2");
 }, 15_000);
 
