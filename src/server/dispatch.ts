@@ -118,19 +118,20 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
 function invalidate(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter): void {
   if (ctx.cluster !== undefined) ctx.cluster.counters.invalidationsReceived++;
   const mirror = group.mirror;
+  if (req.all) {
+    // (A member that started asks so: HandOuts.) The mirror goes, and no forwarded answer under
+    // way may refill it; this node's own loads are not the sender's business.
+    const dropped = mirror?.size ?? 0;
+    group.dropCopies();
+    return reply.writeInvalidate(req, dropped);
+  }
   let dropped = 0;
   if (mirror !== undefined) {
-    if (req.all) {
-      dropped = mirror.size;
-      mirror.clear();
-    } else {
-      for (let i = 0; i < req.itemCount; i++) if (mirror.delete(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!)) dropped++;
-    }
+    for (let i = 0; i < req.itemCount; i++) if (mirror.delete(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!)) dropped++;
   }
-  // A fallback load of such a key under way (its owner was unreachable) read what the owner has
-  // just overwritten: it must not fill the mirror.
-  if (req.all) group.allWritten();
-  else for (let i = 0; i < req.itemCount; i++) group.written(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+  // A forwarded answer or a load of such a key under way read what the owner has just
+  // overwritten: it must not fill the mirror (copy tickets), nor the store.
+  for (let i = 0; i < req.itemCount; i++) group.written(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
   reply.writeInvalidate(req, dropped);
 }
 
