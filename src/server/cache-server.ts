@@ -664,25 +664,14 @@ export class CacheServer implements DispatchContext {
       list[i] = null; // keep no closed connection alive
       if (conn.sharedStart < 0) continue; // written already (drain, a later event, close)
       wrote++;
-      try {
-        this.flush(conn);
-        this.account(conn);
-      } catch (e) {
-        this.internalError(conn, e);
-      }
+      this.flushCounted(conn);
     }
     this.deferredCount = 0;
     const later = this.flushLater;
     for (let i = 0; i < later.length; i++) { // (one added meanwhile is written too)
       const conn = later[i]!;
       conn.flushQueued = false;
-      if (!this.connections.has(conn) || conn.capClosed) continue;
-      try {
-        this.flush(conn);
-        this.account(conn);
-      } catch (e) {
-        this.internalError(conn, e);
-      }
+      if (this.connections.has(conn) && !conn.capClosed) this.flushCounted(conn);
     }
     later.length = 0;
     this.counters.turnWrites += wrote;
@@ -690,6 +679,16 @@ export class CacheServer implements DispatchContext {
     const shared = this.sharedOut;
     shared.reset();
     shared.shrink(KEEP_OUTPUT_BYTES);
+  }
+
+  /** flushCounted writes what a connection has queued and counts what stays toward the cap; a fault closes it. */
+  private flushCounted(conn: Connection): void {
+    try {
+      this.flush(conn);
+      this.account(conn);
+    } catch (e) {
+      this.internalError(conn, e);
+    }
   }
 
   /** resume serves a connection that yielded its turn, unless something else holds it. */

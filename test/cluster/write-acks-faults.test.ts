@@ -9,7 +9,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
-import { startMembers } from "../support/cluster-members.ts";
+import { keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -24,15 +24,6 @@ function client(port: number, connections = 2): CacheClient {
   const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5000, connections });
   open.push(c);
   return c;
-}
-
-function keysOf(node: CacheNode, id: string, prefix: string, n: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < n; i++) {
-    const k = utf8.encode(`${prefix}${i}`);
-    if (node.cluster!.owner(k, 0, k.length) === id) keys.push(`${prefix}${i}`);
-  }
-  return keys;
 }
 
 test("an owner that restarted waits for its members' answers: they may hold copies it handed out before", async () => {

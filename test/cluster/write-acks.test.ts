@@ -13,7 +13,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { startMembers } from "../support/cluster-members.ts";
+import { keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -28,16 +28,6 @@ function client(port: number): CacheClient {
   const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5000 });
   open.push(c);
   return c;
-}
-
-/** keysOf lists `n` keys (`prefix` + i) that `node`'s ring gives to member `id`. */
-function keysOf(node: CacheNode, id: string, prefix: string, n: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < n; i++) {
-    const k = utf8.encode(`${prefix}${i}`);
-    if (node.cluster!.owner(k, 0, k.length) === id) keys.push(`${prefix}${i}`);
-  }
-  return keys;
 }
 
 test("a write acknowledged by the owner is read back through a member that held a copy", async () => {

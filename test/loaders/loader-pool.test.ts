@@ -170,7 +170,13 @@ describe("LoaderPool errors", () => {
     }
   });
 
-  test("a load made while threads die as they start is answered once the module imports again (review: it waited in tinypool's queue for good)", async () => {
+  /**
+   * whileThreadsDieAtStart runs `body` with a pool of one thread (two places) after its thread
+   * crashed and its replacement died importing the module (CRASH_AT_IMPORT_FILE), and a load
+   * (`during`) was made that a third thread, dying as it starts, never took; `revive` lets threads
+   * import the module again.
+   */
+  async function whileThreadsDieAtStart(body: (pool: LoaderPool, during: Promise<unknown>, revive: () => void) => Promise<void>): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
     const down = join(dir, "down");
     process.env.CRASH_AT_IMPORT_FILE = down;
@@ -184,36 +190,28 @@ describe("LoaderPool errors", () => {
       const during = pool.run("ok", "b"); // its thread dies as it starts, before taking it
       for (let i = 0; i < 400 && pool.counters.crashes < 3; i++) await Bun.sleep(5);
       expect(pool.counters.crashes).toBe(3);
-      rmSync(down);
+      await body(pool, during, () => rmSync(down));
+    } finally {
+      delete process.env.CRASH_AT_IMPORT_FILE;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test("a load made while threads die as they start is answered once the module imports again (review: it waited in tinypool's queue for good)", async () => {
+    await whileThreadsDieAtStart(async (pool, during, revive) => {
+      revive();
       expect(await pool.run("ok", "c")).toBe("ok c");
       expect(await during).toBe("ok b");
       expect(pool.counters.stopped).toBe(0);
-    } finally {
-      delete process.env.CRASH_AT_IMPORT_FILE;
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test("a load tinypool holds with no thread left starts once the module imports again, with no other load made (review: it waited for the next load)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
-    const down = join(dir, "down");
-    process.env.CRASH_AT_IMPORT_FILE = down;
-    try {
-      await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 4, logger: recordingLogger(), stopAfterMs: 10_000 });
-      expect(await pool.run("ok", "a")).toBe("ok a");
-      writeFileSync(down, "");
-      await failure(pool.run("exit", "3"), ERROR_CODE.LOAD_FAILED, /exited with code 3/);
-      for (let i = 0; i < 400 && pool.counters.crashes < 2; i++) await Bun.sleep(5);
-      const during = pool.run("ok", "b"); // its thread dies as it starts: tinypool holds it, with no thread
-      for (let i = 0; i < 400 && pool.counters.crashes < 3; i++) await Bun.sleep(5);
-      expect(pool.counters.crashes).toBe(3);
-      rmSync(down);
+    await whileThreadsDieAtStart(async (pool, during, revive) => {
+      revive();
       expect(await within(during, 3000)).toBe("ok b");
       expect(pool.counters).toMatchObject({ submitted: 3, completed: 2, failed: 1, stopped: 0 });
-    } finally {
-      delete process.env.CRASH_AT_IMPORT_FILE;
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test("loads queued behind a crashing load still complete on the replacement worker", async () => {

@@ -45,3 +45,14 @@ export function keysOwnedBy(node: CacheNode, id: string, n: number, prefix = "k"
   for (let i = 0; keys.length < n; i++) if (node.cluster!.owner(enc.encode(`${prefix}${i}`), 0, `${prefix}${i}`.length) === id) keys.push(`${prefix}${i}`);
   return keys;
 }
+
+/** keysOf lists `n` keys (`prefix` + i) that `node`'s ring gives to member `id`. */
+export function keysOf(node: CacheNode, id: string, prefix: string, n: number): string[] {
+  const utf8 = new TextEncoder();
+  const keys: string[] = [];
+  for (let i = 0; keys.length < n; i++) {
+    const k = utf8.encode(`${prefix}${i}`);
+    if (node.cluster!.owner(k, 0, k.length) === id) keys.push(`${prefix}${i}`);
+  }
+  return keys;
+}
