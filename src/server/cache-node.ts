@@ -242,6 +242,8 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
+      // Stalled for a peer timeout (a second at least), this node's peers may have marked it down.
+      stallMs: Math.max(config.peerTimeoutMs, 1000) + config.expiryIntervalMs,
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,

@@ -98,6 +98,11 @@ export interface ServerOptions {
   expiryIntervalMs: number;
   expiryBudget: number;
   /**
+   * stallMs: an event loop found stalled this long (the expiry timer late by it: a SIGSTOP, a
+   * swapped-out process) drops the mirrors of a clustered node (`stalled`). Default: none.
+   */
+  stallMs?: number;
+  /**
    * drainTimeoutMs bounds how long close() waits for connections waiting for a load (the others
    * get DRAIN_MS at most).
    */
@@ -168,6 +173,9 @@ export class CacheServer implements DispatchContext {
   private readonly listener: TCPSocketListener<Connection>;
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
+  /** tickedAt is when the expiry timer last ran (`stalled`); stallMs, see ServerOptions. */
+  private tickedAt: number;
+  private readonly stallMs: number;
   private nextId = 1;
   private readonly runs: CallRuns;
   /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
@@ -237,6 +245,8 @@ export class CacheServer implements DispatchContext {
     });
     this.host = opts.host;
     this.port = this.listener.port;
+    this.tickedAt = this.clock();
+    this.stallMs = opts.stallMs ?? Infinity;
     this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
     const idle = opts.idleTimeoutMs ?? 0;
     if (idle > 0) this.idleTimer = setInterval(() => this.closeIdle(idle), Math.min(1000, Math.max(50, idle / 4)));
@@ -329,7 +339,9 @@ export class CacheServer implements DispatchContext {
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
-    conn.lastActive = this.clock();
+    const now = this.clock();
+    conn.lastActive = now;
+    if (now - this.tickedAt > this.stallMs) this.stalled(now);
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
@@ -952,8 +964,25 @@ export class CacheServer implements DispatchContext {
     }
   }
 
+  /**
+   * stalled: the event loop did not run for `now - tickedAt` ms, longer than `stallMs` (the
+   * expiry timer ticks every expiryIntervalMs). Meanwhile the members may have given this node up
+   * (marked it down) and stopped telling it of their writes: every copy in its mirrors may be
+   * older than a write acknowledged since, so they all go before anything is served from them.
+   */
+  private stalled(now: number): void {
+    const ms = now - this.tickedAt;
+    this.tickedAt = now;
+    const cluster = this.cluster;
+    if (cluster === undefined || cluster.members.length < 2) return;
+    for (const group of this.groups.all()) group.dropCopies();
+    this.opts.logger.warn("event loop stalled: mirrors dropped (members may have stopped sending this node their invalidations)", { ms: Math.round(ms) });
+  }
+
   private expireTick(): void {
     const now = this.clock();
+    if (now - this.tickedAt > this.stallMs) this.stalled(now);
+    this.tickedAt = now;
     for (const group of this.groups.all()) {
       group.store.expire(now, this.opts.expiryBudget);
       group.mirror?.expire(now, this.opts.expiryBudget); // copies carry the owner's TTL
