@@ -13,7 +13,7 @@
  * Peer clients are made by an injected `connect` function (the node passes one that builds a
  * `CacheClient`), so the routing can be tested without sockets.
  */
-import { type CacheError, errorText } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { HandOuts } from "./hand-outs.ts";
 import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
@@ -37,8 +37,14 @@ export interface PeerClient {
   close(): Promise<void>;
 }
 
-/** START_CONFIRM_MS: how often members not yet reached are asked to drop a restarted node's copies. */
-const START_CONFIRM_MS = 200;
+/** ASK_DROPS_MS: how often members that may hold copies nobody vouches for are asked to drop them (askDrops). */
+const ASK_DROPS_MS = 500;
+
+/** noSuchGroup: a member without a group (UNKNOWN_GROUP) holds no copies of it. */
+function noSuchGroup(e: unknown): number {
+  if (e instanceof CacheError && e.code === ERROR_CODE.UNKNOWN_GROUP) return 0;
+  throw e;
+}
 
 export interface ClusterLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -96,9 +102,10 @@ export class Cluster {
   /** warnedSelfFor: the list last warned about for not naming this node. */
   private warnedSelfFor = "";
   private readonly peers = new Map<string, PeerClient>();
-  /** confirming: members asked to drop their mirrors after this node's start, not answered yet. */
-  private readonly confirming = new Set<string>();
-  private confirmTimer: ReturnType<typeof setInterval> | null = null;
+  /** asking: members asked to drop their mirrors (askDrops), not answered yet; owed: members to ask. */
+  private readonly asking = new Set<string>();
+  private readonly owed = new Set<string>();
+  private askTimer: ReturnType<typeof setInterval> | null = null;
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
 
@@ -214,7 +221,10 @@ export class Cluster {
     let waits: Promise<void>[] | undefined;
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      const told = client.invalidate(group, keys, all).then(() => undefined, () => void this.counters.peerErrors++);
+      const told = client.invalidate(group, keys, all).then(() => undefined, () => {
+        this.counters.peerErrors++;
+        this.owed.add(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
+      });
       if (id !== origin && ((holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id))) (waits ??= []).push(told);
     }
     if (waits === undefined) return undefined;
@@ -229,40 +239,41 @@ export class Cluster {
   }
 
   /**
-   * confirmStart asks each member that may still hold copies of this node's previous run
-   * (HandOuts.startHeldBy) to drop its mirrors of `groups` (a PeerInvalidate of all), one ask
-   * in flight per member; a member that answered them all is confirmed. The node calls it until
-   * none is left (cache-node.ts): one not reachable now is asked again.
+   * askDrops asks each member that may hold copies nobody can vouch for to drop its mirrors of
+   * `groups` (a PeerInvalidate of all), one ask in flight per member, none while it is down:
+   * copies of this node's previous run (HandOuts.startHeldBy: confirmed once it answered), and
+   * copies of keys whose invalidation it missed (`owed`: a call that failed, as while it was cut
+   * off). A member without one of the groups holds no copies of it.
    */
-  confirmStart(groups: readonly string[]): void {
+  askDrops(groups: readonly string[]): void {
     for (const [id, client] of this.peers) {
-      if (!this.handOuts.startHeldBy(id) || this.confirming.has(id)) continue;
-      this.confirming.add(id);
+      if (!(this.handOuts.startHeldBy(id) || this.owed.has(id)) || this.asking.has(id) || client.isDown) continue;
+      this.asking.add(id);
+      this.owed.delete(id); // (an invalidation that fails from now on owes again)
       this.counters.invalidationsSent += groups.length;
-      void Promise.all(groups.map((g) => client.invalidate(g, [], true))).then(
+      void Promise.all(groups.map((g) => client.invalidate(g, [], true).catch(noSuchGroup))).then(
         () => {
-          this.confirming.delete(id);
+          this.asking.delete(id);
           this.handOuts.confirm(id);
         },
-        () => void this.confirming.delete(id),
+        () => {
+          this.asking.delete(id);
+          this.owed.add(id);
+        },
       );
     }
   }
 
   /**
-   * startConfirming runs `confirmStart` now and every `everyMs` until `startConfirmed` (a member
+   * startAskingDrops runs `askDrops` now and every `everyMs` until the cluster closes (a member
    * not reachable now is asked again when it may be).
    */
-  startConfirming(groups: readonly string[], everyMs = START_CONFIRM_MS): void {
-    if (groups.length === 0 || this.confirmTimer !== null) return;
-    this.confirmStart(groups);
-    const timer = setInterval(() => {
-      if (!this.startConfirmed) return this.confirmStart(groups);
-      clearInterval(timer);
-      this.confirmTimer = null;
-    }, everyMs);
+  startAskingDrops(groups: readonly string[], everyMs = ASK_DROPS_MS): void {
+    if (groups.length === 0 || this.askTimer !== null) return;
+    this.askDrops(groups);
+    const timer = setInterval(() => this.askDrops(groups), everyMs);
     timer.unref?.();
-    this.confirmTimer = timer;
+    this.askTimer = timer;
   }
 
   /** startConfirmed: no member can hold copies of this node's previous run any more. */
@@ -274,8 +285,8 @@ export class Cluster {
   }
 
   async close(): Promise<void> {
-    if (this.confirmTimer !== null) clearInterval(this.confirmTimer);
-    this.confirmTimer = null;
+    if (this.askTimer !== null) clearInterval(this.askTimer);
+    this.askTimer = null;
     const clients = [...this.peers.values()];
     this.peers.clear();
     await Promise.all(clients.map((c) => c.close()));

@@ -31,14 +31,16 @@
  * keys others answered for). For a copy's life after a change of the member list (`assumeAll`),
  * every key counts as held by every member; after a start, by every member that has not yet
  * answered the invalidation of all its mirrors the node sends each (`startHeldBy`, `confirm`:
- * Cluster.confirmStart), so a restarted node's writes wait for a member only until it has dropped
+ * Cluster.askDrops), so a restarted node's writes wait for a member only until it has dropped
  * whatever it kept from the node's last run. A member that loads a key itself while this node is
  * unreachable (groupcache's fallback) answers the value and keeps it nowhere (routing.ts
  * `dropLoaded`): it was never handed out.
  *
- * A member that cannot be reached keeps its copies until they expire (its invalidation failed):
- * a write waits for its answer at most `maxWaitMs` (Cluster.invalidate), less than the peer
- * timeout, so that a forwarded write is answered to its forwarder before its own call times out.
+ * A member that cannot be reached keeps its copies while it cannot (its invalidation failed): a
+ * write waits for its answer at most `maxWaitMs` (Cluster.invalidate), less than the peer
+ * timeout, so that a forwarded write is answered to its forwarder before its own call times
+ * out; once it can be reached it is asked to drop its mirrors (Cluster.askDrops, `owed`), and it
+ * drops them itself when it finds this node up again (cache-node.ts).
  */
 import { hashBytes } from "../store/hash.ts";
 

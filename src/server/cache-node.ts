@@ -276,7 +276,12 @@ export class CacheNode {
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++));
+        // A peer found up again may have written keys this node holds copies of while their
+        // invalidations could not reach it (their owner asks it to drop them too: askDrops).
+        const dropCopies = (): void => {
+          for (const g of groups.all()) g.dropCopies();
+        };
+        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, dropCopies));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
@@ -285,9 +290,10 @@ export class CacheNode {
           if (c.setMembers(members)) void purges.changed(c.ownedHere(), groups.all());
           return c.leftOut === 0; // a member left out is tried again at the source's next read
         });
-        // Members may keep copies this node handed out before it (re)started: they are asked to
-        // drop them, and until each has, writes wait for its answers (HandOuts).
-        c.startConfirming(groups.all().map((g) => g.name));
+        // Members may keep copies this node handed out before it (re)started, or whose
+        // invalidations they missed: they are asked to drop them (and until each has dropped a
+        // previous run's, writes wait for its answers: HandOuts).
+        c.startAskingDrops(groups.all().map((g) => g.name));
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
       node.snapshotter = deps.snapshotter; // before the admin port, whose metrics include its figures
@@ -403,9 +409,11 @@ const MEMORY_WATCH_INTERVAL_MS = 250;
 
 /**
  * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
- * again, and each reply of the peer's that broke the protocol (`protocolError` counts it).
+ * again (`up` is told), and each reply of the peer's that broke the protocol (`protocolError` counts it).
  */
-function peerClient(id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void): PeerClient {
+function peerClient(
+  id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
+): PeerClient {
   const colon = id.lastIndexOf(":");
   const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
@@ -422,8 +430,10 @@ function peerClient(id: string, self: string, config: NodeConfig, tls: { ca: str
     writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
     writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
     onHealth: (state, reason) => {
-      if (state === "up") logger.info("peer up again", { peer: id });
-      else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
+      if (state === "up") {
+        logger.info("peer up again", { peer: id });
+        up();
+      } else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
       else logger.warn("peer still down, failing another way", { peer: id, reason });
     },
     onProtocolError: (reason) => {

@@ -5,9 +5,11 @@
  * refusing the PeerPing that names a peer client's member.
  */
 import { afterEach, expect, test } from "bun:test";
+import * as net from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
+import { until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -128,4 +130,97 @@ test("a node at its connection limit refuses a peer client's first call (the Pee
     await Bun.sleep(100);
   }
   expect(peer.isDown).toBe(false);
+});
+
+/** proxy forwards 127.0.0.1:`listen` to `target`; `cut` drops every connection and refuses new ones until `heal`. */
+function proxy(listen: number, target: number): { cut(): void; heal(): void; close(): Promise<void> } {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const u = net.connect(target, "127.0.0.1");
+    sockets.add(c).add(u);
+    c.pipe(u);
+    u.pipe(c);
+    const end = (): void => {
+      c.destroy();
+      u.destroy();
+      sockets.delete(c);
+      sockets.delete(u);
+    };
+    for (const s of [c, u]) s.on("error", end).on("close", end);
+  });
+  server.listen(listen, "127.0.0.1");
+  const drop = (): void => {
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+  };
+  return {
+    cut: () => {
+      server.close();
+      drop();
+    },
+    heal: () => void server.listen(listen, "127.0.0.1"),
+    close: async () => {
+      drop();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+for (const memberSawItDown of [true, false]) {
+  test(`a copy whose invalidation failed while the members were cut off is dropped once they reach each other again (${memberSawItDown ? "the member found the owner down" : "only the owner saw the failure"})`, async () => {
+    const [pa, pb, xa, xb] = freePorts(4) as [number, number, number, number];
+    const ids = [`127.0.0.1:${xa}`, `127.0.0.1:${xb}`]; // the members reach each other through proxies
+    const proxies = [proxy(xa, pa), proxy(xb, pb)];
+    open.push(...proxies);
+    const start = (port: number, self: string): CacheNode => {
+      const n = CacheNode.start(
+        { port, host: "127.0.0.1", self, peers: ids, logLevel: "silent", peerTimeoutMs: 400, mirrorTtlMs: 0, groups: [{ name: "g", ttlMs: 0 }] },
+        { logger: new LogSink().logger, loaders: { g: (k: string) => `loaded ${k}` } },
+      );
+      open.push(n);
+      return n;
+    };
+    const owner = start(pa, ids[0]!);
+    const member = start(pb, ids[1]!);
+    const viaOwner = client(pa);
+    const viaMember = client(pb);
+    await until(() => owner.cluster!.startConfirmed && member.cluster!.startConfirmed, 5_000);
+    const [k, other, ...more] = keysOf(owner, ids[0]!, "k", 60) as [string, string, ...string[]];
+    await viaOwner.set("g", k, "v1");
+    for (let i = 0; i < 3; i++) expect(text((await viaMember.get("g", k)).value)).toBe("v1"); // the member keeps a copy
+    for (const p of proxies) p.cut();
+    if (memberSawItDown) {
+      for (let i = 0; i < 50 && !member.cluster!.peer(ids[0]!)!.isDown; i++) {
+        await viaMember.get("g", more[i]!).catch(() => undefined); // fallback loads
+        await Bun.sleep(20);
+      }
+      expect(member.cluster!.peer(ids[0]!)!.isDown).toBe(true);
+    }
+    await viaOwner.set("g", k, "v2"); // its invalidation cannot reach the member: acknowledged anyway
+    for (const p of proxies) p.heal();
+    for (let i = 0; i < 50 && member.cluster!.peer(ids[0]!)!.isDown; i++) {
+      await viaMember.get("g", other).catch(() => undefined); // the member finds the owner up again
+      await Bun.sleep(100);
+    }
+    let seen = "";
+    for (const end = Date.now() + 3_000; seen !== "v2" && Date.now() < end; await Bun.sleep(50)) seen = text((await viaMember.get("g", k)).value);
+    expect(seen).toBe("v2"); // (with no mirror TTL, the old copy would stay for good)
+  }, 30_000);
+}
+
+test("a member without one of a started node's groups holds no copies of it: it is confirmed, and asked no more", async () => {
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const [a, b] = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", groups: i === 0 ? [{ name: "g", ttlMs: 0 }, { name: "h", ttlMs: 0 }] : [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(n);
+    return n;
+  }) as [CacheNode, CacheNode];
+  await until(() => a.cluster!.startConfirmed, 3_000);
+  const received = b.cluster!.counters.invalidationsReceived;
+  await Bun.sleep(1_200); // past two more rounds of asks
+  expect(b.cluster!.counters.invalidationsReceived).toBe(received);
 });
