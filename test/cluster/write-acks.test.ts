@@ -9,6 +9,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { HandOuts } from "../../src/cluster/hand-outs.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
@@ -99,7 +100,12 @@ function slowMember(): StubServer {
  */
 async function withSlowMember(withA = false): Promise<{ n: CacheNode; a?: CacheNode; slowId: string; keys: string[] }> {
   const stub = slowMember();
-  const [pn, pa] = freePorts(2) as [number, number];
+  // Members are marked by a bit of a hash of their id (HandOuts): A and the slow member must not
+  // share one, or a write that waits for A alone would wait for both.
+  const bits = new HandOuts(0);
+  const [pn, first] = freePorts(2) as [number, number];
+  let pa = first;
+  while (bits.bitOf(`127.0.0.1:${pa}`) === bits.bitOf(`127.0.0.1:${stub.port}`)) pa = freePorts(1)[0]!;
   const ids = [`127.0.0.1:${pn}`, `127.0.0.1:${stub.port}`, ...(withA ? [`127.0.0.1:${pa}`] : [])];
   const start = (port: number): CacheNode => {
     const node = CacheNode.start(
