@@ -40,10 +40,9 @@ export interface PeerClient {
 /** ASK_DROPS_MS: how often members that may hold copies nobody vouches for are asked to drop them (askDrops). */
 const ASK_DROPS_MS = 500;
 
-/** noSuchGroup: a member without a group (UNKNOWN_GROUP) holds no copies of it. */
-function noSuchGroup(e: unknown): number {
-  if (e instanceof CacheError && e.code === ERROR_CODE.UNKNOWN_GROUP) return 0;
-  throw e;
+/** noSuchGroup tells whether a member refused a call for not having its group: it holds no copies of it. */
+function noSuchGroup(e: unknown): boolean {
+  return e instanceof CacheError && e.code === ERROR_CODE.UNKNOWN_GROUP;
 }
 
 export interface ClusterLogger {
@@ -221,9 +220,9 @@ export class Cluster {
     let waits: Promise<void>[] | undefined;
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      const told = client.invalidate(group, keys, all).then(() => undefined, () => {
+      const told = client.invalidate(group, keys, all).then(() => undefined, (e: unknown) => {
         this.counters.peerErrors++;
-        this.owed.add(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
+        if (!noSuchGroup(e)) this.owed.add(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
       });
       if (id !== origin && ((holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id))) (waits ??= []).push(told);
     }
@@ -251,7 +250,10 @@ export class Cluster {
       this.asking.add(id);
       this.owed.delete(id); // (an invalidation that fails from now on owes again)
       this.counters.invalidationsSent += groups.length;
-      void Promise.all(groups.map((g) => client.invalidate(g, [], true).catch(noSuchGroup))).then(
+      const ask = (g: string): Promise<unknown> => client.invalidate(g, [], true).catch((e: unknown) => {
+        if (!noSuchGroup(e)) throw e;
+      });
+      void Promise.all(groups.map(ask)).then(
         () => {
           this.asking.delete(id);
           this.handOuts.confirm(id);

@@ -242,8 +242,9 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
-      // Stalled for a peer timeout (a second at least), this node's peers may have marked it down.
-      stallMs: Math.max(config.peerTimeoutMs, 1000) + config.expiryIntervalMs,
+      // Stalled for a peer timeout, this node's peers may have marked it down (half a second at
+      // least: marking down takes a timeout and sweeps more, and a test's hiccup is no stall).
+      stallMs: Math.max(config.peerTimeoutMs, 500),
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,

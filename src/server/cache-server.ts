@@ -173,7 +173,10 @@ export class CacheServer implements DispatchContext {
   private readonly listener: TCPSocketListener<Connection>;
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
-  /** tickedAt is when the expiry timer last ran (`stalled`); stallMs, see ServerOptions. */
+  /**
+   * tickedAt is when the expiry timer last ran (`stalled`), in `performance.now()` (a wall clock
+   * set forward would look like a stall); stallMs, see ServerOptions.
+   */
   private tickedAt: number;
   private readonly stallMs: number;
   private nextId = 1;
@@ -245,7 +248,7 @@ export class CacheServer implements DispatchContext {
     });
     this.host = opts.host;
     this.port = this.listener.port;
-    this.tickedAt = this.clock();
+    this.tickedAt = performance.now();
     this.stallMs = opts.stallMs ?? Infinity;
     this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
     const idle = opts.idleTimeoutMs ?? 0;
@@ -339,9 +342,8 @@ export class CacheServer implements DispatchContext {
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
-    const now = this.clock();
-    conn.lastActive = now;
-    if (now - this.tickedAt > this.stallMs) this.stalled(now);
+    conn.lastActive = this.clock();
+    if (performance.now() - this.tickedAt > this.stallMs) this.stalled();
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
@@ -970,7 +972,8 @@ export class CacheServer implements DispatchContext {
    * (marked it down) and stopped telling it of their writes: every copy in its mirrors may be
    * older than a write acknowledged since, so they all go before anything is served from them.
    */
-  private stalled(now: number): void {
+  private stalled(): void {
+    const now = performance.now();
     const ms = now - this.tickedAt;
     this.tickedAt = now;
     const cluster = this.cluster;
@@ -980,9 +983,9 @@ export class CacheServer implements DispatchContext {
   }
 
   private expireTick(): void {
+    if (performance.now() - this.tickedAt > this.stallMs) this.stalled();
+    this.tickedAt = performance.now();
     const now = this.clock();
-    if (now - this.tickedAt > this.stallMs) this.stalled(now);
-    this.tickedAt = now;
     for (const group of this.groups.all()) {
       group.store.expire(now, this.opts.expiryBudget);
       group.mirror?.expire(now, this.opts.expiryBudget); // copies carry the owner's TTL
