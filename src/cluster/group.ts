@@ -552,7 +552,10 @@ export class Group {
     return own === 0 || own > cap ? cap : own;
   }
 
-  /** dropCopies empties the mirror (the member list changed): no answer under way may refill it. */
+  /**
+   * dropCopies empties the mirror (its copies cannot be vouched for: the member list changed, a
+   * member asked, the node stalled or found a peer up again): no answer under way may refill it.
+   */
   dropCopies(): void {
     this.mirror?.clear();
     this.allWrittenAt = ++this.writes;
@@ -627,5 +630,10 @@ export class Groups {
 
   all(): readonly Group[] {
     return this.list;
+  }
+
+  /** dropCopies empties every group's mirror (`Group.dropCopies`). */
+  dropCopies(): void {
+    for (const g of this.list) g.dropCopies();
   }
 }

@@ -242,9 +242,9 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
-      // Stalled for a peer timeout, this node's peers may have marked it down (half a second at
-      // least: marking down takes a timeout and sweeps more, and a test's hiccup is no stall).
-      stallMs: Math.max(config.peerTimeoutMs, 500),
+      // Stalled for a peer timeout, a clustered node's peers may have marked it down (half a
+      // second at least: marking down takes a timeout and sweeps more, and a test's hiccup is no stall).
+      stallMs: clustered ? Math.max(config.peerTimeoutMs, 500) : undefined,
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,
@@ -279,10 +279,7 @@ export class CacheNode {
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
         // A peer found up again may have written keys this node holds copies of while their
         // invalidations could not reach it (their owner asks it to drop them too: askDrops).
-        const dropCopies = (): void => {
-          for (const g of groups.all()) g.dropCopies();
-        };
-        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, dropCopies));
+        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, () => groups.dropCopies()));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;

@@ -343,7 +343,7 @@ export class CacheServer implements DispatchContext {
 
   private onData(conn: Connection, chunk: Uint8Array): void {
     conn.lastActive = this.clock();
-    if (performance.now() - this.tickedAt > this.stallMs) this.stalled();
+    if (this.stallMs < Infinity && performance.now() - this.tickedAt > this.stallMs) this.stalled(); // (a clustered node's)
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
@@ -978,13 +978,14 @@ export class CacheServer implements DispatchContext {
     this.tickedAt = now;
     const cluster = this.cluster;
     if (cluster === undefined || cluster.members.length < 2) return;
-    for (const group of this.groups.all()) group.dropCopies();
+    this.groups.dropCopies();
     this.opts.logger.warn("event loop stalled: mirrors dropped (members may have stopped sending this node their invalidations)", { ms: Math.round(ms) });
   }
 
   private expireTick(): void {
-    if (performance.now() - this.tickedAt > this.stallMs) this.stalled();
-    this.tickedAt = performance.now();
+    const at = performance.now();
+    if (at - this.tickedAt > this.stallMs) this.stalled();
+    this.tickedAt = at;
     const now = this.clock();
     for (const group of this.groups.all()) {
       group.store.expire(now, this.opts.expiryBudget);
@@ -1006,5 +1007,5 @@ function noteMember(conn: Connection, req: Request): void {
   const length = req.groupLength;
   if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
   const id = MEMBER_ID.decode(req.buffer.subarray(req.groupStart, req.groupStart + length));
-  if (conn.member !== id) conn.member = id;
+  conn.member = id;
 }

@@ -25,7 +25,7 @@
  * hit), or `false` when the call is local after all.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Loaded } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
@@ -277,11 +277,6 @@ function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: Re
   });
 }
 
-/** mirrorTtl is the TTL a loaded value may keep in the mirror: 0 (not kept) when it is stale. */
-function mirrorTtl(loaded: Loaded): number {
-  return loaded.stale === true ? 0 : loaded.ttlRemainingMs;
-}
-
 /**
  * settleAll waits for every promise of `work` to settle, then rejects with the first failure if
  * any: nothing started for a request may still run (and read it) once its reply is written, since
@@ -312,13 +307,12 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   const byOwner = keysByOwner(cluster, req);
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
   const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
-  const ttls: number[] = new Array(req.itemCount);
   const work: Promise<void>[] = [];
   const window = new LoadWindow(group.multiLoadWindow); // (this node's part and every fallback share it)
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
     if (client === undefined) {
-      work.push(localValues(group, req, indexes, window, values, ttls, true, reply.maxMultiBytes));
+      work.push(localValues(group, req, indexes, window, values, true, reply.maxMultiBytes));
       continue;
     }
     const forward = fromMirror(cluster, group, req, indexes, values);
@@ -341,7 +335,7 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
         cluster.counters.peerErrors++;
         if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
         cluster.counters.fallbackLoads += forward.length;
-        return localValues(group, req, forward, window, values, ttls, false, reply.maxMultiBytes).then(() => {
+        return localValues(group, req, forward, window, values, false, reply.maxMultiBytes).then(() => {
           // As for Get: values loaded here for keys owned elsewhere are answered, not kept (nor a
           // cached "not found").
           for (const i of forward) dropLoaded(cluster, group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
@@ -392,15 +386,14 @@ function fromMirror(cluster: Cluster, group: Group, req: Request, indexes: numbe
 }
 
 /**
- * localValues reads (or loads) the entries `indexes` of a multi-key request from this node, with
- * their remaining TTLs (ms, -1: none; 0 for a value that must not be kept, see Loaded.stale) in
- * `ttls`; loads are cached in the group only with `cache` (keys this node owns), and run within the
+ * localValues reads (or loads) the entries `indexes` of a multi-key request from this node into
+ * `values`; loads are cached in the group only with `cache` (keys this node owns), and run within the
  * request's `window` (multi-loads.ts). It settles once
  * every load has (the first failure then rejects it), so nothing it started reads the request later.
  * Hits whose copies would pass `maxBytes` reject it VALUE_TOO_LARGE before any load starts.
  */
 async function localValues(
-  group: Group, req: Request, indexes: number[], window: LoadWindow, values: (Uint8Array | undefined)[], ttls: number[], cache: boolean,
+  group: Group, req: Request, indexes: number[], window: LoadWindow, values: (Uint8Array | undefined)[], cache: boolean,
   maxBytes: number,
 ): Promise<void> {
   const misses: number[] = [];
@@ -412,13 +405,11 @@ async function localValues(
       hitBytes += getMultiEntryBytes(kl, group.store.valueLength(id));
       if (hitBytes > maxBytes) throw multiTooLargeError(maxBytes);
       values[i] = group.store.valueView(id).slice();
-      ttls[i] = group.store.ttlRemaining(id);
     } else if (group.loader !== undefined && !group.lastNegative) misses.push(i);
   }
   req.hold(hitBytes);
   await loadKeys(group, req, misses, window, () => cache, maxBytes, (i, loaded) => {
     values[i] = loaded.value;
-    ttls[i] = mirrorTtl(loaded);
   });
 }
 
