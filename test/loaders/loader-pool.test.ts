@@ -399,7 +399,9 @@ describe("LoaderPool saturation", () => {
 
   test("after a thread is replaced, queued loads run at the full concurrency of the new one (review: tinypool fed it one at a time)", async () => {
     const logger = recordingLogger();
-    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 4, queue: 4, logger, stopAfterMs: 300 });
+    // A stop time well past a thread's boot: the four loads are accepted while the replacement
+    // boots, and a load is stopped stopAfterMs after it was accepted (CI once took 300 ms to boot).
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 4, queue: 4, logger, stopAfterMs: 2000 });
     const before = await pool.run("thread", "k");
     await failure(pool.run("block", "k"), ERROR_CODE.LOAD_FAILED, /stopped \(its thread was blocked\)$/);
     // The replacement boots now. `together 4` answers only when four of its loads wait in one
