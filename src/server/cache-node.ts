@@ -242,9 +242,11 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
-      // Stalled for a peer timeout, a clustered node's peers may have marked it down (half a
-      // second at least: marking down takes a timeout and sweeps more, and a test's hiccup is no stall).
-      stallMs: clustered ? Math.max(config.peerTimeoutMs, 500) : undefined,
+      // An owner acknowledges a write without a member's answer to its invalidation after half a
+      // peer timeout (Cluster.invalidate): a member stalled that long may find it unread behind a
+      // client's read of the key. It stalls for less than that wait (STALL_SHARE of it) before
+      // it drops its mirrors, so it never serves a copy older than such a write.
+      stallMs: clustered ? (config.peerTimeoutMs / 2) * STALL_SHARE : undefined,
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,
@@ -402,6 +404,12 @@ function poolLoadWindow(pool: LoaderPool): number {
 
 /** MIN_MIRROR_BYTES: below this a group's mirror would hold too few pages (32 of its smallest, 64 KiB) to be of use. */
 const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
+/**
+ * STALL_SHARE: a clustered node whose loop stalled for this share of an owner's longest wait for
+ * its answer drops its mirrors. The rest is slack for the owner's timer firing early and the
+ * stall timer's own tick (CacheServer's STALL_TICKS).
+ */
+const STALL_SHARE = 0.8;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 

@@ -67,6 +67,12 @@ import type { Logger } from "./log.ts";
 const DRAIN_MS = 5_000;
 
 /**
+ * STALL_TICKS: the stall timer runs this many times per `stallMs`, so a loop late by a fraction
+ * of it (a busy turn, a collection) is no stall, and one stopped for `stallMs` is always one.
+ */
+const STALL_TICKS = 4;
+
+/**
  * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
  * pauses. A wait is usually one round trip to a peer or a loader, and a pipelining client sends
  * on meanwhile: pausing at once cost two `epoll_ctl` calls per wait and a wake-up more, which a
@@ -98,8 +104,9 @@ export interface ServerOptions {
   expiryIntervalMs: number;
   expiryBudget: number;
   /**
-   * stallMs: an event loop found stalled this long (the expiry timer late by it: a SIGSTOP, a
-   * swapped-out process) drops the mirrors of a clustered node (`stalled`). Default: none.
+   * stallMs: an event loop found stalled this long (a timer of its own, ticking STALL_TICKS times
+   * as often, late by it: a SIGSTOP, a swapped-out process, a long pause) drops the mirrors of a
+   * clustered node (`stalled`). Default: none.
    */
   stallMs?: number;
   /**
@@ -174,11 +181,13 @@ export class CacheServer implements DispatchContext {
   private readonly connections = new Set<Connection>();
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   /**
-   * tickedAt is when the expiry timer last ran (`stalled`), in `performance.now()` (a wall clock
-   * set forward would look like a stall); stallMs, see ServerOptions.
+   * tickedAt is when the stall timer last ran (`stalled`), in `performance.now()` (a wall clock
+   * set forward would look like a stall); stallMs, see ServerOptions. The timer is its own: the
+   * expiry timer's interval is the operator's, and may be longer than a stall.
    */
   private tickedAt: number;
   private readonly stallMs: number;
+  private readonly stallTimer: ReturnType<typeof setInterval> | undefined;
   private nextId = 1;
   private readonly runs: CallRuns;
   /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
@@ -250,6 +259,7 @@ export class CacheServer implements DispatchContext {
     this.port = this.listener.port;
     this.tickedAt = performance.now();
     this.stallMs = opts.stallMs ?? Infinity;
+    if (this.stallMs < Infinity) this.stallTimer = setInterval(() => this.stallTick(), Math.max(1, this.stallMs / STALL_TICKS));
     this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
     const idle = opts.idleTimeoutMs ?? 0;
     if (idle > 0) this.idleTimer = setInterval(() => this.closeIdle(idle), Math.min(1000, Math.max(50, idle / 4)));
@@ -280,6 +290,7 @@ export class CacheServer implements DispatchContext {
   close(): Promise<void> {
     if (this.closed) return this.closed;
     clearInterval(this.expiryTimer);
+    if (this.stallTimer !== undefined) clearInterval(this.stallTimer);
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.listener.stop(false);
     this.closed = new Promise<void>((resolve) => {
@@ -968,8 +979,9 @@ export class CacheServer implements DispatchContext {
 
   /**
    * stalled: the event loop did not run for `now - tickedAt` ms, longer than `stallMs` (the
-   * expiry timer ticks every expiryIntervalMs). Meanwhile the members may have given this node up
-   * (marked it down) and stopped telling it of their writes: every copy in its mirrors may be
+   * stall timer ticks STALL_TICKS times as often). Meanwhile an owner may have acknowledged a write
+   * without this node's answer to its invalidation (it waits half a peer timeout at most), or
+   * marked the node down and stopped telling it of its writes: every copy in its mirrors may be
    * older than a write acknowledged since, so they all go before anything is served from them.
    */
   private stalled(): void {
@@ -982,10 +994,13 @@ export class CacheServer implements DispatchContext {
     this.opts.logger.warn("event loop stalled: mirrors dropped (members may have stopped sending this node their invalidations)", { ms: Math.round(ms) });
   }
 
-  private expireTick(): void {
+  private stallTick(): void {
     const at = performance.now();
     if (at - this.tickedAt > this.stallMs) this.stalled();
     this.tickedAt = at;
+  }
+
+  private expireTick(): void {
     const now = this.clock();
     for (const group of this.groups.all()) {
       group.store.expire(now, this.opts.expiryBudget);

@@ -253,3 +253,27 @@ test("a wall clock set forward is no stall: mirrors stay", async () => {
   await Bun.sleep(250);
   expect(mirror.size).toBe(keys.length);
 });
+
+test("an expiry interval longer than a stall is no stall: mirrors stay, nothing is logged (review: every expiry tick dropped them)", async () => {
+  const sinks = [new LogSink(), new LogSink()];
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const [a, b] = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "warn", expiryIntervalMs: 1_000, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: sinks[i]!.logger },
+    );
+    open.push(n);
+    return n;
+  }) as [CacheNode, CacheNode];
+  await until(() => a.cluster!.startConfirmed && b.cluster!.startConfirmed, 3_000);
+  const [viaA, viaB] = [client(a.port), client(b.port)];
+  const keys = keysOf(a, ids[0]!, "k", 20);
+  for (const k of keys) await viaA.set("g", k, "v");
+  for (const k of keys) for (let i = 0; i < 2; i++) await viaB.get("g", k);
+  const mirror = b.groups.byName("g")!.mirror!;
+  expect(mirror.size).toBe(keys.length);
+  await Bun.sleep(2_600); // two expiry ticks and more
+  expect(mirror.size).toBe(keys.length);
+  for (const sink of sinks) expect(sink.lines.filter((l) => l.includes("stalled"))).toEqual([]);
+});
