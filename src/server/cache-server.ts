@@ -716,9 +716,18 @@ export class CacheServer implements DispatchContext {
     }
   }
 
-  /** resume serves a connection that yielded its turn, unless something else holds it. */
+  /**
+   * resume serves a connection that yielded its turn, unless something else holds it. Output past
+   * the bound is handed to the socket first: replies written out of order may have joined it
+   * since, queued for the end of the turn, and a write that takes them all ends with no `drain`
+   * to serve the connection on (only a short one does).
+   */
   private resume(conn: Connection): void {
-    if (!this.connections.has(conn) || !conn.held || conn.queued || conn.waiting || conn.queuedOutput >= this.opts.maxOutputBytes) return;
+    if (!this.connections.has(conn) || !conn.held || conn.queued || conn.waiting) return;
+    if (conn.queuedOutput >= this.opts.maxOutputBytes) {
+      this.flushCounted(conn);
+      if (conn.queuedOutput >= this.opts.maxOutputBytes) return; // (a short write: `drain` serves it on)
+    }
     this.process(conn);
   }
 
