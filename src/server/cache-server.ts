@@ -88,6 +88,19 @@ const BACKLOG_PAUSE_CHUNKS = 16;
  */
 export const MAX_DETACHED = 128;
 /**
+ * MAX_DETACHED_WRITES bounds the replies of one connection written out of order at once that
+ * peer writes may reach; past it, a peer write that waits parks the connection (for its owner's
+ * wait at most: Cluster.invalidate's maxWaitMs), so a member cannot pile up waiting writes without
+ * end. MAX_DETACHED still bounds the PeerGets among them.
+ */
+export const MAX_DETACHED_WRITES = 4096;
+/**
+ * DETACH_OVERHEAD_BYTES: what a reply written out of order holds besides its message's copy and
+ * its request's arrays (its output buffer, the promises and closures waiting for it, a write's
+ * invalidation calls), counted toward --max-buffered; measured at about 3 KB a peer write.
+ */
+const DETACH_OVERHEAD_BYTES = 2048;
+/**
  * DETACH_MAX_MESSAGE_BYTES: a longer PeerGet (a key is at most --max-key-size; the rest would be
  * header info) parks instead of being copied; DETACH_MAX_MULTI_MESSAGE_BYTES, a longer PeerGetMulti.
  */
@@ -817,13 +830,13 @@ export class CacheServer implements DispatchContext {
    * the members' answers to its invalidations (dispatch's forgetCopies). Only a member's client
    * sends those, and it matches replies by seqid. A peer write must never hold up its connection:
    * the invalidations its owner waits for may be queued behind it on this one (members writing
-   * keys of each other's would each wait for the other's answer until the wait's bound). Their
-   * number is bounded by the wait (Cluster.invalidate's maxWaitMs) and what they hold by --max-buffered.
+   * keys of each other's would each wait for the other's answer until the wait's bound), unless
+   * MAX_DETACHED_WRITES wait so already. What they hold counts toward --max-buffered.
    */
   private detachable(conn: Connection, method: number): boolean {
     const reader = conn.proto.reader;
     const length = reader.end - reader.start;
-    if (method === METHOD_PEER_SET || method === METHOD_PEER_DELETE || method === METHOD_PEER_SET_MULTI) return true;
+    if (method === METHOD_PEER_SET || method === METHOD_PEER_DELETE || method === METHOD_PEER_SET_MULTI) return conn.detached < MAX_DETACHED_WRITES;
     if (method === METHOD_PEER_GET) return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MESSAGE_BYTES;
     if (method !== METHOD_PEER_GET_MULTI || conn.detachedMulti) return false;
     return conn.detached < MAX_DETACHED && length <= DETACH_MAX_MULTI_MESSAGE_BYTES;
@@ -840,7 +853,8 @@ export class CacheServer implements DispatchContext {
    */
   private detach(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     const out = new BinaryWriter(DETACHED_OUTPUT_BYTES);
-    const { request, reply, bytes } = conn.proto.detach(out); // (what it loads is counted as it comes: `held`)
+    const { request, reply, bytes: copied } = conn.proto.detach(out); // (what it loads is counted as it comes: `held`)
+    const bytes = copied + DETACH_OVERHEAD_BYTES;
     const multi = method === METHOD_PEER_GET_MULTI;
     conn.detached++;
     conn.detachedBytes += bytes;
