@@ -61,7 +61,7 @@ import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolEr
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING } from "../protocol/request.ts";
+import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING } from "../protocol/request.ts";
 import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
@@ -110,8 +110,6 @@ export interface Endpoint {
 
 /** AUTH_SEQID marks the Auth call sent when a connection opens (pending seqids are always > 0). */
 const AUTH_SEQID = -1;
-/** INTRO_SEQID marks the PeerPing telling the node our member id, sent when a connection opens. */
-const INTRO_SEQID = -2;
 
 /** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
 interface Attempt {

@@ -30,6 +30,11 @@ export const METHOD_SET_MULTI = 7;
 export const METHOD_PEER_INVALIDATE = 8;
 export const METHOD_PEER_PING = 9;
 /**
+ * INTRO_SEQID marks the PeerPing a node's peer client sends first on every connection, naming
+ * its member (PingRequest field 1): the only PeerPing whose sender names the connection.
+ */
+export const INTRO_SEQID = -2;
+/**
  * Peer variants of the seed's methods (same argument and result structs), served from the
  * receiving node only: a node forwards a client's call to the key's owner with these, and the
  * owner never forwards them again (so nodes that disagree about the ring cannot loop).

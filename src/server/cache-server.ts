@@ -54,7 +54,7 @@ import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
 import {
-  METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_DELETE, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING,
+  INTRO_SEQID, METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_DELETE, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING,
   METHOD_PEER_SET, METHOD_PEER_SET_MULTI, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
@@ -337,6 +337,7 @@ export class CacheServer implements DispatchContext {
     socket.data = conn;
     this.counters.connectionsTotal++;
     if (this.closed) {
+      conn.closing = true; // (never in `connections`: input of the same poll must not be served, nor counted)
       socket.end();
       return;
     }
@@ -550,8 +551,8 @@ export class CacheServer implements DispatchContext {
         // What was started ahead is for the Gets that follow with no write between (a write of
         // this connection must be seen by its later reads): a write drops it all.
         if (prefetches !== null && !isRead(req.method)) prefetches.clear();
-        if (req.method === METHOD_PEER_PING) noteMember(conn, req);
-        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined, conn.member);
+        if (req.method === METHOD_PEER_PING && req.seqid === INTRO_SEQID) noteMember(conn, req);
+        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined, conn.member === undefined ? undefined : this.memberOf(conn.member));
         if (pending !== undefined && this.detachable(conn, req.method)) {
           this.detach(conn, pending, req.method, t0);
           t0 = Bun.nanoseconds();
@@ -1017,6 +1018,16 @@ export class CacheServer implements DispatchContext {
     this.opts.logger.warn("event loop stalled: mirrors dropped (members may have stopped sending this node their invalidations)", { ms: Math.round(ms) });
   }
 
+  /**
+   * memberOf is the member a connection's intro named, while it is in the member list; else
+   * undefined, as for a connection that named none (HandOuts then counts every member as a
+   * holder, and a write from it waits for every member). A name is only a claim, and a node
+   * listed under another id than its --self would mark the wrong member.
+   */
+  private memberOf(id: string): string | undefined {
+    return this.cluster?.peer(id) === undefined ? undefined : id;
+  }
+
   private stallTick(): void {
     const at = performance.now();
     if (at - this.tickedAt > this.stallMs) this.stalled();
@@ -1038,8 +1049,9 @@ const MEMBER_ID = new TextDecoder();
 const MAX_MEMBER_ID_BYTES = 512;
 
 /**
- * noteMember takes the sender of a PeerPing (PingRequest field 1, decoded into the group range)
- * as the member the connection belongs to: a node's peer client pings first on each connection.
+ * noteMember takes the sender of the intro PeerPing (INTRO_SEQID; PingRequest field 1, decoded
+ * into the group range) as the member the connection belongs to: a node's peer client pings so
+ * first on each connection. Later pings (liveness checks, anyone's) name nothing.
  */
 function noteMember(conn: Connection, req: Request): void {
   const length = req.groupLength;

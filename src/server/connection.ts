@@ -63,8 +63,9 @@ export class Connection {
   rejected = false;
   authed = false;
   /**
-   * member is the cluster member whose peer client this connection is, as its PeerPing's sender
-   * said (a node's peer client pings first on every connection): HandOuts, dispatch's `member`.
+   * member is the cluster member whose peer client this connection is, as its intro PeerPing's
+   * sender said (INTRO_SEQID: a node's peer client pings first on every connection): HandOuts,
+   * dispatch's `member` while it is in the member list (CacheServer.memberOf).
    */
   member: string | undefined = undefined;
   buffered = 0;

@@ -171,6 +171,27 @@ test("a write waits only for the members that fetched the key, and never for the
   expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
 }, 15_000);
 
+for (const how of ["names no member", "names a member first, then another in a later PeerPing"] as const) {
+  test(`a connection that ${how} counts as its intro's member or none: a key it fetched waits for the member that may hold it (review: a claimed name was trusted)`, async () => {
+    const { n, slowId, keys } = await withSlowMember();
+    const [k] = keys as [string];
+    const viaN = client(n.port);
+    // A name no member has, marked by another bit than the slow member's (HandOuts).
+    const bits = new HandOuts(0);
+    let stranger = 1;
+    while (bits.bitOf(`127.0.0.2:${stranger}`) === bits.bitOf(slowId)) stranger++;
+    const strangerId = `127.0.0.2:${stranger}`;
+    const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, connections: 1, sender: how === "names no member" ? strangerId : slowId });
+    open.push(s);
+    if (how !== "names no member") await s.ping(strangerId); // names nothing: only the intro does
+    await viaN.set("g", k, "v1");
+    expect(await fetched(s, k)).toBe("v1"); // by no member: every member may hold k; by the slow one: it may
+    const t = performance.now();
+    await viaN.set("g", k, "v2");
+    expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100); // the slow member's answer was waited for
+  }, 15_000);
+}
+
 test("a key fetched by one member: a write does not wait for another that did not fetch it", async () => {
   const { n, a, keys } = await withSlowMember(true);
   const [k] = keys as [string];
