@@ -134,8 +134,9 @@ struct PeerInvalidateResponse {
 
 struct PingRequest {
   // the caller's node id (host:port): a node's peer client sends it first on every connection,
-  // so the receiver knows which member the connection is (which members may hold copies of its
-  // keys, and who forwarded a write: it acknowledges writes once those members dropped theirs)
+  // with seqid -2, so the receiver knows which member the connection is (which members may hold
+  // copies of its keys, and who forwarded a write: it acknowledges writes once those members
+  // dropped theirs). Only that first ping names the connection, and only with a member's id.
   1: optional string sender,
 }
 
