@@ -90,8 +90,8 @@ export class Cluster {
   readonly handOuts: HandOuts;
   /**
    * maxWaitMs bounds a write's wait for the members' answers to its invalidation: half the peer
-   * timeout, so that a write forwarded here is answered before the forwarder's call times out
-   * (a member that does not answer keeps its copy until it expires, as one that is down does).
+   * timeout, so that a write forwarded here is answered before the forwarder's call times out.
+   * A member whose answer it waited for that long in vain is `lagging` (see invalidate).
    */
   private readonly maxWaitMs: number;
   /** leftOut: members of the last list applied that no client could be made for (not in the ring). */
@@ -104,6 +104,11 @@ export class Cluster {
   /** asking: members asked to drop their mirrors (askDrops), not answered yet; owed: members to ask. */
   private readonly asking = new Set<string>();
   private readonly owed = new Set<string>();
+  /**
+   * lagging: members that let a write's wait for their answer run out (maxWaitMs) and have not
+   * answered a call since: writes still tell them, but do not wait for them (see invalidate).
+   */
+  private readonly lagging = new Set<string>();
   private askTimer: ReturnType<typeof setInterval> | null = null;
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
@@ -126,7 +131,8 @@ export class Cluster {
   /**
    * setMembers applies a new member list; this node stays a member whatever the list says. It
    * returns whether the ring changed (the node then drops its mirrors: a copy made under the old
-   * ring may miss the invalidations of a key's new owner).
+   * ring may miss the invalidations of a key's new owner). What was noted of a removed member
+   * (owed a drop ask, lagging, confirmed: HandOuts) is forgotten; one that comes back starts anew.
    */
   setMembers(ids: readonly string[]): boolean {
     const next = new Set(ids);
@@ -168,8 +174,11 @@ export class Cluster {
     }
     for (const id of removed) {
       const client = this.peers.get(id);
-      this.peers.delete(id);
+      this.peers.delete(id); // first: the calls the close fails then owe it nothing (owe)
       void client?.close();
+      this.owed.delete(id);
+      this.lagging.delete(id);
+      this.handOuts.forget(id);
     }
     for (const id of added) {
       const client = clients.get(id);
@@ -212,29 +221,88 @@ export class Cluster {
    * invalidate tells every other member to drop its mirrored copy of `keys` of `group` (or all
    * of the group's mirror). It returns what a write must wait for before it is acknowledged: the
    * answers of the members `holders` marks (HandOuts) other than `origin`, the member that
-   * forwarded the write (it drops its own copy), settling (never rejecting) once each answered or
-   * its call failed (counted in peerErrors), or after `maxWaitMs`; undefined when there are none. A member that misses
-   * an invalidation still drops the copy when it expires, and a mirror never outlives the owner's TTL.
+   * forwarded the write (it drops its own copy), and other than the lagging ones; settling (never
+   * rejecting) once each answered or its call failed (counted in peerErrors), or after
+   * `maxWaitMs`; undefined when there are none.
+   *
+   * A member whose answer was still missing after `maxWaitMs` is marked lagging: a member that
+   * hangs (its connection alive, no answers) would otherwise make every write of a key it was
+   * handed wait that long until it is marked down, and the writes pipelined on one client
+   * connection, served in order, would add up their waits past the client's timeout. A lagging
+   * member is told of later writes but not waited for, until it answers a call again. Since it may
+   * keep copies that writes acknowledged without its answer replaced, it is owed a drop ask from
+   * when it lags (askDrops, once it is not down), as is a member whose invalidation failed; it
+   * also drops its mirrors itself when its event loop stalled (cache-node.ts), or when it finds
+   * this node up again; and a mirror never outlives its TTL nor the owner's.
    */
   invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
-    let waits: Promise<void>[] | undefined;
+    let waits: Map<string, Promise<void>> | undefined;
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      const told = client.invalidate(group, keys, all).then(() => undefined, (e: unknown) => {
+      const told = client.invalidate(group, keys, all).then(() => this.answered(id), (e: unknown) => {
         this.counters.peerErrors++;
-        if (!noSuchGroup(e)) this.owed.add(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
+        if (noSuchGroup(e)) this.answered(id); // it holds no copies of the group, and it answers
+        else this.owe(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
       });
-      if (id !== origin && ((holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id))) (waits ??= []).push(told);
+      if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, told);
     }
-    if (waits === undefined) return undefined;
-    const answered = Promise.all(waits);
+    return waits === undefined ? undefined : this.awaitAnswers(waits);
+  }
+
+  /** waitsFor tells whether a write waits for member `id`'s answer (see invalidate). */
+  private waitsFor(id: string, holders: number, origin: string | undefined): boolean {
+    if (id === origin || this.lagging.has(id)) return false;
+    return (holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id);
+  }
+
+  /**
+   * awaitAnswers settles once each call of `waits` (by member id; settling, never rejecting) has
+   * settled, or after maxWaitMs: the members whose calls have not settled then are marked lagging.
+   */
+  private awaitAnswers(waits: Map<string, Promise<void>>): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, this.maxWaitMs);
-      void answered.then(() => {
-        clearTimeout(timer);
+      const timer = setTimeout(() => {
+        for (const id of waits.keys()) this.lag(id);
         resolve();
-      });
+      }, this.maxWaitMs);
+      for (const [id, told] of waits) {
+        void told.then(() => {
+          waits.delete(id);
+          if (waits.size > 0) return;
+          clearTimeout(timer);
+          resolve();
+        });
+      }
     });
+  }
+
+  /** answered records that member `id` answered a call: writes wait for its answers again. */
+  private answered(id: string): void {
+    if (this.lagging.delete(id)) this.logger.info("cluster member answers again: writes wait for its invalidations", { member: id });
+  }
+
+  /** lag marks member `id` lagging: a write was acknowledged without its answer, so it is owed a drop ask. */
+  private lag(id: string): void {
+    if (!this.peers.has(id)) return; // removed meanwhile: nobody's concern (setMembers)
+    this.owed.add(id);
+    if (this.lagging.has(id)) return;
+    this.lagging.add(id);
+    this.logger.warn("cluster member lagging: a write was acknowledged without its answer to the invalidation; writes do not wait for it until it answers", { member: id, waitedMs: this.maxWaitMs });
+  }
+
+  /** owe records that member `id` may keep copies whose invalidation it missed: askDrops asks it to drop them all. */
+  private owe(id: string): void {
+    if (this.peers.has(id)) this.owed.add(id); // (a removed member's calls fail as its client closes)
+  }
+
+  /** laggingMembers lists the members writes do not wait for now (see invalidate). */
+  get laggingMembers(): string[] {
+    return [...this.lagging];
+  }
+
+  /** owedMembers lists the members to be asked to drop their mirrors (askDrops). */
+  get owedMembers(): string[] {
+    return [...this.owed];
   }
 
   /**
@@ -242,7 +310,9 @@ export class Cluster {
    * `groups` (a PeerInvalidate of all), one ask in flight per member, none while it is down:
    * copies of this node's previous run (HandOuts.startHeldBy: confirmed once it answered), and
    * copies of keys whose invalidation it missed (`owed`: a call that failed, as while it was cut
-   * off). A member without one of the groups holds no copies of it.
+   * off, or a write acknowledged without its answer: lagging). An ask that fails owes again (a
+   * member that hangs fails it when it times out), so the member is asked again once it is not
+   * down; one answered ends its lagging. A member without one of the groups holds no copies of it.
    */
   askDrops(groups: readonly string[]): void {
     for (const [id, client] of this.peers) {
@@ -256,11 +326,12 @@ export class Cluster {
       void Promise.all(groups.map(ask)).then(
         () => {
           this.asking.delete(id);
-          this.handOuts.confirm(id);
+          this.answered(id);
+          if (this.peers.has(id)) this.handOuts.confirm(id); // (not a member removed meanwhile)
         },
         () => {
           this.asking.delete(id);
-          this.owed.add(id);
+          this.owe(id);
         },
       );
     }

@@ -40,7 +40,10 @@
  * write waits for its answer at most `maxWaitMs` (Cluster.invalidate), less than the peer
  * timeout, so that a forwarded write is answered to its forwarder before its own call times
  * out; once it can be reached it is asked to drop its mirrors (Cluster.askDrops, `owed`), and it
- * drops them itself when it finds this node up again (cache-node.ts).
+ * drops them itself when it finds this node up again (cache-node.ts). A member whose answer a
+ * write waited for that long in vain is lagging: later writes do not wait for it until it answers
+ * again (a member that hangs would cost every write that long), and it is asked to drop its
+ * mirrors as one whose invalidation failed is.
  */
 import { hashBytes } from "../store/hash.ts";
 
@@ -81,6 +84,12 @@ export class HandOuts {
   /** confirm records that member `id` dropped every copy it held (it answered the invalidation of all its mirrors). */
   confirm(id: string): void {
     this.confirmed.add(id);
+  }
+
+  /** forget drops what is known of member `id`, which left the member list: back, it has to confirm anew. */
+  forget(id: string): void {
+    this.confirmed.delete(id);
+    this.bits.delete(id);
   }
 
   /**

@@ -1,0 +1,180 @@
+/**
+ * A member that stops answering invalidations (its connection alive: hung, not down) is lagging
+ * once a write's wait for its answer ran out (Cluster.invalidate): later writes still tell it but
+ * do not wait for it, until it answers a call again; it is asked to drop its mirrors (askDrops),
+ * since writes were acknowledged without its answer. What the owner notes of a member is
+ * forgotten when the member leaves the list.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
+import { StubServer, type StubCall, serve, until } from "../client/support.ts";
+import { LogSink } from "../server/support.ts";
+import { keysOf } from "../support/cluster-members.ts";
+import { freePorts } from "../support/node-process.ts";
+
+const utf8 = new TextEncoder();
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).reverse().map((x) => x.close().catch(() => {})));
+});
+
+/**
+ * Member is a stub member that serves every call at once, but PeerInvalidate as `invalidations`
+ * says: "answer" (after `delayMs`), "hold" (kept in `held` until `release`) or "ignore" (never).
+ * `told` lists the invalidations of keys it received, each with the members the owner counted
+ * lagging when it did; `asked` counts the invalidations of all it received (drop asks),
+ * `dropped` those it answered.
+ */
+interface Member {
+  id: string;
+  invalidations: "answer" | "hold" | "ignore";
+  delayMs: number;
+  told: { keys: string[]; lagging: readonly string[] }[];
+  asked: number;
+  dropped: number;
+  /** onAnswer hears each invalidation of keys as it is answered. */
+  onAnswer: (keys: string[]) => void;
+  release(): void;
+}
+
+/**
+ * withMember starts node N with one other member, a stub (Member), once N knows the stub dropped
+ * its copies of N's previous run; `count` keys of N's are handed out to the stub (it fetched them
+ * as a member does, PeerGet on a connection naming it, so writes of them wait for its answer).
+ */
+async function withMember(count: number): Promise<{ n: CacheNode; m: Member; keys: string[] }> {
+  const stub = new StubServer();
+  open.push({ close: async () => stub.close() });
+  const [pn] = freePorts(1) as [number];
+  const ids = [`127.0.0.1:${pn}`, `127.0.0.1:${stub.port}`];
+  const n = CacheNode.start(
+    { port: pn, host: "127.0.0.1", peers: ids, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] },
+    { logger: new LogSink().logger },
+  );
+  open.push(n);
+  const held: StubCall[] = [];
+  const answer = (c: StubCall): void => {
+    stub.write(c.conn, serve(c, stub));
+    if (c.all) m.dropped++;
+    else m.onAnswer(c.keys);
+  };
+  const m: Member = {
+    id: ids[1]!,
+    invalidations: "answer",
+    delayMs: 0,
+    told: [],
+    asked: 0,
+    dropped: 0,
+    onAnswer: () => {},
+    release: () => held.splice(0).forEach(answer),
+  };
+  stub.handler = (c, st) => {
+    if (c.method !== METHOD_PEER_INVALIDATE) return serve(c, st);
+    if (c.all) m.asked++;
+    else m.told.push({ keys: c.keys, lagging: n.cluster!.laggingMembers });
+    if (m.invalidations === "hold") held.push(c);
+    else if (m.invalidations === "answer") setTimeout(() => answer(c), c.all ? 0 : m.delayMs);
+    return null;
+  };
+  await until(() => n.cluster!.startConfirmed, 5_000);
+  const keys = keysOf(n, ids[0]!, "k", count);
+  const app = client(n.port);
+  const fetcher = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: m.id });
+  open.push(fetcher);
+  for (const k of keys) {
+    await app.set("g", k, "v0");
+    const fetched = Promise.withResolvers<void>();
+    fetcher.forwardGet(utf8.encode("g"), utf8.encode(k), 0, k.length, (e) => (e === null ? fetched.resolve() : fetched.reject(e)));
+    await fetched.promise;
+  }
+  m.told.length = 0;
+  m.asked = m.dropped = 0; // (the drop ask of the start, answered)
+  return { n, m, keys };
+}
+
+/** client is an application's client of one connection, served in order, timing out after the default peer timeout. */
+function client(port: number): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 1000 });
+  open.push(c);
+  return c;
+}
+
+/** setAll pipelines a Set of each key on `app`'s one connection: what each came to ("ok" or its error). */
+function setAll(app: CacheClient, keys: readonly string[], value: string): Promise<string[]> {
+  return Promise.all(keys.map((k) => app.set("g", k, value).then(() => "ok", (e: unknown) => String(e))));
+}
+
+test("a member that stops answering costs the wait to one write, not to each: Sets pipelined on one connection all succeed", async () => {
+  const { n, m, keys } = await withMember(8);
+  m.invalidations = "hold";
+  // Served in order, each Set waiting half a peer timeout would take 4 s in all: the client
+  // (timing out after 1 s) would fail 6 of them.
+  expect(await setAll(client(n.port), keys, "v1")).toEqual(keys.map(() => "ok"));
+  // Each was told (after it was acknowledged, for all but the first); the first was waited for,
+  // and marked the member lagging before the next was told.
+  await until(() => m.told.length === keys.length);
+  const lagging = new Map(m.told.map((t) => [t.keys.join(","), t.lagging]));
+  expect(keys.map((k) => lagging.get(k))).toEqual(keys.map((_, i) => (i === 0 ? [] : [m.id])));
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+}, 15_000);
+
+test("a lagging member that answers again is waited for again", async () => {
+  const { n, m, keys } = await withMember(5);
+  const [k, ...others] = keys as [string, ...string[]];
+  const app = client(n.port);
+  m.invalidations = "hold";
+  expect(await setAll(app, others, "v1")).toEqual(others.map(() => "ok"));
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  m.invalidations = "answer";
+  m.release(); // its answers come (and its drop ask's, askDrops)
+  await until(() => n.cluster!.laggingMembers.length === 0);
+  m.delayMs = 100;
+  const events: string[] = [];
+  m.onAnswer = (told) => void events.push(`member answered ${told.join(",")}`);
+  await app.set("g", k, "v2");
+  events.push(`write of ${k} acknowledged`);
+  expect(events).toEqual([`member answered ${k}`, `write of ${k} acknowledged`]);
+}, 15_000);
+
+test("a member marked lagging is asked to drop its mirrors once it answers, and asked again once an ask it left unanswered timed out", async () => {
+  const { n, m, keys } = await withMember(2);
+  const [k1, k2] = keys as [string, string];
+  const app = client(n.port);
+  // Its answer comes after the write was acknowledged, within the peer timeout: no call failed,
+  // it is owed the drop ask for having lagged.
+  m.invalidations = "hold";
+  await app.set("g", k1, "v1");
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  m.invalidations = "answer";
+  m.release();
+  await until(() => m.dropped > 0, 5_000);
+  // Lagging again, it leaves the drop ask it is sent unanswered: once that times out it is asked
+  // again, and answers.
+  await until(() => n.cluster!.laggingMembers.length === 0 && n.cluster!.owedMembers.length === 0);
+  const [asked, dropped] = [m.asked, m.dropped];
+  m.invalidations = "ignore";
+  await app.set("g", k2, "v2");
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  await until(() => m.asked > asked, 5_000); // the drop ask, ignored
+  m.invalidations = "answer";
+  await until(() => m.dropped > dropped, 8_000);
+}, 20_000);
+
+test("a member removed from the list is no longer noted as owed a drop ask, lagging, or confirmed", async () => {
+  const { n, m, keys } = await withMember(1);
+  const cluster = n.cluster!;
+  m.invalidations = "hold";
+  await client(n.port).set("g", keys[0]!, "v1");
+  expect(cluster.laggingMembers).toEqual([m.id]);
+  expect(cluster.handOuts.startHeldBy(m.id)).toBe(false); // confirmed at the start
+  const errors = cluster.counters.peerErrors;
+  expect(cluster.setMembers([cluster.self])).toBe(true);
+  expect([cluster.laggingMembers, cluster.owedMembers]).toEqual([[], []]);
+  expect(cluster.handOuts.startHeldBy(m.id)).toBe(true); // back, it would have to confirm anew
+  // The calls its closed client fails (its invalidation's, a drop ask's) owe it nothing.
+  await until(() => cluster.counters.peerErrors > errors);
+  expect(cluster.owedMembers).toEqual([]);
+}, 15_000);
