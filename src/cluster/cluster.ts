@@ -106,7 +106,8 @@ export class Cluster {
   private readonly owed = new Set<string>();
   /**
    * lagging: members that let a write's wait for their answer run out (maxWaitMs) and have not
-   * answered a call since: writes still tell them, but do not wait for them (see invalidate).
+   * answered a call within that time since: writes still tell them, but do not wait for them
+   * (see invalidate).
    */
   private readonly lagging = new Set<string>();
   private askTimer: ReturnType<typeof setInterval> | null = null;
@@ -229,7 +230,8 @@ export class Cluster {
    * hangs (its connection alive, no answers) would otherwise make every write of a key it was
    * handed wait that long until it is marked down, and the writes pipelined on one client
    * connection, served in order, would add up their waits past the client's timeout. A lagging
-   * member is told of later writes but not waited for, until it answers a call again. Since it may
+   * member is told of later writes but not waited for, until it answers a call again in less
+   * than that wait. Since it may
    * keep copies that writes acknowledged without its answer replaced, it is owed a drop ask from
    * when it lags (askDrops, once it is not down), as is a member whose invalidation failed; it
    * also drops its mirrors itself when its event loop stalled (cache-node.ts), or when it finds
@@ -237,16 +239,17 @@ export class Cluster {
    */
   invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
     let waits: Map<string, Promise<void>> | undefined;
+    const sentAt = performance.now();
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      const told = client.invalidate(group, keys, all).then(() => this.answered(id), (e: unknown) => {
+      const told = client.invalidate(group, keys, all).then(() => this.answered(id, sentAt), (e: unknown) => {
         this.counters.peerErrors++;
-        if (noSuchGroup(e)) this.answered(id); // it holds no copies of the group, and it answers
+        if (noSuchGroup(e)) this.answered(id, sentAt); // it holds no copies of the group, and it answers
         else this.owe(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
       });
       if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, told);
     }
-    return waits === undefined ? undefined : this.awaitAnswers(waits);
+    return waits === undefined ? undefined : this.awaitAnswers(waits, this.generation);
   }
 
   /** waitsFor tells whether a write waits for member `id`'s answer (see invalidate). */
@@ -257,12 +260,14 @@ export class Cluster {
 
   /**
    * awaitAnswers settles once each call of `waits` (by member id; settling, never rejecting) has
-   * settled, or after maxWaitMs: the members whose calls have not settled then are marked lagging.
+   * settled, or after maxWaitMs: the members whose calls have not settled then are marked lagging,
+   * unless the member list changed since the calls were made (`generation`: a member removed and
+   * listed again has a new client, which owes nothing).
    */
-  private awaitAnswers(waits: Map<string, Promise<void>>): Promise<void> {
+  private awaitAnswers(waits: Map<string, Promise<void>>, generation: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        for (const id of waits.keys()) this.lag(id);
+        if (this.generation === generation) for (const id of waits.keys()) this.lag(id);
         resolve();
       }, this.maxWaitMs);
       for (const [id, told] of waits) {
@@ -276,9 +281,15 @@ export class Cluster {
     });
   }
 
-  /** answered records that member `id` answered a call: writes wait for its answers again. */
-  private answered(id: string): void {
-    if (this.lagging.delete(id)) this.logger.info("cluster member answers again: writes wait for its invalidations", { member: id });
+  /**
+   * answered records that member `id` answered a call made at `sentAt` (performance.now): in
+   * less than a write waits, writes wait for its answers again. A slower answer (the late one of
+   * the call that made it lag, or a member that is slow all along) leaves it lagging: waiting for
+   * it would cost each write the whole wait and still miss its answer.
+   */
+  private answered(id: string, sentAt: number): void {
+    if (performance.now() - sentAt >= this.maxWaitMs || !this.lagging.delete(id)) return;
+    this.logger.info("cluster member answers again: writes wait for its invalidations", { member: id });
   }
 
   /** lag marks member `id` lagging: a write was acknowledged without its answer, so it is owed a drop ask. */
@@ -312,7 +323,7 @@ export class Cluster {
    * copies of keys whose invalidation it missed (`owed`: a call that failed, as while it was cut
    * off, or a write acknowledged without its answer: lagging). An ask that fails owes again (a
    * member that hangs fails it when it times out), so the member is asked again once it is not
-   * down; one answered ends its lagging. A member without one of the groups holds no copies of it.
+   * down; one answered in time ends its lagging. A member without one of the groups holds no copies of it.
    */
   askDrops(groups: readonly string[]): void {
     for (const [id, client] of this.peers) {
@@ -320,13 +331,14 @@ export class Cluster {
       this.asking.add(id);
       this.owed.delete(id); // (an invalidation that fails from now on owes again)
       this.counters.invalidationsSent += groups.length;
+      const sentAt = performance.now();
       const ask = (g: string): Promise<unknown> => client.invalidate(g, [], true).catch((e: unknown) => {
         if (!noSuchGroup(e)) throw e;
       });
       void Promise.all(groups.map(ask)).then(
         () => {
           this.asking.delete(id);
-          this.answered(id);
+          this.answered(id, sentAt);
           if (this.peers.has(id)) this.handOuts.confirm(id); // (not a member removed meanwhile)
         },
         () => {

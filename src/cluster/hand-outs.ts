@@ -42,7 +42,7 @@
  * out; once it can be reached it is asked to drop its mirrors (Cluster.askDrops, `owed`), and it
  * drops them itself when it finds this node up again (cache-node.ts). A member whose answer a
  * write waited for that long in vain is lagging: later writes do not wait for it until it answers
- * again (a member that hangs would cost every write that long), and it is asked to drop its
+ * again within that time (a member that hangs would cost every write that long), and it is asked to drop its
  * mirrors as one whose invalidation failed is.
  */
 import { hashBytes } from "../store/hash.ts";

@@ -243,10 +243,11 @@ export class CacheNode {
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
       // An owner acknowledges a write without a member's answer to its invalidation after half a
-      // peer timeout (Cluster.invalidate): a member stalled that long may find it unread behind a
-      // client's read of the key. It stalls for less than that wait (STALL_SHARE of it) before
-      // it drops its mirrors, so it never serves a copy older than such a write.
-      stallMs: clustered ? (config.peerTimeoutMs / 2) * STALL_SHARE : undefined,
+      // peer timeout (Cluster.invalidate): a member stopped that long may find it unread behind a
+      // client's read of the key. A stall shorter than that wait (STALL_SHARE of it) drops its
+      // mirrors, so a member that was stopped serves no copy older than such a write. (One that
+      // runs but answers late, a slow link, is not stopped: its owner counts it lagging.)
+      stallMs: clustered ? Math.max(MIN_STALL_MS, (config.peerTimeoutMs / 2) * STALL_SHARE) : undefined,
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,
@@ -410,6 +411,12 @@ const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
  * stall timer's own tick (CacheServer's STALL_TICKS).
  */
 const STALL_SHARE = 0.8;
+/**
+ * MIN_STALL_MS: no shorter stall counts, whatever the peer timeout: a loop is late by tens of
+ * milliseconds under load (a 100 ms peer timeout made one "stall" every 60 ms under 32 pipelining
+ * clients). A peer timeout of 100 ms or more keeps it within an owner's wait.
+ */
+const MIN_STALL_MS = 50;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 

@@ -167,6 +167,7 @@ export class ServerCounters {
   turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
   earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES
+  stalls = 0; // times a clustered node's event loop was found stalled and its mirrors dropped (`stalled`)
   detachedReplies = 0; // PeerGet / PeerGetMulti replies that waited for a load without holding up their connection (detach)
 }
 
@@ -217,6 +218,9 @@ export class CacheServer implements DispatchContext {
   private readonly flushLater: Connection[] = [];
   private deferredCount = 0;
   private writeQueued = false;
+  /** stallLoggedAt: when the last stall line was logged; stallsLogged: the stalls counted then. */
+  private stallLoggedAt = -Infinity;
+  private stallsLogged = 0;
   /** rejectLoggedAt: when the last over-the-limit line was logged; rejectsLogged: the rejections counted then. */
   private rejectLoggedAt = -Infinity;
   private rejectsLogged = 0;
@@ -832,7 +836,10 @@ export class CacheServer implements DispatchContext {
    * sends those, and it matches replies by seqid. A peer write must never hold up its connection:
    * the invalidations its owner waits for may be queued behind it on this one (members writing
    * keys of each other's would each wait for the other's answer until the wait's bound), unless
-   * MAX_DETACHED_WRITES wait so already. What they hold counts toward --max-buffered.
+   * MAX_DETACHED_WRITES wait so already: the one that parks the connection then holds up what
+   * comes behind it, a member's invalidations included, for the wait's bound at most (the owner
+   * of those may count the member lagging meanwhile, and have it drop its mirrors). What they
+   * hold counts toward --max-buffered.
    */
   private detachable(conn: Connection, method: number): boolean {
     const reader = conn.proto.reader;
@@ -1015,7 +1022,13 @@ export class CacheServer implements DispatchContext {
     const cluster = this.cluster;
     if (cluster === undefined || cluster.members.length < 2) return;
     this.groups.dropCopies();
-    this.opts.logger.warn("event loop stalled: mirrors dropped (members may have stopped sending this node their invalidations)", { ms: Math.round(ms) });
+    this.counters.stalls++;
+    if (now - this.stallLoggedAt < 1000) return; // one line a second at most, with the stalls since the last
+    this.opts.logger.warn("event loop stalled: mirrors dropped (members may have acknowledged writes without this node's answer)", {
+      ms: Math.round(ms), stallsSinceLastLine: this.counters.stalls - this.stallsLogged,
+    });
+    this.stallLoggedAt = now;
+    this.stallsLogged = this.counters.stalls;
   }
 
   /**

@@ -277,3 +277,33 @@ test("an expiry interval longer than a stall is no stall: mirrors stay, nothing 
   expect(mirror.size).toBe(keys.length);
   for (const sink of sinks) expect(sink.lines.filter((l) => l.includes("stalled"))).toEqual([]);
 });
+
+test("a tiny peer timeout does not make every late tick a stall, and stalls are logged once a second at most (review: 1,710 lines in 2 s at --peer-timeout 2ms)", async () => {
+  const sinks = [new LogSink(), new LogSink()];
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const nodes = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peers: ids, logLevel: "warn", peerTimeoutMs: 2, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: sinks[i]!.logger },
+    );
+    open.push(n);
+    return n;
+  });
+  const started = performance.now();
+  // A loop kept busy for 80 ms at a time: each is a stall (50 ms at least counts).
+  for (let i = 0; i < 6; i++) {
+    const until = performance.now() + 80;
+    while (performance.now() < until) { /* busy */ }
+    await Bun.sleep(20);
+  }
+  await Bun.sleep(300);
+  const seconds = (performance.now() - started) / 1000;
+  for (const [i, sink] of sinks.entries()) {
+    const lines = sink.lines.filter((l) => l.includes("event loop stalled"));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+    expect(nodes[i]!.server.counters.stalls).toBeGreaterThanOrEqual(6);
+    expect(nodes[i]!.server.counters.stalls).toBeLessThan(30); // not every tick a few ms late (each 12.5 ms)
+  }
+});

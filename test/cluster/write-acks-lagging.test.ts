@@ -23,7 +23,7 @@ afterEach(async () => {
 
 /**
  * Member is a stub member that serves every call at once, but PeerInvalidate as `invalidations`
- * says: "answer" (after `delayMs`), "hold" (kept in `held` until `release`) or "ignore" (never).
+ * says: "answer" (after `delayMs`; an invalidation of all, a drop ask, after `askDelayMs`), "hold" (kept in `held` until `release`) or "ignore" (never).
  * `told` lists the invalidations of keys it received, each with the members the owner counted
  * lagging when it did; `asked` counts the invalidations of all it received (drop asks),
  * `dropped` those it answered.
@@ -32,6 +32,7 @@ interface Member {
   id: string;
   invalidations: "answer" | "hold" | "ignore";
   delayMs: number;
+  askDelayMs: number;
   told: { keys: string[]; lagging: readonly string[] }[];
   asked: number;
   dropped: number;
@@ -65,6 +66,7 @@ async function withMember(count: number): Promise<{ n: CacheNode; m: Member; key
     id: ids[1]!,
     invalidations: "answer",
     delayMs: 0,
+    askDelayMs: 0,
     told: [],
     asked: 0,
     dropped: 0,
@@ -76,7 +78,7 @@ async function withMember(count: number): Promise<{ n: CacheNode; m: Member; key
     if (c.all) m.asked++;
     else m.told.push({ keys: c.keys, lagging: n.cluster!.laggingMembers });
     if (m.invalidations === "hold") held.push(c);
-    else if (m.invalidations === "answer") setTimeout(() => answer(c), c.all ? 0 : m.delayMs);
+    else if (m.invalidations === "answer") setTimeout(() => answer(c), c.all ? m.askDelayMs : m.delayMs);
     return null;
   };
   await until(() => n.cluster!.startConfirmed, 5_000);
@@ -137,6 +139,24 @@ test("a lagging member that answers again is waited for again", async () => {
   await app.set("g", k, "v2");
   events.push(`write of ${k} acknowledged`);
   expect(events).toEqual([`member answered ${k}`, `write of ${k} acknowledged`]);
+}, 15_000);
+
+test("a member that answers slower than a write waits stays lagging: its late answers do not make writes wait for it again (review: it flipped back and forth, each flip costing a write the whole wait)", async () => {
+  const { n, m, keys } = await withMember(2);
+  const [k1, k2] = keys as [string, string];
+  const app = client(n.port);
+  m.delayMs = m.askDelayMs = 700; // a write waits 500 ms (half the default peer timeout)
+  const late = Promise.withResolvers<void>();
+  m.onAnswer = () => late.resolve();
+  await app.set("g", k1, "v1");
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  await late.promise; // its answer, 700 ms after it was told
+  await until(() => m.dropped > 0, 5_000); // and its answer to the drop ask it is owed, as late
+  await Bun.sleep(100);
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  await app.set("g", k2, "v2");
+  await until(() => m.told.length === 2); // (told after the write was acknowledged)
+  expect(m.told.map((t) => t.lagging)).toEqual([[], [m.id]]); // the second write did not wait for it
 }, 15_000);
 
 test("a member marked lagging is asked to drop its mirrors once it answers, and asked again once an ask it left unanswered timed out", async () => {
