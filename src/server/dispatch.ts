@@ -163,19 +163,22 @@ function forgetCopies(
 }
 
 /**
- * handedOut notes the keys of a peer's Get or GetMulti answered with values as handed out
- * (HandOuts: the peer may keep copies), when the answer is written: at once, or after the loads
- * it waited for. `answered` is what serving it returned.
+ * handedOut notes the keys of a peer's Get or GetMulti as handed out (HandOuts: the peer may keep
+ * copies): answered at once, those answered with values; one that waits for loads, all its keys
+ * now, before it is answered. A write of a key meanwhile then waits for the peer to drop its copy,
+ * which also keeps it from keeping the value under way (Group.written): told of the write after
+ * that value came, it would serve it until it heard. (A copy's life counts from when its Get was
+ * sent, so a note made on its arrival outlasts it.) `answered` is what serving it returned.
  */
 function handedOut(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined, answered: Promise<void> | void,
 ): Promise<void> | void {
-  if (answered instanceof Promise) return answered.then(() => noteHandOut(cluster, group, req, reply, member));
-  noteHandOut(cluster, group, req, reply, member);
+  if (answered instanceof Promise) noteHandOut(cluster, group, req, member);
+  else if (reply.errorCode === 0) noteHandOut(cluster, group, req, member); // an error (NOT_FOUND among them) gives no copy
+  return answered;
 }
 
-function noteHandOut(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): void {
-  if (reply.errorCode !== 0) return; // an error (NOT_FOUND among them) gives no copy
+function noteHandOut(cluster: Cluster, group: Group, req: Request, member: string | undefined): void {
   const name = group.nameBytes;
   const life = group.mirrorTtlMs;
   if (baseMethod(req.method) === METHOD_GET) return cluster.handOuts.note(name, req.buffer, req.keyStart, req.keyLength, member, life);

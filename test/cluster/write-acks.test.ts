@@ -10,11 +10,13 @@ import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { HandOuts } from "../../src/cluster/hand-outs.ts";
+import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOf, startMembers } from "../support/cluster-members.ts";
+import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -98,7 +100,7 @@ function slowMember(): StubServer {
  * withSlowMember starts node N (and, with `withA`, a real node A) whose other member is a slow
  * one (S), once each node knows S dropped its copies of their previous runs. The keys listed are N's.
  */
-async function withSlowMember(withA = false): Promise<{ n: CacheNode; a?: CacheNode; slowId: string; keys: string[] }> {
+async function withSlowMember(withA = false, loaders: Record<string, Loader> = {}): Promise<{ n: CacheNode; a?: CacheNode; slowId: string; keys: string[] }> {
   const stub = slowMember();
   // Members are marked by a bit of a hash of their id (HandOuts): A and the slow member must not
   // share one, or a write that waits for A alone would wait for both.
@@ -110,7 +112,7 @@ async function withSlowMember(withA = false): Promise<{ n: CacheNode; a?: CacheN
   const start = (port: number): CacheNode => {
     const node = CacheNode.start(
       { port, host: "127.0.0.1", peers: ids, logLevel: "silent", ...TIMES, groups: [{ name: "g", ttlMs: 0 }] },
-      { logger: new LogSink().logger },
+      { logger: new LogSink().logger, loaders },
     );
     open.push(node);
     return node;
@@ -169,6 +171,24 @@ test("a write waits only for the members that fetched the key, and never for the
   t = performance.now();
   await viaN.set("g", k, "v3");
   expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
+}, 15_000);
+
+test("a key a member asked for while it loads counts as handed out from the ask: a write meanwhile waits for that member (review: its answer, old, could land after the write's invalidation)", async () => {
+  const gated = new GatedLoader();
+  const { n, slowId, keys } = await withSlowMember(false, { g: gated.load });
+  const [k] = keys as [string];
+  const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: slowId });
+  open.push(s);
+  const asked = fetched(s, k); // the owner loads k (held at the gate)
+  await waitUntil(() => gated.calls.get(k) === 1, "the load");
+  const t = performance.now();
+  try {
+    await client(n.port).delete("g", k); // the member may keep what its Get brings back: it must drop it first
+    expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
+  } finally {
+    gated.open();
+  }
+  expect(await asked).toBe(`loaded ${k} #1`); // (asked before the write: either answer is right)
 }, 15_000);
 
 for (const how of ["names no member", "names a member first, then another in a later PeerPing"] as const) {
