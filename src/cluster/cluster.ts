@@ -213,6 +213,15 @@ export class Cluster {
     return this.peers.get(id);
   }
 
+  /**
+   * memberOf is `id` (a connection's claim to be that member: its intro PeerPing) while it names a
+   * member of the list, else undefined (HandOuts then counts every member as a holder). A name
+   * is only a claim, and a node listed under another id than its --self would mark the wrong one.
+   */
+  memberOf(id: string | undefined): string | undefined {
+    return id !== undefined && this.peers.has(id) ? id : undefined;
+  }
+
   /** others returns the clients of every member but this node. */
   others(): PeerClient[] {
     return [...this.peers.values()];
@@ -231,14 +240,14 @@ export class Cluster {
    * handed wait that long until it is marked down, and the writes pipelined on one client
    * connection, served in order, would add up their waits past the client's timeout. A lagging
    * member is told of later writes but not waited for, until it answers a call again in less
-   * than that wait. Since it may
-   * keep copies that writes acknowledged without its answer replaced, it is owed a drop ask from
-   * when it lags (askDrops, once it is not down), as is a member whose invalidation failed; it
-   * also drops its mirrors itself when its event loop stalled (cache-node.ts), or when it finds
+   * than that wait. Since it may keep copies that writes acknowledged without its answer
+   * replaced, it is asked to drop its mirrors while it lags (askDrops, every ASK_DROPS_MS while it
+   * is not down: the asks are also what finds it prompt again when no write comes), as is a member
+   * whose invalidation failed; it also drops its mirrors itself when its event loop stalled (cache-node.ts), or when it finds
    * this node up again; and a mirror never outlives its TTL nor the owner's.
    */
   invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
-    let waits: Map<string, Promise<void>> | undefined;
+    let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
     const sentAt = performance.now();
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
@@ -247,9 +256,9 @@ export class Cluster {
         if (noSuchGroup(e)) this.answered(id, sentAt); // it holds no copies of the group, and it answers
         else this.owe(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
       });
-      if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, told);
+      if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, [client, told]);
     }
-    return waits === undefined ? undefined : this.awaitAnswers(waits, this.generation);
+    return waits === undefined ? undefined : this.awaitAnswers(waits);
   }
 
   /** waitsFor tells whether a write waits for member `id`'s answer (see invalidate). */
@@ -259,18 +268,18 @@ export class Cluster {
   }
 
   /**
-   * awaitAnswers settles once each call of `waits` (by member id; settling, never rejecting) has
-   * settled, or after maxWaitMs: the members whose calls have not settled then are marked lagging,
-   * unless the member list changed since the calls were made (`generation`: a member removed and
-   * listed again has a new client, which owes nothing).
+   * awaitAnswers settles once each call of `waits` (by member id, with the client it went by;
+   * settling, never rejecting) has settled, or after maxWaitMs: the members whose calls have not settled then are
+   * marked lagging, while their client is still the member's (a member removed and listed again
+   * has a new client, which owes nothing).
    */
-  private awaitAnswers(waits: Map<string, Promise<void>>, generation: number): Promise<void> {
+  private awaitAnswers(waits: Map<string, [PeerClient, Promise<void>]>): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        if (this.generation === generation) for (const id of waits.keys()) this.lag(id);
+        for (const [id, [client]] of waits) if (this.peers.get(id) === client) this.lag(id);
         resolve();
       }, this.maxWaitMs);
-      for (const [id, told] of waits) {
+      for (const [id, [, told]] of waits) {
         void told.then(() => {
           waits.delete(id);
           if (waits.size > 0) return;
@@ -288,17 +297,16 @@ export class Cluster {
    * it would cost each write the whole wait and still miss its answer.
    */
   private answered(id: string, sentAt: number): void {
-    if (performance.now() - sentAt >= this.maxWaitMs || !this.lagging.delete(id)) return;
+    if (!this.lagging.has(id) || performance.now() - sentAt >= this.maxWaitMs) return;
+    this.lagging.delete(id);
     this.logger.info("cluster member answers again: writes wait for its invalidations", { member: id });
   }
 
-  /** lag marks member `id` lagging: a write was acknowledged without its answer, so it is owed a drop ask. */
+  /** lag marks member `id` lagging: a write was acknowledged without its answer (askDrops asks it to drop its mirrors). */
   private lag(id: string): void {
-    if (!this.peers.has(id)) return; // removed meanwhile: nobody's concern (setMembers)
-    this.owed.add(id);
     if (this.lagging.has(id)) return;
     this.lagging.add(id);
-    this.logger.warn("cluster member lagging: a write was acknowledged without its answer to the invalidation; writes do not wait for it until it answers", { member: id, waitedMs: this.maxWaitMs });
+    this.logger.warn("cluster member lagging: a write was acknowledged without its answer to the invalidation; writes do not wait for it until it answers in time", { member: id, waitedMs: this.maxWaitMs });
   }
 
   /** owe records that member `id` may keep copies whose invalidation it missed: askDrops asks it to drop them all. */
@@ -321,13 +329,14 @@ export class Cluster {
    * `groups` (a PeerInvalidate of all), one ask in flight per member, none while it is down:
    * copies of this node's previous run (HandOuts.startHeldBy: confirmed once it answered), and
    * copies of keys whose invalidation it missed (`owed`: a call that failed, as while it was cut
-   * off, or a write acknowledged without its answer: lagging). An ask that fails owes again (a
-   * member that hangs fails it when it times out), so the member is asked again once it is not
-   * down; one answered in time ends its lagging. A member without one of the groups holds no copies of it.
+   * off), and copies a write acknowledged without its answer may have left (`lagging`: asked
+   * until it answers in time). An ask that fails owes again (a member that hangs fails it when
+   * it times out), so the member is asked again once it is not down; one answered in time ends
+   * its lagging. A member without one of the groups holds no copies of it.
    */
   askDrops(groups: readonly string[]): void {
     for (const [id, client] of this.peers) {
-      if (!(this.handOuts.startHeldBy(id) || this.owed.has(id)) || this.asking.has(id) || client.isDown) continue;
+      if (!(this.handOuts.startHeldBy(id) || this.owed.has(id) || this.lagging.has(id)) || this.asking.has(id) || client.isDown) continue;
       this.asking.add(id);
       this.owed.delete(id); // (an invalidation that fails from now on owes again)
       this.counters.invalidationsSent += groups.length;

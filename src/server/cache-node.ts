@@ -227,6 +227,11 @@ export class CacheNode {
     const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections * 2;
     config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger, peerFds);
     const clustered = isClustered(config);
+    if (clustered && config.peerTimeoutMs < MIN_PEER_TIMEOUT_MS) {
+      logger.warn("--peer-timeout is too short for a member's stall to be seen before an owner stops waiting for it: a member stopped briefly may serve a value older than an acknowledged write", {
+        peerTimeoutMs: config.peerTimeoutMs, atLeastMs: MIN_PEER_TIMEOUT_MS,
+      });
+    }
     const groups = deps.groups ?? buildGroups(config, deps);
     const limits = resolveLimits({
       maxFrameBytes: config.maxFrameSize,
@@ -414,9 +419,11 @@ const STALL_SHARE = 0.8;
 /**
  * MIN_STALL_MS: no shorter stall counts, whatever the peer timeout: a loop is late by tens of
  * milliseconds under load (a 100 ms peer timeout made one "stall" every 60 ms under 32 pipelining
- * clients). A peer timeout of 100 ms or more keeps it within an owner's wait.
+ * clients). It is STALL_SHARE of an owner's wait at MIN_PEER_TIMEOUT_MS; with a shorter peer
+ * timeout a stall the owner's wait does not outlast can go unseen (a warning at start).
  */
 const MIN_STALL_MS = 50;
+const MIN_PEER_TIMEOUT_MS = (2 * MIN_STALL_MS) / STALL_SHARE;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 

@@ -556,7 +556,7 @@ export class CacheServer implements DispatchContext {
         // this connection must be seen by its later reads): a write drops it all.
         if (prefetches !== null && !isRead(req.method)) prefetches.clear();
         if (req.method === METHOD_PEER_PING && req.seqid === INTRO_SEQID) noteMember(conn, req);
-        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined, conn.member === undefined ? undefined : this.memberOf(conn.member));
+        const pending = dispatch(this, req, proto.reply, prefetches ?? undefined, conn.member === undefined ? undefined : this.cluster?.memberOf(conn.member));
         if (pending !== undefined && this.detachable(conn, req.method)) {
           this.detach(conn, pending, req.method, t0);
           t0 = Bun.nanoseconds();
@@ -1029,16 +1029,6 @@ export class CacheServer implements DispatchContext {
     });
     this.stallLoggedAt = now;
     this.stallsLogged = this.counters.stalls;
-  }
-
-  /**
-   * memberOf is the member a connection's intro named, while it is in the member list; else
-   * undefined, as for a connection that named none (HandOuts then counts every member as a
-   * holder, and a write from it waits for every member). A name is only a claim, and a node
-   * listed under another id than its --self would mark the wrong member.
-   */
-  private memberOf(id: string): string | undefined {
-    return this.cluster?.peer(id) === undefined ? undefined : id;
   }
 
   private stallTick(): void {

@@ -65,7 +65,7 @@ export class Connection {
   /**
    * member is the cluster member whose peer client this connection is, as its intro PeerPing's
    * sender said (INTRO_SEQID: a node's peer client pings first on every connection): HandOuts,
-   * dispatch's `member` while it is in the member list (CacheServer.memberOf).
+   * dispatch's `member` while it is in the member list (Cluster.memberOf).
    */
   member: string | undefined = undefined;
   buffered = 0;

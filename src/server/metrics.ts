@@ -194,7 +194,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
       emit({}, cluster.others().filter((p) => p.isDown).length));
     gauge("mybuncache_cluster_peers_lagging", "Peers that let a write's wait for their answer to its invalidation run out, and have not answered in time since: writes do not wait for them.", [], (emit) =>
       emit({}, cluster.laggingMembers.length));
-    counter("mybuncache_cluster_stalls_total", "Times this node's event loop was found stalled (0.4 peer timeouts or more) and its mirrors dropped.", [], (emit) =>
+    counter("mybuncache_cluster_stalls_total", "Times this node's event loop was found stalled (0.4 peer timeouts, 50 ms at least, or more) and its mirrors dropped.", [], (emit) =>
       emit({}, sc.stalls));
     const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
     c("mybuncache_cluster_forwarded_total", "Client calls sent on to the owner of their keys.", () => cc.forwarded);

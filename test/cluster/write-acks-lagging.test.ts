@@ -159,6 +159,24 @@ test("a member that answers slower than a write waits stays lagging: its late an
   expect(m.told.map((t) => t.lagging)).toEqual([[], [m.id]]); // the second write did not wait for it
 }, 15_000);
 
+test("a member slow once, then prompt, is found prompt again with no write to tell it of: the next write waits for it (review: it stayed lagging until then, and that write did not wait)", async () => {
+  const { n, m, keys } = await withMember(2);
+  const [k1, k2] = keys as [string, string];
+  const app = client(n.port);
+  m.delayMs = m.askDelayMs = 700; // one slow spell: the write's invalidation and the first drop ask answered late
+  await app.set("g", k1, "v1");
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  await until(() => m.dropped > 0, 5_000);
+  m.delayMs = m.askDelayMs = 0; // prompt from now on; no write comes
+  await until(() => n.cluster!.laggingMembers.length === 0, 5_000); // the drop asks go on, and one is answered in time
+  m.delayMs = 50;
+  const events: string[] = [];
+  m.onAnswer = (told) => void events.push(`member answered ${told.join(",")}`);
+  await app.set("g", k2, "v2");
+  events.push(`write of ${k2} acknowledged`);
+  expect(events).toEqual([`member answered ${k2}`, `write of ${k2} acknowledged`]);
+}, 15_000);
+
 test("a member marked lagging is asked to drop its mirrors once it answers, and asked again once an ask it left unanswered timed out", async () => {
   const { n, m, keys } = await withMember(2);
   const [k1, k2] = keys as [string, string];

@@ -191,6 +191,35 @@ test("a key a member asked for while it loads counts as handed out from the ask:
   expect(await asked).toBe(`loaded ${k} #1`); // (asked before the write: either answer is right)
 }, 15_000);
 
+test("a peer's Get whose load the look-ahead started counts as handed out from then: a write before its turn waits for that member (review: noted only at its turn)", async () => {
+  const gate = Promise.withResolvers<void>();
+  const calls: string[] = [];
+  const loader: Loader = async (key) => {
+    calls.push(key);
+    if (key.startsWith("gm")) await gate.promise;
+    return `loaded ${key}`;
+  };
+  const { n, slowId, keys } = await withSlowMember(false, { g: loader });
+  const [k] = keys as [string];
+  const [gm0, gm1] = keysOf(n, n.cluster!.self, "gm", 2) as [string, string];
+  const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: slowId, connections: 1 });
+  open.push(s);
+  // One PeerGetMulti waits out of order; the next parks the connection, and the look-ahead starts
+  // the load of the PeerGet behind it.
+  const multis = [s.getMulti("g", [gm0], { peer: true }), s.getMulti("g", [gm1], { peer: true })];
+  const asked = fetched(s, k);
+  try {
+    await waitUntil(() => calls.includes(k), "the look-ahead's load of k");
+    const t = performance.now();
+    await client(n.port).delete("g", k);
+    expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100); // the member's answer was waited for
+  } finally {
+    gate.resolve();
+  }
+  await Promise.all(multis);
+  expect(await asked).toBe(`loaded ${k}`); // (asked before the write: either answer is right)
+}, 15_000);
+
 for (const how of ["names no member", "names a member first, then another in a later PeerPing"] as const) {
   test(`a connection that ${how} counts as its intro's member or none: a key it fetched waits for the member that may hold it (review: a claimed name was trusted)`, async () => {
     const { n, slowId, keys } = await withSlowMember();
