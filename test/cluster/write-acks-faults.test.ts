@@ -8,7 +8,8 @@ import { afterEach, expect, test } from "bun:test";
 import * as net from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
-import { CacheNode } from "../../src/server/cache-node.ts";
+import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
+import type { NodeConfig } from "../../src/server/config.ts";
 import { until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOf, startMembers } from "../support/cluster-members.ts";
@@ -230,25 +231,34 @@ test("a member without one of a started node's groups holds no copies of it: it 
   expect(b.cluster!.counters.invalidationsReceived).toBe(received); // no drop asked of it since
 });
 
-test("a wall clock set forward is no stall: mirrors stay", async () => {
-  let offset = 0;
+/** pair starts two members with group "g" (`config` added; `deps(i)`: node i's), once both confirmed their start. */
+async function pair(config: Partial<NodeConfig>, deps: (i: number) => NodeDeps): Promise<{ nodes: [CacheNode, CacheNode]; ids: string[] }> {
   const ports = freePorts(2);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const [a, b] = ports.map((port, i) => {
-    const n = CacheNode.start(
-      { port, host: "127.0.0.1", peers: ids, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] },
-      { logger: new LogSink().logger, clock: i === 1 ? () => Date.now() + offset : Date.now },
-    );
+  const nodes = ports.map((port, i) => {
+    const n = CacheNode.start({ port, host: "127.0.0.1", peers: ids, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }], ...config }, deps(i));
     open.push(n);
     return n;
   }) as [CacheNode, CacheNode];
-  await until(() => a.cluster!.startConfirmed && b.cluster!.startConfirmed, 3_000);
-  const [viaA, viaB] = [client(a.port), client(b.port)];
-  const keys = keysOf(a, ids[0]!, "k", 20);
+  await until(() => nodes[0].cluster!.startConfirmed && nodes[1].cluster!.startConfirmed, 3_000);
+  return { nodes, ids };
+}
+
+/** mirroredPair is `pair` with 20 keys of the first node's written through it and copied into the second's mirror. */
+async function mirroredPair(config: Partial<NodeConfig>, deps: (i: number) => NodeDeps) {
+  const { nodes, ids } = await pair(config, deps);
+  const [viaA, viaB] = [client(nodes[0].port), client(nodes[1].port)];
+  const keys = keysOf(nodes[0], ids[0]!, "k", 20);
   for (const k of keys) await viaA.set("g", k, "v");
   for (const k of keys) for (let i = 0; i < 2; i++) await viaB.get("g", k);
-  const mirror = b.groups.byName("g")!.mirror!;
+  const mirror = nodes[1].groups.byName("g")!.mirror!;
   expect(mirror.size).toBe(keys.length);
+  return { mirror, keys };
+}
+
+test("a wall clock set forward is no stall: mirrors stay", async () => {
+  let offset = 0;
+  const { mirror, keys } = await mirroredPair({}, (i) => ({ logger: new LogSink().logger, clock: i === 1 ? () => Date.now() + offset : Date.now }));
   offset = 5_000; // an NTP step on B
   await Bun.sleep(250);
   expect(mirror.size).toBe(keys.length);
@@ -256,23 +266,7 @@ test("a wall clock set forward is no stall: mirrors stay", async () => {
 
 test("an expiry interval longer than a stall is no stall: mirrors stay, nothing is logged (review: every expiry tick dropped them)", async () => {
   const sinks = [new LogSink(), new LogSink()];
-  const ports = freePorts(2);
-  const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const [a, b] = ports.map((port, i) => {
-    const n = CacheNode.start(
-      { port, host: "127.0.0.1", peers: ids, logLevel: "warn", expiryIntervalMs: 1_000, groups: [{ name: "g", ttlMs: 0 }] },
-      { logger: sinks[i]!.logger },
-    );
-    open.push(n);
-    return n;
-  }) as [CacheNode, CacheNode];
-  await until(() => a.cluster!.startConfirmed && b.cluster!.startConfirmed, 3_000);
-  const [viaA, viaB] = [client(a.port), client(b.port)];
-  const keys = keysOf(a, ids[0]!, "k", 20);
-  for (const k of keys) await viaA.set("g", k, "v");
-  for (const k of keys) for (let i = 0; i < 2; i++) await viaB.get("g", k);
-  const mirror = b.groups.byName("g")!.mirror!;
-  expect(mirror.size).toBe(keys.length);
+  const { mirror, keys } = await mirroredPair({ logLevel: "warn", expiryIntervalMs: 1_000 }, (i) => ({ logger: sinks[i]!.logger }));
   await Bun.sleep(2_600); // two expiry ticks and more
   expect(mirror.size).toBe(keys.length);
   for (const sink of sinks) expect(sink.lines.filter((l) => l.includes("stalled"))).toEqual([]);
