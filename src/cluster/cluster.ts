@@ -241,10 +241,10 @@ export class Cluster {
    * connection, served in order, would add up their waits past the client's timeout. A lagging
    * member is told of later writes but not waited for, until it answers a call again in less
    * than that wait. Since it may keep copies that writes acknowledged without its answer
-   * replaced, it is asked to drop its mirrors while it lags (askDrops, every ASK_DROPS_MS while it
-   * is not down: the asks are also what finds it prompt again when no write comes), as is a member
-   * whose invalidation failed; it also drops its mirrors itself when its event loop stalled (cache-node.ts), or when it finds
-   * this node up again; and a mirror never outlives its TTL nor the owner's.
+   * replaced, it is asked to drop its mirrors, as is a member whose invalidation failed, and then
+   * probed every ASK_DROPS_MS while it lags (askDrops: what finds it prompt again when no write
+   * comes); it also drops its mirrors itself when its event loop stalled (cache-node.ts), or when
+   * it finds this node up again; and a mirror never outlives its TTL nor the owner's.
    */
   invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
     let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
@@ -302,10 +302,11 @@ export class Cluster {
     this.logger.info("cluster member answers again: writes wait for its invalidations", { member: id });
   }
 
-  /** lag marks member `id` lagging: a write was acknowledged without its answer (askDrops asks it to drop its mirrors). */
+  /** lag marks member `id` lagging: a write was acknowledged without its answer (askDrops asks it to drop its mirrors, then probes it). */
   private lag(id: string): void {
     if (this.lagging.has(id)) return;
     this.lagging.add(id);
+    this.owed.add(id); // its mirror may keep what such a write replaced
     this.logger.warn("cluster member lagging: a write was acknowledged without its answer to the invalidation; writes do not wait for it until it answers in time", { member: id, waitedMs: this.maxWaitMs });
   }
 
@@ -329,32 +330,34 @@ export class Cluster {
    * `groups` (a PeerInvalidate of all), one ask in flight per member, none while it is down:
    * copies of this node's previous run (HandOuts.startHeldBy: confirmed once it answered), and
    * copies of keys whose invalidation it missed (`owed`: a call that failed, as while it was cut
-   * off), and copies a write acknowledged without its answer may have left (`lagging`: asked
-   * until it answers in time). An ask that fails owes again (a member that hangs fails it when
-   * it times out), so the member is asked again once it is not down; one answered in time ends
-   * its lagging. A member without one of the groups holds no copies of it.
+   * off, and one that lagged: writes were acknowledged without its answer). An ask that fails
+   * owes again (a member that hangs fails it when it times out), so the member is asked again
+   * once it is not down. A member without one of the groups holds no copies of it.
+   *
+   * A lagging member asked once is then only probed (an invalidation of no keys, on the same
+   * connection as the writes' invalidations, which it handles in order: another drop would only
+   * empty a mirror they keep right): a probe or ask answered in time ends its lagging, and is
+   * what finds it prompt again when no write comes.
    */
   askDrops(groups: readonly string[]): void {
     for (const [id, client] of this.peers) {
-      if (!(this.handOuts.startHeldBy(id) || this.owed.has(id) || this.lagging.has(id)) || this.asking.has(id) || client.isDown) continue;
+      const drop = this.handOuts.startHeldBy(id) || this.owed.has(id);
+      if (!(drop || this.lagging.has(id)) || this.asking.has(id) || client.isDown) continue;
       this.asking.add(id);
       this.owed.delete(id); // (an invalidation that fails from now on owes again)
-      this.counters.invalidationsSent += groups.length;
       const sentAt = performance.now();
-      const ask = (g: string): Promise<unknown> => client.invalidate(g, [], true).catch((e: unknown) => {
+      const ask = (g: string): Promise<unknown> => client.invalidate(g, [], drop).catch((e: unknown) => {
         if (!noSuchGroup(e)) throw e;
       });
-      void Promise.all(groups.map(ask)).then(
-        () => {
-          this.asking.delete(id);
-          this.answered(id, sentAt);
-          if (this.peers.has(id)) this.handOuts.confirm(id); // (not a member removed meanwhile)
-        },
-        () => {
-          this.asking.delete(id);
-          this.owe(id);
-        },
-      );
+      const asks = drop ? groups.map(ask) : [ask(groups[0]!)];
+      this.counters.invalidationsSent += asks.length;
+      // All settled before the next: one in flight per member, whatever each group's ask came to.
+      void Promise.allSettled(asks).then((outcomes) => {
+        this.asking.delete(id);
+        if (outcomes.some((o) => o.status === "rejected")) return this.owe(id);
+        this.answered(id, sentAt);
+        if (drop && this.peers.has(id)) this.handOuts.confirm(id); // (not a member removed meanwhile)
+      });
     }
   }
 

@@ -26,7 +26,7 @@ afterEach(async () => {
  * says: "answer" (after `delayMs`; an invalidation of all, a drop ask, after `askDelayMs`), "hold" (kept in `held` until `release`) or "ignore" (never).
  * `told` lists the invalidations of keys it received, each with the members the owner counted
  * lagging when it did; `asked` counts the invalidations of all it received (drop asks),
- * `dropped` those it answered.
+ * `dropped` those it answered; `probed`, the invalidations of no key (probes of a lagging member).
  */
 interface Member {
   id: string;
@@ -36,6 +36,7 @@ interface Member {
   told: { keys: string[]; lagging: readonly string[] }[];
   asked: number;
   dropped: number;
+  probed: number;
   /** onAnswer hears each invalidation of keys as it is answered. */
   onAnswer: (keys: string[]) => void;
   release(): void;
@@ -60,7 +61,7 @@ async function withMember(count: number): Promise<{ n: CacheNode; m: Member; key
   const answer = (c: StubCall): void => {
     stub.write(c.conn, serve(c, stub));
     if (c.all) m.dropped++;
-    else m.onAnswer(c.keys);
+    else if (c.keys.length > 0) m.onAnswer(c.keys);
   };
   const m: Member = {
     id: ids[1]!,
@@ -70,12 +71,14 @@ async function withMember(count: number): Promise<{ n: CacheNode; m: Member; key
     told: [],
     asked: 0,
     dropped: 0,
+    probed: 0,
     onAnswer: () => {},
     release: () => held.splice(0).forEach(answer),
   };
   stub.handler = (c, st) => {
     if (c.method !== METHOD_PEER_INVALIDATE) return serve(c, st);
     if (c.all) m.asked++;
+    else if (c.keys.length === 0) m.probed++;
     else m.told.push({ keys: c.keys, lagging: n.cluster!.laggingMembers });
     if (m.invalidations === "hold") held.push(c);
     else if (m.invalidations === "answer") setTimeout(() => answer(c), c.all ? m.askDelayMs : m.delayMs);
@@ -157,6 +160,17 @@ test("a member that answers slower than a write waits stays lagging: its late an
   await app.set("g", k2, "v2");
   await until(() => m.told.length === 2); // (told after the write was acknowledged)
   expect(m.told.map((t) => t.lagging)).toEqual([[], [m.id]]); // the second write did not wait for it
+}, 15_000);
+
+test("a member that stays slow is asked to drop its mirrors once, then only probed (review: its whole mirror was dropped every second while it lagged)", async () => {
+  const { n, m, keys } = await withMember(1);
+  const app = client(n.port);
+  m.delayMs = m.askDelayMs = 700;
+  await app.set("g", keys[0]!, "v1");
+  expect(n.cluster!.laggingMembers).toEqual([m.id]);
+  await until(() => m.probed >= 2, 5_000); // probed twice after its drop ask was answered
+  expect([m.asked, m.dropped]).toEqual([1, 1]);
+  expect(n.cluster!.laggingMembers).toEqual([m.id]); // the probes' answers came late too
 }, 15_000);
 
 test("a member slow once, then prompt, is found prompt again with no write to tell it of: the next write waits for it (review: it stayed lagging until then, and that write did not wait)", async () => {
