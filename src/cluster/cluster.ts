@@ -37,6 +37,21 @@ export interface PeerClient {
   close(): Promise<void>;
 }
 
+/**
+ * writeWaitMs is how long a write waits at most for a member's answer to its invalidation: half
+ * the peer timeout, so that a write forwarded here is answered before the forwarder's call times
+ * out.
+ */
+export function writeWaitMs(peerTimeoutMs: number): number {
+  return peerTimeoutMs / 2;
+}
+
+/** GroupName names a group as a string (for calls) and as bytes (for HandOuts). */
+export interface GroupName {
+  readonly name: string;
+  readonly nameBytes: Uint8Array;
+}
+
 /** ASK_DROPS_MS: how often members that may hold copies nobody vouches for are asked to drop them (askDrops). */
 const ASK_DROPS_MS = 500;
 
@@ -89,8 +104,7 @@ export class Cluster {
   /** handOuts: which members may hold copies of a key this node owns (a write of it then waits for their invalidations). */
   readonly handOuts: HandOuts;
   /**
-   * maxWaitMs bounds a write's wait for the members' answers to its invalidation: half the peer
-   * timeout, so that a write forwarded here is answered before the forwarder's call times out.
+   * maxWaitMs bounds a write's wait for the members' answers to its invalidation (writeWaitMs).
    * A member whose answer it waited for that long in vain is `lagging` (see invalidate).
    */
   private readonly maxWaitMs: number;
@@ -121,7 +135,7 @@ export class Cluster {
     this.connect = opts.connect;
     this.logger = opts.logger;
     this.handOuts = new HandOuts(opts.mirrorTtlMs ?? 10_000);
-    this.maxWaitMs = (opts.peerTimeoutMs ?? 1_000) / 2;
+    this.maxWaitMs = writeWaitMs(opts.peerTimeoutMs ?? 1_000);
   }
 
   /** members is the current member list (this node included), sorted. */
@@ -228,9 +242,9 @@ export class Cluster {
   }
 
   /**
-   * invalidate tells every other member to drop its mirrored copy of `keys` of `group` (or all
-   * of the group's mirror). It returns what a write must wait for before it is acknowledged: the
-   * answers of the members `holders` marks (HandOuts) other than `origin`, the member that
+   * invalidate tells every other member to drop its mirrored copy of `keys` of `group`. It
+   * returns what a write must wait for before it is acknowledged: the answers of the members
+   * that may hold a copy of one of the keys (HandOuts) other than `origin`, the member that
    * forwarded the write (it drops its own copy), and other than the lagging ones; settling (never
    * rejecting) once each answered or its call failed (counted in peerErrors), or after
    * `maxWaitMs`; undefined when there are none.
@@ -246,12 +260,14 @@ export class Cluster {
    * comes); it also drops its mirrors itself when its event loop stalled (cache-node.ts), or when
    * it finds this node up again; and a mirror never outlives its TTL nor the owner's.
    */
-  invalidate(group: string, keys: readonly Uint8Array[], all: boolean, holders = 0, origin?: string): Promise<void> | undefined {
+  invalidate(group: GroupName, keys: readonly Uint8Array[], origin?: string): Promise<void> | undefined {
+    let holders = 0;
+    for (const k of keys) holders |= this.handOuts.holders(group.nameBytes, k, 0, k.length);
     let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
     const sentAt = performance.now();
     for (const [id, client] of this.peers) {
       this.counters.invalidationsSent++;
-      const told = client.invalidate(group, keys, all).then(() => this.answered(id, sentAt), (e: unknown) => {
+      const told = client.invalidate(group.name, keys, false).then(() => this.answered(id, sentAt), (e: unknown) => {
         this.counters.peerErrors++;
         if (noSuchGroup(e)) this.answered(id, sentAt); // it holds no copies of the group, and it answers
         else this.owe(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)

@@ -1,7 +1,8 @@
 /**
  * HandOuts remembers, for the keys this node owns, until when another member may hold a copy of
  * them, and which members: a member's mirror is filled from the answers of the PeerGets and
- * PeerGetMulti it sends the owner, and each answer with a value is noted here (`note`).
+ * PeerGetMulti it sends the owner, and each answer with a value is noted here (`note`), or the
+ * call itself when it waits for a load (dispatch's handedOut, the look-ahead).
  *
  * Why: a write of a key tells every other member to drop its copy (PeerInvalidate). Acknowledged
  * before those calls are answered, the write could be followed by the client's read of the key
@@ -42,8 +43,8 @@
  * out; once it can be reached it is asked to drop its mirrors (Cluster.askDrops, `owed`), and it
  * drops them itself when it finds this node up again (cache-node.ts). A member whose answer a
  * write waited for that long in vain is lagging: later writes do not wait for it until it answers
- * again within that time (a member that hangs would cost every write that long), and it is asked to drop its
- * mirrors as one whose invalidation failed is.
+ * again within that time (a member that hangs would cost every write that long); it is asked to
+ * drop its mirrors as one whose invalidation failed is, then probed until it answers in time.
  */
 import { hashBytes } from "../store/hash.ts";
 

@@ -11,7 +11,7 @@
  */
 import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
-import { Cluster, type PeerClient } from "../cluster/cluster.ts";
+import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
 import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
 import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
@@ -227,9 +227,15 @@ export class CacheNode {
     const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections * 2;
     config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger, peerFds);
     const clustered = isClustered(config);
-    if (clustered && config.peerTimeoutMs < MIN_PEER_TIMEOUT_MS) {
+    // An owner acknowledges a write without a member's answer to its invalidation after
+    // writeWaitMs (Cluster.invalidate): a member stopped that long may find it unread behind a
+    // client's read of the key. A stall shorter than that wait (STALL_SHARE of it) drops its
+    // mirrors, so a member that was stopped serves no copy older than such a write. (One that
+    // runs but answers late, a slow link, is not stopped: its owner counts it lagging.)
+    const stallMs = writeWaitMs(config.peerTimeoutMs) * STALL_SHARE;
+    if (clustered && stallMs < MIN_STALL_MS) {
       logger.warn("--peer-timeout is too short for a member's stall to be seen before an owner stops waiting for it: a member stopped briefly may serve a value older than an acknowledged write", {
-        peerTimeoutMs: config.peerTimeoutMs, atLeastMs: MIN_PEER_TIMEOUT_MS,
+        peerTimeoutMs: config.peerTimeoutMs, atLeastMs: (2 * MIN_STALL_MS) / STALL_SHARE,
       });
     }
     const groups = deps.groups ?? buildGroups(config, deps);
@@ -247,12 +253,7 @@ export class CacheNode {
       limits,
       expiryIntervalMs: config.expiryIntervalMs,
       expiryBudget: config.expiryBudget,
-      // An owner acknowledges a write without a member's answer to its invalidation after half a
-      // peer timeout (Cluster.invalidate): a member stopped that long may find it unread behind a
-      // client's read of the key. A stall shorter than that wait (STALL_SHARE of it) drops its
-      // mirrors, so a member that was stopped serves no copy older than such a write. (One that
-      // runs but answers late, a slow link, is not stopped: its owner counts it lagging.)
-      stallMs: clustered ? Math.max(MIN_STALL_MS, (config.peerTimeoutMs / 2) * STALL_SHARE) : undefined,
+      stallMs: clustered ? Math.max(MIN_STALL_MS, stallMs) : undefined,
       drainTimeoutMs: drainTimeoutMs(config),
       clock,
       logger,
@@ -419,11 +420,10 @@ const STALL_SHARE = 0.8;
 /**
  * MIN_STALL_MS: no shorter stall counts, whatever the peer timeout: a loop is late by tens of
  * milliseconds under load (a 100 ms peer timeout made one "stall" every 60 ms under 32 pipelining
- * clients). It is STALL_SHARE of an owner's wait at MIN_PEER_TIMEOUT_MS; with a shorter peer
- * timeout a stall the owner's wait does not outlast can go unseen (a warning at start).
+ * clients). It is STALL_SHARE of an owner's wait with a 125 ms peer timeout; with a shorter
+ * one a stall the owner's wait does not outlast can go unseen (a warning at start).
  */
 const MIN_STALL_MS = 50;
-const MIN_PEER_TIMEOUT_MS = (2 * MIN_STALL_MS) / STALL_SHARE;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
 

@@ -372,7 +372,7 @@ export class CacheServer implements DispatchContext {
 
   private onData(conn: Connection, chunk: Uint8Array): void {
     conn.lastActive = this.clock();
-    if (this.stallMs < Infinity && performance.now() - this.tickedAt > this.stallMs) this.stalled(); // (a clustered node's)
+    if (this.stallMs < Infinity) this.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
@@ -1015,8 +1015,7 @@ export class CacheServer implements DispatchContext {
    * marked the node down and stopped telling it of its writes: every copy in its mirrors may be
    * older than a write acknowledged since, so they all go before anything is served from them.
    */
-  private stalled(): void {
-    const now = performance.now();
+  private stalled(now: number): void {
     const ms = now - this.tickedAt;
     this.tickedAt = now;
     const cluster = this.cluster;
@@ -1031,9 +1030,14 @@ export class CacheServer implements DispatchContext {
     this.stallsLogged = this.counters.stalls;
   }
 
+  /** checkStall runs `stalled` if the loop has not ticked for longer than `stallMs` at `now`. */
+  private checkStall(now: number): void {
+    if (now - this.tickedAt > this.stallMs) this.stalled(now);
+  }
+
   private stallTick(): void {
     const at = performance.now();
-    if (at - this.tickedAt > this.stallMs) this.stalled();
+    this.checkStall(at);
     this.tickedAt = at;
   }
 

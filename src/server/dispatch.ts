@@ -8,7 +8,8 @@
  * variants (PeerGet, PeerSet, ...) are always served here, never forwarded. As the owner of a key,
  * a node that stores or deletes it tells the other members to drop their mirrored copies, and
  * acknowledges the write once they have answered when one of them may hold a copy (HandOuts:
- * the keys of peers' Gets it answered with values are noted as handed out).
+ * the keys of peers' Gets it answered with values, or that wait for loads, are noted as handed
+ * out).
  *
  * The Get hit path allocates nothing: the group is found by its name bytes, the store probes by
  * key bytes, and the value is copied from the slab straight into the connection's output buffer.
@@ -150,16 +151,13 @@ function forgetCopies(
 ): Promise<void> | undefined {
   const tell = cluster.members.length > 1;
   const keys: Uint8Array[] = [];
-  let holders = 0;
   for (let i = 0; i < count; i++) {
     const start = ranges[i * stride]!;
     const length = ranges[i * stride + 1]!;
     group.mirror?.delete(buf, start, length);
-    if (!tell) continue;
-    keys.push(buf.slice(start, start + length));
-    holders |= cluster.handOuts.holders(group.nameBytes, buf, start, length);
+    if (tell) keys.push(buf.slice(start, start + length));
   }
-  return tell ? cluster.invalidate(group.name, keys, false, holders, origin) : undefined;
+  return tell ? cluster.invalidate(group, keys, origin) : undefined;
 }
 
 /**
@@ -173,8 +171,8 @@ function forgetCopies(
 function handedOut(
   cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, member: string | undefined, answered: Promise<void> | void,
 ): Promise<void> | void {
-  if (answered instanceof Promise) noteHandOut(cluster, group, req, member);
-  else if (reply.errorCode === 0) noteHandOut(cluster, group, req, member); // an error (NOT_FOUND among them) gives no copy
+  // (An answer made at once with an error, NOT_FOUND among them, gives no copy.)
+  if (answered instanceof Promise || reply.errorCode === 0) noteHandOut(cluster, group, req, member);
   return answered;
 }
 

@@ -437,9 +437,7 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
             refused ??= e;
           }
         }
-        let holders = 0;
-        for (const [k] of entries) holders |= cluster.handOuts.holders(group.nameBytes, k, 0, k.length);
-        await cluster.invalidate(group.name, entries.map(([k]) => k), false, holders);
+        await cluster.invalidate(group, entries.map(([k]) => k));
         if (refused !== undefined) throw refused;
       }));
       continue;
