@@ -75,7 +75,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   const method = req.method;
   if (method === METHOD_UNKNOWN) {
-    const name = new TextDecoder().decode(req.buffer.subarray(req.nameStart, req.nameStart + req.nameLength));
+    const name = quotedName(req.buffer, req.nameStart, req.nameLength);
     return reply.writeApplicationException(req, APP_ERROR.UNKNOWN_METHOD, `Invalid method name: '${name}'`);
   }
   if (method === METHOD_PEER_PING) return reply.writePing(req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0));
@@ -406,6 +406,22 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
 }
 
 function unknownGroup(reply: ReplyWriter, req: Request): void {
-  const name = new TextDecoder().decode(req.buffer.subarray(req.groupStart, req.groupStart + req.groupLength));
+  const name = quotedName(req.buffer, req.groupStart, req.groupLength);
   replyCacheError(reply, req, ERROR_CODE.UNKNOWN_GROUP, `unknown group '${name}'`);
+}
+
+/** QUOTED_NAME_BYTES bounds how much of a client's name an error message repeats. */
+export const QUOTED_NAME_BYTES = 128;
+const NAME_TEXT = new TextDecoder();
+
+/**
+ * quotedName is the text of the name `buf[start, start+length)` for an error message: its first
+ * QUOTED_NAME_BYTES bytes, then "…" when there were more. Repeated whole, a name of megabytes
+ * (each invalid UTF-8 byte becoming a 3-byte U+FFFD) made a reply several times the request's
+ * size, and past the frame limit a client can read.
+ */
+export function quotedName(buf: Uint8Array, start: number, length: number): string {
+  const shown = length > QUOTED_NAME_BYTES ? QUOTED_NAME_BYTES : length;
+  const text = NAME_TEXT.decode(buf.subarray(start, start + shown));
+  return shown < length ? `${text}…` : text;
 }

@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, appException, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
+import { LogSink, RawSocket, appException, cacheErrorCode, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
 
 function frameLength(n: number): Uint8Array {
   return new Bytes().i32(n).bytes();
@@ -112,6 +112,33 @@ describe("hostile input", () => {
     expect(node.server.counters.bufferedBytes).toBeLessThanOrEqual(1024 * 1024 + 2 * reply + calls.length);
     expect(node.server.counters.requests - 2).toBeLessThan(400); // not counting the setter's Set and the round trip
     hog.close();
+  });
+
+  test("an error reply repeats at most 128 bytes of a client's name (a group or method name of 100 KB)", async () => {
+    await using node = startNode();
+    const raw = await RawSocket.connect(node.port);
+    // An unknown group of 100,000 bytes that are not UTF-8 (each would be a 3-byte U+FFFD).
+    const group100k = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(new Uint8Array(100_000).fill(0xff))
+      .field(T.STRING, 2).str("k").stop().stop().bytes();
+    raw.write(framed(message(MSG.CALL, "Get", 1, group100k)));
+    // An unknown method of 100,000 bytes: its reply repeats the name once, as Thrift's reply header must.
+    const method = "é".repeat(50_000);
+    raw.write(framed(message(MSG.CALL, method, 2, new Bytes().stop().bytes())));
+    raw.write(getCall(3, "k"));
+    await raw.waitFor(() => raw.frames().length === 3, "3 replies");
+    const [group, unknown, after] = raw.frames();
+    // (Lengths first: a failure then prints two numbers, not 300 KB of text.)
+    expect([group!.length < 600, unknown!.length < 100_000 + 400]).toEqual([true, true]);
+    expect(cacheErrorCode(group!)).toBe(2); // UNKNOWN_GROUP
+    const groupText = new TextDecoder().decode(group!);
+    expect(groupText).toContain("unknown group '");
+    expect(groupText).toContain("…'");
+    expect(replyHeader(unknown!).name === method).toBe(true);
+    const e = appException(unknown!);
+    expect(e.type).toBe(1); // UNKNOWN_METHOD, the connection kept
+    expect(e.message).toBe(`Invalid method name: '${"é".repeat(64)}…'`);
+    expect(cacheErrorCode(after!)).toBe(1); // NOT_FOUND: the connection still serves
+    raw.close();
   });
 
   test("2,000 idle connections do not stop a fresh client", async () => {
