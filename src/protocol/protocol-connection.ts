@@ -26,6 +26,27 @@ import { ReplyWriter } from "./reply-writer.ts";
 import { Request } from "./request.ts";
 import { RequestDecoder } from "./request-decoder.ts";
 
+/**
+ * WAITING_ENTRY_BYTES: what serving a multi-key request that waits for its loads builds for each
+ * of its entries besides the request's own arrays (the lists of hits and misses, the loaded values'
+ * slots, the duplicate-key map, closures queued for the load window: server/dispatch.ts and
+ * multi-loads.ts); measured at 22–60 bytes a key for GetMultis of 1M short keys.
+ */
+export const WAITING_ENTRY_BYTES = 64;
+
+/**
+ * requestHolds is what a request that waits for its loads holds besides the values it loads: its
+ * message (`messageBytes`, which stays in memory as long as the request reads from it), its
+ * entries' and header's arrays (a header's info entries take up to 8 bytes for each byte of
+ * message), and WAITING_ENTRY_BYTES for each entry. The server counts it toward --max-buffered
+ * until the reply is written.
+ */
+export function requestHolds(request: Request, messageBytes: number): number {
+  const header = request.header;
+  return messageBytes + request.items.byteLength + header.strings.byteLength + header.ints.byteLength +
+    request.itemCount * WAITING_ENTRY_BYTES;
+}
+
 export class ProtocolConnection {
   readonly reader: FrameReader;
   readonly decoder: RequestDecoder;
@@ -76,8 +97,7 @@ export class ProtocolConnection {
    * be written later, out of request order (server/cache-server.ts): the request is decoded again
    * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
    * now writes to `out`. The connection goes on with a new request and a new writer over its output.
-   * `bytes` is what the request holds (the copy, its arrays: a header's info entries take up to
-   * 8 bytes for each byte of message). Allocates (a copy, a Request with its arrays, a
+   * `bytes` is what the request holds (`requestHolds`: the copy, its arrays). Allocates (a copy, a Request with its arrays, a
    * ReplyWriter): it is for replies that wait for a load.
    */
   detach(out: BinaryWriter): { request: Request; reply: ReplyWriter; bytes: number } {
@@ -92,8 +112,6 @@ export class ProtocolConnection {
     this.reply = next;
     this.request = new Request();
     this.request.holder = request.holder;
-    const header = request.header;
-    const bytes = copy.length + request.items.byteLength + header.strings.byteLength + header.ints.byteLength;
-    return { request, reply, bytes };
+    return { request, reply, bytes: requestHolds(request, copy.length) };
   }
 }

@@ -58,6 +58,7 @@ import {
   METHOD_PEER_SET, METHOD_PEER_SET_MULTI, METHOD_SET, METHOD_UNKNOWN,
 } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
+import { requestHolds } from "../protocol/protocol-connection.ts";
 import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
@@ -892,9 +893,16 @@ export class CacheServer implements DispatchContext {
       });
   }
 
-  /** park holds the connection until `pending` has written its reply, then serves on in order. */
+  /**
+   * park holds the connection until `pending` has written its reply, then serves on in order.
+   * What the request holds meanwhile (its message, its arrays: `requestHolds`) counts toward
+   * --max-buffered until then, with what its loads add (`held`); uncounted, a few connections
+   * each waiting on a 15 MB Get or a GetMulti of a million keys held hundreds of MB past the cap.
+   */
   private park(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     conn.waiting = true;
+    const reader = conn.proto.reader;
+    conn.proto.request.hold(requestHolds(conn.proto.request, reader.end - reader.start)); // (released below: `release`)
     pending
       .catch((e: unknown) => this.fault(conn, e))
       .finally(() => {

@@ -5,8 +5,9 @@
 import { describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { T, concat } from "../protocol/wire-builder.ts";
-import { LogSink, RawSocket, getCall, replyHeader, roundTrip, setCall } from "./support.ts";
+import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
+import { WAITING_ENTRY_BYTES } from "../../src/protocol/protocol-connection.ts";
+import { LogSink, RawSocket, getCall, getMultiCall, replyHeader, roundTrip, setCall } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 import { waitUntil } from "../support/gates.ts";
 
@@ -101,6 +102,58 @@ describe("a connection waiting for a load", () => {
     await waitUntil(() => node.server.counters.bufferedBytes === 0, "the closed connection's bytes to be counted out");
     expect(await roundTrip(node.port)).toBe("ok");
   });
+
+  test("what a waiting request holds counts toward --max-buffered: 1 MB Gets waiting for loads are closed past a 3.5 MB cap", async () => {
+    const cap = 3.5 * 1024 * 1024;
+    const { node, open } = gatedNode(cap);
+    await using _ = node;
+    // Each Get carries a 1 MB field the decoder skips (a newer client's), so its frame is 1 MB.
+    const bigGet = (key: string) => framed(message(MSG.CALL, "Get", 1, new Bytes()
+      .field(T.STRUCT, 1).field(T.STRING, 1).str("slow").field(T.STRING, 2).str(key).field(T.STRING, 99).str(new Uint8Array(1 << 20))
+      .stop().stop().bytes()));
+    const clients: RawSocket[] = [];
+    for (let i = 0; i < 5; i++) {
+      // One after another: each Get is read whole and waits for its load before the next is sent.
+      const c = await RawSocket.connect(node.port);
+      clients.push(c);
+      const get = bigGet(`k${i}`);
+      const inBefore = node.server.counters.bytesIn;
+      c.write(get);
+      await waitUntil(() => node.server.counters.bytesIn >= inBefore + get.length, `Get ${i} to be read`);
+    }
+    // Three wait within the cap (3 MB and their arrays); the 4th and 5th each pushed the total past
+    // it, and the cap closed the largest holder each time.
+    await waitUntil(() => node.server.counters.bufferCapClosed === 2, "the cap to close two connections");
+    expect(node.server.counters.bufferedBytes).toBeGreaterThan(3 * (1 << 20));
+    expect(node.server.counters.bufferedBytes).toBeLessThanOrEqual(cap);
+    const closed = clients.map(() => false);
+    clients.forEach((c, i) => void c.closed.then(() => (closed[i] = true)));
+    open();
+    // The two closed by the cap end once their replies are written; the other three are answered.
+    await waitUntil(() => closed.filter((x) => x).length === 2 && clients.every((c, i) => closed[i] || c.frames().length === 1), "two ends and three replies");
+    for (const [i, c] of clients.entries()) {
+      if (closed[i]) continue;
+      expect(text(valueOf(c, 0))).toBe(`loaded k${i}`);
+      c.close();
+    }
+    await waitUntil(() => node.server.counters.bufferedBytes === 0, "what they held to be counted out");
+    expect(await roundTrip(node.port)).toBe("ok");
+  });
+
+  test("a GetMulti of 20,000 keys waiting for its loads counts its keys' bookkeeping until its reply is written", async () => {
+    const { node, open } = gatedNode();
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    const keys = Array.from({ length: 20_000 }, (_, i) => new TextEncoder().encode(`m${i}`));
+    raw.write(getMultiCall(1, "slow", keys));
+    await waitUntil(() => node.server.counters.bufferedBytes > 0, "the GetMulti to wait");
+    // Its message, its entries (16 B each) and WAITING_ENTRY_BYTES per key.
+    expect(node.server.counters.bufferedBytes).toBeGreaterThanOrEqual(20_000 * (16 + WAITING_ENTRY_BYTES));
+    open();
+    await raw.waitFor(() => raw.frames().length === 1, "the GetMulti's reply", 30_000);
+    await waitUntil(() => node.server.counters.bufferedBytes === 0, "the request's bytes to be counted out");
+    raw.close();
+  }, 60_000);
 
   test("a client dripping tiny segments while its connection waits is paused after a few of them", async () => {
     const { node, open, raw } = await waitingConnection();
