@@ -74,6 +74,29 @@ for (const transport of ["framed", "buffered"] as const) {
   });
 }
 
+describe("SetMulti with an entry it refuses", () => {
+  test("past the protocol's limits nothing is stored; a refusal of the store leaves the other entries stored", async () => {
+    await using node = startNode({ maxItemSize: 64 * 1024 });
+    const { client, close } = await apacheClient(node.port);
+    const setMulti = (values: Record<string, Buffer>) =>
+      client.SetMulti(new types.SetMultiRequest({ group: "default", values, ttl: 0 })).then(() => 0, (e: { code: number }) => e.code);
+    const has = (key: string) => client.Get(new types.Request({ group: "default", key })).then(() => true, () => false);
+    try {
+      // A value over --max-item-size, a key over 250 bytes, a negative TTL: the call is refused whole.
+      expect(await setMulti({ a1: Buffer.from("1"), big: Buffer.alloc(64 * 1024 + 1) })).toBe(4); // VALUE_TOO_LARGE
+      expect(await setMulti({ a2: Buffer.from("1"), ["x".repeat(251)]: Buffer.from("1") })).toBe(3); // INVALID_ARGUMENT
+      expect(await client.SetMulti(new types.SetMultiRequest({ group: "default", values: { a3: Buffer.from("1") }, ttl: -1 })).then(() => 0, (e: { code: number }) => e.code)).toBe(3);
+      expect(await Promise.all(["a1", "a2", "a3"].map(has))).toEqual([false, false, false]);
+      // A value within --max-item-size that does not fit the largest item with its key: the
+      // store refuses that entry, and stores the others.
+      expect(await setMulti({ b1: Buffer.from("1"), fits: Buffer.alloc(64 * 1024) })).toBe(4);
+      expect(await Promise.all(["b1", "fits"].map(has))).toEqual([true, false]);
+    } finally {
+      close();
+    }
+  });
+});
+
 describe("TTL over the wire (injected clock)", () => {
   test("ttl seconds, ttlMs override, group default TTL, remaining TTL in Get", async () => {
     let now = 1_000_000;
