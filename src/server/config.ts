@@ -231,13 +231,15 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);
         break;
       case "--load-timeout":
-        c.loadTimeoutMs = Math.max(1, parseTimer(flag, value()));
+        c.loadTimeoutMs = parseLoadTimeout(flag, value());
         break;
       case "--self":
         c.self = parseMember(flag, value());
         break;
       case "--peers":
         c.peers = value().split(",").filter((p) => p.trim() !== "").map((p) => parseMember(flag, p.trim()));
+        // (`--peers=` from an unset variable would make a clustered node of no members, quietly taking a mirror share)
+        if (c.peers.length === 0) throw new ConfigError(`${flag} needs at least one member (host:port, comma-separated)`);
         break;
       case "--peers-file":
         c.peersFile = value();
@@ -309,6 +311,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--snapshot":
         c.snapshot = value();
+        // (`--snapshot=` from an unset variable: the node ran, then failed its only write at shutdown)
+        if (c.snapshot.trim() === "") throw new ConfigError(`${flag} needs a file path`);
         break;
       case "--snapshot-interval": {
         const text = value();
@@ -354,6 +358,11 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
       `--max-frame-size ${c.maxFrameSize} cannot carry a Set of the largest item: it must be at least ` +
         `--max-item-size + --max-key-size + ${FRAME_OVERHEAD_BYTES} = ${frameNeeds}`,
     );
+  }
+  // Likewise a frame the node accepts must fit what its connections may hold: past the cap, a
+  // client's legal Set could only be answered by closing its connection.
+  if (c.maxBufferedBytes < c.maxFrameSize) {
+    throw new ConfigError(`--max-buffered ${c.maxBufferedBytes} is less than one frame the node accepts: it must be at least --max-frame-size (${c.maxFrameSize})`);
   }
   const names = new Set<string>();
   for (const g of c.groups) {
@@ -408,7 +417,7 @@ function parseGroupOption(g: GroupSpec, option: string): void {
       g.negativeTtlMs = parseDuration(`--group ${g.name} negttl`, value);
       return;
     case "timeout":
-      g.loadTimeoutMs = Math.max(1, parseTimer(`--group ${g.name} timeout`, value));
+      g.loadTimeoutMs = parseLoadTimeout(`--group ${g.name} timeout`, value);
       return;
     case "multi":
       g.multiLoadWindow = parseInteger(`--group ${g.name} multi`, value, 1, 4096);
@@ -467,6 +476,17 @@ function machineMemoryBytes(): number {
 function parseTimer(flag: string, text: string): number {
   const ms = parseDuration(flag, text);
   if (ms > MAX_TIMER_MS) throw new ConfigError(`${flag} must be at most ${MAX_TIMER_MS} ms (about 24 days), got '${text}'`);
+  return ms;
+}
+
+/**
+ * parseLoadTimeout reads a load timeout: at least 1 ms. 0 is refused, not taken as "off" as by
+ * other timers (a load without a deadline could hold its callers for good), nor as 1 ms (it was,
+ * and every load failed).
+ */
+function parseLoadTimeout(flag: string, text: string): number {
+  const ms = parseTimer(flag, text);
+  if (!(ms >= 1)) throw new ConfigError(`${flag} must be at least 1ms (a load needs a deadline), got '${text}'`);
   return ms;
 }
 

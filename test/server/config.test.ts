@@ -290,6 +290,15 @@ describe("errors name the flag and what it expected", () => {
     [["--snapshot-interval", "0.4ms"], ["--snapshot-interval", "at least 1s"]],
     [["--self", "x:0"], ["--self", "port of 1..65535", "x:0"]],
     [["--peers", "127.0.0.1:8001,h:0"], ["--peers", "port of 1..65535", "h:0"]],
+    // Values that look like "off" or "unset" (review: each was taken as something else, silently).
+    [["--snapshot="], ["--snapshot needs a file path"]],
+    [["--snapshot", " "], ["--snapshot needs a file path"]],
+    [["--peers="], ["--peers needs at least one member"]],
+    [["--peers", ","], ["--peers needs at least one member"]],
+    [["--load-timeout", "0"], ["--load-timeout must be at least 1ms", "'0'"]],
+    [["--load-timeout", "0.4ms"], ["--load-timeout must be at least 1ms"]],
+    [["--group", "a:::timeout=0"], ["--group a timeout must be at least 1ms"]],
+    [["--max-buffered", "64k"], ["--max-buffered 65536", "at least --max-frame-size (16384000)"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
     const message = refusal(argv);
