@@ -6,7 +6,8 @@ import { afterEach, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
-import { spawnNode, type NodeProcess } from "../support/node-process.ts";
+import { freePorts, spawnNode, type NodeProcess } from "../support/node-process.ts";
+import { connect, type Socket } from "node:net";
 
 function start(args: string[]): Promise<NodeProcess> {
   return spawnNode(["--port", "0", ...args]);
@@ -115,6 +116,43 @@ test("graceful shutdown under load loses no acknowledged write", async () => {
       await second.proc.exited;
     }
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 60_000);
+
+test("the final snapshot is written though idle admin connections held the last file descriptors (the admin port closes first)", async () => {
+  const dir = await mkdtemp("/tmp/mybuncache-snap-");
+  const snap = join(dir, "cache.snap");
+  const [adminPort] = freePorts(1);
+  const sockets: Socket[] = [];
+  try {
+    const first = await spawnNode(["--port", "0", "--admin-port", String(adminPort), "--snapshot", snap], {}, 256);
+    cleanup.push(first);
+    const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
+    await c1.set("default", "kept", "through the shutdown");
+    await c1.close();
+    // More idle admin connections than the node has descriptors left: it accepts until none remain.
+    await Promise.all(Array.from({ length: 600 }, () => new Promise<void>((resolve) => {
+      const s = connect(adminPort!, "127.0.0.1", () => resolve());
+      s.on("error", () => resolve());
+      sockets.push(s);
+    })));
+    await Bun.sleep(1000);
+    first.proc.kill("SIGTERM");
+    // Before: "snapshot write failed … EMFILE", the previous snapshot moved aside, exit 1.
+    expect(await first.proc.exited).toBe(0);
+    expect(first.log()).toContain("snapshot written");
+    for (const s of sockets) s.destroy();
+
+    const second = await start(["--snapshot", snap]);
+    cleanup.push(second);
+    const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
+    expect(new TextDecoder().decode((await c2.get("default", "kept")).value!)).toBe("through the shutdown");
+    await c2.close();
+    second.proc.kill("SIGTERM");
+    expect(await second.proc.exited).toBe(0);
+  } finally {
+    for (const s of sockets) s.destroy();
     await rm(dir, { recursive: true, force: true });
   }
 }, 60_000);

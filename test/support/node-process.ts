@@ -37,9 +37,15 @@ export interface NodeProcess {
   log(): string;
 }
 
-/** spawnNode starts `bun run node.ts ARGS` and resolves once it prints its ready line. */
-export async function spawnNode(args: string[], env: Record<string, string> = {}): Promise<NodeProcess> {
-  const proc = Bun.spawn(["bun", "run", "node.ts", ...args], {
+/**
+ * spawnNode starts `bun run node.ts ARGS` and resolves once it prints its ready line; with
+ * `openFiles`, under that limit of open files (`ulimit -n`; ARGS must then need no quoting).
+ */
+export async function spawnNode(args: string[], env: Record<string, string> = {}, openFiles?: number): Promise<NodeProcess> {
+  const command = openFiles === undefined
+    ? ["bun", "run", "node.ts", ...args]
+    : ["bash", "-c", `ulimit -n ${openFiles} && exec bun run node.ts ${args.join(" ")}`];
+  const proc = Bun.spawn(command, {
     cwd: ROOT, stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env },
   });
   const reader = proc.stderr.getReader();
