@@ -28,7 +28,7 @@ import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_INVALIDATE,
-  METHOD_PEER_PING, METHOD_SET,
+  METHOD_PEER_PING, METHOD_SET, METHOD_SET_MULTI,
   METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
@@ -72,7 +72,16 @@ export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
 
 
 function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined, member: string | undefined): Promise<void> | void {
-  if (req.errorCode !== 0) return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
+  if (req.errorCode !== 0) {
+    // A Set refused as it was read (a value over --max-item-size, a key too long, a negative TTL)
+    // is a Set its group refused, as the store's refusals are (mybuncache_set_errors_total).
+    const base = baseMethod(req.method);
+    if (base === METHOD_SET || base === METHOD_SET_MULTI) {
+      const group = ctx.groups.find(req.buffer, req.groupStart, req.groupLength);
+      if (group !== undefined) group.counters.setErrors++;
+    }
+    return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
+  }
   const method = req.method;
   if (method === METHOD_UNKNOWN) {
     const name = quotedName(req.buffer, req.nameStart, req.nameLength);

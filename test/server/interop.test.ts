@@ -75,7 +75,7 @@ for (const transport of ["framed", "buffered"] as const) {
 }
 
 describe("SetMulti with an entry it refuses", () => {
-  test("past the protocol's limits nothing is stored; a refusal of the store leaves the other entries stored", async () => {
+  test("past the protocol's limits nothing is stored; a refusal of the store leaves the other entries stored; each refusal is a set error", async () => {
     await using node = startNode({ maxItemSize: 64 * 1024 });
     const { client, close } = await apacheClient(node.port);
     const setMulti = (values: Record<string, Buffer>) =>
@@ -91,6 +91,10 @@ describe("SetMulti with an entry it refuses", () => {
       // store refuses that entry, and stores the others.
       expect(await setMulti({ b1: Buffer.from("1"), fits: Buffer.alloc(64 * 1024) })).toBe(4);
       expect(await Promise.all(["b1", "fits"].map(has))).toEqual([true, false]);
+      // Every refusal counts in set_errors_total, those found reading the call too.
+      await client.Set(new types.SetRequest({ group: "default", key: "k", value: Buffer.alloc(64 * 1024 + 1), ttl: 0 })).catch(() => undefined);
+      await client.Set(new types.SetRequest({ group: "default", key: "k", value: Buffer.from("v"), ttl: -5 })).catch(() => undefined);
+      expect(node.groups.byName("default")!.counters.setErrors).toBe(6);
     } finally {
       close();
     }
