@@ -25,6 +25,7 @@ import { nodeFigures } from "./figures.ts";
 import { AdminServer } from "./admin-server.ts";
 import { MemoryWatch } from "./memory-watch.ts";
 import { Snapshotter } from "./snapshot.ts";
+import { SnapshotLock } from "./snapshot-lock.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { readFileSync } from "node:fs";
 
@@ -148,17 +149,23 @@ export class CacheNode {
         stopAfterMs: 4 * longestLoadTimeoutMs(config),
       });
     }
+    let lock: SnapshotLock | undefined;
     try {
       const full: NodeDeps = { ...deps, logger, pool };
       const groups = buildGroups(config, full);
       let snapshotter: Snapshotter | undefined;
       if (config.snapshot !== undefined) {
         snapshotter = new Snapshotter({ path: config.snapshot, groups, logger, maxKeyBytes: config.maxKeySize });
+        lock = new SnapshotLock(config.snapshot, logger);
+        lock.acquire(); // (before reading it: another node's snapshot is not this one's to load)
+        snapshotter.lock = lock;
         const loaded = await snapshotter.load();
+        if (lock.unavailable !== undefined) logger.warn("running without a snapshot lock: two nodes on this path would not be stopped", { lock: lock.file, error: lock.unavailable });
         logger.info("snapshot load", { status: loaded.status, items: loaded.items, skippedExpired: loaded.skippedExpired, ms: Math.round(loaded.ms) });
       }
       return CacheNode.start(config, { ...full, groups, snapshotter });
     } catch (e) {
+      lock?.release();
       if (pool !== deps.pool) await pool?.close();
       throw e;
     }
@@ -175,7 +182,9 @@ export class CacheNode {
     // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
     if (s === undefined || (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore)) return undefined;
     s.stop();
-    return this.retireSnapshot(s, "exiting before the final snapshot");
+    const movedTo = this.retireSnapshot(s, "exiting before the final snapshot");
+    s.lock?.release();
+    return movedTo;
   }
 
   /**
@@ -210,6 +219,7 @@ export class CacheNode {
       this.finalSnapshotFailed = true;
       this.retireSnapshot(s, "the final snapshot failed");
     }
+    s.lock?.release();
   }
 
   /**

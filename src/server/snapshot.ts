@@ -35,6 +35,7 @@
  */
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
+import type { SnapshotLock } from "./snapshot-lock.ts";
 import type { Groups } from "../cluster/group.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
@@ -78,6 +79,8 @@ export interface SnapshotCounters {
 }
 
 export class Snapshotter {
+  /** lock, when set, is this node's hold on the path (snapshot-lock.ts), let go after the final write. */
+  lock: SnapshotLock | undefined;
   readonly path: string;
   readonly counters: SnapshotCounters = { writes: 0, failures: 0, lastSuccessMs: 0 };
   private readonly groups: Groups;

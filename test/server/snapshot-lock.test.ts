@@ -1,0 +1,84 @@
+/**
+ * One snapshot path, one node (snapshot-lock.ts): a second node on the path is refused at start,
+ * in the same process or another, until the first lets go; a lock its holder left behind (a
+ * crash) is taken over with a warning once it is stale.
+ */
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LOCK_STALE_MS } from "../../src/server/snapshot-lock.ts";
+import { spawnNode, type NodeProcess } from "../support/node-process.ts";
+import { LogSink } from "./support.ts";
+
+let dir = "";
+const spawned: NodeProcess[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-snapshot-lock-"));
+});
+afterEach(() => {
+  for (const n of spawned.splice(0)) n.proc.kill("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const open = (snapshot: string, sink = new LogSink()) => CacheNode.open({ port: 0, snapshot }, { logger: sink.logger });
+
+test("a second node of the same process on the path is refused until the first closes; the lock goes with it", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const first = await open(snapshot);
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(`${hostname()} ${process.pid}\n`);
+  await expect(open(snapshot)).rejects.toThrow("is in use by another node of this process");
+  await first.close();
+  expect(existsSync(`${snapshot}.lock`)).toBe(false);
+  const second = await open(snapshot);
+  await second.close();
+});
+
+test("a node in another process holding the path: the start is refused, naming it; once it stopped, the path is free", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const first = await spawnNode(["--port", "0", "--snapshot", snapshot]);
+  spawned.push(first);
+  const c = new CacheClient({ host: "127.0.0.1", port: first.port });
+  await c.set("default", "k", "from the first");
+  await c.close();
+  const refused = await spawnNode(["--port", "0", "--snapshot", snapshot]).then(() => "listened", (e: Error) => e.message);
+  expect(refused).toContain(`is in use by process ${hostname()} pid ${first.proc.pid}`);
+  first.proc.kill("SIGTERM");
+  expect(await first.proc.exited).toBe(0);
+  const second = await open(snapshot);
+  const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
+  expect(new TextDecoder().decode((await c2.get("default", "k")).value!)).toBe("from the first");
+  await c2.close();
+  await second.close();
+});
+
+test("a stale lock is taken over with a warning: its process gone, written by this pid, or not touched for LOCK_STALE_MS", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const gone = Bun.spawnSync(["true"]).pid; // (exited: no process has it now)
+  const old = (Date.now() - LOCK_STALE_MS - 5000) / 1000;
+  const cases: [string, () => void, string][] = [
+    ["process gone", () => writeFileSync(`${snapshot}.lock`, `${hostname()} ${gone}\n`), `process ${gone} is not running`],
+    ["this pid", () => writeFileSync(`${snapshot}.lock`, `${hostname()} ${process.pid}\n`), "written by this pid before"],
+    ["another host's, old", () => {
+      writeFileSync(`${snapshot}.lock`, "elsewhere 1\n");
+      utimesSync(`${snapshot}.lock`, old, old);
+    }, "not touched for"],
+  ];
+  for (const [name, make, why] of cases) {
+    make();
+    const sink = new LogSink();
+    const node = await open(snapshot, sink);
+    expect([name, sink.lines.some((l) => l.includes("taking over a stale snapshot lock") && l.includes(why))]).toEqual([name, true]);
+    expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(`${hostname()} ${process.pid}\n`);
+    await node.close();
+  }
+});
+
+test("another host's lock touched lately is not taken over", async () => {
+  const snapshot = join(dir, "cache.snap");
+  writeFileSync(`${snapshot}.lock`, "elsewhere 4242\n");
+  await expect(open(snapshot)).rejects.toThrow("is in use by process elsewhere pid 4242");
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 4242\n");
+});
