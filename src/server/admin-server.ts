@@ -22,7 +22,11 @@
  * One AdminServer per node, never a module-level one, so tests run several in one process.
  */
 import type { Server } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AccessControl } from "./access.ts";
+import { AdminGate } from "./admin-gate.ts";
 import type { CacheNode } from "./cache-node.ts";
 import { VERSION } from "./config.ts";
 import type { LatencyHistogram } from "./latency.ts";
@@ -63,6 +67,8 @@ export interface AdminOptions {
   logger: Logger;
   /** state to start in (default "starting"). */
   state?: AdminState;
+  /** maxConnections: the admin connections open at once (default ADMIN_MAX_CONNECTIONS). */
+  maxConnections?: number;
   /** metricsShareMs: /metrics scrapes within this time of a rendering share it (default METRICS_MIN_INTERVAL_MS). */
   metricsShareMs?: number;
 }
@@ -78,6 +84,8 @@ export class AdminServer {
   private readonly latency: LatencyHistogram;
   private readonly logger: Logger;
   private readonly server: Server<undefined>;
+  private readonly gate: AdminGate;
+  private readonly socketDir: string;
   private current: AdminState;
   private closing: Promise<void> | null = null;
   /** access checks purge calls on a node with an auth token. */
@@ -97,9 +105,12 @@ export class AdminServer {
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency);
+    // The HTTP server listens on a Unix socket in a directory of its own (mode 0700); the admin
+    // port itself is the gate's, which caps the connections (admin-gate.ts).
+    this.socketDir = mkdtempSync(join(tmpdir(), "mybuncache-admin-"));
+    const socketPath = join(this.socketDir, "http.sock");
     this.server = Bun.serve({
-      hostname: opts.host,
-      port: opts.port,
+      unix: socketPath,
       maxRequestBodySize: ADMIN_MAX_BODY_BYTES,
       fetch: (req) => this.handle(req),
       error: (e) => {
@@ -107,8 +118,15 @@ export class AdminServer {
         return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=utf-8" } });
       },
     });
+    try {
+      this.gate = new AdminGate(opts.host, opts.port, socketPath, opts.logger, opts.maxConnections);
+    } catch (e) {
+      this.server.stop(true);
+      rmSync(this.socketDir, { recursive: true, force: true });
+      throw e;
+    }
     this.host = opts.host;
-    this.port = this.server.port ?? opts.port;
+    this.port = this.gate.port;
   }
 
   /** start listens on `opts.host:opts.port` and serves the admin endpoints of `opts.node`. */
@@ -132,8 +150,16 @@ export class AdminServer {
 
   /** close stops listening and ends open admin connections (scrapes are short). */
   close(): Promise<void> {
-    this.closing ??= this.server.stop(true);
+    if (this.closing === null) {
+      this.gate.close();
+      this.closing = this.server.stop(true).finally(() => rmSync(this.socketDir, { recursive: true, force: true }));
+    }
     return this.closing;
+  }
+
+  /** connections is the admin connections open now; `refused`, those answered 503 past the cap. */
+  get connections(): { open: number; refused: number } {
+    return { open: this.gate.connections, refused: this.gate.refused };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

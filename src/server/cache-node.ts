@@ -354,8 +354,12 @@ function readTls(certPath: string, keyPath: string): { cert: string; key: string
   }
 }
 
-/** FD_RESERVE: file descriptors kept for all but client connections (peers, admin, workers, files). */
-export const FD_RESERVE = 64;
+/**
+ * FD_RESERVE: file descriptors kept for all but client connections: the admin port's connections
+ * (3 each, ADMIN_MAX_CONNECTIONS of them: admin-gate.ts), loader threads, snapshot and log files,
+ * listeners. (Peers are counted apart.)
+ */
+export const FD_RESERVE = 128;
 
 /**
  * fitConnections lowers --max-connections to what the process's open-file limit allows, less

@@ -131,7 +131,8 @@ test("the final snapshot is written though idle admin connections held the last 
     const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
     await c1.set("default", "kept", "through the shutdown");
     await c1.close();
-    // More idle admin connections than the node has descriptors left: it accepts until none remain.
+    // More idle admin connections than the node has descriptors left. Before the admin port had a
+    // cap they took every one; now those past it are answered 503 and closed.
     await Promise.all(Array.from({ length: 600 }, () => new Promise<void>((resolve) => {
       const s = connect(adminPort!, "127.0.0.1", () => resolve());
       s.on("error", () => resolve());

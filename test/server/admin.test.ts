@@ -13,7 +13,9 @@ import { Logger } from "../../src/server/log.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_DELETE, METHOD_GET, METHOD_PEER_GET, METHOD_SET } from "../../src/protocol/request.ts";
 import { parsePromText, sampleValue, type Family } from "./prom-text.ts";
-import { apacheClient, types } from "./support.ts";
+import { apacheClient, roundTrip, types } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
+import type { Socket } from "bun";
 
 const silent = new Logger("silent");
 
@@ -104,6 +106,64 @@ function rawHttp(port: number, request: string): Promise<string> {
     } });
   });
 }
+
+describe("admin port connections", () => {
+  test("past the cap a connection is answered 503 and closed; the ones let in are served, and their slots come back", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 3, state: "serving" });
+    try {
+      // Three idle connections take every slot (a client that connects and sends nothing).
+      const idle = await Promise.all([0, 1, 2].map(() => new Promise<Socket>((resolve) => {
+        void Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: { open: (s) => resolve(s), data() {} } });
+      })));
+      await waitUntil(() => admin.connections.open === 3, "three connections let in");
+      const refused = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+      expect(refused).toStartWith("HTTP/1.1 503 Service Unavailable");
+      expect(refused).toContain("too many admin connections");
+      expect(admin.connections).toEqual({ open: 3, refused: 1 });
+      // The Thrift port is not touched by any of it.
+      expect(await roundTrip(node.port)).toBe("ok");
+      idle[0]!.end();
+      await waitUntil(() => admin.connections.open === 2, "a slot to come back");
+      const ok = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      expect(ok).toStartWith("HTTP/1.1 200");
+      expect(ok).toEndWith("ok\n");
+      for (const s of idle) s.end();
+      await waitUntil(() => admin.connections.open === 0, "every connection closed");
+    } finally {
+      await admin.close();
+      await node.close();
+    }
+  });
+
+  test("a 150 KB reply reaches a client that reads slowly, whole, through the gate, which then counts the connection out", async () => {
+    await using a = await startAdminNode({ memory: 512 * 1024 * 1024, groups: Array.from({ length: 100 }, (_, i) => ({ name: `g${i}`, ttlMs: 0, memory: 4 * 1024 * 1024 })) });
+    const whole = await rawHttp(a.admin.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const direct = whole.slice(whole.indexOf("\r\n\r\n") + 4);
+    expect(direct.length).toBeGreaterThan(100_000);
+    // Read a little at a time: the gate holds what the client has not taken yet.
+    const got = await new Promise<string>((resolve) => {
+      const parts: Uint8Array[] = [];
+      void Bun.connect({ hostname: "127.0.0.1", port: a.admin.port, socket: {
+        open: (s) => void s.write("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        data: (s, d) => {
+          parts.push(d.slice());
+          s.pause();
+          setTimeout(() => s.resume(), 2);
+        },
+        close: () => resolve(Buffer.concat(parts).toString()),
+      } });
+    });
+    const body = got.slice(got.indexOf("\r\n\r\n") + 4);
+    expect(got).toStartWith("HTTP/1.1 200");
+    // (The figures move between two scrapes; the series and their lines do not.)
+    expect(body.split("\n").length).toBe(direct.split("\n").length);
+    expect(body).toEndWith("\n");
+    expect(body.length).toBeGreaterThan(100_000);
+    expect(body.split("\n").filter((l) => l.startsWith("mybuncache_items{")).length).toBe(direct.split("\n").filter((l) => l.startsWith("mybuncache_items{")).length);
+    await waitUntil(() => a.admin.connections.open === 0, "the connection to be counted out");
+  });
+});
 
 describe("admin port", () => {
   test("/metrics is valid Prometheus text and its counters move with Thrift traffic", async () => {
