@@ -178,6 +178,8 @@ const SHARED_OUTPUT_BYTES = 64 * 1024;
  * SHARED_FLUSH_BYTES: once the replies waiting in the shared buffer reach this, they are written
  * before another connection adds to it, so the buffer stays small enough to stay in the CPU cache.
  */
+/** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
+export const REJECTED_LINGER_MS = 2000;
 const SHARED_FLUSH_BYTES = 256 * 1024;
 /** DETACHED_OUTPUT_BYTES is the first size of a detached reply's own buffer (it grows as needed). */
 const DETACHED_OUTPUT_BYTES = 256;
@@ -224,6 +226,8 @@ export class CacheServer implements DispatchContext {
   private stallsLogged = 0;
   /** rejectLoggedAt: when the last over-the-limit line was logged; rejectsLogged: the rejections counted then. */
   private rejectLoggedAt = -Infinity;
+  /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
+  private rejectedOpen = 0;
   private rejectsLogged = 0;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   private readonly ready: (Connection | null)[] = [];
@@ -267,9 +271,6 @@ export class CacheServer implements DispatchContext {
         },
         error(socket, error) {
           opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
-        },
-        timeout(socket) {
-          socket.end(); // only connections past the limit get a Bun timeout (2 s to send a request)
         },
       },
     });
@@ -354,10 +355,17 @@ export class CacheServer implements DispatchContext {
     // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
     socket.timeout(0);
     conn.lastActive = this.clock();
-    if (this.connections.size > this.opts.maxConnections) {
+    // Connections refused already do not count: while they linger (REJECTED_LINGER_MS at most),
+    // a client arriving under the limit is served.
+    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections) {
       conn.rejected = true;
+      this.rejectedOpen++;
       this.counters.connectionsRejected++;
-      socket.timeout(2);
+      // One that sends no request is closed after REJECTED_LINGER_MS. (Bun's own socket timeout
+      // ticks in 4 s steps: it closed them after 4-8 s.)
+      setTimeout(() => {
+        if (conn.open) socket.end();
+      }, REJECTED_LINGER_MS);
       // One line a second at most: a flood of connections must not flood the log too.
       const now = performance.now();
       if (now - this.rejectLoggedAt >= 1000) {
@@ -427,6 +435,7 @@ export class CacheServer implements DispatchContext {
   private onClose(conn: Connection | undefined): void {
     if (conn === undefined || !this.connections.delete(conn)) return;
     conn.open = false;
+    if (conn.rejected) this.rejectedOpen--;
     conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go
     this.runs.forget(conn.proto.reader);
     this.counters.bufferedBytes -= conn.buffered;

@@ -4,6 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { REJECTED_LINGER_MS } from "../../src/server/cache-server.ts";
+import { waitUntil } from "../support/gates.ts";
 import { LogSink, RawSocket, appException, cacheErrorCode, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
 
 function frameLength(n: number): Uint8Array {
@@ -164,6 +166,29 @@ describe("hostile input", () => {
     await a.closed;
     await b.closed;
     expect(await roundTrip(node.port)).toBe("ok");
+  });
+});
+
+describe("connections past the limit that send nothing", () => {
+  test("are closed after REJECTED_LINGER_MS, and meanwhile do not count: a client under the limit is served", async () => {
+    await using node = startNode({ maxConnections: 2 });
+    const a = await RawSocket.connect(node.port);
+    const silent = await RawSocket.connect(node.port);
+    const t0 = performance.now();
+    await waitUntil(() => node.server.connectionCount === 2, "two connections");
+    const third = await RawSocket.connect(node.port); // past the limit: refused, sends nothing
+    await waitUntil(() => node.server.counters.connectionsRejected === 1, "the third to be refused");
+    silent.close(); // a slot is free again, while the refused one lingers
+    await waitUntil(() => node.server.connectionCount === 2, "the server to count it out");
+    // Before: the lingering refused connection still counted, and this one was refused too.
+    expect(await roundTrip(node.port)).toBe("ok");
+    expect(node.server.counters.connectionsRejected).toBe(1);
+    await third.closed;
+    const lingered = performance.now() - t0;
+    expect(lingered).toBeGreaterThanOrEqual(REJECTED_LINGER_MS - 50);
+    expect(lingered).toBeLessThan(REJECTED_LINGER_MS + 1500); // (Bun's own timeout took 4-8 s)
+    expect(third.frames()).toEqual([]);
+    a.close();
   });
 });
 
