@@ -793,7 +793,7 @@ export class CacheServer implements DispatchContext {
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
     const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0) +
-      conn.detachedBytes + conn.heldBytes;
+      conn.detachedBytes + conn.heldBytes + conn.waitingBytes;
     this.counters.bufferedBytes += now - conn.buffered;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
@@ -911,12 +911,13 @@ export class CacheServer implements DispatchContext {
   private park(conn: Connection, pending: Promise<void>, method: number, t0: number): void {
     conn.waiting = true;
     const reader = conn.proto.reader;
-    conn.proto.request.hold(requestHolds(conn.proto.request, reader.end - reader.start)); // (released below: `release`)
+    conn.waitingBytes = requestHolds(conn.proto.request, reader.end - reader.start); // (counted by `process`'s account)
     pending
       .catch((e: unknown) => this.fault(conn, e))
       .finally(() => {
         this.timed(conn, method, t0);
         conn.waiting = false;
+        conn.waitingBytes = 0;
         conn.lookingAhead = false;
         this.release(conn, conn.proto.request); // (the one it waited for: nothing is decoded meanwhile)
         if (this.connections.has(conn)) this.process(conn);

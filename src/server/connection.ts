@@ -52,6 +52,12 @@ export class Connection {
   detachedMulti = false; // one of them is a PeerGetMulti (at most one at a time)
   /** heldBytes: what its requests waiting for loads hold (a GetMulti's hits and loaded values: Request.hold). */
   heldBytes = 0;
+  /**
+   * waitingBytes: what the request it waits on holds besides that (its message and arrays:
+   * requestHolds), counted while it waits. Kept apart from the request's `heldBytes`, which
+   * GetMulti also holds against its reply's frame limit.
+   */
+  waitingBytes = 0;
   /** serving: `process` is serving it (nested calls counted); the buffer cap then waits for its end. */
   serving = 0;
   queued = false;

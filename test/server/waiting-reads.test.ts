@@ -155,6 +155,26 @@ describe("a connection waiting for a load", () => {
     raw.close();
   }, 60_000);
 
+  test("what a waiting GetMulti holds while it waits is not counted against its reply's frame limit (review: a cold GetMulti whose reply fits was refused)", async () => {
+    const node = CacheNode.start(
+      { port: 0, logLevel: "silent", maxFrameSize: 1 << 20, maxItemSize: 64 * 1024, groups: [{ name: "slow", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { slow: async (key) => `loaded ${key}` } },
+    );
+    await using _ = node;
+    const raw = await RawSocket.connect(node.port);
+    // 3,000 keys of 100 B: a 312 KB message, a 645 KB reply, under the 1 MiB frame limit; the
+    // message, its entries and their bookkeeping come to 550 KB more.
+    const keys = Array.from({ length: 3000 }, (_, i) => new TextEncoder().encode(`${i}`.padStart(100, "k")));
+    raw.write(getMultiCall(1, "slow", keys));
+    await raw.waitFor(() => raw.frames().length === 1, "the GetMulti's reply", 30_000);
+    const o = outcome(readReplies(raw.received, "framed").replies[0]!);
+    if (o.kind !== "success") throw new Error(`GetMulti: ${JSON.stringify(o)}`);
+    const entries = field(o.value, 1, T.MAP) as [Uint8Array, Uint8Array][];
+    expect(entries.length).toBe(3000);
+    expect(text(entries[0]![1])).toBe(`loaded ${text(entries[0]![0])}`);
+    raw.close();
+  }, 60_000);
+
   test("a client dripping tiny segments while its connection waits is paused after a few of them", async () => {
     const { node, open, raw } = await waitingConnection();
     await using _ = node;
