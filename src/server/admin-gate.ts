@@ -1,17 +1,23 @@
 /**
  * AdminGate is the admin port's TCP listener: it caps the admin connections open at once, and
  * passes the bytes of each one it lets in to the admin HTTP server (`Bun.serve`, which has no
- * connection cap of its own) on a Unix socket in a directory only this user can enter.
+ * connection cap of its own) on an abstract Unix socket (Linux: a name, not a file, so nothing
+ * is left behind by a crash and a read-only /tmp does not matter).
  *
  * Why: idle admin connections cost a file descriptor each and nothing bounded them. A review
  * held 4,500 under `ulimit -n 4000`: the Thrift port could not accept, the node spun on EMFILE,
  * and the final snapshot failed. Past `maxConnections` a connection is answered
- * `503 Service Unavailable` and closed at once, so it holds nothing. Each connection let in takes
- * three descriptors (the client's, and both ends of the Unix socket): FD_RESERVE counts them.
+ * `503 Service Unavailable` and closed: at once when MAX_LINGERING refused ones are closing
+ * already, else once the client closes or after REFUSED_LINGER_MS, its input read and dropped
+ * meanwhile (closed with unread input, the client would get a reset, which may drop the 503).
+ * Each connection let in takes three descriptors (the client's, and both ends of the Unix
+ * socket): FD_RESERVE counts them.
  *
  * Bytes go through as they come, both ways. What one side has not taken yet waits in a bounded
  * buffer: past MAX_PENDING_BYTES (a client sending far more than any admin request, or not reading
- * a reply) the connection is closed. Either side closing closes the other.
+ * a reply) the connection is closed. A client's FIN is passed on once its bytes are (`nc -N`, a
+ * request then a half-close, gets its reply); the server closing ends the client's connection
+ * once the reply is written.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Logger } from "./log.ts";
@@ -22,9 +28,14 @@ export const ADMIN_MAX_CONNECTIONS = 16;
 const REFUSAL_LOG_MS = 10_000;
 /** MAX_PENDING_BYTES bounds what waits for one side of a connection to take it. */
 const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+const BUSY_TEXT = "too many admin connections\n";
 const BUSY = new TextEncoder().encode(
-  "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 29\r\nconnection: close\r\n\r\ntoo many admin connections\r\n\r\n",
+  `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${BUSY_TEXT.length}\r\nconnection: close\r\n\r\n${BUSY_TEXT}`,
 );
+/** MAX_LINGERING bounds the refused connections waiting for their client to close. */
+const MAX_LINGERING = 64;
+/** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
+const REFUSED_LINGER_MS = 1000;
 
 /** Pipe is one admin connection: the client's socket and the one to the HTTP server. */
 interface Pipe {
@@ -37,6 +48,8 @@ interface Pipe {
   toClientBytes: number;
   /** upstreamGone: the HTTP server closed its side; the client's connection ends once `toClient` is written. */
   upstreamGone: boolean;
+  /** clientEnded: the client sent FIN; it goes to the server once `toUpstream` is written. */
+  clientEnded: boolean;
   closed: boolean;
 }
 
@@ -45,6 +58,7 @@ export class AdminGate {
   /** refused counts connections answered 503 past the cap. */
   refused = 0;
   private open = 0;
+  private lingering = 0;
   private refusedLoggedAt = -Infinity;
   private readonly listener: TCPSocketListener<Pipe>;
   private readonly pipes = new Set<Pipe>();
@@ -55,6 +69,7 @@ export class AdminGate {
     this.listener = Bun.listen<Pipe>({
       hostname: host,
       port,
+      allowHalfOpen: true,
       socket: {
         open(socket) {
           gate.accept(socket);
@@ -67,8 +82,16 @@ export class AdminGate {
           const p = socket.data;
           if (p !== undefined && !p.closed) gate.flush(p, "down");
         },
+        end(socket) {
+          const p = socket.data;
+          if (p === undefined) return void socket.end(); // (refused: its client is done)
+          if (p.closed) return;
+          p.clientEnded = true;
+          gate.flush(p, "up");
+        },
         close(socket) {
           if (socket.data !== undefined) gate.end(socket.data);
+          else gate.lingering--;
         },
         error() {
           // (the close handler follows)
@@ -98,17 +121,24 @@ export class AdminGate {
         this.logger.warn("admin connections at the cap: refusing more with 503", { maxConnections: this.maxConnections, refused: this.refused });
       }
       client.data = undefined as unknown as Pipe; // (not counted: nothing to end)
-      client.end(BUSY);
+      this.lingering++;
+      if (this.lingering > MAX_LINGERING) return void client.end(BUSY);
+      client.write(BUSY);
+      client.shutdown(); // FIN after the 503; what it sends meanwhile is dropped
+      setTimeout(() => client.end(), REFUSED_LINGER_MS);
       return;
     }
     this.open++;
-    const p: Pipe = { client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, closed: false };
+    const p: Pipe = {
+      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, closed: false,
+    };
     client.data = p;
     this.pipes.add(p);
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
     Bun.connect<Pipe>({
       unix: this.upstreamPath,
+      allowHalfOpen: true,
       socket: {
         open(socket) {
           socket.data = p;
@@ -122,10 +152,11 @@ export class AdminGate {
         drain() {
           if (!p.closed) gate.flush(p, "up");
         },
+        end() {
+          gate.upstreamDone(p);
+        },
         close() {
-          // The reply may still be on its way to the client: the connection ends once it is written.
-          p.upstreamGone = true;
-          if (p.toClient.length === 0) gate.end(p);
+          gate.upstreamDone(p);
         },
         error() {
           // (the close handler follows)
@@ -135,6 +166,13 @@ export class AdminGate {
       this.logger.warn("admin connection could not reach the admin server", { error: String(e) });
       this.end(p);
     });
+  }
+
+  /** upstreamDone: the server is done with the connection; the client's ends once the reply is written. */
+  private upstreamDone(p: Pipe): void {
+    if (p.closed) return;
+    p.upstreamGone = true;
+    if (p.toClient.length === 0) this.end(p);
   }
 
   /** send passes `chunk` toward the upstream ("up") or the client ("down"), queueing what it does not take. */
@@ -168,6 +206,7 @@ export class AdminGate {
       queue.shift();
     }
     if (way === "down" && p.upstreamGone) this.end(p);
+    else if (way === "up" && p.clientEnded) to.shutdown(); // (the client's FIN, after its bytes)
   }
 
   private end(p: Pipe): void {

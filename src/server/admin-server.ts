@@ -22,9 +22,6 @@
  * One AdminServer per node, never a module-level one, so tests run several in one process.
  */
 import type { Server } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { AccessControl } from "./access.ts";
 import { AdminGate } from "./admin-gate.ts";
 import type { CacheNode } from "./cache-node.ts";
@@ -73,6 +70,9 @@ export interface AdminOptions {
   metricsShareMs?: number;
 }
 
+/** adminServers numbers the admin servers of this process (their sockets' names). */
+let adminServers = 0;
+
 /** PROMETHEUS_CONTENT_TYPE is the media type of the text exposition format 0.0.4. */
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -85,7 +85,6 @@ export class AdminServer {
   private readonly logger: Logger;
   private readonly server: Server<undefined>;
   private readonly gate: AdminGate;
-  private readonly socketDir: string;
   private current: AdminState;
   private closing: Promise<void> | null = null;
   /** access checks purge calls on a node with an auth token. */
@@ -105,10 +104,9 @@ export class AdminServer {
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency);
-    // The HTTP server listens on a Unix socket in a directory of its own (mode 0700); the admin
-    // port itself is the gate's, which caps the connections (admin-gate.ts).
-    this.socketDir = mkdtempSync(join(tmpdir(), "mybuncache-admin-"));
-    const socketPath = join(this.socketDir, "http.sock");
+    // The HTTP server listens on an abstract Unix socket of its own; the admin port itself is the
+    // gate's, which caps the connections (admin-gate.ts).
+    const socketPath = `\0mybuncache-admin-${process.pid}-${++adminServers}-${Math.random().toString(36).slice(2)}`;
     this.server = Bun.serve({
       unix: socketPath,
       maxRequestBodySize: ADMIN_MAX_BODY_BYTES,
@@ -121,8 +119,7 @@ export class AdminServer {
     try {
       this.gate = new AdminGate(opts.host, opts.port, socketPath, opts.logger, opts.maxConnections);
     } catch (e) {
-      this.server.stop(true);
-      rmSync(this.socketDir, { recursive: true, force: true });
+      void this.server.stop(true);
       throw e;
     }
     this.host = opts.host;
@@ -152,7 +149,7 @@ export class AdminServer {
   close(): Promise<void> {
     if (this.closing === null) {
       this.gate.close();
-      this.closing = this.server.stop(true).finally(() => rmSync(this.socketDir, { recursive: true, force: true }));
+      this.closing = this.server.stop(true);
     }
     return this.closing;
   }

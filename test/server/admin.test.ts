@@ -119,7 +119,10 @@ describe("admin port connections", () => {
       await waitUntil(() => admin.connections.open === 3, "three connections let in");
       const refused = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
       expect(refused).toStartWith("HTTP/1.1 503 Service Unavailable");
-      expect(refused).toContain("too many admin connections");
+      // The whole 503, its body as long as it says.
+      const [head, body] = refused.split("\r\n\r\n");
+      expect(body).toBe("too many admin connections\n");
+      expect(head).toContain(`content-length: ${body!.length}`);
       expect(admin.connections).toEqual({ open: 3, refused: 1 });
       // The Thrift port is not touched by any of it.
       expect(await roundTrip(node.port)).toBe("ok");
@@ -134,6 +137,27 @@ describe("admin port connections", () => {
       await admin.close();
       await node.close();
     }
+  });
+
+  test("a client that half-closes after its request (nc -N) gets the whole reply", async () => {
+    await using a = await startAdminNode({}, {}, "serving");
+    for (const path of ["/healthz", "/metrics"]) {
+      const got = await new Promise<string>((resolve) => {
+        let out = "";
+        void Bun.connect({ hostname: "127.0.0.1", port: a.admin.port, allowHalfOpen: true, socket: {
+          open: (s) => {
+            s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+            s.shutdown(); // FIN: nothing more to send, the reply is still wanted
+          },
+          data: (_s, d) => void (out += new TextDecoder().decode(d)),
+          close: () => resolve(out),
+        } });
+      });
+      expect([path, got.slice(0, 15)]).toEqual([path, "HTTP/1.1 200 OK"]);
+      if (path === "/healthz") expect(got).toEndWith("ok\n");
+      else expect(got).toContain("mybuncache_gets_total");
+    }
+    await waitUntil(() => a.admin.connections.open === 0, "the connections to be counted out");
   });
 
   test("a 150 KB reply reaches a client that reads slowly, whole, through the gate, which then counts the connection out", async () => {
