@@ -3,18 +3,24 @@
  * start and overwrite the other's file at shutdown, so whichever stopped last silently undid the
  * other (review: a rolling update on a shared volume).
  *
- * The lock is the file `${path}.lock`, made with O_EXCL, holding the holder's host and pid. The
- * holder touches it every LOCK_REFRESH_MS while it runs and removes it when it lets go. A lock
- * found at start is another node's, and the start is refused, unless it is stale:
+ * The lock is the file `${path}.lock`, made with O_EXCL, holding the holder's host, pid and pid
+ * namespace. The holder touches it every LOCK_REFRESH_MS while it runs and removes it when it
+ * lets go. A lock found at start is another node's, and the start is refused, unless it is stale:
  *  - not touched for LOCK_STALE_MS (its holder is gone, on this host or another: a crash leaves the
  *    file, and a restart within that time waits it out or removes the file);
- *  - written on this host by a process that is no longer running, or by this very pid (a
- *    container restarted with the same pid: that holder cannot be running beside us).
- * A stale lock is taken over, with a warning. One process may hold a path once (a second node in
- * the same process is refused like another process).
+ *  - written on this host in this pid namespace by a process that is no longer running, or by
+ *    this very pid (which this process is not using: see below). A pid says nothing across
+ *    namespaces: every container's first process is pid 1, and two containers on a shared volume
+ *    may share a host name too, so a lock of another namespace only goes stale by its age.
+ * A stale lock is taken over, with a warning, by one starting node at a time: the taker holds
+ * `${path}.lock.takeover` (O_EXCL; one older than LOCK_STALE_MS is a crashed taker's) while it
+ * checks the lock again, removes it and makes its own. One process may hold a path once (a
+ * second node of the same process is refused like another process's, whatever the spelling of
+ * the path).
  */
-import { closeSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, utimesSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config.ts";
 import type { Logger } from "./log.ts";
 
@@ -23,16 +29,35 @@ export const LOCK_REFRESH_MS = 10_000;
 /** LOCK_STALE_MS: a lock not touched for this long is its holder's no longer. */
 export const LOCK_STALE_MS = 3 * LOCK_REFRESH_MS;
 
-/** held: the lock files this process holds. */
+/** held: the lock files this process holds (SnapshotLock.key). */
 const held = new Set<string>();
+
+/** PID_NAMESPACE names this process's pid namespace ("?" where /proc does not tell). */
+const PID_NAMESPACE = ((): string => {
+  try {
+    return readlinkSync("/proc/self/ns/pid").replace(/\s/g, "");
+  } catch {
+    return "?";
+  }
+})();
 
 export class SnapshotLock {
   readonly file: string;
   private timer: ReturnType<typeof setInterval> | undefined;
   private owned = false;
+  private heldAs = "";
 
-  constructor(path: string, private readonly logger: Logger) {
+  constructor(private readonly path: string, private readonly logger: Logger) {
     this.file = `${path}.lock`;
+  }
+
+  /** key names the lock in this process's `held` whatever the path's spelling (./, symlinked directories). */
+  private key(): string {
+    try {
+      return join(realpathSync(dirname(this.file)), basename(this.file));
+    } catch {
+      return resolve(this.file);
+    }
   }
 
   /**
@@ -43,14 +68,44 @@ export class SnapshotLock {
 
   /** acquire takes the lock, or throws ConfigError naming its holder; see `unavailable`. */
   acquire(): void {
-    if (held.has(this.file)) throw new ConfigError(`--snapshot ${this.file.slice(0, -5)} is in use by another node of this process`);
-    const made = this.create();
+    const key = this.key();
+    if (held.has(key)) throw new ConfigError(`--snapshot ${this.path} is in use by another node of this process`);
+    const made = this.create(this.file);
     if (made === undefined) return;
-    if (!made) {
+    if (!made) this.takeOver();
+    this.owned = true;
+    this.heldAs = key;
+    held.add(key);
+    this.timer = setInterval(() => this.touch(), LOCK_REFRESH_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * takeOver replaces the lock found if it is stale (else throws ConfigError naming its holder),
+   * holding the takeover lock meanwhile, so of nodes starting together one takes it.
+   */
+  private takeOver(): void {
+    const takeover = `${this.file}.takeover`;
+    if (this.create(takeover) !== true) {
+      let age = 0;
+      try {
+        age = Date.now() - statSync(takeover).mtimeMs;
+      } catch {
+        // gone meanwhile: try once more below
+      }
+      if (age <= LOCK_STALE_MS) throw new ConfigError(`--snapshot ${this.path}: another node is taking over its lock ${this.file} now`);
+      try {
+        unlinkSync(takeover); // a taker that crashed
+      } catch {
+        // (gone meanwhile)
+      }
+      if (this.create(takeover) !== true) throw new ConfigError(`--snapshot ${this.path}: another node is taking over its lock ${this.file} now`);
+    }
+    try {
       const stale = this.staleReason();
       if (stale === undefined) {
         throw new ConfigError(
-          `--snapshot ${this.file.slice(0, -5)} is in use by ${this.holder()} (its lock ${this.file} was touched in the last ` +
+          `--snapshot ${this.path} is in use by ${this.holder()} (its lock ${this.file} was touched in the last ` +
             `${LOCK_STALE_MS / 1000} s): two nodes on one snapshot would each undo the other's; if that node is gone, wait or remove the lock`,
         );
       }
@@ -58,21 +113,23 @@ export class SnapshotLock {
       try {
         unlinkSync(this.file);
       } catch {
-        // (gone meanwhile: create below tells)
+        // (gone meanwhile)
       }
-      if (this.create() !== true) throw new ConfigError(`--snapshot ${this.file.slice(0, -5)}: cannot take its lock ${this.file}: ${this.unavailable ?? "another node took it just now"}`);
+      if (this.create(this.file) !== true) throw new ConfigError(`--snapshot ${this.path}: cannot take its lock ${this.file}: ${this.unavailable ?? "another node took it just now"}`);
+    } finally {
+      try {
+        unlinkSync(takeover);
+      } catch {
+        // (nothing to remove)
+      }
     }
-    this.owned = true;
-    held.add(this.file);
-    this.timer = setInterval(() => this.touch(), LOCK_REFRESH_MS);
-    this.timer.unref();
   }
 
   /** release removes the lock, if this node holds it (and it is still this node's file). */
   release(): void {
     if (!this.owned) return;
     this.owned = false;
-    held.delete(this.file);
+    held.delete(this.heldAs);
     clearInterval(this.timer);
     try {
       if (readFileSync(this.file, "utf8") === this.content()) unlinkSync(this.file);
@@ -82,14 +139,14 @@ export class SnapshotLock {
   }
 
   private content(): string {
-    return `${hostname()} ${process.pid}\n`;
+    return `${hostname()} ${process.pid} ${PID_NAMESPACE}\n`;
   }
 
-  /** create makes the lock file with O_EXCL; false if one exists, undefined if it cannot be made (`unavailable`). */
-  private create(): boolean | undefined {
+  /** create makes the lock file `file` with O_EXCL; false if one exists, undefined if it cannot be made (`unavailable`). */
+  private create(file: string): boolean | undefined {
     let fd: number;
     try {
-      fd = openSync(this.file, "wx", 0o600);
+      fd = openSync(file, "wx", 0o600);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
       this.unavailable = (e as Error).message;
@@ -115,8 +172,8 @@ export class SnapshotLock {
   /** holder names who holds the lock: "host pid", as written, or what could be read. */
   private holder(): string {
     try {
-      const text = readFileSync(this.file, "utf8").trim();
-      return text === "" ? "an unknown node" : `process ${text.replace(" ", " pid ")}`;
+      const [host, pid, namespace] = readFileSync(this.file, "utf8").trim().split(" ");
+      return host === undefined || host === "" ? "an unknown node" : `process ${pid ?? "?"} on ${host}${namespace === undefined ? "" : ` (${namespace})`}`;
     } catch {
       return "an unknown node";
     }
@@ -133,11 +190,12 @@ export class SnapshotLock {
       return "it could not be read";
     }
     if (Date.now() - mtimeMs > LOCK_STALE_MS) return `not touched for ${Math.round((Date.now() - mtimeMs) / 1000)} s`;
-    const [host, pidText] = text.trim().split(" ");
-    if (host !== hostname()) return undefined; // another host's: its holder may run there until the lock goes stale
+    const [host, pidText, namespace] = text.trim().split(" ");
+    // Another host's, or another pid namespace's (a container's): its holder may run there until the lock goes stale.
+    if (host !== hostname() || namespace !== PID_NAMESPACE || PID_NAMESPACE === "?") return undefined;
     const pid = Number(pidText);
     if (!Number.isInteger(pid) || pid <= 0) return "it names no process";
-    if (pid === process.pid) return "written by this pid before (a restart)";
+    if (pid === process.pid) return "written by this pid before (a restart)"; // (this process holds no lock on it: `held`)
     try {
       process.kill(pid, 0);
       return undefined;

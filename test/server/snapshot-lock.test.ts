@@ -4,7 +4,7 @@
  * crash) is taken over with a warning once it is stale.
  */
 import { afterEach, beforeEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -23,13 +23,19 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** ns is this process's pid namespace, as a lock names it. */
+const ns = readlinkSync("/proc/self/ns/pid");
+const mine = `${hostname()} ${process.pid} ${ns}\n`;
+
 const open = (snapshot: string, sink = new LogSink()) => CacheNode.open({ port: 0, snapshot }, { logger: sink.logger });
 
 test("a second node of the same process on the path is refused until the first closes; the lock goes with it", async () => {
   const snapshot = join(dir, "cache.snap");
   const first = await open(snapshot);
-  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(`${hostname()} ${process.pid}\n`);
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(mine);
   await expect(open(snapshot)).rejects.toThrow("is in use by another node of this process");
+  // The same path spelled another way is the same lock.
+  await expect(open(join(dir, ".", "cache.snap"))).rejects.toThrow("is in use by another node of this process");
   await first.close();
   expect(existsSync(`${snapshot}.lock`)).toBe(false);
   const second = await open(snapshot);
@@ -44,7 +50,7 @@ test("a node in another process holding the path: the start is refused, naming i
   await c.set("default", "k", "from the first");
   await c.close();
   const refused = await spawnNode(["--port", "0", "--snapshot", snapshot]).then(() => "listened", (e: Error) => e.message);
-  expect(refused).toContain(`is in use by process ${hostname()} pid ${first.proc.pid}`);
+  expect(refused).toContain(`is in use by process ${first.proc.pid} on ${hostname()}`);
   first.proc.kill("SIGTERM");
   expect(await first.proc.exited).toBe(0);
   const second = await open(snapshot);
@@ -59,10 +65,10 @@ test("a stale lock is taken over with a warning: its process gone, written by th
   const gone = Bun.spawnSync(["true"]).pid; // (exited: no process has it now)
   const old = (Date.now() - LOCK_STALE_MS - 5000) / 1000;
   const cases: [string, () => void, string][] = [
-    ["process gone", () => writeFileSync(`${snapshot}.lock`, `${hostname()} ${gone}\n`), `process ${gone} is not running`],
-    ["this pid", () => writeFileSync(`${snapshot}.lock`, `${hostname()} ${process.pid}\n`), "written by this pid before"],
+    ["process gone", () => writeFileSync(`${snapshot}.lock`, `${hostname()} ${gone} ${ns}\n`), `process ${gone} is not running`],
+    ["this pid", () => writeFileSync(`${snapshot}.lock`, mine), "written by this pid before"],
     ["another host's, old", () => {
-      writeFileSync(`${snapshot}.lock`, "elsewhere 1\n");
+      writeFileSync(`${snapshot}.lock`, "elsewhere 1 pid:[1]\n");
       utimesSync(`${snapshot}.lock`, old, old);
     }, "not touched for"],
   ];
@@ -71,14 +77,40 @@ test("a stale lock is taken over with a warning: its process gone, written by th
     const sink = new LogSink();
     const node = await open(snapshot, sink);
     expect([name, sink.lines.some((l) => l.includes("taking over a stale snapshot lock") && l.includes(why))]).toEqual([name, true]);
-    expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(`${hostname()} ${process.pid}\n`);
+    expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(mine);
     await node.close();
   }
 });
 
+test("a lock of another pid namespace (a container's: pid 1 in each) goes stale by its age only, even with this host and pid", async () => {
+  const snapshot = join(dir, "cache.snap");
+  writeFileSync(`${snapshot}.lock`, `${hostname()} ${process.pid} pid:[1]\n`);
+  await expect(open(snapshot)).rejects.toThrow(`is in use by process ${process.pid} on ${hostname()} (pid:[1])`);
+  const old = (Date.now() - LOCK_STALE_MS - 5000) / 1000;
+  utimesSync(`${snapshot}.lock`, old, old);
+  const node = await open(snapshot);
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(mine);
+  await node.close();
+});
+
+test("a stale lock is taken over by one starting node at a time: a fresh takeover lock refuses the start, a crashed taker's is removed", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const old = (Date.now() - LOCK_STALE_MS - 5000) / 1000;
+  writeFileSync(`${snapshot}.lock`, "elsewhere 1 pid:[1]\n");
+  utimesSync(`${snapshot}.lock`, old, old);
+  writeFileSync(`${snapshot}.lock.takeover`, "");
+  await expect(open(snapshot)).rejects.toThrow("another node is taking over its lock");
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 1 pid:[1]\n");
+  utimesSync(`${snapshot}.lock.takeover`, old, old);
+  const node = await open(snapshot);
+  expect(existsSync(`${snapshot}.lock.takeover`)).toBe(false);
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe(mine);
+  await node.close();
+});
+
 test("another host's lock touched lately is not taken over", async () => {
   const snapshot = join(dir, "cache.snap");
-  writeFileSync(`${snapshot}.lock`, "elsewhere 4242\n");
-  await expect(open(snapshot)).rejects.toThrow("is in use by process elsewhere pid 4242");
-  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 4242\n");
+  writeFileSync(`${snapshot}.lock`, "elsewhere 4242 pid:[1]\n");
+  await expect(open(snapshot)).rejects.toThrow("is in use by process 4242 on elsewhere");
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 4242 pid:[1]\n");
 });
