@@ -41,6 +41,11 @@ export class SizeClasses {
     }
   }
 
+  /** byteSize is what the class table takes: its sizes and its lookup table (8 KiB for items of 64 KiB and over). */
+  byteSize(): number {
+    return this.sizes.byteLength + this.lookup.byteLength;
+  }
+
   /** classFor returns the smallest class whose chunk holds `bytes`, or -1 if none does. */
   classFor(bytes: number): number {
     if (bytes > this.maxChunk) return -1;

@@ -101,7 +101,9 @@ export class Store {
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
     this.classEvictions = new Float64Array(this.classes.count);
-    this.fixedMetaBytes = maxPages * 14 + this.classes.count * 40 + this.admission.byteSize();
+    // Per page 14 B (slab: used, carved, pool, class); per class 44 B (slab 24, LRU 12, evictions 8)
+    // besides the class table itself (its lookup was left out: up to 8 KiB a store over its bound).
+    this.fixedMetaBytes = maxPages * 14 + this.classes.count * 44 + this.classes.byteSize() + this.admission.byteSize();
     this.updatePageLimit();
     if (this.slab.pageLimit < 1) {
       throw new RangeError(
