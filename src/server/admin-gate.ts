@@ -1,8 +1,10 @@
 /**
  * AdminGate is the admin port's TCP listener: it caps the admin connections open at once, and
  * passes the bytes of each one it lets in to the admin HTTP server (`Bun.serve`, which has no
- * connection cap of its own) on an abstract Unix socket (Linux: a name, not a file, so nothing
- * is left behind by a crash and a read-only /tmp does not matter).
+ * connection cap of its own) on a loopback port of its own. (Not a Unix socket: Bun.serve on one
+ * dropped pipelined replies once the socket's buffer filled, and a file for it failed the start
+ * on a read-only /tmp. A process on this host can reach that port past the cap; the cap is for
+ * the admin port's clients.)
  *
  * Why: idle admin connections cost a file descriptor each and nothing bounded them. A review
  * held 4,500 under `ulimit -n 4000`: the Thrift port could not accept, the node spun on EMFILE,
@@ -14,8 +16,9 @@
  * socket): FD_RESERVE counts them.
  *
  * Bytes go through as they come, both ways. What one side has not taken yet waits in a bounded
- * buffer: past MAX_PENDING_BYTES (a client sending far more than any admin request, or not reading
- * a reply) the connection is closed. A client's FIN is passed on once its bytes are (`nc -N`, a
+ * buffer. A client sending far more than any admin request (past MAX_PENDING_BYTES) is closed; a
+ * reply waiting for a slow client past PAUSE_BYTES pauses reading from the server until it is
+ * down to half (a 15 MB /metrics of 10,000 groups reaches a reader who falls behind). A client's FIN is passed on once its bytes are (`nc -N`, a
  * request then a half-close, gets its reply); the server closing ends the client's connection
  * once the reply is written.
  */
@@ -26,8 +29,10 @@ import type { Logger } from "./log.ts";
 export const ADMIN_MAX_CONNECTIONS = 16;
 /** REFUSAL_LOG_MS: refusals past the cap are logged at most this often. */
 const REFUSAL_LOG_MS = 10_000;
-/** MAX_PENDING_BYTES bounds what waits for one side of a connection to take it. */
-const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** MAX_PENDING_BYTES bounds what a client's requests may queue for the server. */
+const MAX_PENDING_BYTES = 1024 * 1024;
+/** PAUSE_BYTES: a reply queued for the client past this pauses reading from the server. */
+const PAUSE_BYTES = 1024 * 1024;
 const BUSY_TEXT = "too many admin connections\n";
 const BUSY = new TextEncoder().encode(
   `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${BUSY_TEXT.length}\r\nconnection: close\r\n\r\n${BUSY_TEXT}`,
@@ -50,6 +55,8 @@ interface Pipe {
   upstreamGone: boolean;
   /** clientEnded: the client sent FIN; it goes to the server once `toUpstream` is written. */
   clientEnded: boolean;
+  /** upstreamPaused: reading from the server waits for the client to take what is queued. */
+  upstreamPaused: boolean;
   closed: boolean;
 }
 
@@ -63,7 +70,7 @@ export class AdminGate {
   private readonly listener: TCPSocketListener<Pipe>;
   private readonly pipes = new Set<Pipe>();
 
-  constructor(host: string, port: number, private readonly upstreamPath: string, private readonly logger: Logger, private readonly maxConnections = ADMIN_MAX_CONNECTIONS) {
+  constructor(host: string, port: number, private readonly upstreamPort: number, private readonly logger: Logger, private readonly maxConnections = ADMIN_MAX_CONNECTIONS) {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
     this.listener = Bun.listen<Pipe>({
@@ -130,14 +137,15 @@ export class AdminGate {
     }
     this.open++;
     const p: Pipe = {
-      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, closed: false,
+      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false, closed: false,
     };
     client.data = p;
     this.pipes.add(p);
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
     Bun.connect<Pipe>({
-      unix: this.upstreamPath,
+      hostname: "127.0.0.1",
+      port: this.upstreamPort,
       allowHalfOpen: true,
       socket: {
         open(socket) {
@@ -185,8 +193,16 @@ export class AdminGate {
       chunk = chunk.subarray(Math.max(0, n));
     }
     queue.push(chunk.slice()); // (the chunk's buffer is the runtime's to reuse)
-    const bytes = (way === "up" ? (p.toUpstreamBytes += chunk.length) : (p.toClientBytes += chunk.length));
-    if (bytes > MAX_PENDING_BYTES) this.end(p);
+    if (way === "up") {
+      p.toUpstreamBytes += chunk.length;
+      if (p.toUpstreamBytes > MAX_PENDING_BYTES) this.end(p);
+    } else {
+      p.toClientBytes += chunk.length;
+      if (p.toClientBytes > PAUSE_BYTES && !p.upstreamPaused && p.upstream !== undefined) {
+        p.upstreamPaused = true;
+        p.upstream.pause();
+      }
+    }
   }
 
   /** flush writes what waits for one side, as far as it takes it. */
@@ -207,6 +223,10 @@ export class AdminGate {
     }
     if (way === "down" && p.upstreamGone) this.end(p);
     else if (way === "up" && p.clientEnded) to.shutdown(); // (the client's FIN, after its bytes)
+    else if (way === "down" && p.upstreamPaused && p.toClientBytes <= PAUSE_BYTES / 2) {
+      p.upstreamPaused = false;
+      p.upstream?.resume();
+    }
   }
 
   private end(p: Pipe): void {

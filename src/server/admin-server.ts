@@ -70,9 +70,6 @@ export interface AdminOptions {
   metricsShareMs?: number;
 }
 
-/** adminServers numbers the admin servers of this process (their sockets' names). */
-let adminServers = 0;
-
 /** PROMETHEUS_CONTENT_TYPE is the media type of the text exposition format 0.0.4. */
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -104,11 +101,11 @@ export class AdminServer {
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency);
-    // The HTTP server listens on an abstract Unix socket of its own; the admin port itself is the
-    // gate's, which caps the connections (admin-gate.ts).
-    const socketPath = `\0mybuncache-admin-${process.pid}-${++adminServers}-${Math.random().toString(36).slice(2)}`;
+    // The HTTP server listens on a loopback port of its own; the admin port itself is the gate's,
+    // which caps the connections (admin-gate.ts).
     this.server = Bun.serve({
-      unix: socketPath,
+      hostname: "127.0.0.1",
+      port: 0,
       maxRequestBodySize: ADMIN_MAX_BODY_BYTES,
       fetch: (req) => this.handle(req),
       error: (e) => {
@@ -117,7 +114,7 @@ export class AdminServer {
       },
     });
     try {
-      this.gate = new AdminGate(opts.host, opts.port, socketPath, opts.logger, opts.maxConnections);
+      this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections);
     } catch (e) {
       void this.server.stop(true);
       throw e;

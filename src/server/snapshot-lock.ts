@@ -29,8 +29,21 @@ export const LOCK_REFRESH_MS = 10_000;
 /** LOCK_STALE_MS: a lock not touched for this long is its holder's no longer. */
 export const LOCK_STALE_MS = 3 * LOCK_REFRESH_MS;
 
-/** held: the lock files this process holds (SnapshotLock.key). */
-const held = new Set<string>();
+/** held: the locks this process holds, by SnapshotLock.key. */
+const held = new Map<string, SnapshotLock>();
+/**
+ * When the process exits another way than through the node's close (a signal while starting, a
+ * fatal error: node.ts calls process.exit), its locks go with it: left, a restart was refused for
+ * up to LOCK_STALE_MS in a new pid namespace (a container), or warned of a stale lock.
+ */
+let exitHookSet = false;
+function releaseAllOnExit(): void {
+  if (exitHookSet) return;
+  exitHookSet = true;
+  process.on("exit", () => {
+    for (const lock of [...held.values()]) lock.release();
+  });
+}
 
 /** PID_NAMESPACE names this process's pid namespace ("?" where /proc does not tell). */
 const PID_NAMESPACE = ((): string => {
@@ -75,7 +88,8 @@ export class SnapshotLock {
     if (!made) this.takeOver();
     this.owned = true;
     this.heldAs = key;
-    held.add(key);
+    held.set(key, this);
+    releaseAllOnExit();
     this.timer = setInterval(() => this.touch(), LOCK_REFRESH_MS);
     this.timer.unref();
   }

@@ -114,3 +114,20 @@ test("another host's lock touched lately is not taken over", async () => {
   await expect(open(snapshot)).rejects.toThrow("is in use by process 4242 on elsewhere");
   expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 4242 pid:[1]\n");
 });
+
+test("a process that exits without closing its node (a signal while starting, a fatal error) lets its locks go", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const script = [
+    `import { SnapshotLock } from ${JSON.stringify(join(import.meta.dir, "../../src/server/snapshot-lock.ts"))};`,
+    `import { Logger } from ${JSON.stringify(join(import.meta.dir, "../../src/server/log.ts"))};`,
+    `new SnapshotLock(${JSON.stringify(snapshot)}, new Logger("silent")).acquire();`,
+    `console.log("held");`,
+    `process.exit(0);`,
+  ].join("\n");
+  const file = join(dir, "exit-child.ts");
+  writeFileSync(file, script);
+  const child = Bun.spawnSync([process.execPath, file]);
+  expect(child.stdout.toString()).toBe("held\n");
+  expect(child.exitCode).toBe(0);
+  expect(existsSync(`${snapshot}.lock`)).toBe(false);
+});
