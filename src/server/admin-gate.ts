@@ -237,6 +237,6 @@ export class AdminGate {
     p.toUpstream.length = 0;
     p.toClient.length = 0;
     p.client.end();
-    if (!p.upstreamGone) p.upstream?.end();
+    p.upstream?.end(); // (also after the server closed first: its half-closed socket is ours to close)
   }
 }

@@ -16,6 +16,7 @@ import { parsePromText, sampleValue, type Family } from "./prom-text.ts";
 import { apacheClient, roundTrip, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
 import type { Socket } from "bun";
+import { readdirSync } from "node:fs";
 
 const silent = new Logger("silent");
 
@@ -137,6 +138,20 @@ describe("admin port connections", () => {
       await admin.close();
       await node.close();
     }
+  });
+
+  test("connections the HTTP server closes first (HTTP/1.0, Connection: close) leave no descriptor behind", async () => {
+    await using a = await startAdminNode({}, {}, "serving");
+    const fds = () => readdirSync("/proc/self/fd").length;
+    expect(await rawHttp(a.admin.port, "GET /healthz HTTP/1.0\r\n\r\n")).toStartWith("HTTP/1.1 200");
+    await waitUntil(() => a.admin.connections.open === 0, "the first connection to be counted out");
+    const before = fds();
+    for (let i = 0; i < 50; i++) {
+      const request = i % 2 === 0 ? "GET /healthz HTTP/1.0\r\n\r\n" : "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+      expect(await rawHttp(a.admin.port, request)).toEndWith("ok\n");
+    }
+    // Before: the gate's half-closed socket to the server stayed open (CLOSE-WAIT), one per connection.
+    await waitUntil(() => fds() <= before + 2, `descriptors back to ${before} (now ${fds()})`);
   });
 
   test("a client that half-closes after its request (nc -N) gets the whole reply", async () => {
