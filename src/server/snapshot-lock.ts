@@ -18,7 +18,7 @@
  * second node of the same process is refused like another process's, whatever the spelling of
  * the path).
  */
-import { closeSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, utimesSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config.ts";
@@ -174,12 +174,47 @@ export class SnapshotLock {
     return true;
   }
 
+  /**
+   * touch rewrites the lock's own bytes in place: its time is then the file system's (a volume's
+   * server, or this host's kernel), the clock `staleReason` reads it against, never a host's idea
+   * of the time (review: a holder whose clock ran 40 s behind had its lock taken over, live).
+   * A lock that is no longer this node's (removed, or another's) is left alone, and said so.
+   */
   private touch(): void {
-    const now = new Date();
+    const mine = this.content();
     try {
-      utimesSync(this.file, now, now);
+      const fd = openSync(this.file, "r+");
+      try {
+        const found = Buffer.alloc(mine.length + 1);
+        const n = readSync(fd, found, 0, found.length, 0);
+        if (found.toString("utf8", 0, n) !== mine) {
+          this.logger.warn("the snapshot lock is no longer this node's", { lock: this.file, holder: this.holder() });
+          return;
+        }
+        writeSync(fd, mine, 0);
+      } finally {
+        closeSync(fd);
+      }
     } catch (e) {
       this.logger.warn("cannot touch the snapshot lock", { lock: this.file, error: String(e) });
+    }
+  }
+
+  /**
+   * fileSystemNow is the time of the lock's file system now: the time of a file made beside it
+   * (Date.now() where none can be made).
+   */
+  private fileSystemNow(): number {
+    const probe = `${this.file}.now-${process.pid}`;
+    try {
+      writeFileSync(probe, "");
+      try {
+        return statSync(probe).mtimeMs;
+      } finally {
+        unlinkSync(probe);
+      }
+    } catch {
+      return Date.now();
     }
   }
 
@@ -203,7 +238,11 @@ export class SnapshotLock {
     } catch {
       return "it could not be read";
     }
-    if (Date.now() - mtimeMs > LOCK_STALE_MS) return `not touched for ${Math.round((Date.now() - mtimeMs) / 1000)} s`;
+    // Its age, by the file system's clock (see `touch`): hosts sharing a volume may disagree on the time.
+    const age = this.fileSystemNow() - mtimeMs;
+    if (age > LOCK_STALE_MS) return `not touched for ${Math.round(age / 1000)} s`;
+    // (A holder's lock is never ahead of the file system's clock: set by hand, or by a clock set back.)
+    if (age < -LOCK_STALE_MS) return `its time is ${Math.round(-age / 1000)} s ahead of the file system's`;
     const [host, pidText, namespace] = text.trim().split(" ");
     // Another host's, or another pid namespace's (a container's): its holder may run there until the lock goes stale.
     if (host !== hostname() || namespace !== PID_NAMESPACE || PID_NAMESPACE === "?") return undefined;

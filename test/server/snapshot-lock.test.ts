@@ -4,12 +4,13 @@
  * crash) is taken over with a warning once it is stale.
  */
 import { afterEach, beforeEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { LOCK_STALE_MS } from "../../src/server/snapshot-lock.ts";
+import { LOCK_STALE_MS, SnapshotLock } from "../../src/server/snapshot-lock.ts";
+import { Logger } from "../../src/server/log.ts";
 import { spawnNode, type NodeProcess } from "../support/node-process.ts";
 import { LogSink } from "./support.ts";
 
@@ -130,4 +131,37 @@ test("a process that exits without closing its node (a signal while starting, a 
   expect(child.stdout.toString()).toBe("held\n");
   expect(child.exitCode).toBe(0);
   expect(existsSync(`${snapshot}.lock`)).toBe(false);
+});
+
+test("a lock's time is the file system's: a holder whose clock is 40 s behind keeps its lock fresh; one 1 h ahead is stale", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const lock = new SnapshotLock(snapshot, new Logger("silent"));
+  lock.acquire();
+  const RealDate = Date;
+  const behind = class extends RealDate {
+    constructor(...a: unknown[]) {
+      if (a.length === 0) super(RealDate.now() - 40_000);
+      else super(...(a as [number]));
+    }
+    static override now(): number {
+      return RealDate.now() - 40_000;
+    }
+  };
+  try {
+    globalThis.Date = behind as DateConstructor;
+    (lock as unknown as { touch(): void }).touch(); // what the holder does every 10 s
+  } finally {
+    globalThis.Date = RealDate;
+  }
+  // Before: touched with the holder's clock, 40 s old to everyone else, and taken over live.
+  expect(Math.abs(statSync(`${snapshot}.lock`).mtimeMs - Date.now())).toBeLessThan(5000);
+  lock.release();
+
+  writeFileSync(`${snapshot}.lock`, "elsewhere 7 pid:[1]\n");
+  const ahead = (Date.now() + 3600_000) / 1000;
+  utimesSync(`${snapshot}.lock`, ahead, ahead);
+  const sink = new LogSink();
+  const node = await open(snapshot, sink);
+  expect(sink.lines.some((l) => l.includes("taking over a stale snapshot lock") && l.includes("ahead of the file system's"))).toBe(true);
+  await node.close();
 });
