@@ -97,8 +97,8 @@ export class ProtocolConnection {
    * be written later, out of request order (server/cache-server.ts): the request is decoded again
    * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
    * now writes to `out`. The connection goes on with a new request and a new writer over its output.
-   * `bytes` is what the request holds (`requestHolds`: the copy, its arrays). Allocates (a copy, a Request with its arrays, a
-   * ReplyWriter): it is for replies that wait for a load.
+   * `bytes` is what the request holds (`requestHolds`: the copy, its arrays). Allocates (a copy,
+   * a Request with its arrays, a ReplyWriter): it is for replies that wait for a load.
    */
   detach(out: BinaryWriter): { request: Request; reply: ReplyWriter; bytes: number } {
     const reader = this.reader;

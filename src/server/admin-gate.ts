@@ -12,15 +12,16 @@
  * `503 Service Unavailable` and closed: at once when MAX_LINGERING refused ones are closing
  * already, else once the client closes or after REFUSED_LINGER_MS, its input read and dropped
  * meanwhile (closed with unread input, the client would get a reset, which may drop the 503).
- * Each connection let in takes three descriptors (the client's, and both ends of the Unix
- * socket): FD_RESERVE counts them.
+ * Each connection let in takes three descriptors (the client's, and both ends of the loopback
+ * connection to the server): FD_RESERVE counts them.
  *
  * Bytes go through as they come, both ways. What one side has not taken yet waits in a bounded
  * buffer. A client sending far more than any admin request (past MAX_PENDING_BYTES) is closed; a
  * reply waiting for a slow client past PAUSE_BYTES pauses reading from the server until it is
- * down to half (a 15 MB /metrics of 10,000 groups reaches a reader who falls behind). A client's FIN is passed on once its bytes are (`nc -N`, a
- * request then a half-close, gets its reply); the server closing ends the client's connection
- * once the reply is written.
+ * down to half (a 15 MB /metrics of 10,000 groups reaches a reader who falls behind). A client's
+ * FIN is passed on once its bytes are (`nc -N`, a request then a half-close, gets its reply); the
+ * server closing ends the client's connection once the reply is written, and the gate's own
+ * socket to the server is always closed with the client's.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Logger } from "./log.ts";

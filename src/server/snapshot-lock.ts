@@ -103,7 +103,7 @@ export class SnapshotLock {
     if (this.create(takeover) !== true) {
       let age = 0;
       try {
-        age = Date.now() - statSync(takeover).mtimeMs;
+        age = this.fileSystemNow() - statSync(takeover).mtimeMs;
       } catch {
         // gone meanwhile: try once more below
       }
@@ -218,7 +218,7 @@ export class SnapshotLock {
     }
   }
 
-  /** holder names who holds the lock: "host pid", as written, or what could be read. */
+  /** holder names who holds the lock ("process <pid> on <host> (<pid namespace>)"), as far as it can be read. */
   private holder(): string {
     try {
       const [host, pid, namespace] = readFileSync(this.file, "utf8").trim().split(" ");
