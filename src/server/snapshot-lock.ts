@@ -18,7 +18,7 @@
  * second node of the same process is refused like another process's, whatever the spelling of
  * the path).
  */
-import { closeSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config.ts";
@@ -99,6 +99,13 @@ export class SnapshotLock {
    * holding the takeover lock meanwhile, so of nodes starting together one takes it.
    */
   private takeOver(): void {
+    try {
+      const st = lstatSync(this.file);
+      if (!st.isFile() && !st.isSymbolicLink()) throw new ConfigError(`--snapshot ${this.path}: its lock ${this.file} is not a file: remove it`);
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      // (gone meanwhile: taken over below)
+    }
     const takeover = `${this.file}.takeover`;
     if (this.create(takeover) !== true) {
       let age = 0;

@@ -4,7 +4,7 @@
  * crash) is taken over with a warning once it is stale.
  */
 import { afterEach, beforeEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -164,4 +164,10 @@ test("a lock's time is the file system's: a holder whose clock is 40 s behind ke
   const node = await open(snapshot, sink);
   expect(sink.lines.some((l) => l.includes("taking over a stale snapshot lock") && l.includes("ahead of the file system's"))).toBe(true);
   await node.close();
+});
+
+test("a lock path that is a directory refuses the start with a message saying so", async () => {
+  const snapshot = join(dir, "cache.snap");
+  mkdirSync(`${snapshot}.lock`);
+  await expect(open(snapshot)).rejects.toThrow(`its lock ${snapshot}.lock is not a file: remove it`);
 });
