@@ -192,6 +192,10 @@ export class CacheNode {
    * (`why`: the final one was not written), and says so; returns where it went, if anywhere.
    */
   private retireSnapshot(s: Snapshotter, why: string): string | undefined {
+    if (s.lock !== undefined && !s.lock.stillMine()) {
+      this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, { path: s.path });
+      return undefined;
+    }
     try {
       const movedTo = s.retire();
       if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { path: s.path, movedTo });

@@ -114,7 +114,8 @@ export class SnapshotLock {
       } catch {
         // gone meanwhile: try once more below
       }
-      if (age <= LOCK_STALE_MS) throw new ConfigError(`--snapshot ${this.path}: another node is taking over its lock ${this.file} now`);
+      // (One older than LOCK_STALE_MS, or ahead of the file system's clock by as much, is a crashed taker's.)
+      if (Math.abs(age) <= LOCK_STALE_MS) throw new ConfigError(`--snapshot ${this.path}: another node is taking over its lock ${this.file} now`);
       try {
         unlinkSync(takeover); // a taker that crashed
       } catch {
@@ -143,6 +144,20 @@ export class SnapshotLock {
       } catch {
         // (nothing to remove)
       }
+    }
+  }
+
+  /**
+   * stillMine tells whether this node may still write the snapshot: true unless it held the lock
+   * and the file is now another node's (or gone). A node stopped past LOCK_STALE_MS can come back
+   * to find its lock taken over; writing then would undo the node that took it.
+   */
+  stillMine(): boolean {
+    if (!this.owned) return true;
+    try {
+      return readFileSync(this.file, "utf8") === this.content();
+    } catch {
+      return false;
     }
   }
 
@@ -195,7 +210,8 @@ export class SnapshotLock {
         const found = Buffer.alloc(mine.length + 1);
         const n = readSync(fd, found, 0, found.length, 0);
         if (found.toString("utf8", 0, n) !== mine) {
-          this.logger.warn("the snapshot lock is no longer this node's", { lock: this.file, holder: this.holder() });
+          this.logger.error("the snapshot lock is another node's now: this node writes the snapshot no more", { lock: this.file, holder: this.holder() });
+          clearInterval(this.timer);
           return;
         }
         writeSync(fd, mine, 0);

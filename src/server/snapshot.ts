@@ -105,6 +105,13 @@ export class Snapshotter {
   /** write snapshots every group's main store; a call while a write runs returns that write. */
   write(): Promise<SnapshotResult> {
     if (this.writing !== undefined) return this.writing;
+    if (this.lock !== undefined && !this.lock.stillMine()) {
+      // Its lock was taken over (this node stopped past its staleness): the file is another node's now.
+      this.stop();
+      const e = new Error(`not writing ${this.path}: its lock is another node's now`);
+      this.logger.error("snapshot write refused: the snapshot lock is another node's now", { path: this.path });
+      return Promise.reject(e);
+    }
     const p = this.writeOnce().finally(() => {
       this.writing = undefined;
     });

@@ -171,3 +171,21 @@ test("a lock path that is a directory refuses the start with a message saying so
   mkdirSync(`${snapshot}.lock`);
   await expect(open(snapshot)).rejects.toThrow(`its lock ${snapshot}.lock is not a file: remove it`);
 });
+
+test("a node whose lock was taken over (stopped past its staleness) writes no snapshot over the new holder's, nor moves it aside", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const sink = new LogSink();
+  const node = await open(snapshot, sink);
+  const c = new CacheClient({ host: "127.0.0.1", port: node.port });
+  await c.set("default", "k", "the old node's");
+  await c.close();
+  // Another node took the lock meanwhile and wrote its own snapshot.
+  writeFileSync(`${snapshot}.lock`, "elsewhere 9 pid:[1]\n");
+  writeFileSync(snapshot, "the new holder's snapshot");
+  await node.close();
+  expect(readFileSync(snapshot, "utf8")).toBe("the new holder's snapshot");
+  expect(readFileSync(`${snapshot}.lock`, "utf8")).toBe("elsewhere 9 pid:[1]\n");
+  expect(node.finalSnapshotFailed).toBe(true);
+  expect(sink.lines.some((l) => l.includes("the snapshot lock is another node's now"))).toBe(true);
+  expect(sink.lines.some((l) => l.includes("so it is left as it is"))).toBe(true);
+});
