@@ -21,7 +21,9 @@
  * down to half (a 15 MB /metrics of 10,000 groups reaches a reader who falls behind). A client's
  * FIN is passed on once its bytes are (`nc -N`, a request then a half-close, gets its reply); the
  * server closing ends the client's connection once the reply is written, and the gate's own
- * socket to the server is always closed with the client's.
+ * socket to the server is always closed with the client's. A client that takes none of a reply
+ * waiting for it for CLIENT_STALL_MS is closed: paused, the server's socket would never see the
+ * server close it, and 16 clients that never read held every slot for good.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Logger } from "./log.ts";
@@ -38,6 +40,8 @@ const BUSY_TEXT = "too many admin connections\n";
 const BUSY = new TextEncoder().encode(
   `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${BUSY_TEXT.length}\r\nconnection: close\r\n\r\n${BUSY_TEXT}`,
 );
+/** CLIENT_STALL_MS: a client that takes nothing of what waits for it for this long is closed (Bun.serve's idle timeout). */
+export const CLIENT_STALL_MS = 10_000;
 /** MAX_LINGERING bounds the refused connections waiting for their client to close. */
 const MAX_LINGERING = 64;
 /** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
@@ -58,20 +62,27 @@ interface Pipe {
   clientEnded: boolean;
   /** upstreamPaused: reading from the server waits for the client to take what is queued. */
   upstreamPaused: boolean;
+  /** stallTimer runs while `toClient` holds bytes; `progressAt` is when the client last took some. */
+  stallTimer: ReturnType<typeof setTimeout> | undefined;
+  progressAt: number;
   closed: boolean;
 }
 
 export class AdminGate {
   readonly port: number;
-  /** refused counts connections answered 503 past the cap. */
+  /** refused counts connections answered 503 past the cap; `stalled`, those closed for taking nothing of a reply. */
   refused = 0;
+  stalled = 0;
   private open = 0;
   private lingering = 0;
   private refusedLoggedAt = -Infinity;
   private readonly listener: TCPSocketListener<Pipe>;
   private readonly pipes = new Set<Pipe>();
 
-  constructor(host: string, port: number, private readonly upstreamPort: number, private readonly logger: Logger, private readonly maxConnections = ADMIN_MAX_CONNECTIONS) {
+  constructor(
+    host: string, port: number, private readonly upstreamPort: number, private readonly logger: Logger,
+    private readonly maxConnections = ADMIN_MAX_CONNECTIONS, private readonly clientStallMs = CLIENT_STALL_MS,
+  ) {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
     this.listener = Bun.listen<Pipe>({
@@ -138,7 +149,8 @@ export class AdminGate {
     }
     this.open++;
     const p: Pipe = {
-      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false, closed: false,
+      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
+      stallTimer: undefined, progressAt: 0, closed: false,
     };
     client.data = p;
     this.pipes.add(p);
@@ -199,6 +211,10 @@ export class AdminGate {
       if (p.toUpstreamBytes > MAX_PENDING_BYTES) this.end(p);
     } else {
       p.toClientBytes += chunk.length;
+      if (p.stallTimer === undefined) {
+        p.progressAt = Date.now();
+        p.stallTimer = setTimeout(() => this.checkStall(p), this.clientStallMs);
+      }
       if (p.toClientBytes > PAUSE_BYTES && !p.upstreamPaused && p.upstream !== undefined) {
         p.upstreamPaused = true;
         p.upstream.pause();
@@ -215,12 +231,19 @@ export class AdminGate {
       const chunk = queue[0]!;
       const n = Math.max(0, to.write(chunk));
       if (way === "up") p.toUpstreamBytes -= n;
-      else p.toClientBytes -= n;
+      else {
+        p.toClientBytes -= n;
+        if (n > 0) p.progressAt = Date.now();
+      }
       if (n < chunk.length) {
         queue[0] = chunk.subarray(n);
         return;
       }
       queue.shift();
+    }
+    if (way === "down") {
+      clearTimeout(p.stallTimer);
+      p.stallTimer = undefined;
     }
     if (way === "down" && p.upstreamGone) this.end(p);
     else if (way === "up" && p.clientEnded) to.shutdown(); // (the client's FIN, after its bytes)
@@ -230,9 +253,23 @@ export class AdminGate {
     }
   }
 
+  /** checkStall closes a client that took nothing of its reply for clientStallMs. */
+  private checkStall(p: Pipe): void {
+    p.stallTimer = undefined;
+    if (p.closed || p.toClient.length === 0) return;
+    const idle = Date.now() - p.progressAt;
+    if (idle >= this.clientStallMs) {
+      this.stalled++;
+      this.end(p);
+      return;
+    }
+    p.stallTimer = setTimeout(() => this.checkStall(p), this.clientStallMs - idle);
+  }
+
   private end(p: Pipe): void {
     if (p.closed) return;
     p.closed = true;
+    clearTimeout(p.stallTimer);
     this.open--;
     this.pipes.delete(p);
     p.toUpstream.length = 0;

@@ -66,6 +66,8 @@ export interface AdminOptions {
   state?: AdminState;
   /** maxConnections: the admin connections open at once (default ADMIN_MAX_CONNECTIONS). */
   maxConnections?: number;
+  /** clientStallMs: a client taking nothing of its reply this long is closed (default CLIENT_STALL_MS). */
+  clientStallMs?: number;
   /** metricsShareMs: /metrics scrapes within this time of a rendering share it (default METRICS_MIN_INTERVAL_MS). */
   metricsShareMs?: number;
 }
@@ -114,7 +116,7 @@ export class AdminServer {
       },
     });
     try {
-      this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections);
+      this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections, opts.clientStallMs);
     } catch (e) {
       void this.server.stop(true);
       throw e;
@@ -151,9 +153,9 @@ export class AdminServer {
     return this.closing;
   }
 
-  /** connections is the admin connections open now; `refused`, those answered 503 past the cap. */
-  get connections(): { open: number; refused: number } {
-    return { open: this.gate.connections, refused: this.gate.refused };
+  /** connections is the admin connections open now; `refused`, those answered 503 past the cap; `stalled`, those closed for not reading. */
+  get connections(): { open: number; refused: number; stalled: number } {
+    return { open: this.gate.connections, refused: this.gate.refused, stalled: this.gate.stalled };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -124,7 +124,7 @@ describe("admin port connections", () => {
       const [head, body] = refused.split("\r\n\r\n");
       expect(body).toBe("too many admin connections\n");
       expect(head).toContain(`content-length: ${body!.length}`);
-      expect(admin.connections).toEqual({ open: 3, refused: 1 });
+      expect(admin.connections).toEqual({ open: 3, refused: 1, stalled: 0 });
       // The Thrift port is not touched by any of it.
       expect(await roundTrip(node.port)).toBe("ok");
       idle[0]!.end();
