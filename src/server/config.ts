@@ -360,7 +360,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
     );
   }
   // Likewise a frame the node accepts must fit what its connections may hold: past the cap, a
-  // client's legal Set could only be answered by closing its connection.
+  // client's legal Set could only be answered by closing its connection. (A cold multi-key
+  // request holds more than its frame while its loads run: running.md says to leave room.)
   if (c.maxBufferedBytes < c.maxFrameSize) {
     throw new ConfigError(`--max-buffered ${c.maxBufferedBytes} is less than one frame the node accepts: it must be at least --max-frame-size (${c.maxFrameSize})`);
   }
