@@ -12,11 +12,10 @@ import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { keysOf, startMembers } from "../support/cluster-members.ts";
+import { fetchedBy, keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -106,9 +105,7 @@ test("a write whose owner waits for a member that hangs is acknowledged before t
   open.push(s);
   for (const k of keys) {
     await viaB.set("g", k, "v0");
-    const fetched = Promise.withResolvers<void>();
-    s.forwardGet(utf8.encode("g"), utf8.encode(k), 0, k.length, (e) => (e === null ? fetched.resolve() : fetched.reject(e)));
-    await fetched.promise;
+    await fetchedBy(s, k);
   }
   for (const k of keys) {
     const t = performance.now();

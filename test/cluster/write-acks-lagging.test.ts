@@ -11,10 +11,9 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, type StubCall, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { keysOf } from "../support/cluster-members.ts";
+import { fetchedBy, keysOf } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -91,9 +90,7 @@ async function withMember(count: number): Promise<{ n: CacheNode; m: Member; key
   open.push(fetcher);
   for (const k of keys) {
     await app.set("g", k, "v0");
-    const fetched = Promise.withResolvers<void>();
-    fetcher.forwardGet(utf8.encode("g"), utf8.encode(k), 0, k.length, (e) => (e === null ? fetched.resolve() : fetched.reject(e)));
-    await fetched.promise;
+    await fetchedBy(fetcher, k);
   }
   m.told.length = 0;
   m.asked = m.dropped = 0; // (the drop ask of the start, answered)

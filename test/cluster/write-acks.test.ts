@@ -15,12 +15,11 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { keysOf, startMembers } from "../support/cluster-members.ts";
+import { fetchedBy, keysOf, startMembers } from "../support/cluster-members.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -133,7 +132,7 @@ test("a write of a key no member can hold is acknowledged without waiting for th
   // A Get of `hot` as a member sends it (PeerGet, what a mirror is filled from), on a connection
   // that does not name its member: every member may hold `hot` now.
   await viaN.set("g", hot, "v1");
-  expect(await fetched(client(n.port), hot)).toBe("v1");
+  expect(await fetchedBy(client(n.port), hot)).toBe("v1");
   t = performance.now();
   await viaN.set("g", hot, "v2"); // waits for the slow member's answer
   expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
@@ -142,16 +141,6 @@ test("a write of a key no member can hold is acknowledged without waiting for th
   await viaN.set("g", cold, "v3"); // still not handed out
   expect(performance.now() - t).toBeLessThan(SLOW_MS / 2);
 }, 15_000);
-
-/** fetched has `member` (a client naming itself `sender`, or none) fetch `key` from the node as a member does (PeerGet). */
-async function fetched(member: CacheClient, key: string): Promise<string> {
-  const answered = Promise.withResolvers<string>();
-  member.forwardGet(utf8.encode("g"), utf8.encode(key), 0, key.length, (err, value, off, len) => {
-    if (err !== null) answered.reject(err);
-    else answered.resolve(text(value!.subarray(off, off + len)));
-  });
-  return answered.promise;
-}
 
 test("a write waits only for the members that fetched the key, and never for the member that forwarded it", async () => {
   const { n, slowId, keys } = await withSlowMember();
@@ -162,12 +151,12 @@ test("a write waits only for the members that fetched the key, and never for the
   const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: slowId });
   open.push(s);
   await viaN.set("g", k, "v1");
-  expect(await fetched(s, k)).toBe("v1");
+  expect(await fetchedBy(s, k)).toBe("v1");
   let t = performance.now();
   await s.set("g", k, "v2", undefined, { peer: true });
   expect(performance.now() - t).toBeLessThan(SLOW_MS / 2);
   // Written by anyone else, the slow member may hold a copy: N waits for its answer.
-  expect(await fetched(s, k)).toBe("v2");
+  expect(await fetchedBy(s, k)).toBe("v2");
   t = performance.now();
   await viaN.set("g", k, "v3");
   expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100);
@@ -179,7 +168,7 @@ test("a key a member asked for while it loads counts as handed out from the ask:
   const [k] = keys as [string];
   const s = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 5000, sender: slowId });
   open.push(s);
-  const asked = fetched(s, k); // the owner loads k (held at the gate)
+  const asked = fetchedBy(s, k); // the owner loads k (held at the gate)
   await waitUntil(() => gated.calls.get(k) === 1, "the load");
   const t = performance.now();
   try {
@@ -207,7 +196,7 @@ test("a peer's Get whose load the look-ahead started counts as handed out from t
   // One PeerGetMulti waits out of order; the next parks the connection, and the look-ahead starts
   // the load of the PeerGet behind it.
   const multis = [s.getMulti("g", [gm0], { peer: true }), s.getMulti("g", [gm1], { peer: true })];
-  const asked = fetched(s, k);
+  const asked = fetchedBy(s, k);
   try {
     await waitUntil(() => calls.includes(k), "the look-ahead's load of k");
     const t = performance.now();
@@ -234,7 +223,7 @@ for (const how of ["names no member", "names a member first, then another in a l
     open.push(s);
     if (how !== "names no member") await s.ping(strangerId); // names nothing: only the intro does
     await viaN.set("g", k, "v1");
-    expect(await fetched(s, k)).toBe("v1"); // by no member: every member may hold k; by the slow one: it may
+    expect(await fetchedBy(s, k)).toBe("v1"); // by no member: every member may hold k; by the slow one: it may
     const t = performance.now();
     await viaN.set("g", k, "v2");
     expect(performance.now() - t).toBeGreaterThanOrEqual(SLOW_MS - 100); // the slow member's answer was waited for

@@ -2,6 +2,7 @@
  * In-process cluster members for tests: nodes on free 127.0.0.1 ports that list each other as
  * peers, with their logs kept out of the test output.
  */
+import type { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
@@ -56,3 +57,19 @@ export function keysOf(node: CacheNode, id: string, prefix: string, n: number): 
   }
   return keys;
 }
+
+/**
+ * fetchedBy has `member` (a client naming itself `sender`, as a node's peer clients do, or none)
+ * fetch `key` of group "g" from the node it is connected to as a member does (PeerGet), so the
+ * node notes the member may hold a copy; resolves with the value's text.
+ */
+export function fetchedBy(member: CacheClient, key: string): Promise<string> {
+  const answered = Promise.withResolvers<string>();
+  member.forwardGet(utf8.encode("g"), utf8.encode(key), 0, key.length, (err, value, off, len) => {
+    if (err !== null) answered.reject(err);
+    else answered.resolve(new TextDecoder().decode(value!.subarray(off, off + len)));
+  });
+  return answered.promise;
+}
+
+const utf8 = new TextEncoder();
