@@ -73,7 +73,6 @@ export class AdminGate {
   /** refused counts connections answered 503 past the cap; `stalled`, those closed for taking nothing of a reply. */
   refused = 0;
   stalled = 0;
-  private open = 0;
   private lingering = 0;
   private refusedLoggedAt = -Infinity;
   private readonly listener: TCPSocketListener<Pipe>;
@@ -122,7 +121,7 @@ export class AdminGate {
 
   /** connections is the admin connections open now. */
   get connections(): number {
-    return this.open;
+    return this.pipes.size;
   }
 
   /** close stops listening and closes every connection. */
@@ -132,7 +131,7 @@ export class AdminGate {
   }
 
   private accept(client: Socket<Pipe>): void {
-    if (this.open >= this.maxConnections) {
+    if (this.pipes.size >= this.maxConnections) {
       this.refused++;
       const now = Date.now();
       if (now - this.refusedLoggedAt >= REFUSAL_LOG_MS) {
@@ -147,7 +146,6 @@ export class AdminGate {
       setTimeout(() => client.end(), REFUSED_LINGER_MS);
       return;
     }
-    this.open++;
     const p: Pipe = {
       client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
       stallTimer: undefined, progressAt: 0, closed: false,
@@ -270,7 +268,6 @@ export class AdminGate {
     if (p.closed) return;
     p.closed = true;
     clearTimeout(p.stallTimer);
-    this.open--;
     this.pipes.delete(p);
     p.toUpstream.length = 0;
     p.toClient.length = 0;
