@@ -57,7 +57,7 @@ const PID_NAMESPACE = ((): string => {
 export class SnapshotLock {
   readonly file: string;
   private timer: ReturnType<typeof setInterval> | undefined;
-  private owned = false;
+  /** heldAs is the key under which this node holds the lock (`held`), "" while it holds none. */
   private heldAs = "";
 
   constructor(private readonly path: string, private readonly logger: Logger) {
@@ -86,7 +86,6 @@ export class SnapshotLock {
     const made = this.create(this.file);
     if (made === undefined) return;
     if (!made) this.takeOver();
-    this.owned = true;
     this.heldAs = key;
     held.set(key, this);
     releaseAllOnExit();
@@ -153,7 +152,7 @@ export class SnapshotLock {
    * to find its lock taken over; writing then would undo the node that took it.
    */
   stillMine(): boolean {
-    if (!this.owned) return true;
+    if (this.heldAs === "") return true;
     try {
       return readFileSync(this.file, "utf8") === this.content();
     } catch {
@@ -163,9 +162,9 @@ export class SnapshotLock {
 
   /** release removes the lock, if this node holds it (and it is still this node's file). */
   release(): void {
-    if (!this.owned) return;
-    this.owned = false;
+    if (this.heldAs === "") return;
     held.delete(this.heldAs);
+    this.heldAs = "";
     clearInterval(this.timer);
     try {
       if (readFileSync(this.file, "utf8") === this.content()) unlinkSync(this.file);
