@@ -24,6 +24,13 @@
  * socket to the server is always closed with the client's. A client that takes none of a reply
  * waiting for it for CLIENT_STALL_MS is closed: paused, the server's socket would never see the
  * server close it, and 16 clients that never read held every slot for good.
+ *
+ * At the cap, a connection that has had no reply bytes for EVICT_QUIET_MS and has none waiting
+ * (an idle keep-alive connection, or a client that trickles a request it never finishes) is
+ * closed to let the new one in, the longest quiet first, as nginx reuses idle keep-alive
+ * connections when it runs out. Every endpoint answers at once, so a client being served is never
+ * that quiet. Without it, 16 connections that sent nothing (or a byte now and then) made
+ * `/healthz` answer 503 to every probe, and an orchestrator would restart a healthy node.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Logger } from "./log.ts";
@@ -46,6 +53,8 @@ export const CLIENT_STALL_MS = 10_000;
 const MAX_LINGERING = 64;
 /** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
 const REFUSED_LINGER_MS = 1000;
+/** EVICT_QUIET_MS: at the cap, a connection with no reply bytes for this long makes room for a new one. */
+export const EVICT_QUIET_MS = 1000;
 
 /** Pipe is one admin connection: the client's socket and the one to the HTTP server. */
 interface Pipe {
@@ -65,14 +74,20 @@ interface Pipe {
   /** stallTimer runs while `toClient` holds bytes; `progressAt` is when the client last took some. */
   stallTimer: ReturnType<typeof setTimeout> | undefined;
   progressAt: number;
+  /** repliedAt is when the server last sent it reply bytes (when it opened, before any): its quiet time for eviction. */
+  repliedAt: number;
   closed: boolean;
 }
 
 export class AdminGate {
   readonly port: number;
-  /** refused counts connections answered 503 past the cap; `stalled`, those closed for taking nothing of a reply. */
+  /**
+   * refused counts connections answered 503 past the cap; `stalled`, those closed for taking
+   * nothing of a reply; `evicted`, quiet ones closed at the cap to let a new one in.
+   */
   refused = 0;
   stalled = 0;
+  evicted = 0;
   private lingering = 0;
   private refusedLoggedAt = -Infinity;
   private readonly listener: TCPSocketListener<Pipe>;
@@ -81,6 +96,7 @@ export class AdminGate {
   constructor(
     host: string, port: number, private readonly upstreamPort: number, private readonly logger: Logger,
     private readonly maxConnections = ADMIN_MAX_CONNECTIONS, private readonly clientStallMs = CLIENT_STALL_MS,
+    private readonly evictQuietMs = EVICT_QUIET_MS,
   ) {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
@@ -131,9 +147,10 @@ export class AdminGate {
   }
 
   private accept(client: Socket<Pipe>): void {
+    const now = Date.now();
+    if (this.pipes.size >= this.maxConnections) this.evictQuiet(now);
     if (this.pipes.size >= this.maxConnections) {
       this.refused++;
-      const now = Date.now();
       if (now - this.refusedLoggedAt >= REFUSAL_LOG_MS) {
         this.refusedLoggedAt = now;
         this.logger.warn("admin connections at the cap: refusing more with 503", { maxConnections: this.maxConnections, refused: this.refused });
@@ -148,7 +165,7 @@ export class AdminGate {
     }
     const p: Pipe = {
       client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
-      stallTimer: undefined, progressAt: 0, closed: false,
+      stallTimer: undefined, progressAt: 0, repliedAt: now, closed: false,
     };
     client.data = p;
     this.pipes.add(p);
@@ -194,8 +211,21 @@ export class AdminGate {
     if (p.toClient.length === 0) this.end(p);
   }
 
+  /** evictQuiet closes the connection quiet longest, if one has been for evictQuietMs with nothing waiting for its client. */
+  private evictQuiet(now: number): void {
+    let quietest: Pipe | undefined;
+    for (const p of this.pipes) {
+      if (p.toClientBytes > 0 || now - p.repliedAt < this.evictQuietMs) continue;
+      if (quietest === undefined || p.repliedAt < quietest.repliedAt) quietest = p;
+    }
+    if (quietest === undefined) return;
+    this.evicted++;
+    this.end(quietest);
+  }
+
   /** send passes `chunk` toward the upstream ("up") or the client ("down"), queueing what it does not take. */
   private send(p: Pipe, way: "up" | "down", chunk: Uint8Array): void {
+    if (way === "down") p.repliedAt = Date.now();
     const queue = way === "up" ? p.toUpstream : p.toClient;
     const to = way === "up" ? p.upstream : p.client;
     if (queue.length === 0 && to !== undefined) {

@@ -68,6 +68,8 @@ export interface AdminOptions {
   maxConnections?: number;
   /** clientStallMs: a client taking nothing of its reply this long is closed (default CLIENT_STALL_MS). */
   clientStallMs?: number;
+  /** evictQuietMs: at the cap, a connection without reply bytes this long makes room (default EVICT_QUIET_MS). */
+  evictQuietMs?: number;
   /** metricsShareMs: /metrics scrapes within this time of a rendering share it (default METRICS_MIN_INTERVAL_MS). */
   metricsShareMs?: number;
 }
@@ -116,7 +118,7 @@ export class AdminServer {
       },
     });
     try {
-      this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections, opts.clientStallMs);
+      this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections, opts.clientStallMs, opts.evictQuietMs);
     } catch (e) {
       void this.server.stop(true);
       throw e;
@@ -153,9 +155,12 @@ export class AdminServer {
     return this.closing;
   }
 
-  /** connections is the admin connections open now; `refused`, those answered 503 past the cap; `stalled`, those closed for not reading. */
-  get connections(): { open: number; refused: number; stalled: number } {
-    return { open: this.gate.connections, refused: this.gate.refused, stalled: this.gate.stalled };
+  /**
+   * connections is the admin connections open now; `refused`, those answered 503 past the cap;
+   * `stalled`, those closed for not reading; `evicted`, quiet ones closed at the cap for a new one.
+   */
+  get connections(): { open: number; refused: number; stalled: number; evicted: number } {
+    return { open: this.gate.connections, refused: this.gate.refused, stalled: this.gate.stalled, evicted: this.gate.evicted };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

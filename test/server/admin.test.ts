@@ -111,7 +111,8 @@ function rawHttp(port: number, request: string): Promise<string> {
 describe("admin port connections", () => {
   test("past the cap a connection is answered 503 and closed; the ones let in are served, and their slots come back", async () => {
     const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
-    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 3, state: "serving" });
+    // (none is quiet long enough to be closed for a new one here: see the next test)
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 3, evictQuietMs: 60_000, state: "serving" });
     try {
       // Three idle connections take every slot (a client that connects and sends nothing).
       const idle = await Promise.all([0, 1, 2].map(() => new Promise<Socket>((resolve) => {
@@ -124,7 +125,7 @@ describe("admin port connections", () => {
       const [head, body] = refused.split("\r\n\r\n");
       expect(body).toBe("too many admin connections\n");
       expect(head).toContain(`content-length: ${body!.length}`);
-      expect(admin.connections).toEqual({ open: 3, refused: 1, stalled: 0 });
+      expect(admin.connections).toEqual({ open: 3, refused: 1, stalled: 0, evicted: 0 });
       // The Thrift port is not touched by any of it.
       expect(await roundTrip(node.port)).toBe("ok");
       idle[0]!.end();
@@ -133,6 +134,60 @@ describe("admin port connections", () => {
       expect(ok).toStartWith("HTTP/1.1 200");
       expect(ok).toEndWith("ok\n");
       for (const s of idle) s.end();
+      await waitUntil(() => admin.connections.open === 0, "every connection closed");
+    } finally {
+      await admin.close();
+      await node.close();
+    }
+  });
+
+  test("at the cap, a connection quiet for evictQuietMs (a request trickled and never finished) is closed to let a probe in; one answered since is kept", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 2, evictQuietMs: 1000, state: "serving" });
+    /** keepAlive is an open HTTP/1.1 connection: `ask` sends a /healthz and resolves with the reply's body. */
+    const keepAlive = () => new Promise<{ s: Socket; ask(): Promise<string>; closed: Promise<void> }>((resolve) => {
+      let waiter: ((text: string) => void) | undefined;
+      let got = "";
+      let closedNow: () => void = () => {};
+      const closed = new Promise<void>((r) => (closedNow = r));
+      void Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: {
+        open: (s) => resolve({
+          s, closed,
+          ask: () => new Promise<string>((r) => {
+            waiter = r;
+            got = "";
+            s.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+          }),
+        }),
+        data: (_s, d) => {
+          got += new TextDecoder().decode(d);
+          if (got.endsWith("ok\n")) waiter?.(got);
+        },
+        close: () => closedNow(),
+      } });
+    });
+    try {
+      // A: sends the start of a request and never the rest (a slow-loris client).
+      const a = await keepAlive();
+      a.s.write("GET /heal");
+      // B: a keep-alive client, answered.
+      const b = await keepAlive();
+      expect(await b.ask()).toEndWith("ok\n");
+      await waitUntil(() => admin.connections.open === 2, "both let in");
+      // Nobody has been quiet for a second yet: a third is refused.
+      expect(await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toStartWith("HTTP/1.1 503");
+      expect(admin.connections).toMatchObject({ open: 2, refused: 1, evicted: 0 });
+      await Bun.sleep(1100);
+      a.s.write("th"); // trickled: still no reply, still quiet
+      expect(await b.ask()).toEndWith("ok\n"); // answered just now: not quiet
+      // A probe now closes A (quiet for over a second) and is served; B stays.
+      const probe = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      expect(probe).toStartWith("HTTP/1.1 200");
+      expect(probe).toEndWith("ok\n");
+      await a.closed;
+      expect(admin.connections).toMatchObject({ refused: 1, evicted: 1 });
+      expect(await b.ask()).toEndWith("ok\n");
+      b.s.end();
       await waitUntil(() => admin.connections.open === 0, "every connection closed");
     } finally {
       await admin.close();
