@@ -590,6 +590,7 @@ export class ClientConnection {
     // what it had sent), so its output holds one frame per call in flight, in issue order. A call
     // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
     const unsent = this.state !== CONN_OPEN;
+    let timedOut: TimedOut | null = null;
     const alive = lateTicks > timeoutTicks && (this.quietTicks <= timeoutTicks || (peerAlive && this.mayBeHeld()));
     const mayWait = !unsent && alive;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
@@ -600,11 +601,18 @@ export class ClientConnection {
       }
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
       if (slot === this.revivalSlot) revival = true;
-      if (this.timeOut(slot, unsent, error)) counted = true;
+      if (this.timeOut(slot, unsent, (timedOut ??= newTimedOut()))) counted = true;
     }
     while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
       error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
-      if (this.timeOut(p.lateHead, false, error)) counted = true;
+      if (this.timeOut(p.lateHead, false, (timedOut ??= newTimedOut()))) counted = true;
+    }
+    // The unsent frames of the calls timed out, all at the head of the output, go in one cut (one
+    // at a time, each cut moved everything queued behind it: 40,000 calls queued on a connecting
+    // peer stalled the loop 2.6 s). Then their callers are told, once nothing is left half done.
+    if (timedOut !== null) {
+      if (timedOut.cut > 0) this.calls.out.consume(timedOut.cut);
+      for (let i = 0; i < timedOut.forwards.length; i++) settleError(timedOut.forwards[i]!, timedOut.waiters[i]!, error!);
     }
     const sentOut = error !== null && !unsent; // calls sent on this connection timed out
     if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
@@ -619,17 +627,17 @@ export class ClientConnection {
   }
 
   /**
-   * timeOut fails the waiting or late call `slot` with `error`: taken out of the output when
-   * `unsent`, else abandoned (its late reply will be dropped). Returns whether it counts as a
+   * timeOut times out the waiting or late call `slot`: its frame is added to `t.cut` when
+   * `unsent` (the output is cut once the sweep has them all), else it is abandoned (its late reply
+   * will be dropped); its caller goes to `t`, to be told after. Returns whether it counts as a
    * timeout of a sent call of the application's (not a ping of the client's own: `settledPing`).
    */
-  private timeOut(slot: number, unsent: boolean, error: CacheError): boolean {
+  private timeOut(slot: number, unsent: boolean, t: TimedOut): boolean {
     const p = this.pending;
-    const forward = p.forward[slot]!;
-    const waiter = p.waiter[slot]!;
+    t.forwards.push(p.forward[slot]!);
+    t.waiters.push(p.waiter[slot]!);
     if (unsent) {
-      const out = this.calls.out;
-      out.consume(4 + readI32(out.buffer, 0));
+      t.cut += 4 + readI32(this.calls.out.buffer, t.cut);
       p.release(slot);
     } else p.abandon(slot);
     const counted = !this.settledPing(slot);
@@ -637,7 +645,6 @@ export class ClientConnection {
       this.health.counters.timeouts++;
       this.health.counters.errors++;
     }
-    settleError(forward, waiter, error);
     return counted && !unsent;
   }
 
@@ -735,6 +742,17 @@ export class ClientConnection {
     this.handshaking = null;
     socket?.end();
   }
+}
+
+/** TimedOut is what one sweep timed out: the bytes of unsent frames to cut, and the callers to tell. */
+interface TimedOut {
+  cut: number;
+  forwards: (ForwardCallback | null)[];
+  waiters: (Waiter | null)[];
+}
+
+function newTimedOut(): TimedOut {
+  return { cut: 0, forwards: [], waiters: [] };
 }
 
 function settleError(forward: ForwardCallback | null, waiter: Waiter | null, error: CacheError): void {

@@ -4,12 +4,13 @@
  * with CacheError OVERLOADED; the client then reports a protocol fault and PEER_UNAVAILABLE
  * instead of OVERLOADED (which it reports without auth).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
 import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
+import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
 
 async function firstError(node: { port: number }, authToken: string | undefined): Promise<CacheError> {
   const client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });
@@ -203,6 +204,35 @@ describe("a call that timed out before its connection could send it", () => {
       await expect(other.get("default", "late")).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
       await client.set("default", "after", "ok"); // and the connection carries calls as before
       expect(new TextDecoder().decode((await other.get("default", "after")).value)).toBe("ok");
+    } finally {
+      await node.close();
+    }
+  });
+  test("many that time out together are cut from the output in one move, and the calls after them go out intact (review: one cut each moved all queued behind it, 40,000 calls stalled the loop 2.6 s)", async () => {
+    let node = startNode();
+    const port = node.port;
+    await using client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 200, maxFailures: 100 });
+    await client.set("default", "warm", "1");
+    await node.close();
+    for (let i = 0; i < 7; i++) await client.get("default", "x").catch(() => {}); // failed connects: the backoff grows
+    const cuts = spyOn(BinaryWriter.prototype, "consume");
+    try {
+      const sets: Promise<unknown>[] = [];
+      for (let i = 0; i < 2000; i++) sets.push(client.set("default", `late${i}`, "timed out"));
+      const failed = await Promise.allSettled(sets);
+      expect(failed.every((r) => r.status === "rejected" && (r.reason as CacheError).code === ERROR_CODE.PEER_UNAVAILABLE)).toBe(true);
+      // Issued in one tick, they time out in one sweep (two if it ticks in between): one cut each.
+      expect(cuts.mock.calls.length).toBeLessThanOrEqual(2);
+    } finally {
+      cuts.mockRestore();
+    }
+    node = startNode({ port });
+    try {
+      await Bun.sleep(1100); // past the longest backoff
+      await client.set("default", "after", "ok"); // the output holds this call only, whole
+      await using other = new CacheClient({ host: "127.0.0.1", port, connections: 1 });
+      expect(new TextDecoder().decode((await other.get("default", "after")).value)).toBe("ok");
+      for (const i of [0, 999, 1999]) await expect(other.get("default", `late${i}`)).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
     } finally {
       await node.close();
     }
