@@ -210,6 +210,7 @@ export class ClientConnection {
     }
     this.pending.forward[slot] = forward;
     this.pending.waiter[slot] = waiter;
+    this.pending.entries[slot] = this.calls.listed;
     this.kick();
     return null;
   }
@@ -478,7 +479,7 @@ export class ClientConnection {
     if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
     this.replied = true;
     const method = p.method[slot]!;
-    r.readResult(method);
+    r.readResult(method, p.entries[slot]!);
     // The node refusing the connection (at its connection limit) has not served it: that neither
     // ends a backoff nor makes the close that follows an idle one (the late reply of a timed-out
     // call included).

@@ -61,6 +61,8 @@ export class PendingCalls {
   private generation = new Uint16Array(INITIAL_SLOTS);
   /** Sweep tick at which the call was issued. */
   issuedAt = new Float64Array(INITIAL_SLOTS);
+  /** entries: the most map entries the call's reply may hold (a GetMulti's keys; else -1: no map). */
+  entries = new Int32Array(INITIAL_SLOTS);
   private prev = new Int32Array(INITIAL_SLOTS).fill(-1);
   private next = new Int32Array(INITIAL_SLOTS).fill(-1);
   readonly forward: (ForwardCallback | null)[] = [];
@@ -211,6 +213,7 @@ export class PendingCalls {
       this.method = resize(this.method, capacity);
       this.generation = resize(this.generation, capacity);
       this.issuedAt = resize(this.issuedAt, capacity);
+      this.entries = resize(this.entries, capacity);
       this.prev = resize(this.prev, capacity);
       this.next = resize(this.next, capacity);
       this.free = resize(this.free, capacity);

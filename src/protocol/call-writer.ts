@@ -26,6 +26,8 @@ export class CallWriter {
   readonly out: BinaryWriter;
   /** Offset of the frame being written, -1 between calls. */
   private frameAt = -1;
+  /** listed is the element count of the call's last `listBegin` (a GetMulti's keys), -1 when it has none. */
+  listed = -1;
 
   constructor(out: BinaryWriter = new BinaryWriter()) {
     this.out = out;
@@ -37,6 +39,7 @@ export class CallWriter {
     const name = METHOD_NAME_BYTES[method]!;
     w.ensure(CALL_OVERHEAD_BYTES + name.length);
     this.frameAt = w.reserveI32();
+    this.listed = -1;
     w.i32(VERSION_1 | MESSAGE_CALL);
     w.i32(name.length);
     w.bytes(name, 0, name.length);
@@ -88,6 +91,7 @@ export class CallWriter {
     w.fieldBegin(TYPE_LIST, id);
     w.u8(TYPE_STRING);
     w.i32(count);
+    this.listed = count;
   }
 
   /** mapBegin opens a `map<string, binary>` field of `count` entries (key, value elements). */

@@ -63,6 +63,10 @@ export const REPLY_VALUE_TOO_LARGE = "reply value larger than the limit";
 export const REPLY_KEY_TOO_LONG = "reply key longer than the limit";
 
 const EMPTY = new Uint8Array(0);
+/** MAX_ENTRIES: a GetMulti reply's entries when the caller gives no bound (the frame limit bounds them). */
+const MAX_ENTRIES = 0x7fffffff;
+/** KEEP_ITEMS: a GetMulti entry table larger than this (int32s: 16k entries) is let go before the next reply. */
+const KEEP_ITEMS = 64 * 1024;
 
 export class ReplyReader {
   private readonly reader: BinaryReader;
@@ -99,6 +103,8 @@ export class ReplyReader {
   /** GetMulti entries: 4 int32 per entry; `entryCount` in use. */
   entryCount = 0;
   items = new Int32Array(64);
+  /** maxEntries: the most entries the reply being read may hold (`readResult`). */
+  private maxEntries = 0;
 
   constructor(limits: ProtocolLimits) {
     this.reader = new BinaryReader(limits.maxDepth);
@@ -123,9 +129,16 @@ export class ReplyReader {
     this.seqid = r.readI32();
   }
 
-  /** readResult reads the body after `begin` as the result of `method`. Throws ProtocolError. */
-  readResult(method: number): void {
+  /**
+   * readResult reads the body after `begin` as the result of `method`; a GetMulti's map may hold
+   * `maxEntries` entries at most (the keys asked for: a map has one entry per key). Throws
+   * ProtocolError.
+   */
+  readResult(method: number, maxEntries = MAX_ENTRIES): void {
     this.clear();
+    this.maxEntries = maxEntries < 0 ? 0 : maxEntries;
+    // A large GetMulti's entries are not kept past it (the reader lives as long as its connection).
+    if (this.items.length > KEEP_ITEMS) this.items = new Int32Array(64);
     const r = this.reader;
     if (this.messageType === MESSAGE_EXCEPTION) {
       if (this.nameLength !== 0) this.checkName(method);
@@ -279,6 +292,9 @@ export class ReplyReader {
     const r = this.reader;
     const start = r.pos;
     const count = r.readMapBegin(); // count * 8 <= bytes left, checked
+    // More entries than keys asked for: not a reply to this call (and a few MB of them would
+    // become hundreds of MB of keys and values for the caller).
+    if (count > this.maxEntries) throw protocolError(`GetMulti reply holds ${count} entries for ${this.maxEntries} keys asked`);
     if (r.elemType !== TYPE_STRING || r.valueType !== TYPE_STRING) {
       r.pos = start;
       r.skip(TYPE_MAP, 3);

@@ -8,7 +8,7 @@ import { CacheClient, TEST_DOOR, isUnknownMethod } from "../../src/client/cache-
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
-import { StubServer, appExceptionReply, closedPort, getReply, rejection, serve, until } from "./support.ts";
+import { type StubCall, StubServer, appExceptionReply, closedPort, getReply, multiReply, rejection, serve, until } from "./support.ts";
 import { LogSink } from "../server/support.ts";
 
 const enc = new TextEncoder();
@@ -534,6 +534,30 @@ describe("hostile servers", () => {
     expect(c.counters.protocolErrors).toBe(1);
     expect(heard).toHaveLength(1);
     expect(heard[0]).toContain(why);
+  });
+
+  test("a GetMulti reply with more entries than keys asked is a malformed reply, refused before its entries are built (review: 3 MB of them cost 150 MB)", async () => {
+    using stub = new StubServer();
+    stub.store.set("g/k", enc.encode("good"));
+    /** flood answers the next call with 1,000 entries, then serves as usual. */
+    const flood = (call: StubCall, s: StubServer) => {
+      s.handler = serve;
+      const entries: [string, Uint8Array][] = [];
+      for (let i = 0; i < 1000; i++) entries.push([`extra${i}`, enc.encode("x")]);
+      return multiReply(call.name, call.seqid, entries);
+    };
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    for (const peer of [false, true]) {
+      stub.handler = flood;
+      const e = await rejection(c.getMulti("g", ["k"], { peer }));
+      expect(e.code).toBe(ERROR_CODE.PEER_UNAVAILABLE);
+      expect(e.message).toContain("GetMulti reply holds 1000 entries for 1 keys asked");
+    }
+    // As many entries as keys (duplicates asked for answer once) is a reply as before.
+    const got = await c.getMulti("g", ["k", "k", "absent"]);
+    expect([...got.keys()]).toEqual(["k"]);
+    expect(str(got.get("k")!)).toBe("good");
+    expect(c.counters.protocolErrors).toBe(2);
   });
 
   test("a value over maxValueBytes fails that call with VALUE_TOO_LARGE and keeps the connection", async () => {
