@@ -86,6 +86,11 @@ export class ProtocolConnection {
     }
     if (!found) {
       req.releaseItems(); // the last request is served: a huge key list is not kept while idle
+      if (reader.releaseServed()) {
+        // nor a large message it was read from (views of it in the request and the decoder)
+        req.releaseBuffer();
+        this.decoder.releaseBuffer();
+      }
       return false;
     }
     this.decoder.decode(reader.buffer, reader.start, reader.end, reader.transport, req);

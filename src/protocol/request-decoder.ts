@@ -60,6 +60,7 @@ import {
   VERSION_MASK,
 } from "./wire.ts";
 
+const EMPTY = new Uint8Array(0);
 const KEY_TOO_LONG = "key longer than the limit";
 const VALUE_TOO_LARGE = "value larger than the limit";
 const NEGATIVE_TTL = "negative ttl";
@@ -73,6 +74,11 @@ export class RequestDecoder {
     this.reader = new BinaryReader(limits.maxDepth);
     this.maxKeyBytes = limits.maxKeyBytes;
     this.maxValueBytes = limits.maxValueBytes;
+  }
+
+  /** releaseBuffer drops the decoder's view of the last message (it is served). */
+  releaseBuffer(): void {
+    this.reader.reset(EMPTY, 0, 0);
   }
 
   /**

@@ -181,6 +181,12 @@ export class Request {
     this.errorMessage = "";
   }
 
+  /** releaseBuffer drops the request's views of the message it was read from (it is served). */
+  releaseBuffer(): void {
+    this.buffer = EMPTY;
+    this.header.cursor.reset(EMPTY, 0, 0, false);
+  }
+
   /**
    * releaseItems drops `items` grown past KEEP_ITEM_WORDS by a huge multi-key request, once it is
    * served (a connection would otherwise hold 16 bytes per key of the largest it ever sent), and
