@@ -49,6 +49,13 @@ export function getMultiEntryBytes(keyLength: number, valueLength: number): numb
   return 8 + keyLength + valueLength;
 }
 
+/**
+ * An unknown method's name is echoed when it is at most NAME_ALWAYS_ECHOED bytes, or stays
+ * NAME_ECHO_MARGIN under the frame limit (the rest of an error reply is well under 1 KiB).
+ */
+const NAME_ALWAYS_ECHOED = 256;
+const NAME_ECHO_MARGIN = 1024;
+
 export class ReplyWriter {
   /**
    * out is where replies are written. A server may point it at a buffer it shares between
@@ -65,7 +72,9 @@ export class ReplyWriter {
   /**
    * maxMultiBytes bounds one GetMulti reply (the connection's frame limit: a client could not read
    * a longer frame anyway): past it `addGetMultiEntry` refuses, before the buffer grows, so a
-   * short request naming one large value a thousand times cannot make a reply of any size.
+   * short request naming one large value a thousand times cannot make a reply of any size. Error
+   * replies keep to it too: an unknown method's name that comes within NAME_ECHO_MARGIN of it is
+   * not echoed.
    */
   maxMultiBytes = Infinity;
   private multiStart = 0;
@@ -343,9 +352,13 @@ export class ReplyWriter {
   /** begin writes the transport prefix and message header, with room for `bodyBytes` more. */
   private begin(req: Request, messageType: number, bodyBytes: number): void {
     const w = this.out;
-    const named = req.headerRead;
+    // An unknown method's name is echoed as Thrift asks, unless the reply could then pass the
+    // frame limit (a client would refuse it): a name that long is no method's, and the reply
+    // names none then (as for a message whose header could not be read).
+    const named = req.headerRead &&
+      (req.method !== METHOD_UNKNOWN || req.nameLength <= NAME_ALWAYS_ECHOED || req.nameLength + NAME_ECHO_MARGIN <= this.maxMultiBytes);
     const nameLength = named ? req.nameLength : 0;
-    const seqid = named ? req.seqid : req.header.seqid;
+    const seqid = req.headerRead ? req.seqid : req.header.seqid;
     w.ensure(REPLY_OVERHEAD_BYTES + nameLength + bodyBytes);
     const transport = req.transport;
     this.innerAt = -1;

@@ -143,6 +143,28 @@ describe("hostile input", () => {
     raw.close();
   });
 
+  test("an unknown method whose name fills the frame limit is answered within the limit, its name not echoed (review: the reply passed it by 168 bytes)", async () => {
+    await using node = startNode({ maxItemSize: 1024, maxFrameSize: 8192 });
+    const raw = await RawSocket.connect(node.port);
+    const body = new Bytes().stop().bytes();
+    const overhead = framed(message(MSG.CALL, "", 7, body)).length;
+    const method = "m".repeat(8192 + 4 - overhead); // the request frame is exactly at the limit
+    const request = framed(message(MSG.CALL, method, 7, body));
+    expect(request.length - 4).toBe(8192);
+    raw.write(request);
+    raw.write(framed(message(MSG.CALL, "Nope", 8, body))); // a short unknown name is echoed as before
+    raw.write(getCall(9, "k"));
+    await raw.waitFor(() => raw.frames().length === 3, "3 replies");
+    const [long, short, after] = raw.frames();
+    expect(long!.length).toBeLessThanOrEqual(8192);
+    expect(replyHeader(long!)).toMatchObject({ name: "", seqid: 7 });
+    expect(appException(long!)).toMatchObject({ type: 1, message: `Invalid method name: '${"m".repeat(128)}…'` });
+    expect(replyHeader(short!)).toMatchObject({ name: "Nope", seqid: 8 });
+    expect(appException(short!).type).toBe(1);
+    expect(cacheErrorCode(after!)).toBe(1); // NOT_FOUND: the connection still serves
+    raw.close();
+  });
+
   test("2,000 idle connections do not stop a fresh client", async () => {
     await using node = startNode();
     const idle = await Promise.all(Array.from({ length: 2000 }, () => RawSocket.connect(node.port)));
