@@ -404,7 +404,13 @@ export class CacheClient {
       }
     }
     if (best !== null) return best;
-    return from === 1 && conns[0]!.usable ? conns[0]! : conns[start]!;
+    if (from === 1 && conns[0]!.usable) return conns[0]!;
+    // Every one backs off: the one whose backoff ends first (or that is connecting again now), so
+    // the call waits least. (Always the same one piled every call on a connection whose backoff
+    // kept doubling, while another's had ended: they timed out unsent.)
+    let soonest = conns[start]!;
+    for (let i = from; i < n; i++) if (conns[i]!.backoffEndsAt < soonest.backoffEndsAt) soonest = conns[i]!;
+    return soonest;
   }
 
   private startSweep(): void {

@@ -265,6 +265,11 @@ export class ClientConnection {
     return this.backoffFailures === 0;
   }
 
+  /** backoffEndsAt is when a connection backing off may try again (`performance.now()` time; past: it may now). */
+  get backoffEndsAt(): number {
+    return this.retryAt;
+  }
+
   /**
    * refusedNow is the node's refusal of this connection while it backs off from it (see the
    * header), else null: a call that can go nowhere else is answered with it at once rather than

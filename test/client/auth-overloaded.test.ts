@@ -186,6 +186,25 @@ describe("revival pings", () => {
   });
 });
 
+describe("every connection backing off", () => {
+  test.each([0, 1])("a call goes to the one whose backoff ends first (connection %i), not always the same one (review: calls piled on one backing off for 640 ms while another's backoff had ended)", async (first) => {
+    await using client = new CacheClient({ host: "127.0.0.1", port: closedPort(), connections: 2, timeoutMs: 5000, maxFailures: 1000 });
+    const conns = client[TEST_DOOR].connections as [ClientConnection, ClientConnection];
+    // Both fail to connect, and back off.
+    await Promise.allSettled([client.get("g", "k"), client.get("g", "k")]);
+    await until(() => conns.every((c) => !c.usable && c.state === CONN_IDLE));
+    // One backs off much longer than the other (as after more failures in a row).
+    const soon = conns[first]!;
+    const late = conns[1 - first]!;
+    (late as unknown as { retryAt: number }).retryAt = performance.now() + 60_000;
+    (soon as unknown as { retryAt: number }).retryAt = performance.now() + 30_000;
+    const call = client.get("g", "k").catch(() => {});
+    expect([soon.pending.waiting, late.pending.waiting]).toEqual([1, 0]);
+    await client.close();
+    await call;
+  });
+});
+
 describe("a call that timed out before its connection could send it", () => {
   test("is never sent: the node it was for does not apply it when it comes back", async () => {
     // It stayed in the connection's output while the connection waited out its backoff, and went
