@@ -46,6 +46,13 @@ export interface GroupOptions {
   /** loadTimeoutMs bounds how long callers wait for the loader (default 10 s). */
   loadTimeoutMs?: number;
   /**
+   * loadsAhead bounds the loads started ahead of their Get's turn (server/look-ahead.ts) that run
+   * at once (default: a bound of the group's own, none). A node whose loads run in its worker
+   * pool gives its pool's groups one bound of half the pool: one client pipelining cold Gets had
+   * every place taken by its own loads ahead, and other clients' Gets were refused OVERLOADED.
+   */
+  loadsAhead?: LoadsAhead;
+  /**
    * multiLoadWindow is how many loads one multi-key request (GetMulti) runs at once (default
    * DEFAULT_MULTI_LOAD_WINDOW); its other misses start as those settle (server/multi-loads.ts).
    */
@@ -101,6 +108,17 @@ const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 /** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
 const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+/** LoadsAhead counts the loads started ahead of their Get's turn that are still running, against `max`. */
+export class LoadsAhead {
+  running = 0;
+  constructor(readonly max: number) {}
+
+  /** room tells whether one more may start. */
+  get room(): boolean {
+    return this.running < this.max;
+  }
+}
+
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
 export const DEFAULT_MULTI_LOAD_WINDOW = 32;
 /** COPY_BUCKETS is how many hash buckets the mirror's write tracking has (a power of two). */
@@ -132,6 +150,7 @@ export class Group {
   readonly negativeTtlMs: number;
   readonly loadTimeoutMs: number;
   readonly multiLoadWindow: number;
+  readonly loadsAhead: LoadsAhead;
   readonly counters = new GroupCounters();
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
@@ -183,6 +202,7 @@ export class Group {
     this.admission = opts.admission ?? "lru-k";
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.loadTimeoutMs = opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
+    this.loadsAhead = opts.loadsAhead ?? new LoadsAhead(Infinity);
     this.multiLoadWindow = opts.multiLoadWindow ?? DEFAULT_MULTI_LOAD_WINDOW;
     if (!Number.isSafeInteger(this.multiLoadWindow) || this.multiLoadWindow < 1) {
       throw new RangeError(`group ${opts.name}: multiLoadWindow must be an integer >= 1`);

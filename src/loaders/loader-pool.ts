@@ -152,6 +152,7 @@ export class LoaderPool {
   private lastCrash: unknown = null;
   /** inFlight counts loads accepted and not settled (started or waiting). */
   private inFlight = 0;
+
   /** started are the loads handed to tinypool and not answered yet, the places they take. */
   private readonly started = new Set<Load>();
   /** places is how many loads run at once (threads * concurrency); readyPlaces, those on threads known ready. */

@@ -12,7 +12,7 @@
 import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
-import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups } from "../cluster/group.ts";
+import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups, LoadsAhead } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
 import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
@@ -405,6 +405,10 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   const loaders = collectLoaders(deps);
   const clustered = isClustered(config);
   const groups = new Groups();
+  // Loads started ahead of their Gets' turn (the look-ahead) take at most half the worker pool's
+  // places, shared by its groups, so loads at their turn always have the other half (a pool of
+  // one place takes none ahead).
+  const poolAhead = deps.pool === undefined ? undefined : new LoadsAhead(Math.floor(deps.pool.capacity / 2));
   for (const spec of splitMemory(config, Object.keys(loaders))) {
     const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
     groups.add(new Group({
@@ -419,6 +423,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       negativeTtlMs: spec.negativeTtlMs,
       loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
       multiLoadWindow: spec.multiLoadWindow ?? (deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined),
+      ...(poolAhead !== undefined && deps.pool!.groups.includes(spec.name) ? { loadsAhead: poolAhead } : {}),
       store: { maxItemSize: spec.maxItemSize ?? config.maxItemSize, clock },
     }));
   }

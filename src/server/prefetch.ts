@@ -137,6 +137,12 @@ export class Prefetches {
     const loads = counters.loads;
     const loading = group.load(key, off, len);
     if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
+    const ahead = group.loadsAhead;
+    ahead.running++;
+    const ended = (): void => {
+      ahead.running--;
+    };
+    loading.then(ended, ended);
     loading.then(
       (loaded) => {
         const value = loaded.stale === true ? null : loaded.value;
