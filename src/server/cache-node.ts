@@ -258,7 +258,7 @@ export class CacheNode {
         peerTimeoutMs: config.peerTimeoutMs, atLeastMs: (2 * MIN_STALL_MS) / STALL_SHARE,
       });
     }
-    const groups = deps.groups ?? buildGroups(config, deps);
+    const groups = deps.groups ?? buildGroups(config, { ...deps, logger });
     const limits = resolveLimits({
       maxFrameBytes: config.maxFrameSize,
       maxKeyBytes: config.maxKeySize,
@@ -404,6 +404,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   const clock = deps.clock ?? Date.now;
   const loaders = collectLoaders(deps);
   const clustered = isClustered(config);
+  checkLoaderOptions(config, loaders, clustered, deps.logger);
   const groups = new Groups();
   // Loads started ahead of their Gets' turn (the look-ahead) take at most half the worker pool's
   // places, shared by its groups, so loads at their turn always have the other half (a pool of
@@ -502,6 +503,30 @@ function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver 
 }
 
 /** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */
+/**
+ * checkLoaderOptions refuses loader options on a --group that has no loader (a misspelt name
+ * made a second, plain group that took them, and the loader's group ran with the defaults), and
+ * warns of a group without a loader beside a loaders module: it only holds what is Set in it.
+ * `admit=lru-k=K` is also the mirror's K in a cluster.
+ */
+function checkLoaderOptions(config: NodeConfig, loaders: Record<string, Loader>, clustered: boolean, logger: Logger | undefined): void {
+  const names = Object.keys(loaders);
+  for (const g of config.groups) {
+    if (loaders[g.name] !== undefined) continue;
+    const options = [
+      g.admission === "always" || (g.admission !== undefined && !clustered) ? "admit=" : "",
+      g.negativeTtlMs !== undefined ? "negttl=" : "",
+      g.loadTimeoutMs !== undefined ? "timeout=" : "",
+      g.multiLoadWindow !== undefined ? "multi=" : "",
+    ].filter((o) => o !== "");
+    const loadersAre = names.length > 0 ? `the loaders are ${names.join(", ")}` : "no loaders are given (--loaders)";
+    if (options.length > 0) {
+      throw new ConfigError(`--group ${g.name}: ${options.join(", ")} apply to a group with a loader, and none is named '${g.name}' (${loadersAre})`);
+    }
+    if (names.length > 0) logger?.warn("group without a loader: it holds only what clients Set in it", { group: g.name, loaders: names.join(",") });
+  }
+}
+
 function collectLoaders(deps: NodeDeps): Record<string, Loader> {
   const loaders: Record<string, Loader> = { ...deps.loaders };
   const pool = deps.pool;

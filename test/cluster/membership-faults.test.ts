@@ -229,7 +229,8 @@ async function disagreeingMembers(
   for (let i = 0; i < 3; i++) await writeFile(file(i), initial[i]!.join("\n") + "\n");
   const nodes = ports.map((port, i) => {
     const n = CacheNode.start(
-      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, admission: "always" }] },
+      // (admit=always is for loaded values: a group without a loader refuses it)
+      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 500, groups: [{ name: "g", ttlMs: 0, ...(loader === undefined ? {} : { admission: "always" as const }) }] },
       { logger: new LogSink().logger, ...(loader === undefined ? {} : { loaders: { g: (key: string) => loader(i, key) } }) },
     );
     open.push(n);
