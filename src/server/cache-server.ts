@@ -584,6 +584,9 @@ export class CacheServer implements DispatchContext {
       this.fault(conn, e);
     }
     if (lent) this.endLend(conn, own, base, false);
+    // Idle is counted from the last request served, as memcached counts it from the last command:
+    // a long pipeline served over many turns leaves its client the whole timeout after it.
+    if (served > 0 && this.idleTimer !== undefined) conn.lastActive = this.clock();
     if (conn.inputEnded && !held) conn.closing = true; // all the client sent is served: end after the replies
     this.setHeld(conn, held && !conn.closing);
     // Replies in the shared buffer wait for the end of the turn, also those of a connection that
@@ -1019,7 +1022,9 @@ export class CacheServer implements DispatchContext {
   private closeIdle(idleMs: number): void {
     const now = this.clock();
     for (const conn of this.connections) {
-      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.queuedOutput > 0 || conn.closing) continue;
+      // (held: it yielded its turn, or waits for `drain`, with input of its own still to serve; its
+      // reading is paused meanwhile, so no data comes: the node's delay, not the client's silence)
+      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.held || conn.backlogBytes > 0 || conn.queuedOutput > 0 || conn.closing) continue;
       this.counters.idleClosed++;
       conn.closing = true;
       conn.socket.end();

@@ -186,6 +186,35 @@ describe("resource limits", () => {
     busy.close();
   }, 10_000);
 
+  test("the idle timeout spares a connection whose pipelined requests the node is still serving (review: it was closed mid-pipeline, 130k requests unanswered)", async () => {
+    // The node stops reading a connection that yielded its turn until its queued input is
+    // served: no data comes meanwhile, which is the node's delay, not the client's silence.
+    await using node = startNode({ idleTimeoutMs: 100, maxRequestsPerEvent: 16 });
+    const client = await RawSocket.connect(node.port);
+    client.write(setCall(0, "k", new TextEncoder().encode("v")));
+    await client.waitFor(() => client.frames().length === 1, "the Set's reply");
+    const setReply = client.received.length;
+    const one = getCall(1, "k");
+    client.write(one);
+    await client.waitFor(() => client.frames().length === 2, "a Get's reply");
+    const getReply = client.received.length - setReply;
+    const n = 200_000;
+    const all = new Uint8Array(one.length * n);
+    for (let i = 0; i < n; i++) all.set(one, i * one.length);
+    for (let sent = 0; sent < all.length;) {
+      const w = client.write(all.subarray(sent));
+      sent += w > 0 ? w : 0;
+      if (sent < all.length) await Bun.sleep(1);
+    }
+    const expected = setReply + getReply * (n + 1);
+    await client.waitFor(() => client.received.length >= expected || client.isClosed, "every reply", 60_000);
+    expect([client.received.length === expected, client.isClosed, node.server.counters.idleClosed]).toEqual([true, false, 0]);
+    expect(node.server.counters.yields).toBeGreaterThan(0);
+    // Silent from now on, it is closed as idle: the timeout counts from the last request served.
+    await client.closed;
+    expect(node.server.counters.idleClosed).toBe(1);
+  }, 90_000);
+
   test("fairness: one client's 100k pipelined requests do not starve another client's single request", async () => {
     await using node = startNode({ maxRequestsPerEvent: 256 });
     const flood = await RawSocket.connect(node.port, { read: false });
