@@ -83,6 +83,9 @@ export class MessageScanner {
         if (this.depth === 0) {
           const length = this.offset;
           this.reset();
+          // Whole in what was given, it is held to the limit all the same: the same message cut
+          // by TCP is refused at the limit (`short`), so one in one chunk must be too.
+          if (length > maxBytes) throw protocolError("message exceeds the frame limit");
           return length;
         }
         const top = this.depth - 1;

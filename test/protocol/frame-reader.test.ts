@@ -211,6 +211,29 @@ describe("FrameReader", () => {
     expect(() => reader.next()).toThrow(ProtocolError);
   });
 
+  test("buffered: a message over the frame limit is refused whether it comes in one chunk or cut (review: whole in one chunk, it was served)", () => {
+    const m = message(MSG.CALL, "Get", 1, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g").field(T.STRING, 2).str(new Uint8Array(200)).stop().stop().bytes());
+    const limits = resolveLimits({ maxFrameBytes: m.length - 1 });
+    for (const pieces of [[m], [m.subarray(0, 100), m.subarray(100)]]) {
+      const reader = new FrameReader(limits);
+      let threw: unknown;
+      try {
+        for (const piece of pieces) {
+          reader.push(piece);
+          expect(reader.next()).toBe(false);
+        }
+      } catch (e) {
+        threw = e;
+      }
+      expect(threw).toBeInstanceOf(ProtocolError);
+      expect((threw as ProtocolError).message).toContain("exceeds the frame limit");
+    }
+    // At the limit, it is read.
+    const reader = new FrameReader(resolveLimits({ maxFrameBytes: m.length }));
+    reader.push(m);
+    expect(reader.next()).toBe(true);
+  });
+
   test("buffered: a large value dribbled 7 bytes at a time is decoded whole (resumable scanner)", () => {
     const m = message(MSG.CALL, "Set", 3, new Bytes().field(T.STRUCT, 1).field(T.STRING, 3).str(new Uint8Array(200_000)).stop().stop().bytes());
     const seqids = feed(Array.from({ length: Math.ceil(m.length / 7) }, (_, i) => m.subarray(i * 7, i * 7 + 7)));
