@@ -164,7 +164,7 @@ export class ServerCounters {
   idleClosed = 0; // connections closed by the idle timeout
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
-  warmedRequests = 0; // Gets and Sets whose memory the store warmed before their batch was served (call-runs.ts)
+  warmedRequests = 0; // Gets and Sets served from a batch whose memory the store warmed first, each counted once (call-runs.ts)
   turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
   turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
   earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES

@@ -129,7 +129,7 @@ export class CallRuns {
       listedCount = peekCalls(buf, start, buf.length, LISTED, true, this.maxFrameBytes, framed);
       if (listedCount === 0) return 0;
       resolveGroups(this.groups, buf, listedCount);
-      listedHashed = warm(buf, listedCount, this.counters);
+      listedHashed = warm(buf, listedCount);
       first = 0;
     }
     const listed = listedCount;
@@ -217,6 +217,9 @@ export class CallRuns {
     this.gets = gets;
     this.sets = sets;
     if (served > 0) reader.skipTo(p);
+    // Counted as they are served, not as they are warmed: a listing another connection's run
+    // replaced is listed and warmed again, and a frame warmed may go the general way.
+    if (listedHashed) this.counters.warmedRequests += served;
     return served;
   }
 }
@@ -248,16 +251,13 @@ function continuing(start: number): number {
  * in HASHES; it returns whether it did. A batch of one is not warmed: it has no other misses to
  * overlap with.
  */
-function warm(buf: Uint8Array, listed: number, counters: RunCounters): boolean {
+function warm(buf: Uint8Array, listed: number): boolean {
   if (listed < 2) return false;
   let from = 0;
   for (let i = 1; i <= listed; i++) {
     if (i < listed && GROUPS[i] === GROUPS[from]) continue;
     const group = GROUPS[from];
-    if (group !== undefined) {
-      warmSink ^= warmKeys(group.store, buf, LISTED, from, i - from, PEEK_STRIDE, 2, HASHES);
-      counters.warmedRequests += i - from;
-    }
+    if (group !== undefined) warmSink ^= warmKeys(group.store, buf, LISTED, from, i - from, PEEK_STRIDE, 2, HASHES);
     from = i;
   }
   return true;

@@ -91,7 +91,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit({}, sc.idleClosed));
   counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],
     (emit) => emit({}, sc.bufferCapClosed));
-  counter("mybuncache_warmed_requests_total", "Gets and Sets of pipelined batches whose memory the store warmed before serving them.", [], (emit) =>
+  counter("mybuncache_warmed_requests_total", "Gets and Sets of pipelined batches served after the store warmed their memory.", [], (emit) =>
     emit({}, sc.warmedRequests));
   counter("mybuncache_turn_writes_total", "Connection writes made together at the end of an event-loop turn, from the shared output buffer.", [], (emit) =>
     emit({}, sc.turnWrites));
