@@ -222,3 +222,20 @@ describe("input served at the end of the turn: limits and timers", () => {
     raw.close();
   });
 });
+
+describe("warmed requests", () => {
+  test("are counted once each as served, however the runs of connections that yield interleave (review: 1,556 counted for 240 Gets)", async () => {
+    await using node = startNode({ maxRequestsPerEvent: 5 });
+    const setter = await RawSocket.connect(node.port);
+    setter.write(setCall(0, "k", new TextEncoder().encode("v")));
+    await setter.waitFor(() => setter.frames().length === 1, "the Set's reply");
+    const conns = await Promise.all([0, 1, 2, 3].map(() => RawSocket.connect(node.port)));
+    const before = node.server.counters.warmedRequests;
+    conns.forEach((c, ci) => c.write(concat(...Array.from({ length: 60 }, (_, i) => getCall(ci * 1000 + i, "k")))));
+    await Promise.all(conns.map((c) => c.waitFor(() => c.frames().length === 60, "60 replies")));
+    const warmed = node.server.counters.warmedRequests - before;
+    expect(warmed).toBeGreaterThan(0);
+    expect(warmed).toBeLessThanOrEqual(240);
+    for (const c of [setter, ...conns]) c.close();
+  });
+});
