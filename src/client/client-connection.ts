@@ -62,10 +62,10 @@ import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
 import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING } from "../protocol/request.ts";
-import { TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
+import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
-import { buildResult, replyError, unavailable } from "./results.ts";
+import { buildResult, replyError, strayException, unavailable } from "./results.ts";
 
 export const BACKOFF_BASE_MS = 20;
 export const BACKOFF_MAX_MS = 1_000;
@@ -481,7 +481,13 @@ export class ClientConnection {
       throw protocolError(`the peer answered our ${auth ? "Auth" : "PeerPing"} with neither success nor an error`);
     }
     const slot = p.find(r.seqid);
-    if (slot < 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
+    if (slot < 0) {
+      if (r.messageType === MESSAGE_EXCEPTION && r.nameLength === 0) {
+        r.readResult(METHOD_PEER_PING); // (an exception without a name reads alike for any method)
+        throw protocolError(strayException(r));
+      }
+      throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
+    }
     this.replied = true;
     const method = p.method[slot]!;
     r.readResult(method, p.entries[slot]!);

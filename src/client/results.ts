@@ -85,6 +85,16 @@ export function buildResult(method: number, r: ReplyReader): unknown {
   }
 }
 
+/**
+ * strayException describes a TApplicationException (read, with no name) that answers no call in
+ * flight: what a node says of input it could not tie to a call, before it closes the connection.
+ */
+export function strayException(r: ReplyReader): string {
+  const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
+  const message = UTF8.decode(r.buffer.subarray(r.messageStart, r.messageStart + r.messageLength));
+  return `the peer refused this connection's input: server exception ${type} (${r.errorCode}) for no call in flight (seqid ${r.seqid}): ${message}`;
+}
+
 /** replyError returns the CacheError of a reply that is not REPLY_OK. */
 export function replyError(method: number, r: ReplyReader): CacheError {
   const name = METHOD_NAMES[method]!;

@@ -60,6 +60,10 @@ export class FrameReader {
 
   private chunk: Uint8Array = EMPTY;
   private chunkPos = 0;
+  /** The frame last refused for its length: its bytes at hand, after the length (`refusedFrame`). */
+  private refusedBuf: Uint8Array = EMPTY;
+  private refusedAt = 0;
+  private refusedEnd = 0;
   private pending: Uint8Array = EMPTY; // allocated on the first partial message
   private pendingStart = 0;
   private pendingEnd = 0;
@@ -269,9 +273,26 @@ export class FrameReader {
   /** frameLength reads and validates the i32 length of a framed/header frame at `p`. */
   private frameLength(buf: Uint8Array, p: number): number {
     const length = readI32(buf, p);
+    if (length > 0 && length <= this.maxFrameBytes) return length;
+    // Refused: what of the frame is at hand may still say whom to answer (`refusedFrame`).
+    this.refusedBuf = buf;
+    this.refusedAt = p + 4;
+    this.refusedEnd = buf === this.pending ? this.pendingEnd : buf.length;
     if (length <= 0) throw protocolError(`invalid frame length ${length}`);
-    if (length > this.maxFrameBytes) throw protocolError(`frame length ${length} exceeds the limit ${this.maxFrameBytes}`);
-    return length;
+    throw protocolError(`frame length ${length} exceeds the limit ${this.maxFrameBytes}`);
+  }
+
+  /**
+   * refusedFrame gives `view` the bytes at hand of the frame `next()` last refused for its length
+   * (from just after the length), and false when none was (the error was another).
+   */
+  refusedFrame(view: { buf: Uint8Array; start: number; end: number }): boolean {
+    if (this.refusedBuf === EMPTY) return false;
+    view.buf = this.refusedBuf;
+    view.start = this.refusedAt;
+    view.end = this.refusedEnd;
+    this.refusedBuf = EMPTY;
+    return true;
   }
 }
 

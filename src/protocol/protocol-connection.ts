@@ -23,7 +23,9 @@ import type { ProtocolLimits } from "./limits.ts";
 import { FrameReader } from "./frame-reader.ts";
 import type { BinaryWriter } from "./binary-writer.ts";
 import { ReplyWriter } from "./reply-writer.ts";
-import { Request } from "./request.ts";
+import { Request, matchMethod } from "./request.ts";
+import { readI32 } from "../bytes/bytes.ts";
+import { TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, VERSION_1, VERSION_MASK } from "./wire.ts";
 import { RequestDecoder } from "./request-decoder.ts";
 
 /**
@@ -82,6 +84,7 @@ export class ProtocolConnection {
       req.reset();
       req.header.reset();
       req.transport = reader.transport;
+      if (reader.refusedFrame(REFUSED)) addressRefused(req, REFUSED.buf, REFUSED.start, REFUSED.end);
       throw e;
     }
     if (!found) {
@@ -119,4 +122,33 @@ export class ProtocolConnection {
     this.request.holder = request.holder;
     return { request, reply, bytes: requestHolds(request, copy.length) };
   }
+}
+
+/** REFUSED receives the bytes at hand of a frame refused for its length (scratch: used at once). */
+const REFUSED = { buf: new Uint8Array(0), start: 0, end: 0 };
+
+/**
+ * addressRefused fills `req` with whom a frame refused for its length came from, when its first
+ * bytes say it, so its error reply is addressed to the call (a reply to seqid 0 is one a client
+ * cannot match: ours called it a reply to a call not in flight): framed, the message header (name
+ * and seqid); a header transport, the header's seqid and flags.
+ */
+function addressRefused(req: Request, buf: Uint8Array, start: number, end: number): void {
+  const t = req.transport;
+  if (t === TRANSPORT_THEADER || t === TRANSPORT_TTHEADER) {
+    if (end - start < 8) return;
+    req.header.flags = (buf[start + 2]! << 8) | buf[start + 3]!;
+    req.header.seqid = readI32(buf, start + 4);
+    return;
+  }
+  if (t !== TRANSPORT_FRAMED || end - start < 12 || (readI32(buf, start) & VERSION_MASK) !== VERSION_1) return;
+  const nameLength = readI32(buf, start + 4);
+  if (nameLength < 0 || nameLength > end - start - 12) return;
+  req.buffer = buf;
+  req.messageType = buf[start + 3]!;
+  req.nameStart = start + 8;
+  req.nameLength = nameLength;
+  req.method = matchMethod(buf, start + 8, nameLength);
+  req.seqid = readI32(buf, start + 8 + nameLength);
+  req.headerRead = true;
 }

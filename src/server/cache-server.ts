@@ -946,6 +946,7 @@ export class CacheServer implements DispatchContext {
     if (e instanceof ProtocolError) {
       this.counters.protocolErrors++;
       this.latency.recordProtocolError(e.type);
+      // (addressed to the call when its seqid, or its header's, could be read; else to seqid 0)
       if (req.transport !== 0) reply.writeApplicationException(req, e.type, e.message);
       this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message });
       return;

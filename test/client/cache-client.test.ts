@@ -511,6 +511,8 @@ const HOSTILE: [string, (seqid: number) => Uint8Array, string][] = [
   ["bytes after the message", (seqid) => framed(message(MSG.REPLY, "Get", seqid, new Bytes().field(T.STRUCT, 0).stop().stop().u8(7).bytes())), "bytes left"],
   ["an unframed (buffered) reply", (seqid) => message(MSG.REPLY, "Get", seqid, new Bytes().field(T.STRUCT, 0).stop().stop().bytes()), "not in framed"],
   ["a CALL instead of a reply", (seqid) => framed(message(MSG.CALL, "Get", seqid, new Bytes().stop().bytes())), "unexpected message type"],
+  // (what a node answers input it cannot tie to a call: said as it is, not as "not in flight")
+  ["an exception for no call", () => appExceptionReply("", 0, 7, "frame length 3000000 exceeds the limit 2097152"), "server exception PROTOCOL_ERROR (7) for no call in flight (seqid 0): frame length 3000000 exceeds the limit 2097152"],
 ];
 
 describe("hostile servers", () => {

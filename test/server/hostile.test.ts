@@ -3,7 +3,8 @@
  * correctly, and the node must have stayed up.
  */
 import { describe, expect, test } from "bun:test";
-import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
+import { outcome, readReplies } from "./wire-reader.ts";
 import { REJECTED_LINGER_MS } from "../../src/server/cache-server.ts";
 import { waitUntil } from "../support/gates.ts";
 import { LogSink, RawSocket, appException, cacheErrorCode, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
@@ -163,6 +164,29 @@ describe("hostile input", () => {
     expect(appException(short!).type).toBe(1);
     expect(cacheErrorCode(after!)).toBe(1); // NOT_FOUND: the connection still serves
     raw.close();
+  });
+
+  test("a frame over the limit on a live connection is answered to its call when its first bytes name it, in its transport (review: the reply went to seqid 0, which no client could match)", async () => {
+    await using node = startNode({ maxItemSize: 1024, maxFrameSize: 8192 });
+    const over = (transport: "framed" | "theader" | "ttheader", seqid: number): Uint8Array => {
+      // The message's first 100 bytes, under a length past the limit (the rest never needs to come).
+      const m = message(MSG.CALL, "SetMulti", seqid, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").bytes());
+      const whole = transport === "framed" ? framed(m) : transport === "theader" ? theader(m, { seqid: seqid + 100 }) : ttheader(m, { seqid: seqid + 100 });
+      new DataView(whole.buffer, whole.byteOffset).setInt32(0, 3_000_000);
+      return whole;
+    };
+    for (const transport of ["framed", "theader", "ttheader"] as const) {
+      const raw = await RawSocket.connect(node.port);
+      const stats = message(MSG.CALL, "Stats", 5, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").stop().stop().bytes());
+      raw.write(transport === "framed" ? framed(stats) : transport === "theader" ? theader(stats, { seqid: 5 }) : ttheader(stats, { seqid: 5 }));
+      raw.write(over(transport, 9));
+      await raw.closed;
+      const { replies } = readReplies(raw.received, transport);
+      expect(replies.map((r) => [r.seqid, r.header?.seqid])).toEqual(transport === "framed" ? [[5, undefined], [9, undefined]] : [[5, 5], [109, 109]]);
+      const o = outcome(replies[1]!);
+      expect(o).toEqual({ kind: "appException", type: 7, message: "frame length 3000000 exceeds the limit 8192" });
+      if (transport === "framed") expect(replies[1]!.name).toBe("SetMulti");
+    }
   });
 
   test("2,000 idle connections do not stop a fresh client", async () => {
