@@ -24,6 +24,7 @@
 import type { Server } from "bun";
 import { AccessControl } from "./access.ts";
 import { AdminGate } from "./admin-gate.ts";
+import { listenError } from "./listen-error.ts";
 import type { CacheNode } from "./cache-node.ts";
 import { VERSION } from "./config.ts";
 import type { LatencyHistogram } from "./latency.ts";
@@ -121,7 +122,7 @@ export class AdminServer {
       this.gate = new AdminGate(opts.host, opts.port, this.server.port!, opts.logger, opts.maxConnections, opts.clientStallMs, opts.evictQuietMs);
     } catch (e) {
       void this.server.stop(true);
-      throw e;
+      throw listenError("the admin port (--admin-port)", opts.host, opts.port, e);
     }
     this.host = opts.host;
     this.port = this.gate.port;

@@ -62,6 +62,7 @@ import { requestHolds } from "../protocol/protocol-connection.ts";
 import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
+import { listenError } from "./listen-error.ts";
 import type { Logger } from "./log.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
@@ -246,34 +247,38 @@ export class CacheServer implements DispatchContext {
     this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.account(conn))));
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
-    this.listener = Bun.listen<Connection>({
-      hostname: opts.host,
-      port: opts.port,
-      ...(tls === undefined ? {} : { tls }),
-      // A client's FIN ends only its side: what it sent before is still answered (`onEnd`).
-      allowHalfOpen: true,
-      socket: {
-        binaryType: "uint8array",
-        open(socket) {
-          server.onOpen(socket);
+    try {
+      this.listener = Bun.listen<Connection>({
+        hostname: opts.host,
+        port: opts.port,
+        ...(tls === undefined ? {} : { tls }),
+        // A client's FIN ends only its side: what it sent before is still answered (`onEnd`).
+        allowHalfOpen: true,
+        socket: {
+          binaryType: "uint8array",
+          open(socket) {
+            server.onOpen(socket);
+          },
+          data(socket, chunk) {
+            server.onData(socket.data, chunk);
+          },
+          drain(socket) {
+            server.onDrain(socket.data);
+          },
+          end(socket) {
+            server.onEnd(socket.data);
+          },
+          close(socket) {
+            server.onClose(socket.data);
+          },
+          error(socket, error) {
+            opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
+          },
         },
-        data(socket, chunk) {
-          server.onData(socket.data, chunk);
-        },
-        drain(socket) {
-          server.onDrain(socket.data);
-        },
-        end(socket) {
-          server.onEnd(socket.data);
-        },
-        close(socket) {
-          server.onClose(socket.data);
-        },
-        error(socket, error) {
-          opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
-        },
-      },
-    });
+      });
+    } catch (e) {
+      throw listenError("the Thrift port (--port)", opts.host, opts.port, e);
+    }
     this.host = opts.host;
     this.port = this.listener.port;
     this.tickedAt = performance.now();

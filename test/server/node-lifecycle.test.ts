@@ -103,6 +103,21 @@ describe("node lifecycle with a snapshot", () => {
     await clustered.close();
   });
 
+  test("a port in use is named, with its flag and the cause (review: 'Failed to listen at 127.0.0.1' for either port)", async () => {
+    const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const logger = new LogSink().logger;
+      expect(() => CacheNode.start({ port: busy.port }, { logger })).toThrow(
+        `cannot listen on 127.0.0.1:${busy.port} for the Thrift port (--port): the address is in use (another process listens on it)`,
+      );
+      await expect(CacheNode.open({ port: 0, adminPort: busy.port }, { logger })).rejects.toThrow(
+        `cannot listen on 127.0.0.1:${busy.port} for the admin port (--admin-port): the address is in use (another process listens on it)`,
+      );
+    } finally {
+      busy.stop(true);
+    }
+  });
+
   test("shutdown waits for loads up to the longest load timeout + 1 s, within 5-30 s", () => {
     const with_ = (loadTimeoutMs: number, groupTimeouts: number[] = []) =>
       drainTimeoutMs({ ...DEFAULTS, loadTimeoutMs, groups: groupTimeouts.map((t, i) => ({ name: `g${i}`, ttlMs: 0, loadTimeoutMs: t })) });
