@@ -103,10 +103,13 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     emit({}, sc.detachedReplies));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
     emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));
-  gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],
-    (emit) => {
-      if (node.memoryWatch !== undefined) emit({}, node.memoryWatch.counters.retainedBytes);
-    });
+  // (Registered only with a memory watch: a gauge never set shows 0, which looks like a reading.)
+  if (node.config.gcHeadroomBytes > 0) {
+    gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],
+      (emit) => {
+        if (node.memoryWatch !== undefined) emit({}, node.memoryWatch.counters.retainedBytes);
+      });
+  }
   gauge("mybuncache_buffered_bytes", "Bytes all connections hold now (partial input plus queued replies).", [], (emit) =>
     emit({}, sc.bufferedBytes));
   counter("mybuncache_requests_total", "Requests served, by method.", ["method"], (emit) => {

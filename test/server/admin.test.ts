@@ -399,6 +399,14 @@ describe("admin port", () => {
     expect(await gets()).toBe(1);
   });
 
+  test("mybuncache_memory_retained_bytes is absent with --gc-headroom 0, as documented (review: it read 0), and there with a memory watch", async () => {
+    for (const [gcHeadroomBytes, present] of [[0, false], [64 * 1024 * 1024, true]] as const) {
+      await using a = await startAdminNode({ gcHeadroomBytes });
+      const families = await scrape(a);
+      expect([gcHeadroomBytes, families.has("mybuncache_memory_retained_bytes")]).toEqual([gcHeadroomBytes, present]);
+    }
+  });
+
   test("POST /memory/purge runs a full collection and reports memory before and after; other methods 405", async () => {
     await using a = await startAdminNode({ gcHeadroomBytes: 0 }); // no memory watch: only the purge collects
     // Only a full collection clears a WeakRef whose target nothing else holds.
