@@ -71,7 +71,9 @@ async function main(): Promise<void> {
   const groups = node.groups.all().map((g) => `${g.name}=${(g.store.capacity / 1048576).toFixed(1)}MiB${g.loader ? "+loader" : ""}`).join(",");
   const { authToken, ...shown } = node.config;
   node.logger.info(`mybuncache ${VERSION} listening on ${node.address}`, { groups, pid: process.pid });
-  node.logger.info("effective config", { ...shown, groups: undefined, auth: authToken === undefined ? "off" : "token" });
+  // The ports bound, not those asked for (0 = any free port).
+  const ports = { port: node.port, ...(node.admin === undefined ? {} : { adminPort: node.admin.port }) };
+  node.logger.info("effective config", { ...shown, ...ports, groups: undefined, auth: authToken === undefined ? "off" : "token" });
 }
 
 await main();
