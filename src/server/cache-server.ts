@@ -63,7 +63,7 @@ import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { listenError } from "./listen-error.ts";
-import type { Logger } from "./log.ts";
+import { LogBudget, type Logger } from "./log.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
 const DRAIN_MS = 5_000;
@@ -185,6 +185,14 @@ const SHARED_FLUSH_BYTES = 256 * 1024;
 /** DETACHED_OUTPUT_BYTES is the first size of a detached reply's own buffer (it grows as needed). */
 const DETACHED_OUTPUT_BYTES = 256;
 
+/** REFUSAL_LOG_LINES: connections closed for bad input or a wrong token, logged per second at most. */
+const REFUSAL_LOG_LINES = 10;
+
+/** linesLeftOut is the field saying how many lines a LogBudget held back before this one (none: no field). */
+function linesLeftOut(held: number): { linesLeftOut?: number } {
+  return held > 0 ? { linesLeftOut: held } : {};
+}
+
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
@@ -225,11 +233,15 @@ export class CacheServer implements DispatchContext {
   /** stallLoggedAt: when the last stall line was logged; stallsLogged: the stalls counted then. */
   private stallLoggedAt = -Infinity;
   private stallsLogged = 0;
-  /** rejectLoggedAt: when the last over-the-limit line was logged; rejectsLogged: the rejections counted then. */
-  private rejectLoggedAt = -Infinity;
+  /** rejectLog: connections past the limit are logged once a second at most. */
+  private readonly rejectLog = new LogBudget(1);
+  /**
+   * refusalLog: connections closed for bad input or a wrong token are logged REFUSAL_LOG_LINES a
+   * second at most (300 garbage connections made 300 lines), the next line saying how many were not.
+   */
+  private readonly refusalLog = new LogBudget(REFUSAL_LOG_LINES);
   /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
   private rejectedOpen = 0;
-  private rejectsLogged = 0;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   private readonly ready: (Connection | null)[] = [];
   private readyCount = 0;
@@ -372,14 +384,11 @@ export class CacheServer implements DispatchContext {
         if (conn.open) socket.end();
       }, REJECTED_LINGER_MS);
       // One line a second at most: a flood of connections must not flood the log too.
-      const now = performance.now();
-      if (now - this.rejectLoggedAt >= 1000) {
+      const held = this.rejectLog.take(performance.now());
+      if (held >= 0) {
         this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
-          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections,
-          rejectedSinceLastLine: this.counters.connectionsRejected - this.rejectsLogged,
+          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
         });
-        this.rejectLoggedAt = now;
-        this.rejectsLogged = this.counters.connectionsRejected;
       }
     }
   }
@@ -785,7 +794,8 @@ export class CacheServer implements DispatchContext {
     const why = req.method === METHOD_AUTH ? "wrong auth token" : "authenticate first (Auth)";
     replyCacheError(reply, req, ERROR_CODE.UNAUTHORIZED, why);
     conn.closing = true;
-    this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why });
+    const held = this.refusalLog.take(performance.now());
+    if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why, ...linesLeftOut(held) });
     return false;
   }
 
@@ -953,7 +963,8 @@ export class CacheServer implements DispatchContext {
       this.latency.recordProtocolError(e.type);
       // (addressed to the call when its seqid, or its header's, could be read; else to seqid 0)
       if (req.transport !== 0) reply.writeApplicationException(req, e.type, e.message);
-      this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message });
+      const held = this.refusalLog.take(performance.now());
+      if (held >= 0) this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message, ...linesLeftOut(held) });
       return;
     }
     this.counters.internalErrors++;

@@ -55,3 +55,32 @@ export class Logger {
     this.sink(line);
   }
 }
+
+/**
+ * LogBudget lets at most `lines` lines of one kind through per `windowMs`: a flood of bad
+ * connections (garbage, wrong tokens, connections past the limit) must not flood the log too.
+ * The lines held back are counted, and the next line let through says how many there were.
+ */
+export class LogBudget {
+  private windowStart = -Infinity;
+  private used = 0;
+  private heldBack = 0;
+
+  constructor(private readonly lines: number, private readonly windowMs = 1000) {}
+
+  /** take returns -1 when a line at `now` (ms) is held back, else how many were held back before it. */
+  take(now: number): number {
+    if (now - this.windowStart >= this.windowMs) {
+      this.windowStart = now;
+      this.used = 0;
+    }
+    if (this.used >= this.lines) {
+      this.heldBack++;
+      return -1;
+    }
+    this.used++;
+    const held = this.heldBack;
+    this.heldBack = 0;
+    return held;
+  }
+}

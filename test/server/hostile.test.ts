@@ -65,6 +65,31 @@ describe("hostile input", () => {
     expect(await roundTrip(node.port)).toBe("ok");
   });
 
+  test("a flood of bad connections is logged 10 lines a second at most, the next line saying how many were left out (review: 300 garbage connections, 300 lines)", async () => {
+    const sink = new LogSink();
+    await using node = startNode({}, { logger: sink.logger });
+    const lines = () => sink.lines.filter((l) => l.includes("closing connection: protocol error"));
+    const start = performance.now();
+    await Promise.all(Array.from({ length: 50 }, async () => {
+      const raw = await RawSocket.connect(node.port);
+      raw.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      await raw.closed;
+    }));
+    const seconds = Math.ceil((performance.now() - start) / 1000);
+    expect(node.server.counters.protocolErrors).toBe(50); // every one counted
+    const logged = lines().length;
+    expect(logged).toBeGreaterThanOrEqual(10);
+    expect(logged).toBeLessThanOrEqual(10 * seconds);
+    await Bun.sleep(1000);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+    await raw.closed;
+    // Every connection is either a line or counted in a later line's linesLeftOut.
+    const leftOut = lines().reduce((n, l) => n + Number(/linesLeftOut=(\d+)/.exec(l)?.[1] ?? 0), 0);
+    expect(lines().at(-1)).toContain("linesLeftOut=");
+    expect(logged + leftOut).toBe(50);
+  });
+
   test("1000 pipelined gets in one write are answered in order", async () => {
     await using node = startNode();
     const raw = await RawSocket.connect(node.port);
