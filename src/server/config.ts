@@ -204,7 +204,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.maxOutputBytes = parseSize(flag, value());
         break;
       case "--expiry-interval":
-        c.expiryIntervalMs = Math.max(1, parseTimer(flag, value()));
+        c.expiryIntervalMs = parseTimerAtLeast(flag, value(), 1, "active expiry runs on this timer");
         break;
       case "--expiry-budget":
         c.expiryBudget = parseInteger(flag, value(), 1, 1e9);
@@ -248,7 +248,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.peersDns = parseMember(flag, value());
         break;
       case "--peers-dns-interval":
-        c.peersDnsIntervalMs = Math.max(100, parseTimer(flag, value()));
+        c.peersDnsIntervalMs = parseTimerAtLeast(flag, value(), 100, "the name is looked up on this timer");
         break;
       case "--vnodes":
         c.vnodes = parseInteger(flag, value(), 1, 10_000);
@@ -264,7 +264,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.mirrorTtlMs = parseTimer(flag, value());
         break;
       case "--peer-timeout":
-        c.peerTimeoutMs = Math.max(1, parseTimer(flag, value()));
+        c.peerTimeoutMs = parseTimerAtLeast(flag, value(), 1, "a call to a peer needs a deadline");
         break;
       case "--peer-connections":
         c.peerConnections = parseInteger(flag, value(), 1, 64);
@@ -477,6 +477,16 @@ function machineMemoryBytes(): number {
 function parseTimer(flag: string, text: string): number {
   const ms = parseDuration(flag, text);
   if (ms > MAX_TIMER_MS) throw new ConfigError(`${flag} must be at most ${MAX_TIMER_MS} ms (about 24 days), got '${text}'`);
+  return ms;
+}
+
+/**
+ * parseTimerAtLeast reads a timer's duration that must be at least `min` ms: a smaller one
+ * (0 included) is refused, saying why, rather than silently raised to `min`.
+ */
+function parseTimerAtLeast(flag: string, text: string, min: number, why: string): number {
+  const ms = parseTimer(flag, text);
+  if (!(ms >= min)) throw new ConfigError(`${flag} must be at least ${min}ms (${why}), got '${text}'`);
   return ms;
 }
 

@@ -58,7 +58,6 @@ describe("parseArgs flags", () => {
     [["--max-output", "256k"], { maxOutputBytes: 256 * KIB }],
     [["--expiry-interval", "250ms"], { expiryIntervalMs: 250 }],
     [["--expiry-interval", "2"], { expiryIntervalMs: 2000 }],
-    [["--expiry-interval", "0"], { expiryIntervalMs: 1 }], // clamped: a 0 ms timer would spin
     [["--expiry-budget", "10"], { expiryBudget: 10 }],
     [["--log-level", "debug"], { logLevel: "debug" }],
     [["--log-level", "silent"], { logLevel: "silent" }],
@@ -296,6 +295,10 @@ describe("errors name the flag and what it expected", () => {
     [["--peers="], ["--peers needs at least one member"]],
     [["--peers", ","], ["--peers needs at least one member"]],
     [["--load-timeout", "0"], ["--load-timeout must be at least 1ms", "'0'"]],
+    // Refused, not silently raised (review: 0 became 1 ms, 10ms became 100 ms).
+    [["--expiry-interval", "0"], ["--expiry-interval must be at least 1ms (active expiry runs on this timer), got '0'"]],
+    [["--peers-dns-interval", "10ms"], ["--peers-dns-interval must be at least 100ms", "got '10ms'"]],
+    [["--peer-timeout", "0"], ["--peer-timeout must be at least 1ms (a call to a peer needs a deadline), got '0'"]],
     [["--load-timeout", "0.4ms"], ["--load-timeout must be at least 1ms"]],
     [["--group", "a:::timeout=0"], ["--group a timeout must be at least 1ms"]],
     [["--max-buffered", "64k"], ["--max-buffered 65536", "at least --max-frame-size (16384000)"]],
