@@ -522,6 +522,9 @@ export class CacheServer implements DispatchContext {
           }
         }
         if (served === turn) {
+          // Its turn is over: the rest of its input waits for a later turn. Nothing left (its
+          // pipeline was exactly a turn long): nothing to yield, and no reading to pause.
+          if (proto.reader.bufferedBytes() === 0 && (conn.backlog === null || conn.backlog.length === 0)) break;
           held = true;
           this.counters.yields++;
           setImmediate(() => this.resume(conn));

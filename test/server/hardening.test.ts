@@ -215,6 +215,20 @@ describe("resource limits", () => {
     expect(node.server.counters.idleClosed).toBe(1);
   }, 90_000);
 
+  test("a pipeline exactly a turn long is served without yielding (nothing is left: no pause), one request longer yields once", async () => {
+    await using node = startNode({ maxRequestsPerEvent: 16 });
+    const raw = await RawSocket.connect(node.port);
+    const calls = (n: number, from: number) => concat(...Array.from({ length: n }, (_, i) => getCall(from + i, "k")));
+    raw.write(calls(16, 1));
+    await raw.waitFor(() => raw.frames().length === 16, "16 replies");
+    expect([node.server.counters.yields, node.server.counters.pauses]).toEqual([0, 0]);
+    raw.write(calls(17, 100));
+    await raw.waitFor(() => raw.frames().length === 33, "17 more replies");
+    expect(node.server.counters.yields).toBe(1);
+    expect(raw.frames().map((f) => replyHeader(f).seqid)).toEqual([...Array.from({ length: 16 }, (_, i) => 1 + i), ...Array.from({ length: 17 }, (_, i) => 100 + i)]);
+    raw.close();
+  });
+
   test("fairness: one client's 100k pipelined requests do not starve another client's single request", async () => {
     await using node = startNode({ maxRequestsPerEvent: 256 });
     const flood = await RawSocket.connect(node.port, { read: false });
