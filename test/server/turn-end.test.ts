@@ -182,10 +182,11 @@ describe("input served at the end of the turn: limits and timers", () => {
   });
 
   test("a connection's stale resume does not serve input queued for the turn's end out of order", async () => {
-    // maxRequestsPerEvent 2: two Gets are served at the turn's end and the connection yields (a
-    // resume is pending). Before it runs, a drain un-holds the connection and a Get that waits for
-    // a load arrives with a hit behind it. The stale resume served the queued chunk (parking the
-    // connection on the load), then the turn's end served the hit before it (replies 5 then 4).
+    // maxRequestsPerEvent 2: two of three Gets are served at the turn's end and the connection
+    // yields (a resume is pending). Before it runs, a drain un-holds the connection and a Get that
+    // waits for a load arrives with a hit behind it. The stale resume served the queued chunk
+    // (parking the connection on the load), then the turn's end served the hit before it (replies
+    // 6 then 5).
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     await using node = CacheNode.start(
@@ -193,18 +194,18 @@ describe("input served at the end of the turn: limits and timers", () => {
       { logger: new LogSink().logger, loaders: { slow: async (key: string) => { await gate; return `loaded ${key}`; } } },
     );
     const { raw, server, conn } = await connected(node);
-    server.onData(conn, concat(getCall(2, "k"), getCall(3, "k")));
+    server.onData(conn, concat(getCall(2, "k"), getCall(3, "k"), getCall(4, "k")));
     setImmediate(() => {
       // After that turn's end, before the resume: a drain, then a data event.
       expect(conn.held).toBe(true);
       server.onDrain(conn);
-      server.onData(conn, concat(getCall(4, "a", "slow"), getCall(5, "k")));
+      server.onData(conn, concat(getCall(5, "a", "slow"), getCall(6, "k")));
     });
-    await raw.waitFor(() => raw.frames().length >= 3, "the first Gets' replies");
+    await raw.waitFor(() => raw.frames().length >= 4, "the first Gets' replies");
     await Bun.sleep(20);
     open();
-    await raw.waitFor(() => raw.frames().length === 5, "all replies");
-    expect(readReplies(raw.received, "framed").replies.map((r) => r.seqid)).toEqual([1, 2, 3, 4, 5]);
+    await raw.waitFor(() => raw.frames().length === 6, "all replies");
+    expect(readReplies(raw.received, "framed").replies.map((r) => r.seqid)).toEqual([1, 2, 3, 4, 5, 6]);
     raw.close();
   });
 
