@@ -502,7 +502,6 @@ function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver 
   return new StaticMembers(config.peers ?? []);
 }
 
-/** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */
 /**
  * checkLoaderOptions refuses loader options on a --group that has no loader (a misspelt name
  * made a second, plain group that took them, and the loader's group ran with the defaults), and
@@ -527,6 +526,7 @@ function checkLoaderOptions(config: NodeConfig, loaders: Record<string, Loader>,
   }
 }
 
+/** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */
 function collectLoaders(deps: NodeDeps): Record<string, Loader> {
   const loaders: Record<string, Loader> = { ...deps.loaders };
   const pool = deps.pool;

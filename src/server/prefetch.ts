@@ -139,16 +139,14 @@ export class Prefetches {
     if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
     const ahead = group.loadsAhead;
     ahead.running++;
-    const ended = (): void => {
-      ahead.running--;
-    };
-    loading.then(ended, ended);
     loading.then(
       (loaded) => {
+        ahead.running--;
         const value = loaded.stale === true ? null : loaded.value;
         p.settle(null, value, 0, value?.length ?? 0, loaded.ttlRemainingMs, clock());
       },
       (e: unknown) => {
+        ahead.running--;
         const err = e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, errorText(e));
         p.settle(err.code === ERROR_CODE.OVERLOADED ? null : err, null, 0, 0, -1, clock());
       },

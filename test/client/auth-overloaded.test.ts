@@ -205,18 +205,29 @@ describe("every connection backing off", () => {
   });
 });
 
+/**
+ * nodeGoneWhileBackingOff is a client of one connection (200 ms timeout) whose node served it and
+ * then closed, and whose reconnects have failed seven times over: its backoff grew.
+ */
+async function nodeGoneWhileBackingOff(): Promise<{ client: CacheClient; port: number }> {
+  const node = startNode();
+  const port = node.port;
+  const client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 200, maxFailures: 100 });
+  await client.set("default", "warm", "1");
+  await node.close();
+  for (let i = 0; i < 7; i++) await client.get("default", "x").catch(() => {}); // failed connects: the backoff grows
+  return { client, port };
+}
+
 describe("a call that timed out before its connection could send it", () => {
   test("is never sent: the node it was for does not apply it when it comes back", async () => {
     // It stayed in the connection's output while the connection waited out its backoff, and went
     // out when the node was back: a Set the client reported as failed was applied after all.
-    let node = startNode();
-    const port = node.port;
-    await using client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 200, maxFailures: 100 });
-    await client.set("default", "warm", "1");
-    await node.close();
-    for (let i = 0; i < 7; i++) await client.get("default", "x").catch(() => {}); // failed connects: the backoff grows
+    const gone = await nodeGoneWhileBackingOff();
+    await using client = gone.client;
+    const port = gone.port;
     await expect(client.set("default", "late", "timed out")).rejects.toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE, message: expect.stringContaining("timeout") });
-    node = startNode({ port });
+    const node = startNode({ port });
     try {
       await Bun.sleep(1100); // past the longest backoff: a call still queued would have gone out
       await using other = new CacheClient({ host: "127.0.0.1", port, connections: 1 });
@@ -228,12 +239,9 @@ describe("a call that timed out before its connection could send it", () => {
     }
   });
   test("many that time out together are cut from the output in one move, and the calls after them go out intact (review: one cut each moved all queued behind it, 40,000 calls stalled the loop 2.6 s)", async () => {
-    let node = startNode();
-    const port = node.port;
-    await using client = new CacheClient({ host: "127.0.0.1", port, connections: 1, timeoutMs: 200, maxFailures: 100 });
-    await client.set("default", "warm", "1");
-    await node.close();
-    for (let i = 0; i < 7; i++) await client.get("default", "x").catch(() => {}); // failed connects: the backoff grows
+    const gone = await nodeGoneWhileBackingOff();
+    await using client = gone.client;
+    const port = gone.port;
     const cuts = spyOn(BinaryWriter.prototype, "consume");
     try {
       const sets: Promise<unknown>[] = [];
@@ -245,7 +253,7 @@ describe("a call that timed out before its connection could send it", () => {
     } finally {
       cuts.mockRestore();
     }
-    node = startNode({ port });
+    const node = startNode({ port });
     try {
       await Bun.sleep(1100); // past the longest backoff
       await client.set("default", "after", "ok"); // the output holds this call only, whole
