@@ -25,9 +25,9 @@
  * waiting for it for CLIENT_STALL_MS is closed: paused, the server's socket would never see the
  * server close it, and 16 clients that never read held every slot for good.
  *
- * At the cap, a connection that has had no reply bytes for EVICT_QUIET_MS and has none waiting
- * (an idle keep-alive connection, or a client that trickles a request it never finishes) is
- * closed to let the new one in, the longest quiet first, as nginx reuses idle keep-alive
+ * At the cap, a connection that has had no reply bytes for EVICT_QUIET_MS, nor a new request begun
+ * in that time, and has none waiting (an idle keep-alive connection, or a client that trickles a
+ * request it never finishes) is closed to let the new one in, the longest quiet first, as nginx reuses idle keep-alive
  * connections when it runs out. Every endpoint answers at once, so a client being served is never
  * that quiet. Without it, 16 connections that sent nothing (or a byte now and then) made
  * `/healthz` answer 503 to every probe, and an orchestrator would restart a healthy node.
@@ -53,7 +53,7 @@ export const CLIENT_STALL_MS = 10_000;
 const MAX_LINGERING = 64;
 /** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
 const REFUSED_LINGER_MS = 1000;
-/** EVICT_QUIET_MS: at the cap, a connection with no reply bytes for this long makes room for a new one. */
+/** EVICT_QUIET_MS: at the cap, a connection with no reply bytes (nor a request begun since) for this long makes room for a new one. */
 export const EVICT_QUIET_MS = 1000;
 
 /** Pipe is one admin connection: the client's socket and the one to the HTTP server. */
@@ -74,8 +74,13 @@ interface Pipe {
   /** stallTimer runs while `toClient` holds bytes; `progressAt` is when the client last took some. */
   stallTimer: ReturnType<typeof setTimeout> | undefined;
   progressAt: number;
-  /** repliedAt is when the server last sent it reply bytes (when it opened, before any): its quiet time for eviction. */
-  repliedAt: number;
+  /**
+   * quietSince is when the connection last showed life, for eviction: the server's last reply bytes
+   * (its opening, before any), or the client's first bytes after them (a new request on a
+   * keep-alive connection is in flight, not quiet); `asked` is set once those bytes came.
+   */
+  quietSince: number;
+  asked: boolean;
   closed: boolean;
 }
 
@@ -165,7 +170,7 @@ export class AdminGate {
     }
     const p: Pipe = {
       client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
-      stallTimer: undefined, progressAt: 0, repliedAt: now, closed: false,
+      stallTimer: undefined, progressAt: 0, quietSince: now, asked: false, closed: false,
     };
     client.data = p;
     this.pipes.add(p);
@@ -215,8 +220,8 @@ export class AdminGate {
   private evictQuiet(now: number): void {
     let quietest: Pipe | undefined;
     for (const p of this.pipes) {
-      if (p.toClientBytes > 0 || now - p.repliedAt < this.evictQuietMs) continue;
-      if (quietest === undefined || p.repliedAt < quietest.repliedAt) quietest = p;
+      if (p.toClientBytes > 0 || now - p.quietSince < this.evictQuietMs) continue;
+      if (quietest === undefined || p.quietSince < quietest.quietSince) quietest = p;
     }
     if (quietest === undefined) return;
     this.evicted++;
@@ -225,7 +230,13 @@ export class AdminGate {
 
   /** send passes `chunk` toward the upstream ("up") or the client ("down"), queueing what it does not take. */
   private send(p: Pipe, way: "up" | "down", chunk: Uint8Array): void {
-    if (way === "down") p.repliedAt = Date.now();
+    if (way === "down") {
+      p.quietSince = Date.now();
+      p.asked = false;
+    } else if (!p.asked) {
+      p.quietSince = Date.now();
+      p.asked = true;
+    }
     const queue = way === "up" ? p.toUpstream : p.toClient;
     const to = way === "up" ? p.upstream : p.client;
     if (queue.length === 0 && to !== undefined) {

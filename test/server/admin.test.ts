@@ -195,6 +195,41 @@ describe("admin port connections", () => {
     }
   });
 
+  test("at the cap, a keep-alive connection quiet for evictQuietMs that has begun a new request is not closed for a probe; its request is answered", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 1, evictQuietMs: 300, state: "serving" });
+    try {
+      let got = "";
+      let closed = false;
+      const b = await new Promise<Socket>((resolve) => {
+        void Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: {
+          open: (s) => resolve(s),
+          data: (_s, d) => void (got += new TextDecoder().decode(d)),
+          close: () => void (closed = true),
+        } });
+      });
+      b.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+      await waitUntil(() => got.endsWith("ok\n"), "the first reply");
+      got = "";
+      await Bun.sleep(400); // idle past evictQuietMs
+      // The client reuses its connection: the request line arrives, the rest is still on its way.
+      b.write("GET /healthz HTTP/1.1\r\n");
+      await Bun.sleep(50);
+      // A probe at the cap now finds no connection quiet for evictQuietMs: refused, B kept.
+      expect(await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toStartWith("HTTP/1.1 503");
+      expect(admin.connections).toMatchObject({ open: 1, refused: 1, evicted: 0 });
+      b.write("Host: x\r\n\r\n");
+      await waitUntil(() => got.endsWith("ok\n"), "the second reply");
+      expect(got).toStartWith("HTTP/1.1 200");
+      expect(closed).toBe(false);
+      b.end();
+      await waitUntil(() => admin.connections.open === 0, "every connection closed");
+    } finally {
+      await admin.close();
+      await node.close();
+    }
+  });
+
   test("connections the HTTP server closes first (HTTP/1.0, Connection: close) leave no descriptor behind", async () => {
     await using a = await startAdminNode({}, {}, "serving");
     const fds = () => readdirSync("/proc/self/fd").length;
