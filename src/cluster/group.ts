@@ -117,6 +117,13 @@ export class LoadsAhead {
   get room(): boolean {
     return this.running < this.max;
   }
+
+  /** track counts `flight` as running until it settles. */
+  track(flight: Promise<unknown>): void {
+    this.running++;
+    const done = (): void => void this.running--;
+    flight.then(done, done);
+  }
 }
 
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
@@ -310,9 +317,11 @@ export class Group {
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
    * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
    * INVALID_ARGUMENT, and the loader is not called. A value larger than the max item size is
-   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`).
+   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). `ahead` counts the load
+   * against a bound of loads ahead (server/look-ahead.ts) until its flight settles, if it started
+   * one: the flight keeps its loader place past this caller's timeout (a flight joined takes none).
    */
-  load(key: Uint8Array, off: number, len: number, cache = true): Promise<Loaded> {
+  load(key: Uint8Array, off: number, len: number, cache = true, ahead?: LoadsAhead): Promise<Loaded> {
     const loader = this.loader;
     if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
     const keyBytes = key.slice(off, off + len);
@@ -337,7 +346,10 @@ export class Group {
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
-    else this.bound(flightKey, flight.promise);
+    else {
+      this.bound(flightKey, flight.promise);
+      if (ahead !== undefined) ahead.track(flight.promise);
+    }
     // The timeout is each caller's, not the flight's: a slow loader keeps its one flight (callers
     // that come later join it, and its value fills the cache when it comes) instead of being
     // called again by every caller that timed out before it answered.

@@ -135,18 +135,14 @@ export class Prefetches {
     const clock = group.store.clock;
     const counters = group.counters;
     const loads = counters.loads;
-    const loading = group.load(key, off, len);
+    const loading = group.load(key, off, len, true, group.loadsAhead);
     if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
-    const ahead = group.loadsAhead;
-    ahead.running++;
     loading.then(
       (loaded) => {
-        ahead.running--;
         const value = loaded.stale === true ? null : loaded.value;
         p.settle(null, value, 0, value?.length ?? 0, loaded.ttlRemainingMs, clock());
       },
       (e: unknown) => {
-        ahead.running--;
         const err = e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, errorText(e));
         p.settle(err.code === ERROR_CODE.OVERLOADED ? null : err, null, 0, 0, -1, clock());
       },

@@ -287,6 +287,24 @@ describe("Gets pipelined behind a load", () => {
     b.close();
   });
 
+  test("a load ahead whose Get timed out still counts against the half-pool bound until its load ends (review: the count dropped at the caller's timeout)", async () => {
+    // 8 places, no queue: loads ahead may take 4. The loader (1.5 s) is far slower than the group's timeout.
+    await using node = await CacheNode.open(
+      { port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 8, loaderQueue: 0, groups: [{ name: "slow", ttlMs: 0, loadTimeoutMs: 100 }] },
+      { logger: new LogSink().logger },
+    );
+    const group = node.groups.byName("slow")!;
+    const a = await RawSocket.connect(node.port);
+    a.write(concat(...Array.from({ length: 12 }, (_, i) => getCall(i + 1, String(1500 + i), "slow"))));
+    await a.waitFor(() => a.frames().length === 12, "A's replies (each timed out)");
+    expect(values(a.received)).toEqual(Array.from({ length: 12 }, () => "cacheError"));
+    // Every Get timed out, but the loads started ahead still hold their places: no more were started.
+    expect(group.counters.loadsAhead).toBe(4);
+    expect(group.loadsAhead.running).toBe(4);
+    await waitUntil(() => group.loadsAhead.running === 0, "the loads ahead to end", 5_000);
+    a.close();
+  });
+
   test("a load started ahead that a full loader pool refuses is loaded again at its turn, not answered OVERLOADED", async () => {
     // One thread and no queue: one load at a time. In turn, each Get's load runs after the one before.
     await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 0 }, { logger: new LogSink().logger });
