@@ -603,7 +603,7 @@ export class CacheServer implements DispatchContext {
     if (lent) this.endLend(conn, own, base, false);
     // Idle is counted from the last request served, as memcached counts it from the last command:
     // a long pipeline served over many turns leaves its client the whole timeout after it.
-    if (served > 0 && this.idleTimer !== undefined) conn.lastActive = this.clock();
+    if (served > 0) this.servedNow(conn);
     if (conn.inputEnded && !held) conn.closing = true; // all the client sent is served: end after the replies
     this.setHeld(conn, held && !conn.closing);
     // Replies in the shared buffer wait for the end of the turn, also those of a connection that
@@ -909,6 +909,7 @@ export class CacheServer implements DispatchContext {
         this.timed(conn, method, t0, reply);
         // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
         if (!this.connections.has(conn) || conn.capClosed) return;
+        this.servedNow(conn);
         try {
           if (out.length > 0) {
             const own = conn.proto.reply.out; // (never the shared buffer: that is lent only within `process`)
@@ -941,8 +942,18 @@ export class CacheServer implements DispatchContext {
         conn.waitingBytes = 0;
         conn.lookingAhead = false;
         this.release(conn, conn.proto.request); // (the one it waited for: nothing is decoded meanwhile)
-        if (this.connections.has(conn)) this.process(conn);
+        if (!this.connections.has(conn)) return;
+        this.servedNow(conn);
+        this.process(conn);
       });
+  }
+
+  /**
+   * servedNow notes that a request of the connection was just answered: the idle timeout counts
+   * from then (a Get answered after a load longer than the timeout leaves its client the whole of it).
+   */
+  private servedNow(conn: Connection): void {
+    if (this.idleTimer !== undefined) conn.lastActive = this.clock();
   }
 
   /**

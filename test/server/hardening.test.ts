@@ -215,6 +215,26 @@ describe("resource limits", () => {
     expect(node.server.counters.idleClosed).toBe(1);
   }, 90_000);
 
+  test("the idle timeout counts from a Get answered after a load longer than it (review: the connection was closed right after the reply)", async () => {
+    await using node = startNode({ idleTimeoutMs: 400, groups: [{ name: "slow", ttlMs: 0 }] }, {
+      loaders: { slow: async (key: string) => {
+        await Bun.sleep(900);
+        return `v-${key}`;
+      } },
+    });
+    const c = await RawSocket.connect(node.port);
+    c.write(getCall(1, "k", "slow"));
+    await c.waitFor(() => c.frames().length === 1, "the Get's reply");
+    // The client sends its next request well within the timeout of the reply.
+    await Bun.sleep(150);
+    expect(c.isClosed).toBe(false);
+    c.write(getCall(2, "k", "slow"));
+    await c.waitFor(() => c.frames().length === 2 || c.isClosed, "the second reply");
+    expect([c.frames().length, c.isClosed, node.server.counters.idleClosed]).toEqual([2, false, 0]);
+    await c.closed; // silent from now on: closed as idle
+    expect(node.server.counters.idleClosed).toBe(1);
+  }, 10_000);
+
   test("a pipeline exactly a turn long is served without yielding (nothing is left: no pause), one request longer yields once", async () => {
     await using node = startNode({ maxRequestsPerEvent: 16 });
     const raw = await RawSocket.connect(node.port);

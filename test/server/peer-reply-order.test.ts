@@ -440,3 +440,29 @@ describe("between two members", () => {
     expect(loaders[0]!.calls.size).toBe(0);
   });
 });
+
+describe("the idle timeout", () => {
+  test("counts from a reply written out of order after a load longer than it (review: the connection was closed right after the reply)", async () => {
+    const node = CacheNode.start(
+      { port: 0, logLevel: "silent", idleTimeoutMs: 400, groups: [{ name: "default", ttlMs: 0 }] },
+      { logger: new LogSink().logger, loaders: { default: async (key: string) => {
+        await Bun.sleep(900);
+        return `v-${key}`;
+      } } },
+    );
+    open.push(node);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(peerGet("framed", 1, "slow"));
+    await raw.waitFor(() => replies(raw, "framed").length === 1, "the PeerGet's reply");
+    expect(node.server.counters.detachedReplies).toBe(1);
+    // The client sends its next request well within the timeout of the reply.
+    await Bun.sleep(150);
+    expect(raw.isClosed).toBe(false);
+    raw.write(peerGet("framed", 2, "slow"));
+    await raw.waitFor(() => replies(raw, "framed").length === 2 || raw.isClosed, "the second reply");
+    expect(replies(raw, "framed").map(valueOf)).toEqual(["v-slow", "v-slow"]);
+    expect([raw.isClosed, node.server.counters.idleClosed]).toEqual([false, 0]);
+    await raw.closed; // silent from now on: closed as idle
+    expect(node.server.counters.idleClosed).toBe(1);
+  }, 10_000);
+});
