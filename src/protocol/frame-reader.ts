@@ -278,8 +278,7 @@ export class FrameReader {
     this.refusedBuf = buf;
     this.refusedAt = p + 4;
     this.refusedEnd = buf === this.pending ? this.pendingEnd : buf.length;
-    if (length <= 0) throw protocolError(`invalid frame length ${length}`);
-    throw protocolError(`frame length ${length} exceeds the limit ${this.maxFrameBytes}`);
+    throw invalidLength(length, this.maxFrameBytes);
   }
 
   /**
@@ -300,8 +299,11 @@ export class FrameReader {
  * detectTransport names the transport from a connection's first bytes `buf[p, end)`, or
  * returns TRANSPORT_UNKNOWN when more bytes are needed. Throws ProtocolError for compact
  * protocol (INVALID_PROTOCOL), HTTP and anything unrecognised (UNSUPPORTED_CLIENT_TYPE).
- * Every non-buffered transport starts with an i32 length, so a length that is negative, zero
- * or over `maxFrameBytes` is refused as soon as 4 bytes are in, without waiting for the magic.
+ * Every non-buffered transport starts with an i32 length: a length that is negative, zero or
+ * over `maxFrameBytes` is refused as soon as 4 bytes are in, without waiting for the magic, if
+ * the magic is not at hand yet or not one we know. With a known magic the transport is named,
+ * and the frame is refused by the reader, which keeps its first bytes to address the error reply
+ * to (a client's first call, too large, gets its answer rather than waiting for its timeout).
  */
 export function detectTransport(buf: Uint8Array, p: number, end: number, maxFrameBytes = 0x7fffffff): number {
   if (end - p < 1) return TRANSPORT_UNKNOWN;
@@ -311,18 +313,26 @@ export function detectTransport(buf: Uint8Array, p: number, end: number, maxFram
   if (b0 >= 0x41 && b0 <= 0x5a && looksLikeHttp(buf, p, end)) {
     throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "HTTP request on the Thrift port");
   }
-  if (end - p >= 4) {
-    const length = readI32(buf, p);
-    if (length <= 0 || length > maxFrameBytes) throw protocolError(`invalid frame length ${length} (limit ${maxFrameBytes})`);
+  if (end - p < 4) return TRANSPORT_UNKNOWN;
+  const length = readI32(buf, p);
+  const lengthOk = length > 0 && length <= maxFrameBytes;
+  if (end - p < DETECT_BYTES) {
+    if (!lengthOk) throw invalidLength(length, maxFrameBytes);
+    return TRANSPORT_UNKNOWN;
   }
-  if (end - p < DETECT_BYTES) return TRANSPORT_UNKNOWN;
   const m0 = buf[p + 4]!;
   const m1 = buf[p + 5]!;
   if (m0 === 0x80 && m1 === 0x01) return TRANSPORT_FRAMED;
   if (((m0 << 8) | m1) === THEADER_MAGIC) return TRANSPORT_THEADER;
   if (((m0 << 8) | m1) === TTHEADER_MAGIC) return TRANSPORT_TTHEADER;
+  if (!lengthOk) throw invalidLength(length, maxFrameBytes);
   if (m0 === COMPACT_PROTOCOL_ID) throw new ProtocolError(APP_ERROR.INVALID_PROTOCOL, "compact protocol is not supported (binary only)");
   throw new ProtocolError(APP_ERROR.UNSUPPORTED_CLIENT_TYPE, "unrecognised transport (expected strict binary, framed, THeader or TTHeader)");
+}
+
+/** invalidLength is the error for a frame length that is not positive, or over the limit. */
+function invalidLength(length: number, maxFrameBytes: number): ProtocolError {
+  return protocolError(length <= 0 ? `invalid frame length ${length}` : `frame length ${length} exceeds the limit ${maxFrameBytes}`);
 }
 
 /** looksLikeHttp checks for an HTTP method followed by a space in the first bytes. */

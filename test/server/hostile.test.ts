@@ -191,7 +191,7 @@ describe("hostile input", () => {
     raw.close();
   });
 
-  test("a frame over the limit on a live connection is answered to its call when its first bytes name it, in its transport (review: the reply went to seqid 0, which no client could match)", async () => {
+  test("a frame over the limit is answered to its call when its first bytes name it, in its transport, also as a connection's first frame (review: the reply went to seqid 0, which no client could match)", async () => {
     await using node = startNode({ maxItemSize: 1024, maxFrameSize: 8192 });
     const over = (transport: "framed" | "theader" | "ttheader", seqid: number): Uint8Array => {
       // The message's first 100 bytes, under a length past the limit (the rest never needs to come).
@@ -200,17 +200,24 @@ describe("hostile input", () => {
       new DataView(whole.buffer, whole.byteOffset).setInt32(0, 3_000_000);
       return whole;
     };
-    for (const transport of ["framed", "theader", "ttheader"] as const) {
-      const raw = await RawSocket.connect(node.port);
-      const stats = message(MSG.CALL, "Stats", 5, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").stop().stop().bytes());
-      raw.write(transport === "framed" ? framed(stats) : transport === "theader" ? theader(stats, { seqid: 5 }) : ttheader(stats, { seqid: 5 }));
-      raw.write(over(transport, 9));
-      await raw.closed;
-      const { replies } = readReplies(raw.received, transport);
-      expect(replies.map((r) => [r.seqid, r.header?.seqid])).toEqual(transport === "framed" ? [[5, undefined], [9, undefined]] : [[5, 5], [109, 109]]);
-      const o = outcome(replies[1]!);
-      expect(o).toEqual({ kind: "appException", type: 7, message: "frame length 3000000 exceeds the limit 8192" });
-      if (transport === "framed") expect(replies[1]!.name).toBe("SetMulti");
+    // Also as a connection's first frame, refused while its transport is found (review: no reply at all).
+    for (const first of [false, true]) {
+      for (const transport of ["framed", "theader", "ttheader"] as const) {
+        const raw = await RawSocket.connect(node.port);
+        if (!first) {
+          const stats = message(MSG.CALL, "Stats", 5, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").stop().stop().bytes());
+          raw.write(transport === "framed" ? framed(stats) : transport === "theader" ? theader(stats, { seqid: 5 }) : ttheader(stats, { seqid: 5 }));
+        }
+        raw.write(over(transport, 9));
+        await raw.closed;
+        const { replies } = readReplies(raw.received, transport);
+        const refused = transport === "framed" ? [9, undefined] : [109, 109];
+        const stats = transport === "framed" ? [5, undefined] : [5, 5];
+        expect(replies.map((r) => [r.seqid, r.header?.seqid])).toEqual(first ? [refused] : [stats, refused]);
+        const last = replies[replies.length - 1]!;
+        expect(outcome(last)).toEqual({ kind: "appException", type: 7, message: "frame length 3000000 exceeds the limit 8192" });
+        if (transport === "framed") expect(last.name).toBe("SetMulti");
+      }
     }
   });
 
