@@ -120,6 +120,8 @@ interface Load {
 
 /** CHECK_MS: how often the pool looks at its queue (and at the heartbeats, sooner with a short stop time). */
 const CHECK_MS = 1000;
+/** CLOSE_WAIT_MS bounds how long `close` waits for the threads to exit (one blocked in a native call cannot). */
+const CLOSE_WAIT_MS = 1000;
 /**
  * MIN_BLOCKED_MS: a thread counts as blocked only after this long without a beat, however short
  * the stop time (beats and checks come every BEAT_MS or more: a few ms would catch healthy ones).
@@ -287,10 +289,12 @@ export class LoaderPool {
    * blockedAfterMs at most.
    */
   private canStart(): boolean {
-    if (this.replaced.size > 0 && this.replacedExiting()) return false;
-    if (this.pool.threads.length < this.threads) return true;
+    const exiting = this.replaced.size > 0 && this.replacedExiting();
+    if (!exiting && this.pool.threads.length < this.threads) return true;
     const running = this.started.size;
-    return this.pool.queueSize === 0 && (running < this.readyPlaces || running === 0);
+    // While a terminated thread may still answer late, only a load that goes straight to a ready
+    // thread with room (never into tinypool's queue) is started.
+    return this.pool.queueSize === 0 && (running < this.readyPlaces || (running === 0 && !exiting));
   }
 
   /** replacedExiting tells whether a thread `replace` terminated less than blockedAfterMs ago has not exited yet. */
@@ -523,7 +527,17 @@ export class LoaderPool {
       clearInterval(this.checkTimer);
       if (this.recountTimer !== null) clearTimeout(this.recountTimer);
       // After the threads restartThreads asked for are created, so that none outlives the pool.
-      this.closing = this.restarting.then(() => this.pool.destroy());
+      const destroyed = this.restarting.then(() => this.pool.destroy());
+      // A thread blocked in a native call (a slow synchronous query) exits only once the call
+      // returns: it is waited for CLOSE_WAIT_MS at most, and the loads it holds then fail.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const bound = new Promise<false>((r) => (timer = setTimeout(() => r(false), CLOSE_WAIT_MS)));
+      this.closing = Promise.race([destroyed.then(() => true), bound]).then((exited) => {
+        clearTimeout(timer);
+        if (!exited) this.logger.warn("loader threads did not exit: one is blocked in a call that does not return; not waited for", { module: this.module, ms: CLOSE_WAIT_MS, loads: this.started.size });
+        for (const load of this.started) this.drop(load, "loader pool closed");
+        this.started.clear();
+      });
       for (const load of this.waiting.splice(0)) this.drop(load, "loader pool closed");
     }
     return this.closing;

@@ -78,6 +78,20 @@ const stopAfterMs = data.stopAfterMs;
 const beats = data.beats;
 const slot = (workerId ?? 0) - 1;
 const imported = startBeating(beats, slot, threadId);
+// A promise a loader left rejected with no handler (a fire-and-forget call that failed) fails
+// nothing: by default it ended the thread, and every load running on it failed "crashed". It is
+// written to stderr (as a loader's own output is), one line per STRAY_LOG_MS at most.
+const STRAY_LOG_MS = 10_000;
+let strayLoggedAt = -Infinity;
+let strayLeftOut = 0;
+process.on("unhandledRejection", (reason: unknown) => {
+  const now = performance.now();
+  if (now - strayLoggedAt < STRAY_LOG_MS) return void strayLeftOut++;
+  const more = strayLeftOut > 0 ? ` (${strayLeftOut} more not shown)` : "";
+  strayLoggedAt = now;
+  strayLeftOut = 0;
+  console.error(`mybuncache: loader thread ${threadId}: a loader left a promise rejected with no handler${more}: ${errorText(reason)}`);
+});
 
 let loaders: Record<string, unknown> | null = null;
 let importError = "";

@@ -307,6 +307,33 @@ describe("LoaderPool saturation", () => {
     expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loader thread stopped: blocked"]]);
   });
 
+  test("after a thread blocked in a native call is replaced, the other threads serve at once (review: no load started anywhere until blockedAfterMs passed)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 2, concurrency: 1, queue: 4, logger, stopAfterMs: 1000 });
+    await Promise.all([pool.run("ok", "a"), pool.run("ok", "b")]);
+    // Bun.sleepSync: the thread cannot be terminated until the call returns (3 s).
+    await failure(pool.run("sleepSync", "3000"), ERROR_CODE.LOAD_FAILED, /^loader gave no answer in 1000 ms: stopped \(its thread was blocked\)$/);
+    const answers = await within(Promise.all(Array.from({ length: 4 }, (_, i) => pool.run("ok", `k${i}`))), 400);
+    expect(answers).toEqual(["ok k0", "ok k1", "ok k2", "ok k3"]);
+    expect(pool.counters).toMatchObject({ rejected: 0, crashes: 0, stopped: 1 });
+  });
+
+  test("one loader's promise left rejected with no handler fails nothing: the loads beside it on its thread answer, no crash (review: it ended the thread)", async () => {
+    // In a process of its own: under `bun test` such a rejection in a worker is an error whatever its handlers say.
+    const run = Bun.spawn(["bun", join(import.meta.dir, "fixtures/stray-run.ts")], { stdout: "pipe", stderr: "pipe" });
+    const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({
+      warm: "ok warm",
+      stray: "stray k",
+      beside: ["later 300", "later 301", "later 302", "later 303", "later 304"],
+      counters: { submitted: 7, completed: 7, failed: 0, rejected: 0, crashes: 0, stopped: 0 },
+      logged: [],
+    });
+    // Written to stderr, as a loader's own output is.
+    expect(err).toMatch(/^mybuncache: loader thread \d+: a loader left a promise rejected with no handler: stray rejection of k\n$/);
+  });
+
   test("a thread replaced for stuck loads may answer late: no healthy load fails as crashed, and no error is logged (review: tinypool posted the dying thread a load meant for its replacement)", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 4, queue: 64, logger, stopAfterMs: 150 });
@@ -433,6 +460,20 @@ describe("LoaderPool open and close", () => {
       await expect(LoaderPool.open({ ...opts, logger: recordingLogger() })).rejects.toThrow(message);
     });
   }
+
+  test("close does not wait for a thread blocked in a native call: its load fails LOAD_FAILED, and close ends within a second or so (review: it waited for the call)", async () => {
+    const logger = recordingLogger();
+    const pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 2, logger, stopAfterMs: 10_000 });
+    expect(await pool.run("ok", "warm")).toBe("ok warm");
+    const blocked = failure(pool.run("sleepSync", "4000"), ERROR_CODE.LOAD_FAILED, /^loader pool closed$/);
+    await Bun.sleep(100); // (it is in the call)
+    await within(pool.close(), 2500);
+    await within(blocked, 10);
+    expect(pool.counters).toMatchObject({ submitted: 2, completed: 1, failed: 1 });
+    expect(logger.entries.map((e) => [e.level, e.msg, e.f?.loads])).toEqual([
+      ["warn", "loader threads did not exit: one is blocked in a call that does not return; not waited for", 1],
+    ]);
+  });
 
   test("close fails running and queued loads, and later loads, with LOAD_FAILED", async () => {
     const pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 2, logger: recordingLogger() });
