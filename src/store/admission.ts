@@ -64,8 +64,21 @@ export class Admission {
     else if (this.counts[s]! < 255) this.counts[s]!++;
   }
 
-  /** insert adds `hash` with one access, forgetting the oldest hash when the history is full. */
-  private insert(hash: number): void {
+  /**
+   * remember puts `hash` back one access short of admission: a key that was in the cache and was
+   * read as its item expired has proved it is wanted, and its reload is admitted at once. (Its
+   * admission had taken it out of the history: the reload looked like a new key, and was refused
+   * until it had been loaded K times again, at every expiry.)
+   */
+  remember(hash: number): void {
+    if (this.k === 1) return;
+    let s = this.find(hash);
+    if (s < 0) s = this.insert(hash);
+    if (this.counts[s]! < this.k - 1) this.counts[s] = this.k - 1;
+  }
+
+  /** insert adds `hash` with one access, forgetting the oldest hash when the history is full; returns its slot. */
+  private insert(hash: number): number {
     if (this.size === this.capacity) this.evictOldest();
     // Probe after the eviction: it may have shifted entries.
     let s = hash & this.mask;
@@ -77,6 +90,7 @@ export class Admission {
     this.ring[at] = hash;
     this.ringPos[s] = at;
     this.size++;
+    return s;
   }
 
   /** seen returns how many accesses of `hash` the history holds (0 if none). */

@@ -114,7 +114,8 @@ export class Store {
 
   /** get returns the id of the live item under key[off, off+len), or -1; it counts a hit or miss. */
   get(key: Uint8Array, off = 0, len = key.length - off): ItemId {
-    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
+    const hash = hashBytes(key, off, len, this.hashSeed);
+    const id = this.index.find(key, off, len, hash);
     if (id === NIL) {
       this.counters.misses++;
       return NIL;
@@ -122,6 +123,8 @@ export class Store {
     const exp = this.items.f[id * F_STRIDE + F_EXPIRY]!;
     if (exp !== Infinity && exp <= this.clock()) {
       this.remove(id, REMOVE_EXPIRE_LAZY);
+      // Read as it expired: its reload is admitted at once (Admission.remember).
+      this.admission.remember(hash);
       this.counters.misses++;
       return NIL;
     }

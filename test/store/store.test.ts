@@ -600,6 +600,28 @@ describe("Store admission", () => {
     expect(s.stats().admissionsRejected).toBe(1);
   });
 
+  test("a key read as its item expires is admitted again on its reload's first fill; one expired unread is not (review: every expiry cost K loads)", () => {
+    const { s, clock } = mk({ admissionK: 3 });
+    const k = bytes("hot");
+    const v = bytes("value");
+    for (let i = 0; i < 2; i++) expect(s.fill(k, 0, k.length, v, 0, v.length, 1000)).toBe(SET_REJECTED);
+    expect(s.fill(k, 0, k.length, v, 0, v.length, 1000)).toBe(SET_OK);
+    for (let period = 0; period < 3; period++) {
+      clock.now += 1000;
+      expect(s.get(k)).toBe(-1); // expired, and read
+      expect(s.fill(k, 0, k.length, v, 0, v.length, 1000)).toBe(SET_OK);
+      expect(read(s, k)).toEqual(v);
+    }
+    expect(s.stats().admissionsRejected).toBe(2);
+    // Expired without a read (removed by active expiry): a reload counts as a new key's.
+    const cold = bytes("cold");
+    s.set(cold, 0, cold.length, v, 0, v.length, 500);
+    clock.now += 500;
+    expect(s.expire(clock.now, 100)).toBe(1);
+    expect(s.fill(cold, 0, cold.length, v, 0, v.length, 1000)).toBe(SET_REJECTED);
+    s.checkInvariants();
+  });
+
   test("K=1 admits every fill", () => {
     const { s } = mk({ admissionK: 1 });
     const k = bytes("x");
