@@ -13,7 +13,8 @@
  *   word 6 atime     logical tick of the last LRU bump (compared as uint32)
  *   word 7 cls       size class of its chunk (bits 0-7), flags (bit 8: NEGATIVE, a cached "not
  *                    found"; bit 9: REFERENCED, read since it was last put at the head of its LRU
- *                    list) and the key length (bits 16-31: keys are at most 65,535 bytes)
+ *                    list; bit 10: READ, read since its value was stored) and the key length
+ *                    (bits 16-31: keys are at most 65,535 bytes)
  *   words 8-9        expiry: absolute ms as a float64 (`f[id * F_STRIDE + F_EXPIRY]`), Infinity = none
  *
  * The key's hash is not here: the index keeps it in the item's slot (hash-index.ts), and removal
@@ -43,10 +44,11 @@ export const W_HEAP = 5;
 export const W_ATIME = 6;
 export const W_CLASS = 7;
 export const F_EXPIRY = 4;
-/** CLASS_MASK takes the size class out of word 7; bits 8 and 9 are flags. */
+/** CLASS_MASK takes the size class out of word 7; bits 8 to 10 are flags. */
 export const CLASS_MASK = 0xff;
 export const FLAG_NEGATIVE = 0x100;
 export const FLAG_REFERENCED = 0x200;
+export const FLAG_READ = 0x400;
 /** KEY_SHIFT: the key length is word 7 shifted right by this (`>>> KEY_SHIFT`). */
 export const KEY_SHIFT = 16;
 

@@ -33,7 +33,7 @@ import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, MAX_LOAD, SLOT_BYTES } from "./hash-index.ts";
 import {
-  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
+  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
@@ -59,6 +59,8 @@ const REMOVE_EVICT = 1;
 const REMOVE_EXPIRE_LAZY = 2;
 const REMOVE_EXPIRE_ACTIVE = 3;
 const REMOVE_REPLACE = 4;
+/** REMOVE_EXPIRE_READ: expired, found by a read (or the fill its miss loaded): counted as lazy. */
+const REMOVE_EXPIRE_READ = 5;
 
 export class Store {
   readonly capacity: number;
@@ -114,17 +116,14 @@ export class Store {
 
   /** get returns the id of the live item under key[off, off+len), or -1; it counts a hit or miss. */
   get(key: Uint8Array, off = 0, len = key.length - off): ItemId {
-    const hash = hashBytes(key, off, len, this.hashSeed);
-    const id = this.index.find(key, off, len, hash);
+    const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
     if (id === NIL) {
       this.counters.misses++;
       return NIL;
     }
     const exp = this.items.f[id * F_STRIDE + F_EXPIRY]!;
     if (exp !== Infinity && exp <= this.clock()) {
-      this.remove(id, REMOVE_EXPIRE_LAZY);
-      // Read as it expired: its reload is admitted at once (Admission.remember).
-      this.admission.remember(hash);
+      this.remove(id, REMOVE_EXPIRE_READ);
       this.counters.misses++;
       return NIL;
     }
@@ -348,7 +347,7 @@ export class Store {
   private touch(id: ItemId): void {
     const w = this.items.w;
     const r = id * STRIDE;
-    w[r + W_CLASS] = w[r + W_CLASS]! | FLAG_REFERENCED;
+    w[r + W_CLASS] = w[r + W_CLASS]! | FLAG_REFERENCED | FLAG_READ;
     w[r + W_ATIME] = ++this.tick;
   }
 
@@ -387,7 +386,7 @@ export class Store {
     const expiry = ttlMs === 0 ? Infinity : now + ttlMs;
     let id = this.index.find(key, keyOff, keyLen, hash);
     if (id !== NIL && this.items.expiry(id) <= now) {
-      this.remove(id, REMOVE_EXPIRE_LAZY);
+      this.remove(id, isFill ? REMOVE_EXPIRE_READ : REMOVE_EXPIRE_LAZY);
       id = NIL;
     }
     if (id === NIL && isFill && !this.admission.offer(hash)) {
@@ -619,7 +618,14 @@ export class Store {
     const cls = w[r + W_CLASS]! & CLASS_MASK;
     const keyLen = w[r + W_CLASS]! >>> KEY_SHIFT;
     const page = this.slab.pages[w[r + W_PAGE]!]!;
-    this.index.remove(id, hashBytes(page, w[r + W_OFF]! + CHUNK_HEADER, keyLen, this.hashSeed));
+    const hash = hashBytes(page, w[r + W_OFF]! + CHUNK_HEADER, keyLen, this.hashSeed);
+    this.index.remove(id, hash);
+    // An item expiring that was wanted (read as it expired, or read since it was stored) goes back
+    // into the LRU-K history one offer short of K: its reload is admitted at once, where, as a new
+    // key's, it cost K loads at every expiry (Admission.remember).
+    if (why === REMOVE_EXPIRE_READ || ((why === REMOVE_EXPIRE_ACTIVE || why === REMOVE_EXPIRE_LAZY) && (w[r + W_CLASS]! & FLAG_READ) !== 0)) {
+      this.admission.remember(hash);
+    }
     this.lru.unlink(cls, id);
     this.heap.remove(id);
     this.slab.free(w[r + W_PAGE]!, w[r + W_OFF]!);
@@ -633,6 +639,7 @@ export class Store {
         this.classEvictions[cls]!++;
         break;
       case REMOVE_EXPIRE_LAZY:
+      case REMOVE_EXPIRE_READ:
         this.counters.expiredLazy++;
         break;
       case REMOVE_EXPIRE_ACTIVE:
