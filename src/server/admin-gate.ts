@@ -152,7 +152,7 @@ export class AdminGate {
   }
 
   private accept(client: Socket<Pipe>): void {
-    const now = Date.now();
+    const now = performance.now();
     if (this.pipes.size >= this.maxConnections) this.evictQuiet(now);
     if (this.pipes.size >= this.maxConnections) {
       this.refused++;
@@ -231,10 +231,10 @@ export class AdminGate {
   /** send passes `chunk` toward the upstream ("up") or the client ("down"), queueing what it does not take. */
   private send(p: Pipe, way: "up" | "down", chunk: Uint8Array): void {
     if (way === "down") {
-      p.quietSince = Date.now();
+      p.quietSince = performance.now();
       p.asked = false;
     } else if (!p.asked) {
-      p.quietSince = Date.now();
+      p.quietSince = performance.now();
       p.asked = true;
     }
     const queue = way === "up" ? p.toUpstream : p.toClient;
@@ -251,7 +251,7 @@ export class AdminGate {
     } else {
       p.toClientBytes += chunk.length;
       if (p.stallTimer === undefined) {
-        p.progressAt = Date.now();
+        p.progressAt = performance.now();
         p.stallTimer = setTimeout(() => this.checkStall(p), this.clientStallMs);
       }
       if (p.toClientBytes > PAUSE_BYTES && !p.upstreamPaused && p.upstream !== undefined) {
@@ -272,7 +272,7 @@ export class AdminGate {
       if (way === "up") p.toUpstreamBytes -= n;
       else {
         p.toClientBytes -= n;
-        if (n > 0) p.progressAt = Date.now();
+        if (n > 0) p.progressAt = performance.now();
       }
       if (n < chunk.length) {
         queue[0] = chunk.subarray(n);
@@ -296,7 +296,7 @@ export class AdminGate {
   private checkStall(p: Pipe): void {
     p.stallTimer = undefined;
     if (p.closed || p.toClient.length === 0) return;
-    const idle = Date.now() - p.progressAt;
+    const idle = performance.now() - p.progressAt;
     if (idle >= this.clientStallMs) {
       this.stalled++;
       this.end(p);

@@ -28,6 +28,7 @@ import { Snapshotter } from "./snapshot.ts";
 import { SnapshotLock } from "./snapshot-lock.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { readFileSync } from "node:fs";
+import { monotonicMs } from "../store/clock.ts";
 
 export interface NodeDeps {
   clock?: () => number;
@@ -239,7 +240,7 @@ export class CacheNode {
     if (config.loaders !== undefined && deps.pool === undefined) {
       throw new ConfigError("a loaders module runs in a worker pool opened first: use CacheNode.open for `loaders`");
     }
-    const clock = deps.clock ?? Date.now;
+    const clock = deps.clock ?? monotonicMs;
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     // The node's own connections to its peers need descriptors too (known here for --peers; a
     // peers file or DNS may list more later: FD_RESERVE covers a few), up to twice
@@ -401,7 +402,7 @@ function isClustered(config: NodeConfig): boolean {
 
 /** buildGroups makes the node's groups: specs and loaders, memory split, mirrors in a cluster. */
 function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
-  const clock = deps.clock ?? Date.now;
+  const clock = deps.clock ?? monotonicMs;
   const loaders = collectLoaders(deps);
   const clustered = isClustered(config);
   checkLoaderOptions(config, loaders, clustered, deps.logger);

@@ -32,7 +32,7 @@ export interface StoreOptions {
   minChunk?: number;
   /** growthFactor is the ratio between consecutive chunk sizes. Default 1.25. */
   growthFactor?: number;
-  /** clock returns the current time in ms. Default `Date.now`. */
+  /** clock returns the current time in ms. Default `monotonicMs` (store/clock.ts: not moved by a step of the wall clock). */
   clock?: () => number;
   /** admissionK is LRU-K's K for read fills. Default 2; 1 admits everything. */
   admissionK?: number;

@@ -42,6 +42,7 @@ import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
 import { checkStoreInvariants } from "./store-invariants.ts";
 import { classStats } from "./store-stats.ts";
+import { monotonicMs } from "./clock.ts";
 import {
   MAX_KEY_BYTES, MIB, SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, StoreCounters,
   type SetResult, type StoreOptions, type StoreStats,
@@ -91,7 +92,7 @@ export class Store {
     const maxItem = opts.maxItemSize ?? MIB;
     const pageSize = Math.max(opts.pageSize ?? defaultPageSize(opts.memory), maxItem + 7) & ~7;
     this.capacity = Math.floor(opts.memory);
-    this.clock = opts.clock ?? Date.now;
+    this.clock = opts.clock ?? monotonicMs;
     this.hashSeed = opts.hashSeed ?? 0;
     this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
     const maxPages = Math.floor(this.capacity / pageSize);
