@@ -1030,6 +1030,7 @@ export class CacheServer implements DispatchContext {
       const sent = n > 0 ? n : 0;
       conn.bytesOut += sent;
       this.counters.bytesOut += sent;
+      conn.wrote = true;
       if (sent < len) {
         out.prepend(shared.buffer, start + sent, len - sent);
         return; // the socket is full: the rest goes on `drain`
@@ -1040,6 +1041,7 @@ export class CacheServer implements DispatchContext {
       if (n > 0) {
         conn.bytesOut += n;
         this.counters.bytesOut += n;
+        conn.wrote = true;
         out.consume(n);
       }
       if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
@@ -1047,15 +1049,21 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * closeIdle closes connections that sent nothing for `idleMs` and are not waiting for a reply
-   * of ours (a parked load or unsent output is the server's delay, not the client's idleness).
+   * closeIdle closes connections with no traffic for `idleMs`: no bytes from the client, no request
+   * answered and no reply bytes taken by the socket; not those waiting for a load (the server's
+   * delay, not the client's idleness). A pipeline served over many turns answers requests every
+   * turn; a client that stops reading its replies takes none, and is closed like a silent one
+   * (held with its output queued, it used to be spared for good, holding its slot and buffers).
    */
   private closeIdle(idleMs: number): void {
     const now = this.clock();
     for (const conn of this.connections) {
-      // (held: it yielded its turn, or waits for `drain`, with input of its own still to serve; its
-      // reading is paused meanwhile, so no data comes: the node's delay, not the client's silence)
-      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.held || conn.backlogBytes > 0 || conn.queuedOutput > 0 || conn.closing) continue;
+      if (conn.wrote) {
+        conn.wrote = false;
+        conn.lastActive = now; // (within a sweep of when)
+        continue;
+      }
+      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.closing) continue;
       this.counters.idleClosed++;
       conn.closing = true;
       conn.socket.end();

@@ -79,8 +79,13 @@ export class Connection {
   /** backlogBytes is the length of the chunks in `backlog`. */
   backlogBytes = 0;
   bytesIn = 0;
-  /** lastActive is when the client last sent bytes (the server clock), for the idle timeout. */
+  /**
+   * lastActive is when the client last sent bytes or had a request answered (the server clock),
+   * for the idle timeout; `wrote`: the socket took reply bytes since the idle sweep last looked
+   * (the sweep counts that as activity, so writing reads no clock).
+   */
   lastActive = 0;
+  wrote = false;
   bytesOut = 0;
   requests = 0;
   /** prefetches are the Gets loaded or forwarded ahead while the connection waited (prefetch.ts); made on first use. */

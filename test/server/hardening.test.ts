@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
 import { parseArgs } from "../../src/server/config.ts";
@@ -12,6 +13,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const TOKEN = "s3cret-token-0123456789";
 
@@ -234,6 +236,48 @@ describe("resource limits", () => {
     await c.closed; // silent from now on: closed as idle
     expect(node.server.counters.idleClosed).toBe(1);
   }, 10_000);
+
+  test("the idle timeout counts reply bytes the socket takes: a client that reads a large reply late is not closed as soon as it is written out (review: closed with its next request unanswered)", async () => {
+    await using node = startNode({ idleTimeoutMs: 600, maxItemSize: 16 * 1024 * 1024, memory: 128 * 1024 * 1024 });
+    const writer = new CacheClient({ host: "127.0.0.1", port: node.port });
+    const size = 15_000_000; // more than the kernel's buffers take at once: the rest is written as the client reads
+    await writer.set("default", "big", new Uint8Array(size).fill(97));
+    await writer.close();
+    const sock = connect({ port: node.port, host: "127.0.0.1" });
+    await new Promise((r) => sock.once("connect", r));
+    let got = 0;
+    let closed = false;
+    sock.on("close", () => void (closed = true));
+    sock.on("error", () => {});
+    sock.pause();
+    sock.on("data", (d: Buffer) => void (got += d.length));
+    sock.write(getCall(2, "big"));
+    await Bun.sleep(500); // reads nothing for most of the timeout (its request was served at once)
+    sock.resume();
+    await waitUntil(() => got >= size || closed, "the reply read", 10_000);
+    await Bun.sleep(250);
+    const before = got;
+    sock.write(getCall(3, "missing"));
+    await waitUntil(() => got > before || closed, "the next reply", 5_000);
+    expect([got > before, closed, node.server.counters.idleClosed]).toEqual([true, false, 0]);
+    sock.destroy();
+  }, 30_000);
+
+  test("the idle timeout closes a client that stops reading its replies (review: one held with output queued was spared for good)", async () => {
+    await using node = startNode({ idleTimeoutMs: 300, maxOutputBytes: 256 * 1024, maxItemSize: 1024 * 1024 });
+    const w = await RawSocket.connect(node.port);
+    w.write(setCall(1, "big", new Uint8Array(1000 * 1000).fill(97)));
+    await w.waitFor(() => w.frames().length === 1, "the Set's reply");
+    w.close();
+    const sock = connect({ port: node.port, host: "127.0.0.1" });
+    await new Promise((r) => sock.once("connect", r));
+    sock.pause(); // reads nothing
+    sock.on("error", () => {});
+    sock.write(Buffer.concat(Array.from({ length: 40 }, (_, i) => getCall(10 + i, "big"))));
+    await waitUntil(() => node.server.counters.idleClosed === 1, "the non-reader closed as idle", 5_000);
+    await waitUntil(() => node.server.connectionCount === 0, "its connection gone", 5_000);
+    sock.destroy();
+  }, 20_000);
 
   test("a pipeline exactly a turn long is served without yielding (nothing is left: no pause), one request longer yields once", async () => {
     await using node = startNode({ maxRequestsPerEvent: 16 });
