@@ -232,6 +232,9 @@ export class FrameReader {
         this.take(Math.min(avail, 4 - this.pendingEnd));
         continue;
       }
+      const length = readI32(this.pending, 0);
+      // Refused for its length: first what of its start the chunk has, so its reply can be addressed.
+      if (!(length > 0 && length <= this.maxFrameBytes) && this.pendingEnd < ADDRESS_BYTES) this.take(Math.min(avail, ADDRESS_BYTES - this.pendingEnd));
       const total = 4 + this.frameLength(this.pending, 0);
       if (this.pendingEnd < total) {
         if (avail === 0) return false;
@@ -294,6 +297,12 @@ export class FrameReader {
     return true;
   }
 }
+
+/**
+ * ADDRESS_BYTES: what of a frame refused for its length is kept to address its reply (the length,
+ * a message header with a method name of up to 256 bytes, its seqid; a header transport's seqid).
+ */
+const ADDRESS_BYTES = 4 + 12 + 256;
 
 /**
  * detectTransport names the transport from a connection's first bytes `buf[p, end)`, or

@@ -200,20 +200,26 @@ describe("hostile input", () => {
       new DataView(whole.buffer, whole.byteOffset).setInt32(0, 3_000_000);
       return whole;
     };
-    // Also as a connection's first frame, refused while its transport is found (review: no reply at all).
-    for (const first of [false, true]) {
+    // Also as a connection's first frame, refused while its transport is found (review: no reply at
+    // all), and with its first two bytes in a chunk of their own (review: answered to seqid 0).
+    for (const first of [false, true, "split"] as const) {
       for (const transport of ["framed", "theader", "ttheader"] as const) {
         const raw = await RawSocket.connect(node.port);
-        if (!first) {
+        if (first === false) {
           const stats = message(MSG.CALL, "Stats", 5, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").stop().stop().bytes());
           raw.write(transport === "framed" ? framed(stats) : transport === "theader" ? theader(stats, { seqid: 5 }) : ttheader(stats, { seqid: 5 }));
         }
-        raw.write(over(transport, 9));
+        if (first === "split") {
+          const call = over(transport, 9);
+          raw.write(call.subarray(0, 2));
+          await Bun.sleep(20); // (a chunk of its own)
+          raw.write(call.subarray(2));
+        } else raw.write(over(transport, 9));
         await raw.closed;
         const { replies } = readReplies(raw.received, transport);
         const refused = transport === "framed" ? [9, undefined] : [109, 109];
         const stats = transport === "framed" ? [5, undefined] : [5, 5];
-        expect(replies.map((r) => [r.seqid, r.header?.seqid])).toEqual(first ? [refused] : [stats, refused]);
+        expect(replies.map((r) => [r.seqid, r.header?.seqid])).toEqual(first === false ? [stats, refused] : [refused]);
         const last = replies[replies.length - 1]!;
         expect(outcome(last)).toEqual({ kind: "appException", type: 7, message: "frame length 3000000 exceeds the limit 8192" });
         if (transport === "framed") expect(last.name).toBe("SetMulti");
