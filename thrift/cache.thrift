@@ -4,8 +4,11 @@
 // argument struct at field id 1 (`req`), the result at field id 0 (`success`), and every field id
 // and type of the seed's structs are kept exactly. Extensions only ADD: optional fields with new
 // ids, the declared exception `CacheError` (result field 1), and new methods. A client generated
-// from the seed's original IDL keeps working: it ignores the optional fields it does not know, and
-// a `CacheError` reaches it as an unknown result field (it reports "unknown result").
+// from the seed's original IDL keeps working: it ignores the optional fields it does not know. A
+// `CacheError` reaches it as a result field it does not know: Apache's generated clients report
+// "unknown result", but Kitex's return no value and no error. For such clients the node takes
+// `--seed-errors`: errors of the seven methods then go as the seed sent them, a
+// TApplicationException INTERNAL_ERROR whose message names the code ("NOT_FOUND (1): key not found").
 //
 // TTL: `ttl` is in seconds (the seed's unit). 0 means the group's default TTL; a negative value is
 // INVALID_ARGUMENT. When the optional `ttlMs` is present it overrides `ttl` (milliseconds, same

@@ -17,7 +17,7 @@
 // UTF-8 strings. These paths allocate by nature; the zero-allocation path is forwardGet.
 
 import { latin1Key } from "../bytes/bytes.ts";
-import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode } from "../protocol/errors.ts";
+import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode, parseSeedError } from "../protocol/errors.ts";
 import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, type ReplyReader } from "../protocol/reply-reader.ts";
 import {
   METHOD_DELETE,
@@ -101,6 +101,9 @@ export function replyError(method: number, r: ReplyReader): CacheError {
   const message = r.errorText !== "" ? r.errorText : UTF8.decode(r.buffer.subarray(r.messageStart, r.messageStart + r.messageLength));
   if (r.outcome === REPLY_CACHE_ERROR) return new CacheError(r.errorCode as ErrorCode, message);
   if (r.outcome === REPLY_APP_ERROR) {
+    // A node with --seed-errors tells a CacheError of the seed's methods this way.
+    const seed = r.errorCode === APP_ERROR.INTERNAL_ERROR ? parseSeedError(message) : undefined;
+    if (seed !== undefined) return seed;
     const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
     return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`);
   }

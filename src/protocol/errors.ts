@@ -41,6 +41,28 @@ export const ERROR_CODE = {
 } as const;
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
 
+/** ERROR_NAMES names each ErrorCode number (`NOT_FOUND` for 1). */
+export const ERROR_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(ERROR_CODE).map(([name, code]) => [code, name]));
+
+/**
+ * seedErrorText is how a CacheError is told as a TApplicationException's message when the node
+ * answers errors as the seed did (`--seed-errors`): `NOT_FOUND (1): key not found`.
+ * `parseSeedError` reads it back; undefined for any other text.
+ */
+export function seedErrorText(code: number, message: string): string {
+  return `${ERROR_NAMES[code] ?? "UNKNOWN"} (${code}): ${message}`;
+}
+
+const SEED_ERROR = /^([A-Z_]+) \((\d+)\): ([\s\S]*)$/;
+
+export function parseSeedError(text: string): CacheError | undefined {
+  const m = SEED_ERROR.exec(text);
+  if (m === null) return undefined;
+  const code = Number(m[2]);
+  if (ERROR_NAMES[code] !== m[1]) return undefined;
+  return new CacheError(code as ErrorCode, m[3]!);
+}
+
 /** NOT_FOUND_MESSAGE is the message of a Get miss's CacheError NOT_FOUND. */
 export const NOT_FOUND_MESSAGE = "key not found";
 /**

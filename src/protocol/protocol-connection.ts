@@ -116,6 +116,7 @@ export class ProtocolConnection {
     this.decoder.decode(copy, 0, copy.length, reader.transport, request); // (it decoded once: it cannot throw now)
     const next = new ReplyWriter(reply.out);
     next.maxMultiBytes = reply.maxMultiBytes;
+    next.seedErrors = reply.seedErrors;
     reply.out = out;
     this.reply = next;
     this.request = new Request();

@@ -23,7 +23,8 @@
 import { copyBytes } from "../bytes/bytes.ts";
 import { BinaryWriter } from "./binary-writer.ts";
 import { writeHeaderPrefix } from "./header-transport.ts";
-import { METHOD_GET, METHOD_NAME_BYTES, METHOD_UNKNOWN, type Request } from "./request.ts";
+import { APP_ERROR, seedErrorText } from "./errors.ts";
+import { METHOD_GET, METHOD_NAME_BYTES, METHOD_SET_MULTI, METHOD_UNKNOWN, type Request } from "./request.ts";
 import {
   MESSAGE_EXCEPTION,
   MESSAGE_REPLY,
@@ -77,6 +78,13 @@ export class ReplyWriter {
    * not echoed.
    */
   maxMultiBytes = Infinity;
+  /**
+   * seedErrors: the errors of the seed's seven methods go as the seed sent them, a
+   * TApplicationException INTERNAL_ERROR (`seedErrorText`), not as the CacheError of result field
+   * 1: a client generated from the seed's IDL declares no exception, and skips that field (Kitex's
+   * then answers no value and no error). The Peer* and other methods, ours only, keep CacheError.
+   */
+  seedErrors = false;
   private multiStart = 0;
 
   constructor(out: BinaryWriter = new BinaryWriter()) {
@@ -316,8 +324,16 @@ export class ReplyWriter {
     this.end();
   }
 
-  /** writeCacheError writes a REPLY whose result field 1 is `CacheError {code, message}`. */
+  /**
+   * writeCacheError writes a REPLY whose result field 1 is `CacheError {code, message}` (with
+   * `seedErrors`, for the seed's methods, an EXCEPTION instead; `errorCode` is the code either way).
+   */
   writeCacheError(req: Request, code: number, message: string): void {
+    if (this.seedErrors && req.method >= METHOD_GET && req.method <= METHOD_SET_MULTI) {
+      this.writeApplicationException(req, APP_ERROR.INTERNAL_ERROR, seedErrorText(code, message));
+      this.errorCode = code;
+      return;
+    }
     this.errorCode = code;
     const w = this.out;
     this.begin(req, MESSAGE_REPLY, 0);

@@ -282,6 +282,7 @@ export class CacheNode {
       access: config.authToken === undefined ? undefined : new AccessControl(config.authToken),
       tls: config.tlsCert === undefined || config.tlsKey === undefined ? undefined : readTls(config.tlsCert, config.tlsKey),
       idleTimeoutMs: config.idleTimeoutMs,
+      seedErrors: config.seedErrors,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
       figures: () => (node === undefined ? [] : nodeFigures(node)),

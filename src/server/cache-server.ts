@@ -139,6 +139,8 @@ export interface ServerOptions {
   tls?: { cert: string; key: string };
   /** idleTimeoutMs closes a connection idle this long (0 = never). */
   idleTimeoutMs?: number;
+  /** seedErrors: errors of the seed's methods go as application exceptions (ReplyWriter.seedErrors). */
+  seedErrors?: boolean;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
   maxRequestsPerEvent?: number;
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
@@ -357,6 +359,7 @@ export class CacheServer implements DispatchContext {
 
   private onOpen(socket: Socket<Connection>): void {
     const conn = new Connection(socket, this.nextId++, this.opts.limits);
+    if (this.opts.seedErrors === true) conn.proto.reply.seedErrors = true;
     socket.data = conn;
     this.counters.connectionsTotal++;
     if (this.closed) {

@@ -186,7 +186,8 @@ export class CallRuns {
           // A miss in a group without a loader is answered here as dispatch answers it: the group
           // counts it (and drops an expired item), then NOT_FOUND. With a loader the general path
           // loads (or answers a cached "not found").
-          if (group.loader !== undefined) break;
+          // (Also the general path's when misses are answered as the seed answered them: seedErrors.)
+          if (group.loader !== undefined || reply.seedErrors) break;
           if (dropAhead) prefetches.drop(cluster, group, buf, keyStart, keyLength, true);
           id = group.lookup(buf, keyStart, keyLength);
           if (id < 0) {

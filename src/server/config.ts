@@ -89,6 +89,11 @@ export interface NodeConfig {
   insecure: boolean;
   /** idleTimeoutMs closes idle connections (0 = never). */
   idleTimeoutMs: number;
+  /**
+   * seedErrors answers the errors of the seed's seven methods as the seed did, a Thrift
+   * application exception, for clients generated from the seed's IDL (protocol/reply-writer.ts).
+   */
+  seedErrors: boolean;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection. */
   maxRequestsPerEvent: number;
   /** maxBufferedBytes caps what all connections together hold (partial input + output). */
@@ -128,6 +133,7 @@ export const DEFAULTS: NodeConfig = {
   peerConnections: 2,
   insecure: false,
   idleTimeoutMs: 0,
+  seedErrors: false,
   maxRequestsPerEvent: 1024,
   maxBufferedBytes: 1024 * 1024 * 1024,
   snapshotIntervalMs: 0,
@@ -289,6 +295,9 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--idle-timeout":
         c.idleTimeoutMs = parseTimer(flag, value());
+        break;
+      case "--seed-errors":
+        c.seedErrors = parseSwitch(flag, inline);
         break;
       case "--max-requests-per-event":
         c.maxRequestsPerEvent = parseInteger(flag, value(), 1, 1_000_000);

@@ -67,6 +67,7 @@ export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
   if (!req.oneway) return reply;
   const sink = new ReplyWriter(new BinaryWriter(256));
   sink.maxMultiBytes = reply.maxMultiBytes;
+  sink.seedErrors = reply.seedErrors;
   return sink;
 }
 

@@ -58,6 +58,10 @@ Flags:
   --insecure[=BOOL]      allow a non-loopback --host without an auth token (refused otherwise);
                          --insecure=false (or no, off, 0) leaves it refused
   --idle-timeout DUR     close connections idle this long (default 0 = never)
+  --seed-errors[=BOOL]   answer errors of Get, Set, Delete, Clear, Stats, GetMulti and SetMulti as
+                         the seed did, a Thrift application exception (INTERNAL_ERROR, message
+                         "NOT_FOUND (1): key not found"), not the CacheError of result field 1: for
+                         clients generated from the seed's IDL (docs/wire.md)
   --max-requests-per-event N
                          requests served for one connection before others get a turn (default ${DEFAULTS.maxRequestsPerEvent})
   --max-buffered SIZE    bytes all connections together may hold in the server (default 1g)

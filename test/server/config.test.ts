@@ -86,6 +86,7 @@ describe("parseArgs flags", () => {
     [["--host", "localhost"], { host: "localhost" }],
     [["--tls-cert", "c.pem", "--tls-key", "k.pem"], { tlsCert: "c.pem", tlsKey: "k.pem" }],
     [["--gc-headroom", "0"], { gcHeadroomBytes: 0 }],
+    [["--seed-errors=false"], { seedErrors: false }],
     [["--gc-headroom", "0mb"], { gcHeadroomBytes: 0 }],
     [["--gc-headroom", "8mb"], { gcHeadroomBytes: 8 * MIB }],
     [["--idle-timeout", "30s", "--max-requests-per-event", "64", "--max-buffered", "256mb"], { idleTimeoutMs: 30_000, maxRequestsPerEvent: 64, maxBufferedBytes: 256 * MIB }],
@@ -99,7 +100,7 @@ describe("parseArgs flags", () => {
       "--port", "7001", "--host", "10.0.0.1", "--memory", "1g", "--group", "a:100mb:1h", "--group", "b",
       "--max-item-size", "512k", "--max-key-size", "100", "--max-frame-size", "4mb", "--max-connections", "99",
       "--max-output", "8mb", "--expiry-interval", "1s", "--expiry-budget", "50", "--log-level", "warn", "--log-json",
-      "--insecure", "--gc-headroom", "32mb", "--loader-concurrency", "4",
+      "--insecure", "--gc-headroom", "32mb", "--loader-concurrency", "4", "--seed-errors",
     ]);
     expect(c).toEqual({
       host: "10.0.0.1", port: 7001, memory: GIB,
@@ -109,7 +110,7 @@ describe("parseArgs flags", () => {
       loaderThreads: DEFAULTS.loaderThreads, loaderConcurrency: 4, loaderQueue: DEFAULTS.loaderQueue, loadTimeoutMs: DEFAULTS.loadTimeoutMs,
       peersDnsIntervalMs: DEFAULTS.peersDnsIntervalMs, mirrorShare: DEFAULTS.mirrorShare, mirrorTtlMs: DEFAULTS.mirrorTtlMs,
       peerTimeoutMs: DEFAULTS.peerTimeoutMs, peerConnections: DEFAULTS.peerConnections,
-      insecure: true, idleTimeoutMs: 0, maxRequestsPerEvent: DEFAULTS.maxRequestsPerEvent, maxBufferedBytes: DEFAULTS.maxBufferedBytes,
+      insecure: true, idleTimeoutMs: 0, seedErrors: true, maxRequestsPerEvent: DEFAULTS.maxRequestsPerEvent, maxBufferedBytes: DEFAULTS.maxBufferedBytes,
       snapshotIntervalMs: 0, gcHeadroomBytes: 32 * MIB,
     });
   });

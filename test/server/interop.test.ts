@@ -4,7 +4,8 @@
  * framed and buffered transports.
  */
 import { describe, expect, test } from "bun:test";
-import { RawSocket, SeedGroupCache, apacheClient, appException, getCall, replyHeader, seedTypes, startNode, types } from "./support.ts";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { RawSocket, SeedGroupCache, apacheClient, appException, getCall, replyHeader, seedTypes, setCall, startNode, types } from "./support.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
@@ -137,12 +138,65 @@ describe("seed compatibility", () => {
         expect((await client.Get(new seedTypes.Request({ group: "default", key: "seed" }))).value.toString()).toBe("compatible");
         const gm = await client.GetMulti(new seedTypes.GetMultiRequest({ group: "default", keys: ["seed"] }));
         expect(gm.values.seed.toString()).toBe("compatible");
-        // A miss is an error for the seed client too (an undeclared exception: "unknown result").
-        // (The generated JS client rejects with that message as a plain string.)
+        // A miss is an error for the seed's JS client too (an undeclared exception: "unknown
+        // result"; the generated client rejects with that message as a plain string). Kitex's
+        // Go client would answer no value and no error: see --seed-errors below.
         await expect(client.Get(new seedTypes.Request({ group: "default", key: "absent" }))).rejects.toBe("Get failed: unknown result");
       } finally {
         close();
       }
+    }
+  });
+
+  test("with --seed-errors, the seed's methods answer errors as the seed did: a TApplicationException INTERNAL_ERROR naming the code", async () => {
+    await using node = startNode({ seedErrors: true, groups: [{ name: "default", ttlMs: 0 }] });
+    for (const transport of ["framed", "buffered"] as const) {
+      const { client, close } = await apacheClient(node.port, transport, SeedGroupCache);
+      try {
+        expect((await client.Set(new seedTypes.SetRequest({ group: "default", key: "seed", value: Buffer.from("v"), ttl: 0 }))).success).toBe(true);
+        const cases: [() => Promise<unknown>, string][] = [
+          [() => client.Get(new seedTypes.Request({ group: "default", key: "absent" })), "NOT_FOUND (1): key not found"],
+          [() => client.Get(new seedTypes.Request({ group: "nogroup", key: "k" })), "UNKNOWN_GROUP (2): "],
+          [() => client.Set(new seedTypes.SetRequest({ group: "default", key: "k", value: Buffer.from("v"), ttl: -1 })), "INVALID_ARGUMENT (3): "],
+          [() => client.Delete(new seedTypes.DeleteRequest({ group: "nogroup", key: "k" })), "UNKNOWN_GROUP (2): "],
+          [() => client.Clear(new seedTypes.ClearRequest({ group: "nogroup" })), "UNKNOWN_GROUP (2): "],
+          [() => client.Stats(new seedTypes.StatsRequest({ group: "nogroup" })), "UNKNOWN_GROUP (2): "],
+          [() => client.GetMulti(new seedTypes.GetMultiRequest({ group: "nogroup", keys: ["k"] })), "UNKNOWN_GROUP (2): "],
+          [() => client.SetMulti(new seedTypes.SetMultiRequest({ group: "nogroup", values: { k: Buffer.from("v") }, ttl: 0 })), "UNKNOWN_GROUP (2): "],
+        ];
+        for (const [call, prefix] of cases) {
+          const err = (await call().then(() => undefined, (e: unknown) => e)) as { type?: number; message?: string } | undefined;
+          expect({ type: err?.type, starts: err?.message?.startsWith(prefix) }).toEqual({ type: 6, starts: true });
+        }
+        // Values still come back, and the connection serves on after each error.
+        expect((await client.Get(new seedTypes.Request({ group: "default", key: "seed" }))).value.toString()).toBe("v");
+      } finally {
+        close();
+      }
+    }
+  });
+});
+
+describe("seed compatibility on the wire", () => {
+  test("with --seed-errors, a miss among pipelined hits (the run's fast path) is an EXCEPTION to its call; our client reads it back as the CacheError", async () => {
+    await using node = startNode({ seedErrors: true });
+    const raw = await RawSocket.connect(node.port);
+    raw.write(setCall(1, "k", new TextEncoder().encode("v")));
+    await raw.waitFor(() => raw.frames().length === 1, "the Set's reply");
+    raw.write(Buffer.concat([getCall(2, "k"), getCall(3, "absent"), getCall(4, "k")]));
+    await raw.waitFor(() => raw.frames().length === 4, "three replies");
+    const [, hit, miss, again] = raw.frames();
+    expect([hit, miss, again].map((f) => [replyHeader(f!).type, replyHeader(f!).name, replyHeader(f!).seqid])).toEqual([
+      [MSG.REPLY, "Get", 2], [MSG.EXCEPTION, "Get", 3], [MSG.REPLY, "Get", 4],
+    ]);
+    expect(appException(miss!)).toEqual({ type: 6, message: "NOT_FOUND (1): key not found" });
+    raw.close();
+    const client = new CacheClient({ host: "127.0.0.1", port: node.port });
+    try {
+      await expect(client.get("default", "absent")).rejects.toMatchObject({ code: 1, message: "key not found" });
+      expect(new TextDecoder().decode((await client.get("default", "k")).value)).toBe("v");
+    } finally {
+      await client.close();
     }
   });
 });
