@@ -45,6 +45,8 @@ export interface NodeDeps {
   groups?: Groups;
   /** snapshotter writes the node's snapshot at close (and periodically). */
   snapshotter?: Snapshotter;
+  /** handshakeTimeoutMs: how long a TLS connection may take to finish its handshake (default HANDSHAKE_MS). */
+  handshakeTimeoutMs?: number;
 }
 
 /**
@@ -283,6 +285,7 @@ export class CacheNode {
       tls: config.tlsCert === undefined || config.tlsKey === undefined ? undefined : readTls(config.tlsCert, config.tlsKey),
       idleTimeoutMs: config.idleTimeoutMs,
       seedErrors: config.seedErrors,
+      handshakeTimeoutMs: deps.handshakeTimeoutMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
       figures: () => (node === undefined ? [] : nodeFigures(node)),

@@ -67,6 +67,8 @@ import { LogBudget, type Logger } from "./log.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
 const DRAIN_MS = 5_000;
+/** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
+export const HANDSHAKE_MS = 10_000;
 
 /**
  * STALL_TICKS: the stall timer runs this many times per `stallMs`, so a loop late by a fraction
@@ -141,6 +143,8 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** seedErrors: errors of the seed's methods go as application exceptions (ReplyWriter.seedErrors). */
   seedErrors?: boolean;
+  /** handshakeTimeoutMs: a TLS connection whose handshake is not done this long after it opened is closed (default HANDSHAKE_MS). */
+  handshakeTimeoutMs?: number;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
   maxRequestsPerEvent?: number;
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
@@ -165,6 +169,7 @@ export class ServerCounters {
   yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
   unauthorized = 0; // connections closed for a missing or wrong auth token
   idleClosed = 0; // connections closed by the idle timeout
+  handshakeTimeouts = 0; // TLS connections closed for not finishing their handshake in time
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
   warmedRequests = 0; // Gets and Sets served from a batch whose memory the store warmed first, each counted once (call-runs.ts)
@@ -288,6 +293,14 @@ export class CacheServer implements DispatchContext {
           error(socket, error) {
             opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
           },
+          // With a handshake handler, Bun opens a TLS socket as TCP accepts it, not once its
+          // handshake is done: one that never finishes it is a connection like any other then,
+          // counted against --max-connections and the idle timeout, and given HANDSHAKE_MS.
+          ...(tls === undefined ? {} : {
+            handshake(socket: Socket<Connection>) {
+              server.onHandshake(socket.data);
+            },
+          }),
         },
       });
     } catch (e) {
@@ -362,6 +375,15 @@ export class CacheServer implements DispatchContext {
     if (this.opts.seedErrors === true) conn.proto.reply.seedErrors = true;
     socket.data = conn;
     this.counters.connectionsTotal++;
+    if (this.opts.tls !== undefined) {
+      // (Its handshake is not done yet: a client that never finishes it is closed.)
+      conn.handshakeTimer = setTimeout(() => {
+        conn.handshakeTimer = undefined;
+        if (!conn.open) return;
+        this.counters.handshakeTimeouts++;
+        socket.terminate();
+      }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_MS);
+    }
     if (this.closed) {
       conn.closing = true; // (never in `connections`: input of the same poll must not be served, nor counted)
       socket.end();
@@ -449,7 +471,18 @@ export class CacheServer implements DispatchContext {
     else this.account(conn);
   }
 
+  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes). */
+  private onHandshake(conn: Connection | undefined): void {
+    if (conn === undefined) return;
+    clearTimeout(conn.handshakeTimer);
+    conn.handshakeTimer = undefined;
+  }
+
   private onClose(conn: Connection | undefined): void {
+    if (conn !== undefined && conn.handshakeTimer !== undefined) {
+      clearTimeout(conn.handshakeTimer);
+      conn.handshakeTimer = undefined;
+    }
     if (conn === undefined || !this.connections.delete(conn)) return;
     conn.open = false;
     if (conn.rejected) this.rejectedOpen--;

@@ -86,6 +86,8 @@ export class Connection {
    */
   lastActive = 0;
   wrote = false;
+  /** handshakeTimer runs from a TLS connection's open until its handshake is done (CacheServer.onOpen). */
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   bytesOut = 0;
   requests = 0;
   /** prefetches are the Gets loaded or forwarded ahead while the connection waited (prefetch.ts); made on first use. */

@@ -120,6 +120,51 @@ describe("TLS", () => {
   });
 });
 
+describe("TLS connections that never finish their handshake", () => {
+  test("count against --max-connections and the idle timeout, and are closed after the handshake deadline (review: invisible to every limit, they used up the descriptors)", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-tls-");
+    try {
+      const cert = join(dir, "cert.pem");
+      const key = join(dir, "key.pem");
+      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
+      expect(gen.exitCode).toBe(0);
+      const ca = await Bun.file(cert).text();
+      {
+        // The idle timeout, and the limit: 20 silent clients (half sending half a ClientHello) on a node of 5.
+        await using node = startNode({ tlsCert: cert, tlsKey: key, maxConnections: 5, idleTimeoutMs: 500 });
+        const silent: RawSocket[] = [];
+        for (let i = 0; i < 20; i++) {
+          const s = await RawSocket.connect(node.port);
+          if (i % 2 === 1) s.write(new Uint8Array([0x16, 3, 1, 2, 0, 1]));
+          silent.push(s);
+        }
+        await waitUntil(() => node.server.counters.connectionsTotal === 20, "every connection seen");
+        expect(node.server.counters.connectionsRejected).toBe(15);
+        await waitUntil(() => silent.every((s) => s.isClosed), "every silent client closed", 5_000);
+        expect(node.server.counters.idleClosed).toBeGreaterThanOrEqual(5); // (the refused ones too, if it comes before their linger ends)
+        // A client that completes its handshake is served.
+        const client = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 5_000, tls: { ca } });
+        try {
+          await client.set("default", "k", new TextEncoder().encode("v"));
+          expect(new TextDecoder().decode((await client.get("default", "k")).value)).toBe("v");
+        } finally {
+          await client.close();
+        }
+      }
+      {
+        // Without an idle timeout: the handshake deadline.
+        await using node = startNode({ tlsCert: cert, tlsKey: key }, { handshakeTimeoutMs: 300 });
+        const s = await RawSocket.connect(node.port);
+        await s.closed;
+        expect(node.server.counters.handshakeTimeouts).toBe(1);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
 describe("TLS handshake failures name their cause", () => {
   /** selfSigned makes a certificate and key for `san` in `dir`, named `name`. */
   function selfSigned(dir: string, name: string, cn: string, san: string): { cert: string; key: string } {
