@@ -7,6 +7,7 @@
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { totalmem } from "node:os";
 import type { AdmissionPolicy } from "../cluster/group.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
@@ -150,9 +151,16 @@ export class ConfigError extends Error {
 
 export type ParseResult = { kind: "run"; config: NodeConfig } | { kind: "help" } | { kind: "version" };
 
-/** isLoopback tells whether a --host value only accepts local connections. */
+/**
+ * isLoopback tells whether a --host value only accepts local connections: `localhost`, or an
+ * address (not a name: `127.attacker.example` may resolve anywhere) in 127.0.0.0/8, or ::1.
+ */
 export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
+  if (host === "localhost") return true;
+  const v = isIP(host);
+  if (v === 4) return host.startsWith("127.");
+  if (v === 6) return host === "::1" || host === "0:0:0:0:0:0:0:1" || /^::ffff:127\./i.test(host);
+  return false;
 }
 
 function readTokenFile(path: string): string {

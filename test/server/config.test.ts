@@ -47,6 +47,8 @@ describe("parseArgs flags", () => {
     [["--port", "65535"], { port: 65535 }],
     [["--port=9000"], { port: 9000 }],
     [["--host", "127.0.0.2"], { host: "127.0.0.2" }],
+    [["--host", "::1"], { host: "::1" }],
+    [["--host", "::ffff:127.0.0.1"], { host: "::ffff:127.0.0.1" }],
     [["--host=::1"], { host: "::1" }],
     [["--memory", "128mb"], { memory: 128 * MIB }],
     [["--max-item-size", "2mb"], { maxItemSize: 2 * MIB }],
@@ -248,6 +250,9 @@ describe("errors name the flag and what it expected", () => {
     [["--peers", "a:1", "--peers-file", "f"], ["one of --peers, --peers-file and --peers-dns"]],
     [["--mirror-share", "1"], ["--mirror-share", "1"]],
     [["--host", "0.0.0.0"], ["refusing to serve 0.0.0.0 without an auth token", "--insecure"]],
+    // A name that only looks like a loopback address may resolve anywhere (review: taken as loopback).
+    [["--host", "127.attacker.example"], ["refusing to serve 127.attacker.example without an auth token"]],
+    [["--host", "127.0.0.1.nip.io"], ["without an auth token"]],
     [["--auth-token", "short"], ["at least 16 characters"]],
     [["--tls-cert", "c.pem"], ["--tls-cert and --tls-key go together"]],
     [["--tls-ca", "ca.pem"], ["--tls-ca", "needs --tls-cert and --tls-key"]],
