@@ -314,8 +314,12 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
     errors,
     protocolErrors,
     groups,
-    cluster: cluster === undefined ? null : { self: cluster.self, members: cluster.members, counters: { ...cluster.counters } },
+    cluster: cluster === undefined ? null : {
+      self: cluster.self, members: cluster.members, counters: { ...cluster.counters },
+      peersDown: cluster.others().filter((p) => p.isDown).length, peersLagging: cluster.laggingMembers.length,
+    },
     pool: pool === undefined ? null : { groups: pool.groups, counters: { ...pool.counters } },
     memory: node.memoryWatch === undefined ? null : { headroomBytes: node.config.gcHeadroomBytes, ...node.memoryWatch.counters },
+    snapshot: node.snapshotter === undefined ? null : { ...node.snapshotter.counters },
   };
 }

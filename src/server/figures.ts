@@ -4,8 +4,9 @@
  * series), for tooling that only speaks Thrift.
  *
  * Names: `server.<counter>`, `group.<name>.<counter>` (group counters and store figures),
- * `cluster.<counter>` and `cluster.members` when the node has peers, `loaders.<counter>` with a
- * loader pool, `memory.<counter>` with the memory watch. Read at call time from the plain counter structs; allocates (a stats call).
+ * `cluster.<counter>`, `cluster.members`, `cluster.peersDown` and `cluster.peersLagging` when the
+ * node has peers, `loaders.<counter>` with a loader pool, `memory.<counter>` with the memory watch,
+ * `snapshot.<counter>` with a snapshot. Read at call time from the plain counter structs; allocates (a stats call).
  */
 import type { CacheNode } from "./cache-node.ts";
 
@@ -28,8 +29,11 @@ export function nodeFigures(node: CacheNode): [string, number][] {
   if (node.cluster !== undefined) {
     add("cluster", node.cluster.counters);
     out.push(["cluster.members", node.cluster.members.length]);
+    out.push(["cluster.peersDown", node.cluster.others().filter((p) => p.isDown).length]);
+    out.push(["cluster.peersLagging", node.cluster.laggingMembers.length]);
   }
   if (node.pool !== undefined) add("loaders", node.pool.counters);
   if (node.memoryWatch !== undefined) add("memory", node.memoryWatch.counters);
+  if (node.snapshotter !== undefined) add("snapshot", node.snapshotter.counters);
   return out;
 }

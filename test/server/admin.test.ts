@@ -16,7 +16,10 @@ import { parsePromText, sampleValue, type Family } from "./prom-text.ts";
 import { apacheClient, roundTrip, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
 import type { Socket } from "bun";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { nodeFigures } from "../../src/server/figures.ts";
 
 const silent = new Logger("silent");
 
@@ -518,6 +521,32 @@ describe("admin port", () => {
     const stats = (await (await fetch(a.url("/stats"))).json()) as { cluster: { members: string[] }; groups: { default: { mirror: { items: number } } } };
     expect(stats.cluster.members).toEqual([`127.0.0.1:${a.node.port}`]);
     expect(stats.groups.default.mirror.items).toBe(0);
+    // The gauges /metrics has are in /stats and NodeStats too (review: only /metrics had them).
+    expect(stats.cluster).toMatchObject({ peersDown: 0, peersLagging: 0 });
+    expect(nodeFigures(a.node).filter(([n]) => n === "cluster.peersDown" || n === "cluster.peersLagging")).toEqual([["cluster.peersDown", 0], ["cluster.peersLagging", 0]]);
+  });
+
+  test("a node with a snapshot has its figures in /metrics, /stats and NodeStats alike (review: only /metrics had them)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mbc-admin-snap-"));
+    try {
+      const node = await CacheNode.open({ port: 0, logLevel: "silent", snapshot: join(dir, "cache.snap"), snapshotIntervalMs: 1000 }, { logger: silent });
+      const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, metricsShareMs: 0 });
+      try {
+        await waitUntil(() => node.snapshotter!.counters.writes >= 1, "a periodic snapshot", 5_000);
+        const stats = (await (await fetch(`http://127.0.0.1:${admin.port}/stats`)).json()) as { snapshot: { writes: number; failures: number; lastSuccessMs: number } };
+        expect(stats.snapshot.writes).toBeGreaterThanOrEqual(1);
+        expect(stats.snapshot.failures).toBe(0);
+        expect(stats.snapshot.lastSuccessMs).toBeGreaterThan(0);
+        const figures = new Map(nodeFigures(node));
+        expect(figures.get("snapshot.writes")).toBeGreaterThanOrEqual(1);
+        expect(figures.get("snapshot.failures")).toBe(0);
+      } finally {
+        await admin.close();
+        await node.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a node with a loaders module exports the worker pool's figures, and loads move them", async () => {
