@@ -25,11 +25,18 @@ export class Admission {
   private readonly ringPos: Int32Array;
   private readonly used: Uint8Array;
   private readonly mask: number;
+  /**
+   * ghosts holds the hashes of admitted keys whose items expired having been read (`remember`),
+   * as ARC keeps ghosts of what left the cache: a FIFO of its own, so they never take the place of
+   * new keys in the history (a burst of expiries would push every new key out of it).
+   */
+  private readonly ghosts: Admission | null;
 
-  constructor(k: number, capacity: number) {
+  constructor(k: number, capacity: number, ghosts = true) {
     if (!Number.isInteger(k) || k < 1 || k > 255) throw new RangeError(`LRU-K needs 1 <= K <= 255, got ${k}`);
     this.k = k;
     this.capacity = Math.max(1, capacity | 0);
+    this.ghosts = ghosts && k > 1 ? new Admission(2, this.capacity, false) : null;
     this.ring = new Int32Array(this.capacity);
     let slots = 2;
     while (slots < this.capacity * 2) slots *= 2;
@@ -45,6 +52,7 @@ export class Admission {
     if (this.k === 1) return true;
     const s = this.find(hash);
     if (s < 0) {
+      if (this.ghosts !== null && this.ghosts.take(hash)) return true; // wanted before it expired
       this.insert(hash);
       return false;
     }
@@ -65,16 +73,22 @@ export class Admission {
   }
 
   /**
-   * remember puts `hash` back one access short of admission: a key that was in the cache and was
-   * read as its item expired has proved it is wanted, and its reload is admitted at once. (Its
-   * admission had taken it out of the history: the reload looked like a new key, and was refused
-   * until it had been loaded K times again, at every expiry.)
+   * remember keeps `hash` among the ghosts: a key that was in the cache and was read before its
+   * item expired has proved it is wanted, and its reload's offer admits it at once. (Its admission
+   * had taken it out of the history: the reload looked like a new key's, and was refused until it
+   * had been loaded K times again, at every expiry.)
    */
   remember(hash: number): void {
-    if (this.k === 1) return;
-    let s = this.find(hash);
-    if (s < 0) s = this.insert(hash);
-    if (this.counts[s]! < this.k - 1) this.counts[s] = this.k - 1;
+    if (this.ghosts === null || this.ghosts.find(hash) >= 0) return;
+    this.ghosts.insert(hash);
+  }
+
+  /** take removes `hash` if the history holds it, and tells whether it did. */
+  private take(hash: number): boolean {
+    const s = this.find(hash);
+    if (s < 0) return false;
+    this.removeSlot(s);
+    return true;
   }
 
   /** insert adds `hash` with one access, forgetting the oldest hash when the history is full; returns its slot. */
@@ -103,10 +117,12 @@ export class Admission {
     this.used.fill(EMPTY);
     this.size = 0;
     this.ringHead = 0;
+    this.ghosts?.reset();
   }
 
   byteSize(): number {
-    return this.ring.byteLength + this.keys.byteLength + this.counts.byteLength + this.ringPos.byteLength + this.used.byteLength;
+    const own = this.ring.byteLength + this.keys.byteLength + this.counts.byteLength + this.ringPos.byteLength + this.used.byteLength;
+    return own + (this.ghosts?.byteSize() ?? 0);
   }
 
   /** historySize is how many hashes the history holds now. */

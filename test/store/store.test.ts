@@ -629,6 +629,27 @@ describe("Store admission", () => {
     s.checkInvariants();
   });
 
+  test("a wave of expiring items that were read does not push new keys out of the history (review: remembered hashes took their places)", () => {
+    const { s, clock } = mk({ admissionK: 2, memory: 64 * MIB });
+    const v = bytes("value");
+    const fill = (k: Uint8Array) => s.fill(k, 0, k.length, v, 0, v.length, 0);
+    for (let i = 0; i < 5000; i++) {
+      const k = bytes(`item-${i}`);
+      s.set(k, 0, k.length, v, 0, v.length, 1000);
+      s.get(k); // read once: remembered when it expires
+    }
+    const hot = bytes("new-hot-key");
+    expect(fill(hot)).toBe(SET_REJECTED); // its first miss
+    clock.now += 1000;
+    expect(s.expire(clock.now, 100_000)).toBe(5000);
+    expect(fill(hot)).toBe(SET_OK); // its second, after the wave: still in the history
+    // And the expired items' reloads are admitted at their first fill, as many as the ghosts hold.
+    let admitted = 0;
+    for (let i = 0; i < 5000; i++) if (fill(bytes(`item-${i}`)) === SET_OK) admitted++;
+    expect(admitted).toBe(4096);
+    s.checkInvariants();
+  });
+
   test("K=1 admits every fill", () => {
     const { s } = mk({ admissionK: 1 });
     const k = bytes("x");
