@@ -47,6 +47,8 @@ export interface NodeDeps {
   snapshotter?: Snapshotter;
   /** handshakeTimeoutMs: how long a TLS connection may take to finish its handshake (default HANDSHAKE_MS). */
   handshakeTimeoutMs?: number;
+  /** sendStallMs: with --idle-timeout, how long replies may wait untaken before the connection is closed (default SEND_STALL_MS). */
+  sendStallMs?: number;
 }
 
 /**
@@ -286,6 +288,7 @@ export class CacheNode {
       idleTimeoutMs: config.idleTimeoutMs,
       seedErrors: config.seedErrors,
       handshakeTimeoutMs: deps.handshakeTimeoutMs,
+      sendStallMs: deps.sendStallMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
       figures: () => (node === undefined ? [] : nodeFigures(node)),

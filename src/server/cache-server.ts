@@ -69,6 +69,11 @@ import { LogBudget, type Logger } from "./log.ts";
 const DRAIN_MS = 5_000;
 /** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
 export const HANDSHAKE_MS = 10_000;
+/**
+ * SEND_STALL_MS: with --idle-timeout, a connection whose replies wait is closed once the client
+ * has taken none of them this long (or the idle timeout, if longer).
+ */
+export const SEND_STALL_MS = 10_000;
 
 /**
  * STALL_TICKS: the stall timer runs this many times per `stallMs`, so a loop late by a fraction
@@ -145,6 +150,8 @@ export interface ServerOptions {
   seedErrors?: boolean;
   /** handshakeTimeoutMs: a TLS connection whose handshake is not done this long after it opened is closed (default HANDSHAKE_MS). */
   handshakeTimeoutMs?: number;
+  /** sendStallMs: with an idle timeout, a connection whose replies wait this long untaken is closed (default SEND_STALL_MS). */
+  sendStallMs?: number;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
   maxRequestsPerEvent?: number;
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
@@ -420,6 +427,7 @@ export class CacheServer implements DispatchContext {
 
   private onData(conn: Connection, chunk: Uint8Array): void {
     conn.lastActive = this.clock();
+    conn.backedUp = false;
     if (this.stallMs < Infinity) this.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
@@ -1068,6 +1076,7 @@ export class CacheServer implements DispatchContext {
       this.counters.bytesOut += sent;
       conn.wrote = true;
       if (sent < len) {
+        conn.backedUp = true;
         out.prepend(shared.buffer, start + sent, len - sent);
         return; // the socket is full: the rest goes on `drain`
       }
@@ -1081,6 +1090,7 @@ export class CacheServer implements DispatchContext {
         out.consume(n);
       }
       if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
+      else conn.backedUp = true;
     }
   }
 
@@ -1093,13 +1103,19 @@ export class CacheServer implements DispatchContext {
    */
   private closeIdle(idleMs: number): void {
     const now = this.clock();
+    const sendMs = Math.max(idleMs, this.opts.sendStallMs ?? SEND_STALL_MS);
     for (const conn of this.connections) {
       if (conn.wrote) {
         conn.wrote = false;
         conn.lastActive = now; // (within a sweep of when)
         continue;
       }
-      if (now - conn.lastActive < idleMs || conn.waiting || conn.detached > 0 || conn.queued || conn.closing) continue;
+      // With replies waiting, what counts is whether the client takes them, which the node sees
+      // only as the kernel's buffer drains (by a megabyte or more): a steady slow reader may show
+      // nothing for a while. It gets `sendMs`, as nginx's send_timeout; so does one whose last
+      // writes filled the kernel's buffer (`backedUp`), which may hold megabytes still to read.
+      const limit = conn.queuedOutput > 0 || conn.backedUp ? sendMs : idleMs;
+      if (now - conn.lastActive < limit || conn.waiting || conn.detached > 0 || conn.queued || conn.closing) continue;
       this.counters.idleClosed++;
       conn.closing = true;
       conn.socket.end();

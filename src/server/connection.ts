@@ -86,6 +86,11 @@ export class Connection {
    */
   lastActive = 0;
   wrote = false;
+  /**
+   * backedUp: a write since the client last sent anything was short (the kernel's buffer filled):
+   * when the node's queue empties, up to a kernel buffer of replies may still wait for the client.
+   */
+  backedUp = false;
   /** handshakeTimer runs from a TLS connection's open until its handshake is done (CacheServer.onOpen). */
   handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   bytesOut = 0;

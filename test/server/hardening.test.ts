@@ -308,8 +308,32 @@ describe("resource limits", () => {
     sock.destroy();
   }, 30_000);
 
+  test("a client reading its replies slowly but steadily is not closed as idle while they wait (review: the kernel shows its reads a megabyte at a time)", async () => {
+    await using node = startNode({ idleTimeoutMs: 300, maxItemSize: 16 * 1024 * 1024, memory: 128 * 1024 * 1024 }, { sendStallMs: 3_000 });
+    const writer = new CacheClient({ host: "127.0.0.1", port: node.port });
+    const size = 8_000_000;
+    await writer.set("default", "big", new Uint8Array(size).fill(97));
+    await writer.close();
+    const sock = connect({ port: node.port, host: "127.0.0.1" });
+    await new Promise((r) => sock.once("connect", r));
+    let got = 0;
+    let closed = false;
+    const rate = 2 * 1024 * 1024; // bytes a second
+    sock.on("data", (d: Buffer) => {
+      got += d.length;
+      sock.pause();
+      setTimeout(() => sock.resume(), (d.length / rate) * 1000);
+    });
+    sock.on("close", () => void (closed = true));
+    sock.on("error", () => {});
+    sock.write(getCall(2, "big"));
+    await waitUntil(() => got >= size || closed, "the reply read", 20_000);
+    expect([got >= size, closed, node.server.counters.idleClosed]).toEqual([true, false, 0]);
+    sock.destroy();
+  }, 30_000);
+
   test("the idle timeout closes a client that stops reading its replies (review: one held with output queued was spared for good)", async () => {
-    await using node = startNode({ idleTimeoutMs: 300, maxOutputBytes: 256 * 1024, maxItemSize: 1024 * 1024 });
+    await using node = startNode({ idleTimeoutMs: 300, maxOutputBytes: 256 * 1024, maxItemSize: 1024 * 1024 }, { sendStallMs: 600 });
     const w = await RawSocket.connect(node.port);
     w.write(setCall(1, "big", new Uint8Array(1000 * 1000).fill(97)));
     await w.waitFor(() => w.frames().length === 1, "the Set's reply");
