@@ -18,7 +18,7 @@
  *     8  records     u32
  *    12  crc         u32  CRC of bytes 4..12 of this header followed by the body
  *    16  body:  u16 nameLen, group name (UTF-8), then `records` records:
- *                 f64 expiresAt  absolute ms in the store's clock, Infinity = no expiry
+ *                 f64 expiresAt  absolute wall-clock ms, Infinity = no expiry
  *                 u16 keyLen, u32 valueLen, key bytes, value bytes
  *
  *   TRAILER (24 B), exactly at the end of the file

@@ -42,6 +42,9 @@ const PROGRESS_EVERY_MS = 1000;
 /** loadSnapshot fills the groups from the snapshot at `path` (see snapshot.ts's header for what it skips). */
 export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
   const t0 = performance.now();
+  // The file's expiry times are wall times: each store's clock against the wall now, once.
+  const wall = o.clock();
+  const fromWall = new Map<Group, number>(o.groups.all().map((g) => [g, g.store.clock() - wall]));
   const result: LoadResult = { items: 0, skippedExpired: 0, skippedUnknownGroup: 0, ms: 0, status: "loaded" };
   await removeStaleTemps(o);
   await checkWritable(o);
@@ -86,7 +89,7 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     const evictions = (): number => o.groups.all().reduce((n, g) => n + g.store.counters.evictions, 0);
     const evictedBefore = evictions();
     await scanSnapshot(fh, size, maxBlock, o.sliceMs, (block, end, n) => {
-      const a = applyBlock(block, o.groups, o.maxKeyBytes, result);
+      const a = applyBlock(block, o.groups, o.maxKeyBytes, fromWall, result);
       if (a === undefined) unknown.add(groupName(block));
       else {
         touched.add(a.group);
@@ -228,7 +231,7 @@ interface Applied {
  * (the store would take them, yet no request could read or delete them); undefined for an
  * unknown group.
  */
-function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, result: LoadResult): Applied | undefined {
+function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, fromWall: Map<Group, number>, result: LoadResult): Applied | undefined {
   const dv = new DataView(block.buffer, block.byteOffset, block.length);
   const records = dv.getUint32(8, true);
   const nameLen = dv.getUint16(BLOCK_HEADER_BYTES, true);
@@ -239,11 +242,12 @@ function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, resu
   }
   const store = group.store;
   const now = store.clock();
+  const shift = fromWall.get(group) ?? 0;
   let refused = 0;
   let longKeys = 0;
   let p = BLOCK_HEADER_BYTES + 2 + nameLen;
   for (let r = 0; r < records; r++) {
-    const exp = dv.getFloat64(p, true);
+    const exp = dv.getFloat64(p, true) + shift;
     const keyLen = dv.getUint16(p + 8, true);
     const valLen = dv.getUint32(p + 10, true);
     const keyOff = p + 14;

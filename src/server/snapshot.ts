@@ -25,9 +25,10 @@
  * large for this node's max item size, or the wrong TTL) or whose key is longer than `maxKeyBytes`
  * (no request could read or delete it) is counted in the log line. A block longer than any made of
  * items this node can hold is corrupt (`maxBlockBytes`), refused before memory is allocated for it.
- * Expiry is judged by each store's own clock, the domain its expiry times are in; `clock` (wall ms)
- * names the moved-aside file, stamps the header and paces the progress line; durations use
- * `performance.now()`.
+ * Expiry is judged by each store's own clock, the domain its expiry times are in; in the file they
+ * are wall times (`clock`, wall ms, read against each store's clock once a group when written, once
+ * a load when read). `clock` also names the moved-aside file, stamps the header and paces the
+ * progress line; durations use `performance.now()`.
  *
  * `load` refuses (throws, so the node does not start) a path that is not a regular file (a
  * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
@@ -181,6 +182,10 @@ export class Snapshotter {
     for (const group of this.groups.all()) {
       const store = group.store;
       const items = store.items;
+      // Expiry times go in the file as wall time: the store's clock is monotonic, started at the
+      // wall time of its process's start, which may have been off (a process started before NTP
+      // set the time); the next process reads them against the wall time at its own start.
+      const toWall = this.clock() - store.clock();
       let w = out.writer();
       w.begin(group.nameBytes);
       let id = 0;
@@ -196,7 +201,7 @@ export class Snapshotter {
           if (items.isLive(id) && !items.isNegative(id)) {
             const exp = items.expiry(id);
             if (exp > now) {
-              w.add(exp, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
+              w.add(exp + toWall, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
               count++;
             }
           }

@@ -106,13 +106,13 @@ test("round trip: 100k items of mixed sizes and TTLs come back byte-exact; expir
   expect(w.bytes).toBe(readFileSync(path).length);
   expect(existsSync(`${path}.tmp-${process.pid}`)).toBe(false);
 
-  // Restart 500 ms later without group "gamma"; a wall clock that moves 300 ms per read makes
-  // the progress line appear.
+  // Restart 500 ms later without group "gamma"; a wall clock that moves 300 ms per read after
+  // the first (the one the file's wall times are read against) makes the progress line appear.
   now += 500;
   const dst = makeGroups(["alpha", "beta"], clock, 96 * MB, true);
-  let wall = 0;
+  let wall = -300;
   const loadLog = captureLog();
-  const l = await new Snapshotter({ path, groups: dst, clock: () => (wall += 300), logger: loadLog }).load();
+  const l = await new Snapshotter({ path, groups: dst, clock: () => now + (wall += 300), logger: loadLog }).load();
   const live = model.filter((e) => e.expiry > now);
   expect(l.status).toBe("loaded");
   expect(l.items).toBe(live.length);
@@ -143,6 +143,24 @@ test("round trip: 100k items of mixed sizes and TTLs come back byte-exact; expir
   expect(typeof progress.at(-1)!.f!.itemsPerSec).toBe("number");
   expect(loadLog.lines.some((x) => x.level === "warn" && JSON.stringify(x.f).includes("gamma"))).toBe(true);
 }, 30_000);
+
+test("expiry times carry over a restart whose writer's clock started off the wall time (review: an hour behind, a 30-minute item was lost)", async () => {
+  const HOUR = 3_600_000;
+  let wall = 1_700_000_000_000;
+  // The writer's stores run on a monotonic clock that started while the wall clock was an hour behind.
+  const src = makeGroups(["kv"], () => wall - HOUR);
+  set(src, "kv", "half-hour", filled(10, 1), 1_800_000);
+  set(src, "kv", "forever", filled(10, 2));
+  await new Snapshotter({ path, groups: src, clock: () => wall, logger: captureLog() }).write();
+  wall += 1000;
+  // The next process's clock started a little off too (5 s ahead): the file's wall times are read against it.
+  const dst = makeGroups(["kv"], () => wall + 5_000);
+  const l = await new Snapshotter({ path, groups: dst, clock: () => wall, logger: captureLog() }).load();
+  expect([l.items, l.skippedExpired]).toEqual([2, 0]);
+  const store = dst.byName("kv")!.store;
+  expect(store.ttlRemaining(store.get(enc.encode("half-hour")))).toBe(1_800_000 - 1000);
+  expect(store.ttlRemaining(store.get(enc.encode("forever")))).toBe(-1);
+});
 
 test("an item changed while the write runs is either the old or the new version, never torn", async () => {
   const clock = () => 1_000;
