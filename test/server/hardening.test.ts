@@ -263,9 +263,9 @@ describe("resource limits", () => {
   }, 90_000);
 
   test("the idle timeout counts from a Get answered after a load longer than it (review: the connection was closed right after the reply)", async () => {
-    await using node = startNode({ idleTimeoutMs: 400, groups: [{ name: "slow", ttlMs: 0 }] }, {
+    await using node = startNode({ idleTimeoutMs: 1000, groups: [{ name: "slow", ttlMs: 0 }] }, {
       loaders: { slow: async (key: string) => {
-        await Bun.sleep(900);
+        await Bun.sleep(1300);
         return `v-${key}`;
       } },
     });
@@ -273,7 +273,7 @@ describe("resource limits", () => {
     c.write(getCall(1, "k", "slow"));
     await c.waitFor(() => c.frames().length === 1, "the Get's reply");
     // The client sends its next request well within the timeout of the reply.
-    await Bun.sleep(150);
+    await Bun.sleep(300);
     expect(c.isClosed).toBe(false);
     c.write(getCall(2, "k", "slow"));
     await c.waitFor(() => c.frames().length === 2 || c.isClosed, "the second reply");

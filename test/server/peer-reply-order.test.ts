@@ -444,9 +444,9 @@ describe("between two members", () => {
 describe("the idle timeout", () => {
   test("counts from a reply written out of order after a load longer than it (review: the connection was closed right after the reply)", async () => {
     const node = CacheNode.start(
-      { port: 0, logLevel: "silent", idleTimeoutMs: 400, groups: [{ name: "default", ttlMs: 0 }] },
+      { port: 0, logLevel: "silent", idleTimeoutMs: 1000, groups: [{ name: "default", ttlMs: 0 }] },
       { logger: new LogSink().logger, loaders: { default: async (key: string) => {
-        await Bun.sleep(900);
+        await Bun.sleep(1300);
         return `v-${key}`;
       } } },
     );
@@ -456,7 +456,7 @@ describe("the idle timeout", () => {
     await raw.waitFor(() => replies(raw, "framed").length === 1, "the PeerGet's reply");
     expect(node.server.counters.detachedReplies).toBe(1);
     // The client sends its next request well within the timeout of the reply.
-    await Bun.sleep(150);
+    await Bun.sleep(300);
     expect(raw.isClosed).toBe(false);
     raw.write(peerGet("framed", 2, "slow"));
     await raw.waitFor(() => replies(raw, "framed").length === 2 || raw.isClosed, "the second reply");
