@@ -28,7 +28,9 @@ export class Admission {
   /**
    * ghosts holds the hashes of admitted keys whose items expired having been read (`remember`),
    * as ARC keeps ghosts of what left the cache: a FIFO of its own, so they never take the place of
-   * new keys in the history (a burst of expiries would push every new key out of it).
+   * new keys in the history (a burst of expiries would push every new key out of it). A quarter
+   * of the history's length: a hot key's reload comes within moments of its expiry, and a small
+   * store's metadata stays small.
    */
   private readonly ghosts: Admission | null;
 
@@ -36,7 +38,7 @@ export class Admission {
     if (!Number.isInteger(k) || k < 1 || k > 255) throw new RangeError(`LRU-K needs 1 <= K <= 255, got ${k}`);
     this.k = k;
     this.capacity = Math.max(1, capacity | 0);
-    this.ghosts = ghosts && k > 1 ? new Admission(2, this.capacity, false) : null;
+    this.ghosts = ghosts && k > 1 ? new Admission(2, Math.max(1, this.capacity >> 2), false) : null;
     this.ring = new Int32Array(this.capacity);
     let slots = 2;
     while (slots < this.capacity * 2) slots *= 2;
