@@ -37,6 +37,7 @@ import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
 import { answerWhenDone, route } from "./routing.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
+import { repeatedKeys } from "./repeated-keys.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -340,8 +341,10 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
   const hits: number[] = []; // (index, item id) pairs
   const misses: number[] = [];
   let hitBytes = 0;
+  const repeated = repeatedKeys(req); // (a key asked twice is counted twice, loaded and answered once)
   for (let i = 0; i < req.itemCount; i++) {
     const id = group.lookup(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+    if (repeated !== null && repeated[i] === 1) continue;
     if (id >= 0) {
       hits.push(i, id);
       hitBytes += getMultiEntryBytes(req.items[i * 4 + 1]!, group.store.valueLength(id));
@@ -371,11 +374,13 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
   const items = req.items;
+  const repeated = repeatedKeys(req);
   reply.beginGetMulti(req);
   for (let i = 0; i < req.itemCount; i++) {
     const ks = items[i * 4]!;
     const kl = items[i * 4 + 1]!;
     const id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
+    if (repeated !== null && repeated[i] === 1) continue; // (counted, answered once)
     if (id >= 0 && !store.isNegative(id)) {
       const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
       if (at < 0) return multiTooLarge(reply, req, true);

@@ -37,6 +37,7 @@ import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from 
 import { writeHit } from "./hit-reply.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
+import { repeatedKeys } from "./repeated-keys.ts";
 
 /**
  * route serves `req` (seed method `base`) across the cluster, or returns false to serve it here;
@@ -347,10 +348,11 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
   // to a local load (settleAll).
   return settleAll(work).then(
     () => {
+      const repeated = repeatedKeys(req);
       reply.beginGetMulti(req);
       for (let i = 0; i < req.itemCount; i++) {
         const v = values[i];
-        if (v === undefined) continue;
+        if (v === undefined || (repeated !== null && repeated[i] === 1)) continue; // (a key asked twice is answered once)
         const at = reply.addGetMultiEntry(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v.length);
         if (at < 0) return multiTooLarge(reply, req, true);
         reply.out.buffer.set(v, at);

@@ -25,4 +25,24 @@ describe("GetMulti counters on a read-through group", () => {
       c.close();
     }
   });
+
+  test("a key asked twice counts two gets and is answered once (a map's keys are unique), with a loader or without", async () => {
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "users", ttlMs: 0, admission: "always" }, { name: "plain", ttlMs: 0 }] }, {
+      logger: new LogSink().logger,
+      loaders: { users: (key) => `user ${key}` },
+    });
+    const c = await apacheClient(node.port);
+    try {
+      for (const group of ["users", "plain"]) {
+        await c.client.Set(new types.SetRequest({ group, key: "a", value: Buffer.from("a"), ttl: 0 }));
+        const before = { ...node.groups.byName(group)!.counters };
+        const r = await c.client.GetMulti(new types.GetMultiRequest({ group, keys: ["a", "b", "a", "b", "a"] }));
+        const after = node.groups.byName(group)!.counters;
+        expect(Object.keys(r.values).sort()).toEqual(group === "users" ? ["a", "b"] : ["a"]);
+        expect({ gets: after.gets - before.gets, hits: after.hits - before.hits }).toEqual({ gets: 5, hits: 3 });
+      }
+    } finally {
+      c.close();
+    }
+  });
 });

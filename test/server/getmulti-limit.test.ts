@@ -8,7 +8,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { LogSink, RawSocket, getCall, getMultiCall, setCall } from "./support.ts";
-import { outcome, readReplies } from "./wire-reader.ts";
+import { field, outcome, readReplies } from "./wire-reader.ts";
+import { T } from "../protocol/wire-builder.ts";
 
 const LIMITS = { maxItemSize: 128 * 1024, maxFrameSize: 256 * 1024 };
 const VALUE = new Uint8Array(100_000).fill(7);
@@ -28,35 +29,44 @@ async function ask(port: number, n: number, ...calls: Uint8Array[]) {
   return readReplies(raw.received, "framed").replies.map((r) => outcome(r));
 }
 
+/** entries is the number of map entries of a GetMulti's success outcome. */
+function entries(o: ReturnType<typeof outcome> | undefined): number {
+  if (o?.kind !== "success") throw new Error(`not a success: ${JSON.stringify(o)}`);
+  return (field(o.value, 1, T.MAP) as unknown[]).length;
+}
+
 describe("a GetMulti reply past the frame limit", () => {
-  test("is VALUE_TOO_LARGE; under the limit repeats are answered; the connection goes on", async () => {
+  test("is VALUE_TOO_LARGE; a key asked many times is answered once (a map's keys are unique), under the limit; the connection goes on", async () => {
     const node = CacheNode.start({ port: 0, logLevel: "silent", ...LIMITS }, { logger: new LogSink().logger });
     open.push(node);
-    const big = enc.encode("big");
-    const [set, twice, many, after] = await ask(
-      node.port, 4,
-      setCall(1, "big", VALUE), getMultiCall(2, "default", [big, big]), getMultiCall(3, "default", Array(10).fill(big)), getCall(4, "big"),
+    const bigs = Array.from({ length: 10 }, (_, i) => enc.encode(`big${i}`));
+    const replies = await ask(
+      node.port, 14,
+      ...bigs.map((_, i) => setCall(i + 1, `big${i}`, VALUE)),
+      getMultiCall(20, "default", [bigs[0]!, bigs[0]!]), getMultiCall(21, "default", Array(10).fill(bigs[0]!)), getMultiCall(22, "default", bigs), getCall(23, "big0"),
     );
-    expect(set!.kind).toBe("success");
-    expect(twice!.kind).toBe("success");
+    const [twice, repeated, many, after] = replies.slice(10);
+    expect(replies.slice(0, 10).every((r) => r.kind === "success")).toBe(true);
+    expect([entries(twice), entries(repeated)]).toEqual([1, 1]); // (before: ten copies, a reply over the limit)
     expect(many).toMatchObject({ kind: "cacheError", code: 4 });
     expect((many as { message: string }).message).toContain("GetMulti reply over 262144 bytes");
     expect(after!.kind).toBe("success");
   });
 
-  test("with a loader: refused before any load starts when the hits alone pass it", async () => {
+  test("with a loader: refused before any load starts when the hits alone pass it; a repeated key is loaded and answered once", async () => {
     let loads = 0;
     const node = CacheNode.start({ port: 0, logLevel: "silent", ...LIMITS, groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, {
       logger: new LogSink().logger,
       loaders: { g: () => (loads++, "loaded") },
     });
     open.push(node);
-    const big = enc.encode("big");
-    const [, many] = await ask(node.port, 2, setCall(1, "big", VALUE, "g"), getMultiCall(2, "g", [...Array(10).fill(big), enc.encode("miss")]));
-    expect(many).toMatchObject({ kind: "cacheError", code: 4 });
+    const bigs = Array.from({ length: 10 }, (_, i) => enc.encode(`big${i}`));
+    const replies = await ask(node.port, 11, ...bigs.map((_, i) => setCall(i + 1, `big${i}`, VALUE, "g")), getMultiCall(20, "g", [...bigs, enc.encode("miss")]));
+    expect(replies[10]).toMatchObject({ kind: "cacheError", code: 4 });
     expect(loads).toBe(0);
-    const [few] = await ask(node.port, 1, getMultiCall(3, "g", [big, enc.encode("miss")]));
-    expect(few!.kind).toBe("success");
+    const miss = enc.encode("miss");
+    const [few] = await ask(node.port, 1, getMultiCall(21, "g", [bigs[0]!, bigs[0]!, miss, bigs[0]!, miss]));
+    expect(entries(few)).toBe(2);
     expect(loads).toBe(1);
   });
 
