@@ -40,3 +40,8 @@ export function bytesEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff: num
 export function latin1Key(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.length).toString("latin1");
 }
+
+/** hostPort writes an address as `host:port`, an IPv6 host in brackets (`[::1]:8001`), as --peers takes it. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}

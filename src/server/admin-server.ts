@@ -32,6 +32,7 @@ import type { Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
 import { METHOD_NAMES } from "../protocol/request.ts";
+import { hostPort } from "../bytes/bytes.ts";
 
 /** ADMIN_MAX_BODY_BYTES: the largest request body the admin port reads (none of its endpoints takes one). */
 const ADMIN_MAX_BODY_BYTES = 4096;
@@ -131,7 +132,7 @@ export class AdminServer {
   /** start listens on `opts.host:opts.port` and serves the admin endpoints of `opts.node`. */
   static start(opts: AdminOptions): AdminServer {
     const admin = new AdminServer(opts);
-    opts.logger.info("admin port listening", { address: `${admin.host}:${admin.port}` });
+    opts.logger.info("admin port listening", { address: hostPort(admin.host, admin.port) });
     return admin;
   }
 

@@ -29,6 +29,7 @@ import { SnapshotLock } from "./snapshot-lock.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { readFileSync } from "node:fs";
 import { monotonicMs } from "../store/clock.ts";
+import { hostPort } from "../bytes/bytes.ts";
 
 export interface NodeDeps {
   clock?: () => number;
@@ -111,7 +112,7 @@ export class CacheNode {
   }
 
   get address(): string {
-    return `${this.server.host}:${this.server.port}`;
+    return hostPort(this.server.host, this.server.port);
   }
 
   /**
@@ -310,7 +311,7 @@ export class CacheNode {
     let membership: MembershipSource | undefined;
     try {
       if (clustered) {
-        const self = config.self ?? `${config.host}:${server.port}`;
+        const self = config.self ?? hostPort(config.host, server.port);
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };

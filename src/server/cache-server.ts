@@ -64,6 +64,7 @@ import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
+import { hostPort } from "../bytes/bytes.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
 const DRAIN_MS = 5_000;
@@ -330,7 +331,7 @@ export class CacheServer implements DispatchContext {
 
   /** nodeId is this node's id in its cluster, or host:port. */
   get nodeId(): string {
-    return this.cluster?.self ?? `${this.host}:${this.port}`;
+    return this.cluster?.self ?? hostPort(this.host, this.port);
   }
 
   /** connectionCount is the number of open connections. */
