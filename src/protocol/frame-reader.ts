@@ -167,7 +167,7 @@ export class FrameReader {
       if (this.transport === TRANSPORT_UNKNOWN) return this.stash();
     }
     if (this.transport === TRANSPORT_BUFFERED) {
-      const length = this.scanner.scan(buf, p, end, this.maxFrameBytes);
+      const length = this.scan(buf, p, end);
       if (length === SCAN_NEED_MORE) return this.stash();
       return this.yieldView(buf, p, p + length, p + length);
     }
@@ -217,7 +217,7 @@ export class FrameReader {
         // Only the bytes the scanner's next step needs are taken, so the message ends at the end
         // of `pending` and the rest of the chunk is served zero-copy again. (Taking the whole
         // chunk made every message after it one more move of the rest: quadratic in the chunk.)
-        const length = this.scanner.scan(this.pending, 0, this.pendingEnd, this.maxFrameBytes);
+        const length = this.scan(this.pending, 0, this.pendingEnd);
         if (length !== SCAN_NEED_MORE) {
           this.pendingStart = length;
           return this.yieldPending(0, length);
@@ -271,6 +271,21 @@ export class FrameReader {
     const grown = new Uint8Array(capacity);
     grown.set(this.pending.subarray(0, this.pendingEnd));
     this.pending = grown;
+  }
+
+  /**
+   * scan finds the end of the buffered (unframed) message at `p` (MessageScanner); one it refuses
+   * keeps its bytes at hand, as a frame refused for its length does, to address the error reply.
+   */
+  private scan(buf: Uint8Array, p: number, end: number): number {
+    try {
+      return this.scanner.scan(buf, p, end, this.maxFrameBytes);
+    } catch (e) {
+      this.refusedBuf = buf;
+      this.refusedAt = p;
+      this.refusedEnd = end;
+      throw e;
+    }
   }
 
   /** frameLength reads and validates the i32 length of a framed/header frame at `p`. */

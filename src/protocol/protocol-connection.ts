@@ -25,7 +25,7 @@ import type { BinaryWriter } from "./binary-writer.ts";
 import { ReplyWriter } from "./reply-writer.ts";
 import { Request, matchMethod } from "./request.ts";
 import { readI32 } from "../bytes/bytes.ts";
-import { TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, VERSION_1, VERSION_MASK } from "./wire.ts";
+import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, VERSION_1, VERSION_MASK } from "./wire.ts";
 import { RequestDecoder } from "./request-decoder.ts";
 
 /**
@@ -132,7 +132,8 @@ const REFUSED = { buf: new Uint8Array(0), start: 0, end: 0 };
  * addressRefused fills `req` with whom a frame refused for its length came from, when its first
  * bytes say it, so its error reply is addressed to the call (a reply to seqid 0 is one a client
  * cannot match: ours called it a reply to a call not in flight): framed, the message header (name
- * and seqid); a header transport, the header's seqid and flags.
+ * and seqid), and a buffered message the scanner refused likewise; a header transport, the
+ * header's seqid and flags.
  */
 function addressRefused(req: Request, buf: Uint8Array, start: number, end: number): void {
   const t = req.transport;
@@ -142,7 +143,7 @@ function addressRefused(req: Request, buf: Uint8Array, start: number, end: numbe
     req.header.seqid = readI32(buf, start + 4);
     return;
   }
-  if (t !== TRANSPORT_FRAMED || end - start < 12 || (readI32(buf, start) & VERSION_MASK) !== VERSION_1) return;
+  if ((t !== TRANSPORT_FRAMED && t !== TRANSPORT_BUFFERED) || end - start < 12 || (readI32(buf, start) & VERSION_MASK) !== VERSION_1) return;
   const nameLength = readI32(buf, start + 4);
   if (nameLength < 0 || nameLength > end - start - 12) return;
   req.buffer = buf;

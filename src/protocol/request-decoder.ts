@@ -93,7 +93,9 @@ export class RequestDecoder {
     let p = start;
     if (transport === TRANSPORT_THEADER || transport === TRANSPORT_TTHEADER) {
       p = parseHeader(buf, start, end, transport, req.header);
-      p = this.innerFrame(buf, p, end, req);
+      // (Kitex's TTHeaderFramed only: an Apache THeader payload is the message itself, and a
+      // length before it would be echoed into a reply its client cannot read.)
+      if (transport === TRANSPORT_TTHEADER) p = this.innerFrame(buf, p, end, req);
     } else {
       req.header.reset();
     }

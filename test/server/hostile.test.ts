@@ -191,6 +191,35 @@ describe("hostile input", () => {
     raw.close();
   });
 
+  test("an Apache THeader frame whose payload starts with a length (Kitex's TTHeaderFramed layout) is refused, not served with a reply its client cannot read", async () => {
+    await using node = startNode();
+    const raw = await RawSocket.connect(node.port);
+    const get = message(MSG.CALL, "Get", 9, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("default").field(T.STRING, 2).str("k").stop().stop().bytes());
+    raw.write(theader(framed(get), { seqid: 9 }));
+    await raw.closed;
+    const { replies } = readReplies(raw.received, "theader");
+    expect(replies.map((r) => [r.seqid, r.header?.seqid, outcome(r).kind])).toEqual([[9, 9, "appException"]]);
+    expect((outcome(replies[0]!) as { type: number }).type).toBe(7);
+    // The same payload in Kitex's TTHeader is its framed layout, and served.
+    const kitex = await RawSocket.connect(node.port);
+    kitex.write(ttheader(get, { seqid: 9, innerFramed: true }));
+    await kitex.waitFor(() => readReplies(kitex.received, "ttheader").replies.length === 1, "the TTHeader reply");
+    expect(outcome(readReplies(kitex.received, "ttheader").replies[0]!)).toMatchObject({ kind: "cacheError", code: 1 });
+    kitex.close();
+  });
+
+  test("a buffered message the scanner refuses is answered to its call, as a framed one is (review: seqid 0, no name)", async () => {
+    await using node = startNode();
+    for (const transport of ["framed", "buffered"] as const) {
+      const raw = await RawSocket.connect(node.port);
+      const bad = message(MSG.CALL, "Get", 9, new Bytes().field(T.STRUCT, 1).field(99, 1).u8(0).stop().stop().bytes());
+      raw.write(transport === "framed" ? framed(bad) : bad);
+      await raw.closed;
+      const { replies } = readReplies(raw.received, transport);
+      expect(replies.map((r) => [r.name, r.seqid, outcome(r).kind])).toEqual([["Get", 9, "appException"]]);
+    }
+  });
+
   test("a frame over the limit is answered to its call when its first bytes name it, in its transport, also as a connection's first frame (review: the reply went to seqid 0, which no client could match)", async () => {
     await using node = startNode({ maxItemSize: 1024, maxFrameSize: 8192 });
     const over = (transport: "framed" | "theader" | "ttheader", seqid: number): Uint8Array => {
