@@ -421,7 +421,7 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   const poolAhead = deps.pool === undefined ? undefined : new LoadsAhead(Math.floor(deps.pool.capacity / 2));
   for (const spec of splitMemory(config, Object.keys(loaders))) {
     const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
-    groups.add(new Group({
+    groups.add(namedGroup(spec.name, () => new Group({
       name: spec.name,
       memory: spec.memory,
       mirrorMemory: mirror >= MIN_MIRROR_BYTES ? mirror : 0,
@@ -435,9 +435,19 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       multiLoadWindow: spec.multiLoadWindow ?? (deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined),
       ...(poolAhead !== undefined && deps.pool!.groups.includes(spec.name) ? { loadsAhead: poolAhead } : {}),
       store: { maxItemSize: spec.maxItemSize ?? config.maxItemSize, clock },
-    }));
+    })));
   }
   return groups;
+}
+
+/** namedGroup makes a group, a store's refusal of its size (too small for a page and its metadata) told as the group's. */
+function namedGroup(name: string, make: () => Group): Group {
+  try {
+    return make();
+  } catch (e) {
+    if (e instanceof RangeError) throw new ConfigError(`group '${name}': ${e.message} (give it more memory: --memory, or its --group size)`);
+    throw e;
+  }
 }
 
 /**

@@ -148,15 +148,18 @@ export class SnapshotLock {
 
   /**
    * stillMine tells whether this node may still write the snapshot: true unless it held the lock
-   * and the file is now another node's (or gone). A node stopped past LOCK_STALE_MS can come back
-   * to find its lock taken over; writing then would undo the node that took it.
+   * and the file is now another node's. A node stopped past LOCK_STALE_MS can come back to find
+   * its lock taken over; writing then would undo the node that took it. A lock removed is made
+   * again (review: a node whose lock was deleted stopped writing, and the next start loaded the
+   * snapshot it had left, older than writes it acknowledged since).
    */
   stillMine(): boolean {
     if (this.heldAs === "") return true;
     try {
       return readFileSync(this.file, "utf8") === this.content();
-    } catch {
-      return false;
+    } catch (e) {
+      // Removed (not taken: a taker makes its own): made again, the snapshot is still this node's.
+      return (e as NodeJS.ErrnoException).code === "ENOENT" && this.remade();
     }
   }
 
@@ -189,9 +192,31 @@ export class SnapshotLock {
     }
     try {
       writeSync(fd, this.content());
-    } finally {
+    } catch (e) {
+      // (A disk full: an empty lock left behind would keep the next start out for LOCK_STALE_MS.)
       closeSync(fd);
+      try {
+        unlinkSync(file);
+      } catch {
+        // (gone already)
+      }
+      throw new ConfigError(`--snapshot ${this.path}: cannot write its lock ${file}: ${(e as Error).message}`);
     }
+    closeSync(fd);
+    return true;
+  }
+
+  /**
+   * remade makes the lock again when it is gone (an operator or a cleaner of the directory
+   * removed it while this node held it); false if another node's lock is there now.
+   */
+  private remade(): boolean {
+    try {
+      if (this.create(this.file) !== true) return false;
+    } catch {
+      return false;
+    }
+    this.logger.warn("the snapshot lock was removed while this node held it: made again", { lock: this.file });
     return true;
   }
 
@@ -218,6 +243,7 @@ export class SnapshotLock {
         closeSync(fd);
       }
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT" && this.remade()) return;
       this.logger.warn("cannot touch the snapshot lock", { lock: this.file, error: String(e) });
     }
   }

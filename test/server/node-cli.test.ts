@@ -171,6 +171,7 @@ describe("node.ts command-line errors", () => {
     const { code, stderr } = await runToExit(["--port", "0", "--memory", "1k"]);
     expect(code).not.toBe(0);
     expect(stderr).toContain("cannot start");
+    expect(stderr).toContain("group 'default'");
     expect(stderr).toContain("too small");
     expect(stderr).not.toMatch(READY);
   });

@@ -189,3 +189,27 @@ test("a node whose lock was taken over (stopped past its staleness) writes no sn
   expect(sink.lines.some((l) => l.includes("the snapshot lock is another node's now"))).toBe(true);
   expect(sink.lines.some((l) => l.includes("so it is left as it is"))).toBe(true);
 });
+
+test("a lock removed while the node holds it is made again: the node's writes go on, and its final snapshot is the one the next start loads (review: it stopped writing, and the next start loaded a stale one)", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const sink = new LogSink();
+  const node = await open(snapshot, sink);
+  const c = new CacheClient({ host: "127.0.0.1", port: node.port });
+  await c.set("default", "k", "first");
+  await node.snapshotter!.write();
+  rmSync(`${snapshot}.lock`); // an operator, or a cleaner of the directory
+  await c.set("default", "k", "acknowledged after");
+  await c.close();
+  await node.close();
+  expect(node.finalSnapshotFailed).toBe(false);
+  expect(sink.lines.some((l) => l.includes("the snapshot lock was removed while this node held it: made again"))).toBe(true);
+  expect(existsSync(`${snapshot}.lock`)).toBe(false); // (released at close)
+  const next = await open(snapshot);
+  const c2 = new CacheClient({ host: "127.0.0.1", port: next.port });
+  try {
+    expect(new TextDecoder().decode((await c2.get("default", "k")).value)).toBe("acknowledged after");
+  } finally {
+    await c2.close();
+    await next.close();
+  }
+});
