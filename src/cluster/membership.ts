@@ -258,6 +258,8 @@ export class DnsMembers implements MembershipSource {
   private timer: ReturnType<typeof setInterval> | null = null;
   private onChange: MembersCallback | null = null;
   private last = "";
+  /** lastError is the error of the last lookup, if it failed (logged once until it changes). */
+  private lastError = "";
   private resolving: Promise<void> = Promise.resolve();
 
   constructor(name: string, port: number, intervalMs: number, logger: MembershipLogger, resolve: Resolver = systemResolver) {
@@ -294,20 +296,33 @@ export class DnsMembers implements MembershipSource {
     if (!applyMembers(this.onChange, members, this.logger)) this.last = "";
   }
 
+  /**
+   * failed logs a failed lookup once, not at every interval (at 5 s, 17,000 lines a day for a name
+   * that does not resolve), and again when its error changes.
+   */
+  private failed(what: string, error: string): void {
+    if (error === this.lastError) return;
+    this.lastError = error;
+    const kept = this.last === "" ? "no member list yet: this node serves alone" : "keeping the last good member list";
+    this.logger.warn(`${what}; ${kept}`, { name: this.name, error });
+  }
+
   private async lookup(): Promise<void> {
     let addresses: string[];
     try {
       addresses = await this.resolve(this.name);
     } catch (e) {
-      this.logger.warn("peers DNS lookup failed; keeping the last good member list", { name: this.name, error: (e as Error).message });
+      this.failed("peers DNS lookup failed", (e as Error).message);
       return;
     }
     const members = [...new Set(addresses)].sort().map((a) => (a.includes(":") ? `[${a}]:${this.port}` : `${a}:${this.port}`));
     if (members.length === 0) return;
     if (members.length > MAX_MEMBERS) {
-      this.logger.warn("peers DNS answer not applied; keeping the last good member list", { name: this.name, error: `${members.length} members: more than ${MAX_MEMBERS}` });
+      this.failed("peers DNS answer not applied", `${members.length} members: more than ${MAX_MEMBERS}`);
       return;
     }
+    if (this.lastError !== "") this.logger.info("peers DNS lookup works again", { name: this.name });
+    this.lastError = "";
     const key = members.join(",");
     if (key === this.last) return;
     this.last = key;

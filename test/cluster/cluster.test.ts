@@ -13,6 +13,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
@@ -321,5 +322,33 @@ describe("a three-node cluster in one process", () => {
     const deadline = Date.now() + 2000;
     while (n.cluster!.members.length < 3 && Date.now() < deadline) await Bun.sleep(10);
     expect([...n.cluster!.members]).toEqual([`127.0.0.1:${port}`, `127.0.0.2:${port}`, `127.0.0.3:${port}`]);
+  });
+
+  test("a DNS name that does not resolve is logged once, not at every lookup, and once more when it resolves again (review: a line every interval)", async () => {
+    const port = freePorts(1)[0]!;
+    const sink = new LogSink();
+    let failing = true;
+    let lookups = 0;
+    const n = CacheNode.start(
+      { port, logLevel: "silent", self: `127.0.0.1:${port}`, peersDns: `cache.test:${port}`, peersDnsIntervalMs: 100 },
+      { logger: sink.logger, resolve: async () => {
+        lookups++;
+        if (failing) throw new Error("queryA ENOTFOUND cache.test");
+        return ["127.0.0.1", "127.0.0.2"];
+      } },
+    );
+    open.push(n);
+    await waitUntil(() => lookups >= 6, "six lookups");
+    const failed = () => sink.lines.filter((l) => l.includes("peers DNS lookup failed"));
+    expect(failed().length).toBe(1);
+    expect(failed()[0]).toContain("no member list yet: this node serves alone");
+    failing = false;
+    await waitUntil(() => n.cluster!.members.length === 2, "the name to resolve");
+    expect(sink.lines.filter((l) => l.includes("peers DNS lookup works again")).length).toBe(1);
+    failing = true;
+    const at = lookups;
+    await waitUntil(() => lookups >= at + 4, "four more lookups");
+    expect(failed().length).toBe(2);
+    expect(failed()[1]).toContain("keeping the last good member list");
   });
 });
