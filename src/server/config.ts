@@ -257,6 +257,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--peers-file":
         c.peersFile = value();
+        // (as `--peers=`: an unset variable would make a clustered node of no members)
+        if (c.peersFile.trim() === "") throw new ConfigError(`${flag} needs a file path`);
         break;
       case "--peers-dns":
         c.peersDns = parseMember(flag, value());
@@ -354,7 +356,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
   if (c.memory > ram) {
     throw new ConfigError(`--memory ${c.memory} B is more than this machine's memory (${ram} B): the node could never hold it`);
   }
-  if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN;
+  // (Trimmed as a token file is: a secret exposed as a variable often ends in a newline.)
+  if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN.trim();
   if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
   if (c.tlsCa !== undefined && c.tlsCert === undefined) {
@@ -363,6 +366,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
   if (!c.insecure && c.authToken === undefined && !isLoopback(c.host)) {
     throw new ConfigError(`refusing to serve ${c.host} without an auth token: set --auth-token-file (or MYBUNCACHE_AUTH_TOKEN), or pass --insecure`);
   }
+  if (c.snapshotIntervalMs > 0 && c.snapshot === undefined) throw new ConfigError("--snapshot-interval needs --snapshot (the file to write)");
   const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
   if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
   checkSnapshotMembership(c);

@@ -195,7 +195,7 @@ describe("on/off flags", () => {
   });
 
   test("a timer of up to 24.8 days is accepted; the group TTL is not a timer and may be longer", () => {
-    expect(run(["--snapshot-interval", "596h"]).snapshotIntervalMs).toBe(596 * 3_600_000);
+    expect(run(["--snapshot", "/tmp/x.snap", "--snapshot-interval", "596h"]).snapshotIntervalMs).toBe(596 * 3_600_000);
     expect(run(["--group", "a:1mb:600h"]).groups[0]!.ttlMs).toBe(600 * 3_600_000);
   });
 });
@@ -250,6 +250,9 @@ describe("errors name the flag and what it expected", () => {
     [["--peers", "a:1", "--peers-file", "f"], ["one of --peers, --peers-file and --peers-dns"]],
     [["--mirror-share", "1"], ["--mirror-share", "1"]],
     [["--host", "0.0.0.0"], ["refusing to serve 0.0.0.0 without an auth token", "--insecure"]],
+    // Flags that would do nothing, or from an unset variable (review: accepted silently).
+    [["--snapshot-interval", "5s"], ["--snapshot-interval needs --snapshot"]],
+    [["--peers-file="], ["--peers-file needs a file path"]],
     // A name that only looks like a loopback address may resolve anywhere (review: taken as loopback).
     [["--host", "127.attacker.example"], ["refusing to serve 127.attacker.example without an auth token"]],
     [["--host", "127.0.0.1.nip.io"], ["without an auth token"]],

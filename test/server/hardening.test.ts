@@ -85,6 +85,9 @@ describe("token auth", () => {
   test("the token can come from the environment, so it is not visible in ps", () => {
     const r = parseArgs(["--port", "0"], { MYBUNCACHE_AUTH_TOKEN: TOKEN });
     expect(r.kind === "run" && r.config.authToken).toBe(TOKEN);
+    // Trimmed as a token file is (a secret exposed as a variable often ends in a newline: every Auth failed).
+    const nl = parseArgs(["--port", "0"], { MYBUNCACHE_AUTH_TOKEN: `${TOKEN}\n` });
+    expect(nl.kind === "run" && nl.config.authToken).toBe(TOKEN);
   });
 });
 
