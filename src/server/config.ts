@@ -195,6 +195,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--host":
         c.host = value();
+        if (c.host.trim() === "") throw new ConfigError(`${flag} needs an address or name to listen on`);
         break;
       case "--memory":
         c.memory = parseSize(flag, value());

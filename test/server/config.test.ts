@@ -253,6 +253,7 @@ describe("errors name the flag and what it expected", () => {
     // Flags that would do nothing, or from an unset variable (review: accepted silently).
     [["--snapshot-interval", "5s"], ["--snapshot-interval needs --snapshot"]],
     [["--peers-file="], ["--peers-file needs a file path"]],
+    [["--host="], ["--host needs an address or name to listen on"]],
     // A name that only looks like a loopback address may resolve anywhere (review: taken as loopback).
     [["--host", "127.attacker.example"], ["refusing to serve 127.attacker.example without an auth token"]],
     [["--host", "127.0.0.1.nip.io"], ["without an auth token"]],

@@ -123,6 +123,34 @@ describe("TLS", () => {
   });
 });
 
+describe("TLS files are checked before the port listens", () => {
+  test("a file that is no certificate, a key that is not the certificate's, or a CA file of no certificate refuses the start naming the file (review: blamed on --port)", async () => {
+    const dir = await mkdtemp("/tmp/mybuncache-tls-");
+    try {
+      const make = (name: string) => {
+        const cert = join(dir, `${name}.pem`);
+        const key = join(dir, `${name}.key`);
+        const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
+        expect(gen.exitCode).toBe(0);
+        return { cert, key };
+      };
+      const a = make("a");
+      const b = make("b");
+      const junk = join(dir, "junk.pem");
+      await Bun.write(junk, "not a certificate\n");
+      expect(() => startNode({ tlsCert: junk, tlsKey: a.key })).toThrow(`the TLS certificate (--tls-cert) ${junk} is not usable`);
+      expect(() => startNode({ tlsCert: a.cert, tlsKey: junk })).toThrow(`the TLS key (--tls-key) ${junk} is not usable`);
+      expect(() => startNode({ tlsCert: a.cert, tlsKey: b.key })).toThrow("it is not the key of the certificate (--tls-cert)");
+      expect(() => startNode({ tlsCert: a.cert, tlsKey: a.key, peers: ["127.0.0.1:1"], tlsCa: junk })).toThrow(`the TLS CA peers are checked against ${junk} is not usable`);
+      await using ok = startNode({ tlsCert: a.cert, tlsKey: a.key });
+      expect(ok.port).toBeGreaterThan(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("TLS connections that never finish their handshake", () => {
   test("count against --max-connections and the idle timeout, and are closed after the handshake deadline (review: invisible to every limit, they used up the descriptors)", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-tls-");
