@@ -14,6 +14,7 @@ import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
 import { waitUntil } from "../support/gates.ts";
+import { selfSigned } from "../support/tls.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
@@ -283,11 +284,7 @@ describe("a three-node cluster in one process", () => {
   test("over TLS, peers dial each other with TLS and check the certificate", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-cluster-tls-");
     try {
-      const cert = join(dir, "cert.pem");
-      const key = join(dir, "key.pem");
-      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
-      expect(gen.exitCode).toBe(0);
+      const { cert, key } = selfSigned(dir);
       const { nodes } = cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key });
       const c = new CacheClient({ host: "127.0.0.1", port: nodes[0]!.port, tls: { ca: await Bun.file(cert).text() } });
       open.push(c);

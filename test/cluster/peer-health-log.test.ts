@@ -5,12 +5,12 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
-import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink } from "../server/support.ts";
 import { waitUntil } from "../support/gates.ts";
+import { selfSigned } from "../support/tls.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -96,15 +96,8 @@ describe("a peer's health in the log", () => {
   test("a peer whose certificate this node refuses: the TLS cause is in the line", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-peer-tls-");
     try {
-      const made = ["served", "other"].map((name) => {
-        const cert = join(dir, `${name}.pem`);
-        const key = join(dir, `${name}.key`);
-        const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
-        expect(gen.exitCode).toBe(0);
-        return { cert, key };
-      });
-      const [served, other] = made as [{ cert: string; key: string }, { cert: string; key: string }];
+      const served = selfSigned(dir, "served");
+      const other = selfSigned(dir, "other");
       const ports = freePorts(2);
       const ids = ports.map((p) => `127.0.0.1:${p}`);
       const logA = new LogSink();

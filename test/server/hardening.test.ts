@@ -14,6 +14,7 @@ import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
+import { selfSigned } from "../support/tls.ts";
 
 const TOKEN = "s3cret-token-0123456789";
 
@@ -95,11 +96,7 @@ describe("TLS", () => {
   test("a stock Apache Thrift client talks to the node over TLS (self-signed certificate made here)", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-tls-");
     try {
-      const cert = join(dir, "cert.pem");
-      const key = join(dir, "key.pem");
-      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
-      expect(gen.exitCode).toBe(0);
+      const { cert, key } = selfSigned(dir);
       await using node = startNode({ tlsCert: cert, tlsKey: key });
       const conn = thrift.createSSLConnection("127.0.0.1", node.port, {
         transport: thrift.TFramedTransport, protocol: thrift.TBinaryProtocol, ca: [await Bun.file(cert).text()],
@@ -127,16 +124,8 @@ describe("TLS files are checked before the port listens", () => {
   test("a file that is no certificate, a key that is not the certificate's, or a CA file of no certificate refuses the start naming the file (review: blamed on --port)", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-tls-");
     try {
-      const make = (name: string) => {
-        const cert = join(dir, `${name}.pem`);
-        const key = join(dir, `${name}.key`);
-        const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
-        expect(gen.exitCode).toBe(0);
-        return { cert, key };
-      };
-      const a = make("a");
-      const b = make("b");
+      const a = selfSigned(dir, "a");
+      const b = selfSigned(dir, "b");
       const junk = join(dir, "junk.pem");
       await Bun.write(junk, "not a certificate\n");
       expect(() => startNode({ tlsCert: junk, tlsKey: a.key })).toThrow(`the TLS certificate (--tls-cert) ${junk} is not usable`);
@@ -155,11 +144,7 @@ describe("TLS connections that never finish their handshake", () => {
   test("count against --max-connections and the idle timeout, and are closed after the handshake deadline (review: invisible to every limit, they used up the descriptors)", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-tls-");
     try {
-      const cert = join(dir, "cert.pem");
-      const key = join(dir, "key.pem");
-      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stderr: "pipe" });
-      expect(gen.exitCode).toBe(0);
+      const { cert, key } = selfSigned(dir);
       const ca = await Bun.file(cert).text();
       {
         // The idle timeout, and the limit: 20 silent clients (half sending half a ClientHello) on a node of 5.
@@ -197,16 +182,6 @@ describe("TLS connections that never finish their handshake", () => {
 });
 
 describe("TLS handshake failures name their cause", () => {
-  /** selfSigned makes a certificate and key for `san` in `dir`, named `name`. */
-  function selfSigned(dir: string, name: string, cn: string, san: string): { cert: string; key: string } {
-    const cert = join(dir, `${name}.pem`);
-    const key = join(dir, `${name}.key`);
-    const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-      "-days", "1", "-subj", `/CN=${cn}`, "-addext", `subjectAltName=${san}`], { stderr: "pipe" });
-    expect(gen.exitCode).toBe(0);
-    return { cert, key };
-  }
-
   test("a client that does not trust the node's CA, dials a name the certificate does not cover, or a node without TLS, says so; with or without a token", async () => {
     const dir = await mkdtemp("/tmp/mybuncache-tls-");
     try {
