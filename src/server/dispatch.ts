@@ -341,10 +341,10 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
   const hits: number[] = []; // (index, item id) pairs
   const misses: number[] = [];
   let hitBytes = 0;
-  const repeated = repeatedKeys(req); // (a key asked twice is counted twice, loaded and answered once)
+  const repeated = repeatedKeys(req); // (a key asked twice is looked up, counted, loaded and answered once)
   for (let i = 0; i < req.itemCount; i++) {
-    const id = group.lookup(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
     if (repeated !== null && repeated[i] === 1) continue;
+    const id = group.lookup(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
     if (id >= 0) {
       hits.push(i, id);
       hitBytes += getMultiEntryBytes(req.items[i * 4 + 1]!, group.store.valueLength(id));
@@ -379,8 +379,8 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
   for (let i = 0; i < req.itemCount; i++) {
     const ks = items[i * 4]!;
     const kl = items[i * 4 + 1]!;
+    if (repeated !== null && repeated[i] === 1) continue; // (a key asked twice is looked up, counted and answered once)
     const id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
-    if (repeated !== null && repeated[i] === 1) continue; // (counted, answered once)
     if (id >= 0 && !store.isNegative(id)) {
       const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
       if (at < 0) return multiTooLarge(reply, req, true);

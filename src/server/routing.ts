@@ -288,10 +288,14 @@ async function settleAll(work: Promise<unknown>[]): Promise<void> {
   if (failed !== undefined) throw failed.reason;
 }
 
-/** keysByOwner splits a multi-key request's entries (indexes) by owner; local ones under self. */
-function keysByOwner(cluster: Cluster, req: Request): Map<string, number[]> {
+/**
+ * keysByOwner splits a multi-key request's entries (indexes) by owner; local ones under self. With
+ * `skip` (repeatedKeys' flags), the entries it marks are left out.
+ */
+function keysByOwner(cluster: Cluster, req: Request, skip: Uint8Array | null = null): Map<string, number[]> {
   const byOwner = new Map<string, number[]>();
   for (let i = 0; i < req.itemCount; i++) {
+    if (skip !== null && skip[i] === 1) continue;
     const owner = cluster.owner(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
     const list = byOwner.get(owner);
     if (list === undefined) byOwner.set(owner, [i]);
@@ -305,7 +309,8 @@ function keyAt(req: Request, i: number): Uint8Array {
 }
 
 function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
-  const byOwner = keysByOwner(cluster, req);
+  // A key asked twice is fetched, counted and answered once (its bytes count once toward the limits).
+  const byOwner = keysByOwner(cluster, req, repeatedKeys(req));
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
   const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
   const work: Promise<void>[] = [];

@@ -365,7 +365,7 @@ test("forget: the listing of a closed connection no longer holds its reader (and
     return new WeakRef(conn.reader);
   };
   const collected = async (ref: WeakRef<object>) => {
-    for (let i = 0; i < 5 && ref.deref() !== undefined; i++) {
+    for (let i = 0; i < 20 && ref.deref() !== undefined; i++) {
       Bun.gc(true);
       await Bun.sleep(1);
     }
