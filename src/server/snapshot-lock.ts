@@ -59,6 +59,10 @@ export class SnapshotLock {
   private timer: ReturnType<typeof setInterval> | undefined;
   /** heldAs is the key under which this node holds the lock (`held`), "" while it holds none. */
   private heldAs = "";
+  /** takenOver: the lock was found another node's; it is never made again then (`remade`). */
+  private takenOver = false;
+  /** touchedAt is when this node last touched (or made) its lock, in performance.now() ms. */
+  private touchedAt = 0;
 
   constructor(private readonly path: string, private readonly logger: Logger) {
     this.file = `${path}.lock`;
@@ -87,6 +91,7 @@ export class SnapshotLock {
     if (made === undefined) return;
     if (!made) this.takeOver();
     this.heldAs = key;
+    this.touchedAt = performance.now();
     held.set(key, this);
     releaseAllOnExit();
     this.timer = setInterval(() => this.touch(), LOCK_REFRESH_MS);
@@ -156,7 +161,9 @@ export class SnapshotLock {
   stillMine(): boolean {
     if (this.heldAs === "") return true;
     try {
-      return readFileSync(this.file, "utf8") === this.content();
+      if (readFileSync(this.file, "utf8") === this.content()) return true;
+      this.takenOver = true;
+      return false;
     } catch (e) {
       // Removed (not taken: a taker makes its own): made again, the snapshot is still this node's.
       return (e as NodeJS.ErrnoException).code === "ENOENT" && this.remade();
@@ -211,11 +218,16 @@ export class SnapshotLock {
    * removed it while this node held it); false if another node's lock is there now.
    */
   private remade(): boolean {
+    // Not once another node held it (it may have released it since: this node's snapshot is the
+    // older), nor when this node went without touching it long enough for one to take it over
+    // and release it unseen (a node paused past LOCK_STALE_MS).
+    if (this.takenOver || performance.now() - this.touchedAt >= LOCK_STALE_MS) return false;
     try {
       if (this.create(this.file) !== true) return false;
     } catch {
       return false;
     }
+    this.touchedAt = performance.now();
     this.logger.warn("the snapshot lock was removed while this node held it: made again", { lock: this.file });
     return true;
   }
@@ -234,11 +246,13 @@ export class SnapshotLock {
         const found = Buffer.alloc(mine.length + 1);
         const n = readSync(fd, found, 0, found.length, 0);
         if (found.toString("utf8", 0, n) !== mine) {
+          this.takenOver = true;
           this.logger.error("the snapshot lock is another node's now: this node writes the snapshot no more", { lock: this.file, holder: this.holder() });
           clearInterval(this.timer);
           return;
         }
         writeSync(fd, mine, 0);
+        this.touchedAt = performance.now();
       } finally {
         closeSync(fd);
       }

@@ -213,3 +213,20 @@ test("a lock removed while the node holds it is made again: the node's writes go
     await next.close();
   }
 });
+
+test("a lock another node held is not made again once that node released it: this node's snapshot is the older (review: it took the lock back and wrote over the other's)", async () => {
+  const snapshot = join(dir, "cache.snap");
+  const sink = new LogSink();
+  const node = await open(snapshot, sink);
+  const lock = node.snapshotter!.lock!;
+  expect(lock.stillMine()).toBe(true);
+  writeFileSync(`${snapshot}.lock`, "elsewhere 9 pid:[1]\n"); // another node took it over
+  expect(lock.stillMine()).toBe(false);
+  writeFileSync(snapshot, "the other node's snapshot");
+  rmSync(`${snapshot}.lock`); // and released it as it stopped
+  expect(lock.stillMine()).toBe(false);
+  expect(existsSync(`${snapshot}.lock`)).toBe(false);
+  await node.close();
+  expect(readFileSync(snapshot, "utf8")).toBe("the other node's snapshot");
+  expect(sink.lines.some((l) => l.includes("made again"))).toBe(false);
+});
