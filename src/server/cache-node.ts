@@ -351,7 +351,6 @@ export class CacheNode {
   }
 }
 
-/** readPem reads a PEM file the node needs (`what`), or throws a ConfigError that says which. */
 /** readPem reads PEM certificates from `path`, refusing a file that holds none it can parse (named). */
 function readPem(path: string, what: string): string {
   let text: string;
