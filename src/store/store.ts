@@ -93,7 +93,9 @@ export class Store {
     const pageSize = Math.max(opts.pageSize ?? defaultPageSize(opts.memory), maxItem + 7) & ~7;
     this.capacity = Math.floor(opts.memory);
     this.clock = opts.clock ?? monotonicMs;
-    this.hashSeed = opts.hashSeed ?? 0;
+    // Drawn per store: with a known seed, a client could choose keys that share index slots, and
+    // every Get of them would walk one long probe chain (hash flooding).
+    this.hashSeed = opts.hashSeed ?? crypto.getRandomValues(new Int32Array(1))[0]!;
     this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
     const maxPages = Math.floor(this.capacity / pageSize);
     this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => this.remove(owner, REMOVE_EVICT));

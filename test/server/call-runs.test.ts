@@ -43,7 +43,7 @@ function world(): World {
   const groups = new Groups();
   for (const name of ["a", "b", "t", "m"]) {
     const g = groups.add(new Group({
-      name, memory: 32 * MIB, store: { clock },
+      name, memory: 32 * MIB, store: { clock, hashSeed: 0 }, // (one seed for both worlds: their index slots are compared)
       defaultTtlMs: name === "t" ? 60_000 : 0, mirrorMemory: name === "m" ? 4 * MIB : 0,
     }));
     for (let i = 0; i < 40; i++) {
