@@ -40,7 +40,7 @@ export interface StoreOptions {
   admissionHistory?: number;
   /** initialItems is the item table's first capacity. Default 1024. */
   initialItems?: number;
-  /** hashSeed seeds the key hash. Default 0. */
+  /** hashSeed seeds the key hash. Default: drawn at random for the store (against hash flooding). */
   hashSeed?: number;
 }
 
