@@ -241,6 +241,13 @@ export class Cluster {
     return [...this.peers.values()];
   }
 
+  /** peersDown is how many other members' clients mark them down now. */
+  get peersDown(): number {
+    let n = 0;
+    for (const p of this.peers.values()) if (p.isDown) n++;
+    return n;
+  }
+
   /**
    * invalidate tells every other member to drop its mirrored copy of `keys` of `group`. It
    * returns what a write must wait for before it is acknowledged: the answers of the members

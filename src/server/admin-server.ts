@@ -317,7 +317,7 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
     groups,
     cluster: cluster === undefined ? null : {
       self: cluster.self, members: cluster.members, counters: { ...cluster.counters },
-      peersDown: cluster.others().filter((p) => p.isDown).length, peersLagging: cluster.laggingMembers.length,
+      peersDown: cluster.peersDown, peersLagging: cluster.laggingMembers.length,
     },
     pool: pool === undefined ? null : { groups: pool.groups, counters: { ...pool.counters } },
     memory: node.memoryWatch === undefined ? null : { headroomBytes: node.config.gcHeadroomBytes, ...node.memoryWatch.counters },

@@ -29,7 +29,7 @@ export function nodeFigures(node: CacheNode): [string, number][] {
   if (node.cluster !== undefined) {
     add("cluster", node.cluster.counters);
     out.push(["cluster.members", node.cluster.members.length]);
-    out.push(["cluster.peersDown", node.cluster.others().filter((p) => p.isDown).length]);
+    out.push(["cluster.peersDown", node.cluster.peersDown]);
     out.push(["cluster.peersLagging", node.cluster.laggingMembers.length]);
   }
   if (node.pool !== undefined) add("loaders", node.pool.counters);

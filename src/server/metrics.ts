@@ -195,7 +195,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     const cc = cluster.counters;
     gauge("mybuncache_cluster_members", "Members of the ring, this node included.", [], (emit) => emit({}, cluster.members.length));
     gauge("mybuncache_cluster_peers_down", "Peers whose client marks them down.", [], (emit) =>
-      emit({}, cluster.others().filter((p) => p.isDown).length));
+      emit({}, cluster.peersDown));
     gauge("mybuncache_cluster_peers_lagging", "Peers that let a write's wait for their answer to its invalidation run out, and have not answered in time since: writes do not wait for them.", [], (emit) =>
       emit({}, cluster.laggingMembers.length));
     counter("mybuncache_cluster_stalls_total", "Times this node's event loop was found stalled (0.4 peer timeouts, 50 ms at least, or more) and its mirrors dropped.", [], (emit) =>
