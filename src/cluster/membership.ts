@@ -18,6 +18,7 @@
  *   last good list.
  */
 import { errorText } from "../protocol/errors.ts";
+import { hostPort } from "../bytes/bytes.ts";
 import { constants, watch, type FSWatcher, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
@@ -315,7 +316,7 @@ export class DnsMembers implements MembershipSource {
       this.failed("peers DNS lookup failed", (e as Error).message);
       return;
     }
-    const members = [...new Set(addresses)].sort().map((a) => (a.includes(":") ? `[${a}]:${this.port}` : `${a}:${this.port}`));
+    const members = [...new Set(addresses)].sort().map((a) => hostPort(a, this.port));
     if (members.length === 0) return;
     if (members.length > MAX_MEMBERS) {
       this.failed("peers DNS answer not applied", `${members.length} members: more than ${MAX_MEMBERS}`);
