@@ -114,9 +114,7 @@ export class ProtocolConnection {
     const reply = this.reply;
     const copy = reader.buffer.slice(reader.start, reader.end);
     this.decoder.decode(copy, 0, copy.length, reader.transport, request); // (it decoded once: it cannot throw now)
-    const next = new ReplyWriter(reply.out);
-    next.maxMultiBytes = reply.maxMultiBytes;
-    next.seedErrors = reply.seedErrors;
+    const next = reply.sibling(reply.out);
     reply.out = out;
     this.reply = next;
     this.request = new Request();

@@ -91,6 +91,14 @@ export class ReplyWriter {
     this.out = out;
   }
 
+  /** sibling is a writer to `out` that answers as this one does (its reply limit, its error style). */
+  sibling(out: BinaryWriter): ReplyWriter {
+    const w = new ReplyWriter(out);
+    w.maxMultiBytes = this.maxMultiBytes;
+    w.seedErrors = this.seedErrors;
+    return w;
+  }
+
   /** beginGet writes a Get reply up to the value and returns where `valueLength` bytes go. */
   beginGet(req: Request, valueLength: number): number {
     const t = req.transport;

@@ -66,10 +66,7 @@ export function dispatch(ctx: DispatchContext, req: Request, reply: ReplyWriter,
  */
 export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
   if (!req.oneway) return reply;
-  const sink = new ReplyWriter(new BinaryWriter(256));
-  sink.maxMultiBytes = reply.maxMultiBytes;
-  sink.seedErrors = reply.seedErrors;
-  return sink;
+  return reply.sibling(new BinaryWriter(256));
 }
 
 
