@@ -480,18 +480,15 @@ export class CacheServer implements DispatchContext {
     else this.account(conn);
   }
 
-  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes). */
+  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes); its deadline goes. */
   private onHandshake(conn: Connection | undefined): void {
-    if (conn === undefined) return;
+    if (conn === undefined || conn.handshakeTimer === undefined) return;
     clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = undefined;
   }
 
   private onClose(conn: Connection | undefined): void {
-    if (conn !== undefined && conn.handshakeTimer !== undefined) {
-      clearTimeout(conn.handshakeTimer);
-      conn.handshakeTimer = undefined;
-    }
+    this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
     if (conn === undefined || !this.connections.delete(conn)) return;
     conn.open = false;
     if (conn.rejected) this.rejectedOpen--;

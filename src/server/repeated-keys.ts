@@ -1,9 +1,9 @@
 /**
  * repeatedKeys marks the entries of a multi-key request (GetMulti, PeerGetMulti) whose key an
  * earlier entry of it names already: its reply is a Thrift map, whose keys are unique (the seed
- * answered a Go map), so a key asked twice is answered once. (Written once per entry, a key
- * repeated a thousand times made a reply a thousand values long, and could pass the frame limit
- * where the seed answered one.) Every entry still counts as a Get.
+ * answered a Go map), so a key asked twice is looked up, counted, loaded and answered once.
+ * (Written once per entry, a key repeated a thousand times made a reply a thousand values long,
+ * and could pass the frame limit where the seed answered one.)
  *
  * Returns flags by entry index (1 = repeated), or null when no key repeats. The flags and the
  * table are module scratch, kept up to SCRATCH_SLOTS: read them before the next call (the callers

@@ -623,9 +623,9 @@ export class Store {
     const page = this.slab.pages[w[r + W_PAGE]!]!;
     const hash = hashBytes(page, w[r + W_OFF]! + CHUNK_HEADER, keyLen, this.hashSeed);
     this.index.remove(id, hash);
-    // An item expiring that was wanted (read as it expired, or read since it was stored) goes back
-    // into the LRU-K history one offer short of K: its reload is admitted at once, where, as a new
-    // key's, it cost K loads at every expiry (Admission.remember).
+    // An item expiring that was wanted (read as it expired, or read since it was stored) is kept
+    // as an LRU-K ghost: its reload is admitted at its first fill, where, as a new key's, it cost
+    // K loads at every expiry (Admission.remember).
     if (why === REMOVE_EXPIRE_READ || ((why === REMOVE_EXPIRE_ACTIVE || why === REMOVE_EXPIRE_LAZY) && (w[r + W_CLASS]! & FLAG_READ) !== 0)) {
       this.admission.remember(hash);
     }
