@@ -4,7 +4,6 @@
  * fairness, the cap on what all connections together hold, and NodeStats.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
@@ -14,7 +13,7 @@ import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
-import { selfSigned } from "../support/tls.ts";
+import { selfSigned, withTlsDir } from "../support/tls.ts";
 
 const TOKEN = "s3cret-token-0123456789";
 
@@ -94,8 +93,7 @@ describe("token auth", () => {
 
 describe("TLS", () => {
   test("a stock Apache Thrift client talks to the node over TLS (self-signed certificate made here)", async () => {
-    const dir = await mkdtemp("/tmp/mybuncache-tls-");
-    try {
+    await withTlsDir(async (dir) => {
       const { cert, key } = selfSigned(dir);
       await using node = startNode({ tlsCert: cert, tlsKey: key });
       const conn = thrift.createSSLConnection("127.0.0.1", node.port, {
@@ -114,16 +112,13 @@ describe("TLS", () => {
       raw.write(getCall(1, "tls"));
       await raw.closed;
       expect(raw.frames().length).toBe(0);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe("TLS files are checked before the port listens", () => {
   test("a file that is no certificate, a key that is not the certificate's, or a CA file of no certificate refuses the start naming the file (review: blamed on --port)", async () => {
-    const dir = await mkdtemp("/tmp/mybuncache-tls-");
-    try {
+    await withTlsDir(async (dir) => {
       const a = selfSigned(dir, "a");
       const b = selfSigned(dir, "b");
       const junk = join(dir, "junk.pem");
@@ -134,16 +129,13 @@ describe("TLS files are checked before the port listens", () => {
       expect(() => startNode({ tlsCert: a.cert, tlsKey: a.key, peers: ["127.0.0.1:1"], tlsCa: junk })).toThrow(`the TLS CA peers are checked against ${junk} is not usable`);
       await using ok = startNode({ tlsCert: a.cert, tlsKey: a.key });
       expect(ok.port).toBeGreaterThan(0);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe("TLS connections that never finish their handshake", () => {
   test("count against --max-connections and the idle timeout, and are closed after the handshake deadline (review: invisible to every limit, they used up the descriptors)", async () => {
-    const dir = await mkdtemp("/tmp/mybuncache-tls-");
-    try {
+    await withTlsDir(async (dir) => {
       const { cert, key } = selfSigned(dir);
       const ca = await Bun.file(cert).text();
       {
@@ -175,16 +167,13 @@ describe("TLS connections that never finish their handshake", () => {
         await s.closed;
         expect(node.server.counters.handshakeTimeouts).toBe(1);
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }, 30_000);
 });
 
 describe("TLS handshake failures name their cause", () => {
   test("a client that does not trust the node's CA, dials a name the certificate does not cover, or a node without TLS, says so; with or without a token", async () => {
-    const dir = await mkdtemp("/tmp/mybuncache-tls-");
-    try {
+    await withTlsDir(async (dir) => {
       const served = selfSigned(dir, "served", "127.0.0.1", "IP:127.0.0.1");
       const other = selfSigned(dir, "other", "127.0.0.1", "IP:127.0.0.1");
       const named = selfSigned(dir, "named", "other.example", "DNS:other.example");
@@ -218,9 +207,7 @@ describe("TLS handshake failures name their cause", () => {
       } finally {
         await client.close();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
