@@ -4,7 +4,7 @@
  * fairness, the cap on what all connections together hold, and NodeStats.
  */
 import { describe, expect, test } from "bun:test";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
 import { parseArgs } from "../../src/server/config.ts";
@@ -211,6 +211,16 @@ describe("TLS handshake failures name their cause", () => {
   });
 });
 
+/** storeBigAndConnect stores `size` bytes under "big", then opens a plain socket to the node (how it reads is the test's). */
+async function storeBigAndConnect(port: number, size: number): Promise<Socket> {
+  const writer = new CacheClient({ host: "127.0.0.1", port });
+  await writer.set("default", "big", new Uint8Array(size).fill(97));
+  await writer.close();
+  const sock = connect({ port, host: "127.0.0.1" });
+  await new Promise((r) => sock.once("connect", r));
+  return sock;
+}
+
 describe("resource limits", () => {
   test("the idle timeout closes a silent connection and spares a busy one", async () => {
     await using node = startNode({ idleTimeoutMs: 600 });
@@ -277,12 +287,8 @@ describe("resource limits", () => {
 
   test("the idle timeout counts reply bytes the socket takes: a client that reads a large reply late is not closed as soon as it is written out (review: closed with its next request unanswered)", async () => {
     await using node = startNode({ idleTimeoutMs: 600, maxItemSize: 16 * 1024 * 1024, memory: 128 * 1024 * 1024 });
-    const writer = new CacheClient({ host: "127.0.0.1", port: node.port });
     const size = 15_000_000; // more than the kernel's buffers take at once: the rest is written as the client reads
-    await writer.set("default", "big", new Uint8Array(size).fill(97));
-    await writer.close();
-    const sock = connect({ port: node.port, host: "127.0.0.1" });
-    await new Promise((r) => sock.once("connect", r));
+    const sock = await storeBigAndConnect(node.port, size);
     let got = 0;
     let closed = false;
     sock.on("close", () => void (closed = true));
@@ -303,12 +309,8 @@ describe("resource limits", () => {
 
   test("a client reading its replies slowly but steadily is not closed as idle while they wait (review: the kernel shows its reads a megabyte at a time)", async () => {
     await using node = startNode({ idleTimeoutMs: 300, maxItemSize: 16 * 1024 * 1024, memory: 128 * 1024 * 1024 }, { sendStallMs: 3_000 });
-    const writer = new CacheClient({ host: "127.0.0.1", port: node.port });
     const size = 8_000_000;
-    await writer.set("default", "big", new Uint8Array(size).fill(97));
-    await writer.close();
-    const sock = connect({ port: node.port, host: "127.0.0.1" });
-    await new Promise((r) => sock.once("connect", r));
+    const sock = await storeBigAndConnect(node.port, size);
     let got = 0;
     let closed = false;
     const rate = 2 * 1024 * 1024; // bytes a second
