@@ -20,7 +20,7 @@ export function nodeFigures(node: CacheNode): [string, number][] {
   for (const g of node.groups.all()) {
     add(`group.${g.name}`, g.counters);
     const s = g.store.stats();
-    for (const k of ["items", "bytesUsed", "dataBytes", "pageBytes", "metaBytes", "capacity", "pageSize", "maxItemSize", "evictions", "expiredLazy", "expiredActive",
+    for (const k of ["items", "bytesUsed", "dataBytes", "pageBytes", "metaBytes", "capacity", "pageSize", "maxItemSize", "evictions", "collisionEvictions", "expiredLazy", "expiredActive",
       "admissionsRejected", "pageMoves", "pageReleases", "heapSize"] as const) {
       out.push([`group.${g.name}.store.${k}`, s[k]]);
     }

@@ -169,6 +169,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   perStore("gauge", "mybuncache_meta_bytes", "Bytes charged to metadata (item table, index, heap).", (s) => s.metaBytes());
   perStore("gauge", "mybuncache_capacity_bytes", "Memory budget: slab pages plus metadata.", (s) => s.capacity);
   perStore("counter", "mybuncache_evictions_total", "Live items removed to make room.", (s) => s.counters.evictions);
+  perStore("counter", "mybuncache_collision_evictions_total", "Live items removed for a new key past the most keys one hash may hold (8): chosen keys, hash flooding.", (s) => s.counters.collisionEvictions);
   counter("mybuncache_expirations_total", "Expired items removed, on read (lazy) or by the expiry timer (active).",
     ["group", "store", "kind"], (emit) => eachStore((labels, s) => {
       emit({ ...labels, kind: "lazy" }, s.counters.expiredLazy);

@@ -11,11 +11,19 @@
  * the keys sit past their home slot, and each of their lookups used to read a stranger's record
  * first. It also lets Store warm-up (warm.ts) find the right item from the index alone.
  *
+ * Keys sharing a full 32-bit hash are bounded to MAX_SAME_HASH (the store makes room among them:
+ * `sameHash`). A lookup compares key bytes only at slots carrying its hash, so this bounds what
+ * one lookup compares, whatever the keys. MurmurHash3 has seed-independent multicollisions (two
+ * 4-byte blocks whose differences cancel), so a client can make any number of keys share a hash
+ * under every seed: unbounded, 16,384 of them took 3.7 s to set, each later lookup of one walking
+ * all of them (hash flooding, as Redis and Python met it; they moved to SipHash, which costs a
+ * hit more than this bound does).
+ *
  * Deletion shifts later entries of the probe chain back (no tombstones), so probe lengths do not
  * degrade under churn. The table doubles (a full rehash from the kept hashes, no record reads)
  * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
  */
-import { KEY_SHIFT, NIL, STRIDE, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
+import { KEY_SHIFT, NIL, STRIDE, W_ATIME, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 
@@ -23,6 +31,12 @@ import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 export const MAX_LOAD = 0.7;
 /** SLOT_BYTES is the size of one slot: hash and id. */
 export const SLOT_BYTES = 8;
+/**
+ * MAX_SAME_HASH is the most keys the index holds under one 32-bit hash. Among n random keys,
+ * about n^9 / (9! * 2^256) sets of nine share one (10^-27 for a billion keys): only chosen keys
+ * reach it.
+ */
+export const MAX_SAME_HASH = 8;
 
 export class HashIndex {
   /** slots holds (hash, id) pairs: slot s is words 2s and 2s+1. */
@@ -57,6 +71,34 @@ export class HashIndex {
       const id = slots[2 * s + 1]!;
       if (id === NIL) return NIL;
       if (slots[2 * s] === hash && w[id * STRIDE + W_CLASS]! >>> KEY_SHIFT === len && this.keyEquals(id, key, off, len)) return id;
+      s = (s + 1) & mask;
+    }
+  }
+
+  /**
+   * sameHash returns the least recently used of the items under `hash` (the oldest access tick
+   * against `tick`, the store's current one) when MAX_SAME_HASH of them are held already, else
+   * NIL: an insert under `hash` must remove it first.
+   */
+  sameHash(hash: number, tick: number): ItemId {
+    const slots = this.slots;
+    const w = this.items.w;
+    const mask = this.mask;
+    let s = hash & mask;
+    let n = 0;
+    let oldest = NIL;
+    let oldestAge = -1;
+    for (;;) {
+      const id = slots[2 * s + 1]!;
+      if (id === NIL) return n >= MAX_SAME_HASH ? oldest : NIL;
+      if (slots[2 * s] === hash) {
+        n++;
+        const a = (tick - w[id * STRIDE + W_ATIME]!) >>> 0;
+        if (a > oldestAge) {
+          oldestAge = a;
+          oldest = id;
+        }
+      }
       s = (s + 1) & mask;
     }
   }

@@ -51,6 +51,7 @@ export class StoreCounters {
   sets = 0; // successful set and fill calls
   deletes = 0; // delete calls that removed an item
   evictions = 0; // live items removed to make room (LRU tail or page move)
+  collisionEvictions = 0; // live items removed for a new key past the most keys one hash may hold
   expiredLazy = 0; // expired items removed when read
   expiredActive = 0; // expired items removed by expire()
   admissionsRejected = 0; // fills refused by LRU-K

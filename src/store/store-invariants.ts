@@ -16,6 +16,7 @@
  *   per-page and per-class used counts and the empty-page count match.
  */
 import { hashBytes } from "./hash.ts";
+import { MAX_SAME_HASH } from "./hash-index.ts";
 import { NIL, STRIDE, W_HEAP } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
@@ -78,6 +79,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
 
   let indexed = 0;
   const seen = new Uint8Array(items.cap);
+  const perHash = new Map<number, number>();
   for (let i = 0; i < index.slotCount; i++) {
     const id = index.slots[2 * i + 1]!;
     if (id === NIL) continue;
@@ -89,6 +91,9 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     }
     if (seen[id]) fail(`item ${id} indexed twice`);
     seen[id] = 1;
+    const sharing = (perHash.get(keyHash[id]!) ?? 0) + 1;
+    if (sharing > MAX_SAME_HASH) fail(`${sharing} items share hash ${keyHash[id]}, past MAX_SAME_HASH`);
+    perHash.set(keyHash[id]!, sharing);
     indexed++;
   }
   if (indexed !== live || index.count !== live) fail(`index holds ${indexed} (count ${index.count}), live ${live}`);

@@ -62,6 +62,8 @@ const REMOVE_EXPIRE_ACTIVE = 3;
 const REMOVE_REPLACE = 4;
 /** REMOVE_EXPIRE_READ: expired, found by a read (or the fill its miss loaded): counted as lazy. */
 const REMOVE_EXPIRE_READ = 5;
+/** REMOVE_COLLISION: made room for a new key among the most keys one hash may hold (HashIndex.sameHash). */
+const REMOVE_COLLISION = 6;
 
 export class Store {
   readonly capacity: number;
@@ -403,6 +405,10 @@ export class Store {
       }
       // A failed set below leaves the key absent, never stale (memcached's rule).
       this.remove(id, REMOVE_REPLACE);
+    } else {
+      // A new key: past MAX_SAME_HASH keys under its hash, the least recently used of them goes.
+      const crowded = this.index.sameHash(hash, this.tick);
+      if (crowded !== NIL) this.remove(crowded, REMOVE_COLLISION);
     }
     id = this.allocItem(cls);
     const page = id === NIL ? NIL : this.allocChunk(cls, id, true);
@@ -650,6 +656,9 @@ export class Store {
         break;
       case REMOVE_DELETE:
         this.counters.deletes++;
+        break;
+      case REMOVE_COLLISION:
+        this.counters.collisionEvictions++;
         break;
       default:
         break;

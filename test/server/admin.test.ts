@@ -20,6 +20,8 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nodeFigures } from "../../src/server/figures.ts";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { collidingKeys } from "../support/murmur-collisions.ts";
 
 const silent = new Logger("silent");
 
@@ -357,6 +359,21 @@ describe("admin port", () => {
     expect(store.set(k2, 0, k2.length, new Uint8Array(100).fill(118), 0, 100, 0)).toBe(0);
     expect(store.delete(k2, 0, k2.length)).toBe(true);
     expect(get(await scrape(a), "mybuncache_slab_free_chunks", cls)).toBe(1);
+  });
+
+  test("keys chosen to share a hash under every seed: a SetMulti of 300 keeps the last 8, the rest counted in collision_evictions_total", async () => {
+    await using a = await startAdminNode();
+    await using c = new CacheClient({ host: "127.0.0.1", port: a.node.port });
+    const keys = collidingKeys(9, 300);
+    await c.setMulti("default", keys.map((k, i) => [k, `v${i}`] as [Uint8Array, string]));
+    await c.set("default", "plain", "value");
+    const metrics = await scrape(a);
+    const main = { group: "default", store: "main" };
+    expect(sampleValue(metrics, "mybuncache_collision_evictions_total", "mybuncache_collision_evictions_total", main)).toBe(292);
+    expect(sampleValue(metrics, "mybuncache_evictions_total", "mybuncache_evictions_total", main)).toBe(0);
+    expect(new TextDecoder().decode((await c.get("default", keys[299]!)).value!)).toBe("v299");
+    await expect(c.get("default", keys[0]!)).rejects.toMatchObject({ code: ERROR_CODE.NOT_FOUND });
+    expect(new TextDecoder().decode((await c.get("default", "plain")).value!)).toBe("value");
   });
 
   test("the request histogram, requests and errors by method expose what LatencyHistogram recorded", async () => {
