@@ -167,6 +167,19 @@ describe("node.ts command-line errors", () => {
     expect(stderr).not.toMatch(READY);
   });
 
+  // What only starting finds (a file a flag names, a host name, the ports) exits 1: docs/running.md, "Exit codes".
+  const START: [string[], string[]][] = [
+    [["--host", "no-such-host.invalid", "--insecure"], ["no-such-host.invalid", "the host name could not be resolved"]],
+    [["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], ["--tls-cert", "/nonexistent/cert.pem"]],
+  ];
+  test.each(START)("%p exits 1: cannot start, saying why", async (args, parts) => {
+    const { code, stderr } = await runToExit(["--port", "0", ...args]);
+    expect(code).toBe(1);
+    expect(stderr).toStartWith("mybuncache: cannot start: ");
+    for (const part of parts) expect(stderr).toContain(part);
+    expect(stderr).not.toMatch(READY);
+  });
+
   test("--memory 1k is too small: exits non-zero and says why", async () => {
     const { code, stderr } = await runToExit(["--port", "0", "--memory", "1k"]);
     expect(code).not.toBe(0);

@@ -118,6 +118,15 @@ describe("node lifecycle with a snapshot", () => {
     }
   });
 
+  test("a --host name that does not resolve is told as such (review: 'Failed to listen at no-such-host.invalid', which did not say why)", () => {
+    const logger = new LogSink().logger;
+    expect(() => CacheNode.start({ port: 0, host: "no-such-host.invalid", insecure: true }, { logger })).toThrow(
+      "cannot listen on no-such-host.invalid:0 for the Thrift port (--port): the host name could not be resolved",
+    );
+    // A name that resolves keeps the bind's cause: 3405803781 is 203.0.113.5 (TEST-NET-3) to getaddrinfo.
+    expect(() => CacheNode.start({ port: 0, host: "3405803781", insecure: true }, { logger })).toThrow("no interface of this host has that address");
+  });
+
   test("shutdown waits for loads up to the longest load timeout + 1 s, within 5-30 s", () => {
     const with_ = (loadTimeoutMs: number, groupTimeouts: number[] = []) =>
       drainTimeoutMs({ ...DEFAULTS, loadTimeoutMs, groups: groupTimeouts.map((t, i) => ({ name: `g${i}`, ttlMs: 0, loadTimeoutMs: t })) });
