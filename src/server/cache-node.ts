@@ -442,7 +442,9 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   // places, shared by its groups, so loads at their turn always have the other half (a pool of
   // one place takes none ahead).
   const poolAhead = deps.pool === undefined ? undefined : new LoadsAhead(Math.floor(deps.pool.capacity / 2));
-  for (const spec of splitMemory(config, Object.keys(loaders))) {
+  const specs = splitMemory(config, Object.keys(loaders));
+  warnUnusedMemory(config, specs, deps.logger);
+  for (const spec of specs) {
     const mirror = clustered ? Math.floor(spec.memory * config.mirrorShare) : 0;
     groups.add(namedGroup(spec.name, () => new Group({
       name: spec.name,
@@ -577,6 +579,22 @@ function collectLoaders(deps: NodeDeps): Record<string, Loader> {
     loaders[name] = (key) => pool!.run(name, key);
   }
   return loaders;
+}
+
+/**
+ * warnUnusedMemory warns when every group has an explicit size and together they leave part of
+ * --memory to none: `--memory 64mb --group users:16mb` holds 16 MiB. (A group without a size
+ * takes what the others leave, less a few bytes of rounding.)
+ */
+function warnUnusedMemory(config: NodeConfig, specs: readonly { name: string; memory: number }[], logger: Logger | undefined): void {
+  const sized = new Set(config.groups.filter((g) => g.memory !== undefined).map((g) => g.name));
+  if (!specs.every((g) => sized.has(g.name))) return;
+  const used = specs.reduce((sum, g) => sum + g.memory, 0);
+  if (used >= config.memory) return;
+  const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)}MiB`;
+  logger?.warn("part of --memory is in no group: every group has an explicit size (give one group no size to have it take the rest, or lower --memory)", {
+    memory: mib(config.memory), groups: mib(used), unused: mib(config.memory - used),
+  });
 }
 
 /**

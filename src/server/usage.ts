@@ -15,7 +15,8 @@ Flags:
                          most the machine's memory)
   --group NAME[:SIZE[:TTL[:OPTIONS]]]
                          define a group (repeatable). SIZE is its memory (default: an equal share
-                         of what the other groups leave); TTL its default TTL (default 0 = none).
+                         of what the other groups leave; when every group has one, what they leave
+                         is unused, with a warning); TTL its default TTL (default 0 = none).
                          OPTIONS, comma-separated, apply to groups with a loader:
                            admit=lru-k | admit=lru-k=K | admit=always  (loaded values; default lru-k=2)
                            negttl=DUR   cache "not found" (and "too large") for DUR (default off)

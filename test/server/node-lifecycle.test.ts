@@ -103,6 +103,25 @@ describe("node lifecycle with a snapshot", () => {
     await clustered.close();
   });
 
+  test("groups whose explicit sizes leave part of --memory to none start with one warning saying how much (review: 48 MiB of --memory 64mb went unused, unsaid)", async () => {
+    const MIB = 1024 * 1024;
+    const warnings = async (config: Partial<NodeConfig>, loaders?: Record<string, (key: string) => string>): Promise<string[]> => {
+      const log = new LogSink();
+      await CacheNode.start({ port: 0, ...config }, { logger: log.logger, loaders }).close();
+      return log.lines.filter((l) => l.includes("part of --memory is in no group"));
+    };
+    const unused = await warnings({ memory: 64 * MIB, groups: [{ name: "users", memory: 16 * MIB, ttlMs: 0 }] });
+    expect(unused).toHaveLength(1);
+    expect(unused[0]).toContain("WARN");
+    expect(unused[0]).toContain("memory=64.0MiB groups=16.0MiB unused=48.0MiB");
+    expect(unused[0]).toContain("give one group no size to have it take the rest, or lower --memory");
+    // Nothing is left over: sizes that sum to --memory, a group with no size, a loader's group with no --group.
+    expect(await warnings({ memory: 32 * MIB, groups: [{ name: "a", memory: 16 * MIB, ttlMs: 0 }, { name: "b", memory: 16 * MIB, ttlMs: 0 }] })).toEqual([]);
+    expect(await warnings({ memory: 64 * MIB, groups: [{ name: "a", memory: 16 * MIB, ttlMs: 0 }, { name: "b", ttlMs: 0 }] })).toEqual([]);
+    expect(await warnings({ memory: 64 * MIB, groups: [{ name: "a", memory: 16 * MIB, ttlMs: 0 }] }, { users: (key) => key })).toEqual([]);
+    expect(await warnings({ memory: 64 * MIB })).toEqual([]);
+  });
+
   test("a port in use is named, with its flag and the cause (review: 'Failed to listen at 127.0.0.1' for either port)", async () => {
     const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {
