@@ -5,17 +5,20 @@
  *
  * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0 (1 when the final snapshot failed). A
  * second signal exits at once with 1 (a snapshot not yet rewritten is moved aside). SIGHUP:
- * re-read the peers file.
+ * re-read the peers (on a node without peers it is logged and ignored).
  *
  * A promise rejected with no handler (a bug: ours, or of code the loaders module started in this
  * thread) is logged as an internal error and counted (`internal_errors`), and the node goes on.
  * Bun's default, exiting, would drop every client and the whole cache for a failure that touched
  * one request at most: what the server's own guards do for a connection's fault.
  */
-import { CacheNode } from "./src/server/cache-node.ts";
+import { CacheNode, isClustered } from "./src/server/cache-node.ts";
 import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
 import { errorText } from "./src/protocol/errors.ts";
 import { USAGE } from "./src/server/usage.ts";
+
+/** NO_PEERS: what SIGHUP, the peers' reload signal, does on a node without peers. */
+const NO_PEERS = "no peers to re-read (the node has no --peers, --peers-file or --peers-dns); ignored";
 
 async function main(): Promise<void> {
   let parsed;
@@ -57,8 +60,12 @@ async function main(): Promise<void> {
   });
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  const peered = isClustered(parsed.config);
   process.on("SIGHUP", () => {
-    if (node === undefined) return console.error("mybuncache: SIGHUP while starting: the peers are read once the node listens");
+    if (node === undefined) {
+      return console.error(`mybuncache: SIGHUP while starting: ${peered ? "the peers are read once the node listens" : NO_PEERS}`);
+    }
+    if (!peered) return node.logger.info(`SIGHUP: ${NO_PEERS}`);
     node.logger.info("SIGHUP: re-reading the peers");
     node.reloadPeers();
   });

@@ -427,7 +427,8 @@ export function openFilesLimit(limits?: string): number | undefined {
   return m === null ? undefined : Number(m[1]);
 }
 
-function isClustered(config: NodeConfig): boolean {
+/** isClustered tells whether the node has peers (--peers, --peers-file or --peers-dns). */
+export function isClustered(config: Pick<NodeConfig, "peers" | "peersFile" | "peersDns">): boolean {
   return config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
 }
 

@@ -3,7 +3,7 @@
  * peers' reload signal, must not end it (its default action would); SIGTERM ends it at once with
  * exit 0. The loaders module of the fixture takes 1.5 s to import and says when it began. And a
  * second SIGTERM while it shuts down, before the final snapshot: exit 1, the old snapshot moved
- * aside.
+ * aside. And SIGHUP on a running node: it re-reads the peers, or says there are none.
  */
 import { afterEach, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { until } from "../client/support.ts";
-import { ROOT, spawnNode } from "../support/node-process.ts";
+import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
 
 const FIXTURE = join(ROOT, "test/loaders/fixtures/slow-import.ts");
 const procs: ReturnType<typeof Bun.spawn>[] = [];
@@ -43,7 +43,7 @@ test("SIGHUP while starting is noted, and the node comes up and serves", async (
   const ended = (): boolean => proc.exitCode !== null || proc.signalCode !== null;
   await until(() => /listening on [^\s]+:\d+/.test(log()) || ended(), 10_000);
   expect([proc.exitCode, proc.signalCode]).toEqual([null, null]);
-  expect(log()).toContain("SIGHUP while starting");
+  expect(log()).toContain("SIGHUP while starting: no peers to re-read");
   const port = Number(/listening on [^\s]+:(\d+)/.exec(log())![1]);
   const c = new CacheClient({ host: "127.0.0.1", port });
   expect(new TextDecoder().decode((await c.get("g", "k")).value)).toBe("v:k");
@@ -81,4 +81,22 @@ test("a second SIGTERM before the final snapshot exits 1 and moves the old snaps
   const files = readdirSync(dir);
   expect(files.filter((f) => f === "cache.snap")).toEqual([]);
   expect(files.filter((f) => f.startsWith("cache.snap.stale-")).length).toBe(1);
+}, 20_000);
+
+test("SIGHUP on a running node re-reads its peers, or says it has none (review: a node without peers logged 're-reading the peers')", async () => {
+  const [port] = freePorts(1);
+  const alone = await spawnNode(["--port", "0"]);
+  procs.push(alone.proc);
+  const peered = await spawnNode(["--port", String(port), "--peers", `127.0.0.1:${port}`]);
+  procs.push(peered.proc);
+  for (const n of [alone, peered]) n.proc.kill("SIGHUP");
+  await until(() => alone.log().includes("SIGHUP:") && peered.log().includes("SIGHUP:"), 5_000);
+  expect(alone.log()).toContain("SIGHUP: no peers to re-read (the node has no --peers, --peers-file or --peers-dns); ignored");
+  expect(alone.log()).not.toContain("re-reading the peers");
+  expect(peered.log()).toContain("SIGHUP: re-reading the peers");
+  for (const n of [alone, peered]) {
+    expect([n.proc.exitCode, n.proc.signalCode]).toEqual([null, null]); // SIGHUP ends neither
+    n.proc.kill("SIGTERM");
+    expect(await n.proc.exited).toBe(0);
+  }
 }, 20_000);
