@@ -12,6 +12,7 @@ import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import thrift from "thrift";
+import { hostPort } from "../../src/bytes/bytes.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 if (!existsSync(ROOT + "test/gen/cache/GroupCache.js")) {
@@ -120,6 +121,6 @@ const server = thrift.createServer(GroupCache as never, handler as never, {
 });
 server.on("error", (err: Error) => console.error("apache-server:", err.message));
 server.listen(Number(opt.port), opt.host, () => {
-  console.log(`apache-server listening on ${opt.host}:${opt.port} transport=${opt.transport}`);
+  console.log(`apache-server listening on ${hostPort(opt.host!, Number(opt.port))} transport=${opt.transport}`);
 });
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => { server.close(); process.exit(0); });

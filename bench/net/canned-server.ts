@@ -13,6 +13,7 @@
 //   bun bench/net/canned-server.ts --port 9000 --value-size 100
 import { parseArgs } from "node:util";
 import { thriftGetReply, valueFor } from "./frames.ts";
+import { hostPort } from "../../src/bytes/bytes.ts";
 
 const MAX_FRAME = 16_384_000; // Thrift's default frame limit
 const BATCH = 1024; // replies prebuilt; larger bursts are written in BATCH-sized pieces
@@ -82,5 +83,5 @@ const server = Bun.listen<Conn>({
     error() {},
   },
 });
-console.log(`canned-server listening on ${server.hostname}:${server.port} reply=${LEN}B`);
+console.log(`canned-server listening on ${hostPort(server.hostname, server.port)} reply=${LEN}B`);
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => { server.stop(true); process.exit(0); });

@@ -13,6 +13,7 @@
 //   bun bench/net/minimal-server.ts --port 9000 --value-size 100
 import type { Socket } from "bun";
 import { parseArgs } from "node:util";
+import { hostPort } from "../../src/bytes/bytes.ts";
 
 const { values: opt } = parseArgs({
   options: {
@@ -205,6 +206,6 @@ const server = Bun.listen<Conn>({
     error() {},
   },
 });
-console.log(`minimal-server listening on ${server.hostname}:${server.port}${WARM ? " (warm)" : ""}`);
+console.log(`minimal-server listening on ${hostPort(server.hostname, server.port)}${WARM ? " (warm)" : ""}`);
 process.on("exit", () => { if (warmSink === 0.5) console.log(warmSink); }); // keeps the warm loads
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => { server.stop(true); process.exit(0); });

@@ -46,6 +46,7 @@ import { ClientConnection, type Endpoint, report } from "./client-connection.ts"
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
+import { hostPort } from "../bytes/bytes.ts";
 
 /** WRITES are the calls `pick` sends on the write connection, in their client and peer forms. */
 const WRITES: ReadonlySet<number> = new Set(
@@ -456,7 +457,7 @@ export class CacheClient {
         void old.close(); // its calls have all settled
       }
     }
-    if (timedOut) this.health.failed(`calls to ${this.endpoint.host}:${this.endpoint.port} timed out`); // one failure per sweep (see ClientConnection.sweep)
+    if (timedOut) this.health.failed(`calls to ${hostPort(this.endpoint.host, this.endpoint.port)} timed out`); // one failure per sweep (see ClientConnection.sweep)
     // Counted last: the callbacks of the calls failed above may have made new calls, on any
     // connection (one swept already included), and each needs the timer for its timeout.
     if (!this.waitingAnywhere()) this.stopSweep();

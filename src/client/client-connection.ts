@@ -56,7 +56,7 @@
 import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
-import { readI32 } from "../bytes/bytes.ts";
+import { hostPort, readI32 } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError, errorText } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
@@ -430,7 +430,7 @@ export class ClientConnection {
     this.clearConnectTimer();
     this.attemptId++; // a late open of this attempt is stale
     this.endHandshake();
-    this.lost(`connect to ${this.endpoint.host}:${this.endpoint.port} failed: ${reason}`);
+    this.lost(`connect to ${hostPort(this.endpoint.host, this.endpoint.port)} failed: ${reason}`);
   }
 
   onData(socket: CallSocket, chunk: Uint8Array): void {
@@ -550,7 +550,7 @@ export class ClientConnection {
   }
 
   onClose(socket: CallSocket, id: number): void {
-    if (socket === this.socket) this.lost(`connection to ${this.endpoint.host}:${this.endpoint.port} closed`);
+    if (socket === this.socket) this.lost(`connection to ${hostPort(this.endpoint.host, this.endpoint.port)} closed`);
     else if (this.socket === null) this.connectFailed(id, "closed during the TLS handshake"); // (ignored unless the current attempt)
   }
 
@@ -611,12 +611,12 @@ export class ClientConnection {
         p.lateWait(slot);
         continue;
       }
-      error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
+      error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
       if (slot === this.revivalSlot) revival = true;
       if (this.timeOut(slot, unsent, (timedOut ??= newTimedOut()))) counted = true;
     }
     while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
-      error ??= unavailable(`timeout calling ${this.endpoint.host}:${this.endpoint.port}`);
+      error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
       if (this.timeOut(p.lateHead, false, (timedOut ??= newTimedOut()))) counted = true;
     }
     // The unsent frames of the calls timed out, all at the head of the output, go in one cut (one

@@ -659,3 +659,35 @@ describe("picking a connection", () => {
     expect(order).toEqual(["hot0", "hot1", "hot2", "hot3", "hot4", "hot5", "cold"]);
   });
 });
+
+/** IPV6: this machine has an IPv6 loopback to listen on (a container may not). */
+const IPV6 = (() => {
+  try {
+    Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } }).stop(true);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe("addresses in error texts", () => {
+  test.skipIf(!IPV6)("(needs an IPv6 loopback) an IPv6 host is written in brackets, as --peers takes it (review: 'connect to ::1:8001 failed')", async () => {
+    const closed = Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } });
+    const port = closed.port;
+    closed.stop(true);
+    const heard: string[] = [];
+    await using refused = new CacheClient({ host: "::1", port, connections: 1, maxFailures: 1, probeIntervalMs: 10_000, onHealth: (state, reason) => heard.push(`${state}: ${reason}`) });
+    expect((await rejection(refused.get("g", "k"))).message).toStartWith(`connect to [::1]:${port} failed`);
+    expect(heard).toEqual([expect.stringMatching(new RegExp(`^down: connect to \\[::1\\]:${port} failed`))]);
+
+    const silent = Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } });
+    try {
+      await using c = new CacheClient({ host: "::1", port: silent.port, timeoutMs: 50, maxFailures: 1, probeIntervalMs: 10_000, onHealth: (state, reason) => heard.push(`${state}: ${reason}`) });
+      expect((await rejection(c.get("g", "k"))).message).toBe(`timeout calling [::1]:${silent.port}`);
+      await until(() => heard.length === 2);
+      expect(heard[1]).toBe(`down: calls to [::1]:${silent.port} timed out`);
+    } finally {
+      silent.stop(true);
+    }
+  });
+});
