@@ -42,14 +42,17 @@ export interface MembershipSource {
   close(): void;
 }
 
-/** parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. */
+/**
+ * parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. An
+ * IPv6 host is in brackets, a link-local one with its zone (`[fe80::1%eth0]:8001`).
+ */
 export function parseMembers(text: string): string[] {
   const ids = new Set<string>();
   for (const line of text.split("\n")) {
     for (const part of line.replace(/#.*/, "").split(",")) {
       const id = part.trim();
       if (id === "") continue;
-      if ((!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(id)) || !validPort(id)) {
+      if ((!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+(%[\w.-]+)?\]:\d{1,5}$/.test(id)) || !validPort(id)) {
         throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
       }
       ids.add(id);

@@ -532,10 +532,13 @@ function parseSwitch(flag: string, inline: string | undefined): boolean {
   throw new ConfigError(`${flag} is on when given alone, or takes true/false (yes/no, on/off, 1/0), got '${inline}'`);
 }
 
-/** parseMember checks a `host:port` member id. */
+/**
+ * parseMember checks a `host:port` member id; an IPv6 host is in brackets, a link-local one with
+ * its zone (`[fe80::1%eth0]:8001`: Bun connects through the interface it names).
+ */
 function parseMember(flag: string, text: string): string {
   const port = Number(text.slice(text.lastIndexOf(":") + 1));
-  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text) || port < 1 || port > 65535) {
+  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+(%[\w.-]+)?\]):\d{1,5}$/.test(text) || port < 1 || port > 65535) {
     throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
   }
   return text;

@@ -36,6 +36,11 @@ describe("member ids", () => {
     expect(() => new CacheClient({ host: "127.0.0.1", port: 70000 })).toThrow(RangeError);
   });
 
+  test("an IPv6 member is in brackets, a link-local one with its zone, as --peers takes it", () => {
+    expect(parseMembers("[::1]:1\n[fe80::1%eth0]:8001")).toEqual(["[::1]:1", "[fe80::1%eth0]:8001"]);
+    expect(() => parseMembers("[fe80::1%]:8001")).toThrow("bad member '[fe80::1%]:8001'");
+  });
+
   test("a member no client can be made for is left out of the ring, and the others join", () => {
     const { warnings, logger } = quiet();
     const made: string[] = [];

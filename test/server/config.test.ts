@@ -72,6 +72,8 @@ describe("parseArgs flags", () => {
     [["--load-timeout", "2s"], { loadTimeoutMs: 2000 }],
     [["--self", "10.0.0.5:8001"], { self: "10.0.0.5:8001" }],
     [["--peers", "a:1,b:2,[::1]:3"], { peers: ["a:1", "b:2", "[::1]:3"] }],
+    // A link-local IPv6 member with its zone: Bun connects through the interface it names.
+    [["--peers", "[fe80::1%eth0]:8001,[fe80::2%eth0]:8001", "--self", "[fe80::1%eth0]:8001"], { peers: ["[fe80::1%eth0]:8001", "[fe80::2%eth0]:8001"], self: "[fe80::1%eth0]:8001" }],
     [["--peers-file", "peers.txt"], { peersFile: "peers.txt" }],
     [["--peers-dns", "cache.svc:8001", "--peers-dns-interval", "2s"], { peersDns: "cache.svc:8001", peersDnsIntervalMs: 2000 }],
     [["--vnodes", "100", "--mirror-share", "0.25"], { vnodes: 100, mirrorShare: 0.25 }],
@@ -246,6 +248,8 @@ describe("errors name the flag and what it expected", () => {
     [["--loader-threads", "0"], ["--loader-threads", "0"]],
     [["--loader-concurrency", "0"], ["--loader-concurrency", "0"]],
     [["--peers", "a:1,nope"], ["--peers", "host:port", "nope"]],
+    [["--peers", "[fe80::1%]:8001"], ["--peers", "host:port", "[fe80::1%]:8001"]],
+    [["--peers", "[fe80::1%eth/0]:8001"], ["--peers", "host:port", "[fe80::1%eth/0]:8001"]],
     [["--self", "a:99999"], ["--self", "a:99999"]],
     [["--peers", "a:1", "--peers-file", "f"], ["one of --peers, --peers-file and --peers-dns"]],
     [["--mirror-share", "1"], ["--mirror-share", "1"]],
