@@ -54,7 +54,7 @@ export class NodeProcess {
       const onLine = (line: string): void => {
         const admin = /admin port listening\b.*?:(\d+)/.exec(line);
         if (admin) node.adminPort = Number(admin[1]);
-        const m = /listening on [^\s:]+:(\d+)/.exec(line);
+        const m = /listening on \S+:(\d+)/.exec(line);
         if (m) {
           clearTimeout(timer);
           ok(Number(m[1]));
