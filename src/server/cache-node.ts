@@ -196,19 +196,22 @@ export class CacheNode {
 
   /**
    * retireSnapshot moves aside the snapshot on disk, which lacks the writes taken since it
-   * (`why`: the final one was not written), and says so; returns where it went, if anywhere.
+   * (`why`: the final one was not written, `failure` its write's error if it failed), and says
+   * so in one line; returns where it went, if anywhere.
    */
-  private retireSnapshot(s: Snapshotter, why: string): string | undefined {
+  private retireSnapshot(s: Snapshotter, why: string, failure?: unknown): string | undefined {
+    const fields = { path: s.path, ...(failure === undefined ? {} : { error: String(failure) }) };
     if (s.lock !== undefined && !s.lock.stillMine()) {
-      this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, { path: s.path });
+      this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, fields);
       return undefined;
     }
     try {
       const movedTo = s.retire();
-      if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { path: s.path, movedTo });
+      if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { ...fields, movedTo });
+      else if (failure !== undefined) this.logger.error(`${why}; there is no previous one: the next start is empty`, fields);
       return movedTo;
     } catch (e) {
-      this.logger.error(`${why}, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start`, { path: s.path, error: String(e) });
+      this.logger.error(`${why}, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start`, { ...fields, moveError: String(e) });
       return undefined;
     }
   }
@@ -225,10 +228,10 @@ export class CacheNode {
     await s.settled(); // a periodic write still running ends first …
     this.finalWritesBefore = s.counters.writes;
     try {
-      await s.write(); // … then one write of the final state (it logs how it went)
-    } catch {
+      await s.write(true); // … then one write of the final state (it logs its success; a failure is told below)
+    } catch (e) {
       this.finalSnapshotFailed = true;
-      this.retireSnapshot(s, "the final snapshot failed");
+      this.retireSnapshot(s, "the final snapshot failed", e);
     }
     s.lock?.release();
   }

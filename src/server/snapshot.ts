@@ -103,8 +103,13 @@ export class Snapshotter {
     this.maxKeyBytes = opts.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
   }
 
-  /** write snapshots every group's main store; a call while a write runs returns that write. */
-  write(): Promise<SnapshotResult> {
+  /**
+   * write snapshots every group's main store; a call while a write runs returns that write. A
+   * failure is logged as keeping the previous snapshot, which it does, unless `final`: the
+   * caller (CacheNode's last write at shutdown) moves the previous one aside, and says so and
+   * why in one line (the write's error with it).
+   */
+  write(final = false): Promise<SnapshotResult> {
     if (this.writing !== undefined) return this.writing;
     if (this.lock !== undefined && !this.lock.stillMine()) {
       // Its lock was taken over (this node stopped past its staleness): the file is another node's now.
@@ -113,7 +118,7 @@ export class Snapshotter {
       this.logger.error("snapshot write refused: the snapshot lock is another node's now", { path: this.path });
       return Promise.reject(e);
     }
-    const p = this.writeOnce().finally(() => {
+    const p = this.writeOnce(final).finally(() => {
       this.writing = undefined;
     });
     this.writing = p;
@@ -144,7 +149,7 @@ export class Snapshotter {
     this.stop();
   }
 
-  private async writeOnce(): Promise<SnapshotResult> {
+  private async writeOnce(final: boolean): Promise<SnapshotResult> {
     const t0 = performance.now();
     const tmp = `${this.path}.tmp-${process.pid}`;
     let fh: FileHandle | undefined;
@@ -171,7 +176,7 @@ export class Snapshotter {
       await fh?.close().catch(() => {});
       await unlink(tmp).catch(() => {});
       this.counters.failures++;
-      this.logger.error("snapshot write failed; the previous snapshot is kept", { path: this.path, error: String(e) });
+      if (!final) this.logger.error("snapshot write failed; the previous snapshot is kept", { path: this.path, error: String(e) });
       throw e;
     }
   }

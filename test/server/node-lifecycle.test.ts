@@ -34,7 +34,7 @@ describe("node lifecycle with a snapshot", () => {
     c2.close();
   });
 
-  test("a final snapshot that fails moves the previous one aside: the next start is empty, not stale", async () => {
+  test("a final snapshot that fails moves the previous one aside, and the log says so once: the next start is empty, not stale (review: it also said the previous one was kept)", async () => {
     const snapshot = join(dir, "cache.snap");
     const log = new LogSink();
     const first = await CacheNode.open({ port: 0, snapshot }, { logger: log.logger });
@@ -46,14 +46,34 @@ describe("node lifecycle with a snapshot", () => {
     mkdirSync(`${snapshot}.tmp-${process.pid}`); // the final write cannot open its temporary file
     await first.close();
     expect(first.finalSnapshotFailed).toBe(true);
-    expect(log.lines.some((l) => l.includes("the final snapshot failed") && l.includes(".stale-"))).toBe(true);
-    expect(readdirSync(dir).filter((f) => f.startsWith("cache.snap.stale-")).length).toBe(1);
+    const stale = readdirSync(dir).filter((f) => f.startsWith("cache.snap.stale-"));
+    expect(stale.length).toBe(1);
+    // One line tells the failure, with the write's error and where the previous snapshot went.
+    const errors = log.lines.filter((l) => l.includes(" ERROR "));
+    expect(errors.length).toBe(1);
+    expect(errors[0]).toContain("the final snapshot failed: the previous one lacks the writes taken since, so it is moved aside");
+    expect(errors[0]).toContain(`movedTo=${join(dir, stale[0]!)}`);
+    expect(errors[0]).toContain("EISDIR");
+    expect(log.lines.filter((l) => l.includes("kept"))).toEqual([]);
     rmSync(`${snapshot}.tmp-${process.pid}`, { recursive: true });
     await using second = await CacheNode.open({ port: 0, snapshot }, { logger: new LogSink().logger });
     const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
     await expect(c2.get("default", "k")).rejects.toMatchObject({ code: 1 }); // not v1, which v2 replaced
     c2.close();
     expect(second.finalSnapshotFailed).toBe(false);
+  });
+
+  test("a final snapshot that fails with no previous one says so, once", async () => {
+    const snapshot = join(dir, "cache.snap");
+    const log = new LogSink();
+    const node = await CacheNode.open({ port: 0, snapshot }, { logger: log.logger });
+    mkdirSync(`${snapshot}.tmp-${process.pid}`); // the final write cannot open its temporary file
+    await node.close();
+    expect(node.finalSnapshotFailed).toBe(true);
+    const errors = log.lines.filter((l) => l.includes(" ERROR "));
+    expect(errors.length).toBe(1);
+    expect(errors[0]).toContain("the final snapshot failed; there is no previous one: the next start is empty");
+    expect(errors[0]).toContain("EISDIR");
   });
 
   test("abandonSnapshot (a second signal) moves aside a snapshot the node has taken writes since, never a final one in place", async () => {
