@@ -4,8 +4,9 @@
  *   bun run node.ts --port 8001
  *
  * SIGINT/SIGTERM: stop accepting, flush what is owed, exit 0 (1 when the final snapshot failed). A
- * second signal exits at once with 1 (a snapshot not yet rewritten is moved aside). SIGHUP:
- * re-read the peers (on a node without peers it is logged and ignored).
+ * second signal exits at once with 1 (a snapshot write under way is abandoned, its temporary file
+ * removed, and a snapshot not yet rewritten is moved aside). SIGHUP: re-read the peers (on a node
+ * without peers it is logged and ignored).
  *
  * A promise rejected with no handler (a bug: ours, or of code the loaders module started in this
  * thread) is logged as an internal error and counted (`internal_errors`), and the node goes on.

@@ -180,15 +180,17 @@ export class CacheNode {
 
   /**
    * abandonSnapshot is for a process that exits before `close` has written the final snapshot (a
-   * second signal): the snapshot on disk lacks the writes taken since it, so it is moved aside now
-   * (synchronously, to `.stale-<ms>`) and the next start is empty rather than stale. Returns
-   * where it went, or undefined (no snapshot, none on disk, or the final write already done).
+   * second signal): a write under way is abandoned, its temporary file removed; the snapshot on
+   * disk lacks the writes taken since it, so it is moved aside now (synchronously, to
+   * `.stale-<ms>`) and the next start is empty rather than stale. Returns where it went, or
+   * undefined (no snapshot, none on disk, or the final write already done).
    */
   abandonSnapshot(): string | undefined {
     const s = this.snapshotter;
+    if (s === undefined) return undefined;
+    s.abandon();
     // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
-    if (s === undefined || (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore)) return undefined;
-    s.stop();
+    if (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore) return undefined;
     const movedTo = this.retireSnapshot(s, "exiting before the final snapshot");
     s.lock?.release();
     return movedTo;

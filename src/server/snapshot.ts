@@ -34,6 +34,7 @@
  * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
  * be written (missing, or read-only: each write would fail, and the data be lost at shutdown).
  */
+import { unlinkSync } from "node:fs";
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { SnapshotLock } from "./snapshot-lock.ts";
@@ -145,13 +146,32 @@ export class Snapshotter {
     this.timer = undefined;
   }
 
+  /**
+   * abandon is for a process about to exit, a write perhaps under way (a second signal): it stops
+   * the periodic writes and removes the write's temporary file, which the exit would leave until
+   * the next start (as Redis removes its temporary RDB file on a second SIGINT). Synchronous.
+   */
+  abandon(): void {
+    this.stop();
+    try {
+      unlinkSync(this.tmp);
+    } catch {
+      // None (no write ran), or it cannot be removed: the next start removes it (snapshot-load.ts).
+    }
+  }
+
   [Symbol.dispose](): void {
     this.stop();
   }
 
+  /** tmp is where this process writes a snapshot before renaming it over `path`. */
+  private get tmp(): string {
+    return `${this.path}.tmp-${process.pid}`;
+  }
+
   private async writeOnce(final: boolean): Promise<SnapshotResult> {
     const t0 = performance.now();
-    const tmp = `${this.path}.tmp-${process.pid}`;
+    const tmp = this.tmp;
     let fh: FileHandle | undefined;
     try {
       // Only the node's user may read it: it holds every value (a node may require a token).

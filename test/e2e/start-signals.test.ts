@@ -6,7 +6,7 @@
  * aside. And SIGHUP on a running node: it re-reads the peers, or says there are none.
  */
 import { afterEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -100,3 +100,23 @@ test("SIGHUP on a running node re-reads its peers, or says it has none (review: 
     expect(await n.proc.exited).toBe(0);
   }
 }, 20_000);
+
+test("a second SIGTERM while the final snapshot is written exits 1 at once and leaves no temporary file (review: PATH.tmp-<pid> stayed until the next start)", async () => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-start-"));
+  const snapshot = join(dir, "cache.snap");
+  const node = await spawnNode(["--port", "0", "--snapshot", snapshot, "--memory", "256mb"]);
+  procs.push(node.proc);
+  // ~180 MB: the final write takes a few hundred milliseconds at least, in slices of 10 ms.
+  const c = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 10_000 });
+  const value = new Uint8Array(60_000).fill(7);
+  for (let i = 0; i < 3000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => c.set("default", `k${i + j}`, value)));
+  c.close();
+  const temps = (): string[] => readdirSync(dir).filter((f) => f.includes(".tmp-"));
+  node.proc.kill("SIGTERM");
+  await until(() => temps().some((f) => (statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0) > 0), 10_000);
+  node.proc.kill("SIGTERM");
+  expect(await node.proc.exited).toBe(1);
+  expect(node.log()).not.toContain("snapshot written"); // cut short mid-write
+  expect(temps()).toEqual([]);
+  expect(readdirSync(dir)).toEqual([]); // nor a snapshot, nor its lock
+}, 30_000);
