@@ -104,15 +104,28 @@ export function protocolError(message: string): ProtocolError {
 }
 
 /**
- * errorText is the message of anything thrown: an Error's message, else its string form, and a
- * fixed text for a value that cannot be turned into a string (an object without a prototype
- * throws from `String`), so reporting an error never throws itself.
+ * errorText is the message of anything thrown: an Error's message, else its string form, so
+ * reporting an error never throws itself. An Error whose message cannot be read (its getter
+ * throws: a loader's error thrown so was reported as its thread crashing) is told by its name,
+ * `TypeError: <message unreadable>`; any other value that cannot be turned into a string (an
+ * object without a prototype throws from `String`) by a fixed text.
  */
 export function errorText(e: unknown): string {
-  if (e instanceof Error) return e.message;
   try {
-    return String(e);
+    return e instanceof Error ? String(e.message) : String(e);
   } catch {
-    return "a value that cannot be printed";
+    return unreadableText(e);
   }
+}
+
+/** unreadableText is errorText's answer for what it cannot read: the Error's name, if that can be. */
+function unreadableText(e: unknown): string {
+  try {
+    const name: unknown = e instanceof Error ? e.name : undefined;
+    if (typeof name === "string" && name !== "") return `${name}: <message unreadable>`;
+    if (e instanceof Error) return "<message unreadable>";
+  } catch {
+    // (a Proxy whose traps throw)
+  }
+  return "a value that cannot be printed";
 }

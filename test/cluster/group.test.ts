@@ -169,6 +169,16 @@ describe("Group read-through", () => {
     expect(g.store.size).toBe(0);
   });
 
+  test("an in-process loader's error whose message getter throws is LOAD_FAILED with the error's name", async () => {
+    const g = new Group({ name: "g", memory: 4 * MIB, loader: () => {
+      const e = new RangeError("hidden");
+      Object.defineProperty(e, "message", { get() { throw new Error("no message for you"); } });
+      throw e;
+    } });
+    const e = await failure(g.get("k"));
+    expect([e.code, e.message]).toEqual([ERROR_CODE.LOAD_FAILED, "RangeError: <message unreadable>"]);
+  });
+
   test("a loader slower than the timeout is LOAD_FAILED (timeout); its late value still fills the cache", async () => {
     let finish!: (v: LoadResult) => void;
     const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", loadTimeoutMs: 20,

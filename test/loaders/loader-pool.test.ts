@@ -61,7 +61,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "together", "unprintable", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "together", "unprintable", "unreadable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 
@@ -115,6 +115,15 @@ describe("LoaderPool errors", () => {
     await failure(pool.run("unprintable", "k"), ERROR_CODE.LOAD_FAILED, /^a value that cannot be printed$/);
     expect(await pool.run("text", "after")).toBe("value of after");
     expect(pool.counters.crashes).toBe(0);
+  });
+
+  test("a loader throwing an Error whose message getter throws is LOAD_FAILED with its name, not a crash (review: reported as crashed)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger });
+    await failure(pool.run("unreadable", "k"), ERROR_CODE.LOAD_FAILED, /^TypeError: <message unreadable>$/);
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters).toMatchObject({ failed: 1, crashes: 0 });
+    expect(logger.entries.filter((e) => e.level === "error")).toEqual([]);
   });
 
   test("a module that fails to import in the workers: callers get a plain LOAD_FAILED, the log gets why, once", async () => {
