@@ -24,7 +24,7 @@
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
-import { MAX_TIMER_MS, toBytes, type Loader } from "./loader.ts";
+import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
 export type AdmissionPolicy = "lru-k" | "always";
@@ -395,7 +395,7 @@ export class Group {
     const done = (): void => {
       if (this.loading.get(flightKey) === ticket) this.loading.delete(flightKey);
     };
-    const call = Promise.resolve().then(() => loader(keyString)).then(toBytes);
+    const call = Promise.resolve().then(() => loader(keyString)).then(toValue);
     const settled = call.then(
       (value) => {
         done();
@@ -450,19 +450,24 @@ export class Group {
    * was written or the group cleared while the loader ran, or the load is not to be cached) it is
    * answered but not cached.
    */
-  private store1(key: Uint8Array, value: Uint8Array | null, skip: boolean): Loaded {
+  private store1(key: Uint8Array, loaded: Uint8Array | string | null, skip: boolean): Loaded {
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.held(key, 0, key.length);
     if (written >= 0 && !this.store.isNegative(written)) {
       return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.store.ttlRemaining(written) };
     }
-    if (value === null) {
+    if (loaded === null) {
       this.counters.notFound++;
       if (this.negativeTtlMs > 0 && !skip) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
       throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
     }
-    if (!this.store.fits(key.length, value.length)) {
+    // A string takes 1 to 3 bytes of UTF-8 per UTF-16 unit, so one longer than the store takes is
+    // refused without being encoded, only measured (a loader's 100 MB string was encoded, up to
+    // 300 MB, to be refused): `value` is then its size in bytes.
+    const value = typeof loaded !== "string" ? loaded
+      : this.store.fits(key.length, loaded.length) ? utf8.encode(loaded) : Buffer.byteLength(loaded, "utf8");
+    if (typeof value === "number" || !this.store.fits(key.length, value.length)) {
       // Served, it would pass the limits every other path keeps (a Get's reply past the frame
       // limit, a peer's answer its caller refuses). Not storable either: the refusal is kept
       // for the negative TTL instead, so a hot key does not call the loader on every Get.
@@ -473,7 +478,7 @@ export class Group {
         this.tooLarge.delete(flightKey); // re-inserted last: the newest
         this.tooLarge.set(flightKey, this.store.clock() + this.negativeTtlMs);
       }
-      throw tooLargeError(value.length);
+      throw tooLargeError(typeof value === "number" ? value : value.length);
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;

@@ -10,8 +10,6 @@ export type LoadResult = Uint8Array | string | null | undefined;
 
 export type Loader = (key: string) => LoadResult | Promise<LoadResult>;
 
-const utf8 = new TextEncoder();
-
 /**
  * MAX_TIMER_MS is the longest delay a timer keeps (2^31 - 1 ms, about 24.8 days): Bun, like Node,
  * fires a timer with a longer delay after 1 ms. Load timeouts and the timers derived from them
@@ -19,10 +17,12 @@ const utf8 = new TextEncoder();
  */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** toBytes normalizes a loader's value: bytes as they are, a string as UTF-8, absent as null. */
-export function toBytes(result: unknown): Uint8Array | null {
+/**
+ * toValue checks a loader's value: bytes and a string as they are, absent as null. The group
+ * encodes a string (UTF-8) once its length does not prove it too large already (Group.store1).
+ */
+export function toValue(result: unknown): Uint8Array | string | null {
   if (result === null || result === undefined) return null;
-  if (result instanceof Uint8Array) return result;
-  if (typeof result === "string") return utf8.encode(result);
+  if (result instanceof Uint8Array || typeof result === "string") return result;
   throw new TypeError(`a loader must return Uint8Array, string, null or undefined, not ${typeof result}`);
 }

@@ -2,7 +2,7 @@
  * Read-through groups: singleflight loading, loader outcomes (value, not found, error, timeout),
  * negative caching, LRU-K admission of loaded values, and the embeddable API.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import { join } from "node:path";
 import { Group } from "../../src/cluster/group.ts";
 import type { LoadResult } from "../../src/cluster/loader.ts";
@@ -262,6 +262,29 @@ describe("Group read-through", () => {
     expect(calls.get("k1")).toBe(1);
     await tooLarge("k0");
     expect(calls.get("k0")).toBe(3);
+  });
+
+  test("a loaded string longer than the max item size is refused unencoded, with the same error as one that is too large once encoded", async () => {
+    // Table: [loaded string, its UTF-8 bytes, encoded before the refusal]. "€" is 3 bytes of UTF-8.
+    const cases: [string, number, boolean][] = [
+      ["x".repeat(5000), 5000, false], // its length proves it too large
+      ["€".repeat(5000), 15_000, false],
+      ["€".repeat(2000), 6000, true], // short enough to fit, too large once encoded
+    ];
+    const encode = spyOn(TextEncoder.prototype, "encode");
+    try {
+      for (const [loaded, bytes, encoded] of cases) {
+        const g = new Group({ name: "g", memory: 4 * MIB, store: { maxItemSize: 4096 }, loader: () => loaded });
+        encode.mockClear();
+        const e = await failure(g.get("k"));
+        expect([e.code, e.message]).toEqual([ERROR_CODE.VALUE_TOO_LARGE, `the loader returned ${bytes} bytes, more than the max item size`]);
+        expect(encode.mock.calls.some(([s]) => s === loaded)).toBe(encoded);
+        expect(g.counters.localLoadErrs).toBe(1);
+        expect(g.store.size).toBe(0);
+      }
+    } finally {
+      encode.mockRestore();
+    }
   });
 
   test("expired refusals are dropped by the next write, so writes stop paying for them", async () => {
