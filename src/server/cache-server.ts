@@ -865,12 +865,20 @@ export class CacheServer implements DispatchContext {
     this.enforceCap(cap);
   }
 
-  /** enforceCap closes the connections holding the most until all together hold at most `cap` bytes. */
+  /**
+   * enforceCap closes the connections holding the most until all together hold at most `cap`
+   * bytes. A bug closing one closes it as an internal error and the cap goes on: thrown from
+   * here, it would leave the turn's handler (`onTurnEnd`), and an exception there ends the process.
+   */
   private enforceCap(cap: number): void {
     while (this.counters.bufferedBytes > cap) {
       const victim = this.largestHolder();
       if (victim === undefined) break;
-      this.capClose(victim, cap);
+      try {
+        this.capClose(victim, cap);
+      } catch (e) {
+        this.internalError(victim, e); // (counted out of the total already: capClose does that first)
+      }
     }
   }
 
@@ -889,14 +897,14 @@ export class CacheServer implements DispatchContext {
    * holds (a partial frame, the reply it waits for) goes when it closes.
    */
   private capClose(conn: Connection, cap: number): void {
+    const held = conn.buffered;
+    const total = this.counters.bufferedBytes;
     this.counters.bufferCapClosed++;
     conn.capClosed = true;
     conn.closing = true;
-    this.opts.logger.warn("closing connection: connection buffers over the cap", {
-      conn: conn.id, remote: conn.remote, held: conn.buffered, total: this.counters.bufferedBytes, cap,
-    });
-    this.counters.bufferedBytes -= conn.buffered;
+    this.counters.bufferedBytes -= held;
     conn.buffered = 0;
+    this.opts.logger.warn("closing connection: connection buffers over the cap", { conn: conn.id, remote: conn.remote, held, total, cap });
     conn.dropBacklog();
     this.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
   }
@@ -986,7 +994,13 @@ export class CacheServer implements DispatchContext {
         this.release(conn, conn.proto.request); // (the one it waited for: nothing is decoded meanwhile)
         if (!this.connections.has(conn)) return;
         this.servedNow(conn);
-        this.process(conn);
+        try {
+          this.process(conn);
+        } catch (e) {
+          // A bug outside `process`'s own guard: thrown here it would reject a promise nobody
+          // awaits (node.ts only logs that), and the connection, served no more, would hang.
+          this.internalError(conn, e);
+        }
       });
   }
 
