@@ -412,10 +412,10 @@ class TracedClient extends CacheClient {
     }
   }
 
-  override async getMulti(group: string, keys: readonly (string | Uint8Array)[], opts?: PeerOption): Promise<Map<string, Uint8Array>> {
+  override async getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
     const t0 = Date.now();
     try {
-      const found = await super.getMulti(group, keys, opts);
+      const found = await super.getMulti(group, keys);
       for (const key of keys) {
         const k = String(key);
         const v = found.get(k);

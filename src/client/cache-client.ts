@@ -45,7 +45,7 @@ import type { CallWriter } from "../protocol/call-writer.ts";
 import { ClientConnection, type Endpoint, report } from "./client-connection.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
-import { type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
+import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
 import { hostPort } from "../bytes/bytes.ts";
 
 /** WRITES are the calls `pick` sends on the write connection, in their client and peer forms. */
@@ -233,12 +233,13 @@ export class CacheClient {
   }
 
   /** getMulti returns the values found, by key (UTF-8 decoded); missing keys are absent. */
-  getMulti(group: string, keys: readonly (string | Uint8Array)[], opts?: PeerOption): Promise<Map<string, Uint8Array>> {
-    return this.call(this.method(METHOD_GET_MULTI, opts), (w) => {
-      w.text(1, group);
-      w.listBegin(2, keys.length);
-      for (const key of keys) w.element(key);
-    }) as Promise<Map<string, Uint8Array>>;
+  getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
+    return this.multiGet(METHOD_GET_MULTI, group, keys) as Promise<Map<string, Uint8Array>>;
+  }
+
+  /** peerGetMulti is getMulti's peer call (PeerGetMulti): the entries found, keys as bytes. */
+  peerGetMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<FoundEntries> {
+    return this.multiGet(this.method(METHOD_GET_MULTI, { peer: true }), group, keys) as Promise<FoundEntries>;
   }
 
   setMulti(
@@ -326,6 +327,14 @@ export class CacheClient {
   }
 
   /** call issues a promise-returning call whose request fields `encode` writes. */
+  private multiGet(method: number, group: string, keys: readonly (string | Uint8Array)[]): Promise<unknown> {
+    return this.call(method, (w) => {
+      w.text(1, group);
+      w.listBegin(2, keys.length);
+      for (const key of keys) w.element(key);
+    });
+  }
+
   private call(method: number, encode: (w: CallWriter) => void): Promise<unknown> {
     const refusal = this.refusal();
     if (refusal !== null) {

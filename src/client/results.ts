@@ -16,7 +16,7 @@
 // Byte values are copied out of the receive buffer (it is reused); keys of GetMulti become
 // UTF-8 strings. These paths allocate by nature; the zero-allocation path is forwardGet.
 
-import { latin1Key } from "../bytes/bytes.ts";
+import { compareBytes, sortedByBytes } from "../bytes/bytes.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode, parseSeedError } from "../protocol/errors.ts";
 import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, type ReplyReader } from "../protocol/reply-reader.ts";
 import {
@@ -43,6 +43,31 @@ export interface StatsResult {
   totalCount: number;
 }
 
+/**
+ * FoundEntries is a PeerGetMulti's answer: the keys found (bytes, as nodes treat keys) and their
+ * values, in the order the peer wrote them. Not a Map keyed by the keys' strings: those are
+ * chosen by clients, and a Map of keys built to share JavaScriptCore's string hash takes
+ * quadratic time to fill (`valuesFor` matches them by sorting).
+ */
+export interface FoundEntries {
+  keys: Uint8Array[];
+  values: Uint8Array[];
+}
+
+/** valuesFor gives each of `keys` its value in `found`, or undefined (not found). */
+export function valuesFor(keys: readonly Uint8Array[], found: FoundEntries): (Uint8Array | undefined)[] {
+  const out = new Array<Uint8Array | undefined>(keys.length).fill(undefined);
+  const asked = sortedByBytes(keys);
+  const got = sortedByBytes(found.keys);
+  let g = 0;
+  for (const a of asked) {
+    let c = 1;
+    while (g < got.length && (c = compareBytes(found.keys[got[g]!]!, keys[a]!)) < 0) g++;
+    if (g < got.length && c === 0) out[a] = found.values[got[g]!];
+  }
+  return out;
+}
+
 export interface PingResult {
   nodeId: string;
   uptimeMs: number;
@@ -63,16 +88,21 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_STATS:
       return { itemCount: r.itemCount, hitCount: r.hitCount, missCount: r.missCount, totalCount: r.totalCount } satisfies StatsResult;
     case METHOD_GET_MULTI: {
-      // Keys are UTF-8 text for the seed method; a peer call (PeerGetMulti) keys the map by the
-      // latin1 spelling of the key bytes instead, which is lossless: nodes treat keys as bytes.
-      const lossless = method !== METHOD_GET_MULTI;
-      const values = new Map<string, Uint8Array>();
       const items = r.items;
+      if (method !== METHOD_GET_MULTI) {
+        // A peer call (PeerGetMulti): the entries as they came, keys as bytes (FoundEntries).
+        const found: FoundEntries = { keys: [], values: [] };
+        for (let i = 0; i < r.entryCount * 4; i += 4) {
+          found.keys.push(buf.slice(items[i]!, items[i]! + items[i + 1]!));
+          found.values.push(buf.slice(items[i + 2]!, items[i + 2]! + items[i + 3]!));
+        }
+        return found;
+      }
+      const values = new Map<string, Uint8Array>(); // keys are UTF-8 text for the seed method
       for (let i = 0; i < r.entryCount * 4; i += 4) {
         const ks = items[i]!;
-        const key = buf.subarray(ks, ks + items[i + 1]!);
         const vs = items[i + 2]!;
-        values.set(lossless ? latin1Key(key) : UTF8.decode(key), buf.slice(vs, vs + items[i + 3]!));
+        values.set(UTF8.decode(buf.subarray(ks, ks + items[i + 1]!)), buf.slice(vs, vs + items[i + 3]!));
       }
       return values;
     }

@@ -13,6 +13,7 @@
  * Peer clients are made by an injected `connect` function (the node passes one that builds a
  * `CacheClient`), so the routing can be tested without sockets.
  */
+import type { FoundEntries } from "../client/results.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { HandOuts } from "./hand-outs.ts";
 import { MAX_MEMBERS } from "./membership.ts";
@@ -30,8 +31,7 @@ export interface PeerClient {
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
   clear(group: string, opts: { peer: boolean }): Promise<void>;
-  /** getMulti with `peer` keys its map by the latin1 spelling of the key bytes (lossless). */
-  getMulti(group: string, keys: readonly Uint8Array[], opts: { peer: boolean }): Promise<Map<string, Uint8Array>>;
+  peerGetMulti(group: string, keys: readonly Uint8Array[]): Promise<FoundEntries>;
   setMulti(group: string, entries: Iterable<[Uint8Array, Uint8Array]>, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
   close(): Promise<void>;

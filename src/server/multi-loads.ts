@@ -25,7 +25,7 @@
  * reply is written (the connection then decodes its next call into the same Request).
  */
 import type { Group, Loaded } from "../cluster/group.ts";
-import { latin1Key } from "../bytes/bytes.ts";
+import { compareBytes, sortedByBytes } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
@@ -176,14 +176,13 @@ export function loadKeys(
 export function earlierSameKey(req: Request, indexes: readonly number[]): number[] {
   const out = new Array<number>(indexes.length).fill(-1);
   if (indexes.length < 2) return out;
-  const first = new Map<string, number>();
-  for (let m = 0; m < indexes.length; m++) {
-    const i = indexes[m]!;
-    const ks = req.items[i * 4]!;
-    const name = latin1Key(req.buffer.subarray(ks, ks + req.items[i * 4 + 1]!));
-    const e = first.get(name);
-    if (e === undefined) first.set(name, i);
-    else out[m] = e;
+  // Grouped by sorting, not in a Map keyed by the key strings: see sortedByBytes.
+  const keys = indexes.map((i) => req.buffer.subarray(req.items[i * 4]!, req.items[i * 4]! + req.items[i * 4 + 1]!));
+  const order = sortedByBytes(keys);
+  for (let k = 1; k < order.length; k++) {
+    const m = order[k]!;
+    const prev = order[k - 1]!;
+    if (compareBytes(keys[m]!, keys[prev]!) === 0) out[m] = out[prev]! >= 0 ? out[prev]! : indexes[prev]!;
   }
   return out;
 }

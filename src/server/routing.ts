@@ -32,7 +32,7 @@ import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type Store } from "../store/store.ts";
-import { latin1Key } from "../bytes/bytes.ts";
+import { valuesFor } from "../client/results.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
@@ -326,11 +326,12 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
     group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
     const keys = forward.map((i) => keyAt(req, i));
-    work.push(client.getMulti(group.name, keys, { peer: true }).then(
+    work.push(client.peerGetMulti(group.name, keys).then(
       (found) => {
         let bytes = 0;
+        const got = valuesFor(keys, found);
         forward.forEach((i, n) => {
-          const v = found.get(latin1Key(keys[n]!));
+          const v = got[n];
           values[i] = v;
           if (v !== undefined) bytes += getMultiEntryBytes(keys[n]!.length, v.length);
         });

@@ -310,7 +310,7 @@ describe("member lists that disagree for a moment", () => {
       expect(calls).toEqual([`B:${key}`, `B:${key}`]);
       expect(b.groups.byName("g")!.store.has(kb)).toBe(false);
       expect(b.cluster!.counters.foreignReads).toBe(2);
-      expect((await viaB.getMulti("g", [key], { peer: true })).size).toBe(1);
+      expect((await viaB.peerGetMulti("g", [key])).keys.length).toBe(1);
       expect(b.groups.byName("g")!.store.has(kb)).toBe(false);
       // The row changes; its owner C is told (cache-aside) and loads the new one.
       source.set(key, "v2");

@@ -195,7 +195,7 @@ test("a peer's Get whose load the look-ahead started counts as handed out from t
   open.push(s);
   // One PeerGetMulti waits out of order; the next parks the connection, and the look-ahead starts
   // the load of the PeerGet behind it.
-  const multis = [s.getMulti("g", [gm0], { peer: true }), s.getMulti("g", [gm1], { peer: true })];
+  const multis = [s.peerGetMulti("g", [gm0]), s.peerGetMulti("g", [gm1])];
   const asked = fetchedBy(s, k);
   try {
     await waitUntil(() => calls.includes(k), "the look-ahead's load of k");

@@ -405,7 +405,7 @@ function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
     },
     delete: unused,
     clear: unused,
-    getMulti: unused,
+    peerGetMulti: unused,
     setMulti: unused,
     close: () => Promise.resolve(),
   } satisfies PeerClient;
@@ -492,7 +492,7 @@ async function loadedAheadThenServed(runs: boolean, newMembers: boolean) {
   const groups = new Groups();
   const g = groups.add(new Group({ name: "g", memory: 8 * MIB, admission: "always", loader: (key: string) => `loaded-${key}` }));
   const peer = (): PeerClient => ({
-    isDown: false, forwardGet() {}, set: unused, delete: unused, clear: unused, getMulti: unused, setMulti: unused,
+    isDown: false, forwardGet() {}, set: unused, delete: unused, clear: unused, peerGetMulti: unused, setMulti: unused,
     invalidate: () => Promise.resolve(0), close: () => Promise.resolve(),
   });
   const cluster = new Cluster({ self: "A", vnodes: 64, connect: peer, logger: { info() {}, warn() {} } });
