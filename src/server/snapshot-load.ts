@@ -86,7 +86,8 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     let refused = 0;
     let longKeys = 0;
     let applied = 0;
-    const evictions = (): number => o.groups.all().reduce((n, g) => n + g.store.counters.evictions, 0);
+    // (Collision evictions too: a file written before the index's bound on keys sharing a hash.)
+    const evictions = (): number => o.groups.all().reduce((n, g) => n + g.store.counters.evictions + g.store.counters.collisionEvictions, 0);
     const evictedBefore = evictions();
     await scanSnapshot(fh, size, maxBlock, o.sliceMs, (block, end, n) => {
       const a = applyBlock(block, o.groups, o.maxKeyBytes, fromWall, result);

@@ -148,11 +148,14 @@ export class Snapshotter {
 
   /**
    * abandon is for a process about to exit, a write perhaps under way (a second signal): it stops
-   * the periodic writes and removes the write's temporary file, which the exit would leave until
+   * the periodic writes and removes the temporary file of a write it has under way, which the exit would leave until
    * the next start (as Redis removes its temporary RDB file on a second SIGINT). Synchronous.
    */
   abandon(): void {
     this.stop();
+    // Only a write of this Snapshotter's own, and while the file is still this node's: another
+    // node on the same path may write under the same name (both pid 1 in their containers).
+    if (this.writing === undefined || (this.lock !== undefined && !this.lock.stillMine())) return;
     try {
       unlinkSync(this.tmp);
     } catch {

@@ -23,7 +23,7 @@
  * degrade under churn. The table doubles (a full rehash from the kept hashes, no record reads)
  * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
  */
-import { KEY_SHIFT, NIL, STRIDE, W_ATIME, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
+import { F_EXPIRY, F_STRIDE, KEY_SHIFT, NIL, STRIDE, W_ATIME, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
 
@@ -76,23 +76,26 @@ export class HashIndex {
   }
 
   /**
-   * sameHash returns the least recently used of the items under `hash` (the oldest access tick
-   * against `tick`, the store's current one) when MAX_SAME_HASH of them are held already, else
-   * NIL: an insert under `hash` must remove it first.
+   * sameHash returns, when MAX_SAME_HASH items under `hash` are held already, the one an insert
+   * under `hash` must remove first: one expired by `now` if any, else the least recently used
+   * (the oldest access tick against `tick`, the store's current one). Else NIL.
    */
-  sameHash(hash: number, tick: number): ItemId {
+  sameHash(hash: number, tick: number, now: number): ItemId {
     const slots = this.slots;
     const w = this.items.w;
     const mask = this.mask;
     let s = hash & mask;
+    const f = this.items.f;
     let n = 0;
     let oldest = NIL;
     let oldestAge = -1;
+    let expired = NIL;
     for (;;) {
       const id = slots[2 * s + 1]!;
-      if (id === NIL) return n >= MAX_SAME_HASH ? oldest : NIL;
+      if (id === NIL) return n < MAX_SAME_HASH ? NIL : expired !== NIL ? expired : oldest;
       if (slots[2 * s] === hash) {
         n++;
+        if (f[id * F_STRIDE + F_EXPIRY]! <= now) expired = id;
         const a = (tick - w[id * STRIDE + W_ATIME]!) >>> 0;
         if (a > oldestAge) {
           oldestAge = a;

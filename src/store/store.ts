@@ -406,9 +406,9 @@ export class Store {
       // A failed set below leaves the key absent, never stale (memcached's rule).
       this.remove(id, REMOVE_REPLACE);
     } else {
-      // A new key: past MAX_SAME_HASH keys under its hash, the least recently used of them goes.
-      const crowded = this.index.sameHash(hash, this.tick);
-      if (crowded !== NIL) this.remove(crowded, REMOVE_COLLISION);
+      // A new key: past MAX_SAME_HASH keys under its hash, one of them goes (an expired one first).
+      const crowded = this.index.sameHash(hash, this.tick, now);
+      if (crowded !== NIL) this.remove(crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
     }
     id = this.allocItem(cls);
     const page = id === NIL ? NIL : this.allocChunk(cls, id, true);

@@ -1,13 +1,16 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import type { FileHandle } from "node:fs/promises";
+import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
 import { Group, Groups } from "../../src/cluster/group.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
-import { BLOCK_HEADER_BYTES, BlockWriter, HEADER_BYTES, TRAILER_BYTES } from "../../src/server/snapshot-format.ts";
+import { BLOCK_HEADER_BYTES, BlockWriter, HEADER_BYTES, TRAILER_BYTES, encodeHeader, encodeTrailer } from "../../src/server/snapshot-format.ts";
+import { MAX_SAME_HASH } from "../../src/store/hash-index.ts";
+import { collidingKeys } from "../support/murmur-collisions.ts";
 import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
 import { Prng, testSeed } from "../support/prng.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const MB = 1024 * 1024;
 const enc = new TextEncoder();
@@ -271,6 +274,46 @@ test("a load into groups smaller than the snapshot reports what they kept, and w
   expect(l).toMatchObject({ status: "loaded", items: kept });
   const warn = log.lines.find((x) => x.msg === "snapshot items evicted while loading: the groups hold less than the snapshot");
   expect(warn?.f).toEqual({ evicted: 20_000 - kept, kept });
+});
+
+test("a load of more keys sharing a hash than a store keeps (a file written before the bound) reports what it kept", async () => {
+  // Written by hand: no store of this version holds more than MAX_SAME_HASH such keys.
+  const keys = collidingKeys(6, 20);
+  const fh = await open(path, "w");
+  const out = new SnapshotOut(fh, [new BlockWriter()]);
+  await out.emit(encodeHeader(Date.now()));
+  const w = new BlockWriter();
+  w.begin(enc.encode("kv"));
+  for (const k of keys) {
+    const record = new Uint8Array(k.length + 3);
+    record.set(k);
+    record.set(enc.encode("val"), k.length);
+    w.add(Infinity, record, 0, k.length, 3);
+  }
+  await out.emitBlock(w);
+  await out.emit(encodeTrailer(1, keys.length, out.fileCrc), false);
+  await out.drain();
+  await fh.close();
+  const into = makeGroups(["kv"], Date.now);
+  const log = captureLog();
+  const l = await new Snapshotter({ path, groups: into, logger: log }).load();
+  const store = into.byName("kv")!.store;
+  expect(store.size).toBe(MAX_SAME_HASH);
+  expect(l).toMatchObject({ status: "loaded", items: MAX_SAME_HASH });
+  const warn = log.lines.find((x) => x.msg === "snapshot items evicted while loading: the groups hold less than the snapshot");
+  expect(warn?.f).toEqual({ evicted: 20 - MAX_SAME_HASH, kept: MAX_SAME_HASH });
+});
+
+test("abandon removes only a temporary file of its own write: another Snapshotter's on the same path (same pid: two containers' pid 1) is left to finish", async () => {
+  const src = makeGroups(["kv"], Date.now, 256 * MB);
+  for (let i = 0; i < 2000; i++) set(src, "kv", `k${i}`, filled(50_000, i));
+  const writer = new Snapshotter({ path, groups: src, logger: captureLog() });
+  const idle = new Snapshotter({ path, groups: makeGroups(["kv"], Date.now), logger: captureLog() });
+  const writing = writer.write();
+  await waitUntil(() => existsSync(`${path}.tmp-${process.pid}`), "the write's temporary file");
+  idle.abandon();
+  await expect(writing).resolves.toMatchObject({ items: 2000 });
+  expect(existsSync(path)).toBe(true);
 });
 
 test("retire moves the snapshot aside as stale, never over an earlier one; with none there is nothing to move", async () => {

@@ -49,4 +49,22 @@ describe("keys sharing a hash under every seed (hash flooding)", () => {
     expect(s.counters.collisionEvictions).toBe(1);
     s.checkInvariants();
   });
+
+  test("an expired one of them goes first, counted as an expiry: no live key is dropped while a dead one stays", () => {
+    let now = 1_000;
+    const s = new Store({ memory: 8 * 1024 * 1024, clock: () => now });
+    const keys = collidingKeys(6, MAX_SAME_HASH + 1);
+    for (let i = 0; i < MAX_SAME_HASH; i++) {
+      const v = bytes(`v${i}`);
+      s.set(keys[i]!, 0, keys[i]!.length, v, 0, v.length, i === MAX_SAME_HASH - 1 ? 10 : 0); // the newest expires
+    }
+    now += 100;
+    put(s, keys[MAX_SAME_HASH]!, "new");
+    for (let i = 0; i < MAX_SAME_HASH - 1; i++) expect(s.has(keys[i]!)).toBe(true);
+    expect(s.has(keys[MAX_SAME_HASH]!)).toBe(true);
+    expect(s.size).toBe(MAX_SAME_HASH);
+    expect(s.counters.collisionEvictions).toBe(0);
+    expect(s.counters.expiredLazy).toBe(1);
+    s.checkInvariants();
+  });
 });
