@@ -280,7 +280,7 @@ test("a load of more keys sharing a hash than a store keeps (a file written befo
   // Written by hand: no store of this version holds more than MAX_SAME_HASH such keys.
   const keys = collidingKeys(6, 20);
   const fh = await open(path, "w");
-  const out = new SnapshotOut(fh, [new BlockWriter()]);
+  const out = new SnapshotOut(fh, [new BlockWriter(), new BlockWriter()]);
   await out.emit(encodeHeader(Date.now()));
   const w = new BlockWriter();
   w.begin(enc.encode("kv"));
