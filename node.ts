@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   try {
     node = await CacheNode.open(parsed.config);
   } catch (e) {
-    console.error(`mybuncache: cannot start: ${e instanceof Error ? e.message : String(e)}`);
+    console.error(`mybuncache: cannot start: ${errorText(e)}`);
     process.exit(1);
   }
   const groups = node.groups.all().map((g) => `${g.name}=${(g.store.capacity / 1048576).toFixed(1)}MiB${g.loader ? "+loader" : ""}`).join(",");

@@ -13,6 +13,7 @@
  * owner being unreachable, loads Gets itself (groupcache's fallback), as for any client that is
  * not ring-aware. A Get that fails to reach its owner is asked once more through another member.
  */
+import { memberAddressOf } from "../cluster/membership.ts";
 import { Ring } from "../cluster/ring.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.ts";
@@ -52,8 +53,7 @@ export class ClusterClient {
     try {
       for (const id of next) {
         if (this.ring.has(id)) continue;
-        const colon = id.lastIndexOf(":");
-        made.set(id, new CacheClient({ ...this.clientOptions, host: id.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(id.slice(colon + 1)) }));
+        made.set(id, new CacheClient({ ...this.clientOptions, ...memberAddressOf(id) }));
       }
     } catch (e) {
       for (const c of made.values()) void c.close();

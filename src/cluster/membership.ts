@@ -52,7 +52,7 @@ export function parseMembers(text: string): string[] {
     for (const part of line.replace(/#.*/, "").split(",")) {
       const id = part.trim();
       if (id === "") continue;
-      if ((!/^[^\s:]+:\d{1,5}$/.test(id) && !/^\[[0-9a-fA-F:.]+(%[\w.-]+)?\]:\d{1,5}$/.test(id)) || !validPort(id)) {
+      if (memberAddress(id) === undefined) {
         throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
       }
       ids.add(id);
@@ -91,9 +91,27 @@ function applyMembers(onChange: MembersCallback | null, members: string[], logge
   }
 }
 
-function validPort(id: string): boolean {
-  const port = Number(id.slice(id.lastIndexOf(":") + 1));
-  return port >= 1 && port <= 65535;
+/** MEMBER_ID is a member id's form: `host:port`, an IPv6 host in brackets (a link-local one with its zone). */
+const MEMBER_ID = /^([^\s:/]+|\[[0-9a-fA-F:.]+(%[\w.-]+)?\]):\d{1,5}$/;
+
+/**
+ * memberAddress reads a member id (`host:port`, `[::1]:8001`, `[fe80::1%eth0]:8001`) as the host to
+ * connect to (brackets dropped) and the port; undefined when it is not one, or the port is not
+ * 1..65535. The one reading of member ids: --peers, --self, a peers file, clients of members.
+ */
+export function memberAddress(id: string): { host: string; port: number } | undefined {
+  if (!MEMBER_ID.test(id)) return undefined;
+  const colon = id.lastIndexOf(":");
+  const port = Number(id.slice(colon + 1));
+  if (port < 1 || port > 65535) return undefined;
+  return { host: id.slice(0, colon).replace(/^\[|\]$/g, ""), port };
+}
+
+/** memberAddressOf is memberAddress for an id a client is made for: not one throws RangeError. */
+export function memberAddressOf(id: string): { host: string; port: number } {
+  const at = memberAddress(id);
+  if (at === undefined) throw new RangeError(`member '${id}' is not host:port with a port of 1..65535`);
+  return at;
 }
 
 export class StaticMembers implements MembershipSource {

@@ -14,7 +14,7 @@ import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
 import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups, LoadsAhead } from "../cluster/group.ts";
 import type { Loader } from "../cluster/loader.ts";
-import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
+import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
@@ -514,11 +514,8 @@ const MEMORY_WATCH_INTERVAL_MS = 250;
 function peerClient(
   id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
 ): PeerClient {
-  const colon = id.lastIndexOf(":");
-  const host = id.slice(0, colon).replace(/^\[|\]$/g, "");
   return new CacheClient({
-    host,
-    port: Number(id.slice(colon + 1)),
+    ...memberAddressOf(id),
     connections: config.peerConnections,
     timeoutMs: config.peerTimeoutMs,
     // A PeerGet may wait for the owner's load: as long as a load may take, while the owner answers.

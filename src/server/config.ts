@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import { totalmem } from "node:os";
 import type { AdmissionPolicy } from "../cluster/group.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
+import { memberAddress } from "../cluster/membership.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export const VERSION = "0.1.0";
@@ -537,8 +538,7 @@ function parseSwitch(flag: string, inline: string | undefined): boolean {
  * its zone (`[fe80::1%eth0]:8001`: Bun connects through the interface it names).
  */
 function parseMember(flag: string, text: string): string {
-  const port = Number(text.slice(text.lastIndexOf(":") + 1));
-  if (!/^([^\s:/]+|\[[0-9a-fA-F:.]+(%[\w.-]+)?\]):\d{1,5}$/.test(text) || port < 1 || port > 65535) {
+  if (memberAddress(text) === undefined) {
     throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
   }
   return text;

@@ -4,6 +4,7 @@
  */
 import { isIP } from "node:net";
 import { hostPort } from "../bytes/bytes.ts";
+import { errorText } from "../protocol/errors.ts";
 const UNRESOLVED = "the host name could not be resolved (--host takes an address, or a name this host resolves)";
 const CAUSES: Record<string, string> = {
   EADDRINUSE: "the address is in use (another process listens on it)",
@@ -22,5 +23,5 @@ function causeOf(host: string, e: unknown): string {
   // Bun.listen's error for a name that did not resolve has no code ("Failed to listen at NAME":
   // getaddrinfo sets no errno); a name that resolved and could not be bound has the bind's.
   if (isIP(host) === 0) return UNRESOLVED;
-  return e instanceof Error ? e.message : String(e);
+  return errorText(e);
 }

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ClusterClient } from "../../src/client/cluster-client.ts";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
-import { FileMembers, MAX_MEMBERS, parseMembers } from "../../src/cluster/membership.ts";
+import { FileMembers, MAX_MEMBERS, memberAddress, parseMembers } from "../../src/cluster/membership.ts";
+import { ConfigError, parseArgs } from "../../src/server/config.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -39,6 +40,16 @@ describe("member ids", () => {
   test("an IPv6 member is in brackets, a link-local one with its zone, as --peers takes it", () => {
     expect(parseMembers("[::1]:1\n[fe80::1%eth0]:8001")).toEqual(["[::1]:1", "[fe80::1%eth0]:8001"]);
     expect(() => parseMembers("[fe80::1%]:8001")).toThrow("bad member '[fe80::1%]:8001'");
+  });
+
+  test("a peers file, --peers and a ClusterClient read member ids alike (review: 'a/b:8001' passed in a file only)", () => {
+    for (const id of ["a/b:8001", "a b:1", "[::1:1", "::1:8001"]) {
+      expect(() => parseMembers(id)).toThrow(`bad member '${id}'`);
+      expect(() => parseArgs(["--peers", id])).toThrow(ConfigError);
+      expect(() => new ClusterClient({ members: [id] })).toThrow(RangeError);
+    }
+    expect(memberAddress("[fe80::1%eth0]:8001")).toEqual({ host: "fe80::1%eth0", port: 8001 });
+    expect(memberAddress("cache-1.internal:70000")).toBeUndefined();
   });
 
   test("a member no client can be made for is left out of the ring, and the others join", () => {
