@@ -110,6 +110,9 @@ export interface Endpoint {
 
 /** AUTH_SEQID marks the Auth call sent when a connection opens (pending seqids are always > 0). */
 const AUTH_SEQID = -1;
+/** FIRST_AUTH and FIRST_INTRO mark the Auth and intro PeerPing sent on a connection and not yet answered. */
+const FIRST_AUTH = 1;
+const FIRST_INTRO = 2;
 
 /** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
 interface Attempt {
@@ -169,6 +172,8 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
+  /** firstCalls: FIRST_AUTH and FIRST_INTRO, of this connection's first calls waiting for their replies. */
+  private firstCalls = 0;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
   private revivalSlot = -1;
   /** livenessSlot: the slot of a liveness ping on this connection while it is in flight (`markLiveness`), else -1. */
@@ -227,6 +232,7 @@ export class ClientConnection {
     this.state = CONN_OPEN;
     this.served = false;
     this.refusal = null;
+    this.firstCalls = 0;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
     if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
@@ -249,6 +255,7 @@ export class ClientConnection {
    * rather than sending calls behind half a frame.
    */
   private sendFirst(socket: CallSocket, method: number, seqid: number, text: string, failure: string): void {
+    this.firstCalls |= seqid === AUTH_SEQID ? FIRST_AUTH : FIRST_INTRO;
     const call = new CallWriter(new BinaryWriter(64 + text.length * 3));
     call.begin(method, seqid);
     call.out.fieldBegin(TYPE_STRING, 1);
@@ -443,6 +450,8 @@ export class ClientConnection {
         this.onReply(frames.buffer, frames.start, frames.end);
         if (this.socket !== socket) return; // a callback closed the client
       }
+      // An idle connection keeps no large reply: 4 idle clients held 61 MB after 15 MB replies.
+      if (frames.releaseServed()) this.replies.release();
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
       const reason = `malformed reply: ${e.message}`;
@@ -461,6 +470,10 @@ export class ClientConnection {
       // The first call on the connection (Auth, else the PeerPing naming our member): a node at
       // its connection limit answers it with OVERLOADED and closes, as below.
       const auth = r.seqid === AUTH_SEQID;
+      const bit = auth ? FIRST_AUTH : FIRST_INTRO;
+      // Only once, and only if sent: else a server could fail every call with an error of its choosing.
+      if ((this.firstCalls & bit) === 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
+      this.firstCalls &= ~bit;
       r.readResult(auth ? METHOD_AUTH : METHOD_PEER_PING);
       if (r.outcome === REPLY_OK && (!auth || r.success)) return;
       if (!auth && r.outcome !== REPLY_CACHE_ERROR) return; // (what the node makes of our name is its own)

@@ -112,6 +112,13 @@ export class ReplyReader {
     this.maxValueBytes = limits.maxValueBytes;
   }
 
+  /** release lets go of the message read last (FrameReader.releaseServed let go of its buffer). */
+  release(): void {
+    this.buffer = EMPTY;
+    this.reader.reset(EMPTY, 0, 0);
+    if (this.items.length > KEEP_ITEMS) this.items = new Int32Array(64);
+  }
+
   /** begin reads the message header of `buf[start, end)`. Throws ProtocolError. */
   begin(buf: Uint8Array, start: number, end: number): void {
     const r = this.reader;
@@ -149,11 +156,15 @@ export class ReplyReader {
       for (;;) {
         const type = r.readFieldBegin();
         if (type === TYPE_STOP) break;
-        if (type === TYPE_STRUCT && r.fieldId === 0) {
-          this.outcome = REPLY_OK; // limits found inside may turn it into REPLY_CACHE_ERROR
-          this.readResponse(baseMethod(method));
-        } else if (type === TYPE_STRUCT && r.fieldId === 1) {
-          this.readCacheError();
+        if (type === TYPE_STRUCT && (r.fieldId === 0 || r.fieldId === 1)) {
+          // A result is a union: a second one (a success after an error, say) is no reply of a
+          // server's, and read on it would turn an error, or a value over the limit, into a hit.
+          if (this.outcome !== REPLY_MISSING) throw protocolError("reply carries more than one result");
+          if (r.fieldId === 1) this.readCacheError();
+          else {
+            this.outcome = REPLY_OK; // limits found inside may turn it into REPLY_CACHE_ERROR
+            this.readResponse(baseMethod(method));
+          }
         } else {
           r.skip(type, 2);
         }
@@ -231,15 +242,23 @@ export class ReplyReader {
     this.errorText = text;
   }
 
-  /** readResponse reads the response struct (depth 2) of seed method `base`. */
+  /**
+   * readResponse reads the response struct (depth 2) of seed method `base`. A Get's without its
+   * value (field 1, a string) answers nothing: REPLY_MISSING, not a hit of an empty value.
+   */
   private readResponse(base: number): void {
     const r = this.reader;
+    let value = false;
     for (;;) {
       const type = r.readFieldBegin();
-      if (type === TYPE_STOP) return;
+      if (type === TYPE_STOP) {
+        if (base === METHOD_GET && !value && this.outcome === REPLY_OK) this.outcome = REPLY_MISSING;
+        return;
+      }
       const id = r.fieldId;
       if (base === METHOD_GET) {
         if (type === TYPE_STRING && id === 1) {
+          value = true;
           this.valueLength = r.readBinary();
           this.valueStart = r.rangeStart;
           if (this.valueLength > this.maxValueBytes) this.limit(ERROR_CODE.VALUE_TOO_LARGE, REPLY_VALUE_TOO_LARGE);
