@@ -45,8 +45,9 @@ import type { CallWriter } from "../protocol/call-writer.ts";
 import { ClientConnection, type Endpoint, report } from "./client-connection.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
-import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable } from "./results.ts";
+import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable, valuesFor } from "./results.ts";
 import { hostPort } from "../bytes/bytes.ts";
+import { MAX_TIMER_MS } from "../cluster/loader.ts";
 
 /** WRITES are the calls `pick` sends on the write connection, in their client and peer forms. */
 const WRITES: ReadonlySet<number> = new Set(
@@ -126,6 +127,18 @@ export interface PeerOption {
   peer?: boolean;
 }
 
+const UTF8_OUT = new TextEncoder();
+const UTF8_STRICT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** textOf is `bytes` as UTF-8 text, or undefined when they are not UTF-8. */
+function textOf(bytes: Uint8Array): string | undefined {
+  try {
+    return UTF8_STRICT.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Sweep ticks per timeout; a call fails at the sweep TIMEOUT_TICKS + 1 ticks after the one it was issued in. */
 const TIMEOUT_TICKS = 10;
 
@@ -167,18 +180,18 @@ export class CacheClient {
   constructor(opts: ClientOptions) {
     if (!(Number.isInteger(opts.port) && opts.port > 0 && opts.port <= 65535)) throw new RangeError(`CacheClient: port must be 1..65535, got ${opts.port}`);
     const connections = positive("connections", opts.connections ?? 2);
-    const timeoutMs = positive("timeoutMs", opts.timeoutMs ?? 1000);
+    const timeoutMs = delay("timeoutMs", opts.timeoutMs ?? 1000);
     const endpoint = {
       host: opts.host,
       port: opts.port,
-      connectTimeoutMs: positive("connectTimeoutMs", opts.connectTimeoutMs ?? 1000),
+      connectTimeoutMs: delay("connectTimeoutMs", opts.connectTimeoutMs ?? 1000),
       limits: resolveLimits(opts.limits),
       authToken: opts.authToken,
       sender: opts.sender,
       tls: opts.tls,
       writeAtTurnEnd: opts.writeAtTurnEnd,
     };
-    this.probeIntervalMs = positive("probeIntervalMs", opts.probeIntervalMs ?? 500);
+    this.probeIntervalMs = delay("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
     const loadWaitMs = opts.loadWaitMs ?? 0;
     if (!(Number.isSafeInteger(loadWaitMs) && loadWaitMs >= 0)) throw new RangeError(`ClientOptions.loadWaitMs must be an integer >= 0, got ${loadWaitMs}`);
@@ -232,9 +245,32 @@ export class CacheClient {
     return this.call(METHOD_STATS, (w) => w.text(1, group)) as Promise<StatsResult>;
   }
 
-  /** getMulti returns the values found, by key (UTF-8 decoded); missing keys are absent. */
+  /**
+   * getMulti returns the values found, by key as asked (a string key as given, a byte key by its
+   * UTF-8 text); missing keys are absent. The map is made from the keys asked, matched to the
+   * reply's by their bytes: a server cannot name a key not asked. A byte key that is not UTF-8
+   * would share its text with others (each bad byte reads U+FFFD), so it is refused
+   * INVALID_ARGUMENT: peerGetMulti answers keys as bytes.
+   */
   getMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<Map<string, Uint8Array>> {
-    return this.multiGet(METHOD_GET_MULTI, group, keys) as Promise<Map<string, Uint8Array>>;
+    const asked: Uint8Array[] = [];
+    const names: string[] = [];
+    for (const key of keys) {
+      const bytes = typeof key === "string" ? UTF8_OUT.encode(key) : key;
+      const name = typeof key === "string" ? key : textOf(bytes);
+      if (name === undefined) {
+        return Promise.reject(new CacheError(ERROR_CODE.INVALID_ARGUMENT, `GetMulti key ${names.length} is not UTF-8; its result is keyed by text (peerGetMulti answers bytes)`));
+      }
+      asked.push(bytes);
+      names.push(name);
+    }
+    return this.multiGet(METHOD_GET_MULTI, group, asked).then((found) => {
+      const values = new Map<string, Uint8Array>();
+      valuesFor(asked, found as FoundEntries).forEach((v, i) => {
+        if (v !== undefined) values.set(names[i]!, v);
+      });
+      return values;
+    });
   }
 
   /** peerGetMulti is getMulti's peer call (PeerGetMulti): the entries found, keys as bytes. */
@@ -649,5 +685,15 @@ function overloaded(): CacheError {
 
 function positive(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`ClientOptions.${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+/**
+ * delay checks an option a timer waits for: positive, and at most MAX_TIMER_MS (a longer delay
+ * fires after 1 ms: a "practically infinite" timeout failed every call at once, and a down peer
+ * was probed every millisecond).
+ */
+function delay(name: string, value: number): number {
+  if (positive(name, value) > MAX_TIMER_MS) throw new RangeError(`ClientOptions.${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${value}`);
   return value;
 }

@@ -44,7 +44,7 @@ export interface StatsResult {
 }
 
 /**
- * FoundEntries is a PeerGetMulti's answer: the keys found (bytes, as nodes treat keys) and their
+ * FoundEntries is a GetMulti's or PeerGetMulti's answer: the keys found (bytes, as nodes treat keys) and their
  * values, in the order the peer wrote them. Not a Map keyed by the keys' strings: those are
  * chosen by clients, and a Map of keys built to share JavaScriptCore's string hash takes
  * quadratic time to fill (`valuesFor` matches them by sorting).
@@ -88,23 +88,14 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_STATS:
       return { itemCount: r.itemCount, hitCount: r.hitCount, missCount: r.missCount, totalCount: r.totalCount } satisfies StatsResult;
     case METHOD_GET_MULTI: {
+      // The entries as they came, keys as bytes: CacheClient.getMulti names them by the keys asked.
       const items = r.items;
-      if (method !== METHOD_GET_MULTI) {
-        // A peer call (PeerGetMulti): the entries as they came, keys as bytes (FoundEntries).
-        const found: FoundEntries = { keys: [], values: [] };
-        for (let i = 0; i < r.entryCount * 4; i += 4) {
-          found.keys.push(buf.slice(items[i]!, items[i]! + items[i + 1]!));
-          found.values.push(buf.slice(items[i + 2]!, items[i + 2]! + items[i + 3]!));
-        }
-        return found;
-      }
-      const values = new Map<string, Uint8Array>(); // keys are UTF-8 text for the seed method
+      const found: FoundEntries = { keys: [], values: [] };
       for (let i = 0; i < r.entryCount * 4; i += 4) {
-        const ks = items[i]!;
-        const vs = items[i + 2]!;
-        values.set(UTF8.decode(buf.subarray(ks, ks + items[i + 1]!)), buf.slice(vs, vs + items[i + 3]!));
+        found.keys.push(buf.slice(items[i]!, items[i]! + items[i + 1]!));
+        found.values.push(buf.slice(items[i + 2]!, items[i + 2]! + items[i + 3]!));
       }
-      return values;
+      return found;
     }
     case METHOD_PEER_INVALIDATE:
       return r.dropped;

@@ -102,3 +102,34 @@ describe("an idle connection after a large reply", () => {
     expect((await c.get("g", "k")).value).toEqual(new Uint8Array([9]));
   });
 });
+
+describe("getMulti's map", () => {
+  test("is keyed by the keys as asked; a key the server names but was not asked is not in it", async () => {
+    const s = stub();
+    s.handler = (call) => multiReply(call.name, call.seqid, [["b", new Uint8Array([2])], ["café", new Uint8Array([3])], ["never asked", new Uint8Array([4])]]);
+    const got = await client(s).getMulti("g", ["a", new TextEncoder().encode("b"), "café"]);
+    expect([...got.entries()]).toEqual([["b", new Uint8Array([2])], ["café", new Uint8Array([3])]]);
+  });
+
+  test("refuses byte keys that are not UTF-8 (two such keys read as the same text): INVALID_ARGUMENT, nothing sent", async () => {
+    const s = stub();
+    const c = client(s);
+    for (const bad of [new Uint8Array([0xff]), new Uint8Array([0x61, 0xc3])]) {
+      const e = await rejection(c.getMulti("g", ["ok", bad]));
+      expect(e.code).toBe(ERROR_CODE.INVALID_ARGUMENT);
+      expect(e.message).toContain("GetMulti key 1 is not UTF-8");
+    }
+    expect(s.calls.length).toBe(0);
+    // A key with a byte-order mark is its own key, not "a".
+    s.handler = (call) => multiReply(call.name, call.seqid, [["\uFEFFa", new Uint8Array([5])], ["a", new Uint8Array([1])]]);
+    const got = await c.getMulti("g", [new Uint8Array([0xef, 0xbb, 0xbf, 0x61]), "a"]);
+    expect([...got.entries()]).toEqual([["\uFEFFa", new Uint8Array([5])], ["a", new Uint8Array([1])]]);
+  });
+});
+
+describe("client options a timer waits for", () => {
+  test.each(["timeoutMs", "connectTimeoutMs", "probeIntervalMs"])("%s over 2^31 - 1 ms is refused (a timer fires such a delay after 1 ms)", (name) => {
+    expect(() => new CacheClient({ host: "127.0.0.1", port: 1, [name]: 2 ** 31 })).toThrow(`ClientOptions.${name} must be at most 2147483647 ms`);
+    expect(() => new CacheClient({ host: "127.0.0.1", port: 1, [name]: 2 ** 31 - 1 }).close()).not.toThrow();
+  });
+});
