@@ -9,9 +9,10 @@
 // tick's calls leave in one socket.write per connection.
 //
 // Timeouts without a timer per call: one interval per client (running only while calls are in
-// flight) advances an integer tick every `timeoutMs / 10` ms; a call remembers the tick it was
-// issued at and fails with PEER_UNAVAILABLE "timeout" once TIMEOUT_TICKS ticks have passed, i.e.
-// between timeoutMs and 1.1 × timeoutMs after it was issued. Its late reply is dropped.
+// flight) advances an integer tick every `timeoutMs / 10` ms (1 ms at least); a call remembers the
+// tick it was issued at and fails with PEER_UNAVAILABLE "timeout" once `timeoutTicks` ticks (the
+// timeout in whole ticks, 10 from 10 ms) have passed, i.e. between timeoutMs and timeoutMs + a
+// tick after it was issued. Its late reply is dropped.
 //
 // Health (PeerHealth): `maxFailures` consecutive failures of the application's calls (connect
 // errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
@@ -139,7 +140,7 @@ function textOf(bytes: Uint8Array): string | undefined {
   }
 }
 
-/** Sweep ticks per timeout; a call fails at the sweep TIMEOUT_TICKS + 1 ticks after the one it was issued in. */
+/** Sweep ticks per timeout (fewer when a tick would be under 1 ms); a call fails at the sweep timeoutTicks + 1 ticks after the one it was issued in. */
 const TIMEOUT_TICKS = 10;
 
 /** Test-only door to a client's connections (attach fake sockets, feed replies). */
@@ -153,6 +154,8 @@ export class CacheClient {
   private readonly retired: ClientConnection[] = [];
   private readonly endpoint: Endpoint;
   private readonly tickMs: number;
+  /** timeoutTicks: the timeout in whole ticks (TIMEOUT_TICKS, or fewer: a timeout of 11 ms is 6 ticks of 2 ms, not 10). */
+  private readonly timeoutTicks: number;
   private readonly probeIntervalMs: number;
   /** next is the next connection of `pick`'s round. */
   private next = 0;
@@ -193,9 +196,10 @@ export class CacheClient {
     };
     this.probeIntervalMs = delay("probeIntervalMs", opts.probeIntervalMs ?? 500);
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
+    this.timeoutTicks = Math.ceil(timeoutMs / this.tickMs);
     const loadWaitMs = opts.loadWaitMs ?? 0;
     if (!(Number.isSafeInteger(loadWaitMs) && loadWaitMs >= 0)) throw new RangeError(`ClientOptions.loadWaitMs must be an integer >= 0, got ${loadWaitMs}`);
-    this.lateTicks = loadWaitMs > 0 ? TIMEOUT_TICKS + Math.ceil(loadWaitMs / this.tickMs) : 0;
+    this.lateTicks = loadWaitMs > 0 ? this.timeoutTicks + Math.ceil(loadWaitMs / this.tickMs) : 0;
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp(), () => this.onStillDown());
     this.counters = this.health.counters;
     this.endpoint = endpoint;
@@ -463,7 +467,7 @@ export class CacheClient {
     // The ticks stood still while nothing waited: what was last heard is at least half a timeout
     // old now, so calls that wait unanswered get a liveness ping at the first sweep (else a node
     // that stopped while the client was idle would have its late calls wait half a timeout more).
-    if (this.lateTicks > 0) for (const conn of this.conns) conn.assumeQuiet(TIMEOUT_TICKS / 2);
+    if (this.lateTicks > 0) for (const conn of this.conns) conn.assumeQuiet(this.timeoutTicks / 2);
     this.sweepTimer = setInterval(() => this.sweep(), this.tickMs);
   }
 
@@ -486,15 +490,15 @@ export class CacheClient {
     let quietest = Infinity;
     for (const conn of conns) quietest = Math.min(quietest, conn.noteSweep());
     for (const old of retired) quietest = Math.min(quietest, old.noteSweep());
-    const peerAlive = quietest <= TIMEOUT_TICKS;
-    if (this.lateTicks > 0) for (const conn of conns) if (conn.needsLiveness(TIMEOUT_TICKS / 2)) this.pingLiveness(conn);
+    const peerAlive = quietest <= this.timeoutTicks;
+    if (this.lateTicks > 0) for (const conn of conns) if (conn.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
     for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.sweep(tick, TIMEOUT_TICKS, this.lateTicks, peerAlive)) timedOut = true;
+      if (conns[i]!.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
       if (conns[i]!.quiet) this.replace(i);
     }
     if (retired.length > 0) {
       // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.sweep(tick, TIMEOUT_TICKS, this.lateTicks, peerAlive)) timedOut = true;
+      for (const old of retired.slice()) if (old.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
       for (let i = retired.length - 1; i >= 0; i--) {
         const old = retired[i]!;
         if (old.pending.waiting > 0) continue;
@@ -642,7 +646,7 @@ export class CacheClient {
       for (const other of this.conns) {
         if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
       }
-      if (target === null || target.quietFor < TIMEOUT_TICKS / 2) return; // (the node answered there lately)
+      if (target === null || target.quietFor < this.timeoutTicks / 2) return; // (the node answered there lately)
     }
     if (!target.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }

@@ -133,3 +133,11 @@ describe("client options a timer waits for", () => {
     expect(() => new CacheClient({ host: "127.0.0.1", port: 1, [name]: 2 ** 31 - 1 }).close()).not.toThrow();
   });
 });
+
+describe("a small timeoutMs", () => {
+  test.each([[5, 1, 5], [11, 2, 6], [15, 2, 8], [1000, 100, 10]])("%p ms is %p ms ticks × %p, not 10 ticks whatever their length (11 ms failed after 22–24 ms)", (timeoutMs, tickMs, ticks) => {
+    const c = new CacheClient({ host: "127.0.0.1", port: 1, timeoutMs }) as unknown as { tickMs: number; timeoutTicks: number; close(): unknown };
+    expect([c.tickMs, c.timeoutTicks]).toEqual([tickMs, ticks]);
+    c.close();
+  });
+});
