@@ -82,7 +82,7 @@ Flags:
   --expiry-budget N      items removed per group per expiry tick at most (default ${DEFAULTS.expiryBudget})
   --log-level LEVEL      debug | info | warn | error | silent (default info)
   --log-json[=BOOL]      log JSON lines
-  --help                 print this help
+  -h, --help             print this help
   --version              print the version
 
 Sizes: 512, 64k, 64kb, 64m, 64mb, 1g (powers of 1024). Durations: 250ms, 30s, 5m, 1h, or seconds.`;
