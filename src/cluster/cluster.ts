@@ -56,7 +56,7 @@ export interface GroupName {
 const ASK_DROPS_MS = 500;
 
 /** noSuchGroup tells whether a member refused a call for not having its group: it holds no copies of it. */
-function noSuchGroup(e: unknown): boolean {
+export function noSuchGroup(e: unknown): boolean {
   return e instanceof CacheError && e.code === ERROR_CODE.UNKNOWN_GROUP;
 }
 
@@ -114,6 +114,13 @@ export class Cluster {
   private readonly leftOutErrors = new Map<string, string>();
   /** warnedSelfFor: the list last warned about for not naming this node. */
   private warnedSelfFor = "";
+  /**
+   * listedSelf: whether the last member list named this node (or was empty); undefined before
+   * the first. A node left out of the list keeps itself in its ring (a node listed under another
+   * name than its --self would otherwise drop every write), but the others write its keys
+   * elsewhere meanwhile: cache-node.ts drops what it holds when this changes.
+   */
+  listedSelf: boolean | undefined;
   private readonly peers = new Map<string, PeerClient>();
   /** asking: members asked to drop their mirrors (askDrops), not answered yet; owed: members to ask. */
   private readonly asking = new Set<string>();
@@ -154,6 +161,7 @@ export class Cluster {
     if (next.size > MAX_MEMBERS) throw new RangeError(`${next.size} members: more than ${MAX_MEMBERS}`);
     // (Each warning once per list or error: a source retries a list with a member left out.)
     const listed = [...next].join(",");
+    this.listedSelf = next.size === 0 || next.has(this.self);
     if (next.size > 0 && !next.has(this.self)) {
       if (this.warnedSelfFor !== listed) {
         this.logger.warn("the member list does not name this node: members with the same list send it none of its keys; if it is listed under another name, set --self to it", { self: this.self });
@@ -236,6 +244,35 @@ export class Cluster {
     return id !== undefined && this.peers.has(id) ? id : undefined;
   }
 
+  /**
+   * dropAll asks every other member to drop all its mirrored copies of `group` (PeerInvalidate
+   * `all`), and settles as a write's wait for invalidations does (`awaitAnswers`): once each
+   * answered or failed (a failure is owed: askDrops), or after maxWaitMs (the silent ones lag).
+   */
+  dropAll(group: string): Promise<void> {
+    const waits = new Map<string, [PeerClient, Promise<void>]>();
+    const sentAt = performance.now();
+    for (const [id, client] of this.peers) {
+      const told = this.tell(id, sentAt, client.invalidate(group, [], true));
+      if (!this.lagging.has(id)) waits.set(id, [client, told]);
+    }
+    return waits.size === 0 ? Promise.resolve() : this.awaitAnswers(waits);
+  }
+
+  /**
+   * tell counts an invalidation sent to member `id` at `sentAt` and settles (never rejecting)
+   * with its answer: answered; a member without the group holds no copies of it, and answers;
+   * another failure is counted, and owed (the member drops its mirrors when it can: askDrops).
+   */
+  private tell(id: string, sentAt: number, call: Promise<unknown>): Promise<void> {
+    this.counters.invalidationsSent++;
+    return call.then(() => this.answered(id, sentAt), (e: unknown) => {
+      if (noSuchGroup(e)) return this.answered(id, sentAt);
+      this.counters.peerErrors++;
+      this.owe(id);
+    });
+  }
+
   /** others returns the clients of every member but this node. */
   others(): PeerClient[] {
     return [...this.peers.values()];
@@ -273,12 +310,7 @@ export class Cluster {
     let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
     const sentAt = performance.now();
     for (const [id, client] of this.peers) {
-      this.counters.invalidationsSent++;
-      const told = client.invalidate(group.name, keys, false).then(() => this.answered(id, sentAt), (e: unknown) => {
-        this.counters.peerErrors++;
-        if (noSuchGroup(e)) this.answered(id, sentAt); // it holds no copies of the group, and it answers
-        else this.owe(id); // it may keep a copy this write replaced: it drops them all when it can (askDrops)
-      });
+      const told = this.tell(id, sentAt, client.invalidate(group.name, keys, false));
       if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, [client, told]);
     }
     return waits === undefined ? undefined : this.awaitAnswers(waits);

@@ -329,7 +329,12 @@ export class CacheNode {
         const c = cluster;
         const purges = new RingPurges(logger);
         membership.start((members) => {
-          if (c.setMembers(members)) void purges.changed(c.ownedHere(), groups.all());
+          const listed = c.listedSelf;
+          const changed = c.setMembers(members);
+          // Left out of the list, or listed again: the others wrote this node's keys elsewhere
+          // meanwhile (and it may have taken writes they did not see), so it keeps none of them.
+          if (listed !== undefined && c.listedSelf !== listed) void purges.changed(() => false, groups.all());
+          else if (changed) void purges.changed(c.ownedHere(), groups.all());
           return c.leftOut === 0; // a member left out is tried again at the source's next read
         });
         // Members may keep copies this node handed out before it (re)started, or whose

@@ -24,7 +24,7 @@
  * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
  * hit), or `false` when the call is local after all.
  */
-import type { Cluster } from "../cluster/cluster.ts";
+import { type Cluster, noSuchGroup } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
@@ -269,9 +269,14 @@ function forgetCopy(group: Group, key: Uint8Array): void {
 function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {
   group.clear();
   const calls = cluster.others().map((c) => c.clear(group.name, { peer: true }));
-  return Promise.allSettled(calls).then((results) => {
-    group.dropCopies(); // what forwarded Gets brought back meanwhile may be from before (forgetCopy)
-    const failed = results.filter((r) => r.status === "rejected").length;
+  return Promise.allSettled(calls).then(async (results) => {
+    // A member that cleared may have forwarded a Get to an owner that had not yet, and taken its
+    // old value into its mirror: once every member cleared, every member drops its copies (as
+    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy).
+    await cluster.dropAll(group.name);
+    group.dropCopies();
+    // A member without the group holds nothing of it: cleared.
+    const failed = results.filter((r) => r.status === "rejected" && !noSuchGroup(r.reason)).length;
     cluster.counters.peerErrors += failed;
     if (failed === 0) return reply.writeSuccess(req, true);
     replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `cleared here, but ${failed} of ${calls.length} peers could not be reached`);

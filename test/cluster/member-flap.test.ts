@@ -1,0 +1,53 @@
+/**
+ * A member taken out of the list and put back (a readiness flap under --peers-dns, a peers file
+ * edited): while it was out, its keys were written elsewhere, so it keeps none of what it held
+ * (review: back in the list, it served a value older than an acknowledged write).
+ */
+import { afterEach, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink } from "../server/support.ts";
+import { waitUntil } from "../support/gates.ts";
+import { freePorts } from "../support/node-process.ts";
+
+const open: { close(): unknown }[] = [];
+afterEach(async () => {
+  for (const x of open.splice(0)) await x.close();
+});
+
+test("a member left out of the list and listed again serves nothing it held before: no value older than a write acknowledged meanwhile", async () => {
+  const ports = freePorts(3);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const dir = mkdtempSync(join(tmpdir(), "mbc-flap-"));
+  open.push({ close: () => rmSync(dir, { recursive: true, force: true }) });
+  const file = join(dir, "peers");
+  writeFileSync(file, ids.join("\n"));
+  const nodes = ports.map((port) => {
+    const n = CacheNode.start({ port, host: "127.0.0.1", peersFile: file, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
+    open.push(n);
+    return n;
+  });
+  const [a, , d] = nodes as [CacheNode, CacheNode, CacheNode];
+  await waitUntil(() => nodes.every((n) => n.cluster!.members.length === 3), "every member's list read", 10_000);
+  const enc = new TextEncoder();
+  let key = "";
+  for (let i = 0; key === ""; i++) if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[2]) key = `k${i}`;
+  const viaA = new CacheClient({ host: "127.0.0.1", port: ports[0]!, timeoutMs: 3000 });
+  open.push(viaA);
+  await viaA.set("g", key, "v1"); // D owns it
+  expect(d.groups.byName("g")!.store.size).toBe(1);
+
+  writeFileSync(file, ids.slice(0, 2).join("\n")); // D is out
+  await waitUntil(() => a.cluster!.members.length === 2 && d.cluster!.listedSelf === false, "D out of every list", 10_000);
+  await waitUntil(() => d.groups.byName("g")!.store.size === 0, "D dropping what it held", 5_000);
+  await viaA.set("g", key, "v2"); // acknowledged by the key's owner now, B
+
+  writeFileSync(file, ids.join("\n")); // D is back, and owns the key again
+  await waitUntil(() => a.cluster!.members.length === 3 && d.cluster!.listedSelf === true, "D back in every list", 10_000);
+  const got = await viaA.get("g", key).then((r) => new TextDecoder().decode(r.value), (e: { code: number }) => e.code);
+  expect(got).not.toBe("v1");
+  expect(got).toBe(1); // NOT_FOUND: the value written meanwhile is B's, which owns the key no more
+}, 30_000);
