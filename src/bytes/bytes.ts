@@ -36,21 +36,21 @@ export function bytesEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff: num
   return true;
 }
 
-/** compareBytes orders byte strings: by their bytes, a prefix first (as `Buffer.compare`). */
+/**
+ * compareBytes orders byte strings: by their bytes, a prefix first. It is `Buffer.compare` (a
+ * native memcmp): a loop here walked each long shared prefix in JavaScript, and 64k keys sharing
+ * 247 of their 250 bytes took 0.3–0.6 s to sort, against 0.1 s.
+ */
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = a.length < b.length ? a.length : b.length;
-  for (let i = 0; i < n; i++) {
-    if (a[i] !== b[i]) return a[i]! - b[i]!;
-  }
-  return a.length - b.length;
+  return Buffer.compare(a, b);
 }
 
 /**
  * sortedByBytes returns the indexes of `keys` ordered by their bytes, equal keys by index. It is
  * how client-chosen keys are grouped or matched where a `Map` keyed by their strings would be
  * flooded: JavaScriptCore hashes strings with fixed secrets, and keys built to share a hash
- * made one GetMulti of 40,000 keys hold the event loop 7 s. Sorting costs O(n log n) whatever
- * the keys.
+ * made one GetMulti of 40,000 keys hold the event loop 7 s. Sorting costs O(n log n) key
+ * comparisons whatever the keys.
  */
 export function sortedByBytes(keys: readonly Uint8Array[]): number[] {
   const order = Array.from(keys.keys());

@@ -248,11 +248,16 @@ export class Cluster {
    * dropAll asks every other member to drop all its mirrored copies of `group` (PeerInvalidate
    * `all`), and settles as a write's wait for invalidations does (`awaitAnswers`): once each
    * answered or failed (a failure is owed: askDrops), or after maxWaitMs (the silent ones lag).
+   * The members `failed` (their clients; a call to them just failed) are not asked, only owed.
    */
-  dropAll(group: string): Promise<void> {
+  dropAll(group: string, failed: ReadonlySet<PeerClient> = new Set()): Promise<void> {
     const waits = new Map<string, [PeerClient, Promise<void>]>();
     const sentAt = performance.now();
     for (const [id, client] of this.peers) {
+      if (failed.has(client)) {
+        this.owe(id);
+        continue;
+      }
       const told = this.tell(id, sentAt, client.invalidate(group, [], true));
       if (!this.lagging.has(id)) waits.set(id, [client, told]);
     }

@@ -244,21 +244,17 @@ export class ReplyReader {
 
   /**
    * readResponse reads the response struct (depth 2) of seed method `base`. A Get's without its
-   * value (field 1, a string) answers nothing: REPLY_MISSING, not a hit of an empty value.
+   * value (field 1) is an empty value, as Thrift reads an unset binary: Apache's generated
+   * servers write a Response whose value was left unset so.
    */
   private readResponse(base: number): void {
     const r = this.reader;
-    let value = false;
     for (;;) {
       const type = r.readFieldBegin();
-      if (type === TYPE_STOP) {
-        if (base === METHOD_GET && !value && this.outcome === REPLY_OK) this.outcome = REPLY_MISSING;
-        return;
-      }
+      if (type === TYPE_STOP) return;
       const id = r.fieldId;
       if (base === METHOD_GET) {
         if (type === TYPE_STRING && id === 1) {
-          value = true;
           this.valueLength = r.readBinary();
           this.valueStart = r.rangeStart;
           if (this.valueLength > this.maxValueBytes) this.limit(ERROR_CODE.VALUE_TOO_LARGE, REPLY_VALUE_TOO_LARGE);

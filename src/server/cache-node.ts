@@ -328,13 +328,17 @@ export class CacheNode {
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
         const purges = new RingPurges(logger);
+        let wasListed = false;
         membership.start((members) => {
           const listed = c.listedSelf;
           const changed = c.setMembers(members);
-          // Left out of the list, or listed again: the others wrote this node's keys elsewhere
-          // meanwhile (and it may have taken writes they did not see), so it keeps none of them.
-          if (listed !== undefined && c.listedSelf !== listed) void purges.changed(() => false, groups.all());
+          // Left out of the list after being in it, or listed again after that: the others
+          // wrote this node's keys elsewhere meanwhile (and it may have taken writes they did not
+          // see), so it keeps none of them. (A node not listed yet when it starts, as under
+          // --peers-dns until it is ready, keeps what it loaded: a join, as any start.)
+          if (wasListed && c.listedSelf !== listed) void purges.changed(() => false, groups.all());
           else if (changed) void purges.changed(c.ownedHere(), groups.all());
+          if (c.listedSelf === true) wasListed = true;
           return c.leftOut === 0; // a member left out is tried again at the source's next read
         });
         // Members may keep copies this node handed out before it (re)started, or whose

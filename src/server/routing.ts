@@ -268,15 +268,18 @@ function forgetCopy(group: Group, key: Uint8Array): void {
 
 function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {
   group.clear();
-  const calls = cluster.others().map((c) => c.clear(group.name, { peer: true }));
+  const others = cluster.others();
+  const calls = others.map((c) => c.clear(group.name, { peer: true }));
   return Promise.allSettled(calls).then(async (results) => {
+    // A member without the group holds nothing of it: cleared.
+    const unreached = new Set(others.filter((_, i) => results[i]!.status === "rejected" && !noSuchGroup((results[i] as PromiseRejectedResult).reason)));
     // A member that cleared may have forwarded a Get to an owner that had not yet, and taken its
     // old value into its mirror: once every member cleared, every member drops its copies (as
-    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy).
-    await cluster.dropAll(group.name);
+    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy). One not
+    // reached is not waited for again: it drops them once it can (owed).
+    await cluster.dropAll(group.name, unreached);
     group.dropCopies();
-    // A member without the group holds nothing of it: cleared.
-    const failed = results.filter((r) => r.status === "rejected" && !noSuchGroup(r.reason)).length;
+    const failed = unreached.size;
     cluster.counters.peerErrors += failed;
     if (failed === 0) return reply.writeSuccess(req, true);
     replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `cleared here, but ${failed} of ${calls.length} peers could not be reached`);

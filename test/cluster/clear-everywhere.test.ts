@@ -8,6 +8,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
 import { freePorts } from "../support/node-process.ts";
+import { closedPort } from "../client/support.ts";
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -61,3 +62,17 @@ test("a Clear of a group a member does not have is acknowledged, and that member
   expect(a.cluster!.counters.invalidationsSent).toBeGreaterThan(20);
   expect(a.cluster!.counters.peerErrors).toBe(0);
 });
+
+test("a Clear with a member that refuses connections answers at once that it could not reach it, counted once (review: the drop ask after it counted it again)", async () => {
+  const [pa] = freePorts(1) as [number];
+  const gone = closedPort();
+  const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${gone}`];
+  const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
+  open.push(a);
+  const viaA = client(pa);
+  const before = a.cluster!.counters.peerErrors;
+  await expect(viaA.clear("g")).rejects.toMatchObject({ code: 7, message: "cleared here, but 1 of 1 peers could not be reached" });
+  expect(a.cluster!.counters.peerErrors - before).toBe(1);
+  expect(a.cluster!.owedMembers).toEqual([ids[1]!]);
+});
+
