@@ -366,7 +366,7 @@ export class CacheClient {
     return opts?.peer ? peerMethod(seed) : seed;
   }
 
-  /** call issues a promise-returning call whose request fields `encode` writes. */
+  /** multiGet calls GetMulti or PeerGetMulti (`method`) for `keys`: the entries found (FoundEntries). */
   private multiGet(method: number, group: string, keys: readonly (string | Uint8Array)[]): Promise<unknown> {
     return this.call(method, (w) => {
       w.text(1, group);
@@ -375,6 +375,7 @@ export class CacheClient {
     });
   }
 
+  /** call issues a promise-returning call whose request fields `encode` writes. */
   private call(method: number, encode: (w: CallWriter) => void): Promise<unknown> {
     const refusal = this.refusal();
     if (refusal !== null) {

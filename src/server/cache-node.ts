@@ -552,8 +552,8 @@ function peerClient(
 function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver | undefined): MembershipSource {
   if (config.peersFile !== undefined) return new FileMembers(config.peersFile, logger);
   if (config.peersDns !== undefined) {
-    const colon = config.peersDns.lastIndexOf(":");
-    return new DnsMembers(config.peersDns.slice(0, colon), Number(config.peersDns.slice(colon + 1)), config.peersDnsIntervalMs, logger, resolve);
+    const { host, port } = memberAddressOf(config.peersDns);
+    return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve);
   }
   return new StaticMembers(config.peers ?? []);
 }
