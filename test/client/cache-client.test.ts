@@ -10,6 +10,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { type StubCall, StubServer, appExceptionReply, closedPort, getReply, multiReply, rejection, serve, until } from "./support.ts";
 import { LogSink } from "../server/support.ts";
+import { IPV6 } from "../support/ipv6.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -660,15 +661,6 @@ describe("picking a connection", () => {
   });
 });
 
-/** IPV6: this machine has an IPv6 loopback to listen on (a container may not). */
-const IPV6 = (() => {
-  try {
-    Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } }).stop(true);
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 describe("addresses in error texts", () => {
   test.skipIf(!IPV6)("(needs an IPv6 loopback) an IPv6 host is written in brackets, as --peers takes it (review: 'connect to ::1:8001 failed')", async () => {

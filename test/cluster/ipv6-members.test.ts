@@ -13,16 +13,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { parseArgs } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { IPV6 } from "../support/ipv6.ts";
 
-/** IPV6: this machine has an IPv6 loopback to listen on (a container may not). */
-const IPV6 = (() => {
-  try {
-    Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } }).stop(true);
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 /**
  * ZONED is an IPv6 address of this machine with its zone, one it can listen on: a link-local one

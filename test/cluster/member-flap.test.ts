@@ -18,18 +18,24 @@ afterEach(async () => {
   for (const x of open.splice(0)) await x.close();
 });
 
-test("a member left out of the list and listed again serves nothing it held before: no value older than a write acknowledged meanwhile", async () => {
-  const ports = freePorts(3);
+/** fileMembers starts `count` nodes on one peers file that lists the first `listed` of them. */
+function fileMembers(count: number, listed: number): { ids: string[]; ports: number[]; file: string; nodes: CacheNode[] } {
+  const ports = freePorts(count);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const dir = mkdtempSync(join(tmpdir(), "mbc-flap-"));
+  const dir = mkdtempSync(join(tmpdir(), "mbc-members-"));
   open.push({ close: () => rmSync(dir, { recursive: true, force: true }) });
   const file = join(dir, "peers");
-  writeFileSync(file, ids.join("\n"));
+  writeFileSync(file, ids.slice(0, listed).join("\n"));
   const nodes = ports.map((port) => {
     const n = CacheNode.start({ port, host: "127.0.0.1", peersFile: file, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
     open.push(n);
     return n;
   });
+  return { ids, ports, file, nodes };
+}
+
+test("a member left out of the list and listed again serves nothing it held before: no value older than a write acknowledged meanwhile", async () => {
+  const { ids, ports, file, nodes } = fileMembers(3, 3);
   const [a, , d] = nodes as [CacheNode, CacheNode, CacheNode];
   await waitUntil(() => nodes.every((n) => n.cluster!.members.length === 3), "every member's list read", 10_000);
   const enc = new TextEncoder();
@@ -53,17 +59,7 @@ test("a member left out of the list and listed again serves nothing it held befo
 }, 30_000);
 
 test("a node the list does not name yet when it starts (under --peers-dns until it is ready) keeps what it holds once listed: a join, not a return", async () => {
-  const ports = freePorts(2);
-  const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const dir = mkdtempSync(join(tmpdir(), "mbc-join-"));
-  open.push({ close: () => rmSync(dir, { recursive: true, force: true }) });
-  const file = join(dir, "peers");
-  writeFileSync(file, ids[0]!);
-  const nodes = ports.map((port) => {
-    const n = CacheNode.start({ port, host: "127.0.0.1", peersFile: file, logLevel: "silent", groups: [{ name: "g", ttlMs: 0 }] }, { logger: new LogSink().logger });
-    open.push(n);
-    return n;
-  });
+  const { ids, file, nodes } = fileMembers(2, 1);
   const late = nodes[1]!;
   await waitUntil(() => late.cluster!.listedSelf === false, "the late node's first list", 10_000);
   // What it loaded at start (a snapshot, say): a thousand items.

@@ -16,6 +16,7 @@ import type { Request } from "../../src/protocol/request.ts";
 import { earlierSameKey } from "../../src/server/multi-loads.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { jscCollidingKeys } from "../support/jsc-collisions.ts";
+import { multiKeyRequest } from "../support/multi-request.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -25,19 +26,6 @@ afterEach(async () => {
 const enc = new TextEncoder();
 const b = (s: string): Uint8Array => enc.encode(s);
 
-/** requestOf lays `keys` out as a multi-key request's entries (start, length, …) in one buffer. */
-function requestOf(keys: Uint8Array[]): Pick<Request, "buffer" | "items" | "itemCount"> {
-  const buffer = new Uint8Array(keys.reduce((n, k) => n + k.length, 0));
-  const items = new Int32Array(keys.length * 4);
-  let at = 0;
-  keys.forEach((k, i) => {
-    buffer.set(k, at);
-    items[i * 4] = at;
-    items[i * 4 + 1] = k.length;
-    at += k.length;
-  });
-  return { buffer, items, itemCount: keys.length };
-}
 
 describe("grouping and matching keys by their bytes", () => {
   test("compareBytes orders by bytes, a prefix first; sortedByBytes keeps equal keys in index order", () => {
@@ -52,7 +40,7 @@ describe("grouping and matching keys by their bytes", () => {
     const flood = jscCollidingKeys(300);
     // Entries: the flood, then every third key of it again, twice, and a key and its prefix.
     const keys = [...flood, ...flood.filter((_, i) => i % 3 === 0), ...flood.filter((_, i) => i % 3 === 0), b("k"), b("k\u0000")];
-    const req = requestOf(keys) as Request;
+    const req = multiKeyRequest(keys) as Request;
     const indexes = keys.map((_, i) => i).reverse(); // any order: "first" is first in `indexes`
     const earlier = earlierSameKey(req, indexes);
     const firstAt = new Map<string, number>();

@@ -6,20 +6,10 @@
 import { describe, expect, test } from "bun:test";
 import { markRepeated } from "../../src/server/repeated-keys.ts";
 import { hashBytes } from "../../src/store/hash.ts";
+import { multiKeyRequest } from "../support/multi-request.ts";
 
-/** request lays `keys` out as a decoded multi-key request does (items: start, length, -, -). */
-function request(keys: Uint8Array[]) {
-  const buffer = new Uint8Array(keys.reduce((n, k) => n + k.length, 0));
-  const items = new Int32Array(keys.length * 4);
-  let at = 0;
-  keys.forEach((k, i) => {
-    buffer.set(k, at);
-    items[i * 4] = at;
-    items[i * 4 + 1] = k.length;
-    at += k.length;
-  });
-  return { itemCount: keys.length, items, buffer } as never;
-}
+/** request lays `keys` out as a decoded multi-key request does. */
+const request = (keys: Uint8Array[]) => multiKeyRequest(keys) as never;
 
 const enc = new TextEncoder();
 
