@@ -159,26 +159,22 @@ describe("node.ts command-line errors", () => {
     [["--group", "a", "--group", "a"], ["group 'a' defined twice"]],
     [["--log-level", "loud"], ["--log-level", "loud"]],
   ];
-  test.each(BAD)("%p exits 2 with a message naming the flag", async (args, parts) => {
-    const { code, stderr } = await runToExit(["--port", "0", ...args]);
-    expect(code).toBe(2);
-    expect(stderr).toStartWith("mybuncache: ");
-    for (const part of parts) expect(stderr).toContain(part);
-    expect(stderr).not.toMatch(READY);
-  });
+  /** refused runs the node with `args`, and checks it exits `code` before listening, its message starting `prefix` and naming `parts`. */
+  async function refused(args: string[], code: number, prefix: string, parts: string[]): Promise<void> {
+    const run = await runToExit(["--port", "0", ...args]);
+    expect(run.code).toBe(code);
+    expect(run.stderr).toStartWith(prefix);
+    for (const part of parts) expect(run.stderr).toContain(part);
+    expect(run.stderr).not.toMatch(READY);
+  }
+  test.each(BAD)("%p exits 2 with a message naming the flag", (args, parts) => refused(args, 2, "mybuncache: ", parts));
 
   // What only starting finds (a file a flag names, a host name, the ports) exits 1: docs/running.md, "Exit codes".
   const START: [string[], string[]][] = [
     [["--host", "no-such-host.invalid", "--insecure"], ["no-such-host.invalid", "the host name could not be resolved"]],
     [["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], ["--tls-cert", "/nonexistent/cert.pem"]],
   ];
-  test.each(START)("%p exits 1: cannot start, saying why", async (args, parts) => {
-    const { code, stderr } = await runToExit(["--port", "0", ...args]);
-    expect(code).toBe(1);
-    expect(stderr).toStartWith("mybuncache: cannot start: ");
-    for (const part of parts) expect(stderr).toContain(part);
-    expect(stderr).not.toMatch(READY);
-  });
+  test.each(START)("%p exits 1: cannot start, saying why", (args, parts) => refused(args, 1, "mybuncache: cannot start: ", parts));
 
   test("--memory 1k is too small: exits non-zero and says why", async () => {
     const { code, stderr } = await runToExit(["--port", "0", "--memory", "1k"]);
