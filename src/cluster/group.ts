@@ -419,7 +419,7 @@ export class Group {
    * no refusal is remembered (expired ones are dropped here first).
    */
   written(key: Uint8Array, off: number, len: number): void {
-    if (this.mirror !== undefined) this.writtenAt[this.copyBucket(key, off, len)] = ++this.writes;
+    this.writtenAt[this.copyBucket(key, off, len)] = ++this.writes;
     if (this.tooLarge.size > 0) this.pruneTooLarge();
     if (this.loading.size === 0 && this.tooLarge.size === 0) return;
     const flightKey = latin1Key(key.subarray(off, off + len));

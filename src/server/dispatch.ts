@@ -230,7 +230,7 @@ function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: Fo
     return true;
   }
   const value = ahead.value;
-  if (value === null) return load(group, req, reply, foreign);
+  if (value === null || !group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) return load(group, req, reply, foreign);
   reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
   return true;
 }

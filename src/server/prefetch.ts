@@ -21,14 +21,15 @@
  *   idle (anything left then is of no use);
  * - an answer started under another member list is not used, nor one whose TTL ran out while it
  *   waited (the remaining TTL it reports is aged by the wait).
- * Another client's write that lands between the start and the Get's turn is a race that client
- * could not have observed anyway (the Get had already been sent): a Get of a key this node
- * stores looks at the store first, so another client's Set wins, and a load a write made stale
- * while it ran is done again; a Delete after the load ended leaves the answer as it is (a value
- * the source held after the Get was sent: what a Get served just before the Delete answers).
- * A forwarded answer fills the mirror as a Get forwarded in turn does, under the copy ticket taken
- * when it was sent: a write or an invalidation of its key heard of since (while it travelled or
- * while it was kept) keeps it out.
+ * Another client's write of the key heard of between the start and the Get's turn (a Set or
+ * Delete served here, a write forwarded through this node, the owner's invalidation) makes the
+ * answer unused: each answer keeps the copy ticket taken when it started, and a Get whose key
+ * was written since (`Group.mayCopy`) is forwarded or loaded again at its turn. The write may
+ * have been acknowledged before that turn and read by an earlier request of this connection (a
+ * GetMulti of the key, which the look-ahead passes over): the kept answer would take that read
+ * back (review: v2, then v1). The owner waits for this node's answer to its invalidation before
+ * it acknowledges a write of a key it handed out, so every acknowledged write is heard of in time.
+ * A forwarded answer that is used fills the mirror as a Get forwarded in turn does.
  *
  * Bounds: at most MAX_PREFETCHES answers per connection, and none started once the values kept
  * reach MAX_PREFETCH_BYTES. Answers under way are all kept when they come, even past it: dropped,
@@ -135,6 +136,7 @@ export class Prefetches {
     const clock = group.store.clock;
     const counters = group.counters;
     const loads = counters.loads;
+    p.ticket = group.copyTicket(); // a write of the key heard of after this: the answer is not used (dispatch)
     const loading = group.load(key, off, len, true, group.loadsAhead);
     if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
     loading.then(

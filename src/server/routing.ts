@@ -69,7 +69,10 @@ function routeGet(
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
   if (owner === cluster.self) return false; // served here: dispatch's get takes what was loaded ahead
   // What was fetched ahead for this key (prefetch.ts) is this Get's, however it is answered.
-  const ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, false);
+  let ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, false);
+  // A write or invalidation of the key heard of since it was sent: its answer may be older than
+  // what this connection's earlier requests read (the owner waits for this node before it acks).
+  if (ahead !== undefined && !group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) ahead = undefined;
   const client = cluster.peer(owner);
   if (client === undefined) return false;
   const mirror = group.mirror;

@@ -1,0 +1,101 @@
+/**
+ * Reads on one pipelined connection never go back in time: a Get whose answer was fetched or
+ * loaded ahead of its turn (the look-ahead, while an earlier request waited) is not answered with
+ * it when a write of its key was heard of since it was sent; the answer is fetched or loaded
+ * again (review: a GetMulti of K read v2, then the Get of K behind it v1, the value an
+ * acknowledged write had replaced; and on a lone node, a cache-aside Delete acknowledged before
+ * the Get's turn did not keep the old value from being served).
+ */
+import { afterEach, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { keysOf, startMembers } from "../support/cluster-members.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink, RawSocket, getCall, getMultiCall } from "../server/support.ts";
+import { T } from "../protocol/wire-builder.ts";
+import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => { await Promise.all(open.splice(0).map((x) => x.close())); });
+const utf8 = new TextEncoder();
+const dec = new TextDecoder();
+
+test("GetMulti K then Get K on one connection: the Get must not be older than the GetMulti", async () => {
+  const loader = async (key: string): Promise<string | null> => {
+    if (key.startsWith("slow")) await Bun.sleep(300);
+    return `L:${key}`;
+  };
+  const m = startMembers(2, open, { peerTimeoutMs: 2000 }, () => ({ default: loader }));
+  const [a, b] = m.nodes as [CacheNode, CacheNode];
+  await Bun.sleep(50);
+  const slow = keysOf(a, m.ids[0]!, "slow", 1)[0]!; // owned by A: its load parks the connection
+  const k = keysOf(a, m.ids[1]!, "k", 1)[0]!; // owned by B
+  const writer = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
+  open.push(writer);
+  await writer.set("default", k, "v1");
+
+  const raw = await RawSocket.connect(a.port);
+  raw.write(new Uint8Array([...getCall(1, slow), ...getMultiCall(2, "default", [utf8.encode(k)]), ...getCall(3, k)]));
+  await Bun.sleep(80); // Get 3 is forwarded ahead now, while Get 1 loads
+  await writer.set("default", k, "v2"); // acknowledged before Get 2 and Get 3 are served
+  await raw.waitFor(() => raw.frames().length === 3, "replies");
+  const { replies } = readReplies(raw.received, "framed");
+  const got = replies.map((r) => {
+    const o = outcome(r);
+    if (o.kind !== "success") return `error`;
+    if (r.name === "GetMulti") return ((field(o.value, 1, T.MAP) as [Uint8Array, Uint8Array][]) ?? []).map(([, v]) => dec.decode(v)).join();
+    return dec.decode(field(o.value, 1, T.STRING) as Uint8Array);
+  });
+  expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0); // Get 3 was forwarded ahead
+  expect(got).toEqual([`L:${slow}`, "v2", "v2"]);
+  raw.close();
+}, 20_000);
+
+test("Get J (new) then Get K (old) though K was written before J", async () => {
+  const loader = async (key: string): Promise<string | null> => {
+    if (key.startsWith("slow")) await Bun.sleep(300);
+    return `L:${key}`;
+  };
+  const m = startMembers(2, open, { peerTimeoutMs: 2000 }, () => ({ default: loader }));
+  const a = m.nodes[0]!;
+  await Bun.sleep(50);
+  const slow = keysOf(a, m.ids[0]!, "slow", 1)[0]!;
+  const j = keysOf(a, m.ids[0]!, "j", 1)[0]!; // owned by A, held: not started ahead, read at its turn
+  const k = keysOf(a, m.ids[1]!, "k", 1)[0]!; // owned by B: forwarded ahead
+  const w = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+  open.push(w);
+  await w.set("default", k, "v1");
+  await w.set("default", j, "v1");
+  const raw = await RawSocket.connect(a.port);
+  raw.write(new Uint8Array([...getCall(1, slow), ...getCall(2, j), ...getCall(3, k)]));
+  await Bun.sleep(80);
+  await w.set("default", k, "v2"); // K first...
+  await w.set("default", j, "v2"); // ...then J
+  await raw.waitFor(() => raw.frames().length === 3, "replies");
+  const { replies } = readReplies(raw.received, "framed");
+  const got = replies.map((r) => { const o = outcome(r); return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : "error"; });
+  expect(got).toEqual([`L:${slow}`, "v2", "v2"]);
+  raw.close();
+}, 20_000);
+
+test("lone node, cache-aside: Get J (new) then Get K (old), though K was invalidated before J", async () => {
+  const db = new Map([["K", "v1"], ["J", "v1"]]);
+  const n = CacheNode.start({ port: freePorts(1)[0]!, host: "127.0.0.1", logLevel: "silent" },
+    { logger: new LogSink().logger, loaders: { default: async (k: string) => { if (k === "slow") await Bun.sleep(300); return db.get(k) ?? `L:${k}`; } } });
+  open.push(n);
+  const w = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
+  open.push(w);
+  await w.set("default", "J", "v1"); // J cached: not loaded ahead
+  const raw = await RawSocket.connect(n.port);
+  raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "J"), ...getCall(3, "K")]));
+  await Bun.sleep(80); // K loaded ahead for Get 3: "v1"
+  db.set("K", "v2");
+  await w.delete("default", "K"); // cache-aside: K updated and invalidated first...
+  db.set("J", "v2");
+  await w.delete("default", "J"); // ...then J
+  await raw.waitFor(() => raw.frames().length === 3, "replies");
+  const { replies } = readReplies(raw.received, "framed");
+  const got = replies.map((r) => { const o = outcome(r); return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : "error"; });
+  expect(got).toEqual(["L:slow", "v2", "v2"]);
+  raw.close();
+}, 20_000);
