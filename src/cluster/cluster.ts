@@ -103,6 +103,8 @@ export class Cluster {
   generation = 0;
   /** handOuts: which members may hold copies of a key this node owns (a write of it then waits for their invalidations). */
   readonly handOuts: HandOuts;
+  /** mirrorTtlMs: how long a member may keep a copy of this node's keys (HandOuts remembers a hand-out as long, and 1 s). */
+  readonly mirrorTtlMs: number;
   /**
    * maxWaitMs bounds a write's wait for the members' answers to its invalidation (writeWaitMs).
    * A member whose answer it waited for that long in vain is `lagging` (see invalidate).
@@ -141,7 +143,8 @@ export class Cluster {
     this.ring.add(this.self);
     this.connect = opts.connect;
     this.logger = opts.logger;
-    this.handOuts = new HandOuts(opts.mirrorTtlMs ?? 10_000);
+    this.mirrorTtlMs = opts.mirrorTtlMs ?? 10_000;
+    this.handOuts = new HandOuts(this.mirrorTtlMs);
     this.maxWaitMs = writeWaitMs(opts.peerTimeoutMs ?? 1_000);
   }
 

@@ -207,6 +207,7 @@ export class CallRuns {
         const valueLength = LISTED[o + PEEK_VALUE + 1]!;
         if (ttl < 0 || valueLength > this.maxValueBytes || group.mirror !== undefined) break;
         if (!store.overwrite(buf, keyStart, keyLength, hash, buf, LISTED[o + PEEK_VALUE]!, valueLength, group.ttlFor(ttl * 1000))) break;
+        group.writtenHash(hash); // (answers kept ahead on other connections are not used: prefetch.ts)
         if (dropAhead) prefetches.clear(); // a write: the Gets after it read it, not what was started before
         group.counters.sets++;
         reply.writePlainSetOk(LISTED[o + 4]!, framed);

@@ -225,12 +225,14 @@ function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKe
  * by the wait) or the error; a load made stale by a write of the key is done again now.
  */
 function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch): Promise<void> | true {
+  // A write of the key heard of since it started (an error or "not found" included): loaded again.
+  if (!group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) return load(group, req, reply, foreign);
   if (ahead.err !== null) {
     replyThrown(reply, req, ahead.err);
     return true;
   }
   const value = ahead.value;
-  if (value === null || !group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) return load(group, req, reply, foreign);
+  if (value === null) return load(group, req, reply, foreign);
   reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
   return true;
 }

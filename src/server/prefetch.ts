@@ -62,7 +62,7 @@ export class Prefetch {
   waiter: (() => void) | null = null;
   /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
   kept = true;
-  /** ticket is the group's copy ticket when it was forwarded: its answer may fill the mirror (Group.mayCopy). */
+  /** ticket is the group's copy ticket when it started: its answer is used (and may fill the mirror) only if no write of its key came since (Group.mayCopy). */
   ticket = 0;
   constructor(
     /** generation is the cluster's member-list generation it was fetched under. */
@@ -116,6 +116,7 @@ export class Prefetches {
     p.ticket = group.copyTicket(); // a write heard of after this keeps the answer out of the mirror
     // The owner's remaining TTL is aged from when the Get was sent (see forwardedTtl).
     const sentAt = group.store.clock();
+    p.fetchedAt = sentAt; // (settle sets it again: routing ages a kept answer from it)
     client.forwardGet(group.nameBytes, key, off, len, (err, value, valueOff, valueLen, ttl) => {
       p.settle(err, value, valueOff, valueLen, ttl, sentAt);
     });

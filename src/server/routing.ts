@@ -72,7 +72,10 @@ function routeGet(
   let ahead = prefetches?.take(cluster, group, req.buffer, req.keyStart, req.keyLength, false);
   // A write or invalidation of the key heard of since it was sent: its answer may be older than
   // what this connection's earlier requests read (the owner waits for this node before it acks).
-  if (ahead !== undefined && !group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) ahead = undefined;
+  // Nor one sent a mirror TTL ago or more: the owner remembers what it handed out that long (and
+  // 1 s), then acknowledges writes of the key without waiting for this node.
+  if (ahead !== undefined && (!group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket) ||
+    (cluster.mirrorTtlMs > 0 && group.store.clock() - ahead.fetchedAt >= cluster.mirrorTtlMs))) ahead = undefined;
   const client = cluster.peer(owner);
   if (client === undefined) return false;
   const mirror = group.mirror;

@@ -12,6 +12,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, getMultiCall } from "../server/support.ts";
+import { delayingProxy } from "../support/delay-proxy.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 
@@ -97,5 +98,39 @@ test("lone node, cache-aside: Get J (new) then Get K (old), though K was invalid
   const { replies } = readReplies(raw.received, "framed");
   const got = replies.map((r) => { const o = outcome(r); return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : "error"; });
   expect(got).toEqual(["L:slow", "v2", "v2"]);
+  raw.close();
+}, 20_000);
+
+test("an answer fetched ahead and kept past the owner's note of its hand-out (the mirror TTL and 1 s) is not used: the owner acknowledged a write without this node's answer", async () => {
+  const [pa, pb, proxied] = freePorts(3) as [number, number, number];
+  const ids = [`127.0.0.1:${proxied}`, `127.0.0.1:${pb}`]; // B reaches A through a proxy
+  const loader = async (key: string): Promise<string | null> => { if (key.startsWith("slow")) await Bun.sleep(2500); return `L:${key}`; };
+  const cfg = { host: "127.0.0.1", peers: ids, logLevel: "silent" as const, peerTimeoutMs: 5000, mirrorTtlMs: 100 };
+  const a = CacheNode.start({ ...cfg, port: pa, self: ids[0] }, { logger: new LogSink().logger, loaders: { default: loader } });
+  const b = CacheNode.start({ ...cfg, port: pb }, { logger: new LogSink().logger, loaders: { default: loader } });
+  open.push(a, b);
+  let slow = "", k = "";
+  for (let i = 0; slow === "" || k === ""; i++) {
+    const s = `slow${i}`, kk = `kq${i}`;
+    if (slow === "" && a.cluster!.owner(utf8.encode(s), 0, s.length) === ids[0]) slow = s;
+    if (k === "" && a.cluster!.owner(utf8.encode(kk), 0, kk.length) === ids[1]) k = kk;
+  }
+  open.push(delayingProxy(proxied, pa, k, 3000)); // B's calls to A that name K (its invalidation) come 3 s late
+  await Bun.sleep(1500);
+  const writer = new CacheClient({ host: "127.0.0.1", port: pb, timeoutMs: 5000 });
+  open.push(writer);
+  const raw = await RawSocket.connect(pa);
+  raw.write(new Uint8Array([...getCall(1, slow), ...getMultiCall(2, "default", [utf8.encode(k)]), ...getCall(3, k)]));
+  await Bun.sleep(1400); // K forwarded ahead at ~0 (B loads L:K); B's note of it ends at ~1.1 s
+  await writer.set("default", k, "v2");
+  await raw.waitFor(() => raw.frames().length === 3, "replies");
+  const got = readReplies(raw.received, "framed").replies.map((r) => {
+    const o = outcome(r);
+    if (o.kind !== "success") return o.kind;
+    if (r.name === "GetMulti") return ((field(o.value, 1, T.MAP) as [Uint8Array, Uint8Array][]) ?? []).map(([, v]) => dec.decode(v)).join();
+    return dec.decode(field(o.value, 1, T.STRING) as Uint8Array);
+  });
+  expect(a.cluster!.counters.prefetchesSent).toBeGreaterThan(0);
+  expect(got).toEqual([`L:${slow}`, "v2", "v2"]);
   raw.close();
 }, 20_000);
