@@ -33,8 +33,8 @@ export const MAX_LOAD = 0.7;
 export const SLOT_BYTES = 8;
 /**
  * MAX_SAME_HASH is the most keys the index holds under one 32-bit hash. Among n random keys,
- * about n^9 / (9! * 2^256) sets of nine share one (10^-27 for a billion keys): only chosen keys
- * reach it.
+ * about n^9 / (9! * 2^256) sets of nine share one: 2 * 10^-11 for a hundred million keys, 0.02
+ * for a billion; and a ninth costs one early eviction. Only chosen keys reach it in practice.
  */
 export const MAX_SAME_HASH = 8;
 
