@@ -30,6 +30,16 @@ const mine = `${hostname()} ${process.pid} ${ns}\n`;
 
 const open = (snapshot: string, sink = new LogSink()) => CacheNode.open({ port: 0, snapshot }, { logger: sink.logger });
 
+/** openHolding opens a node on `cache.snap` in the test's directory and sets default/k to `value` through `c`, left open. */
+async function openHolding(value: string): Promise<{ snapshot: string; sink: LogSink; node: CacheNode; c: CacheClient }> {
+  const snapshot = join(dir, "cache.snap");
+  const sink = new LogSink();
+  const node = await open(snapshot, sink);
+  const c = new CacheClient({ host: "127.0.0.1", port: node.port });
+  await c.set("default", "k", value);
+  return { snapshot, sink, node, c };
+}
+
 test("a second node of the same process on the path is refused until the first closes; the lock goes with it", async () => {
   const snapshot = join(dir, "cache.snap");
   const first = await open(snapshot);
@@ -173,11 +183,7 @@ test("a lock path that is a directory refuses the start with a message saying so
 });
 
 test("a node whose lock was taken over (stopped past its staleness) writes no snapshot over the new holder's, nor moves it aside", async () => {
-  const snapshot = join(dir, "cache.snap");
-  const sink = new LogSink();
-  const node = await open(snapshot, sink);
-  const c = new CacheClient({ host: "127.0.0.1", port: node.port });
-  await c.set("default", "k", "the old node's");
+  const { snapshot, sink, node, c } = await openHolding("the old node's");
   await c.close();
   // Another node took the lock meanwhile and wrote its own snapshot.
   writeFileSync(`${snapshot}.lock`, "elsewhere 9 pid:[1]\n");
@@ -191,11 +197,7 @@ test("a node whose lock was taken over (stopped past its staleness) writes no sn
 });
 
 test("a lock removed while the node holds it is made again: the node's writes go on, and its final snapshot is the one the next start loads (review: it stopped writing, and the next start loaded a stale one)", async () => {
-  const snapshot = join(dir, "cache.snap");
-  const sink = new LogSink();
-  const node = await open(snapshot, sink);
-  const c = new CacheClient({ host: "127.0.0.1", port: node.port });
-  await c.set("default", "k", "first");
+  const { snapshot, sink, node, c } = await openHolding("first");
   await node.snapshotter!.write();
   rmSync(`${snapshot}.lock`); // an operator, or a cleaner of the directory
   await c.set("default", "k", "acknowledged after");
