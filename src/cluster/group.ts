@@ -469,10 +469,10 @@ export class Group {
     }
     // A string takes 1 to 3 bytes of UTF-8 per UTF-16 unit, so one longer than the store takes is
     // refused without being encoded, only measured (a loader's 100 MB string was encoded, up to
-    // 300 MB, to be refused): `value` is then its size in bytes.
-    const value = typeof loaded !== "string" ? loaded
-      : this.store.fits(key.length, loaded.length) ? utf8.encode(loaded) : Buffer.byteLength(loaded, "utf8");
-    if (typeof value === "number" || !this.store.fits(key.length, value.length)) {
+    // 300 MB, to be refused): `value` is then null.
+    const value = typeof loaded !== "string" ? loaded : this.store.fits(key.length, loaded.length) ? utf8.encode(loaded) : null;
+    const size = value !== null ? value.length : Buffer.byteLength(loaded as string, "utf8");
+    if (value === null || !this.store.fits(key.length, size)) {
       // Served, it would pass the limits every other path keeps (a Get's reply past the frame
       // limit, a peer's answer its caller refuses). Not storable either: the refusal is kept
       // for the negative TTL instead, so a hot key does not call the loader on every Get.
@@ -483,7 +483,7 @@ export class Group {
         this.tooLarge.delete(flightKey); // re-inserted last: the newest
         this.tooLarge.set(flightKey, this.store.clock() + this.negativeTtlMs);
       }
-      throw tooLargeError(typeof value === "number" ? value : value.length);
+      throw tooLargeError(size);
     }
     this.counters.localLoads++;
     const ttl = this.defaultTtlMs;
