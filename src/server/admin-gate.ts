@@ -3,8 +3,9 @@
  * passes the bytes of each one it lets in to the admin HTTP server (`Bun.serve`, which has no
  * connection cap of its own) on a loopback port of its own. (Not a Unix socket: Bun.serve on one
  * dropped pipelined replies once the socket's buffer filled, and a file for it failed the start
- * on a read-only /tmp. A process on this host can reach that port past the cap; the cap is for
- * the admin port's clients.)
+ * on a read-only /tmp.) A process on this host can connect to that port too, past the cap: the
+ * server answers only connections the gate opened, by their local port (`passedBy`), and any other
+ * gets 403.
  *
  * Why: idle admin connections cost a file descriptor each and nothing bounded them. A review
  * held 4,500 under `ulimit -n 4000`: the Thrift port could not accept, the node spun on EMFILE,
@@ -60,6 +61,8 @@ export const EVICT_QUIET_MS = 1000;
 interface Pipe {
   client: Socket<Pipe>;
   upstream: Socket<Pipe> | undefined;
+  /** localPort is the upstream's local port once it is open (0 before, and once it closed). */
+  localPort: number;
   /** toUpstream / toClient: bytes waiting for that side (the upstream while it connects, or a short write). */
   toUpstream: Uint8Array[];
   toClient: Uint8Array[];
@@ -97,6 +100,8 @@ export class AdminGate {
   private refusedLoggedAt = -Infinity;
   private readonly listener: TCPSocketListener<Pipe>;
   private readonly pipes = new Set<Pipe>();
+  /** upstreamPorts: the local ports of the gate's open connections to the HTTP server (`passedBy`). */
+  private readonly upstreamPorts = new Set<number>();
 
   constructor(
     host: string, port: number, private readonly upstreamPort: number, private readonly logger: Logger,
@@ -140,6 +145,15 @@ export class AdminGate {
     this.port = this.listener.port;
   }
 
+  /**
+   * passedBy tells whether a connection to the HTTP server from `port` (on 127.0.0.1) is one the
+   * gate opened and still holds. Its request bytes go out only once it is open, and it is let go
+   * (`end`) before its port can be another socket's.
+   */
+  passedBy(port: number): boolean {
+    return this.upstreamPorts.has(port);
+  }
+
   /** connections is the admin connections open now. */
   get connections(): number {
     return this.pipes.size;
@@ -169,7 +183,7 @@ export class AdminGate {
       return;
     }
     const p: Pipe = {
-      client, upstream: undefined, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
+      client, upstream: undefined, localPort: 0, toUpstream: [], toClient: [], toUpstreamBytes: 0, toClientBytes: 0, upstreamGone: false, clientEnded: false, upstreamPaused: false,
       stallTimer: undefined, progressAt: 0, quietSince: now, asked: false, closed: false,
     };
     client.data = p;
@@ -185,6 +199,8 @@ export class AdminGate {
           socket.data = p;
           if (p.closed) return void socket.end();
           p.upstream = socket;
+          p.localPort = socket.localPort;
+          gate.upstreamPorts.add(p.localPort);
           gate.flush(p, "up");
         },
         data(socket, chunk) {
@@ -197,6 +213,7 @@ export class AdminGate {
           gate.upstreamDone(p);
         },
         close() {
+          gate.letPortGo(p);
           gate.upstreamDone(p);
         },
         error() {
@@ -207,6 +224,12 @@ export class AdminGate {
       this.logger.warn("admin connection could not reach the admin server", { error: String(e) });
       this.end(p);
     });
+  }
+
+  /** letPortGo forgets the upstream's local port: its socket is closing, and the port may be another's next. */
+  private letPortGo(p: Pipe): void {
+    if (p.localPort !== 0) this.upstreamPorts.delete(p.localPort);
+    p.localPort = 0;
   }
 
   /** upstreamDone: the server is done with the connection; the client's ends once the reply is written. */
@@ -313,6 +336,7 @@ export class AdminGate {
     p.toUpstream.length = 0;
     p.toClient.length = 0;
     p.client.end();
+    this.letPortGo(p);
     p.upstream?.end(); // (also after the server closed first: its half-closed socket is ours to close)
   }
 }

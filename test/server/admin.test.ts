@@ -114,6 +114,19 @@ function rawHttp(port: number, request: string): Promise<string> {
 }
 
 describe("admin port connections", () => {
+  test("the HTTP server behind the gate answers only the gate: a local process connecting to its own port gets 403, past the cap", async () => {
+    await using a = await startAdminNode({}, {}, "serving");
+    const inner = (a.admin as unknown as { server: { port: number } }).server.port;
+    expect(inner).not.toBe(a.admin.port);
+    const direct = await rawHttp(inner, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect(direct).toStartWith("HTTP/1.1 403 Forbidden");
+    expect(direct).toContain("connect to the admin port");
+    expect(a.admin.connections.open).toBe(0);
+    // Through the gate the same request is served, also on a keep-alive connection's second request.
+    const twice = await rawHttp(a.admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect(twice.match(/HTTP\/1\.1 200 OK/g)?.length).toBe(2);
+  });
+
   test("past the cap a connection is answered 503 and closed; the ones let in are served, and their slots come back", async () => {
     const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
     // (none is quiet long enough to be closed for a new one here: see the next test)
