@@ -10,6 +10,13 @@
 //    PEER_UNAVAILABLE and not INVALID_ARGUMENT: the caller's input was fine; the peer could not
 //    serve the call, and a router must treat it like an unreachable peer (load locally);
 //  - a REPLY without a result → PEER_UNAVAILABLE "… failed: reply carried no result";
+//  - a Set's, Clear's or SetMulti's REPLY with success=false and no error (REPLY_FAILED: how a
+//    seed server may answer a failure) → PEER_UNAVAILABLE, message
+//      "<Method> failed: the server answered success=false, with no error"
+//    as for a missing result: the server did not do the write and said not why, so nothing points
+//    at the caller's input; a node forwarding the write to a member that answers so does not
+//    count it acknowledged (routing.ts). The connection is kept: the bytes were fine. Delete's
+//    success=false is its answer (not found), not a failure;
 //  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE (made by the
 //    connection and the client, with "timeout", "connection closed: …", "peer is down", "client
 //    closed").
@@ -18,7 +25,7 @@
 
 import { compareBytes, sortedByBytes } from "../bytes/bytes.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode, parseSeedError } from "../protocol/errors.ts";
-import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, type ReplyReader } from "../protocol/reply-reader.ts";
+import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, REPLY_FAILED, type ReplyReader } from "../protocol/reply-reader.ts";
 import {
   METHOD_DELETE,
   METHOD_GET,
@@ -102,7 +109,7 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_PEER_PING:
       return { nodeId: UTF8.decode(buf.subarray(r.nodeIdStart, r.nodeIdStart + r.nodeIdLength)), uptimeMs: r.uptimeMs } satisfies PingResult;
     default:
-      return undefined; // Set, Clear, SetMulti: success is implied by a reply without error
+      return undefined; // Set, Clear, SetMulti with success=true (false is REPLY_FAILED: replyError)
   }
 }
 
@@ -128,6 +135,7 @@ export function replyError(method: number, r: ReplyReader): CacheError {
     const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
     return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`);
   }
+  if (r.outcome === REPLY_FAILED) return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: the server answered success=false, with no error`);
   return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: reply carried no result`);
 }
 

@@ -6,10 +6,11 @@
 //     REPLY      result { 0: <method's response struct>, 1: CacheError { 1: i32 code, 2: string } }
 //     EXCEPTION  TApplicationException { 1: string message, 2: i32 type }
 // and the outcome lands in `outcome` (REPLY_OK / REPLY_CACHE_ERROR / REPLY_APP_ERROR /
-// REPLY_MISSING). Response fields per method (thrift/cache.thrift; peer variants read like their
-// seed methods):
+// REPLY_MISSING / REPLY_FAILED). Response fields per method (thrift/cache.thrift; peer variants
+// read like their seed methods):
 //     Get            valueStart/valueLength, ttlRemainingMs (-1 when absent: no expiry)
-//     Set/Delete/Clear/SetMulti   success
+//     Set/Delete/Clear/SetMulti   success (false for Set, Clear and SetMulti: REPLY_FAILED; for
+//                    Delete it is the answer, false = not found)
 //     Stats          itemCount, hitCount, missCount, totalCount
 //     GetMulti       itemCount entries in `items` (4 int32 each: keyStart, keyLength, valueStart,
 //                    valueLength), like Request.items
@@ -29,11 +30,14 @@ import { BinaryReader } from "./binary-reader.ts";
 import { APP_ERROR, ERROR_CODE, ProtocolError, protocolError } from "./errors.ts";
 import type { ProtocolLimits } from "./limits.ts";
 import {
+  METHOD_CLEAR,
   METHOD_GET,
   METHOD_GET_MULTI,
   METHOD_NAME_BYTES,
   METHOD_PEER_INVALIDATE,
   METHOD_PEER_PING,
+  METHOD_SET,
+  METHOD_SET_MULTI,
   METHOD_STATS,
   baseMethod,
 } from "./request.ts";
@@ -58,6 +62,13 @@ export const REPLY_CACHE_ERROR = 1;
 export const REPLY_APP_ERROR = 2;
 /** A REPLY with neither result field (Thrift's MISSING_RESULT). */
 export const REPLY_MISSING = 3;
+/**
+ * A Set's, Clear's or SetMulti's REPLY (or their Peer forms') whose `success` is false (or absent,
+ * which Thrift reads as false) with no error: the server did not do it and gave no reason. The
+ * seed's servers may answer a failure so; ours never do (they answer a CacheError, or with
+ * --seed-errors an application exception). Not Delete's: its false means "not found".
+ */
+export const REPLY_FAILED = 4;
 
 export const REPLY_VALUE_TOO_LARGE = "reply value larger than the limit";
 export const REPLY_KEY_TOO_LONG = "reply key longer than the limit";
@@ -163,7 +174,9 @@ export class ReplyReader {
           if (r.fieldId === 1) this.readCacheError();
           else {
             this.outcome = REPLY_OK; // limits found inside may turn it into REPLY_CACHE_ERROR
-            this.readResponse(baseMethod(method));
+            const base = baseMethod(method);
+            this.readResponse(base);
+            if (this.outcome === REPLY_OK && !this.success && (base === METHOD_SET || base === METHOD_CLEAR || base === METHOD_SET_MULTI)) this.outcome = REPLY_FAILED;
           }
         } else {
           r.skip(type, 2);

@@ -15,17 +15,25 @@ import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import {
   REPLY_APP_ERROR,
   REPLY_CACHE_ERROR,
+  REPLY_FAILED,
   REPLY_MISSING,
   REPLY_OK,
   ReplyReader,
 } from "../../src/protocol/reply-reader.ts";
 import {
+  METHOD_AUTH,
+  METHOD_CLEAR,
   METHOD_DELETE,
   METHOD_GET,
   METHOD_GET_MULTI,
+  METHOD_NAMES,
+  METHOD_PEER_CLEAR,
+  METHOD_PEER_DELETE,
   METHOD_PEER_GET,
   METHOD_PEER_INVALIDATE,
   METHOD_PEER_PING,
+  METHOD_PEER_SET,
+  METHOD_PEER_SET_MULTI,
   METHOD_SET,
   METHOD_SET_MULTI,
   METHOD_STATS,
@@ -152,6 +160,20 @@ describe("ReplyReader", () => {
       .stop();
     r = read(METHOD_GET, framed(message(MSG.REPLY, "Get", 1, body.bytes())));
     expect([r.outcome, v(r)]).toEqual([REPLY_OK, "yes"]);
+  });
+
+  test.each([
+    [METHOD_SET, REPLY_FAILED], [METHOD_CLEAR, REPLY_FAILED], [METHOD_SET_MULTI, REPLY_FAILED],
+    [METHOD_PEER_SET, REPLY_FAILED], [METHOD_PEER_CLEAR, REPLY_FAILED], [METHOD_PEER_SET_MULTI, REPLY_FAILED],
+    [METHOD_DELETE, REPLY_OK], [METHOD_PEER_DELETE, REPLY_OK], [METHOD_AUTH, REPLY_OK],
+  ])("success=false, or unset, to method %p: outcome %p (a write not done; Delete's and Auth's false is their answer)", (method, outcome) => {
+    const name = METHOD_NAMES[method]!;
+    const unset = framed(message(MSG.REPLY, name, 1, new Bytes().field(T.STRUCT, 0).stop().stop().bytes()));
+    for (const frame of [boolReply(name, 1, false), unset]) {
+      const r = read(method, frame);
+      expect([r.outcome, r.success]).toEqual([outcome, false]);
+    }
+    expect(read(method, boolReply(name, 1, true)).outcome).toBe(REPLY_OK);
   });
 
   test("policy limits fail the call, not the stream", () => {

@@ -1,11 +1,17 @@
 /**
  * A write forwarded to an owner that cannot be reached is answered PEER_UNAVAILABLE naming the
- * owner, as a Get is ("peer is down" alone did not say which member, nor that it was the owner).
+ * owner, as a Get is ("peer is down" alone did not say which member, nor that it was the owner);
+ * so is one a member answers success=false (it did not do it), which is not counted as done.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
-import { startMembers } from "../support/cluster-members.ts";
+import { METHOD_PEER_CLEAR, METHOD_PEER_SET, METHOD_PEER_SET_MULTI } from "../../src/protocol/request.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { StubServer, boolReply, serve } from "../client/support.ts";
+import { LogSink } from "../server/support.ts";
+import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
+import { freePorts } from "../support/node-process.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -59,3 +65,38 @@ describe("a routed SetMulti with a part for an unreachable owner", () => {
     }
   });
 });
+
+describe("a member that answers a forwarded write success=false, with no error", () => {
+  test("has not acknowledged it: the Set, SetMulti and Clear through another node fail PEER_UNAVAILABLE, and their entries are not counted as sets (they were acknowledged, and counted)", async () => {
+    // M is a stub member that answers PeerSet, PeerSetMulti and PeerClear success=false, the rest as a member would.
+    const m = new StubServer();
+    open.push({ close: async () => m.close() });
+    m.handler = (call, stub) => (FAILING.has(call.method) ? boolReply(call.name, call.seqid, false) : serve(call, stub));
+    const [pa] = freePorts(1) as [number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`];
+    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
+    open.push(a);
+    const [mine] = keysOwnedBy(a, ids[0]!, 1, "a") as [string];
+    const [theirs] = keysOwnedBy(a, ids[1]!, 1, "m") as [string];
+    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    open.push(viaA);
+    const counters = a.groups.byName("default")!.counters;
+    const refused = { name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE };
+
+    await expect(viaA.set("default", theirs, "v")).rejects.toMatchObject({
+      ...refused, message: expect.stringContaining("PeerSet failed: the server answered success=false, with no error"),
+    });
+    await expect(viaA.setMulti("default", [[mine, "1"], [theirs, "2"]])).rejects.toMatchObject({
+      ...refused, message: "PeerSetMulti failed: the server answered success=false, with no error",
+    });
+    expect(counters.sets).toBe(1); // the SetMulti's entry A owns, stored here; none of M's
+    expect(new TextDecoder().decode((await viaA.get("default", mine)).value)).toBe("1");
+
+    await expect(viaA.clear("default")).rejects.toMatchObject({ ...refused, message: "cleared here, but 1 of 1 peers could not be reached" });
+    expect(a.cluster!.owedMembers).toEqual([ids[1]!]); // to be asked again to drop its copies
+    expect(a.cluster!.counters.peerErrors).toBe(3); // one a call
+    expect(m.calls.filter((c) => FAILING.has(c.method)).map((c) => c.name)).toEqual(["PeerSet", "PeerSetMulti", "PeerClear"]);
+  });
+});
+
+const FAILING = new Set([METHOD_PEER_SET, METHOD_PEER_SET_MULTI, METHOD_PEER_CLEAR]);
