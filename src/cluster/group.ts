@@ -86,7 +86,7 @@ export class GroupCounters {
   negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored
-  setErrors = 0; // sets refused (too large, no memory, bad ttl)
+  setErrors = 0; // Set calls and SetMulti entries refused, not stored (too large, no memory, not admitted, bad ttl, key too long)
   deletes = 0; // Delete calls that removed a live item
 }
 

@@ -73,11 +73,13 @@ export function replyFor(req: Request, reply: ReplyWriter): ReplyWriter {
 function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined, member: string | undefined): Promise<void> | void {
   if (req.errorCode !== 0) {
     // A Set refused as it was read (a value over --max-item-size, a key too long, a negative TTL)
-    // is a Set its group refused, as the store's refusals are (mybuncache_set_errors_total).
+    // is a Set its group refused, as the store's refusals are (mybuncache_set_errors_total); a
+    // SetMulti so refused stores none of its entries: each is a refusal (setErrors counts
+    // entries, as sets does).
     const base = baseMethod(req.method);
     if (base === METHOD_SET || base === METHOD_SET_MULTI) {
       const group = ctx.groups.find(req.buffer, req.groupStart, req.groupLength);
-      if (group !== undefined) group.counters.setErrors++;
+      if (group !== undefined) group.counters.setErrors += base === METHOD_SET ? 1 : req.itemCount;
     }
     return replyCacheError(reply, req, req.errorCode as ErrorCode, req.errorMessage);
   }
@@ -396,7 +398,8 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
 }
 
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's
-// CacheError (the other entries stay stored, as separate sets would).
+// CacheError (the other entries stay stored, as separate sets would). Each entry counts as a Set
+// would: in sets when stored, in setErrors when refused.
 function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
   const b = req.buffer;
   const items = req.items;
@@ -410,10 +413,10 @@ function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: Reply
     group.written(b, items[o]!, items[o + 1]!);
     if (r !== SET_OK) {
       if (failed === SET_OK) failed = r;
+      group.counters.setErrors++; // each entry refused, as a routed SetMulti's part here counts them (Group.set)
     } else if (!drop) group.counters.sets++;
   }
   const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, items, 4, req.itemCount, member) : undefined;
-  if (failed !== SET_OK) group.counters.setErrors++;
   if (told === undefined) return answerSet(reply, req, failed);
   const refused = failed;
   return told.then(() => answerSet(reply, req, refused));

@@ -149,7 +149,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   perGroup("mybuncache_load_timeouts_total", "Callers answered LOAD_FAILED because the loader was too slow.", (g) => g.counters.loadTimeouts);
   perGroup("mybuncache_loads_not_found_total", "Loader calls that answered not found.", (g) => g.counters.notFound);
   perGroup("mybuncache_sets_total", "Set calls and SetMulti entries stored.", (g) => g.counters.sets);
-  perGroup("mybuncache_set_errors_total", "Sets refused (too large, no memory, bad TTL).", (g) => g.counters.setErrors);
+  perGroup("mybuncache_set_errors_total", "Set calls and SetMulti entries refused, not stored (too large, no memory, not admitted, bad TTL, key too long): one per entry, as sets_total counts those stored.", (g) => g.counters.setErrors);
   perGroup("mybuncache_deletes_total", "Delete calls that removed a live item.", (g) => g.counters.deletes);
 
   // ---- Stores of each group (main, and the mirror in a cluster) ----
