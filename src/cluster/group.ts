@@ -22,8 +22,8 @@
  * still unanswered after four timeouts may be replaced by a new one (a stuck loader call).
  */
 import { latin1Key } from "../bytes/bytes.ts";
-import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
-import { MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
+import { CacheError, ERROR_CODE, errorText, setError } from "../protocol/errors.ts";
+import { MIB, SET_OK, SET_REJECTED, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
 import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 
@@ -517,9 +517,7 @@ export class Group {
       return;
     }
     this.counters.setErrors++;
-    if (r === SET_TOO_LARGE) throw new CacheError(ERROR_CODE.VALUE_TOO_LARGE, "item larger than the max item size");
-    if (r === SET_INVALID_TTL) throw new CacheError(ERROR_CODE.INVALID_ARGUMENT, "ttl must be >= 0");
-    throw new CacheError(ERROR_CODE.NO_MEMORY, "no memory could be freed for the item");
+    throw setError(r); // (as a client's Set is answered: a routed SetMulti's part here reads as a local one)
   }
 
   /** delete removes `key`; it returns whether a live value was removed. */

@@ -10,6 +10,11 @@
 // Expected outcomes of a request are not exceptions: the decoder records a cache-level refusal
 // in the request (`errorCode`, `errorMessage`) instead of throwing, so the hot path never
 // allocates an Error; CacheError exists for the server and for the fuzzing entry point.
+// A store's refusal of a write is told as the CacheError of SET_ERRORS, whoever wrote: a client's
+// Set or SetMulti (server/reply-errors.ts) or Group.set (the local part of a routed SetMulti, and
+// programs embedding a group); it lives here, below both, as cluster/ imports nothing of server/.
+
+import { SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, type SetResult } from "../store/store-api.ts";
 
 /** TApplicationException type numbers (Thrift's own TApplicationException.TYPE). */
 export const APP_ERROR = {
@@ -96,6 +101,20 @@ export class CacheError extends Error {
     super(message);
     this.code = code;
   }
+}
+
+/** SET_ERRORS gives each refusal of a store's `set` its ErrorCode and message. */
+export const SET_ERRORS: Readonly<Record<Exclude<SetResult, typeof SET_OK>, readonly [ErrorCode, string]>> = {
+  [SET_TOO_LARGE]: [ERROR_CODE.VALUE_TOO_LARGE, "item larger than the largest slab chunk (max item size)"],
+  [SET_NO_MEMORY]: [ERROR_CODE.NO_MEMORY, "no memory could be freed for the item"],
+  [SET_REJECTED]: [ERROR_CODE.NO_MEMORY, "item not admitted"],
+  [SET_INVALID_TTL]: [ERROR_CODE.INVALID_ARGUMENT, "ttl must be >= 0"],
+};
+
+/** setError is the CacheError of a store's refusal `r` (SET_ERRORS). */
+export function setError(r: Exclude<SetResult, typeof SET_OK>): CacheError {
+  const [code, message] = SET_ERRORS[r];
+  return new CacheError(code, message);
 }
 
 /** protocolError builds a ProtocolError of type PROTOCOL_ERROR that closes the connection. */

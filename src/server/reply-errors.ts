@@ -1,22 +1,15 @@
 /**
  * The one place where outcomes become wire errors.
  *
- * Store results map to `CacheError` codes (`SET_ERRORS`); a thrown `CacheError` keeps its code;
+ * Store results map to `CacheError` codes (`SET_ERRORS`, protocol/errors.ts: Group.set throws the
+ * same); a thrown `CacheError` keeps its code;
  * anything else thrown by a loader or a peer is LOAD_FAILED. Protocol faults (bad bytes) are
  * answered by the server with Thrift's TApplicationException through the same ReplyWriter.
  */
-import { CacheError, ERROR_CODE, type ErrorCode, errorText } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, type ErrorCode, SET_ERRORS, errorText } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
-import { SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, type SetResult } from "../store/store.ts";
-
-/** SET_ERRORS maps a failed store SetResult to its ErrorCode and message. */
-export const SET_ERRORS: Record<Exclude<SetResult, typeof SET_OK>, [ErrorCode, string]> = {
-  [SET_TOO_LARGE]: [ERROR_CODE.VALUE_TOO_LARGE, "item larger than the largest slab chunk (max item size)"],
-  [SET_NO_MEMORY]: [ERROR_CODE.NO_MEMORY, "no memory could be freed for the item"],
-  [SET_REJECTED]: [ERROR_CODE.NO_MEMORY, "item not admitted"],
-  [SET_INVALID_TTL]: [ERROR_CODE.INVALID_ARGUMENT, "ttl must be >= 0"],
-};
+import type { SET_OK, SetResult } from "../store/store.ts";
 
 /** replyCacheError writes a CacheError reply `{code, message}`. */
 export function replyCacheError(reply: ReplyWriter, req: Request, code: ErrorCode, message: string): void {

@@ -1,11 +1,12 @@
 /**
  * A write forwarded to an owner that cannot be reached is answered PEER_UNAVAILABLE naming the
  * owner, as a Get is ("peer is down" alone did not say which member, nor that it was the owner);
- * so is one a member answers success=false (it did not do it), which is not counted as done.
+ * so is one a member answers success=false (it did not do it), which is not counted as done. An
+ * entry of a routed SetMulti that this node's own store refuses reads as a lone node's refusal.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
-import { ERROR_CODE } from "../../src/protocol/errors.ts";
+import { type CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_PEER_CLEAR, METHOD_PEER_SET, METHOD_PEER_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { StubServer, boolReply, serve } from "../client/support.ts";
@@ -63,6 +64,32 @@ describe("a routed SetMulti with a part for an unreachable owner", () => {
     for (const [round, key] of keys.entries()) {
       expect(new TextDecoder().decode((await viaC.get("default", key)).value)).toBe(`new${round}`);
     }
+  });
+});
+
+describe("a routed SetMulti's entry this node's store refuses", () => {
+  test("reads as the same refusal through a lone node: the same CacheError code and message", async () => {
+    // A value of the max item size passes the protocol's value limit, but with its key and the
+    // chunk header it is too large for the store.
+    const config = { maxItemSize: 64 * 1024 };
+    const big = new Uint8Array(64 * 1024);
+    const refusal = async (port: number, entries: [string, string | Uint8Array][]): Promise<unknown> => {
+      const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 2000 });
+      open.push(c);
+      return c.setMulti("default", entries).then(() => undefined, (e: unknown) => e);
+    };
+    const lone = CacheNode.start({ port: 0, logLevel: "silent", ...config }, { logger: new LogSink().logger });
+    open.push(lone);
+    const alone = await refusal(lone.port, [["k", big]]);
+    expect(alone).toMatchObject({ name: "CacheError", code: ERROR_CODE.VALUE_TOO_LARGE });
+
+    const { nodes, ids } = startMembers(2, open, config);
+    const a = nodes[0]!;
+    const [mine] = keysOwnedBy(a, ids[0]!, 1, "a") as [string];
+    const [theirs] = keysOwnedBy(a, ids[1]!, 1, "b") as [string];
+    const routed = await refusal(a.port, [[mine, big], [theirs, "v"]]); // routed: this node's part is stored by Group.set
+    const { code, message } = alone as CacheError;
+    expect(routed).toMatchObject({ name: "CacheError", code, message });
   });
 });
 
