@@ -15,8 +15,9 @@
 //      "<Method> failed: the server answered success=false, with no error"
 //    as for a missing result: the server did not do the write and said not why, so nothing points
 //    at the caller's input; a node forwarding the write to a member that answers so does not
-//    count it acknowledged (routing.ts). The connection is kept: the bytes were fine. Delete's
-//    success=false is its answer (not found), not a failure;
+//    count it acknowledged, and says the member refused it, not that it was unreachable
+//    (routing.ts, by `isRefusedWithoutReason`). The connection is kept: the bytes were fine.
+//    Delete's success=false is its answer (not found), not a failure;
 //  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE (made by the
 //    connection and the client, with "timeout", "connection closed: …", "peer is down", "client
 //    closed").
@@ -83,6 +84,7 @@ export interface PingResult {
 const UTF8 = new TextDecoder();
 const APP_ERROR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(APP_ERROR).map(([name, type]) => [type, name]));
 const UNKNOWN_METHOD_MARK = `server exception UNKNOWN_METHOD (${APP_ERROR.UNKNOWN_METHOD})`;
+const REFUSED_MARK = " failed: the server answered success=false, with no error";
 
 /** buildResult returns what a call of `method` resolves to, from a REPLY_OK reply. */
 export function buildResult(method: number, r: ReplyReader): unknown {
@@ -135,13 +137,21 @@ export function replyError(method: number, r: ReplyReader): CacheError {
     const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
     return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`);
   }
-  if (r.outcome === REPLY_FAILED) return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: the server answered success=false, with no error`);
+  if (r.outcome === REPLY_FAILED) return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, name + REFUSED_MARK);
   return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: reply carried no result`);
 }
 
 /** isUnknownMethod tells whether `err` is a server's UNKNOWN_METHOD answer (a server without that method). */
 export function isUnknownMethod(err: unknown): boolean {
   return err instanceof CacheError && err.code === ERROR_CODE.PEER_UNAVAILABLE && err.message.includes(UNKNOWN_METHOD_MARK);
+}
+
+/**
+ * isRefusedWithoutReason tells whether `err` is a write the server answered success=false, with
+ * no error (REPLY_FAILED): it answered, and did not do the write; it was not unreachable.
+ */
+export function isRefusedWithoutReason(err: unknown): boolean {
+  return err instanceof CacheError && err.code === ERROR_CODE.PEER_UNAVAILABLE && err.message.endsWith(REFUSED_MARK);
 }
 
 /** unavailable makes the PEER_UNAVAILABLE error of a local failure (timeout, lost connection, …). */

@@ -81,7 +81,7 @@ export interface ClusterOptions {
 export class ClusterCounters {
   forwarded = 0; // client calls sent on to the owner of their key(s)
   peerLoads = 0; // gets answered by the owner peer
-  peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost)
+  peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost; a write the member refused without a reason)
   fallbackLoads = 0; // gets loaded locally because the owner could not be reached
   prefetchesSent = 0; // gets of a waiting connection forwarded ahead of their turn (server/prefetch.ts)
   prefetchesUsed = 0; // forwarded gets answered from such a prefetch

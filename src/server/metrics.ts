@@ -204,7 +204,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
     c("mybuncache_cluster_forwarded_total", "Client calls sent on to the owner of their keys.", () => cc.forwarded);
     c("mybuncache_cluster_peer_loads_total", "Gets answered by the owner peer.", () => cc.peerLoads);
-    c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed (timeout, down, connection lost).", () => cc.peerErrors);
+    c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed (timeout, down, connection lost; a write the peer refused without a reason).", () => cc.peerErrors);
     c("mybuncache_cluster_peer_protocol_errors_total", "Peer replies that broke the protocol (malformed, or to a seqid not in flight); each dropped its connection. Never expected.", () => cc.peerProtocolErrors);
     c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached.", () => cc.fallbackLoads);
     c("mybuncache_cluster_mirror_hits_total", "Gets answered from this node's mirror of a key owned elsewhere.", () => cc.mirrorHits);

@@ -14,7 +14,8 @@
  *   LOAD_FAILED, ...) pass through unchanged.
  * - Set/Delete: PeerSet/PeerDelete to the owner, who then tells every other member to drop its
  *   mirrored copy (PeerInvalidate); this node drops its own copy at once. An unreachable owner is
- *   PEER_UNAVAILABLE: a write is never kept on a node that does not own the key.
+ *   PEER_UNAVAILABLE: a write is never kept on a node that does not own the key; so is an owner
+ *   that answers success=false, with no error (a seed server's way to refuse), said as a refusal.
  * - Clear: this node and every other member (PeerClear), mirrors included.
  * - GetMulti/SetMulti: keys grouped by owner, one peer call per owner, in parallel; results merged
  *   in request order. GetMulti takes what the mirror holds first, as Get does.
@@ -24,7 +25,7 @@
  * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
  * hit), or `false` when the call is local after all.
  */
-import { type Cluster, noSuchGroup } from "../cluster/cluster.ts";
+import { type Cluster, type PeerClient, noSuchGroup } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
@@ -32,7 +33,7 @@ import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type Store } from "../store/store.ts";
-import { valuesFor } from "../client/results.ts";
+import { isRefusedWithoutReason, valuesFor } from "../client/results.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
@@ -253,11 +254,20 @@ function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, 
       forgetCopy(group, key); // it may have been applied
       if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) {
         cluster.counters.peerErrors++;
-        return replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`); // (named, as for a Get)
+        return replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e)); // (named, as for a Get)
       }
       replyThrown(reply, req, e);
     },
   );
+}
+
+/**
+ * ownerFailed is the PEER_UNAVAILABLE message of a write forwarded to `owner` that failed with
+ * `e`: the owner refused it without a reason (it answered success=false, with no error:
+ * isRefusedWithoutReason), or it was unreachable.
+ */
+function ownerFailed(owner: string, e: CacheError): string {
+  return `owner ${owner} ${isRefusedWithoutReason(e) ? "refused it without a reason" : "unreachable"}: ${e.message}`;
 }
 
 /**
@@ -277,19 +287,35 @@ function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: Re
   const others = cluster.others();
   const calls = others.map((c) => c.clear(group.name, { peer: true }));
   return Promise.allSettled(calls).then(async (results) => {
-    // A member without the group holds nothing of it: cleared.
-    const unreached = new Set(others.filter((_, i) => results[i]!.status === "rejected" && !noSuchGroup((results[i] as PromiseRejectedResult).reason)));
+    const failed = new Set<PeerClient>();
+    let refused = 0;
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled" || noSuchGroup(r.reason)) return; // (a member without the group holds nothing of it: cleared)
+      failed.add(others[i]!);
+      if (isRefusedWithoutReason(r.reason)) refused++;
+    });
     // A member that cleared may have forwarded a Get to an owner that had not yet, and taken its
     // old value into its mirror: once every member cleared, every member drops its copies (as
-    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy). One not
-    // reached is not waited for again: it drops them once it can (owed).
-    await cluster.dropAll(group.name, unreached);
+    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy). One whose
+    // PeerClear failed (not reached, or refused) is not waited for again: it drops them once it
+    // can (owed).
+    await cluster.dropAll(group.name, failed);
     group.dropCopies();
-    const failed = unreached.size;
-    cluster.counters.peerErrors += failed;
-    if (failed === 0) return reply.writeSuccess(req, true);
-    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `cleared here, but ${failed} of ${calls.length} peers could not be reached`);
+    cluster.counters.peerErrors += failed.size;
+    if (failed.size === 0) return reply.writeSuccess(req, true);
+    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, clearFailed(calls.length, failed.size - refused, refused));
   });
+}
+
+/**
+ * clearFailed is the message of a Clear that `unreached` of the `peers` other members did not get
+ * and `refused` answered success=false, with no error (isRefusedWithoutReason).
+ */
+function clearFailed(peers: number, unreached: number, refused: number): string {
+  const parts: string[] = [];
+  if (unreached > 0) parts.push(`${unreached} of ${peers} peers could not be reached`);
+  if (refused > 0) parts.push(`${refused} of ${peers}${unreached > 0 ? "" : " peers"} refused it without a reason (answered success=false)`);
+  return `cleared here, but ${parts.join(", and ")}`;
 }
 
 /**
@@ -474,6 +500,8 @@ function setMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
       group.counters.sets += entries.length;
     }, (e: unknown) => {
       forget();
+      // Named, as a Set's is (ownerFailed).
+      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
       throw e;
     }));
   }

@@ -9,7 +9,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { type CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_PEER_CLEAR, METHOD_PEER_SET, METHOD_PEER_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { StubServer, boolReply, serve } from "../client/support.ts";
+import { StubServer, boolReply, closedPort, serve } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -57,7 +57,7 @@ describe("a routed SetMulti with a part for an unreachable owner", () => {
     for (let i = 0; i < 5; i++) await viaA.get("default", down).catch(() => {}); // A marks it down
     for (const [round, key] of keys.entries()) {
       const failed = await viaA.setMulti("default", [[down, "x"], [key, `old${round}`]]).then(() => undefined, (e: unknown) => e);
-      expect(failed).toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE });
+      expect(failed).toMatchObject({ code: ERROR_CODE.PEER_UNAVAILABLE, message: expect.stringContaining(`owner ${ids[1]} unreachable: `) }); // (named, as a Set's)
       await viaC.set("default", key, `new${round}`); // the client's own later write, at the owner
     }
     await Bun.sleep(50); // anything the SetMulti left on its way would land by now
@@ -110,19 +110,38 @@ describe("a member that answers a forwarded write success=false, with no error",
     const counters = a.groups.byName("default")!.counters;
     const refused = { name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE };
 
+    // M answered: the errors say it refused, not that it was unreachable.
     await expect(viaA.set("default", theirs, "v")).rejects.toMatchObject({
-      ...refused, message: expect.stringContaining("PeerSet failed: the server answered success=false, with no error"),
+      ...refused, message: `owner ${ids[1]} refused it without a reason: PeerSet failed: the server answered success=false, with no error`,
     });
     await expect(viaA.setMulti("default", [[mine, "1"], [theirs, "2"]])).rejects.toMatchObject({
-      ...refused, message: "PeerSetMulti failed: the server answered success=false, with no error",
+      ...refused, message: `owner ${ids[1]} refused it without a reason: PeerSetMulti failed: the server answered success=false, with no error`,
     });
     expect(counters.sets).toBe(1); // the SetMulti's entry A owns, stored here; none of M's
     expect(new TextDecoder().decode((await viaA.get("default", mine)).value)).toBe("1");
 
-    await expect(viaA.clear("default")).rejects.toMatchObject({ ...refused, message: "cleared here, but 1 of 1 peers could not be reached" });
+    await expect(viaA.clear("default")).rejects.toMatchObject({ ...refused, message: "cleared here, but 1 of 1 peers refused it without a reason (answered success=false)" });
     expect(a.cluster!.owedMembers).toEqual([ids[1]!]); // to be asked again to drop its copies
     expect(a.cluster!.counters.peerErrors).toBe(3); // one a call
     expect(m.calls.filter((c) => FAILING.has(c.method)).map((c) => c.name)).toEqual(["PeerSet", "PeerSetMulti", "PeerClear"]);
+  });
+
+  test("a Clear that one member refuses so and another does not get says which is which, both owed", async () => {
+    const m = new StubServer();
+    open.push({ close: async () => m.close() });
+    m.handler = (call, stub) => (FAILING.has(call.method) ? boolReply(call.name, call.seqid, false) : serve(call, stub));
+    const [pa] = freePorts(1) as [number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`, `127.0.0.1:${closedPort()}`];
+    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
+    open.push(a);
+    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    open.push(viaA);
+    await expect(viaA.clear("default")).rejects.toMatchObject({
+      name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE,
+      message: "cleared here, but 1 of 2 peers could not be reached, and 1 of 2 refused it without a reason (answered success=false)",
+    });
+    expect(a.cluster!.owedMembers.toSorted()).toEqual([ids[1]!, ids[2]!].toSorted());
+    expect(a.cluster!.counters.peerErrors).toBe(2);
   });
 });
 
