@@ -15,7 +15,8 @@
  * An answer is only for the Get it was started for, the first Get of its key after the one the
  * connection waited on, and never outlives it:
  * - every Get of the key takes it, whichever way that Get is answered (forwarded, from the
- *   mirror, from the store, or loaded): `take` in routing and dispatch, `drop` in runs;
+ *   mirror, from the store, or loaded): `take` in routing and dispatch, `drop` in runs; a
+ *   GetMulti of the key served first drops a forwarded one (routing's `dropFetchedAhead`);
  * - the look-ahead stops at a write, and every write served drops them all (`clear`), so a
  *   connection always reads its own writes; so does a chunk that arrives while the connection is
  *   idle (anything left then is of no use);
@@ -28,7 +29,14 @@
  * have been acknowledged before that turn and read by an earlier request of this connection (a
  * GetMulti of the key, which the look-ahead passes over): the kept answer would take that read
  * back (review: v2, then v1). The owner waits for this node's answer to its invalidation before
- * it acknowledges a write of a key it handed out, so every acknowledged write is heard of in time.
+ * it acknowledges a write of a key it handed out, so an acknowledged write is heard of in time;
+ * but not for a member it counts lagging (cluster.ts), which hears of it late: that member may
+ * answer a Get from what it fetched ahead, as from its mirror, with a value older than an
+ * acknowledged write until the invalidation or the owner's ask to drop its mirrors
+ * (`Group.dropCopies`, which makes every kept answer unused too) reaches it (docs/operations.md,
+ * `cluster_peers_lagging`). A GetMulti of the key served before the Get drops the answer, lagging
+ * or not: its own answer from the owner may come before the invalidation, and the connection
+ * would read v2, then v1.
  * A forwarded answer that is used fills the mirror as a Get forwarded in turn does.
  *
  * Bounds: at most MAX_PREFETCHES answers per connection, and none started once the values kept

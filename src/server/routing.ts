@@ -56,7 +56,7 @@ export function route(
     case METHOD_CLEAR:
       return clearEverywhere(cluster, group, req, reply);
     case METHOD_GET_MULTI:
-      return getMultiRouted(cluster, group, req, reply);
+      return getMultiRouted(cluster, group, req, reply, prefetches);
     case METHOD_SET_MULTI:
       return setMultiRouted(cluster, group, req, reply);
     default:
@@ -348,7 +348,8 @@ function keyAt(req: Request, i: number): Uint8Array {
   return req.buffer.slice(req.items[i * 4]!, req.items[i * 4]! + req.items[i * 4 + 1]!);
 }
 
-function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> | false {
+function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, prefetches: Prefetches | undefined): Promise<void> | false {
+  if (prefetches !== undefined && prefetches.size > 0) dropFetchedAhead(cluster, group, req, prefetches);
   // A key asked twice is fetched, counted and answered once (its bytes count once toward the limits).
   const byOwner = keysByOwner(cluster, req, repeatedKeys(req));
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
@@ -407,6 +408,20 @@ function getMultiRouted(cluster: Cluster, group: Group, req: Request, reply: Rep
     },
     (e: unknown) => replyThrown(reply, req, e),
   );
+}
+
+/**
+ * dropFetchedAhead drops the answers fetched ahead (prefetch.ts) for the keys of a GetMulti now
+ * served: each was read from the owner before this GetMulti, which reads the key now, and the
+ * Get it was kept for comes after it on the connection. Used, it could answer that Get with a
+ * value older than the GetMulti's: the owner's invalidation, which would keep it unused, may
+ * reach this node after the GetMulti's answer (it travels on another connection, the owner need
+ * not wait for it while the member lags, and it waits for it only to acknowledge the write,
+ * not to answer the GetMulti). Without it, the Get is answered as in turn: from the mirror or
+ * forwarded. (Loads ahead stay: this node takes every write of its own keys.)
+ */
+function dropFetchedAhead(cluster: Cluster, group: Group, req: Request, prefetches: Prefetches): void {
+  for (let i = 0; i < req.itemCount; i++) prefetches.drop(cluster, group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, false);
 }
 
 /**
