@@ -126,6 +126,21 @@ export class LoadsAhead {
   }
 }
 
+/**
+ * How a Get's load counts (`Group.load`): LOAD_IN_TURN, at its turn: one `loads`, and its fill is
+ * the Get's LRU-K access of the key (a caller joining a load under way notes its own). LOAD_AHEAD,
+ * started before its turn (server/look-ahead.ts): one `loads`, the access noted when it starts,
+ * whatever the load comes to; it runs within the group's `loadsAhead` bound. LOAD_AGAIN, done at
+ * its turn because the load ahead's answer could not be used (a write heard of since, a load
+ * made stale or refused OVERLOADED): no `loads`, no access; both were counted ahead. The fills of
+ * the last two only check the count, so one Get is one access: a key is not admitted after one
+ * Get because its load was done twice.
+ */
+export const LOAD_IN_TURN = 0;
+export const LOAD_AHEAD = 1;
+export const LOAD_AGAIN = 2;
+export type LoadKind = typeof LOAD_IN_TURN | typeof LOAD_AHEAD | typeof LOAD_AGAIN;
+
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
 export const DEFAULT_MULTI_LOAD_WINDOW = 32;
 /**
@@ -134,7 +149,7 @@ export const DEFAULT_MULTI_LOAD_WINDOW = 32;
  * mirror fill, an answer fetched or loaded ahead, which is then loaded again). With 1,024, a
  * review estimated 10k writes/s redid ~60 % of 100 ms loads ahead.
  */
-const COPY_BUCKETS = 16_384;
+export const COPY_BUCKETS = 16_384;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
 /** MAX_TOO_LARGE bounds how many refused oversized keys a group remembers (Group.tooLarge). */
@@ -294,7 +309,8 @@ export class Group {
   /**
    * lookupLoadedAhead is `lookup` for a Get whose key was loaded for it ahead of its turn
    * (server/look-ahead.ts): it missed when it came, so it counts as a miss, whatever it finds now
-   * (the load counted in `loads`; so loads = gets − hits holds, with a loader).
+   * (the load counted in `loads`, and a load done again at its turn does not: LOAD_AGAIN; so
+   * loads = gets − hits holds, with a loader).
    */
   lookupLoadedAhead(key: Uint8Array, off: number, len: number): number {
     const id = this.lookup(key, off, len, false);
@@ -322,11 +338,12 @@ export class Group {
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
    * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
    * INVALID_ARGUMENT, and the loader is not called. A value larger than the max item size is
-   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). `ahead` counts the load
-   * against a bound of loads ahead (server/look-ahead.ts) until its flight settles, if it started
-   * one: the flight keeps its loader place past this caller's timeout (a flight joined takes none).
+   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). `kind` says how the load is
+   * counted (LOAD_IN_TURN and the others); a load ahead (LOAD_AHEAD) counts against the group's
+   * `loadsAhead` until its flight settles, if it started one: the flight keeps its loader place
+   * past this caller's timeout (a flight joined takes none).
    */
-  load(key: Uint8Array, off: number, len: number, cache = true, ahead?: LoadsAhead): Promise<Loaded> {
+  load(key: Uint8Array, off: number, len: number, cache = true, kind: LoadKind = LOAD_IN_TURN): Promise<Loaded> {
     const loader = this.loader;
     if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
     const keyBytes = key.slice(off, off + len);
@@ -346,14 +363,16 @@ export class Group {
         return Promise.reject(tooLargeError());
       }
     }
-    this.counters.loads++;
-    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache));
+    if (kind !== LOAD_AGAIN) this.counters.loads++;
+    if (kind === LOAD_AHEAD) this.store.noteAccess(keyBytes, 0, keyBytes.length);
+    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache, kind === LOAD_IN_TURN));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
-    if (flight.joined) this.store.noteAccess(keyBytes, 0, keyBytes.length);
-    else {
+    if (flight.joined) {
+      if (kind === LOAD_IN_TURN) this.store.noteAccess(keyBytes, 0, keyBytes.length);
+    } else {
       this.bound(flightKey, flight.promise);
-      if (ahead !== undefined) ahead.track(flight.promise);
+      if (kind === LOAD_AHEAD) this.loadsAhead.track(flight.promise);
     }
     // The timeout is each caller's, not the flight's: a slow loader keeps its one flight (callers
     // that come later join it, and its value fills the cache when it comes) instead of being
@@ -384,7 +403,8 @@ export class Group {
   //   2. flight F (started by caller B) stores the value and removes itself;
   //   3. caller A finds no flight and starts a new one.
   // Without this check step 3 would call the loader a second time for a value the cache holds.
-  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string, cache: boolean): Promise<Loaded> {
+  // `counts`: its fill is its caller's LRU-K access (LoadKind).
+  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string, cache: boolean, counts: boolean): Promise<Loaded> {
     const id = this.held(key, 0, key.length);
     if (id >= 0) {
       if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
@@ -404,7 +424,7 @@ export class Group {
     const settled = call.then(
       (value) => {
         done();
-        const loaded = this.store1(key, value, ticket.stale || !cache);
+        const loaded = this.store1(key, value, ticket.stale || !cache, counts);
         if (ticket.stale) loaded.stale = true;
         return loaded;
       },
@@ -453,9 +473,9 @@ export class Group {
   /**
    * store1 caches one loader outcome and turns it into the callers' answer; with `skip` (the key
    * was written or the group cleared while the loader ran, or the load is not to be cached) it is
-   * answered but not cached.
+   * answered but not cached. `counts`: the fill is an LRU-K access of the key (LoadKind).
    */
-  private store1(key: Uint8Array, loaded: Uint8Array | string | null, skip: boolean): Loaded {
+  private store1(key: Uint8Array, loaded: Uint8Array | string | null, skip: boolean, counts: boolean): Loaded {
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.held(key, 0, key.length);
@@ -490,7 +510,7 @@ export class Group {
     if (skip) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
     const r = this.admission === "always"
       ? this.store.set(key, 0, key.length, value, 0, value.length, ttl)
-      : this.store.fill(key, 0, key.length, value, 0, value.length, ttl);
+      : this.store.fill(key, 0, key.length, value, 0, value.length, ttl, counts);
     if (r === SET_REJECTED) this.counters.admissionsRejected++;
     return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
   }

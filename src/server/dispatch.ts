@@ -22,7 +22,7 @@
  * not-found keys are left out of the map, and a load failure fails the whole call with its CacheError.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Groups, Loaded } from "../cluster/group.ts";
+import { type Group, type Groups, type Loaded, LOAD_AGAIN, LOAD_IN_TURN, type LoadKind } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
@@ -214,9 +214,12 @@ function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKey
   writeHit(reply, req, group.store, id);
 }
 
-/** load answers a Get that missed with the group's load of its key (see `get`). */
-function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys): Promise<void> {
-  return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined).then(
+/**
+ * load answers a Get that missed with the group's load of its key (see `get`); `kind`: LOAD_AGAIN
+ * for a Get whose load ahead could not answer it (counted when it started: Group.load).
+ */
+function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, kind: LoadKind = LOAD_IN_TURN): Promise<void> {
+  return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined, kind).then(
     (loaded) => reply.writeGet(req, loaded.value, 0, loaded.value.length, loaded.ttlRemainingMs),
     (e: unknown) => replyThrown(reply, req, e),
   );
@@ -228,13 +231,13 @@ function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKe
  */
 function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch): Promise<void> | true {
   // A write of the key heard of since it started (an error or "not found" included): loaded again.
-  if (!group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) return load(group, req, reply, foreign);
+  if (!group.mayCopy(req.buffer, req.keyStart, req.keyLength, ahead.ticket)) return load(group, req, reply, foreign, LOAD_AGAIN);
   if (ahead.err !== null) {
     replyThrown(reply, req, ahead.err);
     return true;
   }
   const value = ahead.value;
-  if (value === null) return load(group, req, reply, foreign);
+  if (value === null) return load(group, req, reply, foreign, LOAD_AGAIN);
   reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
   return true;
 }

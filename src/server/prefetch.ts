@@ -45,7 +45,7 @@
  * connections hold (`bytes`; `onBytes` tells the server when they grow).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
-import type { Group } from "../cluster/group.ts";
+import { type Group, LOAD_AHEAD } from "../cluster/group.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 
@@ -146,7 +146,7 @@ export class Prefetches {
     const counters = group.counters;
     const loads = counters.loads;
     p.ticket = group.copyTicket(); // a write of the key heard of after this: the answer is not used (dispatch)
-    const loading = group.load(key, off, len, true, group.loadsAhead);
+    const loading = group.load(key, off, len, true, LOAD_AHEAD);
     if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
     loading.then(
       (loaded) => {

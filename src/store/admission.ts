@@ -64,6 +64,23 @@ export class Admission {
   }
 
   /**
+   * admits decides as `offer` does without counting an access: true (and `hash` leaves the history)
+   * when the accesses already counted reach K, or `hash` is a ghost. For a fill whose access was
+   * counted before it (`record`), so one read is one access however many fills it takes.
+   */
+  admits(hash: number): boolean {
+    if (this.k === 1) return true;
+    const s = this.find(hash);
+    if (s >= 0 && this.counts[s]! >= this.k) {
+      this.removeSlot(s);
+      return true;
+    }
+    if (this.ghosts === null || !this.ghosts.take(hash)) return false;
+    if (s >= 0) this.removeSlot(s); // (its access recorded, then found a ghost: admitted as `offer` admits one)
+    return true;
+  }
+
+  /**
    * record counts one access of `hash` without deciding anything (a caller that joined a load
    * already under way for the key: the load's own `offer` decides, counting this access too).
    */

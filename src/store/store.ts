@@ -64,6 +64,10 @@ const REMOVE_REPLACE = 4;
 const REMOVE_EXPIRE_READ = 5;
 /** REMOVE_COLLISION: made room for a new key among the most keys one hash may hold (HashIndex.sameHash). */
 const REMOVE_COLLISION = 6;
+/** What `put` does: a set (always stored), a fill that counts as an access (LRU-K), a fill whose access was counted. */
+const PUT_SET = 0;
+const PUT_FILL = 1;
+const PUT_FILL_COUNTED = 2;
 
 export class Store {
   readonly capacity: number;
@@ -236,7 +240,7 @@ export class Store {
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, false, 0);
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, PUT_SET, 0);
   }
 
   /**
@@ -246,7 +250,7 @@ export class Store {
    */
   setNegative(key: Uint8Array, keyOff: number, keyLen: number, ttlMs: number): SetResult {
     if (!(ttlMs > 0)) return SET_INVALID_TTL;
-    return this.put(key, keyOff, keyLen, key, 0, 0, ttlMs, false, FLAG_NEGATIVE);
+    return this.put(key, keyOff, keyLen, key, 0, 0, ttlMs, PUT_SET, FLAG_NEGATIVE);
   }
 
   /** isNegative tells whether item `id` is a cached "not found". */
@@ -254,12 +258,17 @@ export class Store {
     return this.items.isNegative(id);
   }
 
-  /** fill stores a read-filled value (loader result, mirror): new keys pass LRU-K admission first. */
+  /**
+   * fill stores a read-filled value (loader result, mirror): new keys pass LRU-K admission first,
+   * the fill counting as an access of the key; with `counts` false the access was counted already
+   * (`noteAccess`), and the fill only checks the count (a Get's load started ahead, or done again:
+   * group.ts).
+   */
   fill(
     key: Uint8Array, keyOff: number, keyLen: number,
-    value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs = 0, counts = true,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, true, 0);
+    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, counts ? PUT_FILL : PUT_FILL_COUNTED, 0);
   }
 
   /** noteAccess counts an access of the key in the LRU-K history, for a later `fill` to weigh. */
@@ -376,8 +385,9 @@ export class Store {
 
   private put(
     key: Uint8Array, keyOff: number, keyLen: number,
-    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, isFill: boolean, flags: number,
+    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, how: number, flags: number,
   ): SetResult {
+    const isFill = how !== PUT_SET;
     if (!(ttlMs >= 0)) return SET_INVALID_TTL;
     let cls = keyLen > MAX_KEY_BYTES ? -1 : this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
     if (cls < 0) {
@@ -394,7 +404,7 @@ export class Store {
       this.remove(id, isFill ? REMOVE_EXPIRE_READ : REMOVE_EXPIRE_LAZY);
       id = NIL;
     }
-    if (id === NIL && isFill && !this.admission.offer(hash)) {
+    if (id === NIL && isFill && !(how === PUT_FILL ? this.admission.offer(hash) : this.admission.admits(hash))) {
       this.counters.admissionsRejected++;
       return SET_REJECTED;
     }

@@ -55,6 +55,27 @@ describe("Admission (LRU-K)", () => {
     expect(a.offer(0x7fff0003)).toBe(true);
   });
 
+  test("admits decides without counting: an access recorded once is one access however many fills check it", () => {
+    const a = new Admission(2, 8);
+    a.record(9);
+    expect([a.admits(9), a.admits(9), a.seen(9)]).toEqual([false, false, 1]);
+    expect(a.admits(10)).toBe(false); // never seen: not counted either
+    expect(a.seen(10)).toBe(0);
+    a.record(9); // a second read
+    expect(a.admits(9)).toBe(true);
+    expect(a.seen(9)).toBe(0); // admitted: it left the history
+  });
+
+  test("admits admits a ghost, its access recorded or not, as offer does", () => {
+    const a = new Admission(2, 8);
+    a.remember(5);
+    a.remember(6);
+    a.record(5);
+    expect([a.admits(5), a.seen(5)]).toEqual([true, 0]);
+    expect(a.admits(6)).toBe(true);
+    expect(a.admits(6)).toBe(false); // (a ghost admits once)
+  });
+
   test("rejects an invalid K", () => {
     expect(() => new Admission(0, 8)).toThrow(RangeError);
   });
