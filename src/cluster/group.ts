@@ -26,6 +26,7 @@ import { CacheError, ERROR_CODE, errorText, setError } from "../protocol/errors.
 import { MIB, SET_OK, SET_REJECTED, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
 import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
+import { WriteStamps } from "./write-stamps.ts";
 
 export type AdmissionPolicy = "lru-k" | "always";
 
@@ -143,13 +144,6 @@ export type LoadKind = typeof LOAD_IN_TURN | typeof LOAD_AHEAD | typeof LOAD_AGA
 
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
 export const DEFAULT_MULTI_LOAD_WINDOW = 32;
-/**
- * COPY_BUCKETS is how many hash buckets the write tracking has (a power of two; 128 KiB a
- * group): a write of any key of a bucket makes the answers under way for its keys unused (a
- * mirror fill, an answer fetched or loaded ahead, which is then loaded again). With 1,024, a
- * review estimated 10k writes/s redid ~60 % of 100 ms loads ahead.
- */
-export const COPY_BUCKETS = 16_384;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
 /** MAX_TOO_LARGE bounds how many refused oversized keys a group remembers (Group.tooLarge). */
@@ -206,18 +200,13 @@ export class Group {
    */
   private readonly loading = new Map<string, { stale: boolean }>();
   /**
-   * The same for the mirror, whose copies come from forwarded Gets rather than loads: `writes`
-   * counts the writes this group has heard of (`written`: its own, those forwarded through this
-   * node, the owners' PeerInvalidate), `writtenAt[b]` is the count at the last write of a key in
-   * hash bucket b, `allWrittenAt` at the last that covered every key. A forwarded Get takes
+   * The same for the mirror, whose copies come from forwarded Gets rather than loads, and for the
+   * answers kept ahead of their Get's turn: the writes this group has heard of (`written`: its
+   * own, those forwarded through this node, the owners' PeerInvalidate). A forwarded Get takes
    * `copyTicket()` when it is sent; its answer may fill the mirror only if `mayCopy` says no write
-   * of its bucket came since. Otherwise a delete (the cache-aside invalidation) that reached this
-   * node while the answer travelled would be undone by the answer, for as long as the copy lives.
-   * Keys sharing a bucket only cost a skipped fill; nothing is allocated.
+   * of its key came since (write-stamps.ts).
    */
-  private writes = 0;
-  private allWrittenAt = 0;
-  private readonly writtenAt = new Float64Array(COPY_BUCKETS);
+  private readonly stamps = new WriteStamps();
 
   constructor(opts: GroupOptions) {
     if (opts.name.length === 0) throw new RangeError("a group needs a name");
@@ -561,12 +550,12 @@ export class Group {
    * whether its answer may fill the mirror.
    */
   copyTicket(): number {
-    return this.writes;
+    return this.stamps.ticket();
   }
 
   /** mayCopy tells whether no write of key[off, off+len) (or of every key) was heard of since `ticket`. */
   mayCopy(key: Uint8Array, off: number, len: number, ticket: number): boolean {
-    return this.allWrittenAt <= ticket && this.writtenAt[this.copyBucket(key, off, len)]! <= ticket;
+    return !this.stamps.writtenSince(this.store.hashOf(key, off, len), ticket);
   }
 
   /**
@@ -618,7 +607,7 @@ export class Group {
    */
   dropCopies(): void {
     this.mirror?.clear();
-    this.allWrittenAt = ++this.writes;
+    this.stamps.allWritten();
   }
 
   /**
@@ -627,16 +616,12 @@ export class Group {
    * load of it is under way nor refusal kept).
    */
   writtenHash(hash: number): void {
-    this.writtenAt[hash & (COPY_BUCKETS - 1)] = ++this.writes;
-  }
-
-  private copyBucket(key: Uint8Array, off: number, len: number): number {
-    return this.store.hashOf(key, off, len) & (COPY_BUCKETS - 1);
+    this.stamps.written(hash);
   }
 
   /** allWritten makes every load under way stale (none may fill the group or its mirror). */
   allWritten(): void {
-    this.allWrittenAt = ++this.writes;
+    this.stamps.allWritten();
     for (const ticket of this.loading.values()) ticket.stale = true;
     this.loading.clear();
     this.flights.clear();

@@ -7,7 +7,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { COPY_BUCKETS } from "../../src/cluster/group.ts";
+import { BUCKETS } from "../../src/cluster/write-stamps.ts";
 import { LogSink, RawSocket, getCall } from "./support.ts";
 import { until } from "../client/support.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
@@ -103,7 +103,7 @@ test("a load ahead done again at its turn (a write of another key of its bucket)
   open.push(n);
   const group = n.groups.byName("default")!;
   const store = group.store;
-  const bucket = (k: string): number => store.hashOf(utf8.encode(k), 0, utf8.encode(k).length) & (COPY_BUCKETS - 1);
+  const bucket = (k: string): number => store.hashOf(utf8.encode(k), 0, utf8.encode(k).length) & (BUCKETS - 1);
   let j = "";
   for (let i = 0; j === ""; i++) if (bucket(`j${i}`) === bucket("K")) j = `j${i}`;
   const w = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
