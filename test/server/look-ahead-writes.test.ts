@@ -92,34 +92,46 @@ test.each([["v1", "v1"], ["not found", undefined]] as const)("a key loaded ahead
   raw.close();
 }, 20_000);
 
-// Write tracking is by hash bucket (Group.mayCopy): a write of another key of K's bucket also makes
-// K's load ahead unused, and K is loaded again at its turn. That redo is the same Get: one miss,
-// one `loads`, one LRU-K access (review: it counted a second load and a second access, and K was
-// admitted after one client Get).
-test("a load ahead done again at its turn (a write of another key of its bucket) counts as one load and one LRU-K access", async () => {
-  let loaderCalls = 0;
+// Write tracking is by hash bucket (WriteStamps): writes of other keys of K's bucket may make K's
+// load ahead unused, and K is loaded again at its turn. That redo is the same Get: one miss, one
+// `loads`, one LRU-K access (review: it counted a second load and a second access, and K was
+// admitted after one client Get). One other key's write does not cost it any more.
+
+/** bucketNode starts a lone node whose loader counts its calls, with the keys `j<i>` that share K's write bucket. */
+function bucketNode(): { n: CacheNode; calls: () => number; sharing: (count: number) => string[] } {
+  let calls = 0;
   const n = CacheNode.start({ port: 0, host: "127.0.0.1", logLevel: "silent" },
-    { logger: new LogSink().logger, loaders: { default: async (k: string) => { loaderCalls++; if (k === "slow") await Bun.sleep(300); return `L:${k}`; } } });
+    { logger: new LogSink().logger, loaders: { default: async (k: string) => { calls++; if (k === "slow") await Bun.sleep(300); return `L:${k}`; } } });
   open.push(n);
-  const group = n.groups.byName("default")!;
-  const store = group.store;
+  const store = n.groups.byName("default")!.store;
   const bucket = (k: string): number => store.hashOf(utf8.encode(k), 0, utf8.encode(k).length) & (BUCKETS - 1);
-  let j = "";
-  for (let i = 0; j === ""; i++) if (bucket(`j${i}`) === bucket("K")) j = `j${i}`;
-  const w = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
-  open.push(w);
-  const raw = await RawSocket.connect(n.port);
-  raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "K")]));
-  await until(() => group.counters.admissionsRejected === 1); // K loaded ahead: one access, not admitted (LRU-K, K = 2)
-  await w.set("default", j, "x"); // another key of K's bucket
-  await raw.waitFor(() => raw.frames().length === 2, "replies");
-  expect(values(raw)).toEqual(["L:slow", "L:K"]);
-  expect(loaderCalls).toBe(3); // slow, K ahead, K again
-  const c = group.counters;
-  expect({ gets: c.gets, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, misses: 2, loads: 2, loadsAhead: 1 });
-  expect(store.has(utf8.encode("K"), 0, 1)).toBe(false); // one Get of K: not admitted
-  // The second Get of K is its second access: admitted.
-  expect(dec.decode((await w.get("default", "K")).value)).toBe("L:K");
-  expect(store.has(utf8.encode("K"), 0, 1)).toBe(true);
-  raw.close();
-}, 20_000);
+  const sharing = (count: number): string[] => {
+    const keys: string[] = [];
+    for (let i = 0; keys.length < count; i++) if (bucket(`j${i}`) === bucket("K")) keys.push(`j${i}`);
+    return keys;
+  };
+  return { n, calls: () => calls, sharing };
+}
+
+for (const others of [1, 2]) {
+  test(`a load ahead, then writes of ${others} other key(s) of its write bucket: ${others === 1 ? "used" : "done again at its turn, as one load and one LRU-K access"}`, async () => {
+    const { n, calls, sharing } = bucketNode();
+    const group = n.groups.byName("default")!;
+    const w = new CacheClient({ host: "127.0.0.1", port: n.port, timeoutMs: 2000 });
+    open.push(w);
+    const raw = await RawSocket.connect(n.port);
+    raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "K")]));
+    await until(() => group.counters.admissionsRejected === 1); // K loaded ahead: one access, not admitted (LRU-K, K = 2)
+    for (const j of sharing(others)) await w.set("default", j, "x");
+    await raw.waitFor(() => raw.frames().length === 2, "replies");
+    expect(values(raw)).toEqual(["L:slow", "L:K"]);
+    expect(calls()).toBe(others === 1 ? 2 : 3); // slow, K ahead (and K again)
+    const c = group.counters;
+    expect({ gets: c.gets, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, misses: 2, loads: 2, loadsAhead: 1 });
+    const k = utf8.encode("K");
+    expect(group.store.has(k, 0, 1)).toBe(false); // one Get of K: not admitted
+    expect(dec.decode((await w.get("default", "K")).value)).toBe("L:K"); // the second Get of K, its second access:
+    expect(group.store.has(k, 0, 1)).toBe(true); // admitted
+    raw.close();
+  }, 20_000);
+}
