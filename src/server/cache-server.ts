@@ -62,6 +62,7 @@ import { requestHolds } from "../protocol/protocol-connection.ts";
 import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
+import { ServerCounters } from "./server-counters.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -161,31 +162,6 @@ export interface ServerOptions {
   figures?: () => (readonly [string, number])[];
   /** latency records per-method durations and errors (the metrics read it at scrape time). */
   latency?: LatencyHistogram;
-}
-
-/** ServerCounters are the port's running totals, a plain struct of numbers. */
-export class ServerCounters {
-  connectionsCurrent = 0; // open connections
-  connectionsTotal = 0; // connections accepted since start
-  connectionsRejected = 0; // connections past maxConnections
-  requests = 0; // requests decoded (all methods)
-  protocolErrors = 0; // connections closed for malformed input
-  internalErrors = 0; // unexpected exceptions contained to a connection
-  bytesIn = 0; // bytes received
-  bytesOut = 0; // bytes written
-  pauses = 0; // times a connection's reading was paused (output bound, yielded turn, waiting backlog)
-  yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
-  unauthorized = 0; // connections closed for a missing or wrong auth token
-  idleClosed = 0; // connections closed by the idle timeout
-  handshakeTimeouts = 0; // TLS connections closed for not finishing their handshake in time
-  bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
-  bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)
-  warmedRequests = 0; // Gets and Sets served from a batch whose memory the store warmed first, each counted once (call-runs.ts)
-  turnWrites = 0; // connection writes made at the end of a turn, together with others', from the shared buffer (writeShared)
-  turnFlushes = 0; // times the shared buffer's waiting replies were written (turnWrites / turnFlushes: the batching)
-  earlyFlushes = 0; // of those, written before the end of the turn because the buffer passed SHARED_FLUSH_BYTES
-  stalls = 0; // times a clustered node's event loop was found stalled and its mirrors dropped (`stalled`)
-  detachedReplies = 0; // PeerGet / PeerGetMulti replies that waited for a load without holding up their connection (detach)
 }
 
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
