@@ -503,7 +503,7 @@ const MIN_MIRROR_BYTES = 2 * 1024 * 1024;
 /**
  * STALL_SHARE: a clustered node whose loop stalled for this share of an owner's longest wait for
  * its answer drops its mirrors. The rest is slack for the owner's timer firing early and the
- * stall timer's own tick (CacheServer's STALL_TICKS).
+ * stall timer's own tick (server-timers.ts STALL_TICKS).
  */
 const STALL_SHARE = 0.8;
 /**

@@ -40,7 +40,7 @@
  *
  * Connections past `maxConnections` are accepted only to be answered: their first request gets
  * `CacheError OVERLOADED`, then they close (a silent close looks like a network fault to clients).
- * Active expiry runs on a timer: each tick removes at most `expiryBudget` due items per group.
+ * The expiry, stall and idle timers are server-timers.ts.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
@@ -63,6 +63,7 @@ import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { ServerCounters } from "./server-counters.ts";
+import { ServerTimers } from "./server-timers.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -71,17 +72,6 @@ import { hostPort } from "../bytes/bytes.ts";
 const DRAIN_MS = 5_000;
 /** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
 export const HANDSHAKE_MS = 10_000;
-/**
- * SEND_STALL_MS: with --idle-timeout, a connection whose replies wait is closed once the client
- * has taken none of them this long (or the idle timeout, if longer).
- */
-export const SEND_STALL_MS = 10_000;
-
-/**
- * STALL_TICKS: the stall timer runs this many times per `stallMs`, so a loop late by a fraction
- * of it (a busy turn, a collection) is no stall, and one stopped for `stallMs` is always one.
- */
-const STALL_TICKS = 4;
 
 /**
  * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
@@ -188,7 +178,6 @@ export class CacheServer implements DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
   readonly startedAt: number;
-  private readonly idleTimer: ReturnType<typeof setInterval> | undefined;
   readonly counters = new ServerCounters();
   readonly latency: LatencyHistogram;
   readonly host: string;
@@ -196,15 +185,8 @@ export class CacheServer implements DispatchContext {
   private readonly opts: ServerOptions;
   private readonly listener: TCPSocketListener<Connection>;
   private readonly connections = new Set<Connection>();
-  private readonly expiryTimer: ReturnType<typeof setInterval>;
-  /**
-   * tickedAt is when the stall timer last ran (`stalled`), in `performance.now()` (a wall clock
-   * set forward would look like a stall); stallMs, see ServerOptions. The timer is its own: the
-   * expiry timer's interval is the operator's, and may be longer than a stall.
-   */
-  private tickedAt: number;
-  private readonly stallMs: number;
-  private readonly stallTimer: ReturnType<typeof setInterval> | undefined;
+  /** timers: expiry, stall watch and idle sweep (server-timers.ts), started once the port listens. */
+  private readonly timers: ServerTimers;
   private nextId = 1;
   private readonly runs: CallRuns;
   /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
@@ -221,9 +203,6 @@ export class CacheServer implements DispatchContext {
   private readonly flushLater: Connection[] = [];
   private deferredCount = 0;
   private writeQueued = false;
-  /** stallLoggedAt: when the last stall line was logged; stallsLogged: the stalls counted then. */
-  private stallLoggedAt = -Infinity;
-  private stallsLogged = 0;
   /** rejectLog: connections past the limit are logged once a second at most. */
   private readonly rejectLog = new LogBudget(1);
   /**
@@ -292,12 +271,7 @@ export class CacheServer implements DispatchContext {
     }
     this.host = opts.host;
     this.port = this.listener.port;
-    this.tickedAt = performance.now();
-    this.stallMs = opts.stallMs ?? Infinity;
-    if (this.stallMs < Infinity) this.stallTimer = setInterval(() => this.stallTick(), Math.max(1, this.stallMs / STALL_TICKS));
-    this.expiryTimer = setInterval(() => this.expireTick(), opts.expiryIntervalMs);
-    const idle = opts.idleTimeoutMs ?? 0;
-    if (idle > 0) this.idleTimer = setInterval(() => this.closeIdle(idle), Math.min(1000, Math.max(50, idle / 4)));
+    this.timers = new ServerTimers(groups, this.connections, this.counters, opts);
   }
 
   /** cluster is the node's cluster, if it has peers. */
@@ -324,9 +298,7 @@ export class CacheServer implements DispatchContext {
    */
   close(): Promise<void> {
     if (this.closed) return this.closed;
-    clearInterval(this.expiryTimer);
-    if (this.stallTimer !== undefined) clearInterval(this.stallTimer);
-    if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
+    this.timers.close();
     this.listener.stop(false);
     this.closed = new Promise<void>((resolve) => {
       this.allClosed = resolve;
@@ -405,7 +377,7 @@ export class CacheServer implements DispatchContext {
   private onData(conn: Connection, chunk: Uint8Array): void {
     conn.lastActive = this.clock();
     conn.backedUp = false;
-    if (this.stallMs < Infinity) this.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
+    if (this.timers.stallMs < Infinity) this.timers.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
@@ -621,7 +593,7 @@ export class CacheServer implements DispatchContext {
     if (lent) this.endLend(conn, own, base, false);
     // Idle is counted from the last request served, as memcached counts it from the last command:
     // a long pipeline served over many turns leaves its client the whole timeout after it.
-    if (served > 0) this.servedNow(conn);
+    if (served > 0) this.timers.servedNow(conn);
     if (conn.inputEnded && !held) conn.closing = true; // all the client sent is served: end after the replies
     this.setHeld(conn, held && !conn.closing);
     // Replies in the shared buffer wait for the end of the turn, also those of a connection that
@@ -935,7 +907,7 @@ export class CacheServer implements DispatchContext {
         this.timed(conn, method, t0, reply);
         // Closed meanwhile, or closed by the cap (it ends without waiting): nowhere to go.
         if (!this.connections.has(conn) || conn.capClosed) return;
-        this.servedNow(conn);
+        this.timers.servedNow(conn);
         try {
           if (out.length > 0) {
             const own = conn.proto.reply.out; // (never the shared buffer: that is lent only within `process`)
@@ -969,7 +941,7 @@ export class CacheServer implements DispatchContext {
         conn.lookingAhead = false;
         this.release(conn, conn.proto.request); // (the one it waited for: nothing is decoded meanwhile)
         if (!this.connections.has(conn)) return;
-        this.servedNow(conn);
+        this.timers.servedNow(conn);
         try {
           this.process(conn);
         } catch (e) {
@@ -978,14 +950,6 @@ export class CacheServer implements DispatchContext {
           this.internalError(conn, e);
         }
       });
-  }
-
-  /**
-   * servedNow notes that a request of the connection was just answered: the idle timeout counts
-   * from then (a Get answered after a load longer than the timeout leaves its client the whole of it).
-   */
-  private servedNow(conn: Connection): void {
-    if (this.idleTimer !== undefined) conn.lastActive = this.clock();
   }
 
   /**
@@ -1079,75 +1043,6 @@ export class CacheServer implements DispatchContext {
       }
       if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
       else conn.backedUp = true;
-    }
-  }
-
-  /**
-   * closeIdle closes connections with no traffic for `idleMs`: no bytes from the client, no request
-   * answered and no reply bytes taken by the socket; not those waiting for a load (the server's
-   * delay, not the client's idleness). A pipeline served over many turns answers requests every
-   * turn; a client that stops reading its replies takes none, and is closed like a silent one
-   * (held with its output queued, it used to be spared for good, holding its slot and buffers).
-   */
-  private closeIdle(idleMs: number): void {
-    const now = this.clock();
-    const sendMs = Math.max(idleMs, this.opts.sendStallMs ?? SEND_STALL_MS);
-    for (const conn of this.connections) {
-      if (conn.wrote) {
-        conn.wrote = false;
-        conn.lastActive = now; // (within a sweep of when)
-        continue;
-      }
-      // With replies waiting, what counts is whether the client takes them, which the node sees
-      // only as the kernel's buffer drains (by a megabyte or more): a steady slow reader may show
-      // nothing for a while. It gets `sendMs`, as nginx's send_timeout; so does one whose last
-      // writes filled the kernel's buffer (`backedUp`), which may hold megabytes still to read.
-      const limit = conn.queuedOutput > 0 || conn.backedUp ? sendMs : idleMs;
-      if (now - conn.lastActive < limit || conn.waiting || conn.detached > 0 || conn.queued || conn.closing) continue;
-      this.counters.idleClosed++;
-      conn.closing = true;
-      conn.socket.end();
-    }
-  }
-
-  /**
-   * stalled: the event loop did not run for `now - tickedAt` ms, longer than `stallMs` (the
-   * stall timer ticks STALL_TICKS times as often). Meanwhile an owner may have acknowledged a write
-   * without this node's answer to its invalidation (it waits half a peer timeout at most), or
-   * marked the node down and stopped telling it of its writes: every copy in its mirrors may be
-   * older than a write acknowledged since, so they all go before anything is served from them.
-   */
-  private stalled(now: number): void {
-    const ms = now - this.tickedAt;
-    this.tickedAt = now;
-    const cluster = this.cluster;
-    if (cluster === undefined || cluster.members.length < 2) return;
-    this.groups.dropCopies();
-    this.counters.stalls++;
-    if (now - this.stallLoggedAt < 1000) return; // one line a second at most, with the stalls since the last
-    this.opts.logger.warn("event loop stalled: mirrors dropped (members may have acknowledged writes without this node's answer)", {
-      ms: Math.round(ms), stallsSinceLastLine: this.counters.stalls - this.stallsLogged,
-    });
-    this.stallLoggedAt = now;
-    this.stallsLogged = this.counters.stalls;
-  }
-
-  /** checkStall runs `stalled` if the loop has not ticked for longer than `stallMs` at `now`. */
-  private checkStall(now: number): void {
-    if (now - this.tickedAt > this.stallMs) this.stalled(now);
-  }
-
-  private stallTick(): void {
-    const at = performance.now();
-    this.checkStall(at);
-    this.tickedAt = at;
-  }
-
-  private expireTick(): void {
-    const now = this.clock();
-    for (const group of this.groups.all()) {
-      group.store.expire(now, this.opts.expiryBudget);
-      group.mirror?.expire(now, this.opts.expiryBudget); // copies carry the owner's TTL
     }
   }
 }

@@ -1,7 +1,7 @@
 /**
  * A member whose process was stopped (SIGSTOP) long enough for its peers to mark it down missed
  * the invalidations they then no longer sent it: when it runs again it drops its mirrors before
- * it answers anything from them (CacheServer `stalled`), so a write acknowledged while it was
+ * it answers anything from them (ServerTimers `stalled`), so a write acknowledged while it was
  * stopped is what it answers after. Two real `bun run node.ts` processes.
  */
 import { afterEach, expect, test } from "bun:test";

@@ -215,7 +215,7 @@ describe("input served at the end of the turn: limits and timers", () => {
     server.onData(conn, getCall(2, "k"));
     const until = Date.now() + 3;
     while (Date.now() < until); // the rest of the poll
-    server.closeIdle(2); // the idle timer in the timers phase of the same turn, with a 2 ms timeout
+    server.timers.closeIdle(2); // the idle timer in the timers phase of the same turn, with a 2 ms timeout
     await raw.waitFor(() => raw.frames().length === 2 || raw.isClosed, "get reply");
     expect(raw.isClosed).toBe(false);
     expectHits(raw, [2]);
