@@ -34,9 +34,7 @@
  * behind one slow load would wait for it. One PeerGetMulti at a time: it holds its hits' values
  * (up to the frame size) until its loads settle and starts a load per key, so a second one parks.
  *
- * Faults are contained to their connection: a protocol error gets a TApplicationException reply
- * where one can be addressed, then the connection closes with a logged reason; an unexpected
- * exception (a bug) is logged, answered INTERNAL_ERROR and closes only that connection.
+ * Faults are contained to their connection (faults.ts): a protocol error or a bug closes only it.
  *
  * Connections past `maxConnections` are accepted only to be answered: their first request gets
  * `CacheError OVERLOADED`, then they close (a silent close looks like a network fault to clients).
@@ -46,7 +44,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
-import { APP_ERROR, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, errorText } from "../protocol/errors.ts";
+import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import type { Request } from "../protocol/request.ts";
 import { Connection } from "./connection.ts";
@@ -64,6 +62,7 @@ import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { ServerCounters } from "./server-counters.ts";
 import { ServerTimers } from "./server-timers.ts";
+import { Faults } from "./faults.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -166,14 +165,6 @@ const SHARED_FLUSH_BYTES = 256 * 1024;
 /** DETACHED_OUTPUT_BYTES is the first size of a detached reply's own buffer (it grows as needed). */
 const DETACHED_OUTPUT_BYTES = 256;
 
-/** REFUSAL_LOG_LINES: connections closed for bad input or a wrong token, logged per second at most. */
-const REFUSAL_LOG_LINES = 10;
-
-/** linesLeftOut is the field saying how many lines a LogBudget held back before this one (none: no field). */
-function linesLeftOut(held: number): { linesLeftOut?: number } {
-  return held > 0 ? { linesLeftOut: held } : {};
-}
-
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
   readonly clock: () => number;
@@ -205,11 +196,8 @@ export class CacheServer implements DispatchContext {
   private writeQueued = false;
   /** rejectLog: connections past the limit are logged once a second at most. */
   private readonly rejectLog = new LogBudget(1);
-  /**
-   * refusalLog: connections closed for bad input or a wrong token are logged REFUSAL_LOG_LINES a
-   * second at most (300 garbage connections made 300 lines), the next line saying how many were not.
-   */
-  private readonly refusalLog = new LogBudget(REFUSAL_LOG_LINES);
+  /** faults: what ends a connection that fails (faults.ts). */
+  private readonly faults: Faults;
   /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
   private rejectedOpen = 0;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
@@ -225,6 +213,7 @@ export class CacheServer implements DispatchContext {
     this.startedAt = opts.clock();
 
     this.latency = opts.latency ?? new LatencyHistogram();
+    this.faults = new Faults(this.counters, this.latency, opts);
     this.runs = new CallRuns(groups, opts.limits, this.counters);
     this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.account(conn))));
     const server = this;
@@ -557,7 +546,7 @@ export class CacheServer implements DispatchContext {
           break;
         }
         if (!conn.authed || req.method === METHOD_AUTH) {
-          const ok = this.authenticate(conn);
+          const ok = this.faults.authenticate(conn);
           t0 = this.timed(conn, req.method, t0);
           if (!ok) break;
           continue;
@@ -588,7 +577,7 @@ export class CacheServer implements DispatchContext {
         t0 = this.timed(conn, req.method, t0);
       }
     } catch (e) {
-      this.fault(conn, e);
+      this.faults.fault(conn, e);
     }
     if (lent) this.endLend(conn, own, base, false);
     // Idle is counted from the last request served, as memcached counts it from the last command:
@@ -610,7 +599,7 @@ export class CacheServer implements DispatchContext {
     try {
       req.hold(-req.heldBytes);
     } catch (e) {
-      this.internalError(conn, e); // (a bug in counting, kept to this connection)
+      this.faults.internalError(conn, e); // (a bug in counting, kept to this connection)
     }
   }
 
@@ -689,7 +678,7 @@ export class CacheServer implements DispatchContext {
       try {
         this.process(conn);
       } catch (e) {
-        this.internalError(conn, e); // a bug outside `process`'s own guard, contained to its connection
+        this.faults.internalError(conn, e); // a bug outside `process`'s own guard, contained to its connection
       }
     }
     this.readyCount = 0;
@@ -701,16 +690,6 @@ export class CacheServer implements DispatchContext {
       this.writeShared();
     }
   };
-
-  /** internalError closes a connection after a bug outside `process` (as `fault` does inside it). */
-  private internalError(conn: Connection, e: unknown): void {
-    conn.sharedStart = -1;
-    this.counters.internalErrors++;
-    this.opts.logger.error("closing connection: internal error", {
-      conn: conn.id, remote: conn.remote, error: errorText(e),
-    });
-    conn.socket.terminate();
-  }
 
   /**
    * writeShared writes every connection's replies waiting in the shared buffer, then empties it,
@@ -750,7 +729,7 @@ export class CacheServer implements DispatchContext {
       this.flush(conn);
       this.account(conn);
     } catch (e) {
-      this.internalError(conn, e);
+      this.faults.internalError(conn, e);
     }
   }
 
@@ -767,29 +746,6 @@ export class CacheServer implements DispatchContext {
       if (conn.queuedOutput >= this.opts.maxOutputBytes) return; // (a short write: `drain` serves it on)
     }
     this.process(conn);
-  }
-
-  /**
-   * authenticate answers an Auth call (or any call on a connection not yet authenticated): the
-   * right token opens the connection; anything else is UNAUTHORIZED and closes it.
-   */
-  private authenticate(conn: Connection): boolean {
-    const proto = conn.proto;
-    const req = proto.request;
-    const reply = replyFor(req, proto.reply);
-    const access = this.opts.access;
-    if (req.method === METHOD_AUTH && (access === undefined || access.accepts(req.buffer, req.valueStart, req.valueLength))) {
-      conn.authed = true;
-      reply.writeSuccess(req, true);
-      return true;
-    }
-    this.counters.unauthorized++;
-    const why = req.method === METHOD_AUTH ? "wrong auth token" : "authenticate first (Auth)";
-    replyCacheError(reply, req, ERROR_CODE.UNAUTHORIZED, why);
-    conn.closing = true;
-    const held = this.refusalLog.take(performance.now());
-    if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why, ...linesLeftOut(held) });
-    return false;
   }
 
   /**
@@ -825,7 +781,7 @@ export class CacheServer implements DispatchContext {
       try {
         this.capClose(victim, cap);
       } catch (e) {
-        this.internalError(victim, e); // (counted out of the total already: capClose does that first)
+        this.faults.internalError(victim, e); // (counted out of the total already: capClose does that first)
       }
     }
   }
@@ -898,7 +854,7 @@ export class CacheServer implements DispatchContext {
     if (multi) conn.detachedMulti = true;
     this.counters.detachedReplies++;
     pending
-      .catch((e: unknown) => this.fault(conn, e, request, reply))
+      .catch((e: unknown) => this.faults.fault(conn, e, request, reply))
       .finally(() => {
         conn.detached--;
         conn.detachedBytes -= bytes;
@@ -917,7 +873,7 @@ export class CacheServer implements DispatchContext {
           this.flushAtTurnEnd(conn);
           this.account(conn);
         } catch (e) {
-          this.internalError(conn, e);
+          this.faults.internalError(conn, e);
         }
       });
   }
@@ -933,7 +889,7 @@ export class CacheServer implements DispatchContext {
     const reader = conn.proto.reader;
     conn.waitingBytes = requestHolds(conn.proto.request, reader.end - reader.start); // (counted by `process`'s account)
     pending
-      .catch((e: unknown) => this.fault(conn, e))
+      .catch((e: unknown) => this.faults.fault(conn, e))
       .finally(() => {
         this.timed(conn, method, t0);
         conn.waiting = false;
@@ -947,7 +903,7 @@ export class CacheServer implements DispatchContext {
         } catch (e) {
           // A bug outside `process`'s own guard: thrown here it would reject a promise nobody
           // awaits (node.ts only logs that), and the connection, served no more, would hang.
-          this.internalError(conn, e);
+          this.faults.internalError(conn, e);
         }
       });
   }
@@ -962,27 +918,6 @@ export class CacheServer implements DispatchContext {
     const code = reply.errorCode;
     if (code !== 0) this.latency.recordError(method, code);
     return t1;
-  }
-
-  /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */
-  private fault(conn: Connection, e: unknown, req = conn.proto.request, reply = conn.proto.reply): void {
-    conn.closing = true;
-    conn.dropBacklog();
-    if (e instanceof ProtocolError) {
-      this.counters.protocolErrors++;
-      this.latency.recordProtocolError(e.type);
-      // (addressed to the call when its seqid, or its header's, could be read; else to seqid 0)
-      if (req.transport !== 0) reply.writeApplicationException(req, e.type, e.message);
-      const held = this.refusalLog.take(performance.now());
-      if (held >= 0) this.opts.logger.info("closing connection: protocol error", { conn: conn.id, remote: conn.remote, error: e.message, ...linesLeftOut(held) });
-      return;
-    }
-    this.counters.internalErrors++;
-    const message = errorText(e);
-    if (req.transport !== 0) reply.writeApplicationException(req, APP_ERROR.INTERNAL_ERROR, "internal error");
-    this.opts.logger.error("closing connection: internal error", {
-      conn: conn.id, remote: conn.remote, error: message, stack: e instanceof Error ? e.stack : undefined,
-    });
   }
 
   /** pause stops reading from the connection's socket (`setHeld(conn, false)` resumes it). */
