@@ -10,13 +10,8 @@
  * (call-runs.ts: the same bytes and counters as the general path, less work per request), and
  * every other complete request is decoded and dispatched; all replies produced by the event go
  * out in ONE `socket.write`. While a connection has nothing queued, its replies are written into
- * one output buffer the server shares between connections, so the lines written by every event
- * stay in the CPU cache instead of each connection's own buffer being pulled in (+2 % at 100 B,
- * depth 16, 50 connections; bench/RESULTS.md). The connections served in one turn of the event
- * loop append to it one after another, and their writes wait for the end of the turn
- * (`writeShared`, from `setImmediate`): a client then finds all its replies at once instead of
- * being woken for each write in turn. A short write moves the unsent tail into the connection's
- * own output buffer, where later replies queue behind it, and `drain` sends it.
+ * one output buffer the server shares between connections, and written at the end of the turn
+ * with every other connection's (turn-end.ts: the ready list, the shared buffer and the writes).
  *
  * Flow control: when a connection's queued output passes `maxOutputBytes` (a client pipelining
  * faster than it reads), the server stops decoding that connection's input, pauses reading from
@@ -43,7 +38,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
-import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
+import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import type { Request } from "../protocol/request.ts";
@@ -63,6 +58,7 @@ import { LatencyHistogram } from "./latency.ts";
 import { ServerCounters } from "./server-counters.ts";
 import { ServerTimers } from "./server-timers.ts";
 import { Faults } from "./faults.ts";
+import { SHARED_FLUSH_BYTES, TurnEnd } from "./turn-end.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -153,15 +149,8 @@ export interface ServerOptions {
   latency?: LatencyHistogram;
 }
 
-/** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
-const SHARED_OUTPUT_BYTES = 64 * 1024;
-/**
- * SHARED_FLUSH_BYTES: once the replies waiting in the shared buffer reach this, they are written
- * before another connection adds to it, so the buffer stays small enough to stay in the CPU cache.
- */
 /** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
 export const REJECTED_LINGER_MS = 2000;
-const SHARED_FLUSH_BYTES = 256 * 1024;
 /** DETACHED_OUTPUT_BYTES is the first size of a detached reply's own buffer (it grows as needed). */
 const DETACHED_OUTPUT_BYTES = 256;
 
@@ -182,27 +171,14 @@ export class CacheServer implements DispatchContext {
   private readonly runs: CallRuns;
   /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
   private readonly lookAhead: LookAhead;
-  /** sharedOut receives the replies of a connection with nothing queued (see the header). */
-  private readonly sharedOut = new BinaryWriter(SHARED_OUTPUT_BYTES);
-  private sharedLent = false;
-  /**
-   * deferred[0, deferredCount) lists the connections with replies in the shared buffer, written by
-   * `writeShared` (a count, so the array keeps its size from turn to turn and never reallocates).
-   */
-  private readonly deferred: (Connection | null)[] = [];
-  /** flushLater: connections whose own output gets detached replies, written with the turn's replies. */
-  private readonly flushLater: Connection[] = [];
-  private deferredCount = 0;
-  private writeQueued = false;
   /** rejectLog: connections past the limit are logged once a second at most. */
   private readonly rejectLog = new LogBudget(1);
+  /** turnEnd: the connections to serve at the end of the turn, the shared output buffer and the turn's writes (turn-end.ts). */
+  private readonly turnEnd: TurnEnd;
   /** faults: what ends a connection that fails (faults.ts). */
   private readonly faults: Faults;
   /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
   private rejectedOpen = 0;
-  /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
-  private readonly ready: (Connection | null)[] = [];
-  private readyCount = 0;
   private closed: Promise<void> | null = null;
   private allClosed: (() => void) | null = null;
 
@@ -214,6 +190,7 @@ export class CacheServer implements DispatchContext {
 
     this.latency = opts.latency ?? new LatencyHistogram();
     this.faults = new Faults(this.counters, this.latency, opts);
+    this.turnEnd = new TurnEnd(this, this.connections, this.counters, this.faults, opts);
     this.runs = new CallRuns(groups, opts.limits, this.counters);
     this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.account(conn))));
     const server = this;
@@ -391,8 +368,9 @@ export class CacheServer implements DispatchContext {
     conn.proto.push(chunk);
     conn.readerBytes += chunk.length;
     conn.queued = true;
-    this.ready[this.readyCount++] = conn;
-    this.queueTurnEnd();
+    const turnEnd = this.turnEnd;
+    turnEnd.ready[turnEnd.readyCount++] = conn;
+    turnEnd.queueTurnEnd();
   }
 
   /**
@@ -407,12 +385,12 @@ export class CacheServer implements DispatchContext {
     conn.inputEnded = true;
     if (conn.waiting || conn.held || conn.queued || conn.closing) return;
     conn.closing = true;
-    this.flush(conn);
+    this.turnEnd.flush(conn);
     this.account(conn);
   }
 
   private onDrain(conn: Connection): void {
-    this.flush(conn);
+    this.turnEnd.flush(conn);
     if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
     else this.account(conn);
   }
@@ -441,8 +419,9 @@ export class CacheServer implements DispatchContext {
    * process decodes and serves requests until the input is used up, the output is full, a reply
    * waits for a load, or the connection has had its turn (maxRequestsPerEvent requests: the rest
    * is served on a later turn, so one client pipelining 100k requests cannot starve another).
+   * (Also called by the turn's end, turn-end.ts, for the connections that received input.)
    */
-  private process(conn: Connection): void {
+  process(conn: Connection): void {
     conn.serving++;
     try {
       this.serve(conn);
@@ -454,23 +433,24 @@ export class CacheServer implements DispatchContext {
 
   /** serve is `process` without the final count toward the buffer cap. */
   private serve(conn: Connection): void {
-    if (conn.closing) return this.flush(conn);
-    if (conn.sharedStart >= 0) this.flush(conn); // its earlier replies go out before new ones
+    const turnEnd = this.turnEnd;
+    if (conn.closing) return turnEnd.flush(conn);
+    if (conn.sharedStart >= 0) turnEnd.flush(conn); // its earlier replies go out before new ones
     const proto = conn.proto;
     const own = proto.reply.out;
-    const shared = this.sharedOut;
+    const shared = turnEnd.sharedOut;
     // Nothing queued: this turn's replies go to the shared buffer, after those of the connections
     // served before it in this turn, unless it is lent already (a callback that re-entered: its
     // replies then stay behind the lender's). A full shared buffer is written out first.
-    let lent = own.length === 0 && this.sharedLent === false;
+    let lent = own.length === 0 && turnEnd.sharedLent === false;
     if (lent && shared.length >= SHARED_FLUSH_BYTES) {
       this.counters.earlyFlushes++;
-      this.writeShared();
+      turnEnd.writeShared();
       // Writing the others' replies accounts them, and the buffer cap may have closed this one.
-      if (conn.closing) return this.flush(conn);
+      if (conn.closing) return turnEnd.flush(conn);
     }
     if (lent) {
-      this.sharedLent = true;
+      turnEnd.sharedLent = true;
       proto.reply.out = shared;
     }
     const base = lent ? shared.length : 0; // where this connection's replies start
@@ -490,11 +470,11 @@ export class CacheServer implements DispatchContext {
           // Past the bound: try to hand the replies to the socket now. Only what the kernel does
           // not take holds the connection, and a short write always ends with `drain`.
           if (lent) {
-            this.endLend(conn, own, base, true);
+            turnEnd.endLend(conn, own, base, true);
             lent = false;
             out = own;
           }
-          this.flush(conn);
+          turnEnd.flush(conn);
           if (out.length >= max) {
             held = true;
             break;
@@ -579,7 +559,7 @@ export class CacheServer implements DispatchContext {
     } catch (e) {
       this.faults.fault(conn, e);
     }
-    if (lent) this.endLend(conn, own, base, false);
+    if (lent) turnEnd.endLend(conn, own, base, false);
     // Idle is counted from the last request served, as memcached counts it from the last command:
     // a long pipeline served over many turns leaves its client the whole timeout after it.
     if (served > 0) this.timers.servedNow(conn);
@@ -589,8 +569,8 @@ export class CacheServer implements DispatchContext {
     // now waits for a load or yielded its turn (it writes them first when it goes on, should that
     // come sooner); anything else (a connection that closes, or has output queued already) is
     // written now.
-    if (conn.sharedStart >= 0 && !conn.closing) this.deferWrite(conn);
-    else this.flush(conn);
+    if (conn.sharedStart >= 0 && !conn.closing) turnEnd.deferWrite(conn);
+    else turnEnd.flush(conn);
   }
 
   /** release: `req`'s reply is written (or dropped), so it holds nothing now. */
@@ -616,124 +596,6 @@ export class CacheServer implements DispatchContext {
   }
 
   /**
-   * endLend points the connection's replies at its own buffer again. Those it wrote into the
-   * shared buffer from `base` on either stay there, as its `sharedStart`/`sharedEnd`, to be
-   * written at the end of the turn, or (`spill`: it is about to write more than the shared
-   * buffer should hold) move into its own buffer, which is empty while it is lent.
-   */
-  private endLend(conn: Connection, own: BinaryWriter, base: number, spill: boolean): void {
-    const shared = this.sharedOut;
-    const end = shared.length;
-    if (end > base) {
-      if (spill) {
-        own.prepend(shared.buffer, base, end - base);
-        shared.truncate(base);
-      } else {
-        conn.sharedStart = base;
-        conn.sharedEnd = end;
-      }
-    }
-    conn.proto.reply.out = own;
-    this.sharedLent = false;
-  }
-
-  /**
-   * flushAtTurnEnd queues a connection's own output for `writeShared`: detached replies settle in
-   * bursts (a peer's answers to the invalidations of many writes come in one chunk), and a write
-   * each would be a send per reply.
-   */
-  private flushAtTurnEnd(conn: Connection): void {
-    if (conn.flushQueued) return;
-    conn.flushQueued = true;
-    this.flushLater.push(conn);
-    this.queueTurnEnd();
-  }
-
-  /** deferWrite queues a connection's shared-buffer replies for `writeShared` at the end of the turn. */
-  private deferWrite(conn: Connection): void {
-    this.deferred[this.deferredCount++] = conn;
-    this.queueTurnEnd();
-  }
-
-  private queueTurnEnd(): void {
-    if (this.writeQueued) return;
-    this.writeQueued = true;
-    setImmediate(this.onTurnEnd); // one Immediate per turn: the only allocation of this path
-  }
-
-  /**
-   * onTurnEnd serves the connections that received input this turn, in the order their events
-   * came, then writes every reply of the turn (`writeShared`). A connection serving adds to the
-   * same turn's writes (`writeQueued` stays set until they are made). The cap on buffered bytes
-   * picks its victims once all the queued input is served (`account` waits for it meanwhile), so
-   * no connection is judged by bytes its own input of this turn would have used up.
-   */
-  private readonly onTurnEnd = (): void => {
-    const list = this.ready;
-    for (let i = 0; i < this.readyCount; i++) { // (one added meanwhile is served too)
-      const conn = list[i]!;
-      list[i] = null; // keep no closed connection alive
-      conn.queued = false;
-      if (!conn.open || conn.waiting || conn.held) continue; // its load / drain / resume serves the reader
-      try {
-        this.process(conn);
-      } catch (e) {
-        this.faults.internalError(conn, e); // a bug outside `process`'s own guard, contained to its connection
-      }
-    }
-    this.readyCount = 0;
-    this.writeQueued = false; // before anything that may throw: a bug must not stop every later turn
-    const cap = this.opts.maxBufferedBytes;
-    try {
-      if (cap !== undefined) this.enforceCap(cap);
-    } finally {
-      this.writeShared();
-    }
-  };
-
-  /**
-   * writeShared writes every connection's replies waiting in the shared buffer, then empties it,
-   * and the detached replies queued by `flushAtTurnEnd`.
-   * Bun runs it after all of a turn's socket events, so the replies to one poll's requests reach
-   * the kernel together: a client is woken once for them, not once per reply write spread over
-   * the turn (6× fewer client wake-ups at 50 connections, depth 16; bench/RESULTS.md).
-   */
-  private writeShared(): void {
-    const list = this.deferred;
-    let wrote = 0;
-    for (let i = 0; i < this.deferredCount; i++) { // (one added meanwhile is written too)
-      const conn = list[i]!;
-      list[i] = null; // keep no closed connection alive
-      if (conn.sharedStart < 0) continue; // written already (drain, a later event, close)
-      wrote++;
-      this.flushCounted(conn);
-    }
-    this.deferredCount = 0;
-    const later = this.flushLater;
-    for (let i = 0; i < later.length; i++) { // (one added meanwhile is written too)
-      const conn = later[i]!;
-      conn.flushQueued = false;
-      if (this.connections.has(conn) && !conn.capClosed) this.flushCounted(conn);
-    }
-    later.length = 0;
-    this.counters.turnWrites += wrote;
-    if (wrote > 0) this.counters.turnFlushes++;
-    const shared = this.sharedOut;
-    shared.reset();
-    shared.shrink(KEEP_OUTPUT_BYTES);
-  }
-
-  /** flushCounted writes what a connection has queued and counts what stays toward the cap; a fault closes it. */
-  private flushCounted(conn: Connection): void {
-    try {
-      this.flush(conn);
-      this.account(conn);
-    } catch (e) {
-      this.faults.internalError(conn, e);
-    }
-  }
-
-  /**
    * resume serves a connection that yielded its turn, unless something else holds it. Output past
    * the bound is handed to the socket first: replies written out of order may have joined it
    * since, queued for the end of the turn, and a write that takes them all ends with no `drain`
@@ -742,7 +604,7 @@ export class CacheServer implements DispatchContext {
   private resume(conn: Connection): void {
     if (!this.connections.has(conn) || !conn.held || conn.queued || conn.waiting) return;
     if (conn.queuedOutput >= this.opts.maxOutputBytes) {
-      this.flushCounted(conn);
+      this.turnEnd.flushCounted(conn);
       if (conn.queuedOutput >= this.opts.maxOutputBytes) return; // (a short write: `drain` serves it on)
     }
     this.process(conn);
@@ -755,7 +617,7 @@ export class CacheServer implements DispatchContext {
    * clients that stopped reading, theirs (Redis's client output limits pick the same way), not
    * whichever connection next holds a byte.
    */
-  private account(conn: Connection): void {
+  account(conn: Connection): void {
     if (!conn.open || conn.capClosed) return; // closed (`socket.end` may run the close handler at once): counted out
     // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
     // only what the socket does not take then stays (in the connection's own buffer).
@@ -765,7 +627,7 @@ export class CacheServer implements DispatchContext {
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
     if (cap === undefined || now === 0) return;
-    if (this.readyCount > 0) return; // enforced once all the turn's queued input is served (onTurnEnd)
+    if (this.turnEnd.readyCount > 0) return; // enforced once all the turn's queued input is served (onTurnEnd)
     this.enforceCap(cap);
   }
 
@@ -774,7 +636,7 @@ export class CacheServer implements DispatchContext {
    * bytes. A bug closing one closes it as an internal error and the cap goes on: thrown from
    * here, it would leave the turn's handler (`onTurnEnd`), and an exception there ends the process.
    */
-  private enforceCap(cap: number): void {
+  enforceCap(cap: number): void {
     while (this.counters.bufferedBytes > cap) {
       const victim = this.largestHolder();
       if (victim === undefined) break;
@@ -810,7 +672,7 @@ export class CacheServer implements DispatchContext {
     conn.buffered = 0;
     this.opts.logger.warn("closing connection: connection buffers over the cap", { conn: conn.id, remote: conn.remote, held, total, cap });
     conn.dropBacklog();
-    this.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
+    this.turnEnd.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
   }
 
   /**
@@ -870,7 +732,7 @@ export class CacheServer implements DispatchContext {
             own.ensure(out.length);
             own.bytes(out.buffer, 0, out.length);
           }
-          this.flushAtTurnEnd(conn);
+          this.turnEnd.flushAtTurnEnd(conn);
           this.account(conn);
         } catch (e) {
           this.faults.internalError(conn, e);
@@ -936,50 +798,6 @@ export class CacheServer implements DispatchContext {
     }
   }
 
-  /**
-   * flush writes queued output once, the connection's replies in the shared buffer first; the
-   * rest waits for `drain` (an unsent tail of the shared part moves to the front of its own).
-   */
-  private flush(conn: Connection): void {
-    this.writeOut(conn);
-    // A connection that waits ends after the reply it waits for (its `process` flushes again), and
-    // after every reply written out of order (`detach` flushes again) unless the cap closed it.
-    if (!conn.closing || conn.waiting || (conn.detached > 0 && !conn.capClosed)) return;
-    if (conn.proto.reply.out.length === 0) conn.socket.end();
-    else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
-  }
-
-  /** writeOut hands the socket the connection's replies (shared-buffer part first); the rest waits for `drain`. */
-  private writeOut(conn: Connection): void {
-    const out = conn.proto.reply.out;
-    const start = conn.sharedStart;
-    if (start >= 0) {
-      conn.sharedStart = -1;
-      const len = conn.sharedEnd - start;
-      const shared = this.sharedOut;
-      const n = conn.socket.write(shared.buffer, start, len);
-      const sent = n > 0 ? n : 0;
-      conn.bytesOut += sent;
-      this.counters.bytesOut += sent;
-      conn.wrote = true;
-      if (sent < len) {
-        conn.backedUp = true;
-        out.prepend(shared.buffer, start + sent, len - sent);
-        return; // the socket is full: the rest goes on `drain`
-      }
-    }
-    if (out.length > 0) {
-      const n = conn.socket.write(out.buffer, 0, out.length);
-      if (n > 0) {
-        conn.bytesOut += n;
-        this.counters.bytesOut += n;
-        conn.wrote = true;
-        out.consume(n);
-      }
-      if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
-      else conn.backedUp = true;
-    }
-  }
 }
 
 /** MEMBER_ID decodes a PeerPing's sender as the peer client encoded it (UTF-8: member ids are strings of --peers). */

@@ -462,7 +462,7 @@ describe("resource limits", () => {
     connX.socket.write = () => 0;
     server.onData(connX, concat(getCall(10, "big"), getCall(11, "big"), getCall(12, "big")));
     server.onData(connA, setFrame.subarray(cut));
-    server.onTurnEnd(); // the turn's end: X is served first, then A
+    server.turnEnd.onTurnEnd(); // the turn's end: X is served first, then A
     expect(server.counters.earlyFlushes).toBeGreaterThan(0); // A's turn did write X's replies first
     expect(connA.capClosed).toBe(false);
     expect(server.counters.bufferCapClosed).toBe(0);

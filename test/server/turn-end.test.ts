@@ -1,5 +1,5 @@
 // A connection's input is served at the end of the event loop's turn, after every socket event of
-// the poll (cache-server.ts `onTurnEnd`). Between its data event and that point the connection is
+// the poll (turn-end.ts `onTurnEnd`). Between its data event and that point the connection is
 // `queued`: whatever else happens to it in the same turn (more data, the client's FIN, the node
 // starting to close) must not lose, reorder or skip what it sent. White-box: the events are made
 // to fall in one turn by calling the server's handlers directly on a real connection.
@@ -170,10 +170,10 @@ describe("input served at the end of the turn: limits and timers", () => {
     // (so the fault is thrown to the test): the chunk in the reader, the connection on the ready list.
     conn.proto.push(getCall(2, "k"));
     conn.queued = true;
-    server.ready[server.readyCount++] = conn;
-    server.writeQueued = true;
-    expect(() => server.onTurnEnd()).toThrow("injected fault");
-    expect(server.writeQueued).toBe(false);
+    server.turnEnd.ready[server.turnEnd.readyCount++] = conn;
+    server.turnEnd.writeQueued = true;
+    expect(() => server.turnEnd.onTurnEnd()).toThrow("injected fault");
+    expect(server.turnEnd.writeQueued).toBe(false);
     await raw.waitFor(() => raw.frames().length === 2, "the turn's reply"); // written all the same
     raw.write(getCall(3, "k"));
     await raw.waitFor(() => raw.frames().length === 3, "a later turn's reply");
