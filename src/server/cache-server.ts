@@ -59,6 +59,7 @@ import { ServerCounters } from "./server-counters.ts";
 import { ServerTimers } from "./server-timers.ts";
 import { Faults } from "./faults.ts";
 import { SHARED_FLUSH_BYTES, TurnEnd } from "./turn-end.ts";
+import type { BufferCap } from "./buffer-cap.ts";
 import { listenError } from "./listen-error.ts";
 import { LogBudget, type Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -175,6 +176,8 @@ export class CacheServer implements DispatchContext {
   private readonly rejectLog = new LogBudget(1);
   /** turnEnd: the connections to serve at the end of the turn, the shared output buffer and the turn's writes (turn-end.ts). */
   private readonly turnEnd: TurnEnd;
+  /** cap: the cap on what all connections hold (buffer-cap.ts), applied at the turn's end (turnEnd holds it). */
+  private readonly cap: BufferCap;
   /** faults: what ends a connection that fails (faults.ts). */
   private readonly faults: Faults;
   /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
@@ -191,8 +194,9 @@ export class CacheServer implements DispatchContext {
     this.latency = opts.latency ?? new LatencyHistogram();
     this.faults = new Faults(this.counters, this.latency, opts);
     this.turnEnd = new TurnEnd(this, this.connections, this.counters, this.faults, opts);
+    this.cap = this.turnEnd.cap;
     this.runs = new CallRuns(groups, opts.limits, this.counters);
-    this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.account(conn))));
+    this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.cap.account(conn))));
     const server = this;
     const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
     try {
@@ -361,7 +365,7 @@ export class CacheServer implements DispatchContext {
       conn.backlogBytes += chunk.length;
       if (conn.waiting) this.lookAhead.more(conn, chunk);
       if (!conn.paused && (conn.backlogBytes >= BACKLOG_PAUSE_BYTES || conn.backlog.length >= BACKLOG_PAUSE_CHUNKS)) this.pause(conn);
-      this.account(conn);
+      this.cap.account(conn);
       return;
     }
     conn.prefetches?.clear(); // all input before it is served: anything started ahead and left is of no use
@@ -386,13 +390,13 @@ export class CacheServer implements DispatchContext {
     if (conn.waiting || conn.held || conn.queued || conn.closing) return;
     conn.closing = true;
     this.turnEnd.flush(conn);
-    this.account(conn);
+    this.cap.account(conn);
   }
 
   private onDrain(conn: Connection): void {
     this.turnEnd.flush(conn);
     if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
-    else this.account(conn);
+    else this.cap.account(conn);
   }
 
   /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes); its deadline goes. */
@@ -428,7 +432,7 @@ export class CacheServer implements DispatchContext {
     } finally {
       conn.serving--;
     }
-    this.account(conn);
+    this.cap.account(conn);
   }
 
   /** serve is `process` without the final count toward the buffer cap. */
@@ -591,7 +595,7 @@ export class CacheServer implements DispatchContext {
    */
   private held(conn: Connection, delta: number): boolean {
     conn.heldBytes += delta;
-    if (conn.serving === 0 && delta !== 0) this.account(conn);
+    if (conn.serving === 0 && delta !== 0) this.cap.account(conn);
     return conn.open && !conn.capClosed;
   }
 
@@ -608,71 +612,6 @@ export class CacheServer implements DispatchContext {
       if (conn.queuedOutput >= this.opts.maxOutputBytes) return; // (a short write: `drain` serves it on)
     }
     this.process(conn);
-  }
-
-  /**
-   * account tracks the bytes this connection holds against the server-wide cap (`--max-buffered`),
-   * so many slow clients together cannot exhaust memory. Past the cap, the connections holding the
-   * most are closed until the total is under it again: usually the one that just grew, but with
-   * clients that stopped reading, theirs (Redis's client output limits pick the same way), not
-   * whichever connection next holds a byte.
-   */
-  account(conn: Connection): void {
-    if (!conn.open || conn.capClosed) return; // closed (`socket.end` may run the close handler at once): counted out
-    // Replies waiting in the shared buffer are not counted: the end of this turn writes them, and
-    // only what the socket does not take then stays (in the connection's own buffer).
-    const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0) +
-      conn.detachedBytes + conn.heldBytes + conn.waitingBytes;
-    this.counters.bufferedBytes += now - conn.buffered;
-    conn.buffered = now;
-    const cap = this.opts.maxBufferedBytes;
-    if (cap === undefined || now === 0) return;
-    if (this.turnEnd.readyCount > 0) return; // enforced once all the turn's queued input is served (onTurnEnd)
-    this.enforceCap(cap);
-  }
-
-  /**
-   * enforceCap closes the connections holding the most until all together hold at most `cap`
-   * bytes. A bug closing one closes it as an internal error and the cap goes on: thrown from
-   * here, it would leave the turn's handler (`onTurnEnd`), and an exception there ends the process.
-   */
-  enforceCap(cap: number): void {
-    while (this.counters.bufferedBytes > cap) {
-      const victim = this.largestHolder();
-      if (victim === undefined) break;
-      try {
-        this.capClose(victim, cap);
-      } catch (e) {
-        this.faults.internalError(victim, e); // (counted out of the total already: capClose does that first)
-      }
-    }
-  }
-
-  /** largestHolder is the open connection, not yet closed by the cap, that holds the most bytes. */
-  private largestHolder(): Connection | undefined {
-    let best: Connection | undefined;
-    for (const c of this.connections) if (!c.capClosed && c.buffered > (best?.buffered ?? 0)) best = c;
-    return best;
-  }
-
-  /**
-   * capClose closes a connection for the buffer cap: its queued input is dropped, the replies the
-   * socket takes now are sent, and if some are left (a client that does not read them) the
-   * connection is reset, or they would hold their bytes for good; one that waits for a load is
-   * treated so once that reply is written (`flush`). Its bytes leave the count now: what it still
-   * holds (a partial frame, the reply it waits for) goes when it closes.
-   */
-  private capClose(conn: Connection, cap: number): void {
-    const held = conn.buffered;
-    const total = this.counters.bufferedBytes;
-    this.counters.bufferCapClosed++;
-    conn.capClosed = true;
-    conn.closing = true;
-    this.counters.bufferedBytes -= held;
-    conn.buffered = 0;
-    this.opts.logger.warn("closing connection: connection buffers over the cap", { conn: conn.id, remote: conn.remote, held, total, cap });
-    conn.dropBacklog();
-    this.turnEnd.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
   }
 
   /**
@@ -733,7 +672,7 @@ export class CacheServer implements DispatchContext {
             own.bytes(out.buffer, 0, out.length);
           }
           this.turnEnd.flushAtTurnEnd(conn);
-          this.account(conn);
+          this.cap.account(conn);
         } catch (e) {
           this.faults.internalError(conn, e);
         }

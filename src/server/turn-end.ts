@@ -16,11 +16,15 @@
  * queue behind it, and `drain` sends it (`flush`). Replies written out of request order join the
  * connection's own output as they settle, and go out with the turn's replies (`flushAtTurnEnd`).
  *
+ * It holds the cap on what the connections hold (BufferCap), which picks its victims at the end of
+ * the turn, once all the queued input is served.
+ *
  * The lists (`ready`, `deferred`) are arrays with a count, reused from turn to turn; a slot is
  * set to null once used, so no closed connection is kept alive.
  */
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import type { CacheServer, ServerOptions } from "./cache-server.ts";
+import { BufferCap } from "./buffer-cap.ts";
 import type { Connection } from "./connection.ts";
 import type { Faults } from "./faults.ts";
 import type { ServerCounters } from "./server-counters.ts";
@@ -39,6 +43,8 @@ export class TurnEnd {
   private readonly counters: ServerCounters;
   private readonly faults: Faults;
   private readonly opts: ServerOptions;
+  /** cap: the cap on what the connections hold (buffer-cap.ts), applied once the turn's input is served. */
+  readonly cap: BufferCap;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   readonly ready: (Connection | null)[] = [];
   readyCount = 0;
@@ -63,6 +69,7 @@ export class TurnEnd {
     this.counters = counters;
     this.faults = faults;
     this.opts = opts;
+    this.cap = new BufferCap(this, connections, counters, faults, opts);
   }
 
   /**
@@ -135,7 +142,7 @@ export class TurnEnd {
     this.writeQueued = false; // before anything that may throw: a bug must not stop every later turn
     const cap = this.opts.maxBufferedBytes;
     try {
-      if (cap !== undefined) this.server.enforceCap(cap);
+      if (cap !== undefined) this.cap.enforceCap(cap);
     } finally {
       this.writeShared();
     }
@@ -177,7 +184,7 @@ export class TurnEnd {
   flushCounted(conn: Connection): void {
     try {
       this.flush(conn);
-      this.server.account(conn);
+      this.cap.account(conn);
     } catch (e) {
       this.faults.internalError(conn, e);
     }

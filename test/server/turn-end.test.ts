@@ -161,9 +161,10 @@ describe("input served at the end of the turn: limits and timers", () => {
   test("an exception at the end of a turn does not stop later turns", async () => {
     await using node = startNode({ maxBufferedBytes: 1_000_000 });
     const { raw, server, conn } = await connected(node);
-    const enforceCap = server.enforceCap;
-    server.enforceCap = () => {
-      server.enforceCap = enforceCap;
+    const cap = server.cap;
+    const enforceCap = cap.enforceCap;
+    cap.enforceCap = () => {
+      cap.enforceCap = enforceCap;
       throw new Error("injected fault at the turn's end");
     };
     // The turn as onData leaves it, with the end of the turn run here rather than by its Immediate
