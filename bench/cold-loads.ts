@@ -10,7 +10,7 @@
  * Then hits behind a load: Gets through A of keys B holds, sent while B loads another of its keys
  * for a Get (a PeerGet from A) or a GetMulti (A's PeerGetMulti of B's part). A sends all its reads
  * of B's keys on one connection; B writes such a reply when its loads settle, out of order
- * (cache-server.ts `detach`), so the hits are answered at once, not after the load (in order they
+ * (load-waits.ts `detach`), so the hits are answered at once, not after the load (in order they
  * took ~delay).
  *
  *   bun run bench/cold-loads.ts [--keys 10] [--delay 100]

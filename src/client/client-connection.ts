@@ -75,7 +75,7 @@ export const MAX_ABANDONED = 1_024;
 const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_MULTI]);
 /**
  * NODE_MAX_DETACHED: a node answers at most this many PeerGets of a connection out of order while
- * they load, and one PeerGetMulti (MAX_DETACHED, CacheServer.detachable); past that it serves the
+ * they load, and one PeerGetMulti (MAX_DETACHED, LoadWaits.detachable); past that it serves the
  * connection in order until a load ends.
  */
 const NODE_MAX_DETACHED = 128;

@@ -102,7 +102,7 @@ export class ProtocolConnection {
 
   /**
    * detach hands the request just decoded, and the writer its reply goes to, to a reply that will
-   * be written later, out of request order (server/cache-server.ts): the request is decoded again
+   * be written later, out of request order (server/load-waits.ts): the request is decoded again
    * from its own copy of the message, so its ranges outlive the reader's next call, and the writer
    * now writes to `out`. The connection goes on with a new request and a new writer over its output.
    * `bytes` is what the request holds (`requestHolds`: the copy, its arrays). Allocates (a copy,

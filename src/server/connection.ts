@@ -12,7 +12,7 @@
  *   replies keep request order and the request's byte ranges stay valid). Reading goes on into
  *   `backlog` until it holds BACKLOG_PAUSE_BYTES or _CHUNKS (cache-server.ts), then pauses.
  * - `detached`: how many replies of this connection wait for their loads out of request order
- *   (PeerGet, and one PeerGetMulti at a time: cache-server.ts `detach`); it is served meanwhile,
+ *   (PeerGet, and one PeerGetMulti at a time: load-waits.ts `detach`); it is served meanwhile,
  *   and does not end before they are written (unless the buffer cap closes it).
  * - `queued`: input arrived this turn and waits in the server's ready list to be served at the end
  *   of the turn; later chunks queue in `backlog` behind it.

@@ -1,5 +1,5 @@
 /**
- * Peer writes answered out of order (cache-server.ts `detach`) while their owner waits for its
+ * Peer writes answered out of order (load-waits.ts `detach`) while their owner waits for its
  * members' answers to their invalidations. They settle in bursts (a member answers many in one
  * chunk): a burst that lands in a connection's output while the connection has yielded its turn
  * must not leave it held for good. And they are bounded: MAX_DETACHED_WRITES wait at once on a
@@ -8,7 +8,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { MAX_DETACHED_WRITES } from "../../src/server/cache-server.ts";
+import { MAX_DETACHED_WRITES } from "../../src/server/load-waits.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "./support.ts";

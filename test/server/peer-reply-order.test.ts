@@ -1,5 +1,5 @@
 /**
- * PeerGet replies written out of request order (cache-server.ts `detach`): a member sends all its
+ * PeerGet replies written out of request order (load-waits.ts `detach`): a member sends all its
  * reads of another member's keys on one connection, and its client matches replies by seqid. A
  * PeerGet whose key must be loaded no longer holds up the hits behind it: its reply goes out when
  * its load settles, and the connection goes on serving meanwhile. Everything else (PeerGetMulti
@@ -12,7 +12,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { DETACH_MAX_MESSAGE_BYTES, MAX_DETACHED } from "../../src/server/cache-server.ts";
+import { DETACH_MAX_MESSAGE_BYTES, MAX_DETACHED } from "../../src/server/load-waits.ts";
 import { LogSink, RawSocket, getCall, setCall } from "./support.ts";
 import { Bytes, type HeaderOptions, MSG, T, TRANSPORTS, type TransportName, concat, message, wrap } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies, type Reply, type Struct } from "./wire-reader.ts";
