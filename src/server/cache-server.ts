@@ -26,8 +26,9 @@
  *
  * Faults are contained to their connection (faults.ts): a protocol error or a bug closes only it.
  *
- * Connections past `maxConnections` are accepted only to be answered: their first request gets
- * `CacheError OVERLOADED`, then they close (a silent close looks like a network fault to clients).
+ * Connections are opened, ended and closed, and drained when the port closes, by
+ * connection-lifecycle.ts; those past `maxConnections` are accepted only to be answered: their
+ * first request gets `CacheError OVERLOADED`, then they close.
  * The expiry, stall and idle timers are server-timers.ts.
  */
 import type { Socket, TCPSocketListener } from "bun";
@@ -36,7 +37,7 @@ import type { Groups } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import type { Request } from "../protocol/request.ts";
-import { Connection } from "./connection.ts";
+import type { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import type { AccessControl } from "./access.ts";
@@ -48,17 +49,14 @@ import { LatencyHistogram } from "./latency.ts";
 import { ServerCounters } from "./server-counters.ts";
 import { ServerTimers } from "./server-timers.ts";
 import { LoadWaits } from "./load-waits.ts";
+import { ConnectionLifecycle } from "./connection-lifecycle.ts";
 import { Faults } from "./faults.ts";
 import { SHARED_FLUSH_BYTES, TurnEnd } from "./turn-end.ts";
 import type { BufferCap } from "./buffer-cap.ts";
 import { listenError } from "./listen-error.ts";
-import { LogBudget, type Logger } from "./log.ts";
+import type { Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
 
-/** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
-const DRAIN_MS = 5_000;
-/** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
-export const HANDSHAKE_MS = 10_000;
 
 /**
  * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
@@ -117,8 +115,6 @@ export interface ServerOptions {
   latency?: LatencyHistogram;
 }
 
-/** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
-export const REJECTED_LINGER_MS = 2000;
 
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
@@ -133,12 +129,9 @@ export class CacheServer implements DispatchContext {
   private readonly connections = new Set<Connection>();
   /** timers: expiry, stall watch and idle sweep (server-timers.ts), started once the port listens. */
   private readonly timers: ServerTimers;
-  private nextId = 1;
   private readonly runs: CallRuns;
   /** lookAhead starts the Gets queued behind a read a connection waits for (look-ahead.ts). */
   private readonly lookAhead: LookAhead;
-  /** rejectLog: connections past the limit are logged once a second at most. */
-  private readonly rejectLog = new LogBudget(1);
   /** turnEnd: the connections to serve at the end of the turn, the shared output buffer and the turn's writes (turn-end.ts). */
   private readonly turnEnd: TurnEnd;
   /** cap: the cap on what all connections hold (buffer-cap.ts), applied at the turn's end (turnEnd holds it). */
@@ -147,10 +140,8 @@ export class CacheServer implements DispatchContext {
   private readonly waits: LoadWaits;
   /** faults: what ends a connection that fails (faults.ts). */
   private readonly faults: Faults;
-  /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
-  private rejectedOpen = 0;
-  private closed: Promise<void> | null = null;
-  private allClosed: (() => void) | null = null;
+  /** lifecycle: opens, ends and closes connections, and drains them at close (connection-lifecycle.ts), made with the timers. */
+  private readonly lifecycle: ConnectionLifecycle;
 
   constructor(groups: Groups, opts: ServerOptions) {
     this.groups = groups;
@@ -176,7 +167,7 @@ export class CacheServer implements DispatchContext {
         socket: {
           binaryType: "uint8array",
           open(socket) {
-            server.onOpen(socket);
+            server.lifecycle.onOpen(socket);
           },
           data(socket, chunk) {
             server.onData(socket.data, chunk);
@@ -185,10 +176,10 @@ export class CacheServer implements DispatchContext {
             server.onDrain(socket.data);
           },
           end(socket) {
-            server.onEnd(socket.data);
+            server.lifecycle.onEnd(socket.data);
           },
           close(socket) {
-            server.onClose(socket.data);
+            server.lifecycle.onClose(socket.data);
           },
           error(socket, error) {
             opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
@@ -198,7 +189,7 @@ export class CacheServer implements DispatchContext {
           // counted against --max-connections and the idle timeout, and given HANDSHAKE_MS.
           ...(tls === undefined ? {} : {
             handshake(socket: Socket<Connection>) {
-              server.onHandshake(socket.data);
+              server.lifecycle.onHandshake(socket.data);
             },
           }),
         },
@@ -210,6 +201,7 @@ export class CacheServer implements DispatchContext {
     this.port = this.listener.port;
     this.timers = new ServerTimers(groups, this.connections, this.counters, opts);
     this.waits = new LoadWaits(this, this.connections, this.counters, this.faults, this.turnEnd, this.cap, this.timers);
+    this.lifecycle = new ConnectionLifecycle(this.connections, this.counters, opts, this.runs, this.turnEnd, this.cap, this.waits, this.timers);
   }
 
   /** cluster is the node's cluster, if it has peers. */
@@ -227,89 +219,17 @@ export class CacheServer implements DispatchContext {
     return this.connections.size;
   }
 
+
   /**
    * close stops accepting and reading, lets every connection finish the requests it has received
-   * and flush their replies, then closes them (forcibly after `drainTimeoutMs`). An idle
-   * connection ends at once. One that waits for a load or holds input (its turn, or output the
-   * client has not read yet) is treated as if the client had half-closed it: what it received is
-   * served in order, then it ends; nothing it sends later is read.
+   * and flush their replies, then closes them (forcibly after `drainTimeoutMs`): ConnectionLifecycle.close.
    */
   close(): Promise<void> {
-    if (this.closed) return this.closed;
-    this.timers.close();
-    this.listener.stop(false);
-    this.closed = new Promise<void>((resolve) => {
-      this.allClosed = resolve;
-      if (this.connections.size === 0) return resolve();
-      for (const conn of this.connections) {
-        if (conn.waiting || conn.held || conn.queued) {
-          conn.inputEnded = true; // `process` ends it once all it holds is served
-          continue;
-        }
-        conn.closing = true;
-        if (conn.queuedOutput === 0 && conn.detached === 0) conn.socket.end();
-      }
-      // Waiting for a reader does not help: what is not waiting for a load is cut after
-      // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
-      const cut = (all: boolean): void => {
-        for (const conn of this.connections) if (all || (!conn.waiting && conn.detached === 0)) conn.socket.terminate();
-      };
-      setTimeout(() => cut(false), Math.min(DRAIN_MS, this.opts.drainTimeoutMs)).unref();
-      setTimeout(() => cut(true), this.opts.drainTimeoutMs).unref();
-    });
-    return this.closed;
+    return this.lifecycle.close(this.listener);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-
-  private onOpen(socket: Socket<Connection>): void {
-    const conn = new Connection(socket, this.nextId++, this.opts.limits);
-    if (this.opts.seedErrors === true) conn.proto.reply.seedErrors = true;
-    socket.data = conn;
-    this.counters.connectionsTotal++;
-    if (this.opts.tls !== undefined) {
-      // (Its handshake is not done yet: a client that never finishes it is closed.)
-      conn.handshakeTimer = setTimeout(() => {
-        conn.handshakeTimer = undefined;
-        if (!conn.open) return;
-        this.counters.handshakeTimeouts++;
-        socket.terminate();
-      }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_MS);
-    }
-    if (this.closed) {
-      conn.closing = true; // (never in `connections`: input of the same poll must not be served, nor counted)
-      socket.end();
-      return;
-    }
-    this.connections.add(conn);
-    this.counters.connectionsCurrent = this.connections.size;
-    conn.proto.request.holder = (delta) => this.waits.held(conn, delta);
-    conn.authed = this.opts.access === undefined;
-    // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its
-    // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
-    socket.timeout(0);
-    conn.lastActive = this.clock();
-    // Connections refused already do not count: while they linger (REJECTED_LINGER_MS at most),
-    // a client arriving under the limit is served.
-    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections) {
-      conn.rejected = true;
-      this.rejectedOpen++;
-      this.counters.connectionsRejected++;
-      // One that sends no request is closed after REJECTED_LINGER_MS. (Bun's own socket timeout
-      // ticks in 4 s steps: it closed them after 4-8 s.)
-      setTimeout(() => {
-        if (conn.open) socket.end();
-      }, REJECTED_LINGER_MS);
-      // One line a second at most: a flood of connections must not flood the log too.
-      const held = this.rejectLog.take(performance.now());
-      if (held >= 0) {
-        this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
-          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
-        });
-      }
-    }
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
@@ -345,46 +265,10 @@ export class CacheServer implements DispatchContext {
     turnEnd.queueTurnEnd();
   }
 
-  /**
-   * onEnd: the client sent FIN (half-closed, as `nc -N` does after its last request). It sends
-   * nothing more, but what it sent is still served in order; the connection ends once every
-   * reply is written. One that waits or holds input ends when `process` has served it all. Every
-   * wait is bounded (load and peer timeouts); a client that then never reads its replies is held
-   * to --max-output and --max-buffered like any client that does not read.
-   */
-  private onEnd(conn: Connection | undefined): void {
-    if (conn === undefined || !this.connections.has(conn)) return;
-    conn.inputEnded = true;
-    if (conn.waiting || conn.held || conn.queued || conn.closing) return;
-    conn.closing = true;
-    this.turnEnd.flush(conn);
-    this.cap.account(conn);
-  }
-
   private onDrain(conn: Connection): void {
     this.turnEnd.flush(conn);
     if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
     else this.cap.account(conn);
-  }
-
-  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes); its deadline goes. */
-  private onHandshake(conn: Connection | undefined): void {
-    if (conn === undefined || conn.handshakeTimer === undefined) return;
-    clearTimeout(conn.handshakeTimer);
-    conn.handshakeTimer = undefined;
-  }
-
-  private onClose(conn: Connection | undefined): void {
-    this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
-    if (conn === undefined || !this.connections.delete(conn)) return;
-    conn.open = false;
-    if (conn.rejected) this.rejectedOpen--;
-    conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go
-    this.runs.forget(conn.proto.reader);
-    this.counters.bufferedBytes -= conn.buffered;
-    conn.buffered = 0;
-    this.counters.connectionsCurrent = this.connections.size;
-    if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
   }
 
   /**

@@ -91,7 +91,7 @@ export class Connection {
    * when the node's queue empties, up to a kernel buffer of replies may still wait for the client.
    */
   backedUp = false;
-  /** handshakeTimer runs from a TLS connection's open until its handshake is done (CacheServer.onOpen). */
+  /** handshakeTimer runs from a TLS connection's open until its handshake is done (ConnectionLifecycle.onOpen). */
   handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   bytesOut = 0;
   requests = 0;

@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
 import { outcome, readReplies } from "./wire-reader.ts";
-import { REJECTED_LINGER_MS } from "../../src/server/cache-server.ts";
+import { REJECTED_LINGER_MS } from "../../src/server/connection-lifecycle.ts";
 import { waitUntil } from "../support/gates.ts";
 import { LogSink, RawSocket, appException, cacheErrorCode, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
 

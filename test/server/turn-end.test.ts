@@ -51,7 +51,7 @@ describe("input is served at the end of the turn", () => {
     await using node = startNode();
     const { raw, server, conn } = await connected(node);
     server.onData(conn, concat(getCall(2, "k"), getCall(3, "k")));
-    server.onEnd(conn);
+    server.lifecycle.onEnd(conn);
     await raw.closed;
     expectHits(raw, [2, 3]);
   });

@@ -1,0 +1,182 @@
+/**
+ * ConnectionLifecycle opens, ends and closes the Thrift port's connections, and drains them all
+ * when the port closes.
+ *
+ * A connection is counted open from Bun's `open` event (for TLS, as TCP accepts it: its handshake
+ * then has HANDSHAKE_MS to finish) to its `close` event. Connections past `maxConnections` are
+ * accepted only to be answered: their first request gets `CacheError OVERLOADED` (CacheServer's
+ * `serve`), then they close (a silent close looks like a network fault to clients); one that sends
+ * nothing is closed after REJECTED_LINGER_MS. A client's FIN ends only its side (`onEnd`): what it
+ * sent is still served. At shutdown (`close`) every connection is left to finish what it
+ * received: DRAIN_MS at most (or `drainTimeoutMs`, if shorter), and `drainTimeoutMs` for one
+ * waiting for a load (in order or detached).
+ */
+import type { Socket, TCPSocketListener } from "bun";
+import type { BufferCap } from "./buffer-cap.ts";
+import type { ServerOptions } from "./cache-server.ts";
+import type { CallRuns } from "./call-runs.ts";
+import { Connection } from "./connection.ts";
+import type { LoadWaits } from "./load-waits.ts";
+import { LogBudget } from "./log.ts";
+import type { ServerCounters } from "./server-counters.ts";
+import type { ServerTimers } from "./server-timers.ts";
+import type { TurnEnd } from "./turn-end.ts";
+
+/** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
+const DRAIN_MS = 5_000;
+/** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
+export const HANDSHAKE_MS = 10_000;
+/** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
+export const REJECTED_LINGER_MS = 2000;
+
+export class ConnectionLifecycle {
+  private readonly connections: Set<Connection>;
+  private readonly counters: ServerCounters;
+  private readonly opts: ServerOptions;
+  private readonly clock: () => number;
+  private readonly runs: CallRuns;
+  private readonly turnEnd: TurnEnd;
+  private readonly cap: BufferCap;
+  private readonly waits: LoadWaits;
+  private readonly timers: ServerTimers;
+  private nextId = 1;
+  /** rejectLog: connections past the limit are logged once a second at most. */
+  private readonly rejectLog = new LogBudget(1);
+  /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
+  private rejectedOpen = 0;
+  private closed: Promise<void> | null = null;
+  private allClosed: (() => void) | null = null;
+
+  constructor(
+    connections: Set<Connection>, counters: ServerCounters, opts: ServerOptions, runs: CallRuns, turnEnd: TurnEnd, cap: BufferCap,
+    waits: LoadWaits, timers: ServerTimers,
+  ) {
+    this.connections = connections;
+    this.counters = counters;
+    this.opts = opts;
+    this.clock = opts.clock;
+    this.runs = runs;
+    this.turnEnd = turnEnd;
+    this.cap = cap;
+    this.waits = waits;
+    this.timers = timers;
+  }
+
+  /**
+   * close stops accepting and reading, lets every connection finish the requests it has received
+   * and flush their replies, then closes them (forcibly after `drainTimeoutMs`). An idle
+   * connection ends at once. One that waits for a load or holds input (its turn, or output the
+   * client has not read yet) is treated as if the client had half-closed it: what it received is
+   * served in order, then it ends; nothing it sends later is read. The port's timers and its
+   * `listener` stop first.
+   */
+  close(listener: TCPSocketListener<Connection>): Promise<void> {
+    if (this.closed) return this.closed;
+    this.timers.close();
+    listener.stop(false);
+    this.closed = new Promise<void>((resolve) => {
+      this.allClosed = resolve;
+      if (this.connections.size === 0) return resolve();
+      for (const conn of this.connections) {
+        if (conn.waiting || conn.held || conn.queued) {
+          conn.inputEnded = true; // `process` ends it once all it holds is served
+          continue;
+        }
+        conn.closing = true;
+        if (conn.queuedOutput === 0 && conn.detached === 0) conn.socket.end();
+      }
+      // Waiting for a reader does not help: what is not waiting for a load is cut after
+      // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
+      const cut = (all: boolean): void => {
+        for (const conn of this.connections) if (all || (!conn.waiting && conn.detached === 0)) conn.socket.terminate();
+      };
+      setTimeout(() => cut(false), Math.min(DRAIN_MS, this.opts.drainTimeoutMs)).unref();
+      setTimeout(() => cut(true), this.opts.drainTimeoutMs).unref();
+    });
+    return this.closed;
+  }
+
+  onOpen(socket: Socket<Connection>): void {
+    const conn = new Connection(socket, this.nextId++, this.opts.limits);
+    if (this.opts.seedErrors === true) conn.proto.reply.seedErrors = true;
+    socket.data = conn;
+    this.counters.connectionsTotal++;
+    if (this.opts.tls !== undefined) {
+      // (Its handshake is not done yet: a client that never finishes it is closed.)
+      conn.handshakeTimer = setTimeout(() => {
+        conn.handshakeTimer = undefined;
+        if (!conn.open) return;
+        this.counters.handshakeTimeouts++;
+        socket.terminate();
+      }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_MS);
+    }
+    if (this.closed) {
+      conn.closing = true; // (never in `connections`: input of the same poll must not be served, nor counted)
+      socket.end();
+      return;
+    }
+    this.connections.add(conn);
+    this.counters.connectionsCurrent = this.connections.size;
+    conn.proto.request.holder = (delta) => this.waits.held(conn, delta);
+    conn.authed = this.opts.access === undefined;
+    // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its
+    // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
+    socket.timeout(0);
+    conn.lastActive = this.clock();
+    // Connections refused already do not count: while they linger (REJECTED_LINGER_MS at most),
+    // a client arriving under the limit is served.
+    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections) {
+      conn.rejected = true;
+      this.rejectedOpen++;
+      this.counters.connectionsRejected++;
+      // One that sends no request is closed after REJECTED_LINGER_MS. (Bun's own socket timeout
+      // ticks in 4 s steps: it closed them after 4-8 s.)
+      setTimeout(() => {
+        if (conn.open) socket.end();
+      }, REJECTED_LINGER_MS);
+      // One line a second at most: a flood of connections must not flood the log too.
+      const held = this.rejectLog.take(performance.now());
+      if (held >= 0) {
+        this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
+          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
+        });
+      }
+    }
+  }
+
+  /**
+   * onEnd: the client sent FIN (half-closed, as `nc -N` does after its last request). It sends
+   * nothing more, but what it sent is still served in order; the connection ends once every
+   * reply is written. One that waits or holds input ends when `process` has served it all. Every
+   * wait is bounded (load and peer timeouts); a client that then never reads its replies is held
+   * to --max-output and --max-buffered like any client that does not read.
+   */
+  onEnd(conn: Connection | undefined): void {
+    if (conn === undefined || !this.connections.has(conn)) return;
+    conn.inputEnded = true;
+    if (conn.waiting || conn.held || conn.queued || conn.closing) return;
+    conn.closing = true;
+    this.turnEnd.flush(conn);
+    this.cap.account(conn);
+  }
+
+  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes); its deadline goes. */
+  onHandshake(conn: Connection | undefined): void {
+    if (conn === undefined || conn.handshakeTimer === undefined) return;
+    clearTimeout(conn.handshakeTimer);
+    conn.handshakeTimer = undefined;
+  }
+
+  onClose(conn: Connection | undefined): void {
+    this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
+    if (conn === undefined || !this.connections.delete(conn)) return;
+    conn.open = false;
+    if (conn.rejected) this.rejectedOpen--;
+    conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go
+    this.runs.forget(conn.proto.reader);
+    this.counters.bufferedBytes -= conn.buffered;
+    conn.buffered = 0;
+    this.counters.connectionsCurrent = this.connections.size;
+    if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
+  }
+}
