@@ -9,7 +9,7 @@
  * middle of the turn, a connection would be judged by bytes its own input of the turn would have
  * used up, or by an old count while another is served.
  */
-import type { ServerOptions } from "./cache-server.ts";
+import type { ServerOptions } from "./server-options.ts";
 import type { Connection } from "./connection.ts";
 import type { Faults } from "./faults.ts";
 import type { ServerCounters } from "./server-counters.ts";

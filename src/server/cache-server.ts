@@ -35,17 +35,16 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
-import type { ProtocolLimits } from "../protocol/limits.ts";
 import type { Request } from "../protocol/request.ts";
 import type { Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
-import type { AccessControl } from "./access.ts";
 import { INTRO_SEQID, METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_PING, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
 import { LookAhead, isRead } from "./look-ahead.ts";
 import { LatencyHistogram } from "./latency.ts";
+import type { ServerOptions } from "./server-options.ts";
 import { ServerCounters } from "./server-counters.ts";
 import { ServerTimers } from "./server-timers.ts";
 import { LoadWaits } from "./load-waits.ts";
@@ -54,9 +53,7 @@ import { Faults } from "./faults.ts";
 import { SHARED_FLUSH_BYTES, TurnEnd } from "./turn-end.ts";
 import type { BufferCap } from "./buffer-cap.ts";
 import { listenError } from "./listen-error.ts";
-import type { Logger } from "./log.ts";
 import { hostPort } from "../bytes/bytes.ts";
-
 
 /**
  * BACKLOG_PAUSE_BYTES is how much input a connection waiting for a load may queue before reading
@@ -67,54 +64,6 @@ import { hostPort } from "../bytes/bytes.ts";
 const BACKLOG_PAUSE_BYTES = 64 * 1024;
 /** BACKLOG_PAUSE_CHUNKS also pauses it after this many chunks (a client dripping tiny segments). */
 const BACKLOG_PAUSE_CHUNKS = 16;
-
-
-export interface ServerOptions {
-  host: string;
-  port: number;
-  maxConnections: number;
-  /** maxOutputBytes bounds one connection's queued replies before its input is paused. */
-  maxOutputBytes: number;
-  limits: ProtocolLimits;
-  expiryIntervalMs: number;
-  expiryBudget: number;
-  /**
-   * stallMs: an event loop found stalled this long (a timer of its own, ticking STALL_TICKS times
-   * as often, late by it: a SIGSTOP, a swapped-out process, a long pause) drops the mirrors of a
-   * clustered node (`stalled`). Default: none.
-   */
-  stallMs?: number;
-  /**
-   * drainTimeoutMs bounds how long close() waits for connections waiting for a load (the others
-   * get DRAIN_MS at most).
-   */
-  drainTimeoutMs: number;
-  clock: () => number;
-  logger: Logger;
-  /** cluster returns the node's cluster once it exists (it needs the listening port first). */
-  cluster?: () => Cluster | undefined;
-  /** access, when set, requires every connection to send the auth token first. */
-  access?: AccessControl;
-  /** tls serves the port over TLS with this certificate and key (PEM). */
-  tls?: { cert: string; key: string };
-  /** idleTimeoutMs closes a connection idle this long (0 = never). */
-  idleTimeoutMs?: number;
-  /** seedErrors: errors of the seed's methods go as application exceptions (ReplyWriter.seedErrors). */
-  seedErrors?: boolean;
-  /** handshakeTimeoutMs: a TLS connection whose handshake is not done this long after it opened is closed (default HANDSHAKE_MS). */
-  handshakeTimeoutMs?: number;
-  /** sendStallMs: with an idle timeout, a connection whose replies wait this long untaken is closed (default SEND_STALL_MS). */
-  sendStallMs?: number;
-  /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
-  maxRequestsPerEvent?: number;
-  /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
-  maxBufferedBytes?: number;
-  /** figures returns the node's figures for NodeStats. */
-  figures?: () => (readonly [string, number])[];
-  /** latency records per-method durations and errors (the metrics read it at scrape time). */
-  latency?: LatencyHistogram;
-}
-
 
 export class CacheServer implements DispatchContext {
   readonly groups: Groups;
@@ -218,7 +167,6 @@ export class CacheServer implements DispatchContext {
   get connectionCount(): number {
     return this.connections.size;
   }
-
 
   /**
    * close stops accepting and reading, lets every connection finish the requests it has received
@@ -471,7 +419,6 @@ export class CacheServer implements DispatchContext {
       conn.socket.resume();
     }
   }
-
 }
 
 /** MEMBER_ID decodes a PeerPing's sender as the peer client encoded it (UTF-8: member ids are strings of --peers). */

@@ -13,7 +13,7 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { BufferCap } from "./buffer-cap.ts";
-import type { ServerOptions } from "./cache-server.ts";
+import type { ServerOptions } from "./server-options.ts";
 import type { CallRuns } from "./call-runs.ts";
 import { Connection } from "./connection.ts";
 import type { LoadWaits } from "./load-waits.ts";

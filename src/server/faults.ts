@@ -12,7 +12,7 @@
 import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
 import { METHOD_AUTH } from "../protocol/request.ts";
 import type { Connection } from "./connection.ts";
-import type { ServerOptions } from "./cache-server.ts";
+import type { ServerOptions } from "./server-options.ts";
 import type { ServerCounters } from "./server-counters.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { replyFor } from "./dispatch.ts";

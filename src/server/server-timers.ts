@@ -11,7 +11,7 @@
  */
 import type { Groups } from "../cluster/group.ts";
 import type { Connection } from "./connection.ts";
-import type { ServerOptions } from "./cache-server.ts";
+import type { ServerOptions } from "./server-options.ts";
 import type { ServerCounters } from "./server-counters.ts";
 
 /**

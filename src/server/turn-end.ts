@@ -23,7 +23,8 @@
  * set to null once used, so no closed connection is kept alive.
  */
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
-import type { CacheServer, ServerOptions } from "./cache-server.ts";
+import type { CacheServer } from "./cache-server.ts";
+import type { ServerOptions } from "./server-options.ts";
 import { BufferCap } from "./buffer-cap.ts";
 import type { Connection } from "./connection.ts";
 import type { Faults } from "./faults.ts";
