@@ -35,8 +35,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
-import type { Request } from "../protocol/request.ts";
-import type { Connection } from "./connection.ts";
+import { noteMember, type Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
 import { INTRO_SEQID, METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_PING, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
@@ -419,21 +418,4 @@ export class CacheServer implements DispatchContext {
       conn.socket.resume();
     }
   }
-}
-
-/** MEMBER_ID decodes a PeerPing's sender as the peer client encoded it (UTF-8: member ids are strings of --peers). */
-const MEMBER_ID = new TextDecoder();
-/** MAX_MEMBER_ID_BYTES: a PeerPing sender longer than this (no host:port is) does not name the connection's member. */
-const MAX_MEMBER_ID_BYTES = 512;
-
-/**
- * noteMember takes the sender of the intro PeerPing (INTRO_SEQID; PingRequest field 1, decoded
- * into the group range) as the member the connection belongs to: a node's peer client pings so
- * first on each connection. Later pings (liveness checks, anyone's) name nothing.
- */
-function noteMember(conn: Connection, req: Request): void {
-  const length = req.groupLength;
-  if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
-  const id = MEMBER_ID.decode(req.buffer.subarray(req.groupStart, req.groupStart + length));
-  conn.member = id;
 }

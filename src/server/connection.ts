@@ -29,12 +29,15 @@
  * - `sharedStart`/`sharedEnd`: replies of this connection waiting in the server's shared output
  *   buffer for the end of the event loop's turn (`sharedStart` is -1 when there are none). They
  *   go out before anything in the connection's own output buffer.
+ *
+ * `noteMember` names the cluster member a connection comes from, from its intro PeerPing.
  */
 import type { Socket } from "bun";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ProtocolConnection } from "../protocol/protocol-connection.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
+import type { Request } from "../protocol/request.ts";
 import type { Prefetches } from "./prefetch.ts";
 
 /** CONNECTION_OUTPUT_BYTES: a new connection's output buffer is made by its first reply. */
@@ -134,4 +137,21 @@ export class Connection {
   get queuedOutput(): number {
     return this.proto.reply.out.length + (this.sharedStart < 0 ? 0 : this.sharedEnd - this.sharedStart);
   }
+}
+
+/** MEMBER_ID decodes a PeerPing's sender as the peer client encoded it (UTF-8: member ids are strings of --peers). */
+const MEMBER_ID = new TextDecoder();
+/** MAX_MEMBER_ID_BYTES: a PeerPing sender longer than this (no host:port is) does not name the connection's member. */
+const MAX_MEMBER_ID_BYTES = 512;
+
+/**
+ * noteMember takes the sender of the intro PeerPing (INTRO_SEQID; PingRequest field 1, decoded
+ * into the group range) as the member the connection belongs to: a node's peer client pings so
+ * first on each connection. Later pings (liveness checks, anyone's) name nothing.
+ */
+export function noteMember(conn: Connection, req: Request): void {
+  const length = req.groupLength;
+  if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
+  const id = MEMBER_ID.decode(req.buffer.subarray(req.groupStart, req.groupStart + length));
+  conn.member = id;
 }
