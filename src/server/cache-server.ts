@@ -17,19 +17,19 @@
  * faster than it reads), the server stops decoding that connection's input, pauses reading from
  * the socket, and resumes both on `drain` once the output is below the bound. So a client that
  * never reads its replies holds at most the bound plus one reply, and never more input than the
- * kernel buffers.
+ * kernel buffers. What all connections hold together is capped by `maxBufferedBytes` (buffer-cap.ts).
  *
  * A request whose reply waits for a load (a miss in a read-through group, or a call forwarded to
  * a peer) parks its connection: input that arrives meanwhile queues (reading pauses only past
  * BACKLOG_PAUSE_BYTES or _CHUNKS), and serving resumes in order when the load settles; a peer's
- * reads and writes are answered out of order instead (load-waits.ts: `park` and `detach`).
+ * reads and writes are answered out of order instead, within bounds (load-waits.ts: `park`, `detach`).
  *
  * Faults are contained to their connection (faults.ts): a protocol error or a bug closes only it.
  *
  * Connections are opened, ended and closed, and drained when the port closes, by
  * connection-lifecycle.ts; those past `maxConnections` are accepted only to be answered: their
- * first request gets `CacheError OVERLOADED`, then they close.
- * The expiry, stall and idle timers are server-timers.ts.
+ * first request gets `CacheError OVERLOADED`, then they close. The expiry, stall and idle timers
+ * are server-timers.ts; the options and counters, server-options.ts and server-counters.ts.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
