@@ -24,6 +24,7 @@
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText, setError } from "../protocol/errors.ts";
 import { MIB, SET_OK, SET_REJECTED, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
+import { DEFAULT_MAX_LOADS, LoadBound } from "./load-bound.ts";
 import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 import { WriteStamps } from "./write-stamps.ts";
@@ -52,7 +53,13 @@ export interface GroupOptions {
    * pool gives its pool's groups one bound of half the pool: one client pipelining cold Gets had
    * every place taken by its own loads ahead, and other clients' Gets were refused OVERLOADED.
    */
-  loadsAhead?: LoadsAhead;
+  loadsAhead?: LoadBound;
+  /**
+   * loads bounds the loads (loader calls, after singleflight) under way at once; a miss that would
+   * start one more is refused OVERLOADED (default: a bound of the group's own, DEFAULT_MAX_LOADS).
+   * A node's groups share one (--max-loads): see load-bound.ts for why.
+   */
+  loads?: LoadBound;
   /**
    * multiLoadWindow is how many loads one multi-key request (GetMulti) runs at once (default
    * DEFAULT_MULTI_LOAD_WINDOW); its other misses start as those settle (server/multi-loads.ts).
@@ -84,6 +91,7 @@ export class GroupCounters {
   loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
   notFound = 0; // loader calls that answered "not found"
   loadsAhead = 0; // of `loads`, started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts)
+  loadsRefused = 0; // of `loads`, refused OVERLOADED: as many loads under way as the bound allows (GroupOptions.loads)
   negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored
@@ -109,24 +117,6 @@ const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 /** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
 const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
-/** LoadsAhead counts the loads started ahead of their Get's turn that are still running, against `max`. */
-export class LoadsAhead {
-  running = 0;
-  constructor(readonly max: number) {}
-
-  /** room tells whether one more may start. */
-  get room(): boolean {
-    return this.running < this.max;
-  }
-
-  /** track counts `flight` as running until it settles. */
-  track(flight: Promise<unknown>): void {
-    this.running++;
-    const done = (): void => void this.running--;
-    flight.then(done, done);
-  }
-}
-
 /**
  * How a Get's load counts (`Group.load`): LOAD_IN_TURN, at its turn: one `loads`, and its fill is
  * the Get's LRU-K access of the key (a caller joining a load under way notes its own). LOAD_AHEAD,
@@ -171,7 +161,8 @@ export class Group {
   readonly negativeTtlMs: number;
   readonly loadTimeoutMs: number;
   readonly multiLoadWindow: number;
-  readonly loadsAhead: LoadsAhead;
+  readonly loadsAhead: LoadBound;
+  readonly loads: LoadBound;
   readonly counters = new GroupCounters();
   /** lastNegative is true when the last `lookup` found a cached "not found". */
   lastNegative = false;
@@ -218,7 +209,8 @@ export class Group {
     this.admission = opts.admission ?? "lru-k";
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.loadTimeoutMs = opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
-    this.loadsAhead = opts.loadsAhead ?? new LoadsAhead(Infinity);
+    this.loadsAhead = opts.loadsAhead ?? new LoadBound(Infinity);
+    this.loads = opts.loads ?? new LoadBound(DEFAULT_MAX_LOADS);
     this.multiLoadWindow = opts.multiLoadWindow ?? DEFAULT_MULTI_LOAD_WINDOW;
     if (!Number.isSafeInteger(this.multiLoadWindow) || this.multiLoadWindow < 1) {
       throw new RangeError(`group ${opts.name}: multiLoadWindow must be an integer >= 1`);
@@ -327,7 +319,8 @@ export class Group {
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
    * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
    * INVALID_ARGUMENT, and the loader is not called. A value larger than the max item size is
-   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). `kind` says how the load is
+   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). A load of a key not under
+   * way while `loads` has no room is OVERLOADED (joining one under way never is). `kind` says how the load is
    * counted (LOAD_IN_TURN and the others); a load ahead (LOAD_AHEAD) counts against the group's
    * `loadsAhead` until its flight settles, if it started one: the flight keeps its loader place
    * past this caller's timeout (a flight joined takes none).
@@ -354,12 +347,19 @@ export class Group {
     }
     if (kind !== LOAD_AGAIN) this.counters.loads++;
     if (kind === LOAD_AHEAD) this.store.noteAccess(keyBytes, 0, keyBytes.length);
+    // A load of a key not under way takes a place of the node's bound, or is refused: the Maps
+    // keyed by flight key hold no more keys than it (load-bound.ts). Joining one costs nothing.
+    if (!this.loads.room && !this.flights.has(flightKey)) {
+      this.counters.loadsRefused++;
+      return Promise.reject(new CacheError(ERROR_CODE.OVERLOADED, `${this.loads.max} loads under way: try again later`));
+    }
     const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache, kind === LOAD_IN_TURN));
     // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
     // by more than one caller, or a key read by a thousand callers at once would not be admitted.
     if (flight.joined) {
       if (kind === LOAD_IN_TURN) this.store.noteAccess(keyBytes, 0, keyBytes.length);
     } else {
+      this.loads.track(flight.promise);
       this.bound(flightKey, flight.promise);
       if (kind === LOAD_AHEAD) this.loadsAhead.track(flight.promise);
     }

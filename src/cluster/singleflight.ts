@@ -5,7 +5,9 @@
  * Each flight is a record in a Map keyed by the key string. A flight removes its own entry when it
  * settles, and only if the entry is still that same flight: a caller that forgot a flight (`forget`)
  * and started a newer one must never see the newer flight removed by the older one finishing.
- * The miss path allocates (a string key, a promise); the hit path never comes here.
+ * The miss path allocates (a string key, a promise); the hit path never comes here. Keys chosen
+ * to share a string hash make each Map operation compare against every entry: the caller bounds
+ * how many calls are under way (Group.loads, load-bound.ts).
  */
 export class Singleflight<T> {
   private readonly flights = new Map<string, Promise<T>>();

@@ -274,6 +274,7 @@ function limitsOf(node: CacheNode): Record<string, number | boolean | string> {
     loaderThreads: c.loaderThreads,
     loaderConcurrency: c.loaderConcurrency,
     loaderQueue: c.loaderQueue,
+    maxLoads: c.maxLoads,
     auth: c.authToken !== undefined,
     tls: c.tlsCert !== undefined,
   };

@@ -12,7 +12,8 @@
 import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
-import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups, LoadsAhead } from "../cluster/group.ts";
+import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups } from "../cluster/group.ts";
+import { LoadBound } from "../cluster/load-bound.ts";
 import type { Loader } from "../cluster/loader.ts";
 import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
@@ -453,10 +454,15 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   const clustered = isClustered(config);
   checkLoaderOptions(config, loaders, clustered, deps.logger);
   const groups = new Groups();
-  // Loads started ahead of their Gets' turn (the look-ahead) take at most half the worker pool's
-  // places, shared by its groups, so loads at their turn always have the other half (a pool of
-  // one place takes none ahead).
-  const poolAhead = deps.pool === undefined ? undefined : new LoadsAhead(Math.floor(deps.pool.capacity / 2));
+  // The node's loads under way, all groups together, are bounded (--max-loads: load-bound.ts);
+  // the worker pool's loads by its own places too. Loads started ahead of their Gets' turn (the
+  // look-ahead) take at most half the places, shared by the groups, so loads at their turn always
+  // have the other half (one place: none ahead).
+  const loads = new LoadBound(config.maxLoads);
+  const poolPlaces = Math.min(config.maxLoads, deps.pool?.capacity ?? Infinity);
+  const poolAhead = new LoadBound(Math.floor(poolPlaces / 2));
+  const ownAhead = new LoadBound(Math.floor(config.maxLoads / 2));
+  const inPool = (name: string): boolean => deps.pool?.groups.includes(name) === true;
   const specs = splitMemory(config, Object.keys(loaders));
   warnUnusedMemory(config, specs, deps.logger);
   for (const spec of specs) {
@@ -472,8 +478,9 @@ function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
       admissionK: spec.admissionK,
       negativeTtlMs: spec.negativeTtlMs,
       loadTimeoutMs: spec.loadTimeoutMs ?? config.loadTimeoutMs,
-      multiLoadWindow: spec.multiLoadWindow ?? (deps.pool?.groups.includes(spec.name) ? poolLoadWindow(deps.pool) : undefined),
-      ...(poolAhead !== undefined && deps.pool!.groups.includes(spec.name) ? { loadsAhead: poolAhead } : {}),
+      multiLoadWindow: spec.multiLoadWindow ?? loadWindow(inPool(spec.name) ? poolPlaces : config.maxLoads),
+      loads,
+      loadsAhead: inPool(spec.name) ? poolAhead : ownAhead,
       store: { maxItemSize: spec.maxItemSize ?? config.maxItemSize, clock },
     })));
   }
@@ -491,11 +498,12 @@ function namedGroup(name: string, make: () => Group): Group {
 }
 
 /**
- * poolLoadWindow is how many loads one GetMulti may run at once in the worker pool: half its
- * places (threads * concurrency + queue), so other clients' loads still find room, and at most the default.
+ * loadWindow is how many loads one GetMulti may run at once, of `places` (the node's --max-loads,
+ * or the worker pool's threads * concurrency + queue if fewer): half of them, so other clients'
+ * loads still find room, and at most the default.
  */
-function poolLoadWindow(pool: LoaderPool): number {
-  return Math.max(1, Math.min(DEFAULT_MULTI_LOAD_WINDOW, Math.floor(pool.capacity / 2)));
+function loadWindow(places: number): number {
+  return Math.max(1, Math.min(DEFAULT_MULTI_LOAD_WINDOW, Math.floor(places / 2)));
 }
 
 /** MIN_MIRROR_BYTES: below this a group's mirror would hold too few pages (32 of its smallest, 64 KiB) to be of use. */

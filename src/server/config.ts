@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { totalmem } from "node:os";
 import type { AdmissionPolicy } from "../cluster/group.ts";
+import { DEFAULT_MAX_LOADS } from "../cluster/load-bound.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
 import { memberAddress } from "../cluster/membership.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
@@ -62,6 +63,8 @@ export interface NodeConfig {
   /** loaderConcurrency is how many loads each loader thread runs at once. */
   loaderConcurrency: number;
   loaderQueue: number;
+  /** maxLoads bounds the loads under way on the node, all groups together (load-bound.ts); more are OVERLOADED. */
+  maxLoads: number;
   loadTimeoutMs: number;
   /** self is this node's id (host:port) as its peers reach it; default host:port of the listener. */
   self?: string;
@@ -127,6 +130,7 @@ export const DEFAULTS: NodeConfig = {
   loaderThreads: 2,
   loaderConcurrency: 16,
   loaderQueue: 256,
+  maxLoads: DEFAULT_MAX_LOADS,
   loadTimeoutMs: 10_000,
   peersDnsIntervalMs: 5_000,
   mirrorShare: 0.125,
@@ -245,6 +249,9 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       case "--loader-queue":
         c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);
+        break;
+      case "--max-loads":
+        c.maxLoads = parseInteger(flag, value(), 1, 1_000_000);
         break;
       case "--load-timeout":
         c.loadTimeoutMs = parseLoadTimeout(flag, value());

@@ -238,7 +238,7 @@ export class LookAhead {
   /**
    * start loads or forwards the Get (`method`: Get or PeerGet) of buf[ks, ks+kl) in `group` ahead
    * of its turn, if its turn would load or forward it; false when the table is full, or the
-   * loader has no place to spare for loads ahead (`Group.loadsAhead`).
+   * loader has no place to spare for loads ahead (`Group.loadsAhead`, `Group.loads`).
    */
   private start(conn: Connection, group: Group, method: number, buf: Uint8Array, ks: number, kl: number): boolean {
     const cluster = this.clusterOf();
@@ -259,8 +259,9 @@ export class LookAhead {
     // Owned here: a hit or a cached "not found" needs nothing, nor does a group without a loader.
     if (group.loader === undefined || group.store.has(buf, ks, kl)) return true;
     const table = this.tableOf(conn);
-    // (No room ahead in the loader: looked at again when the connection next waits.)
-    if (table.full || !group.loadsAhead.room) return false;
+    // (No room ahead in the loader, or none at all on the node (--max-loads): looked at again
+    // when the connection next waits.)
+    if (table.full || !group.loadsAhead.room || !group.loads.room) return false;
     table.startLoad(cluster, group, buf, ks, kl);
     // A peer's Get is answered from this load at its turn, however a write meanwhile went: its
     // member may keep what it brings, so the key counts as handed out from now (dispatch's handedOut).

@@ -35,6 +35,9 @@ Flags:
   --loader-concurrency N loads each thread runs at once: an async loader's thread serves others
                          while it waits (default ${DEFAULTS.loaderConcurrency}; 1 = one at a time)
   --loader-queue N       loads that may wait for a place; more are answered OVERLOADED (default ${DEFAULTS.loaderQueue})
+  --max-loads N          loads under way at once, all groups together, in the worker pool or
+                         in-process; a miss that would start one more is answered OVERLOADED
+                         (default ${DEFAULTS.maxLoads})
   --load-timeout DUR     callers get LOAD_FAILED after this (default 10s); a late value still fills the cache
   --self HOST:PORT       this node's id as its peers reach it (default: --host:--port)
   --peers A:P,B:P,...    cluster members (this node may be listed); keys are spread over a

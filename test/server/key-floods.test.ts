@@ -2,7 +2,9 @@
  * Keys chosen to share JavaScriptCore's string hash: where a multi-key request's keys are grouped
  * or matched, they are sorted by their bytes, not put in a Map keyed by their strings (one
  * GetMulti of 40,000 such keys held the node's loop 7.1 s; a routed one of 20,000, 2.1 s). These
- * tests check the answers; bench/hash-flooding.ts measures the time.
+ * tests check the answers; bench/hash-flooding.ts measures the time. Loads under way are keyed
+ * by their key strings: they are bounded instead (--max-loads, load-bound.ts: 19,500 loads of
+ * such keys under way held the loop 9.9 s; bench/flight-floods.ts).
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { compareBytes, sortedByBytes } from "../../src/bytes/bytes.ts";
@@ -11,11 +13,13 @@ import { type FoundEntries, buildResult, valuesFor } from "../../src/client/resu
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ReplyReader } from "../../src/protocol/reply-reader.ts";
 import { METHOD_GET_MULTI } from "../../src/protocol/request.ts";
-import { RawSocket, getMultiCall } from "./support.ts";
+import { ERROR_CODE } from "../../src/protocol/errors.ts";
+import { RawSocket, cacheErrorCode, getCall, getMultiCall, setCall, startNode } from "./support.ts";
 import type { Request } from "../../src/protocol/request.ts";
 import { earlierSameKey } from "../../src/server/multi-loads.ts";
 import { startMembers } from "../support/cluster-members.ts";
-import { jscCollidingKeys } from "../support/jsc-collisions.ts";
+import { GatedLoader, waitUntil } from "../support/gates.ts";
+import { jscCollidingKeys, jscCollidingTextKeys } from "../support/jsc-collisions.ts";
 import { multiKeyRequest } from "../support/multi-request.ts";
 
 const open: { close(): Promise<void> }[] = [];
@@ -91,5 +95,50 @@ describe("grouping and matching keys by their bytes", () => {
     const byKey = new Map(found.keys.map((k, j) => [Buffer.from(k).toString("hex"), new TextDecoder().decode(found.values[j])]));
     keys.forEach((k, i) => expect(byKey.get(Buffer.from(k).toString("hex"))).toBe(`value ${i}`));
     expect(a.cluster!.counters.forwarded).toBeGreaterThan(0);
+  });
+});
+
+describe("loads of colliding keys under way", () => {
+  test("a node runs at most --max-loads of them at once; past it a Get is OVERLOADED, and hits are served meanwhile", async () => {
+    const loader = new GatedLoader();
+    const node = startNode({ maxLoads: 64 }, { loaders: { text: loader.load } });
+    open.push(node);
+    const probe = await RawSocket.connect(node.port);
+    open.push({ close: async () => probe.close() });
+    probe.write(setCall(1, "hot", b("served"), "text"));
+    await probe.waitFor(() => probe.frames().length === 1, "the Set");
+    // One Get a connection (no look-ahead): 100 loads asked, 64 run, the rest refused at once.
+    const keys = jscCollidingTextKeys(100);
+    const sockets = await Promise.all(keys.map(() => RawSocket.connect(node.port)));
+    open.push({ close: async () => sockets.forEach((s) => s.close()) });
+    sockets.forEach((s, i) => s.write(getCall(1, keys[i]!, "text")));
+    const answered = (): number => sockets.filter((s) => s.frames().length > 0).length;
+    await waitUntil(() => answered() === 36 || loader.total > 64, "the refusals");
+    expect(loader.total).toBe(64);
+    expect(sockets.filter((s) => s.frames().length > 0).map((s) => cacheErrorCode(s.frames()[0]!))).toEqual(new Array(36).fill(ERROR_CODE.OVERLOADED));
+    expect(node.groups.byName("text")!.counters.loadsRefused).toBe(36);
+    probe.write(getCall(2, "hot", "text"));
+    await probe.waitFor(() => probe.frames().length === 2, "the hit");
+    expect(cacheErrorCode(probe.frames()[1]!)).toBe(-1);
+    loader.open();
+    await Promise.all(sockets.map((s) => s.waitFor(() => s.frames().length === 1, "every reply")));
+    expect(sockets.filter((s) => cacheErrorCode(s.frames()[0]!) === -1).length).toBe(64);
+  });
+
+  test("loads started ahead of their Get's turn take at most half of --max-loads", async () => {
+    const loader = new GatedLoader();
+    const node = startNode({ maxLoads: 64 }, { loaders: { text: loader.load } });
+    open.push(node);
+    const s = await RawSocket.connect(node.port);
+    open.push({ close: async () => s.close() });
+    const keys = jscCollidingTextKeys(60);
+    // The first Get waits for its load; the look-ahead starts the loads of those behind it (as
+    // many as its table holds, 64, without the bound), all in the turn the first one parks.
+    s.write(Buffer.concat(keys.map((k, i) => getCall(i + 1, k, "text"))));
+    await waitUntil(() => loader.total >= 33, "the loads");
+    expect(loader.total).toBe(1 + 32);
+    loader.open();
+    await s.waitFor(() => s.frames().length === keys.length, "every reply");
+    expect(s.frames().every((f) => cacheErrorCode(f) === -1)).toBe(true);
   });
 });
