@@ -163,6 +163,23 @@ describe("read-through over the wire", () => {
     }
   });
 
+  test("--max-loads bounds the pool's loads too: past it a Get is OVERLOADED at once, counted in loads_refused, not by the pool", async () => {
+    await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, maxLoads: 3 }, { logger: new LogSink().logger });
+    const clients = await Promise.all(Array.from({ length: 8 }, () => apacheClient(node.port)));
+    try {
+      const order: string[] = [];
+      await Promise.all(clients.map((c, i) => c.client.Get(new types.Request({ group: "slow", key: `${200 + i}` })).then(
+        () => order.push("ok"),
+        (e: { code: number }) => order.push(`err ${e.code}`),
+      )));
+      expect(order).toEqual([...Array(5).fill("err 8"), ...Array(3).fill("ok")]);
+      expect(node.groups.byName("slow")!.counters.loadsRefused).toBe(5);
+      expect(node.pool!.counters.rejected).toBe(0);
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+
   test("a loader thread runs the loads of several clients at once (--loader-concurrency, default 16)", async () => {
     // `together 4:x` answers only when four of its loads wait in its thread at once: run one at a
     // time (as every thread did before), the first would hold the thread until its load timeout.
