@@ -417,6 +417,10 @@ export class Store {
       this.remove(id, REMOVE_REPLACE);
     } else {
       // A new key: past MAX_SAME_HASH keys under its hash, one of them goes (an expired one first).
+      // Before the allocation, on purpose. In a full store its id and chunk are what the new item
+      // takes; allocating first would evict a stranger by LRU, then this one all the same. And it
+      // cannot be for a set refused below: allocItem and allocChunk fail only when no item is left
+      // to evict anywhere, and the MAX_SAME_HASH - 1 others of this hash are still here.
       const crowded = this.index.sameHash(hash, this.tick, now);
       if (crowded !== NIL) this.remove(crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
     }

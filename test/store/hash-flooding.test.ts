@@ -4,7 +4,7 @@ import { MAX_SAME_HASH } from "../../src/store/hash-index.ts";
 import { Store } from "../../src/store/store.ts";
 import { SET_OK } from "../../src/store/store-api.ts";
 import { collidingKeys } from "../support/murmur-collisions.ts";
-import { bytes } from "../support/prng.ts";
+import { bytes, pattern } from "../support/prng.ts";
 
 function put(s: Store, key: Uint8Array, value: string): number {
   const v = bytes(value);
@@ -65,6 +65,38 @@ describe("keys sharing a hash under every seed (hash flooding)", () => {
     expect(s.size).toBe(MAX_SAME_HASH);
     expect(s.counters.collisionEvictions).toBe(0);
     expect(s.counters.expiredLazy).toBe(1);
+    s.checkInvariants();
+  });
+  test("in a full store a new colliding key takes the id and chunk of the one it displaces: never refused, no other key evicted", () => {
+    // The collision eviction comes before the allocation on purpose: its id and chunk are what the
+    // new key needs when the table and the page are full. Allocating first would evict a
+    // stranger's key by LRU for every flooding set, then drop the colliding one all the same.
+    const s = new Store({ memory: 2 * 1024 * 1024, clock: () => 1_000 });
+    for (let i = 0; i < 100_000; i++) put(s, bytes(`s${i}`), "0123456789");
+    expect(s.items.live).toBe(s.items.cap); // the table is full, and so is the page
+    expect(s.counters.evictions).toBeGreaterThan(0);
+    const keys = collidingKeys(5, 2 * MAX_SAME_HASH + 1);
+    for (let i = 0; i < MAX_SAME_HASH; i++) expect(put(s, keys[i]!, "v")).toBe(SET_OK);
+    const present: Uint8Array[] = [];
+    for (let i = 0; i < 100_000; i++) if (s.has(bytes(`s${i}`))) present.push(bytes(`s${i}`));
+    const size = s.size;
+    const evictions = s.counters.evictions;
+    for (let i = MAX_SAME_HASH; i < 2 * MAX_SAME_HASH; i++) {
+      expect(put(s, keys[i]!, `w${i}`)).toBe(SET_OK);
+      expect(s.has(keys[i - MAX_SAME_HASH]!)).toBe(false);
+      s.checkInvariants();
+    }
+    expect(s.counters.collisionEvictions).toBe(MAX_SAME_HASH);
+    expect(s.counters.evictions).toBe(evictions);
+    expect(s.counters.noMemory).toBe(0);
+    expect(s.size).toBe(size);
+    for (const k of present) expect(s.has(k)).toBe(true);
+    // A value of another class: stored too (its class takes the page's oldest items).
+    const big = pattern(3, 300);
+    const last = keys[2 * MAX_SAME_HASH]!;
+    expect(s.set(last, 0, last.length, big, 0, big.length, 0)).toBe(SET_OK);
+    const id = s.get(last);
+    expect(s.valueView(id)).toEqual(big);
     s.checkInvariants();
   });
 });
