@@ -562,7 +562,9 @@ export class Group {
    * dropNotOwned removes from the main store, a slice of `sliceItems` ids at a time, every item
    * whose key `owns` says this node does not own (the ring changed): the new owner takes the
    * key's writes, so a copy kept here would be served stale should the key come back to this
-   * node, or be found by a fallback load. Resolves with how many it removed.
+   * node, or be found by a fallback load. Resolves with how many it removed. The store's ids are
+   * pinned meanwhile: an item moved to an id the purge had passed (a shrink of the item table)
+   * would escape it, and `held` would serve it.
    */
   async dropNotOwned(owns: (key: Uint8Array, off: number, len: number) => boolean, sliceItems = 4096): Promise<number> {
     const store = this.store;
@@ -570,6 +572,7 @@ export class Group {
     let removed = 0;
     const purge = { owns, next: 0 }; // until it has passed every item, reads check against it (`held`)
     this.purging.push(purge);
+    store.pinIds();
     try {
       for (let id = 0; id < items.cap;) {
         const end = Math.min(items.cap, id + sliceItems);
@@ -582,6 +585,7 @@ export class Group {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
+      store.unpinIds();
       this.purging.splice(this.purging.indexOf(purge), 1);
     }
     return removed;

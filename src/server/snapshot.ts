@@ -12,7 +12,9 @@
  *
  * The snapshot is fuzzy, like a Redis RDB save without fork: an item set or deleted while the
  * write runs may or may not be in it, and two items changed together may be caught one before
- * and one after. Each item in it is intact (its key, value and expiry were copied in one slice).
+ * and one after. Each item in it is intact (its key, value and expiry were copied in one slice),
+ * and an item held throughout is in it: the store's ids are pinned while it is walked (`pinIds`),
+ * so a shrink of its item table, which gives items lower ids, cannot move one past the walk.
  * Recency is not kept: items are written, and so reloaded, in item id order.
  *
  * Loading makes two passes over the file: the first checks every checksum and the structure of
@@ -38,7 +40,7 @@ import { unlinkSync } from "node:fs";
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { SnapshotLock } from "./snapshot-lock.ts";
-import type { Groups } from "../cluster/group.ts";
+import type { Group, Groups } from "../cluster/group.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import { BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
@@ -208,43 +210,56 @@ export class Snapshotter {
   private async writeGroups(out: SnapshotOut): Promise<number> {
     let count = 0;
     for (const group of this.groups.all()) {
-      const store = group.store;
-      const items = store.items;
-      // Expiry times go in the file as wall time: the store's clock is monotonic, started at the
-      // wall time of its process's start, which may have been off (a process started before NTP
-      // set the time); the next process reads them against the wall time at its own start.
-      const toWall = this.clock() - store.clock();
-      let w = out.writer();
-      w.begin(group.nameBytes);
-      let id = 0;
-      while (id < items.cap) {
-        // One slice. The table may have grown since the last one (ids never move), and pages
-        // are read through the allocator's array each time, never kept across the await below.
-        const cap = items.cap;
-        const pages = store.slab.pages;
-        const now = store.clock();
-        const deadline = out.sliceStart + this.sliceMs;
-        let n = 0;
-        while (id < cap) {
-          if (items.isLive(id) && !items.isNegative(id)) {
-            const exp = items.expiry(id);
-            if (exp > now) {
-              w.add(exp + toWall, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
-              count++;
-            }
-          }
-          id++;
-          if (w.full() || ((++n & 63) === 0 && performance.now() >= deadline)) break;
-        }
-        if (w.full()) {
-          await out.emitBlock(w);
-          w = out.writer();
-          w.begin(group.nameBytes);
-        }
-        if (performance.now() >= deadline) await out.yieldTurn();
+      // Pinned, no item moves to an id the walk has passed (a shrink of the item table waits).
+      group.store.pinIds();
+      try {
+        count += await this.writeGroup(out, group);
+      } finally {
+        group.store.unpinIds();
       }
-      if (w.records > 0) await out.emitBlock(w);
     }
+    return count;
+  }
+
+  /** writeGroup streams one group's live items as blocks, walking its ids, and returns how many it wrote. */
+  private async writeGroup(out: SnapshotOut, group: Group): Promise<number> {
+    let count = 0;
+    const store = group.store;
+    const items = store.items;
+    // Expiry times go in the file as wall time: the store's clock is monotonic, started at the
+    // wall time of its process's start, which may have been off (a process started before NTP
+    // set the time); the next process reads them against the wall time at its own start.
+    const toWall = this.clock() - store.clock();
+    let w = out.writer();
+    w.begin(group.nameBytes);
+    let id = 0;
+    while (id < items.cap) {
+      // One slice. The table may have grown since the last one (pinned: ids do not move), and pages
+      // are read through the allocator's array each time, never kept across the await below.
+      const cap = items.cap;
+      const pages = store.slab.pages;
+      const now = store.clock();
+      const deadline = out.sliceStart + this.sliceMs;
+      let n = 0;
+      while (id < cap) {
+        if (items.isLive(id) && !items.isNegative(id)) {
+          const exp = items.expiry(id);
+          if (exp > now) {
+            w.add(exp + toWall, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
+            count++;
+          }
+        }
+        id++;
+        if (w.full() || ((++n & 63) === 0 && performance.now() >= deadline)) break;
+      }
+      if (w.full()) {
+        await out.emitBlock(w);
+        w = out.writer();
+        w.begin(group.nameBytes);
+      }
+      if (performance.now() >= deadline) await out.yieldTurn();
+    }
+    if (w.records > 0) await out.emitBlock(w);
     return count;
   }
 

@@ -21,7 +21,8 @@
  *
  * Deletion shifts later entries of the probe chain back (no tombstones), so probe lengths do not
  * degrade under churn. The table doubles (a full rehash from the kept hashes, no record reads)
- * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state.
+ * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state. It is
+ * rehashed smaller the same way when the item table shrinks (table-shrink.ts).
  */
 import { F_EXPIRY, F_STRIDE, KEY_SHIFT, NIL, STRIDE, W_ATIME, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
@@ -161,14 +162,33 @@ export class HashIndex {
 
   /** grow doubles the table and reinserts every entry (from the hashes kept in the slots). */
   grow(): void {
+    this.resize(2 * (this.mask + 1));
+  }
+
+  /**
+   * resize makes the table `n` slots (a power of two that holds every entry below MAX_LOAD) and
+   * reinserts every entry from the hashes kept in the slots.
+   */
+  resize(n: number): void {
     const old = this.slots;
-    const n = 2 * (this.mask + 1);
     this.slots = emptySlots(n);
     this.mask = n - 1;
     for (let i = 1; i < old.length; i += 2) {
       const id = old[i]!;
       if (id !== NIL) this.place(old[i - 1]!, id);
     }
+  }
+
+  /** replaceId makes the slot of item `from`, whose key has hash `hash`, name item `to` (the item moved). */
+  replaceId(hash: number, from: ItemId, to: ItemId): void {
+    const slots = this.slots;
+    const mask = this.mask;
+    let s = hash & mask;
+    while (slots[2 * s + 1] !== from) {
+      if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${from} not found`);
+      s = (s + 1) & mask;
+    }
+    slots[2 * s + 1] = to;
   }
 
   reset(): void {
@@ -186,6 +206,13 @@ export class HashIndex {
     const r = id * STRIDE;
     return bytesEqual(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER, key, off, len);
   }
+}
+
+/** slotsFor is the index size (a power of two) that holds `items` below the maximum load. */
+export function slotsFor(items: number): number {
+  let n = 16;
+  while (n * MAX_LOAD < items) n *= 2;
+  return n;
 }
 
 /** emptySlots makes a table of `n` empty slots. */

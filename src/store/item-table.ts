@@ -26,8 +26,13 @@
  * (measured: 1.4 µs per hit at 100k keys with separate arrays). The LRU links and the heap
  * position live here too, so a move in the LRU touches only the records involved.
  *
- * Free ids are chained through word 4 (no separate stack). The table grows by copying the whole
- * buffer into a larger one (outside the steady state: only while the cache fills); ids never move.
+ * Free ids are chained through word 4 (no separate stack), lowest first after a growth. The table
+ * grows by copying the whole buffer into a larger one (outside the steady state: only while the
+ * cache fills). It shrinks in three steps (the store drives them: table-shrink.ts):
+ * `beginShrink(n)` chains only the free ids below n, so new items get those and ids from n up
+ * are no longer handed out, nor chained when released; the store then moves the items left above
+ * n to free ids below it; `truncate()` copies the first n records into a smaller buffer.
+ * `cancelShrink()` chains the free ids from n up again instead. Ids move only then.
  */
 export type ItemId = number;
 export const NIL = -1;
@@ -60,6 +65,11 @@ export class ItemTable {
   /** f views every record as float64s (the expiry). */
   f = new Float64Array(0);
   private freeHead = NIL;
+  /**
+   * limit bounds the ids handed out and chained when free: `cap`, or while a shrink is under way
+   * the size the table is shrinking to.
+   */
+  private limit = 0;
 
   constructor(initialCap: number) {
     this.grow(initialCap);
@@ -74,13 +84,66 @@ export class ItemTable {
     return id;
   }
 
-  /** release returns an id to the free chain and marks it dead (page -1). */
+  /** release marks `id` dead (page -1) and returns it to the free chain (unless a shrink drops it). */
   release(id: ItemId): void {
     const r = id * STRIDE;
     this.w[r + W_PAGE] = NIL;
-    this.w[r + W_NEXT] = this.freeHead;
-    this.freeHead = id;
+    if (id < this.limit) {
+      this.w[r + W_NEXT] = this.freeHead;
+      this.freeHead = id;
+    }
     this.live--;
+  }
+
+  /** shrinkingTo is the size a shrink under way is taking the table to, or 0 when none is. */
+  get shrinkingTo(): number {
+    return this.limit < this.cap ? this.limit : 0;
+  }
+
+  /**
+   * beginShrink starts shrinking the table to `n` ids: only the free ids below n are chained
+   * (lowest first), so `alloc` hands out nothing from n up. O(cap).
+   */
+  beginShrink(n: number): void {
+    const w = this.w;
+    let head = NIL;
+    for (let id = n - 1; id >= 0; id--) {
+      const r = id * STRIDE;
+      if (w[r + W_PAGE] !== NIL) continue;
+      w[r + W_NEXT] = head;
+      head = id;
+    }
+    this.freeHead = head;
+    this.limit = n;
+  }
+
+  /** cancelShrink ends a shrink under way with the table at its size: every free id is chained again. */
+  cancelShrink(): void {
+    this.chainFree(this.limit, this.cap);
+    this.limit = this.cap;
+  }
+
+  /**
+   * truncate ends a shrink under way: the table becomes the size it was shrinking to, its records
+   * copied into a buffer of that size. No id from that size up may be live.
+   */
+  truncate(): void {
+    const n = this.limit;
+    const buf = new ArrayBuffer(n * RECORD_BYTES);
+    const w = new Int32Array(buf);
+    w.set(this.w.subarray(0, n * STRIDE));
+    this.w = w;
+    this.f = new Float64Array(buf);
+    this.cap = n;
+  }
+
+  /** forEachFree calls fn for every id on the free chain, in chain order (for invariant checks). */
+  forEachFree(fn: (id: ItemId) => void): void {
+    let guard = 0;
+    for (let id = this.freeHead; id !== NIL; id = this.w[id * STRIDE + W_NEXT]!) {
+      if (++guard > this.cap) throw new Error("the free id chain has a cycle");
+      fn(id);
+    }
   }
 
   /** isLive tells whether `id` currently names an item. */
@@ -111,38 +174,42 @@ export class ItemTable {
     return this.f[id * F_STRIDE + F_EXPIRY]!;
   }
 
-  /** grow reallocates the records to `newCap` ids, keeping existing items. */
+  /** grow reallocates the records to `newCap` ids, keeping existing items (no shrink may be under way). */
   grow(newCap: number): void {
+    if (this.limit < this.cap) throw new Error("item table grown while shrinking");
     const old = this.cap;
     const buf = new ArrayBuffer(newCap * RECORD_BYTES);
     const w = new Int32Array(buf);
     w.set(this.w);
     // New ids are dead, out of the heap and LRU, and chained lowest first onto the free chain.
-    for (let id = newCap - 1; id >= old; id--) {
+    for (let id = old; id < newCap; id++) w[id * STRIDE + W_PAGE] = NIL;
+    this.w = w;
+    this.f = new Float64Array(buf);
+    this.cap = newCap;
+    this.chainFree(old, newCap);
+    this.limit = newCap;
+  }
+
+  /** reset marks every id free. */
+  reset(): void {
+    for (let id = 0; id < this.cap; id++) this.w[id * STRIDE + W_PAGE] = NIL;
+    this.freeHead = NIL;
+    this.chainFree(0, this.cap);
+    this.limit = this.cap;
+    this.live = 0;
+  }
+
+  /** chainFree puts the dead ids in [from, to) on the free chain, lowest first, out of the heap and LRU. */
+  private chainFree(from: number, to: number): void {
+    const w = this.w;
+    for (let id = to - 1; id >= from; id--) {
       const r = id * STRIDE;
-      w[r + W_PAGE] = NIL;
+      if (w[r + W_PAGE] !== NIL) continue;
       w[r + W_PREV] = NIL;
       w[r + W_HEAP] = NIL;
       w[r + W_NEXT] = this.freeHead;
       this.freeHead = id;
     }
-    this.w = w;
-    this.f = new Float64Array(buf);
-    this.cap = newCap;
-  }
-
-  /** reset marks every id free. */
-  reset(): void {
-    this.freeHead = NIL;
-    for (let id = this.cap - 1; id >= 0; id--) {
-      const r = id * STRIDE;
-      this.w[r + W_PAGE] = NIL;
-      this.w[r + W_PREV] = NIL;
-      this.w[r + W_HEAP] = NIL;
-      this.w[r + W_NEXT] = this.freeHead;
-      this.freeHead = id;
-    }
-    this.live = 0;
   }
 
   /** byteSize is the memory held by the records. */

@@ -137,6 +137,11 @@ export class SlabAllocator {
     return this.words[page]![off >> 2]!;
   }
 
+  /** setOwner names item `id` as the owner of the live chunk at (page, off) (the item changed id). */
+  setOwner(page: number, off: number, id: number): void {
+    this.words[page]![off >> 2] = id;
+  }
+
   /**
    * movePage evicts every live chunk of `page`, removes its free chunks from its class, and gives
    * the page to class `to` as its carve page.

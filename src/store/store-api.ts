@@ -58,6 +58,7 @@ export class StoreCounters {
   tooLarge = 0; // sets refused because the item exceeds the largest class
   noMemory = 0; // sets refused because no chunk could be made free
   clears = 0; // clear calls
+  tableShrinks = 0; // times the item table and its index were made smaller (most of their ids free)
 }
 
 export interface StoreStats extends StoreCounters {
@@ -76,6 +77,8 @@ export interface StoreStats extends StoreCounters {
   /** pageReleases counts pages given back to the pool so the item table could grow. */
   pageReleases: number;
   heapSize: number;
+  /** itemCapacity is how many items the item table holds before it must grow (its ids). */
+  itemCapacity: number;
   classes: ClassStats[];
 }
 

@@ -8,15 +8,18 @@
  * - items: each live item sits in a chunk of its page's class that names it as owner, inside the
  *   carved part of the page; its stored key hashes to its hash; the index finds it by its key;
  * - index: counts exactly the live items, each once; the negative count is that of the flagged ones;
+ *   it has the slots the table's size calls for;
+ * - free ids: the chain holds every dead id once, and no live one (while a shrink is under way,
+ *   only those below the size it is taking the table to);
  * - LRU: each class list is a consistent doubly-linked list of live items of that class, and the
  *   lists together hold every live item;
  * - heap: the heap property holds, positions agree, and exactly the items with a finite expiry are
- *   in it with that expiry;
+ *   in it with that expiry; its slot array is no longer than the table;
  * - slab: free lists hold only chunks marked free, of their class; no chunk is both free and live;
  *   per-page and per-class used counts and the empty-page count match.
  */
 import { hashBytes } from "./hash.ts";
-import { MAX_SAME_HASH } from "./hash-index.ts";
+import { MAX_SAME_HASH, slotsFor } from "./hash-index.ts";
 import { NIL, STRIDE, W_HEAP } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
@@ -97,6 +100,21 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     indexed++;
   }
   if (indexed !== live || index.count !== live) fail(`index holds ${indexed} (count ${index.count}), live ${live}`);
+  if (index.slotCount !== slotsFor(items.cap)) fail(`index has ${index.slotCount} slots, a table of ${items.cap} ids calls for ${slotsFor(items.cap)}`);
+
+  const chainEnd = items.shrinkingTo !== 0 ? items.shrinkingTo : items.cap;
+  const chained = new Uint8Array(items.cap);
+  let free = 0;
+  items.forEachFree((id) => {
+    if (id < 0 || id >= chainEnd) fail(`free id ${id} is outside [0, ${chainEnd})`);
+    if (items.isLive(id)) fail(`live item ${id} is on the free chain`);
+    if (chained[id]) fail(`free id ${id} chained twice`);
+    chained[id] = 1;
+    free++;
+  });
+  let dead = 0;
+  for (let id = 0; id < chainEnd; id++) if (!items.isLive(id)) dead++;
+  if (free !== dead) fail(`the free chain holds ${free} ids, ${dead} below ${chainEnd} are dead`);
 
   let listed = 0;
   for (let c = 0; c < classes.count; c++) {
@@ -115,6 +133,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   }
   if (listed !== live) fail(`LRU lists hold ${listed}, live ${live}`);
 
+  if (heap.slots.length > items.cap) fail(`heap slot array ${heap.slots.length} longer than the table's ${items.cap} ids`);
   for (let i = 0; i < heap.size; i++) {
     const id = heap.slots[i]!;
     if (!items.isLive(id)) fail(`heap holds dead item ${id}`);

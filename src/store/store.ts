@@ -8,7 +8,9 @@
  * links, index slots, TTL heap reserved at one slot per item id, admission history, page table).
  * Pages are taken from the pool only while `pages * pageSize + metadata <= memory`; metadata grows
  * (item table doubling, index rehash) only within the same bound. So the figure the operator gives
- * is the figure the store holds, not a guess about values alone.
+ * is the figure the store holds, not a guess about values alone. A table left mostly free (a burst
+ * of small items gone) is shrunk by the active-expiry tick, and pages get its bytes back
+ * (table-shrink.ts).
  *
  * Eviction and page moves: a set that finds no free chunk in its class and no page left evicts,
  * by LRU with a second chance for tails read since they were last put at the head (CLOCK: reads
@@ -26,17 +28,19 @@
  * Item ids and views: `get` returns an item id; it stays valid until the next call that can remove
  * or move items (`set`, `fill`, `delete`, `clear`, `expire`, or a `get` of the same key after it
  * expired). Read the value with `valueLength`/`copyValue` (no allocation) or `valueView` (a view
- * into the slab, same validity: copy it if you keep it).
+ * into the slab, same validity: copy it if you keep it). Only `expire` gives items other ids (when
+ * it shrinks the table), and not between `pinIds` and `unpinIds`.
  */
 import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
-import { HashIndex, MAX_LOAD, SLOT_BYTES } from "./hash-index.ts";
+import { HashIndex, MAX_LOAD, SLOT_BYTES, slotsFor } from "./hash-index.ts";
 import {
   CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
+import { TableShrink } from "./table-shrink.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
@@ -78,6 +82,7 @@ export class Store {
   readonly heap: TtlHeap;
   readonly index: HashIndex;
   readonly admission: Admission;
+  private readonly shrink: TableShrink;
   /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`). */
   private negativeItems = 0;
   readonly counters = new StoreCounters();
@@ -111,6 +116,7 @@ export class Store {
     this.heap = new TtlHeap(this.items, Math.min(cap, 256));
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
+    this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap);
     this.classEvictions = new Float64Array(this.classes.count);
     // Per page 14 B (slab: used, carved, pool, class); per class 44 B (slab 24, LRU 12, evictions 8)
     // besides the class table itself (its lookup was left out: up to 8 KiB a store over its bound).
@@ -300,14 +306,37 @@ export class Store {
     this.counters.clears++;
   }
 
-  /** expire removes up to `budget` items whose expiry is <= now, and returns how many it removed. */
+  /**
+   * expire removes up to `budget` items whose expiry is <= now, and returns how many it removed.
+   * What is left of the budget goes to shrinking the item table when most of its ids are free
+   * (table-shrink.ts: it may move items to other ids).
+   */
   expire(now: number, budget: number): number {
     let n = 0;
     while (n < budget && this.heap.size > 0 && this.heap.minExpiry() <= now) {
       this.remove(this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
       n++;
     }
+    if (n < budget && this.shrink.step(budget - n)) {
+      if (this.moveCredit > this.items.cap) this.moveCredit = this.items.cap;
+      this.updatePageLimit();
+      this.counters.tableShrinks++;
+    }
     return n;
+  }
+
+  /**
+   * pinIds keeps every item at its id until the matching `unpinIds`, for a walk over the ids that
+   * spans turns (a snapshot, a ring purge): items are still added and removed, but none moves (a
+   * shrink of the table waits).
+   */
+  pinIds(): void {
+    this.shrink.pins++;
+  }
+
+  /** unpinIds ends what `pinIds` began. */
+  unpinIds(): void {
+    this.shrink.pins--;
   }
 
   /** size is the number of items held (expired ones not yet removed included). */
@@ -341,6 +370,7 @@ export class Store {
       pageMoves: this.slab.pageMoves,
       pageReleases: this.slab.pageReleases,
       heapSize: this.heap.size,
+      itemCapacity: this.items.cap,
       classes: classStats(this),
     };
   }
@@ -504,6 +534,11 @@ export class Store {
     for (;;) {
       const id = this.items.alloc();
       if (id !== NIL) return id;
+      if (this.items.shrinkingTo !== 0) {
+        // The ids below the size a shrink is taking the table to ran out: the items came back.
+        this.shrink.cancel();
+        continue;
+      }
       if (this.growItems()) continue;
       const own = this.settleTail(cls);
       let other = this.oldestTail(cls);
@@ -710,11 +745,4 @@ export function sixtyFourthOf(memory: number): number {
   let size = MIN_DEFAULT_PAGE;
   while (size * 2 * 64 <= memory) size *= 2;
   return size;
-}
-
-/** slotsFor is the index size (a power of two) that holds `items` below the maximum load. */
-function slotsFor(items: number): number {
-  let n = 16;
-  while (n * MAX_LOAD < items) n *= 2;
-  return n;
 }

@@ -6,7 +6,8 @@
  * so removing or re-timing an arbitrary item is O(log n) with no scan. Keeping only ids here (not
  * (expiry, id) pairs) costs a record read per comparison but saves 8 bytes per item of reserved
  * metadata; the heap is off the read path (sets with a TTL and the expiry timer only). Only items
- * with a finite expiry are in it. The slot array grows by doubling up to the item capacity.
+ * with a finite expiry are in it. The slot array grows by doubling up to the item capacity, and is
+ * cut back when the item table shrinks.
  */
 import { F_EXPIRY, F_STRIDE, NIL, STRIDE, W_HEAP, type ItemId, type ItemTable } from "./item-table.ts";
 
@@ -69,6 +70,14 @@ export class TtlHeap {
 
   reset(): void {
     this.size = 0;
+  }
+
+  /** fit makes the slot array at most `cap` long (the item table shrank to `cap` ids). */
+  fit(cap: number): void {
+    if (this.slots.length <= cap) return;
+    const slots = new Int32Array(Math.max(cap, this.size));
+    slots.set(this.slots.subarray(0, this.size));
+    this.slots = slots;
   }
 
   private expiryOf(id: ItemId): number {

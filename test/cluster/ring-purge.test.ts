@@ -100,6 +100,30 @@ describe("RingPurges", () => {
     await purge;
   });
 
+  test("a shrink of the item table while a purge runs moves no item past it (review: an item given an id the purge had passed escaped it, and was served)", async () => {
+    const g = filled(40_000);
+    for (let i = 0; i < 40_000; i++) if (i % 5 !== 0) g.delete(`k${i}`); // a fifth left: the table is mostly free
+    let done = false;
+    const purge = g.dropNotOwned((key, off, len) => index(key, off, len) % 2 === 0, 1000).then((n) => {
+      done = true;
+      return n;
+    });
+    let ticks = 0;
+    while (!done) {
+      g.store.expire(g.store.clock(), 2000); // the node's expiry timer: what it leaves of its budget shrinks the table
+      ticks++;
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(ticks).toBeGreaterThan(10);
+    expect(await purge).toBe(4000);
+    for (let i = 0; i < 40_000; i += 5) expect(g.store.has(enc.encode(`k${i}`))).toBe(i % 2 === 0);
+    // After the purge the shrink goes on.
+    for (let t = 0; t < 100 && g.store.stats().tableShrinks === 0; t++) g.store.expire(g.store.clock(), 2000);
+    expect(g.store.stats().tableShrinks).toBe(1);
+    for (let i = 0; i < 40_000; i += 10) expect(g.store.has(enc.encode(`k${i}`))).toBe(true);
+    g.store.checkInvariants();
+  });
+
   test("Cluster.ownedHere is a copy of the ring: later member changes do not move it", () => {
     const cluster = new Cluster({ self: "me:1", connect: () => ({ close: async () => {} }) as unknown as PeerClient, logger: { info() {}, warn() {} } });
     cluster.setMembers(["me:1", "c:2"]);

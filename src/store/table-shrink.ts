@@ -1,0 +1,137 @@
+/**
+ * TableShrink gives the item table's and the index's memory back to the pages once most ids are
+ * free: after a burst of small items that were then deleted, expired or evicted.
+ *
+ * Why: the store's memory bound covers pages and metadata together, and the table grows only into
+ * bytes no page holds. A table that stayed at its peak kept those bytes from the pages for good:
+ * a 64 MiB store after a burst of a million 100 B values (all expired since) held an empty table
+ * of 367k ids and its index, 20 MB, and large values then had 44 pages instead of 63.
+ *
+ * Policy (Redis decides the same from its cron, shrinking a dict once it is under a tenth full;
+ * memcached's hash table never shrinks, but its items live in their chunks, so no table holds
+ * their memory):
+ * - when: the store's active-expiry tick (`Store.expire`), with what its budget left; never on
+ *   a read or a write;
+ * - whether: fewer live items than a quarter of the table's ids, and the table above its first
+ *   size (the floor); the table is then made twice the live count (at least the floor). It
+ *   grows by half when full, so after a shrink the live count must double before it grows
+ *   again, and halve before it shrinks again: a count that wanders about a threshold moves
+ *   nothing (hysteresis);
+ * - how: incrementally. `beginShrink` makes new items take only ids below the new size
+ *   (ItemTable); each tick then moves up to `budget` of the items left above it to free ids below
+ *   it, looking at up to SCAN_PER_MOVE ids per move; once no item is left above, the table and the
+ *   index are cut down (one copy and one rehash of the smaller size, as a growth does) and the
+ *   store may take pages for the bytes freed. Should the live count come back to three quarters
+ *   of the new size meanwhile (or new items run out of ids below it), the shrink is cancelled.
+ *
+ * Moving an item changes its id: its record is copied, and its LRU neighbours (or the list's
+ * head or tail), its heap slot, its index slot and its chunk's owner word are made to name the
+ * new id. A caller walking the ids across turns (a snapshot, a ring purge) relies on ids not
+ * moving: it pins them (`pins`) and no item moves meanwhile (the ids handed out stay below the
+ * new size; a cancel moves nothing).
+ */
+import { hashBytes } from "./hash.ts";
+import { type HashIndex, slotsFor } from "./hash-index.ts";
+import { CLASS_MASK, KEY_SHIFT, NIL, STRIDE, W_CLASS, W_HEAP, W_NEXT, W_OFF, W_PAGE, W_PREV, type ItemId, type ItemTable } from "./item-table.ts";
+import type { LruList } from "./lru-list.ts";
+import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
+import type { TtlHeap } from "./ttl-heap.ts";
+
+/** SCAN_PER_MOVE is how many ids one unit of budget may look at when most of them are free. */
+const SCAN_PER_MOVE = 32;
+
+export class TableShrink {
+  /** pins counts the walks over item ids under way (`Store.pinIds`): while any is, no item moves. */
+  pins = 0;
+  /** cursor is the next id above the new size to look at. */
+  private cursor = 0;
+  private readonly items: ItemTable;
+  private readonly index: HashIndex;
+  private readonly lru: LruList;
+  private readonly heap: TtlHeap;
+  private readonly slab: SlabAllocator;
+  private readonly hashSeed: number;
+  private readonly floor: number;
+
+  constructor(items: ItemTable, index: HashIndex, lru: LruList, heap: TtlHeap, slab: SlabAllocator, hashSeed: number, floor: number) {
+    this.items = items;
+    this.index = index;
+    this.lru = lru;
+    this.heap = heap;
+    this.slab = slab;
+    this.hashSeed = hashSeed;
+    this.floor = floor;
+  }
+
+  /**
+   * step does up to `budget` units of the shrink's work (see the header), starting one when the
+   * table is mostly free. It returns true when it made the table smaller.
+   */
+  step(budget: number): boolean {
+    const items = this.items;
+    const target = items.shrinkingTo;
+    if (target === 0) {
+      if (this.pins > 0 || items.live * 4 >= items.cap) return false;
+      const n = Math.max(this.floor, 2 * items.live);
+      if (n >= items.cap) return false;
+      items.beginShrink(n); // O(cap): this tick's work
+      this.cursor = n;
+      return false;
+    }
+    if (items.live * 4 > target * 3) {
+      items.cancelShrink();
+      return false;
+    }
+    if (this.pins > 0) return false;
+    const cap = items.cap;
+    const w = items.w;
+    let id = this.cursor;
+    for (let moves = 0, scanned = 0; id < cap && moves < budget && scanned < budget * SCAN_PER_MOVE; id++, scanned++) {
+      if (w[id * STRIDE + W_PAGE] === NIL) continue;
+      this.move(id);
+      moves++;
+    }
+    this.cursor = id;
+    if (id < cap) return false;
+    items.truncate();
+    const slots = slotsFor(target);
+    if (slots < this.index.slotCount) this.index.resize(slots);
+    this.heap.fit(target);
+    return true;
+  }
+
+  /** cancel ends a shrink under way, if any, with the table at its size (a growth is needed). */
+  cancel(): void {
+    if (this.items.shrinkingTo !== 0) this.items.cancelShrink();
+  }
+
+  /** move gives live item `from` (above the new size) a free id below it. */
+  private move(from: ItemId): void {
+    const items = this.items;
+    const to = items.alloc();
+    // Never: a quarter of the ids below the new size at least are free (`step` cancels first).
+    if (to === NIL) throw new Error("no free id below the size the item table is shrinking to");
+    const w = items.w;
+    const rf = from * STRIDE;
+    const rt = to * STRIDE;
+    w.copyWithin(rt, rf, rf + STRIDE);
+    const cls = w[rt + W_CLASS]! & CLASS_MASK;
+    const prev = w[rt + W_PREV]!;
+    const next = w[rt + W_NEXT]!;
+    if (prev !== NIL) w[prev * STRIDE + W_NEXT] = to;
+    else this.lru.head[cls] = to;
+    if (next !== NIL) w[next * STRIDE + W_PREV] = to;
+    else this.lru.tail[cls] = to;
+    const pos = w[rt + W_HEAP]!;
+    if (pos !== NIL) this.heap.slots[pos] = to;
+    const page = w[rt + W_PAGE]!;
+    const off = w[rt + W_OFF]!;
+    const bytes = this.slab.pages[page]!;
+    this.index.replaceId(hashBytes(bytes, off + CHUNK_HEADER, w[rt + W_CLASS]! >>> KEY_SHIFT, this.hashSeed), from, to);
+    this.slab.setOwner(page, off, to);
+    w[rf + W_PREV] = NIL;
+    w[rf + W_NEXT] = NIL;
+    w[rf + W_HEAP] = NIL;
+    items.release(from); // not chained: it is above the new size
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * The item table (and its index) shrink once most of their ids are free, a tick's budget at a
+ * time, and give their bytes back to the pages. Replay the random case with
+ * `TEST_SEED=<seed> bun test test/store/table-shrink.test.ts`.
+ */
+import { describe, expect, test } from "bun:test";
+import { MIB, SET_OK, Store, type StoreOptions } from "../../src/store/store.ts";
+import { slotsFor } from "../../src/store/hash-index.ts";
+import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
+
+class FakeClock {
+  now = 1_000_000;
+  read = (): number => this.now;
+}
+
+function mk(opts: Partial<StoreOptions> = {}, clock = new FakeClock()): { s: Store; clock: FakeClock } {
+  return { s: new Store({ memory: 16 * MIB, clock: clock.read, ...opts }), clock };
+}
+
+function put(s: Store, key: string, value: Uint8Array, ttlMs = 0): number {
+  const k = bytes(key);
+  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
+}
+
+function read(s: Store, key: string): Uint8Array | undefined {
+  const id = s.get(bytes(key));
+  return id < 0 ? undefined : s.valueView(id).slice();
+}
+
+/** settle runs expiry ticks until nothing is due and the table stops changing size, checking invariants after each; returns how many ran. */
+function settle(s: Store, now: number, budget: number, check = true): number {
+  let ticks = 0;
+  let idle = 0;
+  while (idle < 3) {
+    const cap = s.items.cap;
+    const shrinking = s.items.shrinkingTo;
+    const expired = s.expire(now, budget);
+    ticks++;
+    if (check) s.checkInvariants();
+    idle = expired === 0 && s.items.cap === cap && s.items.shrinkingTo === 0 && shrinking === 0 ? idle + 1 : 0;
+    if (ticks > 10_000) throw new Error("the table never settled");
+  }
+  return ticks;
+}
+
+describe("Store item table shrinking", () => {
+  test("after most items are deleted, the table shrinks to twice the live count, tick by tick; every item reads back", () => {
+    const { s, clock } = mk();
+    for (let i = 0; i < 60_000; i++) put(s, `k${i}`, pattern(i, 20), i % 3 === 0 ? 500_000 : 0);
+    const peak = s.items.cap;
+    const metaBefore = s.metaBytes();
+    const pagesBefore = s.slab.pageLimit;
+    expect(peak).toBeGreaterThanOrEqual(60_000);
+    // Keep every 97th item, scattered over the whole table: most of them must move down.
+    for (let i = 0; i < 60_000; i++) if (i % 97 !== 0) s.delete(bytes(`k${i}`));
+    const live = s.size;
+    expect(live * 4).toBeLessThan(peak);
+    const ticks = settle(s, clock.now, 64);
+    expect(ticks).toBeGreaterThan(10); // incremental: 64 moves (or 2,048 ids looked at) a tick
+    expect(s.items.cap).toBe(2 * live);
+    expect(s.index.slotCount).toBe(slotsFor(2 * live));
+    expect(s.counters.tableShrinks).toBe(1);
+    const st = s.stats();
+    expect(st.itemCapacity).toBe(2 * live);
+    expect(st.tableShrinks).toBe(1);
+    expect(s.metaBytes()).toBeLessThan(metaBefore / 10);
+    expect(s.slab.pageLimit).toBeGreaterThan(pagesBefore);
+    expect(s.size).toBe(live);
+    for (let i = 0; i < 60_000; i++) expect(read(s, `k${i}`)).toEqual(i % 97 === 0 ? pattern(i, 20) : undefined);
+    // Moved items kept their TTLs and LRU order: active expiry still finds them, eviction still works.
+    clock.now += 500_000;
+    expect(s.expire(clock.now, 100_000)).toBe(Math.ceil(60_000 / 291));
+    s.checkInvariants();
+    for (let i = 0; i < 200_000; i++) expect(put(s, `again${i}`, pattern(i, 20))).toBe(SET_OK);
+    expect(s.counters.evictions).toBeGreaterThan(0);
+    s.checkInvariants();
+  });
+
+  test("after a burst of small values expires, large values get as many pages as in a fresh store", () => {
+    // The table stayed at its peak: 16 MiB held 25% fewer 100 KB values after 250k small ones.
+    const { s, clock } = mk();
+    for (let i = 0; i < 250_000; i++) put(s, `small${i}`, pattern(i, 30), 10_000);
+    clock.now += 10_000;
+    settle(s, clock.now, 2_000, false);
+    expect(s.size).toBe(0);
+    const big = pattern(1, 100_000);
+    for (let i = 0; i < 400; i++) expect(put(s, `big${i}`, big)).toBe(SET_OK);
+    const { s: fresh } = mk();
+    for (let i = 0; i < 400; i++) put(fresh, `big${i}`, big);
+    expect(s.size).toBeGreaterThanOrEqual(fresh.size - 10); // the small class may keep a page
+    expect(s.stats().pageBytes).toBe(fresh.stats().pageBytes);
+    s.checkInvariants();
+  });
+
+  test("no flapping: a live count wandering about a quarter of the table shrinks it once, and never grows it", () => {
+    const { s, clock } = mk({ initialItems: 16 });
+    for (let i = 0; i < 8_000; i++) put(s, `k${i}`, pattern(i, 10));
+    const cap = s.items.cap;
+    let n = 8_000;
+    const setLive = (want: number): void => {
+      for (; n > want; n--) s.delete(bytes(`k${n - 1}`));
+      for (; n < want; n++) put(s, `k${n}`, pattern(n, 10));
+    };
+    setLive(Math.floor(cap / 4) + 8);
+    settle(s, clock.now, 500);
+    expect(s.items.cap).toBe(cap); // not below a quarter: nothing
+    const caps = new Set<number>();
+    for (let round = 0; round < 30; round++) {
+      setLive(Math.floor(cap / 4) - 8);
+      settle(s, clock.now, 500);
+      caps.add(s.items.cap);
+      setLive(Math.floor(cap / 4) + 8);
+      settle(s, clock.now, 500);
+      caps.add(s.items.cap);
+    }
+    expect(s.counters.tableShrinks).toBe(1);
+    expect([...caps]).toEqual([2 * (Math.floor(cap / 4) - 8)]);
+    // Back to the peak: it grows again, and shrinks again only when the count falls a long way.
+    setLive(8_000);
+    expect(s.items.cap).toBeGreaterThanOrEqual(8_000);
+    settle(s, clock.now, 500);
+    expect(s.counters.tableShrinks).toBe(1);
+    for (let i = 0; i < 8_000; i++) expect(read(s, `k${i}`)).toEqual(pattern(i, 10));
+  });
+
+  test("items added during a shrink take ids below the new size; when they run out the shrink is cancelled", () => {
+    const { s, clock } = mk();
+    for (let i = 0; i < 40_000; i++) put(s, `k${i}`, pattern(i, 20));
+    for (let i = 0; i < 40_000; i++) if (i % 10 !== 0) s.delete(bytes(`k${i}`));
+    const cap = s.items.cap;
+    s.expire(clock.now, 16); // begins: the table is to be 8,000 ids
+    const target = s.items.shrinkingTo;
+    expect(target).toBe(8_000);
+    for (let i = 0; i < 1_000; i++) {
+      put(s, `n${i}`, pattern(i, 20));
+      expect(s.get(bytes(`n${i}`))).toBeLessThan(target);
+    }
+    s.checkInvariants();
+    // More new items than ids left below the new size: the shrink ends, the table keeps its size.
+    for (let i = 1_000; i < 10_000; i++) put(s, `n${i}`, pattern(i, 20));
+    expect(s.items.shrinkingTo).toBe(0);
+    expect(s.items.cap).toBe(cap);
+    s.checkInvariants();
+    settle(s, clock.now, 64);
+    expect(s.counters.tableShrinks).toBe(0);
+    for (let i = 0; i < 40_000; i++) expect(read(s, `k${i}`)).toEqual(i % 10 === 0 ? pattern(i, 20) : undefined);
+    for (let i = 0; i < 10_000; i++) expect(read(s, `n${i}`)).toEqual(pattern(i, 20));
+  });
+
+  test("no item moves while ids are pinned (a snapshot or ring purge walks them); the shrink goes on after", () => {
+    const { s, clock } = mk();
+    for (let i = 0; i < 40_000; i++) put(s, `k${i}`, pattern(i, 20));
+    for (let i = 0; i < 40_000; i++) if (i % 50 !== 0) s.delete(bytes(`k${i}`));
+    const idOf = (i: number): number => s.index.find(bytes(`k${i}`), 0, `k${i}`.length, s.hashOf(bytes(`k${i}`), 0, `k${i}`.length));
+    const before = Array.from({ length: 800 }, (_, j) => idOf(j * 50));
+    s.pinIds();
+    for (let t = 0; t < 200; t++) s.expire(clock.now, 2_000);
+    expect(Array.from({ length: 800 }, (_, j) => idOf(j * 50))).toEqual(before);
+    expect(s.counters.tableShrinks).toBe(0);
+    s.checkInvariants();
+    s.unpinIds();
+    settle(s, clock.now, 2_000);
+    expect(s.counters.tableShrinks).toBe(1);
+    expect(s.items.cap).toBe(1_600);
+    for (let j = 0; j < 800; j++) expect(read(s, `k${j * 50}`)).toEqual(pattern(j * 50, 20));
+  });
+
+  test("clear, then ticks: the table goes back to its first size", () => {
+    const { s, clock } = mk();
+    for (let i = 0; i < 30_000; i++) put(s, `k${i}`, pattern(i, 20));
+    s.clear();
+    settle(s, clock.now, 2_000);
+    expect(s.items.cap).toBe(1024);
+    expect(put(s, "after", pattern(1, 20))).toBe(SET_OK);
+    expect(read(s, "after")).toEqual(pattern(1, 20));
+  });
+
+  test("seeded bursts and drains against a model: invariants after every tick", () => {
+    const seed = testSeed();
+    const rnd = new Prng(seed);
+    const clock = new FakeClock();
+    const { s } = mk({ memory: 8 * MIB, initialItems: 16 }, clock);
+    const model = new Map<string, { value: Uint8Array; expiry: number }>();
+    try {
+      for (let round = 0; round < 12; round++) {
+        const burst = rnd.int(20_000);
+        for (let i = 0; i < burst; i++) {
+          const key = `r${round}:${i}`;
+          const value = pattern(round * 100_000 + i, rnd.int(3) === 0 ? 300 : 12);
+          const ttl = rnd.int(4) === 0 ? 1 + rnd.int(5_000) : 0;
+          expect(put(s, key, value, ttl)).toBe(SET_OK);
+          model.set(key, { value, expiry: ttl === 0 ? Infinity : clock.now + ttl });
+        }
+        for (const key of model.keys()) if (rnd.int(10) !== 0) {
+          s.delete(bytes(key));
+          model.delete(key);
+        }
+        for (let t = 0; t < 40; t++) {
+          clock.now += rnd.int(300);
+          s.expire(clock.now, 1 + rnd.int(300));
+          s.checkInvariants();
+          if (rnd.int(4) === 0) {
+            const key = `t${round}:${t}`;
+            const value = pattern(t, 12);
+            put(s, key, value);
+            model.set(key, { value, expiry: Infinity });
+          }
+        }
+        for (const [key, e] of model) {
+          const got = read(s, key);
+          if (got === undefined) {
+            // Only expiry or an eviction may take an item away.
+            if (e.expiry > clock.now) expect(s.counters.evictions).toBeGreaterThan(0);
+            model.delete(key);
+          } else {
+            expect(e.expiry > clock.now).toBe(true);
+            expect(got).toEqual(e.value);
+          }
+        }
+      }
+      expect(s.counters.tableShrinks).toBeGreaterThan(0);
+    } catch (e) {
+      throw new Error(`TEST_SEED=${seed}: ${String(e)}`);
+    }
+  });
+});
