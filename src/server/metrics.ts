@@ -180,6 +180,8 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   perStore("gauge", "mybuncache_expiry_heap_items", "Items with a TTL waiting in the expiry heap.", (s) => s.heap.size);
   perStore("counter", "mybuncache_slab_page_moves_total", "Slab pages moved from one size class to another.", (s) => s.slab.pageMoves);
   perStore("counter", "mybuncache_slab_page_releases_total", "Slab pages given back so the item table could grow.", (s) => s.slab.pageReleases);
+  perStore("gauge", "mybuncache_item_capacity", "Items the item table holds before it must grow (it shrinks once under a quarter are live).", (s) => s.items.cap);
+  perStore("counter", "mybuncache_item_table_shrinks_total", "Times the item table and its index were made smaller, their bytes given back to pages.", (s) => s.counters.tableShrinks);
   const perClass = (kind: "counter" | "gauge", name: string, help: string, read: (c: ReturnType<typeof classStats>[number]) => number): void =>
     (kind === "counter" ? counter : gauge)(name, help, ["group", "store", "class", "chunk_size"], (emit) =>
       eachStore((labels, s) => {

@@ -356,6 +356,8 @@ describe("admin port", () => {
     expect(get(after, "mybuncache_items", main)).toBe(1);
     expect(get(after, "mybuncache_used_bytes", main)).toBeGreaterThan(100);
     expect(get(after, "mybuncache_expiry_heap_items", main)).toBe(1);
+    expect(get(after, "mybuncache_item_capacity", main)).toBe(a.node.groups.byName("default")!.store.items.cap);
+    expect(get(after, "mybuncache_item_table_shrinks_total", main)).toBe(0);
     expect(get(after, "mybuncache_expirations_total", { ...main, kind: "lazy" })).toBe(0);
     // The item's size class has a page with one used chunk.
     const used = after.get("mybuncache_slab_used_chunks")!.samples;
