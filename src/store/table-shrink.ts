@@ -23,6 +23,9 @@
  *   index are cut down (one copy and one rehash of the smaller size, as a growth does) and the
  *   store may take pages for the bytes freed. Should the live count come back to three quarters
  *   of the new size meanwhile (or new items run out of ids below it), the shrink is cancelled.
+ *   The tick that starts a shrink reads every record once (to chain the free ids below the new
+ *   size), and the last one copies the smaller table: the longest tick of the 64 MiB case above
+ *   took 1.5 ms, and all 176 of its ticks 54 ms.
  *
  * Moving an item changes its id: its record is copied, and its LRU neighbours (or the list's
  * head or tail), its heap slot, its index slot and its chunk's owner word are made to name the
