@@ -16,6 +16,7 @@
 import { CacheNode } from "../src/server/cache-node.ts";
 import { jscCollidingTextKeys } from "../test/support/jsc-collisions.ts";
 import { LogSink, RawSocket, cacheErrorCode, getCall } from "../test/server/support.ts";
+import { watchLoop } from "./loop-watch.ts";
 
 const CONNECTIONS = Number(process.argv[2] ?? 300);
 const GETS = Number(process.argv[3] ?? 65);
@@ -39,14 +40,7 @@ for (const [name, keys] of [["control", shifted(jscCollidingTextKeys(N, 1))], ["
   const sockets: RawSocket[] = [];
   for (let c = 0; c < CONNECTIONS; c++) sockets.push(await RawSocket.connect(node.port));
 
-  let last = performance.now();
-  let gap = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    gap = Math.max(gap, now - last);
-    last = now;
-  }, 5);
-  await Bun.sleep(20);
+  const stopWatch = await watchLoop();
   const t0 = performance.now();
   sockets.forEach((s, c) => s.write(Buffer.concat(keys.slice(c * GETS, (c + 1) * GETS).map((k, i) => getCall(i + 1, k, "text")))));
   // Started: every load is under way, or the node stopped starting them (refused or answered).
@@ -59,7 +53,7 @@ for (const [name, keys] of [["control", shifted(jscCollidingTextKeys(N, 1))], ["
   open();
   await Promise.all(sockets.map((s) => s.waitFor(() => s.frames().length === GETS, "replies", 600_000)));
   const all = performance.now() - t0;
-  clearInterval(timer);
+  const gap = stopWatch();
   const codes = new Map<number, number>();
   for (const s of sockets) for (const f of s.frames()) codes.set(cacheErrorCode(f), (codes.get(cacheErrorCode(f)) ?? 0) + 1);
   const answers = [...codes].map(([code, n]) => `${code === -1 ? "value" : `error ${code}`}: ${n}`).join(", ");

@@ -17,6 +17,7 @@ import { Store } from "../src/store/store.ts";
 import { collidingKeys } from "../test/support/murmur-collisions.ts";
 import { jscCollidingKeys } from "../test/support/jsc-collisions.ts";
 import { startMembers } from "../test/support/cluster-members.ts";
+import { watchLoop } from "./loop-watch.ts";
 import { LogSink, RawSocket, getMultiCall, replyHeader, setCall } from "../test/server/support.ts";
 
 const N = Number(process.argv[2] ?? 20000);
@@ -25,19 +26,11 @@ const N = Number(process.argv[2] ?? 20000);
 const shifted = (keys: Uint8Array[]): Uint8Array[] => keys.map((k) => new Uint8Array([...k.subarray(1), k[0]!]));
 
 async function held<T>(run: () => Promise<T>): Promise<[T, number, number]> {
-  let last = performance.now();
-  let gap = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    gap = Math.max(gap, now - last);
-    last = now;
-  }, 5);
-  await Bun.sleep(20);
+  const stop = await watchLoop();
   const t0 = performance.now();
   const out = await run();
   const ms = performance.now() - t0;
-  clearInterval(timer);
-  return [out, ms, gap];
+  return [out, ms, stop()];
 }
 
 {
