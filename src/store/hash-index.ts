@@ -127,11 +127,7 @@ export class HashIndex {
   remove(id: ItemId, hash: number): void {
     const slots = this.slots;
     const mask = this.mask;
-    let s = hash & mask;
-    while (slots[2 * s + 1] !== id) {
-      if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${id} not found`);
-      s = (s + 1) & mask;
-    }
+    let s = this.slotOf(id, hash);
     let hole = s;
     s = (s + 1) & mask;
     for (;;) {
@@ -181,14 +177,19 @@ export class HashIndex {
 
   /** replaceId makes the slot of item `from`, whose key has hash `hash`, name item `to` (the item moved). */
   replaceId(hash: number, from: ItemId, to: ItemId): void {
+    this.slots[2 * this.slotOf(from, hash) + 1] = to;
+  }
+
+  /** slotOf finds the slot of `id`, whose key has hash `hash`; it must be present. */
+  private slotOf(id: ItemId, hash: number): number {
     const slots = this.slots;
     const mask = this.mask;
     let s = hash & mask;
-    while (slots[2 * s + 1] !== from) {
-      if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${from} not found`);
+    while (slots[2 * s + 1] !== id) {
+      if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${id} not found`);
       s = (s + 1) & mask;
     }
-    slots[2 * s + 1] = to;
+    return s;
   }
 
   reset(): void {
