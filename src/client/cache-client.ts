@@ -43,7 +43,8 @@ import {
   peerMethod,
 } from "../protocol/request.ts";
 import type { CallWriter } from "../protocol/call-writer.ts";
-import { ClientConnection, type Endpoint, report } from "./client-connection.ts";
+import { ClientConnection, type Endpoint } from "./client-connection.ts";
+import { report } from "./callbacks.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable, valuesFor } from "./results.ts";

@@ -66,6 +66,7 @@ import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wi
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, strayException, unavailable } from "./results.ts";
+import { report, rethrowApart, settleError } from "./callbacks.ts";
 
 export const BACKOFF_BASE_MS = 20;
 export const BACKOFF_MAX_MS = 1_000;
@@ -778,34 +779,6 @@ interface TimedOut {
 
 function newTimedOut(): TimedOut {
   return { cut: 0, forwards: [], waiters: [] };
-}
-
-function settleError(forward: ForwardCallback | null, waiter: Waiter | null, error: CacheError): void {
-  try {
-    if (forward !== null) forward(error, null, 0, 0, -1);
-    else waiter?.reject(error);
-  } catch (e) {
-    rethrowApart(e);
-  }
-}
-
-/**
- * report calls an application's callback (onHealth, onProtocolError): a throw there is its own
- * bug, rethrown apart (`rethrowApart`) so that the client's state change it was told of completes.
- */
-export function report<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
-  try {
-    callback?.(...args);
-  } catch (e) {
-    rethrowApart(e);
-  }
-}
-
-/** rethrowApart throws `e` from a microtask of its own: an uncaught error, out of the client's code. */
-function rethrowApart(e: unknown): void {
-  queueMicrotask(() => {
-    throw e;
-  });
 }
 
 /** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */
