@@ -6,9 +6,9 @@
 // tick queues one microtask that writes everything queued in ONE socket.write (with
 // `writeAtTurnEnd`, one `setImmediate` for the whole turn of the event loop), and a short write
 // keeps the tail for `drain`. While IDLE, a call starts a connect (lazily, after the backoff
-// delay if the last attempt failed); the queued calls go out once it opens. Invariant: every
-// byte in the output buffer belongs to a call in `pending`, so losing the connection fails them
-// all and empties the buffer in one step.
+// delay if the last attempt failed: the Dialer's, dialer.ts); the queued calls go out once it
+// opens. Invariant: every byte in the output buffer belongs to a call in `pending`, so losing the
+// connection fails them all and empties the buffer in one step.
 //
 // Replies come through a FrameReader (framed only: any other transport from the server is a
 // protocol fault) and a ReplyReader; the seqid finds the call in PendingCalls (no map, no
@@ -53,11 +53,10 @@
 // that load in flight than a node answers out of order), where the ping waits behind the loads:
 // its calls wait while the peer answers on any connection (`peerAlive`).
 
-import type { Socket, SocketHandler } from "bun";
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
 import { hostPort, readI32 } from "../bytes/bytes.ts";
-import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError, errorText } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
@@ -67,9 +66,8 @@ import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from 
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, strayException, unavailable } from "./results.ts";
 import { report, rethrowApart, settleError } from "./callbacks.ts";
+import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
 
-export const BACKOFF_BASE_MS = 20;
-export const BACKOFF_MAX_MS = 1_000;
 /** A connection with this many unanswered timed-out calls is reset (their slots are reclaimed). */
 export const MAX_ABANDONED = 1_024;
 /** MAY_LOAD are the calls a node may answer only after a load (late waits: see the header). */
@@ -82,11 +80,6 @@ const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_
 const NODE_MAX_DETACHED = 128;
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
-
-export const CONN_IDLE = 0;
-export const CONN_CONNECTING = 1;
-export const CONN_OPEN = 2;
-export const CONN_CLOSED = 3;
 
 /** The socket calls a connection needs (a Bun socket; tests may attach a fake one). */
 export interface CallSocket {
@@ -115,52 +108,19 @@ const AUTH_SEQID = -1;
 const FIRST_AUTH = 1;
 const FIRST_INTRO = 2;
 
-/** Attempt ties a Bun socket to the connect attempt that made it (stale attempts are ignored). */
-interface Attempt {
-  conn: ClientConnection;
-  id: number;
-}
-
-const HANDLERS: SocketHandler<Attempt> = {
-  binaryType: "uint8array",
-  open(socket) {
-    socket.data.conn.onOpen(socket.data.id, socket);
-  },
-  data(socket, chunk: Uint8Array) {
-    socket.data.conn.onData(socket, chunk);
-  },
-  drain(socket) {
-    socket.data.conn.onDrain(socket);
-  },
-  close(socket) {
-    socket.data.conn.onClose(socket, socket.data.id);
-  },
-  error() {
-    // the close handler follows
-  },
-  handshake(socket, success, authorizationError) {
-    socket.data.conn.onHandshake(socket.data.id, socket, success, authorizationError);
-  },
-};
-
 export class ClientConnection {
   readonly calls = new CallWriter(new BinaryWriter(4096));
   readonly pending = new PendingCalls();
   state = CONN_IDLE;
+  /** dialer makes the connect attempts and keeps the backoff between them (dialer.ts). */
+  readonly dialer: Dialer;
   private readonly replies: ReplyReader;
   private frames: FrameReader;
   private socket: CallSocket | null = null;
-  /** handshaking is the TLS socket of the current attempt, open, its handshake not yet done. */
-  private handshaking: Socket<Attempt> | null = null;
   private flushQueued = false;
   private waitingDrain = false;
   private readonly flushNow = (): void => this.flush();
-  private attemptId = 0;
   private opens = 0;
-  private backoffFailures = 0;
-  private retryAt = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private closedWaiters: (() => void)[] = [];
   /** replied: a reply came on this connection since the last sweep; quietTicks: sweeps without one. */
   private replied = false;
@@ -191,6 +151,7 @@ export class ClientConnection {
   ) {
     this.replies = new ReplyReader(endpoint.limits);
     this.frames = new FrameReader(endpoint.limits);
+    this.dialer = new Dialer(this, endpoint);
   }
 
   /**
@@ -270,12 +231,12 @@ export class ClientConnection {
    * another one. It is usable again once it has served a reply (see the header: `revive`).
    */
   get usable(): boolean {
-    return this.backoffFailures === 0;
+    return this.dialer.backoffFailures === 0;
   }
 
   /** backoffEndsAt is when a connection backing off may try again (`performance.now()` time; past: it may now). */
   get backoffEndsAt(): number {
-    return this.retryAt;
+    return this.dialer.retryAt;
   }
 
   /**
@@ -284,12 +245,12 @@ export class ClientConnection {
    * queued for a connection the node refuses.
    */
   get refusedNow(): CacheError | null {
-    return this.state === CONN_IDLE && this.backoffFailures > 0 ? this.refusal : null;
+    return this.state === CONN_IDLE && this.dialer.backoffFailures > 0 ? this.refusal : null;
   }
 
   /** revivable tells whether the connection is idle after a failure, its backoff over, with no call on it: `revive` it. */
   get revivable(): boolean {
-    return this.backoffFailures > 0 && this.state === CONN_IDLE && this.pending.inFlight === 0 && this.retryAt <= performance.now();
+    return this.dialer.backoffFailures > 0 && this.state === CONN_IDLE && this.pending.inFlight === 0 && this.dialer.retryAt <= performance.now();
   }
 
   /**
@@ -337,7 +298,7 @@ export class ClientConnection {
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
   resetBackoff(): void {
-    this.retryAt = 0;
+    this.dialer.retryAt = 0;
   }
 
   private kick(): void {
@@ -347,17 +308,7 @@ export class ClientConnection {
         if (this.endpoint.writeAtTurnEnd === true) setImmediate(this.flushNow);
         else queueMicrotask(this.flushNow);
       }
-    } else if (this.state === CONN_IDLE) {
-      const wait = this.retryAt - performance.now();
-      if (wait <= 0) this.connect();
-      else if (this.retryTimer === null) {
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = null;
-          if (this.state === CONN_IDLE && this.pending.inFlight > 0) this.connect();
-        }, wait);
-        this.retryTimer.unref();
-      }
-    }
+    } else if (this.state === CONN_IDLE) this.dialer.dial();
   }
 
   /** flush writes everything queued in one socket.write; a short write waits for drain. */
@@ -370,75 +321,6 @@ export class ClientConnection {
     if (n > 0) out.consume(n);
     if (out.length > 0) this.waitingDrain = true;
     else out.shrink(KEEP_OUTPUT_BYTES); // a burst's big buffer is not kept for the connection's life
-  }
-
-  private connect(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer); // (armed for an earlier backoff)
-    this.retryTimer = null;
-    this.state = CONN_CONNECTING;
-    const attempt: Attempt = { conn: this, id: ++this.attemptId };
-    const { host, port, connectTimeoutMs } = this.endpoint;
-    this.connectTimer = setTimeout(() => this.connectFailed(attempt.id, "connect timeout"), connectTimeoutMs);
-    this.connectTimer.unref();
-    const tls = this.endpoint.tls;
-    const options = { hostname: host, port, data: attempt, socket: HANDLERS };
-    const failed = (e: unknown): void => this.connectFailed(attempt.id, errorText(e));
-    try {
-      (tls === undefined || tls === false ? Bun.connect<Attempt>(options) : Bun.connect<Attempt>({ ...options, tls })).catch(failed);
-    } catch (e) {
-      // Bun.connect throws at once for some addresses (a port out of range, say): fail like a
-      // refused connection, after the call that asked for it has its promise.
-      queueMicrotask(() => failed(e));
-    }
-  }
-
-  onOpen(id: number, socket: Socket<Attempt>): void {
-    if (!this.isCurrentAttempt(id)) {
-      socket.end(); // a stale attempt (timed out, or the client closed)
-      return;
-    }
-    const tls = this.endpoint.tls;
-    if (tls !== undefined && tls !== false) {
-      this.handshaking = socket; // open once the TLS handshake is done (onHandshake)
-      return;
-    }
-    this.clearConnectTimer();
-    this.attach(socket);
-  }
-
-  /**
-   * onHandshake opens a TLS connection once its handshake is done (the connect timeout covers it):
-   * until then the socket takes no bytes, and the Auth call must go whole. A certificate the
-   * client refuses (an unknown CA, a name it does not cover, expired) fails the attempt with the
-   * reason, as a refused connect does; the close that follows would only say "closed".
-   */
-  onHandshake(id: number, socket: Socket<Attempt>, success: boolean, err: Error | null): void {
-    if (!this.isCurrentAttempt(id)) {
-      socket.end(); // stale: timed out, or the client closed, during the handshake
-      return;
-    }
-    if (success) {
-      this.handshaking = null;
-      this.clearConnectTimer();
-      this.attach(socket);
-      return;
-    }
-    const code = (err as { code?: unknown } | null)?.code;
-    const why = err === null ? "certificate not authorized" : typeof code === "string" ? `${err.message} (${code})` : err.message;
-    this.connectFailed(id, `TLS handshake failed: ${why}`); // (ends the socket: endHandshake)
-  }
-
-  /** isCurrentAttempt tells whether `id` is the connect attempt the connection still waits for. */
-  private isCurrentAttempt(id: number): boolean {
-    return id === this.attemptId && this.state === CONN_CONNECTING;
-  }
-
-  private connectFailed(id: number, reason: string): void {
-    if (!this.isCurrentAttempt(id)) return;
-    this.clearConnectTimer();
-    this.attemptId++; // a late open of this attempt is stale
-    this.endHandshake();
-    this.lost(`connect to ${hostPort(this.endpoint.host, this.endpoint.port)} failed: ${reason}`);
   }
 
   onData(socket: CallSocket, chunk: Uint8Array): void {
@@ -554,7 +436,7 @@ export class ClientConnection {
 
   private markServed(): void {
     this.served = true;
-    this.backoffFailures = 0;
+    this.dialer.backoffFailures = 0;
   }
 
   onDrain(socket: CallSocket): void {
@@ -565,7 +447,7 @@ export class ClientConnection {
 
   onClose(socket: CallSocket, id: number): void {
     if (socket === this.socket) this.lost(`connection to ${hostPort(this.endpoint.host, this.endpoint.port)} closed`);
-    else if (this.socket === null) this.connectFailed(id, "closed during the TLS handshake"); // (ignored unless the current attempt)
+    else if (this.socket === null) this.dialer.connectFailed(id, "closed during the TLS handshake"); // (ignored unless the current attempt)
   }
 
   /** drop closes the connection after a fault; its calls fail and the next call reconnects. */
@@ -674,8 +556,8 @@ export class ClientConnection {
     return counted && !unsent;
   }
 
-  /** lost handles the end of a socket or connect attempt: fail every call, back off, go IDLE. */
-  private lost(reason: string, failure = true, countsTowardDown = true): void {
+  /** lost handles the end of a socket or connect attempt (Dialer.connectFailed): fail every call, back off, go IDLE. */
+  lost(reason: string, failure = true, countsTowardDown = true): void {
     this.socket = null;
     this.waitingDrain = false;
     for (const w of this.closedWaiters.splice(0)) w();
@@ -693,13 +575,11 @@ export class ClientConnection {
     const failed = failure && refusal === null && (!open || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
     if (failed || refused) {
-      this.backoffFailures++;
-      this.retryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.backoffFailures - 1));
+      this.dialer.backOff();
       if (failed && countsTowardDown && !this.revivalOnly()) this.health.failed(reason);
     } else {
       // Not a failure: the next call reconnects at once.
-      this.backoffFailures = 0;
-      this.retryAt = 0;
+      this.dialer.clearBackoff();
     }
     this.failAll(refusal ?? unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
@@ -741,12 +621,8 @@ export class ClientConnection {
   /** close fails every call with PEER_UNAVAILABLE "client closed" and ends the socket. */
   close(): Promise<void> {
     const socket = this.socket;
-    this.clearConnectTimer();
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
     this.state = CONN_CLOSED;
-    this.attemptId++;
-    this.endHandshake();
+    this.dialer.close();
     this.failAll(unavailable("client closed"));
     if (socket === null) return Promise.resolve();
     const closed = new Promise<void>((resolve) => {
@@ -757,17 +633,6 @@ export class ClientConnection {
     return closed;
   }
 
-  private clearConnectTimer(): void {
-    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
-    this.connectTimer = null;
-  }
-
-  /** endHandshake ends the socket of an attempt given up during its TLS handshake. */
-  private endHandshake(): void {
-    const socket = this.handshaking;
-    this.handshaking = null;
-    socket?.end();
-  }
 }
 
 /** TimedOut is what one sweep timed out: the bytes of unsent frames to cut, and the callers to tell. */

@@ -6,7 +6,8 @@
  */
 import { describe, expect, spyOn, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
-import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN, type ClientConnection } from "../../src/client/client-connection.ts";
+import type { ClientConnection } from "../../src/client/client-connection.ts";
+import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN } from "../../src/client/dialer.ts";
 import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
@@ -196,8 +197,8 @@ describe("every connection backing off", () => {
     // One backs off much longer than the other (as after more failures in a row).
     const soon = conns[first]!;
     const late = conns[1 - first]!;
-    (late as unknown as { retryAt: number }).retryAt = performance.now() + 60_000;
-    (soon as unknown as { retryAt: number }).retryAt = performance.now() + 30_000;
+    late.dialer.retryAt = performance.now() + 60_000;
+    soon.dialer.retryAt = performance.now() + 30_000;
     const call = client.get("g", "k").catch(() => {});
     expect([soon.pending.waiting, late.pending.waiting]).toEqual([1, 0]);
     await client.close();
