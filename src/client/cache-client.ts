@@ -469,7 +469,7 @@ export class CacheClient {
     // The ticks stood still while nothing waited: what was last heard is at least half a timeout
     // old now, so calls that wait unanswered get a liveness ping at the first sweep (else a node
     // that stopped while the client was idle would have its late calls wait half a timeout more).
-    if (this.lateTicks > 0) for (const conn of this.conns) conn.assumeQuiet(this.timeoutTicks / 2);
+    if (this.lateTicks > 0) for (const conn of this.conns) conn.timeouts.assumeQuiet(this.timeoutTicks / 2);
     this.sweepTimer = setInterval(() => this.sweep(), this.tickMs);
   }
 
@@ -482,7 +482,7 @@ export class CacheClient {
    * sweep advances the tick, times out overdue calls, and stops the timer when nothing waits.
    * Late PeerGets wait on while their connection had a reply within a timeout; when such calls
    * wait on a connection and half a timeout passes without a reply on it, a PeerPing asks
-   * (ClientConnection's header, Late waits).
+   * (CallTimeouts' header, Late waits).
    */
   private sweep(): void {
     const tick = ++this.tick;
@@ -490,17 +490,17 @@ export class CacheClient {
     const conns = this.conns;
     const retired = this.retired;
     let quietest = Infinity;
-    for (const conn of conns) quietest = Math.min(quietest, conn.noteSweep());
-    for (const old of retired) quietest = Math.min(quietest, old.noteSweep());
+    for (const conn of conns) quietest = Math.min(quietest, conn.timeouts.noteSweep());
+    for (const old of retired) quietest = Math.min(quietest, old.timeouts.noteSweep());
     const peerAlive = quietest <= this.timeoutTicks;
-    if (this.lateTicks > 0) for (const conn of conns) if (conn.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
+    if (this.lateTicks > 0) for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
     for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
-      if (conns[i]!.quiet) this.replace(i);
+      if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
+      if (conns[i]!.timeouts.quiet) this.replace(i);
     }
     if (retired.length > 0) {
       // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
+      for (const old of retired.slice()) if (old.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
       for (let i = retired.length - 1; i >= 0; i--) {
         const old = retired[i]!;
         if (old.pending.waiting > 0) continue;
@@ -508,7 +508,7 @@ export class CacheClient {
         void old.close(); // its calls have all settled
       }
     }
-    if (timedOut) this.health.failed(`calls to ${hostPort(this.endpoint.host, this.endpoint.port)} timed out`); // one failure per sweep (see ClientConnection.sweep)
+    if (timedOut) this.health.failed(`calls to ${hostPort(this.endpoint.host, this.endpoint.port)} timed out`); // one failure per sweep (see CallTimeouts.sweep)
     // Counted last: the callbacks of the calls failed above may have made new calls, on any
     // connection (one swept already included), and each needs the timer for its timeout.
     if (!this.waitingAnywhere()) this.stopSweep();
@@ -523,20 +523,20 @@ export class CacheClient {
 
   /**
    * replace handles connection `i`, which took no reply for over a whole timeout while its calls
-   * timed out (ClientConnection.sweep: dead, or held by a slow call at the head of a node that
+   * timed out (CallTimeouts.sweep: dead, or held by a slow call at the head of a node that
    * answers each connection in order, a PeerGet that loads say). A fresh connection takes its
    * place for new calls; the calls on it keep their own deadlines (their replies may still come)
    * and it is closed once they have all settled. The write connection, and any connection with a
    * write waiting on it, is reset instead, failing its calls: a write left waiting here would be
    * answered, and applied, after writes sent later on the fresh connection, so pipelined writes
    * would no longer apply in the order sent. (A write that fails so, like one that timed out, may
-   * still be applied by the node: ClientConnection's header.) So is a connection while as many
+   * still be applied by the node: CallTimeouts' header.) So is a connection while as many
    * are retired already as the client has: a peer that answers nothing does not get more sockets
    * than twice its share.
    */
   private replace(i: number): void {
     const conn = this.conns[i]!;
-    conn.quiet = false;
+    conn.timeouts.quiet = false;
     if (i < this.firstRead || conn.pending.waitingAny(WRITES) || this.retired.length >= this.conns.length) {
       conn.drop("no reply on this connection within the timeout", false);
       return;
@@ -545,7 +545,7 @@ export class CacheClient {
     this.conns[i] = new ClientConnection(this.endpoint, this.health);
     // It has heard nothing yet: no sign the node is there (`peerAlive`); a call that may wait late
     // on it gets a liveness ping at the next sweep.
-    this.conns[i]!.assumeQuiet(conn.quietFor);
+    this.conns[i]!.timeouts.assumeQuiet(conn.timeouts.quietFor);
   }
 
   private onDown(): void {
@@ -636,19 +636,19 @@ export class CacheClient {
    * pingLiveness asks whether `conn`, where calls that may wait late wait unanswered, still answers:
    * a PeerPing on it (counted neither in `calls` nor, if it times out, as a failure: the calls
    * count theirs), unless one is in flight there. Its answer lets them wait past the timeout;
-   * none within a timeout fails them and gets the connection replaced (ClientConnection.sweep).
+   * none within a timeout fails them and gets the connection replaced (CallTimeouts.sweep).
    * A connection the node may be holding in order (`mayBeHeld`) cannot answer before its loads
    * end: the ping goes on another connection, which tells that the node is there (`peerAlive`).
    */
   private pingLiveness(conn: ClientConnection): void {
     if (this.closed || this.health.down) return;
     let target: ClientConnection | null = conn;
-    if (conn.mayBeHeld()) {
+    if (conn.timeouts.mayBeHeld()) {
       target = null;
       for (const other of this.conns) {
         if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
       }
-      if (target === null || target.quietFor < this.timeoutTicks / 2) return; // (the node answered there lately)
+      if (target === null || target.timeouts.quietFor < this.timeoutTicks / 2) return; // (the node answered there lately)
     }
     if (!target.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }

@@ -30,54 +30,25 @@
 // that fails only backs off more: it is not counted toward marking the peer down, nor as an error
 // (down detection is the application's calls' and the down-peer probe's).
 //
-// Timeouts: a call that times out before its connection could send it (the connection is
-// connecting or backing off) is taken out of the output and never sent. One written, or queued
-// on an open connection behind output the socket has not taken yet (waiting for `drain`), may
-// still reach the node after its caller was told it timed out, as with any client: a write that
-// timed out may or may not have been applied, and may be applied later than a write sent after
-// it on another connection (a retry of it included: a node serves what a connection sent before
-// it closed, so a reset does not take it back). Retry a timed-out write only if applying it twice,
-// or late, is harmless; or read back first.
-//
-// Late waits: a node's PeerGet or PeerGetMulti may wait for a load on the owner, which can take
-// longer than a round trip (up to the owner's load timeout). With `lateTicks` (the client's
-// `loadWaitMs`), such a call past the timeout is kept waiting while THIS connection had a reply
-// within a timeout: else a slow load would be given up at the timeout and loaded again by the
-// caller, a load per member instead of one, and counted as a failure of a peer that works. The
-// client keeps the connection answering while such calls wait: a PeerPing on it once it has been
-// quiet for half a timeout (`needsLiveness`, CacheClient.pingLiveness), which a node answers at
-// once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
-// other connections prove nothing about this one: a half-open socket, or a connection the node
-// holds behind a stuck call, would keep its calls, and every new one, waiting the whole load wait.
-// The exception is a connection the node may itself serve in order (`mayBeHeld`: it has more calls
-// that load in flight than a node answers out of order), where the ping waits behind the loads:
-// its calls wait while the peer answers on any connection (`peerAlive`).
+// Timeouts, and the late waits of PeerGets that load: CallTimeouts (call-timeouts.ts), at each of
+// the client's sweeps.
 
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
-import { hostPort, readI32 } from "../bytes/bytes.ts";
+import { hostPort } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_PING } from "../protocol/request.ts";
+import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_PING } from "../protocol/request.ts";
 import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, strayException, unavailable } from "./results.ts";
 import { report, rethrowApart, settleError } from "./callbacks.ts";
 import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
+import { CallTimeouts } from "./call-timeouts.ts";
 
-/** A connection with this many unanswered timed-out calls is reset (their slots are reclaimed). */
-export const MAX_ABANDONED = 1_024;
-/** MAY_LOAD are the calls a node may answer only after a load (late waits: see the header). */
-const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_MULTI]);
-/**
- * NODE_MAX_DETACHED: a node answers at most this many PeerGets of a connection out of order while
- * they load, and one PeerGetMulti (MAX_DETACHED, LoadWaits.detachable); past that it serves the
- * connection in order until a load ends.
- */
-const NODE_MAX_DETACHED = 128;
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -114,6 +85,8 @@ export class ClientConnection {
   state = CONN_IDLE;
   /** dialer makes the connect attempts and keeps the backoff between them (dialer.ts). */
   readonly dialer: Dialer;
+  /** timeouts times out this connection's calls at the client's sweeps, and tells how quiet it is (call-timeouts.ts). */
+  readonly timeouts: CallTimeouts;
   private readonly replies: ReplyReader;
   private frames: FrameReader;
   private socket: CallSocket | null = null;
@@ -122,11 +95,6 @@ export class ClientConnection {
   private readonly flushNow = (): void => this.flush();
   private opens = 0;
   private closedWaiters: (() => void)[] = [];
-  /** replied: a reply came on this connection since the last sweep; quietTicks: sweeps without one. */
-  private replied = false;
-  private quietTicks = 0;
-  /** quiet: set by `sweep` when calls timed out and no reply came for over a timeout (see there). */
-  quiet = false;
   /**
    * served: this connection, since it opened, answered a call with something other than
    * OVERLOADED. A close without it (a node at its connection limit answers OVERLOADED and closes)
@@ -136,7 +104,7 @@ export class ClientConnection {
   /** firstCalls: FIRST_AUTH and FIRST_INTRO, of this connection's first calls waiting for their replies. */
   private firstCalls = 0;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
-  private revivalSlot = -1;
+  revivalSlot = -1;
   /** livenessSlot: the slot of a liveness ping on this connection while it is in flight (`markLiveness`), else -1. */
   private livenessSlot = -1;
   /**
@@ -152,6 +120,7 @@ export class ClientConnection {
     this.replies = new ReplyReader(endpoint.limits);
     this.frames = new FrameReader(endpoint.limits);
     this.dialer = new Dialer(this, endpoint);
+    this.timeouts = new CallTimeouts(this, endpoint, health);
   }
 
   /**
@@ -276,26 +245,6 @@ export class ClientConnection {
     return this.livenessSlot >= 0;
   }
 
-  /**
-   * needsLiveness tells whether a call that may wait late (PeerGet, PeerGetMulti) waits on this
-   * connection, which has had no reply for `quietTicks` sweeps: it is asked with a liveness ping,
-   * so the call finds the connection known to answer when it reaches its timeout.
-   */
-  needsLiveness(quietTicks: number): boolean {
-    return this.quietTicks >= quietTicks && this.pending.waiting > 0 && this.pending.waitingAny(MAY_LOAD);
-  }
-
-  /**
-   * mayBeHeld tells whether the node may be serving this connection in order behind a load, so
-   * that nothing on it, a ping included, is answered before that load ends: more calls in flight
-   * than it answers out of order, or two PeerGetMultis (NODE_MAX_DETACHED). (A PeerGetMulti of over
-   * 64 KiB, which a node also serves in order, is not told apart.)
-   */
-  mayBeHeld(): boolean {
-    const p = this.pending;
-    return p.waiting > NODE_MAX_DETACHED || p.count(METHOD_PEER_GET_MULTI, 2) === 2;
-  }
-
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
   resetBackoff(): void {
     this.dialer.retryAt = 0;
@@ -384,7 +333,7 @@ export class ClientConnection {
       }
       throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
     }
-    this.replied = true;
+    this.timeouts.replied = true;
     const method = p.method[slot]!;
     r.readResult(method, p.entries[slot]!);
     // The node refusing the connection (at its connection limit) has not served it: that neither
@@ -422,7 +371,7 @@ export class ClientConnection {
    * settledPing tells whether `slot` is the revival or a liveness ping's (now settled: its mark
    * cleared): neither is a call of the application's.
    */
-  private settledPing(slot: number): boolean {
+  settledPing(slot: number): boolean {
     if (slot === this.revivalSlot) this.revivalSlot = -1;
     else if (slot === this.livenessSlot) this.livenessSlot = -1;
     else return false;
@@ -455,105 +404,6 @@ export class ClientConnection {
     const socket = this.socket;
     if (socket !== null) this.lost(reason, failure, countsTowardDown);
     socket?.end();
-  }
-
-  /** quietFor is how many sweeps in a row passed without a reply on this connection. */
-  get quietFor(): number {
-    return this.quietTicks;
-  }
-
-  /** assumeQuiet makes it at least `ticks` sweeps since the last reply on this connection. */
-  assumeQuiet(ticks: number): void {
-    if (!this.replied) this.quietTicks = Math.max(this.quietTicks, ticks);
-  }
-
-  /**
-   * noteSweep starts this connection's part of a sweep: it returns how many sweeps in a row passed
-   * without a reply on it (0: one came since the last sweep).
-   */
-  noteSweep(): number {
-    if (this.replied) this.quietTicks = 0;
-    else this.quietTicks++;
-    this.replied = false;
-    return this.quietTicks;
-  }
-
-  /**
-   * sweep abandons the calls issued more than `timeoutTicks` ticks before `tick` (a call issued
-   * late in its tick has then waited at least `timeoutTicks` whole ticks): each fails with
-   * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. A sent PeerGet or PeerGetMulti
-   * is kept instead (LATE) while this connection had a reply within `timeoutTicks` (or, when the
-   * node may be holding it, `peerAlive`: some connection of the client did) and it is not
-   * `lateTicks` old (see the header). Returns whether
-   * it abandoned any: the client counts one failure per sweep that did, however many calls and
-   * connections (calls sent together time out together, and a burst of slow calls must not mark
-   * down a peer that answered others in between).
-   */
-  sweep(tick: number, timeoutTicks: number, lateTicks = 0, peerAlive = false): boolean {
-    const p = this.pending;
-    let error: CacheError | null = null;
-    let counted = false; // a call of the application that was sent timed out (not only a ping of the client's)
-    let revival = false; // the revival ping timed out
-    // Not open: nothing queued on this connection has been written (a lost connection failed
-    // what it had sent), so its output holds one frame per call in flight, in issue order. A call
-    // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
-    const unsent = this.state !== CONN_OPEN;
-    let timedOut: TimedOut | null = null;
-    const alive = lateTicks > timeoutTicks && (this.quietTicks <= timeoutTicks || (peerAlive && this.mayBeHeld()));
-    const mayWait = !unsent && alive;
-    while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
-      const slot = p.head;
-      if (mayWait && MAY_LOAD.has(p.method[slot]!) && tick - p.issuedAt[slot]! <= lateTicks) {
-        p.lateWait(slot);
-        continue;
-      }
-      error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
-      if (slot === this.revivalSlot) revival = true;
-      if (this.timeOut(slot, unsent, (timedOut ??= newTimedOut()))) counted = true;
-    }
-    while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
-      error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
-      if (this.timeOut(p.lateHead, false, (timedOut ??= newTimedOut()))) counted = true;
-    }
-    // The unsent frames of the calls timed out, all at the head of the output, go in one cut (one
-    // at a time, each cut moved everything queued behind it: 40,000 calls queued on a connecting
-    // peer stalled the loop 2.6 s). Then their callers are told, once nothing is left half done.
-    if (timedOut !== null) {
-      if (timedOut.cut > 0) this.calls.out.consume(timedOut.cut);
-      for (let i = 0; i < timedOut.forwards.length; i++) settleError(timedOut.forwards[i]!, timedOut.waiters[i]!, error!);
-    }
-    const sentOut = error !== null && !unsent; // calls sent on this connection timed out
-    if (p.abandoned >= MAX_ABANDONED) this.drop("too many unanswered calls");
-    else if (sentOut && revival && !counted) this.drop("no reply to the revival ping within the timeout", true, false); // backs off more
-    // Calls (or a liveness ping) timed out and nothing at all came back on this connection for a
-    // whole timeout: it is dead, or held by a slow call at its head (a node answers in order all
-    // but PeerGet and PeerGetMulti; other connections to the peer may be fine, so the peer need
-    // not be marked down). The client replaces it (`quiet`: CacheClient.replace). Not a failure of
-    // its own: the client's sweep counts one already when calls of the application timed out.
-    else if (sentOut && this.quietTicks > timeoutTicks) this.quiet = true;
-    return counted;
-  }
-
-  /**
-   * timeOut times out the waiting or late call `slot`: its frame is added to `t.cut` when
-   * `unsent` (the output is cut once the sweep has them all), else it is abandoned (its late reply
-   * will be dropped); its caller goes to `t`, to be told after. Returns whether it counts as a
-   * timeout of a sent call of the application's (not a ping of the client's own: `settledPing`).
-   */
-  private timeOut(slot: number, unsent: boolean, t: TimedOut): boolean {
-    const p = this.pending;
-    t.forwards.push(p.forward[slot]!);
-    t.waiters.push(p.waiter[slot]!);
-    if (unsent) {
-      t.cut += 4 + readI32(this.calls.out.buffer, t.cut);
-      p.release(slot);
-    } else p.abandon(slot);
-    const counted = !this.settledPing(slot);
-    if (counted) {
-      this.health.counters.timeouts++;
-      this.health.counters.errors++;
-    }
-    return counted && !unsent;
   }
 
   /** lost handles the end of a socket or connect attempt (Dialer.connectFailed): fail every call, back off, go IDLE. */
@@ -633,17 +483,6 @@ export class ClientConnection {
     return closed;
   }
 
-}
-
-/** TimedOut is what one sweep timed out: the bytes of unsent frames to cut, and the callers to tell. */
-interface TimedOut {
-  cut: number;
-  forwards: (ForwardCallback | null)[];
-  waiters: (Waiter | null)[];
-}
-
-function newTimedOut(): TimedOut {
-  return { cut: 0, forwards: [], waiters: [] };
 }
 
 /** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */

@@ -16,7 +16,7 @@
 // is a protocol violation. WAITING slots are linked in issue order (`prev`/`next`, -1 = nil);
 // since every call of a connection has the same timeout, that is also deadline order and the
 // sweep stops at the first call that is not yet due. A call the sweep lets wait past the timeout
-// (a peer's load, see ClientConnection.sweep) turns LATE and moves to a second list, also in issue
+// (a peer's load, see CallTimeouts.sweep) turns LATE and moves to a second list, also in issue
 // order: all LATE calls share one longer deadline.
 
 import type { CacheError } from "../protocol/errors.ts";

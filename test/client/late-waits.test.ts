@@ -1,5 +1,5 @@
 /**
- * Late waits (ClientConnection's header): a PeerGet past the timeout waits on for a load while ITS
+ * Late waits (CallTimeouts' header): a PeerGet past the timeout waits on for a load while ITS
  * connection answers, judged by the replies on that connection and a liveness PeerPing sent on it;
  * replies on the client's other connection prove nothing about it. StubServer plays a node that
  * answers some connections and not others (a half-open socket, a wedged connection).
