@@ -30,8 +30,10 @@
 // that fails only backs off more: it is not counted toward marking the peer down, nor as an error
 // (down detection is the application's calls' and the down-peer probe's).
 //
-// Timeouts, and the late waits of PeerGets that load: CallTimeouts (call-timeouts.ts), at each of
-// the client's sweeps.
+// Its parts: the Dialer (dialer.ts) makes the connect attempts and keeps the backoff; FirstCalls
+// (first-calls.ts) sends the Auth and intro PeerPing each new socket starts with, and reads their
+// replies; CallTimeouts (call-timeouts.ts) times out the calls, and keeps the late waits of
+// PeerGets that load, at each of the client's sweeps.
 
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
@@ -40,14 +42,15 @@ import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolEr
 import { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
-import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_PING } from "../protocol/request.ts";
-import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED, TYPE_STRING } from "../protocol/wire.ts";
+import { METHOD_PEER_PING } from "../protocol/request.ts";
+import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { buildResult, replyError, strayException, unavailable } from "./results.ts";
 import { report, rethrowApart, settleError } from "./callbacks.ts";
 import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
 import { CallTimeouts } from "./call-timeouts.ts";
+import { FirstCalls, isFirstCall } from "./first-calls.ts";
 
 /** Most bytes queued for one connection before calls are refused with OVERLOADED. */
 export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
@@ -73,12 +76,6 @@ export interface Endpoint {
   tls?: boolean | { ca?: string; serverName?: string };
 }
 
-/** AUTH_SEQID marks the Auth call sent when a connection opens (pending seqids are always > 0). */
-const AUTH_SEQID = -1;
-/** FIRST_AUTH and FIRST_INTRO mark the Auth and intro PeerPing sent on a connection and not yet answered. */
-const FIRST_AUTH = 1;
-const FIRST_INTRO = 2;
-
 export class ClientConnection {
   readonly calls = new CallWriter(new BinaryWriter(4096));
   readonly pending = new PendingCalls();
@@ -87,6 +84,8 @@ export class ClientConnection {
   readonly dialer: Dialer;
   /** timeouts times out this connection's calls at the client's sweeps, and tells how quiet it is (call-timeouts.ts). */
   readonly timeouts: CallTimeouts;
+  /** first sends the Auth and intro PeerPing that open each socket, and reads their replies (first-calls.ts). */
+  private readonly first: FirstCalls;
   private readonly replies: ReplyReader;
   private frames: FrameReader;
   private socket: CallSocket | null = null;
@@ -101,8 +100,6 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
-  /** firstCalls: FIRST_AUTH and FIRST_INTRO, of this connection's first calls waiting for their replies. */
-  private firstCalls = 0;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
   revivalSlot = -1;
   /** livenessSlot: the slot of a liveness ping on this connection while it is in flight (`markLiveness`), else -1. */
@@ -121,6 +118,7 @@ export class ClientConnection {
     this.frames = new FrameReader(endpoint.limits);
     this.dialer = new Dialer(this, endpoint);
     this.timeouts = new CallTimeouts(this, endpoint, health);
+    this.first = new FirstCalls(this, endpoint);
   }
 
   /**
@@ -163,36 +161,10 @@ export class ClientConnection {
     this.state = CONN_OPEN;
     this.served = false;
     this.refusal = null;
-    this.firstCalls = 0;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
-    if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);
-    if (this.endpoint.sender !== undefined && this.state === CONN_OPEN) this.sendFirst(socket, METHOD_PEER_PING, INTRO_SEQID, this.endpoint.sender, "could not send our member id");
+    this.first.send(socket);
     this.flush();
-  }
-
-  /**
-   * sendAuth writes the Auth call ahead of everything queued, with the reserved AUTH_SEQID so its
-   * reply needs no pending slot. A refusal closes the connection (the server closes it too).
-   */
-  private sendAuth(socket: CallSocket, token: string): void {
-    this.sendFirst(socket, METHOD_AUTH, AUTH_SEQID, token, "could not send the auth token");
-  }
-
-  /**
-   * sendFirst writes a call of one string field (id 1: Auth's token, PeerPing's sender) ahead of
-   * everything queued, with a reserved seqid so its reply needs no pending slot. A fresh socket
-   * takes a few dozen bytes at once; if it ever does not, the connection is dropped (`failure`)
-   * rather than sending calls behind half a frame.
-   */
-  private sendFirst(socket: CallSocket, method: number, seqid: number, text: string, failure: string): void {
-    this.firstCalls |= seqid === AUTH_SEQID ? FIRST_AUTH : FIRST_INTRO;
-    const call = new CallWriter(new BinaryWriter(64 + text.length * 3));
-    call.begin(method, seqid);
-    call.out.fieldBegin(TYPE_STRING, 1);
-    call.out.utf8(text);
-    call.end();
-    if (socket.write(call.out.buffer, 0, call.out.length) !== call.out.length) this.drop(failure);
   }
 
   /**
@@ -298,32 +270,18 @@ export class ClientConnection {
     const r = this.replies;
     const p = this.pending;
     r.begin(buf, start, end);
-    if (r.seqid === AUTH_SEQID || r.seqid === INTRO_SEQID) {
-      // The first call on the connection (Auth, else the PeerPing naming our member): a node at
-      // its connection limit answers it with OVERLOADED and closes, as below.
-      const auth = r.seqid === AUTH_SEQID;
-      const bit = auth ? FIRST_AUTH : FIRST_INTRO;
-      // Only once, and only if sent: else a server could fail every call with an error of its choosing.
-      if ((this.firstCalls & bit) === 0) throw protocolError(`reply to seqid ${r.seqid}, which is not in flight`);
-      this.firstCalls &= ~bit;
-      r.readResult(auth ? METHOD_AUTH : METHOD_PEER_PING);
-      if (r.outcome === REPLY_OK && (!auth || r.success)) return;
-      if (!auth && r.outcome !== REPLY_CACHE_ERROR) return; // (what the node makes of our name is its own)
-      if (r.outcome === REPLY_CACHE_ERROR) {
-        // The node refused the token, or answered the Auth with something else (OVERLOADED at its
-        // connection limit): the calls waiting on this connection get that answer. Either is a
-        // refusal of the connection by a node that is up: not counted toward marking it down,
-        // and the connection backs off before it tries again (a wrong token stays wrong; the
-        // calls meanwhile are answered with it at once: `refusedNow`).
-        const e = r.errorCode === ERROR_CODE.UNAUTHORIZED
-          ? new CacheError(ERROR_CODE.UNAUTHORIZED, "the node refused our auth token")
-          : replyError(auth ? METHOD_AUTH : METHOD_PEER_PING, r);
-        if ((isConnectionRefusal(e) || e.code === ERROR_CODE.UNAUTHORIZED) && !this.served) this.refusal = e;
-        this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
-        this.failAll(e);
-        return;
-      }
-      throw protocolError(`the peer answered our ${auth ? "Auth" : "PeerPing"} with neither success nor an error`);
+    if (isFirstCall(r.seqid)) {
+      const e = this.first.onReply(r); // (the Auth or intro PeerPing: first-calls.ts)
+      if (e === null) return;
+      // The node refused the token, or answered the Auth with something else (OVERLOADED at its
+      // connection limit): the calls waiting on this connection get that answer. Either is a
+      // refusal of the connection by a node that is up: not counted toward marking it down,
+      // and the connection backs off before it tries again (a wrong token stays wrong; the
+      // calls meanwhile are answered with it at once: `refusedNow`).
+      if ((isConnectionRefusal(e) || e.code === ERROR_CODE.UNAUTHORIZED) && !this.served) this.refusal = e;
+      this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
+      this.failAll(e);
+      return;
     }
     const slot = p.find(r.seqid);
     if (slot < 0) {
@@ -482,7 +440,6 @@ export class ClientConnection {
     socket.end();
     return closed;
   }
-
 }
 
 /** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */
