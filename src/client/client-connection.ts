@@ -46,8 +46,8 @@ import { METHOD_PEER_PING } from "../protocol/request.ts";
 import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { PeerHealth } from "./peer-health.ts";
-import { buildResult, replyError, strayException, unavailable } from "./results.ts";
-import { report, rethrowApart, settleError } from "./callbacks.ts";
+import { replyError, strayException, unavailable } from "./results.ts";
+import { report, settleError, settleReply } from "./callbacks.ts";
 import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
 import { CallTimeouts } from "./call-timeouts.ts";
 import { FirstCalls, isFirstCall } from "./first-calls.ts";
@@ -312,17 +312,7 @@ export class ClientConnection {
     const ok = r.outcome === REPLY_OK;
     const ping = this.settledPing(slot); // (cleared whatever the outcome: the slot is reused)
     if (!ok && !ping) this.health.counters.errors++;
-    try {
-      if (forward !== null) {
-        if (ok) forward(null, r.buffer, r.valueStart, r.valueLength, r.ttlRemainingMs);
-        else forward(replyError(method, r), null, 0, 0, -1);
-      } else if (waiter !== null) {
-        if (ok) waiter.resolve(buildResult(method, r));
-        else waiter.reject(replyError(method, r));
-      }
-    } catch (e) {
-      rethrowApart(e); // a callback's own bug: report it, but keep serving this connection
-    }
+    settleReply(forward, waiter, method, r, ok);
   }
 
   /**
