@@ -623,7 +623,7 @@ export class CacheClient {
     const slot = this.issue(conn, METHOD_PEER_PING, noFields);
     if (slot instanceof CacheError) return false;
     if (role === "revival") conn.revive(slot);
-    else if (role === "liveness") conn.markLiveness(slot);
+    else if (role === "liveness") conn.timeouts.markLiveness(slot);
     return conn.endCall(slot, null, waiter) === null;
   }
 
@@ -650,7 +650,7 @@ export class CacheClient {
       }
       if (target === null || target.timeouts.quietFor < this.timeoutTicks / 2) return; // (the node answered there lately)
     }
-    if (!target.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
+    if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }
 
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */

@@ -55,6 +55,11 @@ export class CallTimeouts {
   private quietTicks = 0;
   /** quiet: set by `sweep` when calls timed out and no reply came for over a timeout (see there). */
   quiet = false;
+  /**
+   * livenessSlot: the slot of a liveness ping on this connection while it is in flight
+   * (`markLiveness`; its outcome clears it: ClientConnection.settledPing), else -1.
+   */
+  livenessSlot = -1;
 
   constructor(
     private readonly conn: ClientConnection,
@@ -159,6 +164,20 @@ export class CallTimeouts {
       this.health.counters.errors++;
     }
     return counted && !unsent;
+  }
+
+  /**
+   * markLiveness marks the call begun in `slot` (a PeerPing the client encoded) as a liveness ping
+   * (CacheClient.pingLiveness): like the revival ping, its outcome counts neither as an error nor,
+   * when it times out, as a failure (the calls it asks for count theirs).
+   */
+  markLiveness(slot: number): void {
+    this.livenessSlot = slot;
+  }
+
+  /** livenessPinging tells whether a liveness ping is in flight on this connection. */
+  get livenessPinging(): boolean {
+    return this.livenessSlot >= 0;
   }
 
   /**

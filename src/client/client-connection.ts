@@ -102,8 +102,6 @@ export class ClientConnection {
   private served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
   revivalSlot = -1;
-  /** livenessSlot: the slot of a liveness ping on this connection while it is in flight (`markLiveness`), else -1. */
-  private livenessSlot = -1;
   /**
    * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
    * connection got before it served anything, if any.
@@ -201,20 +199,6 @@ export class ClientConnection {
    */
   revive(slot: number): void {
     this.revivalSlot = slot;
-  }
-
-  /**
-   * markLiveness marks the call begun in `slot` (a PeerPing the client encoded) as a liveness ping
-   * (CacheClient.pingLiveness): like the revival ping, its outcome counts neither as an error nor,
-   * when it times out, as a failure (the calls it asks for count theirs).
-   */
-  markLiveness(slot: number): void {
-    this.livenessSlot = slot;
-  }
-
-  /** livenessPinging tells whether a liveness ping is in flight on this connection. */
-  get livenessPinging(): boolean {
-    return this.livenessSlot >= 0;
   }
 
   /** resetBackoff lets the next call connect at once (the down-peer probe paces itself). */
@@ -321,7 +305,7 @@ export class ClientConnection {
    */
   settledPing(slot: number): boolean {
     if (slot === this.revivalSlot) this.revivalSlot = -1;
-    else if (slot === this.livenessSlot) this.livenessSlot = -1;
+    else if (slot === this.timeouts.livenessSlot) this.timeouts.livenessSlot = -1;
     else return false;
     return true;
   }
