@@ -40,11 +40,11 @@ import { CallWriter } from "../protocol/call-writer.ts";
 import { hostPort } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
-import type { ProtocolLimits } from "../protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
 import { METHOD_PEER_PING } from "../protocol/request.ts";
 import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
+import type { Endpoint } from "./client-options.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { replyError, strayException, unavailable } from "./results.ts";
 import { report, settleError, settleReply } from "./callbacks.ts";
@@ -59,21 +59,6 @@ export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 export interface CallSocket {
   write(data: Uint8Array, byteOffset: number, byteLength: number): number;
   end(): void;
-}
-
-export interface Endpoint {
-  host: string;
-  port: number;
-  connectTimeoutMs: number;
-  limits: ProtocolLimits;
-  /** authToken is sent (Auth) as the first call on every new connection. */
-  authToken?: string;
-  /** sender is sent in a PeerPing (INTRO_SEQID) right after, on every new connection (ClientOptions). */
-  sender?: string;
-  /** writeAtTurnEnd writes a turn's calls at its end rather than after each callback (ClientOptions). */
-  writeAtTurnEnd?: boolean;
-  /** tls dials with TLS (true: system CAs; ca: trust these PEM certificates). */
-  tls?: boolean | { ca?: string; serverName?: string };
 }
 
 export class ClientConnection {

@@ -22,7 +22,8 @@
 import type { Socket, SocketHandler } from "bun";
 import { hostPort } from "../bytes/bytes.ts";
 import { errorText } from "../protocol/errors.ts";
-import type { ClientConnection, Endpoint } from "./client-connection.ts";
+import type { ClientConnection } from "./client-connection.ts";
+import type { Endpoint } from "./client-options.ts";
 
 export const BACKOFF_BASE_MS = 20;
 export const BACKOFF_MAX_MS = 1_000;

@@ -13,7 +13,8 @@ import { CacheError, ERROR_CODE, protocolError } from "../protocol/errors.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, type ReplyReader } from "../protocol/reply-reader.ts";
 import { INTRO_SEQID, METHOD_AUTH, METHOD_PEER_PING } from "../protocol/request.ts";
 import { TYPE_STRING } from "../protocol/wire.ts";
-import type { CallSocket, ClientConnection, Endpoint } from "./client-connection.ts";
+import type { CallSocket, ClientConnection } from "./client-connection.ts";
+import type { Endpoint } from "./client-options.ts";
 import { CONN_OPEN } from "./dialer.ts";
 import { replyError } from "./results.ts";
 
