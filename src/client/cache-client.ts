@@ -8,11 +8,9 @@
 // round-robin over the rest (`pick`). Calls are pipelined (many in flight per connection, matched by seqid), and a
 // tick's calls leave in one socket.write per connection.
 //
-// Timeouts without a timer per call: one interval per client (running only while calls are in
-// flight) advances an integer tick every `timeoutMs / 10` ms (1 ms at least); a call remembers the
-// tick it was issued at and fails with PEER_UNAVAILABLE "timeout" once `timeoutTicks` ticks (the
-// timeout in whole ticks, 10 from 10 ms) have passed, i.e. between timeoutMs and timeoutMs + a
-// tick after it was issued. Its late reply is dropped.
+// Timeouts without a timer per call: one interval per client, running only while calls are in
+// flight, times them out and replaces a connection that answers nothing (TimeoutSweep,
+// timeout-sweep.ts).
 //
 // Health (PeerHealth): `maxFailures` consecutive failures of the application's calls (connect
 // errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
@@ -44,17 +42,12 @@ import {
 } from "../protocol/request.ts";
 import type { CallWriter } from "../protocol/call-writer.ts";
 import { ClientConnection } from "./client-connection.ts";
-import { type ClientOptions, type Endpoint, type PeerOption, delay, positive } from "./client-options.ts";
+import { type ClientOptions, type PeerOption, WRITES, delay, positive } from "./client-options.ts";
 import { report } from "./callbacks.ts";
 import type { ForwardCallback, Waiter } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable, valuesFor } from "./results.ts";
-import { hostPort } from "../bytes/bytes.ts";
-
-/** WRITES are the calls `pick` sends on the write connection, in their client and peer forms. */
-const WRITES: ReadonlySet<number> = new Set(
-  [METHOD_SET, METHOD_DELETE, METHOD_CLEAR, METHOD_SET_MULTI].flatMap((m) => [m, peerMethod(m)]).concat(METHOD_PEER_INVALIDATE),
-);
+import { TimeoutSweep } from "./timeout-sweep.ts";
 
 export type { ClientOptions, PeerOption } from "./client-options.ts";
 export type { ForwardCallback } from "./pending-calls.ts";
@@ -74,9 +67,6 @@ function textOf(bytes: Uint8Array): string | undefined {
   }
 }
 
-/** Sweep ticks per timeout (fewer when a tick would be under 1 ms); a call fails at the sweep timeoutTicks + 1 ticks after the one it was issued in. */
-const TIMEOUT_TICKS = 10;
-
 /** Test-only door to a client's connections (attach fake sockets, feed replies). */
 export const TEST_DOOR: unique symbol = Symbol("CacheClient test door");
 
@@ -84,28 +74,21 @@ export class CacheClient {
   readonly counters: ClientCounters;
   private readonly health: PeerHealth;
   private readonly conns: ClientConnection[] = [];
-  /** retired: connections replaced while calls were on them (`replace`), closed once those settle. */
-  private readonly retired: ClientConnection[] = [];
-  private readonly endpoint: Endpoint;
-  private readonly tickMs: number;
-  /** timeoutTicks: the timeout in whole ticks (TIMEOUT_TICKS, or fewer: a timeout of 11 ms is 6 ticks of 2 ms, not 10). */
-  private readonly timeoutTicks: number;
   private readonly probeIntervalMs: number;
   /** next is the next connection of `pick`'s round. */
   private next = 0;
   /** firstRead is the first connection of `pick`'s round: 1 with a write connection, else 0. */
   private readonly firstRead: number;
-  private tick = 0;
-  /** lateTicks: how old (in ticks) a late PeerGet may grow (0: none waits late; see loadWaitMs). */
-  private readonly lateTicks: number;
-  private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  /** timeouts: the sweep that times calls out, on every connection (timeout-sweep.ts). */
+  private readonly timeouts: TimeoutSweep;
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
   /** probeDelay is the wait before the next probe: it starts at a tenth of probeIntervalMs and doubles up to it. */
   private probeDelay = 0;
   private probing = false;
   // A probe that times out needs no reset of its own: a probe goes out only while the peer is
   // down, so its connection is otherwise quiet, and the sweep replaces (or resets) a connection
-  // that got no reply for over a whole timeout (`replace`); the next probe then connects anew.
+  // that got no reply for over a whole timeout (TimeoutSweep.replace); the next probe then
+  // connects anew.
   private readonly probeWaiter: Waiter = {
     resolve: () => (this.probing = false),
     reject: () => (this.probing = false),
@@ -129,19 +112,16 @@ export class CacheClient {
       writeAtTurnEnd: opts.writeAtTurnEnd,
     };
     this.probeIntervalMs = delay("probeIntervalMs", opts.probeIntervalMs ?? 500);
-    this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
-    this.timeoutTicks = Math.ceil(timeoutMs / this.tickMs);
     const loadWaitMs = opts.loadWaitMs ?? 0;
     if (!(Number.isSafeInteger(loadWaitMs) && loadWaitMs >= 0)) throw new RangeError(`ClientOptions.loadWaitMs must be an integer >= 0, got ${loadWaitMs}`);
-    this.lateTicks = loadWaitMs > 0 ? this.timeoutTicks + Math.ceil(loadWaitMs / this.tickMs) : 0;
     this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp(), () => this.onStillDown());
     this.counters = this.health.counters;
-    this.endpoint = endpoint;
     this.onHealth = opts.onHealth;
     this.health.onProtocolError = opts.onProtocolError;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
+    this.timeouts = new TimeoutSweep(this.conns, endpoint, this.health, this.firstRead, timeoutMs, loadWaitMs, (conn) => this.pingLiveness(conn));
   }
 
   /** isDown is true while the peer is marked down (calls reject at once). */
@@ -263,7 +243,7 @@ export class CacheClient {
     const conn = this.pick(false);
     const refused = conn.refusedNow;
     if (refused !== null) return this.deferError(done, refused);
-    const slot = conn.beginCall(METHOD_PEER_GET, this.tick);
+    const slot = conn.beginCall(METHOD_PEER_GET, this.timeouts.tick);
     if (slot < 0) return this.deferError(done, overloaded());
     const w = conn.calls;
     w.binary(1, group, 0, group.length);
@@ -271,16 +251,16 @@ export class CacheClient {
     const error = conn.endCall(slot, done, null);
     if (error !== null) return this.deferError(done, error);
     this.counters.calls++;
-    if (this.sweepTimer === null) this.startSweep();
+    if (!this.timeouts.running) this.timeouts.start();
   }
 
   /** close fails every pending call with PEER_UNAVAILABLE "client closed", stops timers and ends the connections. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.stopSweep();
+    this.timeouts.stop();
     this.stopProbe();
-    await Promise.all([...this.conns, ...this.retired.splice(0)].map((c) => c.close()));
+    await Promise.all([...this.conns, ...this.timeouts.retired.splice(0)].map((c) => c.close()));
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -288,7 +268,7 @@ export class CacheClient {
   }
 
   get [TEST_DOOR](): { connections: readonly ClientConnection[]; sweep(): void } {
-    return { connections: this.conns, sweep: () => this.sweep() };
+    return { connections: this.conns, sweep: () => this.timeouts.sweep() };
   }
 
   private deferError(done: ForwardCallback, error: CacheError): void {
@@ -334,13 +314,13 @@ export class CacheClient {
       return Promise.reject(error);
     }
     this.counters.calls++;
-    if (this.sweepTimer === null) this.startSweep();
+    if (!this.timeouts.running) this.timeouts.start();
     return waiter.promise;
   }
 
   /** issue begins a call on `conn` and encodes it; returns the slot or the refusal. */
   private issue(conn: ClientConnection, method: number, encode: (w: CallWriter) => void): number | CacheError {
-    const slot = conn.beginCall(method, this.tick);
+    const slot = conn.beginCall(method, this.timeouts.tick);
     if (slot < 0) return overloaded();
     try {
       encode(conn.calls);
@@ -398,95 +378,12 @@ export class CacheClient {
     return soonest;
   }
 
-  private startSweep(): void {
-    // The ticks stood still while nothing waited: what was last heard is at least half a timeout
-    // old now, so calls that wait unanswered get a liveness ping at the first sweep (else a node
-    // that stopped while the client was idle would have its late calls wait half a timeout more).
-    if (this.lateTicks > 0) for (const conn of this.conns) conn.timeouts.assumeQuiet(this.timeoutTicks / 2);
-    this.sweepTimer = setInterval(() => this.sweep(), this.tickMs);
-  }
-
-  private stopSweep(): void {
-    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
-  }
-
-  /**
-   * sweep advances the tick, times out overdue calls, and stops the timer when nothing waits.
-   * Late PeerGets wait on while their connection had a reply within a timeout; when such calls
-   * wait on a connection and half a timeout passes without a reply on it, a PeerPing asks
-   * (CallTimeouts' header, Late waits).
-   */
-  private sweep(): void {
-    const tick = ++this.tick;
-    let timedOut = false;
-    const conns = this.conns;
-    const retired = this.retired;
-    let quietest = Infinity;
-    for (const conn of conns) quietest = Math.min(quietest, conn.timeouts.noteSweep());
-    for (const old of retired) quietest = Math.min(quietest, old.timeouts.noteSweep());
-    const peerAlive = quietest <= this.timeoutTicks;
-    if (this.lateTicks > 0) for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
-    for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
-      if (conns[i]!.timeouts.quiet) this.replace(i);
-    }
-    if (retired.length > 0) {
-      // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
-      for (let i = retired.length - 1; i >= 0; i--) {
-        const old = retired[i]!;
-        if (old.pending.waiting > 0) continue;
-        retired.splice(i, 1);
-        void old.close(); // its calls have all settled
-      }
-    }
-    if (timedOut) this.health.failed(`calls to ${hostPort(this.endpoint.host, this.endpoint.port)} timed out`); // one failure per sweep (see CallTimeouts.sweep)
-    // Counted last: the callbacks of the calls failed above may have made new calls, on any
-    // connection (one swept already included), and each needs the timer for its timeout.
-    if (!this.waitingAnywhere()) this.stopSweep();
-  }
-
-  /** waitingAnywhere tells whether a call waits on any connection, retired ones included. */
-  private waitingAnywhere(): boolean {
-    for (const conn of this.conns) if (conn.pending.waiting > 0) return true;
-    for (const old of this.retired) if (old.pending.waiting > 0) return true;
-    return false;
-  }
-
-  /**
-   * replace handles connection `i`, which took no reply for over a whole timeout while its calls
-   * timed out (CallTimeouts.sweep: dead, or held by a slow call at the head of a node that
-   * answers each connection in order, a PeerGet that loads say). A fresh connection takes its
-   * place for new calls; the calls on it keep their own deadlines (their replies may still come)
-   * and it is closed once they have all settled. The write connection, and any connection with a
-   * write waiting on it, is reset instead, failing its calls: a write left waiting here would be
-   * answered, and applied, after writes sent later on the fresh connection, so pipelined writes
-   * would no longer apply in the order sent. (A write that fails so, like one that timed out, may
-   * still be applied by the node: CallTimeouts' header.) So is a connection while as many
-   * are retired already as the client has: a peer that answers nothing does not get more sockets
-   * than twice its share.
-   */
-  private replace(i: number): void {
-    const conn = this.conns[i]!;
-    conn.timeouts.quiet = false;
-    if (i < this.firstRead || conn.pending.waitingAny(WRITES) || this.retired.length >= this.conns.length) {
-      conn.drop("no reply on this connection within the timeout", false);
-      return;
-    }
-    this.retired.push(conn);
-    this.conns[i] = new ClientConnection(this.endpoint, this.health);
-    // It has heard nothing yet: no sign the node is there (`peerAlive`); a call that may wait late
-    // on it gets a liveness ping at the next sweep.
-    this.conns[i]!.timeouts.assumeQuiet(conn.timeouts.quietFor);
-  }
-
   private onDown(): void {
     report(this.onHealth, "down", this.health.lastFailure);
     // Connections holding unanswered calls are not to be trusted: reset them (the probe
     // reconnects). Not failures of the peer: it is down already, for the reason just reported.
     for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down", true, false);
-    for (const conn of this.retired.splice(0)) {
+    for (const conn of this.timeouts.retired.splice(0)) {
       conn.drop("peer marked down", true, false); // its calls fail as the others' do
       void conn.close();
     }
@@ -544,7 +441,7 @@ export class CacheClient {
   private revive(conn: ClientConnection): void {
     if (this.closed || this.health.down) return;
     if (!this.sendPeerPing(conn, IGNORE, "revival")) return;
-    if (this.sweepTimer === null) this.startSweep();
+    if (!this.timeouts.running) this.timeouts.start();
   }
 
   /**
@@ -581,7 +478,7 @@ export class CacheClient {
       for (const other of this.conns) {
         if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
       }
-      if (target === null || target.timeouts.quietFor < this.timeoutTicks / 2) return; // (the node answered there lately)
+      if (target === null || target.timeouts.quietFor < this.timeouts.timeoutTicks / 2) return; // (the node answered there lately)
     }
     if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }
@@ -593,7 +490,7 @@ export class CacheClient {
     conn.resetBackoff();
     if (!this.sendPeerPing(conn, this.probeWaiter)) return;
     this.probing = true;
-    if (this.sweepTimer === null) this.startSweep();
+    if (!this.timeouts.running) this.timeouts.start();
   }
 }
 

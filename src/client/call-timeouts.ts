@@ -1,5 +1,5 @@
 // CallTimeouts: the timeouts of one ClientConnection's calls, the connection's part of each of
-// its client's sweeps (CacheClient.sweep). No timer per call: a call remembers the tick it was issued
+// its client's sweeps (TimeoutSweep). No timer per call: a call remembers the tick it was issued
 // at (PendingCalls.issuedAt), and `sweep` fails those more than a timeout old, oldest first, with
 // PEER_UNAVAILABLE "timeout". It also keeps how long the connection has gone without a reply
 // (`replied`, set by each reply; `quietTicks`, counted at each sweep), which decides the late
@@ -139,7 +139,7 @@ export class CallTimeouts {
     // Calls (or a liveness ping) timed out and nothing at all came back on this connection for a
     // whole timeout: it is dead, or held by a slow call at its head (a node answers in order all
     // but PeerGet and PeerGetMulti; other connections to the peer may be fine, so the peer need
-    // not be marked down). The client replaces it (`quiet`: CacheClient.replace). Not a failure of
+    // not be marked down). The client replaces it (`quiet`: TimeoutSweep.replace). Not a failure of
     // its own: the client's sweep counts one already when calls of the application timed out.
     else if (sentOut && this.quietTicks > timeoutTicks) this.quiet = true;
     return counted;

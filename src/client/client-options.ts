@@ -5,6 +5,7 @@
 // `delay` for what a timer waits (at most MAX_TIMER_MS).
 
 import type { ProtocolLimits } from "../protocol/limits.ts";
+import { METHOD_CLEAR, METHOD_DELETE, METHOD_PEER_INVALIDATE, METHOD_SET, METHOD_SET_MULTI, peerMethod } from "../protocol/request.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
 
 export interface ClientOptions {
@@ -69,6 +70,14 @@ export interface ClientOptions {
    */
   onProtocolError?: (reason: string) => void;
 }
+
+/**
+ * WRITES are the calls `pick` sends on the write connection (`writeConnection`), in their client
+ * and peer forms; a connection with one waiting is reset rather than replaced (TimeoutSweep.replace).
+ */
+export const WRITES: ReadonlySet<number> = new Set(
+  [METHOD_SET, METHOD_DELETE, METHOD_CLEAR, METHOD_SET_MULTI].flatMap((m) => [m, peerMethod(m)]).concat(METHOD_PEER_INVALIDATE),
+);
 
 export interface PeerOption {
   /** Use the peer variant of the method (PeerGet, …): served by that node only, never forwarded. */

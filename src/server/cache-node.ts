@@ -256,7 +256,7 @@ export class CacheNode {
     const logger = deps.logger ?? new Logger(config.logLevel, config.logJson);
     // The node's own connections to its peers need descriptors too (known here for --peers; a
     // peers file or DNS may list more later: FD_RESERVE covers a few), up to twice
-    // --peer-connections each while quiet ones are replaced (CacheClient.replace).
+    // --peer-connections each while quiet ones are replaced (TimeoutSweep.replace).
     const peerFds = Math.max(0, (config.peers?.length ?? 1) - 1) * config.peerConnections * 2;
     config.maxConnections = fitConnections(config.maxConnections, openFilesLimit(), logger, peerFds);
     const clustered = isClustered(config);

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
+import type { TimeoutSweep } from "../../src/client/timeout-sweep.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { StubServer, getReply, multiReply, rejection } from "./support.ts";
@@ -131,8 +132,8 @@ describe("client options a timer waits for", () => {
 
 describe("a small timeoutMs", () => {
   test.each([[5, 1, 5], [11, 2, 6], [15, 2, 8], [1000, 100, 10]])("%p ms is %p ms ticks × %p, not 10 ticks whatever their length (11 ms failed after 22–24 ms)", (timeoutMs, tickMs, ticks) => {
-    const c = new CacheClient({ host: "127.0.0.1", port: 1, timeoutMs }) as unknown as { tickMs: number; timeoutTicks: number; close(): unknown };
-    expect([c.tickMs, c.timeoutTicks]).toEqual([tickMs, ticks]);
+    const c = new CacheClient({ host: "127.0.0.1", port: 1, timeoutMs }) as unknown as { timeouts: TimeoutSweep; close(): unknown };
+    expect([c.timeouts.tickMs, c.timeouts.timeoutTicks]).toEqual([tickMs, ticks]);
     c.close();
   });
 });
