@@ -14,11 +14,9 @@
 //
 // Health (PeerHealth): `maxFailures` consecutive failures of the application's calls (connect
 // errors, lost connections, timeouts; not a node's refusal of a connection over its limit, nor a
-// failed revival ping of a connection backing off: ClientConnection) mark the peer down: calls then reject at once with PEER_UNAVAILABLE "peer is down"
-// (nothing is queued), connections holding timed-out calls are reset, and an unref'd timer sends
-// a PeerPing after `probeIntervalMs` / 10, then at twice the last wait, up to every
-// `probeIntervalMs`. Any reply (normally the probe's; even an error reply or an UNKNOWN_METHOD
-// exception from an older server — the peer answered) marks it up.
+// failed revival ping of a connection backing off: ClientConnection) mark the peer down: calls then
+// reject at once with PEER_UNAVAILABLE "peer is down" (nothing is queued) until a reply marks it
+// up; meanwhile a probe asks (PeerPings, peer-pings.ts).
 //
 // Hot path: `forwardGet` writes a PeerGet for key bytes in place and hands the raw value bytes to
 // a callback. Per call it takes a slot from the connection's PendingCalls pool and appends to the
@@ -43,11 +41,11 @@ import {
 import type { CallWriter } from "../protocol/call-writer.ts";
 import { ClientConnection } from "./client-connection.ts";
 import { type ClientOptions, type PeerOption, WRITES, delay, positive } from "./client-options.ts";
-import { report } from "./callbacks.ts";
-import type { ForwardCallback, Waiter } from "./pending-calls.ts";
+import type { ForwardCallback } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable, valuesFor } from "./results.ts";
 import { TimeoutSweep } from "./timeout-sweep.ts";
+import { PeerPings } from "./peer-pings.ts";
 
 export type { ClientOptions, PeerOption } from "./client-options.ts";
 export type { ForwardCallback } from "./pending-calls.ts";
@@ -74,28 +72,15 @@ export class CacheClient {
   readonly counters: ClientCounters;
   private readonly health: PeerHealth;
   private readonly conns: ClientConnection[] = [];
-  private readonly probeIntervalMs: number;
   /** next is the next connection of `pick`'s round. */
   private next = 0;
   /** firstRead is the first connection of `pick`'s round: 1 with a write connection, else 0. */
   private readonly firstRead: number;
   /** timeouts: the sweep that times calls out, on every connection (timeout-sweep.ts). */
   private readonly timeouts: TimeoutSweep;
-  private probeTimer: ReturnType<typeof setTimeout> | null = null;
-  /** probeDelay is the wait before the next probe: it starts at a tenth of probeIntervalMs and doubles up to it. */
-  private probeDelay = 0;
-  private probing = false;
-  // A probe that times out needs no reset of its own: a probe goes out only while the peer is
-  // down, so its connection is otherwise quiet, and the sweep replaces (or resets) a connection
-  // that got no reply for over a whole timeout (TimeoutSweep.replace); the next probe then
-  // connects anew.
-  private readonly probeWaiter: Waiter = {
-    resolve: () => (this.probing = false),
-    reject: () => (this.probing = false),
-  };
+  /** pings: the client's own PeerPings (the down-peer probe, revivals, liveness) and its health reports (peer-pings.ts). */
+  private readonly pings: PeerPings;
   private closed = false;
-  private readonly onHealth: ClientOptions["onHealth"];
-  private healthReportedAt = -Infinity;
 
   constructor(opts: ClientOptions) {
     if (!(Number.isInteger(opts.port) && opts.port > 0 && opts.port <= 65535)) throw new RangeError(`CacheClient: port must be 1..65535, got ${opts.port}`);
@@ -111,17 +96,17 @@ export class CacheClient {
       tls: opts.tls,
       writeAtTurnEnd: opts.writeAtTurnEnd,
     };
-    this.probeIntervalMs = delay("probeIntervalMs", opts.probeIntervalMs ?? 500);
+    const probeIntervalMs = delay("probeIntervalMs", opts.probeIntervalMs ?? 500);
     const loadWaitMs = opts.loadWaitMs ?? 0;
     if (!(Number.isSafeInteger(loadWaitMs) && loadWaitMs >= 0)) throw new RangeError(`ClientOptions.loadWaitMs must be an integer >= 0, got ${loadWaitMs}`);
-    this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.onDown(), () => this.onUp(), () => this.onStillDown());
+    this.health = new PeerHealth(positive("maxFailures", opts.maxFailures ?? 3), () => this.pings.onDown(), () => this.pings.onUp(), () => this.pings.onStillDown());
     this.counters = this.health.counters;
-    this.onHealth = opts.onHealth;
     this.health.onProtocolError = opts.onProtocolError;
     for (let i = 0; i < connections; i++) this.conns.push(new ClientConnection(endpoint, this.health));
     this.firstRead = opts.writeConnection === true && connections > 1 ? 1 : 0;
     this.next = this.firstRead;
-    this.timeouts = new TimeoutSweep(this.conns, endpoint, this.health, this.firstRead, timeoutMs, loadWaitMs, (conn) => this.pingLiveness(conn));
+    this.timeouts = new TimeoutSweep(this.conns, endpoint, this.health, this.firstRead, timeoutMs, loadWaitMs, (conn) => this.pings.pingLiveness(conn));
+    this.pings = new PeerPings(this.conns, this.health, this.timeouts, probeIntervalMs, opts.onHealth, (conn, method, encode) => this.issue(conn, method, encode), () => this.closed);
   }
 
   /** isDown is true while the peer is marked down (calls reject at once). */
@@ -259,7 +244,7 @@ export class CacheClient {
     if (this.closed) return;
     this.closed = true;
     this.timeouts.stop();
-    this.stopProbe();
+    this.pings.stop();
     await Promise.all([...this.conns, ...this.timeouts.retired.splice(0)].map((c) => c.close()));
   }
 
@@ -339,17 +324,17 @@ export class CacheClient {
 
   /**
    * pick returns the usable connection with the fewest calls waiting, round-robin among equals,
-   * skipping ones backing off after a failure (it revives those whose backoff is over: `revive`).
-   * A node serves each connection in order, so a call that waits long there (a PeerGet that
-   * loads, up to --load-timeout) holds up the calls behind it on its connection: fewest-waiting
-   * sends the next calls around it. With a write connection (`writeConnection`), a write gets the
-   * first and the reads go to the others: that is for a node's calls to its peers, where a PeerSet
-   * behind a loading PeerGet timed out here and was still applied there seconds later, over newer
-   * writes.
+   * skipping ones backing off after a failure (it revives those whose backoff is over:
+   * PeerPings.revive). A node serves each connection in order, so a call that waits long there (a
+   * PeerGet that loads, up to --load-timeout) holds up the calls behind it on its connection:
+   * fewest-waiting sends the next calls around it. With a write connection (`writeConnection`), a
+   * write gets the first and the reads go to the others: that is for a node's calls to its peers,
+   * where a PeerSet behind a loading PeerGet timed out here and was still applied there seconds
+   * later, over newer writes.
    */
   private pick(write: boolean): ClientConnection {
     const conns = this.conns;
-    for (let i = 0; i < conns.length; i++) if (conns[i]!.revivable) this.revive(conns[i]!);
+    for (let i = 0; i < conns.length; i++) if (conns[i]!.revivable) this.pings.revive(conns[i]!);
     const n = conns.length;
     const from = this.firstRead;
     if (write && from === 1 && conns[0]!.usable) return conns[0]!;
@@ -377,132 +362,7 @@ export class CacheClient {
     for (let i = from; i < n; i++) if (conns[i]!.backoffEndsAt < soonest.backoffEndsAt) soonest = conns[i]!;
     return soonest;
   }
-
-  private onDown(): void {
-    report(this.onHealth, "down", this.health.lastFailure);
-    // Connections holding unanswered calls are not to be trusted: reset them (the probe
-    // reconnects). Not failures of the peer: it is down already, for the reason just reported.
-    for (const conn of this.conns) if (conn.pending.abandoned > 0) conn.drop("peer marked down", true, false);
-    for (const conn of this.timeouts.retired.splice(0)) {
-      conn.drop("peer marked down", true, false); // its calls fail as the others' do
-      void conn.close();
-    }
-    if (this.probeTimer === null && !this.closed) {
-      // A node that restarts is back within a fraction of a second: the first probes come sooner
-      // than the interval, then back off to it.
-      this.probeDelay = this.probeIntervalMs / PROBE_SPEEDUP;
-      this.scheduleProbe();
-    }
-  }
-
-  private scheduleProbe(): void {
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = null;
-      if (this.closed || !this.health.down) return;
-      this.probeDelay = Math.min(this.probeDelay * 2, this.probeIntervalMs);
-      try {
-        this.probe();
-      } finally {
-        // (the probe may have ended it: a reply at once marks the peer up)
-        if (!this.closed && this.health.down && this.probeTimer === null) this.scheduleProbe();
-      }
-    }, this.probeDelay);
-    this.probeTimer.unref();
-  }
-
-  /**
-   * onStillDown passes on a new reason the peer fails while down (a node refusing connections,
-   * then back with a certificate this client refuses), at most once per STILL_DOWN_REPORT_MS.
-   */
-  private onStillDown(): void {
-    const now = performance.now();
-    if (now - this.healthReportedAt < STILL_DOWN_REPORT_MS) return; // (a later failure tries again)
-    this.healthReportedAt = now;
-    this.health.reportedFailure = this.health.lastFailure;
-    report(this.onHealth, "still down", this.health.lastFailure);
-  }
-
-  private onUp(): void {
-    report(this.onHealth, "up", "");
-    this.stopProbe();
-    // The probe reconnected one connection; the others reconnect now too.
-    for (const conn of this.conns) {
-      conn.resetBackoff();
-      if (conn.revivable) this.revive(conn);
-    }
-  }
-
-  /**
-   * revive reconnects a connection backing off, its backoff over, with a PeerPing
-   * (ClientConnection.revive): its reply (any but a refusal of the connection) makes the
-   * connection usable again, so no call of the application is risked on a node that still
-   * refuses connections. `pick` calls it, so an idle client does not knock on a full node.
-   */
-  private revive(conn: ClientConnection): void {
-    if (this.closed || this.health.down) return;
-    if (!this.sendPeerPing(conn, IGNORE, "revival")) return;
-    if (!this.timeouts.running) this.timeouts.start();
-  }
-
-  /**
-   * sendPeerPing sends a PeerPing on `conn` (not counted in `calls`), its outcome to `waiter`; a
-   * "revival" or "liveness" ping is marked so on the connection (ClientConnection.revive,
-   * markLiveness). False when it could not be sent.
-   */
-  private sendPeerPing(conn: ClientConnection, waiter: Waiter, role: "probe" | "revival" | "liveness" = "probe"): boolean {
-    const slot = this.issue(conn, METHOD_PEER_PING, noFields);
-    if (slot instanceof CacheError) return false;
-    if (role === "revival") conn.revive(slot);
-    else if (role === "liveness") conn.timeouts.markLiveness(slot);
-    return conn.endCall(slot, null, waiter) === null;
-  }
-
-  private stopProbe(): void {
-    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
-    this.probeTimer = null;
-  }
-
-  /**
-   * pingLiveness asks whether `conn`, where calls that may wait late wait unanswered, still answers:
-   * a PeerPing on it (counted neither in `calls` nor, if it times out, as a failure: the calls
-   * count theirs), unless one is in flight there. Its answer lets them wait past the timeout;
-   * none within a timeout fails them and gets the connection replaced (CallTimeouts.sweep).
-   * A connection the node may be holding in order (`mayBeHeld`) cannot answer before its loads
-   * end: the ping goes on another connection, which tells that the node is there (`peerAlive`).
-   */
-  private pingLiveness(conn: ClientConnection): void {
-    if (this.closed || this.health.down) return;
-    let target: ClientConnection | null = conn;
-    if (conn.timeouts.mayBeHeld()) {
-      target = null;
-      for (const other of this.conns) {
-        if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
-      }
-      if (target === null || target.timeouts.quietFor < this.timeouts.timeoutTicks / 2) return; // (the node answered there lately)
-    }
-    if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
-  }
-
-  /** probe sends one PeerPing (not counted as a call) unless one is in flight. */
-  private probe(): void {
-    if (this.probing || this.closed) return;
-    const conn = this.conns[0]!;
-    conn.resetBackoff();
-    if (!this.sendPeerPing(conn, this.probeWaiter)) return;
-    this.probing = true;
-    if (!this.timeouts.running) this.timeouts.start();
-  }
 }
-
-function noFields(): void {}
-
-/** STILL_DOWN_REPORT_MS: a peer's new reason for failing while down is passed on at most this often. */
-const STILL_DOWN_REPORT_MS = 30_000;
-/** PROBE_SPEEDUP: the first probe of a peer marked down comes after probeIntervalMs / PROBE_SPEEDUP. */
-const PROBE_SPEEDUP = 10;
-
-/** IGNORE takes the outcome of a revival ping: its effect is on the connection (usable again, or backing off more). */
-const IGNORE: Waiter = { resolve() {}, reject() {} };
 
 /** writeTtl writes `ttl` (whole seconds, rounded up) and, when given, the exact `ttlMs`. */
 function writeTtl(w: CallWriter, id: number, ttlMs: number | undefined): void {

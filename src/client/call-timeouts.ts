@@ -20,7 +20,7 @@
 // within a timeout: else a slow load would be given up at the timeout and loaded again by the
 // caller, a load per member instead of one, and counted as a failure of a peer that works. The
 // client keeps the connection answering while such calls wait: a PeerPing on it once it has been
-// quiet for half a timeout (`needsLiveness`, CacheClient.pingLiveness), which a node answers at
+// quiet for half a timeout (`needsLiveness`, PeerPings.pingLiveness), which a node answers at
 // once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
 // other connections prove nothing about this one: a half-open socket, or a connection the node
 // holds behind a stuck call, would keep its calls, and every new one, waiting the whole load wait.
@@ -169,7 +169,7 @@ export class CallTimeouts {
 
   /**
    * markLiveness marks the call begun in `slot` (a PeerPing the client encoded) as a liveness ping
-   * (CacheClient.pingLiveness): like the revival ping, its outcome counts neither as an error nor,
+   * (PeerPings.pingLiveness): like the revival ping, its outcome counts neither as an error nor,
    * when it times out, as a failure (the calls it asks for count theirs).
    */
   markLiveness(slot: number): void {

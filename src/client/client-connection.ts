@@ -26,7 +26,7 @@
 // the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
 // backing off is not `usable` (the client gives its calls to the others) until it has served a
 // reply again: once its backoff has passed, the client's next call also sends a PeerPing on it
-// (`revive`, CacheClient), so it reconnects without risking a call of the application. A revival
+// (`revive`, PeerPings), so it reconnects without risking a call of the application. A revival
 // that fails only backs off more: it is not counted toward marking the peer down, nor as an error
 // (down detection is the application's calls' and the down-peer probe's).
 //

@@ -73,7 +73,7 @@ export interface ClientOptions {
 
 /**
  * WRITES are the calls `pick` sends on the write connection (`writeConnection`), in their client
- * and peer forms; a connection with one waiting is reset rather than replaced (TimeoutSweep.replace).
+ * and peer forms; a connection with one waiting is reset, not replaced (TimeoutSweep.replace).
  */
 export const WRITES: ReadonlySet<number> = new Set(
   [METHOD_SET, METHOD_DELETE, METHOD_CLEAR, METHOD_SET_MULTI].flatMap((m) => [m, peerMethod(m)]).concat(METHOD_PEER_INVALIDATE),

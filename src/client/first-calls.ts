@@ -38,7 +38,7 @@ export class FirstCalls {
     private readonly endpoint: Endpoint,
   ) {}
 
-  /** send writes the first calls on `socket`, just attached: Auth (with a token), then the intro PeerPing (with a sender). */
+  /** send writes the first calls on `socket`, just attached: Auth, then the intro PeerPing (as configured). */
   send(socket: CallSocket): void {
     this.firstCalls = 0;
     if (this.endpoint.authToken !== undefined) this.sendAuth(socket, this.endpoint.authToken);

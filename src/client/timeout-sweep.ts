@@ -36,7 +36,7 @@ export class TimeoutSweep {
 
   /**
    * `conns` are the client's connections (`replace` swaps one in place), `firstRead` the first of
-   * them that is not the write connection; `pingLiveness` is the client's (CacheClient.pingLiveness).
+   * them that is not the write connection; `pingLiveness` sends a liveness ping (PeerPings').
    */
   constructor(
     private readonly conns: ClientConnection[],
