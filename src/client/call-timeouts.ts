@@ -149,7 +149,8 @@ export class CallTimeouts {
    * timeOut times out the waiting or late call `slot`: its frame is added to `t.cut` when
    * `unsent` (the output is cut once the sweep has them all), else it is abandoned (its late reply
    * will be dropped); its caller goes to `t`, to be told after. Returns whether it counts as a
-   * timeout of a sent call of the application's (not a ping of the client's own: `settledPing`).
+   * timeout of a sent call of the application's (not a ping of the client's own:
+   * ClientConnection.settledPing).
    */
   private timeOut(slot: number, unsent: boolean, t: TimedOut): boolean {
     const p = this.conn.pending;

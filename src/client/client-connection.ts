@@ -85,7 +85,7 @@ export class ClientConnection {
    * is a failure to back off from, even with no call in flight.
    */
   private served = false;
-  /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`), else -1. */
+  /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`; read by CallTimeouts.sweep), else -1. */
   revivalSlot = -1;
   /**
    * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
@@ -138,7 +138,7 @@ export class ClientConnection {
     this.pending.release(slot);
   }
 
-  /** attach adopts an already connected socket (tests; the connect path uses onOpen). */
+  /** attach adopts an already connected socket (tests; a connect attempt's comes from Dialer.onOpen). */
   attach(socket: CallSocket): void {
     this.socket = socket;
     this.state = CONN_OPEN;

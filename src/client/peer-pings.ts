@@ -134,7 +134,7 @@ export class PeerPings {
   /**
    * sendPeerPing sends a PeerPing on `conn` (not counted in `calls`), its outcome to `waiter`; a
    * "revival" or "liveness" ping is marked so on the connection (ClientConnection.revive,
-   * markLiveness). False when it could not be sent.
+   * CallTimeouts.markLiveness). False when it could not be sent.
    */
   private sendPeerPing(conn: ClientConnection, waiter: Waiter, role: "probe" | "revival" | "liveness" = "probe"): boolean {
     const slot = this.issue(conn, METHOD_PEER_PING, noFields);
