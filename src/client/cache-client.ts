@@ -1,12 +1,13 @@
 // CacheClient: the public TypeScript client of a MyBunCache node, and what nodes call peers with.
 //
 // A client talks to ONE node over `connections` long-lived framed strict-binary connections
-// (ClientConnection), opened lazily on the first call and reopened with backoff. Calls are spread
-// round-robin (an open connection is preferred over one that is reconnecting); with
-// `writeConnection` (a node's clients of its peers) writes (Set, Delete, Clear, SetMulti,
-// PeerInvalidate, and their Peer forms) go on the first connection and the other calls
-// round-robin over the rest (`pick`). Calls are pipelined (many in flight per connection, matched by seqid), and a
-// tick's calls leave in one socket.write per connection.
+// (ClientConnection), opened lazily on the first call and reopened with backoff. A call goes on
+// the usable connection with the fewest calls waiting, looked at round-robin from after the last
+// one picked (when every one backs off, the one whose backoff ends first); with `writeConnection`
+// (a node's clients of its peers) writes (Set, Delete, Clear, SetMulti, PeerInvalidate, and their
+// Peer forms) go on the first connection and the other calls over the rest (`pick`). Calls are
+// pipelined (many in flight per connection, matched by seqid), and a tick's calls leave in one
+// socket.write per connection.
 //
 // Timeouts without a timer per call: one interval per client, running only while calls are in
 // flight, times them out and replaces a connection that answers nothing (TimeoutSweep,
