@@ -24,6 +24,7 @@
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText, setError } from "../protocol/errors.ts";
 import { MIB, SET_OK, SET_REJECTED, Store, type StoreOptions, sixtyFourthOf } from "../store/store.ts";
+import { GroupCounters } from "./group-counters.ts";
 import { DEFAULT_MAX_LOADS, LoadBound } from "./load-bound.ts";
 import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
@@ -77,26 +78,6 @@ export interface GroupOptions {
    * invalidations are sent once, not retried: a copy that missed one is stale for at most this.
    */
   mirrorTtlMs?: number;
-}
-
-/** GroupCounters are the group's running totals (groupcache's vocabulary), a plain struct of numbers. */
-export class GroupCounters {
-  gets = 0; // Get calls and GetMulti keys looked up (a key owned elsewhere too: see countRouted)
-  hits = 0; // of those, served from the store (or the mirror)
-  misses = 0; // of those, not in the store (or expired), or forwarded to their owner
-  loads = 0; // misses that went to the loader path (gets - hits, with a loader)
-  loadsDeduped = 0; // loader calls actually made (loads after singleflight)
-  localLoads = 0; // loader calls that returned a value
-  localLoadErrs = 0; // loader calls that threw, crashed or were refused
-  loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
-  notFound = 0; // loader calls that answered "not found"
-  loadsAhead = 0; // of `loads`, started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts)
-  loadsRefused = 0; // of `loads`, refused OVERLOADED: as many loads under way as the bound allows (GroupOptions.loads)
-  negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
-  admissionsRejected = 0; // loaded values not stored by LRU-K admission
-  sets = 0; // Set calls and SetMulti entries stored
-  setErrors = 0; // Set calls and SetMulti entries refused, not stored (too large, no memory, not admitted, bad ttl, key too long)
-  deletes = 0; // Delete calls that removed a live item
 }
 
 /** Loaded is the outcome of a load: the value, and how long it lives in the cache (-1 = no expiry). */
