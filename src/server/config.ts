@@ -9,7 +9,7 @@ import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limi
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { totalmem } from "node:os";
-import type { AdmissionPolicy } from "../cluster/group.ts";
+import type { AdmissionPolicy } from "../cluster/group-options.ts";
 import { DEFAULT_MAX_LOADS } from "../cluster/load-bound.ts";
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
 import { memberAddress } from "../cluster/membership.ts";
