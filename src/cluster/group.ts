@@ -29,6 +29,7 @@ import type { AdmissionPolicy, GroupOptions } from "./group-options.ts";
 import { DEFAULT_MAX_LOADS, LoadBound } from "./load-bound.ts";
 import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
+import { TooLargeKeys, tooLargeError } from "./too-large-keys.ts";
 import { WriteStamps } from "./write-stamps.ts";
 
 /** Loaded is the outcome of a load: the value, and how long it lives in the cache (-1 = no expiry). */
@@ -68,16 +69,6 @@ export type LoadKind = typeof LOAD_IN_TURN | typeof LOAD_AHEAD | typeof LOAD_AGA
 export const DEFAULT_MULTI_LOAD_WINDOW = 32;
 /** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
 const STALE_FLIGHT_TIMEOUTS = 4;
-/** MAX_TOO_LARGE bounds how many refused oversized keys a group remembers (Group.tooLarge). */
-const MAX_TOO_LARGE = 1024;
-
-/** tooLargeError is the answer to a load whose value the store cannot hold (`bytes`: its size, when known). */
-function tooLargeError(bytes?: number): CacheError {
-  return new CacheError(
-    ERROR_CODE.VALUE_TOO_LARGE,
-    bytes === undefined ? "the loader's value is larger than the max item size" : `the loader returned ${bytes} bytes, more than the max item size`,
-  );
-}
 
 export class Group {
   readonly name: string;
@@ -110,11 +101,9 @@ export class Group {
   private readonly flights = new Singleflight<Loaded>();
   /**
    * tooLarge remembers, by flight key, the keys whose loaded value was refused as larger than the
-   * max item size, until the time (store clock, ms) it maps to: `negativeTtlMs` after the refusal.
-   * The store cannot hold such an entry (a negative item would answer NOT_FOUND); at most
-   * MAX_TOO_LARGE keys, the oldest forgotten first.
+   * max item size, for `negativeTtlMs` after the refusal (too-large-keys.ts).
    */
-  private readonly tooLarge = new Map<string, number>();
+  private readonly tooLarge: TooLargeKeys;
   /**
    * loading holds a ticket per load under way, by flight key. A write of the key (or a clear of the
    * group) while the loader runs makes its ticket stale: what the loader read is then older than
@@ -157,6 +146,7 @@ export class Group {
     const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, sixtyFourthOf(mirrorMemory));
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK, maxItemSize: mirrorItem }) : undefined;
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
+    this.tooLarge = new TooLargeKeys(this.store);
   }
 
   /** nameIs tells whether buf[start, start+len) is this group's name (bytes compared, no string). */
@@ -269,13 +259,9 @@ export class Group {
     }
     // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
     const flightKey = latin1Key(keyBytes);
-    if (this.tooLarge.size > 0 && this.pruneTooLarge() > 0) {
-      const until = this.tooLarge.get(flightKey);
-      // (its own time checked too: the prune relies on the order, which a clock stepped back breaks)
-      if (until !== undefined && until > this.store.clock()) {
-        this.counters.negativeHits++;
-        return Promise.reject(tooLargeError());
-      }
+    if (this.tooLarge.remembers(flightKey)) {
+      this.counters.negativeHits++;
+      return Promise.reject(tooLargeError());
     }
     if (kind !== LOAD_AGAIN) this.counters.loads++;
     if (kind === LOAD_AHEAD) this.store.noteAccess(keyBytes, 0, keyBytes.length);
@@ -366,29 +352,15 @@ export class Group {
    */
   written(key: Uint8Array, off: number, len: number): void {
     this.writtenHash(this.store.hashOf(key, off, len));
-    if (this.tooLarge.size > 0) this.pruneTooLarge();
+    if (this.tooLarge.size > 0) this.tooLarge.prune();
     if (this.loading.size === 0 && this.tooLarge.size === 0) return;
     const flightKey = latin1Key(key.subarray(off, off + len));
-    this.tooLarge.delete(flightKey);
+    this.tooLarge.forget(flightKey);
     const ticket = this.loading.get(flightKey);
     if (ticket === undefined) return;
     ticket.stale = true;
     this.loading.delete(flightKey);
     this.flights.forget(flightKey);
-  }
-
-  /**
-   * pruneTooLarge forgets the refusals whose time is up and returns how many are left. Entries
-   * are kept in expiry order (one TTL for the group, a refreshed entry re-inserted last), so the
-   * expired ones are at the front.
-   */
-  private pruneTooLarge(): number {
-    const now = this.store.clock();
-    for (const [key, until] of this.tooLarge) {
-      if (until > now) break;
-      this.tooLarge.delete(key);
-    }
-    return this.tooLarge.size;
   }
 
   /**
@@ -418,12 +390,7 @@ export class Group {
       // limit, a peer's answer its caller refuses). Not storable either: the refusal is kept
       // for the negative TTL instead, so a hot key does not call the loader on every Get.
       this.counters.localLoadErrs++;
-      if (this.negativeTtlMs > 0 && !skip) {
-        const flightKey = latin1Key(key);
-        if (this.tooLarge.size >= MAX_TOO_LARGE && !this.tooLarge.has(flightKey)) this.tooLarge.delete(this.tooLarge.keys().next().value!);
-        this.tooLarge.delete(flightKey); // re-inserted last: the newest
-        this.tooLarge.set(flightKey, this.store.clock() + this.negativeTtlMs);
-      }
+      if (this.negativeTtlMs > 0 && !skip) this.tooLarge.remember(latin1Key(key), this.negativeTtlMs);
       throw tooLargeError(size);
     }
     this.counters.localLoads++;

@@ -6,6 +6,7 @@ import { describe, expect, spyOn, test } from "bun:test";
 import { join } from "node:path";
 import { Group } from "../../src/cluster/group.ts";
 import type { LoadResult } from "../../src/cluster/loader.ts";
+import type { TooLargeKeys } from "../../src/cluster/too-large-keys.ts";
 import { LoaderPool } from "../../src/loaders/loader-pool.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { MIB, SET_OK, SET_TOO_LARGE } from "../../src/store/store.ts";
@@ -290,7 +291,7 @@ describe("Group read-through", () => {
   test("expired refusals are dropped by the next write, so writes stop paying for them", async () => {
     let now = 1_000;
     const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 100, store: { maxItemSize: 4096, clock: () => now }, loader: () => "x".repeat(5000) });
-    const remembered = () => (g as unknown as { tooLarge: Map<string, number> }).tooLarge.size;
+    const remembered = () => (g as unknown as { tooLarge: TooLargeKeys }).tooLarge.size;
     await failure(g.get("a"));
     now += 50;
     await failure(g.get("b"));
