@@ -20,55 +20,26 @@
  * each caller that waited that long, while the load goes on: callers that come later join it (the
  * loader is not called again), and its late value still fills the cache when it comes. A load
  * still unanswered after four timeouts may be replaced by a new one (a stuck loader call).
+ *
+ * Group keeps the hit path (`lookup`, `held`), the writes, the mirror's copy decisions and the
+ * ring purges; the miss path is load-path.ts (LoadPath: singleflight, the loads under way, their
+ * timeouts and outcomes, the remembered too-large refusals of too-large-keys.ts), the write
+ * tracking behind copy tickets write-stamps.ts, the options group-options.ts and the counters
+ * group-counters.ts.
  */
-import { latin1Key } from "../bytes/bytes.ts";
-import { CacheError, ERROR_CODE, errorText, setError } from "../protocol/errors.ts";
-import { MIB, SET_OK, SET_REJECTED, Store, sixtyFourthOf } from "../store/store.ts";
+import { CacheError, ERROR_CODE, setError } from "../protocol/errors.ts";
+import { MIB, SET_OK, Store, sixtyFourthOf } from "../store/store.ts";
 import { GroupCounters } from "./group-counters.ts";
 import type { AdmissionPolicy, GroupOptions } from "./group-options.ts";
 import { DEFAULT_MAX_LOADS, LoadBound } from "./load-bound.ts";
-import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
-import { Singleflight } from "./singleflight.ts";
-import { TooLargeKeys, tooLargeError } from "./too-large-keys.ts";
+import { LOAD_IN_TURN, LoadPath, type LoadKind, type Loaded } from "./load-path.ts";
+import type { Loader } from "./loader.ts";
 import { WriteStamps } from "./write-stamps.ts";
 
-/** Loaded is the outcome of a load: the value, and how long it lives in the cache (-1 = no expiry). */
-export interface Loaded {
-  value: Uint8Array;
-  ttlRemainingMs: number;
-  /** stale: the key was written while the loader ran; the value must not be kept anywhere. */
-  stale?: boolean;
-}
-
 const utf8 = new TextEncoder();
-/**
- * KEY_DECODER gives loaders the key as sent: `ignoreBOM` keeps a leading byte-order mark, and
- * `fatal` refuses bytes that are not UTF-8 instead of turning them into U+FFFD, which would hand
- * the loader another key's name (two such keys would load, and cache, the same value).
- */
-const KEY_DECODER = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
-/** NOT_UTF8 is the answer to a load of a key that is not UTF-8 (a Thrift string must be). */
-const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
-/**
- * How a Get's load counts (`Group.load`): LOAD_IN_TURN, at its turn: one `loads`, and its fill is
- * the Get's LRU-K access of the key (a caller joining a load under way notes its own). LOAD_AHEAD,
- * started before its turn (server/look-ahead.ts): one `loads`, the access noted when it starts,
- * whatever the load comes to; it runs within the group's `loadsAhead` bound. LOAD_AGAIN, done at
- * its turn because the load ahead's answer could not be used (a write heard of since, a load
- * made stale or refused OVERLOADED): no `loads`, no access; both were counted ahead. The fills of
- * the last two only check the count, so one Get is one access: a key is not admitted after one
- * Get because its load was done twice.
- */
-export const LOAD_IN_TURN = 0;
-export const LOAD_AHEAD = 1;
-export const LOAD_AGAIN = 2;
-export type LoadKind = typeof LOAD_IN_TURN | typeof LOAD_AHEAD | typeof LOAD_AGAIN;
-
 /** DEFAULT_MULTI_LOAD_WINDOW: loads one GetMulti runs at once, unless the group says otherwise. */
 export const DEFAULT_MULTI_LOAD_WINDOW = 32;
-/** STALE_FLIGHT_TIMEOUTS: after this many load timeouts an unanswered flight may be replaced. */
-const STALE_FLIGHT_TIMEOUTS = 4;
 
 export class Group {
   readonly name: string;
@@ -98,27 +69,17 @@ export class Group {
    * instead of returning it, as the purge will.
    */
   readonly purging: { owns: (key: Uint8Array, off: number, len: number) => boolean; next: number }[] = [];
-  private readonly flights = new Singleflight<Loaded>();
   /**
-   * tooLarge remembers, by flight key, the keys whose loaded value was refused as larger than the
-   * max item size, for `negativeTtlMs` after the refusal (too-large-keys.ts).
-   */
-  private readonly tooLarge: TooLargeKeys;
-  /**
-   * loading holds a ticket per load under way, by flight key. A write of the key (or a clear of the
-   * group) while the loader runs makes its ticket stale: what the loader read is then older than
-   * the cache's state, so its outcome goes to the callers that asked before the write but is not
-   * stored, and later callers start a new load (see `written`).
-   */
-  private readonly loading = new Map<string, { stale: boolean }>();
-  /**
-   * The same for the mirror, whose copies come from forwarded Gets rather than loads, and for the
-   * answers kept ahead of their Get's turn: the writes this group has heard of (`written`: its
-   * own, those forwarded through this node, the owners' PeerInvalidate). A forwarded Get takes
-   * `copyTicket()` when it is sent; its answer may fill the mirror only if `mayCopy` says no write
-   * of its key came since (write-stamps.ts).
+   * stamps do what the load path's tickets do for loads (load-path.ts: a write makes what was
+   * read before it stale) for the mirror, whose copies come from forwarded Gets rather than loads,
+   * and for the answers kept ahead of their Get's turn: the writes this group has heard of
+   * (`written`: its own, those forwarded through this node, the owners' PeerInvalidate). A
+   * forwarded Get takes `copyTicket()` when it is sent; its answer may fill the mirror only if
+   * `mayCopy` says no write of its key came since (write-stamps.ts).
    */
   private readonly stamps = new WriteStamps();
+  /** loadPath is the miss path: singleflight, the loads under way, their timeouts and outcomes (load-path.ts). */
+  private readonly loadPath: LoadPath;
 
   constructor(opts: GroupOptions) {
     if (opts.name.length === 0) throw new RangeError("a group needs a name");
@@ -146,7 +107,7 @@ export class Group {
     const mirrorItem = Math.min(opts.store?.maxItemSize ?? MIB, sixtyFourthOf(mirrorMemory));
     this.mirror = mirrorMemory > 0 ? new Store({ ...opts.store, memory: mirrorMemory, admissionK, maxItemSize: mirrorItem }) : undefined;
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 0;
-    this.tooLarge = new TooLargeKeys(this.store);
+    this.loadPath = new LoadPath(this);
   }
 
   /** nameIs tells whether buf[start, start+len) is this group's name (bytes compared, no string). */
@@ -241,107 +202,14 @@ export class Group {
    * false (a key this node loads for an unreachable owner) the outcome is not stored in the
    * group, unless a caller that does store joined the flight first. A key that is not UTF-8 is
    * INVALID_ARGUMENT, and the loader is not called. A value larger than the max item size is
-   * VALUE_TOO_LARGE (remembered for the negative TTL: see `tooLarge`). A load of a key not under
+   * VALUE_TOO_LARGE (remembered for the negative TTL: too-large-keys.ts). A load of a key not under
    * way while `loads` has no room is OVERLOADED (joining one under way never is). `kind` says how the load is
    * counted (LOAD_IN_TURN and the others); a load ahead (LOAD_AHEAD) counts against the group's
    * `loadsAhead` until its flight settles, if it started one: the flight keeps its loader place
    * past this caller's timeout (a flight joined takes none).
    */
   load(key: Uint8Array, off: number, len: number, cache = true, kind: LoadKind = LOAD_IN_TURN): Promise<Loaded> {
-    const loader = this.loader;
-    if (loader === undefined) return Promise.reject(new CacheError(ERROR_CODE.NOT_FOUND, "key not found"));
-    const keyBytes = key.slice(off, off + len);
-    let keyString: string;
-    try {
-      keyString = KEY_DECODER.decode(keyBytes); // a leading U+FEFF is part of the key
-    } catch {
-      return Promise.reject(new CacheError(ERROR_CODE.INVALID_ARGUMENT, NOT_UTF8));
-    }
-    // Flights are keyed by the bytes (latin1 spelling, lossless, as everywhere keys are named).
-    const flightKey = latin1Key(keyBytes);
-    if (this.tooLarge.remembers(flightKey)) {
-      this.counters.negativeHits++;
-      return Promise.reject(tooLargeError());
-    }
-    if (kind !== LOAD_AGAIN) this.counters.loads++;
-    if (kind === LOAD_AHEAD) this.store.noteAccess(keyBytes, 0, keyBytes.length);
-    // A load of a key not under way takes a place of the node's bound, or is refused: the Maps
-    // keyed by flight key hold no more keys than it (load-bound.ts). Joining one costs nothing.
-    if (!this.loads.room && !this.flights.has(flightKey)) {
-      this.counters.loadsRefused++;
-      return Promise.reject(new CacheError(ERROR_CODE.OVERLOADED, `${this.loads.max} loads under way: try again later`));
-    }
-    const flight = this.flights.do(flightKey, () => this.loadOnce(loader, keyString, keyBytes, flightKey, cache, kind === LOAD_IN_TURN));
-    // A caller joining a load under way is an access too: LRU-K must see that the key is wanted
-    // by more than one caller, or a key read by a thousand callers at once would not be admitted.
-    if (flight.joined) {
-      if (kind === LOAD_IN_TURN) this.store.noteAccess(keyBytes, 0, keyBytes.length);
-    } else {
-      this.loads.track(flight.promise);
-      this.bound(flightKey, flight.promise);
-      if (kind === LOAD_AHEAD) this.loadsAhead.track(flight.promise);
-    }
-    // The timeout is each caller's, not the flight's: a slow loader keeps its one flight (callers
-    // that come later join it, and its value fills the cache when it comes) instead of being
-    // called again by every caller that timed out before it answered.
-    return withTimeout(flight.promise, this.loadTimeoutMs, () => {
-      this.counters.loadTimeouts++;
-      return new CacheError(ERROR_CODE.LOAD_FAILED, `loader timed out after ${this.loadTimeoutMs} ms`);
-    });
-  }
-
-  /**
-   * bound lets a new call replace a flight still unanswered after STALE_FLIGHT_TIMEOUTS load
-   * timeouts (a loader stuck on a lost connection would otherwise hold its key forever); the old
-   * call may still answer, and its value is stored as any late value is.
-   */
-  private bound(flightKey: string, flight: Promise<Loaded>): void {
-    const ms = this.loadTimeoutMs * STALE_FLIGHT_TIMEOUTS;
-    if (!(ms > 0) || ms === Infinity) return;
-    const timer = setTimeout(() => this.flights.forgetIf(flightKey, flight), Math.min(ms, MAX_TIMER_MS));
-    timer.unref?.();
-    flight.then(() => clearTimeout(timer), () => clearTimeout(timer));
-  }
-
-  // loadOnce runs inside the flight. It looks at the store again first: between a caller's miss
-  // and its flight starting, an earlier flight for the same key may have finished, filled the
-  // store and left the flight table:
-  //   1. caller A misses the store;
-  //   2. flight F (started by caller B) stores the value and removes itself;
-  //   3. caller A finds no flight and starts a new one.
-  // Without this check step 3 would call the loader a second time for a value the cache holds.
-  // `counts`: its fill is its caller's LRU-K access (LoadKind).
-  private async loadOnce(loader: Loader, keyString: string, key: Uint8Array, flightKey: string, cache: boolean, counts: boolean): Promise<Loaded> {
-    const id = this.held(key, 0, key.length);
-    if (id >= 0) {
-      if (this.store.isNegative(id)) throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
-      return { value: this.store.valueView(id).slice(), ttlRemainingMs: this.store.ttlRemaining(id) };
-    }
-    this.counters.loadsDeduped++;
-    const ticket = { stale: false };
-    // An older load of the key still running (its flight was replaced as stuck, or a Clear came
-    // between) is superseded by this one: whatever it brings back is older.
-    const older = this.loading.get(flightKey);
-    if (older !== undefined) older.stale = true;
-    this.loading.set(flightKey, ticket);
-    const done = (): void => {
-      if (this.loading.get(flightKey) === ticket) this.loading.delete(flightKey);
-    };
-    const call = Promise.resolve().then(() => loader(keyString)).then(toValue);
-    const settled = call.then(
-      (value) => {
-        done();
-        const loaded = this.store1(key, value, ticket.stale || !cache, counts);
-        if (ticket.stale) loaded.stale = true;
-        return loaded;
-      },
-      (e: unknown) => {
-        done();
-        this.counters.localLoadErrs++;
-        throw e instanceof CacheError ? e : new CacheError(ERROR_CODE.LOAD_FAILED, errorText(e));
-      },
-    );
-    return settled;
+    return this.loadPath.load(key, off, len, cache, kind);
   }
 
   /**
@@ -352,55 +220,7 @@ export class Group {
    */
   written(key: Uint8Array, off: number, len: number): void {
     this.writtenHash(this.store.hashOf(key, off, len));
-    if (this.tooLarge.size > 0) this.tooLarge.prune();
-    if (this.loading.size === 0 && this.tooLarge.size === 0) return;
-    const flightKey = latin1Key(key.subarray(off, off + len));
-    this.tooLarge.forget(flightKey);
-    const ticket = this.loading.get(flightKey);
-    if (ticket === undefined) return;
-    ticket.stale = true;
-    this.loading.delete(flightKey);
-    this.flights.forget(flightKey);
-  }
-
-  /**
-   * store1 caches one loader outcome and turns it into the callers' answer; with `skip` (the key
-   * was written or the group cleared while the loader ran, or the load is not to be cached) it is
-   * answered but not cached. `counts`: the fill is an LRU-K access of the key (LoadKind).
-   */
-  private store1(key: Uint8Array, loaded: Uint8Array | string | null, skip: boolean, counts: boolean): Loaded {
-    // A key present now was written while the loader ran (a load starts only on a miss): that
-    // write is newer than what the loader read, so it wins and the loaded value is not stored.
-    const written = this.held(key, 0, key.length);
-    if (written >= 0 && !this.store.isNegative(written)) {
-      return { value: this.store.valueView(written).slice(), ttlRemainingMs: this.store.ttlRemaining(written) };
-    }
-    if (loaded === null) {
-      this.counters.notFound++;
-      if (this.negativeTtlMs > 0 && !skip) this.store.setNegative(key, 0, key.length, this.negativeTtlMs);
-      throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
-    }
-    // A string takes 1 to 3 bytes of UTF-8 per UTF-16 unit, so one longer than the store takes is
-    // refused without being encoded, only measured (a loader's 100 MB string was encoded, up to
-    // 300 MB, to be refused): `value` is then null.
-    const value = typeof loaded !== "string" ? loaded : this.store.fits(key.length, loaded.length) ? utf8.encode(loaded) : null;
-    const size = value !== null ? value.length : Buffer.byteLength(loaded as string, "utf8");
-    if (value === null || !this.store.fits(key.length, size)) {
-      // Served, it would pass the limits every other path keeps (a Get's reply past the frame
-      // limit, a peer's answer its caller refuses). Not storable either: the refusal is kept
-      // for the negative TTL instead, so a hot key does not call the loader on every Get.
-      this.counters.localLoadErrs++;
-      if (this.negativeTtlMs > 0 && !skip) this.tooLarge.remember(latin1Key(key), this.negativeTtlMs);
-      throw tooLargeError(size);
-    }
-    this.counters.localLoads++;
-    const ttl = this.defaultTtlMs;
-    if (skip) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
-    const r = this.admission === "always"
-      ? this.store.set(key, 0, key.length, value, 0, value.length, ttl)
-      : this.store.fill(key, 0, key.length, value, 0, value.length, ttl, counts);
-    if (r === SET_REJECTED) this.counters.admissionsRejected++;
-    return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
+    this.loadPath.written(key, off, len);
   }
 
   // ---- The embeddable API (strings or bytes; allocates) ----
@@ -525,10 +345,7 @@ export class Group {
   /** allWritten makes every load under way stale (none may fill the group or its mirror). */
   allWritten(): void {
     this.stamps.allWritten();
-    for (const ticket of this.loading.values()) ticket.stale = true;
-    this.loading.clear();
-    this.flights.clear();
-    this.tooLarge.clear();
+    this.loadPath.allWritten();
   }
 
   /** stats returns the group's counters and its store's figures. */
@@ -542,24 +359,6 @@ export class Group {
       evictions: s.evictions,
     };
   }
-}
-
-/** withTimeout settles like `p`, or rejects with `onTimeout()` after `ms` (p keeps running). */
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  if (!(ms > 0) || ms === Infinity) return p;
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), Math.min(ms, MAX_TIMER_MS));
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
 }
 
 /** Groups is a node's table of groups, found by name bytes without building a string. */

@@ -19,7 +19,7 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * toValue checks a loader's value: bytes and a string as they are, absent as null. The group
- * encodes a string (UTF-8) once its length does not prove it too large already (Group.store1).
+ * encodes a string (UTF-8) once its length does not prove it too large already (LoadPath.store1).
  */
 export function toValue(result: unknown): Uint8Array | string | null {
   if (result === null || result === undefined) return null;

@@ -24,7 +24,8 @@
  * It settles once every load it started has, so nothing it started reads the request after its
  * reply is written (the connection then decodes its next call into the same Request).
  */
-import type { Group, Loaded } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
+import type { Loaded } from "../cluster/load-path.ts";
 import { compareBytes, sortedByBytes } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { getMultiEntryBytes } from "../protocol/reply-writer.ts";

@@ -45,7 +45,8 @@
  * connections hold (`bytes`; `onBytes` tells the server when they grow).
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
-import { type Group, LOAD_AHEAD } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
+import { LOAD_AHEAD } from "../cluster/load-path.ts";
 import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 

@@ -291,7 +291,7 @@ describe("Group read-through", () => {
   test("expired refusals are dropped by the next write, so writes stop paying for them", async () => {
     let now = 1_000;
     const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 100, store: { maxItemSize: 4096, clock: () => now }, loader: () => "x".repeat(5000) });
-    const remembered = () => (g as unknown as { tooLarge: TooLargeKeys }).tooLarge.size;
+    const remembered = () => (g as unknown as { loadPath: { tooLarge: TooLargeKeys } }).loadPath.tooLarge.size;
     await failure(g.get("a"));
     now += 50;
     await failure(g.get("b"));
