@@ -24,7 +24,8 @@
  * Prints inputs/s and the outcome counts; on a violation prints the seed, the session index and
  * the session's input as hex, and exits 1. The same seed replays the same run.
  */
-import { Group, Groups } from "../src/cluster/group.ts";
+import { Group } from "../src/cluster/group.ts";
+import { Groups } from "../src/cluster/groups.ts";
 import { CacheError, ProtocolError } from "../src/protocol/errors.ts";
 import { resolveLimits } from "../src/protocol/limits.ts";
 import { ProtocolConnection } from "../src/protocol/protocol-connection.ts";

@@ -12,7 +12,8 @@
  * JavaScript per request; the difference to what a profile of the node shows under load is what
  * the kernel's work between events costs the CPU caches (bench/RESULTS.md, session 7).
  */
-import { Group, Groups } from "../src/cluster/group.ts";
+import { Group } from "../src/cluster/group.ts";
+import { Groups } from "../src/cluster/groups.ts";
 import { DEFAULT_LIMITS } from "../src/protocol/limits.ts";
 import { ProtocolConnection } from "../src/protocol/protocol-connection.ts";
 import { CallRuns } from "../src/server/call-runs.ts";

@@ -11,7 +11,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Group, Groups } from "../src/cluster/group.ts";
+import { Group } from "../src/cluster/group.ts";
+import { Groups } from "../src/cluster/groups.ts";
 import { Snapshotter, type SnapshotLogger } from "../src/server/snapshot.ts";
 
 const N = Number(process.argv[2] ?? 1_000_000);

@@ -12,7 +12,8 @@
 import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
-import { DEFAULT_MULTI_LOAD_WINDOW, Group, Groups } from "../cluster/group.ts";
+import { DEFAULT_MULTI_LOAD_WINDOW, Group } from "../cluster/group.ts";
+import { Groups } from "../cluster/groups.ts";
 import { LoadBound } from "../cluster/load-bound.ts";
 import type { Loader } from "../cluster/loader.ts";
 import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";

@@ -33,7 +33,7 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Groups } from "../cluster/group.ts";
+import type { Groups } from "../cluster/groups.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
 import { noteMember, type Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";

@@ -46,7 +46,8 @@
  * lists are module scratch, which is safe because serving is synchronous.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Groups } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
+import type { Groups } from "../cluster/groups.ts";
 import type { Prefetches } from "./prefetch.ts";
 import type { FrameReader } from "../protocol/frame-reader.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";

@@ -22,7 +22,8 @@
  * not-found keys are left out of the map, and a load failure fails the whole call with its CacheError.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Groups } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
+import type { Groups } from "../cluster/groups.ts";
 import { type Loaded, LOAD_AGAIN, LOAD_IN_TURN, type LoadKind } from "../cluster/load-path.ts";
 import { APP_ERROR, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";

@@ -30,7 +30,8 @@
  * lengths) is read with `peekCalls` in the current chunk only, plain Gets only.
  */
 import type { Cluster } from "../cluster/cluster.ts";
-import type { Group, Groups } from "../cluster/group.ts";
+import type { Group } from "../cluster/group.ts";
+import type { Groups } from "../cluster/groups.ts";
 import { readI32 } from "../bytes/bytes.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";

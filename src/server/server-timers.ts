@@ -9,7 +9,7 @@
  *   replies the client has left untaken for SEND_STALL_MS, are closed (`closeIdle`); a request
  *   answered counts as traffic (`servedNow`).
  */
-import type { Groups } from "../cluster/group.ts";
+import type { Groups } from "../cluster/groups.ts";
 import type { Connection } from "./connection.ts";
 import type { ServerOptions } from "./server-options.ts";
 import type { ServerCounters } from "./server-counters.ts";

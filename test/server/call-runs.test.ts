@@ -7,7 +7,8 @@
  */
 import { expect, test } from "bun:test";
 import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { DEFAULT_LIMITS, type ProtocolLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";

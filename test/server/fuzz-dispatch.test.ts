@@ -19,7 +19,8 @@
  * Replay a failure with TEST_SEED=<seed from the test name>.
  */
 import { describe, expect, test } from "bun:test";
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
 import { resolveLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";

@@ -3,7 +3,8 @@
  * the probe's sensitivity depends on the heap's size, which the rest of a test run inflates.
  * Prints one JSON line: for each case, whether a collection happened during the loop.
  */
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { dispatch, type DispatchContext } from "../../src/server/dispatch.ts";

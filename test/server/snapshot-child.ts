@@ -9,7 +9,8 @@
  * (checked between the write's slices), so the parent can kill it inside a write.
  */
 import { statSync } from "node:fs";
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { Snapshotter } from "../../src/server/snapshot.ts";
 
 const path = process.argv[2]!;

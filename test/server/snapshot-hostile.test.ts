@@ -9,7 +9,8 @@ import { execFileSync } from "node:child_process";
 import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MIN_BLOCK_ITEM_BYTES, Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import {

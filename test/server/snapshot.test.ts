@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
-import { Group, Groups } from "../../src/cluster/group.ts";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import { BLOCK_HEADER_BYTES, BlockWriter, HEADER_BYTES, TRAILER_BYTES, encodeHeader, encodeTrailer } from "../../src/server/snapshot-format.ts";
 import { MAX_SAME_HASH } from "../../src/store/hash-index.ts";
