@@ -9,7 +9,7 @@
  * while); the pool (`BeatWatch`) terminates a thread whose count has not moved for the stop time,
  * and counts a replacement thread ready once it beats. A thread that never begins to beat (its
  * import awaits a database that is down) is terminated too, after a bound of the pool's own
- * (LoaderPool's `checkImport`). (The pool's threads wait for work on their event loop, not in
+ * (LoaderThreads' `checkImport`). (The pool's threads wait for work on their event loop, not in
  * `Atomics.wait`, so an idle thread beats too: LoaderPool sets tinypool's `useAtomics: false`.)
  *
  * The table is one SharedArrayBuffer of Int32 words, three per thread slot: the thread's id, its

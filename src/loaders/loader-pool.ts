@@ -25,16 +25,10 @@
  * Failures, all as CacheError:
  *  - the loader throws/rejects, or returns a wrong type → LOAD_FAILED with its message
  *    (a value from the worker, see loader-worker.ts);
- *  - the worker dies during the load → LOAD_FAILED "loader worker crashed: ...". tinypool
- *    handles a thread's 'error' event (uncaught error) itself: it fails the thread's tasks,
- *    drops it and starts a replacement. It does NOT listen for 'exit', so after a
- *    `process.exit()` in a loader the task would wait forever on a dead thread. We watch every
- *    worker's 'exit': a worker that exits while tinypool still counts it as live died on its
- *    own, and we re-emit the exit as an 'error' on it, which makes tinypool do its usual
- *    recovery. Each death is counted once and logged through `logger.error`. Workers are looked
- *    for after each task is run too: once a worker died as it started, tinypool starts one per
- *    task it runs instead of replacing the dead, and none for a task it already holds: with no
- *    thread left while loads wait in its queue, the pool makes it start them (`restartThreads`);
+ *  - the worker dies during the load → LOAD_FAILED "loader worker crashed: ...". The death is
+ *    counted once, logged through `logger.error`, and the thread replaced, though tinypool does
+ *    not watch a thread's 'exit' (a `process.exit()` in a loader) nor always replace the dead
+ *    (loader-threads.ts: LoaderThreads keeps the threads);
  *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed";
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
@@ -56,7 +50,8 @@ import { fileURLToPath } from "node:url";
 import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
-import { BEAT_MS, BeatWatch, newBeatTable } from "./heartbeat.ts";
+import { BEAT_MS, newBeatTable } from "./heartbeat.ts";
+import { LoaderThreads, type PoolSide, ReplacedThread } from "./loader-threads.ts";
 
 import type { LoadResult } from "../cluster/loader.ts";
 
@@ -95,20 +90,8 @@ export interface LoaderPoolCounters {
   stopped: number; // loads stopped after stopAfterMs (abandoned, or their blocked thread terminated)
 }
 
-type PoolWorker = Tinypool["threads"][number];
-
 const WORKER_FILE = fileURLToPath(new URL("./loader-worker.ts", import.meta.url));
 const TINYPOOL_QUEUE_ERRORS = new Set(["Task queue is at limit", "No task queue available and all Workers are busy"]);
-
-/**
- * ReplacedThread is the error a thread's loads fail with when the pool terminates it: it stopped
- * beating (`blocked`), or as many of its loads got stuck as it has places.
- */
-class ReplacedThread extends Error {
-  constructor(message: string, readonly why: string) {
-    super(message);
-  }
-}
 
 /** Load is a load accepted and not answered: waiting for a place (LoaderPool.waiting) or handed to tinypool (LoaderPool.started). */
 interface Load {
@@ -122,17 +105,6 @@ interface Load {
 const CHECK_MS = 1000;
 /** CLOSE_WAIT_MS bounds how long `close` waits for the threads to exit (one blocked in a native call cannot). */
 const CLOSE_WAIT_MS = 1000;
-/**
- * MIN_BLOCKED_MS: a thread counts as blocked only after this long without a beat, however short
- * the stop time (beats and checks come every BEAT_MS or more: a few ms would catch healthy ones).
- */
-const MIN_BLOCKED_MS = 10 * BEAT_MS;
-/**
- * MAX_IMPORT_MS caps how long a thread may import the module before it is replaced: the bound
- * doubles with each thread replaced so (`checkImport`), and would otherwise grow without end
- * while a database the import awaits stays down.
- */
-const MAX_IMPORT_MS = 60_000;
 
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
@@ -149,42 +121,26 @@ export class LoaderPool {
   readonly capacity: number;
   private readonly logger: LoaderPoolLogger;
   private readonly pool: Tinypool;
-  private readonly watched = new WeakSet<PoolWorker>();
-  private readonly dead = new WeakSet<PoolWorker>();
-  private lastCrash: unknown = null;
   /** inFlight counts loads accepted and not settled (started or waiting). */
   private inFlight = 0;
 
   /** started are the loads handed to tinypool and not answered yet, the places they take. */
   private readonly started = new Set<Load>();
-  /** places is how many loads run at once (threads * concurrency); readyPlaces, those on threads known ready. */
+  /** places is how many loads run at once (threads * concurrency); those on threads known ready are LoaderThreads.readyPlaces. */
   private readonly places: number;
-  private readyPlaces: number;
   private readonly threads: number;
-  private readonly concurrency: number;
-  /** recountTimer: armed while a replaced thread may not be ready yet (`recount`). */
-  private recountTimer: ReturnType<typeof setTimeout> | null = null;
   /** waiting are the loads accepted beyond `places`, oldest first. */
   private readonly waiting: Load[] = [];
-  /** blockedAfterMs: a thread that has not beaten for this long is blocked (stopAfterMs, MIN_BLOCKED_MS at least). */
-  private readonly blockedAfterMs: number;
   /**
    * overdueMs: a started load not answered this long after its stop time is stopped by the pool
    * (`stopOverdue`). By then its thread answered it, or was judged blocked: a check sees a beat
-   * stop within a check interval and finds it blocked blockedAfterMs later, within another.
+   * stop within a check interval and finds it blocked blockedAfterMs (LoaderThreads) later, within another.
    */
   private readonly overdueMs: number;
-  /** importing holds each thread not yet seen to have imported the module, with when it was first seen. */
-  private readonly importing = new WeakMap<PoolWorker, number>();
-  /** importAfterMs: a thread importing the module for this long is replaced (`checkImport`). */
-  private importAfterMs: number;
-  /** replaced holds each thread `replace` terminated that has not exited yet, with when (`canStart`). */
-  private readonly replaced = new Map<PoolWorker, number>();
-  /** restarting settles once threads `restartThreads` asked tinypool for are created. */
-  private restarting: Promise<void> = Promise.resolve();
   private closing: Promise<void> | null = null;
-  private readonly beats: BeatWatch;
   private readonly checkTimer: ReturnType<typeof setInterval>;
+  /** workers: the threads' lifecycle (crashes, replacements, restarts, ready places: loader-threads.ts). */
+  private readonly workers: LoaderThreads;
 
   /** open resolves and imports the loaders module, lists its loaders and starts the workers. */
   static async open(opts: LoaderPoolOptions): Promise<LoaderPool> {
@@ -222,17 +178,11 @@ export class LoaderPool {
     this.groups = Object.freeze(groups);
     this.known = new Set(groups);
     this.threads = threads;
-    this.concurrency = concurrency;
     this.places = threads * concurrency;
-    this.readyPlaces = this.places; // tinypool's first threads take tasks as soon as they boot
     this.capacity = this.places + queue;
     this.logger = logger;
-    this.blockedAfterMs = Math.max(stopAfterMs, MIN_BLOCKED_MS);
-    this.importAfterMs = this.blockedAfterMs;
     const checkMs = stopAfterMs > 0 ? Math.max(BEAT_MS, Math.min(CHECK_MS, stopAfterMs / 4)) : CHECK_MS;
-    this.overdueMs = this.blockedAfterMs + 2 * checkMs;
     const workerData: LoaderWorkerData = { module, stopAfterMs, beats: newBeatTable(threads) };
-    this.beats = new BeatWatch(workerData.beats);
     this.checkTimer = setInterval(() => this.check(), checkMs);
     this.checkTimer.unref?.();
     this.pool = new Tinypool({
@@ -246,16 +196,9 @@ export class LoaderPool {
       maxQueue: this.capacity + this.places, // backstop only; the bound is `capacity`, enforced in run()
       workerData,
     });
-    // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
-    // EventEmitter 'error' without a listener would throw). onWorkerError already logged it. An
-    // "Unexpected message" is the late answer of a thread `replace` terminated: tinypool failed
-    // that load already, as the pool meant it to.
-    this.pool.on("error", (err: unknown) => {
-      if (err === this.lastCrash) return;
-      if (this.replaced.size > 0 && errorText(err).startsWith("Unexpected message from Worker")) return;
-      this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
-    });
-    this.watchWorkers();
+    const side: PoolSide = { closing: () => this.closing !== null, running: () => this.started.size, startQueued: () => this.startQueued() };
+    this.workers = new LoaderThreads(this.pool, workerData.beats, side, module, logger, this.counters, threads, concurrency, this.places, stopAfterMs);
+    this.overdueMs = this.workers.blockedAfterMs + 2 * checkMs;
   }
 
   /** run loads `key` with the loader of `group` in a worker; it never waits for queue room. */
@@ -289,46 +232,12 @@ export class LoaderPool {
    * blockedAfterMs at most.
    */
   private canStart(): boolean {
-    const exiting = this.replaced.size > 0 && this.replacedExiting();
+    const exiting = this.workers.replaced.size > 0 && this.workers.replacedExiting();
     if (!exiting && this.pool.threads.length < this.threads) return true;
     const running = this.started.size;
     // While a terminated thread may still answer late, only a load that goes straight to a ready
     // thread with room (never into tinypool's queue) is started.
-    return this.pool.queueSize === 0 && (running < this.readyPlaces || (running === 0 && !exiting));
-  }
-
-  /** replacedExiting tells whether a thread `replace` terminated less than blockedAfterMs ago has not exited yet. */
-  private replacedExiting(): boolean {
-    const now = performance.now();
-    for (const at of this.replaced.values()) if (now - at < this.blockedAfterMs) return true;
-    return false;
-  }
-
-  /**
-   * lost takes a thread that died or is being terminated out of the ready places, until `recount`
-   * sees its replacement ready.
-   */
-  private lost(): void {
-    this.readyPlaces = Math.max(0, this.readyPlaces - this.concurrency);
-    if (this.recountTimer === null && this.closing === null) {
-      this.recountTimer = setTimeout(() => this.recount(), BEAT_MS);
-      this.recountTimer.unref?.();
-    }
-  }
-
-  /** recount counts the ready places again (threads that beat), starts queued loads, and goes on until all are ready. */
-  private recount(): void {
-    this.recountTimer = null;
-    if (this.closing !== null) return;
-    this.beats.look();
-    let ready = 0;
-    for (const worker of this.pool.threads) if (!this.dead.has(worker) && this.beats.imported(worker.threadId)) ready++;
-    this.readyPlaces = Math.min(this.places, ready * this.concurrency);
-    this.startQueued();
-    if (ready < this.threads) {
-      this.recountTimer = setTimeout(() => this.recount(), BEAT_MS);
-      this.recountTimer.unref?.();
-    }
+    return this.pool.queueSize === 0 && (running < this.workers.readyPlaces || (running === 0 && !exiting));
   }
 
   /** start hands `load` to tinypool; its outcome answers it (settle / fail), unless `stopOverdue` did first. */
@@ -357,20 +266,8 @@ export class LoaderPool {
     } catch (err) {
       running = Promise.reject(err);
     }
-    this.watchWorkers();
+    this.workers.watchWorkers();
     return running;
-  }
-
-  /**
-   * replace terminates `worker` (not a crash): tinypool fails its loads with `why`, drops it, and
-   * starts a new one (none if `worker` never got ready: see `restartThreads`).
-   */
-  private replace(worker: PoolWorker, why: ReplacedThread): void {
-    this.dead.add(worker); // onWorkerError / onWorkerExit leave it be
-    this.replaced.set(worker, performance.now());
-    this.lost();
-    this.lastCrash = why; // (with no load on it, tinypool reports it as a pool error: logged already)
-    worker.emit("error", why);
   }
 
   /**
@@ -440,10 +337,10 @@ export class LoaderPool {
    */
   private check(): void {
     try {
-      this.restartThreads();
+      this.workers.restartThreads();
       if (this.stopAfterMs > 0 && this.closing === null) {
         const now = performance.now();
-        this.checkThreads(now);
+        this.workers.checkThreads(now);
         this.stopOverdue(now);
       }
       this.startQueued();
@@ -452,82 +349,13 @@ export class LoaderPool {
     }
   }
 
-  /**
-   * checkThreads terminates the threads that have not beaten for blockedAfterMs (a synchronous
-   * loader blocks them), that hold as many stuck loads as places, or that have not imported the
-   * module in importAfterMs: tinypool fails their loads (as stopped, see `fail`) and starts
-   * replacements.
-   */
-  private checkThreads(now: number): void {
-    const beats = this.beats;
-    beats.look();
-    const live = new Set<number>();
-    let importsReplaced = false;
-    for (const worker of this.pool.threads) {
-      live.add(worker.threadId);
-      if (this.dead.has(worker)) continue;
-      if (this.importing.has(worker)) {
-        importsReplaced = this.checkImport(worker, now) || importsReplaced;
-        continue;
-      }
-      const stalled = beats.stalledFor(worker.threadId, now);
-      const stuck = beats.stuck(worker.threadId);
-      if (stalled >= this.blockedAfterMs) {
-        this.logger.warn("loader thread stopped: blocked", { module: this.module, thread: worker.threadId, ms: Math.round(stalled) });
-        this.replace(worker, new ReplacedThread(`loader thread blocked for ${Math.round(stalled)} ms`, "its thread was blocked"));
-      } else if (stuck >= this.concurrency) {
-        // As many loads of the thread are stuck, abandoned and still unsettled, as it has places:
-        // a client it holds (a database connection that never answers) may be wedged for good.
-        // A new thread starts afresh.
-        this.logger.warn("loader thread replaced: its loads keep getting stuck", { module: this.module, thread: worker.threadId, stuck });
-        this.replace(worker, new ReplacedThread(`${stuck} loads of the loader thread got stuck`, "its thread was replaced"));
-      }
-    }
-    // The next threads get twice as long: an import that is only slow gets through in the end.
-    if (importsReplaced) this.importAfterMs = Math.min(2 * this.importAfterMs, MAX_IMPORT_MS);
-    beats.forget(live);
-    this.watchWorkers();
-  }
-
-  /**
-   * checkImport replaces `worker` if it has imported the module for importAfterMs and more (a
-   * top-level await on a database that is down: the thread never beats, and never takes a load,
-   * so it would never be judged blocked); true if it did. A thread seen imported is judged by its
-   * beat from then on, and the bound is reset.
-   */
-  private checkImport(worker: PoolWorker, now: number): boolean {
-    if (this.beats.imported(worker.threadId)) {
-      this.importing.delete(worker);
-      this.importAfterMs = this.blockedAfterMs;
-      return false;
-    }
-    const ms = now - this.importing.get(worker)!;
-    if (ms < this.importAfterMs) return false;
-    this.logger.warn("loader thread replaced: it did not import the loaders module", { module: this.module, thread: worker.threadId, ms: Math.round(ms) });
-    this.replace(worker, new ReplacedThread(`loader thread did not import the loaders module in ${Math.round(ms)} ms`, "its thread could not import the loaders module"));
-    return true;
-  }
-
-  /**
-   * restartThreads makes tinypool start its threads again if it has none while loads wait in its
-   * queue: once a thread died (or was replaced) before it was ready, tinypool replaces no dead
-   * thread, and starts one only as a load is handed to it, so those would wait for the next.
-   */
-  private restartThreads(): void {
-    if (this.pool.threads.length > 0 || this.started.size === 0 || this.closing !== null) return;
-    this.restarting = this.pool.recycleWorkers().then(
-      () => this.watchWorkers(),
-      (err: unknown) => this.logger.error("loader threads not restarted", { module: this.module, error: errorText(err) }),
-    );
-  }
-
   /** close stops the workers; loads still running or waiting fail with LOAD_FAILED. */
   close(): Promise<void> {
     if (this.closing === null) {
       clearInterval(this.checkTimer);
-      if (this.recountTimer !== null) clearTimeout(this.recountTimer);
+      this.workers.stopRecount();
       // After the threads restartThreads asked for are created, so that none outlives the pool.
-      const destroyed = this.restarting.then(() => this.pool.destroy());
+      const destroyed = this.workers.restarting.then(() => this.pool.destroy());
       // A thread blocked in a native call (a slow synchronous query) exits only once the call
       // returns: it is waited for CLOSE_WAIT_MS at most, and the loads it holds then fail.
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -588,42 +416,6 @@ export class LoaderPool {
     this.counters.failed++;
     if (this.closing !== null) return new CacheError(ERROR_CODE.LOAD_FAILED, "loader pool closed");
     return new CacheError(ERROR_CODE.LOAD_FAILED, `loader worker crashed: ${message}`);
-  }
-
-  /** watchWorkers subscribes to the death of workers not seen yet (new ones replace the dead), and times their import. */
-  private watchWorkers(): void {
-    for (const worker of this.pool.threads) {
-      if (this.watched.has(worker)) continue;
-      this.watched.add(worker);
-      this.importing.set(worker, performance.now());
-      worker.on("error", (err: unknown) => this.onWorkerError(worker, err));
-      worker.on("exit", (code: number) => this.onWorkerExit(worker, code));
-    }
-  }
-
-  // Runs after tinypool's own 'error' listener (registered first): the worker is already dropped,
-  // its tasks failed, and its replacement started, so watchWorkers() finds the replacement.
-  private onWorkerError(worker: PoolWorker, err: unknown): void {
-    if (!this.dead.has(worker)) this.reportCrash(worker, err);
-    this.watchWorkers();
-  }
-
-  private onWorkerExit(worker: PoolWorker, code: number): void {
-    if (this.replaced.delete(worker)) this.startQueued(); // the loads it held back (canStart)
-    // A worker tinypool terminated itself (close) is no longer in pool.threads.
-    if (this.closing !== null || this.dead.has(worker) || !this.pool.threads.includes(worker)) return;
-    const err = new Error(`worker exited with code ${code}`);
-    this.reportCrash(worker, err);
-    worker.emit("error", err); // tinypool's recovery: fail its tasks, drop it, start a new one
-    this.watchWorkers();
-  }
-
-  private reportCrash(worker: PoolWorker, err: unknown): void {
-    this.dead.add(worker);
-    this.lost();
-    this.lastCrash = err;
-    this.counters.crashes++;
-    this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: errorText(err) });
   }
 }
 

@@ -9,7 +9,7 @@
  *    tinypool is about the infrastructure (queue full, worker death, close), and a loader error
  *    never depends on how a runtime structured-clones Error objects;
  *  - a worker death (`process.exit`, an uncaught error) is not answered at all; the pool notices
- *    it through the thread's events (see loader-pool.ts).
+ *    it through the thread's events (see loader-threads.ts).
  *
  * Results cross the thread boundary with one copy: a string is posted as a string; a Uint8Array
  * is copied into a buffer of its own, which is handed to tinypool with `Tinypool.move` (its
