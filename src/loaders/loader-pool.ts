@@ -4,9 +4,10 @@
  *
  * The module's named exports that are functions are the loaders, one per group of the same
  * name (`export async function users(key) {...}` serves group "users"). `open` imports the module
- * once in the main thread only to list them; the loads themselves run in the workers, each of
- * which imports the module once (loader-worker.ts). Exports that are not functions (and a
- * `default` export) are ignored with a warning; a module with no loader is an error.
+ * once in the main thread only to list them (loaders-module.ts, which checks the options too);
+ * the loads themselves run in the workers, each of which imports the module once
+ * (loader-worker.ts). Exports that are not functions (and a `default` export) are ignored with a
+ * warning; a module with no loader is an error.
  *
  * Bounds. All `threads` workers start at open and stay (minThreads = maxThreads, no idle exit).
  * Each runs up to `concurrency` loads at once (tinypool's concurrentTasksPerWorker): loaders are
@@ -44,42 +45,17 @@
  * Counters are a plain struct; `submitted = completed + failed + in flight` at all times. (A load
  * the pool stopped as overdue may still run later in a thread; its answer is dropped.)
  */
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 import { BEAT_MS, newBeatTable } from "./heartbeat.ts";
 import { LoaderThreads, type PoolSide, ReplacedThread } from "./loader-threads.ts";
+import { type LoaderPoolLogger, type LoaderPoolOptions, openModule } from "./loaders-module.ts";
 
 import type { LoadResult } from "../cluster/loader.ts";
 
 export type { LoadResult };
-
-/** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
-export interface LoaderPoolLogger {
-  warn(msg: string, f?: Record<string, unknown>): void;
-  error(msg: string, f?: Record<string, unknown>): void;
-}
-
-export interface LoaderPoolOptions {
-  /** Path of the loaders module, resolved against the current directory. */
-  module: string;
-  /** Worker threads (>= 1). */
-  threads: number;
-  /** Loads each thread runs at once (>= 1; default 1). */
-  concurrency?: number;
-  /** Loads that may wait for a thread (>= 0); more are refused with OVERLOADED. */
-  queue: number;
-  /**
-   * A load not answered after this many ms is stopped: it fails with LOAD_FAILED and gives its
-   * place back (a loader stuck on a lost connection would otherwise hold it for good); a thread
-   * blocked that long is terminated and replaced. 0 or absent: never.
-   */
-  stopAfterMs?: number;
-  logger?: LoaderPoolLogger;
-}
 
 export interface LoaderPoolCounters {
   submitted: number; // loads accepted into the pool
@@ -105,11 +81,6 @@ interface Load {
 const CHECK_MS = 1000;
 /** CLOSE_WAIT_MS bounds how long `close` waits for the threads to exit (one blocked in a native call cannot). */
 const CLOSE_WAIT_MS = 1000;
-
-const consoleLogger: LoaderPoolLogger = {
-  warn: (msg, f) => console.warn(msg, f ?? ""),
-  error: (msg, f) => console.error(msg, f ?? ""),
-};
 
 export class LoaderPool {
   /** groups are the names of the module's loader exports. */
@@ -144,29 +115,7 @@ export class LoaderPool {
 
   /** open resolves and imports the loaders module, lists its loaders and starts the workers. */
   static async open(opts: LoaderPoolOptions): Promise<LoaderPool> {
-    const logger = opts.logger ?? consoleLogger;
-    if (!Number.isSafeInteger(opts.threads) || opts.threads < 1) throw new RangeError(`loader threads must be an integer >= 1, got ${opts.threads}`);
-    if (!Number.isSafeInteger(opts.queue) || opts.queue < 0) throw new RangeError(`loader queue must be an integer >= 0, got ${opts.queue}`);
-    const concurrency = opts.concurrency ?? 1;
-    if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new RangeError(`loader concurrency must be an integer >= 1, got ${concurrency}`);
-    const path = resolve(process.cwd(), opts.module);
-    if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
-    let mod: Record<string, unknown>;
-    try {
-      mod = (await import(path)) as Record<string, unknown>;
-    } catch (err) {
-      throw new Error(`cannot import loaders module ${path}: ${errorText(err)}`, { cause: err });
-    }
-    const groups: string[] = [];
-    for (const [name, value] of Object.entries(mod)) {
-      if (name !== "default" && typeof value === "function") groups.push(name);
-      else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type: typeof value });
-    }
-    if (groups.length === 0) {
-      throw new Error(`loaders module ${path} exports no loader functions (expected e.g. \`export async function users(key: string)\`)`);
-    }
-    const stopAfterMs = opts.stopAfterMs ?? 0;
-    if (!(stopAfterMs >= 0)) throw new RangeError(`loader stopAfterMs must be >= 0, got ${stopAfterMs}`);
+    const { path, groups, concurrency, stopAfterMs, logger } = await openModule(opts);
     return new LoaderPool(path, groups, opts.threads, concurrency, opts.queue, logger, stopAfterMs);
   }
 

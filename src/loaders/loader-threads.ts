@@ -31,7 +31,8 @@
 import type Tinypool from "tinypool";
 import { errorText } from "../protocol/errors.ts";
 import { BEAT_MS, BeatWatch } from "./heartbeat.ts";
-import type { LoaderPoolCounters, LoaderPoolLogger } from "./loader-pool.ts";
+import type { LoaderPoolCounters } from "./loader-pool.ts";
+import type { LoaderPoolLogger } from "./loaders-module.ts";
 
 type PoolWorker = Tinypool["threads"][number];
 

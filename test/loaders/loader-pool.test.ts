@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { Worker } from "node:worker_threads";
 import { Database } from "bun:sqlite";
-import { LoaderPool, type LoaderPoolLogger } from "../../src/loaders/loader-pool.ts";
+import { LoaderPool } from "../../src/loaders/loader-pool.ts";
+import type { LoaderPoolLogger } from "../../src/loaders/loaders-module.ts";
 import { CacheError, ERROR_CODE, type ErrorCode } from "../../src/protocol/errors.ts";
 
 /** Paths relative to the current directory, as a user passes them on the command line. */

@@ -1,0 +1,79 @@
+/**
+ * openModule checks a LoaderPool's options and opens its loaders module in the main thread, once,
+ * only to list its loaders: the module's named exports that are functions, one per group of the
+ * same name. Exports that are not functions (and a `default` export) are ignored with a warning;
+ * a module that is missing, fails to import or exports no loader is an error. The loads run in the
+ * pool's threads, each of which imports the module again (loader-worker.ts).
+ *
+ * The checks come in this order, each refusal thrown (a RangeError for a bad number): threads,
+ * queue, concurrency; the module found, imported, exporting a loader; stopAfterMs.
+ */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { errorText } from "../protocol/errors.ts";
+
+/** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
+export interface LoaderPoolLogger {
+  warn(msg: string, f?: Record<string, unknown>): void;
+  error(msg: string, f?: Record<string, unknown>): void;
+}
+
+export interface LoaderPoolOptions {
+  /** Path of the loaders module, resolved against the current directory. */
+  module: string;
+  /** Worker threads (>= 1). */
+  threads: number;
+  /** Loads each thread runs at once (>= 1; default 1). */
+  concurrency?: number;
+  /** Loads that may wait for a thread (>= 0); more are refused with OVERLOADED. */
+  queue: number;
+  /**
+   * A load not answered after this many ms is stopped: it fails with LOAD_FAILED and gives its
+   * place back (a loader stuck on a lost connection would otherwise hold it for good); a thread
+   * blocked that long is terminated and replaced. 0 or absent: never.
+   */
+  stopAfterMs?: number;
+  logger?: LoaderPoolLogger;
+}
+
+const consoleLogger: LoaderPoolLogger = {
+  warn: (msg, f) => console.warn(msg, f ?? ""),
+  error: (msg, f) => console.error(msg, f ?? ""),
+};
+
+/** LoadersModule is what `openModule` found: the module's path and loaders, and the options it checked or filled in. */
+export interface LoadersModule {
+  path: string;
+  groups: string[];
+  concurrency: number;
+  stopAfterMs: number;
+  logger: LoaderPoolLogger;
+}
+
+/** openModule checks `opts`, then resolves and imports the loaders module and lists its loaders. */
+export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule> {
+  const logger = opts.logger ?? consoleLogger;
+  if (!Number.isSafeInteger(opts.threads) || opts.threads < 1) throw new RangeError(`loader threads must be an integer >= 1, got ${opts.threads}`);
+  if (!Number.isSafeInteger(opts.queue) || opts.queue < 0) throw new RangeError(`loader queue must be an integer >= 0, got ${opts.queue}`);
+  const concurrency = opts.concurrency ?? 1;
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new RangeError(`loader concurrency must be an integer >= 1, got ${concurrency}`);
+  const path = resolve(process.cwd(), opts.module);
+  if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(path)) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`cannot import loaders module ${path}: ${errorText(err)}`, { cause: err });
+  }
+  const groups: string[] = [];
+  for (const [name, value] of Object.entries(mod)) {
+    if (name !== "default" && typeof value === "function") groups.push(name);
+    else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type: typeof value });
+  }
+  if (groups.length === 0) {
+    throw new Error(`loaders module ${path} exports no loader functions (expected e.g. \`export async function users(key: string)\`)`);
+  }
+  const stopAfterMs = opts.stopAfterMs ?? 0;
+  if (!(stopAfterMs >= 0)) throw new RangeError(`loader stopAfterMs must be >= 0, got ${stopAfterMs}`);
+  return { path, groups, concurrency, stopAfterMs, logger };
+}
