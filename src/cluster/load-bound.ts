@@ -5,7 +5,7 @@
  * pool refuses one past its queue.
  *
  * Why a bound on all loads, and not only the pool's: a load under way is an entry of its group's
- * singleflight and `loading` Maps, keyed by the key's string, and JavaScriptCore hashes strings
+ * singleflight and `loading` Maps (its LoadPath, load-path.ts), keyed by the key's string, and JavaScriptCore hashes strings
  * with fixed secrets, so a client can choose keys that share one hash (test/support/
  * jsc-collisions.ts): each Map operation then compares against every entry. A loader that runs
  * in the node's thread (the cache embedded in a program) had no bound but the connections: 300

@@ -52,10 +52,7 @@ import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 import { BEAT_MS, newBeatTable } from "./heartbeat.ts";
 import { LoaderThreads, type PoolSide, ReplacedThread } from "./loader-threads.ts";
 import { type LoaderPoolLogger, type LoaderPoolOptions, openModule } from "./loaders-module.ts";
-
 import type { LoadResult } from "../cluster/loader.ts";
-
-export type { LoadResult };
 
 export interface LoaderPoolCounters {
   submitted: number; // loads accepted into the pool
