@@ -14,7 +14,8 @@
  * one request at most: what the server's own guards do for a connection's fault.
  */
 import { CacheNode, isClustered } from "./src/server/cache-node.ts";
-import { ConfigError, VERSION, parseArgs } from "./src/server/config.ts";
+import { ConfigError, VERSION } from "./src/server/config.ts";
+import { parseArgs } from "./src/server/flags.ts";
 import { errorText } from "./src/protocol/errors.ts";
 import { USAGE } from "./src/server/usage.ts";
 

@@ -1,19 +1,15 @@
 /**
- * Node configuration: the flags of `node.ts`, their defaults, and their parsing.
+ * Node configuration: what a node is made of (`NodeConfig`, one field per flag of `node.ts`) and
+ * its `DEFAULTS`. A config that cannot run is refused with `ConfigError`, whose message names the
+ * flag and what it expected.
  *
- * `parseArgs` turns argv into a `NodeConfig` or throws `ConfigError` with a message that names the
- * flag and what it expected. Sizes accept `k`, `kb`, `m`, `mb`, `g`, `gb` (powers of 1024) or
- * plain bytes; durations accept `ms`, `s`, `m`, `h` or plain seconds.
+ * The flags are parsed by flags.ts (`parseArgs`); `node.ts --help` is usage.ts.
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
-import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { totalmem } from "node:os";
 import type { AdmissionPolicy } from "../cluster/group-options.ts";
 import { DEFAULT_MAX_LOADS } from "../cluster/load-bound.ts";
-import { MAX_TIMER_MS } from "../cluster/loader.ts";
-import { memberAddress } from "../cluster/membership.ts";
-import { LOG_LEVELS, type LogLevel } from "./log.ts";
+import type { LogLevel } from "./log.ts";
 
 export const VERSION = "0.1.0";
 
@@ -39,9 +35,6 @@ export interface GroupSpec {
    */
   maxItemSize?: number;
 }
-
-/** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
-const FRAME_OVERHEAD_BYTES = 1024;
 
 export interface NodeConfig {
   host: string;
@@ -146,15 +139,9 @@ export const DEFAULTS: NodeConfig = {
   gcHeadroomBytes: 64 * 1024 * 1024,
 };
 
-
-/** MIN_GC_HEADROOM_BYTES: a smaller headroom would have the memory watch collect at every check. */
-export const MIN_GC_HEADROOM_BYTES = 8 * 1024 * 1024;
-
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
-
-export type ParseResult = { kind: "run"; config: NodeConfig } | { kind: "help" } | { kind: "version" };
 
 /**
  * isLoopback tells whether a --host value only accepts local connections: `localhost`, or an
@@ -166,241 +153,6 @@ export function isLoopback(host: string): boolean {
   if (v === 4) return host.startsWith("127.");
   if (v === 6) return host === "::1" || host === "0:0:0:0:0:0:0:1" || /^::ffff:127\./i.test(host);
   return false;
-}
-
-function readTokenFile(path: string): string {
-  try {
-    return readFileSync(path, "utf8").trim();
-  } catch (e) {
-    throw new ConfigError(`--auth-token-file ${path}: ${(e as Error).message}`);
-  }
-}
-
-export function parseArgs(argv: readonly string[], env: Record<string, string | undefined> = process.env): ParseResult {
-  const c: NodeConfig = { ...DEFAULTS, groups: [] };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf("=");
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined;
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[++i];
-      if (v === undefined) throw new ConfigError(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--help":
-      case "-h":
-        return { kind: "help" };
-      case "--version":
-        return { kind: "version" };
-      case "--port":
-        c.port = parseInteger(flag, value(), 0, 65535);
-        break;
-      case "--host":
-        c.host = value();
-        if (c.host.trim() === "") throw new ConfigError(`${flag} needs an address or name to listen on`);
-        break;
-      case "--memory":
-        c.memory = parseSize(flag, value());
-        break;
-      case "--group":
-        c.groups.push(parseGroup(value()));
-        break;
-      case "--max-item-size":
-        c.maxItemSize = parseSize(flag, value());
-        break;
-      case "--max-key-size":
-        c.maxKeySize = parseInteger(flag, value(), 1, 65535);
-        break;
-      case "--max-frame-size":
-        c.maxFrameSize = parseSize(flag, value());
-        break;
-      case "--max-connections":
-        c.maxConnections = parseInteger(flag, value(), 1, 1_000_000);
-        break;
-      case "--max-output":
-        c.maxOutputBytes = parseSize(flag, value());
-        break;
-      case "--expiry-interval":
-        c.expiryIntervalMs = parseTimerAtLeast(flag, value(), 1, "active expiry runs on this timer");
-        break;
-      case "--expiry-budget":
-        c.expiryBudget = parseInteger(flag, value(), 1, 1e9);
-        break;
-      case "--log-level": {
-        const v = value();
-        if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${v}'`);
-        c.logLevel = v as LogLevel;
-        break;
-      }
-      case "--log-json":
-        c.logJson = parseSwitch(flag, inline);
-        break;
-      case "--loaders":
-        c.loaders = value();
-        break;
-      case "--loader-threads":
-        c.loaderThreads = parseInteger(flag, value(), 1, 1024);
-        break;
-      case "--loader-concurrency":
-        c.loaderConcurrency = parseInteger(flag, value(), 1, 10_000);
-        break;
-      case "--loader-queue":
-        c.loaderQueue = parseInteger(flag, value(), 0, 1_000_000);
-        break;
-      case "--max-loads":
-        c.maxLoads = parseInteger(flag, value(), 1, 1_000_000);
-        break;
-      case "--load-timeout":
-        c.loadTimeoutMs = parseLoadTimeout(flag, value());
-        break;
-      case "--self":
-        c.self = parseMember(flag, value());
-        break;
-      case "--peers":
-        c.peers = value().split(",").filter((p) => p.trim() !== "").map((p) => parseMember(flag, p.trim()));
-        // (`--peers=` from an unset variable would make a clustered node of no members, quietly taking a mirror share)
-        if (c.peers.length === 0) throw new ConfigError(`${flag} needs at least one member (host:port, comma-separated)`);
-        break;
-      case "--peers-file":
-        c.peersFile = value();
-        // (as `--peers=`: an unset variable would make a clustered node of no members)
-        if (c.peersFile.trim() === "") throw new ConfigError(`${flag} needs a file path`);
-        break;
-      case "--peers-dns":
-        c.peersDns = parseMember(flag, value());
-        break;
-      case "--peers-dns-interval":
-        c.peersDnsIntervalMs = parseTimerAtLeast(flag, value(), 100, "the name is looked up on this timer");
-        break;
-      case "--vnodes":
-        c.vnodes = parseInteger(flag, value(), 1, 10_000);
-        break;
-      case "--mirror-share": {
-        const v = value();
-        const f = v.trim() === "" ? NaN : Number(v);
-        if (!(f >= 0 && f < 1)) throw new ConfigError(`--mirror-share expects a fraction in [0, 1), got '${v}'`);
-        c.mirrorShare = f;
-        break;
-      }
-      case "--mirror-ttl":
-        c.mirrorTtlMs = parseTimer(flag, value());
-        break;
-      case "--peer-timeout":
-        c.peerTimeoutMs = parseTimerAtLeast(flag, value(), 1, "a call to a peer needs a deadline");
-        break;
-      case "--peer-connections":
-        c.peerConnections = parseInteger(flag, value(), 1, 64);
-        break;
-      case "--auth-token":
-        c.authToken = value();
-        break;
-      case "--auth-token-file":
-        c.authToken = readTokenFile(value());
-        break;
-      case "--tls-cert":
-        c.tlsCert = value();
-        break;
-      case "--tls-key":
-        c.tlsKey = value();
-        break;
-      case "--tls-ca":
-        c.tlsCa = value();
-        break;
-      case "--insecure":
-        c.insecure = parseSwitch(flag, inline);
-        break;
-      case "--idle-timeout":
-        c.idleTimeoutMs = parseTimer(flag, value());
-        break;
-      case "--seed-errors":
-        c.seedErrors = parseSwitch(flag, inline);
-        break;
-      case "--max-requests-per-event":
-        c.maxRequestsPerEvent = parseInteger(flag, value(), 1, 1_000_000);
-        break;
-      case "--max-buffered":
-        c.maxBufferedBytes = parseSize(flag, value());
-        break;
-      case "--gc-headroom": {
-        const v = value();
-        // 0 in any spelling (0, 0mb, 0.0) switches the watch off; otherwise at least 8 MiB, so
-        // it cannot collect at every check.
-        c.gcHeadroomBytes = /^0+(\.0+)?\s*(b|k|kb|m|mb|g|gb)?$/i.test(v.trim()) ? 0 : parseSize(flag, v);
-        if (c.gcHeadroomBytes !== 0 && c.gcHeadroomBytes < MIN_GC_HEADROOM_BYTES) {
-          throw new ConfigError(`${flag} must be 0 (off) or at least 8mb, got '${v}'`);
-        }
-        break;
-      }
-      case "--admin-port":
-        c.adminPort = parseInteger(flag, value(), 0, 65535);
-        break;
-      case "--snapshot":
-        c.snapshot = value();
-        // (`--snapshot=` from an unset variable: the node ran, then failed its only write at shutdown)
-        if (c.snapshot.trim() === "") throw new ConfigError(`${flag} needs a file path`);
-        break;
-      case "--snapshot-interval": {
-        const text = value();
-        c.snapshotIntervalMs = parseTimer(flag, text);
-        // (0 is "only at shutdown"; 0.4ms, rounded to 0, is not)
-        if (c.snapshotIntervalMs < MIN_SNAPSHOT_INTERVAL_MS && !/^0*(\.0*)?\s*[a-z]*$/i.test(text.trim())) {
-          throw new ConfigError(`${flag} must be 0 (only at shutdown) or at least 1s: each write is of the whole cache`);
-        }
-        break;
-      }
-      default:
-        throw new ConfigError(`unknown flag '${arg}' (see --help)`);
-    }
-  }
-  if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
-  for (const g of c.groups) {
-    if (g.maxItemSize !== undefined && !(g.maxItemSize >= 64 && g.maxItemSize <= c.maxItemSize)) {
-      throw new ConfigError(`--group ${g.name} maxitem must be from 64 bytes to --max-item-size (${c.maxItemSize}), got ${g.maxItemSize}`);
-    }
-  }
-  const ram = machineMemoryBytes();
-  if (c.memory > ram) {
-    throw new ConfigError(`--memory ${c.memory} B is more than this machine's memory (${ram} B): the node could never hold it`);
-  }
-  // (Trimmed as a token file is: a secret exposed as a variable often ends in a newline.)
-  if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN.trim();
-  if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
-  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
-  if (c.tlsCa !== undefined && c.tlsCert === undefined) {
-    throw new ConfigError("--tls-ca checks the peers of a node that speaks TLS: it needs --tls-cert and --tls-key (alone it would be ignored, and peers dialed without TLS)");
-  }
-  if (!c.insecure && c.authToken === undefined && !isLoopback(c.host)) {
-    throw new ConfigError(`refusing to serve ${c.host} without an auth token: set --auth-token-file (or MYBUNCACHE_AUTH_TOKEN), or pass --insecure`);
-  }
-  if (c.snapshotIntervalMs > 0 && c.snapshot === undefined) throw new ConfigError("--snapshot-interval needs --snapshot (the file to write)");
-  const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
-  if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
-  checkSnapshotMembership(c);
-  if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
-  // A Set of the largest item must fit one frame, or it could only be refused by closing the
-  // connection (a frame over the limit is a protocol error) instead of VALUE_TOO_LARGE.
-  const frameNeeds = c.maxItemSize + c.maxKeySize + FRAME_OVERHEAD_BYTES;
-  if (c.maxFrameSize < frameNeeds) {
-    throw new ConfigError(
-      `--max-frame-size ${c.maxFrameSize} cannot carry a Set of the largest item: it must be at least ` +
-        `--max-item-size + --max-key-size + ${FRAME_OVERHEAD_BYTES} = ${frameNeeds}`,
-    );
-  }
-  // Likewise a frame the node accepts must fit what its connections may hold: past the cap, a
-  // client's legal Set could only be answered by closing its connection. (A cold multi-key
-  // request holds more than its frame while its loads run: running.md says to leave room.)
-  if (c.maxBufferedBytes < c.maxFrameSize) {
-    throw new ConfigError(`--max-buffered ${c.maxBufferedBytes} is less than one frame the node accepts: it must be at least --max-frame-size (${c.maxFrameSize})`);
-  }
-  const names = new Set<string>();
-  for (const g of c.groups) {
-    if (names.has(g.name)) throw new ConfigError(`group '${g.name}' defined twice`);
-    names.add(g.name);
-  }
-  return { kind: "run", config: c };
 }
 
 /**
@@ -416,143 +168,4 @@ export function checkSnapshotMembership(c: Pick<NodeConfig, "snapshot" | "peersF
     `--snapshot cannot be used with ${c.peersFile !== undefined ? "--peers-file" : "--peers-dns"}: while this node was away ` +
       "other members owned its keys and took their writes, which its snapshot would undo; use a fixed --peers list, or no snapshot",
   );
-}
-
-function parseGroup(spec: string): GroupSpec {
-  const [name, memory, ttl, options, extra] = spec.split(":");
-  if (!name || extra !== undefined) throw new ConfigError(`--group expects NAME[:SIZE[:TTL[:OPTIONS]]], got '${spec}'`);
-  if (!/^[\w.-]+$/.test(name)) throw new ConfigError(`group name '${name}' may use letters, digits, '_', '.', '-'`);
-  const g: GroupSpec = {
-    name,
-    memory: memory ? parseSize("--group size", memory) : undefined,
-    ttlMs: ttl ? parseDuration("--group ttl", ttl) : 0,
-  };
-  for (const option of options ? options.split(",") : []) parseGroupOption(g, option);
-  return g;
-}
-
-function parseGroupOption(g: GroupSpec, option: string): void {
-  const eq = option.indexOf("=");
-  const key = eq < 0 ? option : option.slice(0, eq);
-  const value = eq < 0 ? "" : option.slice(eq + 1);
-  switch (key) {
-    case "admit":
-      if (value === "always") g.admission = "always";
-      else if (value === "lru-k") g.admission = "lru-k";
-      else if (value.startsWith("lru-k=")) {
-        g.admission = "lru-k";
-        g.admissionK = parseInteger(`--group ${g.name} admit=lru-k=K`, value.slice(6), 1, 255);
-      } else throw new ConfigError(`--group ${g.name}: admit must be always, lru-k or lru-k=K, got '${value}'`);
-      return;
-    case "negttl":
-      g.negativeTtlMs = parseDuration(`--group ${g.name} negttl`, value);
-      return;
-    case "timeout":
-      g.loadTimeoutMs = parseLoadTimeout(`--group ${g.name} timeout`, value);
-      return;
-    case "multi":
-      g.multiLoadWindow = parseInteger(`--group ${g.name} multi`, value, 1, 4096);
-      return;
-    case "maxitem":
-      g.maxItemSize = parseSize(`--group ${g.name} maxitem`, value);
-      return;
-    default:
-      throw new ConfigError(`--group ${g.name}: unknown option '${option}' (admit=, negttl=, timeout=, multi=, maxitem=)`);
-  }
-}
-
-const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
-
-export function parseSize(flag: string, text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
-  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new ConfigError(`${flag} expects a size like 64mb, 512k or 1048576, got '${text}'`);
-  const bytes = Math.floor(Number(m[1]) * unit);
-  if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw new ConfigError(`${flag} must be a positive size, got '${text}'`);
-  return bytes;
-}
-
-const DURATION_UNITS: Record<string, number> = { "": 1000, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-export function parseDuration(flag: string, text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|)$/i.exec(text.trim());
-  if (!m) throw new ConfigError(`${flag} expects a duration like 250ms, 30s, 5m or 1h, got '${text}'`);
-  const ms = Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
-  // (400 digits would be Infinity: "no expiry", not what was written)
-  if (!Number.isSafeInteger(ms)) throw new ConfigError(`${flag} is too long: at most ${Number.MAX_SAFE_INTEGER} ms, got '${text}'`);
-  return ms;
-}
-
-/** MIN_SNAPSHOT_INTERVAL_MS: a shorter --snapshot-interval would rewrite the whole cache back to back. */
-const MIN_SNAPSHOT_INTERVAL_MS = 1000;
-
-/**
- * machineMemoryBytes is the memory this process can have: the machine's, or its cgroup's limit
- * when that is lower (a container). --memory above it is refused.
- */
-function machineMemoryBytes(): number {
-  let bytes = totalmem();
-  for (const path of ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]) {
-    try {
-      const limit = Number(readFileSync(path, "utf8").trim());
-      if (Number.isFinite(limit) && limit > 0 && limit < bytes) bytes = limit;
-    } catch {
-      // not in a cgroup with a memory limit (or not Linux)
-    }
-  }
-  return bytes;
-}
-
-/** parseTimer is parseDuration for a duration a timer waits: at most MAX_TIMER_MS (24.8 days). */
-function parseTimer(flag: string, text: string): number {
-  const ms = parseDuration(flag, text);
-  if (ms > MAX_TIMER_MS) throw new ConfigError(`${flag} must be at most ${MAX_TIMER_MS} ms (about 24 days), got '${text}'`);
-  return ms;
-}
-
-/**
- * parseTimerAtLeast reads a timer's duration that must be at least `min` ms: a smaller one
- * (0 included) is refused, saying why, rather than silently raised to `min`.
- */
-function parseTimerAtLeast(flag: string, text: string, min: number, why: string): number {
-  const ms = parseTimer(flag, text);
-  if (!(ms >= min)) throw new ConfigError(`${flag} must be at least ${min}ms (${why}), got '${text}'`);
-  return ms;
-}
-
-/**
- * parseLoadTimeout reads a load timeout: at least 1 ms. 0 is refused, not taken as "off" as by
- * other timers (a load without a deadline could hold its callers for good), nor as 1 ms (it was,
- * and every load failed).
- */
-function parseLoadTimeout(flag: string, text: string): number {
-  const ms = parseTimer(flag, text);
-  if (!(ms >= 1)) throw new ConfigError(`${flag} must be at least 1ms (a load needs a deadline), got '${text}'`);
-  return ms;
-}
-
-/** parseSwitch reads an on/off flag: on when given alone, else its `=value` says which. */
-function parseSwitch(flag: string, inline: string | undefined): boolean {
-  if (inline === undefined) return true;
-  const v = inline.trim().toLowerCase();
-  if (v === "true" || v === "1" || v === "yes" || v === "on") return true;
-  if (v === "false" || v === "0" || v === "no" || v === "off") return false;
-  throw new ConfigError(`${flag} is on when given alone, or takes true/false (yes/no, on/off, 1/0), got '${inline}'`);
-}
-
-/**
- * parseMember checks a `host:port` member id; an IPv6 host is in brackets, a link-local one with
- * its zone (`[fe80::1%eth0]:8001`: Bun connects through the interface it names).
- */
-function parseMember(flag: string, text: string): string {
-  if (memberAddress(text) === undefined) {
-    throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
-  }
-  return text;
-}
-
-function parseInteger(flag: string, text: string, min: number, max: number): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text.trim()) || n < min || n > max) throw new ConfigError(`${flag} expects an integer in [${min}, ${max}], got '${text}'`);
-  return n;
 }

@@ -1,5 +1,5 @@
 /**
- * USAGE is the text of `node.ts --help`: every flag with its default. Kept beside config.ts,
+ * USAGE is the text of `node.ts --help`: every flag with its default. Kept beside flags.ts,
  * which parses the same flags; a test checks that every flag parseArgs knows is listed here.
  */
 import { DEFAULTS } from "./config.ts";

@@ -10,7 +10,7 @@ import { networkInterfaces } from "node:os";
 import { hostPort } from "../../src/bytes/bytes.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { parseArgs } from "../../src/server/config.ts";
+import { parseArgs } from "../../src/server/flags.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
 import { IPV6 } from "../support/ipv6.ts";

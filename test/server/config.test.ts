@@ -5,7 +5,8 @@
 import { totalmem } from "node:os";
 import { describe, expect, test } from "bun:test";
 import { splitMemory } from "../../src/server/cache-node.ts";
-import { ConfigError, DEFAULTS, VERSION, parseArgs, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
+import { ConfigError, DEFAULTS, VERSION, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
+import { parseArgs } from "../../src/server/flags.ts";
 import { USAGE } from "../../src/server/usage.ts";
 
 const KIB = 1024;
@@ -339,7 +340,7 @@ describe("--help and --version", () => {
 
   test("USAGE documents every flag parseArgs accepts", async () => {
     // Every `case "--flag":` of the parser, read from its source, so a new flag cannot be missed.
-    const source = await Bun.file(new URL("../../src/server/config.ts", import.meta.url)).text();
+    const source = await Bun.file(new URL("../../src/server/flags.ts", import.meta.url)).text();
     const flags = [...source.matchAll(/case "(--[a-z-]+)":/g)].map((m) => m[1]!);
     expect(flags.length).toBeGreaterThan(40);
     const missing = flags.filter((flag) => !new RegExp(`(^|\\s)${flag}(\\[|\\s|$)`, "m").test(USAGE));

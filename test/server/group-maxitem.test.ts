@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { parseArgs } from "../../src/server/config.ts";
+import { parseArgs } from "../../src/server/flags.ts";
 import { LogSink } from "./support.ts";
 import { freePorts } from "../support/node-process.ts";
 

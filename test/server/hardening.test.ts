@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
-import { parseArgs } from "../../src/server/config.ts";
+import { parseArgs } from "../../src/server/flags.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
