@@ -14,7 +14,7 @@
 import { connect } from "node:net";
 import { parseArgs } from "node:util";
 import { MIB, Store } from "../src/store/store.ts";
-import { parseSize } from "../src/server/flags.ts";
+import { parseSize } from "../src/server/flag-values.ts";
 
 const { values: opt } = parseArgs({
   options: {
