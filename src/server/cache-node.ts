@@ -20,7 +20,8 @@ import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type Membershi
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
-import { ConfigError, DEFAULTS, checkSnapshotMembership, type GroupSpec, type NodeConfig } from "./config.ts";
+import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config.ts";
+import { checkSnapshotMembership } from "./config-checks.ts";
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { nodeFigures } from "./figures.ts";

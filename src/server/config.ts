@@ -3,10 +3,10 @@
  * its `DEFAULTS`. A config that cannot run is refused with `ConfigError`, whose message names the
  * flag and what it expected.
  *
- * The flags are parsed by flags.ts (`parseArgs`); `node.ts --help` is usage.ts.
+ * The flags are parsed by flags.ts (`parseArgs`), their values by flag-values.ts, and checked
+ * together by config-checks.ts; `node.ts --help` is usage.ts.
  */
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
-import { isIP } from "node:net";
 import type { AdmissionPolicy } from "../cluster/group-options.ts";
 import { DEFAULT_MAX_LOADS } from "../cluster/load-bound.ts";
 import type { LogLevel } from "./log.ts";
@@ -141,31 +141,4 @@ export const DEFAULTS: NodeConfig = {
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
-}
-
-/**
- * isLoopback tells whether a --host value only accepts local connections: `localhost`, or an
- * address (not a name: `127.attacker.example` may resolve anywhere) in 127.0.0.0/8, or ::1.
- */
-export function isLoopback(host: string): boolean {
-  if (host === "localhost") return true;
-  const v = isIP(host);
-  if (v === 4) return host.startsWith("127.");
-  if (v === 6) return host === "::1" || host === "0:0:0:0:0:0:0:1" || /^::ffff:127\./i.test(host);
-  return false;
-}
-
-/**
- * checkSnapshotMembership refuses a snapshot on a node whose members can change (--peers-file,
- * --peers-dns): while it was away its keys had other owners, which took their writes, and the
- * snapshot would bring back the values those replaced (ring purges drop what a running node holds
- * of such keys; a restart has nothing to purge against). With a fixed --peers list the keys of a
- * node that is down have no other owner (writes to them fail), so its snapshot is still current.
- */
-export function checkSnapshotMembership(c: Pick<NodeConfig, "snapshot" | "peersFile" | "peersDns">): void {
-  if (c.snapshot === undefined || (c.peersFile === undefined && c.peersDns === undefined)) return;
-  throw new ConfigError(
-    `--snapshot cannot be used with ${c.peersFile !== undefined ? "--peers-file" : "--peers-dns"}: while this node was away ` +
-      "other members owned its keys and took their writes, which its snapshot would undo; use a fixed --peers list, or no snapshot",
-  );
 }

@@ -2,18 +2,16 @@
  * parseArgs reads the flags of `node.ts` into a `NodeConfig` (config.ts), starting from its
  * `DEFAULTS`, or throws `ConfigError` with a message that names the flag and what it expected.
  * Every flag is a `case` of its switch (a test reads them from this file to check that usage.ts
- * lists each); the syntax of their values (sizes, durations, group specs) is flag-values.ts.
+ * lists each); the syntax of their values (sizes, durations, group specs) is flag-values.ts, and
+ * the checks across flags, once all are read, config-checks.ts.
  */
 import { readFileSync } from "node:fs";
-import { totalmem } from "node:os";
-import { ConfigError, DEFAULTS, checkSnapshotMembership, isLoopback, type NodeConfig } from "./config.ts";
+import { ConfigError, DEFAULTS, type NodeConfig } from "./config.ts";
+import { checkConfig } from "./config-checks.ts";
 import {
   parseGroup, parseInteger, parseLoadTimeout, parseMember, parseSize, parseSwitch, parseTimer, parseTimerAtLeast,
 } from "./flag-values.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
-
-/** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
-const FRAME_OVERHEAD_BYTES = 1024;
 
 /** MIN_GC_HEADROOM_BYTES: a smaller headroom would have the memory watch collect at every check. */
 export const MIN_GC_HEADROOM_BYTES = 8 * 1024 * 1024;
@@ -210,67 +208,6 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         throw new ConfigError(`unknown flag '${arg}' (see --help)`);
     }
   }
-  if (c.maxItemSize < 64) throw new ConfigError(`--max-item-size must be at least 64 bytes`);
-  for (const g of c.groups) {
-    if (g.maxItemSize !== undefined && !(g.maxItemSize >= 64 && g.maxItemSize <= c.maxItemSize)) {
-      throw new ConfigError(`--group ${g.name} maxitem must be from 64 bytes to --max-item-size (${c.maxItemSize}), got ${g.maxItemSize}`);
-    }
-  }
-  const ram = machineMemoryBytes();
-  if (c.memory > ram) {
-    throw new ConfigError(`--memory ${c.memory} B is more than this machine's memory (${ram} B): the node could never hold it`);
-  }
-  // (Trimmed as a token file is: a secret exposed as a variable often ends in a newline.)
-  if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN.trim();
-  if (c.authToken !== undefined && c.authToken.length < 16) throw new ConfigError("the auth token must have at least 16 characters");
-  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
-  if (c.tlsCa !== undefined && c.tlsCert === undefined) {
-    throw new ConfigError("--tls-ca checks the peers of a node that speaks TLS: it needs --tls-cert and --tls-key (alone it would be ignored, and peers dialed without TLS)");
-  }
-  if (!c.insecure && c.authToken === undefined && !isLoopback(c.host)) {
-    throw new ConfigError(`refusing to serve ${c.host} without an auth token: set --auth-token-file (or MYBUNCACHE_AUTH_TOKEN), or pass --insecure`);
-  }
-  if (c.snapshotIntervalMs > 0 && c.snapshot === undefined) throw new ConfigError("--snapshot-interval needs --snapshot (the file to write)");
-  const sources = [c.peers, c.peersFile, c.peersDns].filter((x) => x !== undefined).length;
-  if (sources > 1) throw new ConfigError("use one of --peers, --peers-file and --peers-dns");
-  checkSnapshotMembership(c);
-  if (c.maxFrameSize > 0x7fffffff) throw new ConfigError(`--max-frame-size must be below 2 GiB`);
-  // A Set of the largest item must fit one frame, or it could only be refused by closing the
-  // connection (a frame over the limit is a protocol error) instead of VALUE_TOO_LARGE.
-  const frameNeeds = c.maxItemSize + c.maxKeySize + FRAME_OVERHEAD_BYTES;
-  if (c.maxFrameSize < frameNeeds) {
-    throw new ConfigError(
-      `--max-frame-size ${c.maxFrameSize} cannot carry a Set of the largest item: it must be at least ` +
-        `--max-item-size + --max-key-size + ${FRAME_OVERHEAD_BYTES} = ${frameNeeds}`,
-    );
-  }
-  // Likewise a frame the node accepts must fit what its connections may hold: past the cap, a
-  // client's legal Set could only be answered by closing its connection. (A cold multi-key
-  // request holds more than its frame while its loads run: running.md says to leave room.)
-  if (c.maxBufferedBytes < c.maxFrameSize) {
-    throw new ConfigError(`--max-buffered ${c.maxBufferedBytes} is less than one frame the node accepts: it must be at least --max-frame-size (${c.maxFrameSize})`);
-  }
-  const names = new Set<string>();
-  for (const g of c.groups) {
-    if (names.has(g.name)) throw new ConfigError(`group '${g.name}' defined twice`);
-    names.add(g.name);
-  }
+  checkConfig(c, env);
   return { kind: "run", config: c };
-}
-
-/**
- * machineMemoryBytes is the memory this process can have: the machine's, or its cgroup's limit
- * when that is lower (a container). --memory above it is refused.
- */
-function machineMemoryBytes(): number {
-  let bytes = totalmem();
-  for (const path of ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]) {
-    try {
-      const limit = Number(readFileSync(path, "utf8").trim());
-      if (Number.isFinite(limit) && limit > 0 && limit < bytes) bytes = limit;
-    } catch {
-      // not in a cgroup with a memory limit (or not Linux)
-    }
-  }
-  return bytes;
 }
