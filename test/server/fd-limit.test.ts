@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
-import { FD_RESERVE, fitConnections, openFilesLimit } from "../../src/server/cache-node.ts";
+import { FD_RESERVE, fitConnections, openFilesLimit } from "../../src/server/fd-limit.ts";
 import { Logger } from "../../src/server/log.ts";
 import { ROOT } from "../support/node-process.ts";
 import { LogSink, RawSocket, startNode } from "./support.ts";
