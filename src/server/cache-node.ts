@@ -25,14 +25,13 @@ import { checkSnapshotMembership } from "./config-checks.ts";
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { fitConnections, openFilesLimit } from "./fd-limit.ts";
+import { readPem, readTls } from "./tls-files.ts";
 import { nodeFigures } from "./figures.ts";
 import { AdminServer } from "./admin-server.ts";
 import { MemoryWatch } from "./memory-watch.ts";
 import { Snapshotter } from "./snapshot.ts";
 import { SnapshotLock } from "./snapshot-lock.ts";
 import type { LatencyHistogram } from "./latency.ts";
-import { readFileSync } from "node:fs";
-import { X509Certificate, createPrivateKey } from "node:crypto";
 import { monotonicMs } from "../store/clock.ts";
 import { hostPort } from "../bytes/bytes.ts";
 
@@ -366,45 +365,6 @@ export class CacheNode {
       void cluster?.close();
       throw e;
     }
-  }
-}
-
-/** readPem reads PEM certificates from `path`, refusing a file that holds none it can parse (named). */
-function readPem(path: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new ConfigError(`cannot read ${what}: ${(e as Error).message}`);
-  }
-  checkPem(path, what, () => void new X509Certificate(text));
-  return text;
-}
-
-/**
- * readTls reads the node's certificate and key, and checks them before the port listens: a bad
- * file was reported as the port failing to listen (`ERR_OSSL_PEM_NO_START_LINE` for --port).
- */
-function readTls(certPath: string, keyPath: string): { cert: string; key: string } {
-  const cert = readPem(certPath, "the TLS certificate (--tls-cert)");
-  let key: string;
-  try {
-    key = readFileSync(keyPath, "utf8");
-  } catch (e) {
-    throw new ConfigError(`cannot read the TLS key (--tls-key): ${(e as Error).message}`);
-  }
-  checkPem(keyPath, "the TLS key (--tls-key)", () => {
-    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) throw new Error("it is not the key of the certificate (--tls-cert)");
-  });
-  return { cert, key };
-}
-
-function checkPem(path: string, what: string, check: () => void): void {
-  try {
-    check();
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new ConfigError(`${what} ${path} is not usable: ${err.message}${err.code !== undefined && !err.message.includes(err.code) ? ` (${err.code})` : ""}`);
   }
 }
 
