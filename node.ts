@@ -13,8 +13,8 @@
  * Bun's default, exiting, would drop every client and the whole cache for a failure that touched
  * one request at most: what the server's own guards do for a connection's fault.
  */
-import { CacheNode, isClustered } from "./src/server/cache-node.ts";
-import { ConfigError, VERSION } from "./src/server/config.ts";
+import { CacheNode } from "./src/server/cache-node.ts";
+import { ConfigError, VERSION, isClustered } from "./src/server/config.ts";
 import { parseArgs } from "./src/server/flags.ts";
 import { errorText } from "./src/protocol/errors.ts";
 import { USAGE } from "./src/server/usage.ts";

@@ -20,7 +20,7 @@ import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type Membershi
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
-import { ConfigError, DEFAULTS, type GroupSpec, type NodeConfig } from "./config.ts";
+import { ConfigError, DEFAULTS, isClustered, longestLoadTimeoutMs, type GroupSpec, type NodeConfig } from "./config.ts";
 import { checkSnapshotMembership } from "./config-checks.ts";
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
@@ -63,11 +63,6 @@ export interface NodeDeps {
  */
 export function drainTimeoutMs(config: NodeConfig): number {
   return Math.min(30_000, Math.max(5_000, longestLoadTimeoutMs(config) + 1_000));
-}
-
-/** longestLoadTimeoutMs is the longest load timeout of any group (--load-timeout or a group's own). */
-function longestLoadTimeoutMs(config: NodeConfig): number {
-  return Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));
 }
 
 export class CacheNode {
@@ -366,11 +361,6 @@ export class CacheNode {
       throw e;
     }
   }
-}
-
-/** isClustered tells whether the node has peers (--peers, --peers-file or --peers-dns). */
-export function isClustered(config: Pick<NodeConfig, "peers" | "peersFile" | "peersDns">): boolean {
-  return config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
 }
 
 /** buildGroups makes the node's groups: specs and loaders, memory split, mirrors in a cluster. */

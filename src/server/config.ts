@@ -3,6 +3,8 @@
  * its `DEFAULTS`. A config that cannot run is refused with `ConfigError`, whose message names the
  * flag and what it expected.
  *
+ * `isClustered` and `longestLoadTimeoutMs` read what a config implies.
+ *
  * The flags are parsed by flags.ts (`parseArgs`), their values by flag-values.ts, and checked
  * together by config-checks.ts; `node.ts --help` is usage.ts.
  */
@@ -141,4 +143,14 @@ export const DEFAULTS: NodeConfig = {
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+}
+
+/** isClustered tells whether the node has peers (--peers, --peers-file or --peers-dns). */
+export function isClustered(config: Pick<NodeConfig, "peers" | "peersFile" | "peersDns">): boolean {
+  return config.peers !== undefined || config.peersFile !== undefined || config.peersDns !== undefined;
+}
+
+/** longestLoadTimeoutMs is the longest load timeout of any group (--load-timeout or a group's own). */
+export function longestLoadTimeoutMs(config: NodeConfig): number {
+  return Math.max(config.loadTimeoutMs, ...config.groups.map((g) => g.loadTimeoutMs ?? 0));
 }
