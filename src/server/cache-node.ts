@@ -9,14 +9,13 @@
  * `node.ts`), so tests start several nodes in one process on port 0 and close them with
  * `await using`.
  */
-import { CacheClient } from "../client/cache-client.ts";
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
 import { DEFAULT_MULTI_LOAD_WINDOW, Group } from "../cluster/group.ts";
 import { Groups } from "../cluster/groups.ts";
 import { LoadBound } from "../cluster/load-bound.ts";
 import type { Loader } from "../cluster/loader.ts";
-import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
+import type { MembershipSource, Resolver } from "../cluster/membership.ts";
 import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
@@ -26,6 +25,7 @@ import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { fitConnections, openFilesLimit } from "./fd-limit.ts";
 import { readPem, readTls } from "./tls-files.ts";
+import { membershipSource, peerClient } from "./node-peers.ts";
 import { nodeFigures } from "./figures.ts";
 import { AdminServer } from "./admin-server.ts";
 import { MemoryWatch } from "./memory-watch.ts";
@@ -439,48 +439,6 @@ const STALL_SHARE = 0.8;
 const MIN_STALL_MS = 50;
 /** MEMORY_WATCH_INTERVAL_MS: how often the memory watch reads RSS (one read; nothing per request). */
 const MEMORY_WATCH_INTERVAL_MS = 250;
-
-/**
- * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
- * again (`up` is told), and each reply of the peer's that broke the protocol (`protocolError` counts it).
- */
-function peerClient(
-  id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
-): PeerClient {
-  return new CacheClient({
-    ...memberAddressOf(id),
-    connections: config.peerConnections,
-    timeoutMs: config.peerTimeoutMs,
-    // A PeerGet may wait for the owner's load: as long as a load may take, while the owner answers.
-    loadWaitMs: longestLoadTimeoutMs(config),
-    authToken: config.authToken,
-    sender: self,
-    tls,
-    limits: { maxFrameBytes: config.maxFrameSize, maxKeyBytes: config.maxKeySize, maxValueBytes: config.maxItemSize },
-    writeAtTurnEnd: true, // a turn's forwards to this peer in one write (bench/RESULTS.md, cluster)
-    writeConnection: true, // a write never waits behind a PeerGet that loads (CacheClient.pick)
-    onHealth: (state, reason) => {
-      if (state === "up") {
-        logger.info("peer up again", { peer: id });
-        up();
-      } else if (state === "down") logger.warn("peer marked down", { peer: id, reason });
-      else logger.warn("peer still down, failing another way", { peer: id, reason });
-    },
-    onProtocolError: (reason) => {
-      protocolError();
-      logger.error("peer reply broke the protocol: connection dropped", { peer: id, reason });
-    },
-  });
-}
-
-function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver | undefined): MembershipSource {
-  if (config.peersFile !== undefined) return new FileMembers(config.peersFile, logger);
-  if (config.peersDns !== undefined) {
-    const { host, port } = memberAddressOf(config.peersDns);
-    return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve);
-  }
-  return new StaticMembers(config.peers ?? []);
-}
 
 /**
  * checkLoaderOptions refuses loader options on a --group that has no loader (a misspelt name
