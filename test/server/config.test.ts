@@ -4,7 +4,7 @@
  */
 import { totalmem } from "node:os";
 import { describe, expect, test } from "bun:test";
-import { splitMemory } from "../../src/server/cache-node.ts";
+import { splitMemory } from "../../src/server/node-groups.ts";
 import { ConfigError, DEFAULTS, VERSION, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
 import { parseArgs } from "../../src/server/flags.ts";
 import { USAGE } from "../../src/server/usage.ts";
