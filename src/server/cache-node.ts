@@ -30,6 +30,7 @@ import { AdminServer } from "./admin-server.ts";
 import { MemoryWatch } from "./memory-watch.ts";
 import { Snapshotter } from "./snapshot.ts";
 import { SnapshotLock } from "./snapshot-lock.ts";
+import { FinalSnapshot } from "./final-snapshot.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { monotonicMs } from "../store/clock.ts";
 import { hostPort } from "../bytes/bytes.ts";
@@ -80,10 +81,8 @@ export class CacheNode {
   snapshotter: Snapshotter | undefined;
   /** memoryWatch bounds the garbage the process carries (--gc-headroom; off at 0). */
   memoryWatch: MemoryWatch | undefined;
-  /** finalSnapshotFailed: `close` could not write the snapshot (the old one is moved aside). */
-  finalSnapshotFailed = false;
-  /** finalWritesBefore: the snapshot writes done when the final one began (-1: not begun). */
-  private finalWritesBefore = -1;
+  /** finalSnapshot writes the snapshot at close, or abandons it (final-snapshot.ts). */
+  private readonly finalSnapshot: FinalSnapshot;
   private readonly membership: MembershipSource | undefined;
 
   private constructor(
@@ -98,6 +97,7 @@ export class CacheNode {
     this.cluster = cluster;
     this.membership = membership;
     this.latency = server.latency;
+    this.finalSnapshot = new FinalSnapshot(logger);
   }
 
   /** reloadPeers re-reads the membership source now (SIGHUP). */
@@ -113,6 +113,11 @@ export class CacheNode {
     return hostPort(this.server.host, this.server.port);
   }
 
+  /** finalSnapshotFailed: `close` could not write the snapshot (the old one is moved aside). */
+  get finalSnapshotFailed(): boolean {
+    return this.finalSnapshot.failed;
+  }
+
   /**
    * close stops the port (letting connections flush what they owe; /healthz answers 503
    * meanwhile), then the admin port, then writes the final snapshot and stops the loader pool.
@@ -126,7 +131,7 @@ export class CacheNode {
     this.membership?.close();
     await this.server.close();
     await this.admin?.close();
-    await this.writeFinalSnapshot();
+    await this.finalSnapshot.write(this.snapshotter);
     await this.cluster?.close();
     await this.pool?.close();
   }
@@ -177,62 +182,11 @@ export class CacheNode {
 
   /**
    * abandonSnapshot is for a process that exits before `close` has written the final snapshot (a
-   * second signal): a write under way is abandoned, its temporary file removed; the snapshot on
-   * disk lacks the writes taken since it, so it is moved aside now (synchronously, to
-   * `.stale-<ms>`) and the next start is empty rather than stale. Returns where it went, or
-   * undefined (no snapshot, none on disk, or the final write already done).
+   * second signal): the snapshot on disk, which lacks the writes taken since it, is moved aside
+   * (FinalSnapshot.abandon). Returns where it went, or undefined.
    */
   abandonSnapshot(): string | undefined {
-    const s = this.snapshotter;
-    if (s === undefined) return undefined;
-    s.abandon();
-    // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
-    if (this.finalWritesBefore >= 0 && s.counters.writes > this.finalWritesBefore) return undefined;
-    const movedTo = this.retireSnapshot(s, "exiting before the final snapshot");
-    s.lock?.release();
-    return movedTo;
-  }
-
-  /**
-   * retireSnapshot moves aside the snapshot on disk, which lacks the writes taken since it
-   * (`why`: the final one was not written, `failure` its write's error if it failed), and says
-   * so in one line; returns where it went, if anywhere.
-   */
-  private retireSnapshot(s: Snapshotter, why: string, failure?: unknown): string | undefined {
-    const fields = { path: s.path, ...(failure === undefined ? {} : { error: String(failure) }) };
-    if (s.lock !== undefined && !s.lock.stillMine()) {
-      this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, fields);
-      return undefined;
-    }
-    try {
-      const movedTo = s.retire();
-      if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { ...fields, movedTo });
-      else if (failure !== undefined) this.logger.error(`${why}; there is no previous one: the next start is empty`, fields);
-      return movedTo;
-    } catch (e) {
-      this.logger.error(`${why}, and the previous one, which lacks the writes taken since, could not be moved aside: remove it before the next start`, { ...fields, moveError: String(e) });
-      return undefined;
-    }
-  }
-
-  /**
-   * writeFinalSnapshot stops the periodic writes and saves the state the node closes with. When
-   * that fails, the previous snapshot lacks the writes taken since it: it is moved aside (the next
-   * start is empty rather than stale) and `finalSnapshotFailed` is set (node.ts exits 1).
-   */
-  private async writeFinalSnapshot(): Promise<void> {
-    const s = this.snapshotter;
-    if (s === undefined) return;
-    s.stop();
-    await s.settled(); // a periodic write still running ends first …
-    this.finalWritesBefore = s.counters.writes;
-    try {
-      await s.write(true); // … then one write of the final state (it logs its success; a failure is told below)
-    } catch (e) {
-      this.finalSnapshotFailed = true;
-      this.retireSnapshot(s, "the final snapshot failed", e);
-    }
-    s.lock?.release();
+    return this.finalSnapshot.abandon(this.snapshotter);
   }
 
   /**
