@@ -8,6 +8,11 @@
  * memory, TTL and options. The node owns no process-wide state (signals and exit belong to
  * `node.ts`), so tests start several nodes in one process on port 0 and close them with
  * `await using`.
+ *
+ * Here is the wiring of a start and a close; the parts are beside it: the groups are built by
+ * node-groups.ts, the clients of peers and the member list made by node-peers.ts, the TLS files
+ * read by tls-files.ts, --max-connections fitted to the open-file limit by fd-limit.ts, and the
+ * final snapshot written (or abandoned) by final-snapshot.ts.
  */
 import { RingPurges } from "../cluster/ring-purge.ts";
 import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
