@@ -25,7 +25,7 @@
  * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
  * hit), or `false` when the call is local after all.
  */
-import { type Cluster, type PeerClient, noSuchGroup } from "../cluster/cluster.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
@@ -33,12 +33,13 @@ import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type Store } from "../store/store.ts";
-import { isRefusedWithoutReason, valuesFor } from "../client/results.ts";
+import { valuesFor } from "../client/results.ts";
 import { multiTooLarge, multiTooLargeError, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
+import { clearEverywhere, forgetCopy, ownerFailed, routeWrite } from "./routed-writes.ts";
 
 /**
  * route serves `req` (seed method `base`) across the cluster, or returns false to serve it here;
@@ -230,92 +231,6 @@ function keepInMirror(
 /** ownedElsewhere: another member owns the key under the member list as it is now. */
 function ownedElsewhere(cluster: Cluster, buf: Uint8Array, ks: number, kl: number): boolean {
   return cluster.owner(buf, ks, kl) !== cluster.self;
-}
-
-function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
-  const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
-  if (owner === cluster.self) return false;
-  const client = cluster.peer(owner);
-  if (client === undefined) return false;
-  cluster.counters.forwarded++;
-  const key = req.buffer.slice(req.keyStart, req.keyStart + req.keyLength);
-  forgetCopy(group, key);
-  const call = base === METHOD_SET
-    ? client.set(group.name, key, req.buffer.slice(req.valueStart, req.valueStart + req.valueLength), req.effectiveTtlMs(), { peer: true }).then(() => true)
-    : client.delete(group.name, key, { peer: true });
-  return call.then(
-    (ok) => {
-      forgetCopy(group, key);
-      if (base === METHOD_SET) group.counters.sets++;
-      else if (ok) group.counters.deletes++;
-      reply.writeSuccess(req, ok);
-    },
-    (e: unknown) => {
-      forgetCopy(group, key); // it may have been applied
-      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) {
-        cluster.counters.peerErrors++;
-        return replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e)); // (named, as for a Get)
-      }
-      replyThrown(reply, req, e);
-    },
-  );
-}
-
-/**
- * ownerFailed is the PEER_UNAVAILABLE message of a write forwarded to `owner` that failed with
- * `e`: the owner refused it without a reason (it answered success=false, with no error:
- * isRefusedWithoutReason), or it was unreachable.
- */
-function ownerFailed(owner: string, e: CacheError): string {
-  return `owner ${owner} ${isRefusedWithoutReason(e) ? "refused it without a reason" : "unreachable"}: ${e.message}`;
-}
-
-/**
- * forgetCopy drops this node's mirrored copy of a key it forwards a write of, and counts the
- * write for the copy tickets (Group.written: no answer read before it fills the mirror, and a
- * fallback load of it under way is stale). Done when the write is sent and again when it is
- * answered: a Get sent on another peer connection after the write may reach the owner before it
- * and bring the old value, which must be gone before the write's reply lets the client read.
- */
-function forgetCopy(group: Group, key: Uint8Array): void {
-  group.mirror?.delete(key, 0, key.length);
-  group.written(key, 0, key.length);
-}
-
-function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {
-  group.clear();
-  const others = cluster.others();
-  const calls = others.map((c) => c.clear(group.name, { peer: true }));
-  return Promise.allSettled(calls).then(async (results) => {
-    const failed = new Set<PeerClient>();
-    let refused = 0;
-    results.forEach((r, i) => {
-      if (r.status === "fulfilled" || noSuchGroup(r.reason)) return; // (a member without the group holds nothing of it: cleared)
-      failed.add(others[i]!);
-      if (isRefusedWithoutReason(r.reason)) refused++;
-    });
-    // A member that cleared may have forwarded a Get to an owner that had not yet, and taken its
-    // old value into its mirror: once every member cleared, every member drops its copies (as
-    // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy). One whose
-    // PeerClear failed (not reached, or refused) is not waited for again: it drops them once it
-    // can (owed).
-    await cluster.dropAll(group.name, failed);
-    group.dropCopies();
-    cluster.counters.peerErrors += failed.size;
-    if (failed.size === 0) return reply.writeSuccess(req, true);
-    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, clearFailed(calls.length, failed.size - refused, refused));
-  });
-}
-
-/**
- * clearFailed is the message of a Clear that `unreached` of the `peers` other members did not get
- * and `refused` answered success=false, with no error (isRefusedWithoutReason).
- */
-function clearFailed(peers: number, unreached: number, refused: number): string {
-  const parts: string[] = [];
-  if (unreached > 0) parts.push(`${unreached} of ${peers} peers could not be reached`);
-  if (refused > 0) parts.push(`${refused} of ${peers}${unreached > 0 ? "" : " peers"} refused it without a reason (answered success=false)`);
-  return `cleared here, but ${parts.join(", and ")}`;
 }
 
 /**
