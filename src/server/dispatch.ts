@@ -37,7 +37,8 @@ import { SET_OK, type SetResult } from "../store/store.ts";
 import { multiTooLarge, replyCacheError, replySetError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
-import { answerWhenDone, route } from "./routing.ts";
+import { route } from "./routing.ts";
+import { answerWhenDone } from "./routed-get.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
 
