@@ -16,7 +16,7 @@
 //    as for a missing result: the server did not do the write and said not why, so nothing points
 //    at the caller's input; a node forwarding the write to a member that answers so does not
 //    count it acknowledged, and says the member refused it, not that it was unreachable
-//    (routing.ts, by `isRefusedWithoutReason`). The connection is kept: the bytes were fine.
+//    (routed-writes.ts, by `isRefusedWithoutReason`). The connection is kept: the bytes were fine.
 //    Delete's success=false is its answer (not found), not a failure;
 //  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE (made by the
 //    connection and the client, with "timeout", "connection closed: …", "peer is down", "client

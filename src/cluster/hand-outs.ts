@@ -13,8 +13,8 @@
  * is acknowledged at once, so writes of keys nobody reads through another member cost nothing more.
  *
  * How long: a member keeps a copy at most its group's mirror TTL from when it sent the Get
- * (routing.ts ages the cap so), which is before the answer: so until the answer + the mirror TTL,
- * plus SLACK_MS for clocks read once per tick. With no mirror TTL (0: a copy lives as long as
+ * (routed-get.ts ages the cap so), which is before the answer: so until the answer + the mirror
+ * TTL, plus SLACK_MS for clocks read once per tick. With no mirror TTL (0: a copy lives as long as
  * its value) a key once handed out may be held for good. The mirror TTL is the node's for each
  * group: the same on every member, as --mirror-ttl is. The table is fixed (SLOTS entries by hash
  * of group and key), so keys that share an entry only make a write wait when it need not; it
@@ -34,7 +34,7 @@
  * answered the invalidation of all its mirrors the node sends each (`startHeldBy`, `confirm`:
  * Cluster.askDrops), so a restarted node's writes wait for a member only until it has dropped
  * whatever it kept from the node's last run. A member that loads a key itself while this node is
- * unreachable (groupcache's fallback) answers the value and keeps it nowhere (routing.ts
+ * unreachable (groupcache's fallback) answers the value and keeps it nowhere (routed-get.ts
  * `dropLoaded`): it was never handed out.
  *
  * A member that cannot be reached keeps its copies while it cannot (its invalidation failed): a

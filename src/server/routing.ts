@@ -22,8 +22,11 @@
  * - Counters: a Get (or GetMulti key) of a key owned elsewhere counts in this node's group as a
  *   hit when the mirror answers it and as a miss when it is forwarded (groupcache counts its hot
  *   cache's hits so), so hits + misses = total on every node; the owner counts it again.
- * Returns a promise that writes the reply, `true` when the reply was written at once (a mirror
- * hit), or `false` when the call is local after all.
+ * `route` returns a promise that writes the reply, `true` when the reply was written at once (a
+ * mirror hit), or `false` when the call is local after all.
+ *
+ * `route` picks the path; the paths are beside it: the Get in routed-get.ts, Set, Delete and Clear
+ * in routed-writes.ts, GetMulti and SetMulti in routed-multi.ts.
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";

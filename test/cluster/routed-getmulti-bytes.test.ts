@@ -1,8 +1,8 @@
 /**
  * Review: a routed GetMulti matches the owner's answer back to the request's keys by their UTF-8
- * decoding (routing.ts getMultiRouted: found.get(utf8.decode(key))). Keys that are not valid UTF-8
- * all decode to U+FFFD, so distinct keys get each other's value. The same GetMulti served by the
- * owner itself answers correctly.
+ * decoding (routed-multi.ts getMultiRouted: found.get(utf8.decode(key))). Keys that are not
+ * valid UTF-8 all decode to U+FFFD, so distinct keys get each other's value. The same GetMulti
+ * served by the owner itself answers correctly.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
