@@ -141,12 +141,23 @@ struct PingRequest {
   // copies of its keys, and who forwarded a write: it acknowledges writes once those members
   // dropped theirs). Only that first ping names the connection, and only with a member's id.
   1: optional string sender,
+  // lease: the caller checks read leases (a node's peer client renews them every quarter of a
+  // lease): it answers Gets of the receiver's keys from its copies only while the receiver
+  // vouches for it (PingResponse.leaseMs). Absent (an older node): no lease is given or needed.
+  2: optional bool lease,
 }
 
 struct PingResponse {
   // the receiver's node id (host:port)
   1: string nodeId,
   2: i64 uptimeMs,
+  // leaseMs, answered to a ping that asked for a lease: the receiver vouches that, for this many
+  // ms from when the caller sent the ping (by the caller's monotonic clock), it will not
+  // acknowledge a write of its keys without the caller's answer to that write's PeerInvalidate;
+  // 0: it does not vouch (an invalidation to the caller unanswered, or the caller lagging or
+  // asked to drop its mirrors). Absent (an older node, or not asked): the caller checks no lease
+  // for the receiver's keys, as before leases.
+  3: optional i64 leaseMs,
 }
 
 struct AuthRequest {

@@ -210,10 +210,14 @@ export class CacheClient {
     }) as Promise<number>;
   }
 
-  /** ping checks the node is alive (PeerPing); `sender` is our node id, for its logs. */
-  ping(sender?: string): Promise<PingResult> {
+  /**
+   * ping checks the node is alive (PeerPing); `sender` is our node id, for its logs; `lease` asks
+   * the node to vouch for this one (a cluster member's read lease: PingResult.leaseMs).
+   */
+  ping(sender?: string, lease?: boolean): Promise<PingResult> {
     return this.call(METHOD_PEER_PING, (w) => {
       if (sender !== undefined) w.text(1, sender);
+      if (lease !== undefined) w.bool(2, lease);
     }) as Promise<PingResult>;
   }
 

@@ -79,6 +79,8 @@ export function valuesFor(keys: readonly Uint8Array[], found: FoundEntries): (Ui
 export interface PingResult {
   nodeId: string;
   uptimeMs: number;
+  /** leaseMs: how long the node vouches for the caller from when it sent the ping (0: not); undefined when the reply had no such field. */
+  leaseMs?: number;
 }
 
 const UTF8 = new TextDecoder();
@@ -109,7 +111,10 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_PEER_INVALIDATE:
       return r.dropped;
     case METHOD_PEER_PING:
-      return { nodeId: UTF8.decode(buf.subarray(r.nodeIdStart, r.nodeIdStart + r.nodeIdLength)), uptimeMs: r.uptimeMs } satisfies PingResult;
+      return {
+        nodeId: UTF8.decode(buf.subarray(r.nodeIdStart, r.nodeIdStart + r.nodeIdLength)), uptimeMs: r.uptimeMs,
+        ...(r.leaseMs < 0 ? {} : { leaseMs: r.leaseMs }),
+      } satisfies PingResult;
     default:
       return undefined; // Set, Clear, SetMulti with success=true (false is REPLY_FAILED: replyError)
   }

@@ -14,7 +14,7 @@
 //     Stats          itemCount, hitCount, missCount, totalCount
 //     GetMulti       itemCount entries in `items` (4 int32 each: keyStart, keyLength, valueStart,
 //                    valueLength), like Request.items
-//     PeerInvalidate dropped          PeerPing   nodeIdStart/nodeIdLength, uptimeMs
+//     PeerInvalidate dropped          PeerPing   nodeIdStart/nodeIdLength, uptimeMs, leaseMs (-1 when absent)
 // Byte fields are ranges into `buffer`, valid until the connection's FrameReader moves on.
 //
 // A hostile peer is a hostile client: the same ProtocolLimits bound everything. Lengths and
@@ -111,6 +111,7 @@ export class ReplyReader {
   nodeIdStart = 0;
   nodeIdLength = 0;
   uptimeMs = 0;
+  leaseMs = -1;
   /** GetMulti entries: 4 int32 per entry; `entryCount` in use. */
   entryCount = 0;
   items = new Int32Array(64);
@@ -198,6 +199,7 @@ export class ReplyReader {
     this.dropped = 0;
     this.nodeIdStart = this.nodeIdLength = 0;
     this.uptimeMs = 0;
+    this.leaseMs = -1;
     this.entryCount = 0;
   }
 
@@ -305,6 +307,10 @@ export class ReplyReader {
         }
         if (type === TYPE_I64 && id === 2) {
           this.uptimeMs = r.readI64();
+          continue;
+        }
+        if (type === TYPE_I64 && id === 3) {
+          this.leaseMs = r.readI64();
           continue;
         }
       } else if (type === TYPE_BOOL && id === 1) {

@@ -252,16 +252,23 @@ export class ReplyWriter {
     this.end();
   }
 
-  /** writePing writes the PingResponse reply `{1: string nodeId, 2: i64 uptimeMs}`. */
-  writePing(req: Request, nodeId: string, uptimeMs: number): void {
+  /**
+   * writePing writes the PingResponse reply `{1: string nodeId, 2: i64 uptimeMs, 3: i64 leaseMs}`,
+   * field 3 only when `leaseMs` is not negative (a ping that did not ask for a lease).
+   */
+  writePing(req: Request, nodeId: string, uptimeMs: number, leaseMs = -1): void {
     const w = this.out;
     this.begin(req, MESSAGE_REPLY, 0);
     w.fieldBegin(TYPE_STRUCT, 0);
     w.fieldBegin(TYPE_STRING, 1);
     w.utf8(nodeId);
-    w.ensure(16 + REPLY_OVERHEAD_BYTES);
+    w.ensure(32 + REPLY_OVERHEAD_BYTES);
     w.fieldBegin(TYPE_I64, 2);
     w.i64(uptimeMs);
+    if (leaseMs >= 0) {
+      w.fieldBegin(TYPE_I64, 3);
+      w.i64(leaseMs);
+    }
     w.u8(TYPE_STOP);
     w.u8(TYPE_STOP);
     this.end();

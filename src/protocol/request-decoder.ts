@@ -34,6 +34,7 @@ import {
   METHOD_GET,
   METHOD_GET_MULTI,
   METHOD_PEER_INVALIDATE,
+  METHOD_PEER_PING,
   METHOD_SET,
   METHOD_SET_MULTI,
   METHOD_UNKNOWN,
@@ -205,6 +206,8 @@ export class RequestDecoder {
         if (refusal !== ITEMS_SKIPPED) itemsRefusal = refusal;
       } else if (type === TYPE_BOOL && id === 3 && method === METHOD_PEER_INVALIDATE) {
         req.all = r.readBool();
+      } else if (type === TYPE_BOOL && id === 2 && method === METHOD_PEER_PING) {
+        req.lease = r.readBool();
       } else if (type === TYPE_MAP && id === 2 && method === METHOD_SET_MULTI) {
         const refusal = this.readEntryMap(r, req);
         if (refusal !== ITEMS_SKIPPED) itemsRefusal = refusal;

@@ -133,6 +133,8 @@ export class Request {
 
   /** PeerInvalidate: `all` drops every mirror of the group (after a Clear). */
   all = false;
+  /** PeerPing: `lease` asks the receiver to vouch for the caller (PingResponse.leaseMs: Cluster.vouch). */
+  lease = false;
 
   /** Cache-level refusal found while decoding: ErrorCode number, 0 when none. */
   errorCode = 0;
@@ -177,6 +179,7 @@ export class Request {
     this.ttlMs = 0;
     this.itemCount = 0;
     this.all = false;
+    this.lease = false;
     this.errorCode = 0;
     this.errorMessage = "";
   }

@@ -78,8 +78,34 @@ describe("CallWriter", () => {
         callBytes("PeerInvalidate", 4, new Bytes().field(T.STRING, 1).str("g").field(T.LIST, 2).u8(T.STRING).i32(0).field(T.BOOL, 3).u8(1)),
       ],
       [written((w) => { w.begin(METHOD_PEER_PING, 5); w.end(); }), callBytes("PeerPing", 5, new Bytes())],
+      [
+        written((w) => { w.begin(METHOD_PEER_PING, 6); w.text(1, "a:1"); w.bool(2, true); w.end(); }),
+        callBytes("PeerPing", 6, new Bytes().field(T.STRING, 1).str("a:1").field(T.BOOL, 2).u8(1)),
+      ],
     ];
     for (const [got, want] of cases) expect(hex(got)).toBe(hex(want));
+  });
+
+  test("a PeerPing asking for a lease: the server's decoder reads it, and its reply's leaseMs reads back (absent when not given)", () => {
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    conn.push(written((w) => { w.begin(METHOD_PEER_PING, 6); w.text(1, "a:1"); w.bool(2, true); w.end(); }));
+    const asked: boolean[] = [];
+    const leases: number[] = [];
+    for (const leaseMs of [250, -1]) {
+      expect(conn.nextRequest()).toBe(true);
+      asked.push(conn.request.lease);
+      const out = conn.reply.out;
+      const from = out.length;
+      conn.reply.writePing(conn.request, "n:1", 7, leaseMs);
+      const r = new ReplyReader(DEFAULT_LIMITS);
+      const frame = out.buffer.slice(from, out.length);
+      r.begin(frame, 4, frame.length);
+      r.readResult(METHOD_PEER_PING);
+      leases.push(r.leaseMs);
+      conn.push(written((w) => { w.begin(METHOD_PEER_PING, 7); w.end(); }));
+    }
+    expect(asked).toEqual([true, false]);
+    expect(leases).toEqual([250, -1]);
   });
 
   test("calls queue back to back, abort drops only the current one, and the server's decoder reads them", () => {
@@ -136,7 +162,11 @@ describe("ReplyReader", () => {
     r = read(METHOD_PEER_INVALIDATE, i64Reply("PeerInvalidate", 1, [17]));
     expect(r.dropped).toBe(17);
     r = read(METHOD_PEER_PING, pingReply(1, "n:1", 99));
-    expect([r.nodeIdLength, r.uptimeMs]).toEqual([3, 99]);
+    expect([r.nodeIdLength, r.uptimeMs, r.leaseMs]).toEqual([3, 99, -1]); // an older node: no lease field
+    r = read(METHOD_PEER_PING, pingReply(1, "n:1", 99, 500));
+    expect([r.nodeIdLength, r.uptimeMs, r.leaseMs]).toEqual([3, 99, 500]);
+    r = read(METHOD_PEER_PING, pingReply(1, "n:1", 99, 0));
+    expect(r.leaseMs).toBe(0); // present: the node does not vouch
   });
 
   test("errors, unknown fields and a missing result", () => {

@@ -69,8 +69,11 @@ export function multiReply(name: string, seqid: number, entries: [string, Uint8A
   for (const [k, v] of entries) b.str(k).str(v);
   return reply(name, seqid, b.stop().stop());
 }
-export function pingReply(seqid: number, nodeId: string, uptimeMs: number): Uint8Array {
-  return reply("PeerPing", seqid, new Bytes().field(T.STRUCT, 0).field(T.STRING, 1).str(nodeId).field(T.I64, 2).i64(uptimeMs).stop().stop());
+/** pingReply is a PingResponse; `leaseMs` (PingResponse field 3) only when given. */
+export function pingReply(seqid: number, nodeId: string, uptimeMs: number, leaseMs?: number): Uint8Array {
+  const body = new Bytes().field(T.STRUCT, 0).field(T.STRING, 1).str(nodeId).field(T.I64, 2).i64(uptimeMs);
+  if (leaseMs !== undefined) body.field(T.I64, 3).i64(leaseMs);
+  return reply("PeerPing", seqid, body.stop().stop());
 }
 export function cacheErrorReply(name: string, seqid: number, code: number, msg: string): Uint8Array {
   return reply(name, seqid, new Bytes().field(T.STRUCT, 1).field(T.I32, 1).i32(code).field(T.STRING, 2).str(msg).stop().stop());
