@@ -13,9 +13,10 @@
  * Peer clients are made by an injected `connect` function (the node passes one that builds a
  * `CacheClient`), so the routing can be tested without sockets.
  */
-import type { FoundEntries } from "../client/results.ts";
+import type { FoundEntries, PingResult } from "../client/results.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { HandOuts } from "./hand-outs.ts";
+import { Leases, RENEWALS_PER_LEASE, Vouches } from "./leases.ts";
 import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
 
@@ -34,6 +35,8 @@ export interface PeerClient {
   peerGetMulti(group: string, keys: readonly Uint8Array[]): Promise<FoundEntries>;
   setMulti(group: string, entries: Iterable<[Uint8Array, Uint8Array]>, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
+  /** ping, with `lease`, asks the peer to vouch for this node (leases.ts); a client without it gets no lease checks. */
+  ping?(sender?: string, lease?: boolean): Promise<PingResult>;
   close(): Promise<void>;
 }
 
@@ -51,6 +54,9 @@ export interface GroupName {
   readonly name: string;
   readonly nameBytes: Uint8Array;
 }
+
+/** ACK_SLACK_MS: a write acknowledged at a member's lease end waits this much more (a timer may fire early). */
+const ACK_SLACK_MS = 2;
 
 /** ASK_DROPS_MS: how often members that may hold copies nobody vouches for are asked to drop them (askDrops). */
 const ASK_DROPS_MS = 500;
@@ -86,6 +92,7 @@ export class ClusterCounters {
   prefetchesSent = 0; // gets of a waiting connection forwarded ahead of their turn (server/prefetch.ts)
   prefetchesUsed = 0; // forwarded gets answered from such a prefetch
   mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere
+  mirrorLeaseMisses = 0; // gets of keys owned elsewhere that a copy here (mirror, answer fetched ahead) held but did not answer: no lease from the owner (leases.ts), forwarded
   mirrorFills = 0; // values copied into the mirror
   invalidationsSent = 0; // PeerInvalidate calls sent
   invalidationsReceived = 0; // PeerInvalidate calls served
@@ -134,6 +141,11 @@ export class Cluster {
    */
   private readonly lagging = new Set<string>();
   private askTimer: ReturnType<typeof setInterval> | null = null;
+  /** leases: this node's read leases on the other members' keys (leases.ts); checked once `startRenewingLeases` ran. */
+  readonly leases = new Leases();
+  /** vouches: this node's side of its members' leases (leases.ts): a lease is writeWaitMs long. */
+  private readonly vouches: Vouches;
+  private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private readonly connect: (nodeId: string) => PeerClient;
   private readonly logger: ClusterLogger;
 
@@ -146,6 +158,12 @@ export class Cluster {
     this.mirrorTtlMs = opts.mirrorTtlMs ?? 10_000;
     this.handOuts = new HandOuts(this.mirrorTtlMs);
     this.maxWaitMs = writeWaitMs(opts.peerTimeoutMs ?? 1_000);
+    this.vouches = new Vouches(this.maxWaitMs);
+  }
+
+  /** leaseMs is how long this node vouches for a member (leases.ts): its longest wait for a member's answer. */
+  get leaseMs(): number {
+    return this.vouches.leaseMs;
   }
 
   /** members is the current member list (this node included), sorted. */
@@ -205,11 +223,16 @@ export class Cluster {
       this.owed.delete(id);
       this.lagging.delete(id);
       this.handOuts.forget(id);
+      this.leases.forget(id);
+      this.vouches.remove(id);
     }
     for (const id of added) {
       const client = clients.get(id);
-      if (client !== undefined) this.peers.set(id, client);
+      if (client === undefined) continue;
+      this.peers.set(id, client);
+      this.leases.add(id, this.leaseTimer !== null && client.ping !== undefined);
     }
+    if (this.leaseTimer !== null) this.renewLeases();
     this.counters.membershipChanges++;
     // Keys new to this node were handed out by their last owner (the first list is the start's: HandOuts).
     if (this.generation > 0) this.handOuts.assumeAll();
@@ -256,15 +279,21 @@ export class Cluster {
   dropAll(group: string, failed: ReadonlySet<PeerClient> = new Set()): Promise<void> {
     const waits = new Map<string, [PeerClient, Promise<void>]>();
     const sentAt = performance.now();
+    let ackBy = -Infinity;
     for (const [id, client] of this.peers) {
       if (failed.has(client)) {
         this.owe(id);
         continue;
       }
       const told = this.tell(id, sentAt, client.invalidate(group, [], true));
-      if (!this.lagging.has(id)) waits.set(id, [client, told]);
+      if (this.lagging.has(id)) {
+        this.vouches.abandon(id); // (acknowledged without its answer: leases.ts)
+        continue;
+      }
+      waits.set(id, [client, told]);
+      ackBy = Math.max(ackBy, this.cutoff(id, sentAt));
     }
-    return waits.size === 0 ? Promise.resolve() : this.awaitAnswers(waits);
+    return waits.size === 0 ? Promise.resolve() : this.awaitAnswers(waits, sentAt, ackBy);
   }
 
   /**
@@ -274,11 +303,26 @@ export class Cluster {
    */
   private tell(id: string, sentAt: number, call: Promise<unknown>): Promise<void> {
     this.counters.invalidationsSent++;
-    return call.then(() => this.answered(id, sentAt), (e: unknown) => {
-      if (noSuchGroup(e)) return this.answered(id, sentAt);
-      this.counters.peerErrors++;
-      this.owe(id);
+    const token = this.vouches.sent(id); // (leases given it while this is unanswered are bounded: leases.ts)
+    return call.then(() => {
+      this.answered(id, sentAt);
+      this.vouches.settled(id, token);
+    }, (e: unknown) => {
+      if (noSuchGroup(e)) this.answered(id, sentAt);
+      else {
+        this.counters.peerErrors++;
+        this.owe(id); // (first: owed, it gets no lease)
+      }
+      this.vouches.settled(id, token);
     });
+  }
+
+  /**
+   * cutoff is until when a write whose invalidation was sent at `sentAt` waits for member `id`'s
+   * answer: its lease's end (leases.ts), or maxWaitMs for a member that asks for none.
+   */
+  private cutoff(id: string, sentAt: number): number {
+    return this.vouches.cutoff(id, sentAt + this.maxWaitMs);
   }
 
   /** others returns the clients of every member but this node. */
@@ -298,8 +342,10 @@ export class Cluster {
    * returns what a write must wait for before it is acknowledged: the answers of the members
    * that may hold a copy of one of the keys (HandOuts) other than `origin`, the member that
    * forwarded the write (it drops its own copy), and other than the lagging ones; settling (never
-   * rejecting) once each answered or its call failed (counted in peerErrors), or after
-   * `maxWaitMs`; undefined when there are none.
+   * rejecting) once each answered or its call failed (counted in peerErrors), or once each of
+   * the others is past its cutoff: the end of the read lease this node gave it (leases.ts), or
+   * `maxWaitMs` for a member that asks for none; undefined when there are none (or none holds a
+   * lease).
    *
    * A member whose answer was still missing after `maxWaitMs` is marked lagging: a member that
    * hangs (its connection alive, no answers) would otherwise make every write of a key it was
@@ -317,39 +363,76 @@ export class Cluster {
     for (const k of keys) holders |= this.handOuts.holders(group.nameBytes, k, 0, k.length);
     let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
     const sentAt = performance.now();
+    let ackBy = -Infinity;
     for (const [id, client] of this.peers) {
       const told = this.tell(id, sentAt, client.invalidate(group.name, keys, false));
-      if (this.waitsFor(id, holders, origin)) (waits ??= new Map()).set(id, [client, told]);
+      if (id === origin || !this.mayHold(id, holders)) continue;
+      if (this.lagging.has(id)) {
+        this.vouches.abandon(id); // acknowledged without its answer: no lease until it answers (leases.ts)
+        continue;
+      }
+      (waits ??= new Map()).set(id, [client, told]);
+      ackBy = Math.max(ackBy, this.cutoff(id, sentAt));
     }
-    return waits === undefined ? undefined : this.awaitAnswers(waits);
+    if (waits === undefined) return undefined;
+    const acked = this.awaitAnswers(waits, sentAt, ackBy);
+    // None holds a lease (leases.ts): acknowledged at once (awaitAnswers has abandoned them); a
+    // late answer still marks its member lagging.
+    return ackBy <= sentAt ? undefined : acked;
   }
 
-  /** waitsFor tells whether a write waits for member `id`'s answer (see invalidate). */
-  private waitsFor(id: string, holders: number, origin: string | undefined): boolean {
-    if (id === origin || this.lagging.has(id)) return false;
+  /** mayHold tells whether member `id` may hold a copy of a key with HandOuts' marks `holders` (see invalidate). */
+  private mayHold(id: string, holders: number): boolean {
     return (holders & this.handOuts.bitOf(id)) !== 0 || this.handOuts.startHeldBy(id);
   }
 
   /**
    * awaitAnswers settles once each call of `waits` (by member id, with the client it went by;
-   * settling, never rejecting) has settled, or after maxWaitMs: the members whose calls have not settled then are
-   * marked lagging, while their client is still the member's (a member removed and listed again
-   * has a new client, which owes nothing).
+   * settling, never rejecting), sent at `sentAt`, has settled, or once the members whose calls
+   * have not are past their cutoffs (`ackBy` the latest when sent: a lease's end, which a lease
+   * given meanwhile moves, or maxWaitMs after `sentAt`: leases.ts); those are then abandoned (no
+   * lease until they answer). Any call not settled maxWaitMs after `sentAt` marks its member
+   * lagging, while its client is still the member's (a member removed and listed again has a new
+   * client, which owes nothing); a write acknowledged sooner, at a lease's end, does not (a member
+   * whose lease was about to end when the write came is not slow).
    */
-  private awaitAnswers(waits: Map<string, [PeerClient, Promise<void>]>): Promise<void> {
+  private awaitAnswers(waits: Map<string, [PeerClient, Promise<void>]>, sentAt: number, ackBy: number): Promise<void> {
     return new Promise<void>((resolve) => {
+      const waitEnd = sentAt + this.maxWaitMs;
+      let ack: ReturnType<typeof setTimeout> | undefined;
+      let acked = false;
+      const acknowledge = (): void => {
+        if (acked) return;
+        acked = true;
+        clearTimeout(ack);
+        for (const id of waits.keys()) this.vouches.abandon(id);
+        resolve();
+      };
+      // At the latest cutoff, unless a lease given since moved it (a timer may also fire up to a
+      // millisecond early: ACK_SLACK_MS, so the lease has surely run out).
+      const ackAt = (at: number): void => {
+        if (at >= waitEnd) return; // (the maxWaitMs timer's)
+        const now = performance.now();
+        if (now >= at + ACK_SLACK_MS) return acknowledge();
+        ack = setTimeout(() => {
+          let latest = -Infinity;
+          for (const id of waits.keys()) latest = Math.max(latest, this.cutoff(id, sentAt));
+          ackAt(latest);
+        }, at + ACK_SLACK_MS - now);
+      };
       const timer = setTimeout(() => {
         for (const [id, [client]] of waits) if (this.peers.get(id) === client) this.lag(id);
-        resolve();
+        acknowledge();
       }, this.maxWaitMs);
       for (const [id, [, told]] of waits) {
         void told.then(() => {
           waits.delete(id);
           if (waits.size > 0) return;
           clearTimeout(timer);
-          resolve();
+          acknowledge();
         });
       }
+      ackAt(ackBy);
     });
   }
 
@@ -414,9 +497,11 @@ export class Cluster {
       });
       const asks = drop ? groups.map(ask) : [ask(groups[0]!)];
       this.counters.invalidationsSent += asks.length;
+      if (drop) this.vouches.block(id); // (no lease is given it until it has dropped them: leases.ts)
       // All settled before the next: one in flight per member, whatever each group's ask came to.
       void Promise.allSettled(asks).then((outcomes) => {
         this.asking.delete(id);
+        if (drop) this.vouches.unblock(id); // (one that failed owes again just below: still no lease)
         if (outcomes.some((o) => o.status === "rejected")) return this.owe(id);
         this.answered(id, sentAt);
         if (drop && this.peers.has(id)) this.handOuts.confirm(id); // (not a member removed meanwhile)
@@ -436,6 +521,51 @@ export class Cluster {
     this.askTimer = timer;
   }
 
+  /**
+   * pinged answers a PeerPing from `member` (the connection's, undefined when unknown): `intro`,
+   * its connection's first; `lease`, it asks this node to vouch for it. Returns the PingResponse's
+   * leaseMs: -1 (none) when not asked, else the lease when this node vouches for the member now
+   * (no invalidation sent it unanswered, neither lagging nor owed a drop of its mirrors), else 0.
+   */
+  pinged(member: string | undefined, intro: boolean, lease: boolean): number {
+    if (member !== undefined && intro) this.vouches.introduced(member);
+    if (!lease) return -1;
+    if (member === undefined || !this.peers.has(member)) return 0;
+    return this.vouches.vouch(member, !this.lagging.has(member) && !this.owed.has(member));
+  }
+
+  /**
+   * leaseHeld tells whether this node may answer a Get of a key `owner` owns from its copies now
+   * (leases.ts): always until `startRenewingLeases` ran, and for an owner that gives no leases.
+   */
+  leaseHeld(owner: string): boolean {
+    return this.leases.holds(owner);
+  }
+
+  /**
+   * startRenewingLeases asks every other member to vouch for this node now and every quarter of
+   * a lease until the cluster closes; from now on a Get of a member's key is answered from this
+   * node's copies only under a lease from that member (a member whose client cannot ask, or that
+   * answers as an older node, excepted: leases.ts).
+   */
+  startRenewingLeases(everyMs = this.leaseMs / RENEWALS_PER_LEASE): void {
+    if (this.leaseTimer !== null) return;
+    const timer = setInterval(() => this.renewLeases(), everyMs);
+    timer.unref?.();
+    this.leaseTimer = timer;
+    for (const [id, client] of this.peers) this.leases.add(id, client.ping !== undefined);
+    this.renewLeases();
+  }
+
+  /** renewLeases asks each member not down to vouch for this node (one ask in flight per member). */
+  private renewLeases(): void {
+    for (const [id, client] of this.peers) {
+      const ping = client.ping;
+      if (ping === undefined || client.isDown) continue;
+      this.leases.renew(id, () => ping.call(client, this.self, true).then((r) => r.leaseMs));
+    }
+  }
+
   /** startConfirmed: no member can hold copies of this node's previous run any more. */
   get startConfirmed(): boolean {
     if (!this.handOuts.starting) return true;
@@ -447,6 +577,8 @@ export class Cluster {
   async close(): Promise<void> {
     if (this.askTimer !== null) clearInterval(this.askTimer);
     this.askTimer = null;
+    if (this.leaseTimer !== null) clearInterval(this.leaseTimer);
+    this.leaseTimer = null;
     const clients = [...this.peers.values()];
     this.peers.clear();
     await Promise.all(clients.map((c) => c.close()));

@@ -44,7 +44,9 @@
  * drops them itself when it finds this node up again (cache-node.ts). A member whose answer a
  * write waited for that long in vain is lagging: later writes do not wait for it until it answers
  * again within that time (a member that hangs would cost every write that long); it is asked to
- * drop its mirrors as one whose invalidation failed is, then probed until it answers in time.
+ * drop its mirrors as one whose invalidation failed is, then probed until it answers in time. A
+ * member that asks for read leases is waited for only until its lease runs out (leases.ts): past
+ * that its copies answer nothing until it holds a new one, which it gets once it answered.
  */
 import { hashBytes } from "../store/hash.ts";
 

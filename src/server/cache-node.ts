@@ -301,6 +301,8 @@ export class CacheNode {
         // invalidations they missed: they are asked to drop them (and until each has dropped a
         // previous run's, writes wait for its answers: HandOuts).
         c.startAskingDrops(groups.all().map((g) => g.name));
+        // Copies of the other members' keys answer Gets only under their leases (cluster/leases.ts).
+        c.startRenewingLeases();
       }
       const node = new CacheNode(config, groups, server, logger, deps.pool, cluster, membership);
       node.snapshotter = deps.snapshotter; // before the admin port, whose metrics include its figures

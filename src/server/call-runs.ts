@@ -37,7 +37,8 @@
  *
  * On a node with peers, a run serves only Gets: of keys this node owns as dispatch serves them
  * (routing hands an owned key back to the local path), and of keys owned elsewhere that its
- * mirror holds, as routing answers them. The first Get of another key owned elsewhere ends the
+ * mirror holds while it holds their owner's read lease (cluster/leases.ts: one Map lookup and a
+ * clock read), as routing answers them. The first Get of another key owned elsewhere ends the
  * run (routing forwards it), and so does every Set (a write in a cluster also drops mirrored
  * copies, on this node and its peers). A ring-aware client (ClusterClient) sends every key to its
  * owner, so its Gets all run; other clients' Gets of hot keys mostly do.
@@ -158,12 +159,13 @@ export class CallRuns {
         if (routed) {
           const owner = cluster.owner(buf, keyStart, keyLength);
           if (owner !== cluster.self) {
-            // Owned elsewhere: served here only from this node's mirror, as routing serves it
-            // (a mirror miss, counted once by routing, forwards it).
+            // Owned elsewhere: served here only from this node's mirror under the owner's lease,
+            // as routing serves it (a mirror miss, or a copy with no lease, counted once by
+            // routing, forwards it).
             const mirror = group.mirror;
             if (mirror === undefined || cluster.peer(owner) === undefined) break;
             const mid = mirror.getHit(buf, keyStart, keyLength, mirror.hashOf(buf, keyStart, keyLength));
-            if (mid < 0) break;
+            if (mid < 0 || !cluster.leaseHeld(owner)) break;
             if (dropAhead) prefetches.drop(cluster, group, buf, keyStart, keyLength, false);
             group.countRouted(1, true);
             cluster.counters.mirrorHits++;

@@ -30,7 +30,7 @@ import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_INVALIDATE,
-  METHOD_PEER_PING, METHOD_SET, METHOD_SET_MULTI,
+  METHOD_PEER_PING, METHOD_SET, METHOD_SET_MULTI, INTRO_SEQID,
   METHOD_STATS, METHOD_UNKNOWN, baseMethod, isPeerMethod, type Request,
 } from "../protocol/request.ts";
 import { SET_OK, type SetResult } from "../store/store.ts";
@@ -91,7 +91,11 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
     const name = quotedName(req.buffer, req.nameStart, req.nameLength);
     return reply.writeApplicationException(req, APP_ERROR.UNKNOWN_METHOD, `Invalid method name: '${name}'`);
   }
-  if (method === METHOD_PEER_PING) return reply.writePing(req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0));
+  if (method === METHOD_PEER_PING) {
+    // (A lease asked for is answered by the cluster: cluster/leases.ts; a lone node vouches for no one.)
+    const leaseMs = ctx.cluster?.pinged(member, req.seqid === INTRO_SEQID, req.lease) ?? (req.lease ? 0 : -1);
+    return reply.writePing(req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0), leaseMs);
+  }
   const group = ctx.groups.find(req.buffer, req.groupStart, req.groupLength);
   if (group === undefined) return unknownGroup(reply, req);
   if (method === METHOD_PEER_INVALIDATE) return invalidate(ctx, group, req, reply);

@@ -247,8 +247,8 @@ export class LookAhead {
       const owner = cluster.owner(buf, ks, kl);
       if (owner !== cluster.self) {
         // A peer's Get of a key another member owns is answered by a load not stored (dispatch):
-        // not started ahead. A Get the mirror answers needs nothing.
-        if (method !== METHOD_GET || group.mirror?.has(buf, ks, kl) === true) return true;
+        // not started ahead. A Get the mirror answers (under the owner's lease) needs nothing.
+        if (method !== METHOD_GET || (group.mirror?.has(buf, ks, kl) === true && cluster.leaseHeld(owner))) return true;
         const client = cluster.peer(owner);
         if (client === undefined) return true;
         const table = this.tableOf(conn);

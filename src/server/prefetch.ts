@@ -30,13 +30,12 @@
  * GetMulti of the key, which the look-ahead passes over): the kept answer would take that read
  * back (review: v2, then v1). The owner waits for this node's answer to its invalidation before
  * it acknowledges a write of a key it handed out, so an acknowledged write is heard of in time;
- * but not for a member it counts lagging (cluster.ts), which hears of it late: that member may
- * answer a Get from what it fetched ahead, as from its mirror, with a value older than an
- * acknowledged write until the invalidation or the owner's ask to drop its mirrors
- * (`Group.dropCopies`, which makes every kept answer unused too) reaches it (docs/operations.md,
- * `cluster_peers_lagging`). A GetMulti of the key served before the Get drops the answer, lagging
- * or not: its own answer from the owner may come before the invalidation, and the connection
- * would read v2, then v1.
+ * or, past that wait, for this node's read lease on its keys to run out (cluster/leases.ts): a
+ * kept answer, like the mirror, answers only under the owner's lease (checked when the reply is
+ * written: routing's answerAhead forwards the Get again otherwise), so a member the owner counts
+ * lagging, which hears of writes late, gets no lease and forwards instead. A GetMulti of the key
+ * served before the Get drops the answer, lagging or not: its own answer from the owner may come
+ * before the invalidation, and the connection would read v2, then v1.
  * A forwarded answer that is used fills the mirror as a Get forwarded in turn does.
  *
  * Bounds: at most MAX_PREFETCHES answers per connection, and none started once the values kept

@@ -4,12 +4,13 @@
  * This node's mirror answers it first (a bounded store of hot keys owned elsewhere, filled through
  * LRU-K admission, each copy living no longer than the owner's remaining TTL, nor than the mirror
  * TTL from when its Get was sent); else the answer fetched ahead for it (prefetch.ts), unless a
- * write of the key was heard of since it was sent or it is a mirror TTL old; else a PeerGet to the
- * owner. If the owner cannot be reached the node loads the key itself when its group has a loader
+ * write of the key was heard of since it was sent or it is a mirror TTL old; either only while
+ * this node holds the owner's read lease (cluster/leases.ts; without one, a copy is a lease miss);
+ * else a PeerGet to the owner. If the owner cannot be reached the node loads the key itself when its group has a loader
  * (groupcache's fallback) and keeps the value nowhere (dropLoaded); without a loader the answer is
  * PEER_UNAVAILABLE. The owner's other answers (NOT_FOUND, LOAD_FAILED, ...) pass through unchanged.
  */
-import type { Cluster } from "../cluster/cluster.ts";
+import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
@@ -34,23 +35,38 @@ export function routeGet(
     (cluster.mirrorTtlMs > 0 && group.store.clock() - ahead.fetchedAt >= cluster.mirrorTtlMs))) ahead = undefined;
   const client = cluster.peer(owner);
   if (client === undefined) return false;
+  // Copies of the owner's keys (the mirror, an answer fetched ahead) answer only under its lease
+  // (cluster/leases.ts): without one, the owner may have acknowledged a write this node has not
+  // heard of yet, and the Get is forwarded as a miss is.
+  const leased = cluster.leaseHeld(owner);
   const mirror = group.mirror;
+  let copied = false; // (the mirror holds the key)
   if (mirror !== undefined) {
     const id = mirror.get(req.buffer, req.keyStart, req.keyLength);
-    if (id >= 0) {
+    if (id >= 0 && leased) {
       group.countRouted(1, true);
       cluster.counters.mirrorHits++;
       writeHit(reply, req, mirror, id);
       return true;
     }
+    copied = id >= 0;
+  }
+  if (!leased && (copied || ahead !== undefined)) {
+    cluster.counters.mirrorLeaseMisses++;
+    ahead = undefined;
   }
   group.countRouted(1, false);
   cluster.counters.forwarded++;
   // Forwarded ahead while the connection waited for an earlier Get: answer from it.
   if (ahead !== undefined) {
-    cluster.counters.prefetchesUsed++;
-    return answerWhenDone(req, reply, ahead, () => answerAhead(cluster, group, req, reply, owner, ahead));
+    const kept = ahead;
+    return answerWhenDone(req, reply, kept, () => answerAhead(cluster, group, req, reply, owner, client, kept));
   }
+  return forwardNow(cluster, group, req, reply, owner, client);
+}
+
+/** forwardNow forwards the Get to `owner` (by `client`) and answers it when the owner does (answerForward). */
+function forwardNow(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, client: PeerClient): Promise<void> {
   const ticket = group.copyTicket(); // a write heard of before the answer comes keeps it out of the mirror
   const sentAt = group.store.clock(); // the owner's TTL is aged from here (forwardedTtl)
   return new Promise<void>((resolve) => {
@@ -97,9 +113,17 @@ export function answerWhenDone(req: Request, reply: ReplyWriter, ahead: Prefetch
 /**
  * answerAhead answers a Get from its prefetched answer (see answerForward), its TTL aged by the
  * wait; it fills the mirror under the copy ticket taken when it was forwarded (a write or an
- * invalidation of the key heard of since, while it travelled or was kept, keeps it out).
+ * invalidation of the key heard of since, while it travelled or was kept, keeps it out). The
+ * owner's lease ran out while it was awaited: forwarded again (`client`), as a copy is not used.
  */
-function answerAhead(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, ahead: Prefetch): Promise<void> | true {
+function answerAhead(
+  cluster: Cluster, group: Group, req: Request, reply: ReplyWriter, owner: string, client: PeerClient, ahead: Prefetch,
+): Promise<void> | true {
+  if (!cluster.leaseHeld(owner)) {
+    cluster.counters.mirrorLeaseMisses++;
+    return forwardNow(cluster, group, req, reply, owner, client);
+  }
+  cluster.counters.prefetchesUsed++;
   const v = ahead.value;
   const ttl = agedTtl(ahead, group.store.clock());
   return answerForward(cluster, group, req, reply, owner, ahead.err, v, 0, v === null ? 0 : v.length, ttl, ahead.ticket, ahead.fetchedAt);

@@ -65,7 +65,7 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       work.push(localValues(group, req, indexes, window, values, true, reply.maxMultiBytes));
       continue;
     }
-    const forward = fromMirror(cluster, group, req, indexes, values);
+    const forward = fromMirror(cluster, group, req, indexes, values, cluster.leaseHeld(owner));
     if (forward.length === 0) continue;
     group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
@@ -129,16 +129,20 @@ function dropFetchedAhead(cluster: Cluster, group: Group, req: Request, prefetch
 
 /**
  * fromMirror takes, of a multi-key request's entries `indexes` (keys one other member owns), the
- * values this node's mirror holds into `values`, counted as hits, as a Get's (routeGet); returns
+ * values this node's mirror holds into `values`, counted as hits, as a Get's (routeGet), when
+ * `leased` (under the owner's lease: cluster/leases.ts; else each copy is a lease miss); returns
  * the entries left to forward.
  */
-function fromMirror(cluster: Cluster, group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[]): number[] {
+function fromMirror(
+  cluster: Cluster, group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], leased: boolean,
+): number[] {
   const mirror = group.mirror;
   if (mirror === undefined) return indexes;
   const forward: number[] = [];
   for (const i of indexes) {
     const id = mirror.get(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
-    if (id < 0) {
+    if (id < 0 || !leased) {
+      if (id >= 0) cluster.counters.mirrorLeaseMisses++;
       forward.push(i);
       continue;
     }

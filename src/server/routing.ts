@@ -7,8 +7,9 @@
  * disagree cannot loop (the owner they picked answers from its own store, whatever it thinks).
  *
  * - Get: this node's mirror first (a bounded store of hot keys owned elsewhere, filled through
- *   LRU-K admission, each copy living no longer than the owner's remaining TTL); else PeerGet to
- *   the owner. If the owner cannot be reached (timeout, down, connection lost) the node loads the
+ *   LRU-K admission, each copy living no longer than the owner's remaining TTL), while this node
+ *   holds the owner's read lease (cluster/leases.ts; without one, a copy is a lease miss); else
+ *   PeerGet to the owner. If the owner cannot be reached (timeout, down, connection lost) the node loads the
  *   key itself when its group has a loader (groupcache's behaviour) and counts a peer error;
  *   without a loader the answer is PEER_UNAVAILABLE. Answers of the owner (NOT_FOUND,
  *   LOAD_FAILED, ...) pass through unchanged.

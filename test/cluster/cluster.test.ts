@@ -13,6 +13,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { leasesHeld } from "../support/cluster-members.ts";
 import { waitUntil } from "../support/gates.ts";
 import { selfSigned } from "../support/tls.ts";
 
@@ -35,18 +36,22 @@ function client(port: number): CacheClient {
   return c;
 }
 
-/** cluster3 starts three nodes that all know each other, with the same loader on group "g". */
-function cluster3(loader: Loader, extra: Partial<NodeConfig> = {}): { nodes: CacheNode[]; ids: string[] } {
+/**
+ * cluster3 starts three nodes that all know each other, with the same loader on group "g", once
+ * each holds the others' read leases (their mirrors answer only then).
+ */
+async function cluster3(loader: Loader, extra: Partial<NodeConfig> = {}): Promise<{ nodes: CacheNode[]; ids: string[] }> {
   const ports = freePorts(3);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const nodes = ports.map((port) => node({ port, peers: ids, groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra }, { g: loader }));
+  await leasesHeld(nodes, ids);
   return { nodes, ids };
 }
 
 describe("a three-node cluster in one process", () => {
   test("1,000 concurrent gets of one cold key spread over all nodes → one loader call cluster-wide", async () => {
     let calls = 0;
-    const { nodes } = cluster3(async (key) => {
+    const { nodes } = await cluster3(async (key) => {
       calls++;
       await Bun.sleep(30);
       return `v:${key}`;
@@ -61,7 +66,7 @@ describe("a three-node cluster in one process", () => {
   });
 
   test("a set on A is read on B and C; a delete on C removes it everywhere, mirrors included", async () => {
-    const { nodes } = cluster3(() => null);
+    const { nodes } = await cluster3(() => null);
     const [a, b, c] = nodes.map((n) => client(n.port));
     await a!.set("g", "k", "v1");
     // Read twice on every node: the second read may come from a mirror (LRU-K admits on the 2nd fill).
@@ -76,7 +81,7 @@ describe("a three-node cluster in one process", () => {
   });
 
   test("when a node dies the others still answer every key (fallback loads)", async () => {
-    const { nodes } = cluster3((key) => `v:${key}`);
+    const { nodes } = await cluster3((key) => `v:${key}`);
     const survivors = [client(nodes[0]!.port), client(nodes[1]!.port)];
     await nodes[2]!.close();
     const keys = Array.from({ length: 60 }, (_, i) => `key-${i}`);
@@ -86,7 +91,7 @@ describe("a three-node cluster in one process", () => {
   });
 
   test("hot keys are mirrored on non-owners, and a mirror never outlives the owner's TTL", async () => {
-    const { nodes, ids } = cluster3(() => null);
+    const { nodes, ids } = await cluster3(() => null);
     const ring = nodes[0]!.cluster!.ring;
     // A key owned by node 0, read through node 1.
     let key = "";
@@ -106,7 +111,7 @@ describe("a three-node cluster in one process", () => {
   });
 
   test("Stats on a non-owner: mirror answers (Get and GetMulti) are hits, forwarded keys misses; hits + misses = total", async () => {
-    const { nodes, ids } = cluster3(() => null);
+    const { nodes, ids } = await cluster3(() => null);
     const ring = nodes[0]!.cluster!.ring;
     const ownedBy0 = (prefix: string): string => {
       for (let i = 0; ; i++) if (ring.owner(new TextEncoder().encode(`${prefix}${i}`)) === ids[0]) return `${prefix}${i}`;
@@ -163,7 +168,7 @@ describe("a three-node cluster in one process", () => {
 
   test("a mirrored copy whose invalidation was lost is stale for at most --mirror-ttl", async () => {
     // The owner's invalidations are sent once; one lost left the copy stale until evicted.
-    const { nodes, ids } = cluster3(() => null, { mirrorTtlMs: 300 });
+    const { nodes, ids } = await cluster3(() => null, { mirrorTtlMs: 300 });
     const ring = nodes[0]!.cluster!.ring;
     let key = "";
     for (let i = 0; key === ""; i++) if (ring.owner(new TextEncoder().encode(`hot${i}`)) === ids[0]) key = `hot${i}`;
@@ -207,7 +212,7 @@ describe("a three-node cluster in one process", () => {
   });
 
   test("GetMulti of 1,000 keys spread over the cluster returns all of them in one call; SetMulti spreads", async () => {
-    const { nodes } = cluster3((key) => `loaded:${key}`);
+    const { nodes } = await cluster3((key) => `loaded:${key}`);
     const c = client(nodes[0]!.port);
     const keys = Array.from({ length: 1000 }, (_, i) => `m${i}`);
     await c.setMulti("g", keys.slice(0, 500).map((k): [string, string] => [k, `set:${k}`]));
@@ -252,7 +257,7 @@ describe("a three-node cluster in one process", () => {
 
   test("a ring-aware client sends each call straight to the key's owner", async () => {
     let calls = 0;
-    const { nodes, ids } = cluster3((key) => {
+    const { nodes, ids } = await cluster3((key) => {
       calls++;
       return `v:${key}`;
     });
@@ -271,7 +276,7 @@ describe("a three-node cluster in one process", () => {
 
   test("with an auth token, peers authenticate with it; a client without it is refused", async () => {
     const token = "cluster-token-0123456789";
-    const { nodes } = cluster3((key) => `v:${key}`, { authToken: token });
+    const { nodes } = await cluster3((key) => `v:${key}`, { authToken: token });
     const good = new CacheClient({ host: "127.0.0.1", port: nodes[0]!.port, authToken: token });
     open.push(good);
     for (let i = 0; i < 30; i++) expect(text((await good.get("g", `a${i}`)).value)).toBe(`v:a${i}`);
@@ -285,7 +290,7 @@ describe("a three-node cluster in one process", () => {
     const dir = await mkdtemp("/tmp/mybuncache-cluster-tls-");
     try {
       const { cert, key } = selfSigned(dir);
-      const { nodes } = cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key });
+      const { nodes } = await cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key });
       const c = new CacheClient({ host: "127.0.0.1", port: nodes[0]!.port, tls: { ca: await Bun.file(cert).text() } });
       open.push(c);
       for (let i = 0; i < 30; i++) expect(text((await c.get("g", `t${i}`)).value)).toBe(`v:t${i}`);
@@ -293,7 +298,7 @@ describe("a three-node cluster in one process", () => {
       expect(nodes[0]!.cluster!.counters.peerErrors).toBe(0);
       // With an auth token as well: each peer connection sends it once its handshake is done.
       const token = "cluster-token-0123456789";
-      const secured = cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key, authToken: token }).nodes;
+      const secured = (await cluster3((k) => `v:${k}`, { tlsCert: cert, tlsKey: key, authToken: token })).nodes;
       const both = new CacheClient({ host: "127.0.0.1", port: secured[0]!.port, tls: { ca: await Bun.file(cert).text() }, authToken: token });
       open.push(both);
       for (let i = 0; i < 30; i++) expect(text((await both.get("g", `s${i}`)).value)).toBe(`v:s${i}`);

@@ -93,7 +93,9 @@ test("a member the owner marked lagging: a write acknowledged without its answer
   // A write waits 1 s at most for A's answer; B's invalidations reach A 1.5 s late.
   const { a, b, aId, slow, lag, k, writer, reader } = await twoMembers(2_000, 1_500, "lag");
   await reader.get("default", lag); // A fetches `lag` (B loads it): B notes it handed it out to A
-  await writer.set("default", lag, "v2"); // waits 1 s for A's answer, held back by the proxy
+  await writer.set("default", lag, "v2"); // waits for A's answer, held back by the proxy, until A's lease ends
+  // Marked lagging once the write's longest wait (1 s) passed unanswered.
+  await until(() => b.cluster!.laggingMembers.length > 0);
   expect(b.cluster!.laggingMembers).toEqual([aId]);
 
   const loads = loadsOf(b);

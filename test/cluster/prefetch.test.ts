@@ -8,6 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
+import { leasesHeld } from "../support/cluster-members.ts";
 import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
 import { Prefetches } from "../../src/server/prefetch.ts";
 import { T } from "../protocol/wire-builder.ts";
@@ -27,8 +28,11 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** twoNodes starts nodes A and B that know each other; `remote` lists keys B owns, `local` keys A owns. */
-function twoNodes(loader?: (key: string) => Promise<string>): { a: CacheNode; b: CacheNode; remote: string[]; local: string[] } {
+/**
+ * twoNodes starts nodes A and B that know each other, once each holds the other's read lease (its
+ * mirror and answers fetched ahead are used only then); `remote` lists keys B owns, `local` keys A owns.
+ */
+async function twoNodes(loader?: (key: string) => Promise<string>): Promise<{ a: CacheNode; b: CacheNode; remote: string[]; local: string[] }> {
   const ports = freePorts(2);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const [a, b] = ports.map((port) => {
@@ -43,12 +47,13 @@ function twoNodes(loader?: (key: string) => Promise<string>): { a: CacheNode; b:
     const key = `key-${i}`;
     (a.cluster!.owner(utf8.encode(key), 0, key.length) === ids[1] ? remote : local).push(key);
   }
+  await leasesHeld([a, b], ids);
   return { a, b, remote: remote.slice(0, 40), local: local.slice(0, 10) };
 }
 
 /** remoteKeyHolding is twoNodes with B's first key set to `value` through `setter`, a client of A. */
 async function remoteKeyHolding(value: string) {
-  const { a, remote } = twoNodes();
+  const { a, remote } = await twoNodes();
   const key = remote[0]!;
   const setter = client(a.port);
   await setter.set("default", key, value);
@@ -84,7 +89,7 @@ function values(raw: RawSocket): [number, string][] {
 
 describe("Gets forwarded ahead while a connection waits", () => {
   test("pipelined Gets of keys another node owns: one batch to the owner, the same replies in order", async () => {
-    const { a, b, remote, local } = twoNodes();
+    const { a, b, remote, local } = await twoNodes();
     const setter = client(b.port);
     for (const key of [...remote, ...local]) await setter.set("default", key, `v:${key}`);
     // 40 Gets of B's keys with A's keys between them and one absent key, in one write to A.
@@ -126,7 +131,7 @@ describe("Gets forwarded ahead while a connection waits", () => {
   });
 
   test("the owner gone: Gets fetched ahead answer PEER_UNAVAILABLE as forwarding in turn does", async () => {
-    const { a, b, remote } = twoNodes();
+    const { a, b, remote } = await twoNodes();
     await b.close();
     const keys = remote.slice(0, 12);
     const raw = await send(a.port, keys.map((key, i) => getCall(i, key)), 15_000);
@@ -136,7 +141,7 @@ describe("Gets forwarded ahead while a connection waits", () => {
   }, 20_000);
 
   test("an answer fetched ahead for a Get the mirror answered is not served to a later Get after another client's write", async () => {
-    const { a, b, remote } = twoNodes();
+    const { a, b, remote } = await twoNodes();
     const key = remote[0]!;
     const viaA = client(a.port);
     const viaB = client(b.port);
@@ -158,7 +163,7 @@ describe("Gets forwarded ahead while a connection waits", () => {
 
 describe("answers fetched ahead and the mirror", () => {
   test("an answer fetched ahead fills the mirror as a Get forwarded in turn does", async () => {
-    const { a, b, remote } = twoNodes();
+    const { a, b, remote } = await twoNodes();
     const [first, key] = [remote[0]!, remote[1]!];
     const viaA = client(a.port);
     const viaB = client(b.port);
@@ -179,7 +184,7 @@ describe("answers fetched ahead and the mirror", () => {
   test("an answer fetched ahead whose key is written while it is kept is not used: the Get is forwarded again, and the old value fills no mirror", async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const { a, b, remote, local } = twoNodes(async (k) => {
+    const { a, b, remote, local } = await twoNodes(async (k) => {
       await gate;
       return `loaded ${k}`;
     });
@@ -236,7 +241,7 @@ describe("bounds on what is fetched ahead", () => {
   });
 
   test("large values fetched ahead: every Get still gets its own value, in order", async () => {
-    const { a, remote } = twoNodes();
+    const { a, remote } = await twoNodes();
     const keys = remote.slice(0, 12);
     const setter = client(a.port);
     const valueOf = (i: number) => String.fromCharCode(65 + i).repeat(300_000);

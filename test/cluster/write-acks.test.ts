@@ -15,7 +15,7 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
 import { StubServer, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { fetchedBy, keysOf, startMembers } from "../support/cluster-members.ts";
+import { fetchedBy, keysOf, leasesHeld, startMembers } from "../support/cluster-members.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
 
@@ -38,6 +38,7 @@ test("a write acknowledged by the owner is read back through a member that held 
   const keys = keysOf(a, ids[1]!, "k", 10);
   const viaA = client(a.port);
   const viaB = client(b.port);
+  await leasesHeld(nodes, ids); // (A's mirror answers under B's lease)
   for (let round = 0; round < 5; round++) {
     for (const key of keys) {
       await viaB.set("g", key, `v${round}`);

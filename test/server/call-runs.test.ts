@@ -382,9 +382,10 @@ const unused = (): Promise<never> => Promise.reject(new Error("PeerClient call n
 /**
  * clusterWorld is `world()` on a node "A" of a two-member cluster with "B", whose (fake) client
  * answers every forwarded Get at once with "B:<key>" and takes every write and invalidation;
- * `forwarded` lists what it was asked.
+ * `forwarded` lists what it was asked. With `unleased`, A checks read leases and B never grants
+ * one (its lease pings go unanswered): A's mirror answers no Get of B's keys.
  */
-function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
+function clusterWorld(unleased = false): { w: World; cluster: Cluster; forwarded: string[] } {
   const w = world();
   const forwarded: string[] = [];
   const name = (key: Uint8Array) => new TextDecoder().decode(key);
@@ -409,9 +410,11 @@ function clusterWorld(): { w: World; cluster: Cluster; forwarded: string[] } {
     peerGetMulti: unused,
     setMulti: unused,
     close: () => Promise.resolve(),
+    ping: () => new Promise<never>(() => {}),
   } satisfies PeerClient;
   const cluster = new Cluster({ self: "A", vnodes: 64, connect: () => peerB, logger: { info() {}, warn() {} } });
   cluster.setMembers(["A", "B"]);
+  if (unleased) cluster.startRenewingLeases();
   // Group "m" mirrors the keys k0..k9 that B owns: their Gets are answered from the mirror.
   const mirror = w.ctx.groups.find(utf8.encode("m"), 0, 1)!.mirror!;
   for (let i = 0; i < 10; i++) {
@@ -481,6 +484,23 @@ test("in a cluster, runs serve the Gets of keys this node owns and of mirrored k
   expect(a.inRuns).toBe(ownedGets - (owned(keys[0]!) ? 1 : 0));
   expect(fast.cluster.counters.mirrorHits).toBe(keys.slice(0, 10).filter((k) => !owned(k)).length + (owned(keys[0]!) ? 0 : notMirrored.length));
   expect(notMirrored.length).toBe(3);
+});
+
+test("in a cluster, a mirrored key of an owner whose lease is not held: the run stops at it, and routing forwards it and counts a lease miss, as the general path does", async () => {
+  const { cluster } = clusterWorld(true);
+  const elsewhere = Array.from({ length: 10 }, (_, i) => `k${i}`).filter((k) => cluster.owner(utf8.encode(k), 0, k.length) !== "A");
+  expect(elsewhere.length).toBeGreaterThan(2);
+  const calls = elsewhere.map((key, i) => getCall(i + 1, key, "m")); // all in A's mirror
+  const all = concatAll(calls);
+  const fast = clusterWorld(true);
+  const slow = clusterWorld(true);
+  const a = await serveRouted(fast.w, fast.cluster, all, true);
+  const b = await serveRouted(slow.w, slow.cluster, all, false);
+  expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
+  expect(fast.cluster.counters).toEqual(slow.cluster.counters);
+  expect(a.inRuns).toBe(0);
+  expect(fast.forwarded).toEqual(elsewhere); // each forwarded: B's value, not the mirror's copy
+  expect([fast.cluster.counters.mirrorHits, fast.cluster.counters.mirrorLeaseMisses]).toEqual([0, elsewhere.length]);
 });
 
 /**

@@ -73,3 +73,18 @@ export function fetchedBy(member: CacheClient, key: string): Promise<string> {
 }
 
 const utf8 = new TextEncoder();
+
+/**
+ * leasesHeld resolves once every member of `nodes` (ids in the same order) holds a read lease from
+ * every other (cluster/leases.ts): only then do their mirrors answer Gets of each other's keys. (A
+ * member whose first invalidation found another not listening yet waits for its drop ask: up to
+ * half a second.)
+ */
+export async function leasesHeld(nodes: readonly CacheNode[], ids: readonly string[], timeoutMs = 5_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  const held = (): boolean => nodes.every((n, i) => ids.every((id, j) => i === j || n.cluster!.leaseHeld(id)));
+  while (!held()) {
+    if (performance.now() > deadline) throw new Error("members hold no read leases on each other");
+    await Bun.sleep(5);
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Read leases: how a member knows it may still answer a Get of another member's key from its
+ * copies (the mirror, an answer fetched ahead), and how that owner knows when it may acknowledge
+ * a write without the member's answer to the write's invalidation.
+ *
+ * Why: an owner waits for a member's answer to its PeerInvalidate before it acknowledges a write
+ * of a key the member may hold (HandOuts), but not for ever: past its longest wait (writeWaitMs)
+ * it acknowledges without it, and a member whose answers come that late (`lagging`: a slow link,
+ * an overloaded node) is not waited for at all. Such a member cannot tell it is behind: it kept
+ * answering from its copies values older than writes already acknowledged, until the
+ * invalidation or the owner's ask to drop its mirrors reached it.
+ *
+ * The protocol (both sides read `performance.now()`, each its own: only the clocks' rates must
+ * agree, not their readings; a lease is a few hundred ms, so drift is of no account):
+ * - A member M asks each other member O to vouch for it every quarter of a lease (`Leases.renew`:
+ *   a PeerPing with `lease`, one in flight per owner), noting `sentAt` before it sends. O answers
+ *   `leaseMs` when it vouches, 0 when not; M then holds a lease on O's keys until `sentAt +
+ *   leaseMs` (`Leases.granted`), and answers Gets of them from its copies only before that
+ *   (`Leases.holds`, the clock read at each such Get); after, it forwards them as it would a
+ *   mirror miss. The length is O's to say: members need not agree on it.
+ * - O's lease is half its longest wait for a member's answer (`Vouches`: writeWaitMs / 2, 250 ms
+ *   with the default --peer-timeout). It vouches for M (`Vouches.vouch`, noting when: `at`) while
+ *   M is neither lagging nor owed a drop of its mirrors (Cluster.pinged), no ask to drop them is in
+ *   flight, no write was acknowledged without M's answer to an invalidation still unanswered, and
+ *   the oldest invalidation M has not answered is under a lease old: so a lease given while an
+ *   invalidation is on its way ends within that invalidation's longest wait (a member that answers
+ *   in a millisecond keeps its leases under a steady stream of writes).
+ * - O acknowledges a write without M's answer only once M's lease has run out (`Vouches.cutoff`:
+ *   the last `at` + leaseMs, looked at again when reached, as a lease given meanwhile moves it;
+ *   never past the longest wait): M's lease began before O's reply, so it has run out by then;
+ *   and O gives none again until that invalidation is settled (`abandon`). A write never waits
+ *   longer than before; a member whose lease has run out (a lagging one gets none) is not waited
+ *   for at all. A member still unanswered after the longest wait is marked lagging, as before.
+ *
+ * Mixed versions: a member that never asks (an older node) is waited for as before leases (up to
+ * writeWaitMs, then lagging). An owner whose reply has no `leaseMs` (an older node, or a client
+ * with no `ping`: a test's stub) gets no lease check for its keys: its members answer from their
+ * copies as before (`Leases.granted` with undefined, `add` unchecked), with the staleness a
+ * lagging member had before. An owner forgets what a member asked once that member's connection
+ * introduces itself again (`Vouches.introduced`, on the intro PeerPing: it may have restarted as
+ * an older node); waiting for it as before is never shorter than its lease.
+ */
+
+/** RENEWALS_PER_LEASE: a member asks each owner to vouch for it this many times per lease. */
+export const RENEWALS_PER_LEASE = 4;
+
+/** Leases is a member's side: per owner, until when it may answer Gets of the owner's keys from its copies. */
+export class Leases {
+  /** until: per owner, by `clock` (Infinity: its keys are not checked; 0: no lease). */
+  private readonly until = new Map<string, number>();
+  private readonly renewing = new Set<string>();
+
+  constructor(private readonly clock: () => number = () => performance.now()) {}
+
+  /** add starts tracking `owner`: `checked`, with no lease until one is granted; else never checked. */
+  add(owner: string, checked: boolean): void {
+    this.until.set(owner, checked ? 0 : Infinity);
+  }
+
+  /** forget drops `owner` (it left the member list). */
+  forget(owner: string): void {
+    this.until.delete(owner);
+  }
+
+  /** holds tells whether copies of `owner`'s keys may answer a Get now (an unknown owner: no). */
+  holds(owner: string): boolean {
+    const until = this.until.get(owner) ?? 0;
+    return until === Infinity || until > this.clock();
+  }
+
+  /**
+   * granted records `owner`'s answer to a lease ping sent at `sentAt`: `leaseMs` > 0 extends the
+   * lease to `sentAt + leaseMs`; 0 leaves it as it is (what was granted before still holds);
+   * undefined (an owner that does not give leases) stops checking its keys.
+   */
+  granted(owner: string, sentAt: number, leaseMs: number | undefined): void {
+    const until = this.until.get(owner);
+    if (until === undefined) return; // left the list meanwhile
+    if (leaseMs === undefined) return void this.until.set(owner, Infinity);
+    const held = until === Infinity ? 0 : until; // (it gives leases now: an older node upgraded)
+    this.until.set(owner, leaseMs > 0 ? Math.max(held, sentAt + leaseMs) : held);
+  }
+
+  /**
+   * renew asks `owner` to vouch (`ask`, sent now; it resolves to the reply's leaseMs), unless an
+   * ask is in flight; a failed ask grants nothing.
+   */
+  renew(owner: string, ask: () => Promise<number | undefined>): void {
+    if (this.renewing.has(owner) || !this.until.has(owner)) return;
+    this.renewing.add(owner);
+    const sentAt = this.clock();
+    ask().then((leaseMs) => this.granted(owner, sentAt, leaseMs), () => {}).finally(() => this.renewing.delete(owner));
+  }
+}
+
+/**
+ * Vouches is an owner's side: when it last vouched for each member, and what it sent them that
+ * they have not answered. `maxWaitMs` is the owner's longest wait for a member's answer; a lease
+ * is half of it, so that a lease given while an invalidation is on its way (under a lease old:
+ * `vouch`) still ends within that invalidation's longest wait.
+ */
+export class Vouches {
+  readonly leaseMs: number;
+  /** at: per member, when this node last vouched for it (kept while it is a member: its lease may outlive an intro). */
+  private readonly at = new Map<string, number>();
+  /** asking: the members that asked for a lease since their connection last introduced itself. */
+  private readonly asking = new Set<string>();
+  /** unanswered: per member, the invalidations sent it that have not settled, by token, with when each was sent (oldest first). */
+  private readonly unanswered = new Map<string, Map<number, number>>();
+  /** blocked: per member, the asks to drop its mirrors in flight (no vouch until they settle). */
+  private readonly blocked = new Map<string, number>();
+  /** abandoned: per member, the last token a write was acknowledged without an answer to (no vouch until all up to it settle). */
+  private readonly abandoned = new Map<string, number>();
+  private tokens = 0;
+  /**
+   * startedAt: when this node started. A member's lease from its previous run (a restart quicker
+   * than a lease) began before it: a member it has not vouched for counts as vouched for then.
+   */
+  private readonly startedAt: number;
+
+  constructor(readonly maxWaitMs: number, private readonly clock: () => number = () => performance.now()) {
+    this.leaseMs = maxWaitMs / 2;
+    this.startedAt = clock();
+  }
+
+  /** sent notes an invalidation sent to `id` now; its token goes to `settled` when it is answered or fails. */
+  sent(id: string): number {
+    const token = ++this.tokens;
+    let waiting = this.unanswered.get(id);
+    if (waiting === undefined) this.unanswered.set(id, (waiting = new Map()));
+    waiting.set(token, this.clock());
+    return token;
+  }
+
+  settled(id: string, token: number): void {
+    const waiting = this.unanswered.get(id);
+    if (waiting === undefined) return;
+    waiting.delete(token);
+    if (waiting.size === 0) this.unanswered.delete(id);
+  }
+
+  /** block notes an ask to drop all of `id`'s mirrors sent (no vouch until `unblock`: it may hold copies of writes acknowledged without it). */
+  block(id: string): void {
+    this.blocked.set(id, (this.blocked.get(id) ?? 0) + 1);
+  }
+
+  unblock(id: string): void {
+    const n = (this.blocked.get(id) ?? 1) - 1;
+    if (n > 0) this.blocked.set(id, n);
+    else this.blocked.delete(id);
+  }
+
+  /**
+   * abandon notes that a write was acknowledged without `id`'s answer to its invalidation (its
+   * lease had run out, or it lags): no vouch until every invalidation sent it so far has settled.
+   */
+  abandon(id: string): void {
+    if (this.unanswered.has(id)) this.abandoned.set(id, this.tokens);
+  }
+
+  /**
+   * vouch answers `id`'s lease ask: the lease (ms) when this node vouches for it now (noted), 0
+   * when not: `mayVouch` is false (lagging, owed a drop), an ask to drop its mirrors is in
+   * flight, a write was acknowledged without its answer to an invalidation still unanswered, or
+   * the oldest invalidation it has not answered was sent a lease ago or more (a lease given now
+   * would outlast that invalidation's longest wait, maxWaitMs).
+   */
+  vouch(id: string, mayVouch: boolean): number {
+    this.asking.add(id);
+    if (!mayVouch || this.blocked.has(id)) return 0;
+    const now = this.clock();
+    const waiting = this.unanswered.get(id);
+    if (waiting !== undefined) {
+      for (const [token, sentAt] of waiting) {
+        if (token <= (this.abandoned.get(id) ?? 0) || now + this.leaseMs > sentAt + this.maxWaitMs) return 0;
+        break; // (the oldest)
+      }
+    }
+    this.at.set(id, now);
+    return this.leaseMs;
+  }
+
+  /**
+   * cutoff is until when a write whose invalidation `id` has not answered waits for it, when the
+   * longest wait would end at `waitEnd`: when the last lease this node gave it runs out (one it
+   * never vouched for: a lease after this node started, `startedAt`), or `waitEnd` for a member
+   * that does not ask for leases. A lease given while the write waits moves it (never past
+   * `waitEnd`: `vouch`).
+   */
+  cutoff(id: string, waitEnd: number): number {
+    if (!this.asking.has(id)) return waitEnd;
+    return Math.min(waitEnd, (this.at.get(id) ?? this.startedAt) + this.leaseMs);
+  }
+
+  /**
+   * introduced: a new connection of `id` introduced itself (it may have restarted as a node that
+   * does not ask for leases): it is waited for as such until it asks again. (Never shorter than a
+   * lease: `at` stays.)
+   */
+  introduced(id: string): void {
+    this.asking.delete(id);
+  }
+
+  /**
+   * remove drops what is known of `id` (it left the member list) but its last vouch: a lease it
+   * holds may outlive the change, should it come back.
+   */
+  remove(id: string): void {
+    this.asking.delete(id);
+    this.unanswered.delete(id);
+    this.blocked.delete(id);
+    this.abandoned.delete(id);
+  }
+}

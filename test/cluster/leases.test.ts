@@ -1,0 +1,241 @@
+/**
+ * Read leases (src/cluster/leases.ts) without sockets: a member's Leases and an owner's Vouches
+ * on a clock the test moves, then a Cluster of stub peers: what a member's mirror may answer
+ * under, and how long an owner's write waits for a member it vouched for.
+ */
+import { describe, expect, test } from "bun:test";
+import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
+import { Leases, Vouches } from "../../src/cluster/leases.ts";
+import type { PingResult } from "../../src/client/results.ts";
+
+describe("Leases (a member's)", () => {
+  test("a lease runs from when the ping was sent; 0 keeps what was granted; no field (an older owner) stops the checks", () => {
+    let now = 1_000;
+    const leases = new Leases(() => now);
+    leases.add("o:1", true);
+    leases.add("old:1", false);
+    expect([leases.holds("o:1"), leases.holds("old:1"), leases.holds("stranger:1")]).toEqual([false, true, false]);
+    leases.granted("o:1", 990, 500); // sent at 990: held until 1,490
+    now = 1_489;
+    expect(leases.holds("o:1")).toBe(true);
+    leases.granted("o:1", 1_400, 0); // not vouched: what was granted still holds
+    expect(leases.holds("o:1")).toBe(true);
+    now = 1_490;
+    expect(leases.holds("o:1")).toBe(false);
+    leases.granted("o:1", 1_300, 500); // a late reply to an older ping: until 1,800
+    expect(leases.holds("o:1")).toBe(true);
+    leases.granted("o:1", 1_000, 500); // an even older one never shortens it
+    now = 1_799;
+    expect(leases.holds("o:1")).toBe(true);
+    leases.granted("o:1", 1_700, undefined); // answered as an older node: not checked any more
+    now = 1e9;
+    expect(leases.holds("o:1")).toBe(true);
+    leases.granted("o:1", now, 0); // leases again (upgraded): checked, none held yet
+    expect(leases.holds("o:1")).toBe(false);
+    leases.forget("o:1");
+    leases.granted("o:1", now, 500); // (a reply after it left the list grants nothing)
+    expect(leases.holds("o:1")).toBe(false);
+  });
+
+  test("renew: one ask in flight per owner, the lease counted from before it was sent; a failed ask grants nothing", async () => {
+    let now = 0;
+    const leases = new Leases(() => now);
+    leases.add("o:1", true);
+    const asks: PromiseWithResolvers<number | undefined>[] = [];
+    const ask = (): Promise<number | undefined> => {
+      const a = Promise.withResolvers<number | undefined>();
+      asks.push(a);
+      return a.promise;
+    };
+    leases.renew("o:1", ask);
+    now = 100;
+    leases.renew("o:1", ask); // in flight: not asked again
+    expect(asks.length).toBe(1);
+    asks[0]!.resolve(250);
+    await asks[0]!.promise;
+    await Bun.sleep(0);
+    expect(leases.holds("o:1")).toBe(true); // until 0 + 250
+    now = 250;
+    expect(leases.holds("o:1")).toBe(false);
+    leases.renew("o:1", ask);
+    asks[1]!.reject(new Error("timeout"));
+    await Bun.sleep(0);
+    expect(leases.holds("o:1")).toBe(false);
+    leases.renew("o:1", ask); // asked again
+    expect(asks.length).toBe(3);
+  });
+});
+
+describe("Vouches (an owner's)", () => {
+  test("a lease is half the longest wait; vouched while no invalidation is unanswered, or the oldest is under a lease old", () => {
+    let now = 0;
+    const v = new Vouches(1_000, () => now);
+    expect(v.leaseMs).toBe(500);
+    expect(v.cutoff("m:1", 1_000)).toBe(1_000); // never asked: waited for as before leases
+    expect(v.vouch("m:1", true)).toBe(500);
+    expect(v.cutoff("m:1", 1_000)).toBe(500);
+    now = 100;
+    const t = v.sent("m:1");
+    now = 599;
+    expect(v.vouch("m:1", true)).toBe(500); // its oldest unanswered is 499 ms old: a lease to 1,099 ends before its wait does (1,100)
+    expect(v.cutoff("m:1", 1_100)).toBe(1_099);
+    now = 601;
+    expect(v.vouch("m:1", true)).toBe(0); // 501 ms old: not any more
+    v.settled("m:1", t);
+    expect(v.vouch("m:1", true)).toBe(500);
+    expect(v.vouch("m:1", false)).toBe(0); // lagging or owed a drop
+  });
+
+  test("a write acknowledged without the member's answer: no lease until every invalidation sent it so far has settled; a drop ask in flight: none either", () => {
+    let now = 0;
+    const v = new Vouches(1_000, () => now);
+    v.vouch("m:1", true);
+    const first = v.sent("m:1");
+    v.abandon("m:1");
+    const later = v.sent("m:1");
+    expect(v.vouch("m:1", true)).toBe(0);
+    v.settled("m:1", first);
+    expect(v.vouch("m:1", true)).toBe(500); // (only a young one left, sent after the abandon)
+    v.settled("m:1", later);
+    v.abandon("m:1"); // nothing unanswered: nothing to wait for
+    expect(v.vouch("m:1", true)).toBe(500);
+    v.block("m:1");
+    v.block("m:1");
+    v.unblock("m:1");
+    expect(v.vouch("m:1", true)).toBe(0);
+    v.unblock("m:1");
+    expect(v.vouch("m:1", true)).toBe(500);
+    now = 10;
+    v.introduced("m:1"); // a new connection of it: waited for as before leases until it asks again
+    expect(v.cutoff("m:1", 900)).toBe(900);
+    expect(v.vouch("m:1", false)).toBe(0);
+    expect(v.cutoff("m:1", 900)).toBe(500); // (its last lease, from 0, still counts)
+  });
+
+  test("a member never vouched for since this node started: counted as vouched for at the start (a lease of the previous run may not have run out)", () => {
+    let now = 5_000;
+    const v = new Vouches(1_000, () => now);
+    now = 5_100;
+    expect(v.vouch("m:1", false)).toBe(0);
+    expect(v.cutoff("m:1", 6_100)).toBe(5_500);
+    now = 5_600;
+    expect(v.cutoff("m:1", 6_600)).toBe(5_500); // (past: a write is acknowledged without it at once)
+  });
+});
+
+/** stubPeer is a peer client that answers invalidations when `answer` says, and pings as `lease` says (undefined: an older node). */
+function stubPeer(opts: { lease?: () => number | undefined; ping?: boolean }): PeerClient & { pending: (() => void)[] } {
+  const pending: (() => void)[] = [];
+  const peer = {
+    isDown: false,
+    pending,
+    invalidate: () => new Promise<number>((resolve) => pending.push(() => resolve(0))),
+    close: async () => {},
+    ...(opts.ping === false ? {} : {
+      ping: async (): Promise<PingResult> => {
+        const leaseMs = opts.lease?.();
+        return { nodeId: "o:1", uptimeMs: 1, ...(leaseMs === undefined ? {} : { leaseMs }) };
+      },
+    }),
+  };
+  return peer as unknown as PeerClient & { pending: (() => void)[] };
+}
+
+const quiet = { info() {}, warn() {} };
+
+describe("a member's mirror answers under its owner's lease", () => {
+  test("vouched: held; not vouched: not; an owner answering as an older node, or a client that cannot ask: not checked", async () => {
+    for (const [name, opts, held] of [
+      ["vouches", { lease: () => 10_000 }, true],
+      ["does not vouch", { lease: () => 0 }, false],
+      ["an older node (no field)", { lease: () => undefined }, true],
+      ["a client without ping", { ping: false }, true],
+    ] as const) {
+      const cluster = new Cluster({ self: "me:1", connect: () => stubPeer(opts), logger: quiet });
+      cluster.setMembers(["me:1", "o:1"]);
+      expect(cluster.leaseHeld("o:1")).toBe(true); // (not renewing yet: no checks)
+      cluster.startRenewingLeases();
+      await Bun.sleep(5);
+      expect([name, cluster.leaseHeld("o:1")]).toEqual([name, held]);
+      await cluster.close();
+    }
+  });
+});
+
+describe("an owner's write waits for a member it vouched for until that lease ends", () => {
+  /** owner makes a cluster of this node and member m:1 (peer timeout 400 ms: waits 200 ms at most, leases of 100 ms). */
+  function owner() {
+    const peer = stubPeer({});
+    const cluster = new Cluster({ self: "o:1", connect: () => peer, logger: quiet, peerTimeoutMs: 400, mirrorTtlMs: 10_000 });
+    cluster.setMembers(["o:1", "m:1"]);
+    cluster.handOuts.confirm("m:1"); // (no copies of a previous run)
+    const group = { name: "g", nameBytes: new TextEncoder().encode("g") };
+    const key = new TextEncoder().encode("k");
+    cluster.handOuts.note(group.nameBytes, key, 0, key.length, "m:1", 10_000); // m:1 may hold a copy
+    return { cluster, peer, write: () => cluster.invalidate(group, [key]) };
+  }
+
+  test("a member that never asked: the write waits the whole 200 ms, then marks it lagging", async () => {
+    const { cluster, write } = owner();
+    const t0 = performance.now();
+    await write();
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(195);
+    expect(cluster.laggingMembers).toEqual(["m:1"]);
+    await cluster.close();
+  });
+
+  test("vouched for just now: acknowledged once the lease (100 ms) has run out, not lagging yet; no lease until it answers", async () => {
+    const { cluster, peer, write } = owner();
+    expect(cluster.pinged("m:1", false, true)).toBe(100);
+    const t0 = performance.now();
+    await write();
+    const waited = performance.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(100);
+    expect(waited).toBeLessThan(190);
+    expect(cluster.laggingMembers).toEqual([]);
+    expect(cluster.pinged("m:1", false, true)).toBe(0); // abandoned: no lease while that invalidation is unanswered
+    for (const answer of peer.pending.splice(0)) answer();
+    await Bun.sleep(0);
+    expect(cluster.pinged("m:1", false, true)).toBe(100);
+    await cluster.close();
+  });
+
+  test("its answer comes first: acknowledged then", async () => {
+    const { cluster, peer, write } = owner();
+    cluster.pinged("m:1", false, true);
+    const t0 = performance.now();
+    const acked = write();
+    await Bun.sleep(10);
+    for (const answer of peer.pending.splice(0)) answer();
+    await acked;
+    expect(performance.now() - t0).toBeLessThan(90);
+    await cluster.close();
+  });
+
+  test("it asked but holds no lease (refused: an invalidation was unanswered): acknowledged at once", async () => {
+    const { cluster, write } = owner();
+    cluster.pinged("m:1", false, true);
+    const held = write(); // (unanswered from now on)
+    await Bun.sleep(120); // its lease ran out while the first write waited
+    await held;
+    expect(cluster.pinged("m:1", false, true)).toBe(0);
+    expect(write()).toBeUndefined();
+    await cluster.close();
+  });
+
+  test("a lease given while the write waits (its invalidation young) moves the write's end, never past its longest wait", async () => {
+    const { cluster, write } = owner();
+    cluster.pinged("m:1", false, true);
+    const t0 = performance.now();
+    const acked = write();
+    await Bun.sleep(60);
+    expect(cluster.pinged("m:1", false, true)).toBe(100); // the invalidation is 60 ms old: a lease to 160 ends before its wait (200)
+    await Bun.sleep(50);
+    expect(cluster.pinged("m:1", false, true)).toBe(0); // 110 ms old: not any more
+    await acked;
+    const waited = performance.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(160);
+    expect(waited).toBeLessThan(200);
+    await cluster.close();
+  });
+});

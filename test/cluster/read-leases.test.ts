@@ -1,0 +1,83 @@
+/**
+ * Read leases between members (src/cluster/leases.ts), on sockets: a member the owner counts
+ * lagging (its answers to invalidations come late) used to answer from its mirror, after the
+ * owner acknowledged a write without its answer, the value that write replaced, until the
+ * invalidation reached it. Under leases the owner acknowledges such a write only once the
+ * member's lease has run out, and gives it no other until it answers: the member forwards the
+ * Get instead, and counts it (`cluster_mirror_lease_misses_total`). A healthy pair keeps
+ * answering from its mirror.
+ *
+ * B owns the key; B reaches A through a proxy that holds back its calls from the first one naming
+ * the key on (B's invalidation of it, and all that follow on that connection), 1.5 s each.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { until } from "../client/support.ts";
+import { delayingProxy } from "../support/delay-proxy.ts";
+import { freePorts } from "../support/node-process.ts";
+import { LogSink } from "../server/support.ts";
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => { await Promise.all(open.splice(0).reverse().map((x) => x.close().catch(() => {}))); });
+const utf8 = new TextEncoder();
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * twoMembers starts A and B with a 2 s peer timeout (a write waits 1 s at most for a member;
+ * leases of 500 ms); with `delayMs`, B reaches A through the delaying proxy, whose needle is the
+ * key B owns that the test reads (`key`).
+ */
+async function twoMembers(delayMs: number) {
+  const [pa, pb, proxied] = freePorts(3) as [number, number, number];
+  const ids = [`127.0.0.1:${delayMs > 0 ? proxied : pa}`, `127.0.0.1:${pb}`];
+  const cfg = { host: "127.0.0.1", peers: ids, logLevel: "silent" as const, peerTimeoutMs: 2_000 };
+  const loaders = { default: async (k: string): Promise<string> => `L:${k}` };
+  const a = CacheNode.start({ ...cfg, port: pa, self: ids[0] }, { logger: new LogSink().logger, loaders });
+  const b = CacheNode.start({ ...cfg, port: pb }, { logger: new LogSink().logger, loaders });
+  open.push(a, b);
+  let key = "";
+  for (let i = 0; key === ""; i++) if (a.cluster!.owner(utf8.encode(`lq${i}`), 0, `lq${i}`.length) === ids[1]) key = `lq${i}`;
+  if (delayMs > 0) open.push(delayingProxy(proxied, pa, key, delayMs));
+  await until(() => a.cluster!.startConfirmed && b.cluster!.startConfirmed, 5_000);
+  const writer = new CacheClient({ host: "127.0.0.1", port: pb, timeoutMs: 5_000 }); // writes at B, the owner
+  const reader = new CacheClient({ host: "127.0.0.1", port: pa, timeoutMs: 5_000 }); // reads through A
+  open.push(writer, reader);
+  return { a, b, aId: ids[0]!, key, writer, reader };
+}
+
+/** mirrored reads `key` through A until A's mirror answers it (LRU-K admits a copy; A holds B's lease). */
+async function mirrored(a: CacheNode, reader: CacheClient, key: string): Promise<string> {
+  const hits = a.cluster!.counters.mirrorHits;
+  let value = "";
+  for (let i = 0; a.cluster!.counters.mirrorHits === hits; i++) {
+    if (i > 400) throw new Error("A's mirror never answered");
+    value = text((await reader.get("default", key)).value);
+    await Bun.sleep(5);
+  }
+  return value;
+}
+
+test("a member whose answers to invalidations are late: after the owner acknowledged a write, a Get through it reads the new value, not its mirror's copy", async () => {
+  const { a, key, writer, reader } = await twoMembers(1_500);
+  expect(await mirrored(a, reader, key)).toBe(`L:${key}`);
+  await writer.set("default", key, "v2"); // B waits for A's answer, held back by the proxy, until A's lease ends
+  const misses = a.cluster!.counters.mirrorLeaseMisses;
+  expect(text((await reader.get("default", key)).value)).toBe("v2"); // (before leases: L:key, from A's mirror)
+  expect(a.cluster!.counters.mirrorLeaseMisses).toBe(misses + 1); // the copy was there, with no lease: forwarded
+  expect([...(await reader.getMulti("default", [key])).values()].map(text)).toEqual(["v2"]); // a GetMulti's part too
+  expect(a.cluster!.counters.mirrorLeaseMisses).toBe(misses + 2);
+  expect(a.groups.byName("default")!.mirror!.has(utf8.encode(key), 0, key.length)).toBe(true); // (the invalidation has not come)
+}, 20_000);
+
+test("a healthy pair: the mirror answers, no lease is missed, and a write is read back through the member", async () => {
+  const { a, b, key, writer, reader } = await twoMembers(0);
+  expect(await mirrored(a, reader, key)).toBe(`L:${key}`);
+  const misses = a.cluster!.counters.mirrorLeaseMisses; // (a copy read before A's first lease counts one)
+  for (let i = 0; i < 20; i++) expect(text((await reader.get("default", key)).value)).toBe(`L:${key}`);
+  await writer.set("default", key, "v2");
+  expect(text((await reader.get("default", key)).value)).toBe("v2");
+  expect(a.cluster!.counters.mirrorHits).toBeGreaterThanOrEqual(21);
+  expect(a.cluster!.counters.mirrorLeaseMisses).toBe(misses);
+  expect(b.cluster!.laggingMembers).toEqual([]);
+}, 20_000);
