@@ -55,9 +55,6 @@ export interface GroupName {
   readonly nameBytes: Uint8Array;
 }
 
-/** ACK_SLACK_MS: a write acknowledged at a member's lease end waits this much more (a timer may fire early). */
-const ACK_SLACK_MS = 2;
-
 /** ASK_DROPS_MS: how often members that may hold copies nobody vouches for are asked to drop them (askDrops). */
 const ASK_DROPS_MS = 500;
 
@@ -408,17 +405,17 @@ export class Cluster {
         for (const id of waits.keys()) this.vouches.abandon(id);
         resolve();
       };
-      // At the latest cutoff, unless a lease given since moved it (a timer may also fire up to a
-      // millisecond early: ACK_SLACK_MS, so the lease has surely run out).
+      // At the latest cutoff, unless a lease given since moved it; read on the clock, not trusted
+      // to the timer (which may fire a little early). Past already: at once (invalidate).
       const ackAt = (at: number): void => {
         if (at >= waitEnd) return; // (the maxWaitMs timer's)
         const now = performance.now();
-        if (now >= at + ACK_SLACK_MS) return acknowledge();
+        if (now >= at) return acknowledge();
         ack = setTimeout(() => {
           let latest = -Infinity;
           for (const id of waits.keys()) latest = Math.max(latest, this.cutoff(id, sentAt));
           ackAt(latest);
-        }, at + ACK_SLACK_MS - now);
+        }, Math.ceil(at - now));
       };
       const timer = setTimeout(() => {
         for (const [id, [client]] of waits) if (this.peers.get(id) === client) this.lag(id);

@@ -12,6 +12,8 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import type { PeerClient } from "../../src/cluster/cluster.ts";
+import { memberAddressOf } from "../../src/cluster/membership.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { until } from "../client/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
@@ -28,13 +30,14 @@ const text = (b: Uint8Array): string => new TextDecoder().decode(b);
  * leases of 500 ms); with `delayMs`, B reaches A through the delaying proxy, whose needle is the
  * key B owns that the test reads (`key`).
  */
-async function twoMembers(delayMs: number) {
+async function twoMembers(delayMs: number, older = false) {
   const [pa, pb, proxied] = freePorts(3) as [number, number, number];
   const ids = [`127.0.0.1:${delayMs > 0 ? proxied : pa}`, `127.0.0.1:${pb}`];
   const cfg = { host: "127.0.0.1", peers: ids, logLevel: "silent" as const, peerTimeoutMs: 2_000 };
   const loaders = { default: async (k: string): Promise<string> => `L:${k}` };
-  const a = CacheNode.start({ ...cfg, port: pa, self: ids[0] }, { logger: new LogSink().logger, loaders });
-  const b = CacheNode.start({ ...cfg, port: pb }, { logger: new LogSink().logger, loaders });
+  const deps = (self: string) => ({ logger: new LogSink().logger, loaders, ...(older ? { connect: olderPeers(self) } : {}) });
+  const a = CacheNode.start({ ...cfg, port: pa, self: ids[0] }, deps(ids[0]!));
+  const b = CacheNode.start({ ...cfg, port: pb }, deps(ids[1]!));
   open.push(a, b);
   let key = "";
   for (let i = 0; key === ""; i++) if (a.cluster!.owner(utf8.encode(`lq${i}`), 0, `lq${i}`.length) === ids[1]) key = `lq${i}`;
@@ -44,6 +47,20 @@ async function twoMembers(delayMs: number) {
   const reader = new CacheClient({ host: "127.0.0.1", port: pa, timeoutMs: 5_000 }); // reads through A
   open.push(writer, reader);
   return { a, b, aId: ids[0]!, key, writer, reader };
+}
+
+/**
+ * olderPeers makes a node's peer clients ping as a node without leases does: never asking for
+ * one, so the owner answers no `leaseMs` (as an older owner) and is never asked (as by an older member).
+ */
+function olderPeers(self: string): (id: string) => PeerClient {
+  return (id) => {
+    const at = memberAddressOf(id);
+    const client = new CacheClient({ host: at.host, port: at.port, sender: self, connections: 2, writeConnection: true, timeoutMs: 2_000 });
+    const ping = client.ping.bind(client);
+    client.ping = (sender?: string) => ping(sender);
+    return client;
+  };
 }
 
 /** mirrored reads `key` through A until A's mirror answers it (LRU-K admits a copy; A holds B's lease). */
@@ -79,5 +96,15 @@ test("a healthy pair: the mirror answers, no lease is missed, and a write is rea
   expect(text((await reader.get("default", key)).value)).toBe("v2");
   expect(a.cluster!.counters.mirrorHits).toBeGreaterThanOrEqual(21);
   expect(a.cluster!.counters.mirrorLeaseMisses).toBe(misses);
+  expect(b.cluster!.laggingMembers).toEqual([]);
+}, 20_000);
+
+test("members that ask for no lease (older nodes): the mirror answers as before leases, and the owner waits for their answers as before", async () => {
+  const { a, b, key, writer, reader } = await twoMembers(0, true);
+  await until(() => a.cluster!.leaseHeld(b.cluster!.self)); // (its owner answered no leaseMs: not checked)
+  expect(await mirrored(a, reader, key)).toBe(`L:${key}`);
+  await writer.set("default", key, "v2");
+  expect(text((await reader.get("default", key)).value)).toBe("v2");
+  expect(a.cluster!.counters.mirrorLeaseMisses).toBe(0);
   expect(b.cluster!.laggingMembers).toEqual([]);
 }, 20_000);
