@@ -140,7 +140,7 @@ export class Cluster {
   private askTimer: ReturnType<typeof setInterval> | null = null;
   /** leases: this node's read leases on the other members' keys (leases.ts); checked once `startRenewingLeases` ran. */
   readonly leases = new Leases();
-  /** vouches: this node's side of its members' leases (leases.ts): a lease is writeWaitMs long. */
+  /** vouches: this node's side of its members' leases (leases.ts): a lease is half of writeWaitMs. */
   private readonly vouches: Vouches;
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private readonly connect: (nodeId: string) => PeerClient;
@@ -158,7 +158,7 @@ export class Cluster {
     this.vouches = new Vouches(this.maxWaitMs);
   }
 
-  /** leaseMs is how long this node vouches for a member (leases.ts): its longest wait for a member's answer. */
+  /** leaseMs is how long this node vouches for a member (leases.ts): half its longest wait for a member's answer. */
   get leaseMs(): number {
     return this.vouches.leaseMs;
   }
@@ -274,7 +274,7 @@ export class Cluster {
    * The members `failed` (their clients; a call to them just failed) are not asked, only owed.
    */
   dropAll(group: string, failed: ReadonlySet<PeerClient> = new Set()): Promise<void> {
-    const waits = new Map<string, [PeerClient, Promise<void>]>();
+    const waits = new Map<string, [PeerClient, Promise<boolean>]>();
     const sentAt = performance.now();
     let ackBy = -Infinity;
     for (const [id, client] of this.peers) {
@@ -295,22 +295,26 @@ export class Cluster {
 
   /**
    * tell counts an invalidation sent to member `id` at `sentAt` and settles (never rejecting)
-   * with its answer: answered; a member without the group holds no copies of it, and answers;
-   * another failure is counted, and owed (the member drops its mirrors when it can: askDrops).
+   * with its answer: answered (true); a member without the group holds no copies of it, and
+   * answers; another failure is counted, and owed (the member drops its mirrors when it can:
+   * askDrops), and settles false.
    */
-  private tell(id: string, sentAt: number, call: Promise<unknown>): Promise<void> {
+  private tell(id: string, sentAt: number, call: Promise<unknown>): Promise<boolean> {
     this.counters.invalidationsSent++;
     const token = this.vouches.sent(id); // (leases given it while this is unanswered are bounded: leases.ts)
     return call.then(() => {
       this.answered(id, sentAt);
       this.vouches.settled(id, token);
+      return true;
     }, (e: unknown) => {
-      if (noSuchGroup(e)) this.answered(id, sentAt);
+      const answered = noSuchGroup(e);
+      if (answered) this.answered(id, sentAt);
       else {
         this.counters.peerErrors++;
         this.owe(id); // (first: owed, it gets no lease)
       }
       this.vouches.settled(id, token);
+      return answered;
     });
   }
 
@@ -358,7 +362,7 @@ export class Cluster {
   invalidate(group: GroupName, keys: readonly Uint8Array[], origin?: string): Promise<void> | undefined {
     let holders = 0;
     for (const k of keys) holders |= this.handOuts.holders(group.nameBytes, k, 0, k.length);
-    let waits: Map<string, [PeerClient, Promise<void>]> | undefined;
+    let waits: Map<string, [PeerClient, Promise<boolean>]> | undefined;
     const sentAt = performance.now();
     let ackBy = -Infinity;
     for (const [id, client] of this.peers) {
@@ -391,9 +395,11 @@ export class Cluster {
    * lease until they answer). Any call not settled maxWaitMs after `sentAt` marks its member
    * lagging, while its client is still the member's (a member removed and listed again has a new
    * client, which owes nothing); a write acknowledged sooner, at a lease's end, does not (a member
-   * whose lease was about to end when the write came is not slow).
+   * whose lease was about to end when the write came is not slow). A call that failed is no
+   * answer: its member, owed a drop of its mirrors now, is waited for until its cutoff still (its
+   * lease may hold: the copy the call did not drop may still answer), as before leases not at all.
    */
-  private awaitAnswers(waits: Map<string, [PeerClient, Promise<void>]>, sentAt: number, ackBy: number): Promise<void> {
+  private awaitAnswers(waits: Map<string, [PeerClient, Promise<boolean>]>, sentAt: number, ackBy: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const waitEnd = sentAt + this.maxWaitMs;
       let ack: ReturnType<typeof setTimeout> | undefined;
@@ -417,16 +423,23 @@ export class Cluster {
           ackAt(latest);
         }, Math.ceil(at - now));
       };
+      const failed = new Set<string>(); // (of `waits`: failed calls, waited for until their cutoffs)
       const timer = setTimeout(() => {
-        for (const [id, [client]] of waits) if (this.peers.get(id) === client) this.lag(id);
+        for (const [id, [client]] of waits) if (!failed.has(id) && this.peers.get(id) === client) this.lag(id);
         acknowledge();
       }, this.maxWaitMs);
       for (const [id, [, told]] of waits) {
-        void told.then(() => {
-          waits.delete(id);
-          if (waits.size > 0) return;
+        void told.then((answered) => {
+          if (answered || this.cutoff(id, sentAt) >= waitEnd) waits.delete(id);
+          else failed.add(id);
+          if (waits.size > failed.size) return;
           clearTimeout(timer);
-          acknowledge();
+          if (waits.size === 0) return acknowledge();
+          // Only failed ones left: at the latest of their cutoffs (fixed: owed, they get no lease).
+          clearTimeout(ack);
+          let latest = -Infinity;
+          for (const left of waits.keys()) latest = Math.max(latest, this.cutoff(left, sentAt));
+          ackAt(latest);
         });
       }
       ackAt(ackBy);

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Leases, Vouches } from "../../src/cluster/leases.ts";
 import type { PingResult } from "../../src/client/results.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 
 describe("Leases (a member's)", () => {
   test("a lease runs from when the ping was sent; 0 keeps what was granted; no field (an older owner) stops the checks", () => {
@@ -123,13 +124,19 @@ describe("Vouches (an owner's)", () => {
   });
 });
 
-/** stubPeer is a peer client that answers invalidations when `answer` says, and pings as `lease` says (undefined: an older node). */
-function stubPeer(opts: { lease?: () => number | undefined; ping?: boolean }): PeerClient & { pending: (() => void)[] } {
+/**
+ * stubPeer is a peer client whose invalidations wait in `pending` until the test answers them (or,
+ * with `fail`, fail after that many ms), and that pings as `lease` says (undefined: an older node).
+ */
+function stubPeer(opts: { lease?: () => number | undefined; ping?: boolean; fail?: number }): PeerClient & { pending: (() => void)[] } {
   const pending: (() => void)[] = [];
   const peer = {
     isDown: false,
     pending,
-    invalidate: () => new Promise<number>((resolve) => pending.push(() => resolve(0))),
+    invalidate: () => new Promise<number>((resolve, reject) => {
+      if (opts.fail !== undefined) setTimeout(() => reject(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "connection lost")), opts.fail);
+      else pending.push(() => resolve(0));
+    }),
     close: async () => {},
     ...(opts.ping === false ? {} : {
       ping: async (): Promise<PingResult> => {
@@ -164,8 +171,8 @@ describe("a member's mirror answers under its owner's lease", () => {
 
 describe("an owner's write waits for a member it vouched for until that lease ends", () => {
   /** owner makes a cluster of this node and member m:1 (peer timeout 400 ms: waits 200 ms at most, leases of 100 ms). */
-  function owner() {
-    const peer = stubPeer({});
+  function owner(fail?: number) {
+    const peer = stubPeer(fail === undefined ? {} : { fail });
     const cluster = new Cluster({ self: "o:1", connect: () => peer, logger: quiet, peerTimeoutMs: 400, mirrorTtlMs: 10_000 });
     cluster.setMembers(["o:1", "m:1"]);
     cluster.handOuts.confirm("m:1"); // (no copies of a previous run)
@@ -237,5 +244,21 @@ describe("an owner's write waits for a member it vouched for until that lease en
     expect(waited).toBeGreaterThanOrEqual(160);
     expect(waited).toBeLessThan(200);
     await cluster.close();
+  });
+
+  test("its invalidation fails (connection lost) while it holds a lease: no answer, so the write waits for the lease's end; one that never asked: at once, as before", async () => {
+    for (const asked of [true, false]) {
+      const { cluster, write } = owner(10);
+      if (asked) cluster.pinged("m:1", false, true);
+      const t0 = performance.now();
+      await write();
+      const waited = performance.now() - t0;
+      expect([asked, waited >= 100]).toEqual([asked, asked]);
+      expect(waited).toBeLessThan(190);
+      expect(cluster.owedMembers).toEqual(["m:1"]);
+      expect(cluster.laggingMembers).toEqual([]);
+      expect(cluster.pinged("m:1", false, true)).toBe(0); // (owed: no lease until it dropped its mirrors)
+      await cluster.close();
+    }
   });
 });
