@@ -535,7 +535,7 @@ export class Cluster {
    * pinged answers a PeerPing from `member` (the connection's, undefined when unknown): `intro`,
    * its connection's first; `lease`, it asks this node to vouch for it. Returns the PingResponse's
    * leaseMs: -1 (none) when not asked, else the lease when this node vouches for the member now
-   * (no invalidation sent it unanswered, neither lagging nor owed a drop of its mirrors), else 0.
+   * (neither lagging nor owed a drop of its mirrors, and what `Vouches.vouch` asks besides), else 0.
    */
   pinged(member: string | undefined, intro: boolean, lease: boolean): number {
     if (member !== undefined && intro) this.vouches.introduced(member);
