@@ -170,10 +170,13 @@ describe("a member's mirror answers under its owner's lease", () => {
 });
 
 describe("an owner's write waits for a member it vouched for until that lease ends", () => {
-  /** owner makes a cluster of this node and member m:1 (peer timeout 400 ms: waits 200 ms at most, leases of 100 ms). */
+  /**
+   * owner makes a cluster of this node and member m:1 (peer timeout 2 s: waits 1 s at most, leases
+   * of 500 ms: wide enough that a late timer or a collection on a busy machine moves no verdict).
+   */
   function owner(fail?: number) {
     const peer = stubPeer(fail === undefined ? {} : { fail });
-    const cluster = new Cluster({ self: "o:1", connect: () => peer, logger: quiet, peerTimeoutMs: 400, mirrorTtlMs: 10_000 });
+    const cluster = new Cluster({ self: "o:1", connect: () => peer, logger: quiet, peerTimeoutMs: 2000, mirrorTtlMs: 10_000 });
     cluster.setMembers(["o:1", "m:1"]);
     cluster.handOuts.confirm("m:1"); // (no copies of a previous run)
     const group = { name: "g", nameBytes: new TextEncoder().encode("g") };
@@ -182,28 +185,28 @@ describe("an owner's write waits for a member it vouched for until that lease en
     return { cluster, peer, write: () => cluster.invalidate(group, [key]) };
   }
 
-  test("a member that never asked: the write waits the whole 200 ms, then marks it lagging", async () => {
+  test("a member that never asked: the write waits the whole 1 s, then marks it lagging", async () => {
     const { cluster, write } = owner();
     const t0 = performance.now();
     await write();
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(195);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(995);
     expect(cluster.laggingMembers).toEqual(["m:1"]);
     await cluster.close();
   });
 
-  test("vouched for just now: acknowledged once the lease (100 ms) has run out, not lagging yet; no lease until it answers", async () => {
+  test("vouched for just now: acknowledged once the lease (500 ms) has run out, not lagging yet; no lease until it answers", async () => {
     const { cluster, peer, write } = owner();
-    expect(cluster.pinged("m:1", false, true)).toBe(100);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
     const t0 = performance.now();
     await write();
     const waited = performance.now() - t0;
-    expect(waited).toBeGreaterThanOrEqual(100);
-    expect(waited).toBeLessThan(190);
+    expect(waited).toBeGreaterThanOrEqual(500);
+    expect(waited).toBeLessThan(950);
     expect(cluster.laggingMembers).toEqual([]);
     expect(cluster.pinged("m:1", false, true)).toBe(0); // abandoned: no lease while that invalidation is unanswered
     for (const answer of peer.pending.splice(0)) answer();
     await Bun.sleep(0);
-    expect(cluster.pinged("m:1", false, true)).toBe(100);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
     await cluster.close();
   });
 
@@ -215,7 +218,7 @@ describe("an owner's write waits for a member it vouched for until that lease en
     await Bun.sleep(10);
     for (const answer of peer.pending.splice(0)) answer();
     await acked;
-    expect(performance.now() - t0).toBeLessThan(90);
+    expect(performance.now() - t0).toBeLessThan(450);
     await cluster.close();
   });
 
@@ -223,7 +226,7 @@ describe("an owner's write waits for a member it vouched for until that lease en
     const { cluster, write } = owner();
     cluster.pinged("m:1", false, true);
     const held = write(); // (unanswered from now on)
-    await Bun.sleep(120); // its lease ran out while the first write waited
+    await Bun.sleep(600); // its lease ran out while the first write waited
     await held;
     expect(cluster.pinged("m:1", false, true)).toBe(0);
     expect(write()).toBeUndefined();
@@ -235,14 +238,14 @@ describe("an owner's write waits for a member it vouched for until that lease en
     cluster.pinged("m:1", false, true);
     const t0 = performance.now();
     const acked = write();
-    await Bun.sleep(60);
-    expect(cluster.pinged("m:1", false, true)).toBe(100); // the invalidation is 60 ms old: a lease to 160 ends before its wait (200)
-    await Bun.sleep(50);
-    expect(cluster.pinged("m:1", false, true)).toBe(0); // 110 ms old: not any more
+    await Bun.sleep(300);
+    expect(cluster.pinged("m:1", false, true)).toBe(500); // the invalidation is ~300 ms old: a lease to ~800 ends before its wait (1,000)
+    await Bun.sleep(250);
+    expect(cluster.pinged("m:1", false, true)).toBe(0); // ~550 ms old: not any more
     await acked;
     const waited = performance.now() - t0;
-    expect(waited).toBeGreaterThanOrEqual(160);
-    expect(waited).toBeLessThan(200);
+    expect(waited).toBeGreaterThanOrEqual(800);
+    expect(waited).toBeLessThan(1000);
     await cluster.close();
   });
 
@@ -253,8 +256,8 @@ describe("an owner's write waits for a member it vouched for until that lease en
       const t0 = performance.now();
       await write();
       const waited = performance.now() - t0;
-      expect([asked, waited >= 100]).toEqual([asked, asked]);
-      expect(waited).toBeLessThan(190);
+      expect([asked, waited >= 500]).toEqual([asked, asked]);
+      expect(waited).toBeLessThan(950);
       expect(cluster.owedMembers).toEqual(["m:1"]);
       expect(cluster.laggingMembers).toEqual([]);
       expect(cluster.pinged("m:1", false, true)).toBe(0); // (owed: no lease until it dropped its mirrors)
