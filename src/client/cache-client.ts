@@ -115,6 +115,17 @@ export class CacheClient {
     return this.health.down;
   }
 
+  /**
+   * backingOff is true while every connection backs off after a failure (a connect refused or a
+   * connection lost): a call made now waits for a reconnect, which its failure would count toward
+   * marking the peer down. A caller's background calls (a cluster's lease renewals) wait for it
+   * to pass; the calls that must go revive a connection first (`pick`).
+   */
+  get backingOff(): boolean {
+    for (const conn of this.conns) if (conn.usable) return false;
+    return this.conns.length > 0;
+  }
+
   /** get returns a key's value and remaining TTL; a miss rejects with NOT_FOUND. */
   get(group: string, key: string | Uint8Array, opts?: PeerOption): Promise<GetResult> {
     return this.call(this.method(METHOD_GET, opts), (w) => {

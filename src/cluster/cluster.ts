@@ -28,6 +28,8 @@ export type ForwardCallback = (
 /** PeerClient is what routing needs from a client of one peer (CacheClient implements it). */
 export interface PeerClient {
   readonly isDown: boolean;
+  /** backingOff: every connection backs off after a failure (CacheClient.backingOff); absent: never. */
+  readonly backingOff?: boolean;
   forwardGet(group: Uint8Array, key: Uint8Array, keyOff: number, keyLen: number, done: ForwardCallback): void;
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
@@ -567,11 +569,18 @@ export class Cluster {
     this.renewLeases();
   }
 
-  /** renewLeases asks each member not down to vouch for this node (one ask in flight per member). */
+  /**
+   * renewLeases asks each member not down to vouch for this node (one ask in flight per member).
+   * Not a member whose connections back off after a failure: renewals every quarter of a lease
+   * would each retry the connect as its backoff ends, marking a member that is still starting
+   * down within a few of them, and Gets of its keys would be refused "peer is down" until a probe
+   * found it up (a two-node start: test/e2e/stalled-member.test.ts). The calls that must go
+   * reconnect it, and the renewals go on then.
+   */
   private renewLeases(): void {
     for (const [id, client] of this.peers) {
       const ping = client.ping;
-      if (ping === undefined || client.isDown) continue;
+      if (ping === undefined || client.isDown || client.backingOff === true) continue;
       this.leases.renew(id, () => ping.call(client, this.self, true).then((r) => r.leaseMs));
     }
   }
