@@ -172,7 +172,8 @@ export class Prefetches {
 
   /**
    * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
-   * under the current member list, its TTL not run out: see `agedTtl`), else undefined. `local`
+   * under the current member list, its TTL not run out: see `agedTtl`), else undefined; a load's
+   * value run out is returned as "load again" (no value, no error). `local`
    * says which kind the Get would use: one of the other kind is left for the Get it was started
    * for (a peer's Get of a key this node does not own, say, before a plain Get of that key).
    */
@@ -187,7 +188,12 @@ export class Prefetches {
     }
     if (p.local !== local) return undefined;
     this.remove(id, p);
-    if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) return undefined;
+    if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) {
+      if (!p.local) return undefined;
+      // A load's value run out: its Get loads again, as the same Get (LOAD_AGAIN: its `loads`
+      // and its LRU-K access were counted when the load started ahead), not as a new one.
+      p.value = null;
+    }
     return p;
   }
 

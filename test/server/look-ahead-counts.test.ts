@@ -1,0 +1,52 @@
+/**
+ * A Get whose load ahead cannot answer it is one Get however its load is done again: one `loads`,
+ * one LRU-K access (load-path.ts's LOAD_AGAIN). Here the answer kept ahead ran out (its TTL ended
+ * while the connection waited): the Get was loaded again as a new Get, counted twice and admitted
+ * after one Get (review).
+ */
+import { afterEach, expect, test } from "bun:test";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink, RawSocket, getCall } from "./support.ts";
+import { T } from "../protocol/wire-builder.ts";
+import { field, outcome, readReplies } from "./wire-reader.ts";
+import { waitUntil } from "../support/gates.ts";
+
+const open: { close(): unknown }[] = [];
+afterEach(async () => {
+  for (const x of open.splice(0)) await x.close();
+});
+const dec = new TextDecoder();
+const utf8 = new TextEncoder();
+
+function values(raw: RawSocket): string[] {
+  return readReplies(raw.received, "framed").replies.map((r) => {
+    const o = outcome(r);
+    return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : o.kind;
+  });
+}
+
+test("a load ahead whose TTL ran out by its Get's turn is loaded again as the same Get: one `loads`, one LRU-K access (review: counted twice, admitted after one Get)", async () => {
+  let now = 1_000_000;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let calls = 0;
+  const n = CacheNode.start({ port: 0, host: "127.0.0.1", logLevel: "silent", groups: [{ name: "default", ttlMs: 1000 }] }, {
+    logger: new LogSink().logger,
+    clock: () => now,
+    loaders: { default: async (k: string) => { calls++; if (k === "slow") await gate; return `L:${k}`; } },
+  });
+  open.push(n);
+  const group = n.groups.byName("default")!;
+  const raw = await RawSocket.connect(n.port);
+  raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "K")]));
+  await waitUntil(() => group.counters.admissionsRejected === 1, "K loaded ahead (one access: not admitted)");
+  now += 5_000; // its TTL runs out while the connection waits for "slow"
+  release();
+  await raw.waitFor(() => raw.frames().length === 2, "replies");
+  expect(values(raw)).toEqual(["L:slow", "L:K"]);
+  expect(calls).toBe(3); // slow, K ahead, K again
+  const c = group.counters;
+  expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 2, loadsAhead: 1 });
+  expect(group.store.has(utf8.encode("K"), 0, 1)).toBe(false); // one Get of K: not admitted (LRU-K, K = 2)
+  raw.close();
+}, 20_000);
