@@ -19,18 +19,23 @@
  */
 export class LoadBound {
   running = 0;
-  constructor(readonly max: number) {}
+  constructor(
+    readonly max: number,
+    /** within, if given, is a wider bound this one's loads count against too (the pool's loads ahead within the node's). */
+    readonly within?: LoadBound,
+  ) {}
 
-  /** room tells whether one more may start. */
+  /** room tells whether one more may start (here and within the wider bound). */
   get room(): boolean {
-    return this.running < this.max;
+    return this.running < this.max && (this.within?.room ?? true);
   }
 
-  /** track counts `flight` as running until it settles. */
+  /** track counts `flight` as running until it settles (in the wider bound too). */
   track(flight: Promise<unknown>): void {
     this.running++;
     const done = (): void => void this.running--;
     flight.then(done, done);
+    this.within?.track(flight);
   }
 }
 

@@ -25,11 +25,13 @@ export function buildGroups(config: NodeConfig, deps: NodeDeps): Groups {
   // The node's loads under way, all groups together, are bounded (--max-loads: load-bound.ts);
   // the worker pool's loads by its own places too. Loads started ahead of their Gets' turn (the
   // look-ahead) take at most half the places, shared by the groups, so loads at their turn always
-  // have the other half (one place: none ahead).
+  // have the other half (one place: none ahead). The pool's loads ahead also take at most half
+  // its places, and count within the node's half: a node with in-process loaders and a loaders
+  // module both would otherwise let each kind's loads ahead take half, all the places together.
   const loads = new LoadBound(config.maxLoads);
   const poolPlaces = Math.min(config.maxLoads, deps.pool?.capacity ?? Infinity);
-  const poolAhead = new LoadBound(Math.floor(poolPlaces / 2));
   const ownAhead = new LoadBound(Math.floor(config.maxLoads / 2));
+  const poolAhead = new LoadBound(Math.floor(poolPlaces / 2), ownAhead);
   const inPool = (name: string): boolean => deps.pool?.groups.includes(name) === true;
   const specs = splitMemory(config, Object.keys(loaders));
   warnUnusedMemory(config, specs, deps.logger);

@@ -50,3 +50,36 @@ test("a load ahead whose TTL ran out by its Get's turn is loaded again as the sa
   expect(group.store.has(utf8.encode("K"), 0, 1)).toBe(false); // one Get of K: not admitted (LRU-K, K = 2)
   raw.close();
 }, 20_000);
+
+test("loads ahead take at most half of --max-loads on a node with in-process loaders and a loaders module both: another client's Get still finds a place (review: each kind's loads ahead took half, together all of it)", async () => {
+  const { join } = await import("node:path");
+  const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  // --max-loads 8; the pool's 8 places: loads ahead may take 4 of the node's 8, whatever their group.
+  await using n = await CacheNode.open(
+    { port: 0, host: "127.0.0.1", logLevel: "silent", maxLoads: 8, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 8, loaderQueue: 0 },
+    { logger: new LogSink().logger, loaders: { own: async (k: string) => { if (k.startsWith("g")) await gate; return `L:${k}`; } } },
+  );
+  const a = await RawSocket.connect(n.port);
+  const calls = [getCall(1, "g0", "own")];
+  for (let i = 0; i < 4; i++) calls.push(getCall(2 + i, String(400 + i), "slow"));
+  for (let i = 1; i <= 4; i++) calls.push(getCall(5 + i, `g${i}`, "own"));
+  a.write(new Uint8Array(calls.flatMap((c) => [...c])));
+  const own = n.groups.byName("own")!;
+  const slow = n.groups.byName("slow")!;
+  try {
+    // (A's Gets come in one chunk: the look-ahead starts all it will at once, when A parks.)
+    await waitUntil(() => own.counters.loads + slow.counters.loads >= 5, "A's first load and its loads ahead");
+    expect(own.counters.loadsAhead + slow.counters.loadsAhead).toBe(4);
+    const b = await RawSocket.connect(n.port);
+    b.write(getCall(1, "x", "own"));
+    await b.waitFor(() => b.frames().length === 1, "B's reply");
+    expect(values(b)).toEqual(["L:x"]);
+    b.close();
+  } finally {
+    release();
+  }
+  await a.waitFor(() => a.frames().length === 9, "A's replies");
+  a.close();
+}, 20_000);
