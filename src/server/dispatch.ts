@@ -207,7 +207,7 @@ function noteHandOut(cluster: Cluster, group: Group, req: Request, member: strin
  * miss is answered from it instead of loading again.
  */
 function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch | undefined): Promise<void> | void {
-  const id = ahead === undefined
+  const id = ahead === undefined || !ahead.missed
     ? group.lookup(req.buffer, req.keyStart, req.keyLength)
     : group.lookupLoadedAhead(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {

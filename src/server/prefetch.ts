@@ -70,12 +70,18 @@ export class Prefetch {
   waiter: (() => void) | null = null;
   /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
   kept = true;
+  /**
+   * missed: its Get counts as a miss whatever it finds at its turn (Group.lookupLoadedAhead); not
+   * a load of another member list's, whose Get counts as one served in turn would (a hit if the
+   * value is stored by then), loaded again as the same Get otherwise (`loadAgain`).
+   */
+  missed = true;
   /** ticket is the group's copy ticket when it started: its answer is used (and may fill the mirror) only if no write of its key came since (Group.mayCopy). */
   ticket = 0;
   constructor(
     /** generation is the cluster's member-list generation it was fetched under. */
     readonly generation: number,
-    private readonly owner: Prefetches,
+    readonly owner: Prefetches,
     /** local: loaded here (`startLoad`), else forwarded to the key's owner (`start`). */
     readonly local: boolean,
   ) {}
@@ -173,7 +179,8 @@ export class Prefetches {
   /**
    * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
    * under the current member list, its TTL not run out: see `agedTtl`), else undefined; a load's
-   * value run out is returned as "load again" (no value, no error). `local`
+   * value run out, or a load started under another member list for a Get this node still loads
+   * (`local`), is returned as "load again" (no value, no error). `local`
    * says which kind the Get would use: one of the other kind is left for the Get it was started
    * for (a peer's Get of a key this node does not own, say, before a plain Get of that key).
    */
@@ -184,7 +191,9 @@ export class Prefetches {
     if (p === undefined) return undefined;
     if (p.generation !== (cluster?.generation ?? 0)) {
       this.remove(id, p); // of another member list: of no use to any Get
-      return undefined;
+      // A load of a key this node still loads: its Get loads again as the same Get (LOAD_AGAIN),
+      // its `loads` and LRU-K access counted when the load started ahead.
+      return p.local && local ? loadAgain(p) : undefined;
     }
     if (p.local !== local) return undefined;
     this.remove(id, p);
@@ -207,7 +216,7 @@ export class Prefetches {
    */
   drop(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): boolean {
     const p = this.take(cluster, group, key, off, len, local);
-    return p !== undefined && p.local;
+    return p !== undefined && p.local && p.missed;
   }
 
   /** clear drops every kept answer (a write, or a chunk that comes to an idle connection). */
@@ -223,6 +232,16 @@ export class Prefetches {
     p.kept = false;
     if (p.value !== null) this.bytes -= p.value.length;
   }
+}
+
+/** loadAgain is a "load again" answer (done, no value, no error) in place of the load `p` started ahead. */
+function loadAgain(p: Prefetch): Prefetch {
+  const again = new Prefetch(p.generation, p.owner, true);
+  again.kept = false;
+  again.done = true;
+  again.missed = false;
+  again.ticket = p.ticket;
+  return again;
 }
 
 /**

@@ -10,8 +10,9 @@ import { LogSink, RawSocket, getCall } from "./support.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 import { waitUntil } from "../support/gates.ts";
+import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 
-const open: { close(): unknown }[] = [];
+const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   for (const x of open.splice(0)) await x.close();
 });
@@ -82,4 +83,33 @@ test("loads ahead take at most half of --max-loads on a node with in-process loa
   }
   await a.waitFor(() => a.frames().length === 9, "A's replies");
   a.close();
+}, 20_000);
+
+test("a load ahead started under another member list, its key still this node's, is loaded again as the same Get: one `loads`, one LRU-K access (review: counted twice, admitted after one Get)", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let calls = 0;
+  const loader = async (k: string): Promise<string> => {
+    calls++;
+    if (k.startsWith("slow")) await gate;
+    return `L:${k}`;
+  };
+  const m = startMembers(2, open, {}, () => ({ default: loader }));
+  const node = m.nodes[0]!;
+  await waitUntil(() => node.cluster!.members.length === 2, "the member list");
+  const [slow] = keysOwnedBy(node, m.ids[0]!, 1, "slow");
+  const [k] = keysOwnedBy(node, m.ids[0]!, 1, "K");
+  const group = node.groups.byName("default")!;
+  const raw = await RawSocket.connect(node.port);
+  raw.write(new Uint8Array([...getCall(1, slow!), ...getCall(2, k!)]));
+  await waitUntil(() => group.counters.admissionsRejected === 1, "K loaded ahead (one access: not admitted)");
+  node.cluster!.setMembers([m.ids[0]!]); // the other member leaves: every key is this node's, K still
+  release();
+  await raw.waitFor(() => raw.frames().length === 2, "replies");
+  expect(values(raw)).toEqual([`L:${slow}`, `L:${k}`]);
+  expect(calls).toBe(3); // slow, K ahead, K again
+  const c = group.counters;
+  expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 2, loadsAhead: 1 });
+  expect(group.store.has(utf8.encode(k!), 0, k!.length)).toBe(false); // one Get of K: not admitted (LRU-K, K = 2)
+  raw.close();
 }, 20_000);
