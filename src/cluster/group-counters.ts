@@ -15,7 +15,7 @@ export class GroupCounters {
   loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
   notFound = 0; // loader calls that answered "not found"
   loadsAhead = 0; // of `loads`, started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts)
-  loadsRefused = 0; // of `loads`, refused OVERLOADED: as many loads under way as the bound allows (GroupOptions.loads)
+  loadsRefused = 0; // loads refused OVERLOADED, as many under way as the bound allows (GroupOptions.loads): of `loads`, or a load done again (LOAD_AGAIN)
   negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission
   sets = 0; // Set calls and SetMulti entries stored
