@@ -23,9 +23,12 @@
  *   index are cut down (one copy and one rehash of the smaller size, as a growth does) and the
  *   store may take pages for the bytes freed. Should the live count come back to three quarters
  *   of the new size meanwhile (or new items run out of ids below it), the shrink is cancelled.
- *   The tick that starts a shrink reads every record once (to chain the free ids below the new
- *   size), and the last one copies the smaller table: the longest tick of the 64 MiB case above
- *   took 1.5 ms, and all 176 of its ticks 54 ms.
+ *   The tick that starts a shrink reads every record below the new size once (to chain its free
+ *   ids), and the last one copies the smaller table and rehashes the index, whatever the budget:
+ *   both grow with the items left. The longest tick of the 64 MiB case above (nothing left) took
+ *   1.5 ms, and all 176 of its ticks 54 ms; with a fifth of the items left (64 MiB: 122k items,
+ *   642k ids cut to 245k) the last took 14-19 ms, and 47 ms in 256 MiB (507k items, 2.57M ids
+ *   to 1.01M): what a growth of that size costs the set that makes it (22 and 112 ms).
  *
  * Moving an item changes its id: its record is copied, and its LRU neighbours (or the list's
  * head or tail), its heap slot, its index slot and its chunk's owner word are made to name the
