@@ -540,6 +540,15 @@ export class Store {
         continue;
       }
       if (this.growItems()) continue;
+      // A page with no item left (its class's items deleted or expired: a burst gone, its table
+      // shrunk since) gives the table its bytes before any item is evicted for them.
+      if (this.slab.emptyPages > 0) {
+        const empty = this.slab.findEmptyPage(NIL);
+        if (empty !== NIL) {
+          this.slab.releasePage(empty);
+          continue;
+        }
+      }
       const own = this.settleTail(cls);
       let other = this.oldestTail(cls);
       if (other !== NIL && own !== NIL && this.age(other) > this.age(own)) {

@@ -175,6 +175,32 @@ describe("Store item table shrinking", () => {
     expect(read(s, "after")).toEqual(pattern(1, 20));
   });
 
+  test("a table full again after a shrink takes the bytes of an empty page before it evicts an item for them", () => {
+    // A burst of small values expired, the table shrank, and large values took the bytes freed.
+    // The next burst of small values filled the table: it released pages of large values (their
+    // items evicted) while a page of the burst's class held no item, and one stayed empty after.
+    const { s, clock } = mk();
+    for (let i = 0; i < 150_000; i++) put(s, `burst${i}`, pattern(i, 30), 1_000);
+    clock.now += 2_000;
+    settle(s, clock.now, 2_000, false);
+    expect(s.counters.tableShrinks).toBe(1);
+    const big = pattern(1, 100_000);
+    for (let i = 0; i < 40; i++) expect(put(s, `big${i}`, big)).toBe(SET_OK);
+    expect(s.slab.emptyPages).toBeGreaterThan(0);
+    const slab = s.slab;
+    const release = slab.releasePage.bind(slab);
+    const costly: number[] = []; // items on each page released while an empty one was left
+    slab.releasePage = (page: number): void => {
+      if (slab.pageUsed[page]! > 0 && slab.emptyPages > 0) costly.push(slab.pageUsed[page]!);
+      release(page);
+    };
+    for (let i = 0; i < 100_000; i++) expect(put(s, `second${i}`, pattern(i, 30))).toBe(SET_OK);
+    expect(costly).toEqual([]);
+    expect(s.slab.pageReleases).toBeGreaterThan(0);
+    s.checkInvariants();
+    for (let i = 0; i < 100_000; i++) expect(read(s, `second${i}`)).toEqual(pattern(i, 30));
+  });
+
   test("seeded bursts and drains against a model: invariants after every tick", () => {
     const seed = testSeed();
     const rnd = new Prng(seed);
