@@ -1,8 +1,8 @@
 /**
- * Review: a routed GetMulti matches the owner's answer back to the request's keys by their UTF-8
- * decoding (routed-multi.ts getMultiRouted: found.get(utf8.decode(key))). Keys that are not
- * valid UTF-8 all decode to U+FFFD, so distinct keys get each other's value. The same GetMulti
- * served by the owner itself answers correctly.
+ * Review: a routed GetMulti matched the owner's answer back to the request's keys by their UTF-8
+ * decoding (it looked each key up in a Map by `utf8.decode(key)`). Keys that are not valid UTF-8
+ * all decode to U+FFFD, so distinct keys got each other's value. Now the answer is matched by the
+ * keys' bytes (results.ts `valuesFor`), and the same GetMulti reads as when the owner serves it.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
