@@ -14,11 +14,10 @@
  *
  * Eviction and page moves: a set that finds no free chunk in its class and no page left evicts,
  * by LRU with a second chance for tails read since they were last put at the head (CLOCK: reads
- * only flag their own record; see `touch`/`settleTail`). It compares its own class's LRU tail with the oldest tail of the other classes, by a
- * logical access tick: when another class's tail is more than twice as old (or the needy class has
- * nothing to evict), a whole page moves from that class to the needy one (memcached's slab
- * automove idea); otherwise its own tail goes. This keeps one class from starving while another
- * sits on stale pages (slab calcification), with hysteresis so pages do not ping-pong.
+ * only flag their own record; see `touch`), or moves a page to its class from a class whose tail
+ * is much older (slab automove). That policy, the item table's growth, and the page limit that
+ * the memory bound leaves after metadata are the StoreRoom's (store-room.ts); the store calls it
+ * only on a set's slow path. Reads, the access tick and in-place overwrites stay here.
  *
  * TTL: `ttlMs > 0` expires `ttlMs` after the set (alive at ttl-1 ms, gone at ttl); `0` means no
  * expiry; negative or NaN is invalid. Expiry is an absolute ms time from the injected clock held in
@@ -34,13 +33,14 @@
 import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
-import { HashIndex, MAX_LOAD, SLOT_BYTES, slotsFor } from "./hash-index.ts";
+import { HashIndex, slotsFor } from "./hash-index.ts";
 import {
   CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
 import { TableShrink } from "./table-shrink.ts";
+import { StoreRoom } from "./store-room.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
@@ -57,8 +57,6 @@ export {
   type SetResult, type StoreOptions, type StoreStats,
 };
 
-/** SECOND_CHANCES bounds how many referenced tails one eviction moves back to the head. */
-const SECOND_CHANCES = 32;
 const REMOVE_DELETE = 0;
 const REMOVE_EVICT = 1;
 const REMOVE_EXPIRE_LAZY = 2;
@@ -91,10 +89,8 @@ export class Store {
   /** classEvictions[c] counts evictions from class c. */
   readonly classEvictions: Float64Array;
   private tick = 0;
-  /** chunkClass is the class of the chunk the last `allocChunk` returned. */
-  private chunkClass = 0;
-  /** moveCredit: items stored that page moves have not spent yet, at most the table's size (allocChunk). */
-  private moveCredit = 0;
+  /** room makes room for a set: eviction, page moves and releases, table growth (store-room.ts). */
+  private readonly room: StoreRoom;
   private chunkBytes = 0;
   private dataBytesUsed = 0;
   private readonly fixedMetaBytes: number;
@@ -117,11 +113,12 @@ export class Store {
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
     this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap);
+    this.room = new StoreRoom(this, this.shrink, (id) => this.remove(id, REMOVE_EVICT));
     this.classEvictions = new Float64Array(this.classes.count);
     // Per page 14 B (slab: used, carved, pool, class); per class 44 B (slab 24, LRU 12, evictions 8)
     // besides the class table itself (its lookup was left out: up to 8 KiB a store over its bound).
     this.fixedMetaBytes = maxPages * 14 + this.classes.count * 44 + this.classes.byteSize() + this.admission.byteSize();
-    this.updatePageLimit();
+    this.room.updatePageLimit();
     if (this.slab.pageLimit < 1) {
       throw new RangeError(
         `memory ${this.capacity} B is too small: one ${pageSize} B page plus ${this.metaBytes()} B of metadata are needed`,
@@ -302,7 +299,7 @@ export class Store {
     this.chunkBytes = 0;
     this.dataBytesUsed = 0;
     this.negativeItems = 0;
-    this.moveCredit = 0;
+    this.room.moveCredit = 0;
     this.counters.clears++;
   }
 
@@ -318,8 +315,8 @@ export class Store {
       n++;
     }
     if (n < budget && this.shrink.step(budget - n)) {
-      if (this.moveCredit > this.items.cap) this.moveCredit = this.items.cap;
-      this.updatePageLimit();
+      if (this.room.moveCredit > this.items.cap) this.room.moveCredit = this.items.cap;
+      this.room.updatePageLimit();
       this.counters.tableShrinks++;
     }
     return n;
@@ -375,6 +372,11 @@ export class Store {
     };
   }
 
+  /** accessTick is the logical access tick: one more at each read, write and store of an item. */
+  get accessTick(): number {
+    return this.tick;
+  }
+
   /** checkInvariants throws if any internal structure disagrees with another (test-only, O(n)). */
   checkInvariants(): void {
     checkStoreInvariants(this, this.chunkBytes, this.dataBytesUsed);
@@ -386,31 +388,13 @@ export class Store {
    * a move writes the records of both neighbours and of the old head, three cache misses per hit
    * on a large table (measured: 15% of a loaded server's CPU). Instead eviction gives referenced
    * tails a second chance (CLOCK, as memcached's segmented LRU does with its ACTIVE bit): see
-   * `settleTail`.
+   * `settleTail` (store-room.ts).
    */
   private touch(id: ItemId): void {
     const w = this.items.w;
     const r = id * STRIDE;
     w[r + W_CLASS] = w[r + W_CLASS]! | FLAG_REFERENCED | FLAG_READ;
     w[r + W_ATIME] = ++this.tick;
-  }
-
-  /**
-   * settleTail returns the least recently used item of class `cls` (or -1 when it holds none),
-   * first giving tails read since they last reached the head a second chance: each is moved back
-   * to the head with its flag cleared. After SECOND_CHANCES such moves the tail stands whatever
-   * its flag, so one set never walks a long list.
-   */
-  private settleTail(cls: number): ItemId {
-    const w = this.items.w;
-    for (let chances = 0; ; chances++) {
-      const id = this.lru.tail[cls]!;
-      if (id === NIL || chances >= SECOND_CHANCES) return id;
-      const r = id * STRIDE;
-      if ((w[r + W_CLASS]! & FLAG_REFERENCED) === 0) return id;
-      w[r + W_CLASS] = w[r + W_CLASS]! & ~FLAG_REFERENCED;
-      this.lru.bump(cls, id);
-    }
   }
 
   private put(
@@ -454,15 +438,15 @@ export class Store {
       const crowded = this.index.sameHash(hash, this.tick, now);
       if (crowded !== NIL) this.remove(crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
     }
-    id = this.allocItem(cls);
-    const page = id === NIL ? NIL : this.allocChunk(cls, id, true);
+    id = this.room.allocItem(cls);
+    const page = id === NIL ? NIL : this.room.allocChunk(cls, id, true);
     if (page === NIL) {
       if (id !== NIL) this.items.release(id);
       this.counters.noMemory++;
       return SET_NO_MEMORY;
     }
-    cls = this.chunkClass; // a larger class than the value's own while its own has no page (allocChunk)
-    if (this.moveCredit < this.items.cap) this.moveCredit++;
+    cls = this.room.chunkClass; // a larger class than the value's own while its own has no page (allocChunk)
+    if (this.room.moveCredit < this.items.cap) this.room.moveCredit++;
     const off = this.slab.allocOff;
     const w = this.items.w;
     const r = id * STRIDE;
@@ -488,7 +472,7 @@ export class Store {
   /**
    * rewrite overwrites live item `id`'s value in place (the new size is in its chunk's class).
    * The write counts as a use the way a read does (`touch`: flagged, not moved; `settleTail`
-   * gives it its second chance), so an overwrite touches no other item's record.
+   * in store-room.ts gives it its second chance), so an overwrite touches no other item's record.
    */
   private rewrite(id: ItemId, clsAndFlags: number, keyLen: number, value: Uint8Array, valOff: number, valLen: number, expiry: number): void {
     const w = this.items.w;
@@ -517,166 +501,6 @@ export class Store {
     } else {
       this.heap.push(id);
     }
-  }
-
-  /**
-   * allocItem returns a free item id, growing the table within budget or evicting by LRU.
-   *
-   * The table grows only into bytes no page holds. Once every page belongs to a class, a table
-   * that is full would stay that size for good, and new items of one class would evict each other
-   * while pages of another class kept values much older (large values written once, then a stream
-   * of small ones: 16k items in 256 MiB). So when another class's LRU tail is older than this
-   * class's (items are LRU across classes; `allocChunk` moves a page only past twice the age, as
-   * the page goes to one class), its page is released to the pool instead (its items evicted) and
-   * the table grows into those bytes.
-   */
-  private allocItem(cls: number): ItemId {
-    for (;;) {
-      const id = this.items.alloc();
-      if (id !== NIL) return id;
-      if (this.items.shrinkingTo !== 0) {
-        // The ids below the size a shrink is taking the table to ran out: the items came back.
-        this.shrink.cancel();
-        continue;
-      }
-      if (this.growItems()) continue;
-      // A page with no item left (its class's items deleted or expired: a burst gone, its table
-      // shrunk since) gives the table its bytes before any item is evicted for them.
-      if (this.slab.emptyPages > 0) {
-        const empty = this.slab.findEmptyPage(NIL);
-        if (empty !== NIL) {
-          this.slab.releasePage(empty);
-          continue;
-        }
-      }
-      const own = this.settleTail(cls);
-      let other = this.oldestTail(cls);
-      if (other !== NIL && own !== NIL && this.age(other) > this.age(own)) {
-        // As many pages as the next growth needs (the index may have to double), each of the
-        // class whose tail is oldest then, while it is older than this class's. Not for a class
-        // with no items yet: its first item then takes another's id (evicted below), and
-        // `allocChunk` moves it a page; releasing one could leave no page for it at all.
-        do this.slab.releasePage(this.items.page(other));
-        while (!this.growItems() && (other = this.oldestTail(cls)) !== NIL && this.age(other) > this.age(own));
-        continue;
-      }
-      const victim = own !== NIL ? own : other;
-      if (victim === NIL) return NIL;
-      this.remove(victim, REMOVE_EVICT);
-    }
-  }
-
-  /** growItems grows the item table by half (and the index with it) if the memory budget allows. */
-  private growItems(): boolean {
-    const cap = this.items.cap;
-    // At least one page stays out of the table's reach, as the constructor requires: with none
-    // left (every page released, or none assigned since a clear) nothing could be stored again.
-    const usedPages = Math.max(1, this.slab.pagesAssigned) * this.slab.pageSize;
-    const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
-    const room = this.capacity - usedPages - this.metaBytes();
-    let add = Math.max(16, cap >> 1);
-    // Up to what the index holds first: a step past it doubles the index too, and with the
-    // table's spare ids that took memory pages would have used (64 MiB of 100 B values: the
-    // table grew to 384k ids, just past the 367k a 512k-slot index holds, and the store kept
-    // 308k items; memcached 348k).
-    const indexHolds = Math.floor(this.index.slotCount * MAX_LOAD) - cap;
-    if (indexHolds >= 16 && add > indexHolds) add = indexHolds;
-    for (; add >= 16; add >>= 1) {
-      const indexAdd = Math.max(0, slotsFor(cap + add) * SLOT_BYTES - this.index.byteSize());
-      if (add * perItem + indexAdd <= room) break;
-    }
-    if (add < 16) return false;
-    const newCap = cap + add;
-    this.items.grow(newCap);
-    while (this.index.slotCount < slotsFor(newCap)) this.index.grow();
-    this.updatePageLimit();
-    return true;
-  }
-
-  /**
-   * allocChunk finds a chunk of class `cls` for item `id`, evicting or moving a page if needed,
-   * and leaves the class it used in `chunkClass`: `cls`, or, with `mayUseLarger`, a larger one.
-   *
-   * With no free chunk, the class takes the page of the oldest item of another class (evicting
-   * every item on it) when it has no items itself, or when that item is more than twice as old as
-   * its own least recent one; else it evicts its own least recent item. When more classes are in
-   * use than there are pages (a small group, values of many sizes), pages went from class to
-   * class at almost every set, each move evicting a page of items to store one (an 8 MiB store
-   * held 13 items after 30,000 sets of 100–1024 B). So a move is paid for by stores: a page of
-   * N chunks (at most the table's size) moves only after N items were stored beyond what earlier
-   * moves used (`moveCredit`), so moves evict at most about one item per store. Without the
-   * credit a class with items evicts its own; a class with none puts the item in a chunk of the
-   * next larger class that has pages, as an item of that class. Only when no larger class has
-   * any does the page move anyway: the set could not be stored otherwise.
-   */
-  private allocChunk(cls: number, id: ItemId, mayUseLarger: boolean): number {
-    this.chunkClass = cls;
-    for (;;) {
-      const page = this.slab.alloc(cls, id);
-      if (page !== NIL) return page;
-      if (this.slab.emptyPages > 0) {
-        const empty = this.slab.findEmptyPage(cls);
-        if (empty !== NIL) {
-          this.slab.movePage(empty, cls);
-          continue;
-        }
-      }
-      const own = this.settleTail(cls);
-      const other = this.oldestTail(cls);
-      if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
-        const victim = this.items.page(other);
-        // The price of a move is the page's chunks, not only the items on it now: a page that
-        // was just moved holds few, and cheap moves kept pages moving. At most the table's size,
-        // which bounds the credit: a page of more small chunks than the table has ids must still
-        // be able to move, else memory calcifies for good behind it.
-        const price = Math.min(this.items.cap, Math.floor(this.slab.pageSize / this.classes.sizes[this.slab.pageClass[victim]!]!));
-        if (price <= this.moveCredit || own === NIL) {
-          if (price > this.moveCredit && mayUseLarger) {
-            const larger = this.largerClassWithPages(cls);
-            const at = larger === NIL ? NIL : this.allocChunk(larger, id, false);
-            if (at !== NIL) return at;
-            this.chunkClass = cls;
-          }
-          this.moveCredit = Math.max(0, this.moveCredit - price);
-          this.slab.movePage(victim, cls);
-          continue;
-        }
-      }
-      if (own === NIL) {
-        // Nothing to evict anywhere: the last idle memory may be another class's carve page.
-        const idle = this.slab.findEmptyPage(cls, true);
-        if (idle === NIL) return NIL;
-        this.slab.movePage(idle, cls);
-        continue;
-      }
-      this.remove(own, REMOVE_EVICT);
-    }
-  }
-
-  /** largerClassWithPages returns the smallest class above `cls` that has a page, or -1. */
-  private largerClassWithPages(cls: number): number {
-    for (let c = cls + 1; c < this.classes.count; c++) if (this.slab.classPages[c]! > 0) return c;
-    return NIL;
-  }
-
-  /** oldestTail returns the least recently used tail among classes other than `except`, or -1. */
-  private oldestTail(except: number): ItemId {
-    let best = NIL;
-    let bestAge = -1;
-    for (let c = 0; c < this.classes.count; c++) {
-      const t = this.lru.tail[c]!;
-      if (c === except || t === NIL) continue;
-      const age = this.age(t);
-      if (age > bestAge) {
-        bestAge = age;
-        best = t;
-      }
-    }
-    return best;
-  }
-
-  private age(id: ItemId): number {
-    return (this.tick - this.items.w[id * STRIDE + W_ATIME]!) >>> 0;
   }
 
   private remove(id: ItemId, why: number): void {
@@ -721,10 +545,6 @@ export class Store {
       default:
         break;
     }
-  }
-
-  private updatePageLimit(): void {
-    this.slab.pageLimit = Math.min(this.slab.maxPages, Math.floor((this.capacity - this.metaBytes()) / this.slab.pageSize));
   }
 }
 
