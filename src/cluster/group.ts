@@ -28,7 +28,8 @@
  * group-counters.ts.
  */
 import { CacheError, ERROR_CODE, setError } from "../protocol/errors.ts";
-import { MIB, SET_OK, Store, sixtyFourthOf } from "../store/store.ts";
+import { MIB, SET_OK, Store } from "../store/store.ts";
+import { sixtyFourthOf } from "../store/store-api.ts";
 import { GroupCounters } from "./group-counters.ts";
 import type { AdmissionPolicy, GroupOptions } from "./group-options.ts";
 import { DEFAULT_MAX_LOADS, LoadBound } from "./load-bound.ts";

@@ -33,7 +33,7 @@ export interface GroupSpec {
   multiLoadWindow?: number;
   /**
    * maxItemSize: the group's largest item (at most --max-item-size, the default): a small group
-   * whose items are small gets small slab pages with it (store.ts defaultPageSize).
+   * whose items are small gets small slab pages with it (store-api.ts defaultPageSize).
    */
   maxItemSize?: number;
 }

@@ -1,7 +1,7 @@
 /**
- * The Store's public vocabulary: its options, the results of `set`/`fill`, and its figures
- * (a plain struct of counters plus the figures read at stats time). Kept apart from the engine so
- * callers and the engine's helpers share one definition.
+ * The Store's public vocabulary: its options (and the default page size they imply), the results
+ * of `set`/`fill`, and its figures (a plain struct of counters plus the figures read at stats
+ * time). Kept apart from the engine so callers and the engine's helpers share one definition.
  */
 import type { ClassStats } from "./store-stats.ts";
 
@@ -42,6 +42,34 @@ export interface StoreOptions {
   initialItems?: number;
   /** hashSeed seeds the key hash. Default: drawn at random for the store (against hash flooding). */
   hashSeed?: number;
+}
+
+/** MIN_DEFAULT_PAGE is the smallest default page: 64 KiB. */
+const MIN_DEFAULT_PAGE = 64 * 1024;
+
+/**
+ * defaultPageSize is the page size of a store of `memory` bytes when its options name none: 1 MiB
+ * (memcached's), or the largest power of two up to a 64th of a smaller store's memory, at least
+ * 64 KiB (the store makes it at least its largest item). A page belongs to one size class at a
+ * time, so a store of few pages holding values of many sizes has fewer pages than classes in use
+ * and moves them from class to class, each move evicting a page of items: with 1 MiB pages a 16 MiB
+ * store of 100 B–1 KiB values (10 classes) held 14,975 items of 30,000 keys and hit 54 %, with
+ * 256 KiB pages 22,041 and 76 % (memcached -m 16: 75 %; bench/RESULTS.md, session 17). So a small
+ * store whose items are small (its `maxItemSize`: `--max-item-size`, a group's `maxitem=`, a
+ * mirror's) gets small pages.
+ */
+export function defaultPageSize(memory: number): number {
+  return Math.min(MIB, sixtyFourthOf(memory));
+}
+
+/**
+ * sixtyFourthOf is the largest power of two up to a 64th of `memory`, at least 64 KiB: a small
+ * store's default page (`defaultPageSize`, at most 1 MiB) and a mirror's largest item (Group).
+ */
+export function sixtyFourthOf(memory: number): number {
+  let size = MIN_DEFAULT_PAGE;
+  while (size * 2 * 64 <= memory) size *= 2;
+  return size;
 }
 
 /** StoreCounters are the store's running totals, a plain struct of numbers. */

@@ -49,7 +49,7 @@ import { classStats } from "./store-stats.ts";
 import { monotonicMs } from "./clock.ts";
 import {
   MAX_KEY_BYTES, MIB, SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, StoreCounters,
-  type SetResult, type StoreOptions, type StoreStats,
+  type SetResult, type StoreOptions, type StoreStats, defaultPageSize,
 } from "./store-api.ts";
 
 export {
@@ -546,32 +546,4 @@ export class Store {
         break;
     }
   }
-}
-
-/** MIN_DEFAULT_PAGE is the smallest default page: 64 KiB. */
-const MIN_DEFAULT_PAGE = 64 * 1024;
-
-/**
- * defaultPageSize is the page size of a store of `memory` bytes when its options name none: 1 MiB
- * (memcached's), or the largest power of two up to a 64th of a smaller store's memory, at least
- * 64 KiB (the store makes it at least its largest item). A page belongs to one size class at a
- * time, so a store of few pages holding values of many sizes has fewer pages than classes in use
- * and moves them from class to class, each move evicting a page of items: with 1 MiB pages a 16 MiB
- * store of 100 B–1 KiB values (10 classes) held 14,975 items of 30,000 keys and hit 54 %, with
- * 256 KiB pages 22,041 and 76 % (memcached -m 16: 75 %; bench/RESULTS.md, session 17). So a small
- * store whose items are small (its `maxItemSize`: `--max-item-size`, a group's `maxitem=`, a
- * mirror's) gets small pages.
- */
-export function defaultPageSize(memory: number): number {
-  return Math.min(MIB, sixtyFourthOf(memory));
-}
-
-/**
- * sixtyFourthOf is the largest power of two up to a 64th of `memory`, at least 64 KiB: a small
- * store's default page (`defaultPageSize`, at most 1 MiB) and a mirror's largest item (Group).
- */
-export function sixtyFourthOf(memory: number): number {
-  let size = MIN_DEFAULT_PAGE;
-  while (size * 2 * 64 <= memory) size *= 2;
-  return size;
 }

@@ -1,6 +1,6 @@
 /**
  * A group's `maxitem=`: its largest item, and with it its slab pages (a small group of small
- * items gets small pages: store.ts defaultPageSize). Over the wire, a larger value in that group is
+ * items gets small pages: store-api.ts defaultPageSize). Over the wire, a larger value in that group is
  * VALUE_TOO_LARGE while other groups take it.
  */
 import { describe, expect, test } from "bun:test";

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import {
-  MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions, defaultPageSize,
+  MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions,
 } from "../../src/store/store.ts";
+import { defaultPageSize } from "../../src/store/store-api.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { bytes, pattern } from "../support/prng.ts";
