@@ -1,8 +1,10 @@
 /**
- * classStats reports the slab figures of each size class that holds or has held memory.
+ * storeStats reports a store's figures (Store.stats): its counters, bytes and items, and, by
+ * classStats, the slab figures of each size class that holds or has held memory.
  *
  * Read at scrape time from the engine's own arrays; it allocates, so it is for stats calls only.
  */
+import type { StoreStats } from "./store-api.ts";
 import type { Store } from "./store.ts";
 
 export interface ClassStats {
@@ -34,4 +36,24 @@ export function classStats(store: Store): ClassStats[] {
     });
   }
   return out;
+}
+
+/** storeStats is `store.stats()`: `chunkBytes` and `dataBytes` are the store's own tallies. */
+export function storeStats(store: Store, chunkBytes: number, dataBytes: number): StoreStats {
+  return {
+    ...store.counters,
+    items: store.items.live,
+    bytesUsed: chunkBytes,
+    dataBytes,
+    pageBytes: store.slab.pagesAssigned * store.slab.pageSize,
+    metaBytes: store.metaBytes(),
+    capacity: store.capacity,
+    pageSize: store.slab.pageSize,
+    maxItemSize: store.classes.maxChunk,
+    pageMoves: store.slab.pageMoves,
+    pageReleases: store.slab.pageReleases,
+    heapSize: store.heap.size,
+    itemCapacity: store.items.cap,
+    classes: classStats(store),
+  };
 }

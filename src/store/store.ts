@@ -45,7 +45,7 @@ import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
 import { checkStoreInvariants } from "./store-invariants.ts";
-import { classStats } from "./store-stats.ts";
+import { storeStats } from "./store-stats.ts";
 import { monotonicMs } from "./clock.ts";
 import {
   MAX_KEY_BYTES, MIB, SET_INVALID_TTL, SET_NO_MEMORY, SET_OK, SET_REJECTED, SET_TOO_LARGE, StoreCounters,
@@ -353,23 +353,9 @@ export class Store {
     return this.fixedMetaBytes + this.items.cap * (RECORD_BYTES + HEAP_BYTES_PER_ITEM) + this.index.byteSize();
   }
 
+  /** stats reads the store's figures (store-stats.ts: it allocates, for stats calls only). */
   stats(): StoreStats {
-    return {
-      ...this.counters,
-      items: this.items.live,
-      bytesUsed: this.chunkBytes,
-      dataBytes: this.dataBytesUsed,
-      pageBytes: this.slab.pagesAssigned * this.slab.pageSize,
-      metaBytes: this.metaBytes(),
-      capacity: this.capacity,
-      pageSize: this.slab.pageSize,
-      maxItemSize: this.classes.maxChunk,
-      pageMoves: this.slab.pageMoves,
-      pageReleases: this.slab.pageReleases,
-      heapSize: this.heap.size,
-      itemCapacity: this.items.cap,
-      classes: classStats(this),
-    };
+    return storeStats(this, this.chunkBytes, this.dataBytesUsed);
   }
 
   /** accessTick is the logical access tick: one more at each read, write and store of an item. */
