@@ -7,8 +7,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, RawSocket, getCall } from "./support.ts";
-import { T } from "../protocol/wire-builder.ts";
-import { field, outcome, readReplies } from "./wire-reader.ts";
+import { getValues } from "./wire-reader.ts";
 import { waitUntil } from "../support/gates.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 
@@ -16,15 +15,10 @@ const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   for (const x of open.splice(0)) await x.close();
 });
-const dec = new TextDecoder();
 const utf8 = new TextEncoder();
 
-function values(raw: RawSocket): string[] {
-  return readReplies(raw.received, "framed").replies.map((r) => {
-    const o = outcome(r);
-    return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : o.kind;
-  });
-}
+/** values reads each reply's Get value (or its outcome's kind). */
+const values = (raw: RawSocket): string[] => getValues(raw.received);
 
 test("a load ahead whose TTL ran out by its Get's turn is loaded again as the same Get: one `loads`, one LRU-K access (review: counted twice, admitted after one Get)", async () => {
   let now = 1_000_000;

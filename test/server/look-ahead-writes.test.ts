@@ -11,7 +11,7 @@ import { BUCKETS } from "../../src/cluster/write-stamps.ts";
 import { LogSink, RawSocket, getCall } from "./support.ts";
 import { until } from "../client/support.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
-import { field, outcome, readReplies } from "./wire-reader.ts";
+import { getValues } from "./wire-reader.ts";
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -21,12 +21,7 @@ const dec = new TextDecoder();
 const utf8 = new TextEncoder();
 
 /** values reads each reply's Get value (or its outcome's kind). */
-function values(raw: RawSocket): string[] {
-  return readReplies(raw.received, "framed").replies.map((r) => {
-    const o = outcome(r);
-    return o.kind === "success" ? dec.decode(field(o.value, 1, T.STRING) as Uint8Array) : o.kind;
-  });
-}
+const values = (raw: RawSocket): string[] => getValues(raw.received);
 
 /** Apache layout Set (field 4: ttl seconds): what CallRuns' fast path serves. */
 function setCallTtl(seqid: number, key: string, value: string, ttlSec: number): Uint8Array {

@@ -264,3 +264,11 @@ export function outcome(r: Reply): Outcome {
   if (typeof code !== "number" || !(message instanceof Uint8Array)) throw new WireError("CacheError without code or message");
   return { kind: "cacheError", code, message: utf8.decode(message) };
 }
+
+/** getValues reads each framed reply in `received` as a Get's value (UTF-8), or its outcome's kind. */
+export function getValues(received: Uint8Array): string[] {
+  return readReplies(received, "framed").replies.map((r) => {
+    const o = outcome(r);
+    return o.kind === "success" ? new TextDecoder().decode(field(o.value, 1, T.STRING) as Uint8Array) : o.kind;
+  });
+}
