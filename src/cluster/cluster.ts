@@ -435,9 +435,14 @@ export class Cluster {
           if (answered || this.cutoff(id, sentAt) >= waitEnd) waits.delete(id);
           else failed.add(id);
           if (waits.size > failed.size) return;
-          clearTimeout(timer);
-          if (waits.size === 0) return acknowledge();
-          // Only failed ones left: at the latest of their cutoffs (fixed: owed, they get no lease).
+          if (waits.size === 0) {
+            clearTimeout(timer);
+            return acknowledge();
+          }
+          // Only failed ones left: at the latest of their cutoffs. The maxWaitMs timer stays: a
+          // cutoff can still move to the longest wait (a new connection's intro forgets that its
+          // member asked; a member that dropped its mirrors is vouched for again), and ackAt
+          // leaves that end to the timer (cleared, the write was never acknowledged).
           clearTimeout(ack);
           let latest = -Infinity;
           for (const left of waits.keys()) latest = Math.max(latest, this.cutoff(left, sentAt));

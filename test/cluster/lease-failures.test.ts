@@ -1,0 +1,55 @@
+/**
+ * Read leases when an invalidation fails or a member comes and goes (src/cluster/leases.ts,
+ * Cluster.awaitAnswers): stub peers, no sockets. A write whose invalidation failed is
+ * acknowledged by its longest wait at the latest.
+ */
+import { describe, expect, test } from "bun:test";
+import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
+import type { PingResult } from "../../src/client/results.ts";
+import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+
+/** stubPeer fails each invalidation after `failMs` (undefined: answers at once), and pings as a node that vouches. */
+function stubPeer(failMs: number | undefined): PeerClient {
+  return {
+    isDown: false,
+    invalidate: () => new Promise<number>((resolve, reject) => {
+      if (failMs === undefined) resolve(0);
+      else setTimeout(() => reject(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "connection lost")), failMs);
+    }),
+    close: async () => {},
+    ping: async (): Promise<PingResult> => ({ nodeId: "o:1", uptimeMs: 1, leaseMs: 500 }),
+  } as unknown as PeerClient;
+}
+
+const quiet = { info() {}, warn() {} };
+const group = { name: "g", nameBytes: new TextEncoder().encode("g") };
+const key = new TextEncoder().encode("k");
+
+/** owner: this node o:1 and member m:1 (peer timeout 2 s: waits of 1 s at most, leases of 500 ms), m:1 may hold `key`. */
+function owner(failMs: number | undefined) {
+  const cluster = new Cluster({ self: "o:1", connect: () => stubPeer(failMs), logger: quiet, peerTimeoutMs: 2000, mirrorTtlMs: 10_000 });
+  cluster.setMembers(["o:1", "m:1"]);
+  cluster.handOuts.confirm("m:1");
+  cluster.handOuts.note(group.nameBytes, key, 0, key.length, "m:1", 10_000);
+  return { cluster, write: () => cluster.invalidate(group, [key]) };
+}
+
+/** within settles with how long `p` took, or with Infinity when it has not settled after `ms`. */
+async function within(p: Promise<void> | undefined, ms: number): Promise<number> {
+  const t0 = performance.now();
+  const timeout = new Promise<number>((resolve) => setTimeout(() => resolve(Infinity), ms));
+  return Promise.race([(p ?? Promise.resolve()).then(() => performance.now() - t0), timeout]);
+}
+
+describe("a failed invalidation of a member that holds a lease", () => {
+  test("its connection introduces itself again while the write waits for its lease's end: acknowledged by the longest wait (1 s), not never", async () => {
+    const { cluster, write } = owner(10);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
+    const acked = write();
+    await Bun.sleep(50); // (failed at 10 ms: waits for the lease's end, ~500 ms)
+    cluster.pinged("m:1", true, false); // a new connection's intro PeerPing (a reconnect)
+    const waited = await within(acked, 1500);
+    expect(waited).toBeLessThan(1500);
+    await cluster.close();
+  });
+});
