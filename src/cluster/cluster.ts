@@ -398,8 +398,10 @@ export class Cluster {
    * lagging, while its client is still the member's (a member removed and listed again has a new
    * client, which owes nothing); a write acknowledged sooner, at a lease's end, does not (a member
    * whose lease was about to end when the write came is not slow). A call that failed is no
-   * answer: its member, owed a drop of its mirrors now, is waited for until its cutoff still (its
-   * lease may hold: the copy the call did not drop may still answer), as before leases not at all.
+   * answer: its member, owed a drop of its mirrors now, is waited for until the last lease given it
+   * ends (Vouches.leaseEnd), whether or not it asks now (a reconnect's intro forgets that it
+   * asked, not the lease it holds: the copy the call did not drop may still answer), as before
+   * leases not at all.
    */
   private awaitAnswers(waits: Map<string, [PeerClient, Promise<boolean>]>, sentAt: number, ackBy: number): Promise<void> {
     return new Promise<void>((resolve) => {
@@ -421,19 +423,25 @@ export class Cluster {
         if (now >= at) return acknowledge();
         ack = setTimeout(() => {
           let latest = -Infinity;
-          for (const id of waits.keys()) latest = Math.max(latest, this.cutoff(id, sentAt));
+          for (const id of waits.keys()) latest = Math.max(latest, until(id));
           ackAt(latest);
         }, Math.ceil(at - now));
       };
-      const failed = new Set<string>(); // (of `waits`: failed calls, waited for until their cutoffs)
+      const failed = new Set<string>(); // (of `waits`: failed calls, waited for until their leases' ends)
+      // A failed call's member is waited for until the last lease given it ends, asking or not
+      // (a reconnect's intro forgets that it asked, not the lease it holds); the others until their cutoffs.
+      const until = (id: string): number => failed.has(id) ? Math.min(waitEnd, this.vouches.leaseEnd(id)) : this.cutoff(id, sentAt);
       const timer = setTimeout(() => {
         for (const [id, [client]] of waits) if (!failed.has(id) && this.peers.get(id) === client) this.lag(id);
         acknowledge();
       }, this.maxWaitMs);
       for (const [id, [, told]] of waits) {
         void told.then((answered) => {
-          if (answered || this.cutoff(id, sentAt) >= waitEnd) waits.delete(id);
-          else failed.add(id);
+          if (!answered) failed.add(id);
+          if (answered || until(id) <= performance.now()) {
+            waits.delete(id);
+            failed.delete(id);
+          }
           if (waits.size > failed.size) return;
           if (waits.size === 0) {
             clearTimeout(timer);
@@ -445,7 +453,7 @@ export class Cluster {
           // leaves that end to the timer (cleared, the write was never acknowledged).
           clearTimeout(ack);
           let latest = -Infinity;
-          for (const left of waits.keys()) latest = Math.max(latest, this.cutoff(left, sentAt));
+          for (const left of waits.keys()) latest = Math.max(latest, until(left));
           ackAt(latest);
         });
       }

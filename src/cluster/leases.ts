@@ -189,7 +189,16 @@ export class Vouches {
    */
   cutoff(id: string, waitEnd: number): number {
     if (!this.asking.has(id)) return waitEnd;
-    return Math.min(waitEnd, (this.at.get(id) ?? this.startedAt) + this.leaseMs);
+    return Math.min(waitEnd, this.leaseEnd(id));
+  }
+
+  /**
+   * leaseEnd is when the last lease this node gave `id` runs out (one it never vouched for: a
+   * lease after this node started, `startedAt`), whether or not it asks now: a member whose new
+   * connection introduced itself may still hold what it was given before.
+   */
+  leaseEnd(id: string): number {
+    return (this.at.get(id) ?? this.startedAt) + this.leaseMs;
   }
 
   /**

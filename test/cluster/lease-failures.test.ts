@@ -1,6 +1,7 @@
 /**
  * Read leases when an invalidation fails or a member comes and goes (src/cluster/leases.ts,
- * Cluster.awaitAnswers): stub peers, no sockets. A write whose invalidation failed is
+ * Cluster.awaitAnswers): stub peers, no sockets. A member whose connection introduced itself again
+ * (a reconnect) may still hold the lease given it before; a write whose invalidation failed is
  * acknowledged by its longest wait at the latest.
  */
 import { describe, expect, test } from "bun:test";
@@ -49,6 +50,16 @@ describe("a failed invalidation of a member that holds a lease", () => {
     await Bun.sleep(50); // (failed at 10 ms: waits for the lease's end, ~500 ms)
     cluster.pinged("m:1", true, false); // a new connection's intro PeerPing (a reconnect)
     const waited = await within(acked, 1500);
+    expect(waited).toBeLessThan(1500);
+    await cluster.close();
+  });
+
+  test("its connection introduced itself again just before the write: the write still waits for the lease given before (500 ms)", async () => {
+    const { cluster, write } = owner(10);
+    expect(cluster.pinged("m:1", false, true)).toBe(500); // m:1 holds a lease until ~500 ms from now
+    cluster.pinged("m:1", true, false); // a reconnect's intro PeerPing; its next lease ask is a quarter lease away
+    const waited = await within(write(), 1500);
+    expect(waited).toBeGreaterThanOrEqual(490);
     expect(waited).toBeLessThan(1500);
     await cluster.close();
   });
