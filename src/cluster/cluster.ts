@@ -174,7 +174,8 @@ export class Cluster {
    * setMembers applies a new member list; this node stays a member whatever the list says. It
    * returns whether the ring changed (the node then drops its mirrors: a copy made under the old
    * ring may miss the invalidations of a key's new owner). What was noted of a removed member
-   * (owed a drop ask, lagging, confirmed: HandOuts) is forgotten; one that comes back starts anew.
+   * (owed a drop ask, lagging, confirmed: HandOuts) is forgotten; one that comes back starts anew,
+   * owed a drop of its mirrors (writes made while it was out of the list did not tell it).
    */
   setMembers(ids: readonly string[]): boolean {
     const next = new Set(ids);
@@ -230,6 +231,10 @@ export class Cluster {
       if (client === undefined) continue;
       this.peers.set(id, client);
       this.leases.add(id, this.leaseTimer !== null && client.ping !== undefined);
+      // Not the start's list (HandOuts.startHeldBy asks those): a member listed again may keep
+      // copies of keys written while it was out of the list, which told it nothing; it gets no
+      // lease until it has dropped them (askDrops).
+      if (this.generation > 0) this.owed.add(id);
     }
     if (this.leaseTimer !== null) this.renewLeases();
     this.counters.membershipChanges++;

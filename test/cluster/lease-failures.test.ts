@@ -2,7 +2,8 @@
  * Read leases when an invalidation fails or a member comes and goes (src/cluster/leases.ts,
  * Cluster.awaitAnswers): stub peers, no sockets. A member whose connection introduced itself again
  * (a reconnect) may still hold the lease given it before; a write whose invalidation failed is
- * acknowledged by its longest wait at the latest.
+ * acknowledged by its longest wait at the latest; a member listed again gets no lease until it
+ * dropped its mirrors (writes while it was out of the list did not tell it).
  */
 import { describe, expect, test } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
@@ -61,6 +62,20 @@ describe("a failed invalidation of a member that holds a lease", () => {
     const waited = await within(write(), 1500);
     expect(waited).toBeGreaterThanOrEqual(490);
     expect(waited).toBeLessThan(1500);
+    await cluster.close();
+  });
+});
+
+describe("a member removed from the list and listed again", () => {
+  test("gets no lease until it has dropped its mirrors: writes while it was out of the list did not tell it", async () => {
+    const { cluster } = owner(undefined);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
+    cluster.setMembers(["o:1"]); // (writes now tell m:1 nothing)
+    cluster.setMembers(["o:1", "m:1"]);
+    expect(cluster.pinged("m:1", false, true)).toBe(0);
+    cluster.askDrops(["g"]);
+    await Bun.sleep(5);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
     await cluster.close();
   });
 });
