@@ -10,12 +10,16 @@ import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import type { PingResult } from "../../src/client/results.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 
-/** stubPeer fails each invalidation after `failMs` (undefined: answers at once), and pings as a node that vouches. */
-function stubPeer(failMs: number | undefined): PeerClient {
+/**
+ * stubPeer fails invalidations after `failMs` (undefined: answers at once; the first `failing`
+ * only, then answers), and pings as a node that vouches.
+ */
+function stubPeer(failMs: number | undefined, failing = Infinity): PeerClient {
+  let calls = 0;
   return {
     isDown: false,
     invalidate: () => new Promise<number>((resolve, reject) => {
-      if (failMs === undefined) resolve(0);
+      if (failMs === undefined || ++calls > failing) resolve(0);
       else setTimeout(() => reject(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "connection lost")), failMs);
     }),
     close: async () => {},
@@ -28,8 +32,8 @@ const group = { name: "g", nameBytes: new TextEncoder().encode("g") };
 const key = new TextEncoder().encode("k");
 
 /** owner: this node o:1 and member m:1 (peer timeout 2 s: waits of 1 s at most, leases of 500 ms), m:1 may hold `key`. */
-function owner(failMs: number | undefined) {
-  const cluster = new Cluster({ self: "o:1", connect: () => stubPeer(failMs), logger: quiet, peerTimeoutMs: 2000, mirrorTtlMs: 10_000 });
+function owner(failMs: number | undefined, failing = Infinity) {
+  const cluster = new Cluster({ self: "o:1", connect: () => stubPeer(failMs, failing), logger: quiet, peerTimeoutMs: 2000, mirrorTtlMs: 10_000 });
   cluster.setMembers(["o:1", "m:1"]);
   cluster.handOuts.confirm("m:1");
   cluster.handOuts.note(group.nameBytes, key, 0, key.length, "m:1", 10_000);
@@ -51,6 +55,22 @@ describe("a failed invalidation of a member that holds a lease", () => {
     await Bun.sleep(50); // (failed at 10 ms: waits for the lease's end, ~500 ms)
     cluster.pinged("m:1", true, false); // a new connection's intro PeerPing (a reconnect)
     const waited = await within(acked, 1500);
+    expect(waited).toBeLessThan(1500);
+    await cluster.close();
+  });
+
+  test("it dropped its mirrors (the drop ask answered) while the write waits, and is vouched for again: acknowledged by the longest wait (1 s), not never", async () => {
+    const { cluster, write } = owner(10, 1);
+    expect(cluster.pinged("m:1", false, true)).toBe(500);
+    const acked = write();
+    await Bun.sleep(50); // (failed at 10 ms: owed a drop)
+    cluster.askDrops(["g"]);
+    await Bun.sleep(5);
+    expect(cluster.owedMembers).toEqual([]);
+    // Its renewals, a quarter lease apart: each lease moves the write's end, up to the longest wait.
+    const renewals = setInterval(() => cluster.pinged("m:1", false, true), 125);
+    const waited = await within(acked, 1500);
+    clearInterval(renewals);
     expect(waited).toBeLessThan(1500);
     await cluster.close();
   });
