@@ -15,7 +15,8 @@
  * final snapshot written (or abandoned) by final-snapshot.ts.
  */
 import { RingPurges } from "../cluster/ring-purge.ts";
-import { Cluster, type PeerClient, writeWaitMs } from "../cluster/cluster.ts";
+import { Cluster, type PeerClient } from "../cluster/cluster.ts";
+import { writeWaitMs } from "../cluster/write-waits.ts";
 import type { Groups } from "../cluster/groups.ts";
 import type { Loader } from "../cluster/loader.ts";
 import type { MembershipSource, Resolver } from "../cluster/membership.ts";

@@ -8,7 +8,8 @@
  * success=false with no error, said as a refusal (ownerFailed). A Clear clears this node and every
  * other member (PeerClear), then has every member drop its mirrored copies.
  */
-import { type Cluster, type PeerClient, noSuchGroup } from "../cluster/cluster.ts";
+import { type Cluster, type PeerClient } from "../cluster/cluster.ts";
+import { noSuchGroup } from "../cluster/write-waits.ts";
 import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";

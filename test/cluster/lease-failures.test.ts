@@ -1,6 +1,6 @@
 /**
  * Read leases when an invalidation fails or a member comes and goes (src/cluster/leases.ts,
- * Cluster.awaitAnswers): stub peers, no sockets. A member whose connection introduced itself again
+ * WriteWaits.awaitAnswers): stub peers, no sockets. A member whose connection introduced itself again
  * (a reconnect) may still hold the lease given it before; a write whose invalidation failed is
  * acknowledged by its longest wait at the latest; a member listed again gets no lease until it
  * dropped its mirrors (writes while it was out of the list did not tell it).
