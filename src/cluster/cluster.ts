@@ -20,6 +20,7 @@
  */
 import type { FoundEntries, PingResult } from "../client/results.ts";
 import { type CacheError, errorText } from "../protocol/errors.ts";
+import { ClusterCounters } from "./cluster-counters.ts";
 import { HandOuts } from "./hand-outs.ts";
 import { Leases, RENEWALS_PER_LEASE, Vouches } from "./leases.ts";
 import { MAX_MEMBERS } from "./membership.ts";
@@ -69,25 +70,6 @@ export interface ClusterOptions {
   mirrorTtlMs?: number;
   /** peerTimeoutMs: a write waits for a member's answer to its invalidation at most half of it (default 1 s). */
   peerTimeoutMs?: number;
-}
-
-/** ClusterCounters are the node's cluster totals, a plain struct of numbers. */
-export class ClusterCounters {
-  forwarded = 0; // client calls sent on to the owner of their key(s)
-  peerLoads = 0; // gets answered by the owner peer
-  peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost; a write the member refused without a reason)
-  fallbackLoads = 0; // gets loaded locally because the owner could not be reached
-  prefetchesSent = 0; // gets of a waiting connection forwarded ahead of their turn (server/prefetch.ts)
-  prefetchesUsed = 0; // forwarded gets answered from such a prefetch
-  mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere
-  mirrorLeaseMisses = 0; // gets of keys owned elsewhere that a copy here (mirror, answer fetched ahead) held but did not answer: no lease from the owner (leases.ts), forwarded
-  mirrorFills = 0; // values copied into the mirror
-  invalidationsSent = 0; // PeerInvalidate calls sent
-  invalidationsReceived = 0; // PeerInvalidate calls served
-  membershipChanges = 0; // member lists applied
-  foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored
-  foreignReads = 0; // keys of peer Gets this node's member list gives to another member: answered, not stored
-  peerProtocolErrors = 0; // peer replies that broke the protocol (malformed, or to a seqid not in flight): their connections dropped
 }
 
 export class Cluster {

@@ -12,7 +12,8 @@
  * while a member is abandoned or asked to drop) and its counters. Memory: three sets of member
  * ids, and per write waited for, a Map of the members' pending calls (by id: client, answer).
  */
-import type { ClusterCounters, ClusterLogger, GroupName, PeerClient } from "./cluster.ts";
+import type { ClusterLogger, GroupName, PeerClient } from "./cluster.ts";
+import type { ClusterCounters } from "./cluster-counters.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { HandOuts } from "./hand-outs.ts";
 import type { Vouches } from "./leases.ts";
