@@ -17,6 +17,7 @@ import { memberAddressOf } from "../cluster/membership.ts";
 import { Ring } from "../cluster/ring.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.ts";
+import { unavailable } from "./results.ts";
 
 export interface ClusterClientOptions {
   /** members are the nodes' ids, `host:port`, as they know each other. */
@@ -160,7 +161,7 @@ export class ClusterClient {
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "client closed");
+    if (this.closed) throw unavailable("client closed");
   }
 
   private split<T>(items: readonly T[], keyOf: (item: T) => string | Uint8Array): Map<CacheClient, T[]> {

@@ -6,26 +6,29 @@
 //  - a TApplicationException → PEER_UNAVAILABLE, message
 //      "<Method> failed: server exception <TYPE_NAME> (<type>): <server's message>"
 //    e.g. "PeerGet failed: server exception UNKNOWN_METHOD (1): Invalid method name: 'PeerGet'"
-//    for a server that predates the peer methods (`isUnknownMethod` tests for it). Why
+//    for a server that predates the peer methods; origin APP_EXCEPTION, the type in
+//    `appErrorType` (`isUnknownMethod` tests for type 1). Why
 //    PEER_UNAVAILABLE and not INVALID_ARGUMENT: the caller's input was fine; the peer could not
 //    serve the call, and a router must treat it like an unreachable peer (load locally);
-//  - a REPLY without a result → PEER_UNAVAILABLE "… failed: reply carried no result";
+//  - a REPLY without a result → PEER_UNAVAILABLE "… failed: reply carried no result" (NO_RESULT);
 //  - a Set's, Clear's or SetMulti's REPLY with success=false and no error (REPLY_FAILED: how a
 //    seed server may answer a failure) → PEER_UNAVAILABLE, message
-//      "<Method> failed: the server answered success=false, with no error"
+//      "<Method> failed: the server answered success=false, with no error" (origin REFUSED)
 //    as for a missing result: the server did not do the write and said not why, so nothing points
 //    at the caller's input; a node forwarding the write to a member that answers so does not
 //    count it acknowledged, and says the member refused it, not that it was unreachable
 //    (routed-writes.ts, by `isRefusedWithoutReason`). The connection is kept: the bytes were fine.
 //    Delete's success=false is its answer (not found), not a failure;
-//  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE (made by the
-//    connection and the client, with "timeout", "connection closed: …", "peer is down", "client
-//    closed").
+//  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE of origin
+//    UNANSWERED (`unavailable`: made by the connection and the client, with "timeout", "connection
+//    closed: …", "peer is down", "client closed").
+// The origin (ERROR_ORIGIN) is how code tells these apart; the messages are for people, and a
+// peer's declared CacheError may say anything.
 // Byte values are copied out of the receive buffer (it is reused); keys of GetMulti become
 // UTF-8 strings. These paths allocate by nature; the zero-allocation path is forwardGet.
 
 import { compareBytes, sortedByBytes } from "../bytes/bytes.ts";
-import { APP_ERROR, CacheError, ERROR_CODE, type ErrorCode, parseSeedError } from "../protocol/errors.ts";
+import { APP_ERROR, CacheError, ERROR_CODE, ERROR_ORIGIN, type ErrorCode, parseSeedError } from "../protocol/errors.ts";
 import { REPLY_APP_ERROR, REPLY_CACHE_ERROR, REPLY_FAILED, type ReplyReader } from "../protocol/reply-reader.ts";
 import {
   METHOD_DELETE,
@@ -85,8 +88,6 @@ export interface PingResult {
 
 const UTF8 = new TextDecoder();
 const APP_ERROR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(APP_ERROR).map(([name, type]) => [type, name]));
-const UNKNOWN_METHOD_MARK = `server exception UNKNOWN_METHOD (${APP_ERROR.UNKNOWN_METHOD})`;
-const REFUSED_MARK = " failed: the server answered success=false, with no error";
 
 /** buildResult returns what a call of `method` resolves to, from a REPLY_OK reply. */
 export function buildResult(method: number, r: ReplyReader): unknown {
@@ -140,15 +141,17 @@ export function replyError(method: number, r: ReplyReader): CacheError {
     const seed = r.errorCode === APP_ERROR.INTERNAL_ERROR ? parseSeedError(message) : undefined;
     if (seed !== undefined) return seed;
     const type = APP_ERROR_NAMES[r.errorCode] ?? "UNKNOWN";
-    return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`);
+    return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: server exception ${type} (${r.errorCode}): ${message}`, ERROR_ORIGIN.APP_EXCEPTION, r.errorCode);
   }
-  if (r.outcome === REPLY_FAILED) return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, name + REFUSED_MARK);
-  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: reply carried no result`);
+  if (r.outcome === REPLY_FAILED) {
+    return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: the server answered success=false, with no error`, ERROR_ORIGIN.REFUSED);
+  }
+  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `${name} failed: reply carried no result`, ERROR_ORIGIN.NO_RESULT);
 }
 
 /** isUnknownMethod tells whether `err` is a server's UNKNOWN_METHOD answer (a server without that method). */
 export function isUnknownMethod(err: unknown): boolean {
-  return err instanceof CacheError && err.code === ERROR_CODE.PEER_UNAVAILABLE && err.message.includes(UNKNOWN_METHOD_MARK);
+  return err instanceof CacheError && err.origin === ERROR_ORIGIN.APP_EXCEPTION && err.appErrorType === APP_ERROR.UNKNOWN_METHOD;
 }
 
 /**
@@ -156,10 +159,10 @@ export function isUnknownMethod(err: unknown): boolean {
  * no error (REPLY_FAILED): it answered, and did not do the write; it was not unreachable.
  */
 export function isRefusedWithoutReason(err: unknown): boolean {
-  return err instanceof CacheError && err.code === ERROR_CODE.PEER_UNAVAILABLE && err.message.endsWith(REFUSED_MARK);
+  return err instanceof CacheError && err.origin === ERROR_ORIGIN.REFUSED;
 }
 
-/** unavailable makes the PEER_UNAVAILABLE error of a local failure (timeout, lost connection, …). */
+/** unavailable makes the PEER_UNAVAILABLE error of a call not answered (timeout, lost connection, …). */
 export function unavailable(message: string): CacheError {
-  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, message);
+  return new CacheError(ERROR_CODE.PEER_UNAVAILABLE, message, ERROR_ORIGIN.UNANSWERED);
 }

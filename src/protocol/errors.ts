@@ -92,14 +92,42 @@ export class ProtocolError extends Error {
   }
 }
 
-/** CacheError is a refusal of a well-formed request; `code` is the IDL ErrorCode number. */
+/**
+ * ERROR_ORIGIN tells how a CacheError came to be (CacheError.origin): above all whether a peer
+ * answered. Code tells a PEER_UNAVAILABLE by it, never by its message, which is for people (and a
+ * peer's own message may hold any text: one ending like a refusal is not one).
+ */
+export const ERROR_ORIGIN = {
+  /** Said as a CacheError: this process's own, or a peer's declared one (result field 1, or seed-told). */
+  DECLARED: 0,
+  /** A peer's TApplicationException, its type number in CacheError.appErrorType (client/results.ts). */
+  APP_EXCEPTION: 1,
+  /** A peer's answer to a write of success=false, with no error (REPLY_FAILED): it did not do it. */
+  REFUSED: 2,
+  /** A peer's REPLY that carried no result. */
+  NO_RESULT: 3,
+  /** No answer: a timeout, a lost or refused connection, a peer marked down, a closed client. */
+  UNANSWERED: 4,
+} as const;
+export type ErrorOrigin = (typeof ERROR_ORIGIN)[keyof typeof ERROR_ORIGIN];
+
+/**
+ * CacheError is a refusal of a well-formed request; `code` is the IDL ErrorCode number, `origin`
+ * how it came to be (ERROR_ORIGIN) and `appErrorType` the TApplicationException type number of an
+ * APP_EXCEPTION (-1 otherwise). Numbers set in the constructor: telling where an error came from
+ * costs no object.
+ */
 export class CacheError extends Error {
   override readonly name = "CacheError";
   readonly code: ErrorCode;
+  readonly origin: ErrorOrigin;
+  readonly appErrorType: number;
 
-  constructor(code: ErrorCode, message: string) {
+  constructor(code: ErrorCode, message: string, origin: ErrorOrigin = ERROR_ORIGIN.DECLARED, appErrorType = -1) {
     super(message);
     this.code = code;
+    this.origin = origin;
+    this.appErrorType = appErrorType;
   }
 }
 
