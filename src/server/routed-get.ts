@@ -6,17 +6,19 @@
  * TTL from when its Get was sent); else the answer fetched ahead for it (prefetch.ts), unless a
  * write of the key was heard of since it was sent or it is a mirror TTL old; either only while
  * this node holds the owner's read lease (cluster/leases.ts; without one, a copy is a lease miss);
- * else a PeerGet to the owner. If the owner cannot be reached the node loads the key itself when its group has a loader
- * (groupcache's fallback) and keeps the value nowhere (dropLoaded); without a loader the answer is
- * PEER_UNAVAILABLE. The owner's other answers (NOT_FOUND, LOAD_FAILED, ...) pass through unchanged.
+ * else a PeerGet to the owner. If the owner cannot be reached, or fails the call (answers
+ * PEER_UNAVAILABLE or a Thrift exception), the node loads the key itself when its group has a
+ * loader (groupcache's fallback) and keeps the value nowhere (dropLoaded); without a loader the
+ * answer is PEER_UNAVAILABLE, saying how the owner failed it (ownerFailed). The owner's other
+ * answers (NOT_FOUND, LOAD_FAILED, ...) pass through unchanged.
  */
 import type { Cluster, PeerClient } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
-import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ERROR_ORIGIN } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { SET_OK, type Store } from "../store/store.ts";
-import { replyCacheError, replyThrown } from "./reply-errors.ts";
+import { ownerFailed, replyCacheError, replyThrown } from "./reply-errors.ts";
 import { writeHit } from "./hit-reply.ts";
 import { type Prefetch, type Prefetches, agedTtl, forwardedTtl } from "./prefetch.ts";
 
@@ -151,14 +153,14 @@ function answerForward(
     }
     return true;
   }
-  const e = err ?? new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "empty reply from the owner");
+  const e = err ?? new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "empty reply from the owner", ERROR_ORIGIN.NO_RESULT);
   if (e.code !== ERROR_CODE.PEER_UNAVAILABLE) {
     replyCacheError(reply, req, e.code, e.message);
     return true;
   }
   cluster.counters.peerErrors++;
   if (group.loader === undefined) {
-    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
+    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
     return true;
   }
   cluster.counters.fallbackLoads++;

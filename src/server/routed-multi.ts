@@ -14,11 +14,11 @@ import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { valuesFor } from "../client/results.ts";
-import { multiTooLarge, multiTooLargeError, replyThrown } from "./reply-errors.ts";
+import { multiTooLarge, multiTooLargeError, ownerFailed, replyThrown } from "./reply-errors.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import type { Prefetches } from "./prefetch.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
-import { forgetCopy, ownerFailed } from "./routed-writes.ts";
+import { forgetCopy } from "./routed-writes.ts";
 import { dropLoaded } from "./routed-get.ts";
 
 /**
@@ -84,7 +84,7 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       (e: unknown) => {
         if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
         cluster.counters.peerErrors++;
-        if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, `owner ${owner} unreachable: ${e.message}`);
+        if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
         cluster.counters.fallbackLoads += forward.length;
         return localValues(group, req, forward, window, values, false, reply.maxMultiBytes).then(() => {
           // As for Get: values loaded here for keys owned elsewhere are answered, not kept (nor a

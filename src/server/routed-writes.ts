@@ -3,9 +3,10 @@
  *
  * A Set/Delete goes to the owner as PeerSet/PeerDelete, who then tells every other member to drop
  * its mirrored copy; this node drops its own when the write is sent and again when it is answered
- * (forgetCopy), and counts the write for the copy tickets. An unreachable owner is PEER_UNAVAILABLE
- * (a write is never kept on a node that does not own the key); so is an owner that answers
- * success=false with no error, said as a refusal (ownerFailed). A Clear clears this node and every
+ * (forgetCopy), and counts the write for the copy tickets. An owner that cannot be reached is
+ * PEER_UNAVAILABLE (a write is never kept on a node that does not own the key); so is one that
+ * answers PEER_UNAVAILABLE, a Thrift exception, or success=false with no error, each said so and
+ * not as unreachable (ownerFailed). A Clear clears this node and every
  * other member (PeerClear), then has every member drop its mirrored copies.
  */
 import { type Cluster, type PeerClient } from "../cluster/cluster.ts";
@@ -15,7 +16,7 @@ import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_SET, type Request } from "../protocol/request.ts";
 import { isRefusedWithoutReason } from "../client/results.ts";
-import { replyCacheError, replyThrown } from "./reply-errors.ts";
+import { ownerFailed, replyCacheError, replyThrown } from "./reply-errors.ts";
 
 export function routeWrite(cluster: Cluster, group: Group, base: number, req: Request, reply: ReplyWriter): Promise<void> | false {
   const owner = cluster.owner(req.buffer, req.keyStart, req.keyLength);
@@ -44,15 +45,6 @@ export function routeWrite(cluster: Cluster, group: Group, base: number, req: Re
       replyThrown(reply, req, e);
     },
   );
-}
-
-/**
- * ownerFailed is the PEER_UNAVAILABLE message of a write forwarded to `owner` that failed with
- * `e`: the owner refused it without a reason (it answered success=false, with no error:
- * isRefusedWithoutReason), or it was unreachable.
- */
-export function ownerFailed(owner: string, e: CacheError): string {
-  return `owner ${owner} ${isRefusedWithoutReason(e) ? "refused it without a reason" : "unreachable"}: ${e.message}`;
 }
 
 /**

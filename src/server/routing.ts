@@ -9,14 +9,16 @@
  * - Get: this node's mirror first (a bounded store of hot keys owned elsewhere, filled through
  *   LRU-K admission, each copy living no longer than the owner's remaining TTL), while this node
  *   holds the owner's read lease (cluster/leases.ts; without one, a copy is a lease miss); else
- *   PeerGet to the owner. If the owner cannot be reached (timeout, down, connection lost) the node loads the
- *   key itself when its group has a loader (groupcache's behaviour) and counts a peer error;
- *   without a loader the answer is PEER_UNAVAILABLE. Answers of the owner (NOT_FOUND,
- *   LOAD_FAILED, ...) pass through unchanged.
+ *   PeerGet to the owner. If the owner cannot be reached (timeout, down, connection lost) or
+ *   fails the call (answers PEER_UNAVAILABLE or a Thrift exception) the node loads the key itself
+ *   when its group has a loader (groupcache's behaviour) and counts a peer error; without a
+ *   loader the answer is PEER_UNAVAILABLE, saying which (reply-errors.ts, ownerFailed). Answers
+ *   of the owner (NOT_FOUND, LOAD_FAILED, ...) pass through unchanged.
  * - Set/Delete: PeerSet/PeerDelete to the owner, who then tells every other member to drop its
  *   mirrored copy (PeerInvalidate); this node drops its own copy at once. An unreachable owner is
  *   PEER_UNAVAILABLE: a write is never kept on a node that does not own the key; so is an owner
- *   that answers success=false, with no error (a seed server's way to refuse), said as a refusal.
+ *   that fails it (answers PEER_UNAVAILABLE, a Thrift exception, or success=false with no error:
+ *   a seed server's way to refuse), said as such, not as unreachable (ownerFailed).
  * - Clear: this node and every other member (PeerClear), mirrors included.
  * - GetMulti/SetMulti: keys grouped by owner, one peer call per owner, in parallel; results merged
  *   in request order. GetMulti takes what the mirror holds first, as Get does.
