@@ -12,7 +12,7 @@
 import { type Cluster, type PeerClient } from "../cluster/cluster.ts";
 import { noSuchGroup } from "../cluster/write-waits.ts";
 import type { Group } from "../cluster/group.ts";
-import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ERROR_ORIGIN } from "../protocol/errors.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_SET, type Request } from "../protocol/request.ts";
 import { isRefusedWithoutReason } from "../client/results.ts";
@@ -66,31 +66,39 @@ export function clearEverywhere(cluster: Cluster, group: Group, req: Request, re
   return Promise.allSettled(calls).then(async (results) => {
     const failed = new Set<PeerClient>();
     let refused = 0;
+    let answered = 0;
+    let firstAnswer = "";
     results.forEach((r, i) => {
       if (r.status === "fulfilled" || noSuchGroup(r.reason)) return; // (a member without the group holds nothing of it: cleared)
       failed.add(others[i]!);
       if (isRefusedWithoutReason(r.reason)) refused++;
+      else if (r.reason instanceof CacheError && r.reason.origin !== ERROR_ORIGIN.UNANSWERED) {
+        if (answered++ === 0) firstAnswer = r.reason.message;
+      }
     });
     // A member that cleared may have forwarded a Get to an owner that had not yet, and taken its
     // old value into its mirror: once every member cleared, every member drops its copies (as
     // this node drops its own: what forwarded Gets brought back meanwhile, forgetCopy). One whose
-    // PeerClear failed (not reached, or refused) is not waited for again: it drops them once it
+    // PeerClear failed (not reached, refused, or answered an error) is not waited for again: it drops them once it
     // can (owed).
     await cluster.dropAll(group.name, failed);
     group.dropCopies();
     cluster.counters.peerErrors += failed.size;
     if (failed.size === 0) return reply.writeSuccess(req, true);
-    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, clearFailed(calls.length, failed.size - refused, refused));
+    const unreached = failed.size - refused - answered;
+    replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, clearFailed(calls.length, unreached, refused, answered, firstAnswer));
   });
 }
 
 /**
- * clearFailed is the message of a Clear that `unreached` of the `peers` other members did not get
- * and `refused` answered success=false, with no error (isRefusedWithoutReason).
+ * clearFailed is the message of a Clear that `unreached` of the `peers` other members did not get,
+ * `refused` answered success=false, with no error (isRefusedWithoutReason), and `answered`
+ * answered with another error, the first saying `firstAnswer`: those were up, not unreachable.
  */
-function clearFailed(peers: number, unreached: number, refused: number): string {
+function clearFailed(peers: number, unreached: number, refused: number, answered: number, firstAnswer: string): string {
   const parts: string[] = [];
   if (unreached > 0) parts.push(`${unreached} of ${peers} peers could not be reached`);
-  if (refused > 0) parts.push(`${refused} of ${peers}${unreached > 0 ? "" : " peers"} refused it without a reason (answered success=false)`);
+  if (refused > 0) parts.push(`${refused} of ${peers}${parts.length > 0 ? "" : " peers"} refused it without a reason (answered success=false)`);
+  if (answered > 0) parts.push(`${answered} of ${peers}${parts.length > 0 ? "" : " peers"} answered an error (${answered > 1 ? "the first: " : ""}${firstAnswer})`);
   return `cleared here, but ${parts.join(", and ")}`;
 }

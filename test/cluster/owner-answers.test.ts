@@ -3,12 +3,14 @@
  * UNKNOWN_METHOD from a member of another version, or its own declared PEER_UNAVAILABLE) was told
  * to the client as "owner X unreachable": false, the owner answered, and the operator looks at
  * the wrong thing. Each forwarded call (Set, Delete, SetMulti part, Get and GetMulti part without
- * a loader) now says how the owner failed it, and the owner is not marked down for answering.
+ * a loader) now says how the owner failed it, and the owner is not marked down for answering; a
+ * Clear tells the members that answered an error apart from those it could not reach.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import {
+  METHOD_PEER_CLEAR,
   METHOD_PEER_DELETE,
   METHOD_PEER_GET,
   METHOD_PEER_GET_MULTI,
@@ -16,7 +18,7 @@ import {
   METHOD_PEER_SET_MULTI,
 } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { StubServer, appExceptionReply, cacheErrorReply, serve } from "../client/support.ts";
+import { StubServer, appExceptionReply, cacheErrorReply, closedPort, serve } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOwnedBy } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -70,5 +72,28 @@ describe("an owner that answers a forwarded call with an error", () => {
     expect(a.cluster!.counters.peerErrors).toBe(5); // failed calls all the same: counted, one a call
     expect(a.cluster!.peersDown).toBe(0); // it answered every one: up (3 failures in a row, a peer client's default, mark it down)
     expect(a.cluster!.peer(ids[1]!)!.isDown).toBe(false);
+  });
+});
+
+describe("a Clear a member answers with an error", () => {
+  const clears: [string, (name: string, seqid: number) => Uint8Array, boolean, string][] = [
+    ["a TApplicationException, beside a member not reached", (n, s) => appExceptionReply(n, s, APP_ERROR.UNKNOWN_METHOD, `Invalid method name: '${n}'`), true,
+      "cleared here, but 1 of 2 peers could not be reached, and 1 of 2 answered an error (PeerClear failed: server exception UNKNOWN_METHOD (1): Invalid method name: 'PeerClear')"],
+    ["its own PEER_UNAVAILABLE, worded like a refusal", (n, s) => cacheErrorReply(n, s, ERROR_CODE.PEER_UNAVAILABLE, REFUSAL_TEXT), false,
+      `cleared here, but 1 of 1 peers answered an error (${REFUSAL_TEXT})`],
+  ];
+  test.each(clears)("%s: says it answered, not that it could not be reached or refused; owed all the same", async (_, answer, withUnreached, told) => {
+    const m = new StubServer();
+    open.push({ close: async () => m.close() });
+    m.handler = (call, stub) => (call.method === METHOD_PEER_CLEAR ? answer(call.name, call.seqid) : serve(call, stub));
+    const [pa] = freePorts(1) as [number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`, ...(withUnreached ? [`127.0.0.1:${closedPort()}`] : [])];
+    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
+    open.push(a);
+    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+    open.push(viaA);
+    await expect(viaA.clear("default")).rejects.toMatchObject({ name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE, message: told });
+    expect(a.cluster!.owedMembers.toSorted()).toEqual(ids.slice(1).toSorted()); // (it did not clear: asked again to drop its copies)
+    expect(a.cluster!.counters.peerErrors).toBe(ids.length - 1);
   });
 });
