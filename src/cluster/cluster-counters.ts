@@ -9,8 +9,8 @@
 export class ClusterCounters {
   forwarded = 0; // client calls sent on to the owner of their key(s)
   peerLoads = 0; // gets answered by the owner peer
-  peerErrors = 0; // forwarded calls that failed (timeout, peer down, connection lost; a write the member refused without a reason)
-  fallbackLoads = 0; // gets loaded locally because the owner could not be reached
+  peerErrors = 0; // forwarded calls that failed: not answered (timeout, peer down, connection lost), or answered PEER_UNAVAILABLE, a Thrift exception, or a write refused without a reason (the member is up: only the unanswered count toward marking it down)
+  fallbackLoads = 0; // gets loaded locally because the owner could not be reached or failed the call (PEER_UNAVAILABLE, a Thrift exception)
   prefetchesSent = 0; // gets of a waiting connection forwarded ahead of their turn (server/prefetch.ts)
   prefetchesUsed = 0; // forwarded gets answered from such a prefetch
   mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere

@@ -207,9 +207,9 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
     c("mybuncache_cluster_forwarded_total", "Client calls sent on to the owner of their keys.", () => cc.forwarded);
     c("mybuncache_cluster_peer_loads_total", "Gets answered by the owner peer.", () => cc.peerLoads);
-    c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed (timeout, down, connection lost; a write the peer refused without a reason).", () => cc.peerErrors);
+    c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed: not answered (timeout, down, connection lost), or answered with an error of the peer's (PEER_UNAVAILABLE, a Thrift exception, a write refused without a reason); a peer that answers is not marked down.", () => cc.peerErrors);
     c("mybuncache_cluster_peer_protocol_errors_total", "Peer replies that broke the protocol (malformed, or to a seqid not in flight); each dropped its connection. Never expected.", () => cc.peerProtocolErrors);
-    c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached.", () => cc.fallbackLoads);
+    c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached or failed the call (answered PEER_UNAVAILABLE or a Thrift exception).", () => cc.fallbackLoads);
     c("mybuncache_cluster_mirror_hits_total", "Gets answered from this node's mirror of a key owned elsewhere.", () => cc.mirrorHits);
     c("mybuncache_cluster_mirror_lease_misses_total", "Gets of keys owned elsewhere that this node's mirror (or an answer fetched ahead) held but did not answer, with no lease from the owner: forwarded.", () => cc.mirrorLeaseMisses);
     c("mybuncache_cluster_prefetches_sent_total", "Gets of a waiting connection forwarded to their owners ahead of their turn.", () => cc.prefetchesSent);
