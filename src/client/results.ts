@@ -7,9 +7,10 @@
 //      "<Method> failed: server exception <TYPE_NAME> (<type>): <server's message>"
 //    e.g. "PeerGet failed: server exception UNKNOWN_METHOD (1): Invalid method name: 'PeerGet'"
 //    for a server that predates the peer methods; origin APP_EXCEPTION, the type in
-//    `appErrorType` (`isUnknownMethod` tests for type 1). Why
-//    PEER_UNAVAILABLE and not INVALID_ARGUMENT: the caller's input was fine; the peer could not
-//    serve the call, and a router must treat it like an unreachable peer (load locally);
+//    `appErrorType` (`isUnknownMethod` tests for type 1). Why PEER_UNAVAILABLE and not
+//    INVALID_ARGUMENT: the caller's input was fine; the peer could not serve the call, and a
+//    router must treat it like an unreachable peer (load locally), though it words it apart: the
+//    peer answered (server/reply-errors.ts, ownerFailed);
 //  - a REPLY without a result → PEER_UNAVAILABLE "… failed: reply carried no result" (NO_RESULT);
 //  - a Set's, Clear's or SetMulti's REPLY with success=false and no error (REPLY_FAILED: how a
 //    seed server may answer a failure) → PEER_UNAVAILABLE, message
@@ -17,7 +18,7 @@
 //    as for a missing result: the server did not do the write and said not why, so nothing points
 //    at the caller's input; a node forwarding the write to a member that answers so does not
 //    count it acknowledged, and says the member refused it, not that it was unreachable
-//    (routed-writes.ts, by `isRefusedWithoutReason`). The connection is kept: the bytes were fine.
+//    (server/reply-errors.ts ownerFailed, and routed-writes.ts, by the origin). The connection is kept: the bytes were fine.
 //    Delete's success=false is its answer (not found), not a failure;
 //  - timeouts, lost connections, a down peer, a closed client → PEER_UNAVAILABLE of origin
 //    UNANSWERED (`unavailable`: made by the connection and the client, with "timeout", "connection
