@@ -9,7 +9,8 @@
  * a node that stores or deletes it tells the other members to drop their mirrored copies, and
  * acknowledges the write once they have answered when one of them may hold a copy (HandOuts:
  * the keys of peers' Gets it answered with values, or that wait for loads, are noted as handed
- * out).
+ * out). A peer's call for keys this node's member list gives to another member is checked in
+ * foreign-keys.ts.
  *
  * The Get hit path allocates nothing: the group is found by its name bytes, the store probes by
  * key bytes, and the value is copied from the slab straight into the connection's output buffer.
@@ -41,6 +42,7 @@ import { route } from "./routing.ts";
 import { answerWhenDone } from "./routed-get.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
+import { dropForeignReads, foreign, type ForeignKeys } from "./foreign-keys.ts";
 
 export interface DispatchContext {
   readonly groups: Groups;
@@ -247,60 +249,6 @@ function loadedAhead(group: Group, req: Request, reply: ReplyWriter, foreign: Fo
   if (value === null) return load(group, req, reply, foreign, LOAD_AGAIN);
   reply.writeGet(req, value, 0, value.length, agedTtl(ahead, group.store.clock()));
   return true;
-}
-
-/**
- * peerCluster is the cluster a peer call's keys are checked against, or undefined when there is
- * nothing to check (no other member, or not a Peer* method). A key it gives to another member
- * means the member lists disagree: one node has applied a change the other has not yet.
- */
-function peerCluster(ctx: DispatchContext, method: number): Cluster | undefined {
-  const cluster = ctx.cluster;
-  return cluster !== undefined && cluster.members.length > 1 && isPeerMethod(method) ? cluster : undefined;
-}
-
-/**
- * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key another member owns
- * (peerCluster), and counts it. Such a write is dropped, with any value the key has here, rather than
- * stored: kept, it would outlast the ring change that made it foreign (the purge has run), and be
- * served again, older than writes the real owner took meanwhile, once the key comes back to this
- * node. A cache may lose a value, never serve an old one.
- */
-function foreign(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
-  const cluster = peerCluster(ctx, method);
-  if (cluster === undefined || cluster.owner(b, ks, kl) === cluster.self) return false;
-  cluster.counters.foreignWrites++;
-  return true;
-}
-
-/** ForeignKeys marks a read's keys this node does not own (by request entry; undefined: none). */
-type ForeignKeys = boolean[] | undefined;
-
-/**
- * dropForeignReads finds the keys of a peer's Get or GetMulti that this node's member list gives
- * to another member (peerCluster), drops any value they have in the main store, and counts them
- * (`foreignReads`). They are still answered, by a load that is not stored: the caller asked
- * because its list says this node owns them, and will keep the answer at most in its mirror,
- * which the owner's invalidations reach. Stored here, the value would be out of reach of the real
- * owner's writes and served stale once the key came back to this node (or found by a fallback load).
- */
-function dropForeignReads(ctx: DispatchContext, group: Group, req: Request): ForeignKeys {
-  const cluster = peerCluster(ctx, req.method);
-  if (cluster === undefined) return undefined;
-  const b = req.buffer;
-  let marks: ForeignKeys;
-  const single = baseMethod(req.method) === METHOD_GET;
-  const count = single ? 1 : req.itemCount;
-  for (let i = 0; i < count; i++) {
-    const ks = single ? req.keyStart : req.items[i * 4]!;
-    const kl = single ? req.keyLength : req.items[i * 4 + 1]!;
-    if (cluster.owner(b, ks, kl) === cluster.self) continue;
-    marks ??= new Array<boolean>(count).fill(false);
-    marks[i] = true;
-    group.store.delete(b, ks, kl);
-    cluster.counters.foreignReads++;
-  }
-  return marks;
 }
 
 function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
