@@ -1,6 +1,6 @@
 /**
  * The loads of a multi-key request's missing keys: a GetMulti on a lone node or of keys this node
- * owns (dispatch.ts), and a cluster node's own part of one, or its fallback for an unreachable
+ * owns (get-multi.ts), and a cluster node's own part of one, or its fallback for an unreachable
  * owner (routed-multi.ts).
  *
  * - At most `group.multiLoadWindow` of one request's loads run at once (LoadWindow: a routed
