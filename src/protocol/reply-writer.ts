@@ -19,6 +19,8 @@
 // with the map count patched by `endGetMulti`. After any begin/add call the writer's buffer may
 // have been replaced by a larger one: always index `out.buffer` afresh.
 // A ONEWAY request (req.oneway) must get no reply: the caller checks, these functions do not.
+// The replies made of figures only (Stats, PeerInvalidate, PeerPing, NodeStats) are written by
+// figure-replies.ts, through `begin` and `end`.
 
 import { copyBytes } from "../bytes/bytes.ts";
 import { BinaryWriter } from "./binary-writer.ts";
@@ -43,7 +45,7 @@ import {
 } from "./wire.ts";
 
 /** Upper bound of everything in a reply except the name and variable payload. */
-const REPLY_OVERHEAD_BYTES = 96;
+export const REPLY_OVERHEAD_BYTES = 96;
 
 /** getMultiEntryBytes is what one GetMulti map entry takes in a reply: two lengths, key, value. */
 export function getMultiEntryBytes(keyLength: number, valueLength: number): number {
@@ -222,77 +224,6 @@ export class ReplyWriter {
     this.end();
   }
 
-  /** writeStats writes the StatsResponse reply (four i64 counters). */
-  writeStats(req: Request, itemCount: number, hitCount: number, missCount: number, totalCount: number): void {
-    const w = this.out;
-    this.begin(req, MESSAGE_REPLY, 44);
-    w.fieldBegin(TYPE_STRUCT, 0);
-    w.fieldBegin(TYPE_I64, 1);
-    w.i64(itemCount);
-    w.fieldBegin(TYPE_I64, 2);
-    w.i64(hitCount);
-    w.fieldBegin(TYPE_I64, 3);
-    w.i64(missCount);
-    w.fieldBegin(TYPE_I64, 4);
-    w.i64(totalCount);
-    w.u8(TYPE_STOP);
-    w.u8(TYPE_STOP);
-    this.end();
-  }
-
-  /** writeInvalidate writes the PeerInvalidateResponse reply `{1: i64 dropped}`. */
-  writeInvalidate(req: Request, dropped: number): void {
-    const w = this.out;
-    this.begin(req, MESSAGE_REPLY, 16);
-    w.fieldBegin(TYPE_STRUCT, 0);
-    w.fieldBegin(TYPE_I64, 1);
-    w.i64(dropped);
-    w.u8(TYPE_STOP);
-    w.u8(TYPE_STOP);
-    this.end();
-  }
-
-  /**
-   * writePing writes the PingResponse reply `{1: string nodeId, 2: i64 uptimeMs, 3: i64 leaseMs}`,
-   * field 3 only when `leaseMs` is not negative (a ping that did not ask for a lease).
-   */
-  writePing(req: Request, nodeId: string, uptimeMs: number, leaseMs = -1): void {
-    const w = this.out;
-    this.begin(req, MESSAGE_REPLY, 0);
-    w.fieldBegin(TYPE_STRUCT, 0);
-    w.fieldBegin(TYPE_STRING, 1);
-    w.utf8(nodeId);
-    w.ensure(32 + REPLY_OVERHEAD_BYTES);
-    w.fieldBegin(TYPE_I64, 2);
-    w.i64(uptimeMs);
-    if (leaseMs >= 0) {
-      w.fieldBegin(TYPE_I64, 3);
-      w.i64(leaseMs);
-    }
-    w.u8(TYPE_STOP);
-    w.u8(TYPE_STOP);
-    this.end();
-  }
-
-  /** writeFigures writes the NodeStatsResponse reply `{1: map<string, i64> figures}`. */
-  writeFigures(req: Request, figures: readonly (readonly [string, number])[]): void {
-    const w = this.out;
-    this.begin(req, MESSAGE_REPLY, 16);
-    w.fieldBegin(TYPE_STRUCT, 0);
-    w.fieldBegin(TYPE_MAP, 1);
-    w.u8(TYPE_STRING);
-    w.u8(TYPE_I64);
-    w.i32(figures.length);
-    for (const [name, value] of figures) {
-      w.utf8(name);
-      w.ensure(8 + REPLY_OVERHEAD_BYTES);
-      w.i64(value);
-    }
-    w.u8(TYPE_STOP);
-    w.u8(TYPE_STOP);
-    this.end();
-  }
-
   /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
   beginGetMulti(req: Request): void {
     const w = this.out;
@@ -380,8 +311,11 @@ export class ReplyWriter {
     this.end();
   }
 
-  /** begin writes the transport prefix and message header, with room for `bodyBytes` more. */
-  private begin(req: Request, messageType: number, bodyBytes: number): void {
+  /**
+   * begin writes the transport prefix and message header, with room for `bodyBytes` more (also
+   * for the replies of figure-replies.ts).
+   */
+  begin(req: Request, messageType: number, bodyBytes: number): void {
     const w = this.out;
     // An unknown method's name is echoed as Thrift asks, unless the reply could then pass the
     // frame limit (a client would refuse it): a name that long is no method's, and the reply
@@ -415,7 +349,7 @@ export class ReplyWriter {
   }
 
   /** end patches the inner (Kitex framed) and outer (frame/header) lengths. */
-  private end(): void {
+  end(): void {
     const w = this.out;
     if (this.innerAt >= 0) w.patchI32(this.innerAt, w.length - this.innerAt - 4);
     if (this.outerAt >= 0) w.patchI32(this.outerAt, w.length - this.outerAt - 4);

@@ -38,6 +38,7 @@ import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.
 import { noteMember, type Connection } from "./connection.ts";
 import { dispatch, replyFor, type DispatchContext } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
+import { writeFigures } from "../protocol/figure-replies.ts";
 import { INTRO_SEQID, METHOD_AUTH, METHOD_GET, METHOD_NODE_STATS, METHOD_PEER_PING, METHOD_SET, METHOD_UNKNOWN } from "../protocol/request.ts";
 import { CallRuns } from "./call-runs.ts";
 import { Prefetches } from "./prefetch.ts";
@@ -335,7 +336,7 @@ export class CacheServer implements DispatchContext {
           continue;
         }
         if (req.method === METHOD_NODE_STATS) {
-          replyFor(req, proto.reply).writeFigures(req, this.opts.figures?.() ?? []);
+          writeFigures(replyFor(req, proto.reply), req, this.opts.figures?.() ?? []);
           t0 = this.timed(conn, req.method, t0);
           continue;
         }

@@ -30,6 +30,7 @@ import { LOAD_AGAIN, LOAD_IN_TURN, type LoadKind } from "../cluster/load-path.ts
 import { APP_ERROR, ERROR_CODE, NOT_FOUND_MESSAGE, type ErrorCode } from "../protocol/errors.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ReplyWriter } from "../protocol/reply-writer.ts";
+import { writePing, writeStats } from "../protocol/figure-replies.ts";
 import {
   METHOD_CLEAR, METHOD_DELETE, METHOD_GET, METHOD_GET_MULTI, METHOD_PEER_GET, METHOD_PEER_GET_MULTI, METHOD_PEER_INVALIDATE,
   METHOD_PEER_PING, METHOD_SET, METHOD_SET_MULTI, INTRO_SEQID,
@@ -97,7 +98,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
   if (method === METHOD_PEER_PING) {
     // (A lease asked for is answered by the cluster: cluster/leases.ts; a lone node vouches for no one.)
     const leaseMs = ctx.cluster?.pinged(member, req.seqid === INTRO_SEQID, req.lease) ?? (req.lease ? 0 : -1);
-    return reply.writePing(req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0), leaseMs);
+    return writePing(reply, req, ctx.nodeId ?? "", ctx.clock() - (ctx.startedAt ?? 0), leaseMs);
   }
   const group = ctx.groups.find(req.buffer, req.groupStart, req.groupLength);
   if (group === undefined) return unknownGroup(reply, req);
@@ -124,7 +125,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
     case METHOD_STATS: {
       const c = group.counters;
       // itemCount: the values held; cached "not found" entries are not items of the cache.
-      return reply.writeStats(req, group.store.size - group.store.negatives, c.hits, c.misses, c.gets);
+      return writeStats(reply, req, group.store.size - group.store.negatives, c.hits, c.misses, c.gets);
     }
     case METHOD_GET_MULTI: {
       const answered = getMulti(group, req, reply, dropForeignReads(ctx, group, req));

@@ -12,6 +12,7 @@
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
 import type { ReplyWriter } from "../protocol/reply-writer.ts";
+import { writeInvalidate } from "../protocol/figure-replies.ts";
 import { METHOD_GET, baseMethod, type Request } from "../protocol/request.ts";
 import type { DispatchContext } from "./dispatch.ts";
 
@@ -24,7 +25,7 @@ export function invalidate(ctx: DispatchContext, group: Group, req: Request, rep
     // way may refill it; this node's own loads are not the sender's business.
     const dropped = mirror?.size ?? 0;
     group.dropCopies();
-    return reply.writeInvalidate(req, dropped);
+    return writeInvalidate(reply, req, dropped);
   }
   let dropped = 0;
   if (mirror !== undefined) {
@@ -33,7 +34,7 @@ export function invalidate(ctx: DispatchContext, group: Group, req: Request, rep
   // A forwarded answer or a load of such a key under way read what the owner has just
   // overwritten: it must not fill the mirror (copy tickets), nor the store.
   for (let i = 0; i < req.itemCount; i++) group.written(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
-  reply.writeInvalidate(req, dropped);
+  writeInvalidate(reply, req, dropped);
 }
 
 /**

@@ -9,6 +9,7 @@ import type { CallSocket } from "../../src/client/client-connection.ts";
 import { MAX_SLOTS, PendingCalls, SLOT_ABANDONED, SLOT_LATE, SLOT_WAITING } from "../../src/client/pending-calls.ts";
 import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
 import { CallWriter } from "../../src/protocol/call-writer.ts";
+import { writePing } from "../../src/protocol/figure-replies.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
@@ -96,7 +97,7 @@ describe("CallWriter", () => {
       asked.push(conn.request.lease);
       const out = conn.reply.out;
       const from = out.length;
-      conn.reply.writePing(conn.request, "n:1", 7, leaseMs);
+      writePing(conn.reply, conn.request, "n:1", 7, leaseMs);
       const r = new ReplyReader(DEFAULT_LIMITS);
       const frame = out.buffer.slice(from, out.length);
       r.begin(frame, 4, frame.length);

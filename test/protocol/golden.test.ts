@@ -6,6 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { writeStats } from "../../src/protocol/figure-replies.ts";
 import { METHOD_DELETE, METHOD_CLEAR, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_SET_MULTI, METHOD_STATS, METHOD_UNKNOWN } from "../../src/protocol/request.ts";
 import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER } from "../../src/protocol/wire.ts";
 import { apacheCall, apacheReadReply } from "./apache-adapter.ts";
@@ -203,7 +204,7 @@ const REPLIES: ReplyCase[] = [
   {
     name: "Stats",
     call: "Stats",
-    write: (conn) => conn.reply.writeStats(conn.request, 1, 2, 3, 2 ** 50),
+    write: (conn) => writeStats(conn.reply, conn.request, 1, 2, 3, 2 ** 50),
     type: MSG.REPLY,
     body: structField0(new Bytes().field(T.I64, 1).i64(1).field(T.I64, 2).i64(2).field(T.I64, 3).i64(3).field(T.I64, 4).i64(2 ** 50)),
     apache: (g) => expect((g.result as { totalCount: { toNumber(): number } }).totalCount.toNumber()).toBe(2 ** 50),
