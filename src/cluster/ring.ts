@@ -7,7 +7,8 @@
  *   unsigned 32-bit integer.
  * - A member `id` with weight `w` has R = max(1, floor(vnodes × w + 0.5)) points (IEEE doubles).
  *   Point r, for 0 ≤ r < R, is H(utf8(id) ‖ "#" ‖ decimal(r)): the id's UTF-8 bytes, one 0x23
- *   byte, then r in ASCII digits without leading zeros, e.g. H("127.0.0.1:8001#0").
+ *   byte, then r in ASCII digits without leading zeros, e.g. H("127.0.0.1:8001#0")
+ *   (ring-points.ts).
  * - Points are ordered by value, then by member id (UTF-16 code-unit order, as JS `<`; the same as
  *   byte order for ASCII ids like "host:port"). So equal points go to the smaller id, in whatever
  *   order the members joined.
@@ -47,6 +48,7 @@
  * (114 and 162 ns without it; 10-byte keys, 2026-11-25).
  */
 import { hashBytes } from "../store/hash.ts";
+import { derivePoints, pointCount, writePoints } from "./ring-points.ts";
 
 /** RingHash hashes a byte range; the result is read as unsigned 32-bit (int32 or uint32 both work). */
 export type RingHash = (buf: Uint8Array, off: number, len: number) => number;
@@ -70,10 +72,7 @@ const BUCKET_SPAN = 2 ** BUCKET_SHIFT;
  */
 const OWNER_SPAN = 2 ** 21;
 
-const HASH_SEP = 0x23; // "#"
-const DIGIT_0 = 0x30; // "0"
 const murmur: RingHash = (buf, off, len) => hashBytes(buf, off, len, 0);
-const utf8 = new TextEncoder();
 
 export class Ring {
   readonly vnodes: number;
@@ -113,12 +112,12 @@ export class Ring {
    * again sets its weight; keys move only between it and the others.
    */
   add(node: string, weight = 1): void {
-    const r = this.pointCount(weight);
+    const r = pointCount(this.vnodes, weight);
     const current = this.replicas.get(node);
     if (current === r) return;
     if (current !== undefined) this.remove(node);
 
-    const fresh = this.derivePoints(node, r);
+    const fresh = derivePoints(this.hash, node, r);
     const p = this.insertionIndex(node);
     const members = this.members.slice();
     members.splice(p, 0, node);
@@ -162,7 +161,7 @@ export class Ring {
   setMembers(nodes: Iterable<string>): boolean {
     const next = [...new Set(nodes)].sort(); // UTF-16 code-unit order, as `<`
     if (next.length > OWNER_SPAN) throw new RangeError(`ring: at most ${OWNER_SPAN} members, got ${next.length}`);
-    const r = this.pointCount(1);
+    const r = pointCount(this.vnodes, 1);
     const old = this.members;
     // remap[i] is old member i's index in `next`, or -1 when its points go; fresh[j] marks the
     // members of `next` whose points are to be derived.
@@ -186,7 +185,7 @@ export class Ring {
     const scratch = new Uint32Array(r);
     for (let j = 0, f = 0; j < next.length; j++) {
       if (fresh[j] === 0) continue;
-      this.writePoints(next[j]!, r, scratch);
+      writePoints(this.hash, next[j]!, r, scratch);
       for (let k = 0; k < r; k++) incoming[f++] = scratch[k]! * OWNER_SPAN + j;
     }
     incoming.sort();
@@ -338,42 +337,10 @@ export class Ring {
       seen[o]!.push(this.points[i]!);
     }
     for (let k = 0; k < m.length; k++) {
-      const want = this.derivePoints(m[k]!, this.replicas.get(m[k]!)!);
+      const want = derivePoints(this.hash, m[k]!, this.replicas.get(m[k]!)!);
       const got = seen[k]!;
       if (got.length !== want.length) fail(`${m[k]} has ${got.length} points, want ${want.length}`);
       for (let i = 0; i < got.length; i++) if (got[i] !== want[i]) fail(`${m[k]} point ${i} is ${got[i]}, want ${want[i]}`);
-    }
-  }
-
-  /** pointCount is R for `weight` (see the header); it throws RangeError for a bad weight. */
-  private pointCount(weight: number): number {
-    if (!(weight > 0) || !Number.isFinite(weight)) throw new RangeError(`ring: weight must be positive and finite, got ${weight}`);
-    return Math.max(1, Math.floor(this.vnodes * weight + 0.5));
-  }
-
-  /** derivePoints returns the `r` points of `node`, sorted. */
-  private derivePoints(node: string, r: number): Uint32Array {
-    const out = new Uint32Array(r);
-    this.writePoints(node, r, out);
-    return out.sort();
-  }
-
-  /** writePoints writes point k of `node` to out[k] for 0 ≤ k < r, in k order. */
-  private writePoints(node: string, r: number, out: Uint32Array): void {
-    const id = utf8.encode(node);
-    const base = id.length + 1;
-    const buf = new Uint8Array(base + String(r - 1).length);
-    buf.set(id);
-    buf[id.length] = HASH_SEP;
-    let width = 1;
-    let tenth = 10; // the first k with width + 1 digits
-    for (let k = 0; k < r; k++) {
-      if (k === tenth) {
-        width++;
-        tenth *= 10;
-      }
-      for (let d = base + width - 1, x = k; d >= base; d--, x = (x / 10) | 0) buf[d] = DIGIT_0 + (x % 10);
-      out[k] = this.hash(buf, 0, base + width) >>> 0;
     }
   }
 
