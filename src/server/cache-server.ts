@@ -1,5 +1,6 @@
 /**
- * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set.
+ * CacheServer is the Thrift TCP port of a node: `Bun.listen` with one shared handler set
+ * (thrift-listener.ts).
  *
  * Per `data` event the chunk goes to the connection's frame reader, and the connection joins the
  * turn's ready list; at the end of the turn (`setImmediate`, after all of the poll's socket
@@ -31,7 +32,7 @@
  * first request gets `CacheError OVERLOADED`, then they close. The expiry, stall and idle timers
  * are server-timers.ts; the options and counters, server-options.ts and server-counters.ts.
  */
-import type { Socket, TCPSocketListener } from "bun";
+import type { TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Groups } from "../cluster/groups.ts";
 import { APP_ERROR, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../protocol/errors.ts";
@@ -52,7 +53,7 @@ import { ConnectionLifecycle } from "./connection-lifecycle.ts";
 import { Faults } from "./faults.ts";
 import { SHARED_FLUSH_BYTES, TurnEnd } from "./turn-end.ts";
 import type { BufferCap } from "./buffer-cap.ts";
-import { listenError } from "./listen-error.ts";
+import { listenThrift } from "./thrift-listener.ts";
 import { hostPort } from "../bytes/bytes.ts";
 
 /**
@@ -90,7 +91,7 @@ export class CacheServer implements DispatchContext {
   /** faults: what ends a connection that fails (faults.ts). */
   private readonly faults: Faults;
   /** lifecycle: opens, ends and closes connections, and drains them at close (connection-lifecycle.ts), made with the timers. */
-  private readonly lifecycle: ConnectionLifecycle;
+  readonly lifecycle: ConnectionLifecycle;
 
   constructor(groups: Groups, opts: ServerOptions) {
     this.groups = groups;
@@ -104,48 +105,7 @@ export class CacheServer implements DispatchContext {
     this.cap = this.turnEnd.cap;
     this.runs = new CallRuns(groups, opts.limits, this.counters);
     this.lookAhead = new LookAhead(groups, () => this.cluster, opts.limits, (conn) => (conn.prefetches ??= new Prefetches(() => this.cap.account(conn))));
-    const server = this;
-    const tls = opts.tls === undefined ? undefined : { cert: opts.tls.cert, key: opts.tls.key };
-    try {
-      this.listener = Bun.listen<Connection>({
-        hostname: opts.host,
-        port: opts.port,
-        ...(tls === undefined ? {} : { tls }),
-        // A client's FIN ends only its side: what it sent before is still answered (`onEnd`).
-        allowHalfOpen: true,
-        socket: {
-          binaryType: "uint8array",
-          open(socket) {
-            server.lifecycle.onOpen(socket);
-          },
-          data(socket, chunk) {
-            server.onData(socket.data, chunk);
-          },
-          drain(socket) {
-            server.onDrain(socket.data);
-          },
-          end(socket) {
-            server.lifecycle.onEnd(socket.data);
-          },
-          close(socket) {
-            server.lifecycle.onClose(socket.data);
-          },
-          error(socket, error) {
-            opts.logger.debug("socket error", { conn: socket.data?.id, error: error.message });
-          },
-          // With a handshake handler, Bun opens a TLS socket as TCP accepts it, not once its
-          // handshake is done: one that never finishes it is a connection like any other then,
-          // counted against --max-connections and the idle timeout, and given HANDSHAKE_MS.
-          ...(tls === undefined ? {} : {
-            handshake(socket: Socket<Connection>) {
-              server.lifecycle.onHandshake(socket.data);
-            },
-          }),
-        },
-      });
-    } catch (e) {
-      throw listenError("the Thrift port (--port)", opts.host, opts.port, e);
-    }
+    this.listener = listenThrift(this, opts);
     this.host = opts.host;
     this.port = this.listener.port;
     this.timers = new ServerTimers(groups, this.connections, this.counters, opts);
@@ -180,7 +140,8 @@ export class CacheServer implements DispatchContext {
     await this.close();
   }
 
-  private onData(conn: Connection, chunk: Uint8Array): void {
+  /** onData takes a chunk read from a connection's socket (the `data` handler of thrift-listener.ts). */
+  onData(conn: Connection, chunk: Uint8Array): void {
     conn.lastActive = this.clock();
     conn.backedUp = false;
     if (this.timers.stallMs < Infinity) this.timers.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
@@ -213,7 +174,8 @@ export class CacheServer implements DispatchContext {
     turnEnd.queueTurnEnd();
   }
 
-  private onDrain(conn: Connection): void {
+  /** onDrain writes a connection's queued output once its socket takes more, and serves it on if its output held it (the `drain` handler). */
+  onDrain(conn: Connection): void {
     this.turnEnd.flush(conn);
     if (conn.held && !conn.waiting && conn.queuedOutput < this.opts.maxOutputBytes) this.process(conn);
     else this.cap.account(conn);
