@@ -1,8 +1,8 @@
 /**
  * ClusterCounters: the node's cluster totals (forwarding, peer loads and errors, mirror hits and
  * lease misses, invalidations, member lists), a plain struct of numbers, one per field, owned by
- * Cluster (`counters`), bumped by the routing (server/routed-*.ts, dispatch.ts) and the write
- * waits (write-waits.ts), read by figures.ts and metrics.ts.
+ * Cluster (`counters`), bumped by the routing (server/routed-*.ts, dispatch.ts, foreign-keys.ts,
+ * mirror-copies.ts) and the write waits (write-waits.ts), read by figures.ts and metrics.ts.
  */
 
 /** ClusterCounters are the node's cluster totals, a plain struct of numbers. */

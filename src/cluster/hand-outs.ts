@@ -2,15 +2,16 @@
  * HandOuts remembers, for the keys this node owns, until when another member may hold a copy of
  * them, and which members: a member's mirror is filled from the answers of the PeerGets and
  * PeerGetMulti it sends the owner, and each answer with a value is noted here (`note`), or the
- * call itself when it waits for a load (dispatch's handedOut, the look-ahead).
+ * call itself when it waits for a load (mirror-copies.ts `handedOut`, the look-ahead).
  *
  * Why: a write of a key tells every other member to drop its copy (PeerInvalidate). Acknowledged
  * before those calls are answered, the write could be followed by the client's read of the key
  * through another member, answered from that member's mirror with the value the write replaced:
  * the invalidation had not even left this node (it goes at the end of the turn). A write of a key
  * that may be copied somewhere therefore waits for those members' answers before it is
- * acknowledged (dispatch.ts `forgetCopies`, Cluster.invalidate); one whose key no member can hold
- * is acknowledged at once, so writes of keys nobody reads through another member cost nothing more.
+ * acknowledged (mirror-copies.ts `forgetCopies`, Cluster.invalidate); one whose key no member can
+ * hold is acknowledged at once, so writes of keys nobody reads through another member cost nothing
+ * more.
  *
  * How long: a member keeps a copy at most its group's mirror TTL from when it sent the Get
  * (routed-get.ts ages the cap so), which is before the answer: so until the answer + the mirror

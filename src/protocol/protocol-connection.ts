@@ -31,7 +31,7 @@ import { RequestDecoder } from "./request-decoder.ts";
 /**
  * WAITING_ENTRY_BYTES: what serving a multi-key request that waits for its loads builds for each
  * of its entries besides the request's own arrays (the lists of hits and misses, the loaded values'
- * slots, the duplicate-key map, closures queued for the load window: server/dispatch.ts and
+ * slots, the duplicate-key map, closures queued for the load window: server/get-multi.ts and
  * multi-loads.ts); measured at 22–60 bytes a key for GetMultis of 1M short keys.
  */
 export const WAITING_ENTRY_BYTES = 64;

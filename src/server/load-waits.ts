@@ -102,7 +102,7 @@ export class LoadWaits {
    * detachable tells whether the reply `pending` for the request just decoded may be written out
    * of order: a PeerGet, or a PeerGetMulti while no other waits so, of a short message, on a
    * connection with fewer than MAX_DETACHED such replies waiting; and every peer write waiting for
-   * the members' answers to its invalidations (dispatch's forgetCopies). Only a member's client
+   * the members' answers to its invalidations (mirror-copies.ts `forgetCopies`). Only a member's client
    * sends those, and it matches replies by seqid. A peer write must never hold up its connection:
    * the invalidations its owner waits for may be queued behind it on this one (members writing
    * keys of each other's would each wait for the other's answer until the wait's bound), unless
