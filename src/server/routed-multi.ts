@@ -198,7 +198,7 @@ export function setMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       work.push(Promise.resolve().then(async () => {
         // As dispatch's SetMulti: every entry that can be is stored, a refused one is left absent,
         // the others are told about all of them (and answer before the write is acknowledged when
-        // one may hold a copy: dispatch's forgetCopies), and the first refusal is the part's answer.
+        // one may hold a copy: mirror-copies.ts's forgetCopies), and the first refusal is the part's answer.
         let refused: unknown;
         for (const [k, v] of entries) {
           try {
