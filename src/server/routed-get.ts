@@ -39,23 +39,19 @@ export function routeGet(
   if (client === undefined) return false;
   // Copies of the owner's keys (the mirror, an answer fetched ahead) answer only under its lease
   // (cluster/leases.ts): without one, the owner may have acknowledged a write this node has not
-  // heard of yet, and the Get is forwarded as a miss is.
-  const leased = cluster.leaseHeld(owner);
+  // heard of yet, and the Get is forwarded as a miss is. Asked only when there is a copy.
   const mirror = group.mirror;
-  let copied = false; // (the mirror holds the key)
-  if (mirror !== undefined) {
-    const id = mirror.get(req.buffer, req.keyStart, req.keyLength);
-    if (id >= 0 && leased) {
+  const id = mirror === undefined ? -1 : mirror.get(req.buffer, req.keyStart, req.keyLength);
+  if (id >= 0 || ahead !== undefined) {
+    if (!cluster.leaseHeld(owner)) {
+      cluster.counters.mirrorLeaseMisses++;
+      ahead = undefined;
+    } else if (mirror !== undefined && id >= 0) {
       group.countRouted(1, true);
       cluster.counters.mirrorHits++;
       writeHit(reply, req, mirror, id);
       return true;
     }
-    copied = id >= 0;
-  }
-  if (!leased && (copied || ahead !== undefined)) {
-    cluster.counters.mirrorLeaseMisses++;
-    ahead = undefined;
   }
   group.countRouted(1, false);
   cluster.counters.forwarded++;

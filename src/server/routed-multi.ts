@@ -65,7 +65,7 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       work.push(localValues(group, req, indexes, window, values, true, reply.maxMultiBytes));
       continue;
     }
-    const forward = fromMirror(cluster, group, req, indexes, values, cluster.leaseHeld(owner));
+    const forward = fromMirror(cluster, group, req, owner, indexes, values);
     if (forward.length === 0) continue;
     group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
@@ -128,20 +128,22 @@ function dropFetchedAhead(cluster: Cluster, group: Group, req: Request, prefetch
 }
 
 /**
- * fromMirror takes, of a multi-key request's entries `indexes` (keys one other member owns), the
- * values this node's mirror holds into `values`, counted as hits, as a Get's (routeGet), when
- * `leased` (under the owner's lease: cluster/leases.ts; else each copy is a lease miss); returns
- * the entries left to forward.
+ * fromMirror takes, of a multi-key request's entries `indexes` (keys `owner` owns), the values
+ * this node's mirror holds into `values`, counted as hits, as a Get's (routeGet), under the
+ * owner's lease (cluster/leases.ts; else each copy is a lease miss: the lease is asked at the
+ * first copy, not for entries with none); returns the entries left to forward.
  */
 function fromMirror(
-  cluster: Cluster, group: Group, req: Request, indexes: number[], values: (Uint8Array | undefined)[], leased: boolean,
+  cluster: Cluster, group: Group, req: Request, owner: string, indexes: number[], values: (Uint8Array | undefined)[],
 ): number[] {
   const mirror = group.mirror;
   if (mirror === undefined) return indexes;
   const forward: number[] = [];
+  let leased: boolean | undefined;
   for (const i of indexes) {
     const id = mirror.get(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
-    if (id < 0 || !leased) {
+    if (id >= 0) leased ??= cluster.leaseHeld(owner);
+    if (id < 0 || leased !== true) {
       if (id >= 0) cluster.counters.mirrorLeaseMisses++;
       forward.push(i);
       continue;
