@@ -1,8 +1,9 @@
 /**
  * ClusterCounters: the node's cluster totals (forwarding, peer loads and errors, mirror hits and
- * lease misses, invalidations, member lists), a plain struct of numbers, one per field, owned by
- * Cluster (`counters`), bumped by the routing (server/routed-*.ts, dispatch.ts, foreign-keys.ts,
- * mirror-copies.ts) and the write waits (write-waits.ts), read by figures.ts and metrics.ts.
+ * lease misses and lease pings, invalidations, member lists), a plain struct of numbers, one per
+ * field, owned by Cluster (`counters`), bumped by the routing (server/routed-*.ts, dispatch.ts,
+ * foreign-keys.ts, mirror-copies.ts) and the write waits (write-waits.ts), read by figures.ts and
+ * metrics.ts.
  */
 
 /** ClusterCounters are the node's cluster totals, a plain struct of numbers. */
@@ -15,6 +16,7 @@ export class ClusterCounters {
   prefetchesUsed = 0; // forwarded gets answered from such a prefetch
   mirrorHits = 0; // gets answered from this node's mirror of a key owned elsewhere
   mirrorLeaseMisses = 0; // gets of keys owned elsewhere that a copy here (mirror, answer fetched ahead) held but did not answer: no lease from the owner (leases.ts), forwarded
+  leasePingsSent = 0; // PeerPings asking another member for a read lease (leases.ts: renewed only while this node's copies of its keys are used)
   mirrorFills = 0; // values copied into the mirror
   invalidationsSent = 0; // PeerInvalidate calls sent
   invalidationsReceived = 0; // PeerInvalidate calls served

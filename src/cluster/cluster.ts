@@ -22,7 +22,7 @@ import type { FoundEntries, PingResult } from "../client/results.ts";
 import { type CacheError, errorText } from "../protocol/errors.ts";
 import { ClusterCounters } from "./cluster-counters.ts";
 import { HandOuts } from "./hand-outs.ts";
-import { Leases, RENEWALS_PER_LEASE, Vouches } from "./leases.ts";
+import { IDLE_LEASES, Leases, RENEWALS_PER_LEASE, Vouches } from "./leases.ts";
 import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
 import { WriteWaits, writeWaitMs } from "./write-waits.ts";
@@ -96,8 +96,11 @@ export class Cluster {
    */
   listedSelf: boolean | undefined;
   private readonly peers = new Map<string, PeerClient>();
-  /** leases: this node's read leases on the other members' keys (leases.ts); checked once `startRenewingLeases` ran. */
-  readonly leases = new Leases();
+  /**
+   * leases: this node's read leases on the other members' keys (leases.ts); checked once
+   * `startRenewingLeases` ran, renewed while this node's copies of the member's keys are used.
+   */
+  readonly leases: Leases;
   /** vouches: this node's side of its members' leases (leases.ts): a lease is half of writeWaitMs. */
   private readonly vouches: Vouches;
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
@@ -116,6 +119,9 @@ export class Cluster {
     this.handOuts = new HandOuts(this.mirrorTtlMs);
     const maxWaitMs = writeWaitMs(opts.peerTimeoutMs ?? 1_000);
     this.vouches = new Vouches(maxWaitMs);
+    // An idle lease used again is asked for at once, not at the next renewal; after the Get that
+    // woke it has been served (a microtask: it may be in the middle of a run of Gets).
+    this.leases = new Leases(undefined, IDLE_LEASES * this.vouches.leaseMs, (owner) => queueMicrotask(() => this.renewLease(owner)));
     this.writeWaits = new WriteWaits(this.peers, this.handOuts, this.vouches, this.counters, this.logger, maxWaitMs);
   }
 
@@ -291,14 +297,22 @@ export class Cluster {
   /**
    * leaseHeld tells whether this node may answer a Get of a key `owner` owns from its copies now
    * (leases.ts): always until `startRenewingLeases` ran, and for an owner that gives no leases.
+   * Asked only when a copy could answer: it counts as a use, which keeps the lease renewed (or
+   * starts renewing it again: Leases.holds).
    */
   leaseHeld(owner: string): boolean {
     return this.leases.holds(owner);
   }
 
+  /** wantLease notes a copy made of a key `owner` owns: Gets are to be answered from it (Leases.use). */
+  wantLease(owner: string): void {
+    this.leases.use(owner);
+  }
+
   /**
    * startRenewingLeases asks every other member to vouch for this node now and every quarter of
-   * a lease until the cluster closes; from now on a Get of a member's key is answered from this
+   * a lease until the cluster closes (while this node's copies of its keys are used: leases.ts,
+   * IDLE_LEASES); from now on a Get of a member's key is answered from this
    * node's copies only under a lease from that member (a member whose client cannot ask, or that
    * answers as an older node, excepted: leases.ts).
    */
@@ -320,11 +334,15 @@ export class Cluster {
    * reconnect it, and the renewals go on then.
    */
   private renewLeases(): void {
-    for (const [id, client] of this.peers) {
-      const ping = client.ping;
-      if (ping === undefined || client.isDown || client.backingOff === true) continue;
-      this.leases.renew(id, () => ping.call(client, this.self, true).then((r) => r.leaseMs));
-    }
+    for (const id of this.peers.keys()) this.renewLease(id);
+  }
+
+  /** renewLease asks member `id` to vouch for this node, as renewLeases does (counted: leasePingsSent). */
+  private renewLease(id: string): void {
+    const client = this.peers.get(id);
+    const ping = client?.ping;
+    if (client === undefined || ping === undefined || client.isDown || client.backingOff === true) return;
+    if (this.leases.renew(id, () => ping.call(client, this.self, true).then((r) => r.leaseMs))) this.counters.leasePingsSent++;
   }
 
   /** startConfirmed: no member can hold copies of this node's previous run any more. */

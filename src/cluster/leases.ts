@@ -18,6 +18,19 @@
  *   leaseMs` (`Leases.granted`), and answers Gets of them from its copies only before that
  *   (`Leases.holds`, the clock read at each such Get); after, it forwards them as it would a
  *   mirror miss. The length is O's to say: members need not agree on it.
+ * - M renews O's lease only while it is used: a Get that tried M's copies of O's keys (`holds`,
+ *   whatever it answered) or a copy made of one (`use`) notes when (`usedAt`, one number stored:
+ *   the clock is read there already). Once none came for IDLE_LEASES leases (`renew` finds it
+ *   so), M stops asking (`idle`); the next use asks at once (`wake`). That Get, its lease run
+ *   out, is forwarded as any lease miss, and the Gets after the reply hold it again. Stopping
+ *   only asks less: a copy still answers only before `until`, which only a vouch moves; copies
+ *   kept with no lease are misses. O's side needs nothing: a member that stopped asking holds
+ *   no lease past the last one given (`at`), so a write waits for it less, not more (`cutoff`),
+ *   and one acknowledged without its answer gets it no lease until that answer (`abandon`). (One
+ *   whose connection introduced itself again while idle is waited for as one that never asked
+ *   until it asks again, as after any intro: up to the longest wait, for an answer a healthy
+ *   member gives in a millisecond.) An owner not checked (an older node) goes idle too: it is
+ *   asked again, and found to give leases once upgraded, only while its keys' copies are used.
  * - O's lease is half its longest wait for a member's answer (`Vouches`: writeWaitMs / 2, 250 ms
  *   with the default --peer-timeout). It vouches for M (`Vouches.vouch`, noting when: `at`) while
  *   M is neither lagging nor owed a drop of its mirrors (Cluster.pinged), no ask to drop them is in
@@ -44,28 +57,81 @@
 /** RENEWALS_PER_LEASE: a member asks each owner to vouch for it this many times per lease. */
 export const RENEWALS_PER_LEASE = 4;
 
+/**
+ * IDLE_LEASES: a member stops renewing an owner's lease once its copies of the owner's keys were
+ * not used for this many leases (1 s with the default --peer-timeout). Shorter, and keys read
+ * every second or so would pay a forward (the lease miss) at each read; longer buys little: an
+ * idle span's renewals are RENEWALS_PER_LEASE × IDLE_LEASES pings (16) per owner after the last
+ * use, against one forwarded Get when the owner's keys are read again.
+ */
+export const IDLE_LEASES = 4;
+
+/** Lease is a member's lease on one owner's keys. */
+class Lease {
+  /** asking: an ask to vouch is in flight (one at a time). */
+  asking = false;
+  /** idle: renewals stopped, as the copies went unused for idleMs; the next use asks at once. */
+  idle = false;
+
+  constructor(
+    /** until: by the clock, when the lease runs out (Infinity: the owner's keys are not checked; 0: none held). */
+    public until: number,
+    /** usedAt: when a Get last tried copies of the owner's keys, or a copy was made (from `add`: when listed). */
+    public usedAt: number,
+  ) {}
+}
+
 /** Leases is a member's side: per owner, until when it may answer Gets of the owner's keys from its copies. */
 export class Leases {
-  /** until: per owner, by `clock` (Infinity: its keys are not checked; 0: no lease). */
-  private readonly until = new Map<string, number>();
-  private readonly renewing = new Set<string>();
+  private readonly owners = new Map<string, Lease>();
 
-  constructor(private readonly clock: () => number = () => performance.now()) {}
+  /**
+   * `idleMs`: how long unused copies of an owner's keys keep its lease renewed (Infinity: always);
+   * `wake` hears that an owner's idle lease is used again, to ask for it now (`renew`).
+   */
+  constructor(
+    private readonly clock: () => number = () => performance.now(),
+    private readonly idleMs = Infinity,
+    private readonly wake: (owner: string) => void = () => {},
+  ) {}
 
-  /** add starts tracking `owner`: `checked`, with no lease until one is granted; else never checked. */
+  /**
+   * add starts tracking `owner`: `checked`, with no lease until one is granted; else never
+   * checked. Counted as used now: it is renewed for an idle span, so the first copies made of
+   * its keys find a lease.
+   */
   add(owner: string, checked: boolean): void {
-    this.until.set(owner, checked ? 0 : Infinity);
+    this.owners.set(owner, new Lease(checked ? 0 : Infinity, this.clock()));
   }
 
   /** forget drops `owner` (it left the member list). */
   forget(owner: string): void {
-    this.until.delete(owner);
+    this.owners.delete(owner);
   }
 
-  /** holds tells whether copies of `owner`'s keys may answer a Get now (an unknown owner: no). */
+  /**
+   * holds tells whether copies of `owner`'s keys may answer a Get now (an unknown owner: no), and
+   * notes the use (asked only when a copy could answer: a Get with none needs no lease).
+   */
   holds(owner: string): boolean {
-    const until = this.until.get(owner) ?? 0;
-    return until === Infinity || until > this.clock();
+    const lease = this.owners.get(owner);
+    if (lease === undefined) return false;
+    const now = this.clock();
+    this.used(owner, lease, now);
+    return lease.until > now; // (Infinity: not checked)
+  }
+
+  /** use notes a copy of `owner`'s key made now: Gets are to be answered from it. */
+  use(owner: string): void {
+    const lease = this.owners.get(owner);
+    if (lease !== undefined) this.used(owner, lease, this.clock());
+  }
+
+  private used(owner: string, lease: Lease, now: number): void {
+    lease.usedAt = now;
+    if (!lease.idle) return;
+    lease.idle = false;
+    this.wake(owner);
   }
 
   /**
@@ -74,22 +140,38 @@ export class Leases {
    * undefined (an owner that does not give leases) stops checking its keys.
    */
   granted(owner: string, sentAt: number, leaseMs: number | undefined): void {
-    const until = this.until.get(owner);
-    if (until === undefined) return; // left the list meanwhile
-    if (leaseMs === undefined) return void this.until.set(owner, Infinity);
-    const held = until === Infinity ? 0 : until; // (it gives leases now: an older node upgraded)
-    this.until.set(owner, leaseMs > 0 ? Math.max(held, sentAt + leaseMs) : held);
+    const lease = this.owners.get(owner);
+    if (lease === undefined) return; // left the list meanwhile
+    if (leaseMs === undefined) return void (lease.until = Infinity);
+    const held = lease.until === Infinity ? 0 : lease.until; // (it gives leases now: an older node upgraded)
+    lease.until = leaseMs > 0 ? Math.max(held, sentAt + leaseMs) : held;
   }
 
   /**
    * renew asks `owner` to vouch (`ask`, sent now; it resolves to the reply's leaseMs), unless an
-   * ask is in flight; a failed ask grants nothing.
+   * ask is in flight, or its copies went unused for idleMs (it is idle then: the next use wakes
+   * it); a failed ask grants nothing, nor does a reply once the owner left the list (even if
+   * listed again since). Returns whether it asked.
    */
-  renew(owner: string, ask: () => Promise<number | undefined>): void {
-    if (this.renewing.has(owner) || !this.until.has(owner)) return;
-    this.renewing.add(owner);
+  renew(owner: string, ask: () => Promise<number | undefined>): boolean {
+    const lease = this.owners.get(owner);
+    if (lease === undefined || lease.asking) return false;
     const sentAt = this.clock();
-    ask().then((leaseMs) => this.granted(owner, sentAt, leaseMs), () => {}).finally(() => this.renewing.delete(owner));
+    if (sentAt - lease.usedAt >= this.idleMs) {
+      lease.idle = true;
+      return false;
+    }
+    lease.asking = true;
+    ask().then((leaseMs) => {
+      if (this.owners.get(owner) === lease) this.granted(owner, sentAt, leaseMs);
+    }, () => {}).finally(() => (lease.asking = false));
+    return true;
+  }
+
+  /** renewing tells whether `owner`'s lease is renewed now (tracked, and not idle). */
+  renewing(owner: string): boolean {
+    const lease = this.owners.get(owner);
+    return lease !== undefined && !lease.idle;
   }
 }
 

@@ -39,7 +39,8 @@ export function routeGet(
   if (client === undefined) return false;
   // Copies of the owner's keys (the mirror, an answer fetched ahead) answer only under its lease
   // (cluster/leases.ts): without one, the owner may have acknowledged a write this node has not
-  // heard of yet, and the Get is forwarded as a miss is. Asked only when there is a copy.
+  // heard of yet, and the Get is forwarded as a miss is. Asked only when there is a copy: the
+  // ask is what keeps the lease renewed.
   const mirror = group.mirror;
   const id = mirror === undefined ? -1 : mirror.get(req.buffer, req.keyStart, req.keyLength);
   if (id >= 0 || ahead !== undefined) {
@@ -145,7 +146,10 @@ function answerForward(
     // counts it from its answer, waits out before it acknowledges writes without asking (HandOuts).
     const copyTtl = group.copyTtl(ttl, group.store.clock() - sentAt);
     if (mirror !== undefined && ttl !== 0 && copyTtl >= 0 && group.mayCopy(req.buffer, req.keyStart, req.keyLength, ticket)) {
-      if (keepInMirror(mirror, req.buffer, req.keyStart, req.keyLength, value, off, len, copyTtl, true)) cluster.counters.mirrorFills++;
+      if (keepInMirror(mirror, req.buffer, req.keyStart, req.keyLength, value, off, len, copyTtl, true)) {
+        cluster.counters.mirrorFills++;
+        cluster.wantLease(owner); // (its lease renewed, or asked for again: the next Get of it may hold it)
+      }
     }
     return true;
   }

@@ -8,6 +8,7 @@ import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Leases, Vouches } from "../../src/cluster/leases.ts";
 import type { PingResult } from "../../src/client/results.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+import { until } from "../client/support.ts";
 
 describe("Leases (a member's)", () => {
   test("a lease runs from when the ping was sent; 0 keeps what was granted; no field (an older owner) stops the checks", () => {
@@ -64,6 +65,67 @@ describe("Leases (a member's)", () => {
     expect(leases.holds("o:1")).toBe(false);
     leases.renew("o:1", ask); // asked again
     expect(asks.length).toBe(3);
+  });
+
+  test("renewed only while used: unused for the idle span, renewals stop; the next use (a Get that tried a copy, a copy made) asks again at once", async () => {
+    let now = 0;
+    const woken: string[] = [];
+    const leases = new Leases(() => now, 1_000, (owner) => woken.push(owner));
+    leases.add("o:1", true); // (counted as used when listed)
+    let asks = 0;
+    const ask = async (): Promise<number> => (asks++, 250);
+    const renew = async (at: number): Promise<boolean> => {
+      now = at;
+      const asked = leases.renew("o:1", ask);
+      await Bun.sleep(0); // (its reply)
+      return asked;
+    };
+    expect(await renew(0)).toBe(true);
+    expect(await renew(999)).toBe(true); // (listed 999 ms ago)
+    expect(await renew(1_000)).toBe(false); // unused for the idle span: stopped
+    expect([asks, leases.renewing("o:1")]).toEqual([2, false]);
+    expect(await renew(1_200)).toBe(false);
+    expect(leases.holds("o:1")).toBe(true); // (what was granted still holds: to 999 + 250)
+    expect(woken).toEqual(["o:1"]); // that Get woke it
+    expect(leases.renewing("o:1")).toBe(true);
+    expect(await renew(1_300)).toBe(true);
+    expect(await renew(2_199)).toBe(true); // (used at 1,200)
+    expect(await renew(2_200)).toBe(false);
+    now = 3_000;
+    expect(leases.holds("o:1")).toBe(false); // its last lease ran out (2,199 + 250): a lease miss, forwarded
+    expect(leases.holds("o:1")).toBe(false);
+    expect(woken).toEqual(["o:1", "o:1"]); // woken once
+    expect(await renew(3_000)).toBe(true);
+    expect(leases.holds("o:1")).toBe(true); // the Gets after the reply hold it
+    expect(await renew(4_000)).toBe(false); // (used at 3,000)
+    leases.use("o:1"); // a copy made: asked for again
+    expect([woken.length, leases.renewing("o:1")]).toEqual([3, true]);
+    expect(await renew(4_999)).toBe(true);
+    leases.use("stranger:1"); // (not tracked: nothing)
+    expect(woken.length).toBe(3);
+  });
+
+  test("idle, nothing is held past what was granted; a reply to an ask sent before the owner left and was listed again grants nothing", async () => {
+    let now = 0;
+    const leases = new Leases(() => now, 1_000);
+    leases.add("o:1", true);
+    const late = Promise.withResolvers<number | undefined>();
+    expect(leases.renew("o:1", () => late.promise)).toBe(true);
+    leases.forget("o:1");
+    leases.add("o:1", true);
+    late.resolve(500);
+    await Bun.sleep(0);
+    expect(leases.holds("o:1")).toBe(false);
+    expect(leases.renew("o:1", async () => 500)).toBe(true); // (the new entry asks for itself)
+    await Bun.sleep(0);
+    for (const at of [1_000, 1_500]) {
+      now = at;
+      leases.renew("o:1", async () => 500); // idle from 1,000 on (used at 0)
+    }
+    now = 499;
+    expect(leases.holds("o:1")).toBe(true);
+    now = 500;
+    expect(leases.holds("o:1")).toBe(false); // never past sentAt + leaseMs, asking or not
   });
 });
 
@@ -166,6 +228,24 @@ describe("a member's mirror answers under its owner's lease", () => {
       expect([name, cluster.leaseHeld("o:1")]).toEqual([name, held]);
       await cluster.close();
     }
+  });
+
+  test("idle: no lease pings once its copies went unused for 4 leases; a Get that tries one (a lease miss) asks again at once, and the next Gets hold the lease", async () => {
+    let pings = 0;
+    const cluster = new Cluster({ self: "me:1", connect: () => stubPeer({ lease: () => (pings++, 10) }), logger: quiet, peerTimeoutMs: 40 });
+    cluster.setMembers(["me:1", "o:1"]);
+    expect(cluster.leaseMs).toBe(10); // (renewed every 2.5 ms; idle after 40 ms unused)
+    cluster.startRenewingLeases();
+    await until(() => !cluster.leases.renewing("o:1"), 2_000);
+    const sent = cluster.counters.leasePingsSent;
+    expect(sent).toBeGreaterThan(1);
+    await Bun.sleep(50); // (20 renewals' worth)
+    expect([cluster.counters.leasePingsSent, pings]).toEqual([sent, sent]);
+    expect(cluster.leaseHeld("o:1")).toBe(false); // its last lease ran out: forwarded
+    await Promise.resolve(); // (the ask goes once the Get is served: a microtask)
+    expect(cluster.counters.leasePingsSent).toBe(sent + 1);
+    await until(() => cluster.leaseHeld("o:1"));
+    await cluster.close();
   });
 });
 
