@@ -5,7 +5,8 @@
  * invalidation reached it. Under leases the owner acknowledges such a write only once the
  * member's lease has run out, and gives it no other until it answers: the member forwards the
  * Get instead, and counts it (`cluster_mirror_lease_misses_total`). A healthy pair keeps
- * answering from its mirror.
+ * answering from its mirror; an idle one stops asking for leases (`cluster_lease_pings_sent_total`
+ * stays still) until a Get tries a copy again.
  *
  * B owns the key; B reaches A through a proxy that holds back its calls from the first one naming
  * the key on (B's invalidation of it, and all that follow on that connection), 1.5 s each.
@@ -97,6 +98,26 @@ test("a healthy pair: the mirror answers, no lease is missed, and a write is rea
   expect(a.cluster!.counters.mirrorHits).toBeGreaterThanOrEqual(21);
   expect(a.cluster!.counters.mirrorLeaseMisses).toBe(misses);
   expect(b.cluster!.laggingMembers).toEqual([]);
+}, 20_000);
+
+test("an idle pair sends no lease pings; a Get of a mirrored key then is a lease miss that asks again, and the Gets after it are mirror hits", async () => {
+  const { a, b, aId, key, reader } = await twoMembers(0);
+  const bId = b.cluster!.self;
+  expect(await mirrored(a, reader, key)).toBe(`L:${key}`);
+  // Unused for 4 leases (2 s): each stops asking the other (B holds no copies of A's keys at all).
+  await until(() => !a.cluster!.leases.renewing(bId) && !b.cluster!.leases.renewing(aId), 5_000);
+  const [aPings, bPings] = [a.cluster!.counters.leasePingsSent, b.cluster!.counters.leasePingsSent];
+  await Bun.sleep(1_500); // (before: 8 a second from each, a lease of 500 ms renewed every 125 ms)
+  expect([a.cluster!.counters.leasePingsSent, b.cluster!.counters.leasePingsSent]).toEqual([aPings, bPings]);
+  const { mirrorHits: hits, mirrorLeaseMisses: misses } = a.cluster!.counters;
+  expect(text((await reader.get("default", key)).value)).toBe(`L:${key}`);
+  expect([a.cluster!.counters.mirrorHits, a.cluster!.counters.mirrorLeaseMisses]).toEqual([hits, misses + 1]); // forwarded: its lease ran out
+  await until(() => a.cluster!.counters.leasePingsSent > aPings); // asked again at once
+  expect(b.cluster!.leases.renewing(aId)).toBe(false); // (B's own, unused, stays idle)
+  await until(() => a.cluster!.leaseHeld(bId));
+  for (let i = 0; i < 5; i++) expect(text((await reader.get("default", key)).value)).toBe(`L:${key}`);
+  expect([a.cluster!.counters.mirrorHits, a.cluster!.counters.mirrorLeaseMisses]).toEqual([hits + 5, misses + 1]);
+  expect(a.cluster!.leases.renewing(bId)).toBe(true);
 }, 20_000);
 
 test("members that ask for no lease (older nodes): the mirror answers as before leases, and the owner waits for their answers as before", async () => {
