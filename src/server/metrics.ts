@@ -212,6 +212,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     c("mybuncache_cluster_fallback_loads_total", "Gets loaded locally because the owner could not be reached or failed the call (answered PEER_UNAVAILABLE or a Thrift exception).", () => cc.fallbackLoads);
     c("mybuncache_cluster_mirror_hits_total", "Gets answered from this node's mirror of a key owned elsewhere.", () => cc.mirrorHits);
     c("mybuncache_cluster_mirror_lease_misses_total", "Gets of keys owned elsewhere that this node's mirror (or an answer fetched ahead) held but did not answer, with no lease from the owner: forwarded.", () => cc.mirrorLeaseMisses);
+    c("mybuncache_cluster_lease_pings_sent_total", "PeerPings asking another member for a read lease: a quarter lease apart per member, while this node's copies of its keys were used in the last 4 leases.", () => cc.leasePingsSent);
     c("mybuncache_cluster_prefetches_sent_total", "Gets of a waiting connection forwarded to their owners ahead of their turn.", () => cc.prefetchesSent);
     c("mybuncache_cluster_prefetches_used_total", "Forwarded gets answered from such a prefetch.", () => cc.prefetchesUsed);
     c("mybuncache_cluster_mirror_fills_total", "Values copied into the mirror.", () => cc.mirrorFills);

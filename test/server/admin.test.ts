@@ -549,6 +549,7 @@ describe("admin port", () => {
     const f = await scrape(a);
     expect(sampleValue(f, "mybuncache_cluster_members", "mybuncache_cluster_members")).toBe(1);
     expect(sampleValue(f, "mybuncache_cluster_forwarded_total", "mybuncache_cluster_forwarded_total")).toBe(0);
+    expect(sampleValue(f, "mybuncache_cluster_lease_pings_sent_total", "mybuncache_cluster_lease_pings_sent_total")).toBe(0); // (alone: no one to ask)
     expect(sampleValue(f, "mybuncache_capacity_bytes", "mybuncache_capacity_bytes", { group: "default", store: "mirror" })).toBe(8 * 1024 * 1024);
     const stats = (await (await fetch(a.url("/stats"))).json()) as { cluster: { members: string[] }; groups: { default: { mirror: { items: number } } } };
     expect(stats.cluster.members).toEqual([`127.0.0.1:${a.node.port}`]);
