@@ -26,10 +26,10 @@
  *   only asks less: a copy still answers only before `until`, which only a vouch moves; copies
  *   kept with no lease are misses. O's side needs nothing: a member that stopped asking holds
  *   no lease past the last one given (`at`), so a write waits for it less, not more (`cutoff`),
- *   and one acknowledged without its answer gets it no lease until that answer (`abandon`). (One
- *   whose connection introduced itself again while idle is waited for as one that never asked
- *   until it asks again, as after any intro: up to the longest wait, for an answer a healthy
- *   member gives in a millisecond.) An owner not checked (an older node) goes idle too: it is
+ *   and one acknowledged without its answer gets it no lease until that answer (`abandon`). (A
+ *   member whose connection introduced itself again while idle is waited for as one that never
+ *   asked until it asks again, as after any intro: up to the longest wait, for an answer a
+ *   healthy member gives in a millisecond.) An owner not checked (an older node) goes idle too: it is
  *   asked again, and found to give leases once upgraded, only while its keys' copies are used.
  * - O's lease is half its longest wait for a member's answer (`Vouches`: writeWaitMs / 2, 250 ms
  *   with the default --peer-timeout). It vouches for M (`Vouches.vouch`, noting when: `at`) while
@@ -59,10 +59,10 @@ export const RENEWALS_PER_LEASE = 4;
 
 /**
  * IDLE_LEASES: a member stops renewing an owner's lease once its copies of the owner's keys were
- * not used for this many leases (1 s with the default --peer-timeout). Shorter, and keys read
- * every second or so would pay a forward (the lease miss) at each read; longer buys little: an
- * idle span's renewals are RENEWALS_PER_LEASE × IDLE_LEASES pings (16) per owner after the last
- * use, against one forwarded Get when the owner's keys are read again.
+ * not used for this many leases (1 s with the default --peer-timeout). Shorter, and copies read
+ * a few times a second would pay a forward (the lease miss) after each pause between reads;
+ * longer buys little: an idle span costs RENEWALS_PER_LEASE × IDLE_LEASES pings (16) per owner
+ * after the last use, against one forwarded Get when the owner's keys are read again.
  */
 export const IDLE_LEASES = 4;
 
