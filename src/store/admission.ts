@@ -92,6 +92,19 @@ export class Admission {
   }
 
   /**
+   * unrecord takes back one access `record` counted, while the history still holds it (the access
+   * of a load started ahead of its Get's turn that the Get did not use: server/prefetch.ts). One
+   * admitted since, or forgotten by the history, is left as it is.
+   */
+  unrecord(hash: number): void {
+    if (this.k === 1) return;
+    const s = this.find(hash);
+    if (s < 0) return;
+    if (this.counts[s]! > 1) this.counts[s]!--;
+    else this.removeSlot(s); // (its ring entry is skipped when it comes up: evictOldest)
+  }
+
+  /**
    * remember keeps `hash` among the ghosts: a key that was in the cache and was read before its
    * item expired has proved it is wanted, and its reload's offer admits it at once. (Its admission
    * had taken it out of the history: the reload looked like a new key's, and was refused until it

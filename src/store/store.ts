@@ -279,6 +279,14 @@ export class Store {
     this.admission.record(hashBytes(key, off, len, this.hashSeed));
   }
 
+  /**
+   * forgetAccess takes back an access `noteAccess` counted, if the LRU-K history still holds the
+   * key (Admission.unrecord): a load started ahead that its Get did not use.
+   */
+  forgetAccess(key: Uint8Array, off: number, len: number): void {
+    this.admission.unrecord(hashBytes(key, off, len, this.hashSeed));
+  }
+
   /** delete removes the key; it returns whether a live item was removed. */
   delete(key: Uint8Array, off = 0, len = key.length - off): boolean {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));

@@ -11,6 +11,26 @@ describe("Admission (LRU-K)", () => {
     expect(a.offer(42)).toBe(false);
   });
 
+  test("unrecord takes back one recorded access while the history holds the key, and leaves an admitted one alone", () => {
+    const a = new Admission(3, 8);
+    a.record(5);
+    a.record(5);
+    a.unrecord(5);
+    expect(a.seen(5)).toBe(1);
+    a.unrecord(5); // its last access: the key leaves the history
+    expect(a.seen(5)).toBe(0);
+    expect(a.historySize()).toBe(1); // (its ring entry stays until it comes up, then is skipped)
+    a.unrecord(5); // not held: nothing
+    expect(a.seen(5)).toBe(0);
+    for (let i = 0; i < 3; i++) a.offer(9); // admitted: out of the history
+    a.unrecord(9);
+    expect(a.seen(9)).toBe(0);
+    expect(a.offer(9)).toBe(false); // a new key's first access again
+    for (let i = 10; i < 20; i++) a.offer(i); // the stale entries come up and are skipped
+    expect(a.seen(9)).toBe(0);
+    expect(a.seen(19)).toBe(1);
+  });
+
   test.each([1, 3, 5])("K=%p needs exactly K offers", (k) => {
     const a = new Admission(k, 16);
     for (let i = 1; i < k; i++) expect(a.offer(7)).toBe(false);
