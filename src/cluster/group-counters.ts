@@ -14,7 +14,7 @@ export class GroupCounters {
   localLoadErrs = 0; // loader calls that threw, crashed or were refused
   loadTimeouts = 0; // callers answered LOAD_FAILED because the loader was too slow
   notFound = 0; // loader calls that answered "not found"
-  loadsAhead = 0; // of `loads`, started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts)
+  loadsAhead = 0; // loads started before their Get's turn, behind a read its connection waited for (server/look-ahead.ts); each in `loads` once its Get takes it
   loadsRefused = 0; // loads refused OVERLOADED, as many under way as the bound allows (GroupOptions.loads): of `loads`, or a load done again (LOAD_AGAIN)
   negativeHits = 0; // gets answered from a remembered outcome: NOT_FOUND (a negative entry) or VALUE_TOO_LARGE
   admissionsRejected = 0; // loaded values not stored by LRU-K admission

@@ -174,7 +174,7 @@ export class Group {
   /**
    * lookupLoadedAhead is `lookup` for a Get whose key was loaded for it ahead of its turn
    * (server/look-ahead.ts): it missed when it came, so it counts as a miss, whatever it finds now
-   * (the load counted in `loads`, and a load done again at its turn does not: LOAD_AGAIN; so
+   * (the load counted in `loads` as the Get takes it, and a load done again at its turn does not: LOAD_AGAIN; so
    * loads = gets − hits holds, with a loader).
    */
   lookupLoadedAhead(key: Uint8Array, off: number, len: number): number {

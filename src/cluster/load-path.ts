@@ -44,12 +44,15 @@ const NOT_UTF8 = "key is not valid UTF-8: a loader takes the key as text";
 /**
  * How a Get's load counts (`Group.load`): LOAD_IN_TURN, at its turn: one `loads`, and its fill is
  * the Get's LRU-K access of the key (a caller joining a load under way notes its own). LOAD_AHEAD,
- * started before its turn (server/look-ahead.ts): one `loads`, the access noted when it starts,
- * whatever the load comes to; it runs within the group's `loadsAhead` bound. LOAD_AGAIN, done at
- * its turn because the load ahead's answer could not be used (a write heard of since, a load
- * made stale or refused OVERLOADED): no `loads`, no access; both were counted ahead. The fills of
- * the last two only check the count, so one Get is one access: a key is not admitted after one
- * Get because its load was done twice.
+ * started before its turn (server/look-ahead.ts): one `loadsAhead`, and the access noted when it
+ * starts, so that its fill can weigh it; its `loads` is counted when its Get takes it
+ * (server/prefetch.ts's `take`), and a load ahead no Get uses (started under another member
+ * list: the key's Get is forwarded now, or served in turn as a new Get) counts in no `loads` and
+ * has its access taken back (`Store.forgetAccess`); it runs within the group's `loadsAhead`
+ * bound. LOAD_AGAIN, done at its turn because the load ahead's answer could not be used (a write
+ * heard of since, a load made stale or refused OVERLOADED, a value run out): no `loads`, no
+ * access; both were counted for the load ahead. The fills of the last two only check the count,
+ * so one Get is one access: a key is not admitted after one Get because its load was done twice.
  */
 export const LOAD_IN_TURN = 0;
 export const LOAD_AHEAD = 1;
@@ -95,8 +98,11 @@ export class LoadPath {
       this.group.counters.negativeHits++;
       return Promise.reject(tooLargeError());
     }
-    if (kind !== LOAD_AGAIN) this.group.counters.loads++;
-    if (kind === LOAD_AHEAD) this.group.store.noteAccess(keyBytes, 0, keyBytes.length);
+    if (kind === LOAD_IN_TURN) this.group.counters.loads++;
+    else if (kind === LOAD_AHEAD) {
+      this.group.counters.loadsAhead++; // (its `loads` when its Get takes it: LoadKind)
+      this.group.store.noteAccess(keyBytes, 0, keyBytes.length);
+    }
     // A load of a key not under way takes a place of the node's bound, or is refused: the Maps
     // keyed by flight key hold no more keys than it (load-bound.ts). Joining one costs nothing.
     if (!this.group.loads.room && !this.flights.has(flightKey)) {

@@ -143,7 +143,7 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
  * miss is answered from it instead of loading again.
  */
 function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, ahead: Prefetch | undefined): Promise<void> | void {
-  const id = ahead === undefined || !ahead.missed
+  const id = ahead === undefined
     ? group.lookup(req.buffer, req.keyStart, req.keyLength)
     : group.lookupLoadedAhead(req.buffer, req.keyStart, req.keyLength);
   if (id < 0) {

@@ -71,11 +71,11 @@ export class Prefetch {
   /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
   kept = true;
   /**
-   * missed: its Get counts as a miss whatever it finds at its turn (Group.lookupLoadedAhead); not
-   * a load of another member list's, whose Get counts as one served in turn would (a hit if the
-   * value is stored by then), loaded again as the same Get otherwise (`loadAgain`).
+   * loading: a load the loader path took as one (not refused before it: a key not UTF-8, or one
+   * remembered too large), its LRU-K access noted when it started. Its Get counts it in `loads`
+   * when it takes it (`take`); one no Get takes is in no `loads` (load-path.ts's LOAD_AHEAD).
    */
-  missed = true;
+  loading = false;
   /** ticket is the group's copy ticket when it started: its answer is used (and may fill the mirror) only if no write of its key came since (Group.mayCopy). */
   ticket = 0;
   constructor(
@@ -150,10 +150,10 @@ export class Prefetches {
     if (p === undefined) return false;
     const clock = group.store.clock;
     const counters = group.counters;
-    const loads = counters.loads;
+    const ahead = counters.loadsAhead;
     p.ticket = group.copyTicket(); // a write of the key heard of after this: the answer is not used (dispatch)
     const loading = group.load(key, off, len, true, LOAD_AHEAD);
-    if (counters.loads > loads) counters.loadsAhead++; // (one refused before loading is not a load)
+    p.loading = counters.loadsAhead > ahead; // (one refused before loading is not a load)
     loading.then(
       (loaded) => {
         const value = loaded.stale === true ? null : loaded.value;
@@ -179,10 +179,14 @@ export class Prefetches {
   /**
    * take removes the answer kept for the key and returns it if it may answer the Get now (fetched
    * under the current member list, its TTL not run out: see `agedTtl`), else undefined; a load's
-   * value run out, or a load started under another member list for a Get this node still loads
-   * (`local`), is returned as "load again" (no value, no error). `local`
-   * says which kind the Get would use: one of the other kind is left for the Get it was started
-   * for (a peer's Get of a key this node does not own, say, before a plain Get of that key).
+   * value run out is returned as "load again" (no value, no error). `local` says which kind the
+   * Get would use: one of the other kind is left for the Get it was started for (a peer's Get of a
+   * key this node does not own, say, before a plain Get of that key).
+   *
+   * A load is counted here, when its Get takes it: one `loads` (that Get missed and went to the
+   * loader, ahead of its turn). One of another member list is of no use to any Get: dropped, it
+   * counts in no `loads`, and its LRU-K access is taken back, so its Get, forwarded now that
+   * another member owns the key, or served in turn as a new Get, is counted once, as such.
    */
   take(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): Prefetch | undefined {
     if (this.byKey.size === 0) return undefined;
@@ -191,16 +195,16 @@ export class Prefetches {
     if (p === undefined) return undefined;
     if (p.generation !== (cluster?.generation ?? 0)) {
       this.remove(id, p); // of another member list: of no use to any Get
-      // A load of a key this node still loads: its Get loads again as the same Get (LOAD_AGAIN),
-      // its `loads` and LRU-K access counted when the load started ahead.
-      return p.local && local ? loadAgain(p) : undefined;
+      if (p.loading) group.store.forgetAccess(key, off, len);
+      return undefined;
     }
     if (p.local !== local) return undefined;
     this.remove(id, p);
+    if (p.loading) group.counters.loads++;
     if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) {
       if (!p.local) return undefined;
-      // A load's value run out: its Get loads again, as the same Get (LOAD_AGAIN: its `loads`
-      // and its LRU-K access were counted when the load started ahead), not as a new one.
+      // A load's value run out: its Get loads again, as the same Get (LOAD_AGAIN: counted as
+      // this load, its LRU-K access noted when it started), not as a new one.
       p.value = null;
     }
     return p;
@@ -209,14 +213,14 @@ export class Prefetches {
   /**
    * drop throws away what `take` would hand the Get of the key (its Get was answered another way:
    * from the store or the mirror, call-runs.ts) and tells whether that was a load started ahead
-   * here: that Get missed when it came (a miss for the counters, as `Group.lookupLoadedAhead`
+   * here, counted in `loads` by `take`: that Get missed when it came (a miss for the counters, as `Group.lookupLoadedAhead`
    * counts it on the general path, though the load's value is stored by its turn). What `take`
    * would not hand it (of another member list, run out, of the other kind) goes or stays as there,
    * so both paths count the same Get alike.
    */
   drop(cluster: Cluster | undefined, group: Group, key: Uint8Array, off: number, len: number, local: boolean): boolean {
     const p = this.take(cluster, group, key, off, len, local);
-    return p !== undefined && p.local && p.missed;
+    return p !== undefined && p.local;
   }
 
   /** clear drops every kept answer (a write, or a chunk that comes to an idle connection). */
@@ -232,16 +236,6 @@ export class Prefetches {
     p.kept = false;
     if (p.value !== null) this.bytes -= p.value.length;
   }
-}
-
-/** loadAgain is a "load again" answer (done, no value, no error) in place of the load `p` started ahead. */
-function loadAgain(p: Prefetch): Prefetch {
-  const again = new Prefetch(p.generation, p.owner, true);
-  again.kept = false;
-  again.done = true;
-  again.missed = false;
-  again.ticket = p.ticket;
-  return again;
 }
 
 /**

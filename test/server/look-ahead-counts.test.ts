@@ -2,7 +2,8 @@
  * A Get whose load ahead cannot answer it is one Get however its load is done again: one `loads`,
  * one LRU-K access (load-path.ts's LOAD_AGAIN). Here the answer kept ahead ran out (its TTL ended
  * while the connection waited): the Get was loaded again as a new Get, counted twice and admitted
- * after one Get (review).
+ * after one Get (review). And a load ahead its Get does not use (the key moved to another member
+ * before the Get's turn) counts in no `loads` and takes back its LRU-K access.
  */
 import { afterEach, expect, test } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -65,7 +66,7 @@ test("loads ahead take at most half of --max-loads on a node with in-process loa
   const slow = n.groups.byName("slow")!;
   try {
     // (A's Gets come in one chunk: the look-ahead starts all it will at once, when A parks.)
-    await waitUntil(() => own.counters.loads + slow.counters.loads >= 5, "A's first load and its loads ahead");
+    await waitUntil(() => own.counters.loads + slow.counters.loads + own.counters.loadsAhead + slow.counters.loadsAhead >= 5, "A's first load and its loads ahead");
     expect(own.counters.loadsAhead + slow.counters.loadsAhead).toBe(4);
     const b = await RawSocket.connect(n.port);
     b.write(getCall(1, "x", "own"));
@@ -105,5 +106,45 @@ test("a load ahead started under another member list, its key still this node's,
   const c = group.counters;
   expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 2, loadsAhead: 1 });
   expect(group.store.has(utf8.encode(k!), 0, k!.length)).toBe(false); // one Get of K: not admitted (LRU-K, K = 2)
+  raw.close();
+}, 20_000);
+
+test("a load ahead whose key moved to another member by its Get's turn counts in no `loads` and takes back its LRU-K access: the Get is forwarded (review: one `loads` too many)", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const calls = [0, 0, 0];
+  const m = startMembers(3, open, {}, (i) => ({
+    default: async (k: string): Promise<string> => {
+      calls[i]!++;
+      if (k.startsWith("slow")) await gate;
+      return `L${i}:${k}`;
+    },
+  }));
+  const node = m.nodes[0]!;
+  const [id0, id1, id2] = m.ids as [string, string, string];
+  await waitUntil(() => node.cluster!.members.length === 3, "the member list");
+  const movers = keysOwnedBy(node, id2, 40, "K"); // the third member's keys under all three
+  node.cluster!.setMembers([id0, id1]); // the third member is out of this node's list for now
+  const [slow] = keysOwnedBy(node, id0, 1, "slow");
+  const k = movers.find((x) => node.cluster!.owner(utf8.encode(x), 0, x.length) === id0)!; // this node's now, the third's once listed
+  expect(k).toBeDefined();
+  const group = node.groups.byName("default")!;
+  const raw = await RawSocket.connect(node.port);
+  raw.write(new Uint8Array([...getCall(1, slow!), ...getCall(2, k)]));
+  await waitUntil(() => group.counters.admissionsRejected === 1, "K loaded ahead (one access: not admitted)");
+  node.cluster!.setMembers([id0, id1, id2]); // the third member is listed again: K is its key
+  release();
+  await raw.waitFor(() => raw.frames().length === 2, "replies");
+  expect(values(raw)).toEqual([`L0:${slow}`, `L2:${k}`]); // K forwarded to its owner at its turn
+  expect(calls).toEqual([2, 0, 1]); // this node: slow, K ahead; the third member: K
+  const c = group.counters;
+  // Two Gets, both misses; one went to this node's loader (slow), the other was forwarded.
+  expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 1, loadsAhead: 1 });
+  // K's access was taken back: K owned here again, one Get of it is one access (not admitted).
+  node.cluster!.setMembers([id0, id1]);
+  raw.write(getCall(3, k));
+  await raw.waitFor(() => raw.frames().length === 3, "the third reply");
+  expect(values(raw)[2]).toBe(`L0:${k}`);
+  expect(group.store.has(utf8.encode(k), 0, k.length)).toBe(false); // (admitted after one Get: the load ahead's access left)
   raw.close();
 }, 20_000);
