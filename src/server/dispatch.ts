@@ -159,7 +159,7 @@ function get(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKey
 
 /**
  * load answers a Get that missed with the group's load of its key (see `get`); `kind`: LOAD_AGAIN
- * for a Get whose load ahead could not answer it (counted when it started: Group.load).
+ * for a Get whose load ahead could not answer it (counted as that load: LoadKind).
  */
 function load(group: Group, req: Request, reply: ReplyWriter, foreign: ForeignKeys, kind: LoadKind = LOAD_IN_TURN): Promise<void> {
   return group.load(req.buffer, req.keyStart, req.keyLength, foreign === undefined, kind).then(
