@@ -82,7 +82,7 @@ Flags:
   --max-connections N    connections served at once; more are answered OVERLOADED (default ${DEFAULTS.maxConnections})
   --max-output SIZE      queued reply bytes per connection before its input pauses (default 16mb)
   --expiry-interval DUR  active expiry timer period (default 100ms)
-  --expiry-budget N      items expired per group per tick at most; the rest shrinks a mostly free item table (default ${DEFAULTS.expiryBudget})
+  --expiry-budget N      items expired per group per tick at most; the rest (64 at least) shrinks a mostly free item table (default ${DEFAULTS.expiryBudget})
   --log-level LEVEL      debug | info | warn | error | silent (default info)
   --log-json[=BOOL]      log JSON lines
   -h, --help             print this help

@@ -39,7 +39,7 @@ import {
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
-import { TableShrink } from "./table-shrink.ts";
+import { MIN_STEP, TableShrink } from "./table-shrink.ts";
 import { StoreRoom } from "./store-room.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
@@ -313,8 +313,8 @@ export class Store {
 
   /**
    * expire removes up to `budget` items whose expiry is <= now, and returns how many it removed.
-   * What is left of the budget goes to shrinking the item table when most of its ids are free
-   * (table-shrink.ts: it may move items to other ids).
+   * What is left of the budget, and MIN_STEP at least, goes to shrinking the item table when
+   * most of its ids are free (table-shrink.ts: it may move items to other ids).
    */
   expire(now: number, budget: number): number {
     let n = 0;
@@ -322,7 +322,7 @@ export class Store {
       this.remove(this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
       n++;
     }
-    if (n < budget && this.shrink.step(budget - n)) {
+    if (this.shrink.step(Math.max(budget - n, MIN_STEP))) {
       if (this.room.moveCredit > this.items.cap) this.room.moveCredit = this.items.cap;
       this.room.updatePageLimit();
       this.counters.tableShrinks++;
