@@ -284,7 +284,8 @@ export class Group {
    * key's writes, so a copy kept here would be served stale should the key come back to this
    * node, or be found by a fallback load. Resolves with how many it removed. The store's ids are
    * pinned meanwhile: an item moved to an id the purge had passed (a shrink of the item table)
-   * would escape it, and `held` would serve it.
+   * would escape it, and `held` would serve it; a shrink moves only items the purge has passed
+   * (to ids it has passed too: kept by it, or stored since).
    */
   async dropNotOwned(owns: (key: Uint8Array, off: number, len: number) => boolean, sliceItems = 4096): Promise<number> {
     const store = this.store;
@@ -292,7 +293,7 @@ export class Group {
     let removed = 0;
     const purge = { owns, next: 0 }; // until it has passed every item, reads check against it (`held`)
     this.purging.push(purge);
-    store.pinIds();
+    const pin = store.pinIds();
     try {
       for (let id = 0; id < items.cap;) {
         const end = Math.min(items.cap, id + sliceItems);
@@ -302,10 +303,11 @@ export class Group {
           if (!owns(key, 0, key.length) && store.delete(key, 0, key.length)) removed++;
         }
         purge.next = end;
+        pin.passed = end;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
-      store.unpinIds();
+      store.unpinIds(pin);
       this.purging.splice(this.purging.indexOf(purge), 1);
     }
     return removed;

@@ -44,6 +44,7 @@ import type { Group } from "../cluster/group.ts";
 import type { Groups } from "../cluster/groups.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
+import type { IdPin } from "../store/table-shrink.ts";
 import { BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
 import { loadSnapshot, moveAside } from "./snapshot-load.ts";
 import { SnapshotOut } from "./snapshot-stream.ts";
@@ -211,19 +212,20 @@ export class Snapshotter {
   private async writeGroups(out: SnapshotOut): Promise<number> {
     let count = 0;
     for (const group of this.groups.all()) {
-      // Pinned, no item moves to an id the walk has passed (a shrink of the item table waits).
-      group.store.pinIds();
+      // Pinned, no item moves from an id the walk has not passed to one it has (a shrink of the
+      // item table moves only items it has passed: `writeGroup` tells it how far it is).
+      const pin = group.store.pinIds();
       try {
-        count += await this.writeGroup(out, group);
+        count += await this.writeGroup(out, group, pin);
       } finally {
-        group.store.unpinIds();
+        group.store.unpinIds(pin);
       }
     }
     return count;
   }
 
   /** writeGroup streams one group's live items as blocks, walking its ids, and returns how many it wrote. */
-  private async writeGroup(out: SnapshotOut, group: Group): Promise<number> {
+  private async writeGroup(out: SnapshotOut, group: Group, pin: IdPin): Promise<number> {
     let count = 0;
     const store = group.store;
     const items = store.items;
@@ -253,6 +255,7 @@ export class Snapshotter {
         id++;
         if (w.full() || ((++n & 63) === 0 && performance.now() >= deadline)) break;
       }
+      pin.passed = id; // (read again at the next slice: the ids it passed may move now)
       if (w.full()) {
         await out.emitBlock(w);
         w = out.writer();

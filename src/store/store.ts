@@ -28,7 +28,7 @@
  * or move items (`set`, `fill`, `delete`, `clear`, `expire`, or a `get` of the same key after it
  * expired). Read the value with `valueLength`/`copyValue` (no allocation) or `valueView` (a view
  * into the slab, same validity: copy it if you keep it). Only `expire` gives items other ids (when
- * it shrinks the table), and not between `pinIds` and `unpinIds`.
+ * it shrinks the table), and between `pinIds` and `unpinIds` only items at ids the walk has passed.
  */
 import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
@@ -39,7 +39,7 @@ import {
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
-import { MIN_STEP, TableShrink } from "./table-shrink.ts";
+import { IdPin, MIN_STEP, TableShrink } from "./table-shrink.ts";
 import { StoreRoom } from "./store-room.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
@@ -331,17 +331,22 @@ export class Store {
   }
 
   /**
-   * pinIds keeps every item at its id until the matching `unpinIds`, for a walk over the ids that
-   * spans turns (a snapshot, a ring purge): items are still added and removed, but none moves (a
-   * shrink of the table waits).
+   * pinIds keeps every item at its id until the matching `unpinIds`, for a walk over the ids in
+   * increasing order that spans turns (a snapshot, a ring purge): items are still added and
+   * removed, but none moves from an id the walk has not passed (`IdPin.passed`, which the walk
+   * moves up as it goes: a shrink of the table moves items only from ids every walk has passed).
    */
-  pinIds(): void {
-    this.shrink.pins++;
+  pinIds(): IdPin {
+    const pin = new IdPin();
+    this.shrink.pins.push(pin);
+    return pin;
   }
 
-  /** unpinIds ends what `pinIds` began. */
-  unpinIds(): void {
-    this.shrink.pins--;
+  /** unpinIds ends the walk `pinIds` began. */
+  unpinIds(pin: IdPin): void {
+    const pins = this.shrink.pins;
+    const i = pins.indexOf(pin);
+    if (i >= 0) pins.splice(i, 1);
   }
 
   /** size is the number of items held (expired ones not yet removed included). */

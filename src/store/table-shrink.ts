@@ -34,9 +34,15 @@
  *
  * Moving an item changes its id: its record is copied, and its LRU neighbours (or the list's
  * head or tail), its heap slot, its index slot and its chunk's owner word are made to name the
- * new id. A caller walking the ids across turns (a snapshot, a ring purge) relies on ids not
- * moving: it pins them (`pins`) and no item moves meanwhile (the ids handed out stay below the
- * new size; a cancel moves nothing).
+ * new id. A caller walking the ids across turns in increasing order (a snapshot, a ring purge)
+ * must see each item held throughout once: it pins the ids (`IdPin`) and tells how far it has
+ * walked (`passed`). A move takes an item from an id at or above the new size down to one below
+ * it, so it is safe once every walk has passed the id it moves from: both ids are then behind
+ * each walk (neither missed nor seen twice). The shrink moves only those, and waits at the
+ * first id a walk has not passed; starting a shrink or cancelling one moves nothing, so neither
+ * waits (a snapshot running back to back held its pin for good, and no shrink ever began). The
+ * table is cut down once every item above the new size has moved: every walk has passed all of
+ * it then, and ends at the smaller size.
  */
 import { hashBytes } from "./hash.ts";
 import { type HashIndex, slotsFor } from "./hash-index.ts";
@@ -53,9 +59,18 @@ const SCAN_PER_MOVE = 32;
  */
 export const MIN_STEP = 64;
 
+/**
+ * IdPin is one walk over the item ids under way (`Store.pinIds`), in increasing order: no item
+ * moves from an id at or above `passed` until `Store.unpinIds`.
+ */
+export class IdPin {
+  /** passed: the walk has done with every id below it (it only grows). */
+  passed = 0;
+}
+
 export class TableShrink {
-  /** pins counts the walks over item ids under way (`Store.pinIds`): while any is, no item moves. */
-  pins = 0;
+  /** pins are the walks over item ids under way (`Store.pinIds`). */
+  readonly pins: IdPin[] = [];
   /** cursor is the next id above the new size to look at. */
   private cursor = 0;
   private readonly items: ItemTable;
@@ -84,7 +99,7 @@ export class TableShrink {
     const items = this.items;
     const target = items.shrinkingTo;
     if (target === 0) {
-      if (this.pins > 0 || items.live * 4 >= items.cap) return false;
+      if (items.live * 4 >= items.cap) return false;
       const n = Math.max(this.floor, 2 * items.live);
       if (n >= items.cap) return false;
       items.beginShrink(n); // O(cap): this tick's work
@@ -95,11 +110,11 @@ export class TableShrink {
       items.cancelShrink();
       return false;
     }
-    if (this.pins > 0) return false;
     const cap = items.cap;
+    const end = Math.min(cap, this.passed());
     const w = items.w;
     let id = this.cursor;
-    for (let moves = 0, scanned = 0; id < cap && moves < budget && scanned < budget * SCAN_PER_MOVE; id++, scanned++) {
+    for (let moves = 0, scanned = 0; id < end && moves < budget && scanned < budget * SCAN_PER_MOVE; id++, scanned++) {
       if (w[id * STRIDE + W_PAGE] === NIL) continue;
       this.move(id);
       moves++;
@@ -111,6 +126,13 @@ export class TableShrink {
     if (slots < this.index.slotCount) this.index.resize(slots);
     this.heap.fit(target);
     return true;
+  }
+
+  /** passed is the id below which every walk under way has passed (no walk: any id). */
+  private passed(): number {
+    let passed = Infinity;
+    for (const pin of this.pins) if (pin.passed < passed) passed = pin.passed;
+    return passed;
   }
 
   /** cancel ends a shrink under way, if any, with the table at its size (a growth is needed). */
