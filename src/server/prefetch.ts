@@ -71,11 +71,11 @@ export class Prefetch {
   /** kept: still in its table (an answer that arrives after it was dropped is not counted). */
   kept = true;
   /**
-   * loading: a load the loader path took as one (not refused before it: a key not UTF-8, or one
+   * isLoad: a load the loader path took as one (not refused before it: a key not UTF-8, or one
    * remembered too large), its LRU-K access noted when it started. Its Get counts it in `loads`
    * when it takes it (`take`); one no Get takes is in no `loads` (load-path.ts's LOAD_AHEAD).
    */
-  loading = false;
+  isLoad = false;
   /** ticket is the group's copy ticket when it started: its answer is used (and may fill the mirror) only if no write of its key came since (Group.mayCopy). */
   ticket = 0;
   constructor(
@@ -153,7 +153,7 @@ export class Prefetches {
     const ahead = counters.loadsAhead;
     p.ticket = group.copyTicket(); // a write of the key heard of after this: the answer is not used (dispatch)
     const loading = group.load(key, off, len, true, LOAD_AHEAD);
-    p.loading = counters.loadsAhead > ahead; // (one refused before loading is not a load)
+    p.isLoad = counters.loadsAhead > ahead; // (one refused before loading is not a load)
     loading.then(
       (loaded) => {
         const value = loaded.stale === true ? null : loaded.value;
@@ -195,12 +195,12 @@ export class Prefetches {
     if (p === undefined) return undefined;
     if (p.generation !== (cluster?.generation ?? 0)) {
       this.remove(id, p); // of another member list: of no use to any Get
-      if (p.loading) group.store.forgetAccess(key, off, len);
+      if (p.isLoad) group.store.forgetAccess(key, off, len);
       return undefined;
     }
     if (p.local !== local) return undefined;
     this.remove(id, p);
-    if (p.loading) group.counters.loads++;
+    if (p.isLoad) group.counters.loads++;
     if (p.done && p.err === null && agedTtl(p, group.store.clock()) === 0) {
       if (!p.local) return undefined;
       // A load's value run out: its Get loads again, as the same Get (LOAD_AGAIN: counted as
