@@ -265,7 +265,7 @@ export class LookAhead {
     if (table.full || !group.loadsAhead.room || !group.loads.room) return false;
     table.startLoad(cluster, group, buf, ks, kl);
     // A peer's Get is answered from this load at its turn, however a write meanwhile went: its
-    // member may keep what it brings, so the key counts as handed out from now (dispatch's handedOut).
+    // member may keep what it brings, so the key counts as handed out from now (mirror-copies.ts's handedOut).
     if (method === METHOD_PEER_GET && cluster !== undefined) {
       cluster.handOuts.note(group.nameBytes, buf, ks, kl, cluster.memberOf(conn.member), group.mirrorTtlMs);
     }
