@@ -19,10 +19,10 @@
 //  - a ProtocolError (bad frame, garbage, nesting too deep, unknown seqid, …) → the connection
 //    is closed, every call on it fails with PEER_UNAVAILABLE, and the next call reconnects.
 // Backoff: after a failed connect, a lost connection, or one the peer refused (a node at its
-// connection limit answers the first call OVERLOADED "too many connections" and closes) the next
-// attempt waits BACKOFF_BASE_MS, doubling per consecutive failure up to BACKOFF_MAX_MS; any other
-// reply resets it (a node that refuses our auth token is treated the same way, its calls answered
-// UNAUTHORIZED). A refusal is not a failure of the peer (it is up and answering): the calls on
+// connection limit answers the first call OVERLOADED and closes; `refusal` tells how that is told
+// from its other OVERLOADEDs) the next attempt waits BACKOFF_BASE_MS, doubling per consecutive
+// failure up to BACKOFF_MAX_MS; any other reply resets it (a node that refuses our auth token is
+// treated the same way, its calls answered UNAUTHORIZED). A refusal is not a failure of the peer (it is up and answering): the calls on
 // the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
 // backing off is not `usable` (the client gives its calls to the others) until it has served a
 // reply again: once its backoff has passed, the client's next call also sends a PeerPing on it
@@ -80,18 +80,34 @@ export class ClientConnection {
   private opens = 0;
   private closedWaiters: (() => void)[] = [];
   /**
-   * served: this connection, since it opened, answered a call with something other than
-   * OVERLOADED. A close without it (a node at its connection limit answers OVERLOADED and closes)
-   * is a failure to back off from, even with no call in flight.
+   * served: this connection, since it opened, answered a call of the application's with
+   * something other than the node's refusal of it (`refusal`). A close without it (a node at its
+   * connection limit answers OVERLOADED and closes) is a failure to back off from, even with no
+   * call in flight.
    */
   private served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`; read by CallTimeouts.sweep), else -1. */
   revivalSlot = -1;
   /**
    * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
-   * connection got before it served anything, if any.
+   * connection got before it served anything, if any. A node refuses a connection over its
+   * --max-connections by answering the first request on it OVERLOADED (before it looks whether
+   * that is an Auth) and closing it: one reply, to the first request, then the close (so since
+   * the limit came, f98fbe2). The refusal is told by where it stands, not by its text:
+   *  - an OVERLOADED that is the connection's first reply and answers our Auth or intro PeerPing
+   *    (calls a node refuses OVERLOADED for no other reason) is one, whatever it says;
+   *  - an OVERLOADED after any reply is not, whatever it says: the node took the connection. (A
+   *    forwarding node passes on its owner's refusal of its own connection, "too many
+   *    connections" and all: that was taken for the node refusing ours.)
+   * A client that sends neither first call (no token, no sender) has only the application's
+   * calls, which a node also refuses OVERLOADED for load (--max-loads, a full loader queue): there
+   * the first reply must also say TOO_MANY_CONNECTIONS. A refusal relayed as the very first reply
+   * of such a connection still reads as one; it costs a backoff only if the node then closes the
+   * connection before answering anything else.
    */
   private refusal: CacheError | null = null;
+  /** answered: a reply, of any kind (first calls included), came on this socket. */
+  private answered = false;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -143,6 +159,7 @@ export class ClientConnection {
     this.socket = socket;
     this.state = CONN_OPEN;
     this.served = false;
+    this.answered = false;
     this.refusal = null;
     this.frames = new FrameReader(this.endpoint.limits);
     if (this.opens++ > 0) this.health.counters.reconnects++;
@@ -239,15 +256,17 @@ export class ClientConnection {
     const r = this.replies;
     const p = this.pending;
     r.begin(buf, start, end);
+    const first = !this.answered; // (the node's refusal of the connection is its first reply: `refusal`)
+    this.answered = true;
     if (isFirstCall(r.seqid)) {
       const e = this.first.onReply(r); // (the Auth or intro PeerPing: first-calls.ts)
       if (e === null) return;
       // The node refused the token, or answered the Auth with something else (OVERLOADED at its
-      // connection limit): the calls waiting on this connection get that answer. Either is a
-      // refusal of the connection by a node that is up: not counted toward marking it down,
-      // and the connection backs off before it tries again (a wrong token stays wrong; the
-      // calls meanwhile are answered with it at once: `refusedNow`).
-      if ((isConnectionRefusal(e) || e.code === ERROR_CODE.UNAUTHORIZED) && !this.served) this.refusal = e;
+      // connection limit, whatever its words): the calls waiting on this connection get that
+      // answer. Either is a refusal of the connection by a node that is up: not counted toward
+      // marking it down, and the connection backs off before it tries again (a wrong token stays
+      // wrong; the calls meanwhile are answered with it at once: `refusedNow`).
+      if (first && (e.code === ERROR_CODE.OVERLOADED || e.code === ERROR_CODE.UNAUTHORIZED)) this.refusal = e;
       this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
       this.failAll(e);
       return;
@@ -265,10 +284,11 @@ export class ClientConnection {
     r.readResult(method, p.entries[slot]!);
     // The node refusing the connection (at its connection limit) has not served it: that neither
     // ends a backoff nor makes the close that follows an idle one (the late reply of a timed-out
-    // call included).
-    const refusal = r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED ? replyError(method, r) : null;
-    if (refusal === null || !isConnectionRefusal(refusal)) this.markServed();
-    else if (!this.served) this.refusal ??= refusal;
+    // call included). With no first call sent, its refusal is the first reply, with its text
+    // (`refusal`); any other reply is the node serving the connection.
+    const refusal = first && r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED ? replyError(method, r) : null;
+    if (refusal === null || refusal.message !== TOO_MANY_CONNECTIONS) this.markServed();
+    else this.refusal = refusal;
     if (p.state[slot] === SLOT_ABANDONED) {
       p.release(slot); // the late reply of a timed-out call
       this.health.succeeded();
@@ -399,9 +419,4 @@ export class ClientConnection {
     socket.end();
     return closed;
   }
-}
-
-/** isConnectionRefusal tells whether `e` is a node's refusal of a connection over its limit. */
-function isConnectionRefusal(e: CacheError): boolean {
-  return e.code === ERROR_CODE.OVERLOADED && e.message === TOO_MANY_CONNECTIONS;
 }

@@ -72,8 +72,9 @@ export function parseSeedError(text: string): CacheError | undefined {
 export const NOT_FOUND_MESSAGE = "key not found";
 /**
  * TOO_MANY_CONNECTIONS is the message of the OVERLOADED a node answers to the first call of a
- * connection over its --max-connections, before closing it: a client reads it as a refusal of the
- * connection, not as the node failing (client-connection.ts).
+ * connection over its --max-connections, before closing it. A client reads a refusal of the
+ * connection, not the node failing, by where that answer stands; the text counts only for a
+ * client that sends no Auth or intro PeerPing first (ClientConnection's `refusal`).
  */
 export const TOO_MANY_CONNECTIONS = "too many connections";
 
