@@ -11,7 +11,9 @@
  * An owner that is down (its client marked it so after failed calls) is not asked again until it
  * answers a probe: its keys' calls go to another member instead, which forwards them or, the
  * owner being unreachable, loads Gets itself (groupcache's fallback), as for any client that is
- * not ring-aware. A Get that fails to reach its owner is asked once more through another member.
+ * not ring-aware. A read (Get, a GetMulti's part) that fails PEER_UNAVAILABLE is asked once more
+ * through another member (`orElsewhere`). A write (Set, Delete, a SetMulti's part, Clear) is made
+ * once: its failure is the caller's to handle (see `orElsewhere` for why).
  */
 import { memberAddressOf } from "../cluster/membership.ts";
 import { Ring } from "../cluster/ring.ts";
@@ -82,8 +84,19 @@ export class ClusterClient {
   }
 
   /**
-   * orElsewhere makes a read `call` through `client`; if its member is not reached (timeout,
-   * connection refused, down), once more through another member, which forwards it (or loads).
+   * orElsewhere makes a read `call` through `client`, and if that fails PEER_UNAVAILABLE, once
+   * more through another member that is up. That is whether the member was not reached (a
+   * timeout, a failed connect, a lost connection, marked down) or answered that it could not
+   * serve the call (a Thrift exception, no result, its own PEER_UNAVAILABLE: say, a member whose ring
+   * differs forwarded it to an owner it could not reach, and has no loader): the other member
+   * forwards the read to its owner and, that owner failing it in any of these ways, loads it
+   * itself (routed-get.ts, routed-multi.ts: as for any client), so the retry can succeed where the
+   * first call could not. A read changes nothing, so asking twice is harmless (a load the first
+   * call started on the owner is joined by the forwarded second).
+   *
+   * Writes never come here. One the owner answered would be forwarded to that same owner; one
+   * not answered (a timeout) may have been applied, and a retry could land after a newer write
+   * of the key from elsewhere: the caller, who knows what it wrote, decides.
    */
   private async orElsewhere<T>(client: CacheClient, call: (c: CacheClient) => Promise<T>): Promise<T> {
     try {
