@@ -80,10 +80,10 @@ export class ClientConnection {
   private opens = 0;
   private closedWaiters: (() => void)[] = [];
   /**
-   * served: this connection, since it opened, answered a call of the application's with
-   * something other than the node's refusal of it (`refusal`). A close without it (a node at its
-   * connection limit answers OVERLOADED and closes) is a failure to back off from, even with no
-   * call in flight.
+   * served: this connection, since it opened, answered a call other than its Auth and intro
+   * PeerPing (a revival ping counts) with something other than the node's refusal of it
+   * (`refusal`). A close without it (a node at its connection limit answers OVERLOADED and
+   * closes) is a failure to back off from, even with no call in flight.
    */
   private served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`; read by CallTimeouts.sweep), else -1. */
