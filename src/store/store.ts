@@ -17,7 +17,9 @@
  * only flag their own record; see `touch`), or moves a page to its class from a class whose tail
  * is much older (slab automove). That policy, the item table's growth, and the page limit that
  * the memory bound leaves after metadata are the StoreRoom's (store-room.ts); the store calls it
- * only on a set's slow path. Reads, the access tick and in-place overwrites stay here.
+ * only on a set's slow path. Reads, the access tick and in-place overwrites stay here. An item
+ * leaves by `removeItem` (store-removal.ts: index, LRU, heap, chunk and tallies, counted by
+ * reason), which the store's methods call directly.
  *
  * TTL: `ttlMs > 0` expires `ttlMs` after the set (alive at ttl-1 ms, gone at ttl); `0` means no
  * expiry; negative or NaN is invalid. Expiry is an absolute ms time from the injected clock held in
@@ -41,6 +43,9 @@ import {
 import { LruList } from "./lru-list.ts";
 import { IdPin, MIN_STEP, TableShrink } from "./table-shrink.ts";
 import { StoreRoom } from "./store-room.ts";
+import {
+  REMOVE_COLLISION, REMOVE_DELETE, REMOVE_EVICT, REMOVE_EXPIRE_ACTIVE, REMOVE_EXPIRE_LAZY, REMOVE_EXPIRE_READ, REMOVE_REPLACE, removeItem,
+} from "./store-removal.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
@@ -57,15 +62,6 @@ export {
   type SetResult, type StoreOptions, type StoreStats,
 };
 
-const REMOVE_DELETE = 0;
-const REMOVE_EVICT = 1;
-const REMOVE_EXPIRE_LAZY = 2;
-const REMOVE_EXPIRE_ACTIVE = 3;
-const REMOVE_REPLACE = 4;
-/** REMOVE_EXPIRE_READ: expired, found by a read (or the fill its miss loaded): counted as lazy. */
-const REMOVE_EXPIRE_READ = 5;
-/** REMOVE_COLLISION: made room for a new key among the most keys one hash may hold (HashIndex.sameHash). */
-const REMOVE_COLLISION = 6;
 /** What `put` does: a set (always stored), a fill that counts as an access (LRU-K), a fill whose access was counted. */
 const PUT_SET = 0;
 const PUT_FILL = 1;
@@ -81,8 +77,8 @@ export class Store {
   readonly index: HashIndex;
   readonly admission: Admission;
   private readonly shrink: TableShrink;
-  /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`). */
-  private negativeItems = 0;
+  /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`; store-removal.ts lowers it). */
+  negativeItems = 0;
   readonly counters = new StoreCounters();
   readonly clock: () => number;
   readonly hashSeed: number;
@@ -91,8 +87,9 @@ export class Store {
   private tick = 0;
   /** room makes room for a set: eviction, page moves and releases, table growth (store-room.ts). */
   private readonly room: StoreRoom;
-  private chunkBytes = 0;
-  private dataBytesUsed = 0;
+  /** chunkBytes and dataBytesUsed: the bytes of the chunks held, and of their keys and values (store-removal.ts lowers them). */
+  chunkBytes = 0;
+  dataBytesUsed = 0;
   private readonly fixedMetaBytes: number;
 
   constructor(opts: StoreOptions) {
@@ -105,7 +102,7 @@ export class Store {
     this.hashSeed = opts.hashSeed ?? crypto.getRandomValues(new Int32Array(1))[0]!;
     this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
     const maxPages = Math.floor(this.capacity / pageSize);
-    this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => this.remove(owner, REMOVE_EVICT));
+    this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => removeItem(this, owner, REMOVE_EVICT));
     const cap = Math.max(16, opts.initialItems ?? 1024);
     this.items = new ItemTable(cap);
     this.lru = new LruList(this.classes.count, this.items);
@@ -113,7 +110,7 @@ export class Store {
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
     this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap);
-    this.room = new StoreRoom(this, this.shrink, (id) => this.remove(id, REMOVE_EVICT));
+    this.room = new StoreRoom(this, this.shrink, (id) => removeItem(this, id, REMOVE_EVICT));
     this.classEvictions = new Float64Array(this.classes.count);
     // Per page 14 B (slab: used, carved, pool, class); per class 44 B (slab 24, LRU 12, evictions 8)
     // besides the class table itself (its lookup was left out: up to 8 KiB a store over its bound).
@@ -135,7 +132,7 @@ export class Store {
     }
     const exp = this.items.f[id * F_STRIDE + F_EXPIRY]!;
     if (exp !== Infinity && exp <= this.clock()) {
-      this.remove(id, REMOVE_EXPIRE_READ);
+      removeItem(this, id, REMOVE_EXPIRE_READ);
       this.counters.misses++;
       return NIL;
     }
@@ -292,7 +289,7 @@ export class Store {
     const id = this.index.find(key, off, len, hashBytes(key, off, len, this.hashSeed));
     if (id === NIL) return false;
     const live = !(this.items.expiry(id) <= this.clock());
-    this.remove(id, live ? REMOVE_DELETE : REMOVE_EXPIRE_LAZY);
+    removeItem(this, id, live ? REMOVE_DELETE : REMOVE_EXPIRE_LAZY);
     return live;
   }
 
@@ -319,7 +316,7 @@ export class Store {
   expire(now: number, budget: number): number {
     let n = 0;
     while (n < budget && this.heap.size > 0 && this.heap.minExpiry() <= now) {
-      this.remove(this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
+      removeItem(this, this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
       n++;
     }
     if (this.shrink.step(Math.max(budget - n, MIN_STEP))) {
@@ -414,7 +411,7 @@ export class Store {
     const expiry = ttlMs === 0 ? Infinity : now + ttlMs;
     let id = this.index.find(key, keyOff, keyLen, hash);
     if (id !== NIL && this.items.expiry(id) <= now) {
-      this.remove(id, isFill ? REMOVE_EXPIRE_READ : REMOVE_EXPIRE_LAZY);
+      removeItem(this, id, isFill ? REMOVE_EXPIRE_READ : REMOVE_EXPIRE_LAZY);
       id = NIL;
     }
     if (id === NIL && isFill && !(how === PUT_FILL ? this.admission.offer(hash) : this.admission.admits(hash))) {
@@ -427,7 +424,7 @@ export class Store {
         return SET_OK;
       }
       // A failed set below leaves the key absent, never stale (memcached's rule).
-      this.remove(id, REMOVE_REPLACE);
+      removeItem(this, id, REMOVE_REPLACE);
     } else {
       // A new key: past MAX_SAME_HASH keys under its hash, one of them goes (an expired one first).
       // Before the allocation, on purpose. In a full store its id and chunk are what the new item
@@ -435,7 +432,7 @@ export class Store {
       // cannot be for a set refused below: allocItem and allocChunk fail only when no item is left
       // to evict anywhere, and the MAX_SAME_HASH - 1 others of this hash are still here.
       const crowded = this.index.sameHash(hash, this.tick, now);
-      if (crowded !== NIL) this.remove(crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
+      if (crowded !== NIL) removeItem(this, crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
     }
     id = this.room.allocItem(cls);
     const page = id === NIL ? NIL : this.room.allocChunk(cls, id, true);
@@ -499,50 +496,6 @@ export class Store {
       this.heap.update(id, old);
     } else {
       this.heap.push(id);
-    }
-  }
-
-  private remove(id: ItemId, why: number): void {
-    const w = this.items.w;
-    const r = id * STRIDE;
-    const cls = w[r + W_CLASS]! & CLASS_MASK;
-    const keyLen = w[r + W_CLASS]! >>> KEY_SHIFT;
-    const page = this.slab.pages[w[r + W_PAGE]!]!;
-    const hash = hashBytes(page, w[r + W_OFF]! + CHUNK_HEADER, keyLen, this.hashSeed);
-    this.index.remove(id, hash);
-    // An item expiring that was wanted (read as it expired, or read since it was stored) is kept
-    // as an LRU-K ghost: its reload is admitted at its first fill, where, as a new key's, it cost
-    // K loads at every expiry (Admission.remember).
-    if (why === REMOVE_EXPIRE_READ || ((why === REMOVE_EXPIRE_ACTIVE || why === REMOVE_EXPIRE_LAZY) && (w[r + W_CLASS]! & FLAG_READ) !== 0)) {
-      this.admission.remember(hash);
-    }
-    this.lru.unlink(cls, id);
-    this.heap.remove(id);
-    this.slab.free(w[r + W_PAGE]!, w[r + W_OFF]!);
-    this.chunkBytes -= this.classes.sizes[cls]!;
-    this.dataBytesUsed -= keyLen + w[r + W_VALLEN]!;
-    if ((w[r + W_CLASS]! & FLAG_NEGATIVE) !== 0) this.negativeItems--;
-    this.items.release(id);
-    switch (why) {
-      case REMOVE_EVICT:
-        this.counters.evictions++;
-        this.classEvictions[cls]!++;
-        break;
-      case REMOVE_EXPIRE_LAZY:
-      case REMOVE_EXPIRE_READ:
-        this.counters.expiredLazy++;
-        break;
-      case REMOVE_EXPIRE_ACTIVE:
-        this.counters.expiredActive++;
-        break;
-      case REMOVE_DELETE:
-        this.counters.deletes++;
-        break;
-      case REMOVE_COLLISION:
-        this.counters.collisionEvictions++;
-        break;
-      default:
-        break;
     }
   }
 }
