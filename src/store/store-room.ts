@@ -1,8 +1,8 @@
 /**
  * StoreRoom is how a store makes room: the slow paths of a set that finds no free item id or no
  * free chunk, and the memory bound between pages and metadata. Store owns one and calls it only
- * from `put` (a set or fill of a new key, or one whose size class changed) and when the table
- * changes size; reads and in-place overwrites never reach it.
+ * from `put` (store-write.ts: a set or fill of a new key, or one whose size class changed) and
+ * when the table changes size; reads and in-place overwrites never reach it.
  *
  * Eviction and page moves: a set that finds no free chunk in its class and no page left evicts,
  * by LRU with a second chance for tails read since they were last put at the head (CLOCK: reads

@@ -17,9 +17,10 @@
  * only flag their own record; see `touch`), or moves a page to its class from a class whose tail
  * is much older (slab automove). That policy, the item table's growth, and the page limit that
  * the memory bound leaves after metadata are the StoreRoom's (store-room.ts); the store calls it
- * only on a set's slow path. Reads, the access tick and in-place overwrites stay here. An item
- * leaves by `removeItem` (store-removal.ts: index, LRU, heap, chunk and tallies, counted by
- * reason), which the store's methods call directly.
+ * only on a set's slow path. Reads and the access tick stay here; a write is store-write.ts's
+ * (`put`, and `rewrite` for an overwrite in place), and an item leaves by `removeItem`
+ * (store-removal.ts: index, LRU, heap, chunk and tallies, counted by reason). The store's
+ * methods call both directly.
  *
  * TTL: `ttlMs > 0` expires `ttlMs` after the set (alive at ttl-1 ms, gone at ttl); `0` means no
  * expiry; negative or NaN is invalid. Expiry is an absolute ms time from the injected clock held in
@@ -43,9 +44,8 @@ import {
 import { LruList } from "./lru-list.ts";
 import { IdPin, MIN_STEP, TableShrink } from "./table-shrink.ts";
 import { StoreRoom } from "./store-room.ts";
-import {
-  REMOVE_COLLISION, REMOVE_DELETE, REMOVE_EVICT, REMOVE_EXPIRE_ACTIVE, REMOVE_EXPIRE_LAZY, REMOVE_EXPIRE_READ, REMOVE_REPLACE, removeItem,
-} from "./store-removal.ts";
+import { REMOVE_DELETE, REMOVE_EVICT, REMOVE_EXPIRE_ACTIVE, REMOVE_EXPIRE_LAZY, REMOVE_EXPIRE_READ, removeItem } from "./store-removal.ts";
+import { PUT_FILL, PUT_FILL_COUNTED, PUT_SET, put, rewrite } from "./store-write.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
 import { HEAP_BYTES_PER_ITEM, TtlHeap } from "./ttl-heap.ts";
@@ -62,11 +62,6 @@ export {
   type SetResult, type StoreOptions, type StoreStats,
 };
 
-/** What `put` does: a set (always stored), a fill that counts as an access (LRU-K), a fill whose access was counted. */
-const PUT_SET = 0;
-const PUT_FILL = 1;
-const PUT_FILL_COUNTED = 2;
-
 export class Store {
   readonly capacity: number;
   readonly classes: SizeClasses;
@@ -77,17 +72,18 @@ export class Store {
   readonly index: HashIndex;
   readonly admission: Admission;
   private readonly shrink: TableShrink;
-  /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`; store-removal.ts lowers it). */
+  /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`; store-write.ts and store-removal.ts keep it). */
   negativeItems = 0;
   readonly counters = new StoreCounters();
   readonly clock: () => number;
   readonly hashSeed: number;
   /** classEvictions[c] counts evictions from class c. */
   readonly classEvictions: Float64Array;
-  private tick = 0;
+  /** tick is the logical access tick (`accessTick`; store-write.ts raises it too). */
+  tick = 0;
   /** room makes room for a set: eviction, page moves and releases, table growth (store-room.ts). */
-  private readonly room: StoreRoom;
-  /** chunkBytes and dataBytesUsed: the bytes of the chunks held, and of their keys and values (store-removal.ts lowers them). */
+  readonly room: StoreRoom;
+  /** chunkBytes and dataBytesUsed: the bytes of the chunks held, and of their keys and values (store-write.ts and store-removal.ts keep them). */
   chunkBytes = 0;
   dataBytesUsed = 0;
   private readonly fixedMetaBytes: number;
@@ -177,7 +173,7 @@ export class Store {
     if (this.items.f[id * F_STRIDE + F_EXPIRY]! <= now) return false;
     const cls = this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
     if (cls < 0 || (this.items.w[id * STRIDE + W_CLASS]! & CLASS_MASK) !== cls) return false;
-    this.rewrite(id, cls, keyLen, value, valOff, valLen, ttlMs === 0 ? Infinity : now + ttlMs);
+    rewrite(this, id, cls, keyLen, value, valOff, valLen, ttlMs === 0 ? Infinity : now + ttlMs);
     return true;
   }
 
@@ -240,7 +236,7 @@ export class Store {
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs = 0,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, PUT_SET, 0);
+    return put(this, key, keyOff, keyLen, value, valOff, valLen, ttlMs, PUT_SET, 0);
   }
 
   /**
@@ -250,7 +246,7 @@ export class Store {
    */
   setNegative(key: Uint8Array, keyOff: number, keyLen: number, ttlMs: number): SetResult {
     if (!(ttlMs > 0)) return SET_INVALID_TTL;
-    return this.put(key, keyOff, keyLen, key, 0, 0, ttlMs, PUT_SET, FLAG_NEGATIVE);
+    return put(this, key, keyOff, keyLen, key, 0, 0, ttlMs, PUT_SET, FLAG_NEGATIVE);
   }
 
   /** isNegative tells whether item `id` is a cached "not found". */
@@ -268,7 +264,7 @@ export class Store {
     key: Uint8Array, keyOff: number, keyLen: number,
     value: Uint8Array, valOff: number, valLen: number, ttlMs = 0, counts = true,
   ): SetResult {
-    return this.put(key, keyOff, keyLen, value, valOff, valLen, ttlMs, counts ? PUT_FILL : PUT_FILL_COUNTED, 0);
+    return put(this, key, keyOff, keyLen, value, valOff, valLen, ttlMs, counts ? PUT_FILL : PUT_FILL_COUNTED, 0);
   }
 
   /** noteAccess counts an access of the key in the LRU-K history, for a later `fill` to weigh. */
@@ -391,111 +387,5 @@ export class Store {
     const r = id * STRIDE;
     w[r + W_CLASS] = w[r + W_CLASS]! | FLAG_REFERENCED | FLAG_READ;
     w[r + W_ATIME] = ++this.tick;
-  }
-
-  private put(
-    key: Uint8Array, keyOff: number, keyLen: number,
-    value: Uint8Array, valOff: number, valLen: number, ttlMs: number, how: number, flags: number,
-  ): SetResult {
-    const isFill = how !== PUT_SET;
-    if (!(ttlMs >= 0)) return SET_INVALID_TTL;
-    let cls = keyLen > MAX_KEY_BYTES ? -1 : this.classes.classFor(CHUNK_HEADER + keyLen + valLen);
-    if (cls < 0) {
-      // Refused as invalid before anything changes, like the protocol's own VALUE_TOO_LARGE: the
-      // key keeps its value (unlike a set that fails for memory, below).
-      this.counters.tooLarge++;
-      return SET_TOO_LARGE;
-    }
-    const hash = hashBytes(key, keyOff, keyLen, this.hashSeed);
-    const now = this.clock();
-    const expiry = ttlMs === 0 ? Infinity : now + ttlMs;
-    let id = this.index.find(key, keyOff, keyLen, hash);
-    if (id !== NIL && this.items.expiry(id) <= now) {
-      removeItem(this, id, isFill ? REMOVE_EXPIRE_READ : REMOVE_EXPIRE_LAZY);
-      id = NIL;
-    }
-    if (id === NIL && isFill && !(how === PUT_FILL ? this.admission.offer(hash) : this.admission.admits(hash))) {
-      this.counters.admissionsRejected++;
-      return SET_REJECTED;
-    }
-    if (id !== NIL) {
-      if ((this.items.w[id * STRIDE + W_CLASS]! & CLASS_MASK) === cls) {
-        this.rewrite(id, cls | flags, keyLen, value, valOff, valLen, expiry);
-        return SET_OK;
-      }
-      // A failed set below leaves the key absent, never stale (memcached's rule).
-      removeItem(this, id, REMOVE_REPLACE);
-    } else {
-      // A new key: past MAX_SAME_HASH keys under its hash, one of them goes (an expired one first).
-      // Before the allocation, on purpose. In a full store its id and chunk are what the new item
-      // takes; allocating first would evict a stranger by LRU, then this one all the same. And it
-      // cannot be for a set refused below: allocItem and allocChunk fail only when no item is left
-      // to evict anywhere, and the MAX_SAME_HASH - 1 others of this hash are still here.
-      const crowded = this.index.sameHash(hash, this.tick, now);
-      if (crowded !== NIL) removeItem(this, crowded, this.items.expiry(crowded) <= now ? REMOVE_EXPIRE_LAZY : REMOVE_COLLISION);
-    }
-    id = this.room.allocItem(cls);
-    const page = id === NIL ? NIL : this.room.allocChunk(cls, id, true);
-    if (page === NIL) {
-      if (id !== NIL) this.items.release(id);
-      this.counters.noMemory++;
-      return SET_NO_MEMORY;
-    }
-    cls = this.room.chunkClass; // a larger class than the value's own while its own has no page (allocChunk)
-    if (this.room.moveCredit < this.items.cap) this.room.moveCredit++;
-    const off = this.slab.allocOff;
-    const w = this.items.w;
-    const r = id * STRIDE;
-    w[r + W_PAGE] = page;
-    w[r + W_OFF] = off;
-    w[r + W_VALLEN] = valLen;
-    w[r + W_CLASS] = cls | flags | (keyLen << KEY_SHIFT);
-    w[r + W_ATIME] = ++this.tick;
-    this.items.f[id * F_STRIDE + F_EXPIRY] = Infinity;
-    const bytes = this.slab.pages[page]!;
-    copyBytes(bytes, off + CHUNK_HEADER, key, keyOff, keyLen);
-    copyBytes(bytes, off + CHUNK_HEADER + keyLen, value, valOff, valLen);
-    this.index.insert(id, hash);
-    this.lru.pushHead(cls, id);
-    this.setExpiry(id, expiry);
-    this.chunkBytes += this.classes.sizes[cls]!;
-    this.dataBytesUsed += keyLen + valLen;
-    if ((flags & FLAG_NEGATIVE) !== 0) this.negativeItems++;
-    this.counters.sets++;
-    return SET_OK;
-  }
-
-  /**
-   * rewrite overwrites live item `id`'s value in place (the new size is in its chunk's class).
-   * The write counts as a use the way a read does (`touch`: flagged, not moved; `settleTail`
-   * in store-room.ts gives it its second chance), so an overwrite touches no other item's record.
-   */
-  private rewrite(id: ItemId, clsAndFlags: number, keyLen: number, value: Uint8Array, valOff: number, valLen: number, expiry: number): void {
-    const w = this.items.w;
-    const r = id * STRIDE;
-    const negative = clsAndFlags & FLAG_NEGATIVE;
-    if ((w[r + W_CLASS]! & FLAG_NEGATIVE) !== negative) this.negativeItems += negative !== 0 ? 1 : -1;
-    w[r + W_CLASS] = clsAndFlags | FLAG_REFERENCED | (keyLen << KEY_SHIFT);
-    copyBytes(this.slab.pages[w[r + W_PAGE]!]!, w[r + W_OFF]! + CHUNK_HEADER + keyLen, value, valOff, valLen);
-    this.dataBytesUsed += valLen - w[r + W_VALLEN]!;
-    w[r + W_VALLEN] = valLen;
-    this.setExpiry(id, expiry);
-    w[r + W_ATIME] = ++this.tick;
-    this.counters.sets++;
-  }
-
-  private setExpiry(id: ItemId, expiry: number): void {
-    const f = this.items.f;
-    const at = id * F_STRIDE + F_EXPIRY;
-    const old = f[at]!;
-    f[at] = expiry;
-    const inHeap = this.heap.has(id);
-    if (expiry === Infinity) {
-      if (inHeap) this.heap.remove(id);
-    } else if (inHeap) {
-      this.heap.update(id, old);
-    } else {
-      this.heap.push(id);
-    }
   }
 }
