@@ -25,13 +25,15 @@
  * TTL: `ttlMs > 0` expires `ttlMs` after the set (alive at ttl-1 ms, gone at ttl); `0` means no
  * expiry; negative or NaN is invalid. Expiry is an absolute ms time from the injected clock held in
  * a float64, so TTLs beyond 2^31 ms and up to 2^63-1 work (no `setTimeout` anywhere). Reads check
- * expiry (lazy); `expire(now, budget)` pops due items from the heap (active).
+ * expiry (lazy); `expire(now, budget)` pops due items from the heap (active) and gives the rest of
+ * its budget to the table shrink (store-tick.ts).
  *
  * Item ids and views: `get` returns an item id; it stays valid until the next call that can remove
  * or move items (`set`, `fill`, `delete`, `clear`, `expire`, or a `get` of the same key after it
  * expired). Read the value with `valueLength`/`copyValue` (no allocation) or `valueView` (a view
  * into the slab, same validity: copy it if you keep it). Only `expire` gives items other ids (when
- * it shrinks the table), and between `pinIds` and `unpinIds` only items at ids the walk has passed.
+ * it shrinks the table), and between `pinIds` and `unpinIds` only items at ids the walk has passed
+ * (store-tick.ts).
  */
 import { Admission } from "./admission.ts";
 import { copyBytes } from "../bytes/bytes.ts";
@@ -42,9 +44,10 @@ import {
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
-import { IdPin, MIN_STEP, TableShrink } from "./table-shrink.ts";
+import { type IdPin, TableShrink } from "./table-shrink.ts";
+import { expireDue, pinWalk, unpinWalk } from "./store-tick.ts";
 import { StoreRoom } from "./store-room.ts";
-import { REMOVE_DELETE, REMOVE_EVICT, REMOVE_EXPIRE_ACTIVE, REMOVE_EXPIRE_LAZY, REMOVE_EXPIRE_READ, removeItem } from "./store-removal.ts";
+import { REMOVE_DELETE, REMOVE_EVICT, REMOVE_EXPIRE_LAZY, REMOVE_EXPIRE_READ, removeItem } from "./store-removal.ts";
 import { PUT_FILL, PUT_FILL_COUNTED, PUT_SET, put, rewrite } from "./store-write.ts";
 import { SizeClasses } from "./size-classes.ts";
 import { CHUNK_HEADER, SlabAllocator } from "./slab-allocator.ts";
@@ -71,7 +74,7 @@ export class Store {
   readonly heap: TtlHeap;
   readonly index: HashIndex;
   readonly admission: Admission;
-  private readonly shrink: TableShrink;
+  readonly shrink: TableShrink;
   /** negativeItems counts the live items flagged FLAG_NEGATIVE (`negatives`; store-write.ts and store-removal.ts keep it). */
   negativeItems = 0;
   readonly counters = new StoreCounters();
@@ -305,41 +308,21 @@ export class Store {
   }
 
   /**
-   * expire removes up to `budget` items whose expiry is <= now, and returns how many it removed.
-   * What is left of the budget, and MIN_STEP at least, goes to shrinking the item table when
-   * most of its ids are free (table-shrink.ts: it may move items to other ids).
+   * expire removes up to `budget` items whose expiry is <= now, and returns how many it removed;
+   * the rest of the budget goes to shrinking the item table (expireDue, store-tick.ts).
    */
   expire(now: number, budget: number): number {
-    let n = 0;
-    while (n < budget && this.heap.size > 0 && this.heap.minExpiry() <= now) {
-      removeItem(this, this.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
-      n++;
-    }
-    if (this.shrink.step(Math.max(budget - n, MIN_STEP))) {
-      if (this.room.moveCredit > this.items.cap) this.room.moveCredit = this.items.cap;
-      this.room.updatePageLimit();
-      this.counters.tableShrinks++;
-    }
-    return n;
+    return expireDue(this, now, budget);
   }
 
-  /**
-   * pinIds keeps every item at its id until the matching `unpinIds`, for a walk over the ids in
-   * increasing order that spans turns (a snapshot, a ring purge): items are still added and
-   * removed, but none moves from an id the walk has not passed (`IdPin.passed`, which the walk
-   * moves up as it goes: a shrink of the table moves items only from ids every walk has passed).
-   */
+  /** pinIds keeps every item at its id until the matching `unpinIds`, for a walk over the ids (pinWalk, store-tick.ts). */
   pinIds(): IdPin {
-    const pin = new IdPin();
-    this.shrink.pins.push(pin);
-    return pin;
+    return pinWalk(this);
   }
 
   /** unpinIds ends the walk `pinIds` began. */
   unpinIds(pin: IdPin): void {
-    const pins = this.shrink.pins;
-    const i = pins.indexOf(pin);
-    if (i >= 0) pins.splice(i, 1);
+    unpinWalk(this, pin);
   }
 
   /** size is the number of items held (expired ones not yet removed included). */

@@ -1,0 +1,55 @@
+/**
+ * The store's upkeep between requests, and the walks over its item ids that hold part of it back.
+ *
+ * `expireDue` is the active-expiry tick (Store.expire, from the server's expiry timer): due items
+ * popped from the TTL heap, then the rest of the budget to the item table's shrink
+ * (table-shrink.ts), which may move items to other ids. `pinWalk` and `unpinWalk` (Store.pinIds,
+ * Store.unpinIds) bracket a walk over the ids that spans turns (a snapshot, a ring purge), so that
+ * shrink moves no item from an id the walk has not passed.
+ *
+ * Neither is on a request's path: the store's methods hand them the store, as stats() hands it
+ * to storeStats.
+ */
+import { REMOVE_EXPIRE_ACTIVE, removeItem } from "./store-removal.ts";
+import type { Store } from "./store.ts";
+import { IdPin, MIN_STEP } from "./table-shrink.ts";
+
+/**
+ * expireDue (Store.expire) removes up to `budget` items whose expiry is <= now, and returns how
+ * many it removed.
+ * What is left of the budget, and MIN_STEP at least, goes to shrinking the item table when
+ * most of its ids are free (table-shrink.ts: it may move items to other ids).
+ */
+export function expireDue(store: Store, now: number, budget: number): number {
+  let n = 0;
+  while (n < budget && store.heap.size > 0 && store.heap.minExpiry() <= now) {
+    removeItem(store, store.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
+    n++;
+  }
+  if (store.shrink.step(Math.max(budget - n, MIN_STEP))) {
+    if (store.room.moveCredit > store.items.cap) store.room.moveCredit = store.items.cap;
+    store.room.updatePageLimit();
+    store.counters.tableShrinks++;
+  }
+  return n;
+}
+
+/**
+ * pinWalk (Store.pinIds) keeps every item at its id until the matching `unpinWalk`, for a walk
+ * over the ids in increasing order that spans turns (a snapshot, a ring purge): items are still
+ * added and removed, but none moves from an id the walk has not passed (`IdPin.passed`, which
+ * the walk moves up as it goes: a shrink of the table moves items only from ids every walk has
+ * passed).
+ */
+export function pinWalk(store: Store): IdPin {
+  const pin = new IdPin();
+  store.shrink.pins.push(pin);
+  return pin;
+}
+
+/** unpinWalk (Store.unpinIds) ends the walk `pinWalk` began. */
+export function unpinWalk(store: Store, pin: IdPin): void {
+  const pins = store.shrink.pins;
+  const i = pins.indexOf(pin);
+  if (i >= 0) pins.splice(i, 1);
+}
