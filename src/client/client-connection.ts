@@ -33,7 +33,8 @@
 // Its parts: the Dialer (dialer.ts) makes the connect attempts and keeps the backoff; FirstCalls
 // (first-calls.ts) sends the Auth and intro PeerPing each new socket starts with, and reads their
 // replies; CallTimeouts (call-timeouts.ts) times out the calls, and keeps the late waits of
-// PeerGets that load, at each of the client's sweeps.
+// PeerGets that load, at each of the client's sweeps; failAll (fail-all.ts) fails every call on
+// it at once, when its socket is lost, when the node refuses it, and at close().
 
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
@@ -47,7 +48,8 @@ import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from 
 import type { Endpoint } from "./client-options.ts";
 import type { PeerHealth } from "./peer-health.ts";
 import { replyError, strayException, unavailable } from "./results.ts";
-import { report, settleError, settleReply } from "./callbacks.ts";
+import { report, settleReply } from "./callbacks.ts";
+import { failAll } from "./fail-all.ts";
 import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
 import { CallTimeouts } from "./call-timeouts.ts";
 import { FirstCalls, isFirstCall } from "./first-calls.ts";
@@ -111,7 +113,7 @@ export class ClientConnection {
 
   constructor(
     private readonly endpoint: Endpoint,
-    private readonly health: PeerHealth,
+    readonly health: PeerHealth,
   ) {
     this.replies = new ReplyReader(endpoint.limits);
     this.frames = new FrameReader(endpoint.limits);
@@ -268,7 +270,7 @@ export class ClientConnection {
       // wrong; the calls meanwhile are answered with it at once: `refusedNow`).
       if (first && (e.code === ERROR_CODE.OVERLOADED || e.code === ERROR_CODE.UNAUTHORIZED)) this.refusal = e;
       this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
-      this.failAll(e);
+      failAll(this, e);
       return;
     }
     const slot = p.find(r.seqid);
@@ -368,41 +370,9 @@ export class ClientConnection {
       // Not a failure: the next call reconnects at once.
       this.dialer.clearBackoff();
     }
-    this.failAll(refusal ?? unavailable(reason));
+    failAll(this, refusal ?? unavailable(reason));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();
-  }
-
-  /**
-   * failAll fails every call in flight with `error` and empties the output buffer. Calls issued
-   * by the callbacks it runs are kept (they are queued after the snapshot).
-   */
-  private failAll(error: CacheError): void {
-    const p = this.pending;
-    this.calls.out.reset();
-    if (p.abandoned > 0) {
-      for (let s = 0; s < p.slotCount; s++) if (p.state[s] === SLOT_ABANDONED) p.release(s);
-    }
-    // The calls in flight now: the WAITING ones up to `last`, and every LATE one (a callback never
-    // adds to those). Calls the callbacks make are queued after them, for a new connection.
-    const last = p.tail;
-    while (p.lateHead >= 0) {
-      const slot = p.lateHead;
-      const forward = p.forward[slot]!;
-      const waiter = p.waiter[slot]!;
-      p.release(slot);
-      this.health.counters.errors++;
-      settleError(forward, waiter, error);
-    }
-    while (last >= 0 && p.head >= 0) {
-      const slot = p.head;
-      const forward = p.forward[slot]!;
-      const waiter = p.waiter[slot]!;
-      p.release(slot);
-      if (!this.settledPing(slot)) this.health.counters.errors++;
-      settleError(forward, waiter, error);
-      if (slot === last) break;
-    }
   }
 
   /** close fails every call with PEER_UNAVAILABLE "client closed" and ends the socket. */
@@ -410,7 +380,7 @@ export class ClientConnection {
     const socket = this.socket;
     this.state = CONN_CLOSED;
     this.dialer.close();
-    this.failAll(unavailable("client closed"));
+    failAll(this, unavailable("client closed"));
     if (socket === null) return Promise.resolve();
     const closed = new Promise<void>((resolve) => {
       this.closedWaiters.push(resolve);
