@@ -18,38 +18,38 @@
 //  - reply to an abandoned (timed-out) call → dropped, slot freed;
 //  - a ProtocolError (bad frame, garbage, nesting too deep, unknown seqid, …) → the connection
 //    is closed, every call on it fails with PEER_UNAVAILABLE, and the next call reconnects.
-// Backoff: after a failed connect, a lost connection, or one the peer refused (a node at its
-// connection limit answers the first call OVERLOADED and closes; `refusal` tells how that is told
-// from its other OVERLOADEDs) the next attempt waits BACKOFF_BASE_MS, doubling per consecutive
-// failure up to BACKOFF_MAX_MS; any other reply resets it (a node that refuses our auth token is
-// treated the same way, its calls answered UNAUTHORIZED). A refusal is not a failure of the peer (it is up and answering): the calls on
-// the connection fail with its OVERLOADED, and the peer is not counted toward down. A connection
-// backing off is not `usable` (the client gives its calls to the others) until it has served a
-// reply again: once its backoff has passed, the client's next call also sends a PeerPing on it
-// (`revive`, PeerPings), so it reconnects without risking a call of the application. A revival
-// that fails only backs off more: it is not counted toward marking the peer down, nor as an error
-// (down detection is the application's calls' and the down-peer probe's).
+// Backoff: after a failed connect, a lost connection, or one the node refused (refusals.ts says
+// how a refusal is told, and which ends of a socket are which) the next attempt waits, longer per
+// failure in a row (the Dialer's); a reply the node serves resets it. A connection backing off is
+// not `usable` (the client gives its calls to the others) until it has served a reply again: once
+// its backoff has passed, the client's next call also sends a PeerPing on it (`revive`,
+// PeerPings), so it reconnects without risking a call of the application. A revival that fails
+// only backs off more: it is not counted toward marking the peer down, nor as an error (down
+// detection is the application's calls' and the down-peer probe's).
 //
 // Its parts: the Dialer (dialer.ts) makes the connect attempts and keeps the backoff; FirstCalls
 // (first-calls.ts) sends the Auth and intro PeerPing each new socket starts with, and reads their
 // replies; CallTimeouts (call-timeouts.ts) times out the calls, and keeps the late waits of
-// PeerGets that load, at each of the client's sweeps; failAll (fail-all.ts) fails every call on
-// it at once, when its socket is lost, when the node refuses it, and at close().
+// PeerGets that load, at each of the client's sweeps; refusals.ts tells the node's refusal of the
+// connection and judges the end of its socket (back off or not, count the peer down or not);
+// failAll (fail-all.ts) fails every call on it at once, when its socket is lost, when the node
+// refuses it, and at close().
 
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";
 import { hostPort } from "../bytes/bytes.ts";
-import { CacheError, ERROR_CODE, ProtocolError, TOO_MANY_CONNECTIONS, protocolError } from "../protocol/errors.ts";
+import { CacheError, ERROR_CODE, ProtocolError, protocolError } from "../protocol/errors.ts";
 import { FrameReader } from "../protocol/frame-reader.ts";
-import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
+import { REPLY_OK, ReplyReader } from "../protocol/reply-reader.ts";
 import { METHOD_PEER_PING } from "../protocol/request.ts";
 import { MESSAGE_EXCEPTION, TRANSPORT_FRAMED } from "../protocol/wire.ts";
 import { type ForwardCallback, PendingCalls, SLOT_ABANDONED, type Waiter } from "./pending-calls.ts";
 import type { Endpoint } from "./client-options.ts";
 import type { PeerHealth } from "./peer-health.ts";
-import { replyError, strayException, unavailable } from "./results.ts";
+import { strayException, unavailable } from "./results.ts";
 import { report, settleReply } from "./callbacks.ts";
 import { failAll } from "./fail-all.ts";
+import { callRefused, firstCallFailed, judgeLoss } from "./refusals.ts";
 import { CONN_CLOSED, CONN_IDLE, CONN_OPEN, Dialer } from "./dialer.ts";
 import { CallTimeouts } from "./call-timeouts.ts";
 import { FirstCalls, isFirstCall } from "./first-calls.ts";
@@ -85,29 +85,17 @@ export class ClientConnection {
    * served: this connection, since it opened, answered a call other than its Auth and intro
    * PeerPing (a revival ping counts) with something other than the node's refusal of it
    * (`refusal`). A close without it (a node at its connection limit answers OVERLOADED and
-   * closes) is a failure to back off from, even with no call in flight.
+   * closes) is a failure to back off from, even with no call in flight (refusals.ts).
    */
-  private served = false;
+  served = false;
   /** revivalSlot: the slot of this connection's revival ping while it is in flight (`revive`; read by CallTimeouts.sweep), else -1. */
   revivalSlot = -1;
   /**
    * refusal: the connection-limit OVERLOADED, or the UNAUTHORIZED of a wrong token, this
-   * connection got before it served anything, if any. A node refuses a connection over its
-   * --max-connections by answering the first request on it OVERLOADED (before it looks whether
-   * that is an Auth) and closing it: one reply, to the first request, then the close (so since
-   * the limit came, f98fbe2). The refusal is told by where it stands, not by its text:
-   *  - an OVERLOADED that is the connection's first reply and answers our Auth or intro PeerPing
-   *    (calls a node refuses OVERLOADED for no other reason) is one, whatever it says;
-   *  - an OVERLOADED after any reply is not, whatever it says: the node took the connection. (A
-   *    forwarding node passes on its owner's refusal of its own connection, "too many
-   *    connections" and all: that was taken for the node refusing ours.)
-   * A client that sends neither first call (no token, no sender) has only the application's
-   * calls, which a node also refuses OVERLOADED for load (--max-loads, a full loader queue): there
-   * the first reply must also say TOO_MANY_CONNECTIONS. A refusal relayed as the very first reply
-   * of such a connection still reads as one; it costs a backoff only if the node then closes the
-   * connection before answering anything else.
+   * connection got before it served anything, if any: the node's refusal of it, told by where it
+   * stands, not by its text (refusals.ts).
    */
-  private refusal: CacheError | null = null;
+  refusal: CacheError | null = null;
   /** answered: a reply, of any kind (first calls included), came on this socket. */
   private answered = false;
 
@@ -262,15 +250,7 @@ export class ClientConnection {
     this.answered = true;
     if (isFirstCall(r.seqid)) {
       const e = this.first.onReply(r); // (the Auth or intro PeerPing: first-calls.ts)
-      if (e === null) return;
-      // The node refused the token, or answered the Auth with something else (OVERLOADED at its
-      // connection limit, whatever its words): the calls waiting on this connection get that
-      // answer. Either is a refusal of the connection by a node that is up: not counted toward
-      // marking it down, and the connection backs off before it tries again (a wrong token stays
-      // wrong; the calls meanwhile are answered with it at once: `refusedNow`).
-      if (first && (e.code === ERROR_CODE.OVERLOADED || e.code === ERROR_CODE.UNAUTHORIZED)) this.refusal = e;
-      this.health.succeeded(); // the node is up and answering (as for the same refusal of a call)
-      failAll(this, e);
+      if (e !== null) firstCallFailed(this, e, first); // (the node's refusal of the connection, or another error: refusals.ts)
       return;
     }
     const slot = p.find(r.seqid);
@@ -284,13 +264,9 @@ export class ClientConnection {
     this.timeouts.replied = true;
     const method = p.method[slot]!;
     r.readResult(method, p.entries[slot]!);
-    // The node refusing the connection (at its connection limit) has not served it: that neither
-    // ends a backoff nor makes the close that follows an idle one (the late reply of a timed-out
-    // call included). With no first call sent, its refusal is the first reply, with its text
-    // (`refusal`); any other reply is the node serving the connection.
-    const refusal = first && r.outcome === REPLY_CACHE_ERROR && r.errorCode === ERROR_CODE.OVERLOADED ? replyError(method, r) : null;
-    if (refusal === null || refusal.message !== TOO_MANY_CONNECTIONS) this.markServed();
-    else this.refusal = refusal;
+    // With no first call sent, the node's refusal of the connection is its first reply, with its
+    // text (`callRefused`, refusals.ts); any other reply is the node serving the connection.
+    if (!first || !callRefused(this, method, r)) this.markServed();
     if (p.state[slot] === SLOT_ABANDONED) {
       p.release(slot); // the late reply of a timed-out call
       this.health.succeeded();
@@ -315,11 +291,6 @@ export class ClientConnection {
     else if (slot === this.timeouts.livenessSlot) this.timeouts.livenessSlot = -1;
     else return false;
     return true;
-  }
-
-  /** revivalOnly tells whether the revival ping is the only call on this connection. */
-  private revivalOnly(): boolean {
-    return this.revivalSlot >= 0 && this.pending.inFlight === 1;
   }
 
   private markServed(): void {
@@ -351,26 +322,11 @@ export class ClientConnection {
     this.waitingDrain = false;
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
-    // A failure of the peer: a connect that did not succeed, or a connection lost with calls on
-    // it. A connection closed before it served anything is not one, but the next connect backs
-    // off all the same; when the peer said why (a node at its connection limit answers the first
-    // call OVERLOADED and closes), the calls still on it get that answer. An open connection that
-    // served calls and that the peer then closed while idle (its idle timeout) is neither: the
-    // next call reconnects at once.
+    // A failure of the peer, the node's refusal, or neither: what that means for the backoff,
+    // the peer's health and the calls' error is refusals.ts' (judgeLoss).
     const open = this.state === CONN_OPEN;
-    const refused = failure && open && !this.served;
-    const refusal = refused ? this.refusal : null;
-    this.refusal = refusal; // kept while backing off (refusedNow); gone once a failure replaces it
-    const failed = failure && refusal === null && (!open || this.pending.inFlight > 0);
     this.state = CONN_IDLE;
-    if (failed || refused) {
-      this.dialer.backOff();
-      if (failed && countsTowardDown && !this.revivalOnly()) this.health.failed(reason);
-    } else {
-      // Not a failure: the next call reconnects at once.
-      this.dialer.clearBackoff();
-    }
-    failAll(this, refusal ?? unavailable(reason));
+    failAll(this, judgeLoss(this, open, reason, failure, countsTowardDown));
     // Calls issued by the callbacks above are queued for a new connection.
     if (this.pending.inFlight > 0) this.kick();
   }

@@ -17,7 +17,8 @@
 //
 // Backoff: `backOff` counts one more failure in a row and puts the next attempt off by
 // BACKOFF_BASE_MS, doubling per failure up to BACKOFF_MAX_MS; `clearBackoff` forgets them. Which
-// events back off, and what a connection backing off does, is the connection's (its header).
+// events back off is refusals.ts' (judgeLoss); what a connection backing off does, the
+// connection's (its header).
 
 import type { Socket, SocketHandler } from "bun";
 import { hostPort } from "../bytes/bytes.ts";

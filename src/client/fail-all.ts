@@ -1,6 +1,6 @@
 // failAll: a ClientConnection's calls failed all at once: when its socket is lost (`lost`), when
-// the node refuses the connection in answer to its Auth or intro PeerPing (`onReply`), and at
-// close(). Every call in flight settles with the one error, through its forward callback or
+// the node answers its Auth or intro PeerPing with an error (firstCallFailed, refusals.ts), and
+// at close(). Every call in flight settles with the one error, through its forward callback or
 // waiter (callbacks.ts); the abandoned slots (timed-out calls still owed a late reply) are freed;
 // and the output buffer is emptied, as every byte in it belongs to a call in `pending` (the
 // connection's invariant). The calls a callback makes meanwhile are not failed: they stay queued,

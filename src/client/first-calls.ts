@@ -5,7 +5,8 @@
 // always > 0), so its reply needs no pending slot; a bit per call (`firstCalls`) says which are
 // still unanswered, and a reply to one that was not sent, or a second reply, is a protocol fault.
 // A node that refuses the connection answers the first of them: the refusal goes back to the
-// connection (`onReply`), which fails its calls with it and backs off (its header).
+// connection (`onReply`), which fails its calls with it and backs off (firstCallFailed,
+// refusals.ts).
 
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { CallWriter } from "../protocol/call-writer.ts";

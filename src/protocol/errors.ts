@@ -74,7 +74,7 @@ export const NOT_FOUND_MESSAGE = "key not found";
  * TOO_MANY_CONNECTIONS is the message of the OVERLOADED a node answers to the first call of a
  * connection over its --max-connections, before closing it. A client reads a refusal of the
  * connection, not the node failing, by where that answer stands; the text counts only for a
- * client that sends no Auth or intro PeerPing first (ClientConnection's `refusal`).
+ * client that sends no Auth or intro PeerPing first (callRefused, src/client/refusals.ts).
  */
 export const TOO_MANY_CONNECTIONS = "too many connections";
 
