@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, apacheClient, startNode, types } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 function sample(text: string, name: string, labels: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`) || (labels === "" && l.startsWith(`${name} `)));
@@ -38,8 +39,10 @@ test("requests, errors and durations reach /metrics", async () => {
 test("graceful shutdown: /healthz answers 503 while an in-flight request finishes, and it is answered", async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
+  let parked = false;
   const node = startNode({ adminPort: 0, groups: [{ name: "slow", ttlMs: 0 }] }, {
     loaders: { slow: async (key) => {
+      parked = true;
       await gate;
       return `late ${key}`;
     } },
@@ -47,7 +50,7 @@ test("graceful shutdown: /healthz answers 503 while an in-flight request finishe
   const admin = `http://127.0.0.1:${node.admin!.port}`;
   const { client, close } = await apacheClient(node.port);
   const inFlight = client.Get(new types.Request({ group: "slow", key: "k" }));
-  await Bun.sleep(20); // the request is parked on its load
+  await waitUntil(() => parked, "the request to be parked on its load");
   const closing = node.close();
   expect((await fetch(`${admin}/healthz`)).status).toBe(503);
   release();
