@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, OverlapLoader, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 
@@ -28,7 +29,7 @@ describe("GetMulti loads", () => {
     try {
       const keys = keyRange(20, 32); // `slow` sleeps its key in ms: 12 loads of 20-31 ms, ~300 ms one at a time
       const multi = a.client.GetMulti(new types.GetMultiRequest({ group: "slow", keys }));
-      await Bun.sleep(40); // the GetMulti's loads are under way
+      await waitUntil(() => node.pool!.counters.submitted > 0, "the GetMulti's loads to be under way");
       const other = await b.client.Get(new types.Request({ group: "slow", key: "5" }));
       expect(other.value.toString()).toBe("slept 5");
       const got = (await multi).values as Map<string, Buffer> | Record<string, Buffer>;
@@ -49,7 +50,7 @@ describe("GetMulti loads", () => {
     try {
       // Four other clients' loads take four places (100 ms each, one after another).
       const busy = others.map((c, n) => c.client.Get(new types.Request({ group: "slow", key: `${100 + n}` })));
-      await Bun.sleep(20);
+      await waitUntil(() => node.pool!.counters.submitted === 4, "the four other loads to take their places");
       // The GetMulti's first two loads take the last two places; its third is refused, and it is
       // tried again once one of the first two ends (before, the whole GetMulti failed at once).
       const keys = keyRange(30, 35);

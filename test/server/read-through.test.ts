@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MSG, concat } from "../protocol/wire-builder.ts";
 import { LogSink, RawSocket, apacheClient, cacheErrorCode, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");
@@ -100,15 +101,17 @@ describe("read-through over the wire", () => {
   test("a GetMulti that loads answers the keys it found as of its lookup, even if they are gone by the time the loads end", async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
+    const loading: string[] = [];
     await using node = CacheNode.start({ port: 0, groups: [{ name: "v", ttlMs: 0, admission: "always" }] }, {
       logger: new LogSink().logger,
-      loaders: { v: async (key) => (await gate, `loaded ${key}`) },
+      loaders: { v: async (key) => (loading.push(key), await gate, `loaded ${key}`) },
     });
     const raw = await RawSocket.connect(node.port);
     raw.write(setCall(1, "hit", new TextEncoder().encode("stored"), "v"));
     await raw.waitFor(() => raw.frames().length === 1, "set reply");
     raw.write(getMultiCall(2, "v", [new TextEncoder().encode("hit"), new TextEncoder().encode("miss")]));
-    await Bun.sleep(20); // the lookup is done, the load of "miss" waits at the gate
+    await waitUntil(() => loading.length === 1, "the load of \"miss\""); // the lookup is done, the load of "miss" waits at the gate
+    expect(loading).toEqual(["miss"]);
     const other = await RawSocket.connect(node.port);
     other.write(deleteCall(3, "hit", "v")); // gone before the GetMulti answers (as an eviction would be)
     await other.waitFor(() => other.frames().length === 1, "delete reply");
