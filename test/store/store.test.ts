@@ -704,6 +704,7 @@ describe("Store memory bound, every array counted", () => {
       for (const v of Object.values(o as Record<string, unknown>)) walk(v, depth + 1);
     };
     walk(store, 0);
+    expect(held).toBeGreaterThanOrEqual(s.pageBytes); // the walk reached the pages, at least (found nothing, the bound below would hold vacuously)
     expect(held).toBeLessThanOrEqual(s.capacity);
     expect(s.pageBytes + s.metaBytes).toBeLessThanOrEqual(s.capacity);
   });
