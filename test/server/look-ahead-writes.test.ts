@@ -38,7 +38,7 @@ for (const how of ["fast-path raw Set ttl=1s", "general-path CacheClient Set ttl
     open.push(n);
     const raw = await RawSocket.connect(n.port);
     raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "K")]));
-    await Bun.sleep(100); // K loaded ahead (v1) and stored
+    await until(() => n.groups.byName("default")!.store.has(utf8.encode("K"))); // K loaded ahead (v1) and stored
     db.set("K", "v2");
     if (how.startsWith("fast")) {
       const w = await RawSocket.connect(n.port);
@@ -76,7 +76,7 @@ test.each([["v1", "v1"], ["not found", undefined]] as const)("a key loaded ahead
   await w.set("default", "J", "v1"); // J cached: not loaded ahead
   const raw = await RawSocket.connect(n.port);
   raw.write(new Uint8Array([...getCall(1, "slow"), ...getCall(2, "J"), ...getCall(3, "K")]));
-  await Bun.sleep(80); // K loaded ahead, kept
+  await until(() => loads === 2); // K loaded ahead (after "slow"; J is cached), kept
   db.set("K", "v2");
   await w.delete("default", "K"); // cache-aside: K updated and invalidated first...
   db.set("J", "v2");
