@@ -9,7 +9,8 @@
 import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { keysOf, startMembers } from "../support/cluster-members.ts";
+import { keysOf, leasesHeld, startMembers } from "../support/cluster-members.ts";
+import { waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, getMultiCall } from "../server/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
@@ -28,7 +29,7 @@ test("GetMulti K then Get K on one connection: the Get must not be older than th
   };
   const m = startMembers(2, open, { peerTimeoutMs: 2000 }, () => ({ default: loader }));
   const [a, b] = m.nodes as [CacheNode, CacheNode];
-  await Bun.sleep(50);
+  await leasesHeld(m.nodes, m.ids); // (an answer fetched ahead is used only under the owner's lease)
   const slow = keysOf(a, m.ids[0]!, "slow", 1)[0]!; // owned by A: its load parks the connection
   const k = keysOf(a, m.ids[1]!, "k", 1)[0]!; // owned by B
   const writer = new CacheClient({ host: "127.0.0.1", port: b.port, timeoutMs: 2000 });
@@ -36,8 +37,10 @@ test("GetMulti K then Get K on one connection: the Get must not be older than th
   await writer.set("default", k, "v1");
 
   const raw = await RawSocket.connect(a.port);
+  const servedByB = b.groups.byName("default")!.counters.gets;
   raw.write(new Uint8Array([...getCall(1, slow), ...getMultiCall(2, "default", [utf8.encode(k)]), ...getCall(3, k)]));
-  await Bun.sleep(80); // Get 3 is forwarded ahead now, while Get 1 loads
+  // Get 3 is forwarded ahead now, while Get 1 loads, and B has answered it (v1).
+  await waitUntil(() => a.cluster!.counters.prefetchesSent > 0 && b.groups.byName("default")!.counters.gets > servedByB, "Get 3 forwarded ahead and answered");
   await writer.set("default", k, "v2"); // acknowledged before Get 2 and Get 3 are served
   await raw.waitFor(() => raw.frames().length === 3, "replies");
   const { replies } = readReplies(raw.received, "framed");
@@ -58,8 +61,8 @@ test("Get J (new) then Get K (old) though K was written before J", async () => {
     return `L:${key}`;
   };
   const m = startMembers(2, open, { peerTimeoutMs: 2000 }, () => ({ default: loader }));
-  const a = m.nodes[0]!;
-  await Bun.sleep(50);
+  const [a, b] = m.nodes as [CacheNode, CacheNode];
+  await leasesHeld(m.nodes, m.ids); // (an answer fetched ahead is used only under the owner's lease)
   const slow = keysOf(a, m.ids[0]!, "slow", 1)[0]!;
   const j = keysOf(a, m.ids[0]!, "j", 1)[0]!; // owned by A, held: not started ahead, read at its turn
   const k = keysOf(a, m.ids[1]!, "k", 1)[0]!; // owned by B: forwarded ahead
@@ -68,8 +71,9 @@ test("Get J (new) then Get K (old) though K was written before J", async () => {
   await w.set("default", k, "v1");
   await w.set("default", j, "v1");
   const raw = await RawSocket.connect(a.port);
+  const servedByB = b.groups.byName("default")!.counters.gets;
   raw.write(new Uint8Array([...getCall(1, slow), ...getCall(2, j), ...getCall(3, k)]));
-  await Bun.sleep(80);
+  await waitUntil(() => a.cluster!.counters.prefetchesSent > 0 && b.groups.byName("default")!.counters.gets > servedByB, "Get 3 forwarded ahead and answered");
   await w.set("default", k, "v2"); // K first...
   await w.set("default", j, "v2"); // ...then J
   await raw.waitFor(() => raw.frames().length === 3, "replies");
