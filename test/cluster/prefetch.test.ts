@@ -9,6 +9,7 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
 import { leasesHeld } from "../support/cluster-members.ts";
+import { waitUntil } from "../support/gates.ts";
 import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
 import { Prefetches } from "../../src/server/prefetch.ts";
 import { T } from "../protocol/wire-builder.ts";
@@ -197,13 +198,14 @@ describe("answers fetched ahead and the mirror", () => {
     const [fills, used] = [c.mirrorFills, c.prefetchesUsed];
     // cold waits for A's loader; key is fetched ahead from B and its answer kept meanwhile.
     const raw = await RawSocket.connect(a.port);
+    const servedByB = b.groups.byName("default")!.counters.gets;
     raw.write(concat([getCall(1, cold), getCall(2, key)]));
-    const deadline = Date.now() + 5000;
-    while (c.prefetchesSent === 0 && Date.now() < deadline) await Bun.sleep(5);
-    await Bun.sleep(30); // (its answer comes at once: B has key)
+    // (B's answer comes at once: B has key.) Had nothing been fetched ahead, the checks below
+    // would pass all the same: they would not test a kept answer.
+    await waitUntil(() => c.prefetchesSent === 1 && b.groups.byName("default")!.counters.gets > servedByB, "key fetched ahead from B and answered");
     const heard = c.invalidationsReceived;
     await viaB.set("default", key, "v2"); // B tells A: the kept v1 must not become A's mirror copy
-    while (c.invalidationsReceived === heard && Date.now() < deadline) await Bun.sleep(5);
+    await waitUntil(() => c.invalidationsReceived > heard, "B's invalidation of key");
     release();
     await raw.waitFor(() => raw.frames().length === 2, "both replies");
     // The write was acknowledged before the Get's turn, and an earlier request on the connection
