@@ -20,6 +20,8 @@ import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { LogSink, deleteCall, getCall, setCall } from "../server/support.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 import { freePorts } from "../support/node-process.ts";
+import { waitUntil } from "../support/gates.ts";
+import { leasesHeld } from "../support/cluster-members.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
@@ -35,7 +37,7 @@ function client(port: number): CacheClient {
 }
 
 /** pair starts two members with `loader` on group "g" (no TTL, LRU-K mirror) and finds a key node 1 owns. */
-function pair(loader: Loader): { a: CacheNode; b: CacheNode; key: string } {
+function pair(loader: Loader): { a: CacheNode; b: CacheNode; ids: string[]; key: string } {
   const ports = freePorts(2);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
   const [a, b] = ports.map((port) => {
@@ -49,7 +51,7 @@ function pair(loader: Loader): { a: CacheNode; b: CacheNode; key: string } {
   const ring = a.cluster!.ring;
   let key = "";
   for (let i = 0; key === ""; i++) if (ring.owner(new TextEncoder().encode(`k${i}`)) === ids[1]) key = `k${i}`;
-  return { a, b, key };
+  return { a, b, ids, key };
 }
 
 /**
@@ -61,11 +63,14 @@ describe("mirror fills that race a delete", () => {
   test("an answer that arrives after the owner's invalidation does not fill the mirror", async () => {
     let row = "v1";
     let gate: Promise<void> = Promise.resolve();
-    const { a, b, key } = pair(async () => {
+    let loads = 0;
+    const { a, b, ids, key } = pair(async () => {
       const read = row;
+      loads++;
       await gate;
       return read;
     });
+    await leasesHeld([a, b], ids); // (A's mirror answers only under B's lease: without it a stale copy would go unseen)
     const viaA = client(a.port);
     const viaB = client(b.port);
     expect(text((await viaA.get("g", key)).value)).toBe("v1"); // B loads; A's mirror has seen the key once
@@ -73,7 +78,7 @@ describe("mirror fills that race a delete", () => {
     let release!: () => void;
     gate = new Promise<void>((r) => (release = r));
     const racing = viaA.get("g", key); // forwarded to B, whose load reads v1, then waits
-    await Bun.sleep(30);
+    await waitUntil(() => loads === 2, "B's load to read the row");
     row = "v2";
     await viaB.delete("g", key); // B drops the key and tells A (PeerInvalidate) while the load waits
     await Bun.sleep(30);
@@ -86,11 +91,14 @@ describe("mirror fills that race a delete", () => {
   test("an answer that arrives after a delete forwarded through this node does not fill the mirror", async () => {
     let row = "v1";
     let gate: Promise<void> = Promise.resolve();
-    const { a, key } = pair(async () => {
+    let loads = 0;
+    const { a, b, ids, key } = pair(async () => {
       const read = row;
+      loads++;
       await gate;
       return read;
     });
+    await leasesHeld([a, b], ids); // (A's mirror answers only under B's lease: without it a stale copy would go unseen)
     const reader = client(a.port);
     const writer = client(a.port);
     expect(text((await reader.get("g", key)).value)).toBe("v1");
@@ -98,7 +106,7 @@ describe("mirror fills that race a delete", () => {
     let release!: () => void;
     gate = new Promise<void>((r) => (release = r));
     const racing = reader.get("g", key);
-    await Bun.sleep(30);
+    await waitUntil(() => loads === 2, "the owner's load to read the row");
     row = "v2";
     await writer.delete("g", key); // forwarded through A to B, acknowledged before the Get's answer
     release();
