@@ -304,7 +304,7 @@ export class Cluster {
     return this.leases.holds(owner);
   }
 
-  /** wantLease notes a copy made of a key `owner` owns: Gets are to be answered from it (Leases.use). */
+  /** wantLease notes a copy made of a key `owner` owns (a mirror fill, a Get forwarded ahead): Gets are to be answered from it (Leases.use). */
   wantLease(owner: string): void {
     this.leases.use(owner);
   }

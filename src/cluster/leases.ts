@@ -19,8 +19,8 @@
  *   (`Leases.holds`, the clock read at each such Get); after, it forwards them as it would a
  *   mirror miss. The length is O's to say: members need not agree on it.
  * - M renews O's lease only while it is used: a Get that tried M's copies of O's keys (`holds`,
- *   whatever it answered) or a copy made of one (`use`) notes when (`usedAt`, one number stored:
- *   the clock is read there already). Once none came for IDLE_LEASES leases (`renew` finds it
+ *   whatever it answered) or a copy made of one (`use`: a mirror fill, a Get forwarded ahead)
+ *   notes when (`usedAt`, one number stored: the clock is read there already). Once none came for IDLE_LEASES leases (`renew` finds it
  *   so), M stops asking (`idle`); the next use asks at once (`wake`). That Get, its lease run
  *   out, is forwarded as any lease miss, and the Gets after the reply hold it again. Stopping
  *   only asks less: a copy still answers only before `until`, which only a vouch moves; copies

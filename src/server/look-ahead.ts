@@ -253,7 +253,13 @@ export class LookAhead {
         if (client === undefined) return true;
         const table = this.tableOf(conn);
         if (table.full) return false;
-        if (table.start(cluster, client, group, buf, ks, kl)) cluster.counters.prefetchesSent++;
+        if (table.start(cluster, client, group, buf, ks, kl)) {
+          cluster.counters.prefetchesSent++;
+          // A copy on its way, which its Get answers from only under the owner's lease: asked for
+          // now if it went idle (cluster/leases.ts), not first at that Get, which would find none
+          // and forward it again.
+          cluster.wantLease(owner);
+        }
         return true;
       }
     }

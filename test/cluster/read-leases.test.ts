@@ -31,11 +31,11 @@ const text = (b: Uint8Array): string => new TextDecoder().decode(b);
  * leases of 500 ms); with `delayMs`, B reaches A through the delaying proxy, whose needle is the
  * key B owns that the test reads (`key`).
  */
-async function twoMembers(delayMs: number, older = false) {
+async function twoMembers(delayMs: number, older = false, loadMs = 0) {
   const [pa, pb, proxied] = freePorts(3) as [number, number, number];
   const ids = [`127.0.0.1:${delayMs > 0 ? proxied : pa}`, `127.0.0.1:${pb}`];
   const cfg = { host: "127.0.0.1", peers: ids, logLevel: "silent" as const, peerTimeoutMs: 2_000 };
-  const loaders = { default: async (k: string): Promise<string> => `L:${k}` };
+  const loaders = { default: async (k: string): Promise<string> => (loadMs > 0 && (await Bun.sleep(loadMs)), `L:${k}`) };
   const deps = (self: string) => ({ logger: new LogSink().logger, loaders, ...(older ? { connect: olderPeers(self) } : {}) });
   const a = CacheNode.start({ ...cfg, port: pa, self: ids[0] }, deps(ids[0]!));
   const b = CacheNode.start({ ...cfg, port: pb }, deps(ids[1]!));
@@ -118,6 +118,25 @@ test("an idle pair sends no lease pings; a Get of a mirrored key then is a lease
   for (let i = 0; i < 5; i++) expect(text((await reader.get("default", key)).value)).toBe(`L:${key}`);
   expect([a.cluster!.counters.mirrorHits, a.cluster!.counters.mirrorLeaseMisses]).toEqual([hits + 5, misses + 1]);
   expect(a.cluster!.leases.renewing(bId)).toBe(true);
+}, 20_000);
+
+test("an idle member: cold Gets pipelined through it use every answer fetched ahead (the lease is asked for as they are sent, not first at the second Get)", async () => {
+  // B's loads take 50 ms: A's lease ask, sent with the Gets forwarded ahead, is answered before
+  // the first Get's load ends and the second Get takes what was fetched for it.
+  const { a, aId } = await twoMembers(0, false, 50);
+  const bId = a.cluster!.members.find((id) => id !== aId)!;
+  const keys: string[] = [];
+  for (let i = 0; keys.length < 6; i++) if (a.cluster!.owner(utf8.encode(`ck${i}`), 0, `ck${i}`.length) === bId) keys.push(`ck${i}`);
+  const pipelined = new CacheClient({ host: "127.0.0.1", port: memberAddressOf(aId).port, timeoutMs: 5_000, connections: 1 });
+  open.push(pipelined);
+  await until(() => !a.cluster!.leases.renewing(bId), 5_000);
+  await Bun.sleep(600); // (its last lease, 500 ms, has run out)
+  const c = a.cluster!.counters;
+  const [misses, used, sent] = [c.mirrorLeaseMisses, c.prefetchesUsed, c.prefetchesSent];
+  const values = await Promise.all(keys.map((k) => pipelined.get("default", k)));
+  expect(values.map((v) => text(v.value))).toEqual(keys.map((k) => `L:${k}`));
+  // (Before: the second Get found no lease, counted a lease miss, and was forwarded again.)
+  expect([c.prefetchesSent - sent, c.prefetchesUsed - used, c.mirrorLeaseMisses - misses]).toEqual([5, 5, 0]);
 }, 20_000);
 
 test("members that ask for no lease (older nodes): the mirror answers as before leases, and the owner waits for their answers as before", async () => {
