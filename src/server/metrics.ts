@@ -142,7 +142,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
   perGroup("mybuncache_misses_total", "Lookups not in the store (negative hits included), or in a cluster forwarded to the key's owner.", (g) => g.counters.misses);
   perGroup("mybuncache_negative_hits_total", "Gets answered from a remembered outcome: NOT_FOUND from a cached negative entry, or VALUE_TOO_LARGE from a remembered refusal.", (g) => g.counters.negativeHits);
   perGroup("mybuncache_loads_total", "Misses that went to the loader path, before singleflight (one per Get: a load ahead done again at its turn counts once).", (g) => g.counters.loads);
-  perGroup("mybuncache_loads_ahead_total", "Of those, started before their Get's turn, behind a read its connection waited for.", (g) => g.counters.loadsAhead);
+  perGroup("mybuncache_loads_ahead_total", "Loads started before their Get's turn, behind a read its connection waited for; each counts in loads_total once its Get takes it (one no Get uses, its key moved to another member or its connection closed first, never does).", (g) => g.counters.loadsAhead);
   perGroup("mybuncache_loads_refused_total", "Loads refused OVERLOADED: as many loads under way on the node as --max-loads (a Get counts one at most).", (g) => g.counters.loadsRefused);
   perGroup("mybuncache_loads_deduped_total", "Loader calls actually made, after singleflight deduplication.", (g) => g.counters.loadsDeduped);
   perGroup("mybuncache_local_loads_total", "Loader calls that returned a value.", (g) => g.counters.localLoads);

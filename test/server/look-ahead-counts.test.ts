@@ -11,6 +11,9 @@ import { LogSink, RawSocket, getCall } from "./support.ts";
 import { getValues } from "./wire-reader.ts";
 import { waitUntil } from "../support/gates.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
+import { createMetrics } from "../../src/server/metrics.ts";
+import { LatencyHistogram } from "../../src/server/latency.ts";
+import { parsePromText } from "./prom-text.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -140,6 +143,13 @@ test("a load ahead whose key moved to another member by its Get's turn counts in
   const c = group.counters;
   // Two Gets, both misses; one went to this node's loader (slow), the other was forwarded.
   expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 1, loadsAhead: 1 });
+  // So the metrics: loads_ahead_total counts one load loads_total does not; its help must not call
+  // loads ahead a part of loads_total (review: "Of those, ...").
+  const fams = parsePromText(await createMetrics(node, new LatencyHistogram()).render());
+  const sample = (name: string): number => fams.get(name)!.samples.find((x) => x.labels.group === "default")!.value;
+  expect({ loads: sample("mybuncache_loads_total"), ahead: sample("mybuncache_loads_ahead_total") }).toEqual({ loads: 1, ahead: 1 });
+  expect(fams.get("mybuncache_loads_ahead_total")!.help).not.toStartWith("Of those");
+  expect(fams.get("mybuncache_loads_ahead_total")!.help).toContain("in loads_total once its Get takes it");
   // K's access was taken back: K owned here again, one Get of it is one access (not admitted).
   node.cluster!.setMembers([id0, id1]);
   raw.write(getCall(3, k));
