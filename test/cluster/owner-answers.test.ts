@@ -7,7 +7,6 @@
  * Clear tells the members that answered an error apart from those it could not reach.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { CacheClient } from "../../src/client/cache-client.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import {
   METHOD_PEER_CLEAR,
@@ -17,11 +16,8 @@ import {
   METHOD_PEER_SET,
   METHOD_PEER_SET_MULTI,
 } from "../../src/protocol/request.ts";
-import { CacheNode } from "../../src/server/cache-node.ts";
-import { StubServer, appExceptionReply, cacheErrorReply, closedPort, serve } from "../client/support.ts";
-import { LogSink } from "../server/support.ts";
-import { keysOwnedBy } from "../support/cluster-members.ts";
-import { freePorts } from "../support/node-process.ts";
+import { appExceptionReply, cacheErrorReply } from "../client/support.ts";
+import { keysOwnedBy, nodeBesideStub } from "../support/cluster-members.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -47,17 +43,9 @@ const answers: [string, (name: string, seqid: number) => Uint8Array, string][] =
 describe("an owner that answers a forwarded call with an error", () => {
   test.each(answers)("%s: the client is told the owner answered, not that it was unreachable; the owner is not marked down", async (_, answer, told) => {
     // M is a stub member that answers the forwarded calls with `answer`, the rest as a member would.
-    const m = new StubServer();
-    open.push({ close: async () => m.close() });
-    m.handler = (call, stub) => (FAILING.has(call.method) ? answer(call.name, call.seqid) : serve(call, stub));
-    const [pa] = freePorts(1) as [number];
-    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`];
-    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
-    open.push(a);
+    const { a, m, ids, viaA } = nodeBesideStub(open, FAILING, (call) => answer(call.name, call.seqid));
     const [mine] = keysOwnedBy(a, ids[0]!, 1, "a") as [string];
     const [theirs] = keysOwnedBy(a, ids[1]!, 1, "m") as [string];
-    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(viaA);
     const expected = (method: string) => ({
       name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE, message: `owner ${ids[1]} ${told.replaceAll("%s", method)}`,
     });
@@ -83,15 +71,7 @@ describe("a Clear a member answers with an error", () => {
       `cleared here, but 1 of 1 peers answered an error (${REFUSAL_TEXT})`],
   ];
   test.each(clears)("%s: says it answered, not that it could not be reached or refused; owed all the same", async (_, answer, withUnreached, told) => {
-    const m = new StubServer();
-    open.push({ close: async () => m.close() });
-    m.handler = (call, stub) => (call.method === METHOD_PEER_CLEAR ? answer(call.name, call.seqid) : serve(call, stub));
-    const [pa] = freePorts(1) as [number];
-    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`, ...(withUnreached ? [`127.0.0.1:${closedPort()}`] : [])];
-    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
-    open.push(a);
-    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(viaA);
+    const { a, ids, viaA } = nodeBesideStub(open, new Set([METHOD_PEER_CLEAR]), (call) => answer(call.name, call.seqid), withUnreached);
     await expect(viaA.clear("default")).rejects.toMatchObject({ name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE, message: told });
     expect(a.cluster!.owedMembers.toSorted()).toEqual(ids.slice(1).toSorted()); // (it did not clear: asked again to drop its copies)
     expect(a.cluster!.counters.peerErrors).toBe(ids.length - 1);

@@ -9,10 +9,9 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { type CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_PEER_CLEAR, METHOD_PEER_SET, METHOD_PEER_SET_MULTI } from "../../src/protocol/request.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
-import { StubServer, boolReply, closedPort, serve } from "../client/support.ts";
+import { boolReply } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
-import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
-import { freePorts } from "../support/node-process.ts";
+import { keysOwnedBy, nodeBesideStub, startMembers } from "../support/cluster-members.ts";
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -96,17 +95,9 @@ describe("a routed SetMulti's entry this node's store refuses", () => {
 describe("a member that answers a forwarded write success=false, with no error", () => {
   test("has not acknowledged it: the Set, SetMulti and Clear through another node fail PEER_UNAVAILABLE, and their entries are not counted as sets (they were acknowledged, and counted)", async () => {
     // M is a stub member that answers PeerSet, PeerSetMulti and PeerClear success=false, the rest as a member would.
-    const m = new StubServer();
-    open.push({ close: async () => m.close() });
-    m.handler = (call, stub) => (FAILING.has(call.method) ? boolReply(call.name, call.seqid, false) : serve(call, stub));
-    const [pa] = freePorts(1) as [number];
-    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`];
-    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
-    open.push(a);
+    const { a, m, ids, viaA } = nodeBesideStub(open, FAILING, (call) => boolReply(call.name, call.seqid, false));
     const [mine] = keysOwnedBy(a, ids[0]!, 1, "a") as [string];
     const [theirs] = keysOwnedBy(a, ids[1]!, 1, "m") as [string];
-    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(viaA);
     const counters = a.groups.byName("default")!.counters;
     const refused = { name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE };
 
@@ -127,15 +118,7 @@ describe("a member that answers a forwarded write success=false, with no error",
   });
 
   test("a Clear that one member refuses so and another does not get says which is which, both owed", async () => {
-    const m = new StubServer();
-    open.push({ close: async () => m.close() });
-    m.handler = (call, stub) => (FAILING.has(call.method) ? boolReply(call.name, call.seqid, false) : serve(call, stub));
-    const [pa] = freePorts(1) as [number];
-    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`, `127.0.0.1:${closedPort()}`];
-    const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
-    open.push(a);
-    const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
-    open.push(viaA);
+    const { a, ids, viaA } = nodeBesideStub(open, FAILING, (call) => boolReply(call.name, call.seqid, false), true);
     await expect(viaA.clear("default")).rejects.toMatchObject({
       name: "CacheError", code: ERROR_CODE.PEER_UNAVAILABLE,
       message: "cleared here, but 1 of 2 peers could not be reached, and 1 of 2 refused it without a reason (answered success=false)",

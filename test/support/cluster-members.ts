@@ -2,9 +2,10 @@
  * In-process cluster members for tests: nodes on free 127.0.0.1 ports that list each other as
  * peers, with their logs kept out of the test output.
  */
-import type { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
+import { StubServer, type StubCall, closedPort, serve } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "./node-process.ts";
 
@@ -87,4 +88,33 @@ export async function leasesHeld(nodes: readonly CacheNode[], ids: readonly stri
     if (performance.now() > deadline) throw new Error("members hold no read leases on each other");
     await Bun.sleep(5);
   }
+}
+
+/** NodeBesideStub is a node A whose other member M is a stub server, and a client of A. */
+export interface NodeBesideStub {
+  a: CacheNode;
+  m: StubServer;
+  /** ids: A's, M's, then the member nothing listens on, if asked for. */
+  ids: string[];
+  viaA: CacheClient;
+}
+
+/**
+ * nodeBesideStub starts node A listing stub member M (and, with `unreached`, a member nothing
+ * listens on): M answers the calls of `methods` with `answer`, the rest as a member would. A, M
+ * and the client are added to `open`.
+ */
+export function nodeBesideStub(
+  open: { close(): Promise<void> }[], methods: ReadonlySet<number>, answer: (call: StubCall) => Uint8Array | null, unreached = false,
+): NodeBesideStub {
+  const m = new StubServer();
+  open.push({ close: async () => m.close() });
+  m.handler = (call, stub) => (methods.has(call.method) ? answer(call) : serve(call, stub));
+  const [pa] = freePorts(1) as [number];
+  const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${m.port}`, ...(unreached ? [`127.0.0.1:${closedPort()}`] : [])];
+  const a = CacheNode.start({ host: "127.0.0.1", port: pa, peers: ids, logLevel: "silent" }, { logger: new LogSink().logger });
+  open.push(a);
+  const viaA = new CacheClient({ host: "127.0.0.1", port: a.port, timeoutMs: 2000 });
+  open.push(viaA);
+  return { a, m, ids, viaA };
 }
