@@ -8,23 +8,13 @@ import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
-import { apacheClient, types } from "../server/support.ts";
+import { nodeStats } from "../server/support.ts";
 
 const LOADERS = join(ROOT, "test/loaders/fixtures/loaders.ts");
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 const procs: ReturnType<typeof Bun.spawn>[] = [];
 
-/** nodeStats reads a node's figures with the NodeStats call of the stock generated client. */
-async function nodeStats(port: number): Promise<Map<string, number>> {
-  const { client, close } = await apacheClient(port);
-  try {
-    const r = await client.NodeStats(new types.NodeStatsRequest({}));
-    return new Map(Object.entries(r.figures as Record<string, { toNumber(): number }>).map(([k, v]) => [k, v.toNumber()]));
-  } finally {
-    close();
-  }
-}
 const clients: CacheClient[] = [];
 afterAll(async () => {
   for (const c of clients) await c.close();

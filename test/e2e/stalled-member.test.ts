@@ -29,7 +29,7 @@ import { afterEach, expect, test } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { freePorts, spawnNode, type NodeProcess } from "../support/node-process.ts";
-import { apacheClient, types } from "../server/support.ts";
+import { nodeStats } from "../server/support.ts";
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const open: { close(): unknown }[] = [];
@@ -42,16 +42,6 @@ afterEach(async () => {
   }
 });
 
-/** nodeStats reads a node's figures with the NodeStats call of the stock generated client. */
-async function nodeStats(port: number): Promise<Map<string, number>> {
-  const { client, close } = await apacheClient(port);
-  try {
-    const r = await client.NodeStats(new types.NodeStatsRequest({}));
-    return new Map(Object.entries(r.figures as Record<string, { toNumber(): number }>).map(([k, v]) => [k, v.toNumber()]));
-  } finally {
-    close();
-  }
-}
 
 /**
  * readFromMirror reads `key` through A (`viaA`, port `portA`) until its last three reads were

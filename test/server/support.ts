@@ -47,6 +47,17 @@ export async function apacheClient(port: number, transport: "framed" | "buffered
   return { client: thrift.createClient(service, conn), close: () => conn.end() };
 }
 
+/** nodeStats reads a node's figures with the NodeStats call of the stock generated client. */
+export async function nodeStats(port: number): Promise<Map<string, number>> {
+  const { client, close } = await apacheClient(port);
+  try {
+    const r = await client.NodeStats(new types.NodeStatsRequest({}));
+    return new Map(Object.entries(r.figures as Record<string, { toNumber(): number }>).map(([k, v]) => [k, v.toNumber()]));
+  } finally {
+    close();
+  }
+}
+
 /** assertHealthy proves the node still serves: a fresh client sets and gets a value. */
 export async function roundTrip(port: number): Promise<string> {
   const c = await apacheClient(port);
