@@ -19,7 +19,13 @@
  *   would mostly refuse again); it fails the request OVERLOADED only when none of the call's own
  *   loads runs (a routed GetMulti's parts count apart), so a GetMulti on a busy pool slows down
  *   rather than failing.
- * - A key the loader does not find is left out; any other failure fails the request (the first).
+ * - A key the loader does not find is left out; any other failure fails the request (the first),
+ *   and stops the window (`LoadWindow.stop`): no load of the request starts after it, in this
+ *   part or another (a routed GetMulti's own part and fallbacks, or an owner's part answered an
+ *   error), since the request's answer is that failure whatever they find. Each part then ends
+ *   with the loads it has under way. (Before, a routed GetMulti whose own key failed went on to
+ *   load every key of a down owner's part, hundreds of loads on a backend that may be failing,
+ *   before answering the same error; a lone node stops at once.)
  *
  * It settles once every load it started has, so nothing it started reads the request after its
  * reply is written (the connection then decodes its next call into the same Request).
@@ -43,6 +49,8 @@ export class LoadWindow {
   private running = 0;
   /** waiting: the pumps of `loadKeys` calls that found no free place, woken in turn as places free. */
   private readonly waiting: (() => void)[] = [];
+  /** stopped: a part of the request failed (`stop`); its parts start no more loads. */
+  stopped = false;
 
   constructor(private readonly size: number) {}
 
@@ -63,6 +71,16 @@ export class LoadWindow {
   give(): void {
     this.running--;
     while (this.running < this.size && this.waiting.length > 0) this.waiting.shift()!();
+  }
+
+  /**
+   * stop ends the request's loads: it has failed, so what they would find is not answered. The
+   * pumps waiting for a place are woken to settle (those with no load under way at once).
+   */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const wake of this.waiting.splice(0)) wake();
   }
 }
 
@@ -97,6 +115,7 @@ export function loadKeys(
       if (failed) return;
       failed = true;
       failure = e;
+      window.stop();
     };
     const take = (i: number, loaded: Loaded): void => {
       if (failed) return; // dropped: the request fails anyway
@@ -113,7 +132,7 @@ export function loadKeys(
       pump(again.length > 0 ? 1 : Infinity); // (after a refusal: one place in the pool came free)
     };
     const pump = (limit = Infinity): void => {
-      for (let started = 0; !failed && !blocked && started < limit && (again.length > 0 || next < misses.length);) {
+      for (let started = 0; !failed && !window.stopped && !blocked && started < limit && (again.length > 0 || next < misses.length);) {
         if (again.length === 0 && earlier[next]! >= 0) {
           next++; // loaded with its first entry
           continue;
@@ -160,7 +179,8 @@ export function loadKeys(
           },
         );
       }
-      if (running > 0 || (!failed && (again.length > 0 || next < misses.length))) return;
+      // (Stopped by another part's failure, this one resolves: the request answers that failure.)
+      if (running > 0 || (!failed && !window.stopped && (again.length > 0 || next < misses.length))) return;
       if (failed) reject(failure);
       else resolve();
     };

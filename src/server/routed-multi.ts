@@ -95,7 +95,14 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
     ));
   }
   // A part that failed first must not answer while another still loads, or is yet to fall back
-  // to a local load (settleAll).
+  // to a local load (settleAll); its failure is the answer, so the other parts start no more
+  // loads (LoadWindow.stop: an owner's error, or a fallback's or this node's own load failing).
+  for (let w = 0; w < work.length; w++) {
+    work[w] = work[w]!.catch((e: unknown) => {
+      window.stop();
+      throw e;
+    });
+  }
   return settleAll(work).then(
     () => {
       const repeated = repeatedKeys(req);
