@@ -22,7 +22,7 @@ import type { FoundEntries, PingResult } from "../client/results.ts";
 import { type CacheError, errorText } from "../protocol/errors.ts";
 import { ClusterCounters } from "./cluster-counters.ts";
 import { HandOuts } from "./hand-outs.ts";
-import { IDLE_LEASES, Leases, RENEWALS_PER_LEASE, Vouches } from "./leases.ts";
+import { Leases, MIN_RENEW_MS, Vouches } from "./leases.ts";
 import { MAX_MEMBERS } from "./membership.ts";
 import { Ring } from "./ring.ts";
 import { WriteWaits, writeWaitMs } from "./write-waits.ts";
@@ -103,7 +103,11 @@ export class Cluster {
   readonly leases: Leases;
   /** vouches: this node's side of its members' leases (leases.ts): a lease is half of writeWaitMs. */
   private readonly vouches: Vouches;
-  private leaseTimer: ReturnType<typeof setInterval> | null = null;
+  /** renewingLeases: `startRenewingLeases` ran (and the cluster is not closed). */
+  private renewingLeases = false;
+  /** leaseTimer: the next renewal tick (`renewLeases`), armed for `leaseTimerAt` (Infinity: none armed). */
+  private leaseTimer: ReturnType<typeof setTimeout> | null = null;
+  private leaseTimerAt = Infinity;
   /** writeWaits: what a write waits for from each member, the lagging ones and those owed a drop (write-waits.ts). */
   private readonly writeWaits: WriteWaits;
   private readonly connect: (nodeId: string) => PeerClient;
@@ -120,8 +124,17 @@ export class Cluster {
     const maxWaitMs = writeWaitMs(opts.peerTimeoutMs ?? 1_000);
     this.vouches = new Vouches(maxWaitMs);
     // An idle lease used again is asked for at once, not at the next renewal; after the Get that
-    // woke it has been served (a microtask: it may be in the middle of a run of Gets).
-    this.leases = new Leases(undefined, IDLE_LEASES * this.vouches.leaseMs, (owner) => queueMicrotask(() => this.renewLease(owner)));
+    // woke it has been served (a microtask: it may be in the middle of a run of Gets). Until an
+    // owner grants a lease, its length is taken to be this node's own.
+    this.leases = new Leases(
+      undefined,
+      this.vouches.leaseMs,
+      (owner) => queueMicrotask(() => {
+        this.renewLease(owner);
+        this.scheduleRenewals(this.leases.dueAt(owner));
+      }),
+      (at) => this.scheduleRenewals(at),
+    );
     this.writeWaits = new WriteWaits(this.peers, this.handOuts, this.vouches, this.counters, this.logger, maxWaitMs);
   }
 
@@ -195,13 +208,13 @@ export class Cluster {
       const client = clients.get(id);
       if (client === undefined) continue;
       this.peers.set(id, client);
-      this.leases.add(id, this.leaseTimer !== null && client.ping !== undefined);
+      this.leases.add(id, this.renewingLeases && client.ping !== undefined);
       // Not the start's list (HandOuts.startHeldBy asks those): a member listed again may keep
       // copies of keys written while it was out of the list, which told it nothing; it gets no
       // lease until it has dropped them (askDrops).
       if (this.generation > 0) this.writeWaits.owed.add(id);
     }
-    if (this.leaseTimer !== null) this.renewLeases();
+    if (this.renewingLeases) this.renewLeases();
     this.counters.membershipChanges++;
     // Keys new to this node were handed out by their last owner (the first list is the start's: HandOuts).
     if (this.generation > 0) this.handOuts.assumeAll();
@@ -310,31 +323,52 @@ export class Cluster {
   }
 
   /**
-   * startRenewingLeases asks every other member to vouch for this node now and every quarter of
-   * a lease until the cluster closes (while this node's copies of its keys are used: leases.ts,
-   * IDLE_LEASES); from now on a Get of a member's key is answered from this
-   * node's copies only under a lease from that member (a member whose client cannot ask, or that
-   * answers as an older node, excepted: leases.ts).
+   * startRenewingLeases asks every other member to vouch for this node now, and again each time a
+   * quarter of the lease that member last granted has passed (leases.ts: the length is the
+   * owner's; this node's own until it granted one), until the cluster closes (while this node's
+   * copies of its keys are used: IDLE_LEASES); from now on a Get of a member's key is answered
+   * from this node's copies only under a lease from that member (a member whose client cannot
+   * ask, or that answers as an older node, excepted: leases.ts).
    */
-  startRenewingLeases(everyMs = this.leaseMs / RENEWALS_PER_LEASE): void {
-    if (this.leaseTimer !== null) return;
-    const timer = setInterval(() => this.renewLeases(), everyMs);
-    timer.unref?.();
-    this.leaseTimer = timer;
+  startRenewingLeases(): void {
+    if (this.renewingLeases) return;
+    this.renewingLeases = true;
     for (const [id, client] of this.peers) this.leases.add(id, client.ping !== undefined);
     this.renewLeases();
   }
 
   /**
-   * renewLeases asks each member not down to vouch for this node (one ask in flight per member).
-   * Not a member whose connections back off after a failure: renewals every quarter of a lease
-   * would each retry the connect as its backoff ends, marking a member that is still starting
-   * down within a few of them, and Gets of its keys would be refused "peer is down" until a probe
-   * found it up (a two-node start: test/e2e/stalled-member.test.ts). The calls that must go
-   * reconnect it, and the renewals go on then.
+   * renewLeases asks each member whose renewal is due (Leases.renewDue) and not down to vouch for
+   * this node (one ask in flight per member), then arms one timer for the next one due: none
+   * while every lease is idle, and never sooner than MIN_RENEW_MS. Not a member whose connections
+   * back off after a failure: renewals every quarter of a lease would each retry the connect as
+   * its backoff ends, marking a member that is still starting down within a few of them, and Gets
+   * of its keys would be refused "peer is down" until a probe found it up (a two-node start:
+   * test/e2e/stalled-member.test.ts). The calls that must go reconnect it, and the renewals go on
+   * then.
    */
   private renewLeases(): void {
-    for (const id of this.peers.keys()) this.renewLease(id);
+    if (this.leaseTimer !== null) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    this.leaseTimerAt = Infinity;
+    this.scheduleRenewals(this.leases.renewDue((id) => this.renewLease(id)));
+  }
+
+  /**
+   * scheduleRenewals makes sure `renewLeases` runs by `at` (a renewal due then), or MIN_RENEW_MS
+   * from now if sooner: the timer is armed again only when that is earlier than it was armed for
+   * (an owner woken from idle, a shorter lease granted), not at each renewal.
+   */
+  private scheduleRenewals(at: number): void {
+    if (!this.renewingLeases || at === Infinity) return;
+    const now = performance.now(); // (the Leases' clock)
+    const fireAt = Math.max(at, now + MIN_RENEW_MS);
+    if (fireAt >= this.leaseTimerAt) return;
+    if (this.leaseTimer !== null) clearTimeout(this.leaseTimer);
+    this.leaseTimerAt = fireAt;
+    const timer = setTimeout(() => this.renewLeases(), fireAt - now);
+    timer.unref?.();
+    this.leaseTimer = timer;
   }
 
   /** renewLease asks member `id` to vouch for this node, as renewLeases does (counted: leasePingsSent). */
@@ -355,8 +389,10 @@ export class Cluster {
 
   async close(): Promise<void> {
     this.writeWaits.close();
-    if (this.leaseTimer !== null) clearInterval(this.leaseTimer);
+    this.renewingLeases = false;
+    if (this.leaseTimer !== null) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
+    this.leaseTimerAt = Infinity;
     const clients = [...this.peers.values()];
     this.peers.clear();
     await Promise.all(clients.map((c) => c.close()));

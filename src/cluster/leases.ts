@@ -12,15 +12,24 @@
  *
  * The protocol (both sides read `performance.now()`, each its own: only the clocks' rates must
  * agree, not their readings; a lease is a few hundred ms, so drift is of no account):
- * - A member M asks each other member O to vouch for it every quarter of a lease (`Leases.renew`:
+ * - A member M asks each other member O to vouch for it every quarter of O's lease (`Leases.renew`:
  *   a PeerPing with `lease`, one in flight per owner), noting `sentAt` before it sends. O answers
  *   `leaseMs` when it vouches, 0 when not; M then holds a lease on O's keys until `sentAt +
  *   leaseMs` (`Leases.granted`), and answers Gets of them from its copies only before that
  *   (`Leases.holds`, the clock read at each such Get); after, it forwards them as it would a
- *   mirror miss. The length is O's to say: members need not agree on it.
+ *   mirror miss. The length is O's to say: members need not agree on it (nor on --peer-timeout).
+ *   So M renews O's lease a quarter of O's last granted lease after its last ask (`every`, M's
+ *   own lease until O granted one; `next`, when due): one timer per member (Cluster.renewLeases),
+ *   armed for the earliest renewal due (`renewDue`, which asks with it every owner due within a
+ *   quarter of its period, so owners due close together share a tick) and armed again sooner
+ *   only when a reply or a wake brings one forward, never per renewal; none armed while every
+ *   lease is idle. Before, M renewed every quarter of its OWN lease: an owner with a much shorter
+ *   --peer-timeout granted leases that ran out between renewals, and most mirror hits became
+ *   lease misses. A tiny lease (misconfigured, hostile) is asked for at most every MIN_RENEW_MS,
+ *   one ask in flight, and the timer ticks no faster: no flood; M just holds it less of the time.
  * - M renews O's lease only while it is used: a Get that tried M's copies of O's keys (`holds`,
  *   whatever it answered) or a copy made of one (`use`: a mirror fill, a Get forwarded ahead)
- *   notes when (`usedAt`, one number stored: the clock is read there already). Once none came for IDLE_LEASES leases (`renew` finds it
+ *   notes when (`usedAt`, one number stored: the clock is read there already). Once none came for IDLE_LEASES of O's leases (`renew` finds it
  *   so), M stops asking (`idle`); the next use asks at once (`wake`). That Get, its lease run
  *   out, is forwarded as any lease miss, and the Gets after the reply hold it again. Stopping
  *   only asks less: a copy still answers only before `until`, which only a vouch moves; copies
@@ -54,23 +63,36 @@
  * an older node); waiting for it as before is never shorter than its lease.
  */
 
-/** RENEWALS_PER_LEASE: a member asks each owner to vouch for it this many times per lease. */
+/** RENEWALS_PER_LEASE: a member asks each owner to vouch for it this many times per lease (that owner's). */
 export const RENEWALS_PER_LEASE = 4;
 
 /**
  * IDLE_LEASES: a member stops renewing an owner's lease once its copies of the owner's keys were
- * not used for this many leases (1 s with the default --peer-timeout). Shorter, and copies read
- * a few times a second would pay a forward (the lease miss) after each pause between reads;
- * longer buys little: an idle span costs RENEWALS_PER_LEASE × IDLE_LEASES pings (16) per owner
- * after the last use, against one forwarded Get when the owner's keys are read again.
+ * not used for this many of that owner's leases (1 s with the default --peer-timeout). Shorter,
+ * and copies read a few times a second would pay a forward (the lease miss) after each pause
+ * between reads; longer buys little: an idle span costs RENEWALS_PER_LEASE × IDLE_LEASES pings
+ * (16) per owner after the last use, against one forwarded Get when the owner's keys are read
+ * again. In the owner's leases, not the member's: the 16 pings hold whatever lease it grants.
  */
 export const IDLE_LEASES = 4;
+
+/**
+ * MIN_RENEW_MS: a member asks an owner to vouch at most this often, whatever lease it grants (a
+ * tiny one, from a misconfigured or hostile owner, is no flood of pings; the member just holds
+ * it for less of the time), and its renewal timer ticks no faster.
+ */
+export const MIN_RENEW_MS = 5;
+
+/** renewalPeriod is how often a lease of `leaseMs` is renewed: RENEWALS_PER_LEASE times a lease, never under MIN_RENEW_MS. */
+export function renewalPeriod(leaseMs: number): number {
+  return Math.max(MIN_RENEW_MS, leaseMs / RENEWALS_PER_LEASE);
+}
 
 /** Lease is a member's lease on one owner's keys. */
 class Lease {
   /** asking: an ask to vouch is in flight (one at a time). */
   asking = false;
-  /** idle: renewals stopped, as the copies went unused for idleMs; the next use asks at once. */
+  /** idle: renewals stopped, as the copies went unused for the idle span; the next use asks at once. */
   idle = false;
 
   constructor(
@@ -78,32 +100,43 @@ class Lease {
     public until: number,
     /** usedAt: when a Get last tried copies of the owner's keys, or a copy was made (from `add`: when listed). */
     public usedAt: number,
+    /** every: how often it is renewed: renewalPeriod of the owner's last lease granted (before one: of the member's own). */
+    public every: number,
+    /** next: by the clock, when it is next renewed (`renewDue`; Infinity: never, as not checked, or idle). */
+    public next: number,
   ) {}
 }
 
 /** Leases is a member's side: per owner, until when it may answer Gets of the owner's keys from its copies. */
 export class Leases {
   private readonly owners = new Map<string, Lease>();
+  /** every: the renewal period of an owner that has granted no lease yet (or answers as an older node). */
+  private readonly every: number;
 
   /**
-   * `idleMs`: how long unused copies of an owner's keys keep its lease renewed (Infinity: always);
-   * `wake` hears that an owner's idle lease is used again, to ask for it now (`renew`).
+   * `leaseMs`: the member's own lease length, taken for an owner's until it grants one
+   * (Infinity: never renewed by `renewDue`, never idle); `wake` hears that an owner's idle lease
+   * is used again, to ask for it now (`renew`); `sooner` hears that an owner's renewal is due
+   * earlier than `renewDue` last said (a reply: a shorter lease, or a slow reply), at `at`.
    */
   constructor(
     private readonly clock: () => number = () => performance.now(),
-    private readonly idleMs = Infinity,
+    leaseMs = Infinity,
     private readonly wake: (owner: string) => void = () => {},
-  ) {}
-
-  /**
-   * add starts tracking `owner`: `checked`, with no lease until one is granted; else never
-   * checked. Counted as used now: it is renewed for an idle span, so the first copies made of
-   * its keys find a lease.
-   */
-  add(owner: string, checked: boolean): void {
-    this.owners.set(owner, new Lease(checked ? 0 : Infinity, this.clock()));
+    private readonly sooner: (at: number) => void = () => {},
+  ) {
+    this.every = renewalPeriod(leaseMs);
   }
 
+  /**
+   * add starts tracking `owner`: `checked`, with no lease until one is granted (due for renewal
+   * now); else never checked (nor renewed). Counted as used now: it is renewed for an idle span,
+   * so the first copies made of its keys find a lease.
+   */
+  add(owner: string, checked: boolean): void {
+    const now = this.clock();
+    this.owners.set(owner, new Lease(checked ? 0 : Infinity, now, this.every, checked ? now : Infinity));
+  }
   /** forget drops `owner` (it left the member list). */
   forget(owner: string): void {
     this.owners.delete(owner);
@@ -131,41 +164,83 @@ export class Leases {
     lease.usedAt = now;
     if (!lease.idle) return;
     lease.idle = false;
+    lease.next = now; // (due: asked at once, or at the next renewal should the owner not be asked now)
     this.wake(owner);
   }
 
   /**
    * granted records `owner`'s answer to a lease ping sent at `sentAt`: `leaseMs` > 0 extends the
-   * lease to `sentAt + leaseMs`; 0 leaves it as it is (what was granted before still holds);
-   * undefined (an owner that does not give leases) stops checking its keys.
+   * lease to `sentAt + leaseMs`, and it is renewed a renewal period of that lease after `sentAt`;
+   * 0 leaves it as it is (what was granted before still holds); undefined (an owner that does not
+   * give leases) stops checking its keys.
    */
   granted(owner: string, sentAt: number, leaseMs: number | undefined): void {
     const lease = this.owners.get(owner);
     if (lease === undefined) return; // left the list meanwhile
-    if (leaseMs === undefined) return void (lease.until = Infinity);
+    if (leaseMs === undefined) {
+      lease.until = Infinity;
+      return this.pace(lease, sentAt, this.every);
+    }
     const held = lease.until === Infinity ? 0 : lease.until; // (it gives leases now: an older node upgraded)
     lease.until = leaseMs > 0 ? Math.max(held, sentAt + leaseMs) : held;
+    if (leaseMs > 0) this.pace(lease, sentAt, renewalPeriod(leaseMs));
+  }
+
+  /** pace renews `lease` every `every` from an ask sent at `sentAt` (telling `sooner` when that is earlier than planned). */
+  private pace(lease: Lease, sentAt: number, every: number): void {
+    lease.every = every;
+    if (lease.idle) return;
+    const next = sentAt + every;
+    const planned = lease.next;
+    lease.next = next;
+    if (next < planned) this.sooner(next);
   }
 
   /**
    * renew asks `owner` to vouch (`ask`, sent now; it resolves to the reply's leaseMs), unless an
-   * ask is in flight, or its copies went unused for idleMs (it is idle then: the next use wakes
-   * it); a failed ask grants nothing, nor does a reply once the owner left the list (even if
-   * listed again since). Returns whether it asked.
+   * ask is in flight, or its copies went unused for IDLE_LEASES of its leases (it is idle then:
+   * the next use wakes it); a failed ask grants nothing, nor does a reply once the owner left the
+   * list (even if listed again since). Returns whether it asked.
    */
   renew(owner: string, ask: () => Promise<number | undefined>): boolean {
     const lease = this.owners.get(owner);
     if (lease === undefined || lease.asking) return false;
     const sentAt = this.clock();
-    if (sentAt - lease.usedAt >= this.idleMs) {
+    if (sentAt - lease.usedAt >= IDLE_LEASES * RENEWALS_PER_LEASE * lease.every) {
       lease.idle = true;
+      lease.next = Infinity;
       return false;
     }
     lease.asking = true;
+    lease.next = sentAt + lease.every;
     ask().then((leaseMs) => {
       if (this.owners.get(owner) === lease) this.granted(owner, sentAt, leaseMs);
     }, () => {}).finally(() => (lease.asking = false));
     return true;
+  }
+
+  /**
+   * renewDue hands `renewOne` each owner whose renewal is due now, or within a quarter of its
+   * period (so owners due close together are asked in one tick, not one tick each), and returns
+   * when the next one is due (Infinity: none). `renewOne` asks it (`renew`) when it can: whether
+   * it does or not (the owner is down, an ask is in flight), it is due again a period later.
+   */
+  renewDue(renewOne: (owner: string) => void): number {
+    const now = this.clock();
+    let next = Infinity;
+    for (const [owner, lease] of this.owners) {
+      if (lease.next - lease.every / RENEWALS_PER_LEASE <= now) {
+        lease.next = now + lease.every; // (`renew` sets it again: the same, or Infinity once idle)
+        renewOne(owner);
+      }
+      if (lease.next < next) next = lease.next;
+    }
+    return next;
+  }
+
+  /** dueAt is when `owner`'s lease is next renewed (Infinity: not tracked, not checked, or idle). */
+  dueAt(owner: string): number {
+    return this.owners.get(owner)?.next ?? Infinity;
   }
 
   /** renewing tells whether `owner`'s lease is renewed now (tracked, and not idle). */

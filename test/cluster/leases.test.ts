@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
-import { Leases, Vouches } from "../../src/cluster/leases.ts";
+import { Leases, MIN_RENEW_MS, Vouches } from "../../src/cluster/leases.ts";
 import type { PingResult } from "../../src/client/results.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { until } from "../client/support.ts";
@@ -70,7 +70,7 @@ describe("Leases (a member's)", () => {
   test("renewed only while used: unused for the idle span, renewals stop; the next use (a Get that tried a copy, a copy made) asks again at once", async () => {
     let now = 0;
     const woken: string[] = [];
-    const leases = new Leases(() => now, 1_000, (owner) => woken.push(owner));
+    const leases = new Leases(() => now, 250, (owner) => woken.push(owner)); // (idle span: 4 leases of 250 ms)
     leases.add("o:1", true); // (counted as used when listed)
     let asks = 0;
     const ask = async (): Promise<number> => (asks++, 250);
@@ -107,7 +107,7 @@ describe("Leases (a member's)", () => {
 
   test("idle, nothing is held past what was granted; a reply to an ask sent before the owner left and was listed again grants nothing", async () => {
     let now = 0;
-    const leases = new Leases(() => now, 1_000);
+    const leases = new Leases(() => now, 500);
     leases.add("o:1", true);
     const late = Promise.withResolvers<number | undefined>();
     expect(leases.renew("o:1", () => late.promise)).toBe(true);
@@ -118,14 +118,106 @@ describe("Leases (a member's)", () => {
     expect(leases.holds("o:1")).toBe(false);
     expect(leases.renew("o:1", async () => 500)).toBe(true); // (the new entry asks for itself)
     await Bun.sleep(0);
-    for (const at of [1_000, 1_500]) {
+    for (const at of [2_000, 2_500]) {
       now = at;
-      leases.renew("o:1", async () => 500); // idle from 1,000 on (used at 0)
+      leases.renew("o:1", async () => 500); // idle from 2,000 on (4 leases of 500 ms; used at 0)
+      await Bun.sleep(0);
     }
     now = 499;
     expect(leases.holds("o:1")).toBe(true);
     now = 500;
     expect(leases.holds("o:1")).toBe(false); // never past sentAt + leaseMs, asking or not
+  });
+});
+
+describe("renewals follow each owner's lease, not the member's", () => {
+  /**
+   * run drives `leases` as Cluster does, on the test's clock: a tick at each time renewDue names
+   * (never within MIN_RENEW_MS of the last), each ask answered at once with `grant` ms; a Get
+   * every ms (`holds`). Returns how many of those Gets held the lease, and how many asks went.
+   */
+  async function run(clock: { now: number }, leases: Leases, grant: number, endAt: number) {
+    let asks = 0;
+    let held = 0;
+    let gets = 0;
+    let tickAt = clock.now;
+    while (clock.now < endAt) {
+      if (clock.now >= tickAt) {
+        const next = leases.renewDue((owner) => void leases.renew(owner, async () => (asks++, grant)));
+        await Bun.sleep(0); // (the replies)
+        tickAt = Math.max(next, clock.now + MIN_RENEW_MS);
+      }
+      gets++;
+      if (leases.holds("o:1")) held++;
+      clock.now++;
+    }
+    return { held, gets, asks };
+  }
+
+  test("an owner granting a far shorter lease (50 ms) than the member's own (1 s): renewed every 12.5 ms, held throughout while used", async () => {
+    const clock = { now: 0 };
+    const sooner: number[] = [];
+    const leases = new Leases(() => clock.now, 1_000, () => {}, (at) => sooner.push(at));
+    leases.add("o:1", true);
+    expect(leases.renewDue(() => void leases.renew("o:1", async () => 50))).toBe(250); // (before a grant: a quarter of its own)
+    await Bun.sleep(0);
+    expect([leases.dueAt("o:1"), sooner]).toEqual([12.5, [12.5]]); // the grant moves it
+    const { held, gets, asks } = await run(clock, leases, 50, 1_000);
+    // (Before: asked every 250 ms, each lease of 50 ms ran out 200 ms before the next: 1 Get in 5 held it.)
+    expect(held).toBe(gets);
+    expect(asks).toBeGreaterThanOrEqual(70);
+    expect(asks).toBeLessThanOrEqual(81);
+  });
+
+  test("a longer lease (4 s) than the member's own (250 ms): asked every second, not every 62.5 ms", async () => {
+    const clock = { now: 0 };
+    const leases = new Leases(() => clock.now, 250);
+    leases.add("o:1", true);
+    const { held, gets, asks } = await run(clock, leases, 4_000, 10_000);
+    expect(held).toBe(gets);
+    expect(asks).toBeLessThanOrEqual(11);
+  });
+
+  test("a tiny lease (hostile or misconfigured: 0.01 ms) is asked for at most every MIN_RENEW_MS, never a flood", async () => {
+    const clock = { now: 0 };
+    const leases = new Leases(() => clock.now, 1_000);
+    leases.add("o:1", true);
+    const { asks } = await run(clock, leases, 0.01, 1_000);
+    expect(asks).toBeLessThanOrEqual(1_000 / MIN_RENEW_MS + 1);
+    expect(asks).toBeGreaterThan(100);
+  });
+
+  test("idle after 4 of the owner's leases unused (50 ms: 200 ms), not the member's (1 s); the next use wakes it", async () => {
+    const clock = { now: 0 };
+    const woken: string[] = [];
+    const leases = new Leases(() => clock.now, 1_000, (owner) => woken.push(owner));
+    leases.add("o:1", true);
+    const renewOne = (owner: string): void => void leases.renew(owner, async () => 50);
+    for (; clock.now <= 300; clock.now += MIN_RENEW_MS) {
+      leases.renewDue(renewOne);
+      await Bun.sleep(0);
+    }
+    expect([leases.renewing("o:1"), leases.dueAt("o:1")]).toEqual([false, Infinity]);
+    expect(leases.holds("o:1")).toBe(false); // (the last lease ran out)
+    expect([woken, leases.renewing("o:1"), leases.dueAt("o:1")]).toEqual([["o:1"], true, 305]);
+  });
+});
+
+describe("a member's Cluster renews on its owner's lease", () => {
+  test("the owner's lease (40 ms) is a 25th of the member's (1 s): the member holds it nearly throughout (before: about a sixth of the time)", async () => {
+    const cluster = new Cluster({ self: "me:1", connect: () => stubPeer({ lease: () => 40 }), logger: quiet, peerTimeoutMs: 4_000 });
+    cluster.setMembers(["me:1", "o:1"]);
+    expect(cluster.leaseMs).toBe(1_000);
+    cluster.startRenewingLeases();
+    await until(() => cluster.leaseHeld("o:1"));
+    let held = 0;
+    let gets = 0;
+    for (const end = performance.now() + 500; performance.now() < end; gets++) {
+      if (cluster.leaseHeld("o:1")) held++;
+      await Bun.sleep(2);
+    }
+    expect(held / gets).toBeGreaterThan(0.8); // (a margin for a busy machine's late timers)
+    await cluster.close();
   });
 });
 
@@ -234,7 +326,7 @@ describe("a member's mirror answers under its owner's lease", () => {
     let pings = 0;
     const cluster = new Cluster({ self: "me:1", connect: () => stubPeer({ lease: () => (pings++, 10) }), logger: quiet, peerTimeoutMs: 40 });
     cluster.setMembers(["me:1", "o:1"]);
-    expect(cluster.leaseMs).toBe(10); // (renewed every 2.5 ms; idle after 40 ms unused)
+    expect(cluster.leaseMs).toBe(10); // (renewed every 5 ms, MIN_RENEW_MS; idle after 16 renewals, 80 ms, unused)
     cluster.startRenewingLeases();
     await until(() => !cluster.leases.renewing("o:1"), 2_000);
     const sent = cluster.counters.leasePingsSent;
