@@ -28,9 +28,10 @@
  *
  * At the cap, a connection that has had no reply bytes for EVICT_QUIET_MS, nor a new request begun
  * in that time, and has none waiting (an idle keep-alive connection, or a client that trickles a
- * request it never finishes) is closed to let the new one in, the longest quiet first, as nginx reuses idle keep-alive
- * connections when it runs out. Every endpoint answers at once, so a client being served is never
- * that quiet. Without it, 16 connections that sent nothing (or a byte now and then) made
+ * request it never finishes), or whose client has taken none of a reply waiting for it in that time
+ * (one that pipelined scrapes and stopped reading), is closed to let the new one in, the longest
+ * quiet first, as nginx reuses idle keep-alive connections when it runs out. Every endpoint answers
+ * at once, and a client being served takes its reply as it comes, so it is never that quiet. Without it, 16 connections that sent nothing (or a byte now and then) made
  * `/healthz` answer 503 to every probe, and an orchestrator would restart a healthy node.
  */
 import type { Socket, TCPSocketListener } from "bun";
@@ -54,7 +55,7 @@ export const CLIENT_STALL_MS = 10_000;
 const MAX_LINGERING = 64;
 /** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
 const REFUSED_LINGER_MS = 1000;
-/** EVICT_QUIET_MS: at the cap, a connection with no reply bytes (nor a request begun since) for this long makes room for a new one. */
+/** EVICT_QUIET_MS: at the cap, a connection with no reply bytes (nor a request begun since), or whose client took none of its waiting reply, for this long makes room for a new one. */
 export const EVICT_QUIET_MS = 1000;
 
 /** Pipe is one admin connection: the client's socket and the one to the HTTP server. */
@@ -239,12 +240,21 @@ export class AdminGate {
     if (p.toClient.length === 0) this.end(p);
   }
 
-  /** evictQuiet closes the connection quiet longest, if one has been for evictQuietMs with nothing waiting for its client. */
+  /**
+   * evictQuiet closes the connection quiet longest, if one has been for evictQuietMs: with nothing
+   * waiting for its client, since its last reply bytes or request; with a reply waiting, since its
+   * client last took some (`progressAt`). A client being served takes its reply at once; one that
+   * pipelined scrapes and stopped reading held its slot for clientStallMs (10 s), unevictable,
+   * and 16 of them reconnecting kept every probe out.
+   */
   private evictQuiet(now: number): void {
     let quietest: Pipe | undefined;
+    let quietestSince = Infinity;
     for (const p of this.pipes) {
-      if (p.toClientBytes > 0 || now - p.quietSince < this.evictQuietMs) continue;
-      if (quietest === undefined || p.quietSince < quietest.quietSince) quietest = p;
+      const since = p.toClientBytes > 0 ? p.progressAt : p.quietSince;
+      if (now - since < this.evictQuietMs || since >= quietestSince) continue;
+      quietest = p;
+      quietestSince = since;
     }
     if (quietest === undefined) return;
     this.evicted++;

@@ -248,6 +248,36 @@ describe("admin port connections", () => {
     }
   });
 
+  test("at the cap, a client that has taken none of its waiting reply for evictQuietMs is closed to let a probe in (before: it held its slot for clientStallMs, 10 s, and reconnecting held it again)", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 2, evictQuietMs: 300, state: "serving" });
+    try {
+      // Two clients pipeline 600 scrapes (13 MB of replies, past what the sockets' buffers hold)
+      // and never read: the gate queues what is left for each, and nothing of it goes out.
+      const clients: Socket[] = [];
+      for (let i = 0; i < 2; i++) {
+        void Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: {
+          open: (s) => {
+            clients.push(s);
+            s.pause();
+            s.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(600));
+          },
+          data: () => {},
+        } });
+      }
+      await waitUntil(() => admin.connections.open === 2, "both let in");
+      await Bun.sleep(600); // their replies queued, untaken, for past evictQuietMs
+      const probe = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      expect(probe.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+      expect(admin.connections).toMatchObject({ open: 1, refused: 0, evicted: 1 });
+      for (const s of clients) s.terminate();
+      await waitUntil(() => admin.connections.open === 0, "every connection closed");
+    } finally {
+      await admin.close();
+      await node.close();
+    }
+  }, 20_000);
+
   test("connections the HTTP server closes first (HTTP/1.0, Connection: close) leave no descriptor behind", async () => {
     await using a = await startAdminNode({}, {}, "serving");
     const fds = () => readdirSync("/proc/self/fd").length;
