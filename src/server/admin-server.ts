@@ -106,7 +106,7 @@ export class AdminServer {
     this.metricsShareMs = opts.metricsShareMs ?? METRICS_MIN_INTERVAL_MS;
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
-    this.metrics = createMetrics(opts.node, opts.latency);
+    this.metrics = createMetrics(opts.node, opts.latency, () => this.connections); // (read at scrape time: the gate is open by then)
     // The HTTP server listens on a loopback port of its own; the admin port itself is the gate's,
     // which caps the connections (admin-gate.ts).
     this.server = Bun.serve({
@@ -192,7 +192,7 @@ export class AdminServer {
       case "/healthz":
         return this.current === "serving" ? text(200, "ok\n") : text(503, `${this.current}\n`);
       default:
-        return Response.json(nodeStats(this.node, this.latency, this.current), { headers: { "cache-control": "no-store" } });
+        return Response.json({ ...nodeStats(this.node, this.latency, this.current), admin: this.connections }, { headers: { "cache-control": "no-store" } });
     }
   }
 

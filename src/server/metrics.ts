@@ -46,7 +46,15 @@ const CODE_LABELS = namesByNumber(ERROR_CODE, ERROR_SLOTS);
 const KIND_LABELS = namesByNumber(APP_ERROR, APP_ERROR_SLOTS);
 const LE_LABELS: readonly string[] = [...BOUNDS_SECONDS.map(String), "+Inf"];
 
-export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metrics {
+/** AdminConnections is the admin port's own connections (AdminServer.connections), read at scrape time. */
+export interface AdminConnections {
+  open: number;
+  refused: number;
+  stalled: number;
+  evicted: number;
+}
+
+export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?: () => AdminConnections): Metrics {
   const registry = new Registry();
   const counter = (name: string, help: string, labelNames: readonly string[], fill: Fill): void => {
     new Counter({
@@ -131,6 +139,17 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram): Metri
     }
   });
   new RequestDurations(registry, latency);
+
+  // ---- The admin port's own connections (admin-gate.ts) ----
+  if (admin !== undefined) {
+    gauge("mybuncache_admin_connections", "Open connections to the admin port.", [], (emit) => emit({}, admin().open));
+    counter("mybuncache_admin_connections_refused_total", "Admin connections answered 503 at the cap (a health probe among them would fail).", [], (emit) =>
+      emit({}, admin().refused));
+    counter("mybuncache_admin_connections_stalled_total", "Admin connections closed for taking none of their reply for 10 s.", [], (emit) =>
+      emit({}, admin().stalled));
+    counter("mybuncache_admin_connections_evicted_total", "Quiet admin connections closed at the cap to let a new one in.", [], (emit) =>
+      emit({}, admin().evicted));
+  }
 
   // ---- Groups ----
   const perGroup = (name: string, help: string, read: (g: Group) => number): void =>

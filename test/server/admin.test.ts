@@ -278,6 +278,34 @@ describe("admin port connections", () => {
     }
   }, 20_000);
 
+  test("/metrics exports the admin port's own connections: open, and those refused at the cap, closed for not reading or evicted (before: only a log line every 10 s showed probes refused)", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 2, evictQuietMs: 60_000, metricsShareMs: 0, state: "serving" });
+    try {
+      const idle = await Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: { data: () => {} } });
+      await waitUntil(() => admin.connections.open === 1, "the idle one let in");
+      const held = await Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: { data: () => {} } });
+      await waitUntil(() => admin.connections.open === 2, "both let in");
+      expect(await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toStartWith("HTTP/1.1 503");
+      held.end();
+      await waitUntil(() => admin.connections.open === 1, "a slot back");
+      const scraped = await rawHttp(admin.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      const families = parsePromText(scraped.slice(scraped.indexOf("\r\n\r\n") + 4));
+      const get = (name: string) => sampleValue(families, name, name, {});
+      expect(families.get("mybuncache_admin_connections")?.type).toBe("gauge");
+      expect(get("mybuncache_admin_connections")).toBe(2); // (the idle one, and this scrape's)
+      expect(get("mybuncache_admin_connections_refused_total")).toBe(1);
+      expect(get("mybuncache_admin_connections_stalled_total")).toBe(0);
+      expect(get("mybuncache_admin_connections_evicted_total")).toBe(0);
+      const stats = await rawHttp(admin.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      expect(JSON.parse(stats.slice(stats.indexOf("\r\n\r\n") + 4)).admin).toEqual({ open: 2, refused: 1, stalled: 0, evicted: 0 });
+      idle.end();
+    } finally {
+      await admin.close();
+      await node.close();
+    }
+  });
+
   test("connections the HTTP server closes first (HTTP/1.0, Connection: close) leave no descriptor behind", async () => {
     await using a = await startAdminNode({}, {}, "serving");
     const fds = () => readdirSync("/proc/self/fd").length;
