@@ -294,14 +294,12 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
   }
   const protocolErrors: Record<string, number> = {};
   for (const [kind, t] of Object.entries(APP_ERROR)) if (latency.protocolErrors[t]! > 0) protocolErrors[kind.toLowerCase()] = latency.protocolErrors[t]!;
-  const groups: Record<string, unknown> = {};
-  for (const g of node.groups.all()) {
-    groups[g.name] = {
-      counters: { ...g.counters },
-      store: g.store.stats(),
-      mirror: g.mirror === undefined ? null : g.mirror.stats(),
-    };
-  }
+  // (fromEntries defines each key: `groups[name] = ...` on a plain object set the prototype of a group named __proto__, which `--group` takes, and it vanished)
+  const groups = Object.fromEntries(node.groups.all().map((g) => [g.name, {
+    counters: { ...g.counters },
+    store: g.store.stats(),
+    mirror: g.mirror === undefined ? null : g.mirror.stats(),
+  }]));
   const cluster = node.cluster;
   const pool = node.pool;
   return {

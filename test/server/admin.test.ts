@@ -602,6 +602,13 @@ describe("admin port", () => {
     expect([s.groups.default!.mirror, s.cluster, s.pool]).toEqual([null, null, null]);
   });
 
+  test("/stats lists every group, one named __proto__ too (the flag takes the name; before, assigned into a plain object it set the prototype and vanished)", async () => {
+    await using a = await startAdminNode({ groups: [{ name: "__proto__", ttlMs: 0 }, { name: "constructor", ttlMs: 0 }, { name: "a", ttlMs: 0 }] }, {}, "serving");
+    const s = (await (await fetch(a.url("/stats"))).json()) as { groups: Record<string, { counters: { gets: number } }> };
+    expect(Object.keys(s.groups)).toEqual(["__proto__", "constructor", "a"]);
+    expect(Object.getOwnPropertyDescriptor(s.groups, "__proto__")?.value.counters.gets).toBe(0);
+  });
+
   test("a node with peers exports the cluster figures and its groups' mirrors", async () => {
     await using a = await startAdminNode({ peers: [] });
     const f = await scrape(a);
