@@ -55,6 +55,8 @@ export const CLIENT_STALL_MS = 10_000;
 const MAX_LINGERING = 64;
 /** REFUSED_LINGER_MS: the longest a refused connection waits for its client to close. */
 const REFUSED_LINGER_MS = 1000;
+/** UPSTREAM_HOST: the HTTP server's loopback address, and the one the gate's connections to it come from. */
+const UPSTREAM_HOST = "127.0.0.1";
 /** EVICT_QUIET_MS: at the cap, a connection with no reply bytes (nor a request begun since), or whose client took none of its waiting reply, for this long makes room for a new one. */
 export const EVICT_QUIET_MS = 1000;
 
@@ -147,12 +149,14 @@ export class AdminGate {
   }
 
   /**
-   * passedBy tells whether a connection to the HTTP server from `port` (on 127.0.0.1) is one the
-   * gate opened and still holds. Its request bytes go out only once it is open, and it is let go
-   * (`end`) before its port can be another socket's.
+   * passedBy tells whether a connection to the HTTP server from `address`:`port` is one the gate
+   * opened and still holds. Its request bytes go out only once it is open, and it is let go
+   * (`end`) before its port can be another socket's. The address counts too: a local process
+   * could bind another loopback address (127.0.0.2) to the port of one of the gate's connections,
+   * which it can read off /proc/net/tcp, and was served past the cap.
    */
-  passedBy(port: number): boolean {
-    return this.upstreamPorts.has(port);
+  passedBy(address: string, port: number): boolean {
+    return (address === UPSTREAM_HOST || address === `::ffff:${UPSTREAM_HOST}`) && this.upstreamPorts.has(port);
   }
 
   /** connections is the admin connections open now. */
@@ -192,7 +196,7 @@ export class AdminGate {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const gate = this;
     Bun.connect<Pipe>({
-      hostname: "127.0.0.1",
+      hostname: UPSTREAM_HOST, // (so its connections come from this address: passedBy)
       port: this.upstreamPort,
       allowHalfOpen: true,
       socket: {

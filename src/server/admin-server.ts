@@ -172,7 +172,7 @@ export class AdminServer {
   private async handle(req: Request): Promise<Response> {
     // Only through the gate: a local process connecting to the server's own port would pass its cap.
     const from = this.server.requestIP(req);
-    if (from === null || !this.gate.passedBy(from.port)) return text(403, "forbidden: connect to the admin port\n");
+    if (from === null || !this.gate.passedBy(from.address, from.port)) return text(403, "forbidden: connect to the admin port\n");
     const path = pathOf(req.url);
     if (path === undefined) return text(400, "bad request target\n");
     if (path === "/memory/purge") {

@@ -19,6 +19,7 @@ import type { Socket } from "bun";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "node:net";
 import { nodeFigures } from "../../src/server/figures.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { collidingKeys } from "../support/murmur-collisions.ts";
@@ -125,6 +126,35 @@ describe("admin port connections", () => {
     // Through the gate the same request is served, also on a keep-alive connection's second request.
     const twice = await rawHttp(a.admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     expect(twice.match(/HTTP\/1\.1 200 OK/g)?.length).toBe(2);
+  });
+
+  test("a local process connecting to the HTTP server's port from another loopback address, with the port of one of the gate's connections, gets 403 too (before: served, past the cap)", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 1, evictQuietMs: 60_000, state: "serving" });
+    try {
+      const inner = (admin as unknown as { server: { port: number } }).server.port;
+      const gate = (admin as unknown as { gate: { upstreamPorts: Set<number> } }).gate;
+      let heldGot = "";
+      const held = await Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: { data: (_s, d) => void (heldGot += new TextDecoder().decode(d)) } });
+      await waitUntil(() => gate.upstreamPorts.size === 1, "the gate's connection to the server open");
+      const [port] = gate.upstreamPorts; // (a local user reads it off /proc/net/tcp)
+      const got = await new Promise<string>((resolve) => {
+        let text = "";
+        const c = connect({ host: "127.0.0.1", port: inner, localAddress: "127.0.0.2", localPort: port }, () =>
+          void c.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        c.on("data", (d) => void (text += d.toString()));
+        c.on("close", () => resolve(text));
+      });
+      expect(got.split("\r\n")[0]).toBe("HTTP/1.1 403 Forbidden");
+      // The gate's own connection is served.
+      held.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+      await waitUntil(() => heldGot.endsWith("ok\n"), "the gate's connection answered");
+      expect(heldGot).toStartWith("HTTP/1.1 200 OK");
+      held.end();
+    } finally {
+      await admin.close();
+      await node.close();
+    }
   });
 
   test("past the cap a connection is answered 503 and closed; the ones let in are served, and their slots come back", async () => {
