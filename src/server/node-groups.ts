@@ -103,9 +103,14 @@ function checkLoaderOptions(config: NodeConfig, loaders: Record<string, Loader>,
   }
 }
 
-/** collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both). */
+/**
+ * collectLoaders merges the pool's loaders and the in-process ones (a name may not be in both),
+ * in an object with no prototype: it is looked up by group names, which --group takes from the
+ * command line, and a plain object's `toString` or `constructor` read as a loader (a Get miss of
+ * a group named so was answered "[object Undefined]", and stored).
+ */
 function collectLoaders(deps: NodeDeps): Record<string, Loader> {
-  const loaders: Record<string, Loader> = { ...deps.loaders };
+  const loaders: Record<string, Loader> = Object.assign(Object.create(null) as Record<string, Loader>, deps.loaders);
   const pool = deps.pool;
   for (const name of pool?.groups ?? []) {
     if (loaders[name] !== undefined) throw new ConfigError(`loader '${name}' is defined both in-process and in the loaders module`);
