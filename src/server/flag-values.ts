@@ -55,7 +55,7 @@ const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, m: 
 
 export function parseSize(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
-  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const unit = m && Object.hasOwn(SIZE_UNITS, m[2]!.toLowerCase()) ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined; // (not a unit "constructor")
   if (!m || unit === undefined) throw new ConfigError(`${flag} expects a size like 64mb, 512k or 1048576, got '${text}'`);
   const bytes = Math.floor(Number(m[1]) * unit);
   if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw new ConfigError(`${flag} must be a positive size, got '${text}'`);

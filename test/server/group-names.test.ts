@@ -36,4 +36,7 @@ describe("groups named like an object's own properties", () => {
     expect(new TextDecoder().decode((await c.get("loaded", "x")).value)).toBe("v:x");
   });
 
+  test("a size's unit is one of its units, not an object's property", () => {
+    expect(() => parseArgs(["--memory", "64constructor"])).toThrow("--memory expects a size like 64mb, 512k or 1048576, got '64constructor'");
+  });
 });
