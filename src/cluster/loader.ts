@@ -23,6 +23,19 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export function toValue(result: unknown): Uint8Array | string | null {
   if (result === null || result === undefined) return null;
+  if (result instanceof Uint8Array && isTransferred(result)) throw new TypeError(`a loader returned ${TRANSFERRED}`);
   if (result instanceof Uint8Array || typeof result === "string") return result;
   throw new TypeError(`a loader must return Uint8Array, string, null or undefined, not ${typeof result}`);
+}
+
+/** TRANSFERRED describes bytes whose buffer was transferred away (`isTransferred`). */
+export const TRANSFERRED = "a Uint8Array whose buffer was transferred (detached): its bytes are gone";
+
+/**
+ * isTransferred tells whether `bytes`' buffer was transferred (postMessage, structuredClone with
+ * `transfer`, ArrayBuffer.transfer): it then reads as empty, and was stored and served as an
+ * empty value, a hit, where the loader meant bytes it no longer has: a load failure.
+ */
+export function isTransferred(bytes: Uint8Array): boolean {
+  return (bytes.buffer as ArrayBuffer).detached === true;
 }

@@ -35,6 +35,7 @@
  */
 import { threadId } from "node:worker_threads";
 import Tinypool, { workerId } from "tinypool";
+import { TRANSFERRED, isTransferred } from "../cluster/loader.ts";
 import { errorText } from "../protocol/errors.ts";
 import { countStuck, startBeating } from "./heartbeat.ts";
 
@@ -129,6 +130,7 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   if (value === STOPPED) return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
+  if (value instanceof Uint8Array && isTransferred(value)) return { failed: `loader "${task.group}" returned ${TRANSFERRED}` };
   if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));
   return {
     failed: `loader "${task.group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined`,

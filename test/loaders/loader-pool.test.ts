@@ -111,6 +111,13 @@ describe("LoaderPool errors", () => {
     expect(pool.counters).toEqual({ submitted: 4, completed: 1, failed: 3, rejected: 0, crashes: 0, stopped: 0 });
   });
 
+  test("a loader answering bytes whose buffer it transferred away is LOAD_FAILED, not an empty value (they read as empty)", async () => {
+    await using pool = await LoaderPool.open({ module: fixture("transferred.ts"), threads: 1, queue: 4, logger: recordingLogger() });
+    await failure(pool.run("transferred", "k"), ERROR_CODE.LOAD_FAILED, /^loader "transferred" returned a Uint8Array whose buffer was transferred \(detached\): its bytes are gone$/);
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters.crashes).toBe(0);
+  });
+
   test("a loader throwing a value String() cannot convert is LOAD_FAILED, not a crash", async () => {
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
     await failure(pool.run("unprintable", "k"), ERROR_CODE.LOAD_FAILED, /^a value that cannot be printed$/);

@@ -272,6 +272,30 @@ describe("read-through: what loaders return and throw", () => {
     }
   });
 
+  test("a loader answering bytes whose buffer it transferred away is LOAD_FAILED, and nothing is stored (they read as empty: an empty value was stored and served)", async () => {
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "g", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: {
+        g: (key) => {
+          const bytes = new TextEncoder().encode(`value of ${key}`);
+          structuredClone(bytes.buffer, { transfer: [bytes.buffer] });
+          return bytes;
+        },
+      },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      for (let i = 0; i < 2; i++) {
+        await expect(client.Get(new types.Request({ group: "g", key: "k" }))).rejects.toMatchObject({
+          code: 6, message: "a loader returned a Uint8Array whose buffer was transferred (detached): its bytes are gone",
+        });
+      }
+      expect(node.groups.byName("g")!.store.stats().items).toBe(0);
+    } finally {
+      close();
+    }
+  });
+
   test("a loader throwing a value String() cannot convert is LOAD_FAILED", async () => {
     await using node = CacheNode.start({ port: 0, groups: [{ name: "odd", ttlMs: 0 }] }, {
       logger: new LogSink().logger,
