@@ -367,7 +367,7 @@ describe("Store item table shrinking", () => {
     } catch (e) {
       throw new Error(`TEST_SEED=${seed}: ${String(e)}`);
     }
-  });
+  }, 60_000); // (checks the store's invariants after every step: seconds, more on a busy machine)
 
   test("seeded bursts and drains against a model: invariants after every tick", () => {
     const seed = testSeed();
