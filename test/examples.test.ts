@@ -2,10 +2,12 @@
  * The README's examples run as written: the embedded example, and the sqlite loaders module
  * behind a real `node.ts` process fetched with examples/thrift-get.ts (a stock Thrift client).
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { spawnNode } from "./support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ROOT = join(import.meta.dir, "..");
 

@@ -4,7 +4,7 @@
  * with CacheError OVERLOADED; the client then reports a protocol fault and PEER_UNAVAILABLE
  * instead of OVERLOADED (which it reports without auth).
  */
-import { describe, expect, spyOn, test } from "bun:test";
+import { describe, expect, spyOn, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { ClientConnection } from "../../src/client/client-connection.ts";
 import { BACKOFF_BASE_MS, CONN_IDLE, CONN_OPEN } from "../../src/client/dialer.ts";
@@ -12,6 +12,8 @@ import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
 import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 async function firstError(node: { port: number }, authToken: string | undefined): Promise<CacheError> {
   const client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });

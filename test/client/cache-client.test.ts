@@ -3,7 +3,7 @@
  * methods against StubServer (the node's peer dispatch is being built alongside), errors,
  * pipelining, timeouts, down marking and probing back, and hostile servers.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR, isUnknownMethod } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -11,6 +11,8 @@ import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { type StubCall, StubServer, appExceptionReply, closedPort, getReply, multiReply, rejection, serve, until } from "./support.ts";
 import { LogSink } from "../server/support.ts";
 import { IPV6 } from "../support/ipv6.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

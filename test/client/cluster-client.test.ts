@@ -5,11 +5,13 @@
  * a write is made once, and its failure is the caller's (one the owner answered would only be
  * forwarded to the same owner, and one that timed out may have been applied).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { ClusterClient } from "../../src/client/cluster-client.ts";
 import { APP_ERROR, CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_GET, METHOD_GET_MULTI, baseMethod } from "../../src/protocol/request.ts";
 import { StubServer, appExceptionReply, cacheErrorReply, serve } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

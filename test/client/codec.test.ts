@@ -3,7 +3,7 @@
  * the server's own decoder; ReplyReader over a table of spec-built replies, limits and malformed
  * input; PendingCalls against a reference model; one socket.write per connection per tick.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { CallSocket } from "../../src/client/client-connection.ts";
 import { MAX_SLOTS, PendingCalls, SLOT_ABANDONED, SLOT_LATE, SLOT_WAITING } from "../../src/client/pending-calls.ts";
@@ -42,6 +42,8 @@ import {
 import { Prng, testSeed } from "../support/prng.ts";
 import { Bytes, MSG, T, framed, hex, message, text } from "../protocol/wire-builder.ts";
 import { appExceptionReply, boolReply, cacheErrorReply, getReply, i64Reply, multiReply, pingReply } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const callBytes = (name: string, seqid: number, req: Bytes) => framed(message(MSG.CALL, name, seqid, new Bytes().field(T.STRUCT, 1).raw(req.out).stop().stop().bytes()));
 

@@ -8,12 +8,14 @@
  * node refusing our connection (its idle close then made the client answer calls with that
  * OVERLOADED at once, without asking the node).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import { CONN_IDLE } from "../../src/client/dialer.ts";
 import { CacheError, ERROR_CODE, TOO_MANY_CONNECTIONS } from "../../src/protocol/errors.ts";
 import { METHOD_AUTH, METHOD_PEER_PING } from "../../src/protocol/request.ts";
 import { StubServer, boolReply, cacheErrorReply, getReply, pingReply, until } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const TOKEN = "s3cret-token-0123456789";
 const utf8 = new TextEncoder();

@@ -5,12 +5,14 @@
  * passing on what its own peer answered) is neither (isRefusedWithoutReason, isUnknownMethod
  * read the message and took it for one).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, isUnknownMethod } from "../../src/client/cache-client.ts";
 import { ClusterClient } from "../../src/client/cluster-client.ts";
 import { isRefusedWithoutReason } from "../../src/client/results.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, ERROR_ORIGIN, type ErrorOrigin } from "../../src/protocol/errors.ts";
 import { StubServer, appExceptionReply, boolReply, cacheErrorReply, closedPort } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

@@ -8,7 +8,9 @@
  * two-field object per call must be detected; 100 B and 4 KiB values with a canned server reply,
  * and a loop that also runs the server's decoder and ReplyWriter, must run without a collection.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 interface ProbeResult {
   control: boolean;

@@ -3,12 +3,14 @@
  * against a hostile or broken server): never a hit, an error the server chose for calls it never
  * answered, or a large reply kept by an idle connection.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { TimeoutSweep } from "../../src/client/timeout-sweep.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { StubServer, getReply, multiReply, rejection } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

@@ -4,10 +4,12 @@
  * replies on the client's other connection prove nothing about it. StubServer plays a node that
  * answers some connections and not others (a half-open socket, a wedged connection).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { METHOD_PEER_PING } from "../../src/protocol/request.ts";
 import { StubServer, getReply, rejection, serve } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const enc = new TextEncoder();
 const open: { close(): unknown }[] = [];

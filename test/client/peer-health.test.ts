@@ -3,8 +3,10 @@
  * a failure whose reason was not yet reported is offered to `onStillDown` every time until the
  * client reports it (the client rate-limits its reports: an offer it turns down must come again).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { PeerHealth } from "../../src/client/peer-health.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("PeerHealth", () => {
   test("down after maxFailures in a row with the reason; a reply in between starts the count again; up at a reply", () => {

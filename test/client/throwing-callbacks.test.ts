@@ -3,7 +3,9 @@
  * reports it as an uncaught error and carries on with the state change it was telling of. Run in
  * a spawned process (throwing-callbacks-child.ts), where those uncaught errors are counted.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 test("onHealth and onProtocolError throwing break nothing: the peer comes back each time, a broken connection is still dropped (review: down for good; the desynced connection kept)", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/throwing-callbacks-child.ts`], { stdout: "pipe", stderr: "pipe" });

@@ -4,10 +4,12 @@
  * holds a TLS socket from the TCP open, before its handshake: one it let go would stay open on
  * both sides for good, counted toward the node's --max-connections.)
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("a TLS handshake that never finishes", () => {
   test("each attempt's socket is ended at the connect timeout, and the last one when the client closes", async () => {

@@ -5,7 +5,7 @@
  * (not found). And what our node with --seed-errors answers for each write it refuses: an
  * application exception naming the code, which the client reads back as that CacheError.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_CLEAR, METHOD_SET, METHOD_SET_MULTI, baseMethod } from "../../src/protocol/request.ts";
@@ -13,6 +13,8 @@ import { startNode } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { StubServer, boolReply, closedPort, rejection, serve } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

@@ -2,13 +2,15 @@
  * Clear through a cluster (review of the write path): acknowledged, no member serves a value from
  * before it, and a member without the group counts as cleared.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
 import { freePorts } from "../support/node-process.ts";
 import { closedPort } from "../client/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

@@ -8,9 +8,11 @@
  * both faults done, the mirrors and the read-through group in use. The seed is printed on
  * failure; replay with `bun bench/soak/cluster-soak.ts --seconds 30 --seed N`.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ROOT = join(import.meta.dir, "../..");
 const KINDS = ["worker", "roam", "read", "churn"];

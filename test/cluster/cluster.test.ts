@@ -3,7 +3,7 @@
  * writes through the owner with mirror invalidation, fallback when a node is gone, disagreeing
  * member lists, GetMulti/SetMulti spread over owners, membership from a peers file and DNS.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -16,6 +16,8 @@ import { freePorts } from "../support/node-process.ts";
 import { leasesHeld } from "../support/cluster-members.ts";
 import { waitUntil } from "../support/gates.ts";
 import { selfSigned } from "../support/tls.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

@@ -5,7 +5,7 @@
  * local key whose loader throws) must not answer while the fallback load of another part still
  * runs, or that load, finishing, would read the next call's key ranges as its own.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -13,6 +13,8 @@ import { freePorts } from "../support/node-process.ts";
 import { LogSink, OverlapLoader, RawSocket, getCall, getMultiCall, setCall } from "../server/support.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

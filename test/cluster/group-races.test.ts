@@ -2,9 +2,11 @@
  * Review: a Set (or a Delete→Set) that lands while a load of the same key is in flight is
  * overwritten when the load settles, by the loaded value or by a negative entry.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Group } from "../../src/cluster/group.ts";
 import { MIB } from "../../src/store/store.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

@@ -2,7 +2,7 @@
  * Read-through groups: singleflight loading, loader outcomes (value, not found, error, timeout),
  * negative caching, LRU-K admission of loaded values, and the embeddable API.
  */
-import { describe, expect, spyOn, test } from "bun:test";
+import { describe, expect, spyOn, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { Group } from "../../src/cluster/group.ts";
 import type { LoadResult } from "../../src/cluster/loader.ts";
@@ -10,6 +10,8 @@ import type { TooLargeKeys } from "../../src/cluster/too-large-keys.ts";
 import { LoaderPool } from "../../src/loaders/loader-pool.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { MIB, SET_OK, SET_TOO_LARGE } from "../../src/store/store.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");

@@ -2,10 +2,12 @@
  * HandOuts (src/cluster/hand-outs.ts) on a clock of its own: until when, and by which members,
  * keys may be held; and Group.copyTtl, which ages a copy's cap from when its Get was sent.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { EVERY_MEMBER, HandOuts, SLACK_MS } from "../../src/cluster/hand-outs.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { MIB } from "../../src/store/store.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const utf8 = new TextEncoder();
 const G = utf8.encode("g");

@@ -5,7 +5,7 @@
  * writes were lost to Gets answered by the other ring's owner). And members with an IPv6 zone
  * (`[fe80::1%eth0]:8001`), which Bun connects to through the interface the zone names.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { networkInterfaces } from "node:os";
 import { hostPort } from "../../src/bytes/bytes.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -14,6 +14,8 @@ import { parseArgs } from "../../src/server/flags.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
 import { IPV6 } from "../support/ipv6.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 
 /**

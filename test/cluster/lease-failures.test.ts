@@ -5,10 +5,12 @@
  * acknowledged by its longest wait at the latest; a member listed again gets no lease until it
  * dropped its mirrors (writes while it was out of the list did not tell it).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import type { PingResult } from "../../src/client/results.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /**
  * stubPeer fails invalidations after `failMs` (undefined: answers at once; the first `failing`

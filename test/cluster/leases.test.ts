@@ -3,12 +3,14 @@
  * on a clock the test moves, then a Cluster of stub peers: what a member's mirror may answer
  * under, and how long an owner's write waits for a member it vouched for.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Leases, MIN_RENEW_MS, Vouches } from "../../src/cluster/leases.ts";
 import type { PingResult } from "../../src/client/results.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { until } from "../client/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("Leases (a member's)", () => {
   test("a lease runs from when the ping was sent; 0 keeps what was granted; no field (an older owner) stops the checks", () => {

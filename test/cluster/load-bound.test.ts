@@ -5,12 +5,14 @@
  * when its callers time out). Keys chosen to share a string hash make each entry of the Maps of
  * loads under way cost a comparison (test/server/key-floods.test.ts floods a node with them).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Group } from "../../src/cluster/group.ts";
 import { DEFAULT_MAX_LOADS, LoadBound } from "../../src/cluster/load-bound.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { MIB } from "../../src/store/store.ts";
 import { GatedLoader } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const enc = new TextEncoder();
 

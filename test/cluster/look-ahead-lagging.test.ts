@@ -12,7 +12,7 @@
  * B owns K; B reaches A through a proxy that holds back its calls from the first one naming
  * `needle` on (B's invalidations of that key, and all that follow them on that connection).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { until } from "../client/support.ts";
@@ -21,6 +21,8 @@ import { freePorts } from "../support/node-process.ts";
 import { LogSink, RawSocket, getCall, getMultiCall } from "../server/support.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => { await Promise.all(open.splice(0).reverse().map((x) => x.close().catch(() => {}))); });

@@ -6,7 +6,7 @@
  * acknowledged write had replaced; and on a lone node, a cache-aside Delete acknowledged before
  * the Get's turn did not keep the old value from being served).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { keysOf, leasesHeld, startMembers } from "../support/cluster-members.ts";
@@ -16,6 +16,8 @@ import { LogSink, RawSocket, getCall, getMultiCall } from "../server/support.ts"
 import { delayingProxy } from "../support/delay-proxy.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => { await Promise.all(open.splice(0).map((x) => x.close())); });

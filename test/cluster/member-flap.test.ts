@@ -3,7 +3,7 @@
  * edited): while it was out, its keys were written elsewhere, so it keeps none of what it held
  * (review: back in the list, it served a value older than an acknowledged write).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

@@ -4,7 +4,7 @@
  * or which was closed, and a loader slower than four global load timeouts in a group that
  * allows it.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
@@ -16,6 +16,8 @@ import { parseArgs } from "../../src/server/flags.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");

@@ -5,7 +5,7 @@
  * this node), answers its own caller but does not fill the mirror. Otherwise the copy would be
  * served, stale, until its TTL (for good without one).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
@@ -22,6 +22,8 @@ import { field, outcome, readReplies } from "../server/wire-reader.ts";
 import { freePorts } from "../support/node-process.ts";
 import { waitUntil } from "../support/gates.ts";
 import { leasesHeld } from "../support/cluster-members.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

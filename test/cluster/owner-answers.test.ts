@@ -6,7 +6,7 @@
  * a loader) now says how the owner failed it, and the owner is not marked down for answering; a
  * Clear tells the members that answered an error apart from those it could not reach.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import {
   METHOD_PEER_CLEAR,
@@ -18,6 +18,8 @@ import {
 } from "../../src/protocol/request.ts";
 import { appExceptionReply, cacheErrorReply } from "../client/support.ts";
 import { keysOwnedBy, nodeBesideStub } from "../support/cluster-members.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -3,7 +3,7 @@
  * operator otherwise sees only PEER_UNAVAILABLE answers or fallback loads, and not why (a peer
  * that is not listening, or whose certificate this node refuses, look the same from outside).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -11,6 +11,8 @@ import { freePorts } from "../support/node-process.ts";
 import { LogSink } from "../server/support.ts";
 import { waitUntil } from "../support/gates.ts";
 import { selfSigned } from "../support/tls.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

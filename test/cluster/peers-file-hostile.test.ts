@@ -3,12 +3,14 @@
  * forever, or a directory), at start or put in place of the file later: the last good list is
  * kept with a warning, and the reloads after it are not stuck behind a read that never ends.
  */
-import { afterEach, beforeEach, expect, test } from "bun:test";
+import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileMembers } from "../../src/cluster/membership.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 let dir = "";
 let path = "";

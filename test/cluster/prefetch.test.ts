@@ -4,7 +4,7 @@
  * must be exactly what forwarding each in turn gives, in order; a write of the connection is seen
  * by its later reads; and nothing kept outlives a call of another kind.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { freePorts } from "../support/node-process.ts";
@@ -14,6 +14,8 @@ import { LogSink, RawSocket, getCall, setCall } from "../server/support.ts";
 import { Prefetches } from "../../src/server/prefetch.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -11,7 +11,7 @@
  * B owns the key; B reaches A through a proxy that holds back its calls from the first one naming
  * the key on (B's invalidation of it, and all that follow on that connection), 1.5 s each.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { PeerClient } from "../../src/cluster/cluster.ts";
 import { memberAddressOf } from "../../src/cluster/membership.ts";
@@ -20,6 +20,8 @@ import { until } from "../client/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => { await Promise.all(open.splice(0).reverse().map((x) => x.close().catch(() => {}))); });

@@ -7,11 +7,13 @@
  * and one past it, which pins every arc of the ring. `coarse` keeps 12 bits of each point, so
  * about one point in three shares its value with another member's.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { DEFAULT_VNODES, Ring, type RingHash } from "../../src/cluster/ring.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { Prng, bytes, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const seed = testSeed();
 const enc = new TextEncoder();

@@ -4,7 +4,7 @@
  * member may have taken its writes meanwhile (each purge keeps to the ring of its change, which
  * Cluster.ownedHere copies).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { RingPurges, type Owned } from "../../src/cluster/ring-purge.ts";
@@ -13,6 +13,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, RawSocket, getCall } from "../server/support.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const enc = new TextEncoder();
 const index = (key: Uint8Array, off: number, len: number): number => Number(new TextDecoder().decode(key.subarray(off + 1, off + len)));

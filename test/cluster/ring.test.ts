@@ -1,7 +1,9 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { DEFAULT_VNODES, Ring, type RingHash } from "../../src/cluster/ring.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { Prng, bytes, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const seed = testSeed();
 const KEYS = 100_000;

@@ -4,11 +4,13 @@
  * all decode to U+FFFD, so distinct keys got each other's value. Now the answer is matched by the
  * keys' bytes (results.ts `valuesFor`), and the same GetMulti reads as when the owner serves it.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { RawSocket, getMultiCall, replyHeader } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@
  * answered the same error (a lone node stops at the first failure: a window of loads at most).
  * Likewise an owner answering LOAD_FAILED left this node loading all of its own part.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
@@ -15,6 +15,8 @@ import { StubServer, cacheErrorReply, closedPort, serve } from "../client/suppor
 import { keysOwnedBy } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
 import { LogSink } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

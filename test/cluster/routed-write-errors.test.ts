@@ -4,7 +4,7 @@
  * so is one a member answers success=false (it did not do it), which is not counted as done. An
  * entry of a routed SetMulti that this node's own store refuses reads as a lone node's refusal.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { type CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_PEER_CLEAR, METHOD_PEER_SET, METHOD_PEER_SET_MULTI } from "../../src/protocol/request.ts";
@@ -12,6 +12,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { boolReply } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { keysOwnedBy, nodeBesideStub, startMembers } from "../support/cluster-members.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

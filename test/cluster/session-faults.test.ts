@@ -9,13 +9,15 @@
  * up may still answer from its mirror a value that was the last one written. Once the owner is
  * back and reachable, calls of its keys must succeed again.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import type { CacheNode } from "../../src/server/cache-node.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { RawSocket, deleteCall, getCall, setCall } from "../server/support.ts";
 import { Prng } from "../support/prng.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

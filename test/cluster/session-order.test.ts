@@ -7,12 +7,14 @@
  * per connection predicts every reply byte for byte (value, stored, deleted or not, NOT_FOUND).
  * Batches of random length are split across writes at random points, to both nodes.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { startMembers } from "../support/cluster-members.ts";
 import { RawSocket, deleteCall, getCall, setCall } from "../server/support.ts";
 import { Prng } from "../support/prng.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "../server/wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@
  * (three in a row marked a working owner down). An owner that answers nothing still fails at the
  * timeout, and the forwarder loads the key itself.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { type Socket, listen } from "bun";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
@@ -14,6 +14,8 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const utf8 = new TextEncoder();

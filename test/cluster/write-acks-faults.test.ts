@@ -4,7 +4,7 @@
  * many peer writes waiting at once, a member that hangs, and a node at its connection limit
  * refusing the PeerPing that names a peer client's member.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import * as net from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
@@ -14,6 +14,8 @@ import { until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { fetchedBy, keysOf, startMembers } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

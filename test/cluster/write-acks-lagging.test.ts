@@ -5,7 +5,7 @@
  * since writes were acknowledged without its answer. What the owner notes of a member is
  * forgotten when the member leaves the list.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { METHOD_PEER_INVALIDATE } from "../../src/protocol/request.ts";
@@ -13,6 +13,8 @@ import { StubServer, type StubCall, serve, until } from "../client/support.ts";
 import { LogSink } from "../server/support.ts";
 import { fetchedBy, keysOf } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 
 const open: { close(): Promise<void> }[] = [];

@@ -6,7 +6,7 @@
  * them (a member that does not answer then costs nothing). Peer writes that wait so are answered
  * out of order, so two members writing each other's keys do not wait on each other.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { HandOuts } from "../../src/cluster/hand-outs.ts";
@@ -18,6 +18,8 @@ import { LogSink } from "../server/support.ts";
 import { fetchedBy, keysOf, leasesHeld, startMembers } from "../support/cluster-members.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

@@ -4,9 +4,11 @@
  * key was written in since is not (review: any write of the bucket redid the loads ahead of its
  * other keys). Replay a failure with `TEST_SEED=<seed> bun test test/cluster/write-stamps.test.ts`.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { BUCKETS, WriteStamps } from "../../src/cluster/write-stamps.ts";
 import { Prng, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** HASHES: 4 hashes in each of 3 buckets (signed, as the store's are, some negative). */
 const HASHES = [0, 1, 2].flatMap((b) => [0, 1, 2, -3].map((j) => (b + BUCKETS * j) | 0));

@@ -3,12 +3,14 @@
  * module in each node's worker pool. Kill one: the others keep answering every key; restart it on
  * the same port: it rejoins and owns its keys again.
  */
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
 import { nodeStats } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const LOADERS = join(ROOT, "test/loaders/fixtures/loaders.ts");
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);

@@ -2,12 +2,14 @@
  * Snapshot persistence over a real process restart: items set through the wire come back
  * byte-exact after SIGTERM and a restart with the same --snapshot; expired ones do not.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { freePorts, spawnNode, type NodeProcess } from "../support/node-process.ts";
 import { connect, type Socket } from "node:net";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 function start(args: string[]): Promise<NodeProcess> {
   return spawnNode(["--port", "0", ...args]);

@@ -25,11 +25,13 @@
  * leases, an older node). test/server/server-timers.test.ts tests the drop itself, and fails
  * without it.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { freePorts, spawnNode, type NodeProcess } from "../support/node-process.ts";
 import { nodeStats } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 const open: { close(): unknown }[] = [];

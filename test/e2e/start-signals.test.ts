@@ -5,13 +5,15 @@
  * second SIGTERM while it shuts down, before the final snapshot: exit 1, the old snapshot moved
  * aside. And SIGHUP on a running node: it re-reads the peers, or says there are none.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { until } from "../client/support.ts";
 import { ROOT, freePorts, spawnNode } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const FIXTURE = join(ROOT, "test/loaders/fixtures/slow-import.ts");
 const procs: ReturnType<typeof Bun.spawn>[] = [];

@@ -2,11 +2,13 @@
  * A promise rejected with no handler in the node's thread (here, by its loaders module) is logged
  * as an internal error and counted; the node keeps serving (Bun's default would exit it).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { until } from "../client/support.ts";
 import { ROOT, spawnNode, type NodeProcess } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const FIXTURE = join(ROOT, "test/e2e/fixtures/stray-rejection.ts");
 const procs: NodeProcess[] = [];

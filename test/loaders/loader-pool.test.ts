@@ -1,7 +1,7 @@
 // LoaderPool: values across the thread boundary, loader errors, worker crashes and recovery,
 // queue saturation (ordering proven by promise settlement, never by timing), module validation,
 // close, and the bun:sqlite example module. Every pool is closed (`await using`).
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -10,6 +10,8 @@ import { Database } from "bun:sqlite";
 import { LoaderPool } from "../../src/loaders/loader-pool.ts";
 import type { LoaderPoolLogger } from "../../src/loaders/loaders-module.ts";
 import { CacheError, ERROR_CODE, type ErrorCode } from "../../src/protocol/errors.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** Paths relative to the current directory, as a user passes them on the command line. */
 const fixture = (name: string) => relative(process.cwd(), join(import.meta.dir, "fixtures", name));

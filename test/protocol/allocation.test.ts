@@ -6,8 +6,10 @@
 // probes run in a spawned process (allocation-child.ts) so the heap is small and the probe
 // sensitive whatever ran before in this test process.
 
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { METHOD_GET } from "../../src/protocol/request.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 test("Get (framed, buffered, THeader, TTHeader) and Set decode + reply allocate nothing over 1M requests; the probe detects 16 B/request", async () => {
   const proc = Bun.spawn(["bun", `${import.meta.dir}/allocation-child.ts`], { stdout: "pipe", stderr: "inherit" });

@@ -1,5 +1,7 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const bytes = (n: number, from: number) => Uint8Array.from({ length: n }, (_, i) => (from + i) & 255);
 

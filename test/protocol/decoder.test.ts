@@ -1,7 +1,7 @@
 // RequestDecoder and BinaryReader: skip of every type, type mismatches, every limit, message
 // types, i64 handling. Table-driven through the pure decodeMessage().
 
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { decodeMessage } from "../../src/protocol/decode-message.ts";
 import { BinaryReader } from "../../src/protocol/binary-reader.ts";
 import { APP_ERROR, CacheError, ERROR_CODE, ProtocolError } from "../../src/protocol/errors.ts";
@@ -9,6 +9,8 @@ import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { METHOD_GET, METHOD_GET_MULTI, METHOD_SET, METHOD_UNKNOWN } from "../../src/protocol/request.ts";
 import { Bytes, MSG, T, TRANSPORTS, concat, hex, message, text, wrap } from "./wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** One value of every type, as [type, encoded bytes]. */
 const VALUES: [string, number, (b: Bytes) => Bytes][] = [

@@ -1,13 +1,15 @@
 // FrameReader: transport detection, zero-copy views, partial tails, splits at every byte,
 // many messages per chunk, frame limits and the buffered-transport slowloris bound.
 
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { FrameReader, detectTransport } from "../../src/protocol/frame-reader.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
 import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
 import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, TRANSPORT_UNKNOWN } from "../../src/protocol/wire.ts";
 import { Bytes, MSG, T, TRANSPORTS, type TransportName, concat, hex, message, wrap } from "./wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** getCall builds a Get call with a key of `keyLength` bytes, seqid `seqid`. */
 function getCall(seqid: number, keyLength = 3): Uint8Array {

@@ -2,8 +2,10 @@
 // decoder and through a chunk-fed connection (see fuzz.ts). The seed is printed on failure;
 // set FUZZ_SEED to replay one. A longer run: bun run test/protocol/fuzz-run.ts --iterations 1000000
 
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { runFuzz } from "./fuzz.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ITERATIONS = 100_000;
 

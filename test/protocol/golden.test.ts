@@ -2,7 +2,7 @@
 // TTHeader form. Expected bytes are built by hand from the spec (wire-builder.ts) and, where
 // the stock Apache `thrift` library can produce or read them, cross-checked against it.
 
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
@@ -11,6 +11,8 @@ import { METHOD_DELETE, METHOD_CLEAR, METHOD_GET, METHOD_GET_MULTI, METHOD_SET, 
 import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER } from "../../src/protocol/wire.ts";
 import { apacheCall, apacheReadReply } from "./apache-adapter.ts";
 import { Bytes, MSG, T, TRANSPORTS, type TransportName, hex, message, text, wrap } from "./wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const SEQID = 7;
 const HEADER = { flags: 0x0001, seqid: SEQID };

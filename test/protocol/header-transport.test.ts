@@ -1,12 +1,14 @@
 // THeader / TTHeader: header block parsing in both encodings, info headers kept as byte
 // ranges, refusals of transforms and non-binary protocols, and malformed headers.
 
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { decodeMessage } from "../../src/protocol/decode-message.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { Bytes, MSG, T, message, theader, ttheader } from "./wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const GET = message(MSG.CALL, "Get", 3, new Bytes().field(T.STRUCT, 1).field(T.STRING, 2).str("k").stop().stop().bytes());
 const str = (b: Uint8Array) => Buffer.from(b).toString();

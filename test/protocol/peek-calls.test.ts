@@ -4,7 +4,7 @@
  * that same frame as a Get or Set with the same ranges. Frames are built with the spec-based wire
  * builder.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { PEEK_METHOD, PEEK_STRIDE, PEEK_TTL, PEEK_VALUE, matchPlainGet, matchPlainSet, peekCalls } from "../../src/protocol/peek-calls.ts";
 import { RequestDecoder } from "../../src/protocol/request-decoder.ts";
 import { Request, METHOD_SET } from "../../src/protocol/request.ts";
@@ -13,6 +13,8 @@ import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED } from "../../src/protocol/wire.ts
 import { Bytes, MSG, T, concat, framed, message, theader } from "./wire-builder.ts";
 import { mulberry32, mutate, validRequest } from "./fuzz.ts";
 import { testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const utf8 = new TextEncoder();
 

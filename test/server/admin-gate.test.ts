@@ -4,11 +4,13 @@
  * takes none of it is closed after clientStallMs, and its slot comes back. (With Bun.serve behind
  * it: test/server/admin.test.ts.)
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import type { Socket } from "bun";
 import { AdminGate } from "../../src/server/admin-gate.ts";
 import { Logger } from "../../src/server/log.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const REPLY = new Uint8Array(32 * 1024 * 1024).fill(0x61);
 

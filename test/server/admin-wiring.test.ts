@@ -2,13 +2,15 @@
  * The admin port as the node runs it: `--admin-port` starts it, the server's per-request hooks
  * feed the latency histogram and error counts, and /healthz turns 503 while the node drains.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, apacheClient, startNode, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 function sample(text: string, name: string, labels: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`) || (labels === "" && l.startsWith(`${name} `)));

@@ -4,7 +4,7 @@
  * traffic from the stock Apache client, /healthz through the node's states, /stats as JSON, and
  * the cluster and loader pool figures when a node has them.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { AdminServer, PROMETHEUS_CONTENT_TYPE, type AdminState } from "../../src/server/admin-server.ts";
 import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
@@ -23,6 +23,8 @@ import { connect } from "node:net";
 import { nodeFigures } from "../../src/server/figures.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { collidingKeys } from "../support/murmur-collisions.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const silent = new Logger("silent");
 

@@ -5,7 +5,7 @@
  * (runs of hits first, the general path for whatever stops a run) and once through the general
  * path alone, then compares everything.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
@@ -21,6 +21,8 @@ import { ProtocolError } from "../../src/protocol/errors.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { mutate, validRequest } from "../protocol/fuzz.ts";
 import { deleteCall, getCall, setCall } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const utf8 = new TextEncoder();
 

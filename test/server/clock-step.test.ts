@@ -3,10 +3,12 @@
  * a VM resumed, `date -s`; here bun:test's setSystemTime, which moves Date.now only) neither ends
  * items early nor keeps them past their TTL, and the TTL a Get reports never exceeds the one set.
  */
-import { afterEach, describe, expect, test, setSystemTime } from "bun:test";
+import { afterEach, describe, expect, test, setSystemTime, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { Store } from "../../src/store/store.ts";
 import { startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 afterEach(() => void setSystemTime());
 

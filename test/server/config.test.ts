@@ -3,11 +3,13 @@
  * version) and `splitMemory` (how --memory is shared among groups). Table-driven.
  */
 import { totalmem } from "node:os";
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { splitMemory } from "../../src/server/node-groups.ts";
 import { ConfigError, DEFAULTS, VERSION, type GroupSpec, type NodeConfig } from "../../src/server/config.ts";
 import { parseArgs } from "../../src/server/flags.ts";
 import { USAGE } from "../../src/server/usage.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const KIB = 1024;
 const MIB = 1024 * 1024;

@@ -5,7 +5,7 @@
  * must not leave it held for good. And they are bounded: MAX_DETACHED_WRITES wait at once on a
  * connection, what they hold counted toward --max-buffered.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MAX_DETACHED_WRITES } from "../../src/server/load-waits.ts";
@@ -15,6 +15,8 @@ import { LogSink } from "./support.ts";
 import { Bytes, MSG, T, concat, message, wrap } from "../protocol/wire-builder.ts";
 import { keysOf } from "../support/cluster-members.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

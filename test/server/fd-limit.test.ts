@@ -3,12 +3,14 @@
  * (clients timed out instead of getting OVERLOADED, and the accept loop spun on EMFILE), so it
  * lowers the limit to fit, with a warning, as Redis does for maxclients.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { FD_RESERVE, fitConnections, openFilesLimit } from "../../src/server/fd-limit.ts";
 import { Logger } from "../../src/server/log.ts";
 import { ROOT } from "../support/node-process.ts";
 import { LogSink, RawSocket, startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max processes             96141                96141                processes

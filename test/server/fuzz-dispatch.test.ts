@@ -18,7 +18,7 @@
  * ttlRemainingMs. The stores' checkInvariants() runs every 1000 inputs and at the end.
  * Replay a failure with TEST_SEED=<seed from the test name>.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
 import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
@@ -33,6 +33,8 @@ import { Prng, testSeed } from "../support/prng.ts";
 import { Bytes, MSG, T, concat, framed, hex, message } from "../protocol/wire-builder.ts";
 import { Gen, I64_MAX, READER_TRANSPORT, chunks, session } from "./fuzz-inputs.ts";
 import { field, outcome, readReply, type Outcome, type Reply, type Struct, type Value } from "./wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const SEED = testSeed();
 const MIN_INPUTS = 50_000; // messages that reached the decoder (a request or a protocol error)

@@ -2,9 +2,11 @@
  * Review: GetMulti on a group with a loader counts every key's lookup twice when no key needs a
  * load (loadMisses looks each key up, then writeGetMulti looks it up again "counted").
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, apacheClient, types } from "../server/support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("GetMulti counters on a read-through group", () => {
   test("one GetMulti of 2 stored keys counts 2 gets and 2 hits", async () => {

@@ -5,12 +5,14 @@
  * than once is answered once (a map's keys are unique). The same holds with a loader and through
  * a cluster.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { startMembers } from "../support/cluster-members.ts";
 import { LogSink, RawSocket, getCall, getMultiCall, setCall } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 import { T } from "../protocol/wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const LIMITS = { maxItemSize: 128 * 1024, maxFrameSize: 256 * 1024 };
 const VALUE = new Uint8Array(100_000).fill(7);

@@ -4,13 +4,15 @@
  * take held against the reply limit and the server's buffer cap as they come, and no more loads
  * started once the request is lost.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { DEFAULT_MULTI_LOAD_WINDOW } from "../../src/cluster/group.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, OverlapLoader, RawSocket, apacheClient, cacheErrorCode, getMultiCall, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 

@@ -3,13 +3,15 @@
  * items gets small pages: store-api.ts defaultPageSize). Over the wire, a larger value in that group is
  * VALUE_TOO_LARGE while other groups take it.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { parseArgs } from "../../src/server/flags.ts";
 import { LogSink } from "./support.ts";
 import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("--group NAME:SIZE::maxitem=SIZE", () => {
   test("caps that group's items and shrinks its pages; other groups keep --max-item-size", async () => {

@@ -5,12 +5,14 @@
  * the group's loader: a Get miss of a group named so was answered "[object Undefined]" and stored,
  * and one named `constructor` answered LOAD_FAILED ("a loader must return …").
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { parseArgs } from "../../src/server/flags.ts";
 import { LogSink } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -3,7 +3,7 @@
  * the connection closed), TLS with a certificate generated here, idle timeout, per-connection
  * fairness, the cap on what all connections together hold, and NodeStats.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
@@ -14,6 +14,8 @@ import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder
 import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
 import { selfSigned, withTlsDir } from "../support/tls.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const TOKEN = "s3cret-token-0123456789";
 

@@ -2,12 +2,14 @@
  * Hostile input over real sockets. After each case a fresh stock client must still set and get
  * correctly, and the node must have stayed up.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Bytes, MSG, T, framed, message, theader, ttheader } from "../protocol/wire-builder.ts";
 import { outcome, readReplies } from "./wire-reader.ts";
 import { REJECTED_LINGER_MS } from "../../src/server/connection-lifecycle.ts";
 import { waitUntil } from "../support/gates.ts";
 import { LogSink, RawSocket, appException, cacheErrorCode, getCall, replyHeader, roundTrip, setCall, startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 function frameLength(n: number): Uint8Array {
   return new Bytes().i32(n).bytes();

@@ -7,7 +7,9 @@
  * that allocates one two-field object (~32 bytes) per request must be detected; the Get hit with
  * 100 B and 4 KiB values and a Set overwrite must run 2M requests without any collection.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 interface ProbeResult {
   control: boolean;

@@ -3,10 +3,12 @@
  * thrift/cache.thrift (and from the seed's original IDL), against a real node on port 0, over
  * framed and buffered transports.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { RawSocket, SeedGroupCache, apacheClient, appException, getCall, replyHeader, seedTypes, setCall, startNode, types } from "./support.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 

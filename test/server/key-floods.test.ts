@@ -6,7 +6,7 @@
  * by their key strings: they are bounded instead (--max-loads, load-bound.ts: 19,500 loads of
  * such keys under way held the loop 9.9 s; bench/flight-floods.ts).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { compareBytes, sortedByBytes } from "../../src/bytes/bytes.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { type FoundEntries, buildResult, valuesFor } from "../../src/client/results.ts";
@@ -21,6 +21,8 @@ import { startMembers } from "../support/cluster-members.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { jscCollidingKeys, jscCollidingTextKeys } from "../support/jsc-collisions.ts";
 import { multiKeyRequest } from "../support/multi-request.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

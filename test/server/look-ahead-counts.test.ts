@@ -5,7 +5,7 @@
  * after one Get (review). And a load ahead its Get does not use (the key moved to another member
  * before the Get's turn) counts in no `loads` and takes back its LRU-K access.
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, RawSocket, getCall } from "./support.ts";
 import { getValues } from "./wire-reader.ts";
@@ -14,6 +14,8 @@ import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 import { createMetrics } from "../../src/server/metrics.ts";
 import { LatencyHistogram } from "../../src/server/latency.ts";
 import { parsePromText } from "./prom-text.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

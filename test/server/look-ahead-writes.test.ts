@@ -4,7 +4,7 @@
  * the key is loaded again (review of the look-ahead's staleness fix: an in-place Set of
  * call-runs.ts was not heard of, and a load that ended in "not found" was used anyway).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { BUCKETS } from "../../src/cluster/write-stamps.ts";
@@ -12,6 +12,8 @@ import { LogSink, RawSocket, getCall } from "./support.ts";
 import { until } from "../client/support.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { getValues } from "./wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {

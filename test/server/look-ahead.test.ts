@@ -8,7 +8,7 @@
  * The loader here counts its calls per key and holds every call at a gate the test opens: with
  * the look-ahead, all the keys' calls are made while the first Get still waits.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -20,6 +20,8 @@ import { T, type TransportName, concat, theader, ttheader } from "../protocol/wi
 import { field, outcome, readReplies } from "./wire-reader.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

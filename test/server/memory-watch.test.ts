@@ -3,10 +3,12 @@
  * never otherwise; the retained level follows the process up (after a collection) and down (a
  * lower RSS seen). Driven with an injected RSS reading; one test runs the real thing.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MemoryWatch } from "../../src/server/memory-watch.ts";
 import { Logger } from "../../src/server/log.ts";
 import { startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const MIB = 1024 * 1024;
 const quiet = new Logger("silent", false);

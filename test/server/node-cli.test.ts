@@ -3,12 +3,14 @@
  * address, serves the stock Apache client, shuts down cleanly on SIGTERM and SIGINT, and
  * refuses bad command lines with a clear message and exit code.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VERSION } from "../../src/server/config.ts";
 import { RawSocket, apacheClient, roundTrip, types } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ROOT = join(import.meta.dir, "../..");
 const READY = /listening on 127\.0\.0\.1:(\d+)/;

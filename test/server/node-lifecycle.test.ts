@@ -3,7 +3,7 @@
  * (not twice), and `start`, which cannot load it first, refuses a snapshot or a loaders module
  * instead of silently running without them.
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { afterEach, beforeEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +11,8 @@ import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode, drainTimeoutMs } from "../../src/server/cache-node.ts";
 import { ConfigError, DEFAULTS, type NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 let dir = "";
 beforeEach(() => {

@@ -8,7 +8,7 @@
  *
  * The loader holds every call at a gate the test opens, so "while the load waits" is exact.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { connect } from "node:net";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
@@ -18,6 +18,8 @@ import { Bytes, type HeaderOptions, MSG, T, TRANSPORTS, type TransportName, conc
 import { field, outcome, readReplies, type Reply, type Struct } from "./wire-reader.ts";
 import { GatedLoader, waitUntil } from "../support/gates.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

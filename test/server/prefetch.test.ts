@@ -3,11 +3,13 @@
  * only under the member list it was fetched under, only while its TTL has not run out (and then
  * reports what is left of it), and the bytes kept are counted and bounded.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { MAX_PREFETCH_BYTES, Prefetches, agedTtl } from "../../src/server/prefetch.ts";
 import { MIB } from "../../src/store/store.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const utf8 = new TextEncoder();
 const unused = (): Promise<never> => Promise.reject(new Error("not expected"));

@@ -2,12 +2,14 @@
  * Read-through over real sockets: a node whose groups have loaders (in-process, or a loaders
  * module in the worker pool), driven by the stock Apache client and raw pipelined frames.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { MSG, concat } from "../protocol/wire-builder.ts";
 import { LogSink, RawSocket, apacheClient, cacheErrorCode, deleteCall, getCall, getMultiCall, replyHeader, setCall, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const FIXTURES = join(import.meta.dir, "../loaders/fixtures/loaders.ts");
 const EXAMPLE = join(import.meta.dir, "../../examples/sqlite-loaders.ts");

@@ -3,10 +3,12 @@
  * earlier key, in time linear in the request whatever its keys (review: keys chosen to collide
  * under the fixed seed made one GetMulti of 50,000 keys hold the loop 6 s).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { markRepeated } from "../../src/server/repeated-keys.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { multiKeyRequest } from "../support/multi-request.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** request lays `keys` out as a decoded multi-key request does. */
 const request = (keys: Uint8Array[]) => multiKeyRequest(keys) as never;

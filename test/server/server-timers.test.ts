@@ -9,7 +9,7 @@
  * without it (shown: with `this.groups.dropCopies()` in `stalled` disabled, the two stall tests
  * fail, the copy still there).
  */
-import { afterEach, expect, test } from "bun:test";
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import type { Cluster } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
@@ -19,6 +19,8 @@ import type { ServerOptions } from "../../src/server/server-options.ts";
 import { ServerTimers } from "../../src/server/server-timers.ts";
 import { MIB } from "../../src/store/store.ts";
 import { LogSink } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const STALL_MS = 200; // (ticks every 50 ms: a loaded machine's late timer is no stall)
 const started: ServerTimers[] = [];

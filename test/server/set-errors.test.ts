@@ -4,12 +4,14 @@
  * error however many of its entries were refused, while the part of a routed SetMulti its
  * receiving node owns counted one per entry.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { CacheNode } from "../../src/server/cache-node.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { keysOwnedBy, startMembers } from "../support/cluster-members.ts";
 import { startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -4,7 +4,7 @@
  * snapshot directory that is missing or not a directory. Each is refused (the node does not
  * start), moved aside as corrupt, or skipped item by item, and said so.
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { afterEach, beforeEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,6 +20,8 @@ import {
 import { CHUNK_HEADER } from "../../src/store/slab-allocator.ts";
 import { ROOT } from "../support/node-process.ts";
 import { LogSink } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const MB = 1024 * 1024;
 /** MAX_ITEM: the test stores' max item size (chunk header, key and value). */

@@ -3,7 +3,7 @@
  * in the same process or another, until the first lets go; a lock its holder left behind (a
  * crash) is taken over with a warning once it is stale.
  */
-import { afterEach, beforeEach, expect, test } from "bun:test";
+import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,8 @@ import { LOCK_STALE_MS, SnapshotLock } from "../../src/server/snapshot-lock.ts";
 import { Logger } from "../../src/server/log.ts";
 import { spawnNode, type NodeProcess } from "../support/node-process.ts";
 import { LogSink } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 let dir = "";
 const spawned: NodeProcess[] = [];

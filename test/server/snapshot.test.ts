@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { afterEach, beforeEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { type FileHandle, open } from "node:fs/promises";
@@ -12,6 +12,8 @@ import { collidingKeys } from "../support/murmur-collisions.ts";
 import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const MB = 1024 * 1024;
 const enc = new TextEncoder();

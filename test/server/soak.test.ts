@@ -5,9 +5,11 @@
  * SIGTERM) and its summary must show every client kind at work and its read-through group loading. The seed is printed on failure;
  * replay with `bun run soak -- --seconds 30 --seed N`.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const ROOT = join(import.meta.dir, "../..");
 const KINDS = ["worker", "churn", "garbage", "oversized", "slowloris", "never-reader"];

@@ -5,11 +5,13 @@
  * protocols are refused with the right TApplicationException, and a connection that changes
  * transport mid-stream is closed.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import type { CacheNode } from "../../src/server/cache-node.ts";
 import { Bytes, MSG, T, concat, framed, message, text, theader, ttheader, type HeaderOptions, type TransportName } from "../protocol/wire-builder.ts";
 import { RawSocket, roundTrip, startNode } from "./support.ts";
 import { field, outcome, readReplies, type Reply, type Struct } from "./wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const APP = { PROTOCOL_ERROR: 7, INVALID_TRANSFORM: 8, INVALID_PROTOCOL: 9 } as const;
 

@@ -3,11 +3,13 @@
 // `queued`: whatever else happens to it in the same turn (more data, the client's FIN, the node
 // starting to close) must not lose, reorder or skip what it sent. White-box: the events are made
 // to fall in one turn by calling the server's handlers directly on a real connection.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LogSink, RawSocket, getCall, setCall, startNode } from "./support.ts";
 import { T, concat } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const VALUE = new Uint8Array(64).map((_, i) => (i * 37 + 11) & 255);
 

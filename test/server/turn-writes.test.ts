@@ -2,10 +2,12 @@
 // buffer, one connection's after another's, and go out together at the end of the turn (or early,
 // once the buffer holds SHARED_FLUSH_BYTES). Each connection must get exactly its own bytes: whole,
 // in order, none lost and none of another connection's.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { RawSocket, getCall, setCall, startNode } from "./support.ts";
 import { T } from "../protocol/wire-builder.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));

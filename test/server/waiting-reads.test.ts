@@ -2,7 +2,7 @@
 // reading: what the client sends meanwhile queues behind the wait and is answered in order after
 // it, and reading pauses only once BACKLOG_PAUSE_BYTES (64 KiB) are queued. The replies written
 // before the wait go out at the end of the turn, like every other connection's, not after the wait.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { connect } from "node:net";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
@@ -10,6 +10,8 @@ import { WAITING_ENTRY_BYTES } from "../../src/protocol/protocol-connection.ts";
 import { LogSink, RawSocket, getCall, getMultiCall, replyHeader, roundTrip, setCall } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 import { waitUntil } from "../support/gates.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** gatedNode starts a node whose group "slow" loads `loaded <key>` once the test calls `open()`. */
 function gatedNode(maxBufferedBytes?: number) {

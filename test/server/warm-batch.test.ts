@@ -4,13 +4,15 @@
  * Deletes of the keys being read, a chunk that starts in the middle of a frame — every reply must
  * be exactly what serving the requests one by one gives.
  */
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { REPLY_CACHE_ERROR, REPLY_OK, ReplyReader } from "../../src/protocol/reply-reader.ts";
 import { METHOD_DELETE, METHOD_GET, METHOD_SET } from "../../src/protocol/request.ts";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 import { RawSocket, getCall, setCall, startNode } from "./support.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const utf8 = new TextEncoder();
 const text = (b: Uint8Array, start: number, len: number) => new TextDecoder().decode(b.subarray(start, start + len));

@@ -1,5 +1,7 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Admission } from "../../src/store/admission.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("Admission (LRU-K)", () => {
   test("K=2 admits on the second offer and forgets the admitted key", () => {

@@ -1,4 +1,6 @@
-import { expect, test } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 // The bound: after warm-up the store holds no growing state, so its retained JS heap must not
 // grow. 512 KiB leaves room for JIT code, inline caches and the runtime's own bookkeeping over one

@@ -1,10 +1,12 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { hashBytes } from "../../src/store/hash.ts";
 import { MAX_SAME_HASH } from "../../src/store/hash-index.ts";
 import { Store } from "../../src/store/store.ts";
 import { SET_OK } from "../../src/store/store-api.ts";
 import { collidingKeys } from "../support/murmur-collisions.ts";
 import { bytes, pattern } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 function put(s: Store, key: Uint8Array, value: string): number {
   const v = bytes(value);

@@ -1,6 +1,8 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { hashBytes } from "../../src/store/hash.ts";
 import { bytes } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 // Published MurmurHash3 x86_32 vectors (as signed int32).
 const VECTORS: [string, number, number][] = [

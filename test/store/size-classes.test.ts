@@ -1,5 +1,7 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { SizeClasses } from "../../src/store/size-classes.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 describe("SizeClasses", () => {
   const sc = new SizeClasses(48, 1.25, 1024 * 1024);

@@ -2,9 +2,11 @@
  * Seeded random operation sequences against a trivial reference model (a Map of key → value and
  * expiry). Replay a failure with `TEST_SEED=<seed> bun test test/store/store.model.test.ts`.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store } from "../../src/store/store.ts";
 import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 interface Entry {
   value: Uint8Array<ArrayBuffer>;

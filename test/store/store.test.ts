@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import {
   MIB, SET_INVALID_TTL, SET_OK, SET_REJECTED, SET_TOO_LARGE, Store, type StoreOptions,
 } from "../../src/store/store.ts";
@@ -6,6 +6,8 @@ import { defaultPageSize } from "../../src/store/store-api.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { bytes, pattern } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** FakeClock is a clock tests move by hand (memcached's black-box tests move time, never sleep). */
 class FakeClock {

@@ -3,11 +3,13 @@
  * time, and give their bytes back to the pages. Replay a random case with
  * `TEST_SEED=<seed> bun test test/store/table-shrink.test.ts` (both seeded cases take it).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, Store, type StoreOptions } from "../../src/store/store.ts";
 import { slotsFor } from "../../src/store/hash-index.ts";
 import { type IdPin, MIN_STEP } from "../../src/store/table-shrink.ts";
 import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 class FakeClock {
   now = 1_000_000;

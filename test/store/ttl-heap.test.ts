@@ -1,7 +1,9 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { F_EXPIRY, F_STRIDE, ItemTable, NIL, STRIDE, W_HEAP } from "../../src/store/item-table.ts";
 import { TtlHeap } from "../../src/store/ttl-heap.ts";
 import { Prng, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** A heap over a bare item table; expiries are written into the records as the store does. */
 function mk(cap: number): { items: ItemTable; heap: TtlHeap; setExp: (id: number, e: number) => number } {

@@ -4,10 +4,12 @@
  * evicts), and must not fail on ranges of any length. Its speed is shown by the network
  * benchmark, not here.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, Store } from "../../src/store/store.ts";
 import { WARM_MAX, warmKeys } from "../../src/store/warm.ts";
 import { bytes, pattern } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 class FakeClock {
   now = 1_000_000;
