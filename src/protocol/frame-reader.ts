@@ -342,7 +342,14 @@ export function detectTransport(buf: Uint8Array, p: number, end: number, maxFram
   const lengthOk = length > 0 && length <= maxFrameBytes;
   if (end - p < DETECT_BYTES) {
     if (!lengthOk) throw invalidLength(length, maxFrameBytes);
-    return TRANSPORT_UNKNOWN;
+    if (end - p === 4) return TRANSPORT_UNKNOWN;
+    // A fifth byte that starts no magic we know names no transport; a frame of 1 byte is whole
+    // and holds no message: either way waiting for a sixth byte would wait for nothing.
+    const first = buf[p + 4]!;
+    if (first === 0x80 || first === THEADER_MAGIC >> 8 || first === TTHEADER_MAGIC >> 8) {
+      if (length > 1) return TRANSPORT_UNKNOWN;
+      throw protocolError("frame length 1 is too short for a message");
+    }
   }
   const m0 = buf[p + 4]!;
   const m1 = buf[p + 5]!;

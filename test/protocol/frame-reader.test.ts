@@ -115,6 +115,8 @@ describe("FrameReader", () => {
     ["THeader", [0, 0, 0, 9, 0x0f, 0xff], TRANSPORT_THEADER],
     ["TTHeader", [0, 0, 0, 9, 0x10, 0x00], TRANSPORT_TTHEADER],
     ["too short", [0, 0, 0, 9, 0x80], TRANSPORT_UNKNOWN],
+    ["too short for THeader", [0, 0, 0, 9, 0x0f], TRANSPORT_UNKNOWN],
+    ["too short for TTHeader", [0, 0, 0, 9, 0x10], TRANSPORT_UNKNOWN],
     ["empty", [], TRANSPORT_UNKNOWN],
   ];
   for (const [name, bytes, kind] of DETECT) {
@@ -126,6 +128,11 @@ describe("FrameReader", () => {
     ["framed compact", Uint8Array.of(0, 0, 0, 9, 0x82, 0x21), APP_ERROR.INVALID_PROTOCOL],
     ["HTTP", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
     ["garbage", Uint8Array.of(0, 0, 0, 9, 0x12, 0x34), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
+    // Five bytes are enough when the fifth starts no magic, or the frame (1 byte) is whole: a
+    // client that sent only these waits for an answer, and must not wait for nothing.
+    ["garbage in 5 bytes", Uint8Array.of(0, 0, 0, 9, 0x12), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
+    ["a whole 1-byte frame", Uint8Array.of(0, 0, 0, 1, 0), APP_ERROR.UNSUPPORTED_CLIENT_TYPE],
+    ["a whole 1-byte frame that starts like a message", Uint8Array.of(0, 0, 0, 1, 0x80), APP_ERROR.PROTOCOL_ERROR],
   ];
   for (const [name, bytes, type] of REJECT) {
     test(`rejects ${name} at detection`, () => {

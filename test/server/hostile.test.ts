@@ -37,6 +37,10 @@ const CLOSING: [string, Uint8Array, number | null][] = [
   ["negative frame length", concatBytes(frameLength(-5), new Uint8Array(8)), null],
   ["an HTTP request", new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), null],
   ["garbage", Uint8Array.from({ length: 64 }, (_, i) => (i * 37 + 11) & 0xff), null],
+  // A connection's whole first frame of 1 byte: the node waited for a sixth byte (and the
+  // client for an answer) until one of them gave up.
+  ["a whole 1-byte first frame", Uint8Array.of(0, 0, 0, 1, 0), null],
+  ["a whole 1-byte first frame that starts like a message", Uint8Array.of(0, 0, 0, 1, 0x80), null],
   ["nesting deeper than the limit", deepCall(10_000), 7],
   ["a huge count with a tiny payload", hugeCount(), 7],
   ["a reply sent as a call (wrong message type)", framed(message(MSG.REPLY, "Get", 1, new Bytes().stop().bytes())), 2],
