@@ -134,7 +134,7 @@ export class CacheClient {
     }) as Promise<GetResult>;
   }
 
-  /** set stores a value; ttlMs undefined = the group's default TTL (sent as ttlMs and as ttl seconds). */
+  /** set stores a value; ttlMs undefined or 0 = the group's default TTL (a fraction of a ms is rounded up; sent as ttlMs and as ttl seconds). */
   set(group: string, key: string | Uint8Array, value: string | Uint8Array, ttlMs?: number, opts?: PeerOption): Promise<void> {
     return this.call(this.method(METHOD_SET, opts), (w) => {
       w.text(1, group);
@@ -380,14 +380,21 @@ export class CacheClient {
   }
 }
 
-/** writeTtl writes `ttl` (whole seconds, rounded up) and, when given, the exact `ttlMs`. */
+/**
+ * writeTtl writes `ttl` (whole seconds, rounded up) and, when given, `ttlMs` in whole ms, a
+ * fraction rounded up: the wire's i64 truncated 0.4 ms to 0, the group's default (no expiry by
+ * default), so a TTL under a millisecond kept its value for good. NaN is refused (it went out as
+ * 0, the default, too); a negative TTL goes out negative, for the node to refuse.
+ */
 function writeTtl(w: CallWriter, id: number, ttlMs: number | undefined): void {
   if (ttlMs === undefined) {
     w.i64(id, 0);
     return;
   }
-  w.i64(id, Math.ceil(ttlMs / 1000));
-  w.i64(id + 1, ttlMs);
+  if (Number.isNaN(ttlMs)) throw new RangeError("ttlMs must be a number of milliseconds, got NaN");
+  const ms = ttlMs > 0 ? Math.ceil(ttlMs) : ttlMs;
+  w.i64(id, Math.ceil(ms / 1000));
+  w.i64(id + 1, ms);
 }
 
 function overloaded(): CacheError {

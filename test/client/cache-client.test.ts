@@ -114,6 +114,21 @@ describe("peer methods (stub server)", () => {
     expect(stub.calls[7]!.all).toBe(true);
   });
 
+  test("a TTL of a fraction of a millisecond goes out as 1 ms, not 0 (the group's default), and NaN is refused", async () => {
+    using stub = new StubServer();
+    await using c = new CacheClient({ host: "127.0.0.1", port: stub.port, connections: 1 });
+    await c.set("g", "a", "v", 0.4);
+    await c.setMulti("g", [["b", "1"]], 0.5);
+    await c.set("g", "c", "v", 1500.2);
+    await c.set("g", "d", "v", -0.5);
+    expect(stub.calls.map((x) => [x.ttlSeconds, x.ttlMs])).toEqual([[1, 1], [1, 1], [2, 1501], [0, -1]]);
+    for (const call of [() => c.set("g", "e", "v", Number.NaN), () => c.setMulti("g", [["f", "1"]], Number.NaN)]) {
+      const e = await rejection(call());
+      expect([e.code, /ttlMs/.test(e.message)]).toEqual([ERROR_CODE.INVALID_ARGUMENT, true]);
+    }
+    expect(stub.calls.length).toBe(4); // nothing sent for them
+  });
+
   test("forwardGet hands the value bytes and TTL to the callback, never synchronously", async () => {
     using stub = new StubServer();
     stub.store.set("g/key", enc.encode("forwarded"));
