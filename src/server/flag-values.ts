@@ -15,7 +15,7 @@ export function parseGroup(spec: string): GroupSpec {
   const g: GroupSpec = {
     name,
     memory: memory ? parseSize("--group size", memory) : undefined,
-    ttlMs: ttl ? parseDuration("--group ttl", ttl) : 0,
+    ttlMs: ttl ? parseTtl("--group ttl", ttl) : 0,
   };
   for (const option of options ? options.split(",") : []) parseGroupOption(g, option);
   return g;
@@ -35,7 +35,7 @@ function parseGroupOption(g: GroupSpec, option: string): void {
       } else throw new ConfigError(`--group ${g.name}: admit must be always, lru-k or lru-k=K, got '${value}'`);
       return;
     case "negttl":
-      g.negativeTtlMs = parseDuration(`--group ${g.name} negttl`, value);
+      g.negativeTtlMs = parseTtl(`--group ${g.name} negttl`, value);
       return;
     case "timeout":
       g.loadTimeoutMs = parseLoadTimeout(`--group ${g.name} timeout`, value);
@@ -70,6 +70,17 @@ export function parseDuration(flag: string, text: string): number {
   const ms = Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
   // (400 digits would be Infinity: "no expiry", not what was written)
   if (!Number.isSafeInteger(ms)) throw new ConfigError(`${flag} is too long: at most ${Number.MAX_SAFE_INTEGER} ms, got '${text}'`);
+  return ms;
+}
+
+/**
+ * parseTtl reads (with `parse`) a TTL whose 0 means none (a group's TTL: no expiry; negttl: off;
+ * --mirror-ttl, a timer's: no cap): a duration under 1 ms but not 0 is refused, since it rounds
+ * to 0 and would mean none, the opposite of what was written.
+ */
+export function parseTtl(flag: string, text: string, parse: (flag: string, text: string) => number = parseDuration): number {
+  const ms = parse(flag, text);
+  if (ms === 0 && /[1-9]/.test(text)) throw new ConfigError(`${flag} must be at least 1ms or 0 (none), got '${text}'`);
   return ms;
 }
 

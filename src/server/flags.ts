@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { ConfigError, DEFAULTS, type NodeConfig } from "./config.ts";
 import { checkConfig } from "./config-checks.ts";
 import {
-  parseGroup, parseInteger, parseLoadTimeout, parseMember, parseSize, parseSwitch, parseTimer, parseTimerAtLeast,
+  parseGroup, parseInteger, parseLoadTimeout, parseMember, parseSize, parseSwitch, parseTimer, parseTimerAtLeast, parseTtl,
 } from "./flag-values.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
@@ -139,7 +139,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       }
       case "--mirror-ttl":
-        c.mirrorTtlMs = parseTimer(flag, value());
+        c.mirrorTtlMs = parseTtl(flag, value(), parseTimer);
         break;
       case "--peer-timeout":
         c.peerTimeoutMs = parseTimerAtLeast(flag, value(), 1, "a call to a peer needs a deadline");

@@ -320,6 +320,11 @@ describe("errors name the flag and what it expected", () => {
     [["--peer-timeout", "0"], ["--peer-timeout must be at least 1ms (a call to a peer needs a deadline), got '0'"]],
     [["--load-timeout", "0.4ms"], ["--load-timeout must be at least 1ms"]],
     [["--group", "a:::timeout=0"], ["--group a timeout must be at least 1ms"]],
+    // A TTL under 1 ms rounded to 0, which means none: no expiry, no negative caching, no cap on
+    // mirrored copies (review: 0.4ms kept the group's values for good).
+    [["--group", "a:1mb:0.4ms"], ["--group ttl must be at least 1ms or 0", "'0.4ms'"]],
+    [["--group", "a:1mb:0:negttl=0.0001s"], ["--group a negttl must be at least 1ms or 0", "'0.0001s'"]],
+    [["--mirror-ttl", "0.2ms"], ["--mirror-ttl must be at least 1ms or 0", "'0.2ms'"]],
     [["--max-buffered", "64k"], ["--max-buffered 65536", "at least --max-frame-size (16384000)"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
