@@ -8,7 +8,7 @@
 // and the outcome lands in `outcome` (REPLY_OK / REPLY_CACHE_ERROR / REPLY_APP_ERROR /
 // REPLY_MISSING / REPLY_FAILED). Response fields per method (thrift/cache.thrift; peer variants
 // read like their seed methods):
-//     Get            valueStart/valueLength, ttlRemainingMs (-1 when absent: no expiry)
+//     Get            valueStart/valueLength, ttlRemainingMs (-1 when absent: no expiry; 0 for a negative one)
 //     Set/Delete/Clear/SetMulti   success (false for Set, Clear and SetMulti: REPLY_FAILED; for
 //                    Delete it is the answer, false = not found)
 //     Stats          itemCount, hitCount, missCount, totalCount
@@ -276,8 +276,10 @@ export class ReplyReader {
           continue;
         }
         if (type === TYPE_I64 && id === 2) {
+          // A negative one is outside the contract (absent = no expiry): read as none left, not
+          // as -1, which would make a copy of a value that ran out live as one that never expires.
           const ttl = r.readI64();
-          this.ttlRemainingMs = ttl < 0 ? -1 : ttl;
+          this.ttlRemainingMs = ttl < 0 ? 0 : ttl;
           continue;
         }
       } else if (base === METHOD_STATS) {

@@ -154,6 +154,12 @@ describe("ReplyReader", () => {
     expect([r.seqid, r.outcome, v(r), r.ttlRemainingMs]).toEqual([9, REPLY_OK, "val", 1234]);
     r = read(METHOD_PEER_GET, getReply("PeerGet", 9, text("val")));
     expect([r.outcome, v(r), r.ttlRemainingMs]).toEqual([REPLY_OK, "val", -1]);
+    // Outside the contract (absent = no expiry, 0 = none left): a negative TTL read as -1 made a
+    // copy of a value that had run out live as one that never expires. Read as none left.
+    for (const ttl of [-1, -5, -(2 ** 40)]) {
+      r = read(METHOD_PEER_GET, getReply("PeerGet", 9, text("val"), ttl));
+      expect([r.outcome, v(r), r.ttlRemainingMs]).toEqual([REPLY_OK, "val", 0]);
+    }
     r = read(METHOD_DELETE, boolReply("Delete", 1, true));
     expect(r.success).toBe(true);
     r = read(METHOD_STATS, i64Reply("Stats", 1, [4, 3, 2, 1]));
