@@ -140,7 +140,7 @@ export class CacheClient {
       w.text(1, group);
       w.bytesOrText(2, key);
       w.bytesOrText(3, value);
-      writeTtl(w, 4, ttlMs);
+      w.ttl(4, ttlMs);
     }) as Promise<void>;
   }
 
@@ -207,7 +207,7 @@ export class CacheClient {
         w.element(key);
         w.element(value);
       }
-      writeTtl(w, 3, ttlMs);
+      w.ttl(3, ttlMs);
     }) as Promise<void>;
   }
 
@@ -378,23 +378,6 @@ export class CacheClient {
     for (let i = from; i < n; i++) if (conns[i]!.backoffEndsAt < soonest.backoffEndsAt) soonest = conns[i]!;
     return soonest;
   }
-}
-
-/**
- * writeTtl writes `ttl` (whole seconds, rounded up) and, when given, `ttlMs` in whole ms, a
- * fraction rounded up: the wire's i64 truncated 0.4 ms to 0, the group's default (no expiry by
- * default), so a TTL under a millisecond kept its value for good. NaN is refused (it went out as
- * 0, the default, too); a negative TTL goes out negative, for the node to refuse.
- */
-function writeTtl(w: CallWriter, id: number, ttlMs: number | undefined): void {
-  if (ttlMs === undefined) {
-    w.i64(id, 0);
-    return;
-  }
-  if (Number.isNaN(ttlMs)) throw new RangeError("ttlMs must be a number of milliseconds, got NaN");
-  const ms = ttlMs > 0 ? Math.ceil(ttlMs) : ttlMs;
-  w.i64(id, Math.ceil(ms / 1000));
-  w.i64(id + 1, ms);
 }
 
 function overloaded(): CacheError {

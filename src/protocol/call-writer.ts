@@ -77,6 +77,21 @@ export class CallWriter {
     w.i64(value);
   }
 
+  /**
+   * ttl writes a Set's or SetMulti's TTL: field `id` the seconds (rounded up, for seed servers)
+   * and, when `ttlMs` is given, field `id + 1` the whole ms, a fraction rounded up: the wire's
+   * i64 truncated 0.4 ms to 0, the group's default (no expiry by default), so a TTL under a
+   * millisecond kept its value for good. NaN is refused (it went out as 0 too); a negative TTL
+   * goes out negative, for the node to refuse. Undefined: 0 seconds alone, the group's default.
+   */
+  ttl(id: number, ttlMs: number | undefined): void {
+    if (ttlMs === undefined) return this.i64(id, 0);
+    if (Number.isNaN(ttlMs)) throw new RangeError("ttlMs must be a number of milliseconds, got NaN");
+    const ms = ttlMs > 0 ? Math.ceil(ttlMs) : ttlMs;
+    this.i64(id, Math.ceil(ms / 1000));
+    this.i64(id + 1, ms);
+  }
+
   bool(id: number, value: boolean): void {
     const w = this.out;
     w.ensure(4);
