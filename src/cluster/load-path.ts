@@ -20,7 +20,7 @@ import { latin1Key } from "../bytes/bytes.ts";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import { SET_REJECTED } from "../store/store.ts";
 import type { Group } from "./group.ts";
-import { MAX_TIMER_MS, toValue, type Loader } from "./loader.ts";
+import { MAX_TIMER_MS, toChecked, type Checked, type Loader } from "./loader.ts";
 import { Singleflight } from "./singleflight.ts";
 import { TooLargeKeys, tooLargeError } from "./too-large-keys.ts";
 
@@ -165,7 +165,7 @@ export class LoadPath {
     const done = (): void => {
       if (this.loading.get(flightKey) === ticket) this.loading.delete(flightKey);
     };
-    const call = Promise.resolve().then(() => loader(keyString)).then(toValue);
+    const call = Promise.resolve().then(() => loader(keyString)).then(toChecked);
     const settled = call.then(
       (value) => {
         done();
@@ -201,9 +201,11 @@ export class LoadPath {
   /**
    * store1 caches one loader outcome and turns it into the callers' answer; with `skip` (the key
    * was written or the group cleared while the loader ran, or the load is not to be cached) it is
-   * answered but not cached. `counts`: the fill is an LRU-K access of the key (LoadKind).
+   * answered but not cached. `counts`: the fill is an LRU-K access of the key (LoadKind). The
+   * loader's own TTL (Fresh) wins over the group's.
    */
-  private store1(key: Uint8Array, loaded: Uint8Array | string | null, skip: boolean, counts: boolean): Loaded {
+  private store1(key: Uint8Array, checked: Checked, skip: boolean, counts: boolean): Loaded {
+    const loaded = checked.value;
     // A key present now was written while the loader ran (a load starts only on a miss): that
     // write is newer than what the loader read, so it wins and the loaded value is not stored.
     const written = this.group.held(key, 0, key.length);
@@ -212,7 +214,8 @@ export class LoadPath {
     }
     if (loaded === null) {
       this.group.counters.notFound++;
-      if (this.group.negativeTtlMs > 0 && !skip) this.group.store.setNegative(key, 0, key.length, this.group.negativeTtlMs);
+      const negativeTtl = checked.ttlMs > 0 ? checked.ttlMs : this.group.negativeTtlMs;
+      if (negativeTtl > 0 && !skip) this.group.store.setNegative(key, 0, key.length, negativeTtl);
       throw new CacheError(ERROR_CODE.NOT_FOUND, "key not found");
     }
     // A string takes 1 to 3 bytes of UTF-8 per UTF-16 unit, so one longer than the store takes is
@@ -229,7 +232,8 @@ export class LoadPath {
       throw tooLargeError(size);
     }
     this.group.counters.localLoads++;
-    const ttl = this.group.defaultTtlMs;
+    // (the store's TTL: 0 = none)
+    const ttl = checked.ttlMs === 0 ? this.group.defaultTtlMs : checked.ttlMs === Infinity ? 0 : checked.ttlMs;
     if (skip) return { value, ttlRemainingMs: ttl === 0 ? -1 : ttl };
     const r = this.group.admission === "always"
       ? this.group.store.set(key, 0, key.length, value, 0, value.length, ttl)

@@ -6,7 +6,26 @@
  * serves an in-process function (the cache embedded in a program) and a function exported by a
  * loaders module run in the worker pool (`src/loaders/`).
  */
-export type LoadResult = Uint8Array | string | null | undefined;
+export type LoadResult = Uint8Array | string | null | undefined | Fresh;
+
+/**
+ * Fresh is a loader's value with a TTL of its own (a loader that knows how long its answer holds:
+ * a token's expiry, a row's freshness): `ttlMs` > 0 keeps it that long (a fraction of a ms
+ * rounded up), `Infinity` for good, 0 or absent as the group's TTL. With `value` null (not found)
+ * a finite `ttlMs` > 0 caches the "not found" that long, whatever the group's negttl. An object
+ * with any other property, or a `ttlMs` that is negative, NaN or not a number, is a load failure
+ * (a row returned as it is must not read as "not found").
+ */
+export interface Fresh {
+  value: Uint8Array | string | null | undefined;
+  ttlMs?: number;
+}
+
+/** Checked is a loader's outcome checked (`toChecked`): the value, null for "not found", and its own TTL (0 = the group's). */
+export interface Checked {
+  value: Uint8Array | string | null;
+  ttlMs: number;
+}
 
 export type Loader = (key: string) => LoadResult | Promise<LoadResult>;
 
@@ -18,6 +37,31 @@ export type Loader = (key: string) => LoadResult | Promise<LoadResult>;
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
+ * toChecked checks a loader's outcome, a value or a Fresh (its TTL 0 when it has none). Throws
+ * TypeError for anything else.
+ */
+export function toChecked(result: unknown): Checked {
+  if (result === null || typeof result !== "object" || result instanceof Uint8Array) return { value: toValue(result), ttlMs: 0 };
+  for (const name of Object.keys(result)) {
+    if (name !== "value" && name !== "ttlMs") throw new TypeError(`a loader returned an object with a property "${name.slice(0, 64)}"; expected ${EXPECTED}`);
+  }
+  if (!("value" in result)) throw new TypeError(`a loader returned an object without "value"; expected ${EXPECTED}`);
+  const { value, ttlMs } = result as Fresh;
+  return { value: toValue(value), ttlMs: ownTtl(ttlMs, value === null || value === undefined) };
+}
+
+/** EXPECTED names what a loader may return. */
+const EXPECTED = "Uint8Array, string, null, undefined or { value, ttlMs }";
+
+/** ownTtl checks a Fresh's `ttlMs`: 0 when absent, whole ms (rounded up), or Infinity for a value. */
+function ownTtl(ttlMs: unknown, notFound: boolean): number {
+  if (ttlMs === undefined) return 0;
+  if (typeof ttlMs !== "number" || !(ttlMs >= 0)) throw new TypeError(`a loader's ttlMs must be a number of ms >= 0, not ${typeof ttlMs === "number" ? ttlMs : typeof ttlMs}`);
+  if (ttlMs === Infinity && notFound) throw new TypeError("a loader's ttlMs for a value not found must be finite (a \"not found\" is cached for a while)");
+  return Math.ceil(ttlMs);
+}
+
+/**
  * toValue checks a loader's value: bytes and a string as they are, absent as null. The group
  * encodes a string (UTF-8) once its length does not prove it too large already (LoadPath.store1).
  */
@@ -25,7 +69,7 @@ export function toValue(result: unknown): Uint8Array | string | null {
   if (result === null || result === undefined) return null;
   if (result instanceof Uint8Array && isTransferred(result)) throw new TypeError(`a loader returned ${TRANSFERRED}`);
   if (result instanceof Uint8Array || typeof result === "string") return result;
-  throw new TypeError(`a loader must return Uint8Array, string, null or undefined, not ${typeof result}`);
+  throw new TypeError(`a loader must return ${EXPECTED}, not ${typeof result}`);
 }
 
 /** TRANSFERRED describes bytes whose buffer was transferred away (`isTransferred`). */

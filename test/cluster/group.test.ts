@@ -362,6 +362,63 @@ describe("Group read-through", () => {
     expect(text(await g.get("k"))).toBe("at 6000");
   });
 
+  test("a loader's own TTL ({ value, ttlMs }) wins over the group's: ms, rounded up, Infinity for good, 0 the group's", async () => {
+    let now = 5_000;
+    const ttls: Record<string, number | undefined> = { short: 250, frac: 0.2, forever: Infinity, dflt: 0, absent: undefined };
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", defaultTtlMs: 1_000, store: { clock: () => now },
+      loader: (key) => (key === "absent" ? { value: `${key} at ${now}` } : { value: `${key} at ${now}`, ttlMs: ttls[key] }) });
+    const lived = async (key: string): Promise<number> => {
+      const start = now;
+      const first = text(await g.get(key));
+      for (;;) {
+        now += 1;
+        if (text(await g.get(key)) !== first) return now - start;
+        if (now - start > 100_000) return Infinity;
+      }
+    };
+    expect(await lived("short")).toBe(250);
+    expect(await lived("frac")).toBe(1);
+    expect(await lived("dflt")).toBe(1_000);
+    expect(await lived("absent")).toBe(1_000);
+    expect(await lived("forever")).toBe(Infinity);
+    const key = new TextEncoder().encode("short");
+    const loaded = await g.load(key, 0, key.length);
+    expect(loaded.ttlRemainingMs).toBe(250); // what a Get over the wire answers as ttlRemainingMs
+  });
+
+  test("a loader's { value: null, ttlMs } caches the not found that long, whatever the group's negttl", async () => {
+    let now = 5_000;
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 0, store: { clock: () => now }, loader: () => (calls++, { value: null, ttlMs: 300 }) });
+    expect((await failure(g.get("k"))).code).toBe(ERROR_CODE.NOT_FOUND);
+    now += 299;
+    expect((await failure(g.get("k"))).code).toBe(ERROR_CODE.NOT_FOUND);
+    expect(calls).toBe(1);
+    now += 1;
+    expect((await failure(g.get("k"))).code).toBe(ERROR_CODE.NOT_FOUND);
+    expect(calls).toBe(2);
+  });
+
+  test.each([
+    ["a negative ttlMs", { value: "v", ttlMs: -1 }, /ttlMs must be a number of ms >= 0, not -1/],
+    ["a NaN ttlMs", { value: "v", ttlMs: NaN }, /ttlMs must be a number of ms >= 0, not NaN/],
+    ["a ttlMs that is not a number", { value: "v", ttlMs: "5" }, /ttlMs must be a number of ms >= 0, not string/],
+    ["Infinity for a not found", { value: null, ttlMs: Infinity }, /must be finite/],
+    ["a row object as it is", { id: 7, name: "x" }, /returned an object with a property "id"/],
+    ["an object without value", { ttlMs: 5 }, /without "value"/],
+    ["{ value } of a number", { value: 5 }, /must return .*, not number/],
+  ])("%s from a loader is LOAD_FAILED and nothing is cached", async (_name, answer, message) => {
+    let calls = 0;
+    const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 60_000, loader: () => (calls++, answer as LoadResult) });
+    for (let i = 0; i < 2; i++) {
+      const e = await failure(g.get("k"));
+      expect(e.code).toBe(ERROR_CODE.LOAD_FAILED);
+      expect(e.message).toMatch(message);
+    }
+    expect(calls).toBe(2);
+    expect(g.stats().items).toBe(0);
+  });
+
   test("embeddable API: set/get/delete/clear with strings or bytes, typed errors, stats", async () => {
     const g = new Group({ name: "plain", memory: 4 * MIB, store: { maxItemSize: 4096 } });
     g.set("a", "1");
