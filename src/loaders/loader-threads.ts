@@ -98,13 +98,16 @@ export class LoaderThreads {
     this.importAfterMs = this.blockedAfterMs;
     this.beats = new BeatWatch(beatTable);
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
-    // EventEmitter 'error' without a listener would throw). onWorkerError already logged it. An
-    // "Unexpected message" is the late answer of a thread `replace` terminated: tinypool failed
-    // that load already, as the pool meant it to.
+    // EventEmitter 'error' without a listener would throw), from its own listener of the
+    // thread's 'error', which runs before onWorkerError: so it is looked at a microtask later,
+    // once onWorkerError has logged it (a loader's timer that throws after its load answered: it
+    // was logged twice, once as a pool error). An "Unexpected message" is the late answer of a
+    // thread `replace` terminated: tinypool failed that load already, as the pool meant it to.
     this.pool.on("error", (err: unknown) => {
-      if (err === this.lastCrash) return;
       if (this.replaced.size > 0 && errorText(err).startsWith("Unexpected message from Worker")) return;
-      this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
+      queueMicrotask(() => {
+        if (err !== this.lastCrash) this.logger.error("loader pool error", { module: this.module, error: errorText(err) });
+      });
     });
     this.watchWorkers();
   }

@@ -166,6 +166,23 @@ describe("LoaderPool errors", () => {
     expect(pool.counters).toEqual({ submitted: 7, completed: 4, failed: 3, rejected: 0, crashes: 3, stopped: 0 });
   });
 
+  test("a worker that dies after answering, with no load on it, is counted and logged once, and replaced (review: logged twice, also as a pool error)", async () => {
+    let crashed!: () => void;
+    const seen = new Promise<void>((r) => (crashed = r));
+    const logger = recordingLogger();
+    const error = logger.error;
+    logger.error = (msg, f) => {
+      error(msg, f);
+      if (msg === "loader worker crashed") crashed();
+    };
+    await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger });
+    expect(await pool.run("throwLater", "x")).toBe("answered x");
+    await seen;
+    expect(await pool.run("ok", "after")).toBe("ok after");
+    expect(logger.entries.map((e) => [e.level, e.msg, e.f?.error])).toEqual([["error", "loader worker crashed", "late boom x"]]);
+    expect(pool.counters).toEqual({ submitted: 2, completed: 2, failed: 0, rejected: 0, crashes: 1, stopped: 0 });
+  });
+
   test("after a replacement worker died as it started, a later crash is still seen at once (review: its load waited to be stopped)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
     const down = join(dir, "down");
