@@ -128,13 +128,23 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
     return { failed: errorText(err) };
   }
   if (value === STOPPED) return { failed: `loader gave no answer in ${stopAfterMs} ms: stopped`, stopped: true };
+  // Looking at the value runs the loader's code too (a Proxy's traps, a `constructor` getter): what
+  // it throws is the loader's failure. Uncaught, it rejected the task, and the load was answered
+  // as a crash of the thread, which had not crashed.
+  try {
+    return reply(task.group, value);
+  } catch (err) {
+    return { failed: `loader "${task.group}" returned a value that cannot be read: ${errorText(err)}` };
+  }
+}
+
+/** reply turns what the loader of `group` answered into the LoadReply that carries it. */
+function reply(group: string, value: unknown): LoadReply | Moved {
   if (value === null || value === undefined) return null;
   if (typeof value === "string") return value;
-  if (value instanceof Uint8Array && isTransferred(value)) return { failed: `loader "${task.group}" returned ${TRANSFERRED}` };
+  if (value instanceof Uint8Array && isTransferred(value)) return { failed: `loader "${group}" returned ${TRANSFERRED}` };
   if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));
-  return {
-    failed: `loader "${task.group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined`,
-  };
+  return { failed: `loader "${group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined` };
 }
 
 /** STOPPED is what `withinStop` answers for a loader that gave no answer in time. */

@@ -64,7 +64,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "rejects", "slow", "text", "together", "unprintable", "unreadable", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "oddValue", "rejects", "slow", "text", "together", "unprintable", "unreadable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 
@@ -134,6 +134,14 @@ describe("LoaderPool errors", () => {
     expect(await pool.run("text", "after")).toBe("value of after");
     expect(pool.counters).toMatchObject({ failed: 1, crashes: 0 });
     expect(logger.entries.filter((e) => e.level === "error")).toEqual([]);
+  });
+
+  test("a loader answering a value that cannot be inspected is LOAD_FAILED saying so, not a crash (review: reported as crashed)", async () => {
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 2, logger: recordingLogger() });
+    await failure(pool.run("oddValue", "ctor"), ERROR_CODE.LOAD_FAILED, /^loader "oddValue" returned a value that cannot be read: no constructor for you$/);
+    await failure(pool.run("oddValue", "proxy"), ERROR_CODE.LOAD_FAILED, /^loader "oddValue" returned a value that cannot be read: no prototype for you$/);
+    expect(await pool.run("text", "after")).toBe("value of after");
+    expect(pool.counters).toEqual({ submitted: 3, completed: 1, failed: 2, rejected: 0, crashes: 0, stopped: 0 });
   });
 
   test("a module that fails to import in the workers: callers get a plain LOAD_FAILED, the log gets why, once", async () => {
