@@ -6,10 +6,11 @@
  * pool's threads, each of which imports the module again (loader-worker.ts).
  *
  * The checks come in this order, each refusal thrown (a RangeError for a bad number): threads,
- * queue, concurrency; the module found, imported, exporting a loader; stopAfterMs.
+ * queue, concurrency; the module found, exporting no `then` (`exportsThen`), imported, exporting
+ * a loader; stopAfterMs.
  */
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { extname, resolve } from "node:path";
 import { errorText } from "../protocol/errors.ts";
 
 /** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
@@ -59,6 +60,7 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new RangeError(`loader concurrency must be an integer >= 1, got ${concurrency}`);
   const path = resolve(process.cwd(), opts.module);
   if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
+  if (exportsThen(path)) throw new Error(`loaders module ${path} exports \`then\`: import() would take the module for a promise and wait for good; rename that loader`);
   let mod: Record<string, unknown>;
   try {
     mod = (await import(path)) as Record<string, unknown>;
@@ -76,4 +78,23 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
   const stopAfterMs = opts.stopAfterMs ?? 0;
   if (!(stopAfterMs >= 0)) throw new RangeError(`loader stopAfterMs must be >= 0, got ${stopAfterMs}`);
   return { path, groups, concurrency, stopAfterMs, logger };
+}
+
+/**
+ * exportsThen tells whether the module at `path` declares an export named `then`, read from its
+ * source without running it. import() resolves to the module's namespace, and a namespace with a
+ * `then` is taken for a promise: `then` (a loader of a group "then") is called with the import's
+ * resolve and reject, answers neither, and the import, in the main thread and in every worker,
+ * waits for good: the node never started, and said nothing. What the source does not declare (a
+ * `then` re-exported by `export *`, or set on a CommonJS module's exports) is not seen; a source
+ * that does not parse is left to the import to refuse.
+ */
+function exportsThen(path: string): boolean {
+  const ext = extname(path);
+  const loader = ext === ".tsx" || ext === ".jsx" ? ext.slice(1) as "tsx" | "jsx" : /^\.[mc]?ts$/.test(ext) ? "ts" : "js";
+  try {
+    return new Bun.Transpiler({ loader }).scan(readFileSync(path, "utf8")).exports.includes("then");
+  } catch {
+    return false;
+  }
 }

@@ -506,6 +506,11 @@ describe("LoaderPool open and close", () => {
     });
   }
 
+  test("open refuses a module exporting `then`, naming it, instead of waiting for good (review: import() took the module for a promise, and the node never started, saying nothing)", async () => {
+    const opening = LoaderPool.open({ module: fixture("then-export.ts"), threads: 1, queue: 1, logger: recordingLogger() });
+    await expect(within(opening, 3000)).rejects.toThrow(/^loaders module .*then-export\.ts exports `then`: import\(\) would take the module for a promise and wait for good; rename that loader$/);
+  });
+
   test("close does not wait for a thread blocked in a native call: its load fails LOAD_FAILED, and close ends within a second or so (review: it waited for the call)", async () => {
     const logger = recordingLogger();
     const pool = await LoaderPool.open({ module: CRASH, threads: 1, concurrency: 2, queue: 2, logger, stopAfterMs: 10_000 });
