@@ -1,8 +1,8 @@
 /**
  * Loader is a group's "getter": it fetches the value of a key the cache does not hold.
  *
- * It returns the value as bytes or a string (stored as UTF-8), or `null`/`undefined` for "not
- * found"; it may be async. A thrown error is a load failure (nothing is cached). The same shape
+ * It returns the value as bytes or a string (stored as UTF-8, a lone surrogate as U+FFFD), or
+ * `null`/`undefined` for "not found"; it may be async. A thrown error is a load failure (nothing is cached). The same shape
  * serves an in-process function (the cache embedded in a program) and a function exported by a
  * loaders module run in the worker pool (`src/loaders/`).
  */

@@ -64,7 +64,7 @@ describe("LoaderPool values", () => {
   test("lists the function exports as groups; a non-function export is ignored with a warning", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 2, queue: 4, logger });
-    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "oddValue", "rejects", "slow", "text", "together", "unprintable", "unreadable", "view", "wrong"]);
+    expect([...pool.groups].sort()).toEqual(["bytes", "detached", "fails", "memo", "missing", "oddValue", "rejects", "slow", "surrogates", "text", "together", "unprintable", "unreadable", "view", "wrong"]);
     expect(logger.entries).toEqual([{ level: "warn", msg: expect.stringContaining("ignored"), f: expect.objectContaining({ export: "notALoader" }) }]);
   });
 

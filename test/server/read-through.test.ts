@@ -147,6 +147,27 @@ describe("read-through over the wire", () => {
     raw.close();
   });
 
+  test("a string with lone surrogates is stored as its UTF-8 with each lone half as U+FFFD, the same bytes from the pool and in-process", async () => {
+    // a, U+FFFD, b, U+FFFD, c, U+1F600: what TextEncoder writes (docs/design.md).
+    const expected = "61" + "efbfbd" + "62" + "efbfbd" + "63" + "f09f9880";
+    await using pooled = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1 }, { logger: new LogSink().logger });
+    await using inProcess = CacheNode.start({ port: 0, groups: [{ name: "surrogates", ttlMs: 0, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { surrogates: () => "a\uD800b\uDC00c\uD83D\uDE00" }, // (as the fixture's)
+    });
+    for (const node of [pooled, inProcess]) {
+      const c = await apacheClient(node.port);
+      try {
+        for (let i = 0; i < 2; i++) { // loaded, then served from the store
+          const r = (await c.client.Get(new types.Request({ group: "surrogates", key: "k" }))) as { value: Buffer };
+          expect(r.value.toString("hex")).toBe(expected);
+        }
+      } finally {
+        c.close();
+      }
+    }
+  });
+
   test("worker pool saturation: with 1 thread and a queue of 2, the excess answers OVERLOADED at once, the rest complete", async () => {
     await using node = await CacheNode.open({ port: 0, loaders: FIXTURES, loaderThreads: 1, loaderConcurrency: 1, loaderQueue: 2 }, { logger: new LogSink().logger });
     const clients = await Promise.all(Array.from({ length: 8 }, () => apacheClient(node.port)));
