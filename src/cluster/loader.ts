@@ -2,9 +2,10 @@
  * Loader is a group's "getter": it fetches the value of a key the cache does not hold.
  *
  * It returns the value as bytes or a string (stored as UTF-8, a lone surrogate as U+FFFD), or
- * `null`/`undefined` for "not found"; it may be async. A thrown error is a load failure (nothing is cached). The same shape
- * serves an in-process function (the cache embedded in a program) and a function exported by a
- * loaders module run in the worker pool (`src/loaders/`).
+ * `null`/`undefined` for "not found", either with a TTL of its own (`Fresh`); it may be async. A
+ * thrown error is a load failure (nothing is cached). The same shape serves an in-process
+ * function (the cache embedded in a program) and a function exported by a loaders module run in
+ * the worker pool (`src/loaders/`).
  */
 export type LoadResult = Uint8Array | string | null | undefined | Fresh;
 
@@ -37,15 +38,25 @@ export type Loader = (key: string) => LoadResult | Promise<LoadResult>;
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * toChecked checks a loader's outcome, a value or a Fresh (its TTL 0 when it has none). Throws
- * TypeError for anything else.
+ * AnswerError is a loader's answer refused by `toChecked`: `what` says what the loader did
+ * ("returned a Map; expected …"), for a message that names the loader (the pool's threads).
+ */
+export class AnswerError extends TypeError {
+  constructor(readonly what: string) {
+    super(`a loader ${what}`);
+  }
+}
+
+/**
+ * toChecked checks a loader's outcome, a value or a Fresh (a plain object; its TTL 0 when it has
+ * none). Throws AnswerError for anything else.
  */
 export function toChecked(result: unknown): Checked {
-  if (result === null || typeof result !== "object" || result instanceof Uint8Array) return { value: toValue(result), ttlMs: 0 };
+  if (!isPlainObject(result)) return { value: toValue(result), ttlMs: 0 };
   for (const name of Object.keys(result)) {
-    if (name !== "value" && name !== "ttlMs") throw new TypeError(`a loader returned an object with a property "${name.slice(0, 64)}"; expected ${EXPECTED}`);
+    if (name !== "value" && name !== "ttlMs") throw new AnswerError(`returned an object with a property "${name.slice(0, 64)}"; expected ${EXPECTED}`);
   }
-  if (!("value" in result)) throw new TypeError(`a loader returned an object without "value"; expected ${EXPECTED}`);
+  if (!("value" in result)) throw new AnswerError(`returned an object without "value"; expected ${EXPECTED}`);
   const { value, ttlMs } = result as Fresh;
   return { value: toValue(value), ttlMs: ownTtl(ttlMs, value === null || value === undefined) };
 }
@@ -56,8 +67,10 @@ const EXPECTED = "Uint8Array, string, null, undefined or { value, ttlMs }";
 /** ownTtl checks a Fresh's `ttlMs`: 0 when absent, whole ms (rounded up), or Infinity for a value. */
 function ownTtl(ttlMs: unknown, notFound: boolean): number {
   if (ttlMs === undefined) return 0;
-  if (typeof ttlMs !== "number" || !(ttlMs >= 0)) throw new TypeError(`a loader's ttlMs must be a number of ms >= 0, not ${typeof ttlMs === "number" ? ttlMs : typeof ttlMs}`);
-  if (ttlMs === Infinity && notFound) throw new TypeError("a loader's ttlMs for a value not found must be finite (a \"not found\" is cached for a while)");
+  if (typeof ttlMs !== "number" || !(ttlMs >= 0)) {
+    throw new AnswerError(`gave a ttlMs of ${typeof ttlMs === "number" ? ttlMs : describe(ttlMs)}; it must be a number of ms >= 0`);
+  }
+  if (ttlMs === Infinity && notFound) throw new AnswerError('gave a ttlMs of Infinity with no value; a "not found" is cached for a finite time');
   return Math.ceil(ttlMs);
 }
 
@@ -67,9 +80,24 @@ function ownTtl(ttlMs: unknown, notFound: boolean): number {
  */
 export function toValue(result: unknown): Uint8Array | string | null {
   if (result === null || result === undefined) return null;
-  if (result instanceof Uint8Array && isTransferred(result)) throw new TypeError(`a loader returned ${TRANSFERRED}`);
+  if (result instanceof Uint8Array && isTransferred(result)) throw new AnswerError(`returned ${TRANSFERRED}`);
   if (result instanceof Uint8Array || typeof result === "string") return result;
-  throw new TypeError(`a loader must return ${EXPECTED}, not ${typeof result}`);
+  throw new AnswerError(`returned ${describe(result)}; expected ${EXPECTED}`);
+}
+
+/** isPlainObject tells a Fresh's shape (an object literal) from other objects (a Map, a Date, bytes). */
+function isPlainObject(x: unknown): x is object {
+  if (x === null || typeof x !== "object") return false;
+  const proto: unknown = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/** describe names a value's kind for an error: "a number", "a Map", "an object". */
+export function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value !== "object") return `a ${typeof value}`;
+  const name: unknown = (value as object).constructor?.name;
+  return typeof name === "string" && name !== "" ? `a ${name}` : "an object";
 }
 
 /** TRANSFERRED describes bytes whose buffer was transferred away (`isTransferred`). */

@@ -324,7 +324,7 @@ export class LoaderPool {
   /** settle answers `load` with its thread's `reply`. */
   private settle(load: Load, reply: LoadReply): void {
     this.inFlight--;
-    if (reply === null || typeof reply === "string" || reply instanceof Uint8Array) {
+    if (reply === null || typeof reply === "string" || reply instanceof Uint8Array || !("failed" in reply)) {
       this.counters.completed++;
       load.resolve(reply);
       return;

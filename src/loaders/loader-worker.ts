@@ -34,8 +34,8 @@
  * that does not end (a top-level await on a database that is down) would hold it for good.
  */
 import { threadId } from "node:worker_threads";
-import Tinypool, { workerId } from "tinypool";
-import { TRANSFERRED, isTransferred } from "../cluster/loader.ts";
+import Tinypool, { kTransferable, kValue, type Transferable, workerId } from "tinypool";
+import { AnswerError, toChecked } from "../cluster/loader.ts";
 import { errorText } from "../protocol/errors.ts";
 import { countStuck, startBeating } from "./heartbeat.ts";
 
@@ -57,8 +57,17 @@ export interface LoadFailure {
   stopped?: true;
 }
 
-/** LoadReply is what a worker answers: a value, `null` for "not found", or a LoadFailure. */
-export type LoadReply = Uint8Array | string | null | LoadFailure;
+/** FreshReply is a value with the loader's own TTL (a Fresh whose `ttlMs` is not 0), checked. */
+export interface FreshReply {
+  value: Uint8Array | string | null;
+  ttlMs: number;
+}
+
+/**
+ * LoadReply is what a worker answers: a value, `null` for "not found", a FreshReply, or a
+ * LoadFailure (told apart by `failed`).
+ */
+export type LoadReply = Uint8Array | string | null | FreshReply | LoadFailure;
 
 /**
  * LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module, the stop
@@ -138,13 +147,29 @@ export async function load(task: LoadTask): Promise<LoadReply | Moved> {
   }
 }
 
-/** reply turns what the loader of `group` answered into the LoadReply that carries it. */
+/**
+ * reply turns what the loader of `group` answered into the LoadReply that carries it: checked here
+ * as in the main thread (`toChecked`), so a refusal names the loader. Bytes cross as a copy moved
+ * to the main thread, inside a FreshReply too (`moveFresh`).
+ */
 function reply(group: string, value: unknown): LoadReply | Moved {
-  if (value === null || value === undefined) return null;
-  if (typeof value === "string") return value;
-  if (value instanceof Uint8Array && isTransferred(value)) return { failed: `loader "${group}" returned ${TRANSFERRED}` };
-  if (value instanceof Uint8Array) return Tinypool.move(new Uint8Array(value));
-  return { failed: `loader "${group}" returned ${describe(value)}; expected Uint8Array, string, null or undefined` };
+  let checked;
+  try {
+    checked = toChecked(value);
+  } catch (err) {
+    if (err instanceof AnswerError) return { failed: `loader "${group}" ${err.what}` };
+    throw err;
+  }
+  const v = checked.value;
+  if (checked.ttlMs !== 0) return v instanceof Uint8Array ? moveFresh(new Uint8Array(v), checked.ttlMs) : { value: v, ttlMs: checked.ttlMs };
+  return v instanceof Uint8Array ? Tinypool.move(new Uint8Array(v)) : v;
+}
+
+/** moveFresh answers a FreshReply of `bytes` (a copy of the loader's), their buffer moved, not cloned. */
+function moveFresh(bytes: Uint8Array, ttlMs: number): Moved {
+  const fresh: FreshReply = { value: bytes, ttlMs };
+  const moved: Transferable = { [kTransferable]: bytes.buffer, [kValue]: fresh };
+  return Tinypool.move(moved);
 }
 
 /** STOPPED is what `withinStop` answers for a loader that gave no answer in time. */
@@ -159,8 +184,3 @@ function withinStop(answer: Promise<unknown>, ms: number): Promise<unknown> {
   return Promise.race([answer, stop]).finally(() => clearTimeout(timer));
 }
 
-function describe(value: unknown): string {
-  if (typeof value !== "object") return `a ${typeof value}`;
-  const name = (value as object).constructor?.name;
-  return name === undefined ? "an object" : `a ${name}`;
-}

@@ -148,6 +148,25 @@ describe("Group read-through", () => {
     expect(g.counters.loadsDeduped).toBe(1);
   });
 
+  test("a loader's own TTL from the worker pool is the stored item's", async () => {
+    let now = 5_000;
+    await using pool = await LoaderPool.open({ module: join(import.meta.dir, "../loaders/fixtures/fresh.ts"), threads: 1, queue: 8 });
+    const g = new Group({ name: "g", memory: 4 * MIB, admission: "always", defaultTtlMs: 60_000, store: { clock: () => now },
+      loader: (key) => pool.run(key, "k") });
+    const ttl = async (group: string): Promise<number> => {
+      const key = new TextEncoder().encode(group);
+      await g.load(key, 0, key.length).catch(() => undefined);
+      const id = g.lookup(key, 0, key.length, false);
+      return id < 0 ? -2 : g.store.ttlRemaining(id);
+    };
+    expect([await ttl("bytes"), await ttl("text"), await ttl("forever"), await ttl("groupTtl")]).toEqual([250, 1, -1, 60_000]);
+    expect((await failure(g.get("missing"))).code).toBe(ERROR_CODE.NOT_FOUND);
+    expect(g.counters.localLoads).toBe(4);
+    now += 299;
+    expect((await failure(g.get("missing"))).code).toBe(ERROR_CODE.NOT_FOUND);
+    expect(pool.counters.submitted).toBe(5); // the not found was cached for its 300 ms
+  });
+
   test("the store is re-checked inside the flight: a value set meanwhile is not loaded again", async () => {
     let calls = 0;
     const g = new Group({ name: "g", memory: 4 * MIB, loader: () => `${++calls}` });
@@ -400,13 +419,13 @@ describe("Group read-through", () => {
   });
 
   test.each([
-    ["a negative ttlMs", { value: "v", ttlMs: -1 }, /ttlMs must be a number of ms >= 0, not -1/],
-    ["a NaN ttlMs", { value: "v", ttlMs: NaN }, /ttlMs must be a number of ms >= 0, not NaN/],
-    ["a ttlMs that is not a number", { value: "v", ttlMs: "5" }, /ttlMs must be a number of ms >= 0, not string/],
-    ["Infinity for a not found", { value: null, ttlMs: Infinity }, /must be finite/],
+    ["a negative ttlMs", { value: "v", ttlMs: -1 }, /gave a ttlMs of -1; it must be a number of ms >= 0/],
+    ["a NaN ttlMs", { value: "v", ttlMs: NaN }, /gave a ttlMs of NaN; it must be a number of ms >= 0/],
+    ["a ttlMs that is not a number", { value: "v", ttlMs: "5" }, /gave a ttlMs of a string; it must be a number of ms >= 0/],
+    ["Infinity for a not found", { value: null, ttlMs: Infinity }, /gave a ttlMs of Infinity with no value/],
     ["a row object as it is", { id: 7, name: "x" }, /returned an object with a property "id"/],
     ["an object without value", { ttlMs: 5 }, /without "value"/],
-    ["{ value } of a number", { value: 5 }, /must return .*, not number/],
+    ["{ value } of a number", { value: 5 }, /returned a number; expected Uint8Array, string, null, undefined or \{ value, ttlMs \}/],
   ])("%s from a loader is LOAD_FAILED and nothing is cached", async (_name, answer, message) => {
     let calls = 0;
     const g = new Group({ name: "g", memory: 4 * MIB, negativeTtlMs: 60_000, loader: () => (calls++, answer as LoadResult) });

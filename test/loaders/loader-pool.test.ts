@@ -99,13 +99,34 @@ describe("LoaderPool values", () => {
   });
 });
 
+describe("LoaderPool: a loader's own TTL ({ value, ttlMs })", () => {
+  test("crosses the thread with its value: bytes moved (only the loader's own), a string, a not found; a TTL of 0 answers the plain value", async () => {
+    await using pool = await LoaderPool.open({ module: fixture("fresh.ts"), threads: 1, queue: 8, logger: recordingLogger() });
+    const bytes = (await pool.run("bytes", "k")) as { value: Uint8Array; ttlMs: number };
+    expect(bytes).toEqual({ value: new TextEncoder().encode("bytes k"), ttlMs: 250 });
+    expect(bytes.value.buffer.byteLength).toBe(7);
+    expect(await pool.run("text", "k")).toEqual({ value: "text k", ttlMs: 1 });
+    expect(await pool.run("forever", "k")).toEqual({ value: "forever k", ttlMs: Infinity });
+    expect(await pool.run("groupTtl", "k")).toBe("group k");
+    expect(await pool.run("missing", "k")).toEqual({ value: null, ttlMs: 300 });
+    expect(pool.counters).toEqual({ submitted: 5, completed: 5, failed: 0, rejected: 0, crashes: 0, stopped: 0 });
+  });
+
+  test("a bad one is LOAD_FAILED naming the loader: a negative ttlMs, a row returned as it is", async () => {
+    await using pool = await LoaderPool.open({ module: fixture("fresh.ts"), threads: 1, queue: 8, logger: recordingLogger() });
+    await failure(pool.run("negative", "k"), ERROR_CODE.LOAD_FAILED, /^loader "negative" gave a ttlMs of -5; it must be a number of ms >= 0$/);
+    await failure(pool.run("row", "k"), ERROR_CODE.LOAD_FAILED, /^loader "row" returned an object with a property "id"; expected Uint8Array, string, null, undefined or \{ value, ttlMs \}$/);
+    expect(pool.counters.crashes).toBe(0);
+  });
+});
+
 describe("LoaderPool errors", () => {
   test("loader failures are LOAD_FAILED with the loader's message; nothing crashes", async () => {
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, queue: 4, logger: recordingLogger() });
     const cases: [string, string, RegExp][] = [
       ["fails", "k", /^no row for k$/],
       ["rejects", "k", /^rejected k$/],
-      ["wrong", "abc", /loader "wrong" returned a number; expected Uint8Array, string, null or undefined/],
+      ["wrong", "abc", /loader "wrong" returned a number; expected Uint8Array, string, null, undefined or \{ value, ttlMs \}/],
     ];
     for (const [group, key, message] of cases) await failure(pool.run(group, key), ERROR_CODE.LOAD_FAILED, message);
     await failure(pool.run("nope", "k"), ERROR_CODE.UNKNOWN_GROUP, /no loader for group "nope"/);

@@ -52,6 +52,28 @@ describe("read-through over the wire", () => {
     }
   });
 
+  test("a loader's own TTL ({ value, ttlMs }) is what a Get answers as ttlRemainingMs, over the group's", async () => {
+    await using node = CacheNode.start({ port: 0, groups: [{ name: "tokens", ttlMs: 3_600_000, admission: "always" }] }, {
+      logger: new LogSink().logger,
+      loaders: { tokens: (key) => (key === "plain" ? "p" : { value: `token ${key}`, ttlMs: key === "forever" ? Infinity : 90_000 }) },
+    });
+    const { client, close } = await apacheClient(node.port);
+    try {
+      const get = (key: string) => client.Get(new types.Request({ group: "tokens", key }));
+      const own = await get("t1");
+      expect(own.value.toString()).toBe("token t1");
+      expect(Number(own.ttlRemainingMs)).toBeGreaterThan(80_000);
+      expect(Number(own.ttlRemainingMs)).toBeLessThanOrEqual(90_000);
+      const again = await get("t1"); // a hit now, with the TTL the item was stored with
+      expect(Number(again.ttlRemainingMs)).toBeLessThanOrEqual(90_000);
+      expect(Number((await get("plain")).ttlRemainingMs)).toBeGreaterThan(3_500_000);
+      expect((await get("forever")).ttlRemainingMs ?? null).toBeNull(); // absent: no expiry
+      expect((await get("forever")).ttlRemainingMs ?? null).toBeNull();
+    } finally {
+      close();
+    }
+  });
+
   test("pipelined requests behind a slow load are answered in order", async () => {
     await using node = CacheNode.start({ port: 0, groups: [{ name: "default", ttlMs: 0 }, { name: "slow", ttlMs: 0 }] }, {
       logger: new LogSink().logger,
