@@ -67,7 +67,7 @@ for (let i = 0; i < SCRAPES; i++) {
   console.log(`scrape ${i + 1}, ${GROUPS} groups: loop held at most ${longest.toFixed(1)} ms, scrape ${ms.toFixed(1)} ms, ${(out / 1e6).toFixed(2)} MB`);
 }
 for (let i = 0; i < SCRAPES; i++) {
-  const { ms, longest } = await held(() => admin.metrics.render());
+  const { ms, longest } = await held(async () => admin.metrics.render());
   console.log(`render ${i + 1}, ${GROUPS} groups: loop held at most ${longest.toFixed(1)} ms, rendering ${ms.toFixed(1)} ms`);
 }
 await admin.close();

@@ -1,41 +1,41 @@
 /**
- * createMetrics exposes a node's figures in the Prometheus text format through prom-client.
+ * createMetrics exposes a node's figures in the Prometheus text format (exposition.ts).
  *
- * Nothing here runs per request. Every metric is a prom-client Counter or Gauge whose `collect`
- * callback runs at scrape time: it clears the metric's series and re-reads the engine's plain
- * counters (ServerCounters, GroupCounters, StoreCounters and the slab arrays, ClusterCounters,
- * the loader pool's counters, LatencyHistogram). Clearing first means series that vanished
- * (a slab class that gave its pages away) vanish from the scrape too.
+ * Nothing here runs per request. Every family's fill runs at scrape time and re-reads the engine's
+ * plain counters (ServerCounters, GroupCounters, StoreCounters and the slab arrays,
+ * ClusterCounters, the loader pool's counters, LatencyHistogram); series that vanished (a slab
+ * class that gave its pages away) vanish from the scrape too. A rendering writes every family in
+ * one pass (exposition.ts): with 1,000 groups, about 36,000 series.
  *
- * The latency histogram is recorded by LatencyHistogram into typed arrays with fixed bounds;
- * prom-client's Histogram can only `observe` one value at a time, so `RequestDurations` extends
- * it and overrides `get` to expose those arrays as a histogram: per method, cumulative
- * `_bucket{le}` series in ascending order ending with `le="+Inf"` equal to `_count`, then `_sum`
- * in seconds and `_count`.
+ * The output is what prom-client wrote when it rendered these metrics (names, HELP and TYPE
+ * lines, label sets and their order, values): test/server/prom-client-metrics.ts keeps that
+ * implementation as the test's oracle. Label sets are written out once where they repeat
+ * (a group's `{group="g1"}`, a method's, a histogram bucket's), not per series and scrape.
  *
- * Each node has its own Registry (no global one: several nodes run in one test process).
+ * The latency histogram is recorded by LatencyHistogram into typed arrays with fixed bounds and
+ * exposed as `mybuncache_request_duration_seconds`: per method, cumulative `_bucket{le}` series
+ * in ascending order ending with `le="+Inf"` equal to `_count`, then `_sum` in seconds and `_count`.
+ *
+ * Each node has its own Exposition (no global one: several nodes run in one test process).
  * Naming: prefix `mybuncache_`, base units (seconds, bytes), counters end in `_total`.
  * Store-level figures carry `store="main"` or, in a cluster, `store="mirror"` for the group's
  * hot copies of keys owned elsewhere; sum over `store` for the group's total.
  */
-import { Counter, Gauge, Histogram, Registry, type MetricType } from "prom-client";
 import type { Group } from "../cluster/group.ts";
 import { APP_ERROR, ERROR_CODE } from "../protocol/errors.ts";
 import { METHOD_NAMES, METHOD_SET_MULTI } from "../protocol/request.ts";
-import { classStats } from "../store/store-stats.ts";
+import { classStats, type ClassStats } from "../store/store-stats.ts";
 import type { Store } from "../store/store.ts";
 import type { CacheNode } from "./cache-node.ts";
 import { VERSION } from "./config.ts";
+import { escapeLabel, Exposition, labelBytes, labelSet, type Emit } from "./exposition.ts";
 import { APP_ERROR_SLOTS, BOUND_COUNT, BOUNDS_SECONDS, ERROR_SLOTS, METHOD_COUNT, type LatencyHistogram } from "./latency.ts";
 
 export interface Metrics {
-  registry: Registry;
-  /** render returns the exposition text of every metric, read now. */
-  render(): Promise<string>;
+  /** render returns the exposition of every metric, read now, as UTF-8 text (one synchronous pass). */
+  render(): Uint8Array;
 }
 
-type Labels = Record<string, string>;
-type Emit = (labels: Labels, value: number) => void;
 type Fill = (emit: Emit) => void;
 
 /** METHOD_LABELS[id] is the `method` label of a method id ("unknown" for 0). */
@@ -45,6 +45,43 @@ const CODE_LABELS = namesByNumber(ERROR_CODE, ERROR_SLOTS);
 /** KIND_LABELS[type] is the `kind` label of a TApplicationException type ("protocol_error", ...). */
 const KIND_LABELS = namesByNumber(APP_ERROR, APP_ERROR_SLOTS);
 const LE_LABELS: readonly string[] = [...BOUNDS_SECONDS.map(String), "+Inf"];
+/** METHOD_SETS[m] is `{method="..."}`; BUCKET_SETS[m][b], `{method="...",le="..."}` (b = BOUND_COUNT: +Inf). */
+const METHOD_SETS: readonly Uint8Array[] = METHOD_LABELS.map((method) => labelBytes(labelSet(["method", method])));
+const BUCKET_SETS: readonly (readonly Uint8Array[])[] = METHOD_LABELS.map((method) => LE_LABELS.map((le) => labelBytes(labelSet(["method", method], ["le", le]))));
+
+/** GroupLabels are a group's label sets, written out once (labelsOf), as UTF-8. */
+interface GroupLabels {
+  group: Uint8Array; // {group="g1"}
+  main: StoreLabels;
+  mirror: StoreLabels;
+}
+/**
+ * StoreLabels: `inner` is `group="g1",store="main"`; `set` the same in braces, `lazy` and `active`
+ * with kind="..." too; `classes[c]`, with class="c",chunk_size="..." (made when first shown).
+ */
+interface StoreLabels {
+  inner: string;
+  set: Uint8Array;
+  lazy: Uint8Array;
+  active: Uint8Array;
+  classes: Uint8Array[];
+}
+const groupLabels = new WeakMap<Group, GroupLabels>();
+
+/** labelsOf is a group's label sets (a group's name never changes). */
+function labelsOf(g: Group): GroupLabels {
+  let labels = groupLabels.get(g);
+  if (labels === undefined) {
+    const group = `group="${escapeLabel(g.name)}"`;
+    const store = (name: string): StoreLabels => {
+      const inner = `${group},store="${name}"`;
+      return { inner, set: labelBytes(`{${inner}}`), lazy: labelBytes(`{${inner},kind="lazy"}`), active: labelBytes(`{${inner},kind="active"}`), classes: [] };
+    };
+    labels = { group: labelBytes(`{${group}}`), main: store("main"), mirror: store("mirror") };
+    groupLabels.set(g, labels);
+  }
+  return labels;
+}
 
 /** AdminConnections is the admin port's own connections (AdminServer.connections), read at scrape time. */
 export interface AdminConnections {
@@ -55,106 +92,93 @@ export interface AdminConnections {
 }
 
 export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?: () => AdminConnections): Metrics {
-  const registry = new Registry();
-  const counter = (name: string, help: string, labelNames: readonly string[], fill: Fill): void => {
-    new Counter({
-      name, help, labelNames, registers: [registry],
-      collect() {
-        this.reset();
-        fill((labels, value) => this.inc(labels, value));
-      },
-    });
-  };
-  const gauge = (name: string, help: string, labelNames: readonly string[], fill: Fill): void => {
-    new Gauge({
-      name, help, labelNames, registers: [registry],
-      collect() {
-        this.reset();
-        fill((labels, value) => this.set(labels, value));
-      },
-    });
-  };
+  const exposition = new Exposition();
+  // (labelNames: the label set each sample of the family carries, in this order)
+  const counter = (name: string, help: string, labelNames: readonly string[], fill: Fill): void =>
+    exposition.add("counter", name, help, labelNames.length > 0, fill);
+  const gauge = (name: string, help: string, labelNames: readonly string[], fill: Fill): void =>
+    exposition.add("gauge", name, help, labelNames.length > 0, fill);
   const server = node.server;
   const sc = server.counters;
 
   // ---- Node ----
   gauge("mybuncache_info", "Constant 1, labelled with the node's version and id.", ["version", "node"], (emit) =>
-    emit({ version: VERSION, node: server.nodeId }, 1));
+    emit(labelSet(["version", VERSION], ["node", server.nodeId]), 1));
   gauge("mybuncache_start_time_seconds", "When the node started, in seconds since the epoch.", [], (emit) =>
-    emit({}, server.startedAt / 1000));
-  gauge("mybuncache_connections", "Open client connections.", [], (emit) => emit({}, server.connectionCount));
-  counter("mybuncache_connections_accepted_total", "Connections accepted since start.", [], (emit) => emit({}, sc.connectionsTotal));
+    emit("", server.startedAt / 1000));
+  gauge("mybuncache_connections", "Open client connections.", [], (emit) => emit("", server.connectionCount));
+  counter("mybuncache_connections_accepted_total", "Connections accepted since start.", [], (emit) => emit("", sc.connectionsTotal));
   counter("mybuncache_connections_rejected_total", "Connections over --max-connections, answered OVERLOADED and closed.", [], (emit) =>
-    emit({}, sc.connectionsRejected));
-  counter("mybuncache_received_bytes_total", "Bytes received on the Thrift port.", [], (emit) => emit({}, sc.bytesIn));
-  counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit({}, sc.bytesOut));
+    emit("", sc.connectionsRejected));
+  counter("mybuncache_received_bytes_total", "Bytes received on the Thrift port.", [], (emit) => emit("", sc.bytesIn));
+  counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit("", sc.bytesOut));
   counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection, and promises rejected with no handler (node.ts).", [], (emit) =>
-    emit({}, sc.internalErrors));
+    emit("", sc.internalErrors));
   counter("mybuncache_output_pauses_total", "Times a connection's reading was paused: replies past --max-output, a yielded turn, or 64 KiB of input queued while it waited for a load.", [], (emit) =>
-    emit({}, sc.pauses));
+    emit("", sc.pauses));
   counter("mybuncache_yields_total", "Times a connection yielded its turn after --max-requests-per-event requests.", [], (emit) =>
-    emit({}, sc.yields));
+    emit("", sc.yields));
   counter("mybuncache_connections_unauthorized_total", "Connections closed for a missing or wrong auth token.", [], (emit) =>
-    emit({}, sc.unauthorized));
-  counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit({}, sc.idleClosed));
-  counter("mybuncache_connections_handshake_timeouts_total", "TLS connections closed for not finishing their handshake within 10 s.", [], (emit) => emit({}, sc.handshakeTimeouts));
+    emit("", sc.unauthorized));
+  counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit("", sc.idleClosed));
+  counter("mybuncache_connections_handshake_timeouts_total", "TLS connections closed for not finishing their handshake within 10 s.", [], (emit) => emit("", sc.handshakeTimeouts));
   counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],
-    (emit) => emit({}, sc.bufferCapClosed));
+    (emit) => emit("", sc.bufferCapClosed));
   counter("mybuncache_warmed_requests_total", "Gets and Sets of pipelined batches served after the store warmed their memory.", [], (emit) =>
-    emit({}, sc.warmedRequests));
+    emit("", sc.warmedRequests));
   counter("mybuncache_turn_writes_total", "Connection writes made together at the end of an event-loop turn, from the shared output buffer.", [], (emit) =>
-    emit({}, sc.turnWrites));
+    emit("", sc.turnWrites));
   counter("mybuncache_turn_flushes_total", "Times the replies waiting in the shared output buffer were written (turn_writes / turn_flushes: connections per flush).", [], (emit) =>
-    emit({}, sc.turnFlushes));
+    emit("", sc.turnFlushes));
   counter("mybuncache_early_flushes_total", "Of those, written before the end of the turn because the shared buffer passed its bound.", [], (emit) =>
-    emit({}, sc.earlyFlushes));
+    emit("", sc.earlyFlushes));
   counter("mybuncache_detached_replies_total", "PeerGet and PeerGetMulti replies that waited for a load without holding up their connection's later requests (written out of order).", [], (emit) =>
-    emit({}, sc.detachedReplies));
+    emit("", sc.detachedReplies));
   counter("mybuncache_memory_forced_collections_total", "Full collections run because garbage passed --gc-headroom.", [], (emit) =>
-    emit({}, node.memoryWatch?.counters.forcedCollections ?? 0));
+    emit("", node.memoryWatch?.counters.forcedCollections ?? 0));
   // (Registered only with a memory watch: a gauge never set shows 0, which looks like a reading.)
   if (node.config.gcHeadroomBytes > 0) {
     gauge("mybuncache_memory_retained_bytes", "Resident memory after the last full collection (what the node retains); absent when --gc-headroom is 0.", [],
       (emit) => {
-        if (node.memoryWatch !== undefined) emit({}, node.memoryWatch.counters.retainedBytes);
+        if (node.memoryWatch !== undefined) emit("", node.memoryWatch.counters.retainedBytes);
       });
   }
   gauge("mybuncache_buffered_bytes", "Bytes all connections hold now (partial input plus queued replies).", [], (emit) =>
-    emit({}, sc.bufferedBytes));
+    emit("", sc.bufferedBytes));
   counter("mybuncache_requests_total", "Requests served, by method.", ["method"], (emit) => {
-    for (let m = 0; m < METHOD_COUNT; m++) if (shownMethod(latency, m)) emit({ method: METHOD_LABELS[m]! }, latency.counts[m]!);
+    for (let m = 0; m < METHOD_COUNT; m++) if (shownMethod(latency, m)) emit(METHOD_SETS[m]!, latency.counts[m]!);
   });
   counter("mybuncache_request_errors_total", "Requests answered with a CacheError, by method and error code.", ["method", "code"], (emit) => {
     for (let m = 0; m < METHOD_COUNT; m++) {
       for (let code = 1; code < ERROR_SLOTS; code++) {
         const n = latency.errorCount(m, code);
-        if (n > 0) emit({ method: METHOD_LABELS[m]!, code: CODE_LABELS[code]! }, n);
+        if (n > 0) emit(labelSet(["method", METHOD_LABELS[m]!], ["code", CODE_LABELS[code]!]), n);
       }
     }
   });
   counter("mybuncache_protocol_errors_total", "Malformed or unsupported input, by TApplicationException kind.", ["kind"], (emit) => {
     for (let t = 0; t < APP_ERROR_SLOTS; t++) {
       const n = latency.protocolErrors[t]!;
-      if (n > 0) emit({ kind: KIND_LABELS[t]! }, n);
+      if (n > 0) emit(labelSet(["kind", KIND_LABELS[t]!]), n);
     }
   });
-  new RequestDurations(registry, latency);
+  exposition.add("histogram", DURATION_NAME, DURATION_HELP, true, (emit) => durations(latency, emit));
 
   // ---- The admin port's own connections (admin-gate.ts) ----
   if (admin !== undefined) {
-    gauge("mybuncache_admin_connections", "Open connections to the admin port.", [], (emit) => emit({}, admin().open));
+    gauge("mybuncache_admin_connections", "Open connections to the admin port.", [], (emit) => emit("", admin().open));
     counter("mybuncache_admin_connections_refused_total", "Admin connections answered 503 at the cap (a health probe among them would fail).", [], (emit) =>
-      emit({}, admin().refused));
+      emit("", admin().refused));
     counter("mybuncache_admin_connections_stalled_total", "Admin connections closed for taking none of their reply for 10 s.", [], (emit) =>
-      emit({}, admin().stalled));
+      emit("", admin().stalled));
     counter("mybuncache_admin_connections_evicted_total", "Quiet admin connections closed at the cap to let a new one in.", [], (emit) =>
-      emit({}, admin().evicted));
+      emit("", admin().evicted));
   }
 
   // ---- Groups ----
   const perGroup = (name: string, help: string, read: (g: Group) => number): void =>
     counter(name, help, ["group"], (emit) => {
-      for (const g of node.groups.all()) emit({ group: g.name }, read(g));
+      for (const g of node.groups.all()) emit(labelsOf(g).group, read(g));
     });
   perGroup("mybuncache_gets_total", "Keys looked up (Get calls and GetMulti keys).", (g) => g.counters.gets);
   perGroup("mybuncache_hits_total", "Lookups served from the store, or in a cluster from the mirror of keys owned elsewhere.", (g) => g.counters.hits);
@@ -173,27 +197,29 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
   perGroup("mybuncache_deletes_total", "Delete calls that removed a live item.", (g) => g.counters.deletes);
 
   // ---- Stores of each group (main, and the mirror in a cluster) ----
-  const eachStore = (fn: (labels: Labels, store: Store) => void): void => {
+  const eachStore = (fn: (labels: StoreLabels, store: Store) => void): void => {
     for (const g of node.groups.all()) {
-      fn({ group: g.name, store: "main" }, g.store);
-      if (g.mirror !== undefined) fn({ group: g.name, store: "mirror" }, g.mirror);
+      const labels = labelsOf(g);
+      fn(labels.main, g.store);
+      if (g.mirror !== undefined) fn(labels.mirror, g.mirror);
     }
   };
   const storeLabels = ["group", "store"];
   const perStore = (kind: "counter" | "gauge", name: string, help: string, read: (s: Store) => number): void =>
-    (kind === "counter" ? counter : gauge)(name, help, storeLabels, (emit) => eachStore((labels, s) => emit(labels, read(s))));
+    (kind === "counter" ? counter : gauge)(name, help, storeLabels, (emit) => eachStore((labels, s) => emit(labels.set, read(s))));
   perStore("gauge", "mybuncache_items", "Live items.", (s) => s.size);
-  perStore("gauge", "mybuncache_used_bytes", "Chunk bytes held by live items.", (s) => s.stats().bytesUsed);
-  perStore("gauge", "mybuncache_data_bytes", "Key and value bytes of live items.", (s) => s.stats().dataBytes);
-  perStore("gauge", "mybuncache_page_bytes", "Bytes of slab pages given to size classes.", (s) => s.stats().pageBytes);
+  // (the fields store.stats() reports, read without the object it makes)
+  perStore("gauge", "mybuncache_used_bytes", "Chunk bytes held by live items.", (s) => s.chunkBytes);
+  perStore("gauge", "mybuncache_data_bytes", "Key and value bytes of live items.", (s) => s.dataBytesUsed);
+  perStore("gauge", "mybuncache_page_bytes", "Bytes of slab pages given to size classes.", (s) => s.slab.pagesAssigned * s.slab.pageSize);
   perStore("gauge", "mybuncache_meta_bytes", "Bytes charged to metadata (item table, index, heap).", (s) => s.metaBytes());
   perStore("gauge", "mybuncache_capacity_bytes", "Memory budget: slab pages plus metadata.", (s) => s.capacity);
   perStore("counter", "mybuncache_evictions_total", "Live items removed to make room.", (s) => s.counters.evictions);
   perStore("counter", "mybuncache_collision_evictions_total", "Live items removed for a new key past the most keys one hash may hold (8): chosen keys, hash flooding.", (s) => s.counters.collisionEvictions);
   counter("mybuncache_expirations_total", "Expired items removed, on read (lazy) or by the expiry timer (active).",
     ["group", "store", "kind"], (emit) => eachStore((labels, s) => {
-      emit({ ...labels, kind: "lazy" }, s.counters.expiredLazy);
-      emit({ ...labels, kind: "active" }, s.counters.expiredActive);
+      emit(labels.lazy, s.counters.expiredLazy);
+      emit(labels.active, s.counters.expiredActive);
     }));
   perStore("counter", "mybuncache_admissions_rejected_total", "Fills not stored by LRU-K admission.", (s) => s.counters.admissionsRejected);
   perStore("gauge", "mybuncache_expiry_heap_items", "Items with a TTL waiting in the expiry heap.", (s) => s.heap.size);
@@ -201,10 +227,24 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
   perStore("counter", "mybuncache_slab_page_releases_total", "Slab pages given back so the item table could grow.", (s) => s.slab.pageReleases);
   perStore("gauge", "mybuncache_item_capacity", "Items the item table holds before it must grow (it shrinks once under a quarter are live).", (s) => s.items.cap);
   perStore("counter", "mybuncache_item_table_shrinks_total", "Times the item table and its index were made smaller, their bytes given back to pages.", (s) => s.counters.tableShrinks);
-  const perClass = (kind: "counter" | "gauge", name: string, help: string, read: (c: ReturnType<typeof classStats>[number]) => number): void =>
+  // A store's size classes, with their label sets, are listed once a rendering for the five families that show them.
+  const classes = new Map<Store, { labels: Uint8Array; stats: ClassStats }[]>();
+  exposition.beforeRender(() => classes.clear());
+  const classesOf = (labels: StoreLabels, s: Store): { labels: Uint8Array; stats: ClassStats }[] => {
+    let rows = classes.get(s);
+    if (rows === undefined) {
+      rows = classStats(s).map((c) => ({
+        labels: (labels.classes[c.cls] ??= labelBytes(`{${labels.inner},class="${c.cls}",chunk_size="${c.chunkSize}"}`)),
+        stats: c,
+      }));
+      classes.set(s, rows);
+    }
+    return rows;
+  };
+  const perClass = (kind: "counter" | "gauge", name: string, help: string, read: (c: ClassStats) => number): void =>
     (kind === "counter" ? counter : gauge)(name, help, ["group", "store", "class", "chunk_size"], (emit) =>
       eachStore((labels, s) => {
-        for (const c of classStats(s)) emit({ ...labels, class: String(c.cls), chunk_size: String(c.chunkSize) }, read(c));
+        for (const c of classesOf(labels, s)) emit(c.labels, read(c.stats));
       }));
   perClass("gauge", "mybuncache_slab_pages", "Slab pages of a size class.", (c) => c.pages);
   perClass("gauge", "mybuncache_slab_used_chunks", "Chunks holding an item, per size class.", (c) => c.usedChunks);
@@ -216,14 +256,14 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
   const cluster = node.cluster;
   if (cluster !== undefined) {
     const cc = cluster.counters;
-    gauge("mybuncache_cluster_members", "Members of the ring, this node included.", [], (emit) => emit({}, cluster.members.length));
+    gauge("mybuncache_cluster_members", "Members of the ring, this node included.", [], (emit) => emit("", cluster.members.length));
     gauge("mybuncache_cluster_peers_down", "Peers whose client marks them down.", [], (emit) =>
-      emit({}, cluster.peersDown));
+      emit("", cluster.peersDown));
     gauge("mybuncache_cluster_peers_lagging", "Peers that let a write's wait for their answer to its invalidation run out, and have not answered in time since: writes do not wait for them.", [], (emit) =>
-      emit({}, cluster.laggingMembers.length));
+      emit("", cluster.laggingMembers.length));
     counter("mybuncache_cluster_stalls_total", "Times this node's event loop was found stalled (0.4 peer timeouts, 50 ms at least, or more) and its mirrors dropped.", [], (emit) =>
-      emit({}, sc.stalls));
-    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
+      emit("", sc.stalls));
+    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit("", read()));
     c("mybuncache_cluster_forwarded_total", "Client calls sent on to the owner of their keys.", () => cc.forwarded);
     c("mybuncache_cluster_peer_loads_total", "Gets answered by the owner peer.", () => cc.peerLoads);
     c("mybuncache_cluster_peer_errors_total", "Calls to peers that failed: not answered (timeout, down, connection lost), or answered with an error of the peer's (PEER_UNAVAILABLE, a Thrift exception, a write refused without a reason); a peer that answers is not marked down.", () => cc.peerErrors);
@@ -246,7 +286,7 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
   const pool = node.pool;
   if (pool !== undefined) {
     const pc = pool.counters;
-    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit({}, read()));
+    const c = (name: string, help: string, read: () => number): void => counter(name, help, [], (emit) => emit("", read()));
     c("mybuncache_loader_pool_submitted_total", "Loads accepted into the worker pool.", () => pc.submitted);
     c("mybuncache_loader_pool_completed_total", "Loads that answered a value or not found.", () => pc.completed);
     c("mybuncache_loader_pool_failed_total", "Loads that ended in LOAD_FAILED.", () => pc.failed);
@@ -254,72 +294,46 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
     c("mybuncache_loader_pool_stopped_total", "Loads stopped unanswered after four load timeouts (abandoned, or their blocked thread replaced).", () => pc.stopped);
     c("mybuncache_loader_pool_crashes_total", "Worker threads that died (each replaced).", () => pc.crashes);
     gauge("mybuncache_loader_pool_in_flight", "Loads running or waiting for a worker.", [], (emit) =>
-      emit({}, pc.submitted - pc.completed - pc.failed));
+      emit("", pc.submitted - pc.completed - pc.failed));
   }
 
   // ---- Snapshot (a node with --snapshot) ----
   const snapshotter = node.snapshotter;
   if (snapshotter !== undefined) {
     const snap = snapshotter.counters;
-    counter("mybuncache_snapshot_writes_total", "Snapshots written (periodic ones; the final one is written after the port closes).", [], (emit) => emit({}, snap.writes));
-    counter("mybuncache_snapshot_write_failures_total", "Snapshot writes that failed (the previous snapshot is kept; the log says why).", [], (emit) => emit({}, snap.failures));
+    counter("mybuncache_snapshot_writes_total", "Snapshots written (periodic ones; the final one is written after the port closes).", [], (emit) => emit("", snap.writes));
+    counter("mybuncache_snapshot_write_failures_total", "Snapshot writes that failed (the previous snapshot is kept; the log says why).", [], (emit) => emit("", snap.failures));
     gauge("mybuncache_snapshot_last_success_timestamp_seconds", "Wall time of the last snapshot written; 0 until one is.", [], (emit) =>
-      emit({}, snap.lastSuccessMs / 1000));
+      emit("", snap.lastSuccessMs / 1000));
   }
 
-  return { registry, render: () => registry.metrics() };
+  return { render: () => exposition.render() };
 }
 
-/**
- * RequestDurations exposes LatencyHistogram's arrays as the histogram
- * `mybuncache_request_duration_seconds{method}`. It is a prom-client Histogram (so the registry
- * accepts it and writes its HELP/TYPE lines) whose `get` reads the arrays instead of the values
- * `observe` would have collected; nothing calls `observe`.
- */
 const DURATION_NAME = "mybuncache_request_duration_seconds";
 const DURATION_HELP = "Server time per request, from the start of its decoding to its reply in the output buffer (a load it waits for included), by method.";
 
-class RequestDurations extends Histogram<"method" | "le"> {
-  private readonly latency: LatencyHistogram;
-
-  constructor(registry: Registry, latency: LatencyHistogram) {
-    super({
-      name: DURATION_NAME,
-      help: DURATION_HELP,
-      labelNames: ["method"],
-      buckets: [...BOUNDS_SECONDS],
-      registers: [registry],
-    });
-    this.latency = latency;
-  }
-
-  override async get(): Promise<Awaited<ReturnType<Histogram<"method" | "le">["get"]>>> {
-    const name = DURATION_NAME;
-    const lat = this.latency;
-    const values: { labels: Labels; value: number; metricName: string }[] = [];
-    for (let m = 0; m < METHOD_COUNT; m++) {
-      if (!shownMethod(lat, m)) continue;
-      const method = METHOD_LABELS[m]!;
-      let cumulative = 0;
-      for (let b = 0; b < BOUND_COUNT; b++) {
-        cumulative += lat.bucket(m, b);
-        values.push({ labels: { method, le: LE_LABELS[b]! }, value: cumulative, metricName: `${name}_bucket` });
-      }
-      // +Inf is the count itself, so the two can never disagree.
-      const count = lat.counts[m]!;
-      values.push({ labels: { method, le: "+Inf" }, value: count, metricName: `${name}_bucket` });
-      values.push({ labels: { method }, value: lat.sums[m]! / 1e9, metricName: `${name}_sum` });
-      values.push({ labels: { method }, value: count, metricName: `${name}_count` });
+/**
+ * durations emits LatencyHistogram's arrays as the histogram `mybuncache_request_duration_seconds`:
+ * per method shown, its cumulative buckets, then `_sum` (seconds) and `_count`.
+ */
+function durations(lat: LatencyHistogram, emit: Emit): void {
+  const bucket = `${DURATION_NAME}_bucket`;
+  const sum = `${DURATION_NAME}_sum`;
+  const count = `${DURATION_NAME}_count`;
+  for (let m = 0; m < METHOD_COUNT; m++) {
+    if (!shownMethod(lat, m)) continue;
+    const sets = BUCKET_SETS[m]!;
+    let cumulative = 0;
+    for (let b = 0; b < BOUND_COUNT; b++) {
+      cumulative += lat.bucket(m, b);
+      emit(sets[b]!, cumulative, bucket);
     }
-    // prom-client's typings declare `type` as a numeric enum that does not exist at run time; the
-    // registry reads the string, as in prom-client's own Histogram.
-    const type = "histogram" as unknown as MetricType;
-    return { name, help: DURATION_HELP, type, aggregator: "sum", collect: () => {}, values };
-  }
-
-  /** getForPromString is what the Registry asks a histogram for; the same values serve both. */
-  getForPromString(): ReturnType<RequestDurations["get"]> {
-    return this.get();
+    // +Inf is the count itself, so the two can never disagree.
+    const n = lat.counts[m]!;
+    emit(sets[BOUND_COUNT]!, n, bucket);
+    emit(METHOD_SETS[m]!, lat.sums[m]! / 1e9, sum);
+    emit(METHOD_SETS[m]!, n, count);
   }
 }
 

@@ -147,7 +147,7 @@ test("a load ahead whose key moved to another member by its Get's turn counts in
   expect({ gets: c.gets, hits: c.hits, misses: c.misses, loads: c.loads, loadsAhead: c.loadsAhead }).toEqual({ gets: 2, hits: 0, misses: 2, loads: 1, loadsAhead: 1 });
   // So the metrics: loads_ahead_total counts one load loads_total does not; its help must not call
   // loads ahead a part of loads_total (review: "Of those, ...").
-  const fams = parsePromText(await createMetrics(node, new LatencyHistogram()).render());
+  const fams = parsePromText(new TextDecoder().decode(createMetrics(node, new LatencyHistogram()).render()));
   const sample = (name: string): number => fams.get(name)!.samples.find((x) => x.labels.group === "default")!.value;
   expect({ loads: sample("mybuncache_loads_total"), ahead: sample("mybuncache_loads_ahead_total") }).toEqual({ loads: 1, ahead: 1 });
   expect(fams.get("mybuncache_loads_ahead_total")!.help).not.toStartWith("Of those");
