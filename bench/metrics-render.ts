@@ -7,8 +7,9 @@
  * class in the scrape), and its admin port with no sharing of renderings (each scrape renders).
  * While one scrape runs, a chain of setImmediate callbacks notes the longest gap between two of
  * them: the longest single span the event loop (the Thrift port's too) was held. Printed per
- * scrape (curl, in a process of its own): that span, the scrape's wall time, and its size; then the same for the rendering alone
- * (`metrics.render()`, no HTTP).
+ * scrape (curl, in a process of its own): that span, the scrape's wall time, and its size; then
+ * the same for the rendering alone (`metrics.render()`, no HTTP), and for scrapes of an admin port
+ * whose scrapes share one rendering (the sending alone).
  */
 import { AdminServer } from "../src/server/admin-server.ts";
 import { CacheNode } from "../src/server/cache-node.ts";
@@ -55,8 +56,8 @@ const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency, log
 const url = `http://127.0.0.1:${admin.port}/metrics`;
 
 /** curl scrapes from another process, so the client's own work is not counted as the node's. */
-async function curl(): Promise<number> {
-  const p = Bun.spawn(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", url], { stdout: "pipe" });
+async function curl(at = url): Promise<number> {
+  const p = Bun.spawn(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", at], { stdout: "pipe" });
   const size = Number(await new Response(p.stdout).text());
   await p.exited;
   return size;
@@ -70,5 +71,14 @@ for (let i = 0; i < SCRAPES; i++) {
   const { ms, longest } = await held(async () => admin.metrics.render());
   console.log(`render ${i + 1}, ${GROUPS} groups: loop held at most ${longest.toFixed(1)} ms, rendering ${ms.toFixed(1)} ms`);
 }
+// The sending alone: an admin port whose scrapes share one rendering for a minute.
+const shared = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency, logger, metricsShareMs: 60_000, state: "serving" });
+const sharedUrl = `http://127.0.0.1:${shared.port}/metrics`;
+await curl(sharedUrl); // (the one rendering)
+for (let i = 0; i < SCRAPES; i++) {
+  const { ms, longest } = await held(() => curl(sharedUrl));
+  console.log(`shared scrape ${i + 1}, ${GROUPS} groups: loop held at most ${longest.toFixed(1)} ms, scrape ${ms.toFixed(1)} ms (sending only)`);
+}
+await shared.close();
 await admin.close();
 await node.close();
