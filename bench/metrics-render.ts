@@ -43,7 +43,7 @@ async function held<T>(work: () => Promise<T>): Promise<{ out: T; ms: number; lo
 
 const logger = new Logger("silent");
 const groups = Array.from({ length: GROUPS }, (_, i) => ({ name: `g${i}`, ttlMs: 0, memory: 256 * 1024, maxItemSize: 16 * 1024 }));
-const node = CacheNode.start({ port: 0, logLevel: "silent", memory: 512 * 1024 * 1024, groups }, { logger });
+const node = CacheNode.start({ port: 0, logLevel: "silent", memory: Math.max(512 * 1024 * 1024, GROUPS * 512 * 1024), groups }, { logger });
 const value = new Uint8Array(100);
 for (const g of node.groups.all()) {
   for (let i = 0; i < 10; i++) {
