@@ -2,7 +2,8 @@
  * /metrics as the node writes it (exposition.ts) against prom-client's rendering of the same
  * metrics (prom-client-metrics.ts, the implementation it replaced): byte for byte, family by
  * family, with many groups whose names need escaping, values of every shape, a mirror, a loader
- * pool and a snapshot; and scrapes at the same time, sharing a rendering or not, each get it whole.
+ * pool and a snapshot; scrapes at the same time, sharing a rendering or not, each get it whole;
+ * and a rendering that throws is not shared.
  */
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -124,7 +125,7 @@ describe("/metrics is what prom-client wrote", () => {
   });
 });
 
-describe("scrapes at the same time", () => {
+describe("scrapes", () => {
   test("scrapes at the same time each get a whole exposition: shared within a second, and each its own without sharing", async () => {
     const node = await startNode({ gcHeadroomBytes: 0 });
     try {
@@ -144,6 +145,27 @@ describe("scrapes at the same time", () => {
         }
       }
     } finally {
+      await node.close();
+    }
+  });
+
+  test("a rendering that throws is answered 500 and not shared: the next scrape within the second renders again", async () => {
+    const node = CacheNode.start({ port: 0, logLevel: "silent", gcHeadroomBytes: 0 }, { logger: silent });
+    const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, metricsShareMs: 60_000 });
+    try {
+      const metrics = admin.metrics as { render(): Uint8Array };
+      const render = metrics.render;
+      metrics.render = () => {
+        metrics.render = render;
+        throw new Error("a fill failed");
+      };
+      const url = `http://127.0.0.1:${admin.port}/metrics`;
+      expect((await fetch(url)).status).toBe(500);
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(sampleValue(parsePromText(await res.text()), "mybuncache_gets_total", "mybuncache_gets_total", { group: "default" })).toBe(0);
+    } finally {
+      await admin.close();
       await node.close();
     }
   });
