@@ -200,7 +200,7 @@ export class AdminServer {
    * renderMetrics renders the exposition at most once per `metricsShareMs` (1 s): scrapes within
    * that time (several Prometheus servers, or a client scraping in a loop) share one rendering.
    * A rendering holds the node's one thread, Thrift port included, for its whole length (about
-   * 7 ms with 1,000 groups: bench/metrics-render.ts), in one piece: not in slices, which Bun's
+   * 5-10 ms with 1,000 groups: bench/metrics-render.ts), in one piece: not in slices, which Bun's
    * HTTP server does not allow a pipelining client (exposition.ts). A rendering that throws is
    * not kept: the next scrape renders again.
    */
