@@ -5,7 +5,7 @@
  * pool and a snapshot; scrapes at the same time, sharing a rendering or not, each get it whole;
  * and a rendering that throws is not shared.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +19,8 @@ import { APP_ERROR, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { METHOD_DELETE, METHOD_GET, METHOD_PEER_GET, METHOD_SET } from "../../src/protocol/request.ts";
 import { parsePromText, sampleValue } from "./prom-text.ts";
 import { promClientMetrics } from "./prom-client-metrics.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const silent = new Logger("silent");
 const decode = (b: Uint8Array): string => new TextDecoder().decode(b);
