@@ -29,7 +29,8 @@
  *  - the worker dies during the load → LOAD_FAILED "loader worker crashed: ...". The death is
  *    counted once, logged through `logger.error`, and the thread replaced, though tinypool does
  *    not watch a thread's 'exit' (a `process.exit()` in a loader) nor always replace the dead
- *    (loader-threads.ts: LoaderThreads keeps the threads);
+ *    (loader-threads.ts: LoaderThreads keeps the threads); after a wait, growing, if threads keep
+ *    dying soon after they start (restart-backoff.ts);
  *  - the pool closes while the load runs or waits → LOAD_FAILED "loader pool closed";
  *  - with `stopAfterMs`, a load not answered by then → LOAD_FAILED "... stopped". Its thread
  *    answers it so and abandons the loader's promise, serving its other loads on; a thread that a
@@ -50,6 +51,7 @@ import Tinypool from "tinypool";
 import { CacheError, ERROR_CODE, errorText } from "../protocol/errors.ts";
 import type { LoadReply, LoadTask, LoaderWorkerData } from "./loader-worker.ts";
 import { BEAT_MS, newBeatTable } from "./heartbeat.ts";
+import { newWaitCell } from "./restart-backoff.ts";
 import { LoaderThreads, type PoolSide, ReplacedThread } from "./loader-threads.ts";
 import { type LoaderPoolLogger, type LoaderPoolOptions, openModule } from "./loaders-module.ts";
 import type { LoadResult } from "../cluster/loader.ts";
@@ -128,7 +130,7 @@ export class LoaderPool {
     this.capacity = this.places + queue;
     this.logger = logger;
     const checkMs = stopAfterMs > 0 ? Math.max(BEAT_MS, Math.min(CHECK_MS, stopAfterMs / 4)) : CHECK_MS;
-    const workerData: LoaderWorkerData = { module, stopAfterMs, beats: newBeatTable(threads) };
+    const workerData: LoaderWorkerData = { module, stopAfterMs, beats: newBeatTable(threads), restartWait: newWaitCell() };
     this.checkTimer = setInterval(() => this.check(), checkMs);
     this.checkTimer.unref?.();
     this.pool = new Tinypool({
@@ -143,7 +145,7 @@ export class LoaderPool {
       workerData,
     });
     const side: PoolSide = { closing: () => this.closing !== null, running: () => this.started.size, startQueued: () => this.startQueued() };
-    this.workers = new LoaderThreads(this.pool, workerData.beats, side, module, logger, this.counters, threads, concurrency, this.places, stopAfterMs);
+    this.workers = new LoaderThreads(this.pool, workerData, side, module, logger, this.counters, threads, concurrency, this.places, stopAfterMs);
     this.overdueMs = this.workers.blockedAfterMs + 2 * checkMs;
   }
 

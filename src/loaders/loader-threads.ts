@@ -8,11 +8,12 @@
  * a loader the task would wait forever on a dead thread. So every worker's 'exit' is watched
  * (`watchWorkers`): a worker that exits while tinypool still counts it as live died on its own,
  * and the exit is re-emitted as an 'error' on it, which makes tinypool do its usual recovery.
- * Each death is counted once (`crashes`) and logged through `logger.error`. Workers are looked
- * for after each task is run too (LoaderPool's `runInPool`): once a worker died as it started,
- * tinypool starts one per task it runs instead of replacing the dead, and none for a task it
- * already holds: with no thread left while loads wait in its queue, `restartThreads` makes it
- * start them.
+ * Each death is counted once (`crashes`) and logged through `logger.error`; threads that keep
+ * dying soon after they start make their replacements wait before they import the module
+ * (restart-backoff.ts). Workers are looked for after each task is run too (LoaderPool's
+ * `runInPool`): once a worker died as it started, tinypool starts one per task it runs instead
+ * of replacing the dead, and none for a task it already holds: with no thread left while loads
+ * wait in its queue, `restartThreads` makes it start them.
  *
  * With a stop time, `checkThreads` (run by each pool check) terminates a thread (`replace`) whose
  * beat has stopped for blockedAfterMs (heartbeat.ts: a synchronous loader blocks it), one with as
@@ -31,6 +32,7 @@
 import type Tinypool from "tinypool";
 import { errorText } from "../protocol/errors.ts";
 import { BEAT_MS, BeatWatch } from "./heartbeat.ts";
+import { MAX_WAIT_MS, RestartBackoff } from "./restart-backoff.ts";
 import type { LoaderPoolCounters } from "./loader-pool.ts";
 import type { LoaderPoolLogger } from "./loaders-module.ts";
 
@@ -87,16 +89,21 @@ export class LoaderThreads {
   /** importAfterMs: a thread importing the module for this long is replaced (`checkImport`). */
   private importAfterMs: number;
   private readonly beats: BeatWatch;
+  /** born holds when each thread began to import the module (after its wait, restart-backoff.ts). */
+  private readonly born = new WeakMap<PoolWorker, number>();
+  private readonly backoff: RestartBackoff;
 
   constructor(
-    private readonly pool: Tinypool, beatTable: SharedArrayBuffer, private readonly side: PoolSide, private readonly module: string,
+    private readonly pool: Tinypool, shared: { beats: SharedArrayBuffer; restartWait: SharedArrayBuffer }, private readonly side: PoolSide, private readonly module: string,
     private readonly logger: LoaderPoolLogger, private readonly counters: LoaderPoolCounters, private readonly threads: number,
     private readonly concurrency: number, private readonly places: number, stopAfterMs: number,
   ) {
     this.readyPlaces = this.places; // tinypool's first threads take tasks as soon as they boot
     this.blockedAfterMs = Math.max(stopAfterMs, MIN_BLOCKED_MS);
     this.importAfterMs = this.blockedAfterMs;
-    this.beats = new BeatWatch(beatTable);
+    this.beats = new BeatWatch(shared.beats);
+    // A thread waiting to import does not beat: the wait stays well within the import bound.
+    this.backoff = new RestartBackoff(shared.restartWait, threads, stopAfterMs > 0 ? Math.min(MAX_WAIT_MS, this.blockedAfterMs / 2) : MAX_WAIT_MS);
     // With no task on the dead thread, tinypool reports its death as a pool 'error' (an
     // EventEmitter 'error' without a listener would throw), from its own listener of the
     // thread's 'error', which runs before onWorkerError: so it is looked at a microtask later,
@@ -238,6 +245,7 @@ export class LoaderThreads {
       if (this.watched.has(worker)) continue;
       this.watched.add(worker);
       this.importing.set(worker, performance.now());
+      this.born.set(worker, performance.now() + this.backoff.waitMs);
       worker.on("error", (err: unknown) => this.onWorkerError(worker, err));
       worker.on("exit", (code: number) => this.onWorkerExit(worker, code));
     }
@@ -266,5 +274,11 @@ export class LoaderThreads {
     this.lastCrash = err;
     this.counters.crashes++;
     this.logger.error("loader worker crashed", { module: this.module, thread: worker.threadId, error: errorText(err) });
+    // The replacement reads its wait as it starts, after this (tinypool may have created it
+    // already, from its own listener of the 'error': a thread takes ms to start running).
+    this.beats.look();
+    const born = this.born.get(worker);
+    const waitMs = this.backoff.died(born === undefined ? Infinity : performance.now() - born, this.beats.imported(worker.threadId));
+    if (waitMs !== undefined) this.logger.warn("loader threads keep dying soon after they start: the next ones wait before they import the module", { module: this.module, ms: waitMs });
   }
 }

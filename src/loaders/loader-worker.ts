@@ -38,6 +38,7 @@ import Tinypool, { kTransferable, kValue, type Transferable, workerId } from "ti
 import { AnswerError, toChecked } from "../cluster/loader.ts";
 import { errorText } from "../protocol/errors.ts";
 import { countStuck, startBeating } from "./heartbeat.ts";
+import { waitBeforeImport } from "./restart-backoff.ts";
 
 /** LoadTask is one load request sent to a worker; `stopAfterMs` > 0: answer it as stopped after that long. */
 export interface LoadTask {
@@ -71,12 +72,14 @@ export type LoadReply = Uint8Array | string | null | FreshReply | LoadFailure;
 
 /**
  * LoaderWorkerData is the pool's `workerData`: the absolute path of the loaders module, the stop
- * time (0: never), and the heartbeat table (heartbeat.ts).
+ * time (0: never), the heartbeat table (heartbeat.ts), and the cell holding how long a thread
+ * waits before it imports the module (restart-backoff.ts).
  */
 export interface LoaderWorkerData {
   module: string;
   stopAfterMs: number;
   beats: SharedArrayBuffer;
+  restartWait: SharedArrayBuffer;
 }
 
 type Moved = ReturnType<typeof Tinypool.move>;
@@ -105,6 +108,7 @@ process.on("unhandledRejection", (reason: unknown) => {
 
 let loaders: Record<string, unknown> | null = null;
 let importError = "";
+await waitBeforeImport(data.restartWait); // (threads that keep dying soon after they start)
 try {
   loaders = (await import(modulePath)) as Record<string, unknown>;
 } catch (err) {

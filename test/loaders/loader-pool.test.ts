@@ -235,6 +235,35 @@ describe("LoaderPool errors", () => {
     }
   });
 
+  test("threads that keep dying soon after they start wait longer and longer before they import the module, and serve once they live (review: restarted at once, for good: 46 deaths a second burnt 1.5 cores)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mbc-pool-"));
+    const soon = join(dir, "soon");
+    process.env.DIE_SOON_FILE = soon;
+    writeFileSync(soon, "");
+    const logger = recordingLogger();
+    const waits: unknown[] = [];
+    let thirdWait!: () => void;
+    const waited = new Promise<void>((r) => (thirdWait = r));
+    const warn = logger.warn;
+    logger.warn = (msg, f) => {
+      warn(msg, f);
+      if (msg.startsWith("loader threads keep dying soon after they start") && waits.push(f?.ms) === 3) thirdWait();
+    };
+    try {
+      await using pool = await LoaderPool.open({ module: CRASH, threads: 1, queue: 2, logger, stopAfterMs: 10_000 });
+      await within(waited, 15_000);
+      // Three deaths in a row are replaced at once (a loader crashing on a few keys); then 100 ms, doubled each time.
+      expect(waits).toEqual([100, 200, 400]);
+      expect(pool.counters.crashes).toBe(6);
+      rmSync(soon); // the keep-alive succeeds from now on
+      expect(await firstValue(() => pool.run("ok", "k"), 10_000)).toBe("ok k");
+      expect(await pool.run("ok", "again")).toBe("ok again");
+    } finally {
+      delete process.env.DIE_SOON_FILE;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   /**
    * whileThreadsDieAtStart runs `body` with a pool of one thread (two places) after its thread
    * crashed and its replacement died importing the module (CRASH_AT_IMPORT_FILE), and a load
