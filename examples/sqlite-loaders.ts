@@ -9,12 +9,12 @@
  * The database is `$EXAMPLE_DB`, or `example.sqlite` next to this file (gitignored).
  *
  * Seeding happens on import, and is safe when several threads import at once. The LoaderPool
- * imports this module in the main thread (to list its exports) and then in every worker
+ * imports this module in a thread of its own (to list its exports) and then in every worker
  * thread, so there are always several importers. Each runs `seed()`: one `BEGIN IMMEDIATE`
  * transaction that checks `PRAGMA user_version`. The first to take the write lock creates the
  * tables, fills them, and sets the version. The others, waiting on `busy_timeout` rather than
  * failing with SQLITE_BUSY, find the version already set and do nothing. Loads use a separate
- * read-only connection, opened on the first load, so the main thread, which never loads, holds
+ * read-only connection, opened on the first load, so the listing thread, which never loads, holds
  * no connection open.
  */
 import { Database, type Statement } from "bun:sqlite";

@@ -4,7 +4,8 @@
  *
  * The module's named exports that are functions are the loaders, one per group of the same
  * name (`export async function users(key) {...}` serves group "users"). `open` imports the module
- * once in the main thread only to list them (loaders-module.ts, which checks the options too);
+ * once only to list them, in a thread of its own, so that the module's top-level code never runs
+ * in the node's (loaders-module.ts, which checks the options too);
  * the loads themselves run in the workers, each of which imports the module once
  * (loader-worker.ts). Exports that are not functions (and a `default` export) are ignored with a
  * warning; a module with no loader is an error.

@@ -18,9 +18,9 @@
  * have detached them, making that next answer unsendable and crashing the thread. Nor is a view
  * posted as is: that would clone the whole buffer under it.
  *
- * If the module fails to import here (though it imported in the main thread), every load fails
- * with that message instead of crashing the thread: a crash would be replaced by a new worker
- * that crashes the same way, in a loop.
+ * If the module fails to import here (though it imported where the pool listed its exports),
+ * every load fails with that message instead of crashing the thread: a crash would be replaced
+ * by a new worker that crashes the same way, in a loop.
  *
  * A thread runs several loads at once (the pool's `concurrency`): a loader that awaits I/O leaves
  * its thread to the others meanwhile. So one stuck load must not cost the thread's other loads:

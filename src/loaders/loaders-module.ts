@@ -1,8 +1,9 @@
 /**
- * openModule checks a LoaderPool's options and opens its loaders module in the main thread, once,
- * only to list its loaders: the module's named exports that are functions, one per group of the
- * same name. Exports that are not functions (and a `default` export) are ignored with a warning;
- * a module that is missing, fails to import or exports no loader is an error. The loads run in the
+ * openModule checks a LoaderPool's options and opens its loaders module once, in a thread of its
+ * own (never in the node's: `listExports`), only to list its loaders: the module's named exports
+ * that are functions, one per group of the same name. Exports that are not functions (and a
+ * `default` export) are ignored with a warning; a module that is missing, fails to import (or
+ * ends its thread as it does) or exports no loader is an error. The loads run in the
  * pool's threads, each of which imports the module again (loader-worker.ts).
  *
  * The checks come in this order, each refusal thrown (a RangeError for a bad number): threads,
@@ -11,6 +12,9 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { extname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { Listed } from "./list-exports-worker.ts";
 import { errorText } from "../protocol/errors.ts";
 
 /** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
@@ -61,16 +65,10 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
   const path = resolve(process.cwd(), opts.module);
   if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
   if (exportsThen(path)) throw new Error(`loaders module ${path} exports \`then\`: import() would take the module for a promise and wait for good; rename that loader`);
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(path)) as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`cannot import loaders module ${path}: ${errorText(err)}`, { cause: err });
-  }
   const groups: string[] = [];
-  for (const [name, value] of Object.entries(mod)) {
-    if (name !== "default" && typeof value === "function") groups.push(name);
-    else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type: typeof value });
+  for (const [name, type] of await listExports(path)) {
+    if (name !== "default" && type === "function") groups.push(name);
+    else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type });
   }
   if (groups.length === 0) {
     throw new Error(`loaders module ${path} exports no loader functions (expected e.g. \`export async function users(key: string)\`)`);
@@ -81,11 +79,36 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
 }
 
 /**
+ * listExports imports the module at `path` in a thread of its own (list-exports-worker.ts), never
+ * in the node's: its top-level code would go on running there, and a timer of it that throws (a
+ * keep-alive to a database that is down) ended the node. It answers each export's name and
+ * `typeof`, and ends the thread.
+ */
+function listExports(path: string): Promise<[string, string][]> {
+  const cannot = (why: string, cause?: unknown): Error => new Error(`cannot import loaders module ${path}: ${why}`, { cause });
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(LISTER, { workerData: { path } });
+    let answered = false;
+    const answer = (settle: () => void): void => {
+      if (answered) return; // (the module's timers may still throw, until the thread ends)
+      answered = true;
+      settle();
+      void worker.terminate();
+    };
+    worker.on("message", (listed: Listed) => answer(() => ("error" in listed ? reject(cannot(listed.error)) : resolve(listed.exports))));
+    worker.on("error", (err: unknown) => answer(() => reject(cannot(errorText(err), err))));
+    worker.on("exit", (code: number) => answer(() => reject(cannot(`it ended its thread (exit code ${code}) as it was imported`))));
+  });
+}
+
+const LISTER = fileURLToPath(new URL("./list-exports-worker.ts", import.meta.url));
+
+/**
  * exportsThen tells whether the module at `path` declares an export named `then`, read from its
  * source without running it. import() resolves to the module's namespace, and a namespace with a
  * `then` is taken for a promise: `then` (a loader of a group "then") is called with the import's
- * resolve and reject, answers neither, and the import, in the main thread and in every worker,
- * waits for good: the node never started, and said nothing. What the source does not declare (a
+ * resolve and reject, answers neither, and the import, in the thread that lists the exports and
+ * in every worker, waits for good: the node never started, and said nothing. What the source does not declare (a
  * `then` re-exported by `export *`, or set on a CommonJS module's exports) is not seen; a source
  * that does not parse is left to the import to refuse.
  */

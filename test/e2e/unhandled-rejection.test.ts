@@ -1,6 +1,7 @@
 /**
- * A promise rejected with no handler in the node's thread (here, by its loaders module) is logged
- * as an internal error and counted; the node keeps serving (Bun's default would exit it).
+ * A promise rejected with no handler in the node's thread (here, by a module preloaded into the
+ * node's process) is logged as an internal error and counted; the node keeps serving (Bun's
+ * default would exit it).
  */
 import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
@@ -17,7 +18,7 @@ afterEach(() => {
 });
 
 test("an unhandled rejection is logged and counted, and the node goes on serving", async () => {
-  const node = await spawnNode(["--port", "0", "--admin-port", "0", "--loaders", FIXTURE, "--group", "g:8mb"]);
+  const node = await spawnNode(["--port", "0", "--admin-port", "0", "--loaders", FIXTURE, "--group", "g:8mb"], { BUN_OPTIONS: `--preload=${FIXTURE}` });
   procs.push(node);
   await until(() => node.log().includes("unhandled rejection") || node.proc.exitCode !== null, 10_000);
   expect(node.log()).toContain("internal error: unhandled rejection; the node goes on");

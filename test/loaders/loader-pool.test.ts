@@ -546,6 +546,8 @@ describe("LoaderPool open and close", () => {
   const cases: [string, Parameters<typeof LoaderPool.open>[0], RegExp][] = [
     ["a module with no loader function", { module: NO_LOADERS, threads: 1, queue: 1 }, /exports no loader functions/],
     ["a missing module", { module: "test/loaders/fixtures/absent.ts", threads: 1, queue: 1 }, /loaders module not found: .*absent\.ts/],
+    ["a module that throws as it is imported", { module: fixture("throws-at-import.ts"), threads: 1, queue: 1 }, /^cannot import loaders module .*throws-at-import\.ts: config\.json: no such file$/],
+    ["a module that ends its thread as it is imported", { module: fixture("exits-at-import.ts"), threads: 1, queue: 1 }, /^cannot import loaders module .*exits-at-import\.ts: it ended its thread \(exit code 3\) as it was imported$/],
     ["zero threads", { module: LOADERS, threads: 0, queue: 1 }, /threads must be an integer >= 1/],
     ["a negative queue", { module: LOADERS, threads: 1, queue: -1 }, /queue must be an integer >= 0/],
     ["zero concurrency", { module: LOADERS, threads: 1, concurrency: 0, queue: 1 }, /concurrency must be an integer >= 1/],
@@ -555,6 +557,13 @@ describe("LoaderPool open and close", () => {
       await expect(LoaderPool.open({ ...opts, logger: recordingLogger() })).rejects.toThrow(message);
     });
   }
+
+  test("the loaders module never runs in the node's thread: its top-level code (a keep-alive timer that throws) cannot end the node (review: open imported it there, and the timer's error ended the process)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: fixture("main-thread-timer.ts"), threads: 1, queue: 1, logger });
+    expect((globalThis as { mainThreadTimerImported?: boolean }).mainThreadTimerImported).toBeUndefined();
+    expect(pool.groups).toEqual(["users"]);
+  });
 
   test("open refuses a module exporting `then`, naming it, instead of waiting for good (review: import() took the module for a promise, and the node never started, saying nothing)", async () => {
     const opening = LoaderPool.open({ module: fixture("then-export.ts"), threads: 1, queue: 1, logger: recordingLogger() });
