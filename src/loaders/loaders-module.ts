@@ -38,8 +38,21 @@ export interface LoaderPoolOptions {
    * blocked that long is terminated and replaced. 0 or absent: never.
    */
   stopAfterMs?: number;
+  /**
+   * The module's import to list its exports (as the node starts) not done after this many ms
+   * refuses the start, saying so (default IMPORT_BOUND_MS); one still going after
+   * IMPORT_WARN_MS is logged as it goes.
+   */
+  importTimeoutMs?: number;
   logger?: LoaderPoolLogger;
 }
+
+/**
+ * IMPORT_BOUND_MS bounds the listing import by default, as long as a pool thread's import may
+ * grow to (loader-threads.ts's MAX_IMPORT_MS); IMPORT_WARN_MS is when a still-running one is logged.
+ */
+export const IMPORT_BOUND_MS = 60_000;
+export const IMPORT_WARN_MS = 5_000;
 
 const consoleLogger: LoaderPoolLogger = {
   warn: (msg, f) => console.warn(msg, f ?? ""),
@@ -66,7 +79,9 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
   if (!existsSync(path)) throw new Error(`loaders module not found: ${path}`);
   if (exportsThen(path)) throw new Error(`loaders module ${path} exports \`then\`: import() would take the module for a promise and wait for good; rename that loader`);
   const groups: string[] = [];
-  for (const [name, type] of await listExports(path)) {
+  const importTimeoutMs = opts.importTimeoutMs ?? IMPORT_BOUND_MS;
+  if (!(importTimeoutMs > 0)) throw new RangeError(`loader importTimeoutMs must be > 0, got ${importTimeoutMs}`);
+  for (const [name, type] of await listExports(path, importTimeoutMs, logger)) {
     if (name !== "default" && type === "function") groups.push(name);
     else logger.warn("loaders module export is not a named loader function; ignored", { module: path, export: name, type });
   }
@@ -82,9 +97,11 @@ export async function openModule(opts: LoaderPoolOptions): Promise<LoadersModule
  * listExports imports the module at `path` in a thread of its own (list-exports-worker.ts), never
  * in the node's: its top-level code would go on running there, and a timer of it that throws (a
  * keep-alive to a database that is down) ended the node. It answers each export's name and
- * `typeof`, and ends the thread.
+ * `typeof`, and ends the thread. An import not done in `boundMs` (a top-level await on a database
+ * that is down) is given up, its thread ended: the node's start waited for it for good, saying
+ * nothing; it says so after IMPORT_WARN_MS (half the bound if less), and refuses to start at the bound.
  */
-function listExports(path: string): Promise<[string, string][]> {
+function listExports(path: string, boundMs: number, logger: LoaderPoolLogger): Promise<[string, string][]> {
   const cannot = (why: string, cause?: unknown): Error => new Error(`cannot import loaders module ${path}: ${why}`, { cause });
   return new Promise((resolve, reject) => {
     const worker = new Worker(LISTER, { workerData: { path } });
@@ -92,9 +109,17 @@ function listExports(path: string): Promise<[string, string][]> {
     const answer = (settle: () => void): void => {
       if (answered) return; // (the module's timers may still throw, until the thread ends)
       answered = true;
+      clearTimeout(warn);
+      clearTimeout(bound);
       settle();
       void worker.terminate();
     };
+    const warn = setTimeout(() => {
+      logger.warn("loaders module still importing; the node starts once it is done", { module: path, limitMs: boundMs });
+    }, Math.min(IMPORT_WARN_MS, boundMs / 2));
+    const bound = setTimeout(() => {
+      answer(() => reject(cannot(`its import did not finish in ${boundMs} ms (its top-level code waits: a top-level await on a service that is down?)`)));
+    }, Math.min(boundMs, 2 ** 31 - 1));
     worker.on("message", (listed: Listed) => answer(() => ("error" in listed ? reject(cannot(listed.error)) : resolve(listed.exports))));
     worker.on("error", (err: unknown) => answer(() => reject(cannot(errorText(err), err))));
     worker.on("exit", (code: number) => answer(() => reject(cannot(`it ended its thread (exit code ${code}) as it was imported`))));

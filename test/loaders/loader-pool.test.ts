@@ -165,6 +165,15 @@ describe("LoaderPool errors", () => {
     expect(pool.counters).toEqual({ submitted: 3, completed: 1, failed: 2, rejected: 0, crashes: 0, stopped: 0 });
   });
 
+  test("a module whose import never finishes refuses the start at the import bound, logged as it waits (it waited for good, saying nothing)", async () => {
+    const logger = recordingLogger();
+    const opened = LoaderPool.open({ module: fixture("hangs-at-import.ts"), threads: 1, queue: 2, importTimeoutMs: 400, logger });
+    const err = await opened.then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^cannot import loaders module .*hangs-at-import\.ts: its import did not finish in 400 ms/);
+    expect(logger.entries.map((e) => [e.level, e.msg])).toEqual([["warn", "loaders module still importing; the node starts once it is done"]]);
+  });
+
   test("a module that fails to import in the workers: callers get a plain LOAD_FAILED, the log gets why, once", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: fixture("worker-import-error.ts"), threads: 1, queue: 4, logger });
