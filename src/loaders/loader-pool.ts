@@ -56,6 +56,7 @@ import { newWaitCell } from "./restart-backoff.ts";
 import { LoaderThreads, type PoolSide, ReplacedThread } from "./loader-threads.ts";
 import { type LoaderPoolLogger, type LoaderPoolOptions, openModule } from "./loaders-module.ts";
 import type { LoadResult } from "../cluster/loader.ts";
+import { LogBudget, linesLeftOut } from "../server/log.ts";
 
 export interface LoaderPoolCounters {
   submitted: number; // loads accepted into the pool
@@ -81,6 +82,9 @@ interface Load {
 const CHECK_MS = 1000;
 /** CLOSE_WAIT_MS bounds how long `close` waits for the threads to exit (one blocked in a native call cannot). */
 const CLOSE_WAIT_MS = 1000;
+
+/** STOPPED_LOG_LINES: stopped loads logged per second at most. */
+const STOPPED_LOG_LINES = 10;
 
 export class LoaderPool {
   /** groups are the names of the module's loader exports. */
@@ -265,7 +269,7 @@ export class LoaderPool {
   /** stop fails `load`, unanswered in its stop time while `where`, as stopped. */
   private stop(load: Load, where: "queued" | "overdue"): void {
     this.counters.stopped++;
-    this.logger.warn("loader stopped: no answer in time", { module: this.module, group: load.task.group, key: load.task.key, ms: this.stopAfterMs, [where]: true });
+    this.logStopped(load, { [where]: true });
     this.drop(load, `loader gave no answer in ${this.stopAfterMs} ms: stopped`);
   }
 
@@ -335,13 +339,27 @@ export class LoaderPool {
     this.counters.failed++;
     if (reply.stopped === true) {
       this.counters.stopped++;
-      this.logger.warn("loader stopped: no answer in time", { module: this.module, group: load.task.group, key: load.task.key, ms: this.stopAfterMs });
+      this.logStopped(load, {});
     }
     if (reply.detail !== undefined && reply.detail !== this.loggedDetail) {
       this.loggedDetail = reply.detail; // once, not for every load that fails the same way
       this.logger.error("loaders module failed in a worker", { module: this.module, error: reply.detail });
     }
     load.reject(new CacheError(ERROR_CODE.LOAD_FAILED, reply.failed));
+  }
+
+  /**
+   * stoppedLog: stopped loads are logged STOPPED_LOG_LINES a second at most, the next line saying
+   * how many were not (a database gone quiet stopped every load, one line each: thousands a second).
+   */
+  private readonly stoppedLog = new LogBudget(STOPPED_LOG_LINES);
+
+  private logStopped(load: Load, where: Record<string, true>): void {
+    const held = this.stoppedLog.take(performance.now());
+    if (held < 0) return;
+    this.logger.warn("loader stopped: no answer in time", {
+      module: this.module, group: load.task.group, key: load.task.key, ms: this.stopAfterMs, ...where, ...linesLeftOut(held),
+    });
   }
 
   /** loggedDetail is the last LoadFailure detail written to the log. */

@@ -17,15 +17,10 @@ import type { ServerCounters } from "./server-counters.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { replyFor } from "./dispatch.ts";
 import { replyCacheError } from "./reply-errors.ts";
-import { LogBudget } from "./log.ts";
+import { LogBudget, linesLeftOut } from "./log.ts";
 
 /** REFUSAL_LOG_LINES: connections closed for bad input or a wrong token, logged per second at most. */
 const REFUSAL_LOG_LINES = 10;
-
-/** linesLeftOut is the field saying how many lines a LogBudget held back before this one (none: no field). */
-function linesLeftOut(held: number): { linesLeftOut?: number } {
-  return held > 0 ? { linesLeftOut: held } : {};
-}
 
 export class Faults {
   private readonly counters: ServerCounters;

@@ -56,6 +56,11 @@ export class Logger {
   }
 }
 
+/** linesLeftOut is the field saying how many lines a LogBudget held back before this one (none: no field). */
+export function linesLeftOut(held: number): { linesLeftOut?: number } {
+  return held > 0 ? { linesLeftOut: held } : {};
+}
+
 /**
  * LogBudget lets at most `lines` lines of one kind through per `windowMs`: a flood of bad
  * connections (garbage, wrong tokens, connections past the limit) must not flood the log too.

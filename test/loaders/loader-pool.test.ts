@@ -385,6 +385,20 @@ describe("LoaderPool saturation", () => {
     expect(await pool.run("ok", "after")).toBe("ok after");
   });
 
+  test("stopped loads are logged 10 a second at most, the next line saying how many were not (a database gone quiet: a line per load)", async () => {
+    const logger = recordingLogger();
+    await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, concurrency: 32, queue: 0, logger, stopAfterMs: 100 });
+    const stopped = () => logger.entries.filter((e) => e.msg === "loader stopped: no answer in time");
+    await Promise.all(Array.from({ length: 16 }, (_, i) => failure(pool.run("slow", `${1500 + i}`), ERROR_CODE.LOAD_FAILED, /stopped$/)));
+    expect(pool.counters.stopped).toBe(16);
+    expect(stopped().length).toBe(10);
+    expect(stopped().every((e) => e.f?.linesLeftOut === undefined)).toBe(true);
+    await Bun.sleep(1_000);
+    await failure(pool.run("slow", "300"), ERROR_CODE.LOAD_FAILED, /stopped$/);
+    expect(stopped().length).toBe(11);
+    expect(stopped()[10]!.f?.linesLeftOut).toBe(6);
+  });
+
   test("stuck loads that settle later stop counting: a thread whose loads are only slow now and then is kept", async () => {
     const logger = recordingLogger();
     await using pool = await LoaderPool.open({ module: LOADERS, threads: 1, concurrency: 2, queue: 0, logger, stopAfterMs: 150 });
