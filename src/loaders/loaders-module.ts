@@ -118,7 +118,7 @@ function listExports(path: string, boundMs: number, logger: LoaderPoolLogger): P
       logger.warn("loaders module still importing; the node starts once it is done", { module: path, limitMs: boundMs });
     }, Math.min(IMPORT_WARN_MS, boundMs / 2));
     const bound = setTimeout(() => {
-      answer(() => reject(cannot(`its import did not finish in ${boundMs} ms (its top-level code waits: a top-level await on a service that is down?)`)));
+      answer(() => reject(cannot(`its import did not finish in ${boundMs} ms (its top-level code waits: a top-level await on a service that is down? or a \`then\` export that import() takes for a promise, re-exported by \`export *\`?)`)));
     }, Math.min(boundMs, 2 ** 31 - 1));
     worker.on("message", (listed: Listed) => answer(() => ("error" in listed ? reject(cannot(listed.error)) : resolve(listed.exports))));
     worker.on("error", (err: unknown) => answer(() => reject(cannot(errorText(err), err))));
