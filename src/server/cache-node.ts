@@ -58,6 +58,8 @@ export interface NodeDeps {
   snapshotter?: Snapshotter;
   /** handshakeTimeoutMs: how long a TLS connection may take to finish its handshake (default HANDSHAKE_MS). */
   handshakeTimeoutMs?: number;
+  /** authTimeoutMs: how long a connection to a node with a token may take to authenticate (default AUTH_MS). */
+  authTimeoutMs?: number;
   /** sendStallMs: with --idle-timeout, how long replies may wait untaken before the connection is closed (default SEND_STALL_MS). */
   sendStallMs?: number;
 }
@@ -252,6 +254,7 @@ export class CacheNode {
       idleTimeoutMs: config.idleTimeoutMs,
       seedErrors: config.seedErrors,
       handshakeTimeoutMs: deps.handshakeTimeoutMs,
+      authTimeoutMs: deps.authTimeoutMs,
       sendStallMs: deps.sendStallMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,

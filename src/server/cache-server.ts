@@ -110,7 +110,7 @@ export class CacheServer implements DispatchContext {
     this.port = this.listener.port;
     this.timers = new ServerTimers(groups, this.connections, this.counters, opts);
     this.waits = new LoadWaits(this, this.connections, this.counters, this.faults, this.turnEnd, this.cap, this.timers);
-    this.lifecycle = new ConnectionLifecycle(this.connections, this.counters, opts, this.runs, this.turnEnd, this.cap, this.waits, this.timers);
+    this.lifecycle = new ConnectionLifecycle(this.connections, this.counters, opts, this.runs, this.turnEnd, this.cap, this.waits, this.timers, this.faults);
   }
 
   /** cluster is the node's cluster, if it has peers. */

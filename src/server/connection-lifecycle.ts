@@ -3,7 +3,10 @@
  * when the port closes.
  *
  * A connection is counted open from Bun's `open` event (for TLS, as TCP accepts it: its handshake
- * then has HANDSHAKE_MS to finish) to its `close` event. Connections past `maxConnections` are
+ * then has HANDSHAKE_MS to finish) to its `close` event. On a node with an auth token, one that has
+ * not authenticated AUTH_MS after it opened is closed (Faults.authLate): without that, silent
+ * clients with no token held every slot of --max-connections for good (there is no idle timeout
+ * by default), and the node answered everyone else OVERLOADED. Connections past `maxConnections` are
  * accepted only to be answered: their first request gets `CacheError OVERLOADED` (CacheServer's
  * `serve`), then they close (a silent close looks like a network fault to clients); one that sends
  * nothing is closed after REJECTED_LINGER_MS. A client's FIN ends only its side (`onEnd`): what it
@@ -20,12 +23,15 @@ import type { LoadWaits } from "./load-waits.ts";
 import { LogBudget } from "./log.ts";
 import type { ServerCounters } from "./server-counters.ts";
 import type { ServerTimers } from "./server-timers.ts";
+import type { Faults } from "./faults.ts";
 import type { TurnEnd } from "./turn-end.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
 const DRAIN_MS = 5_000;
 /** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
 export const HANDSHAKE_MS = 10_000;
+/** AUTH_MS: on a node with an auth token, a connection not authenticated this long after it opened is closed. */
+export const AUTH_MS = 10_000;
 /** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
 export const REJECTED_LINGER_MS = 2000;
 
@@ -39,6 +45,7 @@ export class ConnectionLifecycle {
   private readonly cap: BufferCap;
   private readonly waits: LoadWaits;
   private readonly timers: ServerTimers;
+  private readonly faults: Faults;
   private nextId = 1;
   /** rejectLog: connections past the limit are logged once a second at most. */
   private readonly rejectLog = new LogBudget(1);
@@ -49,7 +56,7 @@ export class ConnectionLifecycle {
 
   constructor(
     connections: Set<Connection>, counters: ServerCounters, opts: ServerOptions, runs: CallRuns, turnEnd: TurnEnd, cap: BufferCap,
-    waits: LoadWaits, timers: ServerTimers,
+    waits: LoadWaits, timers: ServerTimers, faults: Faults,
   ) {
     this.connections = connections;
     this.counters = counters;
@@ -60,6 +67,7 @@ export class ConnectionLifecycle {
     this.cap = cap;
     this.waits = waits;
     this.timers = timers;
+    this.faults = faults;
   }
 
   /**
@@ -119,6 +127,13 @@ export class ConnectionLifecycle {
     this.counters.connectionsCurrent = this.connections.size;
     conn.proto.request.holder = (delta) => this.waits.held(conn, delta);
     conn.authed = this.opts.access === undefined;
+    if (!conn.authed) {
+      // (Cleared once it authenticates, Faults.authenticate, or closes: onClose.)
+      conn.authTimer = setTimeout(() => {
+        conn.authTimer = undefined;
+        if (conn.open && !conn.authed) this.faults.authLate(conn);
+      }, this.opts.authTimeoutMs ?? AUTH_MS);
+    }
     // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its
     // timeout cannot be re-armed by traffic: switch it off and sweep idle connections ourselves.
     socket.timeout(0);
@@ -170,6 +185,8 @@ export class ConnectionLifecycle {
   onClose(conn: Connection | undefined): void {
     this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
     if (conn === undefined || !this.connections.delete(conn)) return;
+    if (conn.authTimer !== undefined) clearTimeout(conn.authTimer);
+    conn.authTimer = undefined;
     conn.open = false;
     if (conn.rejected) this.rejectedOpen--;
     conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go

@@ -96,6 +96,8 @@ export class Connection {
   backedUp = false;
   /** handshakeTimer runs from a TLS connection's open until its handshake is done (ConnectionLifecycle.onOpen). */
   handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** authTimer runs, on a node with an auth token, from the connection's open until it authenticates (AUTH_MS). */
+  authTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   bytesOut = 0;
   requests = 0;
   /** prefetches are the Gets loaded or forwarded ahead while the connection waited (prefetch.ts); made on first use. */

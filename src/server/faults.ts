@@ -6,7 +6,8 @@
  * where one can be addressed, then the connection closes with a logged reason; an unexpected
  * exception (a bug) is logged, answered INTERNAL_ERROR and closes only that connection. On a node
  * with an auth token, a connection's first call must be Auth with that token (`authenticate`);
- * anything else is answered UNAUTHORIZED and closes it. Refusals are logged REFUSAL_LOG_LINES a
+ * anything else is answered UNAUTHORIZED and closes it, and one that has sent no Auth AUTH_MS after
+ * it opened is closed (`authLate`). Refusals are logged REFUSAL_LOG_LINES a
  * second at most, so a flood of garbage connections does not flood the log too.
  */
 import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
@@ -59,6 +60,8 @@ export class Faults {
     const access = this.opts.access;
     if (req.method === METHOD_AUTH && (access === undefined || access.accepts(req.buffer, req.valueStart, req.valueLength))) {
       conn.authed = true;
+      if (conn.authTimer !== undefined) clearTimeout(conn.authTimer);
+      conn.authTimer = undefined;
       reply.writeSuccess(req, true);
       return true;
     }
@@ -69,6 +72,20 @@ export class Faults {
     const held = this.refusalLog.take(performance.now());
     if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: why, ...linesLeftOut(held) });
     return false;
+  }
+
+  /**
+   * authLate closes a connection that has not authenticated in time (AUTH_MS after it opened:
+   * ConnectionLifecycle.onOpen); it is counted and logged as a connection refused for a missing
+   * token. It sent no call to answer (a call before Auth is refused as it comes).
+   */
+  authLate(conn: Connection): void {
+    this.counters.unauthorized++;
+    conn.closing = true;
+    conn.dropBacklog();
+    const held = this.refusalLog.take(performance.now());
+    if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: "no Auth in time", ...linesLeftOut(held) });
+    conn.socket.terminate();
   }
 
   /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */

@@ -43,6 +43,8 @@ export interface ServerOptions {
   seedErrors?: boolean;
   /** handshakeTimeoutMs: a TLS connection whose handshake is not done this long after it opened is closed (default HANDSHAKE_MS). */
   handshakeTimeoutMs?: number;
+  /** authTimeoutMs: on a node with an auth token, a connection not authenticated this long after it opened is closed (default AUTH_MS). */
+  authTimeoutMs?: number;
   /** sendStallMs: with an idle timeout, a connection whose replies wait this long untaken is closed (default SEND_STALL_MS). */
   sendStallMs?: number;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */

@@ -11,7 +11,7 @@ import { parseArgs } from "../../src/server/flags.ts";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
-import { RawSocket, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
+import { LogSink, RawSocket, cacheErrorCode, getCall, replyHeader, setCall, startNode, thrift, GroupCache, types } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
 import { selfSigned, withTlsDir } from "../support/tls.ts";
 
@@ -72,6 +72,31 @@ describe("token auth", () => {
     await bad.closed; // refused and closed, with no reply to a ONEWAY call
     expect(bad.frames()).toEqual([]);
     raw.close();
+  });
+
+  test("a connection that never authenticates is closed after the auth deadline, one that did is not (review: silent clients with no token held every --max-connections slot for good)", async () => {
+    const sink = new LogSink();
+    await using node = startNode({ authToken: TOKEN, maxConnections: 3, logLevel: "info" }, { authTimeoutMs: 300, logger: sink.logger });
+    const good = await RawSocket.connect(node.port);
+    good.write(authCall(1, TOKEN));
+    await good.waitFor(() => good.frames().length === 1, "the Auth reply");
+    const silent = [await RawSocket.connect(node.port), await RawSocket.connect(node.port)];
+    const partial = await RawSocket.connect(node.port);
+    partial.write(authCall(1, TOKEN).subarray(0, 10)); // half an Auth call, never finished
+    await waitUntil(() => [...silent, partial].every((s) => s.isClosed), "the clients that did not authenticate closed", 5_000);
+    expect(node.server.counters.unauthorized).toBe(3);
+    expect(sink.lines.filter((l) => l.includes("no Auth in time")).length).toBe(3);
+    // The slots are free again for clients with the token; the one that authenticated was kept.
+    const next = await RawSocket.connect(node.port);
+    next.write(authCall(1, TOKEN));
+    next.write(getCall(2, "k"));
+    await next.waitFor(() => next.frames().length === 2, "two replies");
+    expect(cacheErrorCode(next.frames()[1]!)).toBe(ERROR_CODE.NOT_FOUND);
+    expect(good.isClosed).toBe(false);
+    good.write(getCall(2, "k"));
+    await good.waitFor(() => good.frames().length === 2, "a Get's reply on the connection that authenticated");
+    good.close();
+    next.close();
   });
 
   test("the comparison hashes both sides: any length and any first wrong byte take the same path", () => {
