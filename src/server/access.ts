@@ -10,11 +10,16 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 
+/** MIN_TOKEN_CHARS and MAX_TOKEN_BYTES bound the token (a connection's first call, Auth, must stay small: PRE_AUTH_BYTES). */
+export const MIN_TOKEN_CHARS = 16;
+export const MAX_TOKEN_BYTES = 4096;
+
 export class AccessControl {
   private readonly digest: Buffer;
 
   constructor(token: string) {
-    if (token.length < 16) throw new RangeError("the auth token must have at least 16 characters");
+    if (token.length < MIN_TOKEN_CHARS) throw new RangeError(`the auth token must have at least ${MIN_TOKEN_CHARS} characters`);
+    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) throw new RangeError(`the auth token must have at most ${MAX_TOKEN_BYTES} bytes`);
     this.digest = createHash("sha256").update(token).digest();
   }
 

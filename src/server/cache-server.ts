@@ -63,6 +63,14 @@ import { hostPort } from "../bytes/bytes.ts";
  * cluster forwarding 10 % writes paid several times per pipeline (bench/RESULTS.md).
  */
 const BACKLOG_PAUSE_BYTES = 64 * 1024;
+/**
+ * PRE_AUTH_BYTES: on a node with an auth token, a connection that has not authenticated holds at
+ * most this much of its first call (which must be Auth, its token at most MAX_TOKEN_BYTES);
+ * past it, it is closed. Else a client with no token could have the node hold a frame of up to
+ * --max-frame-size per connection, and push the node to its --max-buffered cap, which closes
+ * the connections that hold the most (a legitimate client's large Set among them).
+ */
+export const PRE_AUTH_BYTES = 64 * 1024;
 /** BACKLOG_PAUSE_CHUNKS also pauses it after this many chunks (a client dripping tiny segments). */
 const BACKLOG_PAUSE_CHUNKS = 16;
 
@@ -324,6 +332,11 @@ export class CacheServer implements DispatchContext {
       }
     } catch (e) {
       this.faults.fault(conn, e);
+    }
+    // Not authenticated, not refused: all it holds is the start of its first call (a whole one
+    // was served: Auth, or refused), which must be a small Auth call.
+    if (!conn.authed && !conn.closing && proto.reader.bufferedBytes() > PRE_AUTH_BYTES) {
+      this.faults.unauthenticated(conn, `first call over ${PRE_AUTH_BYTES} bytes before Auth`, false);
     }
     if (lent) turnEnd.endLend(conn, own, base, false);
     // Idle is counted from the last request served, as memcached counts it from the last command:

@@ -4,7 +4,7 @@
  *
  * A connection is counted open from Bun's `open` event (for TLS, as TCP accepts it: its handshake
  * then has HANDSHAKE_MS to finish) to its `close` event. On a node with an auth token, one that has
- * not authenticated AUTH_MS after it opened is closed (Faults.authLate): without that, silent
+ * not authenticated AUTH_MS after it opened is closed (Faults.unauthenticated): without that, silent
  * clients with no token held every slot of --max-connections for good (there is no idle timeout
  * by default), and the node answered everyone else OVERLOADED. Connections past `maxConnections` are
  * accepted only to be answered: their first request gets `CacheError OVERLOADED` (CacheServer's
@@ -131,7 +131,10 @@ export class ConnectionLifecycle {
       // (Cleared once it authenticates, Faults.authenticate, or closes: onClose.)
       conn.authTimer = setTimeout(() => {
         conn.authTimer = undefined;
-        if (conn.open && !conn.authed) this.faults.authLate(conn);
+        if (!conn.open || conn.authed) return;
+        // (One refused already, answered and ended, whose client keeps its side open: cut.)
+        if (conn.closing) conn.socket.terminate();
+        else this.faults.unauthenticated(conn, "no Auth in time", true);
       }, this.opts.authTimeoutMs ?? AUTH_MS);
     }
     // Bun closes a socket 120 s after it opened unless told otherwise, busy or not, and its

@@ -7,7 +7,8 @@
  * exception (a bug) is logged, answered INTERNAL_ERROR and closes only that connection. On a node
  * with an auth token, a connection's first call must be Auth with that token (`authenticate`);
  * anything else is answered UNAUTHORIZED and closes it, and one that has sent no Auth AUTH_MS after
- * it opened is closed (`authLate`). Refusals are logged REFUSAL_LOG_LINES a
+ * it opened is closed (`unauthenticated`), as is one whose first call is already larger than any
+ * Auth call. Refusals are logged REFUSAL_LOG_LINES a
  * second at most, so a flood of garbage connections does not flood the log too.
  */
 import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
@@ -75,17 +76,19 @@ export class Faults {
   }
 
   /**
-   * authLate closes a connection that has not authenticated in time (AUTH_MS after it opened:
-   * ConnectionLifecycle.onOpen); it is counted and logged as a connection refused for a missing
-   * token. It sent no call to answer (a call before Auth is refused as it comes).
+   * unauthenticated closes a connection that has not authenticated and sent nothing to answer:
+   * no Auth in time (AUTH_MS after it opened: ConnectionLifecycle.onOpen), or a first call already
+   * larger than any Auth call (PRE_AUTH_BYTES: CacheServer). It is counted and logged as a
+   * connection refused for a missing token. `now` ends it at once (outside `process`); else it
+   * ends as `process` flushes it.
    */
-  authLate(conn: Connection): void {
+  unauthenticated(conn: Connection, reason: string, now: boolean): void {
     this.counters.unauthorized++;
     conn.closing = true;
     conn.dropBacklog();
     const held = this.refusalLog.take(performance.now());
-    if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason: "no Auth in time", ...linesLeftOut(held) });
-    conn.socket.terminate();
+    if (held >= 0) this.opts.logger.warn("closing connection: unauthorized", { conn: conn.id, remote: conn.remote, reason, ...linesLeftOut(held) });
+    if (now) conn.socket.terminate();
   }
 
   /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */

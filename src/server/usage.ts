@@ -54,7 +54,7 @@ Flags:
   --peer-connections N   connections to each peer (default 2)
   --auth-token TOKEN     require this token (the Auth call) first on every connection; peers send it
                          too. Better: --auth-token-file PATH or the MYBUNCACHE_AUTH_TOKEN env var
-                         (not visible in ps). At least 16 characters.
+                         (not visible in ps). At least 16 characters, at most 4096 bytes.
   --auth-token-file PATH read the token from a file
   --tls-cert PATH        serve the Thrift port over TLS with this PEM certificate (and --tls-key);
   --tls-key PATH         peers are dialed over TLS too
