@@ -178,8 +178,13 @@ export class ConnectionLifecycle {
     this.cap.account(conn);
   }
 
-  /** onHandshake: the TLS handshake of the connection is done (it failed: the socket closes); its deadline goes. */
-  onHandshake(conn: Connection | undefined): void {
+  /**
+   * onHandshake: the TLS handshake of the connection is done, its deadline goes; `failed` says why
+   * it failed (the socket then closes), logged within the refusal budget (Faults.handshakeFailed):
+   * a client that speaks plaintext to a TLS port was refused without a word in the log.
+   */
+  onHandshake(conn: Connection | undefined, failed: Error | null = null): void {
+    if (conn !== undefined && failed !== null && conn.open) this.faults.handshakeFailed(conn, failed);
     if (conn === undefined || conn.handshakeTimer === undefined) return;
     clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = undefined;

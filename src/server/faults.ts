@@ -91,6 +91,21 @@ export class Faults {
     if (now) conn.socket.terminate();
   }
 
+  /**
+   * handshakeFailed logs a TLS handshake that failed (the socket closes by itself): OpenSSL's
+   * reason, with a hint when it is what a client without TLS gets (WRONG_VERSION_NUMBER,
+   * HTTP_REQUEST).
+   */
+  handshakeFailed(conn: Connection, error: Error): void {
+    const held = this.refusalLog.take(performance.now());
+    if (held < 0) return;
+    const reason = error.message.replace(/^error:[0-9a-f]+:SSL routines:[A-Za-z_]*:/, "");
+    const plaintext = /WRONG_VERSION_NUMBER|HTTP_REQUEST|PACKET_LENGTH_TOO_LONG/.test(reason);
+    this.opts.logger.info("closing connection: TLS handshake failed", {
+      conn: conn.id, remote: conn.remote, reason, ...(plaintext ? { hint: "a client without TLS?" } : {}), ...linesLeftOut(held),
+    });
+  }
+
   /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */
   fault(conn: Connection, e: unknown, req = conn.proto.request, reply = conn.proto.reply): void {
     conn.closing = true;

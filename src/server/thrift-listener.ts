@@ -48,8 +48,8 @@ export function listenThrift(server: CacheServer, opts: ServerOptions): TCPSocke
         // handshake is done: one that never finishes it is a connection like any other then,
         // counted against --max-connections and the idle timeout, and given HANDSHAKE_MS.
         ...(tls === undefined ? {} : {
-          handshake(socket: Socket<Connection>) {
-            server.lifecycle.onHandshake(socket.data);
+          handshake(socket: Socket<Connection>, success: boolean, error: Error | null) {
+            server.lifecycle.onHandshake(socket.data, success ? null : (error ?? new Error("handshake failed")));
           },
         }),
       },

@@ -171,6 +171,31 @@ describe("TLS", () => {
   });
 });
 
+describe("TLS handshake failures are logged", () => {
+  test("a plaintext client on the TLS port is refused with a line saying why, a good handshake logs none (review: refused without a word)", async () => {
+    await withTlsDir(async (dir) => {
+      const { cert, key } = selfSigned(dir);
+      const sink = new LogSink();
+      await using node = startNode({ tlsCert: cert, tlsKey: key, logLevel: "info" }, { logger: sink.logger });
+      const client = new CacheClient({ host: "127.0.0.1", port: node.port, timeoutMs: 5_000, tls: { ca: await Bun.file(cert).text() } });
+      try {
+        await client.set("default", "k", new TextEncoder().encode("v"));
+      } finally {
+        await client.close();
+      }
+      expect(sink.lines.filter((l) => l.includes("TLS handshake failed"))).toEqual([]);
+      const raw = await RawSocket.connect(node.port);
+      raw.write(getCall(1, "k"));
+      await raw.closed;
+      await waitUntil(() => sink.lines.some((l) => l.includes("TLS handshake failed")), "the refusal logged", 5_000);
+      const line = sink.lines.find((l) => l.includes("TLS handshake failed"))!;
+      expect(line).toContain("WRONG_VERSION_NUMBER");
+      expect(line).toContain("a client without TLS?");
+      expect(node.server.connectionCount).toBe(0);
+    });
+  });
+});
+
 describe("TLS files are checked before the port listens", () => {
   test("a file that is no certificate, a key that is not the certificate's, or a CA file of no certificate refuses the start naming the file (review: blamed on --port)", async () => {
     await withTlsDir(async (dir) => {
