@@ -4,7 +4,7 @@
  * more --memory than the machine has, a non-loopback address without an auth token, ...). Each
  * refusal is a `ConfigError` that names the flags and what they need.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { totalmem } from "node:os";
 import { ConfigError, type NodeConfig } from "./config.ts";
@@ -64,6 +64,21 @@ export function checkConfig(c: NodeConfig, env: Record<string, string | undefine
     if (names.has(g.name)) throw new ConfigError(`group '${g.name}' defined twice`);
     names.add(g.name);
   }
+}
+
+/**
+ * tokenFileWarning says what is wrong with the permissions of the auth token file `path`, or
+ * undefined: other users than its owner may read or change it (any bit of 0o077, as ssh
+ * refuses for a private key). The node starts anyway, with a warning at start.
+ */
+export function tokenFileWarning(path: string): { file: string; mode: string } | undefined {
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    return undefined; // (read at parse time; gone since: nothing to say about it)
+  }
+  return (mode & 0o077) === 0 ? undefined : { file: path, mode: `0${mode.toString(8)}` };
 }
 
 /**

@@ -80,6 +80,8 @@ export interface NodeConfig {
   peerConnections: number;
   /** authToken, when set, must be sent (Auth) first on every connection; peers send it too. */
   authToken?: string;
+  /** authTokenFile is the file --auth-token-file read the token from (checked at start: tokenFileWarning). */
+  authTokenFile?: string;
   /** tlsCert/tlsKey: PEM files; the Thrift port (and peer connections) use TLS. */
   tlsCert?: string;
   tlsKey?: string;

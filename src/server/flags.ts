@@ -151,7 +151,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.authToken = value();
         break;
       case "--auth-token-file":
-        c.authToken = readTokenFile(value());
+        c.authTokenFile = value();
+        c.authToken = readTokenFile(c.authTokenFile);
         break;
       case "--tls-cert":
         c.tlsCert = value();
@@ -205,7 +206,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         break;
       }
       default:
-        throw new ConfigError(`unknown flag '${arg}' (see --help)`);
+        // (Its value not repeated: `--auth_token=SECRET`, a typo, went to the log whole.)
+        throw new ConfigError(`unknown flag '${inline === undefined ? arg : `${flag}=…`}' (see --help)`);
     }
   }
   checkConfig(c, env);

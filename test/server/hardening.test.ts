@@ -5,6 +5,8 @@
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { connect, type Socket } from "node:net";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AccessControl } from "../../src/server/access.ts";
 import { parseArgs } from "../../src/server/flags.ts";
@@ -121,6 +123,31 @@ describe("token auth", () => {
     expect(good.frames()[2]!.length).toBeGreaterThan(big.length);
     expect(good.isClosed).toBe(false);
     good.close();
+  });
+
+  test("a token file other users can read is warned of at start; a typo'd flag does not repeat its value (review: neither checked; `--auth_token=SECRET` went to stderr whole)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "token-"));
+    try {
+      const file = join(dir, "token");
+      writeFileSync(file, `${TOKEN}\n`);
+      for (const [mode, warned] of [[0o644, true], [0o600, false]] as const) {
+        chmodSync(file, mode);
+        const parsed = parseArgs(["--port", "0", "--auth-token-file", file], {});
+        if (parsed.kind !== "run") throw new Error("not run");
+        expect(parsed.config.authToken).toBe(TOKEN);
+        const sink = new LogSink();
+        await using node = startNode({ ...parsed.config, logLevel: "info" }, { logger: sink.logger });
+        const lines = sink.lines.filter((l) => l.includes("auth token file"));
+        expect(lines.length).toBe(warned ? 1 : 0);
+        if (warned) expect(lines[0]).toContain("mode=0644");
+        expect(sink.lines.join("\n")).not.toContain(TOKEN);
+        expect(node.port).toBeGreaterThan(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => parseArgs([`--auth_token=${TOKEN}`], {})).toThrow("unknown flag '--auth_token=…'");
+    expect(() => parseArgs([`--auth_token=${TOKEN}`], {})).not.toThrow(TOKEN);
   });
 
   test("the comparison hashes both sides: any length and any first wrong byte take the same path", () => {
