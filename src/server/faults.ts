@@ -8,8 +8,8 @@
  * with an auth token, a connection's first call must be Auth with that token (`authenticate`);
  * anything else is answered UNAUTHORIZED and closes it, and one that has sent no Auth AUTH_MS after
  * it opened is closed (`unauthenticated`), as is one whose first call is already larger than any
- * Auth call. Refusals are logged REFUSAL_LOG_LINES a
- * second at most, so a flood of garbage connections does not flood the log too.
+ * Auth call. Refusals, and failed TLS handshakes, are logged REFUSAL_LOG_LINES a second at most,
+ * so a flood of garbage connections does not flood the log too.
  */
 import { APP_ERROR, ERROR_CODE, ProtocolError, errorText } from "../protocol/errors.ts";
 import { METHOD_AUTH } from "../protocol/request.ts";
