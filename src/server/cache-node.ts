@@ -24,7 +24,7 @@ import { LoaderPool } from "../loaders/loader-pool.ts";
 import { resolveLimits } from "../protocol/limits.ts";
 import { CacheServer } from "./cache-server.ts";
 import { ConfigError, DEFAULTS, isClustered, longestLoadTimeoutMs, type NodeConfig } from "./config.ts";
-import { checkSnapshotMembership, tokenFileWarning } from "./config-checks.ts";
+import { checkSnapshotMembership, secretFileWarning } from "./config-checks.ts";
 import { Logger } from "./log.ts";
 import { AccessControl } from "./access.ts";
 import { fitConnections, openFilesLimit } from "./fd-limit.ts";
@@ -229,8 +229,10 @@ export class CacheNode {
         peerTimeoutMs: config.peerTimeoutMs, atLeastMs: (2 * MIN_STALL_MS) / STALL_SHARE,
       });
     }
-    const exposed = config.authTokenFile === undefined ? undefined : tokenFileWarning(config.authTokenFile);
-    if (exposed !== undefined) logger.warn("the auth token file can be read by other users: chmod 600 it", exposed);
+    for (const [what, file] of [["auth token file", config.authTokenFile], ["TLS key", config.tlsKey]] as const) {
+      const exposed = file === undefined ? undefined : secretFileWarning(file);
+      if (exposed !== undefined) logger.warn(`the ${what} can be read by other users: chmod 600 it`, exposed);
+    }
     const groups = deps.groups ?? buildGroups(config, { ...deps, logger });
     const limits = resolveLimits({
       maxFrameBytes: config.maxFrameSize,

@@ -67,16 +67,16 @@ export function checkConfig(c: NodeConfig, env: Record<string, string | undefine
 }
 
 /**
- * tokenFileWarning says what is wrong with the permissions of the auth token file `path`, or
- * undefined: other users than its owner may read or change it (any bit of 0o077, as ssh
- * refuses for a private key). The node starts anyway, with a warning at start.
+ * secretFileWarning says what is wrong with the permissions of a secret file `path` (the auth
+ * token file, the TLS key), or undefined: other users than its owner may read or change it (any
+ * bit of 0o077, as ssh refuses for a private key). The node starts anyway, with a warning.
  */
-export function tokenFileWarning(path: string): { file: string; mode: string } | undefined {
+export function secretFileWarning(path: string): { file: string; mode: string } | undefined {
   let mode: number;
   try {
     mode = statSync(path).mode & 0o777;
   } catch {
-    return undefined; // (read at parse time; gone since: nothing to say about it)
+    return undefined; // (read already; gone since: nothing to say about it)
   }
   return (mode & 0o077) === 0 ? undefined : { file: path, mode: `0${mode.toString(8)}` };
 }

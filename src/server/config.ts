@@ -80,7 +80,7 @@ export interface NodeConfig {
   peerConnections: number;
   /** authToken, when set, must be sent (Auth) first on every connection; peers send it too. */
   authToken?: string;
-  /** authTokenFile is the file --auth-token-file read the token from (checked at start: tokenFileWarning). */
+  /** authTokenFile is the file --auth-token-file read the token from (checked at start: secretFileWarning). */
   authTokenFile?: string;
   /** tlsCert/tlsKey: PEM files; the Thrift port (and peer connections) use TLS. */
   tlsCert?: string;

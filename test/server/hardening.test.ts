@@ -223,6 +223,23 @@ describe("TLS handshake failures are logged", () => {
   });
 });
 
+describe("a TLS key other users can read is warned of at start", () => {
+  test("0644 is warned of, naming the file and mode; 0600 is not (review: not checked)", async () => {
+    await withTlsDir(async (dir) => {
+      const { cert, key } = selfSigned(dir);
+      for (const [mode, warned] of [[0o644, true], [0o600, false]] as const) {
+        chmodSync(key, mode);
+        const sink = new LogSink();
+        await using node = startNode({ tlsCert: cert, tlsKey: key, logLevel: "info" }, { logger: sink.logger });
+        const lines = sink.lines.filter((l) => l.includes("the TLS key can be read by other users"));
+        expect(lines.length).toBe(warned ? 1 : 0);
+        if (warned) expect(lines[0]).toContain("mode=0644");
+        expect(node.port).toBeGreaterThan(0);
+      }
+    });
+  });
+});
+
 describe("TLS files are checked before the port listens", () => {
   test("a file that is no certificate, a key that is not the certificate's, or a CA file of no certificate refuses the start naming the file (review: blamed on --port)", async () => {
     await withTlsDir(async (dir) => {
