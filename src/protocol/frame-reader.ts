@@ -27,7 +27,7 @@
 // `maxFrameBytes + 4`: lengths are validated before any growth.
 
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
-import type { ProtocolLimits } from "./limits.ts";
+import { IDLE_KEEP_BYTES, type ProtocolLimits } from "./limits.ts";
 import { MessageScanner, SCAN_NEED_MORE } from "./message-scanner.ts";
 import { copyBytes, readI32 } from "../bytes/bytes.ts";
 import {
@@ -43,10 +43,12 @@ import {
 
 const EMPTY = new Uint8Array(0);
 const PENDING_INITIAL_BYTES = 1024;
-/** KEEP_PENDING_BYTES: a larger partial-message buffer is dropped once it is empty. */
+/**
+ * KEEP_PENDING_BYTES: a larger partial-message buffer is dropped once it is empty, even in the
+ * middle of a chunk (a client pipelining large frames); one that is empty when every message is
+ * served is kept only up to IDLE_KEEP_BYTES (`releaseServed`).
+ */
 const KEEP_PENDING_BYTES = 1024 * 1024;
-/** KEEP_VIEW_BYTES: a served message's buffer or chunk larger than this is let go when idle (`releaseServed`). */
-const KEEP_VIEW_BYTES = 64 * 1024;
 /** Bytes needed to tell framed/header transports apart: length + 2 magic bytes. */
 const DETECT_BYTES = 6;
 
@@ -143,11 +145,17 @@ export class FrameReader {
    * returned false (every message is served, and the chunk is used up): a large chunk, or the
    * partial-message buffer a large frame grew (which `next` gave back), would otherwise stay
    * referenced as `buffer`, held by an idle connection for good (24 idle connections after one
-   * 16 MB frame each held 380 MB, none of it counted toward --max-buffered). Returns whether it
-   * let go of one: the caller then drops its own views of it (the request's, the decoder's).
+   * 16 MB frame each held 380 MB, none of it counted toward --max-buffered). So is the
+   * partial-message buffer itself once it holds nothing, past IDLE_KEEP_BYTES: kept up to 1 MiB,
+   * 200 connections that had each sent one 1 MB Set held 200 MB (review). Returns whether it let
+   * go of a view: the caller then drops its own views of it (the request's, the decoder's).
    */
   releaseServed(): boolean {
-    if (this.buffer.length <= KEEP_VIEW_BYTES && this.chunk.length <= KEEP_VIEW_BYTES) return false;
+    if (this.pendingEnd === this.pendingStart && this.pending.length > IDLE_KEEP_BYTES) {
+      this.pending = EMPTY; // (not referenced as `buffer` any more either: let go just below)
+      this.pendingStart = this.pendingEnd = 0;
+    }
+    if (this.buffer.length <= IDLE_KEEP_BYTES && this.chunk.length <= IDLE_KEEP_BYTES) return false;
     this.buffer = EMPTY;
     this.start = this.end = 0;
     if (this.chunkPos >= this.chunk.length) {

@@ -21,6 +21,15 @@ export const DEFAULT_MAX_DEPTH = 64;
 export const DEFAULT_MAX_KEY_BYTES = 250;
 export const DEFAULT_MAX_VALUE_BYTES = 1_048_576;
 
+/**
+ * IDLE_KEEP_BYTES: what each of a connection's growable buffers (its partial-message buffer, the
+ * chunk it was served from, its key list, its own output buffer) may keep once everything it sent
+ * is served and its replies are taken; a larger one is let go. memcached shrinks an idle
+ * connection's read buffer so too: an idle connection is counted nowhere (not in --max-buffered),
+ * so what it keeps times --max-connections is what idle clients can make a node hold.
+ */
+export const IDLE_KEEP_BYTES = 16 * 1024;
+
 export const DEFAULT_LIMITS: ProtocolLimits = Object.freeze({
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxDepth: DEFAULT_MAX_DEPTH,

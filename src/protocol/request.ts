@@ -16,6 +16,7 @@
 // its end, so the stream stays in sync and the server answers with a CacheError reply.
 
 import { HeaderInfo } from "./header-transport.ts";
+import { IDLE_KEEP_BYTES } from "./limits.ts";
 
 /** Method ids. METHOD_UNKNOWN keeps the name's byte range for the UNKNOWN_METHOD reply. */
 export const METHOD_UNKNOWN = 0;
@@ -94,8 +95,12 @@ export function matchMethod(buf: Uint8Array, start: number, length: number): num
 const EMPTY = new Uint8Array(0);
 
 const INITIAL_ITEM_WORDS = 64;
-/** KEEP_ITEM_WORDS: larger `items` (over 1 MiB, 65,536 keys) are dropped once served (`releaseItems`). */
-const KEEP_ITEM_WORDS = 256 * 1024;
+/**
+ * KEEP_ITEM_WORDS: larger `items` (over IDLE_KEEP_BYTES, 1,024 keys) are dropped once served
+ * (`releaseItems`): kept up to 1 MiB, 200 idle connections that had each sent a GetMulti of
+ * 60,000 keys held 190 MB of them (review).
+ */
+const KEEP_ITEM_WORDS = IDLE_KEEP_BYTES / 4;
 
 export class Request {
   /** The input the ranges below index into. */

@@ -23,6 +23,7 @@
  * set to null once used, so no closed connection is kept alive.
  */
 import { BinaryWriter, KEEP_OUTPUT_BYTES } from "../protocol/binary-writer.ts";
+import { IDLE_KEEP_BYTES } from "../protocol/limits.ts";
 import type { CacheServer } from "./cache-server.ts";
 import type { ServerOptions } from "./server-options.ts";
 import { BufferCap } from "./buffer-cap.ts";
@@ -231,7 +232,8 @@ export class TurnEnd {
         conn.wrote = true;
         out.consume(n);
       }
-      if (out.length === 0) out.shrink(KEEP_OUTPUT_BYTES);
+      // (An idle connection keeps a small one: what it keeps is counted nowhere, so 1 MiB a connection was 10 GB at --max-connections.)
+      if (out.length === 0) out.shrink(IDLE_KEEP_BYTES);
       else conn.backedUp = true;
     }
   }
