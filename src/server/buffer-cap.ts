@@ -55,10 +55,12 @@ export class BufferCap {
    * enforceCap closes the connections holding the most until all together hold at most `cap`
    * bytes. A bug closing one closes it as an internal error and the cap goes on: thrown from
    * here, it would leave the turn's handler (`onTurnEnd`), and an exception there ends the process.
+   * `servedOnly` (in the middle of a turn) passes over the connections whose input waits to be
+   * served in it (`queued`): they would be judged by bytes their input will use up.
    */
-  enforceCap(cap: number): void {
+  enforceCap(cap: number, servedOnly = false): void {
     while (this.counters.bufferedBytes > cap) {
-      const victim = this.largestHolder();
+      const victim = this.largestHolder(servedOnly);
       if (victim === undefined) break;
       try {
         this.capClose(victim, cap);
@@ -68,10 +70,10 @@ export class BufferCap {
     }
   }
 
-  /** largestHolder is the open connection, not yet closed by the cap, that holds the most bytes. */
-  private largestHolder(): Connection | undefined {
+  /** largestHolder is the open connection, not yet closed by the cap (nor queued, with `servedOnly`), that holds the most bytes. */
+  private largestHolder(servedOnly: boolean): Connection | undefined {
     let best: Connection | undefined;
-    for (const c of this.connections) if (!c.capClosed && c.buffered > (best?.buffered ?? 0)) best = c;
+    for (const c of this.connections) if (!c.capClosed && !(servedOnly && c.queued) && c.buffered > (best?.buffered ?? 0)) best = c;
     return best;
   }
 

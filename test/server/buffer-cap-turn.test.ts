@@ -1,0 +1,46 @@
+// --max-buffered within one turn: connections whose input came in the same turn are served one
+// after another, and each may queue up to --max-output of replies its client does not read. The
+// cap was applied only once all of them were served, so one turn of N such connections held N ×
+// --max-output (review: 100 connections pipelining 1 MB Gets they did not read took the node to
+// 2.35 GB resident with --max-buffered 256mb and --memory 64mb). White-box: the input is handed
+// to the server's data handler directly, so that it all falls in one turn.
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { RawSocket, getCall, setCall, startNode } from "./support.ts";
+import { concat } from "../protocol/wire-builder.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+const MIB = 1024 * 1024;
+
+describe("--max-buffered holds within a turn", () => {
+  test("20 connections in one turn, each asking 50 MB of replies it does not read", async () => {
+    const cap = 4 * MIB;
+    const maxOutput = MIB;
+    await using node = startNode({ maxItemSize: 300 * 1024, maxFrameSize: 400 * 1024, maxBufferedBytes: cap, maxOutputBytes: maxOutput });
+    const writer = await RawSocket.connect(node.port);
+    writer.write(setCall(1, "v", new Uint8Array(256 * 1024).fill(3)));
+    await writer.waitFor(() => writer.frames().length === 1, "set reply");
+    const raws = await Promise.all(Array.from({ length: 20 }, () => RawSocket.connect(node.port, { read: false })));
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    await Bun.sleep(50); // (every connection accepted)
+    const conns = [...server.connections].filter((c) => c.bytesOut === 0);
+    expect(conns.length).toBe(20);
+    const gets = concat(...Array.from({ length: 200 }, (_, i) => getCall(i + 1, "v")));
+    let peak = 0;
+    const process = server.process.bind(server);
+    server.process = (conn: unknown) => {
+      process(conn);
+      peak = Math.max(peak, server.counters.bufferedBytes);
+    };
+    for (const c of conns) server.onData(c, gets);
+    await Bun.sleep(300);
+    // One connection served past the cap (it may hold --max-output and a reply more) before the
+    // cap closes the largest holders, not twenty.
+    expect(peak).toBeLessThan(cap + 3 * maxOutput);
+    expect(server.counters.bufferedBytes).toBeLessThanOrEqual(cap);
+    expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
+    for (const r of raws) r.close();
+    writer.close();
+  });
+});
