@@ -59,14 +59,31 @@ export class BufferCap {
    * served in it (`queued`): they would be judged by bytes their input will use up.
    */
   enforceCap(cap: number, servedOnly = false): void {
+    let closed = false;
     while (this.counters.bufferedBytes > cap) {
       const victim = this.largestHolder(servedOnly);
       if (victim === undefined) break;
+      closed = true;
       try {
         this.capClose(victim, cap);
       } catch (e) {
         this.faults.internalError(victim, e); // (counted out of the total already: capClose does that first)
       }
+    }
+    if (closed) this.checkGarbage();
+  }
+
+  /**
+   * checkGarbage has the memory watch look at once (`afterCapClose`): the closed connections' bytes
+   * are garbage now, and the watch's timer does not run in the middle of a turn; 100 connections
+   * closed in one turn left 1.6 GB of garbage (RSS) over a 256 MiB cap, 460 MB with the check
+   * (review). A failure to read the figures is the watch's timer's to report.
+   */
+  private checkGarbage(): void {
+    try {
+      this.opts.afterCapClose?.();
+    } catch {
+      // (the watch's next tick warns)
     }
   }
 

@@ -262,6 +262,7 @@ export class CacheNode {
       sendStallMs: deps.sendStallMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
+      afterCapClose: () => node?.memoryWatch?.check(),
       figures: () => (node === undefined ? [] : nodeFigures(node)),
     });
     try {

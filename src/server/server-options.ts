@@ -51,6 +51,11 @@ export interface ServerOptions {
   maxRequestsPerEvent?: number;
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
   maxBufferedBytes?: number;
+  /**
+   * afterCapClose runs once the buffer cap has closed connections (the node's memory watch checks
+   * its garbage: what they held is garbage at once, and a turn may close many).
+   */
+  afterCapClose?: () => void;
   /** figures returns the node's figures for NodeStats. */
   figures?: () => (readonly [string, number])[];
   /** latency records per-method durations and errors (the metrics read it at scrape time). */

@@ -12,35 +12,65 @@ setDefaultTimeout(30_000); // per file: bun drops a preload's default after the 
 
 const MIB = 1024 * 1024;
 
-describe("--max-buffered holds within a turn", () => {
-  test("20 connections in one turn, each asking 50 MB of replies it does not read", async () => {
-    const cap = 4 * MIB;
-    const maxOutput = MIB;
-    await using node = startNode({ maxItemSize: 300 * 1024, maxFrameSize: 400 * 1024, maxBufferedBytes: cap, maxOutputBytes: maxOutput });
-    const writer = await RawSocket.connect(node.port);
-    writer.write(setCall(1, "v", new Uint8Array(256 * 1024).fill(3)));
-    await writer.waitFor(() => writer.frames().length === 1, "set reply");
-    const raws = await Promise.all(Array.from({ length: 20 }, () => RawSocket.connect(node.port, { read: false })));
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const server = node.server as any;
-    await Bun.sleep(50); // (every connection accepted)
-    const conns = [...server.connections].filter((c) => c.bytesOut === 0);
-    expect(conns.length).toBe(20);
-    const gets = concat(...Array.from({ length: 200 }, (_, i) => getCall(i + 1, "v")));
-    let peak = 0;
-    const process = server.process.bind(server);
-    server.process = (conn: unknown) => {
-      process(conn);
-      peak = Math.max(peak, server.counters.bufferedBytes);
-    };
-    for (const c of conns) server.onData(c, gets);
-    await Bun.sleep(300);
-    // One connection served past the cap (it may hold --max-output and a reply more) before the
-    // cap closes the largest holders, not twenty.
-    expect(peak).toBeLessThan(cap + 3 * maxOutput);
-    expect(server.counters.bufferedBytes).toBeLessThanOrEqual(cap);
-    expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
+/**
+ * overCap connects 20 clients that do not read to `node` (a 4 MiB cap, 1 MiB --max-output), and
+ * has the server serve each 200 Gets of a 256 KiB value in one turn. Returns the most all
+ * connections held after serving one.
+ */
+async function overCap(node: ReturnType<typeof startNode>) {
+  const writer = await RawSocket.connect(node.port);
+  writer.write(setCall(1, "v", new Uint8Array(256 * 1024).fill(3)));
+  await writer.waitFor(() => writer.frames().length === 1, "set reply");
+  const raws = await Promise.all(Array.from({ length: 20 }, () => RawSocket.connect(node.port, { read: false })));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const server = node.server as any;
+  await Bun.sleep(50); // (every connection accepted)
+  const conns = [...server.connections].filter((c) => c.bytesOut === 0);
+  expect(conns.length).toBe(20);
+  const gets = concat(...Array.from({ length: 200 }, (_, i) => getCall(i + 1, "v")));
+  let peak = 0;
+  const process = server.process.bind(server);
+  server.process = (conn: unknown) => {
+    process(conn);
+    peak = Math.max(peak, server.counters.bufferedBytes);
+  };
+  for (const c of conns) server.onData(c, gets);
+  await Bun.sleep(300);
+  const close = () => {
     for (const r of raws) r.close();
     writer.close();
+  };
+  return { server, peak, close };
+}
+
+const NODE = { maxItemSize: 300 * 1024, maxFrameSize: 400 * 1024, maxBufferedBytes: 4 * MIB, maxOutputBytes: MIB };
+
+describe("--max-buffered holds within a turn", () => {
+  test("20 connections in one turn, each asking 50 MB of replies it does not read", async () => {
+    await using node = startNode(NODE);
+    const { server, peak, close } = await overCap(node);
+    const cap = NODE.maxBufferedBytes;
+    // One connection served past the cap (it may hold --max-output and a reply more) before the
+    // cap closes the largest holders, not twenty.
+    expect(peak).toBeLessThan(cap + 3 * NODE.maxOutputBytes);
+    expect(server.counters.bufferedBytes).toBeLessThanOrEqual(cap);
+    expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
+    close();
+  });
+
+  test("the memory watch looks at the garbage as soon as the cap closes connections, in the middle of the turn", async () => {
+    await using node = startNode({ ...NODE, gcHeadroomBytes: 64 * MIB });
+    const watch = node.memoryWatch!;
+    watch.stop(); // (its timer's checks are not counted)
+    let checks = 0;
+    const check = watch.check.bind(watch);
+    watch.check = () => {
+      checks++;
+      return check();
+    };
+    const { server, close } = await overCap(node);
+    expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
+    expect(checks).toBeGreaterThan(0);
+    close();
   });
 });
