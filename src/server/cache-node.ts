@@ -321,7 +321,9 @@ export class CacheNode {
       if (deps.snapshotter !== undefined && config.snapshotIntervalMs > 0) deps.snapshotter.startInterval(config.snapshotIntervalMs);
       // Last, so nothing after it can fail and leave its timer running.
       if (config.gcHeadroomBytes > 0) {
-        node.memoryWatch = new MemoryWatch({ headroomBytes: config.gcHeadroomBytes, intervalMs: MEMORY_WATCH_INTERVAL_MS, logger }).start();
+        node.memoryWatch = new MemoryWatch({
+          headroomBytes: config.gcHeadroomBytes, intervalMs: MEMORY_WATCH_INTERVAL_MS, logger, heldBytes: () => server.counters.bufferedBytes,
+        }).start();
       }
       return node;
     } catch (e) {

@@ -28,6 +28,36 @@ function fake(start: number) {
 }
 
 describe("MemoryWatch", () => {
+  test("what the connections held when the level was set is not retained once they let it go", () => {
+    // Review: a collection while clients held 250 MB of partial frames set the level there; once
+    // they closed, the garbage they left stayed resident (RSS never passed the level again).
+    let held = 0;
+    const p = { rss: 50 * MIB, collections: 0 };
+    const watch = new MemoryWatch({
+      headroomBytes: 64 * MIB, intervalMs: 1000, logger: quiet, rss: () => p.rss, heldBytes: () => held,
+      collect: () => {
+        p.collections++;
+        p.rss = 50 * MIB + held; // what is garbage goes
+      },
+    });
+    held = 250 * MIB;
+    p.rss = 50 * MIB + 250 * MIB + 100 * MIB; // held, and garbage past the headroom
+    expect(watch.check()).toBe(true);
+    expect(p.rss).toBe(300 * MIB);
+    p.rss += 30 * MIB; // garbage under the headroom: no
+    expect(watch.check()).toBe(false);
+    held = 0; // the clients closed: their 250 MB are garbage
+    expect(watch.check()).toBe(true);
+    expect(p.rss).toBe(50 * MIB);
+    expect(watch.counters.retainedBytes).toBe(50 * MIB);
+    expect(watch.check()).toBe(false);
+    expect(p.collections).toBe(2);
+    // And held bytes alone never make it collect: 500 MB held more is live, not garbage.
+    held = 500 * MIB;
+    p.rss = 50 * MIB + 500 * MIB + 60 * MIB;
+    expect(watch.check()).toBe(false);
+  });
+
   test("a check that cannot read the memory figures is skipped with one warning, not a crash", async () => {
     // With every file descriptor in use, reading RSS throws ("Failed to get memory usage"): from
     // the timer that was an uncaught exception, and the node exited with every cached value lost.
