@@ -70,21 +70,7 @@ export class BufferCap {
         this.faults.internalError(victim, e); // (counted out of the total already: capClose does that first)
       }
     }
-    if (closed) this.checkGarbage();
-  }
-
-  /**
-   * checkGarbage has the memory watch look at once (`afterCapClose`): the closed connections' bytes
-   * are garbage now, and the watch's timer does not run in the middle of a turn; 100 connections
-   * closed in one turn left 1.6 GB of garbage (RSS) over a 256 MiB cap, 460 MB with the check
-   * (review). A failure to read the figures is the watch's timer's to report.
-   */
-  private checkGarbage(): void {
-    try {
-      this.opts.afterCapClose?.();
-    } catch {
-      // (the watch's next tick warns)
-    }
+    if (closed) this.turnEnd.checkMemory(); // (what they held is garbage now)
   }
 
   /** largestHolder is the open connection, not yet closed by the cap (nor queued, with `servedOnly`), that holds the most bytes. */

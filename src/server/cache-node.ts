@@ -262,7 +262,7 @@ export class CacheNode {
       sendStallMs: deps.sendStallMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
-      afterCapClose: () => node?.memoryWatch?.check(),
+      checkMemory: config.gcHeadroomBytes > 0 ? () => node?.memoryWatch?.check() : undefined,
       figures: () => (node === undefined ? [] : nodeFigures(node)),
     });
     try {

@@ -203,6 +203,7 @@ export class CacheServer implements DispatchContext {
       conn.serving--;
     }
     this.cap.account(conn);
+    this.turnEnd.meterMemory();
   }
 
   /** serve is `process` without the final count toward the buffer cap. */

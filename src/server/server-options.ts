@@ -52,10 +52,11 @@ export interface ServerOptions {
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */
   maxBufferedBytes?: number;
   /**
-   * afterCapClose runs once the buffer cap has closed connections (the node's memory watch checks
-   * its garbage: what they held is garbage at once, and a turn may close many).
+   * checkMemory has the node's memory watch look at its garbage now, in the middle of a turn: once
+   * the buffer cap has closed connections (what they held is garbage at once, and a turn may close
+   * many), and every MEMORY_CHECK_BYTES of traffic served (turn-end.ts).
    */
-  afterCapClose?: () => void;
+  checkMemory?: () => void;
   /** figures returns the node's figures for NodeStats. */
   figures?: () => (readonly [string, number])[];
   /** latency records per-method durations and errors (the metrics read it at scrape time). */

@@ -1,11 +1,11 @@
-// --max-buffered within one turn: connections whose input came in the same turn are served one
+// --max-buffered within one turn, and the memory watch in the middle of one: connections whose input came in the same turn are served one
 // after another, and each may queue up to --max-output of replies its client does not read. The
 // cap was applied only once all of them were served, so one turn of N such connections held N ×
 // --max-output (review: 100 connections pipelining 1 MB Gets they did not read took the node to
 // 2.35 GB resident with --max-buffered 256mb and --memory 64mb). White-box: the input is handed
 // to the server's data handler directly, so that it all falls in one turn.
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
-import { RawSocket, getCall, setCall, startNode } from "./support.ts";
+import { RawSocket, getCall, getMultiCall, setCall, startNode } from "./support.ts";
 import { concat } from "../protocol/wire-builder.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -72,5 +72,25 @@ describe("--max-buffered holds within a turn", () => {
     expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
     expect(checks).toBeGreaterThan(0);
     close();
+  });
+
+  test("the memory watch looks at the garbage every 16 MiB of traffic, not only on its timer", async () => {
+    await using node = startNode({ gcHeadroomBytes: 64 * MIB });
+    const watch = node.memoryWatch!;
+    watch.stop(); // (its timer's checks are not counted)
+    let checks = 0;
+    const check = watch.check.bind(watch);
+    watch.check = () => {
+      checks++;
+      return check();
+    };
+    const raw = await RawSocket.connect(node.port);
+    const keys = Array.from({ length: 1_000_000 }, (_, i) => new Uint8Array([i & 255, (i >> 8) & 255, i >> 16, 1]));
+    const call = getMultiCall(1, "default", keys); // 8 MB: ~16 MB of scratch while it is served
+    const all = concat(call, call, call);
+    for (let off = 0; off < all.length; await Bun.sleep(1)) off += raw.write(all.subarray(off)); // (a write takes what the socket does)
+    await raw.waitFor(() => raw.frames().length === 3, "the replies");
+    expect(checks).toBeGreaterThan(0);
+    raw.close();
   });
 });
