@@ -302,7 +302,10 @@ export class TurnEnd {
       }
       // (An idle connection keeps a small one: what it keeps is counted nowhere, so 1 MiB a connection was 10 GB at --max-connections.)
       if (out.length === 0) out.shrink(IDLE_KEEP_BYTES);
-      else conn.backedUp = true;
+      else {
+        conn.backedUp = true;
+        out.fit(IDLE_KEEP_BYTES); // (a backlog the client takes slowly: what is left is what counts)
+      }
     }
   }
 }

@@ -22,3 +22,21 @@ describe("BinaryWriter.prepend", () => {
     expect([...w.buffer.subarray(0, w.length)]).toEqual([...bytes(12, 15)]);
   });
 });
+
+describe("BinaryWriter.fit", () => {
+  test("a buffer holding a quarter of its size or less moves to one twice what it holds; the bytes stay", () => {
+    const w = new BinaryWriter(1024 * 1024);
+    w.bytes(bytes(300_000, 3), 0, 300_000);
+    w.fit(16 * 1024);
+    expect(w.buffer.length).toBe(1024 * 1024); // more than a quarter: kept
+    w.consume(290_000);
+    w.fit(16 * 1024);
+    expect(w.buffer.length).toBe(20_000);
+    expect([...w.buffer.subarray(0, w.length)]).toEqual([...bytes(10_000, 3 + 290_000)]);
+    w.consume(9_990);
+    w.fit(16 * 1024);
+    expect(w.buffer.length).toBe(16 * 1024); // never under keepBytes
+    w.i32(7); // and it writes on
+    expect(w.length).toBe(14);
+  });
+});
