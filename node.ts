@@ -31,6 +31,9 @@ async function main(): Promise<void> {
     console.error(`mybuncache: ${e.message}`);
     process.exit(2);
   }
+  // The token is read: it is not left in the environment, which the loader threads get a copy of
+  // (the loaders module's code, its dependencies, and whatever they start, could read it there).
+  delete process.env.MYBUNCACHE_AUTH_TOKEN;
   if (parsed.kind === "help") return console.log(USAGE);
   if (parsed.kind === "version") return console.log(`mybuncache ${VERSION}`);
   // The signals are handled from the start: a snapshot may take a while to load, and SIGHUP's
