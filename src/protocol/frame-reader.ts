@@ -147,13 +147,24 @@ export class FrameReader {
    * referenced as `buffer`, held by an idle connection for good (24 idle connections after one
    * 16 MB frame each held 380 MB, none of it counted toward --max-buffered). So is the
    * partial-message buffer itself once it holds nothing, past IDLE_KEEP_BYTES: kept up to 1 MiB,
-   * 200 connections that had each sent one 1 MB Set held 200 MB (review). Returns whether it let
+   * 200 connections that had each sent one 1 MB Set held 200 MB (review); one that holds a quarter
+   * of it or less (the first bytes of the next message) moves to a buffer twice that, 16 KiB at
+   * least: a 1 MB Set followed by 3 bytes kept the 1 MB, counted as 3 bytes. Returns whether it let
    * go of a view: the caller then drops its own views of it (the request's, the decoder's).
    */
   releaseServed(): boolean {
-    if (this.pendingEnd === this.pendingStart && this.pending.length > IDLE_KEEP_BYTES) {
+    const held = this.pendingEnd - this.pendingStart;
+    if (held === 0 && this.pending.length > IDLE_KEEP_BYTES) {
       this.pending = EMPTY; // (not referenced as `buffer` any more either: let go just below)
       this.pendingStart = this.pendingEnd = 0;
+    } else if (this.pending.length > IDLE_KEEP_BYTES && held * 4 <= this.pending.length) {
+      // The start of its next message, stashed in the buffer a large one grew: it is counted as
+      // what it holds (`bufferedBytes`), so it moves to a buffer near that size, as BinaryWriter.fit.
+      const fitted = new Uint8Array(Math.max(IDLE_KEEP_BYTES, held * 2));
+      copyBytes(fitted, 0, this.pending, this.pendingStart, held);
+      this.pending = fitted;
+      this.pendingStart = 0;
+      this.pendingEnd = held;
     }
     if (this.buffer.length <= IDLE_KEEP_BYTES && this.chunk.length <= IDLE_KEEP_BYTES) return false;
     this.buffer = EMPTY;

@@ -5,7 +5,7 @@ import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { FrameReader, detectTransport } from "../../src/protocol/frame-reader.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import { APP_ERROR, ProtocolError } from "../../src/protocol/errors.ts";
-import { DEFAULT_LIMITS, resolveLimits } from "../../src/protocol/limits.ts";
+import { DEFAULT_LIMITS, IDLE_KEEP_BYTES, resolveLimits } from "../../src/protocol/limits.ts";
 import { TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER, TRANSPORT_UNKNOWN } from "../../src/protocol/wire.ts";
 import { Bytes, MSG, T, TRANSPORTS, type TransportName, concat, hex, message, wrap } from "./wire-builder.ts";
 
@@ -371,5 +371,27 @@ describe("a message split across chunks", () => {
     expect(n).toBe(200);
     expect(fromChunk).toBe(199); // all but the one that was split
     expect(reader.pendingCapacity).toBeLessThan(4096);
+  });
+});
+
+describe("a large partial-message buffer is not kept for the start of the next message", () => {
+  test("a 500 KB Set in two pieces, then 3 bytes of the next frame: the 3 bytes are not held in the Set's 500 KB buffer", () => {
+    const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str("g").field(T.STRING, 2).str("k")
+      .field(T.STRING, 3).str(new Uint8Array(500_000).fill(7)).stop().stop().bytes();
+    const frame = wrap("framed", message(MSG.CALL, "Set", 1, body));
+    const next = wrap("framed", getCall(2));
+    const conn = new ProtocolConnection(DEFAULT_LIMITS);
+    conn.push(frame.subarray(0, 300_000));
+    expect(conn.nextRequest()).toBe(false);
+    conn.push(concat(frame.subarray(300_000), next.subarray(0, 3)));
+    expect(conn.nextRequest()).toBe(true);
+    expect(conn.request.seqid).toBe(1);
+    expect(conn.nextRequest()).toBe(false);
+    // Idle with 3 bytes of its next call: counted as 3 bytes toward --max-buffered, so it keeps little more.
+    expect(conn.reader.bufferedBytes()).toBe(3);
+    expect(conn.reader.pendingCapacity).toBeLessThanOrEqual(IDLE_KEEP_BYTES);
+    conn.push(next.subarray(3));
+    expect(conn.nextRequest()).toBe(true);
+    expect(conn.request.seqid).toBe(2);
   });
 });
