@@ -156,9 +156,10 @@ export class CacheServer implements DispatchContext {
     conn.bytesIn += chunk.length;
     this.counters.bytesIn += chunk.length;
     if (conn.closing || conn.inputEnded) return; // (input ended: the node is closing)
-    if (conn.queued && !conn.held && !conn.waiting) {
-      // A second chunk in one poll (Bun reads 512 KiB at a time): serve the first now, as before the
-      // change, so each chunk keeps its own turn budget and nothing unserved is counted toward the cap.
+    // A second chunk in one poll (Bun reads 512 KiB at a time): the first is served now (its own turn budget, nothing unserved
+    // counted toward the cap); its entry in the turn's list serves this one: listed twice, the cap within the turn counted it twice.
+    const listed = conn.queued && !conn.held && !conn.waiting;
+    if (listed) {
       conn.queued = false;
       this.process(conn);
       if (conn.closing || conn.inputEnded) return;
@@ -177,9 +178,9 @@ export class CacheServer implements DispatchContext {
     conn.proto.push(chunk);
     conn.readerBytes += chunk.length;
     conn.queued = true;
-    const turnEnd = this.turnEnd;
-    turnEnd.ready[turnEnd.readyCount++] = conn;
-    turnEnd.queueTurnEnd();
+    if (listed) return;
+    this.turnEnd.ready[this.turnEnd.readyCount++] = conn;
+    this.turnEnd.queueTurnEnd();
   }
 
   /** onDrain writes a connection's queued output once its socket takes more, and serves it on if its output held it (the `drain` handler). */

@@ -94,3 +94,33 @@ describe("--max-buffered holds within a turn", () => {
     raw.close();
   });
 });
+
+describe("--max-buffered within a turn counts a connection with two chunks in one poll once", () => {
+  test("served connections holding 3 MB under a 4 MiB cap are not closed because one of them came twice in the turn's list", async () => {
+    await using node = startNode({ maxItemSize: 4 * MIB, maxFrameSize: 8 * MIB, maxBufferedBytes: 4 * MIB });
+    const raws: RawSocket[] = [];
+    for (let i = 0; i < 3; i++) raws.push(await RawSocket.connect(node.port));
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    await Bun.sleep(50); // (every connection accepted)
+    const [a, c, b] = [...server.connections];
+    const big = (seqid: number, bytes: number) => setCall(seqid, `k${seqid}`, new Uint8Array(bytes).fill(seqid));
+    const setA = big(1, 2_000_000);
+    const setC = big(2, 2_000_000);
+    const setB = big(3, 3_100_000);
+    // A turn before: B holds 3 MB of a Set (under the cap alone).
+    server.onData(b, setB.subarray(0, 3_000_000));
+    await Bun.sleep(50);
+    expect(b.buffered).toBe(3_000_000);
+    // One turn: A starts a Set (1.5 MB held), C sends a Get then, in the same poll, the start of a
+    // Set (1.5 MB held), and B ends its Set (its 3 MB are used up). Served, they hold 3 MB.
+    server.onData(a, setA.subarray(0, 1_500_000));
+    server.onData(c, getCall(4, "k"));
+    server.onData(c, setC.subarray(0, 1_500_000));
+    server.onData(b, setB.subarray(3_000_000));
+    await Bun.sleep(100);
+    expect(server.counters.bufferCapClosed).toBe(0);
+    expect(server.counters.bufferedBytes).toBe(3_000_000);
+    for (const r of raws) r.close();
+  });
+});
