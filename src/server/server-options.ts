@@ -54,7 +54,7 @@ export interface ServerOptions {
   /**
    * checkMemory has the node's memory watch look at its garbage now, in the middle of a turn: once
    * the buffer cap has closed connections (what they held is garbage at once, and a turn may close
-   * many), and every MEMORY_CHECK_BYTES of traffic served (turn-end.ts).
+   * many), and every MEMORY_CHECK_BYTES of traffic or MEMORY_CHECK_MS served (turn-end.ts).
    */
   checkMemory?: () => void;
   /** figures returns the node's figures for NodeStats. */

@@ -45,7 +45,7 @@ export const SHARED_FLUSH_BYTES = 256 * 1024;
  * its timer does not run while the loop is busy, and a busy second can make far more garbage than
  * its headroom. 30 GetMultis of 4M keys (16 MB frames, ~100 MB of scratch each while served)
  * took the node to 990 MB resident with --max-buffered 256mb, --memory 64mb, with a gap of 1.1 s
- * between collections. One clock read per connection served; one RSS read (~5 µs) per check.
+ * between collections. One clock read per METER_CLOCK_EVERY connections served; one RSS read (~5 µs) per check.
  */
 const MEMORY_CHECK_BYTES = 16 * 1024 * 1024;
 const MEMORY_CHECK_MS = 25;
