@@ -7,6 +7,7 @@
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { RawSocket, getCall, getMultiCall, setCall, startNode } from "./support.ts";
 import { concat } from "../protocol/wire-builder.ts";
+import type { MemoryWatch } from "../../src/server/memory-watch.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -43,6 +44,18 @@ async function overCap(node: ReturnType<typeof startNode>) {
   return { server, peak, close };
 }
 
+/** countChecks stops the watch's timer (its checks are not counted) and counts the checks made otherwise. */
+function countChecks(watch: MemoryWatch): { count: number } {
+  watch.stop();
+  const checks = { count: 0 };
+  const check = watch.check.bind(watch);
+  watch.check = () => {
+    checks.count++;
+    return check();
+  };
+  return checks;
+}
+
 const NODE = { maxItemSize: 300 * 1024, maxFrameSize: 400 * 1024, maxBufferedBytes: 4 * MIB, maxOutputBytes: MIB };
 
 describe("--max-buffered holds within a turn", () => {
@@ -60,37 +73,23 @@ describe("--max-buffered holds within a turn", () => {
 
   test("the memory watch looks at the garbage as soon as the cap closes connections, in the middle of the turn", async () => {
     await using node = startNode({ ...NODE, gcHeadroomBytes: 64 * MIB });
-    const watch = node.memoryWatch!;
-    watch.stop(); // (its timer's checks are not counted)
-    let checks = 0;
-    const check = watch.check.bind(watch);
-    watch.check = () => {
-      checks++;
-      return check();
-    };
+    const checks = countChecks(node.memoryWatch!);
     const { server, close } = await overCap(node);
     expect(server.counters.bufferCapClosed).toBeGreaterThan(0);
-    expect(checks).toBeGreaterThan(0);
+    expect(checks.count).toBeGreaterThan(0);
     close();
   });
 
   test("the memory watch looks at the garbage every 16 MiB of traffic, not only on its timer", async () => {
     await using node = startNode({ gcHeadroomBytes: 64 * MIB });
-    const watch = node.memoryWatch!;
-    watch.stop(); // (its timer's checks are not counted)
-    let checks = 0;
-    const check = watch.check.bind(watch);
-    watch.check = () => {
-      checks++;
-      return check();
-    };
+    const checks = countChecks(node.memoryWatch!);
     const raw = await RawSocket.connect(node.port);
     const keys = Array.from({ length: 1_000_000 }, (_, i) => new Uint8Array([i & 255, (i >> 8) & 255, i >> 16, 1]));
     const call = getMultiCall(1, "default", keys); // 8 MB: ~16 MB of scratch while it is served
     const all = concat(call, call, call);
     for (let off = 0; off < all.length; await Bun.sleep(1)) off += raw.write(all.subarray(off)); // (a write takes what the socket does)
     await raw.waitFor(() => raw.frames().length === 3, "the replies");
-    expect(checks).toBeGreaterThan(0);
+    expect(checks.count).toBeGreaterThan(0);
     raw.close();
   });
 });
