@@ -39,7 +39,7 @@ import {
   METHOD_STATS,
   peerMethod,
 } from "../protocol/request.ts";
-import type { CallWriter } from "../protocol/call-writer.ts";
+import type { CallWriter, EntryRanges } from "../protocol/call-writer.ts";
 import { ClientConnection } from "./client-connection.ts";
 import { type ClientOptions, type PeerOption, WRITES, delay, positive } from "./client-options.ts";
 import type { ForwardCallback } from "./pending-calls.ts";
@@ -191,6 +191,16 @@ export class CacheClient {
   /** peerGetMulti is getMulti's peer call (PeerGetMulti): the entries found, keys as bytes. */
   peerGetMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<FoundEntries> {
     return this.multiGet(this.method(METHOD_GET_MULTI, { peer: true }), group, keys) as Promise<FoundEntries>;
+  }
+
+  /** peerGetMultiOf is peerGetMulti of `part`'s keys (EntryRanges, none copied out): a node's part of a routed GetMulti. */
+  peerGetMultiOf(group: string, part: EntryRanges): Promise<FoundEntries> {
+    return this.call(this.method(METHOD_GET_MULTI, { peer: true }), (w) => { w.text(1, group); w.keyList(2, part); }) as Promise<FoundEntries>;
+  }
+
+  /** peerSetMultiOf is a PeerSetMulti of `part`'s entries (EntryRanges): a node's part of a routed SetMulti. */
+  peerSetMultiOf(group: string, part: EntryRanges, ttlMs: number): Promise<void> {
+    return this.call(this.method(METHOD_SET_MULTI, { peer: true }), (w) => { w.text(1, group); w.entryMap(2, part); w.ttl(3, ttlMs); }) as Promise<void>;
   }
 
   setMulti(

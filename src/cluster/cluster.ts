@@ -19,6 +19,7 @@
  * leases are leases.ts': this node's own (`leases`) and its side of its members' (`vouches`).
  */
 import type { FoundEntries, PingResult } from "../client/results.ts";
+import type { EntryRanges } from "../protocol/call-writer.ts";
 import { type CacheError, errorText } from "../protocol/errors.ts";
 import { ClusterCounters } from "./cluster-counters.ts";
 import { HandOuts } from "./hand-outs.ts";
@@ -28,9 +29,7 @@ import { Ring } from "./ring.ts";
 import { WriteWaits, writeWaitMs } from "./write-waits.ts";
 
 /** ForwardCallback receives a PeerGet reply: the value bytes are valid during the call only. */
-export type ForwardCallback = (
-  err: CacheError | null, value: Uint8Array | null, valueOff: number, valueLen: number, ttlRemainingMs: number,
-) => void;
+export type ForwardCallback = (err: CacheError | null, value: Uint8Array | null, valueOff: number, valueLen: number, ttlRemainingMs: number) => void;
 
 /** PeerClient is what routing needs from a client of one peer (CacheClient implements it). */
 export interface PeerClient {
@@ -41,8 +40,8 @@ export interface PeerClient {
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
   clear(group: string, opts: { peer: boolean }): Promise<void>;
-  peerGetMulti(group: string, keys: readonly Uint8Array[]): Promise<FoundEntries>;
-  setMulti(group: string, entries: Iterable<[Uint8Array, Uint8Array]>, ttlMs: number, opts: { peer: boolean }): Promise<void>;
+  peerGetMultiOf(group: string, part: EntryRanges): Promise<FoundEntries>;
+  peerSetMultiOf(group: string, part: EntryRanges, ttlMs: number): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
   /** ping, with `lease`, asks the peer to vouch for this node (leases.ts); a client without it gets no lease checks. */
   ping?(sender?: string, lease?: boolean): Promise<PingResult>;

@@ -19,6 +19,19 @@ import { BinaryWriter } from "./binary-writer.ts";
 import { METHOD_NAME_BYTES } from "./request.ts";
 import { MESSAGE_CALL, TYPE_BOOL, TYPE_I64, TYPE_LIST, TYPE_MAP, TYPE_STOP, TYPE_STRING, TYPE_STRUCT, VERSION_1 } from "./wire.ts";
 
+/**
+ * EntryRanges is a part of a multi-key request, by reference: the entries `indexes[from, to)` of
+ * `items` (4 int32 an entry: keyStart, keyLength, valueStart, valueLength, as Request.items), byte
+ * ranges of `src`. A node forwards a routed GetMulti's or SetMulti's keys so, none copied out.
+ */
+export interface EntryRanges {
+  readonly src: Uint8Array;
+  readonly items: Int32Array;
+  readonly indexes: readonly number[];
+  readonly from: number;
+  readonly to: number;
+}
+
 /** Frame length, version, name length, seqid, the `req` field header, two STOPs. */
 const CALL_OVERHEAD_BYTES = 4 + 4 + 4 + 4 + 3 + 2;
 
@@ -129,6 +142,36 @@ export class CallWriter {
     w.ensure(4 + value.length);
     w.i32(value.length);
     w.bytes(value, 0, value.length);
+  }
+
+  /**
+   * keyList writes a `list<string>` field of the keys of `part` (EntryRanges), copied from its
+   * source buffer: no key is sliced out first.
+   */
+  keyList(id: number, part: EntryRanges): void {
+    this.listBegin(id, part.to - part.from);
+    for (let n = part.from; n < part.to; n++) {
+      const i = part.indexes[n]! * 4;
+      this.range(part.src, part.items[i]!, part.items[i + 1]!);
+    }
+  }
+
+  /** entryMap writes a `map<string, binary>` field of the keys and values of `part` (EntryRanges). */
+  entryMap(id: number, part: EntryRanges): void {
+    this.mapBegin(id, part.to - part.from);
+    for (let n = part.from; n < part.to; n++) {
+      const i = part.indexes[n]! * 4;
+      this.range(part.src, part.items[i]!, part.items[i + 1]!);
+      this.range(part.src, part.items[i + 2]!, part.items[i + 3]!);
+    }
+  }
+
+  /** range writes one string/binary element of a list or map from `src[start, start+length)`. */
+  private range(src: Uint8Array, start: number, length: number): void {
+    const w = this.out;
+    w.ensure(4 + length);
+    w.i32(length);
+    w.bytes(src, start, length);
   }
 
   /**

@@ -2,7 +2,7 @@
  * Routed GetMulti and SetMulti (routing.ts): a multi-key request whose keys have other owners.
  *
  * Its keys are grouped by owner (keysByOwner; a key asked twice is fetched, counted and answered
- * once), one peer call per owner, in parallel, and this node's own part served here; the results
+ * once), one peer call per owner and PART_BYTES of its keys (routed-parts.ts), in parallel, and this node's own part served here; the results
  * are merged in request order. A GetMulti takes what the mirror holds first, as a Get does, and
  * loads here, within the request's load window (multi-loads.ts), the part of an owner it cannot
  * reach, the values answered and kept nowhere. The reply is written once every part has settled
@@ -13,13 +13,13 @@ import type { Group } from "../cluster/group.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
-import { valuesFor } from "../client/results.ts";
 import { multiTooLarge, multiTooLargeError, ownerFailed, replyThrown } from "./reply-errors.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
 import type { Prefetches } from "./prefetch.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
 import { forgetCopy } from "./routed-writes.ts";
 import { dropLoaded } from "./routed-get.ts";
+import { matchFound, parts } from "./routed-parts.ts";
 
 /**
  * settleAll waits for every promise of `work` to settle, then rejects with the first failure if
@@ -69,30 +69,28 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
     if (forward.length === 0) continue;
     group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
-    const keys = forward.map((i) => keyAt(req, i));
-    work.push(client.peerGetMulti(group.name, keys).then(
-      (found) => {
-        let bytes = 0;
-        const got = valuesFor(keys, found);
-        forward.forEach((i, n) => {
-          const v = got[n];
-          values[i] = v;
-          if (v !== undefined) bytes += getMultiEntryBytes(keys[n]!.length, v.length);
-        });
-        req.hold(bytes); // (held until the reply is written, like the local part's)
-      },
-      (e: unknown) => {
-        if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
-        cluster.counters.peerErrors++;
-        if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
-        cluster.counters.fallbackLoads += forward.length;
-        return localValues(group, req, forward, window, values, false, reply.maxMultiBytes).then(() => {
-          // As for Get: values loaded here for keys owned elsewhere are answered, not kept (nor a
-          // cached "not found").
-          for (const i of forward) dropLoaded(cluster, group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
-        });
-      },
-    ));
+    // In parts of at most PART_BYTES, read from the request (routed-parts.ts).
+    for (const part of parts(req, forward, false, reply.maxMultiBytes)) {
+      work.push(client.peerGetMultiOf(group.name, part).then(
+        (found) => {
+          let bytes = 0;
+          matchFound(part, found, values, (i, v) => (bytes += getMultiEntryBytes(req.items[i * 4 + 1]!, v.length)));
+          req.hold(bytes); // (held until the reply is written, like the local part's)
+        },
+        (e: unknown) => {
+          if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
+          cluster.counters.peerErrors++;
+          if (group.loader === undefined) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
+          const keys = part.indexes.slice(part.from, part.to);
+          cluster.counters.fallbackLoads += keys.length;
+          return localValues(group, req, keys, window, values, false, reply.maxMultiBytes).then(() => {
+            // As for Get: values loaded here for keys owned elsewhere are answered, not kept (nor a
+            // cached "not found").
+            for (const i of keys) dropLoaded(cluster, group, req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!);
+          });
+        },
+      ));
+    }
   }
   // A part that failed first must not answer while another still loads, or is yet to fall back
   // to a local load (settleAll); its failure is the answer, so the other parts start no more
@@ -199,11 +197,11 @@ export function setMultiRouted(cluster: Cluster, group: Group, req: Request, rep
   const work: Promise<void>[] = [];
   for (const [owner, indexes] of byOwner) {
     const client = owner === cluster.self ? undefined : cluster.peer(owner);
-    const entries = indexes.map((i): [Uint8Array, Uint8Array] => [
-      keyAt(req, i),
-      req.buffer.slice(req.items[i * 4 + 2]!, req.items[i * 4 + 2]! + req.items[i * 4 + 3]!),
-    ]);
     if (client === undefined) {
+      const entries = indexes.map((i): [Uint8Array, Uint8Array] => [
+        keyAt(req, i),
+        req.buffer.slice(req.items[i * 4 + 2]!, req.items[i * 4 + 2]! + req.items[i * 4 + 3]!),
+      ]);
       work.push(Promise.resolve().then(async () => {
         // As dispatch's SetMulti: every entry that can be is stored, a refused one is left absent,
         // the others are told about all of them (and answer before the write is acknowledged when
@@ -222,19 +220,23 @@ export function setMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       continue;
     }
     cluster.counters.forwarded++;
-    for (const [k] of entries) forgetCopy(group, k);
-    const forget = (): void => {
-      for (const [k] of entries) forgetCopy(group, k);
-    };
-    work.push(client.setMulti(group.name, entries, ttl, { peer: true }).then(() => {
+    // In parts of at most PART_BYTES, read from the request (routed-parts.ts), all on the peer's
+    // write connection, in order.
+    for (const part of parts(req, indexes, true, reply.maxMultiBytes)) {
+      const forget = (): void => {
+        for (let n = part.from; n < part.to; n++) forgetCopy(group, req.buffer, req.items[indexes[n]! * 4]!, req.items[indexes[n]! * 4 + 1]!);
+      };
       forget();
-      group.counters.sets += entries.length;
-    }, (e: unknown) => {
-      forget();
-      // Named, as a Set's is (ownerFailed).
-      if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
-      throw e;
-    }));
+      work.push(client.peerSetMultiOf(group.name, part, ttl).then(() => {
+        forget();
+        group.counters.sets += part.to - part.from;
+      }, (e: unknown) => {
+        forget();
+        // Named, as a Set's is (ownerFailed).
+        if (e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE) throw new CacheError(ERROR_CODE.PEER_UNAVAILABLE, ownerFailed(owner, e));
+        throw e;
+      }));
+    }
   }
   // Answered once every part has ended, as getMultiRouted is: a failure answered while another
   // owner's part is still on its way would let the client's next write of one of its keys be

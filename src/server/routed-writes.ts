@@ -54,9 +54,9 @@ export function routeWrite(cluster: Cluster, group: Group, base: number, req: Re
  * answered: a Get sent on another peer connection after the write may reach the owner before it
  * and bring the old value, which must be gone before the write's reply lets the client read.
  */
-export function forgetCopy(group: Group, key: Uint8Array): void {
-  group.mirror?.delete(key, 0, key.length);
-  group.written(key, 0, key.length);
+export function forgetCopy(group: Group, key: Uint8Array, start = 0, length = key.length): void {
+  group.mirror?.delete(key, start, length);
+  group.written(key, start, length);
 }
 
 export function clearEverywhere(cluster: Cluster, group: Group, req: Request, reply: ReplyWriter): Promise<void> {

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { Cluster, type ForwardCallback, type PeerClient } from "../../src/cluster/cluster.ts";
+import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
@@ -144,7 +145,7 @@ describe("every write forwarded through this node counts for the mirror's ticket
       isDown: false,
       forwardGet: (_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: ForwardCallback) => void (answer = done),
       set: async () => {},
-      setMulti: async () => {},
+      peerSetMultiOf: async () => {},
       delete: async () => true,
     } as unknown as PeerClient;
     const cluster = new Cluster({ self: "me:1", connect: () => peer, logger: { info() {}, warn() {} } });
@@ -254,8 +255,13 @@ function world(opts: { loader?: (key: string) => string; maxItemSize?: number } 
     set: () => held(undefined),
     delete: () => held(true),
     clear: () => held(undefined),
-    setMulti: (_g: string, entries: Iterable<[Uint8Array, Uint8Array]>) => {
-      setMultis.push([...entries].map(([k]) => new TextDecoder().decode(k)));
+    peerSetMultiOf: (_g: string, part: EntryRanges) => {
+      const keys: string[] = [];
+      for (let n = part.from; n < part.to; n++) {
+        const at = part.indexes[n]! * 4;
+        keys.push(new TextDecoder().decode(part.src.subarray(part.items[at]!, part.items[at]! + part.items[at + 1]!)));
+      }
+      setMultis.push(keys);
       return held(undefined);
     },
     invalidate: async (_g: string, keys: readonly Uint8Array[]) => {

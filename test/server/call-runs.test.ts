@@ -409,8 +409,8 @@ function clusterWorld(unleased = false): { w: World; cluster: Cluster; forwarded
     },
     delete: unused,
     clear: unused,
-    peerGetMulti: unused,
-    setMulti: unused,
+    peerGetMultiOf: unused,
+    peerSetMultiOf: unused,
     close: () => Promise.resolve(),
     ping: () => new Promise<never>(() => {}),
   } satisfies PeerClient;
@@ -515,7 +515,7 @@ async function loadedAheadThenServed(runs: boolean, newMembers: boolean) {
   const groups = new Groups();
   const g = groups.add(new Group({ name: "g", memory: 8 * MIB, admission: "always", loader: (key: string) => `loaded-${key}` }));
   const peer = (): PeerClient => ({
-    isDown: false, forwardGet() {}, set: unused, delete: unused, clear: unused, peerGetMulti: unused, setMulti: unused,
+    isDown: false, forwardGet() {}, set: unused, delete: unused, clear: unused, peerGetMultiOf: unused, peerSetMultiOf: unused,
     invalidate: () => Promise.resolve(0), close: () => Promise.resolve(),
   });
   const cluster = new Cluster({ self: "A", vnodes: 64, connect: peer, logger: { info() {}, warn() {} } });

@@ -24,7 +24,7 @@ function setup() {
     forwardGet(_g: Uint8Array, _k: Uint8Array, _o: number, _l: number, done: ForwardCallback) {
       calls.push(done);
     },
-    set: unused, delete: unused, clear: unused, peerGetMulti: unused, setMulti: unused, invalidate: unused,
+    set: unused, delete: unused, clear: unused, peerGetMultiOf: unused, peerSetMultiOf: unused, invalidate: unused,
     close: () => Promise.resolve(),
   } satisfies PeerClient;
   const cluster = new Cluster({ self: "A", vnodes: 16, connect: () => client, logger: { info() {}, warn() {} } });
