@@ -44,7 +44,7 @@ import { ClientConnection } from "./client-connection.ts";
 import { type ClientOptions, type PeerOption, WRITES, delay, positive } from "./client-options.ts";
 import type { ForwardCallback } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
-import { type FoundEntries, type GetResult, type PingResult, type StatsResult, unavailable, valuesFor } from "./results.ts";
+import { type FoundEntries, type GetResult, type PingResult, type RawEntries, type StatsResult, foundOf, unavailable, valuesFor } from "./results.ts";
 import { TimeoutSweep } from "./timeout-sweep.ts";
 import { PeerPings } from "./peer-pings.ts";
 
@@ -190,12 +190,12 @@ export class CacheClient {
 
   /** peerGetMulti is getMulti's peer call (PeerGetMulti): the entries found, keys as bytes. */
   peerGetMulti(group: string, keys: readonly (string | Uint8Array)[]): Promise<FoundEntries> {
-    return this.multiGet(this.method(METHOD_GET_MULTI, { peer: true }), group, keys) as Promise<FoundEntries>;
+    return (this.multiGet(this.method(METHOD_GET_MULTI, { peer: true }), group, keys) as Promise<RawEntries>).then(foundOf);
   }
 
   /** peerGetMultiOf is peerGetMulti of `part`'s keys (EntryRanges, none copied out): a node's part of a routed GetMulti. */
-  peerGetMultiOf(group: string, part: EntryRanges): Promise<FoundEntries> {
-    return this.call(this.method(METHOD_GET_MULTI, { peer: true }), (w) => { w.text(1, group); w.keyList(2, part); }) as Promise<FoundEntries>;
+  peerGetMultiOf(group: string, part: EntryRanges): Promise<RawEntries> {
+    return this.call(this.method(METHOD_GET_MULTI, { peer: true }), (w) => { w.text(1, group); w.keyList(2, part); }) as Promise<RawEntries>;
   }
 
   /** peerSetMultiOf is a PeerSetMulti of `part`'s entries (EntryRanges): a node's part of a routed SetMulti. */

@@ -66,6 +66,39 @@ export interface FoundEntries {
   values: Uint8Array[];
 }
 
+/**
+ * RawEntries is a PeerGetMulti's answer as read: one copy of its entries' bytes, and `items`, 4
+ * int32 an entry (keyStart, keyLength, valueStart, valueLength in `buffer`), `count` of them, in
+ * the order the peer wrote them. No object a key: a node's part of a routed GetMulti of millions
+ * of keys made two buffers a key found (FoundEntries).
+ */
+export interface RawEntries {
+  buffer: Uint8Array;
+  items: Int32Array;
+  count: number;
+}
+
+/** rawEntries copies a GetMulti reply's entries out of the receive buffer (RawEntries). */
+function rawEntries(r: ReplyReader): RawEntries {
+  const n = r.entryCount * 4;
+  if (n === 0) return { buffer: new Uint8Array(0), items: new Int32Array(0), count: 0 };
+  const from = r.items[0]!;
+  const items = r.items.slice(0, n);
+  for (let i = 0; i < n; i += 2) items[i] = items[i]! - from;
+  return { buffer: r.buffer.slice(from, r.items[n - 2]! + r.items[n - 1]!), items, count: r.entryCount };
+}
+
+/** foundOf makes FoundEntries of RawEntries (a buffer a key and a value). */
+export function foundOf(raw: RawEntries): FoundEntries {
+  const found: FoundEntries = { keys: [], values: [] };
+  const { buffer, items } = raw;
+  for (let i = 0; i < raw.count * 4; i += 4) {
+    found.keys.push(buffer.slice(items[i]!, items[i]! + items[i + 1]!));
+    found.values.push(buffer.slice(items[i + 2]!, items[i + 2]! + items[i + 3]!));
+  }
+  return found;
+}
+
 /** valuesFor gives each of `keys` its value in `found`, or undefined (not found). */
 export function valuesFor(keys: readonly Uint8Array[], found: FoundEntries): (Uint8Array | undefined)[] {
   const out = new Array<Uint8Array | undefined>(keys.length).fill(undefined);
@@ -101,6 +134,7 @@ export function buildResult(method: number, r: ReplyReader): unknown {
     case METHOD_STATS:
       return { itemCount: r.itemCount, hitCount: r.hitCount, missCount: r.missCount, totalCount: r.totalCount } satisfies StatsResult;
     case METHOD_GET_MULTI: {
+      if (method !== baseMethod(method)) return rawEntries(r); // (a PeerGetMulti: CacheClient.peerGetMulti makes FoundEntries of them)
       // The entries as they came, keys as bytes: CacheClient.getMulti names them by the keys asked.
       const items = r.items;
       const found: FoundEntries = { keys: [], values: [] };

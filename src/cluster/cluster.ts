@@ -18,7 +18,7 @@
  * this Cluster's clients; Cluster's invalidate, dropAll and askDrops hand the calls to it. Read
  * leases are leases.ts': this node's own (`leases`) and its side of its members' (`vouches`).
  */
-import type { FoundEntries, PingResult } from "../client/results.ts";
+import type { PingResult, RawEntries } from "../client/results.ts";
 import type { EntryRanges } from "../protocol/call-writer.ts";
 import { type CacheError, errorText } from "../protocol/errors.ts";
 import { ClusterCounters } from "./cluster-counters.ts";
@@ -40,7 +40,7 @@ export interface PeerClient {
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
   clear(group: string, opts: { peer: boolean }): Promise<void>;
-  peerGetMultiOf(group: string, part: EntryRanges): Promise<FoundEntries>;
+  peerGetMultiOf(group: string, part: EntryRanges): Promise<RawEntries>;
   peerSetMultiOf(group: string, part: EntryRanges, ttlMs: number): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
   /** ping, with `lease`, asks the peer to vouch for this node (leases.ts); a client without it gets no lease checks. */

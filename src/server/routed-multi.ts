@@ -19,7 +19,7 @@ import type { Prefetches } from "./prefetch.ts";
 import { repeatedKeys } from "./repeated-keys.ts";
 import { forgetCopy } from "./routed-writes.ts";
 import { dropLoaded } from "./routed-get.ts";
-import { matchFound, parts } from "./routed-parts.ts";
+import { MultiValues, parts } from "./routed-parts.ts";
 
 /**
  * settleAll waits for every promise of `work` to settle, then rejects with the first failure if
@@ -56,7 +56,8 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
   // A key asked twice is fetched, counted and answered once (its bytes count once toward the limits).
   const byOwner = keysByOwner(cluster, req, repeatedKeys(req));
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
-  const values: (Uint8Array | undefined)[] = new Array(req.itemCount);
+  const found = new MultiValues(req.itemCount);
+  const values = found.values;
   const work: Promise<void>[] = [];
   const window = new LoadWindow(group.multiLoadWindow); // (this node's part and every fallback share it)
   for (const [owner, indexes] of byOwner) {
@@ -72,10 +73,8 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
     // In parts of at most PART_BYTES, read from the request (routed-parts.ts).
     for (const part of parts(req, forward, false, reply.maxMultiBytes)) {
       work.push(client.peerGetMultiOf(group.name, part).then(
-        (found) => {
-          let bytes = 0;
-          matchFound(part, found, values, (i, v) => (bytes += getMultiEntryBytes(req.items[i * 4 + 1]!, v.length)));
-          req.hold(bytes); // (held until the reply is written, like the local part's)
+        (raw) => {
+          req.hold(found.take(part, raw)); // (held until the reply is written, like the local part's)
         },
         (e: unknown) => {
           if (!(e instanceof CacheError && e.code === ERROR_CODE.PEER_UNAVAILABLE)) throw e;
@@ -106,11 +105,11 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
       const repeated = repeatedKeys(req);
       reply.beginGetMulti(req);
       for (let i = 0; i < req.itemCount; i++) {
-        const v = values[i];
-        if (v === undefined || (repeated !== null && repeated[i] === 1)) continue; // (a key asked twice is answered once)
-        const at = reply.addGetMultiEntry(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, v.length);
+        const length = found.valueLength(i);
+        if (length < 0 || (repeated !== null && repeated[i] === 1)) continue; // (a key asked twice is answered once)
+        const at = reply.addGetMultiEntry(req.buffer, req.items[i * 4]!, req.items[i * 4 + 1]!, length);
         if (at < 0) return multiTooLarge(reply, req, true);
-        reply.out.buffer.set(v, at);
+        found.copyTo(i, reply.out.buffer, at);
       }
       reply.endGetMulti();
     },

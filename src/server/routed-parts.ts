@@ -11,12 +11,14 @@
  * up on a shared peer connection. (A single SetMulti entry of nearly the frame limit still goes
  * alone, and may be refused so: VALUE_TOO_LARGE.)
  *
- * An owner's answer is matched to the part's keys by their bytes. Ours answers in request order,
- * so one walk matches it; another order falls back to sorting (valuesFor).
+ * An owner's answer (RawEntries: one buffer, no object a key) is matched to the part's keys by
+ * their bytes, and kept whole until the reply is written (MultiValues). Ours answers in request
+ * order, so one walk matches it; another order falls back to sorting (valuesFor).
  */
 import type { EntryRanges } from "../protocol/call-writer.ts";
 import type { Request } from "../protocol/request.ts";
-import { type FoundEntries, valuesFor } from "../client/results.ts";
+import { type RawEntries, foundOf, valuesFor } from "../client/results.ts";
+import { getMultiEntryBytes } from "../protocol/reply-writer.ts";
 
 /** PART_BYTES: the most bytes of keys (4 + key each) or entries (8 + key + value) one forwarded call carries, unless one entry alone is more. */
 export const PART_BYTES = 1 << 20;
@@ -47,42 +49,84 @@ export function parts(req: Request, indexes: readonly number[], withValues: bool
 }
 
 /**
- * matchFound puts the values of `found`, an owner's answer to `part`, into `values` (by entry),
- * and calls `got(entry, value)` for each one found. `part`'s keys are distinct.
+ * MultiValues holds a routed GetMulti's values until its reply is written, by entry: in `values`
+ * (this node's part, the mirror's copies, fallback loads), or as entry `entry[i]` of the owner's
+ * answer `answer[i]` (RawEntries, kept whole: no buffer a value), -1 for none.
  */
-export function matchFound(part: EntryRanges, found: FoundEntries, values: (Uint8Array | undefined)[], got: (i: number, v: Uint8Array) => void): void {
-  const { src, items, indexes, to } = part;
-  let n = part.from;
-  for (let f = 0; f < found.keys.length; f++) {
-    const key = found.keys[f]!;
-    while (n < to && !sameBytes(src, items[indexes[n]! * 4]!, items[indexes[n]! * 4 + 1]!, key)) n++;
-    if (n === to) return matchSorted(part, found, values, got); // (not in request order)
-    const i = indexes[n++]!;
-    values[i] = found.values[f];
-    got(i, found.values[f]!);
+export class MultiValues {
+  readonly values: (Uint8Array | undefined)[];
+  private readonly answers: RawEntries[] = [];
+  private readonly answer: Int32Array;
+  private readonly entry: Int32Array;
+
+  constructor(count: number) {
+    this.values = new Array<Uint8Array | undefined>(count);
+    this.answer = new Int32Array(count).fill(-1);
+    this.entry = new Int32Array(count);
+  }
+
+  /**
+   * take matches `raw`, an owner's answer to `part` (whose keys are distinct), to the part's
+   * entries, and returns the reply bytes its values come to (getMultiEntryBytes).
+   */
+  take(part: EntryRanges, raw: RawEntries): number {
+    const { src, items, indexes, to } = part;
+    const a = this.answers.push(raw) - 1;
+    const got = raw.items;
+    let bytes = 0;
+    let n = part.from;
+    for (let f = 0; f < raw.count; f++) {
+      const kl = got[f * 4 + 1]!;
+      while (n < to && !sameBytes(src, items[indexes[n]! * 4]!, items[indexes[n]! * 4 + 1]!, raw.buffer, got[f * 4]!, kl)) n++;
+      if (n === to) return this.takeSorted(part, raw); // (not in request order)
+      const i = indexes[n++]!;
+      this.answer[i] = a;
+      this.entry[i] = f;
+      bytes += getMultiEntryBytes(kl, got[f * 4 + 3]!);
+    }
+    return bytes;
+  }
+
+  /** valueLength is the length of entry `i`'s value, -1 when it has none. */
+  valueLength(i: number): number {
+    const a = this.answer[i]!;
+    if (a >= 0) return this.answers[a]!.items[this.entry[i]! * 4 + 3]!;
+    const v = this.values[i];
+    return v === undefined ? -1 : v.length;
+  }
+
+  /** copyTo copies entry `i`'s value (valueLength says it has one) into `dst` at `at`. */
+  copyTo(i: number, dst: Uint8Array, at: number): void {
+    const a = this.answer[i]!;
+    if (a < 0) return dst.set(this.values[i]!, at);
+    const raw = this.answers[a]!;
+    const e = this.entry[i]! * 4;
+    dst.set(raw.buffer.subarray(raw.items[e + 2]!, raw.items[e + 2]! + raw.items[e + 3]!), at);
+  }
+
+  /** takeSorted is `take` for an answer in another order than the request's: by sorting both (valuesFor). */
+  private takeSorted(part: EntryRanges, raw: RawEntries): number {
+    const { src, items, indexes } = part;
+    const keys: Uint8Array[] = [];
+    for (let n = part.from; n < part.to; n++) {
+      const at = indexes[n]! * 4;
+      keys.push(src.subarray(items[at]!, items[at]! + items[at + 1]!));
+    }
+    const matched = valuesFor(keys, foundOf(raw));
+    let bytes = 0;
+    for (let n = part.from; n < part.to; n++) {
+      const i = indexes[n]!;
+      const v = matched[n - part.from];
+      this.answer[i] = -1; // (what the walk matched before it fell back is matched again)
+      this.values[i] = v;
+      if (v !== undefined) bytes += getMultiEntryBytes(keys[n - part.from]!.length, v.length);
+    }
+    return bytes;
   }
 }
 
-/** matchSorted is matchFound for an answer in another order than the request's: by sorting both. */
-function matchSorted(part: EntryRanges, found: FoundEntries, values: (Uint8Array | undefined)[], got: (i: number, v: Uint8Array) => void): void {
-  const { src, items, indexes } = part;
-  const keys: Uint8Array[] = [];
-  for (let n = part.from; n < part.to; n++) {
-    const at = indexes[n]! * 4;
-    keys.push(src.subarray(items[at]!, items[at]! + items[at + 1]!));
-  }
-  const matched = valuesFor(keys, found);
-  for (let n = part.from; n < part.to; n++) {
-    const i = indexes[n]!;
-    const v = matched[n - part.from];
-    if (values[i] !== undefined) continue; // (counted by the walk, before it fell back)
-    values[i] = v;
-    if (v !== undefined) got(i, v);
-  }
-}
-
-function sameBytes(src: Uint8Array, start: number, length: number, key: Uint8Array): boolean {
-  if (key.length !== length) return false;
-  for (let k = 0; k < length; k++) if (src[start + k] !== key[k]) return false;
+function sameBytes(a: Uint8Array, aStart: number, aLength: number, b: Uint8Array, bStart: number, bLength: number): boolean {
+  if (aLength !== bLength) return false;
+  for (let k = 0; k < aLength; k++) if (a[aStart + k] !== b[bStart + k]) return false;
   return true;
 }

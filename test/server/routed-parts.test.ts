@@ -4,7 +4,8 @@
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import type { Request } from "../../src/protocol/request.ts";
-import { PART_BYTES, matchFound, parts } from "../../src/server/routed-parts.ts";
+import type { RawEntries } from "../../src/client/results.ts";
+import { MultiValues, PART_BYTES, parts } from "../../src/server/routed-parts.ts";
 import { Prng } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -57,7 +58,22 @@ describe("parts", () => {
   });
 });
 
-describe("matchFound", () => {
+/** rawOf lays out an owner's answer as CacheClient.peerGetMultiOf gives it (RawEntries). */
+function rawOf(found: [string, string][]): RawEntries {
+  const bytes: number[] = [];
+  const items = new Int32Array(found.length * 4);
+  found.forEach(([k, v], f) => {
+    items[f * 4] = bytes.length;
+    bytes.push(...utf8.encode(k));
+    items[f * 4 + 1] = bytes.length - items[f * 4]!;
+    items[f * 4 + 2] = bytes.length;
+    bytes.push(...utf8.encode(v));
+    items[f * 4 + 3] = bytes.length - items[f * 4 + 2]!;
+  });
+  return { buffer: Uint8Array.from(bytes), items, count: found.length };
+}
+
+describe("MultiValues", () => {
   test("matches an answer in request order, and one in any other order, by the keys' bytes", () => {
     const seed = Date.now();
     const rng = new Prng(seed);
@@ -67,24 +83,25 @@ describe("matchFound", () => {
       const req = requestOf(entries);
       const indexes = entries.map((_, i) => i).filter(() => rng.next() < 0.7);
       const [part] = parts(req, indexes, false, 16_000_000);
-      const found = { keys: [] as Uint8Array[], values: [] as Uint8Array[] };
+      let found: [string, string][] = [];
       const expected = new Map<number, string>();
       for (const i of indexes) {
         if (rng.next() < 0.5) continue;
-        found.keys.push(utf8.encode(entries[i]![0]));
-        found.values.push(utf8.encode(`v${i}`));
+        found.push([entries[i]![0], `v${i}`]);
         expected.set(i, `v${i}`);
       }
-      if (trial % 2 === 1) { // another order than the request's
-        const order = found.keys.map((_, n) => n).sort(() => rng.next() - 0.5);
-        found.keys = order.map((n) => found.keys[n]!);
-        found.values = order.map((n) => found.values[n]!);
+      if (trial % 2 === 1) found = found.map((f) => [rng.next(), f] as const).sort((x, y) => x[0] - y[0]).map(([, f]) => f); // another order
+      const values = new MultiValues(entries.length);
+      const bytes = values.take(part!, rawOf(found));
+      let want = 0;
+      for (const [k, v] of found) want += 8 + k.length + v.length;
+      expect({ seed, trial, bytes }).toEqual({ seed, trial, bytes: want });
+      for (let i = 0; i < entries.length; i++) {
+        const length = values.valueLength(i);
+        const out = new Uint8Array(Math.max(length, 0));
+        if (length >= 0) values.copyTo(i, out, 0);
+        expect({ seed, trial, i, v: length < 0 ? undefined : new TextDecoder().decode(out) }).toEqual({ seed, trial, i, v: expected.get(i) });
       }
-      const values: (Uint8Array | undefined)[] = new Array(entries.length);
-      const got = new Map<number, string>();
-      matchFound(part!, found, values, (i, v) => got.set(i, new TextDecoder().decode(v)));
-      expect({ seed, trial, got: [...got].sort((x, y) => x[0] - y[0]) }).toEqual({ seed, trial, got: [...expected].sort((x, y) => x[0] - y[0]) });
-      for (let i = 0; i < entries.length; i++) expect(values[i] === undefined ? undefined : new TextDecoder().decode(values[i])).toBe(expected.get(i));
     }
   });
 });
