@@ -56,7 +56,7 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
   // A key asked twice is fetched, counted and answered once (its bytes count once toward the limits).
   const byOwner = keysByOwner(cluster, req, repeatedKeys(req));
   if (byOwner.size === 1 && byOwner.has(cluster.self)) return false;
-  const found = new MultiValues(req.itemCount);
+  const found = new MultiValues(req.itemCount, reply.maxMultiBytes);
   const values = found.values;
   const work: Promise<void>[] = [];
   const window = new LoadWindow(group.multiLoadWindow); // (this node's part and every fallback share it)

@@ -19,6 +19,7 @@ import type { EntryRanges } from "../protocol/call-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { type RawEntries, foundOf, valuesFor } from "../client/results.ts";
 import { getMultiEntryBytes } from "../protocol/reply-writer.ts";
+import { multiTooLargeError } from "./reply-errors.ts";
 
 /** PART_BYTES: the most bytes of keys (4 + key each) or entries (8 + key + value) one forwarded call carries, unless one entry alone is more. */
 export const PART_BYTES = 1 << 20;
@@ -52,14 +53,21 @@ export function parts(req: Request, indexes: readonly number[], withValues: bool
  * MultiValues holds a routed GetMulti's values until its reply is written, by entry: in `values`
  * (this node's part, the mirror's copies, fallback loads), or as entry `entry[i]` of the owner's
  * answer `answer[i]` (RawEntries, kept whole: no buffer a value), -1 for none.
+ *
+ * The owners' answers together may come to `maxBytes` of reply (the frame limit) at most: past
+ * it `take` throws VALUE_TOO_LARGE and keeps no answer more. Each part's answer is within the
+ * owner's frame, but an owner's keys go in up to 16 parts (at 16 MB frames), and every answer
+ * was kept until all had settled, to refuse the reply then: up to 16 frames an owner held.
  */
 export class MultiValues {
   readonly values: (Uint8Array | undefined)[];
   private readonly answers: RawEntries[] = [];
   private readonly answer: Int32Array;
   private readonly entry: Int32Array;
+  /** taken: the reply bytes of the answers kept; -1 once they passed maxBytes. */
+  private taken = 0;
 
-  constructor(count: number) {
+  constructor(count: number, private readonly maxBytes: number) {
     this.values = new Array<Uint8Array | undefined>(count);
     this.answer = new Int32Array(count).fill(-1);
     this.entry = new Int32Array(count);
@@ -67,9 +75,24 @@ export class MultiValues {
 
   /**
    * take matches `raw`, an owner's answer to `part` (whose keys are distinct), to the part's
-   * entries, and returns the reply bytes its values come to (getMultiEntryBytes).
+   * entries, and returns the reply bytes its values come to (getMultiEntryBytes). Throws
+   * VALUE_TOO_LARGE, keeping nothing of it, when the answers kept would pass `maxBytes`.
    */
   take(part: EntryRanges, raw: RawEntries): number {
+    if (this.taken < 0) throw multiTooLargeError(this.maxBytes);
+    const bytes = this.match(part, raw);
+    if (this.taken + bytes <= this.maxBytes) {
+      this.taken += bytes;
+      return bytes;
+    }
+    // Past the limit: this answer is let go, and every one kept (the reply fails), and any to come.
+    this.taken = -1;
+    this.answers.length = 0;
+    this.answer.fill(-1);
+    throw multiTooLargeError(this.maxBytes);
+  }
+
+  private match(part: EntryRanges, raw: RawEntries): number {
     const { src, items, indexes, to } = part;
     const a = this.answers.push(raw) - 1;
     const got = raw.items;

@@ -91,7 +91,7 @@ describe("MultiValues", () => {
         expected.set(i, `v${i}`);
       }
       if (trial % 2 === 1) found = found.map((f) => [rng.next(), f] as const).sort((x, y) => x[0] - y[0]).map(([, f]) => f); // another order
-      const values = new MultiValues(entries.length);
+      const values = new MultiValues(entries.length, 16_000_000);
       const bytes = values.take(part!, rawOf(found));
       let want = 0;
       for (const [k, v] of found) want += 8 + k.length + v.length;
@@ -103,5 +103,21 @@ describe("MultiValues", () => {
         expect({ seed, trial, i, v: length < 0 ? undefined : new TextDecoder().decode(out) }).toEqual({ seed, trial, i, v: expected.get(i) });
       }
     }
+  });
+
+  test("keeps no answer once the answers pass the reply's limit, and refuses any to come", () => {
+    const entries: [string, number][] = [];
+    for (let i = 0; i < 30; i++) entries.push([`key-${i}`, 0]);
+    const req = requestOf(entries);
+    const indexes = entries.map((_, i) => i);
+    const split = (from: number, to: number) => ({ ...parts(req, indexes, false, 16_000_000)[0]!, from, to });
+    const answerOf = (from: number, to: number): RawEntries => rawOf(entries.slice(from, to).map(([k]) => [k, "v".repeat(100)]));
+    const values = new MultiValues(entries.length, 1000); // (each answer of 10 keys: 10 * (8 + 5 or 6 + 100) bytes)
+    expect(values.take(split(0, 8), answerOf(0, 8))).toBeGreaterThan(800);
+    expect(values.valueLength(3)).toBe(100);
+    expect(() => values.take(split(8, 16), answerOf(8, 16))).toThrow("GetMulti reply over 1000 bytes");
+    for (let i = 0; i < 16; i++) expect(values.valueLength(i)).toBe(-1);
+    expect(() => values.take(split(16, 18), answerOf(16, 18))).toThrow("GetMulti reply over 1000 bytes");
+    expect(values.valueLength(17)).toBe(-1);
   });
 });
