@@ -290,6 +290,7 @@ export class LoaderPool {
    */
   private check(): void {
     try {
+      this.workers.settleBackoff(performance.now());
       this.workers.restartThreads();
       if (this.stopAfterMs > 0 && this.closing === null) {
         const now = performance.now();

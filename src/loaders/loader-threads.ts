@@ -221,6 +221,11 @@ export class LoaderThreads {
     return true;
   }
 
+  /** settleBackoff ends a restart wait once threads stopped dying quickly (RestartBackoff.settle). */
+  settleBackoff(now: number): void {
+    this.backoff.settle(now);
+  }
+
   /**
    * restartThreads makes tinypool start its threads again if it has none while loads wait in its
    * queue: once a thread died (or was replaced) before it was ready, tinypool replaces no dead

@@ -14,7 +14,10 @@
  * death is seen, a thread reads it as it starts (`waitBeforeImport`). A waiting thread has not
  * imported the module, so it does not beat: it takes no load meanwhile, and the pool's import
  * bound (LoaderThreads' importAfterMs) must exceed the longest wait: `maxWaitMs` is kept to half
- * of it.
+ * of it. Once no thread died quickly for QUIET_MS (twice the longest wait and a quick death: a
+ * module that still kills its threads dies again sooner), the wait and the count are reset
+ * (`settle`, from the pool's check): else they stayed raised for good after the deaths ended, and
+ * a thread started much later (replacing one a blocked loader held) waited up to 5 s for nothing.
  */
 
 /** QUICK_DEATH_MS: a thread that dies sooner than this after it started died quickly. */
@@ -39,6 +42,8 @@ export async function waitBeforeImport(cell: SharedArrayBuffer): Promise<void> {
 export class RestartBackoff {
   private readonly wait: Int32Array;
   private quickDeaths = 0;
+  /** lastQuickDeathAt: when (performance.now()) the last quick death was seen. */
+  private lastQuickDeathAt = -Infinity;
 
   constructor(cell: SharedArrayBuffer, private readonly threads: number, private readonly maxWaitMs: number) {
     this.wait = new Int32Array(cell);
@@ -53,12 +58,21 @@ export class RestartBackoff {
    * died notes a thread's death, `livedMs` after it began to import the module, `imported` or not,
    * and sets the wait of the threads started from now on; it returns that wait if it grew.
    */
-  died(livedMs: number, imported: boolean): number | undefined {
+  died(livedMs: number, imported: boolean, now = performance.now()): number | undefined {
     const was = this.waitMs;
-    this.quickDeaths = imported && livedMs < QUICK_DEATH_MS ? this.quickDeaths + 1 : 0;
+    const quick = imported && livedMs < QUICK_DEATH_MS;
+    this.quickDeaths = quick ? this.quickDeaths + 1 : 0;
+    if (quick) this.lastQuickDeathAt = now;
     const over = this.quickDeaths - FREE_QUICK_DEATHS * this.threads;
     const ms = over <= 0 ? 0 : Math.min(MIN_WAIT_MS * 2 ** Math.min(over - 1, 30), this.maxWaitMs);
     Atomics.store(this.wait, 0, ms);
     return ms > was ? ms : undefined;
+  }
+
+  /** settle resets the wait and the count once no thread died quickly for QUIET_MS until `now`. */
+  settle(now: number): void {
+    if (this.quickDeaths === 0 || now - this.lastQuickDeathAt < 2 * this.maxWaitMs + QUICK_DEATH_MS) return;
+    this.quickDeaths = 0;
+    Atomics.store(this.wait, 0, 0);
   }
 }
