@@ -14,12 +14,19 @@ import { createHash, timingSafeEqual } from "node:crypto";
 export const MIN_TOKEN_CHARS = 16;
 export const MAX_TOKEN_BYTES = 4096;
 
+/** tokenFault says what is wrong with an auth token (too short, too long), or undefined. */
+export function tokenFault(token: string): string | undefined {
+  if (token.length < MIN_TOKEN_CHARS) return `the auth token must have at least ${MIN_TOKEN_CHARS} characters`;
+  if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) return `the auth token must have at most ${MAX_TOKEN_BYTES} bytes`;
+  return undefined;
+}
+
 export class AccessControl {
   private readonly digest: Buffer;
 
   constructor(token: string) {
-    if (token.length < MIN_TOKEN_CHARS) throw new RangeError(`the auth token must have at least ${MIN_TOKEN_CHARS} characters`);
-    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) throw new RangeError(`the auth token must have at most ${MAX_TOKEN_BYTES} bytes`);
+    const fault = tokenFault(token);
+    if (fault !== undefined) throw new RangeError(fault);
     this.digest = createHash("sha256").update(token).digest();
   }
 

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { totalmem } from "node:os";
 import { ConfigError, type NodeConfig } from "./config.ts";
-import { MAX_TOKEN_BYTES, MIN_TOKEN_CHARS } from "./access.ts";
+import { tokenFault } from "./access.ts";
 
 /** FRAME_OVERHEAD_BYTES bounds a Set call's bytes besides its key and value (names, headers, ttl). */
 const FRAME_OVERHEAD_BYTES = 1024;
@@ -30,8 +30,8 @@ export function checkConfig(c: NodeConfig, env: Record<string, string | undefine
   }
   // (Trimmed as a token file is: a secret exposed as a variable often ends in a newline.)
   if (c.authToken === undefined && env.MYBUNCACHE_AUTH_TOKEN) c.authToken = env.MYBUNCACHE_AUTH_TOKEN.trim();
-  if (c.authToken !== undefined && c.authToken.length < MIN_TOKEN_CHARS) throw new ConfigError(`the auth token must have at least ${MIN_TOKEN_CHARS} characters`);
-  if (c.authToken !== undefined && Buffer.byteLength(c.authToken) > MAX_TOKEN_BYTES) throw new ConfigError(`the auth token must have at most ${MAX_TOKEN_BYTES} bytes`);
+  const tokenFaulty = c.authToken === undefined ? undefined : tokenFault(c.authToken);
+  if (tokenFaulty !== undefined) throw new ConfigError(tokenFaulty);
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError("--tls-cert and --tls-key go together");
   if (c.tlsCa !== undefined && c.tlsCert === undefined) {
     throw new ConfigError("--tls-ca checks the peers of a node that speaks TLS: it needs --tls-cert and --tls-key (alone it would be ignored, and peers dialed without TLS)");
