@@ -15,6 +15,7 @@
 // then calls `consume(written)`; a short write keeps the unsent tail at the front.
 
 import { copyBytes } from "../bytes/bytes.ts";
+import { fittedSize } from "./limits.ts";
 
 export const WRITER_INITIAL_BYTES = 16 * 1024;
 export const WRITER_SLACK_BYTES = 1024;
@@ -71,9 +72,9 @@ export class BinaryWriter {
    * what is held leaves a factor of two each way, so a connection near a size does not flap.
    */
   fit(keepBytes: number): void {
-    const capacity = this.buffer.length;
-    if (capacity <= keepBytes || this.length * 4 > capacity) return;
-    const fitted = new Uint8Array(Math.max(keepBytes, this.length * 2));
+    const size = fittedSize(this.buffer.length, this.length, keepBytes);
+    if (size === 0) return;
+    const fitted = new Uint8Array(size);
     fitted.set(this.buffer.subarray(0, this.length));
     this.buffer = fitted;
     this.view = new DataView(fitted.buffer);

@@ -27,7 +27,7 @@
 // `maxFrameBytes + 4`: lengths are validated before any growth.
 
 import { APP_ERROR, ProtocolError, protocolError } from "./errors.ts";
-import { IDLE_KEEP_BYTES, type ProtocolLimits } from "./limits.ts";
+import { IDLE_KEEP_BYTES, type ProtocolLimits, fittedSize } from "./limits.ts";
 import { MessageScanner, SCAN_NEED_MORE } from "./message-scanner.ts";
 import { copyBytes, readI32 } from "../bytes/bytes.ts";
 import {
@@ -154,13 +154,14 @@ export class FrameReader {
    */
   releaseServed(): boolean {
     const held = this.pendingEnd - this.pendingStart;
-    if (held === 0 && this.pending.length > IDLE_KEEP_BYTES) {
+    const size = fittedSize(this.pending.length, held, IDLE_KEEP_BYTES);
+    if (size > 0 && held === 0) {
       this.pending = EMPTY; // (not referenced as `buffer` any more either: let go just below)
       this.pendingStart = this.pendingEnd = 0;
-    } else if (this.pending.length > IDLE_KEEP_BYTES && held * 4 <= this.pending.length) {
+    } else if (size > 0) {
       // The start of its next message, stashed in the buffer a large one grew: it is counted as
       // what it holds (`bufferedBytes`), so it moves to a buffer near that size, as BinaryWriter.fit.
-      const fitted = new Uint8Array(Math.max(IDLE_KEEP_BYTES, held * 2));
+      const fitted = new Uint8Array(size);
       copyBytes(fitted, 0, this.pending, this.pendingStart, held);
       this.pending = fitted;
       this.pendingStart = 0;

@@ -30,6 +30,16 @@ export const DEFAULT_MAX_VALUE_BYTES = 1_048_576;
  */
 export const IDLE_KEEP_BYTES = 16 * 1024;
 
+/**
+ * fittedSize is the size a growable buffer of `capacity` bytes holding `held` moves to, or 0 to
+ * keep it: past `keepBytes`, once it holds a quarter of it or less, twice what it holds
+ * (`keepBytes` at least). A factor of two each way, so a buffer near a size does not flap; what
+ * counts toward --max-buffered is what it holds, so the buffer must not stay at its peak.
+ */
+export function fittedSize(capacity: number, held: number, keepBytes: number): number {
+  return capacity <= keepBytes || held * 4 > capacity ? 0 : Math.max(keepBytes, held * 2);
+}
+
 export const DEFAULT_LIMITS: ProtocolLimits = Object.freeze({
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxDepth: DEFAULT_MAX_DEPTH,
