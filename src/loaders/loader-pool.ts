@@ -290,10 +290,10 @@ export class LoaderPool {
    */
   private check(): void {
     try {
-      this.workers.settleBackoff(performance.now());
+      const now = performance.now();
+      this.workers.settleBackoff(now);
       this.workers.restartThreads();
       if (this.stopAfterMs > 0 && this.closing === null) {
-        const now = performance.now();
         this.workers.checkThreads(now);
         this.stopOverdue(now);
       }

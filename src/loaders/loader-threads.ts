@@ -58,7 +58,7 @@ const MIN_BLOCKED_MS = 10 * BEAT_MS;
  * doubles with each thread replaced so (`checkImport`), and would otherwise grow without end
  * while a database the import awaits stays down.
  */
-const MAX_IMPORT_MS = 60_000;
+export const MAX_IMPORT_MS = 60_000;
 
 /** PoolSide is what LoaderThreads asks of its LoaderPool (closures made once, with the pool). */
 export interface PoolSide {

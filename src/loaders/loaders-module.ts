@@ -16,6 +16,8 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { Listed } from "./list-exports-worker.ts";
 import { errorText } from "../protocol/errors.ts";
+import { MAX_TIMER_MS } from "../cluster/loader.ts";
+import { MAX_IMPORT_MS } from "./loader-threads.ts";
 
 /** LoaderPoolLogger receives warnings (ignored exports) and errors (worker crashes). */
 export interface LoaderPoolLogger {
@@ -51,7 +53,7 @@ export interface LoaderPoolOptions {
  * IMPORT_BOUND_MS bounds the listing import by default, as long as a pool thread's import may
  * grow to (loader-threads.ts's MAX_IMPORT_MS); IMPORT_WARN_MS is when a still-running one is logged.
  */
-export const IMPORT_BOUND_MS = 60_000;
+export const IMPORT_BOUND_MS = MAX_IMPORT_MS;
 export const IMPORT_WARN_MS = 5_000;
 
 const consoleLogger: LoaderPoolLogger = {
@@ -119,7 +121,7 @@ function listExports(path: string, boundMs: number, logger: LoaderPoolLogger): P
     }, Math.min(IMPORT_WARN_MS, boundMs / 2));
     const bound = setTimeout(() => {
       answer(() => reject(cannot(`its import did not finish in ${boundMs} ms (its top-level code waits: a top-level await on a service that is down? or a \`then\` export that import() takes for a promise, re-exported by \`export *\`?)`)));
-    }, Math.min(boundMs, 2 ** 31 - 1));
+    }, Math.min(boundMs, MAX_TIMER_MS));
     worker.on("message", (listed: Listed) => answer(() => ("error" in listed ? reject(cannot(listed.error)) : resolve(listed.exports))));
     worker.on("error", (err: unknown) => answer(() => reject(cannot(errorText(err), err))));
     worker.on("exit", (code: number) => answer(() => reject(cannot(`it ended its thread (exit code ${code}) as it was imported`))));
