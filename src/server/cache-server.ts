@@ -150,7 +150,7 @@ export class CacheServer implements DispatchContext {
 
   /** onData takes a chunk read from a connection's socket (the `data` handler of thrift-listener.ts). */
   onData(conn: Connection, chunk: Uint8Array): void {
-    conn.lastActive = this.clock();
+    conn.active = true; // (the idle sweep reads the clock for it)
     conn.backedUp = false;
     if (this.timers.stallMs < Infinity) this.timers.checkStall(performance.now()); // (a clustered node's: a lone node reads no clock here)
     conn.bytesIn += chunk.length;

@@ -87,8 +87,8 @@ export class ServerTimers {
     const now = this.clock();
     const sendMs = Math.max(idleMs, this.opts.sendStallMs ?? SEND_STALL_MS);
     for (const conn of this.connections) {
-      if (conn.wrote) {
-        conn.wrote = false;
+      if (conn.active) {
+        conn.active = false;
         conn.lastActive = now; // (within a sweep of when)
         continue;
       }

@@ -285,7 +285,7 @@ export class TurnEnd {
       const sent = n > 0 ? n : 0;
       conn.bytesOut += sent;
       this.counters.bytesOut += sent;
-      conn.wrote = true;
+      conn.active = true;
       if (sent < len) {
         conn.backedUp = true;
         out.prepend(shared.buffer, start + sent, len - sent);
@@ -297,7 +297,7 @@ export class TurnEnd {
       if (n > 0) {
         conn.bytesOut += n;
         this.counters.bytesOut += n;
-        conn.wrote = true;
+        conn.active = true;
         out.consume(n);
       }
       // (An idle connection keeps a small one: what it keeps is counted nowhere, so 1 MiB a connection was 10 GB at --max-connections.)

@@ -360,6 +360,23 @@ describe("resource limits", () => {
     busy.close();
   }, 10_000);
 
+  test("the idle timeout spares a client still sending a request, however slowly (its bytes count as traffic, though none is answered yet)", async () => {
+    await using node = startNode({ idleTimeoutMs: 400 });
+    const slow = await RawSocket.connect(node.port);
+    const set = setCall(1, "k", new Uint8Array(200).fill(7));
+    const pieces = 12; // one piece every 100 ms: 1.2 s, three idle timeouts, before the last byte
+    const step = Math.ceil(set.length / pieces);
+    for (let at = 0; at < set.length - 1; at += step) {
+      slow.write(set.subarray(at, Math.min(at + step, set.length - 1)));
+      await Bun.sleep(100);
+    }
+    expect([slow.isClosed, slow.frames().length]).toEqual([false, 0]); // nothing answered yet, still open
+    slow.write(set.subarray(set.length - 1));
+    await waitUntil(() => slow.frames().length === 1, "the Set's reply");
+    expect(node.server.counters.idleClosed).toBe(0);
+    slow.close();
+  }, 10_000);
+
   test("the idle timeout spares a connection whose pipelined requests the node is still serving (review: it was closed mid-pipeline, 130k requests unanswered)", async () => {
     // The node stops reading a connection that yielded its turn until its queued input is
     // served: no data comes meanwhile, which is the node's delay, not the client's silence.
