@@ -6,13 +6,18 @@
  * then has HANDSHAKE_MS to finish) to its `close` event. On a node with an auth token, one that has
  * not authenticated AUTH_MS after it opened is closed (Faults.unauthenticated): without that, silent
  * clients with no token held every slot of --max-connections for good (there is no idle timeout
- * by default), and the node answered everyone else OVERLOADED. Connections past `maxConnections` are
- * accepted only to be answered: their first request gets `CacheError OVERLOADED` (CacheServer's
- * `serve`), then they close (a silent close looks like a network fault to clients); one that sends
- * nothing is closed after REJECTED_LINGER_MS. A client's FIN ends only its side (`onEnd`): what it
- * sent is still served. At shutdown (`close`) every connection is left to finish what it
- * received: DRAIN_MS at most (or `drainTimeoutMs`, if shorter), and `drainTimeoutMs` for one
- * waiting for a load (in order or detached).
+ * by default), and the node answered everyone else OVERLOADED. The deadline alone did not do:
+ * such clients reopened their connections as they were closed, and held the slots again. So a
+ * connection arriving at the cap closes the oldest connection that has not authenticated
+ * (`evictUnauthenticated`), as the admin port closes its quietest one: a client with the token
+ * (or a peer) gets in, and one that has authenticated is never closed for a newcomer.
+ * Connections past `maxConnections` with none to close (all authenticated, or a node with no
+ * token) are accepted only to be answered: their first request gets `CacheError OVERLOADED`
+ * (CacheServer's `serve`), then they close (a silent close looks like a network fault to
+ * clients); one that sends nothing is closed after REJECTED_LINGER_MS. A client's FIN ends only
+ * its side (`onEnd`): what it sent is still served. At shutdown (`close`) every connection is
+ * left to finish what it received: DRAIN_MS at most (or `drainTimeoutMs`, if shorter), and
+ * `drainTimeoutMs` for one waiting for a load (in order or detached).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { BufferCap } from "./buffer-cap.ts";
@@ -47,8 +52,17 @@ export class ConnectionLifecycle {
   private readonly timers: ServerTimers;
   private readonly faults: Faults;
   private nextId = 1;
-  /** rejectLog: connections past the limit are logged once a second at most. */
+  /** rejectLog: connections past the limit are logged once a second at most; evictLog, those closed for a newcomer. */
   private readonly rejectLog = new LogBudget(1);
+  private readonly evictLog = new LogBudget(1);
+  /**
+   * unauthed: on a node with an auth token, the open connections that had not authenticated as
+   * they opened, oldest first (a Set iterates in the order it was added to). A connection joins
+   * as it opens (unless refused) and leaves as it closes; one that authenticates stays until an
+   * eviction passes it over (Faults.authenticate need not know of it): each is added and deleted
+   * once, nothing per request.
+   */
+  private readonly unauthed = new Set<Connection>();
   /** rejectedOpen: connections past the limit still open (waiting to be answered OVERLOADED, or closing). */
   private rejectedOpen = 0;
   private closed: Promise<void> | null = null;
@@ -142,8 +156,9 @@ export class ConnectionLifecycle {
     socket.timeout(0);
     conn.lastActive = this.clock();
     // Connections refused already do not count: while they linger (REJECTED_LINGER_MS at most),
-    // a client arriving under the limit is served.
-    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections) {
+    // a client arriving under the limit is served. At the limit, the oldest connection that has not
+    // authenticated makes room (none on a node without a token); with none, the newcomer is refused.
+    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections && !this.evictUnauthenticated()) {
       conn.rejected = true;
       this.rejectedOpen++;
       this.counters.connectionsRejected++;
@@ -159,7 +174,38 @@ export class ConnectionLifecycle {
           conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
         });
       }
+    } else if (!conn.authed) {
+      this.unauthed.add(conn); // (after the eviction: a newcomer never makes room by closing itself)
     }
+  }
+
+  /**
+   * evictUnauthenticated closes the oldest open connection that has not authenticated, to make
+   * room for one arriving at --max-connections, and tells whether there was one. Oldest first: a
+   * client with the token authenticates within a round trip of opening, so it is closed only if
+   * more connections than there are unauthenticated slots arrive within that round trip; clients
+   * without it are the ones that linger. One refused already (UNAUTHORIZED, its client keeping its
+   * side open) goes as well. Its close is done here (`onClose`): its slot is the newcomer's now,
+   * whenever Bun's close event comes; nothing it sent meanwhile is read (`closing`).
+   */
+  private evictUnauthenticated(): boolean {
+    for (const conn of this.unauthed) {
+      this.unauthed.delete(conn);
+      if (conn.authed || !conn.open) continue; // (authenticated since it joined)
+      conn.closing = true;
+      conn.dropBacklog();
+      this.counters.evictedUnauthenticated++;
+      const held = this.evictLog.take(performance.now());
+      if (held >= 0) {
+        this.opts.logger.warn("closing connection: not authenticated, evicted at the connection limit for a new one", {
+          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, evictedSinceLastLine: held + 1,
+        });
+      }
+      conn.socket.terminate();
+      this.onClose(conn);
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -193,6 +239,7 @@ export class ConnectionLifecycle {
   onClose(conn: Connection | undefined): void {
     this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
     if (conn === undefined || !this.connections.delete(conn)) return;
+    this.unauthed.delete(conn);
     if (conn.authTimer !== undefined) clearTimeout(conn.authTimer);
     conn.authTimer = undefined;
     conn.open = false;

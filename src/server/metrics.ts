@@ -120,6 +120,8 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
     emit("", sc.yields));
   counter("mybuncache_connections_unauthorized_total", "Connections closed for a missing or wrong auth token.", [], (emit) =>
     emit("", sc.unauthorized));
+  counter("mybuncache_connections_evicted_unauthenticated_total", "Connections not authenticated yet, closed at --max-connections to let a new one in (oldest first).", [], (emit) =>
+    emit("", sc.evictedUnauthenticated));
   counter("mybuncache_connections_idle_closed_total", "Connections closed by the idle timeout.", [], (emit) => emit("", sc.idleClosed));
   counter("mybuncache_connections_handshake_timeouts_total", "TLS connections closed for not finishing their handshake within 10 s.", [], (emit) => emit("", sc.handshakeTimeouts));
   counter("mybuncache_connections_buffer_cap_closed_total", "Connections closed because all connections' buffers passed --max-buffered.", [],

@@ -15,6 +15,7 @@ export class ServerCounters {
   pauses = 0; // times a connection's reading was paused (output bound, yielded turn, waiting backlog)
   yields = 0; // times a connection yielded its turn after maxRequestsPerEvent requests
   unauthorized = 0; // connections closed for a missing or wrong auth token
+  evictedUnauthenticated = 0; // connections not authenticated yet closed at maxConnections to let a new one in (evictUnauthenticated)
   idleClosed = 0; // connections closed by the idle timeout
   handshakeTimeouts = 0; // TLS connections closed for not finishing their handshake in time
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap

@@ -12,8 +12,23 @@ import { StubServer, cacheErrorReply, closedPort, until } from "./support.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
 import { RawSocket, startNode } from "../server/support.ts";
 import { BinaryWriter } from "../../src/protocol/binary-writer.ts";
+import { Bytes, MSG, T, framed, message } from "../protocol/wire-builder.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+/**
+ * hogConnection takes a slot of the node: a connection that sends nothing, or, on a node with a
+ * token, one that authenticates (one that has not is closed to make room for a newcomer at the
+ * cap, connection-lifecycle.ts's evictUnauthenticated: only authenticated connections fill a node
+ * with a token for good).
+ */
+async function hogConnection(port: number, authToken: string | undefined): Promise<RawSocket> {
+  const hog = await RawSocket.connect(port);
+  if (authToken === undefined) return hog;
+  hog.write(framed(message(MSG.CALL, "Auth", 1, new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(authToken).stop().stop().bytes())));
+  await hog.waitFor(() => hog.frames().length === 1, "the hog's Auth reply");
+  return hog;
+}
 
 async function firstError(node: { port: number }, authToken: string | undefined): Promise<CacheError> {
   const client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });
@@ -37,7 +52,7 @@ describe("Auth on connect to a node at its connection limit", () => {
 
   test("with the right token the call is still answered OVERLOADED, not 'refused our auth token'", async () => {
     await using node = startNode({ maxConnections: 1, authToken: "s3cret-token-0123456789" });
-    const hog = await RawSocket.connect(node.port);
+    const hog = await hogConnection(node.port, "s3cret-token-0123456789");
     const e = await firstError(node, "s3cret-token-0123456789");
     expect(e.message).not.toContain("auth token");
     expect(e.code).toBe(ERROR_CODE.OVERLOADED);
@@ -52,7 +67,7 @@ describe("a node at its connection limit", () => {
   for (const authToken of [undefined, "s3cret-token-0123456789"]) {
     test(`backs off its reconnects without marking the node down (${authToken === undefined ? "no auth" : "auth"})`, async () => {
       await using node = startNode({ maxConnections: 1, ...(authToken === undefined ? {} : { authToken }) });
-      const hog = await RawSocket.connect(node.port);
+      const hog = await hogConnection(node.port, authToken);
       await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 2000, ...(authToken === undefined ? {} : { authToken }) });
       const conn = client[TEST_DOOR].connections[0]!;
       const overloaded = async () => expect(((await client.get("default", "k").then(() => undefined, (err: unknown) => err)) as CacheError).code).toBe(ERROR_CODE.OVERLOADED);
