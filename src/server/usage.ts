@@ -79,7 +79,8 @@ Flags:
   --max-item-size SIZE   largest item (4-byte header + key + value) (default 1mb)
   --max-key-size N       longest key in bytes (default ${DEFAULTS.maxKeySize}, as memcached)
   --max-frame-size SIZE  largest Thrift frame accepted (default ${DEFAULTS.maxFrameSize})
-  --max-connections N    connections served at once; more are answered OVERLOADED (default ${DEFAULTS.maxConnections})
+  --max-connections N    connections served at once; more are answered OVERLOADED (default ${DEFAULTS.maxConnections});
+                         with a token, a new one first closes the oldest connection not authenticated yet
   --max-output SIZE      queued reply bytes per connection before its input pauses (default 16mb)
   --expiry-interval DUR  active expiry timer period (default 100ms)
   --expiry-budget N      items expired per group per tick at most; the rest (64 at least) shrinks a mostly free item table (default ${DEFAULTS.expiryBudget})
