@@ -20,6 +20,7 @@ import { waitUntil } from "../support/gates.ts";
 import { freePorts } from "../support/node-process.ts";
 import { leasesHeld } from "../support/cluster-members.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
+import { selfSigned, withTlsDir } from "../support/tls.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -174,6 +175,24 @@ describe("at --max-connections, with an auth token", () => {
     } finally {
       await Promise.all(nodes.map((n) => n.close()));
     }
+  });
+});
+
+describe("at --max-connections, with an auth token and TLS", () => {
+  test("connections that never finish their handshake make room for a client with the token, which is served over TLS", async () => {
+    await withTlsDir(async (dir) => {
+      const { cert, key } = selfSigned(dir);
+      await using node = startNode({ authToken: TOKEN, tlsCert: cert, tlsKey: key, maxConnections: CAP });
+      const hogs = await silent(node, CAP);
+      hogs[1]!.write(new Uint8Array([0x16, 3, 1, 2, 0, 1])); // (half a ClientHello)
+      await using client = new CacheClient({ host: "127.0.0.1", port: node.port, connections: 1, timeoutMs: 5_000, authToken: TOKEN, tls: { ca: await Bun.file(cert).text() } });
+      await client.set("default", "k", "v");
+      expect(text((await client.get("default", "k")).value)).toBe("v");
+      await waitUntil(() => hogs[0]!.isClosed, "the oldest silent connection closed");
+      expect(hogs.slice(1).some((h) => h.isClosed)).toBe(false);
+      expect([node.server.counters.evictedUnauthenticated, node.server.counters.connectionsRejected]).toEqual([1, 0]);
+      for (const h of hogs) h.close();
+    });
   });
 });
 
