@@ -28,9 +28,9 @@
  * Faults are contained to their connection (faults.ts): a protocol error or a bug closes only it.
  *
  * Connections are opened, ended and closed, and drained when the port closes, by
- * connection-lifecycle.ts; those past `maxConnections` are accepted only to be answered: their
- * first request gets `CacheError OVERLOADED`, then they close. The expiry, stall and idle timers
- * are server-timers.ts; the options and counters, server-options.ts and server-counters.ts.
+ * connection-lifecycle.ts: at `maxConnections` a new one closes the oldest not authenticated;
+ * with none, its first request gets `CacheError OVERLOADED` and it closes. The expiry, stall and
+ * idle timers are server-timers.ts; the options and counters, server-options.ts and server-counters.ts.
  */
 import type { TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
