@@ -7,7 +7,10 @@
  *
  * The cap is applied once the turn's queued input is served (TurnEnd, which holds it): in the
  * middle of the turn, a connection would be judged by bytes its own input of the turn would have
- * used up, or by an old count while another is served.
+ * used up, or by an old count while another is served. Meanwhile it holds the connections served
+ * so far to it, leaving out what those still `queued` hold: `queuedBytes`, their total, kept as
+ * each count changes (a sum taken once went stale as a queued connection's count changed, e.g.
+ * its replies in the shared buffer written early, and its growth closed others).
  */
 import type { ServerOptions } from "./server-options.ts";
 import type { Connection } from "./connection.ts";
@@ -21,6 +24,11 @@ export class BufferCap {
   private readonly counters: ServerCounters;
   private readonly faults: Faults;
   private readonly opts: ServerOptions;
+  /**
+   * queuedBytes is what the connections `queued` for the end of the turn hold: the sum of their
+   * `buffered`, kept by `queue`, `unqueue`, `account` and `countOut` (checkInvariants).
+   */
+  queuedBytes = 0;
 
   constructor(turnEnd: TurnEnd, connections: ReadonlySet<Connection>, counters: ServerCounters, faults: Faults, opts: ServerOptions) {
     this.turnEnd = turnEnd;
@@ -43,12 +51,35 @@ export class BufferCap {
     // only what the socket does not take then stays (in the connection's own buffer).
     const now = conn.proto.reader.bufferedBytes() + conn.backlogBytes + conn.proto.reply.out.length + (conn.prefetches?.bytes ?? 0) +
       conn.detachedBytes + conn.heldBytes + conn.waitingBytes;
-    this.counters.bufferedBytes += now - conn.buffered;
+    const delta = now - conn.buffered;
+    this.counters.bufferedBytes += delta;
+    if (conn.queued) this.queuedBytes += delta;
     conn.buffered = now;
     const cap = this.opts.maxBufferedBytes;
     if (cap === undefined || now === 0) return;
     if (this.turnEnd.readyCount > 0) return; // enforced once all the turn's queued input is served (onTurnEnd)
     this.enforceCap(cap);
+  }
+
+  /** queue marks a connection `queued` for the end of the turn (its input waits in the ready list). */
+  queue(conn: Connection): void {
+    if (conn.queued) return;
+    conn.queued = true;
+    this.queuedBytes += conn.buffered;
+  }
+
+  /** unqueue marks it served (or to be served now): what it holds counts with the connections served. */
+  unqueue(conn: Connection): void {
+    if (!conn.queued) return;
+    conn.queued = false;
+    this.queuedBytes -= conn.buffered;
+  }
+
+  /** countOut takes what a connection holds out of the counts (closed, or closed for the cap). */
+  countOut(conn: Connection): void {
+    this.counters.bufferedBytes -= conn.buffered;
+    if (conn.queued) this.queuedBytes -= conn.buffered;
+    conn.buffered = 0;
   }
 
   /**
@@ -93,10 +124,21 @@ export class BufferCap {
     this.counters.bufferCapClosed++;
     conn.capClosed = true;
     conn.closing = true;
-    this.counters.bufferedBytes -= held;
-    conn.buffered = 0;
+    this.countOut(conn);
     this.opts.logger.warn("closing connection: connection buffers over the cap", { conn: conn.id, remote: conn.remote, held, total, cap });
     conn.dropBacklog();
     this.turnEnd.flush(conn); // (one that waits is flushed, so reset if need be, once its reply is written)
+  }
+
+  /** checkInvariants throws unless the totals are the sums of the open connections' counts (all, and those `queued`). Tests only. */
+  checkInvariants(): void {
+    let all = 0;
+    let queued = 0;
+    for (const c of this.connections) {
+      all += c.buffered;
+      if (c.queued) queued += c.buffered;
+    }
+    if (all !== this.counters.bufferedBytes) throw new Error(`bufferedBytes ${this.counters.bufferedBytes}, connections hold ${all}`);
+    if (queued !== this.queuedBytes) throw new Error(`queuedBytes ${this.queuedBytes}, queued connections hold ${queued}`);
   }
 }

@@ -160,7 +160,7 @@ export class CacheServer implements DispatchContext {
     // counted toward the cap); its entry in the turn's list serves this one: listed twice, the cap within the turn counted it twice.
     const listed = conn.queued && !conn.held && !conn.waiting;
     if (listed) {
-      conn.queued = false;
+      this.cap.unqueue(conn);
       this.process(conn);
       if (conn.closing || conn.inputEnded) return;
     }
@@ -177,7 +177,7 @@ export class CacheServer implements DispatchContext {
     conn.prefetches?.clear(); // all input before it is served: anything started ahead and left is of no use
     conn.proto.push(chunk);
     conn.readerBytes += chunk.length;
-    conn.queued = true;
+    this.cap.queue(conn);
     if (listed) return;
     this.turnEnd.ready[this.turnEnd.readyCount++] = conn;
     this.turnEnd.queueTurnEnd();

@@ -246,8 +246,7 @@ export class ConnectionLifecycle {
     if (conn.rejected) this.rejectedOpen--;
     conn.sharedStart = -1; // its replies in the shared buffer have nowhere to go
     this.runs.forget(conn.proto.reader);
-    this.counters.bufferedBytes -= conn.buffered;
-    conn.buffered = 0;
+    this.cap.countOut(conn);
     this.counters.connectionsCurrent = this.connections.size;
     if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
   }

@@ -146,12 +146,11 @@ export class TurnEnd {
   private readonly onTurnEnd = (): void => {
     const list = this.ready;
     const cap = this.opts.maxBufferedBytes;
-    let queued = -1; // what the connections still queued hold, summed once the turn passes the cap
+    const bufferCap = this.cap;
     for (let i = 0; i < this.readyCount; i++) { // (one added meanwhile is served too)
       const conn = list[i]!;
       list[i] = null; // keep no closed connection alive
-      conn.queued = false;
-      if (queued >= 0) queued -= conn.buffered;
+      bufferCap.unqueue(conn);
       if (!conn.open || conn.waiting || conn.held) continue; // its load / drain / resume serves the reader
       try {
         this.server.process(conn);
@@ -161,10 +160,13 @@ export class TurnEnd {
       // The connections served are held to the cap now, not once all are: each may queue
       // --max-output of replies its client does not read, and 100 of them in one turn held 1.6 GB
       // over a 256 MiB cap (review). Those still queued are neither judged nor counted against
-      // the others: their input is not served yet, and may use up what they hold.
+      // the others: their input is not served yet, and may use up what they hold. Their total is
+      // kept as their counts change (`queuedBytes`): one taken once went stale when a queued
+      // connection's shared-buffer replies were written early to a client that did not read, and
+      // what stayed of them closed the connections served.
       if (cap !== undefined && this.counters.bufferedBytes > cap) {
-        if (queued < 0) queued = this.queuedBytes(i + 1);
-        if (this.counters.bufferedBytes - queued > cap) this.cap.enforceCap(cap + queued, true);
+        const queued = bufferCap.queuedBytes;
+        if (this.counters.bufferedBytes - queued > cap) bufferCap.enforceCap(cap + queued, true);
       }
     }
     this.readyCount = 0;
@@ -209,13 +211,6 @@ export class TurnEnd {
     } catch {
       // (the watch's next tick warns)
     }
-  }
-
-  /** queuedBytes sums what the connections of `ready` from `from` on hold (counted, not served yet). */
-  private queuedBytes(from: number): number {
-    let sum = 0;
-    for (let i = from; i < this.readyCount; i++) sum += this.ready[i]?.buffered ?? 0;
-    return sum;
   }
 
   /**

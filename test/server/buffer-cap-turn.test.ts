@@ -123,3 +123,76 @@ describe("--max-buffered within a turn counts a connection with two chunks in on
     for (const r of raws) r.close();
   });
 });
+
+describe("--max-buffered within a turn counts what the queued connections hold as it is now", () => {
+  test("a queued connection's replies written early to a client that does not read are its own, not the served ones' (review)", async () => {
+    // The turn serves A, D, B, E. B sent two chunks in one poll: the first was served at once, Gets
+    // whose replies (its socket's worth and 10 MB more; its client does not read) wait in the
+    // shared buffer for the turn's end; the second queues B. A, served first (its own output holds
+    // replies its client does not read, so it writes none to the shared buffer), takes the node
+    // over the cap with E's partial Set, queued. D, served next, writes the shared buffer early:
+    // what B's socket does not take moves to B's own output. What the queued connections held was
+    // summed when A passed the cap, and each one's count taken off as it was served: B's 10 MB
+    // since were counted as the served connections', and A (~3 MB) was closed, then B. B alone
+    // is over the cap: B is the one to close.
+    const cap = 8 * MIB;
+    await using node = startNode({ maxItemSize: 7 * MIB, maxFrameSize: cap, maxBufferedBytes: cap, maxOutputBytes: 64 * MIB });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const accept = async (read: boolean) => {
+      const before = server.connections.size;
+      const raw = await RawSocket.connect(node.port, { read });
+      while (server.connections.size === before) await Bun.sleep(1);
+      return { raw, conn: [...server.connections].at(-1) };
+    };
+    const turn = () => new Promise<void>((r) => setImmediate(r)); // (after the turn's end queued before it)
+    const value = 256 * 1024;
+    const w = await accept(true);
+    w.raw.write(setCall(1, "v", new Uint8Array(value).fill(3)));
+    await w.raw.waitFor(() => w.raw.frames().length === 1, "set reply");
+    const [a, d, b, e] = [await accept(false), await accept(true), await accept(false), await accept(true)];
+    // A's client does not read: Gets until the socket takes no more, then 4 more (~1 MB kept).
+    let seqid = 1;
+    while (a.conn.proto.reply.out.length === 0) {
+      server.onData(a.conn, getCall(seqid++, "v"));
+      await turn();
+    }
+    server.onData(a.conn, concat(...Array.from({ length: 4 }, () => getCall(seqid++, "v"))));
+    await turn();
+    const kernel = a.conn.bytesOut; // what a socket whose client does not read takes
+    // A's part of a Set takes A's and E's counts over the cap, by more than the socket may take of A's replies meanwhile.
+    const aPart = 2 * a.conn.buffered + 100_000;
+    const eHeld = cap - aPart - 50_000;
+    const setE = setCall(1, "e", new Uint8Array(eHeld + 1000).fill(5));
+    server.onData(e.conn, setE.subarray(0, eHeld));
+    await turn();
+    expect(e.conn.buffered).toBe(eHeld);
+    expect(a.conn.proto.reply.out.length).toBeGreaterThan(0);
+    // The turn: A, D, B (two chunks), E.
+    const gets = Math.ceil((kernel + cap + 2 * MIB) / value); // B keeps more than the cap once its socket is full
+    const broken: string[] = []; // (thrown in the server, a fault would close the connection served)
+    const process = server.process.bind(server);
+    server.process = (conn: unknown) => {
+      process(conn);
+      try {
+        server.cap.checkInvariants();
+      } catch (err) {
+        broken.push(String(err));
+      }
+    };
+    server.onData(a.conn, setCall(1, "a", new Uint8Array(2 * aPart).fill(1)).subarray(0, aPart));
+    server.onData(d.conn, getCall(1, "v"));
+    server.onData(b.conn, concat(...Array.from({ length: gets }, (_, i) => getCall(i + 1, "v"))));
+    server.onData(b.conn, getCall(gets + 1, "v"));
+    server.onData(e.conn, setE.subarray(eHeld));
+    await turn();
+    expect(server.counters.earlyFlushes).toBeGreaterThan(0);
+    expect(a.conn.capClosed).toBe(false);
+    expect(b.conn.capClosed).toBe(true);
+    expect(server.counters.bufferCapClosed).toBe(1);
+    expect(server.counters.bufferedBytes).toBe(a.conn.buffered);
+    expect(broken).toEqual([]);
+    await e.raw.waitFor(() => e.raw.frames().length === 1, "e's set reply");
+    for (const x of [w, a, d, b, e]) x.raw.close();
+  });
+});

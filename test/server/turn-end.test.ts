@@ -172,7 +172,7 @@ describe("input served at the end of the turn: limits and timers", () => {
     // The turn as onData leaves it, with the end of the turn run here rather than by its Immediate
     // (so the fault is thrown to the test): the chunk in the reader, the connection on the ready list.
     conn.proto.push(getCall(2, "k"));
-    conn.queued = true;
+    server.cap.queue(conn);
     server.turnEnd.ready[server.turnEnd.readyCount++] = conn;
     server.turnEnd.writeQueued = true;
     expect(() => server.turnEnd.onTurnEnd()).toThrow("injected fault");
