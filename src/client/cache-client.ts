@@ -42,7 +42,7 @@ import {
 import type { CallWriter, EntryRanges } from "../protocol/call-writer.ts";
 import { ClientConnection } from "./client-connection.ts";
 import { type ClientOptions, type PeerOption, WRITES, delay, positive } from "./client-options.ts";
-import type { ForwardCallback } from "./pending-calls.ts";
+import { type ForwardCallback, loadWaitsOf } from "./pending-calls.ts";
 import { type ClientCounters, PeerHealth } from "./peer-health.ts";
 import { type FoundEntries, type GetResult, type PingResult, type RawEntries, type StatsResult, foundOf, unavailable, valuesFor } from "./results.ts";
 import { TimeoutSweep } from "./timeout-sweep.ts";
@@ -193,9 +193,10 @@ export class CacheClient {
     return (this.multiGet(this.method(METHOD_GET_MULTI, { peer: true }), group, keys) as Promise<RawEntries>).then(foundOf);
   }
 
-  /** peerGetMultiOf is peerGetMulti of `part`'s keys (EntryRanges, none copied out): a node's part of a routed GetMulti. */
-  peerGetMultiOf(group: string, part: EntryRanges): Promise<RawEntries> {
-    return this.call(this.method(METHOD_GET_MULTI, { peer: true }), (w) => { w.text(1, group); w.keyList(2, part); }) as Promise<RawEntries>;
+  /** peerGetMultiOf is peerGetMulti of `part`'s keys (EntryRanges), a routed GetMulti's part; the node loads its misses `loadsAtOnce` at a time (loadWaitsOf). */
+  peerGetMultiOf(group: string, part: EntryRanges, loadsAtOnce = Infinity): Promise<RawEntries> {
+    const encode = (w: CallWriter): void => { w.text(1, group); w.keyList(2, part); };
+    return this.call(this.method(METHOD_GET_MULTI, { peer: true }), encode, loadWaitsOf(part.to - part.from, loadsAtOnce)) as Promise<RawEntries>;
   }
 
   /** peerSetMultiOf is a PeerSetMulti of `part`'s entries (EntryRanges): a node's part of a routed SetMulti. */
@@ -300,8 +301,8 @@ export class CacheClient {
     });
   }
 
-  /** call issues a promise-returning call whose request fields `encode` writes. */
-  private call(method: number, encode: (w: CallWriter) => void): Promise<unknown> {
+  /** call issues a promise-returning call whose request fields `encode` writes (`loadWaits`: PendingCalls'). */
+  private call(method: number, encode: (w: CallWriter) => void, loadWaits = 1): Promise<unknown> {
     const refusal = this.refusal();
     if (refusal !== null) {
       this.counters.errors++;
@@ -319,7 +320,7 @@ export class CacheClient {
       return Promise.reject(slot);
     }
     const waiter = Promise.withResolvers<unknown>();
-    const error = conn.endCall(slot, null, waiter);
+    const error = conn.endCall(slot, null, waiter, loadWaits);
     if (error !== null) {
       this.counters.errors++;
       return Promise.reject(error);

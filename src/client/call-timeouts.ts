@@ -15,10 +15,14 @@
 // or late, is harmless; or read back first.
 //
 // Late waits: a node's PeerGet or PeerGetMulti may wait for a load on the owner, which can take
-// longer than a round trip (up to the owner's load timeout). With `lateTicks` (the client's
+// longer than a round trip (up to the owner's load timeout). With `loadTicks` (the client's
 // `loadWaitMs`), such a call past the timeout is kept waiting while THIS connection had a reply
 // within a timeout: else a slow load would be given up at the timeout and loaded again by the
-// caller, a load per member instead of one, and counted as a failure of a peer that works. The
+// caller, a load per member instead of one, and counted as a failure of a peer that works. A
+// PeerGetMulti may wait for as many load waits in turn as its caller said (PendingCalls.loadWaits:
+// the node loads its keys a window at a time, so a part of many cold keys takes several loads'
+// time; one wait gave it up while the owner was still loading it, and the caller loaded every
+// key again). The
 // client keeps the connection answering while such calls wait: a PeerPing on it once it has been
 // quiet for half a timeout (`needsLiveness`, PeerPings.pingLiveness), which a node answers at
 // once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
@@ -95,12 +99,13 @@ export class CallTimeouts {
    * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. A sent PeerGet or PeerGetMulti
    * is kept instead (LATE) while this connection had a reply within `timeoutTicks` (or, when the
    * node may be holding it, `peerAlive`: some connection of the client did) and it is not
-   * `lateTicks` old (see the header). Returns whether
+   * `timeoutTicks` + its load waits (PendingCalls.loadWaits) times `loadTicks` old (see the
+   * header). Returns whether
    * it abandoned any: the client counts one failure per sweep that did, however many calls and
    * connections (calls sent together time out together, and a burst of slow calls must not mark
    * down a peer that answered others in between).
    */
-  sweep(tick: number, timeoutTicks: number, lateTicks = 0, peerAlive = false): boolean {
+  sweep(tick: number, timeoutTicks: number, loadTicks = 0, peerAlive = false): boolean {
     const p = this.conn.pending;
     let error: CacheError | null = null;
     let counted = false; // a call of the application that was sent timed out (not only a ping of the client's)
@@ -110,19 +115,22 @@ export class CallTimeouts {
     // timing out there is taken out, never to be sent: told it failed, it must not be applied later.
     const unsent = this.conn.state !== CONN_OPEN;
     let timedOut: TimedOut | null = null;
-    const alive = lateTicks > timeoutTicks && (this.quietTicks <= timeoutTicks || (peerAlive && this.mayBeHeld()));
+    const alive = loadTicks > 0 && (this.quietTicks <= timeoutTicks || (peerAlive && this.mayBeHeld()));
     const mayWait = !unsent && alive;
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
-      if (mayWait && MAY_LOAD.has(p.method[slot]!) && tick - p.issuedAt[slot]! <= lateTicks) {
-        p.lateWait(slot);
-        continue;
+      if (mayWait && MAY_LOAD.has(p.method[slot]!)) {
+        const until = p.issuedAt[slot]! + timeoutTicks + p.loadWaits[slot]! * loadTicks;
+        if (tick <= until) {
+          p.lateWait(slot, until);
+          continue;
+        }
       }
       error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
       if (slot === this.conn.revivalSlot) revival = true;
       if (this.timeOut(slot, unsent, (timedOut ??= newTimedOut()))) counted = true;
     }
-    while (p.lateHead >= 0 && (!alive || tick - p.issuedAt[p.lateHead]! > lateTicks)) {
+    while (p.lateHead >= 0 && (!alive || tick > p.lateUntil[p.lateHead]!)) {
       error ??= unavailable(`timeout calling ${hostPort(this.endpoint.host, this.endpoint.port)}`);
       if (this.timeOut(p.lateHead, false, (timedOut ??= newTimedOut()))) counted = true;
     }

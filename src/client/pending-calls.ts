@@ -1,9 +1,9 @@
 // PendingCalls: the pool of in-flight call records of one client connection, keyed by seqid.
 //
 // Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
-// deadline-list links), two object arrays for the completion target (a forward callback or a
-// promise's resolvers), and a typed-array stack of free slots. Everything grows by doubling, up
-// to MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
+// load waits, late deadline, deadline-list links), two object arrays for the completion target (a
+// forward callback or a promise's resolvers), and a typed-array stack of free slots. Everything
+// grows by doubling, up to MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
 //
 // Seqid = (generation << SLOT_BITS) | slot, so the slot of a reply is `seqid & SLOT_MASK` with
 // no map, and the generation (1..MAX_GENERATION, bumped on each reuse of the slot) makes a seqid
@@ -16,8 +16,11 @@
 // is a protocol violation. WAITING slots are linked in issue order (`prev`/`next`, -1 = nil);
 // since every call of a connection has the same timeout, that is also deadline order and the
 // sweep stops at the first call that is not yet due. A call the sweep lets wait past the timeout
-// (a peer's load, see CallTimeouts.sweep) turns LATE and moves to a second list, also in issue
-// order: all LATE calls share one longer deadline.
+// (a peer's load, see CallTimeouts.sweep) turns LATE and moves to a second list, in order of its
+// own longer deadline (`lateUntil`): a PeerGetMulti may wait for several loads in turn
+// (`loadWaits`), a PeerGet for one, so a call may be due before one issued earlier. Calls turn
+// LATE in issue order and mostly with the latest deadline yet, so each is linked from the tail
+// in a step or two.
 
 import type { CacheError } from "../protocol/errors.ts";
 
@@ -55,6 +58,14 @@ const INITIAL_SLOTS = 256;
 
 type Slot = number;
 
+/**
+ * loadWaitsOf is how many load waits in turn a PeerGetMulti of `keys` keys may take on a node that
+ * loads its misses `loadsAtOnce` at a time: with every load as long as the longest, one per window.
+ */
+export function loadWaitsOf(keys: number, loadsAtOnce: number): number {
+  return Math.max(1, Math.ceil(keys / loadsAtOnce));
+}
+
 export class PendingCalls {
   state = new Uint8Array(INITIAL_SLOTS);
   method = new Uint8Array(INITIAL_SLOTS);
@@ -63,6 +74,13 @@ export class PendingCalls {
   issuedAt = new Float64Array(INITIAL_SLOTS);
   /** entries: the most map entries the call's reply may hold (a GetMulti's keys; else -1: no map). */
   entries = new Int32Array(INITIAL_SLOTS);
+  /**
+   * loadWaits: how many of the node's load waits in turn the call may wait past its timeout, if
+   * it may load (CallTimeouts): 1, more for a PeerGetMulti of many keys (loadWaitsOf; its caller's).
+   */
+  loadWaits = new Int32Array(INITIAL_SLOTS);
+  /** lateUntil: the last sweep tick a LATE call may wait to (set by `lateWait`). */
+  lateUntil = new Float64Array(INITIAL_SLOTS);
   private prev = new Int32Array(INITIAL_SLOTS).fill(-1);
   private next = new Int32Array(INITIAL_SLOTS).fill(-1);
   readonly forward: (ForwardCallback | null)[] = [];
@@ -136,11 +154,18 @@ export class PendingCalls {
     this.abandoned++;
   }
 
-  /** lateWait moves the WAITING call `slot` to the LATE list (it waits past the timeout). */
-  lateWait(slot: Slot): void {
+  /**
+   * lateWait moves the WAITING call `slot` to the LATE list (it waits past the timeout) until tick
+   * `until`, linked after the LATE calls due no later, before those due after it.
+   */
+  lateWait(slot: Slot, until: number): void {
     this.unlink(slot);
     this.state[slot] = SLOT_LATE;
-    this.append(slot, LATE_LIST);
+    this.lateUntil[slot] = until;
+    let after = this.ends[LATE_LIST + 1]!;
+    while (after >= 0 && this.lateUntil[after]! > until) after = this.prev[after]!;
+    if (after === this.ends[LATE_LIST + 1]) this.append(slot, LATE_LIST);
+    else this.linkAfter(slot, after);
     this.late++;
   }
 
@@ -193,6 +218,16 @@ export class PendingCalls {
     this.ends[list + 1] = slot;
   }
 
+  /** linkAfter links `slot` into the LATE list after `after` (-1: as its oldest), which is not its newest. */
+  private linkAfter(slot: Slot, after: Slot): void {
+    const next = after >= 0 ? this.next[after]! : this.ends[LATE_LIST]!;
+    this.prev[slot] = after;
+    this.next[slot] = next;
+    this.prev[next] = slot;
+    if (after >= 0) this.next[after] = slot;
+    else this.ends[LATE_LIST] = slot;
+  }
+
   /** unlink takes a WAITING or LATE slot out of its list (a LATE one stops counting as late). */
   private unlink(slot: Slot): void {
     const list = this.state[slot] === SLOT_LATE ? LATE_LIST : WAITING_LIST;
@@ -214,6 +249,8 @@ export class PendingCalls {
       this.generation = resize(this.generation, capacity);
       this.issuedAt = resize(this.issuedAt, capacity);
       this.entries = resize(this.entries, capacity);
+      this.loadWaits = resize(this.loadWaits, capacity);
+      this.lateUntil = resize(this.lateUntil, capacity);
       this.prev = resize(this.prev, capacity);
       this.next = resize(this.next, capacity);
       this.free = resize(this.free, capacity);
@@ -240,17 +277,18 @@ export class PendingCalls {
     }
     if (waiting + late !== this.waiting || late !== this.late || abandoned !== this.abandoned) throw new Error("PendingCalls: counts disagree with states");
     if (this.freeTop + waiting + late + abandoned !== this.capacity) throw new Error("PendingCalls: free stack size wrong");
-    this.checkList(this.head, this.tail, SLOT_WAITING, waiting);
-    this.checkList(this.lateHead, this.lateTail, SLOT_LATE, late);
+    this.checkList(this.head, this.tail, SLOT_WAITING, waiting, this.issuedAt);
+    this.checkList(this.lateHead, this.lateTail, SLOT_LATE, late, this.lateUntil);
   }
 
-  private checkList(head: Slot, tail: Slot, state: number, count: number): void {
+  /** checkList checks a list's links, that it holds every slot of `state`, and its order by `order` (issue tick, or deadline). */
+  private checkList(head: Slot, tail: Slot, state: number, count: number, order: Float64Array): void {
     let linked = 0;
     let last = -1;
     for (let s = head; s >= 0; s = this.next[s]!) {
       if (this.state[s] !== state) throw new Error("PendingCalls: a linked slot is in another state");
       if (this.prev[s] !== last) throw new Error("PendingCalls: broken prev link");
-      if (last >= 0 && this.issuedAt[s]! < this.issuedAt[last]!) throw new Error("PendingCalls: list out of issue order");
+      if (last >= 0 && order[s]! < order[last]!) throw new Error("PendingCalls: list out of order");
       last = s;
       if (++linked > this.capacity) throw new Error("PendingCalls: cycle");
     }

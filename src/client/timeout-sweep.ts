@@ -28,8 +28,11 @@ export class TimeoutSweep {
   readonly tickMs: number;
   /** timeoutTicks: the timeout in whole ticks (TIMEOUT_TICKS, or fewer: a timeout of 11 ms is 6 ticks of 2 ms, not 10). */
   readonly timeoutTicks: number;
-  /** lateTicks: how old (in ticks) a late PeerGet may grow (0: none waits late; see loadWaitMs). */
-  readonly lateTicks: number;
+  /**
+   * loadTicks: how much older than the timeout (in ticks) a late PeerGet may grow, a PeerGetMulti
+   * that many per load wait it may take (0: none waits late; see loadWaitMs).
+   */
+  readonly loadTicks: number;
   /** retired: connections replaced while calls were on them (`replace`), closed once those settle. */
   readonly retired: ClientConnection[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -49,7 +52,7 @@ export class TimeoutSweep {
   ) {
     this.tickMs = Math.max(1, Math.ceil(timeoutMs / TIMEOUT_TICKS));
     this.timeoutTicks = Math.ceil(timeoutMs / this.tickMs);
-    this.lateTicks = loadWaitMs > 0 ? this.timeoutTicks + Math.ceil(loadWaitMs / this.tickMs) : 0;
+    this.loadTicks = Math.ceil(loadWaitMs / this.tickMs);
   }
 
   /** running tells whether the sweep timer runs (a call in flight needs it for its timeout). */
@@ -62,7 +65,7 @@ export class TimeoutSweep {
     // The ticks stood still while nothing waited: what was last heard is at least half a timeout
     // old now, so calls that wait unanswered get a liveness ping at the first sweep (else a node
     // that stopped while the client was idle would have its late calls wait half a timeout more).
-    if (this.lateTicks > 0) for (const conn of this.conns) conn.timeouts.assumeQuiet(this.timeoutTicks / 2);
+    if (this.loadTicks > 0) for (const conn of this.conns) conn.timeouts.assumeQuiet(this.timeoutTicks / 2);
     this.timer = setInterval(() => this.sweep(), this.tickMs);
   }
 
@@ -87,14 +90,14 @@ export class TimeoutSweep {
     for (const conn of conns) quietest = Math.min(quietest, conn.timeouts.noteSweep());
     for (const old of retired) quietest = Math.min(quietest, old.timeouts.noteSweep());
     const peerAlive = quietest <= this.timeoutTicks;
-    if (this.lateTicks > 0) for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
+    if (this.loadTicks > 0) for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
     for (let i = 0; i < conns.length; i++) {
-      if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
+      if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.loadTicks, peerAlive)) timedOut = true;
       if (conns[i]!.timeouts.quiet) this.replace(i);
     }
     if (retired.length > 0) {
       // (A sweep may mark the peer down, and onDown empties `retired`: sweep a copy.)
-      for (const old of retired.slice()) if (old.timeouts.sweep(tick, this.timeoutTicks, this.lateTicks, peerAlive)) timedOut = true;
+      for (const old of retired.slice()) if (old.timeouts.sweep(tick, this.timeoutTicks, this.loadTicks, peerAlive)) timedOut = true;
       for (let i = retired.length - 1; i >= 0; i--) {
         const old = retired[i]!;
         if (old.pending.waiting > 0) continue;

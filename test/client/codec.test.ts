@@ -262,7 +262,7 @@ describe("PendingCalls", () => {
         } else if (op === 9 && p.head >= 0) {
           // The sweep lets the oldest waiting call wait late.
           const slot = p.head;
-          p.lateWait(slot);
+          p.lateWait(slot, tick + rng.int(64)); // (a deadline of its own: linked in deadline order)
           model.get(p.seqidOf(slot))!.state = SLOT_LATE;
           late++;
           expect(p.state[slot]).toBe(SLOT_LATE);

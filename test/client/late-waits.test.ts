@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { METHOD_PEER_PING } from "../../src/protocol/request.ts";
 import { StubServer, getReply, rejection, serve } from "./support.ts";
 
@@ -93,5 +94,68 @@ describe("late waits are judged per connection", () => {
     const [a, b] = await Promise.all([client.peerGetMulti("g", ["k"]), client.peerGetMulti("g", ["k", "x"])]);
     expect([...a.keys, ...b.keys].map((k) => new TextDecoder().decode(k))).toEqual(["k", "k"]);
     expect(client.counters.timeouts).toBe(0);
+  });
+});
+
+/** partOf lays `keys` out as a routed GetMulti's part (EntryRanges), as routed-parts.ts hands them to peerGetMultiOf. */
+function partOf(keys: string[]): EntryRanges {
+  const src = enc.encode(keys.join(""));
+  const items = new Int32Array(keys.length * 4);
+  let at = 0;
+  keys.forEach((k, i) => {
+    items[i * 4] = at;
+    items[i * 4 + 1] = k.length;
+    at += k.length;
+  });
+  return { src, items, indexes: keys.map((_, i) => i), from: 0, to: keys.length };
+}
+
+describe("a PeerGetMulti waits a load wait per window of its keys (the owner loads a part's misses a window at a time)", () => {
+  // The stub answers each PeerGetMulti 600 ms after it came (6 timeouts), pings at once; the
+  // load wait is two timeouts, so a call gives up at about 300 ms with one wait, 500 with two, 700
+  // with three.
+  for (const { loadsAtOnce, waited } of [
+    { loadsAtOnce: 1, waited: true }, // 3 keys, one at a time: three load waits
+    { loadsAtOnce: 2, waited: false }, // two
+    { loadsAtOnce: 3, waited: false }, // all at once: one, as a PeerGet
+  ]) {
+    test(`3 keys loaded ${loadsAtOnce} at a time: ${waited ? "waited for" : "timed out"}`, async () => {
+      const stub = stubServer();
+      stub.handler = (c, s) => {
+        if (c.name !== "PeerGetMulti") return serve(c, s);
+        setTimeout(() => s.write(c.conn, serve(c, s)), 600);
+        return null;
+      };
+      const client = peerClient(stub, 200);
+      await client.set("g", "w", "v", undefined, { peer: true });
+      const call = client.peerGetMultiOf("g", partOf(["k", "x", "y"]), loadsAtOnce);
+      if (waited) {
+        expect((await call).count).toBe(1); // "k"
+        expect(client.counters.timeouts).toBe(0);
+      } else {
+        expect((await rejection(call)).message).toContain("timeout");
+        expect(client.counters.timeouts).toBe(1);
+      }
+    });
+  }
+
+  test("a late PeerGet sent after a PeerGetMulti of a longer wait times out at its own deadline, not the PeerGetMulti's", async () => {
+    // The stub never answers the PeerGet (a load that hangs past its timeout, or a lost reply)
+    // and answers the PeerGetMulti 350 ms on, pings at once: both wait late on one connection.
+    const stub = stubServer();
+    stub.handler = (c, s) => {
+      if (c.name === "PeerGet") return null;
+      if (c.name !== "PeerGetMulti") return serve(c, s);
+      setTimeout(() => s.write(c.conn, serve(c, s)), 350);
+      return null;
+    };
+    const client = peerClient(stub, 100);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const settled: string[] = [];
+    const multi = client.peerGetMultiOf("g", partOf(["k", "x", "y"]), 1).then(() => settled.push("PeerGetMulti answered"));
+    const get = rejection(client.get("g", "k", { peer: true })).then((e) => settled.push(`PeerGet failed: ${e.message}`));
+    await Promise.all([multi, get]);
+    expect(settled).toEqual([expect.stringMatching(/^PeerGet failed: timeout/), "PeerGetMulti answered"]);
+    expect(stub.calls.find((c) => c.name === "PeerGet")!.conn).toBe(stub.calls.find((c) => c.name === "PeerGetMulti")!.conn);
   });
 });
