@@ -40,7 +40,7 @@ export interface PeerClient {
   set(group: string, key: Uint8Array, value: Uint8Array, ttlMs: number, opts: { peer: boolean }): Promise<void>;
   delete(group: string, key: Uint8Array, opts: { peer: boolean }): Promise<boolean>;
   clear(group: string, opts: { peer: boolean }): Promise<void>;
-  peerGetMultiOf(group: string, part: EntryRanges): Promise<RawEntries>;
+  peerGetMultiOf(group: string, part: EntryRanges, loadsAtOnce?: number): Promise<RawEntries>; // (loadsAtOnce: CacheClient's)
   peerSetMultiOf(group: string, part: EntryRanges, ttlMs: number): Promise<void>;
   invalidate(group: string, keys: readonly Uint8Array[], all?: boolean): Promise<number>;
   /** ping, with `lease`, asks the peer to vouch for this node (leases.ts); a client without it gets no lease checks. */

@@ -70,9 +70,11 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
     if (forward.length === 0) continue;
     group.countRouted(forward.length, false);
     cluster.counters.forwarded++;
-    // In parts of at most PART_BYTES, read from the request (routed-parts.ts).
+    // In parts of at most PART_BYTES, read from the request (routed-parts.ts). The owner loads a
+    // part's misses its group's window at a time (members share a group's config): its client
+    // waits for the part while the owner answers, a load wait per window of keys.
     for (const part of parts(req, forward, false, reply.maxMultiBytes)) {
-      work.push(client.peerGetMultiOf(group.name, part).then(
+      work.push(client.peerGetMultiOf(group.name, part, group.multiLoadWindow).then(
         (raw) => {
           req.hold(found.take(part, raw)); // (held until the reply is written, like the local part's)
         },

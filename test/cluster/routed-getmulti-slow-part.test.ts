@@ -1,0 +1,114 @@
+/**
+ * A routed GetMulti whose part for another owner is many cold keys of slow loads: the owner loads
+ * a PeerGetMulti's misses a window at a time (32 by default), so the part takes several loads'
+ * time, longer than one load's wait. The forwarder must wait for it while the owner answers, as it
+ * waits for a single slow PeerGet: each key loaded once, by its owner, the client given every
+ * value, no peer error counted. Before, the forwarder gave up on the owner at the timeout plus
+ * one load's wait (0.7 s here, against ~1 s of loads), counted a peer error and loaded the whole
+ * part itself: each key loaded twice. An owner that answers nothing still fails the part at the
+ * timeout, however many keys it has, and the forwarder loads them.
+ */
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { type Socket, listen } from "bun";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import type { Loader } from "../../src/cluster/loader.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import type { NodeConfig } from "../../src/server/config.ts";
+import { LogSink } from "../server/support.ts";
+import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+const utf8 = new TextEncoder();
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+/** countingLoader loads `${name}:${key}` after `ms`, noting in `calls` under each key the nodes that loaded it. */
+function countingLoader(name: string, ms: number, calls: Map<string, string[]>): Loader {
+  return async (key) => {
+    const by = calls.get(key);
+    if (by === undefined) calls.set(key, [name]);
+    else by.push(name);
+    await Bun.sleep(ms);
+    return `${name}:${key}`;
+  };
+}
+
+function startNode(port: number, ids: string[], loader: Loader, extra: Partial<NodeConfig> = {}): CacheNode {
+  const n = CacheNode.start(
+    {
+      port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 200, loadTimeoutMs: 500,
+      groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra,
+    },
+    { logger: new LogSink().logger, loaders: { g: loader } },
+  );
+  open.push(n);
+  return n;
+}
+
+/** keysOwnedBy returns `count` keys `${prefix}N` that `node`'s ring gives to `owner`. */
+function keysOwnedBy(node: CacheNode, owner: string, prefix: string, count: number): string[] {
+  const keys: string[] = [];
+  for (let i = 0; keys.length < count; i++) {
+    const key = `${prefix}${i}`;
+    if (node.cluster!.owner(utf8.encode(key), 0, key.length) === owner) keys.push(key);
+  }
+  return keys;
+}
+
+function client(port: number): CacheClient {
+  const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 10_000 });
+  open.push(c);
+  return c;
+}
+
+describe("a routed GetMulti part of many slow cold keys", () => {
+  test("waits for the owner's loads, a window at a time: each key loaded once, every value answered, no peer error", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`];
+    const calls = new Map<string, string[]>();
+    // 300 keys of 100 ms loads, 32 at a time: ~1 s on the owner, against 200 ms of peer timeout
+    // and 500 ms of load timeout (one load's wait: 0.7 s in all).
+    const a = startNode(pa, ids, countingLoader("A", 100, calls));
+    startNode(pb, ids, countingLoader("B", 100, calls));
+    const keys = keysOwnedBy(a, ids[1]!, "cold", 300);
+    const found = await client(pa).getMulti("g", keys);
+    const loadedTwice = [...calls].filter(([, by]) => by.length !== 1).length;
+    expect(loadedTwice).toBe(0);
+    expect(found.size).toBe(keys.length);
+    for (const k of keys) expect(text(found.get(k) ?? new Uint8Array())).toBe(`B:${k}`);
+    expect([...calls].filter(([, by]) => by[0] !== "B")).toEqual([]);
+    expect([...calls.keys()].sort()).toEqual(keys.slice().sort());
+    expect(a.cluster!.counters.peerErrors).toBe(0);
+    expect(a.cluster!.counters.fallbackLoads).toBe(0);
+    const peer = a.cluster!.peer(ids[1]!) as CacheClient;
+    expect(peer.isDown).toBe(false);
+    expect(peer.counters.timeouts).toBe(0);
+  });
+
+  test("an owner that answers nothing still fails the part at the timeout, not the part's longer wait", async () => {
+    // The silent member reads what it is sent and never answers (a hung process). With a load
+    // timeout of 30 s, a part of 300 keys may wait minutes for a live owner: waited out here,
+    // it would outlast this test's timeout.
+    const [pa] = freePorts(1) as [number];
+    const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
+    open.push({ close: async () => silent.stop(true) });
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
+    const calls = new Map<string, string[]>();
+    const a = startNode(pa, ids, countingLoader("A", 1, calls), { loadTimeoutMs: 30_000 });
+    const keys = keysOwnedBy(a, ids[1]!, "hung", 300);
+    const t0 = performance.now();
+    const found = await client(pa).getMulti("g", keys);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(found.size).toBe(keys.length);
+    for (const k of keys) expect(text(found.get(k) ?? new Uint8Array())).toBe(`A:${k}`);
+    expect([...calls].filter(([, by]) => by.length !== 1 || by[0] !== "A")).toEqual([]);
+    expect(calls.size).toBe(keys.length);
+    expect(a.cluster!.counters.peerErrors).toBe(1);
+    expect(a.cluster!.counters.fallbackLoads).toBe(keys.length);
+  });
+});
