@@ -29,7 +29,8 @@
 // other connections prove nothing about this one: a half-open socket, or a connection the node
 // holds behind a stuck call, would keep its calls, and every new one, waiting the whole load wait.
 // The exception is a connection the node may itself serve in order (`mayBeHeld`: it has more calls
-// that load in flight than a node answers out of order), where the ping waits behind the loads:
+// that load in flight than a node answers out of order, or a PeerGetMulti too long to be answered
+// out of order), where the ping waits behind the loads:
 // its calls wait while the peer answers on any connection (`peerAlive`).
 
 import { hostPort, readI32 } from "../bytes/bytes.ts";
@@ -53,6 +54,8 @@ const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_
  * connection in order until a load ends.
  */
 const NODE_MAX_DETACHED = 128;
+/** NODE_DETACH_MAX_MULTI_BYTES: a node serves a PeerGetMulti of a longer message in order (LoadWaits' DETACH_MAX_MULTI_MESSAGE_BYTES). */
+const NODE_DETACH_MAX_MULTI_BYTES = 64 * 1024;
 
 export class CallTimeouts {
   /** replied: a reply came on this connection since the last sweep (ClientConnection.onReply); quietTicks: sweeps without one. */
@@ -202,12 +205,13 @@ export class CallTimeouts {
   /**
    * mayBeHeld tells whether the node may be serving this connection in order behind a load, so
    * that nothing on it, a ping included, is answered before that load ends: more calls in flight
-   * than it answers out of order, or two PeerGetMultis (NODE_MAX_DETACHED). (A PeerGetMulti of over
-   * 64 KiB, which a node also serves in order, is not told apart.)
+   * than it answers out of order, or two PeerGetMultis (NODE_MAX_DETACHED), or one of over 64 KiB
+   * (NODE_DETACH_MAX_MULTI_BYTES: a routed GetMulti's part of a few thousand keys; before, it was
+   * not told apart, so its ping, held behind it, went unanswered and it failed at the timeout).
    */
   mayBeHeld(): boolean {
     const p = this.conn.pending;
-    return p.waiting > NODE_MAX_DETACHED || p.count(METHOD_PEER_GET_MULTI, 2) === 2;
+    return p.waiting > NODE_MAX_DETACHED || p.count(METHOD_PEER_GET_MULTI, 2) === 2 || p.anyLonger(METHOD_PEER_GET_MULTI, NODE_DETACH_MAX_MULTI_BYTES);
   }
 }
 

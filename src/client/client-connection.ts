@@ -123,15 +123,17 @@ export class ClientConnection {
   }
 
   /**
-   * endCall finishes the call of `slot`, records where its outcome goes (and its `loadWaits`:
-   * PendingCalls'), and gets it sent.
+   * endCall finishes the call of `slot`, records where its outcome goes (and its length and
+   * `loadWaits`: PendingCalls'), and gets it sent.
    * Returns null, or the error when the call is larger than the frame limit (it is dropped).
    */
   endCall(slot: number, forward: ForwardCallback | null, waiter: Waiter | null, loadWaits = 1): CacheError | null {
-    if (this.calls.end(this.endpoint.limits.maxFrameBytes) < 0) { // dropped: not sent
+    const bytes = this.calls.end(this.endpoint.limits.maxFrameBytes);
+    if (bytes < 0) { // dropped: not sent
       this.pending.release(slot);
       return new CacheError(ERROR_CODE.VALUE_TOO_LARGE, "call larger than the frame limit");
     }
+    this.pending.bytes[slot] = bytes;
     this.pending.forward[slot] = forward;
     this.pending.waiter[slot] = waiter;
     this.pending.entries[slot] = this.calls.listed;

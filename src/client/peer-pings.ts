@@ -156,7 +156,10 @@ export class PeerPings {
    * count theirs), unless one is in flight there. Its answer lets them wait past the timeout;
    * none within a timeout fails them and gets the connection replaced (CallTimeouts.sweep).
    * A connection the node may be holding in order (`mayBeHeld`) cannot answer before its loads
-   * end: the ping goes on another connection, which tells that the node is there (`peerAlive`).
+   * end: the ping goes on another connection, which tells that the node is there (`peerAlive`);
+   * with none usable, one backing off whose backoff is over is revived, its ping telling as much
+   * (after a connect failed, say while the node was starting, only the calls' connection was
+   * connected again, and a long PeerGetMulti held it: nothing asked, it failed at the timeout).
    */
   pingLiveness(conn: ClientConnection): void {
     if (this.isClosed() || this.health.down) return;
@@ -166,7 +169,12 @@ export class PeerPings {
       for (const other of this.conns) {
         if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
       }
-      if (target === null || target.timeouts.quietFor < this.timeouts.timeoutTicks / 2) return; // (the node answered there lately)
+      if (target === null) {
+        const revivable = this.conns.find((other) => other !== conn && other.revivable);
+        if (revivable !== undefined) this.revive(revivable);
+        return;
+      }
+      if (target.timeouts.quietFor < this.timeouts.timeoutTicks / 2) return; // (the node answered there lately)
     }
     if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }

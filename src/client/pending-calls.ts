@@ -1,7 +1,7 @@
 // PendingCalls: the pool of in-flight call records of one client connection, keyed by seqid.
 //
 // Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
-// load waits, late deadline, deadline-list links), two object arrays for the completion target (a
+// message length, load waits, late deadline, deadline-list links), two object arrays for the completion target (a
 // forward callback or a promise's resolvers), and a typed-array stack of free slots. Everything
 // grows by doubling, up to MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
 //
@@ -74,6 +74,8 @@ export class PendingCalls {
   issuedAt = new Float64Array(INITIAL_SLOTS);
   /** entries: the most map entries the call's reply may hold (a GetMulti's keys; else -1: no map). */
   entries = new Int32Array(INITIAL_SLOTS);
+  /** bytes: the length of the call's message (a node serves a long PeerGetMulti in order: CallTimeouts.mayBeHeld). */
+  bytes = new Int32Array(INITIAL_SLOTS);
   /**
    * loadWaits: how many of the node's load waits in turn the call may wait past its timeout, if
    * it may load (CallTimeouts): 1, more for a PeerGetMulti of many keys (loadWaitsOf; its caller's).
@@ -208,6 +210,13 @@ export class PendingCalls {
     return n;
   }
 
+  /** anyLonger tells whether a WAITING or LATE call of `method` has a message longer than `bytes`. */
+  anyLonger(method: number, bytes: number): boolean {
+    for (let slot = this.head; slot >= 0; slot = this.next[slot]!) if (this.method[slot] === method && this.bytes[slot]! > bytes) return true;
+    for (let slot = this.lateHead; slot >= 0; slot = this.next[slot]!) if (this.method[slot] === method && this.bytes[slot]! > bytes) return true;
+    return false;
+  }
+
   /** append links `slot` as the newest of `list` (WAITING_LIST or LATE_LIST). */
   private append(slot: Slot, list: number): void {
     const tail = this.ends[list + 1]!;
@@ -249,6 +258,7 @@ export class PendingCalls {
       this.generation = resize(this.generation, capacity);
       this.issuedAt = resize(this.issuedAt, capacity);
       this.entries = resize(this.entries, capacity);
+      this.bytes = resize(this.bytes, capacity);
       this.loadWaits = resize(this.loadWaits, capacity);
       this.lateUntil = resize(this.lateUntil, capacity);
       this.prev = resize(this.prev, capacity);

@@ -5,8 +5,10 @@
  * waits for a single slow PeerGet: each key loaded once, by its owner, the client given every
  * value, no peer error counted. Before, the forwarder gave up on the owner at the timeout plus
  * one load's wait (0.7 s here, against ~1 s of loads), counted a peer error and loaded the whole
- * part itself: each key loaded twice. An owner that answers nothing still fails the part at the
- * timeout, however many keys it has, and the forwarder loads them.
+ * part itself: each key loaded twice. A part of over 64 KiB, which the owner serves in order, holds
+ * the liveness ping sent behind it: its wait is judged by a ping on another connection (before,
+ * it failed at the timeout). An owner that answers nothing still fails the part at the timeout,
+ * however many keys it has, and the forwarder loads them.
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { type Socket, listen } from "bun";
@@ -90,25 +92,46 @@ describe("a routed GetMulti part of many slow cold keys", () => {
     expect(peer.counters.timeouts).toBe(0);
   });
 
-  test("an owner that answers nothing still fails the part at the timeout, not the part's longer wait", async () => {
-    // The silent member reads what it is sent and never answers (a hung process). With a load
-    // timeout of 30 s, a part of 300 keys may wait minutes for a live owner: waited out here,
-    // it would outlast this test's timeout.
-    const [pa] = freePorts(1) as [number];
-    const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
-    open.push({ close: async () => silent.stop(true) });
-    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
+  test("so does a part of over 64 KiB, which the owner serves in order (its pings wait behind it)", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`];
     const calls = new Map<string, string[]>();
-    const a = startNode(pa, ids, countingLoader("A", 1, calls), { loadTimeoutMs: 30_000 });
-    const keys = keysOwnedBy(a, ids[1]!, "hung", 300);
-    const t0 = performance.now();
+    const a = startNode(pa, ids, countingLoader("A", 100, calls));
+    startNode(pb, ids, countingLoader("B", 100, calls));
+    // 330 keys of 200 bytes: a PeerGetMulti of over 64 KiB (DETACH_MAX_MULTI_MESSAGE_BYTES), ~1.1 s of loads.
+    const keys = keysOwnedBy(a, ids[1]!, `${"x".repeat(195)}-`, 330);
     const found = await client(pa).getMulti("g", keys);
-    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect([...calls].filter(([, by]) => by.length !== 1).length).toBe(0);
     expect(found.size).toBe(keys.length);
-    for (const k of keys) expect(text(found.get(k) ?? new Uint8Array())).toBe(`A:${k}`);
-    expect([...calls].filter(([, by]) => by.length !== 1 || by[0] !== "A")).toEqual([]);
-    expect(calls.size).toBe(keys.length);
-    expect(a.cluster!.counters.peerErrors).toBe(1);
-    expect(a.cluster!.counters.fallbackLoads).toBe(keys.length);
+    for (const k of keys) expect(text(found.get(k) ?? new Uint8Array())).toBe(`B:${k}`);
+    expect(a.cluster!.counters.peerErrors).toBe(0);
+    expect((a.cluster!.peer(ids[1]!) as CacheClient).counters.timeouts).toBe(0);
   });
+
+  for (const { what, prefix } of [
+    { what: "a part of 330 short keys", prefix: "hung" },
+    { what: "a part of over 64 KiB (its pings go on another connection)", prefix: `${"h".repeat(195)}-` },
+  ]) {
+    test(`an owner that answers nothing still fails ${what} at the timeout, not the part's longer wait`, async () => {
+      // The silent member reads what it is sent and never answers (a hung process). With a load
+      // timeout of 30 s, a part of 330 keys may wait minutes for a live owner: waited out here,
+      // it would outlast this test's timeout.
+      const [pa] = freePorts(1) as [number];
+      const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
+      open.push({ close: async () => silent.stop(true) });
+      const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
+      const calls = new Map<string, string[]>();
+      const a = startNode(pa, ids, countingLoader("A", 1, calls), { loadTimeoutMs: 30_000 });
+      const keys = keysOwnedBy(a, ids[1]!, prefix, 330);
+      const t0 = performance.now();
+      const found = await client(pa).getMulti("g", keys);
+      expect(performance.now() - t0).toBeLessThan(5_000);
+      expect(found.size).toBe(keys.length);
+      for (const k of keys) expect(text(found.get(k) ?? new Uint8Array())).toBe(`A:${k}`);
+      expect([...calls].filter(([, by]) => by.length !== 1 || by[0] !== "A")).toEqual([]);
+      expect(calls.size).toBe(keys.length);
+      expect(a.cluster!.counters.peerErrors).toBe(1);
+      expect(a.cluster!.counters.fallbackLoads).toBe(keys.length);
+    });
+  }
 });
