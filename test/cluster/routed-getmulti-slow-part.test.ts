@@ -108,6 +108,24 @@ describe("a routed GetMulti part of many slow cold keys", () => {
     expect((a.cluster!.peer(ids[1]!) as CacheClient).counters.timeouts).toBe(0);
   });
 
+  test("three at once, on one peer connection (the owner answers one out of order and serves the others in turn): each key loaded once", async () => {
+    const [pa, pb] = freePorts(2) as [number, number];
+    const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`];
+    const calls = new Map<string, string[]>();
+    const a = startNode(pa, ids, countingLoader("A", 100, calls));
+    startNode(pb, ids, countingLoader("B", 100, calls));
+    const sets = ["p", "q", "r"].map((prefix) => keysOwnedBy(a, ids[1]!, prefix, 300));
+    const c = client(pa);
+    const founds = await Promise.all(sets.map((keys) => c.getMulti("g", keys)));
+    expect([...calls].filter(([, by]) => by.length !== 1).length).toBe(0);
+    sets.forEach((keys, n) => {
+      expect(founds[n]!.size).toBe(keys.length);
+      for (const k of keys) expect(text(founds[n]!.get(k) ?? new Uint8Array())).toBe(`B:${k}`);
+    });
+    expect(a.cluster!.counters.peerErrors).toBe(0);
+    expect((a.cluster!.peer(ids[1]!) as CacheClient).counters.timeouts).toBe(0);
+  });
+
   for (const { what, prefix } of [
     { what: "a part of 330 short keys", prefix: "hung" },
     { what: "a part of over 64 KiB (its pings go on another connection)", prefix: `${"h".repeat(195)}-` },
