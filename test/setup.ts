@@ -1,6 +1,6 @@
 /**
- * Test preload (bunfig.toml): makes sure the stock Apache Thrift JS code that the interop tests
- * use is generated from thrift/*.thrift by the official compiler. On a fresh Debian machine
+ * Test preload (bunfig.toml): makes sure the stock Apache Thrift JS and Python code that the
+ * interop tests use is generated from thrift/*.thrift by the official compiler. On a fresh Debian machine
  * where the compiler is missing and we are root, it installs Debian's `thrift-compiler` first;
  * otherwise it fails with the command to run, never silently skipping the interop tests.
  */
@@ -8,14 +8,15 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 const root = join(import.meta.dir, "..");
-const generated = join(root, "test/gen/cache/GroupCache.js");
+// The JS code, and the Python code of the python-interop test (a test/gen made before gen.sh wrote it has none).
+const generated = ["test/gen/cache/GroupCache.js", "test/gen/py/cache/GroupCache.py"].map((f) => join(root, f));
 const sources = ["thrift/cache.thrift", "thrift/seed/groupcache.thrift", "thrift/gen.sh"].map((f) => join(root, f));
 
 function run(cmd: string[]): boolean {
   return Bun.spawnSync(cmd, { cwd: root, stdout: "inherit", stderr: "inherit" }).exitCode === 0;
 }
 
-const stale = !existsSync(generated) || sources.some((s) => statSync(s).mtimeMs > statSync(generated).mtimeMs);
+const stale = generated.some((g) => !existsSync(g) || sources.some((s) => statSync(s).mtimeMs > statSync(g).mtimeMs));
 if (stale) {
   if (Bun.which("thrift") === null) {
     const isRoot = process.getuid?.() === 0;
