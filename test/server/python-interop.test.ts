@@ -33,12 +33,13 @@ async function hasPythonThrift(): Promise<boolean> {
 
 beforeAll(async () => {
   if (await hasPythonThrift()) return;
+  let apt = "not root: not installed";
   if (process.getuid?.() === 0) {
-    await run(["apt-get", "update", "-qq"], 300_000);
-    await run(["apt-get", "install", "-y", "-qq", "python3-thrift"], 300_000);
+    const r = (await run(["apt-get", "update", "-qq"], 300_000)).code === 0 ? await run(["apt-get", "install", "-y", "-qq", "python3-thrift"], 300_000) : undefined;
+    apt = r === undefined ? "apt-get update failed" : r.code === 0 ? "apt-get install exited 0" : `apt-get install failed: ${r.err.trim()}`;
   }
   if (!(await hasPythonThrift())) {
-    throw new Error(`Debian's python3-thrift is missing (${PYTHON} cannot \`${PROBE}\`): run \`apt-get install -y python3-thrift\`, then bun test again`);
+    throw new Error(`Debian's python3-thrift is missing (${PYTHON} cannot \`${PROBE}\`; ${apt}): run \`apt-get install -y python3-thrift\`, then bun test again`);
   }
 }, 600_000);
 
