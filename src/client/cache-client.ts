@@ -308,7 +308,7 @@ export class CacheClient {
       this.counters.errors++;
       return Promise.reject(refusal);
     }
-    const conn = this.pick(WRITES.has(method));
+    const conn = method === METHOD_PEER_PING ? this.pings.aroundHeld(this.pick(false)) : this.pick(WRITES.has(method));
     const refused = conn.refusedNow; // (every connection refused by a full node: answered at once)
     if (refused !== null) {
       this.counters.errors++;

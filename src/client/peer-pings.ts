@@ -179,6 +179,24 @@ export class PeerPings {
     if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
   }
 
+  /**
+   * aroundHeld is the connection a PeerPing of the application's (a cluster's lease renewal) goes
+   * on, `conn` being the one picked: a node answers it at once, but not behind the calls it serves
+   * in order, so on a connection it may be holding (`mayBeHeld`: a routed GetMulti's long part) it
+   * goes on another one it does not hold that is usable, or being revived (beside the revival
+   * ping), the write connection included; else on `conn`. Sent behind such a part, it timed out,
+   * counted toward marking the peer down.
+   */
+  aroundHeld(conn: ClientConnection): ClientConnection {
+    if (!conn.timeouts.mayBeHeld()) return conn;
+    let best: ClientConnection | null = null;
+    for (const other of this.conns) {
+      if (other === conn || !(other.usable || other.revivalSlot >= 0) || other.timeouts.mayBeHeld()) continue;
+      if (best === null || other.pending.waiting < best.pending.waiting) best = other;
+    }
+    return best ?? conn;
+  }
+
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */
   private probe(): void {
     if (this.probing || this.isClosed()) return;

@@ -95,6 +95,34 @@ describe("late waits are judged per connection", () => {
     expect([...a.keys, ...b.keys].map((k) => new TextDecoder().decode(k))).toEqual(["k", "k"]);
     expect(client.counters.timeouts).toBe(0);
   });
+
+  test("a ping of the application's (a lease renewal) goes around a connection the node may be holding (review: it went behind the PeerGetMultis and timed out)", async () => {
+    const stub = stubServer();
+    let release: (() => void)[] | null = null;
+    stub.handler = (c, s) => {
+      if (release === null || c.conn !== stub.calls.find((x) => x.name === "PeerGetMulti")?.conn) {
+        if (c.name === "PeerGetMulti") release = [];
+        else return serve(c, s);
+      }
+      release!.push(() => s.write(c.conn, serve(c, s))); // (everything on the read connection waits, in order)
+      if (release!.length === 1) {
+        setTimeout(() => {
+          for (const write of release!.splice(0)) write();
+          release = null;
+        }, 350);
+      }
+      return null;
+    };
+    const client = peerClient(stub, 2_000);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const parts = Promise.all([client.peerGetMulti("g", ["k"]), client.peerGetMulti("g", ["k", "x"])]);
+    const ping = await client.ping("me", true);
+    expect(ping.nodeId).toBe("stub:1");
+    const pingConn = stub.calls.find((c) => c.name === "PeerPing")!.conn;
+    expect(pingConn).toBe(stub.calls.find((c) => c.name === "PeerSet")!.conn); // the write connection
+    expect((await parts).flatMap((f) => f.keys).map((k) => new TextDecoder().decode(k))).toEqual(["k", "k"]);
+    expect(client.counters.timeouts).toBe(0);
+  });
 });
 
 /** partOf lays `keys` out as a routed GetMulti's part (EntryRanges), as routed-parts.ts hands them to peerGetMultiOf. */
