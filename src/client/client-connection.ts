@@ -21,11 +21,12 @@
 // Backoff: after a failed connect, a lost connection, or one the node refused (refusals.ts says
 // how a refusal is told, and which ends of a socket are which) the next attempt waits, longer per
 // failure in a row (the Dialer's); a reply the node serves resets it. A connection backing off is
-// not `usable` (the client gives its calls to the others) until it has served a reply again: once
-// its backoff has passed, the client's next call also sends a PeerPing on it (`revive`,
-// PeerPings), so it reconnects without risking a call of the application. A revival that fails
-// only backs off more: it is not counted toward marking the peer down, nor as an error (down
-// detection is the application's calls' and the down-peer probe's).
+// not `usable` (the client gives its calls to the others) until it has served a reply again, or
+// the node has taken its new socket (answered its Auth or intro PeerPing: `taken`): once its
+// backoff has passed, the client's next call also sends a PeerPing on it (`revive`, PeerPings),
+// so it reconnects without risking a call of the application. A revival that fails only backs off
+// more: it is not counted toward marking the peer down, nor as an error (down detection is the
+// application's calls' and the down-peer probe's).
 //
 // Its parts: the Dialer (dialer.ts) makes the connect attempts and keeps the backoff; FirstCalls
 // (first-calls.ts) sends the Auth and intro PeerPing each new socket starts with, and reads their
@@ -96,6 +97,16 @@ export class ClientConnection {
    * stands, not by its text (refusals.ts).
    */
   refusal: CacheError | null = null;
+  /**
+   * taken: the node answered this socket's Auth or intro PeerPing without refusing it: it took the
+   * connection, which is `usable` though no call was served on it yet (a node may hold the first
+   * calls behind their loads). It is a reply as any other for the peer's health and the
+   * connection's quiet, but not `served`: lost before serving a call, the connection still backs
+   * off longer (a node that takes connections and drops them at the first call is not reconnected
+   * to at once each time). Before, it was usable again only once a call was answered, and a node's
+   * peer client sent its reads over the write connection meanwhile.
+   */
+  taken = false;
   /** answered: a reply, of any kind (first calls included), came on this socket. */
   private answered = false;
 
@@ -153,6 +164,7 @@ export class ClientConnection {
     this.socket = socket;
     this.state = CONN_OPEN;
     this.served = false;
+    this.taken = false;
     this.answered = false;
     this.refusal = null;
     this.frames = new FrameReader(this.endpoint.limits);
@@ -163,10 +175,11 @@ export class ClientConnection {
 
   /**
    * usable is false while the connection is backing off after a failure or a refusal: pick
-   * another one. It is usable again once it has served a reply (see the header: `revive`).
+   * another one. It is usable again once it has served a reply (see the header: `revive`), or the
+   * node has taken its new socket (`taken`).
    */
   get usable(): boolean {
-    return this.dialer.backoffFailures === 0;
+    return this.dialer.backoffFailures === 0 || this.taken;
   }
 
   /** backoffEndsAt is when a connection backing off may try again (`performance.now()` time; past: it may now). */
@@ -255,6 +268,7 @@ export class ClientConnection {
     if (isFirstCall(r.seqid)) {
       const e = this.first.onReply(r); // (the Auth or intro PeerPing: first-calls.ts)
       if (e !== null) firstCallFailed(this, e, first); // (the node's refusal of the connection, or another error: refusals.ts)
+      else this.tookConnection();
       return;
     }
     const slot = p.find(r.seqid);
@@ -297,6 +311,13 @@ export class ClientConnection {
     return true;
   }
 
+  /** tookConnection: the node answered a first call of this socket, taking it (`taken`). */
+  private tookConnection(): void {
+    this.taken = true;
+    this.timeouts.replied = true;
+    this.health.succeeded();
+  }
+
   private markServed(): void {
     this.served = true;
     this.dialer.backoffFailures = 0;
@@ -324,6 +345,7 @@ export class ClientConnection {
   lost(reason: string, failure = true, countsTowardDown = true): void {
     this.socket = null;
     this.waitingDrain = false;
+    this.taken = false;
     for (const w of this.closedWaiters.splice(0)) w();
     if (this.state === CONN_CLOSED) return;
     // A failure of the peer, the node's refusal, or neither: what that means for the backoff,

@@ -10,7 +10,9 @@
 // of the peer (it is up and answering): the calls on the connection fail with its answer, the
 // peer is not counted toward down, and the next connect backs off all the same (a wrong token
 // stays wrong; the calls meanwhile are answered with it at once: ClientConnection.refusedNow).
-// Any other reply is the node serving the connection, and ends a backoff (`served`).
+// Any other reply is the node serving the connection, and ends a backoff (`served`); its Auth or
+// intro PeerPing answered otherwise is the node taking it, which makes it usable again without
+// forgetting the failures in a row before (ClientConnection.taken).
 //
 // The refusal is told by where it stands, not by its text:
 //  - an OVERLOADED that is the connection's first reply and answers our Auth or intro PeerPing
