@@ -22,7 +22,9 @@
 // PeerGetMulti may wait for as many load waits in turn as its caller said (PendingCalls.loadWaits:
 // the node loads its keys a window at a time, so a part of many cold keys takes several loads'
 // time; one wait gave it up while the owner was still loading it, and the caller loaded every
-// key again). The
+// key again). Either may also wait for those of the PeerGetMultis sent before it that the node
+// serves in order (`queue`: PendingCalls.holds, queuedWaits), which keep it unread meanwhile:
+// counting its own keys only, a part or a PeerGet sent behind other parts ran out of wait. The
 // client keeps the connection answering while such calls wait: a PeerPing on it once it has been
 // quiet for half a timeout (`needsLiveness`, PeerPings.pingLiveness), which a node answers at
 // once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
@@ -123,7 +125,7 @@ export class CallTimeouts {
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
       if (mayWait && MAY_LOAD.has(p.method[slot]!)) {
-        const until = p.issuedAt[slot]! + timeoutTicks + p.loadWaits[slot]! * loadTicks;
+        const until = p.issuedAt[slot]! + timeoutTicks + (p.loadWaits[slot]! + p.queuedWaits[slot]!) * loadTicks;
         if (tick <= until) {
           p.lateWait(slot, until);
           continue;
@@ -203,15 +205,29 @@ export class CallTimeouts {
   }
 
   /**
+   * queue notes the call in `slot`, being sent, behind those in flight on this connection
+   * (PendingCalls.queue): a PeerGetMulti the node will serve in order, holding what comes after it
+   * for its own load waits, is one sent while another is in flight (the node answers one out of
+   * order at a time: NODE_MAX_DETACHED) or one of over 64 KiB (NODE_DETACH_MAX_MULTI_BYTES).
+   */
+  queue(slot: number): void {
+    const p = this.conn.pending;
+    const inOrder = p.method[slot] === METHOD_PEER_GET_MULTI && (p.bytes[slot]! > NODE_DETACH_MAX_MULTI_BYTES || p.count(METHOD_PEER_GET_MULTI, 2) === 2);
+    p.queue(slot, inOrder ? p.loadWaits[slot]! : 0);
+  }
+
+  /**
    * mayBeHeld tells whether the node may be serving this connection in order behind a load, so
    * that nothing on it, a ping included, is answered before that load ends: more calls in flight
-   * than it answers out of order, or two PeerGetMultis (NODE_MAX_DETACHED), or one of over 64 KiB
-   * (NODE_DETACH_MAX_MULTI_BYTES: a routed GetMulti's part of a few thousand keys; before, it was
-   * not told apart, so its ping, held behind it, went unanswered and it failed at the timeout).
+   * than it answers out of order (NODE_MAX_DETACHED), or a PeerGetMulti in flight that it serves in
+   * order (`queue`: one sent while another was in flight, or one of over 64 KiB, a routed
+   * GetMulti's part of a few thousand keys; before, the long one was not told apart, so its ping,
+   * held behind it, went unanswered and it failed at the timeout; and a second one was told apart
+   * only while the first was in flight too).
    */
   mayBeHeld(): boolean {
     const p = this.conn.pending;
-    return p.waiting > NODE_MAX_DETACHED || p.count(METHOD_PEER_GET_MULTI, 2) === 2 || p.anyLonger(METHOD_PEER_GET_MULTI, NODE_DETACH_MAX_MULTI_BYTES);
+    return p.waiting > NODE_MAX_DETACHED || p.heldWaits > 0;
   }
 }
 

@@ -149,6 +149,7 @@ export class ClientConnection {
     this.pending.waiter[slot] = waiter;
     this.pending.entries[slot] = this.calls.listed;
     this.pending.loadWaits[slot] = loadWaits;
+    this.timeouts.queue(slot); // (behind the calls the node may serve in order: call-timeouts.ts)
     this.kick();
     return null;
   }

@@ -1,9 +1,10 @@
 // PendingCalls: the pool of in-flight call records of one client connection, keyed by seqid.
 //
 // Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
-// message length, load waits, late deadline, deadline-list links), two object arrays for the completion target (a
-// forward callback or a promise's resolvers), and a typed-array stack of free slots. Everything
-// grows by doubling, up to MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
+// message length, load waits, the waits it may hold others and be held, late deadline,
+// deadline-list links), two object arrays for the completion target (a forward callback or a
+// promise's resolvers), and a typed-array stack of free slots. Everything grows by doubling, up to
+// MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
 //
 // Seqid = (generation << SLOT_BITS) | slot, so the slot of a reply is `seqid & SLOT_MASK` with
 // no map, and the generation (1..MAX_GENERATION, bumped on each reuse of the slot) makes a seqid
@@ -18,7 +19,8 @@
 // sweep stops at the first call that is not yet due. A call the sweep lets wait past the timeout
 // (a peer's load, see CallTimeouts.sweep) turns LATE and moves to a second list, in order of its
 // own longer deadline (`lateUntil`): a PeerGetMulti may wait for several loads in turn
-// (`loadWaits`), a PeerGet for one, so a call may be due before one issued earlier. Calls turn
+// (`loadWaits`), a PeerGet for one, and either for the loads of the calls the node may serve
+// before it in order (`queuedWaits`), so a call may be due before one issued earlier. Calls turn
 // LATE in issue order and mostly with the latest deadline yet, so each is linked from the tail
 // in a step or two.
 
@@ -81,6 +83,20 @@ export class PendingCalls {
    * it may load (CallTimeouts): 1, more for a PeerGetMulti of many keys (loadWaitsOf; its caller's).
    */
   loadWaits = new Int32Array(INITIAL_SLOTS);
+  /**
+   * holds: how many load waits in turn the node may keep the calls sent after this one on the
+   * connection unread, serving this one in order (`queue`: a PeerGetMulti that came while another
+   * waited, or a long one; 0 for most). heldWaits sums it over the calls in flight (waiting, late or
+   * abandoned: the node serves a timed-out call all the same).
+   */
+  holds = new Int32Array(INITIAL_SLOTS);
+  heldWaits = 0;
+  /**
+   * queuedWaits: `heldWaits` when the call was sent: the load waits the node may keep it unread
+   * behind the calls before it, on top of its own (`loadWaits`). Before, a call waited for its own
+   * keys only, and one sent behind PeerGetMultis the node served in order ran out of wait.
+   */
+  queuedWaits = new Int32Array(INITIAL_SLOTS);
   /** lateUntil: the last sweep tick a LATE call may wait to (set by `lateWait`). */
   lateUntil = new Float64Array(INITIAL_SLOTS);
   private prev = new Int32Array(INITIAL_SLOTS).fill(-1);
@@ -171,8 +187,20 @@ export class PendingCalls {
     this.late++;
   }
 
+  /**
+   * queue notes the call in `slot`, being sent, behind the calls in flight (`queuedWaits`), and
+   * that it `holds` the calls sent after it for that many load waits.
+   */
+  queue(slot: Slot, holds: number): void {
+    this.queuedWaits[slot] = this.heldWaits;
+    this.holds[slot] = holds;
+    this.heldWaits += holds;
+  }
+
   /** release frees a slot (its reply arrived, or the connection is gone). */
   release(slot: Slot): void {
+    this.heldWaits -= this.holds[slot]!;
+    this.holds[slot] = 0;
     if (this.state[slot] === SLOT_WAITING || this.state[slot] === SLOT_LATE) {
       this.unlink(slot);
       this.waiting--;
@@ -208,13 +236,6 @@ export class PendingCalls {
     for (let slot = this.head; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
     for (let slot = this.lateHead; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
     return n;
-  }
-
-  /** anyLonger tells whether a WAITING or LATE call of `method` has a message longer than `bytes`. */
-  anyLonger(method: number, bytes: number): boolean {
-    for (let slot = this.head; slot >= 0; slot = this.next[slot]!) if (this.method[slot] === method && this.bytes[slot]! > bytes) return true;
-    for (let slot = this.lateHead; slot >= 0; slot = this.next[slot]!) if (this.method[slot] === method && this.bytes[slot]! > bytes) return true;
-    return false;
   }
 
   /** append links `slot` as the newest of `list` (WAITING_LIST or LATE_LIST). */
@@ -260,6 +281,8 @@ export class PendingCalls {
       this.entries = resize(this.entries, capacity);
       this.bytes = resize(this.bytes, capacity);
       this.loadWaits = resize(this.loadWaits, capacity);
+      this.holds = resize(this.holds, capacity);
+      this.queuedWaits = resize(this.queuedWaits, capacity);
       this.lateUntil = resize(this.lateUntil, capacity);
       this.prev = resize(this.prev, capacity);
       this.next = resize(this.next, capacity);
@@ -287,6 +310,9 @@ export class PendingCalls {
     }
     if (waiting + late !== this.waiting || late !== this.late || abandoned !== this.abandoned) throw new Error("PendingCalls: counts disagree with states");
     if (this.freeTop + waiting + late + abandoned !== this.capacity) throw new Error("PendingCalls: free stack size wrong");
+    let held = 0;
+    for (let s = 0; s < this.capacity; s++) held += this.holds[s]!;
+    if (held !== this.heldWaits) throw new Error("PendingCalls: heldWaits disagrees with the calls' holds");
     this.checkList(this.head, this.tail, SLOT_WAITING, waiting, this.issuedAt);
     this.checkList(this.lateHead, this.lateTail, SLOT_LATE, late, this.lateUntil);
   }

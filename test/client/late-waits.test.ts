@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { METHOD_PEER_PING } from "../../src/protocol/request.ts";
-import { StubServer, getReply, rejection, serve } from "./support.ts";
+import { StubServer, type StubCall, getReply, rejection, serve } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -185,5 +185,71 @@ describe("a PeerGetMulti waits a load wait per window of its keys (the owner loa
     await Promise.all([multi, get]);
     expect(settled).toEqual([expect.stringMatching(/^PeerGet failed: timeout/), "PeerGetMulti answered"]);
     expect(stub.calls.find((c) => c.name === "PeerGet")!.conn).toBe(stub.calls.find((c) => c.name === "PeerGetMulti")!.conn);
+  });
+});
+
+/**
+ * inOrderStub answers PeerGetMultis on the read connection as a node does: the first out of
+ * order after `firstMs`, the second in order after `secondMs`, and what comes behind the second on
+ * that connection (PeerGets, pings) not before then (a PeerGet `getMs` after it is read). The
+ * write connection is answered at once.
+ */
+function inOrderStub(firstMs: number, secondMs: number, getMs: number): StubServer {
+  const stub = stubServer();
+  let multis = 0;
+  let readAgainAt = 0; // when the read connection is read again, the second PeerGetMulti's loads over
+  stub.handler = (c, s) => {
+    const read = stub.calls.find((x) => x.name === "PeerGetMulti")?.conn;
+    if (c.conn !== read) return serve(c, s);
+    const now = performance.now();
+    if (c.name === "PeerGetMulti" && ++multis <= 2) {
+      const ms = multis === 1 ? firstMs : secondMs;
+      if (multis === 2) readAgainAt = now + ms;
+      setTimeout(() => s.write(c.conn, serve(c, s)), ms);
+      return null;
+    }
+    const at = Math.max(now, readAgainAt) + (c.name === "PeerGet" ? getMs : 0);
+    setTimeout(() => s.write(c.conn, serve(c, s)), at - now);
+    return null;
+  };
+  return stub;
+}
+
+describe("calls sent behind PeerGetMultis the node serves in order (review: each waited for its own loads only)", () => {
+  // Timeout 100 ms, load wait 200 ms: a PeerGet waits 300 ms of its own.
+  test("a PeerGet behind two waits for the second's loads too, while the node answers", async () => {
+    // The node reads the PeerGet once the second PeerGetMulti's loads end (250 ms), and loads it
+    // (150 ms): 400 ms, past its own wait, within the second's besides.
+    const stub = inOrderStub(250, 250, 150);
+    const client = peerClient(stub, 200);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const parts = Promise.all([client.peerGetMulti("g", ["k"]), client.peerGetMulti("g", ["k"])]);
+    const t0 = performance.now();
+    expect((await client.get("g", "k", { peer: true })).value).toEqual(enc.encode("v"));
+    expect(performance.now() - t0).toBeGreaterThan(300);
+    expect((await parts).map((f) => f.keys.length)).toEqual([1, 1]);
+    expect(client.counters.timeouts).toBe(0);
+  });
+
+  test("the second holds its connection after the first is answered: its ping goes elsewhere, and it waits for its loads", async () => {
+    // The first is answered at 50 ms; the second 600 ms on, a ping on its connection only then.
+    const stub = inOrderStub(50, 600, 0);
+    const client = peerClient(stub, 2_000);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const [first, second] = await Promise.all([client.peerGetMulti("g", ["k"]), client.peerGetMulti("g", ["k", "x"])]);
+    expect([first.keys.length, second.keys.length]).toEqual([1, 1]);
+    expect(client.counters.timeouts).toBe(0);
+  });
+
+  test("a PeerGet behind one PeerGetMulti the node answers out of order still times out at its own deadline", async () => {
+    const stub = inOrderStub(250, 250, 0);
+    stub.handler = ((inner) => (c: StubCall, s: StubServer) => (c.name === "PeerGet" ? null : inner(c, s)))(stub.handler);
+    const client = peerClient(stub, 200);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const part = client.peerGetMulti("g", ["k"]);
+    const t0 = performance.now();
+    expect((await rejection(client.get("g", "k", { peer: true }))).message).toContain("timeout");
+    expect(performance.now() - t0).toBeLessThan(550);
+    expect((await part).keys.length).toBe(1);
   });
 });
