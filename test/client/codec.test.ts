@@ -246,7 +246,8 @@ describe("PendingCalls", () => {
     const seed = testSeed();
     const rng = new Prng(seed);
     const p = new PendingCalls();
-    const model = new Map<number, { slot: number; state: number }>(); // seqid → record
+    const model = new Map<number, { slot: number; state: number; holds: number }>(); // seqid → record
+    const heldWaits = (): number => [...model.values()].reduce((n, r) => n + r.holds, 0);
     let tick = 0;
     let late = 0;
     try {
@@ -258,7 +259,12 @@ describe("PendingCalls", () => {
           const seqid = p.seqidOf(slot);
           expect(seqid).toBeGreaterThan(0);
           expect(model.has(seqid)).toBe(false); // unique among calls in flight
-          model.set(seqid, { slot, state: SLOT_WAITING });
+          // Queued behind what the calls in flight (abandoned ones included) may hold it for.
+          const holds = rng.int(3) === 0 ? 1 + rng.int(4) : 0;
+          const queued = heldWaits();
+          p.queue(slot, holds);
+          expect(p.queuedWaits[slot]).toBe(queued);
+          model.set(seqid, { slot, state: SLOT_WAITING, holds });
         } else if (op === 9 && p.head >= 0) {
           // The sweep lets the oldest waiting call wait late.
           const slot = p.head;
@@ -283,6 +289,7 @@ describe("PendingCalls", () => {
         p.checkInvariants();
         expect(p.inFlight).toBe(model.size);
         expect(p.late).toBe(late);
+        expect(p.heldWaits).toBe(heldWaits());
       }
     } catch (e) {
       console.error(`PendingCalls model test failed: replay with TEST_SEED=${seed}`);
