@@ -129,6 +129,7 @@ export class ConnectionLifecycle {
         conn.handshakeTimer = undefined;
         if (!conn.open) return;
         this.counters.handshakeTimeouts++;
+        conn.closing = true; // (the cut is counted here, not logged as a failed handshake: onHandshake)
         socket.terminate();
       }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_MS);
     }
@@ -227,10 +228,13 @@ export class ConnectionLifecycle {
   /**
    * onHandshake: the TLS handshake of the connection is done, its deadline goes; `failed` says why
    * it failed (the socket then closes), logged within the refusal budget (Faults.handshakeFailed):
-   * a client that speaks plaintext to a TLS port was refused without a word in the log.
+   * a client that speaks plaintext to a TLS port was refused without a word in the log. Not one
+   * the node is closing itself (`closing`: evicted, past its handshake or idle deadline): Bun
+   * reports its own cut as a failed handshake ("disconnected before secure TLS connection"), and
+   * a flood of evictions filled the refusal budget with such lines.
    */
   onHandshake(conn: Connection | undefined, failed: Error | null = null): void {
-    if (conn !== undefined && failed !== null && conn.open) this.faults.handshakeFailed(conn, failed);
+    if (conn !== undefined && failed !== null && conn.open && !conn.closing) this.faults.handshakeFailed(conn, failed);
     if (conn === undefined || conn.handshakeTimer === undefined) return;
     clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = undefined;

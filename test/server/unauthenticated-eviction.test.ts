@@ -194,6 +194,24 @@ describe("at --max-connections, with an auth token and TLS", () => {
       for (const h of hogs) h.close();
     });
   });
+
+  test("a connection evicted (or timed out) in its handshake is not logged as a failed handshake (review: Bun reports the cut it makes as one, a line each taken from the refusal budget)", async () => {
+    await withTlsDir(async (dir) => {
+      const { cert, key } = selfSigned(dir);
+      const sink = new LogSink();
+      await using node = startNode({ authToken: TOKEN, tlsCert: cert, tlsKey: key, maxConnections: 2, logLevel: "info" }, { logger: sink.logger, handshakeTimeoutMs: 300 });
+      const hogs = await silent(node, 5); // three evictions
+      await waitUntil(() => hogs.slice(0, 3).every((h) => h.isClosed), "the three oldest evicted");
+      await waitUntil(() => hogs.every((h) => h.isClosed), "the last two cut at the handshake deadline", 5_000);
+      expect([node.server.counters.evictedUnauthenticated, node.server.counters.handshakeTimeouts]).toEqual([3, 2]);
+      expect(sink.lines.filter((l) => l.includes("TLS handshake failed"))).toEqual([]);
+      // A handshake that does fail on its own is still logged.
+      const plain = await RawSocket.connect(node.port);
+      plain.write(getCall(1, "k"));
+      await plain.closed;
+      await waitUntil(() => sink.lines.some((l) => l.includes("TLS handshake failed")), "the plaintext client's refusal logged", 5_000);
+    });
+  });
 });
 
 describe("without an auth token", () => {
