@@ -268,6 +268,18 @@ export class TurnEnd {
     else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
   }
 
+  /**
+   * lost closes a connection whose socket refused a write (-1: Bun's socket is closed, reset by
+   * its client, or shut down): nothing queued can go now, and no `drain` comes. Its reading may be
+   * paused (its output past --max-output), and a paused socket never reported the reset: the node
+   * kept the connection, its slot and what it held for good. Closed after the caller is done
+   * (a microtask: `process` may be serving it), its close counts it out (onClose).
+   */
+  private lost(conn: Connection): void {
+    conn.closing = true;
+    queueMicrotask(() => conn.socket.terminate());
+  }
+
   /** writeOut hands the socket the connection's replies (shared-buffer part first); the rest waits for `drain`. */
   private writeOut(conn: Connection): void {
     const out = conn.proto.reply.out;
@@ -277,6 +289,7 @@ export class TurnEnd {
       const len = conn.sharedEnd - start;
       const shared = this.sharedOut;
       const n = conn.socket.write(shared.buffer, start, len);
+      if (n < 0) this.lost(conn);
       const sent = n > 0 ? n : 0;
       conn.bytesOut += sent;
       this.counters.bytesOut += sent;
@@ -289,6 +302,7 @@ export class TurnEnd {
     }
     if (out.length > 0) {
       const n = conn.socket.write(out.buffer, 0, out.length);
+      if (n < 0) this.lost(conn);
       if (n > 0) {
         conn.bytesOut += n;
         this.counters.bytesOut += n;

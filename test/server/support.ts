@@ -155,6 +155,11 @@ export class RawSocket {
     this.socket.end();
   }
 
+  /** reset closes the socket at once, without a FIN: a peer whose process died (terminate). */
+  reset(): void {
+    this.socket.terminate();
+  }
+
   private wake(): void {
     const w = this.waiters;
     this.waiters = [];

@@ -1,0 +1,41 @@
+// A client whose connection is reset after the node read its requests and before it wrote their
+// replies (a client killed, or closing with replies unread, in the middle of a turn). The node's
+// write returns -1 (Bun: the socket is closed), the replies stay queued and past --max-output the
+// node pauses reading: it then never saw the reset, and kept the connection, its slot and its
+// --max-buffered share until it shut down (review). White-box: the requests are handed to the
+// data handler after the reset reached the node's kernel, before the node polls it.
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { RawSocket, getCall, setCall, startNode } from "./support.ts";
+import { concat } from "../protocol/wire-builder.ts";
+import { waitUntil } from "../support/gates.ts";
+import type { Connection } from "../../src/server/connection.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+const KIB = 1024;
+
+describe("a connection reset while its replies are written", () => {
+  test("is closed and counted out, though the replies held it over --max-output (its reading paused)", async () => {
+    await using node = startNode({ maxOutputBytes: 512 * KIB, maxItemSize: 300 * KIB, maxFrameSize: 400 * KIB });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const writer = await RawSocket.connect(node.port);
+    writer.write(setCall(1, "v", new Uint8Array(128 * KIB).fill(3)));
+    await writer.waitFor(() => writer.frames().length === 1, "the Set's reply");
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "missing"));
+    await raw.waitFor(() => raw.frames().length === 1, "the first Get's reply");
+    const conn = [...(server.connections as Set<Connection>)].at(-1)!;
+    raw.reset();
+    Bun.sleepSync(50); // (the reset reaches the node's kernel; the node has not polled since)
+    server.onData(conn, concat(...Array.from({ length: 20 }, (_, i) => getCall(i + 2, "v")))); // 2.5 MB of replies
+    await waitUntil(() => !conn.open, "the reset connection closed", 3_000);
+    expect(server.connectionCount).toBe(1);
+    expect(server.counters.bufferedBytes).toBe(0);
+    expect(server.counters.internalErrors).toBe(0);
+    // The other connection is served as before.
+    writer.write(getCall(2, "v"));
+    await writer.waitFor(() => writer.frames().length === 2, "the writer's Get");
+    writer.close();
+  });
+});
