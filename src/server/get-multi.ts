@@ -67,28 +67,46 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
  * writeGetMulti writes the map of every requested key that has a value: from the store (looked up
  * now: after a wait, earlier item ids may be stale) or, for keys the store does not hold now (a
  * loaded value it did not admit, a hit evicted during the loads), from `loaded`.
+ *
+ * It looks every key up first, adding up the reply's size, so the reply's buffer grows once
+ * (ReplyWriter.beginGetMulti) and a reply past the frame limit is refused before it is written.
+ * Each entry's item id (-1: none) is noted meanwhile in its valueStart word of `req.items`, 0 for
+ * a GetMulti's keys and read by nothing else. The ids are still good when the entries are written
+ * (nothing runs in between, and a lookup drops no item but its own key's), except one whose key
+ * came again and was found expired then: possible only when `repeatedKeys` gave up on a flood of
+ * colliding keys, which it answers as asked. Such an entry is left out (`isLive`).
  */
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
   const items = req.items;
   const repeated = repeatedKeys(req);
-  reply.beginGetMulti(req);
+  let entryBytes = 0;
   for (let i = 0; i < req.itemCount; i++) {
-    const ks = items[i * 4]!;
-    const kl = items[i * 4 + 1]!;
+    const o = i * 4;
+    items[o + 2] = -1;
     if (repeated !== null && repeated[i] === 1) continue; // (a key asked twice is looked up, counted and answered once)
-    const id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
+    const kl = items[o + 1]!;
+    const id = counted ? group.lookup(req.buffer, items[o]!, kl) : group.held(req.buffer, items[o]!, kl);
     if (id >= 0 && !store.isNegative(id)) {
-      const at = reply.addGetMultiEntry(req.buffer, ks, kl, store.valueLength(id));
-      if (at < 0) return multiTooLarge(reply, req, true);
-      store.copyValue(id, reply.out.buffer, at);
+      items[o + 2] = id;
+      entryBytes += getMultiEntryBytes(kl, store.valueLength(id));
       continue;
     }
     const value = loaded?.[i]?.value;
-    if (value === undefined) continue; // absent keys are left out of the map, as in the seed
-    const at = reply.addGetMultiEntry(req.buffer, ks, kl, value.length);
+    if (value !== undefined) entryBytes += getMultiEntryBytes(kl, value.length);
+  }
+  if (!reply.beginGetMulti(req, entryBytes)) return multiTooLarge(reply, req, false);
+  for (let i = 0; i < req.itemCount; i++) {
+    const o = i * 4;
+    if (repeated !== null && repeated[i] === 1) continue;
+    const id = items[o + 2]!;
+    if (id >= 0 && !store.items.isLive(id)) continue;
+    const value = id >= 0 ? undefined : loaded?.[i]?.value;
+    if (id < 0 && value === undefined) continue; // absent keys are left out of the map, as in the seed
+    const at = reply.addGetMultiEntry(req.buffer, items[o]!, items[o + 1]!, value === undefined ? store.valueLength(id) : value.length);
     if (at < 0) return multiTooLarge(reply, req, true);
-    reply.out.buffer.set(value, at);
+    if (value === undefined) store.copyValue(id, reply.out.buffer, at);
+    else reply.out.buffer.set(value, at);
   }
   reply.endGetMulti();
 }
