@@ -49,6 +49,11 @@ export class BinaryWriter {
     this.view = new DataView(grown.buffer);
   }
 
+  /** fits tells whether `n` more bytes fit without growing. */
+  fits(n: number): boolean {
+    return this.length + n <= this.buffer.length;
+  }
+
   /** reset forgets all written bytes (keeps the buffer). */
   reset(): void {
     this.length = 0;

@@ -224,14 +224,8 @@ export class ReplyWriter {
     this.end();
   }
 
-  /**
-   * beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}` whose entries will
-   * take `entryBytes` (getMultiEntryBytes summed; 0 if not known): the buffer grows once, to hold
-   * the whole reply, instead of doubling as the entries come (each doubling copies what came
-   * before: 8 buffers for one reply of 1.2 MB). Returns false, having written nothing and grown
-   * nothing past the header, when those entries would take the reply past `maxMultiBytes`.
-   */
-  beginGetMulti(req: Request, entryBytes = 0): boolean {
+  /** beginGetMulti starts a GetMultiResponse `{1: map<string, binary> values}`. */
+  beginGetMulti(req: Request): void {
     const w = this.out;
     this.multiStart = w.length;
     this.begin(req, MESSAGE_REPLY, 16);
@@ -241,10 +235,16 @@ export class ReplyWriter {
     w.u8(TYPE_STRING);
     this.countAt = w.reserveI32();
     this.count = 0;
-    if (w.length - this.multiStart + entryBytes + 2 > this.maxMultiBytes) { // (+ the two STOPs)
-      this.abortGetMulti();
-      return false;
-    }
+  }
+
+  /**
+   * makeRoom grows the buffer once to hold `entryBytes` more of GetMulti entries and the reply's
+   * end, rather than doubling as they come (each doubling copies what came before); false, growing
+   * nothing, when they would take the reply past `maxMultiBytes`.
+   */
+  makeRoom(entryBytes: number): boolean {
+    const w = this.out;
+    if (w.length - this.multiStart + entryBytes + 2 > this.maxMultiBytes) return false; // (+ the two STOPs)
     w.ensure(entryBytes + REPLY_OVERHEAD_BYTES);
     return true;
   }

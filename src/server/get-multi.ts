@@ -11,7 +11,7 @@
  */
 import type { Group } from "../cluster/group.ts";
 import type { Loaded } from "../cluster/load-path.ts";
-import { type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
+import { REPLY_OVERHEAD_BYTES, type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { multiTooLarge, replyThrown } from "./reply-errors.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
@@ -68,45 +68,70 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
  * now: after a wait, earlier item ids may be stale) or, for keys the store does not hold now (a
  * loaded value it did not admit, a hit evicted during the loads), from `loaded`.
  *
- * It looks every key up first, adding up the reply's size, so the reply's buffer grows once
- * (ReplyWriter.beginGetMulti) and a reply past the frame limit is refused before it is written.
- * Each entry's item id (-1: none) is noted meanwhile in its valueStart word of `req.items`, 0 for
- * a GetMulti's keys and read by nothing else. The ids are still good when the entries are written
- * (nothing runs in between, and a lookup drops no item but its own key's), except one whose key
- * came again and was found expired then: possible only when `repeatedKeys` gave up on a flood of
- * colliding keys, which it answers as asked. Such an entry is left out (`isLive`).
+ * Entries are written as their keys are looked up while the buffer has room. At the first that
+ * does not fit, the keys left are looked up first (`lookUpRest`), so the buffer grows once, to
+ * hold them all, and a reply past the frame limit is refused before it grows (every key is then
+ * looked up and counted, as with a loader). A reply that fits is written in one pass.
  */
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
   const items = req.items;
   const repeated = repeatedKeys(req);
-  let entryBytes = 0;
+  reply.beginGetMulti(req);
+  let ahead = req.itemCount; // the entries from `ahead` on were looked up by lookUpRest
   for (let i = 0; i < req.itemCount; i++) {
-    const o = i * 4;
-    items[o + 2] = -1;
     if (repeated !== null && repeated[i] === 1) continue; // (a key asked twice is looked up, counted and answered once)
-    const kl = items[o + 1]!;
-    const id = counted ? group.lookup(req.buffer, items[o]!, kl) : group.held(req.buffer, items[o]!, kl);
-    if (id >= 0 && !store.isNegative(id)) {
-      items[o + 2] = id;
-      entryBytes += getMultiEntryBytes(kl, store.valueLength(id));
-      continue;
-    }
-    const value = loaded?.[i]?.value;
-    if (value !== undefined) entryBytes += getMultiEntryBytes(kl, value.length);
-  }
-  if (!reply.beginGetMulti(req, entryBytes)) return multiTooLarge(reply, req, false);
-  for (let i = 0; i < req.itemCount; i++) {
-    const o = i * 4;
-    if (repeated !== null && repeated[i] === 1) continue;
-    const id = items[o + 2]!;
-    if (id >= 0 && !store.items.isLive(id)) continue;
+    const ks = items[i * 4]!;
+    const kl = items[i * 4 + 1]!;
+    const id = i < ahead ? find(group, req, i, counted) : noted(group, req, i);
     const value = id >= 0 ? undefined : loaded?.[i]?.value;
     if (id < 0 && value === undefined) continue; // absent keys are left out of the map, as in the seed
-    const at = reply.addGetMultiEntry(req.buffer, items[o]!, items[o + 1]!, value === undefined ? store.valueLength(id) : value.length);
+    const length = value === undefined ? store.valueLength(id) : value.length;
+    const entry = getMultiEntryBytes(kl, length);
+    if (i < ahead && !reply.out.fits(entry + REPLY_OVERHEAD_BYTES)) {
+      ahead = i + 1;
+      if (!reply.makeRoom(entry + lookUpRest(group, req, loaded, counted, ahead, repeated))) return multiTooLarge(reply, req, true);
+    }
+    const at = reply.addGetMultiEntry(req.buffer, ks, kl, length);
     if (at < 0) return multiTooLarge(reply, req, true);
     if (value === undefined) store.copyValue(id, reply.out.buffer, at);
     else reply.out.buffer.set(value, at);
   }
   reply.endGetMulti();
+}
+
+/** find looks entry `i`'s key up: the id of its value in the store, or -1 (none, or a cached "not found"). */
+function find(group: Group, req: Request, i: number, counted: boolean): number {
+  const ks = req.items[i * 4]!;
+  const kl = req.items[i * 4 + 1]!;
+  const id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
+  return id >= 0 && !group.store.isNegative(id) ? id : -1;
+}
+
+/**
+ * lookUpRest looks up the entries from `from` on (`find`) and returns the reply bytes they come
+ * to, noting each one's item id in its valueStart word of `req.items` (0 for a GetMulti's keys,
+ * read by nothing else) for `noted`.
+ */
+function lookUpRest(group: Group, req: Request, loaded: (Loaded | null)[] | undefined, counted: boolean, from: number, repeated: Uint8Array | null): number {
+  const items = req.items;
+  let bytes = 0;
+  for (let i = from; i < req.itemCount; i++) {
+    if (repeated !== null && repeated[i] === 1) continue;
+    const id = find(group, req, i, counted);
+    items[i * 4 + 2] = id;
+    const length = id >= 0 ? group.store.valueLength(id) : loaded?.[i]?.value.length;
+    if (length !== undefined) bytes += getMultiEntryBytes(items[i * 4 + 1]!, length);
+  }
+  return bytes;
+}
+
+/**
+ * noted is the item id `lookUpRest` noted for entry `i`. Still good: nothing ran since, and a
+ * lookup drops no item but its own key's; except one whose key came again and was found expired
+ * then (only when `repeatedKeys` gave up on a flood of colliding keys, answered as asked): -1.
+ */
+function noted(group: Group, req: Request, i: number): number {
+  const id = req.items[i * 4 + 2]!;
+  return id >= 0 && group.store.items.isLive(id) ? id : -1;
 }

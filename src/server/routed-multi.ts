@@ -105,12 +105,13 @@ export function getMultiRouted(cluster: Cluster, group: Group, req: Request, rep
   return settleAll(work).then(
     () => {
       const repeated = repeatedKeys(req);
-      let entryBytes = 0; // (the reply's buffer grows once: ReplyWriter.beginGetMulti)
+      let entryBytes = 0; // (the reply's buffer grows once: ReplyWriter.makeRoom)
       for (let i = 0; i < req.itemCount; i++) {
         const length = found.valueLength(i);
         if (length >= 0 && (repeated === null || repeated[i] !== 1)) entryBytes += getMultiEntryBytes(req.items[i * 4 + 1]!, length);
       }
-      if (!reply.beginGetMulti(req, entryBytes)) return multiTooLarge(reply, req, false);
+      reply.beginGetMulti(req);
+      if (!reply.makeRoom(entryBytes)) return multiTooLarge(reply, req, true);
       for (let i = 0; i < req.itemCount; i++) {
         const length = found.valueLength(i);
         if (length < 0 || (repeated !== null && repeated[i] === 1)) continue; // (a key asked twice is answered once)

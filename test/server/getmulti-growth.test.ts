@@ -1,8 +1,9 @@
 /**
  * A GetMulti reply is written into an output buffer grown once, to the size the reply needs
- * (get-multi.ts adds up its entries first: ReplyWriter.beginGetMulti), not doubled entry by entry
- * (each doubling copies what was written before it: a reply of 1.2 MB made 7 buffers from 16 KiB).
- * A reply past the frame limit is refused before the buffer grows at all.
+ * (get-multi.ts looks the keys left up first once the buffer is full, and ReplyWriter.makeRoom
+ * grows it for all of them), not doubled entry by entry (each doubling copies what was written
+ * before it: a reply of 1.2 MB made 7 buffers from 16 KiB). A reply past the frame limit is
+ * refused before the buffer grows at all.
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { Group } from "../../src/cluster/group.ts";
@@ -58,17 +59,27 @@ function entriesOf(o: ReturnType<typeof outcome>): Map<string, number> {
 }
 
 describe("a GetMulti reply's output buffer", () => {
-  test("grows once, to about the reply's size, for 2,000 hits", async () => {
+  test("grows once, to about the reply's size, for 2,000 hits among 2,200 keys", async () => {
     const group = new Group({ name: "g", memory: 16 * MIB });
-    for (let i = 0; i < 2000; i++) group.store.set(key(i), 0, key(i).length, value(i), 0, 100, 0);
-    const keys = Array.from({ length: 2000 }, (_, i) => key(i));
+    for (let i = 0; i < 2200; i++) if (i % 11 !== 5) group.store.set(key(i), 0, key(i).length, value(i), 0, 100, 0);
+    const keys = Array.from({ length: 2200 }, (_, i) => key(i));
     const r = await serveGetMulti(group, keys);
     expect(r.replyBytes).toBeGreaterThan(2000 * 100);
     expect(r.growths).toBe(1); // (before: 4, 16 KiB doubled to 256 KiB)
     expect(r.bufferBytes).toBeLessThan(r.replyBytes + 2048); // sized to the reply, not to a doubling past it
     const got = entriesOf(r.outcome);
     expect(got.size).toBe(2000);
-    for (const i of [0, 1, 999, 1999]) expect(got.get(`key:${String(i).padStart(6, "0")}`)).toBe(i & 255);
+    for (const i of [0, 1, 999, 2199]) expect(got.get(`key:${String(i).padStart(6, "0")}`)).toBe(i & 255);
+    expect([got.has("key:000005"), got.has("key:002194")]).toEqual([false, false]); // (absent keys are left out)
+    expect(group.counters.gets).toBe(2200);
+  });
+
+  test("does not grow for a reply that fits the buffer", async () => {
+    const group = new Group({ name: "g", memory: 16 * MIB });
+    for (let i = 0; i < 100; i++) group.store.set(key(i), 0, key(i).length, value(i), 0, 100, 0);
+    const r = await serveGetMulti(group, Array.from({ length: 100 }, (_, i) => key(i)));
+    expect(r.growths).toBe(0);
+    expect(entriesOf(r.outcome).size).toBe(100);
   });
 
   test("with a loader: the hits and the loaded misses together, one growth; a key asked twice is answered once", async () => {
