@@ -44,6 +44,7 @@ import {
   VERSION_1,
 } from "./wire.ts";
 
+export const GET_MULTI_FULL = -2; // (addGetMultiEntry, told not to grow the buffer, found it full)
 /** Upper bound of everything in a reply except the name and variable payload. */
 export const REPLY_OVERHEAD_BYTES = 96;
 
@@ -238,27 +239,29 @@ export class ReplyWriter {
   }
 
   /**
-   * makeRoom grows the buffer once to hold `entryBytes` more of GetMulti entries and the reply's
-   * end, rather than doubling as they come (each doubling copies what came before); false, growing
-   * nothing, when they would take the reply past `maxMultiBytes`.
+   * makeRoom grows the buffer once for `entryBytes` more of GetMulti entries and the reply's end,
+   * not doubling as they come (each doubling copies what came before); false, growing nothing, past `maxMultiBytes`.
    */
   makeRoom(entryBytes: number): boolean {
-    const w = this.out;
-    if (w.length - this.multiStart + entryBytes + 2 > this.maxMultiBytes) return false; // (+ the two STOPs)
-    w.ensure(entryBytes + REPLY_OVERHEAD_BYTES);
+    if (this.out.length - this.multiStart + entryBytes + 2 > this.maxMultiBytes) return false; // (+ the two STOPs)
+    this.out.ensure(entryBytes + REPLY_OVERHEAD_BYTES);
     return true;
   }
 
   /**
    * addGetMultiEntry appends one map entry: copies the key from `keyBuf[keyStart…]` and
    * returns the offset in `out.buffer` where the caller copies `valueLength` value bytes; or -1,
-   * writing nothing, when the reply would pass `maxMultiBytes` (the caller then `abortGetMulti`s).
+   * writing nothing, when the reply would pass `maxMultiBytes` (the caller then `abortGetMulti`s);
+   * or GET_MULTI_FULL, writing nothing, when the buffer must grow for it and `grow` is false.
    */
-  addGetMultiEntry(keyBuf: Uint8Array, keyStart: number, keyLength: number, valueLength: number): number {
+  addGetMultiEntry(keyBuf: Uint8Array, keyStart: number, keyLength: number, valueLength: number, grow = true): number {
     const w = this.out;
     const entry = getMultiEntryBytes(keyLength, valueLength);
     if (w.length - this.multiStart + entry + 2 > this.maxMultiBytes) return -1; // (+ the two STOPs)
-    w.ensure(entry + REPLY_OVERHEAD_BYTES);
+    if (!w.fits(entry + REPLY_OVERHEAD_BYTES)) {
+      if (!grow) return GET_MULTI_FULL;
+      w.ensure(entry + REPLY_OVERHEAD_BYTES);
+    }
     w.i32(keyLength);
     w.bytes(keyBuf, keyStart, keyLength);
     w.i32(valueLength);

@@ -11,7 +11,7 @@
  */
 import type { Group } from "../cluster/group.ts";
 import type { Loaded } from "../cluster/load-path.ts";
-import { REPLY_OVERHEAD_BYTES, type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
+import { GET_MULTI_FULL, type ReplyWriter, getMultiEntryBytes } from "../protocol/reply-writer.ts";
 import type { Request } from "../protocol/request.ts";
 import { multiTooLarge, replyThrown } from "./reply-errors.ts";
 import { LoadWindow, loadKeys } from "./multi-loads.ts";
@@ -71,7 +71,7 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
  * Entries are written as their keys are looked up while the buffer has room. At the first that
  * does not fit, the keys left are looked up first (`lookUpRest`), so the buffer grows once, to
  * hold them all, and a reply past the frame limit is refused before it grows (every key is then
- * looked up and counted, as with a loader). A reply that fits is written in one pass.
+ * looked up and counted, as with a loader). A reply that fits is written in one pass, as before.
  */
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
@@ -83,16 +83,20 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
     if (repeated !== null && repeated[i] === 1) continue; // (a key asked twice is looked up, counted and answered once)
     const ks = items[i * 4]!;
     const kl = items[i * 4 + 1]!;
-    const id = i < ahead ? find(group, req, i, counted) : noted(group, req, i);
+    let id: number;
+    if (i < ahead) { // (`find`, inline: called here, a reply that fits looked ~3 % slower in-process)
+      id = counted ? group.lookup(req.buffer, ks, kl) : group.held(req.buffer, ks, kl);
+      if (id >= 0 && store.isNegative(id)) id = -1;
+    } else id = noted(group, req, i);
     const value = id >= 0 ? undefined : loaded?.[i]?.value;
     if (id < 0 && value === undefined) continue; // absent keys are left out of the map, as in the seed
     const length = value === undefined ? store.valueLength(id) : value.length;
-    const entry = getMultiEntryBytes(kl, length);
-    if (i < ahead && !reply.out.fits(entry + REPLY_OVERHEAD_BYTES)) {
+    let at = reply.addGetMultiEntry(req.buffer, ks, kl, length, i >= ahead);
+    if (at === GET_MULTI_FULL) {
       ahead = i + 1;
-      if (!reply.makeRoom(entry + lookUpRest(group, req, loaded, counted, ahead, repeated))) return multiTooLarge(reply, req, true);
+      if (!reply.makeRoom(getMultiEntryBytes(kl, length) + lookUpRest(group, req, loaded, counted, ahead, repeated))) return multiTooLarge(reply, req, true);
+      at = reply.addGetMultiEntry(req.buffer, ks, kl, length);
     }
-    const at = reply.addGetMultiEntry(req.buffer, ks, kl, length);
     if (at < 0) return multiTooLarge(reply, req, true);
     if (value === undefined) store.copyValue(id, reply.out.buffer, at);
     else reply.out.buffer.set(value, at);
