@@ -9,58 +9,28 @@
  * every value answered. An owner that answers nothing still fails every one at the timeout.
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { type Socket, listen } from "bun";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
-import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { countingLoader, keysOwnedBy, silentMember, slowLoadingMember } from "../support/cluster-members.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
 
-/** countingLoader loads `${name}:${key}` after `ms`, noting in `calls` under each key the nodes that loaded it. */
-function countingLoader(name: string, ms: number, calls: Map<string, string[]>): Loader {
-  return async (key) => {
-    const by = calls.get(key);
-    if (by === undefined) calls.set(key, [name]);
-    else by.push(name);
-    await Bun.sleep(ms);
-    return `${name}:${key}`;
-  };
-}
-
 /** LOAD_MS: each load takes 300 ms, 3/5 of the load timeout; the peer timeout is 200 ms. */
 const LOAD_MS = 300;
 
+/** startNode starts a member with group "g" of `loader`: peer timeout 200 ms, load timeout 500 ms (slowLoadingMember). */
 function startNode(port: number, ids: string[], loader: Loader, extra: Partial<NodeConfig> = {}): CacheNode {
-  const n = CacheNode.start(
-    {
-      port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 200, loadTimeoutMs: 500,
-      groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra,
-    },
-    { logger: new LogSink().logger, loaders: { g: loader } },
-  );
-  open.push(n);
-  return n;
-}
-
-/** keysOwnedBy returns `count` keys `${prefix}N` that `node`'s ring gives to `owner`. */
-function keysOwnedBy(node: CacheNode, owner: string, prefix: string, count: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < count; i++) {
-    const key = `${prefix}${i}`;
-    if (node.cluster!.owner(utf8.encode(key), 0, key.length) === owner) keys.push(key);
-  }
-  return keys;
+  return slowLoadingMember(open, port, ids, loader, extra);
 }
 
 /** client is an application's client of one connection: each its own, so the node gets the requests of several at once. */
@@ -80,7 +50,7 @@ async function twoNodes(calls: Map<string, string[]>): Promise<{ a: CacheNode; i
   const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`];
   const a = startNode(pa, ids, countingLoader("A", LOAD_MS, calls));
   startNode(pb, ids, countingLoader("B", LOAD_MS, calls));
-  const [warm] = keysOwnedBy(a, ids[1]!, "warm", 1) as [string];
+  const [warm] = keysOwnedBy(a, ids[1]!, 1, "warm") as [string];
   const peer = a.cluster!.peer(ids[1]!) as CacheClient;
   while (!peer[TEST_DOOR].connections.every((c) => c.usable)) await client(pa).get("g", warm).catch(() => {});
   expect(text((await client(pa).get("g", warm)).value)).toBe(`B:${warm}`);
@@ -99,7 +69,7 @@ describe("routed GetMultis whose parts queue on one peer connection", () => {
     // ~1.2 s and ~1.8 s. A part's own wait is the timeout and two load waits: 1.2 s.
     const calls = new Map<string, string[]>();
     const { a, ids } = await twoNodes(calls);
-    const sets = ["p", "q", "r", "s", "t", "u"].map((prefix) => keysOwnedBy(a, ids[1]!, prefix, 64));
+    const sets = ["p", "q", "r", "s", "t", "u"].map((prefix) => keysOwnedBy(a, ids[1]!, 64, prefix));
     const founds = await Promise.all(sets.map((keys) => client(a.port).getMulti("g", keys)));
     expectLoadedOnceByB(calls, sets.flat());
     sets.forEach((keys, n) => {
@@ -119,8 +89,8 @@ describe("routed GetMultis whose parts queue on one peer connection", () => {
     // timeout and one load wait (0.7 s).
     const calls = new Map<string, string[]>();
     const { a, ids } = await twoNodes(calls);
-    const sets = ["p", "q"].map((prefix) => keysOwnedBy(a, ids[1]!, prefix, 96));
-    const [getKey] = keysOwnedBy(a, ids[1]!, "single", 1) as [string];
+    const sets = ["p", "q"].map((prefix) => keysOwnedBy(a, ids[1]!, 96, prefix));
+    const [getKey] = keysOwnedBy(a, ids[1]!, 1, "single") as [string];
     const multis = sets.map((keys) => client(a.port).getMulti("g", keys));
     // Both parts are on the owner, loading, before the Get is sent behind them.
     const started = (prefix: string) => [...calls.keys()].some((k) => k.startsWith(prefix));
@@ -135,12 +105,11 @@ describe("routed GetMultis whose parts queue on one peer connection", () => {
 
   test("an owner that answers nothing still fails every one at the timeout, and the forwarder loads their keys", async () => {
     const [pa] = freePorts(1) as [number];
-    const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
-    open.push({ close: async () => silent.stop(true) });
+    const silent = silentMember(open); // (reads what it is sent, answers nothing: a hung process)
     const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
     const calls = new Map<string, string[]>();
     const a = startNode(pa, ids, countingLoader("A", 1, calls), { loadTimeoutMs: 30_000 });
-    const sets = ["p", "q", "r", "s"].map((prefix) => keysOwnedBy(a, ids[1]!, prefix, 64));
+    const sets = ["p", "q", "r", "s"].map((prefix) => keysOwnedBy(a, ids[1]!, 64, prefix));
     const t0 = performance.now();
     const founds = await Promise.all(sets.map((keys) => client(pa).getMulti("g", keys)));
     expect(performance.now() - t0).toBeLessThan(5_000); // (the timeout and slack; the longer waits would be minutes)

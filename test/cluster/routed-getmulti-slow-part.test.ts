@@ -11,55 +11,25 @@
  * however many keys it has, and the forwarder loads them.
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { type Socket, listen } from "bun";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
-import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { countingLoader, keysOwnedBy, silentMember, slowLoadingMember } from "../support/cluster-members.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
 
-/** countingLoader loads `${name}:${key}` after `ms`, noting in `calls` under each key the nodes that loaded it. */
-function countingLoader(name: string, ms: number, calls: Map<string, string[]>): Loader {
-  return async (key) => {
-    const by = calls.get(key);
-    if (by === undefined) calls.set(key, [name]);
-    else by.push(name);
-    await Bun.sleep(ms);
-    return `${name}:${key}`;
-  };
-}
-
+/** startNode starts a member with group "g" of `loader`: peer timeout 200 ms, load timeout 500 ms (slowLoadingMember). */
 function startNode(port: number, ids: string[], loader: Loader, extra: Partial<NodeConfig> = {}): CacheNode {
-  const n = CacheNode.start(
-    {
-      port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 200, loadTimeoutMs: 500,
-      groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra,
-    },
-    { logger: new LogSink().logger, loaders: { g: loader } },
-  );
-  open.push(n);
-  return n;
-}
-
-/** keysOwnedBy returns `count` keys `${prefix}N` that `node`'s ring gives to `owner`. */
-function keysOwnedBy(node: CacheNode, owner: string, prefix: string, count: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < count; i++) {
-    const key = `${prefix}${i}`;
-    if (node.cluster!.owner(utf8.encode(key), 0, key.length) === owner) keys.push(key);
-  }
-  return keys;
+  return slowLoadingMember(open, port, ids, loader, extra);
 }
 
 function client(port: number): CacheClient {
@@ -77,7 +47,7 @@ describe("a routed GetMulti part of many slow cold keys", () => {
     // and 500 ms of load timeout (one load's wait: 0.7 s in all).
     const a = startNode(pa, ids, countingLoader("A", 100, calls));
     startNode(pb, ids, countingLoader("B", 100, calls));
-    const keys = keysOwnedBy(a, ids[1]!, "cold", 300);
+    const keys = keysOwnedBy(a, ids[1]!, 300, "cold");
     const found = await client(pa).getMulti("g", keys);
     const loadedTwice = [...calls].filter(([, by]) => by.length !== 1).length;
     expect(loadedTwice).toBe(0);
@@ -99,7 +69,7 @@ describe("a routed GetMulti part of many slow cold keys", () => {
     const a = startNode(pa, ids, countingLoader("A", 100, calls));
     startNode(pb, ids, countingLoader("B", 100, calls));
     // 330 keys of 200 bytes: a PeerGetMulti of over 64 KiB (DETACH_MAX_MULTI_MESSAGE_BYTES), ~1.1 s of loads.
-    const keys = keysOwnedBy(a, ids[1]!, `${"x".repeat(195)}-`, 330);
+    const keys = keysOwnedBy(a, ids[1]!, 330, `${"x".repeat(195)}-`);
     const found = await client(pa).getMulti("g", keys);
     expect([...calls].filter(([, by]) => by.length !== 1).length).toBe(0);
     expect(found.size).toBe(keys.length);
@@ -114,7 +84,7 @@ describe("a routed GetMulti part of many slow cold keys", () => {
     const calls = new Map<string, string[]>();
     const a = startNode(pa, ids, countingLoader("A", 100, calls));
     startNode(pb, ids, countingLoader("B", 100, calls));
-    const sets = ["p", "q", "r"].map((prefix) => keysOwnedBy(a, ids[1]!, prefix, 300));
+    const sets = ["p", "q", "r"].map((prefix) => keysOwnedBy(a, ids[1]!, 300, prefix));
     const c = client(pa);
     const founds = await Promise.all(sets.map((keys) => c.getMulti("g", keys)));
     expect([...calls].filter(([, by]) => by.length !== 1).length).toBe(0);
@@ -135,12 +105,11 @@ describe("a routed GetMulti part of many slow cold keys", () => {
       // timeout of 30 s, a part of 330 keys may wait minutes for a live owner: waited out here,
       // it would outlast this test's timeout.
       const [pa] = freePorts(1) as [number];
-      const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
-      open.push({ close: async () => silent.stop(true) });
+      const silent = silentMember(open); // (reads what it is sent, answers nothing: a hung process)
       const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
       const calls = new Map<string, string[]>();
       const a = startNode(pa, ids, countingLoader("A", 1, calls), { loadTimeoutMs: 30_000 });
-      const keys = keysOwnedBy(a, ids[1]!, prefix, 330);
+      const keys = keysOwnedBy(a, ids[1]!, 330, prefix);
       const t0 = performance.now();
       const found = await client(pa).getMulti("g", keys);
       expect(performance.now() - t0).toBeLessThan(5_000);

@@ -7,18 +7,17 @@
  * timeout, and the forwarder loads the key itself.
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { type Socket, listen } from "bun";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { LogSink } from "../server/support.ts";
 import { freePorts } from "../support/node-process.ts";
+import { keysOwnedBy, silentMember } from "../support/cluster-members.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
-const utf8 = new TextEncoder();
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -43,16 +42,6 @@ function startNode(port: number, ids: string[], loader: Loader, extra: Partial<N
   return n;
 }
 
-/** keysOwnedBy returns `count` keys `${prefix}N` that `node`'s ring gives to `owner`. */
-function keysOwnedBy(node: CacheNode, owner: string, prefix: string, count: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < count; i++) {
-    const key = `${prefix}${i}`;
-    if (node.cluster!.owner(utf8.encode(key), 0, key.length) === owner) keys.push(key);
-  }
-  return keys;
-}
-
 function client(port: number): CacheClient {
   const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
   open.push(c);
@@ -66,7 +55,7 @@ describe("a load on the owner that outlasts the peer timeout", () => {
     const calls: string[] = [];
     const a = startNode(pa, ids, slowLoader("A", 700, calls)); // 700 ms of load against a 200 ms peer timeout
     startNode(pb, ids, slowLoader("B", 700, calls));
-    const keys = keysOwnedBy(a, ids[1]!, "k", 3);
+    const keys = keysOwnedBy(a, ids[1]!, 3, "k");
     const c = client(pa);
     const values = await Promise.all(keys.map((k) => c.get("g", k)));
     expect(values.map((v) => text(v.value))).toEqual(keys.map((k) => `B:${k}`));
@@ -83,7 +72,7 @@ describe("a load on the owner that outlasts the peer timeout", () => {
     const calls: string[] = [];
     const a = startNode(pa, ids, slowLoader("A", 700, calls));
     startNode(pb, ids, slowLoader("B", 700, calls));
-    const keys = keysOwnedBy(a, ids[1]!, "m", 4);
+    const keys = keysOwnedBy(a, ids[1]!, 4, "m");
     const found = await client(pa).getMulti("g", keys);
     expect([...found.entries()].map(([k, v]) => [k, text(v)]).sort()).toEqual(keys.map((k) => [k, `B:${k}`]).sort());
     expect(calls.sort()).toEqual(keys.map((k) => `B:${k}`).sort());
@@ -94,12 +83,11 @@ describe("a load on the owner that outlasts the peer timeout", () => {
     // B accepts connections and reads what it is sent, and never answers (a hung process). The
     // load wait is 30 s here: a forwarded Get waiting it out would outlast this test's timeout.
     const [pa] = freePorts(1) as [number];
-    const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
-    open.push({ close: async () => silent.stop(true) });
+    const silent = silentMember(open); // (reads what it is sent, answers nothing: a hung process)
     const ids = [`127.0.0.1:${pa}`, `127.0.0.1:${silent.port}`];
     const calls: string[] = [];
     const a = startNode(pa, ids, slowLoader("A", 10, calls), { loadTimeoutMs: 30_000 });
-    const [key] = keysOwnedBy(a, ids[1]!, "h", 1) as [string];
+    const [key] = keysOwnedBy(a, ids[1]!, 1, "h") as [string];
     const got = await client(pa).get("g", key);
     expect(text(got.value)).toBe(`A:${key}`);
     expect(calls).toEqual([`A:${key}`]);

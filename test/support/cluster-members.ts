@@ -2,7 +2,9 @@
  * In-process cluster members for tests: nodes on free 127.0.0.1 ports that list each other as
  * peers, with their logs kept out of the test output.
  */
+import { type Socket, listen } from "bun";
 import { CacheClient } from "../../src/client/cache-client.ts";
+import type { Loader } from "../../src/cluster/loader.ts";
 import { CacheNode, type NodeDeps } from "../../src/server/cache-node.ts";
 import type { NodeConfig } from "../../src/server/config.ts";
 import { StubServer, type StubCall, closedPort, serve } from "../client/support.ts";
@@ -38,6 +40,43 @@ export function startMembers(
   };
   ports.forEach((_, i) => start(i));
   return { nodes, ids, start };
+}
+
+/**
+ * slowLoadingMember starts a member with group "g" (no TTL, every value admitted) loaded by
+ * `loader`, a 200 ms peer timeout and a 500 ms load timeout (`extra` over them), for tests of loads
+ * that outlast the peer timeout; it is added to `open`.
+ */
+export function slowLoadingMember(
+  open: { close(): Promise<void> }[], port: number, ids: string[], loader: Loader, extra: Partial<NodeConfig> = {},
+): CacheNode {
+  const n = CacheNode.start(
+    {
+      port, host: "127.0.0.1", peers: ids, logLevel: "silent", peerTimeoutMs: 200, loadTimeoutMs: 500,
+      groups: [{ name: "g", ttlMs: 0, admission: "always" }], ...extra,
+    },
+    { logger: new LogSink().logger, loaders: { g: loader } },
+  );
+  open.push(n);
+  return n;
+}
+
+/** silentMember is a peer that reads what it is sent and never answers (a hung process); it is added to `open`. */
+export function silentMember(open: { close(): Promise<void> }[]): { port: number } {
+  const silent = listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s: Socket, _d: Uint8Array) {} } });
+  open.push({ close: async () => silent.stop(true) });
+  return silent;
+}
+
+/** countingLoader loads `${name}:${key}` after `ms`, noting in `calls` under each key the nodes that loaded it. */
+export function countingLoader(name: string, ms: number, calls: Map<string, string[]>): Loader {
+  return async (key) => {
+    const by = calls.get(key);
+    if (by === undefined) calls.set(key, [name]);
+    else by.push(name);
+    await Bun.sleep(ms);
+    return `${name}:${key}`;
+  };
 }
 
 /** keysOwnedBy lists the first `n` keys `<prefix><i>` that `node`'s ring gives to member `id`. */
