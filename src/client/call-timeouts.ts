@@ -208,11 +208,14 @@ export class CallTimeouts {
    * queue notes the call in `slot`, being sent, behind those in flight on this connection
    * (PendingCalls.queue): a PeerGetMulti the node will serve in order, holding what comes after it
    * for its own load waits, is one sent while another is in flight (the node answers one out of
-   * order at a time: NODE_MAX_DETACHED) or one of over 64 KiB (NODE_DETACH_MAX_MULTI_BYTES).
+   * order at a time: NODE_MAX_DETACHED), a timed-out one included (the node serves it all the same:
+   * counting only those still waiting, one sent while a timed-out one still loaded there was taken
+   * for one answered out of order, its ping held behind it, and it failed at the timeout), or one
+   * of over 64 KiB (NODE_DETACH_MAX_MULTI_BYTES).
    */
   queue(slot: number): void {
     const p = this.conn.pending;
-    const inOrder = p.method[slot] === METHOD_PEER_GET_MULTI && (p.bytes[slot]! > NODE_DETACH_MAX_MULTI_BYTES || p.count(METHOD_PEER_GET_MULTI, 2) === 2);
+    const inOrder = p.method[slot] === METHOD_PEER_GET_MULTI && (p.bytes[slot]! > NODE_DETACH_MAX_MULTI_BYTES || p.inFlightOf(METHOD_PEER_GET_MULTI) >= 2);
     p.queue(slot, inOrder ? p.loadWaits[slot]! : 0);
   }
 

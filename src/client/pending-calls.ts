@@ -3,7 +3,7 @@
 // Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
 // message length, load waits, the waits it may hold others and be held, late deadline,
 // deadline-list links), two object arrays for the completion target (a forward callback or a
-// promise's resolvers), and a typed-array stack of free slots. Everything grows by doubling, up to
+// promise's resolvers), a typed-array stack of free slots, and the calls in flight by method. Everything grows by doubling, up to
 // MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
 //
 // Seqid = (generation << SLOT_BITS) | slot, so the slot of a reply is `seqid & SLOT_MASK` with
@@ -108,6 +108,11 @@ export class PendingCalls {
   private capacity = 0;
   /** ends holds the oldest and newest slot of each list, -1 when empty: WAITING at 0, LATE at 2. */
   private readonly ends = Int32Array.of(-1, -1, -1, -1);
+  /**
+   * calls: the calls in flight (waiting, late or abandoned: the node serves a timed-out call all
+   * the same) by method (`inFlightOf`).
+   */
+  private readonly calls = new Int32Array(256);
   /** Slots WAITING or LATE / of them LATE / ABANDONED. */
   waiting = 0;
   late = 0;
@@ -128,6 +133,7 @@ export class PendingCalls {
     this.generation[slot] = gen;
     this.state[slot] = SLOT_WAITING;
     this.method[slot] = method;
+    this.calls[method]!++;
     this.issuedAt[slot] = tick;
     this.append(slot, WAITING_LIST);
     this.waiting++;
@@ -208,6 +214,7 @@ export class PendingCalls {
       this.abandoned--;
     }
     this.state[slot] = SLOT_FREE;
+    this.calls[this.method[slot]!]!--;
     this.forward[slot] = null;
     this.waiter[slot] = null;
     this.free[this.freeTop++] = slot;
@@ -230,12 +237,9 @@ export class PendingCalls {
     return false;
   }
 
-  /** count returns how many WAITING or LATE calls are of `method`, counting no further than `most`. */
-  count(method: number, most: number): number {
-    let n = 0;
-    for (let slot = this.head; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
-    for (let slot = this.lateHead; slot >= 0 && n < most; slot = this.next[slot]!) if (this.method[slot] === method) n++;
-    return n;
+  /** inFlightOf is how many calls of `method` are in flight (waiting, late or abandoned). */
+  inFlightOf(method: number): number {
+    return this.calls[method]!;
   }
 
   /** append links `slot` as the newest of `list` (WAITING_LIST or LATE_LIST). */
@@ -313,6 +317,9 @@ export class PendingCalls {
     let held = 0;
     for (let s = 0; s < this.capacity; s++) held += this.holds[s]!;
     if (held !== this.heldWaits) throw new Error("PendingCalls: heldWaits disagrees with the calls' holds");
+    const calls = new Int32Array(256);
+    for (let s = 0; s < this.capacity; s++) if (this.state[s] !== SLOT_FREE) calls[this.method[s]!]!++;
+    if (calls.some((n, m) => n !== this.calls[m])) throw new Error("PendingCalls: calls by method disagree with the slots");
     this.checkList(this.head, this.tail, SLOT_WAITING, waiting, this.issuedAt);
     this.checkList(this.lateHead, this.lateTail, SLOT_LATE, late, this.lateUntil);
   }

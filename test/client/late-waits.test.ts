@@ -253,3 +253,22 @@ describe("calls sent behind PeerGetMultis the node serves in order (review: each
     expect((await part).keys.length).toBe(1);
   });
 });
+
+describe("a PeerGetMulti that timed out is still served by the node (review: the next one was taken for one answered out of order)", () => {
+  test("one sent while a timed-out one still loads there waits for its loads: its ping goes elsewhere, it is not failed at the timeout", async () => {
+    // Timeout 100 ms, load wait 200 ms: the first waits ~300 ms and is given up, but the node
+    // loads it for 900 ms, out of order; the second, sent once the first failed, comes while the
+    // first is still detached there, so the node serves it in order (250 ms of loads), and the
+    // read connection answers nothing (pings included) until it is done.
+    const stub = inOrderStub(900, 250, 0);
+    const client = peerClient(stub, 200);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    expect((await rejection(client.peerGetMulti("g", ["k"]))).message).toContain("timeout");
+    expect(client.counters.timeouts).toBe(1);
+    const second = await client.peerGetMulti("g", ["k", "x"]);
+    expect(second.keys.map((k) => new TextDecoder().decode(k))).toEqual(["k"]);
+    expect(client.counters.timeouts).toBe(1); // the first's only
+    const multis = stub.calls.filter((c) => c.name === "PeerGetMulti");
+    expect(multis.map((c) => c.conn)).toEqual([multis[0]!.conn, multis[0]!.conn]); // both on the read connection
+  });
+});
