@@ -156,10 +156,13 @@ export class PeerPings {
    * count theirs), unless one is in flight there. Its answer lets them wait past the timeout;
    * none within a timeout fails them and gets the connection replaced (CallTimeouts.sweep).
    * A connection the node may be holding in order (`mayBeHeld`) cannot answer before its loads
-   * end: the ping goes on another connection, which tells that the node is there (`peerAlive`);
-   * with none usable, one backing off whose backoff is over is revived, its ping telling as much
-   * (after a connect failed, say while the node was starting, only the calls' connection was
-   * connected again, and a long PeerGetMulti held it: nothing asked, it failed at the timeout).
+   * end: the ping goes on another connection the node does not hold, which tells that the node is
+   * there (`peerAlive`); with none usable, one backing off whose backoff is over is revived, its
+   * ping telling as much (after a connect failed, say while the node was starting, only the calls'
+   * connection was connected again, and a long PeerGetMulti held it: nothing asked, it failed at
+   * the timeout). A held one is no target (before, two read connections each holding a long part
+   * were pinged behind each other's part while the write connection could have been revived, and
+   * both failed at the timeout).
    */
   pingLiveness(conn: ClientConnection): void {
     if (this.isClosed() || this.health.down) return;
@@ -167,7 +170,8 @@ export class PeerPings {
     if (conn.timeouts.mayBeHeld()) {
       target = null;
       for (const other of this.conns) {
-        if (other !== conn && other.usable && (target === null || other.pending.waiting < target.pending.waiting)) target = other;
+        if (other === conn || !other.usable || other.timeouts.mayBeHeld()) continue;
+        if (target === null || other.pending.waiting < target.pending.waiting) target = other;
       }
       if (target === null) {
         const revivable = this.conns.find((other) => other !== conn && other.revivable);

@@ -5,7 +5,7 @@
  * answers some connections and not others (a half-open socket, a wedged connection).
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { CacheClient } from "../../src/client/cache-client.ts";
+import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
 import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { METHOD_PEER_PING } from "../../src/protocol/request.ts";
 import { StubServer, type StubCall, getReply, rejection, serve } from "./support.ts";
@@ -270,5 +270,35 @@ describe("a PeerGetMulti that timed out is still served by the node (review: the
     expect(client.counters.timeouts).toBe(1); // the first's only
     const multis = stub.calls.filter((c) => c.name === "PeerGetMulti");
     expect(multis.map((c) => c.conn)).toEqual([multis[0]!.conn, multis[0]!.conn]); // both on the read connection
+  });
+});
+
+describe("the liveness ping of a connection the node may be holding goes to one it does not hold", () => {
+  test("two long parts on two read connections, the write connection backing off: it is revived for their ping, not the other held connection asked (review: each was pinged behind the other's part, and both failed at the timeout)", async () => {
+    // The stub holds each read connection as a node does a PeerGetMulti of over 64 KiB: nothing on
+    // it (pings included) is answered until 400 ms after the part came. The write connection is
+    // answered at once.
+    const stub = stubServer();
+    const heldUntil = new Map<number, number>();
+    stub.handler = (c, s) => {
+      const now = performance.now();
+      if (c.name === "PeerGetMulti") heldUntil.set(c.conn, now + 400);
+      const until = heldUntil.get(c.conn);
+      if (until === undefined) return serve(c, s);
+      setTimeout(() => s.write(c.conn, serve(c, s)), Math.max(0, until - now));
+      return null;
+    };
+    const client = new CacheClient({ host: "127.0.0.1", port: stub.port, timeoutMs: 100, loadWaitMs: 1_000, connections: 3, writeConnection: true });
+    open.push(client);
+    // The write connection had a failure: it backs off 20 ms, then may be revived.
+    const write = client[TEST_DOOR].connections[0]!;
+    write.dialer.backOff();
+    expect(write.usable).toBe(false);
+    const keys = Array.from({ length: 70 }, (_, i) => `${i}`.padStart(1_000, "k")); // ~70 KB: served in order
+    const parts = await Promise.all([client.peerGetMulti("g", keys), client.peerGetMulti("g", keys)]);
+    expect(parts.map((f) => f.keys.length)).toEqual([0, 0]);
+    expect(new Set(stub.calls.filter((c) => c.name === "PeerGetMulti").map((c) => c.conn)).size).toBe(2);
+    expect(client.counters.timeouts).toBe(0);
+    expect(write.usable).toBe(true); // revived, its ping answered
   });
 });
