@@ -10,7 +10,7 @@
 // then counts one failure of the peer if calls of the application timed out (however many: calls
 // sent together time out together). Late waits (CallTimeouts' header) make it ask a connection
 // whose late calls wait unanswered for half a timeout with a liveness ping (the client's
-// `pingLiveness`); a connection that answered nothing for a whole timeout while its calls timed
+// `pingLiveness`; for a retired one, only one the node may be holding, asked elsewhere); a connection that answered nothing for a whole timeout while its calls timed
 // out is `quiet`, and `replace`d. The timer stops once no call waits anywhere, and a call starts
 // it again (`running`, `start`): an idle client has no timer.
 
@@ -90,7 +90,14 @@ export class TimeoutSweep {
     for (const conn of conns) quietest = Math.min(quietest, conn.timeouts.noteSweep());
     for (const old of retired) quietest = Math.min(quietest, old.timeouts.noteSweep());
     const peerAlive = quietest <= this.timeoutTicks;
-    if (this.loadTicks > 0) for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
+    if (this.loadTicks > 0) {
+      for (const conn of conns) if (conn.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(conn);
+      // A retired connection's calls wait past the timeout only if the node may be holding it, and
+      // while it answers elsewhere (`peerAlive`): ask there for them too. (Before, nothing asked:
+      // a part queued behind one that outlasted its wait, its connection replaced for that, failed
+      // once the others went quiet, though its owner answered it within its own wait.)
+      for (const old of retired) if (old.timeouts.mayBeHeld() && old.timeouts.needsLiveness(this.timeoutTicks / 2)) this.pingLiveness(old);
+    }
     for (let i = 0; i < conns.length; i++) {
       if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.loadTicks, peerAlive)) timedOut = true;
       if (conns[i]!.timeouts.quiet) this.replace(i);

@@ -302,3 +302,29 @@ describe("the liveness ping of a connection the node may be holding goes to one 
     expect(write.usable).toBe(true); // revived, its ping answered
   });
 });
+
+describe("a retired connection the node may be holding is still asked about", () => {
+  test("a part queued behind one that outlasted its wait waits for its own, the connection replaced meanwhile (review: nothing pinged for the retired connection, and the part failed once the others went quiet)", async () => {
+    // Timeout 100 ms, load wait 400 ms. Two parts of over 64 KiB on the read connection, served in
+    // order: the first waits 500 ms but is answered at 650 (its owner's window was smaller), the
+    // second, waiting 900 ms (its own and the first's), at 800. The first's timeout gets the silent
+    // read connection replaced; the second still waits on it.
+    const stub = stubServer();
+    const answerAt = [650, 800];
+    let t0 = 0;
+    stub.handler = (c, s) => {
+      if (c.name !== "PeerGetMulti") return serve(c, s); // (pings on the read connection never come: the client knows it held)
+      if (t0 === 0) t0 = performance.now();
+      setTimeout(() => s.write(c.conn, serve(c, s)), t0 + answerAt.shift()! - performance.now());
+      return null;
+    };
+    const client = peerClient(stub, 400);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const keys = Array.from({ length: 70 }, (_, i) => `${i}`.padStart(1_000, "k")); // ~70 KB: served in order
+    const [first, second] = [client.peerGetMulti("g", keys), client.peerGetMulti("g", keys)];
+    expect((await rejection(first)).message).toContain("timeout");
+    expect((await second).keys.length).toBe(0);
+    expect(client.counters.timeouts).toBe(1); // the first's only
+    expect(stub.connections).toBe(2); // (no read connection opened since: the second came on the first one)
+  });
+});
