@@ -31,6 +31,7 @@ import {
   METHOD_PEER_CLEAR,
   METHOD_PEER_DELETE,
   METHOD_PEER_GET,
+  METHOD_PEER_GET_MULTI,
   METHOD_PEER_INVALIDATE,
   METHOD_PEER_PING,
   METHOD_PEER_SET,
@@ -246,7 +247,7 @@ describe("PendingCalls", () => {
     const seed = testSeed();
     const rng = new Prng(seed);
     const p = new PendingCalls();
-    const model = new Map<number, { slot: number; state: number; holds: number }>(); // seqid → record
+    const model = new Map<number, { slot: number; state: number; holds: number; method: number }>(); // seqid → record
     const heldWaits = (): number => [...model.values()].reduce((n, r) => n + r.holds, 0);
     let tick = 0;
     let late = 0;
@@ -255,7 +256,8 @@ describe("PendingCalls", () => {
         const op = rng.int(10);
         const live = [...model.keys()];
         if (op < 5 || live.length === 0) {
-          const slot = p.acquire(METHOD_GET, tick++);
+          const method = rng.int(2) === 0 ? METHOD_GET : METHOD_PEER_GET_MULTI;
+          const slot = p.acquire(method, tick++);
           const seqid = p.seqidOf(slot);
           expect(seqid).toBeGreaterThan(0);
           expect(model.has(seqid)).toBe(false); // unique among calls in flight
@@ -264,7 +266,7 @@ describe("PendingCalls", () => {
           const queued = heldWaits();
           p.queue(slot, holds);
           expect(p.queuedWaits[slot]).toBe(queued);
-          model.set(seqid, { slot, state: SLOT_WAITING, holds });
+          model.set(seqid, { slot, state: SLOT_WAITING, holds, method });
         } else if (op === 9 && p.head >= 0) {
           // The sweep lets the oldest waiting call wait late.
           const slot = p.head;
@@ -290,6 +292,8 @@ describe("PendingCalls", () => {
         expect(p.inFlight).toBe(model.size);
         expect(p.late).toBe(late);
         expect(p.heldWaits).toBe(heldWaits());
+        // Calls in flight by method, abandoned ones included (the node serves them all the same).
+        for (const m of [METHOD_GET, METHOD_PEER_GET_MULTI]) expect(p.inFlightOf(m)).toBe([...model.values()].filter((r) => r.method === m).length);
       }
     } catch (e) {
       console.error(`PendingCalls model test failed: replay with TEST_SEED=${seed}`);
