@@ -206,31 +206,38 @@ export class CallTimeouts {
 
   /**
    * queue notes the call in `slot`, being sent, behind those in flight on this connection
-   * (PendingCalls.queue): a PeerGetMulti the node will serve in order, holding what comes after it
+   * (PendingCalls.queue). A PeerGetMulti the node will serve in order, holding what comes after it
    * for its own load waits, is one sent while another is in flight (the node answers one out of
-   * order at a time: NODE_MAX_DETACHED), a timed-out one included (the node serves it all the same:
-   * counting only those still waiting, one sent while a timed-out one still loaded there was taken
-   * for one answered out of order, its ping held behind it, and it failed at the timeout), or one
-   * of over 64 KiB (NODE_DETACH_MAX_MULTI_BYTES).
+   * order at a time), a timed-out one included (the node serves it all the same: counting only
+   * those still waiting, one sent while a timed-out one still loaded there was taken for one
+   * answered out of order, its ping held behind it, and it failed at the timeout), or one of over
+   * 64 KiB (NODE_DETACH_MAX_MULTI_BYTES). A PeerGet sent behind NODE_MAX_DETACHED calls in flight
+   * (timed-out ones included) may be served in order too: it holds none of the calls behind it
+   * longer, but holds its connection until answered (`mayBeHeld`; before, once the calls answered
+   * out of order ahead of it were answered, the connection no longer counted as held though the
+   * node still served it in order behind that PeerGet's load: its ping waited there, and it failed
+   * at the timeout).
    */
   queue(slot: number): void {
     const p = this.conn.pending;
-    const inOrder = p.method[slot] === METHOD_PEER_GET_MULTI && (p.bytes[slot]! > NODE_DETACH_MAX_MULTI_BYTES || p.inFlightOf(METHOD_PEER_GET_MULTI) >= 2);
-    p.queue(slot, inOrder ? p.loadWaits[slot]! : 0);
+    const method = p.method[slot]!;
+    const holds = method === METHOD_PEER_GET_MULTI && (p.bytes[slot]! > NODE_DETACH_MAX_MULTI_BYTES || p.inFlightOf(METHOD_PEER_GET_MULTI) >= 2);
+    p.queue(slot, holds ? p.loadWaits[slot]! : 0, holds || (MAY_LOAD.has(method) && p.inFlight > NODE_MAX_DETACHED)); // (inFlight: itself included)
   }
 
   /**
    * mayBeHeld tells whether the node may be serving this connection in order behind a load, so
    * that nothing on it, a ping included, is answered before that load ends: more calls in flight
-   * than it answers out of order (NODE_MAX_DETACHED), or a PeerGetMulti in flight that it serves in
-   * order (`queue`: one sent while another was in flight, or one of over 64 KiB, a routed
-   * GetMulti's part of a few thousand keys; before, the long one was not told apart, so its ping,
-   * held behind it, went unanswered and it failed at the timeout; and a second one was told apart
-   * only while the first was in flight too).
+   * than it answers out of order (NODE_MAX_DETACHED; timed-out ones included, which the node serves
+   * all the same), or a call in flight that it may serve in order (`queue`: a PeerGetMulti sent
+   * while another was in flight, or one of over 64 KiB, a routed GetMulti's part of a few thousand
+   * keys; a PeerGet sent behind NODE_MAX_DETACHED; before, the long one was not told apart, so its
+   * ping, held behind it, went unanswered and it failed at the timeout; and a second one was told
+   * apart only while the first was in flight too).
    */
   mayBeHeld(): boolean {
     const p = this.conn.pending;
-    return p.waiting > NODE_MAX_DETACHED || p.heldWaits > 0;
+    return p.inFlight > NODE_MAX_DETACHED || p.inOrderCalls > 0;
   }
 }
 

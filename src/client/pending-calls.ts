@@ -1,10 +1,11 @@
 // PendingCalls: the pool of in-flight call records of one client connection, keyed by seqid.
 //
 // Memory layout: a struct of typed arrays indexed by slot (state, method, generation, issue tick,
-// message length, load waits, the waits it may hold others and be held, late deadline,
-// deadline-list links), two object arrays for the completion target (a forward callback or a
-// promise's resolvers), a typed-array stack of free slots, and the calls in flight by method. Everything grows by doubling, up to
-// MAX_SLOTS, and is reused: a steady stream of calls allocates nothing.
+// message length, load waits, the waits it may hold others and be held, whether the node may
+// serve it in order, late deadline, deadline-list links), two object arrays for the completion
+// target (a forward callback or a promise's resolvers), a typed-array stack of free slots, and
+// the calls in flight by method. Everything grows by doubling, up to MAX_SLOTS, and is reused: a
+// steady stream of calls allocates nothing.
 //
 // Seqid = (generation << SLOT_BITS) | slot, so the slot of a reply is `seqid & SLOT_MASK` with
 // no map, and the generation (1..MAX_GENERATION, bumped on each reuse of the slot) makes a seqid
@@ -91,6 +92,13 @@ export class PendingCalls {
    */
   holds = new Int32Array(INITIAL_SLOTS);
   heldWaits = 0;
+  /**
+   * inOrder: 1 for a call the node may serve in order, holding the connection until it is answered
+   * (`queue`: one that holds others, or a PeerGet sent past the node's out-of-order bound, which
+   * holds none longer); inOrderCalls counts them in flight, abandoned ones included.
+   */
+  private inOrder = new Uint8Array(INITIAL_SLOTS);
+  inOrderCalls = 0;
   /**
    * queuedWaits: `heldWaits` when the call was sent: the load waits the node may keep it unread
    * behind the calls before it, on top of its own (`loadWaits`). Before, a call waited for its own
@@ -195,18 +203,23 @@ export class PendingCalls {
 
   /**
    * queue notes the call in `slot`, being sent, behind the calls in flight (`queuedWaits`), and
-   * that it `holds` the calls sent after it for that many load waits.
+   * that it `holds` the calls sent after it for that many load waits; `inOrder`, that the node may
+   * serve it in order (as every call that holds others).
    */
-  queue(slot: Slot, holds: number): void {
+  queue(slot: Slot, holds: number, inOrder = holds > 0): void {
     this.queuedWaits[slot] = this.heldWaits;
     this.holds[slot] = holds;
     this.heldWaits += holds;
+    this.inOrder[slot] = inOrder ? 1 : 0;
+    if (inOrder) this.inOrderCalls++;
   }
 
   /** release frees a slot (its reply arrived, or the connection is gone). */
   release(slot: Slot): void {
     this.heldWaits -= this.holds[slot]!;
     this.holds[slot] = 0;
+    this.inOrderCalls -= this.inOrder[slot]!;
+    this.inOrder[slot] = 0;
     if (this.state[slot] === SLOT_WAITING || this.state[slot] === SLOT_LATE) {
       this.unlink(slot);
       this.waiting--;
@@ -286,6 +299,7 @@ export class PendingCalls {
       this.bytes = resize(this.bytes, capacity);
       this.loadWaits = resize(this.loadWaits, capacity);
       this.holds = resize(this.holds, capacity);
+      this.inOrder = resize(this.inOrder, capacity);
       this.queuedWaits = resize(this.queuedWaits, capacity);
       this.lateUntil = resize(this.lateUntil, capacity);
       this.prev = resize(this.prev, capacity);
@@ -317,6 +331,12 @@ export class PendingCalls {
     let held = 0;
     for (let s = 0; s < this.capacity; s++) held += this.holds[s]!;
     if (held !== this.heldWaits) throw new Error("PendingCalls: heldWaits disagrees with the calls' holds");
+    let inOrder = 0;
+    for (let s = 0; s < this.capacity; s++) {
+      if (this.holds[s]! > 0 && this.inOrder[s] !== 1) throw new Error("PendingCalls: a call that holds others is not in order");
+      inOrder += this.inOrder[s]!;
+    }
+    if (inOrder !== this.inOrderCalls) throw new Error("PendingCalls: inOrderCalls disagrees with the calls");
     const calls = new Int32Array(256);
     for (let s = 0; s < this.capacity; s++) if (this.state[s] !== SLOT_FREE) calls[this.method[s]!]!++;
     if (calls.some((n, m) => n !== this.calls[m])) throw new Error("PendingCalls: calls by method disagree with the slots");

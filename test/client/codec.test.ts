@@ -247,7 +247,7 @@ describe("PendingCalls", () => {
     const seed = testSeed();
     const rng = new Prng(seed);
     const p = new PendingCalls();
-    const model = new Map<number, { slot: number; state: number; holds: number; method: number }>(); // seqid → record
+    const model = new Map<number, { slot: number; state: number; holds: number; method: number; inOrder: boolean }>(); // seqid → record
     const heldWaits = (): number => [...model.values()].reduce((n, r) => n + r.holds, 0);
     let tick = 0;
     let late = 0;
@@ -264,9 +264,10 @@ describe("PendingCalls", () => {
           // Queued behind what the calls in flight (abandoned ones included) may hold it for.
           const holds = rng.int(3) === 0 ? 1 + rng.int(4) : 0;
           const queued = heldWaits();
-          p.queue(slot, holds);
+          const inOrder = holds > 0 || rng.int(4) === 0; // (a PeerGet past the node's out-of-order bound holds none)
+          p.queue(slot, holds, inOrder);
           expect(p.queuedWaits[slot]).toBe(queued);
-          model.set(seqid, { slot, state: SLOT_WAITING, holds, method });
+          model.set(seqid, { slot, state: SLOT_WAITING, holds, method, inOrder });
         } else if (op === 9 && p.head >= 0) {
           // The sweep lets the oldest waiting call wait late.
           const slot = p.head;
@@ -292,6 +293,7 @@ describe("PendingCalls", () => {
         expect(p.inFlight).toBe(model.size);
         expect(p.late).toBe(late);
         expect(p.heldWaits).toBe(heldWaits());
+        expect(p.inOrderCalls).toBe([...model.values()].filter((r) => r.inOrder).length);
         // Calls in flight by method, abandoned ones included (the node serves them all the same).
         for (const m of [METHOD_GET, METHOD_PEER_GET_MULTI]) expect(p.inFlightOf(m)).toBe([...model.values()].filter((r) => r.method === m).length);
       }

@@ -328,3 +328,77 @@ describe("a retired connection the node may be holding is still asked about", ()
     expect(stub.connections).toBe(2); // (no read connection opened since: the second came on the first one)
   });
 });
+
+describe("PeerGets that timed out still count toward what the node answers out of order", () => {
+  test("past 128 in flight, timed-out ones included, the node may hold the connection: the PeerGets behind wait while it answers elsewhere (review: only those still waiting were counted)", async () => {
+    // The stub answers the read connection as a node does: a PeerGet is answered out of order
+    // while fewer than 128 wait there; the one that finds 128 parks the connection, is answered
+    // at 200 ms, and nothing behind it (pings included) is read before then. The first 100
+    // PeerGets never load (the owner's loads outlast the client's wait), and are given up.
+    const stub = stubServer();
+    let detached = 0;
+    let parkedUntil = 0;
+    let phase = 1;
+    let t0 = 0;
+    stub.handler = (c, s) => {
+      const read = stub.calls.find((x) => x.name === "PeerGet")?.conn;
+      if (c.conn !== read) return serve(c, s);
+      const now = performance.now();
+      const at = Math.max(now, parkedUntil);
+      if (c.name !== "PeerGet") {
+        if (at === now) return serve(c, s);
+        setTimeout(() => s.write(c.conn, serve(c, s)), at - now);
+        return null;
+      }
+      if (phase === 1) {
+        detached++; // never answered
+        return null;
+      }
+      if (t0 === 0) t0 = now;
+      if (detached >= 128 && parkedUntil === 0) {
+        parkedUntil = t0 + 200;
+        setTimeout(() => s.write(c.conn, serve(c, s)), parkedUntil - now);
+        return null;
+      }
+      detached++;
+      setTimeout(() => s.write(c.conn, serve(c, s)), at - now + 20);
+      return null;
+    };
+    const client = peerClient(stub, 200);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const hung = Array.from({ length: 100 }, () => rejection(client.get("g", "k", { peer: true })));
+    for (const e of await Promise.all(hung)) expect(e.message).toContain("timeout");
+    expect(client.counters.timeouts).toBe(100);
+    phase = 2;
+    const gets = await Promise.all(Array.from({ length: 40 }, () => client.get("g", "k", { peer: true })));
+    expect(gets.every((g) => g.value.length === 1)).toBe(true);
+    expect(parkedUntil).toBeGreaterThan(0); // (the node did hold the connection)
+    expect(client.counters.timeouts).toBe(100); // none of the 40
+  });
+});
+
+describe("a PeerGet the node serves in order, past the 128 it answers out of order", () => {
+  test("holds its connection until answered, though those answered out of order before it were answered since: it waits for its load (review: the connection no longer counted as held, its ping waited behind it, and it failed at the timeout)", async () => {
+    // 160 PeerGets at once: the stub answers the first 128 out of order at 20 ms (hits); the 129th
+    // parks the connection as a node does, answered at 250 ms (a load), and nothing behind it
+    // (pings included) is read before then. Timeout 100 ms, load wait 200 ms.
+    const stub = stubServer();
+    let gets = 0;
+    let parkedUntil = 0;
+    stub.handler = (c, s) => {
+      const read = stub.calls.find((x) => x.name === "PeerGet")?.conn;
+      if (c.conn !== read) return serve(c, s);
+      const now = performance.now();
+      if (c.name === "PeerGet" && ++gets === 129) parkedUntil = now + 250;
+      const at = c.name === "PeerGet" && gets <= 128 ? now + 20 : Math.max(now, parkedUntil);
+      setTimeout(() => s.write(c.conn, serve(c, s)), at - now);
+      return null;
+    };
+    const client = peerClient(stub, 200);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    const all = await Promise.all(Array.from({ length: 160 }, () => client.get("g", "k", { peer: true })));
+    expect(all.every((g) => g.value.length === 1)).toBe(true);
+    expect(parkedUntil).toBeGreaterThan(0);
+    expect(client.counters.timeouts).toBe(0);
+  });
+});
