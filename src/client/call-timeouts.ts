@@ -24,7 +24,8 @@
 // time; one wait gave it up while the owner was still loading it, and the caller loaded every
 // key again). Either may also wait for those of the PeerGetMultis sent before it that the node
 // serves in order (`queue`: PendingCalls.holds, queuedWaits), which keep it unread meanwhile:
-// counting its own keys only, a part or a PeerGet sent behind other parts ran out of wait. The
+// counting its own keys only, a part or a PeerGet sent behind other parts ran out of wait. All
+// told, no call waits more than MAX_LATE_LOAD_WAITS load waits past its timeout. The
 // client keeps the connection answering while such calls wait: a PeerPing on it once it has been
 // quiet for half a timeout (`needsLiveness`, PeerPings.pingLiveness), which a node answers at
 // once, past the PeerGets and the PeerGetMulti it serves out of order while they load. Replies on
@@ -48,6 +49,21 @@ import { unavailable } from "./results.ts";
 
 /** A connection with this many unanswered timed-out calls is reset (their slots are reclaimed). */
 export const MAX_ABANDONED = 1_024;
+/**
+ * MAX_LATE_LOAD_WAITS caps a late wait: no call waits past its timeout more than this many load
+ * waits (`loadTicks`: the longest load timeout) in all, its own and those of the calls queued
+ * ahead of it. Counted uncapped, a routed GetMulti's part of 1 MiB of ~10-byte keys took ~2,300
+ * (a load wait per 32 keys: hours at the default 10 s load timeout), and a connection the node
+ * may be holding keeps its calls waiting while the peer answers on any other: a half-open one held
+ * them all that time. Eight is 80 s at the default: a part of up to 8 windows of keys (256 at the
+ * default 32) is never cut short, whatever its loads (each ends by the load timeout); a longer
+ * one, or one queued behind others, only if its windows' loads average over 8 / (its windows and
+ * those ahead) of the load timeout (for a 9,000-key part of over 64 KiB, 282 windows, ~280 ms of
+ * the default 10 s). Such a part outlasts its wait and the forwarder loads its keys itself, as
+ * when the owner's window is smaller than its own (design.md's limits); it has waited over a
+ * minute, which no application's GetMulti is likely to wait for.
+ */
+export const MAX_LATE_LOAD_WAITS = 8;
 /** MAY_LOAD are the calls a node may answer only after a load (late waits: see the header). */
 const MAY_LOAD: ReadonlySet<number> = new Set([METHOD_PEER_GET, METHOD_PEER_GET_MULTI]);
 /**
@@ -104,8 +120,8 @@ export class CallTimeouts {
    * PEER_UNAVAILABLE "timeout"; their late replies will be dropped. A sent PeerGet or PeerGetMulti
    * is kept instead (LATE) while this connection had a reply within `timeoutTicks` (or, when the
    * node may be holding it, `peerAlive`: some connection of the client did) and it is not
-   * `timeoutTicks` + its load waits (PendingCalls.loadWaits) times `loadTicks` old (see the
-   * header). Returns whether
+   * `timeoutTicks` + its load waits (PendingCalls.loadWaits, queuedWaits; MAX_LATE_LOAD_WAITS at
+   * most) times `loadTicks` old (see the header). Returns whether
    * it abandoned any: the client counts one failure per sweep that did, however many calls and
    * connections (calls sent together time out together, and a burst of slow calls must not mark
    * down a peer that answered others in between).
@@ -125,7 +141,8 @@ export class CallTimeouts {
     while (p.head >= 0 && tick - p.issuedAt[p.head]! > timeoutTicks) {
       const slot = p.head;
       if (mayWait && MAY_LOAD.has(p.method[slot]!)) {
-        const until = p.issuedAt[slot]! + timeoutTicks + (p.loadWaits[slot]! + p.queuedWaits[slot]!) * loadTicks;
+        const waits = Math.min(p.loadWaits[slot]! + p.queuedWaits[slot]!, MAX_LATE_LOAD_WAITS);
+        const until = p.issuedAt[slot]! + timeoutTicks + waits * loadTicks;
         if (tick <= until) {
           p.lateWait(slot, until);
           continue;

@@ -24,7 +24,8 @@ export interface ClientOptions {
    * loadWaitMs: how much longer than timeoutMs a PeerGet or PeerGetMulti (`peer: true`) may wait
    * while the node answers something within each timeout: the node may be loading the key, which
    * takes as long as its loader (a node's peer clients set its longest load timeout); a
-   * PeerGetMulti, that once per `loadsAtOnce` of its keys (CacheClient.peerGetMultiOf). While such
+   * PeerGetMulti, that once per `loadsAtOnce` of its keys (CacheClient.peerGetMultiOf); 8 times
+   * in all at most (CallTimeouts' MAX_LATE_LOAD_WAITS). While such
    * calls wait and nothing else is answered on their connection, a PeerPing on it asks whether it
    * still answers; a connection that answers nothing for a timeout fails them at once, and is
    * replaced. Default 0: every call fails at timeoutMs.
