@@ -100,11 +100,12 @@ export class ClientConnection {
   /**
    * taken: the node answered this socket's Auth or intro PeerPing without refusing it: it took the
    * connection, which is `usable` though no call was served on it yet (a node may hold the first
-   * calls behind their loads). It is a reply as any other for the peer's health and the
+   * calls behind their loads). It is a reply as any other for the
    * connection's quiet, but not `served`: lost before serving a call, the connection still backs
    * off longer (a node that takes connections and drops them at the first call is not reconnected
    * to at once each time). Before, it was usable again only once a call was answered, and a node's
-   * peer client sent its reads over the write connection meanwhile.
+   * peer client sent its reads over the write connection meanwhile. Nor does it reset the peer's
+   * failures in a row (PeerHealth.answered).
    */
   taken = false;
   /** answered: a reply, of any kind (first calls included), came on this socket. */
@@ -293,10 +294,11 @@ export class ClientConnection {
     }
     const forward = p.forward[slot]!;
     const waiter = p.waiter[slot]!;
-    p.release(slot);
-    this.health.succeeded();
-    const ok = r.outcome === REPLY_OK;
     const ping = this.settledPing(slot); // (cleared whatever the outcome: the slot is reused)
+    p.release(slot);
+    if (ping) this.health.answered(); // (a call of the client's own serves nothing: PeerHealth)
+    else this.health.succeeded();
+    const ok = r.outcome === REPLY_OK;
     if (!ok && !ping) this.health.counters.errors++;
     settleReply(forward, waiter, method, r, ok);
   }
@@ -312,11 +314,14 @@ export class ClientConnection {
     return true;
   }
 
-  /** tookConnection: the node answered a first call of this socket, taking it (`taken`). */
+  /**
+   * tookConnection: the node answered a first call of this socket, taking it (`taken`). A reply
+   * for the connection's quiet, but not a call served: the failures in a row stand (PeerHealth).
+   */
   private tookConnection(): void {
     this.taken = true;
     this.timeouts.replied = true;
-    this.health.succeeded();
+    this.health.answered();
   }
 
   private markServed(): void {

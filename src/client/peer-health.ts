@@ -1,10 +1,15 @@
 // PeerHealth: whether a peer is up, from the outcomes of its calls, and the client's counters.
 //
 // Every connection of a client reports here. A reply of any kind (a value, a CacheError, even a
-// TApplicationException) proves the peer alive: `succeeded` resets the consecutive-failure count
-// and marks a down peer up again. A connect error, a connection closed under us, or a timed-out
-// call is a failure; `maxFailures` in a row mark the peer down. While down the client rejects
-// calls at once and probes; the first reply to anything (normally the probe) marks it up.
+// TApplicationException) to a call proves the peer alive: `succeeded` resets the
+// consecutive-failure count and marks a down peer up again. A connect error, a connection closed
+// under us, or a timed-out call is a failure; `maxFailures` in a row mark the peer down. While
+// down the client rejects calls at once and probes; the first reply to anything (normally the
+// probe) marks it up. A reply to what the client sends of its own accord beside the calls (a
+// connection's Auth and intro PeerPing, a liveness or revival PeerPing) is only `answered`: it
+// marks a down peer up but, while up, keeps the failures in a row (review: a peer that took each
+// new connection, or answered pings, but let every call time out was never marked down, since
+// each quiet connection replaced came back taken and reset the count).
 
 /** ClientCounters are a client's running totals, a plain struct of numbers. */
 export interface ClientCounters {
@@ -40,13 +45,21 @@ export class PeerHealth {
     this.onStillDown = onStillDown;
   }
 
-  /** succeeded records a reply from the peer. */
+  /** succeeded records a reply to a call (the application's, or the down-peer probe). */
   succeeded(): void {
     this.failures = 0;
     if (this.down) {
       this.down = false;
       this.onUp();
     }
+  }
+
+  /**
+   * answered records a reply to the client's own Auth, intro, liveness or revival PeerPing: the
+   * peer is there (a down one is up again), but it served no call, so the failures in a row stand.
+   */
+  answered(): void {
+    if (this.down) this.succeeded();
   }
 
   /** failed records a connect error, a lost connection or a timeout, and why. */
