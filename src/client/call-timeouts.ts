@@ -164,7 +164,9 @@ export class CallTimeouts {
       for (let i = 0; i < timedOut.forwards.length; i++) settleError(timedOut.forwards[i]!, timedOut.waiters[i]!, error!);
     }
     const sentOut = error !== null && !unsent; // calls sent on this connection timed out
-    if (p.abandoned >= MAX_ABANDONED) this.conn.drop("too many unanswered calls");
+    // (Reset for its unanswered calls, the connection counts toward down only if the client's
+    // sweep does not count this one already: before, a burst timing out together counted twice.)
+    if (p.abandoned >= MAX_ABANDONED) this.conn.drop("too many unanswered calls", true, !counted);
     else if (sentOut && revival && !counted) this.conn.drop("no reply to the revival ping within the timeout", true, false); // backs off more
     // Calls (or a liveness ping) timed out and nothing at all came back on this connection for a
     // whole timeout: it is dead, or held by a slow call at its head (a node answers in order all
