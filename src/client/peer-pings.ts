@@ -63,8 +63,13 @@ export class PeerPings {
     private readonly isClosed: () => boolean,
   ) {}
 
-  /** onDown hears the peer marked down (PeerHealth): report it, reset what is not to be trusted, start probing. */
+  /**
+   * onDown hears the peer marked down (PeerHealth): report it, reset what is not to be trusted, start
+   * probing; nothing once the client is closed (a timed-out call's callback may close it in the
+   * sweep that then counts the timeout: before, the closed client's onHealth heard "down").
+   */
   onDown(): void {
+    if (this.isClosed()) return; // (its connections are closed, their calls failed)
     report(this.onHealth, "down", this.health.lastFailure);
     // Connections holding unanswered calls are not to be trusted: reset them (the probe
     // reconnects). Not failures of the peer: it is down already, for the reason just reported.
