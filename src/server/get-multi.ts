@@ -78,7 +78,7 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
   const items = req.items;
   const repeated = repeatedKeys(req);
   reply.beginGetMulti(req);
-  let ahead = req.itemCount; // the entries from `ahead` on were looked up by lookUpRest
+  let ahead = req.itemCount; // the entries from `ahead` on are written from the item ids noted (lookUpRest)
   for (let i = 0; i < req.itemCount; i++) {
     if (repeated !== null && repeated[i] === 1) continue; // (a key asked twice is looked up, counted and answered once)
     const ks = items[i * 4]!;
@@ -93,9 +93,13 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
     const length = value === undefined ? store.valueLength(id) : value.length;
     let at = reply.addGetMultiEntry(req.buffer, ks, kl, length, i >= ahead);
     if (at === GET_MULTI_FULL) {
-      ahead = i + 1;
-      if (!reply.makeRoom(getMultiEntryBytes(kl, length) + lookUpRest(group, req, loaded, counted, ahead, repeated))) return multiTooLarge(reply, req, true);
-      at = reply.addGetMultiEntry(req.buffer, ks, kl, length);
+      // This entry is then written as a noted one (its id noted, the loop back on it): its key may
+      // come again among the rest (repeatedKeys gave up) and be found expired there, its item freed.
+      items[i * 4 + 2] = id;
+      ahead = i;
+      if (!reply.makeRoom(getMultiEntryBytes(kl, length) + lookUpRest(group, req, loaded, counted, i + 1, repeated))) return multiTooLarge(reply, req, true);
+      i--;
+      continue;
     }
     if (at < 0) return multiTooLarge(reply, req, true);
     if (value === undefined) store.copyValue(id, reply.out.buffer, at);
@@ -131,9 +135,10 @@ function lookUpRest(group: Group, req: Request, loaded: (Loaded | null)[] | unde
 }
 
 /**
- * noted is the item id `lookUpRest` noted for entry `i`. Still good: nothing ran since, and a
- * lookup drops no item but its own key's; except one whose key came again and was found expired
- * then (only when `repeatedKeys` gave up on a flood of colliding keys, answered as asked): -1.
+ * noted is the item id noted for entry `i` (by `lookUpRest`, or before it for the entry that did
+ * not fit). Still good: nothing ran since, and a lookup drops no item but its own key's; except
+ * one whose key came again and was found expired then (only when `repeatedKeys` gave up on a
+ * flood of colliding keys, answered as asked): -1.
  */
 function noted(group: Group, req: Request, i: number): number {
   const id = req.items[i * 4 + 2]!;
