@@ -70,8 +70,9 @@ function loadMisses(group: Group, req: Request, maxBytes: number, foreign: Forei
  *
  * Entries are written as their keys are looked up while the buffer has room. At the first that
  * does not fit, the keys left are looked up first (`lookUpRest`), so the buffer grows once, to
- * hold them all, and a reply past the frame limit is refused before it grows (every key is then
- * looked up and counted, as with a loader). A reply that fits is written in one pass, as before.
+ * hold them all, and a reply past the frame limit is refused before it grows. A refused reply has
+ * every key looked up and counted, as with a loader, also one refused at the entry that passes the
+ * limit in a buffer with room. A reply that fits is written in one pass, as before.
  */
 function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (Loaded | null)[] | undefined, counted: boolean): void {
   const store = group.store;
@@ -101,7 +102,10 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
       i--;
       continue;
     }
-    if (at < 0) return multiTooLarge(reply, req, true);
+    if (at < 0) {
+      if (i < ahead) lookUpRest(group, req, loaded, counted, i + 1, repeated); // (counted as when refused by makeRoom)
+      return multiTooLarge(reply, req, true);
+    }
     if (value === undefined) store.copyValue(id, reply.out.buffer, at);
     else reply.out.buffer.set(value, at);
   }
