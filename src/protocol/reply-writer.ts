@@ -28,20 +28,8 @@ import { writeHeaderPrefix } from "./header-transport.ts";
 import { APP_ERROR, seedErrorText } from "./errors.ts";
 import { METHOD_GET, METHOD_NAME_BYTES, METHOD_SET_MULTI, METHOD_UNKNOWN, type Request } from "./request.ts";
 import {
-  MESSAGE_EXCEPTION,
-  MESSAGE_REPLY,
-  TRANSPORT_BUFFERED,
-  TRANSPORT_FRAMED,
-  TRANSPORT_THEADER,
-  TRANSPORT_TTHEADER,
-  TYPE_BOOL,
-  TYPE_I32,
-  TYPE_I64,
-  TYPE_MAP,
-  TYPE_STOP,
-  TYPE_STRING,
-  TYPE_STRUCT,
-  VERSION_1,
+  MESSAGE_EXCEPTION, MESSAGE_REPLY, TRANSPORT_BUFFERED, TRANSPORT_FRAMED, TRANSPORT_THEADER, TRANSPORT_TTHEADER,
+  TYPE_BOOL, TYPE_I32, TYPE_I64, TYPE_MAP, TYPE_STOP, TYPE_STRING, TYPE_STRUCT, VERSION_1,
 } from "./wire.ts";
 
 export const GET_MULTI_FULL = -2; // (addGetMultiEntry, told not to grow the buffer, found it full)
@@ -89,6 +77,8 @@ export class ReplyWriter {
    */
   seedErrors = false;
   private multiStart = 0;
+  /** unfinishedAt is where a reply begun and not yet ended starts in `out`, else -1 (`dropUnfinished`). */
+  private unfinishedAt = -1;
 
   constructor(out: BinaryWriter = new BinaryWriter()) {
     this.out = out;
@@ -134,6 +124,7 @@ export class ReplyWriter {
     w.ensure(REPLY_OVERHEAD_BYTES + 3 + valueLength);
     const b = w.buffer;
     const at = framed ? w.length : w.length - 4;
+    this.unfinishedAt = w.length;
     this.outerAt = framed ? at : -1;
     this.innerAt = -1;
     replyHead(b, at, 0x47, seqid); // G
@@ -274,6 +265,13 @@ export class ReplyWriter {
   /** abortGetMulti drops the GetMulti reply begun last (its buffer is where it was before). */
   abortGetMulti(): void {
     this.out.truncate(this.multiStart);
+    this.unfinishedAt = -1;
+  }
+
+  /** dropUnfinished drops a reply begun and not ended (a bug thrown while it was written: faults.ts). */
+  dropUnfinished(): void {
+    if (this.unfinishedAt >= 0) this.out.truncate(this.unfinishedAt);
+    this.unfinishedAt = -1;
   }
 
   /** endGetMulti patches the entry count and finishes the reply. */
@@ -339,6 +337,7 @@ export class ReplyWriter {
       (req.method !== METHOD_UNKNOWN || req.nameLength <= NAME_ALWAYS_ECHOED || req.nameLength + NAME_ECHO_MARGIN <= this.maxMultiBytes);
     const nameLength = named ? req.nameLength : 0;
     const seqid = req.headerRead ? req.seqid : req.header.seqid;
+    this.unfinishedAt = w.length;
     w.ensure(REPLY_OVERHEAD_BYTES + nameLength + bodyBytes);
     const transport = req.transport;
     this.innerAt = -1;
@@ -368,6 +367,7 @@ export class ReplyWriter {
     const w = this.out;
     if (this.innerAt >= 0) w.patchI32(this.innerAt, w.length - this.innerAt - 4);
     if (this.outerAt >= 0) w.patchI32(this.outerAt, w.length - this.outerAt - 4);
+    this.unfinishedAt = -1;
   }
 }
 

@@ -109,6 +109,7 @@ export class Faults {
   /** fault ends a connection after an error serving `req` (its reply, if one can go, to `reply`). */
   fault(conn: Connection, e: unknown, req = conn.proto.request, reply = conn.proto.reply): void {
     conn.closing = true;
+    reply.dropUnfinished(); // (a reply thrown out of half-written: what follows must not join it)
     conn.dropBacklog();
     if (e instanceof ProtocolError) {
       this.counters.protocolErrors++;
