@@ -92,7 +92,7 @@ function writeGetMulti(group: Group, req: Request, reply: ReplyWriter, loaded: (
     const value = id >= 0 ? undefined : loaded?.[i]?.value;
     if (id < 0 && value === undefined) continue; // absent keys are left out of the map, as in the seed
     const length = value === undefined ? store.valueLength(id) : value.length;
-    let at = reply.addGetMultiEntry(req.buffer, ks, kl, length, i >= ahead);
+    const at = reply.addGetMultiEntry(req.buffer, ks, kl, length, i >= ahead);
     if (at === GET_MULTI_FULL) {
       // This entry is then written as a noted one (its id noted, the loop back on it): its key may
       // come again among the rest (repeatedKeys gave up) and be found expired there, its item freed.
