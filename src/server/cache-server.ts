@@ -27,10 +27,9 @@
  *
  * Faults are contained to their connection (faults.ts): a protocol error or a bug closes only it.
  *
- * Connections are opened, ended and closed, and drained when the port closes, by
- * connection-lifecycle.ts: at `maxConnections` a new one closes the oldest not authenticated;
- * with none, its first request gets `CacheError OVERLOADED` and it closes. The expiry, stall and
- * idle timers are server-timers.ts; the options and counters, server-options.ts and server-counters.ts.
+ * Connections are opened, ended and closed, and drained when the port closes, by connection-lifecycle.ts: at
+ * `maxConnections` a new one closes the oldest not authenticated; with none, its first request gets `CacheError
+ * OVERLOADED` and it closes. Timers: server-timers.ts; options and counters: server-options.ts, server-counters.ts.
  */
 import type { TCPSocketListener } from "bun";
 import type { Cluster } from "../cluster/cluster.ts";
@@ -212,6 +211,7 @@ export class CacheServer implements DispatchContext {
     const turnEnd = this.turnEnd;
     if (conn.closing) return turnEnd.flush(conn);
     if (conn.sharedStart >= 0) turnEnd.flush(conn); // its earlier replies go out before new ones
+    if (conn.closing) return; // (its socket refused them, TurnEnd.lost: it closes, and what it sent since is not served)
     const proto = conn.proto;
     const own = proto.reply.out;
     const shared = turnEnd.sharedOut;

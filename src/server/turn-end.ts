@@ -273,7 +273,8 @@ export class TurnEnd {
    * its client, or shut down): nothing queued can go now, and no `drain` comes. Its reading may be
    * paused (its output past --max-output), and a paused socket never reported the reset: the node
    * kept the connection, its slot and what it held for good. Closed after the caller is done
-   * (a microtask: `process` may be serving it), its close counts it out (onClose).
+   * (a microtask: `process` may be serving it; `serve` serves no more of its input once it is
+   * `closing`), its close counts it out (onClose).
    */
   private lost(conn: Connection): void {
     conn.closing = true;

@@ -39,3 +39,26 @@ describe("a connection reset while its replies are written", () => {
     writer.close();
   });
 });
+
+describe("a connection whose socket refused a write", () => {
+  test("is not served on: the requests it sent after those whose replies were refused are left unserved (review: served up to its turn's budget, their replies dropped)", async () => {
+    await using node = startNode();
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "missing"));
+    await raw.waitFor(() => raw.frames().length === 1, "the first Get's reply");
+    const conn = [...(server.connections as Set<Connection>)].at(-1)!;
+    raw.reset();
+    Bun.sleepSync(50); // (the reset reaches the node's kernel; the node has not polled since)
+    const before = server.counters.requests;
+    // Two chunks in one poll: the second serves the first at once (its replies wait in the shared
+    // buffer for the turn's end), and the turn's end writes those before serving the second.
+    server.onData(conn, getCall(2, "missing"));
+    server.onData(conn, concat(...Array.from({ length: 500 }, (_, i) => getCall(i + 3, "missing"))));
+    await waitUntil(() => !conn.open, "the reset connection closed", 3_000);
+    expect(server.counters.requests - before).toBe(1); // the second chunk's 500 Gets not served
+    expect(server.connectionCount).toBe(0);
+    expect(server.counters.bufferedBytes).toBe(0);
+  });
+});
