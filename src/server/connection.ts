@@ -119,7 +119,7 @@ export class Connection {
   sharedEnd = 0;
   /** flushQueued: detached replies joined its own output, to be written at the end of the turn. */
   flushQueued = false;
-  /** open is false once the server saw the socket close. */
+  /** open is false once the server saw the socket close, or refuse a write (TurnEnd.lost). */
   open = true;
 
   constructor(socket: Socket<Connection>, id: number, limits: ProtocolLimits) {

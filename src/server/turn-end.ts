@@ -274,10 +274,13 @@ export class TurnEnd {
    * paused (its output past --max-output), and a paused socket never reported the reset: the node
    * kept the connection, its slot and what it held for good. Closed after the caller is done
    * (a microtask: `process` may be serving it; `serve` serves no more of its input once it is
-   * `closing`), its close counts it out (onClose).
+   * `closing`). What it holds is counted out now, and no more (not `open`: `account`): replies
+   * that can never go, counted until then, had the cap close another connection holding more.
    */
   private lost(conn: Connection): void {
     conn.closing = true;
+    conn.open = false;
+    this.cap.countOut(conn);
     queueMicrotask(() => conn.socket.terminate());
   }
 

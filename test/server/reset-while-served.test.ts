@@ -62,3 +62,35 @@ describe("a connection whose socket refused a write", () => {
     expect(server.counters.bufferedBytes).toBe(0);
   });
 });
+
+describe("the replies a refused write leaves", () => {
+  test("do not count toward --max-buffered: they never go, and counted, they had the cap close another connection, one that holds more (review)", async () => {
+    await using node = startNode({ maxOutputBytes: 256 * KIB, maxItemSize: 300 * KIB, maxFrameSize: 400 * KIB });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const server = node.server as any;
+    const writer = await RawSocket.connect(node.port);
+    writer.write(setCall(1, "v", new Uint8Array(128 * KIB).fill(3)));
+    await writer.waitFor(() => writer.frames().length === 1, "the Set's reply");
+    // A client that does not read: the node holds --max-output of its replies.
+    const slow = await RawSocket.connect(node.port, { read: false });
+    const slowConn = [...(server.connections as Set<Connection>)].at(-1)!;
+    slow.write(concat(...Array.from({ length: 200 }, (_, i) => getCall(i + 1, "v")))); // 25 MB of replies
+    await waitUntil(() => slowConn.held && slowConn.buffered >= 256 * KIB, "the slow reader held at --max-output", 5_000);
+    const raw = await RawSocket.connect(node.port);
+    raw.write(getCall(1, "missing"));
+    await raw.waitFor(() => raw.frames().length === 1, "the first Get's reply");
+    const conn = [...(server.connections as Set<Connection>)].at(-1)!;
+    // The cap: what the slow reader holds, and less than the reset connection's one reply more.
+    server.opts.maxBufferedBytes = slowConn.buffered + 64 * KIB;
+    raw.reset();
+    Bun.sleepSync(50); // (the reset reaches the node's kernel; the node has not polled since)
+    server.onData(conn, getCall(2, "v")); // a reply of 128 KiB, refused at the turn's end
+    await waitUntil(() => !conn.open, "the reset connection closed", 3_000);
+    expect(server.counters.bufferCapClosed).toBe(0);
+    expect(slow.isClosed).toBe(false);
+    expect(server.connectionCount).toBe(2);
+    server.cap.checkInvariants();
+    writer.close();
+    slow.close();
+  });
+});
