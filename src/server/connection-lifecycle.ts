@@ -32,7 +32,7 @@ import type { Faults } from "./faults.ts";
 import type { TurnEnd } from "./turn-end.ts";
 
 /** DRAIN_MS: at shutdown, a connection not waiting for a load is cut if not done after this. */
-const DRAIN_MS = 5_000;
+export const DRAIN_MS = 5_000;
 /** HANDSHAKE_MS: a TLS connection that has not finished its handshake this long after it opened is closed. */
 export const HANDSHAKE_MS = 10_000;
 /** AUTH_MS: on a node with an auth token, a connection not authenticated this long after it opened is closed. */
@@ -110,7 +110,7 @@ export class ConnectionLifecycle {
       // Waiting for a reader does not help: what is not waiting for a load is cut after
       // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
       const cut = (all: boolean): void => {
-        for (const conn of this.connections) if (all || (!conn.waiting && conn.detached === 0)) conn.socket.terminate();
+        for (const conn of this.connections) if (all || (!conn.waiting && conn.detached === 0)) this.cut(conn);
       };
       setTimeout(() => cut(false), Math.min(DRAIN_MS, this.opts.drainTimeoutMs)).unref();
       setTimeout(() => cut(true), this.opts.drainTimeoutMs).unref();
@@ -148,7 +148,7 @@ export class ConnectionLifecycle {
         conn.authTimer = undefined;
         if (!conn.open || conn.authed) return;
         // (One refused already, answered and ended, whose client keeps its side open: cut.)
-        if (conn.closing) conn.socket.terminate();
+        if (conn.closing) this.cut(conn);
         else this.faults.unauthenticated(conn, "no Auth in time", true);
       }, this.opts.authTimeoutMs ?? AUTH_MS);
     }
@@ -202,8 +202,7 @@ export class ConnectionLifecycle {
           conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, evictedSinceLastLine: held + 1,
         });
       }
-      conn.socket.terminate();
-      this.onClose(conn);
+      this.cut(conn);
       return true;
     }
     return false;
@@ -240,6 +239,20 @@ export class ConnectionLifecycle {
     conn.handshakeTimer = undefined;
   }
 
+  /**
+   * cut closes a connection at once, and does its close's bookkeeping now (`onClose`), whenever
+   * Bun's close event comes: after `end()` on a TLS socket, Bun reports the close only once the
+   * client closes its side, or ~12 s later, and `terminate()` then does nothing. Such a connection
+   * kept counting toward --max-connections, and held shutdown past its drain bound (its forced
+   * cut closed nothing: node.close() took 11–12 s). The later close event finds it counted out.
+   */
+  cut(conn: Connection): void {
+    conn.closing = true;
+    conn.socket.terminate();
+    this.onClose(conn);
+  }
+
+  /** onClose counts a connection out (Bun's close event, or `cut`): once, whichever comes first. */
   onClose(conn: Connection | undefined): void {
     this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
     if (conn === undefined || !this.connections.delete(conn)) return;

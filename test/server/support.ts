@@ -76,25 +76,38 @@ export class RawSocket {
   received = new Uint8Array(0);
   closed: Promise<void>;
   isClosed = false;
+  /** eof: the node's FIN came (the node ended its side); closeError: the error the socket closed with, if any (EPIPE, ECONNRESET). */
+  eof = false;
+  closeError: string | undefined = undefined;
   private socket!: Awaited<ReturnType<typeof Bun.connect>>;
   private waiters: (() => void)[] = [];
 
   private constructor() {
     let done!: () => void;
     this.closed = new Promise((r) => (done = r));
-    this.onClose = () => {
+    this.onClose = (error?: Error) => {
+      if (error !== undefined && this.closeError === undefined) this.closeError = error.message;
       this.isClosed = true;
       done();
       this.wake();
     };
   }
-  private onClose: () => void;
+  private onClose: (error?: Error) => void;
 
-  static async connect(port: number, opts: { read?: boolean } = {}): Promise<RawSocket> {
+  /**
+   * connect opens a raw connection; `read: false` leaves it paused, `tls` speaks TLS (any
+   * certificate), and `halfOpen` keeps the client's side open after the node's FIN (`eof`), as a
+   * client does that goes on sending (Bun's client otherwise closes at once).
+   */
+  static async connect(port: number, opts: { read?: boolean; tls?: boolean; halfOpen?: boolean } = {}): Promise<RawSocket> {
     const raw = new RawSocket();
+    let secured!: () => void;
+    const handshake = new Promise<void>((r) => (secured = r));
     raw.socket = await Bun.connect({
       hostname: "127.0.0.1",
       port,
+      ...(opts.tls === true ? { tls: { rejectUnauthorized: false } } : {}),
+      ...(opts.halfOpen === true ? { allowHalfOpen: true } : {}),
       socket: {
         binaryType: "uint8array",
         data(_s, chunk) {
@@ -104,14 +117,22 @@ export class RawSocket {
           raw.received = next;
           raw.wake();
         },
-        close() {
-          raw.onClose();
+        handshake() {
+          secured(); // (a TLS client's writes before its handshake is done are not sent)
         },
-        error() {
-          raw.onClose();
+        end() {
+          raw.eof = true;
+          raw.wake();
+        },
+        close(_s, error) {
+          raw.onClose(error);
+        },
+        error(_s, error) {
+          raw.onClose(error);
         },
       },
     });
+    if (opts.tls === true) await Promise.race([handshake, raw.closed]);
     if (opts.read === false) raw.socket.pause();
     return raw;
   }
