@@ -62,6 +62,8 @@ export interface NodeDeps {
   authTimeoutMs?: number;
   /** sendStallMs: with --idle-timeout, how long replies may wait untaken before the connection is closed (default SEND_STALL_MS). */
   sendStallMs?: number;
+  /** lingerMs: how long a connection the node has ended may wait for its client to close (default LINGER_MS). */
+  lingerMs?: number;
 }
 
 /**
@@ -260,6 +262,7 @@ export class CacheNode {
       handshakeTimeoutMs: deps.handshakeTimeoutMs,
       authTimeoutMs: deps.authTimeoutMs,
       sendStallMs: deps.sendStallMs,
+      lingerMs: deps.lingerMs,
       maxRequestsPerEvent: config.maxRequestsPerEvent,
       maxBufferedBytes: config.maxBufferedBytes,
       checkMemory: config.gcHeadroomBytes > 0 ? () => node?.memoryWatch?.check() : undefined,

@@ -115,7 +115,7 @@ export class CacheServer implements DispatchContext {
     this.listener = listenThrift(this, opts);
     this.host = opts.host;
     this.port = this.listener.port;
-    this.timers = new ServerTimers(groups, this.connections, this.counters, opts);
+    this.timers = new ServerTimers(groups, this.connections, this.counters, opts, this.turnEnd.lingering);
     this.waits = new LoadWaits(this, this.connections, this.counters, this.faults, this.turnEnd, this.cap, this.timers);
     this.lifecycle = new ConnectionLifecycle(this.connections, this.counters, opts, this.runs, this.turnEnd, this.cap, this.waits, this.timers, this.faults);
   }

@@ -18,6 +18,12 @@
  * its side (`onEnd`): what it sent is still served. At shutdown (`close`) every connection is
  * left to finish what it received: DRAIN_MS at most (or `drainTimeoutMs`, if shorter), and
  * `drainTimeoutMs` for one waiting for a load (in order or detached).
+ *
+ * Every graceful end is a lingering close (lingering-close.ts): the node half-closes once the
+ * replies are written, drops what the client still sends, and closes when the client does, or
+ * cuts it LINGER_MS later; a newcomer at --max-connections cuts the oldest lingering connection
+ * before any other eviction. A connection the node cuts (`cut`) is counted out at once, not when
+ * Bun's close event comes (`onClose` runs once, whichever is first).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import type { BufferCap } from "./buffer-cap.ts";
@@ -82,6 +88,7 @@ export class ConnectionLifecycle {
     this.waits = waits;
     this.timers = timers;
     this.faults = faults;
+    turnEnd.lingering.cut = (conn) => this.cut(conn);
   }
 
   /**
@@ -105,7 +112,7 @@ export class ConnectionLifecycle {
           continue;
         }
         conn.closing = true;
-        if (conn.queuedOutput === 0 && conn.detached === 0) conn.socket.end();
+        if (conn.queuedOutput === 0 && conn.detached === 0) this.turnEnd.lingering.end(conn);
       }
       // Waiting for a reader does not help: what is not waiting for a load is cut after
       // DRAIN_MS; a load's answer is waited for up to `drainTimeoutMs`.
@@ -159,14 +166,14 @@ export class ConnectionLifecycle {
     // Connections refused already do not count: while they linger (REJECTED_LINGER_MS at most),
     // a client arriving under the limit is served. At the limit, the oldest connection that has not
     // authenticated makes room (none on a node without a token); with none, the newcomer is refused.
-    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections && !this.evictUnauthenticated()) {
+    if (this.connections.size - this.rejectedOpen > this.opts.maxConnections && !this.turnEnd.lingering.cutOldest() && !this.evictUnauthenticated()) {
       conn.rejected = true;
       this.rejectedOpen++;
       this.counters.connectionsRejected++;
       // One that sends no request is closed after REJECTED_LINGER_MS. (Bun's own socket timeout
       // ticks in 4 s steps: it closed them after 4-8 s.)
       setTimeout(() => {
-        if (conn.open) socket.end();
+        if (conn.open && !conn.closing) this.turnEnd.lingering.end(conn);
       }, REJECTED_LINGER_MS);
       // One line a second at most: a flood of connections must not flood the log too.
       const held = this.rejectLog.take(performance.now());
@@ -257,6 +264,7 @@ export class ConnectionLifecycle {
     this.onHandshake(conn); // (closed before its handshake was done: its deadline goes too)
     if (conn === undefined || !this.connections.delete(conn)) return;
     this.unauthed.delete(conn);
+    this.turnEnd.lingering.forget(conn);
     if (conn.authTimer !== undefined) clearTimeout(conn.authTimer);
     conn.authTimer = undefined;
     conn.open = false;
@@ -266,5 +274,15 @@ export class ConnectionLifecycle {
     this.cap.countOut(conn);
     this.counters.connectionsCurrent = this.connections.size;
     if (this.allClosed !== null && this.connections.size === 0) this.allClosed();
+  }
+
+  /** checkInvariants throws unless the counts agree with the open connections (and what they hold). Tests only. */
+  checkInvariants(): void {
+    if (this.counters.connectionsCurrent !== this.connections.size) throw new Error(`connectionsCurrent ${this.counters.connectionsCurrent}, ${this.connections.size} open`);
+    let rejected = 0;
+    for (const conn of this.connections) if (conn.rejected) rejected++;
+    if (rejected !== this.rejectedOpen) throw new Error(`rejectedOpen ${this.rejectedOpen}, ${rejected} refused connections open`);
+    this.turnEnd.lingering.checkInvariants(this.connections);
+    this.cap.checkInvariants();
   }
 }

@@ -17,7 +17,8 @@
  * - `queued`: input arrived this turn and waits in the server's ready list to be served at the end
  *   of the turn; later chunks queue in `backlog` behind it.
  * - `paused`: reading from the socket is paused.
- * - `closing`: the connection ends once its output is flushed.
+ * - `closing`: the connection ends once its output is flushed (a lingering close: lingering-close.ts);
+ *   input that arrives meanwhile is dropped.
  * - `inputEnded`: the client sent FIN, or the node is closing; the connection closes once what it
  *   received is served.
  * - `rejected`: accepted past the connection limit; its first request is answered OVERLOADED and

@@ -17,6 +17,7 @@ export class ServerCounters {
   unauthorized = 0; // connections closed for a missing or wrong auth token
   evictedUnauthenticated = 0; // connections not authenticated yet closed at maxConnections to let a new one in (evictUnauthenticated)
   idleClosed = 0; // connections closed by the idle timeout
+  lingerCut = 0; // connections the node had ended, cut because their clients had not closed after LINGER_MS, or for a newcomer at maxConnections
   handshakeTimeouts = 0; // TLS connections closed for not finishing their handshake in time
   bufferCapClosed = 0; // connections closed because all connections' buffers passed the cap
   bufferedBytes = 0; // bytes all connections hold now (partial input + queued output)

@@ -47,6 +47,8 @@ export interface ServerOptions {
   authTimeoutMs?: number;
   /** sendStallMs: with an idle timeout, a connection whose replies wait this long untaken is closed (default SEND_STALL_MS). */
   sendStallMs?: number;
+  /** lingerMs: a connection the node has ended is cut this long after unless its client closed first (default LINGER_MS). */
+  lingerMs?: number;
   /** maxRequestsPerEvent bounds the requests served per turn for one connection (fairness). */
   maxRequestsPerEvent?: number;
   /** maxBufferedBytes caps the bytes all connections together hold (partial input + output). */

@@ -6,11 +6,12 @@
  *   drops the node's mirrors (`stalled`); the data handler checks it too (`checkStall`), before
  *   any input of the event is served;
  * - the idle sweep (`--idle-timeout`): connections with no traffic for the timeout, or whose
- *   replies the client has left untaken for SEND_STALL_MS, are closed (`closeIdle`); a request
- *   answered counts as traffic (`servedNow`).
+ *   replies the client has left untaken for SEND_STALL_MS, are closed (`closeIdle`, a lingering
+ *   close: lingering-close.ts); a request answered counts as traffic (`servedNow`).
  */
 import type { Groups } from "../cluster/groups.ts";
 import type { Connection } from "./connection.ts";
+import type { LingeringClose } from "./lingering-close.ts";
 import type { ServerOptions } from "./server-options.ts";
 import type { ServerCounters } from "./server-counters.ts";
 
@@ -32,6 +33,7 @@ export class ServerTimers {
   private readonly counters: ServerCounters;
   private readonly opts: ServerOptions;
   private readonly clock: () => number;
+  private readonly lingering: LingeringClose;
   private readonly idleTimer: ReturnType<typeof setInterval> | undefined;
   private readonly expiryTimer: ReturnType<typeof setInterval>;
   /**
@@ -47,8 +49,9 @@ export class ServerTimers {
   private stallsLogged = 0;
 
   /** The timers start now: make them once the port listens (a failed listen leaves none running). */
-  constructor(groups: Groups, connections: ReadonlySet<Connection>, counters: ServerCounters, opts: ServerOptions) {
+  constructor(groups: Groups, connections: ReadonlySet<Connection>, counters: ServerCounters, opts: ServerOptions, lingering: LingeringClose) {
     this.groups = groups;
+    this.lingering = lingering;
     this.connections = connections;
     this.counters = counters;
     this.opts = opts;
@@ -99,8 +102,7 @@ export class ServerTimers {
       const limit = conn.queuedOutput > 0 || conn.backedUp ? sendMs : idleMs;
       if (now - conn.lastActive < limit || conn.waiting || conn.detached > 0 || conn.queued || conn.closing) continue;
       this.counters.idleClosed++;
-      conn.closing = true;
-      conn.socket.end();
+      this.lingering.end(conn); // (a lingering close: replies its client has not read yet are not reset away)
     }
   }
 

@@ -29,6 +29,7 @@ import type { ServerOptions } from "./server-options.ts";
 import { BufferCap } from "./buffer-cap.ts";
 import type { Connection } from "./connection.ts";
 import type { Faults } from "./faults.ts";
+import { LingeringClose } from "./lingering-close.ts";
 import type { ServerCounters } from "./server-counters.ts";
 
 /** SHARED_OUTPUT_BYTES is the shared output buffer's first size (it grows like any writer). */
@@ -60,6 +61,8 @@ export class TurnEnd {
   private readonly opts: ServerOptions;
   /** cap: the cap on what the connections hold (buffer-cap.ts), applied once the turn's input is served. */
   readonly cap: BufferCap;
+  /** lingering ends the connections that close gracefully (lingering-close.ts), once `flush` has written their replies. */
+  readonly lingering: LingeringClose;
   /** ready: connections with input received this turn, served at its end (`onTurnEnd`); `readyCount` of them. */
   readonly ready: (Connection | null)[] = [];
   readyCount = 0;
@@ -88,6 +91,7 @@ export class TurnEnd {
     this.faults = faults;
     this.opts = opts;
     this.cap = new BufferCap(this, connections, counters, faults, opts);
+    this.lingering = new LingeringClose(counters, opts.lingerMs);
   }
 
   /**
@@ -264,7 +268,7 @@ export class TurnEnd {
     // A connection that waits ends after the reply it waits for (its `process` flushes again), and
     // after every reply written out of order (`detach` flushes again) unless the cap closed it.
     if (!conn.closing || conn.waiting || (conn.detached > 0 && !conn.capClosed)) return;
-    if (conn.proto.reply.out.length === 0) conn.socket.end();
+    if (conn.proto.reply.out.length === 0) this.lingering.end(conn); // (half-closed: replies unread by its client are kept)
     else if (conn.capClosed) conn.socket.terminate(); // closed for the cap: what the socket does not take now is not kept
   }
 

@@ -14,6 +14,7 @@ import type { Cluster } from "../../src/cluster/cluster.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
 import type { Connection } from "../../src/server/connection.ts";
+import { LingeringClose } from "../../src/server/lingering-close.ts";
 import { ServerCounters } from "../../src/server/server-counters.ts";
 import type { ServerOptions } from "../../src/server/server-options.ts";
 import { ServerTimers } from "../../src/server/server-timers.ts";
@@ -41,7 +42,7 @@ function watch(members: number) {
   const opts: Partial<ServerOptions> = {
     clock: Date.now, logger: sink.logger, stallMs: STALL_MS, expiryIntervalMs: 60_000, expiryBudget: 100, cluster: () => cluster,
   };
-  const timers = new ServerTimers(groups, new Set<Connection>(), counters, opts as ServerOptions);
+  const timers = new ServerTimers(groups, new Set<Connection>(), counters, opts as ServerOptions, new LingeringClose(counters));
   started.push(timers);
   return { mirror: group.mirror!, timers, counters, sink };
 }
