@@ -45,6 +45,14 @@ export const HANDSHAKE_MS = 10_000;
 export const AUTH_MS = 10_000;
 /** REJECTED_LINGER_MS: how long a connection past --max-connections has to send the request it is answered OVERLOADED on. */
 export const REJECTED_LINGER_MS = 2000;
+/**
+ * MAX_REJECTED_OPEN: how many connections past --max-connections may be open at once, waiting to
+ * be answered OVERLOADED or lingering after it (up to REJECTED_LINGER_MS + LINGER_MS each); a
+ * newcomer past them is cut at once, without a reply. They hold descriptors outside
+ * --max-connections (fd-limit.ts fits it to the open-file limit, less FD_RESERVE): a flood of
+ * connections at the limit must not take the descriptors the node keeps for the rest.
+ */
+export const MAX_REJECTED_OPEN = 32;
 
 export class ConnectionLifecycle {
   private readonly connections: Set<Connection>;
@@ -170,18 +178,23 @@ export class ConnectionLifecycle {
       conn.rejected = true;
       this.rejectedOpen++;
       this.counters.connectionsRejected++;
+      const cutNow = this.rejectedOpen > MAX_REJECTED_OPEN;
+      // One line a second at most: a flood of connections must not flood the log too.
+      const held = this.rejectLog.take(performance.now());
+      if (held >= 0) {
+        this.opts.logger.warn(cutNow ? "connection over the limit, with too many refused already open: cut without a reply" : "connection over the limit: will answer OVERLOADED and close", {
+          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
+        });
+      }
+      if (cutNow) {
+        this.counters.connectionsRejectedCut++;
+        return this.cut(conn);
+      }
       // One that sends no request is closed after REJECTED_LINGER_MS. (Bun's own socket timeout
       // ticks in 4 s steps: it closed them after 4-8 s.)
       setTimeout(() => {
         if (conn.open && !conn.closing) this.turnEnd.lingering.end(conn);
       }, REJECTED_LINGER_MS);
-      // One line a second at most: a flood of connections must not flood the log too.
-      const held = this.rejectLog.take(performance.now());
-      if (held >= 0) {
-        this.opts.logger.warn("connection over the limit: will answer OVERLOADED and close", {
-          conn: conn.id, remote: conn.remote, max: this.opts.maxConnections, rejectedSinceLastLine: held + 1,
-        });
-      }
     } else if (!conn.authed) {
       this.unauthed.add(conn); // (after the eviction: a newcomer never makes room by closing itself)
     }

@@ -110,6 +110,8 @@ export function createMetrics(node: CacheNode, latency: LatencyHistogram, admin?
   counter("mybuncache_connections_accepted_total", "Connections accepted since start.", [], (emit) => emit("", sc.connectionsTotal));
   counter("mybuncache_connections_rejected_total", "Connections over --max-connections, answered OVERLOADED and closed.", [], (emit) =>
     emit("", sc.connectionsRejected));
+  counter("mybuncache_connections_rejected_cut_total", "Of those, cut at once without a reply: 32 refused connections were open already (a flood at the limit).", [], (emit) =>
+    emit("", sc.connectionsRejectedCut));
   counter("mybuncache_received_bytes_total", "Bytes received on the Thrift port.", [], (emit) => emit("", sc.bytesIn));
   counter("mybuncache_sent_bytes_total", "Bytes written on the Thrift port.", [], (emit) => emit("", sc.bytesOut));
   counter("mybuncache_internal_errors_total", "Unexpected exceptions, each contained to its connection, and promises rejected with no handler (node.ts).", [], (emit) =>

@@ -7,6 +7,7 @@ export class ServerCounters {
   connectionsCurrent = 0; // open connections
   connectionsTotal = 0; // connections accepted since start
   connectionsRejected = 0; // connections past maxConnections
+  connectionsRejectedCut = 0; // of those, cut at once without a reply: MAX_REJECTED_OPEN refused were open already
   requests = 0; // requests decoded (all methods)
   protocolErrors = 0; // connections closed for malformed input
   internalErrors = 0; // unexpected exceptions contained to a connection

@@ -12,7 +12,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { ERROR_CODE } from "../../src/protocol/errors.ts";
 import type { CacheNode } from "../../src/server/cache-node.ts";
-import { DRAIN_MS } from "../../src/server/connection-lifecycle.ts";
+import { DRAIN_MS, MAX_REJECTED_OPEN } from "../../src/server/connection-lifecycle.ts";
 import { LINGER_MS } from "../../src/server/lingering-close.ts";
 import { RawSocket, cacheErrorCode, getCall, startNode } from "./support.ts";
 import { waitUntil } from "../support/gates.ts";
@@ -170,5 +170,31 @@ describe("lingering is bounded", () => {
     expect([node.server.counters.connectionsRejected, node.server.counters.lingerCut, node.server.connectionCount]).toEqual([0, 1, 1]);
     countsAgree(node);
     newcomer.close();
+  });
+  test("a flood past --max-connections holds at most MAX_REJECTED_OPEN refused connections open: the rest are cut at once, without a reply (review: each lingers up to 4 s, outside the limit, on descriptors the node keeps for the rest)", async () => {
+    await using node = startNode({ maxConnections: 2 });
+    const members = [await RawSocket.connect(node.port), await RawSocket.connect(node.port)];
+    const flood: RawSocket[] = [];
+    for (let i = 0; i < MAX_REJECTED_OPEN + 40; i++) flood.push(await RawSocket.connect(node.port, { halfOpen: true }));
+    await waitUntil(() => node.server.counters.connectionsRejected === MAX_REJECTED_OPEN + 40, "every newcomer refused");
+    expect(node.server.counters.connectionsRejectedCut).toBe(40);
+    expect(node.server.connectionCount).toBe(2 + MAX_REJECTED_OPEN);
+    countsAgree(node);
+    // The first MAX_REJECTED_OPEN are answered OVERLOADED; the last 40 were cut, no reply.
+    for (const c of flood) c.write(getCall(1, "absent"));
+    for (const c of flood.slice(0, MAX_REJECTED_OPEN)) await c.waitFor(() => c.frames().length === 1, "OVERLOADED");
+    for (const c of flood.slice(0, MAX_REJECTED_OPEN)) expect(cacheErrorCode(c.frames()[0]!)).toBe(ERROR_CODE.OVERLOADED);
+    for (const c of flood.slice(MAX_REJECTED_OPEN)) await c.closed;
+    expect(flood.slice(MAX_REJECTED_OPEN).every((c) => c.frames().length === 0)).toBe(true);
+    // The members are served throughout.
+    for (const m of members) {
+      m.write(getCall(7, "absent"));
+      await m.waitFor(() => m.frames().length === 1, "a member's reply");
+      expect(cacheErrorCode(m.frames()[0]!)).toBe(ERROR_CODE.NOT_FOUND);
+    }
+    for (const c of flood) c.close();
+    for (const m of members) m.close();
+    await waitUntil(() => node.server.connectionCount === 0, "all closed");
+    countsAgree(node);
   });
 });
