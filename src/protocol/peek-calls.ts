@@ -62,23 +62,27 @@ export const PEEK_TTL = 10;
  *   80 01 00 01 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 01
  */
 function isCallOf(buf: Uint8Array, f: number, first: number): boolean {
-  return buf[f] === 0x80 && buf[f + 1] === 0x01 && buf[f + 2] === 0 && buf[f + 3] === 1 &&
-    buf[f + 4] === 0 && buf[f + 5] === 0 && buf[f + 6] === 0 && buf[f + 7] === 3 &&
-    buf[f + 8] === first && buf[f + 9] === 0x65 && buf[f + 10] === 0x74 &&
-    buf[f + 15] === 12 && buf[f + 16] === 0 && buf[f + 17] === 1;
+  // One test of all fourteen bytes (each XORed with what it must be), not one branch per byte.
+  return ((buf[f]! ^ 0x80) | (buf[f + 1]! ^ 0x01) | buf[f + 2]! | (buf[f + 3]! ^ 1) |
+    buf[f + 4]! | buf[f + 5]! | buf[f + 6]! | (buf[f + 7]! ^ 3) |
+    (buf[f + 8]! ^ first) | (buf[f + 9]! ^ 0x65) | (buf[f + 10]! ^ 0x74) |
+    (buf[f + 15]! ^ 12) | buf[f + 16]! | (buf[f + 17]! ^ 1)) === 0;
 }
 
 /**
- * PLAIN_GET receives what `matchPlainGet` found: seqid, groupStart, groupLength, keyStart,
- * keyLength (shared scratch: callers read it at once; nothing here is asynchronous).
+ * PLAIN_GET receives what `matchPlainGet` found when given no other place: groupStart,
+ * groupLength, keyStart, keyLength, seqid (shared scratch: callers read it at once; nothing here
+ * is asynchronous).
  */
 export const PLAIN_GET = new Int32Array(5);
 
 /**
  * matchPlainGet tells whether the message `buf[f, end)` (a frame's body) is exactly a plain Get
- * call in the layout above, and if so fills PLAIN_GET. Reads only inside [f, end).
+ * call in the layout above, and if so writes its groupStart, groupLength, keyStart, keyLength and
+ * seqid to `out[o, o+5)` (peekCalls' first five words; PLAIN_GET by default). Reads only inside
+ * [f, end).
  */
-export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean {
+export function matchPlainGet(buf: Uint8Array, f: number, end: number, out: Int32Array = PLAIN_GET, o = 0): boolean {
   // Message header (15 bytes) + field 1 header (3) + group field header (7) + key field header (7) + 2 STOPs.
   if (end - f < 34 || !isCallOf(buf, f, 0x47)) return false; // "Get"
   let q = f + 18;
@@ -93,42 +97,39 @@ export function matchPlainGet(buf: Uint8Array, f: number, end: number): boolean 
   // Exactly two STOPs after the key (GetRequest, then the arguments) end the message: so the
   // decoder reads this message as a Get of exactly this group and key.
   if (keyLength !== end - keyStart - 2 || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
-  PLAIN_GET[0] = readI32(buf, f + 11);
-  PLAIN_GET[1] = groupStart;
-  PLAIN_GET[2] = groupLength;
-  PLAIN_GET[3] = keyStart;
-  PLAIN_GET[4] = keyLength;
+  out[o] = groupStart;
+  out[o + 1] = groupLength;
+  out[o + 2] = keyStart;
+  out[o + 3] = keyLength;
+  out[o + 4] = readI32(buf, f + 11);
   return true;
 }
 
 /**
- * PLAIN_SET receives what `matchPlainSet` found: seqid, groupStart, groupLength, keyStart,
- * keyLength, valueStart, valueLength, ttl (seconds, or -1: see PEEK_STRIDE).
- */
-export const PLAIN_SET = new Int32Array(8);
-
-/**
  * matchPlainSet tells whether the message `buf[f, end)` (a frame's body) is exactly a plain Set
- * call in the layout above, and if so fills PLAIN_SET. Reads only inside [f, end).
+ * call in the layout above, and if so writes it to `out[o, o+PEEK_STRIDE)` as peekCalls lists it
+ * (all but the frame's bounds and the method; other words may be written when it is not). Reads
+ * only inside [f, end).
  */
-export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean {
+export function matchPlainSet(buf: Uint8Array, f: number, end: number, out: Int32Array = PLAIN_SET, o = 0): boolean {
   // Message header (15) + field 1 header (3) + 3 string field headers (21) + ttl field (11) + 2 STOPs.
   if (end - f < 52 || !isCallOf(buf, f, 0x53)) return false; // "Set"
   let q = f + 18;
   const ttlFirst = isTtlField(buf, q); // Kitex's layout (see the header)
   let ttlAt = q;
   if (ttlFirst) q += 11;
-  // Three strings, fields 1, 2, 3; each length checked against what must still follow it
-  // (the later field headers, the ttl field if it comes last, and the STOPs: 7 bytes per string
-  // field, then 13 or 2).
+  // Three strings, fields 1, 2, 3 (to words 0, 2 and PEEK_VALUE); each length checked against
+  // what must still follow it (the later field headers, the ttl field if it comes last, and the
+  // STOPs: 7 bytes per string field, then 13 or 2).
   const after = ttlFirst ? 2 : 13;
   for (let field = 1; field <= 3; field++) {
     if (buf[q] !== 11 || buf[q + 1] !== 0 || buf[q + 2] !== field) return false;
     const length = readI32(buf, q + 3);
     const at = q + 7;
     if (length < 0 || length > end - at - after - 7 * (3 - field)) return false;
-    PLAIN_SET[field * 2 - 1] = at;
-    PLAIN_SET[field * 2] = length;
+    const w = field === 3 ? o + PEEK_VALUE : o + field * 2 - 2;
+    out[w] = at;
+    out[w + 1] = length;
     q = at + length;
   }
   if (!ttlFirst) {
@@ -140,10 +141,13 @@ export function matchPlainSet(buf: Uint8Array, f: number, end: number): boolean 
   if (q + 2 !== end || buf[end - 2] !== 0 || buf[end - 1] !== 0) return false;
   const high = readI32(buf, ttlAt + 3);
   const low = readI32(buf, ttlAt + 7);
-  PLAIN_SET[0] = readI32(buf, f + 11);
-  PLAIN_SET[7] = high === 0 && low >= 0 ? low : -1;
+  out[o + 4] = readI32(buf, f + 11);
+  out[o + PEEK_TTL] = high === 0 && low >= 0 ? low : -1;
   return true;
 }
+
+/** PLAIN_SET is where `matchPlainSet` writes when given no other place (PEEK_STRIDE words). */
+const PLAIN_SET = new Int32Array(PEEK_STRIDE);
 
 /** isTtlField tells whether `buf[q]` starts the SetRequest's ttl field header: 0A 00 04 (i64, field 4). */
 function isTtlField(buf: Uint8Array, q: number): boolean {
@@ -204,25 +208,14 @@ export function peekCalls(
       if (p < 0 || p - f > maxFrameBytes) break;
     }
     const o = count * PEEK_STRIDE;
-    let found: Int32Array; // PLAIN_GET or PLAIN_SET: the same first five words
-    if (matchPlainGet(buf, f, p)) {
-      found = PLAIN_GET;
+    if (matchPlainGet(buf, f, p, out, o)) {
       out[o + PEEK_METHOD] = METHOD_GET;
-    } else if (matchPlainSet(buf, f, p)) {
-      found = PLAIN_SET;
+    } else if (matchPlainSet(buf, f, p, out, o)) {
       out[o + PEEK_METHOD] = METHOD_SET;
-      out[o + PEEK_VALUE] = PLAIN_SET[5]!;
-      out[o + PEEK_VALUE + 1] = PLAIN_SET[6]!;
-      out[o + PEEK_TTL] = PLAIN_SET[7]!;
     } else {
       if (leading || !framed) break;
       continue;
     }
-    out[o] = found[1]!;
-    out[o + 1] = found[2]!;
-    out[o + 2] = found[3]!;
-    out[o + 3] = found[4]!;
-    out[o + 4] = found[0]!;
     out[o + 5] = frameStart;
     out[o + 6] = p;
     count++;

@@ -373,27 +373,14 @@ export class ReplyWriter {
 
 /**
  * replyHead writes bytes 4 to 21 of a framed REPLY to the three-letter method `first` + "et" (Get,
- * Set) at `b[at]`: the message header with `seqid`, then the result's `field` (0: the success, 1:
+ * Set) at `b[at]` (also hit-reply.ts's): the message header with `seqid`, then the result's `field` (0: the success, 1:
  * the CacheError), a struct.
  *   80 01 00 02 | 00 00 00 03 | first 'e' 't' | i32 seqid | 0C 00 field
  */
-function replyHead(b: Uint8Array, at: number, first: number, seqid: number, field = 0): void {
-  b[at + 4] = 0x80;
-  b[at + 5] = 0x01;
-  b[at + 6] = 0;
-  b[at + 7] = MESSAGE_REPLY;
-  b[at + 8] = 0;
-  b[at + 9] = 0;
-  b[at + 10] = 0;
-  b[at + 11] = 3;
-  b[at + 12] = first;
-  b[at + 13] = 0x65; // e
-  b[at + 14] = 0x74; // t
-  b[at + 15] = seqid >>> 24;
-  b[at + 16] = seqid >>> 16;
-  b[at + 17] = seqid >>> 8;
-  b[at + 18] = seqid;
-  b[at + 19] = TYPE_STRUCT;
-  b[at + 20] = 0;
-  b[at + 21] = field;
+export function replyHead(b: Uint8Array, at: number, first: number, seqid: number, field = 0): void {
+  b[at + 4] = 0x80; b[at + 5] = 0x01; b[at + 6] = 0; b[at + 7] = MESSAGE_REPLY;
+  b[at + 8] = 0; b[at + 9] = 0; b[at + 10] = 0; b[at + 11] = 3;
+  b[at + 12] = first; b[at + 13] = 0x65; b[at + 14] = 0x74; // first 'e' 't'
+  b[at + 15] = seqid >>> 24; b[at + 16] = seqid >>> 16; b[at + 17] = seqid >>> 8; b[at + 18] = seqid;
+  b[at + 19] = TYPE_STRUCT; b[at + 20] = 0; b[at + 21] = field;
 }

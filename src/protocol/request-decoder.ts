@@ -129,13 +129,13 @@ export class RequestDecoder {
     req.messageType = MESSAGE_CALL;
     req.nameStart = start + 8;
     req.nameLength = 3;
-    req.seqid = PLAIN_GET[0]!;
+    req.seqid = PLAIN_GET[4]!;
     req.method = METHOD_GET;
     req.headerRead = true;
-    req.groupStart = PLAIN_GET[1]!;
-    req.groupLength = PLAIN_GET[2]!;
-    req.keyStart = PLAIN_GET[3]!;
-    req.keyLength = PLAIN_GET[4]!;
+    req.groupStart = PLAIN_GET[0]!;
+    req.groupLength = PLAIN_GET[1]!;
+    req.keyStart = PLAIN_GET[2]!;
+    req.keyLength = PLAIN_GET[3]!;
     if (req.keyLength > this.maxKeyBytes) req.refuse(ERROR_CODE.INVALID_ARGUMENT, KEY_TOO_LONG);
   }
 

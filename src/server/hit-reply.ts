@@ -4,7 +4,9 @@
  * (any transport, from a decoded request); `writePlainHit` is a run's (framed or buffered, from
  * the seqid of a listed call, call-runs.ts). Both give the same bytes for the same item.
  */
-import type { ReplyWriter } from "../protocol/reply-writer.ts";
+import { copyBytes } from "../bytes/bytes.ts";
+import { REPLY_OVERHEAD_BYTES, type ReplyWriter, replyHead } from "../protocol/reply-writer.ts";
+import { TYPE_I64, TYPE_STOP, TYPE_STRING } from "../protocol/wire.ts";
 import type { Request } from "../protocol/request.ts";
 import type { Store } from "../store/store.ts";
 
@@ -15,9 +17,32 @@ export function writeHit(reply: ReplyWriter, req: Request, store: Store, id: num
   reply.endGet(store.ttlRemaining(id));
 }
 
-/** writePlainHit writes the Get reply of item `id` of `store` to the plain Get with `seqid`. */
+/**
+ * writePlainHit writes the Get reply of item `id` of `store` to the plain Get with `seqid`: the
+ * bytes of ReplyWriter's beginPlainGet, the value's copy and endGet, in one pass with the frame's
+ * length known before the copy (one call on a run's hot path instead of three). The cursor moves
+ * once the reply is whole, so a throw leaves no reply begun.
+ */
 export function writePlainHit(reply: ReplyWriter, store: Store, id: number, seqid: number, framed: boolean): void {
-  const at = reply.beginPlainGet(seqid, store.valueLength(id), framed);
-  store.copyValue(id, reply.out.buffer, at);
-  reply.endGet(store.ttlRemaining(id));
+  const length = store.valueLength(id);
+  const w = reply.out;
+  w.ensure(REPLY_OVERHEAD_BYTES + 3 + length);
+  const b = w.buffer;
+  const at = framed ? w.length : w.length - 4; // (buffered: no length, nothing written before the message)
+  replyHead(b, at, 0x47, seqid); // G, field 0: { 0: GetResponse }
+  b[at + 22] = TYPE_STRING; b[at + 23] = 0; b[at + 24] = 1; // value
+  b[at + 25] = length >>> 24; b[at + 26] = length >>> 16; b[at + 27] = length >>> 8; b[at + 28] = length;
+  copyBytes(b, at + 29, store.valuePage(id), store.valueStart(id), length);
+  let q = at + 29 + length;
+  const ttl = store.ttlRemaining(id);
+  if (ttl >= 0) {
+    w.length = q;
+    w.fieldBegin(TYPE_I64, 2);
+    w.i64(ttl);
+    q += 11;
+  }
+  b[q] = TYPE_STOP; // GetResponse
+  b[q + 1] = TYPE_STOP; // result
+  if (framed) w.patchI32(at, q - at - 2);
+  w.length = q + 2;
 }

@@ -148,14 +148,19 @@ export class Store {
    * key's hash for this store (`hashOf`, or what warm-up computed).
    */
   getHit(key: Uint8Array, off: number, len: number, hash: number): ItemId {
+    // (Kept this short, the checks in `servable`: so the JIT inlines it into a run's loop.)
     const id = this.index.find(key, off, len, hash);
-    if (id === NIL) return NIL;
-    const it = this.items;
-    const exp = it.f[id * F_STRIDE + F_EXPIRY]!;
-    if ((exp !== Infinity && exp <= this.clock()) || (it.w[id * STRIDE + W_CLASS]! & FLAG_NEGATIVE) !== 0) return NIL;
+    if (id === NIL || !this.servable(id)) return NIL;
     this.touch(id);
     this.counters.hits++;
     return id;
+  }
+
+  /** servable tells whether item `id` is unexpired and not a cached "not found" (`getHit`). */
+  private servable(id: ItemId): boolean {
+    const it = this.items;
+    const exp = it.f[id * F_STRIDE + F_EXPIRY]!;
+    return !((exp !== Infinity && exp <= this.clock()) || (it.w[id * STRIDE + W_CLASS]! & FLAG_NEGATIVE) !== 0);
   }
 
   /**
@@ -204,6 +209,18 @@ export class Store {
   ttlRemaining(id: ItemId): number {
     const exp = this.expiresAt(id);
     return exp === Infinity ? -1 : Math.max(0, exp - this.clock());
+  }
+
+  /** valuePage is the slab page holding item `id`'s value, at `valueStart(id)` (valid as `get`'s id is). */
+  valuePage(id: ItemId): Uint8Array {
+    return this.slab.pages[this.items.w[id * STRIDE + W_PAGE]!]!;
+  }
+
+  /** valueStart is where item `id`'s value starts in `valuePage(id)`. */
+  valueStart(id: ItemId): number {
+    const w = this.items.w;
+    const r = id * STRIDE;
+    return w[r + W_OFF]! + CHUNK_HEADER + (w[r + W_CLASS]! >>> KEY_SHIFT);
   }
 
   /** copyValue copies item `id`'s value into dst at dstOff and returns its length. */
