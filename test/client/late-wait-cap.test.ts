@@ -9,29 +9,14 @@
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { MAX_LATE_LOAD_WAITS } from "../../src/client/call-timeouts.ts";
-import type { EntryRanges } from "../../src/protocol/call-writer.ts";
-import { StubServer, rejection, serve } from "./support.ts";
+import { StubServer, partOf, rejection, serve } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
-const enc = new TextEncoder();
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
   for (const x of open.splice(0).reverse()) await x.close();
 });
-
-/** partOf lays `keys` out as a routed GetMulti's part (EntryRanges), as routed-parts.ts hands them to peerGetMultiOf. */
-function partOf(keys: string[]): EntryRanges {
-  const src = enc.encode(keys.join(""));
-  const items = new Int32Array(keys.length * 4);
-  let at = 0;
-  keys.forEach((k, i) => {
-    items[i * 4] = at;
-    items[i * 4 + 1] = k.length;
-    at += k.length;
-  });
-  return { src, items, indexes: keys.map((_, i) => i), from: 0, to: keys.length };
-}
 
 describe("a late wait is capped", () => {
   test("a part of 7,000 short keys on a connection that went half-open fails within the cap, while the other connection answers (review: ~220 load waits, 44 s here)", async () => {

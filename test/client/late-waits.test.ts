@@ -6,9 +6,8 @@
  */
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient, TEST_DOOR } from "../../src/client/cache-client.ts";
-import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { METHOD_PEER_PING } from "../../src/protocol/request.ts";
-import { StubServer, type StubCall, getReply, rejection, serve } from "./support.ts";
+import { StubServer, type StubCall, getReply, partOf, rejection, serve } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -124,19 +123,6 @@ describe("late waits are judged per connection", () => {
     expect(client.counters.timeouts).toBe(0);
   });
 });
-
-/** partOf lays `keys` out as a routed GetMulti's part (EntryRanges), as routed-parts.ts hands them to peerGetMultiOf. */
-function partOf(keys: string[]): EntryRanges {
-  const src = enc.encode(keys.join(""));
-  const items = new Int32Array(keys.length * 4);
-  let at = 0;
-  keys.forEach((k, i) => {
-    items[i * 4] = at;
-    items[i * 4 + 1] = k.length;
-    at += k.length;
-  });
-  return { src, items, indexes: keys.map((_, i) => i), from: 0, to: keys.length };
-}
 
 describe("a PeerGetMulti waits a load wait per window of its keys (the owner loads a part's misses a window at a time)", () => {
   // The stub answers each PeerGetMulti 600 ms after it came (6 timeouts), pings at once; the

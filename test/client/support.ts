@@ -6,6 +6,7 @@
  * (and independently of) the node serving them.
  */
 import type { Socket, TCPSocketListener } from "bun";
+import type { EntryRanges } from "../../src/protocol/call-writer.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
 import { ProtocolConnection } from "../../src/protocol/protocol-connection.ts";
 import {
@@ -239,4 +240,17 @@ export async function rejection(p: Promise<unknown>): Promise<{ code: number; me
     return e as { code: number; message: string; name: string };
   }
   throw new Error("expected a rejection");
+}
+
+/** partOf lays `keys` out as a routed GetMulti's part (EntryRanges), as routed-parts.ts hands them to peerGetMultiOf. */
+export function partOf(keys: string[]): EntryRanges {
+  const src = new TextEncoder().encode(keys.join(""));
+  const items = new Int32Array(keys.length * 4);
+  let at = 0;
+  keys.forEach((k, i) => {
+    items[i * 4] = at;
+    items[i * 4 + 1] = k.length;
+    at += k.length;
+  });
+  return { src, items, indexes: keys.map((_, i) => i), from: 0, to: keys.length };
 }
