@@ -173,11 +173,7 @@ export class PeerPings {
     if (this.isClosed() || this.health.down) return;
     let target: ClientConnection | null = conn;
     if (conn.timeouts.mayBeHeld()) {
-      target = null;
-      for (const other of this.conns) {
-        if (other === conn || !other.usable || other.timeouts.mayBeHeld()) continue;
-        if (target === null || other.pending.waiting < target.pending.waiting) target = other;
-      }
+      target = this.unheldBeside(conn, false);
       if (target === null) {
         const revivable = this.conns.find((other) => other !== conn && other.revivable);
         if (revivable !== undefined) this.revive(revivable);
@@ -198,12 +194,20 @@ export class PeerPings {
    */
   aroundHeld(conn: ClientConnection): ClientConnection {
     if (!conn.timeouts.mayBeHeld()) return conn;
+    return this.unheldBeside(conn, true) ?? conn;
+  }
+
+  /**
+   * unheldBeside is the connection other than `conn` with the fewest calls waiting among those
+   * usable (or, with `reviving`, being revived) that the node is not holding (`mayBeHeld`), or null.
+   */
+  private unheldBeside(conn: ClientConnection, reviving: boolean): ClientConnection | null {
     let best: ClientConnection | null = null;
     for (const other of this.conns) {
-      if (other === conn || !(other.usable || other.revivalSlot >= 0) || other.timeouts.mayBeHeld()) continue;
+      if (other === conn || !(other.usable || (reviving && other.revivalSlot >= 0)) || other.timeouts.mayBeHeld()) continue;
       if (best === null || other.pending.waiting < best.pending.waiting) best = other;
     }
-    return best ?? conn;
+    return best;
   }
 
   /** probe sends one PeerPing (not counted as a call) unless one is in flight. */
