@@ -214,6 +214,11 @@ export class CallTimeouts {
     return this.livenessSlot >= 0;
   }
 
+  /** livenessAge is how many ticks before `tick` the liveness ping in flight on this connection was issued, or -1 with none. */
+  livenessAge(tick: number): number {
+    return this.livenessSlot >= 0 ? tick - this.conn.pending.issuedAt[this.livenessSlot]! : -1;
+  }
+
   /**
    * needsLiveness tells whether a call that may wait late (PeerGet, PeerGetMulti) waits on this
    * connection, which has had no reply for `quietTicks` sweeps: it is asked with a liveness ping,

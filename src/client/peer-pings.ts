@@ -31,6 +31,14 @@ const STILL_DOWN_REPORT_MS = 30_000;
 /** PROBE_SPEEDUP: the first probe of a peer marked down comes after probeIntervalMs / PROBE_SPEEDUP. */
 const PROBE_SPEEDUP = 10;
 
+/**
+ * SILENT_SHARE: a connection whose liveness ping has gone unanswered this share of a timeout is
+ * not waited on for a held connection's liveness (PeerPings.silent). Under half: the held calls
+ * wait while a reply came anywhere within a timeout, and the ping is sent at half a timeout of
+ * quiet, so the new socket must answer within the other half.
+ */
+const SILENT_SHARE = 0.25;
+
 /** IGNORE takes the outcome of a revival ping: its effect is on the connection (usable again, or backing off more). */
 const IGNORE: Waiter = { resolve() {}, reject() {} };
 
@@ -173,15 +181,42 @@ export class PeerPings {
     if (this.isClosed() || this.health.down) return;
     let target: ClientConnection | null = conn;
     if (conn.timeouts.mayBeHeld()) {
-      target = this.unheldBeside(conn, false);
+      target = this.unheldBeside(conn, false, true);
       if (target === null) {
         const revivable = this.conns.find((other) => other !== conn && other.revivable);
-        if (revivable !== undefined) this.revive(revivable);
-        return;
+        if (revivable !== undefined) return this.revive(revivable);
+        target = this.resetSilent(conn);
+        if (target === null) return;
       }
       if (target.timeouts.quietFor < this.timeouts.timeoutTicks / 2) return; // (the node answered there lately)
     }
     if (!target.timeouts.livenessPinging) this.sendPeerPing(target, IGNORE, "liveness");
+  }
+
+  /**
+   * silent tells whether `conn` has left a liveness ping unanswered for SILENT_SHARE of a timeout:
+   * a node answers one on a connection it does not hold at once, so its socket may be dead
+   * (half-open). Asked for a held connection, the liveness check must not hang on it: the held
+   * calls wait only while the peer answers somewhere (`peerAlive`), and a ping left to time out
+   * there took a whole timeout, by which they had failed.
+   */
+  private silent(conn: ClientConnection): boolean {
+    return conn.timeouts.livenessAge(this.timeouts.tick) >= this.timeouts.timeoutTicks * SILENT_SHARE;
+  }
+
+  /**
+   * resetSilent resets a connection beside `conn` the node does not hold whose liveness ping went
+   * unanswered (`silent`) and that carries nothing else, so the next ping goes out on a new socket,
+   * and returns it; null when there is none. Before, the dead write connection beside a read one
+   * held by a long part was the only one asked: nothing else was tried, and the part failed at
+   * the timeout though the node was loading it. One with calls of the application waiting is
+   * left alone: it may be held behind a write the node waits on, and a reset would fail them.
+   */
+  private resetSilent(conn: ClientConnection): ClientConnection | null {
+    const silent = this.unheldBeside(conn, false, false);
+    if (silent === null || !this.silent(silent) || silent.pending.waiting !== 1) return null;
+    silent.drop("no reply to a liveness ping", false, false); // (its ping fails unseen: IGNORE)
+    return silent;
   }
 
   /**
@@ -194,17 +229,19 @@ export class PeerPings {
    */
   aroundHeld(conn: ClientConnection): ClientConnection {
     if (!conn.timeouts.mayBeHeld()) return conn;
-    return this.unheldBeside(conn, true) ?? conn;
+    return this.unheldBeside(conn, true, true) ?? this.unheldBeside(conn, true, false) ?? conn;
   }
 
   /**
    * unheldBeside is the connection other than `conn` with the fewest calls waiting among those
-   * usable (or, with `reviving`, being revived) that the node is not holding (`mayBeHeld`), or null.
+   * usable (or, with `reviving`, being revived) that the node is not holding (`mayBeHeld`), or null;
+   * with `answering`, not one `silent`.
    */
-  private unheldBeside(conn: ClientConnection, reviving: boolean): ClientConnection | null {
+  private unheldBeside(conn: ClientConnection, reviving: boolean, answering: boolean): ClientConnection | null {
     let best: ClientConnection | null = null;
     for (const other of this.conns) {
       if (other === conn || !(other.usable || (reviving && other.revivalSlot >= 0)) || other.timeouts.mayBeHeld()) continue;
+      if (answering && this.silent(other)) continue;
       if (best === null || other.pending.waiting < best.pending.waiting) best = other;
     }
     return best;

@@ -289,6 +289,36 @@ describe("the liveness ping of a connection the node may be holding goes to one 
   });
 });
 
+describe("the liveness ping of a held connection does not hang on one silent connection", () => {
+  test("the write connection, the only one not held, silently dead: its unanswered ping is not waited on, it is reset and asked again on a new socket, and the part waits for its loads (review: the ping waited on the dead socket, and the part failed at the timeout)", async () => {
+    // As above, the read connection is held 400 ms by a part of over 64 KiB; the write
+    // connection's socket goes silently dead while idle (a half-open socket: nothing answered).
+    const stub = stubServer();
+    let dead = -1;
+    const heldUntil = new Map<number, number>();
+    stub.handler = (c, s) => {
+      if (c.conn === dead) return null;
+      const now = performance.now();
+      if (c.name === "PeerGetMulti") heldUntil.set(c.conn, now + 400);
+      const until = heldUntil.get(c.conn);
+      if (until === undefined) return serve(c, s);
+      setTimeout(() => s.write(c.conn, serve(c, s)), Math.max(0, until - now));
+      return null;
+    };
+    const client = peerClient(stub, 1_000);
+    await client.set("g", "w", "v", undefined, { peer: true });
+    dead = stub.calls.at(-1)!.conn;
+    const keys = Array.from({ length: 70 }, (_, i) => `${i}`.padStart(1_000, "k")); // ~70 KB: served in order
+    const part = await client.peerGetMulti("g", keys);
+    expect(part.keys.length).toBe(0);
+    expect(client.counters.timeouts).toBe(0);
+    const pings = stub.calls.filter((c) => c.method === METHOD_PEER_PING);
+    expect(pings.some((c) => c.conn === dead)).toBe(true); // asked on the dead socket first,
+    expect(pings.some((c) => c.conn !== dead && c.conn !== stub.calls.find((x) => x.name === "PeerGetMulti")!.conn)).toBe(true); // then on a new one
+    expect(client.isDown).toBe(false);
+  });
+});
+
 describe("a retired connection the node may be holding is still asked about", () => {
   test("a part queued behind one that outlasted its wait waits for its own, the connection replaced meanwhile (review: nothing pinged for the retired connection, and the part failed once the others went quiet)", async () => {
     // Timeout 100 ms, load wait 400 ms. Two parts of over 64 KiB on the read connection, served in
