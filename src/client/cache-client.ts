@@ -270,7 +270,7 @@ export class CacheClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.timeouts.stop();
+    this.timeouts.close();
     this.pings.stop();
     await Promise.all([...this.conns, ...this.timeouts.retired.splice(0)].map((c) => c.close()));
   }

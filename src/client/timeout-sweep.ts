@@ -36,6 +36,8 @@ export class TimeoutSweep {
   /** retired: connections replaced while calls were on them (`replace`), closed once those settle. */
   readonly retired: ClientConnection[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
+  /** closed: the client closed (`close`), maybe from a callback of the sweep running now. */
+  private closed = false;
 
   /**
    * `conns` are the client's connections (`replace` swaps one in place), `firstRead` the first of
@@ -75,6 +77,12 @@ export class TimeoutSweep {
     this.timer = null;
   }
 
+  /** close stops the sweep for good (the client closed): a sweep under way stops at its next step. */
+  close(): void {
+    this.closed = true;
+    this.stop();
+  }
+
   /**
    * sweep advances the tick, times out overdue calls, and stops the timer when nothing waits.
    * Late PeerGets wait on while their connection had a reply within a timeout; when such calls
@@ -100,6 +108,11 @@ export class TimeoutSweep {
     }
     for (let i = 0; i < conns.length; i++) {
       if (conns[i]!.timeouts.sweep(tick, this.timeoutTicks, this.loadTicks, peerAlive)) timedOut = true;
+      // A callback of the calls failed above may have closed the client (a node shutting down):
+      // nothing more is done. Before, the sweep went on to swap a new, idle connection in for
+      // the quiet one it had just closed, and to count the timeout, marking the closed client's
+      // peer down (`isDown` read true after close).
+      if (this.closed) return;
       if (conns[i]!.timeouts.quiet) this.replace(i);
     }
     if (retired.length > 0) {
@@ -112,6 +125,7 @@ export class TimeoutSweep {
         void old.close(); // its calls have all settled
       }
     }
+    if (this.closed) return; // (closed by a retired connection's callback)
     if (timedOut) this.health.failed(`calls to ${hostPort(this.endpoint.host, this.endpoint.port)} timed out`); // one failure per sweep (see CallTimeouts.sweep)
     // Counted last: the callbacks of the calls failed above may have made new calls, on any
     // connection (one swept already included), and each needs the timer for its timeout.
