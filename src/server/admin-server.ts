@@ -6,7 +6,8 @@
  *  - `GET /healthz`: 200 "ok" while the node is serving; 503 "starting" or "draining" otherwise.
  *    The node owns the state and moves it with `setState`: a new AdminServer is "starting" (unless
  *    told otherwise), so a load balancer never sees ready before the node says so.
- *  - `GET /stats`: the node's figures as JSON (nodeStats below).
+ *  - `GET /stats`: the node's figures as JSON (nodeStats below); requests less than a second apart
+ *    share one reading too (with 1,000 groups one takes ~20 ms of the node's thread).
  *  - `POST /memory/purge`: a full garbage collection now (Redis's `MEMORY PURGE`), answered with the
  *    process's memory before and after as JSON. Resident memory in a garbage-collected runtime is a
  *    sawtooth; what is left after a full collection is what the node actually retains, the figure
@@ -72,7 +73,7 @@ export interface AdminOptions {
   clientStallMs?: number;
   /** evictQuietMs: at the cap, a connection without reply bytes this long makes room (default EVICT_QUIET_MS). */
   evictQuietMs?: number;
-  /** metricsShareMs: /metrics scrapes within this time of a rendering share it (default METRICS_MIN_INTERVAL_MS). */
+  /** metricsShareMs: /metrics and /stats requests within this time of a reading share it (default METRICS_MIN_INTERVAL_MS). */
   metricsShareMs?: number;
 }
 
@@ -93,20 +94,21 @@ export class AdminServer {
   /** access checks purge calls on a node with an auth token. */
   private readonly access: AccessControl | undefined;
   private lastPurgeAt = -Infinity;
-  /** rendered: the last /metrics rendering (renderMetrics), made at `renderedAt`. */
-  private rendered: Uint8Array | null = null;
-  private renderedAt = -Infinity;
-  private readonly metricsShareMs: number;
+  /** metricsText and statsJson: the last /metrics and /stats replies, shared by requests within metricsShareMs. */
+  private readonly metricsText: SharedReading;
+  private readonly statsJson: SharedReading;
 
   private constructor(opts: AdminOptions) {
     this.node = opts.node;
     this.latency = opts.latency;
     this.logger = opts.logger;
     this.current = opts.state ?? "starting";
-    this.metricsShareMs = opts.metricsShareMs ?? METRICS_MIN_INTERVAL_MS;
+    const shareMs = opts.metricsShareMs ?? METRICS_MIN_INTERVAL_MS;
     const token = opts.node.config.authToken;
     this.access = token === undefined ? undefined : new AccessControl(token);
     this.metrics = createMetrics(opts.node, opts.latency, () => this.connections); // (read at scrape time: the gate is open by then)
+    this.metricsText = new SharedReading(shareMs, () => this.metrics.render());
+    this.statsJson = new SharedReading(shareMs, () => JSON_TEXT.encode(JSON.stringify({ ...nodeStats(this.node, this.latency, this.current), admin: this.connections })));
     // The HTTP server listens on a loopback port of its own; the admin port itself is the gate's,
     // which caps the connections (admin-gate.ts).
     this.server = Bun.serve({
@@ -188,30 +190,12 @@ export class AdminServer {
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "method not allowed\n", { allow: "GET, HEAD" });
     switch (path) {
       case "/metrics":
-        return new Response(this.renderMetrics(), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } });
+        return new Response(this.metricsText.read(), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } });
       case "/healthz":
         return this.current === "serving" ? text(200, "ok\n") : text(503, `${this.current}\n`);
       default:
-        return Response.json({ ...nodeStats(this.node, this.latency, this.current), admin: this.connections }, { headers: { "cache-control": "no-store" } });
+        return new Response(this.statsJson.read(), { headers: { "content-type": "application/json;charset=utf-8", "cache-control": "no-store" } });
     }
-  }
-
-  /**
-   * renderMetrics renders the exposition at most once per `metricsShareMs` (1 s): scrapes within
-   * that time (several Prometheus servers, or a client scraping in a loop) share one rendering.
-   * A rendering holds the node's one thread, Thrift port included, for its whole length (about
-   * 5-10 ms with 1,000 groups: bench/metrics-render.ts), in one piece: not in slices, which Bun's
-   * HTTP server does not allow a pipelining client (exposition.ts). A rendering that throws is
-   * not kept: the next scrape renders again.
-   */
-  private renderMetrics(): Uint8Array {
-    const now = performance.now();
-    if (this.rendered === null || now - this.renderedAt >= this.metricsShareMs) {
-      this.rendered = null;
-      this.rendered = this.metrics.render();
-      this.renderedAt = now;
-    }
-    return this.rendered;
   }
 
   /** authorized checks a purge's bearer token against the node's, in constant time. */
@@ -247,6 +231,33 @@ export interface MemoryFigures {
 function memoryFigures(): MemoryFigures {
   const m = process.memoryUsage();
   return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, arrayBuffers: m.arrayBuffers, external: m.external };
+}
+
+const JSON_TEXT = new TextEncoder();
+
+/**
+ * SharedReading is a costly admin reply (the /metrics exposition, the /stats JSON) made at most
+ * once per `shareMs` (1 s): requests within that time (several Prometheus servers, or a client
+ * reading in a loop) share one. A reading holds the node's one thread, Thrift port included, for
+ * its whole length (about 5-10 ms for /metrics with 1,000 groups: bench/metrics-render.ts; ~20 ms
+ * for /stats), in one piece: not in slices, which Bun's HTTP server does not allow a pipelining
+ * client (exposition.ts). A reading that throws is not kept: the next request reads again.
+ */
+class SharedReading {
+  private bytes: Uint8Array | null = null;
+  private readAt = -Infinity;
+
+  constructor(private readonly shareMs: number, private readonly render: () => Uint8Array) {}
+
+  read(): Uint8Array {
+    const now = performance.now();
+    if (this.bytes === null || now - this.readAt >= this.shareMs) {
+      this.bytes = null;
+      this.bytes = this.render();
+      this.readAt = now;
+    }
+    return this.bytes;
+  }
 }
 
 function text(status: number, body: string, headers: Record<string, string> = {}): Response {
