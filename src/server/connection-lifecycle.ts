@@ -149,6 +149,11 @@ export class ConnectionLifecycle {
       }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_MS);
     }
     if (this.closed) {
+      // A guard: Bun (1.4.5) delivers no open after `close` stopped the listener, its first step,
+      // not even for a connection accepted in the poll that closed it (a flood of 3,000 connects
+      // during close, TCP and TLS: none). Ended here, before its handshake, a TLS socket closes
+      // at once (its handshake deadline goes with it, onClose); Bun's ~12 s close is for one
+      // ended after it.
       conn.closing = true; // (never in `connections`: input of the same poll must not be served, nor counted)
       socket.end();
       return;
