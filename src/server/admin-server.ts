@@ -48,9 +48,19 @@ export const METRICS_MIN_INTERVAL_MS = 1000;
 /**
  * pathOf is the path of a request target: absolute ("http://host/p?q"), or origin-form ("/p?q")
  * as Bun gives it for a request without a Host header (HTTP/1.0, load balancers' health checks),
- * which `new URL` alone refuses. undefined for a target that is neither.
+ * which `new URL` alone refuses. Bun builds the absolute form from the Host header, so a Host that
+ * is no host ("x:99999", "[::1") made the whole target refused: its path is read alone then (the
+ * node answers on its own port whatever the client calls it). undefined for a target that is
+ * neither.
  */
 function pathOf(target: string): string | undefined {
+  const path = urlPath(target);
+  if (path !== undefined) return path;
+  const authority = /^[a-z][a-z\d+.-]*:\/\/[^/?#]*/i.exec(target);
+  return authority === null ? undefined : urlPath(target.slice(authority[0].length) || "/");
+}
+
+function urlPath(target: string): string | undefined {
   try {
     return new URL(target, "http://admin.invalid").pathname;
   } catch {

@@ -535,6 +535,18 @@ describe("admin port", () => {
     expect((await rawHttp(a.admin.port, "GET /nope?x=1 HTTP/1.0\r\n\r\n")).split("\r\n")[0]).toBe("HTTP/1.1 404 Not Found");
   });
 
+  test("a Host header that is no host (a bad port, a space) still reaches the path: a health check is answered", async () => {
+    // Bun builds the request's URL from the Host header; `new URL` refused "http://x:99999/healthz",
+    // and every such probe was answered 400 "bad request target".
+    await using a = await startAdminNode({}, {}, "serving");
+    for (const host of ["x:99999", "a b", "[::1", "x:-1"]) {
+      const health = await rawHttp(a.admin.port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect([host, health.split("\r\n")[0]]).toEqual([host, "HTTP/1.1 200 OK"]);
+      const missing = await rawHttp(a.admin.port, `GET /nope?x=1 HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect([host, missing.split("\r\n")[0]]).toEqual([host, "HTTP/1.1 404 Not Found"]);
+    }
+  });
+
   test("no endpoint takes a body: one over 4 KiB is refused 413, unread (Bun's default took 128 MB)", async () => {
     await using a = await startAdminNode({}, {}, "serving");
     const big = await rawHttp(a.admin.port, "POST /memory/purge HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\n");
