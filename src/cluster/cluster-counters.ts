@@ -21,7 +21,7 @@ export class ClusterCounters {
   invalidationsSent = 0; // PeerInvalidate calls sent
   invalidationsReceived = 0; // PeerInvalidate calls served
   membershipChanges = 0; // member lists applied
-  foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored
+  foreignWrites = 0; // peer writes of keys this node's member list gives to another member: dropped, not stored, refused
   foreignReads = 0; // keys of peer Gets this node's member list gives to another member: answered, not stored
   peerProtocolErrors = 0; // peer replies that broke the protocol (malformed, or to a seqid not in flight): their connections dropped
 }

@@ -42,7 +42,7 @@ import { writeHit } from "./hit-reply.ts";
 import { agedTtl, type Prefetch, type Prefetches } from "./prefetch.ts";
 import { route } from "./routing.ts";
 import { answerWhenDone } from "./routed-get.ts";
-import { dropForeignReads, foreign, type ForeignKeys } from "./foreign-keys.ts";
+import { dropForeignReads, foreign, refuseForeign, type ForeignKeys } from "./foreign-keys.ts";
 import { forgetCopies, handedOut, invalidate } from "./mirror-copies.ts";
 import { getMulti } from "./get-multi.ts";
 
@@ -195,38 +195,48 @@ function set(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWrite
   const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, b, [req.keyStart, req.keyLength], 2, 1, member) : undefined;
   if (r !== SET_OK) group.counters.setErrors++;
   else if (!drop) group.counters.sets++;
-  if (told === undefined) return answerSet(reply, req, r); // (no closure: a lone node's Sets allocate nothing)
-  return told.then(() => answerSet(reply, req, r));
+  const answer = drop ? FOREIGN : r;
+  if (told === undefined) return answerSet(reply, req, answer); // (no closure: a lone node's Sets allocate nothing)
+  return told.then(() => answerSet(reply, req, answer));
 }
 
+/** FOREIGN is answerSet's refusal of a foreign write (foreign-keys.ts), beside the store's SetResults. */
+const FOREIGN = -1;
+
 /** answerSet writes a Set's or SetMulti's reply: success, or the (first) refusal's CacheError. */
-function answerSet(reply: ReplyWriter, req: Request, r: SetResult): void {
+function answerSet(reply: ReplyWriter, req: Request, r: SetResult | typeof FOREIGN): void {
+  if (r === FOREIGN) return refuseForeign(reply, req);
   if (r !== SET_OK) return replySetError(reply, req, r);
   reply.writeSuccess(req, true);
 }
 
 function remove(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
+  const drop = foreign(ctx, req.method, req.buffer, req.keyStart, req.keyLength); // (refused: its owner may hold the key)
   const found = group.store.delete(req.buffer, req.keyStart, req.keyLength);
   group.written(req.buffer, req.keyStart, req.keyLength);
-  if (found) group.counters.deletes++;
+  if (found && !drop) group.counters.deletes++;
   const told = ctx.cluster !== undefined ? forgetCopies(ctx.cluster, group, req.buffer, [req.keyStart, req.keyLength], 2, 1, member) : undefined;
-  if (told === undefined) return reply.writeSuccess(req, found);
-  return told.then(() => reply.writeSuccess(req, found));
+  if (told === undefined) return drop ? refuseForeign(reply, req) : reply.writeSuccess(req, found);
+  return told.then(() => (drop ? refuseForeign(reply, req) : reply.writeSuccess(req, found)));
 }
 
 // SetMulti stores every entry it can; if any is refused the reply is the first refusal's
-// CacheError (the other entries stay stored, as separate sets would). Each entry counts as a Set
-// would: in sets when stored, in setErrors when refused.
+// CacheError (the other entries stay stored, as separate sets would; a peer's entry of a key
+// another member owns is dropped and refused: foreign-keys.ts). Each entry counts as a Set would:
+// in sets when stored, in setErrors when refused.
 function setMulti(ctx: DispatchContext, group: Group, req: Request, reply: ReplyWriter, member: string | undefined): Promise<void> | void {
   const b = req.buffer;
   const items = req.items;
   const ttl = group.ttlFor(req.effectiveTtlMs());
-  let failed: SetResult = SET_OK;
+  let failed: SetResult | typeof FOREIGN = SET_OK;
   for (let i = 0; i < req.itemCount; i++) {
     const o = i * 4;
     const drop = foreign(ctx, req.method, b, items[o]!, items[o + 1]!);
     const r = drop ? SET_OK : group.store.set(b, items[o]!, items[o + 1]!, b, items[o + 2]!, items[o + 3]!, ttl);
-    if (drop) group.store.delete(b, items[o]!, items[o + 1]!);
+    if (drop) {
+      group.store.delete(b, items[o]!, items[o + 1]!);
+      if (failed === SET_OK) failed = FOREIGN; // (refused: foreign-keys.ts)
+    }
     group.written(b, items[o]!, items[o + 1]!);
     if (r !== SET_OK) {
       if (failed === SET_OK) failed = r;

@@ -1,17 +1,20 @@
 /**
  * Foreign keys: the keys of a peer's call that this node's member list gives to another member.
  * The two lists disagree for a while when one node has applied a change the other has not yet.
- * A peer's write of such a key is dropped (`foreign`), and a peer's read of one is answered by a
- * load that is not stored (`dropForeignReads`); both are counted in the cluster's counters. A
- * client's call is routed instead (routing.ts) and never checked here.
+ * A peer's write of such a key is dropped and refused (`foreign`, `refuseForeign`), and a peer's
+ * read of one is answered by a load that is not stored (`dropForeignReads`); both are counted in
+ * the cluster's counters. A client's call is routed instead (routing.ts) and never checked here.
  *
  * dispatch.ts calls these for each Set, SetMulti entry, Get and GetMulti, with one direct call as
  * before. For a lone node or a client's call, `peerCluster` returns undefined at once.
  */
 import type { Cluster } from "../cluster/cluster.ts";
 import type { Group } from "../cluster/group.ts";
+import { ERROR_CODE } from "../protocol/errors.ts";
+import type { ReplyWriter } from "../protocol/reply-writer.ts";
 import { METHOD_GET, baseMethod, isPeerMethod, type Request } from "../protocol/request.ts";
 import type { DispatchContext } from "./dispatch.ts";
+import { replyCacheError } from "./reply-errors.ts";
 
 /**
  * peerCluster is the cluster a peer call's keys are checked against, or undefined when there is
@@ -24,17 +27,32 @@ function peerCluster(ctx: DispatchContext, method: number): Cluster | undefined 
 }
 
 /**
- * foreign tells whether a peer's write of key b[ks, ks+kl) is of a key another member owns
- * (peerCluster), and counts it. Such a write is dropped, with any value the key has here, rather than
- * stored: kept, it would outlast the ring change that made it foreign (the purge has run), and be
- * served again, older than writes the real owner took meanwhile, once the key comes back to this
- * node. A cache may lose a value, never serve an old one.
+ * foreign tells whether a peer's write (Set, Delete, SetMulti entry) of key b[ks, ks+kl) is of a
+ * key another member owns (peerCluster), and counts it. Such a write is dropped, with any value
+ * the key has here, rather than stored: kept, it would outlast the ring change that made it
+ * foreign (the purge has run), and be served again, older than writes the real owner took
+ * meanwhile, once the key comes back to this node. A cache may lose a value, never serve an old
+ * one. And it is refused (`refuseForeign`), not acknowledged: the real owner may hold an older
+ * value of the key, which every member answers next. (Before, it was acknowledged as stored: a
+ * Set forwarded by a member with the old list was answered success, and the new owner's older
+ * value read back after it, for good in a group without a TTL.)
  */
 export function foreign(ctx: DispatchContext, method: number, b: Uint8Array, ks: number, kl: number): boolean {
   const cluster = peerCluster(ctx, method);
   if (cluster === undefined || cluster.owner(b, ks, kl) === cluster.self) return false;
   cluster.counters.foreignWrites++;
   return true;
+}
+
+/** FOREIGN_WRITE is the message of a peer's write refused as foreign. */
+export const FOREIGN_WRITE = "not stored: this node's member list gives the key to another member (the member lists disagree while a change spreads); try again";
+
+/**
+ * refuseForeign answers a peer's write that `foreign` dropped: PEER_UNAVAILABLE, the answer of a
+ * write its owner did not take, which the forwarding member passes on to its client (ownerFailed).
+ */
+export function refuseForeign(reply: ReplyWriter, req: Request): void {
+  replyCacheError(reply, req, ERROR_CODE.PEER_UNAVAILABLE, FOREIGN_WRITE);
 }
 
 /** ForeignKeys marks a read's keys this node does not own (by request entry; undefined: none). */

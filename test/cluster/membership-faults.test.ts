@@ -291,7 +291,8 @@ describe("member lists that disagree for a moment", () => {
       const { ids: [A, B, C], nodes, via: [viaA, viaB], key, reload } = await disagreeingMembers(dir, ([A, B, C]) => [[A, B], [A, B], [A, B, C]]);
       await viaB.set("g", key, "v0");
       await reload(1, [A, B, C]);
-      await viaA.set("g", key, "v1"); // forwarded to B, which no longer owns it
+      // Forwarded to B, which no longer owns it: dropped, and refused (C may hold an older value).
+      await expect(viaA.set("g", key, "v1")).rejects.toMatchObject({ code: 7 });
       expect(nodes[1]!.cluster!.counters.foreignWrites).toBe(1);
       await reload(0, [A, B, C]);
       await viaA.set("g", key, "v2"); // to C
