@@ -151,8 +151,8 @@ export class Cluster {
    * setMembers applies a new member list; this node stays a member whatever the list says. It
    * returns whether the ring changed (the node then drops its mirrors: a copy made under the old
    * ring may miss the invalidations of a key's new owner). What was noted of a removed member
-   * (owed a drop ask, lagging, confirmed: HandOuts) is forgotten; one that comes back starts anew,
-   * owed a drop of its mirrors (writes made while it was out of the list did not tell it).
+   * (owed a drop ask, lagging, confirmed: HandOuts) is forgotten but its lease's end (WriteWaits.removed);
+   * one that comes back starts anew, owed a drop of its mirrors (writes made while it was out told it nothing).
    */
   setMembers(ids: readonly string[]): boolean {
     const next = new Set(ids);
@@ -201,6 +201,7 @@ export class Cluster {
       this.writeWaits.lagging.delete(id);
       this.handOuts.forget(id);
       this.leases.forget(id);
+      this.writeWaits.removed(id, this.vouches.leaseEnd(id));
       this.vouches.remove(id);
     }
     for (const id of added) {
@@ -208,9 +209,8 @@ export class Cluster {
       if (client === undefined) continue;
       this.peers.set(id, client);
       this.leases.add(id, this.renewingLeases && client.ping !== undefined);
-      // Not the start's list (HandOuts.startHeldBy asks those): a member listed again may keep
-      // copies of keys written while it was out of the list, which told it nothing; it gets no
-      // lease until it has dropped them (askDrops).
+      // Not the start's list (HandOuts.startHeldBy asks those): a member listed again may keep copies
+      // of keys written while it was out of the list; it gets no lease until it dropped them (askDrops).
       if (this.generation > 0) this.writeWaits.owed.add(id);
     }
     if (this.renewingLeases) this.renewLeases();

@@ -4,7 +4,9 @@
  * (`awaitAnswers`: each member until its cutoff, the end of the read lease this node gave it, or
  * maxWaitMs), the members that let such a wait run out (`lagging`: not waited for until they
  * answer in time again), and the members owed a drop of their mirrors (`owed`, asked by
- * `askDrops` every ASK_DROPS_MS, one ask in flight per member: `asking`).
+ * `askDrops` every ASK_DROPS_MS, one ask in flight per member: `asking`), and the members taken
+ * out of the list whose read leases may still hold (`departed`: writes of keys they may hold are
+ * acknowledged no sooner than those end).
  *
  * Owned by Cluster, which hands it its member clients (the same Map, kept by Cluster's
  * setMembers, which also clears what is noted of a removed member and owes an added one a drop),
@@ -15,7 +17,7 @@
 import type { ClusterLogger, GroupName, PeerClient } from "./cluster.ts";
 import type { ClusterCounters } from "./cluster-counters.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
-import type { HandOuts } from "./hand-outs.ts";
+import { EVERY_MEMBER, type HandOuts } from "./hand-outs.ts";
 import type { Vouches } from "./leases.ts";
 
 /**
@@ -35,6 +37,17 @@ export function noSuchGroup(e: unknown): boolean {
   return e instanceof CacheError && e.code === ERROR_CODE.UNKNOWN_GROUP;
 }
 
+/**
+ * notBefore is `acked` (undefined: at once), settling no sooner than `at` (performance.now; past:
+ * as `acked`).
+ */
+function notBefore(acked: Promise<void> | undefined, at: number): Promise<void> | undefined {
+  const ms = at - performance.now();
+  if (!(ms > 0)) return acked;
+  const end = new Promise<void>((resolve) => setTimeout(resolve, Math.ceil(ms)));
+  return acked === undefined ? end : Promise.all([acked, end]).then(() => undefined);
+}
+
 /** WriteWaits: see the header. */
 export class WriteWaits {
   /**
@@ -51,6 +64,13 @@ export class WriteWaits {
    * (see invalidate).
    */
   readonly lagging = new Set<string>();
+  /**
+   * departed: members taken out of the list (`removed`) while a read lease this node gave them
+   * may still hold, with when the last one ends. Such a member may not have applied the change
+   * yet and answers Gets of this node's keys from its copies until then, but is no longer told of
+   * writes: a write of a key it may hold is acknowledged no sooner than that end (`leasesOut`).
+   */
+  private readonly departed = new Map<string, number>();
   private askTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
@@ -62,6 +82,28 @@ export class WriteWaits {
     maxWaitMs: number,
   ) {
     this.maxWaitMs = maxWaitMs;
+  }
+
+  /**
+   * removed notes that member `id` left the list, the last lease this node gave it ending at
+   * `leaseEnd` (Vouches.leaseEnd): writes of keys it may hold wait for that end (`departed`).
+   */
+  removed(id: string, leaseEnd: number): void {
+    if (leaseEnd > performance.now()) this.departed.set(id, leaseEnd);
+  }
+
+  /**
+   * leasesOut is when the last lease given a departed member that may hold a copy of a key with
+   * HandOuts' marks `holders` ends (-Infinity: none holds one now); ended ones are forgotten, and
+   * so are members listed again (told of writes, and waited for, as any member).
+   */
+  private leasesOut(holders: number, now: number): number {
+    let end = -Infinity;
+    for (const [id, until] of this.departed) {
+      if (until <= now || this.peers.has(id)) this.departed.delete(id);
+      else if (this.mayHold(id, holders)) end = Math.max(end, until);
+    }
+    return end;
   }
 
   /**
@@ -87,7 +129,8 @@ export class WriteWaits {
       waits.set(id, [client, told]);
       ackBy = Math.max(ackBy, this.cutoff(id, sentAt));
     }
-    return waits.size === 0 ? Promise.resolve() : this.awaitAnswers(waits, sentAt, ackBy);
+    const answers = waits.size === 0 ? undefined : this.awaitAnswers(waits, sentAt, ackBy);
+    return notBefore(answers, this.leasesOut(EVERY_MEMBER, sentAt)) ?? Promise.resolve();
   }
 
   /**
@@ -160,11 +203,11 @@ export class WriteWaits {
       (waits ??= new Map()).set(id, [client, told]);
       ackBy = Math.max(ackBy, this.cutoff(id, sentAt));
     }
-    if (waits === undefined) return undefined;
-    const acked = this.awaitAnswers(waits, sentAt, ackBy);
     // None holds a lease (leases.ts): acknowledged at once (awaitAnswers has abandoned them); a
     // late answer still marks its member lagging.
-    return ackBy <= sentAt ? undefined : acked;
+    const acked = waits === undefined ? undefined : this.awaitAnswers(waits, sentAt, ackBy);
+    // And no sooner than the leases of members taken out of the list end (`departed`).
+    return notBefore(ackBy <= sentAt ? undefined : acked, this.leasesOut(holders, sentAt));
   }
 
   /** mayHold tells whether member `id` may hold a copy of a key with HandOuts' marks `holders` (see invalidate). */

@@ -1,0 +1,80 @@
+/**
+ * A member taken out of an owner's list may still hold the owner's read lease (leases.ts: given
+ * before the change, it runs to its end), and answer Gets of the owner's keys from its mirror
+ * until then: it has not applied the change yet (a peers file or DNS answer read a moment later
+ * there), and clients connected to it still read through it. The owner no longer tells it of
+ * its writes, so a write acknowledged meanwhile must wait for that lease to end (review: a Set
+ * acknowledged right after the owner dropped B from its list was read back through B as the
+ * value it replaced, from B's mirror, under the lease given before the change).
+ */
+import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
+import { Ring } from "../../src/cluster/ring.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
+import { LogSink } from "../server/support.ts";
+import { leasesHeld } from "../support/cluster-members.ts";
+import { waitUntil } from "../support/gates.ts";
+import { freePorts } from "../support/node-process.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((x) => x.close()));
+});
+
+test("a write acknowledged after the owner took a member out of its list is not read back older through that member", async () => {
+  const dir = await mkdtemp("/tmp/mybuncache-removed-");
+  open.push({ close: () => rm(dir, { recursive: true, force: true }) });
+  const ports = freePorts(3);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const [A, B, C] = ids as [string, string, string];
+  const file = (i: number): string => join(dir, `peers-${i}`);
+  for (let i = 0; i < 3; i++) await writeFile(file(i), ids.join("\n") + "\n");
+  // A 2 s peer timeout: leases of 500 ms, so the read below comes well within B's.
+  const nodes = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 2_000, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(n);
+    return n;
+  });
+  const [a, b] = nodes as [CacheNode, CacheNode, CacheNode];
+  await waitUntil(() => nodes.every((n) => n.cluster!.members.length === 3), "every list read", 5_000);
+  await leasesHeld(nodes, ids);
+  // Keys A owns with or without B.
+  const with3 = new Ring();
+  with3.setMembers([A, B, C]);
+  const with2 = new Ring();
+  with2.setMembers([A, C]);
+  const enc = new TextEncoder();
+  const keys: string[] = [];
+  for (let i = 0; keys.length < 5; i++) if (with3.owner(enc.encode(`k${i}`)) === A && with2.owner(enc.encode(`k${i}`)) === A) keys.push(`k${i}`);
+  const [viaA, viaB] = ports.map((port) => {
+    const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
+    open.push(c);
+    return c;
+  }) as [CacheClient, CacheClient, CacheClient];
+  for (const k of keys) {
+    await viaA.set("g", k, "v1");
+    for (let i = 0; i < 3; i++) expect(text((await viaB.get("g", k)).value)).toBe("v1"); // B's mirror keeps a copy
+  }
+  expect(b.cluster!.counters.mirrorHits).toBeGreaterThan(0);
+
+  // A reads its peers file first: B is out of A's list, not of its own yet.
+  await writeFile(file(0), [A, C].join("\n") + "\n");
+  a.reloadPeers();
+  await waitUntil(() => a.cluster!.members.length === 2, "A's list without B", 2_000);
+  const reads: string[] = [];
+  for (const k of keys) {
+    await viaA.set("g", k, "v2"); // acknowledged by the owner...
+    reads.push(text((await viaB.get("g", k)).value)); // ...then read through B
+  }
+  expect(b.cluster!.members.length).toBe(3); // (B had not applied the change)
+  expect(reads).toEqual(keys.map(() => "v2"));
+});
