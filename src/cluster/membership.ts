@@ -13,15 +13,19 @@
  *   never end, and every later reload wait behind it), one over 1 MiB or of more than MAX_MEMBERS
  *   members, keeps the last good list and logs why, so a half-written file never empties the ring.
  * - `DnsMembers`: `--peers-dns name:port` — every A/AAAA record of `name` is a member on `port`,
- *   re-resolved periodically: the Kubernetes headless-service convention. The resolver is
- *   injectable (tests map one name to several loopback addresses). A failed lookup keeps the
- *   last good list.
+ *   re-resolved periodically: the Kubernetes headless-service convention. A dual-stack name
+ *   answers each node twice, an A and an AAAA record: when an answer holds both families, only
+ *   the addresses of --self's family are members (taken as two members, a node owned the keys of
+ *   its other address under an id that is never its --self: forwarded there, they were served as
+ *   another member's, never stored, or not reached at all). The resolver is injectable (tests
+ *   map one name to several loopback addresses). A failed lookup keeps the last good list.
  */
 import { errorText } from "../protocol/errors.ts";
 import { hostPort } from "../bytes/bytes.ts";
 import { constants, watch, type FSWatcher, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { dirname } from "node:path";
 
 /**
@@ -283,13 +287,16 @@ export class DnsMembers implements MembershipSource {
   /** lastError is the error of the last lookup, if it failed (logged once until it changes). */
   private lastError = "";
   private resolving: Promise<void> = Promise.resolve();
+  /** family: --self's address family (4 or 6; undefined when --self names a host), kept from a dual-stack answer. */
+  private readonly family: number | undefined;
 
-  constructor(name: string, port: number, intervalMs: number, logger: MembershipLogger, resolve: Resolver = systemResolver) {
+  constructor(name: string, port: number, intervalMs: number, logger: MembershipLogger, resolve: Resolver = systemResolver, family?: number) {
     this.name = name;
     this.port = port;
     this.intervalMs = intervalMs;
     this.resolve = resolve;
     this.logger = logger;
+    this.family = family;
   }
 
   start(onChange: MembersCallback): void {
@@ -337,7 +344,10 @@ export class DnsMembers implements MembershipSource {
       this.failed("peers DNS lookup failed", (e as Error).message);
       return;
     }
-    const members = [...new Set(addresses)].sort().map((a) => hostPort(a, this.port));
+    const unique = [...new Set(addresses)];
+    // Both families (dual stack: each node twice): --self's only. One family: all of it, whatever --self's.
+    const own = this.family === undefined ? unique : unique.filter((a) => isIP(a) === this.family);
+    const members = (own.length > 0 ? own : unique).sort().map((a) => hostPort(a, this.port));
     if (members.length === 0) return;
     if (members.length > MAX_MEMBERS) {
       this.failed("peers DNS answer not applied", `${members.length} members: more than ${MAX_MEMBERS}`);

@@ -6,7 +6,8 @@
  */
 import { CacheClient } from "../client/cache-client.ts";
 import type { PeerClient } from "../cluster/cluster.ts";
-import { DnsMembers, FileMembers, StaticMembers, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
+import { isIP } from "node:net";
+import { DnsMembers, FileMembers, StaticMembers, memberAddress, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
 import { longestLoadTimeoutMs, type NodeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 
@@ -47,7 +48,9 @@ export function membershipSource(config: NodeConfig, logger: Logger, resolve: Re
   if (config.peersFile !== undefined) return new FileMembers(config.peersFile, logger);
   if (config.peersDns !== undefined) {
     const { host, port } = memberAddressOf(config.peersDns);
-    return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve);
+    // A dual-stack answer's members are the addresses of this node's own family (DnsMembers).
+    const family = isIP(memberAddress(config.self ?? "")?.host ?? config.host) || undefined;
+    return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve, family);
   }
   return new StaticMembers(config.peers ?? []);
 }
