@@ -40,25 +40,25 @@ export function invalidate(ctx: DispatchContext, group: Group, req: Request, rep
 /**
  * forgetCopies runs after this node stored or deleted keys it owns: it drops its own mirrored
  * copies and tells the other members to drop theirs. The keys are the `count` ranges
- * (start, length) at `ranges[i * stride]` into buf; they are copied only when there are other
- * members to tell. It returns what the write's acknowledgement must wait for: the answers of the
- * members that may hold a copy of a key (HandOuts: a client that then reads the key through one
- * must get what it wrote), but `origin`'s, the member that forwarded the write; else undefined
- * (acknowledged at once). Callers check for a cluster first, so a lone node's write path
- * allocates nothing.
+ * (start, length) at `ranges[i * stride]` into buf, copied for Cluster.invalidate (also when this
+ * node is alone in its list: a member just taken out of it may still answer from copies under a
+ * lease it gave: WriteWaits.removed). It returns what the write's acknowledgement must wait for:
+ * the answers of the members that may hold a copy of a key (HandOuts: a client that then reads
+ * the key through one must get what it wrote), but `origin`'s, the member that forwarded the
+ * write; else undefined (acknowledged at once). Callers check for a cluster first, so a lone
+ * node's write path allocates nothing.
  */
 export function forgetCopies(
   cluster: Cluster, group: Group, buf: Uint8Array, ranges: ArrayLike<number>, stride: number, count: number, origin: string | undefined,
 ): Promise<void> | undefined {
-  const tell = cluster.members.length > 1;
   const keys: Uint8Array[] = [];
   for (let i = 0; i < count; i++) {
     const start = ranges[i * stride]!;
     const length = ranges[i * stride + 1]!;
     group.mirror?.delete(buf, start, length);
-    if (tell) keys.push(buf.slice(start, start + length));
+    keys.push(buf.slice(start, start + length));
   }
-  return tell ? cluster.invalidate(group, keys, origin) : undefined;
+  return cluster.invalidate(group, keys, origin);
 }
 
 /**
