@@ -10,6 +10,7 @@
  *            --restart 1 (0: no restart) --restart-at 0.4 --pause 1 (0: no pause) --pause-at 0.7 --pause-ms 3000
  *            --mirror-ttl 10000 (ms) --mirror-share 0.25 --peer-timeout 1000 (ms)
  *            --stale-bound N (ms; default --mirror-ttl + --peer-timeout + 1000: see below)
+ *            --snapshot 1 (every node keeps a snapshot: the restarted node comes back with what it held)
  *            --trace 1 (keep the last calls of every key, printed for a violation)
  *            --node-log DIR (every line each node logs, DIR/node-<i>.log)
  *
@@ -36,7 +37,9 @@
  * Faults (each on by default):
  * - restart (--restart 0 to leave it out): at --restart-at of the run (0.4) node (seed mod 3) gets
  *   SIGTERM, the soak waits for its exit (code 0 expected) and starts it again on the same port;
- *   it comes back empty. The window runs from the SIGTERM to RESTART_GRACE_MS after the node
+ *   it comes back empty, or with --snapshot 1 with the snapshot it wrote at its SIGTERM (each node
+ *   `--snapshot <tmp dir>/node-<i>.snap`): then an older version than one it acknowledged before
+ *   the restart is judged as any read is (stale within the bound, past it a violation). The window runs from the SIGTERM to RESTART_GRACE_MS after the node
  *   listens again (its peers' and the clients' probes find it up within ~0.5 s);
  * - pause (--pause 0 to leave it out): at --pause-at (0.7) node (seed + 1 mod 3) gets SIGSTOP for
  *   --pause-ms (3 s), then SIGCONT: its peers time out on it, mark it down and drop the
@@ -77,7 +80,9 @@
  * Prints a summary table, then one `CLUSTER-SOAK-SUMMARY <json>` line (test/cluster/cluster-soak.test.ts).
  */
 import { loadavg } from "node:os";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CacheClient, type ClientOptions, type GetResult, type PeerOption } from "../../src/client/cache-client.ts";
 import { Ring } from "../../src/cluster/ring.ts";
 import { CacheError, ERROR_CODE } from "../../src/protocol/errors.ts";
@@ -138,6 +143,8 @@ const mirrorShare = flag("mirror-share", 0.25);
 const peerTimeoutMs = flag("peer-timeout", 1_000);
 const tracing = flag("trace", 1) !== 0;
 const logDir = stringFlag("node-log");
+/** snapshotDir: with --snapshot 1, where the nodes keep their snapshots (removed at the end). */
+const snapshotDir = flag("snapshot", 0) !== 0 ? mkdtempSync(join(tmpdir(), "cluster-soak-")) : undefined;
 /** --stale-bound N overrides the staleness bound (ms), to see what a tighter one would call a violation. */
 const staleBoundMs = flag("stale-bound", mirrorTtlMs + peerTimeoutMs + STALE_SLACK_MS);
 /** loadedStaleBoundMs: the same for copies of the loader's values, which live at most the ld group's TTL. */
@@ -167,6 +174,7 @@ function nodeArgs(i: number): string[] {
     "--loaders", "bench/soak/loader.ts", "--loader-threads", "1", "--loader-queue", "1024",
     "--mirror-share", String(mirrorShare), "--mirror-ttl", `${mirrorTtlMs}ms`, "--peer-timeout", `${peerTimeoutMs}ms`,
     "--log-level", "info",
+    ...(snapshotDir === undefined ? [] : ["--snapshot", `${snapshotDir}/node-${i}.snap`]),
   ];
 }
 if (logDir !== undefined) mkdirSync(logDir, { recursive: true });
@@ -815,6 +823,7 @@ const summary = {
   errors: errs, restart: windowSummary, pause: pauseSummary, nodes: reports,
 };
 console.log(`CLUSTER-SOAK-SUMMARY ${JSON.stringify(summary)}`);
+if (snapshotDir !== undefined) rmSync(snapshotDir, { recursive: true, force: true });
 if (failures.length > 0) {
   console.error(`\ncluster-soak: FAILED (seed ${seed})\n- ${failures.join("\n- ")}`);
   for (const [n, node] of nodes.entries()) if (node.warnings > 0) console.error(`node ${n}, last log lines:\n${node.lines.slice(-10).join("\n")}`);
