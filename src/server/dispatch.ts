@@ -121,7 +121,10 @@ function serve(ctx: DispatchContext, req: Request, reply: ReplyWriter, prefetche
       return remove(ctx, group, req, reply, member);
     case METHOD_CLEAR:
       group.clear();
-      return reply.writeSuccess(req, true);
+      // A client's Clear here on a clustered node: alone in its list (else routed). A member just
+      // taken out of it may still answer from copies under its lease (WriteWaits.removed).
+      if (cluster === undefined || isPeerMethod(method)) return reply.writeSuccess(req, true);
+      return cluster.dropAll(group.name).then(() => reply.writeSuccess(req, true));
     case METHOD_STATS: {
       const c = group.counters;
       // itemCount: the values held; cached "not found" entries are not items of the cache.

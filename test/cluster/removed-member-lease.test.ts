@@ -79,3 +79,43 @@ for (const count of [3, 2]) test(`a write acknowledged after the owner took a me
   expect(b.cluster!.members.length).toBe(count); // (B had not applied the change)
   expect(reads).toEqual(keys.map(() => "v2"));
 });
+
+test("a Clear on an owner left alone in its list is not read back uncleared through the member just taken out", async () => {
+  const dir = await mkdtemp("/tmp/mybuncache-removed-");
+  open.push({ close: () => rm(dir, { recursive: true, force: true }) });
+  const ports = freePorts(2);
+  const ids = ports.map((p) => `127.0.0.1:${p}`);
+  const file = (i: number): string => join(dir, `peers-${i}`);
+  for (let i = 0; i < 2; i++) await writeFile(file(i), ids.join("\n") + "\n");
+  const nodes = ports.map((port, i) => {
+    const n = CacheNode.start(
+      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 2_000, groups: [{ name: "g", ttlMs: 0 }] },
+      { logger: new LogSink().logger },
+    );
+    open.push(n);
+    return n;
+  });
+  const [a, b] = nodes as [CacheNode, CacheNode];
+  await waitUntil(() => nodes.every((n) => n.cluster!.members.length === 2), "every list read", 5_000);
+  await leasesHeld(nodes, ids);
+  const enc = new TextEncoder();
+  const keys: string[] = [];
+  for (let i = 0; keys.length < 5; i++) if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[0]) keys.push(`k${i}`);
+  const [viaA, viaB] = ports.map((port) => {
+    const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
+    open.push(c);
+    return c;
+  }) as [CacheClient, CacheClient];
+  for (const k of keys) {
+    await viaA.set("g", k, "v1");
+    for (let i = 0; i < 3; i++) expect(text((await viaB.get("g", k)).value)).toBe("v1"); // B's mirror keeps a copy
+  }
+  await writeFile(file(0), ids[0]! + "\n");
+  a.reloadPeers();
+  await waitUntil(() => a.cluster!.members.length === 1, "A alone in its list", 2_000);
+  await viaA.clear("g"); // acknowledged by A, alone now...
+  const reads: string[] = [];
+  for (const k of keys) reads.push(await viaB.get("g", k).then((r) => text(r.value), (e: { code: number }) => `error ${e.code}`)); // ...then read through B
+  expect(b.cluster!.members.length).toBe(2); // (B had not applied the change)
+  expect(reads).toEqual(keys.map(() => "error 1")); // NOT_FOUND
+});
