@@ -213,13 +213,19 @@ export class StoreRoom {
     return NIL;
   }
 
-  /** oldestTail returns the least recently used tail among classes other than `except`, or -1. */
+  /**
+   * oldestTail returns the least recently used tail among classes other than `except`, or -1.
+   * Each class's tail is settled first (`settleTail`): a read only flags an item, so a class that
+   * stores nothing keeps a tail that is read often where it is, and its age, that of its last
+   * read, made the whole class look young. A hot key at the tail of the small values' class
+   * kept every page there once the workload moved to large values, which evicted each other.
+   */
   private oldestTail(except: number): ItemId {
     let best = NIL;
     let bestAge = -1;
     for (let c = 0; c < this.classes.count; c++) {
-      const t = this.lru.tail[c]!;
-      if (c === except || t === NIL) continue;
+      if (c === except || this.lru.tail[c] === NIL) continue;
+      const t = this.settleTail(c);
       const age = this.age(t);
       if (age > bestAge) {
         bestAge = age;

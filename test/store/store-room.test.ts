@@ -1,0 +1,50 @@
+/**
+ * StoreRoom (store-room.ts): page moves between size classes against slab calcification, judged
+ * by the ages of the classes' LRU tails.
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { MIB, SET_OK, Store } from "../../src/store/store.ts";
+import { bytes, pattern } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+describe("StoreRoom page moves", () => {
+  test("a read of another class's LRU tail gives it a second chance, not the whole class: its stale pages still move (review: a hot key at the small class's tail kept every page there)", () => {
+    let now = 1_000_000;
+    const s = new Store({ memory: 16 * MIB, clock: () => now });
+    const large = 100_000;
+    // Small values fill memory, with a few large ones among them: both classes hold pages.
+    for (let i = 0; i < 200_000; i++) {
+      expect(s.set(bytes(`s${i}`), 0, bytes(`s${i}`).length, pattern(i, 100), 0, 100, 0)).toBe(SET_OK);
+      if (i % 1000 === 0) {
+        const k = bytes(`L${(i / 1000) % 8}`);
+        expect(s.set(k, 0, k.length, pattern(i, large), 0, large, 0)).toBe(SET_OK);
+      }
+    }
+    const smallClass = s.classes.classFor(4 + 7 + 100);
+    const largeClass = s.classes.classFor(4 + 3 + large);
+    const pagesBefore = s.slab.classPages[largeClass]!;
+    expect(s.slab.classPages[smallClass]!).toBeGreaterThan(5);
+    // The small class's LRU tail becomes a hot key: read before every request that follows. Reads
+    // only flag an item (CLOCK), so it stays at the tail while its class stores nothing.
+    const hot = s.keyView(s.lru.tail[smallClass]!).slice();
+    // The workload moves to 40 large values (4 MB), read in turn and set on a miss.
+    let hits = 0;
+    for (let op = 0; op < 2_000; op++) {
+      now++;
+      // (Read, and set again on a miss: a page move evicts every item of its page, and the
+      // small class's oldest page holds the hot key.)
+      if (s.get(hot) < 0) expect(s.set(hot, 0, hot.length, pattern(-1, 100), 0, 100, 0)).toBe(SET_OK);
+      const k = bytes(`W${op % 40}`);
+      if (s.get(k) >= 0) {
+        if (op >= 1_000) hits++;
+      } else {
+        expect(s.set(k, 0, k.length, pattern(op, large), 0, large, 0)).toBe(SET_OK);
+      }
+    }
+    // The large class took pages from the small one's stale items, and the 40 values fit.
+    expect(s.slab.classPages[largeClass]!).toBeGreaterThan(pagesBefore);
+    expect(hits).toBe(1_000);
+    s.checkInvariants();
+  });
+});
