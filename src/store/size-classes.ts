@@ -3,9 +3,10 @@
  *
  * Chunk sizes start at `minChunk` and grow by `factor`, each rounded up to 8 bytes so every chunk
  * starts 8-byte aligned inside its page (the chunk header is read through an `Int32Array`). The
- * last class is exactly `maxChunk`, the largest item the store accepts, which is also at most the
- * page size. `classFor(n)` answers in O(1) for items up to 64 KiB through a byte lookup table and
- * by binary search above that; -1 means larger than the largest class.
+ * last class is `maxChunk`, the largest item the store accepts (`maxItem`) rounded up to 8, which
+ * is also at most the page size. `classFor(n)` answers in O(1) for items up to 64 KiB through a
+ * byte lookup table and by binary search above that; -1 means larger than `maxItem` (not the
+ * rounded chunk: a store told 1001 bytes took items of up to 1008).
  */
 const LOOKUP_LIMIT = 64 * 1024;
 
@@ -14,6 +15,8 @@ export class SizeClasses {
   readonly sizes: Int32Array;
   readonly count: number;
   readonly maxChunk: number;
+  /** maxItem is the largest item accepted (header + key + value): the `maxChunk` asked for, before rounding. */
+  readonly maxItem: number;
   private readonly lookup: Uint8Array;
 
   constructor(minChunk: number, factor: number, maxChunk: number) {
@@ -32,6 +35,7 @@ export class SizeClasses {
     this.sizes = Int32Array.from(sizes);
     this.count = sizes.length;
     this.maxChunk = max;
+    this.maxItem = maxChunk;
     const limit = Math.min(LOOKUP_LIMIT, max);
     this.lookup = new Uint8Array((limit >> 3) + 1);
     let cls = 0;
@@ -48,7 +52,7 @@ export class SizeClasses {
 
   /** classFor returns the smallest class whose chunk holds `bytes`, or -1 if none does. */
   classFor(bytes: number): number {
-    if (bytes > this.maxChunk) return -1;
+    if (bytes > this.maxItem) return -1;
     if (bytes < LOOKUP_LIMIT) return this.lookup[(bytes + 7) >> 3]!;
     let lo = 0;
     let hi = this.count - 1;

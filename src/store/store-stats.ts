@@ -49,7 +49,7 @@ export function storeStats(store: Store, chunkBytes: number, dataBytes: number):
     metaBytes: store.metaBytes(),
     capacity: store.capacity,
     pageSize: store.slab.pageSize,
-    maxItemSize: store.classes.maxChunk,
+    maxItemSize: store.classes.maxItem,
     pageMoves: store.slab.pageMoves,
     pageReleases: store.slab.pageReleases,
     heapSize: store.heap.size,

@@ -46,3 +46,14 @@ describe("SizeClasses", () => {
     expect(() => new SizeClasses(48, 1, 1024)).toThrow(RangeError);
   });
 });
+
+describe("SizeClasses largest item", () => {
+  test("an item one byte over a largest item that is not a multiple of 8 is refused (review: the last chunk, rounded up to 8, took up to 7 bytes more)", () => {
+    const sc = new SizeClasses(48, 1.25, 1001);
+    expect(sc.classFor(1001)).toBe(sc.count - 1);
+    expect(sc.classFor(1002)).toBe(-1);
+    expect(sc.classFor(1008)).toBe(-1);
+    expect(sc.maxItem).toBe(1001);
+    expect(sc.maxChunk).toBe(1008); // the chunk itself stays 8-aligned
+  });
+});
