@@ -78,10 +78,10 @@ export class StoreCounters {
   misses = 0; // gets that found nothing (or an expired item)
   sets = 0; // successful set and fill calls
   deletes = 0; // delete calls that removed an item
-  evictions = 0; // live items removed to make room (LRU tail or page move)
+  evictions = 0; // live items removed to make room (LRU tail or page move); an expired one counts in expiredActive
   collisionEvictions = 0; // live items removed for a new key past the most keys one hash may hold
   expiredLazy = 0; // expired items removed when read
-  expiredActive = 0; // expired items removed by expire()
+  expiredActive = 0; // expired items removed by expire(), or to make room (before any live item)
   admissionsRejected = 0; // fills refused by LRU-K
   tooLarge = 0; // sets refused because the item exceeds the largest class
   noMemory = 0; // sets refused because no chunk could be made free

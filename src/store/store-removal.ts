@@ -9,7 +9,7 @@
  * the store made once, at construction. It allocates nothing.
  */
 import { hashBytes } from "./hash.ts";
-import { CLASS_MASK, FLAG_NEGATIVE, FLAG_READ, KEY_SHIFT, STRIDE, W_CLASS, W_OFF, W_PAGE, W_VALLEN, type ItemId } from "./item-table.ts";
+import { CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, KEY_SHIFT, STRIDE, W_CLASS, W_OFF, W_PAGE, W_VALLEN, type ItemId } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
 
@@ -26,6 +26,12 @@ export const REMOVE_COLLISION = 6;
 export function removeItem(store: Store, id: ItemId, why: number): void {
   const w = store.items.w;
   const r = id * STRIDE;
+  if (why === REMOVE_EVICT) {
+    // An item taken for room (an LRU tail, a moved page's) that had expired is no live item lost:
+    // counted as an expiry, as memcached counts it apart from its evictions.
+    const exp = store.items.f[id * F_STRIDE + F_EXPIRY]!;
+    if (exp !== Infinity && exp <= store.clock()) why = REMOVE_EXPIRE_ACTIVE;
+  }
   const cls = w[r + W_CLASS]! & CLASS_MASK;
   const keyLen = w[r + W_CLASS]! >>> KEY_SHIFT;
   const page = store.slab.pages[w[r + W_PAGE]!]!;

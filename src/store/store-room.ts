@@ -27,9 +27,12 @@ import type { SlabAllocator } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
 import type { TableShrink } from "./table-shrink.ts";
 import { HEAP_BYTES_PER_ITEM } from "./ttl-heap.ts";
+import { REMOVE_EXPIRE_ACTIVE, removeItem } from "./store-removal.ts";
 
 /** SECOND_CHANCES bounds how many referenced tails one eviction moves back to the head. */
 const SECOND_CHANCES = 32;
+/** RECLAIM_MAX bounds how many expired items one allocation removes before it evicts (reclaimExpired). */
+const RECLAIM_MAX = 16;
 
 export class StoreRoom {
   /** chunkClass is the class of the chunk the last `allocChunk` returned. */
@@ -93,6 +96,8 @@ export class StoreRoom {
         this.shrink.cancel();
         continue;
       }
+      // An expired item the expiry tick has not reached yet gives its id first.
+      if (this.reclaimExpired(NIL)) continue;
       if (this.growItems()) continue;
       // A page with no item left (its class's items deleted or expired: a burst gone, its table
       // shrunk since) gives the table its bytes before any item is evicted for them.
@@ -175,6 +180,9 @@ export class StoreRoom {
           continue;
         }
       }
+      // Expired items the expiry tick has not reached yet go before any live one: one of this
+      // class frees a chunk here.
+      if (this.reclaimExpired(cls)) continue;
       const own = this.settleTail(cls);
       const other = this.oldestTail(cls);
       if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
@@ -205,6 +213,27 @@ export class StoreRoom {
       }
       this.evict(own);
     }
+  }
+
+  /**
+   * reclaimExpired removes due items from the TTL heap, earliest first, until it removes one of
+   * class `cls` (any class with -1: an id is what is wanted) or RECLAIM_MAX of them; it tells
+   * whether it removed one of `cls`. The expiry tick removes at most its budget a tick, so under
+   * a stream of short TTLs expired items wait in their chunks; a set that found no free chunk
+   * evicted a live LRU tail meanwhile (memcached takes an expired tail first, and its LRU
+   * crawler the rest). Items of other classes it removes were the tick's work, done early.
+   */
+  private reclaimExpired(cls: number): boolean {
+    const heap = this.store.heap;
+    if (heap.size === 0) return false;
+    const now = this.store.clock();
+    for (let n = 0; n < RECLAIM_MAX && heap.size > 0 && heap.minExpiry() <= now; n++) {
+      const id = heap.minItem();
+      const of = this.items.cls(id);
+      removeItem(this.store, id, REMOVE_EXPIRE_ACTIVE);
+      if (cls === NIL || of === cls) return true;
+    }
+    return false;
   }
 
   /** largerClassWithPages returns the smallest class above `cls` that has a page, or -1. */

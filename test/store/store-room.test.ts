@@ -48,3 +48,56 @@ describe("StoreRoom page moves", () => {
     s.checkInvariants();
   });
 });
+
+describe("StoreRoom with expired items held", () => {
+  // One class of 100 B values in 64 KiB pages, as in store.test.ts's eviction tests.
+  const opts = { memory: 3 * MIB, maxItemSize: 4096, pageSize: 64 * 1024 };
+
+  /** full fills the class until just before its first eviction; keys `k${from}`..`k${to - 1}` get a 100 ms TTL. */
+  function full(from: number, to: number): { s: Store; clock: { now: number }; cap: number } {
+    const clock = { now: 1_000_000 };
+    let cap = 0;
+    {
+      const probe = new Store({ ...opts, clock: () => clock.now });
+      for (let i = 0; probe.stats().evictions === 0; i++) {
+        probe.set(bytes(`k${i}`), 0, bytes(`k${i}`).length, pattern(i, 100), 0, 100, 0);
+        cap = i;
+      }
+    }
+    const s = new Store({ ...opts, clock: () => clock.now });
+    for (let i = 0; i < cap; i++) {
+      const k = bytes(`k${i}`);
+      expect(s.set(k, 0, k.length, pattern(i, 100), 0, 100, i >= from && i < to ? 100 : 0)).toBe(SET_OK);
+    }
+    expect(s.stats().evictions).toBe(0);
+    return { s, clock, cap };
+  }
+
+  test("a set that needs a chunk takes an expired item's before it evicts a live one (review: the live LRU tail went while expired items waited for the timer)", () => {
+    const { s, clock } = full(10, 20);
+    clock.now += 200; // k10..k19 expired; no expiry tick has run
+    const k = bytes("new");
+    expect(s.set(k, 0, k.length, pattern(-1, 100), 0, 100, 0)).toBe(SET_OK);
+    expect(s.has(bytes("k0"))).toBe(true); // the live tail stays
+    const st = s.stats();
+    expect(st.evictions).toBe(0);
+    expect(st.expiredActive).toBe(1);
+    s.checkInvariants();
+  });
+
+  test("an expired item removed to make room is counted as expired, not as an eviction (review: evictions_total rose with nothing live lost)", () => {
+    const { s, clock, cap } = full(0, 1 << 30); // every item with a TTL
+    clock.now += 200;
+    // A page move for large values drops a page of expired small ones: no live item is lost.
+    const k = bytes("large");
+    expect(s.set(k, 0, k.length, pattern(-2, 3000), 0, 3000, 0)).toBe(SET_OK);
+    for (let i = 0; i < 50; i++) {
+      const n = bytes(`n${i}`);
+      expect(s.set(n, 0, n.length, pattern(i, 100), 0, 100, 0)).toBe(SET_OK);
+    }
+    const st = s.stats();
+    expect(st.evictions).toBe(0);
+    expect(st.expiredActive + st.items).toBeGreaterThan(cap); // (items removed were all expired ones)
+    s.checkInvariants();
+  });
+});
