@@ -57,8 +57,18 @@ export const FLAG_READ = 0x400;
 /** KEY_SHIFT: the key length is word 7 shifted right by this (`>>> KEY_SHIFT`). */
 export const KEY_SHIFT = 16;
 
+/**
+ * MAX_ITEM_IDS is the most records one buffer holds: JavaScriptCore makes no ArrayBuffer over
+ * 4 GiB (`new ArrayBuffer(2 ** 32 + 8)` throws RangeError), so 107,374,182 ids. A store of 100 B
+ * values reaches it at about 21 GB; the table then stops growing (StoreRoom.growItems) and sets
+ * evict, where its growth threw from every set.
+ */
+export const MAX_ITEM_IDS = Math.floor(2 ** 32 / RECORD_BYTES);
+
 export class ItemTable {
   cap = 0;
+  /** maxIds bounds `cap` (MAX_ITEM_IDS; a test lowers it to reach the bound). */
+  maxIds = MAX_ITEM_IDS;
   live = 0;
   /** w views every record as int32 words. */
   w = new Int32Array(0);

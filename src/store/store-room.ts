@@ -110,7 +110,7 @@ export class StoreRoom {
       }
       const own = this.settleTail(cls);
       let other = this.oldestTail(cls);
-      if (other !== NIL && own !== NIL && this.age(other) > this.age(own)) {
+      if (other !== NIL && own !== NIL && this.age(other) > this.age(own) && this.items.cap + 16 <= this.items.maxIds) {
         // As many pages as the next growth needs (the index may have to double), each of the
         // class whose tail is oldest then, while it is older than this class's. Not for a class
         // with no items yet: its first item then takes another's id (evicted below), and
@@ -125,7 +125,7 @@ export class StoreRoom {
     }
   }
 
-  /** growItems grows the item table by half (and the index with it) if the memory budget allows. */
+  /** growItems grows the item table by half (and the index with it) if the memory budget and `maxIds` allow. */
   private growItems(): boolean {
     const cap = this.items.cap;
     // At least one page stays out of the table's reach, as the constructor requires: with none
@@ -140,6 +140,8 @@ export class StoreRoom {
     // 308k items; memcached 348k).
     const indexHolds = Math.floor(this.index.slotCount * MAX_LOAD) - cap;
     if (indexHolds >= 16 && add > indexHolds) add = indexHolds;
+    // No further than one buffer holds (MAX_ITEM_IDS): past it the growth threw from the set.
+    if (add > this.items.maxIds - cap) add = this.items.maxIds - cap;
     for (; add >= 16; add >>= 1) {
       const indexAdd = Math.max(0, slotsFor(cap + add) * SLOT_BYTES - this.index.byteSize());
       if (add * perItem + indexAdd <= room) break;

@@ -40,7 +40,7 @@ import { copyBytes } from "../bytes/bytes.ts";
 import { hashBytes } from "./hash.ts";
 import { HashIndex, slotsFor } from "./hash-index.ts";
 import {
-  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, FLAG_REFERENCED, ItemTable, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
+  CLASS_MASK, F_EXPIRY, F_STRIDE, FLAG_NEGATIVE, FLAG_READ, FLAG_REFERENCED, ItemTable, MAX_ITEM_IDS, NIL, RECORD_BYTES, STRIDE, KEY_SHIFT, W_ATIME, W_CLASS, W_OFF, W_PAGE, W_VALLEN,
   type ItemId,
 } from "./item-table.ts";
 import { LruList } from "./lru-list.ts";
@@ -102,7 +102,7 @@ export class Store {
     this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
     const maxPages = Math.floor(this.capacity / pageSize);
     this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => removeItem(this, owner, REMOVE_EVICT));
-    const cap = Math.max(16, opts.initialItems ?? 1024);
+    const cap = Math.min(MAX_ITEM_IDS, Math.max(16, opts.initialItems ?? 1024));
     this.items = new ItemTable(cap);
     this.lru = new LruList(this.classes.count, this.items);
     this.heap = new TtlHeap(this.items, Math.min(cap, 256));

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, Store } from "../../src/store/store.ts";
+import { MAX_ITEM_IDS, RECORD_BYTES } from "../../src/store/item-table.ts";
 import { bytes, pattern } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -98,6 +99,32 @@ describe("StoreRoom with expired items held", () => {
     const st = s.stats();
     expect(st.evictions).toBe(0);
     expect(st.expiredActive + st.items).toBeGreaterThan(cap); // (items removed were all expired ones)
+    s.checkInvariants();
+  });
+});
+
+describe("StoreRoom item table at the engine's largest buffer", () => {
+  test("the table stops growing at the most ids one ArrayBuffer holds; sets then evict (review: past ~107M items the growth threw RangeError from every set)", () => {
+    // One buffer holds at most 4 GiB in this engine (JavaScriptCore): 107,374,182 records of 40 B.
+    expect(MAX_ITEM_IDS).toBe(Math.floor(2 ** 32 / RECORD_BYTES));
+    expect(() => new ArrayBuffer((MAX_ITEM_IDS + 1) * RECORD_BYTES)).toThrow(RangeError);
+    // The same limit, lowered through the table's test door, in a store that would grow past it.
+    const s = new Store({ memory: 64 * MIB, clock: () => 1_000 });
+    s.items.maxIds = 5_000;
+    for (let i = 0; i < 20; i++) {
+      const k = bytes(`L${i}`);
+      expect(s.set(k, 0, k.length, pattern(i, 100_000), 0, 100_000, 0)).toBe(SET_OK);
+    }
+    for (let i = 0; i < 20_000; i++) {
+      const k = bytes(`k${i}`);
+      expect(s.set(k, 0, k.length, pattern(i, 100), 0, 100, 0)).toBe(SET_OK);
+    }
+    const st = s.stats();
+    expect(st.itemCapacity).toBeLessThanOrEqual(5_000);
+    expect(st.items).toBeGreaterThan(4_900);
+    expect(st.pageReleases).toBe(0); // no page given up for a growth that cannot come
+    expect(s.has(bytes("L0"))).toBe(true); // nor the large values on them
+    expect(s.has(bytes("k19999"))).toBe(true);
     s.checkInvariants();
   });
 });
