@@ -39,6 +39,8 @@ export class StoreRoom {
   chunkClass = 0;
   /** moveCredit: items stored that page moves have not spent yet, at most the table's size (allocChunk). */
   moveCredit = 0;
+  /** chancesGiven is how many second chances the last `settleTail` gave. */
+  private chancesGiven = 0;
   private readonly classes: SizeClasses;
   private readonly slab: SlabAllocator;
   private readonly items: ItemTable;
@@ -61,14 +63,15 @@ export class StoreRoom {
   /**
    * settleTail returns the least recently used item of class `cls` (or -1 when it holds none),
    * first giving tails read since they last reached the head a second chance: each is moved back
-   * to the head with its flag cleared. After SECOND_CHANCES such moves the tail stands whatever
-   * its flag, so one set never walks a long list.
+   * to the head with its flag cleared. After `most` such moves (SECOND_CHANCES) the tail stands
+   * whatever its flag, so one set never walks a long list; `chancesGiven` tells how many it gave.
    */
-  private settleTail(cls: number): ItemId {
+  private settleTail(cls: number, most = SECOND_CHANCES): ItemId {
     const w = this.items.w;
     for (let chances = 0; ; chances++) {
       const id = this.lru.tail[cls]!;
-      if (id === NIL || chances >= SECOND_CHANCES) return id;
+      this.chancesGiven = chances;
+      if (id === NIL || chances >= most) return id;
       const r = id * STRIDE;
       if ((w[r + W_CLASS]! & FLAG_REFERENCED) === 0) return id;
       w[r + W_CLASS] = w[r + W_CLASS]! & ~FLAG_REFERENCED;
@@ -254,9 +257,11 @@ export class StoreRoom {
   private oldestTail(except: number): ItemId {
     let best = NIL;
     let bestAge = -1;
+    let chances = SECOND_CHANCES; // for all the classes together: one set's work stays bounded
     for (let c = 0; c < this.classes.count; c++) {
       if (c === except || this.lru.tail[c] === NIL) continue;
-      const t = this.settleTail(c);
+      const t = this.settleTail(c, chances);
+      chances -= this.chancesGiven;
       const age = this.age(t);
       if (age > bestAge) {
         bestAge = age;
