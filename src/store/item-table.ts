@@ -161,6 +161,12 @@ export class ItemTable {
     return id >= 0 && id < this.cap && this.w[id * STRIDE + W_PAGE]! !== NIL;
   }
 
+  /** place records that item `id`'s chunk is now at (page, off) (a page move rescued it). */
+  place(id: ItemId, page: number, off: number): void {
+    this.w[id * STRIDE + W_PAGE] = page;
+    this.w[id * STRIDE + W_OFF] = off;
+  }
+
   page(id: ItemId): number {
     return this.w[id * STRIDE + W_PAGE]!;
   }

@@ -19,11 +19,15 @@
  * -1 when the chunk is free. A free chunk keeps its link in word 1: the offset of the next free
  * chunk of its page, or -1. The caller's bytes (key then value) start at offset `CHUNK_HEADER`.
  *
- * Page reassignment (the cure for slab calcification): `movePage` evicts every live chunk of a page
- * through the `evict` callback installed at construction, takes the page (and its free chunks)
- * from its old class, and hands it to the new class as its carve page. The owner decides *when*
- * to move (it knows the LRU ages); the allocator only knows *how*.
+ * Page reassignment (the cure for slab calcification): `movePage` empties a page, takes it (and its
+ * free chunks) from its old class, and hands it to the new class as its carve page. Each live
+ * chunk whose owner the `keep` callback wants kept (an unexpired item) is copied to a free chunk
+ * of its class on another page while there is one (memcached's slab_reassign "rescues"), its owner
+ * told through `moved`; the others go through `evict`. Without rescues a move evicted the page's
+ * items while its class had free chunks for them elsewhere (after deletes or expiries). The owner
+ * decides *when* to move (it knows the LRU ages); the allocator only knows *how*.
  */
+import { copyBytes } from "../bytes/bytes.ts";
 import { SizeClasses } from "./size-classes.ts";
 
 /** CHUNK_HEADER is the number of bytes at the start of every chunk used by the allocator. */
@@ -71,14 +75,23 @@ export class SlabAllocator {
   /** allocOff is the chunk offset of the last successful `alloc`, which returns the page. */
   allocOff = 0;
   private readonly evict: (owner: number) => void;
+  private readonly keep: (owner: number) => boolean;
+  private readonly moved: (owner: number, page: number, off: number) => void;
+  /** rescues counts live chunks a page move or release copied to another page of their class instead of evicting. */
+  rescues = 0;
 
-  constructor(classes: SizeClasses, pageSize: number, maxPages: number, evict: (owner: number) => void) {
+  constructor(
+    classes: SizeClasses, pageSize: number, maxPages: number, evict: (owner: number) => void,
+    keep: (owner: number) => boolean = () => false, moved: (owner: number, page: number, off: number) => void = () => {},
+  ) {
     if (classes.maxChunk > pageSize) throw new RangeError("largest chunk exceeds the page size");
     this.classes = classes;
     this.pageSize = pageSize;
     this.maxPages = maxPages;
     this.pageLimit = maxPages;
     this.evict = evict;
+    this.keep = keep;
+    this.moved = moved;
     this.pageClass = new Int16Array(maxPages).fill(NIL);
     this.pageUsed = new Int32Array(maxPages);
     this.pageCarved = new Int32Array(maxPages);
@@ -183,15 +196,31 @@ export class SlabAllocator {
     this.pageReleases++;
   }
 
-  /** detach empties `page` (evicting its live chunks) and takes it, with its free chunks, from its class. */
+  /**
+   * detach empties `page` (its live chunks rescued to other pages of its class or evicted) and
+   * takes it, with its free chunks, from its class.
+   */
   private detach(page: number): void {
     const from = this.pageClass[page]!;
     const size = this.classes.sizes[from]!;
+    const bytes = this.pages[page]!;
     const w = this.words[page]!;
     const carved = this.pageCarved[page]!;
     for (let i = 0; i < carved; i++) {
-      const owner = w[(i * size) >> 2]!;
-      if (owner !== NIL) this.evict(owner);
+      const off = i * size;
+      const owner = w[off >> 2]!;
+      if (owner === NIL) continue;
+      const to = this.keep(owner) ? this.allocElsewhere(from, page) : NIL;
+      if (to === NIL) {
+        this.evict(owner);
+        continue;
+      }
+      const at = this.allocOff;
+      copyBytes(this.pages[to]!, at, bytes, off, size);
+      this.words[to]![at >> 2] = owner;
+      this.moved(owner, to, at);
+      this.free(page, off);
+      this.rescues++;
     }
     // Every chunk carved is free now, all on the page's own list: it leaves the class's in one step.
     if (this.pageFreeOff[page] !== NIL) {
@@ -266,6 +295,27 @@ export class SlabAllocator {
   isFullyCarved(page: number): boolean {
     const cls = this.pageClass[page]!;
     return cls !== NIL && this.carvePage[cls] !== page;
+  }
+
+  /**
+   * allocElsewhere takes a free chunk of class `cls` on a page other than `page` (its offset in
+   * `allocOff`) and returns its page, or -1 when the class has none. The chunk's owner word is the
+   * caller's to write.
+   */
+  private allocElsewhere(cls: number, page: number): number {
+    let p = this.freePages[cls]!;
+    if (p === page) p = this.pageNextFree[p]!;
+    if (p === NIL) return NIL;
+    const off = this.pageFreeOff[p]!;
+    const next = this.words[p]![(off >> 2) + 1]!;
+    this.pageFreeOff[p] = next;
+    if (next === NIL) this.unlinkFreePage(cls, p);
+    this.freeCount[cls]!--;
+    if (this.pageUsed[p]! === 0 && this.isFullyCarved(p)) this.emptyPages--;
+    this.pageUsed[p]!++;
+    this.classUsed[cls]!++;
+    this.allocOff = off;
+    return p;
   }
 
   /** linkFreePage puts `page` (its first chunk just freed) first among class `cls`'s pages with free chunks. */

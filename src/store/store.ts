@@ -101,7 +101,11 @@ export class Store {
     this.hashSeed = opts.hashSeed ?? crypto.getRandomValues(new Int32Array(1))[0]!;
     this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
     const maxPages = Math.floor(this.capacity / pageSize);
-    this.slab = new SlabAllocator(this.classes, pageSize, maxPages, (owner) => removeItem(this, owner, REMOVE_EVICT));
+    this.slab = new SlabAllocator(
+      this.classes, pageSize, maxPages, (owner) => removeItem(this, owner, REMOVE_EVICT),
+      (owner) => this.items.expiry(owner) === Infinity || this.items.expiry(owner) > this.clock(),
+      (owner, page, off) => this.items.place(owner, page, off),
+    );
     const cap = Math.min(MAX_ITEM_IDS, Math.max(16, opts.initialItems ?? 1024));
     this.items = new ItemTable(cap);
     this.lru = new LruList(this.classes.count, this.items);
