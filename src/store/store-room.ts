@@ -41,6 +41,8 @@ export class StoreRoom {
   moveCredit = 0;
   /** chancesGiven is how many second chances the last `settleTail` gave. */
   private chancesGiven = 0;
+  /** lastStore[c] is the access tick of class c's last store (`allocChunk`): `oldestTail` settles idle classes' tails. */
+  private readonly lastStore: Float64Array;
   private readonly classes: SizeClasses;
   private readonly slab: SlabAllocator;
   private readonly items: ItemTable;
@@ -58,6 +60,7 @@ export class StoreRoom {
     this.items = store.items;
     this.lru = store.lru;
     this.index = store.index;
+    this.lastStore = new Float64Array(this.classes.count);
   }
 
   /**
@@ -112,14 +115,14 @@ export class StoreRoom {
         }
       }
       const own = this.settleTail(cls);
-      let other = this.oldestTail(cls);
+      let other = this.oldestTail(cls, own);
       if (other !== NIL && own !== NIL && this.age(other) > this.age(own) && this.items.cap + 16 <= this.items.maxIds) {
         // As many pages as the next growth needs (the index may have to double), each of the
         // class whose tail is oldest then, while it is older than this class's. Not for a class
         // with no items yet: its first item then takes another's id (evicted below), and
         // `allocChunk` moves it a page; releasing one could leave no page for it at all.
         do this.slab.releasePage(this.items.page(other));
-        while (!this.growItems() && (other = this.oldestTail(cls)) !== NIL && this.age(other) > this.age(own));
+        while (!this.growItems() && (other = this.oldestTail(cls, own)) !== NIL && this.age(other) > this.age(own));
         continue;
       }
       const victim = own !== NIL ? own : other;
@@ -175,6 +178,7 @@ export class StoreRoom {
    */
   allocChunk(cls: number, id: ItemId, mayUseLarger: boolean): number {
     this.chunkClass = cls;
+    this.lastStore[cls] = this.store.accessTick;
     for (;;) {
       const page = this.slab.alloc(cls, id);
       if (page !== NIL) return page;
@@ -189,7 +193,7 @@ export class StoreRoom {
       // class frees a chunk here.
       if (this.reclaimExpired(cls)) continue;
       const own = this.settleTail(cls);
-      const other = this.oldestTail(cls);
+      const other = this.oldestTail(cls, own);
       if (other !== NIL && (own === NIL || this.age(other) > 2 * this.age(own))) {
         const victim = this.items.page(other);
         // The price of a move is the page's chunks, not only the items on it now: a page that
@@ -248,20 +252,31 @@ export class StoreRoom {
   }
 
   /**
-   * oldestTail returns the least recently used tail among classes other than `except`, or -1.
-   * Each class's tail is settled first (`settleTail`): a read only flags an item, so a class that
-   * stores nothing keeps a tail that is read often where it is, and its age, that of its last
-   * read, made the whole class look young. A hot key at the tail of the small values' class
-   * kept every page there once the workload moved to large values, which evicted each other.
+   * oldestTail returns the least recently used tail among classes other than `except`, or -1;
+   * `own` is the tail of `except` (settled), or -1.
+   *
+   * A class that has stored nothing for over twice `own`'s age has its tail settled first
+   * (`settleTail`): a read only flags an item, and only a class's own stores settle its tail, so
+   * an idle class kept a tail that is read often where it was, and its age, that of its last
+   * read, made the whole class look young: a hot key at the tail of the small values' class kept
+   * every page there once the workload moved to large values, which evicted each other. Classes
+   * that store are left as they are: settling every tail at every eviction moved pages more often
+   * in a steady mix of sizes (a 16 MiB store of 100 B-1 KiB values, 256 KiB pages: 70.3 % hits,
+   * 74.0 % without; store.test.ts).
    */
-  private oldestTail(except: number): ItemId {
+  private oldestTail(except: number, own: ItemId): ItemId {
     let best = NIL;
     let bestAge = -1;
     let chances = SECOND_CHANCES; // for all the classes together: one set's work stays bounded
+    const tick = this.store.accessTick;
+    const idle = own === NIL ? Infinity : 2 * this.age(own);
     for (let c = 0; c < this.classes.count; c++) {
       if (c === except || this.lru.tail[c] === NIL) continue;
-      const t = this.settleTail(c, chances);
-      chances -= this.chancesGiven;
+      let t = this.lru.tail[c]!;
+      if (tick - this.lastStore[c]! > idle && chances > 0) {
+        t = this.settleTail(c, chances);
+        chances -= this.chancesGiven;
+      }
       const age = this.age(t);
       if (age > bestAge) {
         bestAge = age;

@@ -115,10 +115,10 @@ export class Store {
     this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap);
     this.room = new StoreRoom(this, this.shrink, (id) => removeItem(this, id, REMOVE_EVICT));
     this.classEvictions = new Float64Array(this.classes.count);
-    // Per page 26 B (slab: used, carved, pool, class, free list head and links); per class 40 B
-    // (slab 20, LRU 12, evictions 8) besides the class table itself (its lookup was left out: up
-    // to 8 KiB a store over its bound).
-    this.fixedMetaBytes = maxPages * 26 + this.classes.count * 40 + this.classes.byteSize() + this.admission.byteSize();
+    // Per page 26 B (slab: used, carved, pool, class, free list head and links); per class 48 B
+    // (slab 20, LRU 12, evictions 8, last store 8) besides the class table itself (its lookup was
+    // left out: up to 8 KiB a store over its bound).
+    this.fixedMetaBytes = maxPages * 26 + this.classes.count * 48 + this.classes.byteSize() + this.admission.byteSize();
     this.room.updatePageLimit();
     if (this.slab.pageLimit < 1) {
       throw new RangeError(
