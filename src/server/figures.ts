@@ -21,7 +21,7 @@ export function nodeFigures(node: CacheNode): [string, number][] {
     add(`group.${g.name}`, g.counters);
     const s = g.store.stats();
     for (const k of ["items", "bytesUsed", "dataBytes", "pageBytes", "metaBytes", "capacity", "pageSize", "maxItemSize", "evictions", "collisionEvictions", "expiredLazy", "expiredActive",
-      "admissionsRejected", "pageMoves", "pageReleases", "heapSize", "itemCapacity", "tableShrinks"] as const) {
+      "admissionsRejected", "pageMoves", "pageReleases", "pageRescues", "heapSize", "itemCapacity", "tableShrinks"] as const) {
       out.push([`group.${g.name}.store.${k}`, s[k]]);
     }
     if (g.mirror !== undefined) out.push([`group.${g.name}.mirror.items`, g.mirror.size]);

@@ -104,6 +104,8 @@ export interface StoreStats extends StoreCounters {
   pageMoves: number;
   /** pageReleases counts pages given back to the pool so the item table could grow. */
   pageReleases: number;
+  /** pageRescues counts items a page move or release copied to a free chunk of their class elsewhere instead of evicting. */
+  pageRescues: number;
   heapSize: number;
   /** itemCapacity is how many items the item table holds before it must grow (its ids). */
   itemCapacity: number;

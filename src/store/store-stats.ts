@@ -52,6 +52,7 @@ export function storeStats(store: Store, chunkBytes: number, dataBytes: number):
     maxItemSize: store.classes.maxItem,
     pageMoves: store.slab.pageMoves,
     pageReleases: store.slab.pageReleases,
+    pageRescues: store.slab.rescues,
     heapSize: store.heap.size,
     itemCapacity: store.items.cap,
     classes: classStats(store),

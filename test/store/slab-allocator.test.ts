@@ -51,6 +51,7 @@ describe("SlabAllocator page moves", () => {
     const after = s.stats();
     expect(after.pageMoves).toBe(before.pageMoves + 1);
     expect(after.evictions).toBe(before.evictions); // no live item lost: the class had room for them
+    expect(after.pageRescues - before.pageRescues).toBeGreaterThan(1_000);
     let kept = 0;
     for (let i = 201; i < n; i += 2) if (s.has(bytes(`k${i}`))) kept++;
     const evictedEarly = before.evictions; // (the one eviction that ended the fill)
