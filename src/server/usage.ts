@@ -2,6 +2,7 @@
  * USAGE is the text of `node.ts --help`: every flag with its default. Kept beside flags.ts,
  * which parses the same flags; a test checks that every flag parseArgs knows is listed here.
  */
+import { DEFAULT_VNODES } from "../cluster/ring.ts";
 import { DEFAULTS } from "./config.ts";
 
 export const USAGE = `Usage: bun run node.ts [flags]
@@ -45,7 +46,8 @@ Flags:
   --peers-file PATH      members, one host:port per line; re-read on change and on SIGHUP
   --peers-dns NAME:PORT  members: every A/AAAA record of NAME on PORT, re-resolved periodically
   --peers-dns-interval DUR  how often (default 5s)
-  --vnodes N             virtual nodes per member on the ring (default: the ring's)
+  --vnodes N             virtual nodes per member on the ring (default ${DEFAULT_VNODES}; every node and
+                         ring-aware client must use the same)
   --mirror-share F       part of each group's memory for hot copies of keys owned elsewhere (default 0.125; 0 = none)
   --mirror-ttl DUR       longest a hot copy is kept, bounding how stale a copy whose invalidation was lost can be (default 10s; 0 = its own TTL)
   --peer-timeout DUR     per forwarded call; then the owner counts as unreachable (default 1s); a Get
