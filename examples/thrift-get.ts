@@ -39,11 +39,21 @@ conn.on("error", (e: Error) => {
   console.error(`connection error: ${e.message}`);
   process.exit(1);
 });
+// The Apache client leaves a call pending for good when its connection closes unanswered (a TLS
+// port, a node cut short): without this the script waited, spinning a core, until killed.
+let answered = false;
+conn.on("close", () => {
+  if (answered) return;
+  console.error("connection closed before a reply (a TLS port, or not a node of this contract?)");
+  process.exit(1);
+});
 const client = thrift.createClient(GroupCache, conn);
 try {
   const r = await client.Get(new types.Request({ group, key }));
+  answered = true;
   console.log(r.value.toString());
 } catch (e) {
+  answered = true;
   const err = e as { code?: number; message?: string };
   console.error(`CacheError code ${err.code}: ${err.message}`);
   process.exitCode = 1;

@@ -11,10 +11,11 @@ setDefaultTimeout(30_000); // per file: bun drops a preload's default after the 
 
 const ROOT = join(import.meta.dir, "..");
 
-async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn(["bun", "run", ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
+/** run runs `bun run ...args`; one not done in 10 s is killed (code null). */
+async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  const p = Bun.spawn(["bun", "run", ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env }, timeout: 10_000, killSignal: "SIGKILL" });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out, err };
+  return { code: p.signalCode === null ? code : null, out, err };
 }
 
 test("examples/embedded.ts runs: one query for concurrent gets, typed errors, a node", async () => {
@@ -46,4 +47,12 @@ test("node.ts --loaders examples/sqlite-loaders.ts serves rows to examples/thrif
     expect(await node.proc.exited).toBe(0);
     await rm(dir, { recursive: true, force: true });
   }
+}, 30_000);
+
+test("examples/thrift-get.ts exits 1 when its connection closes unanswered (before: it waited for good, spinning a core)", async () => {
+  // What a TLS port, a node cut short or anything else that closes without a reply does to it.
+  using server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (socket) => void socket.end() } });
+  const r = await run(["examples/thrift-get.ts", "--port", String(server.port), "default", "k"]);
+  expect(r.code).toBe(1);
+  expect(r.err).toContain("connection closed before a reply");
 }, 30_000);
