@@ -4,7 +4,8 @@
  *
  *   bun run examples/thrift-get.ts [--port 8001] [--host 127.0.0.1] [--buffered] GROUP KEY
  *
- * Prints the value, or the CacheError code and message; exits 1 on an error.
+ * Prints the value, or the CacheError code and message (a node with --seed-errors: the server
+ * exception's); exits 1 on an error.
  */
 import { createRequire } from "node:module";
 
@@ -54,9 +55,16 @@ try {
   console.log(r.value.toString());
 } catch (e) {
   answered = true;
-  const err = e as { code?: number; message?: string };
-  console.error(`CacheError code ${err.code}: ${err.message}`);
   process.exitCode = 1;
+  if (e instanceof thrift.Thrift.TApplicationException) {
+    // (a node started with --seed-errors answers errors so: INTERNAL_ERROR naming the code)
+    const { type, message } = e as { type: number; message: string };
+    const name = Object.entries(thrift.Thrift.TApplicationExceptionType).find(([, n]) => n === type)?.[0];
+    console.error(`server exception ${name ?? "type"} (${type}): ${message}`);
+  } else {
+    const err = e as { code?: number; message?: string };
+    console.error(`CacheError code ${err.code}: ${err.message}`);
+  }
 } finally {
   conn.end();
 }

@@ -56,3 +56,16 @@ test("examples/thrift-get.ts exits 1 when its connection closes unanswered (befo
   expect(r.code).toBe(1);
   expect(r.err).toContain("connection closed before a reply");
 }, 30_000);
+
+test("examples/thrift-get.ts names a seed-style error as the server's exception, not as 'CacheError code undefined'", async () => {
+  // (--seed-errors answers errors as the seed did: a TApplicationException, INTERNAL_ERROR (6), naming the code)
+  const node = await spawnNode(["--port", "0", "--seed-errors"]);
+  try {
+    const miss = await run(["examples/thrift-get.ts", "--port", String(node.port), "default", "k"]);
+    expect(miss.code).toBe(1);
+    expect(miss.err).toContain("server exception INTERNAL_ERROR (6): NOT_FOUND (1): key not found");
+  } finally {
+    node.proc.kill("SIGTERM");
+    expect(await node.proc.exited).toBe(0);
+  }
+}, 30_000);
