@@ -75,8 +75,8 @@ export function parseDuration(flag: string, text: string): number {
 
 /**
  * parseTtl reads (with `parse`) a TTL whose 0 means none (a group's TTL: no expiry; negttl: off;
- * --mirror-ttl, a timer's: no cap): a duration under 1 ms but not 0 is refused, since it rounds
- * to 0 and would mean none, the opposite of what was written.
+ * --mirror-ttl, a timer's: no cap; --idle-timeout, a timer's: never): a duration under 1 ms but
+ * not 0 is refused, since it rounds to 0 and would mean none, the opposite of what was written.
  */
 export function parseTtl(flag: string, text: string, parse: (flag: string, text: string) => number = parseDuration): number {
   const ms = parse(flag, text);

@@ -167,7 +167,8 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.insecure = parseSwitch(flag, inline);
         break;
       case "--idle-timeout":
-        c.idleTimeoutMs = parseTimer(flag, value());
+        // (0 is "never": 0.4ms, rounded to 0, is refused, not taken as never)
+        c.idleTimeoutMs = parseTtl(flag, value(), parseTimer);
         break;
       case "--seed-errors":
         c.seedErrors = parseSwitch(flag, inline);

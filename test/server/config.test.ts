@@ -325,6 +325,8 @@ describe("errors name the flag and what it expected", () => {
     [["--group", "a:1mb:0.4ms"], ["--group ttl must be at least 1ms or 0", "'0.4ms'"]],
     [["--group", "a:1mb:0:negttl=0.0001s"], ["--group a negttl must be at least 1ms or 0", "'0.0001s'"]],
     [["--mirror-ttl", "0.2ms"], ["--mirror-ttl must be at least 1ms or 0", "'0.2ms'"]],
+    // So did an idle timeout: 0 is "never" (review: --idle-timeout 0.4ms closed nothing, ever).
+    [["--idle-timeout", "0.4ms"], ["--idle-timeout must be at least 1ms or 0", "'0.4ms'"]],
     [["--max-buffered", "64k"], ["--max-buffered 65536", "at least --max-frame-size (16384000)"]],
   ];
   test.each(ERRORS)("%p", (argv, parts) => {
