@@ -341,7 +341,10 @@ export function nodeStats(node: CacheNode, latency: LatencyHistogram, state: Adm
       self: cluster.self, members: cluster.members, counters: { ...cluster.counters },
       peersDown: cluster.peersDown, peersLagging: cluster.laggingMembers.length,
     },
-    pool: pool === undefined ? null : { groups: pool.groups, counters: { ...pool.counters } },
+    pool: pool === undefined ? null : {
+      groups: pool.groups, counters: { ...pool.counters },
+      inFlight: pool.counters.submitted - pool.counters.completed - pool.counters.failed, // (as mybuncache_loader_pool_in_flight)
+    },
     memory: node.memoryWatch === undefined ? null : { headroomBytes: node.config.gcHeadroomBytes, ...node.memoryWatch.counters },
     snapshot: node.snapshotter === undefined ? null : { ...node.snapshotter.counters },
   };

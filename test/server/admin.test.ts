@@ -724,6 +724,23 @@ describe("admin port", () => {
     expect(one("mybuncache_local_loads_total", { group: "text" })).toBe(1);
   });
 
+  test("/stats gives the worker pool's loads in flight, as /metrics does (operations.md: the same gauges; before, /stats had no such field)", async () => {
+    await using a = await startAdminNode({ loaders: `${import.meta.dir}/../loaders/fixtures/loaders.ts`, loaderThreads: 1 });
+    const client = new CacheClient({ host: "127.0.0.1", port: a.node.port, timeoutMs: 10_000 });
+    try {
+      const slow = client.get("slow", "1500"); // (the loader sleeps 1.5 s)
+      slow.catch(() => {}); // (failed by the close if an expectation fails first: reported by that)
+      await waitUntil(() => a.node.pool!.counters.submitted === 1, "the load submitted", 5_000);
+      const inFlight = async () => ((await (await fetch(a.url("/stats"))).json()) as { pool: { inFlight?: number } }).pool.inFlight;
+      expect(sampleValue(await scrape(a), "mybuncache_loader_pool_in_flight", "mybuncache_loader_pool_in_flight", {})).toBe(1);
+      expect(await inFlight()).toBe(1);
+      expect(new TextDecoder().decode((await slow).value)).toBe("slept 1500");
+      expect(await inFlight()).toBe(0);
+    } finally {
+      await client.close();
+    }
+  });
+
   test("two nodes in one process keep separate registries", async () => {
     await using a = await startAdminNode();
     await using b = await startAdminNode();
