@@ -3,13 +3,34 @@
  * has a row in docs/running.md, and every flag the documents name is one it takes; the defaults
  * running.md's tables and `--help` state are the node's (giving one explicitly changes nothing);
  * every metric family a node exports is listed in docs/operations.md, and every metric listed
- * there is exported, with the labels it says.
+ * there is exported, with the labels it says; the limits and timeouts the documents state are
+ * the constants in src/.
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_MULTI_LOAD_WINDOW } from "../src/cluster/group.ts";
+import { MAX_TIMER_MS } from "../src/cluster/loader.ts";
+import { DEFAULT_MAX_LOADS } from "../src/cluster/load-bound.ts";
+import { MAX_MEMBERS } from "../src/cluster/membership.ts";
 import { DEFAULT_VNODES } from "../src/cluster/ring.ts";
+import { MAX_IMPORT_MS } from "../src/loaders/loader-threads.ts";
+import { IMPORT_WARN_MS } from "../src/loaders/loaders-module.ts";
+import { DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES } from "../src/protocol/limits.ts";
+import { MAX_TOKEN_BYTES, MIN_TOKEN_CHARS } from "../src/server/access.ts";
+import { ADMIN_MAX_CONNECTIONS } from "../src/server/admin-gate.ts";
+import { PRE_AUTH_BYTES } from "../src/server/cache-server.ts";
+import { AUTH_MS, DRAIN_MS, HANDSHAKE_MS, MAX_REJECTED_OPEN, REJECTED_LINGER_MS } from "../src/server/connection-lifecycle.ts";
+import { QUOTED_NAME_BYTES } from "../src/server/dispatch.ts";
+import { FD_RESERVE } from "../src/server/fd-limit.ts";
+import { MIN_GC_HEADROOM_BYTES } from "../src/server/flags.ts";
+import { LINGER_MS } from "../src/server/lingering-close.ts";
+import { SEND_STALL_MS } from "../src/server/server-timers.ts";
+import { LOCK_REFRESH_MS, LOCK_STALE_MS } from "../src/server/snapshot-lock.ts";
+import { MIN_BLOCK_ITEM_BYTES } from "../src/server/snapshot-load.ts";
+import { MAX_LATE_LOAD_WAITS } from "../src/client/call-timeouts.ts";
+import { MAX_SAME_HASH } from "../src/store/hash-index.ts";
 import { APP_ERROR, ERROR_CODE } from "../src/protocol/errors.ts";
 import { METHOD_GET } from "../src/protocol/request.ts";
 import { CacheNode } from "../src/server/cache-node.ts";
@@ -199,5 +220,46 @@ describe("metrics", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+const sec = (ms: number): string => `${ms / 1000} s`;
+const thousands = (n: number): string => n.toLocaleString("en-US");
+
+/** LIMITS: [document, what it says, written from the constant it states]. */
+const LIMITS: [string, string][] = [
+  ["README.md", `OVERLOADED: ${thousands(DEFAULT_MAX_LOADS)} loads already under way`],
+  ["docs/running.md", `one that sends nothing is closed after ${sec(REJECTED_LINGER_MS)}`],
+  ["docs/running.md", `past ${MAX_REJECTED_OPEN} refused ones open at once`],
+  ["docs/running.md", `(\`ulimit -n\`) less ${FD_RESERVE}`],
+  ["docs/running.md", `closed once it has taken none for ${sec(SEND_STALL_MS)}`],
+  ["docs/running.md", `its import is not done in ${sec(MAX_IMPORT_MS)}`],
+  ["docs/running.md", `logged at WARN after ${sec(IMPORT_WARN_MS)}`],
+  ["docs/running.md", `one that has not finished its handshake ${sec(HANDSHAKE_MS)} after it opened is closed`],
+  ["docs/running.md", `at most ${ADMIN_MAX_CONNECTIONS} connections at once`],
+  ["docs/running.md", `0 = off, else at least ${MIN_GC_HEADROOM_BYTES / 1024 / 1024}mb`],
+  ["docs/running.md", `may be at most ${MAX_TIMER_MS} ms`],
+  ["docs/running.md", `any other not done after ${sec(DRAIN_MS)}`],
+  ["docs/running.md", `cuts it (reset) ${sec(LINGER_MS)} after its FIN`],
+  ["docs/running.md", `one over 1 MiB or over ${MAX_MEMBERS} members`],
+  ["docs/running.md", `a Kubernetes headless service; at most ${MAX_MEMBERS})`],
+  ["docs/running.md", `${MAX_LATE_LOAD_WAITS} load timeouts in all at most`],
+  ["docs/running.md", `at least ${MIN_TOKEN_CHARS} characters, at most ${MAX_TOKEN_BYTES} bytes`],
+  ["docs/running.md", `one that has not authenticated ${sec(AUTH_MS)} after it opened is closed, as is one whose first call passes ${PRE_AUTH_BYTES / 1024} KiB`],
+  ["docs/operations.md", `At most ${ADMIN_MAX_CONNECTIONS} admin connections are open at once`],
+  ["docs/operations.md", `because ${MAX_SAME_HASH} keys already shared its 32-bit hash`],
+  ["docs/operations.md", `touched every ${sec(LOCK_REFRESH_MS)}`],
+  ["docs/operations.md", `once it is ${sec(LOCK_STALE_MS)} old`],
+  ["docs/operations.md", `or ${MIN_BLOCK_ITEM_BYTES / 1024 / 1024} MiB if that is more`],
+  ["docs/wire.md", `Frame ≤ \`--max-frame-size\` (${thousands(DEFAULT_MAX_FRAME_BYTES)} B, Thrift's default); nesting ≤ ${DEFAULT_MAX_DEPTH}`],
+  ["docs/wire.md", `key over \`--max-key-size\` (${DEFAULT_MAX_KEY_BYTES} B)`],
+  ["docs/wire.md", `quotes the group's first ${QUOTED_NAME_BYTES} bytes`],
+  ["docs/wire.md", `(${DEFAULT_MULTI_LOAD_WINDOW}, or half the loader pool's places)`],
+];
+
+describe("limits", () => {
+  test.each(LIMITS)("%s: %s", async (path, phrase) => {
+    // (lines joined: a phrase may be wrapped)
+    expect((await read(path)).replace(/\s+/g, " ")).toContain(phrase);
   });
 });
