@@ -36,7 +36,7 @@
  * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
  * be written (missing, or read-only: each write would fail, and the data be lost at shutdown).
  */
-import { unlinkSync } from "node:fs";
+import { constants, unlinkSync } from "node:fs";
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { SnapshotLock } from "./snapshot-lock.ts";
@@ -181,9 +181,7 @@ export class Snapshotter {
     const tmp = this.tmp;
     let fh: FileHandle | undefined;
     try {
-      // Only the node's user may read it: it holds every value (a node may require a token).
-      fh = await open(tmp, "w", 0o600);
-      await fh.chmod(0o600); // a leftover of the same name keeps its mode through the open
+      fh = await createTemp(tmp);
       const out = new SnapshotOut(fh, this.writers);
       await out.emit(encodeHeader(this.clock()));
       const items = await this.writeGroups(out);
@@ -289,6 +287,19 @@ export class Snapshotter {
       maxKeyBytes: this.maxKeyBytes, writing: () => this.writing !== undefined,
     });
   }
+}
+
+/**
+ * createTemp makes `tmp` anew, mode 0600 (only the node's user may read it: it holds every value,
+ * and a node may require a token). A leftover of the same name (a crashed life of this pid) is
+ * removed first, and the create is exclusive: a symlink planted at the name (by anyone who can
+ * write the directory, which pids make easy to guess) is never followed. Opened with "w", it was:
+ * the file it named was truncated, filled with the cache and chmodded, and the link renamed over
+ * the snapshot. A name taken again between the unlink and the open fails this write (EEXIST).
+ */
+async function createTemp(tmp: string): Promise<FileHandle> {
+  await unlink(tmp).catch(() => {}); // (removes a link itself, never what it names)
+  return open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
 }
 
 /** syncDir makes a rename in `dir` durable; a file system that cannot fsync a directory is let be. */

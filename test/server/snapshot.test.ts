@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
@@ -263,6 +263,24 @@ test("the snapshot file is readable by the node's user only", async () => {
   writeFileSync(`${path}.tmp-${process.pid}`, "old", { mode: 0o644 });
   await new Snapshotter({ path, groups: src, logger: captureLog() }).write();
   expect((statSync(path).mode & 0o777).toString(8)).toBe("600");
+});
+
+test("a symlink planted at the temporary file's name is not followed: the file it names is left as it was (review: it was truncated and filled with the cache's values)", async () => {
+  const src = makeGroups(["kv"], Date.now);
+  set(src, "kv", "secret", filled(10, 3));
+  // Someone else who can write the directory names a file of theirs (or /etc/shadow, the node
+  // running as root) at the name the next write of this pid uses.
+  const victim = join(dir, "victim");
+  writeFileSync(victim, "not the cache's", { mode: 0o644 });
+  symlinkSync(victim, `${path}.tmp-${process.pid}`);
+  const l = await new Snapshotter({ path, groups: src, logger: captureLog() }).write();
+  expect(l.items).toBe(1);
+  expect(readFileSync(victim, "utf8")).toBe("not the cache's");
+  expect((statSync(victim).mode & 0o777).toString(8)).toBe("644");
+  expect(lstatSync(path).isFile()).toBe(true); // the snapshot itself, not the link renamed over it
+  expect((lstatSync(path).mode & 0o777).toString(8)).toBe("600");
+  const dst = makeGroups(["kv"], Date.now);
+  expect((await new Snapshotter({ path, groups: dst, logger: captureLog() }).load()).items).toBe(1);
 });
 
 test("a load into groups smaller than the snapshot reports what they kept, and warns", async () => {
