@@ -90,6 +90,8 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     // (Collision evictions too: a file written before the index's bound on keys sharing a hash.)
     const evictions = (): number => o.groups.all().reduce((n, g) => n + g.store.counters.evictions + g.store.counters.collisionEvictions, 0);
     const evictedBefore = evictions();
+    const held = (): number => o.groups.all().reduce((n, g) => n + g.store.size, 0);
+    const heldBefore = held();
     await scanSnapshot(fh, size, maxBlock, o.sliceMs, (block, end, n) => {
       const a = applyBlock(block, o.groups, o.maxKeyBytes, fromWall, result);
       if (a === undefined) unknown.add(groupName(block));
@@ -104,11 +106,13 @@ export async function loadSnapshot(o: LoadOptions): Promise<LoadResult> {
     if (unknown.size > 0) o.logger.warn("snapshot items of unknown groups skipped", { groups: [...unknown], items: result.skippedUnknownGroup });
     if (refused > 0) o.logger.warn("snapshot items refused by the store (too large or bad TTL)", { items: refused });
     if (longKeys > 0) o.logger.warn("snapshot items with keys over the max key size skipped", { items: longKeys, maxKeyBytes: o.maxKeyBytes });
-    // A group smaller than when the snapshot was written keeps what fits: the items stored, less
-    // those evicted again by later ones, are what the load leaves.
+    // What the load leaves is what the groups gained, not the records stored: a fuzzy write may
+    // catch a key twice (deleted behind its walk, set again ahead of it), and the later record
+    // replaces the earlier (review: both were counted). A group smaller than when the snapshot
+    // was written keeps what fits: later items evict earlier ones, and the warning counts them.
+    result.items = held() - heldBefore;
     const evicted = evictions() - evictedBefore;
     if (evicted > 0) {
-      result.items = Math.max(0, result.items - evicted);
       o.logger.warn("snapshot items evicted while loading: the groups hold less than the snapshot", { evicted, kept: result.items });
     }
     result.ms = performance.now() - t0;
@@ -263,8 +267,7 @@ function applyBlock(block: Uint8Array, groups: Groups, maxKeyBytes: number, from
       continue;
     }
     const ttl = exp === Infinity ? 0 : exp - now;
-    if (store.set(block, keyOff, keyLen, block, keyOff + keyLen, valLen, ttl) === SET_OK) result.items++;
-    else refused++;
+    if (store.set(block, keyOff, keyLen, block, keyOff + keyLen, valLen, ttl) !== SET_OK) refused++;
   }
   return { group, refused, longKeys };
 }

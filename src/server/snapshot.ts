@@ -58,7 +58,7 @@ export interface SnapshotLogger {
 }
 export interface SnapshotResult { items: number; bytes: number; ms: number; worstPauseMs: number }
 export interface LoadResult {
-  /** items is how many the load left in the groups (stored, less those evicted by later ones). */
+  /** items is how many items the load added to the groups (a key in the file twice counts once; less those evicted by later ones). */
   items: number;
   skippedExpired: number;
   skippedUnknownGroup: number;
