@@ -35,7 +35,8 @@
  * largest item, so a reader refuses a longer one before it allocates for it.
  *
  * BlockWriter builds one block in a reused buffer that grows only for a record larger than the
- * buffer (msgpackr's technique: reserve the header, write in place, patch lengths and CRC after).
+ * buffer (msgpackr's technique: reserve the header, write in place, patch lengths and CRC after),
+ * and goes back to its initial size once the write is over (`shrink`).
  */
 import { copyBytes } from "../bytes/bytes.ts";
 
@@ -146,9 +147,22 @@ export class BlockWriter {
   pos = 0;
   records = 0;
 
-  constructor(initialBytes = BLOCK_TARGET_BYTES + (64 << 10)) {
+  constructor(private readonly initialBytes = BLOCK_TARGET_BYTES + (64 << 10)) {
     this.buf = new Uint8Array(initialBytes);
     this.dv = new DataView(this.buf.buffer);
+  }
+
+  /**
+   * shrink drops a buffer grown for a large record for one of the initial size (the block under
+   * way is dropped with it). Called once a write is over: a buffer grown for a 60 MiB item was
+   * otherwise kept for the process's life, outside --memory.
+   */
+  shrink(): void {
+    if (this.buf.length <= this.initialBytes) return;
+    this.buf = new Uint8Array(this.initialBytes);
+    this.dv = new DataView(this.buf.buffer);
+    this.pos = 0;
+    this.records = 0;
   }
 
   /** begin starts a block of the group named `name`. */

@@ -203,6 +203,9 @@ export class Snapshotter {
       this.counters.failures++;
       if (!final) this.logger.error("snapshot write failed; the previous snapshot is kept", { path: this.path, error: String(e) });
       throw e;
+    } finally {
+      // (A write still in flight after a failure holds a view of the old buffer, not the writer.)
+      for (const w of this.writers) w.shrink();
     }
   }
 
