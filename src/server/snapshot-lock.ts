@@ -18,7 +18,8 @@
  * second node of the same process is refused like another process's, whatever the spelling of
  * the path).
  */
-import { closeSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, lstatSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { open as openFile, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config.ts";
@@ -63,6 +64,8 @@ export class SnapshotLock {
   private takenOver = false;
   /** touchedAt is when this node last touched (or made) its lock, in performance.now() ms. */
   private touchedAt = 0;
+  /** touching: a touch is under way (`touch`). */
+  private touching = false;
 
   constructor(private readonly path: string, private readonly logger: Logger) {
     this.file = `${path}.lock`;
@@ -94,7 +97,7 @@ export class SnapshotLock {
     this.touchedAt = performance.now();
     held.set(key, this);
     releaseAllOnExit();
-    this.timer = setInterval(() => this.touch(), LOCK_REFRESH_MS);
+    this.timer = setInterval(() => void this.touch(), LOCK_REFRESH_MS);
     this.timer.unref();
   }
 
@@ -237,28 +240,35 @@ export class SnapshotLock {
    * server, or this host's kernel), the clock `staleReason` reads it against, never a host's idea
    * of the time (review: a holder whose clock ran 40 s behind had its lock taken over, live).
    * A lock that is no longer this node's (removed, or another's) is left alone, and said so.
+   * Off the node's thread (fs/promises), one at a time: done synchronously, a network volume that
+   * stopped answering stopped the node from serving at its next touch (review), where now only
+   * the touch waits, and the touches after it are skipped until it ends.
    */
-  private touch(): void {
+  private async touch(): Promise<void> {
+    if (this.touching) return;
+    this.touching = true;
     const mine = this.content();
+    let fh: FileHandle | undefined;
     try {
-      const fd = openSync(this.file, "r+");
-      try {
-        const found = Buffer.alloc(mine.length + 1);
-        const n = readSync(fd, found, 0, found.length, 0);
-        if (found.toString("utf8", 0, n) !== mine) {
-          this.takenOver = true;
-          this.logger.error("the snapshot lock is another node's now: this node writes the snapshot no more", { lock: this.file, holder: this.holder() });
-          clearInterval(this.timer);
-          return;
-        }
-        writeSync(fd, mine, 0);
-        this.touchedAt = performance.now();
-      } finally {
-        closeSync(fd);
+      fh = await openFile(this.file, "r+");
+      const found = Buffer.alloc(mine.length + 1);
+      const { bytesRead } = await fh.read(found, 0, found.length, 0);
+      if (this.heldAs === "") return; // released meanwhile
+      if (found.toString("utf8", 0, bytesRead) !== mine) {
+        this.takenOver = true;
+        this.logger.error("the snapshot lock is another node's now: this node writes the snapshot no more", { lock: this.file, holder: this.holder() });
+        clearInterval(this.timer);
+        return;
       }
+      await fh.write(mine, 0);
+      this.touchedAt = performance.now();
     } catch (e) {
+      if (this.heldAs === "") return;
       if ((e as NodeJS.ErrnoException).code === "ENOENT" && this.remade()) return;
       this.logger.warn("cannot touch the snapshot lock", { lock: this.file, error: String(e) });
+    } finally {
+      await fh?.close().catch(() => {});
+      this.touching = false;
     }
   }
 

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { LOCK_STALE_MS, SnapshotLock } from "../../src/server/snapshot-lock.ts";
@@ -161,7 +162,7 @@ test("a lock's time is the file system's: a holder whose clock is 40 s behind ke
   };
   try {
     globalThis.Date = behind as DateConstructor;
-    (lock as unknown as { touch(): void }).touch(); // what the holder does every 10 s
+    await (lock as unknown as { touch(): Promise<void> }).touch(); // what the holder does every 10 s
   } finally {
     globalThis.Date = RealDate;
   }
@@ -233,4 +234,42 @@ test("a lock another node held is not made again once that node released it: thi
   await node.close();
   expect(readFileSync(snapshot, "utf8")).toBe("the other node's snapshot");
   expect(sink.lines.some((l) => l.includes("made again"))).toBe(false);
+});
+
+/** canFreeze: this process may make, mount and freeze a small file system (root, with mkfs.ext4 and fsfreeze). */
+const canFreeze = process.getuid?.() === 0 && Bun.which("fsfreeze") !== null && Bun.which("mkfs.ext4") !== null && Bun.which("losetup") !== null;
+
+test.skipIf(!canFreeze)("a touch of the lock that its file system does not answer leaves the node's thread running (review: a hung network volume stopped serving)", async () => {
+  // A frozen file system (fsfreeze) stands for a network volume that stopped answering: a write
+  // to it waits until it is thawed. The touch wrote synchronously, so the holder's thread waited too.
+  const mnt = join(dir, "mnt");
+  const image = join(dir, "fs.img");
+  mkdirSync(mnt);
+  execFileSync("truncate", ["-s", "16M", image]);
+  execFileSync("mkfs.ext4", ["-q", image]);
+  execFileSync("mount", ["-o", "loop", image, mnt]);
+  let frozen = false;
+  const child = Bun.spawn(["bun", join(import.meta.dir, "lock-touch-child.ts"), join(mnt, "cache.snap")], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    let out = "";
+    const line = async (word: string): Promise<void> => {
+      while (!out.includes(word)) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        out += new TextDecoder().decode(value);
+      }
+    };
+    await line("ready\n");
+    execFileSync("fsfreeze", ["-f", mnt]);
+    frozen = true;
+    // While frozen: the child's timers run, and it tells how many (or it says nothing at all).
+    await Promise.race([line("ticks"), Bun.sleep(3000)]);
+    expect(Number(/ticks (\d+)/.exec(out)?.[1])).toBeGreaterThan(10);
+  } finally {
+    if (frozen) execFileSync("fsfreeze", ["-u", mnt]);
+    child.kill("SIGKILL");
+    await child.exited;
+    execFileSync("umount", [mnt]);
+  }
 });
