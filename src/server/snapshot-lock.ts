@@ -18,7 +18,7 @@
  * second node of the same process is refused like another process's, whatever the spelling of
  * the path).
  */
-import { closeSync, lstatSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { open as openFile, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -274,15 +274,22 @@ export class SnapshotLock {
 
   /**
    * fileSystemNow is the time of the lock's file system now: the time of a file made beside it
-   * (Date.now() where none can be made).
+   * (Date.now() where none can be made). Made exclusively, never through a symlink: written
+   * with writeFileSync, a link planted at its name had the file it named truncated (review).
    */
   private fileSystemNow(): number {
     const probe = `${this.file}.now-${process.pid}`;
     try {
-      writeFileSync(probe, "");
       try {
-        return statSync(probe).mtimeMs;
+        unlinkSync(probe); // a leftover (a crash here), or a link: the link itself goes
+      } catch {
+        // (none)
+      }
+      const fd = openSync(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      try {
+        return fstatSync(fd).mtimeMs;
       } finally {
+        closeSync(fd);
         unlinkSync(probe);
       }
     } catch {

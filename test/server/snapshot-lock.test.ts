@@ -4,7 +4,7 @@
  * crash) is taken over with a warning once it is stale.
  */
 import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
@@ -234,6 +234,16 @@ test("a lock another node held is not made again once that node released it: thi
   await node.close();
   expect(readFileSync(snapshot, "utf8")).toBe("the other node's snapshot");
   expect(sink.lines.some((l) => l.includes("made again"))).toBe(false);
+});
+
+test("a symlink planted where a starting node reads the file system's time is not followed (review: the file it named was truncated)", async () => {
+  const snapshot = join(dir, "cache.snap");
+  writeFileSync(`${snapshot}.lock`, "elsewhere 4242 pid:[1]\n"); // a lock whose age must be read
+  const victim = join(dir, "victim");
+  writeFileSync(victim, "not the node's");
+  symlinkSync(victim, `${snapshot}.lock.now-${process.pid}`);
+  await expect(open(snapshot)).rejects.toThrow("is in use by process 4242 on elsewhere");
+  expect(readFileSync(victim, "utf8")).toBe("not the node's");
 });
 
 /** canFreeze: this process may make, mount and freeze a small file system (root, with mkfs.ext4 and fsfreeze). */
