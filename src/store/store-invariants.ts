@@ -113,7 +113,9 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     free++;
   });
   let dead = 0;
-  for (let id = 0; id < chainEnd; id++) if (!items.isLive(id)) dead++;
+  if (items.top > items.cap) fail(`ids up to ${items.top} handed out, the table has ${items.cap}`);
+  // Ids from `top` up are free without being chained (none was handed out since a growth or reset).
+  for (let id = 0; id < Math.min(chainEnd, items.top); id++) if (!items.isLive(id)) dead++;
   if (free !== dead) fail(`the free chain holds ${free} ids, ${dead} below ${chainEnd} are dead`);
 
   let listed = 0;

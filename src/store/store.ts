@@ -107,7 +107,8 @@ export class Store {
       (owner, page, off) => this.items.place(owner, page, off),
     );
     const cap = Math.min(MAX_ITEM_IDS, Math.max(16, opts.initialItems ?? 1024));
-    this.items = new ItemTable(cap);
+    // Reserved (not touched) for as many ids as the memory bound could pay for: growth copies nothing.
+    this.items = new ItemTable(cap, Math.floor(this.capacity / (RECORD_BYTES + HEAP_BYTES_PER_ITEM)));
     this.lru = new LruList(this.classes.count, this.items);
     this.heap = new TtlHeap(this.items, Math.min(cap, 256));
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));

@@ -22,7 +22,8 @@
  * - how: incrementally. `beginShrink` makes new items take only ids below the new size
  *   (ItemTable); each tick then moves up to `budget` of the items left above it to free ids below
  *   it, looking at up to SCAN_PER_MOVE ids per move; once no item is left above, the table and the
- *   index are cut down (one copy and one rehash of the smaller size, as a growth does) and the
+ *   index are cut down (a copy of the live ids' records into a fresh buffer, and one rehash of
+ *   the smaller size, as a growth of the index does) and the
  *   store may take pages for the bytes freed. Should the live count come back to three quarters
  *   of the new size meanwhile (or new items run out of ids below it), the shrink is cancelled.
  *   The tick that starts a shrink reads every record below the new size once (to chain its free
@@ -110,8 +111,8 @@ export class TableShrink {
       items.cancelShrink();
       return false;
     }
-    const cap = items.cap;
-    const end = Math.min(cap, this.passed());
+    const top = items.top; // no id from it up was handed out: none to move
+    const end = Math.min(top, this.passed());
     const w = items.w;
     let id = this.cursor;
     for (let moves = 0, scanned = 0; id < end && moves < budget && scanned < budget * SCAN_PER_MOVE; id++, scanned++) {
@@ -120,7 +121,7 @@ export class TableShrink {
       moves++;
     }
     this.cursor = id;
-    if (id < cap) return false;
+    if (id < top) return false;
     items.truncate();
     const slots = slotsFor(target);
     if (slots < this.index.slotCount) this.index.resize(slots);

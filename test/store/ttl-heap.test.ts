@@ -8,6 +8,7 @@ setDefaultTimeout(30_000); // per file: bun drops a preload's default after the 
 /** A heap over a bare item table; expiries are written into the records as the store does. */
 function mk(cap: number): { items: ItemTable; heap: TtlHeap; setExp: (id: number, e: number) => number } {
   const items = new ItemTable(cap);
+  for (let i = 0; i < cap; i++) items.alloc(); // an id's record is set up (out of the heap) when it is handed out
   const heap = new TtlHeap(items, 4);
   const setExp = (id: number, e: number): number => {
     const old = items.f[id * F_STRIDE + F_EXPIRY]!;
