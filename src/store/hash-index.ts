@@ -20,9 +20,23 @@
  * hit more than this bound does).
  *
  * Deletion shifts later entries of the probe chain back (no tombstones), so probe lengths do not
- * degrade under churn. The table doubles (a full rehash from the kept hashes, no record reads)
- * when it passes `MAX_LOAD`; that happens while the cache fills, not in the steady state. It is
- * rehashed smaller the same way when the item table shrinks (table-shrink.ts).
+ * degrade under churn. The table doubles as the item table grows (the store asks, at MAX_LOAD of
+ * the ids it may hold); that happens while the cache fills, not in the steady state. It is
+ * rehashed smaller when the item table shrinks (table-shrink.ts).
+ *
+ * Doubling is incremental, as Redis rehashes. A full rehash stopped the event loop for the whole
+ * table: 737 ms of one set at 11.7 M items. So the store starts building the doubled table
+ * (`beginGrow`) a growth of the item table ahead, and each insert then does a bounded step of it:
+ * it marks FILL_STEP slots of the new table empty (a fresh buffer is backed lazily: filled at
+ * once, the first touch of every page was a pause of its own), then, once all are, copies the
+ * entries of the next MIGRATE_STEP slots of the old table in slot order (`cursor`). Lookups read
+ * the old table alone until the swap. The rule that keeps the two in step: every entry of the
+ * old table at a slot below `cursor` is in the new one, and the new one holds nothing else. So
+ * while the new table is filled, an insert goes to both (the new one by id), a removal or
+ * `replaceId` to both when the new one holds the entry, and an entry a removal shifts back to a
+ * slot below `cursor` (from above it, or round the end) is copied then; a copy finds and skips
+ * an entry the new table has already. `grow` finishes what is left and swaps; `resize` (a
+ * shrink), `reset` and `cancelGrow` drop a build. While one runs, `byteSize` counts both tables.
  */
 import { F_EXPIRY, F_STRIDE, KEY_SHIFT, NIL, STRIDE, W_ATIME, W_CLASS, W_OFF, W_PAGE, type ItemId, type ItemTable } from "./item-table.ts";
 import { bytesEqual } from "../bytes/bytes.ts";
@@ -38,6 +52,11 @@ export const SLOT_BYTES = 8;
  * for a billion; and a ninth costs one early eviction. Only chosen keys reach it in practice.
  */
 export const MAX_SAME_HASH = 8;
+/** FILL_STEP is how many slots of the table being built one insert marks empty. */
+export const FILL_STEP = 256;
+/** MIGRATE_STEP is how many slots of the old table one insert copies into the table being built. */
+export const MIGRATE_STEP = 16;
+const NONE = new Int32Array(0);
 
 export class HashIndex {
   /** slots holds (hash, id) pairs: slot s is words 2s and 2s+1. */
@@ -45,6 +64,15 @@ export class HashIndex {
   /** mask is the slot count minus one (the slot count is a power of two). */
   mask: number;
   count = 0;
+  /** next is the doubled table being built (empty when none is); see the header. */
+  next = NONE;
+  nextMask = 0;
+  /** filled: words of `next` marked empty so far; copying starts once all are. */
+  filled = 0;
+  /** cursor: the old table's slots below it are copied into `next`. */
+  cursor = 0;
+  /** moved counts the entries ever placed in a new table by a rehash, a build or its finish (work, for tests). */
+  moved = 0;
   private readonly items: ItemTable;
   private readonly slab: SlabAllocator;
 
@@ -109,24 +137,19 @@ export class HashIndex {
 
   /** insert adds `id`, whose key has hash `hash`; the key must not be present. */
   insert(id: ItemId, hash: number): void {
-    this.place(hash, id);
+    placeIn(this.slots, this.mask, hash, id);
     this.count++;
-  }
-
-  /** place puts (hash, id) in the first free slot of hash's probe chain. */
-  private place(hash: number, id: ItemId): void {
-    const slots = this.slots;
-    const mask = this.mask;
-    let s = hash & mask;
-    while (slots[2 * s + 1] !== NIL) s = (s + 1) & mask;
-    slots[2 * s] = hash;
-    slots[2 * s + 1] = id;
+    if (this.next.length !== 0) {
+      if (this.filled === this.next.length) placeIn(this.next, this.nextMask, hash, id);
+      this.step();
+    }
   }
 
   /** remove deletes `id`, whose key has hash `hash`, from the index; it must be present. */
   remove(id: ItemId, hash: number): void {
     const slots = this.slots;
     const mask = this.mask;
+    const copying = this.next.length !== 0 && this.filled === this.next.length;
     let s = this.slotOf(id, hash);
     let hole = s;
     s = (s + 1) & mask;
@@ -137,6 +160,8 @@ export class HashIndex {
       if (((s - home) & mask) >= ((s - hole) & mask)) {
         slots[2 * hole] = slots[2 * s]!;
         slots[2 * hole + 1] = other;
+        // Shifted behind the build's cursor: copied now, or the build would never reach it.
+        if (copying && hole < this.cursor) this.copy(slots[2 * hole]!, other);
         hole = s;
       }
       s = (s + 1) & mask;
@@ -144,6 +169,62 @@ export class HashIndex {
     slots[2 * hole] = 0;
     slots[2 * hole + 1] = NIL;
     this.count--;
+    if (copying) {
+      const at = slotIn(this.next, this.nextMask, hash, id);
+      if (at !== NIL) shiftOut(this.next, this.nextMask, at);
+    }
+  }
+
+  /** beginGrow starts building the doubled table (see the header); nothing if one is under way. */
+  beginGrow(): void {
+    if (this.next.length !== 0) return;
+    const n = 2 * (this.mask + 1);
+    this.next = new Int32Array(2 * n); // hash words 0 already; the ids are marked NIL step by step
+    this.nextMask = n - 1;
+    this.filled = 0;
+    this.cursor = 0;
+  }
+
+  /** cancelGrow drops the table being built, if any. */
+  cancelGrow(): void {
+    this.next = NONE;
+  }
+
+  /** building tells whether a doubled table is being built. */
+  get building(): boolean {
+    return this.next.length !== 0;
+  }
+
+  /** step does one insert's share of the build: FILL_STEP slots marked empty, or MIGRATE_STEP old slots copied. */
+  private step(): void {
+    const next = this.next;
+    if (this.filled < next.length) {
+      const end = Math.min(next.length, this.filled + 2 * FILL_STEP);
+      for (let i = this.filled + 1; i < end; i += 2) next[i] = NIL;
+      this.filled = end;
+      return;
+    }
+    const slots = this.slots;
+    const end = Math.min(this.mask + 1, this.cursor + MIGRATE_STEP);
+    for (let s = this.cursor; s < end; s++) {
+      const id = slots[2 * s + 1]!;
+      if (id !== NIL) this.copy(slots[2 * s]!, id);
+    }
+    this.cursor = end;
+  }
+
+  /** copy puts (hash, id) in the table being built unless it holds it already. */
+  private copy(hash: number, id: ItemId): void {
+    const next = this.next;
+    const mask = this.nextMask;
+    let s = hash & mask;
+    for (let at = next[2 * s + 1]!; at !== NIL; at = next[2 * s + 1]!) {
+      if (at === id) return;
+      s = (s + 1) & mask;
+    }
+    next[2 * s] = hash;
+    next[2 * s + 1] = id;
+    this.moved++;
   }
 
   /** needsGrowth tells whether one more insert would pass the maximum load. */
@@ -151,14 +232,26 @@ export class HashIndex {
     return this.count + 1 > this.slotCount * MAX_LOAD;
   }
 
-  /** growthBytes is how many bytes doubling the table would add. */
-  growthBytes(): number {
-    return this.slots.byteLength;
-  }
-
-  /** grow doubles the table and reinserts every entry (from the hashes kept in the slots). */
+  /**
+   * grow doubles the table: it finishes the build under way (what the inserts since `beginGrow`
+   * left of it) and swaps, or with none reinserts every entry (from the hashes kept in the slots).
+   */
   grow(): void {
-    this.resize(2 * (this.mask + 1));
+    if (this.next.length === 0) {
+      this.resize(2 * (this.mask + 1));
+      return;
+    }
+    const next = this.next;
+    for (let i = this.filled + 1; i < next.length; i += 2) next[i] = NIL;
+    this.filled = next.length;
+    const slots = this.slots;
+    for (let s = this.cursor; s <= this.mask; s++) {
+      const id = slots[2 * s + 1]!;
+      if (id !== NIL) this.copy(slots[2 * s]!, id);
+    }
+    this.slots = next;
+    this.mask = this.nextMask;
+    this.next = NONE;
   }
 
   /**
@@ -166,18 +259,24 @@ export class HashIndex {
    * reinserts every entry from the hashes kept in the slots.
    */
   resize(n: number): void {
+    this.next = NONE;
     const old = this.slots;
     this.slots = emptySlots(n);
     this.mask = n - 1;
     for (let i = 1; i < old.length; i += 2) {
       const id = old[i]!;
-      if (id !== NIL) this.place(old[i - 1]!, id);
+      if (id !== NIL) placeIn(this.slots, this.mask, old[i - 1]!, id);
     }
+    this.moved += this.count;
   }
 
   /** replaceId makes the slot of item `from`, whose key has hash `hash`, name item `to` (the item moved). */
   replaceId(hash: number, from: ItemId, to: ItemId): void {
     this.slots[2 * this.slotOf(from, hash) + 1] = to;
+    if (this.next.length !== 0 && this.filled === this.next.length) {
+      const at = slotIn(this.next, this.nextMask, hash, from);
+      if (at !== NIL) this.next[2 * at + 1] = to;
+    }
   }
 
   /** slotOf finds the slot of `id`, whose key has hash `hash`; it must be present. */
@@ -193,12 +292,14 @@ export class HashIndex {
   }
 
   reset(): void {
+    this.next = NONE;
     fillEmpty(this.slots);
     this.count = 0;
   }
 
+  /** byteSize is the memory the index holds: its table, and the one being built while one is. */
   byteSize(): number {
-    return this.slots.byteLength;
+    return this.slots.byteLength + this.next.byteLength;
   }
 
   /** keyEquals compares key[off, off+len) with the key bytes stored in item `id`'s chunk. */
@@ -214,6 +315,37 @@ export function slotsFor(items: number): number {
   let n = 16;
   while (n * MAX_LOAD < items) n *= 2;
   return n;
+}
+
+/** placeIn puts (hash, id) in the first free slot of hash's probe chain in `t`. */
+function placeIn(t: Int32Array, mask: number, hash: number, id: ItemId): void {
+  let s = hash & mask;
+  while (t[2 * s + 1] !== NIL) s = (s + 1) & mask;
+  t[2 * s] = hash;
+  t[2 * s + 1] = id;
+}
+
+/** slotIn is the slot of `id`, whose key has hash `hash`, in `t`, or -1. */
+function slotIn(t: Int32Array, mask: number, hash: number, id: ItemId): number {
+  let s = hash & mask;
+  for (let at = t[2 * s + 1]!; at !== id; at = t[2 * s + 1]!) {
+    if (at === NIL) return NIL;
+    s = (s + 1) & mask;
+  }
+  return s;
+}
+
+/** shiftOut empties slot `hole` of `t`, shifting the later entries of its probe chain back. */
+function shiftOut(t: Int32Array, mask: number, hole: number): void {
+  for (let s = (hole + 1) & mask; t[2 * s + 1] !== NIL; s = (s + 1) & mask) {
+    if (((s - (t[2 * s]! & mask)) & mask) >= ((s - hole) & mask)) {
+      t[2 * hole] = t[2 * s]!;
+      t[2 * hole + 1] = t[2 * s + 1]!;
+      hole = s;
+    }
+  }
+  t[2 * hole] = 0;
+  t[2 * hole + 1] = NIL;
 }
 
 /** emptySlots makes a table of `n` empty slots. */

@@ -8,7 +8,9 @@
  * - items: each live item sits in a chunk of its page's class that names it as owner, inside the
  *   carved part of the page; its stored key hashes to its hash; the index finds it by its key;
  * - index: counts exactly the live items, each once; the negative count is that of the flagged ones;
- *   it has the slots the table's size calls for;
+ *   it has the slots the table's size calls for; a doubled table being built holds exactly the
+ *   entries of the old table's slots below its cursor (and those it copied early), each reachable
+ *   (checkIndexBuild);
  * - free ids: the chain holds every dead id once, and no live one (while a shrink is under way,
  *   only those below the size it is taking the table to);
  * - LRU: each class list is a consistent doubly-linked list of live items of that class, and the
@@ -19,7 +21,7 @@
  *   per-page and per-class used counts and the empty-page count match.
  */
 import { hashBytes } from "./hash.ts";
-import { MAX_SAME_HASH, slotsFor } from "./hash-index.ts";
+import { type HashIndex, MAX_SAME_HASH, slotsFor } from "./hash-index.ts";
 import { NIL, STRIDE, W_HEAP } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
@@ -101,6 +103,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   }
   if (indexed !== live || index.count !== live) fail(`index holds ${indexed} (count ${index.count}), live ${live}`);
   if (index.slotCount !== slotsFor(items.cap)) fail(`index has ${index.slotCount} slots, a table of ${items.cap} ids calls for ${slotsFor(items.cap)}`);
+  checkIndexBuild(index);
 
   const chainEnd = items.shrinkingTo !== 0 ? items.shrinkingTo : items.cap;
   const chained = new Uint8Array(items.cap);
@@ -169,5 +172,49 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     let chunks = 0;
     for (let p = 0; p < slab.maxPages; p++) if (slab.pageClass[p] === c) chunks += slab.pageCarved[p]!;
     if (chunks !== classUsed[c]! + free) fail(`class ${c}: carved ${chunks} != used ${classUsed[c]} + free ${free}`);
+  }
+}
+
+/**
+ * checkIndexBuild verifies the doubled table an index is building, if any (hash-index.ts): each of
+ * its entries is in the old table with the same hash, once, and reachable from its home slot;
+ * every entry of the old table at a slot below the cursor is in it; before it is filled, it is
+ * used for nothing (cursor 0). Throws naming the first violation.
+ */
+export function checkIndexBuild(index: HashIndex): void {
+  const fail = (msg: string): never => {
+    throw new Error(`index build invariant violated: ${msg}`);
+  };
+  const next = index.next;
+  if (next.length === 0) return;
+  if (next.length !== 4 * index.slotCount) fail(`the table being built has ${next.length / 2} slots, not twice ${index.slotCount}`);
+  if (index.filled < next.length) {
+    if (index.cursor !== 0) fail(`cursor ${index.cursor} before the table being built is filled`);
+    for (let i = 1; i < index.filled; i += 2) if (next[i] !== NIL) fail(`slot ${(i - 1) / 2} holds an entry before the copy began`);
+    return;
+  }
+  const old = new Map<number, number>(); // id -> hash in the old table
+  const oldSlot = new Map<number, number>();
+  for (let s = 0; s < index.slotCount; s++) {
+    const id = index.slots[2 * s + 1]!;
+    if (id === NIL) continue;
+    old.set(id, index.slots[2 * s]!);
+    oldSlot.set(id, s);
+  }
+  const mask = index.nextMask;
+  const inNext = new Set<number>();
+  for (let s = 0; s <= mask; s++) {
+    const id = next[2 * s + 1]!;
+    if (id === NIL) continue;
+    const hash = next[2 * s]!;
+    if (old.get(id) !== hash) fail(`the table being built holds item ${id} (hash ${hash}) that the old one does not`);
+    if (inNext.has(id)) fail(`the table being built holds item ${id} twice`);
+    inNext.add(id);
+    for (let h = hash & mask; h !== s; h = (h + 1) & mask) {
+      if (next[2 * h + 1] === NIL) fail(`item ${id} in slot ${s} of the table being built cannot be reached`);
+    }
+  }
+  for (const [id, s] of oldSlot) {
+    if (s < index.cursor && !inNext.has(id)) fail(`item ${id} at old slot ${s}, below the cursor ${index.cursor}, is not in the table being built`);
   }
 }

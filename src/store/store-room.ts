@@ -131,14 +131,34 @@ export class StoreRoom {
     }
   }
 
-  /** growItems grows the item table by half (and the index with it) if the memory budget and `maxIds` allow. */
+  /**
+   * growItems grows the item table by half (and the index with it) if the memory budget and
+   * `maxIds` allow. Should the next growth double the index, it starts building the doubled
+   * index now, while there is room, so inserts do it a step at a time (hash-index.ts); when a
+   * growth finds no room and a build holds memory, the build is dropped and the growth tried
+   * again (the doubling is then one rehash, as before).
+   */
   private growItems(): boolean {
-    const cap = this.items.cap;
+    for (;;) {
+      if (this.tryGrowItems()) return true;
+      if (!this.index.building) return false;
+      this.index.cancelGrow();
+      this.updatePageLimit();
+    }
+  }
+
+  /** freeBytes is the memory neither pages (one at least) nor metadata hold. */
+  private freeBytes(): number {
     // At least one page stays out of the table's reach, as the constructor requires: with none
     // left (every page released, or none assigned since a clear) nothing could be stored again.
     const usedPages = Math.max(1, this.slab.pagesAssigned) * this.slab.pageSize;
+    return this.store.capacity - usedPages - this.store.metaBytes();
+  }
+
+  private tryGrowItems(): boolean {
+    const cap = this.items.cap;
     const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
-    const room = this.store.capacity - usedPages - this.store.metaBytes();
+    const room = this.freeBytes();
     let add = Math.max(16, cap >> 1);
     // Up to what the index holds first: a step past it doubles the index too, and with the
     // table's spare ids that took memory pages would have used (64 MiB of 100 B values: the
@@ -156,6 +176,10 @@ export class StoreRoom {
     const newCap = cap + add;
     this.items.grow(newCap);
     while (this.index.slotCount < slotsFor(newCap)) this.index.grow();
+    // The growth after this one (by half) will double the index: the doubled table is built from
+    // now on, inserts copying a few slots each, if its bytes are free now (it is counted from now).
+    const after = Math.min(this.items.maxIds, newCap + (newCap >> 1));
+    if (!this.index.building && slotsFor(after) > this.index.slotCount && 2 * this.index.byteSize() <= this.freeBytes()) this.index.beginGrow();
     this.updatePageLimit();
     return true;
   }
@@ -182,6 +206,13 @@ export class StoreRoom {
     for (;;) {
       const page = this.slab.alloc(cls, id);
       if (page !== NIL) return page;
+      if (this.index.building) {
+        // Pages come first: the doubled index being built holds memory for a growth that may
+        // never come (the store is full), and a page it kept out would stay out for good.
+        this.index.cancelGrow();
+        this.updatePageLimit();
+        continue;
+      }
       if (this.slab.emptyPages > 0) {
         const empty = this.slab.findEmptyPage(cls);
         if (empty !== NIL) {

@@ -327,6 +327,7 @@ export class Store {
     this.dataBytesUsed = 0;
     this.negativeItems = 0;
     this.room.moveCredit = 0;
+    this.room.updatePageLimit(); // (a doubled index being built was dropped)
     this.counters.clears++;
   }
 

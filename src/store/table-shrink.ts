@@ -103,7 +103,8 @@ export class TableShrink {
       if (items.live * 4 >= items.cap) return false;
       const n = Math.max(this.floor, 2 * items.live);
       if (n >= items.cap) return false;
-      items.beginShrink(n); // O(cap): this tick's work
+      items.beginShrink(n); // O(n): this tick's work
+      this.index.cancelGrow(); // (a doubled index is not wanted now)
       this.cursor = n;
       return false;
     }

@@ -6,6 +6,11 @@
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, Store } from "../../src/store/store.ts";
 import { ItemTable } from "../../src/store/item-table.ts";
+import { HashIndex, MAX_LOAD, MIGRATE_STEP } from "../../src/store/hash-index.ts";
+import { SizeClasses } from "../../src/store/size-classes.ts";
+import { SlabAllocator } from "../../src/store/slab-allocator.ts";
+import { checkIndexBuild } from "../../src/store/store-invariants.ts";
+import { Prng, testSeed } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -64,5 +69,114 @@ describe("item table growth", () => {
     expect(t.top).toBe(0);
     expect(t.isLive(0)).toBe(false);
     expect(t.alloc()).toBe(0);
+  });
+});
+
+describe("index growth", () => {
+  test("no set of a 1.5M-item fill moves more than a few dozen index entries (the doubling is built a step per insert)", () => {
+    const s = new Store({ memory: 256 * MIB, hashSeed: 7 });
+    const key = new Uint8Array(16);
+    const value = new Uint8Array(20);
+    let worst = 0;
+    let worstAt = 0;
+    let doublings = 0;
+    let slots = s.index.slotCount;
+    for (let i = 0; i < 1_500_000; i++) {
+      keyOf(key, i);
+      const before = s.index.moved;
+      expect(s.set(key, 0, 16, value, 0, 20)).toBe(SET_OK);
+      const moved = s.index.moved - before;
+      if (moved > worst) {
+        worst = moved;
+        worstAt = i;
+      }
+      if (s.index.slotCount !== slots) {
+        doublings++;
+        slots = s.index.slotCount;
+        if (doublings % 3 === 0) s.checkInvariants(); // (with a build under way: the next one starts at once)
+      }
+    }
+    expect(doublings).toBeGreaterThan(5);
+    expect(s.index.moved).toBeGreaterThan(1_500_000); // the builds copied (a counter that stayed 0 would prove nothing)
+    // Before: the set that doubled the index rehashed every entry (1,003,921 at 1.0M items).
+    if (worst > 2 * MIGRATE_STEP) throw new Error(`set ${worstAt} moved ${worst} index entries`);
+    s.checkInvariants();
+  });
+});
+
+/** An index over a bare item table: the operations under test read hashes and ids only, never keys. */
+function bareIndex(slots: number): HashIndex {
+  const classes = new SizeClasses(48, 1.25, 1024);
+  const slab = new SlabAllocator(classes, 4096, 1, () => {}, () => true, () => {});
+  return new HashIndex(new ItemTable(16), slab, slots);
+}
+
+/** entries returns the id -> hash map the index's (old) table holds, checking every entry is reachable. */
+function entries(ix: HashIndex): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let s = 0; s < ix.slotCount; s++) {
+    const id = ix.slots[2 * s + 1]!;
+    if (id === -1) continue;
+    const hash = ix.slots[2 * s]!;
+    for (let h = hash & ix.mask; h !== s; h = (h + 1) & ix.mask) if (ix.slots[2 * h + 1] === -1) throw new Error(`item ${id} unreachable`);
+    if (m.has(id)) throw new Error(`item ${id} twice`);
+    m.set(id, hash);
+  }
+  return m;
+}
+
+describe("HashIndex during a build", () => {
+  const seed = testSeed();
+  test(`random inserts, removes and id changes agree with a map while the doubled table is built (TEST_SEED=${seed})`, () => {
+    const rnd = new Prng(seed);
+    for (let round = 0; round < 40; round++) {
+      const ix = bareIndex(16 << rnd.int(6));
+      const model = new Map<number, number>();
+      let nextId = 0;
+      // Hashes crowd the table's last slots and a few homes, so chains wrap round its end and
+      // removals shift entries back across the build's cursor.
+      const hashOf = (): number => {
+        const n = ix.slotCount;
+        const r = rnd.int(5);
+        const near = (ix.cursor + n - 2 + rnd.int(4)) % n; // about the build's cursor
+        const home = r === 0 ? n - 1 - rnd.int(3) : r === 1 ? rnd.int(3) : r === 2 ? near : rnd.int(4 * n);
+        return (home | (rnd.int(1 << 12) * 4 * n)) | 0;
+      };
+      for (let op = 0; op < 3000; op++) {
+        const r = rnd.int(10);
+        const ids = [...model.keys()];
+        if (r < 5 && ix.count + 1 <= ix.slotCount * MAX_LOAD) {
+          const hash = hashOf();
+          ix.insert(nextId, hash);
+          model.set(nextId++, hash);
+        } else if (r < 8 && ids.length > 0) {
+          const id = ids[rnd.int(ids.length)]!;
+          ix.remove(id, model.get(id)!);
+          model.delete(id);
+        } else if (r === 8 && ids.length > 0) {
+          const id = ids[rnd.int(ids.length)]!;
+          const hash = model.get(id)!;
+          ix.replaceId(hash, id, nextId);
+          model.delete(id);
+          model.set(nextId++, hash);
+        } else if (!ix.building && ix.slotCount < 1024 && rnd.int(4) === 0) {
+          ix.beginGrow();
+        } else if (ix.building && (rnd.int(50) === 0 || ix.count + 1 > ix.slotCount * MAX_LOAD)) {
+          const slots = ix.slotCount;
+          ix.grow();
+          expect(ix.slotCount).toBe(2 * slots);
+          expect(ix.next.length).toBe(0); // swapped: no build left
+        } else if (ix.building && rnd.int(30) === 0) {
+          ix.cancelGrow();
+        }
+        checkIndexBuild(ix);
+        expect(entries(ix)).toEqual(model);
+        expect(ix.count).toBe(model.size);
+      }
+      // A build finished by grow holds exactly the model.
+      if (!ix.building) ix.beginGrow();
+      ix.grow();
+      expect(entries(ix)).toEqual(model);
+    }
   });
 });
