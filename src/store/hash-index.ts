@@ -64,6 +64,9 @@ export class HashIndex {
   /** mask is the slot count minus one (the slot count is a power of two). */
   mask: number;
   count = 0;
+  private readonly items: ItemTable;
+  private readonly slab: SlabAllocator;
+  // The build's fields come after those a lookup reads, which keep their places in the object.
   /** next is the doubled table being built (empty when none is); see the header. */
   next = NONE;
   nextMask = 0;
@@ -73,8 +76,6 @@ export class HashIndex {
   cursor = 0;
   /** moved counts the entries ever placed in a new table by a rehash, a build or its finish (work, for tests). */
   moved = 0;
-  private readonly items: ItemTable;
-  private readonly slab: SlabAllocator;
 
   constructor(items: ItemTable, slab: SlabAllocator, initialSlots: number) {
     this.items = items;

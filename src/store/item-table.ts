@@ -75,10 +75,6 @@ export const MAX_ITEM_IDS = Math.floor(2 ** 32 / RECORD_BYTES);
 
 export class ItemTable {
   cap = 0;
-  /** top: ids from it up (below `cap`) have never been handed out since the last growth or reset. */
-  top = 0;
-  /** reserved is how many records the buffer holds: growth up to it copies nothing. */
-  reserved = 0;
   /** maxIds bounds `cap` (MAX_ITEM_IDS; a test lowers it to reach the bound). */
   maxIds = MAX_ITEM_IDS;
   live = 0;
@@ -92,6 +88,11 @@ export class ItemTable {
    * the size the table is shrinking to.
    */
   private limit = 0;
+  // (Declared after the fields a Get reads, which keep their places in the object.)
+  /** top: ids from it up (below `cap`) have never been handed out since the last growth or reset. */
+  top = 0;
+  /** reserved is how many records the buffer holds: growth up to it copies nothing. */
+  reserved = 0;
 
   /**
    * The buffer is reserved for `reserve` ids (at least `initialCap`); when so large a buffer
