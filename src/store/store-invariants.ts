@@ -16,7 +16,7 @@
  * - LRU: each class list is a consistent doubly-linked list of live items of that class, and the
  *   lists together hold every live item;
  * - heap: the heap property holds, positions agree, and exactly the items with a finite expiry are
- *   in it with that expiry; its slot array is no longer than the table;
+ *   in it with that expiry; its slot array is no longer than the table or its reservation;
  * - slab: free lists hold only chunks marked free, of their class; no chunk is both free and live;
  *   per-page and per-class used counts and the empty-page count match.
  */
@@ -138,7 +138,8 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   }
   if (listed !== live) fail(`LRU lists hold ${listed}, live ${live}`);
 
-  if (heap.slots.length > items.cap) fail(`heap slot array ${heap.slots.length} longer than the table's ${items.cap} ids`);
+  if (heap.size > items.cap) fail(`heap holds ${heap.size} items, more than the table's ${items.cap} ids`);
+  if (heap.slots.length > Math.max(items.cap, items.reserved)) fail(`heap slot array ${heap.slots.length} longer than the table's ${items.cap} ids and its reservation`);
   for (let i = 0; i < heap.size; i++) {
     const id = heap.slots[i]!;
     if (!items.isLive(id)) fail(`heap holds dead item ${id}`);

@@ -6,8 +6,12 @@
  * so removing or re-timing an arbitrary item is O(log n) with no scan. Keeping only ids here (not
  * (expiry, id) pairs) costs a record read per comparison but saves 8 bytes per item of reserved
  * metadata; the heap is off the read path (sets with a TTL and the expiry timer only). Only items
- * with a finite expiry are in it. The slot array grows by doubling up to the item capacity, and is
- * cut back when the item table shrinks.
+ * with a finite expiry are in it. The slot array is reserved, like the item table's records, for
+ * as many ids as the table's buffer holds (`ItemTable.reserved`): backed lazily, it costs memory
+ * only as far as the heap has reached, and it never grows by a copy (doubling it copied every
+ * slot: 122 ms of one set at 11.7 M items with a TTL). Past the reservation it doubles as before.
+ * When the item table shrinks, `fit` copies the slots in use into a fresh reservation, so the
+ * pages the larger heap touched go back with the old array.
  */
 import { F_EXPIRY, F_STRIDE, NIL, STRIDE, W_HEAP, type ItemId, type ItemTable } from "./item-table.ts";
 
@@ -20,7 +24,7 @@ export class TtlHeap {
 
   constructor(items: ItemTable, initialSlots: number) {
     this.items = items;
-    this.slots = new Int32Array(initialSlots);
+    this.slots = new Int32Array(Math.max(initialSlots, items.reserved));
   }
 
   /** has tells whether `id` is in the heap. */
@@ -72,10 +76,12 @@ export class TtlHeap {
     this.size = 0;
   }
 
-  /** fit makes the slot array at most `cap` long (the item table shrank to `cap` ids). */
+  /**
+   * fit gives back the memory of slots past the first `cap` (the item table shrank to `cap` ids):
+   * the slots in use move to a fresh reservation, or to an array of `cap` without one.
+   */
   fit(cap: number): void {
-    if (this.slots.length <= cap) return;
-    const slots = new Int32Array(Math.max(cap, this.size));
+    const slots = new Int32Array(Math.max(cap, this.size, this.items.reserved));
     slots.set(this.slots.subarray(0, this.size));
     this.slots = slots;
   }
@@ -85,7 +91,7 @@ export class TtlHeap {
   }
 
   private grow(): void {
-    const slots = new Int32Array(Math.max(16, Math.min(this.items.cap, this.slots.length * 2)));
+    const slots = new Int32Array(Math.max(16, this.items.reserved, Math.min(this.items.cap, this.slots.length * 2)));
     slots.set(this.slots.subarray(0, this.size));
     this.slots = slots;
   }

@@ -46,6 +46,21 @@ describe("item table growth", () => {
     s.checkInvariants();
   });
 
+  test("the TTL heap fills its one reserved array too: a fill of 400k items with a TTL never copies its slots", () => {
+    const s = new Store({ memory: 128 * MIB, hashSeed: 2, clock: () => 1_000 });
+    const key = new Uint8Array(16);
+    const value = new Uint8Array(20);
+    const first = s.heap.slots;
+    for (let i = 0; i < 400_000; i++) {
+      keyOf(key, i);
+      expect(s.set(key, 0, 16, value, 0, 20, 1_000_000)).toBe(SET_OK);
+      // Before: the array doubled (a copy of every slot) up to the table's size.
+      if (s.heap.slots !== first) throw new Error(`the heap's slots were replaced at ${s.heap.size} items`);
+    }
+    expect(s.heap.size).toBe(400_000);
+    s.checkInvariants();
+  });
+
   test("ids are handed out lowest first, fresh ones once the released ones are taken; a table past its reservation copies", () => {
     const t = new ItemTable(16, 64);
     const ids: number[] = [];

@@ -5,6 +5,7 @@ import {
 import { defaultPageSize } from "../../src/store/store-api.ts";
 import { hashBytes } from "../../src/store/hash.ts";
 import { RECORD_BYTES, STRIDE, W_ATIME } from "../../src/store/item-table.ts";
+import { HEAP_BYTES_PER_ITEM } from "../../src/store/ttl-heap.ts";
 import { bytes, pattern } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -699,9 +700,13 @@ describe("Store memory bound, every array counted", () => {
       if (ArrayBuffer.isView(o)) {
         if (!seen.has(o.buffer as ArrayBuffer)) {
           seen.add(o.buffer as ArrayBuffer);
-          // The item table's buffer is reserved for the most ids the bound could pay for, and
-          // backed lazily: what it can hold in memory is the records below its size (`cap`).
-          held += o.buffer === store.items.w.buffer ? store.items.cap * RECORD_BYTES : o.buffer.byteLength;
+          // The item table's buffer and the TTL heap's are reserved for the most ids the bound
+          // could pay for, and backed lazily: what they can hold in memory is what ids below the
+          // table's size (`cap`) use.
+          held +=
+            o.buffer === store.items.w.buffer ? store.items.cap * RECORD_BYTES
+            : o.buffer === store.heap.slots.buffer ? store.items.cap * HEAP_BYTES_PER_ITEM
+            : o.buffer.byteLength;
         }
         return;
       }
