@@ -107,8 +107,9 @@ export class Store {
       (owner, page, off) => this.items.place(owner, page, off),
     );
     const cap = Math.min(MAX_ITEM_IDS, Math.max(16, opts.initialItems ?? 1024));
-    // Reserved (not touched) for as many ids as the memory bound could pay for: growth copies nothing.
-    this.items = new ItemTable(cap, Math.floor(this.capacity / (RECORD_BYTES + HEAP_BYTES_PER_ITEM)));
+    // Reserved (backed lazily: growth copies nothing) for memory / (44 + m / 4) ids, m the smallest chunk: items
+    // hold chunks too, so tables stay below it (a margin for growths that release pages; past it, one copies).
+    this.items = new ItemTable(cap, Math.floor(this.capacity / (RECORD_BYTES + HEAP_BYTES_PER_ITEM + this.classes.sizes[0]! / 4)));
     this.lru = new LruList(this.classes.count, this.items);
     this.heap = new TtlHeap(this.items, Math.min(cap, 256));
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
