@@ -5,7 +5,7 @@
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, Store } from "../../src/store/store.ts";
-import { ItemTable } from "../../src/store/item-table.ts";
+import { ItemTable, RESERVE_FROM } from "../../src/store/item-table.ts";
 import { HashIndex, MAX_LOAD, MIGRATE_STEP } from "../../src/store/hash-index.ts";
 import { SizeClasses } from "../../src/store/size-classes.ts";
 import { SlabAllocator } from "../../src/store/slab-allocator.ts";
@@ -24,51 +24,53 @@ function keyOf(key: Uint8Array, i: number): void {
 }
 
 describe("item table growth", () => {
-  test("a fill of 1.5M items grows the table in its one reserved buffer: no record is copied", () => {
+  test("a fill of 1.5M items copies the records only while the table is small: from RESERVE_FROM ids on it grows in one reserved buffer", () => {
     const s = new Store({ memory: 256 * MIB, hashSeed: 1 });
     const key = new Uint8Array(16);
     const value = new Uint8Array(20);
-    const first = s.items.w.buffer;
+    let buffer = s.items.w.buffer;
     let growths = 0;
+    let copies = 0;
     let cap = s.items.cap;
+    let heap = s.heap.slots;
     for (let i = 0; i < 1_500_000; i++) {
       keyOf(key, i);
-      expect(s.set(key, 0, 16, value, 0, 20)).toBe(SET_OK);
+      expect(s.set(key, 0, 16, value, 0, 20, i % 2 === 0 ? 1_000_000 : 0)).toBe(SET_OK);
       if (s.items.cap !== cap) {
         growths++;
+        // Before: every growth copied the records into a new buffer (1.2 s of one set at 11.7 M
+        // items), and the TTL heap doubled by a copy (122 ms at 11.7 M).
+        if (s.items.w.buffer !== buffer) {
+          copies++;
+          if (cap >= RESERVE_FROM) throw new Error(`growth ${growths} from ${cap} to ${s.items.cap} ids replaced the records' buffer`);
+          buffer = s.items.w.buffer;
+        }
         cap = s.items.cap;
-        // Before: every growth copied the records into a new buffer (1.2 s of one set at 11.7 M items).
-        if (s.items.w.buffer !== first) throw new Error(`growth ${growths} to ${cap} ids replaced the records' buffer`);
+      }
+      if (s.heap.slots !== heap) {
+        // (A copy of up to RESERVE_FROM slots, 2 MiB, is a short one; past that it takes the reservation.)
+        if (heap.length >= RESERVE_FROM) throw new Error(`the heap's ${heap.length} slots were replaced at ${s.heap.size} items`);
+        heap = s.heap.slots;
       }
     }
-    expect(growths).toBeGreaterThan(5);
+    expect(cap).toBeGreaterThan(2 * RESERVE_FROM);
+    expect(growths).toBeGreaterThan(copies + 1); // (growths past RESERVE_FROM copied nothing)
     expect(s.size).toBe(1_500_000);
     s.checkInvariants();
   });
 
-  test("the TTL heap fills its one reserved array too: a fill of 400k items with a TTL never copies its slots", () => {
-    const s = new Store({ memory: 128 * MIB, hashSeed: 2, clock: () => 1_000 });
-    const key = new Uint8Array(16);
-    const value = new Uint8Array(20);
-    const first = s.heap.slots;
-    for (let i = 0; i < 400_000; i++) {
-      keyOf(key, i);
-      expect(s.set(key, 0, 16, value, 0, 20, 1_000_000)).toBe(SET_OK);
-      // Before: the array doubled (a copy of every slot) up to the table's size.
-      if (s.heap.slots !== first) throw new Error(`the heap's slots were replaced at ${s.heap.size} items`);
-    }
-    expect(s.heap.size).toBe(400_000);
-    s.checkInvariants();
-  });
-
   test("ids are handed out lowest first, fresh ones once the released ones are taken; a table past its reservation copies", () => {
-    const t = new ItemTable(16, 64);
+    const t = new ItemTable(16, 64, 32); // (reserved for 64 from the growth to 32 ids on)
     const ids: number[] = [];
     for (let i = 0; i < 16; i++) ids.push(t.alloc());
     expect(ids).toEqual([...Array(16).keys()]);
     expect(t.alloc()).toBe(-1);
     t.release(3);
+    const small = t.w.buffer;
+    t.grow(24); // below reserveFrom: a buffer of the table's size, copied
+    expect([t.w.buffer === small, t.reserved]).toEqual([false, 24]);
     t.grow(32);
+    expect(t.reserved).toBe(64);
     expect(t.top).toBe(16);
     expect(t.alloc()).toBe(3); // a released id first
     expect(t.alloc()).toBe(16); // then the fresh ones
