@@ -7,6 +7,7 @@ import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MemoryWatch } from "../../src/server/memory-watch.ts";
 import { Logger } from "../../src/server/log.ts";
 import { startNode } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -63,20 +64,26 @@ describe("MemoryWatch", () => {
     // the timer that was an uncaught exception, and the node exited with every cached value lost.
     const lines: string[] = [];
     let broken = false;
+    let reads = 0; // ticks, counted where the watch reads RSS (a fixed sleep may see none on a loaded machine)
     const watch = new MemoryWatch({
       headroomBytes: 64 * MIB, intervalMs: 5, logger: new Logger("info", false, (line) => void lines.push(line)),
       rss: () => {
+        reads++;
         if (broken) throw new Error("Failed to get memory usage");
         return 100 * MIB;
       },
       collect: () => {},
     }).start();
+    const ticks = async (n: number): Promise<void> => {
+      const from = reads;
+      await waitUntil(() => reads >= from + n, `${n} ticks`);
+    };
     try {
       broken = true;
-      await Bun.sleep(60);
+      await ticks(10); // failing on every one of them: logged once
       expect(lines.filter((l) => l.includes("cannot read memory figures"))).toHaveLength(1);
       broken = false;
-      await Bun.sleep(30);
+      await ticks(5);
       expect(lines.filter((l) => l.includes("reading memory figures again"))).toHaveLength(1);
     } finally {
       watch.stop();
