@@ -7,6 +7,7 @@
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { RawSocket, getCall, getMultiCall, setCall, startNode } from "./support.ts";
 import { concat } from "../protocol/wire-builder.ts";
+import { waitUntil } from "../support/gates.ts";
 import type { MemoryWatch } from "../../src/server/memory-watch.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -25,7 +26,7 @@ async function overCap(node: ReturnType<typeof startNode>) {
   const raws = await Promise.all(Array.from({ length: 20 }, () => RawSocket.connect(node.port, { read: false })));
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const server = node.server as any;
-  await Bun.sleep(50); // (every connection accepted)
+  await waitUntil(() => node.server.connectionCount === 21, "every connection accepted");
   const conns = [...server.connections].filter((c) => c.bytesOut === 0);
   expect(conns.length).toBe(20);
   const gets = concat(...Array.from({ length: 200 }, (_, i) => getCall(i + 1, "v")));
@@ -101,7 +102,7 @@ describe("--max-buffered within a turn counts a connection with two chunks in on
     for (let i = 0; i < 3; i++) raws.push(await RawSocket.connect(node.port));
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const server = node.server as any;
-    await Bun.sleep(50); // (every connection accepted)
+    await waitUntil(() => node.server.connectionCount === 3, "every connection accepted");
     const [a, c, b] = [...server.connections];
     const big = (seqid: number, bytes: number) => setCall(seqid, `k${seqid}`, new Uint8Array(bytes).fill(seqid));
     const setA = big(1, 2_000_000);
