@@ -6,6 +6,7 @@
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { IDLE_KEEP_BYTES } from "../../src/protocol/limits.ts";
 import { RawSocket, getCall, getMultiCall, setCall, startNode } from "./support.ts";
+import { waitUntil } from "../support/gates.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -31,7 +32,7 @@ describe("an idle connection keeps small buffers", () => {
     await Bun.sleep(200);
     raw.resume();
     await raw.waitFor(() => raw.frames().length === 10, "the replies");
-    await Bun.sleep(50); // (the last drain)
+    await waitUntil(() => [...server.connections][0].proto.reply.out.length === 0, "the last drain");
     const h = held(server);
     expect(h.pending).toBeLessThanOrEqual(IDLE_KEEP_BYTES);
     expect(h.items).toBeLessThanOrEqual(IDLE_KEEP_BYTES);
@@ -53,8 +54,7 @@ describe("an idle connection keeps small buffers", () => {
     out.length = 600_000;
     server.turnEnd.flush(conn);
     await raw.waitFor(() => raw.received.length >= 600_000, "the bytes");
-    await Bun.sleep(50); // (the last drain)
-    expect(out.length).toBe(0);
+    await waitUntil(() => out.length === 0, "the last drain");
     expect(held(server).out).toBeLessThanOrEqual(IDLE_KEEP_BYTES);
     raw.close();
   });
@@ -65,7 +65,7 @@ describe("an idle connection keeps small buffers", () => {
     raw.write(getCall(1, "k"));
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const server = node.server as any;
-    await Bun.sleep(100);
+    await waitUntil(() => [...server.connections][0]?.bytesOut > 0, "the miss served");
     const conn = [...server.connections][0];
     // White-box: 40 MB queued, more than the kernel's buffers take; then most of it is taken (the
     // client read it), 2 MB are left, and the socket takes little or none of them now.
