@@ -111,6 +111,7 @@ test("every test asserts: an expect(), or a helper of its file that asserts (a t
 });
 
 test("no test is skipped, left to do or run alone; skipIf only for a machine without IPv6", async () => {
+  expect(files.length).toBeGreaterThan(100); // (the scan reads the test files)
   const found: string[] = [];
   for (const f of files) {
     const lines = code(await source(f)).split("\n");
