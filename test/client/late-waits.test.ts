@@ -31,6 +31,25 @@ function stubServer(): StubServer {
   return stub;
 }
 
+/**
+ * heldStub answers a connection that got a PeerGetMulti (and all on it: pings included) no sooner
+ * than 400 ms after the part came, others at once; a connection `dead` says so answers nothing.
+ */
+function heldStub(dead: (conn: number) => boolean): StubServer {
+  const stub = stubServer();
+  const heldUntil = new Map<number, number>();
+  stub.handler = (c, s) => {
+    if (dead(c.conn)) return null;
+    const now = performance.now();
+    if (c.name === "PeerGetMulti") heldUntil.set(c.conn, now + 400);
+    const until = heldUntil.get(c.conn);
+    if (until === undefined) return serve(c, s);
+    setTimeout(() => s.write(c.conn, serve(c, s)), Math.max(0, until - now));
+    return null;
+  };
+  return stub;
+}
+
 describe("late waits are judged per connection", () => {
   test("a read connection that stops answering while the write connection answers pings: its PeerGets fail at the timeout, not after loadWaitMs, and a fresh connection takes new ones (review: they all waited loadWaitMs)", async () => {
     const stub = stubServer();
@@ -264,16 +283,7 @@ describe("the liveness ping of a connection the node may be holding goes to one 
     // The stub holds each read connection as a node does a PeerGetMulti of over 64 KiB: nothing on
     // it (pings included) is answered until 400 ms after the part came. The write connection is
     // answered at once.
-    const stub = stubServer();
-    const heldUntil = new Map<number, number>();
-    stub.handler = (c, s) => {
-      const now = performance.now();
-      if (c.name === "PeerGetMulti") heldUntil.set(c.conn, now + 400);
-      const until = heldUntil.get(c.conn);
-      if (until === undefined) return serve(c, s);
-      setTimeout(() => s.write(c.conn, serve(c, s)), Math.max(0, until - now));
-      return null;
-    };
+    const stub = heldStub(() => false);
     const client = new CacheClient({ host: "127.0.0.1", port: stub.port, timeoutMs: 100, loadWaitMs: 1_000, connections: 3, writeConnection: true });
     open.push(client);
     // The write connection had a failure: it backs off 20 ms, then may be revived.
@@ -293,18 +303,8 @@ describe("the liveness ping of a held connection does not hang on one silent con
   test("the write connection, the only one not held, silently dead: its unanswered ping is not waited on, it is reset and asked again on a new socket, and the part waits for its loads (review: the ping waited on the dead socket, and the part failed at the timeout)", async () => {
     // As above, the read connection is held 400 ms by a part of over 64 KiB; the write
     // connection's socket goes silently dead while idle (a half-open socket: nothing answered).
-    const stub = stubServer();
     let dead = -1;
-    const heldUntil = new Map<number, number>();
-    stub.handler = (c, s) => {
-      if (c.conn === dead) return null;
-      const now = performance.now();
-      if (c.name === "PeerGetMulti") heldUntil.set(c.conn, now + 400);
-      const until = heldUntil.get(c.conn);
-      if (until === undefined) return serve(c, s);
-      setTimeout(() => s.write(c.conn, serve(c, s)), Math.max(0, until - now));
-      return null;
-    };
+    const stub = heldStub((conn) => conn === dead);
     const client = peerClient(stub, 1_000);
     await client.set("g", "w", "v", undefined, { peer: true });
     dead = stub.calls.at(-1)!.conn;

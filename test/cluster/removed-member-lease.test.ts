@@ -27,16 +27,18 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
 
-for (const count of [3, 2]) test(`a write acknowledged after the owner took a member out of its list is not read back older through that member (${count} members; then ${count - 1})`, async () => {
+/**
+ * listed starts `count` nodes reading their own peers file (`file(i)`, all listing every node),
+ * with 2 s peer timeouts (leases of 500 ms: a read right after a change comes well within one),
+ * and waits for every list and lease; a client for each node is `via[i]`.
+ */
+async function listed(count: number): Promise<{ ids: string[]; nodes: CacheNode[]; via: CacheClient[]; file: (i: number) => string }> {
   const dir = await mkdtemp("/tmp/mybuncache-removed-");
   open.push({ close: () => rm(dir, { recursive: true, force: true }) });
   const ports = freePorts(count);
   const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const [A] = ids as [string];
-  const others = ids.slice(2); // (C, or none: A alone after the change)
   const file = (i: number): string => join(dir, `peers-${i}`);
   for (let i = 0; i < count; i++) await writeFile(file(i), ids.join("\n") + "\n");
-  // A 2 s peer timeout: leases of 500 ms, so the read below comes well within B's.
   const nodes = ports.map((port, i) => {
     const n = CacheNode.start(
       { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 2_000, groups: [{ name: "g", ttlMs: 0 }] },
@@ -45,9 +47,29 @@ for (const count of [3, 2]) test(`a write acknowledged after the owner took a me
     open.push(n);
     return n;
   });
-  const [a, b] = nodes as [CacheNode, CacheNode];
   await waitUntil(() => nodes.every((n) => n.cluster!.members.length === count), "every list read", 5_000);
   await leasesHeld(nodes, ids);
+  const via = ports.map((port) => {
+    const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
+    open.push(c);
+    return c;
+  });
+  return { ids, nodes, via, file };
+}
+
+/** mirrored sets each key to "v1" through `viaA` and reads it back through `viaB`, whose mirror then keeps a copy. */
+async function mirrored(viaA: CacheClient, viaB: CacheClient, keys: string[]): Promise<void> {
+  for (const k of keys) {
+    await viaA.set("g", k, "v1");
+    for (let i = 0; i < 3; i++) expect(text((await viaB.get("g", k)).value)).toBe("v1");
+  }
+}
+
+for (const count of [3, 2]) test(`a write acknowledged after the owner took a member out of its list is not read back older through that member (${count} members; then ${count - 1})`, async () => {
+  const { ids, nodes, via, file } = await listed(count);
+  const [A] = ids as [string];
+  const others = ids.slice(2); // (C, or none: A alone after the change)
+  const [a, b] = nodes as [CacheNode, CacheNode];
   // Keys A owns with or without B.
   const with3 = new Ring();
   with3.setMembers(ids);
@@ -56,15 +78,8 @@ for (const count of [3, 2]) test(`a write acknowledged after the owner took a me
   const enc = new TextEncoder();
   const keys: string[] = [];
   for (let i = 0; keys.length < 5; i++) if (with3.owner(enc.encode(`k${i}`)) === A && with2.owner(enc.encode(`k${i}`)) === A) keys.push(`k${i}`);
-  const [viaA, viaB] = ports.map((port) => {
-    const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
-    open.push(c);
-    return c;
-  }) as [CacheClient, CacheClient];
-  for (const k of keys) {
-    await viaA.set("g", k, "v1");
-    for (let i = 0; i < 3; i++) expect(text((await viaB.get("g", k)).value)).toBe("v1"); // B's mirror keeps a copy
-  }
+  const [viaA, viaB] = via as [CacheClient, CacheClient];
+  await mirrored(viaA, viaB, keys); // B's mirror keeps a copy
   expect(b.cluster!.counters.mirrorHits).toBeGreaterThan(0);
 
   // A reads its peers file first: B is out of A's list, not of its own yet.
@@ -81,35 +96,13 @@ for (const count of [3, 2]) test(`a write acknowledged after the owner took a me
 });
 
 test("a Clear on an owner left alone in its list is not read back uncleared through the member just taken out", async () => {
-  const dir = await mkdtemp("/tmp/mybuncache-removed-");
-  open.push({ close: () => rm(dir, { recursive: true, force: true }) });
-  const ports = freePorts(2);
-  const ids = ports.map((p) => `127.0.0.1:${p}`);
-  const file = (i: number): string => join(dir, `peers-${i}`);
-  for (let i = 0; i < 2; i++) await writeFile(file(i), ids.join("\n") + "\n");
-  const nodes = ports.map((port, i) => {
-    const n = CacheNode.start(
-      { port, host: "127.0.0.1", peersFile: file(i), logLevel: "silent", peerTimeoutMs: 2_000, groups: [{ name: "g", ttlMs: 0 }] },
-      { logger: new LogSink().logger },
-    );
-    open.push(n);
-    return n;
-  });
+  const { ids, nodes, via, file } = await listed(2);
   const [a, b] = nodes as [CacheNode, CacheNode];
-  await waitUntil(() => nodes.every((n) => n.cluster!.members.length === 2), "every list read", 5_000);
-  await leasesHeld(nodes, ids);
   const enc = new TextEncoder();
   const keys: string[] = [];
   for (let i = 0; keys.length < 5; i++) if (a.cluster!.owner(enc.encode(`k${i}`), 0, `k${i}`.length) === ids[0]) keys.push(`k${i}`);
-  const [viaA, viaB] = ports.map((port) => {
-    const c = new CacheClient({ host: "127.0.0.1", port, timeoutMs: 5_000 });
-    open.push(c);
-    return c;
-  }) as [CacheClient, CacheClient];
-  for (const k of keys) {
-    await viaA.set("g", k, "v1");
-    for (let i = 0; i < 3; i++) expect(text((await viaB.get("g", k)).value)).toBe("v1"); // B's mirror keeps a copy
-  }
+  const [viaA, viaB] = via as [CacheClient, CacheClient];
+  await mirrored(viaA, viaB, keys);
   await writeFile(file(0), ids[0]! + "\n");
   a.reloadPeers();
   await waitUntil(() => a.cluster!.members.length === 1, "A alone in its list", 2_000);
