@@ -9,8 +9,8 @@
 import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import type { CacheNode } from "../../src/server/cache-node.ts";
 import { collidingKeys } from "../support/murmur-collisions.ts";
-import { Bytes, MSG, T, concat, framed, message } from "../protocol/wire-builder.ts";
-import { RawSocket, getMultiCall, startNode } from "./support.ts";
+import { T, concat } from "../protocol/wire-builder.ts";
+import { RawSocket, getMultiCall, setCall, startNode } from "./support.ts";
 import { field, outcome, readReplies } from "./wire-reader.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -22,18 +22,6 @@ const open: CacheNode[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((n) => n.close()));
 });
-
-/** setTtlCall builds a framed Set call with ttlMs. */
-function setTtlCall(seqid: number, key: Uint8Array, value: Uint8Array, ttlMs: number): Uint8Array {
-  const body = new Bytes().field(T.STRUCT, 1)
-    .field(T.STRING, 1).str("default")
-    .field(T.STRING, 2).str(key)
-    .field(T.STRING, 3).str(value)
-    .field(T.I64, 4).i64(0)
-    .field(T.I64, 5).i64(ttlMs)
-    .stop().stop().bytes();
-  return framed(message(MSG.CALL, "Set", seqid, body));
-}
 
 describe("a GetMulti whose key repeats among colliding keys and expires between its two lookups", () => {
   test("is answered (the key left out, or its value), never from the freed item; the connection goes on", async () => {
@@ -48,7 +36,7 @@ describe("a GetMulti whose key repeats among colliding keys and expires between 
     // among these ends between the two.
     for (let ttl = 1; ttl <= 12; ttl++) {
       const raw = await RawSocket.connect(node.port);
-      raw.write(concat(setTtlCall(1, key, value, ttl), getMultiCall(2, "default", keys), getMultiCall(3, "default", [key])));
+      raw.write(concat(setCall(1, key, value, "default", ttl), getMultiCall(2, "default", keys), getMultiCall(3, "default", [key])));
       await raw.waitFor(() => raw.frames().length === 3 || raw.isClosed, "3 replies");
       let replies: ReturnType<typeof readReplies>["replies"];
       try {

@@ -16,7 +16,7 @@ import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { startMembers } from "../support/cluster-members.ts";
 import { Prng, pattern, testSeed } from "../support/prng.ts";
 import { Bytes, MSG, T, concat, framed, message, theader, ttheader, type TransportName } from "../protocol/wire-builder.ts";
-import { RawSocket, startNode } from "./support.ts";
+import { RawSocket, setMessage, startNode } from "./support.ts";
 import { type Reply, field, outcome, readReplies } from "./wire-reader.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -38,11 +38,6 @@ const VARIANTS: Variant[] = [
   { transport: "ttheader", wrap: (m, seqid) => ttheader(m, { seqid, innerFramed: true }) },
 ];
 
-function setMessage(seqid: number, group: string, key: string, value: Uint8Array, ttlMs: number): Uint8Array {
-  const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key)
-    .field(T.STRING, 3).str(value).field(T.I64, 4).i64(0).field(T.I64, 5).i64(ttlMs).stop().stop().bytes();
-  return message(MSG.CALL, "Set", seqid, body);
-}
 function deleteMessage(seqid: number, group: string, key: string): Uint8Array {
   const body = new Bytes().field(T.STRUCT, 1).field(T.STRING, 1).str(group).field(T.STRING, 2).str(key).stop().stop().bytes();
   return message(MSG.CALL, "Delete", seqid, body);
@@ -133,7 +128,7 @@ async function run(ports: number[], ttls: boolean, rounds: number, evicts = fals
           const key = keyName();
           const value = valueOf(c);
           const ttl = ttls && rng.next() < 0.4 ? 1 + rng.int(40) : 0;
-          calls.push(v.wrap(setMessage(id, group, key, value, ttl), id));
+          calls.push(v.wrap(setMessage(id, key, value, group, ttl), id));
           m.set(key, { value, expiresAt: ttl === 0 ? 0 : now + ttl });
           checks.push((r) => {
             check(r, "Set");

@@ -195,15 +195,20 @@ export function getCall(seqid: number, key: string | Uint8Array, group = "defaul
 }
 
 /** setCall builds a framed Set call (a key given as bytes goes as it is, UTF-8 or not). */
-export function setCall(seqid: number, key: string | Uint8Array, value: Uint8Array, group = "default"): Uint8Array {
+export function setCall(seqid: number, key: string | Uint8Array, value: Uint8Array, group = "default", ttlMs?: number): Uint8Array {
+  return framed(setMessage(seqid, key, value, group, ttlMs));
+}
+
+/** setMessage is a Set call's message, in no transport (ttl 0; `ttlMs` when given). */
+export function setMessage(seqid: number, key: string | Uint8Array, value: Uint8Array, group = "default", ttlMs?: number): Uint8Array {
   const body = new Bytes()
     .field(T.STRUCT, 1)
     .field(T.STRING, 1).str(group)
     .field(T.STRING, 2).str(key)
     .field(T.STRING, 3).str(value)
-    .field(T.I64, 4).i64(0)
-    .stop().stop().bytes();
-  return framed(message(MSG.CALL, "Set", seqid, body));
+    .field(T.I64, 4).i64(0);
+  if (ttlMs !== undefined) body.field(T.I64, 5).i64(ttlMs);
+  return message(MSG.CALL, "Set", seqid, body.stop().stop().bytes());
 }
 
 /** deleteCall builds a framed Delete call. */

@@ -7,16 +7,9 @@ import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MAX_KEY_BYTES, MIB, SET_OK, SET_TOO_LARGE, Store } from "../../src/store/store.ts";
 import { CHUNK_HEADER } from "../../src/store/slab-allocator.ts";
 import { pattern } from "../support/prng.ts";
+import { readValue } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
-
-function readBack(s: Store, key: Uint8Array): Uint8Array | undefined {
-  const id = s.get(key);
-  if (id < 0) return undefined;
-  const out = new Uint8Array(s.valueLength(id));
-  s.copyValue(id, out, 0);
-  return out;
-}
 
 describe("Store at the edges of its sizes", () => {
   const s = new Store({ memory: 32 * MIB, clock: () => 1_000 });
@@ -43,7 +36,7 @@ describe("Store at the edges of its sizes", () => {
     if (!stored) {
       expect(r).toBe(SET_TOO_LARGE);
       expect(s.fits(keyLen, valLen)).toBe(false);
-      expect(readBack(s, key)).toBeUndefined();
+      expect(readValue(s, key)).toBeUndefined();
       s.checkInvariants();
       return;
     }
@@ -52,25 +45,25 @@ describe("Store at the edges of its sizes", () => {
     const id = s.get(key);
     expect(s.classes.sizes[s.items.cls(id)]!).toBeGreaterThanOrEqual(CHUNK_HEADER + keyLen + valLen);
     expect(s.classes.sizes[s.items.cls(id)]!).toBe(s.classes.sizes[s.classes.classFor(CHUNK_HEADER + keyLen + valLen)]!);
-    expect(readBack(s, key)).toEqual(value);
+    expect(readValue(s, key)).toEqual(value);
     expect(s.keyView(s.get(key))).toEqual(key);
     s.checkInvariants();
     // Rewritten in place (same class), then one byte longer (the next class when it was full).
     const again = pattern(valLen + 1, valLen);
     expect(s.overwrite(key, 0, key.length, s.hashOf(key, 0, key.length), again, 0, again.length, 0)).toBe(true);
-    expect(readBack(s, key)).toEqual(again);
+    expect(readValue(s, key)).toEqual(again);
     const longer = pattern(valLen + 2, valLen + 1);
     const r2 = s.set(key, 0, key.length, longer, 0, longer.length, 0);
     if (CHUNK_HEADER + keyLen + valLen + 1 > max) {
       expect(r2).toBe(SET_TOO_LARGE);
-      expect(readBack(s, key)).toEqual(again); // refused: the key keeps its value
+      expect(readValue(s, key)).toEqual(again); // refused: the key keeps its value
     } else {
       expect(r2).toBe(SET_OK);
-      expect(readBack(s, key)).toEqual(longer);
+      expect(readValue(s, key)).toEqual(longer);
     }
     s.checkInvariants();
     expect(s.delete(key)).toBe(true);
-    expect(readBack(s, key)).toBeUndefined();
+    expect(readValue(s, key)).toBeUndefined();
     s.checkInvariants();
   });
 });

@@ -7,6 +7,7 @@ import { hashBytes } from "../../src/store/hash.ts";
 import { RECORD_BYTES, STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { HEAP_BYTES_PER_ITEM } from "../../src/store/ttl-heap.ts";
 import { bytes, pattern } from "../support/prng.ts";
+import { readValue } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -25,29 +26,20 @@ function put(s: Store, key: string | Uint8Array, value: Uint8Array, ttlMs = 0): 
   return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
 }
 
-function read(s: Store, key: string | Uint8Array): Uint8Array | undefined {
-  const k = typeof key === "string" ? bytes(key) : key;
-  const id = s.get(k);
-  if (id < 0) return undefined;
-  const out = new Uint8Array(s.valueLength(id));
-  s.copyValue(id, out, 0);
-  return out;
-}
-
 describe("Store basics", () => {
   test("set, get, overwrite in and across size classes, delete", () => {
     const { s } = mk();
     expect(put(s, "a", bytes("one"))).toBe(SET_OK);
-    expect(read(s, "a")).toEqual(bytes("one"));
+    expect(readValue(s, "a")).toEqual(bytes("one"));
     expect(put(s, "a", bytes("two!"))).toBe(SET_OK); // same class: in place
-    expect(read(s, "a")).toEqual(bytes("two!"));
+    expect(readValue(s, "a")).toEqual(bytes("two!"));
     expect(put(s, "a", pattern(1, 5000))).toBe(SET_OK); // another class
-    expect(read(s, "a")).toEqual(pattern(1, 5000));
+    expect(readValue(s, "a")).toEqual(pattern(1, 5000));
     expect(s.size).toBe(1);
     s.checkInvariants();
     expect(s.delete(bytes("a"))).toBe(true);
     expect(s.delete(bytes("a"))).toBe(false);
-    expect(read(s, "a")).toBeUndefined();
+    expect(readValue(s, "a")).toBeUndefined();
     const st = s.stats();
     expect([st.hits, st.misses, st.sets, st.deletes, st.items]).toEqual([3, 1, 3, 1, 0]);
     s.checkInvariants();
@@ -57,12 +49,12 @@ describe("Store basics", () => {
     const { s } = mk();
     const buf = bytes("....key1....value1....");
     expect(s.set(buf, 4, 4, buf, 12, 6, 0)).toBe(SET_OK);
-    expect(read(s, "key1")).toEqual(bytes("value1"));
+    expect(readValue(s, "key1")).toEqual(bytes("value1"));
     expect(s.get(bytes("xkey1x"), 1, 4)).toBeGreaterThanOrEqual(0);
     expect(s.get(bytes("key"))).toBe(-1);
     // The empty key is a key like any other.
     expect(put(s, "", bytes("empty"))).toBe(SET_OK);
-    expect(read(s, "")).toEqual(bytes("empty"));
+    expect(readValue(s, "")).toEqual(bytes("empty"));
   });
 
   test("a reused chunk never returns bytes of its previous tenant", () => {
@@ -70,9 +62,9 @@ describe("Store basics", () => {
     put(s, "long", pattern(7, 200));
     s.delete(bytes("long"));
     put(s, "short", pattern(8, 150)); // same class, same chunk
-    expect(read(s, "short")).toEqual(pattern(8, 150));
+    expect(readValue(s, "short")).toEqual(pattern(8, 150));
     put(s, "short", pattern(9, 140)); // shorter in place
-    expect(read(s, "short")).toEqual(pattern(9, 140));
+    expect(readValue(s, "short")).toEqual(pattern(9, 140));
     s.checkInvariants();
   });
 
@@ -87,7 +79,7 @@ describe("Store basics", () => {
     keys.forEach((k, i) => put(s, k, pattern(i, 20)));
     for (let i = 0; i < keys.length; i += 3) s.delete(keys[i]!);
     s.checkInvariants();
-    keys.forEach((k, i) => expect(read(s, k)).toEqual(i % 3 === 0 ? undefined : pattern(i, 20)));
+    keys.forEach((k, i) => expect(readValue(s, k)).toEqual(i % 3 === 0 ? undefined : pattern(i, 20)));
   });
 });
 
@@ -106,12 +98,12 @@ describe("Store index", () => {
     const [x, y] = pair;
     const { s } = mk({ initialItems: 16 });
     put(s, x, pattern(1, 30));
-    expect(read(s, y)).toBeUndefined(); // same hash, same slot chain: the bytes decide
+    expect(readValue(s, y)).toBeUndefined(); // same hash, same slot chain: the bytes decide
     put(s, y, pattern(2, 30));
-    expect([read(s, x), read(s, y)]).toEqual([pattern(1, 30), pattern(2, 30)]);
+    expect([readValue(s, x), readValue(s, y)]).toEqual([pattern(1, 30), pattern(2, 30)]);
     s.delete(x);
     s.checkInvariants();
-    expect([read(s, x), read(s, y)]).toEqual([undefined, pattern(2, 30)]);
+    expect([readValue(s, x), readValue(s, y)]).toEqual([undefined, pattern(2, 30)]);
   });
 
   test("getHit: a live hit is counted and bumped as get does; absent, expired and negative change nothing", () => {
@@ -134,7 +126,7 @@ describe("Store index", () => {
     }
     expect([s.counters.hits, s.counters.misses, s.counters.expiredLazy, s.size]).toEqual([2, 0, 0, 3]);
     // The general get then handles them: the expired item is removed and counted.
-    expect(read(s, "short")).toBeUndefined();
+    expect(readValue(s, "short")).toBeUndefined();
     expect([s.counters.misses, s.counters.expiredLazy, s.size]).toEqual([1, 1, 2]);
   });
 });
@@ -184,7 +176,7 @@ describe("Store overwrite", () => {
     expect(put(b.s, "same", pattern(7, 101))).toBe(SET_OK);
     expect(over(a.s, "ttl", pattern(8, 99), 5_000)).toBe(true);
     expect(put(b.s, "ttl", pattern(8, 99), 5_000)).toBe(SET_OK);
-    expect([read(a.s, "same"), read(b.s, "same")]).toEqual([pattern(7, 101), pattern(7, 101)]);
+    expect([readValue(a.s, "same"), readValue(b.s, "same")]).toEqual([pattern(7, 101), pattern(7, 101)]);
     expect(Array.from(a.s.items.w)).toEqual(Array.from(b.s.items.w));
     expect(Array.from(a.s.items.f)).toEqual(Array.from(b.s.items.f));
     expect({ ...a.s.counters }).toEqual({ ...b.s.counters });
@@ -207,9 +199,9 @@ describe("Store TTL", () => {
     const { s, clock } = mk();
     put(s, "t", bytes("v"), 100);
     clock.now += 99;
-    expect(read(s, "t")).toEqual(bytes("v"));
+    expect(readValue(s, "t")).toEqual(bytes("v"));
     clock.now += 1;
-    expect(read(s, "t")).toBeUndefined();
+    expect(readValue(s, "t")).toBeUndefined();
     expect(s.stats().expiredLazy).toBe(1);
     expect(s.size).toBe(0);
     s.checkInvariants();
@@ -221,15 +213,15 @@ describe("Store TTL", () => {
     expect(put(s, "bad", bytes("v"), -1)).toBe(SET_INVALID_TTL);
     expect(put(s, "bad", bytes("v"), Number.NaN)).toBe(SET_INVALID_TTL);
     clock.now += 10 * 365 * 86400_000;
-    expect(read(s, "forever")).toEqual(bytes("v"));
-    expect(read(s, "bad")).toBeUndefined();
+    expect(readValue(s, "forever")).toEqual(bytes("v"));
+    expect(readValue(s, "bad")).toBeUndefined();
   });
 
   test.each([2 ** 31 + 5, 2 ** 40, Number(2n ** 63n - 1n)])("ttl %p ms works without timers", (ttl) => {
     const { s, clock } = mk();
     put(s, "big", bytes("v"), ttl);
     clock.now += 2 ** 31 + 1;
-    expect(read(s, "big")).toEqual(bytes("v"));
+    expect(readValue(s, "big")).toEqual(bytes("v"));
     expect(s.expiresAt(s.get(bytes("big")))).toBe(1_000_000 + ttl);
   });
 
@@ -254,11 +246,11 @@ describe("Store TTL", () => {
     put(s, "k", bytes("v1"), 100);
     put(s, "k", bytes("v2"), 1000);
     clock.now += 500;
-    expect(read(s, "k")).toEqual(bytes("v2"));
+    expect(readValue(s, "k")).toEqual(bytes("v2"));
     put(s, "k", bytes("v3"), 0);
     clock.now += 5000;
     expect(s.expire(clock.now, 10)).toBe(0);
-    expect(read(s, "k")).toEqual(bytes("v3"));
+    expect(readValue(s, "k")).toEqual(bytes("v3"));
     s.checkInvariants();
   });
 });
@@ -274,7 +266,7 @@ describe("Store limits", () => {
     expect(after.evictions).toBe(before.evictions);
     expect(after.items).toBe(before.items);
     expect(after.tooLarge).toBe(1);
-    expect(read(s, "big")).toEqual(bytes("old"));
+    expect(readValue(s, "big")).toEqual(bytes("old"));
     // The largest that fits: header + key + value == maxItemSize.
     expect(put(s, "big", new Uint8Array(64 * 1024 - 4 - 3))).toBe(SET_OK);
     s.checkInvariants();
@@ -313,7 +305,7 @@ describe("Store eviction", () => {
     const { s } = mk(opts);
     for (let i = 0; i < cap; i++) put(s, `k${i}`, pattern(i, 100));
     expect(s.stats().evictions).toBe(0);
-    expect(read(s, "k0")).toEqual(pattern(0, 100)); // k0 is now the most recent
+    expect(readValue(s, "k0")).toEqual(pattern(0, 100)); // k0 is now the most recent
     put(s, "n1", pattern(-1, 100));
     expect(s.has(bytes("k0"))).toBe(true);
     expect(s.has(bytes("k1"))).toBe(false); // the LRU tail went
@@ -331,7 +323,7 @@ describe("Store eviction", () => {
     put(s, "k0", pattern(7, 100)); // the LRU tail, rewritten in place (same size class)
     put(s, "n1", pattern(-1, 100));
     put(s, "n2", pattern(-2, 100));
-    expect(read(s, "k0")).toEqual(pattern(7, 100));
+    expect(readValue(s, "k0")).toEqual(pattern(7, 100));
     expect([s.has(bytes("k1")), s.has(bytes("k2")), s.has(bytes("k3"))]).toEqual([false, false, true]);
     expect(s.stats().evictions).toBe(2);
     s.checkInvariants();
@@ -353,7 +345,7 @@ describe("Store eviction", () => {
     let recent = 0;
     for (let i = 0; i < 30; i++) if (s.has(bytes(`L${i}`))) recent++;
     expect(recent).toBeGreaterThan(5);
-    expect(read(s, "L29")).toEqual(pattern(1029, large));
+    expect(readValue(s, "L29")).toEqual(pattern(1029, large));
     s.checkInvariants();
   });
 });
@@ -437,15 +429,15 @@ describe("Store with more size classes in use than pages", () => {
     expect(borrowed.length).toBeGreaterThan(0);
     s.checkInvariants();
     const [key, i, n] = borrowed[0]!;
-    expect(read(s, key)).toEqual(pattern(i, n));
+    expect(readValue(s, key)).toEqual(pattern(i, n));
     expect(put(s, key, pattern(7, n), 1_000)).toBe(SET_OK); // rewritten, with a TTL
-    expect(read(s, key)).toEqual(pattern(7, n));
+    expect(readValue(s, key)).toEqual(pattern(7, n));
     clock.now += 1_001;
-    expect(read(s, key)).toBeUndefined();
+    expect(readValue(s, key)).toBeUndefined();
     expect(put(s, key, pattern(8, n))).toBe(SET_OK);
     expect(s.delete(bytes(key))).toBe(true);
-    expect(read(s, key)).toBeUndefined();
-    for (const [k, j, m] of borrowed.slice(1)) if (s.has(bytes(k))) expect(read(s, k)).toEqual(pattern(j, m));
+    expect(readValue(s, key)).toBeUndefined();
+    for (const [k, j, m] of borrowed.slice(1)) if (s.has(bytes(k))) expect(readValue(s, k)).toEqual(pattern(j, m));
     s.checkInvariants();
   });
 });
@@ -512,7 +504,7 @@ describe("Store item table", () => {
     expect(st.pageReleases).toBeGreaterThan(0);
     expect(st.items).toBeGreaterThan(20_000);
     expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(64 * MIB);
-    expect(read(s, "s19999")).toEqual(pattern(19_999, 20));
+    expect(readValue(s, "s19999")).toEqual(pattern(19_999, 20));
     s.checkInvariants();
   });
 
@@ -536,7 +528,7 @@ describe("Store item table", () => {
     for (let i = 0; i < 60_000; i++) put(s, `s${i}`, pattern(i, 20));
     expect(s.stats().pageReleases).toBeGreaterThan(0);
     for (let i = 0; i < 20; i++) expect(put(s, `again${i}`, pattern(500 + i, 200_000))).toBe(SET_OK);
-    expect(read(s, "again19")).toEqual(pattern(519, 200_000));
+    expect(readValue(s, "again19")).toEqual(pattern(519, 200_000));
     const st = s.stats();
     expect(st.pageBytes + st.metaBytes).toBeLessThanOrEqual(16 * MIB);
     s.checkInvariants();
@@ -551,7 +543,7 @@ describe("Store item table in a small store", () => {
     const { s } = mk({ memory: 2 * MIB });
     for (let i = 0; i < 200_000; i++) put(s, `s${i}`, pattern(i, 10));
     expect(put(s, "other-class", pattern(1, 300))).toBe(SET_OK);
-    expect(read(s, "other-class")).toEqual(pattern(1, 300));
+    expect(readValue(s, "other-class")).toEqual(pattern(1, 300));
     let ok = 0;
     for (let i = 0; i < 1000; i++) if (put(s, `after${i}`, pattern(i, 10 + (i % 500))) === SET_OK) ok++;
     expect(ok).toBe(1000);
@@ -597,7 +589,7 @@ describe("Store admission", () => {
     expect(s.fill(k, 0, k.length, v, 0, v.length)).toBe(SET_REJECTED);
     expect(s.get(k)).toBe(-1);
     expect(s.fill(k, 0, k.length, v, 0, v.length)).toBe(SET_OK);
-    expect(read(s, k)).toEqual(v);
+    expect(readValue(s, k)).toEqual(v);
     // Updating a present key is never rejected.
     expect(s.fill(k, 0, k.length, bytes("v2"), 0, 2)).toBe(SET_OK);
     expect(put(s, "explicit", v)).toBe(SET_OK);
@@ -614,14 +606,14 @@ describe("Store admission", () => {
       clock.now += 1000;
       expect(s.get(hot)).toBe(-1); // expired, and read
       expect(fill(hot)).toBe(SET_OK);
-      expect(read(s, hot)).toEqual(v);
+      expect(readValue(s, hot)).toEqual(v);
     }
     expect(s.delete(hot)).toBe(true);
     // Read while it lived, then removed by active expiry: wanted too.
     const warm = bytes("warm");
     for (let i = 0; i < 2; i++) expect(fill(warm)).toBe(SET_REJECTED);
     expect(fill(warm)).toBe(SET_OK);
-    expect(read(s, warm)).toEqual(v);
+    expect(readValue(s, warm)).toEqual(v);
     // Stored, never read, removed by active expiry: a reload counts as a new key's.
     const cold = bytes("cold");
     s.set(cold, 0, cold.length, v, 0, v.length, 1000);
@@ -668,10 +660,10 @@ describe("Store clear", () => {
     s.clear();
     expect(s.size).toBe(0);
     expect(s.stats().pageBytes).toBe(0);
-    expect(read(s, "k1")).toBeUndefined();
+    expect(readValue(s, "k1")).toBeUndefined();
     s.checkInvariants();
     for (let i = 0; i < 5000; i++) put(s, `k${i}`, pattern(i + 1, 100));
-    expect(read(s, "k4999")).toEqual(pattern(5000, 100));
+    expect(readValue(s, "k4999")).toEqual(pattern(5000, 100));
     s.checkInvariants();
   });
 });
