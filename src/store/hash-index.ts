@@ -148,32 +148,32 @@ export class HashIndex {
 
   /** remove deletes `id`, whose key has hash `hash`, from the index; it must be present. */
   remove(id: ItemId, hash: number): void {
-    const slots = this.slots;
-    const mask = this.mask;
     const copying = this.next.length !== 0 && this.filled === this.next.length;
-    let s = this.slotOf(id, hash);
-    let hole = s;
-    s = (s + 1) & mask;
-    for (;;) {
-      const other = slots[2 * s + 1]!;
-      if (other === NIL) break;
-      const home = slots[2 * s]! & mask;
-      if (((s - home) & mask) >= ((s - hole) & mask)) {
-        slots[2 * hole] = slots[2 * s]!;
-        slots[2 * hole + 1] = other;
-        // Shifted behind the build's cursor: copied now, or the build would never reach it.
-        if (copying && hole < this.cursor) this.copy(slots[2 * hole]!, other);
-        hole = s;
-      }
-      s = (s + 1) & mask;
-    }
-    slots[2 * hole] = 0;
-    slots[2 * hole + 1] = NIL;
+    // An entry shifted back behind the build's cursor is copied then, or the build would never reach it.
+    this.shiftOut(this.slots, this.mask, this.slotOf(id, hash), copying ? this.cursor : 0);
     this.count--;
     if (copying) {
       const at = slotIn(this.next, this.nextMask, hash, id);
-      if (at !== NIL) shiftOut(this.next, this.nextMask, at);
+      if (at !== NIL) this.shiftOut(this.next, this.nextMask, at, 0);
     }
+  }
+
+  /**
+   * shiftOut empties slot `hole` of `t`, shifting the later entries of its probe chain back
+   * (backward-shift deletion: no tombstones); an entry shifted to a slot below `copyBelow` is
+   * copied into the table being built (`copy`).
+   */
+  private shiftOut(t: Int32Array, mask: number, hole: number, copyBelow: number): void {
+    for (let s = (hole + 1) & mask; t[2 * s + 1] !== NIL; s = (s + 1) & mask) {
+      if (((s - (t[2 * s]! & mask)) & mask) >= ((s - hole) & mask)) {
+        t[2 * hole] = t[2 * s]!;
+        t[2 * hole + 1] = t[2 * s + 1]!;
+        if (hole < copyBelow) this.copy(t[2 * hole]!, t[2 * hole + 1]!);
+        hole = s;
+      }
+    }
+    t[2 * hole] = 0;
+    t[2 * hole + 1] = NIL;
   }
 
   /** beginGrow starts building the doubled table (see the header); nothing if one is under way. */
@@ -282,13 +282,8 @@ export class HashIndex {
 
   /** slotOf finds the slot of `id`, whose key has hash `hash`; it must be present. */
   private slotOf(id: ItemId, hash: number): number {
-    const slots = this.slots;
-    const mask = this.mask;
-    let s = hash & mask;
-    while (slots[2 * s + 1] !== id) {
-      if (slots[2 * s + 1] === NIL) throw new Error(`index corrupt: item ${id} not found`);
-      s = (s + 1) & mask;
-    }
+    const s = slotIn(this.slots, this.mask, hash, id);
+    if (s === NIL) throw new Error(`index corrupt: item ${id} not found`);
     return s;
   }
 
@@ -334,19 +329,6 @@ function slotIn(t: Int32Array, mask: number, hash: number, id: ItemId): number {
     s = (s + 1) & mask;
   }
   return s;
-}
-
-/** shiftOut empties slot `hole` of `t`, shifting the later entries of its probe chain back. */
-function shiftOut(t: Int32Array, mask: number, hole: number): void {
-  for (let s = (hole + 1) & mask; t[2 * s + 1] !== NIL; s = (s + 1) & mask) {
-    if (((s - (t[2 * s]! & mask)) & mask) >= ((s - hole) & mask)) {
-      t[2 * hole] = t[2 * s]!;
-      t[2 * hole + 1] = t[2 * s + 1]!;
-      hole = s;
-    }
-  }
-  t[2 * hole] = 0;
-  t[2 * hole + 1] = NIL;
 }
 
 /** emptySlots makes a table of `n` empty slots. */
