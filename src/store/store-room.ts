@@ -27,7 +27,7 @@ import type { SlabAllocator } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
 import type { TableShrink } from "./table-shrink.ts";
 import { HEAP_BYTES_PER_ITEM } from "./ttl-heap.ts";
-import { REMOVE_EXPIRE_ACTIVE, removeItem } from "./store-removal.ts";
+import { expireOne } from "./store-tick.ts";
 
 /** SECOND_CHANCES bounds how many referenced tails one eviction moves back to the head. */
 const SECOND_CHANCES = 32;
@@ -264,13 +264,11 @@ export class StoreRoom {
    * crawler the rest). Items of other classes it removes were the tick's work, done early.
    */
   private reclaimExpired(cls: number): boolean {
-    const heap = this.store.heap;
-    if (heap.size === 0) return false;
+    if (this.store.heap.size === 0) return false;
     const now = this.store.clock();
-    for (let n = 0; n < RECLAIM_MAX && heap.size > 0 && heap.minExpiry() <= now; n++) {
-      const id = heap.minItem();
-      const of = this.items.cls(id);
-      removeItem(this.store, id, REMOVE_EXPIRE_ACTIVE);
+    for (let n = 0; n < RECLAIM_MAX; n++) {
+      const of = expireOne(this.store, now);
+      if (of === NIL) return false;
       if (cls === NIL || of === cls) return true;
     }
     return false;

@@ -10,6 +10,7 @@
  * Neither is on a request's path: the store's methods hand them the store, as stats() hands it
  * to storeStats.
  */
+import { NIL } from "./item-table.ts";
 import { REMOVE_EXPIRE_ACTIVE, removeItem } from "./store-removal.ts";
 import type { Store } from "./store.ts";
 import { IdPin, MIN_STEP } from "./table-shrink.ts";
@@ -22,10 +23,7 @@ import { IdPin, MIN_STEP } from "./table-shrink.ts";
  */
 export function expireDue(store: Store, now: number, budget: number): number {
   let n = 0;
-  while (n < budget && store.heap.size > 0 && store.heap.minExpiry() <= now) {
-    removeItem(store, store.heap.minItem(), REMOVE_EXPIRE_ACTIVE);
-    n++;
-  }
+  while (n < budget && expireOne(store, now) !== NIL) n++;
   if (store.shrink.step(Math.max(budget - n, MIN_STEP))) {
     if (store.room.moveCredit > store.items.cap) store.room.moveCredit = store.items.cap;
     store.room.updatePageLimit();
@@ -52,4 +50,18 @@ export function unpinWalk(store: Store, pin: IdPin): void {
   const pins = store.shrink.pins;
   const i = pins.indexOf(pin);
   if (i >= 0) pins.splice(i, 1);
+}
+
+/**
+ * expireOne removes the item that expires first if it is due by `now`, and returns its size
+ * class; -1 when none is due. (The expiry tick, expireDue, and a set that needs room,
+ * StoreRoom.reclaimExpired, both take due items this way.)
+ */
+export function expireOne(store: Store, now: number): number {
+  const heap = store.heap;
+  if (heap.size === 0 || heap.minExpiry() > now) return NIL;
+  const id = heap.minItem();
+  const cls = store.items.cls(id);
+  removeItem(store, id, REMOVE_EXPIRE_ACTIVE);
+  return cls;
 }
