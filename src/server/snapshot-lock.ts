@@ -55,6 +55,13 @@ const PID_NAMESPACE = ((): string => {
   }
 })();
 
+/**
+ * NEW_FILE opens a file the node makes beside the snapshot (its temporary file, the lock's time
+ * probe): created exclusively, never through a symlink (one planted at the name had the file it
+ * named overwritten or truncated: review). Opened with mode 0600.
+ */
+export const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
 export class SnapshotLock {
   readonly file: string;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -285,7 +292,7 @@ export class SnapshotLock {
       } catch {
         // (none)
       }
-      const fd = openSync(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      const fd = openSync(probe, NEW_FILE, 0o600);
       try {
         return fstatSync(fd).mtimeMs;
       } finally {

@@ -36,10 +36,10 @@
  * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
  * be written (missing, or read-only: each write would fail, and the data be lost at shutdown).
  */
-import { constants, unlinkSync } from "node:fs";
+import { unlinkSync } from "node:fs";
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import type { SnapshotLock } from "./snapshot-lock.ts";
+import { NEW_FILE, type SnapshotLock } from "./snapshot-lock.ts";
 import type { Group } from "../cluster/group.ts";
 import type { Groups } from "../cluster/groups.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
@@ -302,7 +302,7 @@ export class Snapshotter {
  */
 async function createTemp(tmp: string): Promise<FileHandle> {
   await unlink(tmp).catch(() => {}); // (removes a link itself, never what it names)
-  return open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  return open(tmp, NEW_FILE, 0o600);
 }
 
 /** syncDir makes a rename in `dir` durable; a file system that cannot fsync a directory is let be. */
