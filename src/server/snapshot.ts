@@ -15,7 +15,10 @@
  * and one after. Each item in it is intact (its key, value and expiry were copied in one slice),
  * and an item held throughout is in it: the store's ids are pinned while it is walked (`pinIds`),
  * so a shrink of its item table, which gives items lower ids, cannot move one past the walk.
- * Recency is not kept: items are written, and so reloaded, in item id order.
+ * Items are written coldest first (snapshot-order.ts: a walk to count their ages, then one walk
+ * per age band), so the load, which sets them in file order, rebuilds the LRU order: the coldest
+ * are evicted first after a restart, and a node restarted with less memory keeps the hottest.
+ * Only the last band's walk advances the pin: an earlier one is followed by another from id 0.
  *
  * Loading makes two passes over the file: the first checks every checksum and the structure of
  * every block, the second applies the records (the first pass is the cheap part: page-cache reads
@@ -47,6 +50,7 @@ import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import type { IdPin } from "../store/table-shrink.ts";
 import { BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
 import { loadSnapshot, moveAside } from "./snapshot-load.ts";
+import { RecencyOrder } from "./snapshot-order.ts";
 import { SnapshotOut } from "./snapshot-stream.ts";
 
 export { MIN_BLOCK_ITEM_BYTES } from "./snapshot-load.ts";
@@ -98,6 +102,8 @@ export class Snapshotter {
   private timer: ReturnType<typeof setInterval> | undefined;
   /** writers are the two block buffers every write reuses. */
   private readonly writers: [BlockWriter, BlockWriter] = [new BlockWriter(), new BlockWriter()];
+  /** order puts each group's items coldest first (snapshot-order.ts). */
+  private readonly order = new RecencyOrder();
 
   constructor(opts: SnapshotterOptions) {
     this.path = opts.path;
@@ -225,46 +231,80 @@ export class Snapshotter {
     return count;
   }
 
-  /** writeGroup streams one group's live items as blocks, walking its ids, and returns how many it wrote. */
+  /**
+   * writeGroup streams one group's live items as blocks, coldest first (snapshot-order.ts: a walk
+   * over the ids to count their ages, then one per age band), and returns how many it wrote.
+   */
   private async writeGroup(out: SnapshotOut, group: Group, pin: IdPin): Promise<number> {
+    const store = group.store;
+    const order = this.order;
+    order.begin(store.accessTick, store.items.cap);
+    try {
+      await this.walk(out, group, pin, -1);
+      order.split();
+      let count = 0;
+      for (let band = 0; band < order.bands; band++) count += await this.walk(out, group, pin, band);
+      return count;
+    } finally {
+      order.end();
+    }
+  }
+
+  /**
+   * walk goes over a group's ids once, in slices: with `band` -1 it counts the live items' ages
+   * (RecencyOrder.count), else it writes the items of that band (RecencyOrder.first, due) and
+   * returns how many. Only the last band's walk tells the pin how far it is: an item moved by a table
+   * shrink goes to a lower id, which an earlier band's walk would not see again, nor the next
+   * one if it had passed it already.
+   */
+  private async walk(out: SnapshotOut, group: Group, pin: IdPin, band: number): Promise<number> {
     let count = 0;
     const store = group.store;
     const items = store.items;
+    const order = this.order;
+    const last = band === order.bands - 1;
     // Expiry times go in the file as wall time: the store's clock is monotonic, started at the
     // wall time of its process's start, which may have been off (a process started before NTP
     // set the time); the next process reads them against the wall time at its own start.
     const toWall = this.clock() - store.clock();
+    // The group's block runs on from one band's walk to the next (out.writer() is the one not in
+    // flight: the one filling), so the bands make no more blocks than one walk did.
+    const writing = band >= 0;
     let w = out.writer();
-    w.begin(group.nameBytes);
+    if (band === 0) w.begin(group.nameBytes);
     let id = 0;
     while (id < items.cap) {
       // One slice. The table may have grown since the last one (pinned: ids do not move), and pages
-      // are read through the allocator's array each time, never kept across the await below.
+      // and records are read through the store's arrays each time, never kept across the await below.
       const cap = items.cap;
       const pages = store.slab.pages;
+      const words = items.w;
       const now = store.clock();
       const deadline = out.sliceStart + this.sliceMs;
       let n = 0;
       while (id < cap) {
-        if (items.isLive(id) && !items.isNegative(id)) {
+        if ((band <= 0 || order.due(id, band)) && items.isLive(id) && !items.isNegative(id)) {
           const exp = items.expiry(id);
           if (exp > now) {
-            w.add(exp + toWall, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
-            count++;
+            if (band < 0) order.count(words, id);
+            else if (band > 0 || order.first(words, id)) {
+              w.add(exp + toWall, pages[items.page(id)]!, items.off(id) + CHUNK_HEADER, items.keyLen(id), items.valLen(id));
+              count++;
+            }
           }
         }
         id++;
-        if (w.full() || ((++n & 63) === 0 && performance.now() >= deadline)) break;
+        if ((writing && w.full()) || ((++n & 63) === 0 && performance.now() >= deadline)) break;
       }
-      pin.passed = id; // (read again at the next slice: the ids it passed may move now)
-      if (w.full()) {
+      if (last) pin.passed = id; // (read again at the next slice: the ids it passed may move now)
+      if (writing && w.full()) {
         await out.emitBlock(w);
         w = out.writer();
         w.begin(group.nameBytes);
       }
       if (performance.now() >= deadline) await out.yieldTurn();
     }
-    if (w.records > 0) await out.emitBlock(w);
+    if (last && w.records > 0) await out.emitBlock(w);
     return count;
   }
 
