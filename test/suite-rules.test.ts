@@ -110,9 +110,10 @@ test("every test asserts: an expect(), or a helper of its file that asserts (a t
   expect(silent).toEqual([]);
 });
 
-// skipIf only on what a machine may lack: an IPv6 loopback, a zoned address, or a loop device
-// and fsfreeze as root (snapshot-lock.test.ts's frozen volume).
-test("no test is skipped, left to do or run alone; skipIf only for a machine without IPv6, zones or a loop device", async () => {
+// skipIf only on what a machine may lack: an IPv6 loopback, a zoned address, a loop device
+// and fsfreeze as root (snapshot-lock.test.ts's frozen volume), or strace allowed to trace
+// (dir-sync.test.ts; a container may deny ptrace).
+test("no test is skipped, left to do or run alone; skipIf only for a machine without IPv6, zones, a loop device or strace", async () => {
   expect(files.length).toBeGreaterThan(100); // (the scan reads the test files)
   const found: string[] = [];
   for (const f of files) {
@@ -120,7 +121,7 @@ test("no test is skipped, left to do or run alone; skipIf only for a machine wit
     lines.forEach((l, i) => {
       if (/\b(?:test|it|describe)\.(?:skip|todo|only|failing)\b/.test(l)) found.push(`${f}:${i + 1}`);
       const cond = /\b(?:test|it|describe)\.(?:skipIf|if)\(([^)]*)\)/.exec(l);
-      if (cond !== null && !["!IPV6", "ZONED === undefined", "!canFreeze"].includes(cond[1]!.trim())) found.push(`${f}:${i + 1}`);
+      if (cond !== null && !["!IPV6", "ZONED === undefined", "!canFreeze", "!canTrace"].includes(cond[1]!.trim())) found.push(`${f}:${i + 1}`);
     });
   }
   expect(found).toEqual([]);

@@ -6,6 +6,8 @@
  * (its lock) is left as it is. It keeps the count of snapshot writes done when the final one
  * began, which tells a final snapshot already in place from a stale one.
  */
+import { dirname } from "node:path";
+import { syncDirSync } from "./dir-sync.ts";
 import type { Logger } from "./log.ts";
 import type { Snapshotter } from "./snapshot.ts";
 
@@ -30,8 +32,12 @@ export class FinalSnapshot {
   abandon(s: Snapshotter | undefined): string | undefined {
     if (s === undefined) return undefined;
     s.abandon();
-    // The final snapshot is in place (renamed, maybe not yet fsynced): it is the current one.
-    if (this.writesBefore >= 0 && s.counters.writes > this.writesBefore) return undefined;
+    // The final snapshot is in place (renamed, its directory maybe not fsynced yet: the exit
+    // would not wait for that): it is the current one, made durable here.
+    if (this.writesBefore >= 0 && s.counters.writes > this.writesBefore) {
+      syncDirSync(dirname(s.path));
+      return undefined;
+    }
     const movedTo = this.retire(s, "exiting before the final snapshot");
     s.lock?.release();
     return movedTo;

@@ -13,6 +13,7 @@ import type { Groups } from "../cluster/groups.ts";
 import { fileKind } from "../cluster/membership.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import { SET_OK } from "../store/store.ts";
+import { syncDirSync } from "./dir-sync.ts";
 import { BLOCK_HEADER_BYTES, maxBlockBytes } from "./snapshot-format.ts";
 import { scanSnapshot } from "./snapshot-stream.ts";
 import type { LoadResult, SnapshotLogger } from "./snapshot.ts";
@@ -175,14 +176,16 @@ function progressOf(o: LoadOptions, size: number): (phase: "verify" | "apply", e
 
 /**
  * moveAside renames the file at `path` to `${path}.${kind}-<ms>` (with `-<n>` added rather than
- * over an earlier one) and returns the new name; it is never deleted. Synchronous: a process
- * about to exit uses it too (CacheNode.abandonSnapshot).
+ * over an earlier one) and returns the new name; it is never deleted. The directory is fsynced
+ * after the rename: a stale snapshot put back by a power loss would be loaded at the next start.
+ * Synchronous: a process about to exit uses it too (CacheNode.abandonSnapshot).
  */
 export function moveAside(path: string, kind: string, clock: () => number): string {
   const ms = Math.floor(clock());
   let aside = `${path}.${kind}-${ms}`;
   for (let n = 1; existsSync(aside); n++) aside = `${path}.${kind}-${ms}-${n}`;
   renameSync(path, aside);
+  syncDirSync(dirname(path));
   return aside;
 }
 

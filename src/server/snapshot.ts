@@ -48,6 +48,7 @@ import type { Groups } from "../cluster/groups.ts";
 import { DEFAULT_MAX_KEY_BYTES } from "../protocol/limits.ts";
 import { CHUNK_HEADER } from "../store/slab-allocator.ts";
 import type { IdPin } from "../store/table-shrink.ts";
+import { syncDir } from "./dir-sync.ts";
 import { BlockWriter, encodeHeader, encodeTrailer } from "./snapshot-format.ts";
 import { loadSnapshot, moveAside } from "./snapshot-load.ts";
 import { RecencyOrder } from "./snapshot-order.ts";
@@ -343,19 +344,6 @@ export class Snapshotter {
 async function createTemp(tmp: string): Promise<FileHandle> {
   await unlink(tmp).catch(() => {}); // (removes a link itself, never what it names)
   return open(tmp, NEW_FILE, 0o600);
-}
-
-/** syncDir makes a rename in `dir` durable; a file system that cannot fsync a directory is let be. */
-async function syncDir(dir: string): Promise<void> {
-  let d: FileHandle | undefined;
-  try {
-    d = await open(dir, "r");
-    await d.sync();
-  } catch {
-    // The rename has happened; it is as durable as this file system allows.
-  } finally {
-    await d?.close().catch(() => {});
-  }
 }
 
 function round(ms: number): number {
