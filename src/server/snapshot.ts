@@ -33,7 +33,8 @@
  * Expiry is judged by each store's own clock, the domain its expiry times are in; in the file they
  * are wall times (`clock`, wall ms, read against each store's clock once a group when written, once
  * a load when read). `clock` also names the moved-aside file, stamps the header and paces the
- * progress line; durations use `performance.now()`.
+ * progress line. A write's slices and duration are timed by `now` (performance.now unless a test
+ * moves it), a load's by performance.now().
  *
  * `load` refuses (throws, so the node does not start) a path that is not a regular file (a
  * directory, or a FIFO whose open would wait for a writer) and a directory where no snapshot can
@@ -80,6 +81,8 @@ export interface SnapshotterOptions {
   sliceMs?: number;
   /** maxKeyBytes is the node's key limit (--max-key-size, default 250): a longer key is not loaded. */
   maxKeyBytes?: number;
+  /** now is the monotonic ms clock of a write's slices and duration (default performance.now; tests move it). */
+  now?: () => number;
 }
 
 /** SnapshotCounters: the writes of this node's life (the admin port's `mybuncache_snapshot_*`). */
@@ -99,6 +102,7 @@ export class Snapshotter {
   private readonly logger: SnapshotLogger;
   private readonly sliceMs: number;
   private readonly maxKeyBytes: number;
+  private readonly now: () => number;
   private writing: Promise<SnapshotResult> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   /** writers are the two block buffers every write reuses. */
@@ -113,6 +117,7 @@ export class Snapshotter {
     this.logger = opts.logger;
     this.sliceMs = opts.sliceMs ?? 10;
     this.maxKeyBytes = opts.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
+    this.now = opts.now ?? (() => performance.now());
   }
 
   /**
@@ -184,12 +189,12 @@ export class Snapshotter {
   }
 
   private async writeOnce(final: boolean): Promise<SnapshotResult> {
-    const t0 = performance.now();
+    const t0 = this.now();
     const tmp = this.tmp;
     let fh: FileHandle | undefined;
     try {
       fh = await createTemp(tmp);
-      const out = new SnapshotOut(fh, this.writers);
+      const out = new SnapshotOut(fh, this.writers, this.now);
       await out.emit(encodeHeader(this.clock()));
       const items = await this.writeGroups(out);
       await out.emit(encodeTrailer(out.blocks, items, out.fileCrc), false);
@@ -201,7 +206,7 @@ export class Snapshotter {
       this.counters.writes++; // in place: what a restart loads now (CacheNode.abandonSnapshot)
       this.counters.lastSuccessMs = this.clock();
       await syncDir(dirname(this.path));
-      const result = { items, bytes: out.pos, ms: performance.now() - t0, worstPauseMs: out.worstPauseMs };
+      const result = { items, bytes: out.pos, ms: this.now() - t0, worstPauseMs: out.worstPauseMs };
       this.logger.info("snapshot written", { path: this.path, ...result, ms: round(result.ms), worstPauseMs: round(result.worstPauseMs) });
       return result;
     } catch (e) {
@@ -281,7 +286,7 @@ export class Snapshotter {
       const pages = store.slab.pages;
       const words = items.w;
       const now = store.clock();
-      const deadline = out.sliceStart + this.sliceMs;
+      const deadline = out.turnStart + this.sliceMs; // (writes waited for since then count: see turnStart)
       let n = 0;
       while (id < cap) {
         if ((band <= 0 || order.due(id, band)) && items.isLive(id) && !items.isNegative(id)) {
@@ -295,7 +300,7 @@ export class Snapshotter {
           }
         }
         id++;
-        if ((writing && w.full()) || ((++n & 63) === 0 && performance.now() >= deadline)) break;
+        if ((writing && w.full()) || ((++n & 63) === 0 && this.now() >= deadline)) break;
       }
       if (last) pin.passed = id; // (read again at the next slice: the ids it passed may move now)
       if (writing && w.full()) {
@@ -303,7 +308,7 @@ export class Snapshotter {
         w = out.writer();
         w.begin(group.nameBytes);
       }
-      if (performance.now() >= deadline) await out.yieldTurn();
+      if (this.now() >= deadline) await out.yieldTurn();
     }
     if (last && w.records > 0) await out.emitBlock(w);
     return count;

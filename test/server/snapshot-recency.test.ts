@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test";
+import { afterEach, beforeEach, expect, spyOn, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,6 +6,7 @@ import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import { MAX_BANDS } from "../../src/server/snapshot-order.ts";
+import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -128,4 +129,40 @@ test("a version-1 snapshot written before recency was kept still loads (fixture 
   }
   const other = groups.byName("other")!.store;
   expect(dec.decode(other.valueView(other.get(enc.encode("o"))))).toBe("other-group");
+});
+
+test("a write gives the event loop a turn every sliceMs, also when each block's write is done before the next block is full (review: a recency-ordered write ran slice after slice from the task queue, 25-45 ms between two setImmediate turns)", async () => {
+  // Every reading of the write's clock moves it 1 ms, so the slices are counted in readings, not
+  // timed. A block of 32 KiB values is full after 32 items: the walk reads the clock less often
+  // than that (every 64 ids), and the write of each block, issued to a real file, is done (from
+  // Bun's task queue, no turn) by the time the next one is.
+  let t = 0;
+  const now = (): number => ++t;
+  const groups = makeGroups(64 * MB);
+  const store = groups.byName("kv")!.store;
+  const value = new Uint8Array(32 * 1024);
+  for (let i = 0; i < 1200; i++) expect(store.set(key(i), 0, key(i).length, value.fill(i & 0xff), 0, value.length, 0)).toBe(0);
+  for (let i = 0; i < 1200; i += 7) store.get(key(i)); // recency not in id order: several bands
+  const turns: number[] = [];
+  const yieldTurn = SnapshotOut.prototype.yieldTurn;
+  const spy = spyOn(SnapshotOut.prototype, "yieldTurn").mockImplementation(function (this: SnapshotOut) {
+    turns.push(t);
+    return yieldTurn.call(this);
+  });
+  try {
+    const sliceMs = 20;
+    const start = t;
+    const w = await new Snapshotter({ path, groups, logger: quiet, sliceMs, now }).write();
+    expect(w.items).toBe(1200);
+    const marks = [start, ...turns, t];
+    const gaps = marks.slice(1).map((m, i) => m - marks[i]!);
+    // A slice ends at the first reading past its budget: the ids up to the next reading (64) and
+    // the blocks they fill (two, a few readings each) may come first.
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(sliceMs + 16);
+    expect(turns.length).toBeGreaterThan(10);
+  } finally {
+    spy.mockRestore();
+  }
+  const next = makeGroups(64 * MB);
+  expect((await new Snapshotter({ path, groups: next, logger: quiet }).load()).items).toBe(1200);
 });
