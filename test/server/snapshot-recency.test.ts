@@ -2,9 +2,12 @@ import { afterEach, beforeEach, expect, spyOn, test, setDefaultTimeout } from "b
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CacheClient } from "../../src/client/cache-client.ts";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
+import { CacheNode } from "../../src/server/cache-node.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
+import { LogSink } from "./support.ts";
 import { MAX_BANDS } from "../../src/server/snapshot-order.ts";
 import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
 import { Prng, testSeed } from "../support/prng.ts";
@@ -80,6 +83,37 @@ test("a restart into less memory keeps the hottest items and drops the coldest (
   const keptCold = [...byRank.subarray(0, n / 2)].filter((i) => has[i]);
   expect({ seed, missingHot: missingHot.length, keptCold: keptCold.length }).toEqual({ seed, missingHot: 0, keptCold: 0 });
   small.byName("kv")!.store.checkInvariants();
+});
+
+test("a node restarted with a smaller --memory serves the keys read last before it stopped, not the ones read first (over its port)", async () => {
+  const seed = testSeed();
+  const n = 8_000;
+  const snapshot = join(dir, "node.snap");
+  const first = await CacheNode.open({ port: 0, snapshot, snapshotIntervalMs: 0, memory: 32 * MB }, { logger: new LogSink().logger });
+  const c1 = new CacheClient({ host: "127.0.0.1", port: first.port });
+  const value = "v".repeat(1000);
+  const keys = Array.from({ length: n }, (_, i) => `k${i}`);
+  for (let i = 0; i < n; i += 500) await Promise.all(keys.slice(i, i + 500).map((k) => c1.set("default", k, value)));
+  // Read in a seeded random order, pipelined on one connection (served in the order sent).
+  const order = keys.slice();
+  const rng = new Prng(seed);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  for (let i = 0; i < n; i += 500) await Promise.all(order.slice(i, i + 500).map((k) => c1.get("default", k)));
+  c1.close();
+  await first.close();
+  await using second = await CacheNode.open({ port: 0, snapshot, memory: 4 * MB }, { logger: new LogSink().logger });
+  const c2 = new CacheClient({ host: "127.0.0.1", port: second.port });
+  const found = new Set<string>();
+  for (let i = 0; i < n; i += 500) for (const k of (await c2.getMulti("default", keys.slice(i, i + 500))).keys()) found.add(k);
+  c2.close();
+  expect(found.size).toBeGreaterThan(n / 10);
+  expect(found.size).toBeLessThan(n / 2);
+  const missingHot = order.slice(n - Math.floor(found.size / 2)).filter((k) => !found.has(k));
+  const keptCold = order.slice(0, n / 2).filter((k) => found.has(k));
+  expect({ seed, missingHot: missingHot.length, keptCold: keptCold.length }).toEqual({ seed, missingHot: 0, keptCold: 0 });
 });
 
 test("after a restart into the same memory, new items evict what was coldest before the restart", async () => {
