@@ -19,7 +19,7 @@
  * the path).
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, realpathSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { open as openFile, type FileHandle } from "node:fs/promises";
+import { open as openFile, readFile, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config.ts";
@@ -170,14 +170,44 @@ export class SnapshotLock {
    */
   stillMine(): boolean {
     if (this.heldAs === "") return true;
+    let found: string;
     try {
-      if (readFileSync(this.file, "utf8") === this.content()) return true;
-      this.takenOver = true;
-      return false;
+      found = readFileSync(this.file, "utf8");
     } catch (e) {
-      // Removed (not taken: a taker makes its own): made again, the snapshot is still this node's.
-      return (e as NodeJS.ErrnoException).code === "ENOENT" && this.remade();
+      return this.gone(e);
     }
+    return this.judge(found);
+  }
+
+  /**
+   * stillMineAsync is stillMine off the node's thread (fs/promises), for the write a node makes
+   * while it serves (Snapshotter.write): read synchronously, a lock on a volume that stopped
+   * answering stopped the node at its next periodic write; now that write waits (and the ones
+   * after it share it), as the touch does. The exit paths (abandon, the final write's retire,
+   * release) keep the synchronous one: a process about to exit has nothing to serve meanwhile.
+   */
+  async stillMineAsync(): Promise<boolean> {
+    if (this.heldAs === "") return true;
+    let found: string;
+    try {
+      found = await readFile(this.file, "utf8");
+    } catch (e) {
+      return this.heldAs === "" || this.gone(e);
+    }
+    return this.heldAs === "" || this.judge(found); // (released meanwhile: as stillMine says then)
+  }
+
+  /** judge tells whether the lock's content `found` is this node's, and notes a takeover if not. */
+  private judge(found: string): boolean {
+    if (found === this.content()) return true;
+    this.takenOver = true;
+    return false;
+  }
+
+  /** gone answers stillMine when the lock could not be read (`e`): removed, it is made again. */
+  private gone(e: unknown): boolean {
+    // Removed (not taken: a taker makes its own): made again, the snapshot is still this node's.
+    return (e as NodeJS.ErrnoException).code === "ENOENT" && this.remade();
   }
 
   /** release removes the lock, if this node holds it (and it is still this node's file). */

@@ -128,18 +128,25 @@ export class Snapshotter {
    */
   write(final = false): Promise<SnapshotResult> {
     if (this.writing !== undefined) return this.writing;
-    if (this.lock !== undefined && !this.lock.stillMine()) {
-      // Its lock was taken over (this node stopped past its staleness): the file is another node's now.
-      this.stop();
-      const e = new Error(`not writing ${this.path}: its lock is another node's now`);
-      this.logger.error("snapshot write refused: the snapshot lock is another node's now", { path: this.path });
-      return Promise.reject(e);
-    }
-    const p = this.writeOnce(final).finally(() => {
+    const p = this.checkedWrite(final).finally(() => {
       this.writing = undefined;
     });
     this.writing = p;
     return p;
+  }
+
+  /**
+   * checkedWrite writes unless the lock is another node's now (this node stopped past its
+   * staleness and it was taken over): the file is that node's then. The lock is read off the
+   * node's thread (SnapshotLock.stillMineAsync): a volume that stopped answering holds the write.
+   */
+  private async checkedWrite(final: boolean): Promise<SnapshotResult> {
+    if (this.lock !== undefined && !(await this.lock.stillMineAsync())) {
+      this.stop();
+      this.logger.error("snapshot write refused: the snapshot lock is another node's now", { path: this.path });
+      throw new Error(`not writing ${this.path}: its lock is another node's now`);
+    }
+    return this.writeOnce(final);
   }
 
   /** settled resolves once no write runs (at once when none does), however the running one ends. */

@@ -283,3 +283,33 @@ test.skipIf(!canFreeze)("a touch of the lock that its file system does not answe
     execFileSync("umount", [mnt]);
   }
 });
+
+test("a write whose check of the lock its file system does not answer leaves the node's thread running (stillMine read the lock synchronously)", async () => {
+  // A FIFO that no one writes, in the lock's place, stands for a volume that stopped answering
+  // reads (fsfreeze holds writes only): opening it to read waits for a writer.
+  const snapshot = join(dir, "cache.snap");
+  const child = Bun.spawn(["bun", join(import.meta.dir, "lock-check-child.ts"), snapshot], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    let out = "";
+    const line = async (word: string): Promise<void> => {
+      while (!out.includes(word)) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        out += new TextDecoder().decode(value);
+      }
+    };
+    await line("ready\n");
+    rmSync(`${snapshot}.lock`);
+    execFileSync("mkfifo", [`${snapshot}.lock`]);
+    child.stdin.write("go\n");
+    await child.stdin.flush();
+    // The child's timers run while its write waits on the lock, and it tells how many (or it
+    // says nothing at all: its thread waits in the read).
+    await Promise.race([line("ticks"), Bun.sleep(3000)]);
+    expect(Number(/ticks (\d+)/.exec(out)?.[1])).toBeGreaterThan(10);
+  } finally {
+    child.kill("SIGKILL");
+    await child.exited;
+  }
+});
