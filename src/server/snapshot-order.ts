@@ -12,12 +12,12 @@
  * log-linear histogram (BINS: 64 bins per power of two, so each bin's ages are within 1/64 of one
  * another). `split` cuts the ages into at most MAX_BANDS bands of about equal item counts, oldest
  * first; the writer then walks the ids once per band, writing the items of that band. Within a
- * band the order is the id order: the order is kept to within a band, an eighth of the items.
+ * band the order is the id order: the order is kept to within a band, about an eighth of the items.
  *
- * The first band's walk notes each live item's band in `bands` (one byte per item id, the
+ * The first band's walk notes each live item's band in `bandOfId` (one byte per item id, the
  * table's size at the start: 1 MiB per million ids, given back when the write ends), so the later
- * walks read a byte per id rather than its record (a walk over the records of 1M items takes
- * ~30 ms, over the bytes ~2). An item keeps the band it had then: the order is the recency as the
+ * walks read a byte per id rather than its record (a walk over the records of 1M items took
+ * ~30 ms, which eight walks would have paid again). An item keeps the band it had then: the order is the recency as the
  * write began, and each item is written once, as a single walk wrote it. An id free then (and
  * one past the table's size then) is the last band's: an item set there meanwhile is among the
  * hottest. An id handed to another item after its band's walk is not walked again: like an item
