@@ -9,7 +9,9 @@ import { CacheNode } from "../../src/server/cache-node.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import { LogSink } from "./support.ts";
 import { MAX_BANDS } from "../../src/server/snapshot-order.ts";
-import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
+import { scanSnapshot, SnapshotOut } from "../../src/server/snapshot-stream.ts";
+import { BLOCK_HEADER_BYTES, maxBlockBytes } from "../../src/server/snapshot-format.ts";
+import { open } from "node:fs/promises";
 import { Prng, testSeed } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -199,4 +201,68 @@ test("a write gives the event loop a turn every sliceMs, also when each block's 
   }
   const next = makeGroups(64 * MB);
   expect((await new Snapshotter({ path, groups: next, logger: quiet }).load()).items).toBe(1200);
+});
+
+/** recordsByKey counts the records of each key in the snapshot at `file`, whatever their group. */
+async function recordsByKey(file: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const fh = await open(file, "r");
+  try {
+    await scanSnapshot(fh, (await fh.stat()).size, maxBlockBytes(1 << 20), 10, (block, _end, records) => {
+      const dv = new DataView(block.buffer, block.byteOffset, block.length);
+      let p = BLOCK_HEADER_BYTES + 2 + dv.getUint16(BLOCK_HEADER_BYTES, true);
+      for (let r = 0; r < records; r++) {
+        const keyLen = dv.getUint16(p + 8, true);
+        const k = dec.decode(block.subarray(p + 14, p + 14 + keyLen));
+        counts.set(k, (counts.get(k) ?? 0) + 1);
+        p += 14 + keyLen + dv.getUint32(p + 10, true);
+      }
+    });
+  } finally {
+    await fh.close();
+  }
+  return counts;
+}
+
+test("items held throughout a write are in it exactly once while others are read, set, replaced by larger values and deleted between its slices", async () => {
+  const seed = testSeed();
+  const rng = new Prng(seed);
+  const groups = makeGroups(64 * MB);
+  const store = groups.byName("kv")!.store;
+  const held = 6_000;
+  const churn = 2_000;
+  const put = (k: string, len: number): void => {
+    const kb = enc.encode(k);
+    expect(store.set(kb, 0, kb.length, new Uint8Array(len).fill(len & 0xff), 0, len, 0)).toBe(0);
+  };
+  for (let i = 0; i < held; i++) put(`held${i}`, 200);
+  for (let i = 0; i < churn; i++) put(`churn${i}`, 200);
+  for (let i = 0; i < held; i += 3) store.get(enc.encode(`held${rng.int(held)}`));
+  let writing = true;
+  let turns = 0;
+  const meddle = (): void => {
+    if (!writing) return;
+    turns++;
+    for (let j = 0; j < 50; j++) {
+      store.get(enc.encode(`held${rng.int(held)}`)); // a read moves an item to a younger band
+      const k = `churn${rng.int(churn)}`;
+      const op = rng.int(3);
+      if (op === 0) store.delete(enc.encode(k));
+      else put(k, op === 1 ? 200 : 2000); // 2000 B: another size class, so another id
+    }
+    setImmediate(meddle);
+  };
+  setImmediate(meddle);
+  const w = await new Snapshotter({ path, groups, logger: quiet, sliceMs: 0.2 }).write();
+  writing = false;
+  expect(turns).toBeGreaterThan(5); // (the changes really ran between slices)
+  const counts = await recordsByKey(path);
+  const wrong = [];
+  for (let i = 0; i < held; i++) if (counts.get(`held${i}`) !== 1) wrong.push(`held${i}: ${counts.get(`held${i}`) ?? 0}`);
+  expect({ seed, wrong }).toEqual({ seed, wrong: [] });
+  expect([...counts.values()].reduce((a, b) => a + b, 0)).toBe(w.items);
+  const next = makeGroups(64 * MB);
+  const l = await new Snapshotter({ path, groups: next, logger: quiet }).load();
+  expect(l.items).toBeGreaterThanOrEqual(held);
+  next.byName("kv")!.store.checkInvariants();
 });
