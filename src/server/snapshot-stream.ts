@@ -5,7 +5,9 @@
  * SnapshotOut keeps two block buffers and at most one write in flight: while block N is written,
  * block N+1 is filled in the other buffer; emitting N+1 first waits for N's write. It also keeps
  * the running file CRC and measures the longest stretch of synchronous work between two points
- * where the event loop could run (a `setImmediate` turn, or a write that was really still going).
+ * where the event loop could run (a `setImmediate` turn, or a write that was really still going:
+ * `worstPauseMs`), and when the loop last had a whole turn (`turnStart`), which is what a writer's
+ * slice budget counts from: a wait for a write does not always let timers and sockets run.
  *
  * scanSnapshot reads with positional reads into one reused buffer (grown only for a block larger
  * than it, up to the `maxBlock` its caller allows), so a 1 GB file needs ~1 MiB of memory to check
@@ -36,7 +38,7 @@ export class SnapshotOut {
    * a stretch of work but is no turn: when the write is done before the wait (values copied from
    * all over the slab are slower to gather than to write), Bun runs the continuation from its task
    * queue without polling sockets or running timers, and a recency-ordered write ran slice after
-   * slice so: 25-45 ms between two setImmediate callbacks with 10 ms slices (bench/snapshot.ts).
+   * slice so: 25-54 ms between two setImmediate callbacks with 10 ms slices (bench/snapshot.ts).
    */
   turnStart: number;
   /** inFlight is the writer whose block the write in flight may still be reading. */
