@@ -15,7 +15,7 @@
  * through another member (`orElsewhere`). A write (Set, Delete, a SetMulti's part, Clear) is made
  * once: its failure is the caller's to handle (see `orElsewhere` for why).
  */
-import { memberAddressOf } from "../cluster/membership.ts";
+import { canonicalMember, memberAddressOf } from "../cluster/member-id.ts";
 import { Ring } from "../cluster/ring.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.ts";
@@ -50,7 +50,9 @@ export class ClusterClient {
    */
   setMembers(members: readonly string[]): void {
     if (this.closed) return;
-    const next = new Set(members);
+    // Canonical ids (member-id.ts), as the nodes read them: the ring hashes ids, so a member
+    // written otherwise here than in the nodes' lists would own other keys.
+    const next = new Set(members.map((id) => canonicalMember(id) ?? id)); // (one that is not an id throws below)
     // Clients first: a bad id (a port out of range) throws here, with nothing changed.
     const made = new Map<string, CacheClient>();
     try {

@@ -2,8 +2,9 @@
  * Membership sources: where a node learns the member list of its cluster.
  *
  * A source calls `onChange(members)` with the full list of node ids (`host:port`) whenever it
- * learns one (at start, then on every change); the cluster diffs it against the ring. Three
- * sources:
+ * learns one (at start, then on every change); the cluster diffs it against the ring. Every
+ * source hands on ids in their canonical spelling, each once (member-id.ts): a member listed
+ * twice, however written, counts once, logged as such by --peers and a peers file. Three sources:
  * - `StaticMembers`: `--peers a:1,b:2` — a fixed list.
  * - `FileMembers`: `--peers-file PATH` — one `host:port` per line (or comma-separated; `#` starts
  *   a comment), re-read on any event in its directory (fs.watch, so editors that replace the file
@@ -22,6 +23,7 @@
  */
 import { errorText } from "../protocol/errors.ts";
 import { hostPort } from "../bytes/bytes.ts";
+import { canonicalMembers } from "./member-id.ts";
 import { constants, watch, type FSWatcher, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { lookup } from "node:dns/promises";
@@ -48,22 +50,20 @@ export interface MembershipSource {
 
 /**
  * parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. An
- * IPv6 host is in brackets, a link-local one with its zone (`[fe80::1%eth0]:8001`).
+ * IPv6 host is in brackets, a link-local one with its zone (`[fe80::1%eth0]:8001`). The ids come
+ * out canonical (member-id.ts), each once; `onRepeat` is told of an id that names a member
+ * listed before it.
  */
-export function parseMembers(text: string): string[] {
-  const ids = new Set<string>();
-  for (const line of text.split("\n")) {
-    for (const part of line.replace(/#.*/, "").split(",")) {
-      const id = part.trim();
-      if (id === "") continue;
-      if (memberAddress(id) === undefined) {
-        throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
-      }
-      ids.add(id);
-      if (ids.size > MAX_MEMBERS) throw new Error(`more than ${MAX_MEMBERS} members`);
-    }
-  }
-  return [...ids];
+export function parseMembers(text: string, onRepeat?: (written: string, member: string) => void): string[] {
+  const ids = text.split("\n").flatMap((line) => line.replace(/#.*/, "").split(",")).map((id) => id.trim()).filter((id) => id !== "");
+  const members = canonicalMembers(ids, onRepeat);
+  if (members.length > MAX_MEMBERS) throw new Error(`more than ${MAX_MEMBERS} members`);
+  return members;
+}
+
+/** warnRepeats is an onRepeat that logs each member listed twice, counted once. */
+function warnRepeats(logger: MembershipLogger, source: string): (written: string, member: string) => void {
+  return (written, member) => logger.warn("member listed twice: counted once", { source, written, member });
 }
 
 /**
@@ -95,35 +95,13 @@ function applyMembers(onChange: MembersCallback | null, members: string[], logge
   }
 }
 
-/** MEMBER_ID is a member id's form: `host:port`, an IPv6 host in brackets (a link-local one with its zone). */
-const MEMBER_ID = /^([^\s:/]+|\[[0-9a-fA-F:.]+(%[\w.-]+)?\]):\d{1,5}$/;
-
-/**
- * memberAddress reads a member id (`host:port`, `[::1]:8001`, `[fe80::1%eth0]:8001`) as the host to
- * connect to (brackets dropped) and the port; undefined when it is not one, or the port is not
- * 1..65535. The one reading of member ids: --peers, --self, a peers file, clients of members.
- */
-export function memberAddress(id: string): { host: string; port: number } | undefined {
-  if (!MEMBER_ID.test(id)) return undefined;
-  const colon = id.lastIndexOf(":");
-  const port = Number(id.slice(colon + 1));
-  if (port < 1 || port > 65535) return undefined;
-  return { host: id.slice(0, colon).replace(/^\[|\]$/g, ""), port };
-}
-
-/** memberAddressOf is memberAddress for an id a client is made for: not one throws RangeError. */
-export function memberAddressOf(id: string): { host: string; port: number } {
-  const at = memberAddress(id);
-  if (at === undefined) throw new RangeError(`member '${id}' is not host:port with a port of 1..65535`);
-  return at;
-}
-
 export class StaticMembers implements MembershipSource {
   private readonly members: string[];
   private onChange: MembersCallback | null = null;
 
-  constructor(members: readonly string[]) {
-    this.members = [...members];
+  /** members are read as parseMembers reads them (a bad one throws); a repeat is logged to `logger`. */
+  constructor(members: readonly string[], logger?: MembershipLogger) {
+    this.members = canonicalMembers(members, logger === undefined ? undefined : warnRepeats(logger, "--peers"));
   }
 
   start(onChange: MembersCallback): void {
@@ -233,7 +211,7 @@ export class FileMembers implements MembershipSource {
     this.lastText = text;
     let members: string[];
     try {
-      members = parseMembers(text);
+      members = parseMembers(text, warnRepeats(this.logger, this.path));
     } catch (e) {
       this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error: (e as Error).message });
       return;
@@ -347,7 +325,13 @@ export class DnsMembers implements MembershipSource {
     const unique = [...new Set(addresses)];
     // Both families (dual stack: each node twice): --self's only. One family: all of it, whatever --self's.
     const own = this.family === undefined ? unique : unique.filter((a) => isIP(a) === this.family);
-    const members = (own.length > 0 ? own : unique).sort().map((a) => hostPort(a, this.port));
+    let members: string[];
+    try {
+      members = canonicalMembers((own.length > 0 ? own : unique).sort().map((a) => hostPort(a, this.port))).sort();
+    } catch (e) {
+      this.failed("peers DNS answer not applied", (e as Error).message);
+      return;
+    }
     if (members.length === 0) return;
     if (members.length > MAX_MEMBERS) {
       this.failed("peers DNS answer not applied", `${members.length} members: more than ${MAX_MEMBERS}`);

@@ -40,6 +40,7 @@ import { FinalSnapshot } from "./final-snapshot.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import { monotonicMs } from "../store/clock.ts";
 import { hostPort } from "../bytes/bytes.ts";
+import { canonicalMember } from "../cluster/member-id.ts";
 
 export interface NodeDeps {
   clock?: () => number;
@@ -285,7 +286,10 @@ export class CacheNode {
     let membership: MembershipSource | undefined;
     try {
       if (clustered) {
-        const self = config.self ?? hostPort(config.host, server.port);
+        // Canonical (member-id.ts), as the member lists' ids are: else a node written otherwise in
+        // its list than in --self (or --host) does not find itself.
+        const written = config.self ?? hostPort(config.host, server.port);
+        const self = canonicalMember(written) ?? written;
         // Read once, here, so a CA file that cannot be read stops the node: read per peer, it
         // left every peer out of the ring (each node then alone, owning every key).
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };

@@ -5,7 +5,7 @@
  * their options. Each throws `ConfigError` naming the flag and what it expected.
  */
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
-import { memberAddress } from "../cluster/membership.ts";
+import { canonicalMember } from "../cluster/member-id.ts";
 import { ConfigError, type GroupSpec } from "./config.ts";
 
 export function parseGroup(spec: string): GroupSpec {
@@ -122,14 +122,14 @@ export function parseSwitch(flag: string, inline: string | undefined): boolean {
 }
 
 /**
- * parseMember checks a `host:port` member id; an IPv6 host is in brackets, a link-local one with
- * its zone (`[fe80::1%eth0]:8001`: Bun connects through the interface it names).
+ * parseMember reads a `host:port` member id into its canonical spelling (src/cluster/member-id.ts);
+ * an IPv6 host is in brackets, a link-local one with its zone (`[fe80::1%eth0]:8001`: Bun connects
+ * through the interface it names).
  */
 export function parseMember(flag: string, text: string): string {
-  if (memberAddress(text) === undefined) {
-    throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
-  }
-  return text;
+  const id = canonicalMember(text);
+  if (id === undefined) throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
+  return id;
 }
 
 export function parseInteger(flag: string, text: string, min: number, max: number): number {

@@ -7,7 +7,8 @@
 import { CacheClient } from "../client/cache-client.ts";
 import type { PeerClient } from "../cluster/cluster.ts";
 import { isIP } from "node:net";
-import { DnsMembers, FileMembers, StaticMembers, memberAddress, memberAddressOf, type MembershipSource, type Resolver } from "../cluster/membership.ts";
+import { DnsMembers, FileMembers, StaticMembers, type MembershipSource, type Resolver } from "../cluster/membership.ts";
+import { memberAddress, memberAddressOf } from "../cluster/member-id.ts";
 import { longestLoadTimeoutMs, type NodeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 
@@ -52,5 +53,5 @@ export function membershipSource(config: NodeConfig, logger: Logger, resolve: Re
     const family = isIP(memberAddress(config.self ?? "")?.host ?? config.host) || undefined;
     return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve, family);
   }
-  return new StaticMembers(config.peers ?? []);
+  return new StaticMembers(config.peers ?? [], logger);
 }

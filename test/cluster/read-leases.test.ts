@@ -14,7 +14,7 @@
 import { afterEach, expect, test, setDefaultTimeout } from "bun:test";
 import { CacheClient } from "../../src/client/cache-client.ts";
 import type { PeerClient } from "../../src/cluster/cluster.ts";
-import { memberAddressOf } from "../../src/cluster/membership.ts";
+import { memberAddressOf } from "../../src/cluster/member-id.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { until } from "../client/support.ts";
 import { delayingProxy } from "../support/delay-proxy.ts";
