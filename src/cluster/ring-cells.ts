@@ -30,34 +30,40 @@ export function cellBitsFor(members: number): number {
 }
 
 /**
- * buildCells derives the points of `ids` (ids[j] has counts[j] points, and is owner owners[j])
- * and returns them as sorted cells of B = `bits`, with the bucket starts.
+ * buildCells derives the points of `ids` (ids[j] has counts[j] points, and is owner owners[j] <
+ * 2^`bits`) and returns them as sorted cells of B = `bits`, with the bucket starts.
  *
- * The points are derived twice: once to count them by bucket, once to write each straight to its
- * bucket's next free cell; then each bucket is sorted as Uint32s. A point is a few ns to derive,
- * and no array of raw points is ever held (41 MB for 10 M points): the cells are the only big
- * array. (Sorting doubles took ~0.5 s and 82 MB for 10 M points; moving points in place along
- * permutation cycles ~0.4 s, each step waiting for the last one's load.)
+ * The points are derived twice: once to count them by region (their top R bits), once to write
+ * each straight to its region's next free cell, as a cell of R bits; no array of raw points is
+ * ever held (41 MB for 10 M points): the cells are the only big array. Each region is sorted as
+ * Uint32s, then its cells are rewritten as B-bit cells in one sequential pass. R ≤ B leaves a
+ * region ~REGION_CELLS cells: Bun sorts a typed array of a few hundred ~5x slower per element
+ * than one of thousands (4,096 buckets of 312 cells at 128 members: ~35 ms to sort). R must still
+ * leave room for the owner. (Sorting doubles took ~0.5 s and 82 MB for 10 M points; moving points
+ * in place along permutation cycles ~0.4 s, each step waiting for the last one's load.)
  */
 export function buildCells(
   hash: RingHash, ids: readonly string[], counts: Int32Array, owners: Int32Array, bits: number,
 ): { cells: Uint32Array; buckets: Int32Array } {
-  const shift = 32 - bits;
-  const buckets = new Int32Array(2 ** bits + 1);
   let n = 0;
   let most = 0;
+  let ownerBits = 0;
   for (let j = 0; j < ids.length; j++) {
     n += counts[j]!;
     most = Math.max(most, counts[j]!);
+    ownerBits = Math.max(ownerBits, 32 - Math.clz32(owners[j]!));
   }
+  const rBits = Math.min(bits, Math.max(1, ownerBits, Math.floor(Math.log2(Math.max(1, n / REGION_CELLS)))));
+  const shift = 32 - rBits;
+  const regions = new Int32Array(2 ** rBits + 1);
   const scratch = new Uint32Array(most);
   for (let j = 0; j < ids.length; j++) {
     const r = counts[j]!;
     writePoints(hash, ids[j]!, r, scratch, 0);
-    for (let k = 0; k < r; k++) buckets[(scratch[k]! >>> shift) + 1]!++;
+    for (let k = 0; k < r; k++) regions[(scratch[k]! >>> shift) + 1]!++;
   }
-  for (let b = 1; b < buckets.length; b++) buckets[b]! += buckets[b - 1]!;
-  const next = buckets.slice(0, buckets.length - 1);
+  for (let t = 1; t < regions.length; t++) regions[t]! += regions[t - 1]!;
+  const next = regions.slice(0, regions.length - 1);
   const cells = new Uint32Array(n);
   for (let j = 0; j < ids.length; j++) {
     const r = counts[j]!;
@@ -65,18 +71,44 @@ export function buildCells(
     writePoints(hash, ids[j]!, r, scratch, 0);
     for (let k = 0; k < r; k++) {
       const v = scratch[k]!;
-      cells[next[v >>> shift]!++] = ((v << bits) | o) >>> 0;
+      cells[next[v >>> shift]!++] = ((v << rBits) | o) >>> 0;
     }
   }
-  sortBuckets(cells, buckets);
-  return { cells, buckets };
+  sortRuns(cells, regions);
+  return { cells, buckets: rBits === bits ? regions : toBuckets(cells, regions, rBits, bits) };
 }
 
-/** sortBuckets sorts each bucket's cells (insertion sort for a few, the native sort past that). */
-function sortBuckets(cells: Uint32Array, buckets: Int32Array): void {
-  for (let b = 0; b < buckets.length - 1; b++) {
-    const lo = buckets[b]!;
-    const hi = buckets[b + 1]!;
+/** REGION_CELLS: the cells of a region buildCells aims at (see there). */
+const REGION_CELLS = 1024;
+
+/**
+ * toBuckets rewrites sorted cells of `rBits` (regions) as cells of `bits`, in place, and returns
+ * the bucket starts: a region's low bits hold the bucket's, so a bucket lies within one region.
+ */
+function toBuckets(cells: Uint32Array, regions: Int32Array, rBits: number, bits: number): Int32Array {
+  const ownerMask = 2 ** rBits - 1;
+  const shift = 32 - bits;
+  const perRegion = 2 ** (bits - rBits);
+  const nb = 2 ** bits;
+  const buckets = new Int32Array(nb + 1);
+  for (let t = 0, i = 0; t < regions.length - 1; t++) {
+    const first = t * perRegion + 1;
+    for (const end = regions[t + 1]!; i < end; i++) {
+      const c = cells[i]!;
+      const low = c >>> rBits; // the point's low 32 − rBits bits
+      buckets[first + (low >>> shift)]!++;
+      cells[i] = ((low << bits) | (c & ownerMask)) >>> 0;
+    }
+  }
+  for (let b = 0; b < nb; b++) buckets[b + 1]! += buckets[b]!;
+  return buckets;
+}
+
+/** sortRuns sorts cells[starts[t], starts[t + 1]) for each t (insertion sort for a few, the native sort past that). */
+function sortRuns(cells: Uint32Array, starts: Int32Array): void {
+  for (let b = 0; b < starts.length - 1; b++) {
+    const lo = starts[b]!;
+    const hi = starts[b + 1]!;
     if (hi - lo > 16) {
       cells.subarray(lo, hi).sort();
       continue;

@@ -26,10 +26,11 @@
  * `add()` and `remove()` (weights, tests) rebuild the ring from its members' points. A ring holds
  * at most 65,536 members.
  *
- * Costs at 1,024 members and 10,000 vnodes (10 M points; bench/ring-build.ts, 2026-11-29): a
- * build ~0.3 s and +49 MB peak RSS (41 MB kept), a member joining ~36 ms, leaving ~25-35 ms, a
- * clone nothing; owner() ~135 ns. Before the cells (points sorted as doubles, an 8-byte point and
- * owner, clones copied): ~0.8-1.0 s and +191 MB, ~90 ms, ~70 ms, 30 ms and +79 MB; owner() ~270 ns.
+ * Costs at 1,024 members and 10,000 vnodes (10 M points; bench/ring-build.ts, 2026-11-29, on a
+ * shared 2-core machine): a build ~0.27-0.4 s and +49 MB peak RSS (41 MB kept), a member joining
+ * ~35 ms, leaving ~25-35 ms, a clone nothing; owner() ~135 ns. Before the cells (points sorted as
+ * doubles, an 8-byte point and owner, clones copied): ~0.7-1.05 s and +191-203 MB, ~90 ms, ~70
+ * ms, 30 ms and +79 MB; owner() ~270 ns.
  *
  * Default vnodes (DEFAULT_VNODES = 10000), measured. A member's share is a sum of V random arcs,
  * so its spread shrinks only as 1/√V. Worst |share − 1/N| / (1/N), exact (arc lengths, not a
@@ -145,7 +146,9 @@ export class Ring {
     }
     const freshIds = Int32Array.from(next.keys()).filter((j) => isNew[j] === 1);
     if (freshIds.length === 0 && next.length === old.length) return false;
-    if (bits !== this.bits) {
+    // Mostly new members (a node's start: itself, then the list): derive all, into one array,
+    // rather than new ones into one and a merge into another (+41 MB at 1,024 members).
+    if (bits !== this.bits || 2 * freshIds.length > next.length) {
       this.rebuild(new Map(next.map((id) => [id, r])));
       return true;
     }

@@ -2,7 +2,8 @@
  * Measures the memory of the largest ring a node takes (1,024 members at the default 10,000
  * vnodes) in a process of its own (spawned by ring-build.test.ts), so the figures are this
  * ring's: peak RSS growth (VmHWM, reset through /proc/self/clear_refs; Linux) while it is built,
- * then while Cluster.ownedHere's copy of it is made. Prints one JSON line, in MiB.
+ * while Cluster.ownedHere's copy of it is made, and while a node's first list is applied (its
+ * ring holds itself, then the list). Prints one JSON line, in MiB.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { Ring } from "../../src/cluster/ring.ts";
@@ -27,4 +28,7 @@ const build = grown(() => {
 });
 const ring = build.kept as Ring;
 const clone = grown(() => ring.clone());
-console.log(JSON.stringify({ build: build.mb, clone: clone.mb, size: ring.size + (clone.kept as Ring).size }));
+const started = new Ring();
+started.add(ids[0]!);
+const start = grown(() => started.setMembers(ids));
+console.log(JSON.stringify({ build: build.mb, clone: clone.mb, start: start.mb, size: ring.size + (clone.kept as Ring).size + started.size }));
