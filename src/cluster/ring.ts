@@ -156,14 +156,9 @@ export class Ring {
     // Everything that allocates comes first, so a failure leaves the ring as it was.
     const { cells: fresh, buckets: freshBuckets } = buildCells(this.hash, [...freshIds].map((j) => next[j]!), new Int32Array(freshIds.length).fill(r), freshIds, bits);
     const n = next.length * r; // every member ends with r points
-    const replicas = new Map(next.map((id) => [id, r]));
-    if (fresh.length === n) {
-      this.install(next, replicas, fresh, n, bits, freshBuckets); // nothing kept: a build
-      return true;
-    }
     const out = new Uint32Array(n); // not in place: a clone may share the cells
     const buckets = mergeCells(this.cells, this.buckets, remap, fresh, freshBuckets, bits, out);
-    this.install(next, replicas, out, n, bits, buckets);
+    this.install(next, new Map(next.map((id) => [id, r])), out, bits, buckets);
     return true;
   }
 
@@ -173,15 +168,15 @@ export class Ring {
     const bits = cellBitsFor(next.length);
     const counts = Int32Array.from(next, (id) => replicas.get(id)!);
     const { cells, buckets } = buildCells(this.hash, next, counts, Int32Array.from(next.keys()), bits);
-    this.install(next, replicas, cells, cells.length, bits, buckets);
+    this.install(next, replicas, cells, bits, buckets);
   }
 
-  private install(members: string[], replicas: Map<string, number>, cells: Uint32Array, count: number, bits: number, buckets: Int32Array): void {
+  private install(members: string[], replicas: Map<string, number>, cells: Uint32Array, bits: number, buckets: Int32Array): void {
     this.members = members;
     this.replicas.clear();
     for (const [id, r] of replicas) this.replicas.set(id, r);
     this.cells = cells;
-    this.count = count;
+    this.count = cells.length;
     this.bits = bits;
     this.buckets = buckets;
   }
@@ -193,7 +188,7 @@ export class Ring {
    */
   clone(): Ring {
     const c = new Ring({ vnodes: this.vnodes, hash: this.hash });
-    c.install(this.members, this.replicas, this.cells, this.count, this.bits, this.buckets);
+    c.install(this.members, this.replicas, this.cells, this.bits, this.buckets);
     return c;
   }
 
