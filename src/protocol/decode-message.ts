@@ -35,6 +35,9 @@ export interface DecodedRequest {
   ttlMs: number | null;
   /** GetMulti keys (value empty) / SetMulti entries. */
   items: { key: Uint8Array; value: Uint8Array }[];
+  /** PeerInvalidate's `all`, PeerPing's `lease` (false when absent). */
+  all: boolean;
+  lease: boolean;
   headerFlags: number;
   headerSeqid: number;
   innerFramed: boolean;
@@ -97,6 +100,8 @@ function snapshot(req: Request, consumed: number): DecodedRequest {
     ttlSeconds: req.ttlSeconds,
     ttlMs: req.hasTtlMs ? req.ttlMs : null,
     items,
+    all: req.all,
+    lease: req.lease,
     headerFlags: h.flags,
     headerSeqid: h.seqid,
     innerFramed: h.innerFramed,

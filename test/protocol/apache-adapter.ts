@@ -93,5 +93,8 @@ export function apacheReadReply(msg: Uint8Array): { name: string; seqid: number;
   return { name: begin.fname, seqid: begin.rseqid, ...got };
 }
 
+/** The loaded runtime and generated code, for oracles that drive them more closely (apache-oracle.ts). */
+export const apacheRuntime = { thrift: thrift as unknown as Record<string, unknown>, service: GroupCache as unknown as Record<string, unknown>, types: ttypes };
+
 export const CacheErrorClass = ttypes.CacheError as new (...a: unknown[]) => { code: number; message: string };
 export const TApplicationException = thrift.Thrift.TApplicationException;
