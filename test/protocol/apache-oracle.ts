@@ -174,6 +174,26 @@ export function apacheReadCall(bytes: Uint8Array, transport: ApacheTransport): A
   }
 }
 
+/**
+ * apacheWriteReply returns the reply a generated server writes for `call` (a call's bytes in
+ * `transport`, framed or buffered) when its handler answers `err` (a CacheError, another Error, or
+ * null) and `result` (passed as the callback's arguments, as a callback-style handler does).
+ */
+export function apacheWriteReply(call: Uint8Array, transport: "framed" | "buffered", err: unknown, result: unknown): Uint8Array {
+  let out: Buffer | undefined;
+  const capture = (b: Buffer) => void (out = b);
+  const trans: Js = transport === "framed" ? new thrift.TFramedTransport(Buffer.from(call.subarray(4))) : new thrift.TBufferedTransport();
+  if (transport === "buffered") {
+    trans.inBuf = Buffer.from(call);
+    trans.writeCursor = call.length;
+  }
+  const handler = new Proxy({}, { get: () => (_req: Js, callback: (e: unknown, r: unknown) => void) => callback(err, result) });
+  const output = new thrift.TBinaryProtocol(transport === "framed" ? new thrift.TFramedTransport(undefined, capture) : new thrift.TBufferedTransport(undefined, capture));
+  new service.Processor(handler).process(new thrift.TBinaryProtocol(trans), output);
+  if (!out) throw new Error("Apache server wrote nothing");
+  return new Uint8Array(out);
+}
+
 export type ApacheReply = { name: string; mtype: number; seqid: number; err: Js; result: Js; trailing: number; headers: Record<string, string> };
 
 /** apacheReadReply reads one reply in `transport` with the generated client's recv_<method>. */
