@@ -2,7 +2,8 @@
 // thrift/cache.thrift): calls its generated client writes are read by our decoder exactly as written,
 // and mutated, read alike by both or apart only in a known class (differential.ts); our replies and
 // our client's calls are read by its generated code exactly as written (differential-replies.ts),
-// and the replies its generated server writes by our ReplyReader (differential-reader.ts).
+// and the replies its generated server writes by our ReplyReader (differential-reader.ts), also
+// mutated: read alike by both, or apart only in a known class (differential-reply-mutations.ts).
 // The seed is printed; replay a failure with TEST_SEED=<seed>. A longer run:
 // bun run test/protocol/differential-run.ts --cases 200000
 
@@ -10,6 +11,7 @@ import { expect, test, setDefaultTimeout } from "bun:test";
 import { testSeed } from "../support/prng.ts";
 import { CACHE_REFUSAL, CLASSES, FRAME_LIMIT, runDifferential } from "./differential.ts";
 import { runReplyDifferential } from "./differential-replies.ts";
+import { REPLY_CLASSES, REPLY_LIMIT } from "./differential-reply-mutations.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -33,7 +35,7 @@ test(`Apache-written calls read as written; ${CALLS * 2} mutations read alike or
   for (const name of Object.keys(counts.classes)) expect(known.has(name)).toBe(true);
 });
 
-test(`our replies and calls read by Apache's generated code as written, its server's replies by our ReplyReader (${REPLIES} each, seed ${seed})`, () => {
+test(`our replies and calls read by Apache's generated code as written, its server's replies (and ${REPLIES * 2} mutations) by our ReplyReader (${REPLIES} each, seed ${seed})`, () => {
   let counts: ReturnType<typeof runReplyDifferential> | undefined;
   try {
     counts = runReplyDifferential(seed, REPLIES);
@@ -41,5 +43,11 @@ test(`our replies and calls read by Apache's generated code as written, its serv
     console.error(`apache reply differential failed: replay with TEST_SEED=${seed}`);
     throw e;
   }
-  expect(counts).toEqual({ replies: REPLIES, calls: REPLIES });
+  expect(counts.replies).toBe(REPLIES);
+  expect(counts.calls).toBe(REPLIES);
+  // Mutated, the generated server's replies are read alike by both, or apart in a named class.
+  const { "": alike = 0, ...apart } = counts.mutated;
+  expect(alike).toBeGreaterThan(REPLIES);
+  const known = new Set([...Object.keys(REPLY_CLASSES), REPLY_LIMIT]);
+  for (const name of Object.keys(apart)) expect(known.has(name)).toBe(true);
 });

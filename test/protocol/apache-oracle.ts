@@ -86,6 +86,47 @@ export function apacheWriteCall(transport: ApacheTransport, method: string, req:
   return new Uint8Array(out);
 }
 
+/**
+ * watchElements wraps a protocol to see the generated code read its containers (not those `skip`
+ * passes over): `other` turns true once a list or map is read whose element types are not all
+ * strings (every container of cache.thrift is of strings; the generated code reads them as such
+ * whatever types the bytes name).
+ */
+function watchElements(plain: Js): { input: Js; readonly other: boolean } {
+  let skipping = 0;
+  let other = false;
+  const S = TYPE.STRING;
+  const input = new Proxy(plain, {
+    get(target, prop) {
+      const v = target[prop];
+      if (prop === "skip") {
+        return (...a: unknown[]) => {
+          skipping++;
+          try {
+            return v.apply(target, a);
+          } finally {
+            skipping--;
+          }
+        };
+      }
+      if (prop === "readListBegin" || prop === "readSetBegin" || prop === "readMapBegin") {
+        return () => {
+          const r = v.call(target);
+          if (skipping === 0 && ((r.etype ?? S) !== S || (r.ktype ?? S) !== S || (r.vtype ?? S) !== S)) other = true;
+          return r;
+        };
+      }
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return {
+    input,
+    get other() {
+      return other;
+    },
+  };
+}
+
 export type ApacheCall =
   | {
       kind: "request";
@@ -122,24 +163,8 @@ export function apacheReadCall(bytes: Uint8Array, transport: ApacheTransport): A
     trans.writeCursor = bytes.length;
   }
   const plain: Js = transport === "theader" ? new thrift.THeaderProtocol(trans) : new thrift.TBinaryProtocol(trans);
-  // Watches the generated code read its containers (not those `skip` passes over).
-  let skipping = 0;
-  let otherElements = false;
-  const S = TYPE.STRING;
-  const input: Js = new Proxy(plain, {
-    get(target, prop) {
-      const v = target[prop];
-      if (prop === "skip") return (...a: unknown[]) => { skipping++; try { return v.apply(target, a); } finally { skipping--; } };
-      if (prop === "readListBegin" || prop === "readSetBegin" || prop === "readMapBegin") {
-        return () => {
-          const r = v.call(target);
-          if (skipping === 0 && ((r.etype ?? S) !== S || (r.ktype ?? S) !== S || (r.vtype ?? S) !== S)) otherElements = true;
-          return r;
-        };
-      }
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
+  const watch = watchElements(plain);
+  const input = watch.input;
   let captured: { req: Js } | undefined;
   const handler = new Proxy({}, { get: () => (req: Js, _callback: unknown) => void (captured = { req }) });
   const processor: Js = new service.Processor(handler);
@@ -157,7 +182,7 @@ export function apacheReadCall(bytes: Uint8Array, transport: ApacheTransport): A
     const frameEnd = transport === "framed" ? consumed - 4 : transport === "theader" ? 4 + Buffer.from(bytes).readInt32BE(0) : read;
     return {
       kind: "request",
-      name: begin.fname,
+      name: String(begin.fname), // (a Buffer for a non-strict header: the runtime reads its name so)
       mtype: begin.mtype,
       seqid: begin.rseqid,
       known: run !== undefined,
@@ -165,12 +190,12 @@ export function apacheReadCall(bytes: Uint8Array, transport: ApacheTransport): A
       consumed: transport === "framed" ? consumed : read,
       trailing: frameEnd - read,
       headers: transport === "theader" ? { ...trans.getReadHeaders() } : {},
-      otherElements,
+      otherElements: watch.other,
     };
   } catch (e) {
     // Buffered, the server waits for more; framed, the frame is all there is (the call is dropped).
-    if (e instanceof InputBufferUnderrunError && transport !== "framed") return { kind: "need-more", otherElements };
-    return { kind: "error", message: e instanceof InputBufferUnderrunError ? "frame ends inside the message" : String((e as Error)?.message ?? e), otherElements };
+    if (e instanceof InputBufferUnderrunError && transport !== "framed") return { kind: "need-more", otherElements: watch.other };
+    return { kind: "error", message: e instanceof InputBufferUnderrunError ? "frame ends inside the message" : String((e as Error)?.message ?? e), otherElements: watch.other };
   }
 }
 
@@ -194,10 +219,13 @@ export function apacheWriteReply(call: Uint8Array, transport: "framed" | "buffer
   return new Uint8Array(out);
 }
 
-export type ApacheReply = { name: string; mtype: number; seqid: number; err: Js; result: Js; trailing: number; headers: Record<string, string> };
+export type ApacheReply = { name: string; mtype: number; seqid: number; err: Js; result: Js; trailing: number; headers: Record<string, string>; otherElements: boolean };
 
-/** apacheReadReply reads one reply in `transport` with the generated client's recv_<method>. */
-export function apacheReadReply(bytes: Uint8Array, transport: ApacheTransport): ApacheReply {
+/**
+ * apacheReadReply reads one reply in `transport` with the generated client's recv_<method>; `seen`
+ * is told whether a list or map was read with other element types than strings (watchElements).
+ */
+export function apacheReadReply(bytes: Uint8Array, transport: ApacheTransport, seen: { otherElements: boolean } = { otherElements: false }): ApacheReply {
   let trans: Js;
   if (transport === "framed") {
     const size = Buffer.from(bytes).readInt32BE(0);
@@ -208,17 +236,22 @@ export function apacheReadReply(bytes: Uint8Array, transport: ApacheTransport): 
     trans.inBuf = Buffer.from(bytes);
     trans.writeCursor = bytes.length;
   }
-  const input: Js = transport === "theader" ? new thrift.THeaderProtocol(trans) : new thrift.TBinaryProtocol(trans);
+  const watch = watchElements(transport === "theader" ? new thrift.THeaderProtocol(trans) : new thrift.TBinaryProtocol(trans));
+  const input = watch.input;
   const begin = input.readMessageBegin();
   const client: Js = new service.Client(trans, thrift.TBinaryProtocol);
   let got: { err: Js; result: Js } | undefined;
   client._reqs[begin.rseqid] = (err: Js, result: Js) => void (got = { err, result });
-  client[`recv_${begin.fname}`](input, begin.mtype, begin.rseqid);
+  try {
+    client[`recv_${begin.fname}`](input, begin.mtype, begin.rseqid);
+  } finally {
+    seen.otherElements = watch.other; // (told even when reading failed)
+  }
   if (!got) throw new Error("Apache client produced no result");
   const read = transport === "framed" ? trans.readPos : trans.readCursor;
   const total = transport === "framed" ? bytes.length - 4 : bytes.length;
   const headers = transport === "theader" ? { ...trans.getReadHeaders() } : {};
-  return { name: begin.fname, mtype: begin.mtype, seqid: begin.rseqid, ...got, trailing: total - read, headers };
+  return { name: String(begin.fname), mtype: begin.mtype, seqid: begin.rseqid, ...got, trailing: total - read, headers, otherElements: watch.other };
 }
 
 export const ApacheTypes: Js = apacheRuntime.types;

@@ -24,14 +24,14 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const utf8 = (s: string) => Buffer.from(s).toString("hex");
 
 /** The methods ReplyReader reads a result of (NodeStats' figures are read elsewhere). */
-const READ = METHOD_NAMES.slice(1).filter((m) => m !== "NodeStats");
+export const READ = METHOD_NAMES.slice(1).filter((m) => m !== "NodeStats");
 const I64S = [0n, 1n, -1n, -5n, 2n ** 53n - 1n, 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n)];
 const i64 = (rng: Rng) => (rng() < 0.5 ? pick(rng, I64S) : BigInt(int(rng, 2 ** 40)));
 const opt = <X>(rng: Rng, make: () => X): X | null => (rng() < 0.7 ? make() : null);
 const num = (v: bigint | null, absent: number) => (v === null ? absent : Number(v));
 
 /** randomResult returns the handler's result for `name` and what ReplyReader must make of it. */
-function randomResult(rng: Rng, name: string): { result: unknown; want: Record<string, unknown> } {
+export function randomResult(rng: Rng, name: string): { result: unknown; want: Record<string, unknown> } {
   if (name.endsWith("Get")) {
     const value = opt(rng, () => randomBytes(rng, rng() < 0.05 ? DIFF_LIMITS.maxValueBytes + 1 : int(rng, 200)));
     const ttl = opt(rng, () => i64(rng));

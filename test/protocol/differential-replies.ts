@@ -22,6 +22,7 @@ import { ApacheTypes, TApplicationException, apacheReadCall, apacheReadReply, bi
 import { METHODS, randomBytes, randomText, shapeOf, viewOfReq } from "./differential-calls.ts";
 import { DIFF_LIMITS } from "./differential.ts";
 import { checkReader } from "./differential-reader.ts";
+import { checkMutatedReply } from "./differential-reply-mutations.ts";
 import { mulberry32, type Rng } from "./fuzz.ts";
 import { Bytes, MSG, T, message, wrap } from "./wire-builder.ts";
 
@@ -227,18 +228,21 @@ function lossyView(v: View): View {
 
 /**
  * runReplyDifferential runs, from `seed`, `cases` of each: our replies read by Apache's client,
- * our calls read by Apache's server, Apache's server's replies read by our ReplyReader.
+ * our calls read by Apache's server, Apache's server's replies read by our ReplyReader, and those
+ * replies mutated twice read by both (`mutated` counts them by class, "" for read alike).
  */
-export function runReplyDifferential(seed: number, cases: number): { replies: number; calls: number } {
+export function runReplyDifferential(seed: number, cases: number): { replies: number; calls: number; mutated: Record<string, number> } {
   const rng = mulberry32(seed);
+  const mutated: Record<string, number> = {};
   for (let i = 0; i < cases; i++) {
     try {
       checkReply(rng);
       checkCall(rng);
       checkReader(rng);
+      checkMutatedReply(rng, mutated);
     } catch (e) {
       throw new Error(`reply/call differential failure: seed=${seed} case=${i}\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
   }
-  return { replies: cases, calls: cases };
+  return { replies: cases, calls: cases, mutated };
 }

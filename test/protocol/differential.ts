@@ -98,7 +98,7 @@ const UUID_BUG = "Apache bug: its skip of a uuid field throws unless the 16 byte
 
 /**
  * CLASSES: the known ways our decoder and Apache's reader differ on a mutated input, each a limit or
- * rule of ours (docs/wire.md, "Where Apache's reader differs") or a laxness of Apache's. Each takes
+ * rule of ours or a laxness of Apache's (docs/wire.md lists them, under Transports). Each takes
  * our result, Apache's, and the input, and says whether the disagreement is of its kind.
  */
 export const CLASSES: Record<string, (ours: DecodeResult, apache: ApacheCall, input: Uint8Array, transport: ApacheTransport) => boolean> = {
@@ -109,7 +109,7 @@ export const CLASSES: Record<string, (ours: DecodeResult, apache: ApacheCall, in
   "message type other than CALL/ONEWAY: we refuse, Apache's processor ignores the type": (o, a) => errorIs(o, /message type \d+ is not served/) && a.kind === "request",
   "non-strict (old) message header: we refuse, Apache reads it": (o) => errorIs(o, /non-strict binary message|bad protocol version/),
   [OTHER_TRANSPORT]: (o, _a, i, t) =>
-    errorIs(o, /unrecognised transport|compact protocol|HTTP request|invalid frame length|frame length 1|header magic/) || (o.kind === "request" && o.transport !== TRANSPORT_IDS[t]) || (t === "buffered" && i[0] !== 0x80) || (t !== "buffered" && i.length > 4 && i[4] === 0x80 !== (t === "framed")),
+    errorIs(o, /unrecognised transport|compact protocol|HTTP request|invalid frame length|frame length 1|header magic/) || (o.kind === "request" && o.transport !== TRANSPORT_IDS[t]) || (t === "buffered" && i[0] !== 0x80) || (t !== "buffered" && (i[0] === 0x80 || (i.length > 4 && i[4] === 0x80 !== (t === "framed")))),
   "THeader: Apache's reader does not bound the message by the frame length (reads from a partial frame, or past its end)": (_o, a, i, t) =>
     t === "theader" && (i.length < 4 || i.length !== 4 + Buffer.from(i).readInt32BE(0) || a.kind === "need-more" || (a.kind === "request" && a.consumed !== i.length)),
   [UUID_BUG]: (o, a) => o.kind !== "error" && a.kind === "error" && /UUID/.test(a.message),
@@ -179,7 +179,7 @@ function compareMutated(input: Uint8Array, transport: ApacheTransport): string {
 }
 
 /** Our own mutations on top of fuzz.ts's: a type byte or a length word changed where one stands. */
-function retype(rng: Rng, bytes: Uint8Array): Uint8Array {
+export function retype(rng: Rng, bytes: Uint8Array): Uint8Array {
   const out = Uint8Array.from(bytes);
   for (let n = 1 + int(rng, 2); n > 0; n--) {
     // A field header is a type byte then an i16 id: find one by a type code followed by 00.
