@@ -176,6 +176,7 @@ export class SnapshotLock {
     } catch (e) {
       return this.gone(e);
     }
+    this.unreadable = undefined;
     return this.judge(found);
   }
 
@@ -194,8 +195,17 @@ export class SnapshotLock {
     } catch (e) {
       return this.heldAs === "" || this.gone(e);
     }
+    this.unreadable = undefined;
     return this.heldAs === "" || this.judge(found); // (released meanwhile: as stillMine says then)
   }
+
+  /**
+   * unreadable is why the last check (stillMine, stillMineAsync) could not read the lock, when it
+   * failed for another reason than the file being gone (EIO, EMFILE, EACCES): it then said false
+   * without knowing whose the lock is, so a caller skips the write at hand but not the later
+   * ones (review: one EMFILE stopped a node's periodic writes for good, logged as a takeover).
+   */
+  unreadable: string | undefined;
 
   /** judge tells whether the lock's content `found` is this node's, and notes a takeover if not. */
   private judge(found: string): boolean {
@@ -207,7 +217,12 @@ export class SnapshotLock {
   /** gone answers stillMine when the lock could not be read (`e`): removed, it is made again. */
   private gone(e: unknown): boolean {
     // Removed (not taken: a taker makes its own): made again, the snapshot is still this node's.
-    return (e as NodeJS.ErrnoException).code === "ENOENT" && this.remade();
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+      this.unreadable = undefined;
+      return this.remade();
+    }
+    this.unreadable = String(e);
+    return false;
   }
 
   /** release removes the lock, if this node holds it (and it is still this node's file). */

@@ -141,7 +141,14 @@ export class Snapshotter {
    * node's thread (SnapshotLock.stillMineAsync): a volume that stopped answering holds the write.
    */
   private async checkedWrite(final: boolean): Promise<SnapshotResult> {
-    if (this.lock !== undefined && !(await this.lock.stillMineAsync())) {
+    const lock = this.lock;
+    if (lock !== undefined && !(await lock.stillMineAsync())) {
+      if (lock.unreadable !== undefined) {
+        // Whose the lock is, unknown (EIO, EMFILE): this write is skipped, not the next ones.
+        this.counters.failures++;
+        if (!final) this.logger.error("snapshot write skipped: its lock could not be read; the previous snapshot is kept", { path: this.path, error: lock.unreadable });
+        throw new Error(`not writing ${this.path}: its lock could not be read (${lock.unreadable})`);
+      }
       this.stop();
       this.logger.error("snapshot write refused: the snapshot lock is another node's now", { path: this.path });
       throw new Error(`not writing ${this.path}: its lock is another node's now`);

@@ -1,0 +1,101 @@
+/**
+ * A lock that cannot be read for a moment (EIO from a network volume, EMFILE on a node out of
+ * descriptors) is not a lock taken over: the write at hand is skipped, and the periodic writes go
+ * on. Only a lock found another node's (or gone and not to be made again) stops them.
+ */
+import { afterEach, beforeEach, expect, spyOn, test, setDefaultTimeout } from "bun:test";
+import * as fsp from "node:fs/promises";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Group } from "../../src/cluster/group.ts";
+import { Groups } from "../../src/cluster/groups.ts";
+import { Logger } from "../../src/server/log.ts";
+import { SnapshotLock } from "../../src/server/snapshot-lock.ts";
+import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+let dir = "";
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mbc-lock-errors-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+/** setup holds the lock of a snapshot path and gives a Snapshotter of one item that checks it; `written` resolves at its first write. */
+function setup(): { lock: SnapshotLock; snap: Snapshotter; errors: string[]; written: Promise<string> } {
+  const path = join(dir, "cache.snap");
+  const lock = new SnapshotLock(path, new Logger("silent"));
+  lock.acquire();
+  const groups = new Groups();
+  groups.add(new Group({ name: "kv", memory: 4 * 1024 * 1024 }));
+  const k = new TextEncoder().encode("k");
+  expect(groups.byName("kv")!.store.set(k, 0, 1, k, 0, 1, 0)).toBe(0);
+  const errors: string[] = [];
+  let onWritten: (m: string) => void = () => {};
+  const written = new Promise<string>((resolve) => (onWritten = resolve));
+  const logger: SnapshotLogger = {
+    info: (m) => m === "snapshot written" && onWritten("written"),
+    warn: (m) => void errors.push(m),
+    error: (m) => void errors.push(m),
+  };
+  const snap = new Snapshotter({ path, groups, logger });
+  snap.lock = lock;
+  return { lock, snap, errors, written };
+}
+
+test("a lock read that fails with EIO skips that periodic write, and the next one is written (review: it stopped the periodic writes for good, logged as a takeover)", async () => {
+  const { lock, snap, errors, written } = setup();
+  const realRead = fsp.readFile;
+  let failures = 1;
+  const spy = spyOn(fsp, "readFile").mockImplementation(((...args: Parameters<typeof realRead>) => {
+    if (failures-- > 0) return Promise.reject(Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" }));
+    return realRead(...args);
+  }) as typeof realRead);
+  try {
+    await expect(snap.write()).rejects.toThrow(/could not be read/);
+    expect(errors.some((m) => /another node's/.test(m))).toBe(false);
+    expect(snap.counters.failures).toBe(1);
+    // The interval started now must still write (the failed check must not have stopped writes to come).
+    snap.startInterval(20);
+    const stopped = new Promise<string>((resolve) => setTimeout(() => resolve("no write in 10 s"), 10_000).unref());
+    expect(await Promise.race([written, stopped])).toBe("written");
+    expect(lock.stillMine()).toBe(true);
+  } finally {
+    spy.mockRestore();
+    snap.stop();
+    await snap.settled();
+    lock.release();
+  }
+});
+
+test("a periodic write whose check fails with EMFILE leaves the timer running: the next tick writes", async () => {
+  const { lock, snap, written } = setup();
+  const realRead = fsp.readFile;
+  let failures = 1;
+  const spy = spyOn(fsp, "readFile").mockImplementation(((...args: Parameters<typeof realRead>) => {
+    if (failures-- > 0) return Promise.reject(Object.assign(new Error("EMFILE: too many open files"), { code: "EMFILE" }));
+    return realRead(...args);
+  }) as typeof realRead);
+  try {
+    snap.startInterval(20); // its first tick meets the failing read, a later one writes
+    const stopped = new Promise<string>((resolve) => setTimeout(() => resolve("no write in 10 s"), 10_000).unref());
+    expect(await Promise.race([written, stopped])).toBe("written");
+    expect(failures).toBeLessThan(0); // (the failing read was met)
+    expect(snap.counters.failures).toBe(1);
+  } finally {
+    spy.mockRestore();
+    snap.stop();
+    await snap.settled();
+    lock.release();
+  }
+});
+
+test("a lock found another node's still stops the periodic writes and refuses the write", async () => {
+  const { lock, snap, errors } = setup();
+  writeFileSync(lock.file, "another node's lock\n");
+  await expect(snap.write()).rejects.toThrow(/another node's now/);
+  expect(errors).toContain("snapshot write refused: the snapshot lock is another node's now");
+  expect(await lock.stillMineAsync()).toBe(false);
+  lock.release(); // (leaves the other node's file: it is not this node's)
+});
