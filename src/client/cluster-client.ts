@@ -17,6 +17,7 @@
  */
 import { canonicalMember, memberAddressOf } from "../cluster/member-id.ts";
 import { Ring } from "../cluster/ring.ts";
+import { cellBitsFor } from "../cluster/ring-cells.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
 import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.ts";
 import { unavailable } from "./results.ts";
@@ -46,13 +47,15 @@ export class ClusterClient {
 
   /**
    * setMembers follows a new member list (ignored once closed). A member id no client can be made
-   * for (a port out of range) throws RangeError, and nothing changes.
+   * for (a port out of range), or more members than a ring holds (65,536), throws RangeError, and
+   * nothing changes.
    */
   setMembers(members: readonly string[]): void {
     if (this.closed) return;
     // Canonical ids (member-id.ts), as the nodes read them: the ring hashes ids, so a member
     // written otherwise here than in the nodes' lists would own other keys.
     const next = new Set(members.map((id) => canonicalMember(id) ?? id)); // (one that is not an id throws below)
+    cellBitsFor(next.size); // a list the ring cannot hold throws now, before a client is closed or made
     // Clients first: a bad id (a port out of range) throws here, with nothing changed.
     const made = new Map<string, CacheClient>();
     try {

@@ -90,3 +90,16 @@ describe("a write the owner fails is made once: its failure goes back to the cal
     });
   }
 });
+
+test("a member list past the ring's 65,536 members throws RangeError and changes nothing: the members before still serve (review: the old members' clients were closed and dropped first, and every call then failed with a TypeError)", async () => {
+  const member = new StubServer();
+  open.push(member);
+  const id = `127.0.0.1:${member.port}`;
+  member.store.set("g/k", utf8.encode("v"));
+  const cc = new ClusterClient({ members: [id], client: { connections: 1, timeoutMs: 1000 } });
+  open.push(cc);
+  const tooMany = Array.from({ length: 65_537 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8001`);
+  expect(() => cc.setMembers(tooMany)).toThrow(RangeError);
+  expect(cc.ownerOf("k")).toBe(id);
+  expect(text.decode((await cc.get("g", "k")).value)).toBe("v");
+}, 120_000); // (the code before made a client for each of the 65,537 ids first: ~25 s)
