@@ -278,7 +278,11 @@ export class SnapshotLock {
     // and release it unseen (a node paused past LOCK_STALE_MS).
     if (this.takenOver || performance.now() - this.touchedAt >= LOCK_STALE_MS) return false;
     try {
-      if (this.create(this.file) !== true) return false;
+      const made = this.create(this.file);
+      // There again: this node's own when another check of its own (a touch, a write's) found it
+      // gone too and made it first: each read was under way before either made it.
+      if (made === false) return readFileSync(this.file, "utf8") === this.content();
+      if (made !== true) return false;
     } catch {
       return false;
     }

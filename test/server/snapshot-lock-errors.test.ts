@@ -99,3 +99,35 @@ test("a lock found another node's still stops the periodic writes and refuses th
   expect(await lock.stillMineAsync()).toBe(false);
   lock.release(); // (leaves the other node's file: it is not this node's)
 });
+
+test("a removed lock that two checks find gone at once is made again by one, and both find it this node's (review: the second met the first's new file, EEXIST, and took it for another node's)", async () => {
+  const { lock, snap, errors } = setup();
+  rmSync(lock.file);
+  // Both reads are under way before either is answered (as a touch's and a periodic write's can
+  // be on a slow volume): each fails ENOENT, and only then does the first make the lock again.
+  const realRead = fsp.readFile;
+  let answer: () => void = () => {};
+  const answered = new Promise<void>((resolve) => (answer = resolve));
+  const reads: Promise<unknown>[] = [];
+  const spy = spyOn(fsp, "readFile").mockImplementation(((...args: Parameters<typeof realRead>) => {
+    const read = realRead(...args);
+    reads.push(read);
+    return answered.then(() => read);
+  }) as typeof realRead);
+  let a: boolean;
+  let b: boolean;
+  try {
+    const both = Promise.all([lock.stillMineAsync(), lock.stillMineAsync()]);
+    await Promise.allSettled(reads); // both failed ENOENT; now their callers hear of it, one after the other
+    answer();
+    [a, b] = await both;
+  } finally {
+    spy.mockRestore();
+  }
+  expect([a, b]).toEqual([true, true]);
+  expect(lock.stillMine()).toBe(true);
+  const w = await snap.write();
+  expect(w.items).toBe(1);
+  expect(errors.filter((m) => /another node's/.test(m))).toEqual([]);
+  lock.release();
+});
