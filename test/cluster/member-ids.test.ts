@@ -79,6 +79,22 @@ describe("canonicalMember", () => {
     ["a/b:8001", undefined],
     ["::1:8001", undefined],
     ["a b:1", undefined],
+    // corner cases (review of member-id.ts)
+    [":8001", undefined], // no host
+    ["[]:8001", undefined],
+    ["cache-a:0", undefined],
+    ["cache-a:", undefined],
+    ["cache-a:+1", undefined],
+    ["cache-a:٣", undefined], // (an Arabic-Indic digit is no port)
+    ["host1.rack2:8001", "host1.rack2:8001"],
+    ["XN--BCHER-KVA.Example:1", "xn--bcher-kva.example:1"], // punycode is ASCII: lower-cased
+    ["[fe80::1%eth0.100]:1", "[fe80::1%eth0.100]:1"], // a VLAN interface's zone
+    ["[fe80::%Eth0]:1", "[fe80::%Eth0]:1"],
+    ["[1:2:3:4:5:6:1.2.3.4]:1", "[1:2:3:4:5:6:102:304]:1"],
+    ["[1:2:3:4:5:6:7:1.2.3.4]:1", undefined], // nine groups
+    ["[1.2.3.4::]:1", undefined], // an IPv4 part only last
+    ["[::ffff:1.2.3.04]:1", undefined], // no leading zeros in its parts
+    ["[::ffff:0:0]:1", "[::ffff:0.0.0.0]:1"],
   ];
   for (const [id, want] of cases) {
     test(`${id} → ${want ?? "not a member id"}`, () => {
