@@ -193,17 +193,22 @@ export class SnapshotLock {
     try {
       found = await readFile(this.file, "utf8");
     } catch (e) {
-      return this.heldAs === "" || this.gone(e);
+      return this.heldAs !== "" && this.gone(e);
     }
     this.unreadable = undefined;
-    return this.heldAs === "" || this.judge(found); // (released meanwhile: as stillMine says then)
+    // Released while the read waited (a second signal's abandon): not this node's to write now
+    // (review: the write went on, unlocked, and put back a snapshot the abandon had moved aside).
+    return this.heldAs !== "" && this.judge(found);
+  }
+
+  /** holding tells whether this node holds the lock now (not before `acquire`, nor after `release`). */
+  get holding(): boolean {
+    return this.heldAs !== "";
   }
 
   /**
-   * unreadable is why the last check (stillMine, stillMineAsync) could not read the lock, when it
-   * failed for another reason than the file being gone (EIO, EMFILE, EACCES): it then said false
-   * without knowing whose the lock is, so a caller skips the write at hand but not the later
-   * ones (review: one EMFILE stopped a node's periodic writes for good, logged as a takeover).
+   * unreadable: why the last check could not read the lock (EIO, EMFILE; not ENOENT): its false knows not whose it
+   * is, so a caller skips that write, not the later ones (review: one EMFILE stopped the periodic writes for good).
    */
   unreadable: string | undefined;
 
@@ -279,8 +284,8 @@ export class SnapshotLock {
     if (this.takenOver || performance.now() - this.touchedAt >= LOCK_STALE_MS) return false;
     try {
       const made = this.create(this.file);
-      // There again: this node's own when another check of its own (a touch, a write's) found it
-      // gone too and made it first: each read was under way before either made it.
+      // There again: this node's own if another of its checks (a touch, a write's), its read
+      // under way too, found it gone and made it first.
       if (made === false) return readFileSync(this.file, "utf8") === this.content();
       if (made !== true) return false;
     } catch {

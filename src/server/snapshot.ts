@@ -143,6 +143,7 @@ export class Snapshotter {
   private async checkedWrite(final: boolean): Promise<SnapshotResult> {
     const lock = this.lock;
     if (lock !== undefined && !(await lock.stillMineAsync())) {
+      if (!lock.holding) throw new Error(`not writing ${this.path}: its lock was released (the node is exiting)`);
       if (lock.unreadable !== undefined) {
         // Whose the lock is, unknown (EIO, EMFILE): this write is skipped, not the next ones.
         this.counters.failures++;

@@ -5,11 +5,12 @@
  */
 import { afterEach, beforeEach, expect, spyOn, test, setDefaultTimeout } from "bun:test";
 import * as fsp from "node:fs/promises";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
+import { FinalSnapshot } from "../../src/server/final-snapshot.ts";
 import { Logger } from "../../src/server/log.ts";
 import { SnapshotLock } from "../../src/server/snapshot-lock.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
@@ -130,4 +131,62 @@ test("a removed lock that two checks find gone at once is made again by one, and
   expect(w.items).toBe(1);
   expect(errors.filter((m) => /another node's/.test(m))).toEqual([]);
   lock.release();
+});
+
+/** stallReads holds every lock read until `answer()`: a volume that has stopped answering for now. */
+function stallReads(): { answer: () => void; restore: () => void } {
+  const realRead = fsp.readFile;
+  let answer: () => void = () => {};
+  const answered = new Promise<void>((resolve) => (answer = resolve));
+  const spy = spyOn(fsp, "readFile").mockImplementation(((...args: Parameters<typeof realRead>) => answered.then(() => realRead(...args))) as typeof realRead);
+  return { answer: () => answer(), restore: () => spy.mockRestore() };
+}
+
+test("a shutdown while a periodic write waits on its lock check: the final write follows it and holds what was set meanwhile", async () => {
+  const { lock, snap } = setup();
+  const store = snap["groups"].byName("kv")!.store; // (the setup's group)
+  const stall = stallReads();
+  let finalDone = false;
+  try {
+    const periodic = snap.write();
+    const final = new FinalSnapshot(new Logger("silent"));
+    const closing = final.write(snap).then(() => (finalDone = true));
+    const k = new TextEncoder().encode("late");
+    expect(store.set(k, 0, k.length, k, 0, k.length, 0)).toBe(0); // taken while both wait
+    expect(finalDone).toBe(false);
+    stall.answer();
+    expect((await periodic).items).toBeGreaterThanOrEqual(1);
+    await closing;
+    expect(final.failed).toBe(false);
+    expect(snap.counters.writes).toBe(2);
+  } finally {
+    stall.restore();
+  }
+  const next = new Groups();
+  next.add(new Group({ name: "kv", memory: 4 * 1024 * 1024 }));
+  expect((await new Snapshotter({ path: snap.path, groups: next, logger: { info() {}, warn() {}, error() {} } }).load()).items).toBe(2);
+  expect(next.byName("kv")!.store.has(new TextEncoder().encode("late"))).toBe(true);
+  expect(existsSync(lock.file)).toBe(false); // released after the final write
+});
+
+test("a second signal while a periodic write waits on its lock check: the snapshot on disk is moved aside, and the write that waited makes none (review: it went on unlocked and put one back)", async () => {
+  const { lock, snap } = setup();
+  await snap.write(); // a snapshot on disk, which the writes since would make stale
+  const stall = stallReads();
+  try {
+    const periodic = snap.write().catch((e: unknown) => e);
+    const final = new FinalSnapshot(new Logger("silent"));
+    const movedTo = final.abandon(snap);
+    expect(movedTo).toMatch(/\.stale-\d+$/);
+    expect(existsSync(snap.path)).toBe(false);
+    expect(existsSync(lock.file)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
+    stall.answer();
+    // A process exits here; this one lets the write that waited go on: it must not write.
+    expect(String(await periodic)).toMatch(/its lock was released/);
+    expect(existsSync(snap.path)).toBe(false);
+    expect(readdirSync(dir).filter((f) => !f.includes(".stale-"))).toEqual([]);
+  } finally {
+    stall.restore();
+  }
 });
