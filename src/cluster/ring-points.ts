@@ -11,7 +11,7 @@
  * written anew (a 1,024-member list is 10 M points: 196 ms through hashBytes, 4-byte blocks of
  * "10.3.255.4:8002#" hashed again for every point). Any other hash gets the bytes whole.
  */
-import { hashBytes } from "../store/hash.ts";
+import { hashBytes, murmurBlocks, murmurFinish } from "../store/hash.ts";
 import type { RingHash } from "./ring.ts";
 
 const HASH_SEP = 0x23; // "#"
@@ -65,7 +65,8 @@ function murmurPoints(buf: Uint8Array, base: number, r: number, out: Int32Array)
   let end = base + 1;
   for (let k = 0; k < r; k++) {
     if (k > 0) end = countUp(buf, base, end);
-    out[k] = murmurFrom(h0, buf, resume, end);
+    const end4 = end & ~3; // (the blocks of "#" and k's digits past the prefix's, then the tail)
+    out[k] = murmurFinish(murmurBlocks(h0, buf, resume, end4), buf, end4, end);
   }
 }
 
@@ -82,42 +83,3 @@ function countUp(buf: Uint8Array, base: number, end: number): number {
   return end + 1;
 }
 
-/** murmurBlocks runs MurmurHash3's block step over buf[i, end) (a multiple of 4 bytes) from state `h`. */
-function murmurBlocks(h: number, buf: Uint8Array, i: number, end: number): number {
-  for (; i < end; i += 4) {
-    let k = buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  return h;
-}
-
-/**
- * murmurFrom is hashBytes(buf, 0, len) for a state `h` that hashBytes has after buf[0, i) (i a
- * multiple of 4): the remaining blocks, the tail, the finalizer. ring-points.test.ts compares them.
- */
-function murmurFrom(h: number, buf: Uint8Array, i: number, len: number): number {
-  const end4 = len & ~3;
-  h = murmurBlocks(h, buf, i, end4);
-  const rest = len & 3;
-  if (rest !== 0) {
-    let k = buf[end4]!;
-    if (rest > 1) k |= buf[end4 + 1]! << 8;
-    if (rest > 2) k |= buf[end4 + 2]! << 16;
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-  }
-  h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h;
-}
