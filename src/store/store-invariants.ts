@@ -21,7 +21,7 @@
  *   per-page and per-class used counts and the empty-page count match.
  */
 import { hashBytes } from "./hash.ts";
-import { type HashIndex, MAX_SAME_HASH, slotsFor } from "./hash-index.ts";
+import { type HashIndex, MAX_LOAD, MAX_SAME_HASH, slotsFor } from "./hash-index.ts";
 import { NIL, STRIDE, W_HEAP } from "./item-table.ts";
 import { CHUNK_HEADER } from "./slab-allocator.ts";
 import type { Store } from "./store.ts";
@@ -102,7 +102,8 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
     indexed++;
   }
   if (indexed !== live || index.count !== live) fail(`index holds ${indexed} (count ${index.count}), live ${live}`);
-  if (index.slotCount !== slotsFor(items.cap)) fail(`index has ${index.slotCount} slots, a table of ${items.cap} ids calls for ${slotsFor(items.cap)}`);
+  // Larger only until a shrink's smaller index is built (table-shrink.ts).
+  if (index.slotCount < slotsFor(items.cap)) fail(`index has ${index.slotCount} slots, a table of ${items.cap} ids calls for ${slotsFor(items.cap)}`);
   checkIndexBuild(index);
 
   const chainEnd = items.shrinkingTo !== 0 ? items.shrinkingTo : items.cap;
@@ -177,7 +178,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
 }
 
 /**
- * checkIndexBuild verifies the doubled table an index is building, if any (hash-index.ts): each of
+ * checkIndexBuild verifies the table an index is building (doubled, or smaller for a shrink), if any (hash-index.ts): each of
  * its entries is in the old table with the same hash, once, and reachable from its home slot;
  * every entry of the old table at a slot below the cursor is in it; before it is filled, it is
  * used for nothing (cursor 0). Throws naming the first violation.
@@ -188,7 +189,11 @@ export function checkIndexBuild(index: HashIndex): void {
   };
   const next = index.next;
   if (next.length === 0) return;
-  if (next.length !== 4 * index.slotCount) fail(`the table being built has ${next.length / 2} slots, not twice ${index.slotCount}`);
+  const nextSlots = next.length / 2;
+  if (nextSlots !== 2 * index.slotCount && (nextSlots >= index.slotCount || (nextSlots & (nextSlots - 1)) !== 0)) {
+    fail(`the table being built has ${nextSlots} slots: neither twice ${index.slotCount} nor a smaller power of two`);
+  }
+  if (nextSlots < index.slotCount && index.count > nextSlots * MAX_LOAD) fail(`the smaller table being built cannot hold ${index.count} entries`);
   if (index.filled < next.length) {
     if (index.cursor !== 0) fail(`cursor ${index.cursor} before the table being built is filled`);
     for (let i = 1; i < index.filled; i += 2) if (next[i] !== NIL) fail(`slot ${(i - 1) / 2} holds an entry before the copy began`);

@@ -142,13 +142,13 @@ export class StoreRoom {
     for (;;) {
       if (this.tryGrowItems()) return true;
       if (!this.index.building) return false;
-      this.index.cancelGrow();
+      this.index.cancelBuild();
       this.updatePageLimit();
     }
   }
 
   /** freeBytes is the memory neither pages (one at least) nor metadata hold. */
-  private freeBytes(): number {
+  freeBytes(): number {
     // At least one page stays out of the table's reach, as the constructor requires: with none
     // left (every page released, or none assigned since a clear) nothing could be stored again.
     const usedPages = Math.max(1, this.slab.pagesAssigned) * this.slab.pageSize;
@@ -156,6 +156,8 @@ export class StoreRoom {
   }
 
   private tryGrowItems(): boolean {
+    // A shrink's smaller index being built (table-shrink.ts) would not hold the ids: a later tick builds again.
+    if (this.index.buildingSmaller) this.index.cancelBuild();
     const cap = this.items.cap;
     const perItem = RECORD_BYTES + HEAP_BYTES_PER_ITEM;
     const room = this.freeBytes();
@@ -179,7 +181,7 @@ export class StoreRoom {
     // The growth after this one (by half) will double the index: the doubled table is built from
     // now on, inserts copying a few slots each, if its bytes are free now (it is counted from now).
     const after = Math.min(this.items.maxIds, newCap + (newCap >> 1));
-    if (!this.index.building && slotsFor(after) > this.index.slotCount && 2 * this.index.byteSize() <= this.freeBytes()) this.index.beginGrow();
+    if (!this.index.building && slotsFor(after) > this.index.slotCount && 2 * this.index.byteSize() <= this.freeBytes()) this.index.beginBuild();
     this.updatePageLimit();
     return true;
   }
@@ -206,10 +208,11 @@ export class StoreRoom {
     for (;;) {
       const page = this.slab.alloc(cls, id);
       if (page !== NIL) return page;
-      if (this.index.building) {
+      if (this.index.building && !this.index.buildingSmaller) {
         // Pages come first: the doubled index being built holds memory for a growth that may
-        // never come (the store is full), and a page it kept out would stay out for good.
-        this.index.cancelGrow();
+        // never come (the store is full), and a page it kept out would stay out for good. (A
+        // shrink's smaller one gives back more than it holds once built.)
+        this.index.cancelBuild();
         this.updatePageLimit();
         continue;
       }

@@ -13,7 +13,7 @@
 import { NIL } from "./item-table.ts";
 import { REMOVE_EXPIRE_ACTIVE, removeItem } from "./store-removal.ts";
 import type { Store } from "./store.ts";
-import { IdPin, MIN_STEP } from "./table-shrink.ts";
+import { IdPin, MIN_STEP, SHRUNK_TABLE } from "./table-shrink.ts";
 
 /**
  * expireDue (Store.expire) removes up to `budget` items whose expiry is <= now, and returns how
@@ -24,10 +24,13 @@ import { IdPin, MIN_STEP } from "./table-shrink.ts";
 export function expireDue(store: Store, now: number, budget: number): number {
   let n = 0;
   while (n < budget && expireOne(store, now) !== NIL) n++;
-  if (store.shrink.step(Math.max(budget - n, MIN_STEP))) {
-    if (store.room.moveCredit > store.items.cap) store.room.moveCredit = store.items.cap;
+  const shrunk = store.shrink.step(Math.max(budget - n, MIN_STEP));
+  if (shrunk !== 0) {
+    if (shrunk === SHRUNK_TABLE) {
+      if (store.room.moveCredit > store.items.cap) store.room.moveCredit = store.items.cap;
+      store.counters.tableShrinks++;
+    }
     store.room.updatePageLimit();
-    store.counters.tableShrinks++;
   }
   return n;
 }

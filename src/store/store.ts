@@ -114,7 +114,7 @@ export class Store {
     this.heap = new TtlHeap(this.items, Math.min(cap, 256));
     this.index = new HashIndex(this.items, this.slab, slotsFor(cap));
     this.admission = new Admission(opts.admissionK ?? 2, opts.admissionHistory ?? 4096);
-    this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap);
+    this.shrink = new TableShrink(this.items, this.index, this.lru, this.heap, this.slab, this.hashSeed, cap, () => this.room.freeBytes());
     this.room = new StoreRoom(this, this.shrink, (id) => removeItem(this, id, REMOVE_EVICT));
     this.classEvictions = new Float64Array(this.classes.count);
     // Per page 26 B (slab: used, carved, pool, class, free list head and links); per class 48 B

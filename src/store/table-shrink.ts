@@ -19,19 +19,25 @@
  *   grows by half when full, so after a shrink the live count must double before it grows
  *   again, and halve before it shrinks again: a count that wanders about a threshold moves
  *   nothing (hysteresis);
- * - how: incrementally. `beginShrink` makes new items take only ids below the new size
- *   (ItemTable); each tick then moves up to `budget` of the items left above it to free ids below
- *   it, looking at up to SCAN_PER_MOVE ids per move; once no item is left above, the table and the
- *   index are cut down (a copy of the live ids' records into a fresh buffer, and one rehash of
- *   the smaller size, as a growth of the index does) and the
- *   store may take pages for the bytes freed. Should the live count come back to three quarters
- *   of the new size meanwhile (or new items run out of ids below it), the shrink is cancelled.
- *   The tick that starts a shrink reads every record below the new size once (to chain its free
- *   ids), and the last one copies the smaller table and rehashes the index, whatever the budget:
- *   both grow with the items left. The longest tick of the 64 MiB case above (nothing left) took
- *   1.5 ms, and all 176 of its ticks 54 ms; with a fifth of the items left (64 MiB: 122k items,
- *   642k ids cut to 245k) the last took 14-19 ms, and 47 ms in 256 MiB (507k items, 2.57M ids
- *   to 1.01M): what a growth of that size costs the set that makes it (22 and 112 ms).
+ * - how: incrementally, in three phases a tick's budget at a time. (1) `beginShrink` makes new
+ *   items take only ids below the new size (ItemTable); each tick then moves up to `budget` of
+ *   the items left above it to free ids below it, looking at up to SCAN_PER_MOVE ids per move.
+ *   (2) Once no item is left above, each tick touches TOUCH_PER_UNIT bytes a unit of the buffer
+ *   the records will be copied into (`prepareTruncate`), then one tick copies them (`truncate`:
+ *   the old buffer, with every page the larger table touched, goes back to the OS) and the
+ *   store may take pages for the bytes freed. (3) The index is then built at the smaller size as
+ *   a growth builds the doubled one (HashIndex.beginBuild, INDEX_SLOTS_PER_UNIT slots a unit), its
+ *   bytes taken from those the table just gave back, and swapped in once complete. Should the
+ *   live count come back to three quarters of the new size during (1) or (2) (or new items run
+ *   out of ids below it), the shrink is cancelled; a growth of the table drops (3)'s build, and a
+ *   later tick builds again for the size the table then has.
+ *   In one go, the last tick copied the records into an untouched buffer and rehashed the index:
+ *   1.5 s in a store of 20 M items cut to 4 M (8 M ids: 677 ms the copy, 579 ms the rehash; 2.0 s
+ *   when expiry removed them). Now the index costs no tick more than its budget, and the copy
+ *   into a touched buffer 80 ms (`bun bench/store-shrink.ts`); the tick that starts a shrink
+ *   still reads every record below the new size once (to chain its free ids: 44 ms for 8 M).
+ *   The touched buffer is memory the store does not count until it holds the table: as the
+ *   copy in one go held it for a moment, it is held for the ticks of phase (2).
  *
  * Moving an item changes its id: its record is copied, and its LRU neighbours (or the list's
  * head or tail), its heap slot, its index slot and its chunk's owner word are made to name the
@@ -46,7 +52,7 @@
  * it then, and ends at the smaller size.
  */
 import { hashBytes } from "./hash.ts";
-import { type HashIndex, slotsFor } from "./hash-index.ts";
+import { type HashIndex, SLOT_BYTES, slotsFor } from "./hash-index.ts";
 import { CLASS_MASK, KEY_SHIFT, NIL, STRIDE, W_CLASS, W_HEAP, W_NEXT, W_OFF, W_PAGE, W_PREV, type ItemId, type ItemTable } from "./item-table.ts";
 import type { LruList } from "./lru-list.ts";
 import { CHUNK_HEADER, type SlabAllocator } from "./slab-allocator.ts";
@@ -54,6 +60,20 @@ import type { TtlHeap } from "./ttl-heap.ts";
 
 /** SCAN_PER_MOVE is how many ids one unit of budget may look at when most of them are free. */
 const SCAN_PER_MOVE = 32;
+/**
+ * TOUCH_PER_UNIT is how many bytes of the records' next buffer one unit of budget touches. The
+ * first touch costs about 3 µs a KiB here (2,000 units of 1 KiB: 5.8 ms a tick), so 256 B.
+ */
+const TOUCH_PER_UNIT = 256;
+/**
+ * INDEX_SLOTS_PER_UNIT is how many slots of the smaller index one unit of budget builds (marked
+ * empty or copied): each copy lands at a random place of the new table, ~20 ns (2,000 units of
+ * 256 slots: 11.7 ms a tick), so 32, as many as a move looks at.
+ */
+const INDEX_SLOTS_PER_UNIT = 32;
+/** SHRUNK_TABLE and SHRUNK_INDEX are what `step` returns when it made the table, or the index, smaller. */
+export const SHRUNK_TABLE = 1;
+export const SHRUNK_INDEX = 2;
 /**
  * MIN_STEP is the units of work (moves) a tick gives the shrink at least, whatever expiry left of
  * its budget: 64 moves, 2,048 ids looked at, tens of microseconds.
@@ -80,9 +100,16 @@ export class TableShrink {
   private readonly heap: TtlHeap;
   private readonly slab: SlabAllocator;
   private readonly hashSeed: number;
-  private readonly floor: number;
+  /** floor is the table's first size: it shrinks no further (a clear takes it back there at once). */
+  readonly floor: number;
+  /** freeBytes is the memory the store's bound leaves free of pages and metadata (StoreRoom.freeBytes). */
+  private readonly freeBytes: () => number;
 
-  constructor(items: ItemTable, index: HashIndex, lru: LruList, heap: TtlHeap, slab: SlabAllocator, hashSeed: number, floor: number) {
+  constructor(
+    items: ItemTable, index: HashIndex, lru: LruList, heap: TtlHeap, slab: SlabAllocator, hashSeed: number, floor: number,
+    freeBytes: () => number,
+  ) {
+    this.freeBytes = freeBytes;
     this.items = items;
     this.index = index;
     this.lru = lru;
@@ -94,23 +121,25 @@ export class TableShrink {
 
   /**
    * step does up to `budget` units of the shrink's work (see the header), starting one when the
-   * table is mostly free. It returns true when it made the table smaller.
+   * table is mostly free. It returns SHRUNK_TABLE or SHRUNK_INDEX when it made the table, or
+   * the index, smaller (the store may then take pages for the bytes), else 0.
    */
-  step(budget: number): boolean {
+  step(budget: number): number {
     const items = this.items;
     const target = items.shrinkingTo;
     if (target === 0) {
-      if (items.live * 4 >= items.cap) return false;
+      if (this.index.slotCount > slotsFor(items.cap)) return this.shrinkIndex(budget);
+      if (items.live * 4 >= items.cap) return 0;
       const n = Math.max(this.floor, 2 * items.live);
-      if (n >= items.cap) return false;
+      if (n >= items.cap) return 0;
       items.beginShrink(n); // O(n): this tick's work
-      this.index.cancelGrow(); // (a doubled index is not wanted now)
+      this.index.cancelBuild(); // (a doubled index is not wanted now)
       this.cursor = n;
-      return false;
+      return 0;
     }
     if (items.live * 4 > target * 3) {
       items.cancelShrink();
-      return false;
+      return 0;
     }
     const top = items.top; // no id from it up was handed out: none to move
     const end = Math.min(top, this.passed());
@@ -122,12 +151,33 @@ export class TableShrink {
       moves++;
     }
     this.cursor = id;
-    if (id < top) return false;
+    if (id < top || !items.prepareTruncate(budget * TOUCH_PER_UNIT)) return 0;
     items.truncate();
-    const slots = slotsFor(target);
-    if (slots < this.index.slotCount) this.index.resize(slots);
     this.heap.fit(target);
-    return true;
+    if (this.index.slotCount > slotsFor(target)) this.shrinkIndex(0); // (begun: the store counts its bytes before pages take the rest)
+    return SHRUNK_TABLE;
+  }
+
+  /**
+   * shrinkIndex builds the index at the size the table calls for, `budget` units of it, and
+   * swaps it in once built (SHRUNK_INDEX). Should the bytes for it not be free (the store gave
+   * them to pages since), it rehashes at once, as before (the old table's bytes are then the
+   * store's again at once too).
+   */
+  private shrinkIndex(budget: number): number {
+    const index = this.index;
+    const slots = slotsFor(this.items.cap);
+    if (!index.buildingSmaller || index.nextMask + 1 !== slots) {
+      index.cancelBuild();
+      if (slots * SLOT_BYTES > this.freeBytes()) {
+        index.resize(slots);
+        return SHRUNK_INDEX;
+      }
+      index.beginBuild(slots);
+    }
+    if (!index.advance(budget * INDEX_SLOTS_PER_UNIT)) return 0;
+    index.finishBuild();
+    return SHRUNK_INDEX;
   }
 
   /** passed is the id below which every walk under way has passed (no walk: any id). */

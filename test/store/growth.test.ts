@@ -177,21 +177,21 @@ describe("HashIndex during a build", () => {
           model.delete(id);
           model.set(nextId++, hash);
         } else if (!ix.building && ix.slotCount < 1024 && rnd.int(4) === 0) {
-          ix.beginGrow();
+          ix.beginBuild();
         } else if (ix.building && (rnd.int(50) === 0 || ix.count + 1 > ix.slotCount * MAX_LOAD)) {
           const slots = ix.slotCount;
           ix.grow();
           expect(ix.slotCount).toBe(2 * slots);
           expect(ix.next.length).toBe(0); // swapped: no build left
         } else if (ix.building && rnd.int(30) === 0) {
-          ix.cancelGrow();
+          ix.cancelBuild();
         }
         checkIndexBuild(ix);
         expect(entries(ix)).toEqual(model);
         expect(ix.count).toBe(model.size);
       }
       // A build finished by grow holds exactly the model.
-      if (!ix.building) ix.beginGrow();
+      if (!ix.building) ix.beginBuild();
       ix.grow();
       expect(entries(ix)).toEqual(model);
     }

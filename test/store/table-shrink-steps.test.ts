@@ -1,0 +1,139 @@
+/**
+ * A shrink of the item table costs each expiry tick a bounded share (table-shrink.ts): the
+ * smaller index is built a budget at a time while the store serves. Replay the model test with
+ * `TEST_SEED=<seed> bun test test/store/table-shrink-steps.test.ts`.
+ */
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
+import { MIB, SET_OK, Store, type StoreOptions } from "../../src/store/store.ts";
+import { slotsFor } from "../../src/store/hash-index.ts";
+import { MIN_STEP } from "../../src/store/table-shrink.ts";
+import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
+
+setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
+
+class FakeClock {
+  now = 1_000_000;
+  read = (): number => this.now;
+}
+
+function mk(opts: Partial<StoreOptions> = {}, clock = new FakeClock()): Store {
+  return new Store({ memory: 64 * MIB, clock: clock.read, ...opts });
+}
+
+function put(s: Store, key: string, value: Uint8Array, ttlMs = 0): number {
+  const k = bytes(key);
+  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
+}
+
+function read(s: Store, key: string): Uint8Array | undefined {
+  const id = s.get(bytes(key));
+  return id < 0 ? undefined : s.valueView(id).slice();
+}
+
+describe("Store table shrink, a tick's share at a time", () => {
+  test("no tick of a shrink puts more index entries in a new table than its budget builds: the smaller index is built over ticks, not rehashed in one", () => {
+    const clock = new FakeClock();
+    const s = mk({}, clock);
+    for (let i = 0; i < 300_000; i++) put(s, `k${i}`, pattern(i, 8));
+    for (let i = 0; i < 300_000; i++) if (i % 8 !== 0) s.delete(bytes(`k${i}`));
+    const live = s.size;
+    const slotsBefore = s.index.slotCount;
+    let worst = 0;
+    let ticks = 0;
+    let sawBuild = false;
+    while ((s.items.shrinkingTo !== 0 || s.counters.tableShrinks === 0 || s.index.buildingSmaller) && ticks < 100_000) {
+      const moved = s.index.moved;
+      s.expire(clock.now, MIN_STEP);
+      worst = Math.max(worst, s.index.moved - moved);
+      sawBuild ||= s.index.buildingSmaller;
+      ticks++;
+    }
+    expect(s.counters.tableShrinks).toBe(1);
+    expect(s.items.cap).toBe(2 * live);
+    expect(s.index.slotCount).toBe(slotsFor(2 * live));
+    expect(s.index.slotCount).toBeLessThan(slotsBefore);
+    // One rehash put all 37,500 entries in the new table in one tick; a tick's budget now builds
+    // 64 x 32 slots (and a build step of 16 past it at most).
+    expect(worst).toBeLessThanOrEqual(MIN_STEP * 32 + 16);
+    expect(worst).toBeLessThan(live);
+    expect(sawBuild).toBe(true);
+    s.checkInvariants();
+    for (let i = 0; i < 300_000; i += 7) expect(read(s, `k${i}`)).toEqual(i % 8 === 0 ? pattern(i, 8) : undefined);
+  });
+
+  test("seeded sets, gets, deletes, expiry and clears between the ticks of shrinks agree with a Map; invariants after every tick", () => {
+    const seed = testSeed();
+    const rnd = new Prng(seed);
+    const clock = new FakeClock();
+    const s = mk({ memory: 32 * MIB, initialItems: 64 }, clock);
+    const model = new Map<string, { value: Uint8Array; expiry: number }>();
+    const phases = { moving: 0, building: 0 };
+    let next = 0;
+    const check = (key: string): void => {
+      const e = model.get(key);
+      const got = read(s, key);
+      if (e === undefined || e.expiry <= clock.now) {
+        expect(got).toBeUndefined();
+        model.delete(key);
+      } else expect(got).toEqual(e.value);
+    };
+    try {
+      for (let round = 0; round < 10; round++) {
+        // A burst, then most of it gone: the table is mostly free and a shrink begins.
+        const burst = 5_000 + rnd.int(25_000);
+        for (let i = 0; i < burst; i++) {
+          const key = `b${next++}`;
+          const value = pattern(next, 4 + rnd.int(40));
+          const ttl = rnd.int(3) === 0 ? 1 + rnd.int(20_000) : 0;
+          expect(put(s, key, value, ttl)).toBe(SET_OK);
+          model.set(key, { value, expiry: ttl === 0 ? Infinity : clock.now + ttl });
+        }
+        for (const key of model.keys()) if (rnd.int(12) !== 0) {
+          s.delete(bytes(key));
+          model.delete(key);
+        }
+        for (let t = 0; t < 400 && (t < 20 || s.items.shrinkingTo !== 0 || s.index.buildingSmaller); t++) {
+          if (s.items.shrinkingTo !== 0) phases.moving++;
+          if (s.index.buildingSmaller) phases.building++;
+          for (let op = rnd.int(30); op > 0; op--) {
+            const r = rnd.int(10);
+            const keys = r < 6 ? [...model.keys()] : [];
+            if (r < 3 && keys.length > 0) check(keys[rnd.int(keys.length)]!);
+            else if (r < 5 && keys.length > 0) {
+              const key = keys[rnd.int(keys.length)]!;
+              const e = model.get(key)!;
+              expect(s.delete(bytes(key))).toBe(e.expiry > clock.now);
+              model.delete(key);
+            } else if (r < 6 && keys.length > 0) {
+              const key = keys[rnd.int(keys.length)]!; // overwritten, maybe in another class
+              const value = pattern(next++, 4 + rnd.int(200));
+              expect(put(s, key, value)).toBe(SET_OK);
+              model.set(key, { value, expiry: Infinity });
+            } else {
+              const key = `n${next++}`;
+              const value = pattern(next, 4 + rnd.int(40));
+              const ttl = rnd.int(2) === 0 ? 1 + rnd.int(3_000) : 0;
+              expect(put(s, key, value, ttl)).toBe(SET_OK);
+              model.set(key, { value, expiry: ttl === 0 ? Infinity : clock.now + ttl });
+            }
+          }
+          clock.now += rnd.int(200);
+          s.expire(clock.now, 1 + rnd.int(200));
+          s.checkInvariants();
+        }
+        if (rnd.int(8) === 0) {
+          s.clear();
+          model.clear();
+          s.checkInvariants();
+        }
+        for (const key of [...model.keys()]) check(key);
+      }
+      expect(s.counters.evictions).toBe(0); // (32 MiB holds it all: every difference is a bug)
+      expect(s.counters.tableShrinks).toBeGreaterThan(2);
+      expect(phases.moving).toBeGreaterThan(0);
+      expect(phases.building).toBeGreaterThan(0);
+    } catch (e) {
+      throw new Error(`TEST_SEED=${seed}: ${String(e)}`);
+    }
+  }, 120_000);
+});
