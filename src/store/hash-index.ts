@@ -315,9 +315,18 @@ export class HashIndex {
     return s;
   }
 
+  /**
+   * reset empties the index, made the size the item table's ids call for when that is smaller (a
+   * clear empties the item table too): a fresh small table, where marking 32 M slots empty took
+   * a clear 46 ms.
+   */
   reset(): void {
     this.next = NONE;
-    fillEmpty(this.slots);
+    const n = slotsFor(this.items.cap);
+    if (n < this.slotCount) {
+      this.slots = emptySlots(n);
+      this.mask = n - 1;
+    } else fillEmpty(this.slots);
     this.count = 0;
   }
 

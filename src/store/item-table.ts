@@ -291,12 +291,19 @@ export class ItemTable {
     this.reserve(Math.min(MAX_ITEM_IDS, Math.max(newCap, 2 * this.reserved)), this.top);
   }
 
-  /** reset marks every id free (none is handed out yet: `top` 0). */
-  reset(): void {
+  /**
+   * reset marks every id free (none is handed out yet: `top` 0) and makes the table `cap` ids,
+   * no more than it is, in a fresh buffer (the old one, and every page it touched, is dropped).
+   */
+  reset(cap = this.cap): void {
     this.freeHead = NIL;
     this.top = 0;
-    this.limit = this.cap;
     this.live = 0;
+    if (cap < this.cap) {
+      this.reserve(cap < this.reserveFrom ? cap : this.reserved, 0);
+      this.cap = cap;
+    }
+    this.limit = this.cap;
   }
 
   /** chainFree puts the dead ids in [from, to) below `top` on the free chain, lowest first, out of the heap and LRU. */

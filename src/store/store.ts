@@ -319,7 +319,7 @@ export class Store {
   /** clear removes every item; pages go back to the pool, counters keep running. */
   clear(): void {
     this.slab.reset();
-    this.items.reset();
+    this.items.reset(this.shrink.floor); // (first: the heap and index fit the table it leaves)
     this.lru.reset();
     this.heap.reset();
     this.index.reset();

@@ -72,8 +72,10 @@ export class TtlHeap {
     else this.down(i);
   }
 
+  /** reset empties the heap, its slots fitted to the item table (which a clear has reset first). */
   reset(): void {
     this.size = 0;
+    this.fit(this.items.cap);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * A shrink of the item table costs each expiry tick a bounded share (table-shrink.ts): the
- * smaller index is built a budget at a time while the store serves. Replay the model test with
+ * smaller index is built a budget at a time while the store serves, and a clear takes the tables
+ * back to their first size at once. Replay the model test with
  * `TEST_SEED=<seed> bun test test/store/table-shrink-steps.test.ts`.
  */
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
@@ -59,6 +60,23 @@ describe("Store table shrink, a tick's share at a time", () => {
     expect(sawBuild).toBe(true);
     s.checkInvariants();
     for (let i = 0; i < 300_000; i += 7) expect(read(s, `k${i}`)).toEqual(i % 8 === 0 ? pattern(i, 8) : undefined);
+  });
+
+  test("clear takes the item table, its index and the TTL heap back to their first size at once, without a tick", () => {
+    const s = mk({ initialItems: 1024 });
+    for (let i = 0; i < 200_000; i++) put(s, `k${i}`, pattern(i, 8), i % 2 === 0 ? 60_000 : 0);
+    expect(s.items.cap).toBeGreaterThan(200_000);
+    const pagesBefore = s.slab.pageLimit;
+    s.clear();
+    expect(s.items.cap).toBe(1024);
+    expect(s.index.slotCount).toBe(slotsFor(1024));
+    expect(s.heap.slots.length).toBeLessThanOrEqual(1024);
+    expect(s.slab.pageLimit).toBeGreaterThan(pagesBefore);
+    s.checkInvariants();
+    for (let i = 0; i < 5_000; i++) expect(put(s, `again${i}`, pattern(i, 8), i % 3 === 0 ? 1_000 : 0)).toBe(SET_OK);
+    s.checkInvariants();
+    for (let i = 0; i < 5_000; i++) expect(read(s, `again${i}`)).toEqual(pattern(i, 8));
+    expect(read(s, "k0")).toBeUndefined();
   });
 
   test("seeded sets, gets, deletes, expiry and clears between the ticks of shrinks agree with a Map; invariants after every tick", () => {
