@@ -99,7 +99,7 @@ export class Store {
     // Drawn per store: with a known seed, a client could choose keys that share index slots, and
     // every Get of them would walk one long probe chain (hash flooding).
     this.hashSeed = opts.hashSeed ?? crypto.getRandomValues(new Int32Array(1))[0]!;
-    this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem);
+    this.classes = new SizeClasses(opts.minChunk ?? 48, opts.growthFactor ?? 1.25, maxItem, pageSize);
     const maxPages = Math.floor(this.capacity / pageSize);
     this.slab = new SlabAllocator(
       this.classes, pageSize, maxPages, (owner) => removeItem(this, owner, REMOVE_EVICT),
