@@ -62,6 +62,40 @@ describe("Store table shrink, a tick's share at a time", () => {
     for (let i = 0; i < 300_000; i += 7) expect(read(s, `k${i}`)).toEqual(i % 8 === 0 ? pattern(i, 8) : undefined);
   });
 
+  test("the tick that starts a shrink chains no free id: they are chained a budget a tick (scanFree), and sets during the scan take ids below the new size", () => {
+    const clock = new FakeClock();
+    const s = mk({}, clock);
+    for (let i = 0; i < 300_000; i++) put(s, `k${i}`, pattern(i, 8));
+    for (let i = 0; i < 300_000; i++) if (i % 8 !== 0) s.delete(bytes(`k${i}`));
+    s.expire(clock.now, MIN_STEP);
+    const target = s.items.shrinkingTo;
+    expect(target).toBe(2 * s.size);
+    // In one go, this tick chained every free id below the new size (about 37,500 of them).
+    let chained = 0;
+    s.items.forEachFree(() => chained++);
+    expect(chained).toBe(0);
+    expect(s.items.unscanned).toBe(target);
+    s.checkInvariants();
+    let ticks = 0;
+    for (; s.items.unscanned > 0; ticks++) {
+      for (let j = 0; j < 10; j++) {
+        const id = s.items.alloc(); // (as a set's would: straight from the table)
+        expect(id).toBeGreaterThanOrEqual(0);
+        expect(id).toBeLessThan(target);
+        s.items.release(id);
+      }
+      s.expire(clock.now, MIN_STEP);
+      s.checkInvariants();
+    }
+    expect(ticks).toBeGreaterThan(10);
+    expect(put(s, "during", pattern(1, 8))).toBe(SET_OK);
+    while (s.items.shrinkingTo !== 0 || s.index.buildingSmaller) s.expire(clock.now, MIN_STEP);
+    expect(s.counters.tableShrinks).toBe(1);
+    s.checkInvariants();
+    expect(read(s, "during")).toEqual(pattern(1, 8));
+    for (let i = 0; i < 300_000; i += 8) expect(read(s, `k${i}`)).toEqual(pattern(i, 8));
+  });
+
   test("clear takes the item table, its index and the TTL heap back to their first size at once, without a tick", () => {
     const s = mk({ initialItems: 1024 });
     for (let i = 0; i < 200_000; i++) put(s, `k${i}`, pattern(i, 8), i % 2 === 0 ? 60_000 : 0);
