@@ -5,11 +5,13 @@
  *   - delete: one delete per key (each timed), then expiry ticks until the table has shrunk;
  *   - expire: the removed ones carried a TTL; the clock moves past it, and expiry ticks (budget
  *     2,000, the server's default) remove them and shrink the table;
- *   - clear: one `clear()` (timed; `keep` is ignored), then the ticks.
+ *   - clear: one `clear()` (timed; `keep` is ignored), then the ticks;
+ *   - cancel: as delete, then after 300 ticks (the shrink under way) 3 M sets of new keys, a
+ *     tick every 20,000, each timed: the items come back and the shrink is cancelled.
  * Every tick is timed (the server runs one every 100 ms) until the table and its index are cut
  * down; prints the worst operation of each kind and the ticks over 5 ms. store-growth.ts measures the other way (a store filling).
  *
- *   bun bench/store-shrink.ts [delete|expire|clear] [items 20000000] [keep 0.2] [memory GiB 4]
+ *   bun bench/store-shrink.ts [delete|expire|clear|cancel] [items 20000000] [keep 0.2] [memory GiB 4]
  */
 import { Store } from "../src/store/store.ts";
 
@@ -36,7 +38,7 @@ console.log(`${mode}: ${items} sets in ${((performance.now() - t0) / 1000).toFix
 
 let worstOp = 0;
 t0 = performance.now();
-if (mode === "delete") {
+if (mode === "delete" || mode === "cancel") {
   for (let i = 0; i < items; i++) {
     if (kept(i)) continue;
     keyOf(i);
@@ -51,6 +53,25 @@ if (mode === "delete") {
   console.log(`clear: ${worstOp.toFixed(1)} ms`);
 } else {
   now += 7_200_000;
+}
+
+if (mode === "cancel") {
+  for (let t = 0; t < 300; t++) store.expire(now, 2_000);
+  console.log(`shrinking to ${store.items.shrinkingTo} ids, ${store.size} items`);
+  let worstSet = 0;
+  let worstTick = 0;
+  for (let i = items; i < items + 3_000_000; i++) {
+    keyOf(i);
+    let t = performance.now();
+    store.set(key, 0, 16, value, 0, 20, 0);
+    worstSet = Math.max(worstSet, performance.now() - t);
+    if (i % 20_000 !== 0) continue;
+    t = performance.now();
+    store.expire(now, 2_000);
+    worstTick = Math.max(worstTick, performance.now() - t);
+  }
+  console.log(`3 M sets: shrinking to ${store.items.shrinkingTo} (0: cancelled), table ${store.items.cap} ids; worst set ${worstSet.toFixed(1)} ms, worst tick ${worstTick.toFixed(1)} ms`);
+  process.exit(0);
 }
 
 const shrinks = store.counters.tableShrinks;

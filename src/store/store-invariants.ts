@@ -107,13 +107,14 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   checkIndexBuild(index);
 
   const chainEnd = items.shrinkingTo !== 0 ? items.shrinkingTo : items.cap;
-  // Free ids below `unscanned` wait for a shrink's scan (ItemTable.scanFree), unchained.
-  const chainStart = items.unscanned;
-  if (chainStart !== 0 && items.shrinkingTo === 0) fail(`ids below ${chainStart} left unchained with no shrink under way`);
+  // Free ids in [scanAt, scanTo) wait for the scan (ItemTable.scanFree), unchained.
+  const { scanAt, scanTo } = items;
+  const chainable = (id: number): boolean => id < chainEnd && (id < scanAt || id >= scanTo);
+  if (scanAt > scanTo || scanTo > items.cap) fail(`scan range [${scanAt}, ${scanTo}) in a table of ${items.cap}`);
   const chained = new Uint8Array(items.cap);
   let free = 0;
   items.forEachFree((id) => {
-    if (id < chainStart || id >= chainEnd) fail(`free id ${id} is outside [${chainStart}, ${chainEnd})`);
+    if (id < 0 || !chainable(id)) fail(`free id ${id} is outside [0, ${chainEnd}) or in the scan's [${scanAt}, ${scanTo})`);
     if (items.isLive(id)) fail(`live item ${id} is on the free chain`);
     if (chained[id]) fail(`free id ${id} chained twice`);
     chained[id] = 1;
@@ -122,7 +123,7 @@ export function checkStoreInvariants(s: Store, chunkBytes: number, dataBytes: nu
   let dead = 0;
   if (items.top > items.cap) fail(`ids up to ${items.top} handed out, the table has ${items.cap}`);
   // Ids from `top` up are free without being chained (none was handed out since a growth or reset).
-  for (let id = chainStart; id < Math.min(chainEnd, items.top); id++) if (!items.isLive(id)) dead++;
+  for (let id = 0; id < Math.min(chainEnd, items.top); id++) if (chainable(id) && !items.isLive(id)) dead++;
   if (free !== dead) fail(`the free chain holds ${free} ids, ${dead} below ${chainEnd} are dead`);
 
   let listed = 0;

@@ -30,7 +30,9 @@
  *   a growth builds the doubled one (HashIndex.beginBuild, INDEX_SLOTS_PER_UNIT slots a unit), its
  *   bytes taken from those the table just gave back, and swapped in once complete. Should the
  *   live count come back to three quarters of the new size during (1) or (2) (or new items run
- *   out of ids below it), the shrink is cancelled; a growth of the table drops (3)'s build, and a
+ *   out of ids below it), the shrink is cancelled (the free ids above the size are chained by
+ *   the same scan, ticks and allocs carrying it on: in one go a cancel stopped a tick 160 ms for
+ *   15.5 M ids); a growth of the table drops (3)'s build, and a
  *   later tick builds again for the size the table then has.
  *   In one go, the last tick copied the records into an untouched buffer and rehashed the index:
  *   1.5 s in a store of 20 M items cut to 4 M (8 M ids: 677 ms the copy, 579 ms the rehash; 2.0 s
@@ -129,6 +131,11 @@ export class TableShrink {
     const items = this.items;
     const target = items.shrinkingTo;
     if (target === 0) {
+      // A cancelled shrink left free ids to the scan (ItemTable.cancelShrink): chained first.
+      if (items.unscanned > 0) {
+        items.scanFree(budget * SCAN_PER_MOVE);
+        return 0;
+      }
       if (this.index.slotCount > slotsFor(items.cap)) return this.shrinkIndex(budget);
       if (items.live * 4 >= items.cap) return 0;
       const n = Math.max(this.floor, 2 * items.live);

@@ -96,6 +96,42 @@ describe("Store table shrink, a tick's share at a time", () => {
     for (let i = 0; i < 300_000; i += 8) expect(read(s, `k${i}`)).toEqual(pattern(i, 8));
   });
 
+  test("a cancelled shrink chains no free id at once: the ids above its size join the scan, which ticks and sets carry on", () => {
+    const clock = new FakeClock();
+    const s = mk({}, clock);
+    for (let i = 0; i < 300_000; i++) put(s, `k${i}`, pattern(i, 8));
+    for (let i = 0; i < 300_000; i++) if (i % 8 !== 0) s.delete(bytes(`k${i}`));
+    for (let t = 0; t < 40 && s.items.unscanned + (s.items.shrinkingTo === 0 ? 1 : 0) > 0; t++) s.expire(clock.now, MIN_STEP);
+    const target = s.items.shrinkingTo;
+    expect(target).toBeGreaterThan(0);
+    expect(s.items.unscanned).toBe(0); // the scan below the new size done, the moves under way
+    let n = 0;
+    while (s.size * 4 <= target * 3) expect(put(s, `back${n++}`, pattern(n, 8))).toBe(SET_OK);
+    let chainedBefore = 0;
+    s.items.forEachFree(() => chainedBefore++);
+    s.expire(clock.now, MIN_STEP); // the items came back: cancelled
+    expect(s.items.shrinkingTo).toBe(0);
+    let chained = 0;
+    s.items.forEachFree(() => chained++);
+    // In one go, the cancel chained every free id above the size (about 200,000 here).
+    expect(chained - chainedBefore).toBeLessThan(10_000);
+    expect(s.items.unscanned).toBeGreaterThan(100_000);
+    s.checkInvariants();
+    let ticks = 0;
+    for (; s.items.unscanned > 0; ticks++) {
+      expect(put(s, `more${ticks}`, pattern(ticks, 8))).toBe(SET_OK);
+      s.expire(clock.now, MIN_STEP);
+      s.checkInvariants();
+    }
+    expect(ticks).toBeGreaterThan(10);
+    const cap = s.items.cap;
+    for (let i = 0; i < 50_000; i++) expect(put(s, `fill${i}`, pattern(i, 8))).toBe(SET_OK);
+    expect(s.items.cap).toBe(cap); // the free ids were all found again: no growth for these
+    s.checkInvariants();
+    for (let i = 0; i < 300_000; i += 8) expect(read(s, `k${i}`)).toEqual(pattern(i, 8));
+    for (let i = 0; i < n; i += 97) expect(read(s, `back${i}`)).toEqual(pattern(i + 1, 8));
+  });
+
   test("clear takes the item table, its index and the TTL heap back to their first size at once, without a tick", () => {
     const s = mk({ initialItems: 1024 });
     for (let i = 0; i < 200_000; i++) put(s, `k${i}`, pattern(i, 8), i % 2 === 0 ? 60_000 : 0);
