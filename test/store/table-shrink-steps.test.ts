@@ -132,6 +132,38 @@ describe("Store table shrink, a tick's share at a time", () => {
     for (let i = 0; i < n; i += 97) expect(read(s, `back${i}`)).toEqual(pattern(i + 1, 8));
   });
 
+  test("a smaller index begun again without free bytes for it waits (the index stays larger), not a rehash in one tick", () => {
+    const clock = new FakeClock();
+    const s = mk({}, clock);
+    for (let i = 0; i < 300_000; i++) put(s, `k${i}`, pattern(i, 8));
+    for (let i = 0; i < 300_000; i++) if (i % 8 !== 0) s.delete(bytes(`k${i}`));
+    while (s.counters.tableShrinks === 0) s.expire(clock.now, MIN_STEP);
+    expect(s.index.buildingSmaller).toBe(true);
+    const slots = s.index.slotCount;
+    // As a growth drops the build (StoreRoom.tryGrowItems), and pages take the bytes meanwhile.
+    s.index.cancelBuild();
+    const door = s.shrink as unknown as { freeBytes: () => number };
+    const freeBytes = door.freeBytes;
+    door.freeBytes = () => 0;
+    for (let t = 0; t < 5; t++) {
+      const moved = s.index.moved;
+      s.expire(clock.now, MIN_STEP);
+      expect(s.index.moved - moved).toBe(0); // (a rehash in one go: 37,500)
+      s.checkInvariants();
+    }
+    expect(s.index.slotCount).toBe(slots);
+    door.freeBytes = freeBytes;
+    let worst = 0;
+    while (s.index.slotCount > slotsFor(s.items.cap)) {
+      const moved = s.index.moved;
+      s.expire(clock.now, MIN_STEP);
+      worst = Math.max(worst, s.index.moved - moved);
+    }
+    expect(worst).toBeLessThanOrEqual(MIN_STEP * 32 + 16);
+    s.checkInvariants();
+    for (let i = 0; i < 300_000; i += 8) expect(read(s, `k${i}`)).toEqual(pattern(i, 8));
+  });
+
   test("clear takes the item table, its index and the TTL heap back to their first size at once, without a tick", () => {
     const s = mk({ initialItems: 1024 });
     for (let i = 0; i < 200_000; i++) put(s, `k${i}`, pattern(i, 8), i % 2 === 0 ? 60_000 : 0);
