@@ -36,19 +36,9 @@ import { Bytes, MSG, T, concat, hex, message, wrap, TRANSPORTS } from "../test/p
 import { Gen, READER_TRANSPORT, chunks, session } from "../test/server/fuzz-inputs.ts";
 import { outcome, readReply } from "../test/server/wire-reader.ts";
 import { Prng } from "../test/support/prng.ts";
+import { intFlag as flag } from "../test/support/cli-flags.ts";
 
 const LIMITS = resolveLimits({ maxFrameBytes: 65_536, maxDepth: 16, maxKeyBytes: 32, maxValueBytes: 1024 });
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isSafeInteger(v) || v < 0) {
-    console.error(`--${name} needs a non-negative integer`);
-    process.exit(2);
-  }
-  return v;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Calls of the methods fuzz-inputs.ts does not generate

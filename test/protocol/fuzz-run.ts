@@ -3,17 +3,7 @@
 // the seed and case needed to replay it.
 
 import { runFuzz } from "./fuzz.ts";
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isSafeInteger(v) || v < 0) {
-    console.error(`--${name} needs a non-negative integer`);
-    process.exit(2);
-  }
-  return v;
-}
+import { intFlag as flag } from "../support/cli-flags.ts";
 
 const iterations = flag("iterations", 1_000_000);
 const firstSeed = flag("seed", (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0);
