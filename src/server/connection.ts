@@ -34,6 +34,7 @@
  * `noteMember` names the cluster member a connection comes from, from its intro PeerPing.
  */
 import type { Socket } from "bun";
+import { canonicalMember } from "../cluster/member-id.ts";
 import type { ProtocolLimits } from "../protocol/limits.ts";
 import { BinaryWriter } from "../protocol/binary-writer.ts";
 import { ProtocolConnection } from "../protocol/protocol-connection.ts";
@@ -152,11 +153,14 @@ const MAX_MEMBER_ID_BYTES = 512;
 /**
  * noteMember takes the sender of the intro PeerPing (INTRO_SEQID; PingRequest field 1, decoded
  * into the group range) as the member the connection belongs to: a node's peer client pings so
- * first on each connection. Later pings (liveness checks, anyone's) name nothing.
+ * first on each connection. Later pings (liveness checks, anyone's) name nothing. The id is read
+ * into the canonical spelling, as the member lists are (member-id.ts): a node of a version that
+ * sent its --self as written (`127.0.0.1:08001`, `Cache-A.:8001`) was otherwise no member here,
+ * and every member counted as a holder of what it fetched. One that is no id stays as written.
  */
 export function noteMember(conn: Connection, req: Request): void {
   const length = req.groupLength;
   if (length <= 0 || length > MAX_MEMBER_ID_BYTES) return;
   const id = MEMBER_ID.decode(req.buffer.subarray(req.groupStart, req.groupStart + length));
-  conn.member = id;
+  conn.member = canonicalMember(id) ?? id;
 }
