@@ -3,8 +3,11 @@
  * (`write`, from CacheNode.close), or `abandon` for a process that exits before that write is done
  * (a second signal). A snapshot on disk that lacks the writes taken since it is moved aside (to
  * `.stale-<ms>`), so the next start is empty rather than stale; one that another node has taken
- * (its lock) is left as it is. It keeps the count of snapshot writes done when the final one
- * began, which tells a final snapshot already in place from a stale one.
+ * (its lock) is left as it is. A lock that cannot be read then (EIO, EMFILE) proves neither: the
+ * snapshot is not written over (it may be a new owner's: the lock is there to stop that), nor
+ * left (it may be this node's, stale), but moved aside as a stale one is. It keeps the count of
+ * snapshot writes done when the final one began, which tells a final snapshot already in place
+ * from a stale one.
  */
 import { dirname } from "node:path";
 import { syncDirSync } from "./dir-sync.ts";
@@ -49,14 +52,22 @@ export class FinalSnapshot {
    * so in one line; returns where it went, if anywhere.
    */
   private retire(s: Snapshotter, why: string, failure?: unknown): string | undefined {
-    const fields = { path: s.path, ...(failure === undefined ? {} : { error: String(failure) }) };
+    const fields: Record<string, unknown> = { path: s.path, ...(failure === undefined ? {} : { error: String(failure) }) };
+    let moved = `${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`;
     if (s.lock !== undefined && !s.lock.stillMine()) {
-      this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, fields);
-      return undefined;
+      if (s.lock.unreadable === undefined) {
+        this.logger.error(`${why}: the snapshot is another node's now (it took the lock), so it is left as it is`, fields);
+        return undefined;
+      }
+      // Whose the snapshot is, unknown (EIO, EMFILE). Written over, a new owner's would be undone
+      // (what the lock is for); left, this node's own would come back at the next start without
+      // the writes taken since. Moved aside, a new owner's is missing only until it writes again.
+      moved = `${why}: the snapshot lock could not be read, so whose the snapshot is now is unknown: it is not written over, and as it may be this node's, lacking the writes taken since, it is moved aside and the next start is empty`;
+      fields.lockError = s.lock.unreadable;
     }
     try {
       const movedTo = s.retire();
-      if (movedTo !== undefined) this.logger.error(`${why}: the previous one lacks the writes taken since, so it is moved aside and the next start is empty`, { ...fields, movedTo });
+      if (movedTo !== undefined) this.logger.error(moved, { ...fields, movedTo });
       else if (failure !== undefined) this.logger.error(`${why}; there is no previous one: the next start is empty`, fields);
       return movedTo;
     } catch (e) {

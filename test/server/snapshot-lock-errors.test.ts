@@ -4,6 +4,7 @@
  * on. Only a lock found another node's (or gone and not to be made again) stops them.
  */
 import { afterEach, beforeEach, expect, spyOn, test, setDefaultTimeout } from "bun:test";
+import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +13,7 @@ import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
 import { FinalSnapshot } from "../../src/server/final-snapshot.ts";
 import { Logger } from "../../src/server/log.ts";
+import { LogSink } from "./support.ts";
 import { SnapshotLock } from "../../src/server/snapshot-lock.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 
@@ -189,4 +191,72 @@ test("a second signal while a periodic write waits on its lock check: the snapsh
   } finally {
     stall.restore();
   }
+});
+
+/** failLockReads makes every read of `file` fail with `code`, synchronous and not (a volume returning EIO). */
+function failLockReads(file: string, code: string): { restore: () => void } {
+  const error = (): Error => Object.assign(new Error(`${code}: i/o error, read`), { code });
+  const realRead = fsp.readFile;
+  const realReadSync = fs.readFileSync;
+  const async = spyOn(fsp, "readFile").mockImplementation(((...args: Parameters<typeof realRead>) =>
+    args[0] === file ? Promise.reject(error()) : realRead(...args)) as typeof realRead);
+  const sync = spyOn(fs, "readFileSync").mockImplementation(((...args: Parameters<typeof realReadSync>) => {
+    if (args[0] === file) throw error();
+    return realReadSync(...args);
+  }) as typeof realReadSync);
+  return { restore: () => (async.mockRestore(), sync.mockRestore()) };
+}
+
+test("a final write whose lock cannot be read (EIO) says so, with the error, and moves the previous snapshot aside (review: it logged a takeover and left it, stale)", async () => {
+  const { lock, snap } = setup();
+  await snap.write(); // a snapshot on disk, which the writes since would make stale
+  const sink = new LogSink();
+  const final = new FinalSnapshot(sink.logger);
+  const failing = failLockReads(lock.file, "EIO");
+  try {
+    await final.write(snap);
+  } finally {
+    failing.restore();
+  }
+  expect(final.failed).toBe(true);
+  const lines = sink.lines.join("\n");
+  expect(lines).not.toMatch(/another node's/);
+  expect(lines).toMatch(/lock could not be read/);
+  expect(lines).toMatch(/EIO/);
+  // Not written over (whose it is, unknown), not left in place (it lacks the writes since): moved aside.
+  expect(existsSync(snap.path)).toBe(false);
+  expect(readdirSync(dir).filter((f) => f.includes(".stale-")).length).toBe(1);
+  expect(readdirSync(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
+});
+
+test("a second signal whose lock cannot be read (EMFILE) moves the previous snapshot aside and says why", async () => {
+  const { lock, snap } = setup();
+  await snap.write();
+  const sink = new LogSink();
+  const final = new FinalSnapshot(sink.logger);
+  const failing = failLockReads(lock.file, "EMFILE");
+  let movedTo: string | undefined;
+  try {
+    movedTo = final.abandon(snap);
+  } finally {
+    failing.restore();
+  }
+  expect(movedTo).toMatch(/\.stale-\d+$/);
+  expect(existsSync(snap.path)).toBe(false);
+  const lines = sink.lines.join("\n");
+  expect(lines).not.toMatch(/another node's/);
+  expect(lines).toMatch(/lock could not be read.*EMFILE/);
+});
+
+test("a final write whose lock is found another node's still leaves the snapshot as it is", async () => {
+  const { lock, snap } = setup();
+  await snap.write();
+  writeFileSync(lock.file, "another node's lock\n");
+  const sink = new LogSink();
+  const final = new FinalSnapshot(sink.logger);
+  await final.write(snap);
+  expect(final.failed).toBe(true);
+  expect(sink.lines.join("\n")).toMatch(/another node's now \(it took the lock\)/);
+  expect(existsSync(snap.path)).toBe(true);
+  expect(fs.readFileSync(lock.file, "utf8")).toBe("another node's lock\n"); // (not this node's to remove)
 });
