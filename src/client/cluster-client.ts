@@ -15,7 +15,7 @@
  * through another member (`orElsewhere`). A write (Set, Delete, a SetMulti's part, Clear) is made
  * once: its failure is the caller's to handle (see `orElsewhere` for why).
  */
-import { canonicalMember, memberAddressOf } from "../cluster/member-id.ts";
+import { canonicalMember, dialSpelling, memberAddressOf } from "../cluster/member-id.ts";
 import { Ring } from "../cluster/ring.ts";
 import { cellBitsFor } from "../cluster/ring-cells.ts";
 import { CacheError, ERROR_CODE } from "../protocol/errors.ts";
@@ -23,7 +23,7 @@ import { CacheClient, type ClientOptions, type GetResult } from "./cache-client.
 import { unavailable } from "./results.ts";
 
 export interface ClusterClientOptions {
-  /** members are the nodes' ids, `host:port`, as they know each other. */
+  /** members are the nodes' ids, `host:port`, as they know each other (a name's trailing dot is kept to dial it, not in the id). */
   members: readonly string[];
   /** vnodes must match the nodes' --vnodes (default: the ring's default). */
   vnodes?: number;
@@ -53,15 +53,21 @@ export class ClusterClient {
   setMembers(members: readonly string[]): void {
     if (this.closed) return;
     // Canonical ids (member-id.ts), as the nodes read them: the ring hashes ids, so a member
-    // written otherwise here than in the nodes' lists would own other keys.
-    const next = new Set(members.map((id) => canonicalMember(id) ?? id)); // (one that is not an id throws below)
+    // written otherwise here than in the nodes' lists would own other keys. Each is dialled as
+    // first written (a name's trailing dot kept: dialSpelling).
+    const dialAs = new Map<string, string>();
+    for (const written of members) {
+      const id = canonicalMember(written) ?? written; // (one that is not an id throws below)
+      if (!dialAs.has(id)) dialAs.set(id, dialSpelling(written) ?? written);
+    }
+    const next = new Set(dialAs.keys());
     cellBitsFor(next.size); // a list the ring cannot hold throws now, before a client is closed or made
     // Clients first: a bad id (a port out of range) throws here, with nothing changed.
     const made = new Map<string, CacheClient>();
     try {
       for (const id of next) {
         if (this.ring.has(id)) continue;
-        made.set(id, new CacheClient({ ...this.clientOptions, ...memberAddressOf(id) }));
+        made.set(id, new CacheClient({ ...this.clientOptions, ...memberAddressOf(dialAs.get(id)!) }));
       }
     } catch (e) {
       for (const c of made.values()) void c.close();

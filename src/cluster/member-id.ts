@@ -14,6 +14,11 @@
  * - a host name in lower case (ASCII: DNS names are case-insensitive), without one trailing dot
  *   (`cache-a.` is the same host as `cache-a`); a dotted IPv4 address as written.
  * An id already written so is left as it is, so it hashes to the same ring points as before.
+ *
+ * The id is not what a node dials: `dialSpelling` keeps a host name's trailing dot as written,
+ * and `memberAddress` reads the host to connect to (and resolve) from it. The dot makes the name
+ * absolute: dropped, the resolver tries the search domains first (more lookups, and under
+ * Kubernetes' ndots:5 perhaps another answer).
  */
 
 /** MEMBER_ID is a member id's form: `host:port`, an IPv6 host in brackets (a link-local one with its zone). */
@@ -34,6 +39,20 @@ export function canonicalMember(id: string): string | undefined {
   const groups = ipv6Groups(m[2]);
   if (groups === undefined) return undefined;
   return `[${formatIpv6(groups)}${m[3] ?? ""}]:${port}`;
+}
+
+/**
+ * dialSpelling returns `id` as a node dials it: its canonical spelling, but a host name written
+ * with a trailing dot keeps it (not a dotted IPv4 address: that is no name to look up); undefined
+ * when `id` is not an id. It is its own dialSpelling.
+ */
+export function dialSpelling(id: string): string | undefined {
+  const canonical = canonicalMember(id);
+  if (canonical === undefined || id.startsWith("[")) return canonical;
+  const host = id.slice(0, id.lastIndexOf(":"));
+  if (host.length < 2 || !host.endsWith(".") || IPV4.test(host.slice(0, -1))) return canonical;
+  const colon = canonical.lastIndexOf(":");
+  return `${canonical.slice(0, colon)}.${canonical.slice(colon)}`;
 }
 
 /** canonicalName lower-cases a host name's ASCII letters and drops one trailing dot. */
@@ -95,13 +114,14 @@ export function formatIpv6(g: readonly number[]): string {
 
 /**
  * memberAddress reads a member id (`host:port`, `[::1]:8001`, `[fe80::1%eth0]:8001`) as the host to
- * connect to (brackets dropped) and the port; undefined when it is not one (canonicalMember).
+ * connect to (brackets dropped; a name's trailing dot kept: dialSpelling) and the port; undefined
+ * when it is not one (canonicalMember).
  */
 export function memberAddress(id: string): { host: string; port: number } | undefined {
-  const canonical = canonicalMember(id);
-  if (canonical === undefined) return undefined;
-  const colon = canonical.lastIndexOf(":");
-  return { host: canonical.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(canonical.slice(colon + 1)) };
+  const dial = dialSpelling(id);
+  if (dial === undefined) return undefined;
+  const colon = dial.lastIndexOf(":");
+  return { host: dial.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(dial.slice(colon + 1)) };
 }
 
 /** memberAddressOf is memberAddress for an id a client is made for: not one throws RangeError. */
@@ -113,16 +133,22 @@ export function memberAddressOf(id: string): { host: string; port: number } {
 
 /**
  * canonicalMembers returns the canonical ids of `ids` in their order, each once; `onRepeat` is
- * told of each id that names a member listed before it (as written, and the member). An id that
- * is not one throws Error.
+ * told of each id that names a member listed before it (as written, and the member), and
+ * `dialAs` gets each member's dialSpelling where it is not the id (its first spelling's). An id
+ * that is not one throws Error.
  */
-export function canonicalMembers(ids: Iterable<string>, onRepeat?: (written: string, member: string) => void): string[] {
+export function canonicalMembers(ids: Iterable<string>, onRepeat?: (written: string, member: string) => void, dialAs?: Map<string, string>): string[] {
   const out = new Set<string>();
   for (const id of ids) {
     const c = canonicalMember(id);
     if (c === undefined) throw new Error(`bad member '${id}': expected host:port (port 1..65535)`);
-    if (out.has(c)) onRepeat?.(id, c);
+    if (out.has(c)) {
+      onRepeat?.(id, c);
+      continue;
+    }
     out.add(c);
+    const dial = dialAs === undefined ? c : dialSpelling(id)!;
+    if (dial !== c) dialAs!.set(c, dial);
   }
   return [...out];
 }

@@ -4,7 +4,8 @@
  * A source calls `onChange(members)` with the full list of node ids (`host:port`) whenever it
  * learns one (at start, then on every change); the cluster diffs it against the ring. Every
  * source hands on ids in their canonical spelling, each once (member-id.ts): a member listed
- * twice, however written, counts once, logged as such by --peers and a peers file. Three sources:
+ * twice, however written, counts once, logged as such by --peers and a peers file; with them, the
+ * spelling each is dialled by where that differs (a name's trailing dot, as first written). Three sources:
  * - `StaticMembers`: `--peers a:1,b:2` — a fixed list.
  * - `FileMembers`: `--peers-file PATH` — one `host:port` per line (or comma-separated; `#` starts
  *   a comment), re-read on any event in its directory (fs.watch, so editors that replace the file
@@ -32,9 +33,10 @@ import { dirname } from "node:path";
 
 /**
  * MembersCallback applies a member list; false (or a throw) means not all of it could be (a member
- * left out), and the source tries the same list again at its next read.
+ * left out), and the source tries the same list again at its next read. `dialAs` maps a member
+ * to the spelling it is dialled by where that is not its id (a name's trailing dot: member-id.ts).
  */
-export type MembersCallback = (members: string[]) => boolean | void;
+export type MembersCallback = (members: string[], dialAs?: ReadonlyMap<string, string>) => boolean | void;
 
 export interface MembershipLogger {
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -52,11 +54,11 @@ export interface MembershipSource {
  * parseMembers reads `host:port` ids separated by newlines or commas; `#` starts a comment. An
  * IPv6 host is in brackets, a link-local one with its zone (`[fe80::1%eth0]:8001`). The ids come
  * out canonical (member-id.ts), each once; `onRepeat` is told of an id that names a member
- * listed before it.
+ * listed before it; `dialAs` gets the spellings to dial (canonicalMembers).
  */
-export function parseMembers(text: string, onRepeat?: (written: string, member: string) => void): string[] {
+export function parseMembers(text: string, onRepeat?: (written: string, member: string) => void, dialAs?: Map<string, string>): string[] {
   const ids = text.split("\n").flatMap((line) => line.replace(/#.*/, "").split(",")).map((id) => id.trim()).filter((id) => id !== "");
-  const members = canonicalMembers(ids, onRepeat);
+  const members = canonicalMembers(ids, onRepeat, dialAs);
   if (members.length > MAX_MEMBERS) throw new Error(`more than ${MAX_MEMBERS} members`);
   return members;
 }
@@ -86,9 +88,9 @@ const FILE_SETTLE_MS = 100;
  * applyMembers hands a new list to the node; a failure is logged, and the next change is applied
  * as usual (reloads are chained: one that threw would otherwise stop every later one).
  */
-function applyMembers(onChange: MembersCallback | null, members: string[], logger: MembershipLogger): boolean {
+function applyMembers(onChange: MembersCallback | null, members: string[], logger: MembershipLogger, dialAs?: ReadonlyMap<string, string>): boolean {
   try {
-    return onChange?.(members) !== false;
+    return onChange?.(members, dialAs) !== false;
   } catch (e) {
     logger.warn("member list not applied", { members: members.join(","), error: errorText(e) });
     return false;
@@ -97,20 +99,21 @@ function applyMembers(onChange: MembersCallback | null, members: string[], logge
 
 export class StaticMembers implements MembershipSource {
   private readonly members: string[];
+  private readonly dialAs = new Map<string, string>();
   private onChange: MembersCallback | null = null;
 
   /** members are read as parseMembers reads them (a bad one throws); a repeat is logged to `logger`. */
   constructor(members: readonly string[], logger?: MembershipLogger) {
-    this.members = canonicalMembers(members, logger === undefined ? undefined : warnRepeats(logger, "--peers"));
+    this.members = canonicalMembers(members, logger === undefined ? undefined : warnRepeats(logger, "--peers"), this.dialAs);
   }
 
   start(onChange: MembersCallback): void {
     this.onChange = onChange;
-    onChange([...this.members]);
+    onChange([...this.members], this.dialAs);
   }
 
   reload(): void {
-    this.onChange?.([...this.members]);
+    this.onChange?.([...this.members], this.dialAs);
   }
 
   close(): void {
@@ -188,8 +191,8 @@ export class FileMembers implements MembershipSource {
   }
 
   /** apply hands `members` on; if that fails, the same list is tried again at the next read. */
-  private apply(members: string[]): void {
-    if (applyMembers(this.onChange, members, this.logger)) return;
+  private apply(members: string[], dialAs: ReadonlyMap<string, string>): void {
+    if (applyMembers(this.onChange, members, this.logger, dialAs)) return;
     this.last = "";
     this.lastText = "";
   }
@@ -210,8 +213,9 @@ export class FileMembers implements MembershipSource {
     if (text === this.lastText && !asked) return;
     this.lastText = text;
     let members: string[];
+    const dialAs = new Map<string, string>();
     try {
-      members = parseMembers(text, warnRepeats(this.logger, this.path));
+      members = parseMembers(text, warnRepeats(this.logger, this.path), dialAs);
     } catch (e) {
       this.logger.warn("peers file not applied; keeping the last good member list", { path: this.path, error: (e as Error).message });
       return;
@@ -223,7 +227,7 @@ export class FileMembers implements MembershipSource {
     const key = members.join(",");
     if (key === this.last) return;
     this.last = key;
-    this.apply(members);
+    this.apply(members, dialAs);
   }
 }
 

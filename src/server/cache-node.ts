@@ -295,13 +295,16 @@ export class CacheNode {
         const peerTls = config.tlsCert === undefined ? undefined : { ca: readPem(config.tlsCa ?? config.tlsCert, "the TLS CA peers are checked against") };
         // A peer found up again may have written keys this node holds copies of while their
         // invalidations could not reach it (their owner asks it to drop them too: askDrops).
-        const connect = deps.connect ?? ((id: string) => peerClient(id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, () => groups.dropCopies()));
+        // Each member is dialled as its list spells it (dialAs: a name's trailing dot), the ring keeping the canonical id.
+        let dialAs: ReadonlyMap<string, string> = new Map();
+        const connect = deps.connect ?? ((id: string) => peerClient(id, dialAs.get(id) ?? id, self, config, peerTls, logger, () => cluster!.counters.peerProtocolErrors++, () => groups.dropCopies()));
         cluster = new Cluster({ self, vnodes: config.vnodes, connect, logger, mirrorTtlMs: config.mirrorTtlMs, peerTimeoutMs: config.peerTimeoutMs });
         membership = membershipSource(config, logger, deps.resolve);
         const c = cluster;
         const purges = new RingPurges(logger);
         let wasListed = false;
-        membership.start((members) => {
+        membership.start((members, spellings) => {
+          dialAs = spellings ?? new Map(); // (read by connect, which setMembers calls)
           const listed = c.listedSelf;
           const changed = c.setMembers(members);
           // Left out of the list after being in it, or listed again after that: the others

@@ -63,11 +63,11 @@ export interface NodeConfig {
   loadTimeoutMs: number;
   /** self is this node's id (host:port) as its peers reach it; default host:port of the listener. */
   self?: string;
-  /** peers is a static member list (this node may be in it). */
+  /** peers is a static member list (this node may be in it), as dialled (a name's trailing dot kept: member-id.ts). */
   peers?: string[];
   /** peersFile lists the members, re-read on change and on SIGHUP. */
   peersFile?: string;
-  /** peersDns is `name:port`: every A/AAAA record of name is a member on port. */
+  /** peersDns is `name:port`: every A/AAAA record of name is a member on port (the name looked up as written, its trailing dot kept). */
   peersDns?: string;
   peersDnsIntervalMs: number;
   /** vnodes per member on the ring. */

@@ -5,7 +5,7 @@
  * their options. Each throws `ConfigError` naming the flag and what it expected.
  */
 import { MAX_TIMER_MS } from "../cluster/loader.ts";
-import { canonicalMember } from "../cluster/member-id.ts";
+import { canonicalMember, dialSpelling } from "../cluster/member-id.ts";
 import { ConfigError, type GroupSpec } from "./config.ts";
 
 export function parseGroup(spec: string): GroupSpec {
@@ -130,6 +130,15 @@ export function parseMember(flag: string, text: string): string {
   const id = canonicalMember(text);
   if (id === undefined) throw new ConfigError(`${flag} expects host:port with a port of 1..65535, got '${text}'`);
   return id;
+}
+
+/**
+ * parseDialMember is parseMember for an id the node dials or looks up (--peers, --peers-dns): a
+ * host name's trailing dot is kept (dialSpelling); the member lists read it into the id.
+ */
+export function parseDialMember(flag: string, text: string): string {
+  parseMember(flag, text); // (what is no id throws)
+  return dialSpelling(text)!;
 }
 
 export function parseInteger(flag: string, text: string, min: number, max: number): number {

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { ConfigError, DEFAULTS, type NodeConfig } from "./config.ts";
 import { checkConfig } from "./config-checks.ts";
 import {
-  parseGroup, parseInteger, parseLoadTimeout, parseMember, parseSize, parseSwitch, parseTimer, parseTimerAtLeast, parseTtl,
+  parseGroup, parseDialMember, parseInteger, parseLoadTimeout, parseMember, parseSize, parseSwitch, parseTimer, parseTimerAtLeast, parseTtl,
 } from "./flag-values.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
@@ -113,7 +113,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         c.self = parseMember(flag, value());
         break;
       case "--peers":
-        c.peers = value().split(",").filter((p) => p.trim() !== "").map((p) => parseMember(flag, p.trim()));
+        c.peers = value().split(",").filter((p) => p.trim() !== "").map((p) => parseDialMember(flag, p.trim()));
         // (`--peers=` from an unset variable would make a clustered node of no members, quietly taking a mirror share)
         if (c.peers.length === 0) throw new ConfigError(`${flag} needs at least one member (host:port, comma-separated)`);
         break;
@@ -123,7 +123,7 @@ export function parseArgs(argv: readonly string[], env: Record<string, string | 
         if (c.peersFile.trim() === "") throw new ConfigError(`${flag} needs a file path`);
         break;
       case "--peers-dns":
-        c.peersDns = parseMember(flag, value());
+        c.peersDns = parseDialMember(flag, value());
         break;
       case "--peers-dns-interval":
         c.peersDnsIntervalMs = parseTimerAtLeast(flag, value(), 100, "the name is looked up on this timer");

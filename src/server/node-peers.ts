@@ -13,14 +13,15 @@ import { longestLoadTimeoutMs, type NodeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 
 /**
- * peerClient makes this node's client of peer `id`; it logs the peer marked down (and why) and up
- * again (`up` is told), and each reply of the peer's that broke the protocol (`protocolError` counts it).
+ * peerClient makes this node's client of peer `id`, dialled as `dialAs` spells it (a name's
+ * trailing dot kept: member-id.ts); it logs the peer marked down (and why) and up again (`up` is
+ * told), and each reply of the peer's that broke the protocol (`protocolError` counts it).
  */
 export function peerClient(
-  id: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
+  id: string, dialAs: string, self: string, config: NodeConfig, tls: { ca: string } | undefined, logger: Logger, protocolError: () => void, up: () => void,
 ): PeerClient {
   return new CacheClient({
-    ...memberAddressOf(id),
+    ...memberAddressOf(dialAs),
     connections: config.peerConnections,
     timeoutMs: config.peerTimeoutMs,
     // A PeerGet may wait for the owner's load: as long as a load may take, while the owner answers.
@@ -48,7 +49,7 @@ export function peerClient(
 export function membershipSource(config: NodeConfig, logger: Logger, resolve: Resolver | undefined): MembershipSource {
   if (config.peersFile !== undefined) return new FileMembers(config.peersFile, logger);
   if (config.peersDns !== undefined) {
-    const { host, port } = memberAddressOf(config.peersDns);
+    const { host, port } = memberAddressOf(config.peersDns); // (a trailing dot kept: the name is looked up as written)
     // A dual-stack answer's members are the addresses of this node's own family (DnsMembers).
     const family = isIP(memberAddress(config.self ?? "")?.host ?? config.host) || undefined;
     return new DnsMembers(host, port, config.peersDnsIntervalMs, logger, resolve, family);

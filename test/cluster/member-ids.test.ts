@@ -138,11 +138,14 @@ describe("one member however written", () => {
     expect(warnings.find((w) => w.includes("listed twice"))).toContain("127.0.0.1:08001");
   });
 
-  test("--self and --peers are read into the canonical spelling", () => {
+  test("--self and --peers are read into the canonical spelling (--peers keeps a name's trailing dot to dial: member-spellings.test.ts)", () => {
     const parsed = parseArgs(["--self", "127.0.0.1:08001", "--peers", "127.0.0.1:08001,[0:0::1]:8002,Cache-B.:8003"]);
     if (parsed.kind !== "run") throw new Error(parsed.kind);
     expect(parsed.config.self).toBe("127.0.0.1:8001");
-    expect(parsed.config.peers).toEqual(["127.0.0.1:8001", "[::1]:8002", "cache-b:8003"]);
+    expect(parsed.config.peers).toEqual(["127.0.0.1:8001", "[::1]:8002", "cache-b.:8003"]);
+    const got: string[][] = [];
+    new StaticMembers(parsed.config.peers!).start((m) => void got.push(m));
+    expect(got).toEqual([["127.0.0.1:8001", "[::1]:8002", "cache-b:8003"]]);
   });
 
   test("--peers with the same member twice: counted once, with a warning", () => {
