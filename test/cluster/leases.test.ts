@@ -282,15 +282,18 @@ describe("Vouches (an owner's)", () => {
 
 /**
  * stubPeer is a peer client whose invalidations wait in `pending` until the test answers them (or,
- * with `fail`, fail after that many ms), and that pings as `lease` says (undefined: an older node).
+ * with `fail`, fail after that many ms; with `fail: "cue"`, fail when the test calls their entry
+ * in `pending`), and that pings as `lease` says (undefined: an older node).
  */
-function stubPeer(opts: { lease?: () => number | undefined; ping?: boolean; fail?: number }): PeerClient & { pending: (() => void)[] } {
+function stubPeer(opts: { lease?: () => number | undefined; ping?: boolean; fail?: number | "cue" }): PeerClient & { pending: (() => void)[] } {
   const pending: (() => void)[] = [];
+  const lost = () => new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "connection lost");
   const peer = {
     isDown: false,
     pending,
     invalidate: () => new Promise<number>((resolve, reject) => {
-      if (opts.fail !== undefined) setTimeout(() => reject(new CacheError(ERROR_CODE.PEER_UNAVAILABLE, "connection lost")), opts.fail);
+      if (opts.fail === "cue") pending.push(() => reject(lost()));
+      else if (opts.fail !== undefined) setTimeout(() => reject(lost()), opts.fail);
       else pending.push(() => resolve(0));
     }),
     close: async () => {},
@@ -348,7 +351,7 @@ describe("an owner's write waits for a member it vouched for until that lease en
    * owner makes a cluster of this node and member m:1 (peer timeout 2 s: waits 1 s at most, leases
    * of 500 ms: wide enough that a late timer or a collection on a busy machine moves no verdict).
    */
-  function owner(fail?: number) {
+  function owner(fail?: number | "cue") {
     const peer = stubPeer(fail === undefined ? {} : { fail });
     const cluster = new Cluster({ self: "o:1", connect: () => peer, logger: quiet, peerTimeoutMs: 2000, mirrorTtlMs: 10_000 });
     cluster.setMembers(["o:1", "m:1"]);
@@ -423,19 +426,45 @@ describe("an owner's write waits for a member it vouched for until that lease en
     await cluster.close();
   });
 
-  test("its invalidation fails (connection lost) while it holds a lease: no answer, so the write waits for the lease's end; one that never asked: at once, as before", async () => {
-    for (const asked of [true, false]) {
-      const { cluster, write } = owner(10);
-      if (asked) cluster.pinged("m:1", false, true);
-      const t0 = performance.now();
-      await write();
-      const waited = performance.now() - t0;
-      expect([asked, waited >= 500]).toEqual([asked, asked]);
-      expect(waited).toBeLessThan(950);
-      expect(cluster.owedMembers).toEqual(["m:1"]);
-      expect(cluster.laggingMembers).toEqual([]);
-      expect(cluster.pinged("m:1", false, true)).toBe(0); // (owed: no lease until it dropped its mirrors)
-      await cluster.close();
-    }
+  test("its invalidation fails (connection lost) while it holds a lease: no answer, so the write waits for the lease's end", async () => {
+    const { cluster, write } = owner(10);
+    cluster.pinged("m:1", false, true);
+    const t0 = performance.now();
+    await write();
+    const waited = performance.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(500);
+    expect(waited).toBeLessThan(950);
+    expect(cluster.owedMembers).toEqual(["m:1"]);
+    expect(cluster.laggingMembers).toEqual([]);
+    expect(cluster.pinged("m:1", false, true)).toBe(0); // (owed: no lease until it dropped its mirrors)
+    await cluster.close();
+  });
+
+  // The owner's start counts as a vouch for a member it never vouched for (Vouches.startedAt: it
+  // may hold a lease from the owner's previous run), so "at once" needs an owner a lease old. This
+  // case once asserted "at once" on a fresh owner and passed only because the write's clock
+  // started a fraction of a ms after the owner's: on a loaded machine the wait read 500 ms.
+  test("its invalidation fails, one that never asked: an owner started under a lease ago waits until a lease after its start; an older one acknowledges on the failure, as before leases", async () => {
+    const before = performance.now();
+    const fresh = owner(10);
+    await fresh.write();
+    expect(performance.now() - before).toBeGreaterThanOrEqual(500);
+    expect(fresh.cluster.laggingMembers).toEqual([]);
+    await fresh.cluster.close();
+
+    const { cluster, peer, write } = owner("cue");
+    const started = performance.now();
+    await until(() => performance.now() - started > 500, 5_000); // (a lease after its start)
+    let acked = false;
+    void write()!.then(() => (acked = true));
+    await Bun.sleep(0);
+    expect(acked).toBe(false); // (waits for the call)
+    peer.pending.shift()!(); // the connection is lost
+    await Bun.sleep(0);
+    expect(acked).toBe(true);
+    expect(cluster.owedMembers).toEqual(["m:1"]);
+    expect(cluster.laggingMembers).toEqual([]);
+    expect(cluster.pinged("m:1", false, true)).toBe(0); // (owed: no lease until it dropped its mirrors)
+    await cluster.close();
   });
 });
