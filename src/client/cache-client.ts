@@ -279,8 +279,9 @@ export class CacheClient {
     await this.close();
   }
 
-  get [TEST_DOOR](): { connections: readonly ClientConnection[]; sweep(): void } {
-    return { connections: this.conns, sweep: () => this.timeouts.sweep() };
+  /** (`tick`: the sweeps so far, the client's own clock for timeouts: a test times a stub's replies by it, as a loaded machine slows both alike.) */
+  get [TEST_DOOR](): { connections: readonly ClientConnection[]; sweep(): void; tick: number } {
+    return { connections: this.conns, sweep: () => this.timeouts.sweep(), tick: this.timeouts.tick };
   }
 
   private deferError(done: ForwardCallback, error: CacheError): void {

@@ -24,6 +24,22 @@ function peerClient(stub: StubServer, loadWaitMs: number): CacheClient {
   return c;
 }
 
+/**
+ * afterTicks runs `fn` once `client`'s timeout sweep is `ticks` ticks (10 per timeout) past where
+ * it is now: a reply timed in the client's own clock. The client counts its deadlines in sweeps,
+ * which a loaded machine runs late; a stub replying at a fixed number of ms replied, under two CPU
+ * burners, before a deadline ~100 ms "earlier" (the sweeps had fallen that far behind).
+ */
+function afterTicks(client: CacheClient, ticks: number, fn: () => void): void {
+  const at = client[TEST_DOOR].tick + ticks;
+  const poll = setInterval(() => {
+    if (client[TEST_DOOR].tick < at) return;
+    clearInterval(poll);
+    fn();
+  }, 1);
+  open.push({ close: () => clearInterval(poll) }); // (never reached: the sweep stops once no call waits)
+}
+
 function stubServer(): StubServer {
   const stub = new StubServer();
   open.push(stub);
@@ -59,10 +75,10 @@ describe("late waits are judged per connection", () => {
     await client.set("g", "w", "v", undefined, { peer: true }); // opens the write connection
     await client.get("g", "k", { peer: true }); // and the read connection
     dead = stub.calls.at(-1)!.conn;
-    const t0 = performance.now();
+    const t0 = client[TEST_DOOR].tick;
     const e = await rejection(client.get("g", "k", { peer: true }));
     expect(e.message).toContain("timeout");
-    expect(performance.now() - t0).toBeLessThan(1_500); // the timeout and slack, well short of the 3 s load wait
+    expect(client[TEST_DOOR].tick - t0).toBeLessThan(150); // the timeout and slack in the client's ticks (10 ms), well short of the 3 s load wait
     // The silent connection was replaced: the next read goes out on a new one and is answered.
     expect((await client.get("g", "k", { peer: true })).value).toEqual(enc.encode("v"));
     expect(stub.connections).toBe(3);
@@ -144,9 +160,9 @@ describe("late waits are judged per connection", () => {
 });
 
 describe("a PeerGetMulti waits a load wait per window of its keys (the owner loads a part's misses a window at a time)", () => {
-  // The stub answers each PeerGetMulti 600 ms after it came (6 timeouts), pings at once; the
-  // load wait is two timeouts, so a call gives up at about 300 ms with one wait, 500 with two, 700
-  // with three.
+  // The stub answers each PeerGetMulti 6 timeouts after it came (60 of the client's ticks), pings
+  // at once; the load wait is two timeouts, so a call gives up at about 30 ticks (300 ms) with one
+  // wait, 50 with two, 70 with three.
   for (const { loadsAtOnce, waited } of [
     { loadsAtOnce: 1, waited: true }, // 3 keys, one at a time: three load waits
     { loadsAtOnce: 2, waited: false }, // two
@@ -154,12 +170,12 @@ describe("a PeerGetMulti waits a load wait per window of its keys (the owner loa
   ]) {
     test(`3 keys loaded ${loadsAtOnce} at a time: ${waited ? "waited for" : "timed out"}`, async () => {
       const stub = stubServer();
+      const client = peerClient(stub, 200);
       stub.handler = (c, s) => {
         if (c.name !== "PeerGetMulti") return serve(c, s);
-        setTimeout(() => s.write(c.conn, serve(c, s)), 600);
+        afterTicks(client, 60, () => s.write(c.conn, serve(c, s)));
         return null;
       };
-      const client = peerClient(stub, 200);
       await client.set("g", "w", "v", undefined, { peer: true });
       const call = client.peerGetMultiOf("g", partOf(["k", "x", "y"]), loadsAtOnce);
       if (waited) {
@@ -252,9 +268,9 @@ describe("calls sent behind PeerGetMultis the node serves in order (review: each
     const client = peerClient(stub, 200);
     await client.set("g", "w", "v", undefined, { peer: true });
     const part = client.peerGetMulti("g", ["k"]);
-    const t0 = performance.now();
+    const t0 = client[TEST_DOOR].tick; // (in the client's ticks, 10 ms each: on a loaded machine its sweeps run late, and 300 ms of them took 1.2 s)
     expect((await rejection(client.get("g", "k", { peer: true }))).message).toContain("timeout");
-    expect(performance.now() - t0).toBeLessThan(550);
+    expect(client[TEST_DOOR].tick - t0).toBeLessThan(55);
     expect((await part).keys.length).toBe(1);
   });
 });
@@ -326,15 +342,15 @@ describe("a retired connection the node may be holding is still asked about", ()
     // second, waiting 900 ms (its own and the first's), at 800. The first's timeout gets the silent
     // read connection replaced; the second still waits on it.
     const stub = stubServer();
-    const answerAt = [650, 800];
-    let t0 = 0;
+    const client = peerClient(stub, 400);
+    const answerAt = [65, 80]; // (in the client's ticks: 650 and 800 ms)
+    let t0 = -1;
     stub.handler = (c, s) => {
       if (c.name !== "PeerGetMulti") return serve(c, s); // (pings on the read connection never come: the client knows it held)
-      if (t0 === 0) t0 = performance.now();
-      setTimeout(() => s.write(c.conn, serve(c, s)), t0 + answerAt.shift()! - performance.now());
+      if (t0 < 0) t0 = client[TEST_DOOR].tick;
+      afterTicks(client, t0 + answerAt.shift()! - client[TEST_DOOR].tick, () => s.write(c.conn, serve(c, s)));
       return null;
     };
-    const client = peerClient(stub, 400);
     await client.set("g", "w", "v", undefined, { peer: true });
     const keys = Array.from({ length: 70 }, (_, i) => `${i}`.padStart(1_000, "k")); // ~70 KB: served in order
     const [first, second] = [client.peerGetMulti("g", keys), client.peerGetMulti("g", keys)];
