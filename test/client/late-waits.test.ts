@@ -190,15 +190,16 @@ describe("a PeerGetMulti waits a load wait per window of its keys (the owner loa
 
   test("a late PeerGet sent after a PeerGetMulti of a longer wait times out at its own deadline, not the PeerGetMulti's", async () => {
     // The stub never answers the PeerGet (a load that hangs past its timeout, or a lost reply)
-    // and answers the PeerGetMulti 350 ms on, pings at once: both wait late on one connection.
+    // and answers the PeerGetMulti 35 of the client's ticks on (350 ms), pings at once: both wait
+    // late on one connection.
     const stub = stubServer();
+    const client = peerClient(stub, 100);
     stub.handler = (c, s) => {
       if (c.name === "PeerGet") return null;
       if (c.name !== "PeerGetMulti") return serve(c, s);
-      setTimeout(() => s.write(c.conn, serve(c, s)), 350);
+      afterTicks(client, 35, () => s.write(c.conn, serve(c, s)));
       return null;
     };
-    const client = peerClient(stub, 100);
     await client.set("g", "w", "v", undefined, { peer: true });
     const settled: string[] = [];
     const multi = client.peerGetMultiOf("g", partOf(["k", "x", "y"]), 1).then(() => settled.push("PeerGetMulti answered"));
