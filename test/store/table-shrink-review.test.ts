@@ -6,7 +6,7 @@
 import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, SET_OK, Store, type StoreOptions } from "../../src/store/store.ts";
 import { MIN_STEP } from "../../src/store/table-shrink.ts";
-import { bytes, pattern } from "../support/prng.ts";
+import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
@@ -67,4 +67,114 @@ describe("Store table shrink, review", () => {
     s.checkInvariants();
     for (let i = 0; i < 100; i++) expect(read(s, `new${i}`)).toEqual(pattern(i, 8));
   });
+});
+
+describe("Store table shrink, review model", () => {
+  // Deletes leave the survivors spread, in one dense run of ids, or at the front: a scan meets
+  // free ids at once, or after thousands of live ones.
+  const LAYOUTS = ["spread", "run", "front"] as const;
+
+  test("seeded bursts with spread or dense survivors, overwrites, expiry, clears, pins and growths between the ticks of shrinks and smaller-index builds agree with a Map; invariants after every tick", () => {
+    const seed = testSeed();
+    const rnd = new Prng(seed);
+    const clock = new FakeClock();
+    const s = mk({ memory: 32 * MIB, initialItems: 64 }, clock);
+    const model = new Map<string, { value: Uint8Array; expiry: number }>();
+    const order: string[] = []; // keys in the order they were first set (their ids, near enough)
+    const seen = { moving: 0, scanning: 0, building: 0, clearsMid: 0, growthsMid: 0, pinned: 0 };
+    let next = 0;
+    let pin: ReturnType<Store["pinIds"]> | undefined;
+    const setKey = (key: string, value: Uint8Array, ttl: number): void => {
+      const cap = s.items.cap;
+      const held = s.size;
+      expect(put(s, key, value, ttl)).toBe(SET_OK);
+      // A growth only when no id was free (an overwrite may free its own first).
+      if (s.items.cap > cap && held < cap - 1) throw new Error(`the table grew from ${cap} ids with ${held} held`);
+      if (!model.has(key)) order.push(key);
+      model.set(key, { value, expiry: ttl === 0 ? Infinity : clock.now + ttl });
+    };
+    const check = (key: string): void => {
+      const e = model.get(key);
+      const got = read(s, key);
+      if (e === undefined || e.expiry <= clock.now) {
+        expect(got).toBeUndefined();
+        model.delete(key);
+      } else {
+        if (got === undefined) throw new Error(`${key} lost (evictions ${s.counters.evictions}, cap ${s.items.cap}, live ${s.size}, ${JSON.stringify(seen)})`);
+        expect(got).toEqual(e.value);
+      }
+    };
+    try {
+      for (let round = 0; round < 12; round++) {
+        const burst = 2_000 + rnd.int(30_000);
+        for (let i = 0; i < burst; i++) setKey(`b${next++}`, pattern(next, 4 + rnd.int(40)), rnd.int(4) === 0 ? 1 + rnd.int(20_000) : 0);
+        const layout = LAYOUTS[rnd.int(LAYOUTS.length)]!;
+        const live = order.filter((k) => model.has(k));
+        const from = rnd.int(live.length);
+        const keep = Math.max(1, Math.floor(live.length / (6 + rnd.int(10))));
+        live.forEach((key, i) => {
+          const kept = layout === "spread" ? rnd.int(12) === 0 : layout === "run" ? i >= from && i < from + keep : i < keep;
+          if (kept) return;
+          s.delete(bytes(key));
+          model.delete(key);
+        });
+        order.length = 0;
+        order.push(...model.keys());
+        for (let t = 0; t < 600 && (t < 20 || s.items.shrinkingTo !== 0 || s.index.buildingSmaller || s.items.unscanned > 0); t++) {
+          const mid = s.items.shrinkingTo !== 0 || s.index.buildingSmaller || s.items.unscanned > 0;
+          if (s.items.shrinkingTo !== 0) seen.moving++;
+          if (s.items.unscanned > 0) seen.scanning++;
+          if (s.index.buildingSmaller) seen.building++;
+          if (pin !== undefined) {
+            seen.pinned++;
+            pin.passed = Math.min(s.items.cap, pin.passed + rnd.int(4_000));
+            if (rnd.int(6) === 0) {
+              s.unpinIds(pin);
+              pin = undefined;
+            }
+          } else if (mid && rnd.int(40) === 0) pin = s.pinIds();
+          for (let op = rnd.int(40); op > 0; op--) {
+            const r = rnd.int(10);
+            const keys = r < 6 ? [...model.keys()] : [];
+            if (r < 3 && keys.length > 0) check(keys[rnd.int(keys.length)]!);
+            else if (r < 5 && keys.length > 0) {
+              const key = keys[rnd.int(keys.length)]!;
+              const e = model.get(key)!;
+              expect(s.delete(bytes(key))).toBe(e.expiry > clock.now);
+              model.delete(key);
+            } else if (r < 6 && keys.length > 0) {
+              setKey(keys[rnd.int(keys.length)]!, pattern(next++, 4 + rnd.int(300)), rnd.int(3) === 0 ? 1 + rnd.int(2_000) : 0);
+            } else setKey(`n${next++}`, pattern(next, 4 + rnd.int(40)), rnd.int(2) === 0 ? 1 + rnd.int(3_000) : 0);
+          }
+          if (mid && s.items.cap < 60_000 && rnd.int(60) === 0) {
+            // The items come back at once: the table grows mid-shrink or mid-build.
+            seen.growthsMid++;
+            for (let i = s.items.cap - s.size + 1 + rnd.int(1_000); i > 0; i--) setKey(`g${next++}`, pattern(next, 8), 0);
+          }
+          if (mid && rnd.int(150) === 0) {
+            seen.clearsMid++;
+            if (pin !== undefined) s.unpinIds(pin);
+            pin = undefined;
+            s.clear();
+            model.clear();
+            s.checkInvariants();
+          }
+          clock.now += rnd.int(300);
+          s.expire(clock.now, 1 + rnd.int(rnd.int(2) === 0 ? 4 : 300));
+          s.checkInvariants();
+        }
+        if (pin !== undefined) s.unpinIds(pin);
+        pin = undefined;
+        for (const key of [...model.keys()]) check(key);
+        s.checkInvariants();
+      }
+      if (process.env.SHOW_SEEN) console.log(JSON.stringify({ ...seen, shrinks: s.counters.tableShrinks, cap: s.items.cap }));
+      expect(s.counters.evictions).toBe(0); // (32 MiB holds it all: every difference is a bug)
+      expect(s.counters.tableShrinks).toBeGreaterThan(2);
+      expect(seen.moving).toBeGreaterThan(0);
+      expect(seen.building).toBeGreaterThan(0);
+    } catch (e) {
+      throw new Error(`TEST_SEED=${seed} ${JSON.stringify(seen)}: ${String(e)}`);
+    }
+  }, 120_000);
 });
