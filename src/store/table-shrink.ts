@@ -136,7 +136,13 @@ export class TableShrink {
         items.scanFree(budget * SCAN_PER_MOVE);
         return 0;
       }
-      if (this.index.slotCount > slotsFor(items.cap)) return this.shrinkIndex(budget);
+      if (this.index.slotCount > slotsFor(items.cap)) {
+        const shrunk = this.shrinkIndex(budget);
+        // Waiting for free bytes, it let the table's own shrink wait too: a full store (pages
+        // holding every free byte) never shrank its table again, and the bytes that would free
+        // were the ones the index waited for. The smaller index is begun again at its truncate.
+        if (shrunk !== 0 || this.index.building) return shrunk;
+      }
       if (items.live * 4 >= items.cap) return 0;
       const n = Math.max(this.floor, 2 * items.live);
       if (n >= items.cap) return 0;
