@@ -7,23 +7,13 @@ import { hashBytes } from "../../src/store/hash.ts";
 import { RECORD_BYTES, STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { HEAP_BYTES_PER_ITEM } from "../../src/store/ttl-heap.ts";
 import { bytes, pattern } from "../support/prng.ts";
-import { readValue } from "./support.ts";
+import { readValue, FakeClock, putValue as put } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 /** FakeClock is a clock tests move by hand (memcached's black-box tests move time, never sleep). */
-class FakeClock {
-  now = 1_000_000;
-  read = (): number => this.now;
-}
-
 function mk(opts: Partial<StoreOptions> = {}, clock = new FakeClock()): { s: Store; clock: FakeClock } {
   return { s: new Store({ memory: 8 * MIB, clock: clock.read, ...opts }), clock };
-}
-
-function put(s: Store, key: string | Uint8Array, value: Uint8Array, ttlMs = 0): number {
-  const k = typeof key === "string" ? bytes(key) : key;
-  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
 }
 
 describe("Store basics", () => {

@@ -10,3 +10,15 @@ export function readValue(s: Store, key: string | Uint8Array): Uint8Array | unde
   s.copyValue(id, out, 0);
   return out;
 }
+
+/** FakeClock is a store clock the test moves by hand (`clock: c.read`). */
+export class FakeClock {
+  now = 1_000_000;
+  read = (): number => this.now;
+}
+
+/** putValue sets `key` (a string as its UTF-8 bytes) to `value` in `s` and returns the SetResult. */
+export function putValue(s: Store, key: string | Uint8Array, value: Uint8Array, ttlMs = 0): number {
+  const k = typeof key === "string" ? bytes(key) : key;
+  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
+}

@@ -9,26 +9,12 @@ import { MIB, SET_OK, Store, type StoreOptions } from "../../src/store/store.ts"
 import { slotsFor } from "../../src/store/hash-index.ts";
 import { MIN_STEP } from "../../src/store/table-shrink.ts";
 import { Prng, bytes, pattern, testSeed } from "../support/prng.ts";
+import { FakeClock, putValue as put, readValue as read } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
-class FakeClock {
-  now = 1_000_000;
-  read = (): number => this.now;
-}
-
 function mk(opts: Partial<StoreOptions> = {}, clock = new FakeClock()): Store {
   return new Store({ memory: 64 * MIB, clock: clock.read, ...opts });
-}
-
-function put(s: Store, key: string, value: Uint8Array, ttlMs = 0): number {
-  const k = bytes(key);
-  return s.set(k, 0, k.length, value, 0, value.length, ttlMs);
-}
-
-function read(s: Store, key: string): Uint8Array | undefined {
-  const id = s.get(bytes(key));
-  return id < 0 ? undefined : s.valueView(id).slice();
 }
 
 describe("Store table shrink, a tick's share at a time", () => {

@@ -8,13 +8,9 @@ import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { MIB, Store } from "../../src/store/store.ts";
 import { WARM_MAX, warmKeys } from "../../src/store/warm.ts";
 import { bytes, pattern } from "../support/prng.ts";
+import { FakeClock } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
-
-class FakeClock {
-  now = 1_000_000;
-  read = (): number => this.now;
-}
 
 /** state copies everything a read could disturb. */
 function state(s: Store): unknown {
