@@ -17,6 +17,20 @@ import { LogSink } from "./support.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
+/** childLines reads a child's output: `line(word)` waits until it has printed `word` (or ended), `text()` is all it printed. */
+function childLines(stdout: ReadableStream<Uint8Array>): { line: (word: string) => Promise<void>; text: () => string } {
+  const reader = stdout.getReader();
+  let out = "";
+  const line = async (word: string): Promise<void> => {
+    while (!out.includes(word)) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      out += new TextDecoder().decode(value);
+    }
+  };
+  return { line, text: () => out };
+}
+
 let dir = "";
 const spawned: NodeProcess[] = [];
 beforeEach(() => {
@@ -261,21 +275,13 @@ test.skipIf(!canFreeze)("a touch of the lock that its file system does not answe
   let frozen = false;
   const child = Bun.spawn(["bun", join(import.meta.dir, "lock-touch-child.ts"), join(mnt, "cache.snap")], { stdout: "pipe", stderr: "inherit" });
   try {
-    const reader = child.stdout.getReader();
-    let out = "";
-    const line = async (word: string): Promise<void> => {
-      while (!out.includes(word)) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        out += new TextDecoder().decode(value);
-      }
-    };
+    const { line, text } = childLines(child.stdout);
     await line("ready\n");
     execFileSync("fsfreeze", ["-f", mnt]);
     frozen = true;
     // While frozen: the child's timers run, and it tells how many (or it says nothing at all).
     await Promise.race([line("ticks"), Bun.sleep(3000)]);
-    expect(Number(/ticks (\d+)/.exec(out)?.[1])).toBeGreaterThan(10);
+    expect(Number(/ticks (\d+)/.exec(text())?.[1])).toBeGreaterThan(10);
   } finally {
     if (frozen) execFileSync("fsfreeze", ["-u", mnt]);
     child.kill("SIGKILL");
@@ -290,15 +296,7 @@ test("a write whose check of the lock its file system does not answer leaves the
   const snapshot = join(dir, "cache.snap");
   const child = Bun.spawn(["bun", join(import.meta.dir, "lock-check-child.ts"), snapshot], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
   try {
-    const reader = child.stdout.getReader();
-    let out = "";
-    const line = async (word: string): Promise<void> => {
-      while (!out.includes(word)) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        out += new TextDecoder().decode(value);
-      }
-    };
+    const { line, text } = childLines(child.stdout);
     await line("ready\n");
     rmSync(`${snapshot}.lock`);
     execFileSync("mkfifo", [`${snapshot}.lock`]);
@@ -307,7 +305,7 @@ test("a write whose check of the lock its file system does not answer leaves the
     // The child's timers run while its write waits on the lock, and it tells how many (or it
     // says nothing at all: its thread waits in the read).
     await Promise.race([line("ticks"), Bun.sleep(3000)]);
-    expect(Number(/ticks (\d+)/.exec(out)?.[1])).toBeGreaterThan(10);
+    expect(Number(/ticks (\d+)/.exec(text())?.[1])).toBeGreaterThan(10);
   } finally {
     child.kill("SIGKILL");
     await child.exited;
