@@ -281,24 +281,38 @@ describe("admin port connections", () => {
   });
 
   test("at the cap, a client that has taken none of its waiting reply for evictQuietMs is closed to let a probe in (before: it held its slot for clientStallMs, 10 s, and reconnecting held it again)", async () => {
-    const node = CacheNode.start({ port: 0, logLevel: "silent" }, { logger: silent });
+    // One scrape each, of 13 MB (400 groups whose 1,000-character names every /metrics line of
+    // theirs carries): far past what the sockets' buffers between the gate and a client hold (about
+    // 4 MB on loopback), so the gate surely queues the rest and the HTTP server keeps the connection.
+    // Not 600 pipelined scrapes of a default node (22 KB each), as before. Bun 1.4.5's HTTP server
+    // answers the requests of one read in one go, handing each reply to the kernel until a write
+    // comes up short (3.9 MB into loopback buffers here), then holds that reply pending; a request
+    // pipelined behind a pending reply makes it close the connection (uWS "denies async
+    // pipelining"; oven-sh/bun#38128 would hold the request instead). Seen without the gate too:
+    // a client that reads gets 178 of 600 replies of 22 KB (263 from another process, reading
+    // meanwhile), 20 of 200 KB, then the close; one reply of 4.3 MB comes whole. Neither the gate
+    // nor the client sets that limit. The paused client's buffers took nearly all of the 3.9 MB, the
+    // gate held 17 KB, and sometimes none (2 of 8 runs under CPU load; every time with a client
+    // receive buffer of 256 KB): it ended the finished connection, a slot came free, no eviction.
+    const groups = Array.from({ length: 400 }, (_, i) => ({ name: `${"g".repeat(1000)}${i}`, ttlMs: 0, memory: 256 * 1024, maxItemSize: 16 * 1024 }));
+    const node = CacheNode.start({ port: 0, logLevel: "silent", memory: 128 * 1024 * 1024, groups }, { logger: silent });
     const admin = AdminServer.start({ host: "127.0.0.1", port: 0, node, latency: new LatencyHistogram(), logger: silent, maxConnections: 2, evictQuietMs: 300, state: "serving" });
+    const gate = (admin as unknown as { gate: { pipes: Set<{ toClientBytes: number; upstreamGone: boolean }> } }).gate;
     try {
-      // Two clients pipeline 600 scrapes (13 MB of replies, past what the sockets' buffers hold)
-      // and never read: the gate queues what is left for each, and nothing of it goes out.
       const clients: Socket[] = [];
       for (let i = 0; i < 2; i++) {
         void Bun.connect({ hostname: "127.0.0.1", port: admin.port, socket: {
           open: (s) => {
             clients.push(s);
             s.pause();
-            s.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(600));
+            s.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
           },
           data: () => {},
         } });
       }
-      await waitUntil(() => admin.connections.open === 2, "both let in");
-      await Bun.sleep(600); // their replies queued, untaken, for past evictQuietMs
+      // The state under test: for both, reply bytes wait in the gate, the server still connected.
+      await waitUntil(() => gate.pipes.size === 2 && [...gate.pipes].every((p) => p.toClientBytes > 0 && !p.upstreamGone), "both replies queued in the gate, untaken", 10_000);
+      await Bun.sleep(600); // untaken for past evictQuietMs
       const probe = await rawHttp(admin.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
       expect(probe.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
       expect(admin.connections).toMatchObject({ open: 1, refused: 0, evicted: 1 });
