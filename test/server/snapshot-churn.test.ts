@@ -10,21 +10,18 @@
  */
 import { afterEach, beforeEach, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Group } from "../../src/cluster/group.ts";
 import { Groups } from "../../src/cluster/groups.ts";
-import { BLOCK_HEADER_BYTES, maxBlockBytes } from "../../src/server/snapshot-format.ts";
-import { scanSnapshot } from "../../src/server/snapshot-stream.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import { STRIDE, W_ATIME } from "../../src/store/item-table.ts";
 import { Prng, testSeed } from "../support/prng.ts";
+import { snapshotRecords } from "./snapshot-records.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 const quiet: SnapshotLogger = { info() {}, warn() {}, error() {} };
 
 let dir = "";
@@ -33,25 +30,12 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-/** records lists the snapshot's records at `file` in file order: key and the value's first 8 bytes (version, key number). */
+/** records lists the snapshot's records at `file` in file order: key and the value's first 4 bytes (version, big-endian). */
 async function records(file: string): Promise<{ key: string; version: number }[]> {
-  const out: { key: string; version: number }[] = [];
-  const fh = await open(file, "r");
-  try {
-    await scanSnapshot(fh, (await fh.stat()).size, maxBlockBytes(1 << 20), 10, (block, _end, n) => {
-      const dv = new DataView(block.buffer, block.byteOffset, block.length);
-      let p = BLOCK_HEADER_BYTES + 2 + dv.getUint16(BLOCK_HEADER_BYTES, true);
-      for (let r = 0; r < n; r++) {
-        const keyLen = dv.getUint16(p + 8, true);
-        const valLen = dv.getUint32(p + 10, true);
-        out.push({ key: dec.decode(block.subarray(p + 14, p + 14 + keyLen)), version: valLen >= 4 ? dv.getUint32(p + 14 + keyLen) : 0 });
-        p += 14 + keyLen + valLen;
-      }
-    });
-  } finally {
-    await fh.close();
-  }
-  return out;
+  return (await snapshotRecords(file)).map(({ key, value }) => ({
+    key,
+    version: value.length >= 4 ? new DataView(value.buffer, value.byteOffset, value.length).getUint32(0) : 0,
+  }));
 }
 
 type Mode = "churn" | "growth" | "shrink" | "clear";

@@ -8,10 +8,9 @@ import { Groups } from "../../src/cluster/groups.ts";
 import { CacheNode } from "../../src/server/cache-node.ts";
 import { Snapshotter, type SnapshotLogger } from "../../src/server/snapshot.ts";
 import { LogSink } from "./support.ts";
+import { snapshotRecords } from "./snapshot-records.ts";
 import { MAX_BANDS } from "../../src/server/snapshot-order.ts";
-import { scanSnapshot, SnapshotOut } from "../../src/server/snapshot-stream.ts";
-import { BLOCK_HEADER_BYTES, maxBlockBytes } from "../../src/server/snapshot-format.ts";
-import { open } from "node:fs/promises";
+import { SnapshotOut } from "../../src/server/snapshot-stream.ts";
 import { Prng, testSeed } from "../support/prng.ts";
 
 setDefaultTimeout(30_000); // per file: bun drops a preload's default after the first file (test/setup.ts)
@@ -206,21 +205,7 @@ test("a write gives the event loop a turn every sliceMs, also when each block's 
 /** recordsByKey counts the records of each key in the snapshot at `file`, whatever their group. */
 async function recordsByKey(file: string): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
-  const fh = await open(file, "r");
-  try {
-    await scanSnapshot(fh, (await fh.stat()).size, maxBlockBytes(1 << 20), 10, (block, _end, records) => {
-      const dv = new DataView(block.buffer, block.byteOffset, block.length);
-      let p = BLOCK_HEADER_BYTES + 2 + dv.getUint16(BLOCK_HEADER_BYTES, true);
-      for (let r = 0; r < records; r++) {
-        const keyLen = dv.getUint16(p + 8, true);
-        const k = dec.decode(block.subarray(p + 14, p + 14 + keyLen));
-        counts.set(k, (counts.get(k) ?? 0) + 1);
-        p += 14 + keyLen + dv.getUint32(p + 10, true);
-      }
-    });
-  } finally {
-    await fh.close();
-  }
+  for (const { key } of await snapshotRecords(file)) counts.set(key, (counts.get(key) ?? 0) + 1);
   return counts;
 }
 
